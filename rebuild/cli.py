@@ -1,0 +1,119 @@
+"""Command line: parse, call one core function, render. Nothing else lives here."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from rebuild import __version__, render
+from rebuild.errors import UserError
+
+app = typer.Typer(
+    name="tfrebuild",
+    help="Upgrade TensorFlow environments safely: build the new env beside the old one, "
+    "check it, swap it in atomically, roll back in milliseconds.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+EnvOpt = typer.Option(None, "--env", "-e", help="Environment folder or interpreter (default: $VIRTUAL_ENV, else ./.venv).")
+JsonOpt = typer.Option(False, "--json", help="Print one machine-readable JSON document.")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"tfrebuild {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version and exit."),
+) -> None:
+    """tfrebuild: never upgrade TensorFlow in place again."""
+
+
+def _run(as_json: bool, work, show) -> None:
+    """Run one core function; render its result or the user error it raised."""
+    try:
+        result = work()
+    except UserError as exc:
+        render.error(exc, as_json)
+        raise typer.Exit(exc.exit_code)
+    except KeyboardInterrupt:
+        render.err.print("interrupted: nothing was changed", markup=False)
+        raise typer.Exit(130)
+    show(result, as_json)
+
+
+@app.command()
+def snapshot(
+    env: Optional[Path] = EnvOpt,
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Profile file (default: profiles/<env name>.toml)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing profile file."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Record an environment in a TOML profile. Never changes the environment.
+
+    Example: tfrebuild snapshot --env ~/venvs/tf -o tf.toml
+    """
+    from rebuild import snapshot as snap
+
+    _run(as_json, lambda: snap.run(env, output, force=force), render.snapshot)
+
+
+def _plan_options(env, to, profile, python, strategy, pre, index_url, extra_index_url, find_links, offline,
+                  no_compile=False, yes=False, allow_python_download=False):
+    from rebuild.plan import Options
+
+    return Options(env=env, to=to, profile=profile, python=python, strategy=strategy, pre=pre, index_url=index_url,
+                   extra_index_urls=list(extra_index_url or []), find_links=[str(f) for f in find_links or []],
+                   offline=offline, no_compile=no_compile, yes=yes, allow_python_download=allow_python_download)
+
+
+ToOpt = typer.Option("latest", "--to", help="Target: latest, X.Y (newest X.Y.*) or X.Y.Z.")
+ProfileOpt = typer.Option(None, "--profile", help="Take requested packages and [constraints] from this profile.")
+PythonOpt = typer.Option(None, "--python", help="Build the new env on this Python (3.12, or a path).")
+StrategyOpt = typer.Option("minimal", "--strategy", help="minimal: move as little as possible; eager: newest of everything.")
+PreOpt = typer.Option(False, "--pre", help="Allow pre-releases (e.g. tf-nightly).")
+IndexOpt = typer.Option(None, "--index-url", help="Package index to use instead of the configured one.")
+ExtraIndexOpt = typer.Option(None, "--extra-index-url", help="Additional package index (repeatable).")
+FindLinksOpt = typer.Option(None, "--find-links", "-f", help="Folder of wheels to use (repeatable).")
+OfflineOpt = typer.Option(False, "--offline", help="No network: use only --find-links folders and uv's cache.")
+AllowDownloadOpt = typer.Option(False, "--allow-python-download", help="Let uv download a missing Python.")
+
+
+@app.command()
+def plan(
+    env: Optional[Path] = EnvOpt, to: str = ToOpt, profile: Optional[Path] = ProfileOpt,
+    python: Optional[str] = PythonOpt, strategy: str = StrategyOpt, pre: bool = PreOpt,
+    index_url: Optional[str] = IndexOpt, extra_index_url: Optional[list[str]] = ExtraIndexOpt,
+    find_links: Optional[list[Path]] = FindLinksOpt, offline: bool = OfflineOpt,
+    allow_python_download: bool = AllowDownloadOpt, as_json: bool = JsonOpt,
+) -> None:
+    """Dry run: resolve the upgrade with uv and show what would change. Changes nothing.
+
+    Example: tfrebuild plan --env ~/venvs/tf --to 2.18
+    """
+    from rebuild import plan as planning
+
+    opts = _plan_options(env, to, profile, python, strategy, pre, index_url, extra_index_url, find_links, offline,
+                         allow_python_download=allow_python_download)
+
+    def work():
+        with render.Progress(enabled=not as_json) as progress:
+            return planning.make_plan(opts, progress)
+
+    _run(as_json, work, render.plan)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:  # pragma: no cover - typer usually converts this
+        sys.exit(130)

@@ -1,0 +1,86 @@
+"""The dependency graph of installed distributions, from their ``Requires-Dist``.
+
+Markers are evaluated for the *target* interpreter (from the probe), not for
+the interpreter tfrebuild runs on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from packaging.markers import InvalidMarker, UndefinedComparison, UndefinedEnvironmentName
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
+
+def marker_environment(interpreter: dict, platform: dict) -> dict[str, str]:
+    """PEP 508 marker variables for the probed interpreter."""
+    info = interpreter.get("version_info") or [0, 0, 0]
+    system = platform.get("system", "")
+    impl = interpreter.get("implementation", "cpython")
+    return {
+        "implementation_name": impl,
+        "implementation_version": ".".join(str(p) for p in info[:3]),
+        "os_name": "nt" if system == "Windows" else "posix",
+        "platform_machine": platform.get("machine", ""),
+        "platform_release": platform.get("release", ""),
+        "platform_system": system,
+        "platform_version": "",
+        "python_full_version": interpreter.get("version", ""),
+        "platform_python_implementation": {"cpython": "CPython", "pypy": "PyPy"}.get(impl, impl),
+        "python_version": ".".join(str(p) for p in info[:2]),
+        "sys_platform": {"Linux": "linux", "Darwin": "darwin", "Windows": "win32"}.get(system, system.lower()),
+    }
+
+
+@dataclass(frozen=True)
+class Edge:
+    parent: str
+    child: str
+    requirement: str
+    via_extra: bool
+
+
+def parse(requirement: str) -> Requirement | None:
+    try:
+        return Requirement(requirement)
+    except InvalidRequirement:
+        return None
+
+
+def applies(req: Requirement, env: dict[str, str], extras: frozenset[str] = frozenset()) -> tuple[bool, bool]:
+    """Whether ``req`` applies in ``env``: (applies, only through an extra)."""
+    if req.marker is None:
+        return True, False
+    try:
+        if req.marker.evaluate({**env, "extra": ""}):
+            return True, False
+        for extra in extras:
+            if req.marker.evaluate({**env, "extra": extra}):
+                return True, True
+        return False, False
+    except (InvalidMarker, UndefinedComparison, UndefinedEnvironmentName):
+        return False, False
+
+
+def edges(dists: dict[str, list[str]], env: dict[str, str], provides_extra: dict[str, list[str]] | None = None) -> list[Edge]:
+    """Edges parent → child among the installed distributions ``dists`` (name → requires).
+
+    A requirement behind an extra counts when the child is installed: the
+    extra was evidently asked for (pip and uv do not record which extras were).
+    """
+    provides_extra = provides_extra or {}
+    out = []
+    for parent, requires in dists.items():
+        extras = frozenset(provides_extra.get(parent, []))
+        for text in requires:
+            req = parse(text)
+            if req is None:
+                continue
+            child = canonicalize_name(req.name)
+            if child == parent or child not in dists:
+                continue
+            ok, via_extra = applies(req, env, extras)
+            if ok:
+                out.append(Edge(parent, child, text, via_extra))
+    return out

@@ -1,0 +1,48 @@
+"""Run the probe script inside the target environment's own interpreter."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+from rebuild.errors import UserError
+
+PROBE_SCRIPT = Path(__file__).with_name("_probe.py")
+
+
+def default_timeout() -> float:
+    return float(os.environ.get("TFREBUILD_PROBE_TIMEOUT", "60"))
+
+
+def run(python: Path, *, deep: bool = False, timeout: float | None = None) -> dict:
+    """Inspect the environment of ``python``; return the probe's JSON as a dict.
+
+    The interpreter runs in isolated mode (``-I -S``) so neither ``PYTHONPATH``
+    nor the user site nor ``.pth`` files can change what it sees or crash it.
+    """
+    timeout = default_timeout() if timeout is None else timeout
+    cmd = [str(python), "-I", "-S", str(PROBE_SCRIPT)] + (["--deep"] if deep else [])
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as exc:
+        raise UserError(
+            f"The interpreter {python} did not answer within {timeout:.0f} s.",
+            "It may hang at start-up; check that it runs (`{0} -c pass`) or raise TFREBUILD_PROBE_TIMEOUT.".format(python),
+        ) from exc
+    except OSError as exc:
+        raise UserError(f"The interpreter {python} cannot be started: {exc.strerror}.",
+                        "The environment may be broken or its base Python removed; recreate it or pass another --env.") from exc
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
+        raise UserError(
+            f"The interpreter {python} failed (exit {proc.returncode}) while being inspected.",
+            "The environment's Python is broken (its base interpreter may have been removed or upgraded); recreate it.",
+            details=tail,
+        )
+    try:
+        return json.loads(proc.stdout)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"The interpreter {python} printed something that is not the probe's report.",
+                        "Run it by hand to see what it prints at start-up.", details=proc.stdout[:500]) from exc

@@ -1,0 +1,187 @@
+"""All output: human text, ``--json`` documents, errors and live progress.
+
+Core functions return dataclasses and report progress through a
+:class:`Progress` object; only this module writes to the terminal. Results go
+to stdout; progress and errors to stderr. ``NO_COLOR`` is honoured (rich
+checks it), and so is a non-terminal stdout/stderr (plain lines, no colour).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from rebuild.errors import UserError
+
+
+def _console(stderr: bool = False) -> Console:
+    return Console(stderr=stderr, highlight=False, soft_wrap=True,
+                   no_color=bool(os.environ.get("NO_COLOR")) or None)
+
+
+out = _console()
+err = _console(stderr=True)
+
+
+def jsonable(value):
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {k: jsonable(v) for k, v in dataclasses.asdict(value).items()}
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def emit_json(document: dict) -> None:
+    sys.stdout.write(json.dumps(jsonable(document), indent=2, sort_keys=False) + "\n")
+    sys.stdout.flush()
+
+
+def error(exc: UserError, as_json: bool) -> None:
+    if as_json:
+        emit_json({"ok": False, **exc.to_dict()})
+    err.print(f"[bold red]error:[/] {exc.message}", markup=True)
+    if exc.details:
+        err.print(exc.details, markup=False)
+    if exc.hint:
+        err.print(f"[bold]hint:[/] {exc.hint}", markup=True)
+
+
+# --- progress -----------------------------------------------------------------
+
+
+class Progress:
+    """Stage reporting: a live status with elapsed time on a terminal, one line per stage otherwise."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+        self.live = enabled and err.is_terminal
+        self._status = None
+        self._stage = ""
+        self._start = time.monotonic()
+        self._stage_start = self._start
+        self.timings: list[tuple[str, float]] = []
+
+    def stage(self, name: str, detail: str = "") -> None:
+        self._finish_stage()
+        self._stage, self._stage_start = name, time.monotonic()
+        if not self.enabled:
+            return
+        text = f"{name}: {detail}" if detail else name
+        if self.live:
+            if self._status is None:
+                self._status = err.status(text)
+                self._status.start()
+            else:
+                self._status.update(text)
+        else:
+            err.print(f"[{time.monotonic() - self._start:6.1f}s] {text}", markup=False, highlight=False)
+
+    def note(self, text: str) -> None:
+        if self.enabled:
+            if self._status is not None:
+                self._status.console.print(f"  {text}", markup=False)
+            else:
+                err.print(f"  {text}", markup=False)
+
+    def _finish_stage(self) -> None:
+        if self._stage:
+            self.timings.append((self._stage, time.monotonic() - self._stage_start))
+            self._stage = ""
+
+    def close(self) -> None:
+        self._finish_stage()
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
+
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# --- per-command renderers ------------------------------------------------------
+
+
+def snapshot(result, as_json: bool) -> None:
+    from rebuild import profile as prof
+
+    p = result.profile
+    if as_json:
+        emit_json({"ok": True, "written_to": result.written_to, "profile": prof.as_json_dict(p)})
+        return
+    tf = f"{p.tensorflow.distribution} {p.tensorflow.version}" if p.tensorflow.distribution else "no TensorFlow"
+    out.print(f"Snapshot of {p.source} ({p.env_kind}, Python {p.interpreter.version}, "
+              f"{p.platform.system} {p.platform.machine})", markup=False)
+    out.print(f"  {len(p.packages)} distributions, {len(p.requested)} requested: {', '.join(p.requested) or '-'}",
+              markup=False)
+    out.print(f"  TensorFlow: {tf}" + (f", keras {p.tensorflow.keras_version}" if p.tensorflow.keras_version else ""),
+              markup=False)
+    if p.gpu.nvidia_smi:
+        out.print(f"  GPU: {', '.join(p.gpu.gpus) or 'none listed'} (driver {p.gpu.driver_version or '?'}, "
+                  f"CUDA {p.gpu.cuda_version or '?'})", markup=False)
+    for w in p.warnings:
+        out.print(f"  [yellow]warning[/] {w.kind}: {w.message}" + (f" ({w.path})" if w.path else ""))
+    out.print(f"Wrote {result.written_to} in {result.seconds:.2f}s", markup=False)
+
+
+def table(title: str, columns: list[str], rows: list[list[str]]) -> None:
+    t = Table(title=title, show_lines=False, header_style="bold")
+    for column in columns:
+        t.add_column(column)
+    for row in rows:
+        t.add_row(*[str(c) for c in row])
+    out.print(t)
+
+
+def _change_line(c) -> str:
+    arrow = {"upgrade": "↑", "downgrade": "↓", "add": "+", "remove": "-"}[c.kind]
+    old, new = c.old or "", c.new or ""
+    versions = f"{old} → {new}" if c.old and c.new else (new or old)
+    reason = f"  ({c.reason})" if c.reason else ""
+    star = "*" if c.requested else " "
+    return f"  {arrow}{star} {c.name:<28} {versions}{reason}"
+
+
+def plan_text(p) -> None:
+    out.print(f"Plan for {p.env}", markup=False)
+    out.print(f"  TensorFlow: {p.tf_distribution} {p.tf_old} → {p.tf_new} (--to {p.target}, strategy {p.strategy})",
+              markup=False)
+    if p.python_old != p.python_new:
+        out.print(f"  Python: {p.python_old} → {p.python_new} ({p.python_path})", markup=False)
+    else:
+        out.print(f"  Python: {p.python_new} ({p.python_path})", markup=False)
+    for note in p.notes:
+        out.print(f"  note: {note}", markup=False)
+    if p.changes:
+        out.print(f"  Changes ({len(p.changes)}; * = requested by you; {p.unchanged} unchanged):", markup=False)
+        for c in p.changes:
+            out.print(_change_line(c), markup=False)
+    else:
+        out.print("  No package changes.", markup=False)
+
+
+def plan(p, as_json: bool) -> None:
+    if as_json:
+        emit_json({"ok": True, "plan": _plan_dict(p)})
+        return
+    plan_text(p)
+    out.print(f"Resolved in {p.seconds:.1f}s. Nothing was changed; run `tfrebuild upgrade` to apply.", markup=False)
+
+
+def _plan_dict(p) -> dict:
+    keep = ("env", "tf_distribution", "tf_old", "tf_new", "target", "downgrade", "python_old", "python_new",
+            "python_path", "strategy", "changes", "unchanged", "capped", "notes", "index", "seconds")
+    return {k: jsonable(getattr(p, k)) for k in keep}

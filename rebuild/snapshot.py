@@ -1,0 +1,210 @@
+"""Snapshot: probe an environment and turn what it reports into a :class:`Profile`."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from packaging.utils import canonicalize_name
+
+from rebuild import __version__, gpu, graph, indexconf, probe
+from rebuild import profile as prof
+from rebuild.envs import EnvLocation, locate
+from rebuild.errors import UserError
+from rebuild.tfinfo import SEED_PACKAGES, TF_DISTRIBUTIONS, import_name
+
+_GENERIC_NAMES = {"venv", "env", "virtualenv"}
+
+
+@dataclass
+class SnapshotResult:
+    profile: prof.Profile
+    written_to: Path | None
+    seconds: float
+
+
+def default_output(env_path: Path, cwd: Path | None = None) -> Path:
+    """``profiles/<env name>.toml``; a generic name (``.venv``) is prefixed by its parent's."""
+    name = env_path.name.lstrip(".") or "env"
+    if name in _GENERIC_NAMES and env_path.parent.name:
+        name = f"{env_path.parent.name}-{name}"
+    return Path(cwd or Path.cwd()) / "profiles" / f"{name}.toml"
+
+
+def _source(dist: dict) -> dict:
+    """Profile fields describing where a distribution came from (``direct_url.json``)."""
+    direct = dist.get("direct_url")
+    if not isinstance(direct, dict) or not direct.get("url"):
+        return {}
+    url = indexconf.redact(str(direct["url"]))
+    if direct.get("dir_info", {}).get("editable"):
+        return {"source": "editable", "url": url}
+    if "vcs_info" in direct:
+        vcs = direct["vcs_info"]
+        return {"source": "vcs", "url": url, "vcs": vcs.get("vcs", ""), "commit": vcs.get("commit_id", ""),
+                "requested_revision": vcs.get("requested_revision", "")}
+    if url.startswith("file://"):
+        return {"source": "path", "url": url}
+    return {"source": "url", "url": url}
+
+
+def _import_name(name: str, dist: dict) -> str:
+    """The name to ``import`` for a requested distribution in the smoke checks."""
+    guess = import_name(name)
+    if name in TF_DISTRIBUTIONS:
+        return guess
+    tops = [t for t in dist.get("top_level", []) if t and not t.startswith("_") and t not in ("tests", "test")]
+    if not tops or guess in tops:
+        return guess
+    return min(tops, key=lambda t: (len(t), t))
+
+
+def build_profile(loc: EnvLocation, data: dict, *, environ: dict[str, str] | None = None) -> prof.Profile:
+    """Turn the probe's report into a profile (pure apart from GPU and config look-ups)."""
+    interp, plat, env = data["interpreter"], data["platform"], data["env"]
+    warnings: list[prof.Warning] = []
+
+    by_name: dict[str, list[dict]] = defaultdict(list)
+    for dist in data.get("distributions", []):
+        by_name[dist["canonical"]].append(dist)
+
+    chosen: dict[str, dict] = {}
+    for name, found in by_name.items():
+        in_env = [d for d in found if d["location"] == "env"] or found
+        if len(in_env) > 1:
+            paths = ", ".join(d["dist_info"] for d in in_env)
+            versions = ", ".join(d["version"] for d in in_env)
+            warnings.append(prof.Warning("duplicate-dist-info", in_env[0]["dist_info"],
+                                         f"{name} has {len(in_env)} metadata folders ({versions}): {paths}"))
+        chosen[name] = in_env[0]
+        shadowed = [d for d in found if d["location"] != in_env[0]["location"]]
+        for other in shadowed:
+            if other["location"] == "user":
+                warnings.append(prof.Warning("user-site-shadow", other["dist_info"],
+                                             f"{name} {other['version']} is also installed in the user site"))
+
+    for item in data.get("debris", []):
+        kind, path = item.get("kind", "debris"), item.get("path", "")
+        messages = {
+            "tilde-folder": "leftover of an interrupted uninstall (pip warns 'Ignoring invalid distribution')",
+            "no-metadata": "metadata folder without METADATA: the distribution is half installed",
+            "bad-metadata": "metadata folder whose METADATA cannot be read",
+            "orphan-top-level": "top-level package that no installed distribution owns",
+        }
+        warnings.append(prof.Warning(kind, path, messages.get(kind, kind)))
+    for text in data.get("warnings", []):
+        warnings.append(prof.Warning("probe", "", str(text)))
+
+    markers = graph.marker_environment(interp, plat)
+    requires = {n: d.get("requires", []) for n, d in chosen.items()}
+    extras = {n: d.get("provides_extra", []) for n, d in chosen.items()}
+    required_by: dict[str, set[str]] = defaultdict(set)
+    for edge in graph.edges(requires, markers, extras):
+        required_by[edge.child].add(edge.parent)
+
+    packages: list[prof.Package] = []
+    requested: list[str] = []
+    for name in sorted(chosen):
+        dist = chosen[name]
+        is_requested = name not in SEED_PACKAGES and (bool(dist.get("requested")) or not required_by.get(name))
+        if is_requested and dist["location"] == "env":
+            requested.append(name)
+        packages.append(prof.Package(
+            name=name, version=dist["version"], requested=is_requested, location=dist["location"],
+            installer=dist.get("installer") or "", required_by=sorted(required_by.get(name, ())),
+            **_source(dist),
+        ))
+
+    variants = [n for n in TF_DISTRIBUTIONS if n in chosen]
+    tf = prof.TensorFlow(installed_variants=variants)
+    if variants:
+        main = next((v for v in variants if v in requested), variants[0])
+        tf.distribution, tf.version = main, chosen[main]["version"]
+        keras = chosen.get("keras") or chosen.get("tf-keras")
+        tf.keras_version = keras["version"] if keras else ""
+    if len(variants) > 1:
+        warnings.append(prof.Warning(
+            "tensorflow-variants", chosen[variants[0]]["dist_info"],
+            f"{' and '.join(variants)} are installed together; they overwrite each other's files"))
+
+    imports = sorted({_import_name(name, chosen[name]) for name in requested})
+
+    gpu_facts = gpu.detect(environ)
+    gpu_facts.environ.update({k: v for k, v in data.get("environ", {}).items() if k in gpu.CUDA_ENV_VARS})
+    gpu_facts.environ = dict(sorted(gpu_facts.environ.items()))
+
+    return prof.Profile(
+        tool=f"tfrebuild {__version__}",
+        created=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        source=str(loc.python if loc.bare else loc.path),
+        env_kind=env.get("kind", "unknown"),
+        interpreter=prof.Interpreter(
+            version=interp["version"], implementation=interp.get("implementation", ""),
+            executable=interp["executable"], base_prefix=interp.get("base_prefix", ""),
+            abiflags=interp.get("abiflags") or "", soabi=interp.get("soabi") or "",
+            pointer_bits=int(interp.get("pointer_bits") or 64),
+        ),
+        platform=prof.Platform(
+            system=plat.get("system", ""), machine=plat.get("machine", ""), libc=plat.get("libc") or "",
+            libc_version=plat.get("libc_version") or "", sysconfig_platform=plat.get("sysconfig_platform", ""),
+            mac_ver=plat.get("mac_ver") or "",
+        ),
+        tensorflow=tf,
+        gpu=gpu_facts,
+        index=indexconf.redacted(indexconf.discover(prefix=None if loc.bare else loc.path, environ=environ)),
+        requested=requested,
+        smoke=prof.Smoke(imports=imports),
+        packages=packages,
+        warnings=sorted(warnings, key=lambda w: (w.kind, w.path, w.message)),
+    )
+
+
+def take(env: str | os.PathLike | None = None, *, timeout: float | None = None) -> prof.Profile:
+    """Probe the environment at ``env`` (default: ``$VIRTUAL_ENV`` or ``./.venv``) into a profile."""
+    loc = locate(env)
+    data = probe.run(loc.python, timeout=timeout)
+    return build_profile(loc, data)
+
+
+def check_output(output: Path, force: bool) -> None:
+    """Refuse an output path we could not or should not write, before any work."""
+    if output.exists() and not force:
+        raise UserError(f"{output} already exists.", "Pass --force to overwrite it, or choose another file with -o.")
+    if output.exists() and output.is_dir():
+        raise UserError(f"{output} is a folder.", "Pass a file name with -o.")
+    parent = output.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not os.access(parent, os.W_OK):
+        raise UserError(f"Cannot write {output}: {parent} is not writable.", "Choose another place with -o.")
+
+
+def write(profile: prof.Profile, output: Path) -> None:
+    """Write atomically: a temporary file in the same folder, then a rename."""
+    text = prof.dumps(profile)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", dir=output.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, output)
+    except OSError as exc:
+        raise UserError(f"Cannot write {output}: {exc.strerror}.", "Choose another place with -o.") from exc
+
+
+def run(env: str | os.PathLike | None, output: str | os.PathLike | None, *, force: bool = False) -> SnapshotResult:
+    """``tfrebuild snapshot``: probe, build the profile, write it; refuse bad output paths first."""
+    start = time.monotonic()
+    loc = locate(env)
+    target = Path(output) if output else default_output(loc.python.parent if loc.bare else loc.path)
+    target = target.absolute()
+    check_output(target, force)
+    data = probe.run(loc.python)
+    profile = build_profile(loc, data)
+    write(profile, target)
+    return SnapshotResult(profile, target, time.monotonic() - start)
