@@ -1,0 +1,558 @@
+"""The fake package universe the tests install from.
+
+Every release is a tiny pure-Python wheel, but its *metadata* copies the real
+TensorFlow ecosystem's dependency shape (Requires-Python, version caps,
+extras such as ``and-cuda`` and ``tensorflow_cpu``), so uv meets the same
+conflicts it meets on PyPI.  Each package is importable and has
+``__version__``.  A few modules model real-world run-time behaviour:
+
+* ``tensorflow`` / ``tensorflow-cpu`` (identical files, both install the import
+  package ``tensorflow``): ``constant``, ``reduce_sum``, ``config.list_physical_devices``
+  (GPUs come from the ``FAKE_TF_GPUS`` env var), a lazy ``tf.keras`` that is
+  Keras 2 before 2.16 and, from 2.16 on, ``keras`` (Keras 3) unless
+  ``TF_USE_LEGACY_KERAS`` is ``1``/``true``, in which case it is ``tf_keras``.
+  Importing it imports nothing else.
+* ``scipy 1.11.4`` was "compiled against NumPy 1.x": importing it with NumPy 2.x
+  installed raises ``ImportError: numpy.core.multiarray failed to import``, which
+  is what really happens after ``pip install -U numpy`` in an old environment.
+  A NumPy outside the release's declared range but of the same major version
+  only warns (as real SciPy does).
+* ``tensorflow-text`` is a compiled op library: importing it imports
+  ``tensorflow`` and fails unless TensorFlow's major.minor matches its own.
+
+Compiled projects (tensorflow*, numpy, scipy, pandas, h5py, ml-dtypes,
+tensorflow-text) are tagged ``cp3X-none-any`` for exactly the CPython minors the
+real release has wheels for (see :func:`cp`); pure ones are ``py3-none-any``.
+
+Build it all with :func:`build_catalog`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Mapping
+
+from .wheels import build_wheel, normalize_name, wheel_filename
+
+__all__ = ["Release", "CATALOG", "TF_VERSIONS", "build_catalog", "cp", "releases", "versions", "latest"]
+
+
+@dataclass(frozen=True)
+class Release:
+    """One wheel of the fake universe (arguments of :func:`~tests.kit.wheels.build_wheel`)."""
+
+    name: str
+    version: str
+    requires: tuple[str, ...] = ()
+    requires_python: str | None = None
+    extras: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    modules: Mapping[str, str] | None = None
+    entry_points: Mapping[str, str] | None = None
+    #: Wheel tag; compiled projects use e.g. ``cp39.cp310.cp311-none-any`` (see :func:`cp`).
+    tag: str = "py3-none-any"
+
+    @property
+    def filename(self) -> str:
+        """The wheel's file name, e.g. ``tensorflow-2.15.1-cp39.cp310.cp311-none-any.whl``."""
+        return wheel_filename(self.name, self.version, self.tag)
+
+    def build(self, dest_dir: str | Path) -> Path:
+        return build_wheel(
+            dest_dir,
+            self.name,
+            self.version,
+            requires=self.requires,
+            requires_python=self.requires_python,
+            extras=self.extras,
+            modules=self.modules,
+            entry_points=self.entry_points,
+            tag=self.tag,
+        )
+
+
+def cp(first: int, last: int) -> str:
+    """Compressed wheel tag for CPython 3.<first>..3.<last>: ``cp(9, 11)`` -> ``cp39.cp310.cp311-none-any``.
+
+    Real TensorFlow, NumPy, SciPy ... ship one compiled wheel per CPython minor, so a
+    release simply does not exist for other Pythons.  uv ignores the *upper* bound of
+    ``Requires-Python`` (``<3.12`` is treated as absent), so without these tags
+    TF 2.15.1 would happily install on Python 3.12 in the fake world but not the real one.
+    ``-none-any`` keeps the wheels installable on every OS and CPU.
+    """
+    return ".".join(f"cp3{m}" for m in range(first, last + 1)) + "-none-any"
+
+
+# --------------------------------------------------------------------------- module sources
+
+
+def _simple(import_path: str, project: str, version: str, body: str = "") -> dict[str, str]:
+    """One package ``import_path`` (dots allowed: ``google.protobuf``) with ``__version__``."""
+    rel = import_path.replace(".", "/") + "/__init__.py"
+    src = f'"""Fake {project} {version} (tfrebuild test kit)."""\n__version__ = "{version}"\n' + body
+    return {rel: src}
+
+
+_TF_INIT = '''\
+"""Fake TensorFlow {version} (tfrebuild test kit).
+
+``tensorflow`` and ``tensorflow-cpu`` ship this same file.  Importing it imports
+nothing from other distributions; ``tf.keras`` is resolved lazily.
+"""
+import os as _os
+
+from tensorflow import config  # noqa: F401  (tf.config is a module, as in real TF)
+
+__version__ = "{version}"
+VERSION = __version__
+__git_version__ = "v{version}-0-gfake"
+
+# TF >= 2.16 ships Keras 3 as tf.keras unless TF_USE_LEGACY_KERAS selects tf_keras.
+_KERAS_3_ERA = {keras3}
+
+
+class Tensor(object):
+    """A tiny eager tensor wrapping a number or a (nested) list of numbers."""
+
+    def __init__(self, value):
+        self._value = value
+
+    def numpy(self):
+        return self._value
+
+    def __float__(self):
+        return float(self._value)
+
+    def __int__(self):
+        return int(self._value)
+
+    def __eq__(self, other):
+        other = other.numpy() if isinstance(other, Tensor) else other
+        return self._value == other
+
+    def __hash__(self):
+        return id(self)
+
+    def __repr__(self):
+        return "<tf.Tensor: numpy=%r>" % (self._value,)
+
+
+def _flatten(value):
+    if isinstance(value, Tensor):
+        value = value.numpy()
+    if isinstance(value, (list, tuple)):
+        out = []
+        for item in value:
+            out.extend(_flatten(item))
+        return out
+    return [value]
+
+
+def constant(value, dtype=None, shape=None, name=None):
+    """Wrap ``value`` (number or nested list) in a :class:`Tensor`."""
+    return Tensor(value.numpy() if isinstance(value, Tensor) else value)
+
+
+def reduce_sum(input_tensor, axis=None, keepdims=False, name=None):
+    """Sum of all elements, as a scalar :class:`Tensor` (``float()`` works on it)."""
+    return Tensor(sum(_flatten(input_tensor)))
+
+
+def _keras_module_name():
+    if not _KERAS_3_ERA:
+        return "keras"
+    legacy = _os.environ.get("TF_USE_LEGACY_KERAS", "").strip().lower()
+    return "tf_keras" if legacy in ("1", "true") else "keras"
+
+
+def __getattr__(name):
+    if name == "keras":
+        import importlib
+
+        return importlib.import_module(_keras_module_name())
+    raise AttributeError("module 'tensorflow' has no attribute %r" % (name,))
+'''
+
+_TF_CONFIG = '''\
+"""Fake ``tf.config``: devices come from the FAKE_TF_GPUS environment variable."""
+import collections as _collections
+import os as _os
+
+PhysicalDevice = _collections.namedtuple("PhysicalDevice", ["name", "device_type"])
+
+
+def _gpu_count():
+    try:
+        return max(0, int(_os.environ.get("FAKE_TF_GPUS", "0").strip() or 0))
+    except ValueError:
+        return 0
+
+
+def list_physical_devices(device_type=None, kind=None):
+    """Like real TF: one CPU, plus ``$FAKE_TF_GPUS`` GPUs.  ``"GPU"`` -> only the GPUs."""
+    wanted = device_type if device_type is not None else kind
+    devices = [PhysicalDevice("/physical_device:CPU:0", "CPU")]
+    devices += [PhysicalDevice("/physical_device:GPU:%d" % i, "GPU") for i in range(_gpu_count())]
+    if wanted is None:
+        return devices
+    return [d for d in devices if d.device_type == str(wanted).upper()]
+
+
+def list_logical_devices(device_type=None):
+    return list_physical_devices(device_type)
+
+
+class experimental(object):  # noqa: N801 - mirrors tf.config.experimental
+    list_physical_devices = staticmethod(list_physical_devices)
+
+    @staticmethod
+    def set_memory_growth(device, enable):
+        return None
+'''
+
+_TF_CLI = '''\
+"""Console scripts of the fake TensorFlow (saved_model_cli, tf_upgrade_v2)."""
+import sys
+
+import tensorflow
+
+
+def saved_model_cli():
+    print("saved_model_cli (fake tensorflow %s)" % tensorflow.__version__)
+    return 0
+
+
+def tf_upgrade_v2():
+    print("tf_upgrade_v2 (fake tensorflow %s)" % tensorflow.__version__)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(saved_model_cli())
+'''
+
+
+def _tf_modules(version: str) -> dict[str, str]:
+    major, minor = (int(p) for p in version.split(".")[:2])
+    keras3 = (major, minor) >= (2, 16)
+    return {
+        "tensorflow/__init__.py": _TF_INIT.format(version=version, keras3=keras3),
+        "tensorflow/config/__init__.py": _TF_CONFIG,
+        "tensorflow/_cli.py": _TF_CLI,
+    }
+
+
+_NUMPY_ABI_CHECK = '''
+def _check_numpy():
+    """Model a compiled extension: NumPy newer than the major it was built with dies."""
+    import warnings
+
+    import numpy
+
+    def parse(text):
+        out = []
+        for part in text.split(".")[:3]:
+            digits = ""
+            for ch in part:
+                if not ch.isdigit():
+                    break
+                digits += ch
+            out.append(int(digits or 0))
+        return tuple(out + [0] * (3 - len(out)))
+
+    have = parse(numpy.__version__)
+    if have[0] > _BUILT_AGAINST_NUMPY_MAJOR:
+        raise ImportError(
+            "\\nA module that was compiled using NumPy %d.x cannot be run in\\n"
+            "NumPy %s as it may crash. To support both 1.x and 2.x\\n"
+            "versions of NumPy, modules must be compiled with NumPy 2.0.\\n\\n"
+            "numpy.core.multiarray failed to import"
+            % (_BUILT_AGAINST_NUMPY_MAJOR, numpy.__version__)
+        )
+    if not (parse(_NUMPY_MIN) <= have < parse(_NUMPY_CAP)):
+        warnings.warn(
+            "A NumPy version >=%s and <%s is required for this version of SciPy "
+            "(detected version %s)" % (_NUMPY_MIN, _NUMPY_CAP, numpy.__version__),
+            UserWarning,
+        )
+
+
+_check_numpy()
+'''
+
+
+def _scipy_modules(version: str, numpy_min: str, numpy_cap: str, built_major: int) -> dict[str, str]:
+    body = (
+        f'_NUMPY_MIN = "{numpy_min}"\n_NUMPY_CAP = "{numpy_cap}"\n'
+        f"_BUILT_AGAINST_NUMPY_MAJOR = {built_major}\n" + _NUMPY_ABI_CHECK
+    )
+    return _simple("scipy", "scipy", version, body)
+
+
+_TFTEXT_CHECK = '''
+import tensorflow as _tf
+
+if ".".join(_tf.__version__.split(".")[:2]) != "{mm}":
+    raise ImportError(
+        "tensorflow_text {version} was built for TensorFlow {mm}, found %s: "
+        "_regex_split_ops.so: undefined symbol: _ZN10tensorflow8OpKernel11TraceStringEv"
+        % _tf.__version__
+    )
+'''
+
+
+def _tftext_modules(version: str) -> dict[str, str]:
+    mm = ".".join(version.split(".")[:2])
+    return _simple("tensorflow_text", "tensorflow-text", version, _TFTEXT_CHECK.format(mm=mm, version=version))
+
+
+_TENSORBOARD_MAIN = '''\
+"""Console script of the fake TensorBoard."""
+import sys
+
+import tensorboard
+
+
+def run_main():
+    print("TensorBoard %s (fake)" % tensorboard.__version__)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main())
+'''
+
+# --------------------------------------------------------------------------- the releases
+
+#: TensorFlow versions in the catalog, oldest first.
+TF_VERSIONS = ("2.15.1", "2.16.1", "2.18.0", "2.20.0", "2.21.0")
+
+# Real Requires-Dist / Requires-Python shapes (trimmed to packages in the kit).
+_TF_SHAPES: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
+    "2.15.1": (
+        ">=3.9,<3.12",
+        (
+            "absl-py>=1.0.0",
+            "numpy>=1.23.5,<2.0.0",
+            "keras>=2.15.0,<2.16",
+            "protobuf>=3.20.3,<5.0.0dev,!=4.21.0,!=4.21.1,!=4.21.2,!=4.21.3,!=4.21.4,!=4.21.5",
+            "tensorboard>=2.15,<2.16",
+            "tensorflow-estimator>=2.15.0,<2.16",
+            "ml-dtypes~=0.3.1",
+        ),
+        ("nvidia-cuda-runtime-cu12==12.2.140", "nvidia-cudnn-cu12==8.9.4.25"),
+    ),
+    "2.16.1": (
+        ">=3.9,<3.13",
+        (
+            "absl-py>=1.0.0",
+            "numpy>=1.23.5,<2.0.0",
+            "keras>=3.0.0",
+            "protobuf>=3.20.3,<5.0.0dev,!=4.21.0,!=4.21.1,!=4.21.2,!=4.21.3,!=4.21.4,!=4.21.5",
+            "tensorboard>=2.16,<2.17",
+            "ml-dtypes~=0.3.1",
+        ),
+        ("nvidia-cuda-runtime-cu12==12.3.101", "nvidia-cudnn-cu12==8.9.7.29"),
+    ),
+    "2.18.0": (
+        ">=3.9,<3.13",
+        (
+            "absl-py>=1.0.0",
+            "numpy>=1.26.0,<2.1.0",
+            "keras>=3.5.0",
+            "protobuf>=3.20.3,<6.0.0dev,!=4.21.0,!=4.21.1,!=4.21.2,!=4.21.3,!=4.21.4,!=4.21.5",
+            "tensorboard>=2.18,<2.19",
+            "ml-dtypes>=0.4.0,<0.5.0",
+        ),
+        ("nvidia-cuda-runtime-cu12==12.5.82", "nvidia-cudnn-cu12==9.3.0.75"),
+    ),
+    "2.20.0": (
+        ">=3.9,<3.14",
+        (
+            "absl-py>=1.0.0",
+            "numpy>=1.26.0",
+            "keras>=3.10.0",
+            "protobuf>=5.28.0",
+            "tensorboard~=2.20.0",
+            "ml-dtypes>=0.5.1,<1.0.0",
+        ),
+        ("nvidia-cuda-runtime-cu12>=12.5.82,<13.0", "nvidia-cudnn-cu12>=9.3.0.75,<10.0"),
+    ),
+    "2.21.0": (
+        ">=3.10,<3.14",
+        (
+            "absl-py>=1.0.0",
+            "numpy>=1.26.0",
+            "keras>=3.12.0",
+            "protobuf>=6.31.1,<8.0.0",
+            "h5py>=3.11.0,<3.15",
+            "ml-dtypes>=0.5.1,<1.0.0",
+        ),
+        ("nvidia-cuda-runtime-cu12>=12.5.82,<13.0", "nvidia-cudnn-cu12>=9.3.0.75,<10.0"),
+    ),
+}
+
+#: CPython minors each TF release has wheels for (3.<first> .. 3.<last>).
+_TF_CPYTHON = {"2.15.1": (9, 11), "2.16.1": (9, 12), "2.18.0": (9, 12), "2.20.0": (9, 13), "2.21.0": (10, 13)}
+
+_TF_ENTRY_POINTS = {
+    "saved_model_cli": "tensorflow._cli:saved_model_cli",
+    "tf_upgrade_v2": "tensorflow._cli:tf_upgrade_v2",
+}
+
+
+def _tensorflow_releases() -> list[Release]:
+    out = []
+    for version in TF_VERSIONS:
+        py, reqs, cuda = _TF_SHAPES[version]
+        for project in ("tensorflow", "tensorflow-cpu"):
+            out.append(
+                Release(
+                    project,
+                    version,
+                    requires=reqs,
+                    requires_python=py,
+                    extras={"and-cuda": cuda},
+                    modules=_tf_modules(version),
+                    entry_points=_TF_ENTRY_POINTS,
+                    tag=cp(*_TF_CPYTHON[version]),
+                )
+            )
+    return out
+
+
+def _r(name: str, version: str, requires: Iterable[str] = (), requires_python: str | None = None, **kw) -> Release:
+    return Release(name, version, tuple(requires), requires_python, **kw)
+
+
+def _other_releases() -> list[Release]:
+    rel: list[Release] = []
+    # numpy (Requires-Python as on PyPI)
+    for v, py, tag in [
+        ("1.23.5", ">=3.8", cp(8, 11)),
+        ("1.24.3", ">=3.8", cp(8, 11)),
+        ("1.26.4", ">=3.9", cp(9, 12)),
+        ("2.0.2", ">=3.9", cp(9, 13)),
+        ("2.1.3", ">=3.10", cp(10, 13)),
+        ("2.4.0", ">=3.11", cp(11, 14)),
+    ]:
+        rel.append(_r("numpy", v, (), py, modules=_simple("numpy", "numpy", v), tag=tag))
+    # scipy: 1.11.4 built against NumPy 1.x (dies under 2.x); 1.14.1 built against 2.0.
+    rel.append(
+        _r("scipy", "1.11.4", ["numpy>=1.21.6,<1.28.0"], ">=3.9,<3.13",
+           modules=_scipy_modules("1.11.4", "1.21.6", "1.28.0", built_major=1), tag=cp(9, 12))
+    )
+    rel.append(
+        _r("scipy", "1.14.1", ["numpy>=1.23.5,<2.3"], ">=3.10",
+           modules=_scipy_modules("1.14.1", "1.23.5", "2.3", built_major=2), tag=cp(10, 13))
+    )
+    # pandas
+    rel.append(_r("pandas", "2.1.4", ["numpy>=1.23.2", "python-dateutil>=2.8.2"], ">=3.9",
+                  modules=_simple("pandas", "pandas", "2.1.4"), tag=cp(9, 12)))
+    rel.append(_r("pandas", "2.2.3", ["numpy>=1.26.0", "python-dateutil>=2.8.2"], ">=3.9",
+                  modules=_simple("pandas", "pandas", "2.2.3"), tag=cp(9, 13)))
+    rel.append(_r("python-dateutil", "2.9.0", ["six>=1.5"], "!=3.0.*,!=3.1.*,!=3.2.*,>=2.7",
+                  modules=_simple("dateutil", "python-dateutil", "2.9.0")))
+    rel.append(_r("six", "1.17.0", (), "!=3.0.*,!=3.1.*,!=3.2.*,>=2.7",
+                  modules={"six.py": '"""Fake six 1.17.0."""\n__version__ = "1.17.0"\n'}))
+    # keras: 2.15 has no deps; Keras 3 needs numpy, h5py, ml-dtypes, absl-py (loosely)
+    rel.append(_r("keras", "2.15.0", (), ">=3.9", modules=_simple("keras", "keras", "2.15.0")))
+    for v, py in [("3.5.0", ">=3.9"), ("3.10.0", ">=3.9"), ("3.12.0", ">=3.10")]:
+        rel.append(_r("keras", v, ["absl-py", "numpy", "h5py", "ml-dtypes"], py,
+                      modules=_simple("keras", "keras", v)))
+    # tf-keras (Keras 2 for TF >= 2.16); note: it requires `tensorflow`, never `tensorflow-cpu`
+    for v, tf_range, py in [
+        ("2.15.1", ">=2.15,<2.16", ">=3.9"),
+        ("2.16.0", ">=2.16,<2.17", ">=3.9"),
+        ("2.18.0", ">=2.18,<2.19", ">=3.9"),
+        ("2.21.0", ">=2.21,<2.22", ">=3.10"),
+    ]:
+        rel.append(_r("tf-keras", v, [f"tensorflow{tf_range}"], py, modules=_simple("tf_keras", "tf-keras", v)))
+    # tensorflow-text: requires `tensorflow` (off Apple silicon) and offers a tensorflow_cpu extra
+    for v, lo, hi, py, tag in [
+        ("2.15.0", "2.15.0", "2.16", ">=3.9", cp(9, 11)),
+        ("2.18.1", "2.18.0", "2.19", ">=3.9", cp(9, 12)),
+        ("2.21.1", "2.21.0", "2.22", ">=3.10", cp(10, 13)),
+    ]:
+        rel.append(
+            _r("tensorflow-text", v,
+               [f"tensorflow>={lo},<{hi} ; platform_machine != \"arm64\" or platform_system != \"Darwin\""], py,
+               extras={"tensorflow_cpu": (f"tensorflow-cpu>={lo},<{hi}",)},
+               modules=_tftext_modules(v), tag=tag)
+        )
+    # protobuf (import package google.protobuf, a namespace `google`)
+    for v, py in [("4.25.3", ">=3.8"), ("5.28.3", ">=3.8"), ("6.31.1", ">=3.9")]:
+        rel.append(_r("protobuf", v, (), py, modules=_simple("google.protobuf", "protobuf", v)))
+    # tensorboard
+    for v in ("2.15.2", "2.16.2", "2.18.0", "2.20.0"):
+        mods = _simple("tensorboard", "tensorboard", v)
+        mods["tensorboard/main.py"] = _TENSORBOARD_MAIN
+        rel.append(_r("tensorboard", v, ["absl-py>=0.4", "numpy>=1.12.0", "protobuf>=3.19.6,!=4.24.0"], ">=3.9",
+                      modules=mods, entry_points={"tensorboard": "tensorboard.main:run_main"}))
+    rel.append(_r("tensorflow-estimator", "2.15.0", (), ">=3.7",
+                  modules=_simple("tensorflow_estimator", "tensorflow-estimator", "2.15.0")))
+    # ml-dtypes
+    for v, np_req, tag in [
+        ("0.3.2", "numpy>1.20", cp(9, 12)),
+        ("0.4.1", "numpy>=1.21", cp(9, 13)),
+        ("0.5.1", "numpy>=1.21", cp(9, 13)),
+    ]:
+        rel.append(_r("ml-dtypes", v, [np_req], ">=3.9", modules=_simple("ml_dtypes", "ml-dtypes", v), tag=tag))
+    # h5py
+    rel.append(_r("h5py", "3.11.0", ["numpy>=1.17.3"], ">=3.8", modules=_simple("h5py", "h5py", "3.11.0"),
+                  tag=cp(8, 12)))
+    rel.append(_r("h5py", "3.14.0", ["numpy>=1.19.3"], ">=3.9", modules=_simple("h5py", "h5py", "3.14.0"),
+                  tag=cp(9, 13)))
+    rel.append(_r("absl-py", "2.1.0", (), ">=3.7", modules=_simple("absl", "absl-py", "2.1.0")))
+    # Placeholder `wheel` so `uv venv --seed` (pip + setuptools + wheel below Python 3.12) works
+    # offline; the real pip/setuptools wheels are copied in by tests.kit.venvs.copy_seed_wheels.
+    rel.append(_r("wheel", "0.45.1", (), ">=3.8", modules=_simple("wheel", "wheel", "0.45.1")))
+    # CUDA runtime pieces pulled in by tensorflow[and-cuda] (namespace package `nvidia`)
+    for v in ("12.2.140", "12.3.101", "12.5.82"):
+        rel.append(_r("nvidia-cuda-runtime-cu12", v, (), ">=3",
+                      modules=_simple("nvidia.cuda_runtime", "nvidia-cuda-runtime-cu12", v)))
+    for v in ("8.9.4.25", "8.9.7.29", "9.3.0.75"):
+        rel.append(_r("nvidia-cudnn-cu12", v, (), ">=3",
+                      modules=_simple("nvidia.cudnn", "nvidia-cudnn-cu12", v)))
+    return rel
+
+
+#: Every release in the fake universe.
+CATALOG: tuple[Release, ...] = tuple(_tensorflow_releases() + _other_releases())
+
+
+def releases(name: str | None = None) -> list[Release]:
+    """All releases, or those of one project (name compared PEP 503-normalised)."""
+    if name is None:
+        return list(CATALOG)
+    want = normalize_name(name)
+    return [r for r in CATALOG if normalize_name(r.name) == want]
+
+
+def _vkey(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in version.split("."))
+
+
+def versions(name: str) -> list[str]:
+    """Versions of ``name`` in the catalog, oldest first."""
+    return sorted((r.version for r in releases(name)), key=_vkey)
+
+
+def latest(name: str) -> str:
+    """Newest version of ``name`` in the catalog."""
+    return versions(name)[-1]
+
+
+def build_catalog(dest_dir: str | Path, *, names: Iterable[str] | None = None) -> Path:
+    """Build every catalog wheel (or only projects in ``names``) into ``dest_dir``; return it.
+
+    The folder is a flat ``--find-links`` directory.  Bytes are deterministic,
+    so rebuilding into the same folder is harmless.
+    """
+    dest = Path(dest_dir)
+    dest.mkdir(parents=True, exist_ok=True)
+    wanted = None if names is None else {normalize_name(n) for n in names}
+    for release in CATALOG:
+        if wanted is None or normalize_name(release.name) in wanted:
+            release.build(dest)
+    return dest
