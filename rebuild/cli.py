@@ -112,6 +112,36 @@ def plan(
     _run(as_json, work, render.plan)
 
 
+@app.command()
+def upgrade(
+    env: Optional[Path] = EnvOpt, to: str = ToOpt, profile: Optional[Path] = ProfileOpt,
+    python: Optional[str] = PythonOpt, strategy: str = StrategyOpt, pre: bool = PreOpt,
+    index_url: Optional[str] = IndexOpt, extra_index_url: Optional[list[str]] = ExtraIndexOpt,
+    find_links: Optional[list[Path]] = FindLinksOpt, offline: bool = OfflineOpt,
+    no_compile: bool = typer.Option(False, "--no-compile", help="Do not compile bytecode in the new env."),
+    allow_python_download: bool = AllowDownloadOpt,
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Build the upgraded env beside the old one, check it, swap it in atomically.
+
+    The old env is kept as the previous generation: `tfrebuild rollback` brings it back.
+
+    Example: tfrebuild upgrade --env ~/venvs/tf --to latest --yes
+    """
+    from rebuild import upgrade as upgrading
+
+    opts = _plan_options(env, to, profile, python, strategy, pre, index_url, extra_index_url, find_links, offline,
+                         no_compile=no_compile, yes=yes, allow_python_download=allow_python_download)
+    confirm = render.confirm_plan if sys.stdin.isatty() and not as_json else None
+
+    def work():
+        with render.Progress(enabled=not as_json) as progress:
+            return upgrading.run(opts, progress, confirm=None if yes else confirm)
+
+    _run(as_json, work, render.upgrade)
+
+
 def main() -> None:
     try:
         app()

@@ -185,3 +185,39 @@ def _plan_dict(p) -> dict:
     keep = ("env", "tf_distribution", "tf_old", "tf_new", "target", "downgrade", "python_old", "python_new",
             "python_path", "strategy", "changes", "unchanged", "capped", "notes", "index", "seconds")
     return {k: jsonable(getattr(p, k)) for k in keep}
+
+
+def confirm_plan(p) -> bool:
+    plan_text(p)
+    import typer
+
+    return typer.confirm("Build this environment and swap it in?", default=False, err=True)
+
+
+def _checks(title: str, checks) -> None:
+    for c in checks:
+        mark = "ok  " if c.ok else "FAIL"
+        out.print(f"  {mark} {c.name:<44} {c.seconds:6.2f}s", markup=False)
+
+
+def upgrade(r, as_json: bool) -> None:
+    if as_json:
+        emit_json({"ok": True, "changed": r.changed, "plan": _plan_dict(r.plan), "generation": r.generation,
+                   "previous": r.previous, "state_dir": r.state_dir, "log": r.log, "build_seconds": r.build_seconds,
+                   "checks": jsonable(r.checks), "after_swap": jsonable(r.after_swap), "swap_ms": r.swap_ms,
+                   "recovered": r.recovered, "seconds": r.seconds})
+        return
+    if r.recovered:
+        out.print(f"Recovered an interrupted operation first: {r.recovered}", markup=False)
+    if not r.changed:
+        plan_text(r.plan)
+        out.print("Nothing to do: the environment already matches the target.", markup=False)
+        return
+    plan_text(r.plan)
+    out.print(f"Built in {r.build_seconds:.1f}s. Checks in the new env:", markup=False)
+    _checks("checks", r.checks)
+    out.print(f"Swapped in atomically in {r.swap_ms:.1f} ms; checks at {r.plan.env}:", markup=False)
+    _checks("after", r.after_swap)
+    out.print(f"Upgraded {r.plan.env} to generation {r.generation} ({r.plan.tf_distribution} {r.plan.tf_new}) "
+              f"in {r.seconds:.1f}s. Generation {r.previous} is kept: `tfrebuild rollback` brings it back.",
+              markup=False)

@@ -192,6 +192,9 @@ def write(profile: prof.Profile, output: Path) -> None:
         fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", dir=output.parent)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, output)
     except OSError as exc:
         raise UserError(f"Cannot write {output}: {exc.strerror}.", "Choose another place with -o.") from exc

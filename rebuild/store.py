@@ -432,20 +432,35 @@ class Store:
         self._data = data
 
     @classmethod
+    def unmanaged(cls, env: Path) -> Store:
+        """A store object for an env tfrebuild does not manage yet: it can be locked, then :meth:`adopt` it."""
+        return cls(_abs(env), {})
+
+    @property
+    def managed(self) -> bool:
+        return self.store_file.is_file()
+
+    @classmethod
     def create(cls, env: Path, first: Generation | Mapping[str, Any] | None = None) -> Store:
-        """Start managing ``env``: adopt the tree at ``E`` as generation 1.
+        """Start managing ``env``: adopt the tree at ``E`` as generation 1 (see :meth:`adopt`)."""
+        store = cls.unmanaged(env)
+        store.adopt(first)
+        return store
+
+    def adopt(self, first: Generation | Mapping[str, Any] | None = None) -> Generation:
+        """Adopt the tree at ``E`` as generation 1 (under the lock, taken here if not held).
 
         ``first`` supplies created/command/tensorflow/python/note (a :class:`Generation`
         or a mapping); the number is always 1 and inode/device are read from ``E``.
         """
-        env = _abs(env)
+        env = self.env
         st = _lstat_env(env)
-        state = state_dir(env)
-        if (state / "store.toml").exists():
-            raise UserError(f"{env} is already managed by tfrebuild", hint=f"Its state lives in {state}.")
+        state = self.state
         if os.path.islink(state) or (state.exists() and not state.is_dir()):
             raise UserError(f"Cannot create the tfrebuild state folder {state}: something else is there",
                             hint="Move it away and try again.")
+        if self.managed:
+            raise UserError(f"{env} is already managed by tfrebuild", hint=f"Its state lives in {state}.")
         try:
             state.mkdir(exist_ok=True)
         except PermissionError as exc:
@@ -457,24 +472,21 @@ class Store:
                 hint="tfrebuild swaps environments by renaming beside them, which needs one filesystem. "
                 "Use an environment folder that is not itself a mount point.",
             )
-        store = cls(env, {"schema": SCHEMA, "env": str(env), "current": 1})
-        with store.lock("tfrebuild adopt"):
-            if store.store_file.exists():
+        with self.lock("tfrebuild adopt"):
+            if self.managed:
                 raise UserError(f"{env} is already managed by tfrebuild", hint=f"Its state lives in {state}.")
-            for folder in (store.generations_dir, store.staging_root, store.logs_dir):
+            self._data = {"schema": SCHEMA, "env": str(env), "current": 1}
+            for folder in (self.generations_dir, self.staging_root, self.logs_dir):
                 folder.mkdir(exist_ok=True)
-            if isinstance(first, Generation):
-                base = asdict(first)
-            else:
-                base = dict(first or {})
+            base = asdict(first) if isinstance(first, Generation) else dict(first or {})
             base.setdefault("created", now_iso())
             base.setdefault("command", "adopted")
             base.update(number=1, inode=st.st_ino, device=st.st_dev)
             gen = Generation.from_dict(base)
-            store.generation_dir(1).mkdir(exist_ok=True)
-            store.write_meta(gen)
-            store.write_state(1, None)
-        return store
+            self.generation_dir(1).mkdir(exist_ok=True)
+            self.write_meta(gen)
+            self.write_state(1, None)
+        return gen
 
     # ---- generations
     @property

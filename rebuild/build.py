@@ -1,0 +1,67 @@
+"""Build a fresh, relocatable venv from a lock, in a staging folder beside the env."""
+
+from __future__ import annotations
+
+import shutil
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from rebuild import indexconf, uvcmd
+from rebuild.errors import UserError
+from rebuild.profile import Index
+
+MIN_FREE = 200 * 1024 * 1024  # never build with less than this free, whatever the estimate
+UNPACK_FACTOR = 3  # installed size relative to the wheels' (compressed) size
+
+
+@dataclass
+class BuildResult:
+    env: Path
+    pylock: Path
+    seconds: float
+    estimate: int
+
+
+def estimate_bytes(pylock_text: str) -> int:
+    """Disk the new env may need: the locked wheels' sizes times an unpack factor."""
+    try:
+        data = tomllib.loads(pylock_text)
+    except tomllib.TOMLDecodeError:
+        return MIN_FREE
+    total = 0
+    for pkg in data.get("packages", []):
+        sizes = [w.get("size", 0) for w in pkg.get("wheels", []) if isinstance(w, dict)]
+        total += max(sizes) if sizes else 0
+    return max(total * UNPACK_FACTOR, MIN_FREE)
+
+
+def check_disk(where: Path, needed: int) -> None:
+    free = shutil.disk_usage(where).free
+    if free < needed:
+        raise UserError(
+            f"Not enough free disk space at {where}: the new environment needs about {needed / 2**30:.1f} GiB, "
+            f"{free / 2**30:.1f} GiB is free.",
+            "Free some space (e.g. `tfrebuild gc`, `uv cache prune`) and try again. Nothing was changed.")
+
+
+def build(staging: Path, python: Path, pylock_text: str, index: Index, *, offline: bool = False,
+          compile_bytecode: bool = True, log: Path | None = None) -> BuildResult:
+    """Create ``staging/env`` with uv and install exactly the lock into it."""
+    import time
+
+    start = time.monotonic()
+    needed = estimate_bytes(pylock_text)
+    check_disk(staging.parent, needed)
+    staging.mkdir(parents=True, exist_ok=True)
+    lock_path = staging / "pylock.toml"
+    lock_path.write_text(pylock_text, encoding="utf-8")
+    env = staging / "env"
+    uvcmd.run(["venv", "--no-config", "--relocatable", "--python", str(python), "--quiet", str(env)],
+              log=log, what="uv venv")
+    args = ["pip", "sync", str(lock_path), "--no-config", "--python", str(env / "bin" / "python"), "--quiet"]
+    args += indexconf.uv_args(index, offline=offline)
+    if compile_bytecode:
+        args.append("--compile-bytecode")
+    uvcmd.run(args, log=log, what="uv pip sync")
+    return BuildResult(env=env, pylock=lock_path, seconds=time.monotonic() - start, estimate=needed)

@@ -1,0 +1,313 @@
+"""``tfrebuild plan``: everything up to and including resolution; changes nothing."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
+
+from rebuild import indexconf, interpreters, probe, resolve
+from rebuild import profile as prof
+from rebuild.envs import EnvLocation, locate
+from rebuild.errors import UserError
+from rebuild.snapshot import build_profile
+from rebuild.tfinfo import SEED_PACKAGES, TF_DISTRIBUTIONS
+
+
+@dataclass
+class Options:
+    """The options ``plan`` and ``upgrade`` share."""
+
+    env: str | os.PathLike | None = None
+    to: str = "latest"
+    profile: str | os.PathLike | None = None
+    python: str | None = None
+    strategy: str = "minimal"
+    pre: bool = False
+    index_url: str | None = None
+    extra_index_urls: list[str] = field(default_factory=list)
+    find_links: list[str] = field(default_factory=list)
+    offline: bool = False
+    no_compile: bool = False
+    allow_python_download: bool = False
+    yes: bool = False
+
+
+@dataclass
+class Change:
+    name: str
+    old: str | None
+    new: str | None
+    kind: str  # upgrade | downgrade | add | remove
+    requested: bool
+    reason: str = ""
+
+
+@dataclass
+class Plan:
+    env: str
+    tf_distribution: str
+    tf_old: str
+    tf_new: str
+    target: str
+    downgrade: bool
+    python_old: str
+    python_new: str
+    python_path: str
+    strategy: str
+    changes: list[Change]
+    unchanged: int
+    capped: list[str]
+    notes: list[str]
+    index: prof.Index
+    seconds: float
+    # Not rendered: what build needs.
+    current: prof.Profile = field(repr=False, default=None)
+    new_requested: list[str] = field(repr=False, default_factory=list)
+    pylock: str = field(repr=False, default="")
+    index_live: prof.Index = field(repr=False, default=None)
+
+    @property
+    def nothing_to_do(self) -> bool:
+        return not self.changes and self.python_old == self.python_new
+
+
+def _major_minor(version: str) -> str:
+    return ".".join(version.split(".")[:2])
+
+
+def base_interpreter(current: prof.Profile) -> interpreters.Interpreter:
+    """The interpreter the env was made from (its base), verified to run."""
+    minor = current.interpreter.minor
+    base = Path(current.interpreter.base_prefix)
+    for name in (f"bin/python{minor}", "bin/python3", "python.exe"):
+        candidate = base / name
+        if candidate.exists():
+            version = interpreters._version_of(candidate)
+            if version:
+                return interpreters.Interpreter(candidate, version, "base of the env")
+    return interpreters.find(current.interpreter.version)
+
+
+def _kind(old: str | None, new: str | None) -> str:
+    if old is None:
+        return "add"
+    if new is None:
+        return "remove"
+    try:
+        return "upgrade" if Version(new) > Version(old) else "downgrade"
+    except InvalidVersion:
+        return "upgrade"
+
+
+def diff(old: dict[str, str], new: dict[str, str]) -> list[tuple[str, str | None, str | None, str]]:
+    out = []
+    for name in sorted(set(old) | set(new)):
+        a, b = old.get(name), new.get(name)
+        if a != b:
+            out.append((name, a, b, _kind(a, b)))
+    return out
+
+
+def _reason(name: str, old: str | None, new: str | None, tf: str, via: dict[str, list[str]],
+            data_requires: dict[str, list[str]], tf_new: str, requested: set[str]) -> str:
+    if name == tf:
+        return "the upgrade target"
+    if new is None:
+        dependents = [p for p, reqs in data_requires.items() if any(_req_name(r) == name for r in reqs)]
+        return "no longer required" + (f" (was required by {', '.join(sorted(dependents))})" if dependents else "")
+    # A requested package whose installed version pins TensorFlow below the target is a companion that must move.
+    if old is not None and name in data_requires:
+        for text in data_requires[name]:
+            req = _parse(text)
+            if req and canonicalize_name(req.name) in TF_DISTRIBUTIONS and req.specifier and \
+                    not req.specifier.contains(tf_new, prereleases=True):
+                return f"{name} {old} requires {text.split(';')[0].strip()}, which excludes {tf_new}"
+    parents = [p for p in via.get(name, []) if p != "(requested)"]
+    if parents:
+        verb = "new dependency of" if old is None else "required by"
+        return f"{verb} {', '.join(parents)}"
+    if name in requested:
+        return "requested"
+    return ""
+
+
+def _parse(text: str) -> Requirement | None:
+    try:
+        return Requirement(text)
+    except Exception:  # noqa: BLE001 - malformed metadata is reported elsewhere
+        return None
+
+
+def _req_name(text: str) -> str:
+    req = _parse(text)
+    return canonicalize_name(req.name) if req else ""
+
+
+def _requested_requirements(current: prof.Profile, override: prof.Profile | None) -> list[str]:
+    source = override or current
+    names = [n for n in source.requested if n not in TF_DISTRIBUTIONS]
+    names += [p.name for p in current.packages if p.name in SEED_PACKAGES and p.location == "env"]
+    return sorted(dict.fromkeys(names))
+
+
+def no_wheel_error(inputs: resolve.Inputs, target: resolve.TargetSpec, python_version: str, explanation: str) -> UserError:
+    """The target has no wheel for this interpreter: say which Pythons it supports and which are here."""
+    from rebuild import indexinfo
+
+    supported: list[str] = []
+    try:
+        files = indexinfo.list_files(inputs.tf_distribution, indexinfo.Sources(
+            index_urls=[] if inputs.index.no_index else [inputs.index.index_url] + inputs.index.extra_index_urls,
+            find_links=inputs.index.find_links, offline=inputs.offline))
+        wanted = [v for v in indexinfo.versions(files, prereleases=inputs.pre)
+                  if not target.specifier or v in _specifier(target)]
+        if wanted:
+            supported = indexinfo.python_versions_with_wheels(files, wanted[0], "Linux", os.uname().machine)
+    except (UserError, OSError):
+        pass
+    local = [i for i in interpreters.discover() if i.minor in supported]
+    hint = ""
+    if local:
+        hint = (f"Interpreters here that qualify: {', '.join(f'{i.version} ({i.path})' for i in local)}. "
+                f"Move the env to one with --python {local[0].minor}.")
+    elif supported:
+        hint = f"None of them is installed here; install one (e.g. `pyenv install {supported[-1]}`) and pass --python."
+    else:
+        hint = "Pick another --to, or move the env to another interpreter with --python."
+    what = f"{inputs.tf_distribution} {target.raw}"
+    where = f" It has wheels for Python {', '.join(supported)}." if supported else ""
+    return UserError(f"{what} has no wheel for Python {python_version} on this platform.{where}", hint,
+                     details=explanation)
+
+
+def _specifier(target: resolve.TargetSpec):
+    from packaging.specifiers import SpecifierSet
+
+    return SpecifierSet(target.specifier)
+
+
+def newest_resolvable(inputs: resolve.Inputs, installed: str, ceiling: str) -> str | None:
+    """The newest TensorFlow above ``installed`` and below ``ceiling`` that resolves with everything kept."""
+    from rebuild import indexinfo
+
+    try:
+        files = indexinfo.list_files(inputs.tf_distribution, indexinfo.Sources(
+            index_urls=[] if inputs.index.no_index else [inputs.index.index_url] + inputs.index.extra_index_urls,
+            find_links=inputs.index.find_links, offline=inputs.offline))
+    except (UserError, OSError):
+        return None
+    newest_by_minor: dict[tuple[int, int], Version] = {}
+    for v in indexinfo.versions(files, prereleases=inputs.pre):
+        if Version(installed) < v < Version(ceiling):
+            key = (v.major, v.minor)
+            newest_by_minor.setdefault(key, v)
+    for key in sorted(newest_by_minor, reverse=True)[:8]:
+        try:
+            resolve.resolve(inputs, str(newest_by_minor[key]))
+        except resolve.ResolutionFailed:
+            continue
+        return str(newest_by_minor[key])
+    return None
+
+
+def conflict_error(inputs: resolve.Inputs, tf_version: str, installed: str, explanation: str) -> UserError:
+    text = explanation.lower()
+    blockers = [n for n in inputs.requested if canonicalize_name(Requirement(n).name) in text]
+    blockers = [n for n in blockers if n not in SEED_PACKAGES]
+    constraints = [f"{n}{s}" for n, s in inputs.constraints.items() if n in text]
+    ok = newest_resolvable(inputs, installed, tf_version)
+    choices = []
+    if ok:
+        choices.append(f"--to {ok} (the newest {inputs.tf_distribution} that resolves with everything else kept)")
+    for c in constraints:
+        choices.append(f"relax the constraint `{c}` in the profile's [constraints]")
+    for b in blockers:
+        choices.append(f"upgrade {b} too (--strategy eager) or drop it from the profile's requested packages")
+    stand = f" Standing in the way: {', '.join(blockers + constraints)}." if blockers or constraints else ""
+    return UserError(
+        f"{inputs.tf_distribution} {tf_version} cannot be installed together with what this env needs.{stand}",
+        ("Choices: " + "; ".join(choices) + ".") if choices else "No newer TensorFlow resolves with the current packages.",
+        exit_code=1, details="uv says:\n" + explanation)
+
+
+def make_plan(opts: Options, progress=None, log: Path | None = None) -> Plan:
+    """Snapshot, pick the target, resolve with uv, and describe the difference."""
+    from rebuild.render import Progress
+
+    progress = progress or Progress(enabled=False)
+    start = time.monotonic()
+    target = resolve.parse_target(opts.to)
+    if opts.strategy not in ("minimal", "eager"):
+        raise UserError(f"Unknown strategy '{opts.strategy}'.", "Use --strategy minimal or --strategy eager.")
+    progress.stage("snapshot")
+    loc: EnvLocation = locate(opts.env)
+    if loc.bare:
+        raise UserError(f"{loc.python} is a bare interpreter, not a virtual environment.",
+                        "tfrebuild upgrades venv, virtualenv, uv and conda environments; create one first.")
+    data = probe.run(loc.python)
+    current = build_profile(loc, data)
+    override = prof.load(opts.profile) if opts.profile else None
+    tf = current.tensorflow.distribution or (override.tensorflow.distribution if override else "")
+    if not tf:
+        raise UserError(f"{loc.path} has no TensorFlow installed.",
+                        "tfrebuild upgrades TensorFlow environments; install one first or pass --profile.")
+    index = indexconf.override(indexconf.discover(prefix=loc.path), index_url=opts.index_url,
+                               extra_index_urls=opts.extra_index_urls, find_links=opts.find_links, offline=opts.offline)
+    if opts.python:
+        interp = interpreters.find(opts.python, allow_download=opts.allow_python_download)
+    else:
+        interp = base_interpreter(current)
+    pins = {p.name: p.version for p in current.packages if p.location == "env"}
+    constraints = dict((override or current).constraints)
+    inputs = resolve.Inputs(
+        python=interp.path, tf_distribution=tf, requested=_requested_requirements(current, override),
+        pins=pins, constraints=constraints, index=index, offline=opts.offline, pre=opts.pre,
+        strategy=opts.strategy, log=log,
+    )
+    progress.stage("resolve", f"{tf} {target.raw} for Python {interp.version}")
+    try:
+        tf_new = resolve.find_target(inputs, target)
+    except resolve.ResolutionFailed as exc:
+        if "matching python abi tag" in exc.explanation.lower() or "requires-python" in exc.explanation.lower() \
+                or "python>=" in exc.explanation.lower() or "we only found wheels" in exc.explanation.lower():
+            raise no_wheel_error(inputs, target, interp.version, exc.explanation) from None
+        raise UserError(f"No {tf} release matches --to {target.raw}.",
+                        "Check the version (see `pip index versions " + tf + "`) or use --to latest.",
+                        details=exc.explanation) from None
+    tf_old = current.tensorflow.version
+    try:
+        resolved = resolve.resolve(inputs, tf_new)
+    except resolve.ResolutionFailed as exc:
+        raise conflict_error(inputs, tf_new, tf_old, exc.explanation) from None
+
+    data_requires = {d["canonical"]: d.get("requires", []) for d in data.get("distributions", [])
+                     if d.get("location") == "env"}
+    requested_set = set(current.requested)
+    changes = []
+    for name, old, new, kind in diff(pins, resolved.pins):
+        reason = _reason(name, old, new, tf, resolved.via, data_requires, tf_new, requested_set)
+        changes.append(Change(name, old, new, kind, name in requested_set, reason))
+    changes.sort(key=lambda c: (not c.requested, c.name != tf, c.name))
+    notes = []
+    downgrade = Version(tf_new) < Version(tf_old) if tf_old else False
+    if downgrade:
+        notes.append(f"downgrade: {tf} {tf_old} → {tf_new} (lower than what is installed)")
+    if tf_old == tf_new:
+        notes.append(f"{tf} is already at {tf_new}, the newest release that matches --to {target.raw}")
+    for name in resolved.capped:
+        notes.append(f"{name} kept below its next major version ({resolved.pins.get(name)}): a newer major also "
+                     "resolves; use --strategy eager to take it")
+    return Plan(
+        env=str(loc.path), tf_distribution=tf, tf_old=tf_old, tf_new=tf_new, target=target.raw, downgrade=downgrade,
+        python_old=current.interpreter.version, python_new=interp.version, python_path=str(interp.path),
+        strategy=opts.strategy, changes=changes, unchanged=len(set(pins) & set(resolved.pins)) - sum(
+            1 for c in changes if c.old and c.new), capped=resolved.capped, notes=notes,
+        index=indexconf.redacted(index), seconds=time.monotonic() - start,
+        current=current, new_requested=inputs.requested, pylock=resolved.pylock, index_live=index,
+    )

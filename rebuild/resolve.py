@@ -1,0 +1,221 @@
+"""Resolution with uv: pick the TensorFlow target, resolve the new set, lock it.
+
+Nothing here reimplements a resolver. The *minimal* strategy seeds uv's
+output file with the installed pins, which uv treats as preferences (it keeps
+a pinned version unless a requirement forbids it). Because uv then moves a
+package it must move to the newest allowed version, a second pass caps each
+package that jumped a major version below its next major and keeps the caps
+that still resolve (numpy 1.24 → 1.26 rather than 2.x when that works).
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
+
+from rebuild import indexconf, uvcmd
+from rebuild.errors import UserError
+from rebuild.profile import Index
+
+_TARGET = re.compile(r"^(latest|\d+\.\d+|\d+\.\d+\.\d+(?:(?:a|b|rc|\.dev|\.post)\d+)?)$")
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    raw: str
+    kind: str  # latest | minor | exact
+    specifier: str  # "", "==2.18.*", "==2.18.0"
+
+
+def parse_target(text: str) -> TargetSpec:
+    """``latest``, ``X.Y`` (newest X.Y.*) or ``X.Y.Z`` (exactly)."""
+    text = (text or "latest").strip()
+    if not _TARGET.match(text):
+        raise UserError(f"'{text}' is not a TensorFlow version tfrebuild understands.",
+                        "Use --to latest, --to X.Y (e.g. 2.18) or --to X.Y.Z (e.g. 2.18.1).")
+    if text == "latest":
+        return TargetSpec(text, "latest", "")
+    if text.count(".") == 1:
+        return TargetSpec(text, "minor", f"=={text}.*")
+    return TargetSpec(text, "exact", f"=={text}")
+
+
+@dataclass
+class Inputs:
+    """Everything a resolution depends on."""
+
+    python: Path  # interpreter the new env will use (uv reads its tags and markers)
+    tf_distribution: str
+    requested: list[str]  # requirement strings, TensorFlow excluded
+    pins: dict[str, str]  # installed versions: preferences for the minimal strategy
+    constraints: dict[str, str] = field(default_factory=dict)  # name -> specifier
+    index: Index = field(default_factory=Index)
+    offline: bool = False
+    pre: bool = False
+    strategy: str = "minimal"
+    extras: list[str] = field(default_factory=list)  # extras of the TensorFlow requirement
+    log: Path | None = None
+
+
+@dataclass
+class Resolved:
+    tf_version: str
+    pins: dict[str, str]  # canonical name -> version
+    via: dict[str, list[str]]  # canonical name -> parents (from uv's annotations)
+    pylock: str  # PEP 751 text with hashes where the index has them
+    capped: list[str]  # packages kept below their next major by the second pass
+    seconds: float
+
+
+class ResolutionFailed(Exception):
+    def __init__(self, explanation: str):
+        super().__init__(explanation)
+        self.explanation = explanation
+
+
+def _common_args(inputs: Inputs) -> list[str]:
+    args = ["--no-config", "--python", str(inputs.python), "--quiet"]
+    args += indexconf.uv_args(inputs.index, offline=inputs.offline)
+    args += ["--prerelease", "allow" if inputs.pre else "if-necessary-or-explicit"]
+    return args
+
+
+def _explain(stderr: str) -> str:
+    lines = [line.rstrip() for line in stderr.strip().splitlines()]
+    return "\n".join(line for line in lines if line.strip())
+
+
+def _tf_requirement(inputs: Inputs, spec: str) -> str:
+    extras = f"[{','.join(inputs.extras)}]" if inputs.extras else ""
+    return f"{inputs.tf_distribution}{extras}{spec}"
+
+
+def find_target(inputs: Inputs, target: TargetSpec) -> str:
+    """The TensorFlow version the target means for this interpreter (uv checks wheel tags)."""
+    with tempfile.TemporaryDirectory(prefix="tfrebuild-target-") as tmp:
+        req = Path(tmp) / "target.in"
+        req.write_text(f"{inputs.tf_distribution}{target.specifier}\n")
+        result = uvcmd.run(["pip", "compile", str(req), "--no-deps", "--no-header", "--no-annotate",
+                            "--only-binary", inputs.tf_distribution] + _common_args(inputs),
+                           log=inputs.log, check=False, what="uv pip compile")
+    if result.returncode != 0:
+        raise ResolutionFailed(_explain(result.stderr))
+    for line in result.stdout.splitlines():
+        name, _, version = line.partition("==")
+        if canonicalize_name(name.strip()) == inputs.tf_distribution:
+            return version.strip()
+    raise ResolutionFailed(f"uv returned no version of {inputs.tf_distribution}:\n{result.stdout}")
+
+
+def _parse_requirements_output(text: str) -> tuple[dict[str, str], dict[str, list[str]]]:
+    pins: dict[str, str] = {}
+    via: dict[str, list[str]] = {}
+    current = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line:
+            continue
+        if line.startswith("#"):
+            comment = line.lstrip("#").strip()
+            if current and comment.startswith("via"):
+                rest = comment[3:].strip()
+                parents = [rest] if rest else []
+                via.setdefault(current, []).extend(p for p in parents if p)
+            elif current and raw.startswith("    #   "):
+                via.setdefault(current, []).append(comment)
+            continue
+        req = line.split(";")[0].strip()
+        name, sep, version = req.partition("==")
+        if not sep:
+            continue
+        current = canonicalize_name(name.split("[")[0])
+        pins[current] = version.strip()
+    cleaned = {}
+    for name, parents in via.items():
+        cleaned[name] = sorted({canonicalize_name(p.split()[0]) if not p.startswith("-r") else "(requested)"
+                                for p in parents})
+    return pins, cleaned
+
+
+def _compile(inputs: Inputs, requirements: list[str], extra_constraints: list[str], workdir: Path) -> tuple[dict, dict]:
+    req_file = workdir / "requirements.in"
+    req_file.write_text("\n".join(requirements) + "\n")
+    out_file = workdir / "resolved.txt"
+    if inputs.strategy == "minimal":
+        out_file.write_text("".join(f"{n}=={v}\n" for n, v in sorted(inputs.pins.items())))
+    elif out_file.exists():
+        out_file.unlink()
+    constraint_lines = [f"{n}{s}" for n, s in sorted(inputs.constraints.items())] + extra_constraints
+    args = ["pip", "compile", str(req_file), "-o", str(out_file), "--no-header", "--annotation-style", "split"]
+    if constraint_lines:
+        cfile = workdir / "constraints.txt"
+        cfile.write_text("\n".join(constraint_lines) + "\n")
+        args += ["--constraint", str(cfile)]
+    if inputs.strategy == "eager":
+        args.append("--upgrade")
+    result = uvcmd.run(args + _common_args(inputs), log=inputs.log, check=False, what="uv pip compile")
+    if result.returncode != 0:
+        raise ResolutionFailed(_explain(result.stderr))
+    return _parse_requirements_output(out_file.read_text())
+
+
+def _major(version: str) -> int | None:
+    try:
+        return Version(version).major
+    except InvalidVersion:
+        return None
+
+
+def resolve(inputs: Inputs, tf_version: str) -> Resolved:
+    """Resolve the requested set with TensorFlow pinned to ``tf_version`` and lock it."""
+    import time
+
+    start = time.monotonic()
+    requirements = [_tf_requirement(inputs, f"=={tf_version}")] + list(inputs.requested)
+    with tempfile.TemporaryDirectory(prefix="tfrebuild-resolve-") as tmp:
+        workdir = Path(tmp)
+        pins, via = _compile(inputs, requirements, [], workdir)
+        capped: list[str] = []
+        if inputs.strategy == "minimal":
+            jumped = [n for n, v in pins.items()
+                      if n in inputs.pins and n != inputs.tf_distribution
+                      and _major(v) is not None and _major(inputs.pins[n]) is not None
+                      and _major(v) > _major(inputs.pins[n])]
+            caps = {n: f"{n}<{_major(inputs.pins[n]) + 1}" for n in jumped}
+            if caps:
+                try:
+                    pins, via = _compile(inputs, requirements, list(caps.values()), workdir)
+                    capped = sorted(caps)
+                except ResolutionFailed:
+                    for name in sorted(caps):  # keep each cap that resolves on its own
+                        try:
+                            trial = _compile(inputs, requirements, [caps[c] for c in capped + [name]], workdir)
+                        except ResolutionFailed:
+                            continue
+                        pins, via = trial
+                        capped.append(name)
+        pylock = lock(inputs, pins, workdir)
+    return Resolved(tf_version=tf_version, pins=pins, via=via, pylock=pylock, capped=capped,
+                    seconds=time.monotonic() - start)
+
+
+def lock(inputs: Inputs, pins: dict[str, str], workdir: Path) -> str:
+    """A PEP 751 lock of exactly ``pins`` (with hashes where the index provides them)."""
+    pinned = workdir / "pinned.txt"
+    pinned.write_text("".join(f"{n}=={v}\n" for n, v in sorted(pins.items())))
+    out = workdir / "pylock.toml"
+    result = uvcmd.run(["pip", "compile", str(pinned), "--no-deps", "--format", "pylock.toml", "-o", str(out),
+                        "--no-header"] + _common_args(inputs), log=inputs.log, check=False, what="uv pip compile")
+    if result.returncode != 0:
+        raise ResolutionFailed(_explain(result.stderr))
+    return out.read_text()
+
+
+def requirement_names(requirements: list[str]) -> list[str]:
+    return [canonicalize_name(Requirement(r).name) for r in requirements]

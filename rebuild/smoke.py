@@ -1,0 +1,125 @@
+"""Smoke checks: does the new env actually work? Each check has a timeout and its own output."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rebuild import uvcmd
+
+_TF_CHECK = """
+import json, sys
+import tensorflow as tf
+total = float(tf.reduce_sum(tf.constant([1.0, 2.0])))
+print(json.dumps({"version": tf.__version__, "total": total}))
+"""
+
+_IMPORTS = """
+import importlib, json, sys, traceback
+failed = {}
+for name in sys.argv[1:]:
+    try:
+        importlib.import_module(name)
+    except BaseException:
+        failed[name] = traceback.format_exc(limit=3)
+print(json.dumps(failed))
+"""
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    seconds: float
+    output: str = ""
+
+
+@dataclass
+class Report:
+    env: str
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    @property
+    def failed(self) -> list[Check]:
+        return [c for c in self.checks if not c.ok]
+
+
+def default_timeout() -> float:
+    return float(os.environ.get("TFREBUILD_SMOKE_TIMEOUT", "300"))
+
+
+def clean_environ(env: Path) -> dict[str, str]:
+    """The environment a check runs in: the new env first on PATH, no outside Python paths."""
+    environ = {k: v for k, v in os.environ.items()
+               if k not in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE", "VIRTUAL_ENV")}
+    environ["PATH"] = f"{env / 'bin'}{os.pathsep}{environ.get('PATH', '')}"
+    environ["VIRTUAL_ENV"] = str(env)
+    environ["PYTHONNOUSERSITE"] = "1"
+    return environ
+
+
+def _run(name: str, cmd: list[str] | str, env: Path, timeout: float, shell: bool = False) -> tuple[Check, str]:
+    start = time.monotonic()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, shell=shell,
+                              env=clean_environ(env), cwd=env, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as exc:
+        out = (exc.stdout or b"").decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+        return Check(name, False, time.monotonic() - start, f"timed out after {timeout:.0f}s\n{out}"), ""
+    except OSError as exc:
+        return Check(name, False, time.monotonic() - start, str(exc)), ""
+    output = (proc.stdout + proc.stderr).strip()
+    return Check(name, proc.returncode == 0, time.monotonic() - start, output), proc.stdout
+
+
+def run_checks(env: Path, *, tf_version: str, imports: list[str], commands: list[str] = (),
+               timeout: float | None = None, quick: bool = False) -> Report:
+    """Run the checks in ``env``; ``quick`` runs only interpreter + TensorFlow (after a swap)."""
+    timeout = default_timeout() if timeout is None else timeout
+    python = str(env / "bin" / "python")
+    report = Report(str(env))
+    check, _ = _run("interpreter starts", [python, "-I", "-c", "import sys; print(sys.version)"], env, timeout)
+    report.checks.append(check)
+    if not check.ok:
+        return report
+    check, stdout = _run(f"tensorflow {tf_version} imports and computes", [python, "-I", "-c", _TF_CHECK], env, timeout)
+    if check.ok:
+        try:
+            got = json.loads(stdout.strip().splitlines()[-1])
+            if got.get("version") != tf_version or got.get("total") != 3.0:
+                check.ok = False
+                check.output = f"expected tensorflow {tf_version} computing 3.0, got {got}"
+        except (ValueError, IndexError):
+            check.ok = False
+    report.checks.append(check)
+    if quick:
+        return report
+    others = [m for m in imports if m != "tensorflow"]
+    if others:
+        check, stdout = _run(f"imports: {', '.join(others)}", [python, "-I", "-c", _IMPORTS, *others], env, timeout)
+        if check.ok:
+            try:
+                failed = json.loads(stdout.strip().splitlines()[-1])
+            except (ValueError, IndexError):
+                failed = {"?": stdout}
+            if failed:
+                check.ok = False
+                check.output = "\n".join(f"import {k} failed:\n{v}" for k, v in failed.items())
+        report.checks.append(check)
+    start = time.monotonic()
+    result = uvcmd.run(["pip", "check", "--no-config", "--python", python], check=False, timeout=timeout,
+                       what="uv pip check")
+    report.checks.append(Check("consistent (uv pip check)", result.returncode == 0, time.monotonic() - start,
+                               (result.stdout + result.stderr).strip()))
+    for command in commands:
+        check, _ = _run(f"command: {command}", command, env, timeout, shell=True)
+        report.checks.append(check)
+    return report
