@@ -7,6 +7,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from packaging.utils import canonicalize_name
+
 from rebuild import indexconf, uvcmd
 from rebuild.errors import UserError
 from rebuild.profile import Index
@@ -45,8 +47,23 @@ def check_disk(where: Path, needed: int) -> None:
             "Free some space (e.g. `tfrebuild gc`, `uv cache prune`) and try again. Nothing was changed.")
 
 
+def mark_requested(env: Path, requested: set[str]) -> None:
+    """Keep ``REQUESTED`` markers only on what the user asked for.
+
+    ``uv pip sync`` marks every distribution of a lock as requested; the old env's
+    markers said which ones the user had named, and a later snapshot must see that.
+    """
+    for dist_info in env.glob("lib/python*/site-packages/*.dist-info"):
+        name = canonicalize_name(dist_info.name[: -len(".dist-info")].rsplit("-", 1)[0])
+        marker = dist_info / "REQUESTED"
+        if name in requested:
+            marker.touch()
+        elif marker.exists():
+            marker.unlink()
+
+
 def build(staging: Path, python: Path, pylock_text: str, index: Index, *, offline: bool = False,
-          compile_bytecode: bool = True, log: Path | None = None) -> BuildResult:
+          compile_bytecode: bool = True, log: Path | None = None, requested: set[str] | None = None) -> BuildResult:
     """Create ``staging/env`` with uv and install exactly the lock into it."""
     import time
 
@@ -64,4 +81,6 @@ def build(staging: Path, python: Path, pylock_text: str, index: Index, *, offlin
     if compile_bytecode:
         args.append("--compile-bytecode")
     uvcmd.run(args, log=log, what="uv pip sync")
+    if requested is not None:
+        mark_requested(env, requested)
     return BuildResult(env=env, pylock=lock_path, seconds=time.monotonic() - start, estimate=needed)

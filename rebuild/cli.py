@@ -121,6 +121,7 @@ def upgrade(
     no_compile: bool = typer.Option(False, "--no-compile", help="Do not compile bytecode in the new env."),
     allow_python_download: bool = AllowDownloadOpt,
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    force: bool = typer.Option(False, "--force", help="Swap even while processes run from the env."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Build the upgraded env beside the old one, check it, swap it in atomically.
@@ -133,6 +134,7 @@ def upgrade(
 
     opts = _plan_options(env, to, profile, python, strategy, pre, index_url, extra_index_url, find_links, offline,
                          no_compile=no_compile, yes=yes, allow_python_download=allow_python_download)
+    opts.force = force
     confirm = render.confirm_plan if sys.stdin.isatty() and not as_json else None
 
     def work():
@@ -140,6 +142,93 @@ def upgrade(
             return upgrading.run(opts, progress, confirm=None if yes else confirm)
 
     _run(as_json, work, render.upgrade)
+
+
+def _confirm(question: str) -> bool:
+    return typer.confirm(question, default=False, err=True)
+
+
+def _tty_confirm(as_json: bool):
+    return _confirm if sys.stdin.isatty() and not as_json else None
+
+
+YesOpt = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation.")
+
+
+@app.command()
+def rollback(
+    env: Optional[Path] = EnvOpt,
+    to: Optional[int] = typer.Option(None, "--to", help="Generation number (default: the previous one)."),
+    yes: bool = YesOpt,
+    force: bool = typer.Option(False, "--force", help="Swap even while processes run from the env."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Swap the previous generation (or --to N) back in: atomic, offline, in milliseconds.
+
+    A second plain rollback undoes the first, like `cd -`.
+
+    Example: tfrebuild rollback --env ~/venvs/tf --yes
+    """
+    from rebuild import generations
+
+    _run(as_json, lambda: generations.rollback(env, to, yes=yes, force=force, confirm=_tty_confirm(as_json)),
+         render.rollback)
+
+
+@app.command()
+def history(env: Optional[Path] = EnvOpt, as_json: bool = JsonOpt) -> None:
+    """List the generations of a managed env.
+
+    Example: tfrebuild history --env ~/venvs/tf
+    """
+    from rebuild import generations
+
+    _run(as_json, lambda: generations.history(env), render.history)
+
+
+@app.command()
+def diff(
+    a: str = typer.Argument(..., help="Generation number or profile file."),
+    b: str = typer.Argument(..., help="Generation number or profile file."),
+    env: Optional[Path] = EnvOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Show the package changes between two generations or two profiles.
+
+    Example: tfrebuild diff 1 2 --env ~/venvs/tf
+    """
+    from rebuild import generations
+
+    _run(as_json, lambda: generations.diff(a, b, env), render.diff)
+
+
+@app.command()
+def gc(
+    env: Optional[Path] = EnvOpt,
+    keep: int = typer.Option(3, "--keep", help="How many generations to keep (the current and previous always stay)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only show what would be deleted."),
+    yes: bool = YesOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Delete the oldest generations beyond --keep; report the space freed.
+
+    Example: tfrebuild gc --env ~/venvs/tf --keep 2 --yes
+    """
+    from rebuild import generations
+
+    _run(as_json, lambda: generations.gc(env, keep, dry_run=dry_run, yes=yes, confirm=_tty_confirm(as_json)),
+         render.gc)
+
+
+@app.command()
+def status(env: Optional[Path] = EnvOpt, as_json: bool = JsonOpt) -> None:
+    """Current generation, interrupted operations, leftover staging folders, lock holder.
+
+    Example: tfrebuild status --env ~/venvs/tf
+    """
+    from rebuild import generations
+
+    _run(as_json, lambda: generations.status(env), render.status)
 
 
 def main() -> None:

@@ -36,6 +36,7 @@ class Options:
     no_compile: bool = False
     allow_python_download: bool = False
     yes: bool = False
+    force: bool = False  # swap even while processes run from the env
 
 
 @dataclass

@@ -221,3 +221,86 @@ def upgrade(r, as_json: bool) -> None:
     out.print(f"Upgraded {r.plan.env} to generation {r.generation} ({r.plan.tf_distribution} {r.plan.tf_new}) "
               f"in {r.seconds:.1f}s. Generation {r.previous} is kept: `tfrebuild rollback` brings it back.",
               markup=False)
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _recovered(text) -> None:
+    if text:
+        err.print(f"Recovered an interrupted operation first: {text}", markup=False)
+
+
+def rollback(r, as_json: bool) -> None:
+    if as_json:
+        emit_json({"ok": True, **jsonable(r)})
+        return
+    _recovered(r.recovered)
+    for u in r.forced_users:
+        err.print(f"warning: pid {u.pid} ({u.why}) was using the env: {u.command[:100]}", markup=False)
+    out.print(f"Rolled {r.env} back from generation {r.from_generation} to {r.to_generation} "
+              f"({r.tensorflow}, Python {r.python}) in {r.swap_ms:.1f} ms.", markup=False)
+    _checks("after", r.checks)
+    out.print(f"Generation {r.from_generation} is kept: `tfrebuild rollback` again returns to it.", markup=False)
+
+
+def history(h, as_json: bool) -> None:
+    if as_json:
+        emit_json({"ok": True, **jsonable(h)})
+        return
+    _recovered(h.recovered)
+    rows = []
+    for r in h.rows:
+        mark = "*" if r.current else ("<" if r.previous else "")
+        rows.append([f"{r.number}{mark}", r.created.replace("T", " ").rstrip("Z"), r.tensorflow, r.python,
+                     _size(r.disk_alone) if r.present else "(missing)", r.command])
+    table(f"Generations of {h.env}  (* current, < previous: what `rollback` restores)",
+          ["gen", "created (UTC)", "TensorFlow", "Python", "disk alone", "made by"], rows)
+    out.print(f"All generations together use {_size(h.disk_total)} (files shared by hard links counted once).",
+              markup=False)
+
+
+def diff(d, as_json: bool) -> None:
+    if as_json:
+        emit_json({"ok": True, **jsonable(d)})
+        return
+    out.print(f"{d.a} → {d.b}: {len(d.changes)} change(s)", markup=False)
+    for c in d.changes:
+        out.print(_change_line(c), markup=False)
+
+
+def gc(g, as_json: bool) -> None:
+    if as_json:
+        emit_json({"ok": True, **jsonable(g)})
+        return
+    _recovered(g.recovered)
+    if not g.deleted:
+        out.print(f"Nothing to delete: {len(g.kept)} generation(s) of {g.env}, keeping {g.keep}.", markup=False)
+        return
+    verb = "Would delete" if g.dry_run else "Deleted"
+    out.print(f"{verb} generation(s) {', '.join(map(str, g.deleted))} of {g.env}; "
+              f"{'would free' if g.dry_run else 'freed'} {_size(g.freed)}. Kept: {', '.join(map(str, g.kept))}.",
+              markup=False)
+
+
+def status(s, as_json: bool) -> None:
+    if as_json:
+        emit_json({"ok": True, **jsonable(s)})
+        return
+    _recovered(s.recovered)
+    if not s.managed:
+        out.print(f"{s.env} is not managed by tfrebuild (no generations yet).", markup=False)
+        return
+    out.print(f"{s.env}: generation {s.current} ({s.tensorflow}); previous: {s.previous or '-'}", markup=False)
+    out.print(f"  state folder: {s.state_dir}", markup=False)
+    out.print(f"  interrupted operation: {s.interrupted.get('op') + ' (' + str(s.interrupted.get('step')) + ')' if s.interrupted else 'none'}",
+              markup=False)
+    out.print(f"  leftover staging folders: {', '.join(s.leftover_staging) or 'none'}", markup=False)
+    holder = s.lock_holder
+    out.print(f"  lock: {'held by pid ' + str(holder.get('pid')) + ': ' + str(holder.get('command')) if holder else 'free'}",
+              markup=False)

@@ -231,6 +231,26 @@ def disk_usage(paths: list[Path]) -> dict[Path, int]:
     return usage
 
 
+def exclusive_usage(paths: list[Path]) -> tuple[dict[Path, int], int]:
+    """Per tree, the bytes of files found in no other tree of ``paths``; and the total counted once.
+
+    A file hard-linked between generations is shared, so it is in neither tree's
+    exclusive figure but counts once in the total.
+    """
+    owners: dict[tuple[int, int], set[int]] = {}
+    sizes: dict[tuple[int, int], int] = {}
+    for i, path in enumerate(paths):
+        for st in _walk_lstat(Path(path)):
+            key = _key(st)
+            owners.setdefault(key, set()).add(i)
+            sizes[key] = _size(st)
+    alone = {Path(p): 0 for p in paths}
+    for key, who in owners.items():
+        if len(who) == 1:
+            alone[Path(paths[next(iter(who))])] += sizes[key]
+    return alone, sum(sizes.values())
+
+
 def _freeable_bytes(root: Path) -> int:
     """Bytes that deleting ``root`` would free: files whose every hard link is inside it."""
     found: dict[tuple[int, int], list] = {}

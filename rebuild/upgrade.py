@@ -20,6 +20,7 @@ from rebuild import build, plan as planning, smoke, swap
 from rebuild import profile as prof
 from rebuild.envs import locate
 from rebuild.errors import UserError
+from rebuild.tfinfo import SEED_PACKAGES
 from rebuild.store import Generation, Store, fault_point, new_op_id
 
 
@@ -99,7 +100,9 @@ def _apply(store: Store, the_plan: planning.Plan, opts: planning.Options, op: st
     try:
         progress.stage("build", f"new env in {staging}")
         built = build.build(staging, Path(the_plan.python_path), the_plan.pylock, the_plan.index_live,
-                            offline=opts.offline, compile_bytecode=not opts.no_compile, log=log)
+                            offline=opts.offline, compile_bytecode=not opts.no_compile, log=log,
+                            requested={n for n in the_plan.new_requested if n not in SEED_PACKAGES}
+                            | {the_plan.tf_distribution})
         result.build_seconds = built.seconds
         fault_point("upgrade.built")
         progress.stage("checks", "smoke checks in the new env")
@@ -114,6 +117,15 @@ def _apply(store: Store, the_plan: planning.Plan, opts: planning.Options, op: st
         gen_dir.mkdir(parents=True, exist_ok=True)
         (gen_dir / "pylock.toml").write_text(the_plan.pylock, encoding="utf-8")
     except BaseException:
+        store.discard_staging(op)
+        shutil.rmtree(store.generation_dir(number), ignore_errors=True)
+        store.commit()
+        raise
+    from rebuild.generations import refuse_if_in_use
+
+    try:
+        refuse_if_in_use(store.env, opts.force)
+    except UserError:
         store.discard_staging(op)
         shutil.rmtree(store.generation_dir(number), ignore_errors=True)
         store.commit()

@@ -1,0 +1,246 @@
+"""Generation commands: ``rollback``, ``history``, ``diff``, ``gc``, ``status``.
+
+They work on the store that ``upgrade`` creates beside a managed env. None of
+them uses the network or uv.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from rebuild import inuse, plan as planning, smoke
+from rebuild import profile as prof
+from rebuild.envs import locate
+from rebuild.errors import UserError
+from rebuild.store import Generation, Store, exclusive_usage
+
+
+def open_store(env) -> Store:
+    loc = locate(env)
+    store = Store.open(loc.path)
+    if store is None:
+        raise UserError(f"{loc.path} is not managed by tfrebuild yet: it has no generations.",
+                        "Generations are made by `tfrebuild upgrade`; the first upgrade keeps the env as generation 1.")
+    return store
+
+
+def recover_if_idle(store: Store) -> str | None:
+    """Finish or undo an interrupted operation, unless another tfrebuild is running (then leave it)."""
+    if store.lock_holder() is not None:
+        return None
+    try:
+        return store.recover()
+    except UserError:
+        return None
+
+
+def _tf_version(gen: Generation) -> str:
+    return gen.tensorflow.split()[-1] if gen.tensorflow else ""
+
+
+def refuse_if_in_use(env: Path, force: bool) -> list[inuse.User]:
+    users = inuse.processes_using(env)
+    if users and not force:
+        listing = "; ".join(f"pid {u.pid} ({u.why}): {u.command[:120]}" for u in users[:5])
+        raise UserError(f"{len(users)} running process(es) use {env}: {listing}.",
+                        "Stop them first (a running kernel would import half old, half new modules), "
+                        "or pass --force to swap anyway.", exit_code=1)
+    return users
+
+
+# --- rollback -----------------------------------------------------------------
+
+
+@dataclass
+class RollbackResult:
+    env: str
+    from_generation: int
+    to_generation: int
+    tensorflow: str
+    python: str
+    swap_ms: float
+    checks: list[smoke.Check] = field(default_factory=list)
+    recovered: str | None = None
+    forced_users: list[inuse.User] = field(default_factory=list)
+
+
+def rollback(env=None, to: int | None = None, *, yes: bool = False, force: bool = False,
+             confirm: Callable[[str], bool] | None = None) -> RollbackResult:
+    if not yes and confirm is None:
+        raise UserError("tfrebuild rollback needs confirmation, and there is no terminal to ask on.",
+                        "See `tfrebuild history`, then run `tfrebuild rollback --yes`.")
+    store = open_store(env)
+    with store.lock("tfrebuild rollback" + (f" --to {to}" if to is not None else "")):
+        recovered = store.recover()
+        current = store.current
+        target_n = to if to is not None else store.previous_number
+        if target_n is None:
+            raise UserError(f"{store.env} has no earlier generation to roll back to.",
+                            "See `tfrebuild history`.")
+        if target_n == current.number:
+            raise UserError(f"Generation {target_n} is already current at {store.env}.", "See `tfrebuild history`.")
+        numbers = [g.number for g in store.generations()]
+        if target_n not in numbers:
+            raise UserError(f"There is no generation {target_n} of {store.env}.",
+                            f"Existing generations: {', '.join(map(str, numbers))} (see `tfrebuild history`).")
+        target = store.generation(target_n)
+        if not yes and not confirm(f"Swap generation {target_n} ({target.tensorflow}, Python {target.python}) "
+                                   f"in at {store.env}? Generation {current.number} is kept."):
+            raise UserError("Rollback cancelled; nothing was changed.", exit_code=1)
+        users = refuse_if_in_use(store.env, force)
+        t0 = time.monotonic()
+        store.rollback_to(target_n)
+        swap_ms = (time.monotonic() - t0) * 1000
+        report = smoke.run_checks(store.env, tf_version=_tf_version(target), imports=[], quick=True)
+        if not report.ok:
+            store.rollback_to(current.number)
+            failed = "\n".join(f"[{c.name}] {c.output[-2000:]}" for c in report.failed)
+            raise UserError(f"Generation {target_n} does not work at {store.env}; tfrebuild swapped generation "
+                            f"{current.number} back in.", "See the check output; `tfrebuild history` lists the others.",
+                            exit_code=1, details=failed)
+        return RollbackResult(str(store.env), current.number, target_n, target.tensorflow, target.python, swap_ms,
+                              report.checks, recovered, users)
+
+
+# --- history --------------------------------------------------------------------
+
+
+@dataclass
+class HistoryRow:
+    number: int
+    current: bool
+    previous: bool
+    created: str
+    tensorflow: str
+    python: str
+    disk_alone: int
+    command: str
+    present: bool
+
+
+@dataclass
+class History:
+    env: str
+    state_dir: str
+    rows: list[HistoryRow]
+    disk_total: int
+    recovered: str | None = None
+
+
+def history(env=None) -> History:
+    store = open_store(env)
+    recovered = recover_if_idle(store)
+    store.reload()
+    gens = store.generations()
+    trees = {g.number: (store.env if g.number == store.current_number else store.generation_dir(g.number) / "env")
+             for g in gens}
+    present = {n: p.exists() for n, p in trees.items()}
+    alone, total = exclusive_usage([trees[n] for n in sorted(trees) if present[n]])
+    rows = [HistoryRow(g.number, g.number == store.current_number, g.number == store.previous_number, g.created,
+                       g.tensorflow, g.python, alone.get(trees[g.number], 0), g.command, present[g.number])
+            for g in gens]
+    return History(str(store.env), str(store.state), rows, total, recovered)
+
+
+# --- diff -----------------------------------------------------------------------
+
+
+@dataclass
+class Diff:
+    a: str
+    b: str
+    changes: list[planning.Change]
+
+
+def _load_side(spec: str, env) -> tuple[str, prof.Profile]:
+    if spec.isdigit():
+        store = open_store(env)
+        n = int(spec)
+        store.generation(n)  # raises a UserError for an unknown generation
+        path = store.generation_dir(n) / "profile.toml"
+        return f"generation {n}", prof.load(path)
+    return spec, prof.load(spec)
+
+
+def diff(a: str, b: str, env=None) -> Diff:
+    label_a, pa = _load_side(a, env)
+    label_b, pb = _load_side(b, env)
+    req = set(pa.requested) | set(pb.requested)
+    changes = [planning.Change(n, old, new, kind, n in req)
+               for n, old, new, kind in planning.diff(pa.pins(), pb.pins())]
+    changes.sort(key=lambda c: (not c.requested, c.name))
+    return Diff(label_a, label_b, changes)
+
+
+# --- gc -------------------------------------------------------------------------
+
+
+@dataclass
+class GcResult:
+    env: str
+    keep: int
+    deleted: list[int]
+    kept: list[int]
+    freed: int
+    dry_run: bool
+    recovered: str | None = None
+
+
+def gc(env=None, keep: int = 3, *, dry_run: bool = False, yes: bool = False,
+       confirm: Callable[[str], bool] | None = None) -> GcResult:
+    if keep < 1:
+        raise UserError(f"--keep {keep} would delete every generation.",
+                        "Keep at least 1 (the current one is never deleted); the default is 3.")
+    if not dry_run and not yes and confirm is None:
+        raise UserError("tfrebuild gc deletes generations and needs confirmation; there is no terminal to ask on.",
+                        "Run `tfrebuild gc --dry-run` to see what would go, then `tfrebuild gc --yes`.")
+    store = open_store(env)
+    with store.lock("tfrebuild gc"):
+        recovered = store.recover()
+        gens = store.generations()
+        protected = {store.current_number, store.previous_number}
+        newest_first = sorted((g.number for g in gens), reverse=True)
+        kept = set(newest_first[:keep]) | {n for n in protected if n is not None}
+        doomed = sorted(n for n in newest_first if n not in kept)
+        trees = [store.env] + [store.generation_dir(n) / "env" for n in sorted(kept) if n != store.current_number]
+        if dry_run or not doomed:
+            alone, _ = exclusive_usage(trees + [store.generation_dir(n) / "env" for n in doomed])
+            freed = sum(alone.get(store.generation_dir(n) / "env", 0) for n in doomed)
+            return GcResult(str(store.env), keep, doomed, sorted(kept), freed, dry_run, recovered)
+        if not yes and not confirm(f"Delete generation(s) {', '.join(map(str, doomed))} of {store.env}?"):
+            raise UserError("gc cancelled; nothing was deleted.", exit_code=1)
+        freed = sum(store.delete_generation(n) for n in doomed)
+        return GcResult(str(store.env), keep, doomed, sorted(kept), freed, False, recovered)
+
+
+# --- status ---------------------------------------------------------------------
+
+
+@dataclass
+class Status:
+    env: str
+    managed: bool
+    state_dir: str
+    current: int | None
+    previous: int | None
+    tensorflow: str
+    interrupted: dict | None
+    leftover_staging: list[str]
+    lock_holder: dict | None
+    recovered: str | None = None
+
+
+def status(env=None) -> Status:
+    loc = locate(env)
+    store = Store.open(loc.path)
+    if store is None:
+        return Status(str(loc.path), False, "", None, None, "", None, [], None)
+    holder = store.lock_holder()
+    recovered = recover_if_idle(store) if holder is None else None
+    store.reload()
+    journal = store.journal()
+    return Status(str(store.env), True, str(store.state), store.current_number, store.previous_number,
+                  store.current.tensorflow, journal, [str(p) for p in store.leftover_staging()], holder, recovered)
