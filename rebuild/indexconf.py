@@ -24,8 +24,19 @@ from rebuild.profile import Index, IndexSetting
 PYPI = "https://pypi.org/simple"
 
 
+_NAMED = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)=(?=[a-zA-Z][a-zA-Z0-9+.-]*://|/)")
+
+
+def strip_name(value: str) -> str:
+    """uv's named-index form ``name=URL`` → ``URL``."""
+    return _NAMED.sub("", value.strip(), count=1)
+
+
 def redact(value: str) -> str:
-    """Hide the secret part of credentials in a URL (``user:****@host``)."""
+    """Hide the secret part of credentials in a URL (``user:****@host``); keeps a ``name=`` prefix."""
+    match = _NAMED.match(value)
+    if match:
+        return match.group(0) + redact(value[match.end():])
     try:
         parts = urlsplit(value)
     except ValueError:
@@ -167,12 +178,14 @@ def _uv_layers(environ: dict[str, str], home: Path, cwd: Path) -> list[_Layer]:
         raw = environ.get(var)
         if not raw:
             continue
-        if norm in ("index_url", "index_strategy"):
+        if norm == "index_url":
+            env_layer.values[norm] = strip_name(raw)
+        elif norm == "index_strategy":
             env_layer.values[norm] = raw.strip()
         elif norm == "no_index":
             env_layer.values[norm] = _truthy(raw)
         else:
-            items = [w for w in re.split(r"[\s,]+", raw) if w] if norm == "find_links" else _words(raw)
+            items = [w for w in re.split(r"[\s,]+", raw) if w] if norm == "find_links" else [strip_name(w) for w in _words(raw)]
             env_layer.values.setdefault(norm, []).extend(items)
     if env_layer.values:
         layers.append(env_layer)

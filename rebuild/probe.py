@@ -45,4 +45,4 @@ def run(python: Path, *, deep: bool = False, timeout: float | None = None) -> di
         return json.loads(proc.stdout)
     except json.JSONDecodeError as exc:
         raise UserError(f"The interpreter {python} printed something that is not the probe's report.",
-                        "Run it by hand to see what it prints at start-up.", details=proc.stdout[:500]) from exc
+                        "Run it by hand to see what it prints at start-up.", details=proc.stdout[:500].strip()) from exc

@@ -212,7 +212,7 @@ def _decode(hint, value, where: str):
             raise ValueError(f"{where}: expected a table")
         _, item = typing.get_args(hint)
         return {k: _decode(item, v, f"{where}.{k}") for k, v in value.items()}
-    if hint in (str, int, bool) and not isinstance(value, hint):
+    if hint in (str, int, bool) and (not isinstance(value, hint) or (hint is int and isinstance(value, bool))):
         raise ValueError(f"{where}: expected {hint.__name__}, got {type(value).__name__}")
     return value
 
@@ -251,7 +251,7 @@ def loads(text: str, where: str = "profile") -> Profile:
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"{where} is not valid TOML: {exc}.", "Fix the file or take a new one with `tfrebuild snapshot`.") from exc
     schema = data.get("schema")
-    if schema != SCHEMA_VERSION:
+    if type(schema) is not int or schema != SCHEMA_VERSION:
         raise UserError(
             f"{where} has profile schema {schema!r}; this tfrebuild reads schema {SCHEMA_VERSION}.",
             "Upgrade tfrebuild, or take a new snapshot with this version.",

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
 
 from rebuild import __version__, gpu, graph, indexconf, probe
 from rebuild import profile as prof
@@ -53,6 +53,13 @@ def _source(dist: dict) -> dict:
     return {"source": "url", "url": url}
 
 
+def _version_key(dist: dict):
+    try:
+        return (1, Version(dist.get("version", "")))
+    except InvalidVersion:
+        return (0, Version("0"))
+
+
 def _import_name(name: str, dist: dict) -> str:
     """The name to ``import`` for a requested distribution in the smoke checks."""
     guess = import_name(name)
@@ -81,7 +88,7 @@ def build_profile(loc: EnvLocation, data: dict, *, environ: dict[str, str] | Non
             versions = ", ".join(d["version"] for d in in_env)
             warnings.append(prof.Warning("duplicate-dist-info", in_env[0]["dist_info"],
                                          f"{name} has {len(in_env)} metadata folders ({versions}): {paths}"))
-        chosen[name] = in_env[0]
+        chosen[name] = max(in_env, key=_version_key)
         shadowed = [d for d in found if d["location"] != in_env[0]["location"]]
         for other in shadowed:
             if other["location"] == "user":
@@ -107,11 +114,17 @@ def build_profile(loc: EnvLocation, data: dict, *, environ: dict[str, str] | Non
     for edge in graph.edges(requires, markers, extras):
         required_by[edge.child].add(edge.parent)
 
+    # uv writes REQUESTED into every distribution it installs, dependencies included
+    # (astral-sh/uv#13278); when all uv-installed ones carry it, the markers say nothing.
+    by_uv = [d for d in chosen.values() if (d.get("installer") or "") == "uv"]
+    uv_markers_meaningless = bool(by_uv) and all(d.get("requested") for d in by_uv)
+
     packages: list[prof.Package] = []
     requested: list[str] = []
     for name in sorted(chosen):
         dist = chosen[name]
-        is_requested = name not in SEED_PACKAGES and (bool(dist.get("requested")) or not required_by.get(name))
+        marker = bool(dist.get("requested")) and not (uv_markers_meaningless and dist.get("installer") == "uv")
+        is_requested = name not in SEED_PACKAGES and (marker or not required_by.get(name))
         if is_requested and dist["location"] == "env":
             requested.append(name)
         packages.append(prof.Package(
@@ -178,8 +191,10 @@ def check_output(output: Path, force: bool) -> None:
     if output.exists() and output.is_dir():
         raise UserError(f"{output} is a folder.", "Pass a file name with -o.")
     parent = output.parent
-    while not parent.exists():
+    while not parent.exists() and not parent.is_symlink():
         parent = parent.parent
+    if not parent.is_dir():
+        raise UserError(f"Cannot write {output}: {parent} is a file, not a folder.", "Choose another place with -o.")
     if not os.access(parent, os.W_OK):
         raise UserError(f"Cannot write {output}: {parent} is not writable.", "Choose another place with -o.")
 
@@ -204,7 +219,12 @@ def run(env: str | os.PathLike | None, output: str | os.PathLike | None, *, forc
     """``tfrebuild snapshot``: probe, build the profile, write it; refuse bad output paths first."""
     start = time.monotonic()
     loc = locate(env)
-    target = Path(output) if output else default_output(loc.python.parent if loc.bare else loc.path)
+    if output:
+        target = Path(output)
+    elif loc.bare:  # /root/.pyenv/versions/3.11.7/bin/python3 -> profiles/3.11.7-python3.toml
+        target = default_output(loc.path).with_name(f"{loc.path.name.lstrip('.') or 'python'}-{loc.python.name}.toml")
+    else:
+        target = default_output(loc.path)
     target = target.absolute()
     check_output(target, force)
     data = probe.run(loc.python)
