@@ -231,6 +231,23 @@ def status(env: Optional[Path] = EnvOpt, as_json: bool = JsonOpt) -> None:
     _run(as_json, lambda: generations.status(env), render.status)
 
 
+@app.command()
+def releases(
+    env: Optional[Path] = EnvOpt,
+    offline: bool = typer.Option(False, "--offline", help="Do not ask the index for the newest release."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """TensorFlow releases tfrebuild knows: Pythons, CUDA/cuDNN, Keras, NumPy, GPU route, breaking changes.
+
+    Marks the env's TensorFlow and the newest release on the index.
+
+    Example: tfrebuild releases --env ~/venvs/tf
+    """
+    from rebuild import tfinfo
+
+    _run(as_json, lambda: tfinfo.release_table(env, offline=offline), render.releases)
+
+
 def main() -> None:
     try:
         app()

@@ -279,8 +279,8 @@ def make_plan(opts: Options, progress=None, log: Path | None = None) -> Plan:
                 or "python>=" in exc.explanation.lower() or "we only found wheels" in exc.explanation.lower():
             raise no_wheel_error(inputs, target, interp.version, exc.explanation) from None
         raise UserError(f"No {tf} release matches --to {target.raw}.",
-                        "Check the version (see `pip index versions " + tf + "`) or use --to latest.",
-                        details=exc.explanation) from None
+                        "Check the version (`tfrebuild releases` lists them) or use --to latest.",
+                        details="uv says:\n" + exc.explanation) from None
     tf_old = current.tensorflow.version
     try:
         resolved = resolve.resolve(inputs, tf_new)

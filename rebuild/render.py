@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from rebuild.errors import UserError
@@ -50,11 +51,11 @@ def emit_json(document: dict) -> None:
 def error(exc: UserError, as_json: bool) -> None:
     if as_json:
         emit_json({"ok": False, **exc.to_dict()})
-    err.print(f"[bold red]error:[/] {exc.message}", markup=True)
+    err.print(f"[bold red]error:[/] {escape(exc.message)}", markup=True)
     if exc.details:
         err.print(exc.details, markup=False)
     if exc.hint:
-        err.print(f"[bold]hint:[/] {exc.hint}", markup=True)
+        err.print(f"[bold]hint:[/] {escape(exc.hint)}", markup=True)
 
 
 # --- progress -----------------------------------------------------------------
@@ -133,7 +134,7 @@ def snapshot(result, as_json: bool) -> None:
         out.print(f"  GPU: {', '.join(p.gpu.gpus) or 'none listed'} (driver {p.gpu.driver_version or '?'}, "
                   f"CUDA {p.gpu.cuda_version or '?'})", markup=False)
     for w in p.warnings:
-        out.print(f"  [yellow]warning[/] {w.kind}: {w.message}" + (f" ({w.path})" if w.path else ""))
+        out.print(f"  [yellow]warning[/] {escape(w.kind)}: {escape(w.message)}" + (f" ({escape(w.path)})" if w.path else ""))
     out.print(f"Wrote {result.written_to} in {result.seconds:.2f}s", markup=False)
 
 
@@ -304,3 +305,24 @@ def status(s, as_json: bool) -> None:
     holder = s.lock_holder
     out.print(f"  lock: {'held by pid ' + str(holder.get('pid')) + ': ' + str(holder.get('command')) if holder else 'free'}",
               markup=False)
+
+
+def releases(t, as_json: bool) -> None:
+    if as_json:
+        emit_json({"ok": True, **jsonable(t)})
+        return
+    latest_minor = ".".join(t.latest.split(".")[:2])
+    rows = []
+    for r in t.rows:
+        marks = []
+        if r.minor == t.installed_minor:
+            marks.append("installed")
+        if r.minor == latest_minor:
+            marks.append("latest")
+        rows.append([r.minor + (" (" + ", ".join(marks) + ")" if marks else ""), ", ".join(r.python), r.numpy,
+                     f"{r.keras_major} ({r.keras})", f"{r.cuda} / {r.cudnn}", r.gpu_route, "; ".join(r.notes)])
+    table("TensorFlow releases (Linux x86_64)", ["TF", "Python", "NumPy", "Keras", "CUDA / cuDNN", "GPU route", "notes"],
+          rows)
+    if t.installed:
+        out.print(f"Installed: {t.installed}.", markup=False)
+    out.print(f"Newest release: {t.latest} (from the {t.latest_source}).", markup=False)

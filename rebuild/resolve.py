@@ -138,8 +138,12 @@ def _parse_requirements_output(text: str) -> tuple[dict[str, str], dict[str, lis
         pins[current] = version.strip()
     cleaned = {}
     for name, parents in via.items():
-        cleaned[name] = sorted({canonicalize_name(p.split()[0]) if not p.startswith("-r") else "(requested)"
-                                for p in parents})
+        names = set()
+        for parent in parents:
+            if parent.startswith(("-c", "--constraint")):
+                continue  # our own constraints file (the major-version caps), not a parent
+            names.add("(requested)" if parent.startswith("-r") else canonicalize_name(parent.split()[0]))
+        cleaned[name] = sorted(names)
     return pins, cleaned
 
 

@@ -1014,9 +1014,14 @@ class Store:
 
     def _recover_upgrade(self, j: dict) -> str:
         staging = self._owned(j.get("staging"), self.staging_root)
-        if "new" not in j:  # interrupted while building: nothing was swapped
+        if "new_inode" not in j:  # interrupted while building or checking: nothing was swapped
             if staging is not None:
                 safe_rmtree(staging, self.state)
+            number = j.get("new")
+            if isinstance(number, int) and number not in (self.current_number, self.previous_number):
+                folder = self.generation_dir(number)
+                if folder.is_dir() and not (folder / "meta.toml").exists():
+                    safe_rmtree(folder, self.state)
             self.commit()
             return f"rolled back interrupted upgrade: removed staging {staging}"
         new_key = (j["new_device"], j["new_inode"])

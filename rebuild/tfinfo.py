@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+
 # Distributions that install the ``tensorflow`` import package. Having two of
 # them installed means one overwrote the other's files.
 TF_DISTRIBUTIONS = (
@@ -29,3 +33,79 @@ def import_name(distribution: str) -> str:
     if distribution in TF_DISTRIBUTIONS:
         return "tensorflow"
     return distribution.replace("-", "_").replace(".", "_")
+
+
+# --- the release table (rebuild/data/releases.toml) ---------------------------
+
+
+@dataclass(frozen=True)
+class Release:
+    minor: str
+    newest: str
+    python: list[str]
+    numpy: str
+    keras: str
+    keras_major: int
+    protobuf: str
+    cuda: str
+    cudnn: str
+    cuda_source: str
+    min_driver: str
+    gpu_route: str
+    notes: list[str] = field(default_factory=list)
+
+
+def releases() -> list[Release]:
+    """One row per TensorFlow minor release, oldest first (explanations and pre-checks only)."""
+    text = resources.files("rebuild").joinpath("data/releases.toml").read_text(encoding="utf-8")
+    return [Release(**row) for row in tomllib.loads(text)["release"]]
+
+
+def release_for(version: str) -> Release | None:
+    """The row of the minor release ``version`` belongs to (``2.15.1`` → 2.15)."""
+    minor = ".".join(version.split(".")[:2])
+    return next((r for r in releases() if r.minor == minor), None)
+
+
+@dataclass
+class ReleaseTable:
+    rows: list[Release]
+    installed: str  # "tensorflow-cpu 2.15.1" or ""
+    installed_minor: str
+    latest: str  # newest final release on the index, or the table's newest when the index was not asked
+    latest_source: str  # "index" | "table"
+
+
+def release_table(env=None, *, offline: bool = False) -> ReleaseTable:
+    """``tfrebuild releases``: the table, marking the env's TensorFlow and the newest release."""
+    from rebuild import indexconf, indexinfo, probe
+    from rebuild.envs import locate
+    from rebuild.errors import UserError
+
+    rows = releases()
+    installed, dist = "", "tensorflow"
+    if env is not None or _default_env_exists():
+        loc = locate(env)
+        for d in probe.run(loc.python).get("distributions", []):
+            if d["canonical"] in TF_DISTRIBUTIONS:
+                installed, dist = f"{d['canonical']} {d['version']}", d["canonical"]
+                break
+    latest, source = rows[-1].newest, "table"
+    if not offline:
+        index = indexconf.discover()
+        try:
+            files = indexinfo.list_files(dist, indexinfo.Sources(
+                index_urls=[index.index_url], find_links=[], offline=False), timeout=10)
+            found = indexinfo.versions(files)
+            if found:
+                latest, source = str(found[0]), "index"
+        except (UserError, OSError):
+            pass
+    minor = ".".join(installed.split()[-1].split(".")[:2]) if installed else ""
+    return ReleaseTable(rows, installed, minor, latest, source)
+
+
+def _default_env_exists() -> bool:
+    from rebuild.envs import default_env_path, env_python
+
+    return env_python(default_env_path()) is not None

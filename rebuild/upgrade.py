@@ -71,6 +71,8 @@ def run(opts: planning.Options, progress=None, confirm: Callable[[planning.Plan]
             recovered = store.recover() if store.managed else None
             if recovered:
                 progress.note(f"recovered: {recovered}")
+                if not (store.generation_dir(store.current_number) / "profile.toml").exists():
+                    _write_profile(store, store.current_number, None)
             op = new_op_id("upgrade")
             log = store.log_path(op) if store.managed else store.state / "logs" / f"{op}.log"
             the_plan = planning.make_plan(opts, progress, log=log)
@@ -89,7 +91,8 @@ def run(opts: planning.Options, progress=None, confirm: Callable[[planning.Plan]
 
 def _apply(store: Store, the_plan: planning.Plan, opts: planning.Options, op: str, log: Path, progress,
            result: UpgradeResult, start: float, command: str) -> UpgradeResult:
-    if not store.managed:
+    adopted_now = not store.managed
+    if adopted_now:
         store.adopt(Generation.new(1, command="adopted (the env as it was before tfrebuild)",
                                    tensorflow=f"{the_plan.tf_distribution} {the_plan.tf_old}",
                                    python=the_plan.python_old))
@@ -120,6 +123,8 @@ def _apply(store: Store, the_plan: planning.Plan, opts: planning.Options, op: st
         store.discard_staging(op)
         shutil.rmtree(store.generation_dir(number), ignore_errors=True)
         store.commit()
+        if adopted_now:  # leave no trace: the env was not managed before this run
+            shutil.rmtree(store.state, ignore_errors=True)
         raise
     from rebuild.generations import refuse_if_in_use
 
@@ -129,6 +134,8 @@ def _apply(store: Store, the_plan: planning.Plan, opts: planning.Options, op: st
         store.discard_staging(op)
         shutil.rmtree(store.generation_dir(number), ignore_errors=True)
         store.commit()
+        if adopted_now:
+            shutil.rmtree(store.state, ignore_errors=True)
         raise
     progress.stage("swap", f"{store.env} ← generation {number}")
     gen = Generation.new(number, command=command, tensorflow=f"{the_plan.tf_distribution} {the_plan.tf_new}",

@@ -185,8 +185,9 @@ def test_plan_changes_nothing(creator: str, shared_venv, plan_cli) -> None:
 # --------------------------------------------------------------------------- strategies
 
 
-def test_minimal_strategy_solves_the_classic_conflict(plans) -> None:
-    doc = plans("uv", "--to", "2.18")
+@pytest.mark.parametrize("which", ["uv", "pip"])
+def test_minimal_strategy_solves_the_classic_conflict(which: str, plans) -> None:
+    doc = plans(which, "--to", "2.18")
     assert doc["ok"] is True
     plan = doc["plan"]
     assert (plan["tf_distribution"], plan["tf_old"], plan["tf_new"]) == ("tensorflow-cpu", "2.15.1", "2.18.0")
@@ -199,8 +200,9 @@ def test_minimal_strategy_solves_the_classic_conflict(plans) -> None:
     assert "tensorflow-cpu" in numpy["reason"], numpy
     assert "scipy" not in changes, "scipy 1.11.4 works with numpy 1.26.4 and must be kept"
     assert "pandas" not in changes
-    assert "numpy" in plan["capped"]
-    assert any("numpy" in note and "eager" in note for note in plan["notes"]), plan["notes"]
+    # Whether numpy needed the second, capping pass depends on uv's preferences; if it did, say so.
+    if "numpy" in plan["capped"]:
+        assert any("numpy" in note and "eager" in note for note in plan["notes"]), plan["notes"]
 
 
 def test_requested_changes_come_first(plans) -> None:
@@ -217,12 +219,9 @@ def test_requested_changes_come_first(plans) -> None:
     assert "scipy" not in by_name
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: resolve._parse_requirements_output turns uv's '# via -c constraints.txt' annotation "
-    "(from the second, major-version-capping pass) into a parent named '-c', so the reason reads "
-    "'required by -c, h5py, ...'"))
 def test_reasons_do_not_name_the_constraints_file(plans) -> None:
-    doc = plans("uv", "--to", "2.18")
+    doc = plans("pip", "--to", "2.18")  # numpy is requested there, and capped below 2 by the second pass
+    assert "numpy" in doc["plan"]["capped"]
     numpy = changes_by_name(doc)["numpy"]
     parents = [p.strip() for p in numpy["reason"].split(" by ", 1)[-1].split(",")]
     assert "-c" not in parents, numpy
@@ -268,12 +267,10 @@ def test_downgrade_is_allowed_and_noted(shared_venv, plan_cli) -> None:
     assert text.code == 0 and "downgrade" in text.out
 
 
-def test_packages_no_longer_required_are_removed(shared_venv, plan_cli) -> None:
+def test_packages_no_longer_required_are_removed(plans) -> None:
     # pip-made: tensorflow-estimator is a dependency, not a requested package.
-    env = shared_venv(["tensorflow-cpu==2.15.1"], "venv")
-    res = plan_cli(env, "--to", "2.16", "--json")
-    assert res.code == 0, res.err
-    est = changes_by_name(res.json())["tensorflow-estimator"]
+    doc = plans("pip", "--to", "2.16")
+    est = changes_by_name(doc)["tensorflow-estimator"]
     assert (est["old"], est["new"], est["kind"]) == ("2.15.0", None, "remove"), est
     assert "no longer required" in est["reason"], est
     assert "tensorflow-cpu" in est["reason"], est
@@ -340,10 +337,6 @@ def test_blocking_constraint_is_named(shared_venv, plan_cli, tmp_path: Path, kit
     assert_clean_error(res, "numpy<1.26", "uv says", "--to 2.16.1")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: render.error prints the message and hint with rich markup enabled, so text in square "
-    "brackets is eaten: \"relax the constraint ... in the profile's [constraints]\" prints as "
-    "\"... in the profile's ;\""))
 def test_error_text_keeps_square_brackets(shared_venv, plan_cli, tmp_path: Path, kit_env: dict[str, str]) -> None:
     env = shared_venv(CLASSIC, "venv")
     profile = tmp_path / "tf.toml"
