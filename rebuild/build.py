@@ -62,8 +62,27 @@ def mark_requested(env: Path, requested: set[str]) -> None:
             marker.unlink()
 
 
+def enable_legacy_keras(env: Path) -> Path:
+    """Make every interpreter started from ``env`` use Keras 2 through tf-keras.
+
+    A ``.pth`` file in site-packages runs at every start-up (``site`` executes its
+    ``import`` lines), so this holds for ``env/bin/python``, console scripts and
+    Jupyter kernels alike, activated or not. An explicit ``TF_USE_LEGACY_KERAS``
+    in the environment still wins.
+    """
+    from rebuild.tfinfo import LEGACY_KERAS_LINE, LEGACY_KERAS_PTH
+
+    (site,) = list(env.glob("lib/python*/site-packages"))[:1] or [None]
+    if site is None:
+        raise UserError(f"{env} has no site-packages folder.", "The build is incomplete; see the log.")
+    path = site / LEGACY_KERAS_PTH
+    path.write_text(LEGACY_KERAS_LINE, encoding="utf-8")
+    return path
+
+
 def build(staging: Path, python: Path, pylock_text: str, index: Index, *, offline: bool = False,
-          compile_bytecode: bool = True, log: Path | None = None, requested: set[str] | None = None) -> BuildResult:
+          compile_bytecode: bool = True, log: Path | None = None, requested: set[str] | None = None,
+          legacy_keras: bool = False) -> BuildResult:
     """Create ``staging/env`` with uv and install exactly the lock into it."""
     import time
 
@@ -74,13 +93,20 @@ def build(staging: Path, python: Path, pylock_text: str, index: Index, *, offlin
     lock_path = staging / "pylock.toml"
     lock_path.write_text(pylock_text, encoding="utf-8")
     env = staging / "env"
-    uvcmd.run(["venv", "--no-config", "--relocatable", "--python", str(python), "--quiet", str(env)],
-              log=log, what="uv venv")
     args = ["pip", "sync", str(lock_path), "--no-config", "--python", str(env / "bin" / "python"), "--quiet"]
     args += indexconf.uv_args(index, offline=offline)
     if compile_bytecode:
         args.append("--compile-bytecode")
-    uvcmd.run(args, log=log, what="uv pip sync")
+    try:
+        uvcmd.run(["venv", "--no-config", "--relocatable", "--python", str(python), "--quiet", str(env)],
+                  log=log, what="uv venv")
+        uvcmd.run(args, log=log, what="uv pip sync")
+    except uvcmd.UvFailed as exc:
+        raise UserError(f"{exc.what} could not build the new environment; your environment was not changed.",
+                        f"uv's full output is in {log}." if log else "Run again to see uv's output.",
+                        exit_code=1, details="uv says:\n" + exc.result.stderr.strip()[-3000:]) from None
     if requested is not None:
         mark_requested(env, requested)
+    if legacy_keras:
+        enable_legacy_keras(env)
     return BuildResult(env=env, pylock=lock_path, seconds=time.monotonic() - start, estimate=needed)

@@ -40,7 +40,7 @@ from urllib.parse import urlsplit
 
 from packaging.markers import InvalidMarker, UndefinedComparison, UndefinedEnvironmentName
 from packaging.requirements import Requirement
-from packaging.specifiers import SpecifierSet
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
@@ -182,6 +182,16 @@ def _version(text: str | None) -> Version | None:
 
 def _contains(spec: SpecifierSet, version: str | Version) -> bool:
     return spec.contains(str(version), prereleases=True)
+
+
+def _python_ok(requires_python: str | None, version: str) -> bool:
+    """Whether a file's Requires-Python admits ``version`` (an unreadable one does not exclude, like pip)."""
+    if not requires_python:
+        return True
+    try:
+        return SpecifierSet(requires_python).contains(version, prereleases=True)
+    except InvalidSpecifier:
+        return True
 
 
 def _has_cap(spec: SpecifierSet) -> bool:
@@ -835,7 +845,8 @@ def _pick_target(ctx: _Ctx, spec: resolve.TargetSpec) -> tuple[_Target | None, l
             "not checked", list(ctx.skipped[-1:]) or ["no index configured"],
             "check the network or the index settings, or pass --offline --find-links <folder of wheels>",
             fixed_by_rebuild=False, affects_new_env=False)]
-    candidates = indexinfo.versions(files, prereleases=ctx.pre or "dev" in spec.raw or "rc" in spec.raw)
+    exact_pre = spec.kind == "exact" and bool(_version(spec.raw)) and _version(spec.raw).is_prerelease
+    candidates = indexinfo.versions(files, prereleases=ctx.pre or exact_pre)
     if not candidates:
         return None, [Finding(
             "target-unknown", "warning", f"the index lists no release of {ctx.tf}: --to {spec.raw} was not checked",
@@ -875,12 +886,14 @@ def _other_interpreters(ctx: _Ctx, minors: list[str]) -> list[tuple[str, str]]:
 
 
 def check_interpreter(ctx: _Ctx, target: _Target) -> list[Finding]:
+    if target.distribution == ctx.tf and target.version == ctx.tf_version and ctx.new_python == ctx.interp.get(
+            "version"):
+        return []  # it is installed on this very interpreter
     tags = set(ctx.target_tags())
     want = _version(target.version)
     pyver = ctx.new_python
     mine = [f for f in target.files if f.version == want and f.is_wheel and not f.yanked]
-    ok = [f for f in mine if not f.tags.isdisjoint(tags)
-          and (not f.requires_python or _contains(SpecifierSet(f.requires_python), pyver))]
+    ok = [f for f in mine if not f.tags.isdisjoint(tags) and _python_ok(f.requires_python, pyver)]
     if ok:
         return []
     system, machine = ctx.plat.get("system", ""), ctx.plat.get("machine", "")
@@ -1057,7 +1070,7 @@ def check_conflicts(ctx: _Ctx, target: _Target) -> list[Finding]:
         candidates = None
         if files is not None:
             usable = [f for f in files if not f.yanked and f.is_wheel and not f.tags.isdisjoint(tags)
-                      and (not f.requires_python or _contains(SpecifierSet(f.requires_python), ctx.new_python))]
+                      and _python_ok(f.requires_python, ctx.new_python)]
             candidates = indexinfo.versions(usable or files, prereleases=ctx.pre)
         shared = [v for v in candidates or [] if all(_contains(s, v) for s in specs)]
         evidence = [f"{what} requires {_req_text(treq)}"] + \
@@ -1127,7 +1140,10 @@ def _scan_libraries(folders: Iterable[tuple[str, str]]) -> list[dict]:
             if kind not in best or len(nums) > len(best[kind][0]):
                 best[kind] = (nums, n)
         for kind, (nums, n) in best.items():
-            out.append({"kind": kind, "version": nums, "path": os.path.join(folder, n), "source": source})
+            # libcudart.so.11.0 is the soname of every CUDA 11.x: its minor is known from X.Y.Z names only.
+            known = len(nums) >= (3 if kind == "cudart" else 2)
+            out.append({"kind": kind, "version": nums, "path": os.path.join(folder, n), "source": source,
+                        "minor_known": known})
     return out
 
 
@@ -1170,7 +1186,7 @@ def check_cuda(ctx: _Ctx, target: _Target | None) -> list[Finding]:
             expect = f"{label} was built with {'CUDA' if lib['kind'] == 'cudart' else 'cuDNN'} " \
                      f"{'.'.join(map(str, want))}"
             if have[0] == want[0]:
-                if len(have) > 1 and have[:2] < want[:2]:
+                if lib["minor_known"] and have[:2] < want[:2]:
                     bad.append(f"{shown} is older than {label} needs: {expect}")
                 elif wheels[lib["kind"]]:
                     pip_libs = ", ".join(f"{w} {ctx.env_dists[w]['version']}" for w in wheels[lib["kind"]])
@@ -1179,10 +1195,12 @@ def check_cuda(ctx: _Ctx, target: _Target | None) -> list[Finding]:
                                                      for o in libs):
                 bad.append(f"{shown} does not match: {expect} (TensorFlow looks for "
                            f"lib{lib['kind']}.so.{want[0]} and will not use the GPU)")
-        env_fix = ("remove the CUDA folders from LD_LIBRARY_PATH (TensorFlow ≥ 2.14 brings its own CUDA with "
-                   f"`tensorflow[and-cuda]`): `uv pip install --python {_q(ctx.python)} "
-                   f"'{ctx.tf or 'tensorflow'}[and-cuda]=={version}'`, or point LD_LIBRARY_PATH at CUDA "
-                   f"{built['cuda']} / cuDNN {built['cudnn']}")
+        if _numbers(version)[:2] >= (2, 14):
+            env_fix = ("remove the CUDA folders from LD_LIBRARY_PATH and let pip bring the right CUDA: "
+                       f"`uv pip install --python {_q(ctx.python)} {_q('tensorflow[and-cuda]==' + version)}`, "
+                       f"or point LD_LIBRARY_PATH at CUDA {built['cuda']} / cuDNN {built['cudnn']}")
+        else:
+            env_fix = f"point LD_LIBRARY_PATH at a CUDA {built['cuda']} / cuDNN {built['cudnn']} installation"
         if bad:
             out.append(Finding(
                 "cuda-libs-mismatch", "error", f"system CUDA libraries on LD_LIBRARY_PATH do not fit {label}",
@@ -1194,7 +1212,8 @@ def check_cuda(ctx: _Ctx, target: _Target | None) -> list[Finding]:
                 f"installed ({label})", [f"LD_LIBRARY_PATH={ctx.environ.get('LD_LIBRARY_PATH', '')}", *shadow],
                 env_fix, fixed_by_rebuild=False, affects_new_env=is_target))
         home_cuda = [h for h in home_libs if h["kind"] == "cudart"]
-        if home_cuda and home_cuda[0]["version"][:2] != need["cudart"][:2][:len(home_cuda[0]["version"])]:
+        if home_cuda and (home_cuda[0]["version"][:1] != need["cudart"][:1] or (
+                home_cuda[0]["minor_known"] and home_cuda[0]["version"][:2] != need["cudart"][:2])):
             h = home_cuda[0]
             out.append(Finding(
                 "cuda-home-mismatch", "warning", f"{h['source']} points at CUDA {'.'.join(map(str, h['version']))}, "

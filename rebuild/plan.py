@@ -16,7 +16,8 @@ from rebuild import profile as prof
 from rebuild.envs import EnvLocation, locate
 from rebuild.errors import UserError
 from rebuild.snapshot import build_profile
-from rebuild.tfinfo import SEED_PACKAGES, TF_DISTRIBUTIONS
+from rebuild.tfinfo import (DROPPED, KERAS2_PACKAGES, LEGACY_KERAS_PTH, SEED_PACKAGES, TF_DISTRIBUTIONS,
+                            release_for)
 
 
 @dataclass
@@ -37,6 +38,7 @@ class Options:
     allow_python_download: bool = False
     yes: bool = False
     force: bool = False  # swap even while processes run from the env
+    keras: str = "auto"  # auto | legacy | 3
 
 
 @dataclass
@@ -69,6 +71,8 @@ class Plan:
     seconds: float
     # Not rendered: what build needs.
     current: prof.Profile = field(repr=False, default=None)
+    keras_legacy: bool = False
+    keras2_dependents: list[str] = field(default_factory=list)
     new_requested: list[str] = field(repr=False, default_factory=list)
     pylock: str = field(repr=False, default="")
     index_live: prof.Index = field(repr=False, default=None)
@@ -119,6 +123,8 @@ def _reason(name: str, old: str | None, new: str | None, tf: str, via: dict[str,
             data_requires: dict[str, list[str]], tf_new: str, requested: set[str]) -> str:
     if name == tf:
         return "the upgrade target"
+    if name in TF_DISTRIBUTIONS and new is None:
+        return f"replaced by {tf} (one TensorFlow variant per env)"
     if new is None:
         dependents = [p for p, reqs in data_requires.items() if any(_req_name(r) == name for r in reqs)]
         return "no longer required" + (f" (was required by {', '.join(sorted(dependents))})" if dependents else "")
@@ -237,6 +243,33 @@ def conflict_error(inputs: resolve.Inputs, tf_version: str, installed: str, expl
         exit_code=1, details="uv says:\n" + explanation)
 
 
+def _keras_major(tf_version: str) -> int | None:
+    release = release_for(tf_version) if tf_version else None
+    if release is not None:
+        return release.keras_major
+    try:
+        return 3 if Version(tf_version) >= Version("2.16") else 2
+    except InvalidVersion:
+        return None
+
+
+def keras2_dependents(requires: dict[str, list[str]]) -> list[str]:
+    """Installed packages that need Keras 2: they require tf-keras or keras<3, or are known to."""
+    from packaging.specifiers import SpecifierSet
+
+    out = set(n for n in requires if n in KERAS2_PACKAGES)
+    for name, reqs in requires.items():
+        for text in reqs:
+            req = _parse(text)
+            if req is None:
+                continue
+            dep = canonicalize_name(req.name)
+            if dep == "tf-keras" or (dep == "keras" and req.specifier and not req.specifier.contains("3.0.0")
+                                     and SpecifierSet(str(req.specifier)).contains("2.15.0")):
+                out.add(name)
+    return sorted(out)
+
+
 def make_plan(opts: Options, progress=None, log: Path | None = None) -> Plan:
     """Snapshot, pick the target, resolve with uv, and describe the difference."""
     from rebuild.render import Progress
@@ -282,10 +315,36 @@ def make_plan(opts: Options, progress=None, log: Path | None = None) -> Plan:
                         "Check the version (`tfrebuild releases` lists them) or use --to latest.",
                         details="uv says:\n" + exc.explanation) from None
     tf_old = current.tensorflow.version
+    if opts.keras not in ("auto", "legacy", "3"):
+        raise UserError(f"Unknown --keras '{opts.keras}'.", "Use --keras legacy (Keras 2 through tf-keras) or --keras 3.")
+    had_legacy = any((Path(site) / LEGACY_KERAS_PTH).exists() for site in data.get("paths", {}).get("site_packages", []))
+    keras_legacy = opts.keras == "legacy" or (opts.keras == "auto" and had_legacy)
+    crosses_keras3 = _keras_major(tf_old) == 2 and _keras_major(tf_new) == 3
+    if keras_legacy and _keras_major(tf_new) == 3:
+        major, minor = Version(tf_new).major, Version(tf_new).minor
+        inputs.requested = sorted({r for r in inputs.requested if canonicalize_name(_req_name(r) or r) != "tf-keras"}
+                                  | {f"tf-keras>={major}.{minor},<{major}.{minor + 1}"})
+    else:
+        keras_legacy = False
     try:
         resolved = resolve.resolve(inputs, tf_new)
     except resolve.ResolutionFailed as exc:
         raise conflict_error(inputs, tf_new, tf_old, exc.explanation) from None
+    variant_note = ""
+    variants = [v for v in TF_DISTRIBUTIONS if v in resolved.pins]
+    if len(variants) > 1 and "tensorflow" in variants and tf != "tensorflow":
+        # Companions (tf-keras, tensorflow-text ...) require `tensorflow`: with tensorflow-cpu both would be
+        # installed over each other. Keep one: `tensorflow`, which they accept.
+        wanting = sorted(p for p in resolved.via.get("tensorflow", []) if p not in ("(requested)", tf))
+        variant_note = (f"{', '.join(wanting) or 'a requested package'} require(s) `tensorflow`, so {tf} and tensorflow "
+                        f"would both be installed, overwriting each other's files; the new env has tensorflow "
+                        f"{tf_new} only (the same TensorFlow, published under the other name)")
+        inputs.tf_distribution = tf = "tensorflow"
+        inputs.requested = [r for r in inputs.requested if _req_name(r) not in TF_DISTRIBUTIONS]
+        try:
+            resolved = resolve.resolve(inputs, tf_new)
+        except resolve.ResolutionFailed as exc:
+            raise conflict_error(inputs, tf_new, tf_old, exc.explanation) from None
 
     data_requires = {d["canonical"]: d.get("requires", []) for d in data.get("distributions", [])
                      if d.get("location") == "env"}
@@ -301,6 +360,25 @@ def make_plan(opts: Options, progress=None, log: Path | None = None) -> Plan:
         notes.append(f"downgrade: {tf} {tf_old} → {tf_new} (lower than what is installed)")
     if tf_old == tf_new:
         notes.append(f"{tf} is already at {tf_new}, the newest release that matches --to {target.raw}")
+    if variant_note:
+        notes.append(variant_note)
+    dependents = keras2_dependents(data_requires)
+    if crosses_keras3:
+        if keras_legacy:
+            notes.append(f"Keras: tf.keras becomes Keras 3 at TensorFlow 2.16; --keras legacy installs tf-keras "
+                         f"{resolved.pins.get('tf-keras', '')} and sets TF_USE_LEGACY_KERAS=1 for every interpreter "
+                         "started from the new env, so tf.keras stays Keras 2")
+        else:
+            still = f" Installed packages that still expect Keras 2: {', '.join(dependents)}." if dependents else ""
+            notes.append("Keras: tf.keras becomes Keras 3 at TensorFlow 2.16; Keras 2 code (and packages built on "
+                         f"it) may break.{still} To keep Keras 2, plan again with --keras legacy.")
+    elif keras_legacy:
+        notes.append(f"Keras: keeping Keras 2 through tf-keras {resolved.pins.get('tf-keras', '')} "
+                     "(TF_USE_LEGACY_KERAS=1 in the new env)")
+    for name, (since, what) in DROPPED.items():
+        if name in pins and name not in resolved.pins and tf_old and tf_new and \
+                Version(tf_old) < Version(since + ".0") <= Version(tf_new):
+            notes.append(f"{name} {pins[name]} is removed: {what}")
     for name in resolved.capped:
         notes.append(f"{name} kept below its next major version ({resolved.pins.get(name)}): a newer major also "
                      "resolves; use --strategy eager to take it")
@@ -310,5 +388,6 @@ def make_plan(opts: Options, progress=None, log: Path | None = None) -> Plan:
         strategy=opts.strategy, changes=changes, unchanged=len(set(pins) & set(resolved.pins)) - sum(
             1 for c in changes if c.old and c.new), capped=resolved.capped, notes=notes,
         index=indexconf.redacted(index), seconds=time.monotonic() - start,
+        keras_legacy=keras_legacy, keras2_dependents=dependents,
         current=current, new_requested=inputs.requested, pylock=resolved.pylock, index_live=index,
     )

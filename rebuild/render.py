@@ -184,7 +184,8 @@ def plan(p, as_json: bool) -> None:
 
 def _plan_dict(p) -> dict:
     keep = ("env", "tf_distribution", "tf_old", "tf_new", "target", "downgrade", "python_old", "python_new",
-            "python_path", "strategy", "changes", "unchanged", "capped", "notes", "index", "seconds")
+            "python_path", "strategy", "changes", "unchanged", "capped", "notes", "keras_legacy", "keras2_dependents",
+            "index", "seconds")
     return {k: jsonable(getattr(p, k)) for k in keep}
 
 
@@ -206,7 +207,7 @@ def upgrade(r, as_json: bool) -> None:
         emit_json({"ok": True, "changed": r.changed, "plan": _plan_dict(r.plan), "generation": r.generation,
                    "previous": r.previous, "state_dir": r.state_dir, "log": r.log, "build_seconds": r.build_seconds,
                    "checks": jsonable(r.checks), "after_swap": jsonable(r.after_swap), "swap_ms": r.swap_ms,
-                   "recovered": r.recovered, "seconds": r.seconds})
+                   "notes": r.notes, "recovered": r.recovered, "seconds": r.seconds})
         return
     if r.recovered:
         out.print(f"Recovered an interrupted operation first: {r.recovered}", markup=False)

@@ -80,8 +80,15 @@ def _run(name: str, cmd: list[str] | str, env: Path, timeout: float, shell: bool
     return Check(name, proc.returncode == 0, time.monotonic() - start, output), proc.stdout
 
 
+_KERAS_CHECK = """
+import json
+import tensorflow as tf
+print(json.dumps({"keras": getattr(tf.keras, "__version__", "?")}))
+"""
+
+
 def run_checks(env: Path, *, tf_version: str, imports: list[str], commands: list[str] = (),
-               timeout: float | None = None, quick: bool = False) -> Report:
+               timeout: float | None = None, quick: bool = False, keras_major: int | None = None) -> Report:
     """Run the checks in ``env``; ``quick`` runs only interpreter + TensorFlow (after a swap)."""
     timeout = default_timeout() if timeout is None else timeout
     python = str(env / "bin" / "python")
@@ -102,6 +109,17 @@ def run_checks(env: Path, *, tf_version: str, imports: list[str], commands: list
     report.checks.append(check)
     if quick:
         return report
+    if keras_major is not None:
+        check, stdout = _run(f"tf.keras is Keras {keras_major}", [python, "-I", "-c", _KERAS_CHECK], env, timeout)
+        if check.ok:
+            try:
+                got = json.loads(stdout.strip().splitlines()[-1])["keras"]
+            except (ValueError, IndexError, KeyError):
+                got = "?"
+            if not str(got).startswith(f"{keras_major}."):
+                check.ok = False
+                check.output = f"tf.keras reports version {got}, expected Keras {keras_major}"
+        report.checks.append(check)
     others = [m for m in imports if m != "tensorflow"]
     if others:
         check, stdout = _run(f"imports: {', '.join(others)}", [python, "-I", "-c", _IMPORTS, *others], env, timeout)

@@ -37,6 +37,7 @@ class UpgradeResult:
     after_swap: list[smoke.Check] = field(default_factory=list)
     swap_method: str = ""
     swap_ms: float = 0.0
+    notes: list[str] = field(default_factory=list)
     recovered: str | None = None
     seconds: float = 0.0
 
@@ -99,19 +100,24 @@ def _apply(store: Store, the_plan: planning.Plan, opts: planning.Options, op: st
         _write_profile(store, 1, the_plan.current)
     staging = store.staging_dir(op)
     number = store.next_number()
+    cache_note = _cache_filesystem_note(staging)
+    if cache_note:
+        result.notes.append(cache_note)
+        progress.note(cache_note)
     store.begin({"op": "upgrade", "id": op, "step": "building", "staging": str(staging), "new": number})
     try:
         progress.stage("build", f"new env in {staging}")
         built = build.build(staging, Path(the_plan.python_path), the_plan.pylock, the_plan.index_live,
                             offline=opts.offline, compile_bytecode=not opts.no_compile, log=log,
                             requested={n for n in the_plan.new_requested if n not in SEED_PACKAGES}
-                            | {the_plan.tf_distribution})
+                            | {the_plan.tf_distribution}, legacy_keras=the_plan.keras_legacy)
         result.build_seconds = built.seconds
         fault_point("upgrade.built")
         progress.stage("checks", "smoke checks in the new env")
         imports = the_plan.current.smoke.imports
         report = smoke.run_checks(built.env, tf_version=the_plan.tf_new, imports=imports,
-                                  commands=the_plan.current.smoke.commands)
+                                  commands=the_plan.current.smoke.commands,
+                                  keras_major=2 if the_plan.keras_legacy else None)
         result.checks = report.checks
         fault_point("upgrade.checked")
         if not report.ok:
@@ -156,6 +162,23 @@ def _apply(store: Store, the_plan: planning.Plan, opts: planning.Options, op: st
     result.changed = True
     result.seconds = time.monotonic() - start
     return result
+
+
+def _cache_filesystem_note(staging: Path) -> str:
+    """uv hard-links from its cache only on the same filesystem; otherwise every file is copied."""
+    import os
+
+    from rebuild import uvcmd
+
+    try:
+        cache = Path(uvcmd.run(["cache", "dir"], timeout=30).stdout.strip())
+        cache_dev = os.stat(cache if cache.exists() else cache.parent).st_dev
+    except (UserError, uvcmd.UvFailed, OSError):
+        return ""
+    if cache_dev != os.stat(staging).st_dev:
+        return (f"uv's cache ({cache}) is on another filesystem than the env: files are copied, not hard-linked, "
+                "so each generation costs its full size on disk (set UV_CACHE_DIR to a folder on the env's filesystem)")
+    return ""
 
 
 def _write_profile(store: Store, number: int, profile: prof.Profile | None, like: prof.Profile | None = None) -> None:
