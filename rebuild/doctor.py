@@ -90,6 +90,44 @@ CUDA_WHEELS = {
 }
 
 SEVERITIES = ("error", "warning", "info")
+
+#: Every finding id and its severity (docs/doctor.md explains each one).
+FINDINGS: dict[str, str] = {
+    "broken-dist-info": "error",
+    "broken-requirement": "error",
+    "cuda-libs-mismatch": "error",
+    "dependency-conflict": "error",
+    "driver-too-old": "error",
+    "duplicate-dist-info": "error",
+    "missing-requirement": "error",
+    "platform-unsupported": "error",
+    "python-unsupported": "error",
+    "pythonhome-set": "error",
+    "pythonpath-shadow": "error",
+    "record-missing-files": "error",
+    "target-blocked": "error",
+    "tensorflow-variants": "error",
+    "user-site-shadow": "error",
+    "conda-pip-overwrite": "warning",
+    "cuda-home-mismatch": "warning",
+    "cuda-libs-shadow-pip": "warning",
+    "dependency-unverified": "warning",
+    "index-unreachable": "warning",
+    "not-a-venv": "warning",
+    "orphan-package": "warning",
+    "pip-other-interpreter": "warning",
+    "pythonpath-set": "warning",
+    "system-site-packages": "warning",
+    "target-metadata-unavailable": "warning",
+    "target-unknown": "warning",
+    "tilde-folder": "warning",
+    "user-site-visible": "warning",
+    "capped-dependency": "info",
+    "companion-moves": "info",
+    "dependency-moves": "info",
+    "no-tensorflow": "info",
+    "tf-variant-requirement": "info",
+}
 MAX_LOOKUPS = 12  # index requests beyond the TensorFlow listing and its metadata
 
 _LIBRARY = re.compile(r"^lib(cudart|cudnn)\.so\.(\d+)(?:\.(\d+))?(?:\.(\d+))?$")

@@ -259,6 +259,8 @@ def keras2_dependents(requires: dict[str, list[str]]) -> list[str]:
 
     out = set(n for n in requires if n in KERAS2_PACKAGES)
     for name, reqs in requires.items():
+        if name in TF_DISTRIBUTIONS or name in ("keras", "tf-keras"):
+            continue  # TensorFlow itself pins its Keras; that is what moves
         for text in reqs:
             req = _parse(text)
             if req is None:

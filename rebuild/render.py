@@ -23,8 +23,11 @@ from rebuild.errors import UserError
 
 
 def _console(stderr: bool = False) -> Console:
-    return Console(stderr=stderr, highlight=False, soft_wrap=True,
-                   no_color=bool(os.environ.get("NO_COLOR")) or None)
+    console = Console(stderr=stderr, highlight=False, soft_wrap=True,
+                      no_color=bool(os.environ.get("NO_COLOR")) or None)
+    if not console.is_terminal and not os.environ.get("COLUMNS"):
+        console.width = 200  # piped: don't squeeze tables into 80 columns
+    return console
 
 
 out = _console()
