@@ -148,6 +148,32 @@ def upgrade(
     _run(as_json, work, render.upgrade)
 
 
+@app.command()
+def doctor(
+    env: Optional[Path] = EnvOpt, to: str = ToOpt, pre: bool = PreOpt,
+    index_url: Optional[str] = IndexOpt, extra_index_url: Optional[list[str]] = ExtraIndexOpt,
+    find_links: Optional[list[Path]] = FindLinksOpt, offline: bool = OfflineOpt, as_json: bool = JsonOpt,
+) -> None:
+    """Explain what is wrong with an env and why its upgrade is blocked. Changes nothing.
+
+    Exit code 0: no errors; 1: errors found; 2: bad input.
+
+    Example: tfrebuild doctor --env ~/venvs/tf --to 2.21
+    """
+    from rebuild import doctor as doc
+
+    found = []
+
+    def work():
+        found.append(doc.run(env, to=to, index_url=index_url, extra_index_urls=list(extra_index_url or []),
+                             find_links=[str(f) for f in find_links or []], offline=offline, pre=pre))
+        return found[0]
+
+    _run(as_json, work, render.doctor)
+    if found and found[0].exit_code:
+        raise typer.Exit(found[0].exit_code)
+
+
 def _confirm(question: str) -> bool:
     return typer.confirm(question, default=False, err=True)
 

@@ -73,6 +73,7 @@ class Plan:
     current: prof.Profile = field(repr=False, default=None)
     keras_legacy: bool = False
     keras2_dependents: list[str] = field(default_factory=list)
+    preflight: list = field(default_factory=list)  # doctor findings that matter for this upgrade
     new_requested: list[str] = field(repr=False, default_factory=list)
     pylock: str = field(repr=False, default="")
     index_live: prof.Index = field(repr=False, default=None)
@@ -272,6 +273,19 @@ def keras2_dependents(requires: dict[str, list[str]]) -> list[str]:
     return sorted(out)
 
 
+def _preflight(loc, data, tf_new, tf, python_version, index, opts) -> list:
+    """Doctor's findings for this upgrade: what would also break the new env, and what the rebuild cures."""
+    from rebuild import doctor
+
+    try:
+        findings = doctor.preflight(loc, data, tf_new, tf_distribution=tf, python_version=python_version,
+                                    index=index, offline=opts.offline, pre=opts.pre)
+    except (UserError, OSError) as exc:
+        return [doctor.Finding(id="preflight-skipped", severity="info", title=f"pre-flight checks skipped: {exc}",
+                               evidence=[], fix="")]
+    return [f for f in findings if f.affects_new_env or f.fixed_by_rebuild or f.severity == "error"]
+
+
 def make_plan(opts: Options, progress=None, log: Path | None = None) -> Plan:
     """Snapshot, pick the target, resolve with uv, and describe the difference."""
     from rebuild.render import Progress
@@ -381,6 +395,8 @@ def make_plan(opts: Options, progress=None, log: Path | None = None) -> Plan:
         if name in pins and name not in resolved.pins and tf_old and tf_new and \
                 Version(tf_old) < Version(since + ".0") <= Version(tf_new):
             notes.append(f"{name} {pins[name]} is removed: {what}")
+    progress.stage("pre-flight", "doctor checks")
+    findings = _preflight(loc, data, tf_new, tf, interp.version, index, opts)
     for name in resolved.capped:
         notes.append(f"{name} kept below its next major version ({resolved.pins.get(name)}): a newer major also "
                      "resolves; use --strategy eager to take it")
@@ -390,6 +406,6 @@ def make_plan(opts: Options, progress=None, log: Path | None = None) -> Plan:
         strategy=opts.strategy, changes=changes, unchanged=len(set(pins) & set(resolved.pins)) - sum(
             1 for c in changes if c.old and c.new), capped=resolved.capped, notes=notes,
         index=indexconf.redacted(index), seconds=time.monotonic() - start,
-        keras_legacy=keras_legacy, keras2_dependents=dependents,
+        keras_legacy=keras_legacy, keras2_dependents=dependents, preflight=findings,
         current=current, new_requested=inputs.requested, pylock=resolved.pylock, index_live=index,
     )

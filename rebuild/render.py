@@ -169,6 +169,12 @@ def plan_text(p) -> None:
         out.print(f"  Python: {p.python_new} ({p.python_path})", markup=False)
     for note in p.notes:
         out.print(f"  note: {note}", markup=False)
+    for f in p.preflight:
+        label = "fixed by this upgrade" if f.fixed_by_rebuild else (
+            "also affects the new env" if f.affects_new_env else f.severity)
+        out.print(f"  pre-flight ({label}) {f.id}: {f.title}", markup=False)
+        if f.fix and not f.fixed_by_rebuild:
+            out.print(f"      fix: {f.fix}", markup=False)
     if p.changes:
         out.print(f"  Changes ({len(p.changes)}; * = requested by you; {p.unchanged} unchanged):", markup=False)
         for c in p.changes:
@@ -188,7 +194,7 @@ def plan(p, as_json: bool) -> None:
 def _plan_dict(p) -> dict:
     keep = ("env", "tf_distribution", "tf_old", "tf_new", "target", "downgrade", "python_old", "python_new",
             "python_path", "strategy", "changes", "unchanged", "capped", "notes", "keras_legacy", "keras2_dependents",
-            "index", "seconds")
+            "preflight", "index", "seconds")
     return {k: jsonable(getattr(p, k)) for k in keep}
 
 
@@ -330,3 +336,39 @@ def releases(t, as_json: bool) -> None:
     if t.installed:
         out.print(f"Installed: {t.installed}.", markup=False)
     out.print(f"Newest release: {t.latest} (from the {t.latest_source}).", markup=False)
+
+
+def _finding_lines(f, indent: str = "  ") -> None:
+    out.print(f"{indent}{f.id}: {f.title}", markup=False)
+    for line in f.evidence:
+        out.print(f"{indent}    {line}", markup=False)
+    if f.fix:
+        out.print(f"{indent}  fix: {f.fix}", markup=False)
+
+
+def doctor(r, as_json: bool) -> None:
+    counts = {s: r.count(s) for s in ("error", "warning", "info")}
+    if as_json:
+        emit_json({"ok": r.errors == 0, "env": r.env, "python": r.python, "python_version": r.python_version,
+                   "env_kind": r.env_kind,
+                   "tensorflow": {"distribution": r.tf_distribution, "version": r.tf_version},
+                   "target": r.target, "target_version": r.target_version, "counts": counts,
+                   "findings": jsonable(r.findings), "skipped": r.skipped, "seconds": r.seconds})
+        return
+    tf = f"{r.tf_distribution} {r.tf_version}" if r.tf_distribution else "no TensorFlow"
+    target = f"; target {r.tf_distribution} {r.target_version} (--to {r.target})" if r.target_version else ""
+    out.print(f"Doctor for {r.env} ({r.env_kind}, Python {r.python_version}, {tf}{target})", markup=False)
+    styles = {"error": ("errors", "bold red"), "warning": ("warnings", "yellow"), "info": ("info", "cyan")}
+    for severity, (label, style) in styles.items():
+        group = [f for f in r.findings if f.severity == severity]
+        if not group:
+            continue
+        out.print(f"[{style}]{label} ({len(group)})[/]", markup=True)
+        for f in group:
+            _finding_lines(f)
+    for note in r.skipped:
+        out.print(f"note: {note}", markup=False)
+    if not r.findings:
+        out.print("No problems found.", markup=False)
+    out.print(f"{counts['error']} error(s), {counts['warning']} warning(s), {counts['info']} info "
+              f"in {r.seconds:.1f}s. Nothing was changed.", markup=False)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -199,6 +200,17 @@ def test_broken_requirement_is_reported_like_pip_check(make_venv, diagnose):
     assert "scipy 1.11.4 requires numpy<1.28.0,>=1.21.6" in f.evidence
     assert "'numpy<1.28.0,>=1.21.6'" in f.fix
     assert result.exit_code == 1
+
+
+def test_requirement_on_another_tensorflow_variant_is_info(make_venv, diagnose):
+    venv = make_venv("tfkeras", ["tensorflow-cpu==2.15.1", "tf-keras==2.15.1", "numpy==1.26.4"],
+                     install_args=["--no-deps"])
+    result = diagnose(venv)
+    f = one(result, "tf-variant-requirement")
+    assert f.severity == "info"
+    assert "tf-keras 2.15.1 requires tensorflow<2.16,>=2.15; tensorflow-cpu 2.15.1 provides the same `tensorflow` " \
+           "package" in f.evidence
+    assert not any(f.id == "missing-requirement" and "tf-keras" in f.title for f in result.findings)
 
 
 def test_missing_requirement(make_venv, diagnose):
@@ -428,7 +440,7 @@ def test_tilde_folder(make_venv, diagnose):
     assert f.severity == "warning" and f.fixed_by_rebuild
     assert f"{debris} (env site-packages)" in f.evidence
     assert any("Ignoring invalid distribution ~ensorflow" in e for e in f.evidence)
-    assert f"rm -rf {debris}" in f.fix
+    assert f"rm -rf {shlex.quote(str(debris))}" in f.fix
 
 
 def test_duplicate_dist_info(make_venv, diagnose):
@@ -566,6 +578,20 @@ def test_preflight_flags_what_affects_the_new_env(make_venv, kit_index, clean_en
     moved = doctor.preflight(loc, data, "2.21.0", python_version="3.9.18", index=index, offline=True,
                              environ=clean_environ)
     assert "python-unsupported" in {f.id for f in moved}
+
+
+# --------------------------------------------------------------------------- ids and docs
+
+
+def test_every_finding_id_is_registered_and_documented():
+    import re
+
+    source = Path(doctor.__file__).read_text()
+    used = dict(re.findall(r'Finding\(\s*"([a-z-]+)",\s*"([a-z]+)"', source))
+    assert used == doctor.FINDINGS
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "doctor.md").read_text()
+    for finding_id, severity in doctor.FINDINGS.items():
+        assert f"#### `{finding_id}` ({severity})" in docs, finding_id
 
 
 # --------------------------------------------------------------------------- real PyPI
