@@ -86,6 +86,8 @@ ExtraIndexOpt = typer.Option(None, "--extra-index-url", help="Additional package
 FindLinksOpt = typer.Option(None, "--find-links", "-f", help="Folder of wheels to use (repeatable).")
 OfflineOpt = typer.Option(False, "--offline", help="No network: use only --find-links folders and uv's cache.")
 AllowDownloadOpt = typer.Option(False, "--allow-python-download", help="Let uv download a missing Python.")
+GpuOpt = typer.Option("auto", "--gpu", help="cuda: tensorflow[and-cuda] (Linux x86_64); cpu: tensorflow-cpu; "
+                      "auto: CUDA when nvidia-smi sees a GPU, else keep the env's variant.")
 KerasOpt = typer.Option("auto", "--keras", help="legacy: keep Keras 2 via tf-keras (TF_USE_LEGACY_KERAS=1); "
                         "3: Keras 3; auto: keep what the env uses.")
 
@@ -96,7 +98,8 @@ def plan(
     python: Optional[str] = PythonOpt, strategy: str = StrategyOpt, pre: bool = PreOpt,
     index_url: Optional[str] = IndexOpt, extra_index_url: Optional[list[str]] = ExtraIndexOpt,
     find_links: Optional[list[Path]] = FindLinksOpt, offline: bool = OfflineOpt,
-    allow_python_download: bool = AllowDownloadOpt, keras: str = KerasOpt, as_json: bool = JsonOpt,
+    allow_python_download: bool = AllowDownloadOpt, keras: str = KerasOpt, gpu: str = GpuOpt,
+    as_json: bool = JsonOpt,
 ) -> None:
     """Dry run: resolve the upgrade with uv and show what would change. Changes nothing.
 
@@ -106,7 +109,7 @@ def plan(
 
     opts = _plan_options(env, to, profile, python, strategy, pre, index_url, extra_index_url, find_links, offline,
                          allow_python_download=allow_python_download)
-    opts.keras = keras
+    opts.keras, opts.gpu = keras, gpu
 
     def work():
         with render.Progress(enabled=not as_json) as progress:
@@ -122,7 +125,7 @@ def upgrade(
     index_url: Optional[str] = IndexOpt, extra_index_url: Optional[list[str]] = ExtraIndexOpt,
     find_links: Optional[list[Path]] = FindLinksOpt, offline: bool = OfflineOpt,
     no_compile: bool = typer.Option(False, "--no-compile", help="Do not compile bytecode in the new env."),
-    allow_python_download: bool = AllowDownloadOpt, keras: str = KerasOpt,
+    allow_python_download: bool = AllowDownloadOpt, keras: str = KerasOpt, gpu: str = GpuOpt,
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
     force: bool = typer.Option(False, "--force", help="Swap even while processes run from the env."),
     as_json: bool = JsonOpt,
@@ -138,7 +141,7 @@ def upgrade(
     opts = _plan_options(env, to, profile, python, strategy, pre, index_url, extra_index_url, find_links, offline,
                          no_compile=no_compile, yes=yes, allow_python_download=allow_python_download)
     opts.force = force
-    opts.keras = keras
+    opts.keras, opts.gpu = keras, gpu
     confirm = render.confirm_plan if sys.stdin.isatty() and not as_json else None
 
     def work():

@@ -17,7 +17,7 @@ from rebuild.envs import EnvLocation, locate
 from rebuild.errors import UserError
 from rebuild.snapshot import build_profile
 from rebuild.tfinfo import (DROPPED, KERAS2_PACKAGES, LEGACY_KERAS_PTH, SEED_PACKAGES, TF_DISTRIBUTIONS,
-                            release_for)
+                            release_for, releases)
 
 
 @dataclass
@@ -39,6 +39,7 @@ class Options:
     yes: bool = False
     force: bool = False  # swap even while processes run from the env
     keras: str = "auto"  # auto | legacy | 3
+    gpu: str = "auto"  # auto | cuda | cpu
 
 
 @dataclass
@@ -74,6 +75,8 @@ class Plan:
     keras_legacy: bool = False
     keras2_dependents: list[str] = field(default_factory=list)
     preflight: list = field(default_factory=list)  # doctor findings that matter for this upgrade
+    gpu_route: str = ""  # cuda | cpu | keep
+    gpu_required: bool = False  # smoke checks must see a GPU
     new_requested: list[str] = field(repr=False, default_factory=list)
     pylock: str = field(repr=False, default="")
     index_live: prof.Index = field(repr=False, default=None)
@@ -273,6 +276,50 @@ def keras2_dependents(requires: dict[str, list[str]]) -> list[str]:
     return sorted(out)
 
 
+def gpu_route(choice: str, tf: str, current: prof.Profile) -> tuple[str, list[str], str]:
+    """(distribution, extras, route) for ``--gpu auto|cuda|cpu``.
+
+    auto: an NVIDIA GPU seen by ``nvidia-smi`` (or the env already on the CUDA wheels) → the CUDA route
+    on Linux x86_64; otherwise the env's current variant. cpu: ``tensorflow-cpu`` where PyPI has it.
+    """
+    if choice not in ("auto", "cuda", "cpu"):
+        raise UserError(f"Unknown --gpu '{choice}'.", "Use --gpu auto, --gpu cuda or --gpu cpu.")
+    system, machine = current.platform.system, current.platform.machine
+    cuda_capable = system == "Linux" and machine in ("x86_64", "AMD64")
+    on_cuda_wheels = tf == "tensorflow" and any(p.name.startswith("nvidia-cudnn-cu") for p in current.packages)
+    if choice == "auto":
+        if cuda_capable and (current.gpu.gpus or on_cuda_wheels):
+            choice = "cuda"
+        else:
+            return tf, [], "keep"
+    if choice == "cuda":
+        if not cuda_capable:
+            raise UserError(f"--gpu cuda needs Linux x86_64; this env is {system} {machine}.",
+                            "On macOS use tensorflow-metal; on Windows use WSL2; or drop --gpu.")
+        return "tensorflow", ["and-cuda"], "cuda"
+    has_cpu_wheels = machine in ("x86_64", "AMD64") and system in ("Linux", "Windows")
+    return ("tensorflow-cpu" if has_cpu_wheels else "tensorflow"), [], "cpu"
+
+
+def check_driver(gpu: prof.Gpu, tf_new: str) -> None:
+    """A driver too old for the CUDA the target was built with is a plan error."""
+    release = release_for(tf_new)
+    if release is None or not gpu.driver_version or not release.min_driver:
+        return
+    try:
+        too_old = Version(gpu.driver_version) < Version(release.min_driver)
+    except InvalidVersion:
+        return
+    if too_old:
+        fits = [r for r in reversed(releases())
+                if r.min_driver and Version(r.min_driver) <= Version(gpu.driver_version)]
+        alt = f"--to {fits[0].minor} (CUDA {fits[0].cuda}), " if fits else ""
+        raise UserError(
+            f"The NVIDIA driver {gpu.driver_version} is too old for TensorFlow {tf_new}: it was built with CUDA "
+            f"{release.cuda}, which needs driver {release.min_driver} or newer.",
+            f"Update the NVIDIA driver, or choose {alt}or --gpu cpu.", exit_code=1)
+
+
 def _preflight(loc, data, tf_new, tf, python_version, index, opts) -> list:
     """Doctor's findings for this upgrade: what would also break the new env, and what the rebuild cures."""
     from rebuild import doctor
@@ -307,6 +354,8 @@ def make_plan(opts: Options, progress=None, log: Path | None = None) -> Plan:
     if not tf:
         raise UserError(f"{loc.path} has no TensorFlow installed.",
                         "tfrebuild upgrades TensorFlow environments; install one first or pass --profile.")
+    old_tf = tf
+    tf, extras, route = gpu_route(opts.gpu, tf, current)
     index = indexconf.override(indexconf.discover(prefix=loc.path), index_url=opts.index_url,
                                extra_index_urls=opts.extra_index_urls, find_links=opts.find_links, offline=opts.offline)
     if opts.python:
@@ -318,9 +367,12 @@ def make_plan(opts: Options, progress=None, log: Path | None = None) -> Plan:
     inputs = resolve.Inputs(
         python=interp.path, tf_distribution=tf, requested=_requested_requirements(current, override),
         pins=pins, constraints=constraints, index=index, offline=opts.offline, pre=opts.pre,
-        strategy=opts.strategy, log=log,
+        strategy=opts.strategy, log=log, extras=extras,
     )
-    progress.stage("resolve", f"{tf} {target.raw} for Python {interp.version}")
+    if tf != old_tf:
+        inputs.requested = [r for r in inputs.requested if _req_name(r) not in TF_DISTRIBUTIONS]
+    progress.stage("resolve", f"{tf}{'[' + ','.join(extras) + ']' if extras else ''} {target.raw} "
+                   f"for Python {interp.version}")
     try:
         tf_new = resolve.find_target(inputs, target)
     except resolve.ResolutionFailed as exc:
@@ -331,6 +383,8 @@ def make_plan(opts: Options, progress=None, log: Path | None = None) -> Plan:
                         "Check the version (`tfrebuild releases` lists them) or use --to latest.",
                         details="uv says:\n" + exc.explanation) from None
     tf_old = current.tensorflow.version
+    if route == "cuda":
+        check_driver(current.gpu, tf_new)
     if opts.keras not in ("auto", "legacy", "3"):
         raise UserError(f"Unknown --keras '{opts.keras}'.", "Use --keras legacy (Keras 2 through tf-keras) or --keras 3.")
     had_legacy = any((Path(site) / LEGACY_KERAS_PTH).exists() for site in data.get("paths", {}).get("site_packages", []))
@@ -378,6 +432,12 @@ def make_plan(opts: Options, progress=None, log: Path | None = None) -> Plan:
         notes.append(f"{tf} is already at {tf_new}, the newest release that matches --to {target.raw}")
     if variant_note:
         notes.append(variant_note)
+    if tf != old_tf and not variant_note:
+        notes.append(f"GPU route {route}: {old_tf} is replaced by {tf}{'[' + ','.join(extras) + ']' if extras else ''} "
+                     "(never both in one env)")
+    elif route == "cuda":
+        notes.append(f"GPU route cuda: tensorflow[and-cuda] brings CUDA/cuDNN as nvidia-* wheels; the checks "
+                     f"require TensorFlow to see a GPU ({', '.join(current.gpu.gpus) or 'none listed by nvidia-smi'})")
     dependents = keras2_dependents(data_requires)
     if crosses_keras3:
         if keras_legacy:
@@ -407,5 +467,6 @@ def make_plan(opts: Options, progress=None, log: Path | None = None) -> Plan:
             1 for c in changes if c.old and c.new), capped=resolved.capped, notes=notes,
         index=indexconf.redacted(index), seconds=time.monotonic() - start,
         keras_legacy=keras_legacy, keras2_dependents=dependents, preflight=findings,
+        gpu_route=route, gpu_required=route == "cuda",
         current=current, new_requested=inputs.requested, pylock=resolved.pylock, index_live=index,
     )

@@ -194,7 +194,7 @@ def plan(p, as_json: bool) -> None:
 def _plan_dict(p) -> dict:
     keep = ("env", "tf_distribution", "tf_old", "tf_new", "target", "downgrade", "python_old", "python_new",
             "python_path", "strategy", "changes", "unchanged", "capped", "notes", "keras_legacy", "keras2_dependents",
-            "preflight", "index", "seconds")
+            "preflight", "gpu_route", "gpu_required", "index", "seconds")
     return {k: jsonable(getattr(p, k)) for k in keep}
 
 

@@ -87,8 +87,30 @@ print(json.dumps({"keras": getattr(tf.keras, "__version__", "?")}))
 """
 
 
+_GPU_CHECK = """
+import json
+import tensorflow as tf
+print(json.dumps({"gpus": [str(d) for d in tf.config.list_physical_devices("GPU")]}))
+"""
+
+
+def gpu_causes(env: Path) -> str:
+    """Likely reasons TensorFlow sees no GPU, for the failure message."""
+    causes = []
+    if os.environ.get("CUDA_VISIBLE_DEVICES") in ("", "-1"):
+        causes.append("CUDA_VISIBLE_DEVICES hides every GPU")
+    if os.environ.get("LD_LIBRARY_PATH"):
+        causes.append(f"LD_LIBRARY_PATH={os.environ['LD_LIBRARY_PATH']} may put system CUDA/cuDNN libraries before "
+                      "the nvidia-* wheels (run `tfrebuild doctor`)")
+    if not list(env.glob("lib/python*/site-packages/nvidia")):
+        causes.append("no nvidia-* CUDA wheels in the env (install tensorflow[and-cuda])")
+    causes.append("the NVIDIA driver is missing or too old (check `nvidia-smi`)")
+    return "likely causes: " + "; ".join(causes)
+
+
 def run_checks(env: Path, *, tf_version: str, imports: list[str], commands: list[str] = (),
-               timeout: float | None = None, quick: bool = False, keras_major: int | None = None) -> Report:
+               timeout: float | None = None, quick: bool = False, keras_major: int | None = None,
+               gpu_required: bool = False) -> Report:
     """Run the checks in ``env``; ``quick`` runs only interpreter + TensorFlow (after a swap)."""
     timeout = default_timeout() if timeout is None else timeout
     python = str(env / "bin" / "python")
@@ -109,6 +131,17 @@ def run_checks(env: Path, *, tf_version: str, imports: list[str], commands: list
     report.checks.append(check)
     if quick:
         return report
+    if gpu_required:
+        check, stdout = _run("TensorFlow sees a GPU", [python, "-I", "-c", _GPU_CHECK], env, timeout)
+        if check.ok:
+            try:
+                gpus = json.loads(stdout.strip().splitlines()[-1])["gpus"]
+            except (ValueError, IndexError, KeyError):
+                gpus = []
+            if not gpus:
+                check.ok = False
+                check.output = "tf.config.list_physical_devices('GPU') is empty; " + gpu_causes(env)
+        report.checks.append(check)
     if keras_major is not None:
         check, stdout = _run(f"tf.keras is Keras {keras_major}", [python, "-I", "-c", _KERAS_CHECK], env, timeout)
         if check.ok:

@@ -117,7 +117,8 @@ def _apply(store: Store, the_plan: planning.Plan, opts: planning.Options, op: st
         imports = the_plan.current.smoke.imports
         report = smoke.run_checks(built.env, tf_version=the_plan.tf_new, imports=imports,
                                   commands=the_plan.current.smoke.commands,
-                                  keras_major=2 if the_plan.keras_legacy else None)
+                                  keras_major=2 if the_plan.keras_legacy else None,
+                                  gpu_required=the_plan.gpu_required)
         result.checks = report.checks
         fault_point("upgrade.checked")
         if not report.ok:
