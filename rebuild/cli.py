@@ -78,7 +78,8 @@ def _plan_options(env, to, profile, python, strategy, pre, index_url, extra_inde
 
 ToOpt = typer.Option("latest", "--to", help="Target: latest, X.Y (newest X.Y.*) or X.Y.Z.")
 ProfileOpt = typer.Option(None, "--profile", help="Take requested packages and [constraints] from this profile.")
-PythonOpt = typer.Option(None, "--python", help="Build the new env on this Python (3.12, or a path).")
+PythonOpt = typer.Option(None, "--python", help="Build the new env on this Python (3.12, a path, or auto: the "
+                         "newest installed Python the target supports).")
 StrategyOpt = typer.Option("minimal", "--strategy", help="minimal: move as little as possible; eager: newest of everything.")
 PreOpt = typer.Option(False, "--pre", help="Allow pre-releases (e.g. tf-nightly).")
 IndexOpt = typer.Option(None, "--index-url", help="Package index to use instead of the configured one.")

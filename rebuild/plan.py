@@ -276,6 +276,27 @@ def keras2_dependents(requires: dict[str, list[str]]) -> list[str]:
     return sorted(out)
 
 
+def _python_auto(current: prof.Profile, tf: str, extras: list[str], target: resolve.TargetSpec, index, opts):
+    """``--python auto``: the newest interpreter on this machine for which the target has a wheel."""
+    found = interpreters.discover()
+    minors: dict[str, interpreters.Interpreter] = {}
+    for interp in found:  # newest first; one per minor, skipping Pythons older than 3.8
+        if interp.minor not in minors and Version(interp.version) >= Version("3.8"):
+            minors[interp.minor] = interp
+    listing = ", ".join(f"{i.version} ({i.path}, {i.source})" for i in minors.values()) or "none"
+    for interp in minors.values():
+        probe_inputs = resolve.Inputs(python=interp.path, tf_distribution=tf, requested=[], pins={}, index=index,
+                                      offline=opts.offline, pre=opts.pre, extras=extras)
+        try:
+            version = resolve.find_target(probe_inputs, target)
+        except resolve.ResolutionFailed:
+            continue
+        return interp, (f"--python auto: interpreters found: {listing}; chose {interp.version} ({interp.path}), "
+                        f"the newest that {tf} {version} has a wheel for")
+    raise UserError(f"No interpreter on this machine can run {tf} {target.raw}.",
+                    f"Interpreters found: {listing}. Install a Python that `tfrebuild releases` lists for it.")
+
+
 def gpu_route(choice: str, tf: str, current: prof.Profile) -> tuple[str, list[str], str]:
     """(distribution, extras, route) for ``--gpu auto|cuda|cpu``.
 
@@ -358,7 +379,10 @@ def make_plan(opts: Options, progress=None, log: Path | None = None) -> Plan:
     tf, extras, route = gpu_route(opts.gpu, tf, current)
     index = indexconf.override(indexconf.discover(prefix=loc.path), index_url=opts.index_url,
                                extra_index_urls=opts.extra_index_urls, find_links=opts.find_links, offline=opts.offline)
-    if opts.python:
+    python_note = ""
+    if opts.python == "auto":
+        interp, python_note = _python_auto(current, tf, extras, target, index, opts)
+    elif opts.python:
         interp = interpreters.find(opts.python, allow_download=opts.allow_python_download)
     else:
         interp = base_interpreter(current)
@@ -430,6 +454,8 @@ def make_plan(opts: Options, progress=None, log: Path | None = None) -> Plan:
         notes.append(f"downgrade: {tf} {tf_old} → {tf_new} (lower than what is installed)")
     if tf_old == tf_new:
         notes.append(f"{tf} is already at {tf_new}, the newest release that matches --to {target.raw}")
+    if python_note:
+        notes.append(python_note)
     if variant_note:
         notes.append(variant_note)
     if tf != old_tf and not variant_note:

@@ -146,3 +146,28 @@ def test_tensorboard_note_only_when_it_leaves(make_venv, kit_env, kit_index, to,
     venv = make_venv("v", ["tensorflow-cpu==2.16.1"])
     plan = plan_json(kit_env, kit_index, venv, "--to", to)
     assert any(n.startswith("tensorboard") for n in plan["notes"]) is expected
+
+
+# --- moving Python -------------------------------------------------------------
+
+
+def test_python_auto_picks_the_newest_supported_interpreter(make_venv, kit_env, kit_index, require_python):
+    newest = require_python("3.13")
+    venv = make_venv("v", ["tensorflow-cpu==2.15.1"])
+    plan = plan_json(kit_env, kit_index, venv, "--python", "auto", "--to", "2.21")
+    assert plan["python_old"].startswith("3.11.") and plan["python_new"].startswith("3.13.")
+    assert plan["python_path"] == str(newest)
+    assert any(n.startswith("--python auto: interpreters found:") and str(newest) in n for n in plan["notes"])
+    # 2.18 has no 3.13 wheel: auto falls back to the newest Python it supports.
+    older = plan_json(kit_env, kit_index, venv, "--python", "auto", "--to", "2.18")
+    assert older["python_new"].startswith("3.12.")
+
+
+def test_upgrade_moves_the_env_to_another_python(make_venv, kit_env, kit_index, require_python, venv_run):
+    require_python("3.12")
+    venv = make_venv("v", ["tensorflow-cpu==2.15.1", "scipy==1.11.4"])
+    res = cli(kit_env, "upgrade", "--env", venv, "--offline", "--find-links", kit_index, "--python", "3.12",
+              "--to", "2.18", "--yes", "--json")
+    assert res.returncode == 0, res.stderr
+    out = venv_run(venv, "import sys, tensorflow, scipy; print(sys.version_info[:2], tensorflow.__version__)")
+    assert out.stdout.strip() == "(3, 12) 2.18.0"
