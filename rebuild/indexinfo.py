@@ -138,18 +138,9 @@ class Sources:
 
 def redact_url(value: str) -> str:
     """Hide the secret part of credentials in a URL (``user:****@host``)."""
-    try:
-        parts = urlsplit(value)
-    except ValueError:
-        return value
-    if not parts.netloc or "@" not in parts.netloc:
-        return value
-    userinfo, host = parts.netloc.rsplit("@", 1)
-    if ":" in userinfo:
-        userinfo = userinfo.split(":", 1)[0] + ":****"
-    else:
-        userinfo = "****"  # a bare token
-    return urlunsplit(parts._replace(netloc=f"{userinfo}@{host}"))
+    from rebuild.indexconf import redact
+
+    return redact(value)
 
 
 def _redact_text(text: str, urls: Iterable[str]) -> str:

@@ -121,17 +121,7 @@ def state_dir(env: Path) -> Path:
     return env.parent / f".{env.name.lstrip('.')}.tfrebuild"
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+_fsync_dir = swap.fsync_dir
 
 
 def atomic_write(path: Path, data: bytes) -> None:

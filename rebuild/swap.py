@@ -128,7 +128,8 @@ def tmp_name(a: Path) -> Path:
     return a.with_name(a.name + TMP_SUFFIX)
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """fsync a folder so a rename inside it survives a crash (best effort)."""
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     except OSError:
@@ -232,9 +233,9 @@ def exchange(a: Path, b: Path, *, method: str = "auto", durable: bool = True) ->
         _exchange_by_renames(a, b)
         used = "rename"
     if durable:
-        _fsync_dir(a.parent)
+        fsync_dir(a.parent)
         if b.parent != a.parent:
-            _fsync_dir(b.parent)
+            fsync_dir(b.parent)
     return used
 
 
@@ -283,10 +284,10 @@ def repair(a: Path, b: Path) -> str | None:
     has_a, has_b = os.path.lexists(a), os.path.lexists(b)
     if not has_a and has_b:
         os.rename(tmp, a)
-        _fsync_dir(a.parent)
+        fsync_dir(a.parent)
         return f"undid an interrupted swap: moved {tmp} back to {a}"
     if has_a and not has_b:
         os.rename(tmp, b)
-        _fsync_dir(b.parent)
+        fsync_dir(b.parent)
         return f"finished an interrupted swap: moved {tmp} to {b}"
     return None

@@ -1,0 +1,518 @@
+"""Standard lock files: read and check a profile's PEP 751 lock; ``tfrebuild export``.
+
+A profile's ``lock`` names a ``pylock.toml`` (PEP 751) beside it: every package at an
+exact version with the files it may be installed from and their hashes. This module is
+the one place that reads, checks and rewrites such locks (``apply`` and ``bundle`` use
+it), and the ``export`` command that writes a standard lock file for teams without
+tfrebuild:
+
+* ``--format pylock``: a PEP 751 ``pylock.toml`` (``uv pip sync pylock.toml``;
+  ``pip install -r`` does not read it yet, ``pip lock`` writes the same format);
+* ``--format requirements``: ``name==version --hash=sha256:...`` lines converted from
+  the lock (``pip install --require-hashes --no-deps -r requirements.txt`` or
+  ``uv pip sync requirements.txt``).
+
+uv writes hashes into a pylock for every file, including ``--find-links`` folders
+(it hashes the local file), but its ``--generate-hashes`` requirements output has
+none for ``--find-links`` wheels; so requirements are converted from the pylock,
+never compiled separately.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+import tempfile
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import tomli_w
+from packaging.utils import InvalidSdistFilename, InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+
+from rebuild import indexconf, resolve
+from rebuild import profile as prof
+from rebuild.errors import UserError
+
+FORMATS = ("pylock", "requirements")
+NEW_LOCK_HINT = "Take a new snapshot with `tfrebuild snapshot`, or restore the lock from where it came from."
+
+
+# --------------------------------------------------------------------------- the lock model
+
+
+@dataclass
+class LockedFile:
+    """One wheel or sdist of a locked package, as the lock names it."""
+
+    kind: str  # wheel | sdist
+    filename: str
+    url: str = ""
+    path: str = ""
+    hashes: dict[str, str] = field(default_factory=dict)
+    size: int | None = None
+
+    def local_path(self, base: Path | None) -> Path | None:
+        """The file on this machine a ``path`` or ``file://`` URL names (it may not exist)."""
+        if self.path:
+            p = Path(os.path.expanduser(self.path))
+            return p if p.is_absolute() or base is None else base / p
+        if self.url.lower().startswith("file:"):
+            parts = urlsplit(self.url)
+            if parts.netloc in ("", "localhost"):
+                return Path(unquote(parts.path))
+        return None
+
+    @property
+    def remote(self) -> bool:
+        return not self.path and self.url.lower().startswith(("http://", "https://"))
+
+
+@dataclass
+class LockedPackage:
+    name: str  # canonical
+    version: str
+    marker: str = ""
+    requires_python: str = ""
+    wheels: list[LockedFile] = field(default_factory=list)
+    sdist: LockedFile | None = None
+
+    @property
+    def files(self) -> list[LockedFile]:
+        return self.wheels + ([self.sdist] if self.sdist else [])
+
+    @property
+    def hashed(self) -> bool:
+        return bool(self.files) and all(f.hashes for f in self.files)
+
+
+@dataclass
+class Lock:
+    """A parsed PEP 751 lock. ``data`` is the TOML document; ``base`` resolves relative paths."""
+
+    data: dict
+    packages: list[LockedPackage]
+    where: str
+    base: Path | None = None
+
+    def pins(self) -> dict[str, str]:
+        return {p.name: p.version for p in self.packages}
+
+    @property
+    def all_hashed(self) -> bool:
+        return all(p.hashed for p in self.packages)
+
+    def text(self) -> str:
+        return tomli_w.dumps(self.data)
+
+    def package(self, name: str) -> LockedPackage | None:
+        return next((p for p in self.packages if p.name == name), None)
+
+
+def _filename(table: dict) -> str:
+    for key in ("name", "path", "url"):
+        value = table.get(key)
+        if isinstance(value, str) and value:
+            tail = urlsplit(value).path if key == "url" else value
+            return unquote(tail.replace("\\", "/").rsplit("/", 1)[-1])
+    return ""
+
+
+def _file(table, kind: str, where: str) -> LockedFile:
+    if not isinstance(table, dict):
+        raise ValueError(f"{where}: expected a table")
+    url, path = table.get("url", ""), table.get("path", "")
+    if not isinstance(url, str) or not isinstance(path, str) or not (url or path):
+        raise ValueError(f"{where}: needs a url or a path")
+    hashes = table.get("hashes", {})
+    if not isinstance(hashes, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in hashes.items()):
+        raise ValueError(f"{where}: hashes must be a table of strings")
+    for algo, digest in hashes.items():
+        if algo == "sha256" and (len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest.lower())):
+            raise ValueError(f"{where}: sha256 {digest!r} is not 64 hex digits")
+    size = table.get("size")
+    filename = _filename(table)
+    if kind == "wheel":
+        try:
+            parse_wheel_filename(filename)
+        except InvalidWheelFilename as exc:
+            raise ValueError(f"{where}: {filename!r} is not a wheel file name") from exc
+    return LockedFile(kind, filename, url, path, dict(hashes), size if isinstance(size, int) else None)
+
+
+def parse_lock(text: str, where: str, base: Path | None = None) -> Lock:
+    """Parse and check a PEP 751 lock; every problem is a :class:`UserError` naming ``where``."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"The lock {where} is not valid TOML (truncated or edited?): {exc}.", NEW_LOCK_HINT) from exc
+    version = data.get("lock-version")
+    if not isinstance(version, str) or version.split(".")[0] != "1":
+        raise UserError(f"The lock {where} has lock-version {version!r}; tfrebuild reads PEP 751 lock-version 1.x.",
+                        NEW_LOCK_HINT)
+    raw_packages = data.get("packages")
+    if not isinstance(raw_packages, list) or not raw_packages:
+        raise UserError(f"The lock {where} lists no packages (truncated?).", NEW_LOCK_HINT)
+    packages: list[LockedPackage] = []
+    try:
+        for i, raw in enumerate(raw_packages):
+            at = f"packages[{i}]"
+            if not isinstance(raw, dict) or not isinstance(raw.get("name"), str) or not isinstance(raw.get("version"), str):
+                raise ValueError(f"{at}: needs a name and a version")
+            at = f"packages[{i}] ({raw['name']})"
+            for key in ("vcs", "directory", "archive"):
+                if key in raw:
+                    raise ValueError(f"{at}: is locked from a {key} source; tfrebuild installs wheels and sdists only")
+            wheels = raw.get("wheels", [])
+            if not isinstance(wheels, list):
+                raise ValueError(f"{at}: wheels must be a list")
+            pkg = LockedPackage(
+                name=canonicalize_name(raw["name"]), version=raw["version"], marker=str(raw.get("marker", "")),
+                requires_python=str(raw.get("requires-python", "")),
+                wheels=[_file(w, "wheel", f"{at}.wheels[{j}]") for j, w in enumerate(wheels)],
+                sdist=_file(raw["sdist"], "sdist", f"{at}.sdist") if "sdist" in raw else None)
+            if not pkg.files:
+                raise ValueError(f"{at}: has neither wheels nor an sdist")
+            packages.append(pkg)
+    except ValueError as exc:
+        raise UserError(f"The lock {where} is not a valid PEP 751 lock: {exc}.", NEW_LOCK_HINT) from exc
+    return Lock(data, packages, where, base)
+
+
+def read_lock(path: Path) -> Lock:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise UserError(f"The lock {path} does not exist.",
+                        "The profile's `lock` names a file beside the profile; copy it along, or clear `lock` "
+                        "to lock the profile's pins again.") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"The lock {path} cannot be read: {exc}.", "Check its permissions.") from exc
+    return parse_lock(text, str(path), path.parent)
+
+
+def profile_lock_path(profile: prof.Profile, profile_path: Path) -> Path | None:
+    if not profile.lock:
+        return None
+    lock = Path(profile.lock)
+    return lock if lock.is_absolute() else profile_path.absolute().parent / lock
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _hash_ok(path: Path, hashes: dict[str, str]) -> tuple[bool, str, str]:
+    """(matches, algorithm, computed) for the strongest hash the lock gives that hashlib knows."""
+    for algo in ("sha256", "sha512", "sha384", *sorted(hashes)):
+        if algo in hashes and algo in hashlib.algorithms_available:
+            if algo == "sha256":
+                got = sha256_file(path)
+            else:
+                h = hashlib.new(algo)
+                with open(path, "rb") as fh:
+                    for chunk in iter(lambda: fh.read(1 << 20), b""):
+                        h.update(chunk)
+                got = h.hexdigest()
+            return got == hashes[algo].lower(), algo, got
+    return True, "", ""
+
+
+@dataclass
+class HashMismatch:
+    package: str
+    filename: str
+    path: str
+    algorithm: str
+    expected: str
+    got: str
+
+
+def verify_local(lock: Lock, files: list[tuple[LockedPackage, LockedFile]] | None = None) -> list[HashMismatch]:
+    """Check the hashes of the lock's files that are on this machine (others are left to uv)."""
+    bad = []
+    for pkg, f in files if files is not None else [(p, f) for p in lock.packages for f in p.files]:
+        path = f.local_path(lock.base)
+        if path is None or not path.is_file():
+            continue
+        ok, algo, got = _hash_ok(path, f.hashes)
+        if not ok:
+            bad.append(HashMismatch(pkg.name, f.filename, str(path), algo, f.hashes[algo], got))
+    return bad
+
+
+def hash_error(bad: list[HashMismatch], where: str) -> UserError:
+    lines = "\n".join(f"  {b.package}: {b.path}\n    expected {b.algorithm}:{b.expected}\n    got      "
+                      f"{b.algorithm}:{b.got}" for b in bad)
+    return UserError(f"{len(bad)} file(s) do not match the hashes in {where}: "
+                     f"{', '.join(sorted({b.package for b in bad}))}. Nothing was built.",
+                     "The files or the lock were changed after locking. Get the files again from their source "
+                     "(or make the bundle again); never edit hashes by hand.", details=lines)
+
+
+def localize(lock: Lock, folders: list[Path]) -> tuple[Lock, list[str]]:
+    """A copy of ``lock`` whose files point at local copies (absolute paths).
+
+    A relative ``path`` is resolved against the lock's folder; any file (``path`` or
+    URL) whose file name is found in one of ``folders`` is taken from there. Returns
+    the new lock and the file names that stay remote (http/https) or are missing
+    locally (a ``path`` that does not exist), as ``"name: filename"``.
+    """
+    data = copy.deepcopy(lock.data)
+    missing: list[str] = []
+    for raw in data["packages"]:
+        tables = list(raw.get("wheels", [])) + ([raw["sdist"]] if "sdist" in raw else [])
+        for table in tables:
+            f = _file(table, "wheel" if table is not raw.get("sdist") else "sdist", raw["name"])
+            local = f.local_path(lock.base)
+            found = local if local is not None and local.is_file() else None
+            for folder in folders:
+                if found is None and (Path(folder) / f.filename).is_file():
+                    found = Path(folder) / f.filename
+            if found is not None:
+                table.pop("url", None)
+                table["path"] = str(found.absolute())
+            elif local is not None:
+                table["path"] = str(local.absolute())
+                missing.append(f"{raw['name']}: {f.filename}")
+            elif f.remote:
+                missing.append(f"{raw['name']}: {f.filename}")
+    return parse_lock(tomli_w.dumps(data), lock.where, None), missing
+
+
+def lock_pins(pins: dict[str, str], python: Path, index: prof.Index, *, offline: bool, log: Path | None = None,
+              where: str = "the profile") -> Lock:
+    """A PEP 751 lock of exactly ``pins`` for ``python`` (``uv pip compile --no-deps``: nothing is re-resolved)."""
+    if not pins:
+        raise UserError(f"{where} pins no packages that can be installed from an index.",
+                        "Take the snapshot of an environment with packages in it.")
+    inputs = resolve.Inputs(python=python, tf_distribution="", requested=[], pins={}, index=index, offline=offline,
+                            log=log)
+    with tempfile.TemporaryDirectory(prefix="tfrebuild-lock-") as tmp:
+        try:
+            text = resolve.lock(inputs, pins, Path(tmp))
+        except resolve.ResolutionFailed as exc:
+            raise UserError(f"The exact versions of {where} cannot be locked for Python at {python}.",
+                            "Some pinned version has no file on the index for this interpreter and platform, or the "
+                            "index cannot be reached (use --find-links DIR --offline with a bundle). "
+                            "`tfrebuild apply --resolve` picks the closest versions that install here.",
+                            exit_code=1, details="uv says:\n" + exc.explanation) from None
+    return parse_lock(text, f"the lock of {where}")
+
+
+def installable_pins(profile: prof.Profile) -> tuple[dict[str, str], list[str]]:
+    """The profile's pins an index can provide, and notes on the ones it cannot."""
+    pins, skipped = {}, []
+    for p in profile.packages:
+        if p.location != "env":
+            continue
+        if p.source in ("editable", "path", "vcs", "url"):
+            skipped.append(f"{p.name} {p.version} ({p.source}{': ' + p.url if p.url else ''}) is not in the lock: "
+                           "it was not installed from an index; install it by hand")
+            continue
+        pins[p.name] = p.version
+    return pins, skipped
+
+
+def to_requirements(lock: Lock) -> str:
+    """``name==version --hash=...`` lines for pip/uv, every file's hash included."""
+    missing = []
+    lines = [f"# Exported by tfrebuild from {lock.where}: {len(lock.packages)} packages, exact versions and hashes.",
+             "# Install with: pip install --require-hashes --no-deps -r requirements.txt",
+             "#           or: uv pip sync requirements.txt", ""]
+    for pkg in sorted(lock.packages, key=lambda p: p.name):
+        hashes: list[str] = []
+        for f in pkg.files:
+            digest = f.hashes.get("sha256")
+            if not digest:
+                local = f.local_path(lock.base)
+                if local is not None and local.is_file():
+                    digest = sha256_file(local)
+            if digest:
+                hashes.append(f"sha256:{digest.lower()}")
+        if not hashes:
+            missing.append(pkg.name)
+            continue
+        marker = f" ; {pkg.marker}" if pkg.marker else ""
+        lines.append(f"{pkg.name}=={pkg.version}{marker} \\")
+        unique = sorted(set(hashes))
+        lines += [f"    --hash={h}" + (" \\" if i < len(unique) - 1 else "") for i, h in enumerate(unique)]
+    if missing:
+        raise UserError(f"{len(missing)} package(s) in {lock.where} have no sha256 hash: {', '.join(missing)}.",
+                        "pip's hash-checking mode needs one for every package; make a bundle first "
+                        "(`tfrebuild bundle` computes the missing hashes), then export the bundle's profile.")
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- tfrebuild export
+
+
+@dataclass
+class ExportResult:
+    format: str
+    source: str  # what was exported
+    lock_source: str  # where the lock came from
+    output: str | None  # file written, or None (text goes to stdout)
+    packages: int
+    hashed: bool
+    text: str
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise UserError(f"Cannot write {path}: {exc.strerror or exc}.", "Choose another place with -o.") from exc
+
+
+def env_lock(env, *, find_links: list[str] | None = None, offline: bool = False,
+             index_url: str | None = None) -> tuple[Lock, str, list[str]]:
+    """The lock of the environment as it is now: its generation's lock when that still matches, else locked anew."""
+    from rebuild import snapshot
+    from rebuild.envs import locate
+    from rebuild.store import Store
+
+    loc = locate(env)
+    current = snapshot.take(loc.path if not loc.bare else loc.python)
+    pins, notes = installable_pins(current)
+    store = Store.open(loc.path) if not loc.bare else None
+    if store is not None:
+        gen_lock = store.generation_dir(store.current_number) / "pylock.toml"
+        if gen_lock.is_file():
+            try:
+                lock = read_lock(gen_lock)
+            except UserError:
+                lock = None
+            if lock is not None and lock.pins() == pins:
+                return lock, f"generation {store.current_number}'s lock ({gen_lock})", notes
+    index = indexconf.override(indexconf.discover(prefix=None if loc.bare else loc.path), index_url=index_url,
+                               find_links=find_links, offline=offline)
+    lock = lock_pins(pins, loc.python, index, offline=offline, where=f"the environment {loc.path}")
+    lock.where = str(loc.path)
+    return lock, f"the installed versions of {loc.path}, locked with uv", notes
+
+
+def profile_lock(profile_path, *, find_links: list[str] | None = None, offline: bool = False,
+                 python: str | None = None, index_url: str | None = None) -> tuple[prof.Profile, Lock, str, list[str]]:
+    """A profile and its lock: the ``lock`` file it names, or its pins locked for a local interpreter of its Python."""
+    from rebuild import interpreters
+
+    path = Path(profile_path)
+    profile = prof.load(path)
+    lock_file = profile_lock_path(profile, path)
+    if lock_file is not None:
+        return profile, read_lock(lock_file), f"the profile's lock {lock_file}", []
+    pins, notes = installable_pins(profile)
+    interp = find_interpreter(python or profile.interpreter.version)
+    index = indexconf.override(usable_index(profile.index), index_url=index_url, find_links=find_links,
+                               offline=offline)
+    lock = lock_pins(pins, interp.path, index, offline=offline, where=f"the profile {path}")
+    lock.where = str(path)
+    return profile, lock, f"the profile's pins, locked with uv for Python {interp.version}", notes
+
+
+def find_interpreter(request: str):
+    """An interpreter of exactly ``request`` if there is one, else of its minor version."""
+    from rebuild import interpreters
+
+    if not request:
+        raise UserError("The profile does not say which Python it was made with.", "Pass --python X.Y.")
+    try:
+        return interpreters.find(request)
+    except UserError:
+        minor = ".".join(request.split(".")[:2])
+        if minor == request or os.sep in request:
+            raise
+        return interpreters.find(minor)
+
+
+def usable_index(index: prof.Index) -> prof.Index:
+    """The index settings of a profile that mean something on this machine.
+
+    Constraint files and find-links folders of the machine that wrote the profile are
+    dropped when they do not exist here; a URL whose credentials were redacted
+    (``user:****@host``) takes the credentials this machine has configured for the same
+    host, if any.
+    """
+    local = indexconf.discover()
+    known = [local.index_url, *local.extra_index_urls, *local.find_links]
+
+    def fill(url: str) -> str:
+        if "****" not in url:
+            return url
+        target = urlsplit(url)
+        for candidate in known:
+            c = urlsplit(candidate)
+            if c.hostname == target.hostname and c.path.rstrip("/") == target.path.rstrip("/"):
+                return candidate
+        return url
+
+    find_links = [fill(f) for f in index.find_links if "://" in f or Path(f).exists()]
+    return prof.Index(index_url=fill(index.index_url) if index.index_url else "",
+                      extra_index_urls=[fill(u) for u in index.extra_index_urls], find_links=find_links,
+                      no_index=index.no_index, index_strategy=index.index_strategy)
+
+
+def run(*, env=None, profile=None, fmt: str = "pylock", output=None, find_links: list[str] | None = None,
+        offline: bool = False, python: str | None = None, force: bool = False) -> ExportResult:
+    """``tfrebuild export``: write the exact set of an env or a profile as a standard lock file."""
+    start = time.monotonic()
+    if fmt not in FORMATS:
+        raise UserError(f"Unknown format '{fmt}'.", "Use --format pylock or --format requirements.")
+    if env is not None and profile is not None:
+        raise UserError("Pass either --env or --profile, not both.", "export writes one set of packages.")
+    out_path = Path(output).absolute() if output else None
+    notes: list[str] = []
+    if out_path is not None:
+        from rebuild.snapshot import check_output
+
+        check_output(out_path, force)
+        if fmt == "pylock" and not (out_path.name == "pylock.toml" or
+                                    (out_path.name.startswith("pylock.") and out_path.name.endswith(".toml")
+                                     and out_path.name.count(".") == 2)):
+            notes.append(f"uv and pip only read PEP 751 files named pylock.toml or pylock.<name>.toml; "
+                         f"rename {out_path.name} before installing it")
+    if profile is not None:
+        _, lock, lock_source, skipped = profile_lock(profile, find_links=find_links, offline=offline, python=python)
+        source = f"profile {Path(profile).absolute()}"
+    else:
+        lock, lock_source, skipped = env_lock(env, find_links=find_links, offline=offline)
+        source = f"environment {lock.where}"
+    notes += skipped
+    if fmt == "pylock":
+        data = copy.deepcopy(lock.data)
+        data["created-by"] = "tfrebuild"
+        if lock.base is not None:  # relative paths are relative to the lock's folder: make them absolute
+            for raw in data["packages"]:
+                for table in list(raw.get("wheels", [])) + ([raw["sdist"]] if "sdist" in raw else []):
+                    if table.get("path") and not Path(table["path"]).is_absolute():
+                        table["path"] = str((lock.base / table["path"]).absolute())
+        text = tomli_w.dumps(data)
+        if any(f.local_path(lock.base) is not None for p in lock.packages for f in p.files):
+            notes.append("the lock names files on this machine (file:// or paths): it installs here or where the "
+                         "same paths exist; use `tfrebuild bundle` to carry the files along")
+    else:
+        text = to_requirements(lock)
+        if any(f.local_path(lock.base) is not None for p in lock.packages for f in p.files):
+            notes.append("the wheels came from local folders: install with --no-index --find-links <that folder>")
+    if out_path is not None:
+        _write_atomic(out_path, text)
+    return ExportResult(format=fmt, source=source, lock_source=lock_source,
+                        output=str(out_path) if out_path else None, packages=len(lock.packages),
+                        hashed=lock.all_hashed, text=text, notes=notes, seconds=time.monotonic() - start)
