@@ -27,12 +27,34 @@ def open_store(env) -> Store:
     return store
 
 
+def recover(store: Store) -> str | None:
+    """Finish or undo an interrupted operation; a generation finished this way gets its profile."""
+    done = store.recover()
+    if done:
+        complete_profile(store)
+    return done
+
+
+def complete_profile(store: Store) -> None:
+    """Every generation keeps a profile; recovery can finish an upgrade before its profile was written."""
+    from rebuild import snapshot
+
+    path = store.generation_dir(store.current_number) / "profile.toml"
+    if path.exists():
+        return
+    profile = snapshot.take(store.env)
+    if (path.parent / "pylock.toml").exists():
+        profile.lock = "pylock.toml"
+    snapshot.write(profile, path)
+
+
 def recover_if_idle(store: Store) -> str | None:
     """Finish or undo an interrupted operation, unless another tfrebuild is running (then leave it)."""
     if store.lock_holder() is not None:
         return None
     try:
-        return store.recover()
+        with store.lock("tfrebuild recover"):
+            return recover(store)
     except UserError:
         return None
 
@@ -74,7 +96,7 @@ def rollback(env=None, to: int | None = None, *, yes: bool = False, force: bool 
                         "See `tfrebuild history`, then run `tfrebuild rollback --yes`.")
     store = open_store(env)
     with store.lock("tfrebuild rollback" + (f" --to {to}" if to is not None else "")):
-        recovered = store.recover()
+        recovered = recover(store)
         current = store.current
         target_n = to if to is not None else store.previous_number
         if target_n is None:
@@ -87,6 +109,7 @@ def rollback(env=None, to: int | None = None, *, yes: bool = False, force: bool 
             raise UserError(f"There is no generation {target_n} of {store.env}.",
                             f"Existing generations: {', '.join(map(str, numbers))} (see `tfrebuild history`).")
         target = store.generation(target_n)
+        target_tf = _tf_version(target)
         if not yes and not confirm(f"Swap generation {target_n} ({target.tensorflow}, Python {target.python}) "
                                    f"in at {store.env}? Generation {current.number} is kept."):
             raise UserError("Rollback cancelled; nothing was changed.", exit_code=1)
@@ -94,7 +117,7 @@ def rollback(env=None, to: int | None = None, *, yes: bool = False, force: bool 
         t0 = time.monotonic()
         store.rollback_to(target_n)
         swap_ms = (time.monotonic() - t0) * 1000
-        report = smoke.run_checks(store.env, tf_version=_tf_version(target), imports=[], quick=True)
+        report = smoke.run_checks(store.env, tf_version=target_tf, imports=[], quick=True)
         if not report.ok:
             store.rollback_to(current.number)
             failed = "\n".join(f"[{c.name}] {c.output[-2000:]}" for c in report.failed)
@@ -199,7 +222,7 @@ def gc(env=None, keep: int = 3, *, dry_run: bool = False, yes: bool = False,
                         "Run `tfrebuild gc --dry-run` to see what would go, then `tfrebuild gc --yes`.")
     store = open_store(env)
     with store.lock("tfrebuild gc"):
-        recovered = store.recover()
+        recovered = recover(store)
         gens = store.generations()
         protected = {store.current_number, store.previous_number}
         newest_first = sorted((g.number for g in gens), reverse=True)

@@ -22,6 +22,24 @@ def _inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root + os.sep)
 
 
+def _argv0_inside(entry: Path, root: str) -> bool:
+    """A venv's bin/python is a symlink to the base interpreter, so /proc/<pid>/exe points outside the env;
+    the path the process was started by (argv[0], relative to its cwd) still names the env."""
+    try:
+        argv0 = (entry / "cmdline").read_bytes().split(b"\0", 1)[0].decode(errors="replace")
+    except OSError:
+        return False
+    if not argv0 or os.sep not in argv0:
+        return False
+    if not os.path.isabs(argv0):
+        try:
+            argv0 = os.path.join(os.readlink(entry / "cwd"), argv0)
+        except OSError:
+            return False
+    folder = os.path.realpath(os.path.dirname(argv0))  # resolve the folder, not the interpreter symlink
+    return _inside(folder, root)
+
+
 def _cmdline(pid: str) -> str:
     try:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -44,7 +62,7 @@ def processes_using(env: Path) -> list[User]:
             continue
         why = ""
         try:
-            if _inside(os.path.realpath(entry / "exe"), root):
+            if _inside(os.path.realpath(entry / "exe"), root) or _argv0_inside(entry, root):
                 why = "executable"
         except OSError:
             pass

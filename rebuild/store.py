@@ -537,9 +537,19 @@ class Store:
         return self._load_meta(n)
 
     def _load_meta(self, n: int) -> Generation:
-        data = _read_toml(self.generation_dir(n) / "meta.toml", "generation record")
+        path = self.generation_dir(n) / "meta.toml"
+        data = _read_toml(path, "generation record")
         data["number"] = n
-        return Generation.from_dict(data)
+        try:
+            gen = Generation.from_dict(data)
+        except (ValueError, TypeError) as exc:
+            raise UserError(f"The tfrebuild generation record {path} is damaged: {exc}",
+                            hint="Restore it from a backup, or delete that generation's folder by hand.") from exc
+        for name in ("created", "command", "tensorflow", "python", "note"):
+            if not isinstance(getattr(gen, name), str):
+                raise UserError(f"The tfrebuild generation record {path} is damaged: {name} is not a string",
+                                hint="Restore it from a backup, or delete that generation's folder by hand.")
+        return gen
 
     def next_number(self) -> int:
         """One more than any generation number seen (recorded or with a folder)."""

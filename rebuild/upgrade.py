@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from rebuild import build, plan as planning, smoke, swap
+from rebuild import build, generations, plan as planning, smoke, swap
 from rebuild import profile as prof
 from rebuild.envs import locate
 from rebuild.errors import UserError
@@ -69,11 +69,9 @@ def run(opts: planning.Options, progress=None, confirm: Callable[[planning.Plan]
     command = _command_line()
     try:
         with store.lock(command):
-            recovered = store.recover() if store.managed else None
+            recovered = generations.recover(store) if store.managed else None
             if recovered:
                 progress.note(f"recovered: {recovered}")
-                if not (store.generation_dir(store.current_number) / "profile.toml").exists():
-                    _write_profile(store, store.current_number, None)
             op = new_op_id("upgrade")
             log = store.log_path(op) if store.managed else store.state / "logs" / f"{op}.log"
             the_plan = planning.make_plan(opts, progress, log=log)
@@ -133,10 +131,8 @@ def _apply(store: Store, the_plan: planning.Plan, opts: planning.Options, op: st
         if adopted_now:  # leave no trace: the env was not managed before this run
             shutil.rmtree(store.state, ignore_errors=True)
         raise
-    from rebuild.generations import refuse_if_in_use
-
     try:
-        refuse_if_in_use(store.env, opts.force)
+        generations.refuse_if_in_use(store.env, opts.force)
     except UserError:
         store.discard_staging(op)
         shutil.rmtree(store.generation_dir(number), ignore_errors=True)
