@@ -1071,7 +1071,7 @@ def check_conflicts(ctx: _Ctx, target: _Target) -> list[Finding]:
             else:
                 allowed = _newest_allowed(target, req.specifier)
                 fix = (f"stay within what {name} allows (`tfrebuild upgrade --env {env} --to {allowed}`) "
-                       if allowed else f"") + f"or drop {name} from the env (`uv pip uninstall --python {py} {name}`)"
+                       if allowed else "") + f"or drop {name} from the env (`uv pip uninstall --python {py} {name}`)"
                 fixed = False
             out.append(Finding(
                 "target-blocked", "error", f"{name} {d['version']} does not allow {what}", evidence, fix,

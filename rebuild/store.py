@@ -38,7 +38,6 @@ Typical use by a command::
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import secrets

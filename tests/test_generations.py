@@ -20,7 +20,6 @@ generation and the next command must recover and leave the store consistent.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
 import shutil
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+from tests.kit.cli import CliRun as Run
 
 from tests.kit import create_venv, run_python
 
@@ -60,39 +60,6 @@ ALL_FAULTS = UPGRADE_FAULTS + ROLLBACK_FAULTS + GC_FAULTS
 # --------------------------------------------------------------------------- helpers
 
 
-@dataclasses.dataclass
-class Run:
-    args: list[str]
-    proc: subprocess.CompletedProcess
-    seconds: float
-
-    @property
-    def code(self) -> int:
-        return self.proc.returncode
-
-    @property
-    def out(self) -> str:
-        return self.proc.stdout
-
-    @property
-    def err(self) -> str:
-        return self.proc.stderr
-
-    @property
-    def text(self) -> str:
-        return self.proc.stdout + self.proc.stderr
-
-    def json(self) -> dict:
-        try:
-            return json.loads(self.proc.stdout)
-        except ValueError as exc:  # pragma: no cover - shown on failure only
-            raise AssertionError(f"not one JSON document: {exc}\n{self}") from None
-
-    def __str__(self) -> str:
-        return (f"$ tfrebuild {' '.join(self.args)}  -> exit {self.code} in {self.seconds:.2f}s\n"
-                f"--- stdout ---\n{self.out[-4000:]}\n--- stderr ---\n{self.err[-4000:]}")
-
-
 def run_cli(kit_env: dict[str, str], *args, fault: str | None = None, timeout: float = 180) -> Run:
     env = dict(kit_env)
     env.pop(FAULT_ENV, None)
@@ -102,7 +69,7 @@ def run_cli(kit_env: dict[str, str], *args, fault: str | None = None, timeout: f
     start = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "rebuild", *argv], env=env, capture_output=True, text=True,
                           encoding="utf-8", errors="replace", timeout=timeout, stdin=subprocess.DEVNULL, cwd=ROOT)
-    return Run(argv, proc, time.monotonic() - start)
+    return Run(proc, time.monotonic() - start, argv)
 
 
 def ok(run: Run) -> Run:

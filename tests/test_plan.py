@@ -17,7 +17,6 @@ The expectations below follow from the fake universe in ``tests/kit/catalog.py``
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -29,6 +28,7 @@ from typing import Callable
 import pytest
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
+from tests.kit.cli import CliRun as Run, tree_state
 
 from tests.kit import create_venv, find_python, releases
 
@@ -38,40 +38,6 @@ CLASSIC = ["tensorflow-cpu==2.15.1", "scipy==1.11.4", "pandas", "numpy==1.24.3"]
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-@dataclasses.dataclass
-class Run:
-    proc: subprocess.CompletedProcess
-    seconds: float
-
-    @property
-    def code(self) -> int:
-        return self.proc.returncode
-
-    @property
-    def out(self) -> str:
-        return self.proc.stdout
-
-    @property
-    def err(self) -> str:
-        return self.proc.stderr
-
-    def json(self) -> dict:
-        return json.loads(self.proc.stdout)
-
-
-def tree_state(root: Path) -> dict[str, tuple]:
-    """(size, mtime_ns, is_symlink) of every entry under ``root`` (and ``root`` itself); links not followed."""
-    state: dict[str, tuple] = {}
-    st = os.lstat(root)
-    state["."] = (st.st_ino, st.st_mtime_ns, False)
-    for top, dirs, files in os.walk(root, followlinks=False):
-        for name in dirs + files:
-            path = os.path.join(top, name)
-            st = os.lstat(path)
-            state[os.path.relpath(path, root)] = (st.st_size, st.st_mtime_ns, os.path.islink(path))
-    return state
 
 
 def siblings(env: Path) -> list[str]:

@@ -9,7 +9,6 @@ printed and what is (or is not) written to disk.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+from tests.kit.cli import CliRun as Snap, tree_state
 
 from rebuild import profile as prof
 from tests.kit import create_venv, venv_python
@@ -33,27 +33,6 @@ TOKEN = "tok3n-ABCDEF0123"
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-@dataclasses.dataclass
-class Snap:
-    proc: subprocess.CompletedProcess
-    seconds: float
-
-    @property
-    def code(self) -> int:
-        return self.proc.returncode
-
-    @property
-    def out(self) -> str:
-        return self.proc.stdout
-
-    @property
-    def err(self) -> str:
-        return self.proc.stderr
-
-    def json(self) -> dict:
-        return json.loads(self.proc.stdout)
 
 
 @pytest.fixture
@@ -96,24 +75,6 @@ def python_version(venv_or_python: Path) -> str:
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     return out.stdout.strip()
-
-
-def tree_state(root: Path) -> dict[str, tuple]:
-    """Relative path -> (type, size, mtime_ns, content hash for files) of everything under ``root``."""
-    state = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            path = Path(dirpath) / name
-            st = path.lstat()
-            digest = ""
-            if stat.S_ISREG(st.st_mode):
-                digest = hashlib.sha256(path.read_bytes()).hexdigest()
-            elif stat.S_ISLNK(st.st_mode):
-                digest = os.readlink(path)
-            state[str(path.relative_to(root))] = (stat.S_IFMT(st.st_mode), st.st_size, st.st_mtime_ns, digest)
-    st = root.lstat()
-    state["."] = (stat.S_IFMT(st.st_mode), st.st_size, st.st_mtime_ns, "")
-    return state
 
 
 def assert_clean_failure(res: Snap, *fragments: str, one_paragraph: bool = True) -> None:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+from tests.kit.cli import CliRun as Run, tree_state
 
 import rebuild
 from tests.kit import releases
@@ -46,40 +47,6 @@ print(json.dumps({"tensorflow": tensorflow.__version__, "numpy": numpy.__version
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-@dataclasses.dataclass
-class Run:
-    proc: subprocess.CompletedProcess
-    seconds: float
-
-    @property
-    def code(self) -> int:
-        return self.proc.returncode
-
-    @property
-    def out(self) -> str:
-        return self.proc.stdout
-
-    @property
-    def err(self) -> str:
-        return self.proc.stderr
-
-    def json(self) -> dict:
-        return json.loads(self.proc.stdout)
-
-
-def tree_state(root: Path) -> dict[str, tuple]:
-    """(size, mtime_ns, is_symlink) of every entry under ``root`` (links not followed), plus root's inode."""
-    state: dict[str, tuple] = {}
-    st = os.lstat(root)
-    state["."] = (st.st_ino, st.st_mtime_ns, False)
-    for top, dirs, files in os.walk(root, followlinks=False):
-        for name in dirs + files:
-            path = os.path.join(top, name)
-            st = os.lstat(path)
-            state[os.path.relpath(path, root)] = (st.st_size, st.st_mtime_ns, os.path.islink(path))
-    return state
 
 
 def state_dir(env: Path) -> Path:
