@@ -27,7 +27,6 @@ bundle, ``profiles/`` -- is foreign: its commands are shown and skipped.
 
 from __future__ import annotations
 
-import copy
 import os
 import shlex
 import shutil
@@ -37,6 +36,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
+from urllib.parse import urlsplit
 
 from packaging.markers import InvalidMarker, Marker, UndefinedComparison, UndefinedEnvironmentName
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
@@ -144,8 +144,9 @@ def _insecure(url: str) -> bool:
 def index_urls(profile: prof.Profile) -> list[str]:
     """Every index and find-links location a profile names (credentials redacted), for the user to see."""
     i = profile.index
-    urls = ([f"index: {i.index_url}"] if i.index_url and not i.no_index else []) + \
-           [f"extra index: {u}" for u in i.extra_index_urls if not i.no_index] + [f"find-links: {u}" for u in i.find_links]
+    unused = " (not used: the profile says no-index)" if i.no_index else ""
+    urls = ([f"index: {i.index_url}{unused}"] if i.index_url else []) + \
+        [f"extra index: {u}{unused}" for u in i.extra_index_urls] + [f"find-links: {u}" for u in i.find_links]
     return [indexconf.redact(u) for u in urls]
 
 
@@ -433,7 +434,11 @@ def _recover_new(store: Store) -> str | None:
     done = "undid an interrupted apply: removed its staging folder"
     if journal.get("apply_new_env") and key[1] is not None and here == key:
         store.adopt(Generation.new(1, command=str(journal.get("command", "tfrebuild apply")),
-                                   tensorflow=str(journal.get("tensorflow", "")), python=str(journal.get("python", ""))))
+                                   tensorflow=str(journal.get("tensorflow", "")),
+                                   python=str(journal.get("python", ""))))
+        built_lock = Path(staging or "") / "pylock.toml"
+        if staging and built_lock.is_file():
+            shutil.copyfile(built_lock, store.generation_dir(1) / "pylock.toml")
         done = "finished an interrupted apply: adopted the new environment as generation 1"
     if staging and Path(staging).parent == store.staging_root:
         safe_rmtree(Path(staging), store.state)
@@ -563,15 +568,18 @@ def _run_locked(opts: Options, profile: prof.Profile, profile_path: Path, target
     check_urls(profile, lock, opts.allow_insecure_index)
 
     if lock is not None:
-        lock, missing = locks.localize(lock, [Path(f) for f in opts.find_links])
-        local_missing = [m for m in missing if not m.endswith(tuple(_remote_names(lock)))]
-        if local_missing or (missing and opts.offline):
-            raise UserError(f"{len(missing)} locked file(s) are not here: {', '.join(m.split(':')[0] for m in missing)}."
-                            " Nothing was built.",
-                            "The bundle is incomplete or was not copied whole: make it again with `tfrebuild bundle` "
-                            "(or pass --find-links to the folder that has them)" +
-                            ("; without --offline they are downloaded from the lock's URLs." if opts.offline else "."),
+        lock, remote, missing = locks.localize(lock, [Path(f) for f in opts.find_links])
+        if missing:
+            names = ", ".join(m.split(":")[0] for m in missing)
+            raise UserError(f"{len(missing)} locked file(s) are not here: {names}. Nothing was built.",
+                            "The bundle is incomplete or was not copied whole: make it again with `tfrebuild bundle`, "
+                            "or pass --find-links to the folder that has the files.",
                             details="\n".join(f"  {m}" for m in missing))
+        if remote and opts.offline:
+            result.notes.append(f"--offline: {len(remote)} locked file(s) are not in a --find-links folder and must "
+                                "come from uv's cache")
+        hosts = sorted({urlsplit(f.url).netloc for p in lock.packages for f in p.files if f.remote})
+        result.index_urls += [f"lock files from: {indexconf.redact(h)}" for h in hosts]
         bad = locks.verify_local(lock)
         if bad:
             raise locks.hash_error(bad, str(lock_file or "the lock"))
@@ -592,7 +600,7 @@ def _run_locked(opts: Options, profile: prof.Profile, profile_path: Path, target
         progress.stage("resolve", f"re-resolving for Python {interp.version} (--resolve)")
         lock, result.changes = re_resolve(profile, pins_before, interp.path, data, index, offline=opts.offline,
                                           log=log)
-        lock, missing = locks.localize(lock, [Path(f) for f in opts.find_links])
+        lock, _, _ = locks.localize(lock, [Path(f) for f in opts.find_links])
         result.resolved = True
         result.lock_source = "re-resolved for this machine with uv (--resolve), the profile's versions preferred"
     elif opts.resolve:
@@ -628,10 +636,6 @@ def _run_locked(opts: Options, profile: prof.Profile, profile_path: Path, target
                           tf, pins, result, progress, start)
     return _apply_existing(store, lock, interp, index, build_args, op, command, profile, current, run_commands,
                            tf, pins, result, progress, opts, start)
-
-
-def _remote_names(lock: locks.Lock) -> list[str]:
-    return [f.filename for p in lock.packages for f in p.files if f.remote]
 
 
 def check_portability_no_lock(profile: prof.Profile, data: dict) -> Portability:
@@ -683,13 +687,12 @@ def _apply_new(store: Store, lock: locks.Lock, interp, data, index, build_args, 
         progress.stage("move", f"{built.env} → {env}")
         t0 = time.monotonic()
         os.rename(built.env, env)
-        swap._fsync_dir(env.parent)
+        swap.fsync_dir(env.parent)
         result.swap_ms = (time.monotonic() - t0) * 1000
         fault_point("apply.renamed")
     except BaseException:
-        if not os.path.lexists(env) or (os.path.lexists(env) and _inode(env) != _inode_of_staging(store)):
-            store.discard_staging(op)
-            store.commit()
+        store.discard_staging(op)
+        store.commit()
         raise
     progress.stage("verify", f"quick check at {env}")
     after = run_checks(env, tf_version=pins.get(tf, ""), imports=[], commands=[], quick=True)
@@ -710,19 +713,6 @@ def _apply_new(store: Store, lock: locks.Lock, interp, data, index, build_args, 
     result.changed, result.generation, result.previous = True, 1, None
     result.seconds = time.monotonic() - start
     return result
-
-
-def _inode(path: Path):
-    try:
-        st = os.lstat(path)
-        return (st.st_dev, st.st_ino)
-    except OSError:
-        return None
-
-
-def _inode_of_staging(store: Store):
-    journal = store.journal() or {}
-    return (journal.get("apply_device"), journal.get("apply_inode"))
 
 
 def _apply_existing(store: Store, lock: locks.Lock, interp, index, build_args, op, command, profile, current,

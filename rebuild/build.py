@@ -47,6 +47,31 @@ def check_disk(where: Path, needed: int) -> None:
             "Free some space (e.g. `tfrebuild gc`, `uv cache prune`) and try again. Nothing was changed.")
 
 
+def requirements_from_lock(pylock_text: str, lock_path: Path) -> tuple[Path, bool]:
+    """The lock as a requirements file (exact pins, with every hash when all packages have one).
+
+    uv 0.13 re-validates each URL of a ``pylock.toml`` with the server and downloads the
+    wheels again even with a warm cache; the same pins as ``name==version --hash=...``
+    are served from the cache (hard links, no download). Packages locked from a URL,
+    a path or VCS keep the pylock itself.
+    """
+    from rebuild import export
+
+    lock = export.parse_lock(pylock_text, str(lock_path), base=lock_path.parent)
+    if any(not (p.wheels or p.sdist) for p in lock.packages) or any(
+            f.path or (f.url and not f.remote and not f.local_path(lock.base)) for p in lock.packages for f in p.files):
+        return lock_path, False
+    try:
+        text, hashed = export.to_requirements(lock), True
+    except UserError:  # some package has no hash (e.g. a find-links file): exact pins only
+        text = "".join(f"{p.name}=={p.version}" + (f" ; {p.marker}" if p.marker else "") + "\n"
+                       for p in sorted(lock.packages, key=lambda p: p.name))
+        hashed = False
+    out = lock_path.with_name("requirements.txt")
+    out.write_text(text, encoding="utf-8")
+    return out, hashed
+
+
 def mark_requested(env: Path, requested: set[str]) -> None:
     """Keep ``REQUESTED`` markers only on what the user asked for.
 
@@ -93,7 +118,10 @@ def build(staging: Path, python: Path, pylock_text: str, index: Index, *, offlin
     lock_path = staging / "pylock.toml"
     lock_path.write_text(pylock_text, encoding="utf-8")
     env = staging / "env"
-    args = ["pip", "sync", str(lock_path), "--no-config", "--python", str(env / "bin" / "python"), "--quiet"]
+    install_file, hashed = requirements_from_lock(pylock_text, lock_path)
+    args = ["pip", "sync", str(install_file), "--no-config", "--python", str(env / "bin" / "python"), "--quiet"]
+    if hashed:
+        args.append("--require-hashes")
     args += indexconf.uv_args(index, offline=offline)
     if compile_bytecode:
         args.append("--compile-bytecode")

@@ -238,7 +238,8 @@ def run(profile_path, output, *, find_links: list[str] | None = None, offline: b
     from rebuild.snapshot import write
 
     write(bundle_profile, out / "profile.toml")
-    _write_atomic(out / "SHA256SUMS", "".join(f"{b.sha256}  {b.filename}\n" for b in sorted(bundled, key=lambda b: b.filename)))
+    sums = "".join(f"{b.sha256}  {b.filename}\n" for b in sorted(bundled, key=lambda b: b.filename))
+    _write_atomic(out / "SHA256SUMS", sums)
     keep = {b.filename for b in bundled} | _OWN_FILES
     stale = [e for e in out.iterdir() if e.is_file() and e.name not in keep]
     for e in stale:  # files of an earlier bundle in the same folder that this lock does not name

@@ -282,6 +282,91 @@ def releases(
     _run(as_json, lambda: tfinfo.release_table(env, offline=offline), render.releases)
 
 
+@app.command()
+def apply(
+    profile: Path = typer.Argument(..., help="Profile file; the pylock.toml its `lock` names is installed as is."),
+    env: Optional[Path] = typer.Option(None, "--env", "-e", help="Environment folder to create, or to give a new "
+                                       "generation (default: $VIRTUAL_ENV, else ./.venv)."),
+    python: Optional[str] = typer.Option(None, "--python", help="Build on this Python (default: the profile's)."),
+    find_links: Optional[list[Path]] = FindLinksOpt, offline: bool = OfflineOpt,
+    resolve: bool = typer.Option(False, "--resolve", help="If the lock does not fit this machine, re-resolve the "
+                                 "requested packages for it, keeping versions as close as possible."),
+    allow_commands: bool = typer.Option(False, "--allow-commands", help="Run the profile's [smoke].commands although "
+                                        "tfrebuild did not write the profile for this env."),
+    allow_insecure_index: bool = typer.Option(False, "--allow-insecure-index", help="Accept plain-http indexes and "
+                                              "file URLs."),
+    no_compile: bool = typer.Option(False, "--no-compile", help="Do not compile bytecode in the new env."),
+    allow_python_download: bool = AllowDownloadOpt,
+    yes: bool = YesOpt,
+    force: bool = typer.Option(False, "--force", help="Swap even while processes run from the env."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Build an environment from a profile's lock: a new env, or a new generation of an existing one.
+
+    Exact versions and hashes; nothing is re-resolved unless --resolve is given and needed.
+
+    Example: tfrebuild apply bundle/profile.toml --env ~/venvs/tf --find-links bundle --offline --yes
+    """
+    from rebuild import apply as applying
+
+    opts = applying.Options(profile=profile, env=env, python=python, find_links=[str(f) for f in find_links or []],
+                            offline=offline, resolve=resolve, yes=yes, allow_commands=allow_commands,
+                            allow_insecure_index=allow_insecure_index, no_compile=no_compile, force=force,
+                            allow_python_download=allow_python_download)
+    confirm = render.confirm_apply if sys.stdin.isatty() and not as_json else None
+
+    def work():
+        with render.Progress(enabled=not as_json) as progress:
+            return applying.run(opts, progress, confirm=None if yes else confirm)
+
+    _run(as_json, work, render.apply)
+
+
+@app.command()
+def bundle(
+    profile: Path = typer.Argument(..., help="Profile file whose lock to bundle."),
+    output: Path = typer.Option(..., "--output", "-o", help="Folder to write the wheels, profile and lock into."),
+    python: Optional[str] = typer.Option(None, "--python", help="Python to lock a profile without a lock for "
+                                         "(default: the profile's)."),
+    find_links: Optional[list[Path]] = FindLinksOpt, offline: bool = OfflineOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Put every wheel of a profile's lock, checked against its hashes, in one folder for offline machines.
+
+    Example: tfrebuild bundle profiles/tf.toml -o /shared/tf-bundle
+    """
+    from rebuild import bundle as bundling
+
+    def work():
+        with render.Progress(enabled=not as_json) as progress:
+            return bundling.run(profile, output, find_links=[str(f) for f in find_links or []], offline=offline,
+                                python=python, progress=progress)
+
+    _run(as_json, work, render.bundle)
+
+
+@app.command()
+def export(
+    env: Optional[Path] = EnvOpt,
+    profile: Optional[Path] = typer.Option(None, "--profile", help="Export this profile's lock instead of an env."),
+    fmt: str = typer.Option("pylock", "--format", help="pylock (PEP 751 pylock.toml) or requirements "
+                            "(requirements.txt with hashes)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="File to write (default: standard output)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
+    find_links: Optional[list[Path]] = FindLinksOpt, offline: bool = OfflineOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Write an env's or a profile's exact set as a standard lock file, for uv or pip without tfrebuild.
+
+    Example: tfrebuild export --env ~/venvs/tf --format requirements -o requirements.txt
+    """
+    from rebuild import export as exporting
+
+    _run(as_json, lambda: exporting.run(env=env, profile=profile, fmt=fmt, output=output, offline=offline,
+                                        find_links=[str(f) for f in find_links or []], force=force),
+         render.export)
+
+
 def main() -> None:
     try:
         app()

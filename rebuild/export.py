@@ -31,7 +31,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import tomli_w
-from packaging.utils import InvalidSdistFilename, InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 
 from rebuild import indexconf, resolve
 from rebuild import profile as prof
@@ -160,7 +160,7 @@ def parse_lock(text: str, where: str, base: Path | None = None) -> Lock:
     try:
         for i, raw in enumerate(raw_packages):
             at = f"packages[{i}]"
-            if not isinstance(raw, dict) or not isinstance(raw.get("name"), str) or not isinstance(raw.get("version"), str):
+            if not isinstance(raw, dict) or not all(isinstance(raw.get(k), str) for k in ("name", "version")):
                 raise ValueError(f"{at}: needs a name and a version")
             at = f"packages[{i}] ({raw['name']})"
             for key in ("vcs", "directory", "archive"):
@@ -257,20 +257,21 @@ def hash_error(bad: list[HashMismatch], where: str) -> UserError:
                      "(or make the bundle again); never edit hashes by hand.", details=lines)
 
 
-def localize(lock: Lock, folders: list[Path]) -> tuple[Lock, list[str]]:
+def localize(lock: Lock, folders: list[Path]) -> tuple[Lock, list[str], list[str]]:
     """A copy of ``lock`` whose files point at local copies (absolute paths).
 
     A relative ``path`` is resolved against the lock's folder; any file (``path`` or
     URL) whose file name is found in one of ``folders`` is taken from there. Returns
-    the new lock and the file names that stay remote (http/https) or are missing
-    locally (a ``path`` that does not exist), as ``"name: filename"``.
+    the new lock, the files that stay remote (http/https) and the files that should be
+    local but are not found, each as ``"package: filename"``.
     """
     data = copy.deepcopy(lock.data)
+    remote: list[str] = []
     missing: list[str] = []
     for raw in data["packages"]:
-        tables = list(raw.get("wheels", [])) + ([raw["sdist"]] if "sdist" in raw else [])
-        for table in tables:
-            f = _file(table, "wheel" if table is not raw.get("sdist") else "sdist", raw["name"])
+        tables = [(t, "wheel") for t in raw.get("wheels", [])] + ([(raw["sdist"], "sdist")] if "sdist" in raw else [])
+        for table, kind in tables:
+            f = _file(table, kind, raw["name"])
             local = f.local_path(lock.base)
             found = local if local is not None and local.is_file() else None
             for folder in folders:
@@ -283,8 +284,8 @@ def localize(lock: Lock, folders: list[Path]) -> tuple[Lock, list[str]]:
                 table["path"] = str(local.absolute())
                 missing.append(f"{raw['name']}: {f.filename}")
             elif f.remote:
-                missing.append(f"{raw['name']}: {f.filename}")
-    return parse_lock(tomli_w.dumps(data), lock.where, None), missing
+                remote.append(f"{raw['name']}: {f.filename}")
+    return parse_lock(tomli_w.dumps(data), lock.where, None), remote, missing
 
 
 def lock_pins(pins: dict[str, str], python: Path, index: prof.Index, *, offline: bool, log: Path | None = None,
@@ -411,7 +412,6 @@ def env_lock(env, *, find_links: list[str] | None = None, offline: bool = False,
 def profile_lock(profile_path, *, find_links: list[str] | None = None, offline: bool = False,
                  python: str | None = None, index_url: str | None = None) -> tuple[prof.Profile, Lock, str, list[str]]:
     """A profile and its lock: the ``lock`` file it names, or its pins locked for a local interpreter of its Python."""
-    from rebuild import interpreters
 
     path = Path(profile_path)
     profile = prof.load(path)

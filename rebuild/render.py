@@ -372,3 +372,97 @@ def doctor(r, as_json: bool) -> None:
         out.print("No problems found.", markup=False)
     out.print(f"{counts['error']} error(s), {counts['warning']} warning(s), {counts['info']} info "
               f"in {r.seconds:.1f}s. Nothing was changed.", markup=False)
+
+
+def _apply_preview(r) -> None:
+    where = f"a new environment at {r.env}" if r.new_env else f"a new generation of {r.env}"
+    out.print(f"Apply {r.profile} → {where}", markup=False)
+    tf = f", {r.tensorflow}" if r.tensorflow else ""
+    out.print(f"  Python {r.python} ({r.python_path}); {r.packages} packages{tf}", markup=False)
+    out.print(f"  lock: {r.lock_source}", markup=False)
+    out.print(f"  hashes: {r.hashes}", markup=False)
+    p = r.portability
+    if p is not None and p.differences:
+        out.print(f"  portability: the profile is from {p.profile}; this is {p.here} ({'; '.join(p.differences)})",
+                  markup=False)
+    for url in r.index_urls:
+        out.print(f"  {url}", markup=False)
+    if r.smoke_commands:
+        state = "will run" if r.commands_run else "NOT run: foreign profile (--allow-commands runs them)"
+        out.print(f"  smoke commands from the profile ({state}):", markup=False)
+        for command in r.smoke_commands:
+            out.print(f"    $ {command}", markup=False)
+    if r.changes:
+        out.print(f"  Re-resolved for this machine ({len(r.changes)} change(s) from the profile's lock):", markup=False)
+        for c in r.changes:
+            out.print(_change_line(c), markup=False)
+    if r.env_changes:
+        out.print(f"  Changes to the environment ({len(r.env_changes)}):", markup=False)
+        for c in r.env_changes:
+            out.print(_change_line(c), markup=False)
+    for note in r.notes:
+        out.print(f"  note: {note}", markup=False)
+
+
+def confirm_apply(r) -> bool:
+    _apply_preview(r)
+    import typer
+
+    return typer.confirm("Build this environment?", default=False, err=True)
+
+
+def apply(r, as_json: bool) -> None:
+    if as_json:
+        emit_json({"ok": True, **jsonable(r)})
+        return
+    if r.recovered:
+        out.print(f"Recovered an interrupted operation first: {r.recovered}", markup=False)
+    _apply_preview(r)
+    if not r.changed:
+        out.print("Nothing to do: the environment already holds exactly this set.", markup=False)
+        return
+    out.print(f"Built in {r.build_seconds:.1f}s. Checks in the new env:", markup=False)
+    _checks("checks", r.checks)
+    verb = "Moved into place" if r.new_env else "Swapped in atomically"
+    out.print(f"{verb} in {r.swap_ms:.1f} ms; checks at {r.env}:", markup=False)
+    _checks("after", r.after_swap)
+    if r.new_env:
+        out.print(f"Created {r.env} (generation 1) in {r.seconds:.1f}s.", markup=False)
+    else:
+        out.print(f"Applied to {r.env} as generation {r.generation} in {r.seconds:.1f}s. Generation {r.previous} "
+                  "is kept: `tfrebuild rollback` brings it back.", markup=False)
+
+
+def bundle(r, as_json: bool) -> None:
+    if as_json:
+        emit_json({"ok": True, **jsonable(r), "downloaded": r.downloaded})
+        return
+    rows = [[f.package, f.version, f.filename, _size(f.size), f.how + (" (hash recorded)" if f.hash_recorded else "")]
+            for f in r.files]
+    table(f"Bundle {r.output}", ["package", "version", "file", "size", "how"], rows)
+    for note in r.notes:
+        out.print(f"note: {note}", markup=False)
+    out.print(f"Bundled {len(r.files)} files, {_size(r.size)} in total ({_size(r.downloaded)} downloaded), every "
+              f"hash checked, in {r.seconds:.1f}s; lock from {r.lock_source}.", markup=False)
+    out.print(f"Install it offline: tfrebuild apply {r.output}/profile.toml --find-links {r.output} --offline "
+              "--env PATH", markup=False)
+
+
+def export(r, as_json: bool) -> None:
+    if as_json:
+        emit_json({"ok": True, **jsonable(r)})
+        return
+    if r.output is None:
+        sys.stdout.write(r.text)
+        sys.stdout.flush()
+        for note in r.notes:
+            err.print(f"note: {note}", markup=False)
+        return
+    hashed = "every package hashed" if r.hashed else "some packages without hashes"
+    out.print(f"Wrote {r.output}: {r.packages} packages ({r.format}, {hashed}) from {r.source}; "
+              f"lock from {r.lock_source}.", markup=False)
+    for note in r.notes:
+        out.print(f"note: {note}", markup=False)
+    install = (f"uv pip sync {r.output}" if r.format == "pylock"
+               else f"pip install --require-hashes --no-deps -r {r.output}")
+    out.print(f"Install with: {install}", markup=False)

@@ -111,8 +111,11 @@ def build_profile(loc: EnvLocation, data: dict, *, environ: dict[str, str] | Non
     requires = {n: d.get("requires", []) for n, d in chosen.items()}
     extras = {n: d.get("provides_extra", []) for n, d in chosen.items()}
     required_by: dict[str, set[str]] = defaultdict(set)
+    hard_required = set()  # required without an extra: a dependency for sure
     for edge in graph.edges(requires, markers, extras):
         required_by[edge.child].add(edge.parent)
+        if not edge.via_extra:
+            hard_required.add(edge.child)
 
     # uv writes REQUESTED into every distribution it installs, dependencies included
     # (astral-sh/uv#13278); when all uv-installed ones carry it, the markers say nothing.
@@ -124,7 +127,9 @@ def build_profile(loc: EnvLocation, data: dict, *, environ: dict[str, str] | Non
     for name in sorted(chosen):
         dist = chosen[name]
         marker = bool(dist.get("requested")) and not (uv_markers_meaningless and dist.get("installer") == "uv")
-        is_requested = name not in SEED_PACKAGES and (marker or not required_by.get(name))
+        # Only through an extra (tensorflow-io-gcs-filesystem[tensorflow-cpu] names tensorflow-cpu) is not
+        # enough to call a package a dependency: nothing says that extra was installed.
+        is_requested = name not in SEED_PACKAGES and (marker or name not in hard_required)
         if is_requested and dist["location"] == "env":
             requested.append(name)
         packages.append(prof.Package(

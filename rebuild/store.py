@@ -221,21 +221,26 @@ def disk_usage(paths: list[Path]) -> dict[Path, int]:
 
 
 def exclusive_usage(paths: list[Path]) -> tuple[dict[Path, int], int]:
-    """Per tree, the bytes of files found in no other tree of ``paths``; and the total counted once.
+    """Per tree, the bytes only that tree holds (freed if it is deleted); and the total counted once.
 
-    A file hard-linked between generations is shared, so it is in neither tree's
-    exclusive figure but counts once in the total.
+    A file hard-linked between generations, or into uv's cache, is shared: it is in
+    no tree's exclusive figure but counts once in the total.
     """
     owners: dict[tuple[int, int], set[int]] = {}
     sizes: dict[tuple[int, int], int] = {}
+    seen_links: dict[tuple[int, int], int] = {}
+    nlinks: dict[tuple[int, int], int] = {}
     for i, path in enumerate(paths):
         for st in _walk_lstat(Path(path)):
             key = _key(st)
             owners.setdefault(key, set()).add(i)
             sizes[key] = _size(st)
+            seen_links[key] = seen_links.get(key, 0) + 1
+            nlinks[key] = st.st_nlink if not stat.S_ISDIR(st.st_mode) else 1
     alone = {Path(p): 0 for p in paths}
     for key, who in owners.items():
-        if len(who) == 1:
+        # Only in one tree, and no hard link outside the trees (uv's cache): deleting it frees the space.
+        if len(who) == 1 and seen_links[key] >= nlinks[key]:
             alone[Path(paths[next(iter(who))])] += sizes[key]
     return alone, sum(sizes.values())
 
