@@ -703,11 +703,14 @@ def _apply_new(store: Store, lock: locks.Lock, interp, data, index, build_args, 
         store.commit()
         raise _smoke_failure(after, f"at {env} after the move", Path(result.log),
                              f"It was removed again; nothing exists at {env}.")
-    store.adopt(Generation.new(1, command=command, tensorflow=tensorflow, python=interp.version))
-    fault_point("apply.adopted")
+    # The generation's lock and profile first, then the adoption that makes it a generation: a crash in
+    # between leaves a complete env and an unmanaged state folder that the next apply finishes.
     gen_dir = store.generation_dir(1)
+    gen_dir.mkdir(parents=True, exist_ok=True)
     (gen_dir / "pylock.toml").write_text(lock.text(), encoding="utf-8")
     _write_profile(store, 1, None, profile, commands)
+    fault_point("apply.recorded")
+    store.adopt(Generation.new(1, command=command, tensorflow=tensorflow, python=interp.version))
     store.discard_staging(op)
     store.commit()
     result.changed, result.generation, result.previous = True, 1, None

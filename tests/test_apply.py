@@ -428,7 +428,8 @@ def test_cli_apply_json_and_errors(source_env, kit_env, kit_index, tmp_path):
     assert res.returncode == 2 and "does not exist" in res.stderr and "Traceback" not in res.stderr
 
 
-@pytest.mark.parametrize("fault,exists_after", [("apply.built", False), ("apply.renamed", True)])
+@pytest.mark.parametrize("fault,exists_after", [("apply.built", False), ("apply.renamed", True),
+                                               ("apply.recorded", True)])
 def test_crash_during_new_env_is_finished_or_undone(source_env, kit_env, kit_index, tmp_path, fault, exists_after):
     src, profile = source_env
     target = tmp_path / "crash" / "venv"
