@@ -406,6 +406,9 @@ def make_plan(opts: Options, progress=None, log: Path | None = None) -> Plan:
         raise UserError(f"No {tf} release matches --to {target.raw}.",
                         "Check the version (`tfrebuild releases` lists them) or use --to latest.",
                         details="uv says:\n" + exc.explanation) from None
+    if Version(tf_new).is_prerelease and not opts.pre and target.kind != "exact":
+        raise UserError(f"The newest {tf} matching --to {target.raw} is a pre-release ({tf_new}).",
+                        "Pass --pre to allow pre-releases (tf-nightly only has pre-releases).")
     tf_old = current.tensorflow.version
     if route == "cuda":
         check_driver(current.gpu, tf_new)

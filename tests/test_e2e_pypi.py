@@ -214,6 +214,21 @@ def test_2_plan(tf_env: TfEnv) -> None:
     tf_env.done.add("plan")
 
 
+def test_2b_plan_keras_legacy(tf_env: TfEnv) -> None:
+    """`plan --to latest --keras legacy` on the real 2.15 env: tf-keras for the target, one TF variant."""
+    tf_env.need("plan")
+    plan = as_json(tfrebuild("plan", "--env", tf_env.path, "--to", "latest", "--keras", "legacy", "--json",
+                             cwd=tf_env.work))["plan"]
+    target = Version(plan["tf_new"])
+    changes = {c["name"]: c for c in plan["changes"]}
+    assert plan["keras_legacy"] is True
+    tf_keras = Version(changes["tf-keras"]["new"])
+    assert (tf_keras.major, tf_keras.minor) == (target.major, target.minor), changes["tf-keras"]
+    # tf-keras requires `tensorflow`: the plan keeps one variant instead of installing both.
+    assert plan["tf_distribution"] == "tensorflow" and changes["tensorflow-cpu"]["kind"] == "remove"
+    assert any("TF_USE_LEGACY_KERAS=1" in n for n in plan["notes"])
+
+
 def test_3_upgrade(tf_env: TfEnv) -> None:
     tf_env.need("plan")
     env = tf_env.path

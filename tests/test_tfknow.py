@@ -170,3 +170,28 @@ def test_upgrade_moves_the_env_to_another_python(make_venv, kit_env, kit_index, 
     assert res.returncode == 0, res.stderr
     out = venv_run(venv, "import sys, tensorflow, scipy; print(sys.version_info[:2], tensorflow.__version__)")
     assert out.stdout.strip() == "(3, 12) 2.18.0"
+
+
+# --- tf-nightly with --pre --------------------------------------------------------
+
+
+def test_tf_nightly_moves_only_with_pre(make_venv, kit_env, kit_index, tmp_path, venv_run):
+    from tests.kit.catalog import _tf_modules
+
+    nightly = tmp_path / "nightly"
+    nightly.mkdir()
+    for version in ("2.22.0.dev20261001", "2.23.0.dev20261101"):
+        build_wheel(nightly, "tf-nightly", version, requires=["numpy>=1.26.0", "keras>=3.12.0"],
+                    modules=_tf_modules(version))
+    venv = make_venv("v", ["tf-nightly==2.22.0.dev20261001"], extra_find_links=[nightly])
+    args = ["--offline", "--find-links", kit_index, "--find-links", nightly]
+    without = cli(kit_env, "plan", "--env", venv, *args)
+    assert without.returncode == 2 and "pre-release" in without.stderr and "--pre" in without.stderr
+    pre = cli(kit_env, "plan", "--env", venv, *args, "--pre", "--json")
+    assert pre.returncode == 0, pre.stderr
+    plan = json.loads(pre.stdout)["plan"]
+    assert plan["tf_distribution"] == "tf-nightly" and plan["tf_new"] == "2.23.0.dev20261101"
+    res = cli(kit_env, "upgrade", "--env", venv, *args, "--pre", "--yes")
+    assert res.returncode == 0, res.stderr
+    out = venv_run(venv, "import tensorflow as tf; print(tf.__version__)")
+    assert out.stdout.strip() == "2.23.0.dev20261101"
