@@ -43,7 +43,7 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
-from rebuild import build, graph, indexconf, indexinfo, probe, resolve, smoke, snapshot, swap, uvcmd
+from rebuild import build, graph, indexconf, indexinfo, probe, resolve, smoke, snapshot, swap
 from rebuild import export as locks
 from rebuild import plan as planning
 from rebuild import profile as prof
@@ -328,72 +328,6 @@ def re_resolve(profile: prof.Profile, pins: dict[str, str], python: Path, data: 
 # --------------------------------------------------------------------------- build and checks
 
 
-def build_env(staging: Path, python: Path, lock_text: str, index: prof.Index, *, offline: bool,
-              require_hashes: bool, compile_bytecode: bool, log: Path | None,
-              requested: set[str]) -> build.BuildResult:
-    """``build.build`` plus ``--require-hashes``: a venv in ``staging/env`` holding exactly the lock."""
-    start = time.monotonic()
-    needed = build.estimate_bytes(lock_text)
-    build.check_disk(staging.parent, needed)
-    staging.mkdir(parents=True, exist_ok=True)
-    lock_path = staging / "pylock.toml"
-    lock_path.write_text(lock_text, encoding="utf-8")
-    env = staging / "env"
-    args = ["pip", "sync", str(lock_path), "--no-config", "--python", str(env / "bin" / "python"), "--quiet"]
-    args += indexconf.uv_args(index, offline=offline)
-    if require_hashes:
-        args.append("--require-hashes")
-    if compile_bytecode:
-        args.append("--compile-bytecode")
-    try:
-        uvcmd.run(["venv", "--no-config", "--relocatable", "--python", str(python), "--quiet", str(env)],
-                  log=log, what="uv venv")
-        uvcmd.run(args, log=log, what="uv pip sync")
-    except uvcmd.UvFailed as exc:
-        raise UserError(f"{exc.what} could not build the environment from the lock; nothing was changed.",
-                        f"uv's full output is in {log}." if log else "Run again to see uv's output.",
-                        exit_code=1, details="uv says:\n" + exc.result.stderr.strip()[-3000:]) from None
-    build.mark_requested(env, requested)
-    return build.BuildResult(env=env, pylock=lock_path, seconds=time.monotonic() - start, estimate=needed)
-
-
-def run_checks(env: Path, *, tf_version: str, imports: list[str], commands: list[str],
-               quick: bool = False) -> smoke.Report:
-    """smoke.run_checks for a TensorFlow env; the same checks minus TensorFlow's for any other env."""
-    if tf_version:
-        return smoke.run_checks(env, tf_version=tf_version, imports=imports, commands=commands, quick=quick)
-    timeout = smoke.default_timeout()
-    python = str(env / "bin" / "python")
-    report = smoke.Report(str(env))
-    check, _ = smoke._run("interpreter starts", [python, "-I", "-c", "import sys; print(sys.version)"], env, timeout)
-    report.checks.append(check)
-    if not check.ok or quick:
-        return report
-    if imports:
-        check, stdout = smoke._run(f"imports: {', '.join(imports)}", [python, "-I", "-c", smoke._IMPORTS, *imports],
-                                   env, timeout)
-        if check.ok:
-            import json
-
-            try:
-                failed = json.loads(stdout.strip().splitlines()[-1])
-            except (ValueError, IndexError):
-                failed = {"?": stdout}
-            if failed:
-                check.ok = False
-                check.output = "\n".join(f"import {k} failed:\n{v}" for k, v in failed.items())
-        report.checks.append(check)
-    begin = time.monotonic()
-    res = uvcmd.run(["pip", "check", "--no-config", "--python", python], check=False, timeout=timeout,
-                    what="uv pip check")
-    report.checks.append(smoke.Check("consistent (uv pip check)", res.returncode == 0, time.monotonic() - begin,
-                                     (res.stdout + res.stderr).strip()))
-    for command in commands:
-        check, _ = smoke._run(f"command: {command}", command, env, timeout, shell=True)
-        report.checks.append(check)
-    return report
-
-
 def _smoke_failure(report: smoke.Report, where: str, log: Path, after: str) -> UserError:
     failed = report.failed
     details = "\n\n".join(f"[{c.name}] ({c.seconds:.1f}s)\n{c.output.strip()[-3000:]}" for c in failed)
@@ -657,7 +591,7 @@ def _check_consistent(lock: locks.Lock, pins: dict[str, str], lock_file: Path) -
 
 def _checks_or_fail(env: Path, tf: str, pins: dict[str, str], profile: prof.Profile, commands: list[str],
                     log: Path, result: ApplyResult, where: str, after: str) -> None:
-    report = run_checks(env, tf_version=pins.get(tf, ""), imports=list(profile.smoke.imports), commands=commands)
+    report = smoke.run_checks(env, tf_version=pins.get(tf, ""), imports=list(profile.smoke.imports), commands=commands)
     result.checks = report.checks
     if not report.ok:
         raise _smoke_failure(report, where, log, after)
@@ -673,7 +607,7 @@ def _apply_new(store: Store, lock: locks.Lock, interp, data, index, build_args, 
     env = store.env
     try:
         progress.stage("build", f"new env in {staging}")
-        built = build_env(staging, Path(interp.path), lock.text(), index, **build_args)
+        built = build.build(staging, Path(interp.path), lock.text(), index, **build_args)
         result.build_seconds = built.seconds
         fault_point("apply.built")
         progress.stage("checks", "smoke checks in the new env")
@@ -695,7 +629,7 @@ def _apply_new(store: Store, lock: locks.Lock, interp, data, index, build_args, 
         store.commit()
         raise
     progress.stage("verify", f"quick check at {env}")
-    after = run_checks(env, tf_version=pins.get(tf, ""), imports=[], commands=[], quick=True)
+    after = smoke.run_checks(env, tf_version=pins.get(tf, ""), imports=[], commands=[], quick=True)
     result.after_swap = after.checks
     if not after.ok:
         os.rename(env, staging / "env")  # it did not exist before: take it away again
@@ -744,7 +678,7 @@ def _apply_existing(store: Store, lock: locks.Lock, interp, index, build_args, o
 
     try:
         progress.stage("build", f"new env in {staging}")
-        built = build_env(staging, Path(interp.path), lock.text(), index, **build_args)
+        built = build.build(staging, Path(interp.path), lock.text(), index, **build_args)
         result.build_seconds = built.seconds
         fault_point("apply.built")
         progress.stage("checks", "smoke checks in the new env")
@@ -764,7 +698,7 @@ def _apply_existing(store: Store, lock: locks.Lock, interp, index, build_args, o
     result.swap_ms = (time.monotonic() - t0) * 1000
     result.generation, result.previous = number, store.previous_number
     progress.stage("verify", f"quick check at {store.env}")
-    after = run_checks(store.env, tf_version=pins.get(tf, ""), imports=[], commands=[], quick=True)
+    after = smoke.run_checks(store.env, tf_version=pins.get(tf, ""), imports=[], commands=[], quick=True)
     result.after_swap = after.checks
     if not after.ok:
         store.rollback_to(result.previous)

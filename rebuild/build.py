@@ -107,7 +107,7 @@ def enable_legacy_keras(env: Path) -> Path:
 
 def build(staging: Path, python: Path, pylock_text: str, index: Index, *, offline: bool = False,
           compile_bytecode: bool = True, log: Path | None = None, requested: set[str] | None = None,
-          legacy_keras: bool = False) -> BuildResult:
+          legacy_keras: bool = False, require_hashes: bool = False) -> BuildResult:
     """Create ``staging/env`` with uv and install exactly the lock into it."""
     import time
 
@@ -120,7 +120,7 @@ def build(staging: Path, python: Path, pylock_text: str, index: Index, *, offlin
     env = staging / "env"
     install_file, hashed = requirements_from_lock(pylock_text, lock_path)
     args = ["pip", "sync", str(install_file), "--no-config", "--python", str(env / "bin" / "python"), "--quiet"]
-    if hashed:
+    if hashed or require_hashes:
         args.append("--require-hashes")
     args += indexconf.uv_args(index, offline=offline)
     if compile_bytecode:

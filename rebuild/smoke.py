@@ -119,6 +119,10 @@ def run_checks(env: Path, *, tf_version: str, imports: list[str], commands: list
     report.checks.append(check)
     if not check.ok:
         return report
+    if not tf_version:  # an env without TensorFlow (apply of any profile): the generic checks only
+        if quick:
+            return report
+        return _generic_checks(report, env, python, imports, commands, timeout)
     check, stdout = _run(f"tensorflow {tf_version} imports and computes", [python, "-I", "-c", _TF_CHECK], env, timeout)
     if check.ok:
         try:
@@ -153,7 +157,11 @@ def run_checks(env: Path, *, tf_version: str, imports: list[str], commands: list
                 check.ok = False
                 check.output = f"tf.keras reports version {got}, expected Keras {keras_major}"
         report.checks.append(check)
-    others = [m for m in imports if m != "tensorflow"]
+    return _generic_checks(report, env, python, [m for m in imports if m != "tensorflow"], commands, timeout)
+
+
+def _generic_checks(report: Report, env: Path, python: str, others: list[str], commands, timeout: float) -> Report:
+    """Requested imports, consistency, the profile's commands."""
     if others:
         check, stdout = _run(f"imports: {', '.join(others)}", [python, "-I", "-c", _IMPORTS, *others], env, timeout)
         if check.ok:
