@@ -486,6 +486,10 @@ def make_plan(opts: Options, progress=None, log: Path | None = None) -> Plan:
             notes.append(f"{name} {pins[name]} is removed: {what}")
     progress.stage("pre-flight", "doctor checks")
     findings = _preflight(loc, data, tf_new, tf, interp.version, index, opts)
+    if len([v for v in TF_DISTRIBUTIONS if v in resolved.pins]) == 1:
+        for f in findings:  # the new env has one variant: the overlap is cured by the rebuild
+            if f.id == "tensorflow-variants":
+                f.fixed_by_rebuild, f.affects_new_env = True, False
     for name in resolved.capped:
         notes.append(f"{name} kept below its next major version ({resolved.pins.get(name)}): a newer major also "
                      "resolves; use --strategy eager to take it")
