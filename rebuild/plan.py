@@ -227,7 +227,10 @@ def newest_resolvable(inputs: resolve.Inputs, installed: str, ceiling: str) -> s
     return None
 
 
-def conflict_error(inputs: resolve.Inputs, tf_version: str, installed: str, explanation: str) -> UserError:
+def conflict_error(inputs: resolve.Inputs, tf_version: str, installed: str, explanation: str,
+                   companions: list[str] = ()) -> UserError:
+    """Why the target does not resolve: uv's words, the blocking packages (companions by name, with the
+    newest release of each that accepts the target or the newest TensorFlow it allows), and the choices."""
     text = explanation.lower()
     blockers = [n for n in inputs.requested if canonicalize_name(Requirement(n).name) in text]
     blockers = [n for n in blockers if n not in SEED_PACKAGES]
@@ -241,10 +244,24 @@ def conflict_error(inputs: resolve.Inputs, tf_version: str, installed: str, expl
     for b in blockers:
         choices.append(f"upgrade {b} too (--strategy eager) or drop it from the profile's requested packages")
     stand = f" Standing in the way: {', '.join(blockers + constraints)}." if blockers or constraints else ""
+    why = ("\n".join(companions) + "\n\n") if companions else ""
     return UserError(
         f"{inputs.tf_distribution} {tf_version} cannot be installed together with what this env needs.{stand}",
         ("Choices: " + "; ".join(choices) + ".") if choices else "No newer TensorFlow resolves with the current packages.",
-        exit_code=1, details="uv says:\n" + explanation)
+        exit_code=1, details=why + "uv says:\n" + explanation)
+
+
+def blocking_companions(loc, data, tf_new, tf, python_version, index, opts) -> list[str]:
+    """Doctor's account of installed packages whose requirements exclude the target (e.g. a companion
+    with no release for it: "no release of tensorflow-text on the index accepts 2.20.0 ...")."""
+    from rebuild import doctor
+
+    try:
+        findings = doctor.preflight(loc, data, tf_new, tf_distribution=tf, python_version=python_version,
+                                    index=index, offline=opts.offline, pre=opts.pre)
+    except (UserError, OSError):
+        return []
+    return [f"{f.title}: " + "; ".join(f.evidence) for f in findings if f.id == "target-blocked"]
 
 
 def _keras_major(tf_version: str) -> int | None:
@@ -426,7 +443,8 @@ def make_plan(opts: Options, progress=None, log: Path | None = None) -> Plan:
     try:
         resolved = resolve.resolve(inputs, tf_new)
     except resolve.ResolutionFailed as exc:
-        raise conflict_error(inputs, tf_new, tf_old, exc.explanation) from None
+        companions = blocking_companions(loc, data, tf_new, tf, interp.version, index, opts)
+        raise conflict_error(inputs, tf_new, tf_old, exc.explanation, companions) from None
     variant_note = ""
     variants = [v for v in TF_DISTRIBUTIONS if v in resolved.pins]
     if len(variants) > 1 and "tensorflow" in variants and tf != "tensorflow":

@@ -276,6 +276,8 @@ def test_blocking_requested_package_is_named(shared_venv, plan_cli) -> None:
     res = plan_cli(env, "--to", "2.20")
     assert_clean_error(res, "tensorflow 2.20.0 cannot be installed", "tensorflow-text", "uv says",
                        f"--to {newest}")
+    # The companion is named with what the index has for it: no release accepts 2.20.0.
+    assert "no release of tensorflow-text on the index accepts 2.20.0" in res.err
     assert res.code == 1
     assert tree_state(env) == before
     assert siblings(env) == ["tfenv"]
