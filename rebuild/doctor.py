@@ -44,7 +44,7 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from rebuild import graph, indexconf, indexinfo, interpreters, probe, resolve, uvcmd
+from rebuild import graph, indexconf, indexinfo, interpreters, probe, resolve, snapshot, uvcmd
 from rebuild import profile as prof
 from rebuild.envs import EnvLocation, locate
 from rebuild.errors import UserError
@@ -423,7 +423,8 @@ class _Ctx:
         self.env_dists: dict[str, dict] = {}
         for d in self.dists:
             if d.get("location") == "env":
-                self.env_dists.setdefault(d["canonical"], d)
+                same = [o for o in self.dists if o.get("location") == "env" and o["canonical"] == d["canonical"]]
+                self.env_dists[d["canonical"]] = snapshot.effective(same)  # as the snapshot takes it
         # What `import` finds: the user site (when enabled) comes first, then the env, then the system site.
         order = ["user", "env", "system"] if self.paths.get("user_site_enabled") else ["env", "system"]
         if not self.env.get("include_system_site_packages"):
@@ -731,7 +732,7 @@ def check_debris(ctx: _Ctx) -> list[Finding]:
     for name, found in sorted(by_name.items()):
         if len(found) > 1:
             versions = ", ".join(d["version"] for d in found)
-            keep = found[0]
+            keep = snapshot.effective(found)
             out.append(Finding(
                 "duplicate-dist-info", "error",
                 f"{name} is recorded twice ({versions}): pip and importlib may report the wrong version",

@@ -60,6 +60,11 @@ def _version_key(dist: dict):
         return (0, Version("0"))
 
 
+def effective(found: list[dict]) -> dict:
+    """Of several metadata folders for one project, the one taken as installed: the highest version."""
+    return max(found, key=_version_key)
+
+
 def _import_name(name: str, dist: dict) -> str:
     """The name to ``import`` for a requested distribution in the smoke checks."""
     guess = import_name(name)
@@ -88,7 +93,7 @@ def build_profile(loc: EnvLocation, data: dict, *, environ: dict[str, str] | Non
             versions = ", ".join(d["version"] for d in in_env)
             warnings.append(prof.Warning("duplicate-dist-info", in_env[0]["dist_info"],
                                          f"{name} has {len(in_env)} metadata folders ({versions}): {paths}"))
-        chosen[name] = max(in_env, key=_version_key)
+        chosen[name] = effective(in_env)
         shadowed = [d for d in found if d["location"] != in_env[0]["location"]]
         for other in shadowed:
             if other["location"] == "user":
