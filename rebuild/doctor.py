@@ -432,8 +432,9 @@ class _Ctx:
         self.visible: dict[str, dict] = {}
         for where in order:
             for d in self.dists:
-                if d.get("location") == where:
-                    self.visible.setdefault(d["canonical"], d)
+                if d.get("location") == where and d["canonical"] not in self.visible:
+                    same = [o for o in self.dists if o.get("location") == where and o["canonical"] == d["canonical"]]
+                    self.visible[d["canonical"]] = snapshot.effective(same)
         # uv writes REQUESTED into every distribution it installs, so for uv-made envs only the roots of
         # the dependency graph count as asked for.
         # Edges through an extra do not count: tensorflow-text's `tensorflow_cpu` extra does not make
