@@ -33,7 +33,7 @@ from urllib.parse import unquote, urlsplit
 import tomli_w
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 
-from rebuild import indexconf, resolve
+from rebuild import indexconf, resolve, snapshot
 from rebuild import profile as prof
 from rebuild.errors import UserError
 
@@ -368,18 +368,7 @@ class ExportResult:
     seconds: float = 0.0
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise UserError(f"Cannot write {path}: {exc.strerror or exc}.", "Choose another place with -o.") from exc
+_write_atomic = snapshot.write_text_atomic
 
 
 def env_lock(env, *, find_links: list[str] | None = None, offline: bool = False,

@@ -210,8 +210,12 @@ def check_output(output: Path, force: bool) -> None:
 
 
 def write(profile: prof.Profile, output: Path) -> None:
-    """Write atomically: a temporary file in the same folder, then a rename."""
-    text = prof.dumps(profile)
+    """Write a profile atomically."""
+    write_text_atomic(output, prof.dumps(profile))
+
+
+def write_text_atomic(output: Path, text: str) -> None:
+    """A temporary file in the same folder, then a rename; permissions as the umask says."""
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", dir=output.parent)
@@ -222,7 +226,7 @@ def write(profile: prof.Profile, output: Path) -> None:
         os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, output)
     except OSError as exc:
-        raise UserError(f"Cannot write {output}: {exc.strerror}.", "Choose another place with -o.") from exc
+        raise UserError(f"Cannot write {output}: {exc.strerror or exc}.", "Choose another place with -o.") from exc
 
 
 def run(env: str | os.PathLike | None, output: str | os.PathLike | None, *, force: bool = False) -> SnapshotResult:
