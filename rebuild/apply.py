@@ -43,7 +43,7 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
-from rebuild import build, graph, indexconf, indexinfo, probe, resolve, smoke, snapshot, swap
+from rebuild import build, generations, graph, indexconf, indexinfo, probe, resolve, smoke, snapshot, swap
 from rebuild import export as locks
 from rebuild import plan as planning
 from rebuild import profile as prof
@@ -328,28 +328,6 @@ def re_resolve(profile: prof.Profile, pins: dict[str, str], python: Path, data: 
 # --------------------------------------------------------------------------- build and checks
 
 
-def _smoke_failure(report: smoke.Report, where: str, log: Path, after: str) -> UserError:
-    failed = report.failed
-    details = "\n\n".join(f"[{c.name}] ({c.seconds:.1f}s)\n{c.output.strip()[-3000:]}" for c in failed)
-    return UserError(f"The new environment failed its checks {where}: {', '.join(c.name for c in failed)}. {after}",
-                     f"See the output below and the log {log}.", exit_code=1, details=details)
-
-
-def _write_profile(store: Store, number: int, profile: prof.Profile | None, like: prof.Profile | None,
-                   commands: list[str]) -> None:
-    """The generation's profile: a snapshot of its env (lock = its pylock) with the applied profile's edits."""
-    if profile is None:
-        profile = snapshot.take(store.env)
-        profile.lock = "pylock.toml"
-        if like is not None:
-            profile.constraints = dict(like.constraints)
-            profile.smoke.imports = list(like.smoke.imports) or profile.smoke.imports
-            profile.smoke.commands = list(commands)  # only commands that were trusted or allowed
-    path = store.generation_dir(number) / "profile.toml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    snapshot.write(profile, path)
-
-
 def _recover_new(store: Store) -> str | None:
     """Finish or undo an ``apply`` into a new path that was interrupted (the state folder is not managed yet)."""
     journal = store.journal()
@@ -594,7 +572,7 @@ def _checks_or_fail(env: Path, tf: str, pins: dict[str, str], profile: prof.Prof
     report = smoke.run_checks(env, tf_version=pins.get(tf, ""), imports=list(profile.smoke.imports), commands=commands)
     result.checks = report.checks
     if not report.ok:
-        raise _smoke_failure(report, where, log, after)
+        raise smoke.failure(report, where, log, after)
 
 
 def _apply_new(store: Store, lock: locks.Lock, interp, data, index, build_args, op, command, profile,
@@ -635,14 +613,14 @@ def _apply_new(store: Store, lock: locks.Lock, interp, data, index, build_args, 
         os.rename(env, staging / "env")  # it did not exist before: take it away again
         store.discard_staging(op)
         store.commit()
-        raise _smoke_failure(after, f"at {env} after the move", Path(result.log),
+        raise smoke.failure(after, f"at {env} after the move", Path(result.log),
                              f"It was removed again; nothing exists at {env}.")
     # The generation's lock and profile first, then the adoption that makes it a generation: a crash in
     # between leaves a complete env and an unmanaged state folder that the next apply finishes.
     gen_dir = store.generation_dir(1)
     gen_dir.mkdir(parents=True, exist_ok=True)
     (gen_dir / "pylock.toml").write_text(lock.text(), encoding="utf-8")
-    _write_profile(store, 1, None, profile, commands)
+    generations.write_profile(store, 1, like=profile, commands=commands)
     fault_point("apply.recorded")
     store.adopt(Generation.new(1, command=command, tensorflow=tensorflow, python=interp.version))
     store.discard_staging(op)
@@ -655,15 +633,13 @@ def _apply_new(store: Store, lock: locks.Lock, interp, data, index, build_args, 
 def _apply_existing(store: Store, lock: locks.Lock, interp, index, build_args, op, command, profile, current,
                     commands, tf, pins, result: ApplyResult, progress, opts: Options, start) -> ApplyResult:
     """Like upgrade: adopt if unmanaged, build beside, check, swap atomically, check again, roll back on failure."""
-    from rebuild.generations import refuse_if_in_use
-
     adopted_now = not store.managed
     if adopted_now:
         old_tf = current.tensorflow
         store.adopt(Generation.new(1, command="adopted (the env as it was before tfrebuild)",
                                    tensorflow=f"{old_tf.distribution} {old_tf.version}" if old_tf.distribution else "",
                                    python=current.interpreter.version))
-        _write_profile(store, 1, current, None, [])
+        generations.write_profile(store, 1, current)
     staging = store.staging_dir(op)
     number = store.next_number()
     log = Path(result.log)
@@ -687,7 +663,7 @@ def _apply_existing(store: Store, lock: locks.Lock, interp, index, build_args, o
         gen_dir = store.generation_dir(number)
         gen_dir.mkdir(parents=True, exist_ok=True)
         (gen_dir / "pylock.toml").write_text(lock.text(), encoding="utf-8")
-        refuse_if_in_use(store.env, opts.force)
+        generations.refuse_if_in_use(store.env, opts.force)
     except BaseException:
         undo()
         raise
@@ -702,9 +678,9 @@ def _apply_existing(store: Store, lock: locks.Lock, interp, index, build_args, o
     result.after_swap = after.checks
     if not after.ok:
         store.rollback_to(result.previous)
-        raise _smoke_failure(after, f"at {store.env} after the swap", log,
+        raise smoke.failure(after, f"at {store.env} after the swap", log,
                              f"tfrebuild swapped generation {result.previous} back in; your environment is as it was.")
-    _write_profile(store, number, None, profile, commands)
+    generations.write_profile(store, number, like=profile, commands=commands)
     result.changed = True
     result.seconds = time.monotonic() - start
     return result

@@ -35,17 +35,34 @@ def recover(store: Store) -> str | None:
     return done
 
 
-def complete_profile(store: Store) -> None:
-    """Every generation keeps a profile; recovery can finish an upgrade before its profile was written."""
+def write_profile(store: Store, number: int, profile: prof.Profile | None = None, *,
+                  like: prof.Profile | None = None, commands: list[str] | None = None) -> None:
+    """Each generation keeps the profile of its environment.
+
+    Without ``profile`` it is a fresh snapshot of the env at the real path, pointing at the
+    generation's lock when it has one, and carrying over ``like``'s user edits: its
+    ``[constraints]``, smoke imports and smoke commands (or ``commands``, when only some of
+    them may be kept, as for a foreign profile in ``apply``).
+    """
     from rebuild import snapshot
 
-    path = store.generation_dir(store.current_number) / "profile.toml"
-    if path.exists():
-        return
-    profile = snapshot.take(store.env)
-    if (path.parent / "pylock.toml").exists():
-        profile.lock = "pylock.toml"
-    snapshot.write(profile, path)
+    folder = store.generation_dir(number)
+    if profile is None:
+        profile = snapshot.take(store.env)
+        if (folder / "pylock.toml").exists():
+            profile.lock = "pylock.toml"
+        if like is not None:
+            profile.constraints = dict(like.constraints)
+            profile.smoke.imports = list(like.smoke.imports) or profile.smoke.imports
+            profile.smoke.commands = list(like.smoke.commands if commands is None else commands)
+    folder.mkdir(parents=True, exist_ok=True)
+    snapshot.write(profile, folder / "profile.toml")
+
+
+def complete_profile(store: Store) -> None:
+    """Every generation keeps a profile; recovery can finish an upgrade before its profile was written."""
+    if not (store.generation_dir(store.current_number) / "profile.toml").exists():
+        write_profile(store, store.current_number)
 
 
 def recover_if_idle(store: Store) -> str | None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rebuild import uvcmd
+from rebuild.errors import UserError
 
 _TF_CHECK = """
 import json, sys
@@ -50,6 +51,15 @@ class Report:
     @property
     def failed(self) -> list[Check]:
         return [c for c in self.checks if not c.ok]
+
+
+def failure(report: Report, where: str, log: Path, after: str) -> UserError:
+    """The user error for failed checks: which ones, their output, and where the log is."""
+    failed = report.failed
+    details = "\n\n".join(f"[{c.name}] ({c.seconds:.1f}s)\n{c.output.strip()[-3000:]}" for c in failed)
+    names = ", ".join(c.name for c in failed)
+    return UserError(f"The new environment failed its checks {where}: {names}. {after}",
+                     f"See the output below and the log {log}.", exit_code=1, details=details)
 
 
 def default_timeout() -> float:

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Callable
 
 from rebuild import build, generations, plan as planning, smoke, swap
-from rebuild import profile as prof
 from rebuild.envs import locate
 from rebuild.errors import UserError
 from rebuild.tfinfo import SEED_PACKAGES
@@ -44,14 +43,6 @@ class UpgradeResult:
 
 def _command_line() -> str:
     return "tfrebuild " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "tfrebuild upgrade"
-
-
-def _smoke_failure(report: smoke.Report, where: str, log: Path, after: str) -> UserError:
-    failed = report.failed
-    details = "\n\n".join(f"[{c.name}] ({c.seconds:.1f}s)\n{c.output.strip()[-3000:]}" for c in failed)
-    names = ", ".join(c.name for c in failed)
-    return UserError(f"The new environment failed its checks {where}: {names}. {after}",
-                     f"See the output below and the log {log}.", exit_code=1, details=details)
 
 
 def run(opts: planning.Options, progress=None, confirm: Callable[[planning.Plan], bool] | None = None) -> UpgradeResult:
@@ -95,7 +86,7 @@ def _apply(store: Store, the_plan: planning.Plan, opts: planning.Options, op: st
         store.adopt(Generation.new(1, command="adopted (the env as it was before tfrebuild)",
                                    tensorflow=f"{the_plan.tf_distribution} {the_plan.tf_old}",
                                    python=the_plan.python_old))
-        _write_profile(store, 1, the_plan.current)
+        generations.write_profile(store, 1, the_plan.current)
     staging = store.staging_dir(op)
     number = store.next_number()
     cache_note = _cache_filesystem_note(staging)
@@ -120,7 +111,7 @@ def _apply(store: Store, the_plan: planning.Plan, opts: planning.Options, op: st
         result.checks = report.checks
         fault_point("upgrade.checked")
         if not report.ok:
-            raise _smoke_failure(report, "before the swap", log, "Your environment was not changed.")
+            raise smoke.failure(report, "before the swap", log, "Your environment was not changed.")
         gen_dir = store.generation_dir(number)
         gen_dir.mkdir(parents=True, exist_ok=True)
         (gen_dir / "pylock.toml").write_text(the_plan.pylock, encoding="utf-8")
@@ -153,9 +144,9 @@ def _apply(store: Store, the_plan: planning.Plan, opts: planning.Options, op: st
     result.after_swap = after.checks
     if not after.ok:
         store.rollback_to(result.previous)
-        raise _smoke_failure(after, f"at {store.env} after the swap", log,
+        raise smoke.failure(after, f"at {store.env} after the swap", log,
                              f"tfrebuild swapped generation {result.previous} back in; your environment is as it was.")
-    _write_profile(store, number, None, like=the_plan.current)
+    generations.write_profile(store, number, like=the_plan.current)
     result.changed = True
     result.seconds = time.monotonic() - start
     return result
@@ -178,20 +169,3 @@ def _cache_filesystem_note(staging: Path) -> str:
     return ""
 
 
-def _write_profile(store: Store, number: int, profile: prof.Profile | None, like: prof.Profile | None = None) -> None:
-    """Each generation keeps the profile of its environment (a fresh snapshot when not given).
-
-    A new generation's profile carries over the user's ``[constraints]`` and smoke
-    commands and points at the generation's lock.
-    """
-    from rebuild import snapshot
-
-    if profile is None:
-        profile = snapshot.take(store.env)
-        profile.lock = "pylock.toml"
-        if like is not None:
-            profile.constraints = dict(like.constraints)
-            profile.smoke.commands = list(like.smoke.commands)
-    path = store.generation_dir(number) / "profile.toml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    snapshot.write(profile, path)

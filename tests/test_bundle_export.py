@@ -26,6 +26,7 @@ from rebuild import profile as prof
 from rebuild.errors import UserError
 from rebuild.store import Store
 from tests.kit import uv_bin
+from tests.test_apply import _with_lock as _locked_profile
 from tests.test_apply import (  # noqa: F401  (fixtures)
     ROOT,
     assert_nothing_created,
@@ -47,17 +48,6 @@ def _no_network_prefix() -> list[str]:
         return []
     probe = subprocess.run([exe, "-rn", "true"], capture_output=True)
     return [exe, "-rn"] if probe.returncode == 0 else []
-
-
-def _locked_profile(profile: Path, tmp_path: Path, kit_index: Path) -> Path:
-    env = tmp_path / "gen" / "venv"
-    applying.run(opts(profile, env, kit_index))
-    gen = Store.open(env).generation_dir(1)
-    folder = tmp_path / "locked"
-    folder.mkdir()
-    shutil.copy(gen / "profile.toml", folder / "profile.toml")
-    shutil.copy(gen / "pylock.toml", folder / "pylock.toml")
-    return folder / "profile.toml"
 
 
 # --------------------------------------------------------------------------- export
