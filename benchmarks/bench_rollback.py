@@ -66,7 +66,7 @@ from bench_upgrade import (  # noqa: E402
     uv_cache_dir,
 )
 
-from rebuild.store import Store  # noqa: E402
+from rebuild.store.store import Store  # noqa: E402
 
 AIM_ROLLBACK_MS = 100.0
 AIM_EXTRA_PCT = 10.0

@@ -1,4 +1,4 @@
-from rebuild.cli import main
+from rebuild.cli.app import main
 
 if __name__ == "__main__":
     main()

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from rebuild import apply as applying
-from rebuild import profile as prof
-from rebuild import snapshot
+from rebuild.commands import apply as applying
+from rebuild.env import profile as prof
+from rebuild.env import snapshot
 from rebuild.errors import UserError
-from rebuild.store import Store
+from rebuild.store.store import Store
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX venv layout assumed")
 
@@ -35,7 +35,7 @@ SMALL = ["tensorflow-cpu==2.15.1", "numpy==1.24.3", "pandas==2.1.4"]
 def launcher(folder: Path) -> Path:
     """A script that runs the tfrebuild CLI from this checkout (``python SCRIPT apply ...``)."""
     script = folder / "tfrebuild_cli.py"
-    script.write_text(f"import sys\nsys.path.insert(0, {str(ROOT)!r})\nfrom rebuild.cli import main\nmain()\n")
+    script.write_text(f"import sys\nsys.path.insert(0, {str(ROOT)!r})\nfrom rebuild.cli.app import main\nmain()\n")
     return script
 
 
@@ -447,7 +447,7 @@ def test_crash_during_new_env_is_finished_or_undone(source_env, kit_env, kit_ind
 
 def test_portability_libc_too_old_and_markers():
     """A manylinux_2_28 wheel does not load on glibc 2.17; a package whose marker excludes the target is skipped."""
-    from rebuild import export as locks
+    from rebuild.core import lockfile as locks
 
     lock = locks.parse_lock(
         'lock-version = "1.0"\n'

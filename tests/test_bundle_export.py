@@ -19,12 +19,13 @@ from pathlib import Path
 import pytest
 import tomli_w
 
-from rebuild import apply as applying
-from rebuild import bundle as bundling
-from rebuild import export as exporting
-from rebuild import profile as prof
+from rebuild.commands import apply as applying
+from rebuild.commands import bundle as bundling
+from rebuild.commands import export as exporting
+from rebuild.core import lockfile as locks
+from rebuild.env import profile as prof
 from rebuild.errors import UserError
-from rebuild.store import Store
+from rebuild.store.store import Store
 from tests.kit import uv_bin
 from tests.test_apply import _with_lock as _locked_profile
 from tests.test_apply import (  # noqa: F401  (fixtures)
@@ -111,11 +112,11 @@ def test_export_profile_to_stdout_and_from_generation_lock(source_env, kit_index
 
 
 def test_requirements_need_hashes(tmp_path):
-    lock = exporting.parse_lock('lock-version = "1.0"\n[[packages]]\nname = "six"\nversion = "1.17.0"\n'
+    lock = locks.parse_lock('lock-version = "1.0"\n[[packages]]\nname = "six"\nversion = "1.17.0"\n'
                                 'wheels = [{ url = "https://x.example/six-1.17.0-py3-none-any.whl", hashes = {} }]\n',
                                 "test lock")
     with pytest.raises(UserError, match="no sha256"):
-        exporting.to_requirements(lock)
+        locks.to_requirements(lock)
 
 
 # --------------------------------------------------------------------------- bundle
@@ -217,7 +218,7 @@ def test_bundle_refuses_a_folder_that_is_not_a_bundle(source_env, kit_index, tmp
 
 
 def test_bundle_picks_the_wheel_for_the_profile_platform():
-    lock = exporting.parse_lock(
+    lock = locks.parse_lock(
         'lock-version = "1.0"\n[[packages]]\nname = "numpy"\nversion = "1.26.4"\nwheels = [\n'
         '  { url = "https://x.example/numpy-1.26.4-cp311-cp311-macosx_11_0_arm64.whl", hashes = {} },\n'
         '  { url = "https://x.example/numpy-1.26.4-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl", '

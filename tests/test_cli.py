@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from rebuild.cli import app
+from rebuild.cli.app import app
 
 COMMANDS = sorted(c.name or c.callback.__name__ for c in app.registered_commands)
 

@@ -20,10 +20,11 @@ from pathlib import Path
 
 import pytest
 
-from rebuild import doctor, probe
-from rebuild.envs import locate
+from rebuild.doctor import checks as doctor
+from rebuild.env import probe
+from rebuild.env.locate import locate
 from rebuild.errors import UserError
-from rebuild.profile import Index
+from rebuild.env.profile import Index
 from tests.kit import build_wheel, uv_bin, venv_python
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX venv layout assumed")

@@ -42,7 +42,7 @@ import pytest
 from packaging.utils import parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
-from rebuild.uvcmd import uv_bin
+from rebuild.core.uvcmd import uv_bin
 
 pytestmark = [
     pytest.mark.network,

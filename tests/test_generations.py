@@ -221,7 +221,7 @@ def hold_lock(env: Path, kit_env: dict[str, str], *, building: bool = False) -> 
     journal = ("op = 'upgrade-test-holder'; st = s.staging_dir(op); (st / 'env').mkdir(); "
                "s.begin({'op': 'upgrade', 'id': op, 'step': 'building', 'staging': str(st), "
                "'new': s.next_number()}); ") if building else ""
-    code = ("from rebuild.store import Store; from pathlib import Path; import time; "
+    code = ("from rebuild.store.store import Store; from pathlib import Path; import time; "
             f"s = Store.open(Path({str(env)!r})); cm = s.lock({HOLDER_COMMAND!r}); cm.__enter__(); "
             f"{journal}print('locked', flush=True); time.sleep(60)")
     return start_and_wait([sys.executable, "-c", code], "locked", kit_env)
@@ -270,8 +270,8 @@ def _fast_managed(path: Path, generations: int, kit_index, kit_env) -> Path:
     """Like :func:`_managed`, ~4x faster: generation n > 1 is a uv venv with TF ``TF_OF[n]`` built in a
     staging folder and switched in with the same store calls ``upgrade`` makes (``Store.create``,
     ``switch_to``, a profile snapshot per generation), without planning, doctor and smoke checks."""
-    from rebuild import snapshot
-    from rebuild.store import Generation, Store, new_op_id
+    from rebuild.env import snapshot
+    from rebuild.store.store import Generation, Store, new_op_id
 
     env = create_venv(path, CLASSIC, find_links=kit_index, env=dict(kit_env))
     if generations < 2:
@@ -824,7 +824,7 @@ def test_gc_keep_zero(shared: Shared, tfr):
 
 
 def test_only_generation_one(make_venv, tfr, kit_env):
-    from rebuild.store import Generation, Store
+    from rebuild.store.store import Generation, Store
 
     env = make_venv("one-parent/tf", CLASSIC)
     Store.create(env, Generation.new(1, command="adopted (test)", tensorflow="tensorflow-cpu 2.15.1",

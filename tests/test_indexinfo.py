@@ -29,7 +29,7 @@ if str(_ROOT) not in sys.path:
     sys.path.insert(0, str(_ROOT))
 
 from rebuild.errors import UserError  # noqa: E402
-from rebuild.indexinfo import (  # noqa: E402
+from rebuild.index.simple import (  # noqa: E402
     LATEST_KNOWN_MINOR,
     FileInfo,
     MetadataUnavailable,

@@ -1,4 +1,4 @@
-"""Tests for rebuild/_probe.py, the standalone probe run by a target interpreter.
+"""Tests for rebuild/env/_probe.py, the standalone probe run by a target interpreter.
 
 Every test runs the script in a subprocess, as tfrebuild does
 (``<python> -I -S _probe.py [--deep]``), against throwaway environments made
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-PROBE = Path(__file__).resolve().parents[1] / "rebuild" / "_probe.py"
+PROBE = Path(__file__).resolve().parents[1] / "rebuild" / "env" / "_probe.py"
 
 pytestmark = pytest.mark.skipif(os.name == "nt", reason="POSIX venv layout assumed")
 

@@ -1,4 +1,4 @@
-"""Tests of the profile format (rebuild/profile.py, schema in docs/profile.md).
+"""Tests of the profile format (rebuild/env/profile.py, schema in docs/profile.md).
 
 The round trip must be exact (``loads(dumps(p)) == p``) both for a profile
 taken from a real environment and for a hand-made one that sets every field;
@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from rebuild import probe
-from rebuild import profile as prof
-from rebuild.envs import locate
+from rebuild.env import probe
+from rebuild.env import profile as prof
+from rebuild.env.locate import locate
 from rebuild.errors import UserError
-from rebuild.snapshot import build_profile
+from rebuild.env.snapshot import build_profile
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX venv layout assumed")
 

@@ -22,7 +22,7 @@ from typing import Callable
 import pytest
 from tests.kit.cli import CliRun as Snap, tree_state
 
-from rebuild import profile as prof
+from rebuild.env import profile as prof
 from tests.kit import create_venv, venv_python
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX venv layout assumed")

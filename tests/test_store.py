@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from rebuild import store as st
+from rebuild.store import store as st
 from rebuild.errors import UserError
-from rebuild.store import Generation, Store, disk_usage, new_op_id, state_dir
+from rebuild.store.store import Generation, Store, disk_usage, new_op_id, state_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -267,7 +267,7 @@ def test_stale_lock_is_taken_over(tmp_path: Path) -> None:
 _HOLD_LOCK = """
 import sys, time
 from pathlib import Path
-from rebuild.store import Store
+from rebuild.store.store import Store
 store = Store.open(Path(sys.argv[1]))
 with store.lock("tfrebuild upgrade --to 2.16"):
     print("locked", flush=True)
@@ -304,7 +304,7 @@ def test_lock_held_by_child_process_blocks_immediately(tmp_path: Path) -> None:
 _UPGRADE = """
 import sys
 from pathlib import Path
-from rebuild.store import Store, Generation
+from rebuild.store.store import Store, Generation
 store = Store.open(Path(sys.argv[1]))
 with store.lock("tfrebuild upgrade (crash test)"):
     tree = Path(sys.argv[2])
@@ -316,7 +316,7 @@ print("completed")
 _ROLLBACK = """
 import sys
 from pathlib import Path
-from rebuild.store import Store
+from rebuild.store.store import Store
 store = Store.open(Path(sys.argv[1]))
 store.rollback_to(int(sys.argv[2]))
 print("completed")
@@ -389,7 +389,7 @@ def test_rollback_crash_is_recovered(tmp_path: Path, point: str) -> None:
 
 def test_crash_inside_fallback_swap_is_repaired(tmp_path: Path) -> None:
     """A crash between the fallback's renames leaves E missing; recover() puts it back."""
-    from rebuild import swap
+    from rebuild.store import swap
 
     store = adopt(tmp_path)
     op = new_op_id("upgrade")
@@ -475,7 +475,7 @@ def test_gc_crash_is_finished_by_recover(tmp_path: Path) -> None:
     store = adopt(tmp_path)
     upgrade(store)
     upgrade(store)
-    code = "import sys; from pathlib import Path; from rebuild.store import Store; Store.open(Path(sys.argv[1])).delete_generation(1)"
+    code = "import sys; from pathlib import Path; from rebuild.store.store import Store; Store.open(Path(sys.argv[1])).delete_generation(1)"
     proc = run_py(code, str(store.env), TFREBUILD_FAULT="gc.moved")
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert Store.open(store.env).recover() == "finished interrupted deletion of generation 1"

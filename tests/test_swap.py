@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from rebuild import swap
+from rebuild.store import swap
 from rebuild.errors import UserError
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="renameat2 is Linux-only")

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from rebuild import tfinfo
+from rebuild.knowledge import tf as tfinfo
 from tests.kit.wheels import build_wheel
 
 

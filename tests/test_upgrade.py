@@ -7,7 +7,7 @@ Every upgrade runs the real CLI in a subprocess (``python -m rebuild upgrade --o
 What is checked, beyond "it worked": before the swap the environment stays
 byte-for-byte as it was (every entry's size, mtime and link-ness, and the
 top folder's inode), whatever goes wrong -- a failing smoke check, or the process
-SIGKILLing itself at a fault point (``TFREBUILD_FAULT``, see ``rebuild.store.fault_point``);
+SIGKILLing itself at a fault point (``TFREBUILD_FAULT``, see ``rebuild.store.store.fault_point``);
 after the swap the path always holds one complete environment, and the next run
 finishes the interrupted operation.
 """
@@ -327,7 +327,7 @@ def test_generation_finished_by_recovery_has_a_profile(classic: Path, cli) -> No
 HOLDER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from rebuild.store import Store
+    from rebuild.store.store import Store
     env = Path(sys.argv[1])
     s = Store.open(env) or Store.unmanaged(env)
     cm = s.lock("tfrebuild upgrade (test holder)")

@@ -19,9 +19,10 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from rebuild import indexconf, uvcmd
+from rebuild.index import config as indexconf
+from rebuild.core import uvcmd
 from rebuild.errors import UserError
-from rebuild.profile import Index
+from rebuild.env.profile import Index
 
 _TARGET = re.compile(r"^(latest|\d+\.\d+|\d+\.\d+\.\d+(?:(?:a|b|rc|\.dev|\.post)\d+)?)$")
 

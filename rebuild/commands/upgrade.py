@@ -16,11 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from rebuild import build, generations, plan as planning, smoke, swap
-from rebuild.envs import locate
+from rebuild.core import build
+from rebuild.commands import generations
+from rebuild.core import plan as planning
+from rebuild.core import smoke
+from rebuild.store import swap
+from rebuild.env.locate import locate
 from rebuild.errors import UserError
-from rebuild.tfinfo import SEED_PACKAGES
-from rebuild.store import Generation, Store, fault_point, new_op_id
+from rebuild.knowledge.tf import SEED_PACKAGES
+from rebuild.store.store import Generation, Store, fault_point, new_op_id
 
 
 @dataclass
@@ -47,7 +51,7 @@ def _command_line() -> str:
 
 def run(opts: planning.Options, progress=None, confirm: Callable[[planning.Plan], bool] | None = None) -> UpgradeResult:
     """Upgrade the env described by ``opts``. ``confirm(plan)`` decides whether to go on."""
-    from rebuild.render import Progress
+    from rebuild.cli.render import Progress
 
     progress = progress or Progress(enabled=False)
     start = time.monotonic()
@@ -156,7 +160,7 @@ def _cache_filesystem_note(staging: Path) -> str:
     """uv hard-links from its cache only on the same filesystem; otherwise every file is copied."""
     import os
 
-    from rebuild import uvcmd
+    from rebuild.core import uvcmd
 
     try:
         cache = Path(uvcmd.run(["cache", "dir"], timeout=30).stdout.strip())

@@ -6,6 +6,8 @@ import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 
+from rebuild.util import versions
+
 # Distributions that install the ``tensorflow`` import package. Having two of
 # them installed means one overwrote the other's files.
 TF_DISTRIBUTIONS = (
@@ -84,13 +86,13 @@ class Release:
 
 def releases() -> list[Release]:
     """One row per TensorFlow minor release, oldest first (explanations and pre-checks only)."""
-    text = resources.files("rebuild").joinpath("data/releases.toml").read_text(encoding="utf-8")
+    text = resources.files("rebuild").joinpath("knowledge/data/releases.toml").read_text(encoding="utf-8")
     return [Release(**row) for row in tomllib.loads(text)["release"]]
 
 
 def release_for(version: str) -> Release | None:
     """The row of the minor release ``version`` belongs to (``2.15.1`` → 2.15)."""
-    minor = ".".join(version.split(".")[:2])
+    minor = versions.minor(version)
     return next((r for r in releases() if r.minor == minor), None)
 
 
@@ -105,8 +107,10 @@ class ReleaseTable:
 
 def release_table(env=None, *, offline: bool = False) -> ReleaseTable:
     """``tfrebuild releases``: the table, marking the env's TensorFlow and the newest release."""
-    from rebuild import indexconf, indexinfo, probe
-    from rebuild.envs import locate
+    from rebuild.index import config as indexconf
+    from rebuild.index import simple as indexinfo
+    from rebuild.env import probe
+    from rebuild.env.locate import locate
     from rebuild.errors import UserError
 
     rows = releases()
@@ -133,6 +137,6 @@ def release_table(env=None, *, offline: bool = False) -> ReleaseTable:
 
 
 def _default_env_exists() -> bool:
-    from rebuild.envs import default_env_path, env_python
+    from rebuild.env.locate import default_env_path, env_python
 
     return env_python(default_env_path()) is not None

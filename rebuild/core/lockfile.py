@@ -1,22 +1,11 @@
-"""Standard lock files: read and check a profile's PEP 751 lock; ``tfrebuild export``.
+"""Standard lock files: read, check, localise and write PEP 751 locks.
 
 A profile's ``lock`` names a ``pylock.toml`` (PEP 751) beside it: every package at an
 exact version with the files it may be installed from and their hashes. This module is
-the one place that reads, checks and rewrites such locks (``apply`` and ``bundle`` use
-it), and the ``export`` command that writes a standard lock file for teams without
-tfrebuild:
-
-* ``--format pylock``: a PEP 751 ``pylock.toml`` (``uv pip sync pylock.toml``;
-  ``pip install -r`` does not read it yet, ``pip lock`` writes the same format);
-* ``--format requirements``: ``name==version --hash=sha256:...`` lines converted from
-  the lock (``pip install --require-hashes --no-deps -r requirements.txt`` or
-  ``uv pip sync requirements.txt``).
-
-uv writes hashes into a pylock for every file, including ``--find-links`` folders
-(it hashes the local file), but its ``--generate-hashes`` requirements output has
-none for ``--find-links`` wheels; so requirements are converted from the pylock,
-never compiled separately.
+the one place that reads, checks and rewrites such locks (``apply``, ``bundle`` and
+``export`` use it).
 """
+
 
 from __future__ import annotations
 
@@ -24,7 +13,6 @@ import copy
 import hashlib
 import os
 import tempfile
-import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,8 +21,9 @@ from urllib.parse import unquote, urlsplit
 import tomli_w
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 
-from rebuild import indexconf, resolve, snapshot
-from rebuild import profile as prof
+from rebuild.index import config as indexconf
+from rebuild.core import resolve
+from rebuild.env import profile as prof
 from rebuild.errors import UserError
 
 FORMATS = ("pylock", "requirements")
@@ -352,31 +341,12 @@ def to_requirements(lock: Lock) -> str:
     return "\n".join(lines) + "\n"
 
 
-# --------------------------------------------------------------------------- tfrebuild export
-
-
-@dataclass
-class ExportResult:
-    format: str
-    source: str  # what was exported
-    lock_source: str  # where the lock came from
-    output: str | None  # file written, or None (text goes to stdout)
-    packages: int
-    hashed: bool
-    text: str
-    notes: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-
-
-_write_atomic = snapshot.write_text_atomic
-
-
 def env_lock(env, *, find_links: list[str] | None = None, offline: bool = False,
              index_url: str | None = None) -> tuple[Lock, str, list[str]]:
     """The lock of the environment as it is now: its generation's lock when that still matches, else locked anew."""
-    from rebuild import snapshot
-    from rebuild.envs import locate
-    from rebuild.store import Store
+    from rebuild.env import snapshot
+    from rebuild.env.locate import locate
+    from rebuild.store.store import Store
 
     loc = locate(env)
     current = snapshot.take(loc.path if not loc.bare else loc.python)
@@ -418,7 +388,7 @@ def profile_lock(profile_path, *, find_links: list[str] | None = None, offline: 
 
 def find_interpreter(request: str):
     """An interpreter of exactly ``request`` if there is one, else of its minor version."""
-    from rebuild import interpreters
+    from rebuild.env import interpreters
 
     if not request:
         raise UserError("The profile does not say which Python it was made with.", "Pass --python X.Y.")
@@ -458,50 +428,3 @@ def usable_index(index: prof.Index) -> prof.Index:
                       no_index=index.no_index, index_strategy=index.index_strategy)
 
 
-def run(*, env=None, profile=None, fmt: str = "pylock", output=None, find_links: list[str] | None = None,
-        offline: bool = False, python: str | None = None, force: bool = False) -> ExportResult:
-    """``tfrebuild export``: write the exact set of an env or a profile as a standard lock file."""
-    start = time.monotonic()
-    if fmt not in FORMATS:
-        raise UserError(f"Unknown format '{fmt}'.", "Use --format pylock or --format requirements.")
-    if env is not None and profile is not None:
-        raise UserError("Pass either --env or --profile, not both.", "export writes one set of packages.")
-    out_path = Path(output).absolute() if output else None
-    notes: list[str] = []
-    if out_path is not None:
-        from rebuild.snapshot import check_output
-
-        check_output(out_path, force)
-        if fmt == "pylock" and not (out_path.name == "pylock.toml" or
-                                    (out_path.name.startswith("pylock.") and out_path.name.endswith(".toml")
-                                     and out_path.name.count(".") == 2)):
-            notes.append(f"uv and pip only read PEP 751 files named pylock.toml or pylock.<name>.toml; "
-                         f"rename {out_path.name} before installing it")
-    if profile is not None:
-        _, lock, lock_source, skipped = profile_lock(profile, find_links=find_links, offline=offline, python=python)
-        source = f"profile {Path(profile).absolute()}"
-    else:
-        lock, lock_source, skipped = env_lock(env, find_links=find_links, offline=offline)
-        source = f"environment {lock.where}"
-    notes += skipped
-    if fmt == "pylock":
-        data = copy.deepcopy(lock.data)
-        data["created-by"] = "tfrebuild"
-        if lock.base is not None:  # relative paths are relative to the lock's folder: make them absolute
-            for raw in data["packages"]:
-                for table in list(raw.get("wheels", [])) + ([raw["sdist"]] if "sdist" in raw else []):
-                    if table.get("path") and not Path(table["path"]).is_absolute():
-                        table["path"] = str((lock.base / table["path"]).absolute())
-        text = tomli_w.dumps(data)
-        if any(f.local_path(lock.base) is not None for p in lock.packages for f in p.files):
-            notes.append("the lock names files on this machine (file:// or paths): it installs here or where the "
-                         "same paths exist; use `tfrebuild bundle` to carry the files along")
-    else:
-        text = to_requirements(lock)
-        if any(f.local_path(lock.base) is not None for p in lock.packages for f in p.files):
-            notes.append("the wheels came from local folders: install with --no-index --find-links <that folder>")
-    if out_path is not None:
-        _write_atomic(out_path, text)
-    return ExportResult(format=fmt, source=source, lock_source=lock_source,
-                        output=str(out_path) if out_path else None, packages=len(lock.packages),
-                        hashed=lock.all_hashed, text=text, notes=notes, seconds=time.monotonic() - start)

@@ -8,7 +8,8 @@ from typing import Optional
 
 import typer
 
-from rebuild import __version__, render
+from rebuild import __version__
+from rebuild.cli import render
 from rebuild.errors import UserError
 
 app = typer.Typer(
@@ -62,14 +63,14 @@ def snapshot(
 
     Example: tfrebuild snapshot --env ~/venvs/tf -o tf.toml
     """
-    from rebuild import snapshot as snap
+    from rebuild.env import snapshot as snap
 
     _run(as_json, lambda: snap.run(env, output, force=force), render.snapshot)
 
 
 def _plan_options(env, to, profile, python, strategy, pre, index_url, extra_index_url, find_links, offline,
                   no_compile=False, yes=False, allow_python_download=False):
-    from rebuild.plan import Options
+    from rebuild.core.plan import Options
 
     return Options(env=env, to=to, profile=profile, python=python, strategy=strategy, pre=pre, index_url=index_url,
                    extra_index_urls=list(extra_index_url or []), find_links=[str(f) for f in find_links or []],
@@ -106,7 +107,7 @@ def plan(
 
     Example: tfrebuild plan --env ~/venvs/tf --to 2.18
     """
-    from rebuild import plan as planning
+    from rebuild.core import plan as planning
 
     opts = _plan_options(env, to, profile, python, strategy, pre, index_url, extra_index_url, find_links, offline,
                          allow_python_download=allow_python_download)
@@ -137,7 +138,7 @@ def upgrade(
 
     Example: tfrebuild upgrade --env ~/venvs/tf --to latest --yes
     """
-    from rebuild import upgrade as upgrading
+    from rebuild.commands import upgrade as upgrading
 
     opts = _plan_options(env, to, profile, python, strategy, pre, index_url, extra_index_url, find_links, offline,
                          no_compile=no_compile, yes=yes, allow_python_download=allow_python_download)
@@ -164,7 +165,7 @@ def doctor(
 
     Example: tfrebuild doctor --env ~/venvs/tf --to 2.21
     """
-    from rebuild import doctor as doc
+    from rebuild.doctor import checks as doc
 
     found = []
 
@@ -203,7 +204,7 @@ def rollback(
 
     Example: tfrebuild rollback --env ~/venvs/tf --yes
     """
-    from rebuild import generations
+    from rebuild.commands import generations
 
     _run(as_json, lambda: generations.rollback(env, to, yes=yes, force=force, confirm=_tty_confirm(as_json)),
          render.rollback)
@@ -215,7 +216,7 @@ def history(env: Optional[Path] = EnvOpt, as_json: bool = JsonOpt) -> None:
 
     Example: tfrebuild history --env ~/venvs/tf
     """
-    from rebuild import generations
+    from rebuild.commands import generations
 
     _run(as_json, lambda: generations.history(env), render.history)
 
@@ -231,7 +232,7 @@ def diff(
 
     Example: tfrebuild diff 1 2 --env ~/venvs/tf
     """
-    from rebuild import generations
+    from rebuild.commands import generations
 
     _run(as_json, lambda: generations.diff(a, b, env), render.diff)
 
@@ -248,7 +249,7 @@ def gc(
 
     Example: tfrebuild gc --env ~/venvs/tf --keep 2 --yes
     """
-    from rebuild import generations
+    from rebuild.commands import generations
 
     _run(as_json, lambda: generations.gc(env, keep, dry_run=dry_run, yes=yes, confirm=_tty_confirm(as_json)),
          render.gc)
@@ -260,7 +261,7 @@ def status(env: Optional[Path] = EnvOpt, as_json: bool = JsonOpt) -> None:
 
     Example: tfrebuild status --env ~/venvs/tf
     """
-    from rebuild import generations
+    from rebuild.commands import generations
 
     _run(as_json, lambda: generations.status(env), render.status)
 
@@ -277,7 +278,7 @@ def releases(
 
     Example: tfrebuild releases --env ~/venvs/tf
     """
-    from rebuild import tfinfo
+    from rebuild.knowledge import tf as tfinfo
 
     _run(as_json, lambda: tfinfo.release_table(env, offline=offline), render.releases)
 
@@ -307,7 +308,7 @@ def apply(
 
     Example: tfrebuild apply bundle/profile.toml --env ~/venvs/tf --find-links bundle --offline --yes
     """
-    from rebuild import apply as applying
+    from rebuild.commands import apply as applying
 
     opts = applying.Options(profile=profile, env=env, python=python, find_links=[str(f) for f in find_links or []],
                             offline=offline, resolve=resolve, yes=yes, allow_commands=allow_commands,
@@ -335,7 +336,7 @@ def bundle(
 
     Example: tfrebuild bundle profiles/tf.toml -o /shared/tf-bundle
     """
-    from rebuild import bundle as bundling
+    from rebuild.commands import bundle as bundling
 
     def work():
         with render.Progress(enabled=not as_json) as progress:
@@ -360,7 +361,7 @@ def export(
 
     Example: tfrebuild export --env ~/venvs/tf --format requirements -o requirements.txt
     """
-    from rebuild import export as exporting
+    from rebuild.commands import export as exporting
 
     _run(as_json, lambda: exporting.run(env=env, profile=profile, fmt=fmt, output=output, offline=offline,
                                         find_links=[str(f) for f in find_links or []], force=force),

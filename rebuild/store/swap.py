@@ -35,6 +35,7 @@ import sys
 from pathlib import Path
 
 from rebuild.errors import UserError
+from rebuild.util.fs import fsync_dir
 
 AT_FDCWD = -100
 RENAME_EXCHANGE = 2
@@ -126,20 +127,6 @@ def tmp_name(a: Path) -> Path:
     """The temporary name the non-atomic fallback parks ``a`` under."""
     a = Path(os.path.abspath(a))
     return a.with_name(a.name + TMP_SUFFIX)
-
-
-def fsync_dir(path: Path) -> None:
-    """fsync a folder so a rename inside it survives a crash (best effort)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def cross_device_error(a: Path, b: Path) -> UserError:

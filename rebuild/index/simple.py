@@ -19,17 +19,13 @@ auth and are never shown in messages (``user:****@host``).
 
 from __future__ import annotations
 
-import base64
 import email.parser
 import email.policy
 import hashlib
 import html.parser
-import http.client
 import json
 import os
 import re
-import socket
-import ssl
 import sys
 import urllib.error
 import urllib.request
@@ -51,6 +47,8 @@ from packaging.utils import (
 from packaging.version import InvalidVersion, Version
 
 from rebuild.errors import UserError
+from rebuild.index import http
+from rebuild.index.http import redact_url
 
 __all__ = [
     "FileInfo",
@@ -79,16 +77,6 @@ _ACCEPT = (
     "application/vnd.pypi.simple.v1+json, "
     "application/vnd.pypi.simple.v1+html;q=0.2, "
     "text/html;q=0.01"
-)
-_USER_AGENT = "tfrebuild-indexinfo (python urllib)"
-_CA_BUNDLES = (
-    "/etc/ssl/certs/ca-certificates.crt",  # Debian/Ubuntu/Alpine
-    "/etc/pki/tls/certs/ca-bundle.crt",  # Fedora/RHEL
-    "/etc/ssl/cert.pem",  # macOS, some BSDs
-)
-_OFFLINE_HINT = (
-    "Check your network, proxy (HTTPS_PROXY) and index settings, or work without the index: "
-    "run with --offline and point --find-links at a folder of wheels."
 )
 
 
@@ -136,21 +124,6 @@ class Sources:
 # ---------------------------------------------------------------------------
 
 
-def redact_url(value: str) -> str:
-    """Hide the secret part of credentials in a URL (``user:****@host``)."""
-    from rebuild.indexconf import redact
-
-    return redact(value)
-
-
-def _redact_text(text: str, urls: Iterable[str]) -> str:
-    for url in urls:
-        if url:
-            text = text.replace(url, redact_url(url))
-    # Anything else that looks like scheme://user:pass@ gets masked too.
-    return re.sub(r"(://[^/\s:@]+):[^/\s@]+@", r"\1:****@", text)
-
-
 def _is_http(url: str) -> bool:
     return url.lower().startswith(("http://", "https://"))
 
@@ -171,94 +144,6 @@ def _local_path(url: str) -> Path | None:
         return None  # some other scheme we do not read
     return Path(os.path.expanduser(url))
 
-
-def _split_credentials(url: str) -> tuple[str, str | None]:
-    """Return (url without userinfo, Authorization header value or None)."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url, None
-    userinfo, host = parts.netloc.rsplit("@", 1)
-    user, _, password = userinfo.partition(":")
-    token = base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode()).decode("ascii")
-    return urlunsplit(parts._replace(netloc=host)), f"Basic {token}"
-
-
-def _ssl_context() -> ssl.SSLContext:
-    ctx = ssl.create_default_context()
-    cafile = os.environ.get("SSL_CERT_FILE")
-    try:
-        if cafile and os.path.isfile(cafile):
-            ctx.load_verify_locations(cafile=cafile)
-        else:
-            for bundle in _CA_BUNDLES:
-                if os.path.isfile(bundle):
-                    ctx.load_verify_locations(cafile=bundle)
-                    break
-        cadir = os.environ.get("SSL_CERT_DIR")
-        if cadir and os.path.isdir(cadir):
-            ctx.load_verify_locations(capath=cadir)
-    except (ssl.SSLError, OSError):
-        pass  # keep whatever the default store has
-    return ctx
-
-
-@dataclass
-class _Response:
-    url: str  # final URL (after redirects), credentials re-attached if they were given
-    content_type: str
-    body: bytes
-
-
-def _http_get(url: str, *, accept: str, timeout: float) -> _Response:
-    """GET ``url``; raises urllib.error.HTTPError / URLError / TimeoutError / OSError."""
-    clean, auth = _split_credentials(url)
-    req = urllib.request.Request(clean, headers={"Accept": accept, "User-Agent": _USER_AGENT})
-    if auth:
-        # Not forwarded on redirects to other hosts.
-        req.add_unredirected_header("Authorization", auth)
-    opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=_ssl_context()))
-    with opener.open(req, timeout=timeout) as resp:
-        body = resp.read()
-        final = resp.geturl() or clean
-        content_type = resp.headers.get("Content-Type", "") or ""
-    if auth and urlsplit(final).netloc == urlsplit(clean).netloc:
-        # Keep credentials on same-host URLs so file links derived from the page work.
-        final = urlunsplit(urlsplit(final)._replace(netloc=urlsplit(url).netloc))
-    return _Response(final, content_type, body)
-
-
-def _decode(body: bytes, content_type: str) -> str:
-    match = re.search(r"charset=([\w.-]+)", content_type, re.I)
-    encoding = match.group(1) if match else "utf-8"
-    try:
-        return body.decode(encoding, errors="replace")
-    except LookupError:
-        return body.decode("utf-8", errors="replace")
-
-
-def _network_error(kind: str, url: str, exc: BaseException) -> UserError:
-    shown = redact_url(url)
-    hint = _OFFLINE_HINT
-    if isinstance(exc, urllib.error.HTTPError):
-        reason = f"HTTP {exc.code} {exc.reason}"
-        if exc.code in (401, 403):
-            hint = "The server refused access: check the credentials in the URL. " + _OFFLINE_HINT
-    elif isinstance(exc, (TimeoutError, socket.timeout)):
-        reason = "the connection timed out"
-    elif isinstance(exc, urllib.error.URLError):
-        inner = exc.reason
-        if isinstance(inner, ssl.SSLCertVerificationError):
-            reason = f"the TLS certificate could not be verified ({inner.verify_message or inner})"
-            hint = ("If you are behind a proxy that re-signs TLS traffic, set SSL_CERT_FILE to its "
-                    "CA bundle. " + _OFFLINE_HINT)
-        elif isinstance(inner, (TimeoutError, socket.timeout)):
-            reason = "the connection timed out"
-        else:
-            reason = str(inner)
-    else:
-        reason = str(exc) or type(exc).__name__
-    reason = _redact_text(reason, [url])
-    return UserError(f"Could not read {kind} {shown}: {reason}.", hint, details=f"{type(exc).__name__}: {reason}")
 
 
 # ---------------------------------------------------------------------------
@@ -463,15 +348,15 @@ def _index_files(index_url: str, project: str, *, timeout: float, offline: bool)
             return []
         url = f"{base}/{canonical}/"
         try:
-            resp = _http_get(url, accept=_ACCEPT, timeout=timeout)
+            resp = http.get(url, accept=_ACCEPT, timeout=timeout)
         except urllib.error.HTTPError as exc:
             if exc.code in (404, 410):
                 return []
-            raise _network_error("the package index", index_url, exc) from exc
-        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
-            raise _network_error("the package index", index_url, exc) from exc
+            raise http.network_error("the package index", index_url, exc) from exc
+        except http.ERRORS as exc:
+            raise http.network_error("the package index", index_url, exc) from exc
         ctype = resp.content_type.split(";", 1)[0].strip().lower()
-        text = _decode(resp.body, resp.content_type)
+        text = http.decode(resp.body, resp.content_type)
         page_url = resp.url if resp.url.endswith("/") else resp.url + "/"
         if ctype in _JSON_TYPES or ctype == "application/json":
             try:
@@ -543,10 +428,10 @@ def _find_links_files(location: str, project: str, *, timeout: float, offline: b
         if offline:
             return []
         try:
-            resp = _http_get(location, accept="text/html, */*;q=0.1", timeout=timeout)
-        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
-            raise _network_error("the --find-links page", location, exc) from exc
-        links = _parse_html(_decode(resp.body, resp.content_type), resp.url)
+            resp = http.get(location, accept="text/html, */*;q=0.1", timeout=timeout)
+        except http.ERRORS as exc:
+            raise http.network_error("the --find-links page", location, exc) from exc
+        links = _parse_html(http.decode(resp.body, resp.content_type), resp.url)
     else:
         raise UserError(f"Unsupported --find-links location {redact_url(location)}.",
                         "Use a folder, a file:// URL or an http(s):// URL of an HTML page.")
@@ -956,9 +841,9 @@ def read_metadata(file: FileInfo, *, timeout: float = 20.0, offline: bool = Fals
         raise MetadataUnavailable(f"the metadata of {file.filename} is on the network and we are offline")
     url = file.url + ".metadata"
     try:
-        resp = _http_get(url, accept="*/*", timeout=timeout)
-    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
-        reason = _redact_text(str(exc), [url])
+        resp = http.get(url, accept="*/*", timeout=timeout)
+    except http.ERRORS as exc:
+        reason = http.redact_text(str(exc), [url])
         raise MetadataUnavailable(f"could not fetch {redact_url(url)}: {reason}") from exc
     for algo, digest in file.metadata_hashes.items():
         if algo in hashlib.algorithms_guaranteed:
@@ -966,4 +851,4 @@ def read_metadata(file: FileInfo, *, timeout: float = 20.0, offline: bool = Fals
             if actual != digest.lower():
                 raise MetadataUnavailable(f"the metadata of {file.filename} does not match its {algo} hash")
             break
-    return _parse_metadata(_decode(resp.body, resp.content_type))
+    return _parse_metadata(http.decode(resp.body, resp.content_type))

@@ -43,14 +43,23 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
-from rebuild import build, generations, graph, indexconf, indexinfo, probe, resolve, smoke, snapshot, swap
-from rebuild import export as locks
-from rebuild import plan as planning
-from rebuild import profile as prof
-from rebuild.envs import default_env_path, locate
+from rebuild.core import build
+from rebuild.commands import generations
+from rebuild.env import graph
+from rebuild.index import config as indexconf
+from rebuild.index import simple as indexinfo
+from rebuild.env import probe
+from rebuild.core import resolve
+from rebuild.core import smoke
+from rebuild.env import snapshot
+from rebuild.core import lockfile as locks
+from rebuild.core import plan as planning
+from rebuild.env import profile as prof
+from rebuild.env.locate import default_env_path, locate
 from rebuild.errors import UserError
-from rebuild.store import Generation, Store, fault_point, new_op_id, safe_rmtree, state_dir
-from rebuild.tfinfo import SEED_PACKAGES, TF_DISTRIBUTIONS
+from rebuild.util import fs
+from rebuild.store.store import Generation, Store, fault_point, new_op_id, safe_rmtree, state_dir
+from rebuild.knowledge.tf import SEED_PACKAGES, TF_DISTRIBUTIONS
 
 
 @dataclass
@@ -173,7 +182,7 @@ def _markers(data: dict) -> dict[str, str]:
 
 def check_portability(lock: locks.Lock, profile: prof.Profile, data: dict) -> Portability:
     """Compare the profile's interpreter and platform with the probed target; check every locked wheel's tags."""
-    from rebuild.bundle import profile_target
+    from rebuild.commands.bundle import profile_target
 
     here = indexinfo.Target.from_probe(data)
     there = profile_target(profile)
@@ -363,7 +372,7 @@ def _recover_new(store: Store) -> str | None:
 
 def run(opts: Options, progress=None, confirm: Callable[[ApplyResult], bool] | None = None) -> ApplyResult:
     """``tfrebuild apply``. ``confirm(preview)`` decides whether to build (``opts.yes`` skips it)."""
-    from rebuild.render import Progress
+    from rebuild.cli.render import Progress
 
     progress = progress or Progress(enabled=False)
     start = time.monotonic()
@@ -426,7 +435,7 @@ def _nearest_missing(path: Path) -> Path:
 def _run_locked(opts: Options, profile: prof.Profile, profile_path: Path, target: Path, store: Store, new_env: bool,
                 trusted: bool, commands: list[str], recovered: str | None, progress, confirm,
                 start: float) -> ApplyResult:
-    from rebuild import interpreters
+    from rebuild.env import interpreters
 
     command = _command_line(profile_path)
     op = new_op_id("apply")
@@ -599,7 +608,7 @@ def _apply_new(store: Store, lock: locks.Lock, interp, data, index, build_args, 
         progress.stage("move", f"{built.env} → {env}")
         t0 = time.monotonic()
         os.rename(built.env, env)
-        swap.fsync_dir(env.parent)
+        fs.fsync_dir(env.parent)
         result.swap_ms = (time.monotonic() - t0) * 1000
         fault_point("apply.renamed")
     except BaseException:

@@ -7,7 +7,7 @@ import re
 import shutil
 import subprocess
 
-from rebuild.profile import Gpu
+from rebuild.env.profile import Gpu
 
 CUDA_ENV_VARS = ("CUDA_HOME", "CUDA_PATH", "CUDNN_PATH", "CUDA_VISIBLE_DEVICES", "LD_LIBRARY_PATH",
                  "TF_FORCE_GPU_ALLOW_GROWTH", "XLA_FLAGS")

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from rebuild.profile import Index, IndexSetting
+from rebuild.env.profile import Index, IndexSetting
 
 PYPI = "https://pypi.org/simple"
 

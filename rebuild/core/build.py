@@ -9,9 +9,10 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
-from rebuild import indexconf, uvcmd
+from rebuild.index import config as indexconf
+from rebuild.core import uvcmd
 from rebuild.errors import UserError
-from rebuild.profile import Index
+from rebuild.env.profile import Index
 
 MIN_FREE = 200 * 1024 * 1024  # never build with less than this free, whatever the estimate
 UNPACK_FACTOR = 3  # installed size relative to the wheels' (compressed) size
@@ -55,7 +56,7 @@ def requirements_from_lock(pylock_text: str, lock_path: Path) -> tuple[Path, boo
     are served from the cache (hard links, no download). Packages locked from a URL,
     a path or VCS keep the pylock itself.
     """
-    from rebuild import export
+    from rebuild.core import lockfile as export
 
     lock = export.parse_lock(pylock_text, str(lock_path), base=lock_path.parent)
     if any(not (p.wheels or p.sdist) for p in lock.packages) or any(
@@ -95,7 +96,7 @@ def enable_legacy_keras(env: Path) -> Path:
     Jupyter kernels alike, activated or not. An explicit ``TF_USE_LEGACY_KERAS``
     in the environment still wins.
     """
-    from rebuild.tfinfo import LEGACY_KERAS_LINE, LEGACY_KERAS_PTH
+    from rebuild.knowledge.tf import LEGACY_KERAS_LINE, LEGACY_KERAS_PTH
 
     (site,) = list(env.glob("lib/python*/site-packages"))[:1] or [None]
     if site is None:

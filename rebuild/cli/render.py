@@ -120,7 +120,7 @@ class Progress:
 
 
 def snapshot(result, as_json: bool) -> None:
-    from rebuild import profile as prof
+    from rebuild.env import profile as prof
 
     p = result.profile
     if as_json:

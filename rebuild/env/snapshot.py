@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -12,11 +11,16 @@ from pathlib import Path
 
 from packaging.version import InvalidVersion, Version
 
-from rebuild import __version__, gpu, graph, indexconf, probe
-from rebuild import profile as prof
-from rebuild.envs import EnvLocation, locate
+from rebuild import __version__
+from rebuild.env import gpu
+from rebuild.env import graph
+from rebuild.index import config as indexconf
+from rebuild.env import probe
+from rebuild.env import profile as prof
+from rebuild.env.locate import EnvLocation, locate
 from rebuild.errors import UserError
-from rebuild.tfinfo import SEED_PACKAGES, TF_DISTRIBUTIONS, import_name
+from rebuild.util import fs
+from rebuild.knowledge.tf import SEED_PACKAGES, TF_DISTRIBUTIONS, import_name
 
 _GENERIC_NAMES = {"venv", "env", "virtualenv"}
 
@@ -215,16 +219,10 @@ def write(profile: prof.Profile, output: Path) -> None:
 
 
 def write_text_atomic(output: Path, text: str) -> None:
-    """A temporary file in the same folder, then a rename; permissions as the umask says."""
+    """Write a user-facing file (profile, export, bundle) atomically; permissions as the umask says."""
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", dir=output.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, output)
+        fs.atomic_write(output, text, durable=False)
     except OSError as exc:
         raise UserError(f"Cannot write {output}: {exc.strerror or exc}.", "Choose another place with -o.") from exc
 

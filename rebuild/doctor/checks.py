@@ -44,12 +44,20 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from rebuild import graph, indexconf, indexinfo, interpreters, probe, resolve, snapshot, uvcmd
-from rebuild import profile as prof
-from rebuild.envs import EnvLocation, locate
+from rebuild.env import graph
+from rebuild.index import config as indexconf
+from rebuild.index import simple as indexinfo
+from rebuild.index import http
+from rebuild.env import interpreters
+from rebuild.env import probe
+from rebuild.core import resolve
+from rebuild.env import snapshot
+from rebuild.core import uvcmd
+from rebuild.env import profile as prof
+from rebuild.env.locate import EnvLocation, locate
 from rebuild.errors import UserError
-from rebuild.snapshot import build_profile
-from rebuild.tfinfo import SEED_PACKAGES, TF_DISTRIBUTIONS
+from rebuild.env.snapshot import build_profile
+from rebuild.knowledge.tf import SEED_PACKAGES, TF_DISTRIBUTIONS
 
 # ---------------------------------------------------------------------------
 # release facts (plain module-level data: easy to move into a package data file)
@@ -303,12 +311,12 @@ class _RangeFile(io.RawIOBase):
         self.segments.append((start, body))
 
     def _fetch(self, spec: str) -> tuple[int, bytes, int]:
-        clean, auth = indexinfo._split_credentials(self.url)
+        clean, auth = http.split_credentials(self.url)
         req = urllib.request.Request(clean, headers={"Range": f"bytes={spec}", "Accept-Encoding": "identity",
                                                      "User-Agent": "tfrebuild-doctor (python urllib)"})
         if auth:
             req.add_unredirected_header("Authorization", auth)
-        opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=indexinfo._ssl_context()))
+        opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=http.ssl_context()))
         self.requests += 1
         with opener.open(req, timeout=self.timeout) as resp:
             if resp.status != 206:
@@ -378,7 +386,7 @@ def _pypi_json(index_urls: list[str], project: str, version: str, timeout: float
             continue
         api = f"{parts.scheme}://{parts.netloc}/pypi/{canonicalize_name(project)}/{version}/json"
         try:
-            resp = indexinfo._http_get(api, accept="application/json", timeout=timeout)
+            resp = http.get(api, accept="application/json", timeout=timeout)
             info = json.loads(resp.body.decode("utf-8", errors="replace")).get("info") or {}
         except (urllib.error.URLError, OSError, ValueError, AttributeError):
             continue

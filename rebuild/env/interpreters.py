@@ -18,7 +18,7 @@ from pathlib import Path
 
 from packaging.version import InvalidVersion, Version
 
-from rebuild import uvcmd
+from rebuild.core import uvcmd
 from rebuild.errors import UserError
 
 

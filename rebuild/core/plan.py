@@ -11,12 +11,15 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from rebuild import indexconf, interpreters, probe, resolve
-from rebuild import profile as prof
-from rebuild.envs import EnvLocation, locate
+from rebuild.index import config as indexconf
+from rebuild.env import interpreters
+from rebuild.env import probe
+from rebuild.core import resolve
+from rebuild.env import profile as prof
+from rebuild.env.locate import EnvLocation, locate
 from rebuild.errors import UserError
-from rebuild.snapshot import build_profile
-from rebuild.tfinfo import (DROPPED, KERAS2_PACKAGES, LEGACY_KERAS_PTH, SEED_PACKAGES, TF_DISTRIBUTIONS,
+from rebuild.env.snapshot import build_profile
+from rebuild.knowledge.tf import (DROPPED, KERAS2_PACKAGES, LEGACY_KERAS_PTH, SEED_PACKAGES, TF_DISTRIBUTIONS,
                             release_for, releases)
 
 
@@ -169,7 +172,7 @@ def _requested_requirements(current: prof.Profile, override: prof.Profile | None
 
 def no_wheel_error(inputs: resolve.Inputs, target: resolve.TargetSpec, python_version: str, explanation: str) -> UserError:
     """The target has no wheel for this interpreter: say which Pythons it supports and which are here."""
-    from rebuild import indexinfo
+    from rebuild.index import simple as indexinfo
 
     supported: list[str] = []
     try:
@@ -205,7 +208,7 @@ def _specifier(target: resolve.TargetSpec):
 
 def newest_resolvable(inputs: resolve.Inputs, installed: str, ceiling: str) -> str | None:
     """The newest TensorFlow above ``installed`` and below ``ceiling`` that resolves with everything kept."""
-    from rebuild import indexinfo
+    from rebuild.index import simple as indexinfo
 
     try:
         files = indexinfo.list_files(inputs.tf_distribution, indexinfo.Sources(
@@ -254,7 +257,7 @@ def conflict_error(inputs: resolve.Inputs, tf_version: str, installed: str, expl
 def blocking_companions(loc, data, tf_new, tf, python_version, index, opts) -> list[str]:
     """Doctor's account of installed packages whose requirements exclude the target (e.g. a companion
     with no release for it: "no release of tensorflow-text on the index accepts 2.20.0 ...")."""
-    from rebuild import doctor
+    from rebuild.doctor import checks as doctor
 
     try:
         findings = doctor.preflight(loc, data, tf_new, tf_distribution=tf, python_version=python_version,
@@ -360,7 +363,7 @@ def check_driver(gpu: prof.Gpu, tf_new: str) -> None:
 
 def _preflight(loc, data, tf_new, tf, python_version, index, opts) -> list:
     """Doctor's findings for this upgrade: what would also break the new env, and what the rebuild cures."""
-    from rebuild import doctor
+    from rebuild.doctor import checks as doctor
 
     try:
         findings = doctor.preflight(loc, data, tf_new, tf_distribution=tf, python_version=python_version,
@@ -373,7 +376,7 @@ def _preflight(loc, data, tf_new, tf, python_version, index, opts) -> list:
 
 def make_plan(opts: Options, progress=None, log: Path | None = None) -> Plan:
     """Snapshot, pick the target, resolve with uv, and describe the difference."""
-    from rebuild.render import Progress
+    from rebuild.cli.render import Progress
 
     progress = progress or Progress(enabled=False)
     start = time.monotonic()

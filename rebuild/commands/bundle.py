@@ -28,10 +28,12 @@ import tomli_w
 from packaging.tags import Tag
 from packaging.utils import parse_wheel_filename
 
-from rebuild import indexinfo
-from rebuild import profile as prof
+from rebuild.index import simple as indexinfo
+from rebuild.index import http
+from rebuild.env import profile as prof
 from rebuild.errors import UserError
-from rebuild.export import LockedFile, LockedPackage, _write_atomic, profile_lock
+from rebuild.core.lockfile import LockedFile, LockedPackage, profile_lock
+from rebuild.env.snapshot import write_text_atomic as _write_atomic
 
 _OWN_FILES = {"profile.toml", "pylock.toml", "SHA256SUMS"}
 
@@ -112,11 +114,11 @@ def _fetch(f: LockedFile, base: Path | None, dest: Path, timeout: float) -> str:
             shutil.copyfile(local, part)
             how = "copied"
         elif f.url.lower().startswith(("https://", "http://")):
-            clean, auth = indexinfo._split_credentials(f.url)
+            clean, auth = http.split_credentials(f.url)
             req = urllib.request.Request(clean, headers={"User-Agent": "tfrebuild-bundle (python urllib)"})
             if auth:
                 req.add_unredirected_header("Authorization", auth)
-            opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=indexinfo._ssl_context()))
+            opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=http.ssl_context()))
             with opener.open(req, timeout=timeout) as resp, open(part, "wb") as fh:
                 shutil.copyfileobj(resp, fh, 1 << 20)
             how = "downloaded"
@@ -149,7 +151,7 @@ def folder_size(folder: Path) -> int:
 def run(profile_path, output, *, find_links: list[str] | None = None, offline: bool = False,
         python: str | None = None, timeout: float = 300.0, progress=None) -> BundleResult:
     """``tfrebuild bundle PROFILE -o DIR``."""
-    from rebuild.render import Progress
+    from rebuild.cli.render import Progress
 
     progress = progress or Progress(enabled=False)
     start = time.monotonic()
@@ -235,7 +237,7 @@ def run(profile_path, output, *, find_links: list[str] | None = None, offline: b
     _write_atomic(out / "pylock.toml", tomli_w.dumps(data))
     bundle_profile = copy.deepcopy(profile)
     bundle_profile.lock = "pylock.toml"
-    from rebuild.snapshot import write
+    from rebuild.env.snapshot import write
 
     write(bundle_profile, out / "profile.toml")
     sums = "".join(f"{b.sha256}  {b.filename}\n" for b in sorted(bundled, key=lambda b: b.filename))
@@ -251,7 +253,7 @@ def run(profile_path, output, *, find_links: list[str] | None = None, offline: b
 
 def _table_of(raw: dict, f: LockedFile) -> dict:
     """The TOML table of ``f`` inside the package table ``raw``."""
-    from rebuild.export import _filename
+    from rebuild.core.lockfile import _filename
 
     if f.kind == "sdist":
         return dict(raw.get("sdist", {}))

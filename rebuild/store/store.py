@@ -55,8 +55,9 @@ from typing import Any, Iterator, Mapping
 
 import tomli_w
 
-from rebuild import swap
+from rebuild.store import swap
 from rebuild.errors import UserError
+from rebuild.util import fs
 
 try:  # POSIX only; the store refuses to lock without it
     import fcntl
@@ -120,30 +121,9 @@ def state_dir(env: Path) -> Path:
     return env.parent / f".{env.name.lstrip('.')}.tfrebuild"
 
 
-_fsync_dir = swap.fsync_dir
-
-
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` crash-safely: temp file, fsync, rename, fsync of the folder."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_dir(path.parent)
+    """Store files are written whole, mode 0644 (see :func:`rebuild.util.fs.atomic_write`)."""
+    fs.atomic_write(path, data, mode=0o644)
 
 
 def _toml_int(value: int) -> int | str:
@@ -771,7 +751,7 @@ class Store:
             os.unlink(self.journal_path)
         except FileNotFoundError:
             return
-        _fsync_dir(self.state)
+        fs.fsync_dir(self.state)
 
     def _write_journal(self, data: dict) -> None:
         atomic_write(self.journal_path, json.dumps(data, indent=2, sort_keys=True).encode())
@@ -857,8 +837,8 @@ class Store:
 
             old_dest.parent.mkdir(parents=True, exist_ok=True)
             os.rename(new_tree, old_dest)
-            _fsync_dir(new_tree.parent)
-            _fsync_dir(old_dest.parent)
+            fs.fsync_dir(new_tree.parent)
+            fs.fsync_dir(old_dest.parent)
             self.update_journal(step="old-moved")
             fault_point("upgrade.old-moved")
 
@@ -921,8 +901,8 @@ class Store:
             fault_point("rollback.swapped")
 
             os.rename(source, old_dest)
-            _fsync_dir(source.parent)
-            _fsync_dir(old_dest.parent)
+            fs.fsync_dir(source.parent)
+            fs.fsync_dir(old_dest.parent)
             self.update_journal(step="old-moved")
             fault_point("rollback.old-moved")
 
@@ -959,7 +939,7 @@ class Store:
             fault_point("gc.journal-written")
             self.trash_root.mkdir(exist_ok=True)
             os.rename(folder, trash)
-            _fsync_dir(self.generations_dir)
+            fs.fsync_dir(self.generations_dir)
             self.update_journal(step="moved")
             fault_point("gc.moved")
             safe_rmtree(trash, self.state)
@@ -1041,8 +1021,8 @@ class Store:
             if _key_or_none(new_tree) == old_key:
                 self._free_dest(old_dest)
                 os.rename(new_tree, old_dest)
-                _fsync_dir(new_tree.parent)
-                _fsync_dir(old_dest.parent)
+                fs.fsync_dir(new_tree.parent)
+                fs.fsync_dir(old_dest.parent)
             gen = Generation.from_dict({**j["generation"], "inode": j["new_inode"], "device": j["new_device"]})
             self.write_meta(gen)
             self.write_state(number, old_number)
@@ -1074,8 +1054,8 @@ class Store:
             if _key_or_none(source) == old_key:
                 self._free_dest(old_dest)
                 os.rename(source, old_dest)
-                _fsync_dir(source.parent)
-                _fsync_dir(old_dest.parent)
+                fs.fsync_dir(source.parent)
+                fs.fsync_dir(old_dest.parent)
             self.write_state(to, frm)
             self.commit()
             return f"finished interrupted rollback to generation {to}"

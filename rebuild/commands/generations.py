@@ -11,11 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from rebuild import inuse, plan as planning, smoke
-from rebuild import profile as prof
-from rebuild.envs import locate
+from rebuild.env import inuse
+from rebuild.core import plan as planning
+from rebuild.core import smoke
+from rebuild.env import profile as prof
+from rebuild.env.locate import locate
 from rebuild.errors import UserError
-from rebuild.store import Generation, Store, exclusive_usage
+from rebuild.store.store import Generation, Store, exclusive_usage
 
 
 def open_store(env) -> Store:
@@ -44,7 +46,7 @@ def write_profile(store: Store, number: int, profile: prof.Profile | None = None
     ``[constraints]``, smoke imports and smoke commands (or ``commands``, when only some of
     them may be kept, as for a foreign profile in ``apply``).
     """
-    from rebuild import snapshot
+    from rebuild.env import snapshot
 
     folder = store.generation_dir(number)
     if profile is None:

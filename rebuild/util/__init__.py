@@ -1,0 +1,1 @@
+"""Primitives every layer uses: one subprocess runner, one atomic writer, the progress protocol."""

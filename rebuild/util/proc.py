@@ -1,0 +1,120 @@
+"""The one subprocess runner.
+
+Every child process tfrebuild starts (uv, the probe, the smoke checks, nvidia-smi,
+interpreters asked for their version) goes through :func:`run`, as pipx's
+``run_subprocess`` does:
+
+* the environment is scrubbed of what would make a child Python see other code
+  (``PYTHONPATH``, ``PYTHONHOME``, ``PYTHONSTARTUP``, ``PYTHONUSERBASE``; user site
+  off), unless the caller passes a complete environment of its own;
+* standard input is closed, output captured as text, and a timeout always applies;
+* the command line and its output can be appended to a log, credentials redacted;
+* a timeout or a program that cannot be started comes back as a result
+  (``timed_out`` / ``error``), never as an exception, so callers word the failure.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+#: Variables that make a child Python import code from outside its own environment.
+SCRUBBED = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE")
+DEFAULT_TIMEOUT = 600.0
+
+_USERINFO = re.compile(r"(://)([^/\s@:]+)(:[^/\s@]*)?@")
+
+
+def redact_line(text: str) -> str:
+    """``scheme://user:secret@host`` → ``scheme://user:****@host`` (a bare token becomes ``****``)."""
+    def mask(m: re.Match) -> str:
+        return f"{m.group(1)}{m.group(2)}:****@" if m.group(3) else f"{m.group(1)}****@"
+
+    return _USERINFO.sub(mask, text)
+
+
+def clean_environ(base: Mapping[str, str] | None = None, **extra: str) -> dict[str, str]:
+    """``base`` (default: this process's environment) without :data:`SCRUBBED`, user site off, plus ``extra``."""
+    environ = {k: v for k, v in (os.environ if base is None else base).items() if k not in SCRUBBED}
+    environ["PYTHONNOUSERSITE"] = "1"
+    environ.update(extra)
+    return environ
+
+
+@dataclass
+class Result:
+    args: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+    timed_out: bool = False
+    error: str = ""  # why the program could not be started (OSError), else ""
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0 and not self.timed_out and not self.error
+
+    @property
+    def output(self) -> str:
+        return (self.stdout + self.stderr).strip()
+
+
+def _text(value) -> str:
+    if value is None:
+        return ""
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
+
+
+def log_result(log: Path, result: Result, note: str = "") -> None:
+    """Append one command and what it printed to ``log``, credentials redacted."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    with os.fdopen(fd, "a", encoding="utf-8") as fh:
+        fh.write(redact_line(f"$ {' '.join(result.args)}\n"))
+        fh.write(redact_line(result.stdout))
+        fh.write(redact_line(result.stderr))
+        if result.timed_out:
+            fh.write(f"[timed out after {result.seconds:.0f}s]\n\n")
+        elif result.error:
+            fh.write(f"[could not start: {result.error}]\n\n")
+        else:
+            fh.write(f"[exit {result.returncode} after {result.seconds:.2f}s]\n\n")
+        if note:
+            fh.write(redact_line(note) + "\n\n")
+
+
+def run(
+    args: Sequence[str | os.PathLike],
+    *,
+    env: Mapping[str, str] | None = None,
+    timeout: float | None = DEFAULT_TIMEOUT,
+    cwd: Path | str | None = None,
+    log: Path | None = None,
+    shell: bool = False,
+) -> Result:
+    """Run ``args`` to completion and return what happened.
+
+    ``env`` is used as given when passed (callers build it with :func:`clean_environ`);
+    otherwise this process's environment, scrubbed. ``shell=True`` runs ``args[0]``
+    through ``/bin/sh`` (the profile's smoke commands).
+    """
+    cmd = [os.fspath(a) for a in args]
+    run_env = dict(env) if env is not None else clean_environ()
+    start = time.monotonic()
+    try:
+        proc = subprocess.run(cmd[0] if shell else cmd, capture_output=True, text=True, env=run_env, cwd=cwd,
+                              timeout=timeout, stdin=subprocess.DEVNULL, shell=shell)
+        result = Result(cmd, proc.returncode, proc.stdout, proc.stderr, time.monotonic() - start)
+    except subprocess.TimeoutExpired as exc:
+        result = Result(cmd, -1, _text(exc.stdout), _text(exc.stderr), time.monotonic() - start, timed_out=True)
+    except OSError as exc:
+        result = Result(cmd, -1, "", "", time.monotonic() - start, error=exc.strerror or str(exc))
+    if log is not None:
+        log_result(log, result)
+    return result
