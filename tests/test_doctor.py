@@ -26,6 +26,7 @@ from rebuild.env.locate import locate
 from rebuild.errors import UserError
 from rebuild.env.profile import Index
 from tests.kit import build_wheel, uv_bin, venv_python
+from tests.kit.nvidia import fake_nvidia_smi
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX venv layout assumed")
 
@@ -352,18 +353,6 @@ def _fake_cuda(folder: Path, *names: str) -> Path:
     return folder
 
 
-def _fake_nvidia_smi(bin_dir: Path, driver: str, cuda: str) -> Path:
-    script = bin_dir / "nvidia-smi"
-    script.write_text(
-        "#!/bin/sh\n"
-        'case "$1" in\n'
-        f"  --query-gpu=*) echo 'NVIDIA GeForce RTX 3090, {driver}' ;;\n"
-        f"  *) echo '| NVIDIA-SMI {driver}   Driver Version: {driver}   CUDA Version: {cuda}     |' ;;\n"
-        "esac\n")
-    script.chmod(0o755)
-    return script
-
-
 def test_cuda_libs_mismatch_for_installed_tensorflow(make_venv, diagnose, tmp_path):
     venv = make_venv("gpu", ["tensorflow==2.15.1"])
     lib = _fake_cuda(tmp_path / "cuda-11.8" / "lib64", "libcudart.so.11.0", "libcudart.so.11.8.89",
@@ -410,7 +399,7 @@ def test_cuda_home_of_another_version(make_venv, diagnose, tmp_path):
 
 def test_driver_too_old(make_venv, diagnose, clean_environ):
     venv = make_venv("driver", ["tensorflow==2.15.1"])
-    smi = _fake_nvidia_smi(Path(clean_environ["PATH"]), "470.82.01", "11.4")
+    smi = fake_nvidia_smi(Path(clean_environ["PATH"]), "geforce-470")
     result = diagnose(venv, to="2.21.0")
     found = {f.title: f for f in result.findings if f.id == "driver-too-old"}
     assert set(found) == {"the NVIDIA driver 470.82.01 is too old for tensorflow 2.15.1 (installed)",
@@ -422,7 +411,7 @@ def test_driver_too_old(make_venv, diagnose, clean_environ):
 
 
 def test_new_enough_driver_and_cpu_variant_are_quiet(make_venv, diagnose, clean_environ, tmp_path):
-    _fake_nvidia_smi(Path(clean_environ["PATH"]), "550.54.14", "12.4")
+    fake_nvidia_smi(Path(clean_environ["PATH"]), "h100-590")
     gpu = make_venv("driver-ok", ["tensorflow==2.15.1"])
     assert diagnose(gpu).findings == []
     lib = _fake_cuda(tmp_path / "old" / "lib64", "libcudart.so.11.8.89", "libcudnn.so.8.6.0")

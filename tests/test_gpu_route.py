@@ -10,24 +10,16 @@ from pathlib import Path
 
 import pytest
 
-FAKE_SMI = """#!/bin/sh
-case "$*" in
-  *--query-gpu*) echo "NVIDIA A100-SXM4-40GB, {driver}";;
-  *) echo "| NVIDIA-SMI {driver}   Driver Version: {driver}   CUDA Version: 12.4 |";;
-esac
-"""
+from tests.kit.nvidia import fake_nvidia_smi
 
 
 @pytest.fixture
 def gpu_env(kit_env, tmp_path):
-    """kit_env with a fake nvidia-smi first on PATH; call with a driver version."""
+    """kit_env with the kit's fake nvidia-smi first on PATH, replaying one recorded machine."""
 
-    def make(driver: str = "550.54.15", gpus: int | None = None) -> dict[str, str]:
-        folder = tmp_path / f"smi-{driver}"
-        folder.mkdir(exist_ok=True)
-        smi = folder / "nvidia-smi"
-        smi.write_text(FAKE_SMI.format(driver=driver))
-        smi.chmod(0o755)
+    def make(variant: str = "h100-590", gpus: int | None = None) -> dict[str, str]:
+        folder = tmp_path / f"smi-{variant}"
+        fake_nvidia_smi(folder, variant)
         env = dict(kit_env, PATH=f"{folder}{os.pathsep}{kit_env['PATH']}")
         if gpus is not None:
             env["FAKE_TF_GPUS"] = str(gpus)
@@ -58,6 +50,14 @@ def test_auto_without_gpu_keeps_the_variant(make_venv, kit_env, kit_index):
     assert not any(n.startswith("nvidia-") for n in names(p))
 
 
+@pytest.mark.parametrize("variant", ["no-driver", "nvml-mismatch"])
+def test_auto_with_a_failing_nvidia_smi_keeps_the_variant(make_venv, gpu_env, kit_index, variant):
+    venv = make_venv("v", ["tensorflow-cpu==2.15.1"])
+    p = plan(gpu_env(variant), venv, kit_index, "--to", "2.18")
+    assert p["gpu_route"] == "keep" and p["tf_distribution"] == "tensorflow-cpu"
+    assert not any(n.startswith("nvidia-") for n in names(p))
+
+
 def test_auto_with_gpu_takes_the_cuda_route_and_swaps_the_variant(make_venv, gpu_env, kit_index):
     venv = make_venv("v", ["tensorflow-cpu==2.15.1"])
     p = plan(gpu_env(), venv, kit_index, "--to", "2.18")
@@ -77,9 +77,9 @@ def test_cpu_route_from_tensorflow(make_venv, kit_env, kit_index):
 
 def test_old_driver_is_a_plan_error_with_the_fix(make_venv, gpu_env, kit_index):
     venv = make_venv("v", ["tensorflow-cpu==2.15.1"])
-    res = cli(gpu_env("470.57.02"), "plan", "--env", venv, "--offline", "--find-links", kit_index, "--to", "2.18")
+    res = cli(gpu_env("geforce-470"), "plan", "--env", venv, "--offline", "--find-links", kit_index, "--to", "2.18")
     assert res.returncode == 1
-    assert "driver 470.57.02 is too old" in res.stderr and "525.60.13" in res.stderr
+    assert "driver 470.82.01 is too old" in res.stderr and "525.60.13" in res.stderr
     assert "--gpu cpu" in res.stderr and "Traceback" not in res.stderr
 
 

@@ -21,6 +21,7 @@ from typing import Callable
 
 import pytest
 from tests.kit.cli import CliRun as Snap, tree_state
+from tests.kit.nvidia import fake_nvidia_smi
 
 from rebuild.env import profile as prof
 from tests.kit import create_venv, venv_python
@@ -617,26 +618,9 @@ def test_named_uv_index_is_redacted(tf_venv, snapshot_cli, tmp_path: Path) -> No
 # --------------------------------------------------------------------------- GPU facts
 
 
-FAKE_SMI = """#!/bin/sh
-for arg in "$@"; do
-  case "$arg" in
-    --query-gpu=*) echo "NVIDIA A100-SXM4-40GB, 550.54.15"; exit 0 ;;
-  esac
-done
-cat <<'EOF'
-+-----------------------------------------------------------------------------------------+
-| NVIDIA-SMI 550.54.15              Driver Version: 550.54.15      CUDA Version: 12.4     |
-+-----------------------------------------------------------------------------------------+
-EOF
-"""
-
-
 def test_gpu_facts_from_nvidia_smi(tf_venv, snapshot_cli, tmp_path: Path, kit_env: dict[str, str]) -> None:
     bindir = tmp_path / "fakebin"
-    bindir.mkdir()
-    smi = bindir / "nvidia-smi"
-    smi.write_text(FAKE_SMI)
-    smi.chmod(0o755)
+    smi = fake_nvidia_smi(bindir, "h100-590")
     out = tmp_path / "gpu.toml"
     cuda_vars = ("CUDA_HOME", "CUDA_PATH", "CUDNN_PATH", "CUDA_VISIBLE_DEVICES", "LD_LIBRARY_PATH",
                  "TF_FORCE_GPU_ALLOW_GROWTH", "XLA_FLAGS")
@@ -647,11 +631,11 @@ def test_gpu_facts_from_nvidia_smi(tf_venv, snapshot_cli, tmp_path: Path, kit_en
     assert res.code == 0, res.err
     g = prof.load(out).gpu
     assert g.nvidia_smi == str(smi)
-    assert g.gpus == ["NVIDIA A100-SXM4-40GB"]
-    assert g.driver_version == "550.54.15"
-    assert g.cuda_version == "12.4"
+    assert g.gpus == ["NVIDIA H100 80GB HBM3"]
+    assert g.driver_version == "590.48.01"
+    assert g.cuda_version == "13.1"
     assert g.environ == {"CUDA_VISIBLE_DEVICES": "0", "LD_LIBRARY_PATH": "/usr/local/cuda/lib64"}
-    assert "GPU: NVIDIA A100-SXM4-40GB (driver 550.54.15, CUDA 12.4)" in res.out
+    assert "GPU: NVIDIA H100 80GB HBM3 (driver 590.48.01, CUDA 13.1)" in res.out
 
 
 def test_no_gpu_facts_without_nvidia_smi(tf_venv, snapshot_cli, tmp_path: Path) -> None:
