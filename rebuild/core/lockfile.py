@@ -4,6 +4,11 @@ A profile's ``lock`` names a ``pylock.toml`` (PEP 751) beside it: every package 
 exact version with the files it may be installed from and their hashes. This module is
 the one place that reads, checks and rewrites such locks (``apply``, ``bundle`` and
 ``export`` use it).
+
+Not ``packaging.pylock``: it checks a stricter subset than the locks tfrebuild must
+read -- it requires ``created-by`` and a hash on every file, where a lock of
+``--find-links`` wheels or one written by hand may have none (``bundle`` computes and
+records them) -- and its errors name keys, not what to do about a damaged lock.
 """
 
 
@@ -25,6 +30,7 @@ from rebuild.index import config as indexconf
 from rebuild.core import resolve
 from rebuild.env import profile as prof
 from rebuild.errors import UserError
+from rebuild.util.versions import minor
 
 FORMATS = ("pylock", "requirements")
 NEW_LOCK_HINT = "Take a new snapshot with `tfrebuild snapshot`, or restore the lock from where it came from."
@@ -395,10 +401,10 @@ def find_interpreter(request: str):
     try:
         return interpreters.find(request)
     except UserError:
-        minor = ".".join(request.split(".")[:2])
-        if minor == request or os.sep in request:
+        wanted = minor(request)
+        if wanted == request or os.sep in request:
             raise
-        return interpreters.find(minor)
+        return interpreters.find(wanted)
 
 
 def usable_index(index: prof.Index) -> prof.Index:
