@@ -34,6 +34,7 @@ from rebuild.index.simple import FileInfo, Sources, list_files, redact_url, vers
 from rebuild.index.tags import (  # noqa: E402
     LATEST_KNOWN_MINOR,
     Target,
+    installable,
     linux_arch,
     newest_compatible,
     python_versions_with_wheels,
@@ -660,3 +661,29 @@ def test_moved_names_still_reachable_from_simple():
     assert simple._parse_metadata is metadata.parse_metadata
     assert simple.MetadataUnavailable is metadata.MetadataUnavailable
     assert simple.read_metadata is metadata.read_metadata
+
+
+def test_pip_settings_from_a_config_file_and_the_environment(tmp_path: Path):
+    from rebuild.index import config as indexconf
+
+    home, env = tmp_path / "home", tmp_path / "env"
+    env.mkdir(parents=True)
+    (env / "pip.conf").write_text("[global]\nindex-url = https://mirror.example/simple \n"
+                                  "find-links =\n    /a\n    /b\nno-index = yes\n")
+    found = indexconf.discover(prefix=env, environ={}, home=home, cwd=tmp_path)
+    assert (found.index_url, found.find_links, found.no_index) == ("https://mirror.example/simple", ["/a", "/b"], True)
+    assert found.index_strategy == "unsafe-best-match"
+    found = indexconf.discover(prefix=env, home=home, cwd=tmp_path, environ={
+        "PIP_NO_INDEX": "0", "PIP_EXTRA_INDEX_URL": "https://one.example/simple https://two.example/simple"})
+    assert found.no_index is False
+    assert found.extra_index_urls == ["https://one.example/simple", "https://two.example/simple"]
+
+
+def test_installable_judges_one_file(tf_files):
+    tags = supported_tags(target("3.10.12"))
+    pure = next(f for f in tf_files if f.version == Version("2.18.0"))  # Requires-Python >=3.9,<3.11
+    assert installable(pure, tags, "3.10.12")
+    assert not installable(pure, tags, "3.11.7")
+    assert not installable(FileInfo(**{**pure.__dict__, "yanked": True}), tags, "3.10.12")
+    assert installable(FileInfo(**{**pure.__dict__, "requires_python": "not a specifier"}), tags, "3.11.7")
+    assert not installable(FileInfo(**{**pure.__dict__, "is_wheel": False}), tags, "3.10.12")  # an sdist

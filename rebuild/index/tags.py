@@ -31,6 +31,7 @@ __all__ = [
     "LATEST_KNOWN_MINOR",
     "OLDEST_REPORTED_MINOR",
     "Target",
+    "installable",
     "linux_arch",
     "newest_compatible",
     "profile_target",
@@ -310,6 +311,18 @@ def python_versions_with_wheels(files: Iterable[FileInfo], version: Version | st
     return [f"3.{n}" for n in sorted(minors)]
 
 
+def installable(file: FileInfo, tags: Iterable[Tag], python_version: str) -> bool:
+    """True if ``file`` is a non-yanked wheel for ``tags`` whose Requires-Python admits ``python_version``."""
+    if file.yanked or not wheel_supports(file, tags):
+        return False
+    if file.requires_python:
+        try:
+            return SpecifierSet(file.requires_python).contains(python_version, prereleases=True)
+        except InvalidSpecifier:
+            pass  # like pip: an unreadable Requires-Python does not exclude the file
+    return True
+
+
 def newest_compatible(
     files: Iterable[FileInfo],
     tags: Iterable[Tag],
@@ -322,16 +335,10 @@ def newest_compatible(
     tagset = _tagset(tags)
     best: Version | None = None
     for f in files:
-        if f.yanked or not wheel_supports(f, tagset):
-            continue
         if f.version.is_prerelease and not prereleases:
             continue
-        if f.requires_python:
-            try:
-                if not SpecifierSet(f.requires_python).contains(requires_python_for, prereleases=True):
-                    continue
-            except InvalidSpecifier:
-                pass  # like pip: an unreadable Requires-Python does not exclude the file
+        if not installable(f, tagset, requires_python_for):
+            continue
         if best is None or f.version > best:
             best = f.version
     return best
