@@ -25,6 +25,7 @@ from rebuild.commands import export as exporting
 from rebuild.core import lockfile as locks
 from rebuild.env import profile as prof
 from rebuild.errors import UserError
+from rebuild.index.tags import profile_target, supported_tags
 from rebuild.store.store import Store
 from tests.kit import uv_bin
 from tests.test_apply import _with_lock as _locked_profile
@@ -217,6 +218,53 @@ def test_bundle_refuses_a_folder_that_is_not_a_bundle(source_env, kit_index, tmp
     assert os.listdir(out) == ["thesis.tex"]
 
 
+def test_profile_without_python_version_is_a_user_error():
+    with pytest.raises(UserError, match="does not record its Python version"):
+        profile_target(prof.Profile(interpreter=prof.Interpreter(version="")))
+
+
+def test_bundle_downloads_through_the_http_client_with_redacted_errors(tmp_path):
+    import http.server
+    import threading
+
+    body = b"wheel bytes" * 1000
+    seen = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            seen.append(dict(self.headers))
+            if self.path == "/f/six-1.0-py3-none-any.whl":
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            else:
+                self.send_error(404)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://user:s3cret@127.0.0.1:{server.server_address[1]}/f/"
+        dest = tmp_path / "six-1.0-py3-none-any.whl"
+        f = locks.LockedFile("wheel", dest.name, url=base + dest.name)
+        assert bundling._fetch(f, None, dest, 10) == "downloaded"
+        assert dest.with_name(dest.name + ".part").read_bytes() == body
+        assert seen[0]["Authorization"].startswith("Basic ")
+        gone = locks.LockedFile("wheel", "six-2.0-py3-none-any.whl", url=base + "six-2.0-py3-none-any.whl")
+        with pytest.raises(UserError) as err:
+            bundling._fetch(gone, None, tmp_path / gone.filename, 10)
+        assert "HTTP 404" in err.value.message and "six-2.0-py3-none-any.whl" in err.value.message
+        assert "s3cret" not in err.value.message + err.value.hint + err.value.details
+        assert "files already in the bundle are kept" in err.value.hint
+        assert not (tmp_path / (gone.filename + ".part")).exists()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_bundle_picks_the_wheel_for_the_profile_platform():
     lock = locks.parse_lock(
         'lock-version = "1.0"\n[[packages]]\nname = "numpy"\nversion = "1.26.4"\nwheels = [\n'
@@ -227,10 +275,10 @@ def test_bundle_picks_the_wheel_for_the_profile_platform():
         'sdist = { url = "https://x.example/numpy-1.26.4.tar.gz", hashes = {} }\n', "t")
     p = prof.Profile(interpreter=prof.Interpreter(version="3.11.7"),
                      platform=prof.Platform(system="Linux", machine="x86_64", libc="glibc", libc_version="2.31"))
-    tags = bundling.indexinfo.supported_tags(bundling.profile_target(p))
+    tags = supported_tags(profile_target(p))
     assert bundling.choose_file(lock.packages[0], tags).filename.startswith("numpy-1.26.4-cp311-cp311-manylinux")
     p.platform = prof.Platform(system="Linux", machine="x86_64", libc="glibc", libc_version="2.12")  # too old
-    tags = bundling.indexinfo.supported_tags(bundling.profile_target(p))
+    tags = supported_tags(profile_target(p))
     assert bundling.choose_file(lock.packages[0], tags).kind == "sdist"
 
 

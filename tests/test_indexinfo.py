@@ -1,4 +1,4 @@
-"""Tests for rebuild.indexinfo: reading what package indexes and find-links offer.
+"""Tests for rebuild.index (simple, tags, metadata): reading what package indexes and find-links offer.
 
 Everything runs offline against wheels built here (tmp_path), a generated
 ``file://`` PEP 503 index and a throw-away HTTP server on 127.0.0.1, except the
@@ -29,20 +29,16 @@ if str(_ROOT) not in sys.path:
     sys.path.insert(0, str(_ROOT))
 
 from rebuild.errors import UserError  # noqa: E402
-from rebuild.index.simple import (  # noqa: E402
+from rebuild.index.metadata import MetadataUnavailable, parse_metadata, read_metadata  # noqa: E402
+from rebuild.index.simple import FileInfo, Sources, list_files, redact_url, versions  # noqa: E402
+from rebuild.index.tags import (  # noqa: E402
     LATEST_KNOWN_MINOR,
-    FileInfo,
-    MetadataUnavailable,
-    Sources,
     Target,
-    list_files,
-    newer_versions,
+    installable,
+    linux_arch,
     newest_compatible,
     python_versions_with_wheels,
-    read_metadata,
-    redact_url,
     supported_tags,
-    versions,
     wheel_supports,
 )
 
@@ -236,15 +232,17 @@ def test_merge_index_and_find_links_without_duplicates(tmp_path: Path, wheelhous
     assert files[0].url.startswith((tmp_path / "mirror").resolve().as_uri())
 
 
-def test_versions_and_newer_versions(tmp_path: Path, wheelhouse: Path):
+def test_versions_and_the_newer_ones(tmp_path: Path, wheelhouse: Path):
     simple = write_simple_index(tmp_path / "mirror", wheelhouse,
                                 yanked={"tensorflow_cpu-2.16.1-cp311-cp311-macosx_12_0_arm64.whl"})
     files = list_files("tensorflow-cpu", Sources(index_urls=[simple.as_uri()], find_links=[]))
     assert versions(files) == [Version(v) for v in ("2.21.0", "2.18.0", "2.17.0", "2.15.1")]
     assert Version("2.16.1") in versions(files, include_yanked=True)
     assert versions(files, prereleases=True)[0] == Version("2.22.0rc0")
-    assert newer_versions(files, "2.15.1") == [Version("2.21.0"), Version("2.18.0"), Version("2.17.0")]
-    assert newer_versions(files, Version("2.21.0")) == []
+    # "Newer than the installed one", as core/plan.py asks it: versions() filtered by ">".
+    assert [v for v in versions(files) if v > Version("2.15.1")] == [Version("2.21.0"), Version("2.18.0"),
+                                                                     Version("2.17.0")]
+    assert [v for v in versions(files) if v > Version("2.21.0")] == []
 
 
 # ---------------------------------------------------------------------------
@@ -617,3 +615,75 @@ def test_real_pypi_tensorflow_cpu():
     assert python_versions_with_wheels(files, Version("2.15.1"), "Linux", "x86_64") == ["3.9", "3.10", "3.11"]
     assert all(f.url.startswith("https://") and f.hashes for f in files)
     assert newest_compatible(files, supported_tags(target("3.11.7", glibc="2.17")), "3.11.7") is not None
+
+
+# ---------------------------------------------------------------------------
+# the split: tags and metadata in their own homes
+# ---------------------------------------------------------------------------
+
+
+def test_supported_tags_are_computed_once_per_target():
+    t = target("3.11.7", glibc="2.28")
+    first = supported_tags(t)
+    again = supported_tags(Target(version="3.11.7", libc_version="2.28"))
+    assert first == again and first is not again  # each caller gets its own list
+    first.clear()
+    assert supported_tags(t) == again  # mutating a result does not touch the cache
+    from rebuild.index import tags as wheel_tags
+
+    before = wheel_tags._supported_tags.cache_info().hits
+    supported_tags(t)
+    assert wheel_tags._supported_tags.cache_info().hits == before + 1
+
+
+def test_linux_arch_names():
+    assert linux_arch("AMD64") == "x86_64"
+    assert linux_arch("arm64") == "aarch64"
+    assert linux_arch("i386") == "i686"
+    assert linux_arch("ppc64le") == "ppc64le"
+
+
+def test_parse_metadata_is_lenient():
+    text = ("Metadata-Version: 2.1\nName: foo\nName: other\nVersion: 1.0\nRequires-Python: >=3.8,\n  <4\n"
+            "Requires-Dist: numpy\n   >=1.0\nRequires-Dist: bar ; extra == 'x'\n\nThe description.\n")
+    assert parse_metadata(text) == {"name": "foo", "version": "1.0", "requires_dist": ["numpy >=1.0",
+                                                                                     "bar ; extra == 'x'"],
+                                    "requires_python": ">=3.8, <4"}
+    assert parse_metadata("Name: x\n") == {"name": "x", "version": "", "requires_dist": [],
+                                           "requires_python": None}
+
+
+def test_moved_names_still_reachable_from_simple():
+    from rebuild.index import metadata, simple, tags
+
+    assert simple.Target is tags.Target and simple.supported_tags is tags.supported_tags
+    assert simple._linux_arch is tags.linux_arch
+    assert simple._parse_metadata is metadata.parse_metadata
+    assert simple.MetadataUnavailable is metadata.MetadataUnavailable
+    assert simple.read_metadata is metadata.read_metadata
+
+
+def test_pip_settings_from_a_config_file_and_the_environment(tmp_path: Path):
+    from rebuild.index import config as indexconf
+
+    home, env = tmp_path / "home", tmp_path / "env"
+    env.mkdir(parents=True)
+    (env / "pip.conf").write_text("[global]\nindex-url = https://mirror.example/simple \n"
+                                  "find-links =\n    /a\n    /b\nno-index = yes\n")
+    found = indexconf.discover(prefix=env, environ={}, home=home, cwd=tmp_path)
+    assert (found.index_url, found.find_links, found.no_index) == ("https://mirror.example/simple", ["/a", "/b"], True)
+    assert found.index_strategy == "unsafe-best-match"
+    found = indexconf.discover(prefix=env, home=home, cwd=tmp_path, environ={
+        "PIP_NO_INDEX": "0", "PIP_EXTRA_INDEX_URL": "https://one.example/simple https://two.example/simple"})
+    assert found.no_index is False
+    assert found.extra_index_urls == ["https://one.example/simple", "https://two.example/simple"]
+
+
+def test_installable_judges_one_file(tf_files):
+    tags = supported_tags(target("3.10.12"))
+    pure = next(f for f in tf_files if f.version == Version("2.18.0"))  # Requires-Python >=3.9,<3.11
+    assert installable(pure, tags, "3.10.12")
+    assert not installable(pure, tags, "3.11.7")
+    assert not installable(FileInfo(**{**pure.__dict__, "yanked": True}), tags, "3.10.12")
+    assert installable(FileInfo(**{**pure.__dict__, "requires_python": "not a specifier"}), tags, "3.11.7")
+    assert not installable(FileInfo(**{**pure.__dict__, "is_wheel": False}), tags, "3.10.12")  # an sdist

@@ -182,7 +182,7 @@ def _markers(data: dict) -> dict[str, str]:
 
 def check_portability(lock: locks.Lock, profile: prof.Profile, data: dict) -> Portability:
     """Compare the profile's interpreter and platform with the probed target; check every locked wheel's tags."""
-    from rebuild.commands.bundle import profile_target
+    from rebuild.index.tags import profile_target
 
     here = indexinfo.Target.from_probe(data)
     there = profile_target(profile)

@@ -15,12 +15,9 @@ with no index and no network.
 from __future__ import annotations
 
 import copy
-import hashlib
 import os
 import shutil
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,12 +25,13 @@ import tomli_w
 from packaging.tags import Tag
 from packaging.utils import parse_wheel_filename
 
-from rebuild.index import simple as indexinfo
-from rebuild.index import http
+from rebuild.core.lockfile import Lock, LockedFile, LockedPackage, file_digests, file_name, profile_lock
 from rebuild.env import profile as prof
+from rebuild.env import snapshot
 from rebuild.errors import UserError
-from rebuild.core.lockfile import LockedFile, LockedPackage, profile_lock
-from rebuild.env.snapshot import write_text_atomic as _write_atomic
+from rebuild.index import http
+from rebuild.index.tags import Target, profile_target, supported_tags
+from rebuild.util.progress import NULL, Progress
 
 _OWN_FILES = {"profile.toml", "pylock.toml", "SHA256SUMS"}
 
@@ -62,17 +60,6 @@ class BundleResult:
     @property
     def downloaded(self) -> int:
         return sum(f.size for f in self.files if f.how == "downloaded")
-
-
-def profile_target(profile: prof.Profile) -> indexinfo.Target:
-    """The wheel-tag target of the machine and interpreter a profile was taken on."""
-    data = {k: v for k, v in vars(profile.platform).items()}
-    data.update({k: v for k, v in vars(profile.interpreter).items() if k in ("version", "implementation", "abiflags",
-                                                                             "soabi")})
-    try:
-        return indexinfo.Target.from_mapping(data)
-    except ValueError as exc:
-        raise UserError("The profile does not record its Python version.", "Take a new snapshot.") from exc
 
 
 def choose_file(pkg: LockedPackage, tags: list[Tag]) -> LockedFile | None:
@@ -105,81 +92,133 @@ def _fetch(f: LockedFile, base: Path | None, dest: Path, timeout: float) -> str:
     """Copy or download ``f`` to ``dest`` (via a ``.part`` file); returns how."""
     part = dest.with_name(dest.name + ".part")
     local = f.local_path(base)
+    if local is not None and not local.is_file():
+        raise UserError(f"The locked file {local} does not exist.",
+                        "Make the bundle on the machine the lock was made on, or pass --find-links to the "
+                        "folder that has it.")
+    if local is None and not f.remote:
+        raise UserError(f"tfrebuild cannot fetch {f.url or f.path}.", "Locks name files by https, file:// or path.")
     try:
         if local is not None:
-            if not local.is_file():
-                raise UserError(f"The locked file {local} does not exist.",
-                                "Make the bundle on the machine the lock was made on, or pass --find-links to the "
-                                "folder that has it.")
             shutil.copyfile(local, part)
-            how = "copied"
-        elif f.url.lower().startswith(("https://", "http://")):
-            clean, auth = http.split_credentials(f.url)
-            req = urllib.request.Request(clean, headers={"User-Agent": "tfrebuild-bundle (python urllib)"})
-            if auth:
-                req.add_unredirected_header("Authorization", auth)
-            opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=http.ssl_context()))
-            with opener.open(req, timeout=timeout) as resp, open(part, "wb") as fh:
-                shutil.copyfileobj(resp, fh, 1 << 20)
-            how = "downloaded"
-        else:
-            raise UserError(f"tfrebuild cannot fetch {f.url or f.path}.", "Locks name files by https, file:// or path.")
-    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+            return "copied"
+        with http.open_url(f.url, timeout=timeout) as resp, open(part, "wb") as fh:
+            shutil.copyfileobj(resp, fh, 1 << 20)
+        return "downloaded"
+    except http.ERRORS as exc:
         part.unlink(missing_ok=True)
-        raise UserError(f"Cannot get {f.filename}: {exc}.",
-                        "Check the network (or the proxy: HTTPS_PROXY) and run the same command again; files "
-                        "already in the bundle are kept.") from exc
+        again = " Run the same command again: files already in the bundle are kept."
+        if local is not None:
+            raise UserError(f"Cannot get {f.filename}: {exc}.", "Check the disk and the permissions." + again) from exc
+        err = http.network_error(f"the locked file {f.filename} at", f.url, exc)
+        raise UserError(err.message, err.hint + again, details=err.details) from exc
     except BaseException:
         part.unlink(missing_ok=True)
         raise
-    return how
-
-
-def _digests(path: Path, algos: list[str]) -> dict[str, str]:
-    hs = {a: hashlib.new(a) for a in {"sha256", *algos} if a in hashlib.algorithms_available}
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            for h in hs.values():
-                h.update(chunk)
-    return {a: h.hexdigest() for a, h in hs.items()}
 
 
 def folder_size(folder: Path) -> int:
     return sum(e.stat().st_size for e in folder.iterdir() if e.is_file())
 
 
-def run(profile_path, output, *, find_links: list[str] | None = None, offline: bool = False,
-        python: str | None = None, timeout: float = 300.0, progress=None) -> BundleResult:
-    """``tfrebuild bundle PROFILE -o DIR``."""
-    from rebuild.cli.render import Progress
-
-    progress = progress or Progress(enabled=False)
-    start = time.monotonic()
-    out = Path(output).absolute()
-    _check_output(out)
-    progress.stage("lock", str(profile_path))
-    profile, lock, lock_source, notes = profile_lock(profile_path, find_links=find_links, offline=offline,
-                                                     python=python)
-    target = profile_target(profile)
-    tags = indexinfo.supported_tags(target)
+def _choose(lock: Lock, target: Target, notes: list[str]) -> list[tuple[LockedPackage, LockedFile]]:
+    """The file of each locked package the target installs; a UserError if some package has none."""
+    tags = supported_tags(target)
     chosen: list[tuple[LockedPackage, LockedFile]] = []
     unsuitable = []
     for pkg in lock.packages:
         f = choose_file(pkg, tags)
         if f is None:
             unsuitable.append(f"{pkg.name} {pkg.version} ({', '.join(w.filename for w in pkg.wheels)})")
-        else:
-            chosen.append((pkg, f))
-            if f.kind == "sdist":
-                notes.append(f"{pkg.name} {pkg.version} has no wheel for the profile's platform: the bundle has "
-                             "its sdist, which must be built on the target (a compiler and its build "
-                             "requirements are needed there)")
+            continue
+        chosen.append((pkg, f))
+        if f.kind == "sdist":
+            notes.append(f"{pkg.name} {pkg.version} has no wheel for the profile's platform: the bundle has "
+                         "its sdist, which must be built on the target (a compiler and its build "
+                         "requirements are needed there)")
     if unsuitable:
         raise UserError(f"{len(unsuitable)} locked package(s) have no file for the profile's Python "
                         f"{target.version} on {target.system} {target.machine}: "
                         f"{', '.join(u.split(' (')[0] for u in unsuitable)}.",
                         "The lock was made for another platform; take the profile and its lock on the machine "
                         "the bundle is for.", details="\n".join(unsuitable))
+    return chosen
+
+
+def _source(f: LockedFile, base: Path | None, folders: list[Path]) -> LockedFile:
+    """``f``, or a local copy of it in one of ``folders`` when ``f`` is not on this machine."""
+    local = f.local_path(base)
+    source = f
+    if local is None or not local.is_file():
+        for folder in folders:  # a local copy of a remote file: take it instead of downloading
+            if (folder / f.filename).is_file():
+                source = LockedFile(f.kind, f.filename, path=str((folder / f.filename).absolute()), hashes=f.hashes)
+    return source
+
+
+def _bundle_one(pkg: LockedPackage, f: LockedFile, source: LockedFile, base: Path | None, dest: Path, *,
+                offline: bool, timeout: float, progress: Progress, label: str) -> tuple[str, dict[str, str]]:
+    """Put ``f`` at ``dest`` (kept if already there with the lock's hashes); (how, digests)."""
+    if dest.is_file():
+        digests = file_digests(dest, list(f.hashes))
+        if not any(a in digests and digests[a] != v.lower() for a, v in f.hashes.items()):
+            return "present", digests
+        dest.unlink()  # an earlier, different file: fetch it again
+    if offline and source.remote:
+        raise UserError(f"{pkg.name} {pkg.version} ({f.filename}) must be downloaded, but --offline was given.",
+                        "Drop --offline, or pass --find-links to a folder that has the file.")
+    progress.stage("fetch", label)
+    how = _fetch(source, base, dest, timeout)
+    part = dest.with_name(dest.name + ".part")
+    digests = file_digests(part, list(f.hashes))
+    wrong = [a for a, v in f.hashes.items() if a in digests and digests[a] != v.lower()]
+    if wrong:
+        part.unlink()
+        a = wrong[0]
+        raise UserError(f"{f.filename} does not match the lock's hash: expected {a}:{f.hashes[a]}, got "
+                        f"{a}:{digests[a]}. Nothing was added to the bundle for it.",
+                        "The file changed after locking (or the download was altered). Lock again from a "
+                        "trusted index; never edit hashes by hand.")
+    os.replace(part, dest)
+    return how, digests
+
+
+def _record(raw: dict, f: LockedFile, size: int, sha256: str) -> None:
+    """Make the package table ``raw`` name only ``f``, by its path in the bundle, with its hashes."""
+    entry = {k: v for k, v in _table_of(raw, f).items() if k not in ("url", "path", "hashes", "size")}
+    entry.update(name=f.filename, path=f.filename, size=size, hashes={**f.hashes, "sha256": sha256})
+    if f.kind == "wheel":
+        raw["wheels"] = [entry]
+        raw.pop("sdist", None)
+    else:
+        raw["sdist"] = entry
+        raw.pop("wheels", None)
+
+
+def _write_bundle(out: Path, data: dict, profile: prof.Profile, bundled: list[BundledFile]) -> None:
+    """The bundle's lock, profile and SHA256SUMS; files of an earlier bundle this lock does not name go."""
+    snapshot.write_text_atomic(out / "pylock.toml", tomli_w.dumps(data))
+    bundle_profile = copy.deepcopy(profile)
+    bundle_profile.lock = "pylock.toml"
+    snapshot.write(bundle_profile, out / "profile.toml")
+    sums = "".join(f"{b.sha256}  {b.filename}\n" for b in sorted(bundled, key=lambda b: b.filename))
+    snapshot.write_text_atomic(out / "SHA256SUMS", sums)
+    keep = {b.filename for b in bundled} | _OWN_FILES
+    for e in [e for e in out.iterdir() if e.is_file() and e.name not in keep]:
+        e.unlink()
+
+
+def run(profile_path, output, *, find_links: list[str] | None = None, offline: bool = False,
+        python: str | None = None, timeout: float = 300.0, progress: Progress | None = None) -> BundleResult:
+    """``tfrebuild bundle PROFILE -o DIR``."""
+    progress = progress or NULL
+    start = time.monotonic()
+    out = Path(output).absolute()
+    _check_output(out)
+    progress.stage("lock", str(profile_path))
+    profile, lock, lock_source, notes = profile_lock(profile_path, find_links=find_links, offline=offline,
+                                                     python=python)
+    chosen = _choose(lock, profile_target(profile), notes)
     folders = [Path(f) for f in find_links or []]
     out.mkdir(parents=True, exist_ok=True)
     data = copy.deepcopy(lock.data)
@@ -188,64 +227,16 @@ def run(profile_path, output, *, find_links: list[str] | None = None, offline: b
     bundled: list[BundledFile] = []
     for i, (pkg, f) in enumerate(chosen, 1):
         dest = out / f.filename
-        source = f
-        if f.local_path(lock.base) is None or not f.local_path(lock.base).is_file():
-            for folder in folders:  # a local copy of a remote file: take it instead of downloading
-                if (folder / f.filename).is_file():
-                    source = LockedFile(f.kind, f.filename, path=str((folder / f.filename).absolute()),
-                                        hashes=f.hashes)
-        how = "present"
-        digests: dict[str, str] = {}
-        if dest.is_file():
-            digests = _digests(dest, list(f.hashes))
-            if any(a in digests and digests[a] != v.lower() for a, v in f.hashes.items()):
-                dest.unlink()  # an earlier, different file: fetch it again
-                digests = {}
-        if not digests:
-            if offline and source.remote:
-                raise UserError(f"{pkg.name} {pkg.version} ({f.filename}) must be downloaded, but --offline was given.",
-                                "Drop --offline, or pass --find-links to a folder that has the file.")
-            progress.stage("fetch", f"[{i}/{len(chosen)}] {f.filename}")
-            how = _fetch(source, lock.base, dest, timeout)
-            part = dest.with_name(dest.name + ".part")
-            digests = _digests(part, list(f.hashes))
-            wrong = [a for a, v in f.hashes.items() if a in digests and digests[a] != v.lower()]
-            if wrong:
-                part.unlink()
-                a = wrong[0]
-                raise UserError(f"{f.filename} does not match the lock's hash: expected {a}:{f.hashes[a]}, got "
-                                f"{a}:{digests[a]}. Nothing was added to the bundle for it.",
-                                "The file changed after locking (or the download was altered). Lock again from a "
-                                "trusted index; never edit hashes by hand.")
-            os.replace(part, dest)
-        recorded = "sha256" not in f.hashes
-        raw = by_name[pkg.name]
-        entry = {k: v for k, v in _table_of(raw, f).items() if k not in ("url", "path", "hashes", "size")}
-        entry.update(name=f.filename, path=f.filename, size=dest.stat().st_size,
-                     hashes={**f.hashes, "sha256": digests["sha256"]})
-        if f.kind == "wheel":
-            raw["wheels"] = [entry]
-            raw.pop("sdist", None)
-        else:
-            raw["sdist"] = entry
-            raw.pop("wheels", None)
-        bundled.append(BundledFile(pkg.name, pkg.version, f.filename, dest.stat().st_size, digests["sha256"], how,
-                                   recorded))
+        how, digests = _bundle_one(pkg, f, _source(f, lock.base, folders), lock.base, dest, offline=offline,
+                                   timeout=timeout, progress=progress, label=f"[{i}/{len(chosen)}] {f.filename}")
+        size = dest.stat().st_size
+        _record(by_name[pkg.name], f, size, digests["sha256"])
+        bundled.append(BundledFile(pkg.name, pkg.version, f.filename, size, digests["sha256"], how,
+                                   "sha256" not in f.hashes))
     if any(b.hash_recorded for b in bundled):
         notes.append(f"the lock had no sha256 for {sum(b.hash_recorded for b in bundled)} file(s); the bundle's lock "
                      "records the hashes computed here")
-    _write_atomic(out / "pylock.toml", tomli_w.dumps(data))
-    bundle_profile = copy.deepcopy(profile)
-    bundle_profile.lock = "pylock.toml"
-    from rebuild.env.snapshot import write
-
-    write(bundle_profile, out / "profile.toml")
-    sums = "".join(f"{b.sha256}  {b.filename}\n" for b in sorted(bundled, key=lambda b: b.filename))
-    _write_atomic(out / "SHA256SUMS", sums)
-    keep = {b.filename for b in bundled} | _OWN_FILES
-    stale = [e for e in out.iterdir() if e.is_file() and e.name not in keep]
-    for e in stale:  # files of an earlier bundle in the same folder that this lock does not name
-        e.unlink()
+    _write_bundle(out, data, profile, bundled)
     return BundleResult(profile=str(Path(profile_path).absolute()), output=str(out), files=bundled,
                         size=folder_size(out), lock_source=lock_source, notes=notes,
                         seconds=time.monotonic() - start)
@@ -253,11 +244,9 @@ def run(profile_path, output, *, find_links: list[str] | None = None, offline: b
 
 def _table_of(raw: dict, f: LockedFile) -> dict:
     """The TOML table of ``f`` inside the package table ``raw``."""
-    from rebuild.core.lockfile import _filename
-
     if f.kind == "sdist":
         return dict(raw.get("sdist", {}))
     for table in raw.get("wheels", []):
-        if _filename(table) == f.filename:
+        if file_name(table) == f.filename:
             return dict(table)
     return {}

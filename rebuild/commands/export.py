@@ -1,10 +1,7 @@
-"""Standard lock files: read and check a profile's PEP 751 lock; ``tfrebuild export``.
+"""``tfrebuild export``: the exact set of an env or a profile as a standard lock file, for teams without tfrebuild.
 
-A profile's ``lock`` names a ``pylock.toml`` (PEP 751) beside it: every package at an
-exact version with the files it may be installed from and their hashes. This module is
-the one place that reads, checks and rewrites such locks (``apply`` and ``bundle`` use
-it), and the ``export`` command that writes a standard lock file for teams without
-tfrebuild:
+The lock itself comes from :mod:`rebuild.core.lockfile` (a profile's lock, a
+generation's lock, or the installed versions locked with uv); this command writes it as:
 
 * ``--format pylock``: a PEP 751 ``pylock.toml`` (``uv pip sync pylock.toml``;
   ``pip install -r`` does not read it yet, ``pip lock`` writes the same format);
@@ -32,10 +29,6 @@ from rebuild.env import snapshot
 from rebuild.errors import UserError
 
 
-
-# --------------------------------------------------------------------------- tfrebuild export
-
-
 @dataclass
 class ExportResult:
     format: str
@@ -49,9 +42,6 @@ class ExportResult:
     seconds: float = 0.0
 
 
-_write_atomic = snapshot.write_text_atomic
-
-
 def run(*, env=None, profile=None, fmt: str = "pylock", output=None, find_links: list[str] | None = None,
         offline: bool = False, python: str | None = None, force: bool = False) -> ExportResult:
     """``tfrebuild export``: write the exact set of an env or a profile as a standard lock file."""
@@ -63,9 +53,7 @@ def run(*, env=None, profile=None, fmt: str = "pylock", output=None, find_links:
     out_path = Path(output).absolute() if output else None
     notes: list[str] = []
     if out_path is not None:
-        from rebuild.env.snapshot import check_output
-
-        check_output(out_path, force)
+        snapshot.check_output(out_path, force)
         if fmt == "pylock" and not (out_path.name == "pylock.toml" or
                                     (out_path.name.startswith("pylock.") and out_path.name.endswith(".toml")
                                      and out_path.name.count(".") == 2)):
@@ -95,7 +83,7 @@ def run(*, env=None, profile=None, fmt: str = "pylock", output=None, find_links:
         if any(f.local_path(lock.base) is not None for p in lock.packages for f in p.files):
             notes.append("the wheels came from local folders: install with --no-index --find-links <that folder>")
     if out_path is not None:
-        _write_atomic(out_path, text)
+        snapshot.write_text_atomic(out_path, text)
     return ExportResult(format=fmt, source=source, lock_source=lock_source,
                         output=str(out_path) if out_path else None, packages=len(lock.packages),
                         hashed=lock.all_hashed, text=text, notes=notes, seconds=time.monotonic() - start)

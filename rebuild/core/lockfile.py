@@ -4,6 +4,11 @@ A profile's ``lock`` names a ``pylock.toml`` (PEP 751) beside it: every package 
 exact version with the files it may be installed from and their hashes. This module is
 the one place that reads, checks and rewrites such locks (``apply``, ``bundle`` and
 ``export`` use it).
+
+Not ``packaging.pylock``: it checks a stricter subset than the locks tfrebuild must
+read -- it requires ``created-by`` and a hash on every file, where a lock of
+``--find-links`` wheels or one written by hand may have none (``bundle`` computes and
+records them) -- and its errors name keys, not what to do about a damaged lock.
 """
 
 
@@ -25,6 +30,7 @@ from rebuild.index import config as indexconf
 from rebuild.core import resolve
 from rebuild.env import profile as prof
 from rebuild.errors import UserError
+from rebuild.util.versions import minor
 
 FORMATS = ("pylock", "requirements")
 NEW_LOCK_HINT = "Take a new snapshot with `tfrebuild snapshot`, or restore the lock from where it came from."
@@ -101,7 +107,8 @@ class Lock:
         return next((p for p in self.packages if p.name == name), None)
 
 
-def _filename(table: dict) -> str:
+def file_name(table: dict) -> str:
+    """The file name a lock's file table gives (its ``name``, else the tail of its ``path`` or ``url``)."""
     for key in ("name", "path", "url"):
         value = table.get(key)
         if isinstance(value, str) and value:
@@ -123,7 +130,7 @@ def _file(table, kind: str, where: str) -> LockedFile:
         if algo == "sha256" and (len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest.lower())):
             raise ValueError(f"{where}: sha256 {digest!r} is not 64 hex digits")
     size = table.get("size")
-    filename = _filename(table)
+    filename = file_name(table)
     if kind == "wheel":
         try:
             parse_wheel_filename(filename)
@@ -190,26 +197,25 @@ def profile_lock_path(profile: prof.Profile, profile_path: Path) -> Path | None:
     return lock if lock.is_absolute() else profile_path.absolute().parent / lock
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
+def file_digests(path: Path, algos: list[str]) -> dict[str, str]:
+    """Hex digests of the file at ``path``: sha256 and each of ``algos`` that hashlib knows, in one read."""
+    hs = {a: hashlib.new(a) for a in {"sha256", *algos} if a in hashlib.algorithms_available}
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+            for h in hs.values():
+                h.update(chunk)
+    return {a: h.hexdigest() for a, h in hs.items()}
+
+
+def sha256_file(path: Path) -> str:
+    return file_digests(path, [])["sha256"]
 
 
 def _hash_ok(path: Path, hashes: dict[str, str]) -> tuple[bool, str, str]:
     """(matches, algorithm, computed) for the strongest hash the lock gives that hashlib knows."""
     for algo in ("sha256", "sha512", "sha384", *sorted(hashes)):
         if algo in hashes and algo in hashlib.algorithms_available:
-            if algo == "sha256":
-                got = sha256_file(path)
-            else:
-                h = hashlib.new(algo)
-                with open(path, "rb") as fh:
-                    for chunk in iter(lambda: fh.read(1 << 20), b""):
-                        h.update(chunk)
-                got = h.hexdigest()
+            got = file_digests(path, [algo])[algo]
             return got == hashes[algo].lower(), algo, got
     return True, "", ""
 
@@ -395,10 +401,10 @@ def find_interpreter(request: str):
     try:
         return interpreters.find(request)
     except UserError:
-        minor = ".".join(request.split(".")[:2])
-        if minor == request or os.sep in request:
+        wanted = minor(request)
+        if wanted == request or os.sep in request:
             raise
-        return interpreters.find(minor)
+        return interpreters.find(wanted)
 
 
 def usable_index(index: prof.Index) -> prof.Index:

@@ -15,7 +15,6 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
@@ -220,7 +219,3 @@ def lock(inputs: Inputs, pins: dict[str, str], workdir: Path) -> str:
     if result.returncode != 0:
         raise ResolutionFailed(_explain(result.stderr))
     return out.read_text()
-
-
-def requirement_names(requirements: list[str]) -> list[str]:
-    return [canonicalize_name(Requirement(r).name) for r in requirements]

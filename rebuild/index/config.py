@@ -70,6 +70,13 @@ def _truthy(value: object) -> bool:
     return str(value).strip().lower() in ("1", "true", "yes", "on")
 
 
+def _pip_value(key: str, raw: str):
+    """A pip setting (config file or PIP_* variable) as the Index field ``key`` holds it."""
+    if key == "no_index":
+        return _truthy(raw)
+    return raw.strip() if key == "index_url" else _words(raw)
+
+
 def _pip_files(environ: dict[str, str], home: Path, prefix: Path | None) -> list[Path]:
     config_file = environ.get("PIP_CONFIG_FILE")
     if config_file == os.devnull:
@@ -102,10 +109,7 @@ def _pip_layers(environ: dict[str, str], home: Path, prefix: Path | None) -> lis
             for key, norm in (("index-url", "index_url"), ("extra-index-url", "extra_index_urls"),
                               ("find-links", "find_links"), ("no-index", "no_index"), ("constraint", "constraints")):
                 if parser.has_option(section, key):
-                    raw = parser.get(section, key)
-                    layer.values[norm] = raw.strip() if norm == "index_url" else _words(raw)
-                    if norm == "no_index":
-                        layer.values[norm] = _truthy(raw)
+                    layer.values[norm] = _pip_value(norm, parser.get(section, key))
         if layer.values:
             # pip merges every configured index and picks the best version across them.
             layer.implied["index_strategy"] = "unsafe-best-match"
@@ -114,10 +118,7 @@ def _pip_layers(environ: dict[str, str], home: Path, prefix: Path | None) -> lis
     for var, norm in (("PIP_INDEX_URL", "index_url"), ("PIP_EXTRA_INDEX_URL", "extra_index_urls"),
                       ("PIP_FIND_LINKS", "find_links"), ("PIP_NO_INDEX", "no_index"), ("PIP_CONSTRAINT", "constraints")):
         if environ.get(var):
-            raw = environ[var]
-            env_layer.values[norm] = raw.strip() if norm == "index_url" else _words(raw)
-            if norm == "no_index":
-                env_layer.values[norm] = _truthy(raw)
+            env_layer.values[norm] = _pip_value(norm, environ[var])
     if env_layer.values:
         env_layer.implied["index_strategy"] = "unsafe-best-match"
         layers.append(env_layer)

@@ -16,9 +16,11 @@ import os
 import re
 import socket
 import ssl
+import sys
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterable, Mapping
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -36,6 +38,27 @@ OFFLINE_HINT = (
 )
 #: What a request can raise besides UserError: catch these and turn them into :func:`network_error`.
 ERRORS = (urllib.error.URLError, http.client.HTTPException, OSError, ValueError)
+
+
+def is_http(url: str) -> bool:
+    return url.lower().startswith(("http://", "https://"))
+
+
+def local_path(url: str) -> Path | None:
+    """The filesystem path behind a ``file://`` URL or a plain path; ``None`` for http(s) and other schemes."""
+    if is_http(url):
+        return None
+    if url.lower().startswith("file:"):
+        parts = urlsplit(url)
+        if parts.netloc not in ("", "localhost"):
+            return None
+        path = unquote(parts.path)
+        if sys.platform == "win32" and re.match(r"^/[A-Za-z]:", path):
+            path = path[1:]
+        return Path(path)
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", url):
+        return None  # some other scheme we do not read
+    return Path(os.path.expanduser(url))
 
 
 def redact_url(value: str) -> str:
