@@ -13,17 +13,28 @@ from enum import StrEnum
 from rebuild.errors import UserError
 
 
+_NAMES: dict[type, tuple[str, str]] = {}  # choice type -> (its option, what a refusal calls it)
+
+
+def _named(option: str, noun: str = ""):
+    """Class decorator: the command-line option a :class:`Choice` is given with."""
+    def register(cls):
+        _NAMES[cls] = (option, noun or option)
+        return cls
+    return register
+
+
 class Choice(StrEnum):
-    """A closed set of option values; subclasses name the option (``--gpu``) in :meth:`option`."""
+    """A closed set of option values; ``@_named`` says which option takes them."""
 
     @classmethod
     def option(cls) -> str:
-        raise NotImplementedError
+        return _NAMES[cls][0]
 
     @classmethod
     def unknown(cls, value: str) -> str:
         """The first line of the refusal of ``value``."""
-        return f"Unknown {cls.option()} '{value}'."
+        return f"Unknown {_NAMES[cls][1]} '{value}'."
 
     @classmethod
     def parse(cls, value: str | Choice) -> Choice:
@@ -39,21 +50,15 @@ class Choice(StrEnum):
         return "[" + "|".join(member.value for member in cls) + "]"
 
 
+@_named("--strategy", "strategy")
 class Strategy(Choice):
     """How far the resolution may move what is installed."""
 
     MINIMAL = "minimal"  # move as little as possible
     EAGER = "eager"  # newest of everything
 
-    @classmethod
-    def option(cls) -> str:
-        return "--strategy"
 
-    @classmethod
-    def unknown(cls, value: str) -> str:
-        return f"Unknown strategy '{value}'."
-
-
+@_named("--gpu")
 class Gpu(Choice):
     """Which TensorFlow variant the new env gets."""
 
@@ -61,11 +66,8 @@ class Gpu(Choice):
     CUDA = "cuda"  # tensorflow[and-cuda], Linux x86_64
     CPU = "cpu"  # tensorflow-cpu where PyPI has it
 
-    @classmethod
-    def option(cls) -> str:
-        return "--gpu"
 
-
+@_named("--keras")
 class Keras(Choice):
     """Which Keras ``tf.keras`` is in the new env."""
 
@@ -73,21 +75,10 @@ class Keras(Choice):
     LEGACY = "legacy"  # Keras 2 through tf-keras (TF_USE_LEGACY_KERAS=1)
     KERAS3 = "3"  # Keras 3
 
-    @classmethod
-    def option(cls) -> str:
-        return "--keras"
 
-
+@_named("--format", "format")
 class ExportFormat(Choice):
     """What ``tfrebuild export`` writes."""
 
     PYLOCK = "pylock"  # PEP 751 pylock.toml
     REQUIREMENTS = "requirements"  # requirements.txt with hashes
-
-    @classmethod
-    def option(cls) -> str:
-        return "--format"
-
-    @classmethod
-    def unknown(cls, value: str) -> str:
-        return f"Unknown format '{value}'."
