@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from functools import cache
 from pathlib import Path
 from typing import Optional
 
@@ -10,6 +11,7 @@ import typer
 
 from rebuild import __version__
 from rebuild.cli import render
+from rebuild.core.options import Choice, ExportFormat, Gpu, Keras, Strategy
 from rebuild.errors import UserError
 
 app = typer.Typer(
@@ -22,8 +24,42 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
+
+@cache
+def terminal() -> render.Terminal:
+    """The one terminal of this process (made on first use, so NO_COLOR is read when the command runs)."""
+    return render.Terminal()
+
+
+def _choice(kind: type[Choice], default: Choice, *names: str, help: str):
+    """An option with a closed set of values, parsed (and refused) before the command runs."""
+    return typer.Option(default.value, *names, help=help, parser=kind.parse, metavar=kind.metavar())
+
+
+# Each option once; the commands share these objects.
 EnvOpt = typer.Option(None, "--env", "-e", help="Environment folder or interpreter (default: $VIRTUAL_ENV, else ./.venv).")
 JsonOpt = typer.Option(False, "--json", help="Print one machine-readable JSON document.")
+YesOpt = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation.")
+SwapForceOpt = typer.Option(False, "--force", help="Swap even while processes run from the env.")
+NoCompileOpt = typer.Option(False, "--no-compile", help="Do not compile bytecode in the new env.")
+ToOpt = typer.Option("latest", "--to", help="Target: latest, X.Y (newest X.Y.*) or X.Y.Z.")
+ProfileOpt = typer.Option(None, "--profile", help="Take requested packages and [constraints] from this profile.")
+PythonOpt = typer.Option(None, "--python", help="Build the new env on this Python (3.12, a path, or auto: the "
+                         "newest installed Python the target supports).")
+StrategyOpt = _choice(Strategy, Strategy.MINIMAL, "--strategy",
+                      help="minimal: move as little as possible; eager: newest of everything.")
+PreOpt = typer.Option(False, "--pre", help="Allow pre-releases (e.g. tf-nightly).")
+IndexOpt = typer.Option(None, "--index-url", help="Package index to use instead of the configured one.")
+ExtraIndexOpt = typer.Option(None, "--extra-index-url", help="Additional package index (repeatable).")
+FindLinksOpt = typer.Option(None, "--find-links", "-f", help="Folder of wheels to use (repeatable).")
+OfflineOpt = typer.Option(False, "--offline", help="No network: use only --find-links folders and uv's cache.")
+AllowDownloadOpt = typer.Option(False, "--allow-python-download", help="Let uv download a missing Python.")
+GpuOpt = _choice(Gpu, Gpu.AUTO, "--gpu", help="cuda: tensorflow\\[and-cuda] (Linux x86_64); cpu: tensorflow-cpu; "
+                 "auto: CUDA when nvidia-smi sees a GPU, else keep the env's variant.")
+KerasOpt = _choice(Keras, Keras.AUTO, "--keras", help="legacy: keep Keras 2 via tf-keras (TF_USE_LEGACY_KERAS=1); "
+                   "3: Keras 3; auto: keep what the env uses.")
+FormatOpt = _choice(ExportFormat, ExportFormat.PYLOCK, "--format", help="pylock (PEP 751 pylock.toml) or "
+                    "requirements (requirements.txt with hashes).")
 
 
 def _version(value: bool) -> None:
@@ -41,15 +77,24 @@ def _root(
 
 def _run(as_json: bool, work, show) -> None:
     """Run one core function; render its result or the user error it raised."""
+    term = terminal()
     try:
         result = work()
     except UserError as exc:
-        render.error(exc, as_json)
+        render.error(term, exc, as_json)
         raise typer.Exit(exc.exit_code)
     except KeyboardInterrupt:
-        render.err.print("interrupted: nothing was changed", markup=False)
+        term.err.print("interrupted: nothing was changed", markup=False)
         raise typer.Exit(130)
-    show(result, as_json)
+    show(term, result, as_json)
+
+
+def _asking(progress: render.Progress, preview):
+    """``preview(result) -> bool`` as a confirm callback that stops the live status before it asks."""
+    def confirm(result) -> bool:
+        progress.pause()
+        return preview(terminal(), result)
+    return confirm
 
 
 @app.command()
@@ -68,39 +113,17 @@ def snapshot(
     _run(as_json, lambda: snap.run(env, output, force=force), render.snapshot)
 
 
-def _plan_options(env, to, profile, python, strategy, pre, index_url, extra_index_url, find_links, offline,
-                  no_compile=False, yes=False, allow_python_download=False):
-    from rebuild.core.plan import Options
-
-    return Options(env=env, to=to, profile=profile, python=python, strategy=strategy, pre=pre, index_url=index_url,
-                   extra_index_urls=list(extra_index_url or []), find_links=[str(f) for f in find_links or []],
-                   offline=offline, no_compile=no_compile, yes=yes, allow_python_download=allow_python_download)
-
-
-ToOpt = typer.Option("latest", "--to", help="Target: latest, X.Y (newest X.Y.*) or X.Y.Z.")
-ProfileOpt = typer.Option(None, "--profile", help="Take requested packages and [constraints] from this profile.")
-PythonOpt = typer.Option(None, "--python", help="Build the new env on this Python (3.12, a path, or auto: the "
-                         "newest installed Python the target supports).")
-StrategyOpt = typer.Option("minimal", "--strategy", help="minimal: move as little as possible; eager: newest of everything.")
-PreOpt = typer.Option(False, "--pre", help="Allow pre-releases (e.g. tf-nightly).")
-IndexOpt = typer.Option(None, "--index-url", help="Package index to use instead of the configured one.")
-ExtraIndexOpt = typer.Option(None, "--extra-index-url", help="Additional package index (repeatable).")
-FindLinksOpt = typer.Option(None, "--find-links", "-f", help="Folder of wheels to use (repeatable).")
-OfflineOpt = typer.Option(False, "--offline", help="No network: use only --find-links folders and uv's cache.")
-AllowDownloadOpt = typer.Option(False, "--allow-python-download", help="Let uv download a missing Python.")
-GpuOpt = typer.Option("auto", "--gpu", help="cuda: tensorflow[and-cuda] (Linux x86_64); cpu: tensorflow-cpu; "
-                      "auto: CUDA when nvidia-smi sees a GPU, else keep the env's variant.")
-KerasOpt = typer.Option("auto", "--keras", help="legacy: keep Keras 2 via tf-keras (TF_USE_LEGACY_KERAS=1); "
-                        "3: Keras 3; auto: keep what the env uses.")
+def _links(find_links) -> list[str]:
+    return [str(f) for f in find_links or []]
 
 
 @app.command()
 def plan(
     env: Optional[Path] = EnvOpt, to: str = ToOpt, profile: Optional[Path] = ProfileOpt,
-    python: Optional[str] = PythonOpt, strategy: str = StrategyOpt, pre: bool = PreOpt,
+    python: Optional[str] = PythonOpt, strategy: Strategy = StrategyOpt, pre: bool = PreOpt,
     index_url: Optional[str] = IndexOpt, extra_index_url: Optional[list[str]] = ExtraIndexOpt,
     find_links: Optional[list[Path]] = FindLinksOpt, offline: bool = OfflineOpt,
-    allow_python_download: bool = AllowDownloadOpt, keras: str = KerasOpt, gpu: str = GpuOpt,
+    allow_python_download: bool = AllowDownloadOpt, keras: Keras = KerasOpt, gpu: Gpu = GpuOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Dry run: resolve the upgrade with uv and show what would change. Changes nothing.
@@ -109,12 +132,13 @@ def plan(
     """
     from rebuild.core import plan as planning
 
-    opts = _plan_options(env, to, profile, python, strategy, pre, index_url, extra_index_url, find_links, offline,
-                         allow_python_download=allow_python_download)
-    opts.keras, opts.gpu = keras, gpu
+    opts = planning.Options(env=env, to=to, profile=profile, python=python, strategy=strategy, pre=pre,
+                            index_url=index_url, extra_index_urls=extra_index_url or [],
+                            find_links=_links(find_links), offline=offline,
+                            allow_python_download=allow_python_download, keras=keras, gpu=gpu)
 
     def work():
-        with render.Progress(enabled=not as_json) as progress:
+        with terminal().progress(enabled=not as_json) as progress:
             return planning.make_plan(opts, progress)
 
     _run(as_json, work, render.plan)
@@ -123,14 +147,11 @@ def plan(
 @app.command()
 def upgrade(
     env: Optional[Path] = EnvOpt, to: str = ToOpt, profile: Optional[Path] = ProfileOpt,
-    python: Optional[str] = PythonOpt, strategy: str = StrategyOpt, pre: bool = PreOpt,
+    python: Optional[str] = PythonOpt, strategy: Strategy = StrategyOpt, pre: bool = PreOpt,
     index_url: Optional[str] = IndexOpt, extra_index_url: Optional[list[str]] = ExtraIndexOpt,
-    find_links: Optional[list[Path]] = FindLinksOpt, offline: bool = OfflineOpt,
-    no_compile: bool = typer.Option(False, "--no-compile", help="Do not compile bytecode in the new env."),
-    allow_python_download: bool = AllowDownloadOpt, keras: str = KerasOpt, gpu: str = GpuOpt,
-    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
-    force: bool = typer.Option(False, "--force", help="Swap even while processes run from the env."),
-    as_json: bool = JsonOpt,
+    find_links: Optional[list[Path]] = FindLinksOpt, offline: bool = OfflineOpt, no_compile: bool = NoCompileOpt,
+    allow_python_download: bool = AllowDownloadOpt, keras: Keras = KerasOpt, gpu: Gpu = GpuOpt,
+    yes: bool = YesOpt, force: bool = SwapForceOpt, as_json: bool = JsonOpt,
 ) -> None:
     """Build the upgraded env beside the old one, check it, swap it in atomically.
 
@@ -139,16 +160,17 @@ def upgrade(
     Example: tfrebuild upgrade --env ~/venvs/tf --to latest --yes
     """
     from rebuild.commands import upgrade as upgrading
+    from rebuild.core.plan import Options
 
-    opts = _plan_options(env, to, profile, python, strategy, pre, index_url, extra_index_url, find_links, offline,
-                         no_compile=no_compile, yes=yes, allow_python_download=allow_python_download)
-    opts.force = force
-    opts.keras, opts.gpu = keras, gpu
-    confirm = render.confirm_plan if sys.stdin.isatty() and not as_json else None
+    opts = Options(env=env, to=to, profile=profile, python=python, strategy=strategy, pre=pre, index_url=index_url,
+                   extra_index_urls=extra_index_url or [], find_links=_links(find_links), offline=offline,
+                   no_compile=no_compile, yes=yes, force=force, allow_python_download=allow_python_download,
+                   keras=keras, gpu=gpu)
 
     def work():
-        with render.Progress(enabled=not as_json) as progress:
-            return upgrading.run(opts, progress, confirm=None if yes else confirm)
+        with terminal().progress(enabled=not as_json) as progress:
+            confirm = _asking(progress, render.confirm_plan) if _can_ask(as_json) and not yes else None
+            return upgrading.run(opts, progress, confirm=confirm)
 
     _run(as_json, work, render.upgrade)
 
@@ -171,7 +193,7 @@ def doctor(
 
     def work():
         found.append(doc.run(env, to=to, index_url=index_url, extra_index_urls=list(extra_index_url or []),
-                             find_links=[str(f) for f in find_links or []], offline=offline, pre=pre))
+                             find_links=_links(find_links), offline=offline, pre=pre))
         return found[0]
 
     _run(as_json, work, render.doctor)
@@ -179,15 +201,16 @@ def doctor(
         raise typer.Exit(found[0].exit_code)
 
 
+def _can_ask(as_json: bool) -> bool:
+    return sys.stdin.isatty() and not as_json
+
+
 def _confirm(question: str) -> bool:
     return typer.confirm(question, default=False, err=True)
 
 
 def _tty_confirm(as_json: bool):
-    return _confirm if sys.stdin.isatty() and not as_json else None
-
-
-YesOpt = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation.")
+    return _confirm if _can_ask(as_json) else None
 
 
 @app.command()
@@ -195,7 +218,7 @@ def rollback(
     env: Optional[Path] = EnvOpt,
     to: Optional[int] = typer.Option(None, "--to", help="Generation number (default: the previous one)."),
     yes: bool = YesOpt,
-    force: bool = typer.Option(False, "--force", help="Swap even while processes run from the env."),
+    force: bool = SwapForceOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Swap the previous generation (or --to N) back in: atomic, offline, in milliseconds.
@@ -296,10 +319,10 @@ def apply(
                                         "tfrebuild did not write the profile for this env."),
     allow_insecure_index: bool = typer.Option(False, "--allow-insecure-index", help="Accept plain-http indexes and "
                                               "file URLs."),
-    no_compile: bool = typer.Option(False, "--no-compile", help="Do not compile bytecode in the new env."),
+    no_compile: bool = NoCompileOpt,
     allow_python_download: bool = AllowDownloadOpt,
     yes: bool = YesOpt,
-    force: bool = typer.Option(False, "--force", help="Swap even while processes run from the env."),
+    force: bool = SwapForceOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Build an environment from a profile's lock: a new env, or a new generation of an existing one.
@@ -310,15 +333,15 @@ def apply(
     """
     from rebuild.commands import apply as applying
 
-    opts = applying.Options(profile=profile, env=env, python=python, find_links=[str(f) for f in find_links or []],
+    opts = applying.Options(profile=profile, env=env, python=python, find_links=_links(find_links),
                             offline=offline, resolve=resolve, yes=yes, allow_commands=allow_commands,
                             allow_insecure_index=allow_insecure_index, no_compile=no_compile, force=force,
                             allow_python_download=allow_python_download)
-    confirm = render.confirm_apply if sys.stdin.isatty() and not as_json else None
 
     def work():
-        with render.Progress(enabled=not as_json) as progress:
-            return applying.run(opts, progress, confirm=None if yes else confirm)
+        with terminal().progress(enabled=not as_json) as progress:
+            confirm = _asking(progress, render.confirm_apply) if _can_ask(as_json) and not yes else None
+            return applying.run(opts, progress, confirm=confirm)
 
     _run(as_json, work, render.apply)
 
@@ -339,8 +362,8 @@ def bundle(
     from rebuild.commands import bundle as bundling
 
     def work():
-        with render.Progress(enabled=not as_json) as progress:
-            return bundling.run(profile, output, find_links=[str(f) for f in find_links or []], offline=offline,
+        with terminal().progress(enabled=not as_json) as progress:
+            return bundling.run(profile, output, find_links=_links(find_links), offline=offline,
                                 python=python, progress=progress)
 
     _run(as_json, work, render.bundle)
@@ -350,8 +373,7 @@ def bundle(
 def export(
     env: Optional[Path] = EnvOpt,
     profile: Optional[Path] = typer.Option(None, "--profile", help="Export this profile's lock instead of an env."),
-    fmt: str = typer.Option("pylock", "--format", help="pylock (PEP 751 pylock.toml) or requirements "
-                            "(requirements.txt with hashes)."),
+    fmt: ExportFormat = FormatOpt,
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="File to write (default: standard output)."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
     find_links: Optional[list[Path]] = FindLinksOpt, offline: bool = OfflineOpt,
@@ -364,12 +386,15 @@ def export(
     from rebuild.commands import export as exporting
 
     _run(as_json, lambda: exporting.run(env=env, profile=profile, fmt=fmt, output=output, offline=offline,
-                                        find_links=[str(f) for f in find_links or []], force=force),
+                                        find_links=_links(find_links), force=force),
          render.export)
 
 
 def main() -> None:
     try:
         app()
+    except UserError as exc:  # an option value refused while parsing, before any command ran
+        render.error(terminal(), exc, "--json" in sys.argv[1:])
+        sys.exit(exc.exit_code)
     except KeyboardInterrupt:  # pragma: no cover - typer usually converts this
         sys.exit(130)

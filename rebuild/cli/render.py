@@ -1,9 +1,10 @@
 """All output: human text, ``--json`` documents, errors and live progress.
 
-Core functions return dataclasses and report progress through a
-:class:`Progress` object; only this module writes to the terminal. Results go
-to stdout; progress and errors to stderr. ``NO_COLOR`` is honoured (rich
-checks it), and so is a non-terminal stdout/stderr (plain lines, no colour).
+Core functions return dataclasses and report progress through a ``progress`` object
+(:mod:`rebuild.util.progress`); only this module writes to the terminal, through a
+:class:`Terminal` the CLI makes once and hands to every renderer. Results go to stdout;
+progress and errors to stderr. ``NO_COLOR`` is honoured, and so is a non-terminal
+stdout/stderr (plain lines, no colour, no live status).
 """
 
 from __future__ import annotations
@@ -17,21 +18,30 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
+from rich.padding import Padding
 from rich.table import Table
 
 from rebuild.errors import UserError
+from rebuild.util.versions import minor
 
 
-def _console(stderr: bool = False) -> Console:
-    console = Console(stderr=stderr, highlight=False, soft_wrap=True,
-                      no_color=bool(os.environ.get("NO_COLOR")) or None)
+def _console(stderr: bool, no_color: bool) -> Console:
+    console = Console(stderr=stderr, highlight=False, soft_wrap=True, no_color=no_color or None)
     if not console.is_terminal and not os.environ.get("COLUMNS"):
         console.width = 200  # piped: don't squeeze tables into 80 columns
     return console
 
 
-out = _console()
-err = _console(stderr=True)
+class Terminal:
+    """Where output goes: ``out`` (results, stdout) and ``err`` (progress, errors, stderr)."""
+
+    def __init__(self, no_color: bool | None = None):
+        no_color = bool(os.environ.get("NO_COLOR")) if no_color is None else no_color
+        self.out = _console(stderr=False, no_color=no_color)
+        self.err = _console(stderr=True, no_color=no_color)
+
+    def progress(self, enabled: bool = True) -> "Progress":
+        return Progress(enabled, terminal=self)
 
 
 def jsonable(value):
@@ -51,7 +61,8 @@ def emit_json(document: dict) -> None:
     sys.stdout.flush()
 
 
-def error(exc: UserError, as_json: bool) -> None:
+def error(term: Terminal, exc: UserError, as_json: bool) -> None:
+    err = term.err
     if as_json:
         emit_json({"ok": False, **exc.to_dict()})
     err.print(f"[bold red]error:[/] {escape(exc.message)}", markup=True)
@@ -67,9 +78,10 @@ def error(exc: UserError, as_json: bool) -> None:
 class Progress:
     """Stage reporting: a live status with elapsed time on a terminal, one line per stage otherwise."""
 
-    def __init__(self, enabled: bool = True):
+    def __init__(self, enabled: bool = True, terminal: Terminal | None = None):
+        self.err = (terminal or Terminal()).err
         self.enabled = enabled
-        self.live = enabled and err.is_terminal
+        self.live = enabled and self.err.is_terminal
         self._status = None
         self._stage = ""
         self._start = time.monotonic()
@@ -84,19 +96,25 @@ class Progress:
         text = f"{name}: {detail}" if detail else name
         if self.live:
             if self._status is None:
-                self._status = err.status(text)
+                self._status = self.err.status(text)
                 self._status.start()
             else:
                 self._status.update(text)
         else:
-            err.print(f"[{time.monotonic() - self._start:6.1f}s] {text}", markup=False, highlight=False)
+            self.err.print(f"[{time.monotonic() - self._start:6.1f}s] {text}", markup=False, highlight=False)
 
     def note(self, text: str) -> None:
         if self.enabled:
             if self._status is not None:
                 self._status.console.print(f"  {text}", markup=False)
             else:
-                err.print(f"  {text}", markup=False)
+                self.err.print(f"  {text}", markup=False)
+
+    def pause(self) -> None:
+        """Stop the live status (before a prompt); the next stage starts it again."""
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
 
     def _finish_stage(self) -> None:
         if self._stage:
@@ -105,9 +123,7 @@ class Progress:
 
     def close(self) -> None:
         self._finish_stage()
-        if self._status is not None:
-            self._status.stop()
-            self._status = None
+        self.pause()
 
     def __enter__(self) -> "Progress":
         return self
@@ -119,7 +135,7 @@ class Progress:
 # --- per-command renderers ------------------------------------------------------
 
 
-def snapshot(result, as_json: bool) -> None:
+def snapshot(term: Terminal, result, as_json: bool) -> None:
     from rebuild.env import profile as prof
 
     p = result.profile
@@ -127,68 +143,81 @@ def snapshot(result, as_json: bool) -> None:
         emit_json({"ok": True, "written_to": result.written_to, "profile": prof.as_json_dict(p)})
         return
     tf = f"{p.tensorflow.distribution} {p.tensorflow.version}" if p.tensorflow.distribution else "no TensorFlow"
-    out.print(f"Snapshot of {p.source} ({p.env_kind}, Python {p.interpreter.version}, "
+    term.out.print(f"Snapshot of {p.source} ({p.env_kind}, Python {p.interpreter.version}, "
               f"{p.platform.system} {p.platform.machine})", markup=False)
-    out.print(f"  {len(p.packages)} distributions, {len(p.requested)} requested: {', '.join(p.requested) or '-'}",
+    term.out.print(f"  {len(p.packages)} distributions, {len(p.requested)} requested: {', '.join(p.requested) or '-'}",
               markup=False)
-    out.print(f"  TensorFlow: {tf}" + (f", keras {p.tensorflow.keras_version}" if p.tensorflow.keras_version else ""),
+    term.out.print(f"  TensorFlow: {tf}" + (f", keras {p.tensorflow.keras_version}" if p.tensorflow.keras_version else ""),
               markup=False)
     if p.gpu.nvidia_smi:
-        out.print(f"  GPU: {', '.join(p.gpu.gpus) or 'none listed'} (driver {p.gpu.driver_version or '?'}, "
+        term.out.print(f"  GPU: {', '.join(p.gpu.gpus) or 'none listed'} (driver {p.gpu.driver_version or '?'}, "
                   f"CUDA {p.gpu.cuda_version or '?'})", markup=False)
     for w in p.warnings:
-        out.print(f"  [yellow]warning[/] {escape(w.kind)}: {escape(w.message)}" + (f" ({escape(w.path)})" if w.path else ""))
-    out.print(f"Wrote {result.written_to} in {result.seconds:.2f}s", markup=False)
+        term.out.print(f"  [yellow]warning[/] {escape(w.kind)}: {escape(w.message)}" + (f" ({escape(w.path)})" if w.path else ""))
+    term.out.print(f"Wrote {result.written_to} in {result.seconds:.2f}s", markup=False)
 
 
-def table(title: str, columns: list[str], rows: list[list[str]]) -> None:
+def table(term: Terminal, title: str, columns: list[str], rows: list[list[str]]) -> None:
     t = Table(title=title, show_lines=False, header_style="bold")
     for column in columns:
         t.add_column(column)
     for row in rows:
         t.add_row(*[str(c) for c in row])
-    out.print(t)
+    term.out.print(t)
 
 
-def _change_line(c) -> str:
-    arrow = {"upgrade": "↑", "downgrade": "↓", "add": "+", "remove": "-"}[c.kind]
-    old, new = c.old or "", c.new or ""
-    versions = f"{old} → {new}" if c.old and c.new else (new or old)
-    reason = f"  ({c.reason})" if c.reason else ""
-    star = "*" if c.requested else " "
-    return f"  {arrow}{star} {c.name:<28} {versions}{reason}"
+def _grid(term: Terminal, rows: list[list[str]], right: tuple[int, ...] = ()) -> None:
+    """Aligned columns without borders, indented under the line above (a rich grid, not hand padding)."""
+    if not rows:
+        return
+    grid = Table.grid(padding=(0, 1), pad_edge=False)
+    for i in range(len(rows[0])):
+        grid.add_column(justify="right" if i in right else "left", overflow="fold")
+    for row in rows:
+        grid.add_row(*[escape(str(cell)) for cell in row])
+    term.out.print(Padding(grid, (0, 0, 0, 2)))
 
 
-def plan_text(p) -> None:
-    out.print(f"Plan for {p.env}", markup=False)
-    out.print(f"  TensorFlow: {p.tf_distribution} {p.tf_old} → {p.tf_new} (--to {p.target}, strategy {p.strategy})",
+def _changes(term: Terminal, changes) -> None:
+    """One row per change: mark (``*`` = requested), name, versions, reason."""
+    arrows = {"upgrade": "↑", "downgrade": "↓", "add": "+", "remove": "-"}
+    rows = []
+    for c in changes:
+        versions = f"{c.old} → {c.new}" if c.old and c.new else (c.new or c.old or "")
+        rows.append([arrows[c.kind] + ("*" if c.requested else " "), c.name, versions,
+                     f"({c.reason})" if c.reason else ""])
+    _grid(term, rows)
+
+
+def plan_text(term: Terminal, p) -> None:
+    term.out.print(f"Plan for {p.env}", markup=False)
+    term.out.print(f"  TensorFlow: {p.tf_distribution} {p.tf_old} → {p.tf_new} (--to {p.target}, strategy {p.strategy})",
               markup=False)
     if p.python_old != p.python_new:
-        out.print(f"  Python: {p.python_old} → {p.python_new} ({p.python_path})", markup=False)
+        term.out.print(f"  Python: {p.python_old} → {p.python_new} ({p.python_path})", markup=False)
     else:
-        out.print(f"  Python: {p.python_new} ({p.python_path})", markup=False)
+        term.out.print(f"  Python: {p.python_new} ({p.python_path})", markup=False)
     for note in p.notes:
-        out.print(f"  note: {note}", markup=False)
+        term.out.print(f"  note: {note}", markup=False)
     for f in p.preflight:
         label = "fixed by this upgrade" if f.fixed_by_rebuild else (
             "also affects the new env" if f.affects_new_env else f.severity)
-        out.print(f"  pre-flight ({label}) {f.id}: {f.title}", markup=False)
+        term.out.print(f"  pre-flight ({label}) {f.id}: {f.title}", markup=False)
         if f.fix and not f.fixed_by_rebuild:
-            out.print(f"      fix: {f.fix}", markup=False)
+            term.out.print(f"      fix: {f.fix}", markup=False)
     if p.changes:
-        out.print(f"  Changes ({len(p.changes)}; * = requested by you; {p.unchanged} unchanged):", markup=False)
-        for c in p.changes:
-            out.print(_change_line(c), markup=False)
+        term.out.print(f"  Changes ({len(p.changes)}; * = requested by you; {p.unchanged} unchanged):", markup=False)
+        _changes(term, p.changes)
     else:
-        out.print("  No package changes.", markup=False)
+        term.out.print("  No package changes.", markup=False)
 
 
-def plan(p, as_json: bool) -> None:
+def plan(term: Terminal, p, as_json: bool) -> None:
     if as_json:
         emit_json({"ok": True, "plan": _plan_dict(p)})
         return
-    plan_text(p)
-    out.print(f"Resolved in {p.seconds:.1f}s. Nothing was changed; run `tfrebuild upgrade` to apply.", markup=False)
+    plan_text(term, p)
+    term.out.print(f"Resolved in {p.seconds:.1f}s. Nothing was changed; run `tfrebuild upgrade` to apply.", markup=False)
 
 
 def _plan_dict(p) -> dict:
@@ -198,20 +227,18 @@ def _plan_dict(p) -> dict:
     return {k: jsonable(getattr(p, k)) for k in keep}
 
 
-def confirm_plan(p) -> bool:
-    plan_text(p)
+def confirm_plan(term: Terminal, p) -> bool:
+    plan_text(term, p)
     import typer
 
     return typer.confirm("Build this environment and swap it in?", default=False, err=True)
 
 
-def _checks(title: str, checks) -> None:
-    for c in checks:
-        mark = "ok  " if c.ok else "FAIL"
-        out.print(f"  {mark} {c.name:<44} {c.seconds:6.2f}s", markup=False)
+def _checks(term: Terminal, checks) -> None:
+    _grid(term, [["ok" if c.ok else "FAIL", c.name, f"{c.seconds:.2f}s"] for c in checks], right=(2,))
 
 
-def upgrade(r, as_json: bool) -> None:
+def upgrade(term: Terminal, r, as_json: bool) -> None:
     if as_json:
         emit_json({"ok": True, "changed": r.changed, "plan": _plan_dict(r.plan), "generation": r.generation,
                    "previous": r.previous, "state_dir": r.state_dir, "log": r.log, "build_seconds": r.build_seconds,
@@ -219,17 +246,17 @@ def upgrade(r, as_json: bool) -> None:
                    "notes": r.notes, "recovered": r.recovered, "seconds": r.seconds})
         return
     if r.recovered:
-        out.print(f"Recovered an interrupted operation first: {r.recovered}", markup=False)
+        term.out.print(f"Recovered an interrupted operation first: {r.recovered}", markup=False)
     if not r.changed:
-        plan_text(r.plan)
-        out.print("Nothing to do: the environment already matches the target.", markup=False)
+        plan_text(term, r.plan)
+        term.out.print("Nothing to do: the environment already matches the target.", markup=False)
         return
-    plan_text(r.plan)
-    out.print(f"Built in {r.build_seconds:.1f}s. Checks in the new env:", markup=False)
-    _checks("checks", r.checks)
-    out.print(f"Swapped in atomically in {r.swap_ms:.1f} ms; checks at {r.plan.env}:", markup=False)
-    _checks("after", r.after_swap)
-    out.print(f"Upgraded {r.plan.env} to generation {r.generation} ({r.plan.tf_distribution} {r.plan.tf_new}) "
+    plan_text(term, r.plan)
+    term.out.print(f"Built in {r.build_seconds:.1f}s. Checks in the new env:", markup=False)
+    _checks(term, r.checks)
+    term.out.print(f"Swapped in atomically in {r.swap_ms:.1f} ms; checks at {r.plan.env}:", markup=False)
+    _checks(term, r.after_swap)
+    term.out.print(f"Upgraded {r.plan.env} to generation {r.generation} ({r.plan.tf_distribution} {r.plan.tf_new}) "
               f"in {r.seconds:.1f}s. Generation {r.previous} is kept: `tfrebuild rollback` brings it back.",
               markup=False)
 
@@ -242,86 +269,85 @@ def _size(n: int) -> str:
     return str(n)
 
 
-def _recovered(text) -> None:
+def _recovered(term: Terminal, text) -> None:
     if text:
-        err.print(f"Recovered an interrupted operation first: {text}", markup=False)
+        term.err.print(f"Recovered an interrupted operation first: {text}", markup=False)
 
 
-def rollback(r, as_json: bool) -> None:
+def rollback(term: Terminal, r, as_json: bool) -> None:
     if as_json:
         emit_json({"ok": True, **jsonable(r)})
         return
-    _recovered(r.recovered)
+    _recovered(term, r.recovered)
     for u in r.forced_users:
-        err.print(f"warning: pid {u.pid} ({u.why}) was using the env: {u.command[:100]}", markup=False)
-    out.print(f"Rolled {r.env} back from generation {r.from_generation} to {r.to_generation} "
+        term.err.print(f"warning: pid {u.pid} ({u.why}) was using the env: {u.command[:100]}", markup=False)
+    term.out.print(f"Rolled {r.env} back from generation {r.from_generation} to {r.to_generation} "
               f"({r.tensorflow}, Python {r.python}) in {r.swap_ms:.1f} ms.", markup=False)
-    _checks("after", r.checks)
-    out.print(f"Generation {r.from_generation} is kept: `tfrebuild rollback` again returns to it.", markup=False)
+    _checks(term, r.checks)
+    term.out.print(f"Generation {r.from_generation} is kept: `tfrebuild rollback` again returns to it.", markup=False)
 
 
-def history(h, as_json: bool) -> None:
+def history(term: Terminal, h, as_json: bool) -> None:
     if as_json:
         emit_json({"ok": True, **jsonable(h)})
         return
-    _recovered(h.recovered)
+    _recovered(term, h.recovered)
     rows = []
     for r in h.rows:
         mark = "*" if r.current else ("<" if r.previous else "")
         rows.append([f"{r.number}{mark}", r.created.replace("T", " ").rstrip("Z"), r.tensorflow, r.python,
                      _size(r.disk_alone) if r.present else "(missing)", r.command])
-    table(f"Generations of {h.env}  (* current, < previous: what `rollback` restores)",
+    table(term, f"Generations of {h.env}  (* current, < previous: what `rollback` restores)",
           ["gen", "created (UTC)", "TensorFlow", "Python", "disk alone", "made by"], rows)
-    out.print(f"All generations together use {_size(h.disk_total)} (files shared by hard links counted once).",
+    term.out.print(f"All generations together use {_size(h.disk_total)} (files shared by hard links counted once).",
               markup=False)
 
 
-def diff(d, as_json: bool) -> None:
+def diff(term: Terminal, d, as_json: bool) -> None:
     if as_json:
         emit_json({"ok": True, **jsonable(d)})
         return
-    out.print(f"{d.a} → {d.b}: {len(d.changes)} change(s)", markup=False)
-    for c in d.changes:
-        out.print(_change_line(c), markup=False)
+    term.out.print(f"{d.a} → {d.b}: {len(d.changes)} change(s)", markup=False)
+    _changes(term, d.changes)
 
 
-def gc(g, as_json: bool) -> None:
+def gc(term: Terminal, g, as_json: bool) -> None:
     if as_json:
         emit_json({"ok": True, **jsonable(g)})
         return
-    _recovered(g.recovered)
+    _recovered(term, g.recovered)
     if not g.deleted:
-        out.print(f"Nothing to delete: {len(g.kept)} generation(s) of {g.env}, keeping {g.keep}.", markup=False)
+        term.out.print(f"Nothing to delete: {len(g.kept)} generation(s) of {g.env}, keeping {g.keep}.", markup=False)
         return
     verb = "Would delete" if g.dry_run else "Deleted"
-    out.print(f"{verb} generation(s) {', '.join(map(str, g.deleted))} of {g.env}; "
+    term.out.print(f"{verb} generation(s) {', '.join(map(str, g.deleted))} of {g.env}; "
               f"{'would free' if g.dry_run else 'freed'} {_size(g.freed)}. Kept: {', '.join(map(str, g.kept))}.",
               markup=False)
 
 
-def status(s, as_json: bool) -> None:
+def status(term: Terminal, s, as_json: bool) -> None:
     if as_json:
         emit_json({"ok": True, **jsonable(s)})
         return
-    _recovered(s.recovered)
+    _recovered(term, s.recovered)
     if not s.managed:
-        out.print(f"{s.env} is not managed by tfrebuild (no generations yet).", markup=False)
+        term.out.print(f"{s.env} is not managed by tfrebuild (no generations yet).", markup=False)
         return
-    out.print(f"{s.env}: generation {s.current} ({s.tensorflow}); previous: {s.previous or '-'}", markup=False)
-    out.print(f"  state folder: {s.state_dir}", markup=False)
-    out.print(f"  interrupted operation: {s.interrupted.get('op') + ' (' + str(s.interrupted.get('step')) + ')' if s.interrupted else 'none'}",
+    term.out.print(f"{s.env}: generation {s.current} ({s.tensorflow}); previous: {s.previous or '-'}", markup=False)
+    term.out.print(f"  state folder: {s.state_dir}", markup=False)
+    term.out.print(f"  interrupted operation: {s.interrupted.get('op') + ' (' + str(s.interrupted.get('step')) + ')' if s.interrupted else 'none'}",
               markup=False)
-    out.print(f"  leftover staging folders: {', '.join(s.leftover_staging) or 'none'}", markup=False)
+    term.out.print(f"  leftover staging folders: {', '.join(s.leftover_staging) or 'none'}", markup=False)
     holder = s.lock_holder
-    out.print(f"  lock: {'held by pid ' + str(holder.get('pid')) + ': ' + str(holder.get('command')) if holder else 'free'}",
+    term.out.print(f"  lock: {'held by pid ' + str(holder.get('pid')) + ': ' + str(holder.get('command')) if holder else 'free'}",
               markup=False)
 
 
-def releases(t, as_json: bool) -> None:
+def releases(term: Terminal, t, as_json: bool) -> None:
     if as_json:
         emit_json({"ok": True, **jsonable(t)})
         return
-    latest_minor = ".".join(t.latest.split(".")[:2])
+    latest_minor = minor(t.latest)
     rows = []
     for r in t.rows:
         marks = []
@@ -331,22 +357,22 @@ def releases(t, as_json: bool) -> None:
             marks.append("latest")
         rows.append([r.minor + (" (" + ", ".join(marks) + ")" if marks else ""), ", ".join(r.python), r.numpy,
                      f"{r.keras_major} ({r.keras})", f"{r.cuda} / {r.cudnn}", r.gpu_route, "; ".join(r.notes)])
-    table("TensorFlow releases (Linux x86_64)", ["TF", "Python", "NumPy", "Keras", "CUDA / cuDNN", "GPU route", "notes"],
+    table(term, "TensorFlow releases (Linux x86_64)", ["TF", "Python", "NumPy", "Keras", "CUDA / cuDNN", "GPU route", "notes"],
           rows)
     if t.installed:
-        out.print(f"Installed: {t.installed}.", markup=False)
-    out.print(f"Newest release: {t.latest} (from the {t.latest_source}).", markup=False)
+        term.out.print(f"Installed: {t.installed}.", markup=False)
+    term.out.print(f"Newest release: {t.latest} (from the {t.latest_source}).", markup=False)
 
 
-def _finding_lines(f, indent: str = "  ") -> None:
-    out.print(f"{indent}{f.id}: {f.title}", markup=False)
+def _finding_lines(term: Terminal, f, indent: str = "  ") -> None:
+    term.out.print(f"{indent}{f.id}: {f.title}", markup=False)
     for line in f.evidence:
-        out.print(f"{indent}    {line}", markup=False)
+        term.out.print(f"{indent}    {line}", markup=False)
     if f.fix:
-        out.print(f"{indent}  fix: {f.fix}", markup=False)
+        term.out.print(f"{indent}  fix: {f.fix}", markup=False)
 
 
-def doctor(r, as_json: bool) -> None:
+def doctor(term: Terminal, r, as_json: bool) -> None:
     counts = {s: r.count(s) for s in ("error", "warning", "info")}
     if as_json:
         emit_json({"ok": r.errors == 0, "env": r.env, "python": r.python, "python_version": r.python_version,
@@ -357,98 +383,96 @@ def doctor(r, as_json: bool) -> None:
         return
     tf = f"{r.tf_distribution} {r.tf_version}" if r.tf_distribution else "no TensorFlow"
     target = f"; target {r.tf_distribution} {r.target_version} (--to {r.target})" if r.target_version else ""
-    out.print(f"Doctor for {r.env} ({r.env_kind}, Python {r.python_version}, {tf}{target})", markup=False)
+    term.out.print(f"Doctor for {r.env} ({r.env_kind}, Python {r.python_version}, {tf}{target})", markup=False)
     styles = {"error": ("errors", "bold red"), "warning": ("warnings", "yellow"), "info": ("info", "cyan")}
     for severity, (label, style) in styles.items():
         group = [f for f in r.findings if f.severity == severity]
         if not group:
             continue
-        out.print(f"[{style}]{label} ({len(group)})[/]", markup=True)
+        term.out.print(f"[{style}]{label} ({len(group)})[/]", markup=True)
         for f in group:
-            _finding_lines(f)
+            _finding_lines(term, f)
     for note in r.skipped:
-        out.print(f"note: {note}", markup=False)
+        term.out.print(f"note: {note}", markup=False)
     if not r.findings:
-        out.print("No problems found.", markup=False)
-    out.print(f"{counts['error']} error(s), {counts['warning']} warning(s), {counts['info']} info "
+        term.out.print("No problems found.", markup=False)
+    term.out.print(f"{counts['error']} error(s), {counts['warning']} warning(s), {counts['info']} info "
               f"in {r.seconds:.1f}s. Nothing was changed.", markup=False)
 
 
-def _apply_preview(r) -> None:
+def _apply_preview(term: Terminal, r) -> None:
     where = f"a new environment at {r.env}" if r.new_env else f"a new generation of {r.env}"
-    out.print(f"Apply {r.profile} → {where}", markup=False)
+    term.out.print(f"Apply {r.profile} → {where}", markup=False)
     tf = f", {r.tensorflow}" if r.tensorflow else ""
-    out.print(f"  Python {r.python} ({r.python_path}); {r.packages} packages{tf}", markup=False)
-    out.print(f"  lock: {r.lock_source}", markup=False)
-    out.print(f"  hashes: {r.hashes}", markup=False)
+    term.out.print(f"  Python {r.python} ({r.python_path}); {r.packages} packages{tf}", markup=False)
+    term.out.print(f"  lock: {r.lock_source}", markup=False)
+    term.out.print(f"  hashes: {r.hashes}", markup=False)
     p = r.portability
     if p is not None and p.differences:
-        out.print(f"  portability: the profile is from {p.profile}; this is {p.here} ({'; '.join(p.differences)})",
+        term.out.print(f"  portability: the profile is from {p.profile}; this is {p.here} ({'; '.join(p.differences)})",
                   markup=False)
     for url in r.index_urls:
-        out.print(f"  {url}", markup=False)
+        term.out.print(f"  {url}", markup=False)
     if r.smoke_commands:
         state = "will run" if r.commands_run else "NOT run: foreign profile (--allow-commands runs them)"
-        out.print(f"  smoke commands from the profile ({state}):", markup=False)
+        term.out.print(f"  smoke commands from the profile ({state}):", markup=False)
         for command in r.smoke_commands:
-            out.print(f"    $ {command}", markup=False)
+            term.out.print(f"    $ {command}", markup=False)
     if r.changes:
-        out.print(f"  Re-resolved for this machine ({len(r.changes)} change(s) from the profile's lock):", markup=False)
-        for c in r.changes:
-            out.print(_change_line(c), markup=False)
+        term.out.print(f"  Re-resolved for this machine ({len(r.changes)} change(s) from the profile's lock):", markup=False)
+        _changes(term, r.changes)
     if r.env_changes:
-        out.print(f"  Changes to the environment ({len(r.env_changes)}):", markup=False)
-        for c in r.env_changes:
-            out.print(_change_line(c), markup=False)
+        term.out.print(f"  Changes to the environment ({len(r.env_changes)}):", markup=False)
+        _changes(term, r.env_changes)
     for note in r.notes:
-        out.print(f"  note: {note}", markup=False)
+        term.out.print(f"  note: {note}", markup=False)
 
 
-def confirm_apply(r) -> bool:
-    _apply_preview(r)
+def confirm_apply(term: Terminal, r) -> bool:
+    _apply_preview(term, r)
     import typer
 
     return typer.confirm("Build this environment?", default=False, err=True)
 
 
-def apply(r, as_json: bool) -> None:
+def apply(term: Terminal, r, as_json: bool) -> None:
     if as_json:
         emit_json({"ok": True, **jsonable(r)})
         return
     if r.recovered:
-        out.print(f"Recovered an interrupted operation first: {r.recovered}", markup=False)
-    _apply_preview(r)
+        term.out.print(f"Recovered an interrupted operation first: {r.recovered}", markup=False)
+    _apply_preview(term, r)
     if not r.changed:
-        out.print("Nothing to do: the environment already holds exactly this set.", markup=False)
+        term.out.print("Nothing to do: the environment already holds exactly this set.", markup=False)
         return
-    out.print(f"Built in {r.build_seconds:.1f}s. Checks in the new env:", markup=False)
-    _checks("checks", r.checks)
+    term.out.print(f"Built in {r.build_seconds:.1f}s. Checks in the new env:", markup=False)
+    _checks(term, r.checks)
     verb = "Moved into place" if r.new_env else "Swapped in atomically"
-    out.print(f"{verb} in {r.swap_ms:.1f} ms; checks at {r.env}:", markup=False)
-    _checks("after", r.after_swap)
+    term.out.print(f"{verb} in {r.swap_ms:.1f} ms; checks at {r.env}:", markup=False)
+    _checks(term, r.after_swap)
     if r.new_env:
-        out.print(f"Created {r.env} (generation 1) in {r.seconds:.1f}s.", markup=False)
+        term.out.print(f"Created {r.env} (generation 1) in {r.seconds:.1f}s.", markup=False)
     else:
-        out.print(f"Applied to {r.env} as generation {r.generation} in {r.seconds:.1f}s. Generation {r.previous} "
+        term.out.print(f"Applied to {r.env} as generation {r.generation} in {r.seconds:.1f}s. Generation {r.previous} "
                   "is kept: `tfrebuild rollback` brings it back.", markup=False)
 
 
-def bundle(r, as_json: bool) -> None:
+def bundle(term: Terminal, r, as_json: bool) -> None:
     if as_json:
         emit_json({"ok": True, **jsonable(r), "downloaded": r.downloaded})
         return
     rows = [[f.package, f.version, f.filename, _size(f.size), f.how + (" (hash recorded)" if f.hash_recorded else "")]
             for f in r.files]
-    table(f"Bundle {r.output}", ["package", "version", "file", "size", "how"], rows)
+    table(term, f"Bundle {r.output}", ["package", "version", "file", "size", "how"], rows)
     for note in r.notes:
-        out.print(f"note: {note}", markup=False)
-    out.print(f"Bundled {len(r.files)} files, {_size(r.size)} in total ({_size(r.downloaded)} downloaded), every "
+        term.out.print(f"note: {note}", markup=False)
+    term.out.print(f"Bundled {len(r.files)} files, {_size(r.size)} in total ({_size(r.downloaded)} downloaded), every "
               f"hash checked, in {r.seconds:.1f}s; lock from {r.lock_source}.", markup=False)
-    out.print(f"Install it offline: tfrebuild apply {r.output}/profile.toml --find-links {r.output} --offline "
+    term.out.print(f"Install it offline: tfrebuild apply {r.output}/profile.toml --find-links {r.output} --offline "
               "--env PATH", markup=False)
 
 
-def export(r, as_json: bool) -> None:
+def export(term: Terminal, r, as_json: bool) -> None:
     if as_json:
         emit_json({"ok": True, **jsonable(r)})
         return
@@ -456,13 +480,13 @@ def export(r, as_json: bool) -> None:
         sys.stdout.write(r.text)
         sys.stdout.flush()
         for note in r.notes:
-            err.print(f"note: {note}", markup=False)
+            term.err.print(f"note: {note}", markup=False)
         return
     hashed = "every package hashed" if r.hashed else "some packages without hashes"
-    out.print(f"Wrote {r.output}: {r.packages} packages ({r.format}, {hashed}) from {r.source}; "
+    term.out.print(f"Wrote {r.output}: {r.packages} packages ({r.format}, {hashed}) from {r.source}; "
               f"lock from {r.lock_source}.", markup=False)
     for note in r.notes:
-        out.print(f"note: {note}", markup=False)
+        term.out.print(f"note: {note}", markup=False)
     install = (f"uv pip sync {r.output}" if r.format == "pylock"
                else f"pip install --require-hashes --no-deps -r {r.output}")
-    out.print(f"Install with: {install}", markup=False)
+    term.out.print(f"Install with: {install}", markup=False)

@@ -53,7 +53,7 @@ from rebuild.core import resolve
 from rebuild.core import smoke
 from rebuild.env import snapshot
 from rebuild.core import lockfile as locks
-from rebuild.core import plan as planning
+from rebuild.core import changes as planning  # Change, diff: their one home (rename at the next edit)
 from rebuild.env import profile as prof
 from rebuild.env.locate import default_env_path, locate
 from rebuild.errors import UserError

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from rebuild.env import inuse
-from rebuild.core import plan as planning
+from rebuild.core import changes as planning  # Change, diff: their one home (rename at the next edit)
 from rebuild.core import smoke
 from rebuild.env import profile as prof
 from rebuild.env.locate import locate

@@ -11,27 +11,29 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from rebuild.index import config as indexconf
-from rebuild.env import interpreters
-from rebuild.env import probe
 from rebuild.core import resolve
+from rebuild.core.changes import Change, diff
+from rebuild.core.options import Gpu, Keras, Strategy
+from rebuild.env import interpreters, probe
 from rebuild.env import profile as prof
 from rebuild.env.locate import EnvLocation, locate
-from rebuild.errors import UserError
 from rebuild.env.snapshot import build_profile
+from rebuild.errors import UserError
+from rebuild.index import config as indexconf
 from rebuild.knowledge.tf import (DROPPED, KERAS2_PACKAGES, LEGACY_KERAS_PTH, SEED_PACKAGES, TF_DISTRIBUTIONS,
-                            release_for, releases)
+                                  release_for, releases)
+from rebuild.util.progress import NULL
 
 
-@dataclass
+@dataclass(frozen=True)
 class Options:
-    """The options ``plan`` and ``upgrade`` share."""
+    """The options ``plan`` and ``upgrade`` share, built once; the choices are checked on construction."""
 
     env: str | os.PathLike | None = None
     to: str = "latest"
     profile: str | os.PathLike | None = None
     python: str | None = None
-    strategy: str = "minimal"
+    strategy: Strategy = Strategy.MINIMAL
     pre: bool = False
     index_url: str | None = None
     extra_index_urls: list[str] = field(default_factory=list)
@@ -41,18 +43,14 @@ class Options:
     allow_python_download: bool = False
     yes: bool = False
     force: bool = False  # swap even while processes run from the env
-    keras: str = "auto"  # auto | legacy | 3
-    gpu: str = "auto"  # auto | cuda | cpu
+    keras: Keras = Keras.AUTO
+    gpu: Gpu = Gpu.AUTO
 
-
-@dataclass
-class Change:
-    name: str
-    old: str | None
-    new: str | None
-    kind: str  # upgrade | downgrade | add | remove
-    requested: bool
-    reason: str = ""
+    def __post_init__(self) -> None:
+        for name, choice in (("strategy", Strategy), ("keras", Keras), ("gpu", Gpu)):
+            object.__setattr__(self, name, choice.parse(getattr(self, name)))
+        for name in ("extra_index_urls", "find_links"):
+            object.__setattr__(self, name, [str(v) for v in getattr(self, name) or []])
 
 
 @dataclass
@@ -89,10 +87,6 @@ class Plan:
         return not self.changes and self.python_old == self.python_new
 
 
-def _major_minor(version: str) -> str:
-    return ".".join(version.split(".")[:2])
-
-
 def base_interpreter(current: prof.Profile) -> interpreters.Interpreter:
     """The interpreter the env was made from (its base), verified to run."""
     minor = current.interpreter.minor
@@ -104,26 +98,6 @@ def base_interpreter(current: prof.Profile) -> interpreters.Interpreter:
             if version:
                 return interpreters.Interpreter(candidate, version, "base of the env")
     return interpreters.find(current.interpreter.version)
-
-
-def _kind(old: str | None, new: str | None) -> str:
-    if old is None:
-        return "add"
-    if new is None:
-        return "remove"
-    try:
-        return "upgrade" if Version(new) > Version(old) else "downgrade"
-    except InvalidVersion:
-        return "upgrade"
-
-
-def diff(old: dict[str, str], new: dict[str, str]) -> list[tuple[str, str | None, str | None, str]]:
-    out = []
-    for name in sorted(set(old) | set(new)):
-        a, b = old.get(name), new.get(name)
-        if a != b:
-            out.append((name, a, b, _kind(a, b)))
-    return out
 
 
 def _reason(name: str, old: str | None, new: str | None, tf: str, via: dict[str, list[str]],
@@ -170,15 +144,22 @@ def _requested_requirements(current: prof.Profile, override: prof.Profile | None
     return sorted(dict.fromkeys(names))
 
 
+def _tf_files(inputs: resolve.Inputs) -> list:
+    """The TensorFlow distribution's files on the configured index and find-links folders."""
+    from rebuild.index import simple as indexinfo
+
+    return indexinfo.list_files(inputs.tf_distribution, indexinfo.Sources(
+        index_urls=[] if inputs.index.no_index else [inputs.index.index_url] + inputs.index.extra_index_urls,
+        find_links=inputs.index.find_links, offline=inputs.offline))
+
+
 def no_wheel_error(inputs: resolve.Inputs, target: resolve.TargetSpec, python_version: str, explanation: str) -> UserError:
     """The target has no wheel for this interpreter: say which Pythons it supports and which are here."""
     from rebuild.index import simple as indexinfo
 
     supported: list[str] = []
     try:
-        files = indexinfo.list_files(inputs.tf_distribution, indexinfo.Sources(
-            index_urls=[] if inputs.index.no_index else [inputs.index.index_url] + inputs.index.extra_index_urls,
-            find_links=inputs.index.find_links, offline=inputs.offline))
+        files = _tf_files(inputs)
         wanted = [v for v in indexinfo.versions(files, prereleases=inputs.pre)
                   if not target.specifier or v in _specifier(target)]
         if wanted:
@@ -211,9 +192,7 @@ def newest_resolvable(inputs: resolve.Inputs, installed: str, ceiling: str) -> s
     from rebuild.index import simple as indexinfo
 
     try:
-        files = indexinfo.list_files(inputs.tf_distribution, indexinfo.Sources(
-            index_urls=[] if inputs.index.no_index else [inputs.index.index_url] + inputs.index.extra_index_urls,
-            find_links=inputs.index.find_links, offline=inputs.offline))
+        files = _tf_files(inputs)
     except (UserError, OSError):
         return None
     newest_by_minor: dict[tuple[int, int], Version] = {}
@@ -317,23 +296,22 @@ def _python_auto(current: prof.Profile, tf: str, extras: list[str], target: reso
                     f"Interpreters found: {listing}. Install a Python that `tfrebuild releases` lists for it.")
 
 
-def gpu_route(choice: str, tf: str, current: prof.Profile) -> tuple[str, list[str], str]:
+def gpu_route(choice: Gpu | str, tf: str, current: prof.Profile) -> tuple[str, list[str], str]:
     """(distribution, extras, route) for ``--gpu auto|cuda|cpu``.
 
     auto: an NVIDIA GPU seen by ``nvidia-smi`` (or the env already on the CUDA wheels) → the CUDA route
     on Linux x86_64; otherwise the env's current variant. cpu: ``tensorflow-cpu`` where PyPI has it.
     """
-    if choice not in ("auto", "cuda", "cpu"):
-        raise UserError(f"Unknown --gpu '{choice}'.", "Use --gpu auto, --gpu cuda or --gpu cpu.")
+    choice = Gpu.parse(choice)
     system, machine = current.platform.system, current.platform.machine
     cuda_capable = system == "Linux" and machine in ("x86_64", "AMD64")
     on_cuda_wheels = tf == "tensorflow" and any(p.name.startswith("nvidia-cudnn-cu") for p in current.packages)
-    if choice == "auto":
+    if choice == Gpu.AUTO:
         if cuda_capable and (current.gpu.gpus or on_cuda_wheels):
-            choice = "cuda"
+            choice = Gpu.CUDA
         else:
             return tf, [], "keep"
-    if choice == "cuda":
+    if choice == Gpu.CUDA:
         if not cuda_capable:
             raise UserError(f"--gpu cuda needs Linux x86_64; this env is {system} {machine}.",
                             "On macOS use tensorflow-metal; on Windows use WSL2; or drop --gpu.")
@@ -374,16 +352,27 @@ def _preflight(loc, data, tf_new, tf, python_version, index, opts) -> list:
     return [f for f in findings if f.affects_new_env or f.fixed_by_rebuild or f.severity == "error"]
 
 
-def make_plan(opts: Options, progress=None, log: Path | None = None) -> Plan:
-    """Snapshot, pick the target, resolve with uv, and describe the difference."""
-    from rebuild.cli.render import Progress
+@dataclass
+class _Survey:
+    """The env as it is (stage "snapshot"): where, what the probe saw, its profile, its TensorFlow."""
 
-    progress = progress or Progress(enabled=False)
-    start = time.monotonic()
-    target = resolve.parse_target(opts.to)
-    if opts.strategy not in ("minimal", "eager"):
-        raise UserError(f"Unknown strategy '{opts.strategy}'.", "Use --strategy minimal or --strategy eager.")
-    progress.stage("snapshot")
+    loc: EnvLocation
+    data: dict
+    current: prof.Profile
+    override: prof.Profile | None  # --profile
+    tf: str  # the TensorFlow distribution installed (or the profile's)
+
+    @property
+    def pins(self) -> dict[str, str]:
+        return {p.name: p.version for p in self.current.packages if p.location == "env"}
+
+    @property
+    def requires(self) -> dict[str, list[str]]:
+        return {d["canonical"]: d.get("requires", []) for d in self.data.get("distributions", [])
+                if d.get("location") == "env"}
+
+
+def _survey(opts: Options) -> _Survey:
     loc: EnvLocation = locate(opts.env)
     if loc.bare:
         raise UserError(f"{loc.python} is a bare interpreter, not a virtual environment.",
@@ -395,131 +384,179 @@ def make_plan(opts: Options, progress=None, log: Path | None = None) -> Plan:
     if not tf:
         raise UserError(f"{loc.path} has no TensorFlow installed.",
                         "tfrebuild upgrades TensorFlow environments; install one first or pass --profile.")
-    old_tf = tf
-    tf, extras, route = gpu_route(opts.gpu, tf, current)
-    index = indexconf.override(indexconf.discover(prefix=loc.path), index_url=opts.index_url,
-                               extra_index_urls=opts.extra_index_urls, find_links=opts.find_links, offline=opts.offline)
-    python_note = ""
+    return _Survey(loc, data, current, override, tf)
+
+
+def _interpreter(opts: Options, current: prof.Profile, tf: str, extras: list[str], target: resolve.TargetSpec,
+                 index) -> tuple[interpreters.Interpreter, str]:
+    """The interpreter the new env is built on, and a note when ``--python auto`` chose it."""
     if opts.python == "auto":
-        interp, python_note = _python_auto(current, tf, extras, target, index, opts)
-    elif opts.python:
-        interp = interpreters.find(opts.python, allow_download=opts.allow_python_download)
-    else:
-        interp = base_interpreter(current)
-    pins = {p.name: p.version for p in current.packages if p.location == "env"}
-    constraints = dict((override or current).constraints)
+        return _python_auto(current, tf, extras, target, index, opts)
+    if opts.python:
+        return interpreters.find(opts.python, allow_download=opts.allow_python_download), ""
+    return base_interpreter(current), ""
+
+
+def _inputs(opts: Options, survey: _Survey, interp, tf: str, extras: list[str], index, log) -> resolve.Inputs:
     inputs = resolve.Inputs(
-        python=interp.path, tf_distribution=tf, requested=_requested_requirements(current, override),
-        pins=pins, constraints=constraints, index=index, offline=opts.offline, pre=opts.pre,
-        strategy=opts.strategy, log=log, extras=extras,
+        python=interp.path, tf_distribution=tf, requested=_requested_requirements(survey.current, survey.override),
+        pins=survey.pins, constraints=dict((survey.override or survey.current).constraints), index=index,
+        offline=opts.offline, pre=opts.pre, strategy=opts.strategy, log=log, extras=extras,
     )
-    if tf != old_tf:
+    if tf != survey.tf:  # another variant: the installed one is not requested
         inputs.requested = [r for r in inputs.requested if _req_name(r) not in TF_DISTRIBUTIONS]
-    progress.stage("resolve", f"{tf}{'[' + ','.join(extras) + ']' if extras else ''} {target.raw} "
-                   f"for Python {interp.version}")
+    return inputs
+
+
+def _target_version(inputs: resolve.Inputs, target: resolve.TargetSpec, python_version: str, pre: bool) -> str:
+    """The TensorFlow release ``--to`` means for this interpreter."""
+    tf = inputs.tf_distribution
     try:
         tf_new = resolve.find_target(inputs, target)
     except resolve.ResolutionFailed as exc:
-        if "matching python abi tag" in exc.explanation.lower() or "requires-python" in exc.explanation.lower() \
-                or "python>=" in exc.explanation.lower() or "we only found wheels" in exc.explanation.lower():
-            raise no_wheel_error(inputs, target, interp.version, exc.explanation) from None
+        text = exc.explanation.lower()
+        if "matching python abi tag" in text or "requires-python" in text or "python>=" in text \
+                or "we only found wheels" in text:
+            raise no_wheel_error(inputs, target, python_version, exc.explanation) from None
         raise UserError(f"No {tf} release matches --to {target.raw}.",
                         "Check the version (`tfrebuild releases` lists them) or use --to latest.",
                         details="uv says:\n" + exc.explanation) from None
-    if Version(tf_new).is_prerelease and not opts.pre and target.kind != "exact":
+    if Version(tf_new).is_prerelease and not pre and target.kind != "exact":
         raise UserError(f"The newest {tf} matching --to {target.raw} is a pre-release ({tf_new}).",
                         "Pass --pre to allow pre-releases (tf-nightly only has pre-releases).")
-    tf_old = current.tensorflow.version
-    if route == "cuda":
-        check_driver(current.gpu, tf_new)
-    if opts.keras not in ("auto", "legacy", "3"):
-        raise UserError(f"Unknown --keras '{opts.keras}'.", "Use --keras legacy (Keras 2 through tf-keras) or --keras 3.")
-    had_legacy = any((Path(site) / LEGACY_KERAS_PTH).exists() for site in data.get("paths", {}).get("site_packages", []))
-    keras_legacy = opts.keras == "legacy" or (opts.keras == "auto" and had_legacy)
-    crosses_keras3 = _keras_major(tf_old) == 2 and _keras_major(tf_new) == 3
-    if keras_legacy and _keras_major(tf_new) == 3:
-        major, minor = Version(tf_new).major, Version(tf_new).minor
-        inputs.requested = sorted({r for r in inputs.requested if canonicalize_name(_req_name(r) or r) != "tf-keras"}
-                                  | {f"tf-keras>={major}.{minor},<{major}.{minor + 1}"})
-    else:
-        keras_legacy = False
+    return tf_new
+
+
+def _keras_switch(keras: Keras, data: dict, inputs: resolve.Inputs, tf_new: str) -> bool:
+    """Whether the new env keeps Keras 2 through tf-keras; if so, the matching tf-keras is requested."""
+    site_packages = data.get("paths", {}).get("site_packages", [])
+    had_legacy = any((Path(site) / LEGACY_KERAS_PTH).exists() for site in site_packages)
+    if not (keras == Keras.LEGACY or (keras == Keras.AUTO and had_legacy)) or _keras_major(tf_new) != 3:
+        return False
+    major, minor = Version(tf_new).major, Version(tf_new).minor
+    inputs.requested = sorted({r for r in inputs.requested if canonicalize_name(_req_name(r) or r) != "tf-keras"}
+                              | {f"tf-keras>={major}.{minor},<{major}.{minor + 1}"})
+    return True
+
+
+def _resolve(inputs: resolve.Inputs, survey: _Survey, tf_new: str, python_version: str, index,
+             opts: Options) -> tuple[resolve.Resolved, str]:
+    """Resolve with uv. If companions pull ``tensorflow`` in beside another variant, resolve again with
+    ``tensorflow`` alone (``inputs.tf_distribution`` changes) and say why in the note."""
+    tf, tf_old = inputs.tf_distribution, survey.current.tensorflow.version
     try:
         resolved = resolve.resolve(inputs, tf_new)
     except resolve.ResolutionFailed as exc:
-        companions = blocking_companions(loc, data, tf_new, tf, interp.version, index, opts)
+        companions = blocking_companions(survey.loc, survey.data, tf_new, tf, python_version, index, opts)
         raise conflict_error(inputs, tf_new, tf_old, exc.explanation, companions) from None
-    variant_note = ""
     variants = [v for v in TF_DISTRIBUTIONS if v in resolved.pins]
-    if len(variants) > 1 and "tensorflow" in variants and tf != "tensorflow":
-        # Companions (tf-keras, tensorflow-text ...) require `tensorflow`: with tensorflow-cpu both would be
-        # installed over each other. Keep one: `tensorflow`, which they accept.
-        wanting = sorted(p for p in resolved.via.get("tensorflow", []) if p not in ("(requested)", tf))
-        variant_note = (f"{', '.join(wanting) or 'a requested package'} require(s) `tensorflow`, so {tf} and tensorflow "
-                        f"would both be installed, overwriting each other's files; the new env has tensorflow "
-                        f"{tf_new} only (the same TensorFlow, published under the other name)")
-        inputs.tf_distribution = tf = "tensorflow"
-        inputs.requested = [r for r in inputs.requested if _req_name(r) not in TF_DISTRIBUTIONS]
-        try:
-            resolved = resolve.resolve(inputs, tf_new)
-        except resolve.ResolutionFailed as exc:
-            raise conflict_error(inputs, tf_new, tf_old, exc.explanation) from None
+    if not (len(variants) > 1 and "tensorflow" in variants and tf != "tensorflow"):
+        return resolved, ""
+    # Companions (tf-keras, tensorflow-text ...) require `tensorflow`: with tensorflow-cpu both would be
+    # installed over each other. Keep one: `tensorflow`, which they accept.
+    wanting = sorted(p for p in resolved.via.get("tensorflow", []) if p not in ("(requested)", tf))
+    note = (f"{', '.join(wanting) or 'a requested package'} require(s) `tensorflow`, so {tf} and tensorflow "
+            f"would both be installed, overwriting each other's files; the new env has tensorflow "
+            f"{tf_new} only (the same TensorFlow, published under the other name)")
+    inputs.tf_distribution = "tensorflow"
+    inputs.requested = [r for r in inputs.requested if _req_name(r) not in TF_DISTRIBUTIONS]
+    try:
+        return resolve.resolve(inputs, tf_new), note
+    except resolve.ResolutionFailed as exc:
+        raise conflict_error(inputs, tf_new, tf_old, exc.explanation) from None
 
-    data_requires = {d["canonical"]: d.get("requires", []) for d in data.get("distributions", [])
-                     if d.get("location") == "env"}
-    requested_set = set(current.requested)
-    changes = []
-    for name, old, new, kind in diff(pins, resolved.pins):
-        reason = _reason(name, old, new, tf, resolved.via, data_requires, tf_new, requested_set)
-        changes.append(Change(name, old, new, kind, name in requested_set, reason))
+
+def _changes(survey: _Survey, resolved: resolve.Resolved, tf: str, tf_new: str) -> list[Change]:
+    requested = set(survey.current.requested)
+    changes = [Change(name, old, new, kind, name in requested,
+                      _reason(name, old, new, tf, resolved.via, survey.requires, tf_new, requested))
+               for name, old, new, kind in diff(survey.pins, resolved.pins)]
     changes.sort(key=lambda c: (not c.requested, c.name != tf, c.name))
-    notes = []
-    downgrade = Version(tf_new) < Version(tf_old) if tf_old else False
-    if downgrade:
-        notes.append(f"downgrade: {tf} {tf_old} → {tf_new} (lower than what is installed)")
-    if tf_old == tf_new:
-        notes.append(f"{tf} is already at {tf_new}, the newest release that matches --to {target.raw}")
-    if python_note:
-        notes.append(python_note)
-    if variant_note:
-        notes.append(variant_note)
-    if tf != old_tf and not variant_note:
-        notes.append(f"GPU route {route}: {old_tf} is replaced by {tf}{'[' + ','.join(extras) + ']' if extras else ''} "
+    return changes
+
+
+def _route_notes(survey: _Survey, tf: str, extras: list[str], route: str, variant_note: str) -> list[str]:
+    notes = [variant_note] if variant_note else []
+    if tf != survey.tf and not variant_note:
+        notes.append(f"GPU route {route}: {survey.tf} is replaced by {tf}{'[' + ','.join(extras) + ']' if extras else ''} "
                      "(never both in one env)")
     elif route == "cuda":
-        notes.append(f"GPU route cuda: tensorflow[and-cuda] brings CUDA/cuDNN as nvidia-* wheels; the checks "
-                     f"require TensorFlow to see a GPU ({', '.join(current.gpu.gpus) or 'none listed by nvidia-smi'})")
-    dependents = keras2_dependents(data_requires)
-    if crosses_keras3:
+        notes.append(f"GPU route cuda: tensorflow[and-cuda] brings CUDA/cuDNN as nvidia-* wheels; the checks require "
+                     f"TensorFlow to see a GPU ({', '.join(survey.current.gpu.gpus) or 'none listed by nvidia-smi'})")
+    return notes
+
+
+def _keras_notes(tf_old: str, tf_new: str, keras_legacy: bool, tf_keras: str, dependents: list[str]) -> list[str]:
+    if _keras_major(tf_old) == 2 and _keras_major(tf_new) == 3:
         if keras_legacy:
-            notes.append(f"Keras: tf.keras becomes Keras 3 at TensorFlow 2.16; --keras legacy installs tf-keras "
-                         f"{resolved.pins.get('tf-keras', '')} and sets TF_USE_LEGACY_KERAS=1 for every interpreter "
-                         "started from the new env, so tf.keras stays Keras 2")
-        else:
-            still = f" Installed packages that still expect Keras 2: {', '.join(dependents)}." if dependents else ""
-            notes.append("Keras: tf.keras becomes Keras 3 at TensorFlow 2.16; Keras 2 code (and packages built on "
-                         f"it) may break.{still} To keep Keras 2, plan again with --keras legacy.")
-    elif keras_legacy:
-        notes.append(f"Keras: keeping Keras 2 through tf-keras {resolved.pins.get('tf-keras', '')} "
-                     "(TF_USE_LEGACY_KERAS=1 in the new env)")
-    for name, (since, what) in DROPPED.items():
-        if name in pins and name not in resolved.pins and tf_old and tf_new and \
-                Version(tf_old) < Version(since + ".0") <= Version(tf_new):
-            notes.append(f"{name} {pins[name]} is removed: {what}")
-    progress.stage("pre-flight", "doctor checks")
-    findings = _preflight(loc, data, tf_new, tf, interp.version, index, opts)
+            return [f"Keras: tf.keras becomes Keras 3 at TensorFlow 2.16; --keras legacy installs tf-keras "
+                    f"{tf_keras} and sets TF_USE_LEGACY_KERAS=1 for every interpreter "
+                    "started from the new env, so tf.keras stays Keras 2"]
+        still = f" Installed packages that still expect Keras 2: {', '.join(dependents)}." if dependents else ""
+        return ["Keras: tf.keras becomes Keras 3 at TensorFlow 2.16; Keras 2 code (and packages built on "
+                f"it) may break.{still} To keep Keras 2, plan again with --keras legacy."]
+    if keras_legacy:
+        return [f"Keras: keeping Keras 2 through tf-keras {tf_keras} (TF_USE_LEGACY_KERAS=1 in the new env)"]
+    return []
+
+
+def _dropped_notes(pins: dict[str, str], resolved: resolve.Resolved, tf_old: str, tf_new: str) -> list[str]:
+    return [f"{name} {pins[name]} is removed: {what}" for name, (since, what) in DROPPED.items()
+            if name in pins and name not in resolved.pins and tf_old and tf_new
+            and Version(tf_old) < Version(since + ".0") <= Version(tf_new)]
+
+
+def _checked_findings(survey: _Survey, resolved: resolve.Resolved, tf_new: str, tf: str, python_version: str,
+                      index, opts: Options) -> list:
+    findings = _preflight(survey.loc, survey.data, tf_new, tf, python_version, index, opts)
     if len([v for v in TF_DISTRIBUTIONS if v in resolved.pins]) == 1:
         for f in findings:  # the new env has one variant: the overlap is cured by the rebuild
             if f.id == "tensorflow-variants":
                 f.fixed_by_rebuild, f.affects_new_env = True, False
-    for name in resolved.capped:
-        notes.append(f"{name} kept below its next major version ({resolved.pins.get(name)}): a newer major also "
-                     "resolves; use --strategy eager to take it")
+    return findings
+
+
+def make_plan(opts: Options, progress=None, log: Path | None = None) -> Plan:
+    """Snapshot, pick the target, resolve with uv, and describe the difference."""
+    progress = progress or NULL
+    start = time.monotonic()
+    target = resolve.parse_target(opts.to)
+    progress.stage("snapshot")
+    survey = _survey(opts)
+    current, tf_old = survey.current, survey.current.tensorflow.version
+    tf, extras, route = gpu_route(opts.gpu, survey.tf, current)
+    index = indexconf.override(indexconf.discover(prefix=survey.loc.path), index_url=opts.index_url,
+                               extra_index_urls=opts.extra_index_urls, find_links=opts.find_links, offline=opts.offline)
+    interp, python_note = _interpreter(opts, current, tf, extras, target, index)
+    inputs = _inputs(opts, survey, interp, tf, extras, index, log)
+    progress.stage("resolve", f"{tf}{'[' + ','.join(extras) + ']' if extras else ''} {target.raw} "
+                   f"for Python {interp.version}")
+    tf_new = _target_version(inputs, target, interp.version, opts.pre)
+    if route == "cuda":
+        check_driver(current.gpu, tf_new)
+    keras_legacy = _keras_switch(opts.keras, survey.data, inputs, tf_new)
+    resolved, variant_note = _resolve(inputs, survey, tf_new, interp.version, index, opts)
+    tf = inputs.tf_distribution
+    changes = _changes(survey, resolved, tf, tf_new)
+    downgrade = Version(tf_new) < Version(tf_old) if tf_old else False
+    notes = [f"downgrade: {tf} {tf_old} → {tf_new} (lower than what is installed)"] if downgrade else []
+    if tf_old == tf_new:
+        notes.append(f"{tf} is already at {tf_new}, the newest release that matches --to {target.raw}")
+    notes += [python_note] if python_note else []
+    notes += _route_notes(survey, tf, extras, route, variant_note)
+    dependents = keras2_dependents(survey.requires)
+    notes += _keras_notes(tf_old, tf_new, keras_legacy, resolved.pins.get("tf-keras", ""), dependents)
+    notes += _dropped_notes(survey.pins, resolved, tf_old, tf_new)
+    progress.stage("pre-flight", "doctor checks")
+    findings = _checked_findings(survey, resolved, tf_new, tf, interp.version, index, opts)
+    notes += [f"{name} kept below its next major version ({resolved.pins.get(name)}): a newer major also "
+              "resolves; use --strategy eager to take it" for name in resolved.capped]
     return Plan(
-        env=str(loc.path), tf_distribution=tf, tf_old=tf_old, tf_new=tf_new, target=target.raw, downgrade=downgrade,
-        python_old=current.interpreter.version, python_new=interp.version, python_path=str(interp.path),
-        strategy=opts.strategy, changes=changes, unchanged=len(set(pins) & set(resolved.pins)) - sum(
-            1 for c in changes if c.old and c.new), capped=resolved.capped, notes=notes,
-        index=indexconf.redacted(index), seconds=time.monotonic() - start,
+        env=str(survey.loc.path), tf_distribution=tf, tf_old=tf_old, tf_new=tf_new, target=target.raw,
+        downgrade=downgrade, python_old=current.interpreter.version, python_new=interp.version,
+        python_path=str(interp.path), strategy=opts.strategy, changes=changes,
+        unchanged=len(set(survey.pins) & set(resolved.pins)) - sum(1 for c in changes if c.old and c.new),
+        capped=resolved.capped, notes=notes, index=indexconf.redacted(index), seconds=time.monotonic() - start,
         keras_legacy=keras_legacy, keras2_dependents=dependents, preflight=findings,
         gpu_route=route, gpu_required=route == "cuda",
         current=current, new_requested=inputs.requested, pylock=resolved.pylock, index_live=index,
