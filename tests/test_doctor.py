@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from rebuild.doctor import checks as doctor
+from rebuild import doctor
 from rebuild.env import probe
 from rebuild.env.locate import locate
 from rebuild.errors import UserError
@@ -587,12 +587,29 @@ def test_preflight_flags_what_affects_the_new_env(make_venv, kit_index, clean_en
 def test_every_finding_id_is_registered_and_documented():
     import re
 
-    source = Path(doctor.__file__).read_text()
-    used = dict(re.findall(r'Finding\(\s*"([a-z-]+)",\s*"([a-z]+)"', source))
-    assert used == doctor.FINDINGS
-    docs = (Path(__file__).resolve().parent.parent / "docs" / "doctor.md").read_text()
-    for finding_id, severity in doctor.FINDINGS.items():
-        assert f"#### `{finding_id}` ({severity})" in docs, finding_id
+    root = Path(__file__).resolve().parent.parent
+    source = "\n".join(p.read_text() for p in sorted((root / "rebuild").rglob("*.py")))
+    # Every finding is built from the registry (FindingId.X.make / F.X.make), never from a free string id.
+    assert not re.findall(r'Finding\(\s*(?:id\s*=\s*)?["\']', source)
+    used = set(re.findall(r"\bF(?:indingId)?\.([A-Z_]+)\.make\(", source))
+    assert used == {m.name for m in doctor.FindingId}
+    assert all(m.severity in doctor.SEVERITIES for m in doctor.FindingId)
+    docs = (root / "docs" / "doctor.md").read_text()
+    documented = re.findall(r"^#### `([a-z-]+)` \(([a-z]+)\)$", docs, re.M)
+    assert len(documented) == len(set(documented))
+    assert dict(documented) == {m.value: m.severity for m in doctor.FindingId}
+    for member in doctor.FindingId:
+        assert member.heading in docs, member
+
+
+def test_findings_are_made_from_the_registry():
+    found = doctor.FindingId.PREFLIGHT_SKIPPED.make("pre-flight checks skipped: boom")
+    assert found.id == "preflight-skipped" and found.id is doctor.FindingId.PREFLIGHT_SKIPPED
+    assert found.severity == "info" and found.evidence == [] and found.fix == ""
+    assert not found.fixed_by_rebuild and not found.affects_new_env
+    assert json.loads(json.dumps({"id": found.id})) == {"id": "preflight-skipped"}
+    assert doctor.FindingId("target-blocked").severity == "error"
+    assert doctor.FindingId.TARGET_BLOCKED.anchor == "docs/doctor.md#target-blocked-error"
 
 
 # --------------------------------------------------------------------------- real PyPI
