@@ -126,7 +126,8 @@ def preflight(env_loc: EnvLocation, probe_data: dict, target_version: str, *, tf
         files = ctx.files(dist, budget=False)
         if files is None:
             findings.append(F.INDEX_UNREACHABLE.make(
-                f"the package index could not be read: {dist} {target_version} was not checked", list(ctx.skipped[-1:]), "check the network or the index settings",
+                f"the package index could not be read: {dist} {target_version} was not checked",
+                list(ctx.skipped[-1:]), "check the network or the index settings",
                 fixed_by_rebuild=False, affects_new_env=False))
             findings += check_cuda(ctx, Target(dist, target_version, []))
         else:

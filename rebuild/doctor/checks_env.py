@@ -16,7 +16,6 @@ from packaging.utils import canonicalize_name
 from rebuild.doctor.context import Context, contains, q, real, req_text
 from rebuild.doctor.findings import Finding
 from rebuild.doctor.findings import FindingId as F
-from rebuild.env import snapshot
 from rebuild.knowledge.tf import TF_DISTRIBUTIONS
 from rebuild.util import proc
 from rebuild.util.versions import minor
@@ -55,40 +54,38 @@ def check_boundaries(ctx: Context) -> list[Finding]:
 
 def _check_not_a_venv(ctx: Context) -> list[Finding]:
     """A system interpreter, not an environment."""
-    out: list[Finding] = []
     py = ctx.python
     site = ctx.paths.get("site_packages") or []
-    kind = ctx.env.get("kind", "unknown")
-    if kind == "system":
-        extra = ["the interpreter is marked externally managed (PEP 668): pip refuses to install there"] \
-            if ctx.env.get("externally_managed") else []
-        out.append(F.NOT_A_VENV.make(f"{py} is not in a virtual environment: installs go to the global site-packages",
-            [f"interpreter: {ctx.interp.get('executable', py)} (Python {ctx.interp.get('version', '?')})",
-             f"site-packages: {', '.join(site) or '?'}", *extra],
-            f"create a venv and install there: `uv venv ~/venvs/tf --python {q(ctx.interp.get('executable', py))}` "
-            "then `uv pip install --python ~/venvs/tf/bin/python tensorflow`; tfrebuild manages venv, virtualenv, uv "
-            "and conda environments",
-            fixed_by_rebuild=False, affects_new_env=True))
-    return out
+    if ctx.env.get("kind", "unknown") != "system":
+        return []
+    extra = ["the interpreter is marked externally managed (PEP 668): pip refuses to install there"] \
+        if ctx.env.get("externally_managed") else []
+    return [F.NOT_A_VENV.make(
+        f"{py} is not in a virtual environment: installs go to the global site-packages",
+        [f"interpreter: {ctx.interp.get('executable', py)} (Python {ctx.interp.get('version', '?')})",
+         f"site-packages: {', '.join(site) or '?'}", *extra],
+        f"create a venv and install there: `uv venv ~/venvs/tf --python {q(ctx.interp.get('executable', py))}` "
+        "then `uv pip install --python ~/venvs/tf/bin/python tensorflow`; tfrebuild manages venv, virtualenv, uv "
+        "and conda environments",
+        fixed_by_rebuild=False, affects_new_env=True)]
 
 
 def _check_system_site(ctx: Context) -> list[Finding]:
     """include-system-site-packages = true."""
-    out: list[Finding] = []
     env_path = ctx.loc.path
-    if ctx.env.get("include_system_site_packages"):
-        system = [d for d in ctx.dists if d.get("location") == "system"]
-        tf_sys = [f"{d['name']} {d['version']} ({d['site_dir']})" for d in system
-                  if d["canonical"] in TF_DISTRIBUTIONS or d["canonical"] == "numpy"]
-        out.append(F.SYSTEM_SITE_PACKAGES.make(
-            "the env sees the system site-packages (include-system-site-packages = true)",
-            [f"{env_path / 'pyvenv.cfg'}: include-system-site-packages = true",
-             f"{len(system)} distribution(s) visible from {', '.join(ctx.paths.get('system_site_packages') or []) or '?'}",
-             *[f"also visible: {t}" for t in tf_sys[:5]]],
-            f"install what you use into the env, then set `include-system-site-packages = false` in "
-            f"{q(env_path / 'pyvenv.cfg')}; `tfrebuild upgrade` builds the new env without system packages",
-            fixed_by_rebuild=True, affects_new_env=False))
-    return out
+    if not ctx.env.get("include_system_site_packages"):
+        return []
+    system = [d for d in ctx.dists if d.get("location") == "system"]
+    tf_sys = [f"{d['name']} {d['version']} ({d['site_dir']})" for d in system
+              if d["canonical"] in TF_DISTRIBUTIONS or d["canonical"] == "numpy"]
+    return [F.SYSTEM_SITE_PACKAGES.make(
+        "the env sees the system site-packages (include-system-site-packages = true)",
+        [f"{env_path / 'pyvenv.cfg'}: include-system-site-packages = true",
+         f"{len(system)} distribution(s) visible from {', '.join(ctx.paths.get('system_site_packages') or []) or '?'}",
+         *[f"also visible: {t}" for t in tf_sys[:5]]],
+        f"install what you use into the env, then set `include-system-site-packages = false` in "
+        f"{q(env_path / 'pyvenv.cfg')}; `tfrebuild upgrade` builds the new env without system packages",
+        fixed_by_rebuild=True, affects_new_env=False)]
 
 
 def _check_user_site(ctx: Context) -> list[Finding]:
@@ -141,26 +138,26 @@ def _check_pythonpath(ctx: Context) -> list[Finding]:
         fix = "unset it: `unset PYTHONPATH` (and remove it from ~/.bashrc or the job script); it also applies " \
               "to the upgraded env"
         if shadows:
-            out.append(F.PYTHONPATH_SHADOW.make("PYTHONPATH puts other copies of installed packages "
-                               "first on sys.path", [f"PYTHONPATH={pythonpath}", *shadows], fix,
-                               fixed_by_rebuild=False, affects_new_env=True))
+            out.append(F.PYTHONPATH_SHADOW.make(
+                "PYTHONPATH puts other copies of installed packages first on sys.path",
+                [f"PYTHONPATH={pythonpath}", *shadows], fix, fixed_by_rebuild=False, affects_new_env=True))
         else:
-            out.append(F.PYTHONPATH_SET.make("PYTHONPATH is set: its folders come before the env's "
-                               "site-packages", [f"PYTHONPATH={pythonpath}"], fix,
-                               fixed_by_rebuild=False, affects_new_env=True))
+            out.append(F.PYTHONPATH_SET.make(
+                "PYTHONPATH is set: its folders come before the env's site-packages",
+                [f"PYTHONPATH={pythonpath}"], fix, fixed_by_rebuild=False, affects_new_env=True))
     return out
 
 
 def _check_pythonhome(ctx: Context) -> list[Finding]:
     """PYTHONHOME."""
-    out: list[Finding] = []
-    if ctx.environ.get("PYTHONHOME"):
-        out.append(F.PYTHONHOME_SET.make("PYTHONHOME is set: Python takes its standard library from there",
-            [f"PYTHONHOME={ctx.environ['PYTHONHOME']}",
-             f"the env's base interpreter lives in {ctx.interp.get('base_prefix', '?')}"],
-            "`unset PYTHONHOME`; it is almost never needed and breaks every venv made from another Python",
-            fixed_by_rebuild=False, affects_new_env=True))
-    return out
+    if not ctx.environ.get("PYTHONHOME"):
+        return []
+    return [F.PYTHONHOME_SET.make(
+        "PYTHONHOME is set: Python takes its standard library from there",
+        [f"PYTHONHOME={ctx.environ['PYTHONHOME']}",
+         f"the env's base interpreter lives in {ctx.interp.get('base_prefix', '?')}"],
+        "`unset PYTHONHOME`; it is almost never needed and breaks every venv made from another Python",
+        fixed_by_rebuild=False, affects_new_env=True)]
 
 
 def _check_pip(ctx: Context) -> list[Finding]:
@@ -185,8 +182,8 @@ def _check_pip(ctx: Context) -> list[Finding]:
     if not wrong:
         return []
     names = " and ".join(f"`{n}`" for n, _, _ in wrong)
-    return [F.PIP_OTHER_INTERPRETER.make(f"{names} on PATH install{'s' if len(wrong) == 1 else ''} into another "
-        "Python, not into this env",
+    return [F.PIP_OTHER_INTERPRETER.make(
+        f"{names} on PATH install{'s' if len(wrong) == 1 else ''} into another Python, not into this env",
         [f"{exe} installs into {where}" for _, exe, where in wrong]
         + [f"this env's site-packages: {', '.join(ctx.paths.get('site_packages') or [])} "
            f"(Python {ctx.interp.get('version', '?')})"],
@@ -214,7 +211,8 @@ def _check_debris_items(ctx: Context) -> list[Finding]:
     for item in ctx.data.get("debris") or []:
         kind, path = item.get("kind"), item.get("path", "")
         if kind == "tilde-folder":
-            out.append(F.TILDE_FOLDER.make(f"leftover of an interrupted install or uninstall: {os.path.basename(path)}",
+            out.append(F.TILDE_FOLDER.make(
+                f"leftover of an interrupted install or uninstall: {os.path.basename(path)}",
                 [f"{path} ({item.get('location', '?')} site-packages)",
                  "pip warns `Ignoring invalid distribution " + os.path.basename(path) + "` because of it"],
                 f"delete it: `rm -rf {q(path)}`", fixed_by_rebuild=True, affects_new_env=False))
@@ -226,7 +224,8 @@ def _check_debris_items(ctx: Context) -> list[Finding]:
                 f"distribution that provides it (`uv pip install --python {py} <project>`), or the upgraded env "
                 "will not have it", fixed_by_rebuild=True, affects_new_env=False))
         elif kind in ("no-metadata", "bad-metadata"):
-            out.append(F.BROKEN_DIST_INFO.make(f"metadata folder {os.path.basename(path)} cannot be read",
+            out.append(F.BROKEN_DIST_INFO.make(
+                f"metadata folder {os.path.basename(path)} cannot be read",
                 [f"{path}: {item.get('detail') or 'no METADATA file'}"],
                 f"delete the folder (`rm -rf {q(path)}`) and reinstall the project with "
                 f"`uv pip install --python {py} --reinstall <project>`", fixed_by_rebuild=True, affects_new_env=False))
@@ -235,23 +234,15 @@ def _check_debris_items(ctx: Context) -> list[Finding]:
 
 def _check_duplicates(ctx: Context) -> list[Finding]:
     """Two metadata folders for one project."""
-    out: list[Finding] = []
     py = q(ctx.python)
-    by_name: dict[str, list[dict]] = {}
-    for d in ctx.dists:
-        if d.get("location") == "env":
-            by_name.setdefault(d["canonical"], []).append(d)
-    for name, found in sorted(by_name.items()):
-        if len(found) > 1:
-            versions = ", ".join(d["version"] for d in found)
-            keep = snapshot.effective(found)
-            out.append(F.DUPLICATE_DIST_INFO.make(
-                f"{name} is recorded twice ({versions}): pip and importlib may report the wrong version",
-                [d["dist_info"] for d in found],
-                f"reinstall one version cleanly: delete the stale folders, then `uv pip install --python {py} "
-                f"--reinstall {q(name + '==' + keep['version'])}`; `tfrebuild upgrade` builds a clean env",
-                fixed_by_rebuild=True, affects_new_env=False))
-    return out
+    return [F.DUPLICATE_DIST_INFO.make(
+        f"{name} is recorded twice ({', '.join(d['version'] for d in found)}): pip and importlib may report the "
+        "wrong version",
+        [d["dist_info"] for d in found],
+        f"reinstall one version cleanly: delete the stale folders, then `uv pip install --python {py} "
+        f"--reinstall {q(name + '==' + ctx.env_dists[name]['version'])}`; `tfrebuild upgrade` builds a clean env",
+        fixed_by_rebuild=True, affects_new_env=False)
+        for name, found in sorted(ctx.env_copies.items()) if len(found) > 1]
 
 
 def _check_record(ctx: Context) -> list[Finding]:
@@ -374,7 +365,8 @@ def check_consistency(ctx: Context) -> list[Finding]:
                         f"nothing to do while it imports; `pip check` will list it, and an install of {name} "
                         f"may pull {dep} in next to {variant}", fixed_by_rebuild=False, affects_new_env=True))
                     continue
-                out.append(F.MISSING_REQUIREMENT.make(f"{name} {d['version']} requires {dep}, which is not installed",
+                out.append(F.MISSING_REQUIREMENT.make(
+                    f"{name} {d['version']} requires {dep}, which is not installed",
                     [f"{name} {d['version']} requires {req_text(req)}"],
                     f"`uv pip install --python {py} {q(req_text(req))}`; `tfrebuild upgrade` resolves the full set",
                     fixed_by_rebuild=True, affects_new_env=False))

@@ -26,14 +26,16 @@ def pick_target(ctx: Context, spec: resolve.TargetSpec) -> tuple[Target | None, 
     """The release ``--to`` means on this index (resolve's parser, the index's listing), or findings why not."""
     files = ctx.files(ctx.tf, budget=False)
     if files is None:
-        return None, [F.INDEX_UNREACHABLE.make(f"the package index could not be read: {ctx.tf} --to {spec.raw} was "
+        return None, [F.INDEX_UNREACHABLE.make(
+            f"the package index could not be read: {ctx.tf} --to {spec.raw} was "
             "not checked", list(ctx.skipped[-1:]) or ["no index configured"],
             "check the network or the index settings, or pass --offline --find-links <folder of wheels>",
             fixed_by_rebuild=False, affects_new_env=False)]
     exact_pre = spec.kind == "exact" and bool(version_of(spec.raw)) and version_of(spec.raw).is_prerelease
     candidates = indexinfo.versions(files, prereleases=ctx.pre or exact_pre)
     if not candidates:
-        return None, [F.TARGET_UNKNOWN.make(f"the index lists no release of {ctx.tf}: --to {spec.raw} was not checked",
+        return None, [F.TARGET_UNKNOWN.make(
+            f"the index lists no release of {ctx.tf}: --to {spec.raw} was not checked",
             [f"sources: {', '.join(ctx.sources.index_urls + ctx.sources.find_links) or 'none'}"
              + (" (offline)" if ctx.sources.offline else "")],
             "check --index-url / --find-links, or run without --offline", fixed_by_rebuild=False,
@@ -95,7 +97,8 @@ def check_interpreter(ctx: Context, target: Target) -> list[Finding]:
             map(str, numbers(pyver)[:2]))})
         evidence += [f"{what} has wheels for: {', '.join(plats[:6]) or 'no ' + system + ' ' + machine + ' wheel'}",
                      newest_line]
-        return [F.PLATFORM_UNSUPPORTED.make(f"{what} has no wheel for this platform ({system} {machine})",
+        return [F.PLATFORM_UNSUPPORTED.make(
+            f"{what} has no wheel for this platform ({system} {machine})",
             evidence, (f"stay on {stay}" if stay else "use a machine or container the release has wheels for")
             + (" or a newer OS (the wheels need a newer glibc/macOS)" if plats else ""),
             fixed_by_rebuild=False, affects_new_env=True)]
@@ -111,7 +114,8 @@ def check_interpreter(ctx: Context, target: Target) -> list[Finding]:
               f"then `tfrebuild upgrade --env {q(ctx.loc.path)} --to {target.version} --python {supported[-1]}`"
     if stay:
         fix += f"; or stay on Python {minor(pyver)} with {stay}"
-    return [F.PYTHON_UNSUPPORTED.make(f"{what} has no wheel for Python {minor(pyver)} "
+    return [F.PYTHON_UNSUPPORTED.make(
+        f"{what} has no wheel for Python {minor(pyver)} "
         "(pip says: No matching distribution found)", evidence, fix,
         fixed_by_rebuild=False, affects_new_env=True)]
 
@@ -222,7 +226,8 @@ def _direct_conflict(ctx: Context, target: Target, name: str, d: dict, req: Requ
     else:
         fix = (f"stay within what {name} allows (`tfrebuild upgrade --env {env} --to {allowed}`) "
                if allowed else "") + f"or drop {name} from the env (`uv pip uninstall --python {py} {name}`)"
-    return F.TARGET_BLOCKED.make(f"{name} {d['version']} does not allow {what}", evidence, fix,
+    return F.TARGET_BLOCKED.make(
+        f"{name} {d['version']} does not allow {what}", evidence, fix,
                                  fixed_by_rebuild=fixed, affects_new_env=not fixed)
 
 

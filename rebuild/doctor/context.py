@@ -150,14 +150,22 @@ def index_sources(index: prof.Index, offline: bool) -> indexinfo.Sources:
     return indexinfo.Sources(index_urls=urls, find_links=list(index.find_links), offline=offline)
 
 
+def _copies(dists: list[dict], where: str) -> dict[str, list[dict]]:
+    """canonical name -> its metadata folders in one location (``env``, ``user``, ``system``)."""
+    out: dict[str, list[dict]] = {}
+    for d in dists:
+        if d.get("location") == where:
+            out.setdefault(d["canonical"], []).append(d)
+    return out
+
+
 def _effective_by_name(dists: list[dict], order: Iterable[str]) -> dict[str, dict]:
-    """canonical name -> the copy taken as installed, searching the locations in ``order``."""
+    """canonical name -> the copy taken as installed (as the snapshot takes it), searching the locations in
+    ``order``."""
     out: dict[str, dict] = {}
     for where in order:
-        for d in dists:
-            if d.get("location") == where and d["canonical"] not in out:
-                same = [o for o in dists if o.get("location") == where and o["canonical"] == d["canonical"]]
-                out[d["canonical"]] = snapshot.effective(same)  # as the snapshot takes it
+        for name, same in _copies(dists, where).items():
+            out.setdefault(name, snapshot.effective(same))
     return out
 
 
@@ -178,6 +186,7 @@ class Context:
         self.python = str(loc.python)
         self.markers = graph.marker_environment(self.interp, self.plat)
         self.dists: list[dict] = list(data.get("distributions") or [])
+        self.env_copies = _copies(self.dists, "env")  # more than one: duplicate metadata folders
         self.env_dists = _effective_by_name(self.dists, ["env"])
         # What `import` finds: the user site (when enabled) comes first, then the env, then the system site.
         order = ["user", "env", "system"] if self.paths.get("user_site_enabled") else ["env", "system"]
