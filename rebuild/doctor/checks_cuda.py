@@ -50,7 +50,7 @@ def check_cuda(ctx: Context, target: Target | None) -> list[Finding]:
         subjects.append((f"{ctx.tf} {ctx.tf_version} (installed)", ctx.tf_version, False))
     if target and target.distribution in GPU_DISTRIBUTIONS and target.version != ctx.tf_version:
         subjects.append((f"{target.distribution} {target.version} (target)", target.version, True))
-    subjects = [(label, v, t, release_for(v or "")) for label, v, t in subjects if release_for(v or "")]
+    subjects = [(label, v, t, built) for label, v, t in subjects if (built := release_for(v or "")) is not None]
     if not subjects:
         return []
     out: list[Finding] = []
