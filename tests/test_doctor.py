@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from rebuild.doctor import checks as doctor
+from rebuild import doctor
 from rebuild.env import probe
 from rebuild.env.locate import locate
 from rebuild.errors import UserError
@@ -576,12 +576,29 @@ def test_preflight_flags_what_affects_the_new_env(make_venv, kit_index, clean_en
 def test_every_finding_id_is_registered_and_documented():
     import re
 
-    source = Path(doctor.__file__).read_text()
-    used = dict(re.findall(r'Finding\(\s*"([a-z-]+)",\s*"([a-z]+)"', source))
-    assert used == doctor.FINDINGS
-    docs = (Path(__file__).resolve().parent.parent / "docs" / "doctor.md").read_text()
-    for finding_id, severity in doctor.FINDINGS.items():
-        assert f"#### `{finding_id}` ({severity})" in docs, finding_id
+    root = Path(__file__).resolve().parent.parent
+    source = "\n".join(p.read_text() for p in sorted((root / "rebuild").rglob("*.py")))
+    # Every finding is built from the registry (FindingId.X.make / F.X.make), never from a free string id.
+    assert not re.findall(r'Finding\(\s*(?:id\s*=\s*)?["\']', source)
+    used = set(re.findall(r"\bF(?:indingId)?\.([A-Z_]+)\.make\(", source))
+    assert used == {m.name for m in doctor.FindingId}
+    assert all(m.severity in doctor.SEVERITIES for m in doctor.FindingId)
+    docs = (root / "docs" / "doctor.md").read_text()
+    documented = re.findall(r"^#### `([a-z-]+)` \(([a-z]+)\)$", docs, re.M)
+    assert len(documented) == len(set(documented))
+    assert dict(documented) == {m.value: m.severity for m in doctor.FindingId}
+    for member in doctor.FindingId:
+        assert member.heading in docs, member
+
+
+def test_findings_are_made_from_the_registry():
+    found = doctor.FindingId.PREFLIGHT_SKIPPED.make("pre-flight checks skipped: boom")
+    assert found.id == "preflight-skipped" and found.id is doctor.FindingId.PREFLIGHT_SKIPPED
+    assert found.severity == "info" and found.evidence == [] and found.fix == ""
+    assert not found.fixed_by_rebuild and not found.affects_new_env
+    assert json.loads(json.dumps({"id": found.id})) == {"id": "preflight-skipped"}
+    assert doctor.FindingId("target-blocked").severity == "error"
+    assert doctor.FindingId.TARGET_BLOCKED.anchor == "docs/doctor.md#target-blocked-error"
 
 
 # --------------------------------------------------------------------------- real PyPI
@@ -635,3 +652,87 @@ def test_real_env_tensorflow_cpu_2_15_with_scipy_and_tensorflow_text(tmp_path):
     assert any(e.startswith("tensorflow-text 2.21.") and "accepts it" in e for e in f.evidence)
     assert "tensorflow-variants" in ids(blocked)
     assert blocked.exit_code == 1
+
+
+# --------------------------------------------------------------------------- remote metadata (one HTTP client)
+
+
+def _serve(directory: Path, *, ranges: bool):
+    """A local HTTP server for ``directory`` that honours ``Range: bytes=`` when ``ranges`` (else sends 200)."""
+    import http.server
+    import re
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        requests: list[str] = []
+
+        def log_message(self, *args):  # quiet
+            pass
+
+        def do_GET(self):
+            body = (directory / self.path.lstrip("/")).read_bytes()
+            spec = self.headers.get("Range", "")
+            Handler.requests.append(spec)
+            match = re.match(r"bytes=(\d*)-(\d*)$", spec)
+            if not ranges or not match:
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return
+            first, last = match.groups()
+            start = max(0, len(body) - int(last)) if not first else int(first)
+            stop = len(body) - 1 if not first or not last else min(int(last), len(body) - 1)
+            part = body[start:stop + 1]
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{stop}/{len(body)}")
+            self.send_header("Content-Length", str(len(part)))
+            self.end_headers()
+            self.wfile.write(part)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, Handler.requests
+
+
+def _remote_wheel(tmp_path: Path):
+    import zipfile
+
+    from packaging.version import Version
+
+    from rebuild.index import simple as indexinfo
+
+    name = "demo-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(tmp_path / name, "w") as zf:
+        zf.writestr("demo/__init__.py", "x = 1\n" * 40000)  # a body worth not downloading
+        zf.writestr("demo-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: demo\nVersion: 1.0\n"
+                    "Requires-Python: >=3.9\nRequires-Dist: numpy<2\nRequires-Dist: scipy; extra == 'sci'\n")
+    return name, lambda url: indexinfo.FileInfo(filename=name, url=url, version=Version("1.0"), requires_python=None,
+                                                yanked=False, is_wheel=True, tags=frozenset())
+
+
+def test_wheel_metadata_by_byte_ranges_through_the_http_client(tmp_path):
+    from rebuild.doctor import remote
+
+    name, file_at = _remote_wheel(tmp_path)
+    server, requests = _serve(tmp_path, ranges=True)
+    try:
+        meta = remote.metadata_by_ranges(file_at(f"http://127.0.0.1:{server.server_port}/{name}"), timeout=10)
+    finally:
+        server.shutdown()
+    assert meta["name"] == "demo" and meta["version"] == "1.0" and meta["requires_python"] == ">=3.9"
+    assert meta["requires_dist"] == ["numpy<2", "scipy; extra == 'sci'"]
+    assert requests and all(r.startswith("bytes=") for r in requests) and len(requests) <= remote.MAX_RANGE_REQUESTS
+
+
+def test_wheel_metadata_by_ranges_refuses_a_server_without_ranges(tmp_path):
+    from rebuild.doctor import remote
+    from rebuild.index import simple as indexinfo
+
+    name, file_at = _remote_wheel(tmp_path)
+    server, _ = _serve(tmp_path, ranges=False)
+    try:
+        with pytest.raises(indexinfo.MetadataUnavailable, match="byte ranges"):
+            remote.metadata_by_ranges(file_at(f"http://127.0.0.1:{server.server_port}/{name}"), timeout=10)
+    finally:
+        server.shutdown()

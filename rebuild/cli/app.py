@@ -187,7 +187,7 @@ def doctor(
 
     Example: tfrebuild doctor --env ~/venvs/tf --to 2.21
     """
-    from rebuild.doctor import checks as doc
+    from rebuild import doctor as doc
 
     found = []
 

@@ -236,7 +236,7 @@ def conflict_error(inputs: resolve.Inputs, tf_version: str, installed: str, expl
 def blocking_companions(loc, data, tf_new, tf, python_version, index, opts) -> list[str]:
     """Doctor's account of installed packages whose requirements exclude the target (e.g. a companion
     with no release for it: "no release of tensorflow-text on the index accepts 2.20.0 ...")."""
-    from rebuild.doctor import checks as doctor
+    from rebuild import doctor
 
     try:
         findings = doctor.preflight(loc, data, tf_new, tf_distribution=tf, python_version=python_version,
@@ -341,14 +341,13 @@ def check_driver(gpu: prof.Gpu, tf_new: str) -> None:
 
 def _preflight(loc, data, tf_new, tf, python_version, index, opts) -> list:
     """Doctor's findings for this upgrade: what would also break the new env, and what the rebuild cures."""
-    from rebuild.doctor import checks as doctor
+    from rebuild import doctor
 
     try:
         findings = doctor.preflight(loc, data, tf_new, tf_distribution=tf, python_version=python_version,
                                     index=index, offline=opts.offline, pre=opts.pre)
     except (UserError, OSError) as exc:
-        return [doctor.Finding(id="preflight-skipped", severity="info", title=f"pre-flight checks skipped: {exc}",
-                               evidence=[], fix="")]
+        return [doctor.FindingId.PREFLIGHT_SKIPPED.make(f"pre-flight checks skipped: {exc}")]
     return [f for f in findings if f.affects_new_env or f.fixed_by_rebuild or f.severity == "error"]
 
 

@@ -1,0 +1,135 @@
+"""``tfrebuild doctor``: explain what is wrong with an environment and why its upgrade is blocked.
+
+Everything here *reads*: one deep probe of the environment (run by its own
+interpreter), the process environment, ``nvidia-smi`` and a handful of index
+look-ups. Nothing is installed or changed.
+
+Each problem becomes a :class:`Finding` with a stable ``id`` (a :class:`FindingId` member,
+documented in ``docs/doctor.md``), a severity, a one-line title, the evidence and a concrete
+fix. Two flags tell ``plan``/``upgrade`` what to do with it:
+
+* ``fixed_by_rebuild``: a fresh environment built by ``tfrebuild upgrade`` does
+  not have the problem (debris in the old site-packages, an inconsistent set of
+  versions, ``include-system-site-packages`` ...);
+* ``affects_new_env``: the problem carries over to (or blocks) the environment
+  the upgrade would build (a companion package that excludes the target, an
+  interpreter the target has no wheel for, system CUDA libraries ...).
+
+:func:`run` is the command; :func:`preflight` is the subset ``plan`` and
+``upgrade`` can call with the probe report they already have.
+"""
+
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Iterable, Mapping
+
+from rebuild.core import resolve
+from rebuild.doctor.checks_cuda import check_cuda
+from rebuild.doctor.checks_env import check_boundaries, check_consistency, check_debris
+from rebuild.doctor.checks_target import check_conflicts, check_interpreter, pick_target
+from rebuild.doctor.context import Context, Target, index_sources, q, run_probe
+from rebuild.doctor.findings import SEVERITIES, DoctorResult, Finding, FindingId, sort_findings
+from rebuild.doctor.findings import FindingId as F
+from rebuild.env import profile as prof
+from rebuild.env.locate import EnvLocation, locate
+from rebuild.index import config as indexconf
+
+__all__ = ["SEVERITIES", "DoctorResult", "Finding", "FindingId", "preflight", "run"]
+
+
+def target_checks(ctx: Context, target: Target) -> list[Finding]:
+    """Interpreter, conflicts (once the target's metadata is read) and CUDA checks of one target."""
+    out = check_interpreter(ctx, target)
+    meta, source = ctx.metadata(target.distribution, target.version, target.files, budget=False)
+    if meta is None:
+        out.append(F.TARGET_METADATA_UNAVAILABLE.make(
+            f"the requirements of {target.distribution} {target.version} could not be read: conflicts not checked",
+            [source], f"run `tfrebuild plan --env {q(ctx.loc.path)} --to {target.version}` to let the resolver "
+            "decide, or pass --find-links with the wheel", fixed_by_rebuild=False, affects_new_env=False))
+    else:
+        target.requires = list(meta.get("requires_dist") or [])
+        target.requires_python = meta.get("requires_python")
+        target.metadata_source = source
+        out += check_conflicts(ctx, target)
+    out += check_cuda(ctx, target)
+    return out
+
+
+def run(env: str | os.PathLike | None = None, *, to: str | None = "latest", index_url: str | None = None,
+        extra_index_urls: Iterable[str] = (), find_links: Iterable[str | os.PathLike] = (), offline: bool = False,
+        pre: bool = False, environ: Mapping[str, str] | None = None, timeout: float = 20.0) -> DoctorResult:
+    """``tfrebuild doctor``: probe the env deeply, read the index for the target, report findings.
+
+    ``to=None`` skips everything that needs the index (the target checks).
+    ``environ`` replaces ``os.environ`` for every check and for the probe.
+    Raises :class:`UserError` (exit 2) for bad input: an unknown --to, a missing env.
+    """
+    start = time.monotonic()
+    spec = resolve.parse_target(to) if to else None
+    loc = locate(env)
+    data = run_probe(loc.python, environ, True)
+    sources = None
+    if spec is not None:
+        env_for_config = dict(os.environ if environ is None else environ)
+        index = indexconf.override(indexconf.discover(prefix=None if loc.bare else loc.path, environ=env_for_config),
+                                   index_url=index_url, extra_index_urls=list(extra_index_urls),
+                                   find_links=[str(f) for f in find_links], offline=offline)
+        sources = index_sources(index, offline)
+    ctx = Context(loc, data, environ, sources=sources, timeout=timeout, pre=pre)
+    findings = check_boundaries(ctx) + check_debris(ctx) + check_consistency(ctx)
+    target = None
+    if spec is not None:
+        if not ctx.tf:
+            findings.append(F.NO_TENSORFLOW.make(
+                f"{loc.path} has no TensorFlow installed: --to {spec.raw} was not checked",
+                [f"{len(ctx.env_dists)} distribution(s) in {', '.join(ctx.paths.get('site_packages') or [])}"],
+                f"install one: `uv pip install --python {q(loc.python)} tensorflow`", fixed_by_rebuild=False,
+                affects_new_env=False))
+        else:
+            target, notes = pick_target(ctx, spec)
+            findings += notes
+            if target is not None:
+                findings += target_checks(ctx, target)
+    if target is None:
+        findings += check_cuda(ctx, None)
+    return DoctorResult(
+        env=str(loc.path), python=str(loc.python), python_version=ctx.interp.get("version", ""),
+        env_kind=ctx.env.get("kind", "unknown"), tf_distribution=ctx.tf, tf_version=ctx.tf_version,
+        target=spec.raw if spec else "", target_version=target.version if target else "",
+        findings=sort_findings(findings), skipped=list(ctx.skipped), seconds=time.monotonic() - start)
+
+
+def preflight(env_loc: EnvLocation, probe_data: dict, target_version: str, *, tf_distribution: str | None = None,
+              python_version: str | None = None, index: prof.Index | None = None, offline: bool = False,
+              pre: bool = False, environ: Mapping[str, str] | None = None, timeout: float = 20.0) -> list[Finding]:
+    """Findings for an upgrade of ``env_loc`` to ``target_version``, for ``plan`` / ``upgrade``.
+
+    ``probe_data`` is the report plan already has (``probe.run(python)``; a deep
+    report adds the RECORD and orphan checks). ``python_version`` is the Python
+    the new env will use when it differs (``--python``); ``index`` the settings
+    plan resolved with (default: discovered). Returns every finding; callers
+    typically act on ``f.affects_new_env`` (warn, or refuse on errors) and list
+    ``f.fixed_by_rebuild`` ones as notes.
+    """
+    if index is None:
+        index = indexconf.discover(prefix=None if env_loc.bare else env_loc.path,
+                                   environ=dict(os.environ if environ is None else environ))
+    ctx = Context(env_loc, probe_data, environ, sources=index_sources(index, offline), timeout=timeout, pre=pre,
+                  python_version=python_version)
+    findings = check_boundaries(ctx) + check_debris(ctx) + check_consistency(ctx)
+    dist = tf_distribution or ctx.tf
+    if dist:
+        ctx.tf = dist
+        files = ctx.files(dist, budget=False)
+        if files is None:
+            findings.append(F.INDEX_UNREACHABLE.make(
+                f"the package index could not be read: {dist} {target_version} was not checked",
+                list(ctx.skipped[-1:]), "check the network or the index settings",
+                fixed_by_rebuild=False, affects_new_env=False))
+            findings += check_cuda(ctx, Target(dist, target_version, []))
+        else:
+            findings += target_checks(ctx, Target(dist, target_version, files))
+    return sort_findings(findings)

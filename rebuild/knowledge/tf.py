@@ -26,6 +26,16 @@ TF_DISTRIBUTIONS = (
     "tf-nightly-macos",
 )
 
+# Distributions whose Linux build loads CUDA (``tensorflow-cpu`` never does).
+GPU_DISTRIBUTIONS = ("tensorflow", "tensorflow-gpu", "tf-nightly", "tf-nightly-gpu")
+
+# pip-installed CUDA pieces (``tensorflow[and-cuda]``) by library kind. The CUDA/cuDNN each release was built
+# with, and the driver that CUDA needs, are columns of the release table (data/releases.toml).
+CUDA_WHEELS = {
+    "cudart": ("nvidia-cuda-runtime-cu12", "nvidia-cuda-runtime-cu11"),
+    "cudnn": ("nvidia-cudnn-cu12", "nvidia-cudnn-cu11"),
+}
+
 # Installed packages known to need Keras 2 (tf.keras before 2.16, or tf-keras after).
 KERAS2_PACKAGES = (
     "tensorflow-addons",

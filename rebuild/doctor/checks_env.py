@@ -1,0 +1,383 @@
+"""Checks of the environment as it is today: its boundaries (what leaks in from outside), installation
+debris, and whether the installed set is consistent (``pip check``)."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Mapping
+
+from packaging.utils import canonicalize_name
+
+from rebuild.doctor.context import Context, contains, q, real, req_text
+from rebuild.doctor.findings import Finding
+from rebuild.doctor.findings import FindingId as F
+from rebuild.knowledge.tf import TF_DISTRIBUTIONS
+from rebuild.util import proc
+from rebuild.util.versions import minor
+
+_PIP_FROM = re.compile(r"^pip \S+ from (.+?) \(python ([0-9.]+)\)\s*$", re.M)
+
+
+# ---------------------------------------------------------------------------
+# environment boundaries
+# ---------------------------------------------------------------------------
+
+
+def _top_level_names(ctx: Context) -> dict[str, str]:
+    """Import name -> owning distribution, for the env's distributions."""
+    out: dict[str, str] = {}
+    for name, d in ctx.env_dists.items():
+        for top in d.get("top_level") or []:
+            out.setdefault(top, name)
+    return out
+
+
+def _pip_site(exe: str, environ: Mapping[str, str]) -> tuple[str, str] | None:
+    """(site dir pip installs into, its Python version) from ``pip --version``."""
+    res = proc.run([exe, "--version"], env=dict(environ), timeout=20)
+    match = _PIP_FROM.search(res.stdout or "")
+    if not res.ok or not match:
+        return None
+    return os.path.dirname(match.group(1).rstrip("/")), match.group(2)
+
+
+def check_boundaries(ctx: Context) -> list[Finding]:
+    """What leaks into the env from outside it: no venv, system/user site, PYTHONPATH/PYTHONHOME, a foreign pip."""
+    return (_check_not_a_venv(ctx) + _check_system_site(ctx) + _check_user_site(ctx) + _check_pythonpath(ctx)
+            + _check_pythonhome(ctx) + _check_pip(ctx))
+
+
+def _check_not_a_venv(ctx: Context) -> list[Finding]:
+    """A system interpreter, not an environment."""
+    py = ctx.python
+    site = ctx.paths.get("site_packages") or []
+    if ctx.env.get("kind", "unknown") != "system":
+        return []
+    extra = ["the interpreter is marked externally managed (PEP 668): pip refuses to install there"] \
+        if ctx.env.get("externally_managed") else []
+    return [F.NOT_A_VENV.make(
+        f"{py} is not in a virtual environment: installs go to the global site-packages",
+        [f"interpreter: {ctx.interp.get('executable', py)} (Python {ctx.interp.get('version', '?')})",
+         f"site-packages: {', '.join(site) or '?'}", *extra],
+        f"create a venv and install there: `uv venv ~/venvs/tf --python {q(ctx.interp.get('executable', py))}` "
+        "then `uv pip install --python ~/venvs/tf/bin/python tensorflow`; tfrebuild manages venv, virtualenv, uv "
+        "and conda environments",
+        fixed_by_rebuild=False, affects_new_env=True)]
+
+
+def _check_system_site(ctx: Context) -> list[Finding]:
+    """include-system-site-packages = true."""
+    env_path = ctx.loc.path
+    if not ctx.env.get("include_system_site_packages"):
+        return []
+    system = [d for d in ctx.dists if d.get("location") == "system"]
+    tf_sys = [f"{d['name']} {d['version']} ({d['site_dir']})" for d in system
+              if d["canonical"] in TF_DISTRIBUTIONS or d["canonical"] == "numpy"]
+    return [F.SYSTEM_SITE_PACKAGES.make(
+        "the env sees the system site-packages (include-system-site-packages = true)",
+        [f"{env_path / 'pyvenv.cfg'}: include-system-site-packages = true",
+         f"{len(system)} distribution(s) visible from {', '.join(ctx.paths.get('system_site_packages') or []) or '?'}",
+         *[f"also visible: {t}" for t in tf_sys[:5]]],
+        f"install what you use into the env, then set `include-system-site-packages = false` in "
+        f"{q(env_path / 'pyvenv.cfg')}; `tfrebuild upgrade` builds the new env without system packages",
+        fixed_by_rebuild=True, affects_new_env=False)]
+
+
+def _check_user_site(ctx: Context) -> list[Finding]:
+    """Packages in the user site that import instead of, or beside, the env's."""
+    out: list[Finding] = []
+    user = [d for d in ctx.dists if d.get("location") == "user"]
+    if user and ctx.paths.get("user_site_enabled"):
+        shadow = [d for d in user if d["canonical"] in ctx.env_dists]
+        user_site = ctx.paths.get("user_site") or "the user site"
+        base = ctx.interp.get("base_prefix") or ""
+        base_py = f"{base}/bin/python{minor(ctx.interp.get('version', '3'))}" if base else "python3"
+        names = " ".join(sorted({d["name"] for d in (shadow or user)}))
+        fix = (f"remove them from the user site: `{q(base_py)} -m pip uninstall -y {names}` run outside any venv "
+               f"(or `export PYTHONNOUSERSITE=1`); `tfrebuild upgrade` builds a venv that ignores the user site")
+        if shadow:
+            out.append(F.USER_SITE_SHADOW.make(
+                f"{len(shadow)} package(s) in {user_site} shadow the env's own copies",
+                [f"{d['name']} {d['version']} in {d['dist_info']} is imported instead of "
+                 f"{ctx.env_dists[d['canonical']]['version']} in {ctx.env_dists[d['canonical']]['site_dir']}"
+                 for d in shadow],
+                fix, fixed_by_rebuild=True, affects_new_env=False))
+        rest = [d for d in user if d["canonical"] not in ctx.env_dists]
+        if rest:
+            out.append(F.USER_SITE_VISIBLE.make(
+                f"{len(rest)} package(s) from {user_site} are importable in this env",
+                [f"{d['name']} {d['version']} ({d['dist_info']})" for d in rest[:10]]
+                + ([f"... and {len(rest) - 10} more"] if len(rest) > 10 else []),
+                fix, fixed_by_rebuild=True, affects_new_env=False))
+    return out
+
+
+def _check_pythonpath(ctx: Context) -> list[Finding]:
+    """PYTHONPATH, and what it shadows."""
+    out: list[Finding] = []
+    pythonpath = ctx.environ.get("PYTHONPATH", "")
+    if pythonpath:
+        owners = _top_level_names(ctx)
+        shadows, entries = [], []
+        for entry in [e for e in pythonpath.split(os.pathsep) if e]:
+            entries.append(entry)
+            try:
+                names = os.listdir(entry) if os.path.isdir(entry) else []
+            except OSError:
+                names = []
+            for n in sorted(names):
+                mod = n[:-3] if n.endswith(".py") else (n if os.path.isdir(os.path.join(entry, n)) else None)
+                if mod and mod in owners:
+                    shadows.append(f"{os.path.join(entry, n)} shadows {mod} of {owners[mod]} "
+                                   f"{ctx.env_dists[owners[mod]]['version']}")
+        fix = "unset it: `unset PYTHONPATH` (and remove it from ~/.bashrc or the job script); it also applies " \
+              "to the upgraded env"
+        if shadows:
+            out.append(F.PYTHONPATH_SHADOW.make(
+                "PYTHONPATH puts other copies of installed packages first on sys.path",
+                [f"PYTHONPATH={pythonpath}", *shadows], fix, fixed_by_rebuild=False, affects_new_env=True))
+        else:
+            out.append(F.PYTHONPATH_SET.make(
+                "PYTHONPATH is set: its folders come before the env's site-packages",
+                [f"PYTHONPATH={pythonpath}"], fix, fixed_by_rebuild=False, affects_new_env=True))
+    return out
+
+
+def _check_pythonhome(ctx: Context) -> list[Finding]:
+    """PYTHONHOME."""
+    if not ctx.environ.get("PYTHONHOME"):
+        return []
+    return [F.PYTHONHOME_SET.make(
+        "PYTHONHOME is set: Python takes its standard library from there",
+        [f"PYTHONHOME={ctx.environ['PYTHONHOME']}",
+         f"the env's base interpreter lives in {ctx.interp.get('base_prefix', '?')}"],
+        "`unset PYTHONHOME`; it is almost never needed and breaks every venv made from another Python",
+        fixed_by_rebuild=False, affects_new_env=True)]
+
+
+def _check_pip(ctx: Context) -> list[Finding]:
+    site = {real(p) for p in ctx.paths.get("site_packages") or []}
+    if not site:
+        return []
+    wrong: list[tuple[str, str, str]] = []  # (command, path, "installs into ...")
+    seen: set[str] = set()
+    for name in ("pip", "pip3"):
+        exe = shutil.which(name, path=ctx.environ.get("PATH", os.defpath))
+        if not exe or real(exe) in seen:
+            continue
+        seen.add(real(exe))
+        if os.path.dirname(os.path.abspath(exe)) == os.path.dirname(os.path.abspath(ctx.python)):
+            continue  # the env's own pip
+        found = _pip_site(exe, ctx.environ)
+        if found is None:
+            continue
+        target, version = found
+        if real(target) not in site:
+            wrong.append((name, exe, f"{target} (Python {version})"))
+    if not wrong:
+        return []
+    names = " and ".join(f"`{n}`" for n, _, _ in wrong)
+    return [F.PIP_OTHER_INTERPRETER.make(
+        f"{names} on PATH install{'s' if len(wrong) == 1 else ''} into another Python, not into this env",
+        [f"{exe} installs into {where}" for _, exe, where in wrong]
+        + [f"this env's site-packages: {', '.join(ctx.paths.get('site_packages') or [])} "
+           f"(Python {ctx.interp.get('version', '?')})"],
+        f"use the env's own installer: `{q(ctx.python)} -m pip install ...` or "
+        f"`uv pip install --python {q(ctx.python)} ...` (or activate it: "
+        f"`source {q(ctx.loc.path / 'bin' / 'activate')}`)",
+        fixed_by_rebuild=False, affects_new_env=True)]
+
+
+# ---------------------------------------------------------------------------
+# installation debris
+# ---------------------------------------------------------------------------
+
+
+def check_debris(ctx: Context) -> list[Finding]:
+    """Leftovers of installs: broken/duplicate metadata, missing files, TensorFlow variants, conda overwrites."""
+    return (_check_debris_items(ctx) + _check_duplicates(ctx) + _check_record(ctx) + _check_variants(ctx)
+            + _check_conda(ctx))
+
+
+def _check_debris_items(ctx: Context) -> list[Finding]:
+    """What the probe listed as debris: ~folders, orphans, unreadable metadata."""
+    out: list[Finding] = []
+    py = q(ctx.python)
+    for item in ctx.data.get("debris") or []:
+        kind, path = item.get("kind"), item.get("path", "")
+        if kind == "tilde-folder":
+            out.append(F.TILDE_FOLDER.make(
+                f"leftover of an interrupted install or uninstall: {os.path.basename(path)}",
+                [f"{path} ({item.get('location', '?')} site-packages)",
+                 "pip warns `Ignoring invalid distribution " + os.path.basename(path) + "` because of it"],
+                f"delete it: `rm -rf {q(path)}`", fixed_by_rebuild=True, affects_new_env=False))
+        elif kind == "orphan-top-level":
+            out.append(F.ORPHAN_PACKAGE.make(
+                f"{item.get('name')} in site-packages belongs to no installed distribution",
+                [f"{path} is not listed in any RECORD or top_level.txt"],
+                f"if nothing imports it, delete it: `rm -rf {q(path)}`; if your code imports it, install the "
+                f"distribution that provides it (`uv pip install --python {py} <project>`), or the upgraded env "
+                "will not have it", fixed_by_rebuild=True, affects_new_env=False))
+        elif kind in ("no-metadata", "bad-metadata"):
+            out.append(F.BROKEN_DIST_INFO.make(
+                f"metadata folder {os.path.basename(path)} cannot be read",
+                [f"{path}: {item.get('detail') or 'no METADATA file'}"],
+                f"delete the folder (`rm -rf {q(path)}`) and reinstall the project with "
+                f"`uv pip install --python {py} --reinstall <project>`", fixed_by_rebuild=True, affects_new_env=False))
+    return out
+
+
+def _check_duplicates(ctx: Context) -> list[Finding]:
+    """Two metadata folders for one project."""
+    py = q(ctx.python)
+    return [F.DUPLICATE_DIST_INFO.make(
+        f"{name} is recorded twice ({', '.join(d['version'] for d in found)}): pip and importlib may report the "
+        "wrong version",
+        [d["dist_info"] for d in found],
+        f"reinstall one version cleanly: delete the stale folders, then `uv pip install --python {py} "
+        f"--reinstall {q(name + '==' + ctx.env_dists[name]['version'])}`; `tfrebuild upgrade` builds a clean env",
+        fixed_by_rebuild=True, affects_new_env=False)
+        for name, found in sorted(ctx.env_copies.items()) if len(found) > 1]
+
+
+def _check_record(ctx: Context) -> list[Finding]:
+    """Files a RECORD lists that are gone."""
+    out: list[Finding] = []
+    py = q(ctx.python)
+    for d in ctx.dists:
+        count = d.get("record_missing_count")
+        if d.get("location") == "env" and count:
+            sample = d.get("record_missing") or []
+            out.append(F.RECORD_MISSING_FILES.make(
+                f"{d['name']} {d['version']}: {count} installed file(s) are missing",
+                [f"{d['dist_info']}/RECORD lists {count} file(s) that do not exist",
+                 *[f"missing: {p}" for p in sample[:5]]],
+                f"reinstall it: `uv pip install --python {py} --reinstall --no-deps "
+                f"{q(d['name'] + '==' + d['version'])}`", fixed_by_rebuild=True, affects_new_env=False))
+    return out
+
+
+def _check_variants(ctx: Context) -> list[Finding]:
+    """Two TensorFlow distributions installed together."""
+    out: list[Finding] = []
+    py = q(ctx.python)
+    variants = [n for n in TF_DISTRIBUTIONS if n in ctx.env_dists]
+    if len(variants) > 1:
+        evidence, pulled = [], []
+        for v in variants:
+            d = ctx.env_dists[v]
+            by = sorted(ctx.required_by.get(v, []))
+            why = []
+            for parent in by:
+                for req in ctx.requirements_of(ctx.env_dists.get(parent, {})):
+                    if canonicalize_name(req.name) == v:
+                        why.append(f"{parent} {ctx.env_dists[parent]['version']} requires {req_text(req)}")
+            if v != ctx.tf and any(p not in TF_DISTRIBUTIONS for p in by):
+                pulled.append((v, [p for p in by if p not in TF_DISTRIBUTIONS]))
+            evidence.append(f"{v} {d['version']} ({d['dist_info']})" + (f": {'; '.join(why)}" if why else ""))
+        main = ctx.tf or variants[0]
+        fix = (f"keep one: `uv pip uninstall --python {py} {' '.join(variants)}` then "
+               f"`uv pip install --python {py} {q(main + '==' + ctx.env_dists[main]['version'])}`")
+        if pulled:
+            other, parents = pulled[0]
+            fix = (f"{', '.join(parents)} require{'s' if len(parents) == 1 else ''} `{other}` while you installed "
+                   f"`{main}`: use `{other}` alone" + (" (it runs on CPU too)" if other == "tensorflow" else "")
+                   + f": `uv pip uninstall --python {py} {' '.join(variants)}` then `uv pip install --python {py} "
+                   f"{q(other + '==' + ctx.env_dists[other]['version'])}`")
+        out.append(F.TENSORFLOW_VARIANTS.make(
+            f"{' and '.join(variants)} are installed together and overwrite each other's files",
+            evidence, fix, fixed_by_rebuild=not pulled, affects_new_env=bool(pulled)))
+    return out
+
+
+
+def _conda_owned(prefix: Path) -> dict[str, tuple[str, str, str]]:
+    """canonical dist name -> (conda package, version, conda-meta json) from ``conda-meta/*.json``."""
+    owned: dict[str, tuple[str, str, str]] = {}
+    for path in sorted(glob.glob(str(prefix / "conda-meta" / "*.json"))):
+        try:
+            meta = json.loads(Path(path).read_text(encoding="utf-8", errors="replace"))
+        except (OSError, ValueError):
+            continue
+        if not isinstance(meta, dict) or not meta.get("name"):
+            continue
+        names = set()
+        for f in meta.get("files") or []:
+            m = re.search(r"site-packages/([^/]+)\.(?:dist|egg)-info(?:/|$)", str(f))
+            if m:
+                names.add(canonicalize_name(m.group(1).rsplit("-", 1)[0] if "-" in m.group(1) else m.group(1)))
+        if not names:
+            names.add(canonicalize_name(str(meta["name"])))
+        for n in names:
+            owned.setdefault(n, (str(meta["name"]), str(meta.get("version", "")), path))
+    return owned
+
+
+def _check_conda(ctx: Context) -> list[Finding]:
+    prefix = Path(ctx.interp.get("prefix") or ctx.loc.path)
+    if not (prefix / "conda-meta").is_dir():
+        return []
+    owned = _conda_owned(prefix)
+    out = []
+    for name, d in sorted(ctx.env_dists.items()):
+        installer = (d.get("installer") or "").strip().lower()
+        if name not in owned or not installer or installer == "conda":
+            continue
+        pkg, version, meta = owned[name]
+        out.append(F.CONDA_PIP_OVERWRITE.make(
+            f"{name} belongs to conda but was overwritten by {installer}",
+            [f"{meta} records conda package {pkg} {version}",
+             f"{d['dist_info']} now holds {d['version']}, INSTALLER = {installer}"],
+            f"let one tool own it: `{q(ctx.python)} -m pip uninstall -y {name}` then "
+            f"`conda install -p {q(prefix)} --force-reinstall {pkg}`, or `conda remove -p {q(prefix)} --force {pkg}` "
+            f"to leave it to pip; `tfrebuild upgrade` builds a plain venv", fixed_by_rebuild=True,
+            affects_new_env=False))
+    return out
+
+
+# ---------------------------------------------------------------------------
+# consistency today (pip check)
+# ---------------------------------------------------------------------------
+
+
+def check_consistency(ctx: Context) -> list[Finding]:
+    out: list[Finding] = []
+    py = q(ctx.python)
+    for name, d in sorted(ctx.env_dists.items()):
+        for req in ctx.requirements_of(d):
+            dep = canonicalize_name(req.name)
+            if dep == name:
+                continue
+            have = ctx.visible.get(dep)
+            spec = str(req.specifier)
+            if have is None:
+                variant = next((v for v in TF_DISTRIBUTIONS if dep in TF_DISTRIBUTIONS and v in ctx.visible), None)
+                if variant and (not spec or contains(req.specifier, ctx.visible[variant]["version"])):
+                    out.append(F.TF_VARIANT_REQUIREMENT.make(
+                        f"{name} requires {dep}, which is satisfied by {variant} only in spirit",
+                        [f"{name} {d['version']} requires {req_text(req)}; {variant} "
+                         f"{ctx.visible[variant]['version']} provides the same `tensorflow` package"],
+                        f"nothing to do while it imports; `pip check` will list it, and an install of {name} "
+                        f"may pull {dep} in next to {variant}", fixed_by_rebuild=False, affects_new_env=True))
+                    continue
+                out.append(F.MISSING_REQUIREMENT.make(
+                    f"{name} {d['version']} requires {dep}, which is not installed",
+                    [f"{name} {d['version']} requires {req_text(req)}"],
+                    f"`uv pip install --python {py} {q(req_text(req))}`; `tfrebuild upgrade` resolves the full set",
+                    fixed_by_rebuild=True, affects_new_env=False))
+            elif spec and not contains(req.specifier, have["version"]):
+                where = "" if have.get("location") == "env" else f" (from the {have.get('location')} site)"
+                out.append(F.BROKEN_REQUIREMENT.make(
+                    f"{name} {d['version']} requires {dep}{spec}, but {dep} {have['version']} is installed",
+                    [f"{name} {d['version']} requires {req_text(req)}",
+                     f"installed: {dep} {have['version']} ({have['dist_info']}){where}"],
+                    f"put back a version it accepts: `uv pip install --python {py} {q(dep + spec)}` "
+                    f"(or upgrade {name}); `tfrebuild upgrade` resolves the full set",
+                    fixed_by_rebuild=True, affects_new_env=False))
+    return out
+
