@@ -94,7 +94,7 @@ def base_interpreter(current: prof.Profile) -> interpreters.Interpreter:
     for name in (f"bin/python{minor}", "bin/python3", "python.exe"):
         candidate = base / name
         if candidate.exists():
-            version = interpreters._version_of(candidate)
+            version = interpreters.version_of(candidate)
             if version:
                 return interpreters.Interpreter(candidate, version, "base of the env")
     return interpreters.find(current.interpreter.version)

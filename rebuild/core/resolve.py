@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,6 +92,15 @@ def _explain(stderr: str) -> str:
     return "\n".join(line for line in lines if line.strip())
 
 
+def _pip_compile(inputs: Inputs, args: list[str]) -> str:
+    """``uv pip compile <args>`` with the common arguments; its stdout, or :class:`ResolutionFailed` in uv's words."""
+    result = uvcmd.run(["pip", "compile"] + args + _common_args(inputs), log=inputs.log, check=False,
+                       what="uv pip compile")
+    if result.returncode != 0:
+        raise ResolutionFailed(_explain(result.stderr))
+    return result.stdout
+
+
 def _tf_requirement(inputs: Inputs, spec: str) -> str:
     extras = f"[{','.join(inputs.extras)}]" if inputs.extras else ""
     return f"{inputs.tf_distribution}{extras}{spec}"
@@ -101,16 +111,13 @@ def find_target(inputs: Inputs, target: TargetSpec) -> str:
     with tempfile.TemporaryDirectory(prefix="tfrebuild-target-") as tmp:
         req = Path(tmp) / "target.in"
         req.write_text(f"{inputs.tf_distribution}{target.specifier}\n")
-        result = uvcmd.run(["pip", "compile", str(req), "--no-deps", "--no-header", "--no-annotate",
-                            "--only-binary", inputs.tf_distribution] + _common_args(inputs),
-                           log=inputs.log, check=False, what="uv pip compile")
-    if result.returncode != 0:
-        raise ResolutionFailed(_explain(result.stderr))
-    for line in result.stdout.splitlines():
+        stdout = _pip_compile(inputs, [str(req), "--no-deps", "--no-header", "--no-annotate",
+                                       "--only-binary", inputs.tf_distribution])
+    for line in stdout.splitlines():
         name, _, version = line.partition("==")
         if canonicalize_name(name.strip()) == inputs.tf_distribution:
             return version.strip()
-    raise ResolutionFailed(f"uv returned no version of {inputs.tf_distribution}:\n{result.stdout}")
+    raise ResolutionFailed(f"uv returned no version of {inputs.tf_distribution}:\n{stdout}")
 
 
 def _parse_requirements_output(text: str) -> tuple[dict[str, str], dict[str, list[str]]]:
@@ -156,16 +163,14 @@ def _compile(inputs: Inputs, requirements: list[str], extra_constraints: list[st
     elif out_file.exists():
         out_file.unlink()
     constraint_lines = [f"{n}{s}" for n, s in sorted(inputs.constraints.items())] + extra_constraints
-    args = ["pip", "compile", str(req_file), "-o", str(out_file), "--no-header", "--annotation-style", "split"]
+    args = [str(req_file), "-o", str(out_file), "--no-header", "--annotation-style", "split"]
     if constraint_lines:
         cfile = workdir / "constraints.txt"
         cfile.write_text("\n".join(constraint_lines) + "\n")
         args += ["--constraint", str(cfile)]
     if inputs.strategy == "eager":
         args.append("--upgrade")
-    result = uvcmd.run(args + _common_args(inputs), log=inputs.log, check=False, what="uv pip compile")
-    if result.returncode != 0:
-        raise ResolutionFailed(_explain(result.stderr))
+    _pip_compile(inputs, args)
     return _parse_requirements_output(out_file.read_text())
 
 
@@ -178,8 +183,6 @@ def _major(version: str) -> int | None:
 
 def resolve(inputs: Inputs, tf_version: str) -> Resolved:
     """Resolve the requested set with TensorFlow pinned to ``tf_version`` and lock it."""
-    import time
-
     start = time.monotonic()
     requirements = [_tf_requirement(inputs, f"=={tf_version}")] + list(inputs.requested)
     with tempfile.TemporaryDirectory(prefix="tfrebuild-resolve-") as tmp:
@@ -214,8 +217,5 @@ def lock(inputs: Inputs, pins: dict[str, str], workdir: Path) -> str:
     pinned = workdir / "pinned.txt"
     pinned.write_text("".join(f"{n}=={v}\n" for n, v in sorted(pins.items())))
     out = workdir / "pylock.toml"
-    result = uvcmd.run(["pip", "compile", str(pinned), "--no-deps", "--format", "pylock.toml", "-o", str(out),
-                        "--no-header"] + _common_args(inputs), log=inputs.log, check=False, what="uv pip compile")
-    if result.returncode != 0:
-        raise ResolutionFailed(_explain(result.stderr))
+    _pip_compile(inputs, [str(pinned), "--no-deps", "--format", "pylock.toml", "-o", str(out), "--no-header"])
     return out.read_text()

@@ -2,19 +2,24 @@
 
 Every uv invocation goes through :func:`run`, which finds the binary that the
 ``uv`` PyPI package ships, forbids interpreter downloads unless the caller
-allows them, captures output (optionally appending it to a per-operation log
-file) and turns a failure into a :class:`UvFailed` carrying uv's own words.
+allows them, runs it through the one subprocess runner (:mod:`rebuild.util.proc`:
+``PYTHONPATH``/``PYTHONHOME`` scrubbed, every ``UV_*``/``PIP_*``/proxy/SSL
+variable kept), optionally appends the redacted command line and output to a
+per-operation log file, and turns a failure into a :class:`UvFailed` carrying
+uv's own words.
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from rebuild.errors import UserError
+from rebuild.util import proc
+
+#: What :func:`run` returns: the runner's result (``args``, ``returncode``, ``stdout``, ``stderr``, ``seconds``).
+UvResult = proc.Result
 
 
 def uv_bin() -> str:
@@ -30,15 +35,6 @@ def uv_bin() -> str:
 
 
 @dataclass
-class UvResult:
-    args: list[str]
-    returncode: int
-    stdout: str
-    stderr: str
-    seconds: float
-
-
-@dataclass
 class UvFailed(Exception):
     """uv exited non-zero. ``stderr`` holds uv's explanation verbatim."""
 
@@ -48,20 +44,6 @@ class UvFailed(Exception):
 
     def __str__(self) -> str:
         return f"{self.what} failed (exit {self.result.returncode}): {self.result.stderr.strip()}"
-
-
-def _log(log: Path | None, args: list[str], result: UvResult | None, error: str = "") -> None:
-    if log is None:
-        return
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("a", encoding="utf-8") as fh:
-        fh.write(f"$ {' '.join(args)}\n")
-        if result is not None:
-            fh.write(result.stdout)
-            fh.write(result.stderr)
-            fh.write(f"[exit {result.returncode} after {result.seconds:.2f}s]\n\n")
-        if error:
-            fh.write(error + "\n\n")
 
 
 def run(
@@ -79,28 +61,25 @@ def run(
 
     ``--no-python-downloads`` is always passed unless the user allowed
     downloads: on machines where an interpreter cannot be found uv would
-    otherwise spend many seconds trying to fetch one.
+    otherwise spend many seconds trying to fetch one. ``env`` (default: this
+    process's environment) is scrubbed by :func:`proc.clean_environ`.
     """
     cmd = [uv_bin()]
     if not allow_python_downloads:
         cmd.append("--no-python-downloads")
     cmd += [str(a) for a in args]
-    run_env = dict(os.environ if env is None else env)
+    run_env = proc.clean_environ(env)
     run_env.setdefault("NO_COLOR", "1")
-    start = time.monotonic()
-    try:
-        proc = subprocess.run(
-            cmd, capture_output=True, text=True, env=run_env, timeout=timeout, cwd=cwd, stdin=subprocess.DEVNULL
-        )
-    except subprocess.TimeoutExpired as exc:
-        _log(log, cmd, None, f"[timed out after {timeout}s]")
+    result = proc.run(cmd, env=run_env, timeout=timeout, cwd=cwd, log=log)
+    if result.timed_out:
         raise UserError(
             f"{what} did not finish within {timeout:.0f} s.",
             "Check the network or the index settings, or try again with --offline and a --find-links folder.",
-        ) from exc
-    result = UvResult(cmd, proc.returncode, proc.stdout, proc.stderr, time.monotonic() - start)
-    _log(log, cmd, result)
-    if check and proc.returncode != 0:
+        )
+    if result.error:
+        raise UserError(f"{what} cannot be started ({cmd[0]}): {result.error}.",
+                        "Reinstall tfrebuild (pip install tfrebuild), or point TFREBUILD_UV at a working uv.")
+    if check and result.returncode != 0:
         raise UvFailed(result, log, what)
     return result
 

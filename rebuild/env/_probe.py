@@ -607,15 +607,51 @@ class Scanner(object):
                 self.claimed_paths.add(join(site_n, os.path.normcase(first)))
         return site_rel, missing, count
 
-    def _dist_info(self, path, site_dir, location, order):
-        meta = os.path.join(path, "METADATA")
+    def _new_record(self, meta, path, site_dir, location, order):
+        """The record of a metadata folder; None (debris noted) when its metadata is missing or unusable."""
         if not os.path.lexists(meta):
             self._debris("no-metadata", path, site_dir, location)
-            return
+            return None
         msg = self._load_headers(meta, path, site_dir, location)
         if msg is None:
+            return None
+        return self._base_record(msg, path, site_dir, location, order)
+
+    def _missing_unknown(self, rec):
+        """--deep: which installed files are missing cannot be told."""
+        if self.deep:
+            rec["record_missing"] = None
+            rec["record_missing_count"] = None
+
+    def _top_level(self, rec, path):
+        """Fill rec["top_level"] from top_level.txt; False when there is none or it cannot be read."""
+        top_txt = os.path.join(path, "top_level.txt")
+        if not os.path.isfile(top_txt):
+            return False
+        try:
+            rec["top_level"] = self._read_top_level_txt(top_txt)
+        except Exception as e:
+            warn("%s: cannot read top_level.txt: %s" % (path, _exc(e)))
+            return False
+        return True
+
+    def _use_files(self, rec, site_rel, has_top):
+        """Top-level names from the installed files: the record's when top_level.txt gave none, else claimed."""
+        derived = top_level_from_paths(site_rel)
+        if not has_top:
+            rec["top_level"] = derived
+        else:
+            self.claimed_names.update(derived)
+
+    def _add(self, rec):
+        self.claimed_names.update(rec["top_level"])
+        self.distributions.append(rec)
+
+    def _dist_info(self, path, site_dir, location, order):
+        rec = self._new_record(os.path.join(path, "METADATA"), path, site_dir,
+                               location, order)
+        if rec is None:
             return
-        rec = self._base_record(msg, path, site_dir, location, order)
         try:
             inst = os.path.join(path, "INSTALLER")
             if os.path.isfile(inst):
@@ -630,14 +666,7 @@ class Scanner(object):
                 rec["direct_url"] = json.loads(_read_text(du))
             except Exception as e:
                 warn("%s: bad direct_url.json: %s" % (path, _exc(e)))
-        top_txt = os.path.join(path, "top_level.txt")
-        has_top = os.path.isfile(top_txt)
-        if has_top:
-            try:
-                rec["top_level"] = self._read_top_level_txt(top_txt)
-            except Exception as e:
-                warn("%s: cannot read top_level.txt: %s" % (path, _exc(e)))
-                has_top = False
+        has_top = self._top_level(rec, path)
         record = os.path.join(path, "RECORD")
         if self.deep or not has_top:
             if os.path.isfile(record):
@@ -650,39 +679,24 @@ class Scanner(object):
                         rec["record_missing_count"] = count
                     else:
                         site_rel = read_record(record)
-                    derived = top_level_from_paths(site_rel)
-                    if not has_top:
-                        rec["top_level"] = derived
-                    else:
-                        self.claimed_names.update(derived)
+                    self._use_files(rec, site_rel, has_top)
                 except Exception as e:
                     warn("%s: cannot read RECORD: %s" % (path, _exc(e)))
-                    if self.deep:
-                        rec["record_missing"] = None
-                        rec["record_missing_count"] = None
+                    self._missing_unknown(rec)
             else:
-                if self.deep:
-                    rec["record_missing"] = None
-                    rec["record_missing_count"] = None
+                self._missing_unknown(rec)
                 warn("%s: no RECORD file" % path)
-        self.claimed_names.update(rec["top_level"])
-        self.distributions.append(rec)
+        self._add(rec)
 
     def _egg_info(self, path, site_dir, location, order):
         is_dir = os.path.isdir(path)
         meta = os.path.join(path, "PKG-INFO") if is_dir else path
-        if not os.path.lexists(meta):
-            self._debris("no-metadata", path, site_dir, location)
+        rec = self._new_record(meta, path, site_dir, location, order)
+        if rec is None:
             return
-        msg = self._load_headers(meta, path, site_dir, location)
-        if msg is None:
-            return
-        rec = self._base_record(msg, path, site_dir, location, order)
+        self._missing_unknown(rec)
         if not is_dir:
-            if self.deep:
-                rec["record_missing"] = None
-                rec["record_missing_count"] = None
-            self.distributions.append(rec)
+            self._add(rec)
             return
         req = os.path.join(path, "requires.txt")
         if os.path.isfile(req):
@@ -690,18 +704,8 @@ class Scanner(object):
                 rec["requires"] = parse_requires_txt(_read_text(req))
             except Exception as e:
                 warn("%s: cannot read requires.txt: %s" % (path, _exc(e)))
-        top_txt = os.path.join(path, "top_level.txt")
-        has_top = os.path.isfile(top_txt)
-        if has_top:
-            try:
-                rec["top_level"] = self._read_top_level_txt(top_txt)
-            except Exception as e:
-                warn("%s: cannot read top_level.txt: %s" % (path, _exc(e)))
-                has_top = False
+        has_top = self._top_level(rec, path)
         files = os.path.join(path, "installed-files.txt")
-        if self.deep:
-            rec["record_missing"] = None
-            rec["record_missing_count"] = None
         if (self.deep or not has_top) and os.path.isfile(files):
             try:
                 paths = [l.strip() for l in _read_text(files).splitlines()
@@ -711,16 +715,11 @@ class Scanner(object):
                 if self.deep:
                     rec["record_missing"] = missing
                     rec["record_missing_count"] = count
-                derived = top_level_from_paths(site_rel)
-                if not has_top:
-                    rec["top_level"] = derived
-                else:
-                    self.claimed_names.update(derived)
+                self._use_files(rec, site_rel, has_top)
             except Exception as e:
                 warn("%s: cannot read installed-files.txt: %s"
                      % (path, _exc(e)))
-        self.claimed_names.update(rec["top_level"])
-        self.distributions.append(rec)
+        self._add(rec)
 
     # -- orphans ------------------------------------------------------------
     def find_orphans(self, site_dir, location):
@@ -766,56 +765,69 @@ class Scanner(object):
 # main
 # ---------------------------------------------------------------------------
 
-def build(argv):
+def _parse_args(argv):
+    """``--deep`` or not; anything else is reported and ignored."""
     deep = False
     for a in argv:
         if a == "--deep":
             deep = True
         else:
             warn("ignored unknown argument %r" % (a,))
+    return deep
 
-    # 1. venv emulation: must happen before sysconfig is imported, since
-    #    sysconfig captures sys.prefix at import time.
-    kind = "unknown"
+
+def enter_venv():
+    """Do what site.venv() does at a normal start (which -S skipped).
+
+    Must run before sysconfig is imported, since sysconfig captures sys.prefix
+    at import time. Returns a dict: cfg, cfg_path, is_venv, include_system,
+    base_prefix, base_exec_prefix.
+    """
     venv_prefix, cfg_path, cfg = None, None, {}
     try:
         venv_prefix, cfg_path, cfg = detect_venv()
     except Exception as e:
         warn("venv detection failed: %s" % _exc(e))
     if venv_prefix is not None and sys.prefix != venv_prefix:
-        # What site.venv() does at a normal start.
         sys.prefix = venv_prefix
         sys.exec_prefix = venv_prefix
     base_prefix = getattr(sys, "base_prefix", sys.prefix)
-    base_exec_prefix = getattr(sys, "base_exec_prefix", sys.exec_prefix)
-    is_venv = bool(cfg_path) or sys.prefix != base_prefix
     include_system = False
     if cfg_path:
         v = _cfg_get(cfg, "include-system-site-packages")
         include_system = bool(v) and v.strip().lower() == "true"
+    return {
+        "cfg": cfg,
+        "cfg_path": cfg_path,
+        "is_venv": bool(cfg_path) or sys.prefix != base_prefix,
+        "include_system": include_system,
+        "base_prefix": base_prefix,
+        "base_exec_prefix": getattr(sys, "base_exec_prefix", sys.exec_prefix),
+    }
 
-    import sysconfig
-    import site
 
-    conda = os.path.isdir(os.path.join(sys.prefix, "conda-meta"))
+def env_kind(venv, conda):
+    """conda, uv, virtualenv, venv, system or unknown."""
     try:
         if conda:
-            kind = "conda"
-        elif cfg_path:
-            keys = set(k.strip().lower() for k in cfg)
+            return "conda"
+        if venv["cfg_path"]:
+            keys = set(k.strip().lower() for k in venv["cfg"])
             if "uv" in keys:
-                kind = "uv"
-            elif "virtualenv" in keys:
-                kind = "virtualenv"
-            else:
-                kind = "venv"
-        elif is_venv:
-            kind = "unknown"  # prefix differs but no pyvenv.cfg (old virtualenv?)
-        else:
-            kind = "system"
+                return "uv"
+            if "virtualenv" in keys:
+                return "virtualenv"
+            return "venv"
+        if venv["is_venv"]:
+            return "unknown"  # prefix differs but no pyvenv.cfg (old virtualenv?)
+        return "system"
     except Exception as e:
         warn("env kind detection failed: %s" % _exc(e))
+        return "unknown"
 
+
+def stdlib_info(sysconfig, is_venv):
+    """(stdlib path or None, whether it is marked EXTERNALLY-MANAGED)."""
     stdlib = None
     try:
         stdlib = sysconfig.get_path("stdlib")
@@ -826,44 +838,46 @@ def build(argv):
         # PEP 668: the marker is ignored inside virtual environments.
         externally_managed = os.path.isfile(
             os.path.join(stdlib, "EXTERNALLY-MANAGED"))
+    return stdlib, externally_managed
 
-    # 2. paths
+
+def site_paths(sysconfig, site, venv):
+    """(the env's site-packages, the base's site-packages not among them)."""
     env_candidates = _sysconfig_site_paths(sysconfig)
     env_candidates += _site_getsitepackages(site, [sys.prefix, sys.exec_prefix])
     site_packages = _dedup_existing(env_candidates)
-
     system_site = []
-    if is_venv:
+    if venv["is_venv"]:
+        base, base_exec = venv["base_prefix"], venv["base_exec_prefix"]
         sys_candidates = _sysconfig_site_paths(
-            sysconfig, None, {"base": base_prefix, "platbase": base_exec_prefix})
-        sys_candidates += _site_getsitepackages(
-            site, [base_prefix, base_exec_prefix])
+            sysconfig, None, {"base": base, "platbase": base_exec})
+        sys_candidates += _site_getsitepackages(site, [base, base_exec])
         env_real = set(_real(p) for p in site_packages)
         system_site = [p for p in _dedup_existing(sys_candidates)
                        if _real(p) not in env_real]
+    return site_packages, system_site
 
-    user_site = user_site_path(site, sysconfig)
-    u_enabled = user_site_enabled(is_venv, include_system)
 
-    # 3. scan
-    scanner = Scanner(deep)
+def scan_folders(site_packages, user_site, system_site, include_system):
+    """[(folder, location)] in the order a normal start puts them on sys.path, each once."""
+    candidates = [(p, "env") for p in site_packages]
+    if user_site and os.path.isdir(user_site):
+        candidates.append((os.path.abspath(user_site), "user"))
+    if include_system:
+        candidates += [(p, "system") for p in system_site]
     scan = []
     seen = set()
-
-    def add(p, loc):
+    for p, loc in candidates:
         key = _real(p)
-        if key in seen:
-            return
-        seen.add(key)
-        scan.append((p, loc))
+        if key not in seen:
+            seen.add(key)
+            scan.append((p, loc))
+    return scan
 
-    for p in site_packages:
-        add(p, "env")
-    if user_site and os.path.isdir(user_site):
-        add(os.path.abspath(user_site), "user")
-    if is_venv and include_system:
-        for p in system_site:
-            add(p, "system")
+
+def scan_distributions(deep, scan):
+    """Scan the folders; return the Scanner, its distributions sorted as reported."""
+    scanner = Scanner(deep)
     scanner.env_dirs = [os.path.normcase(os.path.normpath(p))
                         for p, loc in scan if loc == "env"]
     for i, (p, loc) in enumerate(scan):
@@ -872,30 +886,53 @@ def build(argv):
         for p, loc in scan:
             if loc == "env":
                 scanner.find_orphans(p, loc)
-
     dists = scanner.distributions
     dists.sort(key=lambda d: (LOCATION_ORDER.get(d["location"], 9),
                               d["canonical"], d["_order"], d["dist_info"]))
     for d in dists:
         del d["_order"]
+    return scanner
 
-    environ = {}
-    for k in ENVIRON_KEYS:
-        if k in os.environ:
-            environ[k] = os.environ[k]
 
+def _interpreter_fallback():
+    return {"executable": sys.executable,
+            "version": "%d.%d.%d" % tuple(sys.version_info[:3]),
+            "version_info": list(sys.version_info)}
+
+
+def interpreter_and_platform(sysconfig):
     try:
         interp = interpreter_info(sysconfig, sys.prefix, sys.exec_prefix)
     except Exception as e:
         warn("interpreter info failed: %s" % _exc(e))
-        interp = {"executable": sys.executable,
-                  "version": "%d.%d.%d" % tuple(sys.version_info[:3]),
-                  "version_info": list(sys.version_info)}
+        interp = _interpreter_fallback()
     try:
         plat = platform_info(sysconfig)
     except Exception as e:
         warn("platform info failed: %s" % _exc(e))
         plat = {}
+    return interp, plat
+
+
+def build(argv):
+    deep = _parse_args(argv)
+    venv = enter_venv()
+    is_venv, include_system = venv["is_venv"], venv["include_system"]
+
+    import sysconfig
+    import site
+
+    conda = os.path.isdir(os.path.join(sys.prefix, "conda-meta"))
+    kind = env_kind(venv, conda)
+    stdlib, externally_managed = stdlib_info(sysconfig, is_venv)
+    site_packages, system_site = site_paths(sysconfig, site, venv)
+    user_site = user_site_path(site, sysconfig)
+    u_enabled = user_site_enabled(is_venv, include_system)
+    scan = scan_folders(site_packages, user_site, system_site,
+                        is_venv and include_system)
+    scanner = scan_distributions(deep, scan)
+    environ = dict((k, os.environ[k]) for k in ENVIRON_KEYS if k in os.environ)
+    interp, plat = interpreter_and_platform(sysconfig)
 
     return {
         "probe_version": PROBE_VERSION,
@@ -903,7 +940,7 @@ def build(argv):
         "platform": plat,
         "env": {
             "kind": kind,
-            "pyvenv_cfg": cfg,
+            "pyvenv_cfg": venv["cfg"],
             "include_system_site_packages": include_system,
             "is_venv": is_venv,
             "conda": conda,
@@ -917,7 +954,7 @@ def build(argv):
             "stdlib": stdlib,
         },
         "environ": environ,
-        "distributions": dists,
+        "distributions": scanner.distributions,
         "debris": scanner.debris,
         "sys_path": list(sys.path),
         "warnings": _WARNINGS,
@@ -936,9 +973,7 @@ def main(argv=None):
         warn(traceback.format_exc())
         doc = {
             "probe_version": PROBE_VERSION,
-            "interpreter": {"executable": sys.executable,
-                            "version": "%d.%d.%d" % tuple(sys.version_info[:3]),
-                            "version_info": list(sys.version_info)},
+            "interpreter": _interpreter_fallback(),
             "platform": {}, "env": {"kind": "unknown"}, "paths": {},
             "environ": {}, "distributions": [], "debris": [],
             "sys_path": list(sys.path), "warnings": _WARNINGS,

@@ -12,15 +12,18 @@ from packaging.markers import InvalidMarker, UndefinedComparison, UndefinedEnvir
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
+from rebuild.util import versions
+
 
 def marker_environment(interpreter: dict, platform: dict) -> dict[str, str]:
     """PEP 508 marker variables for the probed interpreter."""
     info = interpreter.get("version_info") or [0, 0, 0]
     system = platform.get("system", "")
     impl = interpreter.get("implementation", "cpython")
+    full = ".".join(str(p) for p in info[:3])
     return {
         "implementation_name": impl,
-        "implementation_version": ".".join(str(p) for p in info[:3]),
+        "implementation_version": full,
         "os_name": "nt" if system == "Windows" else "posix",
         "platform_machine": platform.get("machine", ""),
         "platform_release": platform.get("release", ""),
@@ -28,7 +31,7 @@ def marker_environment(interpreter: dict, platform: dict) -> dict[str, str]:
         "platform_version": "",
         "python_full_version": interpreter.get("version", ""),
         "platform_python_implementation": {"cpython": "CPython", "pypy": "PyPy"}.get(impl, impl),
-        "python_version": ".".join(str(p) for p in info[:2]),
+        "python_version": versions.minor(full),
         "sys_platform": {"Linux": "linux", "Darwin": "darwin", "Windows": "win32"}.get(system, system.lower()),
     }
 

@@ -12,7 +12,6 @@ import glob
 import json
 import os
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +19,8 @@ from packaging.version import InvalidVersion, Version
 
 from rebuild.core import uvcmd
 from rebuild.errors import UserError
+from rebuild.util import proc
+from rebuild.util import versions
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,7 @@ class Interpreter:
 
     @property
     def minor(self) -> str:
-        return ".".join(self.version.split(".")[:2])
+        return versions.minor(self.version)
 
 
 def _pyenv_root() -> Path | None:
@@ -63,13 +64,10 @@ def _candidate_paths() -> list[tuple[Path, str]]:
     return found
 
 
-def _version_of(exe: Path) -> str | None:
-    try:
-        proc = subprocess.run([str(exe), "-I", "-S", "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"],
-                              capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return proc.stdout.strip() if proc.returncode == 0 else None
+def version_of(exe: Path) -> str | None:
+    """``"3.12.1"`` for a working interpreter ``exe``; ``None`` when it does not run."""
+    result = proc.run([exe, "-I", "-S", "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"], timeout=10)
+    return result.stdout.strip() if result.ok else None
 
 
 def discover() -> list[Interpreter]:
@@ -81,7 +79,7 @@ def discover() -> list[Interpreter]:
         if real in seen:
             continue
         seen.add(real)
-        version = _version_of(exe)
+        version = version_of(exe)
         key = f"{version}@{Path(real).parent}"
         if version and key not in seen:
             seen.add(key)
@@ -94,7 +92,7 @@ def find(request: str, *, allow_download: bool = False) -> Interpreter:
     """An interpreter for ``request`` (``3.12``, ``3.12.1`` or a path)."""
     if os.sep in request or request.startswith("."):
         exe = Path(request).expanduser()
-        version = _version_of(exe) if exe.exists() else None
+        version = version_of(exe) if exe.exists() else None
         if not version:
             raise UserError(f"{exe} is not a working Python interpreter.", "Pass a version such as 3.12, or a path to python3.X.")
         return Interpreter(exe.absolute(), version, "given")
@@ -110,7 +108,7 @@ def find(request: str, *, allow_download: bool = False) -> Interpreter:
     result = uvcmd.run(["python", "find", request], allow_python_downloads=allow_download, check=False)
     if result.returncode == 0 and result.stdout.strip():
         exe = Path(result.stdout.strip())
-        version = _version_of(exe)
+        version = version_of(exe)
         if version:
             return Interpreter(exe, version, "uv")
     if allow_download:
@@ -118,7 +116,7 @@ def find(request: str, *, allow_download: bool = False) -> Interpreter:
         result = uvcmd.run(["python", "find", request], allow_python_downloads=True, check=False)
         if result.returncode == 0:
             exe = Path(result.stdout.strip())
-            return Interpreter(exe, _version_of(exe) or request, "uv (downloaded)")
+            return Interpreter(exe, version_of(exe) or request, "uv (downloaded)")
     found = ", ".join(f"{i.version} ({i.path})" for i in discover()) or "none"
     raise UserError(f"No Python {request} was found on this machine.",
                     f"Install it (e.g. `pyenv install {request}`), or pass --allow-python-download. Found: {found}.")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 
 from rebuild.errors import UserError
+from rebuild.util import proc
 
 PROBE_SCRIPT = Path(__file__).with_name("_probe.py")
 
@@ -24,25 +24,26 @@ def run(python: Path, *, deep: bool = False, timeout: float | None = None) -> di
     """
     timeout = default_timeout() if timeout is None else timeout
     cmd = [str(python), "-I", "-S", str(PROBE_SCRIPT)] + (["--deep"] if deep else [])
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired as exc:
+    # The probe reports the variables a normal start would see (PYTHONPATH, PYTHONUSERBASE, ...),
+    # so it gets this process's environment unscrubbed; -I -S keep them from acting on it.
+    result = proc.run(cmd, env=os.environ, timeout=timeout)
+    if result.timed_out:
         raise UserError(
             f"The interpreter {python} did not answer within {timeout:.0f} s.",
             "It may hang at start-up; check that it runs (`{0} -c pass`) or raise TFREBUILD_PROBE_TIMEOUT.".format(python),
-        ) from exc
-    except OSError as exc:
-        raise UserError(f"The interpreter {python} cannot be started: {exc.strerror}.",
-                        "The environment may be broken or its base Python removed; recreate it or pass another --env.") from exc
-    if proc.returncode != 0:
-        tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
+        )
+    if result.error:
+        raise UserError(f"The interpreter {python} cannot be started: {result.error}.",
+                        "The environment may be broken or its base Python removed; recreate it or pass another --env.")
+    if result.returncode != 0:
+        tail = "\n".join(result.stderr.strip().splitlines()[-5:])
         raise UserError(
-            f"The interpreter {python} failed (exit {proc.returncode}) while being inspected.",
+            f"The interpreter {python} failed (exit {result.returncode}) while being inspected.",
             "The environment's Python is broken (its base interpreter may have been removed or upgraded); recreate it.",
             details=tail,
         )
     try:
-        return json.loads(proc.stdout)
+        return json.loads(result.stdout)
     except json.JSONDecodeError as exc:
         raise UserError(f"The interpreter {python} printed something that is not the probe's report.",
-                        "Run it by hand to see what it prints at start-up.", details=proc.stdout[:500].strip()) from exc
+                        "Run it by hand to see what it prints at start-up.", details=result.stdout[:500].strip()) from exc

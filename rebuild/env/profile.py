@@ -18,6 +18,7 @@ from pathlib import Path
 import tomli_w
 
 from rebuild.errors import UserError
+from rebuild.util import versions
 
 SCHEMA_VERSION = 1
 
@@ -35,7 +36,7 @@ class Interpreter:
     @property
     def minor(self) -> str:
         """``"3.11"`` from ``"3.11.7"``."""
-        return ".".join(self.version.split(".")[:2])
+        return versions.minor(self.version)
 
 
 @dataclass

@@ -80,15 +80,19 @@ def _import_name(name: str, dist: dict) -> str:
     return min(tops, key=lambda t: (len(t), t))
 
 
-def build_profile(loc: EnvLocation, data: dict, *, environ: dict[str, str] | None = None) -> prof.Profile:
-    """Turn the probe's report into a profile (pure apart from GPU and config look-ups)."""
-    interp, plat, env = data["interpreter"], data["platform"], data["env"]
-    warnings: list[prof.Warning] = []
+_DEBRIS_MESSAGES = {
+    "tilde-folder": "leftover of an interrupted uninstall (pip warns 'Ignoring invalid distribution')",
+    "no-metadata": "metadata folder without METADATA: the distribution is half installed",
+    "bad-metadata": "metadata folder whose METADATA cannot be read",
+    "orphan-top-level": "top-level package that no installed distribution owns",
+}
 
+
+def _choose(distributions: list[dict], warnings: list[prof.Warning]) -> dict[str, dict]:
+    """The installed distribution of each project (the env's first); duplicates and user-site shadows warned."""
     by_name: dict[str, list[dict]] = defaultdict(list)
-    for dist in data.get("distributions", []):
+    for dist in distributions:
         by_name[dist["canonical"]].append(dist)
-
     chosen: dict[str, dict] = {}
     for name, found in by_name.items():
         in_env = [d for d in found if d["location"] == "env"] or found
@@ -103,20 +107,22 @@ def build_profile(loc: EnvLocation, data: dict, *, environ: dict[str, str] | Non
             if other["location"] == "user":
                 warnings.append(prof.Warning("user-site-shadow", other["dist_info"],
                                              f"{name} {other['version']} is also installed in the user site"))
+    return chosen
 
+
+def _probe_warnings(data: dict) -> list[prof.Warning]:
+    """The probe's debris and its own warnings, as profile warnings."""
+    warnings = []
     for item in data.get("debris", []):
         kind, path = item.get("kind", "debris"), item.get("path", "")
-        messages = {
-            "tilde-folder": "leftover of an interrupted uninstall (pip warns 'Ignoring invalid distribution')",
-            "no-metadata": "metadata folder without METADATA: the distribution is half installed",
-            "bad-metadata": "metadata folder whose METADATA cannot be read",
-            "orphan-top-level": "top-level package that no installed distribution owns",
-        }
-        warnings.append(prof.Warning(kind, path, messages.get(kind, kind)))
+        warnings.append(prof.Warning(kind, path, _DEBRIS_MESSAGES.get(kind, kind)))
     for text in data.get("warnings", []):
         warnings.append(prof.Warning("probe", "", str(text)))
+    return warnings
 
-    markers = graph.marker_environment(interp, plat)
+
+def _packages(chosen: dict[str, dict], markers: dict) -> tuple[list[prof.Package], list[str]]:
+    """Every chosen distribution as a package, and the names requested (what the user asked for)."""
     requires = {n: d.get("requires", []) for n, d in chosen.items()}
     extras = {n: d.get("provides_extra", []) for n, d in chosen.items()}
     required_by: dict[str, set[str]] = defaultdict(set)
@@ -146,7 +152,11 @@ def build_profile(loc: EnvLocation, data: dict, *, environ: dict[str, str] | Non
             installer=dist.get("installer") or "", required_by=sorted(required_by.get(name, ())),
             **_source(dist),
         ))
+    return packages, requested
 
+
+def _tensorflow(chosen: dict[str, dict], requested: list[str], warnings: list[prof.Warning]) -> prof.TensorFlow:
+    """Which TensorFlow distribution(s) are installed; more than one is warned."""
     variants = [n for n in TF_DISTRIBUTIONS if n in chosen]
     tf = prof.TensorFlow(installed_variants=variants)
     if variants:
@@ -158,7 +168,34 @@ def build_profile(loc: EnvLocation, data: dict, *, environ: dict[str, str] | Non
         warnings.append(prof.Warning(
             "tensorflow-variants", chosen[variants[0]]["dist_info"],
             f"{' and '.join(variants)} are installed together; they overwrite each other's files"))
+    return tf
 
+
+def _interpreter(interp: dict) -> prof.Interpreter:
+    return prof.Interpreter(
+        version=interp["version"], implementation=interp.get("implementation", ""),
+        executable=interp["executable"], base_prefix=interp.get("base_prefix", ""),
+        abiflags=interp.get("abiflags") or "", soabi=interp.get("soabi") or "",
+        pointer_bits=int(interp.get("pointer_bits") or 64),
+    )
+
+
+def _platform(plat: dict) -> prof.Platform:
+    return prof.Platform(
+        system=plat.get("system", ""), machine=plat.get("machine", ""), libc=plat.get("libc") or "",
+        libc_version=plat.get("libc_version") or "", sysconfig_platform=plat.get("sysconfig_platform", ""),
+        mac_ver=plat.get("mac_ver") or "",
+    )
+
+
+def build_profile(loc: EnvLocation, data: dict, *, environ: dict[str, str] | None = None) -> prof.Profile:
+    """Turn the probe's report into a profile (pure apart from GPU and config look-ups)."""
+    interp, plat, env = data["interpreter"], data["platform"], data["env"]
+    warnings: list[prof.Warning] = []
+    chosen = _choose(data.get("distributions", []), warnings)
+    warnings += _probe_warnings(data)
+    packages, requested = _packages(chosen, graph.marker_environment(interp, plat))
+    tf = _tensorflow(chosen, requested, warnings)
     imports = sorted({_import_name(name, chosen[name]) for name in requested})
 
     gpu_facts = gpu.detect(environ)
@@ -170,17 +207,8 @@ def build_profile(loc: EnvLocation, data: dict, *, environ: dict[str, str] | Non
         created=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         source=str(loc.python if loc.bare else loc.path),
         env_kind=env.get("kind", "unknown"),
-        interpreter=prof.Interpreter(
-            version=interp["version"], implementation=interp.get("implementation", ""),
-            executable=interp["executable"], base_prefix=interp.get("base_prefix", ""),
-            abiflags=interp.get("abiflags") or "", soabi=interp.get("soabi") or "",
-            pointer_bits=int(interp.get("pointer_bits") or 64),
-        ),
-        platform=prof.Platform(
-            system=plat.get("system", ""), machine=plat.get("machine", ""), libc=plat.get("libc") or "",
-            libc_version=plat.get("libc_version") or "", sysconfig_platform=plat.get("sysconfig_platform", ""),
-            mac_ver=plat.get("mac_ver") or "",
-        ),
+        interpreter=_interpreter(interp),
+        platform=_platform(plat),
         tensorflow=tf,
         gpu=gpu_facts,
         index=indexconf.redacted(indexconf.discover(prefix=None if loc.bare else loc.path, environ=environ)),
