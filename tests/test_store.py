@@ -167,6 +167,20 @@ def test_rollback_twice_returns_to_start(tmp_path: Path) -> None:
     assert_consistent(store)
 
 
+def test_switch_and_rollback_report_the_exchange_method_that_ran(tmp_path: Path, monkeypatch) -> None:
+    from rebuild.store import swap
+
+    store = adopt(tmp_path)
+    assert store.last_swap_method is None
+    upgrade(store)
+    assert store.last_swap_method in ("renameat2", "rename")
+    monkeypatch.setattr(swap, "_load_renameat2", lambda: None)  # as on a system without renameat2
+    store.rollback_to()
+    assert store.last_swap_method == "rename"
+    assert marker(store.env) == "gen1"
+    assert_consistent(store)
+
+
 def test_rollback_errors(tmp_path: Path) -> None:
     store = adopt(tmp_path)
     with pytest.raises(UserError, match="no previous generation"):

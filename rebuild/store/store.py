@@ -21,9 +21,10 @@ survive renames, so after a crash :meth:`Store.recover` can tell which tree sits
 The concerns live in their own modules: :mod:`~rebuild.store.trees` (inode keys, walks,
 safe deletion), :mod:`~rebuild.store.disk` (bytes a generation frees),
 :mod:`~rebuild.store.faults` (crash-test points), :mod:`~rebuild.store.lock`,
-:mod:`~rebuild.store.journal`, :mod:`~rebuild.store.swap` (the exchange) and
+:mod:`~rebuild.store.journal`, :mod:`~rebuild.store.records` (:class:`Generation`,
+``meta.toml``), :mod:`~rebuild.store.swap` (the exchange) and
 :mod:`~rebuild.store.recovery` (finishing or undoing an interrupted operation).
-This module holds the records (:class:`Generation`, ``store.toml``) and the operations.
+This module holds :class:`Store`: the paths, ``store.toml`` and the operations.
 
 Every change follows the same pattern: take the lock, write the intent journal
 (atomically, fsync'd), do the renames, record the result in the TOML files (atomic,
@@ -41,6 +42,7 @@ Typical use by a command::
                      "staging": str(store.staging_dir(op))})
         ...build tree, write generations/<N>/profile.toml...
         store.switch_to(tree, Generation.new(store.next_number(), command=...))
+        store.last_swap_method                # "renameat2" or "rename": what the exchange ran
 """
 
 from __future__ import annotations
