@@ -268,16 +268,18 @@ def _managed(path: Path, generations: int, upgrade_cli, kit_index, kit_env, crea
 
 def _fast_managed(path: Path, generations: int, kit_index, kit_env) -> Path:
     """Like :func:`_managed`, ~4x faster: generation n > 1 is a uv venv with TF ``TF_OF[n]`` built in a
-    staging folder and switched in with the same store calls ``upgrade`` makes (``Store.create``,
+    staging folder and switched in with the same store calls ``upgrade`` makes (``Store.unmanaged(env).adopt``,
     ``switch_to``, a profile snapshot per generation), without planning, doctor and smoke checks."""
     from rebuild.env import snapshot
-    from rebuild.store.store import Generation, Store, new_op_id
+    from rebuild.store.journal import new_op_id
+    from rebuild.store.store import Generation, Store
 
     env = create_venv(path, CLASSIC, find_links=kit_index, env=dict(kit_env))
     if generations < 2:
         return env  # not managed yet, like _managed(path, 1)
-    store = Store.create(env, Generation.new(1, command="adopted (the env as it was before tfrebuild)",
-                                             tensorflow=f"tensorflow-cpu {TF_OF[1]}", python=PY_VERSION))
+    store = Store.unmanaged(env)
+    store.adopt(Generation.new(1, command="adopted (the env as it was before tfrebuild)",
+                               tensorflow=f"tensorflow-cpu {TF_OF[1]}", python=PY_VERSION))
 
     def write_profile(n: int) -> None:
         snapshot.write(snapshot.take(env), store.generation_dir(n) / "profile.toml")
@@ -827,8 +829,8 @@ def test_only_generation_one(make_venv, tfr, kit_env):
     from rebuild.store.store import Generation, Store
 
     env = make_venv("one-parent/tf", CLASSIC)
-    Store.create(env, Generation.new(1, command="adopted (test)", tensorflow="tensorflow-cpu 2.15.1",
-                                     python=PY_VERSION))
+    Store.unmanaged(env).adopt(Generation.new(1, command="adopted (test)", tensorflow="tensorflow-cpu 2.15.1",
+                                              python=PY_VERSION))
     user_error(tfr("rollback", "--env", env, "--yes"), "no earlier generation")
     user_error(tfr("rollback", "--env", env, "--to", "1", "--yes"), "already current")
     rows = history_rows(tfr, env)

@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from rebuild.store import store as st
 from rebuild.errors import UserError
-from rebuild.store.store import Generation, Store, disk_usage, new_op_id, state_dir
+from rebuild.store.disk import exclusive_usage
+from rebuild.store.faults import FAULT_ENV
+from rebuild.store.journal import new_op_id
+from rebuild.store.store import Generation, Store, state_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,7 +41,9 @@ def marker(path: Path) -> str:
 
 def adopt(tmp_path: Path) -> Store:
     env = make_tree(tmp_path / "tf", "gen1")
-    return Store.create(env, {"command": "tfrebuild adopt", "tensorflow": "tensorflow-cpu 2.15.1", "python": "3.11.7"})
+    store = Store.unmanaged(env)
+    store.adopt({"command": "tfrebuild adopt", "tensorflow": "tensorflow-cpu 2.15.1", "python": "3.11.7"})
+    return store
 
 
 def upgrade(store: Store, label: str | None = None) -> Generation:
@@ -70,7 +74,7 @@ def assert_consistent(store: Store) -> None:
 
 
 def run_py(code: str, *args: str, **env: str) -> subprocess.CompletedProcess:
-    full_env = {k: v for k, v in os.environ.items() if k != st.FAULT_ENV}
+    full_env = {k: v for k, v in os.environ.items() if k != FAULT_ENV}
     full_env["PYTHONPATH"] = str(ROOT)
     full_env.update(env)
     return subprocess.run([sys.executable, "-c", code, *args], env=full_env, capture_output=True, text=True, timeout=60)
@@ -110,16 +114,16 @@ def test_create_adopts_env_as_generation_1(tmp_path: Path) -> None:
     reopened = Store.open(env)
     assert reopened.current == gen
     with pytest.raises(UserError, match="already managed"):
-        Store.create(env)
+        Store.unmanaged(env).adopt()
 
 
 def test_create_refuses_missing_and_symlinked_env(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="does not exist"):
-        Store.create(tmp_path / "nope")
+        Store.unmanaged(tmp_path / "nope").adopt()
     real = make_tree(tmp_path / "real", "gen1")
     (tmp_path / "link").symlink_to(real)
     with pytest.raises(UserError, match="symbolic link"):
-        Store.create(tmp_path / "link")
+        Store.unmanaged(tmp_path / "link").adopt()
 
 
 def test_switch_to_records_new_generation_and_parks_old(tmp_path: Path) -> None:
@@ -160,6 +164,20 @@ def test_rollback_twice_returns_to_start(tmp_path: Path) -> None:
     assert (store.current_number, store.previous_number) == (1, 3)
     assert os.lstat(store.env).st_ino == inodes[1]
     assert sorted(p.name for p in (store.state / "generations").iterdir()) == ["1", "2", "3"]
+    assert_consistent(store)
+
+
+def test_switch_and_rollback_report_the_exchange_method_that_ran(tmp_path: Path, monkeypatch) -> None:
+    from rebuild.store import swap
+
+    store = adopt(tmp_path)
+    assert store.last_swap_method is None
+    upgrade(store)
+    assert store.last_swap_method in ("renameat2", "rename")
+    monkeypatch.setattr(swap, "_load_renameat2", lambda: None)  # as on a system without renameat2
+    store.rollback_to()
+    assert store.last_swap_method == "rename"
+    assert marker(store.env) == "gen1"
     assert_consistent(store)
 
 
@@ -495,15 +513,16 @@ def test_disk_usage_counts_hardlinks_once(tmp_path: Path) -> None:
     (outside / "huge").write_bytes(os.urandom(2 * 1024 * 1024))
     (b / "link").symlink_to(outside)  # not followed
 
-    usage = disk_usage([a, b])
-    assert usage[a] >= 1024 * 1024
-    assert usage[b] < 256 * 1024  # the shared file is counted in a only
-    reverse = disk_usage([b, a])
-    assert reverse[b] >= 1024 * 1024 and reverse[a] < 256 * 1024
-    assert usage[a] + usage[b] == reverse[a] + reverse[b]
-    alone = disk_usage([b])[b]
-    assert alone >= 1024 * 1024 and alone < 2 * 1024 * 1024
-    assert disk_usage([tmp_path / "missing"]) == {tmp_path / "missing": 0}
+    alone, total = exclusive_usage([a, b])
+    assert alone[a] < 256 * 1024 and alone[b] < 256 * 1024  # the shared file is in neither tree alone
+    shared = total - alone[a] - alone[b]
+    assert 1024 * 1024 <= shared < 1024 * 1024 + 256 * 1024  # ...and counted once in the total
+    reverse_alone, reverse_total = exclusive_usage([b, a])
+    assert reverse_alone == alone and reverse_total == total
+    only_b, total_b = exclusive_usage([b])
+    assert only_b[b] < 256 * 1024  # big.so is also linked from a: deleting b alone frees none of it
+    assert total_b >= 1024 * 1024 and total_b < 2 * 1024 * 1024  # counted, but the symlink is not followed
+    assert exclusive_usage([tmp_path / "missing"]) == ({tmp_path / "missing": 0}, 0)
 
 
 def test_recover_refuses_journal_paths_outside_the_store(tmp_path: Path) -> None:

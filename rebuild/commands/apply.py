@@ -58,7 +58,7 @@ from rebuild.env import profile as prof
 from rebuild.env.locate import default_env_path, locate
 from rebuild.errors import UserError
 from rebuild.util import fs
-from rebuild.store.store import Generation, Store, fault_point, new_op_id, safe_rmtree, state_dir
+from rebuild.store.store import Generation, Store, fault_point, new_op_id, state_dir
 from rebuild.knowledge.tf import SEED_PACKAGES, TF_DISTRIBUTIONS
 
 
@@ -337,36 +337,6 @@ def re_resolve(profile: prof.Profile, pins: dict[str, str], python: Path, data: 
 # --------------------------------------------------------------------------- build and checks
 
 
-def _recover_new(store: Store) -> str | None:
-    """Finish or undo an ``apply`` into a new path that was interrupted (the state folder is not managed yet)."""
-    journal = store.journal()
-    if journal is None:
-        leftovers = store.leftover_staging()
-        for path in leftovers:
-            safe_rmtree(path, store.state)
-        return f"removed leftover staging folder(s) {', '.join(map(str, leftovers))}" if leftovers else None
-    staging = journal.get("staging")
-    key = (journal.get("apply_device"), journal.get("apply_inode"))
-    try:
-        st = os.lstat(store.env)
-        here = (st.st_dev, st.st_ino)
-    except OSError:
-        here = None
-    done = "undid an interrupted apply: removed its staging folder"
-    if journal.get("apply_new_env") and key[1] is not None and here == key:
-        store.adopt(Generation.new(1, command=str(journal.get("command", "tfrebuild apply")),
-                                   tensorflow=str(journal.get("tensorflow", "")),
-                                   python=str(journal.get("python", ""))))
-        built_lock = Path(staging or "") / "pylock.toml"
-        if staging and built_lock.is_file():
-            shutil.copyfile(built_lock, store.generation_dir(1) / "pylock.toml")
-        done = "finished an interrupted apply: adopted the new environment as generation 1"
-    if staging and Path(staging).parent == store.staging_root:
-        safe_rmtree(Path(staging), store.state)
-    store.commit()
-    return done
-
-
 # --------------------------------------------------------------------------- the command
 
 
@@ -406,7 +376,7 @@ def run(opts: Options, progress=None, confirm: Callable[[ApplyResult], bool] | N
     try:
         with store.lock(_command_line(profile_path)):
             owned = owned or not store.managed  # we hold the lock: an unmanaged state folder is ours to tidy
-            recovered = store.recover() if store.managed else _recover_new(store)
+            recovered = store.recover()
             if store.managed and not os.path.lexists(target):
                 raise UserError(f"{target} does not exist, but tfrebuild has a state folder for it ({store.state}).",
                                 f"Move {store.state} away (it holds the old generations), then apply again.")

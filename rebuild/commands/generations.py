@@ -17,7 +17,9 @@ from rebuild.core import smoke
 from rebuild.env import profile as prof
 from rebuild.env.locate import locate
 from rebuild.errors import UserError
-from rebuild.store.store import Generation, Store, exclusive_usage
+from rebuild.store import recovery
+from rebuild.store.disk import exclusive_usage
+from rebuild.store.store import Generation, Store
 
 
 def open_store(env) -> Store:
@@ -30,11 +32,8 @@ def open_store(env) -> Store:
 
 
 def recover(store: Store) -> str | None:
-    """Finish or undo an interrupted operation; a generation finished this way gets its profile."""
-    done = store.recover()
-    if done:
-        complete_profile(store)
-    return done
+    """:meth:`Store.recover`; a generation finished that way gets its profile (:func:`complete_profile`)."""
+    return store.recover(finished=complete_profile)
 
 
 def write_profile(store: Store, number: int, profile: prof.Profile | None = None, *,
@@ -65,17 +64,6 @@ def complete_profile(store: Store) -> None:
     """Every generation keeps a profile; recovery can finish an upgrade before its profile was written."""
     if not (store.generation_dir(store.current_number) / "profile.toml").exists():
         write_profile(store, store.current_number)
-
-
-def recover_if_idle(store: Store) -> str | None:
-    """Finish or undo an interrupted operation, unless another tfrebuild is running (then leave it)."""
-    if store.lock_holder() is not None:
-        return None
-    try:
-        with store.lock("tfrebuild recover"):
-            return recover(store)
-    except UserError:
-        return None
 
 
 def _tf_version(gen: Generation) -> str:
@@ -174,11 +162,10 @@ class History:
 
 def history(env=None) -> History:
     store = open_store(env)
-    recovered = recover_if_idle(store)
+    recovered = recovery.recover_if_idle(store, finished=complete_profile)
     store.reload()
     gens = store.generations()
-    trees = {g.number: (store.env if g.number == store.current_number else store.generation_dir(g.number) / "env")
-             for g in gens}
+    trees = {g.number: g.path(store) for g in gens}
     present = {n: p.exists() for n, p in trees.items()}
     alone, total = exclusive_usage([trees[n] for n in sorted(trees) if present[n]])
     rows = [HistoryRow(g.number, g.number == store.current_number, g.number == store.previous_number, g.created,
@@ -281,7 +268,7 @@ def status(env=None) -> Status:
     if store is None:
         return Status(str(loc.path), False, "", None, None, "", None, [], None)
     holder = store.lock_holder()
-    recovered = recover_if_idle(store) if holder is None else None
+    recovered = recovery.recover_if_idle(store, finished=complete_profile) if holder is None else None
     store.reload()
     journal = store.journal()
     return Status(str(store.env), True, str(store.state), store.current_number, store.previous_number,

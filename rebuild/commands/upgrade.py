@@ -20,7 +20,6 @@ from rebuild.core import build
 from rebuild.commands import generations
 from rebuild.core import plan as planning
 from rebuild.core import smoke
-from rebuild.store import swap
 from rebuild.env.locate import locate
 from rebuild.errors import UserError
 from rebuild.knowledge.tf import SEED_PACKAGES
@@ -141,7 +140,7 @@ def _apply(store: Store, the_plan: planning.Plan, opts: planning.Options, op: st
     t0 = time.monotonic()
     store.switch_to(built.env, gen)
     result.swap_ms = (time.monotonic() - t0) * 1000
-    result.swap_method = "renameat2" if swap.renameat2_available() else "rename"
+    result.swap_method = store.last_swap_method or ""
     result.generation, result.previous = number, store.previous_number
     progress.stage("verify", f"quick check at {store.env}")
     after = smoke.run_checks(store.env, tf_version=the_plan.tf_new, imports=[], quick=True)

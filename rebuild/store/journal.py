@@ -1,0 +1,94 @@
+"""The intent journal: ``<state>/journal.json`` names the operation in progress and its step.
+
+An operation writes the journal (atomically, fsync'd) before it renames anything,
+updates its ``step`` after each rename, and removes it when done; a journal found
+later belongs to an operation that was interrupted (see :mod:`rebuild.store.recovery`).
+The journal's folder is the store's state folder; the store checks the lock.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping
+
+from rebuild.errors import UserError
+from rebuild.util import fs
+
+OPS = ("upgrade", "rollback", "gc")
+
+
+def now_iso() -> str:
+    """Current UTC time as ``2024-05-01T12:00:00Z``."""
+    return datetime.now(timezone.utc).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def new_op_id(op: str) -> str:
+    """A unique, filesystem-safe operation id such as ``upgrade-20240501T120000-4242-a1b2``."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    return f"{op}-{stamp}-{os.getpid()}-{secrets.token_hex(2)}"
+
+
+def check_id(op_id: str) -> str:
+    """``op_id`` if it is usable as one folder name; ``ValueError`` otherwise."""
+    if not op_id or op_id in (".", "..") or "/" in op_id or os.sep in op_id or "\0" in op_id:
+        raise ValueError(f"invalid operation id {op_id!r}")
+    return op_id
+
+
+class Journal:
+    """The journal file at ``path`` of the environment ``env``."""
+
+    def __init__(self, path: Path, env: Path):
+        self.path = path
+        self.env = env
+
+    def read(self) -> dict | None:
+        """The journal of the operation in progress, or ``None``."""
+        try:
+            with open(self.path, "rb") as fh:
+                data = json.load(fh)
+        except FileNotFoundError:
+            return None
+        except (ValueError, OSError) as exc:
+            raise UserError(f"The tfrebuild journal {self.path} is damaged: {exc}",
+                            hint="Check the environment by hand, then delete the journal file.") from exc
+        return data if isinstance(data, dict) else None
+
+    def begin(self, op: Mapping[str, Any]) -> dict:
+        """Write the journal of a new operation (none may exist); fills in ``id``, ``pid``, ``step``, ``started``."""
+        if self.path.exists():
+            raise RuntimeError(f"an operation is already journaled in {self.path}; call recover() first")
+        data = dict(op)
+        if data.get("op") not in OPS:
+            raise ValueError(f"unknown operation {data.get('op')!r}")
+        data.setdefault("id", new_op_id(data["op"]))
+        data.setdefault("pid", os.getpid())
+        data.setdefault("step", "started")
+        data.setdefault("started", now_iso())
+        data.setdefault("env", str(self.env))
+        self._write(data)
+        return data
+
+    def update(self, **changes: Any) -> dict:
+        """Merge ``changes`` into the journal (atomically)."""
+        data = self.read()
+        if data is None:
+            raise RuntimeError("no journal to update")
+        data.update(changes)
+        self._write(data)
+        return data
+
+    def remove(self) -> None:
+        """Remove the journal: the operation is complete (or nothing happened)."""
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            return
+        fs.fsync_dir(self.path.parent)
+
+    def _write(self, data: dict) -> None:
+        fs.atomic_write(self.path, json.dumps(data, indent=2, sort_keys=True).encode(), mode=0o644)
