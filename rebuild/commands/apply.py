@@ -43,22 +43,21 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
-from rebuild.core import build
 from rebuild.commands import generations
 from rebuild.env import graph
 from rebuild.index import config as indexconf
 from rebuild.index import simple as indexinfo
 from rebuild.env import probe
 from rebuild.core import resolve
-from rebuild.core import smoke
+from rebuild.core import transaction
 from rebuild.env import snapshot
 from rebuild.core import lockfile as locks
 from rebuild.core import plan as planning
 from rebuild.env import profile as prof
 from rebuild.env.locate import default_env_path, locate
 from rebuild.errors import UserError
-from rebuild.util import fs
-from rebuild.store.store import Generation, Store, fault_point, new_op_id, safe_rmtree, state_dir
+from rebuild.store.store import Generation, Store, new_op_id, safe_rmtree, state_dir
+from rebuild.util.progress import NULL
 from rebuild.knowledge.tf import SEED_PACKAGES, TF_DISTRIBUTIONS
 
 
@@ -91,12 +90,11 @@ class Portability:
         return not self.differences
 
 
-@dataclass
-class ApplyResult:
+@dataclass(kw_only=True)
+class ApplyResult(transaction.TransactionResult):
     profile: str
     env: str
     new_env: bool
-    changed: bool = False
     trusted: bool = False  # tfrebuild wrote this profile for this env
     lock_source: str = ""
     python: str = ""
@@ -111,17 +109,6 @@ class ApplyResult:
     index_urls: list[str] = field(default_factory=list)
     smoke_commands: list[str] = field(default_factory=list)
     commands_run: bool = False
-    generation: int | None = None
-    previous: int | None = None
-    state_dir: str = ""
-    log: str = ""
-    build_seconds: float = 0.0
-    checks: list[smoke.Check] = field(default_factory=list)
-    after_swap: list[smoke.Check] = field(default_factory=list)
-    swap_ms: float = 0.0
-    notes: list[str] = field(default_factory=list)
-    recovered: str | None = None
-    seconds: float = 0.0
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -372,9 +359,7 @@ def _recover_new(store: Store) -> str | None:
 
 def run(opts: Options, progress=None, confirm: Callable[[ApplyResult], bool] | None = None) -> ApplyResult:
     """``tfrebuild apply``. ``confirm(preview)`` decides whether to build (``opts.yes`` skips it)."""
-    from rebuild.cli.render import Progress
-
-    progress = progress or Progress(enabled=False)
+    progress = progress or NULL
     start = time.monotonic()
     profile_path = Path(opts.profile).absolute()
     profile = prof.load(profile_path)
@@ -550,13 +535,22 @@ def _run_locked(opts: Options, profile: prof.Profile, profile_path: Path, target
 
     run_commands = commands if allowed else []
     requested = {canonicalize_name(n) for n in profile.requested if n not in SEED_PACKAGES}
-    build_args = dict(offline=opts.offline, require_hashes=lock.all_hashed, compile_bytecode=not opts.no_compile,
-                      log=log, requested=requested)
-    if new_env:
-        return _apply_new(store, lock, interp, data, index, build_args, op, command, profile, run_commands,
-                          tf, pins, result, progress, start)
-    return _apply_existing(store, lock, interp, index, build_args, op, command, profile, current, run_commands,
-                           tf, pins, result, progress, opts, start)
+    adoption = None
+    if current is not None:
+        old_tf = current.tensorflow
+        adoption = transaction.Adoption(tensorflow=f"{old_tf.distribution} {old_tf.version}" if old_tf.distribution
+                                        else "", python=current.interpreter.version, like=current)
+    transaction.run(transaction.Spec(
+        store=store, op=op, kind="apply", command=command, python=Path(interp.path), python_version=interp.version,
+        tensorflow=result.tensorflow, pylock=lock.text(), index=index,
+        build=dict(offline=opts.offline, require_hashes=lock.all_hashed, compile_bytecode=not opts.no_compile,
+                   log=log, requested=requested),
+        checks=dict(tf_version=pins.get(tf, ""), imports=list(profile.smoke.imports), commands=run_commands),
+        write_profile=generations.write_profile, like=profile, commands=run_commands, log=log, new_env=new_env,
+        adopt=adoption, before_swap=lambda: generations.refuse_if_in_use(store.env, opts.force),
+        progress=progress), result)
+    result.seconds = time.monotonic() - start
+    return result
 
 
 def check_portability_no_lock(profile: prof.Profile, data: dict) -> Portability:
@@ -574,122 +568,3 @@ def _check_consistent(lock: locks.Lock, pins: dict[str, str], lock_file: Path) -
         raise UserError(f"The lock {lock_file} and its profile disagree on {len(differ)} version(s): "
                         f"{', '.join(d.split(':')[0] for d in differ)}. Nothing was built.",
                         "One of them was edited by hand. " + locks.NEW_LOCK_HINT, details="\n".join(differ))
-
-
-def _checks_or_fail(env: Path, tf: str, pins: dict[str, str], profile: prof.Profile, commands: list[str],
-                    log: Path, result: ApplyResult, where: str, after: str) -> None:
-    report = smoke.run_checks(env, tf_version=pins.get(tf, ""), imports=list(profile.smoke.imports), commands=commands)
-    result.checks = report.checks
-    if not report.ok:
-        raise smoke.failure(report, where, log, after)
-
-
-def _apply_new(store: Store, lock: locks.Lock, interp, data, index, build_args, op, command, profile,
-               commands, tf, pins, result: ApplyResult, progress, start) -> ApplyResult:
-    """Build in the state folder's staging area, check, rename into place, adopt as generation 1."""
-    staging = store.staging_dir(op)
-    tensorflow = f"{tf} {pins[tf]}" if tf else ""
-    store.begin({"op": "upgrade", "id": op, "step": "building", "staging": str(staging), "apply_new_env": True,
-                 "command": command, "tensorflow": tensorflow, "python": interp.version})
-    env = store.env
-    try:
-        progress.stage("build", f"new env in {staging}")
-        built = build.build(staging, Path(interp.path), lock.text(), index, **build_args)
-        result.build_seconds = built.seconds
-        fault_point("apply.built")
-        progress.stage("checks", "smoke checks in the new env")
-        _checks_or_fail(built.env, tf, pins, profile, commands, Path(result.log), result, "before it was moved "
-                        "into place", f"Nothing was created at {env}.")
-        if os.path.lexists(env):
-            raise UserError(f"{env} appeared while the environment was being built.",
-                            "Another program created it; nothing was changed. Apply again to replace it.")
-        st = os.lstat(built.env)
-        store.update_journal(step="renaming", apply_inode=st.st_ino, apply_device=st.st_dev)
-        progress.stage("move", f"{built.env} → {env}")
-        t0 = time.monotonic()
-        os.rename(built.env, env)
-        fs.fsync_dir(env.parent)
-        result.swap_ms = (time.monotonic() - t0) * 1000
-        fault_point("apply.renamed")
-    except BaseException:
-        store.discard_staging(op)
-        store.commit()
-        raise
-    progress.stage("verify", f"quick check at {env}")
-    after = smoke.run_checks(env, tf_version=pins.get(tf, ""), imports=[], commands=[], quick=True)
-    result.after_swap = after.checks
-    if not after.ok:
-        os.rename(env, staging / "env")  # it did not exist before: take it away again
-        store.discard_staging(op)
-        store.commit()
-        raise smoke.failure(after, f"at {env} after the move", Path(result.log),
-                             f"It was removed again; nothing exists at {env}.")
-    # The generation's lock and profile first, then the adoption that makes it a generation: a crash in
-    # between leaves a complete env and an unmanaged state folder that the next apply finishes.
-    gen_dir = store.generation_dir(1)
-    gen_dir.mkdir(parents=True, exist_ok=True)
-    (gen_dir / "pylock.toml").write_text(lock.text(), encoding="utf-8")
-    generations.write_profile(store, 1, like=profile, commands=commands)
-    fault_point("apply.recorded")
-    store.adopt(Generation.new(1, command=command, tensorflow=tensorflow, python=interp.version))
-    store.discard_staging(op)
-    store.commit()
-    result.changed, result.generation, result.previous = True, 1, None
-    result.seconds = time.monotonic() - start
-    return result
-
-
-def _apply_existing(store: Store, lock: locks.Lock, interp, index, build_args, op, command, profile, current,
-                    commands, tf, pins, result: ApplyResult, progress, opts: Options, start) -> ApplyResult:
-    """Like upgrade: adopt if unmanaged, build beside, check, swap atomically, check again, roll back on failure."""
-    adopted_now = not store.managed
-    if adopted_now:
-        old_tf = current.tensorflow
-        store.adopt(Generation.new(1, command="adopted (the env as it was before tfrebuild)",
-                                   tensorflow=f"{old_tf.distribution} {old_tf.version}" if old_tf.distribution else "",
-                                   python=current.interpreter.version))
-        generations.write_profile(store, 1, current)
-    staging = store.staging_dir(op)
-    number = store.next_number()
-    log = Path(result.log)
-    store.begin({"op": "upgrade", "id": op, "step": "building", "staging": str(staging), "new": number})
-
-    def undo():
-        store.discard_staging(op)
-        shutil.rmtree(store.generation_dir(number), ignore_errors=True)
-        store.commit()
-        if adopted_now:  # leave no trace: the env was not managed before this run
-            shutil.rmtree(store.state, ignore_errors=True)
-
-    try:
-        progress.stage("build", f"new env in {staging}")
-        built = build.build(staging, Path(interp.path), lock.text(), index, **build_args)
-        result.build_seconds = built.seconds
-        fault_point("apply.built")
-        progress.stage("checks", "smoke checks in the new env")
-        _checks_or_fail(built.env, tf, pins, profile, commands, log, result, "before the swap",
-                        "Your environment was not changed.")
-        gen_dir = store.generation_dir(number)
-        gen_dir.mkdir(parents=True, exist_ok=True)
-        (gen_dir / "pylock.toml").write_text(lock.text(), encoding="utf-8")
-        generations.refuse_if_in_use(store.env, opts.force)
-    except BaseException:
-        undo()
-        raise
-    progress.stage("swap", f"{store.env} ← generation {number}")
-    gen = Generation.new(number, command=command, tensorflow=result.tensorflow, python=interp.version)
-    t0 = time.monotonic()
-    store.switch_to(built.env, gen)
-    result.swap_ms = (time.monotonic() - t0) * 1000
-    result.generation, result.previous = number, store.previous_number
-    progress.stage("verify", f"quick check at {store.env}")
-    after = smoke.run_checks(store.env, tf_version=pins.get(tf, ""), imports=[], commands=[], quick=True)
-    result.after_swap = after.checks
-    if not after.ok:
-        store.rollback_to(result.previous)
-        raise smoke.failure(after, f"at {store.env} after the swap", log,
-                             f"tfrebuild swapped generation {result.previous} back in; your environment is as it was.")
-    generations.write_profile(store, number, like=profile, commands=commands)
-    result.changed = True
-    result.seconds = time.monotonic() - start
-    return result
