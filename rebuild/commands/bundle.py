@@ -30,9 +30,9 @@ from packaging.utils import parse_wheel_filename
 
 from rebuild.index import simple as indexinfo
 from rebuild.index import http
-from rebuild.env import profile as prof
 from rebuild.errors import UserError
 from rebuild.core.lockfile import LockedFile, LockedPackage, profile_lock
+from rebuild.core.portability import profile_target
 from rebuild.env.snapshot import write_text_atomic as _write_atomic
 
 _OWN_FILES = {"profile.toml", "pylock.toml", "SHA256SUMS"}
@@ -62,17 +62,6 @@ class BundleResult:
     @property
     def downloaded(self) -> int:
         return sum(f.size for f in self.files if f.how == "downloaded")
-
-
-def profile_target(profile: prof.Profile) -> indexinfo.Target:
-    """The wheel-tag target of the machine and interpreter a profile was taken on."""
-    data = {k: v for k, v in vars(profile.platform).items()}
-    data.update({k: v for k, v in vars(profile.interpreter).items() if k in ("version", "implementation", "abiflags",
-                                                                             "soabi")})
-    try:
-        return indexinfo.Target.from_mapping(data)
-    except ValueError as exc:
-        raise UserError("The profile does not record its Python version.", "Take a new snapshot.") from exc
 
 
 def choose_file(pkg: LockedPackage, tags: list[Tag]) -> LockedFile | None:
