@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from rebuild.commands import apply as applying
+from rebuild.core import portability
 from rebuild.env import profile as prof
 from rebuild.env import snapshot
 from rebuild.errors import UserError
@@ -464,15 +465,15 @@ def test_portability_libc_too_old_and_markers():
                      platform=prof.Platform(system="Linux", machine="x86_64", libc="glibc", libc_version="2.36"))
     data = {"interpreter": {"version": "3.11.4", "implementation": "cpython", "version_info": [3, 11, 4]},
             "platform": {"system": "Linux", "machine": "x86_64", "libc": "glibc", "libc_version": "2.17"}}
-    r = applying.check_portability(lock, p, data)
+    r = portability.check_portability(lock, p, data)
     assert r.incompatible == ["numpy 2.0.2: numpy-2.0.2-cp311-cp311-manylinux_2_28_x86_64.whl"]
     assert r.differences == ["libc glibc 2.36 → glibc 2.17 (older here: wheels built for the newer one do not load)"]
     assert r.from_source == ["oldlib 1.0"]
     data["platform"]["libc_version"] = "2.36"
-    r = applying.check_portability(lock, p, data)
+    r = portability.check_portability(lock, p, data)
     assert r.same and not r.incompatible
     data["platform"]["machine"] = "aarch64"
-    r = applying.check_portability(lock, p, data)
+    r = portability.check_portability(lock, p, data)
     assert r.differences == ["architecture x86_64 → aarch64"]
     assert [i.split(":")[0] for i in r.incompatible] == ["numpy 2.0.2"]
 

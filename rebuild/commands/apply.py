@@ -31,35 +31,28 @@ import os
 import shlex
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 from urllib.parse import urlsplit
 
-from packaging.markers import InvalidMarker, Marker, UndefinedComparison, UndefinedEnvironmentName
-from packaging.specifiers import InvalidSpecifier, SpecifierSet
-from packaging.utils import canonicalize_name, parse_wheel_filename
-from packaging.version import InvalidVersion, Version
+from packaging.utils import canonicalize_name
 
-from rebuild.core import build
 from rebuild.commands import generations
-from rebuild.env import graph
 from rebuild.index import config as indexconf
-from rebuild.index import simple as indexinfo
 from rebuild.env import probe
-from rebuild.core import resolve
-from rebuild.core import smoke
+from rebuild.core import portability
+from rebuild.core import transaction
 from rebuild.env import snapshot
 from rebuild.core import lockfile as locks
-from rebuild.core import changes as planning  # Change, diff: their one home (rename at the next edit)
+from rebuild.core import plan as planning
 from rebuild.env import profile as prof
 from rebuild.env.locate import default_env_path, locate
 from rebuild.errors import UserError
-from rebuild.util import fs
-from rebuild.store.store import Generation, Store, fault_point, new_op_id, state_dir
-from rebuild.knowledge.tf import SEED_PACKAGES, TF_DISTRIBUTIONS
+from rebuild.store.store import Store, new_op_id, state_dir
+from rebuild.util.progress import NULL
+from rebuild.knowledge.tf import SEED_PACKAGES
 
 
 @dataclass
@@ -78,25 +71,11 @@ class Options:
     allow_python_download: bool = False
 
 
-@dataclass
-class Portability:
-    profile: str  # "CPython 3.11.7 on Linux x86_64 (glibc 2.36)"
-    here: str
-    differences: list[str] = field(default_factory=list)
-    incompatible: list[str] = field(default_factory=list)  # "numpy 1.24.3: numpy-1.24.3-cp311-...whl"
-    from_source: list[str] = field(default_factory=list)  # packages only an sdist fits: built here
-
-    @property
-    def same(self) -> bool:
-        return not self.differences
-
-
-@dataclass
-class ApplyResult:
+@dataclass(kw_only=True)
+class ApplyResult(transaction.TransactionResult):
     profile: str
     env: str
     new_env: bool
-    changed: bool = False
     trusted: bool = False  # tfrebuild wrote this profile for this env
     lock_source: str = ""
     python: str = ""
@@ -104,24 +83,13 @@ class ApplyResult:
     tensorflow: str = ""
     packages: int = 0
     hashes: str = ""
-    portability: Portability | None = None
+    portability: portability.Portability | None = None
     resolved: bool = False  # --resolve changed versions
     changes: list[planning.Change] = field(default_factory=list)  # lock -> what is installed (--resolve)
     env_changes: list[planning.Change] = field(default_factory=list)  # the env that was there -> the new one
     index_urls: list[str] = field(default_factory=list)
     smoke_commands: list[str] = field(default_factory=list)
     commands_run: bool = False
-    generation: int | None = None
-    previous: int | None = None
-    state_dir: str = ""
-    log: str = ""
-    build_seconds: float = 0.0
-    checks: list[smoke.Check] = field(default_factory=list)
-    after_swap: list[smoke.Check] = field(default_factory=list)
-    swap_ms: float = 0.0
-    notes: list[str] = field(default_factory=list)
-    recovered: str | None = None
-    seconds: float = 0.0
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -140,211 +108,12 @@ def is_trusted(profile_path: Path, env: Path) -> bool:
     return real.startswith(state.rstrip(os.sep) + os.sep)
 
 
-def _describe(t: indexinfo.Target) -> str:
-    impl = {"cpython": "CPython", "pypy": "PyPy"}.get((t.implementation or "cpython").lower(), t.implementation)
-    libc = f" ({t.libc} {t.libc_version})" if t.libc else ""
-    return f"{impl} {t.version} on {t.system or '?'} {t.machine or '?'}{libc}"
-
-
-def _insecure(url: str) -> bool:
-    return url.strip().lower().startswith("http://")
-
-
-def index_urls(profile: prof.Profile) -> list[str]:
-    """Every index and find-links location a profile names (credentials redacted), for the user to see."""
-    i = profile.index
-    unused = " (not used: the profile says no-index)" if i.no_index else ""
-    urls = ([f"index: {i.index_url}{unused}"] if i.index_url else []) + \
-        [f"extra index: {u}{unused}" for u in i.extra_index_urls] + [f"find-links: {u}" for u in i.find_links]
-    return [indexconf.redact(u) for u in urls]
-
-
-def check_urls(profile: prof.Profile, lock: locks.Lock | None, allow_insecure: bool) -> None:
-    """Refuse plain-http indexes and files: anyone on the way could swap the packages (hashes aside)."""
-    if allow_insecure:
-        return
-    i = profile.index
-    bad = [u for u in ([i.index_url] + i.extra_index_urls + i.find_links) if u and _insecure(u)]
-    if lock is not None:
-        bad += [f.url for p in lock.packages for f in p.files if _insecure(f.url)]
-    if bad:
-        shown = sorted({indexconf.redact(u) for u in bad})
-        raise UserError(f"The profile uses {len(shown)} plain-http location(s): {', '.join(shown[:3])}"
-                        f"{' ...' if len(shown) > 3 else ''}. Nothing was built.",
-                        "Packages fetched over http can be replaced on the way. Use https (file:// and local "
-                        "folders are fine), or pass --allow-insecure-index if you trust the network.",
-                        details="\n".join(shown))
-
-
-def _markers(data: dict) -> dict[str, str]:
-    return graph.marker_environment(data.get("interpreter", {}), data.get("platform", {}))
-
-
-def check_portability(lock: locks.Lock, profile: prof.Profile, data: dict) -> Portability:
-    """Compare the profile's interpreter and platform with the probed target; check every locked wheel's tags."""
-    from rebuild.index.tags import profile_target
-
-    here = indexinfo.Target.from_probe(data)
-    there = profile_target(profile)
-    result = Portability(_describe(there), _describe(here))
-    if there.python_version != here.python_version:
-        result.differences.append(f"Python {'.'.join(map(str, there.python_version))} → "
-                                  f"{'.'.join(map(str, here.python_version))}")
-    if (there.implementation or "cpython").lower() != (here.implementation or "cpython").lower():
-        result.differences.append(f"implementation {there.implementation} → {here.implementation}")
-    if there.system and there.system != here.system:
-        result.differences.append(f"OS {there.system} → {here.system}")
-    if there.machine and indexinfo._linux_arch(there.machine) != indexinfo._linux_arch(here.machine):
-        result.differences.append(f"architecture {there.machine} → {here.machine}")
-    if there.libc and (there.libc, there.libc_version) != (here.libc, here.libc_version):
-        older = ""
-        try:
-            if there.libc == here.libc and Version(here.libc_version) < Version(there.libc_version):
-                older = " (older here: wheels built for the newer one do not load)"
-        except InvalidVersion:
-            pass
-        result.differences.append(f"libc {there.libc} {there.libc_version} → {here.libc} {here.libc_version}{older}")
-    tags = set(indexinfo.supported_tags(here))
-    env = _markers(data)
-    requires_python = lock.data.get("requires-python")
-    if isinstance(requires_python, str) and requires_python:
-        try:
-            if not SpecifierSet(requires_python).contains(here.version, prereleases=True):
-                result.incompatible.append(f"the whole lock requires Python {requires_python}")
-        except InvalidSpecifier:
-            pass
-    for pkg in lock.packages:
-        if pkg.marker:
-            try:
-                if not Marker(pkg.marker).evaluate(env):
-                    continue  # not for this platform: uv skips it too
-            except (InvalidMarker, UndefinedComparison, UndefinedEnvironmentName):
-                pass
-        if pkg.requires_python:
-            try:
-                if not SpecifierSet(pkg.requires_python).contains(here.version, prereleases=True):
-                    result.incompatible.append(f"{pkg.name} {pkg.version}: requires Python {pkg.requires_python}")
-                    continue
-            except InvalidSpecifier:
-                pass
-        fits = False
-        for wheel in pkg.wheels:
-            try:
-                fits = fits or not tags.isdisjoint(parse_wheel_filename(wheel.filename)[3])
-            except ValueError:
-                continue
-        if fits:
-            continue
-        if pkg.sdist is not None:
-            result.from_source.append(f"{pkg.name} {pkg.version}")
-        else:
-            result.incompatible.append(f"{pkg.name} {pkg.version}: {', '.join(w.filename for w in pkg.wheels)}")
-    return result
-
-
-def portability_error(p: Portability, profile_minor: str) -> UserError:
-    names = [line.split(":")[0] for line in p.incompatible]
-    what = "; ".join(p.differences) or "the same interpreter and platform"
-    return UserError(
-        f"{len(p.incompatible)} locked distribution(s) have no wheel for this machine ({p.here}): "
-        f"{', '.join(names)}. The profile was made on {p.profile} ({what}). Nothing was built.",
-        f"Apply with --python {profile_minor} if that Python is installed here, or add --resolve to re-resolve the "
-        "requested packages for this machine, keeping versions as close as possible (the differences are shown "
-        "before anything is built).",
-        details="No matching wheel:\n" + "\n".join(f"  {line}" for line in p.incompatible))
-
-
-def _tf_of(pins: dict[str, str], profile: prof.Profile) -> str:
-    if profile.tensorflow.distribution and profile.tensorflow.distribution in pins:
-        return profile.tensorflow.distribution
-    return next((n for n in TF_DISTRIBUTIONS if n in pins), "")
-
-
-# --------------------------------------------------------------------------- re-resolution (--resolve)
-
-
-def _tf_candidates(tf: str, pinned: str, index: prof.Index, offline: bool, tags: set, here_version: str) -> list[str]:
-    """TensorFlow versions with a wheel for this machine, nearest to ``pinned`` first (newer before older)."""
-    try:
-        files = indexinfo.list_files(tf, indexinfo.Sources(
-            index_urls=[] if index.no_index else [index.index_url or indexconf.PYPI] + index.extra_index_urls,
-            find_links=index.find_links, offline=offline))
-    except (UserError, OSError):
-        return [pinned]
-    ok: set[Version] = set()
-    for f in files:
-        if f.yanked or not indexinfo.wheel_supports(f, tags):
-            continue
-        if f.requires_python:
-            try:
-                if not SpecifierSet(f.requires_python).contains(here_version, prereleases=True):
-                    continue
-            except InvalidSpecifier:
-                pass
-        ok.add(f.version)
-    try:
-        base = Version(pinned)
-    except InvalidVersion:
-        return sorted(map(str, ok), reverse=True)[:1] or [pinned]
-    ok = {v for v in ok if not v.is_prerelease or base.is_prerelease}
-    newer = sorted(v for v in ok if v >= base)
-    older = sorted((v for v in ok if v < base), reverse=True)
-    return [str(v) for v in newer + older]
-
-
-def re_resolve(profile: prof.Profile, pins: dict[str, str], python: Path, data: dict, index: prof.Index, *,
-               offline: bool, log: Path | None) -> tuple[locks.Lock, list[planning.Change]]:
-    """Resolve the profile's requested packages for ``python`` with its pins as preferences."""
-    tf = _tf_of(pins, profile)
-    seeds = [n for n in SEED_PACKAGES if n in pins]
-    requested = sorted({canonicalize_name(r) for r in profile.requested} - set(TF_DISTRIBUTIONS) | set(seeds))
-    if not requested and not tf:
-        requested = sorted(pins)
-    inputs = resolve.Inputs(python=python, tf_distribution=tf, requested=requested, pins=dict(pins),
-                            constraints=dict(profile.constraints), index=index, offline=offline, log=log)
-    explanation = ""
-    if tf:
-        here = indexinfo.Target.from_probe(data)
-        tags = set(indexinfo.supported_tags(here))
-        resolved = None
-        for version in _tf_candidates(tf, pins[tf], index, offline, tags, here.version)[:6]:
-            try:
-                resolved = resolve.resolve(inputs, version)
-                break
-            except resolve.ResolutionFailed as exc:
-                explanation = exc.explanation
-        if resolved is None:
-            raise UserError(f"No {tf} near {pins[tf]} resolves for Python {here.version} together with the "
-                            "profile's requested packages.", "Relax the profile's [constraints], or build on the "
-                            "profile's Python with --python.", exit_code=1,
-                            details="uv says:\n" + explanation if explanation else "")
-        new_pins, text = resolved.pins, resolved.pylock
-    else:
-        with tempfile.TemporaryDirectory(prefix="tfrebuild-apply-") as tmp:
-            try:
-                new_pins, _ = resolve._compile(inputs, requested, [], Path(tmp))
-                text = resolve.lock(inputs, new_pins, Path(tmp))
-            except resolve.ResolutionFailed as exc:
-                raise UserError("The profile's requested packages do not resolve for this machine.",
-                                "Relax the profile's [constraints], or build on the profile's Python with --python.",
-                                exit_code=1, details="uv says:\n" + exc.explanation) from None
-    lock = locks.parse_lock(text, "the re-resolved lock")
-    changes = [planning.Change(n, a, b, k, n in set(profile.requested), "re-resolved for this machine")
-               for n, a, b, k in planning.diff(pins, lock.pins())]
-    return lock, changes
-
-
-# --------------------------------------------------------------------------- build and checks
-
-
 # --------------------------------------------------------------------------- the command
 
 
 def run(opts: Options, progress=None, confirm: Callable[[ApplyResult], bool] | None = None) -> ApplyResult:
     """``tfrebuild apply``. ``confirm(preview)`` decides whether to build (``opts.yes`` skips it)."""
-    from rebuild.cli.render import Progress
-
-    progress = progress or Progress(enabled=False)
+    progress = progress or NULL
     start = time.monotonic()
     profile_path = Path(opts.profile).absolute()
     profile = prof.load(profile_path)
@@ -362,7 +131,7 @@ def run(opts: Options, progress=None, confirm: Callable[[ApplyResult], bool] | N
     trusted = is_trusted(profile_path, target)
     commands = list(profile.smoke.commands)
     if not opts.yes and confirm is None:
-        shown = index_urls(profile) + [f"smoke command: {c}" for c in commands]
+        shown = portability.index_urls(profile) + [f"smoke command: {c}" for c in commands]
         raise UserError("tfrebuild apply needs confirmation, and there is no terminal to ask on.",
                         "Review the profile's index URLs and smoke commands (below), then run again with --yes.",
                         details="\n".join(shown))
@@ -405,13 +174,11 @@ def _nearest_missing(path: Path) -> Path:
 def _run_locked(opts: Options, profile: prof.Profile, profile_path: Path, target: Path, store: Store, new_env: bool,
                 trusted: bool, commands: list[str], recovered: str | None, progress, confirm,
                 start: float) -> ApplyResult:
-    from rebuild.env import interpreters
-
     command = _command_line(profile_path)
     op = new_op_id("apply")
     log = store.log_path(op) if store.managed else store.state / "logs" / f"{op}.log"
     result = ApplyResult(profile=str(profile_path), env=str(target), new_env=new_env, trusted=trusted,
-                         index_urls=index_urls(profile), smoke_commands=commands, recovered=recovered,
+                         index_urls=portability.index_urls(profile), smoke_commands=commands, recovered=recovered,
                          state_dir=str(store.state), log=str(log))
     allowed = trusted or opts.allow_commands
     result.commands_run = allowed and bool(commands)
@@ -420,85 +187,13 @@ def _run_locked(opts: Options, profile: prof.Profile, profile_path: Path, target
                             "not write it for this environment (pass --allow-commands to run them)")
 
     progress.stage("interpreter", f"Python {opts.python or profile.interpreter.version}")
-    if opts.python:
-        interp = interpreters.find(opts.python, allow_download=opts.allow_python_download)
-    else:
-        try:
-            interp = locks.find_interpreter(profile.interpreter.version)
-        except UserError as exc:
-            raise UserError(f"The profile was made with Python {profile.interpreter.version}, and no Python "
-                            f"{profile.interpreter.minor} was found here.",
-                            f"Install Python {profile.interpreter.minor} (e.g. `pyenv install "
-                            f"{profile.interpreter.minor}`), or pass --python X.Y to build on another one "
-                            "(with --resolve if the lock's wheels do not fit it).", details=exc.message) from None
+    interp = _interpreter(opts, profile)
     data = probe.run(interp.path)
     result.python, result.python_path = interp.version, str(interp.path)
-
     index = indexconf.override(locks.usable_index(profile.index), find_links=opts.find_links, offline=opts.offline)
-    check_urls(profile, None, opts.allow_insecure_index)
-    progress.stage("lock", "reading the profile's lock")
-    lock_file = locks.profile_lock_path(profile, profile_path)
-    pins_of_profile, skipped = locks.installable_pins(profile)
-    result.notes += skipped
-    if lock_file is not None:
-        lock = locks.read_lock(lock_file)
-        result.lock_source = f"the profile's lock {lock_file}"
-        _check_consistent(lock, pins_of_profile, lock_file)
-    else:
-        lock = None
-        try:
-            lock = locks.lock_pins(pins_of_profile, interp.path, index, offline=opts.offline, log=log,
-                                   where=f"the profile {profile_path.name}")
-            result.lock_source = "the profile's pins, locked with uv (uv pip compile --no-deps: not re-resolved)"
-        except UserError as exc:
-            if not opts.resolve:
-                portable = check_portability_no_lock(profile, data)
-                if portable.differences:
-                    exc.message += f" The profile was made on {portable.profile}; this is {portable.here}."
-                raise
-    check_urls(profile, lock, opts.allow_insecure_index)
-
-    if lock is not None:
-        lock, remote, missing = locks.localize(lock, [Path(f) for f in opts.find_links])
-        if missing:
-            names = ", ".join(m.split(":")[0] for m in missing)
-            raise UserError(f"{len(missing)} locked file(s) are not here: {names}. Nothing was built.",
-                            "The bundle is incomplete or was not copied whole: make it again with `tfrebuild bundle`, "
-                            "or pass --find-links to the folder that has the files.",
-                            details="\n".join(f"  {m}" for m in missing))
-        if remote and opts.offline:
-            result.notes.append(f"--offline: {len(remote)} locked file(s) are not in a --find-links folder and must "
-                                "come from uv's cache")
-        hosts = sorted({urlsplit(f.url).netloc for p in lock.packages for f in p.files if f.remote})
-        result.index_urls += [f"lock files from: {indexconf.redact(h)}" for h in hosts]
-        bad = locks.verify_local(lock)
-        if bad:
-            raise locks.hash_error(bad, str(lock_file or "the lock"))
-        portability = check_portability(lock, profile, data)
-    else:
-        portability = check_portability_no_lock(profile, data)
-        portability.incompatible.append("the profile's exact pins cannot be locked for this interpreter")
-    result.portability = portability
-    if portability.differences:
-        result.notes.append(f"the profile was made on {portability.profile}; this is {portability.here}")
-    for name in portability.from_source:
-        result.notes.append(f"{name} has no wheel for this machine: uv builds it from its sdist")
-
-    pins_before = lock.pins() if lock is not None else pins_of_profile
-    if portability.incompatible:
-        if not opts.resolve:
-            raise portability_error(portability, profile.interpreter.minor)
-        progress.stage("resolve", f"re-resolving for Python {interp.version} (--resolve)")
-        lock, result.changes = re_resolve(profile, pins_before, interp.path, data, index, offline=opts.offline,
-                                          log=log)
-        lock, _, _ = locks.localize(lock, [Path(f) for f in opts.find_links])
-        result.resolved = True
-        result.lock_source = "re-resolved for this machine with uv (--resolve), the profile's versions preferred"
-    elif opts.resolve:
-        result.notes.append("--resolve was not needed: the lock installs here as it is")
-
+    lock = _lock_that_fits(opts, profile, profile_path, interp, data, index, log, result, progress)
     pins = lock.pins()
-    tf = _tf_of(pins, profile)
+    tf = portability.tf_distribution(pins, profile)
     result.tensorflow = f"{tf} {pins[tf]}" if tf else ""
     result.packages = len(pins)
     result.hashes = ("required: every package has hashes (--require-hashes)" if lock.all_hashed
@@ -517,22 +212,118 @@ def _run_locked(opts: Options, profile: prof.Profile, profile_path: Path, target
 
     if not opts.yes and not confirm(result):
         raise UserError("Apply cancelled; nothing was changed.", exit_code=1)
-
     run_commands = commands if allowed else []
     requested = {canonicalize_name(n) for n in profile.requested if n not in SEED_PACKAGES}
-    build_args = dict(offline=opts.offline, require_hashes=lock.all_hashed, compile_bytecode=not opts.no_compile,
-                      log=log, requested=requested)
-    if new_env:
-        return _apply_new(store, lock, interp, data, index, build_args, op, command, profile, run_commands,
-                          tf, pins, result, progress, start)
-    return _apply_existing(store, lock, interp, index, build_args, op, command, profile, current, run_commands,
-                           tf, pins, result, progress, opts, start)
+    transaction.run(transaction.Spec(
+        store=store, op=op, kind="apply", command=command, python=Path(interp.path), python_version=interp.version,
+        tensorflow=result.tensorflow, pylock=lock.text(), index=index,
+        build=dict(offline=opts.offline, require_hashes=lock.all_hashed, compile_bytecode=not opts.no_compile,
+                   log=log, requested=requested),
+        checks=dict(tf_version=pins.get(tf, ""), imports=list(profile.smoke.imports), commands=run_commands),
+        write_profile=generations.write_profile, like=profile, commands=run_commands, log=log, new_env=new_env,
+        adopt=_adoption(current), before_swap=lambda: generations.refuse_if_in_use(store.env, opts.force),
+        progress=progress), result)
+    result.seconds = time.monotonic() - start
+    return result
 
 
-def check_portability_no_lock(profile: prof.Profile, data: dict) -> Portability:
-    """Differences only (there is no lock to check wheel tags against)."""
-    empty = locks.Lock({"packages": []}, [], "", None)
-    return check_portability(empty, profile, data)
+def _interpreter(opts: Options, profile: prof.Profile):
+    """``--python``, else the profile's own Python (which must be installed here)."""
+    from rebuild.env import interpreters
+
+    if opts.python:
+        return interpreters.find(opts.python, allow_download=opts.allow_python_download)
+    try:
+        return locks.find_interpreter(profile.interpreter.version)
+    except UserError as exc:
+        raise UserError(f"The profile was made with Python {profile.interpreter.version}, and no Python "
+                        f"{profile.interpreter.minor} was found here.",
+                        f"Install Python {profile.interpreter.minor} (e.g. `pyenv install "
+                        f"{profile.interpreter.minor}`), or pass --python X.Y to build on another one "
+                        "(with --resolve if the lock's wheels do not fit it).", details=exc.message) from None
+
+
+def _adoption(current) -> transaction.Adoption | None:
+    """The env that is there, as generation 1 if tfrebuild does not manage it yet (None: a new path)."""
+    if current is None:
+        return None
+    old_tf = current.tensorflow
+    return transaction.Adoption(tensorflow=f"{old_tf.distribution} {old_tf.version}" if old_tf.distribution else "",
+                                python=current.interpreter.version, like=current)
+
+
+def _lock_that_fits(opts: Options, profile: prof.Profile, profile_path: Path, interp, data: dict, index, log: Path,
+                    result: ApplyResult, progress) -> locks.Lock:
+    """The profile's lock (or its pins, locked), checked against this machine; re-resolved with ``--resolve``."""
+    portability.check_urls(profile, None, opts.allow_insecure_index)
+    progress.stage("lock", "reading the profile's lock")
+    lock_file = locks.profile_lock_path(profile, profile_path)
+    pins_of_profile, skipped = locks.installable_pins(profile)
+    result.notes += skipped
+    if lock_file is not None:
+        lock = locks.read_lock(lock_file)
+        result.lock_source = f"the profile's lock {lock_file}"
+        _check_consistent(lock, pins_of_profile, lock_file)
+    else:
+        lock = None
+        try:
+            lock = locks.lock_pins(pins_of_profile, interp.path, index, offline=opts.offline, log=log,
+                                   where=f"the profile {profile_path.name}")
+            result.lock_source = "the profile's pins, locked with uv (uv pip compile --no-deps: not re-resolved)"
+        except UserError as exc:
+            if not opts.resolve:
+                portable = portability.check_portability_no_lock(profile, data)
+                if portable.differences:
+                    exc.message += f" The profile was made on {portable.profile}; this is {portable.here}."
+                raise
+    portability.check_urls(profile, lock, opts.allow_insecure_index)
+
+    if lock is not None:
+        lock = _local_files(lock, lock_file, opts, result)
+        fit = portability.check_portability(lock, profile, data)
+    else:
+        fit = portability.check_portability_no_lock(profile, data)
+        fit.incompatible.append("the profile's exact pins cannot be locked for this interpreter")
+    result.portability = fit
+    if fit.differences:
+        result.notes.append(f"the profile was made on {fit.profile}; this is {fit.here}")
+    for name in fit.from_source:
+        result.notes.append(f"{name} has no wheel for this machine: uv builds it from its sdist")
+
+    if not fit.incompatible:
+        if opts.resolve:
+            result.notes.append("--resolve was not needed: the lock installs here as it is")
+        return lock
+    if not opts.resolve:
+        raise portability.portability_error(fit, profile.interpreter.minor)
+    progress.stage("resolve", f"re-resolving for Python {interp.version} (--resolve)")
+    pins_before = lock.pins() if lock is not None else pins_of_profile
+    lock, result.changes = portability.re_resolve(profile, pins_before, interp.path, data, index,
+                                                  offline=opts.offline, log=log)
+    lock, _, _ = locks.localize(lock, [Path(f) for f in opts.find_links])
+    result.resolved = True
+    result.lock_source = "re-resolved for this machine with uv (--resolve), the profile's versions preferred"
+    return lock
+
+
+def _local_files(lock: locks.Lock, lock_file: Path | None, opts: Options, result: ApplyResult) -> locks.Lock:
+    """The lock pointed at the --find-links files; every locked file must be here or fetchable, hashes matching."""
+    lock, remote, missing = locks.localize(lock, [Path(f) for f in opts.find_links])
+    if missing:
+        names = ", ".join(m.split(":")[0] for m in missing)
+        raise UserError(f"{len(missing)} locked file(s) are not here: {names}. Nothing was built.",
+                        "The bundle is incomplete or was not copied whole: make it again with `tfrebuild bundle`, "
+                        "or pass --find-links to the folder that has the files.",
+                        details="\n".join(f"  {m}" for m in missing))
+    if remote and opts.offline:
+        result.notes.append(f"--offline: {len(remote)} locked file(s) are not in a --find-links folder and must "
+                            "come from uv's cache")
+    hosts = sorted({urlsplit(f.url).netloc for p in lock.packages for f in p.files if f.remote})
+    result.index_urls += [f"lock files from: {indexconf.redact(h)}" for h in hosts]
+    bad = locks.verify_local(lock)
+    if bad:
+        raise locks.hash_error(bad, str(lock_file or "the lock"))
+    return lock
 
 
 def _check_consistent(lock: locks.Lock, pins: dict[str, str], lock_file: Path) -> None:
@@ -544,122 +335,3 @@ def _check_consistent(lock: locks.Lock, pins: dict[str, str], lock_file: Path) -
         raise UserError(f"The lock {lock_file} and its profile disagree on {len(differ)} version(s): "
                         f"{', '.join(d.split(':')[0] for d in differ)}. Nothing was built.",
                         "One of them was edited by hand. " + locks.NEW_LOCK_HINT, details="\n".join(differ))
-
-
-def _checks_or_fail(env: Path, tf: str, pins: dict[str, str], profile: prof.Profile, commands: list[str],
-                    log: Path, result: ApplyResult, where: str, after: str) -> None:
-    report = smoke.run_checks(env, tf_version=pins.get(tf, ""), imports=list(profile.smoke.imports), commands=commands)
-    result.checks = report.checks
-    if not report.ok:
-        raise smoke.failure(report, where, log, after)
-
-
-def _apply_new(store: Store, lock: locks.Lock, interp, data, index, build_args, op, command, profile,
-               commands, tf, pins, result: ApplyResult, progress, start) -> ApplyResult:
-    """Build in the state folder's staging area, check, rename into place, adopt as generation 1."""
-    staging = store.staging_dir(op)
-    tensorflow = f"{tf} {pins[tf]}" if tf else ""
-    store.begin({"op": "upgrade", "id": op, "step": "building", "staging": str(staging), "apply_new_env": True,
-                 "command": command, "tensorflow": tensorflow, "python": interp.version})
-    env = store.env
-    try:
-        progress.stage("build", f"new env in {staging}")
-        built = build.build(staging, Path(interp.path), lock.text(), index, **build_args)
-        result.build_seconds = built.seconds
-        fault_point("apply.built")
-        progress.stage("checks", "smoke checks in the new env")
-        _checks_or_fail(built.env, tf, pins, profile, commands, Path(result.log), result, "before it was moved "
-                        "into place", f"Nothing was created at {env}.")
-        if os.path.lexists(env):
-            raise UserError(f"{env} appeared while the environment was being built.",
-                            "Another program created it; nothing was changed. Apply again to replace it.")
-        st = os.lstat(built.env)
-        store.update_journal(step="renaming", apply_inode=st.st_ino, apply_device=st.st_dev)
-        progress.stage("move", f"{built.env} → {env}")
-        t0 = time.monotonic()
-        os.rename(built.env, env)
-        fs.fsync_dir(env.parent)
-        result.swap_ms = (time.monotonic() - t0) * 1000
-        fault_point("apply.renamed")
-    except BaseException:
-        store.discard_staging(op)
-        store.commit()
-        raise
-    progress.stage("verify", f"quick check at {env}")
-    after = smoke.run_checks(env, tf_version=pins.get(tf, ""), imports=[], commands=[], quick=True)
-    result.after_swap = after.checks
-    if not after.ok:
-        os.rename(env, staging / "env")  # it did not exist before: take it away again
-        store.discard_staging(op)
-        store.commit()
-        raise smoke.failure(after, f"at {env} after the move", Path(result.log),
-                             f"It was removed again; nothing exists at {env}.")
-    # The generation's lock and profile first, then the adoption that makes it a generation: a crash in
-    # between leaves a complete env and an unmanaged state folder that the next apply finishes.
-    gen_dir = store.generation_dir(1)
-    gen_dir.mkdir(parents=True, exist_ok=True)
-    (gen_dir / "pylock.toml").write_text(lock.text(), encoding="utf-8")
-    generations.write_profile(store, 1, like=profile, commands=commands)
-    fault_point("apply.recorded")
-    store.adopt(Generation.new(1, command=command, tensorflow=tensorflow, python=interp.version))
-    store.discard_staging(op)
-    store.commit()
-    result.changed, result.generation, result.previous = True, 1, None
-    result.seconds = time.monotonic() - start
-    return result
-
-
-def _apply_existing(store: Store, lock: locks.Lock, interp, index, build_args, op, command, profile, current,
-                    commands, tf, pins, result: ApplyResult, progress, opts: Options, start) -> ApplyResult:
-    """Like upgrade: adopt if unmanaged, build beside, check, swap atomically, check again, roll back on failure."""
-    adopted_now = not store.managed
-    if adopted_now:
-        old_tf = current.tensorflow
-        store.adopt(Generation.new(1, command="adopted (the env as it was before tfrebuild)",
-                                   tensorflow=f"{old_tf.distribution} {old_tf.version}" if old_tf.distribution else "",
-                                   python=current.interpreter.version))
-        generations.write_profile(store, 1, current)
-    staging = store.staging_dir(op)
-    number = store.next_number()
-    log = Path(result.log)
-    store.begin({"op": "upgrade", "id": op, "step": "building", "staging": str(staging), "new": number})
-
-    def undo():
-        store.discard_staging(op)
-        shutil.rmtree(store.generation_dir(number), ignore_errors=True)
-        store.commit()
-        if adopted_now:  # leave no trace: the env was not managed before this run
-            shutil.rmtree(store.state, ignore_errors=True)
-
-    try:
-        progress.stage("build", f"new env in {staging}")
-        built = build.build(staging, Path(interp.path), lock.text(), index, **build_args)
-        result.build_seconds = built.seconds
-        fault_point("apply.built")
-        progress.stage("checks", "smoke checks in the new env")
-        _checks_or_fail(built.env, tf, pins, profile, commands, log, result, "before the swap",
-                        "Your environment was not changed.")
-        gen_dir = store.generation_dir(number)
-        gen_dir.mkdir(parents=True, exist_ok=True)
-        (gen_dir / "pylock.toml").write_text(lock.text(), encoding="utf-8")
-        generations.refuse_if_in_use(store.env, opts.force)
-    except BaseException:
-        undo()
-        raise
-    progress.stage("swap", f"{store.env} ← generation {number}")
-    gen = Generation.new(number, command=command, tensorflow=result.tensorflow, python=interp.version)
-    t0 = time.monotonic()
-    store.switch_to(built.env, gen)
-    result.swap_ms = (time.monotonic() - t0) * 1000
-    result.generation, result.previous = number, store.previous_number
-    progress.stage("verify", f"quick check at {store.env}")
-    after = smoke.run_checks(store.env, tf_version=pins.get(tf, ""), imports=[], commands=[], quick=True)
-    result.after_swap = after.checks
-    if not after.ok:
-        store.rollback_to(result.previous)
-        raise smoke.failure(after, f"at {store.env} after the swap", log,
-                             f"tfrebuild swapped generation {result.previous} back in; your environment is as it was.")
-    generations.write_profile(store, number, like=profile, commands=commands)
-    result.changed = True
-    result.seconds = time.monotonic() - start
-    return result

@@ -12,36 +12,23 @@ import shlex
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from rebuild.core import build
 from rebuild.commands import generations
 from rebuild.core import plan as planning
-from rebuild.core import smoke
+from rebuild.core import transaction
 from rebuild.env.locate import locate
 from rebuild.errors import UserError
 from rebuild.knowledge.tf import SEED_PACKAGES
-from rebuild.store.store import Generation, Store, fault_point, new_op_id
+from rebuild.store.store import Store, new_op_id
+from rebuild.util.progress import NULL
 
 
-@dataclass
-class UpgradeResult:
+@dataclass(kw_only=True)
+class UpgradeResult(transaction.TransactionResult):
     plan: planning.Plan
-    changed: bool
-    generation: int | None = None
-    previous: int | None = None
-    state_dir: str = ""
-    log: str = ""
-    build_seconds: float = 0.0
-    checks: list[smoke.Check] = field(default_factory=list)
-    after_swap: list[smoke.Check] = field(default_factory=list)
-    swap_method: str = ""
-    swap_ms: float = 0.0
-    notes: list[str] = field(default_factory=list)
-    recovered: str | None = None
-    seconds: float = 0.0
 
 
 def _command_line() -> str:
@@ -50,9 +37,7 @@ def _command_line() -> str:
 
 def run(opts: planning.Options, progress=None, confirm: Callable[[planning.Plan], bool] | None = None) -> UpgradeResult:
     """Upgrade the env described by ``opts``. ``confirm(plan)`` decides whether to go on."""
-    from rebuild.cli.render import Progress
-
-    progress = progress or Progress(enabled=False)
+    progress = progress or NULL
     start = time.monotonic()
     if not opts.yes and confirm is None:
         raise UserError("tfrebuild upgrade needs confirmation, and there is no terminal to ask on.",
@@ -84,73 +69,24 @@ def run(opts: planning.Options, progress=None, confirm: Callable[[planning.Plan]
 
 def _apply(store: Store, the_plan: planning.Plan, opts: planning.Options, op: str, log: Path, progress,
            result: UpgradeResult, start: float, command: str) -> UpgradeResult:
-    adopted_now = not store.managed
-    if adopted_now:
-        store.adopt(Generation.new(1, command="adopted (the env as it was before tfrebuild)",
-                                   tensorflow=f"{the_plan.tf_distribution} {the_plan.tf_old}",
-                                   python=the_plan.python_old))
-        generations.write_profile(store, 1, the_plan.current)
-    staging = store.staging_dir(op)
-    number = store.next_number()
-    cache_note = _cache_filesystem_note(staging)
+    cache_note = _cache_filesystem_note(store.staging_dir(op))
     if cache_note:
         result.notes.append(cache_note)
         progress.note(cache_note)
-    store.begin({"op": "upgrade", "id": op, "step": "building", "staging": str(staging), "new": number})
-    try:
-        progress.stage("build", f"new env in {staging}")
-        built = build.build(staging, Path(the_plan.python_path), the_plan.pylock, the_plan.index_live,
-                            offline=opts.offline, compile_bytecode=not opts.no_compile, log=log,
-                            requested={n for n in the_plan.new_requested if n not in SEED_PACKAGES}
-                            | {the_plan.tf_distribution}, legacy_keras=the_plan.keras_legacy)
-        result.build_seconds = built.seconds
-        fault_point("upgrade.built")
-        progress.stage("checks", "smoke checks in the new env")
-        imports = the_plan.current.smoke.imports
-        report = smoke.run_checks(built.env, tf_version=the_plan.tf_new, imports=imports,
-                                  commands=the_plan.current.smoke.commands,
-                                  keras_major=2 if the_plan.keras_legacy else None,
-                                  gpu_required=the_plan.gpu_required)
-        result.checks = report.checks
-        fault_point("upgrade.checked")
-        if not report.ok:
-            raise smoke.failure(report, "before the swap", log, "Your environment was not changed.")
-        gen_dir = store.generation_dir(number)
-        gen_dir.mkdir(parents=True, exist_ok=True)
-        (gen_dir / "pylock.toml").write_text(the_plan.pylock, encoding="utf-8")
-    except BaseException:
-        store.discard_staging(op)
-        shutil.rmtree(store.generation_dir(number), ignore_errors=True)
-        store.commit()
-        if adopted_now:  # leave no trace: the env was not managed before this run
-            shutil.rmtree(store.state, ignore_errors=True)
-        raise
-    try:
-        generations.refuse_if_in_use(store.env, opts.force)
-    except UserError:
-        store.discard_staging(op)
-        shutil.rmtree(store.generation_dir(number), ignore_errors=True)
-        store.commit()
-        if adopted_now:
-            shutil.rmtree(store.state, ignore_errors=True)
-        raise
-    progress.stage("swap", f"{store.env} ← generation {number}")
-    gen = Generation.new(number, command=command, tensorflow=f"{the_plan.tf_distribution} {the_plan.tf_new}",
-                         python=the_plan.python_new)
-    t0 = time.monotonic()
-    store.switch_to(built.env, gen)
-    result.swap_ms = (time.monotonic() - t0) * 1000
-    result.swap_method = store.last_swap_method or ""
-    result.generation, result.previous = number, store.previous_number
-    progress.stage("verify", f"quick check at {store.env}")
-    after = smoke.run_checks(store.env, tf_version=the_plan.tf_new, imports=[], quick=True)
-    result.after_swap = after.checks
-    if not after.ok:
-        store.rollback_to(result.previous)
-        raise smoke.failure(after, f"at {store.env} after the swap", log,
-                             f"tfrebuild swapped generation {result.previous} back in; your environment is as it was.")
-    generations.write_profile(store, number, like=the_plan.current)
-    result.changed = True
+    requested = {n for n in the_plan.new_requested if n not in SEED_PACKAGES} | {the_plan.tf_distribution}
+    transaction.run(transaction.Spec(
+        store=store, op=op, kind="upgrade", command=command, python=Path(the_plan.python_path),
+        python_version=the_plan.python_new, tensorflow=f"{the_plan.tf_distribution} {the_plan.tf_new}",
+        pylock=the_plan.pylock, index=the_plan.index_live,
+        build=dict(offline=opts.offline, compile_bytecode=not opts.no_compile, log=log, requested=requested,
+                   legacy_keras=the_plan.keras_legacy),
+        checks=dict(tf_version=the_plan.tf_new, imports=the_plan.current.smoke.imports,
+                    commands=the_plan.current.smoke.commands, keras_major=2 if the_plan.keras_legacy else None,
+                    gpu_required=the_plan.gpu_required),
+        write_profile=generations.write_profile, like=the_plan.current, log=log,
+        adopt=transaction.Adoption(tensorflow=f"{the_plan.tf_distribution} {the_plan.tf_old}",
+                                   python=the_plan.python_old, like=the_plan.current),
+        before_swap=lambda: generations.refuse_if_in_use(store.env, opts.force), progress=progress), result)
     result.seconds = time.monotonic() - start
     return result
 

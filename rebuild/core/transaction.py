@@ -1,0 +1,229 @@
+"""The one transaction that replaces an environment: build beside → checks → swap → check again → record.
+
+``upgrade``, ``apply`` to a new path and ``apply`` to an existing env all run :func:`run`:
+
+1. an existing env tfrebuild does not manage yet is adopted as generation 1 (its profile kept);
+2. the journal is begun (``step: building``) and the new env is built in ``<state>/staging/<op>``;
+3. the full smoke checks run in the staging env (fault points ``<kind>.built``, ``<kind>.checked``);
+4. an existing env: the lock is kept in the new generation's folder, the swap is refused while
+   processes use the env, and :meth:`Store.switch_to` exchanges the trees atomically;
+   a new path: the journal gets the new tree's inode (``step: renaming``) and the tree is
+   renamed into place (the path did not exist, so the rename is atomic; ``apply.renamed``);
+5. a quick check runs at the real path; on failure the old tree is swapped back (a new path
+   is taken away again);
+6. the generation's profile (and, for a new path, its lock and the adoption) is recorded
+   (``apply.recorded``) and the journal committed.
+
+Any failure or interrupt before the swap goes through one cleanup path: the staging folder and
+the new generation's folder are removed, the journal is committed and, if this run adopted the
+env, the state folder is removed again: the env is byte-for-byte as it was. A crash leaves the
+journal, which the store's recovery finishes or undoes on the next command.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from rebuild.core import build, smoke
+from rebuild.env.profile import Index
+from rebuild.errors import UserError
+from rebuild.store.store import Generation, Store, fault_point
+from rebuild.util import fs
+from rebuild.util.progress import NULL, Progress
+
+
+@dataclass(kw_only=True)
+class TransactionResult:
+    """What every command that builds a generation reports (``upgrade`` and ``apply``)."""
+
+    changed: bool = False
+    generation: int | None = None
+    previous: int | None = None
+    state_dir: str = ""
+    log: str = ""
+    build_seconds: float = 0.0
+    checks: list[smoke.Check] = field(default_factory=list)
+    after_swap: list[smoke.Check] = field(default_factory=list)
+    swap_method: str = ""  # what really ran ("" when the store does not say)
+    swap_ms: float = 0.0
+    notes: list[str] = field(default_factory=list)
+    recovered: str | None = None
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Adoption:
+    """The env as it was before tfrebuild, recorded as generation 1 when the store does not manage it yet."""
+
+    tensorflow: str
+    python: str
+    like: Any  # the env's snapshot (a profile): generation 1's profile.toml
+
+
+ADOPTED = "adopted (the env as it was before tfrebuild)"
+
+
+@dataclass(frozen=True)
+class Spec:
+    """Everything one transaction needs; :func:`run` fills a :class:`TransactionResult`."""
+
+    store: Store
+    op: str  # the operation id (staging folder and log name)
+    kind: str  # fault-point prefix: "upgrade" or "apply"
+    command: str  # the command line recorded in the generation
+    python: Path  # the interpreter to build on
+    python_version: str  # recorded in the generation
+    tensorflow: str  # "tensorflow 2.18.0", recorded in the generation ("" when none)
+    pylock: str  # the lock to install
+    index: Index
+    build: dict[str, Any]  # further keyword arguments of build.build (offline, log, requested, ...)
+    checks: dict[str, Any]  # keyword arguments of smoke.run_checks for the full checks (tf_version, imports, ...)
+    write_profile: Callable[..., None]  # write_profile(store, n, profile=None, *, like=, commands=): n's profile
+    like: Any  # the profile whose user edits (constraints, smoke checks) the new generation's profile keeps
+    log: Path
+    commands: list[str] | None = None  # the smoke commands to keep (None: like's)
+    new_env: bool = False  # nothing at the path: build, check, rename into place, adopt as generation 1
+    adopt: Adoption | None = None  # for an existing env tfrebuild does not manage yet
+    before_swap: Callable[[], object] | None = None  # last refusal before the swap (e.g. processes use the env)
+    progress: Progress = NULL
+
+
+def run(spec: Spec, result: TransactionResult) -> TransactionResult:
+    """Build, check, swap (or move into place), check again, record. Raises ``UserError`` on failure."""
+    store, progress = spec.store, spec.progress
+    adopted_now = not spec.new_env and not store.managed
+    if adopted_now:
+        _adopt_existing(spec)
+    staging = store.staging_dir(spec.op)
+    number = 1 if spec.new_env else store.next_number()
+    store.begin(_journal(spec, staging, number))
+    try:
+        progress.stage("build", f"new env in {staging}")
+        built = build.build(staging, spec.python, spec.pylock, spec.index, **spec.build)
+        result.build_seconds = built.seconds
+        fault_point(f"{spec.kind}.built")
+        progress.stage("checks", "smoke checks in the new env")
+        report = smoke.run_checks(built.env, **spec.checks)
+        result.checks = report.checks
+        fault_point(f"{spec.kind}.checked")
+        if not report.ok:
+            where, after = (("before it was moved into place", f"Nothing was created at {store.env}.")
+                            if spec.new_env else ("before the swap", "Your environment was not changed."))
+            raise smoke.failure(report, where, spec.log, after)
+        if spec.new_env:
+            _move_into_place(spec, built.env, result)
+        else:
+            _keep_lock(store, number, spec.pylock)
+            if spec.before_swap is not None:
+                spec.before_swap()
+    except BaseException:
+        _discard(spec, number, adopted_now)
+        raise
+    if not spec.new_env:
+        _swap(spec, built.env, number, result)
+    _verify(spec, staging, result)
+    _record(spec, number, result)
+    result.changed = True
+    return result
+
+
+def _adopt_existing(spec: Spec) -> None:
+    """Record the env at the path, as it is, as generation 1 (with its profile)."""
+    if spec.adopt is None:
+        raise ValueError("an unmanaged env needs an Adoption to be recorded first")
+    a = spec.adopt
+    spec.store.adopt(Generation.new(1, command=ADOPTED, tensorflow=a.tensorflow, python=a.python))
+    spec.write_profile(spec.store, 1, a.like)
+
+
+def _journal(spec: Spec, staging: Path, number: int) -> dict[str, Any]:
+    fields = {"op": "upgrade", "id": spec.op, "step": "building", "staging": str(staging)}
+    if spec.new_env:  # what recovery needs to adopt a tree that was renamed into place
+        return {**fields, "apply_new_env": True, "command": spec.command, "tensorflow": spec.tensorflow,
+                "python": spec.python_version}
+    return {**fields, "new": number}
+
+
+def _keep_lock(store: Store, number: int, pylock: str) -> None:
+    gen_dir = store.generation_dir(number)
+    gen_dir.mkdir(parents=True, exist_ok=True)
+    fs.atomic_write(gen_dir / "pylock.toml", pylock)
+
+
+def _discard(spec: Spec, number: int, adopted_now: bool) -> None:
+    """The one cleanup before the swap: the env at the path is as it was."""
+    store = spec.store
+    store.discard_staging(spec.op)
+    if not spec.new_env:
+        shutil.rmtree(store.generation_dir(number), ignore_errors=True)
+    store.commit()
+    if adopted_now:  # leave no trace: the env was not managed before this run
+        shutil.rmtree(store.state, ignore_errors=True)
+
+
+def _move_into_place(spec: Spec, tree: Path, result: TransactionResult) -> None:
+    """A new path: rename the checked tree into place (atomic: nothing was there)."""
+    env = spec.store.env
+    if os.path.lexists(env):
+        raise UserError(f"{env} appeared while the environment was being built.",
+                        "Another program created it; nothing was changed. Apply again to replace it.")
+    st = os.lstat(tree)
+    spec.store.update_journal(step="renaming", apply_inode=st.st_ino, apply_device=st.st_dev)
+    spec.progress.stage("move", f"{tree} → {env}")
+    t0 = time.monotonic()
+    os.rename(tree, env)
+    fs.fsync_dir(env.parent)
+    result.swap_ms = (time.monotonic() - t0) * 1000
+    result.swap_method = "rename"
+    fault_point(f"{spec.kind}.renamed")
+
+
+def _swap(spec: Spec, tree: Path, number: int, result: TransactionResult) -> None:
+    store = spec.store
+    spec.progress.stage("swap", f"{store.env} ← generation {number}")
+    gen = Generation.new(number, command=spec.command, tensorflow=spec.tensorflow, python=spec.python_version)
+    t0 = time.monotonic()
+    store.switch_to(tree, gen)
+    result.swap_ms = (time.monotonic() - t0) * 1000
+    result.swap_method = store.last_swap_method or ""
+    result.generation, result.previous = number, store.previous_number
+
+
+def _verify(spec: Spec, staging: Path, result: TransactionResult) -> None:
+    """The quick check at the real path; on failure the path gets back what it held."""
+    store, env = spec.store, spec.store.env
+    spec.progress.stage("verify", f"quick check at {env}")
+    after = smoke.run_checks(env, tf_version=spec.checks.get("tf_version", ""), imports=[], commands=[], quick=True)
+    result.after_swap = after.checks
+    if after.ok:
+        return
+    if spec.new_env:
+        os.rename(env, staging / "env")  # it did not exist before: take it away again
+        store.discard_staging(spec.op)
+        store.commit()
+        raise smoke.failure(after, f"at {env} after the move", spec.log,
+                            f"It was removed again; nothing exists at {env}.")
+    store.rollback_to(result.previous)
+    raise smoke.failure(after, f"at {env} after the swap", spec.log,
+                        f"tfrebuild swapped generation {result.previous} back in; your environment is as it was.")
+
+
+def _record(spec: Spec, number: int, result: TransactionResult) -> None:
+    store = spec.store
+    if not spec.new_env:  # switch_to recorded the generation and committed the journal
+        spec.write_profile(store, number, like=spec.like, commands=spec.commands)
+        return
+    # The generation's lock and profile first, then the adoption that makes it a generation: a crash in
+    # between leaves a complete env and an unmanaged state folder that the next apply finishes.
+    _keep_lock(store, 1, spec.pylock)
+    spec.write_profile(store, 1, like=spec.like, commands=spec.commands)
+    fault_point(f"{spec.kind}.recorded")
+    store.adopt(Generation.new(1, command=spec.command, tensorflow=spec.tensorflow, python=spec.python_version))
+    store.discard_staging(spec.op)
+    store.commit()
+    result.generation, result.previous = 1, None
