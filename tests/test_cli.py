@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
 from rebuild.cli.app import app
+from tests.kit.cli import run_cli
 
 COMMANDS = sorted(c.name or c.callback.__name__ for c in app.registered_commands)
 
@@ -19,7 +17,6 @@ def test_the_commands_the_readme_lists_exist():
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_every_command_has_help_with_an_example(command):
-    res = subprocess.run([sys.executable, "-m", "rebuild", command, "--help"], capture_output=True, text=True,
-                         env={"PATH": "/usr/bin:/bin", "COLUMNS": "200", "NO_COLOR": "1"}, timeout=60)
+    res = run_cli({"PATH": "/usr/bin:/bin", "COLUMNS": "200", "NO_COLOR": "1"}, command, "--help", timeout=60)
     assert res.returncode == 0, res.stderr
     assert "Example: tfrebuild " + command in res.stdout

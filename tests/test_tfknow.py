@@ -6,18 +6,12 @@ Offline against the test kit; real uv, real venvs.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
 from rebuild.knowledge import tf as tfinfo
+from tests.kit.cli import run_cli as cli
 from tests.kit.wheels import build_wheel
-
-
-def cli(kit_env, *args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "rebuild", *map(str, args)], capture_output=True, text=True,
-                          env=kit_env, cwd=cwd, timeout=300)
 
 
 def plan_json(kit_env, kit_index, venv, *extra):

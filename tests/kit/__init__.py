@@ -3,6 +3,7 @@
 * :mod:`.wheels`  -- :func:`build_wheel`, a stdlib-only wheel writer.
 * :mod:`.catalog` -- the fake package universe (:data:`CATALOG`) and :func:`build_catalog`.
 * :mod:`.venvs`   -- :func:`find_python`, :func:`offline_env`, :func:`create_venv`, ...
+* :mod:`.cli`     -- :func:`run_cli` (the one way tests run ``python -m rebuild``), :func:`tree_state`.
 
 The pytest fixtures that wrap these live in ``tests/conftest.py``.
 """
@@ -20,6 +21,7 @@ from .venvs import (
     run_python,
     uv_bin,
     venv_python,
+    with_overrides,
 )
 from .wheels import build_wheel, normalize_name, record_rows, wheel_filename
 
@@ -42,6 +44,7 @@ __all__ = [
     "run_python",
     "uv_bin",
     "venv_python",
+    "with_overrides",
     "build_wheel",
     "normalize_name",
     "record_rows",
