@@ -8,7 +8,7 @@
 The pytest fixtures that wrap these live in ``tests/conftest.py``.
 """
 
-from .catalog import CATALOG, TF_VERSIONS, Release, build_catalog, latest, releases, versions
+from .catalog import CATALOG, MANYLINUX, TF_VERSIONS, Release, build_catalog, latest, releases, versions
 from .venvs import (
     KitCommandError,
     available_pythons,
@@ -27,6 +27,7 @@ from .wheels import build_wheel, normalize_name, record_rows, wheel_filename
 
 __all__ = [
     "CATALOG",
+    "MANYLINUX",
     "TF_VERSIONS",
     "Release",
     "build_catalog",
