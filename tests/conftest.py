@@ -48,6 +48,7 @@ from tests.kit import (  # noqa: E402
     offline_env,
     run_python,
     uv_bin,
+    with_overrides,
 )
 
 
@@ -173,13 +174,7 @@ def venv_run(kit_env: dict[str, str]) -> Callable[..., subprocess.CompletedProce
     """
 
     def _run(venv: str | Path, code: str, **overrides: str | None) -> subprocess.CompletedProcess:
-        env = dict(kit_env)
-        for key, value in overrides.items():
-            if value is None:
-                env.pop(key, None)
-            else:
-                env[key] = str(value)
-        return run_python(venv, code, env=env)
+        return run_python(venv, code, env=with_overrides(kit_env, overrides))
 
     return _run
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
 from rebuild.cli.app import app
+from tests.kit.cli import run_cli
 
 COMMANDS = sorted(c.name or c.callback.__name__ for c in app.registered_commands)
 
@@ -22,8 +21,7 @@ def test_the_commands_the_readme_lists_exist():
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_every_command_has_help_with_an_example(command):
-    res = subprocess.run([sys.executable, "-m", "rebuild", command, "--help"], capture_output=True, text=True,
-                         env={"PATH": "/usr/bin:/bin", "COLUMNS": "200", "NO_COLOR": "1"}, timeout=60)
+    res = run_cli({"PATH": "/usr/bin:/bin", "COLUMNS": "200", "NO_COLOR": "1"}, command, "--help", timeout=60)
     assert res.returncode == 0, res.stderr
     assert "Example: tfrebuild " + command in res.stdout
 
@@ -40,8 +38,8 @@ def test_every_command_has_help_with_an_example(command):
 def test_bad_choice_is_refused_at_parse_time(args, refusal, tmp_path):
     """A bad --strategy/--gpu/--keras/--format stops before the command runs: exit 2, nothing read or written."""
     env = tmp_path / "nowhere" / "env"
-    res = subprocess.run([sys.executable, "-m", "rebuild", *args, "--env", str(env)], capture_output=True, text=True,
-                         cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "COLUMNS": "200", "NO_COLOR": "1"}, timeout=60)
+    res = run_cli({"PATH": "/usr/bin:/bin", "COLUMNS": "200", "NO_COLOR": "1"}, *args, "--env", str(env), cwd=tmp_path,
+                  timeout=60)
     assert res.returncode == 2, res.stderr
     assert f"error: {refusal}" in res.stderr and "hint: Use " in res.stderr and "Traceback" not in res.stderr
     assert "does not exist" not in res.stderr and "snapshot" not in res.stderr  # the command never started
@@ -50,8 +48,7 @@ def test_bad_choice_is_refused_at_parse_time(args, refusal, tmp_path):
 
 
 def test_bad_choice_with_json_is_one_error_document(tmp_path):
-    res = subprocess.run([sys.executable, "-m", "rebuild", "plan", "--json", "--gpu", "tpu"], capture_output=True,
-                         text=True, cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "NO_COLOR": "1"}, timeout=60)
+    res = run_cli({"PATH": "/usr/bin:/bin", "NO_COLOR": "1"}, "plan", "--json", "--gpu", "tpu", cwd=tmp_path, timeout=60)
     assert res.returncode == 2
     doc = json.loads(res.stdout)
     assert doc["ok"] is False and "--gpu" in doc["error"] and "--gpu cuda" in doc["hint"]

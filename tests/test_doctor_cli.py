@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
-
-def cli(kit_env, *args):
-    return subprocess.run([sys.executable, "-m", "rebuild", *map(str, args)], capture_output=True, text=True,
-                          env=kit_env, timeout=300)
+from tests.kit.cli import run_cli as cli
 
 
 def test_clean_env_exits_0(make_venv, kit_env, kit_index):

@@ -43,6 +43,7 @@ from packaging.utils import parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
 from rebuild.core.uvcmd import uv_bin
+from tests.kit.cli import CliRun, run_cli
 
 pytestmark = [
     pytest.mark.network,
@@ -83,8 +84,11 @@ def run(cmd: list, *, cwd: Path, timeout: float = 600, check: bool = True) -> su
     return proc
 
 
-def tfrebuild(*args, cwd: Path, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
-    return run([sys.executable, "-m", "rebuild", *args], cwd=cwd, timeout=timeout, check=check)
+def tfrebuild(*args, cwd: Path, timeout: float = 600, check: bool = True) -> CliRun:
+    res = run_cli(clean_environ(), *args, cwd=cwd, timeout=timeout)
+    if check and res.code != 0:
+        pytest.fail(f"command failed:\n{res}", pytrace=False)
+    return res
 
 
 def as_json(proc: subprocess.CompletedProcess) -> dict:

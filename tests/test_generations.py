@@ -27,13 +27,12 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import tomllib
 from pathlib import Path
 from typing import Callable
 
 import pytest
-from tests.kit.cli import CliRun as Run
+from tests.kit.cli import CliRun as Run, run_cli
 
 from tests.kit import create_venv, run_python
 
@@ -58,18 +57,6 @@ ALL_FAULTS = UPGRADE_FAULTS + ROLLBACK_FAULTS + GC_FAULTS
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def run_cli(kit_env: dict[str, str], *args, fault: str | None = None, timeout: float = 180) -> Run:
-    env = dict(kit_env)
-    env.pop(FAULT_ENV, None)
-    if fault is not None:
-        env[FAULT_ENV] = fault
-    argv = [str(a) for a in args]
-    start = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "rebuild", *argv], env=env, capture_output=True, text=True,
-                          encoding="utf-8", errors="replace", timeout=timeout, stdin=subprocess.DEVNULL, cwd=ROOT)
-    return Run(proc, time.monotonic() - start, argv)
 
 
 def ok(run: Run) -> Run:
@@ -242,7 +229,7 @@ def tfr(kit_env: dict[str, str]) -> Callable[..., Run]:
     """``tfr("rollback", "--env", V, "--yes", fault=None)`` runs the CLI offline."""
 
     def _tfr(*args, fault: str | None = None, timeout: float = 180) -> Run:
-        return run_cli(kit_env, *args, fault=fault, timeout=timeout)
+        return run_cli(kit_env, *args, overrides={FAULT_ENV: fault}, cwd=ROOT, timeout=timeout)
 
     return _tfr
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.kit.cli import run_cli as cli
 from tests.kit.nvidia import fake_nvidia_smi
 
 
@@ -26,11 +25,6 @@ def gpu_env(kit_env, tmp_path):
         return env
 
     return make
-
-
-def cli(env, *args):
-    return subprocess.run([sys.executable, "-m", "rebuild", *map(str, args)], capture_output=True, text=True,
-                          env=env, timeout=300)
 
 
 def plan(env, venv: Path, kit_index: Path, *extra):

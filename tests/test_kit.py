@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import platform
+import sys
 import zipfile
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import pytest
 
 from tests.kit import (
     CATALOG,
+    MANYLINUX,
     TF_VERSIONS,
     KitCommandError,
     build_wheel,
@@ -85,9 +88,9 @@ def test_built_wheel_record_matches_contents(tmp_path: Path) -> None:
 def test_wheels_are_byte_for_byte_deterministic(tmp_path: Path) -> None:
     """Rebuilding gives identical bytes, so hashes (and uv's cache) stay valid."""
     release = next(r for r in CATALOG if r.name == "tensorflow" and r.version == "2.18.0")
-    first = release.build(tmp_path / "a").read_bytes()
-    second = release.build(tmp_path / "b").read_bytes()
-    assert first == second
+    first = [p.read_bytes() for p in release.build(tmp_path / "a")]
+    second = [p.read_bytes() for p in release.build(tmp_path / "b")]
+    assert len(first) == 4 and first == second
 
 
 def test_catalog_has_the_promised_releases(kit_index: Path) -> None:
@@ -95,10 +98,70 @@ def test_catalog_has_the_promised_releases(kit_index: Path) -> None:
     assert versions("tensorflow") == list(TF_VERSIONS) == versions("tensorflow_cpu")
     assert versions("numpy") == ["1.23.5", "1.24.3", "1.26.4", "2.0.2", "2.1.3", "2.4.0"]
     for release in CATALOG:
-        assert (kit_index / release.filename).is_file(), release
+        for name in release.filenames:
+            assert (kit_index / name).is_file(), release
     assert list(kit_index.glob("pip-*.whl")), "bundled pip wheels are copied in for --seed / pip envs"
     tf215 = next(r for r in CATALOG if r.name == "tensorflow-cpu" and r.version == "2.15.1")
-    assert tf215.filename == "tensorflow_cpu-2.15.1-cp39.cp310.cp311-none-any.whl"
+    assert tf215.filenames == [
+        f"tensorflow_cpu-2.15.1-cp3{m}-cp3{m}-manylinux_2_17_x86_64.manylinux2014_x86_64.whl" for m in (9, 10, 11)
+    ]
+    (six,) = [r for r in CATALOG if r.name == "six"]
+    assert six.filenames == ["six-1.17.0-py3-none-any.whl"]
+
+
+@pytest.mark.parametrize(("project", "platform_wheel"), [
+    ("tensorflow", True), ("tensorflow-cpu", True), ("numpy", True), ("scipy", True), ("pandas", True),
+    ("h5py", True), ("ml-dtypes", True), ("tensorflow-text", True),
+    ("keras", False), ("protobuf", False), ("six", False), ("absl-py", False), ("tf-keras", False),
+])
+def test_compiled_projects_are_platform_wheels(kit_index: Path, project: str, platform_wheel: bool) -> None:
+    """Binary-on-PyPI projects carry cpXY-cpXY-manylinux tags and Root-Is-Purelib: false; pure ones py3-none-any."""
+    for release in (r for r in CATALOG if r.name == project):
+        for name, tag in zip(release.filenames, release.tags):
+            with zipfile.ZipFile(kit_index / name) as zf:
+                wheel = zf.read(next(n for n in zf.namelist() if n.endswith(".dist-info/WHEEL"))).decode()
+            py, abi, plat = tag.split("-")
+            if platform_wheel:
+                assert py.startswith("cp3") and abi == py and plat == MANYLINUX, name
+                assert "Root-Is-Purelib: false" in wheel, name
+                assert f"Tag: {py}-{abi}-manylinux_2_17_x86_64\n" in wheel, name
+                assert f"Tag: {py}-{abi}-manylinux2014_x86_64\n" in wheel, name
+            else:
+                assert tag == "py3-none-any", name
+                assert "Root-Is-Purelib: true" in wheel and "Tag: py3-none-any\n" in wheel, name
+
+
+def _glibc() -> tuple[int, int] | None:
+    lib, version = platform.libc_ver()
+    if lib != "glibc":
+        return None
+    major, minor = version.split(".")[:2]
+    return int(major), int(minor)
+
+
+@pytest.mark.skipif(not (sys.platform == "linux" and platform.machine() == "x86_64"
+                         and (_glibc() or (0, 0)) >= (2, 17)), reason="needs glibc >= 2.17 on x86_64 Linux")
+def test_uv_selects_wheels_by_platform_tags(make_venv, venv_run, tmp_path: Path) -> None:
+    """uv takes the manylinux_2_17 x86_64 wheel for this interpreter and refuses the ones this machine cannot load."""
+    here = f"cp{sys.version_info[0]}{sys.version_info[1]}"
+    other = "cp38" if here != "cp38" else "cp39"
+    links = tmp_path / "links"
+    unusable = {  # version: (tag, what uv finds wrong with it)
+        "2.0": (f"{here}-{here}-manylinux_2_99_x86_64", "platform"),  # a glibc newer than this machine's
+        "3.0": (f"{here}-{here}-musllinux_1_1_x86_64", "platform"),  # musl, not glibc
+        "4.0": (f"{here}-{here}-manylinux_2_17_aarch64.manylinux2014_aarch64", "platform"),  # another CPU
+        "5.0": (f"{other}-{other}-{MANYLINUX}", "Python ABI"),  # another CPython
+    }
+    build_wheel(links, "tagprobe", "1.0", tag=f"{here}-{here}-{MANYLINUX}")
+    for version, (tag, _) in unusable.items():
+        build_wheel(links, "tagprobe", version, tag=tag)
+
+    venv = make_venv("tags", ["tagprobe"], extra_find_links=[links])
+    assert venv_run(venv, "import tagprobe; print(tagprobe.__version__)").stdout.strip() == "1.0"
+    for version, (tag, kind) in unusable.items():
+        with pytest.raises(KitCommandError) as refused:
+            make_venv(f"tags-{version}", [f"tagprobe=={version}"], extra_find_links=[links])
+        assert f"tagprobe=={version} has no wheels with a matching {kind} tag" in refused.value.proc.stderr, tag
 
 
 def test_kit_env_is_scrubbed_and_offline(kit_env: dict[str, str], kit_index: Path, uv_cache: Path) -> None:

@@ -17,18 +17,15 @@ The expectations below follow from the fake universe in ``tests/kit/catalog.py``
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Callable
 
 import pytest
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
-from tests.kit.cli import CliRun as Run, tree_state
+from tests.kit.cli import CliRun as Run, run_cli, tree_state
 
 from tests.kit import create_venv, find_python, releases
 
@@ -49,18 +46,8 @@ def plan_cli(kit_env: dict[str, str], kit_index: Path, tmp_path: Path) -> Callab
     """``plan_cli(env, *args, env_overrides=None)``: run ``tfrebuild plan --offline --find-links <kit>``."""
 
     def _run(env: Path | str, *args: str, env_overrides: dict[str, str | None] | None = None) -> Run:
-        cmd = [sys.executable, "-m", "rebuild", "plan", "--env", str(env), "--offline",
-               "--find-links", str(kit_index), *args]
-        environ = dict(kit_env)
-        for key, value in (env_overrides or {}).items():
-            if value is None:
-                environ.pop(key, None)
-            else:
-                environ[key] = value
-        start = time.monotonic()
-        proc = subprocess.run(cmd, env=environ, capture_output=True, text=True, timeout=300, cwd=tmp_path,
-                              stdin=subprocess.DEVNULL)
-        return Run(proc, time.monotonic() - start)
+        return run_cli(kit_env, "plan", "--env", env, "--offline", "--find-links", kit_index, *args,
+                       overrides=env_overrides, cwd=tmp_path)
 
     return _run
 
@@ -121,12 +108,9 @@ def plans(kit_env: dict[str, str], kit_index: Path, classic_uv: Path, classic_pi
     def _get(which: str, *args: str) -> dict:
         key = (which, args)
         if key not in cache:
-            cmd = [sys.executable, "-m", "rebuild", "plan", "--env", str(envs[which]), "--offline",
-                   "--find-links", str(kit_index), "--json", *args]
-            proc = subprocess.run(cmd, env=dict(kit_env), capture_output=True, text=True, timeout=300,
-                                  stdin=subprocess.DEVNULL)
-            assert proc.returncode == 0, proc.stderr
-            cache[key] = json.loads(proc.stdout)
+            run = run_cli(kit_env, "plan", "--env", envs[which], "--offline", "--find-links", kit_index, "--json", *args)
+            assert run.code == 0, run.err
+            cache[key] = run.json()
         return cache[key]
 
     return _get
@@ -286,8 +270,7 @@ def test_blocking_requested_package_is_named(shared_venv, plan_cli) -> None:
 def test_blocking_constraint_is_named(shared_venv, plan_cli, tmp_path: Path, kit_env: dict[str, str]) -> None:
     env = shared_venv(CLASSIC, "venv")
     profile = tmp_path / "tf.toml"
-    snap = subprocess.run([sys.executable, "-m", "rebuild", "snapshot", "--env", str(env), "-o", str(profile)],
-                          env=dict(kit_env), capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    snap = run_cli(kit_env, "snapshot", "--env", env, "-o", profile, cwd=tmp_path, timeout=120)
     assert snap.returncode == 0, snap.stderr
     text = profile.read_text()
     assert "\n[constraints]\n" in text
@@ -308,8 +291,7 @@ def test_blocking_constraint_is_named(shared_venv, plan_cli, tmp_path: Path, kit
 def test_error_text_keeps_square_brackets(shared_venv, plan_cli, tmp_path: Path, kit_env: dict[str, str]) -> None:
     env = shared_venv(CLASSIC, "venv")
     profile = tmp_path / "tf.toml"
-    snap = subprocess.run([sys.executable, "-m", "rebuild", "snapshot", "--env", str(env), "-o", str(profile)],
-                          env=dict(kit_env), capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    snap = run_cli(kit_env, "snapshot", "--env", env, "-o", profile, cwd=tmp_path, timeout=120)
     assert snap.returncode == 0, snap.stderr
     profile.write_text(profile.read_text().replace("\n[constraints]\n", '\n[constraints]\nnumpy = "<1.26"\n', 1))
     res = plan_cli(env, "--to", "2.18", "--profile", str(profile))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -21,6 +20,7 @@ from rebuild.env import profile as prof
 from rebuild.env.locate import locate
 from rebuild.errors import UserError
 from rebuild.env.snapshot import build_profile
+from tests.kit.cli import run_cli
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX venv layout assumed")
 
@@ -199,8 +199,7 @@ def test_two_snapshots_of_one_env_differ_only_in_created(make_venv, kit_env, tmp
     venv = make_venv("tf", TF_ENV, creator="uv")
     texts = []
     for name in ("a.toml", "b.toml"):
-        proc = subprocess.run([sys.executable, "-m", "rebuild", "snapshot", "--env", str(venv), "-o", name],
-                              cwd=tmp_path, env=dict(kit_env), capture_output=True, text=True, timeout=120)
+        proc = run_cli(kit_env, "snapshot", "--env", venv, "-o", name, cwd=tmp_path, timeout=120)
         assert proc.returncode == 0, proc.stderr
         texts.append((tmp_path / name).read_text(encoding="utf-8"))
 

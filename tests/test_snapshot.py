@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-from tests.kit.cli import CliRun as Snap, tree_state
+from tests.kit.cli import CliRun as Snap, run_cli, tree_state
 from tests.kit.nvidia import fake_nvidia_smi
 
 from rebuild.env import profile as prof
@@ -42,15 +42,9 @@ def snapshot_cli(kit_env: dict[str, str], tmp_path: Path) -> Callable[..., Snap]
 
     def _run(*args, cwd: Path | None = None, env: dict[str, str] | None = None, drop=(), timeout: float = 120,
              command: str | None = "snapshot") -> Snap:
-        run_env = dict(kit_env)
-        run_env.update(env or {})
-        for key in drop:
-            run_env.pop(key, None)
-        cmd = [sys.executable, "-m", "rebuild"] + ([command] if command else []) + [str(a) for a in args]
-        start = time.monotonic()
-        proc = subprocess.run(cmd, cwd=cwd or tmp_path, env=run_env, capture_output=True, text=True,
-                              timeout=timeout, stdin=subprocess.DEVNULL)
-        return Snap(proc, time.monotonic() - start)
+        overrides = {**(env or {}), **{key: None for key in drop}}
+        return run_cli(kit_env, *([command] if command else []), *args, overrides=overrides, cwd=cwd or tmp_path,
+                       timeout=timeout)
 
     return _run
 

@@ -6,18 +6,12 @@ Offline against the test kit; real uv, real venvs.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
 from rebuild.knowledge import tf as tfinfo
+from tests.kit.cli import run_cli as cli
 from tests.kit.wheels import build_wheel
-
-
-def cli(kit_env, *args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "rebuild", *map(str, args)], capture_output=True, text=True,
-                          env=kit_env, cwd=cwd, timeout=300)
 
 
 def plan_json(kit_env, kit_index, venv, *extra):
@@ -176,13 +170,13 @@ def test_upgrade_moves_the_env_to_another_python(make_venv, kit_env, kit_index, 
 
 
 def test_tf_nightly_moves_only_with_pre(make_venv, kit_env, kit_index, tmp_path, venv_run):
-    from tests.kit.catalog import _tf_modules
+    from tests.kit.catalog import tf_modules
 
     nightly = tmp_path / "nightly"
     nightly.mkdir()
     for version in ("2.22.0.dev20261001", "2.23.0.dev20261101"):
         build_wheel(nightly, "tf-nightly", version, requires=["numpy>=1.26.0", "keras>=3.12.0"],
-                    modules=_tf_modules(version))
+                    modules=tf_modules(version))
     venv = make_venv("v", ["tf-nightly==2.22.0.dev20261001"], extra_find_links=[nightly])
     args = ["--offline", "--find-links", kit_index, "--find-links", nightly]
     without = cli(kit_env, "plan", "--env", venv, *args)

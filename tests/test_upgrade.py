@@ -22,13 +22,12 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import time
 import tomllib
 from pathlib import Path
 from typing import Callable
 
 import pytest
-from tests.kit.cli import CliRun as Run, tree_state
+from tests.kit.cli import CliRun as Run, run_cli, tree_state
 
 import rebuild
 from tests.kit import releases
@@ -94,17 +93,9 @@ def cli(kit_env: dict[str, str], kit_index: Path, tmp_path: Path) -> Callable[..
 
     def _run(command: str, env: Path | str, *args: str, find_links: list[Path] | None = None,
              fault: str | None = None, drop: tuple[str, ...] = ()) -> Run:
-        cmd = [sys.executable, "-m", "rebuild", command, "--env", str(env), "--offline"]
-        for folder in find_links or [kit_index]:
-            cmd += ["--find-links", str(folder)]
-        cmd += list(args)
-        environ = {k: v for k, v in kit_env.items() if k not in drop and k != "TFREBUILD_FAULT"}
-        if fault:
-            environ["TFREBUILD_FAULT"] = fault
-        start = time.monotonic()
-        proc = subprocess.run(cmd, env=environ, capture_output=True, text=True, timeout=300, cwd=tmp_path,
-                              stdin=subprocess.DEVNULL)
-        return Run(proc, time.monotonic() - start)
+        links = [arg for folder in find_links or [kit_index] for arg in ("--find-links", folder)]
+        overrides = {**{key: None for key in drop}, "TFREBUILD_FAULT": fault or None}
+        return run_cli(kit_env, command, "--env", env, "--offline", *links, *args, overrides=overrides, cwd=tmp_path)
 
     return _run
 

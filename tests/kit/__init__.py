@@ -3,11 +3,12 @@
 * :mod:`.wheels`  -- :func:`build_wheel`, a stdlib-only wheel writer.
 * :mod:`.catalog` -- the fake package universe (:data:`CATALOG`) and :func:`build_catalog`.
 * :mod:`.venvs`   -- :func:`find_python`, :func:`offline_env`, :func:`create_venv`, ...
+* :mod:`.cli`     -- :func:`run_cli` (the one way tests run ``python -m rebuild``), :func:`tree_state`.
 
 The pytest fixtures that wrap these live in ``tests/conftest.py``.
 """
 
-from .catalog import CATALOG, TF_VERSIONS, Release, build_catalog, latest, releases, versions
+from .catalog import CATALOG, MANYLINUX, TF_VERSIONS, Release, build_catalog, latest, releases, versions
 from .venvs import (
     KitCommandError,
     available_pythons,
@@ -20,11 +21,13 @@ from .venvs import (
     run_python,
     uv_bin,
     venv_python,
+    with_overrides,
 )
 from .wheels import build_wheel, normalize_name, record_rows, wheel_filename
 
 __all__ = [
     "CATALOG",
+    "MANYLINUX",
     "TF_VERSIONS",
     "Release",
     "build_catalog",
@@ -42,6 +45,7 @@ __all__ = [
     "run_python",
     "uv_bin",
     "venv_python",
+    "with_overrides",
     "build_wheel",
     "normalize_name",
     "record_rows",

@@ -21,8 +21,10 @@ conflicts it meets on PyPI.  Each package is importable and has
   ``tensorflow`` and fails unless TensorFlow's major.minor matches its own.
 
 Compiled projects (tensorflow*, numpy, scipy, pandas, h5py, ml-dtypes,
-tensorflow-text) are tagged ``cp3X-none-any`` for exactly the CPython minors the
-real release has wheels for (see :func:`cp`); pure ones are ``py3-none-any``.
+tensorflow-text) get one platform wheel per CPython minor the real release has
+wheels for, tagged as on PyPI: ``cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64``
+(see :func:`cp`), so uv's interpreter/ABI/glibc selection is exercised; pure
+projects are one ``py3-none-any`` wheel.
 
 Build it all with :func:`build_catalog`.
 """
@@ -35,7 +37,11 @@ from typing import Iterable, Mapping
 
 from .wheels import build_wheel, normalize_name, wheel_filename
 
-__all__ = ["Release", "CATALOG", "TF_VERSIONS", "build_catalog", "cp", "releases", "versions", "latest"]
+__all__ = ["Release", "CATALOG", "TF_VERSIONS", "MANYLINUX", "build_catalog", "cp", "releases", "versions", "latest",
+           "tf_modules"]
+
+#: Platform tag of the compiled wheels: what PyPI's TensorFlow/NumPy x86_64 Linux wheels carry.
+MANYLINUX = "manylinux_2_17_x86_64.manylinux2014_x86_64"
 
 
 @dataclass(frozen=True)
@@ -49,38 +55,49 @@ class Release:
     extras: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     modules: Mapping[str, str] | None = None
     entry_points: Mapping[str, str] | None = None
-    #: Wheel tag; compiled projects use e.g. ``cp39.cp310.cp311-none-any`` (see :func:`cp`).
-    tag: str = "py3-none-any"
+    #: One wheel per tag; compiled projects have one per CPython minor (see :func:`cp`).
+    tags: tuple[str, ...] = ("py3-none-any",)
 
     @property
-    def filename(self) -> str:
-        """The wheel's file name, e.g. ``tensorflow-2.15.1-cp39.cp310.cp311-none-any.whl``."""
-        return wheel_filename(self.name, self.version, self.tag)
+    def tag(self) -> str:
+        """All the release's wheel tags in one string: ``"cp311" in release.tag`` asks "is there a 3.11 wheel?"."""
+        return " ".join(self.tags)
 
-    def build(self, dest_dir: str | Path) -> Path:
-        return build_wheel(
-            dest_dir,
-            self.name,
-            self.version,
-            requires=self.requires,
-            requires_python=self.requires_python,
-            extras=self.extras,
-            modules=self.modules,
-            entry_points=self.entry_points,
-            tag=self.tag,
-        )
+    @property
+    def filenames(self) -> list[str]:
+        """The wheels' file names, e.g. ``tensorflow-2.15.1-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl``."""
+        return [wheel_filename(self.name, self.version, tag) for tag in self.tags]
+
+    def build(self, dest_dir: str | Path) -> list[Path]:
+        """Write every wheel of the release into ``dest_dir``; return their paths."""
+        return [
+            build_wheel(
+                dest_dir,
+                self.name,
+                self.version,
+                requires=self.requires,
+                requires_python=self.requires_python,
+                extras=self.extras,
+                modules=self.modules,
+                entry_points=self.entry_points,
+                tag=tag,
+            )
+            for tag in self.tags
+        ]
 
 
-def cp(first: int, last: int) -> str:
-    """Compressed wheel tag for CPython 3.<first>..3.<last>: ``cp(9, 11)`` -> ``cp39.cp310.cp311-none-any``.
+def cp(first: int, last: int) -> tuple[str, ...]:
+    """Wheel tags for CPython 3.<first>..3.<last>, one per minor, as on PyPI.
 
+    ``cp(9, 10)`` -> ``("cp39-cp39-manylinux_2_17_x86_64.manylinux2014_x86_64", "cp310-cp310-...")``.
     Real TensorFlow, NumPy, SciPy ... ship one compiled wheel per CPython minor, so a
     release simply does not exist for other Pythons.  uv ignores the *upper* bound of
     ``Requires-Python`` (``<3.12`` is treated as absent), so without these tags
     TF 2.15.1 would happily install on Python 3.12 in the fake world but not the real one.
-    ``-none-any`` keeps the wheels installable on every OS and CPU.
+    The wheels hold only Python files, so they install on any glibc x86_64 Linux
+    (the tests' machine); uv picks them by interpreter, ABI and glibc like real ones.
     """
-    return ".".join(f"cp3{m}" for m in range(first, last + 1)) + "-none-any"
+    return tuple(f"cp3{m}-cp3{m}-{MANYLINUX}" for m in range(first, last + 1))
 
 
 # --------------------------------------------------------------------------- module sources
@@ -232,7 +249,7 @@ if __name__ == "__main__":
 '''
 
 
-def _tf_modules(version: str) -> dict[str, str]:
+def tf_modules(version: str) -> dict[str, str]:
     major, minor = (int(p) for p in version.split(".")[:2])
     keras3 = (major, minor) >= (2, 16)
     return {
@@ -413,9 +430,9 @@ def _tensorflow_releases() -> list[Release]:
                     requires=reqs,
                     requires_python=py,
                     extras={"and-cuda": cuda},
-                    modules=_tf_modules(version),
+                    modules=tf_modules(version),
                     entry_points=_TF_ENTRY_POINTS,
-                    tag=cp(*_TF_CPYTHON[version]),
+                    tags=cp(*_TF_CPYTHON[version]),
                 )
             )
     return out
@@ -428,7 +445,7 @@ def _r(name: str, version: str, requires: Iterable[str] = (), requires_python: s
 def _other_releases() -> list[Release]:
     rel: list[Release] = []
     # numpy (Requires-Python as on PyPI)
-    for v, py, tag in [
+    for v, py, tags in [
         ("1.23.5", ">=3.8", cp(8, 11)),
         ("1.24.3", ">=3.8", cp(8, 11)),
         ("1.26.4", ">=3.9", cp(9, 12)),
@@ -436,21 +453,21 @@ def _other_releases() -> list[Release]:
         ("2.1.3", ">=3.10", cp(10, 13)),
         ("2.4.0", ">=3.11", cp(11, 14)),
     ]:
-        rel.append(_r("numpy", v, (), py, modules=_simple("numpy", "numpy", v), tag=tag))
+        rel.append(_r("numpy", v, (), py, modules=_simple("numpy", "numpy", v), tags=tags))
     # scipy: 1.11.4 built against NumPy 1.x (dies under 2.x); 1.14.1 built against 2.0.
     rel.append(
         _r("scipy", "1.11.4", ["numpy>=1.21.6,<1.28.0"], ">=3.9,<3.13",
-           modules=_scipy_modules("1.11.4", "1.21.6", "1.28.0", built_major=1), tag=cp(9, 12))
+           modules=_scipy_modules("1.11.4", "1.21.6", "1.28.0", built_major=1), tags=cp(9, 12))
     )
     rel.append(
         _r("scipy", "1.14.1", ["numpy>=1.23.5,<2.3"], ">=3.10",
-           modules=_scipy_modules("1.14.1", "1.23.5", "2.3", built_major=2), tag=cp(10, 13))
+           modules=_scipy_modules("1.14.1", "1.23.5", "2.3", built_major=2), tags=cp(10, 13))
     )
     # pandas
     rel.append(_r("pandas", "2.1.4", ["numpy>=1.23.2", "python-dateutil>=2.8.2"], ">=3.9",
-                  modules=_simple("pandas", "pandas", "2.1.4"), tag=cp(9, 12)))
+                  modules=_simple("pandas", "pandas", "2.1.4"), tags=cp(9, 12)))
     rel.append(_r("pandas", "2.2.3", ["numpy>=1.26.0", "python-dateutil>=2.8.2"], ">=3.9",
-                  modules=_simple("pandas", "pandas", "2.2.3"), tag=cp(9, 13)))
+                  modules=_simple("pandas", "pandas", "2.2.3"), tags=cp(9, 13)))
     rel.append(_r("python-dateutil", "2.9.0", ["six>=1.5"], "!=3.0.*,!=3.1.*,!=3.2.*,>=2.7",
                   modules=_simple("dateutil", "python-dateutil", "2.9.0")))
     rel.append(_r("six", "1.17.0", (), "!=3.0.*,!=3.1.*,!=3.2.*,>=2.7",
@@ -469,7 +486,7 @@ def _other_releases() -> list[Release]:
     ]:
         rel.append(_r("tf-keras", v, [f"tensorflow{tf_range}"], py, modules=_simple("tf_keras", "tf-keras", v)))
     # tensorflow-text: requires `tensorflow` (off Apple silicon) and offers a tensorflow_cpu extra
-    for v, lo, hi, py, tag in [
+    for v, lo, hi, py, tags in [
         ("2.15.0", "2.15.0", "2.16", ">=3.9", cp(9, 11)),
         ("2.18.1", "2.18.0", "2.19", ">=3.9", cp(9, 12)),
         ("2.21.1", "2.21.0", "2.22", ">=3.10", cp(10, 13)),
@@ -478,7 +495,7 @@ def _other_releases() -> list[Release]:
             _r("tensorflow-text", v,
                [f"tensorflow>={lo},<{hi} ; platform_machine != \"arm64\" or platform_system != \"Darwin\""], py,
                extras={"tensorflow_cpu": (f"tensorflow-cpu>={lo},<{hi}",)},
-               modules=_tftext_modules(v), tag=tag)
+               modules=_tftext_modules(v), tags=tags)
         )
     # protobuf (import package google.protobuf, a namespace `google`)
     for v, py in [("4.25.3", ">=3.8"), ("5.28.3", ">=3.8"), ("6.31.1", ">=3.9")]:
@@ -492,17 +509,17 @@ def _other_releases() -> list[Release]:
     rel.append(_r("tensorflow-estimator", "2.15.0", (), ">=3.7",
                   modules=_simple("tensorflow_estimator", "tensorflow-estimator", "2.15.0")))
     # ml-dtypes
-    for v, np_req, tag in [
+    for v, np_req, tags in [
         ("0.3.2", "numpy>1.20", cp(9, 12)),
         ("0.4.1", "numpy>=1.21", cp(9, 13)),
         ("0.5.1", "numpy>=1.21", cp(9, 13)),
     ]:
-        rel.append(_r("ml-dtypes", v, [np_req], ">=3.9", modules=_simple("ml_dtypes", "ml-dtypes", v), tag=tag))
+        rel.append(_r("ml-dtypes", v, [np_req], ">=3.9", modules=_simple("ml_dtypes", "ml-dtypes", v), tags=tags))
     # h5py
     rel.append(_r("h5py", "3.11.0", ["numpy>=1.17.3"], ">=3.8", modules=_simple("h5py", "h5py", "3.11.0"),
-                  tag=cp(8, 12)))
+                  tags=cp(8, 12)))
     rel.append(_r("h5py", "3.14.0", ["numpy>=1.19.3"], ">=3.9", modules=_simple("h5py", "h5py", "3.14.0"),
-                  tag=cp(9, 13)))
+                  tags=cp(9, 13)))
     rel.append(_r("absl-py", "2.1.0", (), ">=3.7", modules=_simple("absl", "absl-py", "2.1.0")))
     # Placeholder `wheel` so `uv venv --seed` (pip + setuptools + wheel below Python 3.12) works
     # offline; the real pip/setuptools wheels are copied in by tests.kit.venvs.copy_seed_wheels.

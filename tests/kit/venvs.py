@@ -28,6 +28,7 @@ __all__ = [
     "find_python",
     "available_pythons",
     "offline_env",
+    "with_overrides",
     "venv_python",
     "create_venv",
     "run_python",
@@ -181,6 +182,17 @@ def offline_env(
         env["PIP_FIND_LINKS"] = str(find_links)
         env["PIP_NO_INDEX"] = "1"
     return env
+
+
+def with_overrides(env: Mapping[str, str], overrides: Mapping[str, object] | None) -> dict[str, str]:
+    """A copy of ``env`` with ``overrides`` set (``str()``-ed); a value of ``None`` removes the variable."""
+    out = dict(env)
+    for key, value in (overrides or {}).items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = str(value)
+    return out
 
 
 def venv_python(venv: str | Path) -> Path:
