@@ -14,7 +14,6 @@ import socket
 import subprocess
 import sys
 import tomllib
-from pathlib import Path
 
 import pytest
 import tomli_w

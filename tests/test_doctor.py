@@ -702,6 +702,7 @@ def _remote_wheel(tmp_path: Path):
 
     from rebuild.index import simple as indexinfo
 
+
     name = "demo-1.0-py3-none-any.whl"
     with zipfile.ZipFile(tmp_path / name, "w") as zf:
         zf.writestr("demo/__init__.py", "x = 1\n" * 40000)  # a body worth not downloading
@@ -727,12 +728,12 @@ def test_wheel_metadata_by_byte_ranges_through_the_http_client(tmp_path):
 
 def test_wheel_metadata_by_ranges_refuses_a_server_without_ranges(tmp_path):
     from rebuild.doctor import remote
-    from rebuild.index import simple as indexinfo
+    from rebuild.index import metadata
 
     name, file_at = _remote_wheel(tmp_path)
     server, _ = _serve(tmp_path, ranges=False)
     try:
-        with pytest.raises(indexinfo.MetadataUnavailable, match="byte ranges"):
+        with pytest.raises(metadata.MetadataUnavailable, match="byte ranges"):
             remote.metadata_by_ranges(file_at(f"http://127.0.0.1:{server.server_port}/{name}"), timeout=10)
     finally:
         server.shutdown()

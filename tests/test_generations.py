@@ -366,6 +366,10 @@ def test_rollback_previous_twice_then_to_one(managed, tfr, venv_run, kit_env):
     assert (first["from_generation"], first["to_generation"]) == (3, 2)
     assert first["tensorflow"] == "tensorflow-cpu 2.16.1"
     assert isinstance(first["swap_ms"], (int, float)) and 0 <= first["swap_ms"] < 10_000
+    from rebuild.store import swap
+
+    # the method that really ran: renameat2 wherever this kernel and filesystem exchange, else three renames
+    assert first["swap_method"] == ("renameat2" if swap._load_renameat2() else "rename")
     assert first["recovered"] is None
     proc = venv_run(env, "import tensorflow as tf; print(tf.__version__)")
     assert proc.returncode == 0 and proc.stdout.strip() == "2.16.1", proc.stderr

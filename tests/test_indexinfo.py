@@ -653,14 +653,14 @@ def test_parse_metadata_is_lenient():
                                            "requires_python": None}
 
 
-def test_moved_names_still_reachable_from_simple():
+def test_each_name_has_one_home():
+    """Tags live in index.tags, metadata in index.metadata; index.simple does not re-export them."""
     from rebuild.index import metadata, simple, tags
 
-    assert simple.Target is tags.Target and simple.supported_tags is tags.supported_tags
-    assert simple._linux_arch is tags.linux_arch
-    assert simple._parse_metadata is metadata.parse_metadata
-    assert simple.MetadataUnavailable is metadata.MetadataUnavailable
-    assert simple.read_metadata is metadata.read_metadata
+    assert tags.Target and tags.supported_tags and tags.linux_arch and metadata.parse_metadata
+    for moved in ("Target", "supported_tags", "_linux_arch", "_parse_metadata", "MetadataUnavailable",
+                  "read_metadata", "newest_compatible", "python_versions_with_wheels", "wheel_supports"):
+        assert not hasattr(simple, moved), moved
 
 
 def test_pip_settings_from_a_config_file_and_the_environment(tmp_path: Path):

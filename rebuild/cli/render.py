@@ -132,6 +132,15 @@ class Progress:
         self.close()
 
 
+def swapped(method: str) -> str:
+    """How the swap ran, as the user should read it (the store reports the method that really ran)."""
+    if method == "renameat2":
+        return "Swapped in atomically (renameat2 exchange)"
+    if method == "rename":
+        return "Swapped in by three renames (no atomic exchange on this filesystem)"
+    return "Swapped in"
+
+
 # --- per-command renderers ------------------------------------------------------
 
 
@@ -254,7 +263,7 @@ def upgrade(term: Terminal, r, as_json: bool) -> None:
     plan_text(term, r.plan)
     term.out.print(f"Built in {r.build_seconds:.1f}s. Checks in the new env:", markup=False)
     _checks(term, r.checks)
-    term.out.print(f"Swapped in atomically in {r.swap_ms:.1f} ms; checks at {r.plan.env}:", markup=False)
+    term.out.print(f"{swapped(r.swap_method)} in {r.swap_ms:.1f} ms; checks at {r.plan.env}:", markup=False)
     _checks(term, r.after_swap)
     term.out.print(f"Upgraded {r.plan.env} to generation {r.generation} ({r.plan.tf_distribution} {r.plan.tf_new}) "
               f"in {r.seconds:.1f}s. Generation {r.previous} is kept: `tfrebuild rollback` brings it back.",
@@ -282,7 +291,8 @@ def rollback(term: Terminal, r, as_json: bool) -> None:
     for u in r.forced_users:
         term.err.print(f"warning: pid {u.pid} ({u.why}) was using the env: {u.command[:100]}", markup=False)
     term.out.print(f"Rolled {r.env} back from generation {r.from_generation} to {r.to_generation} "
-              f"({r.tensorflow}, Python {r.python}) in {r.swap_ms:.1f} ms.", markup=False)
+                   f"({r.tensorflow}, Python {r.python}): {swapped(r.swap_method).lower()} in {r.swap_ms:.1f} ms.",
+                   markup=False)
     _checks(term, r.checks)
     term.out.print(f"Generation {r.from_generation} is kept: `tfrebuild rollback` again returns to it.", markup=False)
 
@@ -447,7 +457,7 @@ def apply(term: Terminal, r, as_json: bool) -> None:
         return
     term.out.print(f"Built in {r.build_seconds:.1f}s. Checks in the new env:", markup=False)
     _checks(term, r.checks)
-    verb = "Moved into place" if r.new_env else "Swapped in atomically"
+    verb = "Moved into place" if r.new_env else swapped(r.swap_method)
     term.out.print(f"{verb} in {r.swap_ms:.1f} ms; checks at {r.env}:", markup=False)
     _checks(term, r.after_swap)
     if r.new_env:

@@ -94,6 +94,7 @@ class RollbackResult:
     checks: list[smoke.Check] = field(default_factory=list)
     recovered: str | None = None
     forced_users: list[inuse.User] = field(default_factory=list)
+    swap_method: str = ""  # the exchange that ran: "renameat2" (atomic) or "rename" (three renames)
 
 
 def rollback(env=None, to: int | None = None, *, yes: bool = False, force: bool = False,
@@ -132,7 +133,7 @@ def rollback(env=None, to: int | None = None, *, yes: bool = False, force: bool 
                             f"{current.number} back in.", "See the check output; `tfrebuild history` lists the others.",
                             exit_code=1, details=failed)
         return RollbackResult(str(store.env), current.number, target_n, target.tensorflow, target.python, swap_ms,
-                              report.checks, recovered, users)
+                              report.checks, recovered, users, store.last_swap_method or "")
 
 
 # --- history --------------------------------------------------------------------

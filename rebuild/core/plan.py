@@ -156,6 +156,7 @@ def _tf_files(inputs: resolve.Inputs) -> list:
 def no_wheel_error(inputs: resolve.Inputs, target: resolve.TargetSpec, python_version: str, explanation: str) -> UserError:
     """The target has no wheel for this interpreter: say which Pythons it supports and which are here."""
     from rebuild.index import simple as indexinfo
+    from rebuild.index import tags as wheel_tags
 
     supported: list[str] = []
     try:
@@ -163,7 +164,7 @@ def no_wheel_error(inputs: resolve.Inputs, target: resolve.TargetSpec, python_ve
         wanted = [v for v in indexinfo.versions(files, prereleases=inputs.pre)
                   if not target.specifier or v in _specifier(target)]
         if wanted:
-            supported = indexinfo.python_versions_with_wheels(files, wanted[0], "Linux", os.uname().machine)
+            supported = wheel_tags.python_versions_with_wheels(files, wanted[0], "Linux", os.uname().machine)
     except (UserError, OSError):
         pass
     local = [i for i in interpreters.discover() if i.minor in supported]

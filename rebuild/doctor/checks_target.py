@@ -18,6 +18,7 @@ from rebuild.doctor.findings import FindingId as F
 from rebuild.env import graph, interpreters
 from rebuild.errors import UserError
 from rebuild.index import simple as indexinfo
+from rebuild.index import tags as wheel_tags
 from rebuild.knowledge.tf import CUDA_WHEELS, TF_DISTRIBUTIONS
 from rebuild.util.versions import minor
 
@@ -83,8 +84,8 @@ def check_interpreter(ctx: Context, target: Target) -> list[Finding]:
     if ok:
         return []
     system, machine = ctx.plat.get("system", ""), ctx.plat.get("machine", "")
-    supported = indexinfo.python_versions_with_wheels(target.files, want, system, machine)
-    newest = indexinfo.newest_compatible(target.files, tags, pyver, prereleases=ctx.pre)
+    supported = wheel_tags.python_versions_with_wheels(target.files, want, system, machine)
+    newest = wheel_tags.newest_compatible(target.files, tags, pyver, prereleases=ctx.pre)
     what = f"{target.distribution} {target.version}"
     evidence = [f"this env runs Python {pyver} on {system} {machine}"
                 + (f" ({ctx.plat.get('libc')} {ctx.plat.get('libc_version')})" if ctx.plat.get("libc") else "")]

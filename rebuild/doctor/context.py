@@ -24,6 +24,8 @@ from rebuild.env.locate import EnvLocation
 from rebuild.errors import UserError
 from rebuild.index import config as indexconf
 from rebuild.index import simple as indexinfo
+from rebuild.index import tags as wheel_tags
+from rebuild.index import metadata
 from rebuild.knowledge.tf import TF_DISTRIBUTIONS
 from rebuild.util import proc
 
@@ -222,7 +224,7 @@ class Context:
         if self.new_python:
             merged["version"] = self.new_python
         try:
-            return indexinfo.supported_tags(indexinfo.Target.from_mapping(merged))
+            return wheel_tags.supported_tags(wheel_tags.Target.from_mapping(merged))
         except ValueError:
             return []
 
@@ -259,21 +261,21 @@ class Context:
         why = f"no wheel of {project} {version} on the index"
         for f in wheels[:2]:
             try:
-                return indexinfo.read_metadata(f, timeout=self.timeout, offline=offline), (
+                return metadata.read_metadata(f, timeout=self.timeout, offline=offline), (
                     "the wheel" if f.is_local else "the index's metadata file (PEP 658)")
-            except indexinfo.MetadataUnavailable as exc:
+            except metadata.MetadataUnavailable as exc:
                 why = str(exc)
             if f.is_local or offline:
                 continue
             if not f.has_metadata:
                 try:  # many indexes serve <wheel>.metadata without announcing it
-                    return indexinfo.read_metadata(replace(f, has_metadata=True), timeout=self.timeout), \
+                    return metadata.read_metadata(replace(f, has_metadata=True), timeout=self.timeout), \
                         "the metadata file beside the wheel"
-                except indexinfo.MetadataUnavailable:
+                except metadata.MetadataUnavailable:
                     pass
             try:
                 return remote.metadata_by_ranges(f, self.timeout), "byte ranges of the wheel"
-            except indexinfo.MetadataUnavailable as exc:
+            except metadata.MetadataUnavailable as exc:
                 why = str(exc)
             break
         if not offline and self.sources is not None:

@@ -15,6 +15,7 @@ from packaging.utils import canonicalize_name
 
 from rebuild.index import http
 from rebuild.index import simple as indexinfo
+from rebuild.index import metadata
 
 MAX_RANGE_REQUESTS = 8
 
@@ -44,10 +45,10 @@ class RangeFile(io.RawIOBase):
         headers = {"Range": f"bytes={spec}", "Accept-Encoding": "identity"}
         with http.open_url(self.url, timeout=self.timeout, headers=headers) as resp:
             if resp.status != 206:
-                raise indexinfo.MetadataUnavailable("the server does not serve byte ranges of the wheel")
+                raise metadata.MetadataUnavailable("the server does not serve byte ranges of the wheel")
             match = re.match(r"bytes (\d+)-(\d+)/(\d+)", resp.headers.get("Content-Range", ""))
             if not match:
-                raise indexinfo.MetadataUnavailable("the server sent no Content-Range")
+                raise metadata.MetadataUnavailable("the server sent no Content-Range")
             return int(match.group(1)), resp.read(), int(match.group(3))
 
     def readable(self) -> bool:
@@ -76,7 +77,7 @@ class RangeFile(io.RawIOBase):
                 self.pos = end
                 return out
         if self.requests >= MAX_RANGE_REQUESTS:
-            raise indexinfo.MetadataUnavailable("too many range requests for one METADATA file")
+            raise metadata.MetadataUnavailable("too many range requests for one METADATA file")
         stop = min(max(end, self.pos + self.CHUNK), self.size) - 1
         start, body, _ = self._fetch(f"{self.pos}-{stop}")
         self.segments.append((start, body))
@@ -96,12 +97,12 @@ def metadata_by_ranges(file: indexinfo.FileInfo, timeout: float) -> dict:
         with zipfile.ZipFile(RangeFile(file.url, timeout)) as zf:
             names = [n for n in zf.namelist() if n.count("/") == 1 and n.endswith(".dist-info/METADATA")]
             if not names:
-                raise indexinfo.MetadataUnavailable(f"{file.filename} has no .dist-info/METADATA")
+                raise metadata.MetadataUnavailable(f"{file.filename} has no .dist-info/METADATA")
             text = zf.read(names[0]).decode("utf-8", errors="replace")
     except (zipfile.BadZipFile, KeyError, EOFError, *http.ERRORS) as exc:
-        raise indexinfo.MetadataUnavailable(f"could not read {file.filename} by byte ranges: {exc}") from exc
+        raise metadata.MetadataUnavailable(f"could not read {file.filename} by byte ranges: {exc}") from exc
     # TODO(index): simple.py has no public METADATA parser yet; use it once it does.
-    return indexinfo._parse_metadata(text)
+    return metadata.parse_metadata(text)
 
 
 def pypi_json(index_urls: list[str], project: str, version: str, timeout: float) -> dict | None:

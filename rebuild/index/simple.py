@@ -36,7 +36,6 @@ from packaging.version import InvalidVersion, Version
 
 from rebuild.errors import UserError
 from rebuild.index import http, metadata
-from rebuild.index import tags as wheel_tags
 from rebuild.index.http import redact_url
 
 __all__ = ["FileInfo", "Sources", "list_files", "redact_url", "versions"]
@@ -397,18 +396,3 @@ def versions(files: Iterable[FileInfo], *, prereleases: bool = False, include_ya
         if (include_yanked or not f.yanked) and (prereleases or not f.version.is_prerelease)
     }
     return sorted(found, reverse=True)
-
-
-# Names that moved to rebuild.index.tags / rebuild.index.metadata, still reachable here until
-# their callers (commands/apply.py, core/plan.py, doctor/checks.py, knowledge/tf.py) import them
-# from their homes; the lead drops these lines once they do.
-MetadataUnavailable = metadata.MetadataUnavailable
-read_metadata = metadata.read_metadata
-_parse_metadata = metadata.parse_metadata
-LATEST_KNOWN_MINOR = wheel_tags.LATEST_KNOWN_MINOR
-Target = wheel_tags.Target
-newest_compatible = wheel_tags.newest_compatible
-python_versions_with_wheels = wheel_tags.python_versions_with_wheels
-supported_tags = wheel_tags.supported_tags
-wheel_supports = wheel_tags.wheel_supports
-_linux_arch = wheel_tags.linux_arch

@@ -101,11 +101,6 @@ def _load_renameat2():
     return _renameat2_fn or None
 
 
-def renameat2_available() -> bool:
-    """True when this process can at least *call* renameat2 (the filesystem may still refuse)."""
-    return _load_renameat2() is not None
-
-
 def _nearest_existing(path: Path) -> Path:
     path = Path(os.path.abspath(path))
     while not os.path.lexists(path) and path != path.parent:
