@@ -20,6 +20,7 @@ import html.parser
 import json
 import re
 import urllib.error
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
@@ -182,6 +183,15 @@ def _parse_html(text: str, page_url: str) -> list[_Link]:
     return links
 
 
+def _local_page_links(page: Path, what: str, hint: str) -> list[_Link]:
+    """The links of a simple-API or find-links HTML page on this machine."""
+    try:
+        text = page.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise UserError(f"Could not read {what} {page}: {exc.strerror or exc}.", hint) from exc
+    return _parse_html(text, page.resolve().as_uri())
+
+
 def _parse_json(text: str, page_url: str) -> list[_Link]:
     data = json.loads(text)
     links = []
@@ -274,12 +284,7 @@ def _index_files(index_url: str, project: str, *, timeout: float, offline: bool)
                 break
         if page is None:
             return []  # no such project on that index
-        try:
-            text = page.read_text(encoding="utf-8", errors="replace")
-        except OSError as exc:
-            raise UserError(f"Could not read the package index page {page}: {exc.strerror or exc}.",
-                            "Check the permissions of the local index.") from exc
-        links = _parse_html(text, page.resolve().as_uri())
+        links = _local_page_links(page, "the package index page", "Check the permissions of the local index.")
     elif http.is_http(index_url):
         if offline:
             return []
@@ -336,12 +341,7 @@ def _find_links_files(location: str, project: str, *, timeout: float, offline: b
                 ))
             return out
         if local.is_file():
-            try:
-                text = local.read_text(encoding="utf-8", errors="replace")
-            except OSError as exc:
-                raise UserError(f"Could not read the --find-links page {local}: {exc.strerror or exc}.",
-                                "Check that the file is readable.") from exc
-            links = _parse_html(text, local.resolve().as_uri())
+            links = _local_page_links(local, "the --find-links page", "Check that the file is readable.")
         else:
             raise UserError(f"The --find-links location {local} does not exist.",
                             "Pass a folder of wheels, an HTML page listing them, or drop the option.")

@@ -96,6 +96,11 @@ def _lstat_env(env: Path) -> os.stat_result:
 # --------------------------------------------------------------------------- the store
 
 
+def _folder(name: str) -> property:
+    """A folder of the state folder, as a read-only attribute of the :class:`Store`."""
+    return property(lambda self: self.state / name, doc=f"``<state>/{name}``")
+
+
 class Store:
     """The generation store of the environment at ``env`` (see the module docstring)."""
 
@@ -125,21 +130,10 @@ class Store:
     def journal_path(self) -> Path:
         return self._journal.path
 
-    @property
-    def generations_dir(self) -> Path:
-        return self.state / "generations"
-
-    @property
-    def staging_root(self) -> Path:
-        return self.state / "staging"
-
-    @property
-    def trash_root(self) -> Path:
-        return self.state / "trash"
-
-    @property
-    def logs_dir(self) -> Path:
-        return self.state / "logs"
+    generations_dir = _folder("generations")
+    staging_root = _folder("staging")
+    trash_root = _folder("trash")
+    logs_dir = _folder("logs")
 
     def generation_dir(self, n: int) -> Path:
         return self.generations_dir / str(int(n))
