@@ -90,7 +90,7 @@ def timed(cmd: list, **kwargs) -> tuple[float, subprocess.CompletedProcess]:
 
 
 def uv_bin() -> str:
-    from rebuild.core.uvcmd import uv_bin as find
+    from rebuild.util.uv import uv_bin as find
 
     return find()
 

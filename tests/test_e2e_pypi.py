@@ -42,7 +42,7 @@ import pytest
 from packaging.utils import parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
-from rebuild.core.uvcmd import uv_bin
+from rebuild.util.uv import uv_bin
 from tests.kit.cli import CliRun, run_cli
 
 pytestmark = [

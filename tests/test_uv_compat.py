@@ -19,7 +19,8 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.version import Version
 
-from rebuild.core import lockfile, resolve, uvcmd
+from rebuild.core import lockfile, resolve
+from rebuild.util import uv as uvcmd
 from rebuild.env.profile import Index
 
 ROOT = Path(__file__).resolve().parent.parent

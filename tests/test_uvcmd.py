@@ -1,4 +1,4 @@
-"""core/uvcmd runs uv through util/proc: scrubbed environment, redacted log, worded failures.
+"""util/uv runs uv through util/proc: scrubbed environment, redacted log, worded failures.
 
 A stand-in ``uv`` (a shell script named by ``$TFREBUILD_UV``) prints what it was given.
 """
@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from rebuild.core import uvcmd
+from rebuild.util import uv as uvcmd
 from rebuild.errors import UserError
 
 

@@ -95,7 +95,7 @@ def _cache_filesystem_note(staging: Path) -> str:
     """uv hard-links from its cache only on the same filesystem; otherwise every file is copied."""
     import os
 
-    from rebuild.core import uvcmd
+    from rebuild.util import uv as uvcmd
 
     try:
         cache = Path(uvcmd.run(["cache", "dir"], timeout=30).stdout.strip())

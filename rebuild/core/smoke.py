@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rebuild.core import uvcmd
+from rebuild.util import uv as uvcmd
 from rebuild.errors import UserError
 
 _TF_CHECK = """

@@ -10,7 +10,8 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
-from rebuild.core import resolve, uvcmd
+from rebuild.core import resolve
+from rebuild.util import uv as uvcmd
 from rebuild.doctor.context import (Context, Target, applies, contains, has_cap, numbers, python_ok, q, real,
                                     req_text, version_of)
 from rebuild.doctor.findings import Finding

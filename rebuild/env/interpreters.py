@@ -17,7 +17,7 @@ from pathlib import Path
 
 from packaging.version import InvalidVersion, Version
 
-from rebuild.core import uvcmd
+from rebuild.util import uv as uvcmd
 from rebuild.errors import UserError
 from rebuild.util import proc
 from rebuild.util import versions
