@@ -9,9 +9,9 @@ markers or extras) with ``tests/kit/wheels.build_wheel``, installs all of them
 offline into a fresh uv venv (``uv pip install --no-index --find-links``),
 then times, over ``--repeat`` runs each:
 
-* core:       ``rebuild.snapshot.run`` in this process (probe + profile + write);
+* core:       ``rebuild.env.snapshot.run`` in this process (probe + profile + write);
 * CLI:        ``python -m rebuild snapshot`` in a subprocess, end to end;
-* probe-only: ``rebuild.probe.run`` (the target interpreter scanning its env).
+* probe-only: ``rebuild.env.probe.run`` (the target interpreter scanning its env).
 
 and prints the medians as a table. No assertions: it measures, it does not judge.
 
