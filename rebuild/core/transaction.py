@@ -4,7 +4,7 @@
 
 1. an existing env tfrebuild does not manage yet is adopted as generation 1 (its profile kept);
 2. the journal is begun (``step: building``) and the new env is built in ``<state>/staging/<op>``;
-3. the full smoke checks run in the staging env (fault points ``<kind>.built``, ``<kind>.checked``);
+3. the full smoke checks run in the staging env (fault points ``upgrade.built``, ``upgrade.checked``, ``apply.built``);
 4. an existing env: the lock is kept in the new generation's folder, the swap is refused while
    processes use the env, and :meth:`Store.switch_to` exchanges the trees atomically;
    a new path: the journal gets the new tree's inode (``step: renaming``) and the tree is
@@ -32,7 +32,9 @@ from typing import Any, Callable
 from rebuild.core import build, smoke
 from rebuild.env.profile import Index
 from rebuild.errors import UserError
-from rebuild.store.store import Generation, Store, fault_point
+from rebuild.store.faults import fault_point
+from rebuild.store.records import Generation
+from rebuild.store.store import Store
 from rebuild.util import fs
 from rebuild.util.progress import NULL, Progress
 
@@ -106,11 +108,12 @@ def run(spec: Spec, result: TransactionResult) -> TransactionResult:
         progress.stage("build", f"new env in {staging}")
         built = build.build(staging, spec.python, spec.pylock, spec.index, **spec.build)
         result.build_seconds = built.seconds
-        fault_point(f"{spec.kind}.built")
+        fault_point("upgrade.built") if spec.kind == "upgrade" else fault_point("apply.built")
         progress.stage("checks", "smoke checks in the new env")
         report = smoke.run_checks(built.env, **spec.checks)
         result.checks = report.checks
-        fault_point(f"{spec.kind}.checked")
+        if spec.kind == "upgrade":  # names stay literal: tests list every fault point from the source
+            fault_point("upgrade.checked")
         if not report.ok:
             where, after = (("before it was moved into place", f"Nothing was created at {store.env}.")
                             if spec.new_env else ("before the swap", "Your environment was not changed."))
@@ -180,7 +183,7 @@ def _move_into_place(spec: Spec, tree: Path, result: TransactionResult) -> None:
     fs.fsync_dir(env.parent)
     result.swap_ms = (time.monotonic() - t0) * 1000
     result.swap_method = "rename"
-    fault_point(f"{spec.kind}.renamed")
+    fault_point("apply.renamed")  # only apply makes new envs
 
 
 def _swap(spec: Spec, tree: Path, number: int, result: TransactionResult) -> None:
@@ -222,7 +225,7 @@ def _record(spec: Spec, number: int, result: TransactionResult) -> None:
     # between leaves a complete env and an unmanaged state folder that the next apply finishes.
     _keep_lock(store, 1, spec.pylock)
     spec.write_profile(store, 1, like=spec.like, commands=spec.commands)
-    fault_point(f"{spec.kind}.recorded")
+    fault_point("apply.recorded")
     store.adopt(Generation.new(1, command=spec.command, tensorflow=spec.tensorflow, python=spec.python_version))
     store.discard_staging(spec.op)
     store.commit()
