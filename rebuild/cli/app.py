@@ -36,22 +36,41 @@ def _choice(kind: type[Choice], default: Choice, *names: str, help: str):
     return typer.Option(default.value, *names, help=help, parser=kind.parse, metavar=kind.metavar())
 
 
+def _given(option: str, url: bool = False):
+    """A parser that refuses an empty value (and, with ``url``, a malformed index URL) before the command runs."""
+    def parse(value):
+        text = str(value)
+        if not text.strip():
+            raise UserError(f"{option} was given an empty value.",
+                            f"Give {option} a value, or leave the option out to use the default.")
+        if url:
+            from rebuild.index import config as indexconf
+
+            problem = indexconf.malformed(text)
+            if problem:
+                raise UserError(f"{option} '{indexconf.redact(text)}' is not usable: {problem}.",
+                                f"Give {option} an http://, https:// or file:// URL, e.g. {option} "
+                                "https://pypi.org/simple.")
+        return value
+    return parse
+
+
 # Each option once; the commands share these objects.
 EnvOpt = typer.Option(None, "--env", "-e", help="Environment folder or interpreter (default: $VIRTUAL_ENV, else ./.venv).")
 JsonOpt = typer.Option(False, "--json", help="Print one machine-readable JSON document.")
 YesOpt = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation.")
 SwapForceOpt = typer.Option(False, "--force", help="Swap even while processes run from the env.")
 NoCompileOpt = typer.Option(False, "--no-compile", help="Do not compile bytecode in the new env.")
-ToOpt = typer.Option("latest", "--to", help="Target: latest, X.Y (newest X.Y.*) or X.Y.Z.")
+ToOpt = typer.Option("latest", "--to", parser=_given("--to"), help="Target: latest, X.Y (newest X.Y.*) or X.Y.Z.")
 ProfileOpt = typer.Option(None, "--profile", help="Take requested packages and [constraints] from this profile.")
-PythonOpt = typer.Option(None, "--python", help="Build the new env on this Python (3.12, a path, or auto: the "
+PythonOpt = typer.Option(None, "--python", parser=_given("--python"), help="Build the new env on this Python (3.12, a path, or auto: the "
                          "newest installed Python the target supports).")
 StrategyOpt = _choice(Strategy, Strategy.MINIMAL, "--strategy",
                       help="minimal: move as little as possible; eager: newest of everything.")
 PreOpt = typer.Option(False, "--pre", help="Allow pre-releases (e.g. tf-nightly).")
-IndexOpt = typer.Option(None, "--index-url", help="Package index to use instead of the configured one.")
-ExtraIndexOpt = typer.Option(None, "--extra-index-url", help="Additional package index (repeatable).")
-FindLinksOpt = typer.Option(None, "--find-links", "-f", help="Folder of wheels to use (repeatable).")
+IndexOpt = typer.Option(None, "--index-url", parser=_given("--index-url", url=True), help="Package index to use instead of the configured one.")
+ExtraIndexOpt = typer.Option(None, "--extra-index-url", parser=_given("--extra-index-url", url=True), help="Additional package index (repeatable).")
+FindLinksOpt = typer.Option(None, "--find-links", "-f", parser=_given("--find-links"), help="Folder of wheels to use (repeatable).")
 OfflineOpt = typer.Option(False, "--offline", help="No network: use only --find-links folders and uv's cache.")
 AllowDownloadOpt = typer.Option(False, "--allow-python-download", help="Let uv download a missing Python.")
 GpuOpt = _choice(Gpu, Gpu.AUTO, "--gpu", help="cuda: tensorflow\\[and-cuda] (Linux x86_64); cpu: tensorflow-cpu; "
@@ -311,7 +330,8 @@ def apply(
     profile: Path = typer.Argument(..., help="Profile file; the pylock.toml its `lock` names is installed as is."),
     env: Optional[Path] = typer.Option(None, "--env", "-e", help="Environment folder to create, or to give a new "
                                        "generation (default: $VIRTUAL_ENV, else ./.venv)."),
-    python: Optional[str] = typer.Option(None, "--python", help="Build on this Python (default: the profile's)."),
+    python: Optional[str] = typer.Option(None, "--python", parser=_given("--python"),
+                                         help="Build on this Python (default: the profile's)."),
     find_links: Optional[list[Path]] = FindLinksOpt, offline: bool = OfflineOpt,
     resolve: bool = typer.Option(False, "--resolve", help="If the lock does not fit this machine, re-resolve the "
                                  "requested packages for it, keeping versions as close as possible."),
@@ -350,7 +370,8 @@ def apply(
 def bundle(
     profile: Path = typer.Argument(..., help="Profile file whose lock to bundle."),
     output: Path = typer.Option(..., "--output", "-o", help="Folder to write the wheels, profile and lock into."),
-    python: Optional[str] = typer.Option(None, "--python", help="Python to lock a profile without a lock for "
+    python: Optional[str] = typer.Option(None, "--python", parser=_given("--python"),
+                                         help="Python to lock a profile without a lock for "
                                          "(default: the profile's)."),
     find_links: Optional[list[Path]] = FindLinksOpt, offline: bool = OfflineOpt,
     as_json: bool = JsonOpt,

@@ -129,7 +129,7 @@ def build(staging: Path, python: Path, pylock_text: str, index: Index, *, offlin
     try:
         uvcmd.run(["venv", "--no-config", "--relocatable", "--python", str(python), "--quiet", str(env)],
                   log=log, what="uv venv")
-        uvcmd.run(args, log=log, what="uv pip sync")
+        uvcmd.run(args, log=log, what="uv pip sync", sources=uvcmd.index_sources(index))
     except uvcmd.UvFailed as exc:
         raise UserError(f"{exc.what} could not build the new environment; your environment was not changed.",
                         f"uv's full output is in {log}." if log else "Run again to see uv's output.",

@@ -10,6 +10,7 @@ that still resolve (numpy 1.24 → 1.26 rather than 2.x when that works).
 
 from __future__ import annotations
 
+import os
 import re
 import tempfile
 import time
@@ -95,10 +96,33 @@ def _explain(stderr: str) -> str:
 def _pip_compile(inputs: Inputs, args: list[str]) -> str:
     """``uv pip compile <args>`` with the common arguments; its stdout, or :class:`ResolutionFailed` in uv's words."""
     result = uvcmd.run(["pip", "compile"] + args + _common_args(inputs), log=inputs.log, check=False,
-                       what="uv pip compile")
+                       what="uv pip compile", sources=uvcmd.index_sources(inputs.index))
     if result.returncode != 0:
+        if "not found in the package registry" in result.stderr and not inputs.offline \
+                and os.environ.get("UV_OFFLINE", "").lower() not in ("1", "true", "yes"):
+            check_index_roots(inputs.index)  # a wrong index URL reads as "no such package"
         raise ResolutionFailed(_explain(result.stderr))
     return result.stdout
+
+
+def check_index_roots(index: Index, timeout: float = 15.0) -> None:
+    """Raise the network error of the first http(s) index whose root page does not answer 200.
+
+    uv takes a 404 for a project's page to mean "no such project", so an index URL that is wrong
+    altogether (404 at its root), or a server that fails, would read as a version problem. Only the
+    status is read, not the (possibly large) page.
+    """
+    from rebuild.index import http
+
+    urls = [] if index.no_index else [index.index_url or indexconf.PYPI, *index.extra_index_urls]
+    for url in urls:
+        if not http.is_http(url):
+            continue
+        try:
+            with http.open_url(url.rstrip("/") + "/", timeout=timeout):
+                pass
+        except http.ERRORS as exc:
+            raise http.network_error("the package index", url, exc) from None
 
 
 def _tf_requirement(inputs: Inputs, spec: str) -> str:

@@ -248,7 +248,73 @@ def override(index: Index, *, index_url: str | None = None, extra_index_urls: li
         out.settings.append(IndexSetting("command line", "find_links", " ".join(map(redact, out.find_links))))
     if offline and find_links:
         out.no_index = True
+    validate(out)
     return out
+
+
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+_NOUNS = {"index_url": "package index", "extra_index_urls": "extra package index", "find_links": "find-links location"}
+
+
+def malformed(value: str, *, path_ok: bool = False) -> str:
+    """Why ``value`` is not a usable index URL (or, with ``path_ok``, find-links location); "" when it is.
+
+    An index is an http(s):// or file:// URL or a local path (absolute, ``./``, ``~``); a find-links
+    location may also be a relative path.
+    """
+    value = value.strip()
+    if not value:
+        return "it is empty"
+    scheme = _SCHEME.match(value)
+    if scheme:
+        if any(c.isspace() for c in value):
+            return "a URL cannot contain white space"
+        name = scheme.group(1).lower()
+        if name == "file":
+            return ""
+        if name not in ("http", "https"):
+            return f"tfrebuild reads http://, https:// and file:// URLs, not {name}://"
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - raises ValueError for a bad port
+        except ValueError as exc:
+            return f"it is not a valid URL ({exc})"
+        return "" if parts.hostname else "it names no host"
+    if path_ok or value.startswith(("/", "./", "../", "~")) or re.match(r"^[A-Za-z]:[\\/]", value):
+        return ""
+    return "it is neither a URL (http://, https://, file://) nor a path"
+
+
+def _origin(index: Index, key: str) -> str:
+    origins = [s.origin for s in index.settings if s.key == key]
+    return f" (from {origins[-1]})" if origins else ""
+
+
+def validate(index: Index) -> None:
+    """Refuse a malformed index URL (exit 2) or a local index / find-links folder that does not exist (exit 1).
+
+    Run before uv is: uv reads a URL that is not one, or a missing ``file://`` index, as an index that
+    lacks the package, and the failure would read as a version problem.
+    """
+    from rebuild.errors import UserError
+    from rebuild.index.http import local_path
+
+    entries = [] if index.no_index else [("index_url", index.index_url)] + [
+        ("extra_index_urls", u) for u in index.extra_index_urls]
+    entries += [("find_links", f) for f in index.find_links]
+    hint = ("Fix it on the command line (--index-url, --extra-index-url, --find-links), in the PIP_*/UV_* "
+            "variable, or in the pip/uv configuration file named.")
+    for key, value in entries:
+        if not value and key == "index_url":
+            continue  # the default index
+        where = _origin(index, key)
+        problem = malformed(value, path_ok=key == "find_links")
+        if problem:
+            raise UserError(f"The {_NOUNS[key]} '{redact(value)}'{where} is not usable: {problem}.", hint)
+        local = local_path(value.strip())
+        if local is not None and not local.exists():
+            raise UserError(f"The {_NOUNS[key]} {redact(value)}{where} cannot be read: {local} does not exist.",
+                            hint + " Or create the folder.", exit_code=1)
 
 
 def uv_args(index: Index, offline: bool = False) -> list[str]:

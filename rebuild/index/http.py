@@ -168,4 +168,5 @@ def network_error(kind: str, url: str, exc: BaseException) -> UserError:
     else:
         reason = str(exc) or type(exc).__name__
     reason = redact_text(reason, [url])
-    return UserError(f"Could not read {kind} {shown}: {reason}.", hint, details=f"{type(exc).__name__}: {reason}")
+    return UserError(f"Could not read {kind} {shown}: {reason}.", hint, exit_code=1,
+                     details=f"{type(exc).__name__}: {reason}")

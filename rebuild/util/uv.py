@@ -6,17 +6,21 @@ allows them, runs it through the one subprocess runner (:mod:`rebuild.util.proc`
 ``PYTHONPATH``/``PYTHONHOME`` scrubbed, every ``UV_*``/``PIP_*``/proxy/SSL
 variable kept), optionally appends the redacted command line and output to a
 per-operation log file, and turns a failure into a :class:`UvFailed` carrying
-uv's own words.
+uv's own words -- except a network or index failure, which :func:`network_failure`
+turns into a :class:`~rebuild.errors.UserError` of its own (exit 1) naming the source,
+so that it is never read as a version problem.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from rebuild.errors import UserError
 from rebuild.util import proc
+from rebuild.util.proc import redact_line
 
 #: What :func:`run` returns: the runner's result (``args``, ``returncode``, ``stdout``, ``stderr``, ``seconds``).
 UvResult = proc.Result
@@ -46,6 +50,111 @@ class UvFailed(Exception):
         return f"{self.what} failed (exit {self.result.returncode}): {self.result.stderr.strip()}"
 
 
+_FETCH = re.compile(r"Failed to fetch: (\S+)")
+_FIND_LINKS = re.compile(r"Failed to read `--find-links` (directory|URL): (.+)")
+_HTTP_STATUS = re.compile(r"HTTP status (?:client|server) error \((\d{3})[^)]*?\)")
+_STATUS_TEXT = re.compile(r"\((\d{3} [^)]+)\)")
+_INDEX_HINT = re.compile(r"^hint: An index(?: URL)? \((\S+)\) (.*)$", re.M)
+_NETWORK_HINT = ("Check the URL (--index-url, --extra-index-url, --find-links, or your pip/uv configuration), "
+                 "that the server is up, and your network and proxy (HTTPS_PROXY) settings; or work without "
+                 "the index: --offline with --find-links pointing at a folder of wheels.")
+
+
+def _base_of(url: str) -> str:
+    return re.sub(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]*@", r"\1", url).rstrip("/")
+
+
+def _source(url: str, sources) -> tuple[str, str]:
+    """(noun, shown URL): the configured source ``url`` belongs to, credentials redacted."""
+    from rebuild.index.config import redact
+
+    for kind, configured in sources:
+        base = _base_of(configured)
+        if base and (_base_of(url) == base or _base_of(url).startswith(base + "/")):
+            return kind, redact(configured)
+    return "", redact_line(url)
+
+
+def _reason(causes: list[str]) -> tuple[str, str]:
+    """(what failed, extra hint) from uv's ``cause:`` lines."""
+    text = "\n".join(causes).lower()
+    for line in causes:
+        status = _HTTP_STATUS.search(line)
+        if status:
+            shown = _STATUS_TEXT.search(line)
+            code = int(status.group(1))
+            extra = "The server refused access: check the credentials. " if code in (401, 403) else ""
+            return f"it answered HTTP {shown.group(1) if shown else code}", extra
+    if "dns error" in text or "lookup address" in text or "name or service not known" in text:
+        return "its host name could not be resolved (DNS)", ""
+    if "certificate" in text or "tls" in text or "ssl" in text or "corrupt message" in text or "handshake" in text:
+        last = causes[-1] if causes else ""
+        return (f"the TLS connection failed ({last})",
+                "If the server speaks plain http, use an http:// URL; if a proxy re-signs TLS traffic, set "
+                "SSL_CERT_FILE to its CA bundle (uv also needs UV_NATIVE_TLS=1 or --native-tls for the system "
+                "store). ")
+    if "connection refused" in text:
+        return "the connection was refused (nothing listens at that address)", ""
+    if "timed out" in text or "timeout" in text:
+        return "the connection timed out", ""
+    if "connection reset" in text or "connection closed" in text or "unexpected eof" in text:
+        return f"the connection was dropped ({causes[-1]})", ""
+    return (causes[-1] if causes else "the request failed"), ""
+
+
+def network_failure(stderr: str, sources=()) -> UserError | None:
+    """uv's stderr as a network or index error (exit 1) naming the source, or ``None`` when it is something else.
+
+    ``sources`` are the configured ``(noun, url)`` pairs ("the package index", URL): a failing URL under one of
+    them is reported as that source. Matches uv 0.13's wording: ``Failed to fetch: URL`` with ``cause:``
+    lines (status, DNS, TLS, refused), ``Failed to read `--find-links` directory|URL``, and the
+    ``hint: An index URL (...) ... (401 Unauthorized)`` / ``returned a 403 Forbidden`` lines it adds to a
+    resolution failure.
+    """
+    lines = [line.strip() for line in (stderr or "").splitlines() if line.strip()]
+    causes = [line.split("cause:", 1)[1].strip() for line in lines if line.startswith("cause:")]
+    details = "uv says:\n" + redact_line((stderr or "").strip())[-3000:]
+    sources = list(sources)
+    links = next((m for m in map(_FIND_LINKS.search, lines) if m), None)
+    if links:
+        kind, location = links.groups()
+        location = location.strip()
+        if kind == "directory":
+            why = causes[0] if causes else "it cannot be read"
+            why = re.sub(r"\s*\(os error \d+\)$", "", why)
+            return UserError(f"The --find-links folder {redact_line(location)} cannot be read: {why}.",
+                             "Fix the path in --find-links, PIP_FIND_LINKS/UV_FIND_LINKS or the find-links setting "
+                             "of your pip/uv configuration, or create the folder.", exit_code=1, details=details)
+        reason, extra = _reason([c for c in causes if not c.startswith("Failed to fetch")])
+        return UserError(f"The --find-links page {redact_line(location)} could not be read: {reason}.",
+                         extra + _NETWORK_HINT, exit_code=1, details=details)
+    fetch = next((m for m in map(_FETCH.search, lines) if m), None)
+    if fetch:
+        url = fetch.group(1).rstrip(".,:")
+        noun, shown = _source(url, sources)
+        reason, extra = _reason([c for c in causes if not c.startswith(("Failed to fetch", "error sending request"))])
+        where = f"{noun} {shown}" if noun else shown
+        page = f" (while reading {redact_line(url)})" if noun and _base_of(url) != _base_of(shown) else ""
+        return UserError(f"uv could not read {where}: {reason}{page}.", extra + _NETWORK_HINT, exit_code=1,
+                         details=details)
+    index_hint = _INDEX_HINT.search(stderr or "")
+    if index_hint:
+        url, rest = index_hint.groups()
+        noun, shown = _source(url, sources)
+        status = _STATUS_TEXT.search(rest) or re.search(r"(\d{3} [A-Z][A-Za-z ]+?) error", rest)
+        reason = f"it answered HTTP {status.group(1)}" if status else rest.rstrip(".")
+        return UserError(f"The {noun.removeprefix('the ') or 'package index'} {shown} refused access: {reason}.",
+                         "Check the credentials: in the URL (https://user:password@host/...), in ~/.netrc, or in "
+                         "uv's UV_INDEX_<NAME>_USERNAME / _PASSWORD variables.", exit_code=1, details=details)
+    return None
+
+
+def index_sources(index) -> list[tuple[str, str]]:
+    """The ``(noun, url)`` pairs of an :class:`~rebuild.env.profile.Index`, for :func:`network_failure`."""
+    out = [] if index.no_index else [("the package index", u) for u in [index.index_url, *index.extra_index_urls] if u]
+    return out + [("the --find-links location", f) for f in index.find_links if f]
+
+
 def run(
     args: list[str],
     *,
@@ -56,13 +165,16 @@ def run(
     check: bool = True,
     cwd: Path | None = None,
     what: str = "uv",
+    sources=(),
 ) -> UvResult:
     """Run ``uv <args>`` and return its output.
 
     ``--no-python-downloads`` is always passed unless the user allowed
     downloads: on machines where an interpreter cannot be found uv would
     otherwise spend many seconds trying to fetch one. ``env`` (default: this
-    process's environment) is scrubbed by :func:`proc.clean_environ`.
+    process's environment) is scrubbed by :func:`proc.clean_environ`. A
+    network or index failure raises :func:`network_failure`'s error even with
+    ``check=False``; ``sources`` (``(noun, url)`` pairs) name the configured ones.
     """
     cmd = [uv_bin()]
     if not allow_python_downloads:
@@ -79,6 +191,10 @@ def run(
     if result.error:
         raise UserError(f"{what} cannot be started ({cmd[0]}): {result.error}.",
                         "Reinstall tfrebuild (pip install tfrebuild), or point TFREBUILD_UV at a working uv.")
+    if result.returncode != 0:
+        failure = network_failure(result.stderr, sources)
+        if failure is not None:
+            raise failure
     if check and result.returncode != 0:
         raise UvFailed(result, log, what)
     return result
