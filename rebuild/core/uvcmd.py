@@ -18,6 +18,9 @@ from pathlib import Path
 from rebuild.errors import UserError
 from rebuild.util import proc
 
+#: uv's variables that narrow a resolution: an install of a lock must not see them.
+RESOLVE_ONLY = ("UV_CONSTRAINT", "UV_BUILD_CONSTRAINT", "UV_OVERRIDE")
+
 #: What :func:`run` returns: the runner's result (``args``, ``returncode``, ``stdout``, ``stderr``, ``seconds``).
 UvResult = proc.Result
 
@@ -56,19 +59,24 @@ def run(
     check: bool = True,
     cwd: Path | None = None,
     what: str = "uv",
+    for_install: bool = False,
 ) -> UvResult:
     """Run ``uv <args>`` and return its output.
 
     ``--no-python-downloads`` is always passed unless the user allowed
     downloads: on machines where an interpreter cannot be found uv would
     otherwise spend many seconds trying to fetch one. ``env`` (default: this
-    process's environment) is scrubbed by :func:`proc.clean_environ`.
+    process's environment) is scrubbed by :func:`proc.clean_environ`. ``for_install`` (installing or
+    locking exact pins) also drops :data:`RESOLVE_ONLY`, which uv reads even with ``--no-config``.
     """
     cmd = [uv_bin()]
     if not allow_python_downloads:
         cmd.append("--no-python-downloads")
     cmd += [str(a) for a in args]
     run_env = proc.clean_environ(env)
+    if for_install:
+        for name in RESOLVE_ONLY:
+            run_env.pop(name, None)
     run_env.setdefault("NO_COLOR", "1")
     result = proc.run(cmd, env=run_env, timeout=timeout, cwd=cwd, log=log)
     if result.timed_out:
