@@ -10,10 +10,11 @@ This is the one test that talks to the real PyPI. It does what a user does:
   upgrade, rollback, history. A step whose predecessor failed is skipped with a
   reason instead of failing for the same cause twice.
 
-Isolation: every subprocess runs with ``PIP_CONFIG_FILE=/dev/null`` and without any
-``PIP_*``/``UV_*`` variable, so pip and tfrebuild (which reads pip's configuration)
-see PyPI only, never the machine's extra local indexes. uv keeps its default user
-cache (``~/.cache/uv``), so a second run is fast.
+Configuration: every subprocess runs with the machine's own pip and uv configuration
+untouched (its pip.conf, uv.toml and ``PIP_*``/``UV_*`` variables: on a company machine a
+constraints file, extra mirrors, find-links), as a user's command would; tfrebuild must
+upgrade such an env all the same. Only ``VIRTUAL_ENV``/``PYTHONPATH``/``PYTHONHOME`` are
+dropped. uv keeps its default user cache (``~/.cache/uv``), so a second run is fast.
 
 The whole module is skipped, with the reason, when https://pypi.org/simple/tensorflow-cpu/
 does not answer within 5 s. Run it with::
@@ -65,17 +66,22 @@ TF_CHECK = ("import tensorflow as tf, scipy.linalg; print(tf.__version__); "
 
 
 def clean_environ() -> dict[str, str]:
-    """``os.environ`` without any ``PIP_*``/``UV_*`` variable, with pip's config files switched off."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PIP_", "UV_")) and k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
-    env["PIP_CONFIG_FILE"] = os.devnull
+    """``os.environ`` as the user has it (pip's and uv's configuration kept), no active venv."""
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
     env["NO_COLOR"] = "1"
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"  # keep TensorFlow's start-up chatter out of failure messages
     return env
 
 
+def machine_index(env: Path):
+    """The index settings (redacted) tfrebuild reads from this machine's pip and uv configuration."""
+    from rebuild.index import config as indexconf
+
+    return indexconf.redacted(indexconf.discover(prefix=env, environ=clean_environ()))
+
+
 def run(cmd: list, *, cwd: Path, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
-    """Run ``cmd`` isolated from the user's pip/uv configuration; on failure show its output."""
+    """Run ``cmd`` with the machine's pip/uv configuration; on failure show its output."""
     proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=clean_environ(), cwd=cwd,
                           stdin=subprocess.DEVNULL, timeout=timeout)
     if check and proc.returncode != 0:
@@ -193,8 +199,11 @@ def test_1_snapshot(tf_env: TfEnv) -> None:
     assert profile["requested"] == ["pandas", "scipy", "tensorflow-cpu"]
     assert profile["tensorflow"]["distribution"] == "tensorflow-cpu"
     assert profile["tensorflow"]["version"] == TF_OLD
-    assert profile["index"]["index_url"] == "https://pypi.org/simple"
-    assert not profile["index"].get("extra_index_urls"), "the machine's pip config leaked into the test"
+    machine = machine_index(tf_env.path)  # the profile records the machine's own configuration
+    assert profile["index"].get("index_url", "") == machine.index_url
+    assert profile["index"].get("extra_index_urls", []) == machine.extra_index_urls
+    assert profile["index"].get("constraints", []) == machine.constraints
+    assert profile["index"].get("constraint_lines", []) == machine.constraint_lines
     tf_env.done.add("snapshot")
 
 
@@ -211,8 +220,11 @@ def test_2_plan(tf_env: TfEnv) -> None:
     assert "scipy" not in changes, f"scipy 1.11.4 must stay: {changes.get('scipy')}"
     if "numpy" in changes:  # numpy may move within 1.x, never to 2.x (scipy 1.11.4 needs numpy<1.28)
         assert changes["numpy"]["new"] and Version(changes["numpy"]["new"]).major == 1, changes["numpy"]
-    assert plan["index"]["index_url"] == "https://pypi.org/simple"
-    assert plan["index"]["extra_index_urls"] == [] and plan["index"]["find_links"] == []
+    machine = machine_index(tf_env.path)
+    assert plan["index"]["index_url"] == machine.index_url
+    assert plan["index"]["extra_index_urls"] == machine.extra_index_urls
+    assert plan["index"]["find_links"] == machine.find_links
+    assert plan["index"]["constraint_lines"] == machine.constraint_lines
     assert freeze_pip(tf_env.path, tf_env.work) == before, "plan changed the environment"
     tf_env.target = plan["tf_new"]
     tf_env.done.add("plan")

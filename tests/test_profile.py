@@ -72,6 +72,7 @@ def full_profile() -> prof.Profile:
             no_index=True,
             index_strategy="unsafe-best-match",
             constraints=["/etc/constraints.txt"],
+            constraint_lines=["numpy<2"],
             settings=[
                 prof.IndexSetting("pip config /root/.config/pip/pip.conf", "index_url",
                                   "https://user:****@mirror.example/simple"),

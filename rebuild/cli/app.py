@@ -71,6 +71,8 @@ PreOpt = typer.Option(False, "--pre", help="Allow pre-releases (e.g. tf-nightly)
 IndexOpt = typer.Option(None, "--index-url", parser=_given("--index-url", url=True), help="Package index to use instead of the configured one.")
 ExtraIndexOpt = typer.Option(None, "--extra-index-url", parser=_given("--extra-index-url", url=True), help="Additional package index (repeatable).")
 FindLinksOpt = typer.Option(None, "--find-links", "-f", parser=_given("--find-links"), help="Folder of wheels to use (repeatable).")
+ConstraintOpt = typer.Option(None, "--constraint", "-c", help="Constraints file for resolving, on top of pip's and "
+                             "uv's configured ones (repeatable); recorded in the new generation's profile.")
 OfflineOpt = typer.Option(False, "--offline", help="No network: use only --find-links folders and uv's cache.")
 AllowDownloadOpt = typer.Option(False, "--allow-python-download", help="Let uv download a missing Python.")
 GpuOpt = _choice(Gpu, Gpu.AUTO, "--gpu", help="cuda: tensorflow\\[and-cuda] (Linux x86_64); cpu: tensorflow-cpu; "
@@ -141,7 +143,8 @@ def plan(
     env: Optional[Path] = EnvOpt, to: str = ToOpt, profile: Optional[Path] = ProfileOpt,
     python: Optional[str] = PythonOpt, strategy: Strategy = StrategyOpt, pre: bool = PreOpt,
     index_url: Optional[str] = IndexOpt, extra_index_url: Optional[list[str]] = ExtraIndexOpt,
-    find_links: Optional[list[Path]] = FindLinksOpt, offline: bool = OfflineOpt,
+    find_links: Optional[list[Path]] = FindLinksOpt, constraint: Optional[list[Path]] = ConstraintOpt,
+    offline: bool = OfflineOpt,
     allow_python_download: bool = AllowDownloadOpt, keras: Keras = KerasOpt, gpu: Gpu = GpuOpt,
     as_json: bool = JsonOpt,
 ) -> None:
@@ -153,7 +156,7 @@ def plan(
 
     opts = planning.Options(env=env, to=to, profile=profile, python=python, strategy=strategy, pre=pre,
                             index_url=index_url, extra_index_urls=extra_index_url or [],
-                            find_links=_links(find_links), offline=offline,
+                            find_links=_links(find_links), constraints=_links(constraint), offline=offline,
                             allow_python_download=allow_python_download, keras=keras, gpu=gpu)
 
     def work():
@@ -168,7 +171,8 @@ def upgrade(
     env: Optional[Path] = EnvOpt, to: str = ToOpt, profile: Optional[Path] = ProfileOpt,
     python: Optional[str] = PythonOpt, strategy: Strategy = StrategyOpt, pre: bool = PreOpt,
     index_url: Optional[str] = IndexOpt, extra_index_url: Optional[list[str]] = ExtraIndexOpt,
-    find_links: Optional[list[Path]] = FindLinksOpt, offline: bool = OfflineOpt, no_compile: bool = NoCompileOpt,
+    find_links: Optional[list[Path]] = FindLinksOpt, constraint: Optional[list[Path]] = ConstraintOpt,
+    offline: bool = OfflineOpt, no_compile: bool = NoCompileOpt,
     allow_python_download: bool = AllowDownloadOpt, keras: Keras = KerasOpt, gpu: Gpu = GpuOpt,
     yes: bool = YesOpt, force: bool = SwapForceOpt, as_json: bool = JsonOpt,
 ) -> None:
@@ -182,8 +186,8 @@ def upgrade(
     from rebuild.core.plan import Options
 
     opts = Options(env=env, to=to, profile=profile, python=python, strategy=strategy, pre=pre, index_url=index_url,
-                   extra_index_urls=extra_index_url or [], find_links=_links(find_links), offline=offline,
-                   no_compile=no_compile, yes=yes, force=force, allow_python_download=allow_python_download,
+                   extra_index_urls=extra_index_url or [], find_links=_links(find_links),
+                   constraints=_links(constraint), offline=offline, no_compile=no_compile, yes=yes, force=force, allow_python_download=allow_python_download,
                    keras=keras, gpu=gpu)
 
     def work():

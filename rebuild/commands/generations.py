@@ -37,13 +37,15 @@ def recover(store: Store) -> str | None:
 
 
 def write_profile(store: Store, number: int, profile: prof.Profile | None = None, *,
-                  like: prof.Profile | None = None, commands: list[str] | None = None) -> None:
+                  like: prof.Profile | None = None, commands: list[str] | None = None,
+                  index: prof.Index | None = None) -> None:
     """Each generation keeps the profile of its environment.
 
     Without ``profile`` it is a fresh snapshot of the env at the real path, pointing at the
     generation's lock when it has one, and carrying over ``like``'s user edits: its
     ``[constraints]``, smoke imports and smoke commands (or ``commands``, when only some of
-    them may be kept, as for a foreign profile in ``apply``).
+    them may be kept, as for a foreign profile in ``apply``). ``index`` (redacted) gives the
+    constraints the generation was resolved with (``--constraint`` files included).
     """
     from rebuild.env import snapshot
 
@@ -52,6 +54,11 @@ def write_profile(store: Store, number: int, profile: prof.Profile | None = None
         profile = snapshot.take(store.env)
         if (folder / "pylock.toml").exists():
             profile.lock = "pylock.toml"
+        if index is not None:
+            profile.index.constraints = list(index.constraints)
+            profile.index.constraint_lines = list(index.constraint_lines)
+            profile.index.settings += [s for s in index.settings if s.key in ("constraints", "constraint_lines")
+                                       and s not in profile.index.settings]
         if like is not None:
             profile.constraints = dict(like.constraints)
             profile.smoke.imports = list(like.smoke.imports) or profile.smoke.imports

@@ -8,6 +8,7 @@ was; a crash leaves a journal that the next command finishes or undoes.
 
 from __future__ import annotations
 
+import functools
 import shlex
 import shutil
 import sys
@@ -83,7 +84,8 @@ def _apply(store: Store, the_plan: planning.Plan, opts: planning.Options, op: st
         checks=dict(tf_version=the_plan.tf_new, imports=the_plan.current.smoke.imports,
                     commands=the_plan.current.smoke.commands, keras_major=2 if the_plan.keras_legacy else None,
                     gpu_required=the_plan.gpu_required),
-        write_profile=generations.write_profile, like=the_plan.current, log=log,
+        write_profile=functools.partial(generations.write_profile, index=the_plan.index), like=the_plan.current,
+        log=log,
         adopt=transaction.Adoption(tensorflow=f"{the_plan.tf_distribution} {the_plan.tf_old}",
                                    python=the_plan.python_old, like=the_plan.current),
         before_swap=lambda: generations.refuse_if_in_use(store.env, opts.force), progress=progress), result)

@@ -123,13 +123,13 @@ def build(staging: Path, python: Path, pylock_text: str, index: Index, *, offlin
     args = ["pip", "sync", str(install_file), "--no-config", "--python", str(env / "bin" / "python"), "--quiet"]
     if hashed or require_hashes:
         args.append("--require-hashes")
-    args += indexconf.uv_args(index, offline=offline)
+    args += indexconf.uv_args(index, offline=offline, for_install=True)
     if compile_bytecode:
         args.append("--compile-bytecode")
     try:
         uvcmd.run(["venv", "--no-config", "--relocatable", "--python", str(python), "--quiet", str(env)],
                   log=log, what="uv venv")
-        uvcmd.run(args, log=log, what="uv pip sync", sources=uvcmd.index_sources(index))
+        uvcmd.run(args, log=log, what="uv pip sync", sources=uvcmd.index_sources(index), for_install=True)
     except uvcmd.UvFailed as exc:
         raise UserError(f"{exc.what} could not build the new environment; your environment was not changed.",
                         f"uv's full output is in {log}." if log else "Run again to see uv's output.",

@@ -411,7 +411,8 @@ def usable_index(index: prof.Index) -> prof.Index:
     """The index settings of a profile that mean something on this machine.
 
     Constraint files and find-links folders of the machine that wrote the profile are
-    dropped when they do not exist here; a URL whose credentials were redacted
+    dropped when they do not exist here (the profile's recorded constraint lines still apply
+    when re-resolving); a URL whose credentials were redacted
     (``user:****@host``) takes the credentials this machine has configured for the same
     host, if any.
     """
@@ -431,6 +432,8 @@ def usable_index(index: prof.Index) -> prof.Index:
     find_links = [fill(f) for f in index.find_links if "://" in f or Path(f).exists()]
     return prof.Index(index_url=fill(index.index_url) if index.index_url else "",
                       extra_index_urls=[fill(u) for u in index.extra_index_urls], find_links=find_links,
-                      no_index=index.no_index, index_strategy=index.index_strategy)
+                      no_index=index.no_index, index_strategy=index.index_strategy,
+                      constraints=[c for c in index.constraints if "://" in c or Path(c).is_file()],
+                      constraint_lines=list(index.constraint_lines))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ class Options:
     index_url: str | None = None
     extra_index_urls: list[str] = field(default_factory=list)
     find_links: list[str] = field(default_factory=list)
+    constraints: list[str] = field(default_factory=list)  # --constraint files, on top of the configured ones
     offline: bool = False
     no_compile: bool = False
     allow_python_download: bool = False
@@ -49,7 +51,7 @@ class Options:
     def __post_init__(self) -> None:
         for name, choice in (("strategy", Strategy), ("keras", Keras), ("gpu", Gpu)):
             object.__setattr__(self, name, choice.parse(getattr(self, name)))
-        for name in ("extra_index_urls", "find_links"):
+        for name in ("extra_index_urls", "find_links", "constraints"):
             object.__setattr__(self, name, [str(v) for v in getattr(self, name) or []])
 
 
@@ -218,12 +220,16 @@ def conflict_error(inputs: resolve.Inputs, tf_version: str, installed: str, expl
     blockers = [n for n in inputs.requested if canonicalize_name(Requirement(n).name) in text]
     blockers = [n for n in blockers if n not in SEED_PACKAGES]
     constraints = [f"{n}{s}" for n, s in inputs.constraints.items() if n in text]
+    configured = [c for c in indexconf.constraints_of(inputs.index) if c.name in text]
     ok = newest_resolvable(inputs, installed, tf_version)
     choices = []
     if ok:
         choices.append(f"--to {ok} (the newest {inputs.tf_distribution} that resolves with everything else kept)")
     for c in constraints:
         choices.append(f"relax the constraint `{c}` in the profile's [constraints]")
+    for c in configured:
+        choices.append(f"relax the constraint `{c.text}` ({c.where})")
+    constraints += [f"the constraint `{c.text}` ({c.where})" for c in configured]
     for b in blockers:
         choices.append(f"upgrade {b} too (--strategy eager) or drop it from the profile's requested packages")
     stand = f" Standing in the way: {', '.join(blockers + constraints)}." if blockers or constraints else ""
@@ -408,12 +414,56 @@ def _inputs(opts: Options, survey: _Survey, interp, tf: str, extras: list[str], 
     return inputs
 
 
+def _unconstrained_target(inputs: resolve.Inputs, target: resolve.TargetSpec) -> str | None:
+    """What ``--to`` would mean without the configured constraints."""
+    free = dataclasses.replace(inputs, index=dataclasses.replace(inputs.index, constraints=[], constraint_lines=[]))
+    try:
+        return resolve.find_target(free, target)
+    except resolve.ResolutionFailed:
+        return None
+
+
+def _tf_constraints(inputs: resolve.Inputs) -> list[indexconf.Constraint]:
+    return [c for c in indexconf.constraints_of(inputs.index) if c.name == inputs.tf_distribution]
+
+
+def constraint_refusal(inputs: resolve.Inputs, target: resolve.TargetSpec, explanation: str) -> UserError | None:
+    """A configured constraint on the TensorFlow distribution rules the target out: name it and where it is set."""
+    from packaging.specifiers import SpecifierSet
+
+    mine = _tf_constraints(inputs)
+    wanted = _unconstrained_target(inputs, target) if mine else None
+    if wanted is None:
+        return None
+    ruling = [c for c in mine if not SpecifierSet(c.specifier).contains(wanted, prereleases=True)] or mine
+    named = "; ".join(f"the constraint `{c.text}` ({c.where})" for c in ruling)
+    return UserError(f"{named[0].upper() + named[1:]} rules out {inputs.tf_distribution} {wanted}, which --to "
+                     f"{target.raw} means.",
+                     "Relax or remove that constraint (or set PIP_CONSTRAINT/UV_CONSTRAINT to another file), "
+                     "or choose a --to it allows. Nothing was changed.",
+                     exit_code=1, details="uv says:\n" + explanation)
+
+
+def constraint_note(inputs: resolve.Inputs, target: resolve.TargetSpec, tf_new: str) -> str:
+    """Say so when a configured constraint holds the target below what the index offers."""
+    if not _tf_constraints(inputs):
+        return ""
+    wanted = _unconstrained_target(inputs, target)
+    if not wanted or Version(wanted) <= Version(tf_new):
+        return ""
+    named = ", ".join(f"`{c.text}` ({c.where})" for c in _tf_constraints(inputs))
+    return f"{inputs.tf_distribution} {wanted} matches --to {target.raw}, but the constraint {named} holds it at {tf_new}"
+
+
 def _target_version(inputs: resolve.Inputs, target: resolve.TargetSpec, python_version: str, pre: bool) -> str:
     """The TensorFlow release ``--to`` means for this interpreter."""
     tf = inputs.tf_distribution
     try:
         tf_new = resolve.find_target(inputs, target)
     except resolve.ResolutionFailed as exc:
+        refusal = constraint_refusal(inputs, target, exc.explanation)
+        if refusal is not None:
+            raise refusal from None
         text = exc.explanation.lower()
         if "matching python abi tag" in text or "requires-python" in text or "python>=" in text \
                 or "we only found wheels" in text:
@@ -526,7 +576,8 @@ def make_plan(opts: Options, progress=None, log: Path | None = None) -> Plan:
     current, tf_old = survey.current, survey.current.tensorflow.version
     tf, extras, route = gpu_route(opts.gpu, survey.tf, current)
     index = indexconf.override(indexconf.discover(prefix=survey.loc.path), index_url=opts.index_url,
-                               extra_index_urls=opts.extra_index_urls, find_links=opts.find_links, offline=opts.offline)
+                               extra_index_urls=opts.extra_index_urls, find_links=opts.find_links, offline=opts.offline,
+                               constraints=opts.constraints)
     interp, python_note = _interpreter(opts, current, tf, extras, target, index)
     inputs = _inputs(opts, survey, interp, tf, extras, index, log)
     progress.stage("resolve", f"{tf}{'[' + ','.join(extras) + ']' if extras else ''} {target.raw} "
@@ -543,6 +594,8 @@ def make_plan(opts: Options, progress=None, log: Path | None = None) -> Plan:
     if tf_old == tf_new:
         notes.append(f"{tf} is already at {tf_new}, the newest release that matches --to {target.raw}")
     notes += [python_note] if python_note else []
+    held = constraint_note(inputs, target, tf_new) if target.kind != "exact" else ""
+    notes += [held] if held else []
     notes += _route_notes(survey, tf, extras, route, variant_note)
     dependents = keras2_dependents(survey.requires)
     notes += _keras_notes(tf_old, tf_new, keras_legacy, resolved.pins.get("tf-keras", ""), dependents)

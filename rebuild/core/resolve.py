@@ -81,9 +81,9 @@ class ResolutionFailed(Exception):
         self.explanation = explanation
 
 
-def _common_args(inputs: Inputs) -> list[str]:
+def _common_args(inputs: Inputs, constrained: bool = True) -> list[str]:
     args = ["--no-config", "--python", str(inputs.python), "--quiet"]
-    args += indexconf.uv_args(inputs.index, offline=inputs.offline)
+    args += indexconf.uv_args(inputs.index, offline=inputs.offline, for_install=not constrained)
     args += ["--prerelease", "allow" if inputs.pre else "if-necessary-or-explicit"]
     return args
 
@@ -93,10 +93,24 @@ def _explain(stderr: str) -> str:
     return "\n".join(line for line in lines if line.strip())
 
 
-def _pip_compile(inputs: Inputs, args: list[str]) -> str:
-    """``uv pip compile <args>`` with the common arguments; its stdout, or :class:`ResolutionFailed` in uv's words."""
-    result = uvcmd.run(["pip", "compile"] + args + _common_args(inputs), log=inputs.log, check=False,
-                       what="uv pip compile", sources=uvcmd.index_sources(inputs.index))
+def _pip_compile(inputs: Inputs, args: list[str], constrained: bool = True) -> str:
+    """``uv pip compile <args>`` with the common arguments; its stdout, or :class:`ResolutionFailed` in uv's words.
+
+    ``constrained``: the configured constraints apply (their files, and their recorded lines, which a
+    profile carries to machines without the files); locking exact pins takes none.
+    """
+    with tempfile.TemporaryDirectory(prefix="tfrebuild-constraints-") as tmp:
+        extra: list[str] = []
+        if constrained and inputs.index.constraint_lines:
+            carried = Path(tmp) / "configured-constraints.txt"
+            carried.write_text("\n".join(inputs.index.constraint_lines) + "\n", encoding="utf-8")
+            extra = ["--constraint", str(carried)]
+        # UV_CONSTRAINT is in inputs.index already (indexconf.discover): uv must not add it a second time,
+        # so that an index without constraints means none.
+        environ = {k: v for k, v in os.environ.items() if k != "UV_CONSTRAINT"}
+        result = uvcmd.run(["pip", "compile"] + args + extra + _common_args(inputs, constrained), log=inputs.log,
+                           check=False, what="uv pip compile", for_install=not constrained, env=environ,
+                           sources=uvcmd.index_sources(inputs.index))
     if result.returncode != 0:
         if "not found in the package registry" in result.stderr and not inputs.offline \
                 and os.environ.get("UV_OFFLINE", "").lower() not in ("1", "true", "yes"):
@@ -241,5 +255,6 @@ def lock(inputs: Inputs, pins: dict[str, str], workdir: Path) -> str:
     pinned = workdir / "pinned.txt"
     pinned.write_text("".join(f"{n}=={v}\n" for n, v in sorted(pins.items())))
     out = workdir / "pylock.toml"
-    _pip_compile(inputs, [str(pinned), "--no-deps", "--format", "pylock.toml", "-o", str(out), "--no-header"])
+    _pip_compile(inputs, [str(pinned), "--no-deps", "--format", "pylock.toml", "-o", str(out), "--no-header"],
+                 constrained=False)
     return out.read_text()

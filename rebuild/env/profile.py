@@ -80,7 +80,8 @@ class Index:
     find_links: list[str] = field(default_factory=list)
     no_index: bool = False
     index_strategy: str = ""
-    constraints: list[str] = field(default_factory=list)
+    constraints: list[str] = field(default_factory=list)  # constraint files (paths or URLs)
+    constraint_lines: list[str] = field(default_factory=list)  # their requirements, and uv's constraint-dependencies
     settings: list[IndexSetting] = field(default_factory=list)
 
 

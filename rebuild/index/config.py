@@ -20,6 +20,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from rebuild.env.profile import Index, IndexSetting
+from rebuild.errors import UserError
 
 PYPI = "https://pypi.org/simple"
 
@@ -169,6 +170,8 @@ def _uv_layers(environ: dict[str, str], home: Path, cwd: Path) -> list[_Layer]:
                 layer.values["no_index"] = bool(table["no-index"])
             if "index-strategy" in table:
                 layer.values["index_strategy"] = str(table["index-strategy"])
+            if isinstance(table.get("constraint-dependencies"), list):
+                layer.values["constraint_lines"] = [str(c) for c in table["constraint-dependencies"]]
             if layer.values:
                 layers.append(layer)
     env_layer = _Layer("environment (UV_*)")
@@ -209,14 +212,115 @@ def discover(
     cwd = Path(cwd or Path.cwd())
     layers = _pip_layers(environ, home, prefix) + _uv_layers(environ, home, cwd)
     index = Index(index_url=PYPI)
+    # Constraints only restrict, so every tool's are kept: within pip (or within uv) a later layer
+    # replaces an earlier one's, as each tool does; pip's, uv's and uv's constraint-dependencies add up.
+    constraints: dict[tuple[str, str], list[str]] = {}
     for layer in layers:
         for key, value in layer.implied.items():
             setattr(index, key, value)
         for key, value in layer.values.items():
-            setattr(index, key, value)
+            if key == "constraints":
+                value = [_absolute(c, cwd) for c in value]
+            if key in ("constraints", "constraint_lines"):
+                constraints[(_tool(layer.origin), key)] = list(value)
+            else:
+                setattr(index, key, value)
             shown = value if isinstance(value, str) else " ".join(value) if isinstance(value, list) else str(value).lower()
             index.settings.append(IndexSetting(origin=layer.origin, key=key, value=redact(str(shown))))
+    index.constraints = [c for (tool, key), v in sorted(constraints.items()) if key == "constraints" for c in v]
+    lines = [line for (tool, key), v in sorted(constraints.items()) if key == "constraint_lines" for line in v]
+    index.constraint_lines = list(dict.fromkeys(constraint_file_lines(index.constraints) + lines))
     return index
+
+
+def _tool(origin: str) -> str:
+    return "uv" if origin.startswith("uv ") or origin == "environment (UV_*)" else "pip"
+
+
+def _absolute(path: str, cwd: Path) -> str:
+    """A constraint file as an absolute path (pip and uv read a relative one from the working directory)."""
+    return path if "://" in path else str((cwd / Path(path).expanduser()).resolve())
+
+
+def _requirement_lines(path: Path, seen: set[Path]) -> list[tuple[Path, int, str]]:
+    """(file, line number, requirement) of a constraints file, following ``-c``/``-r`` includes."""
+    if path in seen:
+        return []
+    seen.add(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return []
+    out = []
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = re.sub(r"(^|\s)#.*$", "", raw).strip()
+        if not line:
+            continue
+        include = re.match(r"^(?:-c|-r|--constraint|--requirement)(?:\s+|=)(\S+)$", line)
+        if include:
+            out += _requirement_lines((path.parent / include.group(1)).resolve(), seen)
+        elif not line.startswith("-"):
+            out.append((path, number, line))
+    return out
+
+
+def constraint_file_lines(paths: list[str]) -> list[str]:
+    """The requirement lines of these constraint files (URLs are left to uv), in order."""
+    seen: set[Path] = set()
+    return [line for p in paths if "://" not in p for _, _, line in _requirement_lines(Path(p), seen)]
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """One configured constraint and where it was set, for messages."""
+
+    text: str  # e.g. "tensorflow-cpu<2.16"
+    name: str  # canonical project name
+    specifier: str
+    where: str  # e.g. "line 2 of /etc/pip-constraints.txt, set by pip config /etc/pip.conf"
+
+
+def constraints_of(index: Index) -> list[Constraint]:
+    """Every constraint of ``index`` (its files' lines and its recorded lines), with its origin."""
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.utils import canonicalize_name
+
+    origins: dict[str, str] = {}
+    for setting in index.settings:
+        if setting.key == "constraints":
+            for path in setting.value.split():
+                origins[path] = setting.origin
+        elif setting.key == "constraint_lines":
+            origins.setdefault(f"line:{setting.value}", setting.origin)
+    found: list[tuple[str, str]] = []
+    seen: set[Path] = set()
+    for path in index.constraints:
+        if "://" in path:
+            continue
+        for file, number, line in _requirement_lines(Path(path), seen):
+            by = origins.get(redact(path)) or origins.get(path)
+            found.append((line, f"line {number} of {file}" + (f", set by {by}" if by else "")))
+    known = {text for text, _ in found}
+    for line in index.constraint_lines:
+        if line in known:
+            continue
+        by = next((o for k, o in origins.items() if k.startswith("line:") and line in k), "")
+        found.append((line, f"set by {by}" if by else "recorded in the profile"))
+    out = []
+    for text, where in found:
+        try:
+            req = Requirement(text)
+        except InvalidRequirement:
+            continue
+        out.append(Constraint(redact_text(text), canonicalize_name(req.name), str(req.specifier), where))
+    return out
+
+
+def redact_text(text: str) -> str:
+    """Credentials hidden in every URL of ``text`` (a constraint line may name a URL)."""
+    from rebuild.util.proc import redact_line
+
+    return redact_line(text)
 
 
 def redacted(index: Index) -> Index:
@@ -228,15 +332,27 @@ def redacted(index: Index) -> Index:
         no_index=index.no_index,
         index_strategy=index.index_strategy,
         constraints=list(index.constraints),
+        constraint_lines=[redact_text(line) for line in index.constraint_lines],
         settings=list(index.settings),
     )
 
 
 def override(index: Index, *, index_url: str | None = None, extra_index_urls: list[str] | None = None,
-             find_links: list[str] | None = None, offline: bool = False) -> Index:
-    """Apply command-line flags on top of the discovered settings."""
+             find_links: list[str] | None = None, offline: bool = False,
+             constraints: list[str] | None = None) -> Index:
+    """Apply command-line flags on top of the discovered settings (``--constraint`` files add to the configured)."""
     out = Index(**{k: getattr(index, k) for k in index.__dataclass_fields__})
     out.settings = list(index.settings)
+    out.constraints, out.constraint_lines = list(index.constraints), list(index.constraint_lines)
+    if constraints:
+        files = [str(Path(c).expanduser().resolve()) for c in constraints]
+        for given, path in zip(constraints, files):
+            if not Path(path).is_file():
+                raise UserError(f"The constraint file {given} given with --constraint does not exist or is not a file.",
+                                "Check the path; nothing was changed.")
+        out.constraints += [f for f in files if f not in out.constraints]
+        out.constraint_lines = list(dict.fromkeys(out.constraint_lines + constraint_file_lines(files)))
+        out.settings.append(IndexSetting("command line", "constraints", " ".join(files)))
     if index_url:
         out.index_url = index_url
         out.settings.append(IndexSetting("command line", "index_url", redact(index_url)))
@@ -317,8 +433,12 @@ def validate(index: Index) -> None:
                             hint + " Or create the folder.", exit_code=1)
 
 
-def uv_args(index: Index, offline: bool = False) -> list[str]:
-    """Explicit uv flags for these settings (uv is run with ``--no-config``)."""
+def uv_args(index: Index, offline: bool = False, *, for_install: bool = False) -> list[str]:
+    """Explicit uv flags for these settings (uv is run with ``--no-config``).
+
+    Constraints are for resolving: an install of a lock (``for_install``) never takes them, since a
+    hashed install refuses any requirement not pinned with ``==`` and a lock needs no narrowing.
+    """
     args: list[str] = []
     if index.no_index:
         args.append("--no-index")
@@ -330,8 +450,9 @@ def uv_args(index: Index, offline: bool = False) -> list[str]:
         args += ["--find-links", link]
     if index.index_strategy:
         args += ["--index-strategy", index.index_strategy]
-    for constraint in index.constraints:
-        args += ["--constraint", constraint]
+    for constraint in [] if for_install else index.constraints:
+        if "://" in constraint or Path(constraint).is_file():  # a profile's files may not exist here
+            args += ["--constraint", constraint]
     if offline:
         args.append("--offline")
     return args

@@ -20,6 +20,9 @@ from pathlib import Path
 
 from rebuild.errors import UserError
 from rebuild.util import proc
+
+#: uv's variables that narrow a resolution: an install of a lock must not see them.
+RESOLVE_ONLY = ("UV_CONSTRAINT", "UV_BUILD_CONSTRAINT", "UV_OVERRIDE")
 from rebuild.util.proc import redact_line
 
 #: What :func:`run` returns: the runner's result (``args``, ``returncode``, ``stdout``, ``stderr``, ``seconds``).
@@ -166,6 +169,7 @@ def run(
     cwd: Path | None = None,
     what: str = "uv",
     sources=(),
+    for_install: bool = False,
 ) -> UvResult:
     """Run ``uv <args>`` and return its output.
 
@@ -174,13 +178,17 @@ def run(
     otherwise spend many seconds trying to fetch one. ``env`` (default: this
     process's environment) is scrubbed by :func:`proc.clean_environ`. A
     network or index failure raises :func:`network_failure`'s error even with
-    ``check=False``; ``sources`` (``(noun, url)`` pairs) name the configured ones.
+    ``check=False``; ``sources`` (``(noun, url)`` pairs) name the configured ones. ``for_install``
+    (installing or locking exact pins) also drops :data:`RESOLVE_ONLY`, which uv reads even with ``--no-config``.
     """
     cmd = [uv_bin()]
     if not allow_python_downloads:
         cmd.append("--no-python-downloads")
     cmd += [str(a) for a in args]
     run_env = proc.clean_environ(env)
+    if for_install:
+        for name in RESOLVE_ONLY:
+            run_env.pop(name, None)
     run_env.setdefault("NO_COLOR", "1")
     result = proc.run(cmd, env=run_env, timeout=timeout, cwd=cwd, log=log)
     if result.timed_out:
