@@ -206,6 +206,9 @@ def plan_text(term: Terminal, p) -> None:
         term.out.print(f"  Python: {p.python_old} → {p.python_new} ({p.python_path})", markup=False)
     else:
         term.out.print(f"  Python: {p.python_new} ({p.python_path})", markup=False)
+    newer = p.newer_release
+    if newer is not None:
+        term.out.print(f"  Newer TensorFlow for another Python: {p.tf_distribution} {newer.text}", markup=False)
     for note in p.notes:
         term.out.print(f"  note: {note}", markup=False)
     for f in p.preflight:
@@ -233,7 +236,10 @@ def _plan_dict(p) -> dict:
     keep = ("env", "tf_distribution", "tf_old", "tf_new", "target", "downgrade", "python_old", "python_new",
             "python_path", "strategy", "changes", "unchanged", "capped", "notes", "keras_legacy", "keras2_dependents",
             "preflight", "gpu_route", "gpu_required", "index", "seconds")
-    return {k: jsonable(getattr(p, k)) for k in keep}
+    out = {k: jsonable(getattr(p, k)) for k in keep}
+    newer = p.newer_release
+    out["newer_release"] = None if newer is None else {**jsonable(newer), "text": newer.text}
+    return out
 
 
 def confirm_plan(term: Terminal, p) -> bool:

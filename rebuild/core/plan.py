@@ -56,6 +56,24 @@ class Options:
 
 
 @dataclass
+class NewerRelease:
+    """A newer TensorFlow release that matches ``--to`` but has no wheel for the new env's Python."""
+
+    version: str
+    pythons: list[str]  # CPython minors it has wheels for on this platform ("3.10", ...)
+    python_option: str  # the --python that gets it: an installed interpreter's minor, else the newest minor
+    interpreter: str = ""  # that installed interpreter's path; "" when none is installed here
+
+    @property
+    def text(self) -> str:
+        where = (f"--python {self.python_option} ({self.interpreter}) or --python auto gets it"
+                 if self.interpreter else
+                 f"no such Python is installed here; install one (e.g. `pyenv install {self.python_option}`) and "
+                 f"pass --python {self.python_option}")
+        return f"{self.version} exists for Python {', '.join(self.pythons)}: {where}"
+
+
+@dataclass
 class Plan:
     env: str
     tf_distribution: str
@@ -73,6 +91,7 @@ class Plan:
     notes: list[str]
     index: prof.Index
     seconds: float
+    newer_release: NewerRelease | None = None  # the env's Python limits the target: what a newer one gets
     # Not rendered: what build needs.
     current: prof.Profile = field(repr=False, default=None)
     keras_legacy: bool = False
@@ -182,6 +201,35 @@ def no_wheel_error(inputs: resolve.Inputs, target: resolve.TargetSpec, python_ve
     where = f" It has wheels for Python {', '.join(supported)}." if supported else ""
     return UserError(f"{what} has no wheel for Python {python_version} on this platform.{where}", hint,
                      details=explanation)
+
+
+def newer_for_other_python(inputs: resolve.Inputs, target: resolve.TargetSpec, tf_new: str, python_version: str,
+                           system: str, machine: str) -> NewerRelease | None:
+    """The newest release matching ``target`` above ``tf_new`` that has wheels for this platform but not for
+    ``python_version`` (so the env's Python is what limits the target), with the ``--python`` that gets it."""
+    from rebuild.index import simple as indexinfo
+    from rebuild.index.tags import python_versions_with_wheels
+
+    if target.kind == "exact":
+        return None
+    try:
+        files = _tf_files(inputs)
+    except (UserError, OSError):
+        return None
+    minor = ".".join(python_version.split(".")[:2])
+    for version in indexinfo.versions(files, prereleases=inputs.pre):
+        if version <= Version(tf_new):
+            break
+        if target.specifier and version not in _specifier(target):
+            continue
+        pythons = python_versions_with_wheels(files, version, system or "Linux", machine or os.uname().machine)
+        if not pythons or minor in pythons:
+            continue  # no wheel for this platform at all, or the Python is not what excludes it
+        local = [i for i in interpreters.discover() if i.minor in pythons]
+        if local:
+            return NewerRelease(str(version), pythons, local[0].minor, str(local[0].path))
+        return NewerRelease(str(version), pythons, pythons[-1])
+    return None
 
 
 def _specifier(target: resolve.TargetSpec):
@@ -583,6 +631,8 @@ def make_plan(opts: Options, progress=None, log: Path | None = None) -> Plan:
     progress.stage("resolve", f"{tf}{'[' + ','.join(extras) + ']' if extras else ''} {target.raw} "
                    f"for Python {interp.version}")
     tf_new = _target_version(inputs, target, interp.version, opts.pre)
+    newer = newer_for_other_python(inputs, target, tf_new, interp.version, current.platform.system,
+                                   current.platform.machine)
     if route == "cuda":
         check_driver(current.gpu, tf_new)
     keras_legacy = _keras_switch(opts.keras, survey.data, inputs, tf_new)
@@ -610,6 +660,7 @@ def make_plan(opts: Options, progress=None, log: Path | None = None) -> Plan:
         python_path=str(interp.path), strategy=opts.strategy, changes=changes,
         unchanged=len(set(survey.pins) & set(resolved.pins)) - sum(1 for c in changes if c.old and c.new),
         capped=resolved.capped, notes=notes, index=indexconf.redacted(index), seconds=time.monotonic() - start,
+        newer_release=newer,
         keras_legacy=keras_legacy, keras2_dependents=dependents, preflight=findings,
         gpu_route=route, gpu_required=route == "cuda",
         current=current, new_requested=inputs.requested, pylock=resolved.pylock, index_live=index,

@@ -438,10 +438,26 @@ def uv_args(index: Index, offline: bool = False, *, for_install: bool = False) -
 
     Constraints are for resolving: an install of a lock (``for_install``) never takes them, since a
     hashed install refuses any requirement not pinned with ``==`` and a lock needs no narrowing.
+
+    Under ``unsafe-best-match`` (pip's view: every source pooled) the primary index is searched first, then
+    the extras in their order, and it stays the default index. uv takes a version's files from the first
+    index that lists the version when it checks a preference (an installed pin), so a mirror listed before
+    the primary that holds the version with fewer files would hide the primary's wheel for this Python; with
+    the primary first, every version the primary has gets all of the primary's files. Find-links folders
+    are flat indexes whose files uv adds to a version's files from any index. Under uv's own strategies
+    (``first-index``, ``unsafe-first-match``) uv's order is kept: extras first, the default index last.
+    See "Index settings" in docs/design.md.
     """
     args: list[str] = []
     if index.no_index:
         args.append("--no-index")
+    elif index.index_strategy == "unsafe-best-match":
+        primary = index.index_url or PYPI
+        args += ["--index", primary]
+        for url in index.extra_index_urls:
+            if url != primary:
+                args += ["--index", url]
+        args += ["--default-index", primary]
     else:
         args += ["--index-url", index.index_url or PYPI]
         for url in index.extra_index_urls:
