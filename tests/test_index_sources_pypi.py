@@ -21,7 +21,7 @@ import pytest
 from tests.kit import find_python
 from tests.kit.cli import CliRun as Run
 
-from rebuild.core.uvcmd import uv_bin
+from rebuild.util.uv import uv_bin
 
 pytestmark = [pytest.mark.network, pytest.mark.slow,
               pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux wheels assumed")]

@@ -22,6 +22,7 @@ from rich.padding import Padding
 from rich.table import Table
 
 from rebuild.errors import UserError
+from rebuild.util import proc
 from rebuild.util.versions import minor
 
 
@@ -57,12 +58,15 @@ def jsonable(value):
 
 
 def emit_json(document: dict) -> None:
-    sys.stdout.write(json.dumps(jsonable(document), indent=2, sort_keys=False) + "\n")
+    # Credentials in any URL of any command's document are masked here, whatever produced them.
+    sys.stdout.write(proc.redact_line(json.dumps(jsonable(document), indent=2, sort_keys=False)) + "\n")
     sys.stdout.flush()
 
 
 def error(term: Terminal, exc: UserError, as_json: bool) -> None:
     err = term.err
+    # uv's words quoted in an error may name an index URL with its credentials.
+    exc.message, exc.hint, exc.details = (proc.redact_line(t or "") for t in (exc.message, exc.hint, exc.details))
     if as_json:
         emit_json({"ok": False, **exc.to_dict()})
     err.print(f"[bold red]error:[/] {escape(exc.message)}", markup=True)

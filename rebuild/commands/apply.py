@@ -51,6 +51,7 @@ from rebuild.env import profile as prof
 from rebuild.env.locate import default_env_path, locate
 from rebuild.errors import UserError
 from rebuild.store.store import Store, new_op_id, state_dir
+from rebuild.util import proc
 from rebuild.util.progress import NULL
 from rebuild.knowledge.tf import SEED_PACKAGES
 
@@ -97,7 +98,7 @@ class ApplyResult(transaction.TransactionResult):
 
 def _command_line(profile: Path) -> str:
     if sys.argv[1:2] == ["apply"]:
-        return "tfrebuild " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        return proc.redact_line("tfrebuild " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     return f"tfrebuild apply {shlex.quote(str(profile))}"
 
 

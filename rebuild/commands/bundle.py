@@ -25,7 +25,8 @@ import tomli_w
 from packaging.tags import Tag
 from packaging.utils import parse_wheel_filename
 
-from rebuild.core.lockfile import Lock, LockedFile, LockedPackage, file_digests, file_name, profile_lock
+from rebuild.core.lockfile import (Lock, LockedFile, LockedPackage, file_digests, file_name, profile_lock,
+                                   usable_index, with_credentials)
 from rebuild.env import profile as prof
 from rebuild.env import snapshot
 from rebuild.errors import UserError
@@ -225,9 +226,14 @@ def run(profile_path, output, *, find_links: list[str] | None = None, offline: b
     data["created-by"] = "tfrebuild bundle"
     by_name = {pkg.name: raw for pkg, raw in zip(lock.packages, data["packages"])}
     bundled: list[BundledFile] = []
+    auth = usable_index(profile.index)  # the profile's sources with this machine's credentials filled in
     for i, (pkg, f) in enumerate(chosen, 1):
         dest = out / f.filename
-        how, digests = _bundle_one(pkg, f, _source(f, lock.base, folders), lock.base, dest, offline=offline,
+        source = _source(f, lock.base, folders)
+        if source.remote:
+            source = copy.copy(source)
+            source.url = with_credentials(source.url, auth)
+        how, digests = _bundle_one(pkg, f, source, lock.base, dest, offline=offline,
                                    timeout=timeout, progress=progress, label=f"[{i}/{len(chosen)}] {f.filename}")
         size = dest.stat().st_size
         _record(by_name[pkg.name], f, size, digests["sha256"])

@@ -20,6 +20,7 @@ from rebuild.errors import UserError
 from rebuild.store import recovery
 from rebuild.store.disk import exclusive_usage
 from rebuild.store.store import Generation, Store
+from rebuild.util import proc
 
 
 def open_store(env) -> Store:
@@ -177,7 +178,7 @@ def history(env=None) -> History:
     present = {n: p.exists() for n, p in trees.items()}
     alone, total = exclusive_usage([trees[n] for n in sorted(trees) if present[n]])
     rows = [HistoryRow(g.number, g.number == store.current_number, g.number == store.previous_number, g.created,
-                       g.tensorflow, g.python, alone.get(trees[g.number], 0), g.command, present[g.number])
+                       g.tensorflow, g.python, alone.get(trees[g.number], 0), proc.redact_line(g.command), present[g.number])
             for g in gens]
     return History(str(store.env), str(store.state), rows, total, recovered)
 

@@ -24,6 +24,7 @@ from rebuild.env.locate import locate
 from rebuild.errors import UserError
 from rebuild.knowledge.tf import SEED_PACKAGES
 from rebuild.store.store import Store, new_op_id
+from rebuild.util import proc
 from rebuild.util.progress import NULL
 
 
@@ -33,7 +34,10 @@ class UpgradeResult(transaction.TransactionResult):
 
 
 def _command_line() -> str:
-    return "tfrebuild " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "tfrebuild upgrade"
+    """The command as recorded in the generation, the lock file and the journal: credentials redacted."""
+    if not sys.argv[1:]:
+        return "tfrebuild upgrade"
+    return proc.redact_line("tfrebuild " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
 
 
 def run(opts: planning.Options, progress=None, confirm: Callable[[planning.Plan], bool] | None = None) -> UpgradeResult:

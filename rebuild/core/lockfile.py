@@ -437,3 +437,25 @@ def usable_index(index: prof.Index) -> prof.Index:
                       constraint_lines=list(index.constraint_lines))
 
 
+
+
+def with_credentials(url: str, index: prof.Index) -> str:
+    """``url`` with the credentials configured for its host, when it has none of its own.
+
+    A lock's file URLs carry no credentials (they are redacted when written); the wheels
+    of an authenticated index live on the same host as its pages, so a bundle download
+    takes the userinfo of the first configured source (``index``'s, then this machine's)
+    on the same host and port. A netrc entry for the host is used by the HTTP client.
+    """
+    target = urlsplit(url)
+    if "@" in target.netloc or not target.hostname or not target.scheme.startswith("http"):
+        return url
+    local = indexconf.discover()
+    for candidate in [index.index_url, *index.extra_index_urls, *index.find_links,
+                      local.index_url, *local.extra_index_urls, *local.find_links]:
+        c = urlsplit(candidate or "")
+        if "@" not in c.netloc or "****" in c.netloc:
+            continue
+        if (c.hostname, c.port) == (target.hostname, target.port):
+            return target._replace(netloc=f"{c.netloc.rsplit('@', 1)[0]}@{target.netloc}").geturl()
+    return url

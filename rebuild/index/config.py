@@ -17,10 +17,11 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from rebuild.env.profile import Index, IndexSetting
 from rebuild.errors import UserError
+from rebuild.util import proc
 
 PYPI = "https://pypi.org/simple"
 
@@ -33,24 +34,37 @@ def strip_name(value: str) -> str:
     return _NAMED.sub("", value.strip(), count=1)
 
 
-def redact(value: str) -> str:
-    """Hide the secret part of credentials in a URL (``user:****@host``); keeps a ``name=`` prefix."""
-    match = _NAMED.match(value)
-    if match:
-        return match.group(0) + redact(value[match.end():])
-    try:
-        parts = urlsplit(value)
-    except ValueError:
+def named_credentials(value: str, environ: dict[str, str]) -> str:
+    """``name=URL`` (or a URL and ``name``) with uv's ``UV_INDEX_<NAME>_USERNAME`` / ``_PASSWORD`` put in the URL.
+
+    uv applies those variables to a named index only; tfrebuild passes uv plain URLs
+    (``--index-url``), so the credentials travel in the URL, as with pip's own settings.
+    """
+    match = _NAMED.match(value.strip())
+    if not match:
         return value
-    if not parts.netloc or "@" not in parts.netloc:
-        return value
-    userinfo, host = parts.netloc.rsplit("@", 1)
-    if ":" in userinfo:
-        user = userinfo.split(":", 1)[0]
-        userinfo = f"{user}:****"
-    else:
-        userinfo = "****"  # a bare token
+    return with_index_credentials(match.group(1), strip_name(value), environ)
+
+
+def with_index_credentials(name: str, url: str, environ: dict[str, str]) -> str:
+    key = re.sub(r"[^A-Z0-9]", "_", name.upper())
+    user = environ.get(f"UV_INDEX_{key}_USERNAME", "")
+    password = environ.get(f"UV_INDEX_{key}_PASSWORD", "")
+    if not (user or password) or "://" not in url:
+        return url
+    parts = urlsplit(url)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    old_user = unquote(parts.username or "")
+    userinfo = quote(user or old_user, safe="") + (":" + quote(password, safe="") if password else "")
     return urlunsplit(parts._replace(netloc=f"{userinfo}@{host}"))
+
+
+def redact(value: str) -> str:
+    """Hide the secret part of credentials in a URL (``user:****@host``, a bare token ``****@host``).
+
+    One rule for URLs and free text alike: :func:`rebuild.util.proc.redact_line`.
+    """
+    return proc.redact_line(value)
 
 
 @dataclass
@@ -160,10 +174,13 @@ def _uv_layers(environ: dict[str, str], home: Path, cwd: Path) -> list[_Layer]:
             for index in table.get("index", []) if isinstance(table.get("index"), list) else []:
                 if not isinstance(index, dict) or "url" not in index:
                     continue
+                url = str(index["url"])
+                if isinstance(index.get("name"), str):
+                    url = with_index_credentials(index["name"], url, environ)
                 if index.get("default"):
-                    layer.values["index_url"] = str(index["url"])
+                    layer.values["index_url"] = url
                 else:
-                    layer.values.setdefault("extra_index_urls", []).append(str(index["url"]))
+                    layer.values.setdefault("extra_index_urls", []).append(url)
             if "find-links" in table:
                 layer.values["find_links"] = [str(u) for u in table["find-links"]]
             if "no-index" in table:
@@ -183,13 +200,13 @@ def _uv_layers(environ: dict[str, str], home: Path, cwd: Path) -> list[_Layer]:
         if not raw:
             continue
         if norm == "index_url":
-            env_layer.values[norm] = strip_name(raw)
+            env_layer.values[norm] = strip_name(named_credentials(raw, environ))
         elif norm == "index_strategy":
             env_layer.values[norm] = raw.strip()
         elif norm == "no_index":
             env_layer.values[norm] = _truthy(raw)
         else:
-            items = [w for w in re.split(r"[\s,]+", raw) if w] if norm == "find_links" else [strip_name(w) for w in _words(raw)]
+            items = [w for w in re.split(r"[\s,]+", raw) if w] if norm == "find_links" else [strip_name(named_credentials(w, environ)) for w in _words(raw)]
             env_layer.values.setdefault(norm, []).extend(items)
     if env_layer.values:
         layers.append(env_layer)

@@ -25,6 +25,7 @@ from typing import Iterable, Mapping
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from rebuild.errors import UserError
+from rebuild.util import proc
 
 USER_AGENT = "tfrebuild (python urllib)"
 _CA_BUNDLES = (
@@ -68,19 +69,55 @@ def redact_url(value: str) -> str:
     return redact(value)
 
 
-def redact_text(text: str, urls: Iterable[str]) -> str:
+def redact_text(text: str, urls: Iterable[str] = ()) -> str:
+    """``text`` with every ``scheme://user:secret@`` masked, and the secrets of ``urls`` wherever they appear."""
     for url in urls:
         if url:
             text = text.replace(url, redact_url(url))
-    # Anything else that looks like scheme://user:pass@ gets masked too.
-    return re.sub(r"(://[^/\s:@]+):[^/\s@]+@", r"\1:****@", text)
+            password = unquote(urlsplit(url).password or "") if "@" in url else ""
+            if len(password) >= 4:  # the secret quoted alone (a decoded URL, an echoed header)
+                text = text.replace(password, "****")
+    return proc.redact_line(text)
+
+
+def netrc_file() -> Path | None:
+    """The netrc file pip, uv and curl read: ``$NETRC``, else ``~/.netrc``, if it exists."""
+    name = os.environ.get("NETRC")
+    path = Path(os.path.expanduser(name)) if name else Path.home() / ".netrc"
+    return path if path.is_file() else None
+
+
+def netrc_auth(url: str) -> str | None:
+    """The ``Authorization`` value the netrc file gives for ``url``'s host (its ``default`` entry too), or None.
+
+    urllib does not read netrc; pip and uv do, so tfrebuild's own requests must too. An
+    unreadable or malformed netrc is ignored, as uv ignores it.
+    """
+    import netrc
+
+    path = netrc_file()
+    host = urlsplit(url).hostname
+    if path is None or not host:
+        return None
+    try:
+        entry = netrc.netrc(str(path)).authenticators(host)
+    except (netrc.NetrcParseError, OSError, UnicodeDecodeError):
+        return None
+    if not entry:
+        return None
+    login, _account, password = entry
+    token = base64.b64encode(f"{login or ''}:{password or ''}".encode()).decode("ascii")
+    return f"Basic {token}"
 
 
 def split_credentials(url: str) -> tuple[str, str | None]:
-    """Return (url without userinfo, Authorization header value or None)."""
+    """Return (url without userinfo, Authorization header value or None).
+
+    Credentials in the URL win; a URL without them takes the netrc entry for its host.
+    """
     parts = urlsplit(url)
     if "@" not in parts.netloc:
-        return url, None
+        return url, netrc_auth(url) if is_http(url) else None
     userinfo, host = parts.netloc.rsplit("@", 1)
     user, _, password = userinfo.partition(":")
     token = base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode()).decode("ascii")

@@ -27,13 +27,20 @@ from typing import Mapping, Sequence
 SCRUBBED = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE")
 DEFAULT_TIMEOUT = 600.0
 
-_USERINFO = re.compile(r"(://)([^/\s@:]+)(:[^/\s@]*)?@")
+#: ``scheme://`` then the userinfo: everything up to the last ``@`` before the host (a password may hold ``@``).
+_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)([^/\s?#'\"]*)@")
 
 
 def redact_line(text: str) -> str:
-    """``scheme://user:secret@host`` → ``scheme://user:****@host`` (a bare token becomes ``****``)."""
+    """``scheme://user:secret@host`` → ``scheme://user:****@host`` (a bare token becomes ``****``).
+
+    The one redaction: :func:`rebuild.index.config.redact` (one URL) and
+    :func:`rebuild.index.http.redact_text` call it.
+    """
     def mask(m: re.Match) -> str:
-        return f"{m.group(1)}{m.group(2)}:****@" if m.group(3) else f"{m.group(1)}****@"
+        if ":" in m.group(2):
+            return f"{m.group(1)}{m.group(2).split(':', 1)[0]}:****@"
+        return f"{m.group(1)}****@"
 
     return _USERINFO.sub(mask, text)
 

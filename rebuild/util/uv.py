@@ -50,7 +50,7 @@ class UvFailed(Exception):
     what: str = field(default="uv")
 
     def __str__(self) -> str:
-        return f"{self.what} failed (exit {self.result.returncode}): {self.result.stderr.strip()}"
+        return f"{self.what} failed (exit {self.result.returncode}): {proc.redact_line(self.result.stderr.strip())}"
 
 
 _FETCH = re.compile(r"Failed to fetch: (\S+)")
