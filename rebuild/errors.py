@@ -18,3 +18,50 @@ class UserError(Exception):
 
     def to_dict(self) -> dict:
         return {"error": self.message, "hint": self.hint, "details": self.details}
+
+
+FS_ERRNOS = frozenset({"ENOSPC", "EDQUOT", "EROFS", "EACCES", "EPERM", "EBUSY"})
+
+
+def from_os_error(exc: OSError) -> UserError | None:
+    """The paragraph for a filesystem failure (disk full, read-only, permission, busy), else ``None``.
+
+    Every write tfrebuild makes in its own files can fail this way; the CLI turns such an
+    ``OSError`` into this error instead of a traceback.
+    """
+    import errno
+    import os
+
+    name = errno.errorcode.get(exc.errno or 0, "")
+    if name not in FS_ERRNOS:
+        return None
+    where = exc.filename or "a file"
+    if exc.filename2:
+        where = f"{exc.filename} → {exc.filename2}"
+    unchanged = ("Whatever was half done is finished or undone by the next tfrebuild command once this is fixed; "
+                 "`tfrebuild status` shows where the environment stands.")
+    if name in ("ENOSPC", "EDQUOT"):
+        what = "the disk is full" if name == "ENOSPC" else "the disk quota is exhausted"
+        return UserError(f"tfrebuild could not write {where}: {what}.",
+                         "Free some space (`tfrebuild gc --yes` deletes old generations and needs no free space; "
+                         f"`uv cache prune`), then run the command again. {unchanged}", exit_code=1)
+    if name == "EROFS":
+        return UserError(f"tfrebuild could not write {where}: the filesystem is mounted read-only.",
+                         "`status`, `history`, `diff`, `doctor` and `plan` work on a read-only filesystem; to change the "
+                         f"environment, remount it read-write. {unchanged}", exit_code=1)
+    if name == "EBUSY":
+        return UserError(f"tfrebuild could not rename {where}: the kernel reports it busy (a mount point?).",
+                         "tfrebuild swaps environments by renaming them, which a mount point forbids; use an environment "
+                         f"folder that is not mounted on its own. {unchanged}", exit_code=1)
+    owner = ""
+    try:
+        st = os.lstat(exc.filename) if exc.filename else None
+        if st is not None:
+            import pwd
+
+            owner = f" ({exc.filename} belongs to {pwd.getpwuid(st.st_uid).pw_name})"
+    except (OSError, KeyError, TypeError):
+        pass
+    return UserError(f"tfrebuild could not write {where}: permission denied{owner}.",
+                     f"Run tfrebuild as the user who owns the environment and its state folder. {unchanged}",
+                     exit_code=1)

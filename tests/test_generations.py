@@ -729,7 +729,7 @@ def test_stale_lock_is_taken_over(managed, tfr, kit_env):
         assert status["lock_holder"]["pid"] == holder.pid
         assert status["interrupted"]["op"] == "upgrade" and status["interrupted"]["step"] == "building"
         assert status["recovered"] is None and status["leftover_staging"] == []  # its staging is live
-        assert "interrupted operation: upgrade (building)" in ok(tfr("status", "--env", env)).out
+        assert f"running operation: upgrade (building), pid {holder.pid}" in ok(tfr("status", "--env", env)).out
         user_error(tfr("rollback", "--env", env, "--yes"), f"pid {holder.pid}")
         assert (state_of(env) / "staging" / "upgrade-test-holder").is_dir()
         os.kill(holder.pid, signal.SIGKILL)

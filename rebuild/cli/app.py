@@ -107,6 +107,14 @@ def _run(as_json: bool, work, show) -> None:
     except KeyboardInterrupt:
         term.err.print("interrupted: nothing was changed", markup=False)
         raise typer.Exit(130)
+    except OSError as exc:  # disk full, read-only, permission, busy: one paragraph, not a traceback
+        from rebuild.errors import from_os_error
+
+        problem = from_os_error(exc)
+        if problem is None:
+            raise
+        render.error(term, problem, as_json)
+        raise typer.Exit(problem.exit_code)
     show(term, result, as_json)
 
 

@@ -67,8 +67,11 @@ def error(term: Terminal, exc: UserError, as_json: bool) -> None:
     err = term.err
     # uv's words quoted in an error may name an index URL with its credentials.
     exc.message, exc.hint, exc.details = (proc.redact_line(t or "") for t in (exc.message, exc.hint, exc.details))
+    attempted = getattr(exc, "plan", None)  # the plan that failed (upgrade), for the user to see
     if as_json:
-        emit_json({"ok": False, **exc.to_dict()})
+        emit_json({"ok": False, **exc.to_dict(), **({"plan": _plan_dict(attempted)} if attempted is not None else {})})
+    elif attempted is not None:
+        plan_text(term, attempted)
     err.print(f"[bold red]error:[/] {escape(exc.message)}", markup=True)
     if exc.details:
         err.print(exc.details, markup=False)
@@ -355,8 +358,12 @@ def status(term: Terminal, s, as_json: bool) -> None:
         return
     term.out.print(f"{s.env}: generation {s.current} ({s.tensorflow}); previous: {s.previous or '-'}", markup=False)
     term.out.print(f"  state folder: {s.state_dir}", markup=False)
-    term.out.print(f"  interrupted operation: {s.interrupted.get('op') + ' (' + str(s.interrupted.get('step')) + ')' if s.interrupted else 'none'}",
-              markup=False)
+    if s.interrupted and getattr(s, "running", False):  # the live lock holder's own operation
+        term.out.print(f"  running operation: {s.interrupted.get('op')} ({s.interrupted.get('step')}), "
+                       f"pid {(s.lock_holder or {}).get('pid')}", markup=False)
+    else:
+        term.out.print(f"  interrupted operation: {s.interrupted.get('op') + ' (' + str(s.interrupted.get('step')) + ')' if s.interrupted else 'none'}",
+                       markup=False)
     term.out.print(f"  leftover staging folders: {', '.join(s.leftover_staging) or 'none'}", markup=False)
     holder = s.lock_holder
     term.out.print(f"  lock: {'held by pid ' + str(holder.get('pid')) + ': ' + str(holder.get('command')) if holder else 'free'}",

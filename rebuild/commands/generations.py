@@ -17,7 +17,7 @@ from rebuild.core import smoke
 from rebuild.env import profile as prof
 from rebuild.env.locate import locate
 from rebuild.errors import UserError
-from rebuild.store import recovery
+from rebuild.store import fsguard, recovery
 from rebuild.store.disk import exclusive_usage
 from rebuild.store.store import Generation, Store
 from rebuild.util import proc
@@ -130,6 +130,7 @@ def rollback(env=None, to: int | None = None, *, yes: bool = False, force: bool 
                                    f"in at {store.env}? Generation {current.number} is kept."):
             raise UserError("Rollback cancelled; nothing was changed.", exit_code=1)
         users = refuse_if_in_use(store.env, force)
+        fsguard.refuse_mount_point(store.env)
         t0 = time.monotonic()
         store.rollback_to(target_n)
         swap_ms = (time.monotonic() - t0) * 1000
@@ -269,6 +270,7 @@ class Status:
     leftover_staging: list[str]
     lock_holder: dict | None
     recovered: str | None = None
+    running: bool = False  # the journaled operation belongs to the live lock holder (not interrupted)
 
 
 def status(env=None) -> Status:
@@ -281,4 +283,5 @@ def status(env=None) -> Status:
     store.reload()
     journal = store.journal()
     return Status(str(store.env), True, str(store.state), store.current_number, store.previous_number,
-                  store.current.tensorflow, journal, [str(p) for p in store.leftover_staging()], holder, recovered)
+                  store.current.tensorflow, journal, [str(p) for p in store.leftover_staging()], holder, recovered,
+                  running=journal is not None and store.lock_holder() is not None)

@@ -51,6 +51,7 @@ def run(opts: planning.Options, progress=None, confirm: Callable[[planning.Plan]
     store = Store.open(loc.path) or Store.unmanaged(loc.path)
     created_state = not store.state.exists()
     command = _command_line()
+    log = the_plan = None
     try:
         with store.lock(command):
             recovered = generations.recover(store) if store.managed else None
@@ -67,6 +68,13 @@ def run(opts: planning.Options, progress=None, confirm: Callable[[planning.Plan]
             if not opts.yes and not confirm(the_plan):
                 raise UserError("Upgrade cancelled; nothing was changed.", exit_code=1)
             return _apply(store, the_plan, opts, op, log, progress, result, start, command)
+    except UserError as exc:
+        exc.plan = the_plan  # the plan that failed, for the error document (None before there was one)
+        if created_state and not store.managed:  # the state folder goes: keep the log the error names
+            kept = transaction.rescue_log(log)
+            if kept is not None:
+                transaction.point_to_log(exc, log, kept)
+        raise
     finally:
         if created_state and not store.managed:
             shutil.rmtree(store.state, ignore_errors=True)

@@ -14,7 +14,8 @@ from rebuild.util import uv as uvcmd
 from rebuild.errors import UserError
 from rebuild.env.profile import Index
 
-MIN_FREE = 200 * 1024 * 1024  # never build with less than this free, whatever the estimate
+MARGIN = 32 * 1024 * 1024  # free space left over after the estimate, at the least
+MARGIN_FRACTION = 0.10  # and at least this share of the estimate
 UNPACK_FACTOR = 3  # installed size relative to the wheels' (compressed) size
 
 
@@ -26,26 +27,70 @@ class BuildResult:
     estimate: int
 
 
-def estimate_bytes(pylock_text: str) -> int:
-    """Disk the new env may need: the locked wheels' sizes times an unpack factor."""
+def lock_bytes(pylock_text: str) -> int:
+    """The locked wheels' (or sdists') sizes times an unpack factor; 0 when the lock gives no sizes."""
     try:
         data = tomllib.loads(pylock_text)
     except tomllib.TOMLDecodeError:
-        return MIN_FREE
+        return 0
     total = 0
     for pkg in data.get("packages", []):
-        sizes = [w.get("size", 0) for w in pkg.get("wheels", []) if isinstance(w, dict)]
+        if not isinstance(pkg, dict):
+            continue
+        files = [w for w in pkg.get("wheels", []) if isinstance(w, dict)]
+        if isinstance(pkg.get("sdist"), dict):
+            files.append(pkg["sdist"])
+        sizes = [f.get("size", 0) for f in files if isinstance(f.get("size", 0), int)]
         total += max(sizes) if sizes else 0
-    return max(total * UNPACK_FACTOR, MIN_FREE)
+    return total * UNPACK_FACTOR
+
+
+def _links_from_cache(where: Path) -> bool:
+    """Whether uv's cache is on the filesystem of ``where`` (then installed files are hard links, not copies)."""
+    import os
+
+    try:
+        cache = Path(uvcmd.run(["cache", "dir"], timeout=30).stdout.strip())
+        return os.stat(cache if cache.exists() else cache.parent).st_dev == os.stat(where).st_dev
+    except (UserError, uvcmd.UvFailed, OSError):
+        return False
+
+
+def estimate_bytes(pylock_text: str, current: Path | None = None, *, links: bool = False) -> int:
+    """Disk the new env needs: the larger of what the lock unpacks to and what the current env takes.
+
+    The current env counts whole when uv copies files (its cache on another filesystem); with
+    ``links`` (cache on the same filesystem) only its files that are not hard-linked elsewhere
+    (bytecode, scripts, metadata), since uv hard-links the rest from its cache again.
+    """
+    need = lock_bytes(pylock_text)
+    if current is not None and Path(current).is_dir():
+        from rebuild.store.disk import exclusive_usage
+
+        alone, total = exclusive_usage([Path(current)])
+        need = max(need, alone[Path(current)] if links else total)
+    return need
+
+
+def size_text(n: int) -> str:
+    """``1.4 GiB``, ``212 MiB``, ``40 KiB``: precise enough that two different figures never read the same."""
+    if n >= 2**30:
+        return f"{n / 2**30:.2f} GiB"
+    if n >= 2**20:
+        return f"{n / 2**20:.0f} MiB"
+    return f"{max(n, 0) / 2**10:.0f} KiB"
 
 
 def check_disk(where: Path, needed: int) -> None:
+    """:class:`UserError` unless ``where`` has ``needed`` bytes free plus a margin."""
     free = shutil.disk_usage(where).free
-    if free < needed:
+    margin = max(MARGIN, int(needed * MARGIN_FRACTION))
+    if free < needed + margin:
         raise UserError(
-            f"Not enough free disk space at {where}: the new environment needs about {needed / 2**30:.1f} GiB, "
-            f"{free / 2**30:.1f} GiB is free.",
-            "Free some space (e.g. `tfrebuild gc`, `uv cache prune`) and try again. Nothing was changed.")
+            f"Not enough free disk space at {where}: the new environment needs about {size_text(needed)} "
+            f"(plus {size_text(margin)} to spare), and {size_text(free)} is free.",
+            "Free some space (e.g. `tfrebuild gc --yes`, `uv cache prune`) and try again. Nothing was changed.",
+            exit_code=1)
 
 
 def requirements_from_lock(pylock_text: str, lock_path: Path) -> tuple[Path, bool]:
@@ -108,12 +153,13 @@ def enable_legacy_keras(env: Path) -> Path:
 
 def build(staging: Path, python: Path, pylock_text: str, index: Index, *, offline: bool = False,
           compile_bytecode: bool = True, log: Path | None = None, requested: set[str] | None = None,
-          legacy_keras: bool = False, require_hashes: bool = False) -> BuildResult:
-    """Create ``staging/env`` with uv and install exactly the lock into it."""
+          legacy_keras: bool = False, require_hashes: bool = False, current: Path | None = None) -> BuildResult:
+    """Create ``staging/env`` with uv and install exactly the lock into it (``current``: the env it replaces,
+    for the free-space estimate)."""
     import time
 
     start = time.monotonic()
-    needed = estimate_bytes(pylock_text)
+    needed = estimate_bytes(pylock_text, current, links=_links_from_cache(staging.parent))
     check_disk(staging.parent, needed)
     staging.mkdir(parents=True, exist_ok=True)
     lock_path = staging / "pylock.toml"

@@ -59,7 +59,7 @@ def failure(report: Report, where: str, log: Path, after: str) -> UserError:
     details = "\n\n".join(f"[{c.name}] ({c.seconds:.1f}s)\n{c.output.strip()[-3000:]}" for c in failed)
     names = ", ".join(c.name for c in failed)
     return UserError(f"The new environment failed its checks {where}: {names}. {after}",
-                     f"See the output below and the log {log}.", exit_code=1, details=details)
+                     f"See the check output above and the log {log}.", exit_code=1, details=details)
 
 
 def default_timeout() -> float:
@@ -182,6 +182,8 @@ def _generic_checks(report: Report, env: Path, python: str, others: list[str], c
             if failed:
                 check.ok = False
                 check.output = "\n".join(f"import {k} failed:\n{v}" for k, v in failed.items())
+                if len(failed) < len(others):  # the headline names what failed, not every import tried
+                    check.name = f"imports: {', '.join(failed)} ({len(failed)} of {len(others)} failed)"
         report.checks.append(check)
     start = time.monotonic()
     result = uvcmd.run(["pip", "check", "--no-config", "--python", python], check=False, timeout=timeout,

@@ -32,6 +32,7 @@ from typing import Any, Callable
 from rebuild.core import build, smoke
 from rebuild.env.profile import Index
 from rebuild.errors import UserError
+from rebuild.store import fsguard
 from rebuild.store.faults import fault_point
 from rebuild.store.records import Generation
 from rebuild.store.store import Store
@@ -99,6 +100,9 @@ def run(spec: Spec, result: TransactionResult) -> TransactionResult:
     """Build, check, swap (or move into place), check again, record. Raises ``UserError`` on failure."""
     store, progress = spec.store, spec.progress
     adopted_now = not spec.new_env and not store.managed
+    if not spec.new_env:
+        fsguard.refuse_mount_point(store.env)  # a mount point cannot be renamed: say so before building
+    owner = fsguard.foreign_owner(store.env if not spec.new_env else store.env.parent)
     if adopted_now:
         _adopt_existing(spec)
     staging = store.staging_dir(spec.op)
@@ -106,7 +110,8 @@ def run(spec: Spec, result: TransactionResult) -> TransactionResult:
     store.begin(_journal(spec, staging, number))
     try:
         progress.stage("build", f"new env in {staging}")
-        built = build.build(staging, spec.python, spec.pylock, spec.index, **spec.build)
+        built = build.build(staging, spec.python, spec.pylock, spec.index,
+                            current=None if spec.new_env else store.env, **spec.build)
         result.build_seconds = built.seconds
         fault_point("upgrade.built") if spec.kind == "upgrade" else fault_point("apply.built")
         progress.stage("checks", "smoke checks in the new env")
@@ -118,21 +123,52 @@ def run(spec: Spec, result: TransactionResult) -> TransactionResult:
             where, after = (("before it was moved into place", f"Nothing was created at {store.env}.")
                             if spec.new_env else ("before the swap", "Your environment was not changed."))
             raise smoke.failure(report, where, spec.log, after)
+        if owner is not None:  # root on another user's env: the new tree is theirs, as the old one was
+            fsguard.keep_owner(built.env, owner)
         if spec.new_env:
             _move_into_place(spec, built.env, result)
         else:
             _keep_lock(store, number, spec.pylock)
             if spec.before_swap is not None:
                 spec.before_swap()
-    except BaseException:
-        _discard(spec, number, adopted_now)
+    except BaseException as exc:
+        kept_log = _discard(spec, number, adopted_now)
+        if kept_log is not None and isinstance(exc, UserError):
+            point_to_log(exc, spec.log, kept_log)
         raise
     if not spec.new_env:
         _swap(spec, built.env, number, result)
     _verify(spec, staging, result)
     _record(spec, number, result)
+    if owner is not None:  # and so is the state folder (parked generations keep their own owner)
+        fsguard.keep_owner(store.state, owner, skip=lambda path: Path(path).parent.parent == store.generations_dir
+                           and Path(path).name == "env")
     result.changed = True
     return result
+
+
+def rescue_log(log: Path | None) -> Path | None:
+    """Move ``log`` out of a state folder that is about to be removed; the path it now has (or ``None``)."""
+    import tempfile
+
+    if log is None or not os.path.isfile(log) or os.path.islink(log):
+        return None
+    try:
+        folder = Path(tempfile.gettempdir()) / "tfrebuild-logs"
+        folder.mkdir(mode=0o700, exist_ok=True)
+        dest = folder / Path(log).name
+        shutil.move(str(log), dest)
+    except OSError:
+        return None
+    return dest
+
+
+def point_to_log(exc: UserError, old: Path | str, new: Path) -> None:
+    """Make ``exc`` name the log where it now is."""
+    exc.hint = exc.hint.replace(str(old), str(new))
+    exc.details = exc.details.replace(str(old), str(new))
+    if str(new) not in exc.hint + exc.details:
+        exc.hint = (exc.hint + " " if exc.hint else "") + f"The log is kept at {new}."
 
 
 def _adopt_existing(spec: Spec) -> None:
@@ -158,15 +194,19 @@ def _keep_lock(store: Store, number: int, pylock: str) -> None:
     fs.atomic_write(gen_dir / "pylock.toml", pylock)
 
 
-def _discard(spec: Spec, number: int, adopted_now: bool) -> None:
-    """The one cleanup before the swap: the env at the path is as it was."""
+def _discard(spec: Spec, number: int, adopted_now: bool) -> Path | None:
+    """The one cleanup before the swap: the env at the path is as it was; returns where the log was kept
+    when the state folder went with it."""
     store = spec.store
     store.discard_staging(spec.op)
     if not spec.new_env:
         shutil.rmtree(store.generation_dir(number), ignore_errors=True)
     store.commit()
-    if adopted_now:  # leave no trace: the env was not managed before this run
+    kept = None
+    if adopted_now:  # leave no trace: the env was not managed before this run (but keep the log it names)
+        kept = rescue_log(spec.log)
         shutil.rmtree(store.state, ignore_errors=True)
+    return kept
 
 
 def _move_into_place(spec: Spec, tree: Path, result: TransactionResult) -> None:

@@ -7,6 +7,7 @@ died) and is taken over.  A second locker is refused at once, never made to wait
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import time
@@ -97,8 +98,11 @@ class Lock:
             raise
         try:
             info = {"pid": os.getpid(), "command": command, "started": now_iso()}
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps(info).encode(), 0)
+            try:  # who holds it is a courtesy; the flock is the authority (a full or read-only disk skips it)
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, json.dumps(info).encode(), 0)
+            except OSError:
+                pass
             self._fd, self._depth = fd, 1
             on_acquire()
             yield
@@ -106,6 +110,8 @@ class Lock:
             self._fd, self._depth = None, 0
             try:
                 os.ftruncate(fd, 0)
+            except OSError:
+                pass
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
                 os.close(fd)
@@ -116,7 +122,13 @@ class Lock:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             return os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
-        except PermissionError as exc:
+        except OSError as exc:
+            # A read-only (or full) filesystem: flock works on a read-only descriptor too, so the
+            # commands that only read still run there; a write fails later, worded by the CLI.
+            if exc.errno in (errno.EROFS, errno.ENOSPC, errno.EDQUOT) and self.path.is_file():
+                return os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            if not isinstance(exc, PermissionError):
+                raise
             raise UserError(
                 f"Cannot lock {self.env}: permission denied on {self.path}",
                 hint="Run tfrebuild as the user who owns the environment.",

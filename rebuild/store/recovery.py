@@ -35,12 +35,13 @@ def recover(store: Store, *, finished: Callable[[Store], None] | None = None) ->
 
 
 def recover_if_idle(store: Store, *, finished: Callable[[Store], None] | None = None) -> str | None:
-    """:func:`recover`, unless another tfrebuild is running (then leave it): ``None`` then, or on any error."""
+    """:func:`recover`, unless another tfrebuild is running (then leave it): ``None`` then, or on any error
+    (a filesystem that cannot be written included)."""
     if store.lock_holder() is not None:
         return None
     try:
         return recover(store, finished=finished)
-    except UserError:
+    except (UserError, OSError):  # e.g. a read-only or full filesystem: report, do not repair
         return None
 
 

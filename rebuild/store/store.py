@@ -47,6 +47,7 @@ Typical use by a command::
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from contextlib import contextmanager
@@ -72,6 +73,26 @@ def state_dir(env: Path) -> Path:
     """The state folder of the environment at ``env``: ``E.parent/.<name>.tfrebuild``."""
     env = abs_path(env)
     return env.parent / f".{env.name.lstrip('.')}.tfrebuild"
+
+
+KEEP_LOGS = 20  # logs kept per state folder, the newest (the one being written included)
+
+
+def prune_logs(folder: Path, keep: int) -> list[Path]:
+    """Delete all but the ``keep`` newest ``*.log`` files of ``folder`` (plain files only, never followed)."""
+    try:
+        entries = [e for e in os.scandir(folder) if e.name.endswith(".log") and e.is_file(follow_symlinks=False)]
+    except OSError:
+        return []
+    entries.sort(key=lambda e: (e.stat(follow_symlinks=False).st_mtime_ns, e.name), reverse=True)
+    removed = []
+    for entry in entries[max(keep, 0):]:
+        try:
+            os.unlink(entry.path)
+            removed.append(Path(entry.path))
+        except OSError:
+            pass
+    return removed
 
 
 def _write_file(path: Path, data: bytes) -> None:
@@ -319,8 +340,9 @@ class Store:
         safe_rmtree(self.staging_root / check_id(op_id), self.state)
 
     def log_path(self, op_id: str) -> Path:
-        """``<state>/logs/<op_id>.log`` (the folder is created)."""
+        """``<state>/logs/<op_id>.log`` (the folder is created; older logs beyond :data:`KEEP_LOGS` are pruned)."""
         self.logs_dir.mkdir(parents=True, exist_ok=True)
+        prune_logs(self.logs_dir, KEEP_LOGS - 1)
         return self.logs_dir / f"{check_id(op_id)}.log"
 
     def leftover_staging(self) -> list[Path]:
@@ -581,7 +603,13 @@ class Store:
             freed = disk.freeable_bytes(folder)
             op_id = new_op_id("gc")
             trash = self.trash_root / op_id
-            self.begin({"op": "gc", "id": op_id, "step": "journal-written", "generation": n, "trash": str(trash)})
+            try:
+                self.begin({"op": "gc", "id": op_id, "step": "journal-written", "generation": n, "trash": str(trash)})
+            except OSError as exc:
+                if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                self._delete_unjournaled(folder, op_id)  # gc is the remedy for a full disk: it needs no space
+                return freed
             fault_point("gc.journal-written")
             self.trash_root.mkdir(exist_ok=True)
             os.rename(folder, trash)
@@ -591,6 +619,18 @@ class Store:
             safe_rmtree(trash, self.state)
             self.commit()
             return freed
+
+    def _delete_unjournaled(self, folder: Path, op_id: str) -> None:
+        """Delete a generation folder without a journal (a full disk cannot take one).
+
+        It is renamed into ``staging/<op_id>`` first (an existing folder: no new block needed),
+        then deleted; a crash in between leaves a staging folder no journal names, which the
+        next command's recovery removes like any leftover build.
+        """
+        dest = self.staging_root / check_id(op_id)
+        os.rename(folder, dest)
+        fs.fsync_dir(self.generations_dir)
+        safe_rmtree(dest, self.state)
 
     # ---- recovery
     def recover(self, finished: Callable[[Store], None] | None = None) -> str | None:
