@@ -80,6 +80,15 @@ def _text(value) -> str:
 
 def log_result(log: Path, result: Result, note: str = "") -> None:
     """Append one command and what it printed to ``log``, credentials redacted."""
+    try:
+        _append_log(log, result, note)
+    except OSError as exc:  # a full or read-only disk: the error names the log (the CLI words it)
+        if exc.filename is None:
+            exc.filename = str(log)
+        raise
+
+
+def _append_log(log: Path, result: Result, note: str) -> None:
     log.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
     with os.fdopen(fd, "a", encoding="utf-8") as fh:
