@@ -62,6 +62,6 @@ def from_os_error(exc: OSError) -> UserError | None:
             owner = f" ({exc.filename} belongs to {pwd.getpwuid(st.st_uid).pw_name})"
     except (OSError, KeyError, TypeError):
         pass
-    return UserError(f"tfrebuild could not write {where}: permission denied{owner}.",
+    return UserError(f"tfrebuild could not use {where}: permission denied{owner}.",
                      f"Run tfrebuild as the user who owns the environment and its state folder. {unchanged}",
                      exit_code=1)
