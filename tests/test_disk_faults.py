@@ -116,8 +116,17 @@ def managed_env(make_venv, cli, root: Path, upgrades=("2.16", "2.18")) -> Path:
 def test_full_disk_reads_work_gc_frees_and_changes_refuse_cleanly(tmpfs, make_venv, cli):
     root = tmpfs("160m")
     env = managed_env(make_venv, cli, root)
-    fill(root)
     before = tree_state(env)
+    # Nearly full: the estimate (env size, plus a margin for uv's temporary files) refuses before building.
+    leave = 24 * 2**20
+    with open(root / "almost", "wb") as fh:
+        fh.truncate(0)
+        fh.write(b"\0" * max(shutil.disk_usage(root).free - leave, 0))
+    res = cli("upgrade", env, "--to", "2.21", "--yes")
+    clean_error(res, "Not enough free disk space", "to spare", code=1)
+    assert "uv pip sync" not in res.err and list((state_dir(env) / "staging").iterdir()) == []
+    assert tree_state(env) == before
+    fill(root)
 
     for command, args in [("status", ()), ("history", ()), ("diff", ("1", "3"))]:
         res = ok(cli(command, env, *args))
@@ -184,7 +193,7 @@ def test_bind_mounted_env_is_refused_before_the_build(tmp_path, make_venv, cli):
         before = tree_state(point)
         res = cli("upgrade", point, "--to", "2.18", "--yes")
         clean_error(res, "is a mount point", code=1)
-        assert "uv pip sync" not in res.err
+        assert "uv pip sync" not in res.err and "resolve:" not in res.err, "refused before resolving or building"
         assert tree_state(point) == before
         assert not state_dir(point).exists(), "nothing is left beside the mount point"
     finally:

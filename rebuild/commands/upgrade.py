@@ -23,6 +23,7 @@ from rebuild.core import transaction
 from rebuild.env.locate import locate
 from rebuild.errors import UserError
 from rebuild.knowledge.tf import SEED_PACKAGES
+from rebuild.store import fsguard
 from rebuild.store.store import Store, new_op_id
 from rebuild.util import proc
 from rebuild.util.progress import NULL
@@ -48,6 +49,7 @@ def run(opts: planning.Options, progress=None, confirm: Callable[[planning.Plan]
         raise UserError("tfrebuild upgrade needs confirmation, and there is no terminal to ask on.",
                         "Look at `tfrebuild plan` first, then run `tfrebuild upgrade --yes`.")
     loc = locate(opts.env)  # bad paths fail here, before anything is created
+    fsguard.refuse_mount_point(loc.path)  # a mount point cannot be swapped: say so before resolving
     store = Store.open(loc.path) or Store.unmanaged(loc.path)
     created_state = not store.state.exists()
     command = _command_line()

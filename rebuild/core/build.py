@@ -14,8 +14,8 @@ from rebuild.util import uv as uvcmd
 from rebuild.errors import UserError
 from rebuild.env.profile import Index
 
-MARGIN = 32 * 1024 * 1024  # free space left over after the estimate, at the least
-MARGIN_FRACTION = 0.10  # and at least this share of the estimate
+MARGIN = 64 * 1024 * 1024  # free space left over after the estimate, at the least (uv's temporary files)
+MARGIN_FRACTION = 0.25  # and at least this share of the estimate
 UNPACK_FACTOR = 3  # installed size relative to the wheels' (compressed) size
 
 

@@ -46,11 +46,13 @@ def atomic_write(path: Path | str, data: bytes | str, *, mode: int | None = None
         finally:
             os.close(fd)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(exc, OSError) and exc.filename is None:  # a failed write names the file it was for
+            exc.filename = str(path)
         raise
     if durable:
         fsync_dir(path.parent)
