@@ -87,14 +87,17 @@ def tmpfs(tmp_path):
 
 def fill(folder: Path) -> None:
     """Write until the filesystem says ENOSPC (blocks first, then small files for the last bytes)."""
-    with open(folder / "filler", "wb") as fh:
-        chunk = b"\0" * (1 << 20)
-        try:
+    fd = os.open(folder / "filler", os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        for size in (1 << 20, 4096, 1):
             while True:
-                fh.write(chunk)
-                fh.flush()
-        except OSError:
-            pass
+                try:
+                    if os.write(fd, b"\0" * size) < size:
+                        break
+                except OSError:
+                    break
+    finally:
+        os.close(fd)
     try:
         for i in range(100000):
             (folder / f"filler-{i}").write_bytes(b"\0" * 4096)
