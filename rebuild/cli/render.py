@@ -220,6 +220,7 @@ def plan_text(term: Terminal, p) -> None:
         term.out.print(f"  note: {note}", markup=False)
     for f in p.preflight:
         label = "fixed by this upgrade" if f.fixed_by_rebuild else (
+            "error, blocks the upgrade" if f.affects_new_env and f.severity == "error" else
             "also affects the new env" if f.affects_new_env else f.severity)
         term.out.print(f"  pre-flight ({label}) {f.id}: {f.title}", markup=False)
         if f.fix and not f.fixed_by_rebuild:

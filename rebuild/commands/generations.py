@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from rebuild.env import inuse
+from rebuild.env import inuse, refusals
 from rebuild.core import changes as planning  # Change, diff: their one home (rename at the next edit)
 from rebuild.core import smoke
 from rebuild.env import profile as prof
@@ -81,10 +81,7 @@ def _tf_version(gen: Generation) -> str:
 def refuse_if_in_use(env: Path, force: bool) -> list[inuse.User]:
     users = inuse.processes_using(env)
     if users and not force:
-        listing = "; ".join(f"pid {u.pid} ({u.why}): {u.command[:120]}" for u in users[:5])
-        raise UserError(f"{len(users)} running process(es) use {env}: {listing}.",
-                        "Stop them first (a running kernel would import half old, half new modules), "
-                        "or pass --force to swap anyway.", exit_code=1)
+        raise refusals.in_use(env, users)
     return users
 
 

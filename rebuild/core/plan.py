@@ -634,7 +634,32 @@ def _checked_findings(survey: _Survey, resolved: resolve.Resolved, tf_new: str, 
         for f in findings:  # the new env has one variant: the overlap is cured by the rebuild
             if f.id == "tensorflow-variants":
                 f.fixed_by_rebuild, f.affects_new_env = True, False
+            # "<name> <version> does not allow <target>": the resolution moved (or dropped) that package, so the
+            # new env does not have the conflict; otherwise it stays an error that blocks the upgrade.
+            elif f.id == "target-blocked" and len(f.title.split()) > 1:
+                name, version = f.title.split()[:2]
+                if resolved.pins.get(name) != version:
+                    f.fixed_by_rebuild, f.affects_new_env = True, False
     return findings
+
+
+def blocking_findings(findings: list) -> list:
+    """Pre-flight errors that the new env would have too: ``upgrade`` refuses on them before building."""
+    return [f for f in findings if f.severity == "error" and f.affects_new_env and not f.fixed_by_rebuild]
+
+
+def preflight_refusal(the_plan: Plan) -> UserError | None:
+    """One paragraph naming the pre-flight errors that block the upgrade, with their fixes."""
+    blocking = blocking_findings(the_plan.preflight)
+    if not blocking:
+        return None
+    names = "; ".join(f"{f.id}: {f.title}" for f in blocking)
+    fixes = " ".join(f"{f.id}: {f.fix}." for f in blocking if f.fix)
+    details = "\n\n".join(f"[{f.id}] {f.title}\n" + "\n".join(f"  {e}" for e in f.evidence) for f in blocking)
+    return UserError(f"The pre-flight checks found error(s) that the new env would have too, so the upgrade of "
+                     f"{the_plan.env} stops before building: {names}.",
+                     f"{fixes} Then run `tfrebuild doctor --env {the_plan.env} --to {the_plan.tf_new}` again. "
+                     "Nothing was changed.", exit_code=1, details=details)
 
 
 def make_plan(opts: Options, progress=None, log: Path | None = None) -> Plan:
