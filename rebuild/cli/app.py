@@ -286,7 +286,8 @@ def diff(
 @app.command()
 def gc(
     env: Optional[Path] = EnvOpt,
-    keep: int = typer.Option(3, "--keep", help="How many generations to keep (the current and previous always stay)."),
+    keep: int = typer.Option(3, "--keep", help="How many generations to keep, the current one included: the current, then the previous "
+                      "(the rollback target), then the newest others."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Only show what would be deleted."),
     yes: bool = YesOpt,
     as_json: bool = JsonOpt,

@@ -16,7 +16,7 @@ from rebuild.core import resolve
 from rebuild.core.changes import Change, diff
 from rebuild.core.changes import kind as kind_of
 from rebuild.core.options import Gpu, Keras, Strategy
-from rebuild.env import interpreters, probe
+from rebuild.env import graph, interpreters, probe
 from rebuild.env import profile as prof
 from rebuild.env.locate import EnvLocation, locate
 from rebuild.env.snapshot import build_profile
@@ -131,7 +131,8 @@ def _reason(name: str, old: str | None, new: str | None, tf: str, via: dict[str,
     if name in TF_DISTRIBUTIONS and new is None:
         return f"replaced by {tf} (one TensorFlow variant per env)"
     if new is None:
-        dependents = [p for p, reqs in data_requires.items() if any(_req_name(r) == name for r in reqs)]
+        dependents = [p for p, reqs in data_requires.items()
+                      if any(_req_name(r) == name and graph.without_extra(r) for r in reqs)]
         return "no longer required" + (f" (was required by {', '.join(sorted(dependents))})" if dependents else "")
     # A requested package whose installed version pins TensorFlow below the target is a companion that must move.
     if old is not None and name in data_requires:
