@@ -263,9 +263,10 @@ def gc(env=None, keep: int = 3, *, dry_run: bool = False, yes: bool = False,
         gens = store.generations()
         newest_first = sorted((g.number for g in gens), reverse=True)
         # --keep N keeps N generations: the current one, then the previous one (the rollback target), then
-        # the newest of the others.
-        order = [store.current_number, store.previous_number] + newest_first
-        kept = set(list(dict.fromkeys(n for n in order if n is not None and n in newest_first))[:keep])
+        # the newest of the others. The current and the previous always stay (--keep 1 keeps both).
+        protected = [n for n in (store.current_number, store.previous_number) if n is not None and n in newest_first]
+        order = list(dict.fromkeys(protected + newest_first))
+        kept = set(order[:max(keep, len(protected))])
         doomed = sorted(n for n in newest_first if n not in kept)
         trees = [store.env] + [store.generation_dir(n) / "env" for n in sorted(kept) if n != store.current_number]
         if dry_run or not doomed:
