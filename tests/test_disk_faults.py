@@ -22,7 +22,7 @@ from tests.kit import releases
 from tests.kit.cli import run_cli, tree_state
 
 from rebuild.core import build, smoke
-from rebuild.store import fsguard
+from rebuild.env import fsguard
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="mounts and /proc/self/mountinfo are Linux")
 

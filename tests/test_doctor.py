@@ -331,7 +331,7 @@ def test_pip_on_path_belongs_to_another_interpreter(make_venv, diagnose, clean_e
     fake = Path(clean_environ["PATH"]) / "pip"
     fake.write_text("#!/bin/sh\necho 'pip 24.0 from /usr/lib/python3/dist-packages/pip (python 3.12)'\n")
     fake.chmod(0o755)
-    f = one(diagnose(venv), "pip-other-interpreter")
+    f = one(diagnose(venv, VIRTUAL_ENV=venv), "pip-other-interpreter")  # activated: a bare `pip` is meant for it
     assert f.severity == "warning"
     assert f"{fake} installs into /usr/lib/python3/dist-packages (Python 3.12)" in f.evidence
     assert f"{venv_python(venv)} -m pip install" in f.fix

@@ -253,11 +253,14 @@ def test_forcing_numpy2_under_old_scipy_breaks_import(make_venv, venv_run, uv) -
 def test_tf_keras_switch_for_tf216(make_venv, venv_run) -> None:
     """TF >= 2.16: tf.keras is Keras 3 unless TF_USE_LEGACY_KERAS=1/true selects tf_keras."""
     venv = make_venv("tf216", ["tensorflow==2.16.1", "tf-keras"])
-    code = "import tensorflow as tf; print(tf.keras.__name__, tf.keras.__version__)"
-    assert venv_run(venv, code, TF_USE_LEGACY_KERAS=None).stdout.split() == ["keras", "3.12.0"]
-    assert venv_run(venv, code, TF_USE_LEGACY_KERAS="1").stdout.split() == ["tf_keras", "2.16.0"]
-    assert venv_run(venv, code, TF_USE_LEGACY_KERAS="true").stdout.split() == ["tf_keras", "2.16.0"]
-    assert venv_run(venv, code, TF_USE_LEGACY_KERAS="0").stdout.split() == ["keras", "3.12.0"]
+    # As real TF: tf.keras is resolved lazily; its classes tell which Keras it is (tf_keras's API module
+    # has no __version__).
+    code = ("import importlib, tensorflow as tf; k = tf.keras.layers.Dense.__module__.split('.')[0]; "
+            "print(k, importlib.import_module(k).__version__, getattr(tf.keras, '__version__', '?'))")
+    assert venv_run(venv, code, TF_USE_LEGACY_KERAS=None).stdout.split() == ["keras", "3.12.0", "3.12.0"]
+    assert venv_run(venv, code, TF_USE_LEGACY_KERAS="1").stdout.split() == ["tf_keras", "2.16.0", "?"]
+    assert venv_run(venv, code, TF_USE_LEGACY_KERAS="true").stdout.split() == ["tf_keras", "2.16.0", "?"]
+    assert venv_run(venv, code, TF_USE_LEGACY_KERAS="0").stdout.split() == ["keras", "3.12.0", "3.12.0"]
 
 
 def test_fake_gpus_and_tensorflow_text_abi(make_venv, venv_run, uv) -> None:

@@ -412,7 +412,7 @@ def test_json_is_one_document(classic_uv: Path, plan_cli) -> None:
     assert plan["env"] == str(classic_uv)
     assert plan["changes"], "the classic env has changes to make"
     for change in plan["changes"]:
-        assert set(change) == {"name", "old", "new", "kind", "requested", "reason"}
+        assert set(change) == {"name", "old", "new", "kind", "requested", "reason", "replaces"}
         assert change["kind"] in ("upgrade", "downgrade", "add", "remove")
     assert res.err == "", "--json prints no progress"
 

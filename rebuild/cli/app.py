@@ -294,7 +294,8 @@ def diff(
 @app.command()
 def gc(
     env: Optional[Path] = EnvOpt,
-    keep: int = typer.Option(3, "--keep", help="How many generations to keep (the current and previous always stay)."),
+    keep: int = typer.Option(3, "--keep", help="How many generations to keep, the current one included: the current, the previous "
+                      "(the rollback target), then the newest others; the current and previous always stay."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Only show what would be deleted."),
     yes: bool = YesOpt,
     as_json: bool = JsonOpt,

@@ -200,15 +200,18 @@ def _changes(term: Terminal, changes) -> None:
     rows = []
     for c in changes:
         versions = f"{c.old} → {c.new}" if c.old and c.new else (c.new or c.old or "")
-        rows.append([arrows[c.kind] + ("*" if c.requested else " "), c.name, versions,
+        name = f"{c.replaces} → {c.name}" if getattr(c, "replaces", "") else c.name
+        rows.append([arrows[c.kind] + ("*" if c.requested else " "), name, versions,
                      f"({c.reason})" if c.reason else ""])
     _grid(term, rows)
 
 
 def plan_text(term: Terminal, p) -> None:
     term.out.print(f"Plan for {p.env}", markup=False)
-    term.out.print(f"  TensorFlow: {p.tf_distribution} {p.tf_old} → {p.tf_new} (--to {p.target}, strategy {p.strategy})",
-              markup=False)
+    old_tf = f"{p.tf_old_distribution} {p.tf_old} → {p.tf_distribution}" if p.tf_switch else f"{p.tf_distribution} {p.tf_old} →"
+    term.out.print(f"  TensorFlow: {old_tf} {p.tf_new} (--to {p.target}, strategy {p.strategy})", markup=False)
+    if p.tf_switch:
+        term.out.print(f"  Variant switch {p.tf_old_distribution} → {p.tf_distribution}: {p.tf_switch}", markup=False)
     if p.python_old != p.python_new:
         term.out.print(f"  Python: {p.python_old} → {p.python_new} ({p.python_path})", markup=False)
     else:
@@ -220,6 +223,7 @@ def plan_text(term: Terminal, p) -> None:
         term.out.print(f"  note: {note}", markup=False)
     for f in p.preflight:
         label = "fixed by this upgrade" if f.fixed_by_rebuild else (
+            "error, blocks the upgrade" if f.affects_new_env and f.severity == "error" else
             "also affects the new env" if f.affects_new_env else f.severity)
         term.out.print(f"  pre-flight ({label}) {f.id}: {f.title}", markup=False)
         if f.fix and not f.fixed_by_rebuild:
@@ -242,7 +246,7 @@ def plan(term: Terminal, p, as_json: bool) -> None:
 def _plan_dict(p) -> dict:
     keep = ("env", "tf_distribution", "tf_old", "tf_new", "target", "downgrade", "python_old", "python_new",
             "python_path", "strategy", "changes", "unchanged", "capped", "notes", "keras_legacy", "keras2_dependents",
-            "preflight", "gpu_route", "gpu_required", "index", "seconds")
+            "preflight", "gpu_route", "gpu_required", "index", "seconds", "tf_old_distribution", "tf_switch")
     out = {k: jsonable(getattr(p, k)) for k in keep}
     newer = p.newer_release
     out["newer_release"] = None if newer is None else {**jsonable(newer), "text": newer.text}

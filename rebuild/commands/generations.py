@@ -11,13 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from rebuild.env import inuse
+from rebuild.env import inuse, refusals
 from rebuild.core import changes as planning  # Change, diff: their one home (rename at the next edit)
 from rebuild.core import smoke
 from rebuild.env import profile as prof
 from rebuild.env.locate import locate
 from rebuild.errors import UserError
-from rebuild.store import fsguard, recovery
+from rebuild.env import fsguard
+from rebuild.store import recovery
 from rebuild.store.disk import exclusive_usage
 from rebuild.store.store import Generation, Store
 from rebuild.util import proc
@@ -81,10 +82,7 @@ def _tf_version(gen: Generation) -> str:
 def refuse_if_in_use(env: Path, force: bool) -> list[inuse.User]:
     users = inuse.processes_using(env)
     if users and not force:
-        listing = "; ".join(f"pid {u.pid} ({u.why}): {u.command[:120]}" for u in users[:5])
-        raise UserError(f"{len(users)} running process(es) use {env}: {listing}.",
-                        "Stop them first (a running kernel would import half old, half new modules), "
-                        "or pass --force to swap anyway.", exit_code=1)
+        raise refusals.in_use(env, users)
     return users
 
 
@@ -194,22 +192,47 @@ class Diff:
     changes: list[planning.Change]
 
 
-def _load_side(spec: str, env) -> tuple[str, prof.Profile]:
+def tree_pins(tree: Path) -> dict[str, str] | None:
+    """What a generation's tree holds now, read from its site-packages' ``*.dist-info`` folders (an in-place
+    ``pip install`` after the generation was recorded shows here); None when the tree is gone."""
+    from packaging.utils import canonicalize_name
+
+    sites = [s for s in tree.glob("lib*/python*/site-packages") if s.is_dir()]
+    if not sites:
+        return None
+    pins: dict[str, str] = {}
+    for site in sites:
+        for info in site.glob("*.dist-info"):
+            name, _, version = info.name[: -len(".dist-info")].partition("-")
+            if name and version:
+                pins[canonicalize_name(name)] = version
+    return pins
+
+
+def _load_side(spec: str, env) -> tuple[str, prof.Profile, dict[str, str]]:
     if spec.isdigit():
         store = open_store(env)
         n = int(spec)
         store.generation(n)  # raises a UserError for an unknown generation
         path = store.generation_dir(n) / "profile.toml"
-        return f"generation {n}", prof.load(path)
-    return spec, prof.load(spec)
+        profile = prof.load(path)
+        # The recorded profile goes stale when the tree changes in place: re-read the tree itself.
+        tree = store.env if n == store.current_number else store.generation_dir(n) / "env"
+        live = tree_pins(tree)
+        if live is None:
+            return f"generation {n}", profile, profile.pins()
+        outside = {p.name: p.version for p in profile.packages if p.location != "env"}
+        return f"generation {n}", profile, {**outside, **live}
+    profile = prof.load(spec)
+    return spec, profile, profile.pins()
 
 
 def diff(a: str, b: str, env=None) -> Diff:
-    label_a, pa = _load_side(a, env)
-    label_b, pb = _load_side(b, env)
+    label_a, pa, pins_a = _load_side(a, env)
+    label_b, pb, pins_b = _load_side(b, env)
     req = set(pa.requested) | set(pb.requested)
     changes = [planning.Change(n, old, new, kind, n in req)
-               for n, old, new, kind in planning.diff(pa.pins(), pb.pins())]
+               for n, old, new, kind in planning.diff(pins_a, pins_b)]
     changes.sort(key=lambda c: (not c.requested, c.name))
     return Diff(label_a, label_b, changes)
 
@@ -240,9 +263,12 @@ def gc(env=None, keep: int = 3, *, dry_run: bool = False, yes: bool = False,
     with store.lock("tfrebuild gc"):
         recovered = recover(store)
         gens = store.generations()
-        protected = {store.current_number, store.previous_number}
         newest_first = sorted((g.number for g in gens), reverse=True)
-        kept = set(newest_first[:keep]) | {n for n in protected if n is not None}
+        # --keep N keeps N generations: the current one, then the previous one (the rollback target), then
+        # the newest of the others. The current and the previous always stay (--keep 1 keeps both).
+        protected = [n for n in (store.current_number, store.previous_number) if n is not None and n in newest_first]
+        order = list(dict.fromkeys(protected + newest_first))
+        kept = set(order[:max(keep, len(protected))])
         doomed = sorted(n for n in newest_first if n not in kept)
         trees = [store.env] + [store.generation_dir(n) / "env" for n in sorted(kept) if n != store.current_number]
         if dry_run or not doomed:

@@ -20,10 +20,10 @@ from typing import Callable
 from rebuild.commands import generations
 from rebuild.core import plan as planning
 from rebuild.core import transaction
+from rebuild.env import refusals
 from rebuild.env.locate import locate
 from rebuild.errors import UserError
 from rebuild.knowledge.tf import SEED_PACKAGES
-from rebuild.store import fsguard
 from rebuild.store.store import Store, new_op_id
 from rebuild.util import proc
 from rebuild.util.progress import NULL
@@ -49,7 +49,8 @@ def run(opts: planning.Options, progress=None, confirm: Callable[[planning.Plan]
         raise UserError("tfrebuild upgrade needs confirmation, and there is no terminal to ask on.",
                         "Look at `tfrebuild plan` first, then run `tfrebuild upgrade --yes`.")
     loc = locate(opts.env)  # bad paths fail here, before anything is created
-    fsguard.refuse_mount_point(loc.path)  # a mount point cannot be swapped: say so before resolving
+    if not loc.bare:  # what stops the swap is known now: refuse before planning and building, not after
+        refusals.refuse(loc.path, force=opts.force)
     store = Store.open(loc.path) or Store.unmanaged(loc.path)
     created_state = not store.state.exists()
     command = _command_line()
@@ -67,6 +68,9 @@ def run(opts: planning.Options, progress=None, confirm: Callable[[planning.Plan]
             if the_plan.nothing_to_do:
                 result.seconds = time.monotonic() - start
                 return result
+            refusal = planning.preflight_refusal(the_plan)
+            if refusal is not None:
+                raise refusal
             if not opts.yes and not confirm(the_plan):
                 raise UserError("Upgrade cancelled; nothing was changed.", exit_code=1)
             return _apply(store, the_plan, opts, op, log, progress, result, start, command)
@@ -102,7 +106,7 @@ def _apply(store: Store, the_plan: planning.Plan, opts: planning.Options, op: st
         log=log,
         adopt=transaction.Adoption(tensorflow=f"{the_plan.tf_distribution} {the_plan.tf_old}",
                                    python=the_plan.python_old, like=the_plan.current),
-        before_swap=lambda: generations.refuse_if_in_use(store.env, opts.force), progress=progress), result)
+        before_swap=lambda: refusals.refuse(store.env, force=opts.force), progress=progress), result)
     result.seconds = time.monotonic() - start
     return result
 

@@ -15,6 +15,7 @@ class Change:
     kind: str  # upgrade | downgrade | add | remove
     requested: bool
     reason: str = ""
+    replaces: str = ""  # another distribution this one takes the place of (tensorflow-cpu → tensorflow)
 
 
 def kind(old: str | None, new: str | None) -> str:

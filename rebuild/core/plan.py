@@ -14,8 +14,9 @@ from packaging.version import InvalidVersion, Version
 
 from rebuild.core import resolve
 from rebuild.core.changes import Change, diff
+from rebuild.core.changes import kind as kind_of
 from rebuild.core.options import Gpu, Keras, Strategy
-from rebuild.env import interpreters, probe
+from rebuild.env import graph, interpreters, probe
 from rebuild.env import profile as prof
 from rebuild.env.locate import EnvLocation, locate
 from rebuild.env.snapshot import build_profile
@@ -100,6 +101,8 @@ class Plan:
     gpu_route: str = ""  # cuda | cpu | keep
     gpu_required: bool = False  # smoke checks must see a GPU
     new_requested: list[str] = field(repr=False, default_factory=list)
+    tf_old_distribution: str = ""  # the TensorFlow distribution installed now (differs on a variant switch)
+    tf_switch: str = ""  # why the variant changes (tensorflow-cpu → tensorflow), "" when it does not
     pylock: str = field(repr=False, default="")
     index_live: prof.Index = field(repr=False, default=None)
 
@@ -128,7 +131,8 @@ def _reason(name: str, old: str | None, new: str | None, tf: str, via: dict[str,
     if name in TF_DISTRIBUTIONS and new is None:
         return f"replaced by {tf} (one TensorFlow variant per env)"
     if new is None:
-        dependents = [p for p, reqs in data_requires.items() if any(_req_name(r) == name for r in reqs)]
+        dependents = [p for p, reqs in data_requires.items()
+                      if any(_req_name(r) == name and graph.without_extra(r) for r in reqs)]
         return "no longer required" + (f" (was required by {', '.join(sorted(dependents))})" if dependents else "")
     # A requested package whose installed version pins TensorFlow below the target is a companion that must move.
     if old is not None and name in data_requires:
@@ -564,11 +568,31 @@ def _resolve(inputs: resolve.Inputs, survey: _Survey, tf_new: str, python_versio
         raise conflict_error(inputs, tf_new, tf_old, exc.explanation) from None
 
 
-def _changes(survey: _Survey, resolved: resolve.Resolved, tf: str, tf_new: str) -> list[Change]:
+def _switch_reason(survey: _Survey, resolved: resolve.Resolved, tf: str, route: str, variant_note: str) -> str:
+    """Why the new env has another TensorFlow distribution than the installed one ("" when it has the same)."""
+    if tf == survey.tf or survey.tf not in survey.pins:
+        return ""
+    if variant_note:
+        wanting = sorted(p for p in resolved.via.get(tf, []) if p not in ("(requested)", tf, survey.tf))
+        return (f"{', '.join(wanting) or 'a requested package'} require(s) `{tf}`, not {survey.tf}: the same "
+                f"TensorFlow, published under the other name; one variant per env")
+    return f"GPU route {route}: {tf} instead of {survey.tf} (one variant per env)"
+
+
+def _changes(survey: _Survey, resolved: resolve.Resolved, tf: str, tf_new: str, switch: str = "") -> list[Change]:
     requested = set(survey.current.requested)
     changes = [Change(name, old, new, kind, name in requested,
                       _reason(name, old, new, tf, resolved.via, survey.requires, tf_new, requested))
                for name, old, new, kind in diff(survey.pins, resolved.pins)]
+    if switch:  # the variant switch is one row, old variant → new, with its reason; the old one's removal says so
+        old_version = survey.pins[survey.tf]
+        for c in changes:
+            if c.name == tf and c.old is None:
+                c.old, c.kind, c.replaces = old_version, kind_of(old_version, c.new), survey.tf
+                c.requested = survey.tf in requested
+                c.reason = f"the upgrade target; variant switch: {switch}"
+            elif c.name == survey.tf and c.new is None:
+                c.reason = f"replaced by {tf} (variant switch, see {survey.tf} → {tf})"
     changes.sort(key=lambda c: (not c.requested, c.name != tf, c.name))
     return changes
 
@@ -611,7 +635,32 @@ def _checked_findings(survey: _Survey, resolved: resolve.Resolved, tf_new: str, 
         for f in findings:  # the new env has one variant: the overlap is cured by the rebuild
             if f.id == "tensorflow-variants":
                 f.fixed_by_rebuild, f.affects_new_env = True, False
+            # "<name> <version> does not allow <target>": the resolution moved (or dropped) that package, so the
+            # new env does not have the conflict; otherwise it stays an error that blocks the upgrade.
+            elif f.id == "target-blocked" and len(f.title.split()) > 1:
+                name, version = f.title.split()[:2]
+                if resolved.pins.get(name) != version:
+                    f.fixed_by_rebuild, f.affects_new_env = True, False
     return findings
+
+
+def blocking_findings(findings: list) -> list:
+    """Pre-flight errors that the new env would have too: ``upgrade`` refuses on them before building."""
+    return [f for f in findings if f.severity == "error" and f.affects_new_env and not f.fixed_by_rebuild]
+
+
+def preflight_refusal(the_plan: Plan) -> UserError | None:
+    """One paragraph naming the pre-flight errors that block the upgrade, with their fixes."""
+    blocking = blocking_findings(the_plan.preflight)
+    if not blocking:
+        return None
+    names = "; ".join(f"{f.id}: {f.title}" for f in blocking)
+    fixes = " ".join(f"{f.id}: {f.fix}." for f in blocking if f.fix)
+    details = "\n\n".join(f"[{f.id}] {f.title}\n" + "\n".join(f"  {e}" for e in f.evidence) for f in blocking)
+    return UserError(f"The pre-flight checks found error(s) that the new env would have too, so the upgrade of "
+                     f"{the_plan.env} stops before building: {names}.",
+                     f"{fixes} Then run `tfrebuild doctor --env {the_plan.env} --to {the_plan.tf_new}` again. "
+                     "Nothing was changed.", exit_code=1, details=details)
 
 
 def make_plan(opts: Options, progress=None, log: Path | None = None) -> Plan:
@@ -638,7 +687,8 @@ def make_plan(opts: Options, progress=None, log: Path | None = None) -> Plan:
     keras_legacy = _keras_switch(opts.keras, survey.data, inputs, tf_new)
     resolved, variant_note = _resolve(inputs, survey, tf_new, interp.version, index, opts)
     tf = inputs.tf_distribution
-    changes = _changes(survey, resolved, tf, tf_new)
+    switch = _switch_reason(survey, resolved, tf, route, variant_note)
+    changes = _changes(survey, resolved, tf, tf_new, switch)
     downgrade = Version(tf_new) < Version(tf_old) if tf_old else False
     notes = [f"downgrade: {tf} {tf_old} → {tf_new} (lower than what is installed)"] if downgrade else []
     if tf_old == tf_new:
@@ -658,10 +708,11 @@ def make_plan(opts: Options, progress=None, log: Path | None = None) -> Plan:
         env=str(survey.loc.path), tf_distribution=tf, tf_old=tf_old, tf_new=tf_new, target=target.raw,
         downgrade=downgrade, python_old=current.interpreter.version, python_new=interp.version,
         python_path=str(interp.path), strategy=opts.strategy, changes=changes,
-        unchanged=len(set(survey.pins) & set(resolved.pins)) - sum(1 for c in changes if c.old and c.new),
+        unchanged=len(set(survey.pins) & set(resolved.pins)) - sum(1 for c in changes if c.old and c.new and not c.replaces),
         capped=resolved.capped, notes=notes, index=indexconf.redacted(index), seconds=time.monotonic() - start,
         newer_release=newer,
         keras_legacy=keras_legacy, keras2_dependents=dependents, preflight=findings,
         gpu_route=route, gpu_required=route == "cuda",
         current=current, new_requested=inputs.requested, pylock=resolved.pylock, index_live=index,
+        tf_old_distribution=survey.tf, tf_switch=switch,
     )

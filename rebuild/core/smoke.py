@@ -90,10 +90,36 @@ def _run(name: str, cmd: list[str] | str, env: Path, timeout: float, shell: bool
     return Check(name, proc.returncode == 0, time.monotonic() - start, output), proc.stdout
 
 
+# Which Keras ``tf.keras`` is, found the way TensorFlow resolves it: ``tf.keras`` is a lazy module (with
+# TF_USE_LEGACY_KERAS=1 on TF >= 2.16 it is tf_keras's API module, which has no ``__version__``), so ask
+# where its classes are defined (``tf_keras.src...`` or ``keras.src...``) and that package's version.
 _KERAS_CHECK = """
-import json
+import importlib, json, os
 import tensorflow as tf
-print(json.dumps({"keras": getattr(tf.keras, "__version__", "?")}))
+module = tf.keras.layers.Dense.__module__
+package = module.split(".")[0]
+print(json.dumps({"module": module, "package": package, "sequential": tf.keras.Sequential.__module__,
+                  "version": getattr(importlib.import_module(package), "__version__", "?"),
+                  "TF_USE_LEGACY_KERAS": os.environ.get("TF_USE_LEGACY_KERAS")}))
+"""
+
+# Keras 2 code as users write it: Sequential, compile, fit, save and load an .h5 file, predict.
+_KERAS2_SCRIPT = """
+import json, os, sys, tempfile
+import tensorflow as tf
+model = tf.keras.Sequential([tf.keras.layers.Dense(4, activation="relu", input_shape=(3,)),
+                             tf.keras.layers.Dense(1)])
+model.compile(optimizer="adam", loss="mse")
+x = tf.constant([[0.1 * (i + j) for j in range(3)] for i in range(16)])
+y = tf.constant([[0.3 * i + 0.3] for i in range(16)])
+model.fit(x, y, epochs=2, batch_size=8, verbose=0)
+path = os.path.join(tempfile.mkdtemp(prefix="tfrebuild-keras2-"), "model.h5")
+model.save(path)
+loaded = tf.keras.models.load_model(path)
+rows = len(loaded.predict(x, verbose=0))
+os.remove(path)
+os.rmdir(os.path.dirname(path))
+print(json.dumps({"model": type(loaded).__module__, "rows": rows}))
 """
 
 
@@ -160,13 +186,19 @@ def run_checks(env: Path, *, tf_version: str, imports: list[str], commands: list
         check, stdout = _run(f"tf.keras is Keras {keras_major}", [python, "-I", "-c", _KERAS_CHECK], env, timeout)
         if check.ok:
             try:
-                got = json.loads(stdout.strip().splitlines()[-1])["keras"]
-            except (ValueError, IndexError, KeyError):
-                got = "?"
-            if not str(got).startswith(f"{keras_major}."):
+                got = json.loads(stdout.strip().splitlines()[-1])
+            except (ValueError, IndexError):
+                got = {}
+            if not str(got.get("version", "?")).startswith(f"{keras_major}."):
                 check.ok = False
-                check.output = f"tf.keras reports version {got}, expected Keras {keras_major}"
+                check.output = (f"tf.keras is {got.get('package', '?')} {got.get('version', '?')} (tf.keras.layers.Dense "
+                                f"comes from {got.get('module', '?')}; TF_USE_LEGACY_KERAS="
+                                f"{got.get('TF_USE_LEGACY_KERAS')}), expected Keras {keras_major}\n{check.output}")
         report.checks.append(check)
+        if keras_major == 2 and check.ok:
+            check, _ = _run("Keras 2 script (Sequential, compile, fit, save/load .h5)",
+                            [python, "-I", "-c", _KERAS2_SCRIPT], env, timeout)
+            report.checks.append(check)
     return _generic_checks(report, env, python, [m for m in imports if m != "tensorflow"], commands, timeout)
 
 

@@ -32,7 +32,7 @@ from typing import Any, Callable
 from rebuild.core import build, smoke
 from rebuild.env.profile import Index
 from rebuild.errors import UserError
-from rebuild.store import fsguard
+from rebuild.env import fsguard
 from rebuild.store.faults import fault_point
 from rebuild.store.records import Generation
 from rebuild.store.store import Store

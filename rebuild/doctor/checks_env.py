@@ -160,9 +160,18 @@ def _check_pythonhome(ctx: Context) -> list[Finding]:
         fixed_by_rebuild=False, affects_new_env=True)]
 
 
+def _env_active(ctx: Context) -> bool:
+    """Whether a bare `pip` is meant for this env: it is activated ($VIRTUAL_ENV) or its bin/ is on PATH."""
+    root = real(ctx.loc.path)
+    if ctx.environ.get("VIRTUAL_ENV") and real(ctx.environ["VIRTUAL_ENV"]) == root:
+        return True
+    bins = {real(os.path.dirname(os.path.abspath(ctx.python))), real(os.path.join(root, "bin"))}
+    return any(e and real(e) in bins for e in ctx.environ.get("PATH", "").split(os.pathsep))
+
+
 def _check_pip(ctx: Context) -> list[Finding]:
     site = {real(p) for p in ctx.paths.get("site_packages") or []}
-    if not site:
+    if not site or not _env_active(ctx):  # an env that is not activated is not what a bare `pip` installs into
         return []
     wrong: list[tuple[str, str, str]] = []  # (command, path, "installs into ...")
     seen: set[str] = set()

@@ -87,3 +87,18 @@ def edges(dists: dict[str, list[str]], env: dict[str, str], provides_extra: dict
             if ok:
                 out.append(Edge(parent, child, text, via_extra))
     return out
+
+
+def without_extra(text: str, env: dict[str, str] | None = None) -> bool:
+    """Whether the requirement ``text`` applies when no extra is asked for (``tomli-w; extra == "test"`` does not).
+
+    ``env``: marker variables of the target interpreter (default: the running one's)."""
+    req = parse(text)
+    if req is None:
+        return False
+    if req.marker is None:
+        return True
+    try:
+        return bool(req.marker.evaluate({**(env or {}), "extra": ""}))
+    except (InvalidMarker, UndefinedComparison, UndefinedEnvironmentName):
+        return False

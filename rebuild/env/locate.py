@@ -33,8 +33,13 @@ def default_env_path() -> Path:
 def env_python(path: Path) -> Path | None:
     for name in _PYTHON_NAMES:
         candidate = path / name
-        if candidate.exists():
-            return candidate
+        try:
+            if candidate.exists():
+                return candidate
+        except PermissionError:
+            raise UserError(f"{candidate} cannot be read by this user: permission denied.",
+                            "Run tfrebuild as the environment's owner, or give read access to it and to the "
+                            "interpreter it links to.") from None
     return None
 
 

@@ -183,10 +183,13 @@ def _keras_module_name():
 
 
 def __getattr__(name):
+    # As real TF >= 2.16: ``tf.keras`` is resolved on first use; with TF_USE_LEGACY_KERAS it is tf_keras's
+    # API module ``tf_keras.api._v2.keras``, which has no ``__version__`` (tf.keras.__version__ fails).
     if name == "keras":
         import importlib
 
-        return importlib.import_module(_keras_module_name())
+        module = _keras_module_name()
+        return importlib.import_module("tf_keras.api._v2.keras" if module == "tf_keras" else module)
     raise AttributeError("module 'tensorflow' has no attribute %r" % (name,))
 '''
 
@@ -257,6 +260,90 @@ def tf_modules(version: str) -> dict[str, str]:
         "tensorflow/config/__init__.py": _TF_CONFIG,
         "tensorflow/_cli.py": _TF_CLI,
     }
+
+
+_KERAS_ENGINE = '''\
+"""Fake Keras engine: Sequential, Dense, compile, fit, predict, save and load (a JSON file as ".h5")."""
+import json as _json
+
+VERSION = "{version}"
+# Keras 3 saves only .keras/.h5 files; Keras 2 also writes a SavedModel folder for any other path.
+SAVE_SUFFIXES = {suffixes!r}
+
+
+class Layer(object):
+    def __init__(self, units=1, activation=None, input_shape=None, **kwargs):
+        self.units, self.activation, self.input_shape = units, activation, input_shape
+
+    def get_config(self):
+        return {{"units": self.units, "activation": self.activation, "input_shape": self.input_shape}}
+
+
+class Dense(Layer):
+    pass
+
+
+class History(object):
+    def __init__(self, epochs):
+        self.history = {{"loss": [1.0 / (i + 1) for i in range(epochs)]}}
+
+
+class Sequential(object):
+    def __init__(self, layers=None, name=None):
+        self.layers = list(layers or [])
+        self.compiled = False
+
+    def add(self, layer):
+        self.layers.append(layer)
+
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None, **kwargs):
+        self.compiled = True
+
+    def fit(self, x=None, y=None, epochs=1, batch_size=None, verbose="auto", **kwargs):
+        if not self.compiled:
+            raise RuntimeError("You must compile your model before training/testing.")
+        return History(epochs)
+
+    def predict(self, x, verbose="auto", **kwargs):
+        rows = x.numpy() if hasattr(x, "numpy") else x
+        return [[0.0] * self.layers[-1].units for _ in rows]
+
+    def save(self, filepath, **kwargs):
+        path = str(filepath)
+        if SAVE_SUFFIXES and not path.endswith(SAVE_SUFFIXES):
+            raise ValueError("Invalid filepath extension for saving: %s" % path)
+        with open(path, "w") as f:
+            _json.dump({{"keras": VERSION, "layers": [layer.get_config() for layer in self.layers]}}, f)
+
+
+def load_model(filepath, **kwargs):
+    with open(str(filepath)) as f:
+        doc = _json.load(f)
+    model = Sequential([Dense(**config) for config in doc["layers"]])
+    model.compiled = True
+    return model
+'''
+
+
+def keras_modules(import_name: str, project: str, version: str) -> dict[str, str]:
+    """A fake Keras: ``layers.Dense`` and ``Sequential`` are defined in ``<import_name>.src.engine``, as real
+    Keras classes live in ``keras.src...`` / ``tf_keras.src...``; tf_keras also has the API module TensorFlow
+    hands out as ``tf.keras`` (``tf_keras.api._v2.keras``, no ``__version__``)."""
+    suffixes = (".keras", ".h5") if int(version.split(".")[0]) >= 3 else ()
+    engine = f"from {import_name}.src.engine import"
+    api = (f"{engine} Sequential, load_model  # noqa: F401\n"
+           f"from {import_name} import layers, models  # noqa: F401\n")
+    out = _simple(import_name, project, version, api)
+    out.update({
+        f"{import_name}/src/__init__.py": "",
+        f"{import_name}/src/engine.py": _KERAS_ENGINE.format(version=version, suffixes=suffixes),
+        f"{import_name}/layers/__init__.py": f"{engine} Dense, Layer  # noqa: F401\n",
+        f"{import_name}/models/__init__.py": f"{engine} Sequential, load_model  # noqa: F401\n",
+    })
+    if import_name == "tf_keras":
+        out.update({"tf_keras/api/__init__.py": "", "tf_keras/api/_v2/__init__.py": "",
+                    "tf_keras/api/_v2/keras/__init__.py": api})
+    return out
 
 
 _NUMPY_ABI_CHECK = '''
@@ -473,10 +560,10 @@ def _other_releases() -> list[Release]:
     rel.append(_r("six", "1.17.0", (), "!=3.0.*,!=3.1.*,!=3.2.*,>=2.7",
                   modules={"six.py": '"""Fake six 1.17.0."""\n__version__ = "1.17.0"\n'}))
     # keras: 2.15 has no deps; Keras 3 needs numpy, h5py, ml-dtypes, absl-py (loosely)
-    rel.append(_r("keras", "2.15.0", (), ">=3.9", modules=_simple("keras", "keras", "2.15.0")))
+    rel.append(_r("keras", "2.15.0", (), ">=3.9", modules=keras_modules("keras", "keras", "2.15.0")))
     for v, py in [("3.5.0", ">=3.9"), ("3.10.0", ">=3.9"), ("3.12.0", ">=3.10")]:
         rel.append(_r("keras", v, ["absl-py", "numpy", "h5py", "ml-dtypes"], py,
-                      modules=_simple("keras", "keras", v)))
+                      modules=keras_modules("keras", "keras", v)))
     # tf-keras (Keras 2 for TF >= 2.16); note: it requires `tensorflow`, never `tensorflow-cpu`
     for v, tf_range, py in [
         ("2.15.1", ">=2.15,<2.16", ">=3.9"),
@@ -484,7 +571,7 @@ def _other_releases() -> list[Release]:
         ("2.18.0", ">=2.18,<2.19", ">=3.9"),
         ("2.21.0", ">=2.21,<2.22", ">=3.10"),
     ]:
-        rel.append(_r("tf-keras", v, [f"tensorflow{tf_range}"], py, modules=_simple("tf_keras", "tf-keras", v)))
+        rel.append(_r("tf-keras", v, [f"tensorflow{tf_range}"], py, modules=keras_modules("tf_keras", "tf-keras", v)))
     # tensorflow-text: requires `tensorflow` (off Apple silicon) and offers a tensorflow_cpu extra
     for v, lo, hi, py, tags in [
         ("2.15.0", "2.15.0", "2.16", ">=3.9", cp(9, 11)),

@@ -57,15 +57,20 @@ def is_mount_point(path: Path) -> bool:
     return str(path) in points or real in points
 
 
+def mount_point_error(env: Path) -> UserError:
+    """The refusal for an env folder that is a mount point."""
+    return UserError(
+        f"{env} is a mount point (e.g. a bind mount): tfrebuild cannot swap it, because a mount point cannot "
+        "be renamed. Nothing was built or changed.",
+        "tfrebuild swaps environments by renaming beside them. Point --env at the folder the mount comes from "
+        "(see `findmnt " + str(env) + "`), or unmount it and keep the env in a plain folder.",
+        exit_code=1)
+
+
 def refuse_mount_point(env: Path) -> None:
     """:class:`UserError` when the env folder is a mount point: it could not be swapped."""
     if os.path.isdir(env) and not os.path.islink(env) and is_mount_point(env):
-        raise UserError(
-            f"{env} is a mount point (e.g. a bind mount): tfrebuild cannot swap it, because a mount point cannot "
-            "be renamed. Nothing was built or changed.",
-            "tfrebuild swaps environments by renaming beside them. Point --env at the folder the mount comes from "
-            "(see `findmnt " + str(env) + "`), or unmount it and keep the env in a plain folder.",
-            exit_code=1)
+        raise mount_point_error(env)
 
 
 def foreign_owner(env: Path) -> tuple[int, int] | None:
