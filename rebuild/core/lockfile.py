@@ -74,6 +74,8 @@ class LockedPackage:
     requires_python: str = ""
     wheels: list[LockedFile] = field(default_factory=list)
     sdist: LockedFile | None = None
+    # A package locked from its own source: ("directory" | "archive" | "vcs", its table), else None.
+    source: tuple[str, dict] | None = None
 
     @property
     def files(self) -> list[LockedFile]:
@@ -81,7 +83,26 @@ class LockedPackage:
 
     @property
     def hashed(self) -> bool:
+        if self.source is not None:
+            return self.source[0] == "archive" and bool(self.source[1].get("hashes"))
         return bool(self.files) and all(f.hashes for f in self.files)
+
+    @property
+    def requirement(self) -> str:
+        """The line that installs a package locked from its source again (``-e /path``, ``name @ ...``)."""
+        if self.source is None:
+            return f"{self.name}=={self.version}"
+        kind, table = self.source
+        where = table.get("path") or table.get("url") or ""
+        if kind == "vcs":
+            commit = table.get("commit-id") or table.get("requested-revision") or ""
+            url = table.get("url") or Path(where).absolute().as_uri()
+            return f"{self.name} @ {table.get('type', 'git')}+{url}" + (f"@{commit}" if commit else "")
+        if table.get("path"):
+            where = Path(os.path.expanduser(table["path"])).absolute().as_uri()
+        if kind == "directory" and table.get("editable"):
+            return f"-e {unquote(urlsplit(where).path) if where.startswith('file:') else where}"
+        return f"{self.name} @ {where}"
 
 
 @dataclass
@@ -156,21 +177,23 @@ def parse_lock(text: str, where: str, base: Path | None = None) -> Lock:
     try:
         for i, raw in enumerate(raw_packages):
             at = f"packages[{i}]"
-            if not isinstance(raw, dict) or not all(isinstance(raw.get(k), str) for k in ("name", "version")):
+            if not isinstance(raw, dict) or not isinstance(raw.get("name"), str) or not (
+                    isinstance(raw.get("version"), str) or ("directory" in raw and "version" not in raw)):
                 raise ValueError(f"{at}: needs a name and a version")
             at = f"packages[{i}] ({raw['name']})"
-            for key in ("vcs", "directory", "archive"):
-                if key in raw:
-                    raise ValueError(f"{at}: is locked from a {key} source; tfrebuild installs wheels and sdists only")
+            source = next(((key, raw[key]) for key in ("directory", "archive", "vcs") if key in raw), None)
+            if source is not None and not (isinstance(source[1], dict)
+                                           and (source[1].get("path") or source[1].get("url"))):
+                raise ValueError(f"{at}.{source[0]}: needs a path or a url")
             wheels = raw.get("wheels", [])
             if not isinstance(wheels, list):
                 raise ValueError(f"{at}: wheels must be a list")
             pkg = LockedPackage(
-                name=canonicalize_name(raw["name"]), version=raw["version"], marker=str(raw.get("marker", "")),
+                name=canonicalize_name(raw["name"]), version=raw.get("version", ""), marker=str(raw.get("marker", "")),
                 requires_python=str(raw.get("requires-python", "")),
                 wheels=[_file(w, "wheel", f"{at}.wheels[{j}]") for j, w in enumerate(wheels)],
-                sdist=_file(raw["sdist"], "sdist", f"{at}.sdist") if "sdist" in raw else None)
-            if not pkg.files:
+                sdist=_file(raw["sdist"], "sdist", f"{at}.sdist") if "sdist" in raw else None, source=source)
+            if not pkg.files and pkg.source is None:
                 raise ValueError(f"{at}: has neither wheels nor an sdist")
             packages.append(pkg)
     except ValueError as exc:
