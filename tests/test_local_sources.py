@@ -154,3 +154,19 @@ def test_upgrade_refuses_the_env_it_runs_from(make_venv, kit_env, kit_index, tmp
     assert proc.returncode == 1, proc.stderr
     assert "uv tool install" in proc.stderr and "pipx install" in proc.stderr, proc.stderr
     assert not (env.parent / f".{env.name}.tfrebuild").exists()
+
+
+def test_export_keeps_local_sources(local_env, kit_env, kit_index, decoys, tmp_path, uv, venv_run) -> None:
+    env, out = local_env["env"], tmp_path / "requirements.txt"
+    res = _cli(kit_env, kit_index, decoys, tmp_path, "export", "--env", env, "--format", "requirements", "-o", out)
+    assert res.code == 0, res
+    text = out.read_text()
+    assert f"-e {local_env['mymodel']}" in text, text
+    assert f"localfolder @ {local_env['folder'].as_uri()}" in text, text
+    assert f"localwheel @ {local_env['wheel'].as_uri()}" in text, text
+    assert f"vcsmod @ git+{local_env['repo'].as_uri()}@{local_env['commit']}" in text, text
+    fresh = tmp_path / "fresh"
+    uv("venv", "--python", env / "bin" / "python", fresh)
+    uv("pip", "sync", "--python", fresh / "bin" / "python", out)
+    proc = venv_run(fresh, "import mymodel, localfolder, localwheel, vcsmod; print(mymodel.VALUE, vcsmod.VALUE)")
+    assert proc.returncode == 0 and proc.stdout.split() == ["1", "1"], proc.stderr

@@ -307,13 +307,13 @@ def localize(lock: Lock, folders: list[Path]) -> tuple[Lock, list[str], list[str
 
 
 def lock_pins(pins: dict[str, str], python: Path, index: prof.Index, *, offline: bool, log: Path | None = None,
-              where: str = "the profile") -> Lock:
+              where: str = "the profile", direct: dict[str, str] | None = None) -> Lock:
     """A PEP 751 lock of exactly ``pins`` for ``python`` (``uv pip compile --no-deps``: nothing is re-resolved)."""
     if not pins:
         raise UserError(f"{where} pins no packages that can be installed from an index.",
                         "Take the snapshot of an environment with packages in it.")
     inputs = resolve.Inputs(python=python, tf_distribution="", requested=[], pins={}, index=index, offline=offline,
-                            log=log)
+                            log=log, direct=dict(direct or {}))
     with tempfile.TemporaryDirectory(prefix="tfrebuild-lock-") as tmp:
         try:
             text = resolve.lock(inputs, pins, Path(tmp))
@@ -340,6 +340,26 @@ def installable_pins(profile: prof.Profile) -> tuple[dict[str, str], list[str]]:
     return pins, skipped
 
 
+def direct_requirements(profile: prof.Profile) -> tuple[dict[str, str], dict[str, str]]:
+    """(requirement lines, versions) of the profile's packages that came from no index (see core/sources.py)."""
+    from rebuild.core import sources
+
+    lines, versions = {}, {}
+    for p in profile.packages:
+        if p.location != "env" or p.source not in ("editable", "path", "vcs", "url") or not p.url or "****" in p.url \
+                or p.name in sources.SELF:
+            continue
+        direct = {"url": p.url}
+        if p.source == "editable":
+            direct["dir_info"] = {"editable": True}
+        elif p.source == "vcs":
+            direct["vcs_info"] = {"vcs": p.vcs or "git", "commit_id": p.commit}
+        found = sources.of({"canonical": p.name, "version": p.version, "direct_url": direct})
+        if found is not None:
+            lines[p.name], versions[p.name] = found.requirement, p.version
+    return lines, versions
+
+
 def to_requirements(lock: Lock) -> str:
     """``name==version --hash=...`` lines for pip/uv, every file's hash included."""
     missing = []
@@ -347,6 +367,10 @@ def to_requirements(lock: Lock) -> str:
              "# Install with: pip install --require-hashes --no-deps -r requirements.txt",
              "#           or: uv pip sync requirements.txt", ""]
     for pkg in sorted(lock.packages, key=lambda p: p.name):
+        if pkg.source is not None:  # from its own source: a direct reference (pip refuses hashes for these)
+            digest = pkg.source[1].get("hashes", {}).get("sha256", "")
+            lines.append(pkg.requirement + (f" --hash=sha256:{digest}" if digest else ""))
+            continue
         hashes: list[str] = []
         for f in pkg.files:
             digest = f.hashes.get("sha256")
@@ -380,6 +404,9 @@ def env_lock(env, *, find_links: list[str] | None = None, offline: bool = False,
     loc = locate(env)
     current = snapshot.take(loc.path if not loc.bare else loc.python)
     pins, notes = installable_pins(current)
+    direct, versions = direct_requirements(current)
+    pins.update(versions)
+    notes = [n for n in notes if n.split(" ", 1)[0] not in direct]
     store = Store.open(loc.path) if not loc.bare else None
     if store is not None:
         gen_lock = store.generation_dir(store.current_number) / "pylock.toml"
@@ -392,7 +419,7 @@ def env_lock(env, *, find_links: list[str] | None = None, offline: bool = False,
                 return lock, f"generation {store.current_number}'s lock ({gen_lock})", notes
     index = indexconf.override(indexconf.discover(prefix=None if loc.bare else loc.path), index_url=index_url,
                                find_links=find_links, offline=offline)
-    lock = lock_pins(pins, loc.python, index, offline=offline, where=f"the environment {loc.path}")
+    lock = lock_pins(pins, loc.python, index, offline=offline, where=f"the environment {loc.path}", direct=direct)
     lock.where = str(loc.path)
     return lock, f"the installed versions of {loc.path}, locked with uv", notes
 
@@ -407,10 +434,13 @@ def profile_lock(profile_path, *, find_links: list[str] | None = None, offline: 
     if lock_file is not None:
         return profile, read_lock(lock_file), f"the profile's lock {lock_file}", []
     pins, notes = installable_pins(profile)
+    direct, versions = direct_requirements(profile)
+    pins.update(versions)
+    notes = [n for n in notes if n.split(" ", 1)[0] not in direct]
     interp = find_interpreter(python or profile.interpreter.version)
     index = indexconf.override(usable_index(profile.index), index_url=index_url, find_links=find_links,
                                offline=offline)
-    lock = lock_pins(pins, interp.path, index, offline=offline, where=f"the profile {path}")
+    lock = lock_pins(pins, interp.path, index, offline=offline, where=f"the profile {path}", direct=direct)
     lock.where = str(path)
     return profile, lock, f"the profile's pins, locked with uv for Python {interp.version}", notes
 
