@@ -24,8 +24,8 @@ from urllib.parse import unquote, urlsplit
 from rebuild.env.snapshot import SELF  # tfrebuild itself: never requested, never carried into a new env
 from rebuild.errors import UserError
 
-INSTALL_APART = ("install tfrebuild apart from the environments it manages: `uv tool install tfrebuild` "
-                 "(or `uv tool install .` / `pipx install .` from a clone)")
+INSTALL_APART = ("install tfrebuild apart from the environments it manages: `uv tool install .` "
+                 "(or `pipx install .`) from a clone of tfrebuild")
 
 
 @dataclass(frozen=True)
