@@ -19,7 +19,7 @@ from typing import Callable
 
 from rebuild.commands import generations
 from rebuild.core import plan as planning
-from rebuild.core import transaction
+from rebuild.core import sources, transaction
 from rebuild.env import refusals
 from rebuild.env.locate import locate
 from rebuild.errors import UserError
@@ -49,6 +49,7 @@ def run(opts: planning.Options, progress=None, confirm: Callable[[planning.Plan]
         raise UserError("tfrebuild upgrade needs confirmation, and there is no terminal to ask on.",
                         "Look at `tfrebuild plan` first, then run `tfrebuild upgrade --yes`.")
     loc = locate(opts.env)  # bad paths fail here, before anything is created
+    sources.refuse_self_upgrade(loc.path)  # tfrebuild cannot swap out the env it runs from
     if not loc.bare:  # what stops the swap is known now: refuse before planning and building, not after
         refusals.refuse(loc.path, force=opts.force)
     store = Store.open(loc.path) or Store.unmanaged(loc.path)

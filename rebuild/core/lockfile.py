@@ -74,6 +74,8 @@ class LockedPackage:
     requires_python: str = ""
     wheels: list[LockedFile] = field(default_factory=list)
     sdist: LockedFile | None = None
+    # A package locked from its own source: ("directory" | "archive" | "vcs", its table), else None.
+    source: tuple[str, dict] | None = None
 
     @property
     def files(self) -> list[LockedFile]:
@@ -81,7 +83,26 @@ class LockedPackage:
 
     @property
     def hashed(self) -> bool:
+        if self.source is not None:
+            return self.source[0] == "archive" and bool(self.source[1].get("hashes"))
         return bool(self.files) and all(f.hashes for f in self.files)
+
+    @property
+    def requirement(self) -> str:
+        """The line that installs a package locked from its source again (``-e /path``, ``name @ ...``)."""
+        if self.source is None:
+            return f"{self.name}=={self.version}"
+        kind, table = self.source
+        where = table.get("path") or table.get("url") or ""
+        if kind == "vcs":
+            commit = table.get("commit-id") or table.get("requested-revision") or ""
+            url = table.get("url") or Path(where).absolute().as_uri()
+            return f"{self.name} @ {table.get('type', 'git')}+{url}" + (f"@{commit}" if commit else "")
+        if table.get("path"):
+            where = Path(os.path.expanduser(table["path"])).absolute().as_uri()
+        if kind == "directory" and table.get("editable"):
+            return f"-e {unquote(urlsplit(where).path) if where.startswith('file:') else where}"
+        return f"{self.name} @ {where}"
 
 
 @dataclass
@@ -156,21 +177,23 @@ def parse_lock(text: str, where: str, base: Path | None = None) -> Lock:
     try:
         for i, raw in enumerate(raw_packages):
             at = f"packages[{i}]"
-            if not isinstance(raw, dict) or not all(isinstance(raw.get(k), str) for k in ("name", "version")):
+            if not isinstance(raw, dict) or not isinstance(raw.get("name"), str) or not (
+                    isinstance(raw.get("version"), str) or ("directory" in raw and "version" not in raw)):
                 raise ValueError(f"{at}: needs a name and a version")
             at = f"packages[{i}] ({raw['name']})"
-            for key in ("vcs", "directory", "archive"):
-                if key in raw:
-                    raise ValueError(f"{at}: is locked from a {key} source; tfrebuild installs wheels and sdists only")
+            source = next(((key, raw[key]) for key in ("directory", "archive", "vcs") if key in raw), None)
+            if source is not None and not (isinstance(source[1], dict)
+                                           and (source[1].get("path") or source[1].get("url"))):
+                raise ValueError(f"{at}.{source[0]}: needs a path or a url")
             wheels = raw.get("wheels", [])
             if not isinstance(wheels, list):
                 raise ValueError(f"{at}: wheels must be a list")
             pkg = LockedPackage(
-                name=canonicalize_name(raw["name"]), version=raw["version"], marker=str(raw.get("marker", "")),
+                name=canonicalize_name(raw["name"]), version=raw.get("version", ""), marker=str(raw.get("marker", "")),
                 requires_python=str(raw.get("requires-python", "")),
                 wheels=[_file(w, "wheel", f"{at}.wheels[{j}]") for j, w in enumerate(wheels)],
-                sdist=_file(raw["sdist"], "sdist", f"{at}.sdist") if "sdist" in raw else None)
-            if not pkg.files:
+                sdist=_file(raw["sdist"], "sdist", f"{at}.sdist") if "sdist" in raw else None, source=source)
+            if not pkg.files and pkg.source is None:
                 raise ValueError(f"{at}: has neither wheels nor an sdist")
             packages.append(pkg)
     except ValueError as exc:
@@ -284,13 +307,13 @@ def localize(lock: Lock, folders: list[Path]) -> tuple[Lock, list[str], list[str
 
 
 def lock_pins(pins: dict[str, str], python: Path, index: prof.Index, *, offline: bool, log: Path | None = None,
-              where: str = "the profile") -> Lock:
+              where: str = "the profile", direct: dict[str, str] | None = None) -> Lock:
     """A PEP 751 lock of exactly ``pins`` for ``python`` (``uv pip compile --no-deps``: nothing is re-resolved)."""
     if not pins:
         raise UserError(f"{where} pins no packages that can be installed from an index.",
                         "Take the snapshot of an environment with packages in it.")
     inputs = resolve.Inputs(python=python, tf_distribution="", requested=[], pins={}, index=index, offline=offline,
-                            log=log)
+                            log=log, direct=dict(direct or {}))
     with tempfile.TemporaryDirectory(prefix="tfrebuild-lock-") as tmp:
         try:
             text = resolve.lock(inputs, pins, Path(tmp))
@@ -317,6 +340,26 @@ def installable_pins(profile: prof.Profile) -> tuple[dict[str, str], list[str]]:
     return pins, skipped
 
 
+def direct_requirements(profile: prof.Profile) -> tuple[dict[str, str], dict[str, str]]:
+    """(requirement lines, versions) of the profile's packages that came from no index (see core/sources.py)."""
+    from rebuild.core import sources
+
+    lines, versions = {}, {}
+    for p in profile.packages:
+        if p.location != "env" or p.source not in ("editable", "path", "vcs", "url") or not p.url or "****" in p.url \
+                or p.name in sources.SELF:
+            continue
+        direct = {"url": p.url}
+        if p.source == "editable":
+            direct["dir_info"] = {"editable": True}
+        elif p.source == "vcs":
+            direct["vcs_info"] = {"vcs": p.vcs or "git", "commit_id": p.commit}
+        found = sources.of({"canonical": p.name, "version": p.version, "direct_url": direct})
+        if found is not None:
+            lines[p.name], versions[p.name] = found.requirement, p.version
+    return lines, versions
+
+
 def to_requirements(lock: Lock) -> str:
     """``name==version --hash=...`` lines for pip/uv, every file's hash included."""
     missing = []
@@ -324,6 +367,10 @@ def to_requirements(lock: Lock) -> str:
              "# Install with: pip install --require-hashes --no-deps -r requirements.txt",
              "#           or: uv pip sync requirements.txt", ""]
     for pkg in sorted(lock.packages, key=lambda p: p.name):
+        if pkg.source is not None:  # from its own source: a direct reference (pip refuses hashes for these)
+            digest = pkg.source[1].get("hashes", {}).get("sha256", "")
+            lines.append(pkg.requirement + (f" --hash=sha256:{digest}" if digest else ""))
+            continue
         hashes: list[str] = []
         for f in pkg.files:
             digest = f.hashes.get("sha256")
@@ -357,6 +404,9 @@ def env_lock(env, *, find_links: list[str] | None = None, offline: bool = False,
     loc = locate(env)
     current = snapshot.take(loc.path if not loc.bare else loc.python)
     pins, notes = installable_pins(current)
+    direct, versions = direct_requirements(current)
+    pins.update(versions)
+    notes = [n for n in notes if n.split(" ", 1)[0] not in direct]
     store = Store.open(loc.path) if not loc.bare else None
     if store is not None:
         gen_lock = store.generation_dir(store.current_number) / "pylock.toml"
@@ -369,7 +419,7 @@ def env_lock(env, *, find_links: list[str] | None = None, offline: bool = False,
                 return lock, f"generation {store.current_number}'s lock ({gen_lock})", notes
     index = indexconf.override(indexconf.discover(prefix=None if loc.bare else loc.path), index_url=index_url,
                                find_links=find_links, offline=offline)
-    lock = lock_pins(pins, loc.python, index, offline=offline, where=f"the environment {loc.path}")
+    lock = lock_pins(pins, loc.python, index, offline=offline, where=f"the environment {loc.path}", direct=direct)
     lock.where = str(loc.path)
     return lock, f"the installed versions of {loc.path}, locked with uv", notes
 
@@ -384,10 +434,13 @@ def profile_lock(profile_path, *, find_links: list[str] | None = None, offline: 
     if lock_file is not None:
         return profile, read_lock(lock_file), f"the profile's lock {lock_file}", []
     pins, notes = installable_pins(profile)
+    direct, versions = direct_requirements(profile)
+    pins.update(versions)
+    notes = [n for n in notes if n.split(" ", 1)[0] not in direct]
     interp = find_interpreter(python or profile.interpreter.version)
     index = indexconf.override(usable_index(profile.index), index_url=index_url, find_links=find_links,
                                offline=offline)
-    lock = lock_pins(pins, interp.path, index, offline=offline, where=f"the profile {path}")
+    lock = lock_pins(pins, interp.path, index, offline=offline, where=f"the profile {path}", direct=direct)
     lock.where = str(path)
     return profile, lock, f"the profile's pins, locked with uv for Python {interp.version}", notes
 

@@ -12,7 +12,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from rebuild.core import resolve
+from rebuild.core import resolve, sources
 from rebuild.core.changes import Change, diff
 from rebuild.core.changes import kind as kind_of
 from rebuild.core.options import Gpu, Keras, Strategy
@@ -130,6 +130,8 @@ def _reason(name: str, old: str | None, new: str | None, tf: str, via: dict[str,
         return "the upgrade target"
     if name in TF_DISTRIBUTIONS and new is None:
         return f"replaced by {tf} (one TensorFlow variant per env)"
+    if name in sources.SELF and new is None:
+        return "tfrebuild itself: left out of the new env (it is a tool installed apart, not part of the env)"
     if new is None:
         dependents = [p for p, reqs in data_requires.items()
                       if any(_req_name(r) == name and graph.without_extra(r) for r in reqs)]
@@ -456,10 +458,14 @@ def _interpreter(opts: Options, current: prof.Profile, tf: str, extras: list[str
 
 
 def _inputs(opts: Options, survey: _Survey, interp, tf: str, extras: list[str], index, log) -> resolve.Inputs:
+    direct = sources.direct_sources(survey.data)
+    requested = [r for r in _requested_requirements(survey.current, survey.override)
+                 if _req_name(r) not in direct and _req_name(r) not in sources.SELF]
     inputs = resolve.Inputs(
-        python=interp.path, tf_distribution=tf, requested=_requested_requirements(survey.current, survey.override),
+        python=interp.path, tf_distribution=tf, requested=requested,
         pins=survey.pins, constraints=dict((survey.override or survey.current).constraints), index=index,
         offline=opts.offline, pre=opts.pre, strategy=opts.strategy, log=log, extras=extras,
+        direct={n: s.requirement for n, s in direct.items()},
     )
     if tf != survey.tf:  # another variant: the installed one is not requested
         inputs.requested = [r for r in inputs.requested if _req_name(r) not in TF_DISTRIBUTIONS]
@@ -597,6 +603,18 @@ def _changes(survey: _Survey, resolved: resolve.Resolved, tf: str, tf_new: str, 
     return changes
 
 
+def _source_notes(survey: _Survey, direct: dict[str, sources.DirectSource]) -> list[str]:
+    """Packages reinstalled from their own sources, and tfrebuild left out."""
+    notes = [f"{s.name} {s.version} is reinstalled {s.shown} (not looked up on an index)" for s in direct.values()]
+    mine = [p for p in survey.current.packages if p.name in sources.SELF and p.location == "env"]
+    if mine:
+        runs_here = sources.running_from(survey.loc.path)
+        notes.append(f"tfrebuild {mine[0].version} is installed in this env and is left out of the new one"
+                     + ("; this tfrebuild runs from the env, so `upgrade` refuses: " if runs_here else "; ")
+                     + sources.INSTALL_APART)
+    return notes
+
+
 def _route_notes(survey: _Survey, tf: str, extras: list[str], route: str, variant_note: str) -> list[str]:
     notes = [variant_note] if variant_note else []
     if tf != survey.tf and not variant_note:
@@ -671,6 +689,8 @@ def make_plan(opts: Options, progress=None, log: Path | None = None) -> Plan:
     progress.stage("snapshot")
     survey = _survey(opts)
     current, tf_old = survey.current, survey.current.tensorflow.version
+    direct = sources.direct_sources(survey.data)
+    sources.check_present(direct, survey.loc.path)
     tf, extras, route = gpu_route(opts.gpu, survey.tf, current)
     index = indexconf.override(indexconf.discover(prefix=survey.loc.path), index_url=opts.index_url,
                                extra_index_urls=opts.extra_index_urls, find_links=opts.find_links, offline=opts.offline,
@@ -694,6 +714,7 @@ def make_plan(opts: Options, progress=None, log: Path | None = None) -> Plan:
     if tf_old == tf_new:
         notes.append(f"{tf} is already at {tf_new}, the newest release that matches --to {target.raw}")
     notes += [python_note] if python_note else []
+    notes += _source_notes(survey, direct)
     held = constraint_note(inputs, target, tf_new) if target.kind != "exact" else ""
     notes += [held] if held else []
     notes += _route_notes(survey, tf, extras, route, variant_note)

@@ -63,6 +63,9 @@ class Inputs:
     strategy: str = "minimal"
     extras: list[str] = field(default_factory=list)  # extras of the TensorFlow requirement
     log: Path | None = None
+    # name -> requirement line ("-e /path", "name @ file:///...", "name @ git+URL@commit") of each distribution
+    # that came from no index: passed as a direct reference, so its name is never looked up on an index.
+    direct: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -177,7 +180,8 @@ def _parse_requirements_output(text: str) -> tuple[dict[str, str], dict[str, lis
             continue
         req = line.split(";")[0].strip()
         name, sep, version = req.partition("==")
-        if not sep:
+        if not sep:  # a direct reference ("-e /path", "name @ url"): its pin is the installed one
+            current = canonicalize_name(req.partition(" @ ")[0]) if " @ " in req else None
             continue
         current = canonicalize_name(name.split("[")[0])
         pins[current] = version.strip()
@@ -197,7 +201,7 @@ def _compile(inputs: Inputs, requirements: list[str], extra_constraints: list[st
     req_file.write_text("\n".join(requirements) + "\n")
     out_file = workdir / "resolved.txt"
     if inputs.strategy == "minimal":
-        out_file.write_text("".join(f"{n}=={v}\n" for n, v in sorted(inputs.pins.items())))
+        out_file.write_text("".join(f"{n}=={v}\n" for n, v in sorted(inputs.pins.items()) if n not in inputs.direct))
     elif out_file.exists():
         out_file.unlink()
     constraint_lines = [f"{n}{s}" for n, s in sorted(inputs.constraints.items())] + extra_constraints
@@ -222,7 +226,8 @@ def _major(version: str) -> int | None:
 def resolve(inputs: Inputs, tf_version: str) -> Resolved:
     """Resolve the requested set with TensorFlow pinned to ``tf_version`` and lock it."""
     start = time.monotonic()
-    requirements = [_tf_requirement(inputs, f"=={tf_version}")] + list(inputs.requested)
+    requirements = [_tf_requirement(inputs, f"=={tf_version}")] + list(inputs.requested) + \
+        [line for _, line in sorted(inputs.direct.items())]
     with tempfile.TemporaryDirectory(prefix="tfrebuild-resolve-") as tmp:
         workdir = Path(tmp)
         pins, via = _compile(inputs, requirements, [], workdir)
@@ -245,16 +250,41 @@ def resolve(inputs: Inputs, tf_version: str) -> Resolved:
                             continue
                         pins, via = trial
                         capped.append(name)
+        for name in inputs.direct:  # locked from their source; the version is the installed one
+            pins[name] = inputs.pins.get(name, pins.get(name, ""))
+            via.pop(name, None)
         pylock = lock(inputs, pins, workdir)
     return Resolved(tf_version=tf_version, pins=pins, via=via, pylock=pylock, capped=capped,
                     seconds=time.monotonic() - start)
 
 
 def lock(inputs: Inputs, pins: dict[str, str], workdir: Path) -> str:
-    """A PEP 751 lock of exactly ``pins`` (with hashes where the index provides them)."""
+    """A PEP 751 lock of exactly ``pins`` (with hashes where the index provides them).
+
+    A name in ``inputs.direct`` is locked from its source (a ``directory``, ``archive`` or ``vcs`` entry).
+    """
     pinned = workdir / "pinned.txt"
-    pinned.write_text("".join(f"{n}=={v}\n" for n, v in sorted(pins.items())))
+    pinned.write_text("".join(f"{inputs.direct[n]}\n" if n in inputs.direct else f"{n}=={v}\n"
+                              for n, v in sorted(pins.items())))
     out = workdir / "pylock.toml"
     _pip_compile(inputs, [str(pinned), "--no-deps", "--format", "pylock.toml", "-o", str(out), "--no-header"],
                  constrained=False)
-    return out.read_text()
+    text = out.read_text()
+    return _with_versions(text, pins) if inputs.direct else text
+
+
+def _with_versions(text: str, pins: dict[str, str]) -> str:
+    """uv locks a source tree without a version; record the installed one (PEP 751 allows it, uv reads it)."""
+    import tomllib
+
+    import tomli_w
+
+    data = tomllib.loads(text)
+    missing = [p for p in data.get("packages", []) if "version" not in p and pins.get(canonicalize_name(p["name"]))]
+    if not missing:
+        return text
+    for pkg in missing:
+        pkg["version"] = pins[canonicalize_name(pkg["name"])]
+    data["packages"] = [{k: p[k] for k in sorted(p, key=lambda k: (k != "name", k != "version"))}
+                        for p in data["packages"]]
+    return tomli_w.dumps(data)

@@ -24,6 +24,13 @@ from rebuild.knowledge.tf import SEED_PACKAGES, TF_DISTRIBUTIONS, import_name
 
 _GENERIC_NAMES = {"venv", "env", "virtualenv"}
 
+#: tfrebuild's own distribution: a tool installed apart, never something an env is for (never requested).
+SELF = ("tfrebuild",)
+#: What tfrebuild pulls in (its runtime requirements and theirs). Left behind without a REQUESTED marker when
+#: tfrebuild is uninstalled from an env, they are its leftovers, not packages the user asked for.
+TOOL_DEPENDENCIES = ("uv", "typer", "rich", "tomli-w", "click", "shellingham", "markdown-it-py", "mdurl",
+                     "pygments")
+
 
 @dataclass
 class SnapshotResult:
@@ -144,7 +151,9 @@ def _packages(chosen: dict[str, dict], markers: dict) -> tuple[list[prof.Package
         marker = bool(dist.get("requested")) and not (uv_markers_meaningless and dist.get("installer") == "uv")
         # Only through an extra (tensorflow-io-gcs-filesystem[tensorflow-cpu] names tensorflow-cpu) is not
         # enough to call a package a dependency: nothing says that extra was installed.
-        is_requested = name not in SEED_PACKAGES and (marker or name not in hard_required)
+        is_requested = name not in SEED_PACKAGES and name not in SELF and (marker or name not in hard_required)
+        if is_requested and not marker and name in TOOL_DEPENDENCIES and name not in hard_required:
+            is_requested = False  # tfrebuild's leftover (it was installed here, then uninstalled)
         if is_requested and dist["location"] == "env":
             requested.append(name)
         packages.append(prof.Package(
