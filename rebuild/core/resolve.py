@@ -63,6 +63,7 @@ class Inputs:
     strategy: str = "minimal"
     extras: list[str] = field(default_factory=list)  # extras of the TensorFlow requirement
     log: Path | None = None
+    no_build: bool = False  # uv --no-build: wheels only, no package code runs (a foreign --profile)
 
 
 @dataclass
@@ -85,6 +86,8 @@ def _common_args(inputs: Inputs, constrained: bool = True) -> list[str]:
     args = ["--no-config", "--python", str(inputs.python), "--quiet"]
     args += indexconf.uv_args(inputs.index, offline=inputs.offline, for_install=not constrained)
     args += ["--prerelease", "allow" if inputs.pre else "if-necessary-or-explicit"]
+    if inputs.no_build:
+        args.append("--no-build")
     return args
 
 
