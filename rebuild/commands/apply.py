@@ -49,7 +49,7 @@ from rebuild.env import snapshot
 from rebuild.core import lockfile as locks
 from rebuild.core import plan as planning
 from rebuild.env import profile as prof
-from rebuild.env.locate import default_env_path, locate
+from rebuild.env.locate import check_path, default_env_path, locate
 from rebuild.errors import UserError
 from rebuild.store.store import Store, new_op_id
 from rebuild.util import proc
@@ -120,10 +120,11 @@ def run(opts: Options, progress=None, confirm: Callable[[ApplyResult], bool] | N
     profile_path = Path(opts.profile).absolute()
     profile = prof.load(profile_path)
     target = Path(os.path.abspath(os.path.expanduser(opts.env))) if opts.env else default_env_path()
+    check_path(target)
     new_env = not os.path.lexists(target)
     if not new_env:
         loc = locate(target)
-        if loc.bare:
+        if loc.bare or os.path.isfile(target):
             raise UserError(f"{target} is an interpreter, not an environment folder.",
                             "apply builds virtual environments; pass a venv folder (new or existing) with --env.")
         target = loc.path
