@@ -111,7 +111,8 @@ def assert_refused(res, *fragments: str) -> None:
     """Non-zero exit, no traceback, one paragraph (error: ... hint: ...), short, nothing on stdout."""
     assert res.code != 0, res
     assert "Traceback" not in res.text, res
-    text = res.err.strip()
+    # progress lines ("[   0.0s] snapshot") come before the error on a pipe; the error is one paragraph after them
+    text = "\n".join(line for line in res.err.splitlines() if not re.match(r"^\[\s*[\d.]+s\] ", line)).strip()
     assert text.startswith(("error: ", "Usage: ")), res
     assert "\n\n" not in text or text.startswith("Usage: "), res
     assert len(res.err) < 4000, f"{len(res.err)} characters of error output"
@@ -188,13 +189,17 @@ def test_foreign_index_needs_consent(ws, kit_env, kit_index):
     profile = variant(ws, "other-index.toml",
                       with_index(clean(ws), 'extra_index_urls = ["https://packages.evil.example/simple"]'))
     before = tree_state(ws)
-    for command in ("apply", "export", "bundle"):
-        res = run_cli(kit_env, *attack_commands(ws, kit_index, profile)[command], cwd=ws)
+    for command in ("apply", "export", "bundle"):  # not --offline: the profile's index would be asked
+        argv = [a for a in attack_commands(ws, kit_index, profile)[command] if a != "--offline"]
+        res = run_cli(kit_env, *argv, cwd=ws)
         assert_refused(res, "--allow-index", "extra index: https://packages.evil.example/simple")
     assert tree_state(ws) == before
-    # with consent it gets past the check (and fails later, offline, for want of that index: not a consent error)
-    res = run_cli(kit_env, "export", "--profile", profile, "--allow-index", *kit_args(kit_index), cwd=ws)
+    # with consent it gets past the check (whatever uv then makes of that index, it is not a consent error)
+    res = run_cli(kit_env, "export", "--profile", profile, "--allow-index", "--find-links", kit_index, cwd=ws)
     assert "--allow-index" not in res.err, res
+    # --offline: nothing is fetched from the profile's indexes, so nothing is asked
+    res = run_cli(kit_env, "export", "--profile", profile, *kit_args(kit_index), cwd=ws)
+    assert res.code == 0, res
 
 
 def test_foreign_plan_profile_builds_no_sdist(ws, kit_env, kit_index):
@@ -259,7 +264,8 @@ DAMAGED = [
     ("ftpindex.toml", lambda t: with_index(t, 'extra_index_urls = ["ftp://evil.example/simple"]'),
      "usable index location"),
     ("spaceindex.toml", lambda t: with_index(t, 'index_url = "https://evil.example/a b"'), "index.index_url"),
-    ("strategy.toml", lambda t: with_index(t, 'index_strategy = "yolo"'), "index.index_strategy"),
+    ("strategy.toml", lambda t: re.sub(r'index_strategy = "[^"]*"\n', "", t).replace(
+        "\n[index]\n", '\n[index]\nindex_strategy = "yolo"\n', 1), "index.index_strategy"),
     ("import.toml", lambda t: re.sub(r"imports = \[[^\]]*\]", 'imports = ["os; import evil"]', t, count=1),
      "smoke.imports[0]"),
     ("source.toml", lambda t: t.replace('source = "index"', 'source = "magic"', 1)

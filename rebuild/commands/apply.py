@@ -132,7 +132,9 @@ def run(opts: Options, progress=None, confirm: Callable[[ApplyResult], bool] | N
         raise UserError(f"Cannot create {target}: {_nearest_parent(target)} is not writable.",
                         "Choose another --env.")
     trusted = is_trusted(profile_path, target)
-    consent.check(profile, profile_path, trusted=trusted, kinds=("sources", "index"), command="apply",
+    portability.check_urls(profile, None, opts.allow_insecure_index)
+    consent.check(profile, profile_path, trusted=trusted, kinds=("sources",) if opts.offline else ("sources", "index"),
+                  command="apply",
                   allowed=consent.Allowed(sources=opts.allow_sources, index=opts.allow_index))
     commands = list(profile.smoke.commands)
     if not opts.yes and confirm is None:

@@ -218,7 +218,7 @@ def run(profile_path, output, *, find_links: list[str] | None = None, offline: b
     start = time.monotonic()
     out = Path(output).absolute()
     _check_output(out)
-    consent.check_file(profile_path, allowed=allowed, command="bundle")
+    consent.check_file(profile_path, allowed=allowed, command="bundle", offline=offline)
     progress.stage("lock", str(profile_path))
     profile, lock, lock_source, notes = profile_lock(profile_path, find_links=find_links, offline=offline,
                                                      python=python)

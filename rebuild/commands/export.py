@@ -62,7 +62,7 @@ def run(*, env=None, profile=None, fmt: str = "pylock", output=None, find_links:
             notes.append(f"uv and pip only read PEP 751 files named pylock.toml or pylock.<name>.toml; "
                          f"rename {out_path.name} before installing it")
     if profile is not None:
-        consent.check_file(profile, allowed=allowed, command="export")
+        consent.check_file(profile, allowed=allowed, command="export", offline=offline)
         _, lock, lock_source, skipped = profile_lock(profile, find_links=find_links, offline=offline, python=python)
         source = f"profile {Path(profile).absolute()}"
     else:

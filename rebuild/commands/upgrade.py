@@ -48,6 +48,8 @@ def run(opts: planning.Options, progress=None, confirm: Callable[[planning.Plan]
         raise UserError("tfrebuild upgrade needs confirmation, and there is no terminal to ask on.",
                         "Look at `tfrebuild plan` first, then run `tfrebuild upgrade --yes`.")
     loc = locate(opts.env)  # bad paths fail here, before anything is created
+    planning.load_override(opts, loc)  # so does a bad or refused --profile
+    planning.resolve.parse_target(opts.to)  # and a bad --to
     store = Store.open(loc.path) or Store.unmanaged(loc.path)
     created_state = not store.state.exists()
     command = _command_line()

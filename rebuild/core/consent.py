@@ -8,7 +8,8 @@ asks for on purpose, in three kinds, each needing its own consent before anythin
 
 * ``sources``: packages from somewhere other than an index (editable, path, vcs, url), and
   building packages from source at all (``plan``/``upgrade --profile`` pass uv ``--no-build``);
-* ``index``: index, find-links and constraint-file locations this machine is not configured with;
+* ``index``: http(s) index, find-links and constraint-file locations this machine is not configured with
+  (local folders are this machine's own; with ``--offline`` nothing is fetched from them, so none is asked);
 * ``commands``: ``[smoke].commands``, shell commands.
 """
 
@@ -63,7 +64,8 @@ def requests(profile: prof.Profile) -> dict[str, list[str]]:
     i = profile.index
     named = ([("index", i.index_url)] if i.index_url else []) + [("extra index", u) for u in i.extra_index_urls] + \
         [("find-links", u) for u in i.find_links] + [("constraints file", c) for c in i.constraints if "://" in c]
-    index = [f"{kind}: {prof._short(indexconf.redact(u), 120)}" for kind, u in named if _norm(u) not in known]
+    index = [f"{kind}: {prof._short(indexconf.redact(u), 120)}" for kind, u in named
+             if u.lower().startswith(("http://", "https://")) and _norm(u) not in known]
     return {"sources": prof.non_index_sources(profile), "index": index,
             "commands": [f"smoke command: {prof._short(c, 120)}" for c in profile.smoke.commands]}
 
@@ -86,12 +88,12 @@ def check(profile: prof.Profile, path: str | os.PathLike, *, trusted: bool, allo
         "or remove them from the profile.", exit_code=2, details="\n".join(listed))
 
 
-def check_file(path: str | os.PathLike, *, allowed: Allowed, command: str) -> prof.Profile:
+def check_file(path: str | os.PathLike, *, allowed: Allowed, command: str, offline: bool = False) -> prof.Profile:
     """Load a profile that is read without an env at hand (``export --profile``, ``bundle``) and check it.
 
     It is trusted when it lies inside the state folder of the env it describes (a generation's profile).
     """
     profile = prof.load(path)
     check(profile, Path(path).absolute(), trusted=is_trusted(path, profile.source), allowed=allowed,
-          kinds=("sources", "index"), command=command)
+          kinds=("sources",) if offline else ("sources", "index"), command=command)
     return profile

@@ -429,6 +429,18 @@ class _Survey:
                 if d.get("location") == "env"}
 
 
+def load_override(opts: Options, loc: EnvLocation) -> tuple[prof.Profile | None, bool]:
+    """``--profile``, checked (every field, and consent when it is not this env's own), and whether it is trusted."""
+    if not opts.profile:
+        return None, True
+    override = prof.load(opts.profile)
+    trusted = consent.is_trusted(opts.profile, loc.path)
+    consent.check(override, Path(opts.profile).absolute(), trusted=trusted, kinds=("sources",),
+                  allowed=consent.Allowed(sources=opts.allow_sources),
+                  command="plan" if sys.argv[1:2] == ["plan"] else "upgrade")
+    return override, trusted
+
+
 def _survey(opts: Options) -> _Survey:
     loc: EnvLocation = locate(opts.env)
     if loc.bare:
@@ -436,12 +448,7 @@ def _survey(opts: Options) -> _Survey:
                         "tfrebuild upgrades venv, virtualenv, uv and conda environments; create one first.")
     data = probe.run(loc.python)
     current = build_profile(loc, data)
-    override = prof.load(opts.profile) if opts.profile else None
-    trusted = override is None or consent.is_trusted(opts.profile, loc.path)
-    if override is not None:
-        consent.check(override, Path(opts.profile).absolute(), trusted=trusted, kinds=("sources",),
-                      allowed=consent.Allowed(sources=opts.allow_sources),
-                      command="plan" if sys.argv[1:2] == ["plan"] else "upgrade")
+    override, trusted = load_override(opts, loc)
     tf = current.tensorflow.distribution or (override.tensorflow.distribution if override else "")
     if not tf:
         raise UserError(f"{loc.path} has no TensorFlow installed.",

@@ -63,7 +63,7 @@ class Inputs:
     strategy: str = "minimal"
     extras: list[str] = field(default_factory=list)  # extras of the TensorFlow requirement
     log: Path | None = None
-    no_build: bool = False  # uv --no-build: wheels only, no package code runs (a foreign --profile)
+    no_build: bool = False  # uv --only-binary :all:: wheels only, no package code runs (a foreign --profile)
 
 
 @dataclass
@@ -87,7 +87,7 @@ def _common_args(inputs: Inputs, constrained: bool = True) -> list[str]:
     args += indexconf.uv_args(inputs.index, offline=inputs.offline, for_install=not constrained)
     args += ["--prerelease", "allow" if inputs.pre else "if-necessary-or-explicit"]
     if inputs.no_build:
-        args.append("--no-build")
+        args += ["--only-binary", ":all:"]
     return args
 
 
@@ -118,7 +118,11 @@ def _pip_compile(inputs: Inputs, args: list[str], constrained: bool = True) -> s
         if "not found in the package registry" in result.stderr and not inputs.offline \
                 and os.environ.get("UV_OFFLINE", "").lower() not in ("1", "true", "yes"):
             check_index_roots(inputs.index)  # a wrong index URL reads as "no such package"
-        raise ResolutionFailed(_explain(result.stderr))
+        explanation = _explain(result.stderr)
+        if inputs.no_build:
+            explanation += ("\n(tfrebuild let uv use wheels only, since the --profile was not written by tfrebuild "
+                            "for this env: pass --allow-sources to let uv build sdists, which runs their code)")
+        raise ResolutionFailed(explanation)
     return result.stdout
 
 
