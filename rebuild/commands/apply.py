@@ -128,6 +128,9 @@ def run(opts: Options, progress=None, confirm: Callable[[ApplyResult], bool] | N
             raise UserError(f"{target} is an interpreter, not an environment folder.",
                             "apply builds virtual environments; pass a venv folder (new or existing) with --env.")
         target = loc.path
+    elif not _nearest_parent(target.parent).is_dir():
+        raise UserError(f"Cannot create {target}: {_nearest_parent(target.parent)} is a file, not a folder.",
+                        "Choose another --env.")
     elif not target.parent.exists() and not os.access(_nearest_parent(target), os.W_OK):
         raise UserError(f"Cannot create {target}: {_nearest_parent(target)} is not writable.",
                         "Choose another --env.")
