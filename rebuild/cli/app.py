@@ -79,6 +79,11 @@ GpuOpt = _choice(Gpu, Gpu.AUTO, "--gpu", help="cuda: tensorflow\\[and-cuda] (Lin
                  "auto: CUDA when nvidia-smi sees a GPU, else keep the env's variant.")
 KerasOpt = _choice(Keras, Keras.AUTO, "--keras", help="legacy: keep Keras 2 via tf-keras (TF_USE_LEGACY_KERAS=1); "
                    "3: Keras 3; auto: keep what the env uses.")
+AllowSourcesOpt = typer.Option(False, "--allow-sources", help="Accept a profile from elsewhere although it names "
+                               "packages from outside an index (editable, path, vcs, url), and let uv build sdists "
+                               "for it.")
+AllowIndexOpt = typer.Option(False, "--allow-index", help="Accept a profile from elsewhere although it names package "
+                             "locations this machine is not configured with.")
 FormatOpt = _choice(ExportFormat, ExportFormat.PYLOCK, "--format", help="pylock (PEP 751 pylock.toml) or "
                     "requirements (requirements.txt with hashes).")
 
@@ -154,7 +159,7 @@ def plan(
     find_links: Optional[list[Path]] = FindLinksOpt, constraint: Optional[list[Path]] = ConstraintOpt,
     offline: bool = OfflineOpt,
     allow_python_download: bool = AllowDownloadOpt, keras: Keras = KerasOpt, gpu: Gpu = GpuOpt,
-    as_json: bool = JsonOpt,
+    allow_sources: bool = AllowSourcesOpt, as_json: bool = JsonOpt,
 ) -> None:
     """Dry run: resolve the upgrade with uv and show what would change. Changes nothing.
 
@@ -165,7 +170,8 @@ def plan(
     opts = planning.Options(env=env, to=to, profile=profile, python=python, strategy=strategy, pre=pre,
                             index_url=index_url, extra_index_urls=extra_index_url or [],
                             find_links=_links(find_links), constraints=_links(constraint), offline=offline,
-                            allow_python_download=allow_python_download, keras=keras, gpu=gpu)
+                            allow_python_download=allow_python_download, keras=keras, gpu=gpu,
+                            allow_sources=allow_sources)
 
     def work():
         with terminal().progress(enabled=not as_json) as progress:
@@ -182,7 +188,7 @@ def upgrade(
     find_links: Optional[list[Path]] = FindLinksOpt, constraint: Optional[list[Path]] = ConstraintOpt,
     offline: bool = OfflineOpt, no_compile: bool = NoCompileOpt,
     allow_python_download: bool = AllowDownloadOpt, keras: Keras = KerasOpt, gpu: Gpu = GpuOpt,
-    yes: bool = YesOpt, force: bool = SwapForceOpt, as_json: bool = JsonOpt,
+    yes: bool = YesOpt, force: bool = SwapForceOpt, allow_sources: bool = AllowSourcesOpt, as_json: bool = JsonOpt,
 ) -> None:
     """Build the upgraded env beside the old one, check it, swap it in atomically.
 
@@ -196,7 +202,7 @@ def upgrade(
     opts = Options(env=env, to=to, profile=profile, python=python, strategy=strategy, pre=pre, index_url=index_url,
                    extra_index_urls=extra_index_url or [], find_links=_links(find_links),
                    constraints=_links(constraint), offline=offline, no_compile=no_compile, yes=yes, force=force, allow_python_download=allow_python_download,
-                   keras=keras, gpu=gpu)
+                   keras=keras, gpu=gpu, allow_sources=allow_sources)
 
     def work():
         with terminal().progress(enabled=not as_json) as progress:
@@ -352,6 +358,7 @@ def apply(
                                         "tfrebuild did not write the profile for this env."),
     allow_insecure_index: bool = typer.Option(False, "--allow-insecure-index", help="Accept plain-http indexes and "
                                               "file URLs."),
+    allow_sources: bool = AllowSourcesOpt, allow_index: bool = AllowIndexOpt,
     no_compile: bool = NoCompileOpt,
     allow_python_download: bool = AllowDownloadOpt,
     yes: bool = YesOpt,
@@ -369,7 +376,8 @@ def apply(
     opts = applying.Options(profile=profile, env=env, python=python, find_links=_links(find_links),
                             offline=offline, resolve=resolve, yes=yes, allow_commands=allow_commands,
                             allow_insecure_index=allow_insecure_index, no_compile=no_compile, force=force,
-                            allow_python_download=allow_python_download)
+                            allow_python_download=allow_python_download, allow_sources=allow_sources,
+                            allow_index=allow_index)
 
     def work():
         with terminal().progress(enabled=not as_json) as progress:
@@ -387,7 +395,7 @@ def bundle(
                                          help="Python to lock a profile without a lock for "
                                          "(default: the profile's)."),
     find_links: Optional[list[Path]] = FindLinksOpt, offline: bool = OfflineOpt,
-    as_json: bool = JsonOpt,
+    allow_sources: bool = AllowSourcesOpt, allow_index: bool = AllowIndexOpt, as_json: bool = JsonOpt,
 ) -> None:
     """Put every wheel of a profile's lock, checked against its hashes, in one folder for offline machines.
 
@@ -398,7 +406,7 @@ def bundle(
     def work():
         with terminal().progress(enabled=not as_json) as progress:
             return bundling.run(profile, output, find_links=_links(find_links), offline=offline,
-                                python=python, progress=progress)
+                                python=python, progress=progress, allowed=_allowed(allow_sources, allow_index))
 
     _run(as_json, work, render.bundle)
 
@@ -411,7 +419,7 @@ def export(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="File to write (default: standard output)."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
     find_links: Optional[list[Path]] = FindLinksOpt, offline: bool = OfflineOpt,
-    as_json: bool = JsonOpt,
+    allow_sources: bool = AllowSourcesOpt, allow_index: bool = AllowIndexOpt, as_json: bool = JsonOpt,
 ) -> None:
     """Write an env's or a profile's exact set as a standard lock file, for uv or pip without tfrebuild.
 
@@ -420,8 +428,15 @@ def export(
     from rebuild.commands import export as exporting
 
     _run(as_json, lambda: exporting.run(env=env, profile=profile, fmt=fmt, output=output, offline=offline,
-                                        find_links=_links(find_links), force=force),
+                                        find_links=_links(find_links), force=force,
+                                        allowed=_allowed(allow_sources, allow_index)),
          render.export)
+
+
+def _allowed(sources: bool, index: bool):
+    from rebuild.core.consent import Allowed
+
+    return Allowed(sources=sources, index=index)
 
 
 def main() -> None:

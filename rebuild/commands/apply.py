@@ -42,15 +42,16 @@ from packaging.utils import canonicalize_name
 from rebuild.commands import generations
 from rebuild.index import config as indexconf
 from rebuild.env import probe
+from rebuild.core import consent
 from rebuild.core import portability
 from rebuild.core import transaction
 from rebuild.env import snapshot
 from rebuild.core import lockfile as locks
 from rebuild.core import plan as planning
 from rebuild.env import profile as prof
-from rebuild.env.locate import default_env_path, locate
+from rebuild.env.locate import check_path, default_env_path, locate
 from rebuild.errors import UserError
-from rebuild.store.store import Store, new_op_id, state_dir
+from rebuild.store.store import Store, new_op_id
 from rebuild.util import proc
 from rebuild.util.progress import NULL
 from rebuild.knowledge.tf import SEED_PACKAGES
@@ -66,6 +67,8 @@ class Options:
     resolve: bool = False  # re-resolve for this machine when the lock does not fit it
     yes: bool = False
     allow_commands: bool = False  # run a foreign profile's [smoke].commands
+    allow_sources: bool = False  # a foreign profile's non-index package sources
+    allow_index: bool = False  # a foreign profile's index locations this machine is not configured with
     allow_insecure_index: bool = False  # accept http:// index and file URLs
     no_compile: bool = False
     force: bool = False  # swap even while processes run from the env
@@ -104,9 +107,7 @@ def _command_line(profile: Path) -> str:
 
 def is_trusted(profile_path: Path, env: Path) -> bool:
     """tfrebuild wrote this profile for this env: it lies inside the env's own state folder."""
-    real = os.path.realpath(profile_path)
-    state = os.path.realpath(state_dir(env))
-    return real.startswith(state.rstrip(os.sep) + os.sep)
+    return consent.is_trusted(profile_path, env)
 
 
 # --------------------------------------------------------------------------- the command
@@ -119,17 +120,25 @@ def run(opts: Options, progress=None, confirm: Callable[[ApplyResult], bool] | N
     profile_path = Path(opts.profile).absolute()
     profile = prof.load(profile_path)
     target = Path(os.path.abspath(os.path.expanduser(opts.env))) if opts.env else default_env_path()
+    check_path(target)
     new_env = not os.path.lexists(target)
     if not new_env:
         loc = locate(target)
-        if loc.bare:
+        if loc.bare or os.path.isfile(target):
             raise UserError(f"{target} is an interpreter, not an environment folder.",
                             "apply builds virtual environments; pass a venv folder (new or existing) with --env.")
         target = loc.path
+    elif not _nearest_parent(target.parent).is_dir():
+        raise UserError(f"Cannot create {target}: {_nearest_parent(target.parent)} is a file, not a folder.",
+                        "Choose another --env.")
     elif not target.parent.exists() and not os.access(_nearest_parent(target), os.W_OK):
         raise UserError(f"Cannot create {target}: {_nearest_parent(target)} is not writable.",
                         "Choose another --env.")
     trusted = is_trusted(profile_path, target)
+    portability.check_urls(profile, None, opts.allow_insecure_index)
+    consent.check(profile, profile_path, trusted=trusted, kinds=("sources",) if opts.offline else ("sources", "index"),
+                  command="apply",
+                  allowed=consent.Allowed(sources=opts.allow_sources, index=opts.allow_index))
     commands = list(profile.smoke.commands)
     if not opts.yes and confirm is None:
         shown = portability.index_urls(profile) + [f"smoke command: {c}" for c in commands]

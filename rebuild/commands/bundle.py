@@ -25,6 +25,7 @@ import tomli_w
 from packaging.tags import Tag
 from packaging.utils import parse_wheel_filename
 
+from rebuild.core import consent
 from rebuild.core.lockfile import (Lock, LockedFile, LockedPackage, file_digests, file_name, profile_lock,
                                    usable_index, with_credentials)
 from rebuild.env import profile as prof
@@ -210,12 +211,14 @@ def _write_bundle(out: Path, data: dict, profile: prof.Profile, bundled: list[Bu
 
 
 def run(profile_path, output, *, find_links: list[str] | None = None, offline: bool = False,
-        python: str | None = None, timeout: float = 300.0, progress: Progress | None = None) -> BundleResult:
+        python: str | None = None, timeout: float = 300.0, progress: Progress | None = None,
+        allowed: consent.Allowed = consent.Allowed()) -> BundleResult:
     """``tfrebuild bundle PROFILE -o DIR``."""
     progress = progress or NULL
     start = time.monotonic()
     out = Path(output).absolute()
     _check_output(out)
+    consent.check_file(profile_path, allowed=allowed, command="bundle", offline=offline)
     progress.stage("lock", str(profile_path))
     profile, lock, lock_source, notes = profile_lock(profile_path, find_links=find_links, offline=offline,
                                                      python=python)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import tomli_w
 
+from rebuild.core import consent
 from rebuild.core.lockfile import FORMATS, env_lock, profile_lock, to_requirements
 from rebuild.env import snapshot
 from rebuild.errors import UserError
@@ -43,7 +44,8 @@ class ExportResult:
 
 
 def run(*, env=None, profile=None, fmt: str = "pylock", output=None, find_links: list[str] | None = None,
-        offline: bool = False, python: str | None = None, force: bool = False) -> ExportResult:
+        offline: bool = False, python: str | None = None, force: bool = False,
+        allowed: consent.Allowed = consent.Allowed()) -> ExportResult:
     """``tfrebuild export``: write the exact set of an env or a profile as a standard lock file."""
     start = time.monotonic()
     if fmt not in FORMATS:
@@ -60,6 +62,7 @@ def run(*, env=None, profile=None, fmt: str = "pylock", output=None, find_links:
             notes.append(f"uv and pip only read PEP 751 files named pylock.toml or pylock.<name>.toml; "
                          f"rename {out_path.name} before installing it")
     if profile is not None:
+        consent.check_file(profile, allowed=allowed, command="export", offline=offline)
         _, lock, lock_source, skipped = profile_lock(profile, find_links=find_links, offline=offline, python=python)
         source = f"profile {Path(profile).absolute()}"
     else:

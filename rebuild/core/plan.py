@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +13,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from rebuild.core import resolve, sources
+from rebuild.core import consent, resolve, sources
 from rebuild.core.changes import Change, diff
 from rebuild.core.changes import kind as kind_of
 from rebuild.core.options import Gpu, Keras, Strategy
@@ -46,6 +47,7 @@ class Options:
     allow_python_download: bool = False
     yes: bool = False
     force: bool = False  # swap even while processes run from the env
+    allow_sources: bool = False  # a foreign --profile's non-index sources, and building sdists for it
     keras: Keras = Keras.AUTO
     gpu: Gpu = Gpu.AUTO
 
@@ -421,6 +423,7 @@ class _Survey:
     current: prof.Profile
     override: prof.Profile | None  # --profile
     tf: str  # the TensorFlow distribution installed (or the profile's)
+    no_build: bool = False  # a foreign --profile without --allow-sources: uv builds nothing
 
     @property
     def pins(self) -> dict[str, str]:
@@ -432,6 +435,18 @@ class _Survey:
                 if d.get("location") == "env"}
 
 
+def load_override(opts: Options, loc: EnvLocation) -> tuple[prof.Profile | None, bool]:
+    """``--profile``, checked (every field, and consent when it is not this env's own), and whether it is trusted."""
+    if not opts.profile:
+        return None, True
+    override = prof.load(opts.profile)
+    trusted = consent.is_trusted(opts.profile, loc.path)
+    consent.check(override, Path(opts.profile).absolute(), trusted=trusted, kinds=("sources",),
+                  allowed=consent.Allowed(sources=opts.allow_sources),
+                  command="plan" if sys.argv[1:2] == ["plan"] else "upgrade")
+    return override, trusted
+
+
 def _survey(opts: Options) -> _Survey:
     loc: EnvLocation = locate(opts.env)
     if loc.bare:
@@ -439,12 +454,12 @@ def _survey(opts: Options) -> _Survey:
                         "tfrebuild upgrades venv, virtualenv, uv and conda environments; create one first.")
     data = probe.run(loc.python)
     current = build_profile(loc, data)
-    override = prof.load(opts.profile) if opts.profile else None
+    override, trusted = load_override(opts, loc)
     tf = current.tensorflow.distribution or (override.tensorflow.distribution if override else "")
     if not tf:
         raise UserError(f"{loc.path} has no TensorFlow installed.",
                         "tfrebuild upgrades TensorFlow environments; install one first or pass --profile.")
-    return _Survey(loc, data, current, override, tf)
+    return _Survey(loc, data, current, override, tf, no_build=not trusted and not opts.allow_sources)
 
 
 def _interpreter(opts: Options, current: prof.Profile, tf: str, extras: list[str], target: resolve.TargetSpec,
@@ -465,7 +480,7 @@ def _inputs(opts: Options, survey: _Survey, interp, tf: str, extras: list[str], 
         python=interp.path, tf_distribution=tf, requested=requested,
         pins=survey.pins, constraints=dict((survey.override or survey.current).constraints), index=index,
         offline=opts.offline, pre=opts.pre, strategy=opts.strategy, log=log, extras=extras,
-        direct={n: s.requirement for n, s in direct.items()},
+        direct={n: s.requirement for n, s in direct.items()}, no_build=survey.no_build,
     )
     if tf != survey.tf:  # another variant: the installed one is not requested
         inputs.requested = [r for r in inputs.requested if _req_name(r) not in TF_DISTRIBUTIONS]

@@ -66,6 +66,7 @@ class Inputs:
     # name -> requirement line ("-e /path", "name @ file:///...", "name @ git+URL@commit") of each distribution
     # that came from no index: passed as a direct reference, so its name is never looked up on an index.
     direct: dict[str, str] = field(default_factory=dict)
+    no_build: bool = False  # uv --only-binary :all:: wheels only, no package code runs (a foreign --profile)
 
 
 @dataclass
@@ -88,6 +89,8 @@ def _common_args(inputs: Inputs, constrained: bool = True) -> list[str]:
     args = ["--no-config", "--python", str(inputs.python), "--quiet"]
     args += indexconf.uv_args(inputs.index, offline=inputs.offline, for_install=not constrained)
     args += ["--prerelease", "allow" if inputs.pre else "if-necessary-or-explicit"]
+    if inputs.no_build:
+        args += ["--only-binary", ":all:"]
     return args
 
 
@@ -118,7 +121,11 @@ def _pip_compile(inputs: Inputs, args: list[str], constrained: bool = True) -> s
         if "not found in the package registry" in result.stderr and not inputs.offline \
                 and os.environ.get("UV_OFFLINE", "").lower() not in ("1", "true", "yes"):
             check_index_roots(inputs.index)  # a wrong index URL reads as "no such package"
-        raise ResolutionFailed(_explain(result.stderr))
+        explanation = _explain(result.stderr)
+        if inputs.no_build:
+            explanation += ("\n(tfrebuild let uv use wheels only, since the --profile was not written by tfrebuild "
+                            "for this env: pass --allow-sources to let uv build sdists, which runs their code)")
+        raise ResolutionFailed(explanation)
     return result.stdout
 
 

@@ -43,6 +43,15 @@ def env_python(path: Path) -> Path | None:
     return None
 
 
+def check_path(target: str | os.PathLike) -> None:
+    """Refuse a path with a line break or NUL: it would break every file that names it (requirements, logs)."""
+    text = os.fspath(target)
+    if any(c in text for c in "\n\r\x00"):
+        shown = text.encode("unicode_escape").decode("ascii")
+        raise UserError(f"The path '{shown[:80]}{'...' if len(shown) > 80 else ''}' holds a line break or NUL "
+                        "character; tfrebuild does not use such paths.", "Rename the folder, or choose another path.")
+
+
 def locate(path: str | os.PathLike | None) -> EnvLocation:
     """Resolve ``--env`` (or the default) to an :class:`EnvLocation`.
 
@@ -50,6 +59,7 @@ def locate(path: str | os.PathLike | None) -> EnvLocation:
     """
     explicit = path is not None
     target = Path(path) if explicit else default_env_path()
+    check_path(target)
     target = Path(os.path.abspath(os.path.expanduser(target)))
     if not target.exists():
         if explicit:
@@ -63,7 +73,11 @@ def locate(path: str | os.PathLike | None) -> EnvLocation:
         if not os.access(target, os.X_OK):
             raise UserError(f"{target} is a file but not an executable interpreter.",
                             "Pass an environment folder or a python executable with --env.")
-        return EnvLocation(path=target.parent.parent, python=target, bare=True)
+        home = target.parent.parent
+        if target.parent.name in ("bin", "Scripts") and ((home / "pyvenv.cfg").is_file()
+                                                         or (home / "conda-meta").is_dir()):
+            return EnvLocation(path=home, python=target)  # venv/bin/python: the interpreter of that env
+        return EnvLocation(path=home, python=target, bare=True)
     python = env_python(target)
     if python is None:
         raise UserError(

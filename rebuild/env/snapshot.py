@@ -237,10 +237,10 @@ def take(env: str | os.PathLike | None = None, *, timeout: float | None = None) 
 
 def check_output(output: Path, force: bool) -> None:
     """Refuse an output path we could not or should not write, before any work."""
+    if output.is_dir():
+        raise UserError(f"{output} is a folder.", f"Pass a file name with -o, e.g. -o {output / 'profile.toml'}.")
     if output.exists() and not force:
         raise UserError(f"{output} already exists.", "Pass --force to overwrite it, or choose another file with -o.")
-    if output.exists() and output.is_dir():
-        raise UserError(f"{output} is a folder.", "Pass a file name with -o.")
     parent = output.parent
     while not parent.exists() and not parent.is_symlink():
         parent = parent.parent
@@ -270,7 +270,7 @@ def run(env: str | os.PathLike | None, output: str | os.PathLike | None, *, forc
     loc = locate(env)
     if output:
         target = Path(output)
-    elif loc.bare:  # /root/.pyenv/versions/3.11.7/bin/python3 -> profiles/3.11.7-python3.toml
+    elif loc.bare or os.path.isfile(env or ""):  # /root/.pyenv/versions/3.11.7/bin/python3 -> profiles/3.11.7-python3.toml
         target = default_output(loc.path).with_name(f"{loc.path.name.lstrip('.') or 'python'}-{loc.python.name}.toml")
     else:
         target = default_output(loc.path)
