@@ -36,8 +36,8 @@ def recover(store: Store, *, finished: Callable[[Store], None] | None = None) ->
 
 def recover_if_idle(store: Store, *, finished: Callable[[Store], None] | None = None) -> str | None:
     """:func:`recover`, unless another tfrebuild is running (then leave it): ``None`` then, or on any error."""
-    if store.lock_holder() is not None:
-        return None
+    if store.lock_holder() is not None or not store.has_leftovers():
+        return None  # nothing to do: a reader never opens the lock for writing
     try:
         return recover(store, finished=finished)
     except UserError:
