@@ -85,7 +85,7 @@ def run_py(code: str, *args: str, **env: str) -> subprocess.CompletedProcess:
 
 def test_state_dir_is_a_hidden_sibling(tmp_path: Path) -> None:
     assert state_dir(tmp_path / "tf") == tmp_path / ".tf.tfrebuild"
-    assert state_dir(tmp_path / ".venv") == tmp_path / ".venv.tfrebuild"
+    assert state_dir(tmp_path / ".venv") == tmp_path / "..venv.tfrebuild"  # never venv's .venv.tfrebuild
     assert state_dir(tmp_path / "tf" / "") == tmp_path / ".tf.tfrebuild"
 
 
@@ -107,7 +107,9 @@ def test_create_adopts_env_as_generation_1(tmp_path: Path) -> None:
     assert sorted(p.name for p in env.iterdir()) == ["MARKER", "bin", "lib"]
 
     data = tomllib.loads((store.state / "store.toml").read_text())
-    assert data == {"schema": 1, "env": str(env), "current": 1}
+    parent = os.stat(tmp_path)
+    assert data == {"schema": 1, "env": str(env), "current": 1,
+                    "parent_device": parent.st_dev, "parent_inode": parent.st_ino}
     meta = tomllib.loads((store.state / "generations" / "1" / "meta.toml").read_text())
     assert meta["number"] == 1 and meta["inode"] == gen.inode and meta["created"].endswith("Z")
 
@@ -117,13 +119,15 @@ def test_create_adopts_env_as_generation_1(tmp_path: Path) -> None:
         Store.unmanaged(env).adopt()
 
 
-def test_create_refuses_missing_and_symlinked_env(tmp_path: Path) -> None:
+def test_create_refuses_missing_and_resolves_symlinked_env(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="does not exist"):
         Store.unmanaged(tmp_path / "nope").adopt()
     real = make_tree(tmp_path / "real", "gen1")
     (tmp_path / "link").symlink_to(real)
-    with pytest.raises(UserError, match="symbolic link"):
-        Store.unmanaged(tmp_path / "link").adopt()
+    store = Store.unmanaged(tmp_path / "link")  # the env its real path names
+    assert store.env == real and store.state == tmp_path / ".real.tfrebuild"
+    store.adopt()
+    assert Store.open(tmp_path / "link").current_number == 1 and not (tmp_path / ".link.tfrebuild").exists()
 
 
 def test_switch_to_records_new_generation_and_parks_old(tmp_path: Path) -> None:

@@ -6,7 +6,14 @@ against the lock's hashes (computed and recorded where the lock has none), plus:
 
 * ``pylock.toml``: the lock, each file named by a path relative to the folder;
 * ``profile.toml``: the profile, with ``lock = "pylock.toml"``;
-* ``SHA256SUMS``: ``sha256sum -c`` format, to check a copy on shared storage.
+* ``SHA256SUMS``: ``sha256sum -c`` format, to check a copy on shared storage;
+* ``.tfrebuild-bundle``: the names of the files tfrebuild wrote there (written before the
+  first of them, so a crash leaves none unlisted).
+
+``-o DIR`` must be new, empty, or a folder tfrebuild bundle made: in any other folder
+nothing is written, and an earlier bundle's files are replaced or removed only when its
+``.tfrebuild-bundle`` lists them (a folder bundled before that file existed counts by its
+``SHA256SUMS``). A file tfrebuild did not write is never overwritten or deleted.
 
 ``tfrebuild apply DIR/profile.toml --find-links DIR --offline`` then installs it
 with no index and no network.
@@ -15,9 +22,11 @@ with no index and no network.
 from __future__ import annotations
 
 import copy
+import json
 import os
 import shutil
 import time
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +45,7 @@ from rebuild.index.tags import Target, profile_target, supported_tags
 from rebuild.util.progress import NULL, Progress
 
 _OWN_FILES = {"profile.toml", "pylock.toml", "SHA256SUMS"}
+MARKER = ".tfrebuild-bundle"
 
 
 @dataclass
@@ -79,15 +89,66 @@ def choose_file(pkg: LockedPackage, tags: list[Tag]) -> LockedFile | None:
     return best or pkg.sdist
 
 
-def _check_output(out: Path) -> None:
+def _written(out: Path) -> set[str] | None:
+    """The files a tfrebuild bundle wrote in ``out`` (its own files included), or ``None`` if it made none."""
+    marker = out / MARKER
+    if marker.is_file() and not marker.is_symlink():
+        try:
+            data = json.loads(marker.read_text(encoding="utf-8"))
+            names = data["files"] if isinstance(data, dict) and data.get("created-by") == "tfrebuild bundle" else None
+        except (OSError, ValueError, KeyError):
+            names = None
+        if isinstance(names, list) and all(isinstance(n, str) and n and "/" not in n for n in names):
+            return set(names) | _OWN_FILES
+        return None
+    try:  # a bundle made before the marker existed: its lock says so, SHA256SUMS names its files
+        if tomllib.loads((out / "pylock.toml").read_text(encoding="utf-8")).get("created-by") != "tfrebuild bundle":
+            return None
+        sums = (out / "SHA256SUMS").read_text(encoding="utf-8")
+    except (OSError, ValueError):
+        return None
+    return {line.split("  ", 1)[1] for line in sums.splitlines() if "  " in line} | _OWN_FILES
+
+
+def _ours(name: str, written: set[str]) -> bool:
+    """``name`` is a file of ours: written, a ``.part`` download of one, or an atomic writer's leftover."""
+    if name == MARKER or name in written:
+        return True
+    if name.endswith(".part") and name[:-len(".part")] in written:
+        return True
+    return name.startswith(".") and name.endswith(".tmp") and name[1:].split(".", 1)[0] in {"profile", "pylock",
+                                                                                         "SHA256SUMS", MARKER[1:]}
+
+
+def _check_output(out: Path) -> set[str]:
+    """The files an earlier bundle wrote in ``out`` (empty for a new or empty folder); :class:`UserError` for
+    a folder tfrebuild did not make, or one that also holds files it did not write."""
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} is a file.", "Pass a folder with -o.")
-    if out.is_dir():
-        strangers = [e.name for e in out.iterdir()
-                     if e.name not in _OWN_FILES and not e.name.endswith((".whl", ".tar.gz", ".zip", ".part"))]
-        if strangers:
-            raise UserError(f"{out} is not empty and not a bundle: {', '.join(sorted(strangers)[:5])}.",
-                            "Pass an empty or new folder with -o (an existing bundle folder is updated in place).")
+    if not out.is_dir():
+        return set()
+    names = sorted(os.listdir(out))
+    if not names:
+        return set()
+    written = _written(out)
+    if written is None:
+        raise UserError(f"{out} is not empty and not a bundle (tfrebuild bundle did not make it): {', '.join(names[:5])}"
+                        f"{' ...' if len(names) > 5 else ''}. Nothing was written.",
+                        "Pass a new or empty folder with -o: tfrebuild writes only into a folder it made "
+                        f"(it holds {MARKER}), and never deletes or overwrites files it did not write.")
+    strangers = [n for n in names if not _ours(n, written)]
+    if strangers:
+        raise UserError(f"{out} is a tfrebuild bundle, but it also holds {len(strangers)} file(s) tfrebuild did not "
+                        f"write: {', '.join(strangers[:5])}{' ...' if len(strangers) > 5 else ''}. Nothing was written.",
+                        "Move them out of the folder (tfrebuild never deletes or overwrites them), or pass a new "
+                        "folder with -o.")
+    return written - _OWN_FILES
+
+
+def _mark(out: Path, names: set[str]) -> None:
+    """Record the files this bundle writes (or wrote) in ``out``."""
+    text = json.dumps({"created-by": "tfrebuild bundle", "files": sorted(names)}, indent=1) + "\n"
+    snapshot.write_text_atomic(out / MARKER, text)
 
 
 def _fetch(f: LockedFile, base: Path | None, dest: Path, timeout: float) -> str:
@@ -197,17 +258,22 @@ def _record(raw: dict, f: LockedFile, size: int, sha256: str) -> None:
         raw.pop("wheels", None)
 
 
-def _write_bundle(out: Path, data: dict, profile: prof.Profile, bundled: list[BundledFile]) -> None:
-    """The bundle's lock, profile and SHA256SUMS; files of an earlier bundle this lock does not name go."""
+def _write_bundle(out: Path, data: dict, profile: prof.Profile, bundled: list[BundledFile],
+                  earlier: set[str]) -> None:
+    """The bundle's lock, profile and SHA256SUMS; files an earlier bundle wrote (``earlier``) that this lock
+    does not name go. Nothing else in the folder is touched."""
     snapshot.write_text_atomic(out / "pylock.toml", tomli_w.dumps(data))
     bundle_profile = copy.deepcopy(profile)
     bundle_profile.lock = "pylock.toml"
     snapshot.write(bundle_profile, out / "profile.toml")
     sums = "".join(f"{b.sha256}  {b.filename}\n" for b in sorted(bundled, key=lambda b: b.filename))
     snapshot.write_text_atomic(out / "SHA256SUMS", sums)
-    keep = {b.filename for b in bundled} | _OWN_FILES
-    for e in [e for e in out.iterdir() if e.is_file() and e.name not in keep]:
-        e.unlink()
+    keep = {b.filename for b in bundled}
+    for name in sorted(earlier - keep - _OWN_FILES):
+        path = out / name
+        if path.is_symlink() or path.is_file():
+            path.unlink()
+    _mark(out, keep)
 
 
 def run(profile_path, output, *, find_links: list[str] | None = None, offline: bool = False,
@@ -217,7 +283,7 @@ def run(profile_path, output, *, find_links: list[str] | None = None, offline: b
     progress = progress or NULL
     start = time.monotonic()
     out = Path(output).absolute()
-    _check_output(out)
+    earlier = _check_output(out)
     consent.check_file(profile_path, allowed=allowed, command="bundle", offline=offline)
     progress.stage("lock", str(profile_path))
     profile, lock, lock_source, notes = profile_lock(profile_path, find_links=find_links, offline=offline,
@@ -225,6 +291,8 @@ def run(profile_path, output, *, find_links: list[str] | None = None, offline: b
     chosen = _choose(lock, profile_target(profile), notes)
     folders = [Path(f) for f in find_links or []]
     out.mkdir(parents=True, exist_ok=True)
+    earlier = _check_output(out)  # again, now that the folder is there: nothing else wrote into it meanwhile
+    _mark(out, earlier | {f.filename for _, f in chosen})  # before the first file: a crash leaves none unlisted
     data = copy.deepcopy(lock.data)
     data["created-by"] = "tfrebuild bundle"
     by_name = {pkg.name: raw for pkg, raw in zip(lock.packages, data["packages"])}
@@ -245,7 +313,7 @@ def run(profile_path, output, *, find_links: list[str] | None = None, offline: b
     if any(b.hash_recorded for b in bundled):
         notes.append(f"the lock had no sha256 for {sum(b.hash_recorded for b in bundled)} file(s); the bundle's lock "
                      "records the hashes computed here")
-    _write_bundle(out, data, profile, bundled)
+    _write_bundle(out, data, profile, bundled, earlier)
     return BundleResult(profile=str(Path(profile_path).absolute()), output=str(out), files=bundled,
                         size=folder_size(out), lock_source=lock_source, notes=notes,
                         seconds=time.monotonic() - start)

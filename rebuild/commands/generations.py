@@ -65,7 +65,7 @@ def write_profile(store: Store, number: int, profile: prof.Profile | None = None
             profile.constraints = dict(like.constraints)
             profile.smoke.imports = list(like.smoke.imports) or profile.smoke.imports
             profile.smoke.commands = list(like.smoke.commands if commands is None else commands)
-    folder.mkdir(parents=True, exist_ok=True)
+    store.make_dir(folder)
     snapshot.write(profile, folder / "profile.toml")
 
 

@@ -189,8 +189,7 @@ def _journal(spec: Spec, staging: Path, number: int) -> dict[str, Any]:
 
 
 def _keep_lock(store: Store, number: int, pylock: str) -> None:
-    gen_dir = store.generation_dir(number)
-    gen_dir.mkdir(parents=True, exist_ok=True)
+    gen_dir = store.make_dir(store.generation_dir(number))
     fs.atomic_write(gen_dir / "pylock.toml", pylock)
 
 

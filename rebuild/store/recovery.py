@@ -37,8 +37,8 @@ def recover(store: Store, *, finished: Callable[[Store], None] | None = None) ->
 def recover_if_idle(store: Store, *, finished: Callable[[Store], None] | None = None) -> str | None:
     """:func:`recover`, unless another tfrebuild is running (then leave it): ``None`` then, or on any error
     (a filesystem that cannot be written included)."""
-    if store.lock_holder() is not None:
-        return None
+    if store.lock_holder() is not None or not store.has_leftovers():
+        return None  # nothing to do: a reader never opens the lock for writing
     try:
         return recover(store, finished=finished)
     except (UserError, OSError):  # e.g. a read-only or full filesystem: report, do not repair

@@ -48,6 +48,7 @@ Typical use by a command::
 from __future__ import annotations
 
 import errno
+import json
 import os
 import stat
 from contextlib import contextmanager
@@ -62,16 +63,33 @@ from rebuild.store import disk, swap
 from rebuild.store.faults import fault_point
 from rebuild.store.journal import Journal, check_id, new_op_id, now_iso
 from rebuild.store.lock import Lock, pid_alive
-from rebuild.store.records import Generation, read_toml
+from rebuild.store.records import Generation, read_toml, toml_int
 from rebuild.store.trees import abs_path, is_inside, key, key_or_none, safe_rmtree
 from rebuild.util import fs
 
 SCHEMA = 1
 
 
+def env_path(env: Path | str) -> Path:
+    """The environment's path as the store knows it: absolute, every symlink resolved.
+
+    An env reached through a symlink is the env its real path names: one state folder, one history.
+    """
+    return Path(os.path.realpath(abs_path(env)))
+
+
 def state_dir(env: Path) -> Path:
-    """The state folder of the environment at ``env``: ``E.parent/.<name>.tfrebuild``."""
-    env = abs_path(env)
+    """The state folder of the environment at ``env``: ``E.parent/.<name>.tfrebuild``, ``E`` resolved.
+
+    The name is kept whole (``.venv`` → ``..venv.tfrebuild``), so two envs of one folder never share one.
+    """
+    env = env_path(env)
+    return env.parent / f".{env.name}.tfrebuild"
+
+
+def legacy_state_dir(env: Path) -> Path:
+    """Where tfrebuild before issue 14 kept the state: leading dots stripped (``.venv`` and ``venv`` collided)."""
+    env = env_path(env)
     return env.parent / f".{env.name.lstrip('.')}.tfrebuild"
 
 
@@ -93,6 +111,95 @@ def prune_logs(folder: Path, keep: int) -> list[Path]:
         except OSError:
             pass
     return removed
+
+
+def _parent_key(env: Path) -> tuple[int, int] | None:
+    try:
+        return key(os.stat(env.parent))
+    except OSError:
+        return None
+
+
+def _recorded_env(state: Path) -> str | None:
+    """``env`` of ``state/store.toml`` (``None`` when unreadable); never follows a symlinked state folder."""
+    if os.path.islink(state) or not os.path.isfile(state / "store.toml"):
+        return None
+    try:
+        recorded = read_toml(state / "store.toml", "state file").get("env")
+    except (UserError, OSError):
+        return None
+    return recorded if isinstance(recorded, str) else None
+
+
+def _move_state(old: Path, new: Path) -> None:
+    """Rename a state folder of the old naming to its own name (not while an older tfrebuild holds its lock)."""
+    try:
+        fd = os.open(old / "lock", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        fd = None
+    except OSError as exc:
+        raise UserError(f"Cannot move the tfrebuild state folder {old} to {new}: {exc.strerror or exc}",
+                        hint=f"Rename it by hand (mv {old} {new}) when no tfrebuild runs.") from exc
+    try:
+        if fd is not None:
+            try:
+                _try_flock(fd)
+            except BlockingIOError:
+                raise UserError(f"Another tfrebuild is working with the state folder {old}",
+                                hint=f"Wait for it to finish; tfrebuild then moves it to {new}.", exit_code=1) from None
+        try:
+            os.rename(old, new)
+        except OSError as exc:
+            raise UserError(f"Cannot move the tfrebuild state folder {old} to {new}: {exc.strerror or exc}",
+                            hint=f"Rename it by hand (mv {old} {new}) when no tfrebuild runs.") from exc
+        fs.fsync_dir(new.parent)
+        _rebase_journal(new / "journal.json", old, new)
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def _rebase_journal(path: Path, old: Path, new: Path) -> None:
+    """An interrupted operation's journal names paths in the folder that moved: point them at its new name."""
+    if os.path.islink(path) or not path.is_file():
+        return
+    try:
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return  # damaged: recovery words it
+
+    def rebase(value: Any) -> Any:
+        if isinstance(value, str) and (value == str(old) or value.startswith(str(old) + os.sep)):
+            return str(new) + value[len(str(old)):]
+        if isinstance(value, dict):
+            return {k: rebase(v) for k, v in value.items()}
+        return value
+
+    fs.atomic_write(path, json.dumps(rebase(data), indent=2, sort_keys=True).encode(), mode=0o644)
+
+
+def _try_flock(fd: int) -> None:
+    import fcntl
+
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def _migrate_legacy(env: Path) -> None:
+    """State folders of the old naming move to their own names when their ``store.toml`` says whose they are.
+
+    ``.venv``'s state used to be ``.venv.tfrebuild``, which is now ``venv``'s: it moves to ``..venv.tfrebuild``
+    when opened for either env (its record names ``.venv``). A folder whose record names neither is left alone
+    (the owner check refuses it).
+    """
+    env = env_path(env)
+    for candidate in {state_dir(env), legacy_state_dir(env)}:
+        recorded = _recorded_env(candidate)
+        if recorded is None or os.path.realpath(recorded) == str(env) and candidate == state_dir(env):
+            continue
+        owner = env_path(recorded)
+        if owner.parent == env.parent and legacy_state_dir(owner) == candidate and candidate != state_dir(owner) \
+                and not os.path.lexists(state_dir(owner)):
+            _move_state(candidate, state_dir(owner))
 
 
 def _write_file(path: Path, data: bytes) -> None:
@@ -126,7 +233,7 @@ class Store:
     """The generation store of the environment at ``env`` (see the module docstring)."""
 
     def __init__(self, env: Path, data: dict):
-        self.env = abs_path(env)
+        self.env = env_path(env)
         self.state = state_dir(self.env)
         self._data = dict(data)
         self._lock = Lock(self.state / "lock", self.env)
@@ -159,12 +266,38 @@ class Store:
     def generation_dir(self, n: int) -> Path:
         return self.generations_dir / str(int(n))
 
+    def make_dir(self, path: Path) -> Path:
+        """Create the folder ``path`` inside the state folder (and those between); a symlink or a file
+        anywhere on the way is refused, so nothing is ever written through a planted link."""
+        rel = abs_path(path).relative_to(self.state)
+        current = self.state
+        for part in ("",) + rel.parts:
+            current = current / part if part else current
+            try:
+                os.mkdir(current)
+            except FileExistsError:
+                pass
+            except OSError as exc:
+                raise UserError(f"Cannot create {current}: {exc.strerror or exc}",
+                                hint=f"tfrebuild keeps its state beside the environment; check {self.state}.") from exc
+            if not stat.S_ISDIR(os.lstat(current).st_mode):
+                raise UserError(f"{current} in the tfrebuild state folder is a symbolic link or a file",
+                                hint="tfrebuild never writes through links in its state folder; someone replaced "
+                                f"that folder. Remove {current} (after checking what it points at).", exit_code=1)
+        return path
+
     # ---- opening
     @classmethod
     def open(cls, env: Path) -> Store | None:
         """The store of ``env``, or ``None`` when tfrebuild does not manage it."""
-        env = abs_path(env)
-        store_file = state_dir(env) / "store.toml"
+        env = env_path(env)
+        _migrate_legacy(env)
+        state = state_dir(env)
+        if os.path.islink(state):
+            raise UserError(f"The tfrebuild state folder {state} is a symbolic link",
+                            hint="tfrebuild never follows links in its state folder. Remove the link; if it "
+                            "pointed at this environment's real state folder, move that folder here.", exit_code=1)
+        store_file = state / "store.toml"
         if not store_file.is_file():
             return None
         store = cls(env, {})
@@ -185,7 +318,37 @@ class Store:
         if not isinstance(data.get("current"), int):
             raise UserError(f"The tfrebuild state file {self.store_file} has no current generation",
                             hint="Restore it from a backup, or move the state folder away.")
+        self._check_owner(data)
         self._data = data
+
+    def _check_owner(self, data: Mapping[str, Any]) -> None:
+        """The state folder is this env's: ``store.toml`` records its path (and its parent folder's inode)."""
+        recorded = data.get("env")
+        if not isinstance(recorded, str) or not recorded:
+            raise UserError(f"The tfrebuild state file {self.store_file} does not say which environment it belongs to",
+                            hint=f"Restore it from a backup, or move {self.state} away to stop managing {self.env}.",
+                            exit_code=1)
+        if os.path.realpath(recorded) != str(self.env):
+            raise UserError(
+                f"The tfrebuild state folder {self.state} belongs to {recorded}, not to {self.env}: tfrebuild "
+                "will not read or change another environment's generations",
+                hint=f"If {recorded} was moved to {self.env}, move it back; otherwise move {self.state} away "
+                f"(it holds {recorded}'s generations) and tfrebuild adopts {self.env} afresh.", exit_code=1)
+        parent = (data.get("parent_device"), data.get("parent_inode"))
+        if None in parent or _parent_key(self.env) in (None, tuple(int(v) for v in parent)):
+            return
+        # Same path, another parent folder (copied or restored): only if the env is not the recorded tree either.
+        cur = self.generations_dir / str(int(data["current"])) / "meta.toml"
+        try:
+            meta = read_toml(cur, "generation record")
+            recorded_key = (int(meta.get("device", 0)), int(meta.get("inode", 0)))
+        except (UserError, OSError, ValueError, TypeError):
+            recorded_key = None
+        if key_or_none(self.env) != recorded_key:
+            raise UserError(
+                f"The tfrebuild state folder {self.state} was made for another folder at the path {self.env} "
+                "(it was copied or restored here, and the environment is not the one it recorded)",
+                hint=f"Move {self.state} away and tfrebuild adopts {self.env} afresh.", exit_code=1)
 
     @classmethod
     def unmanaged(cls, env: Path) -> Store:
@@ -212,6 +375,9 @@ class Store:
             raise UserError(f"{env} is already managed by tfrebuild", hint=f"Its state lives in {state}.")
         try:
             state.mkdir(exist_ok=True)
+            if os.path.islink(state):
+                raise UserError(f"Cannot create the tfrebuild state folder {state}: something else is there",
+                                hint="Move it away and try again.")
         except PermissionError as exc:
             raise UserError(f"Cannot create {state}: permission denied",
                             hint=f"tfrebuild keeps its state beside the environment; you need write access to {env.parent}.") from exc
@@ -226,13 +392,13 @@ class Store:
                 raise UserError(f"{env} is already managed by tfrebuild", hint=f"Its state lives in {state}.")
             self._data = {"schema": SCHEMA, "env": str(env), "current": 1}
             for folder in (self.generations_dir, self.staging_root, self.logs_dir):
-                folder.mkdir(exist_ok=True)
+                self.make_dir(folder)
             base = asdict(first) if isinstance(first, Generation) else dict(first or {})
             base.setdefault("created", now_iso())
             base.setdefault("command", "adopted")
             base.update(number=1, inode=st.st_ino, device=st.st_dev)
             gen = Generation.from_dict(base)
-            self.generation_dir(1).mkdir(exist_ok=True)
+            self.make_dir(self.generation_dir(1))
             self.write_meta(gen)
             self.write_state(1, None)
         return gen
@@ -303,8 +469,7 @@ class Store:
 
     def write_meta(self, gen: Generation) -> None:
         """Atomically write ``generations/<n>/meta.toml``."""
-        folder = self.generation_dir(gen.number)
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = self.make_dir(self.generation_dir(gen.number))
         _write_file(folder / "meta.toml", tomli_w.dumps(gen.to_dict()).encode())
 
     def write_state(self, current: int, previous: int | None) -> None:
@@ -312,6 +477,9 @@ class Store:
         data: dict[str, Any] = {"schema": SCHEMA, "env": str(self.env), "current": int(current)}
         if previous is not None:
             data["previous"] = int(previous)
+        parent = _parent_key(self.env)
+        if parent is not None:  # the owner: checked on open with the path (see _check_owner)
+            data["parent_device"], data["parent_inode"] = toml_int(parent[0]), toml_int(parent[1])
         _write_file(self.store_file, tomli_w.dumps(data).encode())
         self._data = data
 
@@ -331,9 +499,7 @@ class Store:
     # ---- staging and logs
     def staging_dir(self, op_id: str) -> Path:
         """``<state>/staging/<op_id>`` (created)."""
-        path = self.staging_root / check_id(op_id)
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+        return self.make_dir(self.staging_root / check_id(op_id))
 
     def discard_staging(self, op_id: str) -> None:
         """Delete ``<state>/staging/<op_id>`` (a failed build)."""
@@ -341,7 +507,7 @@ class Store:
 
     def log_path(self, op_id: str) -> Path:
         """``<state>/logs/<op_id>.log`` (the folder is created; older logs beyond :data:`KEEP_LOGS` are pruned)."""
-        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        self.make_dir(self.logs_dir)
         prune_logs(self.logs_dir, KEEP_LOGS - 1)
         return self.logs_dir / f"{check_id(op_id)}.log"
 
@@ -356,6 +522,19 @@ class Store:
         if journal and pid_alive(journal.get("pid")) and journal.get("staging"):
             live.add(os.path.abspath(journal["staging"]))
         return [Path(p) for p in entries if os.path.abspath(p) not in live]
+
+    def has_leftovers(self) -> bool:
+        """Whether recovery has anything to look at: a journal, or entries in staging or trash (reads only)."""
+        if os.path.lexists(self.journal_path):
+            return True
+        for folder in (self.staging_root, self.trash_root):
+            try:
+                with os.scandir(folder) as it:
+                    if next(it, None) is not None:
+                        return True
+            except OSError:
+                pass
+        return False
 
     # ---- lock
     @contextmanager
@@ -392,6 +571,7 @@ class Store:
         ``op`` must name ``"op"``; ``id``, ``pid``, ``step`` and ``started`` are filled in.
         """
         self._require_lock()
+        self._lock.verify()
         return self._journal.begin(op)
 
     def update_journal(self, **changes: Any) -> dict:
@@ -418,7 +598,7 @@ class Store:
     def park(self, tree: Path, dest: Path) -> None:
         """Move ``tree`` (the tree the exchange took out of ``E``) to ``dest``, both folders fsync'd."""
         self._free_dest(dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        self.make_dir(dest.parent)
         os.rename(tree, dest)
         fs.fsync_dir(tree.parent)
         fs.fsync_dir(dest.parent)
@@ -611,7 +791,7 @@ class Store:
                 self._delete_unjournaled(folder, op_id)  # gc is the remedy for a full disk: it needs no space
                 return freed
             fault_point("gc.journal-written")
-            self.trash_root.mkdir(exist_ok=True)
+            self.make_dir(self.trash_root)
             os.rename(folder, trash)
             fs.fsync_dir(self.generations_dir)
             self.update_journal(step="moved")
