@@ -20,12 +20,25 @@ from rebuild.errors import UserError
 from rebuild.store import recovery
 from rebuild.store.disk import exclusive_usage
 from rebuild.store.store import Generation, Store
-from rebuild.util import proc
+from rebuild.util import proc, signals
+
+
+def _open_recovered(path: Path) -> Store | None:
+    """``Store.open(path)``; first, an interrupted ``apply`` to this new path (a journal in a state folder
+    that is not managed yet) is finished or undone, whatever the command."""
+    store = Store.open(path)
+    if store is None and Store.unmanaged(path).journal_path.exists():
+        unmanaged = Store.unmanaged(path)
+        recovery.recover_if_idle(unmanaged, finished=complete_profile)
+        store = Store.open(path)
+        if store is None and unmanaged.state.is_dir() and not any(unmanaged.state.iterdir()):
+            unmanaged.state.rmdir()
+    return store
 
 
 def open_store(env) -> Store:
     loc = locate(env)
-    store = Store.open(loc.path)
+    store = _open_recovered(loc.path)
     if store is None:
         raise UserError(f"{loc.path} is not managed by tfrebuild yet: it has no generations.",
                         "Generations are made by `tfrebuild upgrade`; the first upgrade keeps the env as generation 1.")
@@ -131,11 +144,13 @@ def rollback(env=None, to: int | None = None, *, yes: bool = False, force: bool 
             raise UserError("Rollback cancelled; nothing was changed.", exit_code=1)
         users = refuse_if_in_use(store.env, force)
         t0 = time.monotonic()
-        store.rollback_to(target_n)
-        swap_ms = (time.monotonic() - t0) * 1000
-        report = smoke.run_checks(store.env, tf_version=target_tf, imports=[], quick=True)
+        with signals.deferred():  # after the swap, the check (and a swap back) finish before a signal ends it
+            store.rollback_to(target_n)
+            swap_ms = (time.monotonic() - t0) * 1000
+            report = smoke.run_checks(store.env, tf_version=target_tf, imports=[], quick=True)
+            if not report.ok:
+                store.rollback_to(current.number)
         if not report.ok:
-            store.rollback_to(current.number)
             failed = "\n".join(f"[{c.name}] {c.output[-2000:]}" for c in report.failed)
             raise UserError(f"Generation {target_n} does not work at {store.env}; tfrebuild swapped generation "
                             f"{current.number} back in.", "See the check output; `tfrebuild history` lists the others.",
@@ -250,7 +265,13 @@ def gc(env=None, keep: int = 3, *, dry_run: bool = False, yes: bool = False,
             return GcResult(str(store.env), keep, doomed, sorted(kept), freed, dry_run, recovered)
         if not yes and not confirm(f"Delete generation(s) {', '.join(map(str, doomed))} of {store.env}?"):
             raise UserError("gc cancelled; nothing was deleted.", exit_code=1)
-        freed = sum(store.delete_generation(n) for n in doomed)
+        freed = 0
+        for n in doomed:
+            with signals.deferred():  # one generation at a time: a signal stops gc between two deletions
+                freed += store.delete_generation(n)
+                gone = ", ".join(map(str, doomed[:doomed.index(n) + 1]))
+                signals.changed(f"{store.env} gc", f"gc deleted generation(s) {gone} of {store.env}; "
+                                f"{store.env} is still on generation {store.current_number}")
         return GcResult(str(store.env), keep, doomed, sorted(kept), freed, False, recovered)
 
 
@@ -273,7 +294,7 @@ class Status:
 
 def status(env=None) -> Status:
     loc = locate(env)
-    store = Store.open(loc.path)
+    store = _open_recovered(loc.path)
     if store is None:
         return Status(str(loc.path), False, "", None, None, "", None, [], None)
     holder = store.lock_holder()

@@ -63,7 +63,7 @@ from rebuild.store.journal import Journal, check_id, new_op_id, now_iso
 from rebuild.store.lock import Lock, pid_alive
 from rebuild.store.records import Generation, read_toml
 from rebuild.store.trees import abs_path, is_inside, key, key_or_none, safe_rmtree
-from rebuild.util import fs
+from rebuild.util import fs, signals
 
 SCHEMA = 1
 
@@ -506,10 +506,18 @@ class Store:
                 self.write_meta(gen)
                 self.write_state(number, old.number)
 
-            self._swap_park_record(new_tree, old_dest, st_old, record, upgrade=True)
-            safe_rmtree(staging, self.state)
-            self.commit()
+            with signals.deferred():  # a signal after the exchange waits for the bookkeeping
+                self._swap_park_record(new_tree, old_dest, st_old, record, upgrade=True)
+                self._changed(number, new_gen.tensorflow, old.number)
+                safe_rmtree(staging, self.state)
+                self.commit()
             return gen
+
+    def _changed(self, number: int, tensorflow: str, other: int) -> None:
+        """Tell the CLI (for an interrupt) which generation ``E`` is on now and the way back."""
+        what = f" ({tensorflow})" if tensorflow else ""
+        signals.changed(str(self.env), f"{self.env} is now on generation {number}{what}; `tfrebuild rollback --env "
+                                       f"{self.env} --to {other}` swaps generation {other} back in")
 
     def _rollback_source(self, n: int) -> tuple[Path, os.stat_result]:
         """Generation ``n``'s parked tree and its ``lstat`` (its meta is re-recorded if the inode moved)."""
@@ -555,8 +563,11 @@ class Store:
                 "old_inode": st_old.st_ino, "old_device": st_old.st_dev,
             })
             fault_point("rollback.journal-written")
-            self._swap_park_record(source, old_dest, st_old, lambda: self.write_state(n, old.number), upgrade=False)
-            self.commit()
+            with signals.deferred():  # a signal after the exchange waits for the bookkeeping
+                self._swap_park_record(source, old_dest, st_old, lambda: self.write_state(n, old.number),
+                                       upgrade=False)
+                self._changed(n, self.generation(n).tensorflow, old.number)
+                self.commit()
             return self.current
 
     def delete_generation(self, n: int) -> int:
