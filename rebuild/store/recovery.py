@@ -68,6 +68,8 @@ def _recover_managed(store: Store) -> str | None:
         done.append(_set_aside(store, exc))
     if journal is not None:
         problem = _malformed(store, journal)
+        if problem and "outside" in problem:  # an edited path: refused, never acted on or set aside silently
+            raise DamagedJournal(store.journal_path, problem, "not for a journal that names paths outside it")
         if problem:
             done.append(_set_aside(store, DamagedJournal(store.journal_path, problem)))
         elif journal["op"] == "upgrade":
@@ -128,11 +130,11 @@ def _malformed(store: Store, j: dict) -> str:
         if value is None:
             continue
         if not isinstance(value, str) or not value or "\0" in value or abs_path(value).parent != root:
-            return f"{name} {str(value)[:200]!r} is not a folder directly inside {root}"
+            return f"{name} {str(value)[:200]!r} is outside {root} (not a folder directly inside it)"
     if op == "upgrade" and swapped:
         tree, staging = j.get("new_tree"), j.get("staging")
         if not isinstance(tree, str) or not staging or abs_path(staging) not in abs_path(tree).parents:
-            return f"the new tree {str(tree)[:200]!r} is not inside the staging folder"
+            return f"the new tree {str(tree)[:200]!r} is outside the staging folder"
         if not isinstance(j.get("generation"), dict):
             return "upgrade without the record of its generation"
         try:
