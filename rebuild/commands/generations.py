@@ -23,17 +23,29 @@ from rebuild.store.store import Generation, Store
 from rebuild.util import proc, signals
 
 
+_RECOVERED_AT_OPEN: dict[str, str] = {}
+
+
 def _open_recovered(path: Path) -> Store | None:
     """``Store.open(path)``; first, an interrupted ``apply`` to this new path (a journal in a state folder
-    that is not managed yet) is finished or undone, whatever the command."""
+    that is not managed yet) is finished or undone, whatever the command (what was done is reported by
+    the command's own recovery: :func:`_and_opened`)."""
     store = Store.open(path)
     if store is None and Store.unmanaged(path).journal_path.exists():
         unmanaged = Store.unmanaged(path)
-        recovery.recover_if_idle(unmanaged, finished=complete_profile)
+        done = recovery.recover_if_idle(unmanaged, finished=complete_profile)
         store = Store.open(path)
+        if done and store is not None:
+            _RECOVERED_AT_OPEN[str(store.env)] = done
         if store is None and unmanaged.state.is_dir() and not any(unmanaged.state.iterdir()):
             unmanaged.state.rmdir()
     return store
+
+
+def _and_opened(store: Store, done: str | None) -> str | None:
+    """``done`` together with what opening ``store`` recovered."""
+    parts = [p for p in (_RECOVERED_AT_OPEN.pop(str(store.env), None), done) if p]
+    return "; ".join(parts) or None
 
 
 def open_store(env) -> Store:
@@ -47,7 +59,7 @@ def open_store(env) -> Store:
 
 def recover(store: Store) -> str | None:
     """:meth:`Store.recover`; a generation finished that way gets its profile (:func:`complete_profile`)."""
-    return store.recover(finished=complete_profile)
+    return _and_opened(store, store.recover(finished=complete_profile))
 
 
 def write_profile(store: Store, number: int, profile: prof.Profile | None = None, *,
@@ -186,7 +198,7 @@ class History:
 
 def history(env=None) -> History:
     store = open_store(env)
-    recovered = recovery.recover_if_idle(store, finished=complete_profile)
+    recovered = _and_opened(store, recovery.recover_if_idle(store, finished=complete_profile))
     store.reload()
     gens = store.generations()
     trees = {g.number: g.path(store) for g in gens}
@@ -298,7 +310,8 @@ def status(env=None) -> Status:
     if store is None:
         return Status(str(loc.path), False, "", None, None, "", None, [], None)
     holder = store.lock_holder()
-    recovered = recovery.recover_if_idle(store, finished=complete_profile) if holder is None else None
+    recovered = _and_opened(store, recovery.recover_if_idle(store, finished=complete_profile) if holder is None
+                            else None)
     store.reload()
     journal = store.journal()
     return Status(str(store.env), True, str(store.state), store.current_number, store.previous_number,
