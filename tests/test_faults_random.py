@@ -2,7 +2,7 @@
 
 The harness sends SIGKILL, SIGINT or SIGTERM -- to tfrebuild's whole process group or to tfrebuild
 alone, as the OOM killer does -- at a random moment of ``upgrade``, ``rollback``, ``gc`` or ``apply``
-(to a new path) on the kit, for about ``$TFREBUILD_FAULT_BUDGET`` seconds (default 75).  The seed is
+(to a new path) on the kit, for about ``$TFREBUILD_FAULT_BUDGET`` seconds (default 60).  The seed is
 ``$TFREBUILD_FAULT_SEED`` or the time, printed.  After each trial:
 
 * the env is whole: every file named by every ``RECORD`` in its site-packages is there;
@@ -34,7 +34,7 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ne
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = int(os.environ.get("TFREBUILD_FAULT_SEED") or time.time())
-BUDGET = float(os.environ.get("TFREBUILD_FAULT_BUDGET", "75"))
+BUDGET = float(os.environ.get("TFREBUILD_FAULT_BUDGET", "60"))
 SIGNALS = (signal.SIGKILL, signal.SIGINT, signal.SIGTERM)
 
 
@@ -218,7 +218,7 @@ def test_random_time_faults(tmp_path, kit_index, kit_env, env2):
             stats["env_whole"] += 1 if not problems or not problems[-1].startswith(what) else 0
         # 2. the message tells the truth (before anything recovers)
         if proc.returncode in (130, 143) and "Traceback" not in err:
-            if "nothing was changed" in err:
+            if "nothing was changed" in err or not err.strip():  # silent: interrupted before any command ran
                 now = key(env), toml(state_of(env) / "store.toml")["current"]
                 if now != before or (op == "apply" and os.path.lexists(target)):
                     problems.append(f"{what}: said 'nothing was changed' but the env changed\n{err}")
