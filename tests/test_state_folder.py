@@ -24,6 +24,7 @@ import pytest
 from tests.kit.cli import run_cli
 
 from rebuild.errors import UserError
+from rebuild.env import profile as prof
 from rebuild.store.journal import new_op_id
 from rebuild.store.store import Generation, Store, legacy_state_dir, state_dir
 
@@ -48,6 +49,8 @@ def managed(env: Path, generations: int = 3) -> Store:
         with store.lock(f"test upgrade #{n}"):
             tree = make_tree(store.staging_dir(new_op_id("upgrade")) / "env", f"gen{n}")
             store.switch_to(tree, Generation.new(n, command=f"test upgrade #{n}", tensorflow=f"tensorflow-cpu 2.{n}"))
+    for n in range(1, generations + 1):  # every generation tfrebuild records has its profile
+        (store.generation_dir(n) / "profile.toml").write_text(prof.dumps(prof.Profile()))
     return store
 
 

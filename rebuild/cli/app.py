@@ -103,15 +103,20 @@ def _root(
 
 def _run(as_json: bool, work, show) -> None:
     """Run one core function; render its result or the user error it raised."""
+    from rebuild.util import signals
+
     term = terminal()
+    signals.install()  # SIGTERM ends the command like Ctrl-C: through the same cleanup
     try:
         result = work()
     except UserError as exc:
         render.error(term, exc, as_json)
         raise typer.Exit(exc.exit_code)
-    except KeyboardInterrupt:
-        term.err.print("interrupted: nothing was changed", markup=False)
-        raise typer.Exit(130)
+    except KeyboardInterrupt as exc:
+        what = "terminated" if isinstance(exc, signals.Terminated) else "interrupted"
+        done = signals.changes()  # what the command had finished before the signal (a swap finishes first)
+        term.err.print(f"{what}: " + ("; ".join(done) if done else "nothing was changed"), markup=False)
+        raise typer.Exit(143 if isinstance(exc, signals.Terminated) else 130)
     except OSError as exc:  # disk full, read-only, permission, busy: one paragraph, not a traceback
         from rebuild.errors import from_os_error
 

@@ -155,7 +155,7 @@ def run(opts: Options, progress=None, confirm: Callable[[ApplyResult], bool] | N
     try:
         with store.lock(_command_line(profile_path)):
             owned = owned or not store.managed  # we hold the lock: an unmanaged state folder is ours to tidy
-            recovered = store.recover()
+            recovered = generations.recover(store)  # a recovered generation gets its profile too
             if store.managed and not os.path.lexists(target):
                 raise UserError(f"{target} does not exist, but tfrebuild has a state folder for it ({store.state}).",
                                 f"Move {store.state} away (it holds the old generations), then apply again.")

@@ -21,12 +21,37 @@ from rebuild.env import fsguard
 from rebuild.store import recovery
 from rebuild.store.disk import exclusive_usage
 from rebuild.store.store import Generation, Store
-from rebuild.util import proc
+from rebuild.util import proc, signals
+
+
+_RECOVERED_AT_OPEN: dict[str, str] = {}
+
+
+def _open_recovered(path: Path) -> Store | None:
+    """``Store.open(path)``; first, an interrupted ``apply`` to this new path (a journal in a state folder
+    that is not managed yet) is finished or undone, whatever the command (what was done is reported by
+    the command's own recovery: :func:`_and_opened`)."""
+    store = Store.open(path)
+    if store is None and Store.unmanaged(path).journal_path.exists():
+        unmanaged = Store.unmanaged(path)
+        done = recovery.recover_if_idle(unmanaged, finished=complete_profile)
+        store = Store.open(path)
+        if done and store is not None:
+            _RECOVERED_AT_OPEN[str(store.env)] = done
+        if store is None and unmanaged.state.is_dir() and not any(unmanaged.state.iterdir()):
+            unmanaged.state.rmdir()
+    return store
+
+
+def _and_opened(store: Store, done: str | None) -> str | None:
+    """``done`` together with what opening ``store`` recovered."""
+    parts = [p for p in (_RECOVERED_AT_OPEN.pop(str(store.env), None), done) if p]
+    return "; ".join(parts) or None
 
 
 def open_store(env) -> Store:
     loc = locate(env)
-    store = Store.open(loc.path)
+    store = _open_recovered(loc.path)
     if store is None:
         raise UserError(f"{loc.path} is not managed by tfrebuild yet: it has no generations.",
                         "Generations are made by `tfrebuild upgrade`; the first upgrade keeps the env as generation 1.")
@@ -35,7 +60,7 @@ def open_store(env) -> Store:
 
 def recover(store: Store) -> str | None:
     """:meth:`Store.recover`; a generation finished that way gets its profile (:func:`complete_profile`)."""
-    return store.recover(finished=complete_profile)
+    return _and_opened(store, store.recover(finished=complete_profile))
 
 
 def write_profile(store: Store, number: int, profile: prof.Profile | None = None, *,
@@ -72,7 +97,10 @@ def write_profile(store: Store, number: int, profile: prof.Profile | None = None
 def complete_profile(store: Store) -> None:
     """Every generation keeps a profile; recovery can finish an upgrade before its profile was written."""
     if not (store.generation_dir(store.current_number) / "profile.toml").exists():
-        write_profile(store, store.current_number)
+        try:
+            write_profile(store, store.current_number)
+        except UserError:  # the env cannot be probed now (broken interpreter): the next command tries again
+            pass
 
 
 def _tf_version(gen: Generation) -> str:
@@ -130,11 +158,13 @@ def rollback(env=None, to: int | None = None, *, yes: bool = False, force: bool 
         users = refuse_if_in_use(store.env, force)
         fsguard.refuse_mount_point(store.env)
         t0 = time.monotonic()
-        store.rollback_to(target_n)
-        swap_ms = (time.monotonic() - t0) * 1000
-        report = smoke.run_checks(store.env, tf_version=target_tf, imports=[], quick=True)
+        with signals.deferred():  # after the swap, the check (and a swap back) finish before a signal ends it
+            store.rollback_to(target_n)
+            swap_ms = (time.monotonic() - t0) * 1000
+            report = smoke.run_checks(store.env, tf_version=target_tf, imports=[], quick=True)
+            if not report.ok:
+                store.rollback_to(current.number)
         if not report.ok:
-            store.rollback_to(current.number)
             failed = "\n".join(f"[{c.name}] {c.output[-2000:]}" for c in report.failed)
             raise UserError(f"Generation {target_n} does not work at {store.env}; tfrebuild swapped generation "
                             f"{current.number} back in.", "See the check output; `tfrebuild history` lists the others.",
@@ -170,7 +200,7 @@ class History:
 
 def history(env=None) -> History:
     store = open_store(env)
-    recovered = recovery.recover_if_idle(store, finished=complete_profile)
+    recovered = _and_opened(store, recovery.recover_if_idle(store, finished=complete_profile))
     store.reload()
     gens = store.generations()
     trees = {g.number: g.path(store) for g in gens}
@@ -277,7 +307,13 @@ def gc(env=None, keep: int = 3, *, dry_run: bool = False, yes: bool = False,
             return GcResult(str(store.env), keep, doomed, sorted(kept), freed, dry_run, recovered)
         if not yes and not confirm(f"Delete generation(s) {', '.join(map(str, doomed))} of {store.env}?"):
             raise UserError("gc cancelled; nothing was deleted.", exit_code=1)
-        freed = sum(store.delete_generation(n) for n in doomed)
+        freed = 0
+        for n in doomed:
+            with signals.deferred():  # one generation at a time: a signal stops gc between two deletions
+                freed += store.delete_generation(n)
+                gone = ", ".join(map(str, doomed[:doomed.index(n) + 1]))
+                signals.changed(f"{store.env} gc", f"gc deleted generation(s) {gone} of {store.env}; "
+                                f"{store.env} is still on generation {store.current_number}")
         return GcResult(str(store.env), keep, doomed, sorted(kept), freed, False, recovered)
 
 
@@ -301,11 +337,12 @@ class Status:
 
 def status(env=None) -> Status:
     loc = locate(env)
-    store = Store.open(loc.path)
+    store = _open_recovered(loc.path)
     if store is None:
         return Status(str(loc.path), False, "", None, None, "", None, [], None)
     holder = store.lock_holder()
-    recovered = recovery.recover_if_idle(store, finished=complete_profile) if holder is None else None
+    recovered = _and_opened(store, recovery.recover_if_idle(store, finished=complete_profile) if holder is None
+                            else None)
     store.reload()
     journal = store.journal()
     return Status(str(store.env), True, str(store.state), store.current_number, store.previous_number,

@@ -60,7 +60,8 @@ def run(opts: planning.Options, progress=None, confirm: Callable[[planning.Plan]
     log = the_plan = None
     try:
         with store.lock(command):
-            recovered = generations.recover(store) if store.managed else None
+            # an interrupted apply to this path (not managed yet) is finished or undone too
+            recovered = generations.recover(store) if store.managed or store.journal_path.exists() else None
             if recovered:
                 progress.note(f"recovered: {recovered}")
             op = new_op_id("upgrade")

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rebuild.util import uv as uvcmd
+from rebuild.util.proc import child_options
 from rebuild.errors import UserError
 
 _TF_CHECK = """
@@ -80,7 +81,7 @@ def _run(name: str, cmd: list[str] | str, env: Path, timeout: float, shell: bool
     start = time.monotonic()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, shell=shell,
-                              env=clean_environ(env), cwd=env, stdin=subprocess.DEVNULL)
+                              env=clean_environ(env), cwd=env, stdin=subprocess.DEVNULL, **child_options())
     except subprocess.TimeoutExpired as exc:
         out = (exc.stdout or b"").decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
         return Check(name, False, time.monotonic() - start, f"timed out after {timeout:.0f}s\n{out}"), ""

@@ -14,6 +14,11 @@
 6. the generation's profile (and, for a new path, its lock and the adoption) is recorded
    (``apply.recorded``) and the journal committed.
 
+From the swap (or the move) to the record, SIGINT and SIGTERM are deferred
+(:func:`rebuild.util.signals.deferred`): the bookkeeping is finished, then the interrupt ends the
+command and the CLI names the generation the env is on.  A generation's profile is written after
+the record; recovery (which every command runs first) writes it when a kill came in between.
+
 Any failure or interrupt before the swap goes through one cleanup path: the staging folder and
 the new generation's folder are removed, the journal is committed and, if this run adopted the
 env, the state folder is removed again: the env is byte-for-byte as it was. A crash leaves the
@@ -36,7 +41,7 @@ from rebuild.env import fsguard
 from rebuild.store.faults import fault_point
 from rebuild.store.records import Generation
 from rebuild.store.store import Store
-from rebuild.util import fs
+from rebuild.util import fs, signals
 from rebuild.util.progress import NULL, Progress
 
 
@@ -125,9 +130,7 @@ def run(spec: Spec, result: TransactionResult) -> TransactionResult:
             raise smoke.failure(report, where, spec.log, after)
         if owner is not None:  # root on another user's env: the new tree is theirs, as the old one was
             fsguard.keep_owner(built.env, owner)
-        if spec.new_env:
-            _move_into_place(spec, built.env, result)
-        else:
+        if not spec.new_env:
             _keep_lock(store, number, spec.pylock)
             if spec.before_swap is not None:
                 spec.before_swap()
@@ -136,10 +139,20 @@ def run(spec: Spec, result: TransactionResult) -> TransactionResult:
         if kept_log is not None and isinstance(exc, UserError):
             point_to_log(exc, spec.log, kept_log)
         raise
-    if not spec.new_env:
-        _swap(spec, built.env, number, result)
-    _verify(spec, staging, result)
-    _record(spec, number, result)
+    # From the swap (or the move) to the record, a SIGINT/SIGTERM waits: the bookkeeping is finished first,
+    # then the CLI says which generation the env is on (a SIGKILL leaves the journal to recovery).
+    with signals.deferred():
+        if spec.new_env:
+            try:
+                _move_into_place(spec, built.env, result)
+            except BaseException:
+                if os.path.lexists(built.env):  # not moved: the path is as it was
+                    _discard(spec, number, adopted_now)
+                raise
+        else:
+            _swap(spec, built.env, number, result)
+        _verify(spec, staging, result)
+        _record(spec, number, result)
     if owner is not None:  # and so is the state folder (parked generations keep their own owner)
         fsguard.keep_owner(store.state, owner, skip=lambda path: Path(path).parent.parent == store.generations_dir
                            and Path(path).name == "env")
@@ -269,3 +282,5 @@ def _record(spec: Spec, number: int, result: TransactionResult) -> None:
     store.discard_staging(spec.op)
     store.commit()
     result.generation, result.previous = 1, None
+    signals.changed(str(store.env), f"{store.env} was created as generation 1 ({spec.tensorflow or 'the profile'}); "
+                                    f"remove {store.env} and {store.state} to undo")

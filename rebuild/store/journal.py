@@ -39,6 +39,18 @@ def check_id(op_id: str) -> str:
     return op_id
 
 
+class DamagedJournal(UserError):
+    """The journal at ``path`` cannot be read as an operation (damaged, edited, truncated)."""
+
+    def __init__(self, path: Path, problem: str, why: str = ""):
+        self.path, self.problem = path, problem
+        super().__init__(
+            f"The tfrebuild journal {path} is damaged: {problem}.",
+            f"tfrebuild sets a damaged journal aside by itself when the environment is the generation its records "
+            f"name as current{'; ' + why if why else ''}. Check the environment and its state folder by hand, then "
+            f"move {path} away (e.g. to {path.name}.damaged) and run `tfrebuild status` again.", exit_code=1)
+
+
 class Journal:
     """The journal file at ``path`` of the environment ``env``."""
 
@@ -54,9 +66,10 @@ class Journal:
         except FileNotFoundError:
             return None
         except (ValueError, OSError) as exc:
-            raise UserError(f"The tfrebuild journal {self.path} is damaged: {exc}",
-                            hint="Check the environment by hand, then delete the journal file.") from exc
-        return data if isinstance(data, dict) else None
+            raise DamagedJournal(self.path, f"it is not readable JSON ({exc})") from exc
+        if not isinstance(data, dict):
+            raise DamagedJournal(self.path, f"it holds {type(data).__name__} {json.dumps(data)[:80]}, not an operation")
+        return data
 
     def begin(self, op: Mapping[str, Any]) -> dict:
         """Write the journal of a new operation (none may exist); fills in ``id``, ``pid``, ``step``, ``started``."""
@@ -81,6 +94,13 @@ class Journal:
         data.update(changes)
         self._write(data)
         return data
+
+    def set_aside(self) -> Path:
+        """Rename a damaged journal to ``journal.json.damaged`` (kept for inspection); returns the new path."""
+        dest = self.path.with_name(self.path.name + ".damaged")
+        os.replace(self.path, dest)
+        fs.fsync_dir(self.path.parent)
+        return dest
 
     def remove(self) -> None:
         """Remove the journal: the operation is complete (or nothing happened)."""

@@ -65,7 +65,7 @@ from rebuild.store.journal import Journal, check_id, new_op_id, now_iso
 from rebuild.store.lock import Lock, pid_alive
 from rebuild.store.records import Generation, read_toml, toml_int
 from rebuild.store.trees import abs_path, is_inside, key, key_or_none, safe_rmtree
-from rebuild.util import fs
+from rebuild.util import fs, signals
 
 SCHEMA = 1
 
@@ -524,8 +524,11 @@ class Store:
         return [Path(p) for p in entries if os.path.abspath(p) not in live]
 
     def has_leftovers(self) -> bool:
-        """Whether recovery has anything to look at: a journal, or entries in staging or trash (reads only)."""
+        """Whether recovery has anything to look at (reads only): a journal, entries in staging or trash, or a
+        current generation without its profile (a kill between the record and the profile)."""
         if os.path.lexists(self.journal_path):
+            return True
+        if self.managed and not os.path.lexists(self.generation_dir(self.current_number) / "profile.toml"):
             return True
         for folder in (self.staging_root, self.trash_root):
             try:
@@ -708,10 +711,18 @@ class Store:
                 self.write_meta(gen)
                 self.write_state(number, old.number)
 
-            self._swap_park_record(new_tree, old_dest, st_old, record, upgrade=True)
-            safe_rmtree(staging, self.state)
-            self.commit()
+            with signals.deferred():  # a signal after the exchange waits for the bookkeeping
+                self._swap_park_record(new_tree, old_dest, st_old, record, upgrade=True)
+                self._changed(number, new_gen.tensorflow, old.number)
+                safe_rmtree(staging, self.state)
+                self.commit()
             return gen
+
+    def _changed(self, number: int, tensorflow: str, other: int) -> None:
+        """Tell the CLI (for an interrupt) which generation ``E`` is on now and the way back."""
+        what = f" ({tensorflow})" if tensorflow else ""
+        signals.changed(str(self.env), f"{self.env} is now on generation {number}{what}; `tfrebuild rollback --env "
+                                       f"{self.env} --to {other}` swaps generation {other} back in")
 
     def _rollback_source(self, n: int) -> tuple[Path, os.stat_result]:
         """Generation ``n``'s parked tree and its ``lstat`` (its meta is re-recorded if the inode moved)."""
@@ -757,8 +768,11 @@ class Store:
                 "old_inode": st_old.st_ino, "old_device": st_old.st_dev,
             })
             fault_point("rollback.journal-written")
-            self._swap_park_record(source, old_dest, st_old, lambda: self.write_state(n, old.number), upgrade=False)
-            self.commit()
+            with signals.deferred():  # a signal after the exchange waits for the bookkeeping
+                self._swap_park_record(source, old_dest, st_old, lambda: self.write_state(n, old.number),
+                                       upgrade=False)
+                self._changed(n, self.generation(n).tensorflow, old.number)
+                self.commit()
             return self.current
 
     def delete_generation(self, n: int) -> int:

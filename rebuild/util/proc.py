@@ -10,14 +10,20 @@ interpreters asked for their version) goes through :func:`run`, as pipx's
 * standard input is closed, output captured as text, and a timeout always applies;
 * the command line and its output can be appended to a log, credentials redacted;
 * a timeout or a program that cannot be started comes back as a result
-  (``timed_out`` / ``error``), never as an exception, so callers word the failure.
+  (``timed_out`` / ``error``), never as an exception, so callers word the failure;
+* children never outlive tfrebuild: each runs in its own process group, killed as a whole on
+  a timeout or an interrupt, and (Linux) gets
+  SIGKILL when tfrebuild itself is killed (:func:`child_options`).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import re
+import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,6 +111,44 @@ def _append_log(log: Path, result: Result, note: str) -> None:
             fh.write(redact_line(note) + "\n\n")
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _child_setup(parent: int) -> None:  # runs in the child, between fork and exec
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # pragma: no cover - not glibc/Linux: the process group still applies
+        pass
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(137)
+
+
+def child_options() -> dict:
+    """``Popen`` keyword arguments every child gets: its own process group (a Ctrl-C at the terminal
+    reaches tfrebuild only, which then stops the whole group), and on Linux SIGKILL when tfrebuild dies
+    (``PR_SET_PDEATHSIG``), so no child goes on writing into a staging folder after tfrebuild is killed."""
+    options: dict = {"process_group": 0}
+    if sys.platform.startswith("linux"):
+        options["preexec_fn"] = functools.partial(_child_setup, os.getpid())
+    return options
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL the process group ``proc`` leads (it is still running or not yet reaped) and reap ``proc``."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    if proc.returncode is None:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # pragma: no cover - a process SIGKILL does not end
+            pass
+
+
 def run(
     args: Sequence[str | os.PathLike],
     *,
@@ -124,13 +168,21 @@ def run(
     run_env = dict(env) if env is not None else clean_environ()
     start = time.monotonic()
     try:
-        proc = subprocess.run(cmd[0] if shell else cmd, capture_output=True, text=True, env=run_env, cwd=cwd,
-                              timeout=timeout, stdin=subprocess.DEVNULL, shell=shell)
-        result = Result(cmd, proc.returncode, proc.stdout, proc.stderr, time.monotonic() - start)
-    except subprocess.TimeoutExpired as exc:
-        result = Result(cmd, -1, _text(exc.stdout), _text(exc.stderr), time.monotonic() - start, timed_out=True)
+        proc = subprocess.Popen(cmd[0] if shell else cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=run_env, cwd=cwd, stdin=subprocess.DEVNULL, shell=shell, **child_options())
     except OSError as exc:
         result = Result(cmd, -1, "", "", time.monotonic() - start, error=exc.strerror or str(exc))
+    else:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+            result = Result(cmd, proc.returncode, out, err, time.monotonic() - start)
+        except subprocess.TimeoutExpired:
+            kill_group(proc)
+            out, err = proc.communicate()
+            result = Result(cmd, -1, _text(out), _text(err), time.monotonic() - start, timed_out=True)
+        except BaseException:  # Ctrl-C, SIGTERM: the child and everything it started go first
+            kill_group(proc)
+            raise
     if log is not None:
         log_result(log, result)
     return result

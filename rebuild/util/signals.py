@@ -1,0 +1,90 @@
+"""Signals that tell the truth: SIGTERM as an interrupt, signals deferred in critical sections.
+
+* :func:`install` (the CLI calls it) makes SIGTERM raise :class:`Terminated`, a
+  ``KeyboardInterrupt``, so every cleanup path that handles Ctrl-C handles SIGTERM too.
+* :func:`deferred` is a critical section: a SIGINT or SIGTERM that arrives inside it is
+  held back and delivered (through the handler that was in place) when the outermost
+  section ends, so the bookkeeping after a swap is always finished first.  An exception
+  leaving the section wins over a held-back signal.
+* :func:`changed` records what a command has changed so far (``"<env> is on generation 3 …"``);
+  the CLI prints it when an interrupt ends the command, instead of "nothing was changed".
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from contextlib import contextmanager
+from typing import Iterator
+
+HANDLED = (signal.SIGINT, signal.SIGTERM)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C."""
+
+
+_depth = 0
+_pending: list[int] = []
+_saved: dict[int, object] = {}
+_changes: dict[str, str] = {}
+
+
+def _raise(signum, frame) -> None:
+    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def install() -> None:
+    """SIGTERM raises :class:`Terminated` (main thread only; elsewhere nothing happens)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise)
+
+
+def _hold(signum, frame) -> None:
+    _pending.append(signum)
+
+
+@contextmanager
+def deferred() -> Iterator[None]:
+    """A critical section: SIGINT/SIGTERM are delivered when the outermost one ends (re-entrant)."""
+    global _depth
+    main = threading.current_thread() is threading.main_thread()
+    if main and _depth == 0:
+        for sig in HANDLED:
+            _saved[sig] = signal.signal(sig, _hold)
+    _depth += 1
+    try:
+        yield
+    except BaseException:
+        if _depth == 1:
+            _pending.clear()  # the exception ends the command anyway
+        raise
+    finally:
+        _depth -= 1
+        if main and _depth == 0:
+            for sig, handler in _saved.items():
+                signal.signal(sig, handler)  # type: ignore[arg-type]
+            _saved.clear()
+    if _depth == 0 and _pending:
+        signum = _pending[0]
+        _pending.clear()
+        handler = signal.getsignal(signum)
+        if callable(handler):
+            handler(signum, None)
+        elif handler == signal.SIG_DFL:
+            os.kill(os.getpid(), signum)
+
+
+def changed(key: str, text: str) -> None:
+    """Record what ``key`` (an env path) is like now; the latest text per key is kept."""
+    _changes[key] = text
+
+
+def changes() -> list[str]:
+    """What was recorded with :func:`changed`, in order."""
+    return list(_changes.values())
+
+
+def reset() -> None:
+    _changes.clear()
