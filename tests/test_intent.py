@@ -88,7 +88,7 @@ def test_requirement_file_env_requested_from_graph_and_old_tf_only_deps_dropped(
     doc = plan.json()["plan"]
     changes = {c["name"]: c for c in doc["changes"]}
     assert changes["tensorflow-estimator"]["kind"] == "remove"
-    assert changes["tensorflow-estimator"]["reason"] == "only tensorflow-cpu 2.15.1 needed it"
+    assert changes["tensorflow-estimator"]["reason"] == "no longer required (only tensorflow-cpu 2.15.1 needed it)"
     assert all(c["reason"] for c in doc["changes"]), doc["changes"]
     assert any(n.startswith("requested: REQUESTED marks") for n in doc["notes"]), doc["notes"]
 

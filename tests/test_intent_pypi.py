@@ -73,7 +73,7 @@ def test_pinned_requirements_env_upgraded_to_latest(pypi, tmp_path: Path) -> Non
     changes = {c["name"]: c for c in doc["changes"]}
     for gone in ("tensorflow-estimator", "tensorflow-io-gcs-filesystem"):
         assert changes[gone]["kind"] == "remove", changes.get(gone)
-        assert changes[gone]["reason"] == "only tensorflow-cpu 2.15.1 needed it", changes[gone]
+        assert changes[gone]["reason"] == "no longer required (only tensorflow-cpu 2.15.1 needed it)", changes[gone]
     assert all(c["reason"] for c in doc["changes"]), [c for c in doc["changes"] if not c["reason"]]
 
     up = run_cli(environ(), "upgrade", "--env", env, "--yes", "--json", cwd=tmp_path, timeout=1800)

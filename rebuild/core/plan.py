@@ -134,7 +134,7 @@ def _reason(name: str, old: str | None, new: str | None, tf: str, via: dict[str,
         dependents = [p for p, reqs in data_requires.items() if any(_req_name(r) == name for r in reqs)]
         old_tf = [p for p in dependents if p in TF_DISTRIBUTIONS]
         if old_tf and len(old_tf) == len(dependents) and name not in requested:
-            return f"only {' and '.join(f'{p} {tf_versions.get(p, tf_old)}' for p in old_tf)} needed it"
+            return f"no longer required (only {' and '.join(f'{p} {tf_versions.get(p, tf_old)}' for p in old_tf)} needed it)"
         return "no longer required" + (f" (was required by {', '.join(sorted(dependents))})" if dependents else "")
     # A requested package whose installed version pins TensorFlow below the target is a companion that must move.
     if old is not None and name in data_requires:
