@@ -269,7 +269,8 @@ def upgrade(term: Terminal, r, as_json: bool) -> None:
         emit_json({"ok": True, "changed": r.changed, "plan": _plan_dict(r.plan), "generation": r.generation,
                    "previous": r.previous, "state_dir": r.state_dir, "log": r.log, "build_seconds": r.build_seconds,
                    "checks": jsonable(r.checks), "after_swap": jsonable(r.after_swap), "swap_ms": r.swap_ms,
-                   "notes": r.notes, "recovered": r.recovered, "seconds": r.seconds})
+                   "notes": r.notes, "recovered": r.recovered, "seconds": r.seconds,
+                   "reused": getattr(r, "reused", None)})
         return
     if r.recovered:
         term.out.print(f"Recovered an interrupted operation first: {r.recovered}", markup=False)
@@ -278,6 +279,13 @@ def upgrade(term: Terminal, r, as_json: bool) -> None:
         term.out.print("Nothing to do: the environment already matches the target.", markup=False)
         return
     plan_text(term, r.plan)
+    if getattr(r, "reused", None) is not None:
+        term.out.print(f"{swapped(r.swap_method)} in {r.swap_ms:.1f} ms; checks at {r.plan.env}:", markup=False)
+        _checks(term, r.after_swap)
+        term.out.print(f"Generation {r.reused} already holds this set: switched to it ({r.plan.tf_distribution} "
+                       f"{r.plan.tf_new}), nothing was built, in {r.seconds:.1f}s. Generation {r.previous} is kept: "
+                       "`tfrebuild rollback` brings it back.", markup=False)
+        return
     term.out.print(f"Built in {r.build_seconds:.1f}s. Checks in the new env:", markup=False)
     _checks(term, r.checks)
     term.out.print(f"{swapped(r.swap_method)} in {r.swap_ms:.1f} ms; checks at {r.plan.env}:", markup=False)

@@ -32,6 +32,7 @@ from rebuild.util.progress import NULL
 @dataclass(kw_only=True)
 class UpgradeResult(transaction.TransactionResult):
     plan: planning.Plan
+    reused: int | None = None  # the existing generation that already held the planned set, switched to
 
 
 def _command_line() -> str:
@@ -75,8 +76,14 @@ def run(opts: planning.Options, progress=None, confirm: Callable[[planning.Plan]
             refusal = planning.preflight_refusal(the_plan)
             if refusal is not None:
                 raise refusal
+            same = _generation_with(store, the_plan) if store.managed else None
+            if same is not None:
+                note = f"generation {same} already holds this set (same lock): switching to it instead of building a copy"
+                the_plan.notes.append(note)
             if not opts.yes and not confirm(the_plan):
                 raise UserError("Upgrade cancelled; nothing was changed.", exit_code=1)
+            if same is not None:
+                return _switch(store, same, the_plan, opts, progress, result, start)
             return _apply(store, the_plan, opts, op, log, progress, result, start, command)
     except UserError as exc:
         exc.plan = the_plan  # the plan that failed, for the error document (None before there was one)
@@ -96,21 +103,84 @@ def _apply(store: Store, the_plan: planning.Plan, opts: planning.Options, op: st
     if cache_note:
         result.notes.append(cache_note)
         progress.note(cache_note)
-    requested = {n for n in the_plan.new_requested if n not in SEED_PACKAGES} | {the_plan.tf_distribution}
+    requested = {planning._req_name(n) or n for n in the_plan.new_requested if n not in SEED_PACKAGES}
+    requested |= {the_plan.tf_distribution}
+    intent = the_plan.intent or the_plan.current
     transaction.run(transaction.Spec(
         store=store, op=op, kind="upgrade", command=command, python=Path(the_plan.python_path),
         python_version=the_plan.python_new, tensorflow=f"{the_plan.tf_distribution} {the_plan.tf_new}",
         pylock=the_plan.pylock, index=the_plan.index_live,
         build=dict(offline=opts.offline, compile_bytecode=not opts.no_compile, log=log, requested=requested,
                    legacy_keras=the_plan.keras_legacy),
-        checks=dict(tf_version=the_plan.tf_new, imports=the_plan.current.smoke.imports,
-                    commands=the_plan.current.smoke.commands, keras_major=2 if the_plan.keras_legacy else None,
+        checks=dict(tf_version=the_plan.tf_new, imports=intent.smoke.imports,
+                    commands=intent.smoke.commands, keras_major=2 if the_plan.keras_legacy else None,
                     gpu_required=the_plan.gpu_required),
-        write_profile=functools.partial(generations.write_profile, index=the_plan.index), like=the_plan.current,
+        write_profile=functools.partial(generations.write_profile, index=the_plan.index), like=intent,
         log=log,
         adopt=transaction.Adoption(tensorflow=f"{the_plan.tf_distribution} {the_plan.tf_old}",
                                    python=the_plan.python_old, like=the_plan.current),
         before_swap=lambda: refusals.refuse(store.env, force=opts.force), progress=progress), result)
+    result.seconds = time.monotonic() - start
+    return result
+
+
+def lock_pins(pylock_text: str) -> dict[str, str] | None:
+    """``{name: version}`` of a pylock's packages; ``None`` when it cannot be read."""
+    import tomllib
+
+    from packaging.utils import canonicalize_name
+
+    try:
+        data = tomllib.loads(pylock_text)
+    except tomllib.TOMLDecodeError:
+        return None
+    return {canonicalize_name(str(p.get("name", ""))): str(p.get("version", "")) for p in data.get("packages", [])
+            if isinstance(p, dict)}
+
+
+def _generation_with(store: Store, the_plan: planning.Plan) -> int | None:
+    """A kept generation (not the current one) whose lock pins exactly the planned set, on the same Python."""
+    wanted = lock_pins(the_plan.pylock)
+    if not wanted:
+        return None
+    for gen in sorted(store.generations(), key=lambda g: -g.number):
+        folder = store.generation_dir(gen.number)
+        if gen.number == store.current_number or not (folder / "env").is_dir():
+            continue
+        try:
+            theirs = lock_pins((folder / "pylock.toml").read_text(encoding="utf-8"))
+        except OSError:
+            continue
+        if theirs == wanted and gen.python == the_plan.python_new:
+            return gen.number
+    return None
+
+
+def _switch(store: Store, number: int, the_plan: planning.Plan, opts: planning.Options, progress,
+            result: UpgradeResult, start: float) -> UpgradeResult:
+    """Swap in the generation that already holds the planned set; its checks run at the path, else swap back."""
+    from rebuild.core import smoke
+
+    intent = the_plan.intent or the_plan.current
+    generations.refuse_if_in_use(store.env, opts.force)
+    previous = store.current_number
+    progress.stage("swap", f"{store.env} ← generation {number} (already holds this set)")
+    t0 = time.monotonic()
+    store.rollback_to(number)
+    result.swap_ms = (time.monotonic() - t0) * 1000
+    result.swap_method = store.last_swap_method or ""
+    progress.stage("checks", f"checks at {store.env}")
+    report = smoke.run_checks(store.env, tf_version=the_plan.tf_new, imports=intent.smoke.imports,
+                              commands=intent.smoke.commands,
+                              keras_major=2 if the_plan.keras_legacy else None, gpu_required=the_plan.gpu_required)
+    result.checks = result.after_swap = report.checks
+    if not report.ok:
+        store.rollback_to(previous)
+        raise smoke.failure(report, f"at {store.env} after switching to generation {number}", Path(result.log),
+                            f"tfrebuild swapped generation {previous} back in; your environment is as it was.")
+    result.changed, result.reused = True, number
+    result.generation, result.previous = number, store.previous_number
+    result.notes.append(f"generation {number} already holds this set: switched to it (nothing was built)")
     result.seconds = time.monotonic() - start
     return result
 

@@ -119,18 +119,41 @@ def requirements_from_lock(pylock_text: str, lock_path: Path) -> tuple[Path, boo
 
 
 def mark_requested(env: Path, requested: set[str]) -> None:
-    """Keep ``REQUESTED`` markers only on what the user asked for.
+    """Keep ``REQUESTED`` markers only on what the user asked for, and RECORD in step with them.
 
     ``uv pip sync`` marks every distribution of a lock as requested; the old env's
     markers said which ones the user had named, and a later snapshot must see that.
+    Each marker removed or added is taken out of or written into its ``RECORD``, so
+    the env's own doctor finds no file listed that does not exist (nor one unlisted).
     """
     for dist_info in env.glob("lib/python*/site-packages/*.dist-info"):
         name = canonicalize_name(dist_info.name[: -len(".dist-info")].rsplit("-", 1)[0])
         marker = dist_info / "REQUESTED"
         if name in requested:
-            marker.touch()
+            if not marker.exists():
+                marker.touch()
+            _record_requested(dist_info, present=True)
         elif marker.exists():
             marker.unlink()
+            _record_requested(dist_info, present=False)
+
+
+_EMPTY_SHA256 = "sha256=47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU"  # urlsafe-b64 sha256 of b"", as in RECORD
+
+
+def _record_requested(dist_info: Path, *, present: bool) -> None:
+    """List ``<dist-info>/REQUESTED`` in RECORD exactly when the marker exists."""
+    record = dist_info / "RECORD"
+    try:
+        lines = record.read_text(encoding="utf-8").splitlines()
+    except (FileNotFoundError, UnicodeDecodeError):
+        return
+    row = f"{dist_info.name}/REQUESTED"
+    kept = [line for line in lines if line.split(",", 1)[0] != row]
+    if present:
+        kept.append(f"{row},{_EMPTY_SHA256},0")
+    if kept != lines:
+        record.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
 
 
 def enable_legacy_keras(env: Path) -> Path:

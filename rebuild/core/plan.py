@@ -105,6 +105,7 @@ class Plan:
     new_requested: list[str] = field(repr=False, default_factory=list)
     tf_old_distribution: str = ""  # the TensorFlow distribution installed now (differs on a variant switch)
     tf_switch: str = ""  # why the variant changes (tensorflow-cpu → tensorflow), "" when it does not
+    intent: prof.Profile = field(repr=False, default=None)  # [smoke] and [constraints] the user asked for
     pylock: str = field(repr=False, default="")
     index_live: prof.Index = field(repr=False, default=None)
 
@@ -127,16 +128,21 @@ def base_interpreter(current: prof.Profile) -> interpreters.Interpreter:
 
 
 def _reason(name: str, old: str | None, new: str | None, tf: str, via: dict[str, list[str]],
-            data_requires: dict[str, list[str]], tf_new: str, requested: set[str]) -> str:
+            data_requires: dict[str, list[str]], tf_new: str, requested: set[str], tf_old: str = "",
+            tf_versions: dict[str, str] | None = None) -> str:
     if name == tf:
         return "the upgrade target"
     if name in TF_DISTRIBUTIONS and new is None:
         return f"replaced by {tf} (one TensorFlow variant per env)"
+    tf_versions = tf_versions or {}
     if name in sources.SELF and new is None:
         return "tfrebuild itself: left out of the new env (it is a tool installed apart, not part of the env)"
     if new is None:
         dependents = [p for p, reqs in data_requires.items()
                       if any(_req_name(r) == name and graph.without_extra(r) for r in reqs)]
+        old_tf = [p for p in dependents if p in TF_DISTRIBUTIONS]
+        if old_tf and len(old_tf) == len(dependents) and name not in requested:
+            return f"no longer required (only {' and '.join(f'{p} {tf_versions.get(p, tf_old)}' for p in old_tf)} needed it)"
         return "no longer required" + (f" (was required by {', '.join(sorted(dependents))})" if dependents else "")
     # A requested package whose installed version pins TensorFlow below the target is a companion that must move.
     if old is not None and name in data_requires:
@@ -424,6 +430,7 @@ class _Survey:
     override: prof.Profile | None  # --profile
     tf: str  # the TensorFlow distribution installed (or the profile's)
     no_build: bool = False  # a foreign --profile without --allow-sources: uv builds nothing
+    intent: prof.Profile | None = None  # whose [smoke] and [constraints] count: --profile, else the generation's
 
     @property
     def pins(self) -> dict[str, str]:
@@ -459,7 +466,29 @@ def _survey(opts: Options) -> _Survey:
     if not tf:
         raise UserError(f"{loc.path} has no TensorFlow installed.",
                         "tfrebuild upgrades TensorFlow environments; install one first or pass --profile.")
-    return _Survey(loc, data, current, override, tf, no_build=not trusted and not opts.allow_sources)
+    return _Survey(loc, data, current, override, tf, no_build=not trusted and not opts.allow_sources,
+                   intent=intent_profile(loc.path, current, override))
+
+
+def intent_profile(env: Path, current: prof.Profile, override: prof.Profile | None) -> prof.Profile:
+    """The profile whose ``[smoke]`` and ``[constraints]`` are the user's intent.
+
+    ``--profile`` first; else the current generation's ``profile.toml`` (where the user's
+    edits live, and where each upgrade carries them forward); else the env's snapshot.
+    """
+    if override is not None:
+        return override
+    from rebuild.store.store import Store
+
+    try:
+        store = Store.open(env)
+    except UserError:
+        store = None
+    if store is not None:
+        path = store.generation_dir(store.current_number) / "profile.toml"
+        if path.is_file():
+            return prof.load(path)
+    return current
 
 
 def _interpreter(opts: Options, current: prof.Profile, tf: str, extras: list[str], target: resolve.TargetSpec,
@@ -478,7 +507,8 @@ def _inputs(opts: Options, survey: _Survey, interp, tf: str, extras: list[str], 
                  if _req_name(r) not in direct and _req_name(r) not in sources.SELF]
     inputs = resolve.Inputs(
         python=interp.path, tf_distribution=tf, requested=requested,
-        pins=survey.pins, constraints=dict((survey.override or survey.current).constraints), index=index,
+        pins=survey.pins, constraints=dict((survey.intent or survey.override or survey.current).constraints),
+        index=index,
         offline=opts.offline, pre=opts.pre, strategy=opts.strategy, log=log, extras=extras,
         direct={n: s.requirement for n, s in direct.items()}, no_build=survey.no_build,
     )
@@ -602,8 +632,10 @@ def _switch_reason(survey: _Survey, resolved: resolve.Resolved, tf: str, route: 
 
 def _changes(survey: _Survey, resolved: resolve.Resolved, tf: str, tf_new: str, switch: str = "") -> list[Change]:
     requested = set(survey.current.requested)
+    tf_versions = {n: v for n, v in survey.pins.items() if n in TF_DISTRIBUTIONS}
     changes = [Change(name, old, new, kind, name in requested,
-                      _reason(name, old, new, tf, resolved.via, survey.requires, tf_new, requested))
+                      _reason(name, old, new, tf, resolved.via, survey.requires, tf_new, requested,
+                              survey.current.tensorflow.version, tf_versions))
                for name, old, new, kind in diff(survey.pins, resolved.pins)]
     if switch:  # the variant switch is one row, old variant → new, with its reason; the old one's removal says so
         old_version = survey.pins[survey.tf]
@@ -659,6 +691,19 @@ def _dropped_notes(pins: dict[str, str], resolved: resolve.Resolved, tf_old: str
     return [f"{name} {pins[name]} is removed: {what}" for name, (since, what) in DROPPED.items()
             if name in pins and name not in resolved.pins and tf_old and tf_new
             and Version(tf_old) < Version(since + ".0") <= Version(tf_new)]
+
+
+def _requested_notes(survey: _Survey) -> list[str]:
+    """Say so when the env's REQUESTED markers were overruled by the dependency graph (requirement files)."""
+    from rebuild.env.snapshot import REQUESTED_FROM_GRAPH
+
+    if survey.override is not None or not any(w.kind == REQUESTED_FROM_GRAPH for w in survey.current.warnings):
+        return []
+    named = ", ".join(survey.current.requested) or "none"
+    return [f"requested: REQUESTED marks (nearly) every installed dependency (a pinned requirements file?), so "
+            f"what nothing installed requires is taken as requested ({named}); the others are dependencies, "
+            "kept while something needs them and dropped when only the old TensorFlow did (name one under "
+            "`requested` in a --profile to keep it)"]
 
 
 def _checked_findings(survey: _Survey, resolved: resolve.Resolved, tf_new: str, tf: str, python_version: str,
@@ -736,6 +781,7 @@ def make_plan(opts: Options, progress=None, log: Path | None = None) -> Plan:
     dependents = keras2_dependents(survey.requires)
     notes += _keras_notes(tf_old, tf_new, keras_legacy, resolved.pins.get("tf-keras", ""), dependents)
     notes += _dropped_notes(survey.pins, resolved, tf_old, tf_new)
+    notes += _requested_notes(survey)
     progress.stage("pre-flight", "doctor checks")
     findings = _checked_findings(survey, resolved, tf_new, tf, interp.version, index, opts)
     notes += [f"{name} kept below its next major version ({resolved.pins.get(name)}): a newer major also "
@@ -750,5 +796,5 @@ def make_plan(opts: Options, progress=None, log: Path | None = None) -> Plan:
         keras_legacy=keras_legacy, keras2_dependents=dependents, preflight=findings,
         gpu_route=route, gpu_required=route == "cuda",
         current=current, new_requested=inputs.requested, pylock=resolved.pylock, index_live=index,
-        tf_old_distribution=survey.tf, tf_switch=switch,
+        tf_old_distribution=survey.tf, tf_switch=switch, intent=survey.intent or current,
     )

@@ -158,7 +158,9 @@ def find_target(inputs: Inputs, target: TargetSpec) -> str:
     """The TensorFlow version the target means for this interpreter (uv checks wheel tags)."""
     with tempfile.TemporaryDirectory(prefix="tfrebuild-target-") as tmp:
         req = Path(tmp) / "target.in"
-        req.write_text(f"{inputs.tf_distribution}{target.specifier}\n")
+        # the profile's [constraints] on TensorFlow hold the target too (--to latest: the newest they allow)
+        held = inputs.constraints.get(inputs.tf_distribution, "")
+        req.write_text(f"{inputs.tf_distribution}{','.join(s for s in (target.specifier, held) if s)}\n")
         stdout = _pip_compile(inputs, [str(req), "--no-deps", "--no-header", "--no-annotate",
                                        "--only-binary", inputs.tf_distribution])
     for line in stdout.splitlines():

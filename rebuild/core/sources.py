@@ -23,6 +23,7 @@ from urllib.parse import unquote, urlsplit
 
 from rebuild.env.snapshot import SELF  # tfrebuild itself: never requested, never carried into a new env
 from rebuild.errors import UserError
+from rebuild.knowledge.tf import bundled_seed
 
 INSTALL_APART = ("install tfrebuild apart from the environments it manages: `uv tool install .` "
                  "(or `pipx install .`) from a clone of tfrebuild")
@@ -63,6 +64,8 @@ def of(dist: dict) -> DirectSource | None:
     if not isinstance(direct, dict) or not direct.get("url"):
         return None
     name, version, url = dist["canonical"], dist.get("version", ""), str(direct["url"])
+    if bundled_seed(name, url):
+        return None
     if direct.get("dir_info", {}).get("editable"):
         path = file_path(url)
         return DirectSource(name, version, "editable", url, f"-e {path if path is not None else url}", path)

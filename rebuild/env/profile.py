@@ -451,8 +451,10 @@ def validate(profile: Profile, where: str = "profile") -> None:
 
 def non_index_sources(profile: Profile) -> list[str]:
     """The packages a profile says come from somewhere other than an index, for the user to review."""
+    from rebuild.knowledge.tf import bundled_seed
+
     return [f"{p.name} {p.version} ({p.source}: {_short(p.url, 120)})" for p in profile.packages
-            if p.source != "index"]
+            if p.source != "index" and not bundled_seed(p.name, p.url or "")]
 
 
 def load(path: str | Path) -> Profile:

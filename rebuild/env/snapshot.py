@@ -128,7 +128,8 @@ def _probe_warnings(data: dict) -> list[prof.Warning]:
     return warnings
 
 
-def _packages(chosen: dict[str, dict], markers: dict) -> tuple[list[prof.Package], list[str]]:
+def _packages(chosen: dict[str, dict], markers: dict,
+              warnings: list[prof.Warning] | None = None) -> tuple[list[prof.Package], list[str]]:
     """Every chosen distribution as a package, and the names requested (what the user asked for)."""
     requires = {n: d.get("requires", []) for n, d in chosen.items()}
     extras = {n: d.get("provides_extra", []) for n, d in chosen.items()}
@@ -143,12 +144,22 @@ def _packages(chosen: dict[str, dict], markers: dict) -> tuple[list[prof.Package
     # (astral-sh/uv#13278); when all uv-installed ones carry it, the markers say nothing.
     by_uv = [d for d in chosen.values() if (d.get("installer") or "") == "uv"]
     uv_markers_meaningless = bool(by_uv) and all(d.get("requested") for d in by_uv)
+    # pip writes REQUESTED for every line of `pip install -r requirements.txt`: a fully pinned file marks
+    # every dependency too. Then the graph decides: what nothing installed requires is requested.
+    markers_meaningless = uv_markers_meaningless or markers_mark_dependencies(chosen, hard_required)
+    if markers_meaningless and not uv_markers_meaningless and warnings is not None:
+        warnings.append(prof.Warning(
+            REQUESTED_FROM_GRAPH, "",
+            "REQUESTED marks (nearly) every dependency (installed from a pinned requirements file?): the requested "
+            "packages are taken from the dependency graph (what nothing installed requires); name others under "
+            "`requested` in a profile (--profile) to keep them"))
 
     packages: list[prof.Package] = []
     requested: list[str] = []
     for name in sorted(chosen):
         dist = chosen[name]
-        marker = bool(dist.get("requested")) and not (uv_markers_meaningless and dist.get("installer") == "uv")
+        marker = bool(dist.get("requested")) and not (
+            (uv_markers_meaningless and dist.get("installer") == "uv") or markers_meaningless)
         # Only through an extra (tensorflow-io-gcs-filesystem[tensorflow-cpu] names tensorflow-cpu) is not
         # enough to call a package a dependency: nothing says that extra was installed.
         is_requested = name not in SEED_PACKAGES and name not in SELF and (marker or name not in hard_required)
@@ -162,6 +173,23 @@ def _packages(chosen: dict[str, dict], markers: dict) -> tuple[list[prof.Package
             **_source(dist),
         ))
     return packages, requested
+
+
+REQUESTED_FROM_GRAPH = "requested-from-graph"  # the profile warning saying REQUESTED markers were overruled
+
+#: Share of the env's dependencies carrying REQUESTED above which the markers say nothing (requirement files).
+MARKED_DEPENDENCIES = 0.8
+
+
+def markers_mark_dependencies(chosen: dict[str, dict], hard_required: set[str]) -> bool:
+    """Whether REQUESTED sits on (nearly) every dependency, as after ``pip install -r`` of a pinned file.
+
+    A plain ``pip install tensorflow-cpu scipy`` marks two roots and none of their
+    dependencies; a pinned requirements file marks them all.
+    """
+    deps = [d for n, d in chosen.items() if n in hard_required and n not in SEED_PACKAGES and d["location"] == "env"]
+    marked = [d for d in deps if d.get("requested")]
+    return len(deps) >= 3 and len(marked) >= MARKED_DEPENDENCIES * len(deps)
 
 
 def _tensorflow(chosen: dict[str, dict], requested: list[str], warnings: list[prof.Warning]) -> prof.TensorFlow:
@@ -203,7 +231,7 @@ def build_profile(loc: EnvLocation, data: dict, *, environ: dict[str, str] | Non
     warnings: list[prof.Warning] = []
     chosen = _choose(data.get("distributions", []), warnings)
     warnings += _probe_warnings(data)
-    packages, requested = _packages(chosen, graph.marker_environment(interp, plat))
+    packages, requested = _packages(chosen, graph.marker_environment(interp, plat), warnings)
     tf = _tensorflow(chosen, requested, warnings)
     imports = sorted({_import_name(name, chosen[name]) for name in requested})
 

@@ -67,6 +67,12 @@ LEGACY_KERAS_LINE = 'import os; os.environ.setdefault("TF_USE_LEGACY_KERAS", "1"
 SEED_PACKAGES = ("pip", "setuptools", "wheel", "distribute")
 
 
+def bundled_seed(name: str, url: str) -> bool:
+    """pip/setuptools installed by ``python -m venv`` from the interpreter's own ``ensurepip`` bundle: a seed
+    of the env, not a local source the user chose (a new env gets its own seeds)."""
+    return name.lower() in SEED_PACKAGES and "/ensurepip/_bundled/" in url.replace("\\", "/")
+
+
 def import_name(distribution: str) -> str:
     """The import name of a distribution when it has no ``top_level.txt``."""
     if distribution in TF_DISTRIBUTIONS:
