@@ -259,7 +259,8 @@ def _fast_managed(path: Path, generations: int, kit_index, kit_env) -> Path:
     ``switch_to``, a profile snapshot per generation), without planning, doctor and smoke checks."""
     from rebuild.env import snapshot
     from rebuild.store.journal import new_op_id
-    from rebuild.store.store import Generation, Store
+    from rebuild.store.records import Generation
+    from rebuild.store.store import Store
 
     env = create_venv(path, CLASSIC, find_links=kit_index, env=dict(kit_env))
     if generations < 2:
@@ -817,7 +818,8 @@ def test_gc_keep_zero(shared: Shared, tfr):
 
 
 def test_only_generation_one(make_venv, tfr, kit_env):
-    from rebuild.store.store import Generation, Store
+    from rebuild.store.records import Generation
+    from rebuild.store.store import Store
 
     env = make_venv("one-parent/tf", CLASSIC)
     Store.unmanaged(env).adopt(Generation.new(1, command="adopted (test)", tensorflow="tensorflow-cpu 2.15.1",

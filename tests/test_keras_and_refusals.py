@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from rebuild.core import smoke
-from rebuild.store.store import state_dir
+from rebuild.store.location import state_dir
 from tests.kit.cli import run_cli as cli
 from tests.kit.cli import tree_state
 from tests.kit.wheels import build_wheel

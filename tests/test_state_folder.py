@@ -26,7 +26,9 @@ from tests.kit.cli import run_cli
 from rebuild.errors import UserError
 from rebuild.env import profile as prof
 from rebuild.store.journal import new_op_id
-from rebuild.store.store import Generation, Store, legacy_state_dir, state_dir
+from rebuild.store.location import legacy_state_dir, state_dir
+from rebuild.store.records import Generation
+from rebuild.store.store import Store
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the store needs Linux (flock, /proc)")
 

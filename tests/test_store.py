@@ -17,7 +17,9 @@ from rebuild.errors import UserError
 from rebuild.store.disk import exclusive_usage
 from rebuild.store.faults import FAULT_ENV
 from rebuild.store.journal import new_op_id
-from rebuild.store.store import Generation, Store, state_dir
+from rebuild.store.location import state_dir
+from rebuild.store.records import Generation
+from rebuild.store.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -326,7 +328,8 @@ def test_lock_held_by_child_process_blocks_immediately(tmp_path: Path) -> None:
 _UPGRADE = """
 import sys
 from pathlib import Path
-from rebuild.store.store import Store, Generation
+from rebuild.store.records import Generation
+from rebuild.store.store import Store
 store = Store.open(Path(sys.argv[1]))
 with store.lock("tfrebuild upgrade (crash test)"):
     tree = Path(sys.argv[2])

@@ -51,7 +51,8 @@ from rebuild.core import plan as planning
 from rebuild.env import profile as prof
 from rebuild.env.locate import check_path, default_env_path, locate
 from rebuild.errors import UserError
-from rebuild.store.store import Store, new_op_id
+from rebuild.store.journal import new_op_id
+from rebuild.store.store import Store
 from rebuild.util import proc
 from rebuild.util.progress import NULL
 from rebuild.knowledge.tf import SEED_PACKAGES

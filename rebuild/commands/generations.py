@@ -20,7 +20,8 @@ from rebuild.errors import UserError
 from rebuild.env import fsguard
 from rebuild.store import recovery
 from rebuild.store.disk import exclusive_usage
-from rebuild.store.store import Generation, Store
+from rebuild.store.records import Generation
+from rebuild.store.store import Store
 from rebuild.util import proc, signals
 
 

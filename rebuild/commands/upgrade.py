@@ -24,7 +24,8 @@ from rebuild.env import refusals
 from rebuild.env.locate import locate
 from rebuild.errors import UserError
 from rebuild.knowledge.tf import SEED_PACKAGES
-from rebuild.store.store import Store, new_op_id
+from rebuild.store.journal import new_op_id
+from rebuild.store.store import Store
 from rebuild.util import proc
 from rebuild.util.progress import NULL
 
@@ -103,7 +104,7 @@ def _apply(store: Store, the_plan: planning.Plan, opts: planning.Options, op: st
     if cache_note:
         result.notes.append(cache_note)
         progress.note(cache_note)
-    requested = {planning._req_name(n) or n for n in the_plan.new_requested if n not in SEED_PACKAGES}
+    requested = {planning.requirement_name(n) or n for n in the_plan.new_requested if n not in SEED_PACKAGES}
     requested |= {the_plan.tf_distribution}
     intent = the_plan.intent or the_plan.current
     transaction.run(transaction.Spec(

@@ -39,7 +39,7 @@ class Allowed:
 
 def is_trusted(profile_path: str | os.PathLike, env: str | os.PathLike | None) -> bool:
     """tfrebuild wrote this profile for this env: it lies inside the env's own state folder."""
-    from rebuild.store.store import state_dir
+    from rebuild.store.location import state_dir
 
     if not env:
         return False
@@ -64,10 +64,10 @@ def requests(profile: prof.Profile) -> dict[str, list[str]]:
     i = profile.index
     named = ([("index", i.index_url)] if i.index_url else []) + [("extra index", u) for u in i.extra_index_urls] + \
         [("find-links", u) for u in i.find_links] + [("constraints file", c) for c in i.constraints if "://" in c]
-    index = [f"{kind}: {prof._short(indexconf.redact(u), 120)}" for kind, u in named
+    index = [f"{kind}: {prof.shorten(indexconf.redact(u), 120)}" for kind, u in named
              if u.lower().startswith(("http://", "https://")) and _norm(u) not in known]
     return {"sources": prof.non_index_sources(profile), "index": index,
-            "commands": [f"smoke command: {prof._short(c, 120)}" for c in profile.smoke.commands]}
+            "commands": [f"smoke command: {prof.shorten(c, 120)}" for c in profile.smoke.commands]}
 
 
 def check(profile: prof.Profile, path: str | os.PathLike, *, trusted: bool, allowed: Allowed,

@@ -228,7 +228,7 @@ def re_resolve(profile: prof.Profile, pins: dict[str, str], python: Path, data: 
     else:
         with tempfile.TemporaryDirectory(prefix="tfrebuild-apply-") as tmp:
             try:
-                new_pins, _ = resolve._compile(inputs, requested, [], Path(tmp))
+                new_pins, _ = resolve.compile_requirements(inputs, requested, [], Path(tmp))
                 text = resolve.lock(inputs, new_pins, Path(tmp))
             except resolve.ResolutionFailed as exc:
                 raise UserError("The profile's requested packages do not resolve for this machine.",

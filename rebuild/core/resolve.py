@@ -205,7 +205,7 @@ def _parse_requirements_output(text: str) -> tuple[dict[str, str], dict[str, lis
     return pins, cleaned
 
 
-def _compile(inputs: Inputs, requirements: list[str], extra_constraints: list[str], workdir: Path) -> tuple[dict, dict]:
+def compile_requirements(inputs: Inputs, requirements: list[str], extra_constraints: list[str], workdir: Path) -> tuple[dict, dict]:
     req_file = workdir / "requirements.in"
     req_file.write_text("\n".join(requirements) + "\n")
     out_file = workdir / "resolved.txt"
@@ -239,7 +239,7 @@ def resolve(inputs: Inputs, tf_version: str) -> Resolved:
         [line for _, line in sorted(inputs.direct.items())]
     with tempfile.TemporaryDirectory(prefix="tfrebuild-resolve-") as tmp:
         workdir = Path(tmp)
-        pins, via = _compile(inputs, requirements, [], workdir)
+        pins, via = compile_requirements(inputs, requirements, [], workdir)
         capped: list[str] = []
         if inputs.strategy == "minimal":
             jumped = [n for n, v in pins.items()
@@ -249,12 +249,12 @@ def resolve(inputs: Inputs, tf_version: str) -> Resolved:
             caps = {n: f"{n}<{_major(inputs.pins[n]) + 1}" for n in jumped}
             if caps:
                 try:
-                    pins, via = _compile(inputs, requirements, list(caps.values()), workdir)
+                    pins, via = compile_requirements(inputs, requirements, list(caps.values()), workdir)
                     capped = sorted(caps)
                 except ResolutionFailed:
                     for name in sorted(caps):  # keep each cap that resolves on its own
                         try:
-                            trial = _compile(inputs, requirements, [caps[c] for c in capped + [name]], workdir)
+                            trial = compile_requirements(inputs, requirements, [caps[c] for c in capped + [name]], workdir)
                         except ResolutionFailed:
                             continue
                         pins, via = trial

@@ -265,7 +265,7 @@ def loads(text: str, where: str = "profile") -> Profile:
     try:
         profile = from_dict(Profile, data)
     except (ValueError, TypeError) as exc:
-        raise UserError(f"{where} is not a valid profile: {_short(str(exc), 200)}.",
+        raise UserError(f"{where} is not a valid profile: {shorten(str(exc), 200)}.",
                         "See docs/profile.md for the schema.") from exc
     validate(profile, where)
     return profile
@@ -290,7 +290,7 @@ MAX_NAME = 200
 MAX_TEXT = 8192
 
 
-def _short(value, limit: int = 80) -> str:
+def shorten(value, limit: int = 80) -> str:
     """``value`` for a message: at most ``limit`` characters, control characters shown escaped."""
     text = value if isinstance(value, str) else repr(value)
     text = text.encode("unicode_escape").decode("ascii")
@@ -298,7 +298,7 @@ def _short(value, limit: int = 80) -> str:
 
 
 def _refuse(where: str, field_name: str, value, what: str, fix: str) -> UserError:
-    return UserError(f"{where} is not a valid profile: {field_name} = '{_short(value)}' is not {what}.",
+    return UserError(f"{where} is not a valid profile: {field_name} = '{shorten(value)}' is not {what}.",
                      f"{fix} Fix the field, or take a new profile with `tfrebuild snapshot` (docs/profile.md "
                      "describes every field). Nothing was run.")
 
@@ -311,7 +311,7 @@ def _strings(obj, at: str):
     elif isinstance(obj, list):
         for i, v in enumerate(obj):
             name = getattr(v, "name", None)
-            shown = f" ({_short(name, 40)})" if isinstance(name, str) and name else ""
+            shown = f" ({shorten(name, 40)})" if isinstance(name, str) and name else ""
             yield from _strings(v, f"{at}[{i}]{shown}")
     elif isinstance(obj, dict):
         for k, v in obj.items():
@@ -388,7 +388,7 @@ def validate(profile: Profile, where: str = "profile") -> None:
         _check_name(where, f"tensorflow.installed_variants[{i}]", name)
     for key in profile.gpu.environ:
         if not _ENV_NAME.match(key):
-            raise _refuse(where, f"gpu.environ.{_short(key, 40)}", key, "an environment variable name",
+            raise _refuse(where, f"gpu.environ.{shorten(key, 40)}", key, "an environment variable name",
                           "Use letters, digits and underscores.")
     i = profile.index
     for at, url in [("index.index_url", i.index_url)] + [(f"index.extra_index_urls[{n}]", u)
@@ -422,7 +422,7 @@ def validate(profile: Profile, where: str = "profile") -> None:
             raise _refuse(where, f"smoke.imports[{n}]", imp, "a module name (dotted identifiers)",
                           "Give import names such as tensorflow or tensorflow.keras.")
     for n, pkg in enumerate(profile.packages):
-        at = f"packages[{n}] ({_short(pkg.name, 40)})"
+        at = f"packages[{n}] ({shorten(pkg.name, 40)})"
         _check_name(where, f"{at}.name", pkg.name)
         _check_version(where, f"{at}.version", pkg.version)
         for k, parent in enumerate(pkg.required_by):
@@ -453,7 +453,7 @@ def non_index_sources(profile: Profile) -> list[str]:
     """The packages a profile says come from somewhere other than an index, for the user to review."""
     from rebuild.knowledge.tf import bundled_seed
 
-    return [f"{p.name} {p.version} ({p.source}: {_short(p.url, 120)})" for p in profile.packages
+    return [f"{p.name} {p.version} ({p.source}: {shorten(p.url, 120)})" for p in profile.packages
             if p.source != "index" and not bundled_seed(p.name, p.url or "")]
 
 

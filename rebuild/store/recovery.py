@@ -20,7 +20,8 @@ from typing import Any, Callable
 
 from rebuild.errors import UserError
 from rebuild.store.journal import OPS, DamagedJournal
-from rebuild.store.store import Generation, Store
+from rebuild.store.records import Generation
+from rebuild.store.store import Store
 from rebuild.store.trees import abs_path, key_or_none, safe_rmtree
 from rebuild.util import signals
 
@@ -153,7 +154,7 @@ def _set_aside(store: Store, exc: DamagedJournal) -> str:
         store.check_current()
     except UserError as why:
         raise DamagedJournal(exc.path, exc.problem, f"here it cannot: {why.message}") from None
-    dest = store._journal.set_aside()
+    dest = store.set_aside_journal()
     return (f"set the damaged journal aside as {dest} ({exc.problem}): {store.env} is generation "
             f"{store.current_number}, as recorded")
 
@@ -273,7 +274,7 @@ def _recover_new_env(store: Store) -> str | None:
         if os.path.lexists(store.env):
             raise DamagedJournal(store.journal_path, problem, f"here it cannot: {store.env} exists, and tfrebuild "
                                  "cannot tell whether it is the environment an interrupted apply built")
-        dest = store._journal.set_aside()
+        dest = store.set_aside_journal()
         done = [f"set the damaged journal aside as {dest} ({problem})"]
         done += [_remove(store, p, f"removed leftover staging folder {p}") for p in store.leftover_staging()]
         return "; ".join(done)

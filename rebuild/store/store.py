@@ -47,159 +47,26 @@ Typical use by a command::
 
 from __future__ import annotations
 
-import errno
-import json
 import os
 import stat
 from contextlib import contextmanager
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 import tomli_w
 
 from rebuild.errors import UserError
-from rebuild.store import disk, swap
-from rebuild.store.faults import fault_point
-from rebuild.store.journal import Journal, check_id, new_op_id, now_iso
+from rebuild.store.journal import Journal, check_id, now_iso
 from rebuild.store.lock import Lock, pid_alive
 from rebuild.store.records import Generation, read_toml, toml_int
-from rebuild.store.trees import abs_path, is_inside, key, key_or_none, safe_rmtree
-from rebuild.util import fs, signals
+from rebuild.store.trees import abs_path, key, key_or_none, safe_rmtree
+from rebuild.util import fs
+from rebuild.store.location import _migrate_legacy, _parent_key, env_path, state_dir
+from rebuild.store.logs import KEEP_LOGS, prune_logs
+from rebuild.store.operations import Operations
 
 SCHEMA = 1
-
-
-def env_path(env: Path | str) -> Path:
-    """The environment's path as the store knows it: absolute, every symlink resolved.
-
-    An env reached through a symlink is the env its real path names: one state folder, one history.
-    """
-    return Path(os.path.realpath(abs_path(env)))
-
-
-def state_dir(env: Path) -> Path:
-    """The state folder of the environment at ``env``: ``E.parent/.<name>.tfrebuild``, ``E`` resolved.
-
-    The name is kept whole (``.venv`` → ``..venv.tfrebuild``), so two envs of one folder never share one.
-    """
-    env = env_path(env)
-    return env.parent / f".{env.name}.tfrebuild"
-
-
-def legacy_state_dir(env: Path) -> Path:
-    """Where tfrebuild before issue 14 kept the state: leading dots stripped (``.venv`` and ``venv`` collided)."""
-    env = env_path(env)
-    return env.parent / f".{env.name.lstrip('.')}.tfrebuild"
-
-
-KEEP_LOGS = 20  # logs kept per state folder, the newest (the one being written included)
-
-
-def prune_logs(folder: Path, keep: int) -> list[Path]:
-    """Delete all but the ``keep`` newest ``*.log`` files of ``folder`` (plain files only, never followed)."""
-    try:
-        entries = [e for e in os.scandir(folder) if e.name.endswith(".log") and e.is_file(follow_symlinks=False)]
-    except OSError:
-        return []
-    entries.sort(key=lambda e: (e.stat(follow_symlinks=False).st_mtime_ns, e.name), reverse=True)
-    removed = []
-    for entry in entries[max(keep, 0):]:
-        try:
-            os.unlink(entry.path)
-            removed.append(Path(entry.path))
-        except OSError:
-            pass
-    return removed
-
-
-def _parent_key(env: Path) -> tuple[int, int] | None:
-    try:
-        return key(os.stat(env.parent))
-    except OSError:
-        return None
-
-
-def _recorded_env(state: Path) -> str | None:
-    """``env`` of ``state/store.toml`` (``None`` when unreadable); never follows a symlinked state folder."""
-    if os.path.islink(state) or not os.path.isfile(state / "store.toml"):
-        return None
-    try:
-        recorded = read_toml(state / "store.toml", "state file").get("env")
-    except (UserError, OSError):
-        return None
-    return recorded if isinstance(recorded, str) else None
-
-
-def _move_state(old: Path, new: Path) -> None:
-    """Rename a state folder of the old naming to its own name (not while an older tfrebuild holds its lock)."""
-    try:
-        fd = os.open(old / "lock", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
-        fd = None
-    except OSError as exc:
-        raise UserError(f"Cannot move the tfrebuild state folder {old} to {new}: {exc.strerror or exc}",
-                        hint=f"Rename it by hand (mv {old} {new}) when no tfrebuild runs.") from exc
-    try:
-        if fd is not None:
-            try:
-                _try_flock(fd)
-            except BlockingIOError:
-                raise UserError(f"Another tfrebuild is working with the state folder {old}",
-                                hint=f"Wait for it to finish; tfrebuild then moves it to {new}.", exit_code=1) from None
-        try:
-            os.rename(old, new)
-        except OSError as exc:
-            raise UserError(f"Cannot move the tfrebuild state folder {old} to {new}: {exc.strerror or exc}",
-                            hint=f"Rename it by hand (mv {old} {new}) when no tfrebuild runs.") from exc
-        fs.fsync_dir(new.parent)
-        _rebase_journal(new / "journal.json", old, new)
-    finally:
-        if fd is not None:
-            os.close(fd)
-
-
-def _rebase_journal(path: Path, old: Path, new: Path) -> None:
-    """An interrupted operation's journal names paths in the folder that moved: point them at its new name."""
-    if os.path.islink(path) or not path.is_file():
-        return
-    try:
-        data = json.loads(path.read_bytes())
-    except (OSError, ValueError):
-        return  # damaged: recovery words it
-
-    def rebase(value: Any) -> Any:
-        if isinstance(value, str) and (value == str(old) or value.startswith(str(old) + os.sep)):
-            return str(new) + value[len(str(old)):]
-        if isinstance(value, dict):
-            return {k: rebase(v) for k, v in value.items()}
-        return value
-
-    fs.atomic_write(path, json.dumps(rebase(data), indent=2, sort_keys=True).encode(), mode=0o644)
-
-
-def _try_flock(fd: int) -> None:
-    import fcntl
-
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-
-
-def _migrate_legacy(env: Path) -> None:
-    """State folders of the old naming move to their own names when their ``store.toml`` says whose they are.
-
-    ``.venv``'s state used to be ``.venv.tfrebuild``, which is now ``venv``'s: it moves to ``..venv.tfrebuild``
-    when opened for either env (its record names ``.venv``). A folder whose record names neither is left alone
-    (the owner check refuses it).
-    """
-    env = env_path(env)
-    for candidate in {state_dir(env), legacy_state_dir(env)}:
-        recorded = _recorded_env(candidate)
-        if recorded is None or os.path.realpath(recorded) == str(env) and candidate == state_dir(env):
-            continue
-        owner = env_path(recorded)
-        if owner.parent == env.parent and legacy_state_dir(owner) == candidate and candidate != state_dir(owner) \
-                and not os.path.lexists(state_dir(owner)):
-            _move_state(candidate, state_dir(owner))
 
 
 def _write_file(path: Path, data: bytes) -> None:
@@ -229,7 +96,7 @@ def _folder(name: str) -> property:
     return property(lambda self: self.state / name, doc=f"``<state>/{name}``")
 
 
-class Store:
+class Store(Operations):
     """The generation store of the environment at ``env`` (see the module docstring)."""
 
     def __init__(self, env: Path, data: dict):
@@ -249,11 +116,9 @@ class Store:
     @property
     def store_file(self) -> Path:
         return self.state / "store.toml"
-
     @property
     def lock_path(self) -> Path:
         return self._lock.path
-
     @property
     def journal_path(self) -> Path:
         return self._journal.path
@@ -354,7 +219,6 @@ class Store:
     def unmanaged(cls, env: Path) -> Store:
         """A store object for an env tfrebuild does not manage yet: it can be locked, then :meth:`adopt` it."""
         return cls(abs_path(env), {})
-
     @property
     def managed(self) -> bool:
         return self.store_file.is_file()
@@ -407,16 +271,13 @@ class Store:
     @property
     def current_number(self) -> int:
         return int(self._data["current"])
-
     @property
     def previous_number(self) -> int | None:
         prev = self._data.get("previous")
         return int(prev) if isinstance(prev, int) else None
-
     @property
     def current(self) -> Generation:
         return self.generation(self.current_number)
-
     @property
     def previous(self) -> Generation | None:
         n = self.previous_number
@@ -549,7 +410,6 @@ class Store:
         """
         with self._lock.hold(command, on_acquire=self.reload):
             yield self
-
     @property
     def locked(self) -> bool:
         """Whether this object holds the lock."""
@@ -567,6 +427,10 @@ class Store:
     def journal(self) -> dict | None:
         """The intent journal of the operation in progress, or ``None``."""
         return self._journal.read()
+
+    def set_aside_journal(self) -> Path:
+        """Rename a damaged journal to ``journal.json.damaged`` (kept for inspection); the new path."""
+        return self._journal.set_aside()
 
     def begin(self, op: Mapping[str, Any]) -> dict:
         """Write the journal for a new operation (needs the lock; no journal may exist).
@@ -588,243 +452,7 @@ class Store:
         self._journal.remove()
 
     # ---- operations
-    def _free_dest(self, dest: Path) -> None:
-        """Make sure ``dest`` (where an old tree will be parked) is free."""
-        if not os.path.lexists(dest):
-            return
-        if dest.is_dir() and not dest.is_symlink() and not any(os.scandir(dest)):
-            os.rmdir(dest)
-            return
-        raise UserError(f"Cannot park the old environment at {dest}: something is already there",
-                        hint="The tfrebuild state folder is inconsistent; inspect that folder by hand.")
 
-    def park(self, tree: Path, dest: Path) -> None:
-        """Move ``tree`` (the tree the exchange took out of ``E``) to ``dest``, both folders fsync'd."""
-        self._free_dest(dest)
-        self.make_dir(dest.parent)
-        os.rename(tree, dest)
-        fs.fsync_dir(tree.parent)
-        fs.fsync_dir(dest.parent)
-
-    def env_key(self, *partners: Path) -> tuple[int, int] | None:
-        """:func:`~rebuild.store.trees.key` of ``E``, after repairing a fallback exchange with a partner
-        that a crash interrupted between its renames (``E`` missing)."""
-        found = key_or_none(self.env)
-        if found is None:
-            for other in partners:
-                swap.repair(self.env, other)
-            found = key_or_none(self.env)
-        return found
-
-    def _staging_of(self, tree: Path) -> Path:
-        """``<state>/staging/<id>`` that holds ``tree`` (which must be inside it)."""
-        root = self.staging_root
-        try:
-            rel = tree.relative_to(root)
-        except ValueError:
-            rel = None
-        if rel is None or len(rel.parts) < 2 or not is_inside(tree, root):
-            raise UserError(f"{tree} is not inside the staging folder {root}",
-                            hint="Build new environments in store.staging_dir(<id>)/env.")
-        return root / rel.parts[0]
-
-    def _swap_park_record(self, source: Path, old_dest: Path, st_old: os.stat_result,
-                          record: Callable[[], None], *, upgrade: bool) -> None:
-        """The steps :meth:`switch_to` and :meth:`rollback_to` share, each journaled, then a fault point.
-
-        swapped: ``exchange(E, source)`` (the method that ran goes to the journal and to
-        :attr:`last_swap_method`; if the exchange fails with ``E`` unchanged, the journal is
-        removed and the error raised); old-moved: the old tree, now at ``source``, parked at
-        ``old_dest``; recorded: ``record()`` writes the TOML files.
-        """
-        try:
-            method = swap.exchange(self.env, source)
-        except BaseException:
-            if key_or_none(self.env) == key(st_old):
-                self.commit()  # nothing changed; the caller still owns its tree
-            raise
-        self.last_swap_method = method
-        self.update_journal(step="swapped", method=method)
-        # Each fault point is spelled out: tests/test_generations.py finds them by name.
-        fault_point("upgrade.swapped") if upgrade else fault_point("rollback.swapped")
-        self.park(source, old_dest)
-        self.update_journal(step="old-moved")
-        fault_point("upgrade.old-moved") if upgrade else fault_point("rollback.old-moved")
-        record()
-        self.update_journal(step="recorded")
-        fault_point("upgrade.recorded") if upgrade else fault_point("rollback.recorded")
-
-    def _check_new_tree(self, new_tree: Path) -> tuple[Path, os.stat_result]:
-        """The staging folder holding ``new_tree``, and its ``lstat``; :class:`UserError` unless it is a directory there."""
-        staging = self._staging_of(new_tree)
-        st_new = os.lstat(new_tree) if os.path.lexists(new_tree) else None
-        if st_new is None or not stat.S_ISDIR(st_new.st_mode):
-            raise UserError(f"The new environment {new_tree} is missing or not a directory",
-                            hint="The build did not produce it; see the build log.")
-        return staging, st_new
-
-    def switch_to(self, new_tree: Path, new_gen: Generation) -> Generation:
-        """Make the tree at ``new_tree`` (in staging) the current environment at ``E``.
-
-        Steps (each followed by a fault point ``upgrade.<step>``): journal-written,
-        swapped (``exchange(E, new_tree)``), old-moved (old tree to
-        ``generations/<old>/env``), recorded (meta + store.toml); then the staging
-        folder and the journal are removed.  Returns the recorded generation; the
-        exchange method that ran is in :attr:`last_swap_method`.
-
-        A journal this process began for the build (``begin({"op": "upgrade", ...})``)
-        is taken over.  If the exchange itself fails, nothing changed: the journal is
-        removed and the staging tree is left for the caller to discard.
-        """
-        with self.lock(f"tfrebuild upgrade to generation {new_gen.number}"):
-            new_tree = abs_path(new_tree)
-            staging, st_new = self._check_new_tree(new_tree)
-            old = self.current
-            st_old = self.check_current()
-            number = new_gen.number
-            if number in (old.number, self.previous_number) or (self.generation_dir(number) / "meta.toml").exists():
-                raise UserError(f"Generation {number} already exists for {self.env}",
-                                hint=f"Use store.next_number() ({self.next_number()}).")
-            if not swap.same_filesystem(self.env, new_tree):
-                raise swap.cross_device_error(self.env, new_tree)
-            old_dest = self.generation_dir(old.number) / "env"
-            self._free_dest(old_dest)
-            gen = replace(new_gen, inode=st_new.st_ino, device=st_new.st_dev)
-            fields_ = {
-                "op": "upgrade", "id": staging.name, "step": "journal-written", "pid": os.getpid(),
-                "new": number, "old": old.number, "previous": self.previous_number,
-                "staging": str(staging), "new_tree": str(new_tree), "old_dest": str(old_dest),
-                "new_inode": st_new.st_ino, "new_device": st_new.st_dev,
-                "old_inode": st_old.st_ino, "old_device": st_old.st_dev,
-                "generation": asdict(gen),
-            }
-            journal = self.journal()
-            if journal is not None:
-                if journal.get("op") != "upgrade" or journal.get("pid") != os.getpid():
-                    raise RuntimeError("another operation is journaled; call recover() first")
-                self.update_journal(**fields_)
-            else:
-                self.begin(fields_)
-            fault_point("upgrade.journal-written")
-
-            def record() -> None:
-                self.write_meta(gen)
-                self.write_state(number, old.number)
-
-            with signals.deferred():  # a signal after the exchange waits for the bookkeeping
-                self._swap_park_record(new_tree, old_dest, st_old, record, upgrade=True)
-                self._changed(number, new_gen.tensorflow, old.number)
-                safe_rmtree(staging, self.state)
-                self.commit()
-            return gen
-
-    def _changed(self, number: int, tensorflow: str, other: int) -> None:
-        """Tell the CLI (for an interrupt) which generation ``E`` is on now and the way back."""
-        what = f" ({tensorflow})" if tensorflow else ""
-        signals.changed(str(self.env), f"{self.env} is now on generation {number}{what}; `tfrebuild rollback --env "
-                                       f"{self.env} --to {other}` swaps generation {other} back in")
-
-    def _rollback_source(self, n: int) -> tuple[Path, os.stat_result]:
-        """Generation ``n``'s parked tree and its ``lstat`` (its meta is re-recorded if the inode moved)."""
-        target = self.generation(n)
-        source = self.generation_dir(n) / "env"
-        try:
-            st_src = os.lstat(source)
-        except FileNotFoundError:
-            raise UserError(f"Generation {n} has no environment tree any more (it was deleted)",
-                            hint="Pick another generation, see the history.") from None
-        if not stat.S_ISDIR(st_src.st_mode):
-            raise UserError(f"{source} is not a directory", hint="The state folder was changed by hand.")
-        if key(st_src) != (target.device, target.inode):
-            self.write_meta(replace(target, inode=st_src.st_ino, device=st_src.st_dev))
-        return source, st_src
-
-    def rollback_to(self, n: int | None = None) -> Generation:
-        """Make generation ``n`` (default: the previous one) current again.
-
-        The generation rolled away from becomes ``previous``, so a second plain
-        rollback undoes the first (like ``cd -``).  Fault points ``rollback.<step>``
-        as in :meth:`switch_to`.  Returns the now-current generation; the exchange
-        method that ran is in :attr:`last_swap_method`.
-        """
-        with self.lock(f"tfrebuild rollback to generation {n if n is not None else 'previous'}"):
-            old = self.current
-            if n is None:
-                if self.previous_number is None:
-                    raise UserError(f"{self.env} has no previous generation to roll back to",
-                                    hint="Generations are created by upgrades.")
-                n = self.previous_number
-            if n == old.number:
-                raise UserError(f"Generation {n} is already the current environment at {self.env}")
-            source, st_src = self._rollback_source(n)
-            st_old = self.check_current()
-            old_dest = self.generation_dir(old.number) / "env"
-            self._free_dest(old_dest)
-            self.begin({
-                "op": "rollback", "id": new_op_id("rollback"), "step": "journal-written",
-                "from": old.number, "to": n, "previous": self.previous_number,
-                "source": str(source), "old_dest": str(old_dest),
-                "new_inode": st_src.st_ino, "new_device": st_src.st_dev,
-                "old_inode": st_old.st_ino, "old_device": st_old.st_dev,
-            })
-            fault_point("rollback.journal-written")
-            with signals.deferred():  # a signal after the exchange waits for the bookkeeping
-                self._swap_park_record(source, old_dest, st_old, lambda: self.write_state(n, old.number),
-                                       upgrade=False)
-                self._changed(n, self.generation(n).tensorflow, old.number)
-                self.commit()
-            return self.current
-
-    def delete_generation(self, n: int) -> int:
-        """Delete ``generations/<n>`` (never the current or previous one); return bytes freed.
-
-        Symlinks inside are removed as links, never followed; the folder must resolve
-        inside the state folder.  Files hard-linked elsewhere are not counted as freed.
-        """
-        with self.lock(f"tfrebuild gc generation {n}"):
-            if n == self.current_number:
-                raise UserError(f"Generation {n} is the current environment; it cannot be deleted",
-                                hint="Roll back or upgrade first.")
-            if n == self.previous_number:
-                raise UserError(f"Generation {n} is the previous generation (the rollback target); it is kept",
-                                hint="It can be deleted after another upgrade or rollback.")
-            folder = self.generation_dir(n)
-            if not os.path.lexists(folder):
-                raise UserError(f"{self.env} has no generation {n}")
-            if os.path.islink(folder) or not is_inside(folder, self.generations_dir):
-                raise UserError(f"Refusing to delete {folder}: it points outside {self.state}",
-                                hint="Someone replaced it with a link; remove the link by hand.")
-            freed = disk.freeable_bytes(folder)
-            op_id = new_op_id("gc")
-            trash = self.trash_root / op_id
-            try:
-                self.begin({"op": "gc", "id": op_id, "step": "journal-written", "generation": n, "trash": str(trash)})
-            except OSError as exc:
-                if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
-                    raise
-                self._delete_unjournaled(folder, op_id)  # gc is the remedy for a full disk: it needs no space
-                return freed
-            fault_point("gc.journal-written")
-            self.make_dir(self.trash_root)
-            os.rename(folder, trash)
-            fs.fsync_dir(self.generations_dir)
-            self.update_journal(step="moved")
-            fault_point("gc.moved")
-            safe_rmtree(trash, self.state)
-            self.commit()
-            return freed
-
-    def _delete_unjournaled(self, folder: Path, op_id: str) -> None:
-        """Delete a generation folder without a journal (a full disk cannot take one).
-
-        It is renamed into ``staging/<op_id>`` first (an existing folder: no new block needed),
-        then deleted; a crash in between leaves a staging folder no journal names, which the
-        next command's recovery removes like any leftover build.
-        """
-        dest = self.staging_root / check_id(op_id)
-        os.rename(folder, dest)
-        fs.fsync_dir(self.generations_dir)
-        safe_rmtree(dest, self.state)
 
     # ---- recovery
     def recover(self, finished: Callable[[Store], None] | None = None) -> str | None:
