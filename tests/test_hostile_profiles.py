@@ -401,3 +401,29 @@ def test_message_never_echoes_a_huge_value(ws, kit_env, kit_index):
 @pytest.mark.parametrize("env", ["{ws}/tfenv"])
 def test_env_path_is_not_left_changed(ws, env):  # the workspace itself is intact after the table
     assert os.path.isfile(os.path.join(env.format(ws=ws), "pyvenv.cfg"))
+
+
+def test_foreign_lock_that_builds_from_source_needs_consent(tmp_path):
+    """apply installs a profile's lock as it is: a package the lock offers only as an sdist (or a source
+    tree) is built, which runs its code, so a lock tfrebuild did not write needs --allow-sources for it."""
+    from rebuild.core import consent, lockfile
+    from rebuild.errors import UserError
+
+    digest = "0" * 64
+    lock = lockfile.parse_lock(
+        'lock-version = "1.0"\ncreated-by = "someone"\n'
+        '[[packages]]\nname = "six"\nversion = "1.17.0"\n'
+        f'wheels = [{{name = "six-1.17.0-py2.py3-none-any.whl", path = "six-1.17.0-py2.py3-none-any.whl", '
+        f'hashes = {{sha256 = "{digest}"}}}}]\n'
+        f'sdist = {{name = "six-1.17.0.tar.gz", path = "six-1.17.0.tar.gz", hashes = {{sha256 = "{digest}"}}}}\n'
+        '[[packages]]\nname = "evilpkg"\nversion = "1.0"\n'
+        f'sdist = {{name = "evilpkg-1.0.tar.gz", path = "evilpkg-1.0.tar.gz", hashes = {{sha256 = "{digest}"}}}}\n',
+        "test lock", base=tmp_path)
+    with pytest.raises(UserError) as refused:
+        consent.check_builds(lock, tmp_path / "p.toml", trusted=False, allowed=consent.Allowed(), command="apply")
+    assert refused.value.exit_code == 2 and "--allow-sources" in refused.value.hint
+    assert "evilpkg 1.0 (built from evilpkg-1.0.tar.gz)" in refused.value.details
+    assert "six" not in refused.value.details  # it has a wheel: nothing is built for it
+    consent.check_builds(lock, tmp_path / "p.toml", trusted=True, allowed=consent.Allowed(), command="apply")
+    consent.check_builds(lock, tmp_path / "p.toml", trusted=False, allowed=consent.Allowed(sources=True),
+                         command="apply")

@@ -361,8 +361,8 @@ def apply(
                                  "requested packages for it, keeping versions as close as possible."),
     allow_commands: bool = typer.Option(False, "--allow-commands", help="Run the profile's [smoke].commands although "
                                         "tfrebuild did not write the profile for this env."),
-    allow_insecure_index: bool = typer.Option(False, "--allow-insecure-index", help="Accept plain-http indexes and "
-                                              "file URLs."),
+    allow_insecure_index: bool = typer.Option(False, "--allow-insecure-index", help="Accept plain-http (unencrypted) "
+                                              "indexes and file links; https, file:// and local folders need no flag."),
     allow_sources: bool = AllowSourcesOpt, allow_index: bool = AllowIndexOpt,
     no_compile: bool = NoCompileOpt,
     allow_python_download: bool = AllowDownloadOpt,

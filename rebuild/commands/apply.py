@@ -288,6 +288,8 @@ def _lock_that_fits(opts: Options, profile: prof.Profile, profile_path: Path, in
                     exc.message += f" The profile was made on {portable.profile}; this is {portable.here}."
                 raise
     portability.check_urls(profile, lock, opts.allow_insecure_index)
+    consent.check_builds(lock, profile_path, trusted=result.trusted, command="apply",
+                         allowed=consent.Allowed(sources=opts.allow_sources, index=opts.allow_index))
 
     if lock is not None:
         lock = _local_files(lock, lock_file, opts, result)

@@ -88,6 +88,24 @@ def check(profile: prof.Profile, path: str | os.PathLike, *, trusted: bool, allo
         "or remove them from the profile.", exit_code=2, details="\n".join(listed))
 
 
+def check_builds(lock, path: str | os.PathLike, *, trusted: bool, allowed: Allowed, command: str) -> None:
+    """Refuse to build a foreign lock's source distributions (a build runs the package's code) unless allowed.
+
+    A package the lock offers only as an sdist, or as a source tree or repository, is built on install.
+    """
+    if trusted or allowed.sources or lock is None:
+        return
+    built = [f"{p.name} {p.version} (built from {p.sdist.filename if p.sdist else 'its source'})"
+             for p in lock.packages if not p.wheels and (p.sdist is not None or p.source is not None)]
+    if not built:
+        return
+    raise UserError(
+        f"The lock of {path}, which tfrebuild did not write for this environment, would build {len(built)} "
+        "package(s) from source, which runs their code (listed below). Nothing was run.",
+        f"Review them; if you trust whoever wrote the profile, run `tfrebuild {command}` again with --allow-sources, "
+        "or lock wheels instead.", exit_code=2, details="\n".join(built))
+
+
 def check_file(path: str | os.PathLike, *, allowed: Allowed, command: str, offline: bool = False) -> prof.Profile:
     """Load a profile that is read without an env at hand (``export --profile``, ``bundle``) and check it.
 
