@@ -427,3 +427,23 @@ def test_foreign_lock_that_builds_from_source_needs_consent(tmp_path):
     consent.check_builds(lock, tmp_path / "p.toml", trusted=True, allowed=consent.Allowed(), command="apply")
     consent.check_builds(lock, tmp_path / "p.toml", trusted=False, allowed=consent.Allowed(sources=True),
                          command="apply")
+
+
+def test_foreign_smoke_commands_need_consent_before_upgrade_runs_them(ws, kit_env, kit_index):
+    """upgrade runs a --profile's [smoke].commands in the new env: from a profile from elsewhere, not without
+    --allow-commands (plan runs none, so it does not ask)."""
+    marker = ws / "MARKER"
+    text = re.sub(r"(?m)^commands = \[\]$", "", clean(ws))
+    text = text.replace("[smoke]\n", f"[smoke]\ncommands = [\"touch {marker}\"]\n", 1)
+    profile = variant(ws, "commands.toml", text)
+    assert "touch" in profile.read_text()
+    before = tree_state(ws)
+    res = run_cli(kit_env, *attack_commands(ws, kit_index, profile)["upgrade"], cwd=ws)
+    assert_refused(res, "--allow-commands", f"smoke command: touch {marker}")
+    assert not marker.exists() and tree_state(ws) == before
+    res = run_cli(kit_env, *attack_commands(ws, kit_index, profile)["plan"], cwd=ws)
+    assert "--allow-commands" not in res.err and not marker.exists(), res
+    # with consent the command runs, in the new env's checks
+    res = run_cli(kit_env, *attack_commands(ws, kit_index, profile)["upgrade"], "--allow-commands", cwd=ws)
+    assert res.code == 0 and marker.exists(), res
+    marker.unlink()

@@ -82,6 +82,8 @@ KerasOpt = _choice(Keras, Keras.AUTO, "--keras", help="legacy: keep Keras 2 via 
 AllowSourcesOpt = typer.Option(False, "--allow-sources", help="Accept a profile from elsewhere although it names "
                                "packages from outside an index (editable, path, vcs, url), and let uv build sdists "
                                "for it.")
+AllowCommandsOpt = typer.Option(False, "--allow-commands", help="Run a profile's [smoke].commands although "
+                                "tfrebuild did not write the profile for this env.")
 AllowIndexOpt = typer.Option(False, "--allow-index", help="Accept a profile from elsewhere although it names package "
                              "locations this machine is not configured with.")
 FormatOpt = _choice(ExportFormat, ExportFormat.PYLOCK, "--format", help="pylock (PEP 751 pylock.toml) or "
@@ -193,7 +195,8 @@ def upgrade(
     find_links: Optional[list[Path]] = FindLinksOpt, constraint: Optional[list[Path]] = ConstraintOpt,
     offline: bool = OfflineOpt, no_compile: bool = NoCompileOpt,
     allow_python_download: bool = AllowDownloadOpt, keras: Keras = KerasOpt, gpu: Gpu = GpuOpt,
-    yes: bool = YesOpt, force: bool = SwapForceOpt, allow_sources: bool = AllowSourcesOpt, as_json: bool = JsonOpt,
+    yes: bool = YesOpt, force: bool = SwapForceOpt, allow_sources: bool = AllowSourcesOpt,
+    allow_commands: bool = AllowCommandsOpt, as_json: bool = JsonOpt,
 ) -> None:
     """Build the upgraded env beside the old one, check it, swap it in atomically.
 
@@ -207,7 +210,7 @@ def upgrade(
     opts = Options(env=env, to=to, profile=profile, python=python, strategy=strategy, pre=pre, index_url=index_url,
                    extra_index_urls=extra_index_url or [], find_links=_links(find_links),
                    constraints=_links(constraint), offline=offline, no_compile=no_compile, yes=yes, force=force, allow_python_download=allow_python_download,
-                   keras=keras, gpu=gpu, allow_sources=allow_sources)
+                   keras=keras, gpu=gpu, allow_sources=allow_sources, allow_commands=allow_commands)
 
     def work():
         with terminal().progress(enabled=not as_json) as progress:
@@ -359,8 +362,7 @@ def apply(
     find_links: Optional[list[Path]] = FindLinksOpt, offline: bool = OfflineOpt,
     resolve: bool = typer.Option(False, "--resolve", help="If the lock does not fit this machine, re-resolve the "
                                  "requested packages for it, keeping versions as close as possible."),
-    allow_commands: bool = typer.Option(False, "--allow-commands", help="Run the profile's [smoke].commands although "
-                                        "tfrebuild did not write the profile for this env."),
+    allow_commands: bool = AllowCommandsOpt,
     allow_insecure_index: bool = typer.Option(False, "--allow-insecure-index", help="Accept plain-http (unencrypted) "
                                               "indexes and file links; https, file:// and local folders need no flag."),
     allow_sources: bool = AllowSourcesOpt, allow_index: bool = AllowIndexOpt,

@@ -51,7 +51,7 @@ def run(opts: planning.Options, progress=None, confirm: Callable[[planning.Plan]
         raise UserError("tfrebuild upgrade needs confirmation, and there is no terminal to ask on.",
                         "Look at `tfrebuild plan` first, then run `tfrebuild upgrade --yes`.")
     loc = locate(opts.env)  # bad paths fail here, before anything is created
-    planning.load_override(opts, loc)  # so does a bad or refused --profile
+    planning.load_override(opts, loc, runs_commands=True)  # so does a bad or refused --profile
     planning.resolve.parse_target(opts.to)  # and a bad --to
     sources.refuse_self_upgrade(loc.path)  # tfrebuild cannot swap out the env it runs from
     if not loc.bare:  # what stops the swap is known now: refuse before planning and building, not after

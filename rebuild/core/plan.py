@@ -48,6 +48,7 @@ class Options:
     yes: bool = False
     force: bool = False  # swap even while processes run from the env
     allow_sources: bool = False  # a foreign --profile's non-index sources, and building sdists for it
+    allow_commands: bool = False  # a foreign --profile's [smoke].commands, which upgrade runs in the new env
     keras: Keras = Keras.AUTO
     gpu: Gpu = Gpu.AUTO
 
@@ -288,14 +289,17 @@ class _Survey:
                 if d.get("location") == "env"}
 
 
-def load_override(opts: Options, loc: EnvLocation) -> tuple[prof.Profile | None, bool]:
-    """``--profile``, checked (every field, and consent when it is not this env's own), and whether it is trusted."""
+def load_override(opts: Options, loc: EnvLocation, *, runs_commands: bool = False) -> tuple[prof.Profile | None, bool]:
+    """``--profile``, checked (every field, and consent when it is not this env's own), and whether it is trusted.
+
+    ``runs_commands``: the caller (upgrade) runs the profile's ``[smoke].commands``, which then need consent too."""
     if not opts.profile:
         return None, True
     override = prof.load(opts.profile)
     trusted = consent.is_trusted(opts.profile, loc.path)
-    consent.check(override, Path(opts.profile).absolute(), trusted=trusted, kinds=("sources",),
-                  allowed=consent.Allowed(sources=opts.allow_sources),
+    consent.check(override, Path(opts.profile).absolute(), trusted=trusted,
+                  kinds=("sources", "commands") if runs_commands else ("sources",),
+                  allowed=consent.Allowed(sources=opts.allow_sources, commands=opts.allow_commands),
                   command="plan" if sys.argv[1:2] == ["plan"] else "upgrade")
     return override, trusted
 
