@@ -170,3 +170,27 @@ def test_export_keeps_local_sources(local_env, kit_env, kit_index, decoys, tmp_p
     uv("pip", "sync", "--python", fresh / "bin" / "python", out)
     proc = venv_run(fresh, "import mymodel, localfolder, localwheel, vcsmod; print(mymodel.VALUE, vcsmod.VALUE)")
     assert proc.returncode == 0 and proc.stdout.split() == ["1", "1"], proc.stderr
+
+
+def test_apply_of_a_profile_keeps_local_sources(local_env, kit_env, kit_index, decoys, tmp_path, venv_run) -> None:
+    """A snapshot (no lock) applied to a new path: the local packages come from where they were, the
+    editable one stays editable; the decoys of the same names on the index are never taken."""
+    env, profile, new = local_env["env"], tmp_path / "p.toml", tmp_path / "new" / "venv"
+    assert run_cli(kit_env, "snapshot", "--env", env, "-o", profile, cwd=tmp_path).code == 0
+    refused = _cli(kit_env, kit_index, decoys, tmp_path, "apply", profile, "--env", new, "--yes")
+    assert refused.code == 2 and "--allow-sources" in refused.err and not new.exists(), str(refused)
+    res = _cli(kit_env, kit_index, decoys, tmp_path, "apply", profile, "--env", new, "--yes", "--allow-sources")
+    assert res.code == 0, str(res)
+    assert _direct_url(new, "mymodel").get("dir_info", {}).get("editable") is True
+    assert _direct_url(new, "localwheel")["url"] == local_env["wheel"].as_uri()
+    proc = venv_run(new, "import mymodel, localfolder, localwheel, vcsmod; print(mymodel.VALUE, localwheel.VALUE)")
+    assert proc.returncode == 0 and proc.stdout.split() == ["1", "1"], proc.stderr
+    (local_env["mymodel"] / "mymodel" / "__init__.py").write_text("VALUE = 'edited'\n")
+    proc = venv_run(new, "import mymodel; print(mymodel.VALUE)")
+    assert proc.stdout.strip() == "edited", proc.stderr  # editable: the edit shows on the next import
+    # a local source that has gone is named before anything is built
+    local_env["folder"].rename(local_env["folder"].with_name("moved"))
+    gone = _cli(kit_env, kit_index, decoys, tmp_path, "apply", profile, "--env", tmp_path / "other", "--yes",
+                "--allow-sources")
+    assert gone.code == 1 and "localfolder 0.2.0" in gone.err and "gone" in gone.err, gone
+    assert not (tmp_path / "other").exists()

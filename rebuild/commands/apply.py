@@ -47,6 +47,7 @@ from rebuild.core import portability
 from rebuild.core import transaction
 from rebuild.env import snapshot
 from rebuild.core import lockfile as locks
+from rebuild.core import sources
 from rebuild.core import plan as planning
 from rebuild.env import profile as prof
 from rebuild.env.locate import check_path, default_env_path, locate
@@ -269,7 +270,8 @@ def _lock_that_fits(opts: Options, profile: prof.Profile, profile_path: Path, in
     portability.check_urls(profile, None, opts.allow_insecure_index)
     progress.stage("lock", "reading the profile's lock")
     lock_file = locks.profile_lock_path(profile, profile_path)
-    pins_of_profile, skipped = locks.installable_pins(profile)
+    pins_of_profile, direct, skipped = locks.lockable(profile)
+    sources.check_present(locks.direct_sources(profile), result.env)  # a local source that has gone: say so first
     result.notes += skipped
     if lock_file is not None:
         lock = locks.read_lock(lock_file)
@@ -279,7 +281,7 @@ def _lock_that_fits(opts: Options, profile: prof.Profile, profile_path: Path, in
         lock = None
         try:
             lock = locks.lock_pins(pins_of_profile, interp.path, index, offline=opts.offline, log=log,
-                                   where=f"the profile {profile_path.name}")
+                                   where=f"the profile {profile_path.name}", direct=direct)
             result.lock_source = "the profile's pins, locked with uv (uv pip compile --no-deps: not re-resolved)"
         except UserError as exc:
             if not opts.resolve:

@@ -340,11 +340,11 @@ def installable_pins(profile: prof.Profile) -> tuple[dict[str, str], list[str]]:
     return pins, skipped
 
 
-def direct_requirements(profile: prof.Profile) -> tuple[dict[str, str], dict[str, str]]:
-    """(requirement lines, versions) of the profile's packages that came from no index (see core/sources.py)."""
+def direct_sources(profile: prof.Profile) -> dict:
+    """The profile's packages that came from no index, as :class:`~rebuild.core.sources.DirectSource` by name."""
     from rebuild.core import sources
 
-    lines, versions = {}, {}
+    out = {}
     for p in profile.packages:
         if p.location != "env" or p.source not in ("editable", "path", "vcs", "url") or not p.url or "****" in p.url \
                 or p.name in sources.SELF:
@@ -356,8 +356,23 @@ def direct_requirements(profile: prof.Profile) -> tuple[dict[str, str], dict[str
             direct["vcs_info"] = {"vcs": p.vcs or "git", "commit_id": p.commit}
         found = sources.of({"canonical": p.name, "version": p.version, "direct_url": direct})
         if found is not None:
-            lines[p.name], versions[p.name] = found.requirement, p.version
-    return lines, versions
+            out[p.name] = found
+    return out
+
+
+def direct_requirements(profile: prof.Profile) -> tuple[dict[str, str], dict[str, str]]:
+    """(requirement lines, versions) of the profile's packages that came from no index (see core/sources.py)."""
+    found = direct_sources(profile)
+    return {n: d.requirement for n, d in found.items()}, {n: d.version for n, d in found.items()}
+
+
+def lockable(profile: prof.Profile) -> tuple[dict[str, str], dict[str, str], list[str]]:
+    """What a lock of ``profile`` holds: every pin (index and local ones), the direct requirement lines of the
+    packages that came from no index, and notes on what cannot be locked."""
+    pins, notes = installable_pins(profile)
+    direct, versions = direct_requirements(profile)
+    pins.update(versions)
+    return pins, direct, [n for n in notes if n.split(" ", 1)[0] not in direct]
 
 
 def to_requirements(lock: Lock) -> str:
@@ -403,10 +418,7 @@ def env_lock(env, *, find_links: list[str] | None = None, offline: bool = False,
 
     loc = locate(env)
     current = snapshot.take(loc.path if not loc.bare else loc.python)
-    pins, notes = installable_pins(current)
-    direct, versions = direct_requirements(current)
-    pins.update(versions)
-    notes = [n for n in notes if n.split(" ", 1)[0] not in direct]
+    pins, direct, notes = lockable(current)
     store = Store.open(loc.path) if not loc.bare else None
     if store is not None:
         gen_lock = store.generation_dir(store.current_number) / "pylock.toml"
@@ -433,10 +445,7 @@ def profile_lock(profile_path, *, find_links: list[str] | None = None, offline: 
     lock_file = profile_lock_path(profile, path)
     if lock_file is not None:
         return profile, read_lock(lock_file), f"the profile's lock {lock_file}", []
-    pins, notes = installable_pins(profile)
-    direct, versions = direct_requirements(profile)
-    pins.update(versions)
-    notes = [n for n in notes if n.split(" ", 1)[0] not in direct]
+    pins, direct, notes = lockable(profile)
     interp = find_interpreter(python or profile.interpreter.version)
     index = indexconf.override(usable_index(profile.index), index_url=index_url, find_links=find_links,
                                offline=offline)

@@ -130,6 +130,8 @@ def check_portability(lock: locks.Lock, profile: prof.Profile, data: dict) -> Po
         if pkg.requires_python and not admits(pkg.requires_python, here.version):
             result.incompatible.append(f"{pkg.name} {pkg.version}: requires Python {pkg.requires_python}")
             continue
+        if pkg.source is not None:
+            continue  # installed from its own source (a folder, a file, a repository): no wheel to fit
         fits = False
         for wheel in pkg.wheels:
             try:
