@@ -194,3 +194,15 @@ def test_apply_of_a_profile_keeps_local_sources(local_env, kit_env, kit_index, d
                 "--allow-sources")
     assert gone.code == 1 and "localfolder 0.2.0" in gone.err and "gone" in gone.err, gone
     assert not (tmp_path / "other").exists()
+
+
+def test_bundle_keeps_local_sources_as_references(local_env, kit_env, kit_index, decoys, tmp_path) -> None:
+    env, profile, out = local_env["env"], tmp_path / "p.toml", tmp_path / "bundle"
+    assert run_cli(kit_env, "snapshot", "--env", env, "-o", profile, cwd=tmp_path).code == 0
+    res = _cli(kit_env, kit_index, decoys, tmp_path, "bundle", profile, "-o", out, "--allow-sources", "--json")
+    assert res.code == 0, str(res)
+    notes = " ".join(res.json()["notes"])
+    assert "mymodel 0.1.0 comes from its own source (-e " in notes and "vcsmod 0.4.0 comes from its own source" in notes
+    lock = (out / "pylock.toml").read_text()
+    assert str(local_env["mymodel"]) in lock and local_env["commit"] in lock  # the references, as they were
+    assert not list(out.glob("mymodel*")) and not list(out.glob("*decoy*"))  # nothing of the same name fetched

@@ -190,6 +190,10 @@ def _choose(lock: Lock, target: Target, notes: list[str]) -> list[tuple[LockedPa
     chosen: list[tuple[LockedPackage, LockedFile]] = []
     unsuitable = []
     for pkg in lock.packages:
+        if pkg.source is not None:  # a folder, a local file or a repository: it stays what the lock names
+            notes.append(f"{pkg.name} {pkg.version} comes from its own source ({pkg.requirement}): the bundle's "
+                         "lock keeps that reference, and the target machine needs it at the same place")
+            continue
         f = choose_file(pkg, tags)
         if f is None:
             unsuitable.append(f"{pkg.name} {pkg.version} ({', '.join(w.filename for w in pkg.wheels)})")
