@@ -396,7 +396,9 @@ def test_proc_run_children_die_with_their_parent(tmp_path):
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_after_swap_names_the_generation(env2, kit_env, kit_index, sig):
     before = key(env2)
-    proc = start(kit_env, "upgrade", "--env", env2, "--to", "2.18", "--offline", "--find-links", kit_index, "--yes")
+    # the upgrade waits 3 s right after the exchange, inside the deferred section, so the signal lands there
+    proc = start(kit_env, "upgrade", "--env", env2, "--to", "2.18", "--offline", "--find-links", kit_index, "--yes",
+                 TFREBUILD_PAUSE="upgrade.swapped:3")
     deadline = time.monotonic() + 120
     while key(env2) == before and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.002)

@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 FAULT_ENV = "TFREBUILD_FAULT"
+PAUSE_ENV = "TFREBUILD_PAUSE"  # "<step>:<seconds>": wait there, so a test's signal lands at that step
 
 
 def fault_point(name: str) -> None:
-    """SIGKILL this process when ``$TFREBUILD_FAULT`` equals ``name``."""
+    """SIGKILL this process when ``$TFREBUILD_FAULT`` equals ``name``; pause when ``$TFREBUILD_PAUSE`` names it."""
     if os.environ.get(FAULT_ENV) == name:
         os.kill(os.getpid(), signal.SIGKILL)
+    step, _, seconds = os.environ.get(PAUSE_ENV, "").partition(":")
+    if step == name:
+        time.sleep(float(seconds or 1))
