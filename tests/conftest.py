@@ -196,3 +196,14 @@ def uv(kit_env: dict[str, str]) -> Callable[..., subprocess.CompletedProcess]:
         return proc
 
     return _uv
+
+
+@pytest.fixture
+def kit_os_env(monkeypatch, kit_env):
+    """Run core functions in-process exactly as the CLI would under ``kit_env`` (offline, no user config)."""
+    for key in list(os.environ):
+        if key not in kit_env:
+            monkeypatch.delenv(key)
+    for key, value in kit_env.items():
+        monkeypatch.setenv(key, value)
+    return kit_env

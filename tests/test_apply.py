@@ -44,17 +44,6 @@ def launcher(folder: Path) -> Path:
 
 
 @pytest.fixture
-def kit_os_env(monkeypatch, kit_env):
-    """Run core functions in-process exactly as the CLI would under ``kit_env`` (offline, no user config)."""
-    for key in list(os.environ):
-        if key not in kit_env:
-            monkeypatch.delenv(key)
-    for key, value in kit_env.items():
-        monkeypatch.setenv(key, value)
-    return kit_env
-
-
-@pytest.fixture
 def source_env(make_venv, require_python, kit_os_env, tmp_path):
     """A Python 3.11 kit env with TensorFlow 2.15.1, and its snapshot profile (no lock)."""
     require_python("3.11")

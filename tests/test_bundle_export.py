@@ -32,7 +32,6 @@ from tests.test_apply import (  # noqa: F401  (fixtures)
     ROOT,
     assert_nothing_created,
     freeze,
-    kit_os_env,
     launcher,
     opts,
     source_env,

@@ -112,12 +112,18 @@ def assert_recovers(kit_env, env: Path) -> None:
     assert incomplete_generations(env) == []
 
 
+def _as_at_a_terminal() -> None:
+    # A shell running the suite in the background (`cmd &`, nohup) makes SIGINT ignored, and children inherit
+    # that; a user's Ctrl-C reaches a tfrebuild whose SIGINT is not ignored, so the child starts that way.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(kit_env, *args, **overrides) -> subprocess.Popen:
     environ = dict(kit_env)
     environ.update(overrides)
     return subprocess.Popen([sys.executable, "-m", "rebuild", *map(str, args)], env=environ, cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=_as_at_a_terminal)
 
 
 def send(proc: subprocess.Popen, sig: int, group: bool) -> None:

@@ -236,17 +236,6 @@ def test_deleting_the_held_lock_file_lets_no_second_writer_in(tmp_path, kit_env)
 
 
 @pytest.fixture
-def kit_os_env(monkeypatch, kit_env):
-    """Core functions in-process as the CLI runs them under ``kit_env`` (as tests/test_apply.py does)."""
-    for key in list(os.environ):
-        if key not in kit_env:
-            monkeypatch.delenv(key)
-    for key, value in kit_env.items():
-        monkeypatch.setenv(key, value)
-    return kit_env
-
-
-@pytest.fixture
 def bundle_profile(make_venv, require_python, kit_os_env, tmp_path):
     from rebuild.env import snapshot
 
