@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -300,7 +299,7 @@ def load_override(opts: Options, loc: EnvLocation, *, runs_commands: bool = Fals
     consent.check(override, Path(opts.profile).absolute(), trusted=trusted,
                   kinds=("sources", "commands") if runs_commands else ("sources",),
                   allowed=consent.Allowed(sources=opts.allow_sources, commands=opts.allow_commands),
-                  command="plan" if sys.argv[1:2] == ["plan"] else "upgrade")
+                  command="upgrade" if runs_commands else "plan")
     return override, trusted
 
 
