@@ -111,6 +111,7 @@ def _run(as_json: bool, work, show) -> None:
     signals.install()  # SIGTERM ends the command like Ctrl-C: through the same cleanup
     try:
         result = work()
+        signals.checkpoint()  # a signal swallowed late (see util.signals) still ends the command
     except UserError as exc:
         render.error(term, exc, as_json)
         raise typer.Exit(exc.exit_code)

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from rebuild.util import signals
+
 #: Variables that make a child Python import code from outside its own environment.
 SCRUBBED = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE")
 DEFAULT_TIMEOUT = 600.0
@@ -174,6 +176,7 @@ def run(
         result = Result(cmd, -1, "", "", time.monotonic() - start, error=exc.strerror or str(exc))
     else:
         try:
+            signals.checkpoint()  # a signal that landed in an at-fork hook while the child started
             out, err = proc.communicate(timeout=timeout)
             result = Result(cmd, proc.returncode, out, err, time.monotonic() - start)
         except subprocess.TimeoutExpired:

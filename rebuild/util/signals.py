@@ -6,6 +6,10 @@
   held back and delivered (through the handler that was in place) when the outermost
   section ends, so the bookkeeping after a swap is always finished first.  An exception
   leaving the section wins over a held-back signal.
+* A signal whose exception Python swallowed (it landed in a finaliser or an at-fork hook, such
+  as ``logging``'s, while a child process was being started: "Exception ignored in …") is
+  noticed through :data:`sys.unraisablehook` and raised again at the next :func:`checkpoint`
+  (the process runner, every stage, the entry of a critical section), so it still ends the command.
 * :func:`changed` records what a command has changed so far (``"<env> is on generation 3 …"``);
   the CLI prints it when an interrupt ends the command, instead of "nothing was changed".
 """
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 from contextlib import contextmanager
 from typing import Iterator
@@ -31,14 +36,35 @@ _saved: dict[int, object] = {}
 _changes: dict[str, str] = {}
 
 
+_swallowed: list[int] = []  # signals whose exception Python reported as unraisable and dropped
+_previous_hook = sys.unraisablehook
+
+
 def _raise(signum, frame) -> None:
     raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def _unraisable(info) -> None:
+    """A KeyboardInterrupt lost in a finaliser or at-fork hook is kept for :func:`checkpoint`."""
+    if isinstance(info.exc_value, KeyboardInterrupt):
+        _swallowed.append(signal.SIGTERM if isinstance(info.exc_value, Terminated) else signal.SIGINT)
+        return  # the traceback would only confuse: the signal is delivered at the next checkpoint
+    _previous_hook(info)
 
 
 def install() -> None:
     """SIGTERM raises :class:`Terminated` (main thread only; elsewhere nothing happens)."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _raise)
+        sys.unraisablehook = _unraisable
+
+
+def checkpoint() -> None:
+    """Raise a signal that arrived but whose exception was swallowed (see the module docstring)."""
+    if _swallowed and _depth == 0:
+        signum = _swallowed[0]
+        _swallowed.clear()
+        _raise(signum, None)
 
 
 def _hold(signum, frame) -> None:
@@ -50,6 +76,7 @@ def deferred() -> Iterator[None]:
     """A critical section: SIGINT/SIGTERM are delivered when the outermost one ends (re-entrant)."""
     global _depth
     main = threading.current_thread() is threading.main_thread()
+    checkpoint()  # a signal that arrived before the section but was swallowed: do not enter it
     if main and _depth == 0:
         for sig in HANDLED:
             _saved[sig] = signal.signal(sig, _hold)
@@ -88,3 +115,4 @@ def changes() -> list[str]:
 
 def reset() -> None:
     _changes.clear()
+    _swallowed.clear()
