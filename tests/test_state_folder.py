@@ -279,3 +279,24 @@ def test_bundle_updates_its_own_folder_and_keeps_strangers_out(bundle_profile, k
     assert lock["created-by"] == "tfrebuild bundle"
     third = bundling.run(bundle_profile, out, find_links=[str(kit_index)], offline=True)
     assert {f.how for f in third.files} == {"present"} and (out / bundling.MARKER).is_file()
+
+
+def test_state_folder_is_ignored_by_git_and_a_planted_gitignore_link_is_not_followed(tmp_path):
+    project = tmp_path / "project"
+    project.mkdir()
+    subprocess.run(["git", "init", "-q", str(project)], check=True)
+    store = managed(project / ".venv", generations=2)
+    (project / ".gitignore").write_text(".venv/\n")  # what uv init writes; the state folder is not in it
+    status = subprocess.run(["git", "-C", str(project), "status", "--porcelain", "--untracked-files=all"],
+                            capture_output=True, text=True, check=True).stdout
+    assert status.strip() == "?? .gitignore", status  # nothing of ..venv.tfrebuild/
+    assert (store.state / ".gitignore").read_text().splitlines()[-1] == "*"
+
+    other = managed(tmp_path / "env2", generations=1)
+    (other.state / ".gitignore").unlink()
+    target = tmp_path / "victim"
+    target.write_text("keep me\n")
+    os.symlink(target, other.state / ".gitignore")
+    with other.lock("test"):
+        pass
+    assert target.read_text() == "keep me\n" and os.path.islink(other.state / ".gitignore")

@@ -194,8 +194,10 @@ class Lock:
             os.close(fd)
             raise self._busy_error(holder) from None
         except OSError:  # folders cannot be flock'd here: the lock file is the lock
+            _ignore_in_git(fd)
             os.close(fd)
             return None
+        _ignore_in_git(fd)
         return fd
 
     def _open(self) -> int:
@@ -269,3 +271,20 @@ def _not_a_lock_file(path: Path, why: str) -> UserError:
                      "since writing it could change whatever a link there points at",
                      hint=f"Check what it is, remove it (rm {path}) and run tfrebuild again; a new lock file is made.",
                      exit_code=1)
+
+
+GITIGNORE = "# Written by tfrebuild: its state folder (generations, logs) is never part of a project.\n*\n"
+
+
+def _ignore_in_git(folder_fd: int) -> None:
+    """Give the state folder a ``.gitignore`` of ``*`` (as uv does inside ``.venv``), so a project's
+    ``git status`` does not list it; created once, never through a link, never an error."""
+    try:
+        fd = os.open(".gitignore", os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC, 0o644,
+                     dir_fd=folder_fd)
+    except OSError:  # already there (or a link planted there, or a read-only disk): leave it
+        return
+    try:
+        os.write(fd, GITIGNORE.encode())
+    finally:
+        os.close(fd)
