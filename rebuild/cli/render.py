@@ -219,6 +219,9 @@ def plan_text(term: Terminal, p) -> None:
     newer = p.newer_release
     if newer is not None:
         term.out.print(f"  Newer TensorFlow for another Python: {p.tf_distribution} {newer.text}", markup=False)
+    project = getattr(p, "project", None)
+    if project is not None:
+        term.out.print(f"  Project: {project_line(p)}", markup=False)
     for note in p.notes:
         term.out.print(f"  note: {note}", markup=False)
     for f in p.preflight:
@@ -235,6 +238,17 @@ def plan_text(term: Terminal, p) -> None:
         term.out.print("  No package changes.", markup=False)
 
 
+def project_line(p) -> str:
+    """The plan's one line about the project that owns the env."""
+    project = p.project
+    if project.drivable:
+        return (f"{project.label}: `{project.requirement}` → `{p.project_requirement}` in pyproject.toml, uv.lock "
+                "re-locked by uv; the env and both files are swapped together and `tfrebuild rollback` restores "
+                "all three")
+    return (f"{project.label}: {project.reverts}. To upgrade: {project.fix}. `tfrebuild upgrade` refuses unless "
+            "--force")
+
+
 def plan(term: Terminal, p, as_json: bool) -> None:
     if as_json:
         emit_json({"ok": True, "plan": _plan_dict(p)})
@@ -248,6 +262,11 @@ def _plan_dict(p) -> dict:
             "python_path", "strategy", "changes", "unchanged", "capped", "notes", "keras_legacy", "keras2_dependents",
             "preflight", "gpu_route", "gpu_required", "index", "seconds", "tf_old_distribution", "tf_switch")
     out = {k: jsonable(getattr(p, k)) for k in keep}
+    project = getattr(p, "project", None)
+    out["project"] = None if project is None else {
+        "manager": project.manager, "root": str(project.root), "files": list(project.files),
+        "drivable": project.drivable, "requirement": project.requirement,
+        "new_requirement": p.project_requirement, "reverts": project.reverts, "fix": project.fix, "text": project_line(p)}
     newer = p.newer_release
     out["newer_release"] = None if newer is None else {**jsonable(newer), "text": newer.text}
     return out
@@ -319,6 +338,10 @@ def rollback(term: Terminal, r, as_json: bool) -> None:
                    f"({r.tensorflow}, Python {r.python}): {swapped(r.swap_method).lower()} in {r.swap_ms:.1f} ms.",
                    markup=False)
     _checks(term, r.checks)
+    if r.project:
+        term.out.print(f"Project files: {r.project}.", markup=False)
+    for note in r.notes:
+        term.out.print(f"note: {note}", markup=False)
     term.out.print(f"Generation {r.from_generation} is kept: `tfrebuild rollback` again returns to it.", markup=False)
 
 
@@ -334,6 +357,10 @@ def history(term: Terminal, h, as_json: bool) -> None:
                      _size(r.disk_alone) if r.present else "(missing)", r.command])
     table(term, f"Generations of {h.env}  (* current, < previous: what `rollback` restores)",
           ["gen", "created (UTC)", "TensorFlow", "Python", "disk alone", "made by"], rows)
+    kept = [(r.number, r.project) for r in h.rows if r.project]
+    if kept:
+        term.out.print("Project files kept with each generation (restored with it by `rollback`):", markup=False)
+        _grid(term, [[str(n), text] for n, text in kept])
     term.out.print(f"All generations together use {_size(h.disk_total)} (files shared by hard links counted once).",
               markup=False)
 

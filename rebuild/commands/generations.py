@@ -18,6 +18,7 @@ from rebuild.env import profile as prof
 from rebuild.env.locate import locate
 from rebuild.errors import UserError
 from rebuild.env import fsguard
+from rebuild.project import files as project_files
 from rebuild.store import recovery
 from rebuild.store.disk import exclusive_usage
 from rebuild.store.records import Generation
@@ -60,8 +61,11 @@ def open_store(env) -> Store:
 
 
 def recover(store: Store) -> str | None:
-    """:meth:`Store.recover`; a generation finished that way gets its profile (:func:`complete_profile`)."""
-    return _and_opened(store, store.recover(finished=complete_profile))
+    """:meth:`Store.recover`; a generation finished that way gets its profile (:func:`complete_profile`), and
+    project files that were to follow a swap are written (:func:`rebuild.project.files.finish`)."""
+    done = _and_opened(store, store.recover(finished=complete_profile))
+    written = project_files.finish(store)
+    return "; ".join(p for p in (done, written) if p) or None
 
 
 def write_profile(store: Store, number: int, profile: prof.Profile | None = None, *,
@@ -130,6 +134,8 @@ class RollbackResult:
     recovered: str | None = None
     forced_users: list[inuse.User] = field(default_factory=list)
     swap_method: str = ""  # the exchange that ran: "renameat2" (atomic) or "rename" (three renames)
+    project: str | None = None  # what happened to the project files (pyproject.toml, uv.lock), if any
+    notes: list[str] = field(default_factory=list)
 
 
 def rollback(env=None, to: int | None = None, *, yes: bool = False, force: bool = False,
@@ -158,20 +164,46 @@ def rollback(env=None, to: int | None = None, *, yes: bool = False, force: bool 
             raise UserError("Rollback cancelled; nothing was changed.", exit_code=1)
         users = refuse_if_in_use(store.env, force)
         fsguard.refuse_mount_point(store.env)
+        project = project_files.load(store, target_n) is not None
+        notes = project_files.refuse_edited(store, force=force, doing="the rollback") if project else []
+        written = None
         t0 = time.monotonic()
         with signals.deferred():  # after the swap, the check (and a swap back) finish before a signal ends it
+            if project:  # the project files follow the env (recovery finishes them after a crash)
+                project_files.begin(store)
             store.rollback_to(target_n)
             swap_ms = (time.monotonic() - t0) * 1000
+            written = project_files.finish(store)
             report = smoke.run_checks(store.env, tf_version=target_tf, imports=[], quick=True)
+            if report.ok and project:
+                notes += _settle_project(store)
             if not report.ok:
+                if project:
+                    project_files.begin(store)
                 store.rollback_to(current.number)
+                project_files.finish(store)
         if not report.ok:
             failed = "\n".join(f"[{c.name}] {c.output[-2000:]}" for c in report.failed)
             raise UserError(f"Generation {target_n} does not work at {store.env}; tfrebuild swapped generation "
                             f"{current.number} back in.", "See the check output; `tfrebuild history` lists the others.",
                             exit_code=1, details=failed)
         return RollbackResult(str(store.env), current.number, target_n, target.tensorflow, target.python, swap_ms,
-                              report.checks, recovered, users, store.last_swap_method or "")
+                              report.checks, recovered, users, store.last_swap_method or "", written, notes)
+
+
+def _settle_project(store: Store) -> list[str]:
+    """A uv project after a rollback: ``uv sync --locked --offline`` (uv rebuilds the project's own editable
+    package when its pyproject.toml was rewritten, nothing else) and ``--check``; a failure is a note."""
+    from rebuild.project import uvproject
+    from rebuild.project.detect import detect
+
+    project = detect(store.env)
+    if project is None or project.manager != "uv":
+        return []
+    try:
+        return [uvproject.settle(project, store.env, offline=True, log=None)]
+    except UserError as exc:
+        return [f"{exc.message}: run `uv sync` in {project.root} ({exc.details.strip().splitlines()[-1] if exc.details else ''})"]
 
 
 # --- history --------------------------------------------------------------------
@@ -188,6 +220,29 @@ class HistoryRow:
     disk_alone: int
     command: str
     present: bool
+    project: str = ""  # the project files this generation keeps ("pyproject.toml: tensorflow-cpu==2.18.0; uv.lock sha256 1a2b…")
+
+
+def project_summary(store: Store, n: int) -> str:
+    """What generation ``n``'s kept project files say: the TensorFlow requirement and each file's digest."""
+    kept = project_files.load(store, n)
+    if kept is None:
+        return ""
+    parts = []
+    for name in kept.files:
+        if name == "pyproject.toml":
+            import tomllib
+
+            from rebuild.project.detect import tf_requirements
+
+            try:
+                reqs = tf_requirements(tomllib.loads(kept.files[name].decode("utf-8")))
+            except (UnicodeDecodeError, tomllib.TOMLDecodeError):
+                reqs = []
+            parts.append(f"{name}: {', '.join(reqs) or '?'}")
+        else:
+            parts.append(f"{name} sha256 {kept.digest(name)[:12]}")
+    return "; ".join(parts)
 
 
 @dataclass
@@ -208,7 +263,8 @@ def history(env=None) -> History:
     present = {n: p.exists() for n, p in trees.items()}
     alone, total = exclusive_usage([trees[n] for n in sorted(trees) if present[n]])
     rows = [HistoryRow(g.number, g.number == store.current_number, g.number == store.previous_number, g.created,
-                       g.tensorflow, g.python, alone.get(trees[g.number], 0), proc.redact_line(g.command), present[g.number])
+                       g.tensorflow, g.python, alone.get(trees[g.number], 0), proc.redact_line(g.command), present[g.number],
+                       project_summary(store, g.number))
             for g in gens]
     return History(str(store.env), str(store.state), rows, total, recovered)
 

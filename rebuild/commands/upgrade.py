@@ -24,6 +24,8 @@ from rebuild.env import refusals
 from rebuild.env.locate import locate
 from rebuild.errors import UserError
 from rebuild.knowledge.tf import SEED_PACKAGES
+from rebuild.project import files as project_files
+from rebuild.project import uvproject
 from rebuild.store.journal import new_op_id
 from rebuild.store.store import Store
 from rebuild.util import proc
@@ -77,7 +79,13 @@ def run(opts: planning.Options, progress=None, confirm: Callable[[planning.Plan]
             refusal = planning.preflight_refusal(the_plan)
             if refusal is not None:
                 raise refusal
-            same = _generation_with(store, the_plan) if store.managed else None
+            project = the_plan.project
+            if project is not None and not project.drivable and not opts.force:
+                raise project_refusal(project)
+            if project is not None and project.drivable and store.managed:  # before asking: a hand edit stops it
+                result.notes += project_files.refuse_edited(store, force=opts.force, doing="this upgrade")
+            driven = project is not None and project.drivable
+            same = _generation_with(store, the_plan) if store.managed and not driven else None
             if same is not None:
                 note = f"generation {same} already holds this set (same lock): switching to it instead of building a copy"
                 the_plan.notes.append(note)
@@ -107,22 +115,78 @@ def _apply(store: Store, the_plan: planning.Plan, opts: planning.Options, op: st
     requested = {planning.requirement_name(n) or n for n in the_plan.new_requested if n not in SEED_PACKAGES}
     requested |= {the_plan.tf_distribution}
     intent = the_plan.intent or the_plan.current
+    checks = dict(tf_version=the_plan.tf_new, imports=intent.smoke.imports, commands=intent.smoke.commands,
+                  keras_major=2 if the_plan.keras_legacy else None, gpu_required=the_plan.gpu_required)
+    step, pylock = None, the_plan.pylock
+    project = the_plan.project
+    if project is not None and project.drivable:
+        step = _uv_step(store, the_plan, opts, op, log, checks, progress)
+        pylock = uvproject.export_pylock(step.locked, log) or pylock
+        result.notes += step.notes
+        checks = step.staging_checks
+    try:
+        _run_transaction(store, the_plan, opts, op, log, progress, result, command, requested, intent, checks,
+                         step, pylock)
+    finally:
+        if step is not None:
+            step.cleanup()
+    result.seconds = time.monotonic() - start
+    return result
+
+
+def project_refusal(project) -> UserError:
+    """``upgrade`` of an env whose manager tfrebuild does not drive: the upgrade would be undone there."""
+    return UserError(f"{project.root} is a {project.label.split(' at ')[0]}: {project.reverts}, undoing an upgrade "
+                     "of the environment alone.",
+                     f"To upgrade: {project.fix}. Nothing was changed.", exit_code=1)
+
+
+def _uv_step(store: Store, the_plan: planning.Plan, opts: planning.Options, op: str, log: Path, checks: dict,
+             progress):
+    """Re-lock the uv project beside it (nothing of the project changes yet) and prepare its transaction step."""
+    from rebuild.core.projectstep import UvStep
+
+    project = the_plan.project
+    progress.stage("lock", f"uv lock of {project.root} with {the_plan.project_requirement}")
+    locked = uvproject.lock(project, the_plan.tf_distribution, the_plan.tf_new, op, offline=opts.offline, log=log,
+                            skip={store.state.name, store.env.name})
+    local = {p.name for p in the_plan.current.packages if p.source in ("editable", "path")}
+    own = uvproject.local_imports(store.env, local | {project.name} if project.name else local)
+    staging = dict(checks, imports=[i for i in checks["imports"] if i.split(".")[0] not in own], commands=[])
+    step = UvStep(project=project, locked=locked, python=Path(the_plan.python_path), prompt=_prompt(store.env),
+                  offline=opts.offline, compile_bytecode=not opts.no_compile, log=log, checks=checks,
+                  staging_checks=staging)
+    step.notes.append(f"{project.root / 'pyproject.toml'}: {locked.old_requirement} → {locked.new_requirement}; "
+                      f"uv.lock re-locked by uv ({'; '.join(locked.changes) or 'no other change'})")
+    return step
+
+
+def _prompt(env: Path) -> str:
+    """The env's prompt (pyvenv.cfg), kept by the new env."""
+    try:
+        for line in (env / "pyvenv.cfg").read_text(encoding="utf-8").splitlines():
+            key, sep, value = line.partition("=")
+            if sep and key.strip() == "prompt":
+                return value.strip()
+    except OSError:
+        pass
+    return ""
+
+
+def _run_transaction(store, the_plan, opts, op, log, progress, result, command, requested, intent, checks, step,
+                     pylock) -> None:
     transaction.run(transaction.Spec(
         store=store, op=op, kind="upgrade", command=command, python=Path(the_plan.python_path),
         python_version=the_plan.python_new, tensorflow=f"{the_plan.tf_distribution} {the_plan.tf_new}",
-        pylock=the_plan.pylock, index=the_plan.index_live,
+        pylock=pylock, index=the_plan.index_live,
         build=dict(offline=opts.offline, compile_bytecode=not opts.no_compile, log=log, requested=requested,
                    legacy_keras=the_plan.keras_legacy),
-        checks=dict(tf_version=the_plan.tf_new, imports=intent.smoke.imports,
-                    commands=intent.smoke.commands, keras_major=2 if the_plan.keras_legacy else None,
-                    gpu_required=the_plan.gpu_required),
+        checks=checks,
         write_profile=functools.partial(generations.write_profile, index=the_plan.index), like=intent,
         log=log,
         adopt=transaction.Adoption(tensorflow=f"{the_plan.tf_distribution} {the_plan.tf_old}",
                                    python=the_plan.python_old, like=the_plan.current),
-        before_swap=lambda: refusals.refuse(store.env, force=opts.force), progress=progress), result)
-    result.seconds = time.monotonic() - start
-    return result
+        before_swap=lambda: refusals.refuse(store.env, force=opts.force), progress=progress, project=step), result)
 
 
 def lock_pins(pylock_text: str) -> dict[str, str] | None:

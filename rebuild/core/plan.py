@@ -6,6 +6,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
@@ -90,6 +91,8 @@ class Plan:
     intent: prof.Profile = field(repr=False, default=None)  # [smoke] and [constraints] the user asked for
     pylock: str = field(repr=False, default="")
     index_live: prof.Index = field(repr=False, default=None)
+    project: Any = field(repr=False, default=None)  # rebuild.project.detect.Project: the manager that owns the env
+    project_requirement: str = ""  # the project's TensorFlow requirement after the upgrade (a drivable project)
 
     @property
     def nothing_to_do(self) -> bool:
@@ -277,10 +280,12 @@ class _Survey:
     tf: str  # the TensorFlow distribution installed (or the profile's)
     no_build: bool = False  # a foreign --profile without --allow-sources: uv builds nothing
     intent: prof.Profile | None = None  # whose [smoke] and [constraints] count: --profile, else the generation's
+    own: str = ""  # a driven project's own package: its requirements are the project's, moved with TensorFlow
+    own_requirements: list[str] = field(default_factory=list)  # the project's [project].dependencies
 
     @property
     def pins(self) -> dict[str, str]:
-        return {p.name: p.version for p in self.current.packages if p.location == "env"}
+        return {p.name: p.version for p in self.current.packages if p.location == "env" and p.name != self.own}
 
     @property
     def requires(self) -> dict[str, list[str]]:
@@ -354,6 +359,11 @@ def _inputs(opts: Options, survey: _Survey, interp, tf: str, extras: list[str], 
     direct = sources.direct_sources(survey.data)
     requested = [r for r in _requested_requirements(survey.current, survey.override)
                  if requirement_name(r) not in direct and requirement_name(r) not in sources.SELF]
+    if survey.own:  # a driven project: its own package stands for the project's requirements (TF moves)
+        direct.pop(survey.own, None)
+        requested = [r for r in requested if requirement_name(r) != survey.own]
+        requested += [r for r in survey.own_requirements if requirement_name(r) not in TF_DISTRIBUTIONS
+                      and requirement_name(r) not in {requirement_name(q) for q in requested}]
     inputs = resolve.Inputs(
         python=interp.path, tf_distribution=tf, requested=requested,
         pins=survey.pins, constraints=dict((survey.intent or survey.override or survey.current).constraints),
@@ -535,7 +545,9 @@ def make_plan(opts: Options, progress=None, log: Path | None = None) -> Plan:
     progress.stage("snapshot")
     survey = _survey(opts)
     current, tf_old = survey.current, survey.current.tensorflow.version
+    project = _own_package(survey)
     direct = sources.direct_sources(survey.data)
+    direct.pop(survey.own, None)
     sources.check_present(direct, survey.loc.path)
     tf, extras, route = gpu_route(opts.gpu, survey.tf, current)
     index = indexconf.override(indexconf.discover(prefix=survey.loc.path), index_url=opts.index_url,
@@ -568,6 +580,7 @@ def make_plan(opts: Options, progress=None, log: Path | None = None) -> Plan:
     notes += _keras_notes(tf_old, tf_new, keras_legacy, resolved.pins.get("tf-keras", ""), dependents)
     notes += _dropped_notes(survey.pins, resolved, tf_old, tf_new)
     notes += _requested_notes(survey)
+    project, project_requirement = _project(project, tf, tf_new)
     progress.stage("pre-flight", "doctor checks")
     findings = _checked_findings(survey, resolved, tf_new, tf, interp.version, index, opts)
     notes += [f"{name} kept below its next major version ({resolved.pins.get(name)}): a newer major also "
@@ -583,4 +596,39 @@ def make_plan(opts: Options, progress=None, log: Path | None = None) -> Plan:
         gpu_route=route, gpu_required=route == "cuda",
         current=current, new_requested=inputs.requested, pylock=resolved.pylock, index_live=index,
         tf_old_distribution=survey.tf, tf_switch=switch, intent=survey.intent or current,
+        project=project, project_requirement=project_requirement,
     )
+
+
+def _own_package(survey: _Survey):
+    """The manager that owns the env (``None`` for a plain env); a driven uv project's own package is set
+    aside in ``survey`` (its requirements are the project's own, which move with TensorFlow)."""
+    import tomllib
+
+    from rebuild.project.detect import detect
+
+    project = detect(survey.loc.path)
+    if project is not None and project.drivable and project.name:
+        survey.own = project.name
+        try:
+            data = tomllib.loads((project.root / "pyproject.toml").read_text(encoding="utf-8"))
+            deps = data.get("project", {}).get("dependencies", [])
+            survey.own_requirements = [d for d in deps if isinstance(d, str)]
+        except (OSError, tomllib.TOMLDecodeError, AttributeError):
+            pass
+    return project
+
+
+def _project(project, tf: str, tf_new: str):
+    """The project's TensorFlow requirement after the upgrade when tfrebuild drives it."""
+    from rebuild.project.requirement import move_requirement
+
+    if project is None or not project.drivable or not project.requirement:
+        return project, ""
+    try:
+        return project, move_requirement(project.requirement, tf_new)
+    except (UserError, ValueError) as exc:
+        from dataclasses import replace
+
+        return replace(project, drivable=False, fix=f"tfrebuild cannot move its TensorFlow requirement "
+                                                    f"({project.requirement}): {getattr(exc, 'message', exc)}"), ""

@@ -99,6 +99,7 @@ class Spec:
     adopt: Adoption | None = None  # for an existing env tfrebuild does not manage yet
     before_swap: Callable[[], object] | None = None  # last refusal before the swap (e.g. processes use the env)
     progress: Progress = NULL
+    project: Any = None  # a project step (rebuild.project.step.UvStep): builds the env, its files follow the swap
 
 
 def run(spec: Spec, result: TransactionResult) -> TransactionResult:
@@ -115,8 +116,11 @@ def run(spec: Spec, result: TransactionResult) -> TransactionResult:
     store.begin(_journal(spec, staging, number))
     try:
         progress.stage("build", f"new env in {staging}")
-        built = build.build(staging, spec.python, spec.pylock, spec.index,
-                            current=None if spec.new_env else store.env, **spec.build)
+        if spec.project is not None:
+            built = spec.project.build(staging)
+        else:
+            built = build.build(staging, spec.python, spec.pylock, spec.index,
+                                current=None if spec.new_env else store.env, **spec.build)
         result.build_seconds = built.seconds
         fault_point("upgrade.built") if spec.kind == "upgrade" else fault_point("apply.built")
         progress.stage("checks", "smoke checks in the new env")
@@ -134,6 +138,8 @@ def run(spec: Spec, result: TransactionResult) -> TransactionResult:
             _keep_lock(store, number, spec.pylock)
             if spec.before_swap is not None:
                 spec.before_swap()
+            if spec.project is not None:  # the generations keep the project files; they follow the swap
+                spec.project.prepare(store, number)
     except BaseException as exc:
         kept_log = _discard(spec, number, adopted_now)
         if kept_log is not None and isinstance(exc, UserError):
@@ -252,6 +258,17 @@ def _swap(spec: Spec, tree: Path, number: int, result: TransactionResult) -> Non
 def _verify(spec: Spec, staging: Path, result: TransactionResult) -> None:
     """The quick check at the real path; on failure the path gets back what it held."""
     store, env = spec.store, spec.store.env
+    if spec.project is not None and not spec.new_env:
+        spec.progress.stage("project", f"project files, uv sync --locked and the checks at {env}")
+        try:
+            result.after_swap = spec.project.after_swap(store)
+        except UserError as exc:
+            store.rollback_to(result.previous)
+            spec.project.undo(store)
+            exc.message = (f"{exc.message.rstrip('. ')}. tfrebuild swapped generation {result.previous} back in "
+                           "and restored the project files; your environment and project are as they were.")
+            raise
+        return
     spec.progress.stage("verify", f"quick check at {env}")
     after = smoke.run_checks(env, tf_version=spec.checks.get("tf_version", ""), imports=[], commands=[], quick=True)
     result.after_swap = after.checks

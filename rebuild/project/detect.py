@@ -1,0 +1,235 @@
+"""Which tool owns an environment, and whether tfrebuild can drive it.
+
+A project's own tool rebuilds the env from the project's files at its next run (``uv run``,
+``uv sync``, ``poetry install``, ``pip-sync``, ``conda env update``). Swapping the env alone is
+undone there. :func:`detect` looks at the env and the folder around it:
+
+* **uv project**: ``pyproject.toml`` with ``uv.lock`` or ``[tool.uv]`` in the env's parent folder,
+  the env being that project's ``.venv`` (or ``$UV_PROJECT_ENVIRONMENT``);
+* **Poetry**: ``poetry.lock`` or ``[tool.poetry]`` beside an in-project ``.venv``, or the project in
+  the current folder for one of Poetry's cached venvs;
+* **requirement files** (pip-tools, ``uv pip compile``, hand-made) beside the env that name TensorFlow;
+* **conda**: ``conda-meta`` in the env, or an ``environment.yml`` beside it that names TensorFlow.
+
+Only uv projects are driven (:mod:`rebuild.project.uvproject`); for the others :attr:`Project.reverts`
+says what would undo an upgrade and :attr:`Project.fix` what to change, and ``upgrade`` refuses
+unless ``--force``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
+from rebuild.knowledge.tf import TF_DISTRIBUTIONS
+
+MANAGERS = ("uv", "poetry", "requirements", "conda")
+_TF_LINE = re.compile(r"^\s*(tensorflow|tf-nightly)([-_.][A-Za-z0-9_.-]*)?\s*(\[|==|>=|<=|~=|!=|<|>|@|;|$)",
+                      re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Project:
+    """The manager of an env (see the module docstring)."""
+
+    manager: str  # one of MANAGERS
+    root: Path  # the project folder
+    files: tuple[str, ...]  # the project files tfrebuild keeps with each generation (relative to root)
+    drivable: bool  # tfrebuild upgrades the project files with the env
+    reverts: str = ""  # what would put the old TensorFlow back (when not drivable)
+    fix: str = ""  # what the user can do instead
+    packaged: bool = False  # uv: the project installs itself (a build system, or tool.uv.package)
+    requirement: str = ""  # the TensorFlow requirement as the project writes it ("" when none)
+    name: str = ""  # the project's own distribution name ([project].name)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        kind = {"uv": "uv project", "poetry": "Poetry project", "requirements": "requirement files",
+                "conda": "conda environment"}[self.manager]
+        return f"{kind} at {self.root} ({', '.join(self.files)})" if self.files else f"{kind} at {self.root}"
+
+
+def _toml(path: Path) -> dict | None:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+
+
+def tf_requirements(pyproject: dict) -> list[str]:
+    """The requirement strings of ``pyproject`` that name a TensorFlow distribution, wherever uv reads them."""
+    found: list[str] = []
+    project = pyproject.get("project") if isinstance(pyproject.get("project"), dict) else {}
+    lists = [project.get("dependencies")]
+    optional = project.get("optional-dependencies")
+    if isinstance(optional, dict):
+        lists += list(optional.values())
+    groups = pyproject.get("dependency-groups")
+    if isinstance(groups, dict):
+        lists += list(groups.values())
+    tool_uv = (pyproject.get("tool") or {}).get("uv") if isinstance(pyproject.get("tool"), dict) else None
+    if isinstance(tool_uv, dict):
+        lists.append(tool_uv.get("dev-dependencies"))
+    for items in lists:
+        for item in items if isinstance(items, list) else []:
+            if not isinstance(item, str):
+                continue
+            try:
+                name = canonicalize_name(Requirement(item).name)
+            except InvalidRequirement:
+                continue
+            if name in TF_DISTRIBUTIONS:
+                found.append(item)
+    return found
+
+
+def _in_workspace(root: Path, data: dict) -> Path | None:
+    """The workspace root holding ``root`` (itself when it declares members), else ``None``."""
+    tool_uv = (data.get("tool") or {}).get("uv") or {}
+    if isinstance(tool_uv, dict) and isinstance(tool_uv.get("workspace"), dict):
+        return root
+    for parent in root.parents:
+        other = _toml(parent / "pyproject.toml") if (parent / "pyproject.toml").is_file() else None
+        if other and isinstance(((other.get("tool") or {}).get("uv") or {}).get("workspace"), dict):
+            return parent
+    return None
+
+
+def _project_env(root: Path) -> Path:
+    """Where uv puts the project's env: ``$UV_PROJECT_ENVIRONMENT`` (relative to the project) or ``.venv``."""
+    named = os.environ.get("UV_PROJECT_ENVIRONMENT")
+    if named:
+        return Path(os.path.abspath(root / os.path.expanduser(named)))
+    return root / ".venv"
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.abspath(a) == os.path.abspath(b)
+
+
+def _uv_project(env: Path) -> Project | None:
+    candidates = [env.parent]
+    cwd = Path.cwd()
+    if cwd not in candidates:
+        candidates.append(cwd)
+    for root in candidates:
+        data = _toml(root / "pyproject.toml") if (root / "pyproject.toml").is_file() else None
+        if data is None:
+            continue
+        tool = data.get("tool") if isinstance(data.get("tool"), dict) else {}
+        is_uv = (root / "uv.lock").is_file() or isinstance(tool.get("uv"), dict)
+        if not is_uv or not _same(_project_env(root), env):
+            continue
+        files = tuple(n for n in ("pyproject.toml", "uv.lock") if (root / n).is_file())
+        reqs = tf_requirements(data)
+        tool_uv = tool.get("uv") if isinstance(tool.get("uv"), dict) else {}
+        packaged = tool_uv.get("package") is True or (tool_uv.get("package") is not False
+                                                       and isinstance(data.get("build-system"), dict))
+        workspace = _in_workspace(root, data)
+        name = (data.get("project") or {}).get("name", "") if isinstance(data.get("project"), dict) else ""
+        from packaging.utils import canonicalize_name
+
+        base = dict(manager="uv", root=root, files=files, packaged=packaged, requirement=reqs[0] if reqs else "",
+                    name=canonicalize_name(name) if isinstance(name, str) and name else "")
+        reverts = f"`uv sync` or `uv run` in {root} would put the locked TensorFlow back"
+        if workspace is not None:
+            return Project(**base, drivable=False, reverts=reverts,
+                           fix=f"{root} is part of the uv workspace at {workspace}, which tfrebuild does not drive: "
+                               "change the TensorFlow requirement there and run `uv lock && uv sync`")
+        if not reqs:
+            return Project(**base, drivable=False, reverts=reverts,
+                           fix="TensorFlow is not a direct dependency in pyproject.toml; add it there with "
+                               "`uv add tensorflow-cpu` (or the variant you use), then run tfrebuild again")
+        if len(set(reqs)) > 1:
+            return Project(**base, drivable=False, reverts=reverts,
+                           fix=f"pyproject.toml names TensorFlow more than once ({', '.join(reqs)}); keep one "
+                               "requirement, then run tfrebuild again")
+        return Project(**base, drivable=True)
+    return None
+
+
+def _poetry_project(env: Path) -> Project | None:
+    candidates = [env.parent]
+    cwd = Path.cwd()
+    cache = Path(os.environ.get("POETRY_VIRTUALENVS_PATH") or Path.home() / ".cache" / "pypoetry" / "virtualenvs")
+    if _same(env.parent, cache):
+        candidates = [cwd]  # a cached venv: the project is the one tfrebuild is run in
+    for root in candidates:
+        data = _toml(root / "pyproject.toml") if (root / "pyproject.toml").is_file() else None
+        if data is None:
+            continue
+        tool = data.get("tool") if isinstance(data.get("tool"), dict) else {}
+        if not ((root / "poetry.lock").is_file() or isinstance(tool.get("poetry"), dict)):
+            continue
+        if root == env.parent and env.name != ".venv":
+            continue
+        files = tuple(n for n in ("pyproject.toml", "poetry.lock") if (root / n).is_file())
+        return Project(manager="poetry", root=root, files=files, drivable=False,
+                       reverts=f"`poetry install` / `poetry sync` in {root} would put the locked TensorFlow back",
+                       fix="change the TensorFlow requirement in pyproject.toml, run `poetry lock`, then "
+                           "`tfrebuild upgrade` again (or `poetry install`), or pass --force to upgrade the env "
+                           "alone")
+    return None
+
+
+def _names_tf(path: Path) -> bool:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return any(_TF_LINE.match(line) for line in text.splitlines())
+
+
+def _requirement_files(env: Path) -> Project | None:
+    root = env.parent
+    try:
+        names = sorted(p.name for p in root.iterdir() if p.is_file() and re.fullmatch(
+            r"requirements[\w.-]*\.(in|txt)", p.name))
+    except OSError:
+        return None
+    files = tuple(n for n in names if _names_tf(root / n))
+    if not files:
+        return None
+    shown = " or ".join(f"`pip install -r {n}`" if n.endswith(".txt") else f"a compile of {n}" for n in files)
+    return Project(manager="requirements", root=root, files=files, drivable=False,
+                   reverts=f"{shown} (or `pip-sync`) would put the TensorFlow they name back",
+                   fix=f"change the TensorFlow line of {', '.join(files)} to the planned version (and recompile "
+                       "the .txt), or pass --force to upgrade the env alone")
+
+
+def _conda(env: Path) -> Project | None:
+    if (env / "conda-meta").is_dir():
+        files = tuple(n for n in ("environment.yml", "environment.yaml") if (env.parent / n).is_file())
+        return Project(manager="conda", root=env.parent if files else env, files=files, drivable=False,
+                       reverts="`conda install`, `conda update` or `conda env update` would resolve the env again "
+                               "with conda's own records (conda-meta), which a rebuilt env does not keep",
+                       fix="upgrade TensorFlow with conda's tools in a conda env, or pass --force to build a venv-"
+                           "style env from the profile (conda will no longer know its packages)")
+    for name in ("environment.yml", "environment.yaml"):
+        path = env.parent / name
+        if path.is_file() and "tensorflow" in path.read_text(encoding="utf-8", errors="replace"):
+            return Project(manager="conda", root=env.parent, files=(name,), drivable=False,
+                           reverts=f"`conda env update -f {name}` would put the TensorFlow it names back",
+                           fix=f"change TensorFlow in {name}, or pass --force to upgrade the env alone")
+    return None
+
+
+def detect(env: Path) -> Project | None:
+    """The manager of the env at ``env`` (see the module docstring), or ``None`` for a plain env."""
+    env = Path(os.path.abspath(env))
+    for probe in (_uv_project, _poetry_project, _conda, _requirement_files):
+        found = probe(env)
+        if found is not None:
+            return found
+    return None

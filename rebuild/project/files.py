@@ -1,0 +1,172 @@
+"""Each generation's project files, kept in the store: ``generations/<N>/project/<file>``.
+
+The current generation says what the project's files (``pyproject.toml``, ``uv.lock`` ...) are
+when the env is that generation. :func:`save` keeps copies, :func:`edited` compares the files on
+disk with the current generation's copies (a hand edit since tfrebuild last wrote them),
+:func:`sync` writes the current generation's copies into the project when the files on disk are
+those of another generation (after a swap, after a rollback, and in recovery after a crash between
+the swap and the write: one idempotent step), and leaves hand-edited files alone.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import tomli_w
+
+from rebuild.errors import UserError
+from rebuild.util import fs
+
+MANIFEST = "project.toml"
+
+
+@dataclass(frozen=True)
+class Kept:
+    """The project files a generation keeps."""
+
+    manager: str
+    root: Path
+    files: dict[str, bytes]  # name (relative to root) -> content
+
+    def digest(self, name: str) -> str:
+        return hashlib.sha256(self.files[name]).hexdigest()
+
+
+def folder(store, n: int) -> Path:
+    return store.generation_dir(n) / "project"
+
+
+def _safe_name(name: str) -> bool:
+    return bool(name) and "/" not in name and "\\" not in name and name not in (".", "..") and "\x00" not in name
+
+
+def save(store, n: int, manager: str, root: Path, files: dict[str, bytes]) -> Kept:
+    """Keep ``files`` (name -> content) as generation ``n``'s project files."""
+    where = store.make_dir(folder(store, n))
+    for name, data in files.items():
+        if not _safe_name(name):
+            raise ValueError(f"not a project file name: {name!r}")
+        fs.atomic_write(where / name, data, mode=0o644)
+    manifest = {"manager": manager, "root": str(root),
+                "files": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}}
+    fs.atomic_write(where / MANIFEST, tomli_w.dumps(manifest), mode=0o644)
+    return Kept(manager, root, dict(files))
+
+
+def load(store, n: int) -> Kept | None:
+    """Generation ``n``'s project files, or ``None`` when it keeps none (or they are damaged)."""
+    where = folder(store, n)
+    try:
+        if os.path.islink(where) or not where.is_dir():
+            return None
+        manifest = tomllib.loads((where / MANIFEST).read_text(encoding="utf-8"))
+        files = {}
+        for name, digest in dict(manifest.get("files", {})).items():
+            if not _safe_name(name) or os.path.islink(where / name):
+                return None
+            data = (where / name).read_bytes()
+            if hashlib.sha256(data).hexdigest() != digest:
+                return None
+            files[name] = data
+        return Kept(str(manifest.get("manager", "")), Path(str(manifest.get("root", ""))), files)
+    except (OSError, tomllib.TOMLDecodeError, ValueError, TypeError):
+        return None
+
+
+def on_disk(root: Path, names) -> dict[str, bytes | None]:
+    out: dict[str, bytes | None] = {}
+    for name in names:
+        try:
+            out[name] = (root / name).read_bytes()
+        except FileNotFoundError:
+            out[name] = None
+    return out
+
+
+def diff(name: str, kept: bytes | None, now: bytes | None) -> str:
+    a = (kept or b"").decode("utf-8", "replace").splitlines(keepends=True)
+    b = (now or b"").decode("utf-8", "replace").splitlines(keepends=True)
+    return "".join(difflib.unified_diff(a, b, f"{name} (as tfrebuild wrote it)", f"{name} (now)", n=2))
+
+
+def edited(store, root: Path) -> list[tuple[str, str]]:
+    """``(file, unified diff)`` for each project file that differs from the current generation's copy."""
+    kept = load(store, store.current_number)
+    if kept is None:
+        return []
+    now = on_disk(root, kept.files)
+    return [(name, diff(name, kept.files[name], now[name])) for name in kept.files if now[name] != kept.files[name]]
+
+
+def refuse_edited(store, *, force: bool, doing: str) -> list[str]:
+    """Refuse (unless ``force``) when the project files were changed by hand since the current generation
+    was made; with ``force``, the changed files are saved in the state folder first. Returns notes."""
+    kept = load(store, store.current_number)
+    if kept is None or not _root_ok(store, kept.root):
+        return []
+    root = kept.root
+    changes = edited(store, root)
+    if not changes:
+        return []
+    names = ", ".join(name for name, _ in changes)
+    if not force:
+        raise UserError(
+            f"{names} in {root} changed since tfrebuild last wrote them (generation {store.current_number}); "
+            f"{doing} would overwrite those changes.",
+            "Look at the difference below. Keep your change by running `uv lock && uv sync` yourself (then "
+            "tfrebuild no longer manages the lock), or pass --force to overwrite it (tfrebuild saves your "
+            "version in its state folder first). Nothing was changed.",
+            exit_code=1, details="\n".join(d for _, d in changes))
+    backup = store.make_dir(store.state / "project-edits" / str(store.current_number))
+    for name, data in on_disk(root, [n for n, _ in changes]).items():
+        if data is not None:
+            fs.atomic_write(backup / name, data, mode=0o644)
+    return [f"--force: your edited {names} was saved in {backup} and is overwritten"]
+
+
+PENDING = "project-pending"
+
+
+def _root_ok(store, root: Path) -> bool:
+    """A kept root is only ever the folder holding the env (or one of its parents): never elsewhere."""
+    env = Path(store.env)
+    return bool(str(root)) and root.is_absolute() and (env.parent == root or env.is_relative_to(root))
+
+
+def begin(store) -> None:
+    """Before a swap that changes project files: a marker that recovery finishes (:func:`finish`)."""
+    fs.atomic_write(store.state / PENDING, str(store.current_number), mode=0o644)
+
+
+def finish(store) -> str | None:
+    """After the swap (or in recovery after a crash): write the current generation's files, drop the marker."""
+    marker = store.state / PENDING
+    if not os.path.lexists(marker):
+        return None
+    done = sync(store)
+    os.unlink(marker)
+    return done
+
+
+def sync(store) -> str | None:
+    """Write the current generation's project files into the project when the files there are another
+    generation's copies (or missing); returns what was done, ``None`` when nothing was needed."""
+    current = load(store, store.current_number)
+    if current is None or not _root_ok(store, current.root):
+        return None
+    now = on_disk(current.root, current.files)
+    if all(now[name] == data for name, data in current.files.items()):
+        return None
+    known = [k for k in (load(store, g.number) for g in store.generations()) if k is not None]
+    if not all(now[name] is None or any(k.files.get(name) == now[name] for k in known) for name in current.files):
+        return (f"the project files in {current.root} were changed by hand; tfrebuild left them as they are "
+                f"(generation {store.current_number}'s copies are in {folder(store, store.current_number)})")
+    for name, data in current.files.items():  # uv.lock last: a reader sees the new pyproject with either lock
+        if now[name] != data:
+            fs.atomic_write(current.root / name, data)
+    return f"{', '.join(current.files)} in {current.root} are generation {store.current_number}'s"

@@ -1,0 +1,220 @@
+"""A uv project, upgraded through uv itself.
+
+1. :func:`lock`: the project's ``pyproject.toml`` and ``uv.lock`` are copied into a work folder
+   beside the project (``.<name>.tfrebuild-<op>``, a sibling, so that relative paths such as
+   ``../lib`` mean the same there; every other top-level entry is a symlink to the project's own),
+   the TensorFlow requirement is moved in the user's style (:mod:`rebuild.project.requirement`) and
+   ``uv lock`` re-locks, keeping every other locked version where it can. The project itself is
+   not touched.
+2. :func:`build`: a relocatable venv in the staging folder, filled by ``uv sync --locked`` from the
+   work folder with ``UV_PROJECT_ENVIRONMENT`` pointing at it, without the project's own package
+   and local path dependencies (those would point into the work folder).
+3. After the swap and the project files are written (:func:`rebuild.project.files.sync`),
+   :func:`settle` runs ``uv sync --locked`` in the project (which installs the project's own
+   package, from the project) and ``uv sync --locked --check``: the env and the lock agree, so
+   ``uv run --locked`` and ``uv sync --locked`` change nothing.
+
+The project's own index settings (``[tool.uv]``, ``uv.toml``, ``UV_*``) are uv's to read, as at
+the user's next ``uv sync``; tfrebuild passes only ``--offline``.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import re
+import shutil
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rebuild.errors import UserError
+from rebuild.project.detect import Project, tf_requirements
+from rebuild.project.requirement import edit_pyproject, move_requirement
+from rebuild.util import uv as uvcmd
+
+#: Entries of the project folder never linked into the work folder.
+_SKIP = {".git", ".venv", "__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".tox", ".nox"}
+_CHANGE = re.compile(r"^(Added|Updated|Removed|Downgraded) .+$")
+
+
+@dataclass
+class Locked:
+    """The project files a new generation gets, and what uv changed in the lock."""
+
+    workdir: Path
+    files: dict[str, bytes]
+    old_requirement: str
+    new_requirement: str
+    changes: list[str] = field(default_factory=list)
+
+
+def workdir_for(project: Project, op: str) -> Path:
+    return project.root.parent / f".{project.root.name}.tfrebuild-{op}"
+
+
+def _uv_env(env: Path | None) -> dict[str, str]:
+    out = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT")}
+    if env is not None:
+        out["UV_PROJECT_ENVIRONMENT"] = str(env)
+    out["UV_NO_PROGRESS"] = "1"
+    return out
+
+
+def _failed(what: str, exc: uvcmd.UvFailed, hint: str) -> UserError:
+    return UserError(f"{what}; nothing was changed.", hint, exit_code=1,
+                     details="uv says:\n" + exc.result.stderr.strip()[-3000:])
+
+
+def lock(project: Project, distribution: str, version: str, op: str, *, offline: bool, log: Path | None,
+         skip: set[str]) -> Locked:
+    """Re-lock ``project`` for ``distribution==version`` in a work folder beside it (see the module docstring)."""
+    root = project.root
+    text = (root / "pyproject.toml").read_text(encoding="utf-8")
+    reqs = tf_requirements(tomllib.loads(text))
+    if not reqs:
+        raise UserError(f"TensorFlow is not a direct dependency in {root / 'pyproject.toml'}.",
+                        "Add it with `uv add tensorflow-cpu` (or your variant), then run tfrebuild again.")
+    old = reqs[0]
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    if canonicalize_name(Requirement(old).name) != canonicalize_name(distribution):
+        raise UserError(f"The plan moves the project from {Requirement(old).name} to {distribution}, which "
+                        "tfrebuild does not do in a uv project.",
+                        f"Change the requirement in pyproject.toml yourself (`uv add {distribution}`), or plan "
+                        "without the switch (e.g. without --keras legacy / --gpu).")
+    new = move_requirement(old, version)
+    # uv keeps a locked version that the (moved) range still admits: ask for the planned one
+    upgrade = ["--upgrade-package", f"{distribution}=={version}"]
+    work = workdir_for(project, op)
+    if os.path.lexists(work):
+        shutil.rmtree(work)
+    try:
+        work.mkdir(mode=0o755)
+    except OSError as exc:
+        raise UserError(f"Cannot create the work folder {work} beside the project: {exc.strerror or exc}.",
+                        f"tfrebuild re-locks a copy of the project next to it; make {root.parent} writable.") from None
+    try:
+        (work / "pyproject.toml").write_text(edit_pyproject(text, old, new), encoding="utf-8")
+        if (root / "uv.lock").is_file():
+            shutil.copyfile(root / "uv.lock", work / "uv.lock")
+        for entry in root.iterdir():
+            if entry.name in ("pyproject.toml", "uv.lock") or entry.name in _SKIP or entry.name in skip:
+                continue
+            if (entry / "pyvenv.cfg").is_file():  # another env in the project: not needed to lock
+                continue
+            os.symlink(entry, work / entry.name)
+        args = ["lock", *upgrade] + (["--offline"] if offline else [])
+        try:
+            done = uvcmd.run(args, env=_uv_env(None), cwd=work, log=log, what="uv lock", for_install=False)
+        except uvcmd.UvFailed as exc:
+            raise _failed(f"uv could not lock the project {root} with {new}", exc,
+                          "uv's message above says which requirement stands in the way; change it in "
+                          "pyproject.toml, or plan another version with --to.") from None
+        changes = [line.strip() for line in done.stderr.splitlines() if _CHANGE.match(line.strip())]
+        files = {"pyproject.toml": (work / "pyproject.toml").read_bytes(), "uv.lock": (work / "uv.lock").read_bytes()}
+        locked = locked_versions(files["uv.lock"], distribution)
+        if locked != {version}:
+            raise UserError(f"uv locked {distribution} {', '.join(sorted(locked)) or '(none)'} for the project "
+                            f"{root}, not the planned {version}.",
+                            "The project's own settings (its indexes, constraints or requires-python) choose "
+                            "another version than the env's; plan with --to that version, or change the "
+                            "setting. Nothing was changed.", exit_code=1)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return Locked(workdir=work, files=files, old_requirement=old, new_requirement=new, changes=changes)
+
+
+def locked_versions(lock: bytes, distribution: str) -> set[str]:
+    """The versions of ``distribution`` in a ``uv.lock`` (a lock may hold several, one per fork)."""
+    from packaging.utils import canonicalize_name
+
+    try:
+        data = tomllib.loads(lock.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return set()
+    return {str(p.get("version")) for p in data.get("package", []) if isinstance(p, dict)
+            and canonicalize_name(str(p.get("name", ""))) == canonicalize_name(distribution)}
+
+
+def _venv_cfg(env: Path) -> dict[str, str]:
+    parser = configparser.ConfigParser()
+    try:
+        parser.read_string("[venv]\n" + (env / "pyvenv.cfg").read_text(encoding="utf-8"))
+    except (OSError, configparser.Error):
+        return {}
+    return dict(parser["venv"])
+
+
+def build(locked: Locked, staging: Path, python: Path, *, prompt: str, offline: bool, compile_bytecode: bool,
+          log: Path | None) -> Path:
+    """``staging/env``: a relocatable venv holding the lock's packages (not the project's own)."""
+    env = staging / "env"
+    staging.mkdir(parents=True, exist_ok=True)
+    try:
+        uvcmd.run(["venv", "--no-config", "--relocatable", "--python", str(python), "--quiet",
+                   *(["--prompt", prompt] if prompt else []), str(env)], log=log, what="uv venv")
+        args = ["sync", "--locked", "--no-install-project", "--no-install-workspace", "--no-install-local"]
+        args += (["--offline"] if offline else []) + (["--compile-bytecode"] if compile_bytecode else [])
+        uvcmd.run(args, env=_uv_env(env), cwd=locked.workdir, log=log, what="uv sync", for_install=True)
+    except uvcmd.UvFailed as exc:
+        raise _failed(f"{exc.what} could not build the new environment from the project's new lock", exc,
+                      f"uv's full output is in {log}." if log else "Run again to see uv's output.") from None
+    if _venv_cfg(env).get("relocatable") != "true":
+        raise UserError("uv replaced the new environment with one on another interpreter while syncing the "
+                        "project (its .python-version or requires-python asks for another Python); nothing was "
+                        "changed.", "Pass --python with the interpreter the project asks for, or change "
+                        ".python-version.", exit_code=1)
+    return env
+
+
+def export_pylock(locked: Locked, log: Path | None) -> str | None:
+    """The new lock as ``pylock.toml`` (the generation's record; ``None`` when uv cannot export it)."""
+    try:
+        done = uvcmd.run(["export", "--frozen", "--format", "pylock.toml", "--no-emit-project", "--no-emit-local",
+                          "--no-header", "--quiet"], env=_uv_env(None), cwd=locked.workdir, log=log,
+                         what="uv export")
+    except (uvcmd.UvFailed, UserError):
+        return None
+    return done.stdout or None
+
+
+def settle(project: Project, env: Path, *, offline: bool, log: Path | None) -> str:
+    """After the swap: ``uv sync --locked`` in the project (its own package), then ``--check``; raises
+    ``UserError`` when the env and the lock do not agree."""
+    named = None if os.path.abspath(env) == os.path.abspath(project.root / ".venv") else env
+    flags = ["--offline"] if offline else []
+    before = os.lstat(env).st_ino
+    try:
+        uvcmd.run(["sync", "--locked", *flags], env=_uv_env(named), cwd=project.root, log=log, what="uv sync")
+        uvcmd.run(["sync", "--locked", "--check", *flags], env=_uv_env(named), cwd=project.root, log=log,
+                  what="uv sync --check")
+    except uvcmd.UvFailed as exc:
+        raise UserError(f"{exc.what} in {project.root} does not agree with the new environment",
+                        f"uv's full output is in {log}." if log else "", exit_code=1,
+                        details="uv says:\n" + exc.result.stderr.strip()[-3000:]) from None
+    if os.lstat(env).st_ino != before:
+        raise UserError(f"uv sync replaced the environment at {env} instead of using it", exit_code=1)
+    return f"uv sync --locked --check in {project.root}: the environment agrees with uv.lock"
+
+
+def local_imports(env: Path, names: set[str]) -> set[str]:
+    """Import names of the distributions ``names`` installed in ``env`` (their top_level.txt, else the name)."""
+    out = {n.replace("-", "_").replace(".", "_") for n in names}
+    for dist_info in env.glob("lib/python*/site-packages/*.dist-info"):
+        from packaging.utils import canonicalize_name
+
+        name = canonicalize_name(dist_info.name[: -len(".dist-info")].rsplit("-", 1)[0])
+        if name in names:
+            try:
+                out |= {t.strip() for t in (dist_info / "top_level.txt").read_text().splitlines() if t.strip()}
+            except OSError:
+                pass
+    return out
+
+
+def discard(locked: Locked | None) -> None:
+    if locked is not None:
+        shutil.rmtree(locked.workdir, ignore_errors=True)
