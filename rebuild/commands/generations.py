@@ -201,7 +201,7 @@ def _settle_project(store: Store) -> list[str]:
     if project is None or project.manager != "uv":
         return []
     try:
-        return [uvproject.settle(project, store.env, offline=True, log=None)]
+        return [f"{uvproject.settle(project, store.env, offline=True, log=None)} in {project.root}: uv.lock and the env match"]
     except UserError as exc:
         return [f"{exc.message}: run `uv sync` in {project.root} ({exc.details.strip().splitlines()[-1] if exc.details else ''})"]
 

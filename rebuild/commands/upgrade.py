@@ -120,8 +120,8 @@ def _apply(store: Store, the_plan: planning.Plan, opts: planning.Options, op: st
     step, pylock = None, the_plan.pylock
     project = the_plan.project
     if project is not None and project.drivable:
-        step = _uv_step(store, the_plan, opts, op, log, checks, progress)
-        pylock = uvproject.export_pylock(step.locked, log) or pylock
+        step = _project_step(store, the_plan, opts, op, log, checks, progress)
+        pylock = step.pylock() or pylock
         result.notes += step.notes
         checks = step.staging_checks
     try:
@@ -141,6 +141,20 @@ def project_refusal(project) -> UserError:
                      f"To upgrade: {project.fix}. Nothing was changed.", exit_code=1)
 
 
+def _project_step(store: Store, the_plan: planning.Plan, opts: planning.Options, op: str, log: Path, checks: dict,
+                  progress):
+    """The driven project's transaction step (nothing of the project changes before the swap)."""
+    makers = {"uv": _uv_step}
+    return makers[the_plan.project.manager](store, the_plan, opts, op, log, checks, progress)
+
+
+def _own_imports(store: Store, the_plan: planning.Plan) -> set[str]:
+    """Import names of the project's own package and local path packages (not in the env before the swap)."""
+    project = the_plan.project
+    local = {p.name for p in the_plan.current.packages if p.source in ("editable", "path")}
+    return uvproject.local_imports(store.env, local | {project.name} if project.name else local)
+
+
 def _uv_step(store: Store, the_plan: planning.Plan, opts: planning.Options, op: str, log: Path, checks: dict,
              progress):
     """Re-lock the uv project beside it (nothing of the project changes yet) and prepare its transaction step."""
@@ -150,12 +164,11 @@ def _uv_step(store: Store, the_plan: planning.Plan, opts: planning.Options, op: 
     progress.stage("lock", f"uv lock of {project.root} with {the_plan.project_requirement}")
     locked = uvproject.lock(project, the_plan.tf_distribution, the_plan.tf_new, op, offline=opts.offline, log=log,
                             skip={store.state.name, store.env.name})
-    local = {p.name for p in the_plan.current.packages if p.source in ("editable", "path")}
-    own = uvproject.local_imports(store.env, local | {project.name} if project.name else local)
+    own = _own_imports(store, the_plan)
     staging = dict(checks, imports=[i for i in checks["imports"] if i.split(".")[0] not in own], commands=[])
-    step = UvStep(project=project, locked=locked, python=Path(the_plan.python_path), prompt=_prompt(store.env),
-                  offline=opts.offline, compile_bytecode=not opts.no_compile, log=log, checks=checks,
-                  staging_checks=staging)
+    step = UvStep(project=project, new_files=locked.files, locked=locked, python=Path(the_plan.python_path),
+                  prompt=_prompt(store.env), offline=opts.offline, compile_bytecode=not opts.no_compile, log=log,
+                  checks=checks, staging_checks=staging)
     step.notes.append(f"{project.root / 'pyproject.toml'}: {locked.old_requirement} → {locked.new_requirement}; "
                       f"uv.lock re-locked by uv ({'; '.join(locked.changes) or 'no other change'})")
     return step

@@ -1,15 +1,17 @@
 """The project's part of one upgrade transaction (see :mod:`rebuild.core.transaction`).
 
-:class:`UvStep` is handed to the transaction, which calls it at fixed points:
+A :class:`ProjectStep` is handed to the transaction, which calls it at fixed points:
 
-* ``build(staging)``: the new env, from the project's new lock (:func:`rebuild.project.uvproject.build`);
+* ``build(staging)``: the new env, from the project's new lock (each manager's own tool);
 * ``prepare(store, number)`` before the swap: the current generation keeps the project files as they
   are now (if it has none yet), the new generation keeps the new ones, and a marker says that the
   project files follow the swap (recovery finishes the write after a crash: :func:`files.finish`);
-* ``after_swap(store)``: the new files are written, ``uv sync --locked`` installs the project's own
-  package at the real path and ``--check`` confirms; then the full smoke checks run there;
+* ``after_swap(store)``: the new files are written, the manager confirms that env and files agree
+  (:meth:`ProjectStep.settle`), then the full smoke checks run at the real path;
 * ``undo(store)`` after a swap back: the old files are written back;
 * ``cleanup()``: the work folder beside the project goes.
+
+:class:`UvStep` drives a uv project (:mod:`rebuild.project.uvproject`).
 """
 
 from __future__ import annotations
@@ -27,9 +29,9 @@ from rebuild.project.detect import Project
 
 
 @dataclass
-class UvStep:
+class ProjectStep:
     project: Project
-    locked: uvproject.Locked
+    new_files: dict[str, bytes]  # the project files the new generation gets
     python: Path
     prompt: str
     offline: bool
@@ -39,18 +41,33 @@ class UvStep:
     staging_checks: dict[str, Any]  # those that run before the swap (without the project's own imports)
     notes: list[str] = field(default_factory=list)
 
+    # --- what each manager provides
+    def build_env(self, staging: Path) -> Path:
+        raise NotImplementedError
+
+    def settle(self, store) -> str:
+        """After the files are written: make the manager agree with the env (or raise ``UserError``)."""
+        raise NotImplementedError
+
+    def cleanup(self) -> None:
+        pass
+
+    def pylock(self) -> str | None:
+        """The new env as ``pylock.toml`` (the generation's record), ``None`` when the manager cannot say."""
+        return None
+
+    # --- the same for every manager
     def build(self, staging: Path) -> BuildResult:
         start = time.monotonic()
-        env = uvproject.build(self.locked, staging, self.python, prompt=self.prompt, offline=self.offline,
-                              compile_bytecode=self.compile_bytecode, log=self.log)
+        env = self.build_env(staging)
         return BuildResult(env=env, pylock=staging / "pylock.toml", seconds=time.monotonic() - start, estimate=0)
 
     def prepare(self, store, number: int) -> None:
-        root = self.project.root
+        root, manager = self.project.root, self.project.manager
         if files.load(store, store.current_number) is None:
             now = {n: d for n, d in files.on_disk(root, self.project.files).items() if d is not None}
-            files.save(store, store.current_number, "uv", root, now)
-        files.save(store, number, "uv", root, self.locked.files)
+            files.save(store, store.current_number, manager, root, now)
+        files.save(store, number, manager, root, self.new_files)
         files.begin(store)
 
     def after_swap(self, store) -> list[smoke.Check]:
@@ -59,12 +76,10 @@ class UvStep:
         if written and "changed by hand" in written:
             raise UserError(f"The project files changed while the environment was being built: {written}.",
                             "Run the upgrade again.", exit_code=1)
-        settled = uvproject.settle(self.project, store.env, offline=self.offline, log=self.log)
-        checks = [smoke.Check("project files written and uv sync --locked agrees", True,
-                              time.monotonic() - t0, settled)]
+        settled = self.settle(store)
+        checks = [smoke.Check(f"project files written; {settled}", True, time.monotonic() - t0)]
         report = smoke.run_checks(store.env, **self.checks)
-        failed = [c for c in report.checks if not c.ok]
-        if failed:
+        if not report.ok:
             raise smoke.failure(report, f"at {store.env} with the project installed", self.log or Path(""), "")
         return checks + report.checks
 
@@ -72,5 +87,20 @@ class UvStep:
         files.begin(store)
         files.finish(store)
 
+
+@dataclass
+class UvStep(ProjectStep):
+    locked: uvproject.Locked | None = None
+
+    def build_env(self, staging: Path) -> Path:
+        return uvproject.build(self.locked, staging, self.python, prompt=self.prompt, offline=self.offline,
+                               compile_bytecode=self.compile_bytecode, log=self.log)
+
+    def settle(self, store) -> str:
+        return uvproject.settle(self.project, store.env, offline=self.offline, log=self.log)
+
     def cleanup(self) -> None:
         uvproject.discard(self.locked)
+
+    def pylock(self) -> str | None:
+        return uvproject.export_pylock(self.locked, self.log)

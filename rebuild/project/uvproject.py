@@ -197,7 +197,7 @@ def settle(project: Project, env: Path, *, offline: bool, log: Path | None) -> s
                         details="uv says:\n" + exc.result.stderr.strip()[-3000:]) from None
     if os.lstat(env).st_ino != before:
         raise UserError(f"uv sync replaced the environment at {env} instead of using it", exit_code=1)
-    return f"uv sync --locked --check in {project.root}: the environment agrees with uv.lock"
+    return "uv sync --locked agrees"
 
 
 def local_imports(env: Path, names: set[str]) -> set[str]:
