@@ -282,6 +282,12 @@ DAMAGED = [
     ("nul.toml", lambda t: with_numpy_version(t, '"1.24.3\\u0000"'), "NUL"),
     ("environ.toml", lambda t: t.replace("\n[index]\n", '\n[gpu.environ]\n"A B" = "1"\n\n[index]\n', 1),
      "environment variable name"),
+    ("projroot.toml", lambda t: t.replace("\n[[packages]]\n", '\n[project]\nmanager = "uv"\nroot = "../evil"\n'
+                                          "\n[[packages]]\n", 1), "project.root"),
+    ("projfile.toml", lambda t: t.replace("\n[[packages]]\n", '\n[project]\nmanager = "uv"\nroot = "/p"\n'
+                                          'files = ["../../etc/passwd"]\n\n[[packages]]\n', 1), "project.files[0]"),
+    ("projmgr.toml", lambda t: t.replace("\n[[packages]]\n", '\n[project]\nmanager = "pipenv"\n\n[[packages]]\n',
+                                         1), "project.manager"),
 ]
 
 COMMANDS_FOR_PROFILE = {

@@ -83,6 +83,7 @@ def full_profile() -> prof.Profile:
         constraints={"numpy": "<2", "protobuf": ">=3.20,!=4.21.0"},
         smoke=prof.Smoke(imports=["mylib", "pandas", "tensorflow"],
                          commands=["python -c 'import tensorflow'", "pytest -x tests/smoke"]),
+        project=prof.Project(manager="uv", root="/work/proj", files=["pyproject.toml", "uv.lock"], drivable=True),
         packages=[
             prof.Package(name="mylib", version="0.1.dev0", requested=True, location="env", installer="uv",
                          source="editable", url="file:///work/src/mylib"),

@@ -394,8 +394,14 @@ def status(term: Terminal, s, as_json: bool) -> None:
     _recovered(term, s.recovered)
     if not s.managed:
         term.out.print(f"{s.env} is not managed by tfrebuild (no generations yet).", markup=False)
+        if getattr(s, "project", ""):
+            term.out.print(f"  project: {s.project}", markup=False)
         return
     term.out.print(f"{s.env}: generation {s.current} ({s.tensorflow}); previous: {s.previous or '-'}", markup=False)
+    if getattr(s, "drift", ""):
+        term.out.print(f"  warning: {s.drift}", markup=False)
+    if getattr(s, "project", ""):
+        term.out.print(f"  project: {s.project}", markup=False)
     term.out.print(f"  state folder: {s.state_dir}", markup=False)
     if s.interrupted and getattr(s, "running", False):  # the live lock holder's own operation
         term.out.print(f"  running operation: {s.interrupted.get('op')} ({s.interrupted.get('step')}), "

@@ -61,11 +61,8 @@ def open_store(env) -> Store:
 
 
 def recover(store: Store) -> str | None:
-    """:meth:`Store.recover`; a generation finished that way gets its profile (:func:`complete_profile`), and
-    project files that were to follow a swap are written (:func:`rebuild.project.files.finish`)."""
-    done = _and_opened(store, store.recover(finished=complete_profile))
-    written = project_files.finish(store)
-    return "; ".join(p for p in (done, written) if p) or None
+    """:meth:`Store.recover`; a generation finished that way gets its profile (:func:`complete_profile`)."""
+    return _and_opened(store, store.recover(finished=complete_profile))
 
 
 def write_profile(store: Store, number: int, profile: prof.Profile | None = None, *,
@@ -100,7 +97,9 @@ def write_profile(store: Store, number: int, profile: prof.Profile | None = None
 
 
 def complete_profile(store: Store) -> None:
-    """Every generation keeps a profile; recovery can finish an upgrade before its profile was written."""
+    """Every generation keeps a profile; recovery can finish an upgrade before its profile was written.
+    Project files that were to follow a swap are written too (:func:`rebuild.project.files.finish`)."""
+    project_files.finish(store)
     if not (store.generation_dir(store.current_number) / "profile.toml").exists():
         try:
             write_profile(store, store.current_number)
@@ -173,7 +172,7 @@ def rollback(env=None, to: int | None = None, *, yes: bool = False, force: bool 
                 project_files.begin(store)
             store.rollback_to(target_n)
             swap_ms = (time.monotonic() - t0) * 1000
-            written = project_files.finish(store)
+            written = project_files.finish(store, force=force)
             report = smoke.run_checks(store.env, tf_version=target_tf, imports=[], quick=True)
             if report.ok and project:
                 notes += _settle_project(store)
@@ -390,13 +389,43 @@ class Status:
     lock_holder: dict | None
     recovered: str | None = None
     running: bool = False  # the journaled operation belongs to the live lock holder (not interrupted)
+    project: str = ""  # the tool that owns the env, and whether its files are the current generation's
+    drift: str = ""  # the env was changed in place since its generation was made (e.g. by `uv sync`)
+
+
+def _project_status(store: Store | None, env: Path) -> str:
+    from rebuild.project.detect import detect
+
+    found = detect(env)
+    if found is None:
+        return ""
+    text = found.label + ("" if found.drivable else f"; not driven by tfrebuild: {found.reverts}")
+    if store is not None and project_files.load(store, store.current_number) is not None:
+        changed = project_files.edited(store, found.root)
+        text += (f"; changed since generation {store.current_number}: {', '.join(n for n, _ in changed)}" if changed
+                 else f"; files are generation {store.current_number}'s")
+    return text
+
+
+def _drift(store: Store) -> str:
+    """The env's TensorFlow now against the one its generation recorded (a project's tool may have re-synced it)."""
+    name, _, version = store.current.tensorflow.partition(" ")
+    pins = tree_pins(store.env) or {}
+    from packaging.utils import canonicalize_name
+
+    now = pins.get(canonicalize_name(name)) if name else None
+    if not version or now == version:
+        return ""
+    found = f"{name} {now}" if now else f"no {name}"
+    return (f"the env holds {found}, not generation {store.current_number}'s {store.current.tensorflow}: it was "
+            "changed in place since (a project's `uv sync`/`poetry install`, or pip)")
 
 
 def status(env=None) -> Status:
     loc = locate(env)
     store = _open_recovered(loc.path)
     if store is None:
-        return Status(str(loc.path), False, "", None, None, "", None, [], None)
+        return Status(str(loc.path), False, "", None, None, "", None, [], None, project=_project_status(None, loc.path))
     holder = store.lock_holder()
     recovered = _and_opened(store, recovery.recover_if_idle(store, finished=complete_profile) if holder is None
                             else None)
@@ -404,4 +433,5 @@ def status(env=None) -> Status:
     journal = store.journal()
     return Status(str(store.env), True, str(store.state), store.current_number, store.previous_number,
                   store.current.tensorflow, journal, [str(p) for p in store.leftover_staging()], holder, recovered,
-                  running=journal is not None and store.lock_holder() is not None)
+                  running=journal is not None and store.lock_holder() is not None,
+                  project=_project_status(store, store.env), drift=_drift(store))

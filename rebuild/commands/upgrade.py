@@ -168,7 +168,7 @@ def _uv_step(store: Store, the_plan: planning.Plan, opts: planning.Options, op: 
     staging = dict(checks, imports=[i for i in checks["imports"] if i.split(".")[0] not in own], commands=[])
     step = UvStep(project=project, new_files=locked.files, locked=locked, python=Path(the_plan.python_path),
                   prompt=_prompt(store.env), offline=opts.offline, compile_bytecode=not opts.no_compile, log=log,
-                  checks=checks, staging_checks=staging)
+                  checks=checks, staging_checks=staging, force=opts.force)
     step.notes.append(f"{project.root / 'pyproject.toml'}: {locked.old_requirement} → {locked.new_requirement}; "
                       f"uv.lock re-locked by uv ({'; '.join(locked.changes) or 'no other change'})")
     return step

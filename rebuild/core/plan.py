@@ -558,6 +558,7 @@ def make_plan(opts: Options, progress=None, log: Path | None = None) -> Plan:
     progress.stage("resolve", f"{tf}{'[' + ','.join(extras) + ']' if extras else ''} {target.raw} "
                    f"for Python {interp.version}")
     tf_new = _target_version(inputs, target, interp.version, opts.pre)
+    tf_new, lock_note = _lockable_target(project, survey, inputs, target, tf_new, opts, log)
     newer = newer_for_other_python(inputs, target, tf_new, interp.version, current.platform.system,
                                    current.platform.machine)
     if route == "cuda":
@@ -569,9 +570,10 @@ def make_plan(opts: Options, progress=None, log: Path | None = None) -> Plan:
     changes = _changes(survey, resolved, tf, tf_new, switch)
     downgrade = Version(tf_new) < Version(tf_old) if tf_old else False
     notes = [f"downgrade: {tf} {tf_old} → {tf_new} (lower than what is installed)"] if downgrade else []
-    if tf_old == tf_new:
+    if tf_old == tf_new and not lock_note:
         notes.append(f"{tf} is already at {tf_new}, the newest release that matches --to {target.raw}")
     notes += [python_note] if python_note else []
+    notes += [lock_note] if lock_note else []
     notes += _source_notes(survey, direct)
     held = constraint_note(inputs, target, tf_new) if target.kind != "exact" else ""
     notes += [held] if held else []
@@ -617,6 +619,54 @@ def _own_package(survey: _Survey):
         except (OSError, tomllib.TOMLDecodeError, AttributeError):
             pass
     return project
+
+
+MAX_LOCK_TRIES = 8
+
+
+def _lockable_target(project, survey: _Survey, inputs: resolve.Inputs, target: resolve.TargetSpec, tf_new: str,
+                     opts: Options, log) -> tuple[str, str]:
+    """For a driven uv project: the newest release (from ``tf_new`` down, one minor at a time) that ``uv lock``
+    can lock for every Python the project supports, and a note when it is not ``tf_new``."""
+    if project is None or not project.drivable or project.manager != "uv":
+        return tf_new, ""
+    from rebuild.project import uvproject
+    from rebuild.store.journal import new_op_id
+    from rebuild.store.location import state_dir
+
+    skip = {state_dir(survey.loc.path).name, survey.loc.path.name}
+    tf, old = inputs.tf_distribution, survey.current.tensorflow.version
+    version, first = tf_new, None
+    for _ in range(MAX_LOCK_TRIES):
+        try:
+            uvproject.try_lock(project, tf, version, new_op_id("plan"), offline=opts.offline, log=log, skip=skip)
+        except uvproject.LockFailed as exc:
+            first = first or exc
+            lower = None if target.kind == "exact" else _next_lower(inputs, version, old)
+            if lower is None:
+                raise first from None
+            version = lower
+            continue
+        if first is None:
+            return version, ""
+        cause = next((line.strip() for line in first.reason.splitlines() if line.strip().startswith("cause:")), "")
+        why = cause or "see `uv lock`"
+        return version, (f"{tf} {tf_new} cannot be locked for every Python the uv project supports ({why}); "
+                         f"{version} is the newest that locks. {uvproject.lock_hint(first.reason)}")
+    raise first  # type: ignore[misc]
+
+
+def _next_lower(inputs: resolve.Inputs, version: str, floor: str) -> str | None:
+    """The newest release of the minor below ``version``'s that resolves here, not below ``floor``."""
+    v = Version(version)
+    for minor in range(v.minor - 1, -1, -1):
+        spec = resolve.parse_target(f"{v.major}.{minor}")
+        try:
+            found = resolve.find_target(inputs, spec)
+        except (resolve.ResolutionFailed, UserError):
+            continue
+        return found if not floor or Version(found) >= Version(floor) else None
+    return None
 
 
 def _project(project, tf: str, tf_new: str):

@@ -39,6 +39,7 @@ class ProjectStep:
     log: Path | None
     checks: dict[str, Any]  # the full smoke checks (run at the real path, after the project is installed)
     staging_checks: dict[str, Any]  # those that run before the swap (without the project's own imports)
+    force: bool = False  # --force: the files are written over hand edits (saved first by files.refuse_edited)
     notes: list[str] = field(default_factory=list)
 
     # --- what each manager provides
@@ -72,7 +73,7 @@ class ProjectStep:
 
     def after_swap(self, store) -> list[smoke.Check]:
         t0 = time.monotonic()
-        written = files.finish(store)
+        written = files.finish(store, force=self.force)
         if written and "changed by hand" in written:
             raise UserError(f"The project files changed while the environment was being built: {written}.",
                             "Run the upgrade again.", exit_code=1)

@@ -49,7 +49,27 @@ def _pip_site(exe: str, environ: Mapping[str, str]) -> tuple[str, str] | None:
 def check_boundaries(ctx: Context) -> list[Finding]:
     """What leaks into the env from outside it: no venv, system/user site, PYTHONPATH/PYTHONHOME, a foreign pip."""
     return (_check_not_a_venv(ctx) + _check_system_site(ctx) + _check_user_site(ctx) + _check_pythonpath(ctx)
-            + _check_pythonhome(ctx) + _check_pip(ctx))
+            + _check_pythonhome(ctx) + _check_pip(ctx) + _check_project(ctx))
+
+
+def _check_project(ctx: Context) -> list[Finding]:
+    """A project's tool owns the env: its next run rebuilds the env from the project's files."""
+    if ctx.loc.bare:
+        return []
+    from rebuild.project.detect import detect
+
+    found = detect(ctx.loc.path)
+    if found is None:
+        return []
+    evidence = [f"{found.root / name}" for name in found.files] or [str(found.root)]
+    if found.drivable:
+        return [F.PROJECT_DRIVEN.make(
+            f"the env belongs to a {found.label}: `tfrebuild upgrade` changes its files with the env",
+            evidence, "nothing to do; `tfrebuild rollback` restores the files with the env",
+            fixed_by_rebuild=False, affects_new_env=False)]
+    return [F.PROJECT_UNDRIVEN.make(
+        f"the env belongs to a {found.label}: {found.reverts}", evidence,
+        f"{found.fix}", fixed_by_rebuild=False, affects_new_env=False)]
 
 
 def _check_not_a_venv(ctx: Context) -> list[Finding]:

@@ -185,13 +185,24 @@ def check_conflicts(ctx: Context, target: Target) -> list[Finding]:
 def _direct_conflicts(ctx: Context, target: Target, kept: dict[str, dict]) -> list[Finding]:
     """Kept packages whose own requirement on TensorFlow excludes the target."""
     out: list[Finding] = []
+    own = _driven_own(ctx)
     for name, d in sorted(kept.items()):
-        if name in TF_DISTRIBUTIONS:
+        if name in TF_DISTRIBUTIONS or name == own:  # a driven project's TF requirement moves with the upgrade
             continue
         for req in _tf_requirements(ctx, d, ctx.new_markers):
             if req.specifier and not contains(req.specifier, target.version):
                 out.append(_direct_conflict(ctx, target, name, d, req))
     return out
+
+
+def _driven_own(ctx: Context) -> str:
+    """The own package of a project tfrebuild drives (its TensorFlow requirement is upgraded with the env)."""
+    if ctx.loc.bare:
+        return ""
+    from rebuild.project.detect import detect
+
+    found = detect(ctx.loc.path)
+    return found.name if found is not None and found.drivable else ""
 
 
 def _direct_conflict(ctx: Context, target: Target, name: str, d: dict, req: Requirement) -> Finding:

@@ -43,6 +43,8 @@ class FindingId(StrEnum):
     PYTHONPATH_SET = "pythonpath-set", "warning"
     PYTHONHOME_SET = "pythonhome-set", "error"
     PIP_OTHER_INTERPRETER = "pip-other-interpreter", "warning"
+    PROJECT_DRIVEN = "project-driven", "info"
+    PROJECT_UNDRIVEN = "project-undriven", "warning"
     # system CUDA
     CUDA_LIBS_MISMATCH = "cuda-libs-mismatch", "error"
     CUDA_LIBS_SHADOW_PIP = "cuda-libs-shadow-pip", "warning"

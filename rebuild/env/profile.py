@@ -125,6 +125,16 @@ class Smoke:
 
 
 @dataclass
+class Project:
+    """The tool that owns the env (rebuild.project.detect): what would undo an upgrade of the env alone."""
+
+    manager: str = ""  # "" (a plain env) | uv | poetry | requirements | conda
+    root: str = ""  # the project folder
+    files: list[str] = field(default_factory=list)  # its files that pin the env (pyproject.toml, uv.lock ...)
+    drivable: bool = False  # tfrebuild upgrades those files with the env
+
+
+@dataclass
 class Profile:
     schema: int = SCHEMA_VERSION
     tool: str = ""
@@ -140,6 +150,7 @@ class Profile:
     requested: list[str] = field(default_factory=list)
     constraints: dict[str, str] = field(default_factory=dict)
     smoke: Smoke = field(default_factory=Smoke)
+    project: Project = field(default_factory=Project)
     packages: list[Package] = field(default_factory=list)
     warnings: list[Warning] = field(default_factory=list)
 
@@ -283,6 +294,7 @@ _DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _HEX_OR_REF = re.compile(r"^[A-Za-z0-9._/+@-]*$")
 SOURCES = ("index", "url", "vcs", "path", "editable")
+PROJECT_MANAGERS = ("", "uv", "poetry", "requirements", "conda")
 LOCATIONS = ("env", "user", "system")
 VCS = ("", "git", "hg", "svn", "bzr")
 INDEX_STRATEGIES = ("", "first-index", "unsafe-first-match", "unsafe-best-match")
@@ -417,6 +429,16 @@ def validate(profile: Profile, where: str = "profile") -> None:
         _check_requirement(where, f"constraints.{name}", f"{name}{spec}")
         if spec.strip().startswith(("@", "[")):
             raise _refuse(where, f"constraints.{name}", spec, "a version specifier", "Write it as e.g. \"<2\".")
+    proj = profile.project
+    if proj.manager not in PROJECT_MANAGERS:
+        raise _refuse(where, "project.manager", proj.manager, f"one of {', '.join(PROJECT_MANAGERS[1:])}",
+                      "Leave the [project] table out for a plain env.")
+    if proj.root and not proj.root.startswith("/"):
+        raise _refuse(where, "project.root", proj.root, "an absolute path", "Give the project folder's full path.")
+    for n, name in enumerate(proj.files):
+        if not name or "/" in name or "\\" in name or name in (".", ".."):
+            raise _refuse(where, f"project.files[{n}]", name, "a file name in the project folder",
+                          "List names such as pyproject.toml or uv.lock.")
     for n, imp in enumerate(profile.smoke.imports):
         if not _DOTTED.match(imp) or len(imp) > MAX_NAME:
             raise _refuse(where, f"smoke.imports[{n}]", imp, "a module name (dotted identifiers)",

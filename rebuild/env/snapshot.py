@@ -251,9 +251,22 @@ def build_profile(loc: EnvLocation, data: dict, *, environ: dict[str, str] | Non
         index=indexconf.redacted(indexconf.discover(prefix=None if loc.bare else loc.path, environ=environ)),
         requested=requested,
         smoke=prof.Smoke(imports=imports),
+        project=_project(loc),
         packages=packages,
         warnings=sorted(warnings, key=lambda w: (w.kind, w.path, w.message)),
     )
+
+
+def _project(loc: EnvLocation) -> prof.Project:
+    """The manager that owns the env, as the profile records it (a plain env: an empty table, left out)."""
+    if loc.bare:
+        return prof.Project()
+    from rebuild.project.detect import detect
+
+    found = detect(loc.path)
+    if found is None:
+        return prof.Project()
+    return prof.Project(manager=found.manager, root=str(found.root), files=list(found.files), drivable=found.drivable)
 
 
 def take(env: str | os.PathLike | None = None, *, timeout: float | None = None) -> prof.Profile:

@@ -143,19 +143,20 @@ def begin(store) -> None:
     fs.atomic_write(store.state / PENDING, str(store.current_number), mode=0o644)
 
 
-def finish(store) -> str | None:
-    """After the swap (or in recovery after a crash): write the current generation's files, drop the marker."""
+def finish(store, *, force: bool = False) -> str | None:
+    """After the swap (or in recovery after a crash): write the current generation's files, drop the marker
+    (``force``: over hand edits too, which :func:`refuse_edited` saved)."""
     marker = store.state / PENDING
     if not os.path.lexists(marker):
         return None
-    done = sync(store)
+    done = sync(store, force=force)
     os.unlink(marker)
     return done
 
 
-def sync(store) -> str | None:
+def sync(store, *, force: bool = False) -> str | None:
     """Write the current generation's project files into the project when the files there are another
-    generation's copies (or missing); returns what was done, ``None`` when nothing was needed."""
+    generation's copies (or missing, or ``force``); returns what was done, ``None`` when nothing was needed."""
     current = load(store, store.current_number)
     if current is None or not _root_ok(store, current.root):
         return None
@@ -163,7 +164,8 @@ def sync(store) -> str | None:
     if all(now[name] == data for name, data in current.files.items()):
         return None
     known = [k for k in (load(store, g.number) for g in store.generations()) if k is not None]
-    if not all(now[name] is None or any(k.files.get(name) == now[name] for k in known) for name in current.files):
+    if not force and not all(now[name] is None or any(k.files.get(name) == now[name] for k in known)
+                             for name in current.files):
         return (f"the project files in {current.root} were changed by hand; tfrebuild left them as they are "
                 f"(generation {store.current_number}'s copies are in {folder(store, store.current_number)})")
     for name, data in current.files.items():  # uv.lock last: a reader sees the new pyproject with either lock

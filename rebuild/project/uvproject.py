@@ -61,6 +61,14 @@ def _uv_env(env: Path | None) -> dict[str, str]:
     return out
 
 
+class LockFailed(UserError):
+    """uv found no solution for the project with the planned TensorFlow (``reason``: uv's explanation)."""
+
+    def __init__(self, message: str, hint: str, reason: str):
+        super().__init__(message, hint, exit_code=1, details="uv says:\n" + reason)
+        self.reason = reason
+
+
 def _failed(what: str, exc: uvcmd.UvFailed, hint: str) -> UserError:
     return UserError(f"{what}; nothing was changed.", hint, exit_code=1,
                      details="uv says:\n" + exc.result.stderr.strip()[-3000:])
@@ -109,9 +117,12 @@ def lock(project: Project, distribution: str, version: str, op: str, *, offline:
         try:
             done = uvcmd.run(args, env=_uv_env(None), cwd=work, log=log, what="uv lock", for_install=False)
         except uvcmd.UvFailed as exc:
+            reason = exc.result.stderr.strip()[-3000:]
+            if "No solution found" in reason:
+                raise LockFailed(f"uv cannot lock the project {root} with {new}; nothing was changed.",
+                                 lock_hint(reason), reason) from None
             raise _failed(f"uv could not lock the project {root} with {new}", exc,
-                          "uv's message above says which requirement stands in the way; change it in "
-                          "pyproject.toml, or plan another version with --to.") from None
+                          "uv's message above says what went wrong.") from None
         changes = [line.strip() for line in done.stderr.splitlines() if _CHANGE.match(line.strip())]
         files = {"pyproject.toml": (work / "pyproject.toml").read_bytes(), "uv.lock": (work / "uv.lock").read_bytes()}
         locked = locked_versions(files["uv.lock"], distribution)
@@ -125,6 +136,26 @@ def lock(project: Project, distribution: str, version: str, op: str, *, offline:
         shutil.rmtree(work, ignore_errors=True)
         raise
     return Locked(workdir=work, files=files, old_requirement=old, new_requirement=new, changes=changes)
+
+
+def lock_hint(reason: str) -> str:
+    """What to change when uv finds no lock: for a Python the project supports but the env does not run, say so."""
+    split = re.search(r"resolving dependencies for split \(markers: ([^)]*)\)", reason)
+    if split or "failed for other Python versions" in reason:
+        where = f" ({split.group(1)})" if split else ""
+        return ("uv locks for every Python the project's requires-python admits, and it found no solution for "
+                f"some of them{where}. Limit requires-python in pyproject.toml to the Pythons you use (e.g. "
+                "\">=3.11,<3.13\"), or move the requirement uv names, or plan an older TensorFlow with --to.")
+    return ("uv's message above says which requirement stands in the way; change it in pyproject.toml, or plan "
+            "another version with --to.")
+
+
+def try_lock(project: Project, distribution: str, version: str, op: str, *, offline: bool, log: Path | None,
+             skip: set[str]) -> Locked:
+    """:func:`lock` for the plan: the work folder is removed again (``files`` and ``changes`` are kept)."""
+    locked = lock(project, distribution, version, op, offline=offline, log=log, skip=skip)
+    discard(locked)
+    return locked
 
 
 def locked_versions(lock: bytes, distribution: str) -> set[str]:

@@ -387,8 +387,8 @@ class Store(Operations):
     def has_leftovers(self) -> bool:
         """Whether recovery has anything to look at (reads only): a journal, entries in staging or trash, or a
         current generation without its profile (a kill between the record and the profile)."""
-        if os.path.lexists(self.journal_path):
-            return True
+        if os.path.lexists(self.journal_path) or os.path.lexists(self.state / "project-pending"):
+            return True  # (the second: project files to write after a swap, rebuild.project.files.finish)
         if self.managed and not os.path.lexists(self.generation_dir(self.current_number) / "profile.toml"):
             return True
         for folder in (self.staging_root, self.trash_root):
