@@ -307,8 +307,9 @@ def compile(project: Project, distribution: str, version: str, op: str, *, pytho
                 continue
             os.symlink(entry, work / entry.name)
         python_args = [] if header.python_given else ["--python", str(python)]
-        ours = [a for a in ["--upgrade"] * eager + _index_flags(offline, find_links)
-                if a not in ("--offline", "--upgrade") or (a not in header.args and not (a == "--upgrade" and "-U" in header.args))]
+        given = set(header.args) | ({"--upgrade"} if "-U" in header.args else set())
+        ours = [a for a in ["--upgrade"] * eager + _index_flags(offline, find_links)  # flags uv takes once
+                if a not in ("--offline", "--upgrade") or a not in given]
         args = ["pip", "compile", *header.args, *python_args, "--upgrade-package", f"{distribution}=={version}", *ours,
                 "--custom-compile-command", header.command]
         try:
@@ -350,7 +351,8 @@ def build(compiled: Compiled, staging: Path, python: Path, *, prompt: str, offli
                    *(flags if seeds else []), *(["--prompt", prompt] if prompt else []), str(env)],
                   env=_uv_env(), log=log, what="uv venv")
         sync = ["pip", "sync", str(compiled.workdir / compiled.txt_name), "--python", py, *flags,
-                *(["--require-hashes"] if compiled.hashed else []), *(["--compile-bytecode"] if compile_bytecode else [])]
+                *(["--require-hashes"] if compiled.hashed else []),
+                *(["--compile-bytecode"] if compile_bytecode else [])]
         uvcmd.run(sync, env=_uv_env(), cwd=compiled.workdir, log=log, what="uv pip sync", for_install=True)
         if seeds:  # the old env's pip/setuptools at their versions; uv's own seeds it did not have go
             uvcmd.run(["pip", "install", "--no-deps", "--python", py, *flags,
