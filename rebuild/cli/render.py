@@ -242,11 +242,8 @@ def project_line(p) -> str:
     """The plan's one line about the project that owns the env."""
     project = p.project
     if project.drivable and project.manager == "requirements":
-        from rebuild.project.requirements import describe
-
-        in_name, txt_name = project.files
-        return (f"{project.label}: `{project.requirement}` → `{p.project_requirement}` in {in_name} (that line "
-                f"only), {describe(project)}; the env and both files are swapped together and `tfrebuild rollback` "
+        return (f"{project.label}: `{project.requirement}` → `{p.project_requirement}` in {project.files[0]} (that "
+                f"line only), {project.how}; the env and both files are swapped together and `tfrebuild rollback` "
                 "restores all three")
     if project.drivable:
         return (f"{project.label}: `{project.requirement}` → `{p.project_requirement}` in pyproject.toml, uv.lock "

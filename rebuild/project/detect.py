@@ -49,6 +49,7 @@ class Project:
     packaged: bool = False  # uv: the project installs itself (a build system, or tool.uv.package)
     requirement: str = ""  # the TensorFlow requirement as the project writes it ("" when none)
     name: str = ""  # the project's own distribution name ([project].name)
+    how: str = ""  # requirement files: what an upgrade does to them (the plan's line)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -245,7 +246,7 @@ def _compiled_pair(env: Path, root: Path, files: tuple[str, ...], all_ins: list[
     if len(lines) != 1:
         return f"{in_name} names TensorFlow on {len(lines)} lines, and tfrebuild moves exactly one"
     base = dict(manager="requirements", root=root, files=(in_name, txt_name), requirement=lines[0][1],
-                reverts=reverts)
+                reverts=reverts, how=reqfiles.describe(header, text))
     pinned = reqfiles.pins(text)
     installed = reqfiles.installed(env)
     from rebuild.env.snapshot import SELF

@@ -92,6 +92,8 @@ def read_header(text: str) -> Header | str:
         words = shlex.split(command)
     except ValueError:
         return f"its header's command cannot be read ({command!r})"
+    if tool == "uv" and words[:1] == ["pip-compile"]:  # recompiled by uv from a pip-compile header, kept
+        tool = "pip-compile"
     if tool == "uv":
         if words[:3] != ["uv", "pip", "compile"]:
             return (f"its header names the command `{command}` (a --custom-compile-command), not the "
@@ -412,20 +414,12 @@ def export_pylock(compiled: Compiled, *, offline: bool, find_links, log: Path | 
         return None
 
 
-def describe(project: Project) -> str:
-    """What an upgrade does to the files, for the plan."""
-    in_name, txt_name = project.files
-    try:
-        text = (project.root / txt_name).read_text(encoding="utf-8")
-    except OSError:
-        return ""
-    header = read_header(text)
-    if isinstance(header, str):
-        return ""
+def describe(header: Header, text: str) -> str:
+    """What an upgrade does to the ``.txt`` whose header is ``header``, for the plan."""
     how = f"`{header.command}` (its header's command{', hashes kept' if hashed(text) else ''})"
     if header.tool == "pip-compile":
         how += " run by `uv pip compile`: the header and layout become uv's"
-    return f"{txt_name} recompiled with {how}, the env built from it with `uv pip sync`"
+    return f"{header.output} recompiled with {how}, the env built from it with `uv pip sync`"
 
 
 def discard(compiled: Compiled | None) -> None:
