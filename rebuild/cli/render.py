@@ -241,6 +241,10 @@ def plan_text(term: Terminal, p) -> None:
 def project_line(p) -> str:
     """The plan's one line about the project that owns the env."""
     project = p.project
+    if project.drivable and project.manager == "requirements":
+        return (f"{project.label}: `{project.requirement}` → `{p.project_requirement}` in {project.files[0]} (that "
+                f"line only), {project.how}; the env and both files are swapped together and `tfrebuild rollback` "
+                "restores all three")
     if project.drivable:
         return (f"{project.label}: `{project.requirement}` → `{p.project_requirement}` in pyproject.toml, uv.lock "
                 "re-locked by uv; the env and both files are swapped together and `tfrebuild rollback` restores "

@@ -197,6 +197,13 @@ def _settle_project(store: Store) -> list[str]:
     from rebuild.project.detect import detect
 
     project = detect(store.env)
+    if project is not None and project.manager == "requirements" and project.drivable:
+        from rebuild.project import requirements
+
+        try:
+            return [f"{requirements.settle(project, store.env, offline=True, log=None)} in {project.root}"]
+        except UserError as exc:
+            return [f"{exc.message}: run `uv pip sync {project.files[1]}` in {project.root}"]
     if project is None or project.manager != "uv":
         return []
     try:
@@ -238,6 +245,12 @@ def project_summary(store: Store, n: int) -> str:
                 reqs = tf_requirements(tomllib.loads(kept.files[name].decode("utf-8")))
             except (UnicodeDecodeError, tomllib.TOMLDecodeError):
                 reqs = []
+            parts.append(f"{name}: {', '.join(reqs) or '?'}")
+        elif name.endswith(".in"):
+            from rebuild.knowledge.tf import TF_DISTRIBUTIONS
+            from rebuild.project.requirements import tf_lines
+
+            reqs = [r for _, r in tf_lines(kept.files[name].decode("utf-8", "replace"), TF_DISTRIBUTIONS)]
             parts.append(f"{name}: {', '.join(reqs) or '?'}")
         else:
             parts.append(f"{name} sha256 {kept.digest(name)[:12]}")

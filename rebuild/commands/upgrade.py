@@ -145,6 +145,7 @@ def _project_step(store: Store, the_plan: planning.Plan, opts: planning.Options,
                   progress):
     """The driven project's transaction step (nothing of the project changes before the swap)."""
     makers = {"uv": _uv_step}
+    makers["requirements"] = _requirements_step
     return makers[the_plan.project.manager](store, the_plan, opts, op, log, checks, progress)
 
 
@@ -171,6 +172,33 @@ def _uv_step(store: Store, the_plan: planning.Plan, opts: planning.Options, op: 
                   checks=checks, staging_checks=staging, force=opts.force)
     step.notes.append(f"{project.root / 'pyproject.toml'}: {locked.old_requirement} → {locked.new_requirement}; "
                       f"uv.lock re-locked by uv ({'; '.join(locked.changes) or 'no other change'})")
+    return step
+
+
+def _requirements_step(store: Store, the_plan: planning.Plan, opts: planning.Options, op: str, log: Path,
+                       checks: dict, progress):
+    """Move the TensorFlow line of the .in and recompile the .txt beside the project (nothing of it changes yet)."""
+    from rebuild.core.projectstep import RequirementsStep
+    from rebuild.project import requirements
+
+    project = the_plan.project
+    in_name, txt_name = project.files
+    progress.stage("compile", f"uv pip compile of {project.root / in_name} with {the_plan.project_requirement}")
+    compiled = requirements.compile(project, the_plan.tf_distribution, the_plan.tf_new, op,
+                                    python=Path(the_plan.python_path), python_version=the_plan.python_new,
+                                    offline=opts.offline, find_links=list(opts.find_links),
+                                    eager=str(getattr(opts.strategy, "value", opts.strategy)) == "eager", log=log,
+                                    skip={store.state.name, store.env.name})
+    pinned = requirements.pins(compiled.files[txt_name].decode("utf-8"))
+    seeds = {p.name: p.version for p in the_plan.current.packages
+             if p.name in SEED_PACKAGES and p.location == "env" and p.name not in pinned}
+    step = RequirementsStep(project=project, new_files=compiled.files, compiled=compiled,
+                            python=Path(the_plan.python_path), prompt=_prompt(store.env), offline=opts.offline,
+                            compile_bytecode=not opts.no_compile, log=log, checks=checks, staging_checks=checks,
+                            find_links=list(opts.find_links), seeds=seeds)
+    step.notes.append(f"{project.root / in_name}: {compiled.old_requirement} → {compiled.new_requirement}; "
+                      f"{txt_name} recompiled by uv pip compile{' with hashes' if compiled.hashed else ''} "
+                      f"({'; '.join(compiled.changes) or 'no other change'})")
     return step
 
 

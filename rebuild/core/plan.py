@@ -583,6 +583,7 @@ def make_plan(opts: Options, progress=None, log: Path | None = None) -> Plan:
     notes += _dropped_notes(survey.pins, resolved, tf_old, tf_new)
     notes += _requested_notes(survey)
     project, project_requirement = _project(project, tf, tf_new)
+    notes += list(project.notes) if project is not None and project.drivable else []
     progress.stage("pre-flight", "doctor checks")
     findings = _checked_findings(survey, resolved, tf_new, tf, interp.version, index, opts)
     notes += [f"{name} kept below its next major version ({resolved.pins.get(name)}): a newer major also "

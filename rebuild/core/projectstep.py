@@ -105,3 +105,36 @@ class UvStep(ProjectStep):
 
     def pylock(self) -> str | None:
         return uvproject.export_pylock(self.locked, self.log)
+
+
+@dataclass
+class RequirementsStep(ProjectStep):
+    """A ``requirements.in`` + compiled ``requirements.txt`` (:mod:`rebuild.project.requirements`)."""
+
+    compiled: Any = None  # rebuild.project.requirements.Compiled
+    find_links: list[str] = field(default_factory=list)
+    seeds: dict[str, str] = field(default_factory=dict)  # the old env's pip/setuptools/wheel the .txt does not pin
+
+    def build_env(self, staging: Path) -> Path:
+        from rebuild.project import requirements
+
+        return requirements.build(self.compiled, staging, self.python, prompt=self.prompt, offline=self.offline,
+                                  find_links=self.find_links, compile_bytecode=self.compile_bytecode,
+                                  seeds=self.seeds, log=self.log)
+
+    def settle(self, store) -> str:
+        from rebuild.project import requirements
+
+        return requirements.settle(self.project, store.env, offline=self.offline, find_links=self.find_links,
+                                   log=self.log)
+
+    def cleanup(self) -> None:
+        from rebuild.project import requirements
+
+        requirements.discard(self.compiled)
+
+    def pylock(self) -> str | None:
+        from rebuild.project import requirements
+
+        return requirements.export_pylock(self.compiled, offline=self.offline, find_links=self.find_links,
+                                          log=self.log)

@@ -11,7 +11,9 @@ undone there. :func:`detect` looks at the env and the folder around it:
 * **requirement files** (pip-tools, ``uv pip compile``, hand-made) beside the env that name TensorFlow;
 * **conda**: ``conda-meta`` in the env, or an ``environment.yml`` beside it that names TensorFlow.
 
-Only uv projects are driven (:mod:`rebuild.project.uvproject`); for the others :attr:`Project.reverts`
+uv projects are driven by :mod:`rebuild.project.uvproject`, and a ``requirements*.in`` naming
+TensorFlow with its compiled ``.txt`` (a ``uv pip compile`` or pip-compile header) by
+:mod:`rebuild.project.requirements`; for the others :attr:`Project.reverts`
 says what would undo an upgrade and :attr:`Project.fix` what to change, and ``upgrade`` refuses
 unless ``--force``.
 """
@@ -47,6 +49,7 @@ class Project:
     packaged: bool = False  # uv: the project installs itself (a build system, or tool.uv.package)
     requirement: str = ""  # the TensorFlow requirement as the project writes it ("" when none)
     name: str = ""  # the project's own distribution name ([project].name)
+    how: str = ""  # requirement files: what an upgrade does to them (the plan's line)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -202,10 +205,61 @@ def _requirement_files(env: Path) -> Project | None:
     if not files:
         return None
     shown = " or ".join(f"`pip install -r {n}`" if n.endswith(".txt") else f"a compile of {n}" for n in files)
-    return Project(manager="requirements", root=root, files=files, drivable=False,
-                   reverts=f"{shown} (or `pip-sync`) would put the TensorFlow they name back",
-                   fix=f"change the TensorFlow line of {', '.join(files)} to the planned version (and recompile "
-                       "the .txt), or pass --force to upgrade the env alone")
+    reverts = f"{shown} (or `pip-sync`) would put the TensorFlow they name back"
+    fix = (f"change the TensorFlow line of {', '.join(files)} to the planned version (and recompile the .txt), or "
+           "pass --force to upgrade the env alone")
+    compiled = _compiled_pair(env, root, files, [n for n in names if n.endswith(".in")])
+    if isinstance(compiled, Project):
+        return compiled
+    if compiled:
+        fix = f"{compiled}; or {fix}"
+    return Project(manager="requirements", root=root, files=files, drivable=False, reverts=reverts, fix=fix)
+
+
+def _compiled_pair(env: Path, root: Path, files: tuple[str, ...], all_ins: list[str]) -> Project | str:
+    """A drivable pair ``<name>.in`` + compiled ``<name>.txt``, or why the files are not one ("" when no .in)."""
+    from rebuild.knowledge.tf import SEED_PACKAGES
+    from rebuild.project import requirements as reqfiles
+
+    ins = [n for n in files if n.endswith(".in")]
+    if not ins and all_ins:
+        return f"{' and '.join(all_ins)} do{'es' if len(all_ins) == 1 else ''} not name TensorFlow on a line of its own"
+    if not ins:
+        return ("tfrebuild recompiles requirement files from their .in; "
+                f"{' and '.join(files)} hold{'s' if len(files) == 1 else ''} hand-written pins it does not edit")
+    if len(ins) > 1:
+        return f"TensorFlow is named in {' and '.join(ins)}, and tfrebuild moves it in one file"
+    in_name = ins[0]
+    txt_name = in_name[:-3] + ".txt"
+    reverts = f"`uv pip sync {txt_name}`, `pip-sync` or `pip install -r {txt_name}` would put the TensorFlow it pins back"
+    if not (root / txt_name).is_file():
+        return f"{in_name} has no compiled {txt_name} beside it (compile it: `uv pip compile {in_name} -o {txt_name}`)"
+    text = (root / txt_name).read_text(encoding="utf-8", errors="replace")
+    header = reqfiles.read_header(text)
+    if isinstance(header, str):
+        return f"{txt_name} cannot be recompiled: {header} (compile it: `uv pip compile {in_name} -o {txt_name}`)"
+    if header.output != txt_name or in_name not in header.inputs:
+        return (f"the header of {txt_name} compiles {', '.join(header.inputs) or 'no input'} into {header.output}, "
+                f"not {in_name} into {txt_name} in this folder")
+    in_text = (root / in_name).read_text(encoding="utf-8", errors="replace")
+    lines = reqfiles.tf_lines(in_text, TF_DISTRIBUTIONS)
+    if len(lines) != 1:
+        return f"{in_name} names TensorFlow on {len(lines)} lines, and tfrebuild moves exactly one"
+    base = dict(manager="requirements", root=root, files=(in_name, txt_name), requirement=lines[0][1],
+                reverts=reverts, how=reqfiles.describe(header, text))
+    pinned = reqfiles.pins(text)
+    installed = reqfiles.installed(env)
+    from rebuild.env.snapshot import SELF
+
+    extra = sorted(n for n in installed if n not in pinned and n not in SEED_PACKAGES and n not in SELF)
+    if extra:
+        return Project(**base, drivable=False,
+                       fix=f"the env holds {', '.join(extra)}, which {txt_name} does not list, and an env rebuilt "
+                           f"from {txt_name} would not have them (add them to {in_name}, or uninstall them, then "
+                           "run tfrebuild again), or pass --force to upgrade the env alone")
+    notes = [f"{n} {installed.get(n, '(missing)')} is installed and {txt_name} pins {v}: the new env follows "
+             f"{txt_name}" for n, v in sorted(pinned.items()) if v and installed.get(n) != v]
+    return Project(**base, drivable=True, notes=notes)
 
 
 def _conda(env: Path) -> Project | None:

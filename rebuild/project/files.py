@@ -118,18 +118,23 @@ def refuse_edited(store, *, force: bool, doing: str) -> list[str]:
         raise UserError(
             f"{names} in {root} changed since tfrebuild last wrote them (generation {store.current_number}); "
             f"{doing} would overwrite those changes.",
-            "Look at the difference below. Keep your change by running `uv lock && uv sync` yourself (then "
-            "tfrebuild no longer manages the lock), or pass --force to overwrite it (tfrebuild saves your "
-            "version in its state folder first). Nothing was changed.",
+            f"Look at the difference below. Keep your change by running {_OWN_TOOL.get(kept.manager, _OWN_TOOL['uv'])} "
+            "yourself (then tfrebuild no longer manages the lock), or pass --force to overwrite it (tfrebuild saves "
+            "your version in its state folder first). Nothing was changed.",
             exit_code=1, details="\n".join(d for _, d in changes))
     backup = store.make_dir(store.state / "project-edits" / str(store.current_number))
     for name, data in on_disk(root, [n for n, _ in changes]).items():
         if data is not None:
             fs.atomic_write(backup / name, data, mode=0o644)
+    for name, _ in changes:  # the files are the current generation's again: what follows writes over known files
+        fs.atomic_write(root / name, kept.files[name])
     return [f"--force: your edited {names} was saved in {backup} and is overwritten"]
 
 
 PENDING = "project-pending"
+#: What keeps a hand edit, by manager (the refusal's hint).
+_OWN_TOOL = {"uv": "`uv lock && uv sync`",
+             "requirements": "`uv pip compile` and `uv pip sync` (or pip-compile and pip-sync)"}
 
 
 def _root_ok(store, root: Path) -> bool:
