@@ -76,7 +76,12 @@ def test_pinned_requirements_env_upgraded_to_latest(pypi, tmp_path: Path) -> Non
         assert changes[gone]["reason"] == "no longer required (only tensorflow-cpu 2.15.1 needed it)", changes[gone]
     assert all(c["reason"] for c in doc["changes"]), [c for c in doc["changes"] if not c["reason"]]
 
-    up = run_cli(environ(), "upgrade", "--env", env, "--yes", "--json", cwd=tmp_path, timeout=1800)
+    # requirements.txt beside the env pins the old TensorFlow and has no .in to recompile it from: `pip install -r`
+    # would put it back, so upgrade refuses unless --force (issue 13, point 4)
+    assert doc["project"]["manager"] == "requirements" and not doc["project"]["drivable"], doc["project"]
+    refused = run_cli(environ(), "upgrade", "--env", env, "--yes", cwd=tmp_path, timeout=1800)
+    assert refused.code == 1 and "--force" in refused.err, str(refused)
+    up = run_cli(environ(), "upgrade", "--env", env, "--yes", "--force", "--json", cwd=tmp_path, timeout=1800)
     assert up.code == 0, str(up)
     assert all(c["ok"] for c in up.json()["checks"]), up.json()["checks"]
     site = next(env.glob("lib/python3.*/site-packages"))
