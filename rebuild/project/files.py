@@ -118,7 +118,7 @@ def refuse_edited(store, *, force: bool, doing: str) -> list[str]:
         raise UserError(
             f"{names} in {root} changed since tfrebuild last wrote them (generation {store.current_number}); "
             f"{doing} would overwrite those changes.",
-            "Look at the difference below. Keep your change by running `uv lock && uv sync` yourself (then "
+            f"Look at the difference below. Keep your change by running {_relock_hint(kept.manager)} yourself (then "
             "tfrebuild no longer manages the lock), or pass --force to overwrite it (tfrebuild saves your "
             "version in its state folder first). Nothing was changed.",
             exit_code=1, details="\n".join(d for _, d in changes))
@@ -127,6 +127,10 @@ def refuse_edited(store, *, force: bool, doing: str) -> list[str]:
         if data is not None:
             fs.atomic_write(backup / name, data, mode=0o644)
     return [f"--force: your edited {names} was saved in {backup} and is overwritten"]
+
+
+def _relock_hint(manager: str) -> str:
+    return {"poetry": "`poetry lock && poetry sync`"}.get(manager, "`uv lock && uv sync`")
 
 
 PENDING = "project-pending"
