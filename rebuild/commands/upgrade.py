@@ -188,7 +188,8 @@ def _poetry_step(store: Store, the_plan: planning.Plan, opts: planning.Options, 
     staging = dict(checks, imports=[i for i in checks["imports"] if i.split(".")[0] not in own], commands=[])
     planned = lock_pins(the_plan.pylock) or {}
     in_lock = poetryproject.locked_versions(locked.files["poetry.lock"])
-    seeds = {n: v for n, v in planned.items() if n in SEED_PACKAGES and n not in in_lock}
+    # pip stays beside the lock's packages at `poetry sync` (setuptools and wheel go): the new env keeps it too
+    seeds = {n: v for n, v in planned.items() if n in poetryproject.KEPT_BY_SYNC and n not in in_lock}
     step = PoetryStep(project=project, new_files=locked.files, locked=locked, python=Path(the_plan.python_path),
                       prompt=_prompt(store.env), offline=opts.offline, compile_bytecode=not opts.no_compile, log=log,
                       checks=checks, staging_checks=staging, seeds=seeds, index=the_plan.index_live)

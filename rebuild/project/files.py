@@ -126,6 +126,8 @@ def refuse_edited(store, *, force: bool, doing: str) -> list[str]:
     for name, data in on_disk(root, [n for n, _ in changes]).items():
         if data is not None:
             fs.atomic_write(backup / name, data, mode=0o644)
+    for name, _ in changes:  # the generation's own copy again: what the command then works from and replaces
+        fs.atomic_write(root / name, kept.files[name])
     return [f"--force: your edited {names} was saved in {backup} and is overwritten"]
 
 

@@ -50,6 +50,8 @@ _SKIP = {".git", ".venv", "__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_
 _OPERATION = re.compile(r"^\s*-\s+(Installing|Updating|Downgrading|Removing)\s+(\S+)\s+\((.*)\)")
 _POETRY_TEXT = re.compile(r'^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*) = "(?P<constraint>.*)"$')
 TIMEOUT = 1800.0
+#: What ``poetry sync`` leaves in an env though the lock does not name it (it removes setuptools and wheel).
+KEPT_BY_SYNC = ("pip",)
 
 
 def find_poetry() -> str | None:
@@ -265,7 +267,7 @@ def _sync(poetry_version: tuple[int, ...]) -> list[str]:
 def build(locked: Locked, staging: Path, python: Path, *, prompt: str, compile_bytecode: bool,
           log: Path | None, seeds: dict[str, str] | None = None, index=None, offline: bool = False) -> Path:
     """``staging/env``: a relocatable venv holding the lock's packages (not the project's own), and the
-    ``seeds`` (pip, setuptools: ``{name: version}``) the env had beside them, which Poetry leaves alone."""
+    ``seeds`` (pip: ``{name: version}``) the env had beside them, which ``poetry sync`` leaves alone."""
     env = staging / "env"
     staging.mkdir(parents=True, exist_ok=True)
     _, poetry_version = poetry()
