@@ -246,9 +246,11 @@ def project_line(p) -> str:
                 f"line only), {project.how}; the env and both files are swapped together and `tfrebuild rollback` "
                 "restores all three")
     if project.drivable:
-        return (f"{project.label}: `{project.requirement}` → `{p.project_requirement}` in pyproject.toml, uv.lock "
-                "re-locked by uv; the env and both files are swapped together and `tfrebuild rollback` restores "
-                "all three")
+        lock, tool = {"uv": ("uv.lock", "uv"), "poetry": ("poetry.lock", "Poetry")}.get(
+            project.manager, (", ".join(project.files[1:]) or "the lock", project.manager))
+        return (f"{project.label}: `{project.requirement}` → `{p.project_requirement}` in pyproject.toml, {lock} "
+                f"re-locked by {tool}; the env and both files are swapped together and `tfrebuild rollback` "
+                "restores all three")
     return (f"{project.label}: {project.reverts}. To upgrade: {project.fix}. `tfrebuild upgrade` refuses unless "
             "--force")
 

@@ -192,7 +192,8 @@ def rollback(env=None, to: int | None = None, *, yes: bool = False, force: bool 
 
 def _settle_project(store: Store) -> list[str]:
     """A uv project after a rollback: ``uv sync --locked --offline`` (uv rebuilds the project's own editable
-    package when its pyproject.toml was rewritten, nothing else) and ``--check``; a failure is a note."""
+    package when its pyproject.toml was rewritten, nothing else) and ``--check``; a Poetry project:
+    ``poetry sync`` that changes nothing but the project's own package; a failure is a note."""
     from rebuild.project import uvproject
     from rebuild.project.detect import detect
 
@@ -204,6 +205,14 @@ def _settle_project(store: Store) -> list[str]:
             return [f"{requirements.settle(project, store.env, offline=True, log=None)} in {project.root}"]
         except UserError as exc:
             return [f"{exc.message}: run `uv pip sync {project.files[1]}` in {project.root}"]
+    if project is not None and project.manager == "poetry" and project.drivable:
+        from rebuild.project import poetryproject
+
+        try:
+            return [f"{poetryproject.settle(project, store.env, log=None)} in {project.root}: poetry.lock and the env "
+                    "match"]
+        except UserError as exc:
+            return [f"{exc.message}: run `poetry sync` in {project.root}"]
     if project is None or project.manager != "uv":
         return []
     try:
@@ -239,10 +248,11 @@ def project_summary(store: Store, n: int) -> str:
         if name == "pyproject.toml":
             import tomllib
 
-            from rebuild.project.detect import tf_requirements
+            from rebuild.project.detect import poetry_tf_entries, tf_requirements
 
             try:
-                reqs = tf_requirements(tomllib.loads(kept.files[name].decode("utf-8")))
+                data = tomllib.loads(kept.files[name].decode("utf-8"))
+                reqs = tf_requirements(data) if kept.manager != "poetry" else [t for _, _, t in poetry_tf_entries(data)]
             except (UnicodeDecodeError, tomllib.TOMLDecodeError):
                 reqs = []
             parts.append(f"{name}: {', '.join(reqs) or '?'}")

@@ -144,8 +144,7 @@ def project_refusal(project) -> UserError:
 def _project_step(store: Store, the_plan: planning.Plan, opts: planning.Options, op: str, log: Path, checks: dict,
                   progress):
     """The driven project's transaction step (nothing of the project changes before the swap)."""
-    makers = {"uv": _uv_step}
-    makers["requirements"] = _requirements_step
+    makers = {"uv": _uv_step, "poetry": _poetry_step, "requirements": _requirements_step}
     return makers[the_plan.project.manager](store, the_plan, opts, op, log, checks, progress)
 
 
@@ -200,6 +199,52 @@ def _requirements_step(store: Store, the_plan: planning.Plan, opts: planning.Opt
                       f"{txt_name} recompiled by uv pip compile{' with hashes' if compiled.hashed else ''} "
                       f"({'; '.join(compiled.changes) or 'no other change'})")
     return step
+
+
+def _poetry_step(store: Store, the_plan: planning.Plan, opts: planning.Options, op: str, log: Path, checks: dict,
+                 progress):
+    """Re-lock the Poetry project beside it with the user's Poetry and prepare its transaction step."""
+    from rebuild.core.projectstep import PoetryStep
+    from rebuild.project import poetryproject
+
+    project = the_plan.project
+    progress.stage("lock", f"poetry lock of {project.root} with {the_plan.project_requirement}")
+    locked = poetryproject.lock(project, the_plan.tf_distribution, the_plan.tf_new, op, current=store.env, log=log,
+                                skip={store.state.name, store.env.name})
+    own = _own_imports(store, the_plan)
+    staging = dict(checks, imports=[i for i in checks["imports"] if i.split(".")[0] not in own], commands=[])
+    planned = lock_pins(the_plan.pylock) or {}
+    in_lock = poetryproject.locked_versions(locked.files["poetry.lock"])
+    # pip stays beside the lock's packages at `poetry sync` (setuptools and wheel go): the new env keeps it too
+    seeds = {n: v for n, v in planned.items() if n in poetryproject.KEPT_BY_SYNC and n not in in_lock}
+    step = PoetryStep(project=project, new_files=locked.files, locked=locked, python=Path(the_plan.python_path),
+                      prompt=_prompt(store.env), offline=opts.offline, compile_bytecode=not opts.no_compile, log=log,
+                      checks=checks, staging_checks=staging, seeds=seeds, index=the_plan.index_live)
+    step.notes.append(f"{project.root / 'pyproject.toml'}: {locked.old_requirement} → {locked.new_requirement}; "
+                      f"poetry.lock re-locked by Poetry ({'; '.join(locked.changes) or 'no other change'})")
+    differ = sorted(f"{n} {planned[n]} (Poetry locked {', '.join(sorted(in_lock[n]))})" for n in planned
+                    if n in in_lock and planned[n] not in in_lock[n])
+    if differ:  # the env is built from Poetry's lock: the generation's record says what it holds
+        step.pylock_text = _relock(the_plan, {**planned, **{n: sorted(in_lock[n])[-1] for n in planned
+                                                             if n in in_lock and len(in_lock[n]) == 1}}, opts, log)
+        step.notes.append(f"Poetry's lock differs from the plan for {', '.join(differ)}: the new env holds "
+                          "Poetry's versions")
+    return step
+
+
+def _relock(the_plan: planning.Plan, pins: dict[str, str], opts: planning.Options, log: Path) -> str | None:
+    """A pylock.toml of exactly ``pins`` (the record of a generation built from a Poetry lock)."""
+    import tempfile
+
+    from rebuild.core import resolve
+
+    inputs = resolve.Inputs(python=Path(the_plan.python_path), tf_distribution="", requested=[], pins={},
+                            index=the_plan.index_live, offline=opts.offline, log=log)
+    with tempfile.TemporaryDirectory(prefix="tfrebuild-lock-") as tmp:
+        try:
+            return resolve.lock(inputs, pins, Path(tmp))
+        except resolve.ResolutionFailed:
+            return None
 
 
 def _prompt(env: Path) -> str:

@@ -604,7 +604,7 @@ def make_plan(opts: Options, progress=None, log: Path | None = None) -> Plan:
 
 
 def _own_package(survey: _Survey):
-    """The manager that owns the env (``None`` for a plain env); a driven uv project's own package is set
+    """The manager that owns the env (``None`` for a plain env); a driven project's own package is set
     aside in ``survey`` (its requirements are the project's own, which move with TensorFlow)."""
     import tomllib
 
@@ -617,6 +617,10 @@ def _own_package(survey: _Survey):
             data = tomllib.loads((project.root / "pyproject.toml").read_text(encoding="utf-8"))
             deps = data.get("project", {}).get("dependencies", [])
             survey.own_requirements = [d for d in deps if isinstance(d, str)]
+            if project.manager == "poetry":  # [tool.poetry.dependencies] are Poetry constraints, not PEP 508
+                from rebuild.project.poetryproject import requirements
+
+                survey.own_requirements = requirements(data)
         except (OSError, tomllib.TOMLDecodeError, AttributeError):
             pass
     return project
@@ -676,6 +680,8 @@ def _project(project, tf: str, tf_new: str):
 
     if project is None or not project.drivable or not project.requirement:
         return project, ""
+    if project.manager == "poetry":  # `tensorflow-cpu = "^2.15"` or a PEP 508 string
+        from rebuild.project.poetryproject import move_text as move_requirement
     try:
         return project, move_requirement(project.requirement, tf_new)
     except (UserError, ValueError) as exc:

@@ -11,7 +11,8 @@ A :class:`ProjectStep` is handed to the transaction, which calls it at fixed poi
 * ``undo(store)`` after a swap back: the old files are written back;
 * ``cleanup()``: the work folder beside the project goes.
 
-:class:`UvStep` drives a uv project (:mod:`rebuild.project.uvproject`).
+:class:`UvStep` drives a uv project (:mod:`rebuild.project.uvproject`), :class:`PoetryStep` a Poetry
+project (:mod:`rebuild.project.poetryproject`).
 """
 
 from __future__ import annotations
@@ -138,3 +139,33 @@ class RequirementsStep(ProjectStep):
 
         return requirements.export_pylock(self.compiled, offline=self.offline, find_links=self.find_links,
                                           log=self.log)
+
+
+@dataclass
+class PoetryStep(ProjectStep):
+    """A Poetry project through the user's own ``poetry`` (:mod:`rebuild.project.poetryproject`)."""
+
+    locked: Any = None  # rebuild.project.poetryproject.Locked
+    seeds: dict[str, str] = field(default_factory=dict)  # pip & co. the env had that the lock does not hold
+    index: Any = None  # the plan's index settings (for the seeds)
+    pylock_text: str | None = None  # the record when Poetry's lock differs from the plan
+
+    def build_env(self, staging: Path) -> Path:
+        from rebuild.project import poetryproject
+
+        return poetryproject.build(self.locked, staging, self.python, prompt=self.prompt,
+                                   compile_bytecode=self.compile_bytecode, log=self.log, seeds=self.seeds,
+                                   index=self.index, offline=self.offline)
+
+    def pylock(self) -> str | None:
+        return self.pylock_text
+
+    def settle(self, store) -> str:
+        from rebuild.project import poetryproject
+
+        return poetryproject.settle(self.project, store.env, log=self.log)
+
+    def cleanup(self) -> None:
+        from rebuild.project import poetryproject
+
+        poetryproject.discard(self.locked)

@@ -259,7 +259,8 @@ def _verify(spec: Spec, staging: Path, result: TransactionResult) -> None:
     """The quick check at the real path; on failure the path gets back what it held."""
     store, env = spec.store, spec.store.env
     if spec.project is not None and not spec.new_env:
-        spec.progress.stage("project", f"project files, uv sync --locked and the checks at {env}")
+        sync = {"poetry": "poetry sync"}.get(getattr(spec.project.project, "manager", ""), "uv sync --locked")
+        spec.progress.stage("project", f"project files, {sync} and the checks at {env}")
         try:
             result.after_swap = spec.project.after_swap(store)
         except UserError as exc:

@@ -11,7 +11,8 @@ undone there. :func:`detect` looks at the env and the folder around it:
 * **requirement files** (pip-tools, ``uv pip compile``, hand-made) beside the env that name TensorFlow;
 * **conda**: ``conda-meta`` in the env, or an ``environment.yml`` beside it that names TensorFlow.
 
-uv projects are driven by :mod:`rebuild.project.uvproject`, and a ``requirements*.in`` naming
+uv projects are driven through uv (:mod:`rebuild.project.uvproject`), Poetry projects through the
+user's own ``poetry`` (:mod:`rebuild.project.poetryproject`), and a ``requirements*.in`` naming
 TensorFlow with its compiled ``.txt`` (a ``uv pip compile`` or pip-compile header) by
 :mod:`rebuild.project.requirements`; for the others :attr:`Project.reverts`
 says what would undo an upgrade and :attr:`Project.fix` what to change, and ``upgrade`` refuses
@@ -46,8 +47,9 @@ class Project:
     drivable: bool  # tfrebuild upgrades the project files with the env
     reverts: str = ""  # what would put the old TensorFlow back (when not drivable)
     fix: str = ""  # what the user can do instead
-    packaged: bool = False  # uv: the project installs itself (a build system, or tool.uv.package)
-    requirement: str = ""  # the TensorFlow requirement as the project writes it ("" when none)
+    packaged: bool = False  # the project installs itself (uv: a build system or tool.uv.package; Poetry: package-mode)
+    requirement: str = ""  # the TensorFlow requirement as the project writes it ("" when none; Poetry's own
+    # constraints as `tensorflow-cpu = "^2.15"`)
     name: str = ""  # the project's own distribution name ([project].name)
     how: str = ""  # requirement files: what an upgrade does to them (the plan's line)
     notes: list[str] = field(default_factory=list)
@@ -162,6 +164,45 @@ def _uv_project(env: Path) -> Project | None:
     return None
 
 
+def poetry_tf_entries(pyproject: dict) -> list[tuple[tuple, str, str]]:
+    """Where a Poetry project names TensorFlow: ``(keys, kind, text)`` for each entry, ``keys`` the TOML path
+    of the string that holds the version, ``kind`` ``"pep508"`` (``[project]`` lists: ``text`` is the
+    requirement), ``"poetry"`` (``[tool.poetry.*dependencies]``: ``text`` is Poetry's constraint) or
+    ``"other"`` (a path, git or url source, several constraints: not movable; ``text`` says what)."""
+    found: list[tuple[tuple, str, str]] = []
+    project = pyproject.get("project") if isinstance(pyproject.get("project"), dict) else {}
+    lists = [(("project", "dependencies"), project.get("dependencies"))]
+    optional = project.get("optional-dependencies")
+    if isinstance(optional, dict):
+        lists += [(("project", "optional-dependencies", k), v) for k, v in optional.items()]
+    for keys, items in lists:
+        for i, item in enumerate(items if isinstance(items, list) else []):
+            if isinstance(item, str) and item in tf_requirements({"project": {"dependencies": [item]}}):
+                found.append(((*keys, i), "pep508", item))
+    tool = pyproject.get("tool") if isinstance(pyproject.get("tool"), dict) else {}
+    poetry = tool.get("poetry") if isinstance(tool.get("poetry"), dict) else {}
+    tables = [(("tool", "poetry", "dependencies"), poetry.get("dependencies")),
+              (("tool", "poetry", "dev-dependencies"), poetry.get("dev-dependencies"))]
+    groups = poetry.get("group")
+    if isinstance(groups, dict):
+        tables += [(("tool", "poetry", "group", g, "dependencies"), (v or {}).get("dependencies"))
+                   for g, v in groups.items() if isinstance(v, dict)]
+    for keys, table in tables:
+        for name, value in (table.items() if isinstance(table, dict) else []):
+            if canonicalize_name(name) not in TF_DISTRIBUTIONS:
+                continue
+            if isinstance(value, str):
+                found.append(((*keys, name), "poetry", f"{name} = \"{value}\""))
+            elif isinstance(value, dict) and isinstance(value.get("version"), str) and not (
+                    {"path", "git", "url", "file"} & set(value)):
+                found.append(((*keys, name, "version"), "poetry", f"{name} = \"{value['version']}\""))
+            elif isinstance(value, dict) and not ({"version", "path", "git", "url", "file"} & set(value)):
+                continue  # Poetry 2: a [project] requirement's source or extra settings, not a requirement
+            else:
+                found.append(((*keys, name), "other", f"{name} = {value!r}"))
+    return found
+
+
 def _poetry_project(env: Path) -> Project | None:
     candidates = [env.parent]
     cwd = Path.cwd()
@@ -178,11 +219,35 @@ def _poetry_project(env: Path) -> Project | None:
         if root == env.parent and env.name != ".venv":
             continue
         files = tuple(n for n in ("pyproject.toml", "poetry.lock") if (root / n).is_file())
-        return Project(manager="poetry", root=root, files=files, drivable=False,
-                       reverts=f"`poetry install` / `poetry sync` in {root} would put the locked TensorFlow back",
-                       fix="change the TensorFlow requirement in pyproject.toml, run `poetry lock`, then "
-                           "`tfrebuild upgrade` again (or `poetry install`), or pass --force to upgrade the env "
-                           "alone")
+        poetry = tool.get("poetry") if isinstance(tool.get("poetry"), dict) else {}
+        project = data.get("project") if isinstance(data.get("project"), dict) else {}
+        name = project.get("name") or poetry.get("name") or ""
+        entries = poetry_tf_entries(data)
+        base = dict(manager="poetry", root=root, files=files,
+                    reverts=f"`poetry install` / `poetry sync` in {root} would put the locked TensorFlow back",
+                    requirement=entries[0][2] if entries else "",
+                    name=canonicalize_name(name) if isinstance(name, str) and name else "",
+                    packaged=poetry.get("package-mode") is not False)
+        from rebuild.project.poetryproject import find_poetry
+
+        if find_poetry() is None:
+            return Project(**base, drivable=False,
+                           fix="tfrebuild upgrades a Poetry project through Poetry's own commands, and no `poetry` "
+                               "was found (on PATH or in $POETRY): install Poetry (`pipx install poetry`), or pass "
+                               "--force to upgrade the env alone")
+        if not entries:
+            return Project(**base, drivable=False,
+                           fix="TensorFlow is not a direct dependency in pyproject.toml; add it with `poetry add "
+                               "tensorflow-cpu` (or the variant you use), then run tfrebuild again")
+        if len({text for _, _, text in entries}) > 1 or entries[0][1] == "other":
+            return Project(**base, drivable=False,
+                           fix=f"pyproject.toml names TensorFlow as {'; '.join(t for _, _, t in entries)}; keep one "
+                               "requirement with a version constraint, then run tfrebuild again")
+        if not (root / "poetry.lock").is_file():
+            return Project(**base, drivable=False,
+                           fix="the project has no poetry.lock yet: run `poetry lock && poetry install`, then "
+                               "tfrebuild again")
+        return Project(**base, drivable=True)
     return None
 
 

@@ -133,7 +133,7 @@ def refuse_edited(store, *, force: bool, doing: str) -> list[str]:
 
 PENDING = "project-pending"
 #: What keeps a hand edit, by manager (the refusal's hint).
-_OWN_TOOL = {"uv": "`uv lock && uv sync`",
+_OWN_TOOL = {"uv": "`uv lock && uv sync`", "poetry": "`poetry lock && poetry sync`",
              "requirements": "`uv pip compile` and `uv pip sync` (or pip-compile and pip-sync)"}
 
 

@@ -4,6 +4,10 @@
 already admits the new version is left alone; one that does not moves as little as possible:
 ``>=2.15,<2.16`` becomes ``>=2.15,<2.19``, ``~=2.15.0`` becomes ``~=2.18.0``, ``==2.15.*``
 becomes ``==2.18.*``. Extras, markers, spacing and quotes stay as they were.
+
+Poetry's own constraints (``[tool.poetry.dependencies] tensorflow-cpu = "^2.15"``) move the same way
+(:func:`move_poetry_constraint`: ``2.15.1`` → ``2.18.0``, ``~2.15`` → ``~2.18``, a caret that admits
+the new version stays), and :func:`edit_toml_string` changes that one value in the file's text.
 """
 
 from __future__ import annotations
@@ -119,3 +123,117 @@ def _swap_strings(value, old: str, new: str):
     if isinstance(value, list):
         return [_swap_strings(v, old, new) for v in value]
     return new if value == old else value
+
+
+# --- Poetry's own constraint syntax ([tool.poetry.dependencies] tensorflow-cpu = "^2.15")
+
+_POETRY_CLAUSE = re.compile(r"^(\^|~(?!=)|===|==|!=|~=|<=|>=|<|>|=)?\s*(\*|[0-9][0-9A-Za-z.*+!-]*)$")
+
+
+def _poetry_clauses(part: str) -> list[str]:
+    """The clauses of one ``||`` alternative: separated by commas or spaces (``>=2.15, <2.16``, ``>=2.15 <2.16``)."""
+    part = re.sub(r"(\^|~(?!=)|===|==|!=|~=|<=|>=|<|>|=)\s+", r"\1", part.strip())
+    return [c for c in re.split(r"[,\s]+", part) if c]
+
+
+def _poetry_clause_pep440(clause: str) -> str:
+    m = _POETRY_CLAUSE.match(clause)
+    if m is None:
+        raise ValueError(f"cannot read the Poetry constraint {clause!r}")
+    op, value = m.group(1) or "", m.group(2)
+    if value == "*":
+        return ""
+    if op in ("", "=") and "*" in value:
+        return f"=={value}"
+    if op in ("", "="):
+        return f"=={value}"
+    if op in ("^", "~"):
+        release = list(Version(value).release)
+        if op == "^":  # the first non-zero part stays (^0.0 and ^0 as Poetry reads them)
+            first = next((i for i, n in enumerate(release) if n != 0), len(release) - 1)
+            upper = release[: first + 1]
+        else:  # ~2 -> <3, ~2.15 -> <2.16, ~2.15.1 -> <2.16
+            upper = release[: 1 if len(release) == 1 else 2]
+        upper[-1] += 1
+        return f">={value},<{_text(upper)}"
+    return f"{op}{value}"
+
+
+def poetry_specifiers(constraint: str) -> list[str]:
+    """A Poetry constraint as PEP 440 specifier sets, one per ``||`` alternative (``""``: any version)."""
+    out = []
+    for part in constraint.split("||"):
+        out.append(",".join(s for s in (_poetry_clause_pep440(c) for c in _poetry_clauses(part)) if s))
+    return out
+
+
+def poetry_admits(constraint: str, version: str) -> bool:
+    new = Version(version)
+    return any(SpecifierSet(s).contains(new, prereleases=True) for s in poetry_specifiers(constraint))
+
+
+def _move_poetry_clause(clause: str, new: Version) -> str | None:
+    m = _POETRY_CLAUSE.match(clause)
+    if m is None:
+        raise ValueError(f"cannot read the Poetry constraint {clause!r}")
+    op, value = m.group(1) or "", m.group(2)
+    if value == "*" or SpecifierSet(_poetry_clause_pep440(clause)).contains(new, prereleases=True):
+        return clause
+    if op in ("^", "~"):
+        return f"{op}{_text(_parts(new, len(Version(value).release)))}"
+    if op in ("", "="):
+        if "*" in value:
+            return f"{op}{_text(_parts(new, len(value.split('.')) - 1))}.*"
+        return f"{op}{new}"
+    return _move_clause(op, value, new)
+
+
+def move_poetry_constraint(constraint: str, new: str) -> str:
+    """A Poetry version constraint moved as little as possible to admit ``new``: ``2.15.1`` → ``2.18.0``
+    (a pin stays a pin), ``~2.15`` → ``~2.18``, ``^2.15`` stays (it admits 2.18), ``>=2.15,<2.16`` →
+    ``>=2.15,<2.19``; an ``||`` union is moved in its last alternative. Separators stay as written."""
+    version = Version(new)
+    if poetry_admits(constraint, new):
+        return constraint
+    head, sep, last = constraint.rpartition("||")
+    lead = last[: len(last) - len(last.lstrip())]
+    trail = last[len(last.rstrip()):]
+    body = last.strip()
+    comma = ", " if ", " in body else ("," if "," in body else " ")
+    moved = [c for c in (_move_poetry_clause(c, version) for c in _poetry_clauses(body)) if c is not None]
+    result = head + sep + lead + (comma.join(moved) or new) + trail
+    if not poetry_admits(result, new):  # never write a constraint that excludes it
+        result = head + sep + lead + new + trail
+    return result
+
+
+def edit_toml_string(text: str, keys: tuple, old: str, new: str) -> str:
+    """``text`` (TOML) with the string value at ``keys`` changed from ``old`` to ``new``: the one quoted
+    occurrence of ``old`` whose replacement changes exactly that value (checked by parsing both)."""
+    if old == new:
+        return text
+    expected = _set(tomllib.loads(text), keys, new)
+    for quote in ('"', "'"):
+        literal = f"{quote}{old}{quote}"
+        start = text.find(literal)
+        while start >= 0:
+            out = text[:start] + f"{quote}{new}{quote}" + text[start + len(literal):]
+            try:
+                if tomllib.loads(out) == expected:
+                    return out
+            except tomllib.TOMLDecodeError:
+                pass
+            start = text.find(literal, start + 1)
+    raise UserError(f"tfrebuild could not find the requirement \"{old}\" written plainly in pyproject.toml.",
+                    "Write it as a plain quoted string (no escapes), or change it yourself.")
+
+
+def _set(data: dict, keys: tuple, value):
+    import copy
+
+    out = copy.deepcopy(data)
+    node = out
+    for key in keys[:-1]:
+        node = node[key]
+    node[keys[-1]] = value
+    return out
