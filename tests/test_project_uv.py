@@ -208,3 +208,62 @@ def test_a_manager_tfrebuild_does_not_drive_is_refused_unless_force(tmp_path, ki
     forced = run_cli(kit_env, "upgrade", "--env", env, "--to", "2.18", "--offline", "--find-links", kit_index,
                      "--yes", "--force")
     assert forced.code == 0, forced
+
+
+def test_a_kill_during_the_swap_back_after_a_failed_check_leaves_env_and_files_together(tmp_path, project_env,
+                                                                                        kit_index):
+    root = make_project(tmp_path / "proj", project_env, kit_index, packaged=False)
+    assert tfr(project_env, root, "upgrade", "--to", "2.16", "--offline", "--find-links", kit_index, "--yes").code == 0
+    before = {n: (root / n).read_bytes() for n in ("pyproject.toml", "uv.lock")}
+    profile = root / "..venv.tfrebuild" / "generations" / "2" / "profile.toml"
+    profile.write_text(profile.read_text().replace("commands = []", 'commands = ["exit 7"]'))
+    killed = run_cli(project_env, "upgrade", "--to", "2.18", "--offline", "--find-links", kit_index, "--yes",
+                     "--allow-commands", cwd=root, overrides={"TFREBUILD_FAULT": "rollback.recorded"})
+    assert killed.code != 0, killed
+    status = tfr(project_env, root, "status")
+    assert status.code == 0 and "files are generation 2's" in status.out, status
+    assert {n: (root / n).read_bytes() for n in before} == before
+    assert tf_version_via_uv_run(project_env, root)[0] == "2.16.1"
+    assert [p.name for p in tmp_path.iterdir()] == ["proj"]  # the work folder of the killed run went too
+
+
+def test_a_project_without_a_lock_gets_one_and_rollback_takes_it_away(tmp_path, project_env, kit_index):
+    root = make_project(tmp_path / "proj", project_env, kit_index, packaged=False)
+    (root / "uv.lock").unlink()
+    git(root, "commit", "-qam", "no lock kept in git")
+    assert tfr(project_env, root, "upgrade", "--to", "2.18", "--offline", "--find-links", kit_index, "--yes").code == 0
+    assert 'version = "2.18.0"' in (root / "uv.lock").read_text()
+    assert_uv_agrees(project_env, root)
+    assert tfr(project_env, root, "rollback", "--yes").code == 0
+    assert not (root / "uv.lock").exists()
+    assert git(root, "status", "--porcelain", "--untracked-files=all") == ""
+
+
+def test_extras_and_groups_the_env_holds_are_kept(tmp_path, project_env, kit_index):
+    root = make_project(tmp_path / "proj", project_env, kit_index, packaged=False)
+    uv(project_env, root, "add", "--optional", "frames", "pandas")
+    uv(project_env, root, "add", "--group", "lint", "six")
+    uv(project_env, root, "sync", "--locked", "--extra", "frames", "--group", "lint")
+    assert tfr(project_env, root, "upgrade", "--to", "2.18", "--offline", "--find-links", kit_index, "--yes").code == 0
+    names = {p.name.split("-")[0].lower() for p in (root / ".venv").glob("lib/python*/site-packages/*.dist-info")}
+    assert {"pandas", "six", "tensorflow_cpu"} <= names, names
+    check = uv(project_env, root, "sync", "--locked", "--check", "--extra", "frames", "--group", "lint", check=False)
+    assert check.returncode == 0 and "Would make no changes" in check.stderr, check.stderr
+    assert tfr(project_env, root, "rollback", "--yes").code == 0
+    names = {p.name.split("-")[0].lower() for p in (root / ".venv").glob("lib/python*/site-packages/*.dist-info")}
+    assert {"pandas", "six"} <= names, names
+
+
+def test_an_env_outside_the_project_is_not_driven(tmp_path, project_env, kit_index):
+    root = make_project(tmp_path / "proj", project_env, kit_index, packaged=False)
+    outside = tmp_path / "elsewhere" / "env"
+    outside.parent.mkdir()
+    env = dict(project_env, UV_PROJECT_ENVIRONMENT=str(outside))
+    uv(env, root, "sync", "--locked")
+    plan = tfr(env, root, "plan", "--env", outside, "--to", "2.18", "--offline", "--find-links", kit_index, "--json")
+    assert plan.code == 0, plan
+    project = plan.json()["plan"]["project"]
+    assert project["manager"] == "uv" and not project["drivable"] and "outside the project" in project["fix"]
+    refused = tfr(env, root, "upgrade", "--env", outside, "--to", "2.18", "--offline", "--find-links", kit_index,
+                  "--yes")
+    assert refused.code == 1 and "--force" in refused.err, refused

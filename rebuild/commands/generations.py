@@ -98,13 +98,14 @@ def write_profile(store: Store, number: int, profile: prof.Profile | None = None
 
 def complete_profile(store: Store) -> None:
     """Every generation keeps a profile; recovery can finish an upgrade before its profile was written.
-    Project files that were to follow a swap are written too (:func:`rebuild.project.files.finish`)."""
-    project_files.finish(store)
+    Project files that were to follow a swap are written too, and work folders a killed run left beside the
+    project are removed (:func:`rebuild.project.files.recover`)."""
     if not (store.generation_dir(store.current_number) / "profile.toml").exists():
         try:
             write_profile(store, store.current_number)
         except UserError:  # the env cannot be probed now (broken interpreter): the next command tries again
             pass
+    project_files.recover(store)
 
 
 def _tf_version(gen: Generation) -> str:

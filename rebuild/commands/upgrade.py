@@ -119,12 +119,12 @@ def _apply(store: Store, the_plan: planning.Plan, opts: planning.Options, op: st
                   keras_major=2 if the_plan.keras_legacy else None, gpu_required=the_plan.gpu_required)
     step, pylock = None, the_plan.pylock
     project = the_plan.project
-    if project is not None and project.drivable:
-        step = _project_step(store, the_plan, opts, op, log, checks, progress)
-        pylock = step.pylock() or pylock
-        result.notes += step.notes
-        checks = step.staging_checks
-    try:
+    try:  # the work folder beside the project goes whatever happens (a kill: the next command's recovery)
+        if project is not None and project.drivable:
+            step = _project_step(store, the_plan, opts, op, log, checks, progress)
+            pylock = step.pylock() or pylock
+            result.notes += step.notes
+            checks = step.staging_checks
         _run_transaction(store, the_plan, opts, op, log, progress, result, command, requested, intent, checks,
                          step, pylock)
     finally:
@@ -138,12 +138,17 @@ def project_refusal(project) -> UserError:
     """``upgrade`` of an env whose manager tfrebuild does not drive: the upgrade would be undone there."""
     return UserError(f"{project.root} is a {project.label.split(' at ')[0]}: {project.reverts}, undoing an upgrade "
                      "of the environment alone.",
-                     f"To upgrade: {project.fix}. Nothing was changed.", exit_code=1)
+                     f"To upgrade: {project.fix}"
+                     + ("" if "--force" in project.fix else "; or pass --force to upgrade the env alone (the project's "
+                        "tool will put its TensorFlow back at its next run)") + ". Nothing was changed.", exit_code=1)
 
 
 def _project_step(store: Store, the_plan: planning.Plan, opts: planning.Options, op: str, log: Path, checks: dict,
                   progress):
     """The driven project's transaction step (nothing of the project changes before the swap)."""
+    from rebuild.project import workdir
+
+    workdir.sweep(the_plan.project.root)  # work folders a killed run left beside the project
     makers = {"uv": _uv_step, "poetry": _poetry_step, "requirements": _requirements_step}
     return makers[the_plan.project.manager](store, the_plan, opts, op, log, checks, progress)
 
@@ -168,7 +173,8 @@ def _uv_step(store: Store, the_plan: planning.Plan, opts: planning.Options, op: 
     staging = dict(checks, imports=[i for i in checks["imports"] if i.split(".")[0] not in own], commands=[])
     step = UvStep(project=project, new_files=locked.files, locked=locked, python=Path(the_plan.python_path),
                   prompt=_prompt(store.env), offline=opts.offline, compile_bytecode=not opts.no_compile, log=log,
-                  checks=checks, staging_checks=staging, force=opts.force)
+                  checks=checks, staging_checks=staging, force=opts.force,
+                  chosen=uvproject.selection(project, store.env))
     step.notes.append(f"{project.root / 'pyproject.toml'}: {locked.old_requirement} → {locked.new_requirement}; "
                       f"uv.lock re-locked by uv ({'; '.join(locked.changes) or 'no other change'})")
     return step
@@ -194,7 +200,7 @@ def _requirements_step(store: Store, the_plan: planning.Plan, opts: planning.Opt
     step = RequirementsStep(project=project, new_files=compiled.files, compiled=compiled,
                             python=Path(the_plan.python_path), prompt=_prompt(store.env), offline=opts.offline,
                             compile_bytecode=not opts.no_compile, log=log, checks=checks, staging_checks=checks,
-                            find_links=list(opts.find_links), seeds=seeds)
+                            find_links=list(opts.find_links), seeds=seeds, force=opts.force)
     step.notes.append(f"{project.root / in_name}: {compiled.old_requirement} → {compiled.new_requirement}; "
                       f"{txt_name} recompiled by uv pip compile{' with hashes' if compiled.hashed else ''} "
                       f"({'; '.join(compiled.changes) or 'no other change'})")
@@ -219,7 +225,8 @@ def _poetry_step(store: Store, the_plan: planning.Plan, opts: planning.Options, 
     seeds = {n: v for n, v in planned.items() if n in poetryproject.KEPT_BY_SYNC and n not in in_lock}
     step = PoetryStep(project=project, new_files=locked.files, locked=locked, python=Path(the_plan.python_path),
                       prompt=_prompt(store.env), offline=opts.offline, compile_bytecode=not opts.no_compile, log=log,
-                      checks=checks, staging_checks=staging, seeds=seeds, index=the_plan.index_live)
+                      checks=checks, staging_checks=staging, seeds=seeds, index=the_plan.index_live,
+                      force=opts.force)
     step.notes.append(f"{project.root / 'pyproject.toml'}: {locked.old_requirement} → {locked.new_requirement}; "
                       f"poetry.lock re-locked by Poetry ({'; '.join(locked.changes) or 'no other change'})")
     differ = sorted(f"{n} {planned[n]} (Poetry locked {', '.join(sorted(in_lock[n]))})" for n in planned

@@ -652,6 +652,10 @@ def _lockable_target(project, survey: _Survey, inputs: resolve.Inputs, target: r
                 raise first from None
             version = lower
             continue
+        except UserError as exc:  # the lock could not even be tried (a read-only folder, the network): say so
+            if first is not None:
+                raise first from None
+            return tf_new, f"tfrebuild could not check that uv can lock the project with {tf} {tf_new}: {exc.message}"
         if first is None:
             return version, ""
         cause = next((line.strip() for line in first.reason.splitlines() if line.strip().startswith("cause:")), "")

@@ -43,6 +43,8 @@ class ProjectStep:
     force: bool = False  # --force: the files are written over hand edits (saved first by files.refuse_edited)
     notes: list[str] = field(default_factory=list)
 
+    settle_name = "the project's own sync"  # what settle runs, for the progress line
+
     # --- what each manager provides
     def build_env(self, staging: Path) -> Path:
         raise NotImplementedError
@@ -85,21 +87,28 @@ class ProjectStep:
             raise smoke.failure(report, f"at {store.env} with the project installed", self.log or Path(""), "")
         return checks + report.checks
 
+    def begin_undo(self, store) -> None:
+        """Before the swap back: recovery writes the old files if a kill comes before :meth:`undo`."""
+        files.begin(store)
+
     def undo(self, store) -> None:
+        """After the swap back: the old generation's files again (over files this run wrote; never over hand edits)."""
         files.begin(store)
         files.finish(store)
 
 
 @dataclass
 class UvStep(ProjectStep):
+    settle_name = "uv sync --locked"
     locked: uvproject.Locked | None = None
+    chosen: list[str] = field(default_factory=list)  # --extra/--group flags: what the old env held of them
 
     def build_env(self, staging: Path) -> Path:
         return uvproject.build(self.locked, staging, self.python, prompt=self.prompt, offline=self.offline,
-                               compile_bytecode=self.compile_bytecode, log=self.log)
+                               compile_bytecode=self.compile_bytecode, log=self.log, chosen=self.chosen)
 
     def settle(self, store) -> str:
-        return uvproject.settle(self.project, store.env, offline=self.offline, log=self.log)
+        return uvproject.settle(self.project, store.env, offline=self.offline, log=self.log, chosen=self.chosen)
 
     def cleanup(self) -> None:
         uvproject.discard(self.locked)
@@ -111,6 +120,8 @@ class UvStep(ProjectStep):
 @dataclass
 class RequirementsStep(ProjectStep):
     """A ``requirements.in`` + compiled ``requirements.txt`` (:mod:`rebuild.project.requirements`)."""
+
+    settle_name = "uv pip sync --dry-run"
 
     compiled: Any = None  # rebuild.project.requirements.Compiled
     find_links: list[str] = field(default_factory=list)
@@ -144,6 +155,8 @@ class RequirementsStep(ProjectStep):
 @dataclass
 class PoetryStep(ProjectStep):
     """A Poetry project through the user's own ``poetry`` (:mod:`rebuild.project.poetryproject`)."""
+
+    settle_name = "poetry sync"
 
     locked: Any = None  # rebuild.project.poetryproject.Locked
     seeds: dict[str, str] = field(default_factory=dict)  # pip & co. the env had that the lock does not hold

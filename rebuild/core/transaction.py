@@ -259,16 +259,21 @@ def _verify(spec: Spec, staging: Path, result: TransactionResult) -> None:
     """The quick check at the real path; on failure the path gets back what it held."""
     store, env = spec.store, spec.store.env
     if spec.project is not None and not spec.new_env:
-        sync = {"poetry": "poetry sync"}.get(getattr(spec.project.project, "manager", ""), "uv sync --locked")
-        spec.progress.stage("project", f"project files, {sync} and the checks at {env}")
+        spec.progress.stage("project", f"project files, {spec.project.settle_name} and the checks at {env}")
         try:
             result.after_swap = spec.project.after_swap(store)
-        except UserError as exc:
+        except Exception as exc:  # a failed check, or the disk (a file that cannot be written): both go back
+            spec.project.begin_undo(store)  # the marker first: a kill during the swap back is finished by recovery
             store.rollback_to(result.previous)
             spec.project.undo(store)
-            exc.message = (f"{exc.message.rstrip('. ')}. tfrebuild swapped generation {result.previous} back in "
-                           "and restored the project files; your environment and project are as they were.")
-            raise
+            after = (f"tfrebuild swapped generation {result.previous} back in and restored the project files; "
+                     "your environment and project are as they were.")
+            if isinstance(exc, UserError):
+                exc.message = f"{exc.message.rstrip('. ')}. {after}"
+                raise
+            raise UserError(f"Writing the project files failed after the swap ({exc}). {after}",
+                            "Check that the project's files can be written, then run the upgrade again.",
+                            exit_code=1) from exc
         return
     spec.progress.stage("verify", f"quick check at {env}")
     after = smoke.run_checks(env, tf_version=spec.checks.get("tf_version", ""), imports=[], commands=[], quick=True)

@@ -33,8 +33,7 @@ from packaging.utils import canonicalize_name
 from rebuild.knowledge.tf import TF_DISTRIBUTIONS
 
 MANAGERS = ("uv", "poetry", "requirements", "conda")
-_TF_LINE = re.compile(r"^\s*(tensorflow|tf-nightly)([-_.][A-Za-z0-9_.-]*)?\s*(\[|==|>=|<=|~=|!=|<|>|@|;|$)",
-                      re.IGNORECASE)
+_REQ_NAME = re.compile(r"^\s*(?:-\s*)?([A-Za-z0-9][A-Za-z0-9._-]*)")  # a requirement line, or a YAML list item
 
 
 @dataclass(frozen=True)
@@ -160,8 +159,24 @@ def _uv_project(env: Path) -> Project | None:
             return Project(**base, drivable=False, reverts=reverts,
                            fix=f"pyproject.toml names TensorFlow more than once ({', '.join(reqs)}); keep one "
                                "requirement, then run tfrebuild again")
+        refusal = _undrivable_layout(root, env, files)
+        if refusal:
+            return Project(**base, drivable=False, reverts=reverts, fix=refusal)
         return Project(**base, drivable=True)
     return None
+
+
+def _undrivable_layout(root: Path, env: Path, files) -> str:
+    """Why tfrebuild will not write this project's files ("" when it will): never through a link, never outside."""
+    links = [n for n in files if (root / n).is_symlink()]
+    if links:
+        return (f"{', '.join(links)} in {root} is a symbolic link, and tfrebuild never writes through links: "
+                "upgrade the project with its own tool, or replace the link by the file")
+    if not Path(os.path.abspath(env)).is_relative_to(root):
+        return (f"the env {env} lives outside the project {root} (UV_PROJECT_ENVIRONMENT), and tfrebuild keeps a "
+                "project's files with the generations of an env inside it: use the project's .venv, or upgrade "
+                "with `uv add` / `uv sync` yourself")
+    return ""
 
 
 def poetry_tf_entries(pyproject: dict) -> list[tuple[tuple, str, str]]:
@@ -256,7 +271,16 @@ def _names_tf(path: Path) -> bool:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return False
-    return any(_TF_LINE.match(line) for line in text.splitlines())
+    return any(_names_a_tf(line) for line in text.splitlines())
+
+
+def _names_a_tf(line: str) -> bool:
+    """The line is a requirement (or YAML list item) for a TensorFlow distribution itself: not tensorflow-hub."""
+    m = _REQ_NAME.match(line.split("#", 1)[0])
+    if m is None:
+        return False
+    name = re.split(r"[=<>!~\[;@ ]", m.group(1), maxsplit=1)[0]
+    return canonicalize_name(name) in TF_DISTRIBUTIONS
 
 
 def _requirement_files(env: Path) -> Project | None:
@@ -337,7 +361,7 @@ def _conda(env: Path) -> Project | None:
                            "style env from the profile (conda will no longer know its packages)")
     for name in ("environment.yml", "environment.yaml"):
         path = env.parent / name
-        if path.is_file() and "tensorflow" in path.read_text(encoding="utf-8", errors="replace"):
+        if path.is_file() and _names_tf(path):
             return Project(manager="conda", root=env.parent, files=(name,), drivable=False,
                            reverts=f"`conda env update -f {name}` would put the TensorFlow it names back",
                            fix=f"change TensorFlow in {name}, or pass --force to upgrade the env alone")

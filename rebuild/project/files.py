@@ -122,13 +122,15 @@ def refuse_edited(store, *, force: bool, doing: str) -> list[str]:
             "yourself (then tfrebuild no longer manages the lock), or pass --force to overwrite it (tfrebuild saves "
             "your version in its state folder first). Nothing was changed.",
             exit_code=1, details="\n".join(d for _, d in changes))
-    backup = store.make_dir(store.state / "project-edits" / str(store.current_number))
+    from rebuild.store.journal import new_op_id
+
+    # each --force gets its own folder (a second one never overwrites the first backup); the files themselves
+    # stay as they are until the swap writes over them (a refusal or failure before it leaves them untouched)
+    backup = store.make_dir(store.state / "project-edits" / f"{new_op_id('gen' + str(store.current_number))}")
     for name, data in on_disk(root, [n for n, _ in changes]).items():
         if data is not None:
             fs.atomic_write(backup / name, data, mode=0o644)
-    for name, _ in changes:  # the files are the current generation's again: what follows writes over known files
-        fs.atomic_write(root / name, kept.files[name])
-    return [f"--force: your edited {names} was saved in {backup} and is overwritten"]
+    return [f"--force: your edited {names} was saved in {backup}; the new files are written over it at the swap"]
 
 
 PENDING = "project-pending"
@@ -159,6 +161,30 @@ def finish(store, *, force: bool = False) -> str | None:
     return done
 
 
+def recover(store) -> str | None:
+    """Recovery's part for projects (under the store's lock): finish the files a swap left pending, and remove
+    the work folders beside the project whose tfrebuild was killed."""
+    from rebuild.project import workdir
+
+    done = finish(store)
+    kept = load(store, store.current_number)
+    root = kept.root if kept is not None and _root_ok(store, kept.root) else Path(store.env).parent
+    workdir.sweep(root)
+    return done
+
+
+def _write_like(path: Path, data: bytes) -> None:
+    """Write ``path`` atomically with the mode and owner the file had (a root-run tfrebuild keeps the user's)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        fs.atomic_write(path, data)
+        return
+    fs.atomic_write(path, data, mode=st.st_mode & 0o7777)
+    if os.geteuid() == 0 and (st.st_uid, st.st_gid) != (0, 0):
+        os.chown(path, st.st_uid, st.st_gid, follow_symlinks=False)
+
+
 def sync(store, *, force: bool = False) -> str | None:
     """Write the current generation's project files into the project when the files there are another
     generation's copies (or missing, or ``force``); returns what was done, ``None`` when nothing was needed."""
@@ -166,14 +192,19 @@ def sync(store, *, force: bool = False) -> str | None:
     if current is None or not _root_ok(store, current.root):
         return None
     now = on_disk(current.root, current.files)
-    if all(now[name] == data for name, data in current.files.items()):
-        return None
     known = [k for k in (load(store, g.number) for g in store.generations()) if k is not None]
+    others = {name for k in known for name in k.files} - set(current.files)
+    ours = [n for n, d in on_disk(current.root, sorted(others)).items()  # files another generation had, not this one
+            if d is not None and any(k.files.get(n) == d for k in known)]
+    if all(now[name] == data for name, data in current.files.items()) and not ours:
+        return None
     if not force and not all(now[name] is None or any(k.files.get(name) == now[name] for k in known)
                              for name in current.files):
         return (f"the project files in {current.root} were changed by hand; tfrebuild left them as they are "
                 f"(generation {store.current_number}'s copies are in {folder(store, store.current_number)})")
     for name, data in current.files.items():  # uv.lock last: a reader sees the new pyproject with either lock
         if now[name] != data:
-            fs.atomic_write(current.root / name, data)
+            _write_like(current.root / name, data)
+    for name in ours:  # a file this generation did not have (a uv.lock that the first upgrade created) goes
+        os.unlink(current.root / name)
     return f"{', '.join(current.files)} in {current.root} are generation {store.current_number}'s"

@@ -40,13 +40,13 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from rebuild.errors import UserError
+from rebuild.project import workdir
 from rebuild.project.detect import Project, poetry_tf_entries
 from rebuild.project.requirement import edit_pyproject, edit_toml_string, move_poetry_constraint, move_requirement
 from rebuild.util import proc
 from rebuild.util import uv as uvcmd
 
 #: Entries of the project folder never linked into the work folder.
-_SKIP = {".git", ".venv", "__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".tox", ".nox"}
 _OPERATION = re.compile(r"^\s*-\s+(Installing|Updating|Downgrading|Removing)\s+(\S+)\s+\((.*)\)")
 _POETRY_TEXT = re.compile(r'^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*) = "(?P<constraint>.*)"$')
 TIMEOUT = 1800.0
@@ -118,10 +118,6 @@ class Locked:
     old_requirement: str
     new_requirement: str
     changes: list[str] = field(default_factory=list)
-
-
-def workdir_for(project: Project, op: str) -> Path:
-    return project.root.parent / f".{project.root.name}.tfrebuild-{op}"
 
 
 def move_text(requirement: str, new: str) -> str:
@@ -217,24 +213,11 @@ def lock(project: Project, distribution: str, version: str, op: str, *, current:
     pinned = _pinned(old, version)
     _, poetry_version = poetry()
     lock_args = ["lock"] + (["--no-update"] if poetry_version < (2,) else [])
-    work = workdir_for(project, op)
-    if os.path.lexists(work):
-        shutil.rmtree(work)
-    try:
-        work.mkdir(mode=0o755)
-    except OSError as exc:
-        raise UserError(f"Cannot create the work folder {work} beside the project: {exc.strerror or exc}.",
-                        f"tfrebuild re-locks a copy of the project next to it; make {root.parent} writable.") from None
     old_lock = (root / "poetry.lock").read_bytes() if (root / "poetry.lock").is_file() else None
+    work = workdir.create(root, op, {"pyproject.toml": text.encode("utf-8"),
+                                     **({"poetry.lock": old_lock} if old_lock is not None else {})},
+                          skip=skip, doing="re-locks")
     try:
-        if old_lock is not None:
-            (work / "poetry.lock").write_bytes(old_lock)
-        for entry in root.iterdir():
-            if entry.name in ("pyproject.toml", "poetry.lock") or entry.name in _SKIP or entry.name in skip:
-                continue
-            if (entry / "pyvenv.cfg").is_file():  # another env in the project: not needed to lock
-                continue
-            os.symlink(entry, work / entry.name)
         steps = [new_text] if _only(new, version) else [_edit(text, keys, kind, old, pinned), new_text]
         for step_text in steps:  # pinned first when the moved range admits more than the planned version
             (work / "pyproject.toml").write_text(step_text, encoding="utf-8")

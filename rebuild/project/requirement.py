@@ -100,29 +100,56 @@ def move_requirement(text: str, new: str) -> str:
 
 
 def edit_pyproject(text: str, old: str, new: str) -> str:
-    """``pyproject.toml`` text with every string literal ``old`` replaced by ``new`` (the TOML otherwise
-    byte for byte as it was); checked by parsing both: only those strings differ."""
+    """``pyproject.toml`` text with the dependency string ``old`` replaced by ``new`` and every other byte as it
+    was; refused when ``old`` is written anywhere else too (another table, a comment), where a text edit could
+    not tell them apart. Checked by parsing both versions: only those dependency strings differ."""
     if old == new:
         return text
-    out = text
-    for quote in ('"', "'"):
-        out = out.replace(f"{quote}{old}{quote}", f"{quote}{new}{quote}")
-    if out == text:
+    before = tomllib.loads(text)
+    expected = _count_in_dependencies(before, old)
+    quoted = [f'"{old}"', f"'{old}'"]
+    if expected == 0 or sum(text.count(q) for q in quoted) == 0:
         raise UserError(f"tfrebuild could not find the requirement \"{old}\" written plainly in pyproject.toml.",
                         "Write it as a plain quoted string (no escapes), or change it yourself.")
-    if _swap_strings(tomllib.loads(text), old, new) != tomllib.loads(out):
+    if sum(text.count(q) for q in quoted) != expected:
         raise UserError("Changing the TensorFlow requirement in pyproject.toml would change more than that "
-                        f"requirement (\"{old}\" appears elsewhere in the file).",
-                        "Change the requirement yourself, then run tfrebuild again.")
+                        f"requirement (\"{old}\" is also written elsewhere in the file, e.g. in a comment or "
+                        "another table).", "Change the requirement yourself, then run tfrebuild again.")
+    out = text
+    for q in quoted:
+        out = out.replace(q, q.replace(old, new))
+    if _swap_dependencies(before, old, new) != tomllib.loads(out):
+        raise UserError("Changing the TensorFlow requirement in pyproject.toml would change more than that "
+                        f"requirement (\"{old}\").", "Change the requirement yourself, then run tfrebuild again.")
     return out
 
 
-def _swap_strings(value, old: str, new: str):
-    if isinstance(value, dict):
-        return {k: _swap_strings(v, old, new) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_swap_strings(v, old, new) for v in value]
-    return new if value == old else value
+def _dependency_lists(data: dict):
+    """Every list of requirement strings uv reads in a pyproject (as (table, key) pairs to rebuild them)."""
+    project = data.get("project") if isinstance(data.get("project"), dict) else {}
+    if isinstance(project.get("dependencies"), list):
+        yield project, "dependencies"
+    for table in (project.get("optional-dependencies"), data.get("dependency-groups")):
+        if isinstance(table, dict):
+            for key, value in table.items():
+                if isinstance(value, list):
+                    yield table, key
+    tool_uv = (data.get("tool") or {}).get("uv") if isinstance(data.get("tool"), dict) else None
+    if isinstance(tool_uv, dict) and isinstance(tool_uv.get("dev-dependencies"), list):
+        yield tool_uv, "dev-dependencies"
+
+
+def _count_in_dependencies(data: dict, old: str) -> int:
+    return sum(table[key].count(old) for table, key in _dependency_lists(data))
+
+
+def _swap_dependencies(data: dict, old: str, new: str) -> dict:
+    import copy
+
+    out = copy.deepcopy(data)
+    for table, key in _dependency_lists(out):
+        table[key] = [new if item == old else item for item in table[key]]
+    return out
 
 
 # --- Poetry's own constraint syntax ([tool.poetry.dependencies] tensorflow-cpu = "^2.15")

@@ -42,6 +42,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from rebuild.errors import UserError
+from rebuild.project import workdir
 from rebuild.util import uv as uvcmd
 
 if TYPE_CHECKING:
@@ -222,10 +223,6 @@ class Compiled:
     changes: list[str] = field(default_factory=list)
 
 
-def workdir_for(project: Project, op: str) -> Path:
-    return project.root.parent / f".{project.root.name}.tfrebuild-{op}"
-
-
 def _uv_env() -> dict[str, str]:
     out = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "UV_CUSTOM_COMPILE_COMMAND")}
     out["UV_NO_PROGRESS"] = "1"
@@ -254,7 +251,6 @@ def _changes(old: dict[str, str], new: dict[str, str]) -> list[str]:
     return out
 
 
-_SKIP = {".git", ".venv", "__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".tox", ".nox"}
 
 
 def compile(project: Project, distribution: str, version: str, op: str, *, python: Path, python_version: str,
@@ -290,24 +286,10 @@ def compile(project: Project, distribution: str, version: str, op: str, *, pytho
     from rebuild.project.requirement import move_requirement
 
     new = move_requirement(old, version)
-    work = workdir_for(project, op)
-    if os.path.lexists(work):
-        shutil.rmtree(work)
+    copies = {in_name: edit_in(in_text, old, new).encode("utf-8"),
+              txt_name: (root / txt_name).read_bytes()}  # uv's preferences: the other pins move as little as they can
+    work = workdir.create(root, op, copies, skip=skip, doing="recompiles")
     try:
-        work.mkdir(mode=0o755)
-    except OSError as exc:
-        raise UserError(f"Cannot create the work folder {work} beside the project: {exc.strerror or exc}.",
-                        f"tfrebuild recompiles a copy of the requirement files next to them; make {root.parent} "
-                        "writable.") from None
-    try:
-        (work / in_name).write_text(edit_in(in_text, old, new), encoding="utf-8")
-        shutil.copyfile(root / txt_name, work / txt_name)  # uv's preferences: the other pins move as little as they can
-        for entry in root.iterdir():
-            if entry.name in (in_name, txt_name) or entry.name in _SKIP or entry.name in skip:
-                continue
-            if (entry / "pyvenv.cfg").is_file():  # an env in the project folder: not an input
-                continue
-            os.symlink(entry, work / entry.name)
         python_args = [] if header.python_given else ["--python", str(python)]
         given = set(header.args) | ({"--upgrade"} if "-U" in header.args else set())
         ours = [a for a in ["--upgrade"] * eager + _index_flags(offline, find_links)  # flags uv takes once

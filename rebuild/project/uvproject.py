@@ -30,11 +30,10 @@ from pathlib import Path
 
 from rebuild.errors import UserError
 from rebuild.project.detect import Project, tf_requirements
+from rebuild.project import workdir
 from rebuild.project.requirement import edit_pyproject, move_requirement
 from rebuild.util import uv as uvcmd
 
-#: Entries of the project folder never linked into the work folder.
-_SKIP = {".git", ".venv", "__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".tox", ".nox"}
 _CHANGE = re.compile(r"^(Added|Updated|Removed|Downgraded) .+$")
 
 
@@ -47,10 +46,6 @@ class Locked:
     old_requirement: str
     new_requirement: str
     changes: list[str] = field(default_factory=list)
-
-
-def workdir_for(project: Project, op: str) -> Path:
-    return project.root.parent / f".{project.root.name}.tfrebuild-{op}"
 
 
 def _uv_env(env: Path | None) -> dict[str, str]:
@@ -95,24 +90,11 @@ def lock(project: Project, distribution: str, version: str, op: str, *, offline:
     new = move_requirement(old, version)
     # uv keeps a locked version that the (moved) range still admits: ask for the planned one
     upgrade = ["--upgrade-package", f"{distribution}=={version}"]
-    work = workdir_for(project, op)
-    if os.path.lexists(work):
-        shutil.rmtree(work)
+    copies = {"pyproject.toml": edit_pyproject(text, old, new).encode("utf-8")}
+    if (root / "uv.lock").is_file():
+        copies["uv.lock"] = (root / "uv.lock").read_bytes()
+    work = workdir.create(root, op, copies, skip=skip, doing="re-locks")
     try:
-        work.mkdir(mode=0o755)
-    except OSError as exc:
-        raise UserError(f"Cannot create the work folder {work} beside the project: {exc.strerror or exc}.",
-                        f"tfrebuild re-locks a copy of the project next to it; make {root.parent} writable.") from None
-    try:
-        (work / "pyproject.toml").write_text(edit_pyproject(text, old, new), encoding="utf-8")
-        if (root / "uv.lock").is_file():
-            shutil.copyfile(root / "uv.lock", work / "uv.lock")
-        for entry in root.iterdir():
-            if entry.name in ("pyproject.toml", "uv.lock") or entry.name in _SKIP or entry.name in skip:
-                continue
-            if (entry / "pyvenv.cfg").is_file():  # another env in the project: not needed to lock
-                continue
-            os.symlink(entry, work / entry.name)
         args = ["lock", *upgrade] + (["--offline"] if offline else [])
         try:
             done = uvcmd.run(args, env=_uv_env(None), cwd=work, log=log, what="uv lock", for_install=False)
@@ -179,15 +161,61 @@ def _venv_cfg(env: Path) -> dict[str, str]:
     return dict(parser["venv"])
 
 
+def installed_names(env: Path) -> set[str]:
+    """Canonical names of the distributions installed in ``env``."""
+    from packaging.utils import canonicalize_name
+
+    return {canonicalize_name(d.name[: -len(".dist-info")].rsplit("-", 1)[0])
+            for d in env.glob("lib/python*/site-packages/*.dist-info")}
+
+
+def selection(project: Project, env: Path) -> list[str]:
+    """The ``--extra`` / ``--group`` / ``--no-dev`` flags that reproduce what ``env`` holds of the project's
+    optional dependencies and dependency groups (a plain ``uv sync`` would drop the extras and add groups)."""
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.utils import canonicalize_name
+
+    try:
+        data = tomllib.loads((project.root / "pyproject.toml").read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
+        return []
+    have = installed_names(env)
+
+    def names(items) -> set[str]:
+        out = set()
+        for item in items if isinstance(items, list) else []:
+            try:
+                out.add(canonicalize_name(Requirement(item).name)) if isinstance(item, str) else None
+            except InvalidRequirement:
+                pass
+        return out
+
+    flags: list[str] = []
+    project_table = data.get("project") if isinstance(data.get("project"), dict) else {}
+    for extra, items in sorted((project_table.get("optional-dependencies") or {}).items()):
+        wanted = names(items)
+        if wanted and wanted <= have:
+            flags += ["--extra", extra]
+    groups = data.get("dependency-groups") if isinstance(data.get("dependency-groups"), dict) else {}
+    for group, items in sorted(groups.items()):
+        wanted = names(items)
+        if group == "dev":
+            if wanted and not wanted <= have:
+                flags.append("--no-dev")
+        elif wanted and wanted <= have:
+            flags += ["--group", group]
+    return flags
+
+
 def build(locked: Locked, staging: Path, python: Path, *, prompt: str, offline: bool, compile_bytecode: bool,
-          log: Path | None) -> Path:
+          log: Path | None, chosen: list[str] = ()) -> Path:
     """``staging/env``: a relocatable venv holding the lock's packages (not the project's own)."""
     env = staging / "env"
     staging.mkdir(parents=True, exist_ok=True)
     try:
         uvcmd.run(["venv", "--no-config", "--relocatable", "--python", str(python), "--quiet",
                    *(["--prompt", prompt] if prompt else []), str(env)], log=log, what="uv venv")
-        args = ["sync", "--locked", "--no-install-project", "--no-install-workspace", "--no-install-local"]
+        args = ["sync", "--locked", "--no-install-project", "--no-install-workspace", "--no-install-local", *chosen]
         args += (["--offline"] if offline else []) + (["--compile-bytecode"] if compile_bytecode else [])
         uvcmd.run(args, env=_uv_env(env), cwd=locked.workdir, log=log, what="uv sync", for_install=True)
     except uvcmd.UvFailed as exc:
@@ -212,11 +240,11 @@ def export_pylock(locked: Locked, log: Path | None) -> str | None:
     return done.stdout or None
 
 
-def settle(project: Project, env: Path, *, offline: bool, log: Path | None) -> str:
+def settle(project: Project, env: Path, *, offline: bool, log: Path | None, chosen: list[str] | None = None) -> str:
     """After the swap: ``uv sync --locked`` in the project (its own package), then ``--check``; raises
     ``UserError`` when the env and the lock do not agree."""
     named = None if os.path.abspath(env) == os.path.abspath(project.root / ".venv") else env
-    flags = ["--offline"] if offline else []
+    flags = (["--offline"] if offline else []) + list(selection(project, env) if chosen is None else chosen)
     before = os.lstat(env).st_ino
     try:
         uvcmd.run(["sync", "--locked", *flags], env=_uv_env(named), cwd=project.root, log=log, what="uv sync")
