@@ -133,7 +133,11 @@ class RollbackResult:
 
 
 def rollback(env=None, to: int | None = None, *, yes: bool = False, force: bool = False,
-             confirm: Callable[[str], bool] | None = None) -> RollbackResult:
+             confirm: Callable[[str], bool] | None = None, deep: bool = False) -> RollbackResult:
+    """Swap generation ``to`` (default: the previous one) back in, then check it at the path.
+
+    The generation returned to was proven at this path when it was current, so the check is cheap by default
+    (:func:`rollback_check`); ``deep`` (``--check import``) imports TensorFlow there as well."""
     if not yes and confirm is None:
         raise UserError("tfrebuild rollback needs confirmation, and there is no terminal to ask on.",
                         "See `tfrebuild history`, then run `tfrebuild rollback --yes`.")
@@ -162,7 +166,7 @@ def rollback(env=None, to: int | None = None, *, yes: bool = False, force: bool 
         with signals.deferred():  # after the swap, the check (and a swap back) finish before a signal ends it
             store.rollback_to(target_n)
             swap_ms = (time.monotonic() - t0) * 1000
-            report = smoke.run_checks(store.env, tf_version=target_tf, imports=[], quick=True)
+            report = rollback_check(store, target_n, target_tf, deep)
             if not report.ok:
                 store.rollback_to(current.number)
         if not report.ok:
@@ -172,6 +176,18 @@ def rollback(env=None, to: int | None = None, *, yes: bool = False, force: bool 
                             exit_code=1, details=failed)
         return RollbackResult(str(store.env), current.number, target_n, target.tensorflow, target.python, swap_ms,
                               report.checks, recovered, users, store.last_swap_method or "")
+
+
+def rollback_check(store: Store, number: int, tf_version: str, deep: bool) -> smoke.Report:
+    """The check at the path after a rollback: the generation's tree (inode), its interpreter starting there and
+    reporting the Python and TensorFlow versions its record names (those the deep check verified when it was
+    current: packages the user changed in place since are not held against it); with ``deep``, TensorFlow's
+    import too."""
+    gen = store.generation(number)
+    dist = gen.tensorflow.split()[0] if gen.tensorflow and tf_version else ""
+    inode = (gen.device, gen.inode) if gen.inode else None
+    return smoke.run_at_path(store.env, deep=deep, tf_version=tf_version, versions={dist: tf_version} if dist else {},
+                             inode=inode, python=gen.python)
 
 
 # --- history --------------------------------------------------------------------

@@ -120,7 +120,8 @@ def _apply(store: Store, the_plan: planning.Plan, opts: planning.Options, op: st
         log=log,
         adopt=transaction.Adoption(tensorflow=f"{the_plan.tf_distribution} {the_plan.tf_old}",
                                    python=the_plan.python_old, like=the_plan.current),
-        before_swap=lambda: refusals.refuse(store.env, force=opts.force), progress=progress), result)
+        before_swap=lambda: refusals.refuse(store.env, force=opts.force), progress=progress,
+        deep_check=opts.check == "import"), result)
     result.seconds = time.monotonic() - start
     return result
 

@@ -15,7 +15,7 @@ from rebuild.core import consent, resolve, sources
 from rebuild.core.changes import Change, diff
 from rebuild.core.targets import (NewerRelease, _target_version, blocking_companions, conflict_error, constraint_note, newer_for_other_python)
 from rebuild.core.changes import kind as kind_of
-from rebuild.core.options import Gpu, Keras, Strategy
+from rebuild.core.options import Gpu, Keras, PathCheck, Strategy
 from rebuild.env import graph, interpreters, probe
 from rebuild.env import profile as prof
 from rebuild.env.locate import EnvLocation, locate
@@ -50,9 +50,10 @@ class Options:
     allow_commands: bool = False  # a foreign --profile's [smoke].commands, which upgrade runs in the new env
     keras: Keras = Keras.AUTO
     gpu: Gpu = Gpu.AUTO
+    check: PathCheck = PathCheck.VERSIONS  # what runs at the path after the swap (upgrade)
 
     def __post_init__(self) -> None:
-        for name, choice in (("strategy", Strategy), ("keras", Keras), ("gpu", Gpu)):
+        for name, choice in (("strategy", Strategy), ("keras", Keras), ("gpu", Gpu), ("check", PathCheck)):
             object.__setattr__(self, name, choice.parse(getattr(self, name)))
         for name in ("extra_index_urls", "find_links", "constraints"):
             object.__setattr__(self, name, [str(v) for v in getattr(self, name) or []])
