@@ -1,0 +1,66 @@
+"""Units behind the faster plan: caps the target rules out, pip's site from its shebang, the background pre-flight."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from rebuild.core import resolve
+from rebuild.core.preflight import Background
+from rebuild.doctor import checks_env
+
+
+def test_ruled_out_caps_reads_the_targets_floor():
+    caps = {"protobuf": 4, "keras": 2, "numpy": 1, "h5py": 3}
+    requires = ["protobuf>=6.31.1,<8", "keras>=3.12.0", "numpy>=1.26.0", "h5py<3.15,>=3.11", "absl-py>=1.0"]
+    assert resolve.ruled_out_caps(caps, requires) == {"protobuf", "keras"}
+    assert resolve.ruled_out_caps({"numpy": 1}, ["numpy>1.99"]) == set()  # 1.99 is major 1: numpy<2 may hold
+    assert resolve.ruled_out_caps({"numpy": 1}, ["numpy>2.0"]) == {"numpy"}
+    assert resolve.ruled_out_caps({"keras": 2}, ["keras==3.*"]) == {"keras"}
+    assert resolve.ruled_out_caps({"keras": 2}, ["keras<4"]) == set()
+    assert resolve.ruled_out_caps(caps, None) == set() and resolve.ruled_out_caps(caps, ["not a requirement!"]) == set()
+
+
+def _venv(root: Path, version: str = "3.11.7") -> Path:
+    (root / "bin").mkdir(parents=True)
+    (root / "lib" / "python3.11" / "site-packages").mkdir(parents=True)
+    (root / "pyvenv.cfg").write_text(f"home = /usr/bin\ninclude-system-site-packages = false\nversion = {version}\n")
+    return root
+
+
+def test_pip_site_from_its_shebang_without_starting_pip(tmp_path, monkeypatch):
+    other = _venv(tmp_path / "other")
+    script = other / "bin" / "pip"
+    script.write_text(f"#!{other / 'bin' / 'python'}\nimport sys\n")
+
+    def no_process(*a, **k):
+        raise AssertionError("no process may be started for a venv's pip script")
+
+    monkeypatch.setattr(checks_env.proc, "run", no_process)
+    assert checks_env._pip_site(str(script), {}) == (str(other / "lib" / "python3.11" / "site-packages"), "3.11")
+    trampoline = tmp_path / "pip-sh"
+    trampoline.write_text("#!/bin/sh\n'''exec' python \"$0\" \"$@\"\n")
+    assert checks_env._pip_site_from_shebang(str(trampoline)) is None  # asks pip itself (pip --version)
+
+
+def test_background_gives_its_result_and_reraises_in_the_caller():
+    gate = threading.Event()
+
+    def work(requires):
+        gate.wait(5)
+        requires.append("protobuf>=6")
+        return ["finding"]
+
+    job = Background(work, "tensorflow-cpu")
+    gate.set()
+    assert job.target_requires() == ["protobuf>=6"] and job.findings() == ["finding"]
+
+    def boom(requires):
+        raise RuntimeError("pre-flight crashed")
+
+    bad = Background(boom, "tensorflow-cpu")
+    assert bad.target_requires() is None
+    with pytest.raises(RuntimeError, match="pre-flight crashed"):
+        bad.findings()
