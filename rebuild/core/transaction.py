@@ -117,10 +117,11 @@ def run(spec: Spec, result: TransactionResult) -> TransactionResult:
     try:
         progress.stage("build", f"new env in {staging}")
         built = build.build(staging, spec.python, spec.pylock, spec.index,
-                            current=None if spec.new_env else store.env, **spec.build)
+                            current=None if spec.new_env else store.env, progress=progress, **spec.build)
         result.build_seconds = built.seconds
         fault_point("upgrade.built") if spec.kind == "upgrade" else fault_point("apply.built")
-        progress.stage("checks", "smoke checks in the new env")
+        progress.stage("checks", "smoke checks in the new env" + (
+            f": importing TensorFlow {spec.checks['tf_version']}" if spec.checks.get("tf_version") else ""))
         report = smoke.run_checks(built.env, **spec.checks)
         result.checks = report.checks
         if spec.kind == "upgrade":  # names stay literal: tests list every fault point from the source
