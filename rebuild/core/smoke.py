@@ -240,14 +240,34 @@ def _generic_checks(report: Report, env: Path, python: str, others: list[str], c
 # ``deep=True`` (``--check import``) runs the full TensorFlow import as well.
 
 _AT_PATH = """
-import json, os, sys
-from importlib import metadata, util
+import json, os, platform, sys
+from importlib import util
+want = set(json.loads(sys.argv[2]))
 seen = {}
-for dist in metadata.distributions():
-    name = (dist.metadata["Name"] or "").lower().replace("_", "-").replace(".", "-")
-    seen.setdefault(name, dist.version)
+for folder in sys.path:
+    try:
+        names = os.listdir(folder or ".")
+    except OSError:
+        continue
+    for entry in names:
+        if not entry.endswith(".dist-info"):
+            continue
+        name, _, version = entry[:-10].partition("-")
+        key = name.lower().replace("_", "-").replace(".", "-")
+        if key in seen or key not in want:
+            continue
+        try:  # the version its METADATA states (the folder name may be spelled differently)
+            with open(os.path.join(folder, entry, "METADATA"), encoding="utf-8", errors="replace") as fh:
+                for line in fh:
+                    if line.startswith("Version:"):
+                        version = line.split(":", 1)[1].strip()
+                        break
+                    if not line.strip():
+                        break
+        except OSError:
+            version = ""
+        seen[key] = version
 spec = util.find_spec(sys.argv[1]) if sys.argv[1] else None
-import platform
 print(json.dumps({"prefix": sys.prefix, "versions": seen, "python": platform.python_version(),
                   "origin": getattr(spec, "origin", None) or ""}))
 """
@@ -275,7 +295,8 @@ def at_path_check(env: Path, *, versions: dict[str, str], inode: tuple[int, int]
             return Check(name, False, time.monotonic() - start,
                          f"{env} is not the tree that was checked (device/inode {st.st_dev}/{st.st_ino}, "
                          f"expected {inode[0]}/{inode[1]})")
-    check, stdout = _run(name, [str(env / "bin" / "python"), "-I", "-c", _AT_PATH, package if versions else ""],
+    want = json.dumps(sorted({_canonical(d) for d in versions}))
+    check, stdout = _run(name, [str(env / "bin" / "python"), "-I", "-c", _AT_PATH, package if versions else "", want],
                          env, timeout)
     check.seconds = time.monotonic() - start
     if not check.ok:
