@@ -64,3 +64,49 @@ def test_background_gives_its_result_and_reraises_in_the_caller():
     assert bad.target_requires() is None
     with pytest.raises(RuntimeError, match="pre-flight crashed"):
         bad.findings()
+
+
+def _progress(terminal: bool):
+    import io
+
+    from rich.console import Console
+
+    from rebuild.cli import render
+
+    term = render.Terminal(no_color=True)
+    term.err = Console(file=io.StringIO(), force_terminal=terminal, width=120)
+    return render.Progress(True, terminal=term), term.err.file
+
+
+def test_piped_progress_is_one_line_per_stage():
+    progress, out = _progress(terminal=False)
+    assert not progress.live
+    for stage, detail in (("resolve", "tensorflow-cpu latest"), ("build", "installing 37 packages"),
+                          ("bytecode", "compiling bytecode"), ("checks", "importing TensorFlow 2.21.0")):
+        progress.stage(stage, detail)
+    progress.close()
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 4 and "\r" not in out.getvalue() and "\x1b" not in out.getvalue()
+    assert [line.split("] ", 1)[1] for line in lines] == [
+        "resolve: tensorflow-cpu latest", "build: installing 37 packages", "bytecode: compiling bytecode",
+        "checks: importing TensorFlow 2.21.0"]
+
+
+def test_live_progress_shows_elapsed_and_is_quiet_while_a_prompt_is_open():
+    import re
+    import time
+
+    progress, out = _progress(terminal=True)
+    assert progress.live
+    progress.stage("checks", "importing TensorFlow 2.21.0")
+    deadline = time.monotonic() + 10
+    while not re.search(r"importing TensorFlow 2\.21\.0\s+[1-9]\d*s", out.getvalue()) and time.monotonic() < deadline:
+        time.sleep(0.05)  # waits for the ticking counter; nothing here measures how long anything took
+    assert re.search(r"importing TensorFlow 2\.21\.0\s+[1-9]\d*s", out.getvalue()), out.getvalue()[-300:]
+    progress.pause()  # what confirm does before it asks
+    written = out.getvalue()
+    time.sleep(0.3)
+    assert out.getvalue() == written, "the status must not be drawn while the prompt is open"
+    progress.stage("build", "installing 37 packages")
+    progress.close()
+    assert "build: installing 37 packages" in out.getvalue()
