@@ -551,13 +551,16 @@ def make_plan(opts: Options, progress=None, log: Path | None = None) -> Plan:
     progress.stage("resolve", f"{tf}{'[' + ','.join(extras) + ']' if extras else ''} {target.raw} "
                    f"for Python {interp.version}")
     tf_new = _target_version(inputs, target, interp.version, opts.pre)
-    newer = newer_for_other_python(inputs, target, tf_new, interp.version, current.platform.system,
-                                   current.platform.machine)
+    from dataclasses import replace as _copy
+
+    from rebuild.core.preflight import Background
+
+    frozen = _copy(inputs, requested=list(inputs.requested))  # the resolution may change inputs meanwhile
+    newer_job = Background(lambda _: newer_for_other_python(frozen, target, tf_new, interp.version,
+                                                            current.platform.system, current.platform.machine), tf)
     if route == "cuda":
         check_driver(current.gpu, tf_new)
     keras_legacy = _keras_switch(opts.keras, survey.data, inputs, tf_new)
-    from rebuild.core.preflight import Background
-
     started = Background(lambda requires: _preflight(survey.loc, survey.data, tf_new, tf, interp.version, index, opts,
                                                      target_requires=requires, extras=extras), tf)
     resolved, variant_note = _resolve(inputs, survey, tf_new, interp.version, index, opts,
@@ -580,6 +583,7 @@ def make_plan(opts: Options, progress=None, log: Path | None = None) -> Plan:
     notes += _requested_notes(survey)
     progress.stage("pre-flight", "doctor checks (run alongside the resolution)")
     findings = _checked_findings(survey, resolved, tf_new, tf, interp.version, index, opts, started)
+    newer = newer_job.result()
     notes += [f"{name} kept below its next major version ({resolved.pins.get(name)}): a newer major also "
               "resolves; use --strategy eager to take it" for name in resolved.capped]
     return Plan(

@@ -14,7 +14,8 @@ from typing import Callable
 
 
 class Background:
-    """``work(requires)`` in a daemon thread; ``requires`` is a list it may fill with the target's requirements."""
+    """``work(requires)`` in a daemon thread; ``requires`` is a list it may fill with the target's requirements.
+    (The plan also looks for a newer release for another Python this way.)"""
 
     def __init__(self, work: Callable[[list[str]], list], tf_distribution: str):
         self.tf_distribution = tf_distribution  # the variant it checked (the resolution may switch it)
@@ -42,8 +43,12 @@ class Background:
         self._wait()
         return list(self._requires) if self._error is None else None
 
-    def findings(self) -> list:
+    def result(self):
+        """What ``work`` returned (its exception raised here)."""
         self._wait()
         if self._error is not None:
             raise self._error
-        return list(self._result or [])
+        return self._result
+
+    def findings(self) -> list:
+        return list(self.result() or [])
