@@ -206,7 +206,8 @@ def build(staging: Path, python: Path, pylock_text: str, index: Index, *, offlin
     try:
         uvcmd.run(["venv", "--no-config", "--relocatable", "--python", str(python), "--quiet", str(env)],
                   log=log, what="uv venv")
-        cache = bytecode.usable_cache(staging) if compile_bytecode and bytecode.supported(env) else None
+        cache = bytecode.usable_cache(staging, owner_of=current if current is not None else staging.parent.parent.parent) \
+            if compile_bytecode and bytecode.supported(env) else None
         if compile_bytecode and cache is None:
             args.append("--compile-bytecode")
         progress.stage("build", f"installing {packages} packages (hard links from uv's cache)"

@@ -55,10 +55,16 @@ def _existing(path: Path) -> Path:
     return path
 
 
-def usable_cache(where: Path) -> Path | None:
-    """The pyc cache for an env built in ``where``: on its filesystem and ours, else ``None``."""
+def usable_cache(where: Path, owner_of: Path | None = None) -> Path | None:
+    """The pyc cache for an env built in ``where``: on its filesystem and ours, else ``None``.
+
+    ``owner_of``: the env the new tree replaces (or the folder it goes into); when root works on another
+    user's env, the new tree is handed to that user (``fsguard.keep_owner``), which would hand them the
+    cache's files too, so the cache is not used."""
+    from rebuild.env import fsguard
+
     cache = cache_dir()
-    if cache is None:
+    if cache is None or (owner_of is not None and fsguard.foreign_owner(owner_of) is not None):
         return None
     try:
         here = os.stat(where)
