@@ -86,3 +86,17 @@ def test_at_path_check_fails_on_another_tree(managed):
     assert good.ok, good.output
     missing = smoke.at_path_check(env, versions={"tensorflow-cpu": "2.16.1", "not-installed": "1.0"})
     assert not missing.ok and "not-installed: expected 1.0, found nothing" in missing.output
+
+
+def test_piped_upgrade_progress_is_one_line_per_stage(managed, tfr, kit_index, kit_env):
+    """Without a terminal every stage is one line (no live status); the stages say what is happening."""
+    env = managed(2)
+    run = ok(tfr("upgrade", "--env", env, "--to", "2.18", "--offline", "--find-links", kit_index, "--yes"))
+    stages = [m.group(1) for m in (re.match(r"^\[\s*\d+\.\d+s\] ([\w-]+)", line) for line in run.err.splitlines()) if m]
+    assert len(stages) == len(set(stages)), stages
+    for expected in ("snapshot", "resolve", "pre-flight", "build", "link", "bytecode", "checks", "swap", "verify"):
+        assert expected in stages, (expected, run.err)
+    assert "\r" not in run.err and "\x1b[" not in run.err
+    assert re.search(r"link: linking \d+ packages", run.err) and "checks: smoke checks in the new env: importing " \
+        "TensorFlow 2.18" in run.err, run.err
+    assert "interpreter starts and reports the checked versions" in run.err + run.out

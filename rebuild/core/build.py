@@ -210,7 +210,7 @@ def build(staging: Path, python: Path, pylock_text: str, index: Index, *, offlin
             if compile_bytecode and bytecode.supported(env) else None
         if compile_bytecode and cache is None:
             args.append("--compile-bytecode")
-        progress.stage("build", f"installing {packages} packages (hard links from uv's cache)"
+        progress.stage("link", f"linking {packages} packages into the new env (from uv's cache)"
                        + (", compiling bytecode" if "--compile-bytecode" in args else ""))
         uvcmd.run(args, log=log, what="uv pip sync", sources=uvcmd.index_sources(index), for_install=True)
     except uvcmd.UvFailed as exc:
