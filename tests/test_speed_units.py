@@ -110,3 +110,28 @@ def test_live_progress_shows_elapsed_and_is_quiet_while_a_prompt_is_open():
     progress.stage("build", "installing 37 packages")
     progress.close()
     assert "build: installing 37 packages" in out.getvalue()
+
+
+@pytest.mark.parametrize("text", [
+    "Metadata-Version: 2.1\nName: pkg\nVersion: 1.0\nRequires-Dist: a>=1\nRequires-Dist: b ; extra == 'x'\n",
+    "Name: pkg\r\nVersion: 1.0\r\nLicense: line one\r\n  line two\r\n\tline three\r\nSummary:\r\n",
+    "Name:pkg\nVersion:   2.0   \nKeywords: a,b\n c\nname: again\n",
+    "Name: pkg\nVersion: 1.0",  # no final newline
+    "Name: pkg\nnot a header line\nVersion: 1.0\n",  # falls back to the email parser
+    " leading continuation\nName: pkg\n",
+    "From someone\nName: pkg\n",
+    "Name: pkg\x0cVersion: 1.0\n",
+    "Name : pkg\n",
+    "Name: caf\u00e9 \u2603\nVersion: 1.0\n",
+])
+def test_probe_header_parser_reads_what_the_email_parser_reads(text):
+    from email.parser import HeaderParser
+
+    from rebuild.env import _probe
+
+    want = HeaderParser().parsestr(text)
+    fast = _probe._simple_headers(text)
+    got = fast if fast is not None else want
+    for key in ("Name", "Version", "License", "Summary", "Keywords", "Requires-Dist", "Missing"):
+        assert got.get(key) == want.get(key), (key, text)
+        assert (got.get_all(key) or []) == (want.get_all(key) or []), (key, text)
