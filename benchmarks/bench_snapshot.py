@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from rebuild import probe  # noqa: E402
+from rebuild.env import probe  # noqa: E402
 from rebuild.env import snapshot as snap  # noqa: E402
 from tests.kit.venvs import offline_env, uv_bin  # noqa: E402
 from tests.kit.wheels import build_wheel  # noqa: E402

@@ -43,8 +43,14 @@ class Fakes:
             fails = self.fail_quick if quick else self.fail_full
             return smoke.Report(str(env), [smoke.Check("quick" if quick else "full", not fails, 0.1, "boom")])
 
+        def fake_at_path(env, *, deep, tf_version, versions, inode=None, **kw):
+            self.at_path.append({"deep": deep, "versions": versions, "inode": inode})
+            return fake_checks(env, tf_version=tf_version, imports=[], quick=True)
+
+        self.at_path: list[dict] = []
         monkeypatch.setattr(transaction.build, "build", fake_build)
         monkeypatch.setattr(transaction.smoke, "run_checks", fake_checks)
+        monkeypatch.setattr(transaction.smoke, "run_at_path", fake_at_path)
 
     def write_profile(self, store, number, profile=None, **kw):
         store.generation_dir(number).mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ import typer
 
 from rebuild import __version__
 from rebuild.cli import render
-from rebuild.core.options import Choice, ExportFormat, Gpu, Keras, Strategy
+from rebuild.core.options import Choice, ExportFormat, Gpu, Keras, PathCheck, Strategy
 from rebuild.errors import UserError
 
 app = typer.Typer(
@@ -77,6 +77,10 @@ OfflineOpt = typer.Option(False, "--offline", help="No network: use only --find-
 AllowDownloadOpt = typer.Option(False, "--allow-python-download", help="Let uv download a missing Python.")
 GpuOpt = _choice(Gpu, Gpu.AUTO, "--gpu", help="cuda: tensorflow\\[and-cuda] (Linux x86_64); cpu: tensorflow-cpu; "
                  "auto: CUDA when nvidia-smi sees a GPU, else keep the env's variant.")
+CheckOpt = _choice(PathCheck, PathCheck.VERSIONS, "--check", help="What runs at the env's path after the swap: "
+                   "versions (default: the checked tree, its interpreter starts there and reports the expected "
+                   "versions; TensorFlow's import was proven in the new env before the swap, or at this path "
+                   "before a rollback), or import (TensorFlow imports and computes there too: seconds).")
 KerasOpt = _choice(Keras, Keras.AUTO, "--keras", help="legacy: keep Keras 2 via tf-keras (TF_USE_LEGACY_KERAS=1); "
                    "3: Keras 3; auto: keep what the env uses.")
 AllowSourcesOpt = typer.Option(False, "--allow-sources", help="Accept a profile from elsewhere although it names "
@@ -197,7 +201,7 @@ def upgrade(
     offline: bool = OfflineOpt, no_compile: bool = NoCompileOpt,
     allow_python_download: bool = AllowDownloadOpt, keras: Keras = KerasOpt, gpu: Gpu = GpuOpt,
     yes: bool = YesOpt, force: bool = SwapForceOpt, allow_sources: bool = AllowSourcesOpt,
-    allow_commands: bool = AllowCommandsOpt, as_json: bool = JsonOpt,
+    allow_commands: bool = AllowCommandsOpt, check: PathCheck = CheckOpt, as_json: bool = JsonOpt,
 ) -> None:
     """Build the upgraded env beside the old one, check it, swap it in atomically.
 
@@ -211,7 +215,7 @@ def upgrade(
     opts = Options(env=env, to=to, profile=profile, python=python, strategy=strategy, pre=pre, index_url=index_url,
                    extra_index_urls=extra_index_url or [], find_links=_links(find_links),
                    constraints=_links(constraint), offline=offline, no_compile=no_compile, yes=yes, force=force, allow_python_download=allow_python_download,
-                   keras=keras, gpu=gpu, allow_sources=allow_sources, allow_commands=allow_commands)
+                   keras=keras, gpu=gpu, allow_sources=allow_sources, allow_commands=allow_commands, check=check)
 
     def work():
         with terminal().progress(enabled=not as_json) as progress:
@@ -265,6 +269,7 @@ def rollback(
     to: Optional[int] = typer.Option(None, "--to", help="Generation number (default: the previous one)."),
     yes: bool = YesOpt,
     force: bool = SwapForceOpt,
+    check: PathCheck = CheckOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Swap the previous generation (or --to N) back in: atomic, offline, in milliseconds.
@@ -275,7 +280,8 @@ def rollback(
     """
     from rebuild.commands import generations
 
-    _run(as_json, lambda: generations.rollback(env, to, yes=yes, force=force, confirm=_tty_confirm(as_json)),
+    _run(as_json, lambda: generations.rollback(env, to, yes=yes, force=force, confirm=_tty_confirm(as_json),
+                                                     deep=check == PathCheck.IMPORT),
          render.rollback)
 
 
@@ -371,6 +377,7 @@ def apply(
     allow_python_download: bool = AllowDownloadOpt,
     yes: bool = YesOpt,
     force: bool = SwapForceOpt,
+    check: PathCheck = CheckOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Build an environment from a profile's lock: a new env, or a new generation of an existing one.
@@ -385,7 +392,7 @@ def apply(
                             offline=offline, resolve=resolve, yes=yes, allow_commands=allow_commands,
                             allow_insecure_index=allow_insecure_index, no_compile=no_compile, force=force,
                             allow_python_download=allow_python_download, allow_sources=allow_sources,
-                            allow_index=allow_index)
+                            allow_index=allow_index, check=check)
 
     def work():
         with terminal().progress(enabled=not as_json) as progress:

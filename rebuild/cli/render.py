@@ -82,6 +82,18 @@ def error(term: Terminal, exc: UserError, as_json: bool) -> None:
 # --- progress -----------------------------------------------------------------
 
 
+class _Elapsed:
+    """The live status line: what is happening and, re-rendered at every refresh, how long it has taken."""
+
+    def __init__(self, text: str, since: float):
+        self.text, self.since = text, since
+
+    def __rich__(self) -> str:
+        from rich.text import Text
+
+        return Text(f"{self.text}  {time.monotonic() - self.since:4.0f}s")
+
+
 class Progress:
     """Stage reporting: a live status with elapsed time on a terminal, one line per stage otherwise."""
 
@@ -101,12 +113,13 @@ class Progress:
         if not self.enabled:
             return
         text = f"{name}: {detail}" if detail else name
-        if self.live:
+        if self.live:  # the stage's own elapsed time, ticking (never while a prompt is open: see pause)
+            line = _Elapsed(text, self._stage_start)
             if self._status is None:
-                self._status = self.err.status(text)
+                self._status = self.err.status(line)
                 self._status.start()
             else:
-                self._status.update(text)
+                self._status.update(line)
         else:
             self.err.print(f"[{time.monotonic() - self._start:6.1f}s] {text}", markup=False, highlight=False)
 

@@ -75,6 +75,7 @@ class Options:
     no_compile: bool = False
     force: bool = False  # swap even while processes run from the env
     allow_python_download: bool = False
+    check: str = "versions"  # --check: what runs at the path after the swap ("import": TensorFlow's import too)
 
 
 @dataclass(kw_only=True)
@@ -234,7 +235,7 @@ def _run_locked(opts: Options, profile: prof.Profile, profile_path: Path, target
         checks=dict(tf_version=pins.get(tf, ""), imports=list(profile.smoke.imports), commands=run_commands),
         write_profile=generations.write_profile, like=profile, commands=run_commands, log=log, new_env=new_env,
         adopt=_adoption(current), before_swap=lambda: generations.refuse_if_in_use(store.env, opts.force),
-        progress=progress), result)
+        progress=progress, deep_check=opts.check == "import"), result)
     result.seconds = time.monotonic() - start
     return result
 

@@ -139,7 +139,11 @@ class RollbackResult:
 
 
 def rollback(env=None, to: int | None = None, *, yes: bool = False, force: bool = False,
-             confirm: Callable[[str], bool] | None = None) -> RollbackResult:
+             confirm: Callable[[str], bool] | None = None, deep: bool = False) -> RollbackResult:
+    """Swap generation ``to`` (default: the previous one) back in, then check it at the path.
+
+    The generation returned to was proven at this path when it was current, so the check is cheap by default
+    (:func:`rollback_check`); ``deep`` (``--check import``) imports TensorFlow there as well."""
     if not yes and confirm is None:
         raise UserError("tfrebuild rollback needs confirmation, and there is no terminal to ask on.",
                         "See `tfrebuild history`, then run `tfrebuild rollback --yes`.")
@@ -174,7 +178,7 @@ def rollback(env=None, to: int | None = None, *, yes: bool = False, force: bool 
             store.rollback_to(target_n)
             swap_ms = (time.monotonic() - t0) * 1000
             written = project_files.finish(store, force=force)
-            report = smoke.run_checks(store.env, tf_version=target_tf, imports=[], quick=True)
+            report = rollback_check(store, target_n, target_tf, deep)
             if report.ok and project:
                 notes += _settle_project(store)
             if not report.ok:
@@ -220,6 +224,18 @@ def _settle_project(store: Store) -> list[str]:
         return [f"{uvproject.settle(project, store.env, offline=True, log=None)} in {project.root}: uv.lock and the env match"]
     except UserError as exc:
         return [f"{exc.message}: run `uv sync` in {project.root} ({exc.details.strip().splitlines()[-1] if exc.details else ''})"]
+
+
+def rollback_check(store: Store, number: int, tf_version: str, deep: bool) -> smoke.Report:
+    """The check at the path after a rollback: the generation's tree (inode), its interpreter starting there and
+    reporting the Python and TensorFlow versions its record names (those the deep check verified when it was
+    current: packages the user changed in place since are not held against it); with ``deep``, TensorFlow's
+    import too."""
+    gen = store.generation(number)
+    dist = gen.tensorflow.split()[0] if gen.tensorflow and tf_version else ""
+    inode = (gen.device, gen.inode) if gen.inode else None
+    return smoke.run_at_path(store.env, deep=deep, tf_version=tf_version, versions={dist: tf_version} if dist else {},
+                             inode=inode, python=gen.python)
 
 
 # --- history --------------------------------------------------------------------

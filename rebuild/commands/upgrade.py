@@ -279,7 +279,8 @@ def _run_transaction(store, the_plan, opts, op, log, progress, result, command, 
         log=log,
         adopt=transaction.Adoption(tensorflow=f"{the_plan.tf_distribution} {the_plan.tf_old}",
                                    python=the_plan.python_old, like=the_plan.current),
-        before_swap=lambda: refusals.refuse(store.env, force=opts.force), progress=progress, project=step), result)
+        before_swap=lambda: refusals.refuse(store.env, force=opts.force), progress=progress, project=step,
+        deep_check=opts.check == "import"), result)
 
 
 def lock_pins(pylock_text: str) -> dict[str, str] | None:

@@ -25,6 +25,7 @@ class BuildResult:
     pylock: Path
     seconds: float
     estimate: int
+    bytecode: object = None  # bytecode.Compiled when tfrebuild compiled (through its pyc cache), else None
 
 
 def lock_bytes(pylock_text: str) -> int:
@@ -176,10 +177,17 @@ def enable_legacy_keras(env: Path) -> Path:
 
 def build(staging: Path, python: Path, pylock_text: str, index: Index, *, offline: bool = False,
           compile_bytecode: bool = True, log: Path | None = None, requested: set[str] | None = None,
-          legacy_keras: bool = False, require_hashes: bool = False, current: Path | None = None) -> BuildResult:
+          legacy_keras: bool = False, require_hashes: bool = False, current: Path | None = None,
+          progress=None) -> BuildResult:
     """Create ``staging/env`` with uv and install exactly the lock into it (``current``: the env it replaces,
-    for the free-space estimate)."""
+    for the free-space estimate). Bytecode: through tfrebuild's pyc cache where it can be used
+    (:mod:`rebuild.core.bytecode`), else uv's ``--compile-bytecode``."""
     import time
+
+    from rebuild.core import bytecode
+    from rebuild.util.progress import NULL
+
+    progress = progress or NULL
 
     start = time.monotonic()
     needed = estimate_bytes(pylock_text, current, links=_links_from_cache(staging.parent))
@@ -193,18 +201,36 @@ def build(staging: Path, python: Path, pylock_text: str, index: Index, *, offlin
     if hashed or require_hashes:
         args.append("--require-hashes")
     args += indexconf.uv_args(index, offline=offline, for_install=True)
-    if compile_bytecode:
-        args.append("--compile-bytecode")
+    packages = _count_packages(pylock_text)
+    cache = None
     try:
         uvcmd.run(["venv", "--no-config", "--relocatable", "--python", str(python), "--quiet", str(env)],
                   log=log, what="uv venv")
+        cache = bytecode.usable_cache(staging, owner_of=current if current is not None else staging.parent.parent.parent) \
+            if compile_bytecode and bytecode.supported(env) else None
+        if compile_bytecode and cache is None:
+            args.append("--compile-bytecode")
+        progress.stage("link", f"linking {packages} packages into the new env (from uv's cache)"
+                       + (", compiling bytecode" if "--compile-bytecode" in args else ""))
         uvcmd.run(args, log=log, what="uv pip sync", sources=uvcmd.index_sources(index), for_install=True)
     except uvcmd.UvFailed as exc:
         raise UserError(f"{exc.what} could not build the new environment; your environment was not changed.",
                         f"uv's full output is in {log}." if log else "Run again to see uv's output.",
                         exit_code=1, details="uv says:\n" + exc.result.stderr.strip()[-3000:]) from None
+    compiled = None
+    if cache is not None:
+        progress.stage("bytecode", f"compiling bytecode (pycs of unchanged files linked from {cache})")
+        compiled = bytecode.compile_env(env, cache, log=log)
     if requested is not None:
         mark_requested(env, requested)
     if legacy_keras:
         enable_legacy_keras(env)
-    return BuildResult(env=env, pylock=lock_path, seconds=time.monotonic() - start, estimate=needed)
+    return BuildResult(env=env, pylock=lock_path, seconds=time.monotonic() - start, estimate=needed,
+                       bytecode=compiled)
+
+
+def _count_packages(pylock_text: str) -> int:
+    try:
+        return len(tomllib.loads(pylock_text).get("packages", []))
+    except tomllib.TOMLDecodeError:
+        return 0

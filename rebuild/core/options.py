@@ -76,6 +76,14 @@ class Keras(Choice):
     KERAS3 = "3"  # Keras 3
 
 
+@_named("--check", "check")
+class PathCheck(Choice):
+    """What runs at the env's path after a swap (upgrade, apply) or a rollback."""
+
+    VERSIONS = "versions"  # the proven tree (inode), its interpreter starts there and reports the checked versions
+    IMPORT = "import"  # that, and TensorFlow imports and computes at the path (seconds for a real TensorFlow)
+
+
 @_named("--format", "format")
 class ExportFormat(Choice):
     """What ``tfrebuild export`` writes."""

@@ -16,7 +16,7 @@ from rebuild.core import consent, resolve, sources
 from rebuild.core.changes import Change, diff
 from rebuild.core.targets import (NewerRelease, _target_version, blocking_companions, conflict_error, constraint_note, newer_for_other_python)
 from rebuild.core.changes import kind as kind_of
-from rebuild.core.options import Gpu, Keras, Strategy
+from rebuild.core.options import Gpu, Keras, PathCheck, Strategy
 from rebuild.env import graph, interpreters, probe
 from rebuild.env import profile as prof
 from rebuild.env.locate import EnvLocation, locate
@@ -51,9 +51,10 @@ class Options:
     allow_commands: bool = False  # a foreign --profile's [smoke].commands, which upgrade runs in the new env
     keras: Keras = Keras.AUTO
     gpu: Gpu = Gpu.AUTO
+    check: PathCheck = PathCheck.VERSIONS  # what runs at the path after the swap (upgrade)
 
     def __post_init__(self) -> None:
-        for name, choice in (("strategy", Strategy), ("keras", Keras), ("gpu", Gpu)):
+        for name, choice in (("strategy", Strategy), ("keras", Keras), ("gpu", Gpu), ("check", PathCheck)):
             object.__setattr__(self, name, choice.parse(getattr(self, name)))
         for name in ("extra_index_urls", "find_links", "constraints"):
             object.__setattr__(self, name, [str(v) for v in getattr(self, name) or []])
@@ -257,13 +258,13 @@ def check_driver(gpu: prof.Gpu, tf_new: str) -> None:
             f"Update the NVIDIA driver, or choose {alt}or --gpu cpu.", exit_code=1)
 
 
-def _preflight(loc, data, tf_new, tf, python_version, index, opts) -> list:
+def _preflight(loc, data, tf_new, tf, python_version, index, opts, **more) -> list:
     """Doctor's findings for this upgrade: what would also break the new env, and what the rebuild cures."""
     from rebuild import doctor
 
     try:
         findings = doctor.preflight(loc, data, tf_new, tf_distribution=tf, python_version=python_version,
-                                    index=index, offline=opts.offline, pre=opts.pre)
+                                    index=index, offline=opts.offline, pre=opts.pre, **more)
     except (UserError, OSError) as exc:
         return [doctor.FindingId.PREFLIGHT_SKIPPED.make(f"pre-flight checks skipped: {exc}")]
     return [f for f in findings if f.affects_new_env or f.fixed_by_rebuild or f.severity == "error"]
@@ -389,12 +390,12 @@ def _keras_switch(keras: Keras, data: dict, inputs: resolve.Inputs, tf_new: str)
 
 
 def _resolve(inputs: resolve.Inputs, survey: _Survey, tf_new: str, python_version: str, index,
-             opts: Options) -> tuple[resolve.Resolved, str]:
+             opts: Options, target_requires=None) -> tuple[resolve.Resolved, str]:
     """Resolve with uv. If companions pull ``tensorflow`` in beside another variant, resolve again with
     ``tensorflow`` alone (``inputs.tf_distribution`` changes) and say why in the note."""
     tf, tf_old = inputs.tf_distribution, survey.current.tensorflow.version
     try:
-        resolved = resolve.resolve(inputs, tf_new)
+        resolved = resolve.resolve(inputs, tf_new, target_requires)
     except resolve.ResolutionFailed as exc:
         companions = blocking_companions(survey.loc, survey.data, tf_new, tf, python_version, index, opts)
         raise conflict_error(inputs, tf_new, tf_old, exc.explanation, companions) from None
@@ -503,8 +504,12 @@ def _requested_notes(survey: _Survey) -> list[str]:
 
 
 def _checked_findings(survey: _Survey, resolved: resolve.Resolved, tf_new: str, tf: str, python_version: str,
-                      index, opts: Options) -> list:
-    findings = _preflight(survey.loc, survey.data, tf_new, tf, python_version, index, opts)
+                      index, opts: Options, started=None) -> list:
+    """The pre-flight's findings (``started``: the one running in the background, when it checked ``tf``)."""
+    if started is not None and started.tf_distribution == tf:
+        findings = started.findings()
+    else:
+        findings = _preflight(survey.loc, survey.data, tf_new, tf, python_version, index, opts)
     if len([v for v in TF_DISTRIBUTIONS if v in resolved.pins]) == 1:
         for f in findings:  # the new env has one variant: the overlap is cured by the rebuild
             if f.id == "tensorflow-variants":
@@ -559,12 +564,20 @@ def make_plan(opts: Options, progress=None, log: Path | None = None) -> Plan:
                    f"for Python {interp.version}")
     tf_new = _target_version(inputs, target, interp.version, opts.pre)
     tf_new, lock_note = _lockable_target(project, survey, inputs, target, tf_new, opts, log)
-    newer = newer_for_other_python(inputs, target, tf_new, interp.version, current.platform.system,
-                                   current.platform.machine)
+    from dataclasses import replace as _copy
+
+    from rebuild.core.preflight import Background
+
+    frozen = _copy(inputs, requested=list(inputs.requested))  # the resolution may change inputs meanwhile
+    newer_job = Background(lambda _: newer_for_other_python(frozen, target, tf_new, interp.version,
+                                                            current.platform.system, current.platform.machine), tf)
     if route == "cuda":
         check_driver(current.gpu, tf_new)
     keras_legacy = _keras_switch(opts.keras, survey.data, inputs, tf_new)
-    resolved, variant_note = _resolve(inputs, survey, tf_new, interp.version, index, opts)
+    started = Background(lambda requires: _preflight(survey.loc, survey.data, tf_new, tf, interp.version, index, opts,
+                                                     target_requires=requires, extras=extras), tf)
+    resolved, variant_note = _resolve(inputs, survey, tf_new, interp.version, index, opts,
+                                      target_requires=started.target_requires)
     tf = inputs.tf_distribution
     switch = _switch_reason(survey, resolved, tf, route, variant_note)
     changes = _changes(survey, resolved, tf, tf_new, switch)
@@ -584,8 +597,9 @@ def make_plan(opts: Options, progress=None, log: Path | None = None) -> Plan:
     notes += _requested_notes(survey)
     project, project_requirement = _project(project, tf, tf_new)
     notes += list(project.notes) if project is not None and project.drivable else []
-    progress.stage("pre-flight", "doctor checks")
-    findings = _checked_findings(survey, resolved, tf_new, tf, interp.version, index, opts)
+    progress.stage("pre-flight", "doctor checks (run alongside the resolution)")
+    findings = _checked_findings(survey, resolved, tf_new, tf, interp.version, index, opts, started)
+    newer = newer_job.result()
     notes += [f"{name} kept below its next major version ({resolved.pins.get(name)}): a newer major also "
               "resolves; use --strategy eager to take it" for name in resolved.capped]
     return Plan(

@@ -232,8 +232,34 @@ def _major(version: str) -> int | None:
         return None
 
 
-def resolve(inputs: Inputs, tf_version: str) -> Resolved:
-    """Resolve the requested set with TensorFlow pinned to ``tf_version`` and lock it."""
+def ruled_out_caps(caps: dict[str, int], target_requires: list[str] | None) -> set[str]:
+    """Names in ``caps`` (name -> installed major) that the target's own requirements put at or above the next
+    major (``protobuf>=6.31.1`` against an installed protobuf 4): capping them below it cannot resolve."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    out: set[str] = set()
+    for text in target_requires or []:
+        try:
+            req = Requirement(text)
+        except InvalidRequirement:
+            continue
+        name = canonicalize_name(req.name)
+        if name not in caps:
+            continue
+        for spec in req.specifier:
+            if spec.operator not in (">=", ">", "==", "~=", "==="):
+                continue
+            floor = _major(spec.version.removesuffix(".*"))
+            if floor is not None and floor > caps[name]:  # every version it allows is a newer major
+                out.add(name)
+    return out
+
+
+def resolve(inputs: Inputs, tf_version: str, target_requires=None) -> Resolved:
+    """Resolve the requested set with TensorFlow pinned to ``tf_version`` and lock it.
+
+    ``target_requires``: a callable giving the target's applicable requirements (or ``None``); a cap they rule
+    out is not tried, so a jump the target itself demands costs no extra resolution pass."""
     start = time.monotonic()
     requirements = [_tf_requirement(inputs, f"=={tf_version}")] + list(inputs.requested) + \
         [line for _, line in sorted(inputs.direct.items())]
@@ -247,6 +273,9 @@ def resolve(inputs: Inputs, tf_version: str) -> Resolved:
                       and _major(v) is not None and _major(inputs.pins[n]) is not None
                       and _major(v) > _major(inputs.pins[n])]
             caps = {n: f"{n}<{_major(inputs.pins[n]) + 1}" for n in jumped}
+            if caps and target_requires is not None:
+                for name in ruled_out_caps({n: _major(inputs.pins[n]) for n in caps}, target_requires()):
+                    caps.pop(name)
             if caps:
                 try:
                     pins, via = compile_requirements(inputs, requirements, list(caps.values()), workdir)

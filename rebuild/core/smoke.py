@@ -227,3 +227,136 @@ def _generic_checks(report: Report, env: Path, python: str, others: list[str], c
         check, _ = _run(f"command: {command}", command, env, timeout, shell=True)
         report.checks.append(check)
     return report
+
+
+# --- the cheap check at the real path ---------------------------------------------------------------------
+#
+# After the swap (upgrade, apply) and after a rollback, the tree at the path is one whose TensorFlow import was
+# already proven: in staging a moment ago, or at this very path when that generation was current. What can still
+# differ is the path itself (the interpreter must start there and see the env as its prefix) and the tree (it must
+# be the one that was checked). So by default the check at the path is: the tree is the proven inode, the
+# interpreter starts there, its prefix is the path, and it reports exactly the expected distribution versions
+# (read from each dist-info, no package imported) with TensorFlow's package found inside the env.
+# ``deep=True`` (``--check import``) runs the full TensorFlow import as well.
+
+_AT_PATH = """
+import json, os, platform, sys
+from importlib import util
+want = set(json.loads(sys.argv[2]))
+seen = {}
+for folder in sys.path:
+    try:
+        names = os.listdir(folder or ".")
+    except OSError:
+        continue
+    for entry in names:
+        if not entry.endswith(".dist-info"):
+            continue
+        name, _, version = entry[:-10].partition("-")
+        key = name.lower().replace("_", "-").replace(".", "-")
+        if key in seen or key not in want:
+            continue
+        try:  # the version its METADATA states (the folder name may be spelled differently)
+            with open(os.path.join(folder, entry, "METADATA"), encoding="utf-8", errors="replace") as fh:
+                for line in fh:
+                    if line.startswith("Version:"):
+                        version = line.split(":", 1)[1].strip()
+                        break
+                    if not line.strip():
+                        break
+        except OSError:
+            version = ""
+        seen[key] = version
+spec = util.find_spec(sys.argv[1]) if sys.argv[1] else None
+print(json.dumps({"prefix": sys.prefix, "versions": seen, "python": platform.python_version(),
+                  "origin": getattr(spec, "origin", None) or ""}))
+"""
+
+
+def _canonical(name: str) -> str:
+    import re
+
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def at_path_check(env: Path, *, versions: dict[str, str], inode: tuple[int, int] | None = None,
+                  package: str = "tensorflow", python: str = "", timeout: float | None = None) -> Check:
+    """The cheap check at ``env`` (see above); fails when the tree, the interpreter or any version is not the
+    expected one. ``versions``: canonical name -> version the env must report (TensorFlow's included)."""
+    timeout = default_timeout() if timeout is None else timeout
+    start = time.monotonic()
+    name = "interpreter starts and reports the checked versions"
+    if inode is not None:
+        try:
+            st = os.lstat(env)
+        except OSError as exc:
+            return Check(name, False, time.monotonic() - start, f"{env}: {exc}")
+        if (st.st_dev, st.st_ino) != tuple(inode):
+            return Check(name, False, time.monotonic() - start,
+                         f"{env} is not the tree that was checked (device/inode {st.st_dev}/{st.st_ino}, "
+                         f"expected {inode[0]}/{inode[1]})")
+    want = json.dumps(sorted({_canonical(d) for d in versions}))
+    check, stdout = _run(name, [str(env / "bin" / "python"), "-I", "-c", _AT_PATH, package if versions else "", want],
+                         env, timeout)
+    check.seconds = time.monotonic() - start
+    if not check.ok:
+        return check
+    try:
+        got = json.loads(stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        check.ok, check.output = False, f"the interpreter at {env} did not report its distributions:\n{stdout}"
+        return check
+    problems = []
+    if os.path.realpath(got.get("prefix", "")) != os.path.realpath(env):
+        problems.append(f"sys.prefix is {got.get('prefix')!r}, not {env}")
+    if python and got.get("python") != python:
+        problems.append(f"Python {got.get('python')}, expected {python}")
+    reported = {_canonical(k): v for k, v in (got.get("versions") or {}).items()}
+    for dist, version in sorted(versions.items()):
+        have = reported.get(_canonical(dist))
+        if not _same_version(have, version):
+            problems.append(f"{dist}: expected {version}, found {have or 'nothing'}")
+    origin = got.get("origin") or ""
+    if versions and package and not os.path.realpath(origin).startswith(os.path.realpath(env) + os.sep):
+        problems.append(f"import {package} would load {origin or 'nothing'}, not a module inside {env}")
+    if problems:
+        check.ok = False
+        check.output = "\n".join(problems[:20]) + (f"\n… {len(problems) - 20} more" if len(problems) > 20 else "")
+    else:
+        check.output = f"{len(versions)} distribution version(s) as checked; prefix {env}"
+    return check
+
+
+def _same_version(have: str | None, want: str) -> bool:
+    if have is None or have == want:
+        return have is not None
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        return Version(have) == Version(want)
+    except InvalidVersion:
+        return False
+
+
+def pins_of_lock(pylock_text: str) -> dict[str, str]:
+    """``{canonical name: version}`` of a pylock's packages (empty when it cannot be read)."""
+    import tomllib
+
+    try:
+        data = tomllib.loads(pylock_text)
+    except tomllib.TOMLDecodeError:
+        return {}
+    return {_canonical(str(p.get("name", ""))): str(p.get("version", "")) for p in data.get("packages", [])
+            if isinstance(p, dict) and p.get("name") and p.get("version") and not p.get("marker")}
+
+
+def run_at_path(env: Path, *, deep: bool, tf_version: str, versions: dict[str, str],
+                inode: tuple[int, int] | None = None, package: str = "tensorflow", python: str = "") -> Report:
+    """The check at the real path: the cheap one, and with ``deep`` the TensorFlow import too."""
+    report = Report(str(env))
+    report.checks.append(at_path_check(env, versions=versions, inode=inode, python=python,
+                                       package=package if tf_version else ""))
+    if deep and report.ok:
+        full = run_checks(env, tf_version=tf_version, imports=[], commands=[], quick=True)
+        report.checks += [c for c in full.checks if c.name != "interpreter starts"]
+    return report

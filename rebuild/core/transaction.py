@@ -100,6 +100,7 @@ class Spec:
     before_swap: Callable[[], object] | None = None  # last refusal before the swap (e.g. processes use the env)
     progress: Progress = NULL
     project: Any = None  # a project step (rebuild.project.step.UvStep): builds the env, its files follow the swap
+    deep_check: bool = False  # --check import: the TensorFlow import again at the path after the swap
 
 
 def run(spec: Spec, result: TransactionResult) -> TransactionResult:
@@ -120,10 +121,11 @@ def run(spec: Spec, result: TransactionResult) -> TransactionResult:
             built = spec.project.build(staging)
         else:
             built = build.build(staging, spec.python, spec.pylock, spec.index,
-                                current=None if spec.new_env else store.env, **spec.build)
+                                current=None if spec.new_env else store.env, progress=progress, **spec.build)
         result.build_seconds = built.seconds
         fault_point("upgrade.built") if spec.kind == "upgrade" else fault_point("apply.built")
-        progress.stage("checks", "smoke checks in the new env")
+        progress.stage("checks", "smoke checks in the new env" + (
+            f": importing TensorFlow {spec.checks['tf_version']}" if spec.checks.get("tf_version") else ""))
         report = smoke.run_checks(built.env, **spec.checks)
         result.checks = report.checks
         if spec.kind == "upgrade":  # names stay literal: tests list every fault point from the source
@@ -145,6 +147,8 @@ def run(spec: Spec, result: TransactionResult) -> TransactionResult:
         if kept_log is not None and isinstance(exc, UserError):
             point_to_log(exc, spec.log, kept_log)
         raise
+    st = os.lstat(built.env)
+    proven = (st.st_dev, st.st_ino)  # the tree the checks ran in: the check at the path looks for this one
     # From the swap (or the move) to the record, a SIGINT/SIGTERM waits: the bookkeeping is finished first,
     # then the CLI says which generation the env is on (a SIGKILL leaves the journal to recovery).
     with signals.deferred():
@@ -157,7 +161,7 @@ def run(spec: Spec, result: TransactionResult) -> TransactionResult:
                 raise
         else:
             _swap(spec, built.env, number, result)
-        _verify(spec, staging, result)
+        _verify(spec, staging, result, proven)
         _record(spec, number, result)
     if owner is not None:  # and so is the state folder (parked generations keep their own owner)
         fsguard.keep_owner(store.state, owner, skip=lambda path: Path(path).parent.parent == store.generations_dir
@@ -255,8 +259,8 @@ def _swap(spec: Spec, tree: Path, number: int, result: TransactionResult) -> Non
     result.generation, result.previous = number, store.previous_number
 
 
-def _verify(spec: Spec, staging: Path, result: TransactionResult) -> None:
-    """The quick check at the real path; on failure the path gets back what it held."""
+def _verify(spec: Spec, staging: Path, result: TransactionResult, proven: tuple[int, int]) -> None:
+    """The check at the real path (:func:`smoke.run_at_path`); on failure the path gets back what it held."""
     store, env = spec.store, spec.store.env
     if spec.project is not None and not spec.new_env:
         spec.progress.stage("project", f"project files, {spec.project.settle_name} and the checks at {env}")
@@ -275,8 +279,11 @@ def _verify(spec: Spec, staging: Path, result: TransactionResult) -> None:
                             "Check that the project's files can be written, then run the upgrade again.",
                             exit_code=1) from exc
         return
-    spec.progress.stage("verify", f"quick check at {env}")
-    after = smoke.run_checks(env, tf_version=spec.checks.get("tf_version", ""), imports=[], commands=[], quick=True)
+    tf_version = spec.checks.get("tf_version", "")
+    spec.progress.stage("verify", f"check at {env}" + (": importing TensorFlow" if spec.deep_check and tf_version
+                                                       else ": interpreter and versions"))
+    after = smoke.run_at_path(env, deep=spec.deep_check, tf_version=tf_version,
+                              versions=smoke.pins_of_lock(spec.pylock), inode=proven)
     result.after_swap = after.checks
     if after.ok:
         return

@@ -104,8 +104,13 @@ def run(env: str | os.PathLike | None = None, *, to: str | None = "latest", inde
 
 def preflight(env_loc: EnvLocation, probe_data: dict, target_version: str, *, tf_distribution: str | None = None,
               python_version: str | None = None, index: prof.Index | None = None, offline: bool = False,
-              pre: bool = False, environ: Mapping[str, str] | None = None, timeout: float = 20.0) -> list[Finding]:
+              pre: bool = False, environ: Mapping[str, str] | None = None, timeout: float = 20.0,
+              target_requires: list[str] | None = None, extras: Iterable[str] = ()) -> list[Finding]:
     """Findings for an upgrade of ``env_loc`` to ``target_version``, for ``plan`` / ``upgrade``.
+
+    ``target_requires``, when given, receives the target's requirements that apply to the new env
+    (markers evaluated for its interpreter, with ``extras`` of the TensorFlow requirement), as read
+    from the index for the checks; plan's resolution uses them to skip caps the target rules out.
 
     ``probe_data`` is the report plan already has (``probe.run(python)``; a deep
     report adds the RECORD and orphan checks). ``python_version`` is the Python
@@ -131,5 +136,12 @@ def preflight(env_loc: EnvLocation, probe_data: dict, target_version: str, *, tf
                 fixed_by_rebuild=False, affects_new_env=False))
             findings += check_cuda(ctx, Target(dist, target_version, []))
         else:
-            findings += target_checks(ctx, Target(dist, target_version, files))
+            target = Target(dist, target_version, files)
+            findings += target_checks(ctx, target)
+            if target_requires is not None:
+                from rebuild.doctor.context import applies
+                from rebuild.env import graph
+
+                parsed = [graph.parse(text) for text in target.requires or []]
+                target_requires.extend(str(r) for r in parsed if r is not None and applies(r, ctx.new_markers, extras))
     return sort_findings(findings)

@@ -37,8 +37,44 @@ def _top_level_names(ctx: Context) -> dict[str, str]:
     return out
 
 
+def _venv_site(interpreter: str) -> tuple[str, str] | None:
+    """(site-packages, Python version) of the venv ``interpreter`` belongs to, read from its ``pyvenv.cfg``."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(interpreter)))
+    try:
+        with open(os.path.join(root, "pyvenv.cfg"), encoding="utf-8") as fh:
+            cfg = dict(line.split("=", 1) for line in fh.read().splitlines() if "=" in line)
+    except (OSError, ValueError):
+        return None
+    cfg = {k.strip(): v.strip() for k, v in cfg.items()}
+    version = cfg.get("version_info") or cfg.get("version") or ""
+    match = re.match(r"(\d+)\.(\d+)", version)
+    if not match:
+        return None
+    site = os.path.join(root, "lib", f"python{match.group(1)}.{match.group(2)}", "site-packages")
+    return (site, f"{match.group(1)}.{match.group(2)}") if os.path.isdir(site) else None  # as `pip --version`
+
+
+def _pip_site_from_shebang(exe: str) -> tuple[str, str] | None:
+    """(site dir, Python version) for a pip console script whose shebang names a venv's interpreter: no process."""
+    try:
+        with open(exe, "rb") as fh:
+            first = fh.readline(4096)
+    except OSError:
+        return None
+    if not first.startswith(b"#!"):
+        return None
+    words = first[2:].decode(errors="replace").split()
+    if len(words) != 1 or "python" not in os.path.basename(words[0]):
+        return None  # `#!/bin/sh` trampolines, `env python`, options: ask pip itself
+    return _venv_site(words[0])
+
+
 def _pip_site(exe: str, environ: Mapping[str, str]) -> tuple[str, str] | None:
-    """(site dir pip installs into, its Python version) from ``pip --version``."""
+    """(site dir pip installs into, its Python version): from the script's venv when its shebang names one (no
+    process started), else from ``pip --version``."""
+    found = _pip_site_from_shebang(exe)
+    if found is not None:
+        return found
     res = proc.run([exe, "--version"], env=dict(environ), timeout=20)
     match = _PIP_FROM.search(res.stdout or "")
     if not res.ok or not match:

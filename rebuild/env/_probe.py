@@ -375,7 +375,60 @@ def read_headers(path):
     except UnicodeDecodeError:
         text = raw.decode("utf-8", "replace")
         ok = False
-    return _header_parser().parsestr(text), ok
+    fast = _simple_headers(text)
+    return (fast if fast is not None else _header_parser().parsestr(text)), ok
+
+
+_ODD_BREAKS = ("\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029")
+
+
+class _Headers(object):
+    """The header block as ``email``'s compat32 parser returns it, for the plain blocks every installer writes
+    (importing and running ``email.parser`` is most of a small probe's time); anything unusual goes to it."""
+
+    def __init__(self, items):
+        self._items = items
+
+    def get(self, key, default=None):
+        key = key.lower()
+        for name, value in self._items:
+            if name.lower() == key:
+                return value
+        return default
+
+    def get_all(self, key, default=None):
+        key = key.lower()
+        found = [value for name, value in self._items if name.lower() == key]
+        return found or default
+
+
+def _simple_headers(text):
+    """``_Headers`` for a block of ``Name: value`` lines and indented continuations; ``None`` for anything else
+    (a line that is neither, a ``From `` line, unusual line breaks): the email parser reads those."""
+    if any(ch in text for ch in _ODD_BREAKS):
+        return None
+    lines = text.splitlines(True)  # with the odd breaks ruled out: the \r\n, \r and \n email splits on
+    items, source = [], []
+
+    def flush():
+        if source:
+            name, value = source[0].split(":", 1)
+            value = value.lstrip(" \t") + "".join(source[1:])
+            items.append((name, value.rstrip("\r\n")))
+
+    for line in lines:
+        if line[:1] in (" ", "\t"):
+            if not source:
+                return None
+            source.append(line)
+            continue
+        name = line.split(":", 1)[0]
+        if line.startswith("From ") or name == line or not name or any(not 33 <= ord(c) <= 126 for c in name):
+            return None
+        flush()
+        source = [line]
+    flush()
+    return _Headers(items)
 
 
 def _hget(msg, key):

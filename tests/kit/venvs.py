@@ -148,7 +148,8 @@ def offline_env(
     * ``UV_NO_CONFIG=1``, ``UV_PYTHON_DOWNLOADS=never`` (the env form of
       ``--no-python-downloads``), ``UV_OFFLINE=1``, ``UV_LINK_MODE=copy`` (so a
       test that edits an installed file cannot corrupt the shared cache),
-      ``UV_NO_PROGRESS=1``; ``UV_CACHE_DIR`` when ``cache_dir`` is given;
+      ``UV_NO_PROGRESS=1``; ``UV_CACHE_DIR`` when ``cache_dir`` is given, and ``TFREBUILD_PYC_CACHE``
+      beside it (``off`` without one);
     * ``PIP_CONFIG_FILE=/dev/null``, ``PIP_DISABLE_PIP_VERSION_CHECK=1``,
       ``PIP_NO_INPUT=1``;
     * with ``find_links``: ``UV_FIND_LINKS``, ``PIP_FIND_LINKS`` and ``PIP_NO_INDEX=1``
@@ -175,6 +176,9 @@ def offline_env(
         VIRTUALENV_NO_DOWNLOAD="1",
         PYTHONDONTWRITEBYTECODE=src.get("PYTHONDONTWRITEBYTECODE", "1"),
     )
+    # tfrebuild's pyc cache: beside the session's uv cache, never the user's (off without a cache folder,
+    # so that uv's own --compile-bytecode keeps being exercised too)
+    env["TFREBUILD_PYC_CACHE"] = str(Path(cache_dir) / "tfrebuild-pyc") if cache_dir is not None else "off"
     if cache_dir is not None:
         env["UV_CACHE_DIR"] = str(cache_dir)
     if find_links is not None:

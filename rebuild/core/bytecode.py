@@ -1,0 +1,113 @@
+"""Bytecode for a new env: checked hash-based pycs shared through tfrebuild's pyc cache.
+
+uv's ``--compile-bytecode`` writes a timestamp-based pyc for every file into each new env: the pycs are
+the one part of a generation that is not hard-linked from uv's cache (about 10 % of a TensorFlow env),
+and compiling them is most of the build's CPU time. Instead, when the pyc cache can be used, the build
+installs without ``--compile-bytecode`` and runs ``_bytecode.py`` with the new env's interpreter: each
+source file's pyc (a PEP 552 *checked* hash-based pyc, keyed by the source's SHA-256 and the magic
+number) is hard-linked from the cache, and only sources not seen before are compiled. Unchanged files
+(the same wheel in the previous generation, or in any env built before) cost one link.
+
+The cache is ``$TFREBUILD_PYC_CACHE``, else ``$XDG_CACHE_HOME/tfrebuild/pyc`` (``~/.cache/tfrebuild/pyc``).
+It is used only on the env's filesystem (a hard link cannot cross filesystems) and only when the env's
+folder belongs to the user running tfrebuild (root building another user's env must not share files
+with root's own cache). ``TFREBUILD_PYC_CACHE=off`` turns it off: uv compiles, as before. Interpreters
+older than 3.7 have no hash-based pycs and always get uv's compilation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from rebuild.errors import UserError
+from rebuild.util import proc
+
+SCRIPT = Path(__file__).with_name("_bytecode.py")
+OFF = ("off", "0", "no", "false", "")
+
+
+@dataclass
+class Compiled:
+    files: int = 0
+    linked: int = 0  # pycs hard-linked from the cache (compiled before)
+    compiled: int = 0  # compiled now (and put in the cache)
+    copied: int = 0  # compiled now and written into the env only (no cache)
+    failed: int = 0  # sources that do not compile (as compileall, they get no pyc)
+    cache: str = ""
+
+
+def cache_dir() -> Path | None:
+    """The configured pyc cache folder (it may not exist yet), or ``None`` when turned off."""
+    value = os.environ.get("TFREBUILD_PYC_CACHE")
+    if value is not None:
+        return None if value.strip().lower() in OFF else Path(value).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "tfrebuild" / "pyc"
+
+
+def _existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def usable_cache(where: Path, owner_of: Path | None = None) -> Path | None:
+    """The pyc cache for an env built in ``where``: on its filesystem and ours, else ``None``.
+
+    ``owner_of``: the env the new tree replaces (or the folder it goes into); when root works on another
+    user's env, the new tree is handed to that user (``fsguard.keep_owner``), which would hand them the
+    cache's files too, so the cache is not used."""
+    from rebuild.env import fsguard
+
+    cache = cache_dir()
+    if cache is None or (owner_of is not None and fsguard.foreign_owner(owner_of) is not None):
+        return None
+    try:
+        here = os.stat(where)
+        there = os.stat(_existing(cache))
+    except OSError:
+        return None
+    if here.st_dev != there.st_dev or here.st_uid != os.geteuid():
+        return None
+    return cache
+
+
+def python_version(env: Path) -> tuple[int, int] | None:
+    """(major, minor) of a venv from its ``pyvenv.cfg``."""
+    try:
+        text = (env / "pyvenv.cfg").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    match = re.search(r"(?m)^\s*version(?:_info)?\s*=\s*(\d+)\.(\d+)", text)
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def supported(env: Path) -> bool:
+    version = python_version(env)
+    return version is not None and version >= (3, 7)
+
+
+def site_folders(env: Path) -> list[Path]:
+    return sorted(p for p in env.glob("lib/python*/site-packages") if p.is_dir() and not p.parent.is_symlink())
+
+
+def compile_env(env: Path, cache: Path | None, *, log: Path | None = None, timeout: float = 3600) -> Compiled:
+    """Every site-packages source of ``env`` gets its pyc (linked from ``cache`` where it has it)."""
+    sites = site_folders(env)
+    if not sites:
+        return Compiled()
+    result = proc.run([env / "bin" / "python", "-I", "-S", SCRIPT, str(cache or ""), *map(str, sites)],
+                      timeout=timeout, log=log)
+    if result.returncode != 0:
+        raise UserError("Compiling bytecode in the new environment failed; your environment was not changed.",
+                        f"Run again with --no-compile to skip bytecode, or set TFREBUILD_PYC_CACHE=off. "
+                        f"{'The log is ' + str(log) + '.' if log else ''}".strip(), exit_code=1,
+                        details=(result.stderr or result.error or "").strip()[-3000:])
+    try:
+        return Compiled(**json.loads(result.stdout.strip().splitlines()[-1]))
+    except (ValueError, IndexError, TypeError):
+        return Compiled()

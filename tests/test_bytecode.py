@@ -1,0 +1,83 @@
+"""tfrebuild's pyc cache (rebuild/core/bytecode.py): checked hash-based pycs, linked from the cache, never stale."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rebuild.core import bytecode
+
+
+def _venv(where: Path, modules: dict[str, str]) -> Path:
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(where)], check=True)
+    (site,) = list(where.glob("lib/python*/site-packages"))
+    for rel, text in modules.items():
+        path = site / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return site
+
+
+MODULES = {"pkg/__init__.py": "VALUE = 1\n", "pkg/util.py": "def f():\n    return 'f'\n",
+           "broken.py": "def (:\n"}
+
+
+def test_pycs_are_checked_hash_based_and_linked_from_the_cache(tmp_path, monkeypatch):
+    cache = tmp_path / "pyc"
+    monkeypatch.setenv("TFREBUILD_PYC_CACHE", str(cache))
+    assert bytecode.usable_cache(tmp_path) == cache
+    first = _venv(tmp_path / "a", MODULES)
+    done = bytecode.compile_env(tmp_path / "a", cache)
+    assert (done.files, done.compiled, done.linked, done.failed) == (3, 2, 0, 1)  # broken.py gets no pyc
+    pyc = Path(importlib.util.cache_from_source(str(first / "pkg" / "util.py")))
+    header = pyc.read_bytes()[:16]
+    assert header[:4] == importlib.util.MAGIC_NUMBER and int.from_bytes(header[4:8], "little") == 0b11
+    assert header[8:] == importlib.util.source_hash((first / "pkg" / "util.py").read_bytes())
+    assert os.stat(pyc).st_nlink == 2  # the env's pyc is the cache's file
+
+    second = _venv(tmp_path / "b", MODULES)
+    again = bytecode.compile_env(tmp_path / "b", cache)
+    assert (again.compiled, again.linked) == (0, 2)
+    other = Path(importlib.util.cache_from_source(str(second / "pkg" / "util.py")))
+    assert os.stat(other).st_ino == os.stat(pyc).st_ino
+    run = subprocess.run([str(tmp_path / "b" / "bin" / "python"), "-c", "import pkg.util; print(pkg.util.f())"],
+                         capture_output=True, text=True)
+    assert run.stdout.strip() == "f", run.stderr
+
+
+def test_an_edited_source_is_not_served_its_old_pyc_and_the_cache_is_not_changed(tmp_path, monkeypatch):
+    cache = tmp_path / "pyc"
+    site = _venv(tmp_path / "a", MODULES)
+    bytecode.compile_env(tmp_path / "a", cache)
+    pyc = Path(importlib.util.cache_from_source(str(site / "pkg" / "util.py")))
+    cached_before = pyc.read_bytes()
+    (site / "pkg" / "util.py").write_text("def f():\n    return 'edited'\n")
+    run = subprocess.run([str(tmp_path / "a" / "bin" / "python"), "-c", "import pkg.util; print(pkg.util.f())"],
+                         capture_output=True, text=True)
+    assert run.stdout.strip() == "edited", run.stderr
+    entries = [p for p in cache.rglob("*.pyc")]
+    assert any(p.read_bytes() == cached_before for p in entries), "the cache entry must be unchanged"
+
+
+def test_cache_off_and_old_pythons_fall_back_to_uv(tmp_path, monkeypatch):
+    monkeypatch.setenv("TFREBUILD_PYC_CACHE", "off")
+    assert bytecode.cache_dir() is None and bytecode.usable_cache(tmp_path) is None
+    (tmp_path / "pyvenv.cfg").write_text("home = /usr/bin\nversion = 3.6.15\n")
+    assert not bytecode.supported(tmp_path)
+    (tmp_path / "pyvenv.cfg").write_text("home = /usr/bin\nversion_info = 3.12.1.final.0\n")
+    assert bytecode.supported(tmp_path)
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root to own a folder by another uid")
+def test_no_cache_for_another_users_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("TFREBUILD_PYC_CACHE", str(tmp_path / "pyc"))
+    theirs = tmp_path / "their-env"
+    theirs.mkdir()
+    os.chown(theirs, 4242, 4242)
+    assert bytecode.usable_cache(tmp_path, owner_of=theirs) is None
+    assert bytecode.usable_cache(tmp_path, owner_of=tmp_path) == tmp_path / "pyc"
