@@ -241,15 +241,18 @@ def export_pylock(locked: Locked, log: Path | None) -> str | None:
 
 
 def settle(project: Project, env: Path, *, offline: bool, log: Path | None, chosen: list[str] | None = None) -> str:
-    """After the swap: ``uv sync --locked`` in the project (its own package), then ``--check``; raises
-    ``UserError`` when the env and the lock do not agree."""
+    """After the swap: ``uv sync --locked --check`` in the project; when the project's own package (or a local
+    one) is still to be installed, ``uv sync --locked`` and the check again. Raises ``UserError`` when the env
+    and the lock do not agree."""
     named = None if os.path.abspath(env) == os.path.abspath(project.root / ".venv") else env
     flags = (["--offline"] if offline else []) + list(selection(project, env) if chosen is None else chosen)
     before = os.lstat(env).st_ino
+    check = ["sync", "--locked", "--check", *flags]
     try:
-        uvcmd.run(["sync", "--locked", *flags], env=_uv_env(named), cwd=project.root, log=log, what="uv sync")
-        uvcmd.run(["sync", "--locked", "--check", *flags], env=_uv_env(named), cwd=project.root, log=log,
-                  what="uv sync --check")
+        if uvcmd.run(check, env=_uv_env(named), cwd=project.root, log=log, what="uv sync --check",
+                     check=False).returncode != 0:
+            uvcmd.run(["sync", "--locked", *flags], env=_uv_env(named), cwd=project.root, log=log, what="uv sync")
+            uvcmd.run(check, env=_uv_env(named), cwd=project.root, log=log, what="uv sync --check")
     except uvcmd.UvFailed as exc:
         raise UserError(f"{exc.what} in {project.root} does not agree with the new environment",
                         f"uv's full output is in {log}." if log else "", exit_code=1,
