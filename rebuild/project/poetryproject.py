@@ -33,7 +33,7 @@ import os
 import re
 import shutil
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from packaging.requirements import Requirement
@@ -109,15 +109,7 @@ def run(args: list[str], *, env: Path | None, cwd: Path, log: Path | None, what:
     return done
 
 
-@dataclass
-class Locked:
-    """The project files a new generation gets, and what Poetry changed in the lock."""
-
-    workdir: Path
-    files: dict[str, bytes]
-    old_requirement: str
-    new_requirement: str
-    changes: list[str] = field(default_factory=list)
+Locked = workdir.Locked  # the re-lock's result (one home: rebuild.project.workdir)
 
 
 def move_text(requirement: str, new: str) -> str:

@@ -25,7 +25,6 @@ import os
 import re
 import shutil
 import tomllib
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from rebuild.errors import UserError
@@ -37,15 +36,7 @@ from rebuild.util import uv as uvcmd
 _CHANGE = re.compile(r"^(Added|Updated|Removed|Downgraded) .+$")
 
 
-@dataclass
-class Locked:
-    """The project files a new generation gets, and what uv changed in the lock."""
-
-    workdir: Path
-    files: dict[str, bytes]
-    old_requirement: str
-    new_requirement: str
-    changes: list[str] = field(default_factory=list)
+Locked = workdir.Locked  # the re-lock's result (one home: rebuild.project.workdir)
 
 
 def _uv_env(env: Path | None) -> dict[str, str]:

@@ -11,13 +11,26 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rebuild.errors import UserError
+from rebuild.store.lock import pid_alive
 
 #: Entries of the project folder never linked into the work folder.
 SKIP = {".venv", "__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".tox", ".nox"}
 _NAME = re.compile(r"\.(?P<root>.+)\.tfrebuild-(?P<kind>[a-z]+)-\d{8}T\d{6}-(?P<pid>\d+)-[0-9a-f]+$")
+
+
+@dataclass
+class Locked:
+    """What a project's tool made in the work folder: the files a new generation gets, and its changes."""
+
+    workdir: Path
+    files: dict[str, bytes]
+    old_requirement: str
+    new_requirement: str
+    changes: list[str] = field(default_factory=list)
 
 
 def path_for(root: Path, op: str) -> Path:
@@ -49,16 +62,6 @@ def create(root: Path, op: str, copies: dict[str, bytes], *, skip: set[str], doi
     return work
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def sweep(root: Path) -> list[Path]:
     """Remove work folders beside ``root`` whose tfrebuild process is gone (a kill left them)."""
     gone = []
@@ -70,7 +73,7 @@ def sweep(root: Path) -> list[Path]:
         m = _NAME.match(entry.name)
         if m is None or m.group("root") != root.name or entry.is_symlink() or not entry.is_dir():
             continue
-        if int(m.group("pid")) != os.getpid() and not _alive(int(m.group("pid"))):
+        if int(m.group("pid")) != os.getpid() and not pid_alive(int(m.group("pid"))):
             shutil.rmtree(entry, ignore_errors=True)
             gone.append(entry)
     return gone
