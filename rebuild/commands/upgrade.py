@@ -153,11 +153,13 @@ def _project_step(store: Store, the_plan: planning.Plan, opts: planning.Options,
     return makers[the_plan.project.manager](store, the_plan, opts, op, log, checks, progress)
 
 
-def _own_imports(store: Store, the_plan: planning.Plan) -> set[str]:
-    """Import names of the project's own package and local path packages (not in the env before the swap)."""
+def _staging_checks(store: Store, the_plan: planning.Plan, checks: dict) -> dict:
+    """The checks that run before the swap in a driven project: without the imports of the project's own package
+    and local path packages (installed only at the real path) and without [smoke].commands (run there too)."""
     project = the_plan.project
     local = {p.name for p in the_plan.current.packages if p.source in ("editable", "path")}
-    return uvproject.local_imports(store.env, local | {project.name} if project.name else local)
+    own = uvproject.local_imports(store.env, local | {project.name} if project.name else local)
+    return dict(checks, imports=[i for i in checks["imports"] if i.split(".")[0] not in own], commands=[])
 
 
 def _uv_step(store: Store, the_plan: planning.Plan, opts: planning.Options, op: str, log: Path, checks: dict,
@@ -169,8 +171,7 @@ def _uv_step(store: Store, the_plan: planning.Plan, opts: planning.Options, op: 
     progress.stage("lock", f"uv lock of {project.root} with {the_plan.project_requirement}")
     locked = uvproject.lock(project, the_plan.tf_distribution, the_plan.tf_new, op, offline=opts.offline, log=log,
                             skip={store.state.name, store.env.name})
-    own = _own_imports(store, the_plan)
-    staging = dict(checks, imports=[i for i in checks["imports"] if i.split(".")[0] not in own], commands=[])
+    staging = _staging_checks(store, the_plan, checks)
     step = UvStep(project=project, new_files=locked.files, locked=locked, python=Path(the_plan.python_path),
                   prompt=_prompt(store.env), offline=opts.offline, compile_bytecode=not opts.no_compile, log=log,
                   checks=checks, staging_checks=staging, force=opts.force,
@@ -217,8 +218,7 @@ def _poetry_step(store: Store, the_plan: planning.Plan, opts: planning.Options, 
     progress.stage("lock", f"poetry lock of {project.root} with {the_plan.project_requirement}")
     locked = poetryproject.lock(project, the_plan.tf_distribution, the_plan.tf_new, op, current=store.env, log=log,
                                 skip={store.state.name, store.env.name})
-    own = _own_imports(store, the_plan)
-    staging = dict(checks, imports=[i for i in checks["imports"] if i.split(".")[0] not in own], commands=[])
+    staging = _staging_checks(store, the_plan, checks)
     planned = lock_pins(the_plan.pylock) or {}
     in_lock = poetryproject.locked_versions(locked.files["poetry.lock"])
     # pip stays beside the lock's packages at `poetry sync` (setuptools and wheel go): the new env keeps it too
