@@ -20,20 +20,22 @@ Rows:
   requests with the installed pins as preferences (the output file seeded with them);
 * disk: what the new generation wrote for itself only (files with no other hard link, and its directories) as a
   share of the original env (the first timed upgrade's env);
-* snapshot: ``python -m rebuild snapshot`` of a venv of 300 tiny distributions (bench_snapshot.py's), end to end.
+* snapshot: ``tfrebuild snapshot`` of a venv of 300 tiny distributions (bench_snapshot.py's), end to end.
 
-Usage: ``python benchmarks/bench_all.py [--runs 2] [--base PATH] [--no-cold] [--keep]``. Asserts nothing.
+tfrebuild itself is installed the README's way (``uv tool install --compile-bytecode`` of this checkout) into the
+work folder, and every tfrebuild row runs that console script; ``--from-checkout`` runs ``python -m rebuild`` of
+this interpreter instead.
+
+Usage: ``python benchmarks/bench_all.py [--runs 2] [--base PATH] [--no-cold] [--keep] [--from-checkout]``. Asserts nothing.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -135,9 +137,9 @@ def snapshot_300(tmp: Path, repeat: int = 5) -> list[float]:
     venv = bs.make_env(tmp, 300, offline_env())
     out = tmp / "snap.toml"
     env = bu.clean_environ()
-    run_env([sys.executable, "-m", "rebuild", "snapshot", "--env", venv, "-o", out, "--force"], env)  # warm-up
-    return [run_env([sys.executable, "-m", "rebuild", "snapshot", "--env", venv, "-o", out, "--force"], env)[0]
-            for _ in range(repeat)]
+    cmd = bu.tfrebuild_cmd("snapshot", "--env", venv, "-o", out, "--force")
+    run_env(cmd, env)  # warm-up
+    return [run_env(cmd, env)[0] for _ in range(repeat)]
 
 
 def main(argv=None) -> int:
@@ -147,11 +149,13 @@ def main(argv=None) -> int:
     parser.add_argument("--workdir", type=Path, default=bu.DEFAULT_WORKDIR)
     parser.add_argument("--no-cold", action="store_true", help="skip the cold-cache row (it downloads every wheel)")
     parser.add_argument("--keep", action="store_true")
+    bu.add_tool_option(parser)
     args = parser.parse_args(argv)
     tmp = bu.make_workdir(args.workdir, "bench-all-")
     bu.log(f"work folder {tmp}")
     rows: list[tuple[str, str, str, str]] = []
     try:
+        bu.choose_tfrebuild(args, tmp, bu.clean_environ())
         base = bu.base_venv(args, tmp)
         python = bu.run([base / "bin" / "python", "-c", "import sys; print(sys._base_executable)"]).stdout.strip()
         pandas = bu.freeze(base)["pandas"]

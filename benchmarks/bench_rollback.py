@@ -52,8 +52,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_upgrade import (  # noqa: E402
     DEFAULT_WORKDIR,
+    add_tool_option,
     base_venv,
     cache_archives,
+    choose_tfrebuild,
+    clean_environ,
     copy_env,
     log,
     machine_line,
@@ -231,11 +234,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rollbacks", type=int, default=10, help="rollbacks per method (rounded up to even; default 10)")
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR, help=f"default {DEFAULT_WORKDIR}")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    add_tool_option(parser)
     args = parser.parse_args(argv)
     n = args.rollbacks + args.rollbacks % 2
 
-    tmp = None if args.env else make_workdir(args.workdir, "bench-rollback-")
+    tmp = make_workdir(args.workdir, "bench-rollback-")  # the tool, and without --env the envs
     try:
+        choose_tfrebuild(args, tmp, clean_environ())
         env, upgrade = prepare(args, tmp)
         store = Store.open(env)
         start_gen = store.current_number
@@ -255,11 +260,10 @@ def main(argv: list[str] | None = None) -> int:
         report(env, upgrade, n, cli_swap, cli_wall, route, bare, with_open, gens, disk,
                same_filesystem(env, cache), cache, store.current_number == start_gen)
     finally:
-        if tmp is not None:
-            if args.keep:
-                log(f"kept {tmp}")
-            else:
-                shutil.rmtree(tmp, ignore_errors=True)
+        if args.keep:
+            log(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

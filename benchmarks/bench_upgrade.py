@@ -95,8 +95,43 @@ def uv_bin() -> str:
     return find()
 
 
+# How the benchmarks start tfrebuild: set by ``choose_tfrebuild`` (default: installed as the README says).
+TFREBUILD: list[str] = [sys.executable, "-m", "rebuild"]
+
+
 def tfrebuild_cmd(*args) -> list:
-    return [sys.executable, "-m", "rebuild", *args]
+    return [*TFREBUILD, *args]
+
+
+def add_tool_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--from-checkout", action="store_true",
+                        help="run `python -m rebuild` of this interpreter instead of a tfrebuild installed the "
+                        "README's way (`uv tool install --compile-bytecode`) into the work folder")
+
+
+def choose_tfrebuild(args, tmp: Path, env: dict[str, str] | None = None) -> list[str]:
+    """Install tfrebuild from this checkout as a user does (README: ``uv tool install --compile-bytecode .``)
+    into ``tmp/tool`` and time its console script; with ``--from-checkout``, ``python -m rebuild`` instead.
+    Start-up is part of every end-to-end figure, and it depends on the install: without compiled bytecode, where
+    ``PYTHONDONTWRITEBYTECODE`` is set, every start compiles tfrebuild's modules again."""
+    global TFREBUILD
+    if args.from_checkout:
+        TFREBUILD = [sys.executable, "-m", "rebuild"]
+        log(f"tfrebuild: {sys.executable} -m rebuild (this checkout, as this interpreter has it)")
+        return TFREBUILD
+    tools, bins = tmp / "tool" / "tools", tmp / "tool" / "bin"
+    env = dict(os.environ if env is None else env)
+    env.update(UV_TOOL_DIR=str(tools), UV_TOOL_BIN_DIR=str(bins))
+    proc = subprocess.run([uv_bin(), "tool", "install", "--quiet", "--compile-bytecode", "--no-python-downloads",
+                           "--python", sys.executable, str(REPO)], capture_output=True, text=True, env=env,
+                          stdin=subprocess.DEVNULL)
+    if proc.returncode != 0:
+        raise SystemExit(f"uv tool install --compile-bytecode {REPO} failed (exit {proc.returncode}); pass "
+                         f"--from-checkout to time `python -m rebuild` instead.\n{proc.stderr[-3000:]}")
+    TFREBUILD = [str(bins / "tfrebuild")]
+    version = subprocess.run([*TFREBUILD, "--version"], capture_output=True, text=True).stdout.strip()
+    log(f"tfrebuild: {TFREBUILD[0]} ({version}; uv tool install --compile-bytecode of {REPO})")
+    return TFREBUILD
 
 
 def log(text: str) -> None:
@@ -274,12 +309,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR,
                         help=f"where the temporary folder goes; same filesystem as uv's cache (default {DEFAULT_WORKDIR})")
     parser.add_argument("--no-warm-pip", action="store_true", help="skip the untimed pip run that warms pip's cache")
+    add_tool_option(parser)
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args(argv)
 
     tmp = make_workdir(args.workdir, "bench-upgrade-")
     log(f"work folder {tmp}")
     try:
+        choose_tfrebuild(args, tmp, clean_environ())
         base = base_venv(args, tmp)
         if not same_filesystem(tmp, uv_cache_dir()):
             log(f"warning: uv's cache {uv_cache_dir()} is on another filesystem than {tmp}: uv will copy, not link")

@@ -12,7 +12,6 @@ import os
 import re
 from pathlib import Path
 
-import pytest
 
 from rebuild.core import smoke
 from rebuild.store.store import Store

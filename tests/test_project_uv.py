@@ -10,7 +10,6 @@ After tfrebuild, the project's own tool is the judge: ``uv sync --locked --check
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys

@@ -25,7 +25,7 @@ from rebuild.env.snapshot import SELF  # tfrebuild itself: never requested, neve
 from rebuild.errors import UserError
 from rebuild.knowledge.tf import bundled_seed
 
-INSTALL_APART = ("install tfrebuild apart from the environments it manages: `uv tool install .` "
+INSTALL_APART = ("install tfrebuild apart from the environments it manages: `uv tool install --compile-bytecode .` "
                  "(or `pipx install .`) from a clone of tfrebuild")
 
 
