@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -81,3 +83,62 @@ def test_no_cache_for_another_users_env(tmp_path, monkeypatch):
     os.chown(theirs, 4242, 4242)
     assert bytecode.usable_cache(tmp_path, owner_of=theirs) is None
     assert bytecode.usable_cache(tmp_path, owner_of=tmp_path) == tmp_path / "pyc"
+
+
+def test_prune_removes_only_the_entries_no_env_links_to(tmp_path, monkeypatch):
+    """An entry with one link is the cache's alone; entries an env links to stay, and so does anything that is not
+    the cache's own layout (a planted link, a stranger's file name, a fresh temporary file)."""
+    import time
+
+    cache = tmp_path / "pyc"
+    monkeypatch.setenv("TFREBUILD_PYC_CACHE", str(cache))
+    _venv(tmp_path / "a", {**MODULES, "solo.py": "ONLY_A = True\n"})
+    bytecode.compile_env(tmp_path / "a", cache)
+    site_b = _venv(tmp_path / "b", MODULES)
+    bytecode.compile_env(tmp_path / "b", cache)
+    entries = sorted(cache.rglob("*.pyc"))
+    assert len(entries) == 3  # pkg/__init__, pkg/util (shared by a and b), solo (a only)
+    solo_key = hashlib.sha256(b"ONLY_A = True\n").hexdigest()
+    (solo,) = [e for e in entries if e.name == solo_key + ".pyc"]
+
+    bucket = solo.parent
+    outside = tmp_path / "outside.pyc"
+    outside.write_bytes(b"not the cache's")
+    (bucket / ("f" * 64 + ".pyc")).symlink_to(outside)  # a link in the cache: never followed or removed
+    (bucket / "notes.txt").write_text("a stranger's file")
+    stale, fresh = bucket / ".tmp-stale", bucket / ".tmp-fresh"
+    stale.write_bytes(b"x")
+    fresh.write_bytes(b"y")
+    old = time.time() - 2 * 3600
+    os.utime(stale, (old, old))
+
+    shutil.rmtree(tmp_path / "a")  # as gc deleting a generation: its links go
+    assert os.stat(solo).st_nlink == 1
+    dry = bytecode.prune_cache(dry_run=True)
+    assert (dry.files, dry.cache) == (2, str(cache)) and solo.exists() and stale.exists()
+    done = bytecode.prune_cache()
+    assert done.files == 2 and done.bytes == dry.bytes > 0
+    assert not solo.exists() and not stale.exists()
+    assert fresh.exists() and (bucket / "notes.txt").exists() and outside.read_bytes() == b"not the cache's"
+    assert (bucket / ("f" * 64 + ".pyc")).is_symlink()
+    kept = sorted(cache.rglob("*.pyc"))
+    assert all(os.stat(e).st_nlink == 2 for e in kept if not e.is_symlink()) and len(kept) == 3
+    run = subprocess.run([str(tmp_path / "b" / "bin" / "python"), "-c", "import pkg.util; print(pkg.util.f())"],
+                         capture_output=True, text=True)
+    assert run.stdout.strip() == "f", run.stderr
+    assert Path(importlib.util.cache_from_source(str(site_b / "pkg" / "util.py"))).exists()
+    assert bytecode.prune_cache().files == 0  # nothing left to prune
+
+
+def test_prune_leaves_a_cache_that_is_a_link_or_off(tmp_path, monkeypatch):
+    real = tmp_path / "real"
+    (real / "aa-cpython-311" / "00").mkdir(parents=True)
+    orphan = real / "aa-cpython-311" / "00" / ("0" * 64 + ".pyc")
+    orphan.write_bytes(b"z")
+    (tmp_path / "pyc").symlink_to(real, target_is_directory=True)
+    monkeypatch.setenv("TFREBUILD_PYC_CACHE", str(tmp_path / "pyc"))
+    assert bytecode.prune_cache().files == 0 and orphan.exists()
+    monkeypatch.setenv("TFREBUILD_PYC_CACHE", str(real))
+    assert bytecode.prune_cache(dry_run=True).files == 1 and orphan.exists()
+    monkeypatch.setenv("TFREBUILD_PYC_CACHE", "off")
+    assert bytecode.prune_cache() == bytecode.Pruned() and orphan.exists()

@@ -20,6 +20,7 @@ generation and the next command must recover and leave the store consistent.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 import re
 import shutil
@@ -560,6 +561,44 @@ def test_gc_never_deletes_current_or_previous(managed, tfr, kit_env):
     assert tf_at(env, kit_env) == "2.15.1"
     assert_consistent(tfr, env, kit_env)
     back = ok(tfr("rollback", "--env", env, "--yes", "--json")).json()
+    assert back["to_generation"] == 3 and tf_at(env, kit_env) == "2.18.0"
+
+
+def test_gc_prunes_the_pyc_cache_entries_only_deleted_generations_used(tmp_path, kit_env, kit_index):
+    """Generations built with the pyc cache hold their pycs as links to its entries: gc deleting generation 2
+    (TF 2.16.1) leaves its TensorFlow pycs with the cache's link only, and gc removes them; the entries the kept
+    generations link to stay, and the env still imports."""
+    cache = tmp_path / "pyc-cache"
+    mine = {"TFREBUILD_PYC_CACHE": str(cache)}
+
+    def cli(*args) -> Run:
+        return run_cli(kit_env, *args, overrides=mine, cwd=ROOT, timeout=300)
+
+    env = create_venv(tmp_path / "p" / "tf", CLASSIC, find_links=kit_index, env=dict(kit_env))
+    for to in TARGETS:
+        ok(cli("upgrade", "--env", env, "--to", to, "--offline", "--find-links", kit_index, "--yes", "--json"))
+
+    def tf_pyc(tree: Path) -> Path:
+        (init,) = tree.glob("lib/python*/site-packages/tensorflow/__init__.py")
+        return Path(importlib.util.cache_from_source(str(init)))
+
+    def entry_of(pyc: Path) -> Path:
+        (entry,) = [e for e in cache.rglob("*.pyc") if os.path.samefile(e, pyc)]
+        return entry
+
+    doomed, current = entry_of(tf_pyc(gen_dir(env, 2) / "env")), entry_of(tf_pyc(env))
+    assert doomed != current and os.stat(doomed).st_nlink == 2  # the cache's link and generation 2's
+    dry = ok(cli("gc", "--env", env, "--keep", "1", "--dry-run", "--json")).json()
+    assert dry["deleted"] == [1, 2] and doomed.exists()
+    doc = ok(cli("gc", "--env", env, "--keep", "1", "--yes", "--json")).json()
+    assert doc["deleted"] == [1, 2] and doc["pyc_cache"]["cache"] == str(cache)
+    assert doc["pyc_cache"]["files"] >= 1 and doc["pyc_cache"]["bytes"] > 0
+    assert not doomed.exists() and current.exists() and os.path.samefile(current, tf_pyc(env))
+    assert all(e.stat().st_nlink > 1 for e in cache.rglob("*.pyc"))  # what is left, an env uses
+    assert tf_at(env, kit_env) == "2.20.0"
+    again = ok(cli("gc", "--env", env, "--keep", "1", "--yes"))
+    assert "Nothing to delete" in again.out and "pyc cache" not in again.out
+    back = ok(cli("rollback", "--env", env, "--yes", "--json", "--check", "import")).json()
     assert back["to_generation"] == 3 and tf_at(env, kit_env) == "2.18.0"
 
 

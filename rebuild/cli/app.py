@@ -321,7 +321,7 @@ def gc(
     yes: bool = YesOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Delete the oldest generations beyond --keep; report the space freed.
+    """Delete the oldest generations beyond --keep, then the pyc cache's entries no env uses; report the space freed.
 
     Example: tfrebuild gc --env ~/venvs/tf --keep 2 --yes
     """

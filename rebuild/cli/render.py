@@ -399,11 +399,17 @@ def gc(term: Terminal, g, as_json: bool) -> None:
     _recovered(term, g.recovered)
     if not g.deleted:
         term.out.print(f"Nothing to delete: {len(g.kept)} generation(s) of {g.env}, keeping {g.keep}.", markup=False)
-        return
-    verb = "Would delete" if g.dry_run else "Deleted"
-    term.out.print(f"{verb} generation(s) {', '.join(map(str, g.deleted))} of {g.env}; "
-              f"{'would free' if g.dry_run else 'freed'} {_size(g.freed)}. Kept: {', '.join(map(str, g.kept))}.",
-              markup=False)
+    else:
+        verb = "Would delete" if g.dry_run else "Deleted"
+        term.out.print(f"{verb} generation(s) {', '.join(map(str, g.deleted))} of {g.env}; "
+                       f"{'would free' if g.dry_run else 'freed'} {_size(g.freed)}. "
+                       f"Kept: {', '.join(map(str, g.kept))}.", markup=False)
+    pyc = g.pyc_cache
+    if pyc is not None and pyc.files:
+        what = "no env uses now" if g.dry_run else "no env used"
+        verb = "would remove" if g.dry_run else "removed"
+        term.out.print(f"pyc cache {pyc.cache}: {verb} {pyc.files} entr{'y' if pyc.files == 1 else 'ies'} "
+                       f"{what} ({_size(pyc.bytes)}).", markup=False)
 
 
 def status(term: Terminal, s, as_json: bool) -> None:

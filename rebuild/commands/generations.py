@@ -14,6 +14,7 @@ from typing import Callable
 from rebuild.env import inuse, refusals
 from rebuild.core import changes as planning  # Change, diff: their one home (rename at the next edit)
 from rebuild.core import smoke
+from rebuild.core.bytecode import Pruned, prune_cache
 from rebuild.env import profile as prof
 from rebuild.env.locate import locate
 from rebuild.errors import UserError
@@ -375,10 +376,18 @@ class GcResult:
     freed: int
     dry_run: bool
     recovered: str | None = None
+    pyc_cache: Pruned | None = None  # the pyc cache's entries no env uses any more, removed after the generations
 
 
 def gc(env=None, keep: int = 3, *, dry_run: bool = False, yes: bool = False,
        confirm: Callable[[str], bool] | None = None) -> GcResult:
+    result = _gc_generations(env, keep, dry_run=dry_run, yes=yes, confirm=confirm)
+    result.pyc_cache = prune_cache(dry_run=True) if dry_run else _prune()
+    return result
+
+
+def _gc_generations(env, keep: int, *, dry_run: bool, yes: bool,
+                    confirm: Callable[[str], bool] | None) -> GcResult:
     if keep < 1:
         raise UserError(f"--keep {keep} would delete every generation.",
                         "Keep at least 1 (the current one is never deleted); the default is 3.")
@@ -411,6 +420,13 @@ def gc(env=None, keep: int = 3, *, dry_run: bool = False, yes: bool = False,
                 signals.changed(f"{store.env} gc", f"gc deleted generation(s) {gone} of {store.env}; "
                                 f"{store.env} is still on generation {store.current_number}")
         return GcResult(str(store.env), keep, doomed, sorted(kept), freed, False, recovered)
+
+
+def _prune() -> Pruned:
+    """The pyc cache pruned after gc, outside the env's lock: its entries are shared by every env of this user,
+    and pruning races no build (one that finds an entry gone compiles it)."""
+    with signals.deferred():
+        return prune_cache()
 
 
 # --- status ---------------------------------------------------------------------

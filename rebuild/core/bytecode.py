@@ -12,7 +12,8 @@ The cache is ``$TFREBUILD_PYC_CACHE``, else ``$XDG_CACHE_HOME/tfrebuild/pyc`` (`
 It is used only on the env's filesystem (a hard link cannot cross filesystems) and only when the env's
 folder belongs to the user running tfrebuild (root building another user's env must not share files
 with root's own cache). ``TFREBUILD_PYC_CACHE=off`` turns it off: uv compiles, as before. Interpreters
-older than 3.7 have no hash-based pycs and always get uv's compilation.
+older than 3.7 have no hash-based pycs and always get uv's compilation. ``tfrebuild gc`` prunes it
+(``prune_cache``): entries no env links to any more.
 """
 
 from __future__ import annotations
@@ -47,6 +48,84 @@ def cache_dir() -> Path | None:
         return None if value.strip().lower() in OFF else Path(value).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "tfrebuild" / "pyc"
+
+
+@dataclass
+class Pruned:
+    files: int = 0  # cache entries no env links to any more (removed, or to be removed with --dry-run)
+    bytes: int = 0
+    cache: str = ""
+
+
+_ENTRY = re.compile(r"[0-9a-f]{64}\.pyc")
+_BUCKET = re.compile(r"[0-9a-f]{2}")
+_TAG_DIR = re.compile(r"[0-9a-f]+-[A-Za-z0-9_.-]+")  # magic number, then the cache tag (cpython-311)
+_STALE_TMP_S = 3600.0  # a ".tmp-" file this old is a build's leftover (a live one is written and linked in ms)
+
+
+def prune_cache(*, dry_run: bool = False, now: float | None = None) -> Pruned:
+    """Remove the pyc cache's entries that no env links to any more (link count 1: only the cache has it).
+
+    Every env built with the cache holds its pycs as hard links to the entries, so an entry with one link is
+    used by none of them (``gc`` deleting generations is what drops the links). Removing it costs only its
+    reuse by a later build, which compiles it again; a build that finds an entry gone compiles it (see
+    ``_bytecode.place``). Only the cache's own layout is touched (``<magic>-<tag>/<2 hex>/<sha256>.pyc``, and
+    ``.tmp-`` leftovers older than an hour), only regular files of this user, never through a link."""
+    import stat
+    import time
+
+    cache = cache_dir()
+    result = Pruned(cache=str(cache or ""))
+    if cache is None:
+        return result
+    now = time.time() if now is None else now
+    uid = os.geteuid()
+
+    def folders(path: Path, pattern: re.Pattern[str]):
+        try:
+            with os.scandir(path) as entries:
+                return [e for e in entries if e.is_dir(follow_symlinks=False) and pattern.fullmatch(e.name)]
+        except OSError:
+            return []
+
+    try:
+        root = os.lstat(cache)
+    except OSError:
+        return result
+    if not stat.S_ISDIR(root.st_mode) or root.st_uid != uid:
+        return result
+    for tag in folders(cache, _TAG_DIR):
+        for bucket in folders(Path(tag.path), _BUCKET):
+            try:
+                with os.scandir(bucket.path) as entries:
+                    files = list(entries)
+            except OSError:
+                continue
+            for entry in files:
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if not stat.S_ISREG(st.st_mode) or st.st_uid != uid:
+                    continue
+                if _ENTRY.fullmatch(entry.name):
+                    if st.st_nlink != 1:
+                        continue
+                elif not (entry.name.startswith(".tmp-") and now - st.st_mtime > _STALE_TMP_S):
+                    continue
+                if not dry_run:
+                    try:
+                        os.unlink(entry.path)
+                    except OSError:
+                        continue
+                result.files += 1
+                result.bytes += st.st_size
+            if not dry_run:
+                try:
+                    os.rmdir(bucket.path)  # only when empty
+                except OSError:
+                    pass
+    return result
 
 
 def _existing(path: Path) -> Path:
