@@ -204,7 +204,7 @@ def _grid(term: Terminal, rows: list[list[str]], right: tuple[int, ...] = ()) ->
         grid.add_column(justify="right" if i in right else "left", overflow="fold")
     for row in rows:
         grid.add_row(*[escape(str(cell)) for cell in row])
-    term.out.print(Padding(grid, (0, 0, 0, 2)))
+    term.out.print(Padding(grid, (0, 0, 0, 2), expand=False))  # no trailing spaces to the console width
 
 
 def _changes(term: Terminal, changes) -> None:
