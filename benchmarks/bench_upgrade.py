@@ -122,15 +122,17 @@ def choose_tfrebuild(args, tmp: Path, env: dict[str, str] | None = None) -> list
     tools, bins = tmp / "tool" / "tools", tmp / "tool" / "bin"
     env = dict(os.environ if env is None else env)
     env.update(UV_TOOL_DIR=str(tools), UV_TOOL_BIN_DIR=str(bins))
+    # The tool's own uv is the one the raw-uv rows run (uv_bin()), so both sides use the same uv.
+    uv_version = subprocess.run([uv_bin(), "--version"], capture_output=True, text=True).stdout.split()[1]
     proc = subprocess.run([uv_bin(), "tool", "install", "--quiet", "--compile-bytecode", "--no-python-downloads",
-                           "--python", sys.executable, str(REPO)], capture_output=True, text=True, env=env,
-                          stdin=subprocess.DEVNULL)
+                           "--python", sys.executable, "--with", f"uv=={uv_version}", str(REPO)],
+                          capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
     if proc.returncode != 0:
         raise SystemExit(f"uv tool install --compile-bytecode {REPO} failed (exit {proc.returncode}); pass "
                          f"--from-checkout to time `python -m rebuild` instead.\n{proc.stderr[-3000:]}")
     TFREBUILD = [str(bins / "tfrebuild")]
     version = subprocess.run([*TFREBUILD, "--version"], capture_output=True, text=True).stdout.strip()
-    log(f"tfrebuild: {TFREBUILD[0]} ({version}; uv tool install --compile-bytecode of {REPO})")
+    log(f"tfrebuild: {TFREBUILD[0]} ({version}, uv {uv_version}; uv tool install --compile-bytecode of {REPO})")
     return TFREBUILD
 
 

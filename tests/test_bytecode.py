@@ -128,6 +128,52 @@ def test_prune_removes_only_the_entries_no_env_links_to(tmp_path, monkeypatch):
     assert run.stdout.strip() == "f", run.stderr
     assert Path(importlib.util.cache_from_source(str(site_b / "pkg" / "util.py"))).exists()
     assert bytecode.prune_cache().files == 0  # nothing left to prune
+    lone = next(e for e in kept if not e.is_symlink() and e.parent != bucket)  # pkg's: buckets e1 and 0a
+    shutil.rmtree(tmp_path / "b")
+    assert bytecode.prune_cache().files == 2 and not lone.parent.exists()  # a bucket emptied goes too
+    assert bucket.is_dir()  # one that still holds something stays
+
+
+def test_dry_run_counts_the_entries_the_doomed_trees_alone_use(tmp_path, monkeypatch):
+    cache = tmp_path / "pyc"
+    monkeypatch.setenv("TFREBUILD_PYC_CACHE", str(cache))
+    _venv(tmp_path / "a", {**MODULES, "solo.py": "ONLY_A = True\n"})
+    bytecode.compile_env(tmp_path / "a", cache)
+    _venv(tmp_path / "b", MODULES)
+    bytecode.compile_env(tmp_path / "b", cache)
+    assert bytecode.prune_cache(dry_run=True).files == 0  # every entry is linked now
+    would = bytecode.prune_cache(dry_run=True, dropping=bytecode.links_in([tmp_path / "a"]))
+    assert would.files == 1  # solo.py's: pkg's two are b's too
+    both = bytecode.prune_cache(dry_run=True, dropping=bytecode.links_in([tmp_path / "a", tmp_path / "b"]))
+    assert both.files == 3 and len(list(cache.rglob("*.pyc"))) == 3
+    shutil.rmtree(tmp_path / "a")
+    assert bytecode.prune_cache() == would  # the real run removes what the dry run said
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to make files of another uid")
+def test_prune_leaves_other_users_files_and_caches(tmp_path, monkeypatch):
+    cache = tmp_path / "pyc"
+    bucket = cache / "aa-cpython-311" / "00"
+    bucket.mkdir(parents=True)
+    theirs, mine = bucket / ("1" * 64 + ".pyc"), bucket / ("2" * 64 + ".pyc")
+    theirs.write_bytes(b"t")
+    mine.write_bytes(b"m")
+    os.chown(theirs, 65534, 65534)
+    monkeypatch.setenv("TFREBUILD_PYC_CACHE", str(cache))
+    assert bytecode.prune_cache().files == 1 and theirs.exists() and not mine.exists()
+    mine.write_bytes(b"m")
+    os.chown(cache, 65534, 65534)  # a cache folder of another user: nothing in it is touched
+    assert bytecode.prune_cache().files == 0 and mine.exists()
+    os.chown(cache, 0, 0)
+    os.chown(bucket, 65534, 65534)  # nor in a bucket of another user
+    assert bytecode.prune_cache().files == 0 and mine.exists()
+
+
+def test_prune_survives_an_unusable_cache_setting(monkeypatch):
+    monkeypatch.setenv("TFREBUILD_PYC_CACHE", "~no-such-user-here/pyc")
+    with pytest.raises(RuntimeError):
+        bytecode.cache_dir()  # pathlib cannot expand it
+    assert bytecode.prune_cache() == bytecode.Pruned()  # gc after deleting generations must not fail on it
 
 
 def test_prune_leaves_a_cache_that_is_a_link_or_off(tmp_path, monkeypatch):

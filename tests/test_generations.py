@@ -589,10 +589,10 @@ def test_gc_prunes_the_pyc_cache_entries_only_deleted_generations_used(tmp_path,
     doomed, current = entry_of(tf_pyc(gen_dir(env, 2) / "env")), entry_of(tf_pyc(env))
     assert doomed != current and os.stat(doomed).st_nlink == 2  # the cache's link and generation 2's
     dry = ok(cli("gc", "--env", env, "--keep", "1", "--dry-run", "--json")).json()
-    assert dry["deleted"] == [1, 2] and doomed.exists()
+    assert dry["deleted"] == [1, 2] and doomed.exists() and dry["pyc_cache"]["files"] >= 1
     doc = ok(cli("gc", "--env", env, "--keep", "1", "--yes", "--json")).json()
     assert doc["deleted"] == [1, 2] and doc["pyc_cache"]["cache"] == str(cache)
-    assert doc["pyc_cache"]["files"] >= 1 and doc["pyc_cache"]["bytes"] > 0
+    assert doc["pyc_cache"] == dry["pyc_cache"] and doc["pyc_cache"]["bytes"] > 0  # as the dry run said
     assert not doomed.exists() and current.exists() and os.path.samefile(current, tf_pyc(env))
     assert all(e.stat().st_nlink > 1 for e in cache.rglob("*.pyc"))  # what is left, an env uses
     assert tf_at(env, kit_env) == "2.20.0"

@@ -406,10 +406,9 @@ def gc(term: Terminal, g, as_json: bool) -> None:
                        f"Kept: {', '.join(map(str, g.kept))}.", markup=False)
     pyc = g.pyc_cache
     if pyc is not None and pyc.files:
-        what = "no env uses now" if g.dry_run else "no env used"
         verb = "would remove" if g.dry_run else "removed"
-        term.out.print(f"pyc cache {pyc.cache}: {verb} {pyc.files} entr{'y' if pyc.files == 1 else 'ies'} "
-                       f"{what} ({_size(pyc.bytes)}).", markup=False)
+        term.out.print(f"pyc cache {pyc.cache}: {verb} {pyc.files} file{'' if pyc.files == 1 else 's'} no env "
+                       f"{'would use' if g.dry_run else 'uses'} any more ({_size(pyc.bytes)}).", markup=False)
 
 
 def status(term: Terminal, s, as_json: bool) -> None:

@@ -14,7 +14,7 @@ from typing import Callable
 from rebuild.env import inuse, refusals
 from rebuild.core import changes as planning  # Change, diff: their one home (rename at the next edit)
 from rebuild.core import smoke
-from rebuild.core.bytecode import Pruned, prune_cache
+from rebuild.core.bytecode import Pruned, links_in, prune_cache
 from rebuild.env import profile as prof
 from rebuild.env.locate import locate
 from rebuild.errors import UserError
@@ -381,13 +381,17 @@ class GcResult:
 
 def gc(env=None, keep: int = 3, *, dry_run: bool = False, yes: bool = False,
        confirm: Callable[[str], bool] | None = None) -> GcResult:
-    result = _gc_generations(env, keep, dry_run=dry_run, yes=yes, confirm=confirm)
-    result.pyc_cache = prune_cache(dry_run=True) if dry_run else _prune()
+    result, doomed_trees = _gc_generations(env, keep, dry_run=dry_run, yes=yes, confirm=confirm)
+    if dry_run:  # what the real run would remove: entries unused now, and those only the doomed trees use
+        result.pyc_cache = prune_cache(dry_run=True, dropping=links_in(doomed_trees))
+    else:
+        result.pyc_cache = prune_cache()
     return result
 
 
 def _gc_generations(env, keep: int, *, dry_run: bool, yes: bool,
-                    confirm: Callable[[str], bool] | None) -> GcResult:
+                    confirm: Callable[[str], bool] | None) -> tuple[GcResult, list[Path]]:
+    """Delete the generations beyond ``keep``; the result, and (for ``dry_run``) the trees that would go."""
     if keep < 1:
         raise UserError(f"--keep {keep} would delete every generation.",
                         "Keep at least 1 (the current one is never deleted); the default is 3.")
@@ -409,7 +413,8 @@ def _gc_generations(env, keep: int, *, dry_run: bool, yes: bool,
         if dry_run or not doomed:
             alone, _ = exclusive_usage(trees + [store.generation_dir(n) / "env" for n in doomed])
             freed = sum(alone.get(store.generation_dir(n) / "env", 0) for n in doomed)
-            return GcResult(str(store.env), keep, doomed, sorted(kept), freed, dry_run, recovered)
+            doomed_trees = [store.generation_dir(n) / "env" for n in doomed] if dry_run else []
+            return GcResult(str(store.env), keep, doomed, sorted(kept), freed, dry_run, recovered), doomed_trees
         if not yes and not confirm(f"Delete generation(s) {', '.join(map(str, doomed))} of {store.env}?"):
             raise UserError("gc cancelled; nothing was deleted.", exit_code=1)
         freed = 0
@@ -419,14 +424,7 @@ def _gc_generations(env, keep: int, *, dry_run: bool, yes: bool,
                 gone = ", ".join(map(str, doomed[:doomed.index(n) + 1]))
                 signals.changed(f"{store.env} gc", f"gc deleted generation(s) {gone} of {store.env}; "
                                 f"{store.env} is still on generation {store.current_number}")
-        return GcResult(str(store.env), keep, doomed, sorted(kept), freed, False, recovered)
-
-
-def _prune() -> Pruned:
-    """The pyc cache pruned after gc, outside the env's lock: its entries are shared by every env of this user,
-    and pruning races no build (one that finds an entry gone compiles it)."""
-    with signals.deferred():
-        return prune_cache()
+        return GcResult(str(store.env), keep, doomed, sorted(kept), freed, False, recovered), []
 
 
 # --- status ---------------------------------------------------------------------

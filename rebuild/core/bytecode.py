@@ -52,8 +52,8 @@ def cache_dir() -> Path | None:
 
 @dataclass
 class Pruned:
-    files: int = 0  # cache entries no env links to any more (removed, or to be removed with --dry-run)
-    bytes: int = 0
+    files: int = 0  # cache files no env links to any more (removed, or to be removed with --dry-run)
+    bytes: int = 0  # their allocated size
     cache: str = ""
 
 
@@ -63,68 +63,118 @@ _TAG_DIR = re.compile(r"[0-9a-f]+-[A-Za-z0-9_.-]+")  # magic number, then the ca
 _STALE_TMP_S = 3600.0  # a ".tmp-" file this old is a build's leftover (a live one is written and linked in ms)
 
 
-def prune_cache(*, dry_run: bool = False, now: float | None = None) -> Pruned:
+def links_in(trees: list[Path]) -> dict[tuple[int, int], int]:
+    """How many of each pyc's hard links lie in ``trees`` (their ``__pycache__`` folders), by (device, inode):
+    what deleting those trees takes from the cache's entries."""
+    import stat
+
+    found: dict[tuple[int, int], int] = {}
+    for tree in trees:
+        for folder, dirs, files in os.walk(tree):  # os.walk does not follow links to folders
+            if os.path.basename(folder) != "__pycache__":
+                continue
+            for name in files:
+                try:
+                    st = os.lstat(os.path.join(folder, name))
+                except OSError:
+                    continue
+                if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+                    found[(st.st_dev, st.st_ino)] = found.get((st.st_dev, st.st_ino), 0) + 1
+    return found
+
+
+def prune_cache(*, dry_run: bool = False, dropping: dict[tuple[int, int], int] | None = None,
+                now: float | None = None) -> Pruned:
     """Remove the pyc cache's entries that no env links to any more (link count 1: only the cache has it).
 
     Every env built with the cache holds its pycs as hard links to the entries, so an entry with one link is
     used by none of them (``gc`` deleting generations is what drops the links). Removing it costs only its
     reuse by a later build, which compiles it again; a build that finds an entry gone compiles it (see
-    ``_bytecode.place``). Only the cache's own layout is touched (``<magic>-<tag>/<2 hex>/<sha256>.pyc``, and
-    ``.tmp-`` leftovers older than an hour), only regular files of this user, never through a link."""
+    ``_bytecode.place``), so no lock is needed. ``dropping`` (with ``dry_run``): links that are about to go
+    (``links_in`` of the generations gc would delete), so the count is what the real run would remove.
+
+    Only the cache's own layout is touched (``<magic>-<tag>/<2 hex>/<sha256>.pyc``, and ``.tmp-`` leftovers
+    older than an hour), only regular files of this user. Every folder is opened with ``O_NOFOLLOW`` relative
+    to the one above it and every name is removed relative to its folder, so nothing is reached through a
+    link, even one swapped in while this runs. A cache that cannot be read (or a cache setting that cannot be
+    used) prunes nothing: it is only a cache."""
     import stat
     import time
 
-    cache = cache_dir()
+    try:
+        cache = cache_dir()
+    except (RuntimeError, ValueError):  # e.g. TFREBUILD_PYC_CACHE=~nosuchuser/...
+        return Pruned()
     result = Pruned(cache=str(cache or ""))
     if cache is None:
         return result
     now = time.time() if now is None else now
     uid = os.geteuid()
+    dropping = dropping or {}
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 
-    def folders(path: Path, pattern: re.Pattern[str]):
+    def open_dir(name, dir_fd=None):
         try:
-            with os.scandir(path) as entries:
-                return [e for e in entries if e.is_dir(follow_symlinks=False) and pattern.fullmatch(e.name)]
+            fd = os.open(name, flags, dir_fd=dir_fd)
+        except (OSError, ValueError):
+            return None
+        st = os.fstat(fd)
+        if st.st_uid != uid:
+            os.close(fd)
+            return None
+        return fd
+
+    def names(fd, pattern=None):
+        try:
+            with os.scandir(fd) as entries:
+                return [e.name for e in entries if pattern is None or pattern.fullmatch(e.name)]
         except OSError:
             return []
 
+    root = open_dir(cache)
+    if root is None:
+        return result
     try:
-        root = os.lstat(cache)
-    except OSError:
-        return result
-    if not stat.S_ISDIR(root.st_mode) or root.st_uid != uid:
-        return result
-    for tag in folders(cache, _TAG_DIR):
-        for bucket in folders(Path(tag.path), _BUCKET):
-            try:
-                with os.scandir(bucket.path) as entries:
-                    files = list(entries)
-            except OSError:
+        for tag_name in names(root, _TAG_DIR):
+            tag = open_dir(tag_name, root)
+            if tag is None:
                 continue
-            for entry in files:
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except OSError:
-                    continue
-                if not stat.S_ISREG(st.st_mode) or st.st_uid != uid:
-                    continue
-                if _ENTRY.fullmatch(entry.name):
-                    if st.st_nlink != 1:
+            try:
+                for bucket_name in names(tag, _BUCKET):
+                    bucket = open_dir(bucket_name, tag)
+                    if bucket is None:
                         continue
-                elif not (entry.name.startswith(".tmp-") and now - st.st_mtime > _STALE_TMP_S):
-                    continue
-                if not dry_run:
                     try:
-                        os.unlink(entry.path)
-                    except OSError:
-                        continue
-                result.files += 1
-                result.bytes += st.st_size
-            if not dry_run:
-                try:
-                    os.rmdir(bucket.path)  # only when empty
-                except OSError:
-                    pass
+                        for name in names(bucket):
+                            try:
+                                st = os.stat(name, dir_fd=bucket, follow_symlinks=False)
+                            except OSError:
+                                continue
+                            if not stat.S_ISREG(st.st_mode) or st.st_uid != uid:
+                                continue
+                            if _ENTRY.fullmatch(name):
+                                if st.st_nlink - dropping.get((st.st_dev, st.st_ino), 0) != 1:
+                                    continue
+                            elif not (name.startswith(".tmp-") and now - st.st_mtime > _STALE_TMP_S):
+                                continue
+                            if not dry_run:
+                                try:
+                                    os.unlink(name, dir_fd=bucket)
+                                except OSError:
+                                    continue
+                            result.files += 1
+                            result.bytes += st.st_blocks * 512
+                    finally:
+                        os.close(bucket)
+                    if not dry_run:
+                        try:
+                            os.rmdir(bucket_name, dir_fd=tag)  # only when empty
+                        except OSError:
+                            pass
+            finally:
+                os.close(tag)
+    finally:
+        os.close(root)
     return result
 
 
