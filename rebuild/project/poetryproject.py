@@ -209,7 +209,7 @@ def lock(project: Project, distribution: str, version: str, op: str, *, current:
     work = workdir.create(root, op, {"pyproject.toml": text.encode("utf-8"),
                                      **({"poetry.lock": old_lock} if old_lock is not None else {})},
                           skip=skip, doing="re-locks")
-    try:
+    with workdir.removed_on_error(work):
         steps = [new_text] if _only(new, version) else [_edit(text, keys, kind, old, pinned), new_text]
         for step_text in steps:  # pinned first when the moved range admits more than the planned version
             (work / "pyproject.toml").write_text(step_text, encoding="utf-8")
@@ -221,16 +221,9 @@ def lock(project: Project, distribution: str, version: str, op: str, *, current:
                               "pyproject.toml, or plan another version with --to.") from None
         files = {"pyproject.toml": (work / "pyproject.toml").read_bytes(),
                  "poetry.lock": (work / "poetry.lock").read_bytes()}
-        locked = locked_versions(files["poetry.lock"]).get(canonicalize_name(distribution), set())
-        if locked != {version}:
-            raise UserError(f"Poetry locked {distribution} {', '.join(sorted(locked)) or '(none)'} for the project "
-                            f"{root}, not the planned {version}.",
-                            "The project's own settings (its sources, or the python it declares) choose another "
-                            "version than the env's; plan with --to that version, or change the setting. Nothing "
-                            "was changed.", exit_code=1)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
+        workdir.expect_locked("Poetry", distribution, version,
+                              locked_versions(files["poetry.lock"]).get(canonicalize_name(distribution), set()), root,
+                              "its sources, or the python it declares")
     return Locked(workdir=work, files=files, old_requirement=old, new_requirement=new,
                   changes=_changes(old_lock, files["poetry.lock"]))
 

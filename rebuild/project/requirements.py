@@ -289,7 +289,7 @@ def compile(project: Project, distribution: str, version: str, op: str, *, pytho
     copies = {in_name: edit_in(in_text, old, new).encode("utf-8"),
               txt_name: (root / txt_name).read_bytes()}  # uv's preferences: the other pins move as little as they can
     work = workdir.create(root, op, copies, skip=skip, doing="recompiles")
-    try:
+    with workdir.removed_on_error(work):
         python_args = [] if header.python_given else ["--python", str(python)]
         given = set(header.args) | ({"--upgrade"} if "-U" in header.args else set())
         ours = [a for a in ["--upgrade"] * eager + _index_flags(offline, find_links)  # flags uv takes once
@@ -315,9 +315,6 @@ def compile(project: Project, distribution: str, version: str, op: str, *, pytho
             raise UserError(f"The recompiled {txt_name} lost its hashes.", "Compile it yourself with "
                             "--generate-hashes. Nothing was changed.", exit_code=1)
         files = {in_name: (work / in_name).read_bytes(), txt_name: new_txt}
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
     return Compiled(workdir=work, in_name=in_name, txt_name=txt_name, files=files, old_requirement=old,
                     new_requirement=new, hashed=hashed(new_text), header=header, python=str(python),
                     changes=_changes(pins(txt_text), pins(new_text)))

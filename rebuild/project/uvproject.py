@@ -85,7 +85,7 @@ def lock(project: Project, distribution: str, version: str, op: str, *, offline:
     if (root / "uv.lock").is_file():
         copies["uv.lock"] = (root / "uv.lock").read_bytes()
     work = workdir.create(root, op, copies, skip=skip, doing="re-locks")
-    try:
+    with workdir.removed_on_error(work):
         args = ["lock", *upgrade] + (["--offline"] if offline else [])
         try:
             done = uvcmd.run(args, env=_uv_env(None), cwd=work, log=log, what="uv lock", for_install=False)
@@ -98,16 +98,8 @@ def lock(project: Project, distribution: str, version: str, op: str, *, offline:
                           "uv's message above says what went wrong.") from None
         changes = [line.strip() for line in done.stderr.splitlines() if _CHANGE.match(line.strip())]
         files = {"pyproject.toml": (work / "pyproject.toml").read_bytes(), "uv.lock": (work / "uv.lock").read_bytes()}
-        locked = locked_versions(files["uv.lock"], distribution)
-        if locked != {version}:
-            raise UserError(f"uv locked {distribution} {', '.join(sorted(locked)) or '(none)'} for the project "
-                            f"{root}, not the planned {version}.",
-                            "The project's own settings (its indexes, constraints or requires-python) choose "
-                            "another version than the env's; plan with --to that version, or change the "
-                            "setting. Nothing was changed.", exit_code=1)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
+        workdir.expect_locked("uv", distribution, version, locked_versions(files["uv.lock"], distribution), root,
+                              "its indexes, constraints or requires-python")
     return Locked(workdir=work, files=files, old_requirement=old, new_requirement=new, changes=changes)
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,7 +49,7 @@ def create(root: Path, op: str, copies: dict[str, bytes], *, skip: set[str], doi
     except OSError as exc:
         raise UserError(f"Cannot create the work folder {work} beside the project: {exc.strerror or exc}.",
                         f"tfrebuild {doing} a copy of the project next to it; make {root.parent} writable.") from None
-    try:
+    with removed_on_error(work):
         for name, data in copies.items():
             (work / name).write_bytes(data)
         for entry in root.iterdir():
@@ -56,10 +58,26 @@ def create(root: Path, op: str, copies: dict[str, bytes], *, skip: set[str], doi
             if (entry / "pyvenv.cfg").is_file():  # an env in the project folder: not an input
                 continue
             os.symlink(entry, work / entry.name)
+    return work
+
+
+@contextmanager
+def removed_on_error(work: Path) -> Iterator[None]:
+    """Remove the work folder when the block fails or is interrupted (the project itself was not touched)."""
+    try:
+        yield
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
-    return work
+
+
+def expect_locked(tool: str, distribution: str, version: str, locked: set[str], root: Path, settings: str) -> None:
+    """Refuse a re-lock in which ``tool`` chose another ``distribution`` than the planned ``version``."""
+    if locked != {version}:
+        raise UserError(f"{tool} locked {distribution} {', '.join(sorted(locked)) or '(none)'} for the project "
+                        f"{root}, not the planned {version}.",
+                        f"The project's own settings ({settings}) choose another version than the env's; plan with "
+                        "--to that version, or change the setting. Nothing was changed.", exit_code=1)
 
 
 def sweep(root: Path) -> list[Path]:
