@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from rebuild.commands import generations
+from rebuild.commands import generations, starter
 from rebuild.core import plan as planning
 from rebuild.core import sources, transaction
 from rebuild.env import refusals
@@ -36,6 +36,7 @@ from rebuild.util.progress import NULL
 class UpgradeResult(transaction.TransactionResult):
     plan: planning.Plan
     reused: int | None = None  # the existing generation that already held the planned set, switched to
+    started: starter.Started | None = None  # no env here: this run built one from the bundled profile first
 
 
 def _command_line() -> str:
@@ -52,6 +53,7 @@ def run(opts: planning.Options, progress=None, confirm: Callable[[planning.Plan]
     if not opts.yes and confirm is None:
         raise UserError("tfrebuild upgrade needs confirmation, and there is no terminal to ask on.",
                         "Look at `tfrebuild plan` first, then run `tfrebuild upgrade --yes`.")
+    started = starter.create(opts, progress) if opts.yes and starter.applies(opts) else None  # a fresh machine
     loc = locate(opts.env)  # bad paths fail here, before anything is created
     planning.load_override(opts, loc, runs_commands=True)  # so does a bad or refused --profile
     planning.resolve.parse_target(opts.to)  # and a bad --to
@@ -72,7 +74,7 @@ def run(opts: planning.Options, progress=None, confirm: Callable[[planning.Plan]
             log = store.log_path(op) if store.managed else store.state / "logs" / f"{op}.log"
             the_plan = planning.make_plan(opts, progress, log=log)
             result = UpgradeResult(plan=the_plan, changed=False, recovered=recovered, log=str(log),
-                                   state_dir=str(store.state))
+                                   state_dir=str(store.state), started=started)
             if the_plan.nothing_to_do:
                 result.seconds = time.monotonic() - start
                 return result
