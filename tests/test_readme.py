@@ -171,7 +171,7 @@ def test_readme_first_command_on_a_fresh_machine(tmp_path):
         assert (home / ".local/share/tfrebuild/venv/bin/tfrebuild").exists()
         venv_python = clone / ".venv/bin/python"
         listing = subprocess.run([str(venv_python), "-c", "import importlib.util as u; print(u.find_spec('rebuild'))"],
-                                 capture_output=True, text=True, env={"PATH": MACHINE_PATH})
+                                 capture_output=True, text=True, env={"PATH": MACHINE_PATH}, cwd=home)
         assert listing.stdout.strip() == "None", listing
     finally:
         shutil.rmtree(tmp_path, ignore_errors=True)  # the TensorFlow envs and the empty HOME's caches (GBs)

@@ -308,11 +308,14 @@ def upgrade(term: Terminal, r, as_json: bool) -> None:
                    "previous": r.previous, "state_dir": r.state_dir, "log": r.log, "build_seconds": r.build_seconds,
                    "checks": jsonable(r.checks), "after_swap": jsonable(r.after_swap), "swap_ms": r.swap_ms,
                    "notes": r.notes, "recovered": r.recovered, "seconds": r.seconds,
-                   "reused": getattr(r, "reused", None), "started": jsonable(getattr(r, "started", None))})
+                   "reused": getattr(r, "reused", None), "started": jsonable(getattr(r, "started", None)),
+                   "adopted": getattr(r, "adopted", None)})
         return
     if r.recovered:
         term.out.print(f"Recovered an interrupted operation first: {r.recovered}", markup=False)
     _started(term, getattr(r, "started", None))
+    if getattr(r, "adopted", None):
+        term.out.print(r.adopted[0].upper() + r.adopted[1:] + ".", markup=False)
     if not r.changed:
         plan_text(term, r.plan)
         term.out.print("Nothing to do: the environment already matches the target.", markup=False)

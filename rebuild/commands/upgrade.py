@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from rebuild.commands import generations, starter
+from rebuild.commands import generations, outside, starter
 from rebuild.core import plan as planning
 from rebuild.core import sources, transaction
 from rebuild.env import refusals
@@ -37,6 +37,7 @@ class UpgradeResult(transaction.TransactionResult):
     plan: planning.Plan
     reused: int | None = None  # the existing generation that already held the planned set, switched to
     started: starter.Started | None = None  # no env here: this run built one from the bundled profile first
+    adopted: str | None = None  # the env was recreated or changed outside tfrebuild: adopted first, as a generation
 
 
 def _command_line() -> str:
@@ -70,11 +71,12 @@ def run(opts: planning.Options, progress=None, confirm: Callable[[planning.Plan]
             recovered = generations.recover(store) if store.managed or store.journal_path.exists() else None
             if recovered:
                 progress.note(f"recovered: {recovered}")
+            adopted = _adopt_outside(store, progress)
             op = new_op_id("upgrade")
             log = store.log_path(op) if store.managed else store.state / "logs" / f"{op}.log"
             the_plan = planning.make_plan(opts, progress, log=log)
             result = UpgradeResult(plan=the_plan, changed=False, recovered=recovered, log=str(log),
-                                   state_dir=str(store.state), started=started)
+                                   state_dir=str(store.state), started=started, adopted=adopted)
             if the_plan.nothing_to_do:
                 result.seconds = time.monotonic() - start
                 return result
@@ -106,6 +108,13 @@ def run(opts: planning.Options, progress=None, confirm: Callable[[planning.Plan]
     finally:
         if created_state and not store.managed:
             shutil.rmtree(store.state, ignore_errors=True)
+
+
+def _adopt_outside(store: Store, progress) -> str | None:
+    """An env recreated or changed outside tfrebuild becomes a new generation before anything else is done."""
+    if not store.managed:
+        return None
+    return outside.adopt_text(store, outside.adopt(store, progress))
 
 
 def _apply(store: Store, the_plan: planning.Plan, opts: planning.Options, op: str, log: Path, progress,
