@@ -242,8 +242,6 @@ def test_pep621_project_range_moves_and_a_hand_edited_lock_is_refused(project, p
     refused = tfr(penv, root, "rollback", "--env", ".venv", "--yes")
     assert refused.code != 0 and "poetry.lock" in refused.text and "poetry lock && poetry sync" in refused.text, str(refused)
     assert lock.read_text() == edited and _tf(root) == "2.18.0"  # nothing changed
-    again = tfr(penv, root, "upgrade", "--env", ".venv", "--offline", "--to", "2.16.1", "--yes")
-    assert again.code != 0 and "changed since tfrebuild last wrote them" in again.text, str(again)
 
     forced = tfr(penv, root, "rollback", "--env", ".venv", "--yes", "--force")
     assert forced.code == 0, str(forced)

@@ -86,8 +86,6 @@ def run(opts: planning.Options, progress=None, confirm: Callable[[planning.Plan]
             project = the_plan.project
             if project is not None and not project.drivable and not opts.force:
                 raise project_refusal(project)
-            if project is not None and project.drivable and store.managed:  # before asking: a hand edit stops it
-                result.notes += project_files.refuse_edited(store, force=opts.force, doing="this upgrade")
             driven = project is not None and project.drivable
             same = _generation_with(store, the_plan) if store.managed and not driven else None
             if same is not None:
@@ -95,6 +93,8 @@ def run(opts: planning.Options, progress=None, confirm: Callable[[planning.Plan]
                 the_plan.notes.append(note)
             if not opts.yes and not confirm(the_plan):
                 raise UserError("Upgrade cancelled; nothing was changed.", exit_code=1)
+            if project is not None and project.drivable and store.managed:  # hand edits: the starting point
+                result.notes += project_files.carry_edits(store)
             if same is not None:
                 return _switch(store, same, the_plan, opts, progress, result, start)
             return _apply(store, the_plan, opts, op, log, progress, result, start, command)
