@@ -200,6 +200,7 @@ def test_a_manager_tfrebuild_does_not_drive_is_refused_unless_force(tmp_path, ki
     refused = run_cli(kit_env, "upgrade", "--env", env, "--to", "2.18", "--offline", "--find-links", kit_index,
                       "--yes")
     assert refused.code == 1 and "conda" in refused.err and "--force" in refused.err, refused
+    assert "resolve:" not in refused.err, "the refusal does not depend on the plan: nothing is resolved before it"
     assert os.stat(env).st_ino == inode and not (tmp_path / "condaish.tfrebuild").exists()
     forced = run_cli(kit_env, "upgrade", "--env", env, "--to", "2.18", "--offline", "--find-links", kit_index,
                      "--yes", "--force")

@@ -61,6 +61,7 @@ def run(opts: planning.Options, progress=None, confirm: Callable[[planning.Plan]
     sources.refuse_self_upgrade(loc.path)  # tfrebuild cannot swap out the env it runs from
     if not loc.bare:  # what stops the swap is known now: refuse before planning and building, not after
         refusals.refuse(loc.path, force=opts.force)
+    _refuse_undriven(loc.path, opts)  # a project tfrebuild does not drive: known before any resolution
     store = Store.open(loc.path) or Store.unmanaged(loc.path)
     created_state = not store.state.exists()
     command = _command_line()
@@ -143,6 +144,15 @@ def _apply(store: Store, the_plan: planning.Plan, opts: planning.Options, op: st
             step.cleanup()
     result.seconds = time.monotonic() - start
     return result
+
+
+def _refuse_undriven(env: Path, opts: planning.Options) -> None:
+    """A manager tfrebuild does not drive (conda, a workspace …) refuses before anything is resolved or printed."""
+    from rebuild.project.detect import detect
+
+    found = detect(env)
+    if found is not None and not found.drivable and not opts.force:
+        raise project_refusal(found)
 
 
 def project_refusal(project) -> UserError:
