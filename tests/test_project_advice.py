@@ -96,6 +96,35 @@ def test_uv_rollback_over_hand_edits_shows_the_diff_refuses_and_force_saves(tmp_
     assert_uv_agrees(project_env, root)
 
 
+def test_uv_rollback_over_hand_edits_asks_with_the_diff(tmp_path, project_env, kit_index, monkeypatch):
+    """On a terminal, rollback over hand edits shows the diff in its question; yes saves them, then rolls back."""
+    from rebuild.commands import generations
+    from rebuild.errors import UserError
+
+    root = make_project(tmp_path / "proj", project_env, kit_index, packaged=False)
+    assert tfr(project_env, root, "upgrade", "--to", "2.16", "--offline", "--find-links", kit_index, "--yes").code == 0
+    edited = (root / "uv.lock").read_text() + "# my note\n"
+    (root / "uv.lock").write_text(edited)
+    for key in list(os.environ):
+        if key not in project_env:
+            monkeypatch.delenv(key)
+    for key, value in project_env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(root)
+    asked: list[str] = []
+
+    def answer(value: bool):
+        return lambda question: asked.append(question) or value
+
+    with pytest.raises(UserError, match="cancelled"):
+        generations.rollback(root / ".venv", confirm=answer(False))
+    assert "+# my note" in asked[0] and "project-edits" in asked[0], asked[0]
+    assert (root / "uv.lock").read_text() == edited
+    done = generations.rollback(root / ".venv", confirm=answer(True))
+    assert done.to_generation == 1 and "# my note" not in (root / "uv.lock").read_text()
+    assert [p.read_text() for p in (root / "..venv.tfrebuild" / "project-edits").rglob("uv.lock")] == [edited]
+
+
 def test_uv_tensorflow_not_a_direct_dependency_add_it_as_advised(tmp_path, project_env, kit_index, make_venv):
     root = make_project(tmp_path / "proj", project_env, kit_index, packaged=False)
     uv(project_env, root, "remove", "tensorflow-cpu")
