@@ -260,8 +260,10 @@ def _poetry_project(env: Path) -> Project | None:
         if find_poetry() is None:
             return Project(**base, drivable=False,
                            fix="tfrebuild upgrades a Poetry project through Poetry's own commands, and no `poetry` "
-                               "was found (on PATH or in $POETRY): install Poetry (`pipx install poetry`), or pass "
-                               "--force to upgrade the env alone")
+                               "was found (on PATH or in $POETRY): install Poetry apart (`pipx install poetry`, or "
+                               "`python3 -m venv ~/.local/share/pypoetry && ~/.local/share/pypoetry/bin/pip install "
+                               "poetry`), put its `poetry` on PATH or name it in $POETRY, and run tfrebuild again; "
+                               "or pass --force to upgrade the env alone")
         if not entries:
             return Project(**base, drivable=False,
                            fix="TensorFlow is not a direct dependency in pyproject.toml; add it with `poetry add "
