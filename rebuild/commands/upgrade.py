@@ -19,7 +19,7 @@ from typing import Callable
 
 from rebuild.commands import generations
 from rebuild.core import plan as planning
-from rebuild.core import sources, transaction
+from rebuild.core import lockfile, sources, transaction
 from rebuild.env import refusals
 from rebuild.env.locate import locate
 from rebuild.errors import UserError
@@ -219,7 +219,7 @@ def _poetry_step(store: Store, the_plan: planning.Plan, opts: planning.Options, 
     locked = poetryproject.lock(project, the_plan.tf_distribution, the_plan.tf_new, op, current=store.env, log=log,
                                 skip={store.state.name, store.env.name})
     staging = _staging_checks(store, the_plan, checks)
-    planned = lock_pins(the_plan.pylock) or {}
+    planned = lockfile.read_pins(the_plan.pylock) or {}
     in_lock = poetryproject.locked_versions(locked.files["poetry.lock"])
     # pip stays beside the lock's packages at `poetry sync` (setuptools and wheel go): the new env keeps it too
     seeds = {n: v for n, v in planned.items() if n in poetryproject.KEPT_BY_SYNC and n not in in_lock}
@@ -283,23 +283,9 @@ def _run_transaction(store, the_plan, opts, op, log, progress, result, command, 
         deep_check=opts.check == "import"), result)
 
 
-def lock_pins(pylock_text: str) -> dict[str, str] | None:
-    """``{name: version}`` of a pylock's packages; ``None`` when it cannot be read."""
-    import tomllib
-
-    from packaging.utils import canonicalize_name
-
-    try:
-        data = tomllib.loads(pylock_text)
-    except tomllib.TOMLDecodeError:
-        return None
-    return {canonicalize_name(str(p.get("name", ""))): str(p.get("version", "")) for p in data.get("packages", [])
-            if isinstance(p, dict)}
-
-
 def _generation_with(store: Store, the_plan: planning.Plan) -> int | None:
     """A kept generation (not the current one) whose lock pins exactly the planned set, on the same Python."""
-    wanted = lock_pins(the_plan.pylock)
+    wanted = lockfile.read_pins(the_plan.pylock)
     if not wanted:
         return None
     for gen in sorted(store.generations(), key=lambda g: -g.number):
@@ -307,7 +293,7 @@ def _generation_with(store: Store, the_plan: planning.Plan) -> int | None:
         if gen.number == store.current_number or not (folder / "env").is_dir():
             continue
         try:
-            theirs = lock_pins((folder / "pylock.toml").read_text(encoding="utf-8"))
+            theirs = lockfile.read_pins((folder / "pylock.toml").read_text(encoding="utf-8"))
         except OSError:
             continue
         if theirs == wanted and gen.python == the_plan.python_new:

@@ -11,9 +11,11 @@ interpreters asked for their version) goes through :func:`run`, as pipx's
 * the command line and its output can be appended to a log, credentials redacted;
 * a timeout or a program that cannot be started comes back as a result
   (``timed_out`` / ``error``), never as an exception, so callers word the failure;
-* children never outlive tfrebuild: each runs in its own process group, killed as a whole on
-  a timeout or an interrupt, and (Linux) gets
-  SIGKILL when tfrebuild itself is killed (:func:`child_options`).
+* children never outlive tfrebuild: each runs in its own process group (``process_group=0``), killed as a
+  whole on a timeout or an interrupt, and (Linux) gets SIGKILL when tfrebuild itself is killed, through
+  util-linux's ``setpriv --pdeathsig KILL`` rather than a ``preexec_fn`` (unsafe with threads); where
+  ``setpriv`` is missing only the group kill applies, and a tfrebuild SIGKILLed in the microseconds between
+  the fork and ``setpriv``'s ``prctl`` leaves that one child running (:func:`argv`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -113,29 +116,38 @@ def _append_log(log: Path, result: Result, note: str) -> None:
             fh.write(redact_line(note) + "\n\n")
 
 
-_PR_SET_PDEATHSIG = 1
-
-
-def _child_setup(parent: int) -> None:  # runs in the child, between fork and exec
+@functools.cache
+def _pdeathsig_wrapper() -> tuple[str, ...]:
+    """The argv prefix that gives a child SIGKILL when tfrebuild dies: util-linux's ``setpriv --pdeathsig KILL``
+    (Linux), found once and tried once; ``()`` where there is none (then the process group alone applies)."""
+    if not sys.platform.startswith("linux"):
+        return ()
+    setpriv = shutil.which("setpriv", path=os.environ.get("PATH") or os.defpath)
+    if setpriv is None:
+        return ()
+    prefix = (setpriv, "--pdeathsig", "KILL", "--")
     try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):  # pragma: no cover - not glibc/Linux: the process group still applies
-        pass
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(137)
+        ok = subprocess.run([*prefix, "true"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, timeout=10, process_group=0).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        ok = False
+    return prefix if ok else ()  # util-linux < 2.33 has no --pdeathsig
 
 
 def child_options() -> dict:
     """``Popen`` keyword arguments every child gets: its own process group (a Ctrl-C at the terminal
-    reaches tfrebuild only, which then stops the whole group), and on Linux SIGKILL when tfrebuild dies
-    (``PR_SET_PDEATHSIG``), so no child goes on writing into a staging folder after tfrebuild is killed."""
-    options: dict = {"process_group": 0}
-    if sys.platform.startswith("linux"):
-        options["preexec_fn"] = functools.partial(_child_setup, os.getpid())
-    return options
+    reaches tfrebuild only, which then stops the whole group). No ``preexec_fn``: Python documents it as
+    unsafe while threads run (the plan starts interpreters from threads), so the parent-death signal comes
+    from :func:`argv` instead."""
+    return {"process_group": 0}
+
+
+def argv(cmd: Sequence[str], *, shell: bool = False) -> list[str]:
+    """What ``Popen`` runs for ``cmd``: on Linux behind ``setpriv --pdeathsig KILL`` (``PR_SET_PDEATHSIG``:
+    SIGKILL when the thread that started it, and so tfrebuild, dies), so no child goes on writing into a staging
+    folder after tfrebuild is killed; ``shell`` runs ``cmd[0]`` through ``/bin/sh -c``."""
+    command = ["/bin/sh", "-c", cmd[0]] if shell else list(cmd)
+    return [*_pdeathsig_wrapper(), *command]
 
 
 def kill_group(proc: subprocess.Popen) -> None:
@@ -170,8 +182,8 @@ def run(
     run_env = dict(env) if env is not None else clean_environ()
     start = time.monotonic()
     try:
-        proc = subprocess.Popen(cmd[0] if shell else cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env=run_env, cwd=cwd, stdin=subprocess.DEVNULL, shell=shell, **child_options())
+        proc = subprocess.Popen(argv(cmd, shell=shell), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=run_env, cwd=cwd, stdin=subprocess.DEVNULL, **child_options())
     except OSError as exc:
         result = Result(cmd, -1, "", "", time.monotonic() - start, error=exc.strerror or str(exc))
     else:

@@ -1,0 +1,112 @@
+"""The house: one runner for every child (smoke checks included), one lock reader, one dist-info name parser,
+and the layer contract of docs/design.md."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from rebuild.core import lockfile, smoke
+from rebuild.util import distinfo, proc
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie waiting for its reaper counts as dead)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return False
+    return fields[0] != "Z"
+
+
+def test_smoke_command_timeout_kills_what_it_forked(tmp_path):
+    """``[smoke].commands = ["sleep 37 & sleep 38"]``: the timeout ends both sleeps, not only their shell."""
+    bg, fg = tmp_path / "bg", tmp_path / "fg"
+    command = f"sleep 37 & echo $! > {bg}; sleep 38 & echo $! > {fg}; wait"
+    start = time.monotonic()
+    check, _ = smoke._run(f"command: {command}", command, tmp_path, 2, shell=True)
+    assert time.monotonic() - start < 30
+    assert not check.ok and check.output.startswith("timed out after 2s"), check
+    pids = [int(bg.read_text()), int(fg.read_text())]
+    deadline = time.monotonic() + 5
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not any(alive(p) for p in pids), f"still running: {[p for p in pids if alive(p)]}"
+
+
+def test_smoke_checks_run_in_the_scrubbed_environment(tmp_path, monkeypatch):
+    """A check sees the env first on PATH, as VIRTUAL_ENV, without proc.SCRUBBED, user site off, output kept."""
+    monkeypatch.setenv("PYTHONPATH", "/elsewhere")
+    monkeypatch.setenv("VIRTUAL_ENV", "/another/env")
+    code = "import os, sys; print(os.environ.get('PYTHONPATH'), os.environ['VIRTUAL_ENV'], " \
+           "os.environ['PATH'].split(os.pathsep)[0], os.environ['PYTHONNOUSERSITE']); sys.exit(3)"
+    check, stdout = smoke._run("probe", [sys.executable, "-c", code], tmp_path, 60)
+    assert not check.ok and stdout.split() == ["None", str(tmp_path), str(tmp_path / "bin"), "1"], check
+    missing, _ = smoke._run("missing", [str(tmp_path / "no-such-program")], tmp_path, 60)
+    assert not missing.ok and "No such file" in missing.output
+
+
+def test_runner_takes_no_preexec_fn_and_children_still_die_with_tfrebuild(tmp_path):
+    """No ``preexec_fn`` (unsafe with threads); a child started from a thread still gets SIGKILL when the
+    process that ran it dies (``setpriv --pdeathsig``)."""
+    assert "preexec_fn" not in proc.child_options()
+    pidfile = tmp_path / "pid"
+    child = f"import os, time; open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+    code = ("import sys, threading; from rebuild.util import proc; "
+            f"t = threading.Thread(target=proc.run, args=([sys.executable, '-c', {child!r}],)); t.start(); t.join()")
+    parent = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent)
+    deadline = time.monotonic() + 30
+    while not (pidfile.exists() and pidfile.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    pid = int(pidfile.read_text())
+    assert alive(pid)
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 5
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not alive(pid), "the child outlived the process that started it"
+
+
+def test_dist_info_names_split_at_the_first_hyphen():
+    assert distinfo.parse("zope.interface-6.0.dist-info") == ("zope-interface", "6.0")
+    assert distinfo.parse("tensorflow_io_gcs_filesystem-0.37.1.dist-info") == ("tensorflow-io-gcs-filesystem", "0.37.1")
+    assert distinfo.parse("Keras-2.15.0.DIST-INFO") == ("keras", "2.15.0")
+    assert distinfo.parse("legacy_pkg-1.0-1.dist-info") == ("legacy-pkg", "1.0-1")  # the last hyphen split badly
+    assert distinfo.parse("nameonly.dist-info") is None
+    assert distinfo.parse("numpy-1.26.4.egg-info") is None
+
+
+def test_installed_reads_a_real_venv(tmp_path):
+    subprocess.run([sys.executable, "-m", "venv", str(tmp_path / "v")], check=True, capture_output=True)
+    version = subprocess.run([str(tmp_path / "v" / "bin" / "python"), "-c",
+                              "import importlib.metadata as m; print(m.version('pip'))"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    assert distinfo.installed(tmp_path / "v")["pip"] == version
+
+
+LOCK = """lock-version = "1.0"
+created-by = "test"
+[[packages]]
+name = "Tensorflow_CPU"
+version = "2.18.0"
+[[packages]]
+name = "tensorflow-io-gcs-filesystem"
+version = "0.37.1"
+marker = "python_version < '3.12'"
+[[packages]]
+name = "local-tree"
+[packages.directory]
+path = "src"
+"""
+
+
+def test_the_one_lock_pin_reader():
+    assert lockfile.read_pins(LOCK) == {"tensorflow-cpu": "2.18.0", "tensorflow-io-gcs-filesystem": "0.37.1",
+                                        "local-tree": ""}
+    assert lockfile.read_pins(LOCK, unconditional=True) == {"tensorflow-cpu": "2.18.0"}
+    assert lockfile.read_pins("packages = [") is None
+    assert [p["name"] for p in lockfile.package_tables(LOCK) or []] == ["Tensorflow_CPU", "tensorflow-io-gcs-filesystem",
+                                                                       "local-tree"]
