@@ -142,6 +142,14 @@ def child_options() -> dict:
     return {"process_group": 0}
 
 
+def _startable(program: str, env: Mapping[str, str], cwd: Path | str | None) -> bool:
+    """Whether ``Popen`` would find ``program`` (so the wrapper does not hide a missing one behind its exit code)."""
+    if os.sep in program:
+        path = os.path.join(os.fspath(cwd) if cwd is not None else "", program)
+        return os.path.isfile(path) and os.access(path, os.X_OK)
+    return shutil.which(program, path=os.pathsep.join(os.get_exec_path(env))) is not None
+
+
 def argv(cmd: Sequence[str], *, shell: bool = False) -> list[str]:
     """What ``Popen`` runs for ``cmd``: on Linux behind ``setpriv --pdeathsig KILL`` (``PR_SET_PDEATHSIG``:
     SIGKILL when the thread that started it, and so tfrebuild, dies), so no child goes on writing into a staging
@@ -182,7 +190,8 @@ def run(
     run_env = dict(env) if env is not None else clean_environ()
     start = time.monotonic()
     try:
-        proc = subprocess.Popen(argv(cmd, shell=shell), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        wrapped = argv(cmd, shell=shell) if shell or _startable(cmd[0], run_env, cwd) else cmd  # else: Popen's OSError
+        proc = subprocess.Popen(wrapped, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 env=run_env, cwd=cwd, stdin=subprocess.DEVNULL, **child_options())
     except OSError as exc:
         result = Result(cmd, -1, "", "", time.monotonic() - start, error=exc.strerror or str(exc))
