@@ -48,10 +48,15 @@ def test_smoke_checks_run_in_the_scrubbed_environment(tmp_path, monkeypatch):
     assert not missing.ok and "No such file" in missing.output
 
 
-def test_runner_takes_no_preexec_fn_and_children_still_die_with_tfrebuild(tmp_path):
+def test_runner_takes_no_preexec_fn_and_children_still_die_with_tfrebuild(tmp_path, monkeypatch):
     """No ``preexec_fn`` (unsafe with threads); a child started from a thread still gets SIGKILL when the
     process that ran it dies (``setpriv --pdeathsig``)."""
-    assert "preexec_fn" not in proc.child_options()
+    seen: list[dict] = []
+    popen = subprocess.Popen
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **kw: seen.append(kw) or popen(*a, **kw))
+    assert proc.run(["true"], timeout=60).ok
+    assert "preexec_fn" not in seen[0] and seen[0]["process_group"] == 0
+    monkeypatch.undo()
     pidfile = tmp_path / "pid"
     child = f"import os, time; open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
     code = ("import sys, threading; from rebuild.util import proc; "

@@ -299,7 +299,7 @@ def run(profile_path, output, *, find_links: list[str] | None = None, offline: b
     _mark(out, earlier | {f.filename for _, f in chosen})  # before the first file: a crash leaves none unlisted
     data = copy.deepcopy(lock.data)
     data["created-by"] = "tfrebuild bundle"
-    by_name = {pkg.name: raw for pkg, raw in zip(lock.packages, data["packages"])}
+    by_name = {pkg.name: raw for pkg, raw in zip(lock.packages, data["packages"], strict=True)}
     bundled: list[BundledFile] = []
     auth = usable_index(profile.index)  # the profile's sources with this machine's credentials filled in
     for i, (pkg, f) in enumerate(chosen, 1):

@@ -160,7 +160,7 @@ def enable_legacy_keras(env: Path) -> Path:
     """
     from rebuild.knowledge.tf import LEGACY_KERAS_LINE, LEGACY_KERAS_PTH
 
-    (site,) = list(env.glob("lib/python*/site-packages"))[:1] or [None]
+    site = next(iter(env.glob("lib/python*/site-packages")), None)
     if site is None:
         raise UserError(f"{env} has no site-packages folder.", "The build is incomplete; see the log.")
     path = site / LEGACY_KERAS_PTH

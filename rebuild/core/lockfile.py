@@ -370,7 +370,7 @@ def direct_sources(profile: prof.Profile) -> dict:
         if p.location != "env" or p.source not in ("editable", "path", "vcs", "url") or not p.url or "****" in p.url \
                 or p.name in sources.SELF:
             continue
-        direct = {"url": p.url}
+        direct: dict[str, object] = {"url": p.url}
         if p.source == "editable":
             direct["dir_info"] = {"editable": True}
         elif p.source == "vcs":

@@ -7,6 +7,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 from packaging.utils import canonicalize_name
 
@@ -139,7 +140,7 @@ def gpu_causes(env: Path) -> str:
     return "likely causes: " + "; ".join(causes)
 
 
-def run_checks(env: Path, *, tf_version: str, imports: list[str], commands: list[str] = (),
+def run_checks(env: Path, *, tf_version: str, imports: list[str], commands: Sequence[str] = (),
                timeout: float | None = None, quick: bool = False, keras_major: int | None = None,
                gpu_required: bool = False) -> Report:
     """Run the checks in ``env``; ``quick`` runs only interpreter + TensorFlow (after a swap)."""

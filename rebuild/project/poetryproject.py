@@ -271,7 +271,7 @@ def build(locked: Locked, staging: Path, python: Path, *, prompt: str, compile_b
 
 def distributions(env: Path) -> dict[str, str]:
     """``{name: version}`` of the distributions installed in ``env``."""
-    return dict(distinfo.installed(env))
+    return distinfo.installed(env)
 
 
 def settle(project: Project, env: Path, *, log: Path | None) -> str:

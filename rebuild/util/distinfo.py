@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from packaging.utils import NormalizedName, canonicalize_name
+from packaging.utils import canonicalize_name
 
 SUFFIX = ".dist-info"
 
 
-def parse(folder: str) -> tuple[NormalizedName, str] | None:
+def parse(folder: str) -> tuple[str, str] | None:
     """``(canonical name, version)`` of a ``.dist-info`` folder name; ``None`` for another name."""
     if not folder.lower().endswith(SUFFIX):
         return None
@@ -25,9 +25,9 @@ def parse(folder: str) -> tuple[NormalizedName, str] | None:
     return canonicalize_name(name), version
 
 
-def installed(env: Path) -> dict[NormalizedName, str]:
+def installed(env: Path) -> dict[str, str]:
     """``{canonical name: version}`` of the distributions in ``env``'s site-packages, from the folder names."""
-    out: dict[NormalizedName, str] = {}
+    out: dict[str, str] = {}
     for folder in env.glob("lib/python*/site-packages/*.dist-info"):
         parsed = parse(folder.name)
         if parsed is not None:

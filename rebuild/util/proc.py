@@ -48,7 +48,7 @@ def redact_line(text: str) -> str:
     The one redaction: :func:`rebuild.index.config.redact` (one URL) and
     :func:`rebuild.index.http.redact_text` call it.
     """
-    def mask(m: re.Match) -> str:
+    def mask(m: re.Match[str]) -> str:
         if ":" in m.group(2):
             return f"{m.group(1)}{m.group(2).split(':', 1)[0]}:****@"
         return f"{m.group(1)}****@"
@@ -83,7 +83,7 @@ class Result:
         return (self.stdout + self.stderr).strip()
 
 
-def _text(value) -> str:
+def _text(value: str | bytes | None) -> str:
     if value is None:
         return ""
     return value.decode(errors="replace") if isinstance(value, bytes) else value
@@ -134,14 +134,6 @@ def _pdeathsig_wrapper() -> tuple[str, ...]:
     return prefix if ok else ()  # util-linux < 2.33 has no --pdeathsig
 
 
-def child_options() -> dict:
-    """``Popen`` keyword arguments every child gets: its own process group (a Ctrl-C at the terminal
-    reaches tfrebuild only, which then stops the whole group). No ``preexec_fn``: Python documents it as
-    unsafe while threads run (the plan starts interpreters from threads), so the parent-death signal comes
-    from :func:`argv` instead."""
-    return {"process_group": 0}
-
-
 def _startable(program: str, env: Mapping[str, str], cwd: Path | str | None) -> bool:
     """Whether ``Popen`` would find ``program`` (so the wrapper does not hide a missing one behind its exit code)."""
     if os.sep in program:
@@ -151,14 +143,19 @@ def _startable(program: str, env: Mapping[str, str], cwd: Path | str | None) -> 
 
 
 def argv(cmd: Sequence[str], *, shell: bool = False) -> list[str]:
-    """What ``Popen`` runs for ``cmd``: on Linux behind ``setpriv --pdeathsig KILL`` (``PR_SET_PDEATHSIG``:
-    SIGKILL when the thread that started it, and so tfrebuild, dies), so no child goes on writing into a staging
-    folder after tfrebuild is killed; ``shell`` runs ``cmd[0]`` through ``/bin/sh -c``."""
+    """What ``Popen`` runs for ``cmd`` (:func:`run` starts it in its own process group, ``process_group=0``: a
+    Ctrl-C at the terminal reaches tfrebuild only, which then stops the whole group).
+
+    No ``preexec_fn``: Python documents it as unsafe while threads run (the plan starts interpreters from
+    threads). The parent-death signal comes from a wrapper instead: on Linux the child runs behind
+    ``setpriv --pdeathsig KILL`` (``PR_SET_PDEATHSIG``: SIGKILL when the thread that started it dies, and
+    :func:`run` waits in that thread), so no child goes on writing into a staging folder after tfrebuild is
+    killed. ``shell`` runs ``cmd[0]`` through ``/bin/sh -c``."""
     command = ["/bin/sh", "-c", cmd[0]] if shell else list(cmd)
     return [*_pdeathsig_wrapper(), *command]
 
 
-def kill_group(proc: subprocess.Popen) -> None:
+def kill_group(proc: subprocess.Popen[str]) -> None:
     """SIGKILL the process group ``proc`` leads (it is still running or not yet reaped) and reap ``proc``."""
     try:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -172,7 +169,7 @@ def kill_group(proc: subprocess.Popen) -> None:
 
 
 def run(
-    args: Sequence[str | os.PathLike],
+    args: Sequence[str | os.PathLike[str]],
     *,
     env: Mapping[str, str] | None = None,
     timeout: float | None = DEFAULT_TIMEOUT,
@@ -192,7 +189,7 @@ def run(
     try:
         wrapped = argv(cmd, shell=shell) if shell or _startable(cmd[0], run_env, cwd) else cmd  # else: Popen's OSError
         proc = subprocess.Popen(wrapped, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env=run_env, cwd=cwd, stdin=subprocess.DEVNULL, **child_options())
+                                env=run_env, cwd=cwd, stdin=subprocess.DEVNULL, process_group=0)
     except OSError as exc:
         result = Result(cmd, -1, "", "", time.monotonic() - start, error=exc.strerror or str(exc))
     else:
