@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-from rebuild.env.profile import Index, IndexSetting
+from rebuild.index.settings import Index, IndexSetting
 from rebuild.errors import UserError
 from rebuild.util import proc
 

@@ -64,9 +64,9 @@ def local_path(url: str) -> Path | None:
 
 def redact_url(value: str) -> str:
     """Hide the secret part of credentials in a URL (``user:****@host``)."""
-    from rebuild.index.config import redact
+    from rebuild.util.proc import redact_line
 
-    return redact(value)
+    return redact_line(value)
 
 
 def redact_text(text: str, urls: Iterable[str] = ()) -> str:

@@ -70,7 +70,7 @@ def _base_of(url: str) -> str:
 
 def _source(url: str, sources: Sequence[tuple[str, str]]) -> tuple[str, str]:
     """(noun, shown URL): the configured source ``url`` belongs to, credentials redacted."""
-    from rebuild.index.config import redact
+    redact = proc.redact_line
 
     for kind, configured in sources:
         base = _base_of(configured)
