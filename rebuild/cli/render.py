@@ -555,7 +555,7 @@ def apply(term: Terminal, r, as_json: bool) -> None:
 
 def bundle(term: Terminal, r, as_json: bool) -> None:
     if as_json:
-        emit_json({"ok": True, **jsonable(r), "downloaded": r.downloaded})
+        emit_json({"ok": True, **jsonable(r), "downloaded": r.downloaded, "seconds_per_mib": r.seconds_per_mib})
         return
     rows = [[f.package, f.version, f.filename, _size(f.size), f.how + (" (hash recorded)" if f.hash_recorded else "")]
             for f in r.files]
@@ -564,6 +564,10 @@ def bundle(term: Terminal, r, as_json: bool) -> None:
         term.out.print(f"note: {note}", markup=False)
     term.out.print(f"Bundled {len(r.files)} files, {_size(r.size)} in total ({_size(r.downloaded)} downloaded), every "
               f"hash checked, in {r.seconds:.1f}s; lock from {r.lock_source}.", markup=False)
+    if r.seconds_per_mib is not None:
+        term.out.print(f"Fetched in {r.fetch_seconds:.1f}s: {r.seconds_per_mib:.3f} s per MiB downloaded "
+                       f"({r.downloaded / 2**20 / max(r.fetch_seconds, 1e-9):.1f} MiB/s, {r.connections} "
+                       "connection(s)).", markup=False)
     term.out.print(f"Install it offline: tfrebuild apply {r.output}/profile.toml --find-links {r.output} --offline "
               "--env PATH", markup=False)
 
