@@ -419,6 +419,9 @@ def test_pypi_tensorflow_bundle_offline_round_trip(require_python, tmp_path):
     run("snapshot", "--env", str(src), "-o", str(tmp_path / "tf215.toml"))
     doc = json.loads(run("bundle", str(tmp_path / "tf215.toml"), "-o", str(tmp_path / "bundle"), "--json").stdout)
     assert doc["size"] > 100 * 2**20 and len(doc["files"]) == len(freeze(src))
+    # downloaded from PyPI over kept-alive connections, several files each, and timed per MiB
+    assert doc["downloaded"] > 100 * 2**20 and doc["seconds_per_mib"] > 0, doc
+    assert 0 < doc["connections"] < len(doc["files"]), doc["connections"]
     offline_env = dict(clean, UV_CACHE_DIR=str(tmp_path / "empty-cache"), UV_OFFLINE="1")
     doc = json.loads(run("apply", str(tmp_path / "bundle" / "profile.toml"), "--env", str(tmp_path / "node" / "tf"),
                          "--find-links", str(tmp_path / "bundle"), "--offline", "--yes", "--json",
