@@ -168,7 +168,7 @@ def plan(
     env: Optional[Path] = EnvOpt, to: str = ToOpt, profile: Optional[Path] = ProfileOpt,
     python: Optional[str] = PythonOpt, strategy: Strategy = StrategyOpt, pre: bool = PreOpt,
     index_url: Optional[str] = IndexOpt, extra_index_url: Optional[list[str]] = ExtraIndexOpt,
-    find_links: Optional[list[Path]] = FindLinksOpt, constraint: Optional[list[Path]] = ConstraintOpt,
+    find_links: Optional[list[str]] = FindLinksOpt, constraint: Optional[list[Path]] = ConstraintOpt,
     offline: bool = OfflineOpt,
     allow_python_download: bool = AllowDownloadOpt, keras: Keras = KerasOpt, gpu: Gpu = GpuOpt,
     allow_sources: bool = AllowSourcesOpt, as_json: bool = JsonOpt,
@@ -197,7 +197,7 @@ def upgrade(
     env: Optional[Path] = EnvOpt, to: str = ToOpt, profile: Optional[Path] = ProfileOpt,
     python: Optional[str] = PythonOpt, strategy: Strategy = StrategyOpt, pre: bool = PreOpt,
     index_url: Optional[str] = IndexOpt, extra_index_url: Optional[list[str]] = ExtraIndexOpt,
-    find_links: Optional[list[Path]] = FindLinksOpt, constraint: Optional[list[Path]] = ConstraintOpt,
+    find_links: Optional[list[str]] = FindLinksOpt, constraint: Optional[list[Path]] = ConstraintOpt,
     offline: bool = OfflineOpt, no_compile: bool = NoCompileOpt,
     allow_python_download: bool = AllowDownloadOpt, keras: Keras = KerasOpt, gpu: Gpu = GpuOpt,
     yes: bool = YesOpt, force: bool = SwapForceOpt, allow_sources: bool = AllowSourcesOpt,
@@ -229,7 +229,7 @@ def upgrade(
 def doctor(
     env: Optional[Path] = EnvOpt, to: str = ToOpt, pre: bool = PreOpt,
     index_url: Optional[str] = IndexOpt, extra_index_url: Optional[list[str]] = ExtraIndexOpt,
-    find_links: Optional[list[Path]] = FindLinksOpt, offline: bool = OfflineOpt, as_json: bool = JsonOpt,
+    find_links: Optional[list[str]] = FindLinksOpt, offline: bool = OfflineOpt, as_json: bool = JsonOpt,
 ) -> None:
     """Explain what is wrong with an env and why its upgrade is blocked. Changes nothing.
 
@@ -366,7 +366,7 @@ def apply(
                                        "generation (default: $VIRTUAL_ENV, else ./.venv)."),
     python: Optional[str] = typer.Option(None, "--python", parser=_given("--python"),
                                          help="Build on this Python (default: the profile's)."),
-    find_links: Optional[list[Path]] = FindLinksOpt, offline: bool = OfflineOpt,
+    find_links: Optional[list[str]] = FindLinksOpt, offline: bool = OfflineOpt,
     resolve: bool = typer.Option(False, "--resolve", help="If the lock does not fit this machine, re-resolve the "
                                  "requested packages for it, keeping versions as close as possible."),
     allow_commands: bool = AllowCommandsOpt,
@@ -409,7 +409,7 @@ def bundle(
     python: Optional[str] = typer.Option(None, "--python", parser=_given("--python"),
                                          help="Python to lock a profile without a lock for "
                                          "(default: the profile's)."),
-    find_links: Optional[list[Path]] = FindLinksOpt, offline: bool = OfflineOpt,
+    find_links: Optional[list[str]] = FindLinksOpt, offline: bool = OfflineOpt,
     allow_sources: bool = AllowSourcesOpt, allow_index: bool = AllowIndexOpt, as_json: bool = JsonOpt,
 ) -> None:
     """Put every wheel of a profile's lock, checked against its hashes, in one folder for offline machines.
@@ -433,7 +433,7 @@ def export(
     fmt: ExportFormat = FormatOpt,
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="File to write (default: standard output)."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
-    find_links: Optional[list[Path]] = FindLinksOpt, offline: bool = OfflineOpt,
+    find_links: Optional[list[str]] = FindLinksOpt, offline: bool = OfflineOpt,
     allow_sources: bool = AllowSourcesOpt, allow_index: bool = AllowIndexOpt, as_json: bool = JsonOpt,
 ) -> None:
     """Write an env's or a profile's exact set as a standard lock file, for uv or pip without tfrebuild.
