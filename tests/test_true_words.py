@@ -1,0 +1,131 @@
+"""What tfrebuild says must be true and point the right way (issue 21), offline on the kit.
+
+* failure output: a failed import shows the package's own innermost frame and the exception, in about 40
+  lines; the log (0600, where the hint points) holds the whole traceback;
+* doctor's "newest X that accepts TensorFlow T" searches every release of X and never proposes the current
+  TensorFlow as the fix;
+* one NumPy story: a compiled package built for NumPy 1 does not "accept" NumPy 2, and the plan's pre-flight
+  says what the plan does;
+* smoke imports are the requested packages' real top-level modules;
+* each hint printed for a refusal is run, and gets past what it names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.kit.cli import run_cli
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX venv layout assumed")
+
+CLASSIC = ["tensorflow-cpu==2.15.1", "scipy==1.11.4", "pandas", "numpy==1.24.3"]
+
+
+@pytest.fixture
+def cli(kit_env, kit_index: Path, tmp_path: Path):
+    def _run(command: str, env: Path | str | None, *args: str):
+        where = ["--env", str(env)] if env is not None else []
+        return run_cli(kit_env, command, *where, "--offline", "--find-links", kit_index, *args, cwd=tmp_path)
+
+    return _run
+
+
+def _hint_log(err: str) -> Path:
+    found = re.findall(r"(/\S+\.log)\b", err)
+    assert found, err
+    return Path(found[-1])
+
+
+# --------------------------------------------------------------------------- failure output
+
+
+def test_failed_import_shows_the_innermost_frame_and_logs_the_whole_traceback(make_venv, tmp_path: Path,
+                                                                              cli) -> None:
+    env = make_venv(tmp_path / "envs" / "deep", CLASSIC + ["fivedeep==1.0.0"])
+    res = cli("upgrade", env, "--to", "2.21.0", "--yes")
+    assert res.code == 1, (res.out, res.err)
+    assert "failed its checks before the swap" in res.err
+    # the failing module and its line, and the exception, are on screen ...
+    assert re.search(r'fivedeep/d\.py", line 6, in <module>', res.err), res.err
+    assert "ImportError: cannot import name 'base_layer_utils'" in res.err
+    # ... not the import machinery's frames, and not more than about 40 lines of check output
+    assert "<frozen importlib._bootstrap>" not in res.err
+    details = res.err.split("error:", 1)[1]
+    assert len(details.splitlines()) <= 48, details
+    # the log the hint names holds the whole traceback (every module of the chain), readable by the user only
+    log = _hint_log(res.err.split("hint:", 1)[1])
+    text = log.read_text()
+    for module in ("__init__.py", "a.py", "b.py", "c.py", "d.py"):
+        assert f"fivedeep/{module}" in text, (module, text[-3000:])
+    assert "<frozen importlib._bootstrap>" in text, "the log has the whole traceback"
+    assert stat.S_IMODE(os.lstat(log).st_mode) == 0o600
+
+
+def test_condense_keeps_the_innermost_frames_within_the_budget() -> None:
+    from rebuild.util import failtext
+
+    frames = "".join(f'  File "/site-packages/pkg/m{i}.py", line {i}, in <module>\n    from pkg import m{i + 1}\n'
+                     for i in range(60))
+    text = ("import pkg failed:\nTraceback (most recent call last):\n" + frames
+            + '  File "/site-packages/pkg/m60.py", line 7, in <module>\n    raise ValueError("numpy.dtype size changed")\n'
+            + "ValueError: numpy.dtype size changed\n")
+    shown = failtext.condense(text)
+    lines = shown.splitlines()
+    assert len(lines) <= 40, shown
+    assert lines[0] == "import pkg failed:"
+    assert lines[-1] == "ValueError: numpy.dtype size changed"
+    assert 'pkg/m60.py", line 7' in shown and "outer frame(s) left out" in shown
+    assert 'pkg/m0.py"' not in shown
+    # a long line is cut at a space, never inside a word
+    long = failtext.clip_line("word " * 200)
+    assert long.endswith("word …") and len(long) <= failtext.LINE_CHARS + 2
+    # plain output (a command's) keeps its last lines
+    tail = failtext.condense("\n".join(f"line {i}" for i in range(100)), 10).splitlines()
+    assert tail[-1] == "line 99" and "earlier line(s) left out" in tail[0] and len(tail) == 10
+
+
+@pytest.fixture
+def failing_sdist(tmp_path: Path) -> Path:
+    """A folder holding ``badpkg-1.0.tar.gz`` (its setup.py raises) and nothing else."""
+    import io
+    import tarfile
+
+    folder = tmp_path / "sdists"
+    folder.mkdir()
+    files = {"badpkg-1.0/setup.py": 'raise RuntimeError("this sdist cannot be built: cython_sources missing")\n',
+             "badpkg-1.0/pyproject.toml": '[build-system]\nrequires = ["setuptools"]\n'
+                                          'build-backend = "setuptools.build_meta"\n',
+             "badpkg-1.0/PKG-INFO": "Metadata-Version: 2.1\nName: badpkg\nVersion: 1.0\n"}
+    with tarfile.open(folder / "badpkg-1.0.tar.gz", "w:gz") as tar:
+        for name, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return folder
+
+
+def test_build_failure_leads_with_the_package_and_uvs_first_error_line(make_venv, tmp_path: Path, kit_env,
+                                                                       kit_index: Path, failing_sdist: Path) -> None:
+    from tests.kit import build_wheel
+
+    wheels = tmp_path / "wheels"
+    build_wheel(wheels, "badpkg", "1.0", modules={"badpkg/__init__.py": '__version__ = "1.0"\n'})
+    env = make_venv(tmp_path / "envs" / "b", CLASSIC + ["badpkg==1.0"], extra_find_links=[wheels])
+    # the index now has only badpkg's source, which does not build
+    res = run_cli(kit_env, "plan", "--env", env, "--offline", "--find-links", kit_index, "--find-links",
+                  failing_sdist, "--to", "2.21.0", cwd=tmp_path)
+    assert res.code == 1, (res.out, res.err)
+    message = res.err.split("error:", 1)[1]
+    assert message.strip().startswith("uv could not build badpkg==1.0 from source"), res.err
+    details = message.split("uv says:", 1)[1].strip().splitlines()
+    assert details[0] == "error: Failed to build `badpkg==1.0`", details
+    assert "RuntimeError: this sdist cannot be built: cython_sources missing" in message
+    assert "cannot be installed together" not in res.err, "a build failure is not a version conflict"
