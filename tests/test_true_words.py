@@ -129,3 +129,45 @@ def test_build_failure_leads_with_the_package_and_uvs_first_error_line(make_venv
     assert details[0] == "error: Failed to build `badpkg==1.0`", details
     assert "RuntimeError: this sdist cannot be built: cython_sources missing" in message
     assert "cannot be installed together" not in res.err, "a build failure is not a version conflict"
+
+
+# --------------------------------------------------------------------------- doctor's facts
+
+
+def _fix_command(fix: str) -> list[str]:
+    """The first `tfrebuild ...` command a fix names, as arguments (without the program name)."""
+    import shlex
+
+    found = re.search(r"`tfrebuild ([^`]+)`", fix)
+    assert found, fix
+    return shlex.split(found.group(1))
+
+
+def test_doctor_names_the_companion_release_that_moves_and_its_hint_works(make_venv, tmp_path: Path, cli,
+                                                                         venv_run) -> None:
+    env = make_venv(tmp_path / "envs" / "forests", ["tensorflow==2.18.0", "tensorflow-forests==1.11.0"])
+    res = cli("doctor", env, "--json")
+    doc = json.loads(res.out)
+    (f,) = [f for f in doc["findings"] if f["id"] == "target-blocked"]
+    assert f["title"] == "tensorflow-forests 1.11.0 does not allow tensorflow 2.21.0"
+    assert ("no release of tensorflow-forests on the index accepts 2.21.0; the newest tensorflow a release of it "
+            "accepts is 2.20.0: tensorflow-forests 1.12.0 (tensorflow==2.20.0)") in f["evidence"], f["evidence"]
+    args = _fix_command(f["fix"])
+    assert args[:1] == ["upgrade"] and "--to" in args and args[args.index("--to") + 1] == "2.20.0", f["fix"]
+    assert "2.18.0" not in f["fix"], "the installed TensorFlow is never the fix"
+    # the hint, run as printed, gets past the block: TensorFlow and the companion move together
+    done = cli(args[0], None, *args[1:], "--yes")
+    assert done.code == 0, (done.out, done.err)
+    got = venv_run(env, "import tensorflow, tensorflow_forests; print(tensorflow.__version__, "
+                        "tensorflow_forests.__version__)")
+    assert got.stdout.split() == ["2.20.0", "1.12.0"], got
+
+
+def test_doctor_never_proposes_the_installed_tensorflow(make_venv, tmp_path: Path, cli) -> None:
+    # tensorflow-forests has no release for anything above 2.20.0: on 2.20.0 there is no move to offer
+    env = make_venv(tmp_path / "envs" / "stuck", ["tensorflow==2.20.0", "tensorflow-forests==1.12.0"])
+    doc = json.loads(cli("doctor", env, "--json").out)
+    (f,) = [f for f in doc["findings"] if f["id"] == "target-blocked"]
+    assert any("no release of tensorflow-forests on the index accepts 2.21.0 or any tensorflow newer than the "
+               "installed 2.20.0" in e for e in f["evidence"]), f["evidence"]
+    assert "--to" not in f["fix"] and "uv pip uninstall" in f["fix"], f["fix"]

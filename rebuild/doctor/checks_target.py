@@ -12,6 +12,7 @@ from packaging.utils import canonicalize_name
 
 from rebuild.core import resolve
 from rebuild.util import uv as uvcmd
+from rebuild.doctor import companions
 from rebuild.doctor.context import (Context, Target, applies, contains, has_cap, numbers, python_ok, q, real,
                                     req_text, version_of)
 from rebuild.doctor.findings import Finding
@@ -148,32 +149,6 @@ def _tf_requirements(ctx: Context, dist: dict, markers: Mapping[str, str]) -> li
     return [r for r in ctx.requirements_of(dist, markers) if canonicalize_name(r.name) in TF_DISTRIBUTIONS]
 
 
-def _accepting_release(ctx: Context, project: str, target: Target) -> tuple[str, str] | None:
-    """(version, requirement) of the newest release of ``project`` that accepts the target, if the index has one."""
-    files = ctx.files(project)
-    if not files:
-        return None
-    tags = set(ctx.target_tags())
-    installable = [f for f in files if f.is_wheel and not f.yanked and not f.tags.isdisjoint(tags)]
-    versions = indexinfo.versions(installable or files, prereleases=ctx.pre)
-    same = [v for v in versions if minor(str(v)) == minor(target.version)]
-    for v in (same + [v for v in versions if v not in same])[:3]:
-        meta, _ = ctx.metadata(project, str(v), files)
-        if meta is None:
-            continue
-        reqs = [r for r in (graph.parse(t) for t in meta.get("requires_dist") or []) if r is not None
-                and canonicalize_name(r.name) in TF_DISTRIBUTIONS and applies(r, ctx.new_markers)]
-        if reqs and all(contains(r.specifier, target.version) for r in reqs):
-            return str(v), "; ".join(req_text(r) for r in reqs)
-    return None
-
-
-def _newest_allowed(target: Target, spec: SpecifierSet) -> str | None:
-    allowed = [v for v in indexinfo.versions(target.files) if contains(spec, v)]
-    return str(allowed[0]) if allowed else None
-
-
-
 def check_conflicts(ctx: Context, target: Target) -> list[Finding]:
     """Installed packages the upgraded env keeps whose requirements clash with the target's."""
     if target.requires is None:
@@ -209,18 +184,23 @@ def _direct_conflict(ctx: Context, target: Target, name: str, d: dict, req: Requ
     py, env = q(ctx.python), q(ctx.loc.path)
     what = f"{target.distribution} {target.version}"
     dep = canonicalize_name(req.name)
-    accepting = _accepting_release(ctx, name, target)
+    match = companions.search(ctx, name, target)
+    accepting = match.accepting
     evidence = [f"{name} {d['version']} requires {req_text(req)}", f"target: {what}"]
     if dep != target.distribution:
         evidence.append(f"it names `{dep}`, not `{target.distribution}`: upgrading {target.distribution} "
                         f"alone leaves {dep} {ctx.env_dists.get(dep, {}).get('version', '(not installed)')} "
                         "installed beside it")
-    allowed = None if accepting else _newest_allowed(target, req.specifier)
+    moving = match.moving if not accepting else None
     if accepting:
         evidence.append(f"{name} {accepting[0]} accepts it ({accepting[1]})")
+    elif moving:
+        evidence.append(f"no release of {name} on the index accepts {target.version}; the newest {target.distribution} "
+                        f"a release of it accepts is {match.newest_tf}: {name} {moving[0]} ({moving[1]})")
     else:
-        evidence.append(f"no release of {name} on the index accepts {target.version}"
-                        + (f"; the newest {target.distribution} it allows is {allowed}" if allowed else ""))
+        searched = "" if match.complete else f" (of its {match.releases_read} newest releases)"
+        evidence.append(f"no release of {name} on the index{searched} accepts {target.version} or any "
+                        f"{target.distribution} newer than the installed {ctx.tf_version}")
     if accepting and name not in ctx.requested:
         return F.COMPANION_MOVES.make(
             f"{name} {d['version']} must move to {accepting[0]} with {what}",
@@ -229,6 +209,7 @@ def _direct_conflict(ctx: Context, target: Target, name: str, d: dict, req: Requ
             + f"; an in-place `pip install -U {target.distribution}` leaves it broken",
             fixed_by_rebuild=dep == target.distribution, affects_new_env=dep != target.distribution)
     fixed = bool(accepting) and dep == target.distribution
+    drop = f"drop {name} from the env (`uv pip uninstall --python {py} {name}`)"
     if fixed:
         fix = (f"upgrade both together: `tfrebuild upgrade --env {env} --to {target.version}` takes {name} "
                f"{accepting[0]}")
@@ -236,9 +217,11 @@ def _direct_conflict(ctx: Context, target: Target, name: str, d: dict, req: Requ
         fix = (f"install `{dep}` instead of `{target.distribution}` so both move together: "
                f"`uv pip uninstall --python {py} {target.distribution} {dep}` then `uv pip install "
                f"--python {py} {q(dep + '==' + target.version)} {q(name + '==' + accepting[0])}`")
+    elif moving and dep == target.distribution:
+        fix = (f"`tfrebuild upgrade --env {env} --to {match.newest_tf}` (the newest {target.distribution} a "
+               f"release of {name} accepts; it takes {name} {moving[0]}), or {drop}")
     else:
-        fix = (f"stay within what {name} allows (`tfrebuild upgrade --env {env} --to {allowed}`) "
-               if allowed else "") + f"or drop {name} from the env (`uv pip uninstall --python {py} {name}`)"
+        fix = f"keep {target.distribution} {ctx.tf_version} (nothing to do), or {drop}"
     return F.TARGET_BLOCKED.make(
         f"{name} {d['version']} does not allow {what}", evidence, fix,
                                  fixed_by_rebuild=fixed, affects_new_env=not fixed)
