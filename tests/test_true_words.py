@@ -171,3 +171,56 @@ def test_doctor_never_proposes_the_installed_tensorflow(make_venv, tmp_path: Pat
     assert any("no release of tensorflow-forests on the index accepts 2.21.0 or any tensorflow newer than the "
                "installed 2.20.0" in e for e in f["evidence"]), f["evidence"]
     assert "--to" not in f["fix"] and "uv pip uninstall" in f["fix"], f["fix"]
+
+
+# --------------------------------------------------------------------------- one NumPy story
+
+
+def test_a_numpy1_build_does_not_accept_numpy2_and_doctor_agrees_with_the_plan(make_venv, tmp_path: Path,
+                                                                               cli) -> None:
+    # opencv-python 4.8.1.78 requires numpy>=... with no upper bound (three requirement lines, one per Python
+    # range), but was built for NumPy 1 (the kit's cv2 dies under NumPy 2, as the real one does)
+    env = make_venv(tmp_path / "envs" / "cv", ["tensorflow-cpu==2.15.1", "opencv-python==4.8.1.78",
+                                               "numpy==1.24.3"])
+    doc = json.loads(cli("doctor", env, "--to", "2.21.0", "--json").out)
+    (f,) = [f for f in doc["findings"] if f["id"] == "dependency-moves"]
+    assert f["title"] == ("numpy must move 1.24.3 → 1.26.4 for tensorflow-cpu 2.21.0; opencv-python (built for "
+                          "NumPy 1) keeps it below 2"), f
+    assert any("opencv-python 4.8.1.78 was built for NumPy 1" in e and "4.10.0.84" in e for e in f["evidence"])
+    assert f["title"].count("opencv-python") == 1, "names are not repeated"
+    # the plan takes what doctor said, and its pre-flight says the same
+    plan = json.loads(cli("plan", env, "--to", "2.21.0", "--json").out)["plan"]
+    pins = {c["name"]: c["new"] for c in plan["changes"]}
+    assert pins["numpy"] == "1.26.4", plan["changes"]
+    moves = [p for p in plan["preflight"] if p["id"] == "dependency-moves"]
+    assert [p["title"].split(" for ")[0] for p in moves] == ["numpy must move 1.24.3 → 1.26.4"], plan["preflight"]
+    assert not any("2.4.0" in p["title"] for p in plan["preflight"])
+    # human output: an info line is not "(fixed by this upgrade)"
+    human = cli("plan", env, "--to", "2.21.0").out
+    assert "pre-flight (info) dependency-moves: numpy must move 1.24.3 → 1.26.4" in human, human
+    assert "fixed by this upgrade) dependency-moves" not in human
+
+
+def test_numpy1_build_from_the_table_and_from_the_upload_date() -> None:
+    from rebuild.doctor import numpyabi
+    from rebuild.index.simple import FileInfo
+    from packaging.tags import Tag
+    from packaging.version import Version
+
+    compiled = {"version": "2.0.3", "wheel_tags": ["cp311-cp311-manylinux_2_17_x86_64"]}
+    assert numpyabi.built_for(None, "pandas", compiled)[0] == 1  # below pandas 2.2.2 (the table)
+    assert numpyabi.built_for(None, "pandas", {**compiled, "version": "2.2.3"})[0] == 2
+    assert numpyabi.built_for(None, "pandas", {**compiled, "wheel_tags": ["py3-none-any"]})[0] is None
+
+    class Ctx:  # the index's files of one release, with their PEP 700 upload times
+        def __init__(self, when: str):
+            self.when = when
+
+        def files(self, name):
+            return [FileInfo("x.whl", "https://i/x.whl", Version("1.0"), None, False, True,
+                             frozenset({Tag("cp311", "cp311", "manylinux_2_17_x86_64")}), upload_time=self.when)]
+
+    release = {"version": "1.0", "wheel_tags": ["cp311-cp311-manylinux_2_17_x86_64"]}
+    major, why = numpyabi.built_for(Ctx("2023-06-01T10:00:00Z"), "notlisted", release)
+    assert major == 1 and "2023-06-01" in why
+    assert numpyabi.built_for(Ctx("2024-08-01T10:00:00Z"), "notlisted", release) == (None, "")

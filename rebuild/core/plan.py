@@ -520,7 +520,9 @@ def _checked_findings(survey: _Survey, resolved: resolve.Resolved, tf_new: str, 
                 name, version = f.title.split()[:2]
                 if resolved.pins.get(name) != version:
                     f.fixed_by_rebuild, f.affects_new_env = True, False
-    return findings
+    from rebuild.doctor import judge
+
+    return judge.agree(findings, resolved.pins)  # what the pre-flight says is what this plan does
 
 
 def blocking_findings(findings: list) -> list:

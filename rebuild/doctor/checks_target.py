@@ -12,7 +12,7 @@ from packaging.utils import canonicalize_name
 
 from rebuild.core import resolve
 from rebuild.util import uv as uvcmd
-from rebuild.doctor import companions
+from rebuild.doctor import companions, numpyabi
 from rebuild.doctor.context import (Context, Target, applies, contains, has_cap, numbers, python_ok, q, real,
                                     req_text, version_of)
 from rebuild.doctor.findings import Finding
@@ -268,21 +268,31 @@ def _shared_conflict(ctx: Context, target: Target, treq: Requirement, dep: str,
     specs = [treq.specifier] + [r.specifier for _, _, r in holders]
     both = all(contains(s, installed) for s in specs)
     capped = [h for h in holders if has_cap(h[2].specifier)]
+    # NumPy: a compiled package built for NumPy 1 does not accept NumPy 2, whatever its Requires-Dist says
+    numpy1 = _numpy1_builds(ctx, holders) if dep == "numpy" and (not both or capped or any(
+        numpyabi.compiled(d) for _, d, _ in holders)) else {}
+    capped += [h for h in holders if h[0] in numpy1 and h not in capped]
     if both and not capped:
         return []
     candidates = _dependency_candidates(ctx, dep)
-    shared = [v for v in candidates or [] if all(contains(s, v) for s in specs)]
-    evidence = [f"{what} requires {req_text(treq)}"] + \
-        [f"{n} {d['version']} requires {req_text(r)}" for n, d, r in holders] + \
-        [f"installed: {dep} {installed}"]
-    accept = f"{', '.join(n for n, _, _ in holders)} accept{'s' if len(holders) == 1 else ''} it"
+    shared = [v for v in candidates or [] if all(contains(s, v) for s in specs) and not (numpy1 and v.major >= 2)]
+    # the minimal strategy keeps a moved dependency below its next major when that resolves: say what it takes
+    same_major = [v for v in shared if version_of(installed) is not None and v.major == version_of(installed).major]
+    shared = same_major + [v for v in shared if v not in same_major]
+    evidence = _unique([f"{what} requires {req_text(treq)}"] +
+                       [f"{n} {d['version']} requires {req_text(r)}" for n, d, r in holders] +
+                       [f"installed: {dep} {installed}"] + list(numpy1.values()))
+    names = _unique([n for n, _, _ in holders if n not in numpy1])
+    accept = f"{', '.join(names)} accept{'s' if len(names) == 1 else ''} it" if names else ""
+    if numpy1:
+        accept += ("; " if accept else "") + f"{', '.join(numpy1)} (built for NumPy 1) keep{'s' if len(numpy1) == 1 else ''} it below 2"
     if both:
         matters = bool(candidates and any(contains(treq.specifier, v) and not all(
-            contains(r.specifier, v) for _, _, r in capped) for v in candidates)) if candidates is not None \
-            else not has_cap(treq.specifier)
+            contains(r.specifier, v) and not (n in numpy1 and v.major >= 2) for n, _, r in capped)
+            for v in candidates)) if candidates is not None else not has_cap(treq.specifier)
         if not matters:
             return []
-        names = ", ".join(f"{n} {d['version']}" for n, d, _ in capped)
+        names = ", ".join(_unique([f"{n} {d['version']}" for n, d, _ in capped]))
         return [F.CAPPED_DEPENDENCY.make(
             f"{what} is compatible with {names} via {dep} {installed}: keep {dep} below the cap",
             evidence, f"`tfrebuild upgrade --env {env} --to {target.version}` keeps {dep} {installed}; an in-place "
@@ -290,23 +300,44 @@ def _shared_conflict(ctx: Context, target: Target, treq: Requirement, dep: str,
             fixed_by_rebuild=True, affects_new_env=False)]
     if shared:
         return [F.DEPENDENCY_MOVES.make(
-            f"{dep} must move {installed} → {shared[0]} for {what}; {accept}",
-            evidence + [f"newest {dep} every requirement accepts: {shared[0]}"],
+            f"{dep} must move {installed} → {shared[0]} for {what}" + (f"; {accept}" if accept else ""),
+            evidence + [f"newest {dep} every requirement accepts"
+                        + (f" within {dep} {version_of(installed).major}.x (what the upgrade keeps)"
+                           if same_major and shared[0] in same_major else "") + f": {shared[0]}"],
             f"`tfrebuild upgrade --env {env} --to {target.version}` moves it",
             fixed_by_rebuild=True, affects_new_env=False)]
     if candidates is not None:
         blockers = [(n, d, r) for n, d, r in holders
                     if not any(contains(treq.specifier, v) and contains(r.specifier, v) for v in candidates)]
         blockers = blockers or holders
-        names = ", ".join(f"{n} {d['version']}" for n, d, _ in blockers)
+        if numpy1:
+            blockers = [h for h in holders if h[0] in numpy1] or blockers
+        names = ", ".join(_unique([f"{n} {d['version']}" for n, d, _ in blockers]))
         return [F.DEPENDENCY_CONFLICT.make(
             f"{names} and {what} need incompatible versions of {dep}",
             evidence + [f"no {dep} release on the index satisfies all of them"],
-            f"upgrade {', '.join(n for n, _, _ in blockers)} too: `tfrebuild upgrade --env {env} "
+            f"upgrade {', '.join(_unique([n for n, _, _ in blockers]))} too: `tfrebuild upgrade --env {env} "
             f"--to {target.version} --strategy eager`, or choose an older --to",
             fixed_by_rebuild=False, affects_new_env=True)]
     return [F.DEPENDENCY_UNVERIFIED.make(
-        f"{dep} must move for {what}; whether {accept} was not checked",
+        f"{dep} must move for {what}; whether {', '.join(_unique([n for n, _, _ in holders]))} accept it "
+        "was not checked",
         evidence + [f"could not list {dep} on the index"],
         f"run `tfrebuild plan --env {env} --to {target.version}` to let the resolver decide",
         fixed_by_rebuild=False, affects_new_env=True)]
+
+
+def _unique(items: list[str]) -> list[str]:
+    """``items`` without repeats, in order (a package with several requirements on one dependency is named once)."""
+    return list(dict.fromkeys(items))
+
+
+def _numpy1_builds(ctx: Context, holders: list[tuple[str, dict, Requirement]]) -> dict[str, str]:
+    """Holders whose installed release was built for NumPy 1: name -> why (:mod:`rebuild.doctor.numpyabi`)."""
+    out: dict[str, str] = {}
+    for name, d, _ in holders:
+        if name not in out:
+            major, why = numpyabi.built_for(ctx, name, d)
+            if major == 1:
+                out[name] = why
+    return out
