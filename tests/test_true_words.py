@@ -224,3 +224,32 @@ def test_numpy1_build_from_the_table_and_from_the_upload_date() -> None:
     major, why = numpyabi.built_for(Ctx("2023-06-01T10:00:00Z"), "notlisted", release)
     assert major == 1 and "2023-06-01" in why
     assert numpyabi.built_for(Ctx("2024-08-01T10:00:00Z"), "notlisted", release) == (None, "")
+
+
+# --------------------------------------------------------------------------- what is checked
+
+
+def test_smoke_imports_are_the_real_top_level_modules_and_extras_are_dependencies(make_venv, tmp_path: Path,
+                                                                                  kit_env) -> None:
+    import tomllib
+
+    from tests.kit import build_wheel
+
+    wheels = tmp_path / "wheels"
+    # tf-models-official ships two top-level packages, `official` (its main one) and `orbit`; it pulls in etils with
+    # its `epath` extra, which brings fsspec and zipp: those are dependencies, not packages the user asked for
+    build_wheel(wheels, "tf-models-official", "2.15.0", requires=["tensorflow-cpu>=2.15", "etils[epath]"],
+                modules={"official/__init__.py": "", "orbit/__init__.py": ""})
+    build_wheel(wheels, "etils", "1.5.2", requires=['fsspec; extra == "epath"', 'zipp; extra == "epath"'],
+                extras={"epath": ('fsspec', 'zipp')}, modules={"etils/__init__.py": ""})
+    build_wheel(wheels, "fsspec", "2024.2.0", modules={"fsspec/__init__.py": ""})
+    build_wheel(wheels, "zipp", "3.17.0", modules={"zipp/__init__.py": ""})
+    env = make_venv(tmp_path / "envs" / "models", ["tensorflow-cpu==2.15.1", "tf-models-official==2.15.0"],
+                    extra_find_links=[wheels])
+    out = tmp_path / "p.toml"
+    res = run_cli(kit_env, "snapshot", "--env", env, "-o", out, cwd=tmp_path)
+    assert res.code == 0, res.err
+    profile = tomllib.loads(out.read_text())
+    # (tensorflow-cpu too is a dependency here: tf-models-official requires it)
+    assert profile["requested"] == ["tf-models-official"], profile["requested"]
+    assert profile["smoke"]["imports"] == ["official", "orbit"], profile["smoke"]
