@@ -253,3 +253,61 @@ def test_smoke_imports_are_the_real_top_level_modules_and_extras_are_dependencie
     # (tensorflow-cpu too is a dependency here: tf-models-official requires it)
     assert profile["requested"] == ["tf-models-official"], profile["requested"]
     assert profile["smoke"]["imports"] == ["official", "orbit"], profile["smoke"]
+
+
+# --------------------------------------------------------------------------- smaller items
+
+
+def test_a_huge_to_is_not_echoed_whole(cli, tmp_path: Path) -> None:
+    huge = "9" * 100_000
+    res = cli("plan", tmp_path / "nowhere", "--to", huge)
+    assert res.code == 2, res.err
+    assert "is not a TensorFlow version" in res.err and "(100000 characters)" in res.err
+    assert len(res.err) < 2000, len(res.err)
+
+
+def test_plan_on_a_mount_point_reports_upgrades_refusal(make_venv, tmp_path: Path, cli) -> None:
+    import shutil
+    import subprocess
+
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("a bind mount needs root and mount(8)")
+    source = make_venv(tmp_path / "real" / "tf", CLASSIC)
+    point = tmp_path / "envs" / "tf"
+    point.mkdir(parents=True)
+    res = subprocess.run(["mount", "--bind", str(source), str(point)], capture_output=True, text=True, timeout=30)
+    if res.returncode != 0:
+        pytest.skip(f"cannot bind-mount here: {res.stderr.strip()}")
+    try:
+        planned, upgraded = cli("plan", point), cli("upgrade", point, "--yes")
+        assert planned.code == upgraded.code == 1, (planned.out, planned.err)
+        first = [line for line in planned.err.splitlines() if line.startswith("error:")]
+        assert first and "is a mount point" in first[0], planned.err
+        assert first == [line for line in upgraded.err.splitlines() if line.startswith("error:")]
+    finally:
+        subprocess.run(["umount", str(point)], capture_output=True, timeout=30)
+
+
+def test_doctor_lists_each_interpreter_once(tmp_path: Path) -> None:
+    from rebuild.doctor import checks_target
+
+    # a pyenv layout: the shim is a script, the version's interpreter the real file
+    root = tmp_path / "pyenv"
+    real = root / "versions" / "3.11.7" / "bin" / "python3.11"
+    real.parent.mkdir(parents=True)
+    real.write_text("")
+    (root / "shims").mkdir()
+    for shim in ("python", "python3", "python3.11"):
+        (root / "shims" / shim).write_text("#!/bin/sh\n")
+    keys = {checks_target._real_interpreter(str(root / "shims" / s), "3.11.7") for s in ("python", "python3",
+                                                                                       "python3.11")}
+    assert keys == {os.path.realpath(real)}
+    assert checks_target._real_interpreter(str(real), "3.11.7") == os.path.realpath(real)
+
+    class Ctx:
+        environ = dict(os.environ)
+
+    found = checks_target._other_interpreters(Ctx(), ["3.8", "3.9", "3.10", "3.11", "3.12", "3.13"])
+    reals = [checks_target._real_interpreter(p, v) for v, p in found]
+    assert len(reals) == len(set(reals)), found
+    assert not [p for _, p in found if "/shims/" in p], found

@@ -39,7 +39,8 @@ def parse_target(text: str) -> TargetSpec:
     """``latest``, ``X.Y`` (newest X.Y.*) or ``X.Y.Z`` (exactly)."""
     text = (text or "latest").strip()
     if not _TARGET.match(text):
-        raise UserError(f"'{text}' is not a TensorFlow version tfrebuild understands.",
+        shown = text if len(text) <= 40 else f"{text[:40]}… ({len(text)} characters)"  # never echo a huge value
+        raise UserError(f"'{shown}' is not a TensorFlow version tfrebuild understands.",
                         "Use --to latest, --to X.Y (e.g. 2.18) or --to X.Y.Z (e.g. 2.18.1).")
     if text == "latest":
         return TargetSpec(text, "latest", "")

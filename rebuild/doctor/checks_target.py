@@ -4,6 +4,7 @@ it, and whether the packages the upgraded env keeps accept it."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Mapping
 
 from packaging.requirements import Requirement
@@ -52,12 +53,25 @@ def pick_target(ctx: Context, spec: resolve.TargetSpec) -> tuple[Target | None, 
     return Target(ctx.tf, str(candidates[0]), files), []
 
 
+def _real_interpreter(path: str, version: str) -> str:
+    """The real file behind ``path``: a pyenv shim (``<root>/shims/python3.11``, a script that picks a version
+    at run time) is the ``<root>/versions/<version>/bin/`` interpreter it ran; anything else, its real path."""
+    shim = Path(path)
+    if shim.parent.name == "shims":
+        for name in (shim.name, f"python{minor(version)}", "python3"):
+            candidate = shim.parent.parent / "versions" / version / "bin" / name
+            if candidate.exists():
+                return real(candidate)
+    return real(path)
+
+
 def _other_interpreters(ctx: Context, minors: list[str]) -> list[tuple[str, str]]:
-    """(version, path) of local interpreters whose minor is in ``minors`` (ours + uv's discovery)."""
+    """(version, path) of local interpreters whose minor is in ``minors`` (ours + uv's discovery), each real
+    interpreter once (its pyenv shims and links are the same interpreter)."""
     found: dict[str, tuple[str, str]] = {}
     try:
         for i in interpreters.discover():
-            found.setdefault(real(i.path), (i.version, str(i.path)))
+            found.setdefault(_real_interpreter(str(i.path), i.version), (i.version, str(i.path)))
     except (OSError, UserError):
         pass
     try:
@@ -66,7 +80,7 @@ def _other_interpreters(ctx: Context, minors: list[str]) -> list[tuple[str, str]
         for item in json.loads(res.stdout or "[]") if res.returncode == 0 else []:
             path, version = item.get("path"), item.get("version")
             if path and version and item.get("implementation", "cpython") == "cpython":
-                found.setdefault(real(path), (str(version), str(path)))
+                found.setdefault(_real_interpreter(str(path), str(version)), (str(version), str(path)))
     except (UserError, ValueError, OSError, AttributeError):
         pass
     out = [(v, p) for v, p in found.values() if minor(v) in minors]
