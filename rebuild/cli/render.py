@@ -238,7 +238,8 @@ def plan_text(term: Terminal, p) -> None:
     for note in p.notes:
         term.out.print(f"  note: {note}", markup=False)
     for f in p.preflight:
-        label = "fixed by this upgrade" if f.fixed_by_rebuild else (
+        # "fixed" only where something is broken (an error or warning): an info finding says what the upgrade does
+        label = "fixed by this upgrade" if f.fixed_by_rebuild and f.severity != "info" else (
             "error, blocks the upgrade" if f.affects_new_env and f.severity == "error" else
             "also affects the new env" if f.affects_new_env else f.severity)
         term.out.print(f"  pre-flight ({label}) {f.id}: {f.title}", markup=False)

@@ -207,9 +207,13 @@ def build(staging: Path, python: Path, pylock_text: str, index: Index, *, offlin
                        + (", compiling bytecode" if "--compile-bytecode" in args else ""))
         uvcmd.run(args, log=log, what="uv pip sync", sources=uvcmd.index_sources(index), for_install=True)
     except uvcmd.UvFailed as exc:
-        raise UserError(f"{exc.what} could not build the new environment; your environment was not changed.",
+        from rebuild.util import failtext
+
+        package = failtext.failed_package(exc.result.stderr)
+        what = f": it failed to build {package}" if package else ""
+        raise UserError(f"{exc.what} could not build the new environment{what}; your environment was not changed.",
                         f"uv's full output is in {log}." if log else "Run again to see uv's output.",
-                        exit_code=1, details="uv says:\n" + exc.result.stderr.strip()[-3000:]) from None
+                        exit_code=1, details="uv says:\n" + failtext.uv_error(exc.result.stderr)) from None
     compiled = None
     if cache is not None:
         progress.stage("bytecode", f"compiling bytecode (pycs of unchanged files linked from {cache})")

@@ -29,7 +29,7 @@ for name in sys.argv[1:]:
     try:
         importlib.import_module(name)
     except BaseException:
-        failed[name] = traceback.format_exc(limit=3)
+        failed[name] = traceback.format_exc()
 print(json.dumps(failed))
 """
 
@@ -57,12 +57,19 @@ class Report:
 
 
 def failure(report: Report, where: str, log: Path, after: str) -> UserError:
-    """The user error for failed checks: which ones, their output, and where the log is."""
+    """The user error for failed checks: which ones, the lines of their output that show the cause (a traceback's
+    innermost frames and its exception, about 40 lines in all), and the log, which gets their whole output."""
+    from rebuild.util import failtext
+
     failed = report.failed
-    details = "\n\n".join(f"[{c.name}] ({c.seconds:.1f}s)\n{c.output.strip()[-3000:]}" for c in failed)
+    details = failtext.check_details(failed)
     names = ", ".join(c.name for c in failed)
-    return UserError(f"The new environment failed its checks {where}: {names}. {after}",
-                     f"See the check output above and the log {log}.", exit_code=1, details=details)
+    logged = failtext.log_checks(log, failed, where)
+    hint = (f"See the check output above; the whole output is in the log {log}." if logged else
+            f"See the check output above and the log {log}." if log and str(log).strip() else
+            "See the check output above.")
+    return UserError(f"The new environment failed its checks {where}: {names}. {after}", hint, exit_code=1,
+                     details=details)
 
 
 def default_timeout() -> float:
