@@ -202,6 +202,8 @@ def upgrade(
     allow_python_download: bool = AllowDownloadOpt, keras: Keras = KerasOpt, gpu: Gpu = GpuOpt,
     yes: bool = YesOpt, force: bool = SwapForceOpt, allow_sources: bool = AllowSourcesOpt,
     allow_commands: bool = AllowCommandsOpt, check: PathCheck = CheckOpt, as_json: bool = JsonOpt,
+    allow_downgrade: bool = typer.Option(False, "--allow-downgrade", help="With --yes: go on although the plan "
+                                         "moves a package you requested to an older version."),
 ) -> None:
     """Build the upgraded env beside the old one, check it, swap it in atomically.
 
@@ -215,7 +217,8 @@ def upgrade(
     opts = Options(env=env, to=to, profile=profile, python=python, strategy=strategy, pre=pre, index_url=index_url,
                    extra_index_urls=extra_index_url or [], find_links=_links(find_links),
                    constraints=_links(constraint), offline=offline, no_compile=no_compile, yes=yes, force=force, allow_python_download=allow_python_download,
-                   keras=keras, gpu=gpu, allow_sources=allow_sources, allow_commands=allow_commands, check=check)
+                   keras=keras, gpu=gpu, allow_sources=allow_sources, allow_commands=allow_commands, check=check,
+                   allow_downgrade=allow_downgrade)
 
     def work():
         with terminal().progress(enabled=not as_json) as progress:

@@ -1,0 +1,68 @@
+"""The import checks in the current env, before the upgrade (issue 20, point 6).
+
+They run read-only (no bytecode written) in the env as it is, in a thread beside the build; an import that fails
+there already is "already failing before the upgrade" and does not block the new env: only regressions do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+
+from rebuild.util import proc
+
+_IMPORTS = """
+import importlib, json, sys
+failed = {}
+for name in sys.argv[1:]:
+    try:
+        importlib.import_module(name)
+    except BaseException as exc:
+        failed[name] = "%s: %s" % (type(exc).__name__, str(exc).strip().splitlines()[-1:] and
+                                   str(exc).strip().splitlines()[-1] or "")
+print(json.dumps(failed))
+"""
+
+
+class Baseline:
+    """``failing()``: import name -> the error it already raises in the current env (waits for the thread)."""
+
+    def __init__(self, env: Path, imports: list[str], timeout: float = 300.0):
+        self._result: dict[str, str] = {}
+        names = [m for m in imports if m]
+        python = Path(env) / "bin" / "python"
+        self._thread = threading.Thread(target=self._work, args=(python, Path(env), names, timeout), daemon=True)
+        if names and python.exists():
+            self._thread.start()
+
+    def _work(self, python: Path, env: Path, names: list[str], timeout: float) -> None:
+        environ = proc.clean_environ(PYTHONDONTWRITEBYTECODE="1", VIRTUAL_ENV=str(env),
+                                     PATH=f"{env / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}")
+        result = proc.run([str(python), "-I", "-B", "-c", _IMPORTS, *names], env=environ, timeout=timeout, cwd=env)
+        if not result.ok:
+            return  # the interpreter itself fails: nothing is known about the imports
+        try:
+            self._result = json.loads(result.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            self._result = {}
+
+    def failing(self) -> dict[str, str]:
+        if self._thread.is_alive() or self._thread.ident is not None:
+            self._thread.join()
+        return dict(self._result)
+
+
+def judge(check, failed: dict[str, str], before: dict[str, str]) -> None:
+    """Imports that already failed before the upgrade do not fail ``check``; they are named in its output."""
+    old = [name for name in failed if name in before]
+    if not old:
+        return
+    new = [name for name in failed if name not in before]
+    note = "\n".join(f"import {name}: already failing before the upgrade ({before[name]}); not held against the "
+                     "new env" for name in old)
+    check.output = f"{note}\n{check.output}" if check.output else note
+    if not new:
+        check.ok = True
+        check.name = f"imports: {len(old)} already failing before the upgrade ({', '.join(old)}), the others import"
