@@ -54,12 +54,13 @@ class Options:
     check: PathCheck = PathCheck.VERSIONS  # what runs at the path after the swap (upgrade)
     allow_downgrade: bool = False  # upgrade --yes may move a requested package backwards
     holds: list[str] = field(default_factory=list)  # requirement lines a search's fix adds ("setuptools<81")
+    build_constraints: list[str] = field(default_factory=list)  # --build-constraint files (sdists' build deps)
     search: bool = True  # --to latest: try lower releases when the checks fail (core/search.py)
 
     def __post_init__(self) -> None:
         for name, choice in (("strategy", Strategy), ("keras", Keras), ("gpu", Gpu), ("check", PathCheck)):
             object.__setattr__(self, name, choice.parse(getattr(self, name)))
-        for name in ("extra_index_urls", "find_links", "constraints", "holds"):
+        for name in ("extra_index_urls", "find_links", "constraints", "holds", "build_constraints"):
             object.__setattr__(self, name, [str(v) for v in getattr(self, name) or []])
 
 
@@ -378,10 +379,23 @@ def _inputs(opts: Options, survey: _Survey, interp, tf: str, extras: list[str], 
         index=index,
         offline=opts.offline, pre=opts.pre, strategy=opts.strategy, log=log, extras=extras,
         direct={n: s.requirement for n, s in direct.items()}, no_build=survey.no_build,
+        build_constraints=build_constraint_files(opts),
     )
     if tf != survey.tf:  # another variant: the installed one is not requested
         inputs.requested = [r for r in inputs.requested if requirement_name(r) not in TF_DISTRIBUTIONS]
     return inputs
+
+
+def build_constraint_files(opts: Options) -> list[str]:
+    """``--build-constraint`` files, then ``UV_BUILD_CONSTRAINT``'s (space-separated): they reach every uv call that
+    may build an sdist (resolution and install; uv drops the variable from an install's environment)."""
+    given = [str(Path(f).expanduser().resolve()) for f in opts.build_constraints]
+    for given_path, path in zip(opts.build_constraints, given):
+        if not Path(path).is_file():
+            raise UserError(f"The build constraint file {given_path} given with --build-constraint does not exist or "
+                            "is not a file.", "Pass an existing requirements-style file. Nothing was changed.")
+    from_env = [str(Path(f).expanduser().resolve()) for f in os.environ.get("UV_BUILD_CONSTRAINT", "").split() if f]
+    return list(dict.fromkeys(given + from_env))
 
 
 def _keras_switch(keras: Keras, data: dict, inputs: resolve.Inputs, tf_new: str, needed_by: list[str] = (),
