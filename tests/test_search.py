@@ -170,3 +170,14 @@ def test_failure_classes(output, kind):
 def test_candidates_one_per_minor_newest_first_above_the_installed():
     listing = ["2.21.0", "2.20.0", "2.19.1", "2.19.0", "2.18.1", "2.16.2", "2.15.1", "2.22.0rc0"]
     assert search.candidates(listing, "2.21.0", "2.15.1") == [["2.20.0"], ["2.19.1", "2.19.0"], ["2.18.1"], ["2.16.2"]]
+
+
+def test_op_library_failing_before_the_upgrade_does_not_block_it(make_venv, cli, tmp_path):
+    """tfops-demo 1.1.0 is built for TF 2.18: its library fails to load under 2.15 already (as tensorflow-addons'
+    CUDA-linked ops do with tensorflow-cpu), so the same failure in the new env is not a regression."""
+    env = make_venv(tmp_path / "envs" / "preops", BASE + ["tfops-demo==1.1.0"])
+    res = cli("upgrade", env, "--to", "2.21", "--yes", "--json")
+    assert res.code == 0, res.err
+    (ops,) = [c for c in res.json()["checks"] if c["name"].startswith("op libraries load")]
+    assert ops["ok"] and ops["name"] == "op libraries load: tfops-demo (1 already failing before the upgrade)", ops
+    assert "_demo_ops.so already failed to load before the upgrade" in ops["output"]

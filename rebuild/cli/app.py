@@ -190,8 +190,10 @@ def plan(
                             allow_sources=allow_sources)
 
     def work():
-        with terminal().progress(enabled=not as_json) as progress:
-            return planning.make_plan(opts, progress)
+        from rebuild.core import search
+
+        with terminal().progress(enabled=not as_json) as progress:  # --to latest: the expected landing point
+            return search.first_plan(opts, lambda o: planning.make_plan(o, progress), progress.note)[0]
 
     _run(as_json, work, render.plan)
 

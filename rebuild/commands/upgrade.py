@@ -129,57 +129,7 @@ def _searching(opts: planning.Options, the_plan: planning.Plan) -> bool:
 
 
 def _first_plan(opts: planning.Options, progress, log: Path) -> tuple[planning.Plan, list]:
-    """The plan of ``--to latest``; when that does not resolve, the newest lower release that does (no build),
-    each refused target recorded as a try."""
-    try:
-        return planning.make_plan(opts, progress, log=log), []
-    except UserError as exc:
-        inputs = getattr(exc, "inputs", None)
-        if inputs is None or not opts.search or str(opts.to or "latest") != "latest":
-            raise
-        tries = [search.Try(f"{inputs.tf_distribution} {exc.tf_new}", "", False,
-                            f"does not resolve: {exc.message}", built=False)]
-        progress.note(f"try: {search.tries_text(tries)[len('try 1: '):]}")
-        groups = search.candidates(_versions(inputs, opts), exc.tf_new, exc.tf_old)
-        for group in groups[:search.MAX_PLANS]:
-            for version in group:
-                import dataclasses
-
-                try:
-                    the_plan = planning.make_plan(dataclasses.replace(opts, to=version), progress, log=log)
-                except UserError as again:
-                    tries.append(search.Try(f"{inputs.tf_distribution} {version}", "next lower release", False,
-                                            f"does not resolve: {again.message}", built=False))
-                    progress.note(f"try: {search.tries_text(tries[-1:])[len('try 1: '):]}")
-                    continue
-                the_plan.notes.insert(0, f"--to latest lands on {version}: newer releases do not resolve with "
-                                         f"this env ({'; '.join(t.target for t in tries)})")
-                return the_plan, tries
-        exc.tries = tries
-        raise
-
-
-def _versions(inputs, opts: planning.Options) -> list[str]:
-    """TensorFlow releases that have a wheel for the new env's Python, newest first."""
-    import platform
-
-    from rebuild.core.targets import _tf_files
-    from rebuild.index import simple as indexinfo
-    from rebuild.index.tags import python_versions_with_wheels
-
-    try:
-        files = _tf_files(inputs)
-    except (UserError, OSError):
-        return []
-    from rebuild.env import interpreters
-
-    minor = ".".join((interpreters.version_of(inputs.python) or "").split(".")[:2])
-    out = []
-    for version in indexinfo.versions(files, prereleases=opts.pre):
-        pythons = python_versions_with_wheels(files, version, "Linux", platform.machine())
-        if not minor or minor in pythons:
-            out.append(str(version))
-    return out
+    return search.first_plan(opts, lambda o: planning.make_plan(o, progress, log=log), progress.note)
 
 
 def _listing(the_plan: planning.Plan, opts: planning.Options) -> list[str]:
@@ -187,7 +137,7 @@ def _listing(the_plan: planning.Plan, opts: planning.Options) -> list[str]:
 
     inputs = resolve.Inputs(python=Path(the_plan.python_path), tf_distribution=the_plan.tf_distribution, requested=[],
                             pins={}, index=the_plan.index_live, offline=opts.offline, pre=opts.pre)
-    return _versions(inputs, opts)
+    return search.versions(inputs, opts.pre)
 
 
 def _refuse_backwards(the_plan: planning.Plan, opts: planning.Options, asked: bool) -> None:

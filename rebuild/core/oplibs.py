@@ -73,9 +73,18 @@ def _links_tensorflow(path: Path) -> bool:
         return False
 
 
-def check(env: Path, run, timeout: float):
+def key(name: str, path: str | Path) -> str:
+    """How a failed op library is named across envs (core/baseline.py): ``oplib:<dist>/<file name>``."""
+    return f"oplib:{name}/{Path(path).name}"
+
+
+LOAD_SCRIPT = _LOAD
+
+
+def check(env: Path, run, timeout: float, already_failing=None):
     """The op-library check of ``env`` (``None`` when it has none): ``run`` is smoke's runner
-    (``run(name, cmd, env, timeout) -> (Check, stdout)``)."""
+    (``run(name, cmd, env, timeout) -> (Check, stdout)``); ``already_failing()``: what failed in the current env
+    (keys of :func:`key`), not held against this one."""
     found = find(env)
     if not found:
         return None
@@ -89,12 +98,19 @@ def check(env: Path, run, timeout: float):
             failed = json.loads(stdout.strip().splitlines()[-1])
         except (ValueError, IndexError):
             failed = {"?": stdout}
+        owner = {str(p): n for n, libs in found.items() for p in libs}
+        before = (already_failing() if already_failing is not None else {}) if failed else {}
+        old = {p: why for p, why in failed.items() if key(owner.get(p, "?"), p) in before}
+        failed = {p: why for p, why in failed.items() if p not in old}
+        if old:
+            check.output = "\n".join(f"{owner.get(p, '?')}: {Path(p).name} already failed to load before the upgrade "
+                                     f"(not held against the new env): {why}" for p, why in old.items())
+            check.name += f" ({len(old)} already failing before the upgrade)"
         if failed:
-            owner = {str(p): n for n, libs in found.items() for p in libs}
             check.ok = False
             bad = sorted({owner.get(p, "?") for p in failed})
             check.name = f"op libraries load: {', '.join(bad)} failed (tf.load_op_library)"
             check.output = "\n".join(f"{owner.get(p, '?')}: tf.load_op_library({Path(p).name}) failed:\n  {why}"
-                                     for p, why in failed.items())
+                                     for p, why in failed.items()) + (f"\n{check.output}" if old else "")
     check.seconds = time.monotonic() - start
     return check

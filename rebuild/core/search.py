@@ -289,3 +289,57 @@ def _strict(exc: UserError, failure: Failure, plan, opts, tries: list[Try]) -> U
     exc.hint = f"{exc.hint} What would work: {command}".strip()
     exc.tries = list(tries)
     return exc
+
+
+def first_plan(opts, make_plan: Callable, note: Callable[[str], None] = lambda text: None) -> tuple[object, list[Try]]:
+    """The plan of ``--to latest``; when that does not resolve, the newest lower release that does (nothing is
+    built: ``plan`` names the expected landing point this way), each refused target recorded as a try."""
+    try:
+        return make_plan(opts), []
+    except UserError as exc:
+        inputs = getattr(exc, "inputs", None)
+        if inputs is None or not opts.search or str(opts.to or "latest") != "latest":
+            raise
+        tries = [Try(f"{inputs.tf_distribution} {exc.tf_new}", "", False, f"does not resolve: {exc.message}",
+                     built=False)]
+        note(f"try: {tries_text(tries)[len('try 1: '):]}")
+        plans = 1
+        for group in candidates(versions(inputs, opts.pre), exc.tf_new, exc.tf_old):
+            for version in group:
+                if plans >= MAX_PLANS:
+                    break
+                plans += 1
+                try:
+                    plan = make_plan(dataclasses.replace(opts, to=version))
+                except UserError as again:
+                    tries.append(Try(f"{inputs.tf_distribution} {version}", "next lower release", False,
+                                     f"does not resolve: {again.message}", built=False))
+                    note(f"try: {tries_text(tries[-1:])[len('try 1: '):]}")
+                    continue
+                plan.notes.insert(0, f"--to latest lands on {version}: newer releases do not resolve with this env ("
+                                  + "; ".join(f"{t.target}: {t.why}" for t in tries) + ")")
+                return plan, tries
+        exc.tries = tries
+        raise
+
+
+def versions(inputs, pre: bool = False) -> list[str]:
+    """TensorFlow releases on the configured index that have a wheel for the new env's Python, newest first."""
+    import platform
+
+    from rebuild.core.targets import _tf_files
+    from rebuild.env import interpreters
+    from rebuild.index import simple as indexinfo
+    from rebuild.index.tags import python_versions_with_wheels
+
+    try:
+        files = _tf_files(inputs)
+    except (UserError, OSError):
+        return []
+    minor = ".".join((interpreters.version_of(inputs.python) or "").split(".")[:2])
+    out = []
+    for version in indexinfo.versions(files, prereleases=pre):
+        pythons = python_versions_with_wheels(files, version, "Linux", platform.machine())
+        if not minor or minor in pythons:
+            out.append(str(version))
+    return out

@@ -204,7 +204,7 @@ def run_checks(env: Path, *, tf_version: str, imports: list[str], commands: list
                     already_failing)
     from rebuild.core import oplibs  # companions' compiled ops: an import does not load them
 
-    check = oplibs.check(env, _run, timeout)
+    check = oplibs.check(env, _run, timeout, already_failing)
     report.checks += [check] if check is not None else []
     return report
 
