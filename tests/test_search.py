@@ -181,3 +181,13 @@ def test_op_library_failing_before_the_upgrade_does_not_block_it(make_venv, cli,
     (ops,) = [c for c in res.json()["checks"] if c["name"].startswith("op libraries load")]
     assert ops["ok"] and ops["name"] == "op libraries load: tfops-demo (1 already failing before the upgrade)", ops
     assert "_demo_ops.so already failed to load before the upgrade" in ops["output"]
+
+
+def test_doctor_reports_an_import_already_failing(make_venv, kit_env, tmp_path):
+    env = make_venv(tmp_path / "envs" / "doc", BASE + ["protodep==1.0.0"])
+    res = run_cli(kit_env, "doctor", "--env", env, "--json")
+    assert res.code == 1, res.err
+    (f,) = [f for f in res.json()["findings"] if f["id"] == "import-failing"]
+    assert f["severity"] == "error" and f["title"] == "import protodep fails in the env as it is"
+    assert "Gencode/Runtime" in f["evidence"][0]
+    assert not list(env.rglob("protodep/__pycache__")), "read-only: no bytecode written"

@@ -13,19 +13,6 @@ from pathlib import Path
 
 from rebuild.util import proc
 
-_IMPORTS = """
-import importlib, json, sys
-failed = {}
-for name in sys.argv[1:]:
-    try:
-        importlib.import_module(name)
-    except BaseException as exc:
-        failed[name] = "%s: %s" % (type(exc).__name__, str(exc).strip().splitlines()[-1:] and
-                                   str(exc).strip().splitlines()[-1] or "")
-print(json.dumps(failed))
-"""
-
-
 class Baseline:
     """``failing()``: import name -> the error it already raises in the current env (waits for the thread)."""
 
@@ -39,16 +26,14 @@ class Baseline:
 
     def _work(self, python: Path, env: Path, names: list[str], timeout: float) -> None:
         from rebuild.core import oplibs
+        from rebuild.doctor.checks_imports import failing_imports
 
+        failed = failing_imports(python, env, names, timeout) if names else {}
+        if failed is None:
+            return  # the interpreter itself fails: nothing is known about the imports
+        self._result = dict(failed)
         environ = proc.clean_environ(PYTHONDONTWRITEBYTECODE="1", VIRTUAL_ENV=str(env),
                                      PATH=f"{env / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}")
-        result = proc.run([str(python), "-I", "-B", "-c", _IMPORTS, *names], env=environ, timeout=timeout, cwd=env)
-        if not result.ok:
-            return  # the interpreter itself fails: nothing is known about the imports
-        try:
-            self._result = json.loads(result.stdout.strip().splitlines()[-1])
-        except (ValueError, IndexError):
-            self._result = {}
         found = oplibs.find(env)  # the op libraries too: one that already fails to load is not a regression
         owner = {str(p): n for n, libs in found.items() for p in libs}
         if not owner:
