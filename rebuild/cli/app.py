@@ -78,6 +78,8 @@ PreOpt = typer.Option(False, "--pre", help="Allow pre-releases (e.g. tf-nightly)
 IndexOpt = typer.Option(None, "--index-url", parser=_given("--index-url", url=True), metavar="<url>", help="Package index to use instead of the configured one.")
 ExtraIndexOpt = typer.Option(None, "--extra-index-url", parser=_given("--extra-index-url", url=True), metavar="<url>", help="Additional package index (repeatable).")
 FindLinksOpt = typer.Option(None, "--find-links", "-f", parser=_given("--find-links"), metavar="<path>", help="Folder of wheels to use (repeatable).")
+BuildConstraintOpt = typer.Option(None, "--build-constraint", help="Constraints file for the build dependencies "
+                                  "of sdists uv builds (as UV_BUILD_CONSTRAINT, which is read too).")
 ConstraintOpt = typer.Option(None, "--constraint", "-c", help="Constraints file for resolving, on top of pip's and "
                              "uv's configured ones (repeatable); recorded in the new generation's profile.")
 OfflineOpt = typer.Option(False, "--offline", help="No network: use only --find-links folders and uv's cache.")
@@ -176,6 +178,7 @@ def plan(
     python: Optional[str] = PythonOpt, strategy: Strategy = StrategyOpt, pre: bool = PreOpt,
     index_url: Optional[str] = IndexOpt, extra_index_url: Optional[list[str]] = ExtraIndexOpt,
     find_links: Optional[list[str]] = FindLinksOpt, constraint: Optional[list[Path]] = ConstraintOpt,
+    build_constraint: Optional[list[Path]] = BuildConstraintOpt,
     offline: bool = OfflineOpt,
     allow_python_download: bool = AllowDownloadOpt, keras: Keras = KerasOpt, gpu: Gpu = GpuOpt,
     allow_sources: bool = AllowSourcesOpt, as_json: bool = JsonOpt,
@@ -189,12 +192,15 @@ def plan(
     opts = planning.Options(env=env, to=to, profile=profile, python=python, strategy=strategy, pre=pre,
                             index_url=index_url, extra_index_urls=extra_index_url or [],
                             find_links=_links(find_links), constraints=_links(constraint), offline=offline,
+                            build_constraints=_links(build_constraint),
                             allow_python_download=allow_python_download, keras=keras, gpu=gpu,
                             allow_sources=allow_sources)
 
     def work():
-        with terminal().progress(enabled=not as_json) as progress:
-            return planning.make_plan(opts, progress)
+        from rebuild.core import search
+
+        with terminal().progress(enabled=not as_json) as progress:  # --to latest: the expected landing point
+            return search.first_plan(opts, lambda o: planning.make_plan(o, progress), progress.note)[0]
 
     _run(as_json, work, render.plan)
 
@@ -205,10 +211,13 @@ def upgrade(
     python: Optional[str] = PythonOpt, strategy: Strategy = StrategyOpt, pre: bool = PreOpt,
     index_url: Optional[str] = IndexOpt, extra_index_url: Optional[list[str]] = ExtraIndexOpt,
     find_links: Optional[list[str]] = FindLinksOpt, constraint: Optional[list[Path]] = ConstraintOpt,
+    build_constraint: Optional[list[Path]] = BuildConstraintOpt,
     offline: bool = OfflineOpt, no_compile: bool = NoCompileOpt,
     allow_python_download: bool = AllowDownloadOpt, keras: Keras = KerasOpt, gpu: Gpu = GpuOpt,
     yes: bool = YesOpt, force: bool = UpgradeForceOpt, allow_sources: bool = AllowSourcesOpt,
     allow_commands: bool = AllowCommandsOpt, check: PathCheck = CheckOpt, as_json: bool = JsonOpt,
+    allow_downgrade: bool = typer.Option(False, "--allow-downgrade", help="With --yes: go on although the plan "
+                                         "moves a package you requested to an older version."),
 ) -> None:
     """Build the upgraded env beside the old one, check it, swap it in atomically.
 
@@ -222,7 +231,9 @@ def upgrade(
     opts = Options(env=env, to=to, profile=profile, python=python, strategy=strategy, pre=pre, index_url=index_url,
                    extra_index_urls=extra_index_url or [], find_links=_links(find_links),
                    constraints=_links(constraint), offline=offline, no_compile=no_compile, yes=yes, force=force, allow_python_download=allow_python_download,
-                   keras=keras, gpu=gpu, allow_sources=allow_sources, allow_commands=allow_commands, check=check)
+                   build_constraints=_links(build_constraint),
+                   keras=keras, gpu=gpu, allow_sources=allow_sources, allow_commands=allow_commands, check=check,
+                   allow_downgrade=allow_downgrade)
 
     def work():
         with terminal().progress(enabled=not as_json) as progress:

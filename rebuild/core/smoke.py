@@ -149,7 +149,7 @@ def gpu_causes(env: Path) -> str:
 
 def run_checks(env: Path, *, tf_version: str, imports: list[str], commands: Sequence[str] = (),
                timeout: float | None = None, quick: bool = False, keras_major: int | None = None,
-               gpu_required: bool = False) -> Report:
+               gpu_required: bool = False, already_failing=None) -> Report:
     """Run the checks in ``env``; ``quick`` runs only interpreter + TensorFlow (after a swap)."""
     timeout = default_timeout() if timeout is None else timeout
     python = str(env / "bin" / "python")
@@ -202,10 +202,17 @@ def run_checks(env: Path, *, tf_version: str, imports: list[str], commands: Sequ
             check, _ = _run("Keras 2 script (Sequential, compile, fit, save/load .h5)",
                             [python, "-I", "-c", _KERAS2_SCRIPT], env, timeout)
             report.checks.append(check)
-    return _generic_checks(report, env, python, [m for m in imports if m != "tensorflow"], commands, timeout)
+    _generic_checks(report, env, python, [m for m in imports if m != "tensorflow"], commands, timeout,
+                    already_failing)
+    from rebuild.core import oplibs  # companions' compiled ops: an import does not load them
+
+    check = oplibs.check(env, _run, timeout, already_failing)
+    report.checks += [check] if check is not None else []
+    return report
 
 
-def _generic_checks(report: Report, env: Path, python: str, others: list[str], commands, timeout: float) -> Report:
+def _generic_checks(report: Report, env: Path, python: str, others: list[str], commands, timeout: float,
+                    already_failing=None) -> Report:
     """Requested imports, consistency, the profile's commands."""
     if others:
         check, stdout = _run(f"imports: {', '.join(others)}", [python, "-I", "-c", _IMPORTS, *others], env, timeout)
@@ -219,6 +226,10 @@ def _generic_checks(report: Report, env: Path, python: str, others: list[str], c
                 check.output = "\n".join(f"import {k} failed:\n{v}" for k, v in failed.items())
                 if len(failed) < len(others):  # the headline names what failed, not every import tried
                     check.name = f"imports: {', '.join(failed)} ({len(failed)} of {len(others)} failed)"
+            if failed and already_failing is not None:  # judged against the env as it is: regressions only
+                from rebuild.core import baseline
+
+                baseline.judge(check, failed, already_failing())
         report.checks.append(check)
     start = time.monotonic()
     result = uvcmd.run(["pip", "check", "--no-config", "--python", python], check=False, timeout=timeout,
