@@ -326,11 +326,16 @@ def upgrade(term: Terminal, r, as_json: bool) -> None:
                    "previous": r.previous, "state_dir": r.state_dir, "log": r.log, "build_seconds": r.build_seconds,
                    "checks": jsonable(r.checks), "after_swap": jsonable(r.after_swap), "swap_ms": r.swap_ms,
                    "notes": r.notes, "recovered": r.recovered, "seconds": r.seconds,
-                   "reused": getattr(r, "reused", None), "tries": jsonable(getattr(r, "tries", []))})
+                    "reused": getattr(r, "reused", None), "tries": jsonable(getattr(r, "tries", [])),
+                    "started": jsonable(getattr(r, "started", None)),
+                    "adopted": getattr(r, "adopted", None)})
         return
     tries(term, getattr(r, "tries", []))
     if r.recovered:
         term.out.print(f"Recovered an interrupted operation first: {r.recovered}", markup=False)
+    _started(term, getattr(r, "started", None))
+    if getattr(r, "adopted", None):
+        term.out.print(r.adopted[0].upper() + r.adopted[1:] + ".", markup=False)
     if not r.changed:
         plan_text(term, r.plan)
         term.out.print("Nothing to do: the environment already matches the target.", markup=False)
@@ -350,6 +355,19 @@ def upgrade(term: Terminal, r, as_json: bool) -> None:
     term.out.print(f"Upgraded {r.plan.env} to generation {r.generation} ({r.plan.tf_distribution} {r.plan.tf_new}) "
               f"in {r.seconds:.1f}s. Generation {r.previous} is kept: `tfrebuild rollback` brings it back.",
               markup=False)
+    if getattr(r, "started", None):
+        term.out.print("This was the bundled example env. To upgrade your own TensorFlow env: activate it (or run "
+                       "from the folder holding its .venv), or pass --env PATH: `tfrebuild upgrade --env PATH --yes`.",
+                       markup=False)
+
+
+def _started(term: Terminal, started) -> None:
+    """An upgrade that began by building the bundled example env (no env was given or found)."""
+    if started:
+        term.out.print(f"No TensorFlow env was given or found (no --env, no $VIRTUAL_ENV, no ./.venv): created "
+                       f"{started.env} from the bundled profile {Path(started.profile).name} ({started.tensorflow}, "
+                       f"SciPy, pandas: the env pip's in-place upgrade breaks) as generation 1 in "
+                       f"{started.seconds:.1f}s, then upgraded it.", markup=False)
 
 
 def _size(n: int) -> str:
