@@ -163,7 +163,7 @@ def edits_note(env) -> list[str]:
         found = edits(store) if store is not None else None
     except (UserError, OSError):
         return []
-    if found is None:
+    if store is None or found is None:
         return []
     _, changes = found
     return [f"your edits since generation {store.current_number} ({'; '.join(summary(n, d) for n, d in changes)}) "
