@@ -171,7 +171,7 @@ def enable_legacy_keras(env: Path) -> Path:
 def build(staging: Path, python: Path, pylock_text: str, index: Index, *, offline: bool = False,
           compile_bytecode: bool = True, log: Path | None = None, requested: set[str] | None = None,
           legacy_keras: bool = False, require_hashes: bool = False, current: Path | None = None,
-          progress=None) -> BuildResult:
+          progress=None, build_constraints: list[str] = ()) -> BuildResult:
     """Create ``staging/env`` with uv and install exactly the lock into it (``current``: the env it replaces,
     for the free-space estimate). Bytecode: through tfrebuild's pyc cache where it can be used
     (:mod:`rebuild.core.bytecode`), else uv's ``--compile-bytecode``."""
@@ -194,6 +194,8 @@ def build(staging: Path, python: Path, pylock_text: str, index: Index, *, offlin
     if hashed or require_hashes:
         args.append("--require-hashes")
     args += indexconf.uv_args(index, offline=offline, for_install=True)
+    for path in build_constraints:  # an sdist in the lock is built with the user's build-time caps
+        args += ["--build-constraints", str(path)]
     packages = _count_packages(pylock_text)
     cache = None
     try:
@@ -207,9 +209,13 @@ def build(staging: Path, python: Path, pylock_text: str, index: Index, *, offlin
                        + (", compiling bytecode" if "--compile-bytecode" in args else ""))
         uvcmd.run(args, log=log, what="uv pip sync", sources=uvcmd.index_sources(index), for_install=True)
     except uvcmd.UvFailed as exc:
-        raise UserError(f"{exc.what} could not build the new environment; your environment was not changed.",
+        from rebuild.util import failtext
+
+        package = failtext.failed_package(exc.result.stderr)
+        what = f": it failed to build {package}" if package else ""
+        raise UserError(f"{exc.what} could not build the new environment{what}; your environment was not changed.",
                         f"uv's full output is in {log}." if log else "Run again to see uv's output.",
-                        exit_code=1, details="uv says:\n" + exc.result.stderr.strip()[-3000:]) from None
+                        exit_code=1, details="uv says:\n" + failtext.uv_error(exc.result.stderr)) from None
     compiled = None
     if cache is not None:
         progress.stage("bytecode", f"compiling bytecode (pycs of unchanged files linked from {cache})")

@@ -202,6 +202,9 @@ def usable_cache(where: Path, owner_of: Path | None = None) -> Path | None:
         return None
     if here.st_dev != there.st_dev or here.st_uid != os.geteuid():
         return None
+    from rebuild.store import trust
+
+    trust.check_cache(cache)  # a cache someone else can write would plant pycs: refused, naming whose it is
     return cache
 
 

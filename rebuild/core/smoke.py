@@ -29,7 +29,7 @@ for name in sys.argv[1:]:
     try:
         importlib.import_module(name)
     except BaseException:
-        failed[name] = traceback.format_exc(limit=3)
+        failed[name] = traceback.format_exc()
 print(json.dumps(failed))
 """
 
@@ -57,12 +57,19 @@ class Report:
 
 
 def failure(report: Report, where: str, log: Path, after: str) -> UserError:
-    """The user error for failed checks: which ones, their output, and where the log is."""
+    """The user error for failed checks: which ones, the lines of their output that show the cause (a traceback's
+    innermost frames and its exception, about 40 lines in all), and the log, which gets their whole output."""
+    from rebuild.util import failtext
+
     failed = report.failed
-    details = "\n\n".join(f"[{c.name}] ({c.seconds:.1f}s)\n{c.output.strip()[-3000:]}" for c in failed)
+    details = failtext.check_details(failed)
     names = ", ".join(c.name for c in failed)
-    return UserError(f"The new environment failed its checks {where}: {names}. {after}",
-                     f"See the check output above and the log {log}.", exit_code=1, details=details)
+    logged = failtext.log_checks(log, failed, where)
+    hint = (f"See the check output above; the whole output is in the log {log}." if logged else
+            f"See the check output above and the log {log}." if log and str(log).strip() else
+            "See the check output above.")
+    return UserError(f"The new environment failed its checks {where}: {names}. {after}", hint, exit_code=1,
+                     details=details)
 
 
 def default_timeout() -> float:
@@ -142,7 +149,7 @@ def gpu_causes(env: Path) -> str:
 
 def run_checks(env: Path, *, tf_version: str, imports: list[str], commands: Sequence[str] = (),
                timeout: float | None = None, quick: bool = False, keras_major: int | None = None,
-               gpu_required: bool = False) -> Report:
+               gpu_required: bool = False, already_failing=None) -> Report:
     """Run the checks in ``env``; ``quick`` runs only interpreter + TensorFlow (after a swap)."""
     timeout = default_timeout() if timeout is None else timeout
     python = str(env / "bin" / "python")
@@ -195,10 +202,17 @@ def run_checks(env: Path, *, tf_version: str, imports: list[str], commands: Sequ
             check, _ = _run("Keras 2 script (Sequential, compile, fit, save/load .h5)",
                             [python, "-I", "-c", _KERAS2_SCRIPT], env, timeout)
             report.checks.append(check)
-    return _generic_checks(report, env, python, [m for m in imports if m != "tensorflow"], commands, timeout)
+    _generic_checks(report, env, python, [m for m in imports if m != "tensorflow"], commands, timeout,
+                    already_failing)
+    from rebuild.core import oplibs  # companions' compiled ops: an import does not load them
+
+    check = oplibs.check(env, _run, timeout, already_failing)
+    report.checks += [check] if check is not None else []
+    return report
 
 
-def _generic_checks(report: Report, env: Path, python: str, others: list[str], commands, timeout: float) -> Report:
+def _generic_checks(report: Report, env: Path, python: str, others: list[str], commands, timeout: float,
+                    already_failing=None) -> Report:
     """Requested imports, consistency, the profile's commands."""
     if others:
         check, stdout = _run(f"imports: {', '.join(others)}", [python, "-I", "-c", _IMPORTS, *others], env, timeout)
@@ -212,6 +226,10 @@ def _generic_checks(report: Report, env: Path, python: str, others: list[str], c
                 check.output = "\n".join(f"import {k} failed:\n{v}" for k, v in failed.items())
                 if len(failed) < len(others):  # the headline names what failed, not every import tried
                     check.name = f"imports: {', '.join(failed)} ({len(failed)} of {len(others)} failed)"
+            if failed and already_failing is not None:  # judged against the env as it is: regressions only
+                from rebuild.core import baseline
+
+                baseline.judge(check, failed, already_failing())
         report.checks.append(check)
     start = time.monotonic()
     result = uvcmd.run(["pip", "check", "--no-config", "--python", python], check=False, timeout=timeout,

@@ -133,7 +133,9 @@ def run(spec: Spec, result: TransactionResult) -> TransactionResult:
         if not report.ok:
             where, after = (("before it was moved into place", f"Nothing was created at {store.env}.")
                             if spec.new_env else ("before the swap", "Your environment was not changed."))
-            raise smoke.failure(report, where, spec.log, after)
+            failed = smoke.failure(report, where, spec.log, after)
+            failed.report = report  # what failed, for the target search (core/search.py)
+            raise failed
         if owner is not None:  # root on another user's env: the new tree is theirs, as the old one was
             fsguard.keep_owner(built.env, owner)
         if not spec.new_env:

@@ -159,6 +159,56 @@ def index_sources(index: Any) -> list[tuple[str, str]]:  # an env.profile.Index 
     return out + [("the --find-links location", f) for f in index.find_links if f]
 
 
+#: uv's index options and the variable uv reads for each when the option is absent (with its separator:
+#: ``UV_INDEX`` and ``UV_EXTRA_INDEX_URL`` take a space-separated list, ``UV_FIND_LINKS`` a comma-separated one).
+_INDEX_OPTIONS = {
+    "--index": ("UV_INDEX", " "), "--default-index": ("UV_DEFAULT_INDEX", ""),
+    "--index-url": ("UV_INDEX_URL", ""), "-i": ("UV_INDEX_URL", ""),
+    "--extra-index-url": ("UV_EXTRA_INDEX_URL", " "), "--find-links": ("UV_FIND_LINKS", ","),
+    "-f": ("UV_FIND_LINKS", ","),
+}
+_USERINFO = re.compile(r"://[^/@\s]*@")
+
+
+def secrets_to_environment(args: list[str]) -> tuple[list[str], dict[str, str]]:
+    """``args`` without any index or find-links URL that carries credentials, and the variables that give uv
+    those options instead.
+
+    A process's command line is readable by every user (``/proc/PID/cmdline``), its environment only by its
+    owner. So every value of an option one of whose values holds ``user:password@`` (or a token) leaves the
+    command line for uv's own variable for that option (all its values, in their order: uv reads the variable
+    only when the option is absent); options without credentials stay where they are.
+    """
+    pairs: list[tuple[str, str, int]] = []  # (option, value, index of the option in args)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        name, eq, value = arg.partition("=")
+        if arg in _INDEX_OPTIONS and i + 1 < len(args):
+            pairs.append((arg, args[i + 1], i))
+            i += 2
+            continue
+        if eq and name in _INDEX_OPTIONS and name.startswith("--"):
+            pairs.append((name, value, i))
+        i += 1
+    secret_vars = {_INDEX_OPTIONS[opt][0] for opt, value, _ in pairs if _USERINFO.search(value)}
+    if not secret_vars:
+        return list(args), {}
+    drop: set[int] = set()
+    values: dict[str, list[str]] = {}
+    for opt, value, at in pairs:
+        var, sep = _INDEX_OPTIONS[opt]
+        if var not in secret_vars:
+            continue
+        drop.add(at)
+        if args[at] == opt:
+            drop.add(at + 1)
+        values.setdefault(var, []).append(value)
+    seps = dict(_INDEX_OPTIONS.values())
+    env = {var: (seps[var].join(vals) if seps[var] else vals[-1]) for var, vals in values.items()}
+    return [a for n, a in enumerate(args) if n not in drop], env
+
+
 def run(
     args: list[str],
     *,
@@ -185,8 +235,10 @@ def run(
     cmd = [uv_bin()]
     if not allow_python_downloads:
         cmd.append("--no-python-downloads")
-    cmd += [str(a) for a in args]
+    args, secret_env = secrets_to_environment([str(a) for a in args])  # no password in any argv
+    cmd += args
     run_env = proc.clean_environ(env)
+    run_env.update(secret_env)
     if for_install:
         for name in RESOLVE_ONLY:
             run_env.pop(name, None)
