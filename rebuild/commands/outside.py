@@ -28,6 +28,7 @@ from rebuild.store import adoption
 from rebuild.store.records import Generation
 from rebuild.store.store import Store
 from rebuild.store.trees import key_or_none
+from rebuild.util import distinfo
 
 _LEFT_OUT = {canonicalize_name(n) for n in (*SEED_PACKAGES, "tfrebuild")}
 _SHOWN = 6  # differences named in the sentence
@@ -79,8 +80,7 @@ def _installed(env: Path, recorded: dict[str, str]) -> dict[str, str] | None:
     local = set()
     for site in env.glob("lib*/python*/site-packages"):
         for direct in site.glob("*.dist-info/direct_url.json"):
-            name = direct.parent.name[: -len(".dist-info")].partition("-")[0]
-            local.add(canonicalize_name(name))
+            local.add((distinfo.parse(direct.parent.name) or ("", ""))[0])
     return {n: v for n, v in now.items() if n not in local or n in recorded}
 
 
