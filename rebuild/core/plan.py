@@ -400,7 +400,8 @@ def _resolve(inputs: resolve.Inputs, survey: _Survey, tf_new: str, python_versio
         resolved = resolve.resolve(inputs, tf_new, target_requires)
     except resolve.ResolutionFailed as exc:
         companions = blocking_companions(survey.loc, survey.data, tf_new, tf, python_version, index, opts)
-        raise conflict_error(inputs, tf_new, tf_old, exc.explanation, companions) from None
+        raise conflict_error(inputs, tf_new, tf_old, exc.explanation, companions, env=survey.loc.path,
+                             profile=opts.profile) from None
     variants = [v for v in TF_DISTRIBUTIONS if v in resolved.pins]
     if not (len(variants) > 1 and "tensorflow" in variants and tf != "tensorflow"):
         return resolved, ""
@@ -415,7 +416,8 @@ def _resolve(inputs: resolve.Inputs, survey: _Survey, tf_new: str, python_versio
     try:
         return resolve.resolve(inputs, tf_new), note
     except resolve.ResolutionFailed as exc:
-        raise conflict_error(inputs, tf_new, tf_old, exc.explanation) from None
+        raise conflict_error(inputs, tf_new, tf_old, exc.explanation, env=survey.loc.path,
+                             profile=opts.profile) from None
 
 
 def _switch_reason(survey: _Survey, resolved: resolve.Resolved, tf: str, route: str, variant_note: str) -> str:

@@ -54,15 +54,8 @@ def pick_target(ctx: Context, spec: resolve.TargetSpec) -> tuple[Target | None, 
 
 
 def _real_interpreter(path: str, version: str) -> str:
-    """The real file behind ``path``: a pyenv shim (``<root>/shims/python3.11``, a script that picks a version
-    at run time) is the ``<root>/versions/<version>/bin/`` interpreter it ran; anything else, its real path."""
-    shim = Path(path)
-    if shim.parent.name == "shims":
-        for name in (shim.name, f"python{minor(version)}", "python3"):
-            candidate = shim.parent.parent / "versions" / version / "bin" / name
-            if candidate.exists():
-                return real(candidate)
-    return real(path)
+    """The real file behind ``path`` (a pyenv shim is the version's interpreter): :func:`interpreters.real_path`."""
+    return interpreters.real_path(path, version)
 
 
 def _other_interpreters(ctx: Context, minors: list[str]) -> list[tuple[str, str]]:
