@@ -311,3 +311,25 @@ def test_doctor_lists_each_interpreter_once(tmp_path: Path) -> None:
     reals = [checks_target._real_interpreter(p, v) for v, p in found]
     assert len(reals) == len(set(reals)), found
     assert not [p for _, p in found if "/shims/" in p], found
+
+
+def test_pre_flight_statements_agree_with_the_plan() -> None:
+    from rebuild.doctor import judge
+    from rebuild.doctor.findings import FindingId as F
+
+    def moves():
+        return F.DEPENDENCY_MOVES.make("numpy must move 1.24.3 → 2.4.0 for tensorflow-cpu 2.21.0; scipy accepts it",
+                                       ["newest numpy every requirement accepts: 2.4.0"], "moves it",
+                                       fixed_by_rebuild=True)
+
+    conflict = F.DEPENDENCY_CONFLICT.make("capnum 1.0 and tensorflow-cpu 2.21.0 need incompatible versions of numpy",
+                                          [], "upgrade capnum too: `tfrebuild upgrade --env e --to 2.21.0 --strategy "
+                                          "eager`, or choose an older --to")
+    # the plan took numpy 1.26.4: the statement says so (not the 2.4.0 doctor would have guessed)
+    (f,) = judge.agree([moves()], {"numpy": "1.26.4"})
+    assert f.title.startswith("numpy must move 1.24.3 → 1.26.4 for") and "the resolution takes numpy 1.26.4" in f.evidence
+    # the plan kept numpy 1.24.3: nothing moves, nothing is said
+    assert judge.agree([moves()], {"numpy": "1.24.3"}) == []
+    # under --strategy eager no fix proposes --strategy eager again
+    (g,) = judge.agree([conflict], {}, "eager")
+    assert "--strategy eager" not in g.fix and g.fix == "choose an older --to"

@@ -526,7 +526,7 @@ def _checked_findings(survey: _Survey, resolved: resolve.Resolved, tf_new: str, 
                     f.fixed_by_rebuild, f.affects_new_env = True, False
     from rebuild.doctor import judge
 
-    return judge.agree(findings, resolved.pins)  # what the pre-flight says is what this plan does
+    return judge.agree(findings, resolved.pins, opts.strategy)  # what the pre-flight says is what this plan does
 
 
 def blocking_findings(findings: list) -> list:

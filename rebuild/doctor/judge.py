@@ -14,10 +14,16 @@ from rebuild.doctor.findings import Finding
 _MOVES = re.compile(r"^(?P<dep>\S+) must move (?P<old>\S+) → (?P<new>\S+) for (?P<rest>.*)$")
 
 
-def agree(findings: list[Finding], pins: dict[str, str]) -> list[Finding]:
-    """``findings`` with each ``dependency-moves`` statement made true of ``pins`` (the resolved set)."""
+_EAGER = re.compile(r"upgrade [^:`]+ too: `[^`]*--strategy eager`, or ")
+
+
+def agree(findings: list[Finding], pins: dict[str, str], strategy: str = "minimal") -> list[Finding]:
+    """``findings`` with each ``dependency-moves`` statement made true of ``pins`` (the resolved set); under
+    ``--strategy eager`` no fix proposes the strategy already given."""
     out = []
     for f in findings:
+        if strategy == "eager" and "--strategy eager" in f.fix:
+            f.fix = _EAGER.sub("", f.fix)
         if f.id == "dependency-moves":
             found = _MOVES.match(f.title)
             if found is not None:
