@@ -121,7 +121,8 @@ def newest_resolvable(inputs: resolve.Inputs, installed: str, ceiling: str) -> s
         return None
     # every release between them, newest first (not only each minor's newest patch: a companion may pin an
     # exact release, as tensorflow-decision-forests 1.12.0 pins tensorflow==2.19.0 while 2.19.1 exists)
-    between = [v for v in indexinfo.versions(files, prereleases=inputs.pre) if Version(installed) < v < Version(ceiling)]
+    between = [v for v in indexinfo.versions(files, prereleases=inputs.pre)
+               if Version(installed) < v < Version(ceiling)]
     for version in between[:10]:
         try:
             resolve.resolve(inputs, str(version))

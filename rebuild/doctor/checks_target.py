@@ -4,7 +4,6 @@ it, and whether the packages the upgraded env keeps accept it."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Mapping
 
 from packaging.requirements import Requirement
@@ -292,7 +291,8 @@ def _shared_conflict(ctx: Context, target: Target, treq: Requirement, dep: str,
     names = _unique([n for n, _, _ in holders if n not in numpy1])
     accept = f"{', '.join(names)} accept{'s' if len(names) == 1 else ''} it" if names else ""
     if numpy1:
-        accept += ("; " if accept else "") + f"{', '.join(numpy1)} (built for NumPy 1) keep{'s' if len(numpy1) == 1 else ''} it below 2"
+        keeps = "keeps" if len(numpy1) == 1 else "keep"
+        accept += ("; " if accept else "") + f"{', '.join(numpy1)} (built for NumPy 1) {keeps} it below 2"
     if both:
         matters = bool(candidates and any(contains(treq.specifier, v) and not all(
             contains(r.specifier, v) and not (n in numpy1 and v.major >= 2) for n, _, r in capped)
