@@ -13,7 +13,7 @@ from packaging.utils import canonicalize_name
 from rebuild.core import resolve
 from rebuild.util import uv as uvcmd
 from rebuild.doctor import companions, numpyabi
-from rebuild.doctor.context import (Context, Target, applies, contains, has_cap, numbers, python_ok, q, real,
+from rebuild.doctor.context import (Context, Target, applies, contains, has_cap, numbers, python_ok, q,
                                     req_text, version_of)
 from rebuild.doctor.findings import Finding
 from rebuild.doctor.findings import FindingId as F
