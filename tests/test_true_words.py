@@ -333,3 +333,26 @@ def test_pre_flight_statements_agree_with_the_plan() -> None:
     # under --strategy eager no fix proposes --strategy eager again
     (g,) = judge.agree([conflict], {}, "eager")
     assert "--strategy eager" not in g.fix and g.fix == "choose an older --to"
+
+
+def test_apply_keeps_the_log_its_failure_names(make_venv, tmp_path: Path, kit_env, kit_index: Path) -> None:
+    import tomllib
+
+    import tomli_w
+
+    source = make_venv(tmp_path / "envs" / "src", ["tensorflow-cpu==2.15.1", "six==1.17.0"])
+    profile = tmp_path / "p.toml"
+    assert run_cli(kit_env, "snapshot", "--env", source, "-o", profile, cwd=tmp_path).code == 0
+    data = tomllib.loads(profile.read_text())
+    data.setdefault("smoke", {})["imports"] = ["six", "not_a_module_anywhere"]
+    profile.write_text(tomli_w.dumps(data))
+    target = tmp_path / "new" / "venv"
+    res = run_cli(kit_env, "apply", profile, "--env", target, "--offline", "--find-links", kit_index, "--yes",
+                  cwd=tmp_path)
+    assert res.code == 1 and "failed its checks" in res.err, res.err
+    assert "No module named 'not_a_module_anywhere'" in res.err
+    assert not target.exists() and not (target.parent / ".venv.tfrebuild").exists()
+    log = _hint_log(res.err.rsplit("hint:", 1)[1])
+    assert log.is_file(), f"the hint names {log}, which must exist"
+    assert "not_a_module_anywhere" in log.read_text()
+    assert stat.S_IMODE(os.lstat(log).st_mode) == 0o600

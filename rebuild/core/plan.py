@@ -314,8 +314,9 @@ def _survey(opts: Options) -> _Survey:
     if loc.bare:
         raise UserError(f"{loc.python} is a bare interpreter, not a virtual environment.",
                         "tfrebuild upgrades venv, virtualenv, uv and conda environments; create one first.")
-    if refusals.mount_point(loc.path):  # upgrade's refusal, said by plan too: a mount point cannot be swapped
-        raise refusals.mount_point(loc.path)
+    mounted = refusals.mount_point(loc.path)  # upgrade's refusal, said by plan too: a mount point cannot be swapped
+    if mounted is not None:
+        raise mounted
     data = probe.run(loc.python)
     current = build_profile(loc, data)
     override, trusted = load_override(opts, loc)
