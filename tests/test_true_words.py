@@ -91,18 +91,17 @@ def test_condense_keeps_the_innermost_frames_within_the_budget() -> None:
     assert tail[-1] == "line 99" and "earlier line(s) left out" in tail[0] and len(tail) == 10
 
 
-@pytest.fixture
-def failing_sdist(tmp_path: Path) -> Path:
-    """A folder holding ``badpkg-1.0.tar.gz`` (its setup.py raises) and nothing else."""
+def _failing_sdist(folder: Path, metadata_version: str) -> Path:
+    """``folder`` holding ``badpkg-1.0.tar.gz`` (its setup.py raises) and nothing else. With metadata 2.2 uv reads
+    PKG-INFO without building (the resolution passes, the install builds); with 2.1 it builds to resolve."""
     import io
     import tarfile
 
-    folder = tmp_path / "sdists"
     folder.mkdir()
     files = {"badpkg-1.0/setup.py": 'raise RuntimeError("this sdist cannot be built: cython_sources missing")\n',
              "badpkg-1.0/pyproject.toml": '[build-system]\nrequires = ["setuptools"]\n'
                                           'build-backend = "setuptools.build_meta"\n',
-             "badpkg-1.0/PKG-INFO": "Metadata-Version: 2.1\nName: badpkg\nVersion: 1.0\n"}
+             "badpkg-1.0/PKG-INFO": f"Metadata-Version: {metadata_version}\nName: badpkg\nVersion: 1.0\n"}
     with tarfile.open(folder / "badpkg-1.0.tar.gz", "w:gz") as tar:
         for name, text in files.items():
             data = text.encode()
@@ -110,6 +109,11 @@ def failing_sdist(tmp_path: Path) -> Path:
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     return folder
+
+
+@pytest.fixture
+def failing_sdist(tmp_path: Path) -> Path:
+    return _failing_sdist(tmp_path / "sdists", "2.1")
 
 
 def test_build_failure_leads_with_the_package_and_uvs_first_error_line(make_venv, tmp_path: Path, kit_env,
@@ -129,6 +133,25 @@ def test_build_failure_leads_with_the_package_and_uvs_first_error_line(make_venv
     assert details[0] == "error: Failed to build `badpkg==1.0`", details
     assert "RuntimeError: this sdist cannot be built: cython_sources missing" in message
     assert "cannot be installed together" not in res.err, "a build failure is not a version conflict"
+
+
+def test_install_build_failure_leads_with_the_package(make_venv, tmp_path: Path, kit_env, kit_index: Path) -> None:
+    from tests.kit import build_wheel
+
+    wheels = tmp_path / "wheels"
+    build_wheel(wheels, "badpkg", "1.0", modules={"badpkg/__init__.py": '__version__ = "1.0"\n'})
+    env = make_venv(tmp_path / "envs" / "b", CLASSIC + ["badpkg==1.0"], extra_find_links=[wheels])
+    sdists = _failing_sdist(tmp_path / "sdists", "2.2")  # resolves from PKG-INFO; the install must build it
+    res = run_cli(kit_env, "upgrade", "--env", env, "--offline", "--find-links", kit_index, "--find-links", sdists,
+                  "--to", "2.21.0", "--yes", cwd=tmp_path)
+    assert res.code == 1, (res.out, res.err)
+    message = res.err.split("error:", 1)[1]
+    assert message.strip().startswith("uv pip sync could not build the new environment: it failed to build "
+                                      "badpkg==1.0; your environment was not changed."), res.err
+    details = message.split("uv says:", 1)[1].strip().splitlines()
+    assert details[0] == "error: Failed to build `badpkg==1.0`", details
+    assert "RuntimeError: this sdist cannot be built: cython_sources missing" in message
+    assert not re.search(r"^\S*le \"", message, re.M), "no line starts cut mid-word"
 
 
 # --------------------------------------------------------------------------- doctor's facts
