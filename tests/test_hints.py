@@ -11,6 +11,8 @@ Hint texts run here (the report lists them):
 * processes running from the env: "Stop them first …, or pass --force to swap anyway."
 * no confirmation possible: "Look at `tfrebuild plan` first, then run `tfrebuild upgrade --yes`."
 * no wheel for this Python: "Move the env to one with --python X."
+* pre-flight refusal (numpy-abi-mismatch): "keep numpy below 2: add `--constraint numpy1.txt` to the command,
+  numpy1.txt holding the line `numpy<2`, or let X move to Y or newer"
 """
 
 from __future__ import annotations
@@ -163,3 +165,21 @@ def test_no_wheel_for_this_python_hint_works(make_venv, tmp_path: Path, tf, venv
     done = tf("upgrade", env, "--yes", "--to", "2.21.0", *shlex.split(found.group(1)))
     assert done.code == 0, done.err
     assert _versions(venv_run, env, "tensorflow") == ["2.21.0"]
+
+
+def test_numpy_abi_mismatch_refusal_hint_works(make_venv, tmp_path: Path, tf, venv_run) -> None:
+    # --strategy eager takes numpy 2 while a constraint holds opencv-python at 4.8.1.78, built for NumPy 1
+    env = make_venv(tmp_path / "envs" / "cv", ["tensorflow-cpu==2.15.1", "opencv-python==4.8.1.78", "numpy==1.24.3"])
+    held = tmp_path / "held.txt"
+    held.write_text("opencv-python==4.8.1.78\n")
+    command = ["--yes", "--to", "2.21.0", "--strategy", "eager", "--constraint", str(held)]
+    res = tf("upgrade", env, *command)
+    assert res.code == 1 and "numpy-abi-mismatch" in res.err, res.err
+    assert "opencv-python 4.8.1.78 was built for NumPy 1, and this plan takes numpy 2." in res.err
+    hint = _hint(res.err)
+    found = re.search(r"add `(--constraint numpy1.txt)` to the command, numpy1.txt holding the line `(numpy<2)`", hint)
+    assert found, hint
+    (tmp_path / "numpy1.txt").write_text(found.group(2) + "\n")  # the test runs from tmp_path
+    done = tf("upgrade", env, *command, *shlex.split(found.group(1)))
+    assert done.code == 0, done.err
+    assert _versions(venv_run, env, "tensorflow", "numpy", "cv2") == ["2.21.0", "1.26.4", "4.8.1.78"]

@@ -527,7 +527,8 @@ def _checked_findings(survey: _Survey, resolved: resolve.Resolved, tf_new: str, 
                     f.fixed_by_rebuild, f.affects_new_env = True, False
     from rebuild.doctor import judge
 
-    return judge.agree(findings, resolved.pins, opts.strategy)  # what the pre-flight says is what this plan does
+    findings = judge.agree(findings, resolved.pins, opts.strategy)  # what the pre-flight says is what this plan does
+    return findings + judge.numpy_abi(resolved.pins, survey.data.get("distributions") or [])
 
 
 def blocking_findings(findings: list) -> list:
