@@ -78,6 +78,8 @@ PreOpt = typer.Option(False, "--pre", help="Allow pre-releases (e.g. tf-nightly)
 IndexOpt = typer.Option(None, "--index-url", parser=_given("--index-url", url=True), metavar="<url>", help="Package index to use instead of the configured one.")
 ExtraIndexOpt = typer.Option(None, "--extra-index-url", parser=_given("--extra-index-url", url=True), metavar="<url>", help="Additional package index (repeatable).")
 FindLinksOpt = typer.Option(None, "--find-links", "-f", parser=_given("--find-links"), metavar="<path>", help="Folder of wheels to use (repeatable).")
+BuildConstraintOpt = typer.Option(None, "--build-constraint", help="Constraints file for the build dependencies "
+                                  "of sdists uv builds (as UV_BUILD_CONSTRAINT, which is read too).")
 ConstraintOpt = typer.Option(None, "--constraint", "-c", help="Constraints file for resolving, on top of pip's and "
                              "uv's configured ones (repeatable); recorded in the new generation's profile.")
 OfflineOpt = typer.Option(False, "--offline", help="No network: use only --find-links folders and uv's cache.")
@@ -175,7 +177,8 @@ def plan(
     env: Optional[Path] = EnvOpt, to: str = ToOpt, profile: Optional[Path] = ProfileOpt,
     python: Optional[str] = PythonOpt, strategy: Strategy = StrategyOpt, pre: bool = PreOpt,
     index_url: Optional[str] = IndexOpt, extra_index_url: Optional[list[str]] = ExtraIndexOpt,
-    find_links: Optional[list[Path]] = FindLinksOpt, constraint: Optional[list[Path]] = ConstraintOpt,
+    find_links: Optional[list[str]] = FindLinksOpt, constraint: Optional[list[Path]] = ConstraintOpt,
+    build_constraint: Optional[list[Path]] = BuildConstraintOpt,
     offline: bool = OfflineOpt,
     allow_python_download: bool = AllowDownloadOpt, keras: Keras = KerasOpt, gpu: Gpu = GpuOpt,
     allow_sources: bool = AllowSourcesOpt, as_json: bool = JsonOpt,
@@ -189,12 +192,15 @@ def plan(
     opts = planning.Options(env=env, to=to, profile=profile, python=python, strategy=strategy, pre=pre,
                             index_url=index_url, extra_index_urls=extra_index_url or [],
                             find_links=_links(find_links), constraints=_links(constraint), offline=offline,
+                            build_constraints=_links(build_constraint),
                             allow_python_download=allow_python_download, keras=keras, gpu=gpu,
                             allow_sources=allow_sources)
 
     def work():
-        with terminal().progress(enabled=not as_json) as progress:
-            return planning.make_plan(opts, progress)
+        from rebuild.core import search
+
+        with terminal().progress(enabled=not as_json) as progress:  # --to latest: the expected landing point
+            return search.first_plan(opts, lambda o: planning.make_plan(o, progress), progress.note)[0]
 
     _run(as_json, work, render.plan)
 
@@ -204,11 +210,14 @@ def upgrade(
     env: Optional[Path] = EnvOpt, to: str = ToOpt, profile: Optional[Path] = ProfileOpt,
     python: Optional[str] = PythonOpt, strategy: Strategy = StrategyOpt, pre: bool = PreOpt,
     index_url: Optional[str] = IndexOpt, extra_index_url: Optional[list[str]] = ExtraIndexOpt,
-    find_links: Optional[list[Path]] = FindLinksOpt, constraint: Optional[list[Path]] = ConstraintOpt,
+    find_links: Optional[list[str]] = FindLinksOpt, constraint: Optional[list[Path]] = ConstraintOpt,
+    build_constraint: Optional[list[Path]] = BuildConstraintOpt,
     offline: bool = OfflineOpt, no_compile: bool = NoCompileOpt,
     allow_python_download: bool = AllowDownloadOpt, keras: Keras = KerasOpt, gpu: Gpu = GpuOpt,
     yes: bool = YesOpt, force: bool = UpgradeForceOpt, allow_sources: bool = AllowSourcesOpt,
     allow_commands: bool = AllowCommandsOpt, check: PathCheck = CheckOpt, as_json: bool = JsonOpt,
+    allow_downgrade: bool = typer.Option(False, "--allow-downgrade", help="With --yes: go on although the plan "
+                                         "moves a package you requested to an older version."),
 ) -> None:
     """Build the upgraded env beside the old one, check it, swap it in atomically.
 
@@ -222,7 +231,9 @@ def upgrade(
     opts = Options(env=env, to=to, profile=profile, python=python, strategy=strategy, pre=pre, index_url=index_url,
                    extra_index_urls=extra_index_url or [], find_links=_links(find_links),
                    constraints=_links(constraint), offline=offline, no_compile=no_compile, yes=yes, force=force, allow_python_download=allow_python_download,
-                   keras=keras, gpu=gpu, allow_sources=allow_sources, allow_commands=allow_commands, check=check)
+                   build_constraints=_links(build_constraint),
+                   keras=keras, gpu=gpu, allow_sources=allow_sources, allow_commands=allow_commands, check=check,
+                   allow_downgrade=allow_downgrade)
 
     def work():
         with terminal().progress(enabled=not as_json) as progress:
@@ -236,7 +247,7 @@ def upgrade(
 def doctor(
     env: Optional[Path] = EnvOpt, to: str = ToOpt, pre: bool = PreOpt,
     index_url: Optional[str] = IndexOpt, extra_index_url: Optional[list[str]] = ExtraIndexOpt,
-    find_links: Optional[list[Path]] = FindLinksOpt, offline: bool = OfflineOpt, as_json: bool = JsonOpt,
+    find_links: Optional[list[str]] = FindLinksOpt, offline: bool = OfflineOpt, as_json: bool = JsonOpt,
 ) -> None:
     """Explain what is wrong with an env and why its upgrade is blocked. Changes nothing.
 
@@ -373,7 +384,7 @@ def apply(
                                        "generation (default: $VIRTUAL_ENV, else ./.venv)."),
     python: Optional[str] = typer.Option(None, "--python", parser=_given("--python"), metavar="<python>",
                                          help="Build on this Python (default: the profile's)."),
-    find_links: Optional[list[Path]] = FindLinksOpt, offline: bool = OfflineOpt,
+    find_links: Optional[list[str]] = FindLinksOpt, offline: bool = OfflineOpt,
     resolve: bool = typer.Option(False, "--resolve", help="If the lock does not fit this machine, re-resolve the "
                                  "requested packages for it, keeping versions as close as possible."),
     allow_commands: bool = AllowCommandsOpt,
@@ -416,7 +427,7 @@ def bundle(
     python: Optional[str] = typer.Option(None, "--python", parser=_given("--python"), metavar="<python>",
                                          help="Python to lock a profile without a lock for "
                                          "(default: the profile's)."),
-    find_links: Optional[list[Path]] = FindLinksOpt, offline: bool = OfflineOpt,
+    find_links: Optional[list[str]] = FindLinksOpt, offline: bool = OfflineOpt,
     allow_sources: bool = AllowSourcesOpt, allow_index: bool = AllowIndexOpt, as_json: bool = JsonOpt,
 ) -> None:
     """Put every wheel of a profile's lock, checked against its hashes, in one folder for offline machines.
@@ -440,7 +451,7 @@ def export(
     fmt: ExportFormat = FormatOpt,
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="File to write (default: standard output)."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
-    find_links: Optional[list[Path]] = FindLinksOpt, offline: bool = OfflineOpt,
+    find_links: Optional[list[str]] = FindLinksOpt, offline: bool = OfflineOpt,
     allow_sources: bool = AllowSourcesOpt, allow_index: bool = AllowIndexOpt, as_json: bool = JsonOpt,
 ) -> None:
     """Write an env's or a profile's exact set as a standard lock file, for uv or pip without tfrebuild.

@@ -68,6 +68,7 @@ class Inputs:
     # that came from no index: passed as a direct reference, so its name is never looked up on an index.
     direct: dict[str, str] = field(default_factory=dict)
     no_build: bool = False  # uv --only-binary :all:: wheels only, no package code runs (a foreign --profile)
+    build_constraints: list[str] = field(default_factory=list)  # files: build dependencies of sdists uv builds
 
 
 @dataclass
@@ -92,6 +93,8 @@ def _common_args(inputs: Inputs, constrained: bool = True) -> list[str]:
     args += ["--prerelease", "allow" if inputs.pre else "if-necessary-or-explicit"]
     if inputs.no_build:
         args += ["--only-binary", ":all:"]
+    for path in inputs.build_constraints:
+        args += ["--build-constraints", path]
     return args
 
 

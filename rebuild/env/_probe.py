@@ -773,8 +773,8 @@ class Scanner(object):
         files = os.path.join(path, "installed-files.txt")
         if (self.deep or not has_top) and os.path.isfile(files):
             try:
-                paths = [l.strip() for l in _read_text(files).splitlines()
-                         if l.strip()]
+                paths = [line.strip() for line in _read_text(files).splitlines()
+                         if line.strip()]
                 site_rel, missing, count = self._finish_files(
                     paths, path, site_dir, location)
                 if self.deep:

@@ -25,7 +25,7 @@ from rebuild.knowledge.tf import SEED_PACKAGES, TF_DISTRIBUTIONS, import_name
 _GENERIC_NAMES = {"venv", "env", "virtualenv"}
 
 #: tfrebuild's own distribution: a tool installed apart, never something an env is for (never requested).
-SELF = ("tfrebuild",)
+from rebuild import SELF  # noqa: E402 - its home is rebuild/__init__.py (project/detect reads it too)
 #: What tfrebuild pulls in (its runtime requirements and theirs). Left behind without a REQUESTED marker when
 #: tfrebuild is uninstalled from an env, they are its leftovers, not packages the user asked for.
 TOOL_DEPENDENCIES = ("uv", "typer", "rich", "tomli-w", "click", "shellingham", "markdown-it-py", "mdurl",
