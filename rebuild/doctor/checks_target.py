@@ -288,8 +288,8 @@ def _shared_conflict(ctx: Context, target: Target, treq: Requirement, dep: str,
     evidence = _unique([f"{what} requires {req_text(treq)}"] +
                        [f"{n} {d['version']} requires {req_text(r)}" for n, d, r in holders] +
                        [f"installed: {dep} {installed}"] + list(numpy1.values()))
-    names = _unique([n for n, _, _ in holders if n not in numpy1])
-    accept = f"{', '.join(names)} accept{'s' if len(names) == 1 else ''} it" if names else ""
+    accepting = _unique([n for n, _, _ in holders if n not in numpy1])
+    accept = f"{', '.join(accepting)} accept{'s' if len(accepting) == 1 else ''} it" if accepting else ""
     if numpy1:
         keeps = "keeps" if len(numpy1) == 1 else "keep"
         accept += ("; " if accept else "") + f"{', '.join(numpy1)} (built for NumPy 1) {keeps} it below 2"
