@@ -322,8 +322,9 @@ def _survey(opts: Options) -> _Survey:
     if loc.bare:
         raise UserError(f"{loc.python} is a bare interpreter, not a virtual environment.",
                         "tfrebuild upgrades venv, virtualenv, uv and conda environments; create one first.")
-    if refusals.mount_point(loc.path):  # upgrade's refusal, said by plan too: a mount point cannot be swapped
-        raise refusals.mount_point(loc.path)
+    mounted = refusals.mount_point(loc.path)  # upgrade's refusal, said by plan too: a mount point cannot be swapped
+    if mounted is not None:
+        raise mounted
     data = probe.run(loc.python)
     current = build_profile(loc, data)
     override, trusted = load_override(opts, loc)
@@ -426,7 +427,8 @@ def _resolve(inputs: resolve.Inputs, survey: _Survey, tf_new: str, python_versio
         resolved = resolve.resolve(inputs, tf_new, target_requires)
     except resolve.ResolutionFailed as exc:
         companions = blocking_companions(survey.loc, survey.data, tf_new, tf, python_version, index, opts)
-        err = conflict_error(inputs, tf_new, tf_old, exc.explanation, companions)
+        err = conflict_error(inputs, tf_new, tf_old, exc.explanation, companions, env=survey.loc.path,
+                             profile=opts.profile)
         err.inputs, err.tf_new, err.tf_old = inputs, tf_new, tf_old  # for the target search (commands/upgrade)
         raise err from None
     variants = [v for v in TF_DISTRIBUTIONS if v in resolved.pins]
@@ -443,7 +445,8 @@ def _resolve(inputs: resolve.Inputs, survey: _Survey, tf_new: str, python_versio
     try:
         return resolve.resolve(inputs, tf_new), note
     except resolve.ResolutionFailed as exc:
-        raise conflict_error(inputs, tf_new, tf_old, exc.explanation) from None
+        raise conflict_error(inputs, tf_new, tf_old, exc.explanation, env=survey.loc.path,
+                             profile=opts.profile) from None
 
 
 def _switch_reason(survey: _Survey, resolved: resolve.Resolved, tf: str, route: str, variant_note: str) -> str:
@@ -552,7 +555,8 @@ def _checked_findings(survey: _Survey, resolved: resolve.Resolved, tf_new: str, 
                     f.fixed_by_rebuild, f.affects_new_env = True, False
     from rebuild.doctor import judge
 
-    return judge.agree(findings, resolved.pins)  # what the pre-flight says is what this plan does
+    findings = judge.agree(findings, resolved.pins, opts.strategy)  # what the pre-flight says is what this plan does
+    return findings + judge.numpy_abi(resolved.pins, survey.data.get("distributions") or [])
 
 
 def blocking_findings(findings: list) -> list:
