@@ -191,3 +191,18 @@ def test_doctor_reports_an_import_already_failing(make_venv, kit_env, tmp_path):
     assert f["severity"] == "error" and f["title"] == "import protodep fails in the env as it is"
     assert "Gencode/Runtime" in f["evidence"][0]
     assert not list(env.rglob("protodep/__pycache__")), "read-only: no bytecode written"
+
+
+def test_python_move_moves_what_the_new_python_cannot_run(make_venv, cli, require_python, tmp_path):
+    """typing_extensions 4.5.0 imports on 3.11 but not on 3.12 (a known-bad pair in the table): the minimal
+    strategy would keep it; a move to 3.12 moves it, and says why."""
+    require_python("3.12")
+    env = make_venv(tmp_path / "envs" / "py", ["tensorflow-cpu==2.18.0", "numpy==1.26.4", "typing-extensions==4.5.0"],
+                    python="3.11")
+    res = cli("plan", env, "--python", "3.12", "--json")
+    assert res.code == 0, res.err
+    changes = {c["name"]: c for c in res.json()["plan"]["changes"]}
+    assert (changes["typing-extensions"]["old"], changes["typing-extensions"]["new"]) == ("4.5.0", "4.12.2")
+    assert "does not run on Python 3.12+" in changes["typing-extensions"]["reason"]
+    same = cli("plan", env, "--json")
+    assert "typing-extensions" not in {c["name"] for c in same.json()["plan"]["changes"]}

@@ -56,6 +56,7 @@ class Options:
     holds: list[str] = field(default_factory=list)  # requirement lines a search's fix adds ("setuptools<81")
     build_constraints: list[str] = field(default_factory=list)  # --build-constraint files (sdists' build deps)
     search: bool = True  # --to latest: try lower releases when the checks fail (core/search.py)
+    explain: bool = True  # a conflict names the newest release that resolves (resolutions; the search skips it)
 
     def __post_init__(self) -> None:
         for name, choice in (("strategy", Strategy), ("keras", Keras), ("gpu", Gpu), ("check", PathCheck)):
@@ -424,7 +425,7 @@ def _resolve(inputs: resolve.Inputs, survey: _Survey, tf_new: str, python_versio
         resolved = resolve.resolve(inputs, tf_new, target_requires)
     except resolve.ResolutionFailed as exc:
         companions = blocking_companions(survey.loc, survey.data, tf_new, tf, python_version, index, opts)
-        err = conflict_error(inputs, tf_new, tf_old, exc.explanation, companions)
+        err = conflict_error(inputs, tf_new, tf_old, exc.explanation, companions, look_lower=opts.explain)
         err.inputs, err.tf_new, err.tf_old = inputs, tf_new, tf_old  # for the target search (commands/upgrade)
         raise err from None
     variants = [v for v in TF_DISTRIBUTIONS if v in resolved.pins]

@@ -241,7 +241,7 @@ def run(first, opts, *, attempt: Callable, replan: Callable, listing: Callable[[
                 group = lower.pop(0)
                 for version in group:
                     try:
-                        plan, plans = replan(dataclasses.replace(opts, to=version)), plans + 1
+                        plan, plans = replan(dataclasses.replace(opts, to=version, explain=False)), plans + 1
                         change = f"next lower release ({failure.label} at {tries[-1].target.split()[-1]})"
                         break
                     except UserError as again:
@@ -294,11 +294,12 @@ def _strict(exc: UserError, failure: Failure, plan, opts, tries: list[Try]) -> U
 def first_plan(opts, make_plan: Callable, note: Callable[[str], None] = lambda text: None) -> tuple[object, list[Try]]:
     """The plan of ``--to latest``; when that does not resolve, the newest lower release that does (nothing is
     built: ``plan`` names the expected landing point this way), each refused target recorded as a try."""
+    searching = opts.search and str(opts.to or "latest") == "latest"
     try:
-        return make_plan(opts), []
+        return make_plan(dataclasses.replace(opts, explain=False) if searching else opts), []
     except UserError as exc:
         inputs = getattr(exc, "inputs", None)
-        if inputs is None or not opts.search or str(opts.to or "latest") != "latest":
+        if inputs is None or not searching:
             raise
         tries = [Try(f"{inputs.tf_distribution} {exc.tf_new}", "", False, f"does not resolve: {exc.message}",
                      built=False)]
@@ -310,7 +311,7 @@ def first_plan(opts, make_plan: Callable, note: Callable[[str], None] = lambda t
                     break
                 plans += 1
                 try:
-                    plan = make_plan(dataclasses.replace(opts, to=version))
+                    plan = make_plan(dataclasses.replace(opts, to=version, explain=False))
                 except UserError as again:
                     tries.append(Try(f"{inputs.tf_distribution} {version}", "next lower release", False,
                                      f"does not resolve: {again.message}", built=False))

@@ -687,6 +687,12 @@ def _companion_releases() -> list[Release]:
     # a requested package whose newer release holds TensorFlow back: a plain resolution moves it backwards
     rel.append(_r("modelzoo", "1.0.0", (), ">=3.9", modules=_simple("modelzoo", "modelzoo", "1.0.0")))
     rel.append(_r("modelzoo", "2.0.0", ["tensorflow-cpu<2.16"], ">=3.9", modules=_simple("modelzoo", "modelzoo", "2.0.0")))
+    # runs on Python <= 3.11 only although its metadata says nothing (typing_extensions 4.5.0 on 3.12)
+    rel.append(_r("typing-extensions", "4.5.0", (), ">=3.7", modules={"typing_extensions.py": (
+        '"""Fake typing_extensions 4.5.0."""\nimport sys\n__version__ = "4.5.0"\nif sys.version_info >= (3, 12):\n'
+        '    raise TypeError("type \'typing.TypeVar\' is not an acceptable base type")\n')}))
+    rel.append(_r("typing-extensions", "4.12.2", (), ">=3.8", modules={"typing_extensions.py": (
+        '"""Fake typing_extensions 4.12.2."""\n__version__ = "4.12.2"\n')}))
     # already broken: a protobuf gencode/runtime mismatch at import, in every env
     rel.append(_r("protodep", "1.0.0", (), ">=3.9", modules=_simple("protodep", "protodep", "1.0.0",
                                                                      _PROTOBUF_MISMATCH)))
