@@ -94,7 +94,7 @@ def run(opts: planning.Options, progress=None, confirm: Callable[[planning.Plan]
                 raise UserError("Upgrade cancelled; nothing was changed.", exit_code=1)
 
             def attempt(p: planning.Plan) -> UpgradeResult:
-                _refuse_backwards(p, opts, asked=not opts.yes)
+                _refuse_backwards(p, opts, asked=p is the_plan and not opts.yes)  # later tries were not shown
                 mine = result if p is the_plan else UpgradeResult(
                     plan=p, changed=False, recovered=recovered, log=str(log), state_dir=str(store.state))
                 again = same if p is the_plan else (_generation_with(store, p) if store.managed and not driven

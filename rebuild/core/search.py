@@ -131,6 +131,16 @@ def classify(report, plan) -> Failure:
     return Failure("checks", "", line)
 
 
+def _build_failure(exc: UserError) -> Failure | None:
+    """uv could not install the lock (an sdist that does not build for this Python): its class, else ``None``."""
+    if "could not build the new environment" not in exc.message:
+        return None
+    text = exc.details or ""
+    m = re.search(r"Failed to build `?([A-Za-z0-9][\w.-]*?)(?:==|\s@|`|\s|$)", text)
+    package = canonicalize_name(m.group(1)) if m else ""
+    return Failure("python" if package else "checks", package, _first_line(text) or exc.message)
+
+
 def fix_for(failure: Failure, plan, opts, used: set[str]) -> Fix | None:
     """The fix a failure class has, applied at most once per (class, package); ``None``: try a lower release."""
     key = f"{failure.kind}:{failure.package}"
@@ -216,10 +226,12 @@ def run(first, opts, *, attempt: Callable, replan: Callable, listing: Callable[[
         except UserError as exc:
             report = getattr(exc, "report", None)
             downgrade = getattr(exc, "downgrade", False)
-            if report is None and not downgrade:
+            built = _build_failure(exc)
+            if report is None and not downgrade and built is None:
                 _attach(exc, tries)
                 raise
-            failure = Failure("downgrade", "", exc.message) if downgrade else classify(report, plan)
+            failure = (Failure("downgrade", "", exc.message) if downgrade else built if built is not None
+                       else classify(report, plan))
             record(Try(_target(plan), change, False, f"{failure.label}: {failure.text}", built=not downgrade))
             builds += 0 if downgrade else 1
             if not searching:
