@@ -5,7 +5,8 @@ tensorflow-cpu 2.15.1 and ``tfops-demo`` 1.0.0, whose op library loads only with
 ``tfrebuild upgrade --yes`` builds four targets (2.21.0; 2.21.0 with tfops-demo moved forward; 2.20.0; 2.18.0,
 which passes). The reference is one warm upgrade of the same env to where the search lands
 (``--to 2.18.0 --strategy eager``, the command the strict ``--to`` failure names: one build). Both start from fresh
-copies of the same env, after one untimed search that warms uv's cache and the pyc cache. The aim: N builds cost at most N × one warm upgrade.
+copies of the same env, after one untimed search that warms uv's cache and the pyc cache. The aim: N builds cost at
+most N × one warm upgrade.
 
 Usage (from the repository root): ``python benchmarks/bench_search.py [--runs 3]``. Prints one Markdown row per
 measurement; asserts nothing. The kit's wheels are small, so the ratio measures tfrebuild's own work per try

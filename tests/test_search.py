@@ -206,3 +206,21 @@ def test_python_move_moves_what_the_new_python_cannot_run(make_venv, cli, requir
     assert "does not run on Python 3.12+" in changes["typing-extensions"]["reason"]
     same = cli("plan", env, "--json")
     assert "typing-extensions" not in {c["name"] for c in same.json()["plan"]["changes"]}
+
+
+@pytest.mark.slow
+def test_generation_reuse_compares_the_keras_mode(make_venv, cli, kit_env, venv_run, tmp_path):
+    """tensorflow-probability brings tf-keras in from TF 2.16 either way, so a Keras 3 generation and a Keras 2 one
+    pin the same set: after a rollback, `--keras legacy` must build a new generation, not switch to the Keras 3 one."""
+    env = make_venv(tmp_path / "envs" / "reuse", BASE + ["tensorflow-probability==0.23.0"])
+    first = cli("upgrade", env, "--keras", "3", "--yes", "--json")
+    assert first.code == 0, first.err
+    assert first.json()["plan"]["keras_legacy"] is False and first.json()["generation"] == 2
+    back = run_cli(kit_env, "rollback", "--env", env, "--yes")
+    assert back.code == 0, back.err
+    again = cli("upgrade", env, "--keras", "legacy", "--yes", "--json")
+    assert again.code == 0, again.err
+    doc = again.json()
+    assert doc["reused"] is None and doc["generation"] == 3, doc["notes"]
+    proc = venv_run(env, "import tensorflow as tf; print(tf.keras.__name__)")
+    assert proc.returncode == 0 and proc.stdout.strip().startswith("tf_keras"), (proc.stdout, proc.stderr)

@@ -329,7 +329,8 @@ def _run_transaction(store, the_plan, opts, op, log, progress, result, command, 
         checks=checks,
         write_profile=functools.partial(generations.write_profile, index=the_plan.index), like=intent,
         log=log,
-        adopt=transaction.Adoption(tensorflow=f"{the_plan.tf_distribution} {the_plan.tf_old}",
+        adopt=transaction.Adoption(tensorflow=f"{the_plan.tf_old_distribution or the_plan.tf_distribution} "
+                                              f"{the_plan.tf_old}",
                                    python=the_plan.python_old, like=the_plan.current),
         before_swap=lambda: refusals.refuse(store.env, force=opts.force), progress=progress, project=step,
         deep_check=opts.check == "import"), result)

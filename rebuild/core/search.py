@@ -68,7 +68,8 @@ _KERAS2 = re.compile(r"keras\.src\.engine|keras\.engine|keras\.legacy|Keras 2 in
 _ABI = re.compile(r"undefined symbol|unable to open file|tf\.load_op_library|op libraries load|built for TensorFlow|"
                   r"numpy\.core\.multiarray failed to import|numpy\.dtype size changed|_ARRAY_API", re.I)
 _PROTOBUF = re.compile(r"VersionError|Gencode/Runtime|Descriptors cannot be created directly|protobuf", re.I)
-_PYTHON = re.compile(r"not an acceptable base type|SyntaxError|requires Python|invalid syntax|no attribute 'Text'", re.I)
+_PYTHON = re.compile(r"not an acceptable base type|SyntaxError|requires Python|invalid syntax|no attribute 'Text'",
+                     re.I)
 
 
 def _texts(report) -> str:
@@ -245,7 +246,8 @@ def run(first, opts, *, attempt: Callable, replan: Callable, listing: Callable[[
                     plan, change, plans = replan(opts), fix.description, plans + 1
                     continue
                 except UserError as again:
-                    record(Try(_target(plan), fix.description, False, f"does not resolve: {again.message}", built=False))
+                    record(Try(_target(plan), fix.description, False, f"does not resolve: {again.message}",
+                               built=False))
             if lower is None:
                 lower = candidates(listing(), plan.tf_new, floor)
             plan = None
