@@ -224,3 +224,19 @@ def test_generation_reuse_compares_the_keras_mode(make_venv, cli, kit_env, venv_
     assert doc["reused"] is None and doc["generation"] == 3, doc["notes"]
     proc = venv_run(env, "import tensorflow as tf; print(tf.keras.__name__)")
     assert proc.returncode == 0 and proc.stdout.strip().startswith("tf_keras"), (proc.stdout, proc.stderr)
+
+
+@pytest.mark.slow
+def test_search_keeps_keras2_when_a_check_shows_keras2_symbols(make_venv, cli, venv_run, tmp_path):
+    """kerasthing is not in the companion table; its import fails under Keras 3 with Keras 2 internals: the search
+    classifies that, keeps Keras 2 at the same target and passes there."""
+    env = make_venv(tmp_path / "envs" / "k2", BASE + ["kerasthing==1.0.0"])
+    res = cli("upgrade", env, "--yes", "--json")
+    assert res.code == 0, res.err
+    doc = res.json()
+    tries = [(t["target"], t["passed"], t["change"]) for t in doc["tries"]]
+    assert tries[0][:2] == ("tensorflow-cpu 2.21.0", False) and doc["tries"][0]["why"].startswith("needs Keras 2: ")
+    assert tries[1] == ("tensorflow 2.21.0", True, "Keras 2 kept through tf-keras (--keras legacy) (kerasthing needs it)")
+    assert doc["plan"]["keras_legacy"] is True
+    proc = venv_run(env, "import kerasthing, tensorflow as tf; print(tf.keras.__name__)")
+    assert proc.returncode == 0 and proc.stdout.strip().startswith("tf_keras"), (proc.stdout, proc.stderr)

@@ -674,6 +674,9 @@ def _companion_releases() -> list[Release]:
     rel.append(_r("tensorflow-model-optimization", "0.8.0", ["tf-keras>=2.14.1"], ">=3.9",
                   modules=_simple("tensorflow_model_optimization", "tensorflow-model-optimization", "0.8.0",
                                   _KERAS2_ONLY)))
+    # Keras-2-only, and not in the companion table: only its failing check shows it
+    rel.append(_r("kerasthing", "1.0.0", (), ">=3.9", modules=_simple("kerasthing", "kerasthing", "1.0.0",
+                                                                       _KERAS2_ONLY)))
     # paired by release notes only (no TensorFlow requirement); needs tf-keras from TF 2.16
     for v in ("0.23.0", "0.24.0", "0.25.0"):
         rel.append(_r("tensorflow-probability", v, (), ">=3.9",
