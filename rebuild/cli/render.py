@@ -244,7 +244,8 @@ def plan_text(term: Terminal, p) -> None:
     for note in p.notes:
         term.out.print(f"  note: {note}", markup=False)
     for f in p.preflight:
-        label = "fixed by this upgrade" if f.fixed_by_rebuild else (
+        # "fixed" only where something is broken (an error or warning): an info finding says what the upgrade does
+        label = "fixed by this upgrade" if f.fixed_by_rebuild and f.severity != "info" else (
             "error, blocks the upgrade" if f.affects_new_env and f.severity == "error" else
             "also affects the new env" if f.affects_new_env else f.severity)
         term.out.print(f"  pre-flight ({label}) {f.id}: {f.title}", markup=False)
@@ -325,11 +326,16 @@ def upgrade(term: Terminal, r, as_json: bool) -> None:
                    "previous": r.previous, "state_dir": r.state_dir, "log": r.log, "build_seconds": r.build_seconds,
                    "checks": jsonable(r.checks), "after_swap": jsonable(r.after_swap), "swap_ms": r.swap_ms,
                    "notes": r.notes, "recovered": r.recovered, "seconds": r.seconds,
-                   "reused": getattr(r, "reused", None), "tries": jsonable(getattr(r, "tries", []))})
+                    "reused": getattr(r, "reused", None), "tries": jsonable(getattr(r, "tries", [])),
+                    "started": jsonable(getattr(r, "started", None)),
+                    "adopted": getattr(r, "adopted", None)})
         return
     tries(term, getattr(r, "tries", []))
     if r.recovered:
         term.out.print(f"Recovered an interrupted operation first: {r.recovered}", markup=False)
+    _started(term, getattr(r, "started", None))
+    if getattr(r, "adopted", None):
+        term.out.print(r.adopted[0].upper() + r.adopted[1:] + ".", markup=False)
     if not r.changed:
         plan_text(term, r.plan)
         term.out.print("Nothing to do: the environment already matches the target.", markup=False)
@@ -349,6 +355,19 @@ def upgrade(term: Terminal, r, as_json: bool) -> None:
     term.out.print(f"Upgraded {r.plan.env} to generation {r.generation} ({r.plan.tf_distribution} {r.plan.tf_new}) "
               f"in {r.seconds:.1f}s. Generation {r.previous} is kept: `tfrebuild rollback` brings it back.",
               markup=False)
+    if getattr(r, "started", None):
+        term.out.print("This was the bundled example env. To upgrade your own TensorFlow env: activate it (or run "
+                       "from the folder holding its .venv), or pass --env PATH: `tfrebuild upgrade --env PATH --yes`.",
+                       markup=False)
+
+
+def _started(term: Terminal, started) -> None:
+    """An upgrade that began by building the bundled example env (no env was given or found)."""
+    if started:
+        term.out.print(f"No TensorFlow env was given or found (no --env, no $VIRTUAL_ENV, no ./.venv): created "
+                       f"{started.env} from the bundled profile {Path(started.profile).name} ({started.tensorflow}, "
+                       f"SciPy, pandas: the env pip's in-place upgrade breaks) as generation 1 in "
+                       f"{started.seconds:.1f}s, then upgraded it.", markup=False)
 
 
 def _size(n: int) -> str:
@@ -573,7 +592,7 @@ def apply(term: Terminal, r, as_json: bool) -> None:
 
 def bundle(term: Terminal, r, as_json: bool) -> None:
     if as_json:
-        emit_json({"ok": True, **jsonable(r), "downloaded": r.downloaded})
+        emit_json({"ok": True, **jsonable(r), "downloaded": r.downloaded, "seconds_per_mib": r.seconds_per_mib})
         return
     rows = [[f.package, f.version, f.filename, _size(f.size), f.how + (" (hash recorded)" if f.hash_recorded else "")]
             for f in r.files]
@@ -582,6 +601,10 @@ def bundle(term: Terminal, r, as_json: bool) -> None:
         term.out.print(f"note: {note}", markup=False)
     term.out.print(f"Bundled {len(r.files)} files, {_size(r.size)} in total ({_size(r.downloaded)} downloaded), every "
               f"hash checked, in {r.seconds:.1f}s; lock from {r.lock_source}.", markup=False)
+    if r.seconds_per_mib is not None:
+        term.out.print(f"Fetched in {r.fetch_seconds:.1f}s: {r.seconds_per_mib:.3f} s per MiB downloaded "
+                       f"({r.downloaded / 2**20 / max(r.fetch_seconds, 1e-9):.1f} MiB/s, {r.connections} "
+                       "connection(s)).", markup=False)
     term.out.print(f"Install it offline: tfrebuild apply {r.output}/profile.toml --find-links {r.output} --offline "
               "--env PATH", markup=False)
 

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from rebuild.commands import generations
+from rebuild.commands import generations, outside, starter
 from rebuild.core import plan as planning
-from rebuild.core import search, sources, transaction
+from rebuild.core import lockfile, search, sources, transaction
 from rebuild.env import refusals
 from rebuild.env.locate import locate
 from rebuild.errors import UserError
@@ -37,6 +37,8 @@ class UpgradeResult(transaction.TransactionResult):
     plan: planning.Plan
     reused: int | None = None  # the existing generation that already held the planned set, switched to
     tries: list = field(default_factory=list)  # search.Try: every target tried (--to latest), the last one landed
+    started: starter.Started | None = None  # no env here: this run built one from the bundled profile first
+    adopted: str | None = None  # the env was recreated or changed outside tfrebuild: adopted first, as a generation
 
 
 def _command_line() -> str:
@@ -53,6 +55,7 @@ def run(opts: planning.Options, progress=None, confirm: Callable[[planning.Plan]
     if not opts.yes and confirm is None:
         raise UserError("tfrebuild upgrade needs confirmation, and there is no terminal to ask on.",
                         "Look at `tfrebuild plan` first, then run `tfrebuild upgrade --yes`.")
+    started = starter.create(opts, progress) if opts.yes and starter.applies(opts) else None  # a fresh machine
     loc = locate(opts.env)  # bad paths fail here, before anything is created
     planning.load_override(opts, loc, runs_commands=True)  # so does a bad or refused --profile
     planning.resolve.parse_target(opts.to)  # and a bad --to
@@ -69,11 +72,12 @@ def run(opts: planning.Options, progress=None, confirm: Callable[[planning.Plan]
             recovered = generations.recover(store) if store.managed or store.journal_path.exists() else None
             if recovered:
                 progress.note(f"recovered: {recovered}")
+            adopted = _adopt_outside(store, progress)
             op = new_op_id("upgrade")
             log = store.log_path(op) if store.managed else store.state / "logs" / f"{op}.log"
             the_plan, tries = _first_plan(opts, progress, log)
             result = UpgradeResult(plan=the_plan, changed=False, recovered=recovered, log=str(log),
-                                   state_dir=str(store.state), tries=tries)
+                                   state_dir=str(store.state), tries=tries, started=started, adopted=adopted)
             if the_plan.nothing_to_do:
                 result.seconds = time.monotonic() - start
                 return result
@@ -152,6 +156,13 @@ def _refuse_backwards(the_plan: planning.Plan, opts: planning.Options, asked: bo
     err.downgrade = True
     err.plan = the_plan
     raise err
+
+
+def _adopt_outside(store: Store, progress) -> str | None:
+    """An env recreated or changed outside tfrebuild becomes a new generation before anything else is done."""
+    if not store.managed:
+        return None
+    return outside.adopt_text(store, outside.adopt(store, progress))
 
 
 def _apply(store: Store, the_plan: planning.Plan, opts: planning.Options, op: str, log: Path, progress,
@@ -271,7 +282,7 @@ def _poetry_step(store: Store, the_plan: planning.Plan, opts: planning.Options, 
     locked = poetryproject.lock(project, the_plan.tf_distribution, the_plan.tf_new, op, current=store.env, log=log,
                                 skip={store.state.name, store.env.name})
     staging = _staging_checks(store, the_plan, checks)
-    planned = lock_pins(the_plan.pylock) or {}
+    planned = lockfile.read_pins(the_plan.pylock) or {}
     in_lock = poetryproject.locked_versions(locked.files["poetry.lock"])
     # pip stays beside the lock's packages at `poetry sync` (setuptools and wheel go): the new env keeps it too
     seeds = {n: v for n, v in planned.items() if n in poetryproject.KEPT_BY_SYNC and n not in in_lock}
@@ -336,23 +347,9 @@ def _run_transaction(store, the_plan, opts, op, log, progress, result, command, 
         deep_check=opts.check == "import"), result)
 
 
-def lock_pins(pylock_text: str) -> dict[str, str] | None:
-    """``{name: version}`` of a pylock's packages; ``None`` when it cannot be read."""
-    import tomllib
-
-    from packaging.utils import canonicalize_name
-
-    try:
-        data = tomllib.loads(pylock_text)
-    except tomllib.TOMLDecodeError:
-        return None
-    return {canonicalize_name(str(p.get("name", ""))): str(p.get("version", "")) for p in data.get("packages", [])
-            if isinstance(p, dict)}
-
-
 def _generation_with(store: Store, the_plan: planning.Plan) -> int | None:
     """A kept generation (not the current one) whose lock pins exactly the planned set, on the same Python."""
-    wanted = lock_pins(the_plan.pylock)
+    wanted = lockfile.read_pins(the_plan.pylock)
     if not wanted:
         return None
     for gen in sorted(store.generations(), key=lambda g: -g.number):
@@ -360,7 +357,7 @@ def _generation_with(store: Store, the_plan: planning.Plan) -> int | None:
         if gen.number == store.current_number or not (folder / "env").is_dir():
             continue
         try:
-            theirs = lock_pins((folder / "pylock.toml").read_text(encoding="utf-8"))
+            theirs = lockfile.read_pins((folder / "pylock.toml").read_text(encoding="utf-8"))
         except OSError:
             continue
         if theirs == wanted and gen.python == the_plan.python_new and \

@@ -17,7 +17,7 @@ from rebuild.core.changes import Change, diff
 from rebuild.core.targets import (NewerRelease, _target_version, blocking_companions, conflict_error, constraint_note, newer_for_other_python)
 from rebuild.core.changes import kind as kind_of
 from rebuild.core.options import Gpu, Keras, PathCheck, Strategy
-from rebuild.env import graph, interpreters, probe
+from rebuild.env import graph, interpreters, probe, refusals
 from rebuild.env import profile as prof
 from rebuild.env.locate import EnvLocation, locate
 from rebuild.env.snapshot import build_profile
@@ -323,6 +323,8 @@ def _survey(opts: Options) -> _Survey:
     if loc.bare:
         raise UserError(f"{loc.python} is a bare interpreter, not a virtual environment.",
                         "tfrebuild upgrades venv, virtualenv, uv and conda environments; create one first.")
+    if refusals.mount_point(loc.path):  # upgrade's refusal, said by plan too: a mount point cannot be swapped
+        raise refusals.mount_point(loc.path)
     data = probe.run(loc.python)
     current = build_profile(loc, data)
     override, trusted = load_override(opts, loc)
@@ -549,7 +551,9 @@ def _checked_findings(survey: _Survey, resolved: resolve.Resolved, tf_new: str, 
                 name, version = f.title.split()[:2]
                 if resolved.pins.get(name) != version:
                     f.fixed_by_rebuild, f.affects_new_env = True, False
-    return findings
+    from rebuild.doctor import judge
+
+    return judge.agree(findings, resolved.pins)  # what the pre-flight says is what this plan does
 
 
 def blocking_findings(findings: list) -> list:

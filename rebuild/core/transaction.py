@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from rebuild.core import build, smoke
+from rebuild.core import build, lockfile, smoke
 from rebuild.env.profile import Index
 from rebuild.errors import UserError
 from rebuild.env import fsguard
@@ -285,7 +285,7 @@ def _verify(spec: Spec, staging: Path, result: TransactionResult, proven: tuple[
     spec.progress.stage("verify", f"check at {env}" + (": importing TensorFlow" if spec.deep_check and tf_version
                                                        else ": interpreter and versions"))
     after = smoke.run_at_path(env, deep=spec.deep_check, tf_version=tf_version,
-                              versions=smoke.pins_of_lock(spec.pylock), inode=proven)
+                              versions=lockfile.read_pins(spec.pylock, unconditional=True) or {}, inode=proven)
     result.after_swap = after.checks
     if after.ok:
         return

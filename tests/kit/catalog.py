@@ -634,6 +634,52 @@ def _other_releases() -> list[Release]:
     for v in ("8.9.4.25", "8.9.7.29", "9.3.0.75"):
         rel.append(_r("nvidia-cudnn-cu12", v, (), ">=3",
                       modules=_simple("nvidia.cudnn", "nvidia-cudnn-cu12", v)))
+    rel += _true_words_releases()
+    return rel
+
+
+# The shapes issue 21's tests need (what tfrebuild says must be true):
+#
+# * ``fivedeep``: importing it goes five modules deep (fivedeep -> .a -> .b -> .c -> .d) and the last one fails
+#   under TensorFlow >= 2.16 (as a package using Keras 2 internals does), so the check output must name
+#   ``fivedeep/d.py`` and its line, not the import machinery.
+# * ``tensorflow-forests``: a companion pinned to one TensorFlow release that lags TensorFlow, as
+#   tensorflow-decision-forests does (1.11.0 -> tensorflow==2.18.0, 1.12.0 -> tensorflow==2.19.0 on PyPI);
+#   here 1.11.0 pins 2.18.0 and 1.12.0 pins 2.20.0, and nothing accepts 2.21.0.
+# * ``opencv-python``: a compiled package whose Requires-Dist on numpy has no upper bound, but 4.8.1.78 was
+#   built for NumPy 1 and dies at import under NumPy 2 (as the real one does: "numpy.core.multiarray failed
+#   to import"); 4.10.0.84 is the first release built for NumPy 2 (rebuild/knowledge/data/numpy2.toml).
+_FIVEDEEP_D = '''
+import tensorflow as _tf
+
+_major, _minor = (int(p) for p in _tf.__version__.split(".")[:2])
+if (_major, _minor) >= (2, 16):
+    raise ImportError("cannot import name 'base_layer_utils' from 'keras.engine' (Keras 3 has no keras.engine)")
+'''
+
+
+def _opencv_modules(version: str, built_major: int) -> dict[str, str]:
+    body = (f'_NUMPY_MIN = "1.21.2"\n_NUMPY_CAP = "99"\n_BUILT_AGAINST_NUMPY_MAJOR = {built_major}\n'
+            + _NUMPY_ABI_CHECK)
+    return _simple("cv2", "opencv-python", version, body)
+
+
+def _true_words_releases() -> list[Release]:
+    rel = [_r("fivedeep", "1.0.0", ["tensorflow-cpu>=2.15"], ">=3.9", modules={
+        "fivedeep/__init__.py": '"""Fake fivedeep 1.0.0."""\n__version__ = "1.0.0"\nfrom fivedeep import a  # noqa\n',
+        "fivedeep/a.py": "from fivedeep import b  # noqa: F401\n",
+        "fivedeep/b.py": "from fivedeep import c  # noqa: F401\n",
+        "fivedeep/c.py": "from fivedeep import d  # noqa: F401\n",
+        "fivedeep/d.py": _FIVEDEEP_D,
+    })]
+    for v, tf in [("1.8.1", "~=2.15.0"), ("1.11.0", "==2.18.0"), ("1.12.0", "==2.20.0")]:
+        rel.append(_r("tensorflow-forests", v, [f"tensorflow{tf}"], ">=3.9",
+                      modules=_simple("tensorflow_forests", "tensorflow-forests", v)))
+    for v, major, tags in [("4.8.1.78", 1, cp(9, 12)), ("4.10.0.84", 2, cp(9, 13))]:
+        rel.append(_r("opencv-python", v, ["numpy>=1.21.2; python_version >= \"3.10\"",
+                                           "numpy>=1.23.5; python_version >= \"3.11\"",
+                                           "numpy>=1.17.3; python_version >= \"3.8\""], ">=3.6",
+                      modules=_opencv_modules(v, major), tags=tags))
     return rel
 
 
