@@ -112,8 +112,10 @@ def run(opts: planning.Options, progress=None, confirm: Callable[[planning.Plan]
                                  listing=lambda: _listing(the_plan, opts),
                                  on_try=lambda t: progress.note(f"try: {search.tries_text([t])[len('try 1: '):]}"),
                                  searching=_searching(opts, the_plan))
-            outcome.result.tries = tries + outcome.tries
-            return outcome.result
+            landed = outcome.result
+            assert isinstance(landed, UpgradeResult)
+            landed.tries = tries + outcome.tries
+            return landed
     except UserError as exc:
         exc.plan = getattr(exc, "plan", None) or the_plan  # the plan that failed, for the error document
         if created_state and not store.managed:  # the state folder goes: keep the log the error names
@@ -133,7 +135,10 @@ def _searching(opts: planning.Options, the_plan: planning.Plan) -> bool:
 
 
 def _first_plan(opts: planning.Options, progress, log: Path) -> tuple[planning.Plan, list]:
-    return search.first_plan(opts, lambda o: planning.make_plan(o, progress, log=log), progress.note)
+    from typing import cast
+
+    plan, tries = search.first_plan(opts, lambda o: planning.make_plan(o, progress, log=log), progress.note)
+    return cast(planning.Plan, plan), tries
 
 
 def _listing(the_plan: planning.Plan, opts: planning.Options) -> list[str]:

@@ -393,7 +393,7 @@ def build_constraint_files(opts: Options) -> list[str]:
     """``--build-constraint`` files, then ``UV_BUILD_CONSTRAINT``'s (space-separated): they reach every uv call that
     may build an sdist (resolution and install; uv drops the variable from an install's environment)."""
     given = [str(Path(f).expanduser().resolve()) for f in opts.build_constraints]
-    for given_path, path in zip(opts.build_constraints, given):
+    for given_path, path in zip(opts.build_constraints, given, strict=True):
         if not Path(path).is_file():
             raise UserError(f"The build constraint file {given_path} given with --build-constraint does not exist or "
                             "is not a file.", "Pass an existing requirements-style file. Nothing was changed.")
