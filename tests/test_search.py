@@ -105,6 +105,7 @@ def test_companions_move_in_step_and_keras2_is_kept_where_needed(make_venv, cli,
     plan = res.json()["plan"]
     assert plan["tf_new"] == "2.21.0" and plan["keras_legacy"] is True
     assert plan["keras_needed_by"] == ["tensorflow-model-optimization"]
+    assert any(n.startswith("Keras 2 kept (--keras auto): tensorflow-model-optimization need(s) it") for n in plan["notes"])
     changes = {c["name"]: c for c in plan["changes"]}
     assert (changes["tensorflow-probability"]["old"], changes["tensorflow-probability"]["new"]) == ("0.23.0", "0.25.0")
     assert ">=0.25 pairs with TensorFlow 2.21" in changes["tensorflow-probability"]["reason"]

@@ -105,7 +105,14 @@ def run(opts: planning.Options, progress=None, confirm: Callable[[planning.Plan]
                                                     else None)
                 if again is not None:
                     return _switch(store, again, p, opts, progress, mine, start)
-                return _apply(store, p, opts, op, log, progress, mine, start, command)
+                try:
+                    return _apply(store, p, opts, op, log, progress, mine, start, command)
+                except UserError:
+                    if not store.state.exists():  # a first upgrade's failed try left no trace: the next try's
+                        from rebuild.store import trust  # state folder is tfrebuild's own again (its record)
+
+                        trust.make_state_dir(store.state, store.env)
+                    raise
 
             outcome = search.run(the_plan, opts, attempt=attempt,
                                  replan=lambda o: planning.make_plan(o, progress, log=log),

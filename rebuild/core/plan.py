@@ -637,6 +637,9 @@ def make_plan(opts: Options, progress=None, log: Path | None = None) -> Plan:
     notes += _route_notes(survey, tf, extras, route, variant_note)
     dependents = keras2_dependents(survey.requires)
     notes += _keras_notes(tf_old, tf_new, keras_legacy, resolved.pins.get("tf-keras", ""), dependents)
+    if keras_legacy and opts.keras == Keras.AUTO and step.keras2 and _keras_major(tf_old) == 2:
+        notes.append(f"Keras 2 kept (--keras auto): {', '.join(step.keras2)} need(s) it (the companion table, "
+                     "rebuild/knowledge/data/companions.toml); --keras 3 forces Keras 3")
     notes += _dropped_notes(survey.pins, resolved, tf_old, tf_new)
     notes += _requested_notes(survey)
     project, project_requirement = _project(project, tf, tf_new)
