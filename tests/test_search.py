@@ -241,3 +241,16 @@ def test_search_keeps_keras2_when_a_check_shows_keras2_symbols(make_venv, cli, v
     assert doc["plan"]["keras_legacy"] is True
     proc = venv_run(env, "import kerasthing, tensorflow as tf; print(tf.keras.__name__)")
     assert proc.returncode == 0 and proc.stdout.strip().startswith("tf_keras"), (proc.stdout, proc.stderr)
+
+
+def test_requested_package_moves_forward_rather_than_back(make_venv, cli, tmp_path):
+    """As tf-models-official 2.12 + pyyaml 5 on the way to TF 2.20: modelgarden must move; its release for 2.21 needs
+    yamlish 6, and the minimal strategy's cap (yamlish below its next major) would pick modelgarden 1.0.0, which
+    pins nothing. The plan moves modelgarden forward and lets yamlish take its new major instead."""
+    env = make_venv(tmp_path / "envs" / "fwd", BASE + ["modelgarden==2.15.0", "yamlish==5.4.1"])
+    res = cli("plan", env, "--to", "2.21", "--json")
+    assert res.code == 0, res.err
+    plan = res.json()["plan"]
+    changes = {c["name"]: (c["old"], c["new"]) for c in plan["changes"]}
+    assert changes["modelgarden"] == ("2.15.0", "2.21.0") and changes["yamlish"] == ("5.4.1", "6.0.2"), changes
+    assert plan["requested_downgrades"] == [] and "yamlish" not in plan["capped"]

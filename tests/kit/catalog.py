@@ -742,6 +742,15 @@ def _companion_releases() -> list[Release]:
         '    raise TypeError("type \'typing.TypeVar\' is not an acceptable base type")\n')}))
     rel.append(_r("typing-extensions", "4.12.2", (), ">=3.8", modules={"typing_extensions.py": (
         '"""Fake typing_extensions 4.12.2."""\n__version__ = "4.12.2"\n')}))
+    # as tf-models-official: pinned to TF's minor; its newer release needs a new major of a dependency (pyyaml 6),
+    # and an old release pins nothing (2.7.2): capping that dependency below its next major moves it backwards
+    rel.append(_r("modelgarden", "1.0.0", (), ">=3.9", modules=_simple("modelgarden", "modelgarden", "1.0.0")))
+    rel.append(_r("modelgarden", "2.15.0", ["tensorflow-cpu~=2.15.0", "yamlish>=5"], ">=3.9",
+                  modules=_simple("modelgarden", "modelgarden", "2.15.0")))
+    rel.append(_r("modelgarden", "2.21.0", ["tensorflow-cpu~=2.21.0", "yamlish>=6"], ">=3.10",
+                  modules=_simple("modelgarden", "modelgarden", "2.21.0")))
+    for v in ("5.4.1", "6.0.2"):
+        rel.append(_r("yamlish", v, (), ">=3.8", modules=_simple("yamlish", "yamlish", v)))
     # already broken: a protobuf gencode/runtime mismatch at import, in every env
     rel.append(_r("protodep", "1.0.0", (), ">=3.9", modules=_simple("protodep", "protodep", "1.0.0",
                                                                      _PROTOBUF_MISMATCH)))
