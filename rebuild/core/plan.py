@@ -56,6 +56,7 @@ class Options:
     holds: list[str] = field(default_factory=list)  # requirement lines a search's fix adds ("setuptools<81")
     build_constraints: list[str] = field(default_factory=list)  # --build-constraint files (sdists' build deps)
     search: bool = True  # --to latest: try lower releases when the checks fail (core/search.py)
+    explain: bool = True  # a conflict names the newest release that resolves (resolutions; the search skips it)
 
     def __post_init__(self) -> None:
         for name, choice in (("strategy", Strategy), ("keras", Keras), ("gpu", Gpu), ("check", PathCheck)):
@@ -427,8 +428,8 @@ def _resolve(inputs: resolve.Inputs, survey: _Survey, tf_new: str, python_versio
         resolved = resolve.resolve(inputs, tf_new, target_requires)
     except resolve.ResolutionFailed as exc:
         companions = blocking_companions(survey.loc, survey.data, tf_new, tf, python_version, index, opts)
-        err = conflict_error(inputs, tf_new, tf_old, exc.explanation, companions, env=survey.loc.path,
-                             profile=opts.profile)
+        err = conflict_error(inputs, tf_new, tf_old, exc.explanation, companions, look_lower=opts.explain,
+                             env=survey.loc.path, profile=opts.profile)
         err.inputs, err.tf_new, err.tf_old = inputs, tf_new, tf_old  # for the target search (commands/upgrade)
         raise err from None
     variants = [v for v in TF_DISTRIBUTIONS if v in resolved.pins]
@@ -640,6 +641,9 @@ def make_plan(opts: Options, progress=None, log: Path | None = None) -> Plan:
     notes += _route_notes(survey, tf, extras, route, variant_note)
     dependents = keras2_dependents(survey.requires)
     notes += _keras_notes(tf_old, tf_new, keras_legacy, resolved.pins.get("tf-keras", ""), dependents)
+    if keras_legacy and opts.keras == Keras.AUTO and step.keras2 and _keras_major(tf_old) == 2:
+        notes.append(f"Keras 2 kept (--keras auto): {', '.join(step.keras2)} need(s) it (the companion table, "
+                     "rebuild/knowledge/data/companions.toml); --keras 3 forces Keras 3")
     notes += _dropped_notes(survey.pins, resolved, tf_old, tf_new)
     notes += _requested_notes(survey)
     project, project_requirement = _project(project, tf, tf_new)
