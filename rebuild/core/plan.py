@@ -56,6 +56,7 @@ class Options:
     holds: list[str] = field(default_factory=list)  # requirement lines a search's fix adds ("setuptools<81")
     build_constraints: list[str] = field(default_factory=list)  # --build-constraint files (sdists' build deps)
     search: bool = True  # --to latest: try lower releases when the checks fail (core/search.py)
+    explain: bool = True  # a conflict names the newest release that resolves (resolutions; the search skips it)
 
     def __post_init__(self) -> None:
         for name, choice in (("strategy", Strategy), ("keras", Keras), ("gpu", Gpu), ("check", PathCheck)):
@@ -322,8 +323,9 @@ def _survey(opts: Options) -> _Survey:
     if loc.bare:
         raise UserError(f"{loc.python} is a bare interpreter, not a virtual environment.",
                         "tfrebuild upgrades venv, virtualenv, uv and conda environments; create one first.")
-    if refusals.mount_point(loc.path):  # upgrade's refusal, said by plan too: a mount point cannot be swapped
-        raise refusals.mount_point(loc.path)
+    mounted = refusals.mount_point(loc.path)  # upgrade's refusal, said by plan too: a mount point cannot be swapped
+    if mounted is not None:
+        raise mounted
     data = probe.run(loc.python)
     current = build_profile(loc, data)
     override, trusted = load_override(opts, loc)
@@ -426,7 +428,8 @@ def _resolve(inputs: resolve.Inputs, survey: _Survey, tf_new: str, python_versio
         resolved = resolve.resolve(inputs, tf_new, target_requires)
     except resolve.ResolutionFailed as exc:
         companions = blocking_companions(survey.loc, survey.data, tf_new, tf, python_version, index, opts)
-        err = conflict_error(inputs, tf_new, tf_old, exc.explanation, companions)
+        err = conflict_error(inputs, tf_new, tf_old, exc.explanation, companions, look_lower=opts.explain,
+                             env=survey.loc.path, profile=opts.profile)
         err.inputs, err.tf_new, err.tf_old = inputs, tf_new, tf_old  # for the target search (commands/upgrade)
         raise err from None
     variants = [v for v in TF_DISTRIBUTIONS if v in resolved.pins]
@@ -443,7 +446,8 @@ def _resolve(inputs: resolve.Inputs, survey: _Survey, tf_new: str, python_versio
     try:
         return resolve.resolve(inputs, tf_new), note
     except resolve.ResolutionFailed as exc:
-        raise conflict_error(inputs, tf_new, tf_old, exc.explanation) from None
+        raise conflict_error(inputs, tf_new, tf_old, exc.explanation, env=survey.loc.path,
+                             profile=opts.profile) from None
 
 
 def _switch_reason(survey: _Survey, resolved: resolve.Resolved, tf: str, route: str, variant_note: str) -> str:
@@ -552,7 +556,8 @@ def _checked_findings(survey: _Survey, resolved: resolve.Resolved, tf_new: str, 
                     f.fixed_by_rebuild, f.affects_new_env = True, False
     from rebuild.doctor import judge
 
-    return judge.agree(findings, resolved.pins)  # what the pre-flight says is what this plan does
+    findings = judge.agree(findings, resolved.pins, opts.strategy)  # what the pre-flight says is what this plan does
+    return findings + judge.numpy_abi(resolved.pins, survey.data.get("distributions") or [])
 
 
 def blocking_findings(findings: list) -> list:
@@ -636,10 +641,17 @@ def make_plan(opts: Options, progress=None, log: Path | None = None) -> Plan:
     notes += _route_notes(survey, tf, extras, route, variant_note)
     dependents = keras2_dependents(survey.requires)
     notes += _keras_notes(tf_old, tf_new, keras_legacy, resolved.pins.get("tf-keras", ""), dependents)
+    if keras_legacy and opts.keras == Keras.AUTO and step.keras2 and _keras_major(tf_old) == 2:
+        notes.append(f"Keras 2 kept (--keras auto): {', '.join(step.keras2)} need(s) it (the companion table, "
+                     "rebuild/knowledge/data/companions.toml); --keras 3 forces Keras 3")
     notes += _dropped_notes(survey.pins, resolved, tf_old, tf_new)
     notes += _requested_notes(survey)
     project, project_requirement = _project(project, tf, tf_new)
     notes += list(project.notes) if project is not None and project.drivable else []
+    if project is not None and project.drivable:  # the user's edits to the project files: the starting point
+        from rebuild.project import files as project_files
+
+        notes += project_files.edits_note(survey.loc.path)
     progress.stage("pre-flight", "doctor checks (run alongside the resolution)")
     findings = _checked_findings(survey, resolved, tf_new, tf, interp.version, index, opts, started)
     newer = newer_job.result()

@@ -74,7 +74,8 @@ def _condense_traceback(before: list[str], header: str, body: list[str], budget:
         room -= len(frame)
     out = head + [header]
     if len(kept) < len(frames):
-        out.append(" " * (_indent(header) + 2) + f"… {len(frames) - len(kept)} outer frame(s) left out (the whole traceback is in the log)")
+        out.append(" " * (_indent(header) + 2)
+                   + f"… {len(frames) - len(kept)} outer frame(s) left out (the whole traceback is in the log)")
     for frame in kept:
         out += frame
     return out + exception
