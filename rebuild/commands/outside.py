@@ -71,7 +71,7 @@ def _recorded(store: Store, number: int) -> dict[str, str] | None:
 
 def _installed(env: Path, recorded: dict[str, str]) -> dict[str, str] | None:
     """The distributions in the env's site-packages now (local and editable ones as the record left them out)."""
-    from rebuild.util.distinfo import installed, parse
+    from rebuild.util.distinfo import installed
 
     if not any(env.glob("lib*/python*/site-packages")):
         return None
