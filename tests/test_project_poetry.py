@@ -249,6 +249,7 @@ def test_pep621_project_range_moves_and_a_hand_edited_lock_is_refused(project, p
     _agrees(penv, root)
 
 
+@pytest.mark.slow
 def test_without_poetry_the_project_is_not_driven(tmp_path: Path, kit_env, make_venv):
     """No `poetry` (not on PATH, $POETRY names nothing): the plan says why and upgrade refuses unless --force."""
     root = tmp_path / "demo"

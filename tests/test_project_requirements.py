@@ -69,6 +69,7 @@ def _header_command(txt: str) -> list[str]:
 
 
 @pytest.mark.parametrize("creator,hashes", [("venv", True), ("uv", False)])
+@pytest.mark.slow
 def test_upgrade_edits_the_in_line_recompiles_the_txt_and_rollback_restores_both(
         tmp_path, kit_env, kit_index, require_python, creator, hashes):
     python = require_python("3.11")
@@ -124,6 +125,7 @@ def test_upgrade_edits_the_in_line_recompiles_the_txt_and_rollback_restores_both
     assert not list(root.parent.glob(".proj.tfrebuild-*")), "the work folder beside the project is gone"
 
 
+@pytest.mark.slow
 def test_hand_edited_txt_is_the_starting_point_and_rollback_over_edits_is_refused_without_force(
         tmp_path, kit_env, kit_index, require_python):
     root, env = _project(tmp_path, kit_env, require_python("3.11"), hashes=False, creator="uv")
@@ -156,6 +158,7 @@ def test_hand_edited_txt_is_the_starting_point_and_rollback_over_edits_is_refuse
     assert edited in saved, saved
 
 
+@pytest.mark.slow
 def test_hand_made_txt_is_not_driven_and_force_upgrades_the_env_alone(tmp_path, kit_env, kit_index, require_python):
     root = tmp_path / "proj"
     root.mkdir()

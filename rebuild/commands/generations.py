@@ -197,7 +197,9 @@ def rollback(env=None, to: int | None = None, *, yes: bool = False, force: bool 
                 store.rollback_to(current.number)
                 project_files.finish(store)
         if not report.ok:
-            failed = "\n".join(f"[{c.name}] {c.output[-2000:]}" for c in report.failed)
+            from rebuild.util import failtext
+
+            failed = failtext.check_details(report.failed)  # the cause (innermost frames), not the last 2000 chars
             raise UserError(f"Generation {target_n} does not work at {store.env}; tfrebuild swapped generation "
                             f"{current.number} back in.", "See the check output; `tfrebuild history` lists the others.",
                             exit_code=1, details=failed)

@@ -29,6 +29,7 @@ from rebuild.store import adoption
 from rebuild.store.records import Generation
 from rebuild.store.store import Store
 from rebuild.store.trees import key_or_none
+from rebuild.util import distinfo
 
 _LEFT_OUT = {canonicalize_name(n) for n in (*SEED_PACKAGES, "tfrebuild")}
 _SHOWN = 6  # differences named in the sentence
@@ -71,7 +72,7 @@ def _recorded(store: Store, number: int) -> dict[str, str] | None:
 
 def _installed(env: Path, recorded: dict[str, str]) -> dict[str, str] | None:
     """The distributions in the env's site-packages now (local and editable ones as the record left them out)."""
-    from rebuild.util.distinfo import installed, parse
+    from rebuild.util.distinfo import installed
 
     if not any(env.glob("lib*/python*/site-packages")):
         return None
@@ -80,9 +81,7 @@ def _installed(env: Path, recorded: dict[str, str]) -> dict[str, str] | None:
     local = set()
     for site in env.glob("lib*/python*/site-packages"):
         for direct in site.glob("*.dist-info/direct_url.json"):
-            parsed = parse(direct.parent.name)
-            if parsed is not None:
-                local.add(canonicalize_name(parsed[0]))
+            local.add((distinfo.parse(direct.parent.name) or ("", ""))[0])
     return {n: v for n, v in now.items() if n not in local or n in recorded}
 
 

@@ -99,7 +99,7 @@ def run(opts: planning.Options, progress=None, confirm: Callable[[planning.Plan]
                 result.notes += project_files.carry_edits(store)
 
             def attempt(p: planning.Plan) -> UpgradeResult:
-                _refuse_backwards(p, opts, asked=not opts.yes)
+                _refuse_backwards(p, opts, asked=p is the_plan and not opts.yes)  # later tries were not shown
                 mine = result if p is the_plan else UpgradeResult(
                     plan=p, changed=False, recovered=recovered, log=str(log), state_dir=str(store.state),
                     started=started, adopted=adopted)
@@ -107,15 +107,24 @@ def run(opts: planning.Options, progress=None, confirm: Callable[[planning.Plan]
                                                     else None)
                 if again is not None:
                     return _switch(store, again, p, opts, progress, mine, start)
-                return _apply(store, p, opts, op, log, progress, mine, start, command)
+                try:
+                    return _apply(store, p, opts, op, log, progress, mine, start, command)
+                except UserError:
+                    if not store.state.exists():  # a first upgrade's failed try left no trace: the next try's
+                        from rebuild.store import trust  # state folder is tfrebuild's own again (its record)
+
+                        trust.make_state_dir(store.state, store.env)
+                    raise
 
             outcome = search.run(the_plan, opts, attempt=attempt,
                                  replan=lambda o: planning.make_plan(o, progress, log=log),
                                  listing=lambda: _listing(the_plan, opts),
                                  on_try=lambda t: progress.note(f"try: {search.tries_text([t])[len('try 1: '):]}"),
                                  searching=_searching(opts, the_plan))
-            outcome.result.tries = tries + outcome.tries
-            return outcome.result
+            landed = outcome.result
+            assert isinstance(landed, UpgradeResult)
+            landed.tries = tries + outcome.tries
+            return landed
     except UserError as exc:
         exc.plan = getattr(exc, "plan", None) or the_plan  # the plan that failed, for the error document
         if created_state and not store.managed:  # the state folder goes: keep the log the error names
@@ -135,7 +144,10 @@ def _searching(opts: planning.Options, the_plan: planning.Plan) -> bool:
 
 
 def _first_plan(opts: planning.Options, progress, log: Path) -> tuple[planning.Plan, list]:
-    return search.first_plan(opts, lambda o: planning.make_plan(o, progress, log=log), progress.note)
+    from typing import cast
+
+    plan, tries = search.first_plan(opts, lambda o: planning.make_plan(o, progress, log=log), progress.note)
+    return cast(planning.Plan, plan), tries
 
 
 def _listing(the_plan: planning.Plan, opts: planning.Options) -> list[str]:
@@ -351,7 +363,8 @@ def _run_transaction(store, the_plan, opts, op, log, progress, result, command, 
         checks=checks,
         write_profile=functools.partial(generations.write_profile, index=the_plan.index), like=intent,
         log=log,
-        adopt=transaction.Adoption(tensorflow=f"{the_plan.tf_distribution} {the_plan.tf_old}",
+        adopt=transaction.Adoption(tensorflow=f"{the_plan.tf_old_distribution or the_plan.tf_distribution} "
+                                              f"{the_plan.tf_old}",
                                    python=the_plan.python_old, like=the_plan.current),
         before_swap=lambda: refusals.refuse(store.env, force=opts.force), progress=progress, project=step,
         deep_check=opts.check == "import"), result)
