@@ -90,6 +90,9 @@ AllowCommandsOpt = typer.Option(False, "--allow-commands", help="Run a profile's
                                 "tfrebuild did not write the profile for this env.")
 AllowIndexOpt = typer.Option(False, "--allow-index", help="Accept a profile from elsewhere although it names package "
                              "locations this machine is not configured with.")
+ModelOpt = typer.Option(None, "--model", parser=_given("--model"), help="A saved model (.keras, .h5, SavedModel "
+                        "folder, .tflite) that must load and answer the same in the new env before the swap "
+                        "(repeatable; kept in the profile's [[smoke.models]]).")
 FormatOpt = _choice(ExportFormat, ExportFormat.PYLOCK, "--format", help="pylock (PEP 751 pylock.toml) or "
                     "requirements (requirements.txt with hashes).")
 
@@ -202,6 +205,7 @@ def upgrade(
     allow_python_download: bool = AllowDownloadOpt, keras: Keras = KerasOpt, gpu: Gpu = GpuOpt,
     yes: bool = YesOpt, force: bool = SwapForceOpt, allow_sources: bool = AllowSourcesOpt,
     allow_commands: bool = AllowCommandsOpt, check: PathCheck = CheckOpt, as_json: bool = JsonOpt,
+    model: Optional[list[str]] = ModelOpt,
 ) -> None:
     """Build the upgraded env beside the old one, check it, swap it in atomically.
 
@@ -215,7 +219,8 @@ def upgrade(
     opts = Options(env=env, to=to, profile=profile, python=python, strategy=strategy, pre=pre, index_url=index_url,
                    extra_index_urls=extra_index_url or [], find_links=_links(find_links),
                    constraints=_links(constraint), offline=offline, no_compile=no_compile, yes=yes, force=force, allow_python_download=allow_python_download,
-                   keras=keras, gpu=gpu, allow_sources=allow_sources, allow_commands=allow_commands, check=check)
+                   keras=keras, gpu=gpu, allow_sources=allow_sources, allow_commands=allow_commands, check=check,
+                   models=list(model or []))
 
     def work():
         with terminal().progress(enabled=not as_json) as progress:
@@ -379,6 +384,7 @@ def apply(
     force: bool = SwapForceOpt,
     check: PathCheck = CheckOpt,
     as_json: bool = JsonOpt,
+    model: Optional[list[str]] = ModelOpt,
 ) -> None:
     """Build an environment from a profile's lock: a new env, or a new generation of an existing one.
 
@@ -392,7 +398,7 @@ def apply(
                             offline=offline, resolve=resolve, yes=yes, allow_commands=allow_commands,
                             allow_insecure_index=allow_insecure_index, no_compile=no_compile, force=force,
                             allow_python_download=allow_python_download, allow_sources=allow_sources,
-                            allow_index=allow_index, check=check)
+                            allow_index=allow_index, check=check, models=list(model or []))
 
     def work():
         with terminal().progress(enabled=not as_json) as progress:

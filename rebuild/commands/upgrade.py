@@ -19,7 +19,7 @@ from typing import Callable
 
 from rebuild.commands import generations
 from rebuild.core import plan as planning
-from rebuild.core import sources, transaction
+from rebuild.core import models, sources, transaction
 from rebuild.env import refusals
 from rebuild.env.locate import locate
 from rebuild.errors import UserError
@@ -55,6 +55,7 @@ def run(opts: planning.Options, progress=None, confirm: Callable[[planning.Plan]
     loc = locate(opts.env)  # bad paths fail here, before anything is created
     planning.load_override(opts, loc, runs_commands=True)  # so does a bad or refused --profile
     planning.resolve.parse_target(opts.to)  # and a bad --to
+    given_models = models.from_paths(opts.models)  # and a --model that is not a model
     sources.refuse_self_upgrade(loc.path)  # tfrebuild cannot swap out the env it runs from
     if not loc.bare:  # what stops the swap is known now: refuse before planning and building, not after
         refusals.refuse(loc.path, force=opts.force)
@@ -93,7 +94,7 @@ def run(opts: planning.Options, progress=None, confirm: Callable[[planning.Plan]
                 raise UserError("Upgrade cancelled; nothing was changed.", exit_code=1)
             if same is not None:
                 return _switch(store, same, the_plan, opts, progress, result, start)
-            return _apply(store, the_plan, opts, op, log, progress, result, start, command)
+            return _apply(store, the_plan, opts, op, log, progress, result, start, command, given_models)
     except UserError as exc:
         exc.plan = the_plan  # the plan that failed, for the error document (None before there was one)
         if created_state and not store.managed:  # the state folder goes: keep the log the error names
@@ -107,7 +108,7 @@ def run(opts: planning.Options, progress=None, confirm: Callable[[planning.Plan]
 
 
 def _apply(store: Store, the_plan: planning.Plan, opts: planning.Options, op: str, log: Path, progress,
-           result: UpgradeResult, start: float, command: str) -> UpgradeResult:
+           result: UpgradeResult, start: float, command: str, given_models=()) -> UpgradeResult:
     cache_note = _cache_filesystem_note(store.staging_dir(op))
     if cache_note:
         result.notes.append(cache_note)
@@ -115,6 +116,7 @@ def _apply(store: Store, the_plan: planning.Plan, opts: planning.Options, op: st
     requested = {planning.requirement_name(n) or n for n in the_plan.new_requested if n not in SEED_PACKAGES}
     requested |= {the_plan.tf_distribution}
     intent = the_plan.intent or the_plan.current
+    intent = models.with_models(intent, models.merged(intent.smoke.models, list(given_models)))  # carried forward
     checks = dict(tf_version=the_plan.tf_new, imports=intent.smoke.imports, commands=intent.smoke.commands,
                   keras_major=2 if the_plan.keras_legacy else None, gpu_required=the_plan.gpu_required)
     step, pylock = None, the_plan.pylock
@@ -277,10 +279,13 @@ def _run_transaction(store, the_plan, opts, op, log, progress, result, command, 
         checks=checks,
         write_profile=functools.partial(generations.write_profile, index=the_plan.index), like=intent,
         log=log,
-        adopt=transaction.Adoption(tensorflow=f"{the_plan.tf_distribution} {the_plan.tf_old}",
+        adopt=transaction.Adoption(tensorflow=f"{the_plan.tf_old_distribution or the_plan.tf_distribution} "
+                                              f"{the_plan.tf_old}",
                                    python=the_plan.python_old, like=the_plan.current),
         before_swap=lambda: refusals.refuse(store.env, force=opts.force), progress=progress, project=step,
-        deep_check=opts.check == "import"), result)
+        deep_check=opts.check == "import",
+        models=models.Gate(intent.smoke.models, current=store.env, index=the_plan.index_live, offline=opts.offline,
+                           log=log)), result)
 
 
 def lock_pins(pylock_text: str) -> dict[str, str] | None:

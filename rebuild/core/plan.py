@@ -52,6 +52,7 @@ class Options:
     keras: Keras = Keras.AUTO
     gpu: Gpu = Gpu.AUTO
     check: PathCheck = PathCheck.VERSIONS  # what runs at the path after the swap (upgrade)
+    models: list[str] = field(default_factory=list)  # --model PATH: saved models the new env must load the same
 
     def __post_init__(self) -> None:
         for name, choice in (("strategy", Strategy), ("keras", Keras), ("gpu", Gpu), ("check", PathCheck)):
