@@ -167,6 +167,7 @@ def run_script(env: Path, folder: Path, model: prof.SmokeModel, loader: str, mod
             "tag": tag, "rtol": model.rtol, "atol": model.atol, "imports": list(model.imports), "seed": SEED,
             "batch": BATCH, "extra_path": extra_path}
     folder.mkdir(parents=True, exist_ok=True)
+    env = Path(os.path.abspath(env))
     result = proc.run([str(env / "bin" / "python"), "-I", "-B", str(SCRIPT), json.dumps(spec)],
                       env=_environ(env, extra), timeout=timeout, cwd=folder, log=log)
     lines = [line for line in (result.stdout or "").splitlines() if line.startswith("{")]
