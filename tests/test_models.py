@@ -229,3 +229,40 @@ def test_bad_model_path_is_refused_before_anything(make_venv, kit_env, kit_index
     res = upgrade(kit_env, kit_index, venv, "--model", str(tmp_path / "notes.txt"))
     assert res.code == 2 and "not a model format" in res.json()["error"]
     assert not state_dir(venv).exists()
+
+
+# --------------------------------------------------------------------------- apply
+
+
+def test_apply_models_foreign_imports_need_consent_and_existing_env_compares(make_venv, kit_os_env, kit_index,
+                                                                            tmp_path):
+    from rebuild.commands import apply as applying
+    from rebuild.env import snapshot
+    from rebuild.store.store import Store
+
+    src = make_venv("src", ["tensorflow-cpu==2.15.1"])
+    profile = snapshot.run(src, tmp_path / "profiles" / "src.toml").written_to
+    h5 = fake_model(tmp_path / "m.h5")
+    p = prof.load(profile)
+    p.smoke.models = [prof.SmokeModel(str(h5), imports=["no_such_module_tfrebuild"])]
+    snapshot.write(p, profile)
+
+    def run(env, **kw):
+        return applying.run(applying.Options(profile=profile, env=env, find_links=[str(kit_index)], offline=True,
+                                             yes=True, **kw))
+
+    # a foreign profile: its models are loaded, their imports are not run without --allow-commands
+    r = run(tmp_path / "new" / "venv")
+    (row,) = r.models
+    assert row.verdict == "loads" and row.ok and any("[[smoke.models]]" in n for n in r.notes)
+    kept = prof.load(Store.open(tmp_path / "new" / "venv").generation_dir(1) / "profile.toml").smoke.models
+    assert [m.imports for m in kept] == [[]], "the imports are never laundered into a trusted profile"
+    with pytest.raises(Exception) as info:  # with consent they run: this one does not exist, so the model fails
+        run(tmp_path / "new2" / "venv", allow_commands=True)
+    assert "no_such_module_tfrebuild" in str(getattr(info.value, "details", "")) and not (tmp_path / "new2" / "venv").exists()
+
+    # an existing env: its answers are the reference (TF 2.18.0 there, 2.15.1 from the profile)
+    other = make_venv("other", ["tensorflow-cpu==2.18.0"])
+    r = run(other, models=[str(fake_model(tmp_path / "n.h5", drift={"2.18": -1e-7}))])
+    assert {Path(m.path).name: m.verdict for m in r.models} == {"m.h5": "match", "n.h5": "match"}
+    assert (Store.open(other).generation_dir(2) / "models.json").is_file()

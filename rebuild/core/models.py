@@ -166,7 +166,7 @@ def run_script(env: Path, folder: Path, model: prof.SmokeModel, loader: str, mod
     spec = {"mode": mode, "path": model.path, "loader": loader, "inputs": model.inputs, "folder": str(folder),
             "tag": tag, "rtol": model.rtol, "atol": model.atol, "imports": list(model.imports), "seed": SEED,
             "batch": BATCH, "extra_path": extra_path}
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(exist_ok=True)  # not its parents: a discarded operation's folder is never made again
     env = Path(os.path.abspath(env))
     result = proc.run([str(env / "bin" / "python"), "-I", "-B", str(SCRIPT), json.dumps(spec)],
                       env=_environ(env, extra), timeout=timeout, cwd=folder, log=log)
@@ -210,6 +210,11 @@ class Gate:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self.reference_seconds = 0.0
+        self.stopped = False
+
+    def stop(self) -> None:
+        """The operation failed before the gate: run no further model (the one running ends by itself)."""
+        self.stopped = True
 
     def __bool__(self) -> bool:
         return bool(self.models)
@@ -219,6 +224,7 @@ class Gate:
     def start(self, folder: Path) -> None:
         """Run the reference in the current env in a thread (it overlaps the build)."""
         self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
         self._thread = threading.Thread(target=self._reference_all, name="tfrebuild-model-reference", daemon=True)
         self._thread.start()
 
@@ -227,6 +233,8 @@ class Gate:
         try:
             for i, model in enumerate(self.models):
                 folder = self.folder / _slug(i, model.path)
+                if self.stopped:
+                    return
                 if self.current is None or not os.path.exists(model.path) or not self.loaders[i]:
                     continue
                 answer = run_script(self.current, folder, model, self.loaders[i], "reference", "reference",
@@ -344,7 +352,7 @@ def _fill(row: ModelRow, answer: dict) -> None:
     row.verdict = {"import": "does not load", "load": "does not load", "process": "does not load",
                    "compare": "differs"}.get(row.stage, "does not run")
     if row.stage == "done" or (row.stage == "compare" and row.outputs):
-        row.verdict = "differs"
+        row.verdict, row.stage = "differs", "compare"
 
 
 def _attempt(way: str, loader: str, answer: dict) -> Attempt:
@@ -364,7 +372,7 @@ def describe(row: ModelRow) -> str:
     """The failure text of one model: the loader, the error's innermost line, the largest difference per output,
     and the ways out that were tried."""
     lines = [f"{row.path} (loader {row.loader}{', ' + row.keras if row.keras else ''}): {row.verdict}"]
-    if row.error:
+    if row.error and not (row.verdict == "differs" and row.outputs):  # the outputs' lines say it
         lines.append(f"  error ({row.stage}): {row.error}")
     for o in row.outputs:
         if o.ok is not None:

@@ -153,6 +153,8 @@ def run(spec: Spec, result: TransactionResult) -> TransactionResult:
             if spec.project is not None:  # the generations keep the project files; they follow the swap
                 spec.project.prepare(store, number)
     except BaseException as exc:
+        if spec.models:
+            spec.models.stop()
         kept_log = _discard(spec, number, adopted_now)
         if kept_log is not None and isinstance(exc, UserError):
             point_to_log(exc, spec.log, kept_log)
