@@ -132,6 +132,16 @@ def test_keras2_saved_model_refused_by_keras3_ways_out_tried(envs, tmp_path, kit
     assert (tmp_path / "op" / "models" / "tf-keras" / "tf_keras").is_dir()
 
 
+def test_a_crash_is_that_models_answer_and_the_others_still_run(envs, tmp_path):
+    """All models of an env run in one process; one that kills it gets the crash, the next ones a new process."""
+    crash = fake_model(tmp_path / "crash.h5", crash_tf="2.18")
+    fine = fake_model(tmp_path / "fine.h5")
+    rows = gate_rows(envs["2.15.1"], envs["2.18.0"], "2.18.0", [prof.SmokeModel(str(crash)), prof.SmokeModel(str(fine))],
+                     tmp_path)
+    assert [r.verdict for r in rows] == ["does not load", "match"]
+    assert rows[0].stage == "process" and "Segmentation fault" in rows[0].error
+
+
 def test_plain_saved_model_through_tf_saved_model_load(envs, tmp_path):
     plain = tmp_path / "plain"
     plain.mkdir()

@@ -1,8 +1,9 @@
 """Load one saved model, run one batch, keep or compare its answers: run by the env's own interpreter.
 
-tfrebuild runs this file with the interpreter of the env being checked (``python -I -B _models.py SPEC``), so it
-uses the standard library, NumPy and TensorFlow only, and no syntax newer than Python 3.8. ``SPEC`` is one JSON
-object (:func:`rebuild.core.models.script_spec`):
+tfrebuild runs this file with the interpreter of the env being checked (``python -I -B _models.py JOBS``), so it
+uses the standard library, NumPy and TensorFlow only, and no syntax newer than Python 3.8. ``JOBS`` is a JSON file
+holding a list of models, run in turn in this one process (TensorFlow is imported once); each is an object
+(:func:`rebuild.core.models.run_batch`):
 
 * ``mode``: ``reference`` (load, make or read the inputs, run, write the inputs and the outputs),
   ``compare`` (load, run the kept inputs, compare with the kept outputs) or ``load`` (load and run the kept
@@ -12,7 +13,8 @@ object (:func:`rebuild.core.models.script_spec`):
   (the name of this run's outputs), ``rtol``, ``atol``, ``imports``, ``extra_path`` (a folder put first on
   ``sys.path``: the tf-keras of the Keras 2 retry), ``seed``, ``batch``.
 
-Nothing is written inside the env or beside the model. The last line on stdout is one JSON object: ``ok``,
+Nothing is written inside the env or beside the model. For each model one line on stdout, ``MARK`` then a JSON
+object: ``index`` (its place in the list), ``ok``,
 ``stage`` (where it stopped), ``error`` (the error's innermost line), ``load_seconds``, ``outputs`` (each with
 its name, shape, dtype and, when compared, ``max_abs``/``max_rel``/``ok``), ``keras`` and ``tensorflow``.
 
@@ -26,7 +28,6 @@ import sys
 import time
 import traceback
 
-SPEC = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
 UNKNOWN_DIM = 16
 
 
@@ -350,9 +351,9 @@ def finite(x):
 # --- main --------------------------------------------------------------------------------------------------
 
 
-def main():
+def run_one(spec):
+    """One model: its answer (a dict, never raises but for an interrupt)."""
     global NP
-    spec = SPEC
     mode, folder, tag = spec["mode"], spec["folder"], spec.get("tag", spec["mode"])
     out = {"ok": False, "stage": "import", "error": "", "trace": "", "load_seconds": None, "run_seconds": None,
            "loader": spec["loader"], "tag": tag, "outputs": [], "inputs": [], "keras": "", "tensorflow": ""}
@@ -434,8 +435,22 @@ def main():
         out["stage"], out["error"], out["trace"] = exc.stage, exc.error, exc.trace
     except Exception as exc:  # noqa: BLE001
         out["error"], out["trace"] = innermost(exc), short_trace(exc)
-    sys.stdout.flush()
-    print("\n" + json.dumps(out))
+    return out
+
+
+MARK = "@@tfrebuild-model@@ "
+
+
+def main():
+    """Every model of the jobs file in turn (TensorFlow is imported once); one marked JSON line per model."""
+    with open(sys.argv[1]) as fh:
+        jobs = json.load(fh)
+    for index, spec in enumerate(jobs):
+        out = run_one(spec)
+        out["index"] = index
+        sys.stdout.flush()
+        sys.stdout.write("\n" + MARK + json.dumps(out) + "\n")
+        sys.stdout.flush()
 
 
 if __name__ == "__main__":

@@ -158,24 +158,58 @@ def _environ(env: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
     return environ
 
 
-def run_script(env: Path, folder: Path, model: prof.SmokeModel, loader: str, mode: str, tag: str, *,
-               timeout: float, extra: dict[str, str] | None = None, extra_path: str = "",
-               log: Path | None = None) -> dict:
-    """One run of ``_models.py`` in ``env``'s interpreter; its JSON answer (``ok`` false with ``error`` when the
-    process itself failed or timed out)."""
-    spec = {"mode": mode, "path": model.path, "loader": loader, "inputs": model.inputs, "folder": str(folder),
-            "tag": tag, "rtol": model.rtol, "atol": model.atol, "imports": list(model.imports), "seed": SEED,
-            "batch": BATCH, "extra_path": extra_path}
-    folder.mkdir(exist_ok=True)  # not its parents: a discarded operation's folder is never made again
+@dataclass
+class Job:
+    """One model to run in one env: where its inputs and outputs live, how to load it, what to do."""
+
+    folder: Path
+    model: prof.SmokeModel
+    loader: str
+    mode: str  # reference | compare | load
+    tag: str  # the name of this run's outputs
+
+    def spec(self, extra_path: str = "") -> dict:
+        m = self.model
+        return {"mode": self.mode, "path": m.path, "loader": self.loader, "inputs": m.inputs,
+                "folder": str(self.folder), "tag": self.tag, "rtol": m.rtol, "atol": m.atol,
+                "imports": list(m.imports), "seed": SEED, "batch": BATCH, "extra_path": extra_path}
+
+
+MARK = "@@tfrebuild-model@@ "
+
+
+def run_batch(env: Path, jobs: list[Job], *, timeout: float, extra: dict[str, str] | None = None,
+              extra_path: str = "", log: Path | None = None) -> list[dict]:
+    """Run ``jobs`` in ``env``'s interpreter: one process for all of them (TensorFlow imported once, each model
+    loaded once). A model that ends the process (a crash, the timeout: each model has ``timeout``) gets that as its
+    answer, and the models after it run in a new process. One JSON answer per job, in order."""
+    answers: list[dict | None] = [None] * len(jobs)
     env = Path(os.path.abspath(env))
-    result = proc.run([str(env / "bin" / "python"), "-I", "-B", str(SCRIPT), json.dumps(spec)],
-                      env=_environ(env, extra), timeout=timeout, cwd=folder, log=log)
-    lines = [line for line in (result.stdout or "").splitlines() if line.startswith("{")]
-    if lines:
-        try:
-            return json.loads(lines[-1])
-        except ValueError:
-            pass
+    pending = list(range(len(jobs)))
+    while pending:
+        batch = [jobs[i] for i in pending]
+        for job in batch:
+            job.folder.mkdir(exist_ok=True)  # not its parents: a discarded operation's folder is never made again
+        jobs_file = batch[0].folder / f"jobs-{batch[0].tag}.json"
+        jobs_file.write_text(json.dumps([job.spec(extra_path) for job in batch]), encoding="utf-8")
+        result = proc.run([str(env / "bin" / "python"), "-I", "-B", str(SCRIPT), str(jobs_file)],
+                          env=_environ(env, extra), timeout=timeout * len(batch), cwd=batch[0].folder, log=log)
+        for line in (result.stdout or "").splitlines():
+            if line.startswith(MARK):
+                try:
+                    answer = json.loads(line[len(MARK):])
+                    answers[pending[int(answer["index"])]] = answer
+                except (ValueError, KeyError, IndexError, TypeError):
+                    continue
+        missing = [i for i in pending if answers[i] is None]
+        if not missing:
+            break
+        answers[missing[0]] = _process_failure(result, timeout, jobs[missing[0]].loader)
+        pending = missing[1:]
+    return [a or {} for a in answers]
+
+
+def _process_failure(result, timeout: float, loader: str) -> dict:
     tail = [line for line in ((result.stderr or "") + (result.stdout or "")).strip().splitlines() if line.strip()]
     if result.timed_out:
         error = f"timed out after {timeout:.0f} s (TFREBUILD_SMOKE_TIMEOUT)"
@@ -184,6 +218,14 @@ def run_script(env: Path, folder: Path, model: prof.SmokeModel, loader: str, mod
     else:
         error = (tail[-1] if tail else f"exit code {result.returncode}")[:600]
     return {"ok": False, "stage": "process", "error": error, "outputs": [], "loader": loader, "keras": ""}
+
+
+def run_script(env: Path, folder: Path, model: prof.SmokeModel, loader: str, mode: str, tag: str, *,
+               timeout: float, extra: dict[str, str] | None = None, extra_path: str = "",
+               log: Path | None = None) -> dict:
+    """One model alone in ``env`` (:func:`run_batch`)."""
+    return run_batch(env, [Job(folder, model, loader, mode, tag)], timeout=timeout, extra=extra,
+                     extra_path=extra_path, log=log)[0]
 
 
 # --- the gate ------------------------------------------------------------------------------------------------
@@ -231,15 +273,12 @@ class Gate:
     def _reference_all(self) -> None:
         start = time.monotonic()
         try:
-            for i, model in enumerate(self.models):
-                folder = self.folder / _slug(i, model.path)
-                if self.stopped:
-                    return
-                if self.current is None or not os.path.exists(model.path) or not self.loaders[i]:
-                    continue
-                answer = run_script(self.current, folder, model, self.loaders[i], "reference", "reference",
-                                    timeout=self.timeout)
-                self.references[i] = _Reference(folder, answer)
+            runnable = [i for i, m in enumerate(self.models) if os.path.exists(m.path) and self.loaders[i]]
+            if self.current is not None and runnable and not self.stopped:
+                jobs = [Job(self._folder(i), self.models[i], self.loaders[i], "reference", "reference")
+                        for i in runnable]
+                for i, job, answer in zip(runnable, jobs, run_batch(self.current, jobs, timeout=self.timeout)):
+                    self.references[i] = _Reference(job.folder, answer)
         except BaseException as exc:  # noqa: BLE001 - handed to wait()
             self._error = exc
         self.reference_seconds = time.monotonic() - start
@@ -256,23 +295,31 @@ class Gate:
     def check(self, env: Path, tf_version: str = "") -> list[ModelRow]:
         """Load, run and compare every model in ``env``; one row each (the retries for Keras 3 refusals included)."""
         self.wait()
-        rows = []
-        for i, model in enumerate(self.models):
-            rows.append(self._check_one(i, model, env, tf_version))
+        rows = [self._before(i, model) for i, model in enumerate(self.models)]
+        todo = [i for i, row in enumerate(rows) if not row.verdict]
+        mode = "compare" if self.current is not None else "load"
+        jobs = [Job(self._folder(i), self.models[i], self.loaders[i], mode, "staged") for i in todo]
+        for i, answer in zip(todo, run_batch(env, jobs, timeout=self.timeout, log=self.log) if jobs else []):
+            row = rows[i]
+            _fill(row, answer)
+            if row.verdict == "does not load" and row.loader == "keras" and answer.get("keras", "").startswith(
+                    "keras 3"):
+                self._ways_out(row, i, self.models[i], env, self._folder(i), tf_version, mode)
         return rows
 
-    def _check_one(self, i: int, model: prof.SmokeModel, env: Path, tf_version: str) -> ModelRow:
+    def _folder(self, i: int) -> Path:
+        return (self.folder or Path(".")) / _slug(i, self.models[i].path)
+
+    def _before(self, i: int, model: prof.SmokeModel) -> ModelRow:
+        """The row as far as it is known before the new env runs the model (a verdict when it will not run)."""
         loader = self.loaders[i]
         row = ModelRow(path=model.path, loader=loader or model.loader, verdict="", rtol=model.rtol, atol=model.atol)
         if not os.path.exists(model.path):
             row.verdict, row.reason = "missing", f"{model.path} does not exist (listed in [[smoke.models]])"
-            return row
-        if not loader:
+        elif not loader:
             row.verdict, row.reason = "skipped", "not a format auto can load (set loader in [[smoke.models]])"
-            return row
-        folder = (self.folder or Path(".")) / _slug(i, model.path)
-        ref = self.references.get(i)
-        if self.current is not None:
+        elif self.current is not None:
+            ref = self.references.get(i)
             if ref is None or not ref.answer.get("ok"):
                 answer = ref.answer if ref is not None else {}
                 row.verdict = "skipped"
@@ -280,13 +327,8 @@ class Gate:
                 row.error = answer.get("error", "")
                 row.reason = (f"the current env cannot {'load' if row.stage in ('load', 'import') else 'run'} it "
                               f"either: {row.error}" if row.error else "the current env gave no answer")
-                return row
-            row.reference_load_seconds = ref.answer.get("load_seconds")
-        mode = "compare" if self.current is not None else "load"
-        answer = run_script(env, folder, model, loader, mode, "staged", timeout=self.timeout, log=self.log)
-        _fill(row, answer)
-        if row.verdict == "does not load" and loader == "keras" and answer.get("keras", "").startswith("keras 3"):
-            self._ways_out(row, i, model, env, folder, tf_version, mode)
+            else:
+                row.reference_load_seconds = ref.answer.get("load_seconds")
         return row
 
     def _ways_out(self, row: ModelRow, i: int, model: prof.SmokeModel, env: Path, folder: Path, tf_version: str,

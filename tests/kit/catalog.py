@@ -267,7 +267,7 @@ _TF_FAKEMODEL = '''\
 SavedModel folder (with ``keras_metadata.pb`` when "Keras 2 made it"). Optional keys make it depend on the
 TensorFlow that loads it: ``min_tf``/``max_tf`` ("2.18": refused below/above that minor, as a model using an op
 another release lacks), ``drift`` ({"2.20": 0.5}: every output moves by 0.5 from TF 2.20 on, as numerics change
-between releases), ``input_name``.
+between releases), ``crash_tf`` (the process dies loading it from that minor on), ``input_name``.
 """
 import json
 import os
@@ -293,6 +293,12 @@ class Model(object):
         if doc.get("max_tf") and now > _minor(doc["max_tf"]):
             raise ValueError("Unable to load %s: op FakeLegacyOp was removed after TensorFlow %s (this is %s)"
                              % (path, doc["max_tf"], _tf.__version__))
+        if doc.get("crash_tf") and now >= _minor(doc["crash_tf"]):  # a native crash ends the whole process
+            import sys
+
+            sys.stderr.write("Fatal Python error: Segmentation fault (fake, loading %s)\\n" % path)
+            sys.stderr.flush()
+            os._exit(139)
         self.doc = doc
         self.inputs = [Spec([None, len(doc["weights"])], "float32", doc.get("input_name", "x"))]
         self.drift = sum(amount for since, amount in (doc.get("drift") or {}).items() if now >= _minor(since))
