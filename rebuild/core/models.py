@@ -8,8 +8,9 @@ that the new env no longer loads only because ``tf.keras`` became Keras 3 is tri
 and ``TF_USE_LEGACY_KERAS=1``) and, for a SavedModel, through ``tf.saved_model.load`` and
 ``keras.layers.TFSMLayer``; each way is reported with whether it passed.
 
-Every model run is one process of the env's own interpreter running ``_models.py`` (stdlib, NumPy, TensorFlow):
-one load and one batch per model per env. Nothing is written inside an env or beside a model.
+The models of one env run in one process of that env's interpreter running ``_models.py`` (stdlib, NumPy,
+TensorFlow; :func:`run_batch`): TensorFlow is imported once, each model loaded once and run on one batch. Nothing
+is written inside an env or beside a model.
 """
 
 from __future__ import annotations
