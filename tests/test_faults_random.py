@@ -377,11 +377,16 @@ def test_tfrebuild_killed_alone_while_uv_runs(env2, kit_env, kit_index):
     assert_recovers(kit_env, env2)
 
 
-def test_proc_run_children_die_with_their_parent(tmp_path):
-    """``proc.run``'s child gets SIGKILL when the process that ran it dies (PR_SET_PDEATHSIG)."""
+@pytest.mark.parametrize("threaded", [False, True], ids=["main thread", "from a thread"])
+def test_proc_run_children_die_with_their_parent(tmp_path, threaded):
+    """``proc.run``'s child gets SIGKILL when the process that ran it dies (PR_SET_PDEATHSIG through
+    ``setpriv``, no ``preexec_fn``), also when a thread started it (the plan starts interpreters from threads)."""
     pidfile = tmp_path / "pid"
     child_code = f"import os, time; open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
-    code = f"from rebuild.util import proc; import sys; proc.run([sys.executable, '-c', {child_code!r}], timeout=120)"
+    call = f"proc.run, args=([sys.executable, '-c', {child_code!r}],), kwargs={{'timeout': 120}}"
+    code = (f"from rebuild.util import proc; import sys, threading; t = threading.Thread(target={call}); "
+            "t.start(); t.join()") if threaded else (
+        f"from rebuild.util import proc; import sys; proc.run([sys.executable, '-c', {child_code!r}], timeout=120)")
     parent = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
     deadline = time.monotonic() + 30
     while not (pidfile.exists() and pidfile.read_text()) and time.monotonic() < deadline:

@@ -24,7 +24,7 @@ from rebuild.store import recovery
 from rebuild.store.disk import exclusive_usage
 from rebuild.store.records import Generation
 from rebuild.store.store import Store
-from rebuild.util import proc, signals
+from rebuild.util import distinfo, proc, signals
 
 
 _RECOVERED_AT_OPEN: dict[str, str] = {}
@@ -152,6 +152,10 @@ def rollback(env=None, to: int | None = None, *, yes: bool = False, force: bool 
     store = open_store(env)
     with store.lock("tfrebuild rollback" + (f" --to {to}" if to is not None else "")):
         recovered = recover(store)
+        from rebuild.commands import outside
+
+        adopted = outside.adopt_text(store, outside.adopt(store))  # an env recreated by hand: a generation first
+        recovered = "; ".join(filter(None, (recovered, adopted))) or None
         current = store.current
         target_n = to if to is not None else store.previous_number
         if target_n is None:
@@ -341,17 +345,15 @@ class Diff:
 def tree_pins(tree: Path) -> dict[str, str] | None:
     """What a generation's tree holds now, read from its site-packages' ``*.dist-info`` folders (an in-place
     ``pip install`` after the generation was recorded shows here); None when the tree is gone."""
-    from packaging.utils import canonicalize_name
-
     sites = [s for s in tree.glob("lib*/python*/site-packages") if s.is_dir()]
     if not sites:
         return None
     pins: dict[str, str] = {}
     for site in sites:
         for info in site.glob("*.dist-info"):
-            name, _, version = info.name[: -len(".dist-info")].partition("-")
-            if name and version:
-                pins[canonicalize_name(name)] = version
+            parsed = distinfo.parse(info.name)
+            if parsed is not None:
+                pins[parsed[0]] = parsed[1]
     return pins
 
 
@@ -420,6 +422,7 @@ def _gc_generations(env, keep: int, *, dry_run: bool, yes: bool,
     store = open_store(env)
     with store.lock("tfrebuild gc"):
         recovered = recover(store)
+        store.check_current()  # the tree outranks the store: a store.toml that disagrees deletes nothing
         gens = store.generations()
         newest_first = sorted((g.number for g in gens), reverse=True)
         # --keep N keeps N generations: the current one, then the previous one (the rollback target), then
@@ -481,7 +484,13 @@ def _project_status(store: Store | None, env: Path) -> str:
 
 
 def _drift(store: Store) -> str:
-    """The env's TensorFlow now against the one its generation recorded (a project's tool may have re-synced it)."""
+    """The env's TensorFlow now against the one its generation recorded (a project's tool may have re-synced it);
+    first, whether the tree at the path is the recorded one at all (recreated, or packages changed in place)."""
+    from rebuild.commands import outside
+
+    found = outside.detect(store)
+    if found is not None:
+        return found.sentence(store.env)
     name, _, version = store.current.tensorflow.partition(" ")
     pins = tree_pins(store.env) or {}
     from packaging.utils import canonicalize_name

@@ -70,7 +70,7 @@ def links_in(trees: list[Path]) -> dict[tuple[int, int], int]:
 
     found: dict[tuple[int, int], int] = {}
     for tree in trees:
-        for folder, dirs, files in os.walk(tree):  # os.walk does not follow links to folders
+        for folder, _dirs, files in os.walk(tree):  # os.walk does not follow links to folders
             if os.path.basename(folder) != "__pycache__":
                 continue
             for name in files:
@@ -202,6 +202,9 @@ def usable_cache(where: Path, owner_of: Path | None = None) -> Path | None:
         return None
     if here.st_dev != there.st_dev or here.st_uid != os.geteuid():
         return None
+    from rebuild.store import trust
+
+    trust.check_cache(cache)  # a cache someone else can write would plant pycs: refused, naming whose it is
     return cache
 
 

@@ -62,6 +62,7 @@ class FindingId(StrEnum):
     BROKEN_REQUIREMENT = "broken-requirement", "error"
     MISSING_REQUIREMENT = "missing-requirement", "error"
     TF_VARIANT_REQUIREMENT = "tf-variant-requirement", "info"
+    IMPORT_FAILING = "import-failing", "error"
     # checks that could not run
     INDEX_UNREACHABLE = "index-unreachable", "warning"
     TARGET_UNKNOWN = "target-unknown", "warning"

@@ -51,9 +51,9 @@ def _candidate_paths() -> list[tuple[Path, str]]:
                 found.append((Path(exe), "pyenv"))
     for base in (Path.home() / "miniconda3", Path.home() / "anaconda3", Path.home() / "miniforge3",
                  Path("/opt/conda")):
-        for exe in [base / "bin" / "python3"] + sorted(Path(p) for p in glob.glob(str(base / "envs" / "*" / "bin" / "python3"))):
-            if exe.exists():
-                found.append((exe, "conda"))
+        for path in [base / "bin" / "python3"] + sorted(Path(p) for p in glob.glob(str(base / "envs" / "*" / "bin" / "python3"))):
+            if path.exists():
+                found.append((path, "conda"))
     for folder in ("/usr/local/bin", "/usr/bin"):
         for exe in sorted(glob.glob(f"{folder}/python3.[0-9]*")):
             if not exe.endswith("-config") and Path(exe).name.count(".") == 1:

@@ -338,7 +338,7 @@ def _compiled_pair(env: Path, root: Path, files: tuple[str, ...], all_ins: list[
                 reverts=reverts, how=reqfiles.describe(header, text))
     pinned = reqfiles.pins(text)
     installed = reqfiles.installed(env)
-    from rebuild.env.snapshot import SELF
+    from rebuild import SELF
 
     extra = sorted(n for n in installed if n not in pinned and n not in SEED_PACKAGES and n not in SELF)
     if extra:

@@ -49,6 +49,12 @@ def _recorded_env(state: Path) -> str | None:
     """``env`` of ``state/store.toml`` (``None`` when unreadable); never follows a symlinked state folder."""
     if os.path.islink(state) or not os.path.isfile(state / "store.toml"):
         return None
+    from rebuild.store import trust
+
+    try:
+        trust.check_state(state, state.parent)  # a stranger's folder is never read (nor moved)
+    except UserError:
+        return None
     try:
         recorded = read_toml(state / "store.toml", "state file").get("env")
     except (UserError, OSError):

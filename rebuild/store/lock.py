@@ -177,8 +177,10 @@ class Lock:
         """flock the state folder itself; ``None`` where the filesystem cannot (NFS: the lock file alone)."""
         if fcntl is None:  # pragma: no cover
             raise UserError("tfrebuild needs a POSIX system (fcntl) to lock environments")
+        from rebuild.store import trust
+
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            trust.make_state_dir(self.path.parent, self.env)  # a folder already there must be trusted
             fd = os.open(self.path.parent, os.O_RDONLY | _DIRECTORY | _NOFOLLOW | _CLOEXEC)
         except PermissionError as exc:
             raise UserError(f"Cannot lock {self.env}: permission denied on {self.path.parent}",
@@ -187,6 +189,11 @@ class Lock:
             raise UserError(f"Cannot lock {self.env}: {self.path.parent} is not a folder ({exc.strerror or exc})",
                             hint="tfrebuild never follows links in its state folder; move that entry away.",
                             exit_code=1) from exc
+        try:
+            trust.check_fd(fd, self.path.parent, self.env)  # the folder locked is the folder checked
+        except BaseException:
+            os.close(fd)
+            raise
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -78,6 +78,7 @@ class Operations:
         removed and the error raised); old-moved: the old tree, now at ``source``, parked at
         ``old_dest``; recorded: ``record()`` writes the TOML files.
         """
+        self._refuse_links(source)  # nothing moves through a link, ever: checked right before the exchange
         try:
             method = swap.exchange(self.env, source)
         except BaseException:
@@ -94,6 +95,18 @@ class Operations:
         record()
         self.update_journal(step="recorded")
         fault_point("upgrade.recorded") if upgrade else fault_point("rollback.recorded")
+
+
+    def _refuse_links(self, tree: Path) -> None:
+        """:class:`UserError` unless ``tree`` and every folder from the state folder down to it are real folders
+        (``lstat``): a ``generations`` or ``staging`` folder replaced by a link would exchange trees outside."""
+        folder = self.state
+        for part in ("",) + abs_path(tree).relative_to(self.state).parts:  # lexical: links are not resolved
+            folder = folder / part if part else folder
+            if not stat.S_ISDIR(os.lstat(folder).st_mode):
+                raise UserError(f"{folder} in the tfrebuild state folder is a symbolic link or not a folder: nothing "
+                                "was exchanged", hint=f"tfrebuild never moves a tree through a link. Check what it "
+                                f"points at and put the real folder back in {self.state}.", exit_code=1)
 
 
     def _check_new_tree(self, new_tree: Path) -> tuple[Path, os.stat_result]:
@@ -229,6 +242,7 @@ class Operations:
         inside the state folder.  Files hard-linked elsewhere are not counted as freed.
         """
         with self.lock(f"tfrebuild gc generation {n}"):
+            self.check_current()  # the store must agree with the tree at E before anything is deleted
             if n == self.current_number:
                 raise UserError(f"Generation {n} is the current environment; it cannot be deleted",
                                 hint="Roll back or upgrade first.")

@@ -60,6 +60,7 @@ from rebuild.errors import UserError
 from rebuild.store.journal import Journal, check_id, now_iso
 from rebuild.store.lock import Lock, pid_alive
 from rebuild.store.records import Generation, read_toml, toml_int
+from rebuild.store import trust
 from rebuild.store.trees import abs_path, key, key_or_none, safe_rmtree
 from rebuild.util import fs
 from rebuild.store.location import _migrate_legacy, _parent_key, env_path, state_dir
@@ -139,7 +140,10 @@ class Store(Operations):
         for part in ("",) + rel.parts:
             current = current / part if part else current
             try:
-                os.mkdir(current)
+                if part:
+                    os.mkdir(current, 0o755)  # never writable by others, whatever the umask
+                else:
+                    trust.make_state_dir(current, self.env)
             except FileExistsError:
                 pass
             except OSError as exc:
@@ -162,8 +166,11 @@ class Store(Operations):
             raise UserError(f"The tfrebuild state folder {state} is a symbolic link",
                             hint="tfrebuild never follows links in its state folder. Remove the link; if it "
                             "pointed at this environment's real state folder, move that folder here.", exit_code=1)
+        trust.check_state(state, env)  # before anything in it is read: the user's (or the env owner's) only
         store_file = state / "store.toml"
         if not store_file.is_file():
+            if os.path.lexists(state) and not trust.created_here(state):
+                raise trust.not_created_error(state)
             return None
         store = cls(env, {})
         store.reload()
@@ -171,6 +178,7 @@ class Store(Operations):
 
     def reload(self) -> None:
         """Re-read ``store.toml`` (done automatically when the lock is taken)."""
+        trust.check_state(self.state, self.env)  # again under the lock: what is read is what was checked
         if not self.store_file.is_file():
             return
         data = read_toml(self.store_file, "state file")
@@ -217,8 +225,15 @@ class Store(Operations):
 
     @classmethod
     def unmanaged(cls, env: Path) -> Store:
-        """A store object for an env tfrebuild does not manage yet: it can be locked, then :meth:`adopt` it."""
-        return cls(abs_path(env), {})
+        """A store object for an env tfrebuild does not manage yet: it can be locked, then :meth:`adopt` it.
+
+        A state folder already there must be trusted and made by tfrebuild (:mod:`rebuild.store.trust`)."""
+        store = cls(abs_path(env), {})
+        if os.path.lexists(store.state):
+            trust.check_state(store.state, store.env)
+            if not trust.created_here(store.state):
+                raise trust.not_created_error(store.state)
+        return store
     @property
     def managed(self) -> bool:
         return self.store_file.is_file()
@@ -238,10 +253,7 @@ class Store(Operations):
         if self.managed:
             raise UserError(f"{env} is already managed by tfrebuild", hint=f"Its state lives in {state}.")
         try:
-            state.mkdir(exist_ok=True)
-            if os.path.islink(state):
-                raise UserError(f"Cannot create the tfrebuild state folder {state}: something else is there",
-                                hint="Move it away and try again.")
+            trust.make_state_dir(state, env)  # one there already: trusted and made by tfrebuild, else refused
         except PermissionError as exc:
             raise UserError(f"Cannot create {state}: permission denied",
                             hint=f"tfrebuild keeps its state beside the environment; you need write access to {env.parent}.") from exc

@@ -17,13 +17,14 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Sequence
 
 from rebuild.errors import UserError
 from rebuild.util import proc
+from rebuild.util.proc import redact_line
 
 #: uv's variables that narrow a resolution: an install of a lock must not see them.
 RESOLVE_ONLY = ("UV_CONSTRAINT", "UV_BUILD_CONSTRAINT", "UV_OVERRIDE")
-from rebuild.util.proc import redact_line
 
 #: What :func:`run` returns: the runner's result (``args``, ``returncode``, ``stdout``, ``stderr``, ``seconds``).
 UvResult = proc.Result
@@ -67,9 +68,9 @@ def _base_of(url: str) -> str:
     return re.sub(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]*@", r"\1", url).rstrip("/")
 
 
-def _source(url: str, sources) -> tuple[str, str]:
+def _source(url: str, sources: Sequence[tuple[str, str]]) -> tuple[str, str]:
     """(noun, shown URL): the configured source ``url`` belongs to, credentials redacted."""
-    from rebuild.index.config import redact
+    redact = proc.redact_line
 
     for kind, configured in sources:
         base = _base_of(configured)
@@ -105,7 +106,7 @@ def _reason(causes: list[str]) -> tuple[str, str]:
     return (causes[-1] if causes else "the request failed"), ""
 
 
-def network_failure(stderr: str, sources=()) -> UserError | None:
+def network_failure(stderr: str, sources: Sequence[tuple[str, str]] = ()) -> UserError | None:
     """uv's stderr as a network or index error (exit 1) naming the source, or ``None`` when it is something else.
 
     ``sources`` are the configured ``(noun, url)`` pairs ("the package index", URL): a failing URL under one of
@@ -152,10 +153,60 @@ def network_failure(stderr: str, sources=()) -> UserError | None:
     return None
 
 
-def index_sources(index) -> list[tuple[str, str]]:
+def index_sources(index: Any) -> list[tuple[str, str]]:  # an env.profile.Index (util imports no layer above)
     """The ``(noun, url)`` pairs of an :class:`~rebuild.env.profile.Index`, for :func:`network_failure`."""
     out = [] if index.no_index else [("the package index", u) for u in [index.index_url, *index.extra_index_urls] if u]
     return out + [("the --find-links location", f) for f in index.find_links if f]
+
+
+#: uv's index options and the variable uv reads for each when the option is absent (with its separator:
+#: ``UV_INDEX`` and ``UV_EXTRA_INDEX_URL`` take a space-separated list, ``UV_FIND_LINKS`` a comma-separated one).
+_INDEX_OPTIONS = {
+    "--index": ("UV_INDEX", " "), "--default-index": ("UV_DEFAULT_INDEX", ""),
+    "--index-url": ("UV_INDEX_URL", ""), "-i": ("UV_INDEX_URL", ""),
+    "--extra-index-url": ("UV_EXTRA_INDEX_URL", " "), "--find-links": ("UV_FIND_LINKS", ","),
+    "-f": ("UV_FIND_LINKS", ","),
+}
+_USERINFO = re.compile(r"://[^/@\s]*@")
+
+
+def secrets_to_environment(args: list[str]) -> tuple[list[str], dict[str, str]]:
+    """``args`` without any index or find-links URL that carries credentials, and the variables that give uv
+    those options instead.
+
+    A process's command line is readable by every user (``/proc/PID/cmdline``), its environment only by its
+    owner. So every value of an option one of whose values holds ``user:password@`` (or a token) leaves the
+    command line for uv's own variable for that option (all its values, in their order: uv reads the variable
+    only when the option is absent); options without credentials stay where they are.
+    """
+    pairs: list[tuple[str, str, int]] = []  # (option, value, index of the option in args)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        name, eq, value = arg.partition("=")
+        if arg in _INDEX_OPTIONS and i + 1 < len(args):
+            pairs.append((arg, args[i + 1], i))
+            i += 2
+            continue
+        if eq and name in _INDEX_OPTIONS and name.startswith("--"):
+            pairs.append((name, value, i))
+        i += 1
+    secret_vars = {_INDEX_OPTIONS[opt][0] for opt, value, _ in pairs if _USERINFO.search(value)}
+    if not secret_vars:
+        return list(args), {}
+    drop: set[int] = set()
+    values: dict[str, list[str]] = {}
+    for opt, value, at in pairs:
+        var, sep = _INDEX_OPTIONS[opt]
+        if var not in secret_vars:
+            continue
+        drop.add(at)
+        if args[at] == opt:
+            drop.add(at + 1)
+        values.setdefault(var, []).append(value)
+    seps = dict(_INDEX_OPTIONS.values())
+    env = {var: (seps[var].join(vals) if seps[var] else vals[-1]) for var, vals in values.items()}
+    return [a for n, a in enumerate(args) if n not in drop], env
 
 
 def run(
@@ -168,7 +219,7 @@ def run(
     check: bool = True,
     cwd: Path | None = None,
     what: str = "uv",
-    sources=(),
+    sources: Sequence[tuple[str, str]] = (),
     for_install: bool = False,
 ) -> UvResult:
     """Run ``uv <args>`` and return its output.
@@ -184,8 +235,10 @@ def run(
     cmd = [uv_bin()]
     if not allow_python_downloads:
         cmd.append("--no-python-downloads")
-    cmd += [str(a) for a in args]
+    args, secret_env = secrets_to_environment([str(a) for a in args])  # no password in any argv
+    cmd += args
     run_env = proc.clean_environ(env)
+    run_env.update(secret_env)
     if for_install:
         for name in RESOLVE_ONLY:
             run_env.pop(name, None)
