@@ -276,3 +276,16 @@ def test_apply_models_foreign_imports_need_consent_and_existing_env_compares(mak
     r = run(other, models=[str(fake_model(tmp_path / "n.h5", drift={"2.18": -1e-7}))])
     assert {Path(m.path).name: m.verdict for m in r.models} == {"m.h5": "match", "n.h5": "match"}
     assert (Store.open(other).generation_dir(2) / "models.json").is_file()
+
+
+def test_target_search_lands_where_the_models_pass(make_venv, kit_env, kit_index, tmp_path):
+    """--to latest: a model Keras 3 refuses is one more check the landing point must pass (the search of issue 20
+    keeps Keras 2, and the model then matches)."""
+    venv = make_venv("v", ["tensorflow-cpu==2.15.1"])
+    folder = keras2_saved_model(tmp_path / "k2model")
+    res = upgrade(kit_env, kit_index, venv, "--model", str(folder))
+    assert res.code == 0, str(res)
+    doc = res.json()
+    (row,) = doc["models"]
+    assert row["verdict"] == "match" and row["keras"].startswith("tf_keras")
+    assert [t["passed"] for t in doc["tries"]][-1] is True and not doc["tries"][0]["passed"], doc["tries"]

@@ -183,8 +183,9 @@ def run(spec: Spec, result: TransactionResult) -> TransactionResult:
     return result
 
 
-def rescue_log(log: Path | None) -> Path | None:
-    """Move ``log`` out of a state folder that is about to be removed; the path it now has (or ``None``)."""
+def rescue_log(log: Path | None, copy: bool = False) -> Path | None:
+    """Move (or ``copy``) ``log`` out of a state folder that is about to be removed; the path it now has (or
+    ``None``)."""
     import tempfile
 
     if log is None or not os.path.isfile(log) or os.path.islink(log):
@@ -193,7 +194,10 @@ def rescue_log(log: Path | None) -> Path | None:
         folder = Path(tempfile.gettempdir()) / "tfrebuild-logs"
         folder.mkdir(mode=0o700, exist_ok=True)
         dest = folder / Path(log).name
-        shutil.move(str(log), dest)
+        if copy:
+            shutil.copyfile(log, dest)
+        else:
+            shutil.move(str(log), dest)
     except OSError:
         return None
     return dest
@@ -246,9 +250,29 @@ def _discard(spec: Spec, number: int, adopted_now: bool) -> Path | None:
     store.commit()
     kept = None
     if adopted_now:  # leave no trace: the env was not managed before this run (but keep the log it names)
-        kept = rescue_log(spec.log)
-        shutil.rmtree(store.state, ignore_errors=True)
+        kept = rescue_log(spec.log, copy=True)
+        _unadopt(store)
     return kept
+
+
+def _unadopt(store: Store) -> None:
+    """Take back what adopting the env put in its state folder (the record, generation 1, staging): the env is
+    unmanaged again. The folder itself, its creation record, the lock this run holds and the logs stay for the
+    caller, which removes the folder when it lets go; meanwhile a target search may try again under the same lock."""
+    from rebuild.store import trust
+
+    keep = {trust.CREATED, store.lock_path.name, "logs"}
+    for entry in os.listdir(store.state):
+        path = store.state / entry
+        if entry in keep:
+            continue
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
 
 
 def _move_into_place(spec: Spec, tree: Path, result: TransactionResult) -> None:
