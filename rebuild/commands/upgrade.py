@@ -348,7 +348,7 @@ def _run_transaction(store, the_plan, opts, op, log, progress, result, command, 
         before_swap=lambda: refusals.refuse(store.env, force=opts.force), progress=progress, project=step,
         deep_check=opts.check == "import",
         models=models.Gate(intent.smoke.models, current=store.env, index=the_plan.index_live, offline=opts.offline,
-                           log=log)), result)
+                           log=log), keep_state=True), result)
 
 
 def _generation_with(store: Store, the_plan: planning.Plan) -> int | None:

@@ -103,6 +103,8 @@ class Spec:
     project: Any = None  # a project step (rebuild.project.step.UvStep): builds the env, its files follow the swap
     deep_check: bool = False  # --check import: the TensorFlow import again at the path after the swap
     models: Any = None  # a rebuild.core.models.Gate: the user's models load and answer the same before the swap
+    keep_state: bool = False  # an env adopted by this run: a failure takes the adoption back but leaves the state
+    # folder (its creation record, the held lock, the log) to the caller, which may try again (upgrade's target search)
 
 
 def run(spec: Spec, result: TransactionResult) -> TransactionResult:
@@ -183,9 +185,8 @@ def run(spec: Spec, result: TransactionResult) -> TransactionResult:
     return result
 
 
-def rescue_log(log: Path | None, copy: bool = False) -> Path | None:
-    """Move (or ``copy``) ``log`` out of a state folder that is about to be removed; the path it now has (or
-    ``None``)."""
+def rescue_log(log: Path | None) -> Path | None:
+    """Move ``log`` out of a state folder that is about to be removed; the path it now has (or ``None``)."""
     import tempfile
 
     if log is None or not os.path.isfile(log) or os.path.islink(log):
@@ -194,10 +195,7 @@ def rescue_log(log: Path | None, copy: bool = False) -> Path | None:
         folder = Path(tempfile.gettempdir()) / "tfrebuild-logs"
         folder.mkdir(mode=0o700, exist_ok=True)
         dest = folder / Path(log).name
-        if copy:
-            shutil.copyfile(log, dest)
-        else:
-            shutil.move(str(log), dest)
+        shutil.move(str(log), dest)
     except OSError:
         return None
     return dest
@@ -249,9 +247,11 @@ def _discard(spec: Spec, number: int, adopted_now: bool) -> Path | None:
         shutil.rmtree(store.generation_dir(number), ignore_errors=True)
     store.commit()
     kept = None
-    if adopted_now:  # leave no trace: the env was not managed before this run (but keep the log it names)
-        kept = rescue_log(spec.log, copy=True)
+    if adopted_now and spec.keep_state:  # the caller removes the folder when it lets go (and keeps the log)
         _unadopt(store)
+    elif adopted_now:  # leave no trace: the env was not managed before this run (but keep the log it names)
+        kept = rescue_log(spec.log)
+        shutil.rmtree(store.state, ignore_errors=True)
     return kept
 
 
