@@ -56,6 +56,7 @@ class Options:
     holds: list[str] = field(default_factory=list)  # requirement lines a search's fix adds ("setuptools<81")
     build_constraints: list[str] = field(default_factory=list)  # --build-constraint files (sdists' build deps)
     search: bool = True  # --to latest: try lower releases when the checks fail (core/search.py)
+    explain: bool = True  # a conflict names the newest release that resolves (resolutions; the search skips it)
     models: list[str] = field(default_factory=list)  # --model PATH: saved models the new env must load the same
 
     def __post_init__(self) -> None:
@@ -323,8 +324,9 @@ def _survey(opts: Options) -> _Survey:
     if loc.bare:
         raise UserError(f"{loc.python} is a bare interpreter, not a virtual environment.",
                         "tfrebuild upgrades venv, virtualenv, uv and conda environments; create one first.")
-    if refusals.mount_point(loc.path):  # upgrade's refusal, said by plan too: a mount point cannot be swapped
-        raise refusals.mount_point(loc.path)
+    mounted = refusals.mount_point(loc.path)  # upgrade's refusal, said by plan too: a mount point cannot be swapped
+    if mounted is not None:
+        raise mounted
     data = probe.run(loc.python)
     current = build_profile(loc, data)
     override, trusted = load_override(opts, loc)
@@ -393,7 +395,7 @@ def build_constraint_files(opts: Options) -> list[str]:
     """``--build-constraint`` files, then ``UV_BUILD_CONSTRAINT``'s (space-separated): they reach every uv call that
     may build an sdist (resolution and install; uv drops the variable from an install's environment)."""
     given = [str(Path(f).expanduser().resolve()) for f in opts.build_constraints]
-    for given_path, path in zip(opts.build_constraints, given):
+    for given_path, path in zip(opts.build_constraints, given, strict=True):
         if not Path(path).is_file():
             raise UserError(f"The build constraint file {given_path} given with --build-constraint does not exist or "
                             "is not a file.", "Pass an existing requirements-style file. Nothing was changed.")
@@ -427,7 +429,8 @@ def _resolve(inputs: resolve.Inputs, survey: _Survey, tf_new: str, python_versio
         resolved = resolve.resolve(inputs, tf_new, target_requires)
     except resolve.ResolutionFailed as exc:
         companions = blocking_companions(survey.loc, survey.data, tf_new, tf, python_version, index, opts)
-        err = conflict_error(inputs, tf_new, tf_old, exc.explanation, companions)
+        err = conflict_error(inputs, tf_new, tf_old, exc.explanation, companions, look_lower=opts.explain,
+                             env=survey.loc.path, profile=opts.profile)
         err.inputs, err.tf_new, err.tf_old = inputs, tf_new, tf_old  # for the target search (commands/upgrade)
         raise err from None
     variants = [v for v in TF_DISTRIBUTIONS if v in resolved.pins]
@@ -444,7 +447,8 @@ def _resolve(inputs: resolve.Inputs, survey: _Survey, tf_new: str, python_versio
     try:
         return resolve.resolve(inputs, tf_new), note
     except resolve.ResolutionFailed as exc:
-        raise conflict_error(inputs, tf_new, tf_old, exc.explanation) from None
+        raise conflict_error(inputs, tf_new, tf_old, exc.explanation, env=survey.loc.path,
+                             profile=opts.profile) from None
 
 
 def _switch_reason(survey: _Survey, resolved: resolve.Resolved, tf: str, route: str, variant_note: str) -> str:
@@ -553,7 +557,8 @@ def _checked_findings(survey: _Survey, resolved: resolve.Resolved, tf_new: str, 
                     f.fixed_by_rebuild, f.affects_new_env = True, False
     from rebuild.doctor import judge
 
-    return judge.agree(findings, resolved.pins)  # what the pre-flight says is what this plan does
+    findings = judge.agree(findings, resolved.pins, opts.strategy)  # what the pre-flight says is what this plan does
+    return findings + judge.numpy_abi(resolved.pins, survey.data.get("distributions") or [])
 
 
 def blocking_findings(findings: list) -> list:
@@ -637,10 +642,17 @@ def make_plan(opts: Options, progress=None, log: Path | None = None) -> Plan:
     notes += _route_notes(survey, tf, extras, route, variant_note)
     dependents = keras2_dependents(survey.requires)
     notes += _keras_notes(tf_old, tf_new, keras_legacy, resolved.pins.get("tf-keras", ""), dependents)
+    if keras_legacy and opts.keras == Keras.AUTO and step.keras2 and _keras_major(tf_old) == 2:
+        notes.append(f"Keras 2 kept (--keras auto): {', '.join(step.keras2)} need(s) it (the companion table, "
+                     "rebuild/knowledge/data/companions.toml); --keras 3 forces Keras 3")
     notes += _dropped_notes(survey.pins, resolved, tf_old, tf_new)
     notes += _requested_notes(survey)
     project, project_requirement = _project(project, tf, tf_new)
     notes += list(project.notes) if project is not None and project.drivable else []
+    if project is not None and project.drivable:  # the user's edits to the project files: the starting point
+        from rebuild.project import files as project_files
+
+        notes += project_files.edits_note(survey.loc.path)
     progress.stage("pre-flight", "doctor checks (run alongside the resolution)")
     findings = _checked_findings(survey, resolved, tf_new, tf, interp.version, index, opts, started)
     newer = newer_job.result()
@@ -770,7 +782,7 @@ def _lockable_target(project, survey: _Survey, inputs: resolve.Inputs, target: r
         why = cause or "see `uv lock`"
         return version, (f"{tf} {tf_new} cannot be locked for every Python the uv project supports ({why}); "
                          f"{version} is the newest that locks. {uvproject.lock_hint(first.reason)}")
-    raise first  # type: ignore[misc]
+    raise first
 
 
 def _next_lower(inputs: resolve.Inputs, version: str, floor: str) -> str | None:

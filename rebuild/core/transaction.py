@@ -103,8 +103,6 @@ class Spec:
     project: Any = None  # a project step (rebuild.project.step.UvStep): builds the env, its files follow the swap
     deep_check: bool = False  # --check import: the TensorFlow import again at the path after the swap
     models: Any = None  # a rebuild.core.models.Gate: the user's models load and answer the same before the swap
-    keep_state: bool = False  # an env adopted by this run: a failure takes the adoption back but leaves the state
-    # folder (its creation record, the held lock, the log) to the caller, which may try again (upgrade's target search)
 
 
 def run(spec: Spec, result: TransactionResult) -> TransactionResult:
@@ -247,32 +245,10 @@ def _discard(spec: Spec, number: int, adopted_now: bool) -> Path | None:
         shutil.rmtree(store.generation_dir(number), ignore_errors=True)
     store.commit()
     kept = None
-    if adopted_now and spec.keep_state:  # the caller removes the folder when it lets go (and keeps the log)
-        _unadopt(store)
-    elif adopted_now:  # leave no trace: the env was not managed before this run (but keep the log it names)
+    if adopted_now:  # leave no trace: the env was not managed before this run (but keep the log it names)
         kept = rescue_log(spec.log)
         shutil.rmtree(store.state, ignore_errors=True)
     return kept
-
-
-def _unadopt(store: Store) -> None:
-    """Take back what adopting the env put in its state folder (the record, generation 1, staging): the env is
-    unmanaged again. The folder itself, its creation record, the lock this run holds and the logs stay for the
-    caller, which removes the folder when it lets go; meanwhile a target search may try again under the same lock."""
-    from rebuild.store import trust
-
-    keep = {trust.CREATED, store.lock_path.name, "logs"}
-    for entry in os.listdir(store.state):
-        path = store.state / entry
-        if entry in keep:
-            continue
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
 
 
 def _move_into_place(spec: Spec, tree: Path, result: TransactionResult) -> None:
