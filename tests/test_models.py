@@ -289,3 +289,19 @@ def test_target_search_lands_where_the_models_pass(make_venv, kit_env, kit_index
     (row,) = doc["models"]
     assert row["verdict"] == "match" and row["keras"].startswith("tf_keras")
     assert [t["passed"] for t in doc["tries"]][-1] is True and not doc["tries"][0]["passed"], doc["tries"]
+
+
+def test_foreign_profile_model_imports_refused_by_upgrade_without_allow_commands(make_venv, kit_env, kit_index,
+                                                                                 tmp_path):
+    from rebuild.env import snapshot
+
+    venv = make_venv("v", ["tensorflow-cpu==2.15.1"])
+    profile = tmp_path / "foreign.toml"
+    p = snapshot.take(venv)
+    p.smoke.models = [prof.SmokeModel(str(fake_model(tmp_path / "m.h5")), imports=["theirpkg.layers"])]
+    snapshot.write(p, profile)
+    res = upgrade(kit_env, kit_index, venv, "--to", "2.18", "--profile", str(profile))
+    assert res.code == 2, str(res)
+    doc = res.json()
+    assert "--allow-commands" in doc["hint"] and f"model imports ({tmp_path / 'm.h5'}): theirpkg.layers" in doc["details"]
+    assert not state_dir(venv).exists()
