@@ -9,9 +9,8 @@ into them in place. The tree at the path is then not the one its current generat
   tfrebuild itself are left out of the comparison: a project's own sync reinstalls them).
 
 :func:`detect` says which (``status`` shows it); :func:`adopt` records the env as it is now as a new generation
-(its profile taken fresh, ``adopted: recreated outside tfrebuild``): ``upgrade`` does so for both kinds, before
-anything else, and ``rollback`` for a recreated env (a tree changed in place is parked as its generation, as
-before), so every earlier generation whose tree is kept stays available to ``rollback``. The generation whose tree was
+(its profile taken fresh, ``adopted: recreated outside tfrebuild``): ``upgrade`` and ``rollback`` do so before
+anything else, so every earlier generation whose tree is kept stays available to ``rollback``. The generation whose tree was
 lost keeps its record, profile and lock (``history`` shows its tree as missing).
 """
 
@@ -47,8 +46,8 @@ class Outside:
 
     def sentence(self, env: Path | str) -> str:
         return (f"{env} is not generation {self.generation} as tfrebuild recorded it: it was {self.kind} outside "
-                f"tfrebuild ({self.detail}); `tfrebuild upgrade`{' (or `rollback`)' if self.kind == 'recreated' else ''} "
-                "first adopts it as it is now as a new generation, so no generation is lost")
+                f"tfrebuild ({self.detail}); `tfrebuild upgrade` (or `rollback`) first adopts it as it is now as a new "
+                "generation, so no generation is lost")
 
 
 def _index_pins(pins: dict[str, str]) -> dict[str, str]:
@@ -132,13 +131,12 @@ def detect(store: Store) -> Outside | None:
     return Outside("changed in place", current.number, f"packages changed in place: {shown}")
 
 
-def adopt(store: Store, write_profile, progress=None, *, kinds=("recreated", "changed in place")
-          ) -> tuple[Outside, Generation] | None:
-    """If the tree at the path is not the current generation's (one of ``kinds``), record it as a new generation
+def adopt(store: Store, write_profile, progress=None) -> tuple[Outside, Generation] | None:
+    """If the tree at the path is not the current generation's, record it as a new generation
     (under the lock, which the caller holds; ``write_profile`` is :func:`rebuild.commands.generations.write_profile`).
     Returns what was found and the new generation, or None when nothing differs."""
     found = detect(store)
-    if found is None or found.kind not in kinds:
+    if found is None:
         return None
     if progress is not None:
         progress.note(found.sentence(store.env))
