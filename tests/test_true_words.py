@@ -116,6 +116,7 @@ def failing_sdist(tmp_path: Path) -> Path:
     return _failing_sdist(tmp_path / "sdists", "2.1")
 
 
+@pytest.mark.slow
 def test_build_failure_leads_with_the_package_and_uvs_first_error_line(make_venv, tmp_path: Path, kit_env,
                                                                        kit_index: Path, failing_sdist: Path) -> None:
     from tests.kit import build_wheel
@@ -311,6 +312,7 @@ def test_plan_on_a_mount_point_reports_upgrades_refusal(make_venv, tmp_path: Pat
         subprocess.run(["umount", str(point)], capture_output=True, timeout=30)
 
 
+@pytest.mark.slow
 def test_doctor_lists_each_interpreter_once(tmp_path: Path) -> None:
     from rebuild.doctor import checks_target
 
