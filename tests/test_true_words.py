@@ -46,6 +46,7 @@ def _hint_log(err: str) -> Path:
 # --------------------------------------------------------------------------- failure output
 
 
+@pytest.mark.slow
 def test_failed_import_shows_the_innermost_frame_and_logs_the_whole_traceback(make_venv, tmp_path: Path,
                                                                               cli) -> None:
     env = make_venv(tmp_path / "envs" / "deep", CLASSIC + ["fivedeep==1.0.0"])
@@ -167,6 +168,7 @@ def _fix_command(fix: str) -> list[str]:
     return shlex.split(found.group(1))
 
 
+@pytest.mark.slow
 def test_doctor_names_the_companion_release_that_moves_and_its_hint_works(make_venv, tmp_path: Path, cli,
                                                                          venv_run) -> None:
     env = make_venv(tmp_path / "envs" / "forests", ["tensorflow==2.18.0", "tensorflow-forests==1.11.0"])
@@ -200,6 +202,7 @@ def test_doctor_never_proposes_the_installed_tensorflow(make_venv, tmp_path: Pat
 # --------------------------------------------------------------------------- one NumPy story
 
 
+@pytest.mark.slow
 def test_a_numpy1_build_does_not_accept_numpy2_and_doctor_agrees_with_the_plan(make_venv, tmp_path: Path,
                                                                                cli) -> None:
     # opencv-python 4.8.1.78 requires numpy>=... with no upper bound (three requirement lines, one per Python
@@ -290,6 +293,7 @@ def test_a_huge_to_is_not_echoed_whole(cli, tmp_path: Path) -> None:
     assert len(res.err) < 2000, len(res.err)
 
 
+@pytest.mark.slow
 def test_plan_on_a_mount_point_reports_upgrades_refusal(make_venv, tmp_path: Path, cli) -> None:
     import shutil
     import subprocess

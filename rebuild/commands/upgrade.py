@@ -62,6 +62,7 @@ def run(opts: planning.Options, progress=None, confirm: Callable[[planning.Plan]
     sources.refuse_self_upgrade(loc.path)  # tfrebuild cannot swap out the env it runs from
     if not loc.bare:  # what stops the swap is known now: refuse before planning and building, not after
         refusals.refuse(loc.path, force=opts.force)
+    _refuse_undriven(loc.path, opts)  # a project tfrebuild does not drive: known before any resolution
     store = Store.open(loc.path) or Store.unmanaged(loc.path)
     created_state = not store.state.exists()
     command = _command_line()
@@ -87,8 +88,6 @@ def run(opts: planning.Options, progress=None, confirm: Callable[[planning.Plan]
             project = the_plan.project
             if project is not None and not project.drivable and not opts.force:
                 raise project_refusal(project)
-            if project is not None and project.drivable and store.managed:  # before asking: a hand edit stops it
-                result.notes += project_files.refuse_edited(store, force=opts.force, doing="this upgrade")
             driven = project is not None and project.drivable
             same = _generation_with(store, the_plan) if store.managed and not driven else None
             if same is not None:
@@ -96,24 +95,36 @@ def run(opts: planning.Options, progress=None, confirm: Callable[[planning.Plan]
                 the_plan.notes.append(note)
             if not opts.yes and not confirm(the_plan):
                 raise UserError("Upgrade cancelled; nothing was changed.", exit_code=1)
+            if project is not None and project.drivable and store.managed:  # hand edits: the starting point
+                result.notes += project_files.carry_edits(store)
 
             def attempt(p: planning.Plan) -> UpgradeResult:
-                _refuse_backwards(p, opts, asked=not opts.yes)
+                _refuse_backwards(p, opts, asked=p is the_plan and not opts.yes)  # later tries were not shown
                 mine = result if p is the_plan else UpgradeResult(
-                    plan=p, changed=False, recovered=recovered, log=str(log), state_dir=str(store.state))
+                    plan=p, changed=False, recovered=recovered, log=str(log), state_dir=str(store.state),
+                    started=started, adopted=adopted)
                 again = same if p is the_plan else (_generation_with(store, p) if store.managed and not driven
                                                     else None)
                 if again is not None:
                     return _switch(store, again, p, opts, progress, mine, start)
-                return _apply(store, p, opts, op, log, progress, mine, start, command)
+                try:
+                    return _apply(store, p, opts, op, log, progress, mine, start, command)
+                except UserError:
+                    if not store.state.exists():  # a first upgrade's failed try left no trace: the next try's
+                        from rebuild.store import trust  # state folder is tfrebuild's own again (its record)
+
+                        trust.make_state_dir(store.state, store.env)
+                    raise
 
             outcome = search.run(the_plan, opts, attempt=attempt,
                                  replan=lambda o: planning.make_plan(o, progress, log=log),
                                  listing=lambda: _listing(the_plan, opts),
                                  on_try=lambda t: progress.note(f"try: {search.tries_text([t])[len('try 1: '):]}"),
                                  searching=_searching(opts, the_plan))
-            outcome.result.tries = tries + outcome.tries
-            return outcome.result
+            landed = outcome.result
+            assert isinstance(landed, UpgradeResult)
+            landed.tries = tries + outcome.tries
+            return landed
     except UserError as exc:
         exc.plan = getattr(exc, "plan", None) or the_plan  # the plan that failed, for the error document
         if created_state and not store.managed:  # the state folder goes: keep the log the error names
@@ -133,7 +144,10 @@ def _searching(opts: planning.Options, the_plan: planning.Plan) -> bool:
 
 
 def _first_plan(opts: planning.Options, progress, log: Path) -> tuple[planning.Plan, list]:
-    return search.first_plan(opts, lambda o: planning.make_plan(o, progress, log=log), progress.note)
+    from typing import cast
+
+    plan, tries = search.first_plan(opts, lambda o: planning.make_plan(o, progress, log=log), progress.note)
+    return cast(planning.Plan, plan), tries
 
 
 def _listing(the_plan: planning.Plan, opts: planning.Options) -> list[str]:
@@ -162,7 +176,7 @@ def _adopt_outside(store: Store, progress) -> str | None:
     """An env recreated or changed outside tfrebuild becomes a new generation before anything else is done."""
     if not store.managed:
         return None
-    return outside.adopt_text(store, outside.adopt(store, progress))
+    return outside.adopt_text(store, outside.adopt(store, generations.write_profile, progress))
 
 
 def _apply(store: Store, the_plan: planning.Plan, opts: planning.Options, op: str, log: Path, progress,
@@ -195,6 +209,15 @@ def _apply(store: Store, the_plan: planning.Plan, opts: planning.Options, op: st
             step.cleanup()
     result.seconds = time.monotonic() - start
     return result
+
+
+def _refuse_undriven(env: Path, opts: planning.Options) -> None:
+    """A manager tfrebuild does not drive (conda, a workspace …) refuses before anything is resolved or printed."""
+    from rebuild.project.detect import detect
+
+    found = detect(env)
+    if found is not None and not found.drivable and not opts.force:
+        raise project_refusal(found)
 
 
 def project_refusal(project) -> UserError:
@@ -340,7 +363,8 @@ def _run_transaction(store, the_plan, opts, op, log, progress, result, command, 
         checks=checks,
         write_profile=functools.partial(generations.write_profile, index=the_plan.index), like=intent,
         log=log,
-        adopt=transaction.Adoption(tensorflow=f"{the_plan.tf_distribution} {the_plan.tf_old}",
+        adopt=transaction.Adoption(tensorflow=f"{the_plan.tf_old_distribution or the_plan.tf_distribution} "
+                                              f"{the_plan.tf_old}",
                                    python=the_plan.python_old, like=the_plan.current),
         before_swap=lambda: refusals.refuse(store.env, force=opts.force), progress=progress, project=step,
         deep_check=opts.check == "import"), result)

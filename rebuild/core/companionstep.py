@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
@@ -39,7 +40,7 @@ def companion_ceiling(pins: dict[str, str]) -> tuple[str, list[str]]:
 
 
 def apply(inputs, pins: dict[str, str], data: dict, tf_new: str, python_old: str, python_new: str,
-          holds: list[str] = ()) -> Step:
+          holds: Sequence[str] = ()) -> Step:
     """Unpin companions (and packages the new Python cannot run), add pairings and holds; see the module doc."""
     step = Step()
     mine = table.installed(pins)

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import time
 from pathlib import Path
 
 from rebuild.knowledge import companions
 from rebuild.knowledge.tf import TF_DISTRIBUTIONS
+from rebuild.util import distinfo
 
 _MARK = b"libtensorflow_framework"
 _HEAD = 8 << 20  # DT_NEEDED names live in .dynstr, near the start of the file
@@ -33,19 +35,13 @@ print(json.dumps(failed))
 """
 
 
-def _canonical(name: str) -> str:
-    import re
-
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
 def find(env: Path) -> dict[str, list[Path]]:
     """Distribution name -> its op libraries in ``env``'s site-packages."""
     out: dict[str, list[Path]] = {}
     skip = set(TF_DISTRIBUTIONS) | companions.not_op_libraries()
     for site in sorted(env.glob("lib/python3*/site-packages")):
         for record in site.glob("*.dist-info/RECORD"):
-            name = _canonical(record.parent.name[:-len(".dist-info")].rpartition("-")[0])
+            name = (distinfo.parse(record.parent.name) or ("", ""))[0]
             if name in skip:
                 continue
             try:
@@ -64,13 +60,45 @@ def find(env: Path) -> dict[str, list[Path]]:
 
 
 def _links_tensorflow(path: Path) -> bool:
+    """Whether the shared object names ``libtensorflow_framework`` among its DT_NEEDED entries (ELF); a file that
+    is not a 64-bit ELF (the test kit's) is searched for the name in its first 8 MiB."""
     try:
         if path.is_symlink() or not path.is_file():
             return False
         with open(path, "rb") as fh:
+            head = fh.read(64)
+            if head[:4] == b"\x7fELF" and head[4] == 2:
+                return any(_MARK in name for name in _needed(fh, head))
+            fh.seek(0)
             return _MARK in fh.read(_HEAD)
-    except OSError:
+    except (OSError, ValueError, IndexError, struct.error):
         return False
+
+
+def _needed(fh, head: bytes) -> list[bytes]:
+    """DT_NEEDED names of a 64-bit ELF file (its dynamic section and the string table it links)."""
+    order = "<" if head[5] == 1 else ">"
+    shoff, = struct.unpack_from(order + "Q", head, 0x28)
+    shentsize, shnum = struct.unpack_from(order + "HH", head, 0x3A)
+    fh.seek(shoff)
+    table = fh.read(shentsize * shnum)
+    sections = [struct.unpack_from(order + "IIQQQQIIQQ", table, i * shentsize) for i in range(shnum)]
+    out: list[bytes] = []
+    for _name, kind, _flags, _addr, offset, size, link, _info, _align, entsize in sections:
+        if kind != 6 or link >= len(sections):  # SHT_DYNAMIC
+            continue
+        fh.seek(offset)
+        dynamic = fh.read(size)
+        strings_at, strings_size = sections[link][4], sections[link][5]
+        fh.seek(strings_at)
+        strings = fh.read(strings_size)
+        for i in range(0, len(dynamic) - 15, entsize or 16):
+            tag, value = struct.unpack_from(order + "qQ", dynamic, i)
+            if tag == 0:
+                break
+            if tag == 1:  # DT_NEEDED
+                out.append(strings[value:strings.index(b"\0", value)])
+    return out
 
 
 def key(name: str, path: str | Path) -> str:

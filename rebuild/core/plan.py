@@ -56,6 +56,7 @@ class Options:
     holds: list[str] = field(default_factory=list)  # requirement lines a search's fix adds ("setuptools<81")
     build_constraints: list[str] = field(default_factory=list)  # --build-constraint files (sdists' build deps)
     search: bool = True  # --to latest: try lower releases when the checks fail (core/search.py)
+    explain: bool = True  # a conflict names the newest release that resolves (resolutions; the search skips it)
 
     def __post_init__(self) -> None:
         for name, choice in (("strategy", Strategy), ("keras", Keras), ("gpu", Gpu), ("check", PathCheck)):
@@ -393,7 +394,7 @@ def build_constraint_files(opts: Options) -> list[str]:
     """``--build-constraint`` files, then ``UV_BUILD_CONSTRAINT``'s (space-separated): they reach every uv call that
     may build an sdist (resolution and install; uv drops the variable from an install's environment)."""
     given = [str(Path(f).expanduser().resolve()) for f in opts.build_constraints]
-    for given_path, path in zip(opts.build_constraints, given):
+    for given_path, path in zip(opts.build_constraints, given, strict=True):
         if not Path(path).is_file():
             raise UserError(f"The build constraint file {given_path} given with --build-constraint does not exist or "
                             "is not a file.", "Pass an existing requirements-style file. Nothing was changed.")
@@ -427,8 +428,8 @@ def _resolve(inputs: resolve.Inputs, survey: _Survey, tf_new: str, python_versio
         resolved = resolve.resolve(inputs, tf_new, target_requires)
     except resolve.ResolutionFailed as exc:
         companions = blocking_companions(survey.loc, survey.data, tf_new, tf, python_version, index, opts)
-        err = conflict_error(inputs, tf_new, tf_old, exc.explanation, companions, env=survey.loc.path,
-                             profile=opts.profile)
+        err = conflict_error(inputs, tf_new, tf_old, exc.explanation, companions, look_lower=opts.explain,
+                             env=survey.loc.path, profile=opts.profile)
         err.inputs, err.tf_new, err.tf_old = inputs, tf_new, tf_old  # for the target search (commands/upgrade)
         raise err from None
     variants = [v for v in TF_DISTRIBUTIONS if v in resolved.pins]
@@ -640,10 +641,17 @@ def make_plan(opts: Options, progress=None, log: Path | None = None) -> Plan:
     notes += _route_notes(survey, tf, extras, route, variant_note)
     dependents = keras2_dependents(survey.requires)
     notes += _keras_notes(tf_old, tf_new, keras_legacy, resolved.pins.get("tf-keras", ""), dependents)
+    if keras_legacy and opts.keras == Keras.AUTO and step.keras2 and _keras_major(tf_old) == 2:
+        notes.append(f"Keras 2 kept (--keras auto): {', '.join(step.keras2)} need(s) it (the companion table, "
+                     "rebuild/knowledge/data/companions.toml); --keras 3 forces Keras 3")
     notes += _dropped_notes(survey.pins, resolved, tf_old, tf_new)
     notes += _requested_notes(survey)
     project, project_requirement = _project(project, tf, tf_new)
     notes += list(project.notes) if project is not None and project.drivable else []
+    if project is not None and project.drivable:  # the user's edits to the project files: the starting point
+        from rebuild.project import files as project_files
+
+        notes += project_files.edits_note(survey.loc.path)
     progress.stage("pre-flight", "doctor checks (run alongside the resolution)")
     findings = _checked_findings(survey, resolved, tf_new, tf, interp.version, index, opts, started)
     newer = newer_job.result()
@@ -773,7 +781,7 @@ def _lockable_target(project, survey: _Survey, inputs: resolve.Inputs, target: r
         why = cause or "see `uv lock`"
         return version, (f"{tf} {tf_new} cannot be locked for every Python the uv project supports ({why}); "
                          f"{version} is the newest that locks. {uvproject.lock_hint(first.reason)}")
-    raise first  # type: ignore[misc]
+    raise first
 
 
 def _next_lower(inputs: resolve.Inputs, version: str, floor: str) -> str | None:

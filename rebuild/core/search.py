@@ -68,7 +68,8 @@ _KERAS2 = re.compile(r"keras\.src\.engine|keras\.engine|keras\.legacy|Keras 2 in
 _ABI = re.compile(r"undefined symbol|unable to open file|tf\.load_op_library|op libraries load|built for TensorFlow|"
                   r"numpy\.core\.multiarray failed to import|numpy\.dtype size changed|_ARRAY_API", re.I)
 _PROTOBUF = re.compile(r"VersionError|Gencode/Runtime|Descriptors cannot be created directly|protobuf", re.I)
-_PYTHON = re.compile(r"not an acceptable base type|SyntaxError|requires Python|invalid syntax|no attribute 'Text'", re.I)
+_PYTHON = re.compile(r"not an acceptable base type|SyntaxError|requires Python|invalid syntax|no attribute 'Text'",
+                     re.I)
 
 
 def _texts(report) -> str:
@@ -129,6 +130,16 @@ def classify(report, plan) -> Failure:
     if package:
         return Failure("import", package, line)
     return Failure("checks", "", line)
+
+
+def _build_failure(exc: UserError) -> Failure | None:
+    """uv could not install the lock (an sdist that does not build for this Python): its class, else ``None``."""
+    if "could not build the new environment" not in exc.message:
+        return None
+    text = exc.details or ""
+    m = re.search(r"Failed to build `?([A-Za-z0-9][\w.-]*?)(?:==|\s@|`|\s|$)", text)
+    package = canonicalize_name(m.group(1)) if m else ""
+    return Failure("python" if package else "checks", package, _first_line(text) or exc.message)
 
 
 def fix_for(failure: Failure, plan, opts, used: set[str]) -> Fix | None:
@@ -216,10 +227,12 @@ def run(first, opts, *, attempt: Callable, replan: Callable, listing: Callable[[
         except UserError as exc:
             report = getattr(exc, "report", None)
             downgrade = getattr(exc, "downgrade", False)
-            if report is None and not downgrade:
+            built = _build_failure(exc)
+            if report is None and not downgrade and built is None:
                 _attach(exc, tries)
                 raise
-            failure = Failure("downgrade", "", exc.message) if downgrade else classify(report, plan)
+            failure = (Failure("downgrade", "", exc.message) if downgrade else built if built is not None
+                       else classify(report, plan))
             record(Try(_target(plan), change, False, f"{failure.label}: {failure.text}", built=not downgrade))
             builds += 0 if downgrade else 1
             if not searching:
@@ -233,7 +246,8 @@ def run(first, opts, *, attempt: Callable, replan: Callable, listing: Callable[[
                     plan, change, plans = replan(opts), fix.description, plans + 1
                     continue
                 except UserError as again:
-                    record(Try(_target(plan), fix.description, False, f"does not resolve: {again.message}", built=False))
+                    record(Try(_target(plan), fix.description, False, f"does not resolve: {again.message}",
+                               built=False))
             if lower is None:
                 lower = candidates(listing(), plan.tf_new, floor)
             plan = None
@@ -241,7 +255,7 @@ def run(first, opts, *, attempt: Callable, replan: Callable, listing: Callable[[
                 group = lower.pop(0)
                 for version in group:
                     try:
-                        plan, plans = replan(dataclasses.replace(opts, to=version)), plans + 1
+                        plan, plans = replan(dataclasses.replace(opts, to=version, explain=False)), plans + 1
                         change = f"next lower release ({failure.label} at {tries[-1].target.split()[-1]})"
                         break
                     except UserError as again:
@@ -294,11 +308,12 @@ def _strict(exc: UserError, failure: Failure, plan, opts, tries: list[Try]) -> U
 def first_plan(opts, make_plan: Callable, note: Callable[[str], None] = lambda text: None) -> tuple[object, list[Try]]:
     """The plan of ``--to latest``; when that does not resolve, the newest lower release that does (nothing is
     built: ``plan`` names the expected landing point this way), each refused target recorded as a try."""
+    searching = opts.search and str(opts.to or "latest") == "latest"
     try:
-        return make_plan(opts), []
+        return make_plan(dataclasses.replace(opts, explain=False) if searching else opts), []
     except UserError as exc:
         inputs = getattr(exc, "inputs", None)
-        if inputs is None or not opts.search or str(opts.to or "latest") != "latest":
+        if inputs is None or not searching:
             raise
         tries = [Try(f"{inputs.tf_distribution} {exc.tf_new}", "", False, f"does not resolve: {exc.message}",
                      built=False)]
@@ -310,7 +325,7 @@ def first_plan(opts, make_plan: Callable, note: Callable[[str], None] = lambda t
                     break
                 plans += 1
                 try:
-                    plan = make_plan(dataclasses.replace(opts, to=version))
+                    plan = make_plan(dataclasses.replace(opts, to=version, explain=False))
                 except UserError as again:
                     tries.append(Try(f"{inputs.tf_distribution} {version}", "next lower release", False,
                                      f"does not resolve: {again.message}", built=False))

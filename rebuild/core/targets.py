@@ -142,7 +142,8 @@ _RESOLVES: dict[tuple[str, str], bool] = {}
 
 
 def conflict_error(inputs: resolve.Inputs, tf_version: str, installed: str, explanation: str,
-                   companions: list[str] = (), *, env: Path | None = None, profile: Path | None = None) -> UserError:
+                   companions: list[str] = (), look_lower: bool = True, *, env: Path | None = None,
+                   profile: Path | None = None) -> UserError:
     """Why the target does not resolve: uv's words, the blocking packages (companions by name, with the
     newest release of each that accepts the target or the newest TensorFlow it allows), and the choices."""
     text = explanation.lower()
@@ -150,7 +151,7 @@ def conflict_error(inputs: resolve.Inputs, tf_version: str, installed: str, expl
     blockers = [n for n in blockers if n not in SEED_PACKAGES]
     constraints = [f"{n}{s}" for n, s in inputs.constraints.items() if n in text]
     configured = [c for c in indexconf.constraints_of(inputs.index) if c.name in text]
-    ok = newest_resolvable(inputs, installed, tf_version)
+    ok = newest_resolvable(inputs, installed, tf_version) if look_lower else None
     choices = []
     if ok:
         choices.append(f"--to {ok} (the newest {inputs.tf_distribution} that resolves with everything else kept)")

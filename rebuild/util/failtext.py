@@ -113,7 +113,7 @@ def condense(text: str, budget: int = SCREEN_LINES) -> str:
     return "\n".join(out)
 
 
-def check_details(checks: Iterable[Any], budget: int = SCREEN_LINES) -> str:
+def check_details(checks: Iterable[Any], budget: int = SCREEN_LINES) -> str:  # smoke.Check (core) items
     """The screen text of failed checks: ``[name] (seconds)`` and each one's condensed output."""
     checks = list(checks)
     share = max(8, budget // max(1, len(checks)))

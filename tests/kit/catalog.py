@@ -720,6 +720,9 @@ def _companion_releases() -> list[Release]:
     rel.append(_r("tensorflow-model-optimization", "0.8.0", ["tf-keras>=2.14.1"], ">=3.9",
                   modules=_simple("tensorflow_model_optimization", "tensorflow-model-optimization", "0.8.0",
                                   _KERAS2_ONLY)))
+    # Keras-2-only, and not in the companion table: only its failing check shows it
+    rel.append(_r("kerasthing", "1.0.0", (), ">=3.9", modules=_simple("kerasthing", "kerasthing", "1.0.0",
+                                                                       _KERAS2_ONLY)))
     # paired by release notes only (no TensorFlow requirement); needs tf-keras from TF 2.16
     for v in ("0.23.0", "0.24.0", "0.25.0"):
         rel.append(_r("tensorflow-probability", v, (), ">=3.9",
@@ -733,6 +736,21 @@ def _companion_releases() -> list[Release]:
     # a requested package whose newer release holds TensorFlow back: a plain resolution moves it backwards
     rel.append(_r("modelzoo", "1.0.0", (), ">=3.9", modules=_simple("modelzoo", "modelzoo", "1.0.0")))
     rel.append(_r("modelzoo", "2.0.0", ["tensorflow-cpu<2.16"], ">=3.9", modules=_simple("modelzoo", "modelzoo", "2.0.0")))
+    # runs on Python <= 3.11 only although its metadata says nothing (typing_extensions 4.5.0 on 3.12)
+    rel.append(_r("typing-extensions", "4.5.0", (), ">=3.7", modules={"typing_extensions.py": (
+        '"""Fake typing_extensions 4.5.0."""\nimport sys\n__version__ = "4.5.0"\nif sys.version_info >= (3, 12):\n'
+        '    raise TypeError("type \'typing.TypeVar\' is not an acceptable base type")\n')}))
+    rel.append(_r("typing-extensions", "4.12.2", (), ">=3.8", modules={"typing_extensions.py": (
+        '"""Fake typing_extensions 4.12.2."""\n__version__ = "4.12.2"\n')}))
+    # as tf-models-official: pinned to TF's minor; its newer release needs a new major of a dependency (pyyaml 6),
+    # and an old release pins nothing (2.7.2): capping that dependency below its next major moves it backwards
+    rel.append(_r("modelgarden", "1.0.0", (), ">=3.9", modules=_simple("modelgarden", "modelgarden", "1.0.0")))
+    rel.append(_r("modelgarden", "2.15.0", ["tensorflow-cpu~=2.15.0", "yamlish>=5"], ">=3.9",
+                  modules=_simple("modelgarden", "modelgarden", "2.15.0")))
+    rel.append(_r("modelgarden", "2.21.0", ["tensorflow-cpu~=2.21.0", "yamlish>=6"], ">=3.10",
+                  modules=_simple("modelgarden", "modelgarden", "2.21.0")))
+    for v in ("5.4.1", "6.0.2"):
+        rel.append(_r("yamlish", v, (), ">=3.8", modules=_simple("yamlish", "yamlish", v)))
     # already broken: a protobuf gencode/runtime mismatch at import, in every env
     rel.append(_r("protodep", "1.0.0", (), ">=3.9", modules=_simple("protodep", "protodep", "1.0.0",
                                                                      _PROTOBUF_MISMATCH)))
