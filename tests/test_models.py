@@ -10,7 +10,6 @@ the real ``_models.py`` in each env's interpreter.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest

@@ -68,7 +68,7 @@ def step(stage, fn, *args):
     except BaseException as exc:  # noqa: BLE001 - every failure of the user's model is reported, not raised
         if isinstance(exc, KeyboardInterrupt):
             raise
-        raise Failed(stage, innermost(exc), short_trace(exc))
+        raise Failed(stage, innermost(exc), short_trace(exc)) from exc
 
 
 # --- arrays: NumPy where usable, else nested lists --------------------------------------------------------

@@ -278,7 +278,7 @@ class Gate:
             if self.current is not None and runnable and not self.stopped:
                 jobs = [Job(self._folder(i), self.models[i], self.loaders[i], "reference", "reference")
                         for i in runnable]
-                for i, job, answer in zip(runnable, jobs, run_batch(self.current, jobs, timeout=self.timeout)):
+                for i, job, answer in zip(runnable, jobs, run_batch(self.current, jobs, timeout=self.timeout), strict=False):
                     self.references[i] = _Reference(job.folder, answer)
         except BaseException as exc:  # noqa: BLE001 - handed to wait()
             self._error = exc
@@ -300,7 +300,7 @@ class Gate:
         todo = [i for i, row in enumerate(rows) if not row.verdict]
         mode = "compare" if self.current is not None else "load"
         jobs = [Job(self._folder(i), self.models[i], self.loaders[i], mode, "staged") for i in todo]
-        for i, answer in zip(todo, run_batch(env, jobs, timeout=self.timeout, log=self.log) if jobs else []):
+        for i, answer in zip(todo, run_batch(env, jobs, timeout=self.timeout, log=self.log) if jobs else [], strict=False):
             row = rows[i]
             _fill(row, answer)
             if row.verdict == "does not load" and row.loader == "keras" and answer.get("keras", "").startswith(
