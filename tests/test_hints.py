@@ -78,8 +78,9 @@ def forests(make_venv, tmp_path: Path) -> Path:
 
 @pytest.mark.slow
 def test_conflict_hint_to_the_newest_resolvable_target_works(forests: Path, tf, venv_run) -> None:
+    # (--to latest lands on the newest target that works by itself; asking for 2.21.0 exactly is refused, with hints)
     for strategy in ([], ["--strategy", "eager"]):
-        res = tf("upgrade", forests, "--yes", *strategy)
+        res = tf("upgrade", forests, "--yes", "--to", "2.21.0", *strategy)
         assert res.code == 1, res.err
         hint = _hint(res.err)
         assert "--strategy eager" not in hint, "no hint proposes a flag that cannot help (or was given)"
@@ -93,7 +94,7 @@ def test_conflict_hint_to_the_newest_resolvable_target_works(forests: Path, tf, 
 
 def test_conflict_hint_to_drop_the_blocker_works(forests: Path, tf, kit_env, kit_index: Path, tmp_path: Path,
                                                  venv_run) -> None:
-    res = tf("upgrade", forests, "--yes")
+    res = tf("upgrade", forests, "--yes", "--to", "2.21.0")
     found = re.search(r"drop tensorflow-forests: `tfrebuild (snapshot [^`]+)`, delete tensorflow-forests from "
                       r"`requested` \(and its modules from `\[smoke\].imports`\) in profile.toml, then "
                       r"`tfrebuild (upgrade [^`]+)`", _hint(res.err))
@@ -112,12 +113,12 @@ def test_conflict_hint_to_drop_the_blocker_works(forests: Path, tf, kit_env, kit
 def test_conflict_hint_with_a_profile_names_that_profile(forests: Path, tf, tmp_path: Path, kit_env) -> None:
     profile = tmp_path / "p.toml"
     assert run_cli(kit_env, "snapshot", "--env", forests, "-o", profile, cwd=tmp_path).code == 0
-    res = tf("plan", forests, "--profile", str(profile))
+    res = tf("plan", forests, "--profile", str(profile), "--to", "2.21.0")
     assert res.code == 1, res.err
     assert (f"drop tensorflow-forests from `requested` (and its modules from `[smoke].imports`) in the profile "
             f"{profile}") in _hint(res.err)
     _drop_requested(profile, "tensorflow-forests")  # the hint, followed
-    done = tf("plan", forests, "--profile", str(profile))
+    done = tf("plan", forests, "--profile", str(profile), "--to", "2.21.0")
     assert done.code == 0, done.err
 
 

@@ -39,9 +39,6 @@ KNOWN: dict[tuple[str, str], str] = {
     ("rebuild.project.detect", "rebuild.project.poetryproject"): "cycle",
     # Store.recover() calls recovery.recover(store): one recovery entry point (issue 25 point 3) removes it.
     ("rebuild.store.store", "rebuild.store.recovery"): "cycle",
-    # generations asks outside whether the tree at the path was changed outside tfrebuild; outside reads the tree
-    # with generations.tree_pins and writes with generations.write_profile: both move below commands/.
-    ("rebuild.commands.outside", "rebuild.commands.generations"): "cycle",
 }
 
 

@@ -260,3 +260,24 @@ def test_requested_package_moves_forward_rather_than_back(make_venv, cli, tmp_pa
     changes = {c["name"]: (c["old"], c["new"]) for c in plan["changes"]}
     assert changes["modelgarden"] == ("2.15.0", "2.21.0") and changes["yamlish"] == ("5.4.1", "6.0.2"), changes
     assert plan["requested_downgrades"] == [] and "yamlish" not in plan["capped"]
+
+
+def test_build_constraints_reach_every_uv_call_that_may_build(make_venv, cli, kit_env, tmp_path):
+    """--build-constraint FILE and UV_BUILD_CONSTRAINT are passed to the resolution and to the install of the lock
+    (uv drops UV_BUILD_CONSTRAINT from an install's environment, so tfrebuild passes the files itself)."""
+    env = make_venv(tmp_path / "envs" / "bc", BASE)
+    given, from_env = tmp_path / "build-caps.txt", tmp_path / "env-caps.txt"
+    given.write_text("setuptools<81\n")
+    from_env.write_text("cython<3\n")
+    res = run_cli(kit_env, "upgrade", "--env", env, "--offline", "--find-links", kit_env["UV_FIND_LINKS"],
+                  "--to", "2.16", "--yes", "--build-constraint", given, overrides={"UV_BUILD_CONSTRAINT": from_env},
+                  cwd=tmp_path)
+    assert res.code == 0, res.err
+    (log,) = (env.parent / f".{env.name}.tfrebuild" / "logs").glob("upgrade-*.log")
+    commands = [line for line in log.read_text().splitlines() if line.startswith("$ ")]
+    for verb in ("pip compile", "pip sync"):
+        lines = [c for c in commands if f" {verb} " in c and "--no-deps --format pylock.toml" not in c]
+        assert lines and all(f"--build-constraints {given}" in c and f"--build-constraints {from_env}" in c
+                             for c in lines), (verb, commands)
+    missing = cli("plan", env, "--build-constraint", tmp_path / "nope.txt")
+    assert missing.code == 2 and "nope.txt given with --build-constraint does not exist" in missing.err

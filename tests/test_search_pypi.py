@@ -1,4 +1,4 @@
-"""Issue 20 on a real stack from PyPI, with this machine's pip/uv configuration in force (its constraints file,
+"""Issue 20 on real stacks from PyPI, with this machine's pip/uv configuration in force (its constraints file,
 ``file://`` mirrors and find-links are used by pip to build the env and by tfrebuild to upgrade it).
 
 tensorflow-cpu 2.14.1 + tensorflow-addons 0.23.0 (end of life: TensorFlow < 2.16, Keras 2 internals) +
@@ -7,6 +7,10 @@ expert's answer: TensorFlow 2.15.1 with tensorflow-probability 0.23.0, tensorflo
 ``tfrebuild upgrade --yes`` must land there, both packages must work afterwards (one real call each), and rollback
 must give back exactly the env that was there. tensorflow-addons' CUDA-linked op libraries fail to load under
 tensorflow-cpu already before the upgrade: the op-library check says so and does not block.
+
+tensorflow 2.18.0 + tensorflow-decision-forests 1.11.0 (which pins tensorflow==2.18.0; its newest, 1.12.0, pins
+==2.19.0): the expert's answer is TensorFlow 2.19.0 with tfdf 1.12.0 and tf-keras 2.19. 2.21, 2.20 and 2.19.1 do not
+resolve, so the default upgrade tries them without building and lands on 2.19.0.
 """
 
 from __future__ import annotations
@@ -111,3 +115,70 @@ def test_default_upgrade_lands_where_an_expert_would_and_rolls_back_exactly(stac
     back = _tfrebuild("rollback", "--env", str(stack), "--yes")
     assert back.returncode == 0, back.stderr
     assert _freeze(stack) == before
+
+
+TFDF_CALL = """
+import json, numpy as np
+import tensorflow as tf, tf_keras, tensorflow_decision_forests as tfdf
+x = {"f": np.arange(20, dtype="float32")}
+y = (np.arange(20) % 2).astype("int64")
+model = tfdf.keras.RandomForestModel(num_trees=3, verbose=0)
+model.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(20), verbose=0)
+print(json.dumps({"tf": tf.__version__, "tfdf": tfdf.__version__, "tf_keras": tf_keras.__version__,
+                  "rows": int(model.predict(tf.data.Dataset.from_tensor_slices(x).batch(20), verbose=0).shape[0])}))
+"""
+
+
+@pytest.fixture(scope="module")
+def forests(tmp_path_factory):
+    reason = _reachable()
+    if reason:
+        pytest.skip(reason)
+    root = tmp_path_factory.mktemp("real-forests")
+    env = root / "tfenv"
+    environ = _environ()
+    for cmd in ([sys.executable, "-m", "venv", str(env)],
+                [str(env / "bin" / "pip"), "install", "-q", "tensorflow==2.18.0",
+                 "tensorflow-decision-forests==1.11.0"]):
+        proc = subprocess.run(cmd, env=environ, capture_output=True, text=True, timeout=1800)
+        if proc.returncode != 0:
+            shutil.rmtree(root, ignore_errors=True)
+            pytest.skip(f"could not build the real env with pip: {proc.stderr.strip()[-300:]}")
+    yield env
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def _imports(env: Path, name: str) -> bool:
+    return subprocess.run([str(env / "bin" / "python"), "-B", "-c", f"import {name}"], env=_environ(),
+                          capture_output=True, text=True, timeout=600).returncode == 0
+
+
+def test_default_upgrade_searches_past_releases_that_do_not_resolve(forests: Path):
+    before = _freeze(forests)
+    worked = _imports(forests, "tensorflow_decision_forests")  # ydf 0.16 + protobuf 5.29 fail already (2026-12)
+    res = _tfrebuild("upgrade", "--env", str(forests), "--yes", "--json")
+    assert res.returncode == 0, res.stderr[-4000:]
+    doc = json.loads(res.stdout)
+    assert doc["plan"]["tf_new"] == "2.19.0"
+    tries = [(t["target"], t["passed"], t["built"]) for t in doc["tries"]]
+    assert tries[-1] == ("tensorflow 2.19.0", True, True), tries
+    assert [t for t in tries[:-1] if t[2]] == [], tries  # the newer ones did not resolve: nothing built for them
+    assert "tensorflow 2.21.0" in tries[0][0] and all("does not resolve" in t["why"] for t in doc["tries"][:-1])
+    changes = {c["name"]: (c["old"], c["new"]) for c in doc["plan"]["changes"]}
+    assert changes["tensorflow-decision-forests"] == ("1.11.0", "1.12.0")
+    assert changes["tf-keras"][1].startswith("2.19.")
+    checks = {c["name"]: c for c in doc["checks"]}
+    assert all(c["ok"] for c in doc["checks"]), doc["checks"]
+    ops = [n for n in checks if n.startswith("op libraries load: tensorflow-decision-forests")]
+    assert ops, checks.keys()  # inference.so and training.so, found by their DT_NEEDED libtensorflow_framework
+    if worked:
+        calls = subprocess.run([str(forests / "bin" / "python"), "-c", TFDF_CALL], env=_environ(),
+                               capture_output=True, text=True, timeout=900)
+        assert calls.returncode == 0, calls.stderr[-3000:]
+        got = json.loads(calls.stdout.strip().splitlines()[-1])
+        assert (got["tf"], got["tfdf"], got["rows"]) == ("2.19.0", "1.12.0", 20)
+    else:  # broken before the upgrade: reported as such, not held against the new env
+        assert any("already failing before the upgrade" in n and "tensorflow_decision_forests" in n for n in checks)
+    back = _tfrebuild("rollback", "--env", str(forests), "--yes")
+    assert back.returncode == 0, back.stderr
+    assert _freeze(forests) == before

@@ -102,8 +102,8 @@ def test_doctor_and_plan_say_what_the_index_says_and_the_hint_works(stack: Path)
     assert Version(allowed) < Version(target)
     assert moving[0].endswith(f"is {allowed}: tensorflow-decision-forests {newest} (tensorflow=={allowed})"), moving
     assert f"--to {allowed}`" in f["fix"] and "--to 2.18.0" not in f["fix"], f["fix"]
-    # --- before: plan's default target is blocked, and it offers that lower target with it
-    planned = tfrebuild("plan", "--env", stack, cwd=work)
+    # --- before: the newest target is blocked, and plan offers that lower target with it
+    planned = tfrebuild("plan", "--env", stack, "--to", target, cwd=work)
     assert planned.code == 1, planned.out + planned.err
     hint = planned.err.rsplit("\nhint:", 1)[1]
     assert f"--to {allowed} (the newest tensorflow that resolves with everything else kept)" in hint, hint
@@ -117,6 +117,6 @@ def test_doctor_and_plan_say_what_the_index_says_and_the_hint_works(stack: Path)
     after = json.loads(tfrebuild("doctor", "--env", stack, "--json", cwd=work).out)
     (g,) = [g for g in after["findings"] if g["id"] == "target-blocked"]
     assert f"--to {allowed}" not in g["fix"] and "keep tensorflow" in g["fix"], g["fix"]
-    replanned = tfrebuild("plan", "--env", stack, cwd=work)
+    replanned = tfrebuild("plan", "--env", stack, "--to", target, cwd=work)
     assert replanned.code == 1
     assert f"--to {allowed}" not in replanned.err.rsplit("\nhint:", 1)[1]

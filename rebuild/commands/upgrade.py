@@ -176,7 +176,7 @@ def _adopt_outside(store: Store, progress) -> str | None:
     """An env recreated or changed outside tfrebuild becomes a new generation before anything else is done."""
     if not store.managed:
         return None
-    return outside.adopt_text(store, outside.adopt(store, progress))
+    return outside.adopt_text(store, outside.adopt(store, generations.write_profile, progress))
 
 
 def _apply(store: Store, the_plan: planning.Plan, opts: planning.Options, op: str, log: Path, progress,
