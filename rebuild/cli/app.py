@@ -99,9 +99,9 @@ AllowCommandsOpt = typer.Option(False, "--allow-commands", help="Run a profile's
                                 "tfrebuild did not write the profile for this env.")
 AllowIndexOpt = typer.Option(False, "--allow-index", help="Accept a profile from elsewhere although it names package "
                              "locations this machine is not configured with.")
-ModelOpt = typer.Option(None, "--model", parser=_given("--model"), help="A saved model (.keras, .h5, SavedModel "
+ModelOpt = typer.Option(None, "--model", parser=_given("--model"), metavar="<path>", help="A saved model (.keras, .h5, SavedModel "
                         "folder, .tflite) that must load and answer the same in the new env before the swap "
-                        "(repeatable; kept in the profile's [[smoke.models]]).")
+                        "(repeatable; kept in the profile's \\[\\[smoke.models]]).")
 FormatOpt = _choice(ExportFormat, ExportFormat.PYLOCK, "--format", help="pylock (PEP 751 pylock.toml) or "
                     "requirements (requirements.txt with hashes).")
 
