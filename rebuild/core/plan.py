@@ -670,7 +670,7 @@ def _companion_ceiling(survey: _Survey, inputs: resolve.Inputs, target: resolve.
                        tf_old: str) -> tuple[str, str]:
     """``--to latest`` lands below a release that an installed companion does not reach (end of life): the newest
     release below it, with a note naming the companion and the fact's source. Other targets are kept (strict)."""
-    ceiling, by = companionstep.companion_ceiling(survey.pins)
+    ceiling, by = companionstep.companion_ceiling(survey.pins, set(survey.current.requested))
     if not ceiling or target.kind != "latest" or Version(tf_new) < Version(ceiling + ".0"):
         return tf_new, ""
     below = resolve.TargetSpec(target.raw, "latest", f"<{ceiling}")
