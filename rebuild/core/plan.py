@@ -547,7 +547,8 @@ def _checked_findings(survey: _Survey, resolved: resolve.Resolved, tf_new: str, 
                 f.fixed_by_rebuild, f.affects_new_env = True, False
             # "<name> <version> does not allow <target>": the resolution moved (or dropped) that package, so the
             # new env does not have the conflict; otherwise it stays an error that blocks the upgrade.
-            elif f.id == "target-blocked" and len(f.title.split()) > 1:
+            elif f.id in ("target-blocked", "dependency-conflict") and len(f.title.split()) > 1:
+                # "<name> <version> and <tf> <version> need incompatible versions of <dep>": the same rule
                 name, version = f.title.split()[:2]
                 if resolved.pins.get(name) != version:
                     f.fixed_by_rebuild, f.affects_new_env = True, False
