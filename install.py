@@ -97,10 +97,8 @@ def place_link(target: Path, bin_dir: Path | None) -> int:
     for folder in candidates:
         link = folder / "tfrebuild"
         if os.path.lexists(link) and not _ours(link, target):
-            if link.is_symlink() and "tfrebuild" in os.readlink(link) and not os.path.exists(link):
-                link.unlink()  # a dangling link of an earlier install
-            elif link.is_symlink() and os.readlink(link).endswith("/tfrebuild/venv/bin/tfrebuild"):
-                link.unlink()  # an earlier install of this installer at another prefix
+            if link.is_symlink() and os.readlink(link).endswith("/tfrebuild/venv/bin/tfrebuild"):
+                link.unlink()  # this installer's link to an earlier install (another prefix, or removed)
             else:
                 say(f"{link} exists and is not this installer's link: left as it is")
                 continue

@@ -67,6 +67,7 @@ def test_export_pylock_reproduces_with_uv_sync(source_env, kit_index, tmp_path):
     assert freeze(target) == freeze(src)
 
 
+@pytest.mark.slow
 def test_export_requirements_reproduce_with_pip(source_env, make_venv, kit_index, tmp_path):
     src, _ = source_env
     out = tmp_path / "requirements.txt"
@@ -90,6 +91,7 @@ def test_export_requirements_reproduce_with_pip(source_env, make_venv, kit_index
     assert proc.returncode != 0 and "HASHES" in (proc.stdout + proc.stderr).upper()
 
 
+@pytest.mark.slow
 def test_export_profile_to_stdout_and_from_generation_lock(source_env, kit_index, tmp_path):
     src, profile = source_env
     r = exporting.run(profile=profile, fmt="requirements", find_links=[str(kit_index)], offline=True)
@@ -120,6 +122,7 @@ def test_requirements_need_hashes(tmp_path):
 # --------------------------------------------------------------------------- bundle
 
 
+@pytest.mark.slow
 def test_bundle_then_offline_apply_without_network(source_env, kit_env, kit_index, tmp_path):
     src, profile = source_env
     made = tmp_path / "made" / "bundle"
@@ -151,6 +154,7 @@ def test_bundle_then_offline_apply_without_network(source_env, kit_env, kit_inde
         pytest.skip("applied offline, but this machine cannot drop the network for a command (unshare -rn)")
 
 
+@pytest.mark.slow
 def test_bundle_missing_wheel_and_tampered_wheel(source_env, kit_index, tmp_path):
     _, profile = source_env
     out = tmp_path / "b"
@@ -177,6 +181,7 @@ def test_bundle_missing_wheel_and_tampered_wheel(source_env, kit_index, tmp_path
     assert {f.how for f in r.files if f.package != "numpy"} == {"present"}
 
 
+@pytest.mark.slow
 def test_bundle_checks_and_records_hashes(source_env, kit_index, tmp_path):
     _, profile = source_env
     locked = _locked_profile(profile, tmp_path, kit_index)
@@ -306,6 +311,7 @@ def fleet(source_env, make_venv, kit_index, tmp_path):
     return src, bundle, str(tmp_path / "hosts" / "{host}" / "tf"), freeze(tmp_path / "hosts" / "h1" / "tf")
 
 
+@pytest.mark.slow
 def test_rollout_canary_then_rest(fleet, kit_env, tmp_path):
     src, bundle, template, _ = fleet
     res = _rollout(tmp_path, kit_env, bundle, template, ["h1", "h2", "h3"])
@@ -317,6 +323,7 @@ def test_rollout_canary_then_rest(fleet, kit_env, tmp_path):
     assert res.returncode == 0 and res.stderr.count("already up to date") == 3
 
 
+@pytest.mark.slow
 def test_rollout_rolls_back_when_a_host_fails(fleet, kit_env, tmp_path):
     src, bundle, template, before = fleet
     broken = tmp_path / "hosts" / "h3" / "tf" / "bin" / "python"
@@ -329,6 +336,7 @@ def test_rollout_rolls_back_when_a_host_fails(fleet, kit_env, tmp_path):
         assert Store.open(tmp_path / "hosts" / host / "tf").current_number == 1
 
 
+@pytest.mark.slow
 def test_rollout_stops_at_a_failed_canary(fleet, kit_env, tmp_path):
     src, bundle, template, before = fleet
     (tmp_path / "hosts" / "h2" / "tf" / "bin" / "python").unlink()
@@ -340,6 +348,7 @@ def test_rollout_stops_at_a_failed_canary(fleet, kit_env, tmp_path):
         assert Store.open(tmp_path / "hosts" / host / "tf") is None
 
 
+@pytest.mark.slow
 def test_rollout_refuses_a_changed_bundle(fleet, kit_env, tmp_path):
     src, bundle, template, before = fleet
     wheel = next(bundle.glob("numpy-*.whl"))

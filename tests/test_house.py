@@ -71,6 +71,7 @@ def test_dist_info_names_split_at_the_first_hyphen():
     assert distinfo.parse("legacy_pkg-1.0-1.dist-info") == ("legacy-pkg", "1.0-1")  # the last hyphen split badly
     assert distinfo.parse("nameonly.dist-info") is None
     assert distinfo.parse("numpy-1.26.4.egg-info") is None
+    assert distinfo.name_of("python_dateutil-2.9.0-py3.8") == "python-dateutil"  # an egg-info stem
 
 
 def test_installed_reads_a_real_venv():

@@ -108,3 +108,35 @@ def test_packages_changed_in_place_are_adopted_first(make_venv, kit_env, kit_ind
     assert (doc["generation"], doc["previous"]) == (4, 3), doc
     assert cli("rollback", "--to", "1", "--yes").code == 0
     assert _tf_at(env) == ["tensorflow_cpu-2.15.1.dist-info"]
+
+
+@pytest.mark.slow
+def test_venv_cleared_in_place_is_recreated_not_the_same_tree(make_venv, kit_env, kit_index, tmp_path, uv):
+    """`python -m venv --clear .venv` recreates the venv in the same directory (same inode): still recreated."""
+    import subprocess
+    import time
+
+    from tests.kit.venvs import find_python
+
+    python = find_python("3.11")
+    if python is None:
+        pytest.skip("Python 3.11 is not installed here")
+    env = make_venv(tmp_path / "tf", CLASSIC)
+
+    def cli(*args: str):
+        return run_cli(kit_env, *args[:1], "--env", env, *args[1:], cwd=tmp_path)
+
+    offline = ("--offline", "--find-links", str(kit_index))
+    assert cli("upgrade", "--to", "2.16", "--yes", *offline).code == 0
+    inode = env.stat().st_ino
+    time.sleep(2)  # records keep whole seconds: the user's clear comes later than that
+    subprocess.run([str(python), "-m", "venv", "--clear", "--without-pip", str(env)], check=True)
+    assert env.stat().st_ino == inode
+    uv("pip", "install", "--python", env / "bin" / "python", "--offline", "--find-links", kit_index, *CLASSIC)
+    status = cli("status")
+    assert "it was recreated outside tfrebuild" in status.out, status.out
+    up = cli("upgrade", "--to", "2.18", "--yes", "--json", *offline)
+    assert up.code == 0, up.err
+    assert "as generation 3 (tensorflow-cpu 2.15.1)" in up.json()["adopted"], up.json()["adopted"]
+    assert cli("rollback", "--to", "1", "--yes").code == 0
+    assert _tf_at(env) == ["tensorflow_cpu-2.15.1.dist-info"]

@@ -73,6 +73,7 @@ def test_search_lands_on_the_newest_release_whose_op_library_loads(make_venv, cl
     assert _pins(venv_run, env) == before
 
 
+@pytest.mark.slow
 def test_explicit_to_is_strict_and_names_the_class_and_a_command(make_venv, cli, tmp_path):
     env = make_venv(tmp_path / "envs" / "strict", BASE + ["tfops-demo==1.0.0"])
     res = cli("upgrade", env, "--to", "2.21.0", "--yes")
@@ -83,6 +84,7 @@ def test_explicit_to_is_strict_and_names_the_class_and_a_command(make_venv, cli,
     assert "unable to open file: _demo_ops.so" in res.err
 
 
+@pytest.mark.slow
 def test_import_failing_before_the_upgrade_does_not_block_it(make_venv, cli, venv_run, tmp_path):
     env = make_venv(tmp_path / "envs" / "pre", BASE + ["protodep==1.0.0"])
     res = cli("upgrade", env, "--yes", "--json")
@@ -95,6 +97,7 @@ def test_import_failing_before_the_upgrade_does_not_block_it(make_venv, cli, ven
     assert _pins(venv_run, env)["tensorflow-cpu"] == "2.21.0"
 
 
+@pytest.mark.slow
 def test_companions_move_in_step_and_keras2_is_kept_where_needed(make_venv, cli, tmp_path):
     """tensorflow-probability pairs with TF's minor by its release notes (no metadata) and needs tf-keras from 2.16;
     tensorflow-model-optimization 0.7.5 needs Keras 2: the plan keeps Keras 2 and says which package needs it."""
@@ -117,6 +120,7 @@ def test_companions_move_in_step_and_keras2_is_kept_where_needed(make_venv, cli,
     assert forced.json()["plan"]["keras_legacy"] is False
 
 
+@pytest.mark.slow
 def test_end_of_life_companion_sets_the_landing_point(make_venv, cli, tmp_path):
     env = make_venv(tmp_path / "envs" / "eol", BASE + ["tensorflow-addons==0.23.0"])
     res = cli("plan", env, "--json")
@@ -128,6 +132,7 @@ def test_end_of_life_companion_sets_the_landing_point(make_venv, cli, tmp_path):
     assert strict.json()["plan"]["tf_new"] == "2.21.0"
 
 
+@pytest.mark.slow
 def test_requested_package_is_not_moved_backwards_silently(make_venv, cli, tmp_path):
     env = make_venv(tmp_path / "envs" / "back", BASE + ["modelzoo==2.0.0"])
     res = cli("plan", env, "--to", "2.21")
@@ -173,6 +178,7 @@ def test_candidates_one_per_minor_newest_first_above_the_installed():
     assert search.candidates(listing, "2.21.0", "2.15.1") == [["2.20.0"], ["2.19.1", "2.19.0"], ["2.18.1"], ["2.16.2"]]
 
 
+@pytest.mark.slow
 def test_op_library_failing_before_the_upgrade_does_not_block_it(make_venv, cli, tmp_path):
     """tfops-demo 1.1.0 is built for TF 2.18: its library fails to load under 2.15 already (as tensorflow-addons'
     CUDA-linked ops do with tensorflow-cpu), so the same failure in the new env is not a regression."""

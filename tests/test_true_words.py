@@ -46,6 +46,7 @@ def _hint_log(err: str) -> Path:
 # --------------------------------------------------------------------------- failure output
 
 
+@pytest.mark.slow
 def test_failed_import_shows_the_innermost_frame_and_logs_the_whole_traceback(make_venv, tmp_path: Path,
                                                                               cli) -> None:
     env = make_venv(tmp_path / "envs" / "deep", CLASSIC + ["fivedeep==1.0.0"])
@@ -91,18 +92,17 @@ def test_condense_keeps_the_innermost_frames_within_the_budget() -> None:
     assert tail[-1] == "line 99" and "earlier line(s) left out" in tail[0] and len(tail) == 10
 
 
-@pytest.fixture
-def failing_sdist(tmp_path: Path) -> Path:
-    """A folder holding ``badpkg-1.0.tar.gz`` (its setup.py raises) and nothing else."""
+def _failing_sdist(folder: Path, metadata_version: str) -> Path:
+    """``folder`` holding ``badpkg-1.0.tar.gz`` (its setup.py raises) and nothing else. With metadata 2.2 uv reads
+    PKG-INFO without building (the resolution passes, the install builds); with 2.1 it builds to resolve."""
     import io
     import tarfile
 
-    folder = tmp_path / "sdists"
     folder.mkdir()
     files = {"badpkg-1.0/setup.py": 'raise RuntimeError("this sdist cannot be built: cython_sources missing")\n',
              "badpkg-1.0/pyproject.toml": '[build-system]\nrequires = ["setuptools"]\n'
                                           'build-backend = "setuptools.build_meta"\n',
-             "badpkg-1.0/PKG-INFO": "Metadata-Version: 2.1\nName: badpkg\nVersion: 1.0\n"}
+             "badpkg-1.0/PKG-INFO": f"Metadata-Version: {metadata_version}\nName: badpkg\nVersion: 1.0\n"}
     with tarfile.open(folder / "badpkg-1.0.tar.gz", "w:gz") as tar:
         for name, text in files.items():
             data = text.encode()
@@ -112,6 +112,12 @@ def failing_sdist(tmp_path: Path) -> Path:
     return folder
 
 
+@pytest.fixture
+def failing_sdist(tmp_path: Path) -> Path:
+    return _failing_sdist(tmp_path / "sdists", "2.1")
+
+
+@pytest.mark.slow
 def test_build_failure_leads_with_the_package_and_uvs_first_error_line(make_venv, tmp_path: Path, kit_env,
                                                                        kit_index: Path, failing_sdist: Path) -> None:
     from tests.kit import build_wheel
@@ -131,6 +137,25 @@ def test_build_failure_leads_with_the_package_and_uvs_first_error_line(make_venv
     assert "cannot be installed together" not in res.err, "a build failure is not a version conflict"
 
 
+def test_install_build_failure_leads_with_the_package(make_venv, tmp_path: Path, kit_env, kit_index: Path) -> None:
+    from tests.kit import build_wheel
+
+    wheels = tmp_path / "wheels"
+    build_wheel(wheels, "badpkg", "1.0", modules={"badpkg/__init__.py": '__version__ = "1.0"\n'})
+    env = make_venv(tmp_path / "envs" / "b", CLASSIC + ["badpkg==1.0"], extra_find_links=[wheels])
+    sdists = _failing_sdist(tmp_path / "sdists", "2.2")  # resolves from PKG-INFO; the install must build it
+    res = run_cli(kit_env, "upgrade", "--env", env, "--offline", "--find-links", kit_index, "--find-links", sdists,
+                  "--to", "2.21.0", "--yes", cwd=tmp_path)
+    assert res.code == 1, (res.out, res.err)
+    message = res.err.split("error:", 1)[1]
+    assert message.strip().startswith("uv pip sync could not build the new environment: it failed to build "
+                                      "badpkg==1.0; your environment was not changed."), res.err
+    details = message.split("uv says:", 1)[1].strip().splitlines()
+    assert details[0] == "error: Failed to build `badpkg==1.0`", details
+    assert "RuntimeError: this sdist cannot be built: cython_sources missing" in message
+    assert not re.search(r"^\S*le \"", message, re.M), "no line starts cut mid-word"
+
+
 # --------------------------------------------------------------------------- doctor's facts
 
 
@@ -143,6 +168,7 @@ def _fix_command(fix: str) -> list[str]:
     return shlex.split(found.group(1))
 
 
+@pytest.mark.slow
 def test_doctor_names_the_companion_release_that_moves_and_its_hint_works(make_venv, tmp_path: Path, cli,
                                                                          venv_run) -> None:
     env = make_venv(tmp_path / "envs" / "forests", ["tensorflow==2.18.0", "tensorflow-forests==1.11.0"])
@@ -176,6 +202,7 @@ def test_doctor_never_proposes_the_installed_tensorflow(make_venv, tmp_path: Pat
 # --------------------------------------------------------------------------- one NumPy story
 
 
+@pytest.mark.slow
 def test_a_numpy1_build_does_not_accept_numpy2_and_doctor_agrees_with_the_plan(make_venv, tmp_path: Path,
                                                                                cli) -> None:
     # opencv-python 4.8.1.78 requires numpy>=... with no upper bound (three requirement lines, one per Python
@@ -266,6 +293,7 @@ def test_a_huge_to_is_not_echoed_whole(cli, tmp_path: Path) -> None:
     assert len(res.err) < 2000, len(res.err)
 
 
+@pytest.mark.slow
 def test_plan_on_a_mount_point_reports_upgrades_refusal(make_venv, tmp_path: Path, cli) -> None:
     import shutil
     import subprocess
@@ -288,6 +316,7 @@ def test_plan_on_a_mount_point_reports_upgrades_refusal(make_venv, tmp_path: Pat
         subprocess.run(["umount", str(point)], capture_output=True, timeout=30)
 
 
+@pytest.mark.slow
 def test_doctor_lists_each_interpreter_once(tmp_path: Path) -> None:
     from rebuild.doctor import checks_target
 
@@ -311,3 +340,48 @@ def test_doctor_lists_each_interpreter_once(tmp_path: Path) -> None:
     reals = [checks_target._real_interpreter(p, v) for v, p in found]
     assert len(reals) == len(set(reals)), found
     assert not [p for _, p in found if "/shims/" in p], found
+
+
+def test_pre_flight_statements_agree_with_the_plan() -> None:
+    from rebuild.doctor import judge
+    from rebuild.doctor.findings import FindingId as F
+
+    def moves():
+        return F.DEPENDENCY_MOVES.make("numpy must move 1.24.3 → 2.4.0 for tensorflow-cpu 2.21.0; scipy accepts it",
+                                       ["newest numpy every requirement accepts: 2.4.0"], "moves it",
+                                       fixed_by_rebuild=True)
+
+    conflict = F.DEPENDENCY_CONFLICT.make("capnum 1.0 and tensorflow-cpu 2.21.0 need incompatible versions of numpy",
+                                          [], "upgrade capnum too: `tfrebuild upgrade --env e --to 2.21.0 --strategy "
+                                          "eager`, or choose an older --to")
+    # the plan took numpy 1.26.4: the statement says so (not the 2.4.0 doctor would have guessed)
+    (f,) = judge.agree([moves()], {"numpy": "1.26.4"})
+    assert f.title.startswith("numpy must move 1.24.3 → 1.26.4 for") and "the resolution takes numpy 1.26.4" in f.evidence
+    # the plan kept numpy 1.24.3: nothing moves, nothing is said
+    assert judge.agree([moves()], {"numpy": "1.24.3"}) == []
+    # under --strategy eager no fix proposes --strategy eager again
+    (g,) = judge.agree([conflict], {}, "eager")
+    assert "--strategy eager" not in g.fix and g.fix == "choose an older --to"
+
+
+def test_apply_keeps_the_log_its_failure_names(make_venv, tmp_path: Path, kit_env, kit_index: Path) -> None:
+    import tomllib
+
+    import tomli_w
+
+    source = make_venv(tmp_path / "envs" / "src", ["tensorflow-cpu==2.15.1", "six==1.17.0"])
+    profile = tmp_path / "p.toml"
+    assert run_cli(kit_env, "snapshot", "--env", source, "-o", profile, cwd=tmp_path).code == 0
+    data = tomllib.loads(profile.read_text())
+    data.setdefault("smoke", {})["imports"] = ["six", "not_a_module_anywhere"]
+    profile.write_text(tomli_w.dumps(data))
+    target = tmp_path / "new" / "venv"
+    res = run_cli(kit_env, "apply", profile, "--env", target, "--offline", "--find-links", kit_index, "--yes",
+                  cwd=tmp_path)
+    assert res.code == 1 and "failed its checks" in res.err, res.err
+    assert "No module named 'not_a_module_anywhere'" in res.err
+    assert not target.exists() and not (target.parent / ".venv.tfrebuild").exists()
+    log = _hint_log(res.err.rsplit("hint:", 1)[1])
+    assert log.is_file(), f"the hint names {log}, which must exist"
+    assert "not_a_module_anywhere" in log.read_text()
+    assert stat.S_IMODE(os.lstat(log).st_mode) == 0o600

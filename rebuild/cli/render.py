@@ -366,7 +366,7 @@ def _started(term: Terminal, started) -> None:
     if started:
         term.out.print(f"No TensorFlow env was given or found (no --env, no $VIRTUAL_ENV, no ./.venv): created "
                        f"{started.env} from the bundled profile {Path(started.profile).name} ({started.tensorflow}, "
-                       f"SciPy, pandas: the env pip's in-place upgrade breaks) as generation 1 in "
+                       f"SciPy, pandas: an env pip's in-place upgrade breaks) as generation 1 in "
                        f"{started.seconds:.1f}s, then upgraded it.", markup=False)
 
 

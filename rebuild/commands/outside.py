@@ -28,6 +28,7 @@ from rebuild.store import adoption
 from rebuild.store.records import Generation
 from rebuild.store.store import Store
 from rebuild.store.trees import key_or_none
+from rebuild.util import distinfo
 
 _LEFT_OUT = {canonicalize_name(n) for n in (*SEED_PACKAGES, "tfrebuild")}
 _SHOWN = 6  # differences named in the sentence
@@ -70,18 +71,30 @@ def _recorded(store: Store, number: int) -> dict[str, str] | None:
 
 def _installed(env: Path, recorded: dict[str, str]) -> dict[str, str] | None:
     """The distributions in the env's site-packages now (local and editable ones as the record left them out)."""
-    from rebuild.commands.generations import tree_pins
+    from rebuild.util.distinfo import installed
 
-    pins = tree_pins(env)
-    if pins is None:
+    if not any(env.glob("lib*/python*/site-packages")):
         return None
+    pins = installed(env)
     now = _index_pins(pins)
     local = set()
     for site in env.glob("lib*/python*/site-packages"):
         for direct in site.glob("*.dist-info/direct_url.json"):
-            name = direct.parent.name[: -len(".dist-info")].partition("-")[0]
-            local.add(canonicalize_name(name))
+            local.add((distinfo.parse(direct.parent.name) or ("", ""))[0])
     return {n: v for n, v in now.items() if n not in local or n in recorded}
+
+
+def _made_after(env: Path, created: str) -> bool:
+    """The venv at ``env`` was made after its generation was recorded: its ``pyvenv.cfg`` (written when a venv is
+    created, never by installs) is newer. A directory recreated at the same path can get the old inode back."""
+    from datetime import datetime
+
+    try:
+        made = os.stat(env / "pyvenv.cfg").st_mtime
+        recorded = datetime.fromisoformat(created).timestamp()
+    except (OSError, ValueError):
+        return False
+    return made > recorded + 1  # a second of slack for coarse timestamps
 
 
 def _differences(recorded: dict[str, str], now: dict[str, str]) -> list[str]:
@@ -102,7 +115,7 @@ def detect(store: Store) -> Outside | None:
         return None  # nothing at the path: not an env to adopt (the commands say so themselves)
     recorded = _recorded(store, current.number)
     now = _installed(store.env, recorded or {})
-    if found != (current.device, current.inode):
+    if found != (current.device, current.inode) or _made_after(store.env, current.created):
         what = f"holds {len(now)} distributions" if now is not None else "no site-packages"
         if recorded is not None and now is not None:
             diff = _differences(recorded, now)
@@ -118,10 +131,10 @@ def detect(store: Store) -> Outside | None:
     return Outside("changed in place", current.number, f"packages changed in place: {shown}")
 
 
-def adopt(store: Store, progress=None) -> tuple[Outside, Generation] | None:
+def adopt(store: Store, write_profile, progress=None) -> tuple[Outside, Generation] | None:
     """If the tree at the path is not the current generation's, record it as a new generation (under the lock,
-    which the caller holds). Returns what was found and the new generation, or None when nothing differs."""
-    from rebuild.commands.generations import write_profile
+    which the caller holds; ``write_profile`` is :func:`rebuild.commands.generations.write_profile`). Returns what
+    was found and the new generation, or None when nothing differs."""
     found = detect(store)
     if found is None:
         return None

@@ -52,5 +52,5 @@ def create(opts, progress) -> Started:
                                          offline=opts.offline, yes=True, no_compile=opts.no_compile,
                                          allow_python_download=opts.allow_python_download, check=opts.check),
                         progress)
-    return Started(env=str(target), profile=str(profile), tensorflow=f"tensorflow-cpu {done.tensorflow}".strip(),
-                   seconds=done.seconds)
+    held = done.tensorflow if " " in done.tensorflow else f"tensorflow-cpu {done.tensorflow}".strip()
+    return Started(env=str(target), profile=str(profile), tensorflow=held, seconds=done.seconds)

@@ -62,6 +62,7 @@ def run(opts: planning.Options, progress=None, confirm: Callable[[planning.Plan]
     sources.refuse_self_upgrade(loc.path)  # tfrebuild cannot swap out the env it runs from
     if not loc.bare:  # what stops the swap is known now: refuse before planning and building, not after
         refusals.refuse(loc.path, force=opts.force)
+    _refuse_undriven(loc.path, opts)  # a project tfrebuild does not drive: known before any resolution
     store = Store.open(loc.path) or Store.unmanaged(loc.path)
     created_state = not store.state.exists()
     command = _command_line()
@@ -87,8 +88,6 @@ def run(opts: planning.Options, progress=None, confirm: Callable[[planning.Plan]
             project = the_plan.project
             if project is not None and not project.drivable and not opts.force:
                 raise project_refusal(project)
-            if project is not None and project.drivable and store.managed:  # before asking: a hand edit stops it
-                result.notes += project_files.refuse_edited(store, force=opts.force, doing="this upgrade")
             driven = project is not None and project.drivable
             same = _generation_with(store, the_plan) if store.managed and not driven else None
             if same is not None:
@@ -96,11 +95,14 @@ def run(opts: planning.Options, progress=None, confirm: Callable[[planning.Plan]
                 the_plan.notes.append(note)
             if not opts.yes and not confirm(the_plan):
                 raise UserError("Upgrade cancelled; nothing was changed.", exit_code=1)
+            if project is not None and project.drivable and store.managed:  # hand edits: the starting point
+                result.notes += project_files.carry_edits(store)
 
             def attempt(p: planning.Plan) -> UpgradeResult:
                 _refuse_backwards(p, opts, asked=p is the_plan and not opts.yes)  # later tries were not shown
                 mine = result if p is the_plan else UpgradeResult(
-                    plan=p, changed=False, recovered=recovered, log=str(log), state_dir=str(store.state))
+                    plan=p, changed=False, recovered=recovered, log=str(log), state_dir=str(store.state),
+                    started=started, adopted=adopted)
                 again = same if p is the_plan else (_generation_with(store, p) if store.managed and not driven
                                                     else None)
                 if again is not None:
@@ -174,7 +176,7 @@ def _adopt_outside(store: Store, progress) -> str | None:
     """An env recreated or changed outside tfrebuild becomes a new generation before anything else is done."""
     if not store.managed:
         return None
-    return outside.adopt_text(store, outside.adopt(store, progress))
+    return outside.adopt_text(store, outside.adopt(store, generations.write_profile, progress))
 
 
 def _apply(store: Store, the_plan: planning.Plan, opts: planning.Options, op: str, log: Path, progress,
@@ -207,6 +209,15 @@ def _apply(store: Store, the_plan: planning.Plan, opts: planning.Options, op: st
             step.cleanup()
     result.seconds = time.monotonic() - start
     return result
+
+
+def _refuse_undriven(env: Path, opts: planning.Options) -> None:
+    """A manager tfrebuild does not drive (conda, a workspace …) refuses before anything is resolved or printed."""
+    from rebuild.project.detect import detect
+
+    found = detect(env)
+    if found is not None and not found.drivable and not opts.force:
+        raise project_refusal(found)
 
 
 def project_refusal(project) -> UserError:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from rebuild.knowledge import companions
 from rebuild.knowledge.tf import TF_DISTRIBUTIONS
+from rebuild.util import distinfo
 
 _MARK = b"libtensorflow_framework"
 _HEAD = 8 << 20  # DT_NEEDED names live in .dynstr, near the start of the file
@@ -34,19 +35,13 @@ print(json.dumps(failed))
 """
 
 
-def _canonical(name: str) -> str:
-    import re
-
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
 def find(env: Path) -> dict[str, list[Path]]:
     """Distribution name -> its op libraries in ``env``'s site-packages."""
     out: dict[str, list[Path]] = {}
     skip = set(TF_DISTRIBUTIONS) | companions.not_op_libraries()
     for site in sorted(env.glob("lib/python3*/site-packages")):
         for record in site.glob("*.dist-info/RECORD"):
-            name = _canonical(record.parent.name[:-len(".dist-info")].rpartition("-")[0])
+            name = (distinfo.parse(record.parent.name) or ("", ""))[0]
             if name in skip:
                 continue
             try:

@@ -323,8 +323,9 @@ def _survey(opts: Options) -> _Survey:
     if loc.bare:
         raise UserError(f"{loc.python} is a bare interpreter, not a virtual environment.",
                         "tfrebuild upgrades venv, virtualenv, uv and conda environments; create one first.")
-    if refusals.mount_point(loc.path):  # upgrade's refusal, said by plan too: a mount point cannot be swapped
-        raise refusals.mount_point(loc.path)
+    mounted = refusals.mount_point(loc.path)  # upgrade's refusal, said by plan too: a mount point cannot be swapped
+    if mounted is not None:
+        raise mounted
     data = probe.run(loc.python)
     current = build_profile(loc, data)
     override, trusted = load_override(opts, loc)
@@ -427,7 +428,8 @@ def _resolve(inputs: resolve.Inputs, survey: _Survey, tf_new: str, python_versio
         resolved = resolve.resolve(inputs, tf_new, target_requires)
     except resolve.ResolutionFailed as exc:
         companions = blocking_companions(survey.loc, survey.data, tf_new, tf, python_version, index, opts)
-        err = conflict_error(inputs, tf_new, tf_old, exc.explanation, companions, look_lower=opts.explain)
+        err = conflict_error(inputs, tf_new, tf_old, exc.explanation, companions, look_lower=opts.explain,
+                             env=survey.loc.path, profile=opts.profile)
         err.inputs, err.tf_new, err.tf_old = inputs, tf_new, tf_old  # for the target search (commands/upgrade)
         raise err from None
     variants = [v for v in TF_DISTRIBUTIONS if v in resolved.pins]
@@ -444,7 +446,8 @@ def _resolve(inputs: resolve.Inputs, survey: _Survey, tf_new: str, python_versio
     try:
         return resolve.resolve(inputs, tf_new), note
     except resolve.ResolutionFailed as exc:
-        raise conflict_error(inputs, tf_new, tf_old, exc.explanation) from None
+        raise conflict_error(inputs, tf_new, tf_old, exc.explanation, env=survey.loc.path,
+                             profile=opts.profile) from None
 
 
 def _switch_reason(survey: _Survey, resolved: resolve.Resolved, tf: str, route: str, variant_note: str) -> str:
@@ -554,7 +557,8 @@ def _checked_findings(survey: _Survey, resolved: resolve.Resolved, tf_new: str, 
                     f.fixed_by_rebuild, f.affects_new_env = True, False
     from rebuild.doctor import judge
 
-    return judge.agree(findings, resolved.pins)  # what the pre-flight says is what this plan does
+    findings = judge.agree(findings, resolved.pins, opts.strategy)  # what the pre-flight says is what this plan does
+    return findings + judge.numpy_abi(resolved.pins, survey.data.get("distributions") or [])
 
 
 def blocking_findings(findings: list) -> list:
@@ -645,6 +649,10 @@ def make_plan(opts: Options, progress=None, log: Path | None = None) -> Plan:
     notes += _requested_notes(survey)
     project, project_requirement = _project(project, tf, tf_new)
     notes += list(project.notes) if project is not None and project.drivable else []
+    if project is not None and project.drivable:  # the user's edits to the project files: the starting point
+        from rebuild.project import files as project_files
+
+        notes += project_files.edits_note(survey.loc.path)
     progress.stage("pre-flight", "doctor checks (run alongside the resolution)")
     findings = _checked_findings(survey, resolved, tf_new, tf, interp.version, index, opts, started)
     newer = newer_job.result()
@@ -774,7 +782,7 @@ def _lockable_target(project, survey: _Survey, inputs: resolve.Inputs, target: r
         why = cause or "see `uv lock`"
         return version, (f"{tf} {tf_new} cannot be locked for every Python the uv project supports ({why}); "
                          f"{version} is the newest that locks. {uvproject.lock_hint(first.reason)}")
-    raise first  # type: ignore[misc]
+    raise first
 
 
 def _next_lower(inputs: resolve.Inputs, version: str, floor: str) -> str | None:

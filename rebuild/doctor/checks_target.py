@@ -4,7 +4,6 @@ it, and whether the packages the upgraded env keeps accept it."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Mapping
 
 from packaging.requirements import Requirement
@@ -14,7 +13,7 @@ from packaging.utils import canonicalize_name
 from rebuild.core import resolve
 from rebuild.util import uv as uvcmd
 from rebuild.doctor import companions, numpyabi
-from rebuild.doctor.context import (Context, Target, applies, contains, has_cap, numbers, python_ok, q, real,
+from rebuild.doctor.context import (Context, Target, applies, contains, has_cap, numbers, python_ok, q,
                                     req_text, version_of)
 from rebuild.doctor.findings import Finding
 from rebuild.doctor.findings import FindingId as F
@@ -54,15 +53,8 @@ def pick_target(ctx: Context, spec: resolve.TargetSpec) -> tuple[Target | None, 
 
 
 def _real_interpreter(path: str, version: str) -> str:
-    """The real file behind ``path``: a pyenv shim (``<root>/shims/python3.11``, a script that picks a version
-    at run time) is the ``<root>/versions/<version>/bin/`` interpreter it ran; anything else, its real path."""
-    shim = Path(path)
-    if shim.parent.name == "shims":
-        for name in (shim.name, f"python{minor(version)}", "python3"):
-            candidate = shim.parent.parent / "versions" / version / "bin" / name
-            if candidate.exists():
-                return real(candidate)
-    return real(path)
+    """The real file behind ``path`` (a pyenv shim is the version's interpreter): :func:`interpreters.real_path`."""
+    return interpreters.real_path(path, version)
 
 
 def _other_interpreters(ctx: Context, minors: list[str]) -> list[tuple[str, str]]:
@@ -296,10 +288,11 @@ def _shared_conflict(ctx: Context, target: Target, treq: Requirement, dep: str,
     evidence = _unique([f"{what} requires {req_text(treq)}"] +
                        [f"{n} {d['version']} requires {req_text(r)}" for n, d, r in holders] +
                        [f"installed: {dep} {installed}"] + list(numpy1.values()))
-    names = _unique([n for n, _, _ in holders if n not in numpy1])
-    accept = f"{', '.join(names)} accept{'s' if len(names) == 1 else ''} it" if names else ""
+    accepting = _unique([n for n, _, _ in holders if n not in numpy1])
+    accept = f"{', '.join(accepting)} accept{'s' if len(accepting) == 1 else ''} it" if accepting else ""
     if numpy1:
-        accept += ("; " if accept else "") + f"{', '.join(numpy1)} (built for NumPy 1) keep{'s' if len(numpy1) == 1 else ''} it below 2"
+        keeps = "keeps" if len(numpy1) == 1 else "keep"
+        accept += ("; " if accept else "") + f"{', '.join(numpy1)} (built for NumPy 1) {keeps} it below 2"
     if both:
         matters = bool(candidates and any(contains(treq.specifier, v) and not all(
             contains(r.specifier, v) and not (n in numpy1 and v.major >= 2) for n, _, r in capped)

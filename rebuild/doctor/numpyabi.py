@@ -27,11 +27,11 @@ def built_for(ctx, name: str, dist: dict) -> tuple[int | None, str]:
     version = str(dist.get("version") or "")
     if compiled(dist) is False:
         return None, ""
-    verdict = numpy2.built_for_numpy2(name, version)
     row = numpy2.first_build(name)
-    if verdict is True:
+    verdict = numpy2.built_for_numpy2(name, version) if row is not None else None
+    if row is not None and verdict is True:
         return 2, f"{name} {version} was built for NumPy 2 ({row.source})"
-    if verdict is False:
+    if row is not None and verdict is False:
         return 1, (f"{name} {version} was built for NumPy 1 and fails to import under NumPy 2 although its "
                    f"Requires-Dist sets no upper bound: the first {name} built for NumPy 2 is {row.first} "
                    f"({row.source})")

@@ -25,6 +25,11 @@ def parse(folder: str) -> tuple[str, str] | None:
     return canonicalize_name(name), version
 
 
+def name_of(stem: str) -> str:
+    """The canonical name in the stem of a ``.dist-info`` or ``.egg-info`` folder (``name-version[-pyX.Y]``)."""
+    return canonicalize_name(stem.partition("-")[0])
+
+
 def installed(env: Path) -> dict[str, str]:
     """``{canonical name: version}`` of the distributions in ``env``'s site-packages, from the folder names."""
     out: dict[str, str] = {}

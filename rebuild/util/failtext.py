@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Any, Iterable
 
 from rebuild.util.proc import redact_line
 
@@ -73,7 +74,8 @@ def _condense_traceback(before: list[str], header: str, body: list[str], budget:
         room -= len(frame)
     out = head + [header]
     if len(kept) < len(frames):
-        out.append(" " * (_indent(header) + 2) + f"… {len(frames) - len(kept)} outer frame(s) left out (the whole traceback is in the log)")
+        out.append(" " * (_indent(header) + 2)
+                   + f"… {len(frames) - len(kept)} outer frame(s) left out (the whole traceback is in the log)")
     for frame in kept:
         out += frame
     return out + exception
@@ -102,7 +104,7 @@ def condense(text: str, budget: int = SCREEN_LINES) -> str:
     starts = [n for n, line in enumerate(lines) if _SECTION.match(line)]
     if not starts or starts[0] != 0:
         return _condense_one("\n".join(lines), budget)
-    sections = ["\n".join(lines[a:b]) for a, b in zip(starts, starts[1:] + [len(lines)])]
+    sections = ["\n".join(lines[a:b]) for a, b in zip(starts, starts[1:] + [len(lines)], strict=True)]
     share = max(6, budget // len(sections))
     shown = sections[:max(1, budget // 6)]
     out = [_condense_one(s, share) for s in shown]
@@ -111,14 +113,14 @@ def condense(text: str, budget: int = SCREEN_LINES) -> str:
     return "\n".join(out)
 
 
-def check_details(checks, budget: int = SCREEN_LINES) -> str:
+def check_details(checks: Iterable[Any], budget: int = SCREEN_LINES) -> str:  # smoke.Check (core) items
     """The screen text of failed checks: ``[name] (seconds)`` and each one's condensed output."""
     checks = list(checks)
     share = max(8, budget // max(1, len(checks)))
     return "\n\n".join(f"[{c.name}] ({c.seconds:.1f}s)\n{condense(c.output, share)}" for c in checks)
 
 
-def log_checks(log: Path | str | None, checks, where: str) -> bool:
+def log_checks(log: Path | str | None, checks: Iterable[Any], where: str) -> bool:
     """Append the whole output of each failed check to ``log`` (created 0600, never through a link,
     credentials redacted). False when there is no log or it cannot be written."""
     if not log or not str(log).strip():

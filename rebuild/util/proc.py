@@ -194,7 +194,7 @@ def run(
         result = Result(cmd, -1, "", "", time.monotonic() - start, error=exc.strerror or str(exc))
     else:
         try:
-            signals.checkpoint()  # a signal that landed in an at-fork hook while the child started
+            signals.checkpoint()  # a signal swallowed earlier (an at-fork hook of a child started elsewhere)
             out, err = proc.communicate(timeout=timeout)
             result = Result(cmd, proc.returncode, out, err, time.monotonic() - start)
         except subprocess.TimeoutExpired:
