@@ -98,6 +98,7 @@ def test_import_failing_before_the_upgrade_does_not_block_it(make_venv, cli, ven
 
 
 @pytest.mark.slow
+@pytest.mark.slow
 def test_companions_move_in_step_and_keras2_is_kept_where_needed(make_venv, cli, tmp_path):
     """tensorflow-probability pairs with TF's minor by its release notes (no metadata) and needs tf-keras from 2.16;
     tensorflow-model-optimization 0.7.5 needs Keras 2: the plan keeps Keras 2 and says which package needs it."""
@@ -132,6 +133,7 @@ def test_end_of_life_companion_sets_the_landing_point(make_venv, cli, tmp_path):
     assert strict.json()["plan"]["tf_new"] == "2.21.0"
 
 
+@pytest.mark.slow
 @pytest.mark.slow
 def test_requested_package_is_not_moved_backwards_silently(make_venv, cli, tmp_path):
     env = make_venv(tmp_path / "envs" / "back", BASE + ["modelzoo==2.0.0"])
