@@ -65,11 +65,13 @@ def run(opts: planning.Options, progress=None, confirm: Callable[[planning.Plan]
         refusals.refuse(loc.path, force=opts.force)
     _refuse_undriven(loc.path, opts)  # a project tfrebuild does not drive: known before any resolution
     store = Store.open(loc.path) or Store.unmanaged(loc.path)
-    created_state = not store.state.exists()
+    first_run = not store.managed  # the state folder goes at the end unless an upgrade landed
     command = _command_line()
     log = the_plan = None
+    held = False  # only the run that took the lock removes the state folder (never one refused by the lock)
     try:
         with store.lock(command):
+            held = True
             # an interrupted apply to this path (not managed yet) is finished or undone too
             recovered = generations.recover(store) if store.managed or store.journal_path.exists() else None
             if recovered:
@@ -108,14 +110,9 @@ def run(opts: planning.Options, progress=None, confirm: Callable[[planning.Plan]
                                                     else None)
                 if again is not None:
                     return _switch(store, again, p, opts, progress, mine, start)
-                try:
-                    return _apply(store, p, opts, op, log, progress, mine, start, command, given_models)
-                except UserError:
-                    if not store.state.exists():  # a first upgrade's failed try left no trace: the next try's
-                        from rebuild.store import trust  # state folder is tfrebuild's own again (its record)
-
-                        trust.make_state_dir(store.state, store.env)
-                    raise
+                # a first upgrade's failed try clears its records but keeps the state folder, its lock and its
+                # creation record for the next try (transaction.Spec.keep_state); the end of the run removes it
+                return _apply(store, p, opts, op, log, progress, mine, start, command, given_models)
 
             outcome = search.run(the_plan, opts, attempt=attempt,
                                  replan=lambda o: planning.make_plan(o, progress, log=log),
@@ -128,13 +125,14 @@ def run(opts: planning.Options, progress=None, confirm: Callable[[planning.Plan]
             return landed
     except UserError as exc:
         exc.plan = getattr(exc, "plan", None) or the_plan  # the plan that failed, for the error document
-        if created_state and not store.managed:  # the state folder goes: keep the log the error names
+        if held and first_run and not store.managed:  # the state folder goes: keep the log the error names
             kept = transaction.rescue_log(log)
             if kept is not None:
                 transaction.point_to_log(exc, log, kept)
         raise
     finally:
-        if created_state and not store.managed:
+        if held and first_run and not store.managed:
+            transaction.rescue_log(log)  # an interrupt: the log goes where failures' logs go
             shutil.rmtree(store.state, ignore_errors=True)
 
 
@@ -369,6 +367,7 @@ def _run_transaction(store, the_plan, opts, op, log, progress, result, command, 
                                               f"{the_plan.tf_old}",
                                    python=the_plan.python_old, like=the_plan.current),
         before_swap=lambda: refusals.refuse(store.env, force=opts.force), progress=progress, project=step,
+        keep_state=True,
         deep_check=opts.check == "import",
         models=models.Gate(intent.smoke.models, current=store.env, index=the_plan.index_live, offline=opts.offline,
                            log=log)), result)

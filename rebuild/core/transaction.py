@@ -41,6 +41,7 @@ from rebuild.env import fsguard
 from rebuild.store.faults import fault_point
 from rebuild.store.records import Generation
 from rebuild.store.store import Store
+from rebuild.store.trees import safe_rmtree
 from rebuild.util import fs, signals
 from rebuild.util.progress import NULL, Progress
 
@@ -103,6 +104,8 @@ class Spec:
     project: Any = None  # a project step (rebuild.project.step.UvStep): builds the env, its files follow the swap
     deep_check: bool = False  # --check import: the TensorFlow import again at the path after the swap
     models: Any = None  # a rebuild.core.models.Gate: the user's models load and answer the same before the swap
+    keep_state: bool = False  # an env adopted by this try: a failure clears the try's records but keeps the state
+    # folder (its lock, held by this process, and its creation record) for the next try; the caller removes it
 
 
 def run(spec: Spec, result: TransactionResult) -> TransactionResult:
@@ -245,10 +248,24 @@ def _discard(spec: Spec, number: int, adopted_now: bool) -> Path | None:
         shutil.rmtree(store.generation_dir(number), ignore_errors=True)
     store.commit()
     kept = None
-    if adopted_now:  # leave no trace: the env was not managed before this run (but keep the log it names)
+    if adopted_now and spec.keep_state:  # the target search goes on under the same lock: only the records go
+        _unadopt(store)
+    elif adopted_now:  # leave no trace: the env was not managed before this run (but keep the log it names)
         kept = rescue_log(spec.log)
         shutil.rmtree(store.state, ignore_errors=True)
     return kept
+
+
+def _unadopt(store: Store) -> None:
+    """Undo this run's adoption (the env is not managed again) inside a state folder that stays: its lock file (still
+    flock'd, as the folder is), its creation record and the run's log are kept; staging, generations and
+    ``store.toml`` go."""
+    try:
+        os.unlink(store.store_file)
+    except FileNotFoundError:
+        pass
+    for folder in (store.staging_root, store.generations_dir, store.trash_root):
+        safe_rmtree(folder, store.state)
 
 
 def _move_into_place(spec: Spec, tree: Path, result: TransactionResult) -> None:
