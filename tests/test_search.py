@@ -65,6 +65,7 @@ def test_search_lands_on_the_newest_release_whose_op_library_loads(make_venv, cl
     assert any(c["name"] == "op libraries load: tfops-demo" and c["ok"] for c in doc["checks"]), doc["checks"]
     after = _pins(venv_run, env)
     assert (after["tensorflow-cpu"], after["tfops-demo"]) == ("2.18.0", "1.1.0")
+    assert (env.parent / f".{env.name}.tfrebuild" / "store.toml").is_file()  # landed: the first run's state kept
     proc = venv_run(env, "import glob, tensorflow as tf, tfops_demo, os; "
                          "[tf.load_op_library(p) for p in glob.glob(os.path.dirname(tfops_demo.__file__) + '/*.so')]")
     assert proc.returncode == 0, proc.stderr
@@ -304,3 +305,125 @@ def test_python_moves_read_requires_python_and_the_installed_wheel_tags(tmp_path
     assert sorted(moves) == ["compiled", "old-floor"], moves
     assert "built for cp311 only" in moves["compiled"] and "requires Python <3.12" in moves["old-floor"]
     assert companionstep.python_moves(pins, data, "3.11.9") == {}
+
+
+@pytest.mark.slow
+def test_newest_working_release_installed_is_nothing_to_do(make_venv, cli, venv_run, tmp_path):
+    """tfops-demo 1.1.0's op library is built for TF 2.18 and nothing newer of it exists: 2.21.0 fails its checks,
+    moving tfops-demo forward does not resolve, 2.20.0 fails too. The env already holds the newest TensorFlow that
+    passes: exit 0, "nothing to do", every try with its blocker and a command; the env and the store unchanged (a first
+    run leaves no state folder); `plan` says nothing to do for a target that does not resolve, without building."""
+    env = make_venv(tmp_path / "envs" / "top", ["tensorflow-cpu==2.18.0", "numpy==1.26.4", "tfops-demo==1.1.0"])
+    before = _pins(venv_run, env)
+    state = env.parent / f".{env.name}.tfrebuild"
+    res = cli("upgrade", env, "--yes", "--json")
+    assert res.code == 0, res.err
+    doc = res.json()
+    assert doc["changed"] is False and doc["generation"] is None
+    assert doc["plan"]["tf_new"] == doc["plan"]["tf_old"] == "2.18.0" and doc["plan"]["changes"] == []
+    assert doc["plan"]["landing_note"] == ("nothing to do: tensorflow-cpu 2.18.0 is the newest TensorFlow that passes "
+                                           "its checks with everything this env holds")
+    tries = [(t["target"], t["passed"], t["built"]) for t in doc["tries"]]
+    assert tries == [("tensorflow-cpu 2.21.0", False, True), ("tensorflow-cpu 2.21.0", False, False),
+                     ("tensorflow-cpu 2.20.0", False, True)], doc["tries"]
+    blocked = doc["blocked_above"]
+    assert [(b["target"], b["blocker"]) for b in blocked] == [
+        ("tensorflow-cpu 2.21.0", "tfops-demo"), ("tensorflow-cpu 2.20.0", "tfops-demo")], blocked
+    assert blocked[0]["why"].startswith("built for another TensorFlow/NumPy (ABI): NotImplementedError: unable to "
+                                        "open file: _demo_ops.so")
+    assert "; then [tfops-demo moved forward from 1.1.0]: does not resolve: " in blocked[0]["why"]
+    assert f"`tfrebuild upgrade --env {env} --to 2.20.0` tries it strictly" in blocked[1]["command"]
+    assert f"drop tfops-demo: `tfrebuild snapshot --env {env} -o profile.toml`" in blocked[1]["command"]
+    assert doc["blocked_above"] == doc["plan"]["blocked_above"]
+    assert _pins(venv_run, env) == before
+    assert not state.exists(), "a first run that changed nothing records nothing"
+    assert Path(doc["log"]).is_file() and not Path(doc["log"]).is_relative_to(state)
+
+    text = cli("upgrade", env, "--yes")
+    assert text.code == 0, text.err
+    assert ("Nothing to do: tensorflow-cpu 2.18.0 is the newest TensorFlow that passes its checks with everything "
+            "this env holds. Above it:") in text.out
+    assert "tensorflow-cpu 2.20.0: blocked by tfops-demo: built for another TensorFlow/NumPy (ABI)" in text.out
+    assert not state.exists()
+
+    strict = cli("upgrade", env, "--to", "2.20.0", "--yes")  # the command named: strict, it shows the failure
+    assert strict.code == 1 and "unable to open file: _demo_ops.so" in strict.err, strict.err
+    assert _pins(venv_run, env) == before
+
+
+
+@pytest.mark.slow
+def test_first_upgrade_holds_its_lock_between_tries(make_venv, kit_env, kit_index, venv_run, tmp_path):
+    """A first upgrade (no state folder before) whose first try fails goes on to the next target under the same lock:
+    the state folder, its lock file and its creation record stay between tries, so a second `tfrebuild upgrade`
+    started meanwhile is refused; when no try lands, the state folder is gone at the end. (Each try pauses 6 s once
+    built, so the second command lands while the first is on its next try.)"""
+    import os
+    import subprocess
+
+    from rebuild.store.lock import Lock
+
+    env = make_venv(tmp_path / "envs" / "locked", ["tensorflow-cpu==2.18.0", "numpy==1.26.4", "tfops-demo==1.1.0"])
+    before = _pins(venv_run, env)
+    state = env.parent / f".{env.name}.tfrebuild"
+    assert not state.exists()
+    proc = subprocess.Popen([sys.executable, "-m", "rebuild", "upgrade", "--env", str(env), "--offline",
+                             "--find-links", str(kit_index), "--yes"], env={**kit_env, "TFREBUILD_PAUSE":
+                                                                            "upgrade.built:6"},
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                            text=True)
+    try:
+        seen: list[str] = []
+        folder = None
+        for line in proc.stderr:  # the first try's stages, then its failure
+            seen.append(line)
+            if folder is None and state.is_dir():
+                folder = os.stat(state).st_ino
+            if line.startswith("  try: tensorflow-cpu 2.21.0"):
+                break
+        assert proc.poll() is None, "".join(seen)
+        assert folder is not None and os.stat(state).st_ino == folder, "the state folder was made again"
+        assert (state / "created").is_file()
+        holder = Lock(state / "lock", env).holder()
+        assert holder is not None and holder["pid"] == proc.pid, holder
+        second = run_cli(kit_env, "upgrade", "--env", env, "--offline", "--find-links", kit_index, "--yes",
+                         "--force", cwd=tmp_path)  # --force: the first one's probes in the env do not refuse it
+        assert proc.poll() is None, "the first upgrade ended before the second one was refused"
+        assert second.code == 1 and f"Another tfrebuild (pid {proc.pid}: tfrebuild upgrade" in second.err, second.err
+        assert os.stat(state).st_ino == folder, "the refused upgrade removed the state folder of the one at work"
+        assert Lock(state / "lock", env).holder() is not None
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "Nothing to do: tensorflow-cpu 2.18.0 is the newest TensorFlow" in out
+    assert not state.exists(), "no try landed: the first run's state folder goes"
+    assert _pins(venv_run, env) == before
+
+
+
+@pytest.mark.slow
+def test_plan_says_nothing_to_do_when_no_release_above_resolves(make_venv, cli, tmp_path):
+    """tensorflow-forests 1.8.1 pins tensorflow~=2.15.0 and the user's constraint file holds it there: no release above
+    the installed 2.15.1 resolves. `plan` (no build) and `upgrade` say nothing to do, exit 0, with each release
+    above, what stood in the way and a command that shows the choices."""
+    env = make_venv(tmp_path / "envs" / "held", ["tensorflow==2.15.1", "numpy==1.26.4", "tensorflow-forests==1.8.1"])
+    caps = tmp_path / "caps.txt"
+    caps.write_text("tensorflow-forests==1.8.1\n")
+    res = cli("plan", env, "--constraint", caps, "--json")
+    assert res.code == 0, res.err
+    plan = res.json()["plan"]
+    assert plan["tf_new"] == plan["tf_old"] == "2.15.1" and plan["changes"] == []
+    assert plan["landing_note"].startswith("nothing to do: tensorflow 2.15.1 is the newest TensorFlow"), plan
+    assert [b["target"] for b in plan["blocked_above"]] == ["tensorflow 2.21.0", "tensorflow 2.20.0",
+                                                           "tensorflow 2.18.0", "tensorflow 2.16.1"]
+    assert all(f"`tfrebuild plan --env {env} --to 2." in b["command"] for b in plan["blocked_above"])
+    assert "tensorflow-forests" in plan["blocked_above"][0]["blocker"], plan["blocked_above"]
+    text = cli("plan", env, "--constraint", caps)
+    assert text.code == 0 and "Nothing to do: tensorflow 2.15.1 is the newest TensorFlow" in text.out, text.err
+    up = cli("upgrade", env, "--constraint", caps, "--yes", "--json")
+    assert up.code == 0, up.err
+    assert up.json()["changed"] is False and len(up.json()["blocked_above"]) == 4
+    assert not (env.parent / f".{env.name}.tfrebuild").exists()

@@ -281,14 +281,26 @@ def plan(term: Terminal, p, as_json: bool) -> None:
         emit_json({"ok": True, "plan": _plan_dict(p)})
         return
     plan_text(term, p)
+    if getattr(p, "blocked_above", None):
+        blocked(term, p)
+        return
     term.out.print(f"Resolved in {p.seconds:.1f}s. Nothing was changed; run `tfrebuild upgrade` to apply.", markup=False)
+
+
+def blocked(term: Terminal, p) -> None:
+    """``--to latest`` found no release above the installed one that passes: nothing to do, and why (exit 0)."""
+    term.out.print(f"Nothing to do: {p.tf_distribution} {p.tf_old} is the newest TensorFlow that passes its checks "
+                   "with everything this env holds. Above it:", markup=False)
+    for b in p.blocked_above:
+        term.out.print(f"  {b.target}: blocked by {b.blocker}: {b.why}", markup=False)
+        term.out.print(f"      to move past it: {b.command}", markup=False)
 
 
 def _plan_dict(p) -> dict:
     keep = ("env", "tf_distribution", "tf_old", "tf_new", "target", "downgrade", "python_old", "python_new",
             "python_path", "strategy", "changes", "unchanged", "capped", "notes", "keras_legacy", "keras2_dependents",
             "preflight", "gpu_route", "gpu_required", "index", "seconds", "tf_old_distribution", "tf_switch",
-            "companions", "requested_downgrades", "keras_needed_by", "landing_note")
+            "companions", "requested_downgrades", "keras_needed_by", "landing_note", "blocked_above")
     out = {k: jsonable(getattr(p, k)) for k in keep}
     project = getattr(p, "project", None)
     out["project"] = None if project is None else {
@@ -347,7 +359,8 @@ def upgrade(term: Terminal, r, as_json: bool) -> None:
                    "notes": r.notes, "recovered": r.recovered, "seconds": r.seconds,
                     "reused": getattr(r, "reused", None), "tries": jsonable(getattr(r, "tries", [])),
                     "started": jsonable(getattr(r, "started", None)),
-                    "adopted": getattr(r, "adopted", None), "models": jsonable(r.models)})
+                    "adopted": getattr(r, "adopted", None), "models": jsonable(r.models),
+                    "blocked_above": jsonable(getattr(r.plan, "blocked_above", []))})
         return
     tries(term, getattr(r, "tries", []))
     if r.recovered:
@@ -357,6 +370,9 @@ def upgrade(term: Terminal, r, as_json: bool) -> None:
         term.out.print(r.adopted[0].upper() + r.adopted[1:] + ".", markup=False)
     if not r.changed:
         plan_text(term, r.plan)
+        if getattr(r.plan, "blocked_above", None):
+            blocked(term, r.plan)
+            return
         term.out.print("Nothing to do: the environment already matches the target.", markup=False)
         return
     plan_text(term, r.plan)

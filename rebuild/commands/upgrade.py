@@ -84,7 +84,7 @@ def run(opts: planning.Options, progress=None, confirm: Callable[[planning.Plan]
                                    state_dir=str(store.state), tries=tries, started=started, adopted=adopted)
             if the_plan.nothing_to_do:
                 result.seconds = time.monotonic() - start
-                return result
+                return _kept_log(result, log, first_run and not store.managed)
             refusal = planning.preflight_refusal(the_plan)
             if refusal is not None:
                 raise refusal
@@ -120,6 +120,10 @@ def run(opts: planning.Options, progress=None, confirm: Callable[[planning.Plan]
                                  on_try=lambda t: progress.note(f"try: {search.tries_text([t])[len('try 1: '):]}"),
                                  searching=_searching(opts, the_plan))
             landed = outcome.result
+            if landed is None:  # no release above the installed one passed: nothing to do, nothing recorded
+                result.plan, result.tries = _as_plan(outcome.blocked), tries + outcome.tries
+                result.seconds = time.monotonic() - start
+                return _kept_log(result, log, first_run and not store.managed)
             assert isinstance(landed, UpgradeResult)
             landed.tries = tries + outcome.tries
             return landed
@@ -134,6 +138,20 @@ def run(opts: planning.Options, progress=None, confirm: Callable[[planning.Plan]
         if held and first_run and not store.managed:
             transaction.rescue_log(log)  # an interrupt: the log goes where failures' logs go
             shutil.rmtree(store.state, ignore_errors=True)
+
+
+def _as_plan(plan: object) -> planning.Plan:
+    assert isinstance(plan, planning.Plan)
+    return plan
+
+
+def _kept_log(result: UpgradeResult, log: Path, leaving: bool) -> UpgradeResult:
+    """Nothing to do because no release above the installed one passed: the tries' log outlives a state folder that
+    goes (a first run records nothing)."""
+    if leaving and result.plan.blocked_above:
+        kept = transaction.rescue_log(log)
+        result.log = str(kept) if kept is not None else ""
+    return result
 
 
 def _searching(opts: planning.Options, the_plan: planning.Plan) -> bool:

@@ -104,6 +104,8 @@ class Plan:
     requested_downgrades: list[str] = field(default_factory=list)  # "name old → new" of requested packages moved back
     keras_needed_by: list[str] = field(default_factory=list)  # why Keras 2 is kept (--keras auto)
     landing_note: str = ""  # --to latest held below the newest release by the companion table
+    blocked_above: list = field(default_factory=list)  # search.Blocker: --to latest found no release above the
+    # installed one that passes (this plan changes nothing): what stood in the way of each
 
     @property
     def nothing_to_do(self) -> bool:

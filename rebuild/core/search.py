@@ -54,6 +54,18 @@ class Try:
     passed: bool
     why: str = ""  # why it failed: the class and one line
     built: bool = True  # False: it failed before building (resolution, refusal)
+    blocker: str = ""  # the package that failed (or stood in the way), else the failure's class
+
+
+@dataclass
+class Blocker:
+    """A release above the installed one that did not pass (``--to latest`` found none): what stood in the way and
+    a command to run to move past it."""
+
+    target: str
+    blocker: str
+    why: str
+    command: str
 
 
 @dataclass
@@ -197,8 +209,9 @@ def candidates(listing: list[str], below: str, floor: str) -> list[list[str]]:
 
 @dataclass
 class Outcome:
-    result: object
+    result: object  # None: no release above the installed one passed (``blocked`` is the plan that says so)
     tries: list[Try]
+    blocked: object = None
 
 
 def _target(plan) -> str:
@@ -233,7 +246,8 @@ def run(first, opts, *, attempt: Callable, replan: Callable, listing: Callable[[
                 raise
             failure = (Failure("downgrade", "", exc.message) if downgrade else built if built is not None
                        else classify(report, plan))
-            record(Try(_target(plan), change, False, f"{failure.label}: {failure.text}", built=not downgrade))
+            record(Try(_target(plan), change, False, f"{failure.label}: {failure.text}", built=not downgrade,
+                       blocker=failure.package or failure.label))
             builds += 0 if downgrade else 1
             if not searching:
                 raise _strict(exc, failure, plan, opts, tries) from None
@@ -241,13 +255,14 @@ def run(first, opts, *, attempt: Callable, replan: Callable, listing: Callable[[
                 raise _exhausted(exc, plan, tries, f"the search stops after {MAX_BUILDS} builds") from None
             fix = None if downgrade else fix_for(failure, plan, opts, used)
             if fix is not None:
-                opts = with_fix(opts, fix)
+                fixed = with_fix(opts, fix)
                 try:
-                    plan, change, plans = replan(opts), fix.description, plans + 1
+                    plan, change, plans = replan(fixed), fix.description, plans + 1
+                    opts = fixed  # a fix that does not resolve is not carried to the lower releases
                     continue
                 except UserError as again:
                     record(Try(_target(plan), fix.description, False, f"does not resolve: {again.message}",
-                               built=False))
+                               built=False, blocker=failure.package or failure.label))
             if lower is None:
                 lower = candidates(listing(), plan.tf_new, floor)
             plan = None
@@ -263,10 +278,61 @@ def run(first, opts, *, attempt: Callable, replan: Callable, listing: Callable[[
                         record(Try(f"{first.tf_distribution} {version}", "next lower release", False,
                                    f"does not resolve: {again.message}", built=False))
             if plan is None:
-                raise _exhausted(exc, first, tries, f"no release above the installed {floor} passed") from None
+                if first.python_old != first.python_new:  # a Python move: staying is not "nothing to do"
+                    raise _exhausted(exc, first, tries, f"no release above the installed {floor} passed") from None
+                return Outcome(None, tries, blocked=blocked_plan(first, tries))
             continue
         record(Try(_target(plan), change, True))
         return Outcome(result, tries)
+
+
+def _standing(message: str) -> str:
+    m = re.search(r"Standing in the way: (.+?)\.(?:\s|$)", message)
+    return m.group(1) if m else "does not resolve"
+
+
+def blockers(tries: list[Try], env: str) -> list[Blocker]:
+    """Each failed try above the installed release: its blocker and a command that moves past it (or shows why)."""
+    import shlex
+
+    where = shlex.quote(str(env))
+    out: list[Blocker] = []
+    for t in tries:
+        if t.passed:
+            continue
+        if out and out[-1].target == t.target:  # the fix tried at the same release: its account goes with it
+            out[-1].why += f"; then [{t.change}]: {t.why}"
+            continue
+        version = t.target.split()[-1]
+        if not t.built:
+            out.append(Blocker(t.target, t.blocker or _standing(t.why), t.why,
+                               f"`tfrebuild plan --env {where} --to {version}` names what stands in the way and the "
+                               "choices (a release of it that accepts the target, or dropping it)"))
+            continue
+        see = f"`tfrebuild upgrade --env {where} --to {version}` tries it strictly and shows the failure"
+        name = t.blocker if t.blocker and " " not in t.blocker else ""
+        command = (f"drop {name}: `tfrebuild snapshot --env {where} -o profile.toml`, delete {name} from `requested` "
+                   f"(and its modules from `[smoke].imports`) in profile.toml, then `tfrebuild upgrade --env {where} "
+                   f"--profile profile.toml --to {version}`; or {see}") if name else see
+        out.append(Blocker(t.target, t.blocker, t.why, command))
+    return out
+
+
+def nothing_text(plan) -> str:
+    return (f"nothing to do: {plan.tf_distribution} {plan.tf_old} is the newest TensorFlow that passes its checks "
+            "with everything this env holds")
+
+
+def blocked_plan(plan, tries: list[Try]):
+    """``plan`` (of a release above the installed one) turned into the plan that changes nothing: no release above
+    the installed one passed; ``blocked_above`` says what stood in the way of each."""
+    dist = plan.tf_old_distribution or plan.tf_distribution
+    stay = dataclasses.replace(plan, tf_distribution=dist, tf_new=plan.tf_old, tf_switch="", downgrade=False,
+                               changes=[], capped=[], requested_downgrades=[], companions={}, keras_needed_by=[],
+                               keras_legacy=False, pylock="", newer_release=None, notes=[])
+    stay.landing_note = nothing_text(stay)
+    stay.blocked_above = blockers(tries, plan.env)
+    return stay
 
 
 def _attach(exc: UserError, tries: list[Try]) -> None:
@@ -335,6 +401,13 @@ def first_plan(opts, make_plan: Callable, note: Callable[[str], None] = lambda t
                                   + "; ".join(f"{t.target}: {t.why}" for t in tries) + ")")
                 return plan, tries
         exc.tries = tries
+        if plans < MAX_PLANS and exc.tf_old and not getattr(opts, "python", None):
+            # no release above the installed one resolves: staying is the result (the installed set, planned)
+            try:
+                here = make_plan(dataclasses.replace(opts, to=exc.tf_old, explain=False))
+            except UserError:
+                raise exc from None
+            return blocked_plan(here, tries), tries
         raise
 
 
