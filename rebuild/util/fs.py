@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import stat
 import tempfile
 import tomllib
@@ -134,6 +135,11 @@ def _text(data: bytes | str) -> str:
         raise ValueError(f"it is not UTF-8 text (byte {exc.start})") from None
 
 
+_PLAIN = re.compile(r"[^\"'#\[\]{}=:,\n.]+")
+_BASIC = re.compile(r'"(?:[^"\\\n]|\\.)*("|$)', re.M)
+_LITERAL = re.compile(r"'[^'\n]*('|$)", re.M)
+
+
 def nesting(text: str) -> int:
     """How deep ``text`` (TOML or JSON) nests: brackets and braces, plus the dots of a TOML dotted key or table
     name, counted outside strings and comments. Used before parsing, so a hostile file costs one pass."""
@@ -142,20 +148,22 @@ def nesting(text: str) -> int:
     key = True  # at a position where a TOML key (or table name) is read
     i, n = 0, len(text)
     while i < n:
+        plain = _PLAIN.match(text, i)
+        if plain:
+            i = plain.end()
+            continue
         c = text[i]
         if c in "\"'":
-            triple = text.startswith(c * 3, i)
-            end = c * 3 if triple else c
-            j = i + len(end)
-            while j < n and not text.startswith(end, j):
-                j += 2 if c == '"' and text[j] == "\\" else 1
-                if not triple and j < n and text[j] == "\n":
-                    break
-            i = j + len(end)
+            if text.startswith(c * 3, i):
+                close = text.find(c * 3, i + 3)
+                i = n if close < 0 else close + 3
+            else:
+                found = (_BASIC if c == '"' else _LITERAL).match(text, i)
+                i = found.end() if found else i + 1
             continue
         if c == "#":
-            while i < n and text[i] != "\n":
-                i += 1
+            close = text.find("\n", i)
+            i = n if close < 0 else close
             continue
         if c in "[{":
             stack.append(c)
