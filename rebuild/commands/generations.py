@@ -6,6 +6,7 @@ them uses the network or uv.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,11 +40,27 @@ def _open_recovered(path: Path) -> Store | None:
         unmanaged = Store.unmanaged(path)
         done = recovery.recover_if_idle(unmanaged, finished=complete_profile)
         store = Store.open(path)
-        if done and store is not None:
-            _RECOVERED_AT_OPEN[str(store.env)] = done
-        if store is None and unmanaged.state.is_dir() and not any(unmanaged.state.iterdir()):
-            unmanaged.state.rmdir()
+        if done:
+            _RECOVERED_AT_OPEN[str(store.env if store is not None else unmanaged.env)] = done
+        if store is None and unmanaged.state.is_dir() and _only_bookkeeping(unmanaged.state):
+            import shutil
+
+            shutil.rmtree(unmanaged.state, ignore_errors=True)  # nothing left of the apply: no state folder either
     return store
+
+
+def _only_bookkeeping(state: Path) -> bool:
+    """Whether a state folder holds nothing but tfrebuild's own bookkeeping (its creation record, the lock, the
+    ``.gitignore``, empty staging/trash/logs folders, the logs of the undone apply)."""
+    import os
+
+    for entry in os.scandir(state):
+        if entry.name in ("created", "lock", ".gitignore", "logs"):
+            continue
+        if entry.name in ("staging", "trash") and entry.is_dir(follow_symlinks=False) and not any(os.scandir(entry.path)):
+            continue
+        return False
+    return True
 
 
 def _and_opened(store: Store, done: str | None) -> str | None:
@@ -52,11 +69,38 @@ def _and_opened(store: Store, done: str | None) -> str | None:
     return "; ".join(parts) or None
 
 
+def env_path(env) -> Path:
+    """The env path of a command on generations: :func:`locate`'s; where locate refuses, a path whose state
+    folder holds a store or a journal still is one (issue 23, point 6): a managed env whose ``bin/python``
+    dangles (its kept generations are whole), or an ``apply`` into a new path killed before its rename."""
+    try:
+        return locate(env).path
+    except UserError:
+        if env is None:
+            raise
+        import os
+
+        from rebuild.store.location import env_path as real, state_dir
+
+        try:
+            path = real(os.path.expanduser(os.fspath(env)))
+            state = state_dir(path)
+            found = not os.path.islink(state) and any(os.path.isfile(state / name)
+                                                      for name in ("store.toml", "journal.json"))
+        except (OSError, ValueError):
+            found = False
+        if not found:
+            raise
+        return path
+
+
 def open_store(env) -> Store:
-    loc = locate(env)
-    store = _open_recovered(loc.path)
+    path = env_path(env)
+    store = _open_recovered(path)
     if store is None:
-        raise UserError(f"{loc.path} is not managed by tfrebuild yet: it has no generations.",
+        done = _RECOVERED_AT_OPEN.pop(str(path), None)  # an interrupted apply into this new path, undone
+        raise UserError(f"{path} is not managed by tfrebuild yet: it has no generations"
+                        + (f" ({done})." if done else "."),
                         "Generations are made by `tfrebuild upgrade`; the first upgrade keeps the env as generation 1.")
     return store
 
@@ -477,10 +521,11 @@ def _drift(store: Store) -> str:
 
 
 def status(env=None) -> Status:
-    loc = locate(env)
-    store = _open_recovered(loc.path)
+    path = env_path(env)
+    store = _open_recovered(path)
     if store is None:
-        return Status(str(loc.path), False, "", None, None, "", None, [], None, project=_project_status(None, loc.path))
+        return Status(str(path), False, "", None, None, "", None, [], None, _RECOVERED_AT_OPEN.pop(str(path), None),
+                      project=_project_status(None, path) if os.path.isdir(path) else "")
     holder = store.lock_holder()
     recovered = _and_opened(store, recovery.recover_if_idle(store, finished=complete_profile) if holder is None
                             else None)
