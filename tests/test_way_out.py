@@ -74,3 +74,34 @@ def test_apply_into_a_new_path_killed_before_its_rename_is_undone_by(next_comman
     assert not os.path.lexists(target) and not os.path.lexists(state_of(target))
     again = tfr(kit_env, "apply", profile, "--env", target, "--offline", "--find-links", kit_index, "--yes", "--json")
     assert again.code == 0, str(again)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not __import__("shutil").which("setpriv"), reason="needs root and setpriv")
+def test_unreadable_generation_is_reported_as_unreadable_with_its_owner(tmp_path):
+    """Root's generation folder (mode 0700) inside another user's managed env: that user's history, gc --dry-run
+    and rollback name it as unreadable, with whose it is."""
+    import shutil
+    import subprocess
+
+    from tests.test_shared_machine import managed
+
+    base = Path(__import__("tempfile").mkdtemp(prefix="tfr-unreadable-", dir="/tmp"))
+    try:
+        os.chmod(base, 0o755)
+        store = managed(base / "tf", 4)
+        subprocess.run(["chown", "-R", "65534:65534", str(store.env), str(store.state)], check=True)
+        folder = store.generation_dir(2)
+        subprocess.run(["chown", "-R", "0:0", str(folder)], check=True)
+        os.chmod(folder, 0o700)
+        as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m", "rebuild"]
+        env = {**os.environ, "HOME": str(base)}
+        for args in (["history"], ["gc", "--dry-run"], ["rollback", "--to", "2", "--yes"], ["history", "--json"]):
+            p = subprocess.run([*as_nobody, *args, "--env", str(store.env)], capture_output=True, text=True,
+                               cwd=ROOT, env=env, timeout=120)
+            text = p.stdout + p.stderr
+            assert "Traceback" not in text, text
+            assert "permission denied" in text.lower() and "belongs to root" in text, (args, text)
+            assert "no generation 2" not in text and "There is no generation" not in text, text
+        assert (store.env / "MARKER").read_text() == "gen4"
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

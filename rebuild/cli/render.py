@@ -382,6 +382,13 @@ def history(term: Terminal, h, as_json: bool) -> None:
         _grid(term, [[str(n), text] for n, text in kept])
     term.out.print(f"All generations together use {_size(h.disk_total)} (files shared by hard links counted once).",
               markup=False)
+    _unreadable(term, h.unreadable)
+
+
+def _unreadable(term: Terminal, found: dict) -> None:
+    """Generations that are there but whose record cannot be read (never shown as missing, never left out)."""
+    for n, why in sorted((found or {}).items()):
+        term.out.print(f"Generation {n} cannot be read (left as it is): {why}", markup=False)
 
 
 def diff(term: Terminal, d, as_json: bool) -> None:
@@ -404,6 +411,7 @@ def gc(term: Terminal, g, as_json: bool) -> None:
         term.out.print(f"{verb} generation(s) {', '.join(map(str, g.deleted))} of {g.env}; "
                        f"{'would free' if g.dry_run else 'freed'} {_size(g.freed)}. "
                        f"Kept: {', '.join(map(str, g.kept))}.", markup=False)
+    _unreadable(term, g.unreadable)
     pyc = g.pyc_cache
     if pyc is not None and pyc.files:
         verb = "would remove" if g.dry_run else "removed"

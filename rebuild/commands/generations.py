@@ -204,6 +204,7 @@ def rollback(env=None, to: int | None = None, *, yes: bool = False, force: bool 
             raise UserError(f"Generation {target_n} is already current at {store.env}.", "See `tfrebuild history`.")
         numbers = [g.number for g in store.generations()]
         if target_n not in numbers:
+            store.generation(target_n)  # one that is there but cannot be read says so
             raise UserError(f"There is no generation {target_n} of {store.env}.",
                             f"Existing generations: {', '.join(map(str, numbers))} (see `tfrebuild history`).")
         target = store.generation(target_n)
@@ -336,6 +337,7 @@ class History:
     rows: list[HistoryRow]
     disk_total: int
     recovered: str | None = None
+    unreadable: dict[int, str] = field(default_factory=dict)  # generations whose record cannot be read: why
 
 
 def history(env=None) -> History:
@@ -350,7 +352,7 @@ def history(env=None) -> History:
                        g.tensorflow, g.python, alone.get(trees[g.number], 0), proc.redact_line(g.command), present[g.number],
                        project_summary(store, g.number))
             for g in gens]
-    return History(str(store.env), str(store.state), rows, total, recovered)
+    return History(str(store.env), str(store.state), rows, total, recovered, store.unreadable())
 
 
 # --- diff -----------------------------------------------------------------------
@@ -421,6 +423,7 @@ class GcResult:
     dry_run: bool
     recovered: str | None = None
     pyc_cache: Pruned | None = None  # the pyc cache's entries no env uses any more, removed after the generations
+    unreadable: dict[int, str] = field(default_factory=dict)  # generations whose record cannot be read: kept, why
 
 
 def gc(env=None, keep: int = 3, *, dry_run: bool = False, yes: bool = False,
@@ -459,7 +462,8 @@ def _gc_generations(env, keep: int, *, dry_run: bool, yes: bool,
             alone, _ = exclusive_usage(trees + [store.generation_dir(n) / "env" for n in doomed])
             freed = sum(alone.get(store.generation_dir(n) / "env", 0) for n in doomed)
             doomed_trees = [store.generation_dir(n) / "env" for n in doomed] if dry_run else []
-            return GcResult(str(store.env), keep, doomed, sorted(kept), freed, dry_run, recovered), doomed_trees
+            return GcResult(str(store.env), keep, doomed, sorted(kept), freed, dry_run, recovered,
+                            unreadable=store.unreadable()), doomed_trees
         if not yes and not confirm(f"Delete generation(s) {', '.join(map(str, doomed))} of {store.env}?"):
             raise UserError("gc cancelled; nothing was deleted.", exit_code=1)
         freed = 0
@@ -469,7 +473,8 @@ def _gc_generations(env, keep: int, *, dry_run: bool, yes: bool,
                 gone = ", ".join(map(str, doomed[:doomed.index(n) + 1]))
                 signals.changed(f"{store.env} gc", f"gc deleted generation(s) {gone} of {store.env}; "
                                 f"{store.env} is still on generation {store.current_number}")
-        return GcResult(str(store.env), keep, doomed, sorted(kept), freed, False, recovered), []
+        return GcResult(str(store.env), keep, doomed, sorted(kept), freed, False, recovered,
+                        unreadable=store.unreadable()), []
 
 
 # --- status ---------------------------------------------------------------------
