@@ -238,11 +238,12 @@ def plan_text(term: Terminal, p) -> None:
     for note in p.notes:
         term.out.print(f"  note: {note}", markup=False)
     for f in p.preflight:
-        label = "fixed by this upgrade" if f.fixed_by_rebuild else (
+        label = "not carried into the new env" if getattr(f, "dropped_by_rebuild", False) else \
+            "fixed by this upgrade" if f.fixed_by_rebuild else (
             "error, blocks the upgrade" if f.affects_new_env and f.severity == "error" else
             "also affects the new env" if f.affects_new_env else f.severity)
         term.out.print(f"  pre-flight ({label}) {f.id}: {f.title}", markup=False)
-        if f.fix and not f.fixed_by_rebuild:
+        if f.fix and (not f.fixed_by_rebuild or getattr(f, "dropped_by_rebuild", False)):
             term.out.print(f"      fix: {f.fix}", markup=False)
     if p.changes:
         term.out.print(f"  Changes ({len(p.changes)}; * = requested by you; {p.unchanged} unchanged):", markup=False)
