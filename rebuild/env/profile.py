@@ -495,7 +495,7 @@ def load(path: str | Path) -> Profile:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise UserError(f"Profile {path} is not UTF-8 text (byte {exc.start}).",
+        raise UserError(f"Profile {path} cannot be read: it is not UTF-8 text (byte {exc.start}).",
                         "Fix the file or take a new one with `tfrebuild snapshot`.") from None
     return loads(text, where=str(path))
 
