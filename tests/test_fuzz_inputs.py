@@ -180,6 +180,15 @@ def test_fuzz_the_cli(tmp_path, kit_env):
                                ["plan", "--env", str(store.env), "--python", value],
                                ["export", "--profile", value], ["snapshot", "--env", str(store.env), "-o", value],
                                ["plan", "--env", str(store.env), "--index-url", value, "--offline"],
+                               ["plan", "--env", str(store.env), "--constraint", value, "--offline"],
+                               ["upgrade", "--env", str(store.env), "--to", value, "--offline", "--yes"],
+                               ["upgrade", "--env", str(store.env), "--strategy", value, "--yes"],
+                               ["upgrade", "--env", str(store.env), "--keras", value, "--yes"],
+                               ["apply", value, "--env", str(store.env), "--yes", "--offline"],
+                               ["export", "--env", str(store.env), "--format", value],
+                               ["diff", value, "1", "--env", str(store.env)],
+                               ["bundle", value, "-o", str(tmp_path / "bundle")],
+                               ["doctor", "--env", str(store.env), "--to", value],
                                ["history", "--env", str(store.env), "--find-links", value]])
         run = run_cli(kit_env, *args, cwd=tmp_path, timeout=120)
         assert "Traceback" not in run.text, f"seed {SEED + 2}, case {cases}\n{run}"
