@@ -9,6 +9,14 @@ class UserError(Exception):
     The CLI prints these without a traceback and exits with ``exit_code``.
     """
 
+    # Set on the way up by the code that knows them (upgrade, the target search: core/search.py), read with getattr.
+    report: object = None  # smoke.Report of the checks that failed (transaction)
+    tries: list | None = None  # search.Try of every target tried
+    inputs: object = None  # resolve.Inputs of a target that did not resolve (plan), and its versions:
+    tf_new: str = ""
+    tf_old: str = ""
+    downgrade: bool = False  # refused because the plan moves a requested package backwards
+
     def __init__(self, message: str, hint: str = "", *, exit_code: int = 2, details: str = ""):
         super().__init__(message)
         self.message = message

@@ -9,6 +9,8 @@ Session fixtures
                          ``PYTHONPATH`` and set up so uv and pip stay offline and use
                          ``kit_index`` (``UV_FIND_LINKS``, ``UV_OFFLINE=1``, ...).
     ``python_versions``  dict ``{"3.9": Path, ...}`` of working interpreters.
+    ``pypi_reachable``   None, or ``pytest.skip`` with the reason when PyPI does not answer (one probe per
+                         session; every test marked ``network`` gets it, asked for or not).
 
 Function fixtures
     ``make_venv``        factory ``make_venv(path, packages, *, python=None, creator="uv", ...)``
@@ -25,10 +27,12 @@ put on ``sys.path`` here, whatever pytest's import mode).
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
@@ -50,6 +54,37 @@ from tests.kit import (  # noqa: E402
     uv_bin,
     with_overrides,
 )
+
+
+PYPI_PROBE = "https://pypi.org/simple/tensorflow-cpu/"
+
+
+@functools.cache
+def pypi_unreachable() -> str | None:
+    """Why the real PyPI cannot be used from here (``None`` when it answers): probed once per session, through
+    this machine's own proxy settings, the page the end-to-end tests start from."""
+    try:
+        with urllib.request.urlopen(PYPI_PROBE, timeout=5) as response:
+            response.read(1)
+    except Exception as exc:  # noqa: BLE001 - any failure means: skip, with the reason
+        return (f"PyPI is unreachable: probing {PYPI_PROBE} with a 5 s timeout failed ({type(exc).__name__}: {exc}); "
+                "this test needs the real package index")
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Every ``network`` test is skipped, with the reason, before its fixtures build anything, when PyPI is away."""
+    if item.get_closest_marker("network") is not None and pypi_unreachable():
+        pytest.skip(pypi_unreachable())
+
+
+@pytest.fixture(scope="session")
+def pypi_reachable() -> None:
+    """The one PyPI reachability check, for fixtures that need PyPI before a test runs."""
+    reason = pypi_unreachable()
+    if reason:
+        pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")

@@ -102,6 +102,7 @@ def edit_profile(path: Path, **changes) -> Path:
 # --------------------------------------------------------------------------- new env / existing env
 
 
+@pytest.mark.slow
 def test_new_env_from_snapshot_profile(source_env, kit_index, tmp_path):
     src, profile = source_env
     target = tmp_path / "fresh" / "tf"  # the parent does not exist either
@@ -122,6 +123,7 @@ def test_new_env_from_snapshot_profile(source_env, kit_index, tmp_path):
     assert set(again.requested) == set(prof.load(profile).requested)
 
 
+@pytest.mark.slow
 def test_existing_unmanaged_env_gets_a_new_generation(source_env, make_venv, kit_index, tmp_path):
     src, profile = source_env
     other = make_venv(tmp_path / "other" / "venv", ["tensorflow-cpu==2.16.1", "numpy==1.26.4"], python="3.11")
@@ -144,6 +146,7 @@ def test_same_set_is_nothing_to_do(source_env, kit_index, tmp_path):
     assert Store.open(src) is None and not (src.parent / ".venv.tfrebuild").exists()
 
 
+@pytest.mark.slow
 def test_lock_file_profile_installs_the_lock_as_is(source_env, kit_index, tmp_path):
     src, profile = source_env
     first = tmp_path / "a" / "venv"
@@ -178,6 +181,7 @@ def test_confirmation_needed_and_cancel_changes_nothing(source_env, kit_index, t
     assert_nothing_created(target)
 
 
+@pytest.mark.slow
 def test_foreign_smoke_commands_are_not_run_without_allow(source_env, kit_index, tmp_path):
     _, profile = source_env
     marker = tmp_path / "ran"
@@ -193,6 +197,7 @@ def test_foreign_smoke_commands_are_not_run_without_allow(source_env, kit_index,
     assert prof.load(Store.open(tmp_path / "y" / "venv").generation_dir(1) / "profile.toml").smoke.commands
 
 
+@pytest.mark.slow
 def test_own_generation_profile_is_trusted(source_env, make_venv, kit_index, tmp_path):
     _, profile = source_env
     env = tmp_path / "own" / "venv"
@@ -264,6 +269,7 @@ def _with_lock(profile: Path, tmp_path: Path, kit_index: Path) -> Path:
     return folder / "profile.toml"
 
 
+@pytest.mark.slow
 def test_truncated_lock(source_env, kit_index, tmp_path):
     _, profile = source_env
     locked = _with_lock(profile, tmp_path, kit_index)
@@ -277,6 +283,7 @@ def test_truncated_lock(source_env, kit_index, tmp_path):
     assert_nothing_created(target)
 
 
+@pytest.mark.slow
 def test_edited_hash_is_refused_before_building(source_env, kit_index, tmp_path):
     _, profile = source_env
     locked = _with_lock(profile, tmp_path, kit_index)
@@ -291,6 +298,7 @@ def test_edited_hash_is_refused_before_building(source_env, kit_index, tmp_path)
     assert_nothing_created(target)
 
 
+@pytest.mark.slow
 def test_edited_version_is_refused(source_env, kit_index, tmp_path):
     _, profile = source_env
     locked = _with_lock(profile, tmp_path, kit_index)
@@ -330,6 +338,7 @@ def test_profile_for_another_platform(source_env, kit_index, tmp_path):
     assert_nothing_created(target)
 
 
+@pytest.mark.slow
 def test_other_python_minor_error_then_resolve(source_env, kit_index, tmp_path, require_python):
     require_python("3.12")
     src, profile = source_env
@@ -371,6 +380,7 @@ def test_failing_smoke_check_leaves_nothing(source_env, kit_index, tmp_path):
     assert_nothing_created(target)
 
 
+@pytest.mark.slow
 def test_failing_smoke_check_keeps_existing_env(source_env, make_venv, kit_index, tmp_path):
     _, profile = source_env
     edit_profile(profile, **{"smoke.imports": ["not_a_module_anywhere"]})
@@ -400,6 +410,7 @@ def cli_run(tmp_path: Path, kit_env: dict, *args: str, fault: str | None = None,
                           timeout=300, cwd=tmp_path, input=stdin)
 
 
+@pytest.mark.slow
 def test_cli_apply_json_and_errors(source_env, kit_env, kit_index, tmp_path):
     _, profile = source_env
     target = tmp_path / "cli" / "venv"
@@ -420,6 +431,7 @@ def test_cli_apply_json_and_errors(source_env, kit_env, kit_index, tmp_path):
 
 @pytest.mark.parametrize("fault,exists_after", [("apply.built", False), ("apply.renamed", True),
                                                ("apply.recorded", True)])
+@pytest.mark.slow
 def test_crash_during_new_env_is_finished_or_undone(source_env, kit_env, kit_index, tmp_path, fault, exists_after):
     src, profile = source_env
     target = tmp_path / "crash" / "venv"
@@ -467,6 +479,7 @@ def test_portability_libc_too_old_and_markers():
     assert [i.split(":")[0] for i in r.incompatible] == ["numpy 2.0.2"]
 
 
+@pytest.mark.slow
 def test_cli_export_and_bundle(source_env, kit_env, kit_index, tmp_path):
     src, profile = source_env
     res = cli_run(tmp_path, kit_env, "export", "--env", str(src), "--format", "requirements")

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from tests.kit.cli import run_cli

@@ -232,6 +232,7 @@ def _assert_authenticated(handler) -> None:
 # --------------------------------------------------------------------------- the tests
 
 
+@pytest.mark.slow
 def test_pip_conf_with_credentials_end_to_end(auth_index, make_venv, kit_env, tmp_path):
     host, handler = auth_index
     world = World(tmp_path / "w", kit_env)
@@ -246,6 +247,7 @@ def test_pip_conf_with_credentials_end_to_end(auth_index, make_venv, kit_env, tm
     assert world.leaks(PASSWORD, written) == []
 
 
+@pytest.mark.slow
 def test_index_url_on_the_command_line_is_redacted_in_history(auth_index, make_venv, kit_env, tmp_path):
     host, handler = auth_index
     world = World(tmp_path / "w", kit_env)
@@ -264,6 +266,7 @@ def test_index_url_on_the_command_line_is_redacted_in_history(auth_index, make_v
 
 
 @pytest.mark.parametrize("variable", ["PIP_INDEX_URL", "UV_INDEX_URL"])
+@pytest.mark.slow
 def test_index_url_variables_with_credentials(variable, auth_index, make_venv, kit_env, tmp_path):
     host, handler = auth_index
     world = World(tmp_path / "w", kit_env)
@@ -275,6 +278,7 @@ def test_index_url_variables_with_credentials(variable, auth_index, make_venv, k
     assert world.leaks(PASSWORD, written) == []
 
 
+@pytest.mark.slow
 def test_bare_token_and_named_uv_index_credentials(auth_index, make_venv, kit_env, tmp_path):
     """``https://TOKEN@host`` (a bare token), then a named index whose credentials come from UV_INDEX_<NAME>_*."""
     host, handler = auth_index
@@ -297,6 +301,7 @@ def test_bare_token_and_named_uv_index_credentials(auth_index, make_venv, kit_en
     assert world.leaks(PASSWORD, [state]) == []
 
 
+@pytest.mark.slow
 def test_netrc_credentials_are_used_for_every_request(auth_index, make_venv, kit_env, tmp_path):
     host, handler = auth_index
     world = World(tmp_path / "w", kit_env)

@@ -116,6 +116,7 @@ def managed_env(make_venv, cli, root: Path, upgrades=("2.16", "2.18")) -> Path:
 # --------------------------------------------------------------------------- disk full
 
 
+@pytest.mark.slow
 def test_full_disk_reads_work_gc_frees_and_changes_refuse_cleanly(tmpfs, make_venv, cli):
     root = tmpfs("160m")
     env = managed_env(make_venv, cli, root)
@@ -159,6 +160,7 @@ def test_full_disk_reads_work_gc_frees_and_changes_refuse_cleanly(tmpfs, make_ve
 # --------------------------------------------------------------------------- read-only filesystem
 
 
+@pytest.mark.slow
 def test_read_only_filesystem(tmpfs, make_venv, cli):
     root = tmpfs("160m")
     env = managed_env(make_venv, cli, root)
@@ -247,6 +249,7 @@ def test_root_upgrading_another_users_env_keeps_the_owner(make_venv, cli):
 # --------------------------------------------------------------------------- logs
 
 
+@pytest.mark.slow
 def test_logs_are_pruned_to_the_newest(make_venv, cli, tmp_path):
     env = managed_env(make_venv, cli, tmp_path, upgrades=("2.18",))
     logs = state_dir(env) / "logs"

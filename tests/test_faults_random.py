@@ -174,6 +174,7 @@ def env2(tmp_path, kit_index, kit_env) -> Path:
 # --------------------------------------------------------------------------- the harness
 
 
+@pytest.mark.slow
 def test_random_time_faults(tmp_path, kit_index, kit_env, env2):
     rng = random.Random(SEED)
     print(f"\nfault harness seed {SEED} (TFREBUILD_FAULT_SEED={SEED} repeats it), budget {BUDGET:.0f}s")
@@ -291,6 +292,7 @@ DAMAGED = {
 
 
 @pytest.mark.parametrize("content", DAMAGED.values(), ids=DAMAGED.keys())
+@pytest.mark.slow
 def test_damaged_journal_is_set_aside_when_safe(env2, kit_env, content):
     """E is the recorded generation: every command sets the journal aside (kept as journal.json.damaged)."""
     journal = state_of(env2) / "journal.json"
@@ -339,6 +341,7 @@ def test_damaged_journal_with_outside_path_is_refused(env2, kit_env, tmp_path):
 
 
 @pytest.mark.parametrize("next_command", ["status", "upgrade", "history"])
+@pytest.mark.slow
 def test_apply_to_new_path_killed_after_move_is_finished_by_any_command(env2, kit_env, kit_index, tmp_path,
                                                                        next_command):
     profile = tmp_path / "foreign.toml"
@@ -364,6 +367,7 @@ def test_apply_to_new_path_killed_after_move_is_finished_by_any_command(env2, ki
 # --------------------------------------------------------------------------- tfrebuild killed alone, uv running
 
 
+@pytest.mark.slow
 def test_tfrebuild_killed_alone_while_uv_runs(env2, kit_env, kit_index):
     """As the OOM killer does: only tfrebuild dies; its uv must not go on writing into staging."""
     proc = start(kit_env, "upgrade", "--env", env2, "--to", "2.18", "--offline", "--find-links", kit_index,
@@ -391,11 +395,16 @@ def test_tfrebuild_killed_alone_while_uv_runs(env2, kit_env, kit_index):
     assert_recovers(kit_env, env2)
 
 
-def test_proc_run_children_die_with_their_parent(tmp_path):
-    """``proc.run``'s child gets SIGKILL when the process that ran it dies (PR_SET_PDEATHSIG)."""
+@pytest.mark.parametrize("threaded", [False, True], ids=["main thread", "from a thread"])
+def test_proc_run_children_die_with_their_parent(tmp_path, threaded):
+    """``proc.run``'s child gets SIGKILL when the process that ran it dies (PR_SET_PDEATHSIG through
+    ``setpriv``, no ``preexec_fn``), also when a thread started it (the plan starts interpreters from threads)."""
     pidfile = tmp_path / "pid"
     child_code = f"import os, time; open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
-    code = f"from rebuild.util import proc; import sys; proc.run([sys.executable, '-c', {child_code!r}], timeout=120)"
+    call = f"proc.run, args=([sys.executable, '-c', {child_code!r}],), kwargs={{'timeout': 120}}"
+    code = (f"from rebuild.util import proc; import sys, threading; t = threading.Thread(target={call}); "
+            "t.start(); t.join()") if threaded else (
+        f"from rebuild.util import proc; import sys; proc.run([sys.executable, '-c', {child_code!r}], timeout=120)")
     parent = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
     deadline = time.monotonic() + 30
     while not (pidfile.exists() and pidfile.read_text()) and time.monotonic() < deadline:
@@ -414,6 +423,7 @@ def test_proc_run_children_die_with_their_parent(tmp_path):
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.slow
 def test_signal_after_swap_names_the_generation(env2, kit_env, kit_index, sig):
     before = key(env2)
     # the upgrade waits 3 s right after the exchange, inside the deferred section, so the signal lands there
@@ -435,6 +445,7 @@ def test_signal_after_swap_names_the_generation(env2, kit_env, kit_index, sig):
     assert_recovers(kit_env, env2)
 
 
+@pytest.mark.slow
 def test_signal_before_swap_says_nothing_changed(env2, kit_env, kit_index):
     before = key(env2)
     proc = start(kit_env, "upgrade", "--env", env2, "--to", "2.18", "--offline", "--find-links", kit_index, "--yes")

@@ -327,6 +327,7 @@ def unmanaged(tmp_path_factory, kit_index: Path, kit_env: dict[str, str]) -> Pat
 # --------------------------------------------------------------------------- 1. the store
 
 
+@pytest.mark.slow
 def test_store_layout_after_upgrades(shared: Shared, kit_env):
     env, state = shared.env, state_of(shared.env)
     store = read_toml(state / "store.toml")
@@ -361,6 +362,7 @@ def test_store_layout_after_upgrades(shared: Shared, kit_env):
 # --------------------------------------------------------------------------- 2. rollback
 
 
+@pytest.mark.slow
 def test_rollback_previous_twice_then_to_one(managed, tfr, venv_run, kit_env):
     env = managed(3, real=True)
     first = ok(tfr("rollback", "--env", env, "--yes", "--json")).json()
@@ -399,6 +401,7 @@ def test_rollback_previous_twice_then_to_one(managed, tfr, venv_run, kit_env):
     assert_consistent(tfr, env, kit_env)
 
 
+@pytest.mark.slow
 def test_rollback_pip_env_console_scripts(make_venv, upgrade_cli, tfr, kit_env):
     """A pip-made env (absolute shebangs): after upgrade + rollback its own console scripts run at E."""
     env = make_venv("pip-parent/tf", CLASSIC, creator="venv")
@@ -477,6 +480,7 @@ def test_history_disk_counts_hard_links_once(managed, tfr):
     assert max(raw1, raw2) <= doc["disk_total"] <= raw1 + raw2 - big_size
 
 
+@pytest.mark.slow
 def test_diff_generations(shared: Shared, tfr):
     doc = ok(tfr("diff", "1", "2", "--env", shared.env, "--json")).json()
     assert (doc["a"], doc["b"]) == ("generation 1", "generation 2")
@@ -525,6 +529,7 @@ def test_gc_dry_run_deletes_nothing(shared: Shared, tfr):
     assert nothing["deleted"] == [] and nothing["kept"] == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_gc_keep_two_of_four_never_follows_symlinks(managed, tfr, tmp_path, kit_env):
     """4 generations, --keep 2: 1 and 2 go.  Links planted in the doomed trees point outside: the
     outside folder and files survive (links are removed, never followed)."""
@@ -552,6 +557,7 @@ def test_gc_keep_two_of_four_never_follows_symlinks(managed, tfr, tmp_path, kit_
     assert "Nothing to delete" in human.out
 
 
+@pytest.mark.slow
 def test_gc_never_deletes_current_or_previous(managed, tfr, kit_env):
     env = managed(3)
     ok(tfr("rollback", "--env", env, "--to", "1", "--yes"))  # current 1, previous 3 (the newer one)
@@ -564,6 +570,7 @@ def test_gc_never_deletes_current_or_previous(managed, tfr, kit_env):
     assert back["to_generation"] == 3 and tf_at(env, kit_env) == "2.18.0"
 
 
+@pytest.mark.slow
 def test_gc_prunes_the_pyc_cache_entries_only_deleted_generations_used(tmp_path, kit_env, kit_index):
     """Generations built with the pyc cache hold their pycs as links to its entries: gc deleting generation 2
     (TF 2.16.1) leaves its TensorFlow pycs with the cache's link only, and gc removes them; the entries the kept
@@ -665,6 +672,7 @@ def _crash(fault: str, managed, upgrade_cli, tfr, kit_env, *, prior_upgrades: in
 
 
 @pytest.mark.parametrize("fault", ALL_FAULTS)
+@pytest.mark.slow
 def test_crash_then_readonly_command_recovers(fault, managed, upgrade_cli, tfr, kit_env):
     """After the kill, ``status`` (``history`` for gc) finds the journal, recovers, and says so.
 
@@ -694,6 +702,7 @@ def test_crash_then_readonly_command_recovers(fault, managed, upgrade_cli, tfr, 
 
 
 @pytest.mark.parametrize("fault", ALL_FAULTS)
+@pytest.mark.slow
 def test_crash_then_same_command_recovers_and_works(fault, managed, upgrade_cli, tfr, kit_env):
     """After the kill, the next upgrade / rollback / gc recovers first (JSON ``recovered``), then works.
 
@@ -723,6 +732,7 @@ def test_crash_then_same_command_recovers_and_works(fault, managed, upgrade_cli,
     assert_consistent(tfr, env, kit_env)
 
 
+@pytest.mark.slow
 def test_crash_after_swap_recovered_generation_has_profile(managed, upgrade_cli, tfr, kit_env):
     """Recovered by ``status`` (or history/rollback/gc): the finished generation must be complete too."""
     env, version, new = _crash("upgrade.recorded", managed, upgrade_cli, tfr, kit_env)
@@ -734,6 +744,7 @@ def test_crash_after_swap_recovered_generation_has_profile(managed, upgrade_cli,
 # --------------------------------------------------------------------------- 7. concurrency
 
 
+@pytest.mark.slow
 def test_lock_held_refuses_changes_but_not_reads(shared: Shared, tfr, kit_env):
     env = shared.env
     before = tree_key(env)
@@ -759,6 +770,7 @@ def test_lock_held_refuses_changes_but_not_reads(shared: Shared, tfr, kit_env):
     assert read_toml(state_of(env) / "store.toml")["current"] == 3
 
 
+@pytest.mark.slow
 def test_stale_lock_is_taken_over(managed, tfr, kit_env):
     """A holder busy "building" an upgrade: status shows its journal without touching it; once the holder
     is SIGKILLed the lock is stale, and rollback takes it over, undoes the dead upgrade and rolls back."""
@@ -788,6 +800,7 @@ def test_stale_lock_is_taken_over(managed, tfr, kit_env):
 # --------------------------------------------------------------------------- 8. env in use
 
 
+@pytest.mark.slow
 def test_rollback_and_upgrade_refused_while_env_in_use(managed, tfr, upgrade_cli, kit_env):
     """A process from the env that keeps one of its files open (as a kernel keeps its libraries mapped)."""
     env = managed(2)
@@ -834,6 +847,7 @@ def test_rollback_refused_while_plain_python_runs_from_env(managed, tfr, kit_env
 # --------------------------------------------------------------------------- 10. bad input
 
 
+@pytest.mark.slow
 def test_rollback_to_unknown_generation(shared: Shared, tfr, kit_env):
     run = user_error(tfr("rollback", "--env", shared.env, "--to", "99", "--yes"), "99", "1, 2, 3")
     assert run.code == 2
@@ -856,6 +870,7 @@ def test_gc_keep_zero(shared: Shared, tfr):
     assert sorted(os.listdir(state_of(shared.env) / "generations")) == ["1", "2", "3"]
 
 
+@pytest.mark.slow
 def test_only_generation_one(make_venv, tfr, kit_env):
     from rebuild.store.records import Generation
     from rebuild.store.store import Store
@@ -878,6 +893,7 @@ def test_unmanaged_env(unmanaged: Path, tfr, cmd):
     assert not state_of(unmanaged).exists()
 
 
+@pytest.mark.slow
 def test_missing_generation_tree(managed, tfr, kit_env):
     env = managed(2)
     before = tree_key(env)
@@ -892,6 +908,7 @@ def test_missing_generation_tree(managed, tfr, kit_env):
     assert leftovers(env) == []
 
 
+@pytest.mark.slow
 def test_corrupt_meta_toml(managed, tfr, kit_env):
     env = managed(2)
     before = tree_key(env)

@@ -37,6 +37,7 @@ def names(p):
     return {c["name"]: c for c in p["changes"]}
 
 
+@pytest.mark.slow
 def test_auto_without_gpu_keeps_the_variant(make_venv, kit_env, kit_index):
     venv = make_venv("v", ["tensorflow-cpu==2.15.1"])
     p = plan(kit_env, venv, kit_index, "--to", "2.18")
@@ -77,6 +78,7 @@ def test_old_driver_is_a_plan_error_with_the_fix(make_venv, gpu_env, kit_index):
     assert "--gpu cpu" in res.stderr and "Traceback" not in res.stderr
 
 
+@pytest.mark.slow
 def test_cuda_upgrade_requires_a_visible_gpu(make_venv, gpu_env, kit_index, venv_run):
     venv = make_venv("v", ["tensorflow-cpu==2.15.1"])
     no_gpu = cli(gpu_env(), "upgrade", "--env", venv, "--offline", "--find-links", kit_index, "--to", "2.18", "--yes")

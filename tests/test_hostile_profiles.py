@@ -137,6 +137,7 @@ def attack_commands(ws: Path, kit_index: Path, profile: Path) -> dict[str, list]
 
 @pytest.mark.parametrize("kind", ["version", "requested"])
 @pytest.mark.parametrize("command", ["plan", "upgrade", "apply", "apply-no", "export", "bundle"])
+@pytest.mark.slow
 def test_attack_never_runs_code(ws, kit_env, kit_index, kind, command):
     profile = attack_profiles(ws)[kind]
     before = tree_state(ws)
@@ -147,6 +148,7 @@ def test_attack_never_runs_code(ws, kit_env, kit_index, kind, command):
     assert tree_state(ws) == before, "something changed on disk"
 
 
+@pytest.mark.slow
 def test_attack_premise_the_evil_project_runs_when_built(ws, kit_env, kit_index):
     """The marker is written whenever uv builds ``evil`` (the tests above could fail)."""
     target = ws / "premise-venv"
@@ -172,6 +174,7 @@ def test_attack_premise_the_evil_project_runs_when_built(ws, kit_env, kit_index)
 # --------------------------------------------------------------------------- consent
 
 
+@pytest.mark.slow
 def test_foreign_non_index_source_needs_consent(ws, kit_env, kit_index):
     pkg = (f'\n[[packages]]\nname = "evilpkg"\nversion = "1.0"\nrequested = true\nsource = "path"\n'
            f'url = "{evil_url(ws)}"\n')
@@ -185,6 +188,7 @@ def test_foreign_non_index_source_needs_consent(ws, kit_env, kit_index):
     assert tree_state(ws) == before
 
 
+@pytest.mark.slow
 def test_foreign_index_needs_consent(ws, kit_env, kit_index):
     profile = variant(ws, "other-index.toml",
                       with_index(clean(ws), 'extra_index_urls = ["https://packages.evil.example/simple"]'))
@@ -202,6 +206,7 @@ def test_foreign_index_needs_consent(ws, kit_env, kit_index):
     assert res.code == 0, res
 
 
+@pytest.mark.slow
 def test_foreign_plan_profile_builds_no_sdist(ws, kit_env, kit_index):
     """A valid name that only an sdist provides: a foreign ``plan --profile`` passes uv ``--no-build``."""
     profile = variant(ws, "sdist-only.toml", with_requested(clean(ws), '"evilpkg"'))
@@ -435,6 +440,7 @@ def test_foreign_lock_that_builds_from_source_needs_consent(tmp_path):
                          command="apply")
 
 
+@pytest.mark.slow
 def test_foreign_smoke_commands_need_consent_before_upgrade_runs_them(ws, kit_env, kit_index):
     """upgrade runs a --profile's [smoke].commands in the new env: from a profile from elsewhere, not without
     --allow-commands (plan runs none, so it does not ask)."""

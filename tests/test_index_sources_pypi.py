@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -27,18 +26,8 @@ pytestmark = [pytest.mark.network, pytest.mark.slow,
               pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux wheels assumed")]
 
 
-def _pypi_reachable() -> bool:
-    try:
-        with urllib.request.urlopen("https://pypi.org/simple/tensorflow-cpu/", timeout=5):
-            return True
-    except Exception:  # noqa: BLE001 - any failure means: skip
-        return False
-
-
 @pytest.fixture(scope="module")
-def env39(tmp_path_factory) -> Path:
-    if not _pypi_reachable():
-        pytest.skip("https://pypi.org is not reachable")
+def env39(pypi_reachable, tmp_path_factory) -> Path:
     python = find_python("3.9")
     if python is None:
         pytest.skip("Python 3.9 is not installed")

@@ -71,6 +71,7 @@ def reqfile_env(make_venv, kit_env, tmp_path) -> Path:
     return env
 
 
+@pytest.mark.slow
 def test_requirement_file_env_requested_from_graph_and_old_tf_only_deps_dropped(reqfile_env, cli, tmp_path):
     env = reqfile_env
     snap = cli("snapshot", env, "-o", tmp_path / "p.toml", "--json")
@@ -98,6 +99,7 @@ def test_requirement_file_env_requested_from_graph_and_old_tf_only_deps_dropped(
     assert installed(env)["tensorflow-cpu"] == "2.18.0"
 
 
+@pytest.mark.slow
 def test_requested_in_profile_keeps_an_old_tf_only_dependency(reqfile_env, cli, tmp_path):
     env = reqfile_env
     out = tmp_path / "p.toml"
@@ -133,6 +135,7 @@ def test_smoke_command_from_profile_blocks_the_swap(make_venv, cli, tmp_path):
     assert installed(env)["tensorflow-cpu"] == "2.15.1"
 
 
+@pytest.mark.slow
 def test_generation_profile_is_the_intent_and_is_carried_forward(make_venv, cli, tmp_path):
     env = make_venv(tmp_path / "envs" / "tf", CLASSIC)
     up = cli("upgrade", env, "--to", "2.16", "--yes")
@@ -163,6 +166,7 @@ def test_generation_profile_is_the_intent_and_is_carried_forward(make_venv, cli,
     assert gen3["constraints"] == {"tensorflow-cpu": "<2.20"}
 
 
+@pytest.mark.slow
 def test_doctor_clean_after_upgrade(make_venv, cli, tmp_path):
     env = make_venv(tmp_path / "envs" / "tf", CLASSIC, creator="venv")
     up = cli("upgrade", env, "--to", "2.18", "--yes")

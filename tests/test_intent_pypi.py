@@ -13,7 +13,6 @@ import os
 import shutil
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -42,15 +41,7 @@ def run(cmd, cwd, timeout=1800) -> subprocess.CompletedProcess:
     return proc
 
 
-@pytest.fixture(scope="module")
-def pypi() -> None:
-    try:
-        urllib.request.urlopen("https://pypi.org/simple/tensorflow-cpu/", timeout=5).close()
-    except OSError as exc:
-        pytest.skip(f"PyPI does not answer: {exc}")
-
-
-def test_pinned_requirements_env_upgraded_to_latest(pypi, tmp_path: Path) -> None:
+def test_pinned_requirements_env_upgraded_to_latest(pypi_reachable, tmp_path: Path) -> None:
     source = tmp_path / "source"
     run([sys.executable, "-m", "venv", source], tmp_path)
     run([source / "bin" / "pip", "install", "-q", "--disable-pip-version-check", "tensorflow-cpu==2.15.1"], tmp_path)

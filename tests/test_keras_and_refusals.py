@@ -72,6 +72,7 @@ def test_old_keras_check_fails_on_the_lazy_kit_and_the_new_one_passes(make_venv,
     assert k3["package"] == "keras" and k3["version"].startswith("3.")
 
 
+@pytest.mark.slow
 def test_keras_legacy_upgrade_succeeds_with_switch_shown(make_venv, kit_env, kit_index):
     venv = make_venv("v", ["tensorflow-cpu==2.15.1"])
     plan = plan_of(kit_env, kit_index, venv, "--to", "2.21", "--keras", "legacy")
@@ -236,6 +237,7 @@ def test_reasons_ignore_extras_only_requirements(make_venv, kit_env, kit_index, 
     assert not graph.without_extra('tomli-w>=1.0; extra == "test"') and graph.without_extra("tomli-w>=1.0")
 
 
+@pytest.mark.slow
 def test_diff_after_in_place_install_and_gc_keep(make_venv, kit_env, kit_index, uv):
     venv = make_venv("v", ["tensorflow-cpu==2.15.1"])
     for to in ("2.16", "2.18", "2.21"):

@@ -82,6 +82,7 @@ def _cli(kit_env, kit_index, decoys, tmp_path, *args):
     return run_cli(kit_env, *args, "--offline", *links, cwd=tmp_path)
 
 
+@pytest.mark.slow
 def test_upgrade_keeps_every_local_source(local_env, kit_env, kit_index, decoys, tmp_path, venv_run) -> None:
     env = local_env["env"]
     plan = _cli(kit_env, kit_index, decoys, tmp_path, "plan", "--env", env, "--to", "2.18", "--json")
@@ -107,6 +108,7 @@ def test_upgrade_keeps_every_local_source(local_env, kit_env, kit_index, decoys,
     assert vcs["url"] == local_env["repo"].as_uri() and vcs["vcs_info"]["commit_id"] == local_env["commit"], vcs
 
 
+@pytest.mark.slow
 def test_gone_local_source_is_refused_before_any_build(local_env, kit_env, kit_index, decoys, tmp_path) -> None:
     env = local_env["env"]
     moved = local_env["folder"].with_name("moved")
@@ -156,6 +158,7 @@ def test_upgrade_refuses_the_env_it_runs_from(make_venv, kit_env, kit_index, tmp
     assert not (env.parent / f".{env.name}.tfrebuild").exists()
 
 
+@pytest.mark.slow
 def test_export_keeps_local_sources(local_env, kit_env, kit_index, decoys, tmp_path, uv, venv_run) -> None:
     env, out = local_env["env"], tmp_path / "requirements.txt"
     res = _cli(kit_env, kit_index, decoys, tmp_path, "export", "--env", env, "--format", "requirements", "-o", out)
@@ -172,6 +175,7 @@ def test_export_keeps_local_sources(local_env, kit_env, kit_index, decoys, tmp_p
     assert proc.returncode == 0 and proc.stdout.split() == ["1", "1"], proc.stderr
 
 
+@pytest.mark.slow
 def test_apply_of_a_profile_keeps_local_sources(local_env, kit_env, kit_index, decoys, tmp_path, venv_run) -> None:
     """A snapshot (no lock) applied to a new path: the local packages come from where they were, the
     editable one stays editable; the decoys of the same names on the index are never taken."""
@@ -196,6 +200,7 @@ def test_apply_of_a_profile_keeps_local_sources(local_env, kit_env, kit_index, d
     assert not (tmp_path / "other").exists()
 
 
+@pytest.mark.slow
 def test_bundle_keeps_local_sources_as_references(local_env, kit_env, kit_index, decoys, tmp_path) -> None:
     env, profile, out = local_env["env"], tmp_path / "p.toml", tmp_path / "bundle"
     assert run_cli(kit_env, "snapshot", "--env", env, "-o", profile, cwd=tmp_path).code == 0

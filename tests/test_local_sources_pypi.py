@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_e2e_pypi import clean_environ, pypi_reachable, run, tfrebuild  # noqa: F401 (fixture)
+from tests.test_e2e_pypi import clean_environ, run, tfrebuild
 
 pytestmark = [
     pytest.mark.network,
@@ -38,7 +38,7 @@ def _project(root: Path, name: str, deps: list[str]) -> Path:
     return root
 
 
-def test_editable_project_and_local_wheel_survive_an_upgrade_to_latest(pypi_reachable, tmp_path) -> None:  # noqa: F811
+def test_editable_project_and_local_wheel_survive_an_upgrade_to_latest(pypi_reachable, tmp_path) -> None:
     env = tmp_path / "tf"
     run([sys.executable, "-m", "venv", env], cwd=tmp_path, timeout=300)
     pip = [env / "bin" / "pip", "install", "--disable-pip-version-check", "-q"]

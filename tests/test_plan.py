@@ -120,6 +120,7 @@ def plans(kit_env: dict[str, str], kit_index: Path, classic_uv: Path, classic_pi
 
 
 @pytest.mark.parametrize("creator", ["uv", "venv"])
+@pytest.mark.slow
 def test_plan_changes_nothing(creator: str, shared_venv, plan_cli) -> None:
     env = shared_venv(CLASSIC, creator)
     before, around = tree_state(env), siblings(env)

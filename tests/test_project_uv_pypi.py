@@ -19,7 +19,7 @@ import pytest
 from packaging.version import Version
 
 from tests.kit.venvs import find_python
-from tests.test_e2e_pypi import TF_MIN_NEW, clean_environ, pypi_reachable, run, tfrebuild  # noqa: F401
+from tests.test_e2e_pypi import TF_MIN_NEW, run, tfrebuild
 from rebuild.util.uv import uv_bin
 
 pytestmark = [pytest.mark.network, pytest.mark.slow,
@@ -34,7 +34,7 @@ def git(cwd: Path, *args: str) -> str:
     return subprocess.run(["git", "-C", str(cwd), *args], capture_output=True, text=True, check=True, env=env).stdout
 
 
-def test_uv_project_upgrade_and_rollback_with_real_tensorflow(pypi_reachable, tmp_path):  # noqa: F811
+def test_uv_project_upgrade_and_rollback_with_real_tensorflow(pypi_reachable, tmp_path):
     python = find_python("3.11")
     if python is None:
         pytest.skip("Python 3.11 is not installed here")

@@ -104,6 +104,7 @@ def refused(run, *needles: str):
 
 
 @pytest.mark.skipif(not os.path.exists(SYSTEM_PYTHON), reason=f"{SYSTEM_PYTHON} (runnable by uid 65534) is needed")
+@pytest.mark.slow
 def test_planted_state_folder_is_refused_by_every_command(scratch, kit_env, kit_index):
     env = root_env(scratch)
     marker = scratch / "MARKER"
@@ -192,6 +193,7 @@ def test_created_state_folder_carries_its_record_and_no_write_bit_for_others(tmp
     ("generations/1/env", "chown-nobody"),
     ("store.toml", "chmod-666"),
 ])
+@pytest.mark.slow
 def test_stranger_entry_in_own_state_folder_is_refused(tmp_path, kit_env, entry, change):
     store = managed(tmp_path / "tf", 2)
     path = store.state / entry

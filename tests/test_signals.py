@@ -1,9 +1,11 @@
 """A signal whose exception Python swallows still ends the command.
 
-A SIGTERM that lands while an at-fork hook runs (``logging`` registers one; every child
-process tfrebuild starts with ``preexec_fn`` runs them) raises inside that hook, where
-Python reports "Exception ignored" and drops it. The CI saw an upgrade run on to a swap
-after such a SIGTERM. These tests make the signal land exactly there, in a real process.
+A SIGTERM that lands while an at-fork hook runs (``logging`` registers one; a child started
+with ``preexec_fn`` runs them) raises inside that hook, where Python reports "Exception
+ignored" and drops it. The CI saw an upgrade run on to a swap after such a SIGTERM. The
+runner (``util.proc.run``) no longer takes a ``preexec_fn``, so its children run no at-fork
+hook at all; a child started otherwise still can, and the checkpoint catches that. These
+tests make the signal land exactly there, in a real process.
 """
 
 from __future__ import annotations
@@ -43,8 +45,20 @@ def run_script(*lines: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
 
 
-def test_signal_swallowed_in_at_fork_hook_ends_the_process_runner():
+def test_the_process_runner_runs_no_at_fork_hook():
+    """No ``preexec_fn``: Python forks the runner's children without running at-fork hooks, so no signal can be
+    swallowed there (the hook below would send SIGTERM the moment it ran)."""
     done = run_script("proc.run([sys.executable, '-c', 'pass'])", "proc.run([sys.executable, '-c', 'pass'])")
+    assert done.returncode == 0 and "RAN ON" in done.stdout, (done.stdout, done.stderr)
+    assert "Exception ignored" not in done.stderr, done.stderr
+
+
+def test_signal_swallowed_in_at_fork_hook_ends_the_next_runner_call():
+    """A child started outside the runner with a ``preexec_fn`` runs the hooks; the runner's checkpoint ends the
+    command at its next call."""
+    done = run_script("import subprocess",
+                      "subprocess.Popen([sys.executable, '-c', 'pass'], preexec_fn=lambda: None).wait()",
+                      "proc.run([sys.executable, '-c', 'pass'])")
     assert done.returncode == 143 and "TERMINATED" in done.stdout, (done.stdout, done.stderr)
     assert "Exception ignored" not in done.stderr, done.stderr  # no confusing traceback either
 

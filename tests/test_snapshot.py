@@ -120,6 +120,7 @@ def tf_venv(tmp_path_factory, kit_index: Path, kit_env: dict[str, str]) -> Calla
 
 
 @pytest.mark.parametrize("creator", ["uv", "venv", "virtualenv"])
+@pytest.mark.slow
 def test_probe_works_on_each_kind_of_venv(creator: str, make_venv, snapshot_cli, tmp_path: Path) -> None:
     venv = make_venv(f"kind-{creator}", ["python-dateutil"], creator=creator)
     data, p = take_json(snapshot_cli, venv, tmp_path / "p.toml")
@@ -179,6 +180,7 @@ def _assert_tf_dependency_facts(p: prof.Profile) -> None:
 
 
 @pytest.mark.parametrize("creator", ["uv", "venv"])
+@pytest.mark.slow
 def test_dependency_graph_and_tensorflow_facts(creator: str, tf_venv, snapshot_cli, tmp_path: Path) -> None:
     _, p = take_json(snapshot_cli, tf_venv(creator), tmp_path / "p.toml")
     _assert_tf_dependency_facts(p)
@@ -214,6 +216,7 @@ def test_uv_marks_dependencies_as_requested(tf_venv) -> None:
     assert not (next(site_packages(tf_venv("venv")).glob("keras-*.dist-info")) / "REQUESTED").exists()
 
 
+@pytest.mark.slow
 def test_requested_marker_makes_a_dependency_requested(tf_venv, snapshot_cli, tmp_path: Path) -> None:
     # uv marks every package REQUESTED (see above), so only pip tells explicit numpy from numpy-as-dependency.
     venv = tf_venv("venv", ("numpy==1.26.4",))

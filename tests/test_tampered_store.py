@@ -36,6 +36,7 @@ def refused(run):
 
 
 @pytest.mark.parametrize("current", ["1", "2", "99", "-3"])
+@pytest.mark.slow
 def test_gc_refuses_a_store_that_disagrees_with_the_tree(tmp_path, kit_env, current):
     store = managed(tmp_path / "tf", 4)  # generation 4 is the tree at the path
     text = store.store_file.read_text()

@@ -86,6 +86,7 @@ def test_keras3_note_without_legacy(make_venv, kit_env, kit_index):
     assert change(plan, "keras")["new"].startswith("3.")
 
 
+@pytest.mark.slow
 def test_keras_legacy_upgrade_keeps_keras2_for_every_interpreter(make_venv, kit_env, kit_index, venv_run):
     venv = make_venv("v", ["tensorflow-cpu==2.15.1", "scipy==1.11.4"])
     plan = plan_json(kit_env, kit_index, venv, "--to", "2.18", "--keras", "legacy")

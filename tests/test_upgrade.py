@@ -174,6 +174,7 @@ def test_human_output(classic: Path, cli) -> None:
     assert "Traceback" not in res.err
 
 
+@pytest.mark.slow
 def test_pip_made_env_with_absolute_shebangs(make_venv, tmp_path: Path, cli, kit_env: dict[str, str]) -> None:
     env = make_venv(tmp_path / "envs" / "tf", CLASSIC, creator="venv")
     script = env / "bin" / "saved_model_cli"

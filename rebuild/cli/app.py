@@ -60,17 +60,26 @@ EnvOpt = typer.Option(None, "--env", "-e", help="Environment folder or interpret
 JsonOpt = typer.Option(False, "--json", help="Print one machine-readable JSON document.")
 YesOpt = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation.")
 SwapForceOpt = typer.Option(False, "--force", help="Swap even while processes run from the env.")
+UpgradeForceOpt = typer.Option(False, "--force", help="Go ahead despite what upgrade otherwise refuses: processes "
+                               "running from the env; a tool tfrebuild does not drive owning it (Poetry, requirement "
+                               "files, conda: the env is upgraded alone); project files edited since tfrebuild last "
+                               "wrote them.")
+RollbackForceOpt = typer.Option(False, "--force", help="Go ahead despite what rollback otherwise refuses: processes "
+                                "running from the env; project files edited since tfrebuild last wrote them (under "
+                                "--yes; they are saved first).")
 NoCompileOpt = typer.Option(False, "--no-compile", help="Do not compile bytecode in the new env.")
-ToOpt = typer.Option("latest", "--to", parser=_given("--to"), help="Target: latest, X.Y (newest X.Y.*) or X.Y.Z.")
-ProfileOpt = typer.Option(None, "--profile", help="Take requested packages and [constraints] from this profile.")
-PythonOpt = typer.Option(None, "--python", parser=_given("--python"), help="Build the new env on this Python (3.12, a path, or auto: the "
+ToOpt = typer.Option("latest", "--to", parser=_given("--to"), metavar="<target>", help="Target: latest, X.Y (newest X.Y.*) or X.Y.Z.")
+ProfileOpt = typer.Option(None, "--profile", help="Take requested packages and \\[constraints] from this profile.")
+PythonOpt = typer.Option(None, "--python", parser=_given("--python"), metavar="<python>", help="Build the new env on this Python (3.12, a path, or auto: the "
                          "newest installed Python the target supports).")
 StrategyOpt = _choice(Strategy, Strategy.MINIMAL, "--strategy",
                       help="minimal: move as little as possible; eager: newest of everything.")
 PreOpt = typer.Option(False, "--pre", help="Allow pre-releases (e.g. tf-nightly).")
-IndexOpt = typer.Option(None, "--index-url", parser=_given("--index-url", url=True), help="Package index to use instead of the configured one.")
-ExtraIndexOpt = typer.Option(None, "--extra-index-url", parser=_given("--extra-index-url", url=True), help="Additional package index (repeatable).")
-FindLinksOpt = typer.Option(None, "--find-links", "-f", parser=_given("--find-links"), help="Folder of wheels to use (repeatable).")
+IndexOpt = typer.Option(None, "--index-url", parser=_given("--index-url", url=True), metavar="<url>", help="Package index to use instead of the configured one.")
+ExtraIndexOpt = typer.Option(None, "--extra-index-url", parser=_given("--extra-index-url", url=True), metavar="<url>", help="Additional package index (repeatable).")
+FindLinksOpt = typer.Option(None, "--find-links", "-f", parser=_given("--find-links"), metavar="<path>", help="Folder of wheels to use (repeatable).")
+BuildConstraintOpt = typer.Option(None, "--build-constraint", help="Constraints file for the build dependencies "
+                                  "of sdists uv builds (as UV_BUILD_CONSTRAINT, which is read too).")
 ConstraintOpt = typer.Option(None, "--constraint", "-c", help="Constraints file for resolving, on top of pip's and "
                              "uv's configured ones (repeatable); recorded in the new generation's profile.")
 OfflineOpt = typer.Option(False, "--offline", help="No network: use only --find-links folders and uv's cache.")
@@ -86,7 +95,7 @@ KerasOpt = _choice(Keras, Keras.AUTO, "--keras", help="legacy: keep Keras 2 via 
 AllowSourcesOpt = typer.Option(False, "--allow-sources", help="Accept a profile from elsewhere although it names "
                                "packages from outside an index (editable, path, vcs, url), and let uv build sdists "
                                "for it.")
-AllowCommandsOpt = typer.Option(False, "--allow-commands", help="Run a profile's [smoke].commands although "
+AllowCommandsOpt = typer.Option(False, "--allow-commands", help="Run a profile's \\[smoke].commands although "
                                 "tfrebuild did not write the profile for this env.")
 AllowIndexOpt = typer.Option(False, "--allow-index", help="Accept a profile from elsewhere although it names package "
                              "locations this machine is not configured with.")
@@ -169,6 +178,7 @@ def plan(
     python: Optional[str] = PythonOpt, strategy: Strategy = StrategyOpt, pre: bool = PreOpt,
     index_url: Optional[str] = IndexOpt, extra_index_url: Optional[list[str]] = ExtraIndexOpt,
     find_links: Optional[list[str]] = FindLinksOpt, constraint: Optional[list[Path]] = ConstraintOpt,
+    build_constraint: Optional[list[Path]] = BuildConstraintOpt,
     offline: bool = OfflineOpt,
     allow_python_download: bool = AllowDownloadOpt, keras: Keras = KerasOpt, gpu: Gpu = GpuOpt,
     allow_sources: bool = AllowSourcesOpt, as_json: bool = JsonOpt,
@@ -182,12 +192,15 @@ def plan(
     opts = planning.Options(env=env, to=to, profile=profile, python=python, strategy=strategy, pre=pre,
                             index_url=index_url, extra_index_urls=extra_index_url or [],
                             find_links=_links(find_links), constraints=_links(constraint), offline=offline,
+                            build_constraints=_links(build_constraint),
                             allow_python_download=allow_python_download, keras=keras, gpu=gpu,
                             allow_sources=allow_sources)
 
     def work():
-        with terminal().progress(enabled=not as_json) as progress:
-            return planning.make_plan(opts, progress)
+        from rebuild.core import search
+
+        with terminal().progress(enabled=not as_json) as progress:  # --to latest: the expected landing point
+            return search.first_plan(opts, lambda o: planning.make_plan(o, progress), progress.note)[0]
 
     _run(as_json, work, render.plan)
 
@@ -198,10 +211,13 @@ def upgrade(
     python: Optional[str] = PythonOpt, strategy: Strategy = StrategyOpt, pre: bool = PreOpt,
     index_url: Optional[str] = IndexOpt, extra_index_url: Optional[list[str]] = ExtraIndexOpt,
     find_links: Optional[list[str]] = FindLinksOpt, constraint: Optional[list[Path]] = ConstraintOpt,
+    build_constraint: Optional[list[Path]] = BuildConstraintOpt,
     offline: bool = OfflineOpt, no_compile: bool = NoCompileOpt,
     allow_python_download: bool = AllowDownloadOpt, keras: Keras = KerasOpt, gpu: Gpu = GpuOpt,
-    yes: bool = YesOpt, force: bool = SwapForceOpt, allow_sources: bool = AllowSourcesOpt,
+    yes: bool = YesOpt, force: bool = UpgradeForceOpt, allow_sources: bool = AllowSourcesOpt,
     allow_commands: bool = AllowCommandsOpt, check: PathCheck = CheckOpt, as_json: bool = JsonOpt,
+    allow_downgrade: bool = typer.Option(False, "--allow-downgrade", help="With --yes: go on although the plan "
+                                         "moves a package you requested to an older version."),
 ) -> None:
     """Build the upgraded env beside the old one, check it, swap it in atomically.
 
@@ -215,7 +231,9 @@ def upgrade(
     opts = Options(env=env, to=to, profile=profile, python=python, strategy=strategy, pre=pre, index_url=index_url,
                    extra_index_urls=extra_index_url or [], find_links=_links(find_links),
                    constraints=_links(constraint), offline=offline, no_compile=no_compile, yes=yes, force=force, allow_python_download=allow_python_download,
-                   keras=keras, gpu=gpu, allow_sources=allow_sources, allow_commands=allow_commands, check=check)
+                   build_constraints=_links(build_constraint),
+                   keras=keras, gpu=gpu, allow_sources=allow_sources, allow_commands=allow_commands, check=check,
+                   allow_downgrade=allow_downgrade)
 
     def work():
         with terminal().progress(enabled=not as_json) as progress:
@@ -268,7 +286,7 @@ def rollback(
     env: Optional[Path] = EnvOpt,
     to: Optional[int] = typer.Option(None, "--to", help="Generation number (default: the previous one)."),
     yes: bool = YesOpt,
-    force: bool = SwapForceOpt,
+    force: bool = RollbackForceOpt,
     check: PathCheck = CheckOpt,
     as_json: bool = JsonOpt,
 ) -> None:
@@ -364,7 +382,7 @@ def apply(
     profile: Path = typer.Argument(..., help="Profile file; the pylock.toml its `lock` names is installed as is."),
     env: Optional[Path] = typer.Option(None, "--env", "-e", help="Environment folder to create, or to give a new "
                                        "generation (default: $VIRTUAL_ENV, else ./.venv)."),
-    python: Optional[str] = typer.Option(None, "--python", parser=_given("--python"),
+    python: Optional[str] = typer.Option(None, "--python", parser=_given("--python"), metavar="<python>",
                                          help="Build on this Python (default: the profile's)."),
     find_links: Optional[list[str]] = FindLinksOpt, offline: bool = OfflineOpt,
     resolve: bool = typer.Option(False, "--resolve", help="If the lock does not fit this machine, re-resolve the "
@@ -384,7 +402,7 @@ def apply(
 
     Exact versions and hashes; nothing is re-resolved unless --resolve is given and needed.
 
-    Example: tfrebuild apply bundle/profile.toml --env ~/venvs/tf --find-links bundle --offline --yes
+    Example: tfrebuild apply tf-bundle/profile.toml --env ~/venvs/tf --find-links tf-bundle --offline --yes
     """
     from rebuild.commands import apply as applying
 
@@ -406,7 +424,7 @@ def apply(
 def bundle(
     profile: Path = typer.Argument(..., help="Profile file whose lock to bundle."),
     output: Path = typer.Option(..., "--output", "-o", help="Folder to write the wheels, profile and lock into."),
-    python: Optional[str] = typer.Option(None, "--python", parser=_given("--python"),
+    python: Optional[str] = typer.Option(None, "--python", parser=_given("--python"), metavar="<python>",
                                          help="Python to lock a profile without a lock for "
                                          "(default: the profile's)."),
     find_links: Optional[list[str]] = FindLinksOpt, offline: bool = OfflineOpt,
@@ -414,7 +432,7 @@ def bundle(
 ) -> None:
     """Put every wheel of a profile's lock, checked against its hashes, in one folder for offline machines.
 
-    Example: tfrebuild bundle profiles/tf.toml -o /shared/tf-bundle
+    Example: tfrebuild bundle tf.toml -o tf-bundle
     """
     from rebuild.commands import bundle as bundling
 

@@ -68,10 +68,14 @@ def error(term: Terminal, exc: UserError, as_json: bool) -> None:
     # uv's words quoted in an error may name an index URL with its credentials.
     exc.message, exc.hint, exc.details = (proc.redact_line(t or "") for t in (exc.message, exc.hint, exc.details))
     attempted = getattr(exc, "plan", None)  # the plan that failed (upgrade), for the user to see
+    tried = getattr(exc, "tries", None) or []  # the target search's tries (upgrade --to latest)
     if as_json:
-        emit_json({"ok": False, **exc.to_dict(), **({"plan": _plan_dict(attempted)} if attempted is not None else {})})
+        emit_json({"ok": False, **exc.to_dict(), **({"plan": _plan_dict(attempted)} if attempted is not None else {}),
+                   **({"tries": jsonable(tried)} if tried else {})})
     elif attempted is not None:
         plan_text(term, attempted)
+    if tried and not as_json:
+        tries(term, tried, minimum=1)
     err.print(f"[bold red]error:[/] {escape(exc.message)}", markup=True)
     if exc.details:
         err.print(exc.details, markup=False)
@@ -223,6 +227,8 @@ def plan_text(term: Terminal, p) -> None:
     term.out.print(f"Plan for {p.env}", markup=False)
     old_tf = f"{p.tf_old_distribution} {p.tf_old} → {p.tf_distribution}" if p.tf_switch else f"{p.tf_distribution} {p.tf_old} →"
     term.out.print(f"  TensorFlow: {old_tf} {p.tf_new} (--to {p.target}, strategy {p.strategy})", markup=False)
+    if getattr(p, "requested_downgrades", None):
+        term.out.print(f"  Moves backwards (requested by you): {', '.join(p.requested_downgrades)}", markup=False)
     if p.tf_switch:
         term.out.print(f"  Variant switch {p.tf_old_distribution} → {p.tf_distribution}: {p.tf_switch}", markup=False)
     if p.python_old != p.python_new:
@@ -238,8 +244,9 @@ def plan_text(term: Terminal, p) -> None:
     for note in p.notes:
         term.out.print(f"  note: {note}", markup=False)
     for f in p.preflight:
+        # "fixed" only where something is broken (an error or warning): an info finding says what the upgrade does
         label = "not carried into the new env" if getattr(f, "dropped_by_rebuild", False) else \
-            "fixed by this upgrade" if f.fixed_by_rebuild else (
+            "fixed by this upgrade" if f.fixed_by_rebuild and f.severity != "info" else (
             "error, blocks the upgrade" if f.affects_new_env and f.severity == "error" else
             "also affects the new env" if f.affects_new_env else f.severity)
         term.out.print(f"  pre-flight ({label}) {f.id}: {f.title}", markup=False)
@@ -280,7 +287,8 @@ def plan(term: Terminal, p, as_json: bool) -> None:
 def _plan_dict(p) -> dict:
     keep = ("env", "tf_distribution", "tf_old", "tf_new", "target", "downgrade", "python_old", "python_new",
             "python_path", "strategy", "changes", "unchanged", "capped", "notes", "keras_legacy", "keras2_dependents",
-            "preflight", "gpu_route", "gpu_required", "index", "seconds", "tf_old_distribution", "tf_switch")
+            "preflight", "gpu_route", "gpu_required", "index", "seconds", "tf_old_distribution", "tf_switch",
+            "companions", "requested_downgrades", "keras_needed_by", "landing_note")
     out = {k: jsonable(getattr(p, k)) for k in keep}
     project = getattr(p, "project", None)
     out["project"] = None if project is None else {
@@ -303,16 +311,32 @@ def _checks(term: Terminal, checks) -> None:
     _grid(term, [["ok" if c.ok else "FAIL", c.name, f"{c.seconds:.2f}s"] for c in checks], right=(2,))
 
 
+def tries(term: Terminal, items, minimum: int = 2) -> None:
+    """The target search's tries: target, what changed, why it failed (or that it passed)."""
+    if len(items or []) < minimum:
+        return
+    term.out.print(f"Targets tried ({len(items)}, newest first):", markup=False)
+    _grid(term, [[str(i), t.target, "passed" if t.passed else ("failed" if t.built else "not built"),
+                  (f"[{t.change}] " if t.change else "") + ("" if t.passed else t.why)]
+                 for i, t in enumerate(items, 1)])
+
+
 def upgrade(term: Terminal, r, as_json: bool) -> None:
     if as_json:
         emit_json({"ok": True, "changed": r.changed, "plan": _plan_dict(r.plan), "generation": r.generation,
                    "previous": r.previous, "state_dir": r.state_dir, "log": r.log, "build_seconds": r.build_seconds,
                    "checks": jsonable(r.checks), "after_swap": jsonable(r.after_swap), "swap_ms": r.swap_ms,
                    "notes": r.notes, "recovered": r.recovered, "seconds": r.seconds,
-                   "reused": getattr(r, "reused", None)})
+                    "reused": getattr(r, "reused", None), "tries": jsonable(getattr(r, "tries", [])),
+                    "started": jsonable(getattr(r, "started", None)),
+                    "adopted": getattr(r, "adopted", None)})
         return
+    tries(term, getattr(r, "tries", []))
     if r.recovered:
         term.out.print(f"Recovered an interrupted operation first: {r.recovered}", markup=False)
+    _started(term, getattr(r, "started", None))
+    if getattr(r, "adopted", None):
+        term.out.print(r.adopted[0].upper() + r.adopted[1:] + ".", markup=False)
     if not r.changed:
         plan_text(term, r.plan)
         term.out.print("Nothing to do: the environment already matches the target.", markup=False)
@@ -332,6 +356,19 @@ def upgrade(term: Terminal, r, as_json: bool) -> None:
     term.out.print(f"Upgraded {r.plan.env} to generation {r.generation} ({r.plan.tf_distribution} {r.plan.tf_new}) "
               f"in {r.seconds:.1f}s. Generation {r.previous} is kept: `tfrebuild rollback` brings it back.",
               markup=False)
+    if getattr(r, "started", None):
+        term.out.print("This was the bundled example env. To upgrade your own TensorFlow env: activate it (or run "
+                       "from the folder holding its .venv), or pass --env PATH: `tfrebuild upgrade --env PATH --yes`.",
+                       markup=False)
+
+
+def _started(term: Terminal, started) -> None:
+    """An upgrade that began by building the bundled example env (no env was given or found)."""
+    if started:
+        term.out.print(f"No TensorFlow env was given or found (no --env, no $VIRTUAL_ENV, no ./.venv): created "
+                       f"{started.env} from the bundled profile {Path(started.profile).name} ({started.tensorflow}, "
+                       f"SciPy, pandas: an env pip's in-place upgrade breaks) as generation 1 in "
+                       f"{started.seconds:.1f}s, then upgraded it.", markup=False)
 
 
 def _size(n: int) -> str:
@@ -564,7 +601,7 @@ def apply(term: Terminal, r, as_json: bool) -> None:
 
 def bundle(term: Terminal, r, as_json: bool) -> None:
     if as_json:
-        emit_json({"ok": True, **jsonable(r), "downloaded": r.downloaded})
+        emit_json({"ok": True, **jsonable(r), "downloaded": r.downloaded, "seconds_per_mib": r.seconds_per_mib})
         return
     rows = [[f.package, f.version, f.filename, _size(f.size), f.how + (" (hash recorded)" if f.hash_recorded else "")]
             for f in r.files]
@@ -573,6 +610,10 @@ def bundle(term: Terminal, r, as_json: bool) -> None:
         term.out.print(f"note: {note}", markup=False)
     term.out.print(f"Bundled {len(r.files)} files, {_size(r.size)} in total ({_size(r.downloaded)} downloaded), every "
               f"hash checked, in {r.seconds:.1f}s; lock from {r.lock_source}.", markup=False)
+    if r.seconds_per_mib is not None:
+        term.out.print(f"Fetched in {r.fetch_seconds:.1f}s: {r.seconds_per_mib:.3f} s per MiB downloaded "
+                       f"({r.downloaded / 2**20 / max(r.fetch_seconds, 1e-9):.1f} MiB/s, {r.connections} "
+                       "connection(s)).", markup=False)
     term.out.print(f"Install it offline: tfrebuild apply {r.output}/profile.toml --find-links {r.output} --offline "
               "--env PATH", markup=False)
 

@@ -165,6 +165,14 @@ def run(opts: Options, progress=None, confirm: Callable[[ApplyResult], bool] | N
             new_env = not os.path.lexists(target)
             return _run_locked(opts, profile, profile_path, target, store, new_env, trusted, commands, recovered,
                                progress, confirm, start)
+    except UserError as exc:  # the state folder goes (below): keep the log the error names, and say where it went
+        if owned and not store.managed:
+            for log in sorted((store.state / "logs").glob("*.log")):
+                if str(log) in exc.hint + exc.details:
+                    kept = transaction.rescue_log(log)
+                    if kept is not None:
+                        transaction.point_to_log(exc, log, kept)
+        raise
     finally:
         if owned and not store.managed:
             shutil.rmtree(store.state, ignore_errors=True)

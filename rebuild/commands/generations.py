@@ -25,7 +25,7 @@ from rebuild.store import recovery
 from rebuild.store.disk import exclusive_usage
 from rebuild.store.records import Generation
 from rebuild.store.store import Store
-from rebuild.util import proc, signals
+from rebuild.util import distinfo, proc, signals
 
 
 _RECOVERED_AT_OPEN: dict[str, str] = {}
@@ -195,6 +195,10 @@ def rollback(env=None, to: int | None = None, *, yes: bool = False, force: bool 
     store = open_store(env)
     with store.lock("tfrebuild rollback" + (f" --to {to}" if to is not None else "")):
         recovered = recover(store)
+        from rebuild.commands import outside
+
+        adopted = outside.adopt_text(store, outside.adopt(store, write_profile))  # recreated by hand: adopt first
+        recovered = "; ".join(filter(None, (recovered, adopted))) or None
         current = store.current
         target_n = to if to is not None else store.previous_number
         if target_n is None:
@@ -209,13 +213,18 @@ def rollback(env=None, to: int | None = None, *, yes: bool = False, force: bool 
                             f"Existing generations: {', '.join(map(str, numbers))} (see `tfrebuild history`).")
         target = store.generation(target_n)
         target_tf = _tf_version(target)
+        project = project_files.load(store, target_n) is not None
+        edits = project_files.edits(store) if project and not force else None  # rollback would put older files back
+        shown = "" if edits is None else ("\nYour edits to the project files since generation "
+                                          f"{current.number} are replaced by generation {target_n}'s (saved first in "
+                                          "the state folder's project-edits/):\n" + "\n".join(d for _, d in edits[1]))
         if not yes and not confirm(f"Swap generation {target_n} ({target.tensorflow}, Python {target.python}) "
-                                   f"in at {store.env}? Generation {current.number} is kept."):
+                                   f"in at {store.env}? Generation {current.number} is kept.{shown}"):
             raise UserError("Rollback cancelled; nothing was changed.", exit_code=1)
+        files_force = force or (edits is not None and not yes)  # asked, with the diff, and answered yes
         users = refuse_if_in_use(store.env, force)
         fsguard.refuse_mount_point(store.env)
-        project = project_files.load(store, target_n) is not None
-        notes = project_files.refuse_edited(store, force=force, doing="the rollback") if project else []
+        notes = project_files.refuse_edited(store, force=files_force, doing="the rollback") if project else []
         written = None
         t0 = time.monotonic()
         with signals.deferred():  # after the swap, the check (and a swap back) finish before a signal ends it
@@ -223,7 +232,7 @@ def rollback(env=None, to: int | None = None, *, yes: bool = False, force: bool 
                 project_files.begin(store)
             store.rollback_to(target_n)
             swap_ms = (time.monotonic() - t0) * 1000
-            written = project_files.finish(store, force=force)
+            written = project_files.finish(store, force=files_force)
             report = rollback_check(store, target_n, target_tf, deep)
             if report.ok and project:
                 notes += _settle_project(store)
@@ -233,7 +242,9 @@ def rollback(env=None, to: int | None = None, *, yes: bool = False, force: bool 
                 store.rollback_to(current.number)
                 project_files.finish(store)
         if not report.ok:
-            failed = "\n".join(f"[{c.name}] {c.output[-2000:]}" for c in report.failed)
+            from rebuild.util import failtext
+
+            failed = failtext.check_details(report.failed)  # the cause (innermost frames), not the last 2000 chars
             raise UserError(f"Generation {target_n} does not work at {store.env}; tfrebuild swapped generation "
                             f"{current.number} back in.", "See the check output; `tfrebuild history` lists the others.",
                             exit_code=1, details=failed)
@@ -368,17 +379,15 @@ class Diff:
 def tree_pins(tree: Path) -> dict[str, str] | None:
     """What a generation's tree holds now, read from its site-packages' ``*.dist-info`` folders (an in-place
     ``pip install`` after the generation was recorded shows here); None when the tree is gone."""
-    from packaging.utils import canonicalize_name
-
     sites = [s for s in tree.glob("lib*/python*/site-packages") if s.is_dir()]
     if not sites:
         return None
     pins: dict[str, str] = {}
     for site in sites:
         for info in site.glob("*.dist-info"):
-            name, _, version = info.name[: -len(".dist-info")].partition("-")
-            if name and version:
-                pins[canonicalize_name(name)] = version
+            parsed = distinfo.parse(info.name)
+            if parsed is not None:
+                pins[parsed[0]] = parsed[1]
     return pins
 
 
@@ -512,17 +521,24 @@ def _project_status(store: Store | None, env: Path) -> str:
 
 
 def _drift(store: Store) -> str:
-    """The env's TensorFlow now against the one its generation recorded (a project's tool may have re-synced it)."""
+    """The env's TensorFlow now against the one its generation recorded (a project's tool may have re-synced it);
+    and whether the tree at the path is the recorded one at all (recreated, or packages changed in place)."""
+    from rebuild.commands import outside
+
+    found = outside.detect(store)
     name, _, version = store.current.tensorflow.partition(" ")
     pins = tree_pins(store.env) or {}
     from packaging.utils import canonicalize_name
 
     now = pins.get(canonicalize_name(name)) if name else None
-    if not version or now == version:
-        return ""
-    found = f"{name} {now}" if now else f"no {name}"
-    return (f"the env holds {found}, not generation {store.current_number}'s {store.current.tensorflow}: it was "
-            "changed in place since (a project's `uv sync`/`poetry install`, or pip)")
+    text = ""
+    if version and now != version:
+        shown = f"{name} {now}" if now else f"no {name}"
+        text = (f"the env holds {shown}, not generation {store.current_number}'s {store.current.tensorflow}: it was "
+                "changed in place since (a project's `uv sync`/`poetry install`, or pip)")
+    if found is not None:
+        return found.sentence(store.env) + (f"; {text}" if text and found.kind != "recreated" else "")
+    return text
 
 
 def status(env=None) -> Status:

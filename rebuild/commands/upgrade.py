@@ -13,13 +13,13 @@ import shlex
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from rebuild.commands import generations
+from rebuild.commands import generations, outside, starter
 from rebuild.core import plan as planning
-from rebuild.core import sources, transaction
+from rebuild.core import lockfile, search, sources, transaction
 from rebuild.env import refusals
 from rebuild.env.locate import locate
 from rebuild.errors import UserError
@@ -36,6 +36,9 @@ from rebuild.util.progress import NULL
 class UpgradeResult(transaction.TransactionResult):
     plan: planning.Plan
     reused: int | None = None  # the existing generation that already held the planned set, switched to
+    tries: list = field(default_factory=list)  # search.Try: every target tried (--to latest), the last one landed
+    started: starter.Started | None = None  # no env here: this run built one from the bundled profile first
+    adopted: str | None = None  # the env was recreated or changed outside tfrebuild: adopted first, as a generation
 
 
 def _command_line() -> str:
@@ -52,12 +55,14 @@ def run(opts: planning.Options, progress=None, confirm: Callable[[planning.Plan]
     if not opts.yes and confirm is None:
         raise UserError("tfrebuild upgrade needs confirmation, and there is no terminal to ask on.",
                         "Look at `tfrebuild plan` first, then run `tfrebuild upgrade --yes`.")
+    started = starter.create(opts, progress) if opts.yes and starter.applies(opts) else None  # a fresh machine
     loc = locate(opts.env)  # bad paths fail here, before anything is created
     planning.load_override(opts, loc, runs_commands=True)  # so does a bad or refused --profile
     planning.resolve.parse_target(opts.to)  # and a bad --to
     sources.refuse_self_upgrade(loc.path)  # tfrebuild cannot swap out the env it runs from
     if not loc.bare:  # what stops the swap is known now: refuse before planning and building, not after
         refusals.refuse(loc.path, force=opts.force)
+    _refuse_undriven(loc.path, opts)  # a project tfrebuild does not drive: known before any resolution
     store = Store.open(loc.path) or Store.unmanaged(loc.path)
     created_state = not store.state.exists()
     command = _command_line()
@@ -68,11 +73,12 @@ def run(opts: planning.Options, progress=None, confirm: Callable[[planning.Plan]
             recovered = generations.recover(store) if store.managed or store.journal_path.exists() else None
             if recovered:
                 progress.note(f"recovered: {recovered}")
+            adopted = _adopt_outside(store, progress)
             op = new_op_id("upgrade")
             log = store.log_path(op) if store.managed else store.state / "logs" / f"{op}.log"
-            the_plan = planning.make_plan(opts, progress, log=log)
+            the_plan, tries = _first_plan(opts, progress, log)
             result = UpgradeResult(plan=the_plan, changed=False, recovered=recovered, log=str(log),
-                                   state_dir=str(store.state))
+                                   state_dir=str(store.state), tries=tries, started=started, adopted=adopted)
             if the_plan.nothing_to_do:
                 result.seconds = time.monotonic() - start
                 return result
@@ -82,8 +88,6 @@ def run(opts: planning.Options, progress=None, confirm: Callable[[planning.Plan]
             project = the_plan.project
             if project is not None and not project.drivable and not opts.force:
                 raise project_refusal(project)
-            if project is not None and project.drivable and store.managed:  # before asking: a hand edit stops it
-                result.notes += project_files.refuse_edited(store, force=opts.force, doing="this upgrade")
             driven = project is not None and project.drivable
             same = _generation_with(store, the_plan) if store.managed and not driven else None
             if same is not None:
@@ -91,11 +95,38 @@ def run(opts: planning.Options, progress=None, confirm: Callable[[planning.Plan]
                 the_plan.notes.append(note)
             if not opts.yes and not confirm(the_plan):
                 raise UserError("Upgrade cancelled; nothing was changed.", exit_code=1)
-            if same is not None:
-                return _switch(store, same, the_plan, opts, progress, result, start)
-            return _apply(store, the_plan, opts, op, log, progress, result, start, command)
+            if project is not None and project.drivable and store.managed:  # hand edits: the starting point
+                result.notes += project_files.carry_edits(store)
+
+            def attempt(p: planning.Plan) -> UpgradeResult:
+                _refuse_backwards(p, opts, asked=p is the_plan and not opts.yes)  # later tries were not shown
+                mine = result if p is the_plan else UpgradeResult(
+                    plan=p, changed=False, recovered=recovered, log=str(log), state_dir=str(store.state),
+                    started=started, adopted=adopted)
+                again = same if p is the_plan else (_generation_with(store, p) if store.managed and not driven
+                                                    else None)
+                if again is not None:
+                    return _switch(store, again, p, opts, progress, mine, start)
+                try:
+                    return _apply(store, p, opts, op, log, progress, mine, start, command)
+                except UserError:
+                    if not store.state.exists():  # a first upgrade's failed try left no trace: the next try's
+                        from rebuild.store import trust  # state folder is tfrebuild's own again (its record)
+
+                        trust.make_state_dir(store.state, store.env)
+                    raise
+
+            outcome = search.run(the_plan, opts, attempt=attempt,
+                                 replan=lambda o: planning.make_plan(o, progress, log=log),
+                                 listing=lambda: _listing(the_plan, opts),
+                                 on_try=lambda t: progress.note(f"try: {search.tries_text([t])[len('try 1: '):]}"),
+                                 searching=_searching(opts, the_plan))
+            landed = outcome.result
+            assert isinstance(landed, UpgradeResult)
+            landed.tries = tries + outcome.tries
+            return landed
     except UserError as exc:
-        exc.plan = the_plan  # the plan that failed, for the error document (None before there was one)
+        exc.plan = getattr(exc, "plan", None) or the_plan  # the plan that failed, for the error document
         if created_state and not store.managed:  # the state folder goes: keep the log the error names
             kept = transaction.rescue_log(log)
             if kept is not None:
@@ -104,6 +135,48 @@ def run(opts: planning.Options, progress=None, confirm: Callable[[planning.Plan]
     finally:
         if created_state and not store.managed:
             shutil.rmtree(store.state, ignore_errors=True)
+
+
+def _searching(opts: planning.Options, the_plan: planning.Plan) -> bool:
+    """The search runs for ``--to latest`` on envs tfrebuild builds from a lock (a driven project locks its own)."""
+    project = the_plan.project
+    return opts.search and str(opts.to or "latest") == "latest" and not (project is not None and project.drivable)
+
+
+def _first_plan(opts: planning.Options, progress, log: Path) -> tuple[planning.Plan, list]:
+    from typing import cast
+
+    plan, tries = search.first_plan(opts, lambda o: planning.make_plan(o, progress, log=log), progress.note)
+    return cast(planning.Plan, plan), tries
+
+
+def _listing(the_plan: planning.Plan, opts: planning.Options) -> list[str]:
+    from rebuild.core import resolve
+
+    inputs = resolve.Inputs(python=Path(the_plan.python_path), tf_distribution=the_plan.tf_distribution, requested=[],
+                            pins={}, index=the_plan.index_live, offline=opts.offline, pre=opts.pre)
+    return search.versions(inputs, opts.pre)
+
+
+def _refuse_backwards(the_plan: planning.Plan, opts: planning.Options, asked: bool) -> None:
+    """A plan that moves a requested package backwards: asked interactively (the plan's first note says so);
+    refused under --yes unless --allow-downgrade (the search then tries a lower release)."""
+    if not the_plan.requested_downgrades or opts.allow_downgrade or asked:
+        return
+    err = UserError(f"The plan for {the_plan.tf_distribution} {the_plan.tf_new} moves requested package(s) "
+                    f"backwards: {', '.join(the_plan.requested_downgrades)}.",
+                    "Run without --yes to see the plan and decide, or pass --allow-downgrade. Nothing was changed.",
+                    exit_code=1)
+    err.downgrade = True
+    err.plan = the_plan
+    raise err
+
+
+def _adopt_outside(store: Store, progress) -> str | None:
+    """An env recreated or changed outside tfrebuild becomes a new generation before anything else is done."""
+    if not store.managed:
+        return None
+    return outside.adopt_text(store, outside.adopt(store, generations.write_profile, progress))
 
 
 def _apply(store: Store, the_plan: planning.Plan, opts: planning.Options, op: str, log: Path, progress,
@@ -115,8 +188,12 @@ def _apply(store: Store, the_plan: planning.Plan, opts: planning.Options, op: st
     requested = {planning.requirement_name(n) or n for n in the_plan.new_requested if n not in SEED_PACKAGES}
     requested |= {the_plan.tf_distribution}
     intent = the_plan.intent or the_plan.current
+    from rebuild.core.baseline import Baseline
+
+    before = Baseline(store.env, [m for m in intent.smoke.imports if m != "tensorflow"])  # beside the build
     checks = dict(tf_version=the_plan.tf_new, imports=intent.smoke.imports, commands=intent.smoke.commands,
-                  keras_major=2 if the_plan.keras_legacy else None, gpu_required=the_plan.gpu_required)
+                  keras_major=2 if the_plan.keras_legacy else None, gpu_required=the_plan.gpu_required,
+                  already_failing=before.failing)
     step, pylock = None, the_plan.pylock
     project = the_plan.project
     try:  # the work folder beside the project goes whatever happens (a kill: the next command's recovery)
@@ -132,6 +209,15 @@ def _apply(store: Store, the_plan: planning.Plan, opts: planning.Options, op: st
             step.cleanup()
     result.seconds = time.monotonic() - start
     return result
+
+
+def _refuse_undriven(env: Path, opts: planning.Options) -> None:
+    """A manager tfrebuild does not drive (conda, a workspace …) refuses before anything is resolved or printed."""
+    from rebuild.project.detect import detect
+
+    found = detect(env)
+    if found is not None and not found.drivable and not opts.force:
+        raise project_refusal(found)
 
 
 def project_refusal(project) -> UserError:
@@ -219,7 +305,7 @@ def _poetry_step(store: Store, the_plan: planning.Plan, opts: planning.Options, 
     locked = poetryproject.lock(project, the_plan.tf_distribution, the_plan.tf_new, op, current=store.env, log=log,
                                 skip={store.state.name, store.env.name})
     staging = _staging_checks(store, the_plan, checks)
-    planned = lock_pins(the_plan.pylock) or {}
+    planned = lockfile.read_pins(the_plan.pylock) or {}
     in_lock = poetryproject.locked_versions(locked.files["poetry.lock"])
     # pip stays beside the lock's packages at `poetry sync` (setuptools and wheel go): the new env keeps it too
     seeds = {n: v for n, v in planned.items() if n in poetryproject.KEPT_BY_SYNC and n not in in_lock}
@@ -273,33 +359,20 @@ def _run_transaction(store, the_plan, opts, op, log, progress, result, command, 
         python_version=the_plan.python_new, tensorflow=f"{the_plan.tf_distribution} {the_plan.tf_new}",
         pylock=pylock, index=the_plan.index_live,
         build=dict(offline=opts.offline, compile_bytecode=not opts.no_compile, log=log, requested=requested,
-                   legacy_keras=the_plan.keras_legacy),
+                   legacy_keras=the_plan.keras_legacy, build_constraints=planning.build_constraint_files(opts)),
         checks=checks,
         write_profile=functools.partial(generations.write_profile, index=the_plan.index), like=intent,
         log=log,
-        adopt=transaction.Adoption(tensorflow=f"{the_plan.tf_distribution} {the_plan.tf_old}",
+        adopt=transaction.Adoption(tensorflow=f"{the_plan.tf_old_distribution or the_plan.tf_distribution} "
+                                              f"{the_plan.tf_old}",
                                    python=the_plan.python_old, like=the_plan.current),
         before_swap=lambda: refusals.refuse(store.env, force=opts.force), progress=progress, project=step,
         deep_check=opts.check == "import"), result)
 
 
-def lock_pins(pylock_text: str) -> dict[str, str] | None:
-    """``{name: version}`` of a pylock's packages; ``None`` when it cannot be read."""
-    import tomllib
-
-    from packaging.utils import canonicalize_name
-
-    try:
-        data = tomllib.loads(pylock_text)
-    except tomllib.TOMLDecodeError:
-        return None
-    return {canonicalize_name(str(p.get("name", ""))): str(p.get("version", "")) for p in data.get("packages", [])
-            if isinstance(p, dict)}
-
-
 def _generation_with(store: Store, the_plan: planning.Plan) -> int | None:
     """A kept generation (not the current one) whose lock pins exactly the planned set, on the same Python."""
-    wanted = lock_pins(the_plan.pylock)
+    wanted = lockfile.read_pins(the_plan.pylock)
     if not wanted:
         return None
     for gen in sorted(store.generations(), key=lambda g: -g.number):
@@ -307,12 +380,20 @@ def _generation_with(store: Store, the_plan: planning.Plan) -> int | None:
         if gen.number == store.current_number or not (folder / "env").is_dir():
             continue
         try:
-            theirs = lock_pins((folder / "pylock.toml").read_text(encoding="utf-8"))
+            theirs = lockfile.read_pins((folder / "pylock.toml").read_text(encoding="utf-8"))
         except OSError:
             continue
-        if theirs == wanted and gen.python == the_plan.python_new:
+        if theirs == wanted and gen.python == the_plan.python_new and \
+                _keeps_keras2(folder / "env") == the_plan.keras_legacy:  # same Keras mode too
             return gen.number
     return None
+
+
+def _keeps_keras2(env: Path) -> bool:
+    """Whether a generation's env keeps Keras 2 (tfrebuild's TF_USE_LEGACY_KERAS .pth file is there)."""
+    from rebuild.knowledge.tf import LEGACY_KERAS_PTH
+
+    return any(env.glob(f"lib/python*/site-packages/{LEGACY_KERAS_PTH}"))
 
 
 def _switch(store: Store, number: int, the_plan: planning.Plan, opts: planning.Options, progress,

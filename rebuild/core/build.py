@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import shutil
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
-from packaging.utils import canonicalize_name
-
+from rebuild.core import lockfile
 from rebuild.index import config as indexconf
+from rebuild.util import distinfo
 from rebuild.util import uv as uvcmd
 from rebuild.errors import UserError
 from rebuild.env.profile import Index
@@ -30,14 +30,8 @@ class BuildResult:
 
 def lock_bytes(pylock_text: str) -> int:
     """The locked wheels' (or sdists') sizes times an unpack factor; 0 when the lock gives no sizes."""
-    try:
-        data = tomllib.loads(pylock_text)
-    except tomllib.TOMLDecodeError:
-        return 0
     total = 0
-    for pkg in data.get("packages", []):
-        if not isinstance(pkg, dict):
-            continue
+    for pkg in lockfile.package_tables(pylock_text) or []:
         files = [w for w in pkg.get("wheels", []) if isinstance(w, dict)]
         if isinstance(pkg.get("sdist"), dict):
             files.append(pkg["sdist"])
@@ -128,7 +122,7 @@ def mark_requested(env: Path, requested: set[str]) -> None:
     the env's own doctor finds no file listed that does not exist (nor one unlisted).
     """
     for dist_info in env.glob("lib/python*/site-packages/*.dist-info"):
-        name = canonicalize_name(dist_info.name[: -len(".dist-info")].rsplit("-", 1)[0])
+        name = (distinfo.parse(dist_info.name) or ("", ""))[0]
         marker = dist_info / "REQUESTED"
         if name in requested:
             if not marker.exists():
@@ -167,7 +161,7 @@ def enable_legacy_keras(env: Path) -> Path:
     """
     from rebuild.knowledge.tf import LEGACY_KERAS_LINE, LEGACY_KERAS_PTH
 
-    (site,) = list(env.glob("lib/python*/site-packages"))[:1] or [None]
+    site = next(iter(env.glob("lib/python*/site-packages")), None)
     if site is None:
         raise UserError(f"{env} has no site-packages folder.", "The build is incomplete; see the log.")
     path = site / LEGACY_KERAS_PTH
@@ -178,7 +172,7 @@ def enable_legacy_keras(env: Path) -> Path:
 def build(staging: Path, python: Path, pylock_text: str, index: Index, *, offline: bool = False,
           compile_bytecode: bool = True, log: Path | None = None, requested: set[str] | None = None,
           legacy_keras: bool = False, require_hashes: bool = False, current: Path | None = None,
-          progress=None) -> BuildResult:
+          progress=None, build_constraints: Sequence[str] = ()) -> BuildResult:
     """Create ``staging/env`` with uv and install exactly the lock into it (``current``: the env it replaces,
     for the free-space estimate). Bytecode: through tfrebuild's pyc cache where it can be used
     (:mod:`rebuild.core.bytecode`), else uv's ``--compile-bytecode``."""
@@ -201,6 +195,8 @@ def build(staging: Path, python: Path, pylock_text: str, index: Index, *, offlin
     if hashed or require_hashes:
         args.append("--require-hashes")
     args += indexconf.uv_args(index, offline=offline, for_install=True)
+    for path in build_constraints:  # an sdist in the lock is built with the user's build-time caps
+        args += ["--build-constraints", str(path)]
     packages = _count_packages(pylock_text)
     cache = None
     try:
@@ -214,9 +210,13 @@ def build(staging: Path, python: Path, pylock_text: str, index: Index, *, offlin
                        + (", compiling bytecode" if "--compile-bytecode" in args else ""))
         uvcmd.run(args, log=log, what="uv pip sync", sources=uvcmd.index_sources(index), for_install=True)
     except uvcmd.UvFailed as exc:
-        raise UserError(f"{exc.what} could not build the new environment; your environment was not changed.",
+        from rebuild.util import failtext
+
+        package = failtext.failed_package(exc.result.stderr)
+        what = f": it failed to build {package}" if package else ""
+        raise UserError(f"{exc.what} could not build the new environment{what}; your environment was not changed.",
                         f"uv's full output is in {log}." if log else "Run again to see uv's output.",
-                        exit_code=1, details="uv says:\n" + exc.result.stderr.strip()[-3000:]) from None
+                        exit_code=1, details="uv says:\n" + failtext.uv_error(exc.result.stderr)) from None
     compiled = None
     if cache is not None:
         progress.stage("bytecode", f"compiling bytecode (pycs of unchanged files linked from {cache})")
@@ -230,7 +230,4 @@ def build(staging: Path, python: Path, pylock_text: str, index: Index, *, offlin
 
 
 def _count_packages(pylock_text: str) -> int:
-    try:
-        return len(tomllib.loads(pylock_text).get("packages", []))
-    except tomllib.TOMLDecodeError:
-        return 0
+    return len(lockfile.package_tables(pylock_text) or [])

@@ -70,7 +70,7 @@ def links_in(trees: list[Path]) -> dict[tuple[int, int], int]:
 
     found: dict[tuple[int, int], int] = {}
     for tree in trees:
-        for folder, dirs, files in os.walk(tree):  # os.walk does not follow links to folders
+        for folder, _dirs, files in os.walk(tree):  # os.walk does not follow links to folders
             if os.path.basename(folder) != "__pycache__":
                 continue
             for name in files:

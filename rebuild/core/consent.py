@@ -111,7 +111,7 @@ def check_file(path: str | os.PathLike, *, allowed: Allowed, command: str, offli
 
     It is trusted when it lies inside the state folder of the env it describes (a generation's profile).
     """
-    profile = prof.load(path)
+    profile = prof.load(Path(path))
     check(profile, Path(path).absolute(), trusted=is_trusted(path, profile.source), allowed=allowed,
           kinds=("sources",) if offline else ("sources", "index"), command=command)
     return profile

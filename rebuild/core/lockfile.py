@@ -214,6 +214,27 @@ def read_lock(path: Path) -> Lock:
     return parse_lock(text, str(path), path.parent)
 
 
+def package_tables(pylock_text: str) -> list[dict] | None:
+    """The ``[[packages]]`` tables of a lock as written, unchecked (a lock tfrebuild wrote itself, read for a
+    count or sizes); ``None`` when it is not TOML."""
+    try:
+        data = tomllib.loads(pylock_text)
+    except tomllib.TOMLDecodeError:
+        return None
+    packages = data.get("packages", [])
+    return [p for p in packages if isinstance(p, dict)] if isinstance(packages, list) else []
+
+
+def read_pins(pylock_text: str, *, unconditional: bool = False) -> dict[str, str] | None:
+    """``{canonical name: version}`` of a lock's packages; ``None`` when it is not TOML. ``unconditional``: only
+    the packages without a marker and with a version (those every install of the lock has)."""
+    tables = package_tables(pylock_text)
+    if tables is None:
+        return None
+    return {canonicalize_name(str(p.get("name", ""))): str(p.get("version", "")) for p in tables
+            if not unconditional or (p.get("name") and p.get("version") and not p.get("marker"))}
+
+
 def profile_lock_path(profile: prof.Profile, profile_path: Path) -> Path | None:
     if not profile.lock:
         return None
@@ -350,7 +371,7 @@ def direct_sources(profile: prof.Profile) -> dict:
         if p.location != "env" or p.source not in ("editable", "path", "vcs", "url") or not p.url or "****" in p.url \
                 or p.name in sources.SELF:
             continue
-        direct = {"url": p.url}
+        direct: dict[str, object] = {"url": p.url}
         if p.source == "editable":
             direct["dir_info"] = {"editable": True}
         elif p.source == "vcs":

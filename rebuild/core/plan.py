@@ -12,12 +12,12 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from rebuild.core import consent, resolve, sources
+from rebuild.core import companionstep, consent, resolve, sources
 from rebuild.core.changes import Change, diff
 from rebuild.core.targets import (NewerRelease, _target_version, blocking_companions, conflict_error, constraint_note, newer_for_other_python)
 from rebuild.core.changes import kind as kind_of
 from rebuild.core.options import Gpu, Keras, PathCheck, Strategy
-from rebuild.env import graph, interpreters, probe
+from rebuild.env import graph, interpreters, probe, refusals
 from rebuild.env import profile as prof
 from rebuild.env.locate import EnvLocation, locate
 from rebuild.env.snapshot import build_profile
@@ -52,11 +52,16 @@ class Options:
     keras: Keras = Keras.AUTO
     gpu: Gpu = Gpu.AUTO
     check: PathCheck = PathCheck.VERSIONS  # what runs at the path after the swap (upgrade)
+    allow_downgrade: bool = False  # upgrade --yes may move a requested package backwards
+    holds: list[str] = field(default_factory=list)  # requirement lines a search's fix adds ("setuptools<81")
+    build_constraints: list[str] = field(default_factory=list)  # --build-constraint files (sdists' build deps)
+    search: bool = True  # --to latest: try lower releases when the checks fail (core/search.py)
+    explain: bool = True  # a conflict names the newest release that resolves (resolutions; the search skips it)
 
     def __post_init__(self) -> None:
         for name, choice in (("strategy", Strategy), ("keras", Keras), ("gpu", Gpu), ("check", PathCheck)):
             object.__setattr__(self, name, choice.parse(getattr(self, name)))
-        for name in ("extra_index_urls", "find_links", "constraints"):
+        for name in ("extra_index_urls", "find_links", "constraints", "holds", "build_constraints"):
             object.__setattr__(self, name, [str(v) for v in getattr(self, name) or []])
 
 
@@ -94,6 +99,10 @@ class Plan:
     index_live: prof.Index = field(repr=False, default=None)
     project: Any = field(repr=False, default=None)  # rebuild.project.detect.Project: the manager that owns the env
     project_requirement: str = ""  # the project's TensorFlow requirement after the upgrade (a drivable project)
+    companions: dict[str, str] = field(default_factory=dict)  # installed companion -> why it moves with TensorFlow
+    requested_downgrades: list[str] = field(default_factory=list)  # "name old → new" of requested packages moved back
+    keras_needed_by: list[str] = field(default_factory=list)  # why Keras 2 is kept (--keras auto)
+    landing_note: str = ""  # --to latest held below the newest release by the companion table
 
     @property
     def nothing_to_do(self) -> bool:
@@ -315,6 +324,9 @@ def _survey(opts: Options) -> _Survey:
     if loc.bare:
         raise UserError(f"{loc.python} is a bare interpreter, not a virtual environment.",
                         "tfrebuild upgrades venv, virtualenv, uv and conda environments; create one first.")
+    mounted = refusals.mount_point(loc.path)  # upgrade's refusal, said by plan too: a mount point cannot be swapped
+    if mounted is not None:
+        raise mounted
     data = probe.run(loc.python)
     current = build_profile(loc, data)
     override, trusted = load_override(opts, loc)
@@ -372,17 +384,35 @@ def _inputs(opts: Options, survey: _Survey, interp, tf: str, extras: list[str], 
         index=index,
         offline=opts.offline, pre=opts.pre, strategy=opts.strategy, log=log, extras=extras,
         direct={n: s.requirement for n, s in direct.items()}, no_build=survey.no_build,
+        build_constraints=build_constraint_files(opts),
     )
     if tf != survey.tf:  # another variant: the installed one is not requested
         inputs.requested = [r for r in inputs.requested if requirement_name(r) not in TF_DISTRIBUTIONS]
     return inputs
 
 
-def _keras_switch(keras: Keras, data: dict, inputs: resolve.Inputs, tf_new: str) -> bool:
-    """Whether the new env keeps Keras 2 through tf-keras; if so, the matching tf-keras is requested."""
+def build_constraint_files(opts: Options) -> list[str]:
+    """``--build-constraint`` files, then ``UV_BUILD_CONSTRAINT``'s (space-separated): they reach every uv call that
+    may build an sdist (resolution and install; uv drops the variable from an install's environment)."""
+    given = [str(Path(f).expanduser().resolve()) for f in opts.build_constraints]
+    for given_path, path in zip(opts.build_constraints, given, strict=True):
+        if not Path(path).is_file():
+            raise UserError(f"The build constraint file {given_path} given with --build-constraint does not exist or "
+                            "is not a file.", "Pass an existing requirements-style file. Nothing was changed.")
+    from_env = [str(Path(f).expanduser().resolve()) for f in os.environ.get("UV_BUILD_CONSTRAINT", "").split() if f]
+    return list(dict.fromkeys(given + from_env))
+
+
+def _keras_switch(keras: Keras, data: dict, inputs: resolve.Inputs, tf_new: str, needed_by: list[str] = (),
+                  tf_old: str = "") -> bool:
+    """Whether the new env keeps Keras 2 through tf-keras; if so, the matching tf-keras is requested.
+
+    ``--keras auto`` keeps Keras 2 when the env had it through tf-keras, or when it crosses TensorFlow 2.16 with
+    installed packages that need Keras 2 (``needed_by``, from the companion table); ``--keras 3`` never does."""
     site_packages = data.get("paths", {}).get("site_packages", [])
     had_legacy = any((Path(site) / LEGACY_KERAS_PTH).exists() for site in site_packages)
-    if not (keras == Keras.LEGACY or (keras == Keras.AUTO and had_legacy)) or _keras_major(tf_new) != 3:
+    needed = bool(needed_by) and _keras_major(tf_old) == 2
+    if not (keras == Keras.LEGACY or (keras == Keras.AUTO and (had_legacy or needed))) or _keras_major(tf_new) != 3:
         return False
     major, minor = Version(tf_new).major, Version(tf_new).minor
     inputs.requested = sorted({r for r in inputs.requested if canonicalize_name(requirement_name(r) or r) != "tf-keras"}
@@ -399,7 +429,10 @@ def _resolve(inputs: resolve.Inputs, survey: _Survey, tf_new: str, python_versio
         resolved = resolve.resolve(inputs, tf_new, target_requires)
     except resolve.ResolutionFailed as exc:
         companions = blocking_companions(survey.loc, survey.data, tf_new, tf, python_version, index, opts)
-        raise conflict_error(inputs, tf_new, tf_old, exc.explanation, companions) from None
+        err = conflict_error(inputs, tf_new, tf_old, exc.explanation, companions, look_lower=opts.explain,
+                             env=survey.loc.path, profile=opts.profile)
+        err.inputs, err.tf_new, err.tf_old = inputs, tf_new, tf_old  # for the target search (commands/upgrade)
+        raise err from None
     variants = [v for v in TF_DISTRIBUTIONS if v in resolved.pins]
     if not (len(variants) > 1 and "tensorflow" in variants and tf != "tensorflow"):
         return resolved, ""
@@ -414,7 +447,8 @@ def _resolve(inputs: resolve.Inputs, survey: _Survey, tf_new: str, python_versio
     try:
         return resolve.resolve(inputs, tf_new), note
     except resolve.ResolutionFailed as exc:
-        raise conflict_error(inputs, tf_new, tf_old, exc.explanation) from None
+        raise conflict_error(inputs, tf_new, tf_old, exc.explanation, env=survey.loc.path,
+                             profile=opts.profile) from None
 
 
 def _switch_reason(survey: _Survey, resolved: resolve.Resolved, tf: str, route: str, variant_note: str) -> str:
@@ -521,7 +555,10 @@ def _checked_findings(survey: _Survey, resolved: resolve.Resolved, tf_new: str, 
                 name, version = f.title.split()[:2]
                 if resolved.pins.get(name) != version:
                     f.fixed_by_rebuild, f.affects_new_env = True, False
-    return findings
+    from rebuild.doctor import judge
+
+    findings = judge.agree(findings, resolved.pins, opts.strategy)  # what the pre-flight says is what this plan does
+    return findings + judge.numpy_abi(resolved.pins, survey.data.get("distributions") or [])
 
 
 def blocking_findings(findings: list) -> list:
@@ -574,14 +611,21 @@ def make_plan(opts: Options, progress=None, log: Path | None = None) -> Plan:
                                                             current.platform.system, current.platform.machine), tf)
     if route == "cuda":
         check_driver(current.gpu, tf_new)
-    keras_legacy = _keras_switch(opts.keras, survey.data, inputs, tf_new)
+    tf_new, landing_note = _companion_ceiling(survey, inputs, target, tf_new, tf_old)
+    step = companionstep.apply(inputs, survey.pins, survey.data, tf_new, current.interpreter.version, interp.version,
+                               opts.holds)
+    keras_legacy = _keras_switch(opts.keras, survey.data, inputs, tf_new, step.keras2, tf_old)
     started = Background(lambda requires: _preflight(survey.loc, survey.data, tf_new, tf, interp.version, index, opts,
                                                      target_requires=requires, extras=extras), tf)
     resolved, variant_note = _resolve(inputs, survey, tf_new, interp.version, index, opts,
                                       target_requires=started.target_requires)
+    resolved, backwards = _forward(inputs, survey, resolved, tf_new)
     tf = inputs.tf_distribution
     switch = _switch_reason(survey, resolved, tf, route, variant_note)
     changes = _changes(survey, resolved, tf, tf_new, switch)
+    for c in changes:  # the companions' (and the new Python's) moves say why
+        if c.name in step.reasons and c.new and c.name != tf:
+            c.reason = step.reasons[c.name] + (f"; {c.reason}" if c.reason else "")
     downgrade = Version(tf_new) < Version(tf_old) if tf_old else False
     notes = [f"downgrade: {tf} {tf_old} → {tf_new} (lower than what is installed)"] if downgrade else []
     if tf_old == tf_new and not lock_note:
@@ -591,13 +635,24 @@ def make_plan(opts: Options, progress=None, log: Path | None = None) -> Plan:
     notes += _source_notes(survey, direct)
     held = constraint_note(inputs, target, tf_new) if target.kind != "exact" else ""
     notes += [held] if held else []
+    notes = ([f"moves backwards, requested by you: {', '.join(backwards)} (no plan keeps them; `upgrade` asks, "
+              "and refuses under --yes unless --allow-downgrade)"] if backwards else []) + notes
+    notes += [landing_note] if landing_note else []
+    notes += step.notes
     notes += _route_notes(survey, tf, extras, route, variant_note)
     dependents = keras2_dependents(survey.requires)
     notes += _keras_notes(tf_old, tf_new, keras_legacy, resolved.pins.get("tf-keras", ""), dependents)
+    if keras_legacy and opts.keras == Keras.AUTO and step.keras2 and _keras_major(tf_old) == 2:
+        notes.append(f"Keras 2 kept (--keras auto): {', '.join(step.keras2)} need(s) it (the companion table, "
+                     "rebuild/knowledge/data/companions.toml); --keras 3 forces Keras 3")
     notes += _dropped_notes(survey.pins, resolved, tf_old, tf_new)
     notes += _requested_notes(survey)
     project, project_requirement = _project(project, tf, tf_new)
     notes += list(project.notes) if project is not None and project.drivable else []
+    if project is not None and project.drivable:  # the user's edits to the project files: the starting point
+        from rebuild.project import files as project_files
+
+        notes += project_files.edits_note(survey.loc.path)
     progress.stage("pre-flight", "doctor checks (run alongside the resolution)")
     findings = _checked_findings(survey, resolved, tf_new, tf, interp.version, index, opts, started)
     newer = newer_job.result()
@@ -615,7 +670,57 @@ def make_plan(opts: Options, progress=None, log: Path | None = None) -> Plan:
         current=current, new_requested=inputs.requested, pylock=resolved.pylock, index_live=index,
         tf_old_distribution=survey.tf, tf_switch=switch, intent=survey.intent or current,
         project=project, project_requirement=project_requirement,
+        companions={n: r for n, r in step.reasons.items()}, requested_downgrades=backwards,
+        keras_needed_by=step.keras2 if keras_legacy else [], landing_note=landing_note,
     )
+
+
+def _companion_ceiling(survey: _Survey, inputs: resolve.Inputs, target: resolve.TargetSpec, tf_new: str,
+                       tf_old: str) -> tuple[str, str]:
+    """``--to latest`` lands below a release that an installed companion does not reach (end of life): the newest
+    release below it, with a note naming the companion and the fact's source. Other targets are kept (strict)."""
+    ceiling, by = companionstep.companion_ceiling(survey.pins)
+    if not ceiling or target.kind != "latest" or Version(tf_new) < Version(ceiling + ".0"):
+        return tf_new, ""
+    below = resolve.TargetSpec(target.raw, "latest", f"<{ceiling}")
+    try:
+        landing = resolve.find_target(inputs, below)
+    except resolve.ResolutionFailed:
+        return tf_new, ""
+    if tf_old and Version(landing) < Version(tf_old):
+        landing = tf_old
+    return landing, (f"landing point {inputs.tf_distribution} {landing}, not {tf_new}: " + "; ".join(by)
+                     + f". To go further, drop it from the env (or pass --to {tf_new} to try anyway)")
+
+
+def _forward(inputs: resolve.Inputs, survey: _Survey, resolved: resolve.Resolved,
+             tf_new: str) -> tuple[resolve.Resolved, list[str]]:
+    """A requested package is never moved backwards silently: resolve again holding each such package at its
+    installed version or above (what holds it back then moves forward); when no plan does, say which move back."""
+    requested = set(survey.current.requested) - set(TF_DISTRIBUTIONS)
+
+    def back(res: resolve.Resolved) -> list[str]:
+        out = []
+        for name in sorted(requested):
+            old, new = survey.pins.get(name), res.pins.get(name)
+            try:
+                if old and new and Version(new) < Version(old):
+                    out.append(name)
+            except InvalidVersion:
+                continue
+        return out
+
+    names = back(resolved)
+    if not names:
+        return resolved, []
+    saved = dict(inputs.constraints)
+    for name in names:
+        inputs.constraints[name] = ",".join(s for s in (saved.get(name, ""), f">={survey.pins[name]}") if s)
+    try:
+        return resolve.resolve(inputs, tf_new), []
+    except resolve.ResolutionFailed:
+        inputs.constraints = saved
+        return resolved, [f"{n} {survey.pins[n]} → {resolved.pins[n]}" for n in names]
 
 
 def _own_package(survey: _Survey):
@@ -677,7 +782,7 @@ def _lockable_target(project, survey: _Survey, inputs: resolve.Inputs, target: r
         why = cause or "see `uv lock`"
         return version, (f"{tf} {tf_new} cannot be locked for every Python the uv project supports ({why}); "
                          f"{version} is the newest that locks. {uvproject.lock_hint(first.reason)}")
-    raise first  # type: ignore[misc]
+    raise first
 
 
 def _next_lower(inputs: resolve.Inputs, version: str, floor: str) -> str | None:

@@ -39,7 +39,8 @@ def parse_target(text: str) -> TargetSpec:
     """``latest``, ``X.Y`` (newest X.Y.*) or ``X.Y.Z`` (exactly)."""
     text = (text or "latest").strip()
     if not _TARGET.match(text):
-        raise UserError(f"'{text}' is not a TensorFlow version tfrebuild understands.",
+        shown = text if len(text) <= 40 else f"{text[:40]}… ({len(text)} characters)"  # never echo a huge value
+        raise UserError(f"'{shown}' is not a TensorFlow version tfrebuild understands.",
                         "Use --to latest, --to X.Y (e.g. 2.18) or --to X.Y.Z (e.g. 2.18.1).")
     if text == "latest":
         return TargetSpec(text, "latest", "")
@@ -67,6 +68,7 @@ class Inputs:
     # that came from no index: passed as a direct reference, so its name is never looked up on an index.
     direct: dict[str, str] = field(default_factory=dict)
     no_build: bool = False  # uv --only-binary :all:: wheels only, no package code runs (a foreign --profile)
+    build_constraints: list[str] = field(default_factory=list)  # files: build dependencies of sdists uv builds
 
 
 @dataclass
@@ -91,12 +93,28 @@ def _common_args(inputs: Inputs, constrained: bool = True) -> list[str]:
     args += ["--prerelease", "allow" if inputs.pre else "if-necessary-or-explicit"]
     if inputs.no_build:
         args += ["--only-binary", ":all:"]
+    for path in inputs.build_constraints:
+        args += ["--build-constraints", path]
     return args
 
 
 def _explain(stderr: str) -> str:
     lines = [line.rstrip() for line in stderr.strip().splitlines()]
     return "\n".join(line for line in lines if line.strip())
+
+
+def failed_build(stderr: str, log) -> UserError | None:
+    """uv's "Failed to build `pkg==v`" as its own error (a build failure is not a version conflict)."""
+    from rebuild.util import failtext
+
+    package = failtext.failed_package(stderr)
+    if not package or "Failed to build" not in stderr:
+        return None
+    return UserError(f"uv could not build {package} from source while resolving; nothing was changed.",
+                     (f"uv's full output is in {log}. " if log else "")
+                     + f"{package} has no wheel for this Python and platform, and building its source failed; "
+                     "the lines above say why (often a build tool or a system library it needs).",
+                     exit_code=1, details="uv says:\n" + failtext.uv_error(stderr))
 
 
 def _pip_compile(inputs: Inputs, args: list[str], constrained: bool = True) -> str:
@@ -122,6 +140,9 @@ def _pip_compile(inputs: Inputs, args: list[str], constrained: bool = True) -> s
                 and os.environ.get("UV_OFFLINE", "").lower() not in ("1", "true", "yes"):
             check_index_roots(inputs.index)  # a wrong index URL reads as "no such package"
         explanation = _explain(result.stderr)
+        built = failed_build(result.stderr, inputs.log)
+        if built is not None:  # not a conflict between versions: say which package and why
+            raise built
         if inputs.no_build:
             explanation += ("\n(tfrebuild let uv use wheels only, since the --profile was not written by tfrebuild "
                             "for this env: pass --allow-sources to let uv build sdists, which runs their code)")

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
+
+from packaging.utils import canonicalize_name
 
 from rebuild.util import uv as uvcmd
-from rebuild.util.proc import child_options
+from rebuild.util import proc
 from rebuild.errors import UserError
 
 _TF_CHECK = """
@@ -27,7 +29,7 @@ for name in sys.argv[1:]:
     try:
         importlib.import_module(name)
     except BaseException:
-        failed[name] = traceback.format_exc(limit=3)
+        failed[name] = traceback.format_exc()
 print(json.dumps(failed))
 """
 
@@ -55,12 +57,19 @@ class Report:
 
 
 def failure(report: Report, where: str, log: Path, after: str) -> UserError:
-    """The user error for failed checks: which ones, their output, and where the log is."""
+    """The user error for failed checks: which ones, the lines of their output that show the cause (a traceback's
+    innermost frames and its exception, about 40 lines in all), and the log, which gets their whole output."""
+    from rebuild.util import failtext
+
     failed = report.failed
-    details = "\n\n".join(f"[{c.name}] ({c.seconds:.1f}s)\n{c.output.strip()[-3000:]}" for c in failed)
+    details = failtext.check_details(failed)
     names = ", ".join(c.name for c in failed)
-    return UserError(f"The new environment failed its checks {where}: {names}. {after}",
-                     f"See the check output above and the log {log}.", exit_code=1, details=details)
+    logged = failtext.log_checks(log, failed, where)
+    hint = (f"See the check output above; the whole output is in the log {log}." if logged else
+            f"See the check output above and the log {log}." if log and str(log).strip() else
+            "See the check output above.")
+    return UserError(f"The new environment failed its checks {where}: {names}. {after}", hint, exit_code=1,
+                     details=details)
 
 
 def default_timeout() -> float:
@@ -69,26 +78,19 @@ def default_timeout() -> float:
 
 def clean_environ(env: Path) -> dict[str, str]:
     """The environment a check runs in: the new env first on PATH, no outside Python paths."""
-    environ = {k: v for k, v in os.environ.items()
-               if k not in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE", "VIRTUAL_ENV")}
-    environ["PATH"] = f"{env / 'bin'}{os.pathsep}{environ.get('PATH', '')}"
-    environ["VIRTUAL_ENV"] = str(env)
-    environ["PYTHONNOUSERSITE"] = "1"
-    return environ
+    environ = proc.clean_environ()  # without proc.SCRUBBED, user site off
+    return {**environ, "PATH": f"{env / 'bin'}{os.pathsep}{environ.get('PATH', '')}", "VIRTUAL_ENV": str(env)}
 
 
 def _run(name: str, cmd: list[str] | str, env: Path, timeout: float, shell: bool = False) -> tuple[Check, str]:
-    start = time.monotonic()
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, shell=shell,
-                              env=clean_environ(env), cwd=env, stdin=subprocess.DEVNULL, **child_options())
-    except subprocess.TimeoutExpired as exc:
-        out = (exc.stdout or b"").decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
-        return Check(name, False, time.monotonic() - start, f"timed out after {timeout:.0f}s\n{out}"), ""
-    except OSError as exc:
-        return Check(name, False, time.monotonic() - start, str(exc)), ""
-    output = (proc.stdout + proc.stderr).strip()
-    return Check(name, proc.returncode == 0, time.monotonic() - start, output), proc.stdout
+    """One check through the one runner: a timeout kills the check's whole process group (a command that forks)."""
+    result = proc.run([cmd] if isinstance(cmd, str) else cmd, env=clean_environ(env), timeout=timeout, cwd=env,
+                      shell=shell)
+    if result.timed_out:
+        return Check(name, False, result.seconds, f"timed out after {timeout:.0f}s\n{result.stdout}"), ""
+    if result.error:
+        return Check(name, False, result.seconds, result.error), ""
+    return Check(name, result.returncode == 0, result.seconds, result.output), result.stdout
 
 
 # Which Keras ``tf.keras`` is, found the way TensorFlow resolves it: ``tf.keras`` is a lazy module (with
@@ -145,9 +147,9 @@ def gpu_causes(env: Path) -> str:
     return "likely causes: " + "; ".join(causes)
 
 
-def run_checks(env: Path, *, tf_version: str, imports: list[str], commands: list[str] = (),
+def run_checks(env: Path, *, tf_version: str, imports: list[str], commands: Sequence[str] = (),
                timeout: float | None = None, quick: bool = False, keras_major: int | None = None,
-               gpu_required: bool = False) -> Report:
+               gpu_required: bool = False, already_failing=None) -> Report:
     """Run the checks in ``env``; ``quick`` runs only interpreter + TensorFlow (after a swap)."""
     timeout = default_timeout() if timeout is None else timeout
     python = str(env / "bin" / "python")
@@ -200,10 +202,17 @@ def run_checks(env: Path, *, tf_version: str, imports: list[str], commands: list
             check, _ = _run("Keras 2 script (Sequential, compile, fit, save/load .h5)",
                             [python, "-I", "-c", _KERAS2_SCRIPT], env, timeout)
             report.checks.append(check)
-    return _generic_checks(report, env, python, [m for m in imports if m != "tensorflow"], commands, timeout)
+    _generic_checks(report, env, python, [m for m in imports if m != "tensorflow"], commands, timeout,
+                    already_failing)
+    from rebuild.core import oplibs  # companions' compiled ops: an import does not load them
+
+    check = oplibs.check(env, _run, timeout, already_failing)
+    report.checks += [check] if check is not None else []
+    return report
 
 
-def _generic_checks(report: Report, env: Path, python: str, others: list[str], commands, timeout: float) -> Report:
+def _generic_checks(report: Report, env: Path, python: str, others: list[str], commands, timeout: float,
+                    already_failing=None) -> Report:
     """Requested imports, consistency, the profile's commands."""
     if others:
         check, stdout = _run(f"imports: {', '.join(others)}", [python, "-I", "-c", _IMPORTS, *others], env, timeout)
@@ -217,6 +226,10 @@ def _generic_checks(report: Report, env: Path, python: str, others: list[str], c
                 check.output = "\n".join(f"import {k} failed:\n{v}" for k, v in failed.items())
                 if len(failed) < len(others):  # the headline names what failed, not every import tried
                     check.name = f"imports: {', '.join(failed)} ({len(failed)} of {len(others)} failed)"
+            if failed and already_failing is not None:  # judged against the env as it is: regressions only
+                from rebuild.core import baseline
+
+                baseline.judge(check, failed, already_failing())
         report.checks.append(check)
     start = time.monotonic()
     result = uvcmd.run(["pip", "check", "--no-config", "--python", python], check=False, timeout=timeout,
@@ -273,12 +286,6 @@ print(json.dumps({"prefix": sys.prefix, "versions": seen, "python": platform.pyt
 """
 
 
-def _canonical(name: str) -> str:
-    import re
-
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
 def at_path_check(env: Path, *, versions: dict[str, str], inode: tuple[int, int] | None = None,
                   package: str = "tensorflow", python: str = "", timeout: float | None = None) -> Check:
     """The cheap check at ``env`` (see above); fails when the tree, the interpreter or any version is not the
@@ -295,7 +302,7 @@ def at_path_check(env: Path, *, versions: dict[str, str], inode: tuple[int, int]
             return Check(name, False, time.monotonic() - start,
                          f"{env} is not the tree that was checked (device/inode {st.st_dev}/{st.st_ino}, "
                          f"expected {inode[0]}/{inode[1]})")
-    want = json.dumps(sorted({_canonical(d) for d in versions}))
+    want = json.dumps(sorted({canonicalize_name(d) for d in versions}))
     check, stdout = _run(name, [str(env / "bin" / "python"), "-I", "-c", _AT_PATH, package if versions else "", want],
                          env, timeout)
     check.seconds = time.monotonic() - start
@@ -311,9 +318,9 @@ def at_path_check(env: Path, *, versions: dict[str, str], inode: tuple[int, int]
         problems.append(f"sys.prefix is {got.get('prefix')!r}, not {env}")
     if python and got.get("python") != python:
         problems.append(f"Python {got.get('python')}, expected {python}")
-    reported = {_canonical(k): v for k, v in (got.get("versions") or {}).items()}
+    reported = {canonicalize_name(k): v for k, v in (got.get("versions") or {}).items()}
     for dist, version in sorted(versions.items()):
-        have = reported.get(_canonical(dist))
+        have = reported.get(canonicalize_name(dist))
         if not _same_version(have, version):
             problems.append(f"{dist}: expected {version}, found {have or 'nothing'}")
     origin = got.get("origin") or ""
@@ -336,18 +343,6 @@ def _same_version(have: str | None, want: str) -> bool:
         return Version(have) == Version(want)
     except InvalidVersion:
         return False
-
-
-def pins_of_lock(pylock_text: str) -> dict[str, str]:
-    """``{canonical name: version}`` of a pylock's packages (empty when it cannot be read)."""
-    import tomllib
-
-    try:
-        data = tomllib.loads(pylock_text)
-    except tomllib.TOMLDecodeError:
-        return {}
-    return {_canonical(str(p.get("name", ""))): str(p.get("version", "")) for p in data.get("packages", [])
-            if isinstance(p, dict) and p.get("name") and p.get("version") and not p.get("marker")}
 
 
 def run_at_path(env: Path, *, deep: bool, tf_version: str, versions: dict[str, str],

@@ -25,8 +25,9 @@ from rebuild.env.snapshot import SELF  # tfrebuild itself: never requested, neve
 from rebuild.errors import UserError
 from rebuild.knowledge.tf import bundled_seed
 
-INSTALL_APART = ("install tfrebuild apart from the environments it manages: `uv tool install --compile-bytecode .` "
-                 "(or `pipx install .`) from a clone of tfrebuild")
+INSTALL_APART = ("install tfrebuild apart from the environments it manages: `python3 install.py` in a clone of "
+                 "tfrebuild (Python and pip are enough; `uv tool install --compile-bytecode .` or `pipx install .` "
+                 "there do the same)")
 
 
 @dataclass(frozen=True)

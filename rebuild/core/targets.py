@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shlex
 from dataclasses import dataclass
+from pathlib import Path
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
@@ -117,22 +119,22 @@ def newest_resolvable(inputs: resolve.Inputs, installed: str, ceiling: str) -> s
         files = _tf_files(inputs)
     except (UserError, OSError):
         return None
-    newest_by_minor: dict[tuple[int, int], Version] = {}
-    for v in indexinfo.versions(files, prereleases=inputs.pre):
-        if Version(installed) < v < Version(ceiling):
-            key = (v.major, v.minor)
-            newest_by_minor.setdefault(key, v)
-    for key in sorted(newest_by_minor, reverse=True)[:8]:
+    # every release between them, newest first (not only each minor's newest patch: a companion may pin an
+    # exact release, as tensorflow-decision-forests 1.12.0 pins tensorflow==2.19.0 while 2.19.1 exists)
+    between = [v for v in indexinfo.versions(files, prereleases=inputs.pre)
+               if Version(installed) < v < Version(ceiling)]
+    for version in between[:10]:
         try:
-            resolve.resolve(inputs, str(newest_by_minor[key]))
+            resolve.resolve(inputs, str(version))
         except resolve.ResolutionFailed:
             continue
-        return str(newest_by_minor[key])
+        return str(version)
     return None
 
 
 def conflict_error(inputs: resolve.Inputs, tf_version: str, installed: str, explanation: str,
-                   companions: list[str] = ()) -> UserError:
+                   companions: list[str] = (), look_lower: bool = True, *, env: Path | None = None,
+                   profile: Path | None = None) -> UserError:
     """Why the target does not resolve: uv's words, the blocking packages (companions by name, with the
     newest release of each that accepts the target or the newest TensorFlow it allows), and the choices."""
     text = explanation.lower()
@@ -140,7 +142,7 @@ def conflict_error(inputs: resolve.Inputs, tf_version: str, installed: str, expl
     blockers = [n for n in blockers if n not in SEED_PACKAGES]
     constraints = [f"{n}{s}" for n, s in inputs.constraints.items() if n in text]
     configured = [c for c in indexconf.constraints_of(inputs.index) if c.name in text]
-    ok = newest_resolvable(inputs, installed, tf_version)
+    ok = newest_resolvable(inputs, installed, tf_version) if look_lower else None
     choices = []
     if ok:
         choices.append(f"--to {ok} (the newest {inputs.tf_distribution} that resolves with everything else kept)")
@@ -149,8 +151,16 @@ def conflict_error(inputs: resolve.Inputs, tf_version: str, installed: str, expl
     for c in configured:
         choices.append(f"relax the constraint `{c.text}` ({c.where})")
     constraints += [f"the constraint `{c.text}` ({c.where})" for c in configured]
-    for b in blockers:
-        choices.append(f"upgrade {b} too (--strategy eager) or drop it from the profile's requested packages")
+    for b in blockers:  # no release of it resolves with the target (uv would have taken one): keep it, or drop it
+        name = canonicalize_name(Requirement(b).name)
+        if profile is not None:
+            choices.append(f"drop {name} from `requested` (and its modules from `[smoke].imports`) in the profile "
+                           f"{profile}")
+        elif env is not None:
+            where = shlex.quote(str(env))
+            choices.append(f"drop {name}: `tfrebuild snapshot --env {where} -o profile.toml`, delete {name} from "
+                           "`requested` (and its modules from `[smoke].imports`) in profile.toml, then "
+                           f"`tfrebuild upgrade --env {where} --profile profile.toml`")
     stand = f" Standing in the way: {', '.join(blockers + constraints)}." if blockers or constraints else ""
     why = ("\n".join(companions) + "\n\n") if companions else ""
     return UserError(

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from rebuild.core import build, smoke
+from rebuild.core import build, lockfile, smoke
 from rebuild.env.profile import Index
 from rebuild.errors import UserError
 from rebuild.env import fsguard
@@ -133,7 +133,9 @@ def run(spec: Spec, result: TransactionResult) -> TransactionResult:
         if not report.ok:
             where, after = (("before it was moved into place", f"Nothing was created at {store.env}.")
                             if spec.new_env else ("before the swap", "Your environment was not changed."))
-            raise smoke.failure(report, where, spec.log, after)
+            failed = smoke.failure(report, where, spec.log, after)
+            failed.report = report  # what failed, for the target search (core/search.py)
+            raise failed
         if owner is not None:  # root on another user's env: the new tree is theirs, as the old one was
             fsguard.keep_owner(built.env, owner)
         if not spec.new_env:
@@ -283,7 +285,7 @@ def _verify(spec: Spec, staging: Path, result: TransactionResult, proven: tuple[
     spec.progress.stage("verify", f"check at {env}" + (": importing TensorFlow" if spec.deep_check and tf_version
                                                        else ": interpreter and versions"))
     after = smoke.run_at_path(env, deep=spec.deep_check, tf_version=tf_version,
-                              versions=smoke.pins_of_lock(spec.pylock), inode=proven)
+                              versions=lockfile.read_pins(spec.pylock, unconditional=True) or {}, inode=proven)
     result.after_swap = after.checks
     if after.ok:
         return

@@ -29,6 +29,7 @@ from typing import Iterable, Mapping
 from rebuild.core import resolve
 from rebuild.doctor.checks_cuda import check_cuda
 from rebuild.doctor.checks_env import check_boundaries, check_consistency, check_debris
+from rebuild.doctor.checks_imports import check_imports
 from rebuild.doctor.checks_target import check_conflicts, check_interpreter, pick_target
 from rebuild.doctor.context import Context, Target, index_sources, q, run_probe
 from rebuild.doctor.findings import SEVERITIES, DoctorResult, Finding, FindingId, sort_findings
@@ -79,7 +80,7 @@ def run(env: str | os.PathLike | None = None, *, to: str | None = "latest", inde
                                    find_links=[str(f) for f in find_links], offline=offline)
         sources = index_sources(index, offline)
     ctx = Context(loc, data, environ, sources=sources, timeout=timeout, pre=pre)
-    findings = check_boundaries(ctx) + check_debris(ctx) + check_consistency(ctx)
+    findings = check_boundaries(ctx) + check_debris(ctx) + check_consistency(ctx) + check_imports(ctx)
     target = None
     if spec is not None:
         if not ctx.tf:

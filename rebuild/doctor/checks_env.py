@@ -17,7 +17,7 @@ from rebuild.doctor.context import Context, contains, q, real, req_text
 from rebuild.doctor.findings import Finding
 from rebuild.doctor.findings import FindingId as F
 from rebuild.knowledge.tf import TF_DISTRIBUTIONS
-from rebuild.util import proc
+from rebuild.util import distinfo, proc
 from rebuild.util.versions import minor
 
 _PIP_FROM = re.compile(r"^pip \S+ from (.+?) \(python ([0-9.]+)\)\s*$", re.M)
@@ -385,7 +385,7 @@ def _conda_owned(prefix: Path) -> dict[str, tuple[str, str, str]]:
         for f in meta.get("files") or []:
             m = re.search(r"site-packages/([^/]+)\.(?:dist|egg)-info(?:/|$)", str(f))
             if m:
-                names.add(canonicalize_name(m.group(1).rsplit("-", 1)[0] if "-" in m.group(1) else m.group(1)))
+                names.add(distinfo.name_of(m.group(1)))
         if not names:
             names.add(canonicalize_name(str(meta["name"])))
         for n in names:

@@ -12,7 +12,8 @@ from packaging.utils import canonicalize_name
 
 from rebuild.core import resolve
 from rebuild.util import uv as uvcmd
-from rebuild.doctor.context import (Context, Target, applies, contains, has_cap, numbers, python_ok, q, real,
+from rebuild.doctor import companions, numpyabi
+from rebuild.doctor.context import (Context, Target, applies, contains, has_cap, numbers, python_ok, q,
                                     req_text, version_of)
 from rebuild.doctor.findings import Finding
 from rebuild.doctor.findings import FindingId as F
@@ -51,12 +52,18 @@ def pick_target(ctx: Context, spec: resolve.TargetSpec) -> tuple[Target | None, 
     return Target(ctx.tf, str(candidates[0]), files), []
 
 
+def _real_interpreter(path: str, version: str) -> str:
+    """The real file behind ``path`` (a pyenv shim is the version's interpreter): :func:`interpreters.real_path`."""
+    return interpreters.real_path(path, version)
+
+
 def _other_interpreters(ctx: Context, minors: list[str]) -> list[tuple[str, str]]:
-    """(version, path) of local interpreters whose minor is in ``minors`` (ours + uv's discovery)."""
+    """(version, path) of local interpreters whose minor is in ``minors`` (ours + uv's discovery), each real
+    interpreter once (its pyenv shims and links are the same interpreter)."""
     found: dict[str, tuple[str, str]] = {}
     try:
         for i in interpreters.discover():
-            found.setdefault(real(i.path), (i.version, str(i.path)))
+            found.setdefault(_real_interpreter(str(i.path), i.version), (i.version, str(i.path)))
     except (OSError, UserError):
         pass
     try:
@@ -65,7 +72,7 @@ def _other_interpreters(ctx: Context, minors: list[str]) -> list[tuple[str, str]
         for item in json.loads(res.stdout or "[]") if res.returncode == 0 else []:
             path, version = item.get("path"), item.get("version")
             if path and version and item.get("implementation", "cpython") == "cpython":
-                found.setdefault(real(path), (str(version), str(path)))
+                found.setdefault(_real_interpreter(str(path), str(version)), (str(version), str(path)))
     except (UserError, ValueError, OSError, AttributeError):
         pass
     out = [(v, p) for v, p in found.values() if minor(v) in minors]
@@ -148,32 +155,6 @@ def _tf_requirements(ctx: Context, dist: dict, markers: Mapping[str, str]) -> li
     return [r for r in ctx.requirements_of(dist, markers) if canonicalize_name(r.name) in TF_DISTRIBUTIONS]
 
 
-def _accepting_release(ctx: Context, project: str, target: Target) -> tuple[str, str] | None:
-    """(version, requirement) of the newest release of ``project`` that accepts the target, if the index has one."""
-    files = ctx.files(project)
-    if not files:
-        return None
-    tags = set(ctx.target_tags())
-    installable = [f for f in files if f.is_wheel and not f.yanked and not f.tags.isdisjoint(tags)]
-    versions = indexinfo.versions(installable or files, prereleases=ctx.pre)
-    same = [v for v in versions if minor(str(v)) == minor(target.version)]
-    for v in (same + [v for v in versions if v not in same])[:3]:
-        meta, _ = ctx.metadata(project, str(v), files)
-        if meta is None:
-            continue
-        reqs = [r for r in (graph.parse(t) for t in meta.get("requires_dist") or []) if r is not None
-                and canonicalize_name(r.name) in TF_DISTRIBUTIONS and applies(r, ctx.new_markers)]
-        if reqs and all(contains(r.specifier, target.version) for r in reqs):
-            return str(v), "; ".join(req_text(r) for r in reqs)
-    return None
-
-
-def _newest_allowed(target: Target, spec: SpecifierSet) -> str | None:
-    allowed = [v for v in indexinfo.versions(target.files) if contains(spec, v)]
-    return str(allowed[0]) if allowed else None
-
-
-
 def check_conflicts(ctx: Context, target: Target) -> list[Finding]:
     """Installed packages the upgraded env keeps whose requirements clash with the target's."""
     if target.requires is None:
@@ -209,18 +190,23 @@ def _direct_conflict(ctx: Context, target: Target, name: str, d: dict, req: Requ
     py, env = q(ctx.python), q(ctx.loc.path)
     what = f"{target.distribution} {target.version}"
     dep = canonicalize_name(req.name)
-    accepting = _accepting_release(ctx, name, target)
+    match = companions.search(ctx, name, target)
+    accepting = match.accepting
     evidence = [f"{name} {d['version']} requires {req_text(req)}", f"target: {what}"]
     if dep != target.distribution:
         evidence.append(f"it names `{dep}`, not `{target.distribution}`: upgrading {target.distribution} "
                         f"alone leaves {dep} {ctx.env_dists.get(dep, {}).get('version', '(not installed)')} "
                         "installed beside it")
-    allowed = None if accepting else _newest_allowed(target, req.specifier)
+    moving = match.moving if not accepting else None
     if accepting:
         evidence.append(f"{name} {accepting[0]} accepts it ({accepting[1]})")
+    elif moving:
+        evidence.append(f"no release of {name} on the index accepts {target.version}; the newest {target.distribution} "
+                        f"a release of it accepts is {match.newest_tf}: {name} {moving[0]} ({moving[1]})")
     else:
-        evidence.append(f"no release of {name} on the index accepts {target.version}"
-                        + (f"; the newest {target.distribution} it allows is {allowed}" if allowed else ""))
+        searched = "" if match.complete else f" (of its {match.releases_read} newest releases)"
+        evidence.append(f"no release of {name} on the index{searched} accepts {target.version} or any "
+                        f"{target.distribution} newer than the installed {ctx.tf_version}")
     if accepting and name not in ctx.requested:
         return F.COMPANION_MOVES.make(
             f"{name} {d['version']} must move to {accepting[0]} with {what}",
@@ -229,6 +215,7 @@ def _direct_conflict(ctx: Context, target: Target, name: str, d: dict, req: Requ
             + f"; an in-place `pip install -U {target.distribution}` leaves it broken",
             fixed_by_rebuild=dep == target.distribution, affects_new_env=dep != target.distribution)
     fixed = bool(accepting) and dep == target.distribution
+    drop = f"drop {name} from the env (`uv pip uninstall --python {py} {name}`)"
     if fixed:
         fix = (f"upgrade both together: `tfrebuild upgrade --env {env} --to {target.version}` takes {name} "
                f"{accepting[0]}")
@@ -236,9 +223,11 @@ def _direct_conflict(ctx: Context, target: Target, name: str, d: dict, req: Requ
         fix = (f"install `{dep}` instead of `{target.distribution}` so both move together: "
                f"`uv pip uninstall --python {py} {target.distribution} {dep}` then `uv pip install "
                f"--python {py} {q(dep + '==' + target.version)} {q(name + '==' + accepting[0])}`")
+    elif moving and dep == target.distribution:
+        fix = (f"`tfrebuild upgrade --env {env} --to {match.newest_tf}` (the newest {target.distribution} a "
+               f"release of {name} accepts; it takes {name} {moving[0]}), or {drop}")
     else:
-        fix = (f"stay within what {name} allows (`tfrebuild upgrade --env {env} --to {allowed}`) "
-               if allowed else "") + f"or drop {name} from the env (`uv pip uninstall --python {py} {name}`)"
+        fix = f"keep {target.distribution} {ctx.tf_version} (nothing to do), or {drop}"
     return F.TARGET_BLOCKED.make(
         f"{name} {d['version']} does not allow {what}", evidence, fix,
                                  fixed_by_rebuild=fixed, affects_new_env=not fixed)
@@ -285,21 +274,32 @@ def _shared_conflict(ctx: Context, target: Target, treq: Requirement, dep: str,
     specs = [treq.specifier] + [r.specifier for _, _, r in holders]
     both = all(contains(s, installed) for s in specs)
     capped = [h for h in holders if has_cap(h[2].specifier)]
+    # NumPy: a compiled package built for NumPy 1 does not accept NumPy 2, whatever its Requires-Dist says
+    numpy1 = _numpy1_builds(ctx, holders) if dep == "numpy" and (not both or capped or any(
+        numpyabi.compiled(d) for _, d, _ in holders)) else {}
+    capped += [h for h in holders if h[0] in numpy1 and h not in capped]
     if both and not capped:
         return []
     candidates = _dependency_candidates(ctx, dep)
-    shared = [v for v in candidates or [] if all(contains(s, v) for s in specs)]
-    evidence = [f"{what} requires {req_text(treq)}"] + \
-        [f"{n} {d['version']} requires {req_text(r)}" for n, d, r in holders] + \
-        [f"installed: {dep} {installed}"]
-    accept = f"{', '.join(n for n, _, _ in holders)} accept{'s' if len(holders) == 1 else ''} it"
+    shared = [v for v in candidates or [] if all(contains(s, v) for s in specs) and not (numpy1 and v.major >= 2)]
+    # the minimal strategy keeps a moved dependency below its next major when that resolves: say what it takes
+    same_major = [v for v in shared if version_of(installed) is not None and v.major == version_of(installed).major]
+    shared = same_major + [v for v in shared if v not in same_major]
+    evidence = _unique([f"{what} requires {req_text(treq)}"] +
+                       [f"{n} {d['version']} requires {req_text(r)}" for n, d, r in holders] +
+                       [f"installed: {dep} {installed}"] + list(numpy1.values()))
+    accepting = _unique([n for n, _, _ in holders if n not in numpy1])
+    accept = f"{', '.join(accepting)} accept{'s' if len(accepting) == 1 else ''} it" if accepting else ""
+    if numpy1:
+        keeps = "keeps" if len(numpy1) == 1 else "keep"
+        accept += ("; " if accept else "") + f"{', '.join(numpy1)} (built for NumPy 1) {keeps} it below 2"
     if both:
         matters = bool(candidates and any(contains(treq.specifier, v) and not all(
-            contains(r.specifier, v) for _, _, r in capped) for v in candidates)) if candidates is not None \
-            else not has_cap(treq.specifier)
+            contains(r.specifier, v) and not (n in numpy1 and v.major >= 2) for n, _, r in capped)
+            for v in candidates)) if candidates is not None else not has_cap(treq.specifier)
         if not matters:
             return []
-        names = ", ".join(f"{n} {d['version']}" for n, d, _ in capped)
+        names = ", ".join(_unique([f"{n} {d['version']}" for n, d, _ in capped]))
         return [F.CAPPED_DEPENDENCY.make(
             f"{what} is compatible with {names} via {dep} {installed}: keep {dep} below the cap",
             evidence, f"`tfrebuild upgrade --env {env} --to {target.version}` keeps {dep} {installed}; an in-place "
@@ -307,23 +307,44 @@ def _shared_conflict(ctx: Context, target: Target, treq: Requirement, dep: str,
             fixed_by_rebuild=True, affects_new_env=False)]
     if shared:
         return [F.DEPENDENCY_MOVES.make(
-            f"{dep} must move {installed} → {shared[0]} for {what}; {accept}",
-            evidence + [f"newest {dep} every requirement accepts: {shared[0]}"],
+            f"{dep} must move {installed} → {shared[0]} for {what}" + (f"; {accept}" if accept else ""),
+            evidence + [f"newest {dep} every requirement accepts"
+                        + (f" within {dep} {version_of(installed).major}.x (what the upgrade keeps)"
+                           if same_major and shared[0] in same_major else "") + f": {shared[0]}"],
             f"`tfrebuild upgrade --env {env} --to {target.version}` moves it",
             fixed_by_rebuild=True, affects_new_env=False)]
     if candidates is not None:
         blockers = [(n, d, r) for n, d, r in holders
                     if not any(contains(treq.specifier, v) and contains(r.specifier, v) for v in candidates)]
         blockers = blockers or holders
-        names = ", ".join(f"{n} {d['version']}" for n, d, _ in blockers)
+        if numpy1:
+            blockers = [h for h in holders if h[0] in numpy1] or blockers
+        names = ", ".join(_unique([f"{n} {d['version']}" for n, d, _ in blockers]))
         return [F.DEPENDENCY_CONFLICT.make(
             f"{names} and {what} need incompatible versions of {dep}",
             evidence + [f"no {dep} release on the index satisfies all of them"],
-            f"upgrade {', '.join(n for n, _, _ in blockers)} too: `tfrebuild upgrade --env {env} "
+            f"upgrade {', '.join(_unique([n for n, _, _ in blockers]))} too: `tfrebuild upgrade --env {env} "
             f"--to {target.version} --strategy eager`, or choose an older --to",
             fixed_by_rebuild=False, affects_new_env=True)]
     return [F.DEPENDENCY_UNVERIFIED.make(
-        f"{dep} must move for {what}; whether {accept} was not checked",
+        f"{dep} must move for {what}; whether {', '.join(_unique([n for n, _, _ in holders]))} accept it "
+        "was not checked",
         evidence + [f"could not list {dep} on the index"],
         f"run `tfrebuild plan --env {env} --to {target.version}` to let the resolver decide",
         fixed_by_rebuild=False, affects_new_env=True)]
+
+
+def _unique(items: list[str]) -> list[str]:
+    """``items`` without repeats, in order (a package with several requirements on one dependency is named once)."""
+    return list(dict.fromkeys(items))
+
+
+def _numpy1_builds(ctx: Context, holders: list[tuple[str, dict, Requirement]]) -> dict[str, str]:
+    """Holders whose installed release was built for NumPy 1: name -> why (:mod:`rebuild.doctor.numpyabi`)."""
+    out: dict[str, str] = {}
+    for name, d, _ in holders:
+        if name not in out:
+            major, why = numpyabi.built_for(ctx, name, d)
+            if major == 1:
+                out[name] = why
+    return out

@@ -31,6 +31,7 @@ class FindingId(StrEnum):
     DEPENDENCY_MOVES = "dependency-moves", "info"
     CAPPED_DEPENDENCY = "capped-dependency", "info"
     DEPENDENCY_UNVERIFIED = "dependency-unverified", "warning"
+    NUMPY_ABI_MISMATCH = "numpy-abi-mismatch", "error"  # made by plan: a NumPy-1 build beside the numpy 2 it takes
     # interpreter and platform
     PYTHON_UNSUPPORTED = "python-unsupported", "error"
     PLATFORM_UNSUPPORTED = "platform-unsupported", "error"
@@ -62,6 +63,7 @@ class FindingId(StrEnum):
     BROKEN_REQUIREMENT = "broken-requirement", "error"
     MISSING_REQUIREMENT = "missing-requirement", "error"
     TF_VARIANT_REQUIREMENT = "tf-variant-requirement", "info"
+    IMPORT_FAILING = "import-failing", "error"
     # checks that could not run
     INDEX_UNREACHABLE = "index-unreachable", "warning"
     TARGET_UNKNOWN = "target-unknown", "warning"

@@ -488,6 +488,15 @@ def read_record(path):
                 yield p
 
 
+def _wheel_tags(path):
+    """The ``Tag:`` lines of a dist-info's WHEEL file (empty when there is none)."""
+    try:
+        text = _read_text(path)
+    except Exception:
+        return []
+    return [line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("Tag:")]
+
+
 def top_level_from_paths(paths):
     """Importable top-level names from site-dir-relative paths."""
     dirs = set()
@@ -719,6 +728,9 @@ class Scanner(object):
                 rec["direct_url"] = json.loads(_read_text(du))
             except Exception as e:
                 warn("%s: bad direct_url.json: %s" % (path, _exc(e)))
+        if any(r[:5].lower() == "numpy" and not r[5:6].isalnum() for r in rec["requires"]):
+            # whether it is compiled (against one NumPy ABI): the wheel's tags, for doctor's NumPy checks
+            rec["wheel_tags"] = _wheel_tags(os.path.join(path, "WHEEL"))
         has_top = self._top_level(rec, path)
         record = os.path.join(path, "RECORD")
         if self.deep or not has_top:
@@ -761,8 +773,8 @@ class Scanner(object):
         files = os.path.join(path, "installed-files.txt")
         if (self.deep or not has_top) and os.path.isfile(files):
             try:
-                paths = [l.strip() for l in _read_text(files).splitlines()
-                         if l.strip()]
+                paths = [line.strip() for line in _read_text(files).splitlines()
+                         if line.strip()]
                 site_rel, missing, count = self._finish_files(
                     paths, path, site_dir, location)
                 if self.deep:

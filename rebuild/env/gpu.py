@@ -56,7 +56,7 @@ def parse_query(text: str, fields: tuple[str, ...] | None = QUERY_FIELDS) -> lis
     for line in lines:
         values = line.rsplit(",", len(fields) - 1)
         if len(values) == len(fields):
-            rows.append({f: _value(v) for f, v in zip(fields, values)})
+            rows.append({f: _value(v) for f, v in zip(fields, values, strict=True)})
     return rows
 
 

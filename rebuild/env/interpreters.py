@@ -51,9 +51,9 @@ def _candidate_paths() -> list[tuple[Path, str]]:
                 found.append((Path(exe), "pyenv"))
     for base in (Path.home() / "miniconda3", Path.home() / "anaconda3", Path.home() / "miniforge3",
                  Path("/opt/conda")):
-        for exe in [base / "bin" / "python3"] + sorted(Path(p) for p in glob.glob(str(base / "envs" / "*" / "bin" / "python3"))):
-            if exe.exists():
-                found.append((exe, "conda"))
+        for path in [base / "bin" / "python3"] + sorted(Path(p) for p in glob.glob(str(base / "envs" / "*" / "bin" / "python3"))):
+            if path.exists():
+                found.append((path, "conda"))
     for folder in ("/usr/local/bin", "/usr/bin"):
         for exe in sorted(glob.glob(f"{folder}/python3.[0-9]*")):
             if not exe.endswith("-config") and Path(exe).name.count(".") == 1:
@@ -70,8 +70,20 @@ def version_of(exe: Path) -> str | None:
     return result.stdout.strip() if result.ok else None
 
 
+def real_path(path: str | os.PathLike, version: str) -> str:
+    """The real interpreter behind ``path``: a pyenv shim (``<root>/shims/python3``, a script that picks a version
+    when it runs) is ``<root>/versions/<version>/bin/python…``; anything else, its real path."""
+    shim = Path(path)
+    if shim.parent.name == "shims" and version:
+        for name in (shim.name, f"python{versions.minor(version)}", "python3"):
+            candidate = shim.parent.parent / "versions" / version / "bin" / name
+            if candidate.exists():
+                return os.path.realpath(candidate)
+    return os.path.realpath(path)
+
+
 def discover() -> list[Interpreter]:
-    """Every working interpreter we can find, newest first, one per real path."""
+    """Every working interpreter we can find, newest first, one per real path (pyenv shims resolved)."""
     seen: set[str] = set()
     out: list[Interpreter] = []
     for exe, source in _candidate_paths():
@@ -80,6 +92,7 @@ def discover() -> list[Interpreter]:
             continue
         seen.add(real)
         version = version_of(exe)
+        real = real_path(exe, version or "")
         key = f"{version}@{Path(real).parent}"
         if version and key not in seen:
             seen.add(key)

@@ -58,7 +58,7 @@ def locate(path: str | os.PathLike | None) -> EnvLocation:
     Raises :class:`UserError` when the path is missing or holds no interpreter.
     """
     explicit = path is not None
-    target = Path(path) if explicit else default_env_path()
+    target = Path(path) if path is not None else default_env_path()
     check_path(target)
     target = Path(os.path.abspath(os.path.expanduser(target)))
     if not target.exists():

@@ -22,6 +22,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.version import InvalidVersion, Version
 
 from rebuild.errors import UserError
+from rebuild.index.settings import Index, IndexSetting  # noqa: F401 - their home is index/; re-exported
 from rebuild.util import versions
 
 SCHEMA_VERSION = 1
@@ -68,25 +69,6 @@ class Gpu:
     cuda_version: str = ""
     gpus: list[str] = field(default_factory=list)
     environ: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class IndexSetting:
-    origin: str
-    key: str
-    value: str
-
-
-@dataclass
-class Index:
-    index_url: str = ""
-    extra_index_urls: list[str] = field(default_factory=list)
-    find_links: list[str] = field(default_factory=list)
-    no_index: bool = False
-    index_strategy: str = ""
-    constraints: list[str] = field(default_factory=list)  # constraint files (paths or URLs)
-    constraint_lines: list[str] = field(default_factory=list)  # their requirements, and uv's constraint-dependencies
-    settings: list[IndexSetting] = field(default_factory=list)
 
 
 @dataclass

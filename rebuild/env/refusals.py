@@ -36,6 +36,19 @@ def _read_only(folder: Path) -> bool:
         return False
 
 
+def mount_point(env: Path) -> UserError | None:
+    """The refusal for an env folder that is a mount point (or on another filesystem than its parent): it cannot
+    be renamed. ``plan`` says it too."""
+    env = Path(os.path.abspath(env))
+    try:
+        st, parent_st = os.stat(env), os.stat(env.parent)
+    except OSError:
+        return None
+    if fsguard.is_mount_point(env) or st.st_dev != parent_st.st_dev:
+        return fsguard.mount_point_error(env)
+    return None
+
+
 def refusals(env: Path, *, force: bool = False) -> list[UserError]:
     """What stops a swap of ``env`` (a folder that exists): a mount point, an unwritable parent or env,
     an env owned by another user when this process cannot give the new tree that owner, processes
@@ -47,8 +60,9 @@ def refusals(env: Path, *, force: bool = False) -> list[UserError]:
         st, parent_st = os.stat(env), os.stat(parent)
     except OSError as exc:
         return [UserError(f"Cannot read {env}: {exc.strerror}.", "Check the path and its permissions.")]
-    if fsguard.is_mount_point(env) or st.st_dev != parent_st.st_dev:
-        out.append(fsguard.mount_point_error(env))
+    mounted = mount_point(env)
+    if mounted is not None:
+        out.append(mounted)
     me = os.geteuid()
     if st.st_uid != me and me != 0:
         owner = _user(st.st_uid)

@@ -26,7 +26,7 @@ from rebuild.knowledge.tf import SEED_PACKAGES, TF_DISTRIBUTIONS, import_name
 _GENERIC_NAMES = {"venv", "env", "virtualenv"}
 
 #: tfrebuild's own distribution: a tool installed apart, never something an env is for (never requested).
-SELF = ("tfrebuild",)
+from rebuild import SELF  # noqa: E402 - its home is rebuild/__init__.py (project/detect reads it too)
 #: What tfrebuild pulls in (its runtime requirements and theirs). Left behind without a REQUESTED marker when
 #: tfrebuild is uninstalled from an env, they are its leftovers, not packages the user asked for.
 TOOL_DEPENDENCIES = ("uv", "typer", "rich", "tomli-w", "click", "shellingham", "markdown-it-py", "mdurl",
@@ -77,15 +77,28 @@ def effective(found: list[dict]) -> dict:
     return max(found, key=_version_key)
 
 
-def _import_name(name: str, dist: dict) -> str:
-    """The name to ``import`` for a requested distribution in the smoke checks."""
+#: Top-level names that are never a package's import surface (test suites, docs, examples).
+_NOT_IMPORTS = frozenset({"tests", "test", "testing", "docs", "doc", "examples", "example", "benchmarks", "scripts"})
+#: Top-level modules checked per requested distribution at most (its main one first).
+MAX_IMPORTS_PER_DIST = 4
+
+
+def _import_names(name: str, dist: dict) -> list[str]:
+    """The modules to ``import`` for a requested distribution in the smoke checks: its real top-level modules
+    (``top_level.txt``, else the RECORD's files), the main one first (``official`` for tf-models-official, which
+    also ships ``orbit``), public ones only."""
     guess = import_name(name)
     if name in TF_DISTRIBUTIONS:
-        return guess
-    tops = [t for t in dist.get("top_level", []) if t and not t.startswith("_") and t not in ("tests", "test")]
-    if not tops or guess in tops:
-        return guess
-    return min(tops, key=lambda t: (len(t), t))
+        return [guess]
+    tops = sorted({t for t in dist.get("top_level", []) if t and t.isidentifier() and not t.startswith("_")
+                   and t.lower() not in _NOT_IMPORTS})
+    if not tops:
+        return [guess]
+    flat = guess.lower()
+    main = next((t for t in tops if t == guess), None) or next(
+        (t for t in tops if flat.endswith("_" + t.lower()) or flat.startswith(t.lower() + "_")
+         or t.lower() == flat.replace("_", "")), None) or min(tops, key=lambda t: (len(t), t))
+    return [main] + [t for t in tops if t != main][:MAX_IMPORTS_PER_DIST - 1]
 
 
 _DEBRIS_MESSAGES = {
@@ -136,10 +149,15 @@ def _packages(chosen: dict[str, dict], markers: dict,
     extras = {n: d.get("provides_extra", []) for n, d in chosen.items()}
     required_by: dict[str, set[str]] = defaultdict(set)
     hard_required = set()  # required without an extra: a dependency for sure
-    for edge in graph.edges(requires, markers, extras):
+    extra_required = set()  # required only through an extra of another installed package
+    all_edges = graph.edges(requires, markers, extras)
+    hard_edges = {(e.parent, e.child) for e in all_edges if not e.via_extra}
+    for edge in all_edges:
         required_by[edge.child].add(edge.parent)
         if not edge.via_extra:
             hard_required.add(edge.child)
+        elif (edge.child, edge.parent) not in hard_edges:  # not a cycle (tensorflow-cpu <-> io-gcs[tensorflow-cpu])
+            extra_required.add(edge.child)
 
     # uv writes REQUESTED into every distribution it installs, dependencies included
     # (astral-sh/uv#13278); when all uv-installed ones carry it, the markers say nothing.
@@ -161,9 +179,12 @@ def _packages(chosen: dict[str, dict], markers: dict,
         dist = chosen[name]
         marker = bool(dist.get("requested")) and not (
             (uv_markers_meaningless and dist.get("installer") == "uv") or markers_meaningless)
-        # Only through an extra (tensorflow-io-gcs-filesystem[tensorflow-cpu] names tensorflow-cpu) is not
-        # enough to call a package a dependency: nothing says that extra was installed.
-        is_requested = name not in SEED_PACKAGES and name not in SELF and (marker or name not in hard_required)
+        # Installed and named by another installed package's extra (etils[epath] -> fsspec, zipp): a dependency,
+        # pulled in with that extra. TensorFlow itself stays what the env is for (tensorflow-io-gcs-filesystem's
+        # extra `tensorflow-cpu` names it back).
+        via_extra_only = name in extra_required and name not in TF_DISTRIBUTIONS
+        is_requested = name not in SEED_PACKAGES and name not in SELF and (
+            marker or (name not in hard_required and not via_extra_only))
         if is_requested and not marker and name in TOOL_DEPENDENCIES and name not in hard_required:
             is_requested = False  # tfrebuild's leftover (it was installed here, then uninstalled)
         if is_requested and dist["location"] == "env":
@@ -234,7 +255,7 @@ def build_profile(loc: EnvLocation, data: dict, *, environ: dict[str, str] | Non
     warnings += _probe_warnings(data)
     packages, requested = _packages(chosen, graph.marker_environment(interp, plat), warnings)
     tf = _tensorflow(chosen, requested, warnings)
-    imports = sorted({_import_name(name, chosen[name]) for name in requested})
+    imports = sorted({module for name in requested for module in _import_names(name, chosen[name])})
 
     gpu_facts = gpu.detect(environ)
     gpu_facts.environ.update({k: v for k, v in data.get("environ", {}).items() if k in gpu.CUDA_ENV_VARS})

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-from rebuild.env.profile import Index, IndexSetting
+from rebuild.index.settings import Index, IndexSetting
 from rebuild.errors import UserError
 from rebuild.util import proc
 
@@ -365,7 +365,7 @@ def override(index: Index, *, index_url: str | None = None, extra_index_urls: li
     out.constraints, out.constraint_lines = list(index.constraints), list(index.constraint_lines)
     if constraints:
         files = [str(Path(c).expanduser().resolve()) for c in constraints]
-        for given, path in zip(constraints, files):
+        for given, path in zip(constraints, files, strict=True):
             if not Path(path).is_file():
                 raise UserError(f"The constraint file {given} given with --constraint does not exist or is not a file.",
                                 "Check the path; nothing was changed.")

@@ -1,11 +1,10 @@
 """The one HTTP client: GET with basic auth from URL credentials, the machine's CA bundle, redacted errors.
 
-Every request tfrebuild itself makes (index pages, wheel metadata, range reads, bundle
-downloads) goes through :func:`get` or :func:`open_url`. Credentials embedded in a URL
-(``https://user:pass@host/``) become an ``Authorization`` header that is not forwarded
-to other hosts on redirects, and are never shown (``user:****@host``). The standard
-library is enough here: one GET at a time, no sessions or retries that would pay for a
-dependency.
+Every request tfrebuild itself makes (index pages, wheel metadata, range reads) goes through
+:func:`get` or :func:`open_url`; downloads of many files (``bundle``) go through a :class:`Pool`
+of kept-alive connections shared by a few threads, with retries. Credentials embedded in a URL
+(``https://user:pass@host/``) become an ``Authorization`` header that is not forwarded on
+redirects, and are never shown (``user:****@host``). The standard library is enough here.
 """
 
 from __future__ import annotations
@@ -17,12 +16,14 @@ import re
 import socket
 import ssl
 import sys
+import threading
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
-from urllib.parse import unquote, urlsplit, urlunsplit
+from typing import BinaryIO, Iterable, Mapping
+from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
 from rebuild.errors import UserError
 from rebuild.util import proc
@@ -64,9 +65,9 @@ def local_path(url: str) -> Path | None:
 
 def redact_url(value: str) -> str:
     """Hide the secret part of credentials in a URL (``user:****@host``)."""
-    from rebuild.index.config import redact
+    from rebuild.util.proc import redact_line
 
-    return redact(value)
+    return redact_line(value)
 
 
 def redact_text(text: str, urls: Iterable[str] = ()) -> str:
@@ -207,3 +208,192 @@ def network_error(kind: str, url: str, exc: BaseException) -> UserError:
     reason = redact_text(reason, [url])
     return UserError(f"Could not read {kind} {shown}: {reason}.", hint, exit_code=1,
                      details=f"{type(exc).__name__}: {reason}")
+
+
+# --------------------------------------------------------------------------- a pool of kept-alive connections
+
+RETRIES = 3  #: attempts per download
+_RETRY_STATUS = {408, 429, 500, 502, 503, 504}
+_REDIRECTS = {301, 302, 303, 307, 308}
+_STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+
+
+def _proxy_for(scheme: str, host: str) -> str | None:
+    """The proxy URL the ``*_proxy`` variables give for ``scheme://host`` (``no_proxy`` honoured), as urllib reads them."""
+    proxies = urllib.request.getproxies()
+    if scheme not in proxies or urllib.request.proxy_bypass(host):
+        return None
+    return proxies[scheme]
+
+
+def _retryable(exc: BaseException) -> bool:
+    if isinstance(exc, urllib.error.HTTPError):
+        return exc.code in _RETRY_STATUS
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return False  # the same certificate fails the same way
+    return isinstance(exc, (OSError, http.client.HTTPException))
+
+
+class Pool:
+    """Kept-alive HTTP(S) connections per host, shared by the threads of one job (``bundle``'s downloads).
+
+    Standard library only: ``http.client`` connections; an idle one is kept per (scheme, host, port) and
+    reused by the next request to that host, so many files from one index cost one TLS handshake per thread,
+    not one per file. One TLS context for all (the system's certificates, :func:`ssl_context`); the
+    ``*_proxy`` variables as urllib reads them (CONNECT for https); credentials as :func:`open_url` sends them
+    (the URL's, else netrc), never after a redirect. A failed connection, a cut or short transfer, a timeout, a
+    408/429/5xx is tried again, up to :data:`RETRIES` attempts with a short pause; a reused connection the
+    server had closed is replaced at once. Errors are urllib's (an ``HTTPError`` for a status, a ``URLError``
+    around the cause) so :func:`network_error` words them. :meth:`abort` ends the transfers in progress.
+    """
+
+    def __init__(self, *, timeout: float, retries: int = RETRIES, backoff: float = 0.5) -> None:
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self.opened = 0  #: connections made (every other request reused one)
+        self.requests = 0
+        self._context = ssl_context()
+        self._idle: dict[tuple[str, str, int], list[http.client.HTTPConnection]] = {}
+        self._busy: set[http.client.HTTPConnection] = set()
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+
+    def __enter__(self) -> Pool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            idle = [c for conns in self._idle.values() for c in conns]
+            self._idle.clear()
+        for conn in idle:
+            conn.close()
+
+    def abort(self) -> None:
+        """End every transfer in progress (their sockets are shut down) and refuse new ones."""
+        self._stopped.set()
+        with self._lock:
+            busy = list(self._busy)
+        for conn in busy:
+            try:
+                if conn.sock is not None:
+                    conn.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self.close()
+
+    def download(self, url: str, fh: BinaryIO) -> int:
+        """GET ``url`` into ``fh`` (written from its start: a retry rewrites it); the number of bytes."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return self._get(url, fh)
+            except (OSError, http.client.HTTPException, urllib.error.HTTPError) as exc:
+                if self._stopped.is_set() or attempt >= self.retries or not _retryable(exc):
+                    if isinstance(exc, urllib.error.URLError):
+                        raise
+                    raise urllib.error.URLError(exc) from exc
+                time.sleep(self.backoff * 2 ** (attempt - 1))
+
+    def _connection(self, scheme: str, host: str, port: int) -> tuple[http.client.HTTPConnection, bool]:
+        """An idle connection to the host (reused: True), else a new one."""
+        with self._lock:
+            idle = self._idle.get((scheme, host, port))
+            conn = idle.pop() if idle else None
+            if conn is None:
+                self.opened += 1
+        if conn is not None:
+            return conn, True
+        proxy = _proxy_for(scheme, host)
+        if proxy is None:
+            if scheme == "https":
+                return http.client.HTTPSConnection(host, port, timeout=self.timeout, context=self._context), False
+            return http.client.HTTPConnection(host, port, timeout=self.timeout), False
+        where, auth = split_credentials(proxy if "://" in proxy else f"http://{proxy}")
+        parts = urlsplit(where)
+        headers = {"Proxy-Authorization": auth} if auth else None
+        if scheme == "https":
+            conn = http.client.HTTPSConnection(parts.hostname or "", parts.port or 80, timeout=self.timeout,
+                                               context=self._context)
+            conn.set_tunnel(host, port, headers=headers)
+            return conn, False
+        return http.client.HTTPConnection(parts.hostname or "", parts.port or 80, timeout=self.timeout), False
+
+    def _get(self, url: str, fh: BinaryIO) -> int:
+        clean, auth = split_credentials(url)
+        for _ in range(10):
+            if self._stopped.is_set():
+                raise InterruptedError("the download was stopped")
+            parts = urlsplit(clean)
+            scheme = parts.scheme.lower()
+            if scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"not an http(s) URL: {redact_url(clean)}")
+            port = parts.port or (443 if scheme == "https" else 80)
+            conn, reused = self._connection(scheme, parts.hostname, port)
+            path = urlunsplit(("", "", parts.path or "/", parts.query, ""))
+            if scheme == "http" and _proxy_for(scheme, parts.hostname):
+                path = clean  # a plain-http proxy takes the whole URL
+            headers = {"User-Agent": USER_AGENT, "Accept": "*/*", "Accept-Encoding": "identity"}
+            if auth:
+                headers["Authorization"] = auth
+            with self._lock:
+                self._busy.add(conn)
+                self.requests += 1
+            try:
+                try:
+                    conn.request("GET", path, headers=headers)
+                    resp = conn.getresponse()
+                except _STALE:
+                    if not reused:
+                        raise
+                    conn.close()  # the server closed the idle connection: a fresh one, not a retry
+                    continue
+                if resp.status in _REDIRECTS and resp.getheader("Location"):
+                    resp.read()
+                    clean, auth = urljoin(clean, resp.getheader("Location") or ""), None
+                    self._keep(scheme, parts.hostname, port, conn, resp)
+                    continue
+                if resp.status != 200:
+                    resp.read()
+                    self._keep(scheme, parts.hostname, port, conn, resp)
+                    status = resp
+                else:
+                    written = self._body(resp, fh)
+                    self._keep(scheme, parts.hostname, port, conn, resp)
+                    return written
+            except BaseException:
+                conn.close()
+                raise
+            finally:
+                with self._lock:
+                    self._busy.discard(conn)
+            raise urllib.error.HTTPError(redact_url(clean), status.status, status.reason, status.headers, None)
+        raise urllib.error.HTTPError(redact_url(url), 310, "too many redirects", http.client.HTTPMessage(), None)
+
+    def _body(self, resp: http.client.HTTPResponse, fh: BinaryIO) -> int:
+        """The response's body into ``fh`` from its start; a transfer cut short is an ``IncompleteRead``."""
+        fh.seek(0)
+        fh.truncate()
+        written = 0
+        while chunk := resp.read(1 << 20):
+            if self._stopped.is_set():
+                raise InterruptedError("the download was stopped")
+            fh.write(chunk)
+            written += len(chunk)
+        length = resp.getheader("Content-Length") or ""
+        if length.isdigit() and not resp.getheader("Transfer-Encoding") and written != int(length):
+            raise http.client.IncompleteRead(b"", int(length) - written)
+        return written
+
+    def _keep(self, scheme: str, host: str, port: int, conn: http.client.HTTPConnection,
+              resp: http.client.HTTPResponse) -> None:
+        """Put ``conn`` back for the next request to the host, unless the server ends it."""
+        if resp.will_close or self._stopped.is_set():
+            conn.close()
+            return
+        with self._lock:
+            self._idle.setdefault((scheme, host, port), []).append(conn)

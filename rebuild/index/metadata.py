@@ -18,6 +18,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from rebuild.index import http
+from rebuild.util import distinfo
 
 if TYPE_CHECKING:
     from rebuild.index.simple import FileInfo
@@ -70,9 +71,9 @@ def _metadata_from_zip(path: Path, file: "FileInfo | None" = None) -> str:
             if len(candidates) > 1 and file is not None:
                 want = (canonicalize_name(file.name or file.filename.split("-", 1)[0]), file.version)
                 for n in candidates:
-                    dname, _, dver = n.split("/", 1)[0][: -len(".dist-info")].rpartition("-")
+                    dname, dver = distinfo.parse(n.split("/", 1)[0]) or ("", "")
                     try:
-                        if (canonicalize_name(dname), Version(dver)) == want:
+                        if (dname, Version(dver)) == want:
                             chosen = n
                             break
                     except InvalidVersion:

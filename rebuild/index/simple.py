@@ -69,6 +69,7 @@ class FileInfo:
     has_metadata: bool = False  # PEP 658/714 core metadata served beside the file
     metadata_hashes: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
     name: str = ""  # canonical project name parsed from the file name
+    upload_time: str = field(default="", compare=False)  # PEP 700 ``upload-time`` (JSON pages only), else ""
 
     @property
     def is_local(self) -> bool:
@@ -98,6 +99,7 @@ class _Link:
     hashes: dict[str, str] = field(default_factory=dict)
     has_metadata: bool = False
     metadata_hashes: dict[str, str] = field(default_factory=dict)
+    upload_time: str = ""
 
 
 class _AnchorParser(html.parser.HTMLParser):
@@ -219,6 +221,7 @@ def _parse_json(text: str, page_url: str) -> list[_Link]:
             hashes=hashes,
             has_metadata=has_metadata,
             metadata_hashes=meta_hashes,
+            upload_time=str(entry.get("upload-time") or ""),
         ))
     return links
 
@@ -240,6 +243,7 @@ def _file_from_link(link: _Link, project: str) -> FileInfo | None:
         has_metadata=link.has_metadata,
         metadata_hashes=link.metadata_hashes,
         name=name,
+        upload_time=link.upload_time,
     )
 
 

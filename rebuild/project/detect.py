@@ -154,7 +154,8 @@ def _uv_project(env: Path) -> Project | None:
         if not reqs:
             return Project(**base, drivable=False, reverts=reverts,
                            fix="TensorFlow is not a direct dependency in pyproject.toml; add it there with "
-                               "`uv add tensorflow-cpu` (or the variant you use), then run tfrebuild again")
+                               f"`uv add {_installed_tf(env)}` (the version the env holds: nothing else moves), then "
+                               "run tfrebuild again")
         if len(set(reqs)) > 1:
             return Project(**base, drivable=False, reverts=reverts,
                            fix=f"pyproject.toml names TensorFlow more than once ({', '.join(reqs)}); keep one "
@@ -164,6 +165,17 @@ def _uv_project(env: Path) -> Project | None:
             return Project(**base, drivable=False, reverts=reverts, fix=refusal)
         return Project(**base, drivable=True)
     return None
+
+
+def _installed_tf(env: Path) -> str:
+    """``tensorflow-cpu==2.15.1``: the TensorFlow distribution the env holds, pinned (``tensorflow-cpu`` if none)."""
+    from rebuild.project import requirements as reqfiles
+
+    held = reqfiles.installed(env)
+    for name in TF_DISTRIBUTIONS:
+        if canonicalize_name(name) in held:
+            return f"{canonicalize_name(name)}=={held[canonicalize_name(name)]}"
+    return "tensorflow-cpu"
 
 
 def _undrivable_layout(root: Path, env: Path, files) -> str:
@@ -248,8 +260,10 @@ def _poetry_project(env: Path) -> Project | None:
         if find_poetry() is None:
             return Project(**base, drivable=False,
                            fix="tfrebuild upgrades a Poetry project through Poetry's own commands, and no `poetry` "
-                               "was found (on PATH or in $POETRY): install Poetry (`pipx install poetry`), or pass "
-                               "--force to upgrade the env alone")
+                               "was found (on PATH or in $POETRY): install Poetry apart (`pipx install poetry`, or "
+                               "`python3 -m venv ~/.local/share/pypoetry && ~/.local/share/pypoetry/bin/pip install "
+                               "poetry`), put its `poetry` on PATH or name it in $POETRY, and run tfrebuild again; "
+                               "or pass --force to upgrade the env alone")
         if not entries:
             return Project(**base, drivable=False,
                            fix="TensorFlow is not a direct dependency in pyproject.toml; add it with `poetry add "
@@ -338,14 +352,15 @@ def _compiled_pair(env: Path, root: Path, files: tuple[str, ...], all_ins: list[
                 reverts=reverts, how=reqfiles.describe(header, text))
     pinned = reqfiles.pins(text)
     installed = reqfiles.installed(env)
-    from rebuild.env.snapshot import SELF
+    from rebuild import SELF
 
     extra = sorted(n for n in installed if n not in pinned and n not in SEED_PACKAGES and n not in SELF)
     if extra:
         return Project(**base, drivable=False,
                        fix=f"the env holds {', '.join(extra)}, which {txt_name} does not list, and an env rebuilt "
-                           f"from {txt_name} would not have them (add them to {in_name}, or uninstall them, then "
-                           "run tfrebuild again), or pass --force to upgrade the env alone")
+                           f"from {txt_name} would not have them (add them to {in_name} and recompile {txt_name} "
+                           "with the command in its header, or uninstall them, then run tfrebuild again), or pass "
+                           "--force to upgrade the env alone")
     notes = [f"{n} {installed.get(n, '(missing)')} is installed and {txt_name} pins {v}: the new env follows "
              f"{txt_name}" for n, v in sorted(pinned.items()) if v and installed.get(n) != v]
     return Project(**base, drivable=True, notes=notes)

@@ -133,6 +133,66 @@ def refuse_edited(store, *, force: bool, doing: str) -> list[str]:
     return [f"--force: your edited {names} was saved in {backup}; the new files are written over it at the swap"]
 
 
+def summary(name: str, text: str) -> str:
+    """One line for a file's unified diff: the changed lines of a small file, a count for a lock."""
+    lines = [ln for ln in text.splitlines() if ln[:1] in "+-" and not ln.startswith(("+++", "---"))]
+    if name.endswith((".lock", ".txt")) or len(lines) > 4:
+        return f"{name}: {len(lines)} line{'s' if len(lines) != 1 else ''} changed"
+    removed = [ln[1:].strip() for ln in lines if ln.startswith("-")]
+    added = [ln[1:].strip() for ln in lines if ln.startswith("+")]
+    return f"{name}: " + "; ".join(filter(None, (" / ".join(removed) and f"was {' / '.join(removed)}",
+                                                 " / ".join(added) and f"now {' / '.join(added)}")))
+
+
+def edits(store) -> tuple[Kept, list[tuple[str, str]]] | None:
+    """The current generation's kept files and each one changed by hand since (``(name, diff)``), or None."""
+    kept = load(store, store.current_number)
+    if kept is None or not _root_ok(store, kept.root):
+        return None
+    changes = edited(store, kept.root)
+    return (kept, changes) if changes else None
+
+
+def edits_note(env) -> list[str]:
+    """``plan``/``upgrade``: the project files differ from what tfrebuild last wrote. They are the starting point:
+    the plan is made from them and the new generation's files keep them. Says which edits were found."""
+    from rebuild.store.store import Store
+
+    try:
+        store = Store.open(Path(env))
+        found = edits(store) if store is not None else None
+    except (UserError, OSError):
+        return []
+    if store is None or found is None:
+        return []
+    _, changes = found
+    return [f"your edits since generation {store.current_number} ({'; '.join(summary(n, d) for n, d in changes)}) "
+            "are the starting point: this plan was made from the files as they are now, and the new generation's "
+            "files keep the edits"]
+
+
+def carry_edits(store) -> list[str]:
+    """``upgrade``, after the plan was accepted: hand edits are the current generation's files from now on.
+
+    The edited files become the current generation's copies (so a ``rollback`` to it returns to the files as they
+    were before this upgrade, edits included, and the write after the swap goes ahead); the copies tfrebuild had
+    written are saved in ``project-edits/`` first. The files in the project are not touched here."""
+    found = edits(store)
+    if found is None:
+        return []
+    kept, changes = found
+    from rebuild.store.journal import new_op_id
+
+    backup = store.make_dir(store.state / "project-edits" / f"{new_op_id('gen' + str(store.current_number))}")
+    for name, data in kept.files.items():
+        fs.atomic_write(backup / name, data, mode=0o644)
+    now = {n: d for n, d in on_disk(kept.root, kept.files).items() if d is not None}
+    save(store, store.current_number, kept.manager, kept.root, now)
+    names = ", ".join(n for n, _ in changes)
+    return [f"your edited {names} became generation {store.current_number}'s files (the upgrade started from them; "
+            f"tfrebuild's earlier copies are in {backup})"]
+
+
 PENDING = "project-pending"
 #: What keeps a hand edit, by manager (the refusal's hint).
 _OWN_TOOL = {"uv": "`uv lock && uv sync`", "poetry": "`poetry lock && poetry sync`",

@@ -43,6 +43,7 @@ from rebuild.errors import UserError
 from rebuild.project import workdir
 from rebuild.project.detect import Project, poetry_tf_entries
 from rebuild.project.requirement import edit_pyproject, edit_toml_string, move_poetry_constraint, move_requirement
+from rebuild.util import distinfo
 from rebuild.util import proc
 from rebuild.util import uv as uvcmd
 
@@ -270,12 +271,7 @@ def build(locked: Locked, staging: Path, python: Path, *, prompt: str, compile_b
 
 def distributions(env: Path) -> dict[str, str]:
     """``{name: version}`` of the distributions installed in ``env``."""
-    out = {}
-    for dist_info in env.glob("lib/python*/site-packages/*.dist-info"):
-        stem = dist_info.name[: -len(".dist-info")]
-        name, _, ver = stem.rpartition("-")
-        out[canonicalize_name(name)] = ver
-    return out
+    return distinfo.installed(env)
 
 
 def settle(project: Project, env: Path, *, log: Path | None) -> str:

@@ -43,6 +43,7 @@ from packaging.utils import canonicalize_name
 
 from rebuild.errors import UserError
 from rebuild.project import workdir
+from rebuild.util import distinfo
 from rebuild.util import uv as uvcmd
 
 if TYPE_CHECKING:
@@ -61,7 +62,7 @@ _VALUED = {
     "--config-setting", "--config-settings", "--link-mode", "--cache-dir", "--torch-backend",
     "--refresh-package", "--no-emit-package", "--unsafe-package", "--color", "--directory", "--project",
     "--config-file", "--python-preference", "--resolver", "--pip-args", "--max-rounds", "--build-deps-for",
-    "--cert", "--client-cert", "--trusted-host", "--unsafe-package", "--extra-build-dependencies",
+    "--cert", "--client-cert", "--trusted-host", "--extra-build-dependencies",
 }
 
 
@@ -355,11 +356,7 @@ def build(compiled: Compiled, staging: Path, python: Path, *, prompt: str, offli
 
 def installed(env: Path) -> dict[str, str]:
     """``{name: version}`` of the distributions in ``env``'s site-packages (from the dist-info names)."""
-    out = {}
-    for dist_info in env.glob("lib/python*/site-packages/*.dist-info"):
-        name, _, version = dist_info.name[: -len(".dist-info")].partition("-")
-        out[canonicalize_name(name)] = version
-    return out
+    return distinfo.installed(env)
 
 
 def settle(project: Project, env: Path, *, offline: bool, find_links=(), log: Path | None) -> str:

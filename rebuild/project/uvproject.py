@@ -31,6 +31,7 @@ from rebuild.errors import UserError
 from rebuild.project.detect import Project, tf_requirements
 from rebuild.project import workdir
 from rebuild.project.requirement import edit_pyproject, move_requirement
+from rebuild.util import distinfo
 from rebuild.util import uv as uvcmd
 
 _CHANGE = re.compile(r"^(Added|Updated|Removed|Downgraded) .+$")
@@ -146,10 +147,7 @@ def _venv_cfg(env: Path) -> dict[str, str]:
 
 def installed_names(env: Path) -> set[str]:
     """Canonical names of the distributions installed in ``env``."""
-    from packaging.utils import canonicalize_name
-
-    return {canonicalize_name(d.name[: -len(".dist-info")].rsplit("-", 1)[0])
-            for d in env.glob("lib/python*/site-packages/*.dist-info")}
+    return set(distinfo.installed(env))
 
 
 def selection(project: Project, env: Path) -> list[str]:
@@ -249,9 +247,7 @@ def local_imports(env: Path, names: set[str]) -> set[str]:
     """Import names of the distributions ``names`` installed in ``env`` (their top_level.txt, else the name)."""
     out = {n.replace("-", "_").replace(".", "_") for n in names}
     for dist_info in env.glob("lib/python*/site-packages/*.dist-info"):
-        from packaging.utils import canonicalize_name
-
-        name = canonicalize_name(dist_info.name[: -len(".dist-info")].rsplit("-", 1)[0])
+        name = (distinfo.parse(dist_info.name) or ("", ""))[0]
         if name in names:
             try:
                 out |= {t.strip() for t in (dist_info / "top_level.txt").read_text().splitlines() if t.strip()}

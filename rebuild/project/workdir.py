@@ -82,7 +82,7 @@ def expect_locked(tool: str, distribution: str, version: str, locked: set[str], 
 
 def sweep(root: Path) -> list[Path]:
     """Remove work folders beside ``root`` whose tfrebuild process is gone (a kill left them)."""
-    gone = []
+    gone: list[Path] = []
     try:
         entries = list(root.parent.iterdir())
     except OSError:

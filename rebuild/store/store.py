@@ -404,8 +404,8 @@ class Store(Operations):
             raise UserError(
                 f"{self.env} is not the environment tfrebuild recorded as generation {cur.number}: "
                 "it was replaced or recreated outside tfrebuild",
-                hint="tfrebuild will not move a tree it did not record. Move the state folder "
-                f"{self.state} away to start over, or re-adopt the environment as it is now.",
+                hint="tfrebuild will not move a tree it did not record. `tfrebuild upgrade` and `tfrebuild rollback` "
+                "first adopt the environment as it is now as a new generation (every kept generation stays).",
             )
         return st
 

@@ -11,9 +11,11 @@ interpreters asked for their version) goes through :func:`run`, as pipx's
 * the command line and its output can be appended to a log, credentials redacted;
 * a timeout or a program that cannot be started comes back as a result
   (``timed_out`` / ``error``), never as an exception, so callers word the failure;
-* children never outlive tfrebuild: each runs in its own process group, killed as a whole on
-  a timeout or an interrupt, and (Linux) gets
-  SIGKILL when tfrebuild itself is killed (:func:`child_options`).
+* children never outlive tfrebuild: each runs in its own process group (``process_group=0``), killed as a
+  whole on a timeout or an interrupt, and (Linux) gets SIGKILL when tfrebuild itself is killed, through
+  util-linux's ``setpriv --pdeathsig KILL`` rather than a ``preexec_fn`` (unsafe with threads); where
+  ``setpriv`` is missing only the group kill applies, and a tfrebuild SIGKILLed in the microseconds between
+  the fork and ``setpriv``'s ``prctl`` leaves that one child running (:func:`argv`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -45,7 +48,7 @@ def redact_line(text: str) -> str:
     The one redaction: :func:`rebuild.index.config.redact` (one URL) and
     :func:`rebuild.index.http.redact_text` call it.
     """
-    def mask(m: re.Match) -> str:
+    def mask(m: re.Match[str]) -> str:
         if ":" in m.group(2):
             return f"{m.group(1)}{m.group(2).split(':', 1)[0]}:****@"
         return f"{m.group(1)}****@"
@@ -80,7 +83,7 @@ class Result:
         return (self.stdout + self.stderr).strip()
 
 
-def _text(value) -> str:
+def _text(value: str | bytes | None) -> str:
     if value is None:
         return ""
     return value.decode(errors="replace") if isinstance(value, bytes) else value
@@ -113,32 +116,46 @@ def _append_log(log: Path, result: Result, note: str) -> None:
             fh.write(redact_line(note) + "\n\n")
 
 
-_PR_SET_PDEATHSIG = 1
-
-
-def _child_setup(parent: int) -> None:  # runs in the child, between fork and exec
+@functools.cache
+def _pdeathsig_wrapper() -> tuple[str, ...]:
+    """The argv prefix that gives a child SIGKILL when tfrebuild dies: util-linux's ``setpriv --pdeathsig KILL``
+    (Linux), found once and tried once; ``()`` where there is none (then the process group alone applies)."""
+    if not sys.platform.startswith("linux"):
+        return ()
+    setpriv = shutil.which("setpriv", path=os.environ.get("PATH") or os.defpath)
+    if setpriv is None:
+        return ()
+    prefix = (setpriv, "--pdeathsig", "KILL", "--")
     try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):  # pragma: no cover - not glibc/Linux: the process group still applies
-        pass
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(137)
+        ok = subprocess.run([*prefix, "true"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, timeout=10, process_group=0).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        ok = False
+    return prefix if ok else ()  # util-linux < 2.33 has no --pdeathsig
 
 
-def child_options() -> dict:
-    """``Popen`` keyword arguments every child gets: its own process group (a Ctrl-C at the terminal
-    reaches tfrebuild only, which then stops the whole group), and on Linux SIGKILL when tfrebuild dies
-    (``PR_SET_PDEATHSIG``), so no child goes on writing into a staging folder after tfrebuild is killed."""
-    options: dict = {"process_group": 0}
-    if sys.platform.startswith("linux"):
-        options["preexec_fn"] = functools.partial(_child_setup, os.getpid())
-    return options
+def _startable(program: str, env: Mapping[str, str], cwd: Path | str | None) -> bool:
+    """Whether ``Popen`` would find ``program`` (so the wrapper does not hide a missing one behind its exit code)."""
+    if os.sep in program:
+        path = os.path.join(os.fspath(cwd) if cwd is not None else "", program)
+        return os.path.isfile(path) and os.access(path, os.X_OK)
+    return shutil.which(program, path=os.pathsep.join(os.get_exec_path(env))) is not None
 
 
-def kill_group(proc: subprocess.Popen) -> None:
+def argv(cmd: Sequence[str], *, shell: bool = False) -> list[str]:
+    """What ``Popen`` runs for ``cmd`` (:func:`run` starts it in its own process group, ``process_group=0``: a
+    Ctrl-C at the terminal reaches tfrebuild only, which then stops the whole group).
+
+    No ``preexec_fn``: Python documents it as unsafe while threads run (the plan starts interpreters from
+    threads). The parent-death signal comes from a wrapper instead: on Linux the child runs behind
+    ``setpriv --pdeathsig KILL`` (``PR_SET_PDEATHSIG``: SIGKILL when the thread that started it dies, and
+    :func:`run` waits in that thread), so no child goes on writing into a staging folder after tfrebuild is
+    killed. ``shell`` runs ``cmd[0]`` through ``/bin/sh -c``."""
+    command = ["/bin/sh", "-c", cmd[0]] if shell else list(cmd)
+    return [*_pdeathsig_wrapper(), *command]
+
+
+def kill_group(proc: subprocess.Popen[str]) -> None:
     """SIGKILL the process group ``proc`` leads (it is still running or not yet reaped) and reap ``proc``."""
     try:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -152,7 +169,7 @@ def kill_group(proc: subprocess.Popen) -> None:
 
 
 def run(
-    args: Sequence[str | os.PathLike],
+    args: Sequence[str | os.PathLike[str]],
     *,
     env: Mapping[str, str] | None = None,
     timeout: float | None = DEFAULT_TIMEOUT,
@@ -170,13 +187,14 @@ def run(
     run_env = dict(env) if env is not None else clean_environ()
     start = time.monotonic()
     try:
-        proc = subprocess.Popen(cmd[0] if shell else cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env=run_env, cwd=cwd, stdin=subprocess.DEVNULL, shell=shell, **child_options())
+        wrapped = argv(cmd, shell=shell) if shell or _startable(cmd[0], run_env, cwd) else cmd  # else: Popen's OSError
+        proc = subprocess.Popen(wrapped, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=run_env, cwd=cwd, stdin=subprocess.DEVNULL, process_group=0)
     except OSError as exc:
         result = Result(cmd, -1, "", "", time.monotonic() - start, error=exc.strerror or str(exc))
     else:
         try:
-            signals.checkpoint()  # a signal that landed in an at-fork hook while the child started
+            signals.checkpoint()  # a signal swallowed earlier (an at-fork hook of a child started elsewhere)
             out, err = proc.communicate(timeout=timeout)
             result = Result(cmd, proc.returncode, out, err, time.monotonic() - start)
         except subprocess.TimeoutExpired:

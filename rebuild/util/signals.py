@@ -40,11 +40,11 @@ _swallowed: list[int] = []  # signals whose exception Python reported as unraisa
 _previous_hook = sys.unraisablehook
 
 
-def _raise(signum, frame) -> None:
+def _raise(signum: int, frame: object) -> None:
     raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
 
-def _unraisable(info) -> None:
+def _unraisable(info: sys.UnraisableHookArgs) -> None:
     """A KeyboardInterrupt lost in a finaliser or at-fork hook is kept for :func:`checkpoint`."""
     if isinstance(info.exc_value, KeyboardInterrupt):
         _swallowed.append(signal.SIGTERM if isinstance(info.exc_value, Terminated) else signal.SIGINT)
@@ -67,7 +67,7 @@ def checkpoint() -> None:
         _raise(signum, None)
 
 
-def _hold(signum, frame) -> None:
+def _hold(signum: int, frame: object) -> None:
     _pending.append(signum)
 
 
@@ -90,8 +90,8 @@ def deferred() -> Iterator[None]:
     finally:
         _depth -= 1
         if main and _depth == 0:
-            for sig, handler in _saved.items():
-                signal.signal(sig, handler)  # type: ignore[arg-type]
+            for saved, handler in _saved.items():
+                signal.signal(saved, handler)  # type: ignore[arg-type]
             _saved.clear()
     if _depth == 0 and _pending:
         signum = _pending[0]

@@ -17,13 +17,14 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Sequence
 
 from rebuild.errors import UserError
 from rebuild.util import proc
+from rebuild.util.proc import redact_line
 
 #: uv's variables that narrow a resolution: an install of a lock must not see them.
 RESOLVE_ONLY = ("UV_CONSTRAINT", "UV_BUILD_CONSTRAINT", "UV_OVERRIDE")
-from rebuild.util.proc import redact_line
 
 #: What :func:`run` returns: the runner's result (``args``, ``returncode``, ``stdout``, ``stderr``, ``seconds``).
 UvResult = proc.Result
@@ -67,9 +68,9 @@ def _base_of(url: str) -> str:
     return re.sub(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]*@", r"\1", url).rstrip("/")
 
 
-def _source(url: str, sources) -> tuple[str, str]:
+def _source(url: str, sources: Sequence[tuple[str, str]]) -> tuple[str, str]:
     """(noun, shown URL): the configured source ``url`` belongs to, credentials redacted."""
-    from rebuild.index.config import redact
+    redact = proc.redact_line
 
     for kind, configured in sources:
         base = _base_of(configured)
@@ -105,7 +106,7 @@ def _reason(causes: list[str]) -> tuple[str, str]:
     return (causes[-1] if causes else "the request failed"), ""
 
 
-def network_failure(stderr: str, sources=()) -> UserError | None:
+def network_failure(stderr: str, sources: Sequence[tuple[str, str]] = ()) -> UserError | None:
     """uv's stderr as a network or index error (exit 1) naming the source, or ``None`` when it is something else.
 
     ``sources`` are the configured ``(noun, url)`` pairs ("the package index", URL): a failing URL under one of
@@ -152,7 +153,7 @@ def network_failure(stderr: str, sources=()) -> UserError | None:
     return None
 
 
-def index_sources(index) -> list[tuple[str, str]]:
+def index_sources(index: Any) -> list[tuple[str, str]]:  # an env.profile.Index (util imports no layer above)
     """The ``(noun, url)`` pairs of an :class:`~rebuild.env.profile.Index`, for :func:`network_failure`."""
     out = [] if index.no_index else [("the package index", u) for u in [index.index_url, *index.extra_index_urls] if u]
     return out + [("the --find-links location", f) for f in index.find_links if f]
@@ -218,7 +219,7 @@ def run(
     check: bool = True,
     cwd: Path | None = None,
     what: str = "uv",
-    sources=(),
+    sources: Sequence[tuple[str, str]] = (),
     for_install: bool = False,
 ) -> UvResult:
     """Run ``uv <args>`` and return its output.

@@ -182,6 +182,21 @@ def _keras_module_name():
     return "tf_keras" if legacy in ("1", "true") else "keras"
 
 
+def load_op_library(library_filename):
+    """As real TF: load a custom op library (a .so); one built for another TensorFlow minor fails to load.
+
+    The kit's op libraries are text files naming the TensorFlow minor they were "built" for."""
+    with open(library_filename, "rb") as fh:
+        text = fh.read().decode("utf-8", "replace")
+    built = text.split("built for tensorflow ", 1)[-1].split()[0] if "built for tensorflow " in text else "?"
+    if built != ".".join(__version__.split(".")[:2]):
+        raise NotImplementedError(
+            "unable to open file: %s, from paths: [%r]\\ncaused by: [%r: undefined symbol: "
+            "_ZN10tensorflow15TensorShapeBaseINS_11TensorShapeEEC2EN4absl12lts_202308024SpanIKlEE]"
+            % (_os.path.basename(library_filename), library_filename, library_filename))
+    return type("OpModule", (), {{"OP_LIST": []}})()
+
+
 def __getattr__(name):
     # As real TF >= 2.16: ``tf.keras`` is resolved on first use; with TF_USE_LEGACY_KERAS it is tf_keras's
     # API module ``tf_keras.api._v2.keras``, which has no ``__version__`` (tf.keras.__version__ fails).
@@ -584,6 +599,7 @@ def _other_releases() -> list[Release]:
                extras={"tensorflow_cpu": (f"tensorflow-cpu>={lo},<{hi}",)},
                modules=_tftext_modules(v), tags=tags)
         )
+    rel += _companion_releases()
     # protobuf (import package google.protobuf, a namespace `google`)
     for v, py in [("4.25.3", ">=3.8"), ("5.28.3", ">=3.8"), ("6.31.1", ">=3.9")]:
         rel.append(_r("protobuf", v, (), py, modules=_simple("google.protobuf", "protobuf", v)))
@@ -618,6 +634,126 @@ def _other_releases() -> list[Release]:
     for v in ("8.9.4.25", "8.9.7.29", "9.3.0.75"):
         rel.append(_r("nvidia-cudnn-cu12", v, (), ">=3",
                       modules=_simple("nvidia.cudnn", "nvidia-cudnn-cu12", v)))
+    rel += _true_words_releases()
+    return rel
+
+
+# The shapes issue 21's tests need (what tfrebuild says must be true):
+#
+# * ``fivedeep``: importing it goes five modules deep (fivedeep -> .a -> .b -> .c -> .d) and the last one fails
+#   under TensorFlow >= 2.16 (as a package using Keras 2 internals does), so the check output must name
+#   ``fivedeep/d.py`` and its line, not the import machinery.
+# * ``tensorflow-forests``: a companion pinned to one TensorFlow release that lags TensorFlow, as
+#   tensorflow-decision-forests does (1.11.0 -> tensorflow==2.18.0, 1.12.0 -> tensorflow==2.19.0 on PyPI);
+#   here 1.11.0 pins 2.18.0 and 1.12.0 pins 2.20.0, and nothing accepts 2.21.0.
+# * ``opencv-python``: a compiled package whose Requires-Dist on numpy has no upper bound, but 4.8.1.78 was
+#   built for NumPy 1 and dies at import under NumPy 2 (as the real one does: "numpy.core.multiarray failed
+#   to import"); 4.10.0.84 is the first release built for NumPy 2 (rebuild/knowledge/data/numpy2.toml).
+_FIVEDEEP_D = '''
+import tensorflow as _tf
+
+_major, _minor = (int(p) for p in _tf.__version__.split(".")[:2])
+if (_major, _minor) >= (2, 16):
+    raise ImportError("cannot import name 'base_layer_utils' from 'keras.engine' (Keras 3 has no keras.engine)")
+'''
+
+
+def _opencv_modules(version: str, built_major: int) -> dict[str, str]:
+    body = (f'_NUMPY_MIN = "1.21.2"\n_NUMPY_CAP = "99"\n_BUILT_AGAINST_NUMPY_MAJOR = {built_major}\n'
+            + _NUMPY_ABI_CHECK)
+    return _simple("cv2", "opencv-python", version, body)
+
+
+def _true_words_releases() -> list[Release]:
+    rel = [_r("fivedeep", "1.0.0", ["tensorflow-cpu>=2.15"], ">=3.9", modules={
+        "fivedeep/__init__.py": '"""Fake fivedeep 1.0.0."""\n__version__ = "1.0.0"\nfrom fivedeep import a  # noqa\n',
+        "fivedeep/a.py": "from fivedeep import b  # noqa: F401\n",
+        "fivedeep/b.py": "from fivedeep import c  # noqa: F401\n",
+        "fivedeep/c.py": "from fivedeep import d  # noqa: F401\n",
+        "fivedeep/d.py": _FIVEDEEP_D,
+    })]
+    for v, tf in [("1.8.1", "~=2.15.0"), ("1.11.0", "==2.18.0"), ("1.12.0", "==2.20.0")]:
+        rel.append(_r("tensorflow-forests", v, [f"tensorflow{tf}"], ">=3.9",
+                      modules=_simple("tensorflow_forests", "tensorflow-forests", v)))
+    for v, major, tags in [("4.8.1.78", 1, cp(9, 12)), ("4.10.0.84", 2, cp(9, 13))]:
+        rel.append(_r("opencv-python", v, ["numpy>=1.21.2; python_version >= \"3.10\"",
+                                           "numpy>=1.23.5; python_version >= \"3.11\"",
+                                           "numpy>=1.17.3; python_version >= \"3.8\""], ">=3.6",
+                      modules=_opencv_modules(v, major), tags=tags))
+    return rel
+
+
+_OPLIB = "\x7fELF (tfrebuild test kit) NEEDED libtensorflow_framework.so.2; built for tensorflow {mm}\n"
+
+_KERAS2_ONLY = '''
+import tensorflow as _tf
+
+if getattr(_tf.keras, "__version__", "2").startswith("3"):
+    raise ImportError("cannot import name 'keras_tensor' from 'keras.src.engine' (Keras 2 internals; "
+                      "tf.keras is Keras %s)" % _tf.keras.__version__)
+'''
+
+_NEEDS_TF_KERAS = '''
+import tensorflow as _tf
+
+if _tf.__version__.split(".")[:2] >= ["2", "16"]:
+    import tf_keras  # noqa: F401  (as tensorflow-probability >= 0.24 does)
+'''
+
+_PROTOBUF_MISMATCH = '''
+raise ImportError("google.protobuf.runtime_version.VersionError: Detected mismatched Protobuf Gencode/Runtime "
+                  "major versions when loading protodep/model.proto: gencode 5.28.3 runtime 4.25.3")
+'''
+
+
+def _companion_releases() -> list[Release]:
+    """Fake companions with each way of binding to TensorFlow (issue 20)."""
+    rel: list[Release] = []
+    # end of life below TF 2.16, Keras 2 internals at import (as tensorflow-addons 0.23.0)
+    rel.append(_r("tensorflow-addons", "0.23.0", (), ">=3.9",
+                  extras={"tensorflow": ("tensorflow<2.16,>=2.13",), "tensorflow-cpu": ("tensorflow-cpu<2.16,>=2.13",)},
+                  modules=_simple("tensorflow_addons", "tensorflow-addons", "0.23.0", _KERAS2_ONLY)))
+    # Keras-2-only; 0.8.0 requires tf-keras and uses it
+    rel.append(_r("tensorflow-model-optimization", "0.7.5", (), ">=3.9",
+                  modules=_simple("tensorflow_model_optimization", "tensorflow-model-optimization", "0.7.5",
+                                  _KERAS2_ONLY)))
+    rel.append(_r("tensorflow-model-optimization", "0.8.0", ["tf-keras>=2.14.1"], ">=3.9",
+                  modules=_simple("tensorflow_model_optimization", "tensorflow-model-optimization", "0.8.0",
+                                  _KERAS2_ONLY)))
+    # Keras-2-only, and not in the companion table: only its failing check shows it
+    rel.append(_r("kerasthing", "1.0.0", (), ">=3.9", modules=_simple("kerasthing", "kerasthing", "1.0.0",
+                                                                       _KERAS2_ONLY)))
+    # paired by release notes only (no TensorFlow requirement); needs tf-keras from TF 2.16
+    for v in ("0.23.0", "0.24.0", "0.25.0"):
+        rel.append(_r("tensorflow-probability", v, (), ">=3.9",
+                      modules=_simple("tensorflow_probability", "tensorflow-probability", v, _NEEDS_TF_KERAS)))
+    # an op library built for one TensorFlow minor; its metadata says nothing about TensorFlow and its import does
+    # not load the library (as tensorflow-io and tensorflow-text load theirs on first use)
+    for v, mm in (("1.0.0", "2.15"), ("1.1.0", "2.18")):
+        mods = _simple("tfops_demo", "tfops-demo", v)
+        mods["tfops_demo/_demo_ops.so"] = _OPLIB.format(mm=mm)
+        rel.append(_r("tfops-demo", v, (), ">=3.9", modules=mods))
+    # a requested package whose newer release holds TensorFlow back: a plain resolution moves it backwards
+    rel.append(_r("modelzoo", "1.0.0", (), ">=3.9", modules=_simple("modelzoo", "modelzoo", "1.0.0")))
+    rel.append(_r("modelzoo", "2.0.0", ["tensorflow-cpu<2.16"], ">=3.9", modules=_simple("modelzoo", "modelzoo", "2.0.0")))
+    # runs on Python <= 3.11 only although its metadata says nothing (typing_extensions 4.5.0 on 3.12)
+    rel.append(_r("typing-extensions", "4.5.0", (), ">=3.7", modules={"typing_extensions.py": (
+        '"""Fake typing_extensions 4.5.0."""\nimport sys\n__version__ = "4.5.0"\nif sys.version_info >= (3, 12):\n'
+        '    raise TypeError("type \'typing.TypeVar\' is not an acceptable base type")\n')}))
+    rel.append(_r("typing-extensions", "4.12.2", (), ">=3.8", modules={"typing_extensions.py": (
+        '"""Fake typing_extensions 4.12.2."""\n__version__ = "4.12.2"\n')}))
+    # as tf-models-official: pinned to TF's minor; its newer release needs a new major of a dependency (pyyaml 6),
+    # and an old release pins nothing (2.7.2): capping that dependency below its next major moves it backwards
+    rel.append(_r("modelgarden", "1.0.0", (), ">=3.9", modules=_simple("modelgarden", "modelgarden", "1.0.0")))
+    rel.append(_r("modelgarden", "2.15.0", ["tensorflow-cpu~=2.15.0", "yamlish>=5"], ">=3.9",
+                  modules=_simple("modelgarden", "modelgarden", "2.15.0")))
+    rel.append(_r("modelgarden", "2.21.0", ["tensorflow-cpu~=2.21.0", "yamlish>=6"], ">=3.10",
+                  modules=_simple("modelgarden", "modelgarden", "2.21.0")))
+    for v in ("5.4.1", "6.0.2"):
+        rel.append(_r("yamlish", v, (), ">=3.8", modules=_simple("yamlish", "yamlish", v)))
+    # already broken: a protobuf gencode/runtime mismatch at import, in every env
+    rel.append(_r("protodep", "1.0.0", (), ">=3.9", modules=_simple("protodep", "protodep", "1.0.0",
+                                                                     _PROTOBUF_MISMATCH)))
     return rel
 
 
