@@ -101,7 +101,7 @@ def in_process(store: Store) -> None:
     opened.generations()
     opened.journal()
     opened.lock_holder()
-    opened.current
+    assert opened.current is not None
     for n in (1, 2):
         prof.load(opened.generation_dir(n) / "profile.toml")
 

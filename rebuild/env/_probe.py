@@ -831,7 +831,7 @@ class Scanner(object):
         if found and not self.deep:
             firsts = self._record_firsts(site_dir)
             found = [f for f in found if os.path.normcase(f[3]) not in firsts]
-        for kind, mod, path, name in found:
+        for kind, mod, path, _name in found:
             self.debris.append({
                 "kind": kind, "path": path, "name": mod,
                 "site_dir": site_dir, "location": location,

@@ -11,6 +11,7 @@ import stat
 import tempfile
 import tomllib
 from pathlib import Path
+from typing import Any
 
 #: The largest document (profile, lock, state file, journal) tfrebuild reads: far above any real one.
 MAX_DOCUMENT = 8 * 1024 * 1024
@@ -187,7 +188,7 @@ def nesting(text: str) -> int:
     return deepest
 
 
-def toml_document(data: bytes | str, *, max_nesting: int = MAX_NESTING) -> dict:
+def toml_document(data: bytes | str, *, max_nesting: int = MAX_NESTING) -> dict[str, Any]:
     """Parse a TOML document; ``tomllib.TOMLDecodeError`` (a ``ValueError``) for anything unusable: not UTF-8,
     nested deeper than ``max_nesting``, or what the parser itself refuses."""
     try:
@@ -202,7 +203,7 @@ def toml_document(data: bytes | str, *, max_nesting: int = MAX_NESTING) -> dict:
         raise tomllib.TOMLDecodeError(words) from None
 
 
-def json_document(data: bytes | str, *, max_nesting: int = MAX_NESTING):
+def json_document(data: bytes | str, *, max_nesting: int = MAX_NESTING) -> Any:
     """Parse a JSON document; ``ValueError`` for anything unusable (not UTF-8, too deep, invalid)."""
     try:
         text = _text(data)
