@@ -457,7 +457,8 @@ def _gc_generations(env, keep: int, *, dry_run: bool, yes: bool,
     store = open_store(env)
     with store.lock("tfrebuild gc"):
         recovered = recover(store)
-        store.check_current()  # the tree outranks the store: a store.toml that disagrees deletes nothing
+        store.refuse_tampered_current()  # the tree outranks the store: a store.toml that disagrees deletes nothing
+        store.check_current()
         gens = store.generations()
         newest_first = sorted((g.number for g in gens), reverse=True)
         # --keep N keeps N generations: the current one, then the previous one (the rollback target), then

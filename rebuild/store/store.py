@@ -409,6 +409,23 @@ class Store(Operations):
             )
         return st
 
+    def refuse_tampered_current(self) -> None:
+        """:class:`UserError` when the tree at ``E`` is the recorded tree of a generation other than the current
+        one: ``store.toml`` was changed, not the env (the tree outranks the store; nothing is recorded as an env
+        made outside tfrebuild, deleted or swapped on such a state file)."""
+        found = key_or_none(self.env)
+        cur = self.current  # a current generation with no record is refused here too
+        if found is None or found == (cur.device, cur.inode):
+            return
+        for gen in self.generations():
+            if gen.number != cur.number and (gen.device, gen.inode) == found:
+                raise UserError(
+                    f"{self.env} is generation {gen.number}'s tree, but {self.store_file} names generation "
+                    f"{cur.number} as current: the state file was changed, not the environment. Nothing was changed.",
+                    hint=f"tfrebuild deletes, swaps and records nothing while its state file disagrees with the tree. "
+                    f"Set `current = {gen.number}` in {self.store_file} again (or restore it from a backup).",
+                    exit_code=1)
+
     # ---- staging and logs
     def staging_dir(self, op_id: str) -> Path:
         """``<state>/staging/<op_id>`` (created)."""
