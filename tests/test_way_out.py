@@ -105,3 +105,19 @@ def test_unreadable_generation_is_reported_as_unreadable_with_its_owner(tmp_path
         assert (store.env / "MARKER").read_text() == "gen4"
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_apply_into_a_new_path_killed_before_its_journal_is_tidied_by_status(tmp_path, kit_env):
+    """The state folder an apply made (its creation record, lock, a staging folder) with no journal yet, and no env
+    at the path: status reaches it by that path and removes it (under the lock), and says so."""
+    from rebuild.store.store import Store
+
+    target = tmp_path / "new" / "venv"
+    target.parent.mkdir()
+    store = Store.unmanaged(target)
+    with store.lock("tfrebuild apply (killed by the test)"):
+        (store.make_dir(store.staging_root / "apply-x") / "env" / "bin").mkdir(parents=True)
+    run = tfr(kit_env, "status", "--env", target, "--json")
+    assert run.code == 0 and "Traceback" not in run.text, str(run)
+    assert run.json()["managed"] is False and "killed" in run.json()["recovered"], run.json()
+    assert not os.path.lexists(state_of(target)) and not os.path.lexists(target)

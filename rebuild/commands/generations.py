@@ -23,6 +23,7 @@ from rebuild.env import fsguard
 from rebuild.project import files as project_files
 from rebuild.store import recovery
 from rebuild.store.disk import exclusive_usage
+from rebuild.store.location import state_dir
 from rebuild.store.records import Generation
 from rebuild.store.store import Store
 from rebuild.util import distinfo, proc, signals
@@ -46,7 +47,35 @@ def _open_recovered(path: Path) -> Store | None:
             import shutil
 
             shutil.rmtree(unmanaged.state, ignore_errors=True)  # nothing left of the apply: no state folder either
+    elif store is None and not os.path.lexists(path) and os.path.isdir(state_dir(path)):
+        done = _tidy_killed_apply(Store.unmanaged(path))
+        if done:
+            _RECOVERED_AT_OPEN[str(path)] = done
     return store
+
+
+def _tidy_killed_apply(store: Store) -> str | None:
+    """A state folder for a path that does not exist, with no store and no journal: an ``apply`` into a new path
+    killed before it wrote its journal. Under the lock (a live apply holds it: then nothing is touched), its
+    staging and trash are deleted (never through a link) and the folder goes."""
+    import shutil
+
+    from rebuild.store.trees import safe_rmtree
+
+    try:
+        with store.lock("tfrebuild: remove what a killed apply left"):
+            if store.managed or os.path.lexists(store.journal_path) or os.path.lexists(store.env):
+                return None
+            for folder in (store.staging_root, store.trash_root):
+                if os.path.isdir(folder) and not os.path.islink(folder):
+                    for entry in list(os.scandir(folder)):
+                        safe_rmtree(Path(entry.path), store.state)
+            if not _only_bookkeeping(store.state):
+                return None
+            shutil.rmtree(store.state, ignore_errors=True)
+    except UserError:
+        return None  # busy (a live apply) or not ours: left alone, and the command says what it says
+    return "removed the state folder an apply into this new path left when it was killed before it began"
 
 
 def _only_bookkeeping(state: Path) -> bool:
@@ -86,7 +115,7 @@ def env_path(env) -> Path:
             path = real(os.path.expanduser(os.fspath(env)))
             state = state_dir(path)
             found = not os.path.islink(state) and any(os.path.isfile(state / name)
-                                                      for name in ("store.toml", "journal.json"))
+                                                      for name in ("store.toml", "journal.json", "created"))
         except (OSError, ValueError):
             found = False
         if not found:
