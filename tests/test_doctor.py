@@ -339,6 +339,7 @@ def test_pip_on_path_belongs_to_another_interpreter(make_venv, diagnose, clean_e
     assert f"{venv_python(venv)} -m pip install" in f.fix
 
 
+@pytest.mark.slow
 def test_the_envs_own_pip_is_fine(make_venv, diagnose):
     venv = make_venv("ownpip", ["six"], creator="venv")
     result = diagnose(venv, PATH=f"{venv / 'bin'}")

@@ -76,6 +76,7 @@ def forests(make_venv, tmp_path: Path) -> Path:
     return make_venv(tmp_path / "envs" / "forests", ["tensorflow==2.18.0", "tensorflow-forests==1.11.0"])
 
 
+@pytest.mark.slow
 def test_conflict_hint_to_the_newest_resolvable_target_works(forests: Path, tf, venv_run) -> None:
     # (--to latest lands on the newest target that works by itself; asking for 2.21.0 exactly is refused, with hints)
     for strategy in ([], ["--strategy", "eager"]):
@@ -121,6 +122,7 @@ def test_conflict_hint_with_a_profile_names_that_profile(forests: Path, tf, tmp_
     assert done.code == 0, done.err
 
 
+@pytest.mark.slow
 def test_preflight_refusal_hint_works(make_venv, tmp_path: Path, tf) -> None:
     env = make_venv(tmp_path / "envs" / "pp", CLASSIC)
     shadow = tmp_path / "pp"
@@ -157,6 +159,7 @@ def test_confirmation_hint_works(make_venv, tmp_path: Path, tf) -> None:
     assert tf("upgrade", env, "--to", "2.18", "--yes").code == 0
 
 
+@pytest.mark.slow
 def test_no_wheel_for_this_python_hint_works(make_venv, tmp_path: Path, tf, venv_run) -> None:
     env = make_venv(tmp_path / "envs" / "py39", ["tensorflow-cpu==2.15.1", "numpy==1.24.3"], python="3.9")
     res = tf("upgrade", env, "--yes", "--to", "2.21.0")
@@ -168,6 +171,7 @@ def test_no_wheel_for_this_python_hint_works(make_venv, tmp_path: Path, tf, venv
     assert _versions(venv_run, env, "tensorflow") == ["2.21.0"]
 
 
+@pytest.mark.slow
 def test_numpy_abi_mismatch_refusal_hint_works(make_venv, tmp_path: Path, tf, venv_run) -> None:
     # --strategy eager takes numpy 2 while a constraint holds opencv-python at 4.8.1.78, built for NumPy 1
     env = make_venv(tmp_path / "envs" / "cv", ["tensorflow-cpu==2.15.1", "opencv-python==4.8.1.78", "numpy==1.24.3"])

@@ -142,6 +142,7 @@ def _kit_plan(env: Path, kit_env: dict, kit_index: Path, tmp_path: Path, *args: 
     return Run(proc, time.monotonic() - start, cmd)
 
 
+@pytest.mark.slow
 def test_plan_names_the_newer_release_another_python_gets(make_venv, kit_env, kit_index, tmp_path) -> None:
     env = make_venv("tf39", ["tensorflow-cpu==2.15.1"], python="3.9")
     run = _kit_plan(env, kit_env, kit_index, tmp_path, "--to", "latest", "--json")

@@ -250,12 +250,14 @@ def test_diff_after_in_place_install_and_gc_keep(make_venv, kit_env, kit_index, 
     assert {c["name"]: c for c in d.json()["changes"]}["six"]["new"] == "1.17.0"
     d = cli(kit_env, "diff", "4", "4", "--env", venv, "--json")
     assert d.json()["changes"] == []
-    # Roll back to 2 (previous: 4): --keep 2 keeps exactly the current and the previous.
-    rb = cli(kit_env, "rollback", "--env", venv, "--to", "2", "--yes")
+    # Roll back to 2: the tree changed in place is adopted first as generation 5 (so nothing of it is lost),
+    # which becomes the previous one; --keep 2 keeps exactly the current and the previous.
+    rb = cli(kit_env, "rollback", "--env", venv, "--to", "2", "--yes", "--json")
     assert rb.code == 0, str(rb)
+    assert rb.json()["from_generation"] == 5 and "adopted" in rb.json()["recovered"], str(rb)
     gc = cli(kit_env, "gc", "--env", venv, "--keep", "2", "--yes", "--json")
     assert gc.code == 0, str(gc)
-    assert gc.json()["kept"] == [2, 4] and gc.json()["deleted"] == [1, 3]
+    assert gc.json()["kept"] == [2, 5] and gc.json()["deleted"] == [1, 3, 4]
 
 
 # --------------------------------------------------------------------------- real PyPI

@@ -120,6 +120,7 @@ def test_gone_local_source_is_refused_before_any_build(local_env, kit_env, kit_i
     assert not (env.parent / f".{env.name}.tfrebuild").exists()  # nothing built, nothing adopted
 
 
+@pytest.mark.slow
 def test_tfrebuild_in_the_env_is_left_out_and_never_requested(make_venv, uv, kit_env, kit_index, tmp_path,
                                                               venv_run) -> None:
     env = make_venv(tmp_path / "envs" / "tf", CLASSIC + ["six"])

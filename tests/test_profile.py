@@ -82,7 +82,9 @@ def full_profile() -> prof.Profile:
         requested=["mylib", "pandas", "tensorflow-cpu", "tool"],
         constraints={"numpy": "<2", "protobuf": ">=3.20,!=4.21.0"},
         smoke=prof.Smoke(imports=["mylib", "pandas", "tensorflow"],
-                         commands=["python -c 'import tensorflow'", "pytest -x tests/smoke"]),
+                         commands=["python -c 'import tensorflow'", "pytest -x tests/smoke"],
+                         models=[prof.SmokeModel("/work/models/m.h5", inputs="/work/models/x.npz", loader="keras",
+                                                 rtol=1e-3, atol=0.0, imports=["mylib.layers"])]),
         project=prof.Project(manager="uv", root="/work/proj", files=["pyproject.toml", "uv.lock"], drivable=True),
         packages=[
             prof.Package(name="mylib", version="0.1.dev0", requested=True, location="env", installer="uv",

@@ -115,6 +115,7 @@ def test_upgrade_moves_project_files_with_the_env_and_rollback_restores_them(tmp
     assert version == "2.15.1" and "Installed" not in err, err
 
 
+@pytest.mark.slow
 def test_range_moves_as_little_as_possible_and_plan_snapshot_status_name_the_project(tmp_path, project_env,
                                                                                        kit_index):
     root = make_project(tmp_path / "proj", project_env, kit_index, packaged=False,
@@ -175,6 +176,7 @@ def test_a_kill_between_the_swap_and_the_project_files_is_finished_by_the_next_c
     assert tf_version_via_uv_run(project_env, root)[0] == "2.18.0"
 
 
+@pytest.mark.slow
 def test_a_check_failing_after_the_swap_puts_env_and_files_back(tmp_path, project_env, kit_index):
     root = make_project(tmp_path / "proj", project_env, kit_index, packaged=False)
     assert tfr(project_env, root, "upgrade", "--to", "2.16", "--offline", "--find-links", kit_index, "--yes").code == 0
@@ -207,6 +209,7 @@ def test_a_manager_tfrebuild_does_not_drive_is_refused_unless_force(tmp_path, ki
     assert forced.code == 0, forced
 
 
+@pytest.mark.slow
 def test_a_kill_during_the_swap_back_after_a_failed_check_leaves_env_and_files_together(tmp_path, project_env,
                                                                                         kit_index):
     root = make_project(tmp_path / "proj", project_env, kit_index, packaged=False)

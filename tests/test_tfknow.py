@@ -170,6 +170,7 @@ def test_upgrade_moves_the_env_to_another_python(make_venv, kit_env, kit_index, 
 # --- tf-nightly with --pre --------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_tf_nightly_moves_only_with_pre(make_venv, kit_env, kit_index, tmp_path, venv_run):
     from tests.kit.catalog import tf_modules
 

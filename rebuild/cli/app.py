@@ -99,6 +99,9 @@ AllowCommandsOpt = typer.Option(False, "--allow-commands", help="Run a profile's
                                 "tfrebuild did not write the profile for this env.")
 AllowIndexOpt = typer.Option(False, "--allow-index", help="Accept a profile from elsewhere although it names package "
                              "locations this machine is not configured with.")
+ModelOpt = typer.Option(None, "--model", parser=_given("--model"), metavar="<path>", help="A saved model (.keras, .h5, SavedModel "
+                        "folder, .tflite) that must load and answer the same in the new env before the swap "
+                        "(repeatable; kept in the profile's \\[\\[smoke.models]]).")
 FormatOpt = _choice(ExportFormat, ExportFormat.PYLOCK, "--format", help="pylock (PEP 751 pylock.toml) or "
                     "requirements (requirements.txt with hashes).")
 
@@ -218,6 +221,7 @@ def upgrade(
     allow_commands: bool = AllowCommandsOpt, check: PathCheck = CheckOpt, as_json: bool = JsonOpt,
     allow_downgrade: bool = typer.Option(False, "--allow-downgrade", help="With --yes: go on although the plan "
                                          "moves a package you requested to an older version."),
+    model: Optional[list[str]] = ModelOpt,
 ) -> None:
     """Build the upgraded env beside the old one, check it, swap it in atomically.
 
@@ -233,7 +237,7 @@ def upgrade(
                    constraints=_links(constraint), offline=offline, no_compile=no_compile, yes=yes, force=force, allow_python_download=allow_python_download,
                    build_constraints=_links(build_constraint),
                    keras=keras, gpu=gpu, allow_sources=allow_sources, allow_commands=allow_commands, check=check,
-                   allow_downgrade=allow_downgrade)
+                   allow_downgrade=allow_downgrade, models=list(model or []))
 
     def work():
         with terminal().progress(enabled=not as_json) as progress:
@@ -397,6 +401,7 @@ def apply(
     force: bool = SwapForceOpt,
     check: PathCheck = CheckOpt,
     as_json: bool = JsonOpt,
+    model: Optional[list[str]] = ModelOpt,
 ) -> None:
     """Build an environment from a profile's lock: a new env, or a new generation of an existing one.
 
@@ -410,7 +415,7 @@ def apply(
                             offline=offline, resolve=resolve, yes=yes, allow_commands=allow_commands,
                             allow_insecure_index=allow_insecure_index, no_compile=no_compile, force=force,
                             allow_python_download=allow_python_download, allow_sources=allow_sources,
-                            allow_index=allow_index, check=check)
+                            allow_index=allow_index, check=check, models=list(model or []))
 
     def work():
         with terminal().progress(enabled=not as_json) as progress:

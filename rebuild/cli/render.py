@@ -71,7 +71,8 @@ def error(term: Terminal, exc: UserError, as_json: bool) -> None:
     tried = getattr(exc, "tries", None) or []  # the target search's tries (upgrade --to latest)
     if as_json:
         emit_json({"ok": False, **exc.to_dict(), **({"plan": _plan_dict(attempted)} if attempted is not None else {}),
-                   **({"tries": jsonable(tried)} if tried else {})})
+                   **({"tries": jsonable(tried)} if tried else {}),
+                   **({"models": jsonable(exc.models)} if getattr(exc, "models", None) else {})})
     elif attempted is not None:
         plan_text(term, attempted)
     if tried and not as_json:
@@ -311,6 +312,24 @@ def _checks(term: Terminal, checks) -> None:
     _grid(term, [["ok" if c.ok else "FAIL", c.name, f"{c.seconds:.2f}s"] for c in checks], right=(2,))
 
 
+def _num(value) -> str:
+    return "-" if value is None else f"{value:.2g}"
+
+
+def models_table(term: Terminal, rows) -> None:
+    """One row per model of the model-parity gate (rebuild.core.models.ModelRow)."""
+    if not rows:
+        return
+    out = []
+    for m in rows:
+        ways = "; ".join(f"{a.way}: {'passed' if a.ok else 'failed'}" for a in m.tried)
+        verdict = m.verdict + (f" ({ways})" if ways else "") + (f" ({m.reason})" if m.reason else "")
+        load = "-" if m.load_seconds is None else f"{m.load_seconds:.2f}s"
+        out.append([m.path, m.loader, load, str(m.outputs_compared), _num(m.max_abs), _num(m.max_rel), verdict])
+    table(term, "Models (the current env's answers against the new env's)",
+          ["model", "loader", "load", "outputs", "max abs diff", "max rel diff", "verdict"], out)
+
+
 def tries(term: Terminal, items, minimum: int = 2) -> None:
     """The target search's tries: target, what changed, why it failed (or that it passed)."""
     if len(items or []) < minimum:
@@ -329,7 +348,7 @@ def upgrade(term: Terminal, r, as_json: bool) -> None:
                    "notes": r.notes, "recovered": r.recovered, "seconds": r.seconds,
                     "reused": getattr(r, "reused", None), "tries": jsonable(getattr(r, "tries", [])),
                     "started": jsonable(getattr(r, "started", None)),
-                    "adopted": getattr(r, "adopted", None)})
+                    "adopted": getattr(r, "adopted", None), "models": jsonable(r.models)})
         return
     tries(term, getattr(r, "tries", []))
     if r.recovered:
@@ -351,6 +370,7 @@ def upgrade(term: Terminal, r, as_json: bool) -> None:
         return
     term.out.print(f"Built in {r.build_seconds:.1f}s. Checks in the new env:", markup=False)
     _checks(term, r.checks)
+    models_table(term, r.models)
     term.out.print(f"{swapped(r.swap_method)} in {r.swap_ms:.1f} ms; checks at {r.plan.env}:", markup=False)
     _checks(term, r.after_swap)
     term.out.print(f"Upgraded {r.plan.env} to generation {r.generation} ({r.plan.tf_distribution} {r.plan.tf_new}) "
@@ -414,6 +434,10 @@ def history(term: Terminal, h, as_json: bool) -> None:
                      _size(r.disk_alone) if r.present else "(missing)", r.command])
     table(term, f"Generations of {h.env}  (* current, < previous: what `rollback` restores)",
           ["gen", "created (UTC)", "TensorFlow", "Python", "disk alone", "made by"], rows)
+    checked = [(r.number, r.models) for r in h.rows if getattr(r, "models", "")]
+    if checked:
+        term.out.print("Model-checked before the swap (the generation's models.json):", markup=False)
+        _grid(term, [[str(n), text] for n, text in checked])
     kept = [(r.number, r.project) for r in h.rows if r.project]
     if kept:
         term.out.print("Project files kept with each generation (restored with it by `rollback`):", markup=False)
@@ -589,6 +613,7 @@ def apply(term: Terminal, r, as_json: bool) -> None:
         return
     term.out.print(f"Built in {r.build_seconds:.1f}s. Checks in the new env:", markup=False)
     _checks(term, r.checks)
+    models_table(term, r.models)
     verb = "Moved into place" if r.new_env else swapped(r.swap_method)
     term.out.print(f"{verb} in {r.swap_ms:.1f} ms; checks at {r.env}:", markup=False)
     _checks(term, r.after_swap)

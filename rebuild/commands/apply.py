@@ -44,7 +44,7 @@ from rebuild.index import config as indexconf
 from rebuild.env import probe
 from rebuild.core import consent
 from rebuild.core import portability
-from rebuild.core import transaction
+from rebuild.core import models, transaction
 from rebuild.env import snapshot
 from rebuild.core import lockfile as locks
 from rebuild.core import sources
@@ -76,6 +76,7 @@ class Options:
     force: bool = False  # swap even while processes run from the env
     allow_python_download: bool = False
     check: str = "versions"  # --check: what runs at the path after the swap ("import": TensorFlow's import too)
+    models: list[str] = field(default_factory=list)  # --model PATH: saved models the new env must load the same
 
 
 @dataclass(kw_only=True)
@@ -143,6 +144,7 @@ def run(opts: Options, progress=None, confirm: Callable[[ApplyResult], bool] | N
                   command="apply",
                   allowed=consent.Allowed(sources=opts.allow_sources, index=opts.allow_index))
     commands = list(profile.smoke.commands)
+    models.from_paths(opts.models)  # a --model that is not a model: refused before anything is created
     if not opts.yes and confirm is None:
         shown = portability.index_urls(profile) + [f"smoke command: {c}" for c in commands]
         raise UserError("tfrebuild apply needs confirmation, and there is no terminal to ask on.",
@@ -234,6 +236,12 @@ def _run_locked(opts: Options, profile: prof.Profile, profile_path: Path, target
     if not opts.yes and not confirm(result):
         raise UserError("Apply cancelled; nothing was changed.", exit_code=1)
     run_commands = commands if allowed else []
+    checked = models.merged(profile.smoke.models, models.from_paths(opts.models))
+    if not allowed and any(m.imports for m in checked):  # importing them runs the profile's code: consent first
+        checked = models.without_imports(checked)
+        result.notes.append("the imports of this profile's [[smoke.models]] are not run: tfrebuild did not write it "
+                            "for this environment (pass --allow-commands to run them)")
+    like = models.with_models(profile, checked)
     requested = {canonicalize_name(n) for n in profile.requested if n not in SEED_PACKAGES}
     transaction.run(transaction.Spec(
         store=store, op=op, kind="apply", command=command, python=Path(interp.path), python_version=interp.version,
@@ -241,9 +249,11 @@ def _run_locked(opts: Options, profile: prof.Profile, profile_path: Path, target
         build=dict(offline=opts.offline, require_hashes=lock.all_hashed, compile_bytecode=not opts.no_compile,
                    log=log, requested=requested),
         checks=dict(tf_version=pins.get(tf, ""), imports=list(profile.smoke.imports), commands=run_commands),
-        write_profile=generations.write_profile, like=profile, commands=run_commands, log=log, new_env=new_env,
+        write_profile=generations.write_profile, like=like, commands=run_commands, log=log, new_env=new_env,
         adopt=_adoption(current), before_swap=lambda: generations.refuse_if_in_use(store.env, opts.force),
-        progress=progress, deep_check=opts.check == "import"), result)
+        progress=progress, deep_check=opts.check == "import",
+        models=models.Gate(checked, current=None if new_env else target, index=index, offline=opts.offline,
+                           log=log)), result)
     result.seconds = time.monotonic() - start
     return result
 

@@ -14,7 +14,7 @@ from typing import Callable
 
 from rebuild.env import inuse, refusals
 from rebuild.core import changes as planning  # Change, diff: their one home (rename at the next edit)
-from rebuild.core import smoke
+from rebuild.core import models, smoke
 from rebuild.core.bytecode import Pruned, links_in, prune_cache
 from rebuild.env import profile as prof
 from rebuild.env.locate import locate
@@ -166,6 +166,7 @@ def write_profile(store: Store, number: int, profile: prof.Profile | None = None
             profile.constraints = dict(like.constraints)
             profile.smoke.imports = list(like.smoke.imports) or profile.smoke.imports
             profile.smoke.commands = list(like.smoke.commands if commands is None else commands)
+            profile.smoke.models = list(like.smoke.models)
     store.make_dir(folder)
     snapshot.write(profile, folder / "profile.toml")
 
@@ -320,8 +321,25 @@ def rollback_check(store: Store, number: int, tf_version: str, deep: bool) -> sm
     gen = store.generation(number)
     dist = gen.tensorflow.split()[0] if gen.tensorflow and tf_version else ""
     inode = (gen.device, gen.inode) if gen.inode else None
-    return smoke.run_at_path(store.env, deep=deep, tf_version=tf_version, versions={dist: tf_version} if dist else {},
-                             inode=inode, python=gen.python)
+    report = smoke.run_at_path(store.env, deep=deep, tf_version=tf_version, versions={dist: tf_version} if dist else {},
+                               inode=inode, python=gen.python)
+    if deep and report.ok:  # --check import: the generation's [[smoke.models]] load and run a batch there too
+        report.checks += models.as_checks(_load_models(store, number))
+    return report
+
+
+def _load_models(store: Store, number: int) -> list:
+    """Generation ``number``'s models (its profile's ``[[smoke.models]]``) loaded and run at the env's path."""
+    import tempfile
+
+    try:
+        listed = prof.load(store.generation_dir(number) / "profile.toml").smoke.models
+    except (OSError, UserError):
+        return []
+    if not listed:
+        return []
+    with tempfile.TemporaryDirectory(prefix="tfrebuild-models-") as tmp:
+        return models.load_check(store.env, listed, Path(tmp))
 
 
 # --- history --------------------------------------------------------------------
@@ -339,6 +357,7 @@ class HistoryRow:
     command: str
     present: bool
     project: str = ""  # the project files this generation keeps ("pyproject.toml: tensorflow-cpu==2.18.0; uv.lock sha256 1a2b…")
+    models: str = ""  # model-checked before its swap: "3 models: 3 match" ("" when not)
 
 
 def project_summary(store: Store, n: int) -> str:
@@ -390,7 +409,7 @@ def history(env=None) -> History:
     alone, total = exclusive_usage([trees[n] for n in sorted(trees) if present[n]])
     rows = [HistoryRow(g.number, g.number == store.current_number, g.number == store.previous_number, g.created,
                        g.tensorflow, g.python, alone.get(trees[g.number], 0), proc.redact_line(g.command), present[g.number],
-                       project_summary(store, g.number))
+                       project_summary(store, g.number), models.summary(models.recorded(store.generation_dir(g.number))))
             for g in gens]
     return History(str(store.env), str(store.state), rows, total, recovered, store.unreadable())
 

@@ -19,7 +19,7 @@ from typing import Callable
 
 from rebuild.commands import generations, outside, starter
 from rebuild.core import plan as planning
-from rebuild.core import lockfile, search, sources, transaction
+from rebuild.core import lockfile, models, search, sources, transaction
 from rebuild.env import refusals
 from rebuild.env.locate import locate
 from rebuild.errors import UserError
@@ -59,6 +59,7 @@ def run(opts: planning.Options, progress=None, confirm: Callable[[planning.Plan]
     loc = locate(opts.env)  # bad paths fail here, before anything is created
     planning.load_override(opts, loc, runs_commands=True)  # so does a bad or refused --profile
     planning.resolve.parse_target(opts.to)  # and a bad --to
+    given_models = models.from_paths(opts.models)  # and a --model that is not a model
     sources.refuse_self_upgrade(loc.path)  # tfrebuild cannot swap out the env it runs from
     if not loc.bare:  # what stops the swap is known now: refuse before planning and building, not after
         refusals.refuse(loc.path, force=opts.force)
@@ -108,7 +109,7 @@ def run(opts: planning.Options, progress=None, confirm: Callable[[planning.Plan]
                 if again is not None:
                     return _switch(store, again, p, opts, progress, mine, start)
                 try:
-                    return _apply(store, p, opts, op, log, progress, mine, start, command)
+                    return _apply(store, p, opts, op, log, progress, mine, start, command, given_models)
                 except UserError:
                     if not store.state.exists():  # a first upgrade's failed try left no trace: the next try's
                         from rebuild.store import trust  # state folder is tfrebuild's own again (its record)
@@ -180,7 +181,7 @@ def _adopt_outside(store: Store, progress) -> str | None:
 
 
 def _apply(store: Store, the_plan: planning.Plan, opts: planning.Options, op: str, log: Path, progress,
-           result: UpgradeResult, start: float, command: str) -> UpgradeResult:
+           result: UpgradeResult, start: float, command: str, given_models=()) -> UpgradeResult:
     cache_note = _cache_filesystem_note(store.staging_dir(op))
     if cache_note:
         result.notes.append(cache_note)
@@ -188,6 +189,7 @@ def _apply(store: Store, the_plan: planning.Plan, opts: planning.Options, op: st
     requested = {planning.requirement_name(n) or n for n in the_plan.new_requested if n not in SEED_PACKAGES}
     requested |= {the_plan.tf_distribution}
     intent = the_plan.intent or the_plan.current
+    intent = models.with_models(intent, models.merged(intent.smoke.models, list(given_models)))  # carried forward
     from rebuild.core.baseline import Baseline
 
     before = Baseline(store.env, [m for m in intent.smoke.imports if m != "tensorflow"])  # beside the build
@@ -367,7 +369,9 @@ def _run_transaction(store, the_plan, opts, op, log, progress, result, command, 
                                               f"{the_plan.tf_old}",
                                    python=the_plan.python_old, like=the_plan.current),
         before_swap=lambda: refusals.refuse(store.env, force=opts.force), progress=progress, project=step,
-        deep_check=opts.check == "import"), result)
+        deep_check=opts.check == "import",
+        models=models.Gate(intent.smoke.models, current=store.env, index=the_plan.index_live, offline=opts.offline,
+                           log=log)), result)
 
 
 def _generation_with(store: Store, the_plan: planning.Plan) -> int | None:

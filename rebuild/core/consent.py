@@ -10,7 +10,8 @@ asks for on purpose, in three kinds, each needing its own consent before anythin
   building packages from source at all (``plan``/``upgrade --profile`` pass uv ``--no-build``);
 * ``index``: http(s) index, find-links and constraint-file locations this machine is not configured with
   (local folders are this machine's own; with ``--offline`` nothing is fetched from them, so none is asked);
-* ``commands``: ``[smoke].commands``, shell commands.
+* ``commands``: ``[smoke].commands``, shell commands, and the ``imports`` of ``[[smoke.models]]`` (modules
+  imported before a model is loaded run their code; the models themselves need no consent).
 """
 
 from __future__ import annotations
@@ -67,7 +68,9 @@ def requests(profile: prof.Profile) -> dict[str, list[str]]:
     index = [f"{kind}: {prof.shorten(indexconf.redact(u), 120)}" for kind, u in named
              if u.lower().startswith(("http://", "https://")) and _norm(u) not in known]
     return {"sources": prof.non_index_sources(profile), "index": index,
-            "commands": [f"smoke command: {prof.shorten(c, 120)}" for c in profile.smoke.commands]}
+            "commands": [f"smoke command: {prof.shorten(c, 120)}" for c in profile.smoke.commands]
+            + [f"model imports ({prof.shorten(m.path, 80)}): {', '.join(m.imports)}" for m in profile.smoke.models
+               if m.imports]}
 
 
 def check(profile: prof.Profile, path: str | os.PathLike, *, trusted: bool, allowed: Allowed,

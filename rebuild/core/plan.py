@@ -57,6 +57,7 @@ class Options:
     build_constraints: list[str] = field(default_factory=list)  # --build-constraint files (sdists' build deps)
     search: bool = True  # --to latest: try lower releases when the checks fail (core/search.py)
     explain: bool = True  # a conflict names the newest release that resolves (resolutions; the search skips it)
+    models: list[str] = field(default_factory=list)  # --model PATH: saved models the new env must load the same
 
     def __post_init__(self) -> None:
         for name, choice in (("strategy", Strategy), ("keras", Keras), ("gpu", Gpu), ("check", PathCheck)):

@@ -123,13 +123,22 @@ def newest_resolvable(inputs: resolve.Inputs, installed: str, ceiling: str) -> s
     # exact release, as tensorflow-decision-forests 1.12.0 pins tensorflow==2.19.0 while 2.19.1 exists)
     between = [v for v in indexinfo.versions(files, prereleases=inputs.pre)
                if Version(installed) < v < Version(ceiling)]
+    same = repr(dataclasses.replace(inputs, log=None))  # what the resolution depends on
     for version in between[:10]:
-        try:
-            resolve.resolve(inputs, str(version))
-        except resolve.ResolutionFailed:
-            continue
-        return str(version)
+        key = (same, str(version))
+        if key not in _RESOLVES:  # a target search asks again for the same releases: resolve each once
+            try:
+                resolve.resolve(inputs, str(version))
+                _RESOLVES[key] = True
+            except resolve.ResolutionFailed:
+                _RESOLVES[key] = False
+        if _RESOLVES[key]:
+            return str(version)
     return None
+
+
+#: (inputs, version) -> whether it resolved, for this process (one command): :func:`newest_resolvable`.
+_RESOLVES: dict[tuple[str, str], bool] = {}
 
 
 def conflict_error(inputs: resolve.Inputs, tf_version: str, installed: str, explanation: str,

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from rebuild.core import build, lockfile, smoke
+from rebuild.core import build, lockfile, models, smoke
 from rebuild.env.profile import Index
 from rebuild.errors import UserError
 from rebuild.env import fsguard
@@ -62,6 +62,7 @@ class TransactionResult:
     notes: list[str] = field(default_factory=list)
     recovered: str | None = None
     seconds: float = 0.0
+    models: list = field(default_factory=list)  # rebuild.core.models.ModelRow: the model-parity gate's rows
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,7 @@ class Spec:
     progress: Progress = NULL
     project: Any = None  # a project step (rebuild.project.step.UvStep): builds the env, its files follow the swap
     deep_check: bool = False  # --check import: the TensorFlow import again at the path after the swap
+    models: Any = None  # a rebuild.core.models.Gate: the user's models load and answer the same before the swap
 
 
 def run(spec: Spec, result: TransactionResult) -> TransactionResult:
@@ -116,6 +118,8 @@ def run(spec: Spec, result: TransactionResult) -> TransactionResult:
     number = 1 if spec.new_env else store.next_number()
     store.begin(_journal(spec, staging, number))
     try:
+        if spec.models:  # the current env's answers, while the new env is built
+            spec.models.start(staging / "models")
         progress.stage("build", f"new env in {staging}")
         if spec.project is not None:
             built = spec.project.build(staging)
@@ -127,6 +131,8 @@ def run(spec: Spec, result: TransactionResult) -> TransactionResult:
         progress.stage("checks", "smoke checks in the new env" + (
             f": importing TensorFlow {spec.checks['tf_version']}" if spec.checks.get("tf_version") else ""))
         report = smoke.run_checks(built.env, **spec.checks)
+        if spec.models and report.ok:
+            _check_models(spec, built.env, report, result)
         result.checks = report.checks
         if spec.kind == "upgrade":  # names stay literal: tests list every fault point from the source
             fault_point("upgrade.checked")
@@ -135,16 +141,21 @@ def run(spec: Spec, result: TransactionResult) -> TransactionResult:
                             if spec.new_env else ("before the swap", "Your environment was not changed."))
             failed = smoke.failure(report, where, spec.log, after)
             failed.report = report  # what failed, for the target search (core/search.py)
+            failed.models = result.models  # the model rows, for --json
             raise failed
         if owner is not None:  # root on another user's env: the new tree is theirs, as the old one was
             fsguard.keep_owner(built.env, owner)
         if not spec.new_env:
             _keep_lock(store, number, spec.pylock)
+            if result.models:
+                models.record(store.generation_dir(number), result.models)
             if spec.before_swap is not None:
                 spec.before_swap()
             if spec.project is not None:  # the generations keep the project files; they follow the swap
                 spec.project.prepare(store, number)
     except BaseException as exc:
+        if spec.models:
+            spec.models.stop()
         kept_log = _discard(spec, number, adopted_now)
         if kept_log is not None and isinstance(exc, UserError):
             point_to_log(exc, spec.log, kept_log)
@@ -211,6 +222,13 @@ def _journal(spec: Spec, staging: Path, number: int) -> dict[str, Any]:
         return {**fields, "apply_new_env": True, "command": spec.command, "tensorflow": spec.tensorflow,
                 "python": spec.python_version}
     return {**fields, "new": number}
+
+
+def _check_models(spec: Spec, env: Path, report: smoke.Report, result: TransactionResult) -> None:
+    """The model-parity gate (:mod:`rebuild.core.models`): one check per model, added to the report."""
+    spec.progress.stage("models", f"{len(spec.models.models)} model(s): loading and comparing in the new env")
+    result.models = spec.models.check(env, spec.checks.get("tf_version", ""))
+    report.checks += models.as_checks(result.models)
 
 
 def _keep_lock(store: Store, number: int, pylock: str) -> None:
@@ -308,6 +326,8 @@ def _record(spec: Spec, number: int, result: TransactionResult) -> None:
     # The generation's lock and profile first, then the adoption that makes it a generation: a crash in
     # between leaves a complete env and an unmanaged state folder that the next apply finishes.
     _keep_lock(store, 1, spec.pylock)
+    if result.models:
+        models.record(store.generation_dir(1), result.models)
     spec.write_profile(store, 1, like=spec.like, commands=spec.commands)
     fault_point("apply.recorded")
     store.adopt(Generation.new(1, command=spec.command, tensorflow=spec.tensorflow, python=spec.python_version))

@@ -100,10 +100,28 @@ class Warning:
     message: str
 
 
+MODEL_LOADERS = ("auto", "keras", "saved_model", "tflite")
+MODEL_RTOL = 1e-4  # float32 on CPU: kernels and their order change between releases
+MODEL_ATOL = 1e-5
+
+
+@dataclass
+class SmokeModel:
+    """A saved model that must load and answer the same in the new env (``[[smoke.models]]``, docs/profile.md)."""
+
+    path: str
+    inputs: str = ""  # a .npy/.npz of sample inputs ("" : seeded inputs from the model's signature)
+    loader: str = "auto"  # auto | keras | saved_model | tflite
+    rtol: float = MODEL_RTOL
+    atol: float = MODEL_ATOL
+    imports: list[str] = field(default_factory=list)  # modules that register the model's custom objects
+
+
 @dataclass
 class Smoke:
     imports: list[str] = field(default_factory=list)
     commands: list[str] = field(default_factory=list)
+    models: list[SmokeModel] = field(default_factory=list)
 
 
 @dataclass
@@ -366,6 +384,24 @@ def _check_location(where: str, at: str, value: str, *, path_ok: bool) -> None:
                       "Give an https://, http:// or file:// URL or a local folder.")
 
 
+def _check_model(where: str, at: str, model: SmokeModel) -> None:
+    if not model.path.startswith("/"):
+        raise _refuse(where, f"{at}.path", model.path, "an absolute path", "Give the saved model's full path.")
+    if model.inputs and (not model.inputs.startswith("/") or not model.inputs.endswith((".npy", ".npz"))):
+        raise _refuse(where, f"{at}.inputs", model.inputs, "the full path of a .npy or .npz file",
+                      "Give sample inputs saved with numpy.save or numpy.savez, or leave inputs out.")
+    if model.loader not in MODEL_LOADERS:
+        raise _refuse(where, f"{at}.loader", model.loader, f"one of {', '.join(MODEL_LOADERS)}", "Use auto.")
+    for key in ("rtol", "atol"):
+        value = getattr(model, key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1e6:
+            raise _refuse(where, f"{at}.{key}", value, "a number of 0 or more", "Write e.g. 1e-4.")
+    for k, imp in enumerate(model.imports):
+        if not _DOTTED.match(imp) or len(imp) > MAX_NAME:
+            raise _refuse(where, f"{at}.imports[{k}]", imp, "a module name (dotted identifiers)",
+                          "Give the import name of the package that registers the model's custom objects.")
+
+
 def validate(profile: Profile, where: str = "profile") -> None:
     """Check every field against its grammar; raise a :class:`UserError` naming the first bad one."""
     for value, at in _strings(profile, ""):
@@ -427,6 +463,8 @@ def validate(profile: Profile, where: str = "profile") -> None:
         if not _DOTTED.match(imp) or len(imp) > MAX_NAME:
             raise _refuse(where, f"smoke.imports[{n}]", imp, "a module name (dotted identifiers)",
                           "Give import names such as tensorflow or tensorflow.keras.")
+    for n, model in enumerate(profile.smoke.models):
+        _check_model(where, f"smoke.models[{n}]", model)
     for n, pkg in enumerate(profile.packages):
         at = f"packages[{n}] ({shorten(pkg.name, 40)})"
         _check_name(where, f"{at}.name", pkg.name)

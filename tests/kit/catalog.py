@@ -182,6 +182,14 @@ def _keras_module_name():
     return "tf_keras" if legacy in ("1", "true") else "keras"
 
 
+class saved_model(object):  # noqa: N801 - mirrors tf.saved_model
+    @staticmethod
+    def load(export_dir, tags=None, options=None):
+        from tensorflow import _fakemodel
+
+        return _fakemodel.saved_model_load(export_dir)
+
+
 def load_op_library(library_filename):
     """As real TF: load a custom op library (a .so); one built for another TensorFlow minor fails to load.
 
@@ -267,6 +275,88 @@ if __name__ == "__main__":
 '''
 
 
+_TF_FAKEMODEL = '''\
+"""Fake saved models (tfrebuild test kit): a JSON document holding a linear model ``y = x W + b``.
+
+``{"fake_model": 1, "weights": [[...]], "bias": [...]}`` in a ``.h5``/``.keras`` file, or as ``saved_model.pb`` of a
+SavedModel folder (with ``keras_metadata.pb`` when "Keras 2 made it"). Optional keys make it depend on the
+TensorFlow that loads it: ``min_tf``/``max_tf`` ("2.18": refused below/above that minor, as a model using an op
+another release lacks), ``drift`` ({"2.20": 0.5}: every output moves by 0.5 from TF 2.20 on, as numerics change
+between releases), ``crash_tf`` (the process dies loading it from that minor on), ``input_name``.
+"""
+import json
+import os
+
+import tensorflow as _tf
+
+
+def _minor(text):
+    return tuple(int(p) for p in str(text).split(".")[:2])
+
+
+class Spec(object):
+    def __init__(self, shape, dtype, name=""):
+        self.shape, self.dtype, self.name = shape, dtype, name
+
+
+class Model(object):
+    def __init__(self, doc, path):
+        now = _minor(_tf.__version__)
+        if doc.get("min_tf") and now < _minor(doc["min_tf"]):
+            raise ValueError("Unable to load %s: op FakeGelu%s is not registered in TensorFlow %s"
+                             % (path, doc["min_tf"], _tf.__version__))
+        if doc.get("max_tf") and now > _minor(doc["max_tf"]):
+            raise ValueError("Unable to load %s: op FakeLegacyOp was removed after TensorFlow %s (this is %s)"
+                             % (path, doc["max_tf"], _tf.__version__))
+        if doc.get("crash_tf") and now >= _minor(doc["crash_tf"]):  # a native crash ends the whole process
+            import sys
+
+            sys.stderr.write("Fatal Python error: Segmentation fault (fake, loading %s)\\n" % path)
+            sys.stderr.flush()
+            os._exit(139)
+        self.doc = doc
+        self.inputs = [Spec([None, len(doc["weights"])], "float32", doc.get("input_name", "x"))]
+        self.drift = sum(amount for since, amount in (doc.get("drift") or {}).items() if now >= _minor(since))
+
+    def __call__(self, x, training=False):
+        rows = x.numpy() if hasattr(x, "numpy") else x
+        w, b = self.doc["weights"], self.doc["bias"]
+        return _tf.Tensor([[sum(r[j] * w[j][k] for j in range(len(w))) + b[k] + self.drift for k in range(len(b))]
+                           for r in rows])
+
+    def predict(self, x, verbose="auto", **kwargs):
+        return self(x).numpy()
+
+
+def read(path):
+    path = str(path)
+    with open(os.path.join(path, "saved_model.pb") if os.path.isdir(path) else path) as fh:
+        return json.load(fh)
+
+
+class _Signature(object):
+    def __init__(self, model):
+        self.model = model
+        self.structured_input_signature = ((), {model.inputs[0].name: model.inputs[0]})
+
+    def __call__(self, **kwargs):
+        (x,) = kwargs.values()
+        return {"output_0": self.model(x)}
+
+
+class _Loaded(object):
+    def __init__(self, model):
+        self.signatures = {"serving_default": _Signature(model)}
+
+
+def saved_model_load(path):
+    path = str(path)
+    if not os.path.isfile(os.path.join(path, "saved_model.pb")):
+        raise OSError("SavedModel file does not exist at: %s/{saved_model.pbtxt|saved_model.pb}" % path)
+    return _Loaded(Model(read(path), path))
+'''
+
+
 def tf_modules(version: str) -> dict[str, str]:
     major, minor = (int(p) for p in version.split(".")[:2])
     keras3 = (major, minor) >= (2, 16)
@@ -274,6 +364,7 @@ def tf_modules(version: str) -> dict[str, str]:
         "tensorflow/__init__.py": _TF_INIT.format(version=version, keras3=keras3),
         "tensorflow/config/__init__.py": _TF_CONFIG,
         "tensorflow/_cli.py": _TF_CLI,
+        "tensorflow/_fakemodel.py": _TF_FAKEMODEL,
     }
 
 
@@ -331,9 +422,39 @@ class Sequential(object):
             _json.dump({{"keras": VERSION, "layers": [layer.get_config() for layer in self.layers]}}, f)
 
 
+class TFSMLayer(Layer):
+    """Keras 3's way to call a TensorFlow SavedModel (its serving signature) as a layer."""
+
+    def __init__(self, filepath, call_endpoint="serving_default", **kwargs):
+        import tensorflow as _tf
+
+        self._fn = _tf.saved_model.load(filepath).signatures[call_endpoint]
+
+    def __call__(self, inputs, **kwargs):
+        name = list(self._fn.structured_input_signature[1])[0]
+        return self._fn(**{{name: inputs}})
+
+
 def load_model(filepath, **kwargs):
-    with open(str(filepath)) as f:
+    import os as _os
+
+    path = str(filepath)
+    if _os.path.isdir(path):  # a SavedModel folder: Keras 2 reads it, Keras 3 refuses it (as the real ones do)
+        if SAVE_SUFFIXES:
+            raise ValueError("File format not supported: filepath=%s. Keras 3 only supports V3 `.keras` files and "
+                             "legacy H5 format files (`.h5` extension). Note that the legacy SavedModel format is not "
+                             "supported by `load_model()` in Keras 3. In order to reload a TensorFlow SavedModel as an "
+                             "inference-only layer in Keras 3, use `keras.layers.TFSMLayer(%s, "
+                             "call_endpoint='serving_default')`" % (path, path))
+        from tensorflow import _fakemodel
+
+        return _fakemodel.Model(_fakemodel.read(path), path)
+    with open(path) as f:
         doc = _json.load(f)
+    if "fake_model" in doc:
+        from tensorflow import _fakemodel
+
+        return _fakemodel.Model(doc, path)
     model = Sequential([Dense(**config) for config in doc["layers"]])
     model.compiled = True
     return model
@@ -352,7 +473,7 @@ def keras_modules(import_name: str, project: str, version: str) -> dict[str, str
     out.update({
         f"{import_name}/src/__init__.py": "",
         f"{import_name}/src/engine.py": _KERAS_ENGINE.format(version=version, suffixes=suffixes),
-        f"{import_name}/layers/__init__.py": f"{engine} Dense, Layer  # noqa: F401\n",
+        f"{import_name}/layers/__init__.py": f"{engine} Dense, Layer, TFSMLayer  # noqa: F401\n",
         f"{import_name}/models/__init__.py": f"{engine} Sequential, load_model  # noqa: F401\n",
     })
     if import_name == "tf_keras":

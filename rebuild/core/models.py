@@ -1,0 +1,491 @@
+"""The model-parity gate: the user's saved models still load in the new env and answer as they did.
+
+Models come from ``--model PATH`` and from the profile's ``[[smoke.models]]``. While the new env is built, the
+current env loads each model and runs one batch (the given inputs, or seeded inputs made from the model's
+signature), keeping inputs and outputs in the operation's folder (:meth:`Gate.start`, a thread). After the smoke
+checks, the new env loads each model the same way, runs the same inputs and compares (:meth:`Gate.check`). A model
+that the new env no longer loads only because ``tf.keras`` became Keras 3 is tried again with Keras 2 kept (tf-keras
+and ``TF_USE_LEGACY_KERAS=1``) and, for a SavedModel, through ``tf.saved_model.load`` and
+``keras.layers.TFSMLayer``; each way is reported with whether it passed.
+
+The models of one env run in one process of that env's interpreter running ``_models.py`` (stdlib, NumPy,
+TensorFlow; :func:`run_batch`): TensorFlow is imported once, each model loaded once and run on one batch. Nothing
+is written inside an env or beside a model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rebuild.core import smoke
+from rebuild.env import profile as prof
+from rebuild.errors import UserError
+from rebuild.util import proc
+
+SCRIPT = Path(__file__).with_name("_models.py")
+DEFAULT_RTOL = prof.MODEL_RTOL
+DEFAULT_ATOL = prof.MODEL_ATOL
+SEED = 20240
+BATCH = 8
+KERAS_FILES = (".keras", ".h5", ".hdf5")
+
+# verdicts that let the swap go on
+PASSING = ("match", "loads", "skipped", "missing")
+
+
+@dataclass
+class Output:
+    name: str
+    shape: list[int] = field(default_factory=list)
+    dtype: str = ""
+    ok: bool | None = None
+    max_abs: float | None = None
+    max_rel: float | None = None
+    problem: str = ""
+
+
+@dataclass
+class Attempt:
+    """One way out tried after the new env refused a model: what was tried and whether it passed."""
+
+    way: str  # "keras 2 kept (tf-keras, TF_USE_LEGACY_KERAS=1)", "tf.saved_model.load", "keras.layers.TFSMLayer"
+    loader: str
+    ok: bool
+    error: str = ""
+    max_abs: float | None = None
+    max_rel: float | None = None
+
+
+@dataclass
+class ModelRow:
+    """One model's result: the row ``upgrade`` prints, ``--json`` carries and the generation keeps."""
+
+    path: str
+    loader: str
+    verdict: str  # match | differs | does not load | does not run | skipped | missing | loads
+    load_seconds: float | None = None  # in the new env
+    reference_load_seconds: float | None = None  # in the current env
+    outputs_compared: int = 0
+    max_abs: float | None = None
+    max_rel: float | None = None
+    error: str = ""  # the error's innermost line
+    stage: str = ""  # where it stopped: import | load | inputs | run | compare
+    reason: str = ""  # why skipped
+    rtol: float = DEFAULT_RTOL
+    atol: float = DEFAULT_ATOL
+    keras: str = ""  # the Keras that loaded it in the new env ("keras 3.12.0", "tf_keras 2.21.0")
+    outputs: list[Output] = field(default_factory=list)
+    tried: list[Attempt] = field(default_factory=list)
+    keras2_passed: bool | None = None  # with Keras 2 kept it loads and matches (None: not tried)
+
+    @property
+    def ok(self) -> bool:
+        return self.verdict in PASSING
+
+
+# --- which models, which loader ------------------------------------------------------------------------------
+
+
+def auto_loader(path: str | os.PathLike) -> str:
+    """The loader the user's own code most likely uses for this file: Keras files and Keras-made SavedModels →
+    ``keras.models.load_model``; a plain SavedModel → ``tf.saved_model.load``; ``.tflite`` → the interpreter;
+    "" when the format is not one of these."""
+    p = Path(path)
+    if p.is_dir():
+        if (p / "saved_model.pb").is_file() or (p / "saved_model.pbtxt").is_file():
+            return "keras" if (p / "keras_metadata.pb").is_file() else "saved_model"
+        return ""
+    name = p.name.lower()
+    if name.endswith(".tflite"):
+        return "tflite"
+    if name.endswith(KERAS_FILES):
+        return "keras"
+    return ""
+
+
+def from_paths(paths) -> list[prof.SmokeModel]:
+    """``--model PATH`` (repeatable): each must exist and be a format tfrebuild knows (bad input otherwise)."""
+    out = []
+    for raw in paths or []:
+        path = Path(os.path.abspath(os.path.expanduser(str(raw))))
+        if not os.path.exists(path):
+            raise UserError(f"--model {raw}: {path} does not exist.", "Give the path of a saved model (.keras, .h5, "
+                            "a SavedModel folder or .tflite). Nothing was changed.")
+        if not auto_loader(path):
+            raise UserError(f"--model {raw}: {path} is not a model format tfrebuild can load (.keras, .h5, a SavedModel "
+                            "folder with saved_model.pb, or .tflite).",
+                            "Give a saved model, or list it in the profile's [[smoke.models]] with a loader. "
+                            "Nothing was changed.")
+        out.append(prof.SmokeModel(path=str(path)))
+    return out
+
+
+def merged(listed: list[prof.SmokeModel], given: list[prof.SmokeModel]) -> list[prof.SmokeModel]:
+    """The profile's models, then the ``--model`` ones not already listed (same real path)."""
+    seen = {os.path.realpath(m.path) for m in listed}
+    return list(listed) + [m for m in given if os.path.realpath(m.path) not in seen]
+
+
+def with_models(profile: prof.Profile, models: list[prof.SmokeModel]) -> prof.Profile:
+    """``profile`` with ``models`` as its ``[[smoke.models]]`` (a copy: the new generation carries them forward)."""
+    if models == profile.smoke.models:
+        return profile
+    return dataclasses.replace(profile, smoke=dataclasses.replace(profile.smoke, models=list(models)))
+
+
+def without_imports(models: list[prof.SmokeModel]) -> list[prof.SmokeModel]:
+    return [dataclasses.replace(m, imports=[]) for m in models]
+
+
+def _slug(index: int, path: str) -> str:
+    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(path).name)[:40] or "model"
+    return f"{index:02d}-{name}-{hashlib.sha256(path.encode()).hexdigest()[:8]}"
+
+
+# --- running the script in an env ----------------------------------------------------------------------------
+
+
+def _environ(env: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    environ = smoke.clean_environ(env)
+    environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    environ.update(extra or {})
+    return environ
+
+
+@dataclass
+class Job:
+    """One model to run in one env: where its inputs and outputs live, how to load it, what to do."""
+
+    folder: Path
+    model: prof.SmokeModel
+    loader: str
+    mode: str  # reference | compare | load
+    tag: str  # the name of this run's outputs
+
+    def spec(self, extra_path: str = "") -> dict:
+        m = self.model
+        return {"mode": self.mode, "path": m.path, "loader": self.loader, "inputs": m.inputs,
+                "folder": str(self.folder), "tag": self.tag, "rtol": m.rtol, "atol": m.atol,
+                "imports": list(m.imports), "seed": SEED, "batch": BATCH, "extra_path": extra_path}
+
+
+MARK = "@@tfrebuild-model@@ "
+
+
+def run_batch(env: Path, jobs: list[Job], *, timeout: float, extra: dict[str, str] | None = None,
+              extra_path: str = "", log: Path | None = None) -> list[dict]:
+    """Run ``jobs`` in ``env``'s interpreter: one process for all of them (TensorFlow imported once, each model
+    loaded once). A model that ends the process (a crash, the timeout: each model has ``timeout``) gets that as its
+    answer, and the models after it run in a new process. One JSON answer per job, in order."""
+    answers: list[dict | None] = [None] * len(jobs)
+    env = Path(os.path.abspath(env))
+    pending = list(range(len(jobs)))
+    while pending:
+        batch = [jobs[i] for i in pending]
+        for job in batch:
+            job.folder.mkdir(exist_ok=True)  # not its parents: a discarded operation's folder is never made again
+        jobs_file = batch[0].folder / f"jobs-{batch[0].tag}.json"
+        jobs_file.write_text(json.dumps([job.spec(extra_path) for job in batch]), encoding="utf-8")
+        result = proc.run([str(env / "bin" / "python"), "-I", "-B", str(SCRIPT), str(jobs_file)],
+                          env=_environ(env, extra), timeout=timeout * len(batch), cwd=batch[0].folder, log=log)
+        for line in (result.stdout or "").splitlines():
+            if line.startswith(MARK):
+                try:
+                    answer = json.loads(line[len(MARK):])
+                    answers[pending[int(answer["index"])]] = answer
+                except (ValueError, KeyError, IndexError, TypeError):
+                    continue
+        missing = [i for i in pending if answers[i] is None]
+        if not missing:
+            break
+        answers[missing[0]] = _process_failure(result, timeout, jobs[missing[0]].loader)
+        pending = missing[1:]
+    return [a or {} for a in answers]
+
+
+def _process_failure(result, timeout: float, loader: str) -> dict:
+    tail = [line for line in ((result.stderr or "") + (result.stdout or "")).strip().splitlines() if line.strip()]
+    if result.timed_out:
+        error = f"timed out after {timeout:.0f} s (TFREBUILD_SMOKE_TIMEOUT)"
+    elif result.error:
+        error = f"the interpreter could not be started: {result.error}"
+    else:
+        error = (tail[-1] if tail else f"exit code {result.returncode}")[:600]
+    return {"ok": False, "stage": "process", "error": error, "outputs": [], "loader": loader, "keras": ""}
+
+
+def run_script(env: Path, folder: Path, model: prof.SmokeModel, loader: str, mode: str, tag: str, *,
+               timeout: float, extra: dict[str, str] | None = None, extra_path: str = "",
+               log: Path | None = None) -> dict:
+    """One model alone in ``env`` (:func:`run_batch`)."""
+    return run_batch(env, [Job(folder, model, loader, mode, tag)], timeout=timeout, extra=extra,
+                     extra_path=extra_path, log=log)[0]
+
+
+# --- the gate ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Reference:
+    folder: Path
+    answer: dict
+
+
+class Gate:
+    """The model-parity gate of one operation (see the module's docstring)."""
+
+    def __init__(self, models: list[prof.SmokeModel], *, current: Path | None, index=None, offline: bool = False,
+                 log: Path | None = None, timeout: float | None = None):
+        self.models = list(models)
+        self.current = current  # the env as it is (None: a new env, nothing to compare with)
+        self.index, self.offline, self.log = index, offline, log
+        self.timeout = smoke.default_timeout() if timeout is None else timeout
+        self.folder: Path | None = None
+        self.references: dict[int, _Reference] = {}
+        self.loaders = {i: (m.loader if m.loader != "auto" else auto_loader(m.path)) for i, m in enumerate(self.models)}
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self.reference_seconds = 0.0
+        self.stopped = False
+
+    def stop(self) -> None:
+        """The operation failed before the gate: run no further model (the one running ends by itself)."""
+        self.stopped = True
+
+    def __bool__(self) -> bool:
+        return bool(self.models)
+
+    # the current env's answers, beside the build
+
+    def start(self, folder: Path) -> None:
+        """Run the reference in the current env in a thread (it overlaps the build)."""
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self._thread = threading.Thread(target=self._reference_all, name="tfrebuild-model-reference", daemon=True)
+        self._thread.start()
+
+    def _reference_all(self) -> None:
+        start = time.monotonic()
+        try:
+            runnable = [i for i, m in enumerate(self.models) if os.path.exists(m.path) and self.loaders[i]]
+            if self.current is not None and runnable and not self.stopped:
+                jobs = [Job(self._folder(i), self.models[i], self.loaders[i], "reference", "reference")
+                        for i in runnable]
+                for i, job, answer in zip(runnable, jobs, run_batch(self.current, jobs, timeout=self.timeout), strict=False):
+                    self.references[i] = _Reference(job.folder, answer)
+        except BaseException as exc:  # noqa: BLE001 - handed to wait()
+            self._error = exc
+        self.reference_seconds = time.monotonic() - start
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            raise self._error
+
+    # the new env, after the smoke checks
+
+    def check(self, env: Path, tf_version: str = "") -> list[ModelRow]:
+        """Load, run and compare every model in ``env``; one row each (the retries for Keras 3 refusals included)."""
+        self.wait()
+        rows = [self._before(i, model) for i, model in enumerate(self.models)]
+        todo = [i for i, row in enumerate(rows) if not row.verdict]
+        mode = "compare" if self.current is not None else "load"
+        jobs = [Job(self._folder(i), self.models[i], self.loaders[i], mode, "staged") for i in todo]
+        for i, answer in zip(todo, run_batch(env, jobs, timeout=self.timeout, log=self.log) if jobs else [], strict=False):
+            row = rows[i]
+            _fill(row, answer)
+            if row.verdict == "does not load" and row.loader == "keras" and answer.get("keras", "").startswith(
+                    "keras 3"):
+                self._ways_out(row, i, self.models[i], env, self._folder(i), tf_version, mode)
+        return rows
+
+    def _folder(self, i: int) -> Path:
+        return (self.folder or Path(".")) / _slug(i, self.models[i].path)
+
+    def _before(self, i: int, model: prof.SmokeModel) -> ModelRow:
+        """The row as far as it is known before the new env runs the model (a verdict when it will not run)."""
+        loader = self.loaders[i]
+        row = ModelRow(path=model.path, loader=loader or model.loader, verdict="", rtol=model.rtol, atol=model.atol)
+        if not os.path.exists(model.path):
+            row.verdict, row.reason = "missing", f"{model.path} does not exist (listed in [[smoke.models]])"
+        elif not loader:
+            row.verdict, row.reason = "skipped", "not a format auto can load (set loader in [[smoke.models]])"
+        elif self.current is not None:
+            ref = self.references.get(i)
+            if ref is None or not ref.answer.get("ok"):
+                answer = ref.answer if ref is not None else {}
+                row.verdict = "skipped"
+                row.stage = answer.get("stage", "")
+                row.error = answer.get("error", "")
+                row.reason = (f"the current env cannot {'load' if row.stage in ('load', 'import') else 'run'} it "
+                              f"either: {row.error}" if row.error else "the current env gave no answer")
+            else:
+                row.reference_load_seconds = ref.answer.get("load_seconds")
+        return row
+
+    def _ways_out(self, row: ModelRow, i: int, model: prof.SmokeModel, env: Path, folder: Path, tf_version: str,
+                  mode: str) -> None:
+        """Keras 3 refused a Keras model: try Keras 2 kept and, for a SavedModel, the TensorFlow loaders."""
+        overlay, problem = self._tf_keras(env, tf_version)
+        way = "keras 2 kept (tf-keras, TF_USE_LEGACY_KERAS=1)"
+        if problem:
+            row.tried.append(Attempt(way, "keras", False, problem))
+        else:
+            answer = run_script(env, folder, model, "keras", mode, "keras2", timeout=self.timeout,
+                                extra={"TF_USE_LEGACY_KERAS": "1"}, extra_path=overlay, log=self.log)
+            row.tried.append(_attempt(way, "keras", answer))
+        row.keras2_passed = row.tried[-1].ok
+        if Path(model.path).is_dir():
+            for loader, way in (("saved_model", "tf.saved_model.load"), ("tfsmlayer", "keras.layers.TFSMLayer")):
+                answer = run_script(env, folder, model, loader, mode, loader, timeout=self.timeout, log=self.log)
+                row.tried.append(_attempt(way, loader, answer))
+
+    def _tf_keras(self, env: Path, tf_version: str) -> tuple[str, str]:
+        """A folder holding the tf-keras of ``tf_version`` for the retry (``""`` when the env has tf-keras itself),
+        or why there is none. Installed with uv into the operation's folder: the env is not touched."""
+        if list(env.glob("lib/python*/site-packages/tf_keras/__init__.py")):
+            return "", ""
+        parts = tf_version.split(".")
+        if len(parts) < 2 or not all(p.isdigit() for p in parts[:2]):
+            return "", f"the new env's TensorFlow version is unknown ({tf_version!r}): tf-keras cannot be chosen"
+        major, minor = int(parts[0]), int(parts[1])
+        target = (self.folder or Path(".")) / "tf-keras"
+        if (target / "tf_keras").is_dir():
+            return str(target), ""
+        from rebuild.index import config as indexconf
+        from rebuild.util import uv as uvcmd
+
+        args = ["pip", "install", "--no-config", "--no-deps", "--quiet", "--target", str(target), "--python",
+                str(env / "bin" / "python"), f"tf-keras>={major}.{minor},<{major}.{minor + 1}"]
+        if self.index is not None:
+            args += indexconf.uv_args(self.index, offline=self.offline)
+        try:
+            result = uvcmd.run(args, check=False, log=self.log, what="uv pip install tf-keras", timeout=self.timeout)
+        except UserError as exc:
+            return "", f"tf-keras for TensorFlow {major}.{minor} could not be fetched: {exc.message}"
+        if result.returncode != 0:
+            said = [line for line in result.stderr.strip().splitlines() if line.strip()]
+            return "", f"no tf-keras for TensorFlow {major}.{minor} ({said[-1] if said else 'uv failed'})"
+        return str(target), ""
+
+
+def _fill(row: ModelRow, answer: dict) -> None:
+    row.keras = answer.get("keras", "")
+    row.load_seconds = answer.get("load_seconds")
+    row.outputs = [Output(o.get("name", ""), list(o.get("shape") or []), o.get("dtype", ""), o.get("ok"),
+                          o.get("max_abs"), o.get("max_rel"), o.get("problem", "")) for o in answer.get("outputs") or []]
+    row.outputs_compared = sum(1 for o in row.outputs if o.ok is not None)
+    abs_ = [o.max_abs for o in row.outputs if o.max_abs is not None]
+    rel = [o.max_rel for o in row.outputs if o.max_rel is not None]
+    row.max_abs, row.max_rel = (max(abs_) if abs_ else None), (max(rel) if rel else None)
+    row.stage = answer.get("stage", "")
+    if answer.get("ok"):
+        row.verdict = "match" if row.outputs_compared else "loads"
+        return
+    row.error = answer.get("error", "")
+    row.verdict = {"import": "does not load", "load": "does not load", "process": "does not load",
+                   "compare": "differs"}.get(row.stage, "does not run")
+    if row.stage == "done" or (row.stage == "compare" and row.outputs):
+        row.verdict, row.stage = "differs", "compare"
+
+
+def _attempt(way: str, loader: str, answer: dict) -> Attempt:
+    probe = ModelRow(path="", loader=loader, verdict="")
+    _fill(probe, answer)
+    return Attempt(way, loader, probe.verdict in ("match", "loads"), probe.error, probe.max_abs, probe.max_rel)
+
+
+# --- what the rows say ---------------------------------------------------------------------------------------
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}"
+
+
+def describe(row: ModelRow) -> str:
+    """The failure text of one model: the loader, the error's innermost line, the largest difference per output,
+    and the ways out that were tried."""
+    lines = [f"{row.path} (loader {row.loader}{', ' + row.keras if row.keras else ''}): {row.verdict}"]
+    if row.error and not (row.verdict == "differs" and row.outputs):  # the outputs' lines say it
+        lines.append(f"  error ({row.stage}): {row.error}")
+    for o in row.outputs:
+        if o.ok is not None:
+            lines.append(f"  output {o.name} {o.shape}: largest difference abs {_num(o.max_abs)}, rel {_num(o.max_rel)}"
+                         f" (rtol {row.rtol:g}, atol {row.atol:g}){'' if o.ok else ' — outside the tolerance'}"
+                         f"{': ' + o.problem if o.problem else ''}")
+    for a in row.tried:
+        lines.append(f"  tried {a.way}: {'passed' if a.ok else 'failed'}"
+                     + (f" (largest difference abs {_num(a.max_abs)})" if a.ok and a.max_abs is not None else "")
+                     + (f": {a.error}" if a.error and not a.ok else ""))
+    if row.keras2_passed:
+        lines.append("  with Keras 2 kept this model loads and answers the same: upgrade with --keras legacy")
+    elif any(a.ok for a in row.tried):
+        ways = ", ".join(a.way for a in row.tried if a.ok)
+        lines.append(f"  it loads and answers the same through {ways}: change your code to load it that way, or "
+                     "re-save it as .keras with the current env")
+    return "\n".join(lines)
+
+
+def as_checks(rows: list[ModelRow]) -> list[smoke.Check]:
+    """One smoke check per model, so a failed model blocks the swap like any failed check."""
+    checks = []
+    for row in rows:
+        seconds = (row.load_seconds or 0.0)
+        name = f"model {row.path} ({row.loader}): {row.verdict}"
+        text = describe(row) if not row.ok or row.reason or row.tried else (
+            f"{row.outputs_compared} output(s) within rtol {row.rtol:g}, atol {row.atol:g}; largest difference abs "
+            f"{_num(row.max_abs)}, rel {_num(row.max_rel)}")
+        if row.reason:
+            text += f"\n  {row.reason}"
+        checks.append(smoke.Check(name, row.ok, seconds, text))
+    return checks
+
+
+def summary(rows: list[dict] | list[ModelRow]) -> str:
+    """``"3 models: 2 match, 1 skipped"`` (for ``history``)."""
+    verdicts = [r["verdict"] if isinstance(r, dict) else r.verdict for r in rows]
+    if not verdicts:
+        return ""
+    counts: dict[str, int] = {}
+    for v in verdicts:
+        counts[v] = counts.get(v, 0) + 1
+    return f"{len(verdicts)} model{'s' if len(verdicts) != 1 else ''}: " + ", ".join(f"{n} {v}" for v, n in counts.items())
+
+
+RECORD = "models.json"
+
+
+def record(folder: Path, rows: list[ModelRow]) -> None:
+    """The generation keeps its model rows (``generations/<N>/models.json``)."""
+    from rebuild.util import fs
+
+    fs.atomic_write(folder / RECORD, json.dumps({"models": [dataclasses.asdict(r) for r in rows]}, indent=1) + "\n")
+
+
+def recorded(folder: Path) -> list[dict]:
+    """The model rows a generation keeps (empty when it was not model-checked)."""
+    path = folder / RECORD
+    try:
+        if path.is_symlink() or not path.is_file():
+            return []
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    rows = data.get("models") if isinstance(data, dict) else None
+    return [r for r in rows if isinstance(r, dict) and isinstance(r.get("verdict"), str)] if isinstance(rows, list) else []
+
+
+def load_check(env: Path, models: list[prof.SmokeModel], folder: Path, *, timeout: float | None = None) -> list[ModelRow]:
+    """Every model loads and runs one batch in ``env`` (``rollback --check import``): nothing compared."""
+    gate = Gate(models, current=None, timeout=timeout)
+    gate.folder = folder
+    return gate.check(env)

@@ -1,0 +1,306 @@
+"""Issue 24: the model-parity gate, offline against the test kit.
+
+The kit's fake TensorFlow has a tiny model format (tests/kit/catalog.py ``_TF_FAKEMODEL``): a JSON linear model that
+Keras files and SavedModel folders hold, with a TensorFlow-version-dependent refusal (``min_tf``/``max_tf``) and
+numeric drift (``drift``). Keras 3 (the kit's TF >= 2.16) refuses Keras-2 SavedModel folders in ``load_model``, as
+the real one does; tf-keras, ``tf.saved_model.load`` and ``keras.layers.TFSMLayer`` load them. Real uv, real venvs,
+the real ``_models.py`` in each env's interpreter.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rebuild.core import models
+from rebuild.env import profile as prof
+from rebuild.store.location import state_dir
+from tests.kit.cli import run_cli as cli
+from tests.kit.cli import tree_state
+
+W = [[0.5, -1.0], [2.0, 0.25], [1.5, 1.0]]
+B = [0.1, -0.2]
+
+
+def fake_model(path: Path, **extra) -> Path:
+    """A Keras file (.h5/.keras) holding the kit's linear model."""
+    path.write_text(json.dumps({"fake_model": 1, "weights": W, "bias": B, **extra}))
+    return path
+
+
+def keras2_saved_model(folder: Path, **extra) -> Path:
+    """A SavedModel folder as Keras 2 writes it (keras_metadata.pb beside saved_model.pb)."""
+    folder.mkdir()
+    (folder / "saved_model.pb").write_text(json.dumps({"fake_model": 1, "weights": W, "bias": B, **extra}))
+    (folder / "keras_metadata.pb").write_text("")
+    (folder / "variables").mkdir()
+    return folder
+
+
+def files_of(*paths: Path) -> dict:
+    return {str(p): tree_state(p) if p.is_dir() else (p.stat().st_size, p.stat().st_mtime_ns) for p in paths}
+
+
+@pytest.fixture
+def envs(make_venv):
+    """The current env (TF 2.15.1, Keras 2) and new ones (2.18.0 and 2.21.0, Keras 3), like upgrade's staging."""
+    return {v: make_venv(f"tf{v}", [f"tensorflow-cpu=={v}"]) for v in ("2.15.1", "2.18.0", "2.21.0")}
+
+
+def gate_rows(current, new, tf_new, listed, tmp_path, kit_index=None, **gate):
+    index = prof.Index(find_links=[str(kit_index)], no_index=True) if kit_index else None
+    g = models.Gate(listed, current=current, index=index, offline=True, timeout=120, **gate)
+    g.start(tmp_path / "op" / "models")
+    return g.check(new, tf_new)
+
+
+def test_auto_loader_picks_what_user_code_uses(tmp_path):
+    assert models.auto_loader(fake_model(tmp_path / "m.h5")) == "keras"
+    assert models.auto_loader(fake_model(tmp_path / "m.keras")) == "keras"
+    assert models.auto_loader(keras2_saved_model(tmp_path / "k2")) == "keras"
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "saved_model.pb").write_text("{}")
+    assert models.auto_loader(plain) == "saved_model"
+    (tmp_path / "m.tflite").write_bytes(b"TFL3")
+    assert models.auto_loader(tmp_path / "m.tflite") == "tflite"
+    assert models.auto_loader(tmp_path / "notes.txt") == ""
+
+
+def test_reference_then_match_within_tolerance_nothing_written_beside(envs, tmp_path):
+    """Same answers (a drift of 1e-7 is within float32 tolerance): match, with the differences measured."""
+    model = fake_model(tmp_path / "m.h5", drift={"2.18": 1e-7})
+    before = files_of(model, envs["2.15.1"], envs["2.18.0"])
+    (row,) = gate_rows(envs["2.15.1"], envs["2.18.0"], "2.18.0", [prof.SmokeModel(str(model))], tmp_path)
+    assert row.verdict == "match", models.describe(row)
+    assert row.loader == "keras" and row.outputs_compared == 1 and row.ok
+    assert 0 < row.max_abs < 1e-6 and row.load_seconds is not None and row.reference_load_seconds is not None
+    assert row.outputs[0].shape == [8, 2]  # seeded inputs: batch of 8 from the signature (None, 3)
+    assert files_of(model, envs["2.15.1"], envs["2.18.0"]) == before, "nothing written in an env or beside the model"
+    kept = sorted(p.name for p in (tmp_path / "op" / "models").iterdir())
+    assert len(kept) == 1 and {"inputs.json", "reference.json", "reference-meta.json", "staged.json"} <= {
+        p.name for p in (tmp_path / "op" / "models" / kept[0]).iterdir()}
+
+
+def test_drift_beyond_tolerance_differs_and_names_the_output(envs, tmp_path):
+    model = fake_model(tmp_path / "m.h5", drift={"2.18": 0.5})
+    (row,) = gate_rows(envs["2.15.1"], envs["2.18.0"], "2.18.0", [prof.SmokeModel(str(model))], tmp_path)
+    assert row.verdict == "differs" and not row.ok
+    assert row.max_abs == pytest.approx(0.5, rel=1e-6)
+    text = models.describe(row)
+    assert "output_0 [8, 2]: largest difference abs 0.5" in text and "outside the tolerance" in text
+    # a looser tolerance in [[smoke.models]] lets the same drift pass
+    (loose,) = gate_rows(envs["2.15.1"], envs["2.18.0"], "2.18.0", [prof.SmokeModel(str(model), atol=1.0)],
+                         tmp_path / "loose")
+    assert loose.verdict == "match"
+
+
+def test_new_env_refuses_with_innermost_line_and_keras2_retry_fails_too(envs, tmp_path, kit_index):
+    """A refusal that is not Keras 3's: the retry with Keras 2 kept is tried and reported as failing."""
+    model = fake_model(tmp_path / "m.h5", max_tf="2.15")
+    (row,) = gate_rows(envs["2.15.1"], envs["2.21.0"], "2.21.0", [prof.SmokeModel(str(model))], tmp_path,
+                       kit_index=kit_index)
+    assert row.verdict == "does not load" and row.stage == "load"
+    assert row.error.startswith("ValueError: Unable to load") and "removed after TensorFlow 2.15" in row.error
+    assert row.keras2_passed is False and [a.way for a in row.tried] == ["keras 2 kept (tf-keras, TF_USE_LEGACY_KERAS=1)"]
+
+
+def test_old_env_cannot_load_is_skipped_not_blamed(envs, tmp_path):
+    model = fake_model(tmp_path / "m.h5", min_tf="2.18")
+    (row,) = gate_rows(envs["2.15.1"], envs["2.18.0"], "2.18.0", [prof.SmokeModel(str(model))], tmp_path)
+    assert row.verdict == "skipped" and row.ok
+    assert "the current env cannot load it either" in row.reason and "FakeGelu2.18" in row.reason
+
+
+def test_keras2_saved_model_refused_by_keras3_ways_out_tried(envs, tmp_path, kit_index):
+    """Keras 3 refuses a Keras-2 SavedModel: Keras 2 kept (tf-keras fetched beside, not into the env),
+    tf.saved_model.load and TFSMLayer are each tried and pass; the gate still blocks (the code the user runs fails)."""
+    folder = keras2_saved_model(tmp_path / "k2model")
+    before = files_of(envs["2.21.0"])
+    (row,) = gate_rows(envs["2.15.1"], envs["2.21.0"], "2.21.0", [prof.SmokeModel(str(folder))], tmp_path,
+                       kit_index=kit_index)
+    assert row.verdict == "does not load" and not row.ok and "File format not supported" in row.error
+    assert row.keras.startswith("keras 3")
+    assert [(a.way, a.ok) for a in row.tried] == [("keras 2 kept (tf-keras, TF_USE_LEGACY_KERAS=1)", True),
+                                                  ("tf.saved_model.load", True), ("keras.layers.TFSMLayer", True)]
+    assert row.keras2_passed is True
+    assert "upgrade with --keras legacy" in models.describe(row)
+    assert files_of(envs["2.21.0"]) == before, "the retry's tf-keras is not installed into the env"
+    assert (tmp_path / "op" / "models" / "tf-keras" / "tf_keras").is_dir()
+
+
+def test_a_crash_is_that_models_answer_and_the_others_still_run(envs, tmp_path):
+    """All models of an env run in one process; one that kills it gets the crash, the next ones a new process."""
+    crash = fake_model(tmp_path / "crash.h5", crash_tf="2.18")
+    fine = fake_model(tmp_path / "fine.h5")
+    rows = gate_rows(envs["2.15.1"], envs["2.18.0"], "2.18.0", [prof.SmokeModel(str(crash)), prof.SmokeModel(str(fine))],
+                     tmp_path)
+    assert [r.verdict for r in rows] == ["does not load", "match"]
+    assert rows[0].stage == "process" and "Segmentation fault" in rows[0].error
+
+
+def test_plain_saved_model_through_tf_saved_model_load(envs, tmp_path):
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "saved_model.pb").write_text(json.dumps({"fake_model": 1, "weights": W, "bias": B}))
+    (row,) = gate_rows(envs["2.15.1"], envs["2.21.0"], "2.21.0", [prof.SmokeModel(str(plain))], tmp_path)
+    assert row.loader == "saved_model" and row.verdict == "match" and row.max_abs == 0.0
+
+
+def test_profile_models_round_trip_and_validation(tmp_path):
+    p = prof.Profile()
+    p.smoke.models = [prof.SmokeModel("/m/a.h5"), prof.SmokeModel("/m/sm", inputs="/m/x.npz", loader="saved_model",
+                                                                  rtol=1e-3, atol=0, imports=["mypkg.layers"])]
+    assert prof.loads(prof.dumps(p)) == p
+    bad = [('path = "rel/a.h5"', "an absolute path"), ('path = "/a.h5"\nloader = "onnx"', "one of auto"),
+           ('path = "/a.h5"\nrtol = -1', "a number of 0 or more"), ('path = "/a.h5"\ninputs = "/x.csv"', ".npy or .npz"),
+           ('path = "/a.h5"\nimports = ["os; rm"]', "a module name")]
+    for body, words in bad:
+        with pytest.raises(Exception) as info:
+            prof.loads(f"schema = 1\n[[smoke.models]]\n{body}\n")
+        assert words in str(getattr(info.value, "message", info.value)), body
+
+
+def test_foreign_profile_model_imports_need_consent_models_do_not():
+    from rebuild.core import consent
+
+    p = prof.Profile()
+    p.smoke.models = [prof.SmokeModel("/m/a.h5")]
+    assert consent.requests(p)["commands"] == []
+    p.smoke.models.append(prof.SmokeModel("/m/b.h5", imports=["mypkg.layers"]))
+    assert consent.requests(p)["commands"] == ["model imports (/m/b.h5): mypkg.layers"]
+
+
+# --------------------------------------------------------------------------- through the CLI
+
+
+def upgrade(kit_env, kit_index, venv, *extra):
+    return cli(kit_env, "upgrade", "--env", venv, "--offline", "--find-links", str(kit_index), "--yes", "--json",
+               *extra)
+
+
+def test_upgrade_blocked_by_keras3_refusal_then_passes_with_keras_legacy(make_venv, kit_env, kit_index, tmp_path):
+    venv = make_venv("v", ["tensorflow-cpu==2.15.1"])
+    folder = keras2_saved_model(tmp_path / "k2model")
+    h5 = fake_model(tmp_path / "m.h5", drift={"2.21": 1e-7})
+    before = tree_state(venv)
+    res = upgrade(kit_env, kit_index, venv, "--to", "2.21", "--model", str(folder), "--model", str(h5))
+    assert res.code == 1, str(res)
+    doc = res.json()
+    assert "Your environment was not changed" in doc["error"] and f"model {folder} (keras): does not load" in doc["error"]
+    assert "File format not supported" in doc["details"] and "tried keras 2 kept" in doc["details"]
+    rows = {r["path"]: r for r in doc["models"]}
+    assert rows[str(folder)]["keras2_passed"] is True and rows[str(h5)]["verdict"] == "match"
+    assert tree_state(venv) == before and not state_dir(venv).exists()
+
+    ok = upgrade(kit_env, kit_index, venv, "--to", "2.21", "--keras", "legacy", "--model", str(folder),
+                 "--model", str(h5))
+    assert ok.code == 0, str(ok)
+    rows = {r["path"]: r for r in ok.json()["models"]}
+    assert rows[str(folder)]["verdict"] == "match" and rows[str(folder)]["keras"].startswith("tf_keras 2.21")
+    assert rows[str(h5)]["verdict"] == "match" and rows[str(h5)]["outputs_compared"] == 1
+    gen = ok.json()["generation"]
+    kept = prof.load(state_dir(venv) / "generations" / str(gen) / "profile.toml").smoke.models
+    assert sorted(m.path for m in kept) == sorted([str(folder), str(h5)]), "carried forward in the profile"
+    hist = cli(kit_env, "history", "--env", venv, "--json")
+    by_gen = {r["number"]: r["models"] for r in hist.json()["rows"]}
+    assert by_gen[gen] == "2 models: 2 match" and by_gen[1] == ""
+    text = cli(kit_env, "history", "--env", venv)
+    assert "Model-checked before the swap" in text.out and "2 models: 2 match" in text.out
+
+    # rollback runs no model; `rollback --check import` to a model-checked generation loads them
+    back = cli(kit_env, "rollback", "--env", venv, "--yes", "--json")
+    assert back.code == 0, str(back)
+    assert not any(c["name"].startswith("model ") for c in back.json()["checks"])
+    again = cli(kit_env, "rollback", "--env", venv, "--yes", "--json", "--check", "import")
+    assert again.code == 0, str(again)
+    loaded = [c for c in again.json()["checks"] if c["name"].startswith("model ")]
+    assert len(loaded) == 2 and all(c["ok"] and c["name"].endswith(": loads") for c in loaded), loaded
+
+
+def test_upgrade_text_prints_one_row_per_model(make_venv, kit_env, kit_index, tmp_path):
+    venv = make_venv("v", ["tensorflow-cpu==2.15.1"])
+    h5 = fake_model(tmp_path / "m.h5")
+    res = cli(kit_env, "upgrade", "--env", venv, "--offline", "--find-links", str(kit_index), "--yes", "--to", "2.18",
+              "--model", str(h5), overrides={"COLUMNS": "250"})
+    assert res.code == 0, str(res)
+    line = next(x for x in res.out.splitlines() if str(h5) in x and "│" in x)
+    assert "keras" in line and "match" in line and "s │" in line
+
+
+def test_bad_model_path_is_refused_before_anything(make_venv, kit_env, kit_index, tmp_path):
+    venv = make_venv("v", ["tensorflow-cpu==2.15.1"])
+    res = upgrade(kit_env, kit_index, venv, "--model", str(tmp_path / "nope.h5"))
+    assert res.code == 2 and "does not exist" in res.json()["error"]
+    (tmp_path / "notes.txt").write_text("x")
+    res = upgrade(kit_env, kit_index, venv, "--model", str(tmp_path / "notes.txt"))
+    assert res.code == 2 and "not a model format" in res.json()["error"]
+    assert not state_dir(venv).exists()
+
+
+# --------------------------------------------------------------------------- apply
+
+
+def test_apply_models_foreign_imports_need_consent_and_existing_env_compares(make_venv, kit_os_env, kit_index,
+                                                                            tmp_path):
+    from rebuild.commands import apply as applying
+    from rebuild.env import snapshot
+    from rebuild.store.store import Store
+
+    src = make_venv("src", ["tensorflow-cpu==2.15.1"])
+    profile = snapshot.run(src, tmp_path / "profiles" / "src.toml").written_to
+    h5 = fake_model(tmp_path / "m.h5")
+    p = prof.load(profile)
+    p.smoke.models = [prof.SmokeModel(str(h5), imports=["no_such_module_tfrebuild"])]
+    snapshot.write(p, profile)
+
+    def run(env, **kw):
+        return applying.run(applying.Options(profile=profile, env=env, find_links=[str(kit_index)], offline=True,
+                                             yes=True, **kw))
+
+    # a foreign profile: its models are loaded, their imports are not run without --allow-commands
+    r = run(tmp_path / "new" / "venv")
+    (row,) = r.models
+    assert row.verdict == "loads" and row.ok and any("[[smoke.models]]" in n for n in r.notes)
+    kept = prof.load(Store.open(tmp_path / "new" / "venv").generation_dir(1) / "profile.toml").smoke.models
+    assert [m.imports for m in kept] == [[]], "the imports are never laundered into a trusted profile"
+    with pytest.raises(Exception) as info:  # with consent they run: this one does not exist, so the model fails
+        run(tmp_path / "new2" / "venv", allow_commands=True)
+    assert "no_such_module_tfrebuild" in str(getattr(info.value, "details", "")) and not (tmp_path / "new2" / "venv").exists()
+
+    # an existing env: its answers are the reference (TF 2.18.0 there, 2.15.1 from the profile)
+    other = make_venv("other", ["tensorflow-cpu==2.18.0"])
+    r = run(other, models=[str(fake_model(tmp_path / "n.h5", drift={"2.18": -1e-7}))])
+    assert {Path(m.path).name: m.verdict for m in r.models} == {"m.h5": "match", "n.h5": "match"}
+    assert (Store.open(other).generation_dir(2) / "models.json").is_file()
+
+
+def test_target_search_lands_where_the_models_pass(make_venv, kit_env, kit_index, tmp_path):
+    """--to latest: a model Keras 3 refuses is one more check the landing point must pass (the search of issue 20
+    keeps Keras 2, and the model then matches)."""
+    venv = make_venv("v", ["tensorflow-cpu==2.15.1"])
+    folder = keras2_saved_model(tmp_path / "k2model")
+    res = upgrade(kit_env, kit_index, venv, "--model", str(folder))
+    assert res.code == 0, str(res)
+    doc = res.json()
+    (row,) = doc["models"]
+    assert row["verdict"] == "match" and row["keras"].startswith("tf_keras")
+    assert [t["passed"] for t in doc["tries"]][-1] is True and not doc["tries"][0]["passed"], doc["tries"]
+
+
+def test_foreign_profile_model_imports_refused_by_upgrade_without_allow_commands(make_venv, kit_env, kit_index,
+                                                                                 tmp_path):
+    from rebuild.env import snapshot
+
+    venv = make_venv("v", ["tensorflow-cpu==2.15.1"])
+    profile = tmp_path / "foreign.toml"
+    p = snapshot.take(venv)
+    p.smoke.models = [prof.SmokeModel(str(fake_model(tmp_path / "m.h5")), imports=["theirpkg.layers"])]
+    snapshot.write(p, profile)
+    res = upgrade(kit_env, kit_index, venv, "--to", "2.18", "--profile", str(profile))
+    assert res.code == 2, str(res)
+    doc = res.json()
+    assert "--allow-commands" in doc["hint"] and f"model imports ({tmp_path / 'm.h5'}): theirpkg.layers" in doc["details"]
+    assert not state_dir(venv).exists()
