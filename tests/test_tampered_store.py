@@ -45,6 +45,12 @@ def test_gc_refuses_a_store_that_disagrees_with_the_tree(tmp_path, kit_env, curr
     env_before = snapshot(store.env)
     for args in (["gc", "--keep", "1", "--yes"], ["gc", "--dry-run"], ["rollback", "--yes"]):
         refused(tfr(kit_env, *args, "--env", store.env))
+    status = tfr(kit_env, "status", "--env", store.env)
+    if current in ("1", "2"):  # status reads on and says what is wrong (and not that an upgrade would adopt it)
+        assert status.code == 0 and "the state file was changed" in status.out, str(status)
+        assert "adopts it" not in status.out, str(status)
+    else:
+        refused(status)
     assert snapshot(store.state / "generations") == before
     assert snapshot(store.env) == env_before
 

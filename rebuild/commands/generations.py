@@ -574,6 +574,10 @@ def _drift(store: Store) -> str:
     and whether the tree at the path is the recorded one at all (recreated, or packages changed in place)."""
     from rebuild.commands import outside
 
+    try:
+        store.refuse_tampered_current()  # the tree is another generation of record: the state file was changed
+    except UserError as exc:
+        return f"{exc.message.replace(' Nothing was changed.', '')} {exc.hint}"
     found = outside.detect(store)
     name, _, version = store.current.tensorflow.partition(" ")
     pins = tree_pins(store.env) or {}
