@@ -227,7 +227,7 @@ def rollback(env=None, to: int | None = None, *, yes: bool = False, force: bool 
         recovered = recover(store)
         from rebuild.commands import outside
 
-        adopted = outside.adopt_text(store, outside.adopt(store, write_profile))  # recreated by hand: adopt first
+        adopted = outside.adopt_text(store, outside.adopt(store, write_profile))  # changed by hand: adopt first
         recovered = "; ".join(filter(None, (recovered, adopted))) or None
         current = store.current
         target_n = to if to is not None else store.previous_number

@@ -9,8 +9,8 @@ into them in place. The tree at the path is then not the one its current generat
   tfrebuild itself are left out of the comparison: a project's own sync reinstalls them).
 
 :func:`detect` says which (``status`` shows it); :func:`adopt` records the env as it is now as a new generation
-(its profile taken fresh, ``adopted: recreated outside tfrebuild``), so ``upgrade`` and ``rollback`` work from it
-and every earlier generation whose tree is kept stays available to ``rollback``. The generation whose tree was
+(its profile taken fresh, ``adopted: recreated outside tfrebuild``): ``upgrade`` and ``rollback`` do so before
+anything else, so every earlier generation whose tree is kept stays available to ``rollback``. The generation whose tree was
 lost keeps its record, profile and lock (``history`` shows its tree as missing).
 """
 
@@ -132,9 +132,9 @@ def detect(store: Store) -> Outside | None:
 
 
 def adopt(store: Store, write_profile, progress=None) -> tuple[Outside, Generation] | None:
-    """If the tree at the path is not the current generation's, record it as a new generation (under the lock,
-    which the caller holds; ``write_profile`` is :func:`rebuild.commands.generations.write_profile`). Returns what
-    was found and the new generation, or None when nothing differs."""
+    """If the tree at the path is not the current generation's, record it as a new generation
+    (under the lock, which the caller holds; ``write_profile`` is :func:`rebuild.commands.generations.write_profile`).
+    Returns what was found and the new generation, or None when nothing differs."""
     found = detect(store)
     if found is None:
         return None

@@ -67,7 +67,9 @@ def locate(path: str | os.PathLike | None) -> EnvLocation:
                             "Check the spelling, or pass the folder of an existing venv/conda env with --env PATH.")
         raise UserError(
             f"No environment given and none found at the default {target}.",
-            "Activate the environment (so $VIRTUAL_ENV is set), run from the folder holding .venv, or pass --env PATH.",
+            "Activate the environment (so $VIRTUAL_ENV is set), run from the folder holding .venv, or pass --env PATH. "
+            "With no TensorFlow env at all, `tfrebuild upgrade --yes` builds the bundled example env in ./.venv "
+            "and upgrades it.",
         )
     if target.is_file():
         if not os.access(target, os.X_OK):

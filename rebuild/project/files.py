@@ -118,9 +118,9 @@ def refuse_edited(store, *, force: bool, doing: str) -> list[str]:
         raise UserError(
             f"{names} in {root} changed since tfrebuild last wrote them (generation {store.current_number}); "
             f"{doing} would overwrite those changes.",
-            f"Look at the difference below. Keep your change by running {_OWN_TOOL.get(kept.manager, _OWN_TOOL['uv'])} "
-            "yourself (then tfrebuild no longer manages the lock), or pass --force to overwrite it (tfrebuild saves "
-            "your version in its state folder first). Nothing was changed.",
+            f"Look at the difference below. Pass --force to go on anyway (tfrebuild saves your version in its state "
+            f"folder first); or keep your edit: {_OWN_TOOL.get(kept.manager, _OWN_TOOL['uv'])} makes the env follow "
+            "it, and the next `tfrebuild upgrade` starts from it. Nothing was changed.",
             exit_code=1, details="\n".join(d for _, d in changes))
     from rebuild.store.journal import new_op_id
 
