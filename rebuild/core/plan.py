@@ -277,7 +277,8 @@ def _preflight(loc, data, tf_new, tf, python_version, index, opts, **more) -> li
                                     index=index, offline=opts.offline, pre=opts.pre, **more)
     except (UserError, OSError) as exc:
         return [doctor.FindingId.PREFLIGHT_SKIPPED.make(f"pre-flight checks skipped: {exc}")]
-    return [f for f in findings if f.affects_new_env or f.fixed_by_rebuild or f.severity == "error"]
+    return [f for f in findings if f.affects_new_env or f.fixed_by_rebuild or f.dropped_by_rebuild
+            or f.severity == "error"]
 
 
 @dataclass
