@@ -376,9 +376,9 @@ def releases(
 
     Example: tfrebuild releases --env ~/venvs/tf
     """
-    from rebuild.knowledge import tf as tfinfo
+    from rebuild.commands import releases as releasing
 
-    _run(as_json, lambda: tfinfo.release_table(env, offline=offline), render.releases)
+    _run(as_json, lambda: releasing.release_table(env, offline=offline), render.releases)
 
 
 @app.command()
