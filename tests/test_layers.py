@@ -29,8 +29,7 @@ LAYERS: list[tuple[str, ...]] = [
 
 #: Imports that break the contract today, each with why; a later session removes them (and their lines here).
 KNOWN: dict[tuple[str, str], str] = {
-    # doctor parses `--to` with core.resolve's parser: the parser moves below core with the typed seams (point 4).
-    ("rebuild.doctor", "rebuild.core.resolve"): "layer",
+    # doctor's target checks parse `--to` with core.resolve's parser: it moves below core with the typed seams (point 4).
     ("rebuild.doctor.checks_target", "rebuild.core.resolve"): "layer",
     # detect() asks poetryproject.find_poetry, poetryproject reads detect's Project: find_poetry moves to detect.
     ("rebuild.project.detect", "rebuild.project.poetryproject"): "cycle",

@@ -259,7 +259,7 @@ def doctor(
 
     Example: tfrebuild doctor --env ~/venvs/tf --to 2.21
     """
-    from rebuild import doctor as doc
+    from rebuild.commands import doctor as doc
 
     found = []
 
