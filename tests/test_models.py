@@ -246,11 +246,12 @@ def test_bad_model_path_is_refused_before_anything(make_venv, kit_env, kit_index
 def test_apply_models_foreign_imports_need_consent_and_existing_env_compares(make_venv, kit_os_env, kit_index,
                                                                             tmp_path):
     from rebuild.commands import apply as applying
+    from rebuild.commands import snapshot as snapshotting
     from rebuild.env import snapshot
     from rebuild.store.store import Store
 
     src = make_venv("src", ["tensorflow-cpu==2.15.1"])
-    profile = snapshot.run(src, tmp_path / "profiles" / "src.toml").written_to
+    profile = snapshotting.run(src, tmp_path / "profiles" / "src.toml").written_to
     h5 = fake_model(tmp_path / "m.h5")
     p = prof.load(profile)
     p.smoke.models = [prof.SmokeModel(str(h5), imports=["no_such_module_tfrebuild"])]

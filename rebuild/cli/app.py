@@ -166,7 +166,7 @@ def snapshot(
 
     Example: tfrebuild snapshot --env ~/venvs/tf -o tf.toml
     """
-    from rebuild.env import snapshot as snap
+    from rebuild.commands import snapshot as snap
 
     _run(as_json, lambda: snap.run(env, output, force=force), render.snapshot)
 
