@@ -200,10 +200,10 @@ def plan(
                             allow_sources=allow_sources)
 
     def work():
-        from rebuild.core import search
+        from rebuild.commands import plan as planning_verb
 
         with terminal().progress(enabled=not as_json) as progress:  # --to latest: the expected landing point
-            return search.first_plan(opts, lambda o: planning.make_plan(o, progress), progress.note)[0]
+            return planning_verb.run(opts, progress)
 
     _run(as_json, work, render.plan)
 
