@@ -347,9 +347,9 @@ def gc(
 
     Example: tfrebuild gc --env ~/venvs/tf --keep 2 --yes
     """
-    from rebuild.commands import generations
+    from rebuild.commands import gc as collecting
 
-    _run(as_json, lambda: generations.gc(env, keep, dry_run=dry_run, yes=yes, confirm=_tty_confirm(as_json)),
+    _run(as_json, lambda: collecting.gc(env, keep, dry_run=dry_run, yes=yes, confirm=_tty_confirm(as_json)),
          render.gc)
 
 
