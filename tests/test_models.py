@@ -304,3 +304,40 @@ def test_foreign_profile_model_imports_refused_by_upgrade_without_allow_commands
     doc = res.json()
     assert "--allow-commands" in doc["hint"] and f"model imports ({tmp_path / 'm.h5'}): theirpkg.layers" in doc["details"]
     assert not state_dir(venv).exists()
+
+
+def _processes_with(text: str) -> list[int]:
+    import os
+
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                if text.encode() in fh.read():
+                    found.append(int(pid))
+        except OSError:
+            continue
+    return found
+
+
+def test_stop_kills_the_running_reference_and_joins(make_venv, tmp_path):
+    """A failed try stops the gate: the reference process (a model that takes a minute to load) is killed with its
+    group and the thread joined, so nothing runs on into the next try with its folder removed."""
+    import time
+
+    env = make_venv("tf2.15.1", ["tensorflow-cpu==2.15.1"])
+    slow = fake_model(tmp_path / "slow.h5", sleep=60)
+    gate = models.Gate([prof.SmokeModel(str(slow))], current=env, timeout=120)
+    folder = tmp_path / "op" / "models"
+    gate.start(folder)
+    deadline = time.monotonic() + 60
+    while not _processes_with(str(folder)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _processes_with(str(folder)), "the reference run started"
+    start = time.monotonic()
+    gate.stop()
+    assert _processes_with(str(folder)) == [], "no process of the reference run survives"
+    assert time.monotonic() - start < 10 and gate._thread is None, "stop() kills and joins at once"
+    assert gate.references == {} or not gate.references[0].answer.get("ok")

@@ -180,21 +180,23 @@ MARK = "@@tfrebuild-model@@ "
 
 
 def run_batch(env: Path, jobs: list[Job], *, timeout: float, extra: dict[str, str] | None = None,
-              extra_path: str = "", log: Path | None = None) -> list[dict]:
+              extra_path: str = "", log: Path | None = None, cancel: threading.Event | None = None) -> list[dict]:
     """Run ``jobs`` in ``env``'s interpreter: one process for all of them (TensorFlow imported once, each model
     loaded once). A model that ends the process (a crash, the timeout: each model has ``timeout``) gets that as its
-    answer, and the models after it run in a new process. One JSON answer per job, in order."""
+    answer, and the models after it run in a new process. One JSON answer per job, in order. ``cancel`` set: the
+    running process group is killed and no further process starts."""
     answers: list[dict | None] = [None] * len(jobs)
     env = Path(os.path.abspath(env))
     pending = list(range(len(jobs)))
-    while pending:
+    while pending and not (cancel is not None and cancel.is_set()):
         batch = [jobs[i] for i in pending]
         for job in batch:
             job.folder.mkdir(exist_ok=True)  # not its parents: a discarded operation's folder is never made again
         jobs_file = batch[0].folder / f"jobs-{batch[0].tag}.json"
         jobs_file.write_text(json.dumps([job.spec(extra_path) for job in batch]), encoding="utf-8")
         result = proc.run([str(env / "bin" / "python"), "-I", "-B", str(SCRIPT), str(jobs_file)],
-                          env=_environ(env, extra), timeout=timeout * len(batch), cwd=batch[0].folder, log=log)
+                          env=_environ(env, extra), timeout=timeout * len(batch), cwd=batch[0].folder, log=log,
+                          cancel=cancel)
         for line in (result.stdout or "").splitlines():
             if line.startswith(MARK):
                 try:
@@ -254,10 +256,16 @@ class Gate:
         self._error: BaseException | None = None
         self.reference_seconds = 0.0
         self.stopped = False
+        self._cancel = threading.Event()  # set by stop(): proc.run kills the running reference process group
 
     def stop(self) -> None:
-        """The operation failed before the gate: run no further model (the one running ends by itself)."""
+        """The operation failed before the gate: run no further model, kill the reference run's process group
+        if one runs, and wait for its thread (the operation's folder goes next)."""
         self.stopped = True
+        self._cancel.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
 
     def __bool__(self) -> bool:
         return bool(self.models)
@@ -278,7 +286,8 @@ class Gate:
             if self.current is not None and runnable and not self.stopped:
                 jobs = [Job(self._folder(i), self.models[i], self.loaders[i], "reference", "reference")
                         for i in runnable]
-                for i, job, answer in zip(runnable, jobs, run_batch(self.current, jobs, timeout=self.timeout), strict=False):
+                answers = run_batch(self.current, jobs, timeout=self.timeout, cancel=self._cancel)
+                for i, job, answer in zip(runnable, jobs, answers, strict=False):
                     self.references[i] = _Reference(job.folder, answer)
         except BaseException as exc:  # noqa: BLE001 - handed to wait()
             self._error = exc

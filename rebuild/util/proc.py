@@ -27,6 +27,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +74,7 @@ class Result:
     seconds: float
     timed_out: bool = False
     error: str = ""  # why the program could not be started (OSError), else ""
+    cancelled: bool = False  # the caller's ``cancel`` was set: the process group was killed
 
     @property
     def ok(self) -> bool:
@@ -168,6 +170,20 @@ def kill_group(proc: subprocess.Popen[str]) -> None:
             pass
 
 
+def _communicate(proc: subprocess.Popen[str], cancel: threading.Event, timeout: float | None,
+                 start: float) -> tuple[str, str] | None:
+    """``proc.communicate()`` in steps of 0.1 s (retrying loses no output) until it ends, ``None`` as soon as
+    ``cancel`` is set; ``TimeoutExpired`` past ``timeout``."""
+    while True:
+        try:
+            return proc.communicate(timeout=0.1)
+        except subprocess.TimeoutExpired:
+            if cancel.is_set():
+                return None
+            if timeout is not None and time.monotonic() - start > timeout:
+                raise
+
+
 def run(
     args: Sequence[str | os.PathLike[str]],
     *,
@@ -176,12 +192,14 @@ def run(
     cwd: Path | str | None = None,
     log: Path | None = None,
     shell: bool = False,
+    cancel: threading.Event | None = None,
 ) -> Result:
     """Run ``args`` to completion and return what happened.
 
     ``env`` is used as given when passed (callers build it with :func:`clean_environ`);
     otherwise this process's environment, scrubbed. ``shell=True`` runs ``args[0]``
-    through ``/bin/sh`` (the profile's smoke commands).
+    through ``/bin/sh`` (the profile's smoke commands). ``cancel``: when another thread sets it, the process
+    group is killed (within 0.1 s) and the result has ``cancelled``.
     """
     cmd = [os.fspath(a) for a in args]
     run_env = dict(env) if env is not None else clean_environ()
@@ -195,8 +213,14 @@ def run(
     else:
         try:
             signals.checkpoint()  # a signal swallowed earlier (an at-fork hook of a child started elsewhere)
-            out, err = proc.communicate(timeout=timeout)
-            result = Result(cmd, proc.returncode, out, err, time.monotonic() - start)
+            done = proc.communicate(timeout=timeout) if cancel is None else _communicate(proc, cancel, timeout, start)
+            if done is None:
+                kill_group(proc)
+                out, err = proc.communicate()
+                result = Result(cmd, -1, _text(out), _text(err), time.monotonic() - start, cancelled=True)
+            else:
+                out, err = done
+                result = Result(cmd, proc.returncode, out, err, time.monotonic() - start)
         except subprocess.TimeoutExpired:
             kill_group(proc)
             out, err = proc.communicate()
