@@ -446,3 +446,23 @@ def test_stop_kills_the_running_reference_and_joins(make_venv, tmp_path):
     assert _processes_with(str(folder)) == [], "no process of the reference run survives"
     assert time.monotonic() - start < 10 and gate._thread is None, "stop() kills and joins at once"
     assert gate.references == {} or not gate.references[0].answer.get("ok")
+
+
+def test_apply_refuses_a_strangers_model_before_anything(make_venv, kit_os_env, kit_index, tmp_path):
+    import os
+
+    from rebuild.commands import apply as applying
+    from rebuild.env import snapshot
+    from rebuild.errors import UserError
+
+    src = make_venv("src", ["tensorflow-cpu==2.15.1"])
+    profile = snapshot.run(src, tmp_path / "profiles" / "src.toml").written_to
+    marker = tmp_path / "payload-ran"
+    theirs = fake_model(tmp_path / "theirs.h5", touch=str(marker))
+    os.chown(theirs, NOBODY, NOBODY)
+    target = tmp_path / "new" / "venv"
+    with pytest.raises(UserError) as info:
+        applying.run(applying.Options(profile=profile, env=target, find_links=[str(kit_index)], offline=True,
+                                      yes=True, models=[str(theirs)]))
+    assert f"will not load the model {theirs}" in info.value.message and f"nobody (uid {NOBODY})" in info.value.message
+    assert not target.exists() and not marker.exists()
