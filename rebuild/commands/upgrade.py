@@ -55,11 +55,11 @@ def run(opts: planning.Options, progress=None, confirm: Callable[[planning.Plan]
     if not opts.yes and confirm is None:
         raise UserError("tfrebuild upgrade needs confirmation, and there is no terminal to ask on.",
                         "Look at `tfrebuild plan` first, then run `tfrebuild upgrade --yes`.")
+    planning.resolve.parse_target(opts.to)  # a bad --to fails before anything is created (the starter's env too)
+    given_models = models.from_paths(opts.models)  # and a --model that is not a model
     started = starter.create(opts, progress) if opts.yes and starter.applies(opts) else None  # a fresh machine
     loc = locate(opts.env)  # bad paths fail here, before anything is created
     planning.load_override(opts, loc, runs_commands=True)  # so does a bad or refused --profile
-    planning.resolve.parse_target(opts.to)  # and a bad --to
-    given_models = models.from_paths(opts.models)  # and a --model that is not a model
     sources.refuse_self_upgrade(loc.path)  # tfrebuild cannot swap out the env it runs from
     if not loc.bare:  # what stops the swap is known now: refuse before planning and building, not after
         refusals.refuse(loc.path, force=opts.force)
