@@ -250,7 +250,9 @@ def rollback(env=None, to: int | None = None, *, yes: bool = False, force: bool 
                                           "the state folder's project-edits/):\n" + "\n".join(d for _, d in edits[1]))
         if not yes and not confirm(f"Swap generation {target_n} ({target.tensorflow}, Python {target.python}) "
                                    f"in at {store.env}? Generation {current.number} is kept.{shown}"):
-            raise UserError("Rollback cancelled; nothing was changed.", exit_code=1)
+            raise UserError("Rollback cancelled; the env was not changed."
+                            + (f" ({adopted[0].upper() + adopted[1:]}: it stays recorded.)" if adopted else ""),
+                            exit_code=1)
         files_force = force or (edits is not None and not yes)  # asked, with the diff, and answered yes
         users = refuse_if_in_use(store.env, force)
         fsguard.refuse_mount_point(store.env)

@@ -95,7 +95,9 @@ def run(opts: planning.Options, progress=None, confirm: Callable[[planning.Plan]
                 note = f"generation {same} already holds this set (same lock): switching to it instead of building a copy"
                 the_plan.notes.append(note)
             if not opts.yes and not confirm(the_plan):
-                raise UserError("Upgrade cancelled; nothing was changed.", exit_code=1)
+                raise UserError("Upgrade cancelled; the env was not changed."
+                                + (f" ({adopted[0].upper() + adopted[1:]}: it stays recorded.)" if adopted else ""),
+                                exit_code=1)
             if project is not None and project.drivable and store.managed:  # hand edits: the starting point
                 result.notes += project_files.carry_edits(store)
 
