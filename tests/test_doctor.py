@@ -280,7 +280,7 @@ def test_system_site_packages(make_venv, diagnose):
     _enable_system_site(venv)
     result = diagnose(venv)
     f = one(result, "system-site-packages")
-    assert f.severity == "warning" and f.fixed_by_rebuild
+    assert f.severity == "warning" and f.dropped_by_rebuild and not f.fixed_by_rebuild  # issue 23: named, not "fixed"
     assert f"{venv / 'pyvenv.cfg'}: include-system-site-packages = true" in f.evidence
 
 

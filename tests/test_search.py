@@ -98,6 +98,7 @@ def test_import_failing_before_the_upgrade_does_not_block_it(make_venv, cli, ven
 
 
 @pytest.mark.slow
+@pytest.mark.slow
 def test_companions_move_in_step_and_keras2_is_kept_where_needed(make_venv, cli, tmp_path):
     """tensorflow-probability pairs with TF's minor by its release notes (no metadata) and needs tf-keras from 2.16;
     tensorflow-model-optimization 0.7.5 needs Keras 2: the plan keeps Keras 2 and says which package needs it."""
@@ -132,6 +133,7 @@ def test_end_of_life_companion_sets_the_landing_point(make_venv, cli, tmp_path):
     assert strict.json()["plan"]["tf_new"] == "2.21.0"
 
 
+@pytest.mark.slow
 @pytest.mark.slow
 def test_requested_package_is_not_moved_backwards_silently(make_venv, cli, tmp_path):
     env = make_venv(tmp_path / "envs" / "back", BASE + ["modelzoo==2.0.0"])
@@ -281,3 +283,24 @@ def test_build_constraints_reach_every_uv_call_that_may_build(make_venv, cli, ki
                              for c in lines), (verb, commands)
     missing = cli("plan", env, "--build-constraint", tmp_path / "nope.txt")
     assert missing.code == 2 and "nope.txt given with --build-constraint does not exist" in missing.err
+
+
+def test_python_moves_read_requires_python_and_the_installed_wheel_tags(tmp_path):
+    """The other two ways an installed version cannot run on the new Python (no env needed: the probe's records)."""
+    from rebuild.core import companionstep
+
+    def dist(name: str, tag: str, requires_python: str | None = None) -> dict:
+        info = tmp_path / f"{name}-1.0.dist-info"
+        info.mkdir()
+        (info / "WHEEL").write_text(f"Wheel-Version: 1.0\nTag: {tag}\n")
+        return {"canonical": name, "location": "env", "dist_info": str(info), "requires_python": requires_python}
+
+    data = {"distributions": [dist("compiled", "cp311-cp311-manylinux_2_17_x86_64"),
+                              dist("stable-abi", "cp39-abi3-manylinux_2_17_x86_64"),
+                              dist("pure", "py3-none-any"),
+                              dist("old-floor", "py3-none-any", "<3.12")]}
+    pins = {"compiled": "1.0", "stable-abi": "1.0", "pure": "1.0", "old-floor": "1.0"}
+    moves = companionstep.python_moves(pins, data, "3.12.1")
+    assert sorted(moves) == ["compiled", "old-floor"], moves
+    assert "built for cp311 only" in moves["compiled"] and "requires Python <3.12" in moves["old-floor"]
+    assert companionstep.python_moves(pins, data, "3.11.9") == {}

@@ -246,11 +246,12 @@ def plan_text(term: Terminal, p) -> None:
         term.out.print(f"  note: {note}", markup=False)
     for f in p.preflight:
         # "fixed" only where something is broken (an error or warning): an info finding says what the upgrade does
-        label = "fixed by this upgrade" if f.fixed_by_rebuild and f.severity != "info" else (
+        label = "not carried into the new env" if getattr(f, "dropped_by_rebuild", False) else \
+            "fixed by this upgrade" if f.fixed_by_rebuild and f.severity != "info" else (
             "error, blocks the upgrade" if f.affects_new_env and f.severity == "error" else
             "also affects the new env" if f.affects_new_env else f.severity)
         term.out.print(f"  pre-flight ({label}) {f.id}: {f.title}", markup=False)
-        if f.fix and not f.fixed_by_rebuild:
+        if f.fix and (not f.fixed_by_rebuild or getattr(f, "dropped_by_rebuild", False)):
             term.out.print(f"      fix: {f.fix}", markup=False)
     if p.changes:
         term.out.print(f"  Changes ({len(p.changes)}; * = requested by you; {p.unchanged} unchanged):", markup=False)
@@ -443,6 +444,13 @@ def history(term: Terminal, h, as_json: bool) -> None:
         _grid(term, [[str(n), text] for n, text in kept])
     term.out.print(f"All generations together use {_size(h.disk_total)} (files shared by hard links counted once).",
               markup=False)
+    _unreadable(term, h.unreadable)
+
+
+def _unreadable(term: Terminal, found: dict) -> None:
+    """Generations that are there but whose record cannot be read (never shown as missing, never left out)."""
+    for n, why in sorted((found or {}).items()):
+        term.out.print(f"Generation {n} cannot be read (left as it is): {why}", markup=False)
 
 
 def diff(term: Terminal, d, as_json: bool) -> None:
@@ -465,6 +473,7 @@ def gc(term: Terminal, g, as_json: bool) -> None:
         term.out.print(f"{verb} generation(s) {', '.join(map(str, g.deleted))} of {g.env}; "
                        f"{'would free' if g.dry_run else 'freed'} {_size(g.freed)}. "
                        f"Kept: {', '.join(map(str, g.kept))}.", markup=False)
+    _unreadable(term, g.unreadable)
     pyc = g.pyc_cache
     if pyc is not None and pyc.files:
         verb = "would remove" if g.dry_run else "removed"

@@ -29,10 +29,13 @@ class Step:
     ceiling_by: list[str] = field(default_factory=list)  # those companions, with the fact's source
 
 
-def companion_ceiling(pins: dict[str, str]) -> tuple[str, list[str]]:
-    """The TensorFlow minor the installed companions end before ("" when none), and who says so."""
+def companion_ceiling(pins: dict[str, str], requested: set[str] | None = None) -> tuple[str, list[str]]:
+    """The TensorFlow minor the installed companions end before ("" when none), and who says so. Only requested
+    companions hold TensorFlow back (``requested``; ``None``: all): a dependency goes when nothing needs it any more
+    (tensorflow-addons under tf-models-official 2.12, which its newer releases no longer require)."""
     ends = [(c.tf_below, f"{n} {pins[n]} works with TensorFlow below {c.tf_below} only ({c.source})")
-            for n, c in table.installed(pins).items() if c.tf_below and n not in ("tensorflow-estimator",)]
+            for n, c in table.installed(pins).items() if c.tf_below and n not in ("tensorflow-estimator",)
+            and (requested is None or n in requested)]
     if not ends:
         return "", []
     low = min(ends, key=lambda e: Version(e[0]))[0]

@@ -277,7 +277,8 @@ def _preflight(loc, data, tf_new, tf, python_version, index, opts, **more) -> li
                                     index=index, offline=opts.offline, pre=opts.pre, **more)
     except (UserError, OSError) as exc:
         return [doctor.FindingId.PREFLIGHT_SKIPPED.make(f"pre-flight checks skipped: {exc}")]
-    return [f for f in findings if f.affects_new_env or f.fixed_by_rebuild or f.severity == "error"]
+    return [f for f in findings if f.affects_new_env or f.fixed_by_rebuild or f.dropped_by_rebuild
+            or f.severity == "error"]
 
 
 @dataclass
@@ -551,7 +552,8 @@ def _checked_findings(survey: _Survey, resolved: resolve.Resolved, tf_new: str, 
                 f.fixed_by_rebuild, f.affects_new_env = True, False
             # "<name> <version> does not allow <target>": the resolution moved (or dropped) that package, so the
             # new env does not have the conflict; otherwise it stays an error that blocks the upgrade.
-            elif f.id == "target-blocked" and len(f.title.split()) > 1:
+            elif f.id in ("target-blocked", "dependency-conflict") and len(f.title.split()) > 1:
+                # "<name> <version> and <tf> <version> need incompatible versions of <dep>": the same rule
                 name, version = f.title.split()[:2]
                 if resolved.pins.get(name) != version:
                     f.fixed_by_rebuild, f.affects_new_env = True, False
@@ -679,7 +681,7 @@ def _companion_ceiling(survey: _Survey, inputs: resolve.Inputs, target: resolve.
                        tf_old: str) -> tuple[str, str]:
     """``--to latest`` lands below a release that an installed companion does not reach (end of life): the newest
     release below it, with a note naming the companion and the fact's source. Other targets are kept (strict)."""
-    ceiling, by = companionstep.companion_ceiling(survey.pins)
+    ceiling, by = companionstep.companion_ceiling(survey.pins, set(survey.current.requested))
     if not ceiling or target.kind != "latest" or Version(tf_new) < Version(ceiling + ".0"):
         return tf_new, ""
     below = resolve.TargetSpec(target.raw, "latest", f"<{ceiling}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -298,9 +299,23 @@ def take(env: str | os.PathLike | None = None, *, timeout: float | None = None) 
 
 
 def check_output(output: Path, force: bool) -> None:
-    """Refuse an output path we could not or should not write, before any work."""
-    if output.is_dir():
+    """Refuse an output path we could not or should not write, before any work.
+
+    Anything there that is not a regular file (a folder, a FIFO, a socket, a device, a symbolic link) is
+    refused, ``--force`` included: -o writes documents, and replaces only a document."""
+    try:
+        st = os.lstat(output)
+    except OSError:
+        st = None
+    if st is not None and stat.S_ISDIR(st.st_mode):
         raise UserError(f"{output} is a folder.", f"Pass a file name with -o, e.g. -o {output / 'profile.toml'}.")
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        what = fs.kind(st.st_mode)
+        raise UserError(f"{output} is {what}, not a regular file: tfrebuild writes -o only to a new file or over a "
+                        "regular file, --force included. Nothing was written.",
+                        "Choose a file name with -o (to read the output, leave -o out: it goes to standard output)"
+                        + (f"; to write where the link points, give its target: {os.path.realpath(output)}."
+                           if what == "a symbolic link" else "."))
     if output.exists() and not force:
         raise UserError(f"{output} already exists.", "Pass --force to overwrite it, or choose another file with -o.")
     parent = output.parent

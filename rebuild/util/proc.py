@@ -15,7 +15,10 @@ interpreters asked for their version) goes through :func:`run`, as pipx's
   whole on a timeout or an interrupt, and (Linux) gets SIGKILL when tfrebuild itself is killed, through
   util-linux's ``setpriv --pdeathsig KILL`` rather than a ``preexec_fn`` (unsafe with threads); where
   ``setpriv`` is missing only the group kill applies, and a tfrebuild SIGKILLed in the microseconds between
-  the fork and ``setpriv``'s ``prctl`` leaves that one child running (:func:`argv`).
+  the fork and ``setpriv``'s ``prctl`` leaves that one child running (:func:`argv`). Only ``/usr/bin/setpriv``
+  or ``/bin/setpriv`` owned by root and writable by no one else is used, never one found on ``$PATH``
+  (:data:`SETPRIV`): tfrebuild often runs as root, and a folder on root's ``PATH`` that others can write must
+  not give them a program every child (uv with its credentials included) runs behind.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -38,6 +42,10 @@ from rebuild.util import signals
 #: Variables that make a child Python import code from outside its own environment.
 SCRUBBED = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE")
 DEFAULT_TIMEOUT = 600.0
+#: The only ``setpriv`` programs used (each must be root's and writable by no one else: :func:`_root_only`).
+SETPRIV = ("/usr/bin/setpriv", "/bin/setpriv")
+#: What ``setpriv`` prints (then exit 126 or 127) when it cannot ``exec`` the program it wraps.
+_SETPRIV_EXEC_FAILED = re.compile(r"setpriv: failed to execute (?P<program>.*): (?P<why>[^:\n]+)\n?")
 
 #: ``scheme://`` then the userinfo: everything up to the last ``@`` before the host (a password may hold ``@``).
 _USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)([^/\s?#'\"]*)@")
@@ -118,13 +126,32 @@ def _append_log(log: Path, result: Result, note: str) -> None:
             fh.write(redact_line(note) + "\n\n")
 
 
+def _root_only(path: str) -> bool:
+    """Whether ``path`` is a regular file (not a link) that root owns and only root can write, in a folder that
+    root owns and only root can write."""
+    try:
+        st = os.lstat(path)
+        folder = os.stat(os.path.dirname(path))
+    except OSError:
+        return False
+    others = stat.S_IWGRP | stat.S_IWOTH
+    return (stat.S_ISREG(st.st_mode) and st.st_uid == 0 and not st.st_mode & others and bool(st.st_mode & stat.S_IXUSR)
+            and folder.st_uid == 0 and not folder.st_mode & others)
+
+
+def _setpriv() -> str | None:
+    """The trusted ``setpriv`` (:data:`SETPRIV`), ``None`` where there is none."""
+    return next((path for path in SETPRIV if _root_only(path)), None)
+
+
 @functools.cache
 def _pdeathsig_wrapper() -> tuple[str, ...]:
     """The argv prefix that gives a child SIGKILL when tfrebuild dies: util-linux's ``setpriv --pdeathsig KILL``
-    (Linux), found once and tried once; ``()`` where there is none (then the process group alone applies)."""
+    (Linux; root's own, :func:`_setpriv`), found once and tried once; ``()`` where there is none (then the process
+    group alone applies)."""
     if not sys.platform.startswith("linux"):
         return ()
-    setpriv = shutil.which("setpriv", path=os.environ.get("PATH") or os.defpath)
+    setpriv = _setpriv()
     if setpriv is None:
         return ()
     prefix = (setpriv, "--pdeathsig", "KILL", "--")
@@ -137,11 +164,33 @@ def _pdeathsig_wrapper() -> tuple[str, ...]:
 
 
 def _startable(program: str, env: Mapping[str, str], cwd: Path | str | None) -> bool:
-    """Whether ``Popen`` would find ``program`` (so the wrapper does not hide a missing one behind its exit code)."""
+    """Whether ``Popen`` would find and start ``program``: so the wrapper does not hide a missing one behind its
+    exit code, nor run a file without ``#!`` through ``/bin/sh`` (``setpriv``'s ``execvp`` does; ``Popen`` says
+    "Exec format error")."""
     if os.sep in program:
-        path = os.path.join(os.fspath(cwd) if cwd is not None else "", program)
-        return os.path.isfile(path) and os.access(path, os.X_OK)
-    return shutil.which(program, path=os.pathsep.join(os.get_exec_path(env))) is not None
+        joined = os.path.join(os.fspath(cwd) if cwd is not None else "", program)
+        path = joined if os.path.isfile(joined) and os.access(joined, os.X_OK) else None
+    else:
+        path = shutil.which(program, path=os.pathsep.join(os.get_exec_path(env)))
+    if path is None:
+        return False
+    try:
+        with open(path, "rb") as fh:
+            magic: bytes = fh.read(4)
+    except OSError:
+        return True  # execute-only: setpriv starts it, or reports the failure (:func:`_exec_failure`)
+    return magic[:2] == b"#!" or magic == b"\x7fELF"
+
+
+def _exec_failure(result: Result, wrapped: bool) -> Result:
+    """A program that ``setpriv`` could not ``exec`` (a script whose ``#!`` interpreter is gone, a file that went
+    away since :func:`_startable`) as the result ``Popen``'s ``OSError`` gives without the wrapper: ``error`` set."""
+    if not wrapped or result.returncode not in (126, 127) or result.stdout:
+        return result
+    failed = _SETPRIV_EXEC_FAILED.fullmatch(result.stderr)
+    if failed is None:
+        return result
+    return Result(result.args, -1, "", "", result.seconds, error=failed.group("why").strip())
 
 
 def argv(cmd: Sequence[str], *, shell: bool = False) -> list[str]:
@@ -220,7 +269,8 @@ def run(
                 result = Result(cmd, -1, _text(out), _text(err), time.monotonic() - start, cancelled=True)
             else:
                 out, err = done
-                result = Result(cmd, proc.returncode, out, err, time.monotonic() - start)
+                result = _exec_failure(Result(cmd, proc.returncode, out, err, time.monotonic() - start),
+                                       wrapped is not cmd and bool(_pdeathsig_wrapper()))
         except subprocess.TimeoutExpired:
             kill_group(proc)
             out, err = proc.communicate()
