@@ -95,8 +95,9 @@ KerasOpt = _choice(Keras, Keras.AUTO, "--keras", help="legacy: keep Keras 2 via 
 AllowSourcesOpt = typer.Option(False, "--allow-sources", help="Accept a profile from elsewhere although it names "
                                "packages from outside an index (editable, path, vcs, url), and let uv build sdists "
                                "for it.")
-AllowCommandsOpt = typer.Option(False, "--allow-commands", help="Run a profile's \\[smoke].commands although "
-                                "tfrebuild did not write the profile for this env.")
+AllowCommandsOpt = typer.Option(False, "--allow-commands", help="Run a profile's \\[smoke].commands and load its "
+                                "\\[\\[smoke.models]] (loading a model can run code) although tfrebuild did not "
+                                "write the profile for this env.")
 AllowIndexOpt = typer.Option(False, "--allow-index", help="Accept a profile from elsewhere although it names package "
                              "locations this machine is not configured with.")
 ModelOpt = typer.Option(None, "--model", parser=_given("--model"), metavar="<path>", help="A saved model (.keras, .h5, SavedModel "
