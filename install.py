@@ -10,7 +10,8 @@
 3. compiles the bytecode of tfrebuild's own modules (``PYTHONDONTWRITEBYTECODE`` would otherwise make
    Python compile them again at every start);
 4. puts a ``tfrebuild`` link in the first folder on ``PATH`` this user can write to (``sbin`` folders
-   and pyenv's shims skipped), or in ``--bin-dir DIR``, so the next command in the same shell finds it.
+   pyenv's shims and the ``bin`` of any venv or conda env skipped: ``tfrebuild upgrade`` swaps those envs away), or
+   in ``--bin-dir DIR``, so the next command in the same shell finds it.
    A ``tfrebuild`` there that is not this installer's link is never replaced.
 
 Exit status 0 when ``tfrebuild`` is ready on PATH; 1 when the install failed; 3 when it is installed but
@@ -37,8 +38,27 @@ def fail(text: str, code: int = 1) -> None:
     raise SystemExit(code)
 
 
+def home() -> Path:
+    """This user's home folder: ``$HOME`` when set and not empty, else the password database's; refused when it
+    is not an absolute path or is ``/`` (an empty ``HOME`` would otherwise put the venv in ``/.local``)."""
+    path = os.environ.get("HOME") or ""
+    if not path:
+        import pwd
+
+        try:
+            path = pwd.getpwuid(os.getuid()).pw_dir
+        except KeyError:
+            path = ""
+    if not os.path.isabs(path) or os.path.normpath(path) in ("/", "//"):
+        fail(f"cannot tell your home folder (HOME={os.environ.get('HOME', '')!r}, password database: {path!r}); "
+             "set HOME to it, or pass --prefix DIR and --bin-dir DIR")
+    return Path(path)
+
+
 def default_prefix() -> Path:
-    data = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    data = os.environ.get("XDG_DATA_HOME") or ""
+    if not os.path.isabs(data):  # unset, empty or relative: the XDG default
+        data = os.path.join(home(), ".local", "share")
     return Path(data) / "tfrebuild" / "venv"
 
 
@@ -76,15 +96,29 @@ def _ours(link: Path, target: Path) -> bool:
     return link.is_symlink() and os.path.realpath(link) == os.path.realpath(target)
 
 
+def _in_an_env(folder: str) -> bool:
+    """Whether ``folder`` is the ``bin`` of a venv or conda env (the active one's included): a link there would
+    go with the env when ``tfrebuild upgrade`` swaps it for its rebuilt copy."""
+    real = os.path.realpath(folder)
+    for variable in ("VIRTUAL_ENV", "CONDA_PREFIX"):
+        prefix = os.environ.get(variable)
+        if prefix and os.path.realpath(os.path.join(prefix, "bin")) == real:
+            return True
+    parents = {os.path.dirname(os.path.normpath(folder)), os.path.dirname(real)}
+    return any(os.path.exists(os.path.join(parent, marker)) for parent in parents for marker in ("pyvenv.cfg",
+                                                                                                "conda-meta"))
+
+
 def bin_dirs() -> list[Path]:
-    """The folders on PATH this user can write to, in PATH order (sbin folders and pyenv shims skipped)."""
+    """The folders on PATH this user can write to, in PATH order (sbin folders, pyenv shims and the ``bin`` of
+    a venv or conda env skipped)."""
     seen, found = set(), []
     for entry in os.environ.get("PATH", "").split(os.pathsep):
         if not entry or not os.path.isabs(entry) or entry in seen:
             continue
         seen.add(entry)
         name = os.path.basename(entry.rstrip("/"))
-        if name == "sbin" or name == "shims" or "/shims" in entry:
+        if name == "sbin" or name == "shims" or "/shims" in entry or _in_an_env(entry):
             continue
         if os.path.isdir(entry) and os.access(entry, os.W_OK | os.X_OK):
             found.append(Path(entry))
@@ -115,7 +149,7 @@ def place_link(target: Path, bin_dir: Path | None) -> int:
             say(f"{folder} is not on your PATH: add `export PATH=\"{folder}:$PATH\"` to your shell's start-up file")
             return 3
         return 0
-    fallback = Path(os.path.expanduser("~")) / ".local" / "bin"
+    fallback = home() / ".local" / "bin"
     if bin_dir is None and fallback not in candidates:
         say("no folder on your PATH is writable for you")
         return place_link(target, fallback)

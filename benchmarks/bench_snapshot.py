@@ -9,7 +9,7 @@ markers or extras) with ``tests/kit/wheels.build_wheel``, installs all of them
 offline into a fresh uv venv (``uv pip install --no-index --find-links``),
 then times, over ``--repeat`` runs each:
 
-* core:       ``rebuild.env.snapshot.run`` in this process (probe + profile + write);
+* core:       ``rebuild.commands.snapshot.run`` in this process (probe + profile + write);
 * CLI:        ``tfrebuild snapshot`` in a subprocess, end to end: the console script of a tfrebuild installed the
               README's way (``uv tool install --compile-bytecode`` of this checkout, into the temporary folder), or
               with ``--from-checkout`` ``python -m rebuild`` of this interpreter;
@@ -42,7 +42,7 @@ for _path in (ROOT, ROOT / "benchmarks"):
 import bench_upgrade as bu  # noqa: E402
 
 from rebuild.env import probe  # noqa: E402
-from rebuild.env import snapshot as snap  # noqa: E402
+from rebuild.commands import snapshot as snap  # noqa: E402
 from tests.kit.venvs import offline_env, uv_bin  # noqa: E402
 from tests.kit.wheels import build_wheel  # noqa: E402
 

@@ -28,7 +28,7 @@ class UserError(Exception):
         return {"error": self.message, "hint": self.hint, "details": self.details}
 
 
-FS_ERRNOS = frozenset({"ENOSPC", "EDQUOT", "EROFS", "EACCES", "EPERM", "EBUSY"})
+FS_ERRNOS = frozenset({"ENOSPC", "EDQUOT", "EROFS", "EACCES", "EPERM", "EBUSY", "ENAMETOOLONG", "ELOOP"})
 
 
 def from_os_error(exc: OSError) -> UserError | None:
@@ -53,6 +53,11 @@ def from_os_error(exc: OSError) -> UserError | None:
         return UserError(f"tfrebuild could not write {where}: {what}.",
                          "Free some space (`tfrebuild gc --yes` deletes old generations and needs no free space; "
                          f"`uv cache prune`), then run the command again. {unchanged}", exit_code=1)
+    if name in ("ENAMETOOLONG", "ELOOP"):  # a path given on the command line or found in a file
+        shown = where if len(where) <= 160 else where[:100] + f"… ({len(where)} characters)"
+        why = "the path is too long for this system" if name == "ENAMETOOLONG" else "too many symbolic links on the way"
+        return UserError(f"tfrebuild cannot use {shown}: {why}. Nothing was changed.",
+                         "Check the path given (--env, --profile, -o) or the file that names it.", exit_code=2)
     if name == "EROFS":
         return UserError(f"tfrebuild could not write {where}: the filesystem is mounted read-only.",
                          "`status`, `history`, `diff`, `doctor` and `plan` work on a read-only filesystem; to change the "

@@ -19,6 +19,7 @@ import pytest
 from rebuild.commands import apply as applying
 from rebuild.core import portability
 from rebuild.env import profile as prof
+from rebuild.commands import snapshot as snapshotting
 from rebuild.env import snapshot
 from rebuild.errors import UserError
 from rebuild.store.store import Store
@@ -48,7 +49,7 @@ def source_env(make_venv, require_python, kit_os_env, tmp_path):
     """A Python 3.11 kit env with TensorFlow 2.15.1, and its snapshot profile (no lock)."""
     require_python("3.11")
     env = make_venv(tmp_path / "src" / "venv", SMALL, python="3.11")
-    result = snapshot.run(env, tmp_path / "profiles" / "src.toml")
+    result = snapshotting.run(env, tmp_path / "profiles" / "src.toml")
     return env, result.written_to
 
 

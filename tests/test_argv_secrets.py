@@ -81,6 +81,11 @@ def test_credentials_leave_the_command_line_for_uvs_environment():
     assert out == ["pip", "sync", "--index-url", "http://h/simple"]
     assert env == {"UV_FIND_LINKS": "http://u:p@h/links,/local"}
     assert secrets_to_environment(["venv", "/x"]) == (["venv", "/x"], {})
+    # a constraints file may be a URL with credentials (pip.conf's `constraint = https://u:pw@host/c.txt`)
+    out, env = secrets_to_environment(["pip", "compile", "--constraint", "/etc/c.txt", "-c", "https://u:pw@h/c.txt",
+                                       "--build-constraint", "https://u:pw@h/b.txt", "--offline"])
+    assert out == ["pip", "compile", "--offline"]
+    assert env == {"UV_CONSTRAINT": "/etc/c.txt https://u:pw@h/c.txt", "UV_BUILD_CONSTRAINT": "https://u:pw@h/b.txt"}
 
 
 @pytest.mark.slow

@@ -1,6 +1,6 @@
 """Tests of ``rebuild.doctor``: one fixture env per finding, made from the kit plus hand-made damage.
 
-Every test calls the core function (``doctor.run`` / ``doctor.preflight``)
+Every test calls the core function (``commands.doctor.run`` / ``doctor.preflight``)
 directly, offline against the kit's wheels, with an explicit ``environ`` (so
 PATH, PYTHONPATH, LD_LIBRARY_PATH, the user site ... are the test's own; no
 monkeypatching). The last test builds a real env from PyPI (marked
@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from rebuild import doctor
+from rebuild.commands import doctor as doctoring
 from rebuild.env import probe
 from rebuild.env.locate import locate
 from rebuild.errors import UserError
@@ -62,7 +63,7 @@ def diagnose(kit_index, clean_environ):
             else:
                 environ[key] = str(value)
         links = [kit_index, *extra_links] if find_links is None else find_links
-        return doctor.run(venv, to=to, find_links=links, offline=True, environ=environ)
+        return doctoring.run(venv, to=to, find_links=links, offline=True, environ=environ)
 
     return _diagnose
 
@@ -280,7 +281,7 @@ def test_system_site_packages(make_venv, diagnose):
     _enable_system_site(venv)
     result = diagnose(venv)
     f = one(result, "system-site-packages")
-    assert f.severity == "warning" and f.fixed_by_rebuild
+    assert f.severity == "warning" and f.dropped_by_rebuild and not f.fixed_by_rebuild  # issue 23: named, not "fixed"
     assert f"{venv / 'pyvenv.cfg'}: include-system-site-packages = true" in f.evidence
 
 
@@ -524,7 +525,7 @@ def test_bad_to_and_unknown_release_are_bad_input(make_venv, diagnose):
 
 def test_index_unreachable_is_a_warning(make_venv, clean_environ):
     venv = make_venv("unreach", BASE)
-    result = doctor.run(venv, to="2.21.0", index_url="http://127.0.0.1:9/simple", environ=clean_environ, timeout=5)
+    result = doctoring.run(venv, to="2.21.0", index_url="http://127.0.0.1:9/simple", environ=clean_environ, timeout=5)
     f = one(result, "index-unreachable")
     assert f.severity == "warning"
     assert result.exit_code == 0 and result.target_version == ""
@@ -625,7 +626,7 @@ def test_real_env_tensorflow_cpu_2_15_with_scipy_and_tensorflow_text(tmp_path):
             pytest.skip(f"could not build the real env: {proc.stderr.strip()[-300:]}")
     environ["PATH"] = str(tmp_path)  # no pip/nvidia-smi from the machine
 
-    common = doctor.run(venv, to="2.21.0", index_url="https://pypi.org/simple", environ=environ, timeout=60)
+    common = doctoring.run(venv, to="2.21.0", index_url="https://pypi.org/simple", environ=environ, timeout=60)
     assert common.target_version == "2.21.0"
     assert errors(common) == [], common.findings
     capped = one(common, "capped-dependency")
@@ -637,7 +638,7 @@ def test_real_env_tensorflow_cpu_2_15_with_scipy_and_tensorflow_text(tmp_path):
                            "tensorflow-text==2.15.0"], env=environ, capture_output=True, text=True, timeout=900)
     if proc.returncode != 0:
         pytest.skip(f"could not install tensorflow-text: {proc.stderr.strip()[-300:]}")
-    blocked = doctor.run(venv, to="2.21.0", index_url="https://pypi.org/simple", environ=environ, timeout=60)
+    blocked = doctoring.run(venv, to="2.21.0", index_url="https://pypi.org/simple", environ=environ, timeout=60)
     f = one(blocked, "target-blocked")
     assert f.title == "tensorflow-text 2.15.0 does not allow tensorflow-cpu 2.21.0"
     assert "tensorflow-text 2.15.0 requires tensorflow<2.16,>=2.15.0" in f.evidence

@@ -112,6 +112,16 @@ def assert_recovers(kit_env, env: Path) -> None:
     assert incomplete_generations(env) == []
 
 
+def assert_undone(kit_env, target: Path) -> None:
+    """An apply into the new path ``target`` killed before its rename: ``status`` on that path (which does not
+    exist) reaches the state folder, undoes the apply and says so; nothing is left there."""
+    run = tfr(kit_env, "status", "--env", target, "--json")
+    clean(run)
+    doc = run.json()
+    assert not doc["managed"], doc
+    assert not os.path.lexists(target) and not os.path.lexists(state_of(target)), sorted(os.listdir(state_of(target)))
+
+
 def _as_at_a_terminal() -> None:
     # A shell running the suite in the background (`cmd &`, nohup) makes SIGINT ignored, and children inherit
     # that; a user's Ctrl-C reaches a tfrebuild whose SIGINT is not ignored, so the child starts that way.
@@ -172,7 +182,7 @@ def test_random_time_faults(tmp_path, kit_index, kit_env, env2):
     profile = tmp_path / "foreign.toml"  # apply a copy: a profile outside the state folder
     profile.write_text((state_of(env) / "generations" / "1" / "profile.toml").read_text())
     guess = {"upgrade": 3.0, "rollback": 1.0, "gc": 1.0, "apply": 3.0}  # follows what is seen
-    stats = {"kills": 0, "env_whole": 0, "generations_complete": 0, "too_late": 0, "truthful": 0}
+    stats = {"kills": 0, "env_whole": 0, "generations_complete": 0, "too_late": 0, "truthful": 0, "apply_undone": 0}
     problems: list[str] = []
     deadline = time.monotonic() + BUDGET
     trial = 0
@@ -250,13 +260,17 @@ def test_random_time_faults(tmp_path, kit_index, kit_env, env2):
             assert_recovers(kit_env, env)
             if os.path.lexists(target) and target != env:
                 assert_recovers(kit_env, target)
+            elif target != env and os.path.lexists(state_of(target)):
+                assert_undone(kit_env, target)  # an apply into a new path killed before its rename (issue 23)
+                stats["apply_undone"] += 1
             stats["generations_complete"] += 0 if late else 1
         except AssertionError as exc:
             problems.append(f"{what}: {exc}")
             break
     print(f"fault harness: {trial} trials, kills tried {stats['kills']} (plus {stats['too_late']} that came after "
           f"the command ended), env whole {stats['env_whole']}/{stats['kills']}, generations complete "
-          f"{stats['generations_complete']}/{stats['kills']}, interrupt messages truthful {stats['truthful']}; "
+          f"{stats['generations_complete']}/{stats['kills']}, interrupt messages truthful {stats['truthful']}, "
+          f"applies into a new path undone by status {stats['apply_undone']}; "
           f"seed {SEED}")
     assert not problems, f"seed {SEED}:\n" + "\n\n".join(problems)
     assert stats["kills"] >= 5, stats

@@ -43,7 +43,7 @@ def test_every_option_help_is_printed_whole(kit_env, name: str) -> None:
 def test_square_brackets_survive(kit_env) -> None:
     upgrade = _help(kit_env, "upgrade")
     assert "Take requested packages and [constraints] from this profile." in upgrade
-    assert "Run a profile's [smoke].commands although" in upgrade
+    assert "Run a profile's [smoke].commands and load its" in upgrade and "[[smoke.models]]" in upgrade
     assert "tensorflow[and-cuda]" in upgrade
     assert "<parse>" not in upgrade
 

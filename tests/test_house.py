@@ -3,11 +3,14 @@ and the layer contract of docs/design.md."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
 from packaging.utils import canonicalize_name
 
 from rebuild.core import lockfile, smoke
@@ -62,6 +65,117 @@ def test_runner_takes_no_preexec_fn(monkeypatch):
     assert result.ok and result.args == ["true"]
     assert "preexec_fn" not in kwargs and kwargs["process_group"] == 0
     assert args[-1] == "true" and (args[0].endswith("setpriv") or not sys.platform.startswith("linux")), args
+
+
+@pytest.fixture
+def fresh_wrapper():
+    """:func:`proc._pdeathsig_wrapper` looked up again inside the test, and again after it."""
+    proc._pdeathsig_wrapper.cache_clear()
+    yield
+    proc._pdeathsig_wrapper.cache_clear()
+
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="setpriv is util-linux's")
+
+
+@linux_only
+def test_setpriv_is_roots_own_never_one_on_path(tmp_path, monkeypatch, fresh_wrapper):
+    """A ``setpriv`` first on ``PATH`` (a folder others could write) is never run; only root's own one in
+    /usr/bin or /bin, a regular file no one else can write, else no wrapper (the group kill alone)."""
+    if proc._setpriv() is None:
+        pytest.skip("no root-owned /usr/bin/setpriv or /bin/setpriv here")
+    planted = tmp_path / "planted"
+    planted.mkdir()
+    marker = tmp_path / "ran"
+    (planted / "setpriv").write_text(f"#!/bin/sh\ntouch {marker}\nexec /usr/bin/setpriv \"$@\"\n")
+    (planted / "setpriv").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{planted}{os.pathsep}{os.environ['PATH']}")
+    assert proc.run(["true"], timeout=60).ok
+    assert proc._pdeathsig_wrapper()[0] in proc.SETPRIV and not marker.exists()
+
+    real = proc._setpriv()
+    assert real is not None
+    folder = tmp_path / "bin"
+    folder.mkdir(mode=0o755)
+    copy = folder / "setpriv"
+    shutil.copyfile(real, copy)
+    copy.chmod(0o755)
+    monkeypatch.setattr(proc, "SETPRIV", (str(copy),))
+    assert proc._setpriv() == str(copy)  # the check passes root's own file wherever it is ...
+    copy.chmod(0o775)
+    assert proc._setpriv() is None  # ... not one its group can write
+    copy.chmod(0o755)
+    os.chown(copy, 65534, 65534)
+    assert proc._setpriv() is None  # nor a stranger's
+    os.chown(copy, 0, 0)
+    folder.chmod(0o777)
+    assert proc._setpriv() is None  # nor one in a folder others can write
+    folder.chmod(0o755)
+    link = tmp_path / "setpriv-link"
+    link.symlink_to(copy)
+    monkeypatch.setattr(proc, "SETPRIV", (str(link), "/nonexistent/setpriv"))
+    assert proc._setpriv() is None  # nor a link
+    proc._pdeathsig_wrapper.cache_clear()
+    assert proc._pdeathsig_wrapper() == ()
+    assert proc.run(["true"], timeout=60).ok
+
+
+def _unstartable(tmp_path: Path) -> dict[str, Path]:
+    gone = tmp_path / "gone-interpreter"
+    gone.write_text(f"#!{tmp_path / 'no-such-python'}\nprint('hi')\n")
+    bare = tmp_path / "no-shebang"
+    bare.write_text("echo ran by a shell\n")
+    for path in (gone, bare):
+        path.chmod(0o755)
+    return {"gone": gone, "bare": bare}
+
+
+@linux_only
+def test_a_program_that_cannot_start_is_an_error_with_or_without_setpriv(tmp_path, monkeypatch, fresh_wrapper):
+    """A script whose ``#!`` interpreter is gone, or a file without ``#!``, comes back with ``error`` set (what
+    env/probe.py, doctor and util/uv.py word as "cannot be started"), the same behind ``setpriv`` as without."""
+    if proc._setpriv() is None:
+        pytest.skip("no root-owned /usr/bin/setpriv or /bin/setpriv here")
+    programs = _unstartable(tmp_path)
+    seen: list[list[str]] = []
+    popen = subprocess.Popen
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **kw: seen.append(list(a[0])) or popen(*a, **kw))
+    wrapped = {name: proc.run([str(path)], timeout=60) for name, path in programs.items()}
+    assert seen[0][0] in proc.SETPRIV, seen  # the interpreter-gone script did go through setpriv
+    monkeypatch.setattr(proc, "_setpriv", lambda: None)
+    proc._pdeathsig_wrapper.cache_clear()
+    seen.clear()
+    direct = {name: proc.run([str(path)], timeout=60) for name, path in programs.items()}
+    assert [args[0] for args in seen] == [str(p) for p in programs.values()]
+    for name in programs:
+        assert wrapped[name].error and not wrapped[name].ok and wrapped[name].returncode == -1, wrapped[name]
+        assert (wrapped[name].error, wrapped[name].output) == (direct[name].error, direct[name].output), name
+    assert wrapped["gone"].error == "No such file or directory"
+    assert wrapped["bare"].error == "Exec format error" and "ran by a shell" not in wrapped["bare"].output
+    log = tmp_path / "log"
+    proc.run([str(programs["gone"])], timeout=60, log=log)
+    assert "[could not start: No such file or directory]" in log.read_text()
+    # a program that starts and exits 127 on its own stays an exit code
+    shell = proc.run(["/bin/sh", "-c", "echo 'setpriv: failed to execute x: y' >&2; exit 127"], timeout=60)
+    assert shell.returncode == 127 and not shell.error
+
+
+def test_without_setpriv_a_timeout_still_kills_the_group(tmp_path, monkeypatch, fresh_wrapper):
+    """No trusted ``setpriv``: children run unwrapped, and a timeout still ends all they started."""
+    monkeypatch.setattr(proc, "_setpriv", lambda: None)
+    seen: list[list[str]] = []
+    popen = subprocess.Popen
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **kw: seen.append(list(a[0])) or popen(*a, **kw))
+    bg, fg = tmp_path / "bg", tmp_path / "fg"
+    command = f"sleep 37 & echo $! > {bg}; sleep 38 & echo $! > {fg}; wait"
+    result = proc.run([command], timeout=2, shell=True)
+    monkeypatch.undo()
+    assert seen == [["/bin/sh", "-c", command]] and result.timed_out, (seen, result)
+    pids = [int(bg.read_text()), int(fg.read_text())]
+    deadline = time.monotonic() + 5
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not any(alive(p) for p in pids), f"still running: {[p for p in pids if alive(p)]}"
 
 
 def test_dist_info_names_split_at_the_first_hyphen():

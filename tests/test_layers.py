@@ -29,12 +29,8 @@ LAYERS: list[tuple[str, ...]] = [
 
 #: Imports that break the contract today, each with why; a later session removes them (and their lines here).
 KNOWN: dict[tuple[str, str], str] = {
-    # doctor parses `--to` with core.resolve's parser: the parser moves below core with the typed seams (point 4).
-    ("rebuild.doctor", "rebuild.core.resolve"): "layer",
+    # doctor's target checks parse `--to` with core.resolve's parser: it moves below core with the typed seams (point 4).
     ("rebuild.doctor.checks_target", "rebuild.core.resolve"): "layer",
-    # The `releases` verb lives in knowledge/tf.py and probes the env: env ↔ knowledge until it moves to commands/.
-    ("rebuild.knowledge.tf", "rebuild.env.probe"): "cycle",
-    ("rebuild.knowledge.tf", "rebuild.env.locate"): "cycle",
     # detect() asks poetryproject.find_poetry, poetryproject reads detect's Project: find_poetry moves to detect.
     ("rebuild.project.detect", "rebuild.project.poetryproject"): "cycle",
     # Store.recover() calls recovery.recover(store): one recovery entry point (issue 25 point 3) removes it.

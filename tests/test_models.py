@@ -163,14 +163,24 @@ def test_profile_models_round_trip_and_validation(tmp_path):
         assert words in str(getattr(info.value, "message", info.value)), body
 
 
-def test_foreign_profile_model_imports_need_consent_models_do_not():
+def test_foreign_profile_models_and_their_imports_need_consent():
+    """Loading a model can run code (a Keras-2 Lambda layer, a SavedModel's file ops): a foreign profile's models
+    need --allow-commands like its commands, and so do their imports."""
     from rebuild.core import consent
 
     p = prof.Profile()
-    p.smoke.models = [prof.SmokeModel("/m/a.h5")]
     assert consent.requests(p)["commands"] == []
+    p.smoke.models = [prof.SmokeModel("/m/a.h5")]
+    assert consent.requests(p)["commands"] == ["model to load: /m/a.h5"]
     p.smoke.models.append(prof.SmokeModel("/m/b.h5", imports=["mypkg.layers"]))
-    assert consent.requests(p)["commands"] == ["model imports (/m/b.h5): mypkg.layers"]
+    assert consent.requests(p)["commands"] == ["model to load: /m/a.h5", "model to load: /m/b.h5",
+                                               "model imports (/m/b.h5): mypkg.layers"]
+    with pytest.raises(Exception) as info:
+        consent.check(p, "/x/foreign.toml", trusted=False, allowed=consent.Allowed(), kinds=("commands",),
+                      command="upgrade")
+    assert "--allow-commands" in info.value.hint and "model to load: /m/a.h5" in info.value.details
+    consent.check(p, "/x/foreign.toml", trusted=False, allowed=consent.Allowed(commands=True), kinds=("commands",),
+                  command="upgrade")
 
 
 # --------------------------------------------------------------------------- through the CLI
@@ -243,14 +253,15 @@ def test_bad_model_path_is_refused_before_anything(make_venv, kit_env, kit_index
 # --------------------------------------------------------------------------- apply
 
 
-def test_apply_models_foreign_imports_need_consent_and_existing_env_compares(make_venv, kit_os_env, kit_index,
+def test_apply_foreign_models_need_consent_and_existing_env_compares(make_venv, kit_os_env, kit_index,
                                                                             tmp_path):
     from rebuild.commands import apply as applying
+    from rebuild.commands import snapshot as snapshotting
     from rebuild.env import snapshot
     from rebuild.store.store import Store
 
     src = make_venv("src", ["tensorflow-cpu==2.15.1"])
-    profile = snapshot.run(src, tmp_path / "profiles" / "src.toml").written_to
+    profile = snapshotting.run(src, tmp_path / "profiles" / "src.toml").written_to
     h5 = fake_model(tmp_path / "m.h5")
     p = prof.load(profile)
     p.smoke.models = [prof.SmokeModel(str(h5), imports=["no_such_module_tfrebuild"])]
@@ -260,12 +271,14 @@ def test_apply_models_foreign_imports_need_consent_and_existing_env_compares(mak
         return applying.run(applying.Options(profile=profile, env=env, find_links=[str(kit_index)], offline=True,
                                              yes=True, **kw))
 
-    # a foreign profile: its models are loaded, their imports are not run without --allow-commands
-    r = run(tmp_path / "new" / "venv")
-    (row,) = r.models
-    assert row.verdict == "loads" and row.ok and any("[[smoke.models]]" in n for n in r.notes)
+    # a foreign profile: its models are not loaded (loading can run code), nor their imports, without
+    # --allow-commands; a --model the user gives is
+    mine = fake_model(tmp_path / "mine.h5")
+    r = run(tmp_path / "new" / "venv", models=[str(mine)])
+    assert [(m.path, m.verdict) for m in r.models] == [(str(mine), "loads")]
+    assert any("[[smoke.models]] are not loaded" in n and "--allow-commands" in n for n in r.notes), r.notes
     kept = prof.load(Store.open(tmp_path / "new" / "venv").generation_dir(1) / "profile.toml").smoke.models
-    assert [m.imports for m in kept] == [[]], "the imports are never laundered into a trusted profile"
+    assert [m.path for m in kept] == [str(mine)], "a foreign profile's models are never laundered into a trusted one"
     with pytest.raises(Exception) as info:  # with consent they run: this one does not exist, so the model fails
         run(tmp_path / "new2" / "venv", allow_commands=True)
     assert "no_such_module_tfrebuild" in str(getattr(info.value, "details", "")) and not (tmp_path / "new2" / "venv").exists()
@@ -273,7 +286,7 @@ def test_apply_models_foreign_imports_need_consent_and_existing_env_compares(mak
     # an existing env: its answers are the reference (TF 2.18.0 there, 2.15.1 from the profile)
     other = make_venv("other", ["tensorflow-cpu==2.18.0"])
     r = run(other, models=[str(fake_model(tmp_path / "n.h5", drift={"2.18": -1e-7}))])
-    assert {Path(m.path).name: m.verdict for m in r.models} == {"m.h5": "match", "n.h5": "match"}
+    assert {Path(m.path).name: m.verdict for m in r.models} == {"n.h5": "match"}  # the profile's m.h5: no consent
     assert (Store.open(other).generation_dir(2) / "models.json").is_file()
 
 
@@ -290,17 +303,167 @@ def test_target_search_lands_where_the_models_pass(make_venv, kit_env, kit_index
     assert [t["passed"] for t in doc["tries"]][-1] is True and not doc["tries"][0]["passed"], doc["tries"]
 
 
-def test_foreign_profile_model_imports_refused_by_upgrade_without_allow_commands(make_venv, kit_env, kit_index,
+def test_foreign_profile_models_refused_by_upgrade_without_allow_commands(make_venv, kit_env, kit_index,
                                                                                  tmp_path):
     from rebuild.env import snapshot
 
     venv = make_venv("v", ["tensorflow-cpu==2.15.1"])
     profile = tmp_path / "foreign.toml"
     p = snapshot.take(venv)
-    p.smoke.models = [prof.SmokeModel(str(fake_model(tmp_path / "m.h5")), imports=["theirpkg.layers"])]
+    marker = tmp_path / "ran"
+    p.smoke.models = [prof.SmokeModel(str(fake_model(tmp_path / "m.h5")), imports=["theirpkg.layers"]),
+                      prof.SmokeModel(str(fake_model(tmp_path / "plain.h5", touch=str(marker))))]
     snapshot.write(p, profile)
     res = upgrade(kit_env, kit_index, venv, "--to", "2.18", "--profile", str(profile))
     assert res.code == 2, str(res)
     doc = res.json()
     assert "--allow-commands" in doc["hint"] and f"model imports ({tmp_path / 'm.h5'}): theirpkg.layers" in doc["details"]
-    assert not state_dir(venv).exists()
+    assert f"model to load: {tmp_path / 'plain.h5'}" in doc["details"], "a model without imports needs consent too"
+    assert not state_dir(venv).exists() and not marker.exists()
+
+
+# --------------------------------------------------------------------------- who owns the model (loading runs code)
+
+
+NOBODY = 65534
+
+
+def test_untrusted_model_paths(tmp_path):
+    """A stranger's file, a file or folder others can write, a stranger's parent folder, a link: each is named with
+    its owner; the user's own model in the user's own folder is fine."""
+    import os
+
+    mine = fake_model(tmp_path / "mine.h5")
+    assert models.untrusted(mine, tmp_path) == ""
+    theirs = fake_model(tmp_path / "theirs.h5")
+    os.chown(theirs, NOBODY, NOBODY)
+    assert models.untrusted(theirs, tmp_path) == f"{theirs} belongs to nobody (uid {NOBODY})"
+    loose = fake_model(tmp_path / "loose.h5")
+    loose.chmod(0o666)
+    why = models.untrusted(loose, tmp_path)
+    assert why.startswith(f"{loose} can be written by other users (mode -rw-rw-rw-)") and "owner is root" in why
+    folder = tmp_path / "theirdir"
+    folder.mkdir()
+    inside = fake_model(folder / "m.h5")
+    os.chown(folder, NOBODY, NOBODY)
+    assert models.untrusted(inside, tmp_path) == f"{folder} belongs to nobody (uid {NOBODY})"
+    saved = keras2_saved_model(tmp_path / "sm")
+    os.chown(saved / "variables", NOBODY, NOBODY)
+    assert models.untrusted(saved, tmp_path) == f"{saved / 'variables'} belongs to nobody (uid {NOBODY})"
+    link = tmp_path / "link.h5"
+    link.symlink_to(mine)
+    assert models.untrusted(link, tmp_path).startswith(f"{link} is a symbolic link")
+    # root acting on another user's env trusts that user's files
+    env = tmp_path / "their-env"
+    env.mkdir()
+    os.chown(env, NOBODY, NOBODY)
+    assert models.untrusted(theirs, env) == ""
+
+
+def test_stranger_or_writable_model_refused_before_anything_nothing_loaded(make_venv, kit_env, kit_index, tmp_path):
+    import os
+
+    venv = make_venv("v", ["tensorflow-cpu==2.15.1"])
+    marker = tmp_path / "payload-ran"
+    theirs = fake_model(tmp_path / "theirs.h5", touch=str(marker))
+    os.chown(theirs, NOBODY, NOBODY)
+    before = tree_state(venv)
+    res = upgrade(kit_env, kit_index, venv, "--to", "2.18", "--model", str(theirs))
+    assert res.code == 2, str(res)
+    doc = res.json()
+    assert f"will not load the model {theirs}" in doc["error"] and f"nobody (uid {NOBODY})" in doc["error"]
+    assert "Nothing was built or changed" in doc["error"]
+    assert not marker.exists() and tree_state(venv) == before and not state_dir(venv).exists()
+
+    loose = fake_model(tmp_path / "loose.h5", touch=str(marker))
+    os.chown(loose, 0, 100)  # a shared group (gid 100) can write it
+    loose.chmod(0o664)
+    res = upgrade(kit_env, kit_index, venv, "--to", "2.18", "--model", str(loose))
+    assert res.code == 2, str(res)
+    assert f"{loose} can be written by other users (mode -rw-rw-r--)" in res.json()["error"]
+    assert not marker.exists() and tree_state(venv) == before and not state_dir(venv).exists()
+
+    # listed in the env's own profile (a trusted one): refused after the plan, before the build
+    from rebuild.env import snapshot
+
+    profile = tmp_path / "mine.toml"
+    p = snapshot.take(venv)
+    p.smoke.models = [prof.SmokeModel(str(theirs))]
+    snapshot.write(p, profile)
+    res = upgrade(kit_env, kit_index, venv, "--to", "2.18", "--profile", str(profile), "--allow-commands")
+    assert res.code == 2 and f"will not load the model {theirs}" in res.json()["error"], str(res)
+    assert not marker.exists() and tree_state(venv) == before and not state_dir(venv).exists()
+
+
+def test_gate_checks_ownership_again_before_loading(make_venv, tmp_path):
+    """The gate itself never loads a model that became a stranger's after the command checked it."""
+    import os
+
+    env = make_venv("tf2.15.1", ["tensorflow-cpu==2.15.1"])
+    marker = tmp_path / "payload-ran"
+    model = fake_model(tmp_path / "m.h5", touch=str(marker))
+    os.chown(model, NOBODY, NOBODY)
+    ran = tmp_path / "mine-ran"
+    mine = fake_model(tmp_path / "mine.h5", touch=str(ran))  # the payload does run when a model is loaded
+    refused, loaded = gate_rows(env, env, "2.15.1", [prof.SmokeModel(str(model)), prof.SmokeModel(str(mine))], tmp_path)
+    assert refused.verdict == "refused" and not refused.ok and f"nobody (uid {NOBODY})" in refused.reason
+    assert not marker.exists()
+    assert loaded.verdict == "match" and ran.exists()
+    assert "refused" in models.as_checks([refused])[0].name and not models.as_checks([refused])[0].ok
+
+
+def _processes_with(text: str) -> list[int]:
+    import os
+
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                if text.encode() in fh.read():
+                    found.append(int(pid))
+        except OSError:
+            continue
+    return found
+
+
+def test_stop_kills_the_running_reference_and_joins(make_venv, tmp_path):
+    """A failed try stops the gate: the reference process (a model that takes a minute to load) is killed with its
+    group and the thread joined, so nothing runs on into the next try with its folder removed."""
+    import time
+
+    env = make_venv("tf2.15.1", ["tensorflow-cpu==2.15.1"])
+    slow = fake_model(tmp_path / "slow.h5", sleep=60)
+    gate = models.Gate([prof.SmokeModel(str(slow))], current=env, timeout=120)
+    folder = tmp_path / "op" / "models"
+    gate.start(folder)
+    deadline = time.monotonic() + 60
+    while not _processes_with(str(folder)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _processes_with(str(folder)), "the reference run started"
+    start = time.monotonic()
+    gate.stop()
+    assert _processes_with(str(folder)) == [], "no process of the reference run survives"
+    assert time.monotonic() - start < 10 and gate._thread is None, "stop() kills and joins at once"
+    assert gate.references == {} or not gate.references[0].answer.get("ok")
+
+
+def test_apply_refuses_a_strangers_model_before_anything(make_venv, kit_os_env, kit_index, tmp_path):
+    import os
+
+    from rebuild.commands import apply as applying
+    from rebuild.commands import snapshot
+    from rebuild.errors import UserError
+
+    src = make_venv("src", ["tensorflow-cpu==2.15.1"])
+    profile = snapshot.run(src, tmp_path / "profiles" / "src.toml").written_to
+    marker = tmp_path / "payload-ran"
+    theirs = fake_model(tmp_path / "theirs.h5", touch=str(marker))
+    os.chown(theirs, NOBODY, NOBODY)
+    target = tmp_path / "new" / "venv"
+    with pytest.raises(UserError) as info:
+        applying.run(applying.Options(profile=profile, env=target, find_links=[str(kit_index)], offline=True,
+                                      yes=True, models=[str(theirs)]))
+    assert f"will not load the model {theirs}" in info.value.message and f"nobody (uid {NOBODY})" in info.value.message
+    assert not target.exists() and not marker.exists()

@@ -9,6 +9,9 @@
   machine's user can write to), with the machine's own pip configuration. Then, in the same shell,
   ``tfrebuild rollback --yes``. It checks what the README promises: the env is on the newest TensorFlow for
   its Python as generation 2, generation 1 is kept, the rollback returns to it.
+* ``test_first_command_refuses_bad_input_before_creating_the_env`` (offline, fast): the same command on a fresh
+  machine with a bad ``--to``, ``--model``, or an index option the bundled profile's build cannot take: exit 2,
+  one paragraph, and no ``./.venv`` built first.
 """
 
 from __future__ import annotations
@@ -170,3 +173,24 @@ def test_readme_first_command_on_a_fresh_machine(tmp_path):
         assert listing.stdout.strip() == "None", listing
     finally:
         shutil.rmtree(tmp_path, ignore_errors=True)  # the TensorFlow envs and the empty HOME's caches (GBs)
+
+
+@pytest.mark.parametrize("args, said", [
+    (["--to", "garbage"], "'garbage' is not a TensorFlow version"),
+    (["--model", "no-such-model.keras"], "does not exist"),
+    (["--index-url", "https://user:secret@mirror.invalid/simple"], "does not take --index-url"),
+    (["--extra-index-url", "https://mirror.invalid/simple", "--constraint", "c.txt", "--build-constraint", "c.txt"],
+     "does not take --extra-index-url, --constraint, --build-constraint"),
+])
+def test_first_command_refuses_bad_input_before_creating_the_env(tmp_path, args, said):
+    """``tfrebuild upgrade --yes`` with no env here builds ./.venv from the bundled profile, but only after the
+    input that needs no env is checked; index options that build cannot take are refused, not dropped."""
+    import sys
+
+    (tmp_path / "c.txt").write_text("numpy<3\n")
+    environ = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "CONDA_PREFIX")}
+    done = subprocess.run([sys.executable, "-m", "rebuild", "upgrade", "--yes", "--offline", *args], cwd=tmp_path,
+                          env=environ, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and said in done.stderr, done.stderr + done.stdout
+    assert "bundled profile" not in done.stdout and "secret" not in done.stdout + done.stderr
+    assert not os.path.lexists(tmp_path / ".venv") and sorted(p.name for p in tmp_path.iterdir()) == ["c.txt"]

@@ -212,6 +212,25 @@ def test_stranger_entry_in_own_state_folder_is_refused(tmp_path, kit_env, entry,
     assert (store.generation_dir(1) / "env" / "MARKER").read_text() == "gen1"
 
 
+@pytest.mark.skipif(not os.path.exists(SYSTEM_PYTHON), reason=f"{SYSTEM_PYTHON} (runnable by uid 65534) is needed")
+def test_a_strangers_link_to_roots_env_does_not_make_the_stranger_trusted(scratch, kit_env):
+    """``--env`` given as a link that another user made (to root's env) trusts the env's owner, not the link's."""
+    env = root_env(scratch)
+    link, marker, plant = scratch / "link", scratch / "MARKER", scratch / "plant.py"
+    plant.write_text(PLANT)
+    made = as_nobody(SYSTEM_PYTHON, "-c", f"import os; os.symlink({str(env)!r}, {str(link)!r})")
+    assert made.returncode == 0, made.stderr
+    done = as_nobody(SYSTEM_PYTHON, str(plant), str(link), str(marker))
+    assert done.returncode == 0, done.stderr
+    planted = snapshot(scratch / ".link.tfrebuild")
+    for args in (["rollback", "--yes"], ["rollback", "--to", "2", "--yes"], ["status"], ["gc", "--keep", "1", "--yes"]):
+        run = tfr(kit_env, *args, "--env", link)
+        assert "Traceback" not in run.text and "generation 2" not in run.out, str(run)
+        assert not marker.exists(), f"the planted .pth ran as root during {args}"
+    assert snapshot(scratch / ".link.tfrebuild") == planted  # the stranger's folder beside the link is never used
+    assert os.stat(env).st_uid == 0 and link.is_symlink() and os.readlink(link) == str(env)
+
+
 def test_root_on_another_users_env_trusts_that_user(tmp_path, kit_env):
     store = managed(tmp_path / "tf", 2)
     for path in (store.env, store.state):

@@ -234,7 +234,7 @@ def test_deleting_the_held_lock_file_lets_no_second_writer_in(tmp_path, kit_env)
 
 @pytest.fixture
 def bundle_profile(make_venv, require_python, kit_os_env, tmp_path):
-    from rebuild.env import snapshot
+    from rebuild.commands import snapshot
 
     require_python("3.11")
     env = make_venv(tmp_path / "src" / "venv", ["tensorflow-cpu==2.15.1", "numpy==1.24.3"], python="3.11")

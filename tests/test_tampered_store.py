@@ -45,6 +45,12 @@ def test_gc_refuses_a_store_that_disagrees_with_the_tree(tmp_path, kit_env, curr
     env_before = snapshot(store.env)
     for args in (["gc", "--keep", "1", "--yes"], ["gc", "--dry-run"], ["rollback", "--yes"]):
         refused(tfr(kit_env, *args, "--env", store.env))
+    status = tfr(kit_env, "status", "--env", store.env)
+    if current in ("1", "2"):  # status reads on and says what is wrong (and not that an upgrade would adopt it)
+        assert status.code == 0 and "the state file was changed" in status.out, str(status)
+        assert "adopts it" not in status.out, str(status)
+    else:
+        refused(status)
     assert snapshot(store.state / "generations") == before
     assert snapshot(store.env) == env_before
 
@@ -84,3 +90,21 @@ def test_the_exchange_itself_refuses_a_link_on_the_way(tmp_path):
     assert (store.env / "MARKER").read_text() == "gen3"
     assert (outside / "env" / "MARKER").read_text() == "gen2"
     assert Store.__name__  # the store object stays usable for inspection
+
+
+def test_rollback_and_upgrade_on_a_real_env_never_take_a_changed_state_file_for_a_recreated_env(tmp_path, kit_env,
+                                                                                                 kit_index):
+    """A real kit env (generation 3 at the path) whose store.toml says generation 1 is current: rollback and upgrade
+    refuse; nothing is recorded as an env made outside tfrebuild (issue 22's adoption is for a tree of no record)."""
+    from tests.test_generations import _fast_managed
+
+    env = _fast_managed(tmp_path / "p" / "tf", 3, kit_index, kit_env)
+    store = Store.open(env)
+    store.store_file.write_text(re.sub(r"(?m)^current = \d+", "current = 1", store.store_file.read_text()))
+    before, env_before = snapshot(store.state / "generations"), snapshot(env)
+    for args in (["rollback", "--yes"], ["upgrade", "--to", "2.16", "--offline", "--find-links", kit_index, "--yes"],
+                 ["gc", "--keep", "1", "--yes"]):
+        run = tfr(kit_env, *args, "--env", env)
+        refused(run)
+        assert "generation 3's tree" in run.err, str(run)
+    assert snapshot(store.state / "generations") == before and snapshot(env) == env_before

@@ -253,6 +253,38 @@ def test_numpy1_build_from_the_table_and_from_the_upload_date() -> None:
     assert numpyabi.built_for(Ctx("2024-08-01T10:00:00Z"), "notlisted", release) == (None, "")
 
 
+def test_upload_date_rule_needs_an_extension_that_imports_numpys_c_api(tmp_path: Path) -> None:
+    """A compiled wheel whose shared library numpy's C API never reaches (ctypes, as xgboost's) is not judged by
+    its upload date: NumPy 2 does not break it."""
+    from packaging.tags import Tag
+    from packaging.version import Version
+
+    from rebuild.doctor import numpyabi
+    from rebuild.index.simple import FileInfo
+
+    class Ctx:
+        def files(self, name):
+            return [FileInfo("x.whl", "https://i/x.whl", Version("1.0"), None, False, True,
+                             frozenset({Tag("cp311", "cp311", "manylinux_2_17_x86_64")}), upload_time="2023-06-01Z")]
+
+    site = tmp_path / "site-packages"
+    info = site / "pkg-1.0.dist-info"
+    (site / "pkg").mkdir(parents=True)
+    info.mkdir()
+    (info / "RECORD").write_text("pkg/__init__.py,,\npkg/lib/libpkg.so,,\npkg-1.0.dist-info/RECORD,,\n")
+    (site / "pkg" / "lib").mkdir()
+    lib = site / "pkg" / "lib" / "libpkg.so"
+    lib.write_bytes(b"\x7fELF" + b"\0" * 64 + b"XGBoosterCreate\0")  # a ctypes library: no NumPy C API
+    release = {"version": "1.0", "wheel_tags": ["cp311-cp311-manylinux_2_17_x86_64"], "path": str(info),
+               "site_dir": str(site)}
+    assert numpyabi.uses_numpy_c_api(release) is False
+    assert numpyabi.built_for(Ctx(), "notlisted", release) == (None, "")
+    lib.write_bytes(b"\x7fELF" + b"\0" * 64 + b"_ARRAY_API\0PyArray_Type\0")  # an extension built on the C API
+    assert numpyabi.uses_numpy_c_api(release) is True
+    assert numpyabi.built_for(Ctx(), "notlisted", release)[0] == 1
+    assert numpyabi.uses_numpy_c_api({"version": "1.0"}) is None  # no files to read: the date rule as before
+
+
 # --------------------------------------------------------------------------- what is checked
 
 

@@ -95,8 +95,9 @@ KerasOpt = _choice(Keras, Keras.AUTO, "--keras", help="legacy: keep Keras 2 via 
 AllowSourcesOpt = typer.Option(False, "--allow-sources", help="Accept a profile from elsewhere although it names "
                                "packages from outside an index (editable, path, vcs, url), and let uv build sdists "
                                "for it.")
-AllowCommandsOpt = typer.Option(False, "--allow-commands", help="Run a profile's \\[smoke].commands although "
-                                "tfrebuild did not write the profile for this env.")
+AllowCommandsOpt = typer.Option(False, "--allow-commands", help="Run a profile's \\[smoke].commands and load its "
+                                "\\[\\[smoke.models]] (loading a model can run code) although tfrebuild did not "
+                                "write the profile for this env.")
 AllowIndexOpt = typer.Option(False, "--allow-index", help="Accept a profile from elsewhere although it names package "
                              "locations this machine is not configured with.")
 ModelOpt = typer.Option(None, "--model", parser=_given("--model"), metavar="<path>", help="A saved model (.keras, .h5, SavedModel "
@@ -166,7 +167,7 @@ def snapshot(
 
     Example: tfrebuild snapshot --env ~/venvs/tf -o tf.toml
     """
-    from rebuild.env import snapshot as snap
+    from rebuild.commands import snapshot as snap
 
     _run(as_json, lambda: snap.run(env, output, force=force), render.snapshot)
 
@@ -200,10 +201,10 @@ def plan(
                             allow_sources=allow_sources)
 
     def work():
-        from rebuild.core import search
+        from rebuild.commands import plan as planning_verb
 
         with terminal().progress(enabled=not as_json) as progress:  # --to latest: the expected landing point
-            return search.first_plan(opts, lambda o: planning.make_plan(o, progress), progress.note)[0]
+            return planning_verb.run(opts, progress)
 
     _run(as_json, work, render.plan)
 
@@ -259,7 +260,7 @@ def doctor(
 
     Example: tfrebuild doctor --env ~/venvs/tf --to 2.21
     """
-    from rebuild import doctor as doc
+    from rebuild.commands import doctor as doc
 
     found = []
 
@@ -347,9 +348,9 @@ def gc(
 
     Example: tfrebuild gc --env ~/venvs/tf --keep 2 --yes
     """
-    from rebuild.commands import generations
+    from rebuild.commands import gc as collecting
 
-    _run(as_json, lambda: generations.gc(env, keep, dry_run=dry_run, yes=yes, confirm=_tty_confirm(as_json)),
+    _run(as_json, lambda: collecting.gc(env, keep, dry_run=dry_run, yes=yes, confirm=_tty_confirm(as_json)),
          render.gc)
 
 
@@ -376,9 +377,9 @@ def releases(
 
     Example: tfrebuild releases --env ~/venvs/tf
     """
-    from rebuild.knowledge import tf as tfinfo
+    from rebuild.commands import releases as releasing
 
-    _run(as_json, lambda: tfinfo.release_table(env, offline=offline), render.releases)
+    _run(as_json, lambda: releasing.release_table(env, offline=offline), render.releases)
 
 
 @app.command()

@@ -11,38 +11,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import sys
-import time
 from pathlib import Path
 
-from rich.console import Console
 from rich.markup import escape
 from rich.padding import Padding
 from rich.table import Table
 
+from rebuild.cli.terminal import Progress, Terminal  # noqa: F401 - their home is cli/terminal.py (app uses render.Progress)
 from rebuild.errors import UserError
 from rebuild.util import proc
 from rebuild.util.versions import minor
-
-
-def _console(stderr: bool, no_color: bool) -> Console:
-    console = Console(stderr=stderr, highlight=False, soft_wrap=True, no_color=no_color or None)
-    if not console.is_terminal and not os.environ.get("COLUMNS"):
-        console.width = 200  # piped: don't squeeze tables into 80 columns
-    return console
-
-
-class Terminal:
-    """Where output goes: ``out`` (results, stdout) and ``err`` (progress, errors, stderr)."""
-
-    def __init__(self, no_color: bool | None = None):
-        no_color = bool(os.environ.get("NO_COLOR")) if no_color is None else no_color
-        self.out = _console(stderr=False, no_color=no_color)
-        self.err = _console(stderr=True, no_color=no_color)
-
-    def progress(self, enabled: bool = True) -> "Progress":
-        return Progress(enabled, terminal=self)
 
 
 def jsonable(value):
@@ -82,79 +61,6 @@ def error(term: Terminal, exc: UserError, as_json: bool) -> None:
         err.print(exc.details, markup=False)
     if exc.hint:
         err.print(f"[bold]hint:[/] {escape(exc.hint)}", markup=True)
-
-
-# --- progress -----------------------------------------------------------------
-
-
-class _Elapsed:
-    """The live status line: what is happening and, re-rendered at every refresh, how long it has taken."""
-
-    def __init__(self, text: str, since: float):
-        self.text, self.since = text, since
-
-    def __rich__(self) -> str:
-        from rich.text import Text
-
-        return Text(f"{self.text}  {time.monotonic() - self.since:4.0f}s")
-
-
-class Progress:
-    """Stage reporting: a live status with elapsed time on a terminal, one line per stage otherwise."""
-
-    def __init__(self, enabled: bool = True, terminal: Terminal | None = None):
-        self.err = (terminal or Terminal()).err
-        self.enabled = enabled
-        self.live = enabled and self.err.is_terminal
-        self._status = None
-        self._stage = ""
-        self._start = time.monotonic()
-        self._stage_start = self._start
-        self.timings: list[tuple[str, float]] = []
-
-    def stage(self, name: str, detail: str = "") -> None:
-        self._finish_stage()
-        self._stage, self._stage_start = name, time.monotonic()
-        if not self.enabled:
-            return
-        text = f"{name}: {detail}" if detail else name
-        if self.live:  # the stage's own elapsed time, ticking (never while a prompt is open: see pause)
-            line = _Elapsed(text, self._stage_start)
-            if self._status is None:
-                self._status = self.err.status(line)
-                self._status.start()
-            else:
-                self._status.update(line)
-        else:
-            self.err.print(f"[{time.monotonic() - self._start:6.1f}s] {text}", markup=False, highlight=False)
-
-    def note(self, text: str) -> None:
-        if self.enabled:
-            if self._status is not None:
-                self._status.console.print(f"  {text}", markup=False)
-            else:
-                self.err.print(f"  {text}", markup=False)
-
-    def pause(self) -> None:
-        """Stop the live status (before a prompt); the next stage starts it again."""
-        if self._status is not None:
-            self._status.stop()
-            self._status = None
-
-    def _finish_stage(self) -> None:
-        if self._stage:
-            self.timings.append((self._stage, time.monotonic() - self._stage_start))
-            self._stage = ""
-
-    def close(self) -> None:
-        self._finish_stage()
-        self.pause()
-
-    def __enter__(self) -> "Progress":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def swapped(method: str) -> str:
@@ -246,11 +152,12 @@ def plan_text(term: Terminal, p) -> None:
         term.out.print(f"  note: {note}", markup=False)
     for f in p.preflight:
         # "fixed" only where something is broken (an error or warning): an info finding says what the upgrade does
-        label = "fixed by this upgrade" if f.fixed_by_rebuild and f.severity != "info" else (
+        label = "not carried into the new env" if getattr(f, "dropped_by_rebuild", False) else \
+            "fixed by this upgrade" if f.fixed_by_rebuild and f.severity != "info" else (
             "error, blocks the upgrade" if f.affects_new_env and f.severity == "error" else
             "also affects the new env" if f.affects_new_env else f.severity)
         term.out.print(f"  pre-flight ({label}) {f.id}: {f.title}", markup=False)
-        if f.fix and not f.fixed_by_rebuild:
+        if f.fix and (not f.fixed_by_rebuild or getattr(f, "dropped_by_rebuild", False)):
             term.out.print(f"      fix: {f.fix}", markup=False)
     if p.changes:
         term.out.print(f"  Changes ({len(p.changes)}; * = requested by you; {p.unchanged} unchanged):", markup=False)
@@ -459,6 +366,13 @@ def history(term: Terminal, h, as_json: bool) -> None:
         _grid(term, [[str(n), text] for n, text in kept])
     term.out.print(f"All generations together use {_size(h.disk_total)} (files shared by hard links counted once).",
               markup=False)
+    _unreadable(term, h.unreadable)
+
+
+def _unreadable(term: Terminal, found: dict) -> None:
+    """Generations that are there but whose record cannot be read (never shown as missing, never left out)."""
+    for n, why in sorted((found or {}).items()):
+        term.out.print(f"Generation {n} cannot be read (left as it is): {why}", markup=False)
 
 
 def diff(term: Terminal, d, as_json: bool) -> None:
@@ -481,6 +395,7 @@ def gc(term: Terminal, g, as_json: bool) -> None:
         term.out.print(f"{verb} generation(s) {', '.join(map(str, g.deleted))} of {g.env}; "
                        f"{'would free' if g.dry_run else 'freed'} {_size(g.freed)}. "
                        f"Kept: {', '.join(map(str, g.kept))}.", markup=False)
+    _unreadable(term, g.unreadable)
     pyc = g.pyc_cache
     if pyc is not None and pyc.files:
         verb = "would remove" if g.dry_run else "removed"

@@ -144,7 +144,8 @@ def run(opts: Options, progress=None, confirm: Callable[[ApplyResult], bool] | N
                   command="apply",
                   allowed=consent.Allowed(sources=opts.allow_sources, index=opts.allow_index))
     commands = list(profile.smoke.commands)
-    models.from_paths(opts.models)  # a --model that is not a model: refused before anything is created
+    models.refuse_untrusted(models.from_paths(opts.models), target)  # a --model that is not a model, or not
+    # the user's: refused before anything is created (the profile's own models: below, once consent is known)
     if not opts.yes and confirm is None:
         shown = portability.index_urls(profile) + [f"smoke command: {c}" for c in commands]
         raise UserError("tfrebuild apply needs confirmation, and there is no terminal to ask on.",
@@ -236,11 +237,13 @@ def _run_locked(opts: Options, profile: prof.Profile, profile_path: Path, target
     if not opts.yes and not confirm(result):
         raise UserError("Apply cancelled; nothing was changed.", exit_code=1)
     run_commands = commands if allowed else []
-    checked = models.merged(profile.smoke.models, models.from_paths(opts.models))
-    if not allowed and any(m.imports for m in checked):  # importing them runs the profile's code: consent first
-        checked = models.without_imports(checked)
-        result.notes.append("the imports of this profile's [[smoke.models]] are not run: tfrebuild did not write it "
-                            "for this environment (pass --allow-commands to run them)")
+    listed = profile.smoke.models if allowed else []  # loading a model can run code: consent, as for commands
+    if profile.smoke.models and not allowed:
+        result.notes.append(f"{len(profile.smoke.models)} model(s) of this profile's [[smoke.models]] are not loaded "
+                            "(loading a model can run code): tfrebuild did not write it for this environment (pass "
+                            "--allow-commands to check them)")
+    checked = models.merged(listed, models.from_paths(opts.models))
+    models.refuse_untrusted(checked, target)  # before anything is built
     like = models.with_models(profile, checked)
     requested = {canonicalize_name(n) for n in profile.requested if n not in SEED_PACKAGES}
     transaction.run(transaction.Spec(

@@ -1,4 +1,4 @@
-"""Generation commands: ``rollback``, ``history``, ``diff``, ``gc``, ``status``.
+"""Generation commands: ``rollback``, ``history``, ``diff``, ``status`` (``gc`` is :mod:`rebuild.commands.gc`).
 
 They work on the store that ``upgrade`` creates beside a managed env. None of
 them uses the network or uv.
@@ -6,6 +6,7 @@ them uses the network or uv.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,6 @@ from typing import Callable
 from rebuild.env import inuse, refusals
 from rebuild.core import changes as planning  # Change, diff: their one home (rename at the next edit)
 from rebuild.core import models, smoke
-from rebuild.core.bytecode import Pruned, links_in, prune_cache
 from rebuild.env import profile as prof
 from rebuild.env.locate import locate
 from rebuild.errors import UserError
@@ -22,6 +22,7 @@ from rebuild.env import fsguard
 from rebuild.project import files as project_files
 from rebuild.store import recovery
 from rebuild.store.disk import exclusive_usage
+from rebuild.store.location import state_dir
 from rebuild.store.records import Generation
 from rebuild.store.store import Store
 from rebuild.util import distinfo, proc, signals
@@ -39,11 +40,55 @@ def _open_recovered(path: Path) -> Store | None:
         unmanaged = Store.unmanaged(path)
         done = recovery.recover_if_idle(unmanaged, finished=complete_profile)
         store = Store.open(path)
-        if done and store is not None:
-            _RECOVERED_AT_OPEN[str(store.env)] = done
-        if store is None and unmanaged.state.is_dir() and not any(unmanaged.state.iterdir()):
-            unmanaged.state.rmdir()
+        if done:
+            _RECOVERED_AT_OPEN[str(store.env if store is not None else unmanaged.env)] = done
+        if store is None and unmanaged.state.is_dir() and _only_bookkeeping(unmanaged.state):
+            import shutil
+
+            shutil.rmtree(unmanaged.state, ignore_errors=True)  # nothing left of the apply: no state folder either
+    elif store is None and not os.path.lexists(path) and os.path.isdir(state_dir(path)):
+        done = _tidy_killed_apply(Store.unmanaged(path))
+        if done:
+            _RECOVERED_AT_OPEN[str(path)] = done
     return store
+
+
+def _tidy_killed_apply(store: Store) -> str | None:
+    """A state folder for a path that does not exist, with no store and no journal: an ``apply`` into a new path
+    killed before it wrote its journal. Under the lock (a live apply holds it: then nothing is touched), its
+    staging and trash are deleted (never through a link) and the folder goes."""
+    import shutil
+
+    from rebuild.store.trees import safe_rmtree
+
+    try:
+        with store.lock("tfrebuild: remove what a killed apply left"):
+            if store.managed or os.path.lexists(store.journal_path) or os.path.lexists(store.env):
+                return None
+            for folder in (store.staging_root, store.trash_root):
+                if os.path.isdir(folder) and not os.path.islink(folder):
+                    for entry in list(os.scandir(folder)):
+                        safe_rmtree(Path(entry.path), store.state)
+            if not _only_bookkeeping(store.state):
+                return None
+            shutil.rmtree(store.state, ignore_errors=True)
+    except UserError:
+        return None  # busy (a live apply) or not ours: left alone, and the command says what it says
+    return "removed the state folder an apply into this new path left when it was killed before it began"
+
+
+def _only_bookkeeping(state: Path) -> bool:
+    """Whether a state folder holds nothing but tfrebuild's own bookkeeping (its creation record, the lock, the
+    ``.gitignore``, empty staging/trash/logs folders, the logs of the undone apply)."""
+    import os
+
+    for entry in os.scandir(state):
+        if entry.name in ("created", "lock", ".gitignore", "logs"):
+            continue
+        if entry.name in ("staging", "trash") and entry.is_dir(follow_symlinks=False) and not any(os.scandir(entry.path)):
+            continue
+        return False
+    return True
 
 
 def _and_opened(store: Store, done: str | None) -> str | None:
@@ -52,11 +97,38 @@ def _and_opened(store: Store, done: str | None) -> str | None:
     return "; ".join(parts) or None
 
 
+def env_path(env) -> Path:
+    """The env path of a command on generations: :func:`locate`'s; where locate refuses, a path whose state
+    folder holds a store or a journal still is one (issue 23, point 6): a managed env whose ``bin/python``
+    dangles (its kept generations are whole), or an ``apply`` into a new path killed before its rename."""
+    try:
+        return locate(env).path
+    except UserError:
+        if env is None:
+            raise
+        import os
+
+        from rebuild.store.location import env_path as real, state_dir
+
+        try:
+            path = real(os.path.expanduser(os.fspath(env)))
+            state = state_dir(path)
+            found = not os.path.islink(state) and any(os.path.isfile(state / name)
+                                                      for name in ("store.toml", "journal.json", "created"))
+        except (OSError, ValueError):
+            found = False
+        if not found:
+            raise
+        return path
+
+
 def open_store(env) -> Store:
-    loc = locate(env)
-    store = _open_recovered(loc.path)
+    path = env_path(env)
+    store = _open_recovered(path)
     if store is None:
-        raise UserError(f"{loc.path} is not managed by tfrebuild yet: it has no generations.",
+        done = _RECOVERED_AT_OPEN.pop(str(path), None)  # an interrupted apply into this new path, undone
+        raise UserError(f"{path} is not managed by tfrebuild yet: it has no generations"
+                        + (f" ({done})." if done else "."),
                         "Generations are made by `tfrebuild upgrade`; the first upgrade keeps the env as generation 1.")
     return store
 
@@ -165,6 +237,7 @@ def rollback(env=None, to: int | None = None, *, yes: bool = False, force: bool 
             raise UserError(f"Generation {target_n} is already current at {store.env}.", "See `tfrebuild history`.")
         numbers = [g.number for g in store.generations()]
         if target_n not in numbers:
+            store.generation(target_n)  # one that is there but cannot be read says so
             raise UserError(f"There is no generation {target_n} of {store.env}.",
                             f"Existing generations: {', '.join(map(str, numbers))} (see `tfrebuild history`).")
         target = store.generation(target_n)
@@ -176,7 +249,9 @@ def rollback(env=None, to: int | None = None, *, yes: bool = False, force: bool 
                                           "the state folder's project-edits/):\n" + "\n".join(d for _, d in edits[1]))
         if not yes and not confirm(f"Swap generation {target_n} ({target.tensorflow}, Python {target.python}) "
                                    f"in at {store.env}? Generation {current.number} is kept.{shown}"):
-            raise UserError("Rollback cancelled; nothing was changed.", exit_code=1)
+            raise UserError("Rollback cancelled; the env was not changed."
+                            + (f" ({adopted[0].upper() + adopted[1:]}: it stays recorded.)" if adopted else ""),
+                            exit_code=1)
         files_force = force or (edits is not None and not yes)  # asked, with the diff, and answered yes
         users = refuse_if_in_use(store.env, force)
         fsguard.refuse_mount_point(store.env)
@@ -322,6 +397,7 @@ class History:
     rows: list[HistoryRow]
     disk_total: int
     recovered: str | None = None
+    unreadable: dict[int, str] = field(default_factory=dict)  # generations whose record cannot be read: why
 
 
 def history(env=None) -> History:
@@ -336,7 +412,7 @@ def history(env=None) -> History:
                        g.tensorflow, g.python, alone.get(trees[g.number], 0), proc.redact_line(g.command), present[g.number],
                        project_summary(store, g.number), models.summary(models.recorded(store.generation_dir(g.number))))
             for g in gens]
-    return History(str(store.env), str(store.state), rows, total, recovered)
+    return History(str(store.env), str(store.state), rows, total, recovered, store.unreadable())
 
 
 # --- diff -----------------------------------------------------------------------
@@ -392,70 +468,6 @@ def diff(a: str, b: str, env=None) -> Diff:
     return Diff(label_a, label_b, changes)
 
 
-# --- gc -------------------------------------------------------------------------
-
-
-@dataclass
-class GcResult:
-    env: str
-    keep: int
-    deleted: list[int]
-    kept: list[int]
-    freed: int
-    dry_run: bool
-    recovered: str | None = None
-    pyc_cache: Pruned | None = None  # the pyc cache's entries no env uses any more, removed after the generations
-
-
-def gc(env=None, keep: int = 3, *, dry_run: bool = False, yes: bool = False,
-       confirm: Callable[[str], bool] | None = None) -> GcResult:
-    result, doomed_trees = _gc_generations(env, keep, dry_run=dry_run, yes=yes, confirm=confirm)
-    if dry_run:  # what the real run would remove: entries unused now, and those only the doomed trees use
-        result.pyc_cache = prune_cache(dry_run=True, dropping=links_in(doomed_trees))
-    else:
-        result.pyc_cache = prune_cache()
-    return result
-
-
-def _gc_generations(env, keep: int, *, dry_run: bool, yes: bool,
-                    confirm: Callable[[str], bool] | None) -> tuple[GcResult, list[Path]]:
-    """Delete the generations beyond ``keep``; the result, and (for ``dry_run``) the trees that would go."""
-    if keep < 1:
-        raise UserError(f"--keep {keep} would delete every generation.",
-                        "Keep at least 1 (the current one is never deleted); the default is 3.")
-    if not dry_run and not yes and confirm is None:
-        raise UserError("tfrebuild gc deletes generations and needs confirmation; there is no terminal to ask on.",
-                        "Run `tfrebuild gc --dry-run` to see what would go, then `tfrebuild gc --yes`.")
-    store = open_store(env)
-    with store.lock("tfrebuild gc"):
-        recovered = recover(store)
-        store.check_current()  # the tree outranks the store: a store.toml that disagrees deletes nothing
-        gens = store.generations()
-        newest_first = sorted((g.number for g in gens), reverse=True)
-        # --keep N keeps N generations: the current one, then the previous one (the rollback target), then
-        # the newest of the others. The current and the previous always stay (--keep 1 keeps both).
-        protected = [n for n in (store.current_number, store.previous_number) if n is not None and n in newest_first]
-        order = list(dict.fromkeys(protected + newest_first))
-        kept = set(order[:max(keep, len(protected))])
-        doomed = sorted(n for n in newest_first if n not in kept)
-        trees = [store.env] + [store.generation_dir(n) / "env" for n in sorted(kept) if n != store.current_number]
-        if dry_run or not doomed:
-            alone, _ = exclusive_usage(trees + [store.generation_dir(n) / "env" for n in doomed])
-            freed = sum(alone.get(store.generation_dir(n) / "env", 0) for n in doomed)
-            doomed_trees = [store.generation_dir(n) / "env" for n in doomed] if dry_run else []
-            return GcResult(str(store.env), keep, doomed, sorted(kept), freed, dry_run, recovered), doomed_trees
-        if not yes and not confirm(f"Delete generation(s) {', '.join(map(str, doomed))} of {store.env}?"):
-            raise UserError("gc cancelled; nothing was deleted.", exit_code=1)
-        freed = 0
-        for n in doomed:
-            with signals.deferred():  # one generation at a time: a signal stops gc between two deletions
-                freed += store.delete_generation(n)
-                gone = ", ".join(map(str, doomed[:doomed.index(n) + 1]))
-                signals.changed(f"{store.env} gc", f"gc deleted generation(s) {gone} of {store.env}; "
-                                f"{store.env} is still on generation {store.current_number}")
-        return GcResult(str(store.env), keep, doomed, sorted(kept), freed, False, recovered), []
-
-
 # --- status ---------------------------------------------------------------------
 
 
@@ -495,6 +507,10 @@ def _drift(store: Store) -> str:
     and whether the tree at the path is the recorded one at all (recreated, or packages changed in place)."""
     from rebuild.commands import outside
 
+    try:
+        store.refuse_tampered_current()  # the tree is another generation of record: the state file was changed
+    except UserError as exc:
+        return f"{exc.message.replace(' Nothing was changed.', '')} {exc.hint}"
     found = outside.detect(store)
     name, _, version = store.current.tensorflow.partition(" ")
     pins = tree_pins(store.env) or {}
@@ -512,10 +528,11 @@ def _drift(store: Store) -> str:
 
 
 def status(env=None) -> Status:
-    loc = locate(env)
-    store = _open_recovered(loc.path)
+    path = env_path(env)
+    store = _open_recovered(path)
     if store is None:
-        return Status(str(loc.path), False, "", None, None, "", None, [], None, project=_project_status(None, loc.path))
+        return Status(str(path), False, "", None, None, "", None, [], None, _RECOVERED_AT_OPEN.pop(str(path), None),
+                      project=_project_status(None, path) if os.path.isdir(path) else "")
     holder = store.lock_holder()
     recovered = _and_opened(store, recovery.recover_if_idle(store, finished=complete_profile) if holder is None
                             else None)

@@ -138,6 +138,7 @@ def adopt(store: Store, write_profile, progress=None) -> tuple[Outside, Generati
     found = detect(store)
     if found is None:
         return None
+    store.refuse_tampered_current()  # the tree is a generation of record: the state file changed, not the env
     if progress is not None:
         progress.note(found.sentence(store.env))
     from rebuild.env import profile as prof

@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from rebuild.errors import UserError
+
 PROFILE_NAME = "tensorflow-cpu-2.15-scipy-pandas.toml"
 
 
@@ -40,9 +42,31 @@ def applies(opts) -> bool:
     return not os.path.lexists(Path.cwd() / ".venv")
 
 
+#: The upgrade's options that the bundled profile's apply cannot take (it installs the profile's locked files).
+UNSUPPORTED = (("index_url", "--index-url"), ("extra_index_urls", "--extra-index-url"),
+               ("constraints", "--constraint"), ("build_constraints", "--build-constraint"))
+
+
+def refuse_unsupported(opts) -> None:
+    """``--index-url``/``--extra-index-url``/``--constraint``/``--build-constraint``: refused (before anything is
+    created) rather than dropped: the apply of the bundled profile installs its locked files and takes none."""
+    given = [flag for attr, flag in UNSUPPORTED if getattr(opts, attr, None)]
+    if given:
+        target = Path.cwd() / ".venv"
+        raise UserError(
+            f"With no env here (no --env, no $VIRTUAL_ENV, no {target}), `tfrebuild upgrade --yes` first creates "
+            f"{target} from the bundled profile {PROFILE_NAME}, and that step installs the profile's locked files: it "
+            f"does not take {', '.join(given)}. Nothing was created or changed.",
+            "Upgrade your own env with them (--env PATH, or activate it), or run without them to start from the "
+            "bundled example env (its upgrade then takes them: tfrebuild upgrade --env .venv --yes …).")
+
+
 def create(opts, progress) -> Started:
-    """Apply the bundled profile to ``./.venv`` (generation 1), with the upgrade's own index options."""
+    """Apply the bundled profile to ``./.venv`` (generation 1), with the upgrade's --find-links and --offline
+    (:func:`refuse_unsupported`: the other index options are refused, not dropped)."""
     from rebuild.commands import apply as applying
+
+    refuse_unsupported(opts)
 
     profile = bundled_profile()
     target = Path.cwd() / ".venv"

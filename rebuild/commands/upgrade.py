@@ -55,11 +55,14 @@ def run(opts: planning.Options, progress=None, confirm: Callable[[planning.Plan]
     if not opts.yes and confirm is None:
         raise UserError("tfrebuild upgrade needs confirmation, and there is no terminal to ask on.",
                         "Look at `tfrebuild plan` first, then run `tfrebuild upgrade --yes`.")
+    planning.resolve.parse_target(opts.to)  # a bad --to fails before anything is created (the starter's env too)
+    given_models = models.from_paths(opts.models)  # and a --model that is not a model
+    if opts.env:  # or is not the user's (loading a model can run code): before the starter makes anything
+        models.refuse_untrusted(given_models, opts.env)
     started = starter.create(opts, progress) if opts.yes and starter.applies(opts) else None  # a fresh machine
     loc = locate(opts.env)  # bad paths fail here, before anything is created
     planning.load_override(opts, loc, runs_commands=True)  # so does a bad or refused --profile
-    planning.resolve.parse_target(opts.to)  # and a bad --to
-    given_models = models.from_paths(opts.models)  # and a --model that is not a model
+    models.refuse_untrusted(given_models, loc.path)  # or is not the user's (loading a model can run code)
     sources.refuse_self_upgrade(loc.path)  # tfrebuild cannot swap out the env it runs from
     if not loc.bare:  # what stops the swap is known now: refuse before planning and building, not after
         refusals.refuse(loc.path, force=opts.force)
@@ -96,8 +99,11 @@ def run(opts: planning.Options, progress=None, confirm: Callable[[planning.Plan]
             if same is not None:
                 note = f"generation {same} already holds this set (same lock): switching to it instead of building a copy"
                 the_plan.notes.append(note)
+            models.refuse_untrusted((the_plan.intent or the_plan.current).smoke.models, store.env)  # before building
             if not opts.yes and not confirm(the_plan):
-                raise UserError("Upgrade cancelled; nothing was changed.", exit_code=1)
+                raise UserError("Upgrade cancelled; the env was not changed."
+                                + (f" ({adopted[0].upper() + adopted[1:]}: it stays recorded.)" if adopted else ""),
+                                exit_code=1)
             if project is not None and project.drivable and store.managed:  # hand edits: the starting point
                 result.notes += project_files.carry_edits(store)
 

@@ -220,7 +220,10 @@ class Runner(object):
         self.model = None
         self.specs = []
         if loader == "keras":
-            self.model = tf.keras.models.load_model(path, compile=False)
+            kwargs = {"compile": False}
+            if keras_info(tf).startswith("keras 3"):  # Keras 3: no Lambda layer's code is deserialized (its
+                kwargs["safe_mode"] = True  # default for .keras; said here, not assumed)
+            self.model = tf.keras.models.load_model(path, **kwargs)
             inputs = getattr(self.model, "inputs", None) or []
             for n, t in enumerate(inputs):
                 self.specs.append({"name": str(getattr(t, "name", "") or "input_%d" % n).split(":")[0],

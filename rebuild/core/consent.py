@@ -10,8 +10,9 @@ asks for on purpose, in three kinds, each needing its own consent before anythin
   building packages from source at all (``plan``/``upgrade --profile`` pass uv ``--no-build``);
 * ``index``: http(s) index, find-links and constraint-file locations this machine is not configured with
   (local folders are this machine's own; with ``--offline`` nothing is fetched from them, so none is asked);
-* ``commands``: ``[smoke].commands``, shell commands, and the ``imports`` of ``[[smoke.models]]`` (modules
-  imported before a model is loaded run their code; the models themselves need no consent).
+* ``commands``: ``[smoke].commands``, shell commands, and ``[[smoke.models]]``: loading a model can run code
+  (a Keras-2 ``.h5`` Lambda layer holds marshalled bytecode, a SavedModel's graph can read and write files), and
+  the modules of its ``imports`` run theirs.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from rebuild.errors import UserError
 FLAGS = {"sources": "--allow-sources", "index": "--allow-index", "commands": "--allow-commands"}
 WHAT = {"sources": "package sources other than an index, or building from source",
         "index": "package locations this machine is not configured with",
-        "commands": "shell commands ([smoke].commands)"}
+        "commands": "shell commands ([smoke].commands) or models to load, which can run code ([[smoke.models]])"}
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ def requests(profile: prof.Profile) -> dict[str, list[str]]:
              if u.lower().startswith(("http://", "https://")) and _norm(u) not in known]
     return {"sources": prof.non_index_sources(profile), "index": index,
             "commands": [f"smoke command: {prof.shorten(c, 120)}" for c in profile.smoke.commands]
+            + [f"model to load: {prof.shorten(m.path, 120)}" for m in profile.smoke.models]
             + [f"model imports ({prof.shorten(m.path, 80)}): {', '.join(m.imports)}" for m in profile.smoke.models
                if m.imports]}
 

@@ -30,6 +30,7 @@ from rebuild.index import config as indexconf
 from rebuild.core import resolve
 from rebuild.env import profile as prof
 from rebuild.errors import UserError
+from rebuild.util import fs
 from rebuild.util.versions import minor
 
 FORMATS = ("pylock", "requirements")
@@ -163,7 +164,7 @@ def _file(table, kind: str, where: str) -> LockedFile:
 def parse_lock(text: str, where: str, base: Path | None = None) -> Lock:
     """Parse and check a PEP 751 lock; every problem is a :class:`UserError` naming ``where``."""
     try:
-        data = tomllib.loads(text)
+        data = fs.toml_document(text)  # nesting capped
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"The lock {where} is not valid TOML (truncated or edited?): {exc}.", NEW_LOCK_HINT) from exc
     version = data.get("lock-version")
@@ -203,7 +204,7 @@ def parse_lock(text: str, where: str, base: Path | None = None) -> Lock:
 
 def read_lock(path: Path) -> Lock:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = fs.read_document(path).decode("utf-8")  # a regular file, no link followed, size capped
     except FileNotFoundError as exc:
         raise UserError(f"The lock {path} does not exist.",
                         "The profile's `lock` names a file beside the profile; copy it along, or clear `lock` "

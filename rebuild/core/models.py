@@ -19,6 +19,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import stat
 import threading
 import time
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ SEED = 20240
 BATCH = 8
 KERAS_FILES = (".keras", ".h5", ".hdf5")
 
-# verdicts that let the swap go on
+# verdicts that let the swap go on ("refused": a model tfrebuild will not load, see :func:`untrusted`)
 PASSING = ("match", "loads", "skipped", "missing")
 
 
@@ -127,6 +128,73 @@ def from_paths(paths) -> list[prof.SmokeModel]:
     return out
 
 
+def untrusted(path: str | os.PathLike, env: str | os.PathLike) -> str:
+    """Why the model at ``path`` may not be loaded ("" when it may): loading a model can run code (a Keras-2 ``.h5``
+    Lambda layer holds marshalled bytecode; a SavedModel's graph can read and write files), so the file or folder,
+    everything in a folder, and each parent folder up to the first one root or this user owns must belong to this
+    user or the env's owner (:func:`rebuild.store.trust.owners`), be writable by no one else, and be no link
+    (nothing is followed). The first folder root or this user owns may be writable by others only when it is
+    sticky (``/tmp``): then no one else can replace what lies in it."""
+    from rebuild.store import trust
+
+    trusted = trust.owners(Path(env))
+    top = Path(os.path.abspath(path))
+
+    def bad(entry: Path, kinds: str = "df") -> str:
+        try:
+            st = os.lstat(entry)
+        except OSError as exc:
+            return f"{entry} cannot be examined ({exc.strerror or exc})"
+        why = trust.problem(st, trusted, kinds=kinds)
+        if why and not why.startswith("belongs to"):
+            why += f"; its owner is {trust._user(st.st_uid)}"
+        return f"{entry} {why}" if why else ""
+
+    why = bad(top)
+    if why:
+        return why
+    if top.is_dir():
+        errors: list[OSError] = []
+        for folder, dirs, files in os.walk(top, followlinks=False, onerror=errors.append):
+            for name in dirs + files:
+                why = bad(Path(folder) / name)
+                if why:
+                    return why
+        if errors:
+            return f"{errors[0].filename} cannot be read ({errors[0].strerror or errors[0]})"
+    for parent in top.parents:
+        try:
+            st = os.lstat(parent)
+        except OSError as exc:
+            return f"{parent} cannot be examined ({exc.strerror or exc})"
+        if st.st_uid in (0, os.geteuid()) and stat.S_ISDIR(st.st_mode):
+            if trust.writable_by_others(st) and not st.st_mode & stat.S_ISVTX:
+                return (f"{parent} can be written by other users (mode {stat.filemode(st.st_mode)}); its owner is "
+                        f"{trust._user(st.st_uid)}")
+            break
+        why = bad(parent, kinds="d")
+        if why:
+            return why
+    return ""
+
+
+def refuse_untrusted(listed: list[prof.SmokeModel], env: str | os.PathLike) -> None:
+    """Refuse, before anything is built, models that :func:`untrusted` will not load (those that exist)."""
+    from rebuild.store import trust
+
+    found = [(m.path, why) for m in listed if os.path.lexists(m.path) for why in [untrusted(m.path, env)] if why]
+    if not found:
+        return
+    who = " or ".join(trust._user(uid) for uid in sorted(trust.owners(Path(env))))
+    raise UserError(
+        f"tfrebuild will not load the model {found[0][0]}: {found[0][1]}. Loading a model can run code (a Keras "
+        f"Lambda layer, a SavedModel's file operations), so tfrebuild loads only models that {who} own, that no one "
+        "else can write, reached through no symbolic link. Nothing was built or changed.",
+        "Copy the model into a folder of your own (cp -r, which copies the files, not the links), or fix its owner "
+        "and mode, and give that path.", exit_code=2,
+        details="\n".join(f"{path}: {why}" for path, why in found))
+
+
 def merged(listed: list[prof.SmokeModel], given: list[prof.SmokeModel]) -> list[prof.SmokeModel]:
     """The profile's models, then the ``--model`` ones not already listed (same real path)."""
     seen = {os.path.realpath(m.path) for m in listed}
@@ -138,10 +206,6 @@ def with_models(profile: prof.Profile, models: list[prof.SmokeModel]) -> prof.Pr
     if models == profile.smoke.models:
         return profile
     return dataclasses.replace(profile, smoke=dataclasses.replace(profile.smoke, models=list(models)))
-
-
-def without_imports(models: list[prof.SmokeModel]) -> list[prof.SmokeModel]:
-    return [dataclasses.replace(m, imports=[]) for m in models]
 
 
 def _slug(index: int, path: str) -> str:
@@ -180,21 +244,23 @@ MARK = "@@tfrebuild-model@@ "
 
 
 def run_batch(env: Path, jobs: list[Job], *, timeout: float, extra: dict[str, str] | None = None,
-              extra_path: str = "", log: Path | None = None) -> list[dict]:
+              extra_path: str = "", log: Path | None = None, cancel: threading.Event | None = None) -> list[dict]:
     """Run ``jobs`` in ``env``'s interpreter: one process for all of them (TensorFlow imported once, each model
     loaded once). A model that ends the process (a crash, the timeout: each model has ``timeout``) gets that as its
-    answer, and the models after it run in a new process. One JSON answer per job, in order."""
+    answer, and the models after it run in a new process. One JSON answer per job, in order. ``cancel`` set: the
+    running process group is killed and no further process starts."""
     answers: list[dict | None] = [None] * len(jobs)
     env = Path(os.path.abspath(env))
     pending = list(range(len(jobs)))
-    while pending:
+    while pending and not (cancel is not None and cancel.is_set()):
         batch = [jobs[i] for i in pending]
         for job in batch:
             job.folder.mkdir(exist_ok=True)  # not its parents: a discarded operation's folder is never made again
         jobs_file = batch[0].folder / f"jobs-{batch[0].tag}.json"
         jobs_file.write_text(json.dumps([job.spec(extra_path) for job in batch]), encoding="utf-8")
         result = proc.run([str(env / "bin" / "python"), "-I", "-B", str(SCRIPT), str(jobs_file)],
-                          env=_environ(env, extra), timeout=timeout * len(batch), cwd=batch[0].folder, log=log)
+                          env=_environ(env, extra), timeout=timeout * len(batch), cwd=batch[0].folder, log=log,
+                          cancel=cancel)
         for line in (result.stdout or "").splitlines():
             if line.startswith(MARK):
                 try:
@@ -254,10 +320,16 @@ class Gate:
         self._error: BaseException | None = None
         self.reference_seconds = 0.0
         self.stopped = False
+        self._cancel = threading.Event()  # set by stop(): proc.run kills the running reference process group
 
     def stop(self) -> None:
-        """The operation failed before the gate: run no further model (the one running ends by itself)."""
+        """The operation failed before the gate: run no further model, kill the reference run's process group
+        if one runs, and wait for its thread (the operation's folder goes next)."""
         self.stopped = True
+        self._cancel.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
 
     def __bool__(self) -> bool:
         return bool(self.models)
@@ -274,11 +346,13 @@ class Gate:
     def _reference_all(self) -> None:
         start = time.monotonic()
         try:
-            runnable = [i for i, m in enumerate(self.models) if os.path.exists(m.path) and self.loaders[i]]
+            runnable = [i for i, m in enumerate(self.models) if os.path.exists(m.path) and self.loaders[i]
+                        and self.current is not None and not untrusted(m.path, self.current)]
             if self.current is not None and runnable and not self.stopped:
                 jobs = [Job(self._folder(i), self.models[i], self.loaders[i], "reference", "reference")
                         for i in runnable]
-                for i, job, answer in zip(runnable, jobs, run_batch(self.current, jobs, timeout=self.timeout), strict=False):
+                answers = run_batch(self.current, jobs, timeout=self.timeout, cancel=self._cancel)
+                for i, job, answer in zip(runnable, jobs, answers, strict=False):
                     self.references[i] = _Reference(job.folder, answer)
         except BaseException as exc:  # noqa: BLE001 - handed to wait()
             self._error = exc
@@ -296,7 +370,7 @@ class Gate:
     def check(self, env: Path, tf_version: str = "") -> list[ModelRow]:
         """Load, run and compare every model in ``env``; one row each (the retries for Keras 3 refusals included)."""
         self.wait()
-        rows = [self._before(i, model) for i, model in enumerate(self.models)]
+        rows = [self._before(i, model, env) for i, model in enumerate(self.models)]
         todo = [i for i, row in enumerate(rows) if not row.verdict]
         mode = "compare" if self.current is not None else "load"
         jobs = [Job(self._folder(i), self.models[i], self.loaders[i], mode, "staged") for i in todo]
@@ -311,12 +385,14 @@ class Gate:
     def _folder(self, i: int) -> Path:
         return (self.folder or Path(".")) / _slug(i, self.models[i].path)
 
-    def _before(self, i: int, model: prof.SmokeModel) -> ModelRow:
+    def _before(self, i: int, model: prof.SmokeModel, env: Path) -> ModelRow:
         """The row as far as it is known before the new env runs the model (a verdict when it will not run)."""
         loader = self.loaders[i]
         row = ModelRow(path=model.path, loader=loader or model.loader, verdict="", rtol=model.rtol, atol=model.atol)
         if not os.path.exists(model.path):
             row.verdict, row.reason = "missing", f"{model.path} does not exist (listed in [[smoke.models]])"
+        elif why := untrusted(model.path, self.current or env):  # checked again just before loading it
+            row.verdict, row.reason = "refused", f"not loaded (loading a model can run code): {why}"
         elif not loader:
             row.verdict, row.reason = "skipped", "not a format auto can load (set loader in [[smoke.models]])"
         elif self.current is not None:

@@ -8,23 +8,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from rebuild.core import companionstep, consent, resolve, sources
 from rebuild.core.changes import Change, diff
 from rebuild.core.targets import (NewerRelease, _target_version, blocking_companions, conflict_error, constraint_note, newer_for_other_python)
 from rebuild.core.changes import kind as kind_of
+from rebuild.core.gpuroute import check_driver, gpu_route
+from rebuild.core.kerasplan import _keras_major, _keras_notes, _keras_switch, keras2_dependents
+from rebuild.core.plannotes import (_dropped_notes, _reason, _requested_notes, _route_notes, _source_notes,
+                                    _switch_reason, requirement_name)
+from rebuild.core.planproject import _lockable_target, _own_package, _project
 from rebuild.core.options import Gpu, Keras, PathCheck, Strategy
-from rebuild.env import graph, interpreters, probe, refusals
+from rebuild.env import interpreters, probe, refusals
 from rebuild.env import profile as prof
 from rebuild.env.locate import EnvLocation, locate
 from rebuild.env.snapshot import build_profile
 from rebuild.errors import UserError
 from rebuild.index import config as indexconf
-from rebuild.knowledge.tf import (DROPPED, KERAS2_PACKAGES, LEGACY_KERAS_PTH, SEED_PACKAGES, TF_DISTRIBUTIONS,
-                                  release_for, releases)
+from rebuild.knowledge.tf import SEED_PACKAGES, TF_DISTRIBUTIONS
 from rebuild.util.progress import NULL
 
 
@@ -125,85 +127,11 @@ def base_interpreter(current: prof.Profile) -> interpreters.Interpreter:
     return interpreters.find(current.interpreter.version)
 
 
-def _reason(name: str, old: str | None, new: str | None, tf: str, via: dict[str, list[str]],
-            data_requires: dict[str, list[str]], tf_new: str, requested: set[str], tf_old: str = "",
-            tf_versions: dict[str, str] | None = None) -> str:
-    if name == tf:
-        return "the upgrade target"
-    if name in TF_DISTRIBUTIONS and new is None:
-        return f"replaced by {tf} (one TensorFlow variant per env)"
-    tf_versions = tf_versions or {}
-    if name in sources.SELF and new is None:
-        return "tfrebuild itself: left out of the new env (it is a tool installed apart, not part of the env)"
-    if new is None:
-        dependents = [p for p, reqs in data_requires.items()
-                      if any(requirement_name(r) == name and graph.without_extra(r) for r in reqs)]
-        old_tf = [p for p in dependents if p in TF_DISTRIBUTIONS]
-        if old_tf and len(old_tf) == len(dependents) and name not in requested:
-            return f"no longer required (only {' and '.join(f'{p} {tf_versions.get(p, tf_old)}' for p in old_tf)} needed it)"
-        return "no longer required" + (f" (was required by {', '.join(sorted(dependents))})" if dependents else "")
-    # A requested package whose installed version pins TensorFlow below the target is a companion that must move.
-    if old is not None and name in data_requires:
-        for text in data_requires[name]:
-            req = _parse(text)
-            if req and canonicalize_name(req.name) in TF_DISTRIBUTIONS and req.specifier and \
-                    not req.specifier.contains(tf_new, prereleases=True):
-                return f"{name} {old} requires {text.split(';')[0].strip()}, which excludes {tf_new}"
-    parents = [p for p in via.get(name, []) if p != "(requested)"]
-    if parents:
-        verb = "new dependency of" if old is None else "required by"
-        return f"{verb} {', '.join(parents)}"
-    if name in requested:
-        return "requested"
-    return ""
-
-
-def _parse(text: str) -> Requirement | None:
-    try:
-        return Requirement(text)
-    except Exception:  # noqa: BLE001 - malformed metadata is reported elsewhere
-        return None
-
-
-def requirement_name(text: str) -> str:
-    req = _parse(text)
-    return canonicalize_name(req.name) if req else ""
-
-
 def _requested_requirements(current: prof.Profile, override: prof.Profile | None) -> list[str]:
     source = override or current
     names = [n for n in source.requested if n not in TF_DISTRIBUTIONS]
     names += [p.name for p in current.packages if p.name in SEED_PACKAGES and p.location == "env"]
     return sorted(dict.fromkeys(names))
-
-
-def _keras_major(tf_version: str) -> int | None:
-    release = release_for(tf_version) if tf_version else None
-    if release is not None:
-        return release.keras_major
-    try:
-        return 3 if Version(tf_version) >= Version("2.16") else 2
-    except InvalidVersion:
-        return None
-
-
-def keras2_dependents(requires: dict[str, list[str]]) -> list[str]:
-    """Installed packages that need Keras 2: they require tf-keras or keras<3, or are known to."""
-    from packaging.specifiers import SpecifierSet
-
-    out = set(n for n in requires if n in KERAS2_PACKAGES)
-    for name, reqs in requires.items():
-        if name in TF_DISTRIBUTIONS or name in ("keras", "tf-keras"):
-            continue  # TensorFlow itself pins its Keras; that is what moves
-        for text in reqs:
-            req = _parse(text)
-            if req is None:
-                continue
-            dep = canonicalize_name(req.name)
-            if dep == "tf-keras" or (dep == "keras" and req.specifier and not req.specifier.contains("3.0.0")
-                                     and SpecifierSet(str(req.specifier)).contains("2.15.0")):
-                out.add(name)
-    return sorted(out)
 
 
 def _python_auto(current: prof.Profile, tf: str, extras: list[str], target: resolve.TargetSpec, index, opts):
@@ -227,49 +155,6 @@ def _python_auto(current: prof.Profile, tf: str, extras: list[str], target: reso
                     f"Interpreters found: {listing}. Install a Python that `tfrebuild releases` lists for it.")
 
 
-def gpu_route(choice: Gpu | str, tf: str, current: prof.Profile) -> tuple[str, list[str], str]:
-    """(distribution, extras, route) for ``--gpu auto|cuda|cpu``.
-
-    auto: an NVIDIA GPU seen by ``nvidia-smi`` (or the env already on the CUDA wheels) → the CUDA route
-    on Linux x86_64; otherwise the env's current variant. cpu: ``tensorflow-cpu`` where PyPI has it.
-    """
-    choice = Gpu.parse(choice)
-    system, machine = current.platform.system, current.platform.machine
-    cuda_capable = system == "Linux" and machine in ("x86_64", "AMD64")
-    on_cuda_wheels = tf == "tensorflow" and any(p.name.startswith("nvidia-cudnn-cu") for p in current.packages)
-    if choice == Gpu.AUTO:
-        if cuda_capable and (current.gpu.gpus or on_cuda_wheels):
-            choice = Gpu.CUDA
-        else:
-            return tf, [], "keep"
-    if choice == Gpu.CUDA:
-        if not cuda_capable:
-            raise UserError(f"--gpu cuda needs Linux x86_64; this env is {system} {machine}.",
-                            "On macOS use tensorflow-metal; on Windows use WSL2; or drop --gpu.")
-        return "tensorflow", ["and-cuda"], "cuda"
-    has_cpu_wheels = machine in ("x86_64", "AMD64") and system in ("Linux", "Windows")
-    return ("tensorflow-cpu" if has_cpu_wheels else "tensorflow"), [], "cpu"
-
-
-def check_driver(gpu: prof.Gpu, tf_new: str) -> None:
-    """A driver too old for the CUDA the target was built with is a plan error."""
-    release = release_for(tf_new)
-    if release is None or not gpu.driver_version or not release.min_driver:
-        return
-    try:
-        too_old = Version(gpu.driver_version) < Version(release.min_driver)
-    except InvalidVersion:
-        return
-    if too_old:
-        fits = [r for r in reversed(releases())
-                if r.min_driver and Version(r.min_driver) <= Version(gpu.driver_version)]
-        alt = f"--to {fits[0].minor} (CUDA {fits[0].cuda}), " if fits else ""
-        raise UserError(
-            f"The NVIDIA driver {gpu.driver_version} is too old for TensorFlow {tf_new}: it was built with CUDA "
-            f"{release.cuda}, which needs driver {release.min_driver} or newer.",
-            f"Update the NVIDIA driver, or choose {alt}or --gpu cpu.", exit_code=1)
-
-
 def _preflight(loc, data, tf_new, tf, python_version, index, opts, **more) -> list:
     """Doctor's findings for this upgrade: what would also break the new env, and what the rebuild cures."""
     from rebuild import doctor
@@ -279,7 +164,8 @@ def _preflight(loc, data, tf_new, tf, python_version, index, opts, **more) -> li
                                     index=index, offline=opts.offline, pre=opts.pre, **more)
     except (UserError, OSError) as exc:
         return [doctor.FindingId.PREFLIGHT_SKIPPED.make(f"pre-flight checks skipped: {exc}")]
-    return [f for f in findings if f.affects_new_env or f.fixed_by_rebuild or f.severity == "error"]
+    return [f for f in findings if f.affects_new_env or f.fixed_by_rebuild or f.dropped_by_rebuild
+            or f.severity == "error"]
 
 
 @dataclass
@@ -405,23 +291,6 @@ def build_constraint_files(opts: Options) -> list[str]:
     return list(dict.fromkeys(given + from_env))
 
 
-def _keras_switch(keras: Keras, data: dict, inputs: resolve.Inputs, tf_new: str, needed_by: list[str] = (),
-                  tf_old: str = "") -> bool:
-    """Whether the new env keeps Keras 2 through tf-keras; if so, the matching tf-keras is requested.
-
-    ``--keras auto`` keeps Keras 2 when the env had it through tf-keras, or when it crosses TensorFlow 2.16 with
-    installed packages that need Keras 2 (``needed_by``, from the companion table); ``--keras 3`` never does."""
-    site_packages = data.get("paths", {}).get("site_packages", [])
-    had_legacy = any((Path(site) / LEGACY_KERAS_PTH).exists() for site in site_packages)
-    needed = bool(needed_by) and _keras_major(tf_old) == 2
-    if not (keras == Keras.LEGACY or (keras == Keras.AUTO and (had_legacy or needed))) or _keras_major(tf_new) != 3:
-        return False
-    major, minor = Version(tf_new).major, Version(tf_new).minor
-    inputs.requested = sorted({r for r in inputs.requested if canonicalize_name(requirement_name(r) or r) != "tf-keras"}
-                              | {f"tf-keras>={major}.{minor},<{major}.{minor + 1}"})
-    return True
-
-
 def _resolve(inputs: resolve.Inputs, survey: _Survey, tf_new: str, python_version: str, index,
              opts: Options, target_requires=None) -> tuple[resolve.Resolved, str]:
     """Resolve with uv. If companions pull ``tensorflow`` in beside another variant, resolve again with
@@ -453,17 +322,6 @@ def _resolve(inputs: resolve.Inputs, survey: _Survey, tf_new: str, python_versio
                              profile=opts.profile) from None
 
 
-def _switch_reason(survey: _Survey, resolved: resolve.Resolved, tf: str, route: str, variant_note: str) -> str:
-    """Why the new env has another TensorFlow distribution than the installed one ("" when it has the same)."""
-    if tf == survey.tf or survey.tf not in survey.pins:
-        return ""
-    if variant_note:
-        wanting = sorted(p for p in resolved.via.get(tf, []) if p not in ("(requested)", tf, survey.tf))
-        return (f"{', '.join(wanting) or 'a requested package'} require(s) `{tf}`, not {survey.tf}: the same "
-                f"TensorFlow, published under the other name; one variant per env")
-    return f"GPU route {route}: {tf} instead of {survey.tf} (one variant per env)"
-
-
 def _changes(survey: _Survey, resolved: resolve.Resolved, tf: str, tf_new: str, switch: str = "") -> list[Change]:
     requested = set(survey.current.requested)
     tf_versions = {n: v for n, v in survey.pins.items() if n in TF_DISTRIBUTIONS}
@@ -482,62 +340,6 @@ def _changes(survey: _Survey, resolved: resolve.Resolved, tf: str, tf_new: str, 
                 c.reason = f"replaced by {tf} (variant switch, see {survey.tf} → {tf})"
     changes.sort(key=lambda c: (not c.requested, c.name != tf, c.name))
     return changes
-
-
-def _source_notes(survey: _Survey, direct: dict[str, sources.DirectSource]) -> list[str]:
-    """Packages reinstalled from their own sources, and tfrebuild left out."""
-    notes = [f"{s.name} {s.version} is reinstalled {s.shown} (not looked up on an index)" for s in direct.values()]
-    mine = [p for p in survey.current.packages if p.name in sources.SELF and p.location == "env"]
-    if mine:
-        runs_here = sources.running_from(survey.loc.path)
-        notes.append(f"tfrebuild {mine[0].version} is installed in this env and is left out of the new one"
-                     + ("; this tfrebuild runs from the env, so `upgrade` refuses: " if runs_here else "; ")
-                     + sources.INSTALL_APART)
-    return notes
-
-
-def _route_notes(survey: _Survey, tf: str, extras: list[str], route: str, variant_note: str) -> list[str]:
-    notes = [variant_note] if variant_note else []
-    if tf != survey.tf and not variant_note:
-        notes.append(f"GPU route {route}: {survey.tf} is replaced by {tf}{'[' + ','.join(extras) + ']' if extras else ''} "
-                     "(never both in one env)")
-    elif route == "cuda":
-        notes.append(f"GPU route cuda: tensorflow[and-cuda] brings CUDA/cuDNN as nvidia-* wheels; the checks require "
-                     f"TensorFlow to see a GPU ({', '.join(survey.current.gpu.gpus) or 'none listed by nvidia-smi'})")
-    return notes
-
-
-def _keras_notes(tf_old: str, tf_new: str, keras_legacy: bool, tf_keras: str, dependents: list[str]) -> list[str]:
-    if _keras_major(tf_old) == 2 and _keras_major(tf_new) == 3:
-        if keras_legacy:
-            return [f"Keras: tf.keras becomes Keras 3 at TensorFlow 2.16; --keras legacy installs tf-keras "
-                    f"{tf_keras} and sets TF_USE_LEGACY_KERAS=1 for every interpreter "
-                    "started from the new env, so tf.keras stays Keras 2"]
-        still = f" Installed packages that still expect Keras 2: {', '.join(dependents)}." if dependents else ""
-        return ["Keras: tf.keras becomes Keras 3 at TensorFlow 2.16; Keras 2 code (and packages built on "
-                f"it) may break.{still} To keep Keras 2, plan again with --keras legacy."]
-    if keras_legacy:
-        return [f"Keras: keeping Keras 2 through tf-keras {tf_keras} (TF_USE_LEGACY_KERAS=1 in the new env)"]
-    return []
-
-
-def _dropped_notes(pins: dict[str, str], resolved: resolve.Resolved, tf_old: str, tf_new: str) -> list[str]:
-    return [f"{name} {pins[name]} is removed: {what}" for name, (since, what) in DROPPED.items()
-            if name in pins and name not in resolved.pins and tf_old and tf_new
-            and Version(tf_old) < Version(since + ".0") <= Version(tf_new)]
-
-
-def _requested_notes(survey: _Survey) -> list[str]:
-    """Say so when the env's REQUESTED markers were overruled by the dependency graph (requirement files)."""
-    from rebuild.env.snapshot import REQUESTED_FROM_GRAPH
-
-    if survey.override is not None or not any(w.kind == REQUESTED_FROM_GRAPH for w in survey.current.warnings):
-        return []
-    named = ", ".join(survey.current.requested) or "none"
-    return [f"requested: REQUESTED marks (nearly) every installed dependency (a pinned requirements file?), so "
-            f"what nothing installed requires is taken as requested ({named}); the others are dependencies, "
-            "kept while something needs them and dropped when only the old TensorFlow did (name one under "
-            "`requested` in a --profile to keep it)"]
 
 
 def _checked_findings(survey: _Survey, resolved: resolve.Resolved, tf_new: str, tf: str, python_version: str,
@@ -724,95 +526,3 @@ def _forward(inputs: resolve.Inputs, survey: _Survey, resolved: resolve.Resolved
     except resolve.ResolutionFailed:
         inputs.constraints = saved
         return resolved, [f"{n} {survey.pins[n]} → {resolved.pins[n]}" for n in names]
-
-
-def _own_package(survey: _Survey):
-    """The manager that owns the env (``None`` for a plain env); a driven project's own package is set
-    aside in ``survey`` (its requirements are the project's own, which move with TensorFlow)."""
-    import tomllib
-
-    from rebuild.project.detect import detect
-
-    project = detect(survey.loc.path)
-    if project is not None and project.drivable and project.name:
-        survey.own = project.name
-        try:
-            data = tomllib.loads((project.root / "pyproject.toml").read_text(encoding="utf-8"))
-            deps = data.get("project", {}).get("dependencies", [])
-            survey.own_requirements = [d for d in deps if isinstance(d, str)]
-            if project.manager == "poetry":  # [tool.poetry.dependencies] are Poetry constraints, not PEP 508
-                from rebuild.project.poetryproject import requirements
-
-                survey.own_requirements = requirements(data)
-        except (OSError, tomllib.TOMLDecodeError, AttributeError):
-            pass
-    return project
-
-
-MAX_LOCK_TRIES = 8
-
-
-def _lockable_target(project, survey: _Survey, inputs: resolve.Inputs, target: resolve.TargetSpec, tf_new: str,
-                     opts: Options, log) -> tuple[str, str]:
-    """For a driven uv project: the newest release (from ``tf_new`` down, one minor at a time) that ``uv lock``
-    can lock for every Python the project supports, and a note when it is not ``tf_new``."""
-    if project is None or not project.drivable or project.manager != "uv":
-        return tf_new, ""
-    from rebuild.project import uvproject
-    from rebuild.store.journal import new_op_id
-    from rebuild.store.location import state_dir
-
-    skip = {state_dir(survey.loc.path).name, survey.loc.path.name}
-    tf, old = inputs.tf_distribution, survey.current.tensorflow.version
-    version, first = tf_new, None
-    for _ in range(MAX_LOCK_TRIES):
-        try:
-            uvproject.try_lock(project, tf, version, new_op_id("plan"), offline=opts.offline, log=log, skip=skip)
-        except uvproject.LockFailed as exc:
-            first = first or exc
-            lower = None if target.kind == "exact" else _next_lower(inputs, version, old)
-            if lower is None:
-                raise first from None
-            version = lower
-            continue
-        except UserError as exc:  # the lock could not even be tried (a read-only folder, the network): say so
-            if first is not None:
-                raise first from None
-            return tf_new, f"tfrebuild could not check that uv can lock the project with {tf} {tf_new}: {exc.message}"
-        if first is None:
-            return version, ""
-        cause = next((line.strip() for line in first.reason.splitlines() if line.strip().startswith("cause:")), "")
-        why = cause or "see `uv lock`"
-        return version, (f"{tf} {tf_new} cannot be locked for every Python the uv project supports ({why}); "
-                         f"{version} is the newest that locks. {uvproject.lock_hint(first.reason)}")
-    raise first
-
-
-def _next_lower(inputs: resolve.Inputs, version: str, floor: str) -> str | None:
-    """The newest release of the minor below ``version``'s that resolves here, not below ``floor``."""
-    v = Version(version)
-    for minor in range(v.minor - 1, -1, -1):
-        spec = resolve.parse_target(f"{v.major}.{minor}")
-        try:
-            found = resolve.find_target(inputs, spec)
-        except (resolve.ResolutionFailed, UserError):
-            continue
-        return found if not floor or Version(found) >= Version(floor) else None
-    return None
-
-
-def _project(project, tf: str, tf_new: str):
-    """The project's TensorFlow requirement after the upgrade when tfrebuild drives it."""
-    from rebuild.project.requirement import move_requirement
-
-    if project is None or not project.drivable or not project.requirement:
-        return project, ""
-    if project.manager == "poetry":  # `tensorflow-cpu = "^2.15"` or a PEP 508 string
-        from rebuild.project.poetryproject import move_text as move_requirement
-    try:
-        return project, move_requirement(project.requirement, tf_new)
-    except (UserError, ValueError) as exc:
-        from dataclasses import replace
-
-        return replace(project, drivable=False, fix=f"tfrebuild cannot move its TensorFlow requirement "
-                                                    f"({project.requirement}): {getattr(exc, 'message', exc)}"), ""

@@ -140,8 +140,9 @@ def _check_system_site(ctx: Context) -> list[Finding]:
          f"{len(system)} distribution(s) visible from {', '.join(ctx.paths.get('system_site_packages') or []) or '?'}",
          *[f"also visible: {t}" for t in tf_sys[:5]]],
         f"install what you use into the env, then set `include-system-site-packages = false` in "
-        f"{q(env_path / 'pyvenv.cfg')}; `tfrebuild upgrade` builds the new env without system packages",
-        fixed_by_rebuild=True, affects_new_env=False)]
+        f"{q(env_path / 'pyvenv.cfg')}; `tfrebuild upgrade` builds the new env without system packages, so "
+        "an import of a system package that works here will not work there",
+        dropped_by_rebuild=True)]
 
 
 def _check_user_site(ctx: Context) -> list[Finding]:
@@ -287,13 +288,22 @@ def _check_debris_items(ctx: Context) -> list[Finding]:
                 [f"{path} is not listed in any RECORD or top_level.txt"],
                 f"if nothing imports it, delete it: `rm -rf {q(path)}`; if your code imports it, install the "
                 f"distribution that provides it (`uv pip install --python {py} <project>`), or the upgraded env "
-                "will not have it", fixed_by_rebuild=True, affects_new_env=False))
+                "will not have it", dropped_by_rebuild=True))
+        elif kind == "own-pth":
+            out.append(F.ORPHAN_PACKAGE.make(
+                f"{os.path.basename(path)} in site-packages is a .pth file of your own (no distribution installed it)",
+                [f"{path} runs at every start of the interpreter; the upgraded env will not have it"],
+                "if you need it, copy it into the new env's site-packages after the upgrade (`tfrebuild status` "
+                "names the env; the old generation keeps the file), or install the distribution that should "
+                "provide it", dropped_by_rebuild=True))
         elif kind in ("no-metadata", "bad-metadata"):
             out.append(F.BROKEN_DIST_INFO.make(
                 f"metadata folder {os.path.basename(path)} cannot be read",
                 [f"{path}: {item.get('detail') or 'no METADATA file'}"],
                 f"delete the folder (`rm -rf {q(path)}`) and reinstall the project with "
-                f"`uv pip install --python {py} --reinstall <project>`", fixed_by_rebuild=True, affects_new_env=False))
+                f"`uv pip install --python {py} --reinstall <project>`; the upgraded env will not have that project "
+                "(its files may still import here, without a name or version uv can carry over)",
+                dropped_by_rebuild=True))
     return out
 
 

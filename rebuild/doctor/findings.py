@@ -82,9 +82,10 @@ class FindingId(StrEnum):
         return f"{DOCS}#{self.value}-{self.severity}"
 
     def make(self, title: str, evidence: list[str] | None = None, fix: str = "", *,
-             fixed_by_rebuild: bool = False, affects_new_env: bool = False) -> Finding:
+             fixed_by_rebuild: bool = False, affects_new_env: bool = False, dropped_by_rebuild: bool = False) -> Finding:
         return Finding(self, self.severity, title, list(evidence or []), fix,
-                       fixed_by_rebuild=fixed_by_rebuild, affects_new_env=affects_new_env)
+                       fixed_by_rebuild=fixed_by_rebuild, affects_new_env=affects_new_env,
+                       dropped_by_rebuild=dropped_by_rebuild)
 
 
 @dataclass
@@ -98,6 +99,7 @@ class Finding:
     fix: str = ""
     fixed_by_rebuild: bool = False  # a fresh env built by `tfrebuild upgrade` does not have it
     affects_new_env: bool = False  # it carries over to (or blocks) the env the upgrade builds
+    dropped_by_rebuild: bool = False  # something of the user's that the new env will not have: the plan names it
 
 
 @dataclass

@@ -9,6 +9,10 @@ means built for NumPy 1). A pure-Python wheel has no NumPy ABI. Anything else is
 
 from __future__ import annotations
 
+import csv
+import mmap
+import os
+
 from packaging.version import InvalidVersion, Version
 
 from rebuild.knowledge import numpy2
@@ -44,8 +48,46 @@ def built_for(ctx, name: str, dist: dict) -> tuple[int | None, str]:
         return None, ""
     times = sorted(f.upload_time for f in files or [] if f.version == want and f.is_wheel and f.upload_time
                    and any(t.platform != "any" for t in f.tags))
-    if times and times[0][:10] < numpy2.abi_from():
+    if times and times[0][:10] < numpy2.abi_from() and uses_numpy_c_api(dist) is not False:
         return 1, (f"{name} {version} is compiled and its wheels were uploaded on {times[0][:10]}, before any "
                    "package could be built for NumPy 2 (NumPy 2.0.0rc1, March 2024): it fails to import under "
                    "NumPy 2 although its Requires-Dist sets no upper bound")
     return None, ""
+
+
+_C_API = (b"_ARRAY_API", b"_UFUNC_API")  # the capsules every user of NumPy's C API imports at load time
+
+
+def uses_numpy_c_api(dist: dict) -> bool | None:
+    """Whether one of the distribution's extension modules imports NumPy's C API (only those break under another
+    NumPy ABI; a library loaded through ctypes, as xgboost's and lightgbm's are, does not); None when its files
+    cannot be read. Reads the RECORD's shared objects, stopping at the first that names the C API."""
+    info, site = dist.get("path"), dist.get("site_dir")
+    if not info or not site:
+        return None
+    try:
+        with open(os.path.join(str(info), "RECORD"), encoding="utf-8", newline="") as fh:
+            rows = [row[0] for row in csv.reader(fh) if row]
+    except (OSError, UnicodeError, csv.Error):
+        return None
+    for rel in rows:
+        if ".so" not in rel.rsplit("/", 1)[-1] or rel.startswith(("/", "..")):
+            continue
+        try:
+            fd = os.open(os.path.join(str(site), rel), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            continue
+        try:
+            size = os.fstat(fd).st_size
+            if size and any(_find(fd, size, needle) for needle in _C_API):
+                return True
+        except (OSError, ValueError):
+            continue
+        finally:
+            os.close(fd)
+    return False
+
+
+def _find(fd: int, size: int, needle: bytes) -> bool:
+    with mmap.mmap(fd, size, access=mmap.ACCESS_READ) as view:
+        return view.find(needle) != -1

@@ -788,14 +788,24 @@ class Scanner(object):
 
     # -- orphans ------------------------------------------------------------
     def find_orphans(self, site_dir, location):
+        """Top-level modules and the user's own .pth files in ``site_dir`` that no distribution installed.
+
+        Deep scans know every RECORD's entries already; a plain scan confirms its few candidates (names no
+        top_level.txt or read RECORD claims) against the RECORDs of the folder, read only then."""
         try:
             entries = sorted(os.listdir(site_dir))
         except OSError:
             return
         d_norm = os.path.normcase(os.path.normpath(site_dir))
+        found = []
         for name in entries:
             try:
                 low = name.lower()
+                path = os.path.join(site_dir, name)
+                if (low.endswith(".pth") and not name.startswith(("_virtualenv", "~", "."))
+                        and os.path.isfile(path)):
+                    found.append(("own-pth", name, path, name))
+                    continue
                 if (name.startswith("~") or name.startswith(".")
                         or name == "__pycache__" or low.endswith(".pth")
                         or low.endswith(".dist-info")
@@ -804,7 +814,6 @@ class Scanner(object):
                         or name == "_distutils_hack"
                         or name.startswith("_virtualenv")):
                     continue
-                path = os.path.join(site_dir, name)
                 if os.path.isdir(path):
                     if not os.path.isfile(os.path.join(path, "__init__.py")):
                         continue
@@ -815,15 +824,41 @@ class Scanner(object):
                         continue
                 if mod in self.claimed_names:
                     continue
-                if os.path.join(d_norm, os.path.normcase(name)) in \
-                        self.claimed_paths:
-                    continue
-                self.debris.append({
-                    "kind": "orphan-top-level", "path": path, "name": mod,
-                    "site_dir": site_dir, "location": location,
-                })
+                found.append(("orphan-top-level", mod, path, name))
             except Exception as e:
                 warn("orphan check failed for %s: %s" % (name, _exc(e)))
+        found = [f for f in found if os.path.join(d_norm, os.path.normcase(f[3])) not in self.claimed_paths]
+        if found and not self.deep:
+            firsts = self._record_firsts(site_dir)
+            found = [f for f in found if os.path.normcase(f[3]) not in firsts]
+        for kind, mod, path, _name in found:
+            self.debris.append({
+                "kind": kind, "path": path, "name": mod,
+                "site_dir": site_dir, "location": location,
+            })
+
+    def _record_firsts(self, site_dir):
+        """The first path component of every file the RECORDs (and installed-files.txt) of ``site_dir`` name."""
+        firsts = set()
+        try:
+            metas = [n for n in os.listdir(site_dir) if n.lower().endswith((".dist-info", ".egg-info"))]
+        except OSError:
+            return firsts
+        for meta in metas:
+            for listing in ("RECORD", "installed-files.txt"):
+                path = os.path.join(site_dir, meta, listing)
+                if not os.path.isfile(path):
+                    continue
+                base = site_dir if listing == "RECORD" else os.path.join(site_dir, meta)
+                try:
+                    for p in read_record(path) if listing == "RECORD" else _read_text(path).splitlines():
+                        full = os.path.normpath(os.path.join(base, p.strip()))
+                        rel = os.path.relpath(full, site_dir)
+                        if not rel.startswith(".."):
+                            firsts.add(os.path.normcase(rel.replace("\\", "/").split("/", 1)[0]))
+                except Exception as e:
+                    warn("%s: cannot read %s: %s" % (meta, listing, _exc(e)))
+        return firsts
 
 
 # ---------------------------------------------------------------------------
@@ -947,10 +982,9 @@ def scan_distributions(deep, scan):
                         for p, loc in scan if loc == "env"]
     for i, (p, loc) in enumerate(scan):
         scanner.scan_dir(p, loc, i)
-    if deep:
-        for p, loc in scan:
-            if loc == "env":
-                scanner.find_orphans(p, loc)
+    for p, loc in scan:  # a plain scan too: the plan names what the new env will not have (issue 23)
+        if loc == "env":
+            scanner.find_orphans(p, loc)
     dists = scanner.distributions
     dists.sort(key=lambda d: (LOCATION_ORDER.get(d["location"], 9),
                               d["canonical"], d["_order"], d["dist_info"]))

@@ -263,8 +263,10 @@ def _is_table(value) -> bool:
 
 
 def loads(text: str, where: str = "profile") -> Profile:
+    from rebuild.util import fs
+
     try:
-        data = tomllib.loads(text)
+        data = fs.toml_document(text)  # nesting capped: a hostile profile is one error, not a RecursionError
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"{where} is not valid TOML: {exc}.", "Fix the file or take a new one with `tfrebuild snapshot`.") from exc
     schema = data.get("schema")
@@ -500,13 +502,21 @@ def non_index_sources(profile: Profile) -> list[str]:
 
 
 def load(path: str | Path) -> Profile:
+    from rebuild.util import fs
+
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = fs.read_document(path)  # a regular file, no link followed, size capped: a FIFO or device is refused
     except FileNotFoundError as exc:
         raise UserError(f"Profile {path} does not exist.", "Check the path, or create one with `tfrebuild snapshot`.") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"Profile {path} cannot be read: {exc}.", "Check its permissions and encoding.") from exc
+    except OSError as exc:
+        raise UserError(f"Profile {path} cannot be read: {exc.strerror or exc}.",
+                        "Give --profile a profile file (a regular file, not a link, a FIFO or a device).") from exc
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"Profile {path} cannot be read: it is not UTF-8 text (byte {exc.start}).",
+                        "Fix the file or take a new one with `tfrebuild snapshot`.") from None
     return loads(text, where=str(path))
 
 

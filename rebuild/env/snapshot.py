@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import os
-import time
+import stat
 from collections import defaultdict
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -22,29 +21,12 @@ from rebuild.errors import UserError
 from rebuild.util import fs
 from rebuild.knowledge.tf import SEED_PACKAGES, TF_DISTRIBUTIONS, import_name
 
-_GENERIC_NAMES = {"venv", "env", "virtualenv"}
-
 #: tfrebuild's own distribution: a tool installed apart, never something an env is for (never requested).
 from rebuild import SELF  # noqa: E402 - its home is rebuild/__init__.py (project/detect reads it too)
 #: What tfrebuild pulls in (its runtime requirements and theirs). Left behind without a REQUESTED marker when
 #: tfrebuild is uninstalled from an env, they are its leftovers, not packages the user asked for.
 TOOL_DEPENDENCIES = ("uv", "typer", "rich", "tomli-w", "click", "shellingham", "markdown-it-py", "mdurl",
                      "pygments")
-
-
-@dataclass
-class SnapshotResult:
-    profile: prof.Profile
-    written_to: Path | None
-    seconds: float
-
-
-def default_output(env_path: Path, cwd: Path | None = None) -> Path:
-    """``profiles/<env name>.toml``; a generic name (``.venv``) is prefixed by its parent's."""
-    name = env_path.name.lstrip(".") or "env"
-    if name in _GENERIC_NAMES and env_path.parent.name:
-        name = f"{env_path.parent.name}-{name}"
-    return Path(cwd or Path.cwd()) / "profiles" / f"{name}.toml"
 
 
 def _source(dist: dict) -> dict:
@@ -298,9 +280,23 @@ def take(env: str | os.PathLike | None = None, *, timeout: float | None = None) 
 
 
 def check_output(output: Path, force: bool) -> None:
-    """Refuse an output path we could not or should not write, before any work."""
-    if output.is_dir():
+    """Refuse an output path we could not or should not write, before any work.
+
+    Anything there that is not a regular file (a folder, a FIFO, a socket, a device, a symbolic link) is
+    refused, ``--force`` included: -o writes documents, and replaces only a document."""
+    try:
+        st = os.lstat(output)
+    except OSError:
+        st = None
+    if st is not None and stat.S_ISDIR(st.st_mode):
         raise UserError(f"{output} is a folder.", f"Pass a file name with -o, e.g. -o {output / 'profile.toml'}.")
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        what = fs.kind(st.st_mode)
+        raise UserError(f"{output} is {what}, not a regular file: tfrebuild writes -o only to a new file or over a "
+                        "regular file, --force included. Nothing was written.",
+                        "Choose a file name with -o (to read the output, leave -o out: it goes to standard output)"
+                        + (f"; to write where the link points, give its target: {os.path.realpath(output)}."
+                           if what == "a symbolic link" else "."))
     if output.exists() and not force:
         raise UserError(f"{output} already exists.", "Pass --force to overwrite it, or choose another file with -o.")
     parent = output.parent
@@ -324,21 +320,3 @@ def write_text_atomic(output: Path, text: str) -> None:
         fs.atomic_write(output, text, durable=False)
     except OSError as exc:
         raise UserError(f"Cannot write {output}: {exc.strerror or exc}.", "Choose another place with -o.") from exc
-
-
-def run(env: str | os.PathLike | None, output: str | os.PathLike | None, *, force: bool = False) -> SnapshotResult:
-    """``tfrebuild snapshot``: probe, build the profile, write it; refuse bad output paths first."""
-    start = time.monotonic()
-    loc = locate(env)
-    if output:
-        target = Path(output)
-    elif loc.bare or os.path.isfile(env or ""):  # /root/.pyenv/versions/3.11.7/bin/python3 -> profiles/3.11.7-python3.toml
-        target = default_output(loc.path).with_name(f"{loc.path.name.lstrip('.') or 'python'}-{loc.python.name}.toml")
-    else:
-        target = default_output(loc.path)
-    target = target.absolute()
-    check_output(target, force)
-    data = probe.run(loc.python)
-    profile = build_profile(loc, data)
-    write(profile, target)
-    return SnapshotResult(profile, target, time.monotonic() - start)

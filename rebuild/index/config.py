@@ -264,8 +264,10 @@ def _requirement_lines(path: Path, seen: set[Path]) -> list[tuple[Path, int, str
     if path in seen:
         return []
     seen.add(path)
+    from rebuild.util import fs
+
     try:
-        text = path.read_text(encoding="utf-8")
+        text = fs.read_document(path).decode("utf-8")  # a FIFO or device is not read (nor waited on)
     except (OSError, UnicodeDecodeError):
         return []
     out = []

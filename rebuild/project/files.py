@@ -64,12 +64,12 @@ def load(store, n: int) -> Kept | None:
     try:
         if os.path.islink(where) or not where.is_dir():
             return None
-        manifest = tomllib.loads((where / MANIFEST).read_text(encoding="utf-8"))
+        manifest = fs.toml_document(fs.read_document(where / MANIFEST))
         files = {}
         for name, digest in dict(manifest.get("files", {})).items():
             if not _safe_name(name) or os.path.islink(where / name):
                 return None
-            data = (where / name).read_bytes()
+            data = fs.read_document(where / name)
             if hashlib.sha256(data).hexdigest() != digest:
                 return None
             files[name] = data

@@ -61,11 +61,12 @@ class Journal:
     def read(self) -> dict | None:
         """The journal of the operation in progress, or ``None``."""
         try:
-            with open(self.path, "rb") as fh:
-                data = json.load(fh)
+            data = fs.json_document(fs.read_document(self.path))
         except FileNotFoundError:
             return None
-        except (ValueError, OSError) as exc:
+        except OSError as exc:
+            raise DamagedJournal(self.path, f"it cannot be read ({exc.strerror or exc})") from exc
+        except ValueError as exc:
             raise DamagedJournal(self.path, f"it is not readable JSON ({exc})") from exc
         if not isinstance(data, dict):
             raise DamagedJournal(self.path, f"it holds {type(data).__name__} {json.dumps(data)[:80]}, not an operation")

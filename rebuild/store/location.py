@@ -95,7 +95,7 @@ def _rebase_journal(path: Path, old: Path, new: Path) -> None:
     if os.path.islink(path) or not path.is_file():
         return
     try:
-        data = json.loads(path.read_bytes())
+        data = fs.json_document(fs.read_document(path))
     except (OSError, ValueError):
         return  # damaged: recovery words it
 

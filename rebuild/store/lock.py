@@ -64,7 +64,7 @@ def _holder_info(fd: int, *, wait: bool) -> dict | None:
         try:
             raw = os.pread(fd, 4096, 0)
             info = json.loads(raw) if raw.strip() else None
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):  # a damaged lock file is no holder
             info = None
         if not isinstance(info, dict):
             info = None

@@ -215,8 +215,8 @@ class Operations:
                 n = self.previous_number
             if n == old.number:
                 raise UserError(f"Generation {n} is already the current environment at {self.env}")
+            st_old = self.check_current()  # the store agrees with the tree at E before anything is written
             source, st_src = self._rollback_source(n)
-            st_old = self.check_current()
             old_dest = self.generation_dir(old.number) / "env"
             self._free_dest(old_dest)
             self.begin({

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from rebuild.errors import UserError
 from rebuild.store.journal import now_iso
+from rebuild.util import fs
 
 if TYPE_CHECKING:
     from rebuild.store.store import Store
@@ -25,15 +26,18 @@ def toml_int(value: int) -> int | str:
 
 
 def read_toml(path: Path, what: str) -> dict:
-    """A store TOML file; :class:`UserError` naming ``what`` when it is damaged."""
+    """A store TOML file; :class:`UserError` naming ``what`` when it is damaged, or is not a regular file
+    (read with :func:`rebuild.util.fs.read_document`: no link followed, size and nesting capped)."""
+    hint = "Restore it from a backup, or move the state folder away to stop managing this environment."
     try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh)
+        return fs.toml_document(fs.read_document(path))
     except tomllib.TOMLDecodeError as exc:
-        raise UserError(
-            f"The tfrebuild {what} {path} is damaged: {exc}",
-            hint="Restore it from a backup, or move the state folder away to stop managing this environment.",
-        ) from exc
+        raise UserError(f"The tfrebuild {what} {path} is damaged: {exc}", hint=hint, exit_code=1) from exc
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise UserError(f"The tfrebuild {what} {path} cannot be read: {exc.strerror or exc}", hint=hint,
+                        exit_code=1) from exc
 
 
 @dataclass

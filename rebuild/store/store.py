@@ -296,7 +296,8 @@ class Store(Operations):
         return self.generation(n) if n is not None else None
 
     def generations(self) -> list[Generation]:
-        """All recorded generations, oldest first (folders without ``meta.toml`` are skipped)."""
+        """All recorded generations, oldest first (folders without ``meta.toml`` are skipped; those whose record
+        cannot be read are left to :meth:`unreadable`, which says why)."""
         result = []
         try:
             entries = list(os.scandir(self.generations_dir))
@@ -304,11 +305,46 @@ class Store(Operations):
             return []
         for entry in entries:
             if entry.name.isdigit() and os.path.isfile(os.path.join(entry.path, "meta.toml")):
-                result.append(self._load_meta(int(entry.name)))
+                try:
+                    result.append(self._load_meta(int(entry.name)))
+                except UserError:
+                    continue  # damaged: reported by unreadable()
         return sorted(result, key=lambda g: g.number)
+
+    def unreadable(self) -> dict[int, str]:
+        """Generation folders whose record this user cannot read or that is damaged: number -> why, naming whose
+        the folder is (a generation is never reported as missing, nor left out silently, when it is there)."""
+        found: dict[int, str] = {}
+        try:
+            entries = [e for e in os.scandir(self.generations_dir) if e.name.isdigit()]
+        except OSError:
+            return found
+        for entry in entries:
+            n, meta = int(entry.name), Path(entry.path) / "meta.toml"
+            try:
+                owner = trust._user(os.lstat(entry.path).st_uid)
+            except OSError:
+                owner = "unknown"
+            try:
+                if not os.path.lexists(meta) and os.access(entry.path, os.R_OK | os.X_OK):
+                    continue  # a folder without a record (being made): no generation
+                self._load_meta(n)
+            except PermissionError as exc:
+                found[n] = f"permission denied on {exc.filename or meta} (the folder belongs to {owner})"
+            except OSError as exc:
+                found[n] = f"{exc.strerror or exc} (the folder belongs to {owner})"
+            except UserError as exc:
+                found[n] = f"{exc.message} (the folder belongs to {owner})"
+        return found
 
     def generation(self, n: int) -> Generation:
         """Generation ``n``; :class:`UserError` if there is none."""
+        bad = self.unreadable().get(n) if os.path.lexists(self.generation_dir(n)) else None
+        if bad:
+            raise UserError(f"Generation {n} of {self.env} cannot be read: {bad}",
+                            hint="Run tfrebuild as the user who owns the environment, or repair that generation's "
+                            f"folder ({self.generation_dir(n)}); the other generations are not affected.",
+                            exit_code=1)
         if not (self.generation_dir(n) / "meta.toml").is_file():
             have = ", ".join(str(g.number) for g in self.generations()) or "none"
             raise UserError(f"{self.env} has no generation {n}", hint=f"Existing generations: {have}.")
@@ -316,7 +352,11 @@ class Store(Operations):
 
     def _load_meta(self, n: int) -> Generation:
         path = self.generation_dir(n) / "meta.toml"
-        data = read_toml(path, "generation record")
+        try:
+            data = read_toml(path, "generation record")
+        except PermissionError as exc:
+            raise UserError(f"The tfrebuild generation record {path} cannot be read: permission denied",
+                            hint="Run tfrebuild as the user who owns the environment.", exit_code=1) from exc
         data["number"] = n
         try:
             gen = Generation.from_dict(data)
@@ -368,6 +408,23 @@ class Store(Operations):
                 "first adopt the environment as it is now as a new generation (every kept generation stays).",
             )
         return st
+
+    def refuse_tampered_current(self) -> None:
+        """:class:`UserError` when the tree at ``E`` is the recorded tree of a generation other than the current
+        one: ``store.toml`` was changed, not the env (the tree outranks the store; nothing is recorded as an env
+        made outside tfrebuild, deleted or swapped on such a state file)."""
+        found = key_or_none(self.env)
+        cur = self.current  # a current generation with no record is refused here too
+        if found is None or found == (cur.device, cur.inode):
+            return
+        for gen in self.generations():
+            if gen.number != cur.number and (gen.device, gen.inode) == found:
+                raise UserError(
+                    f"{self.env} is generation {gen.number}'s tree, but {self.store_file} names generation "
+                    f"{cur.number} as current: the state file was changed, not the environment. Nothing was changed.",
+                    hint=f"tfrebuild deletes, swaps and records nothing while its state file disagrees with the tree. "
+                    f"Set `current = {gen.number}` in {self.store_file} again (or restore it from a backup).",
+                    exit_code=1)
 
     # ---- staging and logs
     def staging_dir(self, op_id: str) -> Path:

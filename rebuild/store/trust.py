@@ -36,10 +36,12 @@ _DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 
 
 def owners(env: Path) -> frozenset[int]:
-    """The uids whose files tfrebuild trusts for ``env``: this process's, and the env's owner's."""
+    """The uids whose files tfrebuild trusts for ``env``: this process's, and the env's owner's (the owner of the
+    folder itself: for an ``--env`` given as a link, the link's owner, who may be anyone who can write its parent,
+    is not trusted)."""
     ids = {os.geteuid(), 0}  # root can change anything anyway
     try:
-        ids.add(os.lstat(env).st_uid)
+        ids.add(os.stat(env).st_uid)
     except OSError:
         pass
     return frozenset(ids)

@@ -15,7 +15,10 @@ interpreters asked for their version) goes through :func:`run`, as pipx's
   whole on a timeout or an interrupt, and (Linux) gets SIGKILL when tfrebuild itself is killed, through
   util-linux's ``setpriv --pdeathsig KILL`` rather than a ``preexec_fn`` (unsafe with threads); where
   ``setpriv`` is missing only the group kill applies, and a tfrebuild SIGKILLed in the microseconds between
-  the fork and ``setpriv``'s ``prctl`` leaves that one child running (:func:`argv`).
+  the fork and ``setpriv``'s ``prctl`` leaves that one child running (:func:`argv`). Only ``/usr/bin/setpriv``
+  or ``/bin/setpriv`` owned by root and writable by no one else is used, never one found on ``$PATH``
+  (:data:`SETPRIV`): tfrebuild often runs as root, and a folder on root's ``PATH`` that others can write must
+  not give them a program every child (uv with its credentials included) runs behind.
 """
 
 from __future__ import annotations
@@ -25,8 +28,10 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +42,10 @@ from rebuild.util import signals
 #: Variables that make a child Python import code from outside its own environment.
 SCRUBBED = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE")
 DEFAULT_TIMEOUT = 600.0
+#: The only ``setpriv`` programs used (each must be root's and writable by no one else: :func:`_root_only`).
+SETPRIV = ("/usr/bin/setpriv", "/bin/setpriv")
+#: What ``setpriv`` prints (then exit 126 or 127) when it cannot ``exec`` the program it wraps.
+_SETPRIV_EXEC_FAILED = re.compile(r"setpriv: failed to execute (?P<program>.*): (?P<why>[^:\n]+)\n?")
 
 #: ``scheme://`` then the userinfo: everything up to the last ``@`` before the host (a password may hold ``@``).
 _USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)([^/\s?#'\"]*)@")
@@ -73,6 +82,7 @@ class Result:
     seconds: float
     timed_out: bool = False
     error: str = ""  # why the program could not be started (OSError), else ""
+    cancelled: bool = False  # the caller's ``cancel`` was set: the process group was killed
 
     @property
     def ok(self) -> bool:
@@ -116,13 +126,32 @@ def _append_log(log: Path, result: Result, note: str) -> None:
             fh.write(redact_line(note) + "\n\n")
 
 
+def _root_only(path: str) -> bool:
+    """Whether ``path`` is a regular file (not a link) that root owns and only root can write, in a folder that
+    root owns and only root can write."""
+    try:
+        st = os.lstat(path)
+        folder = os.stat(os.path.dirname(path))
+    except OSError:
+        return False
+    others = stat.S_IWGRP | stat.S_IWOTH
+    return (stat.S_ISREG(st.st_mode) and st.st_uid == 0 and not st.st_mode & others and bool(st.st_mode & stat.S_IXUSR)
+            and folder.st_uid == 0 and not folder.st_mode & others)
+
+
+def _setpriv() -> str | None:
+    """The trusted ``setpriv`` (:data:`SETPRIV`), ``None`` where there is none."""
+    return next((path for path in SETPRIV if _root_only(path)), None)
+
+
 @functools.cache
 def _pdeathsig_wrapper() -> tuple[str, ...]:
     """The argv prefix that gives a child SIGKILL when tfrebuild dies: util-linux's ``setpriv --pdeathsig KILL``
-    (Linux), found once and tried once; ``()`` where there is none (then the process group alone applies)."""
+    (Linux; root's own, :func:`_setpriv`), found once and tried once; ``()`` where there is none (then the process
+    group alone applies)."""
     if not sys.platform.startswith("linux"):
         return ()
-    setpriv = shutil.which("setpriv", path=os.environ.get("PATH") or os.defpath)
+    setpriv = _setpriv()
     if setpriv is None:
         return ()
     prefix = (setpriv, "--pdeathsig", "KILL", "--")
@@ -135,11 +164,33 @@ def _pdeathsig_wrapper() -> tuple[str, ...]:
 
 
 def _startable(program: str, env: Mapping[str, str], cwd: Path | str | None) -> bool:
-    """Whether ``Popen`` would find ``program`` (so the wrapper does not hide a missing one behind its exit code)."""
+    """Whether ``Popen`` would find and start ``program``: so the wrapper does not hide a missing one behind its
+    exit code, nor run a file without ``#!`` through ``/bin/sh`` (``setpriv``'s ``execvp`` does; ``Popen`` says
+    "Exec format error")."""
     if os.sep in program:
-        path = os.path.join(os.fspath(cwd) if cwd is not None else "", program)
-        return os.path.isfile(path) and os.access(path, os.X_OK)
-    return shutil.which(program, path=os.pathsep.join(os.get_exec_path(env))) is not None
+        joined = os.path.join(os.fspath(cwd) if cwd is not None else "", program)
+        path = joined if os.path.isfile(joined) and os.access(joined, os.X_OK) else None
+    else:
+        path = shutil.which(program, path=os.pathsep.join(os.get_exec_path(env)))
+    if path is None:
+        return False
+    try:
+        with open(path, "rb") as fh:
+            magic: bytes = fh.read(4)
+    except OSError:
+        return True  # execute-only: setpriv starts it, or reports the failure (:func:`_exec_failure`)
+    return magic[:2] == b"#!" or magic == b"\x7fELF"
+
+
+def _exec_failure(result: Result, wrapped: bool) -> Result:
+    """A program that ``setpriv`` could not ``exec`` (a script whose ``#!`` interpreter is gone, a file that went
+    away since :func:`_startable`) as the result ``Popen``'s ``OSError`` gives without the wrapper: ``error`` set."""
+    if not wrapped or result.returncode not in (126, 127) or result.stdout:
+        return result
+    failed = _SETPRIV_EXEC_FAILED.fullmatch(result.stderr)
+    if failed is None:
+        return result
+    return Result(result.args, -1, "", "", result.seconds, error=failed.group("why").strip())
 
 
 def argv(cmd: Sequence[str], *, shell: bool = False) -> list[str]:
@@ -168,6 +219,20 @@ def kill_group(proc: subprocess.Popen[str]) -> None:
             pass
 
 
+def _communicate(proc: subprocess.Popen[str], cancel: threading.Event, timeout: float | None,
+                 start: float) -> tuple[str, str] | None:
+    """``proc.communicate()`` in steps of 0.1 s (retrying loses no output) until it ends, ``None`` as soon as
+    ``cancel`` is set; ``TimeoutExpired`` past ``timeout``."""
+    while True:
+        try:
+            return proc.communicate(timeout=0.1)
+        except subprocess.TimeoutExpired:
+            if cancel.is_set():
+                return None
+            if timeout is not None and time.monotonic() - start > timeout:
+                raise
+
+
 def run(
     args: Sequence[str | os.PathLike[str]],
     *,
@@ -176,12 +241,14 @@ def run(
     cwd: Path | str | None = None,
     log: Path | None = None,
     shell: bool = False,
+    cancel: threading.Event | None = None,
 ) -> Result:
     """Run ``args`` to completion and return what happened.
 
     ``env`` is used as given when passed (callers build it with :func:`clean_environ`);
     otherwise this process's environment, scrubbed. ``shell=True`` runs ``args[0]``
-    through ``/bin/sh`` (the profile's smoke commands).
+    through ``/bin/sh`` (the profile's smoke commands). ``cancel``: when another thread sets it, the process
+    group is killed (within 0.1 s) and the result has ``cancelled``.
     """
     cmd = [os.fspath(a) for a in args]
     run_env = dict(env) if env is not None else clean_environ()
@@ -195,8 +262,15 @@ def run(
     else:
         try:
             signals.checkpoint()  # a signal swallowed earlier (an at-fork hook of a child started elsewhere)
-            out, err = proc.communicate(timeout=timeout)
-            result = Result(cmd, proc.returncode, out, err, time.monotonic() - start)
+            done = proc.communicate(timeout=timeout) if cancel is None else _communicate(proc, cancel, timeout, start)
+            if done is None:
+                kill_group(proc)
+                out, err = proc.communicate()
+                result = Result(cmd, -1, _text(out), _text(err), time.monotonic() - start, cancelled=True)
+            else:
+                out, err = done
+                result = _exec_failure(Result(cmd, proc.returncode, out, err, time.monotonic() - start),
+                                       wrapped is not cmd and bool(_pdeathsig_wrapper()))
         except subprocess.TimeoutExpired:
             kill_group(proc)
             out, err = proc.communicate()

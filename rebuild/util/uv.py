@@ -166,6 +166,9 @@ _INDEX_OPTIONS = {
     "--index-url": ("UV_INDEX_URL", ""), "-i": ("UV_INDEX_URL", ""),
     "--extra-index-url": ("UV_EXTRA_INDEX_URL", " "), "--find-links": ("UV_FIND_LINKS", ","),
     "-f": ("UV_FIND_LINKS", ","),
+    # a requirement file may be a URL too (pip.conf's `constraint = https://user:pw@host/c.txt`)
+    "--constraint": ("UV_CONSTRAINT", " "), "-c": ("UV_CONSTRAINT", " "),
+    "--build-constraint": ("UV_BUILD_CONSTRAINT", " "), "-b": ("UV_BUILD_CONSTRAINT", " "),
 }
 _USERINFO = re.compile(r"://[^/@\s]*@")
 

@@ -282,7 +282,9 @@ _TF_FAKEMODEL = '''\
 SavedModel folder (with ``keras_metadata.pb`` when "Keras 2 made it"). Optional keys make it depend on the
 TensorFlow that loads it: ``min_tf``/``max_tf`` ("2.18": refused below/above that minor, as a model using an op
 another release lacks), ``drift`` ({"2.20": 0.5}: every output moves by 0.5 from TF 2.20 on, as numerics change
-between releases), ``crash_tf`` (the process dies loading it from that minor on), ``input_name``.
+between releases), ``crash_tf`` (the process dies loading it from that minor on), ``input_name``; ``touch`` (a
+path: loading it writes that file, as a Keras-2 Lambda layer's bytecode or a SavedModel's file ops could) and
+``sleep`` (seconds loading takes).
 """
 import json
 import os
@@ -314,6 +316,13 @@ class Model(object):
             sys.stderr.write("Fatal Python error: Segmentation fault (fake, loading %s)\\n" % path)
             sys.stderr.flush()
             os._exit(139)
+        if doc.get("touch"):  # the payload: code the model runs when loaded
+            with open(doc["touch"], "w") as fh:
+                fh.write("loaded by pid %d\\n" % os.getpid())
+        if doc.get("sleep"):
+            import time
+
+            time.sleep(float(doc["sleep"]))
         self.doc = doc
         self.inputs = [Spec([None, len(doc["weights"])], "float32", doc.get("input_name", "x"))]
         self.drift = sum(amount for since, amount in (doc.get("drift") or {}).items() if now >= _minor(since))
