@@ -272,16 +272,25 @@ def test_build_constraints_reach_every_uv_call_that_may_build(make_venv, cli, ki
     given, from_env = tmp_path / "build-caps.txt", tmp_path / "env-caps.txt"
     given.write_text("setuptools<81\n")
     from_env.write_text("cython<3\n")
+    # uv's own setting in the folder the command runs from (tfrebuild runs uv with --no-config, so passes it on)
+    (tmp_path / "uv.toml").write_text('build-constraint-dependencies = ["pyyaml-build-helper<2"]\n')
     res = run_cli(kit_env, "upgrade", "--env", env, "--offline", "--find-links", kit_env["UV_FIND_LINKS"],
-                  "--to", "2.16", "--yes", "--build-constraint", given, overrides={"UV_BUILD_CONSTRAINT": from_env},
-                  cwd=tmp_path)
+                  "--to", "2.16", "--yes", "--build-constraint", given, cwd=tmp_path,
+                  overrides={"UV_BUILD_CONSTRAINT": from_env, "UV_NO_CONFIG": None, "XDG_CONFIG_HOME": tmp_path / "cfg",
+                             "XDG_CONFIG_DIRS": tmp_path / "cfg-dirs"})  # uv.toml read: the kit's UV_NO_CONFIG off
     assert res.code == 0, res.err
     (log,) = (env.parent / f".{env.name}.tfrebuild" / "logs").glob("upgrade-*.log")
     commands = [line for line in log.read_text().splitlines() if line.startswith("$ ")]
     for verb in ("pip compile", "pip sync"):
         lines = [c for c in commands if f" {verb} " in c and "--no-deps --format pylock.toml" not in c]
         assert lines and all(f"--build-constraints {given}" in c and f"--build-constraints {from_env}" in c
-                             for c in lines), (verb, commands)
+                             and "tfrebuild-build-constraints-" in c for c in lines), (verb, commands)
+    from rebuild.index import config as indexconf
+    assert indexconf.build_constraint_dependencies(environ={}, home=tmp_path / "home", cwd=tmp_path) == [
+        "pyyaml-build-helper<2"]
+    assert indexconf.build_constraint_dependencies(environ={"UV_NO_CONFIG": "1"}, cwd=tmp_path) == []
+    written = {w for c in commands for w in c.split() if "tfrebuild-build-constraints-" in w}
+    assert written and not any(Path(w).exists() for w in written)  # the private file is gone with the command
     missing = cli("plan", env, "--build-constraint", tmp_path / "nope.txt")
     assert missing.code == 2 and "nope.txt given with --build-constraint does not exist" in missing.err
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
+import functools
 import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -288,7 +291,19 @@ def build_constraint_files(opts: Options) -> list[str]:
             raise UserError(f"The build constraint file {given_path} given with --build-constraint does not exist or "
                             "is not a file.", "Pass an existing requirements-style file. Nothing was changed.")
     from_env = [str(Path(f).expanduser().resolve()) for f in os.environ.get("UV_BUILD_CONSTRAINT", "").split() if f]
-    return list(dict.fromkeys(given + from_env))
+    configured = indexconf.build_constraint_dependencies()  # uv.toml / [tool.uv]: uv runs with --no-config
+    from_config = [_lines_file(tuple(configured))] if configured else []
+    return list(dict.fromkeys(given + from_env + from_config))
+
+
+@functools.cache
+def _lines_file(lines: tuple[str, ...]) -> str:
+    """A private file (0600, removed at exit) holding ``lines``: uv takes build constraints as files only."""
+    fd, path = tempfile.mkstemp(prefix="tfrebuild-build-constraints-", suffix=".txt")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write("\n".join(lines) + "\n")
+    atexit.register(lambda: Path(path).unlink(missing_ok=True))
+    return path
 
 
 def _resolve(inputs: resolve.Inputs, survey: _Survey, tf_new: str, python_version: str, index,

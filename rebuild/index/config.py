@@ -152,45 +152,63 @@ def _uv_table(path: Path) -> dict:
     return merged
 
 
+def _uv_files(environ: dict[str, str], home: Path, cwd: Path) -> list[Path]:
+    """uv's configuration files in force, in uv's order (system, user, then the project's own)."""
+    if _truthy(environ.get("UV_NO_CONFIG", "")):
+        return []
+    xdg_dirs = environ.get("XDG_CONFIG_DIRS", "/etc/xdg").split(":")
+    files = [Path(d) / "uv" / "uv.toml" for d in xdg_dirs] + [Path("/etc/uv/uv.toml")]
+    files.append(Path(environ.get("XDG_CONFIG_HOME", home / ".config")) / "uv" / "uv.toml")
+    for candidate in (cwd / "uv.toml", cwd / "pyproject.toml"):
+        if candidate.is_file():
+            files.append(candidate)
+            break
+    return [path for path in files if path.is_file()]
+
+
+def build_constraint_dependencies(environ: dict[str, str] | None = None, home: Path | None = None,
+                                  cwd: Path | None = None) -> list[str]:
+    """uv's ``build-constraint-dependencies`` lines from its configuration files (they add up, as constraints only
+    narrow): the build-time caps of sdists uv builds, which tfrebuild passes itself since it runs uv with
+    ``--no-config``."""
+    environ = dict(os.environ if environ is None else environ)
+    lines: list[str] = []
+    for path in _uv_files(environ, Path(home or Path.home()), Path(cwd or Path.cwd())):
+        value = _uv_table(path).get("build-constraint-dependencies")
+        if isinstance(value, list):
+            lines += [str(line) for line in value if isinstance(line, str) and line.strip()]
+    return list(dict.fromkeys(lines))
+
+
 def _uv_layers(environ: dict[str, str], home: Path, cwd: Path) -> list[_Layer]:
     layers = []
-    if not _truthy(environ.get("UV_NO_CONFIG", "")):
-        xdg_dirs = environ.get("XDG_CONFIG_DIRS", "/etc/xdg").split(":")
-        files = [Path(d) / "uv" / "uv.toml" for d in xdg_dirs] + [Path("/etc/uv/uv.toml")]
-        files.append(Path(environ.get("XDG_CONFIG_HOME", home / ".config")) / "uv" / "uv.toml")
-        for candidate in (cwd / "uv.toml", cwd / "pyproject.toml"):
-            if candidate.is_file():
-                files.append(candidate)
-                break
-        for path in files:
-            if not path.is_file():
+    for path in _uv_files(environ, home, cwd):
+        table = _uv_table(path)
+        layer = _Layer(f"uv config {path}")
+        if "index-url" in table:
+            layer.values["index_url"] = str(table["index-url"])
+        if "extra-index-url" in table:
+            layer.values["extra_index_urls"] = [str(u) for u in table["extra-index-url"]]
+        for index in table.get("index", []) if isinstance(table.get("index"), list) else []:
+            if not isinstance(index, dict) or "url" not in index:
                 continue
-            table = _uv_table(path)
-            layer = _Layer(f"uv config {path}")
-            if "index-url" in table:
-                layer.values["index_url"] = str(table["index-url"])
-            if "extra-index-url" in table:
-                layer.values["extra_index_urls"] = [str(u) for u in table["extra-index-url"]]
-            for index in table.get("index", []) if isinstance(table.get("index"), list) else []:
-                if not isinstance(index, dict) or "url" not in index:
-                    continue
-                url = str(index["url"])
-                if isinstance(index.get("name"), str):
-                    url = with_index_credentials(index["name"], url, environ)
-                if index.get("default"):
-                    layer.values["index_url"] = url
-                else:
-                    layer.values.setdefault("extra_index_urls", []).append(url)
-            if "find-links" in table:
-                layer.values["find_links"] = [str(u) for u in table["find-links"]]
-            if "no-index" in table:
-                layer.values["no_index"] = bool(table["no-index"])
-            if "index-strategy" in table:
-                layer.values["index_strategy"] = str(table["index-strategy"])
-            if isinstance(table.get("constraint-dependencies"), list):
-                layer.values["constraint_lines"] = [str(c) for c in table["constraint-dependencies"]]
-            if layer.values:
-                layers.append(layer)
+            url = str(index["url"])
+            if isinstance(index.get("name"), str):
+                url = with_index_credentials(index["name"], url, environ)
+            if index.get("default"):
+                layer.values["index_url"] = url
+            else:
+                layer.values.setdefault("extra_index_urls", []).append(url)
+        if "find-links" in table:
+            layer.values["find_links"] = [str(u) for u in table["find-links"]]
+        if "no-index" in table:
+            layer.values["no_index"] = bool(table["no-index"])
+        if "index-strategy" in table:
+            layer.values["index_strategy"] = str(table["index-strategy"])
+        if isinstance(table.get("constraint-dependencies"), list):
+            layer.values["constraint_lines"] = [str(c) for c in table["constraint-dependencies"]]
+        if layer.values:
+            layers.append(layer)
     env_layer = _Layer("environment (UV_*)")
     for var, norm in (("UV_INDEX_URL", "index_url"), ("UV_DEFAULT_INDEX", "index_url"),
                       ("UV_EXTRA_INDEX_URL", "extra_index_urls"), ("UV_INDEX", "extra_index_urls"),
