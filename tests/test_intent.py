@@ -143,11 +143,16 @@ def test_generation_profile_is_the_intent_and_is_carried_forward(make_venv, cli,
     gen2 = state_dir(env) / "generations" / "2" / "profile.toml"
     marker = tmp_path / "ran.txt"
     data = tomllib.loads(gen2.read_text())
-    # a failing command in the current generation's profile blocks the next upgrade
+    # a failing command in the current generation's profile blocks the next upgrade: --to latest tries each lower
+    # release, finds none above the installed one that passes and says so (nothing to do, the command named);
+    # an explicit --to fails on it
     _edit(gen2, smoke={**data["smoke"], "commands": ["exit 7"]})
     before = tree_state(env)
     res = cli("upgrade", env, "--yes")
-    assert res.code != 0 and "exit 7" in res.err, res
+    assert res.code == 0 and "Nothing to do: tensorflow-cpu 2.16.1 is the newest" in res.out, res
+    assert "[command: exit 7]" in res.out and "[command: exit 7]" in res.err, res
+    strict = cli("upgrade", env, "--yes", "--to", "2.18")
+    assert strict.code == 1 and "failed its checks before the swap: command: exit 7" in strict.err, strict
     assert tree_state(env) == before and installed(env)["tensorflow-cpu"] == "2.16.1"
 
     # constraints there hold the target; smoke commands and imports there run and are carried forward
