@@ -14,12 +14,16 @@ from __future__ import annotations
 import os
 import stat
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from rebuild.errors import UserError
 from rebuild.store.records import Generation
 
+if TYPE_CHECKING:
+    from rebuild.store.store import Store
 
-def record_outside(store, gen: Generation, st: os.stat_result, *, lost: str) -> Generation:
+
+def record_outside(store: Store, gen: Generation, st: os.stat_result, *, lost: str) -> Generation:
     """Record the tree at ``E`` (``st``: its ``lstat``) as ``gen`` (a new number), current; the caller holds the lock."""
     if not stat.S_ISDIR(st.st_mode):
         raise UserError(f"{store.env} is not a directory", hint="Point tfrebuild at an environment folder.")

@@ -58,7 +58,7 @@ class Journal:
         self.path = path
         self.env = env
 
-    def read(self) -> dict | None:
+    def read(self) -> dict[str, Any] | None:
         """The journal of the operation in progress, or ``None``."""
         try:
             data = fs.json_document(fs.read_document(self.path))
@@ -72,7 +72,7 @@ class Journal:
             raise DamagedJournal(self.path, f"it holds {type(data).__name__} {json.dumps(data)[:80]}, not an operation")
         return data
 
-    def begin(self, op: Mapping[str, Any]) -> dict:
+    def begin(self, op: Mapping[str, Any]) -> dict[str, Any]:
         """Write the journal of a new operation (none may exist); fills in ``id``, ``pid``, ``step``, ``started``."""
         if self.path.exists():
             raise RuntimeError(f"an operation is already journaled in {self.path}; call recover() first")
@@ -87,7 +87,7 @@ class Journal:
         self._write(data)
         return data
 
-    def update(self, **changes: Any) -> dict:
+    def update(self, **changes: Any) -> dict[str, Any]:
         """Merge ``changes`` into the journal (atomically)."""
         data = self.read()
         if data is None:
@@ -111,5 +111,5 @@ class Journal:
             return
         fs.fsync_dir(self.path.parent)
 
-    def _write(self, data: dict) -> None:
+    def _write(self, data: dict[str, Any]) -> None:
         fs.atomic_write(self.path, json.dumps(data, indent=2, sort_keys=True).encode(), mode=0o644)

@@ -57,7 +57,7 @@ def pid_alive(pid: Any) -> bool:
     return True
 
 
-def _holder_info(fd: int, *, wait: bool) -> dict | None:
+def _holder_info(fd: int, *, wait: bool) -> dict[str, Any] | None:
     """Parse the lock file; with ``wait``, give a holder that just took the flock ~0.2 s to write it."""
     deadline = time.monotonic() + (0.2 if wait else 0)
     while True:
@@ -232,7 +232,7 @@ class Lock:
             raise _not_a_lock_file(self.path, "not a regular file")
         return fd
 
-    def _busy_error(self, holder: dict | None) -> UserError:
+    def _busy_error(self, holder: dict[str, Any] | None) -> UserError:
         pid = holder.get("pid") if holder else None
         command = holder.get("command") if holder else None
         if pid and pid_alive(pid):
@@ -248,7 +248,7 @@ class Lock:
             hint=f"Find it with `fuser {self.path}` and wait for it or stop it.", exit_code=1,
         )
 
-    def holder(self, *, wait: bool = False) -> dict | None:
+    def holder(self, *, wait: bool = False) -> dict[str, Any] | None:
         """``{"pid", "command", "started"}`` of a live holder, else ``None`` (never waits or locks; opened
         read-only, never through a symlink)."""
         try:

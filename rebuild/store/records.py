@@ -25,7 +25,7 @@ def toml_int(value: int) -> int | str:
     return value if -_INT64_MAX <= value <= _INT64_MAX else str(value)
 
 
-def read_toml(path: Path, what: str) -> dict:
+def read_toml(path: Path, what: str) -> dict[str, Any]:
     """A store TOML file; :class:`UserError` naming ``what`` when it is damaged, or is not a regular file
     (read with :func:`rebuild.util.fs.read_document`: no link followed, size and nesting capped)."""
     hint = "Restore it from a backup, or move the state folder away to stop managing this environment."
@@ -64,7 +64,7 @@ class Generation:
             return store.env
         return store.generation_dir(self.number) / "env"
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["inode"] = toml_int(self.inode)
         data["device"] = toml_int(self.device)

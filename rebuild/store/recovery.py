@@ -115,7 +115,7 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def _malformed(store: Store, j: dict) -> str:
+def _malformed(store: Store, j: dict[str, Any]) -> str:
     """Why the journal ``j`` is not one tfrebuild writes ("" when it is): every field checked before use."""
     op = j.get("op")
     if op not in OPS:
@@ -169,7 +169,7 @@ def _owned(store: Store, value: Any, root: Path) -> Path | None:
     return path
 
 
-def _settle(store: Store, j: dict, tree: Path, old_dest: Path, *, finish: Callable[[], str],
+def _settle(store: Store, j: dict[str, Any], tree: Path, old_dest: Path, *, finish: Callable[[], str],
             undo: Callable[[], str], what: str, neither: str) -> str:
     """The end of an interrupted exchange of ``E`` with ``tree`` (an upgrade's or a rollback's).
 
@@ -207,7 +207,7 @@ def _drop_unfinished(store: Store, staging: Path | None, number: Any) -> str:
     return done
 
 
-def _recover_upgrade(store: Store, j: dict) -> str:
+def _recover_upgrade(store: Store, j: dict[str, Any]) -> str:
     staging = _owned(store, j.get("staging"), store.staging_root)
     if "new_inode" not in j:  # interrupted while building or checking: nothing was swapped
         done = _drop_unfinished(store, staging, j.get("new"))
@@ -232,7 +232,7 @@ def _recover_upgrade(store: Store, j: dict) -> str:
                    what="upgrade", neither="the old nor the new environment")
 
 
-def _recover_rollback(store: Store, j: dict) -> str:
+def _recover_rollback(store: Store, j: dict[str, Any]) -> str:
     to, frm = int(j["to"]), int(j["from"])
 
     def finish() -> str:
@@ -246,7 +246,7 @@ def _recover_rollback(store: Store, j: dict) -> str:
                    finish=finish, undo=undo, what="rollback", neither=f"generation {frm} nor {to}")
 
 
-def _recover_gc(store: Store, j: dict) -> str:
+def _recover_gc(store: Store, j: dict[str, Any]) -> str:
     n = int(j["generation"])
     trash = _owned(store, j.get("trash"), store.trash_root)
     folder = store.generation_dir(n)
@@ -275,13 +275,13 @@ def _recover_new_env(store: Store) -> str | None:
             raise DamagedJournal(store.journal_path, problem, f"here it cannot: {store.env} exists, and tfrebuild "
                                  "cannot tell whether it is the environment an interrupted apply built")
         dest = store.set_aside_journal()
-        done = [f"set the damaged journal aside as {dest} ({problem})"]
-        done += [_remove(store, p, f"removed leftover staging folder {p}") for p in store.leftover_staging()]
-        return "; ".join(done)
+        steps = [f"set the damaged journal aside as {dest} ({problem})"]
+        steps += [_remove(store, p, f"removed leftover staging folder {p}") for p in store.leftover_staging()]
+        return "; ".join(steps)
     if journal is None:
         leftovers = store.leftover_staging()
-        done = [_remove(store, p, f"removed leftover staging folder {p}") for p in leftovers]
-        return "; ".join(done) or None
+        steps = [_remove(store, p, f"removed leftover staging folder {p}") for p in leftovers]
+        return "; ".join(steps) or None
     staging = journal.get("staging")
     built = (journal.get("apply_device"), journal.get("apply_inode"))
     done = "undid an interrupted apply: removed its staging folder"
@@ -300,7 +300,7 @@ def _recover_new_env(store: Store) -> str | None:
     return done
 
 
-def _malformed_new_env(store: Store, j: dict) -> str:
+def _malformed_new_env(store: Store, j: dict[str, Any]) -> str:
     """Why ``j`` is not an apply-to-a-new-path journal ("" when it is)."""
     if j.get("op") != "upgrade" or not j.get("apply_new_env"):
         return (f"a {str(j.get('op'))[:40]!r} operation in the state folder of {store.env}, which tfrebuild "

@@ -92,15 +92,24 @@ def _lstat_env(env: Path) -> os.stat_result:
 # --------------------------------------------------------------------------- the store
 
 
-def _folder(name: str) -> property:
+class _folder:  # noqa: N801 (used like the property it replaces)
     """A folder of the state folder, as a read-only attribute of the :class:`Store`."""
-    return property(lambda self: self.state / name, doc=f"``<state>/{name}``")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.__doc__ = f"``<state>/{name}``"
+
+    def __get__(self, store: Store, owner: type | None = None) -> Path:
+        return store.state / self.name
+
+    def __set__(self, store: Store, value: Path) -> None:
+        raise AttributeError(f"{self.name}_dir is read-only")
 
 
 class Store(Operations):
     """The generation store of the environment at ``env`` (see the module docstring)."""
 
-    def __init__(self, env: Path, data: dict):
+    def __init__(self, env: Path, data: dict[str, Any]):
         self.env = env_path(env)
         self.state = state_dir(self.env)
         self._data = dict(data)
@@ -207,8 +216,8 @@ class Store(Operations):
                 "will not read or change another environment's generations",
                 hint=f"If {recorded} was moved to {self.env}, move it back; otherwise move {self.state} away "
                 f"(it holds {recorded}'s generations) and tfrebuild adopts {self.env} afresh.", exit_code=1)
-        parent = (data.get("parent_device"), data.get("parent_inode"))
-        if None in parent or _parent_key(self.env) in (None, tuple(int(v) for v in parent)):
+        device, inode = data.get("parent_device"), data.get("parent_inode")
+        if device is None or inode is None or _parent_key(self.env) in (None, (int(device), int(inode))):
             return
         # Same path, another parent folder (copied or restored): only if the env is not the recorded tree either.
         cur = self.generations_dir / str(int(data["current"])) / "meta.toml"
@@ -484,7 +493,7 @@ class Store(Operations):
         """Whether this object holds the lock."""
         return self._lock.held
 
-    def lock_holder(self) -> dict | None:
+    def lock_holder(self) -> dict[str, Any] | None:
         """``{"pid", "command", "started"}`` of a live lock holder, else ``None`` (never waits or locks)."""
         return self._lock.holder()
 
@@ -493,7 +502,7 @@ class Store(Operations):
             raise RuntimeError("hold store.lock(...) before changing the store")
 
     # ---- journal
-    def journal(self) -> dict | None:
+    def journal(self) -> dict[str, Any] | None:
         """The intent journal of the operation in progress, or ``None``."""
         return self._journal.read()
 
@@ -501,7 +510,7 @@ class Store(Operations):
         """Rename a damaged journal to ``journal.json.damaged`` (kept for inspection); the new path."""
         return self._journal.set_aside()
 
-    def begin(self, op: Mapping[str, Any]) -> dict:
+    def begin(self, op: Mapping[str, Any]) -> dict[str, Any]:
         """Write the journal for a new operation (needs the lock; no journal may exist).
 
         ``op`` must name ``"op"``; ``id``, ``pid``, ``step`` and ``started`` are filled in.
@@ -510,7 +519,7 @@ class Store(Operations):
         self._lock.verify()
         return self._journal.begin(op)
 
-    def update_journal(self, **changes: Any) -> dict:
+    def update_journal(self, **changes: Any) -> dict[str, Any]:
         """Merge ``changes`` into the journal (atomically)."""
         self._require_lock()
         return self._journal.update(**changes)

@@ -33,6 +33,7 @@ import platform
 import stat
 import sys
 from pathlib import Path
+from typing import Callable, Literal
 
 from rebuild.errors import UserError
 from rebuild.util.fs import fsync_dir
@@ -48,10 +49,11 @@ METHODS = ("auto", "renameat2", "rename")
 # errnos meaning "this kernel/filesystem cannot exchange": use the fallback.
 _UNSUPPORTED = {errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, getattr(errno, "ENOTSUP", errno.EOPNOTSUPP)}
 
-_renameat2_fn = None  # cached callable (a, b) -> (rc, errno), or False when unavailable
+_Exchange = Callable[[bytes, bytes], tuple[int, int]]
+_renameat2_fn: _Exchange | Literal[False] | None = None  # cached callable (a, b) -> (rc, errno), or False when unavailable
 
 
-def _make_renameat2(prefer_wrapper: bool = True):
+def _make_renameat2(prefer_wrapper: bool = True) -> _Exchange | None:
     """Build a callable ``(a_bytes, b_bytes) -> (rc, errno)`` doing RENAME_EXCHANGE, or ``None``.
 
     Uses glibc's ``renameat2`` wrapper (glibc >= 2.28) and otherwise the raw
@@ -68,7 +70,7 @@ def _make_renameat2(prefer_wrapper: bool = True):
         wrapper.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
         wrapper.restype = ctypes.c_int
 
-        def call_wrapper(a: bytes, b: bytes):
+        def call_wrapper(a: bytes, b: bytes) -> tuple[int, int]:
             ctypes.set_errno(0)
             rc = wrapper(AT_FDCWD, a, AT_FDCWD, b, RENAME_EXCHANGE)
             return rc, ctypes.get_errno()
@@ -80,7 +82,7 @@ def _make_renameat2(prefer_wrapper: bool = True):
         return None
     syscall.restype = ctypes.c_long
 
-    def call_syscall(a: bytes, b: bytes):
+    def call_syscall(a: bytes, b: bytes) -> tuple[int, int]:
         ctypes.set_errno(0)
         rc = syscall(
             ctypes.c_long(number),
@@ -93,7 +95,7 @@ def _make_renameat2(prefer_wrapper: bool = True):
     return call_syscall
 
 
-def _load_renameat2():
+def _load_renameat2() -> _Exchange | None:
     """The cached :func:`_make_renameat2` result."""
     global _renameat2_fn
     if _renameat2_fn is None:

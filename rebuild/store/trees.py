@@ -11,7 +11,7 @@ import shutil
 import stat
 import sys
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 from rebuild.errors import UserError
 
@@ -67,7 +67,7 @@ def is_inside(path: Path, folder: Path) -> bool:
     return real.startswith(base.rstrip(os.sep) + os.sep)
 
 
-def _rmtree_onerror(func, path, exc_info):  # noqa: ARG001
+def _rmtree_onerror(func: Callable[..., object], path: str, exc_info: Any) -> None:  # noqa: ARG001
     # A read-only folder (some wheels ship them): make the parent writable and retry once.
     exc = exc_info[1] if isinstance(exc_info, tuple) else exc_info
     if isinstance(exc, PermissionError):
