@@ -48,7 +48,7 @@ from rebuild.core import models, transaction
 from rebuild.env import snapshot
 from rebuild.core import lockfile as locks
 from rebuild.core import sources
-from rebuild.core import plan as planning
+from rebuild.core import changes as planning
 from rebuild.env import profile as prof
 from rebuild.env.locate import check_path, default_env_path, locate
 from rebuild.errors import UserError

@@ -10,8 +10,12 @@ import json
 import os
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rebuild.util import proc
+
+if TYPE_CHECKING:
+    from rebuild.core.smoke import Check
 
 class Baseline:
     """``failing()``: import name -> the error it already raises in the current env (waits for the thread)."""
@@ -52,7 +56,7 @@ class Baseline:
         return dict(self._result)
 
 
-def judge(check, failed: dict[str, str], before: dict[str, str]) -> None:
+def judge(check: Check, failed: dict[str, str], before: dict[str, str]) -> None:
     """Imports that already failed before the upgrade do not fail ``check``; they are named in its output."""
     before = {k: v for k, v in before.items() if not k.startswith("oplib:")}
     old = [name for name in failed if name in before]

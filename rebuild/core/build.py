@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from rebuild.core import lockfile
 from rebuild.index import config as indexconf
@@ -13,6 +13,9 @@ from rebuild.util import distinfo
 from rebuild.util import uv as uvcmd
 from rebuild.errors import UserError
 from rebuild.env.profile import Index
+
+if TYPE_CHECKING:
+    from rebuild.util.progress import Progress
 
 MARGIN = 64 * 1024 * 1024  # free space left over after the estimate, at the least (uv's temporary files)
 MARGIN_FRACTION = 0.25  # and at least this share of the estimate
@@ -172,7 +175,7 @@ def enable_legacy_keras(env: Path) -> Path:
 def build(staging: Path, python: Path, pylock_text: str, index: Index, *, offline: bool = False,
           compile_bytecode: bool = True, log: Path | None = None, requested: set[str] | None = None,
           legacy_keras: bool = False, require_hashes: bool = False, current: Path | None = None,
-          progress=None, build_constraints: Sequence[str] = ()) -> BuildResult:
+          progress: Progress | None = None, build_constraints: Sequence[str] = ()) -> BuildResult:
     """Create ``staging/env`` with uv and install exactly the lock into it (``current``: the env it replaces,
     for the free-space estimate). Bytecode: through tfrebuild's pyc cache where it can be used
     (:mod:`rebuild.core.bytecode`), else uv's ``--compile-bytecode``."""

@@ -113,7 +113,7 @@ def prune_cache(*, dry_run: bool = False, dropping: dict[tuple[int, int], int] |
     dropping = dropping or {}
     flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 
-    def open_dir(name, dir_fd=None):
+    def open_dir(name: str | Path, dir_fd: int | None = None) -> int | None:
         try:
             fd = os.open(name, flags, dir_fd=dir_fd)
         except (OSError, ValueError):
@@ -124,7 +124,7 @@ def prune_cache(*, dry_run: bool = False, dropping: dict[tuple[int, int], int] |
             return None
         return fd
 
-    def names(fd, pattern=None):
+    def names(fd: int, pattern: re.Pattern[str] | None = None) -> list[str]:
         try:
             with os.scandir(fd) as entries:
                 return [e.name for e in entries if pattern is None or pattern.fullmatch(e.name)]

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from rebuild.knowledge import companions as table
+
+if TYPE_CHECKING:
+    from rebuild.core.resolve import Inputs
 
 
 @dataclass
@@ -42,7 +45,7 @@ def companion_ceiling(pins: dict[str, str], requested: set[str] | None = None) -
     return low, [why for below, why in ends if below == low]
 
 
-def apply(inputs, pins: dict[str, str], data: dict, tf_new: str, python_old: str, python_new: str,
+def apply(inputs: Inputs, pins: dict[str, str], data: dict[str, Any], tf_new: str, python_old: str, python_new: str,
           holds: Sequence[str] = ()) -> Step:
     """Unpin companions (and packages the new Python cannot run), add pairings and holds; see the module doc."""
     step = Step()
@@ -86,7 +89,7 @@ def apply(inputs, pins: dict[str, str], data: dict, tf_new: str, python_old: str
     return step
 
 
-def python_moves(pins: dict[str, str], data: dict, python_new: str) -> dict[str, str]:
+def python_moves(pins: dict[str, str], data: dict[str, Any], python_new: str) -> dict[str, str]:
     """Installed packages whose installed version cannot run on ``python_new``: Requires-Python excludes it, the
     installed wheel is tagged for another CPython only, or the table knows the pair is bad."""
     out: dict[str, str] = {}

@@ -20,9 +20,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rebuild.env import profile as prof
 from rebuild.errors import UserError
+
+if TYPE_CHECKING:
+    from rebuild.core.lockfile import Lock
 
 FLAGS = {"sources": "--allow-sources", "index": "--allow-index", "commands": "--allow-commands"}
 WHAT = {"sources": "package sources other than an index, or building from source",
@@ -39,7 +43,7 @@ class Allowed:
     commands: bool = False
 
 
-def is_trusted(profile_path: str | os.PathLike, env: str | os.PathLike | None) -> bool:
+def is_trusted(profile_path: str | os.PathLike[str], env: str | os.PathLike[str] | None) -> bool:
     """tfrebuild wrote this profile for this env: it lies inside the env's own state folder."""
     from rebuild.store.location import state_dir
 
@@ -75,7 +79,7 @@ def requests(profile: prof.Profile) -> dict[str, list[str]]:
                if m.imports]}
 
 
-def check(profile: prof.Profile, path: str | os.PathLike, *, trusted: bool, allowed: Allowed,
+def check(profile: prof.Profile, path: str | os.PathLike[str], *, trusted: bool, allowed: Allowed,
           kinds: tuple[str, ...], command: str) -> None:
     """Refuse a foreign profile that asks for a kind in ``kinds`` the user did not allow; list what it asks for."""
     if trusted:
@@ -93,7 +97,7 @@ def check(profile: prof.Profile, path: str | os.PathLike, *, trusted: bool, allo
         "or remove them from the profile.", exit_code=2, details="\n".join(listed))
 
 
-def check_builds(lock, path: str | os.PathLike, *, trusted: bool, allowed: Allowed, command: str) -> None:
+def check_builds(lock: Lock | None, path: str | os.PathLike[str], *, trusted: bool, allowed: Allowed, command: str) -> None:
     """Refuse to build a foreign lock's source distributions (a build runs the package's code) unless allowed.
 
     A package the lock offers only as an sdist, or as a source tree or repository, is built on install.
@@ -111,7 +115,7 @@ def check_builds(lock, path: str | os.PathLike, *, trusted: bool, allowed: Allow
         "or lock wheels instead.", exit_code=2, details="\n".join(built))
 
 
-def check_file(path: str | os.PathLike, *, allowed: Allowed, command: str, offline: bool = False) -> prof.Profile:
+def check_file(path: str | os.PathLike[str], *, allowed: Allowed, command: str, offline: bool = False) -> prof.Profile:
     """Load a profile that is read without an env at hand (``export --profile``, ``bundle``) and check it.
 
     It is trusted when it lies inside the state folder of the env it describes (a generation's profile).

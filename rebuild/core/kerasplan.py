@@ -4,6 +4,7 @@ tf-keras (``--keras``), and the notes that say so. Split from :mod:`rebuild.core
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Sequence
 
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
@@ -43,7 +44,7 @@ def keras2_dependents(requires: dict[str, list[str]]) -> list[str]:
     return sorted(out)
 
 
-def _keras_switch(keras: Keras, data: dict, inputs: resolve.Inputs, tf_new: str, needed_by: list[str] = (),
+def _keras_switch(keras: Keras, data: dict[str, Any], inputs: resolve.Inputs, tf_new: str, needed_by: Sequence[str] = (),
                   tf_old: str = "") -> bool:
     """Whether the new env keeps Keras 2 through tf-keras; if so, the matching tf-keras is requested.
 

@@ -21,6 +21,7 @@ import tempfile
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 import tomli_w
@@ -32,6 +33,9 @@ from rebuild.env import profile as prof
 from rebuild.errors import UserError
 from rebuild.util import fs
 from rebuild.util.versions import minor
+
+if TYPE_CHECKING:
+    from rebuild.env.interpreters import Interpreter
 
 FORMATS = ("pylock", "requirements")
 NEW_LOCK_HINT = "Take a new snapshot with `tfrebuild snapshot`, or restore the lock from where it came from."
@@ -76,7 +80,7 @@ class LockedPackage:
     wheels: list[LockedFile] = field(default_factory=list)
     sdist: LockedFile | None = None
     # A package locked from its own source: ("directory" | "archive" | "vcs", its table), else None.
-    source: tuple[str, dict] | None = None
+    source: tuple[str, dict[str, Any]] | None = None
 
     @property
     def files(self) -> list[LockedFile]:
@@ -110,7 +114,7 @@ class LockedPackage:
 class Lock:
     """A parsed PEP 751 lock. ``data`` is the TOML document; ``base`` resolves relative paths."""
 
-    data: dict
+    data: dict[str, Any]
     packages: list[LockedPackage]
     where: str
     base: Path | None = None
@@ -129,7 +133,7 @@ class Lock:
         return next((p for p in self.packages if p.name == name), None)
 
 
-def file_name(table: dict) -> str:
+def file_name(table: dict[str, Any]) -> str:
     """The file name a lock's file table gives (its ``name``, else the tail of its ``path`` or ``url``)."""
     for key in ("name", "path", "url"):
         value = table.get(key)
@@ -139,7 +143,7 @@ def file_name(table: dict) -> str:
     return ""
 
 
-def _file(table, kind: str, where: str) -> LockedFile:
+def _file(table: object, kind: str, where: str) -> LockedFile:
     if not isinstance(table, dict):
         raise ValueError(f"{where}: expected a table")
     url, path = table.get("url", ""), table.get("path", "")
@@ -214,7 +218,7 @@ def read_lock(path: Path) -> Lock:
     return parse_lock(text, str(path), path.parent)
 
 
-def package_tables(pylock_text: str) -> list[dict] | None:
+def package_tables(pylock_text: str) -> list[dict[str, Any]] | None:
     """The ``[[packages]]`` tables of a lock as written, unchecked (a lock tfrebuild wrote itself, read for a
     count or sizes); ``None`` when it is not TOML."""
     try:
@@ -362,7 +366,7 @@ def installable_pins(profile: prof.Profile) -> tuple[dict[str, str], list[str]]:
     return pins, skipped
 
 
-def direct_sources(profile: prof.Profile) -> dict:
+def direct_sources(profile: prof.Profile) -> dict[str, Any]:
     """The profile's packages that came from no index, as :class:`~rebuild.core.sources.DirectSource` by name."""
     from rebuild.core import sources
 
@@ -431,7 +435,7 @@ def to_requirements(lock: Lock) -> str:
     return "\n".join(lines) + "\n"
 
 
-def env_lock(env, *, find_links: list[str] | None = None, offline: bool = False,
+def env_lock(env: str | os.PathLike[str] | None, *, find_links: list[str] | None = None, offline: bool = False,
              index_url: str | None = None) -> tuple[Lock, str, list[str]]:
     """The lock of the environment as it is now: its generation's lock when that still matches, else locked anew."""
     from rebuild.env import snapshot
@@ -458,7 +462,7 @@ def env_lock(env, *, find_links: list[str] | None = None, offline: bool = False,
     return lock, f"the installed versions of {loc.path}, locked with uv", notes
 
 
-def profile_lock(profile_path, *, find_links: list[str] | None = None, offline: bool = False,
+def profile_lock(profile_path: str | os.PathLike[str], *, find_links: list[str] | None = None, offline: bool = False,
                  python: str | None = None, index_url: str | None = None) -> tuple[prof.Profile, Lock, str, list[str]]:
     """A profile and its lock: the ``lock`` file it names, or its pins locked for a local interpreter of its Python."""
 
@@ -476,7 +480,7 @@ def profile_lock(profile_path, *, find_links: list[str] | None = None, offline: 
     return profile, lock, f"the profile's pins, locked with uv for Python {interp.version}", notes
 
 
-def find_interpreter(request: str):
+def find_interpreter(request: str) -> Interpreter:
     """An interpreter of exactly ``request`` if there is one, else of its minor version."""
     from rebuild.env import interpreters
 

@@ -24,6 +24,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Iterable
 
 from rebuild.core import smoke
 from rebuild.env import profile as prof
@@ -94,7 +95,7 @@ class ModelRow:
 # --- which models, which loader ------------------------------------------------------------------------------
 
 
-def auto_loader(path: str | os.PathLike) -> str:
+def auto_loader(path: str | os.PathLike[str]) -> str:
     """The loader the user's own code most likely uses for this file: Keras files and Keras-made SavedModels →
     ``keras.models.load_model``; a plain SavedModel → ``tf.saved_model.load``; ``.tflite`` → the interpreter;
     "" when the format is not one of these."""
@@ -111,7 +112,7 @@ def auto_loader(path: str | os.PathLike) -> str:
     return ""
 
 
-def from_paths(paths) -> list[prof.SmokeModel]:
+def from_paths(paths: Iterable[str | os.PathLike[str]] | None) -> list[prof.SmokeModel]:
     """``--model PATH`` (repeatable): each must exist and be a format tfrebuild knows (bad input otherwise)."""
     out = []
     for raw in paths or []:
@@ -128,7 +129,7 @@ def from_paths(paths) -> list[prof.SmokeModel]:
     return out
 
 
-def untrusted(path: str | os.PathLike, env: str | os.PathLike) -> str:
+def untrusted(path: str | os.PathLike[str], env: str | os.PathLike[str]) -> str:
     """Why the model at ``path`` may not be loaded ("" when it may): loading a model can run code (a Keras-2 ``.h5``
     Lambda layer holds marshalled bytecode; a SavedModel's graph can read and write files), so the file or folder,
     everything in a folder, and each parent folder up to the first one root or this user owns must belong to this
@@ -178,7 +179,7 @@ def untrusted(path: str | os.PathLike, env: str | os.PathLike) -> str:
     return ""
 
 
-def refuse_untrusted(listed: list[prof.SmokeModel], env: str | os.PathLike) -> None:
+def refuse_untrusted(listed: list[prof.SmokeModel], env: str | os.PathLike[str]) -> None:
     """Refuse, before anything is built, models that :func:`untrusted` will not load (those that exist)."""
     from rebuild.store import trust
 
@@ -233,7 +234,7 @@ class Job:
     mode: str  # reference | compare | load
     tag: str  # the name of this run's outputs
 
-    def spec(self, extra_path: str = "") -> dict:
+    def spec(self, extra_path: str = "") -> dict[str, Any]:
         m = self.model
         return {"mode": self.mode, "path": m.path, "loader": self.loader, "inputs": m.inputs,
                 "folder": str(self.folder), "tag": self.tag, "rtol": m.rtol, "atol": m.atol,
@@ -244,12 +245,12 @@ MARK = "@@tfrebuild-model@@ "
 
 
 def run_batch(env: Path, jobs: list[Job], *, timeout: float, extra: dict[str, str] | None = None,
-              extra_path: str = "", log: Path | None = None, cancel: threading.Event | None = None) -> list[dict]:
+              extra_path: str = "", log: Path | None = None, cancel: threading.Event | None = None) -> list[dict[str, Any]]:
     """Run ``jobs`` in ``env``'s interpreter: one process for all of them (TensorFlow imported once, each model
     loaded once). A model that ends the process (a crash, the timeout: each model has ``timeout``) gets that as its
     answer, and the models after it run in a new process. One JSON answer per job, in order. ``cancel`` set: the
     running process group is killed and no further process starts."""
-    answers: list[dict | None] = [None] * len(jobs)
+    answers: list[dict[str, Any] | None] = [None] * len(jobs)
     env = Path(os.path.abspath(env))
     pending = list(range(len(jobs)))
     while pending and not (cancel is not None and cancel.is_set()):
@@ -276,7 +277,7 @@ def run_batch(env: Path, jobs: list[Job], *, timeout: float, extra: dict[str, st
     return [a or {} for a in answers]
 
 
-def _process_failure(result, timeout: float, loader: str) -> dict:
+def _process_failure(result: proc.Result, timeout: float, loader: str) -> dict[str, Any]:
     tail = [line for line in ((result.stderr or "") + (result.stdout or "")).strip().splitlines() if line.strip()]
     if result.timed_out:
         error = f"timed out after {timeout:.0f} s (TFREBUILD_SMOKE_TIMEOUT)"
@@ -289,7 +290,7 @@ def _process_failure(result, timeout: float, loader: str) -> dict:
 
 def run_script(env: Path, folder: Path, model: prof.SmokeModel, loader: str, mode: str, tag: str, *,
                timeout: float, extra: dict[str, str] | None = None, extra_path: str = "",
-               log: Path | None = None) -> dict:
+               log: Path | None = None) -> dict[str, Any]:
     """One model alone in ``env`` (:func:`run_batch`)."""
     return run_batch(env, [Job(folder, model, loader, mode, tag)], timeout=timeout, extra=extra,
                      extra_path=extra_path, log=log)[0]
@@ -301,13 +302,13 @@ def run_script(env: Path, folder: Path, model: prof.SmokeModel, loader: str, mod
 @dataclass
 class _Reference:
     folder: Path
-    answer: dict
+    answer: dict[str, Any]
 
 
 class Gate:
     """The model-parity gate of one operation (see the module's docstring)."""
 
-    def __init__(self, models: list[prof.SmokeModel], *, current: Path | None, index=None, offline: bool = False,
+    def __init__(self, models: list[prof.SmokeModel], *, current: Path | None, index: prof.Index | None = None, offline: bool = False,
                  log: Path | None = None, timeout: float | None = None):
         self.models = list(models)
         self.current = current  # the env as it is (None: a new env, nothing to compare with)
@@ -454,7 +455,7 @@ class Gate:
         return str(target), ""
 
 
-def _fill(row: ModelRow, answer: dict) -> None:
+def _fill(row: ModelRow, answer: dict[str, Any]) -> None:
     row.keras = answer.get("keras", "")
     row.load_seconds = answer.get("load_seconds")
     row.outputs = [Output(o.get("name", ""), list(o.get("shape") or []), o.get("dtype", ""), o.get("ok"),
@@ -474,7 +475,7 @@ def _fill(row: ModelRow, answer: dict) -> None:
         row.verdict, row.stage = "differs", "compare"
 
 
-def _attempt(way: str, loader: str, answer: dict) -> Attempt:
+def _attempt(way: str, loader: str, answer: dict[str, Any]) -> Attempt:
     probe = ModelRow(path="", loader=loader, verdict="")
     _fill(probe, answer)
     return Attempt(way, loader, probe.verdict in ("match", "loads"), probe.error, probe.max_abs, probe.max_rel)
@@ -526,7 +527,7 @@ def as_checks(rows: list[ModelRow]) -> list[smoke.Check]:
     return checks
 
 
-def summary(rows: list[dict] | list[ModelRow]) -> str:
+def summary(rows: list[dict[str, Any]] | list[ModelRow]) -> str:
     """``"3 models: 2 match, 1 skipped"`` (for ``history``)."""
     verdicts = [r["verdict"] if isinstance(r, dict) else r.verdict for r in rows]
     if not verdicts:
@@ -547,7 +548,7 @@ def record(folder: Path, rows: list[ModelRow]) -> None:
     fs.atomic_write(folder / RECORD, json.dumps({"models": [dataclasses.asdict(r) for r in rows]}, indent=1) + "\n")
 
 
-def recorded(folder: Path) -> list[dict]:
+def recorded(folder: Path) -> list[dict[str, Any]]:
     """The model rows a generation keeps (empty when it was not model-checked)."""
     path = folder / RECORD
     try:

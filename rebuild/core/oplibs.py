@@ -14,10 +14,14 @@ import os
 import struct
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO, Callable
 
 from rebuild.knowledge import companions
 from rebuild.knowledge.tf import TF_DISTRIBUTIONS
 from rebuild.util import distinfo
+
+if TYPE_CHECKING:
+    from rebuild.core.smoke import Check
 
 _MARK = b"libtensorflow_framework"
 _HEAD = 8 << 20  # DT_NEEDED names live in .dynstr, near the start of the file
@@ -75,7 +79,7 @@ def _links_tensorflow(path: Path) -> bool:
         return False
 
 
-def _needed(fh, head: bytes) -> list[bytes]:
+def _needed(fh: BinaryIO, head: bytes) -> list[bytes]:
     """DT_NEEDED names of a 64-bit ELF file (its dynamic section and the string table it links)."""
     order = "<" if head[5] == 1 else ">"
     shoff, = struct.unpack_from(order + "Q", head, 0x28)
@@ -109,7 +113,8 @@ def key(name: str, path: str | Path) -> str:
 LOAD_SCRIPT = _LOAD
 
 
-def check(env: Path, run, timeout: float, already_failing=None):
+def check(env: Path, run: Callable[[str, list[str], Path, float], tuple[Check, str]], timeout: float,
+          already_failing: Callable[[], dict[str, str]] | None = None) -> Check | None:
     """The op-library check of ``env`` (``None`` when it has none): ``run`` is smoke's runner
     (``run(name, cmd, env, timeout) -> (Check, stdout)``); ``already_failing()``: what failed in the current env
     (keys of :func:`key`), not held against this one."""

@@ -9,16 +9,18 @@ with :meth:`Choice.parse` before any command runs; a bad value is a :class:`~reb
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Callable, TypeVar
 
 from rebuild.errors import UserError
 
 
+C = TypeVar("C")
 _NAMES: dict[type, tuple[str, str]] = {}  # choice type -> (its option, what a refusal calls it)
 
 
-def _named(option: str, noun: str = ""):
+def _named(option: str, noun: str = "") -> Callable[[type[C]], type[C]]:
     """Class decorator: the command-line option a :class:`Choice` is given with."""
-    def register(cls):
+    def register(cls: type[C]) -> type[C]:
         _NAMES[cls] = (option, noun or option)
         return cls
     return register

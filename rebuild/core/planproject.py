@@ -13,9 +13,12 @@ from rebuild.errors import UserError
 
 if TYPE_CHECKING:
     from rebuild.core.plan import Options, _Survey
+    from pathlib import Path
+
+    from rebuild.project.detect import Project
 
 
-def _own_package(survey: _Survey):
+def _own_package(survey: _Survey) -> Project | None:
     """The manager that owns the env (``None`` for a plain env); a driven project's own package is set
     aside in ``survey`` (its requirements are the project's own, which move with TensorFlow)."""
     import tomllib
@@ -41,8 +44,8 @@ def _own_package(survey: _Survey):
 MAX_LOCK_TRIES = 8
 
 
-def _lockable_target(project, survey: _Survey, inputs: resolve.Inputs, target: resolve.TargetSpec, tf_new: str,
-                     opts: Options, log) -> tuple[str, str]:
+def _lockable_target(project: Project | None, survey: _Survey, inputs: resolve.Inputs, target: resolve.TargetSpec, tf_new: str,
+                     opts: Options, log: Path | None) -> tuple[str, str]:
     """For a driven uv project: the newest release (from ``tf_new`` down, one minor at a time) that ``uv lock``
     can lock for every Python the project supports, and a note when it is not ``tf_new``."""
     if project is None or not project.drivable or project.manager != "uv":
@@ -90,7 +93,7 @@ def _next_lower(inputs: resolve.Inputs, version: str, floor: str) -> str | None:
     return None
 
 
-def _project(project, tf: str, tf_new: str):
+def _project(project: Project | None, tf: str, tf_new: str) -> tuple[Project | None, str]:
     """The project's TensorFlow requirement after the upgrade when tfrebuild drives it."""
     from rebuild.project.requirement import move_requirement
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from packaging.markers import InvalidMarker, Marker, UndefinedComparison, UndefinedEnvironmentName
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
@@ -29,6 +30,9 @@ from rebuild.index import simple as indexinfo
 from rebuild.index import tags as wheeltags
 from rebuild.index.tags import profile_target
 from rebuild.knowledge.tf import SEED_PACKAGES, TF_DISTRIBUTIONS
+
+if TYPE_CHECKING:
+    from packaging.tags import Tag
 
 
 @dataclass
@@ -81,7 +85,7 @@ def check_urls(profile: prof.Profile, lock: locks.Lock | None, allow_insecure: b
                         details="\n".join(shown))
 
 
-def _markers(data: dict) -> dict[str, str]:
+def _markers(data: dict[str, Any]) -> dict[str, str]:
     return graph.marker_environment(data.get("interpreter", {}), data.get("platform", {}))
 
 
@@ -93,7 +97,7 @@ def admits(requires_python: str, version: str) -> bool:
         return True
 
 
-def check_portability(lock: locks.Lock, profile: prof.Profile, data: dict) -> Portability:
+def check_portability(lock: locks.Lock, profile: prof.Profile, data: dict[str, Any]) -> Portability:
     """Compare the profile's interpreter and platform with the probed target; check every locked wheel's tags."""
     here = wheeltags.Target.from_probe(data)
     there = profile_target(profile)
@@ -166,7 +170,7 @@ def tf_distribution(pins: dict[str, str], profile: prof.Profile) -> str:
 
 
 
-def check_portability_no_lock(profile: prof.Profile, data: dict) -> Portability:
+def check_portability_no_lock(profile: prof.Profile, data: dict[str, Any]) -> Portability:
     """Differences only (there is no lock to check wheel tags against)."""
     empty = locks.Lock({"packages": []}, [], "", None)
     return check_portability(empty, profile, data)
@@ -176,7 +180,7 @@ def check_portability_no_lock(profile: prof.Profile, data: dict) -> Portability:
 # --------------------------------------------------------------------------- re-resolution (--resolve)
 
 
-def _tf_candidates(tf: str, pinned: str, index: prof.Index, offline: bool, tags: set, here_version: str) -> list[str]:
+def _tf_candidates(tf: str, pinned: str, index: prof.Index, offline: bool, tags: set[Tag], here_version: str) -> list[str]:
     """TensorFlow versions with a wheel for this machine, nearest to ``pinned`` first (newer before older)."""
     try:
         files = indexinfo.list_files(tf, indexinfo.Sources(
@@ -200,7 +204,7 @@ def _tf_candidates(tf: str, pinned: str, index: prof.Index, offline: bool, tags:
     return [str(v) for v in newer + older]
 
 
-def re_resolve(profile: prof.Profile, pins: dict[str, str], python: Path, data: dict, index: prof.Index, *,
+def re_resolve(profile: prof.Profile, pins: dict[str, str], python: Path, data: dict[str, Any], index: prof.Index, *,
                offline: bool, log: Path | None) -> tuple[locks.Lock, list[planning.Change]]:
     """Resolve the profile's requested packages for ``python`` with its pins as preferences."""
     tf = tf_distribution(pins, profile)

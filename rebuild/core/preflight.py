@@ -10,17 +10,17 @@ out (:func:`rebuild.core.resolve.ruled_out_caps`).
 from __future__ import annotations
 
 import threading
-from typing import Callable
+from typing import Any, Callable
 
 
 class Background:
     """``work(requires)`` in a daemon thread; ``requires`` is a list it may fill with the target's requirements.
     (The plan also looks for a newer release for another Python this way.)"""
 
-    def __init__(self, work: Callable[[list[str]], list], tf_distribution: str):
+    def __init__(self, work: Callable[[list[str]], Any], tf_distribution: str):
         self.tf_distribution = tf_distribution  # the variant it checked (the resolution may switch it)
         self._requires: list[str] = []
-        self._result: list | None = None
+        self._result: Any = None
         self._error: BaseException | None = None
         self._done = threading.Event()
         self._work = work
@@ -43,12 +43,12 @@ class Background:
         self._wait()
         return list(self._requires) if self._error is None else None
 
-    def result(self):
+    def result(self) -> Any:
         """What ``work`` returned (its exception raised here)."""
         self._wait()
         if self._error is not None:
             raise self._error
         return self._result
 
-    def findings(self) -> list:
+    def findings(self) -> list[Any]:
         return list(self.result() or [])

@@ -20,13 +20,16 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rebuild.core import smoke
 from rebuild.core.build import BuildResult
 from rebuild.errors import UserError
 from rebuild.project import files, uvproject
 from rebuild.project.detect import Project
+
+if TYPE_CHECKING:
+    from rebuild.store.store import Store
 
 
 @dataclass
@@ -49,7 +52,7 @@ class ProjectStep:
     def build_env(self, staging: Path) -> Path:
         raise NotImplementedError
 
-    def settle(self, store) -> str:
+    def settle(self, store: Store) -> str:
         """After the files are written: make the manager agree with the env (or raise ``UserError``)."""
         raise NotImplementedError
 
@@ -66,7 +69,7 @@ class ProjectStep:
         env = self.build_env(staging)
         return BuildResult(env=env, pylock=staging / "pylock.toml", seconds=time.monotonic() - start, estimate=0)
 
-    def prepare(self, store, number: int) -> None:
+    def prepare(self, store: Store, number: int) -> None:
         root, manager = self.project.root, self.project.manager
         if files.load(store, store.current_number) is None:
             now = {n: d for n, d in files.on_disk(root, self.project.files).items() if d is not None}
@@ -74,7 +77,7 @@ class ProjectStep:
         files.save(store, number, manager, root, self.new_files)
         files.begin(store)
 
-    def after_swap(self, store) -> list[smoke.Check]:
+    def after_swap(self, store: Store) -> list[smoke.Check]:
         t0 = time.monotonic()
         written = files.finish(store, force=self.force)
         if written and "changed by hand" in written:
@@ -87,11 +90,11 @@ class ProjectStep:
             raise smoke.failure(report, f"at {store.env} with the project installed", self.log or Path(""), "")
         return checks + report.checks
 
-    def begin_undo(self, store) -> None:
+    def begin_undo(self, store: Store) -> None:
         """Before the swap back: recovery writes the old files if a kill comes before :meth:`undo`."""
         files.begin(store)
 
-    def undo(self, store) -> None:
+    def undo(self, store: Store) -> None:
         """After the swap back: the old generation's files again (over files this run wrote; never over hand edits)."""
         files.begin(store)
         files.finish(store)
@@ -107,7 +110,7 @@ class UvStep(ProjectStep):
         return uvproject.build(self.locked, staging, self.python, prompt=self.prompt, offline=self.offline,
                                compile_bytecode=self.compile_bytecode, log=self.log, chosen=self.chosen)
 
-    def settle(self, store) -> str:
+    def settle(self, store: Store) -> str:
         return uvproject.settle(self.project, store.env, offline=self.offline, log=self.log, chosen=self.chosen)
 
     def cleanup(self) -> None:
@@ -134,7 +137,7 @@ class RequirementsStep(ProjectStep):
                                   find_links=self.find_links, compile_bytecode=self.compile_bytecode,
                                   seeds=self.seeds, log=self.log)
 
-    def settle(self, store) -> str:
+    def settle(self, store: Store) -> str:
         from rebuild.project import requirements
 
         return requirements.settle(self.project, store.env, offline=self.offline, find_links=self.find_links,
@@ -173,7 +176,7 @@ class PoetryStep(ProjectStep):
     def pylock(self) -> str | None:
         return self.pylock_text
 
-    def settle(self, store) -> str:
+    def settle(self, store: Store) -> str:
         from rebuild.project import poetryproject
 
         return poetryproject.settle(self.project, store.env, log=self.log)

@@ -16,6 +16,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
@@ -103,7 +104,7 @@ def _explain(stderr: str) -> str:
     return "\n".join(line for line in lines if line.strip())
 
 
-def failed_build(stderr: str, log) -> UserError | None:
+def failed_build(stderr: str, log: Path | None) -> UserError | None:
     """uv's "Failed to build `pkg==v`" as its own error (a build failure is not a version conflict)."""
     from rebuild.util import failtext
 
@@ -226,7 +227,7 @@ def _parse_requirements_output(text: str) -> tuple[dict[str, str], dict[str, lis
     return pins, cleaned
 
 
-def compile_requirements(inputs: Inputs, requirements: list[str], extra_constraints: list[str], workdir: Path) -> tuple[dict, dict]:
+def compile_requirements(inputs: Inputs, requirements: list[str], extra_constraints: list[str], workdir: Path) -> tuple[dict[str, str], dict[str, list[str]]]:
     req_file = workdir / "requirements.in"
     req_file.write_text("\n".join(requirements) + "\n")
     out_file = workdir / "resolved.txt"
@@ -276,7 +277,7 @@ def ruled_out_caps(caps: dict[str, int], target_requires: list[str] | None) -> s
     return out
 
 
-def resolve(inputs: Inputs, tf_version: str, target_requires=None) -> Resolved:
+def resolve(inputs: Inputs, tf_version: str, target_requires: Callable[[], list[str] | None] | None = None) -> Resolved:
     """Resolve the requested set with TensorFlow pinned to ``tf_version`` and lock it.
 
     ``target_requires``: a callable giving the target's applicable requirements (or ``None``); a cap they rule

@@ -19,13 +19,19 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, cast
 
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
+from rebuild.core.options import Keras
 from rebuild.errors import UserError
 from rebuild.knowledge import companions
+
+if TYPE_CHECKING:
+    from rebuild.core.plan import Options, Plan
+    from rebuild.core.resolve import Inputs
+    from rebuild.core.smoke import Report
 
 MAX_BUILDS = 4
 MAX_PLANS = 10
@@ -84,7 +90,7 @@ _PYTHON = re.compile(r"not an acceptable base type|SyntaxError|requires Python|i
                      re.I)
 
 
-def _texts(report) -> str:
+def _texts(report: Report) -> str:
     return "\n".join(f"[{c.name}]\n{c.output}" for c in report.failed)
 
 
@@ -98,7 +104,7 @@ def _first_line(text: str) -> str:
     return line if len(line) <= 160 else line[:159] + "…"
 
 
-def _package_named(text: str, plan) -> str:
+def _package_named(text: str, plan: Plan) -> str:
     """The distribution a failure names: an op library's owner, else the innermost site-packages frame's package,
     else the import that failed."""
     pins = {c.name: c for c in plan.changes}
@@ -122,7 +128,7 @@ def _package_named(text: str, plan) -> str:
     return ""
 
 
-def classify(report, plan) -> Failure:
+def classify(report: Report, plan: Plan) -> Failure:
     """The class of a staged env's failed checks (see the module doc)."""
     text = _texts(report)
     package = _package_named(text, plan)
@@ -154,7 +160,7 @@ def _build_failure(exc: UserError) -> Failure | None:
     return Failure("python" if package else "checks", package, _first_line(text) or exc.message)
 
 
-def fix_for(failure: Failure, plan, opts, used: set[str]) -> Fix | None:
+def fix_for(failure: Failure, plan: Plan, opts: Options, used: set[str]) -> Fix | None:
     """The fix a failure class has, applied at most once per (class, package); ``None``: try a lower release."""
     key = f"{failure.kind}:{failure.package}"
     if key in used:
@@ -180,9 +186,9 @@ def fix_for(failure: Failure, plan, opts, used: set[str]) -> Fix | None:
     return fix
 
 
-def with_fix(opts, fix: Fix):
+def with_fix(opts: Options, fix: Fix) -> Options:
     holds = list(dict.fromkeys(list(opts.holds) + fix.holds))
-    return dataclasses.replace(opts, holds=holds, keras=fix.keras or opts.keras)
+    return dataclasses.replace(opts, holds=holds, keras=Keras(fix.keras) if fix.keras else opts.keras)
 
 
 def _minor(version: str) -> tuple[int, int]:
@@ -214,11 +220,12 @@ class Outcome:
     blocked: object = None
 
 
-def _target(plan) -> str:
+def _target(plan: Plan) -> str:
     return f"{plan.tf_distribution} {plan.tf_new}"
 
 
-def run(first, opts, *, attempt: Callable, replan: Callable, listing: Callable[[], list[str]],
+def run(first: Plan, opts: Options, *, attempt: Callable[[Plan], object], replan: Callable[[Options], Plan],
+        listing: Callable[[], list[str]],
         on_try: Callable[[Try], None] = lambda t: None, searching: bool = True) -> Outcome:
     """Attempt ``first`` (a plan); on failed checks classify, fix or go lower (see the module doc).
 
@@ -226,6 +233,7 @@ def run(first, opts, *, attempt: Callable, replan: Callable, listing: Callable[[
     the transaction's result, or a :class:`UserError` (with ``.report`` when the checks failed)."""
     tries: list[Try] = []
     used: set[str] = set()
+    plan: Plan | None
     plan, change, builds, plans = first, "", 0, 1
     floor = first.tf_old
     lower: list[list[str]] | None = None
@@ -245,7 +253,7 @@ def run(first, opts, *, attempt: Callable, replan: Callable, listing: Callable[[
                 _attach(exc, tries)
                 raise
             failure = (Failure("downgrade", "", exc.message) if downgrade else built if built is not None
-                       else classify(report, plan))
+                       else classify(cast("Report", report), plan))
             record(Try(_target(plan), change, False, f"{failure.label}: {failure.text}", built=not downgrade,
                        blocker=failure.package or failure.label))
             builds += 0 if downgrade else 1
@@ -318,12 +326,12 @@ def blockers(tries: list[Try], env: str) -> list[Blocker]:
     return out
 
 
-def nothing_text(plan) -> str:
+def nothing_text(plan: Plan) -> str:
     return (f"nothing to do: {plan.tf_distribution} {plan.tf_old} is the newest TensorFlow that passes its checks "
             "with everything this env holds")
 
 
-def blocked_plan(plan, tries: list[Try]):
+def blocked_plan(plan: Plan, tries: list[Try]) -> Plan:
     """``plan`` (of a release above the installed one) turned into the plan that changes nothing: no release above
     the installed one passed; ``blocked_above`` says what stood in the way of each."""
     dist = plan.tf_old_distribution or plan.tf_distribution
@@ -344,7 +352,7 @@ def tries_text(tries: list[Try]) -> str:
                      + (": passed" if t.passed else f": {t.why}") for i, t in enumerate(tries, 1))
 
 
-def _exhausted(exc: UserError, plan, tries: list[Try], why: str) -> UserError:
+def _exhausted(exc: UserError, plan: Plan, tries: list[Try], why: str) -> UserError:
     err = UserError(f"No TensorFlow newer than the installed {plan.tf_old} passed its checks in this env ({why}); "
                     "the environment was not changed.",
                     "The tries below say what failed; fix that package (or drop it from the env) and run "
@@ -354,7 +362,7 @@ def _exhausted(exc: UserError, plan, tries: list[Try], why: str) -> UserError:
     return err
 
 
-def _strict(exc: UserError, failure: Failure, plan, opts, tries: list[Try]) -> UserError:
+def _strict(exc: UserError, failure: Failure, plan: Plan, opts: Options, tries: list[Try]) -> UserError:
     """An explicit ``--to`` fails: the class, and the command that would work."""
     fix = fix_for(failure, plan, opts, set())
     env = f" --env {plan.env}"
@@ -371,7 +379,7 @@ def _strict(exc: UserError, failure: Failure, plan, opts, tries: list[Try]) -> U
     return exc
 
 
-def first_plan(opts, make_plan: Callable, note: Callable[[str], None] = lambda text: None) -> tuple[object, list[Try]]:
+def first_plan(opts: Options, make_plan: Callable[[Options], Plan], note: Callable[[str], None] = lambda text: None) -> tuple[object, list[Try]]:
     """The plan of ``--to latest``; when that does not resolve, the newest lower release that does (nothing is
     built: ``plan`` names the expected landing point this way), each refused target recorded as a try."""
     searching = opts.search and str(opts.to or "latest") == "latest"
@@ -411,7 +419,7 @@ def first_plan(opts, make_plan: Callable, note: Callable[[str], None] = lambda t
         raise
 
 
-def versions(inputs, pre: bool = False) -> list[str]:
+def versions(inputs: Inputs, pre: bool = False) -> list[str]:
     """TensorFlow releases on the configured index that have a wheel for the new env's Python, newest first."""
     import platform
 

@@ -7,7 +7,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from packaging.utils import canonicalize_name
 
@@ -149,7 +149,7 @@ def gpu_causes(env: Path) -> str:
 
 def run_checks(env: Path, *, tf_version: str, imports: list[str], commands: Sequence[str] = (),
                timeout: float | None = None, quick: bool = False, keras_major: int | None = None,
-               gpu_required: bool = False, already_failing=None) -> Report:
+               gpu_required: bool = False, already_failing: Callable[[], dict[str, str]] | None = None) -> Report:
     """Run the checks in ``env``; ``quick`` runs only interpreter + TensorFlow (after a swap)."""
     timeout = default_timeout() if timeout is None else timeout
     python = str(env / "bin" / "python")
@@ -206,13 +206,13 @@ def run_checks(env: Path, *, tf_version: str, imports: list[str], commands: Sequ
                     already_failing)
     from rebuild.core import oplibs  # companions' compiled ops: an import does not load them
 
-    check = oplibs.check(env, _run, timeout, already_failing)
-    report.checks += [check] if check is not None else []
+    ops = oplibs.check(env, _run, timeout, already_failing)
+    report.checks += [ops] if ops is not None else []
     return report
 
 
-def _generic_checks(report: Report, env: Path, python: str, others: list[str], commands, timeout: float,
-                    already_failing=None) -> Report:
+def _generic_checks(report: Report, env: Path, python: str, others: list[str], commands: Sequence[str],
+                    timeout: float, already_failing: Callable[[], dict[str, str]] | None = None) -> Report:
     """Requested imports, consistency, the profile's commands."""
     if others:
         check, stdout = _run(f"imports: {', '.join(others)}", [python, "-I", "-c", _IMPORTS, *others], env, timeout)

@@ -19,9 +19,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from rebuild.env.snapshot import SELF  # tfrebuild itself: never requested, never carried into a new env
+from rebuild import SELF as SELF  # tfrebuild itself: never requested, never carried into a new env
 from rebuild.errors import UserError
 from rebuild.knowledge.tf import bundled_seed
 
@@ -59,7 +60,7 @@ def file_path(url: str) -> Path | None:
     return Path(unquote(parts.path))
 
 
-def of(dist: dict) -> DirectSource | None:
+def of(dist: dict[str, Any]) -> DirectSource | None:
     """The direct source of one probed distribution (``None``: it came from an index)."""
     direct = dist.get("direct_url")
     if not isinstance(direct, dict) or not direct.get("url"):
@@ -89,7 +90,7 @@ def of(dist: dict) -> DirectSource | None:
     return DirectSource(name, version, "url", url, f"{name} @ {url.split('#', 1)[0]}{fragment}")
 
 
-def direct_sources(data: dict) -> dict[str, DirectSource]:
+def direct_sources(data: dict[str, Any]) -> dict[str, DirectSource]:
     """Every env distribution of a probe report that came from no index (tfrebuild itself left out)."""
     out: dict[str, DirectSource] = {}
     for dist in data.get("distributions", []):
@@ -101,7 +102,7 @@ def direct_sources(data: dict) -> dict[str, DirectSource]:
     return dict(sorted(out.items()))
 
 
-def check_present(sources: dict[str, DirectSource], env: str | os.PathLike) -> None:
+def check_present(sources: dict[str, DirectSource], env: str | os.PathLike[str]) -> None:
     """Refuse, before any resolution or build, when a local source an env needs has gone."""
     gone = [s for s in sources.values() if s.local is not None and not s.local.exists()]
     if not gone:
@@ -119,7 +120,7 @@ def check_present(sources: dict[str, DirectSource], env: str | os.PathLike) -> N
         exit_code=1)
 
 
-def running_from(env: str | os.PathLike) -> bool:
+def running_from(env: str | os.PathLike[str]) -> bool:
     """Whether this tfrebuild runs from (is installed in) the env at ``env``."""
     import sys
 
@@ -129,7 +130,7 @@ def running_from(env: str | os.PathLike) -> bool:
         return False
 
 
-def refuse_self_upgrade(env: str | os.PathLike) -> None:
+def refuse_self_upgrade(env: str | os.PathLike[str]) -> None:
     """tfrebuild cannot replace the env it runs from: say how to install it apart, before any work."""
     if not running_from(env):
         return

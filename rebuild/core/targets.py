@@ -8,6 +8,7 @@ import os
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
@@ -18,6 +19,13 @@ from rebuild.env import interpreters
 from rebuild.errors import UserError
 from rebuild.index import config as indexconf
 from rebuild.knowledge.tf import SEED_PACKAGES
+
+if TYPE_CHECKING:
+    from packaging.specifiers import SpecifierSet
+    
+    from rebuild.core.plan import Options
+    from rebuild.env.locate import EnvLocation
+    from rebuild.env.profile import Index
 
 
 @dataclass
@@ -38,7 +46,7 @@ class NewerRelease:
         return f"{self.version} exists for Python {', '.join(self.pythons)}: {where}"
 
 
-def _tf_files(inputs: resolve.Inputs) -> list:
+def _tf_files(inputs: resolve.Inputs) -> list[Any]:
     """The TensorFlow distribution's files on the configured index and find-links folders."""
     from rebuild.index import simple as indexinfo
 
@@ -105,7 +113,7 @@ def newer_for_other_python(inputs: resolve.Inputs, target: resolve.TargetSpec, t
     return None
 
 
-def _specifier(target: resolve.TargetSpec):
+def _specifier(target: resolve.TargetSpec) -> SpecifierSet:
     from packaging.specifiers import SpecifierSet
 
     return SpecifierSet(target.specifier)
@@ -142,7 +150,7 @@ _RESOLVES: dict[tuple[str, str], bool] = {}
 
 
 def conflict_error(inputs: resolve.Inputs, tf_version: str, installed: str, explanation: str,
-                   companions: list[str] = (), look_lower: bool = True, *, env: Path | None = None,
+                   companions: Sequence[str] = (), look_lower: bool = True, *, env: Path | None = None,
                    profile: Path | None = None) -> UserError:
     """Why the target does not resolve: uv's words, the blocking packages (companions by name, with the
     newest release of each that accepts the target or the newest TensorFlow it allows), and the choices."""
@@ -157,9 +165,9 @@ def conflict_error(inputs: resolve.Inputs, tf_version: str, installed: str, expl
         choices.append(f"--to {ok} (the newest {inputs.tf_distribution} that resolves with everything else kept)")
     for c in constraints:
         choices.append(f"relax the constraint `{c}` in the profile's [constraints]")
-    for c in configured:
-        choices.append(f"relax the constraint `{c.text}` ({c.where})")
-    constraints += [f"the constraint `{c.text}` ({c.where})" for c in configured]
+    for con in configured:
+        choices.append(f"relax the constraint `{con.text}` ({con.where})")
+    constraints += [f"the constraint `{con.text}` ({con.where})" for con in configured]
     for b in blockers:  # no release of it resolves with the target (uv would have taken one): keep it, or drop it
         name = canonicalize_name(Requirement(b).name)
         if profile is not None:
@@ -178,7 +186,8 @@ def conflict_error(inputs: resolve.Inputs, tf_version: str, installed: str, expl
         exit_code=1, details=why + "uv says:\n" + explanation)
 
 
-def blocking_companions(loc, data, tf_new, tf, python_version, index, opts) -> list[str]:
+def blocking_companions(loc: EnvLocation, data: dict[str, Any], tf_new: str, tf: str, python_version: str,
+                        index: Index, opts: Options) -> list[str]:
     """Doctor's account of installed packages whose requirements exclude the target (e.g. a companion
     with no release for it: "no release of tensorflow-text on the index accepts 2.20.0 ...")."""
     from rebuild import doctor
