@@ -9,7 +9,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from packaging.version import InvalidVersion, Version
 
@@ -32,14 +32,20 @@ from rebuild.index import config as indexconf
 from rebuild.knowledge.tf import SEED_PACKAGES, TF_DISTRIBUTIONS
 from rebuild.util.progress import NULL
 
+if TYPE_CHECKING:
+    from rebuild.core.preflight import Background
+    from rebuild.core.search import Blocker
+    from rebuild.doctor.findings import Finding
+    from rebuild.util.progress import Progress
+
 
 @dataclass(frozen=True)
 class Options:
     """The options ``plan`` and ``upgrade`` share, built once; the choices are checked on construction."""
 
-    env: str | os.PathLike | None = None
+    env: str | os.PathLike[str] | None = None
     to: str = "latest"
-    profile: str | os.PathLike | None = None
+    profile: str | os.PathLike[str] | None = None
     python: str | None = None
     strategy: Strategy = Strategy.MINIMAL
     pre: bool = False
@@ -94,7 +100,7 @@ class Plan:
     current: prof.Profile = field(repr=False, default=None)
     keras_legacy: bool = False
     keras2_dependents: list[str] = field(default_factory=list)
-    preflight: list = field(default_factory=list)  # doctor findings that matter for this upgrade
+    preflight: list[Finding] = field(default_factory=list)  # doctor findings that matter for this upgrade
     gpu_route: str = ""  # cuda | cpu | keep
     gpu_required: bool = False  # smoke checks must see a GPU
     new_requested: list[str] = field(repr=False, default_factory=list)
@@ -109,7 +115,7 @@ class Plan:
     requested_downgrades: list[str] = field(default_factory=list)  # "name old → new" of requested packages moved back
     keras_needed_by: list[str] = field(default_factory=list)  # why Keras 2 is kept (--keras auto)
     landing_note: str = ""  # --to latest held below the newest release by the companion table
-    blocked_above: list = field(default_factory=list)  # search.Blocker: --to latest found no release above the
+    blocked_above: list[Blocker] = field(default_factory=list)  # search.Blocker: --to latest found no release above the
     # installed one that passes (this plan changes nothing): what stood in the way of each
 
     @property
@@ -137,7 +143,8 @@ def _requested_requirements(current: prof.Profile, override: prof.Profile | None
     return sorted(dict.fromkeys(names))
 
 
-def _python_auto(current: prof.Profile, tf: str, extras: list[str], target: resolve.TargetSpec, index, opts):
+def _python_auto(current: prof.Profile, tf: str, extras: list[str], target: resolve.TargetSpec, index: prof.Index,
+                 opts: Options) -> tuple[interpreters.Interpreter, str]:
     """``--python auto``: the newest interpreter on this machine for which the target has a wheel."""
     found = interpreters.discover()
     minors: dict[str, interpreters.Interpreter] = {}
@@ -158,7 +165,8 @@ def _python_auto(current: prof.Profile, tf: str, extras: list[str], target: reso
                     f"Interpreters found: {listing}. Install a Python that `tfrebuild releases` lists for it.")
 
 
-def _preflight(loc, data, tf_new, tf, python_version, index, opts, **more) -> list:
+def _preflight(loc: EnvLocation, data: dict[str, Any], tf_new: str, tf: str, python_version: str, index: prof.Index,
+               opts: Options, **more: Any) -> list[Finding]:
     """Doctor's findings for this upgrade: what would also break the new env, and what the rebuild cures."""
     from rebuild import doctor
 
@@ -176,7 +184,7 @@ class _Survey:
     """The env as it is (stage "snapshot"): where, what the probe saw, its profile, its TensorFlow."""
 
     loc: EnvLocation
-    data: dict
+    data: dict[str, Any]
     current: prof.Profile
     override: prof.Profile | None  # --profile
     tf: str  # the TensorFlow distribution installed (or the profile's)
@@ -251,7 +259,7 @@ def intent_profile(env: Path, current: prof.Profile, override: prof.Profile | No
 
 
 def _interpreter(opts: Options, current: prof.Profile, tf: str, extras: list[str], target: resolve.TargetSpec,
-                 index) -> tuple[interpreters.Interpreter, str]:
+                 index: prof.Index) -> tuple[interpreters.Interpreter, str]:
     """The interpreter the new env is built on, and a note when ``--python auto`` chose it."""
     if opts.python == "auto":
         return _python_auto(current, tf, extras, target, index, opts)
@@ -260,7 +268,8 @@ def _interpreter(opts: Options, current: prof.Profile, tf: str, extras: list[str
     return base_interpreter(current), ""
 
 
-def _inputs(opts: Options, survey: _Survey, interp, tf: str, extras: list[str], index, log) -> resolve.Inputs:
+def _inputs(opts: Options, survey: _Survey, interp: interpreters.Interpreter, tf: str, extras: list[str], index: prof.Index,
+            log: Path | None) -> resolve.Inputs:
     direct = sources.direct_sources(survey.data)
     requested = [r for r in _requested_requirements(survey.current, survey.override)
                  if requirement_name(r) not in direct and requirement_name(r) not in sources.SELF]
@@ -306,8 +315,8 @@ def _lines_file(lines: tuple[str, ...]) -> str:
     return path
 
 
-def _resolve(inputs: resolve.Inputs, survey: _Survey, tf_new: str, python_version: str, index,
-             opts: Options, target_requires=None) -> tuple[resolve.Resolved, str]:
+def _resolve(inputs: resolve.Inputs, survey: _Survey, tf_new: str, python_version: str, index: prof.Index,
+             opts: Options, target_requires: Callable[[], list[str] | None] | None = None) -> tuple[resolve.Resolved, str]:
     """Resolve with uv. If companions pull ``tensorflow`` in beside another variant, resolve again with
     ``tensorflow`` alone (``inputs.tf_distribution`` changes) and say why in the note."""
     tf, tf_old = inputs.tf_distribution, survey.current.tensorflow.version
@@ -358,7 +367,7 @@ def _changes(survey: _Survey, resolved: resolve.Resolved, tf: str, tf_new: str, 
 
 
 def _checked_findings(survey: _Survey, resolved: resolve.Resolved, tf_new: str, tf: str, python_version: str,
-                      index, opts: Options, started=None) -> list:
+                      index: prof.Index, opts: Options, started: Background | None = None) -> list[Finding]:
     """The pre-flight's findings (``started``: the one running in the background, when it checked ``tf``)."""
     if started is not None and started.tf_distribution == tf:
         findings = started.findings()
@@ -381,7 +390,7 @@ def _checked_findings(survey: _Survey, resolved: resolve.Resolved, tf_new: str, 
     return findings + judge.numpy_abi(resolved.pins, survey.data.get("distributions") or [])
 
 
-def blocking_findings(findings: list) -> list:
+def blocking_findings(findings: list[Finding]) -> list[Finding]:
     """Pre-flight errors that the new env would have too: ``upgrade`` refuses on them before building."""
     return [f for f in findings if f.severity == "error" and f.affects_new_env and not f.fixed_by_rebuild]
 
@@ -400,7 +409,7 @@ def preflight_refusal(the_plan: Plan) -> UserError | None:
                      "Nothing was changed.", exit_code=1, details=details)
 
 
-def make_plan(opts: Options, progress=None, log: Path | None = None) -> Plan:
+def make_plan(opts: Options, progress: Progress | None = None, log: Path | None = None) -> Plan:
     """Snapshot, pick the target, resolve with uv, and describe the difference."""
     progress = progress or NULL
     start = time.monotonic()

@@ -63,7 +63,7 @@ class TransactionResult:
     notes: list[str] = field(default_factory=list)
     recovered: str | None = None
     seconds: float = 0.0
-    models: list = field(default_factory=list)  # rebuild.core.models.ModelRow: the model-parity gate's rows
+    models: list[models.ModelRow] = field(default_factory=list)  # the model-parity gate's rows
 
 
 @dataclass(frozen=True)
