@@ -28,14 +28,7 @@ LAYERS: list[tuple[str, ...]] = [
 ]
 
 #: Imports that break the contract today, each with why; a later session removes them (and their lines here).
-KNOWN: dict[tuple[str, str], str] = {
-    # doctor's target checks parse `--to` with core.resolve's parser: it moves below core with the typed seams (point 4).
-    ("rebuild.doctor.checks_target", "rebuild.core.resolve"): "layer",
-    # detect() asks poetryproject.find_poetry, poetryproject reads detect's Project: find_poetry moves to detect.
-    ("rebuild.project.detect", "rebuild.project.poetryproject"): "cycle",
-    # Store.recover() calls recovery.recover(store): one recovery entry point (issue 25 point 3) removes it.
-    ("rebuild.store.store", "rebuild.store.recovery"): "cycle",
-}
+KNOWN: dict[tuple[str, str], str] = {}
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ that still resolve (numpy 1.24 → 1.26 rather than 2.x when that works).
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -25,29 +24,7 @@ from rebuild.index import config as indexconf
 from rebuild.util import uv as uvcmd
 from rebuild.errors import UserError
 from rebuild.env.profile import Index
-
-_TARGET = re.compile(r"^(latest|\d+\.\d+|\d+\.\d+\.\d+(?:(?:a|b|rc|\.dev|\.post)\d+)?)$")
-
-
-@dataclass(frozen=True)
-class TargetSpec:
-    raw: str
-    kind: str  # latest | minor | exact
-    specifier: str  # "", "==2.18.*", "==2.18.0"
-
-
-def parse_target(text: str) -> TargetSpec:
-    """``latest``, ``X.Y`` (newest X.Y.*) or ``X.Y.Z`` (exactly)."""
-    text = (text or "latest").strip()
-    if not _TARGET.match(text):
-        shown = text if len(text) <= 40 else f"{text[:40]}… ({len(text)} characters)"  # never echo a huge value
-        raise UserError(f"'{shown}' is not a TensorFlow version tfrebuild understands.",
-                        "Use --to latest, --to X.Y (e.g. 2.18) or --to X.Y.Z (e.g. 2.18.1).")
-    if text == "latest":
-        return TargetSpec(text, "latest", "")
-    if text.count(".") == 1:
-        return TargetSpec(text, "minor", f"=={text}.*")
-    return TargetSpec(text, "exact", f"=={text}")
+from rebuild.util.versions import TargetSpec as TargetSpec, parse_target as parse_target  # doctor reads them too
 
 
 @dataclass

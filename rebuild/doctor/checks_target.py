@@ -10,7 +10,7 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
-from rebuild.core import resolve
+from rebuild.util.versions import TargetSpec
 from rebuild.util import uv as uvcmd
 from rebuild.doctor import companions, numpyabi
 from rebuild.doctor.context import (Context, Target, applies, contains, has_cap, numbers, python_ok, q,
@@ -25,8 +25,8 @@ from rebuild.knowledge.tf import CUDA_WHEELS, TF_DISTRIBUTIONS
 from rebuild.util.versions import minor
 
 
-def pick_target(ctx: Context, spec: resolve.TargetSpec) -> tuple[Target | None, list[Finding]]:
-    """The release ``--to`` means on this index (resolve's parser, the index's listing), or findings why not."""
+def pick_target(ctx: Context, spec: TargetSpec) -> tuple[Target | None, list[Finding]]:
+    """The release ``--to`` means on this index (the parser of util/versions, the index's listing), or findings why not."""
     files = ctx.files(ctx.tf, budget=False)
     if files is None:
         return None, [F.INDEX_UNREACHABLE.make(

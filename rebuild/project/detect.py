@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -255,8 +256,6 @@ def _poetry_project(env: Path) -> Project | None:
                     requirement=entries[0][2] if entries else "",
                     name=canonicalize_name(name) if isinstance(name, str) and name else "",
                     packaged=poetry.get("package-mode") is not False)
-        from rebuild.project.poetryproject import find_poetry
-
         if find_poetry() is None:
             return Project(**base, drivable=False,
                            fix="tfrebuild upgrades a Poetry project through Poetry's own commands, and no `poetry` "
@@ -381,6 +380,15 @@ def _conda(env: Path) -> Project | None:
                            reverts=f"`conda env update -f {name}` would put the TensorFlow it names back",
                            fix=f"change TensorFlow in {name}, or pass --force to upgrade the env alone")
     return None
+
+
+def find_poetry() -> str | None:
+    """The user's ``poetry``: ``$POETRY`` (a path or a name on PATH), else ``poetry`` on PATH."""
+    named = os.environ.get("POETRY")
+    if named:
+        found = shutil.which(os.path.expanduser(named))
+        return found
+    return shutil.which("poetry")
 
 
 def detect(env: Path) -> Project | None:

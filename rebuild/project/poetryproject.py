@@ -41,7 +41,7 @@ from packaging.utils import canonicalize_name
 
 from rebuild.errors import UserError
 from rebuild.project import workdir
-from rebuild.project.detect import Project, poetry_tf_entries
+from rebuild.project.detect import Project, find_poetry, poetry_tf_entries
 from rebuild.project.requirement import edit_pyproject, edit_toml_string, move_poetry_constraint, move_requirement
 from rebuild.util import distinfo
 from rebuild.util import proc
@@ -53,15 +53,6 @@ _POETRY_TEXT = re.compile(r'^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*) = "(?P<constra
 TIMEOUT = 1800.0
 #: What ``poetry sync`` leaves in an env though the lock does not name it (it removes setuptools and wheel).
 KEPT_BY_SYNC = ("pip",)
-
-
-def find_poetry() -> str | None:
-    """The user's ``poetry``: ``$POETRY`` (a path or a name on PATH), else ``poetry`` on PATH."""
-    named = os.environ.get("POETRY")
-    if named:
-        found = shutil.which(os.path.expanduser(named))
-        return found
-    return shutil.which("poetry")
 
 
 @functools.lru_cache(maxsize=None)

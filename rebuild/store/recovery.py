@@ -16,14 +16,16 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from rebuild.errors import UserError
 from rebuild.store.journal import OPS, DamagedJournal
 from rebuild.store.records import Generation
-from rebuild.store.store import Store
 from rebuild.store.trees import abs_path, key_or_none, safe_rmtree
 from rebuild.util import signals
+
+if TYPE_CHECKING:
+    from rebuild.store.store import Store  # the store it works on (Store.recover() calls in here)
 
 
 class CannotRecover(UserError):
