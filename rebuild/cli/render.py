@@ -326,11 +326,18 @@ def _recovered(term: Terminal, text) -> None:
         term.err.print(f"Recovered an interrupted operation first: {text}", markup=False)
 
 
-def rollback(term: Terminal, r, as_json: bool) -> None:
+def _json_or_recovered(term: Terminal, result, as_json: bool) -> bool:
+    """``result`` as JSON (True: nothing more to show), else the recovery its command did first, if any."""
     if as_json:
-        emit_json({"ok": True, **jsonable(r)})
+        emit_json({"ok": True, **jsonable(result)})
+        return True
+    _recovered(term, result.recovered)
+    return False
+
+
+def rollback(term: Terminal, r, as_json: bool) -> None:
+    if _json_or_recovered(term, r, as_json):
         return
-    _recovered(term, r.recovered)
     for u in r.forced_users:
         term.err.print(f"warning: pid {u.pid} ({u.why}) was using the env: {u.command[:100]}", markup=False)
     term.out.print(f"Rolled {r.env} back from generation {r.from_generation} to {r.to_generation} "
@@ -345,10 +352,8 @@ def rollback(term: Terminal, r, as_json: bool) -> None:
 
 
 def history(term: Terminal, h, as_json: bool) -> None:
-    if as_json:
-        emit_json({"ok": True, **jsonable(h)})
+    if _json_or_recovered(term, h, as_json):
         return
-    _recovered(term, h.recovered)
     rows = []
     for r in h.rows:
         mark = "*" if r.current else ("<" if r.previous else "")
@@ -384,10 +389,8 @@ def diff(term: Terminal, d, as_json: bool) -> None:
 
 
 def gc(term: Terminal, g, as_json: bool) -> None:
-    if as_json:
-        emit_json({"ok": True, **jsonable(g)})
+    if _json_or_recovered(term, g, as_json):
         return
-    _recovered(term, g.recovered)
     if not g.deleted:
         term.out.print(f"Nothing to delete: {len(g.kept)} generation(s) of {g.env}, keeping {g.keep}.", markup=False)
     else:
@@ -404,10 +407,8 @@ def gc(term: Terminal, g, as_json: bool) -> None:
 
 
 def status(term: Terminal, s, as_json: bool) -> None:
-    if as_json:
-        emit_json({"ok": True, **jsonable(s)})
+    if _json_or_recovered(term, s, as_json):
         return
-    _recovered(term, s.recovered)
     if not s.managed:
         term.out.print(f"{s.env} is not managed by tfrebuild (no generations yet).", markup=False)
         if getattr(s, "project", ""):

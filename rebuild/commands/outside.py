@@ -28,7 +28,7 @@ from rebuild.store import adoption
 from rebuild.store.records import Generation
 from rebuild.store.store import Store
 from rebuild.store.trees import key_or_none
-from rebuild.util import distinfo
+from rebuild.util import distinfo, versions
 
 _LEFT_OUT = {canonicalize_name(n) for n in (*SEED_PACKAGES, "tfrebuild")}
 _SHOWN = 6  # differences named in the sentence
@@ -98,13 +98,8 @@ def _made_after(env: Path, created: str) -> bool:
 
 
 def _differences(recorded: dict[str, str], now: dict[str, str]) -> list[str]:
-    out = []
-    for name in sorted(set(recorded) | set(now)):
-        old, new = recorded.get(name), now.get(name)
-        if old == new:
-            continue
-        out.append(f"{name} {old} → {new}" if old and new else (f"+{name} {new}" if new else f"-{name} {old}"))
-    return out
+    return [f"{name} {old} → {new}" if old and new else (f"+{name} {new}" if new else f"-{name} {old}")
+            for name, old, new in versions.moves(recorded, now)]
 
 
 def detect(store: Store) -> Outside | None:

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from packaging.version import InvalidVersion, Version
 
+from rebuild.util import versions
+
 
 @dataclass
 class Change:
@@ -32,9 +34,4 @@ def kind(old: str | None, new: str | None) -> str:
 
 def diff(old: dict[str, str], new: dict[str, str]) -> list[tuple[str, str | None, str | None, str]]:
     """``(name, old, new, kind)`` for every name whose version differs, sorted by name."""
-    out = []
-    for name in sorted(set(old) | set(new)):
-        a, b = old.get(name), new.get(name)
-        if a != b:
-            out.append((name, a, b, kind(a, b)))
-    return out
+    return [(name, a, b, kind(a, b)) for name, a, b in versions.moves(old, new)]

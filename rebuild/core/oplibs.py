@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, BinaryIO, Callable
 
 from rebuild.knowledge import companions
 from rebuild.knowledge.tf import TF_DISTRIBUTIONS
-from rebuild.util import distinfo
+from rebuild.util import distinfo, proc
 
 if TYPE_CHECKING:
     from rebuild.core.smoke import Check
@@ -26,17 +26,7 @@ if TYPE_CHECKING:
 _MARK = b"libtensorflow_framework"
 _HEAD = 8 << 20  # DT_NEEDED names live in .dynstr, near the start of the file
 
-_LOAD = """
-import json, sys
-import tensorflow as tf
-failed = {}
-for path in sys.argv[1:]:
-    try:
-        tf.load_op_library(path)
-    except BaseException as exc:
-        failed[path] = "%s: %s" % (type(exc).__name__, str(exc).strip()[-800:])
-print(json.dumps(failed))
-"""
+_LOAD = proc.each_argument_script("import tensorflow as tf", "tf.load_op_library(arg)", "str(exc).strip()[-800:]")
 
 
 def find(env: Path) -> dict[str, list[Path]]:

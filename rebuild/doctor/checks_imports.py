@@ -12,17 +12,8 @@ from rebuild.doctor.findings import Finding
 from rebuild.doctor.findings import FindingId as F
 from rebuild.util import proc
 
-SCRIPT = """
-import importlib, json, sys
-failed = {}
-for name in sys.argv[1:]:
-    try:
-        importlib.import_module(name)
-    except BaseException as exc:
-        lines = str(exc).strip().splitlines()
-        failed[name] = "%s: %s" % (type(exc).__name__, lines[-1] if lines else "")
-print(json.dumps(failed))
-"""
+SCRIPT = proc.each_argument_script("import importlib", "importlib.import_module(arg)",
+                                   '(str(exc).strip().splitlines() or [""])[-1]')
 
 
 def failing_imports(python: Path, env: Path, names: list[str], timeout: float = 300.0,

@@ -43,7 +43,7 @@ from packaging.utils import canonicalize_name
 
 from rebuild.errors import UserError
 from rebuild.project import workdir
-from rebuild.util import distinfo
+from rebuild.util import distinfo, versions
 from rebuild.util import uv as uvcmd
 
 if TYPE_CHECKING:
@@ -243,13 +243,8 @@ def _failed(what: str, exc: uvcmd.UvFailed, hint: str) -> UserError:
 
 
 def _changes(old: dict[str, str], new: dict[str, str]) -> list[str]:
-    out = []
-    for name in sorted(set(old) | set(new)):
-        a, b = old.get(name), new.get(name)
-        if a == b:
-            continue
-        out.append(f"+ {name} {b}" if a is None else f"- {name} {a}" if b is None else f"{name} {a} → {b}")
-    return out
+    return [f"+ {name} {b}" if a is None else f"- {name} {a}" if b is None else f"{name} {a} → {b}"
+            for name, a, b in versions.moves(old, new)]
 
 
 

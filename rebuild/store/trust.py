@@ -214,6 +214,14 @@ def check_fd(fd: int, path: Path, env: Path) -> None:
         raise refusal(path, why, path, trusted)
 
 
+def _entries(folder: Path) -> list[Path]:
+    """What ``folder`` holds (nothing when it cannot be read)."""
+    try:
+        return [Path(e.path) for e in os.scandir(folder)]
+    except OSError:
+        return []
+
+
 def check_cache(cache: Path) -> None:
     """The pyc cache and its folders (the magic-tag folders and their buckets) are this user's and no one
     else can write them; a cache that does not exist yet is fine."""
@@ -221,19 +229,11 @@ def check_cache(cache: Path) -> None:
     try:
         if check(cache, trusted, cache, kinds="d") is None:
             return
-        try:
-            tags = [Path(e.path) for e in os.scandir(cache)]
-        except OSError:
-            return
-        for tag in tags:
+        for tag in _entries(cache):
             check(tag, trusted, cache)
             if not tag.is_dir() or tag.is_symlink():
                 continue
-            try:
-                buckets = [Path(e.path) for e in os.scandir(tag)]
-            except OSError:
-                continue
-            for bucket in buckets:
+            for bucket in _entries(tag):
                 check(bucket, trusted, cache)
     except UserError as exc:
         entry = exc.message.split(" ", 5)[5].split(": tfrebuild trusts", 1)[0]

@@ -281,3 +281,12 @@ def run(
     if log is not None:
         log_result(log, result)
     return result
+
+
+def each_argument_script(setup: str, action: str, error: str) -> str:
+    """Python source for a target env's interpreter (any Python 3): after ``setup``, ``action`` (a statement on
+    ``arg``) for each command-line argument; prints one JSON object, each argument that raised -> ``"<its exception
+    class>: <error>"`` (``error``: an expression of ``exc``). Run it as ``python -I -c SCRIPT ARG...``."""
+    return (f"import json, sys\n{setup}\nfailed = {{}}\nfor arg in sys.argv[1:]:\n    try:\n        {action}\n"
+            f"    except BaseException as exc:\n        failed[arg] = \"%s: %s\" % (type(exc).__name__, {error})\n"
+            "print(json.dumps(failed))\n")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Mapping
 
 from rebuild.errors import UserError
 
@@ -11,6 +12,12 @@ from rebuild.errors import UserError
 def minor(version: str) -> str:
     """``"2.15.1"`` → ``"2.15"``; ``"3.11"`` stays; ``""`` stays ``""``."""
     return ".".join(str(version).split(".")[:2])
+
+
+def moves(old: Mapping[str, str], new: Mapping[str, str]) -> list[tuple[str, str | None, str | None]]:
+    """``(name, old version, new version)`` for every name whose version differs (``None``: absent), by name."""
+    return [(name, old.get(name), new.get(name)) for name in sorted(set(old) | set(new))
+            if old.get(name) != new.get(name)]
 
 
 _TARGET = re.compile(r"^(latest|\d+\.\d+|\d+\.\d+\.\d+(?:(?:a|b|rc|\.dev|\.post)\d+)?)$")
