@@ -139,6 +139,9 @@ def ssl_context() -> ssl.SSLContext:
         cadir = os.environ.get("SSL_CERT_DIR")
         if cadir and os.path.isdir(cadir):
             ctx.load_verify_locations(capath=cadir)
+        client = os.environ.get("SSL_CLIENT_CERT")  # uv's variable (pip's client-cert): one PEM, key included
+        if client and os.path.isfile(client):
+            ctx.load_cert_chain(client)
     except (ssl.SSLError, OSError):
         pass  # keep whatever the default store has
     return ctx
