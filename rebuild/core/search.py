@@ -26,6 +26,7 @@ from packaging.version import InvalidVersion, Version
 
 from rebuild.errors import UserError
 from rebuild.knowledge import companions
+from rebuild.util import failtext
 
 MAX_BUILDS = 4
 MAX_PLANS = 10
@@ -149,8 +150,8 @@ def _build_failure(exc: UserError) -> Failure | None:
     if "could not build the new environment" not in exc.message:
         return None
     text = exc.details or ""
-    m = re.search(r"Failed to build `?([A-Za-z0-9][\w.-]*?)(?:==|\s@|`|\s|$)", text)
-    package = canonicalize_name(m.group(1)) if m else ""
+    named = re.split(r"==|\s@\s|\s|\[", failtext.failed_package(text).strip(), maxsplit=1)[0]
+    package = canonicalize_name(named) if named else ""
     return Failure("python" if package else "checks", package, _first_line(text) or exc.message)
 
 
