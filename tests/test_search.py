@@ -436,3 +436,16 @@ def test_plan_says_nothing_to_do_when_no_release_above_resolves(make_venv, cli, 
     assert up.code == 0, up.err
     assert up.json()["changed"] is False and len(up.json()["blocked_above"]) == 4
     assert not (env.parent / f".{env.name}.tfrebuild").exists()
+
+
+def test_a_blocker_that_is_its_class_is_said_once():
+    """A try whose failure names no package is blocked by its class ("checks failed"): the row says it once,
+    "blocked by checks failed: <what failed>", never "checks failed: checks failed: …"."""
+    tries = [search.Try("tensorflow-cpu 2.21.0", "", False, "checks failed: smoke command `pytest -x` exited 1",
+                        built=True, blocker="checks failed"),
+             search.Try("tensorflow-cpu 2.20.0", "", False, "needs Keras 2: keras.src.engine missing",
+                        built=True, blocker="tf-models-official")]
+    rows = search.blockers(tries, "/envs/tf")
+    assert [(b.blocker, b.why) for b in rows] == [
+        ("checks failed", "smoke command `pytest -x` exited 1"),
+        ("tf-models-official", "needs Keras 2: keras.src.engine missing")]

@@ -315,7 +315,8 @@ def blockers(tries: list[Try], env: str) -> list[Blocker]:
         command = (f"drop {name}: `tfrebuild snapshot --env {where} -o profile.toml`, delete {name} from `requested` "
                    f"(and its modules from `[smoke].imports`) in profile.toml, then `tfrebuild upgrade --env {where} "
                    f"--profile profile.toml --to {version}`; or {see}") if name else see
-        out.append(Blocker(t.target, t.blocker, t.why, command))
+        why = t.why[len(t.blocker) + 2:] if t.blocker and t.why.startswith(f"{t.blocker}: ") else t.why
+        out.append(Blocker(t.target, t.blocker, why, command))  # "blocked by checks failed: <why>", said once
     return out
 
 
