@@ -449,3 +449,19 @@ def test_a_blocker_that_is_its_class_is_said_once():
     assert [(b.blocker, b.why) for b in rows] == [
         ("checks failed", "smoke command `pytest -x` exited 1"),
         ("tf-models-official", "needs Keras 2: keras.src.engine missing")]
+
+
+def test_a_search_that_stops_at_its_build_limit_names_commands_that_run():
+    """After MAX_BUILDS builds the search stops: the hint names the last blocker's command and the next lower
+    release to try by hand (`--to X.Y`, above the installed one), with the env's path quoted."""
+    from types import SimpleNamespace
+
+    plan = SimpleNamespace(tf_old="2.15.1", env="/envs/my tf")
+    tries = [search.Try(f"tensorflow-cpu 2.{m}.0", "", False, "checks failed: smoke command exited 1", built=True,
+                        blocker="checks failed") for m in (21, 20, 19, 18)]
+    err = search._exhausted(search.UserError("last", "h"), plan, tries, "the search stops after 4 builds")
+    assert err.exit_code == 1 and "the search stops after 4 builds" in err.message
+    assert "`tfrebuild upgrade --env '/envs/my tf' --to 2.18.0` tries it strictly" in err.hint
+    assert err.hint.endswith("Or try the next lower release yourself: `tfrebuild upgrade --env '/envs/my tf' --to 2.17`.")
+    plan.tf_old = "2.17.1"  # nothing left between the lowest try and the installed release: no such line
+    assert "next lower release" not in search._exhausted(search.UserError("x", "h"), plan, tries, "w").hint

@@ -347,10 +347,31 @@ def tries_text(tries: list[Try]) -> str:
 
 
 def _exhausted(exc: UserError, plan, tries: list[Try], why: str) -> UserError:
+    import shlex
+
+    env = shlex.quote(str(plan.env))
+    hint = ("The tries below say what failed; fix that package (or drop it from the env) and run "
+            f"`tfrebuild upgrade --env {env}` again.")
+    rows = blockers(tries, plan.env)
+    if rows:
+        hint += f" For {rows[-1].target}: {rows[-1].command}."
+    versions = []
+    for t in tries:
+        try:
+            versions.append(Version(t.target.split()[-1]))
+        except InvalidVersion:
+            pass
+    try:
+        installed = Version(plan.tf_old)
+    except InvalidVersion:
+        installed = None
+    if versions and installed is not None:
+        lowest = min(versions)
+        below = (lowest.major, lowest.minor - 1)
+        if lowest.minor > 0 and below > (installed.major, installed.minor):
+            hint += f" Or try the next lower release yourself: `tfrebuild upgrade --env {env} --to {below[0]}.{below[1]}`."
     err = UserError(f"No TensorFlow newer than the installed {plan.tf_old} passed its checks in this env ({why}); "
-                    "the environment was not changed.",
-                    "The tries below say what failed; fix that package (or drop it from the env) and run "
-                    "`tfrebuild upgrade` again.", exit_code=1,
+                    "the environment was not changed.", hint, exit_code=1,
                     details=tries_text(tries) + ("\n\nLast failure:\n" + exc.details if exc.details else ""))
     err.tries = list(tries)
     return err
