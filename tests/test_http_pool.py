@@ -136,9 +136,7 @@ def test_credentials_go_to_the_host_and_not_through_a_redirect(server):
         other.close()
 
 
-def test_https_with_the_system_certificates(tmp_path, monkeypatch):
-    """The pool's TLS context takes SSL_CERT_FILE (as for every request): a server it names is trusted, and
-    without it the certificate error is worded as such (no retry: it would fail the same way)."""
+def _tls_server(tmp_path, monkeypatch) -> Server:
     key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
     made = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
                            "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key),
@@ -147,11 +145,17 @@ def test_https_with_the_system_certificates(tmp_path, monkeypatch):
         pytest.skip(f"openssl cannot make a test certificate: {made.stderr.strip()}")
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     tls.load_cert_chain(cert, key)
-    server = Server(tls)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    return Server(tls)
+
+
+def test_https_with_the_system_certificates(tmp_path, monkeypatch):
+    """The pool's TLS context takes SSL_CERT_FILE (as for every request): a server it names is trusted, and
+    without it the certificate error is worded as such (no retry: it would fail the same way)."""
+    server = _tls_server(tmp_path, monkeypatch)  # SSL_CERT_FILE names its certificate
     try:
         path = next(iter(FILES))
         url = f"https://127.0.0.1:{server.port}{path}"
-        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
         buf = io.BytesIO()
         with rhttp.Pool(timeout=30) as pool:
             assert pool.download(url, buf) == len(FILES[path]) and buf.getvalue() == FILES[path]
@@ -200,19 +204,6 @@ def test_abort_ends_a_transfer_in_progress():
     assert not thread.is_alive() and isinstance(result[0], urllib.error.URLError)
     accepted[0].close()
     listener.close()
-
-
-def _tls_server(tmp_path, monkeypatch) -> Server:
-    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    made = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
-                           "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key),
-                           "-out", str(cert)], capture_output=True, text=True)
-    if made.returncode != 0:
-        pytest.skip(f"openssl cannot make a test certificate: {made.stderr.strip()}")
-    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    tls.load_cert_chain(cert, key)
-    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
-    return Server(tls)
 
 
 def test_a_redirect_from_https_to_http_is_refused(server, tmp_path, monkeypatch):
