@@ -17,6 +17,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from rebuild.index.settings import Index, IndexSetting
@@ -107,8 +108,9 @@ def _pip_files(environ: dict[str, str], home: Path, prefix: Path | None) -> list
     return files
 
 
-def _pip_layers(environ: dict[str, str], home: Path, prefix: Path | None) -> list[_Layer]:
-    layers = []
+def _pip_parsed(environ: dict[str, str], home: Path,
+                prefix: Path | None) -> Iterator[tuple[Path, configparser.RawConfigParser]]:
+    """Each pip configuration file that exists and parses, in pip's order, with its parser."""
     for path in _pip_files(environ, home, prefix):
         if not path.is_file():
             continue
@@ -117,6 +119,12 @@ def _pip_layers(environ: dict[str, str], home: Path, prefix: Path | None) -> lis
             parser.read(path, encoding="utf-8")
         except (configparser.Error, OSError, UnicodeDecodeError):
             continue
+        yield path, parser
+
+
+def _pip_layers(environ: dict[str, str], home: Path, prefix: Path | None) -> list[_Layer]:
+    layers = []
+    for path, parser in _pip_parsed(environ, home, prefix):
         layer = _Layer(f"pip config {path}")
         for section in ("global", "install"):
             if not parser.has_section(section):
@@ -154,14 +162,7 @@ def tls_environment(environ: dict[str, str] | None = None, home: Path | None = N
     """
     environ = dict(os.environ if environ is None else environ)
     found: dict[str, str] = {}
-    for path in _pip_files(environ, Path(home or Path.home()), prefix):
-        if not path.is_file():
-            continue
-        parser = configparser.RawConfigParser()
-        try:
-            parser.read(path, encoding="utf-8")
-        except (configparser.Error, OSError, UnicodeDecodeError):
-            continue
+    for _path, parser in _pip_parsed(environ, Path(home or Path.home()), prefix):
         for key, _pip_var, var in _PIP_TLS:
             for section in ("global", "install"):
                 if parser.has_option(section, key) and parser.get(section, key).strip():
