@@ -52,7 +52,7 @@ import stat
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, overload
 
 import tomli_w
 
@@ -92,18 +92,23 @@ def _lstat_env(env: Path) -> os.stat_result:
 # --------------------------------------------------------------------------- the store
 
 
-class _folder:  # noqa: N801 (used like the property it replaces)
+class _folder:  # lower case: used like the property it replaces
     """A folder of the state folder, as a read-only attribute of the :class:`Store`."""
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.__doc__ = f"``<state>/{name}``"
 
-    def __get__(self, store: Store, owner: type | None = None) -> Path:
-        return store.state / self.name
+    @overload
+    def __get__(self, store: None, owner: type | None = None) -> _folder: ...
+    @overload
+    def __get__(self, store: Store, owner: type | None = None) -> Path: ...
+
+    def __get__(self, store: Store | None, owner: type | None = None) -> Path | _folder:
+        return self if store is None else store.state / self.name
 
     def __set__(self, store: Store, value: Path) -> None:
-        raise AttributeError(f"{self.name}_dir is read-only")
+        raise AttributeError(f"<state>/{self.name} is a read-only attribute of the Store")
 
 
 class Store(Operations):
