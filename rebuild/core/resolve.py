@@ -267,13 +267,12 @@ def resolve(inputs: Inputs, tf_version: str, target_requires: Callable[[], list[
         pins, via = compile_requirements(inputs, requirements, [], workdir)
         capped: list[str] = []
         if inputs.strategy == "minimal":
-            jumped = [n for n, v in pins.items()
-                      if n in inputs.pins and n != inputs.tf_distribution
-                      and _major(v) is not None and _major(inputs.pins[n]) is not None
-                      and _major(v) > _major(inputs.pins[n])]
-            caps = {n: f"{n}<{_major(inputs.pins[n]) + 1}" for n in jumped}
+            installed = {n: m for n, v in inputs.pins.items() if (m := _major(v)) is not None}
+            jumped = [n for n, v in pins.items() if n in installed and n != inputs.tf_distribution
+                      and (m := _major(v)) is not None and m > installed[n]]
+            caps = {n: f"{n}<{installed[n] + 1}" for n in jumped}
             if caps and target_requires is not None:
-                for name in ruled_out_caps({n: _major(inputs.pins[n]) for n in caps}, target_requires()):
+                for name in ruled_out_caps({n: installed[n] for n in caps}, target_requires()):
                     caps.pop(name)
             if caps:
                 try:
