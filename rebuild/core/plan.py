@@ -368,12 +368,11 @@ def _checked_findings(survey: _Survey, resolved: resolve.Resolved, tf_new: str, 
         for f in findings:  # the new env has one variant: the overlap is cured by the rebuild
             if f.id == "tensorflow-variants":
                 f.fixed_by_rebuild, f.affects_new_env = True, False
-            # "<name> <version> does not allow <target>": the resolution moved (or dropped) that package, so the
-            # new env does not have the conflict; otherwise it stays an error that blocks the upgrade.
-            elif f.id in ("target-blocked", "dependency-conflict") and len(f.title.split()) > 1:
-                # "<name> <version> and <tf> <version> need incompatible versions of <dep>": the same rule
-                name, version = f.title.split()[:2]
-                if resolved.pins.get(name) != version:
+            # "<name> <version> does not allow <target>" (or "… need incompatible versions of <dep>"): the
+            # resolution moved (or dropped) a package that holds the conflict, so the new env does not have it;
+            # otherwise it stays an error that blocks the upgrade.
+            elif f.id in ("target-blocked", "dependency-conflict") and f.holders:
+                if any(resolved.pins.get(name) != version for name, version in f.holders.items()):
                     f.fixed_by_rebuild, f.affects_new_env = True, False
     from rebuild.doctor import judge
 
