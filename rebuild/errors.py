@@ -9,8 +9,10 @@ class UserError(Exception):
     The CLI prints these without a traceback and exits with ``exit_code``.
     """
 
-    # Set on the way up by the code that knows them (upgrade, the target search: core/search.py), read with getattr.
+    # Set on the way up by the code that knows them (upgrade, the target search: core/search.py); the CLI reads them.
     report: object = None  # smoke.Report of the checks that failed (transaction)
+    models: list | None = None  # models.ModelRow of the model-parity gate that ran before the failure (transaction)
+    plan: object = None  # the plan.Plan that failed (upgrade), shown with the error
     tries: list | None = None  # search.Try of every target tried
     inputs: object = None  # resolve.Inputs of a target that did not resolve (plan), and its versions:
     tf_new: str = ""

@@ -134,7 +134,7 @@ def run(opts: planning.Options, progress=None, confirm: Callable[[planning.Plan]
             landed.tries = tries + outcome.tries
             return landed
     except UserError as exc:
-        exc.plan = getattr(exc, "plan", None) or the_plan  # the plan that failed, for the error document
+        exc.plan = exc.plan or the_plan  # the plan that failed, for the error document
         if held and first_run and not store.managed:  # the state folder goes: keep the log the error names
             kept = transaction.rescue_log(log)
             if kept is not None:

@@ -238,8 +238,8 @@ def run(first, opts, *, attempt: Callable, replan: Callable, listing: Callable[[
         try:
             result = attempt(plan)
         except UserError as exc:
-            report = getattr(exc, "report", None)
-            downgrade = getattr(exc, "downgrade", False)
+            report = exc.report
+            downgrade = exc.downgrade
             built = _build_failure(exc)
             if report is None and not downgrade and built is None:
                 _attach(exc, tries)
