@@ -261,7 +261,7 @@ def rollback(env=None, to: int | None = None, *, yes: bool = False, force: bool 
         with signals.deferred():  # after the swap, the check (and a swap back) finish before a signal ends it
             if project:  # the project files follow the env (recovery finishes them after a crash)
                 project_files.begin(store)
-            store.rollback_to(target_n)
+            method = store.rollback_to(target_n).method
             swap_ms = (time.monotonic() - t0) * 1000
             written = project_files.finish(store, force=files_force)
             report = rollback_check(store, target_n, target_tf, deep)
@@ -280,7 +280,7 @@ def rollback(env=None, to: int | None = None, *, yes: bool = False, force: bool 
                             f"{current.number} back in.", "See the check output; `tfrebuild history` lists the others.",
                             exit_code=1, details=failed)
         return RollbackResult(str(store.env), current.number, target_n, target.tensorflow, target.python, swap_ms,
-                              report.checks, recovered, users, store.last_swap_method or "", written, notes)
+                              report.checks, recovered, users, method, written, notes)
 
 
 def _settle_project(store: Store) -> list[str]:

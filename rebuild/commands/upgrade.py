@@ -433,9 +433,9 @@ def _switch(store: Store, number: int, the_plan: planning.Plan, opts: planning.O
     previous = store.current_number
     progress.stage("swap", f"{store.env} ← generation {number} (already holds this set)")
     t0 = time.monotonic()
-    store.rollback_to(number)
+    swapped = store.rollback_to(number)
     result.swap_ms = (time.monotonic() - t0) * 1000
-    result.swap_method = store.last_swap_method or ""
+    result.swap_method = swapped.method
     progress.stage("checks", f"checks at {store.env}")
     report = smoke.run_checks(store.env, tf_version=the_plan.tf_new, imports=intent.smoke.imports,
                               commands=intent.smoke.commands,

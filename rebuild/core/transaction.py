@@ -290,9 +290,9 @@ def _swap(spec: Spec, tree: Path, number: int, result: TransactionResult) -> Non
     spec.progress.stage("swap", f"{store.env} ← generation {number}")
     gen = Generation.new(number, command=spec.command, tensorflow=spec.tensorflow, python=spec.python_version)
     t0 = time.monotonic()
-    store.switch_to(tree, gen)
+    swapped = store.switch_to(tree, gen)
     result.swap_ms = (time.monotonic() - t0) * 1000
-    result.swap_method = store.last_swap_method or ""
+    result.swap_method = swapped.method
     result.generation, result.previous = number, store.previous_number
 
 
