@@ -298,6 +298,7 @@ def test_build_constraints_reach_every_uv_call_that_may_build(make_venv, cli, ki
 def test_python_moves_read_requires_python_and_the_installed_wheel_tags(tmp_path):
     """The other two ways an installed version cannot run on the new Python (no env needed: the probe's records)."""
     from rebuild.core import companionstep
+    from rebuild.env.probed import Probed
 
     def dist(name: str, tag: str, requires_python: str | None = None) -> dict:
         info = tmp_path / f"{name}-1.0.dist-info"
@@ -305,10 +306,10 @@ def test_python_moves_read_requires_python_and_the_installed_wheel_tags(tmp_path
         (info / "WHEEL").write_text(f"Wheel-Version: 1.0\nTag: {tag}\n")
         return {"canonical": name, "location": "env", "dist_info": str(info), "requires_python": requires_python}
 
-    data = {"distributions": [dist("compiled", "cp311-cp311-manylinux_2_17_x86_64"),
-                              dist("stable-abi", "cp39-abi3-manylinux_2_17_x86_64"),
-                              dist("pure", "py3-none-any"),
-                              dist("old-floor", "py3-none-any", "<3.12")]}
+    data = Probed(distributions=[dist("compiled", "cp311-cp311-manylinux_2_17_x86_64"),
+                                 dist("stable-abi", "cp39-abi3-manylinux_2_17_x86_64"),
+                                 dist("pure", "py3-none-any"),
+                                 dist("old-floor", "py3-none-any", "<3.12")])
     pins = {"compiled": "1.0", "stable-abi": "1.0", "pure": "1.0", "old-floor": "1.0"}
     moves = companionstep.python_moves(pins, data, "3.12.1")
     assert sorted(moves) == ["compiled", "old-floor"], moves

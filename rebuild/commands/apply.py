@@ -51,6 +51,7 @@ from rebuild.core import sources
 from rebuild.core import plan as planning
 from rebuild.env import profile as prof
 from rebuild.env.locate import check_path, default_env_path, locate
+from rebuild.env.probed import Probed
 from rebuild.errors import UserError
 from rebuild.store.journal import new_op_id
 from rebuild.store.store import Store
@@ -286,7 +287,7 @@ def _adoption(current) -> transaction.Adoption | None:
                                 python=current.interpreter.version, like=current)
 
 
-def _lock_that_fits(opts: Options, profile: prof.Profile, profile_path: Path, interp, data: dict, index, log: Path,
+def _lock_that_fits(opts: Options, profile: prof.Profile, profile_path: Path, interp, data: Probed, index, log: Path,
                     result: ApplyResult, progress) -> locks.Lock:
     """The profile's lock (or its pins, locked), checked against this machine; re-resolved with ``--resolve``."""
     portability.check_urls(profile, None, opts.allow_insecure_index)

@@ -26,6 +26,7 @@ from rebuild.core.options import Gpu, Keras, PathCheck, Strategy
 from rebuild.env import interpreters, probe, refusals
 from rebuild.env import profile as prof
 from rebuild.env.locate import EnvLocation, locate
+from rebuild.env.probed import Probed
 from rebuild.env.snapshot import build_profile
 from rebuild.errors import UserError
 from rebuild.index import config as indexconf
@@ -176,7 +177,7 @@ class _Survey:
     """The env as it is (stage "snapshot"): where, what the probe saw, its profile, its TensorFlow."""
 
     loc: EnvLocation
-    data: dict
+    data: Probed
     current: prof.Profile
     override: prof.Profile | None  # --profile
     tf: str  # the TensorFlow distribution installed (or the profile's)
@@ -191,7 +192,7 @@ class _Survey:
 
     @property
     def requires(self) -> dict[str, list[str]]:
-        return {d["canonical"]: d.get("requires", []) for d in self.data.get("distributions", [])
+        return {d["canonical"]: d.get("requires", []) for d in self.data.distributions
                 if d.get("location") == "env"}
 
 
@@ -377,7 +378,7 @@ def _checked_findings(survey: _Survey, resolved: resolve.Resolved, tf_new: str, 
     from rebuild.doctor import judge
 
     findings = judge.agree(findings, resolved.pins, opts.strategy)  # what the pre-flight says is what this plan does
-    return findings + judge.numpy_abi(resolved.pins, survey.data.get("distributions") or [])
+    return findings + judge.numpy_abi(resolved.pins, survey.data.distributions)
 
 
 def blocking_findings(findings: list) -> list:
