@@ -20,6 +20,7 @@ from typing import Callable
 from rebuild.commands import generations, outside, starter
 from rebuild.core import plan as planning
 from rebuild.core import lockfile, models, search, sources, transaction
+from rebuild.core.options import Strategy
 from rebuild.env import refusals
 from rebuild.env.locate import locate
 from rebuild.errors import UserError
@@ -303,7 +304,7 @@ def _requirements_step(store: Store, the_plan: planning.Plan, opts: planning.Opt
     compiled = requirements.compile(project, the_plan.tf_distribution, the_plan.tf_new, op,
                                     python=Path(the_plan.python_path), python_version=the_plan.python_new,
                                     offline=opts.offline, find_links=list(opts.find_links),
-                                    eager=str(getattr(opts.strategy, "value", opts.strategy)) == "eager", log=log,
+                                    eager=opts.strategy == Strategy.EAGER, log=log,
                                     skip={store.state.name, store.env.name})
     pinned = requirements.pins(compiled.files[txt_name].decode("utf-8"))
     seeds = {p.name: p.version for p in the_plan.current.packages

@@ -22,7 +22,7 @@ from rebuild.core.kerasplan import _keras_major, _keras_notes, _keras_switch, ke
 from rebuild.core.plannotes import (_dropped_notes, _reason, _requested_notes, _route_notes, _source_notes,
                                     _switch_reason, requirement_name)
 from rebuild.core.planproject import _lockable_target, _own_package, _project
-from rebuild.core.options import Gpu, Keras, PathCheck, Strategy
+from rebuild.core.options import Gpu, Keras, PathCheck, Route, Strategy
 from rebuild.env import interpreters, probe, refusals
 from rebuild.env import profile as prof
 from rebuild.env.locate import EnvLocation, locate
@@ -83,7 +83,7 @@ class Plan:
     python_old: str
     python_new: str
     python_path: str
-    strategy: str
+    strategy: Strategy
     changes: list[Change]
     unchanged: int
     capped: list[str]
@@ -96,7 +96,7 @@ class Plan:
     keras_legacy: bool = False
     keras2_dependents: list[str] = field(default_factory=list)
     preflight: list = field(default_factory=list)  # doctor findings that matter for this upgrade
-    gpu_route: str = ""  # cuda | cpu | keep
+    gpu_route: Route | str = ""  # a Route ("" only before a plan chose one)
     gpu_required: bool = False  # smoke checks must see a GPU
     new_requested: list[str] = field(repr=False, default_factory=list)
     tf_old_distribution: str = ""  # the TensorFlow distribution installed now (differs on a variant switch)
@@ -429,7 +429,7 @@ def make_plan(opts: Options, progress=None, log: Path | None = None) -> Plan:
     frozen = _copy(inputs, requested=list(inputs.requested))  # the resolution may change inputs meanwhile
     newer_job = Background(lambda _: newer_for_other_python(frozen, target, tf_new, interp.version,
                                                             current.platform.system, current.platform.machine), tf)
-    if route == "cuda":
+    if route == Route.CUDA:
         check_driver(current.gpu, tf_new)
     tf_new, landing_note = _companion_ceiling(survey, inputs, target, tf_new, tf_old)
     step = companionstep.apply(inputs, survey.pins, survey.data, tf_new, current.interpreter.version, interp.version,
@@ -486,7 +486,7 @@ def make_plan(opts: Options, progress=None, log: Path | None = None) -> Plan:
         capped=resolved.capped, notes=notes, index=indexconf.redacted(index), seconds=time.monotonic() - start,
         newer_release=newer,
         keras_legacy=keras_legacy, keras2_dependents=dependents, preflight=findings,
-        gpu_route=route, gpu_required=route == "cuda",
+        gpu_route=route, gpu_required=route == Route.CUDA,
         current=current, new_requested=inputs.requested, pylock=resolved.pylock, index_live=index,
         tf_old_distribution=survey.tf, tf_switch=switch, intent=survey.intent or current,
         project=project, project_requirement=project_requirement,
