@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 from rich.markup import escape
-from rich.padding import Padding
 from rich.table import Table
 
 from rebuild.cli.terminal import Progress, Terminal  # noqa: F401 - their home is cli/terminal.py (app uses render.Progress)
@@ -109,15 +108,20 @@ def table(term: Terminal, title: str, columns: list[str], rows: list[list[str]])
 
 
 def _grid(term: Terminal, rows: list[list[str]], right: tuple[int, ...] = ()) -> None:
-    """Aligned columns without borders, indented under the line above (a rich grid, not hand padding)."""
+    """Aligned columns without borders, indented under the line above; no line ends in spaces (a rich grid pads
+    every cell of the last column to its widest, which a pipe or a log keeps)."""
     if not rows:
         return
-    grid = Table.grid(padding=(0, 1), pad_edge=False)
-    for i in range(len(rows[0])):
-        grid.add_column(justify="right" if i in right else "left", overflow="fold")
-    for row in rows:
-        grid.add_row(*[escape(str(cell)) for cell in row])
-    term.out.print(Padding(grid, (0, 0, 0, 2), expand=False))  # no trailing spaces to the console width
+    from rich.cells import cell_len
+
+    cells = [[str(cell) for cell in row] for row in rows]
+    widths = [max(cell_len(row[i]) for row in cells) for i in range(len(cells[0]))]
+    for row in cells:
+        padded = []
+        for i, cell in enumerate(row):
+            gap = " " * (widths[i] - cell_len(cell))
+            padded.append(gap + cell if i in right else cell + gap)
+        term.out.print("  " + " ".join(padded).rstrip(), markup=False, highlight=False, soft_wrap=True)
 
 
 def _changes(term: Terminal, changes) -> None:

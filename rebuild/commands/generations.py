@@ -422,16 +422,7 @@ class Diff:
 def tree_pins(tree: Path) -> dict[str, str] | None:
     """What a generation's tree holds now, read from its site-packages' ``*.dist-info`` folders (an in-place
     ``pip install`` after the generation was recorded shows here); None when the tree is gone."""
-    sites = [s for s in tree.glob("lib*/python*/site-packages") if s.is_dir()]
-    if not sites:
-        return None
-    pins: dict[str, str] = {}
-    for site in sites:
-        for info in site.glob("*.dist-info"):
-            parsed = distinfo.parse(info.name)
-            if parsed is not None:
-                pins[parsed[0]] = parsed[1]
-    return pins
+    return distinfo.installed(tree) if distinfo.site_dirs(tree) else None
 
 
 def _load_side(spec: str, env) -> tuple[str, prof.Profile, dict[str, str]]:
