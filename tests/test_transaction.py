@@ -67,7 +67,7 @@ def old_env(tmp_path: Path) -> Path:
 def spec(store: Store, fakes: Fakes, tmp_path: Path, **kw) -> transaction.Spec:
     fields = dict(store=store, op="test-20240101T000000-1-abcd", kind="upgrade", command="tfrebuild test",
                   python=Path("/usr/bin/python3"), python_version="3.11.7", tensorflow="tensorflow 2.18.0",
-                  pylock=PYLOCK, index=Index(), build={}, checks={"tf_version": "2.18.0", "imports": []},
+                  pylock=PYLOCK, index=Index(), build=build.BuildOptions(), checks=smoke.Checks(tf_version="2.18.0", imports=[]),
                   write_profile=fakes.write_profile, like="LIKE", log=tmp_path / "test.log",
                   adopt=transaction.Adoption(tensorflow="tensorflow 2.15.1", python="3.11.7", like="OLD"))
     fields.update(kw)

@@ -45,6 +45,8 @@ from rebuild.env import probe
 from rebuild.core import consent
 from rebuild.core import portability
 from rebuild.core import models, transaction
+from rebuild.core.build import BuildOptions
+from rebuild.core.smoke import Checks
 from rebuild.env import snapshot
 from rebuild.core import lockfile as locks
 from rebuild.core import sources
@@ -246,13 +248,13 @@ def _run_locked(opts: Options, profile: prof.Profile, profile_path: Path, target
     checked = models.merged(listed, models.from_paths(opts.models))
     models.refuse_untrusted(checked, target)  # before anything is built
     like = models.with_models(profile, checked)
-    requested = {canonicalize_name(n) for n in profile.requested if n not in SEED_PACKAGES}
+    requested: set[str] = {canonicalize_name(n) for n in profile.requested if n not in SEED_PACKAGES}
     transaction.run(transaction.Spec(
         store=store, op=op, kind="apply", command=command, python=Path(interp.path), python_version=interp.version,
         tensorflow=result.tensorflow, pylock=lock.text(), index=index,
-        build=dict(offline=opts.offline, require_hashes=lock.all_hashed, compile_bytecode=not opts.no_compile,
-                   log=log, requested=requested),
-        checks=dict(tf_version=pins.get(tf, ""), imports=list(profile.smoke.imports), commands=run_commands),
+        build=BuildOptions(offline=opts.offline, require_hashes=lock.all_hashed, compile_bytecode=not opts.no_compile,
+                           log=log, requested=requested),
+        checks=Checks(tf_version=pins.get(tf, ""), imports=list(profile.smoke.imports), commands=run_commands),
         write_profile=generations.write_profile, like=like, commands=run_commands, log=log, new_env=new_env,
         adopt=_adoption(current), before_swap=lambda: generations.refuse_if_in_use(store.env, opts.force),
         progress=progress, deep_check=opts.check == "import",

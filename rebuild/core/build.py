@@ -28,6 +28,19 @@ class BuildResult:
     bytecode: object = None  # bytecode.Compiled when tfrebuild compiled (through its pyc cache), else None
 
 
+@dataclass(frozen=True)
+class BuildOptions:
+    """How :func:`build` installs the lock: the transaction's ``Spec.build`` (upgrade's and apply's choices)."""
+
+    offline: bool = False
+    compile_bytecode: bool = True
+    log: Path | None = None
+    requested: set[str] | None = None
+    legacy_keras: bool = False
+    require_hashes: bool = False
+    build_constraints: Sequence[str] = ()
+
+
 def lock_bytes(pylock_text: str) -> int:
     """The locked wheels' (or sdists') sizes times an unpack factor; 0 when the lock gives no sizes."""
     total = 0
