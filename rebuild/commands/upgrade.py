@@ -30,6 +30,7 @@ from rebuild.errors import UserError
 from rebuild.knowledge.tf import SEED_PACKAGES
 from rebuild.project import files as project_files
 from rebuild.project import uvproject
+from rebuild.project.detect import Project
 from rebuild.store.journal import new_op_id
 from rebuild.store.store import Store
 from rebuild.util import proc
@@ -57,6 +58,12 @@ class Attempt:
     log: Path
     progress: Progress
     command: str  # the command line recorded in the generation
+
+    @property
+    def project(self) -> Project:
+        """The driven project (its steps run only for one)."""
+        assert self.plan.project is not None
+        return self.plan.project
 
 
 def _command_line() -> str:
@@ -272,17 +279,17 @@ def _project_step(run: Attempt, checks: Checks):
     """The driven project's transaction step (nothing of the project changes before the swap)."""
     from rebuild.project import workdir
 
-    workdir.sweep(run.plan.project.root)  # work folders a killed run left beside the project
+    workdir.sweep(run.project.root)  # work folders a killed run left beside the project
     makers = {"uv": _uv_step, "poetry": _poetry_step, "requirements": _requirements_step}
-    return makers[run.plan.project.manager](run, checks)
+    return makers[run.project.manager](run, checks)
 
 
-def _staging_checks(store: Store, the_plan: planning.Plan, checks: Checks) -> Checks:
+def _staging_checks(run: Attempt, checks: Checks) -> Checks:
     """The checks that run before the swap in a driven project: without the imports of the project's own package
     and local path packages (installed only at the real path) and without [smoke].commands (run there too)."""
-    project = the_plan.project
+    project, the_plan = run.project, run.plan
     local = {p.name for p in the_plan.current.packages if p.source in ("editable", "path")}
-    own = uvproject.local_imports(store.env, local | {project.name} if project.name else local)
+    own = uvproject.local_imports(run.store.env, local | {project.name} if project.name else local)
     return replace(checks, imports=[i for i in checks.imports if i.split(".")[0] not in own], commands=[])
 
 
@@ -291,11 +298,11 @@ def _uv_step(run: Attempt, checks: Checks):
     store, the_plan, opts, op, log, progress = run.store, run.plan, run.opts, run.op, run.log, run.progress
     from rebuild.core.projectstep import UvStep
 
-    project = the_plan.project
+    project = run.project
     progress.stage("lock", f"uv lock of {project.root} with {the_plan.project_requirement}")
     locked = uvproject.lock(project, the_plan.tf_distribution, the_plan.tf_new, op, offline=opts.offline, log=log,
                             skip={store.state.name, store.env.name})
-    staging = _staging_checks(store, the_plan, checks)
+    staging = _staging_checks(run, checks)
     step = UvStep(project=project, new_files=locked.files, locked=locked, python=Path(the_plan.python_path),
                   prompt=_prompt(store.env), offline=opts.offline, compile_bytecode=not opts.no_compile, log=log,
                   checks=checks, staging_checks=staging, force=opts.force,
@@ -311,7 +318,7 @@ def _requirements_step(run: Attempt, checks: Checks):
     from rebuild.core.projectstep import RequirementsStep
     from rebuild.project import requirements
 
-    project = the_plan.project
+    project = run.project
     in_name, txt_name = project.files
     progress.stage("compile", f"uv pip compile of {project.root / in_name} with {the_plan.project_requirement}")
     compiled = requirements.compile(project, the_plan.tf_distribution, the_plan.tf_new, op,
@@ -338,11 +345,11 @@ def _poetry_step(run: Attempt, checks: Checks):
     from rebuild.core.projectstep import PoetryStep
     from rebuild.project import poetryproject
 
-    project = the_plan.project
+    project = run.project
     progress.stage("lock", f"poetry lock of {project.root} with {the_plan.project_requirement}")
     locked = poetryproject.lock(project, the_plan.tf_distribution, the_plan.tf_new, op, current=store.env, log=log,
                                 skip={store.state.name, store.env.name})
-    staging = _staging_checks(store, the_plan, checks)
+    staging = _staging_checks(run, checks)
     planned = lockfile.read_pins(the_plan.pylock) or {}
     in_lock = poetryproject.locked_versions(locked.files["poetry.lock"])
     # pip stays beside the lock's packages at `poetry sync` (setuptools and wheel go): the new env keeps it too

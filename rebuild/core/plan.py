@@ -9,7 +9,6 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
@@ -28,6 +27,7 @@ from rebuild.env import profile as prof
 from rebuild.env.locate import EnvLocation, locate
 from rebuild.env.probed import Probed
 from rebuild.env.snapshot import build_profile
+from rebuild.project.detect import Project
 from rebuild.errors import UserError
 from rebuild.index import config as indexconf
 from rebuild.knowledge.tf import SEED_PACKAGES, TF_DISTRIBUTIONS
@@ -104,7 +104,7 @@ class Plan:
     intent: prof.Profile = field(repr=False, default=None)  # [smoke] and [constraints] the user asked for
     pylock: str = field(repr=False, default="")
     index_live: prof.Index = field(repr=False, default=None)
-    project: Any = field(repr=False, default=None)  # rebuild.project.detect.Project: the manager that owns the env
+    project: Project | None = field(repr=False, default=None)  # the manager that owns the env
     project_requirement: str = ""  # the project's TensorFlow requirement after the upgrade (a drivable project)
     companions: dict[str, str] = field(default_factory=dict)  # installed companion -> why it moves with TensorFlow
     requested_downgrades: list[str] = field(default_factory=list)  # "name old → new" of requested packages moved back
