@@ -30,7 +30,7 @@ class Fakes:
         self.interrupt_checks = False
         self.profiles: list[tuple[int, object, dict]] = []
 
-        def fake_build(staging, python, pylock, index, **kw):
+        def fake_build(staging, python, pylock, index, options, **kw):
             env = staging / "env"
             env.mkdir()
             (env / "marker").write_text(marker)

@@ -182,14 +182,15 @@ def enable_legacy_keras(env: Path) -> Path:
     return path
 
 
-def build(staging: Path, python: Path, pylock_text: str, index: Index, *, offline: bool = False,
-          compile_bytecode: bool = True, log: Path | None = None, requested: set[str] | None = None,
-          legacy_keras: bool = False, require_hashes: bool = False, current: Path | None = None,
-          progress=None, build_constraints: Sequence[str] = ()) -> BuildResult:
-    """Create ``staging/env`` with uv and install exactly the lock into it (``current``: the env it replaces,
-    for the free-space estimate). Bytecode: through tfrebuild's pyc cache where it can be used
+def build(staging: Path, python: Path, pylock_text: str, index: Index, options: BuildOptions = BuildOptions(), *,
+          current: Path | None = None, progress=None) -> BuildResult:
+    """Create ``staging/env`` with uv and install exactly the lock into it, as ``options`` say (``current``: the env
+    it replaces, for the free-space estimate). Bytecode: through tfrebuild's pyc cache where it can be used
     (:mod:`rebuild.core.bytecode`), else uv's ``--compile-bytecode``."""
     import time
+
+    offline, compile_bytecode, log, requested = options.offline, options.compile_bytecode, options.log, options.requested
+    legacy_keras, require_hashes, build_constraints = options.legacy_keras, options.require_hashes, options.build_constraints
 
     from rebuild.core import bytecode
     from rebuild.util.progress import NULL

@@ -129,11 +129,7 @@ def run(spec: Spec, result: TransactionResult) -> TransactionResult:
             built = spec.project.build(staging)
         else:
             built = build.build(staging, spec.python, spec.pylock, spec.index,
-                                current=None if spec.new_env else store.env, progress=progress,
-                                offline=spec.build.offline, compile_bytecode=spec.build.compile_bytecode,
-                                log=spec.build.log, requested=spec.build.requested,
-                                legacy_keras=spec.build.legacy_keras, require_hashes=spec.build.require_hashes,
-                                build_constraints=spec.build.build_constraints)
+                                spec.build, current=None if spec.new_env else store.env, progress=progress)
         result.build_seconds = built.seconds
         fault_point("upgrade.built") if spec.kind == "upgrade" else fault_point("apply.built")
         progress.stage("checks", "smoke checks in the new env" + (
