@@ -26,6 +26,15 @@ class UserError(Exception):
         self.exit_code = exit_code
         self.details = details
 
+    def log_moved(self, old: object, new: object) -> None:
+        """The log this error names moved from ``old`` to ``new`` (the state folder that held it is being removed):
+        its words say where the log is now. The words are final text, built before the move by whichever step
+        failed (checks, build, search), so the path is replaced in them rather than kept apart as a field."""
+        self.hint = self.hint.replace(str(old), str(new))
+        self.details = self.details.replace(str(old), str(new))
+        if str(new) not in self.hint + self.details:
+            self.hint = (self.hint + " " if self.hint else "") + f"The log is kept at {new}."
+
     def to_dict(self) -> dict:
         return {"error": self.message, "hint": self.hint, "details": self.details}
 

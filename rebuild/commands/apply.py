@@ -177,7 +177,7 @@ def run(opts: Options, progress=None, confirm: Callable[[ApplyResult], bool] | N
                 if str(log) in exc.hint + exc.details:
                     kept = transaction.rescue_log(log)
                     if kept is not None:
-                        transaction.point_to_log(exc, log, kept)
+                        exc.log_moved(log, kept)
         raise
     finally:
         if owned and not store.managed:

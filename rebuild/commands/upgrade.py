@@ -163,7 +163,7 @@ def run(opts: planning.Options, progress=None, confirm: Callable[[planning.Plan]
         if held and first_run and not store.managed:  # the state folder goes: keep the log the error names
             kept = transaction.rescue_log(log)
             if kept is not None:
-                transaction.point_to_log(exc, log, kept)
+                exc.log_moved(log, kept)
         raise
     finally:
         if held and first_run and not store.managed:

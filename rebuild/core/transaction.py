@@ -162,7 +162,7 @@ def run(spec: Spec, result: TransactionResult) -> TransactionResult:
             spec.models.stop()
         kept_log = _discard(spec, number, adopted_now)
         if kept_log is not None and isinstance(exc, UserError):
-            point_to_log(exc, spec.log, kept_log)
+            exc.log_moved(spec.log, kept_log)
         raise
     st = os.lstat(built.env)
     proven = (st.st_dev, st.st_ino)  # the tree the checks ran in: the check at the path looks for this one
@@ -201,14 +201,6 @@ def rescue_log(log: Path | None) -> Path | None:
     except OSError:
         return None
     return dest
-
-
-def point_to_log(exc: UserError, old: Path | str, new: Path) -> None:
-    """Make ``exc`` name the log where it now is."""
-    exc.hint = exc.hint.replace(str(old), str(new))
-    exc.details = exc.details.replace(str(old), str(new))
-    if str(new) not in exc.hint + exc.details:
-        exc.hint = (exc.hint + " " if exc.hint else "") + f"The log is kept at {new}."
 
 
 def _adopt_existing(spec: Spec) -> None:
