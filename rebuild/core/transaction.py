@@ -36,7 +36,7 @@ from typing import Any, Callable
 
 from rebuild.core import build, lockfile, models, smoke
 from rebuild.core.projectstep import ProjectStep
-from rebuild.env.profile import Index
+from rebuild.env.profile import Index, Profile
 from rebuild.errors import UserError
 from rebuild.env import fsguard
 from rebuild.store.faults import fault_point
@@ -73,7 +73,7 @@ class Adoption:
 
     tensorflow: str
     python: str
-    like: Any  # the env's snapshot (a profile): generation 1's profile.toml
+    like: Profile  # the env's snapshot: generation 1's profile.toml
 
 
 ADOPTED = "adopted (the env as it was before tfrebuild)"
@@ -95,7 +95,7 @@ class Spec:
     build: build.BuildOptions  # how build.build installs the lock (offline, log, requested, ...)
     checks: smoke.Checks  # the full checks before the swap (tf_version, imports, ...)
     write_profile: Callable[..., None]  # write_profile(store, n, profile=None, *, like=, commands=): n's profile
-    like: Any  # the profile whose user edits (constraints, smoke checks) the new generation's profile keeps
+    like: Profile  # the profile whose user edits (constraints, smoke checks) the new generation's profile keeps
     log: Path
     commands: list[str] | None = None  # the smoke commands to keep (None: like's)
     new_env: bool = False  # nothing at the path: build, check, rename into place, adopt as generation 1
