@@ -18,6 +18,7 @@ class UserError(Exception):
     tf_new: str = ""
     tf_old: str = ""
     downgrade: bool = False  # refused because the plan moves a requested package backwards
+    build_failed: bool = False  # the new env could not be built from its lock (uv, Poetry): the search's cue
 
     def __init__(self, message: str, hint: str = "", *, exit_code: int = 2, details: str = ""):
         super().__init__(message)

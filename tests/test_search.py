@@ -466,3 +466,15 @@ def test_a_search_that_stops_at_its_build_limit_names_commands_that_run():
     assert err.hint.endswith("Or try the next lower release yourself: `tfrebuild upgrade --env '/envs/my tf' --to 2.17`.")
     plan.tf_old = "2.17.1"  # nothing left between the lowest try and the installed release: no such line
     assert "next lower release" not in search._exhausted(search.UserError("x", "h"), plan, tries, "w").hint
+
+
+def test_a_build_failure_is_known_by_its_declared_field_not_its_words() -> None:
+    from rebuild.core import search
+    from rebuild.errors import UserError
+
+    exc = UserError("uv pip sync could not build the new environment: it failed to build badpkg==1.0",
+                    details="uv says:\n  × Failed to build `badpkg==1.0`\n  ╰─▶ boom")
+    assert search._build_failure(exc) is None  # the words alone decide nothing
+    exc.build_failed = True  # set where the build failed (core/build.py, the project steps)
+    failure = search._build_failure(exc)
+    assert failure is not None and (failure.kind, failure.package) == ("python", "badpkg")

@@ -228,9 +228,11 @@ def build(staging: Path, python: Path, pylock_text: str, index: Index, options: 
 
         package = failtext.failed_package(exc.result.stderr)
         what = f": it failed to build {package}" if package else ""
-        raise UserError(f"{exc.what} could not build the new environment{what}; your environment was not changed.",
-                        f"uv's full output is in {log}." if log else "Run again to see uv's output.",
-                        exit_code=1, details="uv says:\n" + failtext.uv_error(exc.result.stderr)) from None
+        failed = UserError(f"{exc.what} could not build the new environment{what}; your environment was not changed.",
+                           f"uv's full output is in {log}." if log else "Run again to see uv's output.",
+                           exit_code=1, details="uv says:\n" + failtext.uv_error(exc.result.stderr))
+        failed.build_failed = True
+        raise failed from None
     compiled = None
     if cache is not None:
         progress.stage("bytecode", f"compiling bytecode (pycs of unchanged files linked from {cache})")

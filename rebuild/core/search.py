@@ -147,7 +147,7 @@ def classify(report, plan) -> Failure:
 
 def _build_failure(exc: UserError) -> Failure | None:
     """uv could not install the lock (an sdist that does not build for this Python): its class, else ``None``."""
-    if "could not build the new environment" not in exc.message:
+    if not exc.build_failed:
         return None
     text = exc.details or ""
     named = re.split(r"==|\s@\s|\s|\[", failtext.failed_package(text).strip(), maxsplit=1)[0]
