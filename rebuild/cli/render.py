@@ -25,7 +25,9 @@ from rebuild.util.versions import minor
 
 def jsonable(value):
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {k: jsonable(v) for k, v in dataclasses.asdict(value).items()}
+        # a field marked internal (metadata {"internal": True}) is for decisions in code, never written
+        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)
+                if not f.metadata.get("internal")}
     if isinstance(value, dict):
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set)):
@@ -45,12 +47,12 @@ def error(term: Terminal, exc: UserError, as_json: bool) -> None:
     err = term.err
     # uv's words quoted in an error may name an index URL with its credentials.
     exc.message, exc.hint, exc.details = (proc.redact_line(t or "") for t in (exc.message, exc.hint, exc.details))
-    attempted = getattr(exc, "plan", None)  # the plan that failed (upgrade), for the user to see
-    tried = getattr(exc, "tries", None) or []  # the target search's tries (upgrade --to latest)
+    attempted = exc.plan  # the plan that failed (upgrade), for the user to see
+    tried = exc.tries or []  # the target search's tries (upgrade --to latest)
     if as_json:
         emit_json({"ok": False, **exc.to_dict(), **({"plan": _plan_dict(attempted)} if attempted is not None else {}),
                    **({"tries": jsonable(tried)} if tried else {}),
-                   **({"models": jsonable(exc.models)} if getattr(exc, "models", None) else {})})
+                   **({"models": jsonable(exc.models)} if exc.models else {})})
     elif attempted is not None:
         plan_text(term, attempted)
     if tried and not as_json:

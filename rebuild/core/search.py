@@ -153,7 +153,7 @@ def classify(report: Report, plan: Plan) -> Failure:
 
 def _build_failure(exc: UserError) -> Failure | None:
     """uv could not install the lock (an sdist that does not build for this Python): its class, else ``None``."""
-    if "could not build the new environment" not in exc.message:
+    if not exc.build_failed:
         return None
     text = exc.details or ""
     named = re.split(r"==|\s@\s|\s|\[", failtext.failed_package(text).strip(), maxsplit=1)[0]
@@ -247,8 +247,8 @@ def run(first: Plan, opts: Options, *, attempt: Callable[[Plan], object], replan
         try:
             result = attempt(plan)
         except UserError as exc:
-            report = getattr(exc, "report", None)
-            downgrade = getattr(exc, "downgrade", False)
+            report = exc.report
+            downgrade = exc.downgrade
             built = _build_failure(exc)
             if report is None and not downgrade and built is None:
                 _attach(exc, tries)

@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from rebuild import SELF as SELF  # tfrebuild itself: never requested, never carried into a new env
+from rebuild.env.probed import Probed
 from rebuild.errors import UserError
 from rebuild.knowledge.tf import bundled_seed
 
@@ -90,10 +91,10 @@ def of(dist: dict[str, Any]) -> DirectSource | None:
     return DirectSource(name, version, "url", url, f"{name} @ {url.split('#', 1)[0]}{fragment}")
 
 
-def direct_sources(data: dict[str, Any]) -> dict[str, DirectSource]:
+def direct_sources(data: Probed) -> dict[str, DirectSource]:
     """Every env distribution of a probe report that came from no index (tfrebuild itself left out)."""
     out: dict[str, DirectSource] = {}
-    for dist in data.get("distributions", []):
+    for dist in data.distributions:
         if dist.get("location") != "env" or dist.get("canonical") in SELF:
             continue
         source = of(dist)

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     
     from rebuild.core.plan import Options
     from rebuild.env.locate import EnvLocation
+    from rebuild.env.probed import Probed
     from rebuild.env.profile import Index
 
 
@@ -146,6 +147,8 @@ def newest_resolvable(inputs: resolve.Inputs, installed: str, ceiling: str) -> s
 
 
 #: (inputs, version) -> whether it resolved, for this process (one command): :func:`newest_resolvable`.
+#: A memo of facts, like ``functools.cache`` (the key holds every input the answer depends on), not state that
+#: changes what a command does: the target search re-plans and asks again for the same releases.
 _RESOLVES: dict[tuple[str, str], bool] = {}
 
 
@@ -186,7 +189,7 @@ def conflict_error(inputs: resolve.Inputs, tf_version: str, installed: str, expl
         exit_code=1, details=why + "uv says:\n" + explanation)
 
 
-def blocking_companions(loc: EnvLocation, data: dict[str, Any], tf_new: str, tf: str, python_version: str,
+def blocking_companions(loc: EnvLocation, data: Probed, tf_new: str, tf: str, python_version: str,
                         index: Index, opts: Options) -> list[str]:
     """Doctor's account of installed packages whose requirements exclude the target (e.g. a companion
     with no release for it: "no release of tensorflow-text on the index accepts 2.20.0 ...")."""
