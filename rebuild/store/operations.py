@@ -41,7 +41,6 @@ class Operations:
         generations_dir: Path
         staging_root: Path
         trash_root: Path
-        last_swap_method: str | None
 
         @property
         def current_number(self) -> int: ...
