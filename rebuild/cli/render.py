@@ -207,7 +207,8 @@ def _plan_dict(p) -> dict:
     keep = ("env", "tf_distribution", "tf_old", "tf_new", "target", "downgrade", "python_old", "python_new",
             "python_path", "strategy", "changes", "unchanged", "capped", "notes", "keras_legacy", "keras2_dependents",
             "preflight", "gpu_route", "gpu_required", "index", "seconds", "tf_old_distribution", "tf_switch",
-            "companions", "requested_downgrades", "keras_needed_by", "landing_note", "blocked_above")
+            "companions", "requested_downgrades", "keras_needed_by", "landing_note", "blocked_above",
+            "resolution_reused")
     out = {k: jsonable(getattr(p, k)) for k in keep}
     project = getattr(p, "project", None)
     out["project"] = None if project is None else {

@@ -169,7 +169,11 @@ def _searching(opts: planning.Options, the_plan: planning.Plan) -> bool:
 def _first_plan(opts: planning.Options, progress, log: Path) -> tuple[planning.Plan, list]:
     from typing import cast
 
-    plan, tries = search.first_plan(opts, lambda o: planning.make_plan(o, progress, log=log), progress.note)
+    from rebuild.core.reuse import Reuse
+
+    # right after `tfrebuild plan` with the same inputs, the plan's resolution is reused (and the plan says so)
+    plan, tries = search.first_plan(opts, lambda o: planning.make_plan(o, progress, log=log, reuse=Reuse("reuse")),
+                                    progress.note)
     return cast(planning.Plan, plan), tries
 
 
