@@ -268,7 +268,8 @@ def upgrade(term: Terminal, r, as_json: bool) -> None:
                     "reused": getattr(r, "reused", None), "tries": jsonable(getattr(r, "tries", [])),
                     "started": jsonable(getattr(r, "started", None)),
                     "adopted": getattr(r, "adopted", None), "models": jsonable(r.models),
-                    "blocked_above": jsonable(getattr(r.plan, "blocked_above", []))})
+                    "blocked_above": jsonable(getattr(r.plan, "blocked_above", [])),
+                    "stages": getattr(r, "stages", {}), "overlap": getattr(r, "overlap", {})})
         return
     tries(term, getattr(r, "tries", []))
     if r.recovered:

@@ -39,6 +39,8 @@ class UpgradeResult(transaction.TransactionResult):
     tries: list = field(default_factory=list)  # search.Try: every target tried (--to latest), the last one landed
     started: starter.Started | None = None  # no env here: this run built one from the bundled profile first
     adopted: str | None = None  # the env was recreated or changed outside tfrebuild: adopted first, as a generation
+    stages: dict = field(default_factory=dict)  # stage name -> seconds (the progress stages, timed)
+    overlap: dict = field(default_factory=dict)  # the checks run beside the build: their time, and the time waited
 
 
 def _command_line() -> str:
@@ -49,8 +51,17 @@ def _command_line() -> str:
 
 
 def run(opts: planning.Options, progress=None, confirm: Callable[[planning.Plan], bool] | None = None) -> UpgradeResult:
-    """Upgrade the env described by ``opts``. ``confirm(plan)`` decides whether to go on."""
-    progress = progress or NULL
+    """Upgrade the env described by ``opts``. ``confirm(plan)`` decides whether to go on. The result's ``stages``
+    say how long each stage took."""
+    from rebuild.util.progress import StageClock
+
+    clock = StageClock(progress or NULL)
+    result = _upgrade(opts, clock, confirm)
+    result.stages = clock.finish()
+    return result
+
+
+def _upgrade(opts: planning.Options, progress, confirm: Callable[[planning.Plan], bool] | None) -> UpgradeResult:
     start = time.monotonic()
     if not opts.yes and confirm is None:
         raise UserError("tfrebuild upgrade needs confirmation, and there is no terminal to ask on.",
@@ -233,6 +244,7 @@ def _apply(store: Store, the_plan: planning.Plan, opts: planning.Options, op: st
         _run_transaction(store, the_plan, opts, op, log, progress, result, command, requested, intent, checks,
                          step, pylock)
     finally:
+        result.overlap["baseline"] = before.timing()
         if step is not None:
             step.cleanup()
     result.seconds = time.monotonic() - start
@@ -382,6 +394,7 @@ def _prompt(env: Path) -> str:
 
 def _run_transaction(store, the_plan, opts, op, log, progress, result, command, requested, intent, checks, step,
                      pylock) -> None:
+    gate = models.Gate(intent.smoke.models, current=store.env, index=the_plan.index_live, offline=opts.offline, log=log)
     transaction.run(transaction.Spec(
         store=store, op=op, kind="upgrade", command=command, python=Path(the_plan.python_path),
         python_version=the_plan.python_new, tensorflow=f"{the_plan.tf_distribution} {the_plan.tf_new}",
@@ -397,8 +410,10 @@ def _run_transaction(store, the_plan, opts, op, log, progress, result, command, 
         before_swap=lambda: refusals.refuse(store.env, force=opts.force), progress=progress, project=step,
         keep_state=True,
         deep_check=opts.check == "import",
-        models=models.Gate(intent.smoke.models, current=store.env, index=the_plan.index_live, offline=opts.offline,
-                           log=log)), result)
+        models=gate), result)
+    if gate:
+        result.overlap["model_reference"] = {"seconds": round(gate.reference_seconds, 3),
+                                             "waited_seconds": round(gate.waited_seconds, 3)}
 
 
 def _generation_with(store: Store, the_plan: planning.Plan) -> int | None:

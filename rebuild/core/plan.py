@@ -421,6 +421,8 @@ def make_plan(opts: Options, progress=None, log: Path | None = None, reuse=None)
     interp, python_note = _interpreter(opts, current, tf, extras, target, index)
     inputs = _inputs(opts, survey, interp, tf, extras, index, log)
     inputs.reuse = reuse
+    if reuse is not None:
+        reuse.env = str(survey.loc.path)
     progress.stage("resolve", f"{tf}{'[' + ','.join(extras) + ']' if extras else ''} {target.raw} "
                    f"for Python {interp.version}")
     tf_new = _target_version(inputs, target, interp.version, opts.pre)

@@ -2,9 +2,9 @@
 
 Each resolution (:func:`rebuild.core.resolve.resolve`: the pins, uv's reasons, the lock) that ``plan`` makes is kept
 for :data:`TTL` seconds in the plan cache, ``$TFREBUILD_PLAN_CACHE``, else ``$XDG_CACHE_HOME/tfrebuild/plans``
-(``~/.cache/tfrebuild/plans``; ``off`` turns it off). The entry's name is a digest of everything that decides the
-resolution: the interpreter (its path, and its file's identity), the TensorFlow distribution, version and extras,
-the requested requirements, the installed pins (the preferences), the constraints, the index settings (credentials
+(``~/.cache/tfrebuild/plans``; ``off`` turns it off). The entry's name is a digest of the env's path and of
+everything that decides the resolution: the interpreter (its path, and its file's identity), the TensorFlow
+distribution, version and extras, the requested requirements, the installed pins (the preferences), the constraints, the index settings (credentials
 redacted) with the contents of constraint files and the state of local index folders, uv's options (pre-releases,
 offline, wheels only, strategy), the ``UV_*`` variables (credential variables excluded) and the uv binary.
 ``upgrade`` looks the same digest up: an entry that is missing, older than :data:`TTL`, or made for other inputs is
@@ -58,6 +58,7 @@ class Reuse:
     used: list[str] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
     folder: Path | None = None
+    env: str = ""  # the env planned (make_plan sets it): a plan of another env is never reused, even one alike
 
     def __post_init__(self) -> None:
         if self.folder is None:
@@ -68,7 +69,7 @@ class Reuse:
 
     def resolved(self, inputs: Any, tf_version: str, compute: Callable[[], Any], make: Callable[..., Any]) -> Any:
         """``compute()`` (a :class:`rebuild.core.resolve.Resolved`), or the plan's when ``upgrade`` finds it."""
-        key = digest(inputs, tf_version) if self.folder is not None else None
+        key = digest(inputs, tf_version, self.env) if self.folder is not None else None
         if key is not None and self.mode == "reuse":
             entry = self._load(key)
             if entry is not None:
@@ -187,7 +188,7 @@ def _prune(folder: Path) -> None:
         os.close(fd)
 
 
-def digest(inputs: Any, tf_version: str) -> str | None:
+def digest(inputs: Any, tf_version: str, env: str = "") -> str | None:
     """The key of a resolution of ``inputs`` (a :class:`rebuild.core.resolve.Inputs`) with TensorFlow at
     ``tf_version``; ``None`` when it cannot be kept (a local source tree decides it, or the interpreter is gone)."""
     if inputs.direct:
@@ -201,6 +202,7 @@ def digest(inputs: Any, tf_version: str) -> str | None:
 
     index = indexconf.redacted(inputs.index)
     parts = {
+        "env": env,
         "python": [str(inputs.python), python.st_dev, python.st_ino, python.st_size, python.st_mtime_ns],
         "uv": uv,
         "tf": [inputs.tf_distribution, tf_version, sorted(inputs.extras)],
