@@ -78,6 +78,10 @@ def _upgrade(opts: planning.Options, progress, confirm: Callable[[planning.Plan]
     if not loc.bare:  # what stops the swap is known now: refuse before planning and building, not after
         refusals.refuse(loc.path, force=opts.force)
     _refuse_undriven(loc.path, opts)  # a project tfrebuild does not drive: known before any resolution
+    from rebuild.core.build import usage_later
+
+    # the build's free-space estimate walks the env: done while planning, not after it
+    usage = None if loc.bare else usage_later(loc.path)
     store = Store.open(loc.path) or Store.unmanaged(loc.path)
     first_run = not store.managed  # the state folder goes at the end unless an upgrade landed
     command = _command_line()
@@ -129,7 +133,7 @@ def _upgrade(opts: planning.Options, progress, confirm: Callable[[planning.Plan]
                     return _switch(store, again, p, opts, progress, mine, start)
                 # a first upgrade's failed try clears its records but keeps the state folder, its lock and its
                 # creation record for the next try (transaction.Spec.keep_state); the end of the run removes it
-                return _apply(store, p, opts, op, log, progress, mine, start, command, given_models)
+                return _apply(store, p, opts, op, log, progress, mine, start, command, given_models, usage)
 
             outcome = search.run(the_plan, opts, attempt=attempt,
                                  replan=lambda o: planning.make_plan(o, progress, log=log),
@@ -218,7 +222,7 @@ def _adopt_outside(store: Store, progress) -> str | None:
 
 
 def _apply(store: Store, the_plan: planning.Plan, opts: planning.Options, op: str, log: Path, progress,
-           result: UpgradeResult, start: float, command: str, given_models=()) -> UpgradeResult:
+           result: UpgradeResult, start: float, command: str, given_models=(), usage=None) -> UpgradeResult:
     cache_note = _cache_filesystem_note(store.staging_dir(op))
     if cache_note:
         result.notes.append(cache_note)
@@ -242,7 +246,7 @@ def _apply(store: Store, the_plan: planning.Plan, opts: planning.Options, op: st
             result.notes += step.notes
             checks = step.staging_checks
         _run_transaction(store, the_plan, opts, op, log, progress, result, command, requested, intent, checks,
-                         step, pylock)
+                         step, pylock, usage)
     finally:
         result.overlap["baseline"] = before.timing()
         if step is not None:
@@ -393,14 +397,15 @@ def _prompt(env: Path) -> str:
 
 
 def _run_transaction(store, the_plan, opts, op, log, progress, result, command, requested, intent, checks, step,
-                     pylock) -> None:
+                     pylock, usage=None) -> None:
     gate = models.Gate(intent.smoke.models, current=store.env, index=the_plan.index_live, offline=opts.offline, log=log)
     transaction.run(transaction.Spec(
         store=store, op=op, kind="upgrade", command=command, python=Path(the_plan.python_path),
         python_version=the_plan.python_new, tensorflow=f"{the_plan.tf_distribution} {the_plan.tf_new}",
         pylock=pylock, index=the_plan.index_live,
         build=dict(offline=opts.offline, compile_bytecode=not opts.no_compile, log=log, requested=requested,
-                   legacy_keras=the_plan.keras_legacy, build_constraints=planning.build_constraint_files(opts)),
+                   legacy_keras=the_plan.keras_legacy, build_constraints=planning.build_constraint_files(opts),
+                   current_usage=usage),
         checks=checks,
         write_profile=functools.partial(generations.write_profile, index=the_plan.index), like=intent,
         log=log,
