@@ -163,3 +163,47 @@ def test_a_strangers_plan_cache_is_refused(make_venv, kit_env, kit_index, tmp_pa
     assert doc["plan"]["resolution_reused"] == []
     assert any(n.startswith("resolution not reused: ") and "belongs to" in n for n in doc["plan"]["notes"])
     assert all(c["new"] != "9.9.9" for c in doc["plan"]["changes"])
+
+
+def test_prefetch_puts_the_target_wheel_in_uvs_cache_once(kit_os_env, kit_index, tmp_path: Path, monkeypatch,
+                                                          python_versions) -> None:
+    """upgrade's head start (issue 26 point 1): the target's wheel goes into uv's cache with its hash while the
+    rest resolves; the build's hashed install then takes it from the cache: the index serves the file once."""
+    from rebuild.core import prefetch
+    from rebuild.core.resolve import Inputs
+    from rebuild.env.profile import Index
+    from rebuild.util import uv as uvcmd
+    from tests.kit.simple_index import SimpleIndex
+
+    cache = tmp_path / "uv-cache"
+    monkeypatch.setenv("UV_CACHE_DIR", str(cache))
+    monkeypatch.delenv("UV_OFFLINE", raising=False)
+    monkeypatch.delenv("UV_FIND_LINKS", raising=False)
+    python = python_versions.get("3.11") or next(iter(python_versions.values()))
+    with SimpleIndex(kit_index) as index:
+        inputs = Inputs(python=Path(python), tf_distribution="tensorflow-cpu", requested=[], pins={},
+                        index=Index(index_url=index.url))
+        assert not prefetch.cached(cache, "tensorflow-cpu", "2.18.0")
+        wait = prefetch.start(inputs, "2.18.0")
+        assert wait is not None
+        wait()
+        assert prefetch.cached(cache, "tensorflow-cpu", "2.18.0")
+        assert prefetch._fetch(inputs, "2.18.0") is False  # already there: not fetched again
+        # what the build does: a hashed install of the lock, from uv's cache
+        locked = tmp_path / "lock.txt"
+        (tmp_path / "tf.in").write_text("tensorflow-cpu==2.18.0\n")
+        def uv(*args) -> None:  # online (this test's index), as the build runs it
+            done = subprocess.run([uvcmd.uv_bin(), *map(str, args)], capture_output=True, text=True, env=dict(os.environ))
+            assert done.returncode == 0, done.stderr
+
+        uv("pip", "compile", tmp_path / "tf.in", "--no-deps", "--generate-hashes", "--index-url", index.url,
+           "--python", python, "-o", locked)
+        assert "--hash=sha256:" in locked.read_text()
+        uv("venv", "--python", python, tmp_path / "new")
+        uv("pip", "install", "--no-deps", "--require-hashes", "-r", locked, "--index-url", index.url,
+           "--python", tmp_path / "new" / "bin" / "python")
+        served = [r for r in index.requests if "/files/" in r and "tensorflow_cpu-2.18.0" in r]
+    assert len(served) == 1, index.requests
+    assert not list(Path(tempfile.gettempdir()).glob("tfrebuild-prefetch-*"))  # its folder went
+    monkeypatch.setenv("UV_OFFLINE", "1")
+    assert prefetch.start(inputs, "2.18.0") is None  # offline: nothing to fetch
