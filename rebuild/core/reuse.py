@@ -33,7 +33,6 @@ from rebuild.store import trust
 from rebuild.util import fs, proc
 
 TTL = 600.0  # seconds an entry is good for: the index may change, so "right after the plan" only
-_OFF = ("off", "0", "no", "false", "")
 _ENTRY = re.compile(r"[0-9a-f]{64}\.json")
 _LIMIT = 8 * 1024 * 1024
 _SECRET_NAMES = ("PASSWORD", "TOKEN", "USERNAME", "CREDENTIAL", "AUTH", "KEYRING", "SECRET")
@@ -41,11 +40,9 @@ _SECRET_NAMES = ("PASSWORD", "TOKEN", "USERNAME", "CREDENTIAL", "AUTH", "KEYRING
 
 def cache_dir() -> Path | None:
     """The configured plan cache folder (it may not exist yet), or ``None`` when turned off."""
-    value = os.environ.get("TFREBUILD_PLAN_CACHE")
-    if value is not None:
-        return None if value.strip().lower() in _OFF else Path(value).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "tfrebuild" / "plans"
+    from rebuild.core.bytecode import configured_cache
+
+    return configured_cache("TFREBUILD_PLAN_CACHE", "plans")
 
 
 @dataclass
