@@ -3,7 +3,7 @@ far the largest download of an env) into uv's cache while it resolves the rest a
 
 In a thread, once the target version is known: when uv's cache has no wheel of that version yet, uv locks the one
 file (``uv pip compile --no-deps --generate-hashes``, the index's own hashes) and installs it with
-``--require-hashes`` into a temporary folder (links into the cache only) that is then removed. What stays is uv's cache entry, with its hash
+``--require-hashes`` into a temporary folder that is then removed. What stays is uv's cache entry, with its hash
 recorded, which the build's ``uv pip sync --require-hashes`` of the same file takes from the cache: nothing is
 downloaded twice, and the build waits for the fetch before it installs (:meth:`Fetch.wait`). Offline, or with the
 wheel already cached, nothing is done. A failed fetch is silent: the build downloads as before.
@@ -83,8 +83,7 @@ def _fetch(inputs, version: str) -> bool:
         if "--hash=" not in locked.read_text(encoding="utf-8"):
             return False  # no hash from the index: a fetch without one might not serve a hashed install
         args = ["pip", "install", "--no-config", "--python", str(inputs.python), "--target", str(Path(tmp) / "t"),
-                "--no-deps", "--require-hashes", "-r", str(locked), "--quiet", "--only-binary", name,
-                "--link-mode", "symlink"]  # the folder only holds links into the cache: nothing copied, wherever it is
+                "--no-deps", "--require-hashes", "-r", str(locked), "--quiet", "--only-binary", name]
         args += indexconf.uv_args(inputs.index, offline=inputs.offline, for_install=True)
         result = uvcmd.run(args, check=False, log=inputs.log, what="uv pip install (prefetch)", for_install=True,
                            sources=uvcmd.index_sources(inputs.index))
