@@ -187,8 +187,8 @@ def _first_plan(opts: planning.Options, progress, log: Path) -> tuple[planning.P
     from rebuild.core.reuse import Reuse
 
     # right after `tfrebuild plan` with the same inputs, the plan's resolution is reused (and the plan says so)
-    plan, tries = search.first_plan(opts, lambda o: planning.make_plan(o, progress, log=log, reuse=Reuse("reuse"),
-                                                                       prefetch=True), progress.note)
+    plan, tries = search.first_plan(opts, lambda o: planning.make_plan(o, progress, log=log, reuse=Reuse("reuse")),
+                                    progress.note)
     return cast(planning.Plan, plan), tries
 
 
@@ -405,7 +405,7 @@ def _run_transaction(store, the_plan, opts, op, log, progress, result, command, 
         pylock=pylock, index=the_plan.index_live,
         build=dict(offline=opts.offline, compile_bytecode=not opts.no_compile, log=log, requested=requested,
                    legacy_keras=the_plan.keras_legacy, build_constraints=planning.build_constraint_files(opts),
-                   current_usage=usage, before_install=the_plan.prefetch),
+                   current_usage=usage),
         checks=checks,
         write_profile=functools.partial(generations.write_profile, index=the_plan.index), like=intent,
         log=log,

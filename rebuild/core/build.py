@@ -203,11 +203,9 @@ def build(staging: Path, python: Path, pylock_text: str, index: Index, *, offlin
           compile_bytecode: bool = True, log: Path | None = None, requested: set[str] | None = None,
           legacy_keras: bool = False, require_hashes: bool = False, current: Path | None = None,
           progress=None, build_constraints: Sequence[str] = (),
-          current_usage: Callable[[], tuple[dict[Path, int], int]] | None = None,
-          before_install: Callable[[], None] | None = None) -> BuildResult:
+          current_usage: Callable[[], tuple[dict[Path, int], int]] | None = None) -> BuildResult:
     """Create ``staging/env`` with uv and install exactly the lock into it (``current``: the env it replaces,
-    for the free-space estimate; ``current_usage``: its usage, computed beforehand by :func:`usage_later`;
-    ``before_install``: waits for a download started earlier, :mod:`rebuild.core.prefetch`). Bytecode: through tfrebuild's pyc cache where it can be used
+    for the free-space estimate; ``current_usage``: its usage, computed beforehand by :func:`usage_later`). Bytecode: through tfrebuild's pyc cache where it can be used
     (:mod:`rebuild.core.bytecode`), else uv's ``--compile-bytecode``."""
     import time
 
@@ -239,8 +237,6 @@ def build(staging: Path, python: Path, pylock_text: str, index: Index, *, offlin
             if compile_bytecode and bytecode.supported(env) else None
         if compile_bytecode and cache is None:
             args.append("--compile-bytecode")
-        if before_install is not None:  # the target's wheel fetched while planning: in uv's cache, not fetched twice
-            before_install()
         progress.stage("link", f"linking {packages} packages into the new env (from uv's cache)"
                        + (", compiling bytecode" if "--compile-bytecode" in args else ""))
         uvcmd.run(args, log=log, what="uv pip sync", sources=uvcmd.index_sources(index), for_install=True)

@@ -112,7 +112,6 @@ class Plan:
     blocked_above: list = field(default_factory=list)  # search.Blocker: --to latest found no release above the
     # installed one that passes (this plan changes nothing): what stood in the way of each
     resolution_reused: list[str] = field(default_factory=list)  # upgrade after plan: the plan's resolution(s) reused
-    prefetch: Any = field(repr=False, default=None)  # upgrade: waits for the target's wheel fetched into uv's cache
 
     @property
     def nothing_to_do(self) -> bool:
@@ -402,10 +401,9 @@ def preflight_refusal(the_plan: Plan) -> UserError | None:
                      "Nothing was changed.", exit_code=1, details=details)
 
 
-def make_plan(opts: Options, progress=None, log: Path | None = None, reuse=None, prefetch: bool = False) -> Plan:
+def make_plan(opts: Options, progress=None, log: Path | None = None, reuse=None) -> Plan:
     """Snapshot, pick the target, resolve with uv, and describe the difference. ``reuse``: a
-    :class:`rebuild.core.reuse.Reuse` (``plan`` keeps its resolution, ``upgrade`` reuses the plan's); ``prefetch``
-    (upgrade): the target's wheel is fetched into uv's cache while the rest is resolved (:mod:`rebuild.core.prefetch`)."""
+    :class:`rebuild.core.reuse.Reuse` (``plan`` keeps its resolution, ``upgrade`` reuses the plan's)."""
     progress = progress or NULL
     start = time.monotonic()
     target = resolve.parse_target(opts.to)
@@ -439,12 +437,6 @@ def make_plan(opts: Options, progress=None, log: Path | None = None, reuse=None,
     if route == "cuda":
         check_driver(current.gpu, tf_new)
     tf_new, landing_note = _companion_ceiling(survey, inputs, target, tf_new, tf_old)
-    if prefetch and tf_new != tf_old:
-        from rebuild.core import prefetch as fetching
-
-        fetched = fetching.start(_copy(inputs, reuse=None), tf_new)
-    else:
-        fetched = None
     step = companionstep.apply(inputs, survey.pins, survey.data, tf_new, current.interpreter.version, interp.version,
                                opts.holds)
     keras_legacy = _keras_switch(opts.keras, survey.data, inputs, tf_new, step.keras2, tf_old)
@@ -508,7 +500,6 @@ def make_plan(opts: Options, progress=None, log: Path | None = None, reuse=None,
         project=project, project_requirement=project_requirement,
         companions={n: r for n, r in step.reasons.items()}, requested_downgrades=backwards,
         keras_needed_by=step.keras2 if keras_legacy else [], landing_note=landing_note, resolution_reused=reused,
-        prefetch=fetched,
     )
 
 
