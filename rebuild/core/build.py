@@ -28,6 +28,21 @@ class BuildResult:
     bytecode: object = None  # bytecode.Compiled when tfrebuild compiled (through its pyc cache), else None
 
 
+@dataclass(frozen=True)
+class BuildOptions:
+    """How :func:`build` installs the lock: the transaction's ``Spec.build`` (upgrade's and apply's choices)."""
+
+    offline: bool = False
+    compile_bytecode: bool = True
+    log: Path | None = None
+    requested: set[str] | None = None
+    legacy_keras: bool = False
+    require_hashes: bool = False
+    build_constraints: Sequence[str] = ()
+    # the current env's disk usage, computed beforehand (usage_later: while upgrade plans), for the estimate
+    current_usage: Callable[[], tuple[dict[Path, int], int]] | None = None
+
+
 def lock_bytes(pylock_text: str) -> int:
     """The locked wheels' (or sdists') sizes times an unpack factor; 0 when the lock gives no sizes."""
     total = 0
@@ -199,15 +214,15 @@ def enable_legacy_keras(env: Path) -> Path:
     return path
 
 
-def build(staging: Path, python: Path, pylock_text: str, index: Index, *, offline: bool = False,
-          compile_bytecode: bool = True, log: Path | None = None, requested: set[str] | None = None,
-          legacy_keras: bool = False, require_hashes: bool = False, current: Path | None = None,
-          progress=None, build_constraints: Sequence[str] = (),
-          current_usage: Callable[[], tuple[dict[Path, int], int]] | None = None) -> BuildResult:
-    """Create ``staging/env`` with uv and install exactly the lock into it (``current``: the env it replaces,
-    for the free-space estimate; ``current_usage``: its usage, computed beforehand by :func:`usage_later`). Bytecode: through tfrebuild's pyc cache where it can be used
+def build(staging: Path, python: Path, pylock_text: str, index: Index, options: BuildOptions = BuildOptions(), *,
+          current: Path | None = None, progress=None) -> BuildResult:
+    """Create ``staging/env`` with uv and install exactly the lock into it, as ``options`` say (``current``: the env
+    it replaces, for the free-space estimate; ``options.current_usage``: its usage, computed beforehand). Bytecode: through tfrebuild's pyc cache where it can be used
     (:mod:`rebuild.core.bytecode`), else uv's ``--compile-bytecode``."""
     import time
+
+    offline, compile_bytecode, log, requested = options.offline, options.compile_bytecode, options.log, options.requested
+    legacy_keras, require_hashes, build_constraints = options.legacy_keras, options.require_hashes, options.build_constraints
 
     from rebuild.core import bytecode
     from rebuild.util.progress import NULL
@@ -215,7 +230,7 @@ def build(staging: Path, python: Path, pylock_text: str, index: Index, *, offlin
     progress = progress or NULL
 
     start = time.monotonic()
-    needed = estimate_bytes(pylock_text, current, links=_links_from_cache(staging.parent), usage=current_usage)
+    needed = estimate_bytes(pylock_text, current, links=_links_from_cache(staging.parent), usage=options.current_usage)
     check_disk(staging.parent, needed)
     staging.mkdir(parents=True, exist_ok=True)
     lock_path = staging / "pylock.toml"
@@ -245,9 +260,11 @@ def build(staging: Path, python: Path, pylock_text: str, index: Index, *, offlin
 
         package = failtext.failed_package(exc.result.stderr)
         what = f": it failed to build {package}" if package else ""
-        raise UserError(f"{exc.what} could not build the new environment{what}; your environment was not changed.",
-                        f"uv's full output is in {log}." if log else "Run again to see uv's output.",
-                        exit_code=1, details="uv says:\n" + failtext.uv_error(exc.result.stderr)) from None
+        failed = UserError(f"{exc.what} could not build the new environment{what}; your environment was not changed.",
+                           f"uv's full output is in {log}." if log else "Run again to see uv's output.",
+                           exit_code=1, details="uv says:\n" + failtext.uv_error(exc.result.stderr))
+        failed.build_failed = True
+        raise failed from None
     compiled = None
     if cache is not None:
         progress.stage("bytecode", f"compiling bytecode (pycs of unchanged files linked from {cache})")
