@@ -36,6 +36,7 @@ from rebuild.util.progress import NULL
 
 if TYPE_CHECKING:
     from rebuild.core.preflight import Background
+    from rebuild.core.reuse import Reuse
     from rebuild.core.search import Blocker
     from rebuild.doctor.findings import Finding
     from rebuild.util.progress import Progress
@@ -119,6 +120,7 @@ class Plan:
     landing_note: str = ""  # --to latest held below the newest release by the companion table
     blocked_above: list[Blocker] = field(default_factory=list)  # search.Blocker: --to latest found no release above the
     # installed one that passes (this plan changes nothing): what stood in the way of each
+    resolution_reused: list[str] = field(default_factory=list)  # upgrade after plan: the plan's resolution(s) reused
 
     @property
     def nothing_to_do(self) -> bool:
@@ -410,8 +412,10 @@ def preflight_refusal(the_plan: Plan) -> UserError | None:
                      "Nothing was changed.", exit_code=1, details=details)
 
 
-def make_plan(opts: Options, progress: Progress | None = None, log: Path | None = None) -> Plan:
-    """Snapshot, pick the target, resolve with uv, and describe the difference."""
+def make_plan(opts: Options, progress: Progress | None = None, log: Path | None = None,
+              reuse: Reuse | None = None) -> Plan:
+    """Snapshot, pick the target, resolve with uv, and describe the difference. ``reuse``: a
+    :class:`rebuild.core.reuse.Reuse` (``plan`` keeps its resolution, ``upgrade`` reuses the plan's)."""
     progress = progress or NULL
     start = time.monotonic()
     target = resolve.parse_target(opts.to)
@@ -428,6 +432,9 @@ def make_plan(opts: Options, progress: Progress | None = None, log: Path | None 
                                constraints=opts.constraints)
     interp, python_note = _interpreter(opts, current, tf, extras, target, index)
     inputs = _inputs(opts, survey, interp, tf, extras, index, log)
+    inputs.reuse = reuse
+    if reuse is not None:
+        reuse.env = str(survey.loc.path)
     progress.stage("resolve", f"{tf}{'[' + ','.join(extras) + ']' if extras else ''} {target.raw} "
                    f"for Python {interp.version}")
     tf_new = _target_version(inputs, target, interp.version, opts.pre)
@@ -436,7 +443,7 @@ def make_plan(opts: Options, progress: Progress | None = None, log: Path | None 
 
     from rebuild.core.preflight import Background
 
-    frozen = _copy(inputs, requested=list(inputs.requested))  # the resolution may change inputs meanwhile
+    frozen = _copy(inputs, requested=list(inputs.requested), reuse=None)  # the resolution may change inputs meanwhile
     newer_job = Background(lambda _: newer_for_other_python(frozen, target, tf_new, interp.version,
                                                             current.platform.system, current.platform.machine), tf)
     if route == Route.CUDA:
@@ -486,6 +493,9 @@ def make_plan(opts: Options, progress: Progress | None = None, log: Path | None 
     progress.stage("pre-flight", "doctor checks (run alongside the resolution)")
     findings = _checked_findings(survey, resolved, tf_new, tf, interp.version, index, opts, started)
     newer = newer_job.result()
+    reused = list(reuse.used) if reuse is not None else []
+    notes += [f"resolution reused: {text}" for text in reused]
+    notes += [f"resolution not reused: {text}" for text in (reuse.refused if reuse is not None else [])]
     notes += [f"{name} kept below its next major version ({resolved.pins.get(name)}): a newer major also "
               "resolves; use --strategy eager to take it" for name in resolved.capped]
     return Plan(
@@ -501,7 +511,7 @@ def make_plan(opts: Options, progress: Progress | None = None, log: Path | None 
         tf_old_distribution=survey.tf, tf_switch=switch, intent=survey.intent or current,
         project=project, project_requirement=project_requirement,
         companions={n: r for n, r in step.reasons.items()}, requested_downgrades=backwards,
-        keras_needed_by=step.keras2 if keras_legacy else [], landing_note=landing_note,
+        keras_needed_by=step.keras2 if keras_legacy else [], landing_note=landing_note, resolution_reused=reused,
     )
 
 
