@@ -1,10 +1,14 @@
 """Issue 23, point 5: nothing the user has is dropped silently.
 
-A kit env holding a distribution whose metadata is broken (no METADATA, garbage, no Name/Version), the user's
-own ``.pth`` file and loose module in site-packages, and ``include-system-site-packages = true``: ``plan`` names
-each as "not carried into the new env" with what to do (never "fixed by this upgrade"), in text and ``--json``.
-Files a distribution installed (``distutils-precedence.pth`` of setuptools, uv's ``_virtualenv.pth``) are not
-named.
+Real kit venvs, real upgrades (offline, the kit's index):
+
+- the user's own ``.pth`` file and loose module and package in site-packages are carried into the new env
+  (``plan`` and ``upgrade`` say "carried into the new env"; ``--json`` has ``carried_by_rebuild``) and import
+  after the upgrade; one that is a symbolic link is not carried, and the plan says why;
+- ``include-system-site-packages = true`` is kept: a package only the system site-packages provide still imports;
+- a distribution whose metadata is broken (no METADATA, garbage, no Name/Version) is named "not carried" with what
+  to do; its import worked before, so the upgrade refuses before the swap, naming it, and the env is unchanged.
+Files a distribution installed (``distutils-precedence.pth`` of setuptools, uv's ``_virtualenv.pth``) are not named.
 """
 
 from __future__ import annotations
@@ -13,9 +17,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from tests.kit.cli import run_cli
+from tests.kit.cli import run_cli, tree_state
 
-pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX venv layout assumed")
+pytestmark = [pytest.mark.skipif(sys.platform == "win32", reason="POSIX venv layout assumed"), pytest.mark.slow]
 
 
 def site(env: Path) -> Path:
@@ -23,12 +27,44 @@ def site(env: Path) -> Path:
     return sp
 
 
-@pytest.mark.parametrize("damage", ["no-metadata", "garbage", "no-name"])
-def test_plan_names_what_the_new_env_will_not_have(damage, make_venv, kit_env, kit_index, tmp_path):
-    env = make_venv(tmp_path / "tf", ["tensorflow-cpu==2.15.1", "scipy==1.11.4"])
+def py(env: Path, code: str, venv_run) -> str:
+    run = venv_run(env, code)
+    assert run.returncode == 0, run.stdout + run.stderr
+    return run.stdout.strip()
+
+
+def the_users_files(env: Path, tmp_path: Path) -> None:
     sp = site(env)
     (sp / "mytool.py").write_text("X = 1\n")  # a loose module of the user's
-    (sp / "extra-paths.pth").write_text(str(tmp_path / "src") + "\n")  # the user's own .pth
+    (sp / "mypkg").mkdir()
+    (sp / "mypkg" / "__init__.py").write_text("Y = 2\n")  # a loose package
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "srcmod.py").write_text("Z = 3\n")
+    (sp / "extra-paths.pth").write_text(str(src) + "\n")  # the user's own .pth
+    (tmp_path / "elsewhere.py").write_text("W = 4\n")
+    (sp / "linked.py").symlink_to(tmp_path / "elsewhere.py")  # a link: never followed, never carried
+
+
+def system_site(env: Path) -> None:
+    cfg = env / "pyvenv.cfg"
+    cfg.write_text(cfg.read_text().replace("include-system-site-packages = false",
+                                           "include-system-site-packages = true"))
+
+
+def system_only_module(env: Path, venv_run) -> str:
+    """A top-level module the env imports only through the system site-packages (skip when there is none)."""
+    for name in ("annotated_types", "attr", "blinker", "pip", "six", "idna"):
+        if not list(site(env).glob(f"{name}*")) and venv_run(env, f"import {name}").returncode == 0:
+            return name
+    pytest.skip("the base interpreter's site-packages has none of the candidate modules")
+
+
+@pytest.mark.parametrize("damage", ["no-metadata", "garbage", "no-name"])
+def test_plan_says_what_is_carried_and_what_is_not(damage, make_venv, kit_env, kit_index, tmp_path):
+    env = make_venv(tmp_path / "tf", ["tensorflow-cpu==2.15.1", "scipy==1.11.4"])
+    sp = site(env)
+    the_users_files(env, tmp_path)
     (dist,) = sp.glob("scipy-*.dist-info")
     meta = dist / "METADATA"
     if damage == "no-metadata":
@@ -37,20 +73,67 @@ def test_plan_names_what_the_new_env_will_not_have(damage, make_venv, kit_env, k
         meta.write_bytes(b"\xff\xfe garbage \x00\n")
     else:
         meta.write_text("Metadata-Version: 2.1\nSummary: no name, no version\n")
-    cfg = env / "pyvenv.cfg"
-    cfg.write_text(cfg.read_text().replace("include-system-site-packages = false",
-                                           "include-system-site-packages = true"))
+    system_site(env)
     run = run_cli(kit_env, "plan", "--env", env, "--offline", "--find-links", kit_index, "--to", "2.16", cwd=tmp_path,
                   timeout=180)
     assert "Traceback" not in run.text, str(run)
     text = run.out
     assert "fixed by this upgrade) broken-dist-info" not in text, text
     assert "(not carried into the new env) broken-dist-info" in text, text
-    assert "mytool" in text and "extra-paths.pth" in text, text
-    assert "(not carried into the new env) system-site-packages" in text, text
+    carried = [line for line in text.splitlines() if "(carried into the new env)" in line]
+    assert any("mytool" in line for line in carried) and any("extra-paths.pth" in line for line in carried), text
+    assert any("mypkg" in line for line in carried), text
+    assert "(carried into the new env) system-site-packages" in text, text
+    assert any("linked" in line and "(not carried into the new env)" in line for line in text.splitlines()), text
+    assert "linked.py is a symbolic link" in text, text
     assert "_virtualenv.pth" not in text, text
     doc = run_cli(kit_env, "plan", "--env", env, "--offline", "--find-links", kit_index, "--to", "2.16", "--json",
                   cwd=tmp_path, timeout=180).json()
-    dropped = {f["id"]: f for f in doc["plan"]["preflight"] if f.get("dropped_by_rebuild")}
-    assert {"broken-dist-info", "orphan-package", "system-site-packages"} <= set(dropped), doc["plan"]["preflight"]
-    assert all(f["fix"] for f in dropped.values())
+    found = doc["plan"]["preflight"]
+    assert {f["id"] for f in found if f.get("carried_by_rebuild")} == {"orphan-package", "system-site-packages"}, found
+    assert {f["id"] for f in found if f.get("dropped_by_rebuild")} == {"broken-dist-info", "orphan-package"}, found
+    assert all(f["fix"] for f in found if f.get("dropped_by_rebuild") or f.get("carried_by_rebuild"))
+    items = {Path(i["path"]).name: i for i in doc["plan"]["carry"]["items"]}
+    assert items["mytool.py"]["carried"] and items["extra-paths.pth"]["carried"] and items["mypkg"]["carried"]
+    assert not items["linked.py"]["carried"] and "symbolic link" in items["linked.py"]["why"]
+    assert doc["plan"]["carry"]["system_site"] is True
+    assert "scipy" in doc["plan"]["carry"]["imports"], doc["plan"]["carry"]
+
+
+def test_upgrade_carries_the_users_files_and_system_site(make_venv, kit_env, kit_index, tmp_path, venv_run):
+    env = make_venv(tmp_path / "tf", ["tensorflow-cpu==2.15.1"])
+    the_users_files(env, tmp_path)
+    system_site(env)
+    system = system_only_module(env, venv_run)
+    probe = f"import mytool, mypkg, srcmod, {system}, tensorflow; print(tensorflow.__version__, mytool.X + mypkg.Y)"
+    assert py(env, probe, venv_run) == "2.15.1 3"
+    run = run_cli(kit_env, "upgrade", "--env", env, "--offline", "--find-links", kit_index, "--to", "2.16", "--yes",
+                  cwd=tmp_path, timeout=300)
+    assert run.code == 0, str(run)
+    assert "Traceback" not in run.text
+    assert "(carried into the new env) orphan-package: mytool" in run.out, run.out
+    assert "(carried into the new env) system-site-packages" in run.out, run.out
+    assert py(env, probe, venv_run) == "2.16.1 3"
+    assert "include-system-site-packages = true" in (env / "pyvenv.cfg").read_text()
+    sp = site(env)
+    assert not (sp / "mytool.py").is_symlink() and (sp / "mytool.py").read_text() == "X = 1\n"
+    assert not (sp / "linked.py").exists()  # a link is never carried (the plan said so)
+    old = next((tmp_path / ".tf.tfrebuild" / "generations").glob("1/env"))
+    assert (site(old) / "mytool.py").is_file()  # generation 1 keeps the user's files as they were
+
+
+def test_broken_metadata_that_imported_stops_the_upgrade(make_venv, kit_env, kit_index, tmp_path, venv_run):
+    env = make_venv(tmp_path / "tf", ["tensorflow-cpu==2.15.1", "scipy==1.11.4"])
+    (dist,) = site(env).glob("scipy-*.dist-info")
+    (dist / "METADATA").unlink()
+    assert py(env, "import scipy; print('ok')", venv_run) == "ok"
+    before = tree_state(env)
+    run = run_cli(kit_env, "upgrade", "--env", env, "--offline", "--find-links", kit_index, "--to", "2.16", "--yes",
+                  cwd=tmp_path, timeout=300)
+    assert run.code == 1, str(run)
+    assert 'rebuild/cli' not in run.text, str(run)  # no traceback of tfrebuild's (the failed import's own is shown)
+    assert "imported in the current env, not in the new one: scipy" in run.err, run.err
+    assert "import scipy worked in the current env and fails in the new one" in run.err, run.err
+    assert str(dist) in run.err and "Your environment was not changed" in run.err, run.err
+    assert tree_state(env) == before
+    assert py(env, "import scipy, tensorflow; print(tensorflow.__version__)", venv_run) == "2.15.1"

@@ -214,10 +214,12 @@ def _apply(store: Store, the_plan: planning.Plan, opts: planning.Options, op: st
     intent = models.with_models(intent, models.merged(intent.smoke.models, list(given_models)))  # carried forward
     from rebuild.core.baseline import Baseline
 
-    before = Baseline(store.env, [m for m in intent.smoke.imports if m != "tensorflow"])  # beside the build
-    checks = dict(tf_version=the_plan.tf_new, imports=intent.smoke.imports, commands=intent.smoke.commands,
+    kept = dict(the_plan.carry.imports) if the_plan.carry is not None else {}  # must import as before (carry.py)
+    imports = list(intent.smoke.imports) + [m for m in kept if m not in intent.smoke.imports]
+    before = Baseline(store.env, [m for m in imports if m != "tensorflow"])  # beside the build
+    checks = dict(tf_version=the_plan.tf_new, imports=imports, commands=intent.smoke.commands,
                   keras_major=2 if the_plan.keras_legacy else None, gpu_required=the_plan.gpu_required,
-                  already_failing=before.failing)
+                  already_failing=before.failing, reasons=kept)
     step, pylock = None, the_plan.pylock
     project = the_plan.project
     try:  # the work folder beside the project goes whatever happens (a kill: the next command's recovery)
@@ -383,7 +385,8 @@ def _run_transaction(store, the_plan, opts, op, log, progress, result, command, 
         python_version=the_plan.python_new, tensorflow=f"{the_plan.tf_distribution} {the_plan.tf_new}",
         pylock=pylock, index=the_plan.index_live,
         build=dict(offline=opts.offline, compile_bytecode=not opts.no_compile, log=log, requested=requested,
-                   legacy_keras=the_plan.keras_legacy, build_constraints=planning.build_constraint_files(opts)),
+                   legacy_keras=the_plan.keras_legacy, build_constraints=planning.build_constraint_files(opts),
+                   carry=the_plan.carry),
         checks=checks,
         write_profile=functools.partial(generations.write_profile, index=the_plan.index), like=intent,
         log=log,

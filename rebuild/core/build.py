@@ -172,10 +172,11 @@ def enable_legacy_keras(env: Path) -> Path:
 def build(staging: Path, python: Path, pylock_text: str, index: Index, *, offline: bool = False,
           compile_bytecode: bool = True, log: Path | None = None, requested: set[str] | None = None,
           legacy_keras: bool = False, require_hashes: bool = False, current: Path | None = None,
-          progress=None, build_constraints: Sequence[str] = ()) -> BuildResult:
+          progress=None, build_constraints: Sequence[str] = (), carry=None) -> BuildResult:
     """Create ``staging/env`` with uv and install exactly the lock into it (``current``: the env it replaces,
     for the free-space estimate). Bytecode: through tfrebuild's pyc cache where it can be used
-    (:mod:`rebuild.core.bytecode`), else uv's ``--compile-bytecode``."""
+    (:mod:`rebuild.core.bytecode`), else uv's ``--compile-bytecode``. ``carry`` (a :class:`rebuild.core.carry.Carry`):
+    the user's own files outside the lock are copied in, and the system site-packages kept visible."""
     import time
 
     from rebuild.core import bytecode
@@ -200,7 +201,8 @@ def build(staging: Path, python: Path, pylock_text: str, index: Index, *, offlin
     packages = _count_packages(pylock_text)
     cache = None
     try:
-        uvcmd.run(["venv", "--no-config", "--relocatable", "--python", str(python), "--quiet", str(env)],
+        system_site = ["--system-site-packages"] if carry is not None and carry.system_site else []
+        uvcmd.run(["venv", "--no-config", "--relocatable", *system_site, "--python", str(python), "--quiet", str(env)],
                   log=log, what="uv venv")
         cache = bytecode.usable_cache(staging, owner_of=current if current is not None else staging.parent.parent.parent) \
             if compile_bytecode and bytecode.supported(env) else None
@@ -221,6 +223,9 @@ def build(staging: Path, python: Path, pylock_text: str, index: Index, *, offlin
     if cache is not None:
         progress.stage("bytecode", f"compiling bytecode (pycs of unchanged files linked from {cache})")
         compiled = bytecode.compile_env(env, cache, log=log)
+    from rebuild.core import carry as carrying
+
+    carrying.copy_into(env, carry, current if current is not None else staging.parent.parent.parent)
     if requested is not None:
         mark_requested(env, requested)
     if legacy_keras:

@@ -13,7 +13,7 @@ from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
-from rebuild.core import companionstep, consent, resolve, sources
+from rebuild.core import carry, companionstep, consent, resolve, sources
 from rebuild.core.changes import Change, diff
 from rebuild.core.targets import (NewerRelease, _target_version, blocking_companions, conflict_error, constraint_note, newer_for_other_python)
 from rebuild.core.changes import kind as kind_of
@@ -111,6 +111,7 @@ class Plan:
     landing_note: str = ""  # --to latest held below the newest release by the companion table
     blocked_above: list = field(default_factory=list)  # search.Blocker: --to latest found no release above the
     # installed one that passes (this plan changes nothing): what stood in the way of each
+    carry: Any = None  # rebuild.core.carry.Carry: the user's own files and settings outside the lock, carried or not
 
     @property
     def nothing_to_do(self) -> bool:
@@ -475,6 +476,8 @@ def make_plan(opts: Options, progress=None, log: Path | None = None) -> Plan:
         notes += project_files.edits_note(survey.loc.path)
     progress.stage("pre-flight", "doctor checks (run alongside the resolution)")
     findings = _checked_findings(survey, resolved, tf_new, tf, interp.version, index, opts, started)
+    carried = carry.survey(survey.data, survey.loc.path, built_by_project=project is not None and project.drivable)
+    findings = carry.mark(findings, carried)
     newer = newer_job.result()
     notes += [f"{name} kept below its next major version ({resolved.pins.get(name)}): a newer major also "
               "resolves; use --strategy eager to take it" for name in resolved.capped]
@@ -491,7 +494,7 @@ def make_plan(opts: Options, progress=None, log: Path | None = None) -> Plan:
         tf_old_distribution=survey.tf, tf_switch=switch, intent=survey.intent or current,
         project=project, project_requirement=project_requirement,
         companions={n: r for n, r in step.reasons.items()}, requested_downgrades=backwards,
-        keras_needed_by=step.keras2 if keras_legacy else [], landing_note=landing_note,
+        keras_needed_by=step.keras2 if keras_legacy else [], landing_note=landing_note, carry=carried,
     )
 
 
