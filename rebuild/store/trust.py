@@ -21,6 +21,7 @@ made is never taken over. The pyc cache is held to the same rule (:func:`check_c
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -115,6 +116,8 @@ def check(path: Path, trusted: frozenset[int], state: Path, *, kinds: str = "df"
     except FileNotFoundError:
         return None
     except OSError as exc:
+        if exc.errno in (errno.ENAMETOOLONG, errno.ELOOP):  # the path given, not the state folder: said as such
+            raise
         raise refusal(path, f"cannot be examined ({exc.strerror or exc})", state, trusted) from exc
     why = problem(st, trusted, kinds=kinds)
     if why:
