@@ -214,6 +214,9 @@ def _apply(store: Store, the_plan: planning.Plan, opts: planning.Options, op: st
     intent = models.with_models(intent, models.merged(intent.smoke.models, list(given_models)))  # carried forward
     from rebuild.core.baseline import Baseline
 
+    from rebuild.core import carry
+
+    carry.refuse_lost(store.env, the_plan.carry)  # a broken distribution that imports: repaired first
     kept = dict(the_plan.carry.imports) if the_plan.carry is not None else {}  # must import as before (carry.py)
     imports = list(intent.smoke.imports) + [m for m in kept if m not in intent.smoke.imports]
     before = Baseline(store.env, [m for m in imports if m != "tensorflow"])  # beside the build

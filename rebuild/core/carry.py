@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shlex
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,7 @@ class Carry:
     items: list[Item] = field(default_factory=list)
     system_site: bool = False  # the new env sees the system site-packages, as the current one does
     imports: dict[str, str] = field(default_factory=dict)  # import name -> why the new env may lack it
+    broken: dict[str, str] = field(default_factory=dict)  # import name -> the broken metadata folder that installed it
 
     @property
     def copied(self) -> list[Item]:
@@ -58,6 +60,7 @@ def survey(data: dict, env: Path, *, built_by_project: bool = False) -> Carry:
         owner = os.lstat(env).st_uid
     except OSError:
         return out
+    provided = {t for d in data.get("distributions") or [] if d.get("location") == "env" for t in d.get("top_level") or []}
     for d in data.get("debris") or []:
         kind, path = d.get("kind"), str(d.get("path") or "")
         if d.get("location") != "env" or not path:
@@ -71,7 +74,8 @@ def survey(data: dict, env: Path, *, built_by_project: bool = False) -> Carry:
             # not carried: the plan says why, and that is what the new env lacks
         elif kind in ("no-metadata", "bad-metadata"):
             detail = d.get("detail") or "no METADATA file"
-            for name in import_names(Path(path)):
+            for name in set(import_names(Path(path))) - provided:  # a healthy distribution's name is reinstalled
+                out.broken.setdefault(name, path)
                 out.imports.setdefault(name, (
                     f"its metadata folder {path} is broken ({detail}), so uv cannot reinstall it in the new env; "
                     f"repair it in the current env first (the plan's broken-dist-info fix), then upgrade again"))
@@ -103,6 +107,34 @@ def mark(findings: list, carry: Carry) -> list:
             f.title += f"; not carried: {item.why}"
             f.evidence.append(f"not carried into the new env: {item.why}")
     return findings
+
+
+def refuse_lost(env: Path, carry: Carry | None) -> None:
+    """Before building: an import of a broken-metadata distribution that works in ``env`` would not work in the new
+    env (uv cannot reinstall what has no name or version): one paragraph naming it, with the repair."""
+    if carry is None or not carry.broken:
+        return
+    from rebuild.core.baseline import Baseline
+    from rebuild.util import distinfo
+
+    failing = Baseline(env, sorted(carry.broken)).failing()  # read-only, in the env as it is
+    working = [n for n in sorted(carry.broken) if n not in failing]
+    if not working:
+        return
+    folders = sorted({carry.broken[n] for n in working})
+    python = Path(env) / "bin" / "python"
+    repairs = []
+    for folder in folders:
+        name, version = distinfo.parse(Path(folder).name) or (Path(folder).name.split("-")[0], "")
+        pin = f"{name}=={version}" if version else name
+        repairs.append(f"`rm -rf {shlex.quote(folder)} && uv pip install --python {shlex.quote(str(python))} "
+                       f"--reinstall {shlex.quote(pin)}`")
+    raise UserError(
+        f"{', '.join(working)} import(s) in {env}, but from files whose metadata folder is broken "
+        f"({', '.join(folders)}): uv cannot reinstall a distribution without a readable name and version, so the "
+        "new environment would not have it. The upgrade stops before building; nothing was changed.",
+        f"Repair it first: {'; '.join(repairs)} (the folder's name gives the project and version), then run the "
+        "upgrade again. If nothing uses it, delete its files and that folder instead.", exit_code=1)
 
 
 def unsafe(path: Path, owner: int) -> str:
