@@ -140,8 +140,8 @@ def _check_system_site(ctx: Context) -> list[Finding]:
          f"{len(system)} distribution(s) visible from {', '.join(ctx.paths.get('system_site_packages') or []) or '?'}",
          *[f"also visible: {t}" for t in tf_sys[:5]]],
         f"install what you use into the env, then set `include-system-site-packages = false` in "
-        f"{q(env_path / 'pyvenv.cfg')}; `tfrebuild upgrade` keeps the setting for the new env (on another Python "
-        "the system packages differ: the imports that work here are checked there)",
+        f"{q(env_path / 'pyvenv.cfg')}; `tfrebuild upgrade` keeps the setting for the new env (with --python, the "
+        "new env sees that Python's system site-packages, which may lack what you import from these)",
         dropped_by_rebuild=True)]
 
 
