@@ -181,12 +181,21 @@ def created_here(state: Path) -> bool:
 
 
 def not_created_error(state: Path) -> UserError:
+    import shlex
+
+    try:
+        names = sorted(os.listdir(state))
+    except OSError:
+        names = []
+    held = (f" It holds: {', '.join(names[:6])}{' …' if len(names) > 6 else ''}." if names else " It is empty.")
+    aside = shlex.quote(f"{state}.unknown")
     return UserError(
         f"The folder {state} is where tfrebuild keeps this environment's state, but tfrebuild did not create it "
         "(it holds no record of tfrebuild making it): tfrebuild never adopts a state folder someone else made. "
-        "Nothing was changed.",
-        f"Check what it is and move it away (mv {state} {state}.unknown); tfrebuild then makes its own.",
-        exit_code=1)
+        f"Nothing was changed.{held}",
+        "If it is yours (an older tfrebuild that stopped during its first run leaves one like this), set it aside "
+        f"and run the command again: `mv -- {shlex.quote(str(state))} {aside}` (nothing in it is deleted; "
+        "tfrebuild then makes its own state folder).", exit_code=1)
 
 
 def make_state_dir(state: Path, env: Path) -> bool:
