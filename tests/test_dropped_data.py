@@ -81,8 +81,9 @@ def test_plan_says_what_is_carried_and_what_is_not(damage, make_venv, kit_env, k
     else:
         meta.write_text("Metadata-Version: 2.1\nSummary: no name, no version\n")
     system_site(env)
-    run = run_cli(kit_env, "plan", "--env", env, "--offline", "--find-links", kit_index, "--to", "2.16", cwd=tmp_path,
-                  timeout=180)
+    (sp / "tfrebuild-legacy-keras.pth").write_text("import os\n")  # tfrebuild's own: the Keras mode decides it
+    run = run_cli(kit_env, "plan", "--env", env, "--offline", "--find-links", kit_index, "--to", "2.16", "--keras",
+                  "3", cwd=tmp_path, timeout=180)
     assert "Traceback" not in run.text, str(run)
     text = run.out
     assert "fixed by this upgrade) broken-dist-info" not in text, text
@@ -95,9 +96,9 @@ def test_plan_says_what_is_carried_and_what_is_not(damage, make_venv, kit_env, k
     assert "linked.py is a symbolic link" in text, text
     if os.geteuid() == 0:
         assert "theirs.py belongs to uid 65534, not to the env's owner (uid 0)" in text, text
-    assert "_virtualenv.pth" not in text, text
-    doc = run_cli(kit_env, "plan", "--env", env, "--offline", "--find-links", kit_index, "--to", "2.16", "--json",
-                  cwd=tmp_path, timeout=180).json()
+    assert "_virtualenv.pth" not in text and "legacy-keras" not in text, text
+    doc = run_cli(kit_env, "plan", "--env", env, "--offline", "--find-links", kit_index, "--to", "2.16", "--keras",
+                  "3", "--json", cwd=tmp_path, timeout=180).json()
     found = doc["plan"]["preflight"]
     assert {f["id"] for f in found if f.get("carried_by_rebuild")} == {"orphan-package", "system-site-packages"}, found
     assert {f["id"] for f in found if f.get("dropped_by_rebuild")} == {"broken-dist-info", "orphan-package"}, found
@@ -105,7 +106,7 @@ def test_plan_says_what_is_carried_and_what_is_not(damage, make_venv, kit_env, k
     items = {Path(i["path"]).name: i for i in doc["plan"]["carry"]["items"]}
     assert items["mytool.py"]["carried"] and items["extra-paths.pth"]["carried"] and items["mypkg"]["carried"]
     assert not items["linked.py"]["carried"] and "symbolic link" in items["linked.py"]["why"]
-    assert doc["plan"]["carry"]["system_site"] is True
+    assert doc["plan"]["carry"]["system_site"] is True and "tfrebuild-legacy-keras.pth" not in items
     assert "scipy" in doc["plan"]["carry"]["imports"], doc["plan"]["carry"]
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rebuild.errors import UserError
+from rebuild.knowledge.tf import LEGACY_KERAS_PTH
 from rebuild.util import fs
 
 #: Loose modules that are not imported as a check: they run at start-up anyway, or run code when imported.
@@ -66,6 +67,8 @@ def survey(data: dict, env: Path, *, built_by_project: bool = False) -> Carry:
         if d.get("location") != "env" or not path:
             continue
         if kind in ("own-pth", "orphan-top-level"):
+            if Path(path).name == LEGACY_KERAS_PTH:  # tfrebuild's own: the plan's Keras mode decides it
+                continue
             why = "the project's tool builds the new env" if built_by_project else unsafe(Path(path), owner)
             item = Item("pth" if kind == "own-pth" else "module", path, str(d.get("name") or ""), not why, why)
             out.items.append(item)
@@ -106,7 +109,13 @@ def mark(findings: list, carry: Carry) -> list:
         else:
             f.title += f"; not carried: {item.why}"
             f.evidence.append(f"not carried into the new env: {item.why}")
-    return findings
+    return [f for f in findings if not _keras_pth(f)]
+
+
+def _keras_pth(finding) -> bool:
+    """tfrebuild's own Keras 2 ``.pth`` (no RECORD names it): the plan's Keras mode decides it, not the user."""
+    return finding.id == "orphan-package" and bool(finding.evidence) and \
+        f"{os.sep}{LEGACY_KERAS_PTH} " in str(finding.evidence[0])
 
 
 def refuse_lost(env: Path, carry: Carry | None) -> None:
@@ -202,6 +211,8 @@ def copy_into(env: Path, carry: Carry | None, owner_of: Path) -> list[str]:
     done = []
     for item in carry.copied:
         src = Path(item.path)
+        if os.path.lexists(site / src.name):  # a distribution of the new env installs that name: its own wins
+            continue
         why = unsafe(src, owner)  # checked again: the plan was made a while ago
         try:
             if not why:
