@@ -171,3 +171,16 @@ def test_broken_metadata_that_does_not_import_is_named_only(make_venv, kit_env, 
                   cwd=tmp_path, timeout=300)
     assert run.code == 0, str(run)
     assert "(not carried into the new env) broken-dist-info" in run.out, run.out
+
+
+def test_broken_metadata_of_a_dependency_the_lock_reinstalls(make_venv, kit_env, kit_index, tmp_path, venv_run):
+    """absl-py (a dependency of TensorFlow) with garbage METADATA: the lock installs it again, so the upgrade goes on
+    and ``import absl`` works after it."""
+    env = make_venv(tmp_path / "tf", ["tensorflow-cpu==2.15.1"])
+    (dist,) = site(env).glob("absl_py-*.dist-info")
+    (dist / "METADATA").write_bytes(b"\xff\xfe garbage\n")
+    run = run_cli(kit_env, "upgrade", "--env", env, "--offline", "--find-links", kit_index, "--to", "2.16", "--yes",
+                  cwd=tmp_path, timeout=300)
+    assert run.code == 0, str(run)
+    assert "(fixed by this upgrade) broken-dist-info: metadata folder absl_py" in run.out, run.out
+    assert py(env, "import absl, tensorflow; print(tensorflow.__version__)", venv_run) == "2.16.1"

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from rebuild.errors import UserError
 from rebuild.knowledge.tf import LEGACY_KERAS_PTH
-from rebuild.util import fs
+from rebuild.util import distinfo, fs
 
 #: Loose modules that are not imported as a check: they run at start-up anyway, or run code when imported.
 NOT_IMPORTED = frozenset({"sitecustomize", "usercustomize", "setup", "conftest", "__main__"})
@@ -48,14 +48,16 @@ class Carry:
     system_site: bool = False  # the new env sees the system site-packages, as the current one does
     imports: dict[str, str] = field(default_factory=dict)  # import name -> why the new env may lack it
     broken: dict[str, str] = field(default_factory=dict)  # import name -> the broken metadata folder that installed it
+    reinstalled: list[str] = field(default_factory=list)  # broken metadata folders of projects the lock installs
 
     @property
     def copied(self) -> list[Item]:
         return [i for i in self.items if i.carried and i.kind in ("pth", "module")]
 
 
-def survey(data: dict, env: Path, *, built_by_project: bool = False) -> Carry:
-    """What of the probe's report (``data``) the new env gets; ``built_by_project``: a project's tool builds it."""
+def survey(data: dict, env: Path, *, built_by_project: bool = False, locked: frozenset[str] = frozenset()) -> Carry:
+    """What of the probe's report (``data``) the new env gets; ``built_by_project``: a project's tool builds it;
+    ``locked``: the projects the new env's lock installs (a broken folder of one of them is reinstalled)."""
     out = Carry()
     try:
         owner = os.lstat(env).st_uid
@@ -77,8 +79,12 @@ def survey(data: dict, env: Path, *, built_by_project: bool = False) -> Carry:
             # not carried: the plan says why, and that is what the new env lacks
         elif kind in ("no-metadata", "bad-metadata"):
             detail = d.get("detail") or "no METADATA file"
+            project = (distinfo.parse(Path(path).name) or ("", ""))[0]
+            if project in locked:
+                out.reinstalled.append(path)
             for name in set(import_names(Path(path))) - provided:  # a healthy distribution's name is reinstalled
-                out.broken.setdefault(name, path)
+                if project not in locked:  # as is one of a project the lock installs (a dependency of TensorFlow)
+                    out.broken.setdefault(name, path)
                 out.imports.setdefault(name, (
                     f"its metadata folder {path} is broken ({detail}), so uv cannot reinstall it in the new env; "
                     f"repair it in the current env first (the plan's broken-dist-info fix), then upgrade again"))
@@ -94,7 +100,9 @@ def mark(findings: list, carry: Carry) -> list:
     the system site-packages setting, and why not for the rest."""
     for f in findings:
         item = None
-        if f.id == "broken-dist-info" and f.evidence:
+        if f.id == "broken-dist-info" and f.evidence and str(f.evidence[0]).split(": ", 1)[0] in carry.reinstalled:
+            f.fixed_by_rebuild, f.dropped_by_rebuild = True, False  # the lock installs that project afresh
+        elif f.id == "broken-dist-info" and f.evidence:
             names = [n for n, why in carry.imports.items() if str(f.evidence[0]).split(": ", 1)[0] in why]
             f.fix += (f"; `tfrebuild upgrade` checks that {', '.join(names)} still import(s) in the new env and stops "
                       "before the swap, naming it, if not") if names else ""
@@ -124,7 +132,6 @@ def refuse_lost(env: Path, carry: Carry | None) -> None:
     if carry is None or not carry.broken:
         return
     from rebuild.core.baseline import Baseline
-    from rebuild.util import distinfo
 
     failing = Baseline(env, sorted(carry.broken)).failing()  # read-only, in the env as it is
     working = [n for n in sorted(carry.broken) if n not in failing]

@@ -476,7 +476,8 @@ def make_plan(opts: Options, progress=None, log: Path | None = None) -> Plan:
         notes += project_files.edits_note(survey.loc.path)
     progress.stage("pre-flight", "doctor checks (run alongside the resolution)")
     findings = _checked_findings(survey, resolved, tf_new, tf, interp.version, index, opts, started)
-    carried = carry.survey(survey.data, survey.loc.path, built_by_project=project is not None and project.drivable)
+    carried = carry.survey(survey.data, survey.loc.path, built_by_project=project is not None and project.drivable,
+                           locked=frozenset(resolved.pins))
     findings = carry.mark(findings, carried)
     newer = newer_job.result()
     notes += [f"{name} kept below its next major version ({resolved.pins.get(name)}): a newer major also "
