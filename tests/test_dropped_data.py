@@ -111,11 +111,14 @@ def test_plan_says_what_is_carried_and_what_is_not(damage, make_venv, kit_env, k
 
 
 def test_upgrade_carries_the_users_files_and_system_site(make_venv, kit_env, kit_index, tmp_path, venv_run):
-    env = make_venv(tmp_path / "tf", ["tensorflow-cpu==2.15.1"])
+    """scipy too: a system package that requires it (this machine's base Python has some) made it "a dependency" and
+    the plan dropped it ("no longer required"); only the env's own packages make a package a dependency now."""
+    env = make_venv(tmp_path / "tf", ["tensorflow-cpu==2.15.1", "scipy==1.11.4"])
     the_users_files(env, tmp_path)
     system_site(env)
     system = system_only_module(env, venv_run)
-    probe = f"import mytool, mypkg, srcmod, {system}, tensorflow; print(tensorflow.__version__, mytool.X + mypkg.Y)"
+    probe = (f"import mytool, mypkg, srcmod, scipy, {system}, tensorflow; "
+             "print(tensorflow.__version__, mytool.X + mypkg.Y)")
     assert py(env, probe, venv_run) == "2.15.1 3"
     run = run_cli(kit_env, "upgrade", "--env", env, "--offline", "--find-links", kit_index, "--to", "2.16", "--yes",
                   cwd=tmp_path, timeout=300)

@@ -135,6 +135,9 @@ def _packages(chosen: dict[str, dict], markers: dict,
     hard_edges = {(e.parent, e.child) for e in all_edges if not e.via_extra}
     for edge in all_edges:
         required_by[edge.child].add(edge.parent)
+        if chosen.get(edge.parent, {}).get("location", "env") != "env" and \
+                chosen.get(edge.child, {}).get("location", "env") == "env":
+            continue  # a system (or user-site) package's need keeps nothing in the env: the new env is built from it
         if not edge.via_extra:
             hard_required.add(edge.child)
         elif (edge.child, edge.parent) not in hard_edges:  # not a cycle (tensorflow-cpu <-> io-gcs[tensorflow-cpu])
