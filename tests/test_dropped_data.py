@@ -153,6 +153,7 @@ def test_broken_metadata_that_imports_stops_the_upgrade_with_a_repair_that_works
     assert not (tmp_path / ".tf.tfrebuild").exists()
     # the repair the hint gives, run as given (offline, from the kit), then the upgrade goes through
     (repair,) = re.findall(r"`(rm -rf [^`]+)`", run.err)
+    assert "--reinstall --no-deps scipy==1.11.4" in repair, repair  # that project only: nothing else moves
     path = f"{Path(sys.executable).parent}:{kit_env.get('PATH', '')}"  # uv: the one installed with tfrebuild
     done = subprocess.run(repair, shell=True, env={**kit_env, "UV_FIND_LINKS": str(kit_index), "PATH": path},
                           capture_output=True, text=True, timeout=120)

@@ -144,7 +144,7 @@ def refuse_lost(env: Path, carry: Carry | None) -> None:
         name, version = distinfo.parse(Path(folder).name) or (Path(folder).name.split("-")[0], "")
         pin = f"{name}=={version}" if version else name
         repairs.append(f"`rm -rf {shlex.quote(folder)} && uv pip install --python {shlex.quote(str(python))} "
-                       f"--reinstall {shlex.quote(pin)}`")
+                       f"--reinstall --no-deps {shlex.quote(pin)}`")  # that project only: nothing else moves
     raise UserError(
         f"{', '.join(working)} import(s) in {env}, but from files whose metadata folder is broken "
         f"({', '.join(folders)}): uv cannot reinstall a distribution without a readable name and version, so the "
