@@ -188,3 +188,15 @@ def test_broken_metadata_of_a_dependency_the_lock_reinstalls(make_venv, kit_env,
     assert run.code == 0, str(run)
     assert "(fixed by this upgrade) broken-dist-info: metadata folder absl_py" in run.out, run.out
     assert py(env, "import absl, tensorflow; print(tensorflow.__version__)", venv_run) == "2.16.1"
+
+
+def test_pip_marks_survive_a_uv_install_into_the_env(make_venv, kit_env, tmp_path, uv):
+    """A pip-made env (REQUESTED on what the user named) with one package later reinstalled by uv (which marks all it
+    installs): pip's marks still count, so numpy, named by the user, stays requested (it was ignored with every other
+    mark, and on a real env scipy went with it: "no longer required")."""
+    env = make_venv(tmp_path / "tf", ["tensorflow-cpu==2.15.1", "numpy==1.24.3"], creator="venv")
+    uv("pip", "install", "--python", env / "bin" / "python", "--reinstall", "--no-deps", "absl-py==2.1.0")
+    doc = run_cli(kit_env, "snapshot", "--env", env, "--json", cwd=tmp_path, timeout=120).json()
+    profile = doc.get("profile", doc)
+    assert "numpy" in profile["requested"], profile["requested"]
+    assert "absl-py" not in profile["requested"], profile["requested"]

@@ -149,8 +149,10 @@ def _packages(chosen: dict[str, dict], markers: dict,
     uv_markers_meaningless = bool(by_uv) and all(d.get("requested") for d in by_uv)
     # pip writes REQUESTED for every line of `pip install -r requirements.txt`: a fully pinned file marks
     # every dependency too. Then the graph decides: what nothing installed requires is requested.
-    markers_meaningless = uv_markers_meaningless or markers_mark_dependencies(chosen, hard_required)
-    if markers_meaningless and not uv_markers_meaningless and warnings is not None:
+    # uv's meaningless marks say nothing of pip's: a `uv pip install` into a pip-made env keeps pip's marks
+    others = {n: d for n, d in chosen.items() if not (uv_markers_meaningless and (d.get("installer") or "") == "uv")}
+    markers_meaningless = markers_mark_dependencies(others, hard_required)
+    if markers_meaningless and warnings is not None:
         warnings.append(prof.Warning(
             REQUESTED_FROM_GRAPH, "",
             "REQUESTED marks (nearly) every dependency (installed from a pinned requirements file?): the requested "
