@@ -377,11 +377,12 @@ def test_doctor_lists_each_interpreter_once(tmp_path: Path) -> None:
 def test_pre_flight_statements_agree_with_the_plan() -> None:
     from rebuild.doctor import judge
     from rebuild.doctor.findings import FindingId as F
+    from rebuild.doctor.findings import Move
 
     def moves():
         return F.DEPENDENCY_MOVES.make("numpy must move 1.24.3 → 2.4.0 for tensorflow-cpu 2.21.0; scipy accepts it",
                                        ["newest numpy every requirement accepts: 2.4.0"], "moves it",
-                                       fixed_by_rebuild=True)
+                                       fixed_by_rebuild=True, move=Move("numpy", "1.24.3", "2.4.0"))
 
     conflict = F.DEPENDENCY_CONFLICT.make("capnum 1.0 and tensorflow-cpu 2.21.0 need incompatible versions of numpy",
                                           [], "upgrade capnum too: `tfrebuild upgrade --env e --to 2.21.0 --strategy "

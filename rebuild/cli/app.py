@@ -118,6 +118,13 @@ def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version and exit."),
 ) -> None:
     """tfrebuild: never upgrade TensorFlow in place again."""
+    import os
+
+    from rebuild.index.config import tls_environment
+
+    # pip's `cert`/`client-cert` reach uv (every child inherits them) and tfrebuild's own HTTP client.
+    venv = os.environ.get("VIRTUAL_ENV")
+    os.environ.update(tls_environment(prefix=Path(venv) if venv else None))
 
 
 def _run(as_json: bool, work, show) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Sequence
 
 from rebuild.core import lockfile
+from rebuild.core.carry import Carry, copy_into
 from rebuild.index import config as indexconf
 from rebuild.util import distinfo
 from rebuild.util import uv as uvcmd
@@ -26,6 +27,20 @@ class BuildResult:
     seconds: float
     estimate: int
     bytecode: object = None  # bytecode.Compiled when tfrebuild compiled (through its pyc cache), else None
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """How :func:`build` installs the lock: the transaction's ``Spec.build`` (upgrade's and apply's choices)."""
+
+    offline: bool = False
+    compile_bytecode: bool = True
+    log: Path | None = None
+    requested: set[str] | None = None
+    legacy_keras: bool = False
+    require_hashes: bool = False
+    build_constraints: Sequence[str] = ()
+    carry: Carry | None = None  # what of the user's outside the lock the new env gets
 
 
 def lock_bytes(pylock_text: str) -> int:
@@ -169,15 +184,18 @@ def enable_legacy_keras(env: Path) -> Path:
     return path
 
 
-def build(staging: Path, python: Path, pylock_text: str, index: Index, *, offline: bool = False,
-          compile_bytecode: bool = True, log: Path | None = None, requested: set[str] | None = None,
-          legacy_keras: bool = False, require_hashes: bool = False, current: Path | None = None,
-          progress=None, build_constraints: Sequence[str] = (), carry=None) -> BuildResult:
-    """Create ``staging/env`` with uv and install exactly the lock into it (``current``: the env it replaces,
-    for the free-space estimate). Bytecode: through tfrebuild's pyc cache where it can be used
-    (:mod:`rebuild.core.bytecode`), else uv's ``--compile-bytecode``. ``carry`` (a :class:`rebuild.core.carry.Carry`):
-    the user's own files outside the lock are copied in, and the system site-packages kept visible."""
+def build(staging: Path, python: Path, pylock_text: str, index: Index, options: BuildOptions = BuildOptions(), *,
+          current: Path | None = None, progress=None) -> BuildResult:
+    """Create ``staging/env`` with uv and install exactly the lock into it, as ``options`` say (``current``: the env
+    it replaces, for the free-space estimate). Bytecode: through tfrebuild's pyc cache where it can be used
+    (:mod:`rebuild.core.bytecode`), else uv's ``--compile-bytecode``. ``options.carry`` (a
+    :class:`rebuild.core.carry.Carry`): the user's own files outside the lock are copied in, and the system
+    site-packages kept visible."""
     import time
+
+    offline, compile_bytecode, log, requested = options.offline, options.compile_bytecode, options.log, options.requested
+    legacy_keras, require_hashes, build_constraints = options.legacy_keras, options.require_hashes, options.build_constraints
+    carry = options.carry
 
     from rebuild.core import bytecode
     from rebuild.util.progress import NULL
@@ -216,16 +234,16 @@ def build(staging: Path, python: Path, pylock_text: str, index: Index, *, offlin
 
         package = failtext.failed_package(exc.result.stderr)
         what = f": it failed to build {package}" if package else ""
-        raise UserError(f"{exc.what} could not build the new environment{what}; your environment was not changed.",
-                        f"uv's full output is in {log}." if log else "Run again to see uv's output.",
-                        exit_code=1, details="uv says:\n" + failtext.uv_error(exc.result.stderr)) from None
+        failed = UserError(f"{exc.what} could not build the new environment{what}; your environment was not changed.",
+                           f"uv's full output is in {log}." if log else "Run again to see uv's output.",
+                           exit_code=1, details="uv says:\n" + failtext.uv_error(exc.result.stderr))
+        failed.build_failed = True
+        raise failed from None
     compiled = None
     if cache is not None:
         progress.stage("bytecode", f"compiling bytecode (pycs of unchanged files linked from {cache})")
         compiled = bytecode.compile_env(env, cache, log=log)
-    from rebuild.core import carry as carrying
-
-    carrying.copy_into(env, carry, current if current is not None else staging.parent.parent.parent)
+    copy_into(env, carry, current if current is not None else staging.parent.parent.parent)
     if requested is not None:
         mark_requested(env, requested)
     if legacy_keras:

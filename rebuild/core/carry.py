@@ -23,6 +23,7 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rebuild.env.probed import Probed
 from rebuild.errors import UserError
 from rebuild.knowledge.tf import LEGACY_KERAS_PTH
 from rebuild.util import distinfo, fs
@@ -55,16 +56,16 @@ class Carry:
         return [i for i in self.items if i.carried and i.kind in ("pth", "module")]
 
 
-def survey(data: dict, env: Path, *, built_by_project: bool = False, locked: frozenset[str] = frozenset()) -> Carry:
-    """What of the probe's report (``data``) the new env gets; ``built_by_project``: a project's tool builds it;
+def survey(data: Probed, env: Path, *, built_by_project: bool = False, locked: frozenset[str] = frozenset()) -> Carry:
+    """What of the probe's report the new env gets; ``built_by_project``: a project's tool builds it;
     ``locked``: the projects the new env's lock installs (a broken folder of one of them is reinstalled)."""
     out = Carry()
     try:
         owner = os.lstat(env).st_uid
     except OSError:
         return out
-    provided = {t for d in data.get("distributions") or [] if d.get("location") == "env" for t in d.get("top_level") or []}
-    for d in data.get("debris") or []:
+    provided = {t for d in data.distributions if d.get("location") == "env" for t in d.get("top_level") or []}
+    for d in data.debris:
         kind, path = d.get("kind"), str(d.get("path") or "")
         if d.get("location") != "env" or not path:
             continue
@@ -88,7 +89,7 @@ def survey(data: dict, env: Path, *, built_by_project: bool = False, locked: fro
                 out.imports.setdefault(name, (
                     f"its metadata folder {path} is broken ({detail}), so uv cannot reinstall it in the new env; "
                     f"repair it in the current env first (the plan's broken-dist-info fix), then upgrade again"))
-    if (data.get("env") or {}).get("include_system_site_packages"):
+    if data.env.get("include_system_site_packages"):
         out.system_site = not built_by_project
         out.items.append(Item("system-site", str(env / "pyvenv.cfg"), "include-system-site-packages",
                               out.system_site, "the project's tool builds the new env" if built_by_project else ""))

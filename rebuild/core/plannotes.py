@@ -10,6 +10,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from rebuild.core import resolve, sources
+from rebuild.core.options import Route
 from rebuild.env import graph
 from rebuild.knowledge.tf import DROPPED, TF_DISTRIBUTIONS
 
@@ -62,7 +63,7 @@ def requirement_name(text: str) -> str:
     return canonicalize_name(req.name) if req else ""
 
 
-def _switch_reason(survey: _Survey, resolved: resolve.Resolved, tf: str, route: str, variant_note: str) -> str:
+def _switch_reason(survey: _Survey, resolved: resolve.Resolved, tf: str, route: Route, variant_note: str) -> str:
     """Why the new env has another TensorFlow distribution than the installed one ("" when it has the same)."""
     if tf == survey.tf or survey.tf not in survey.pins:
         return ""
@@ -85,12 +86,12 @@ def _source_notes(survey: _Survey, direct: dict[str, sources.DirectSource]) -> l
     return notes
 
 
-def _route_notes(survey: _Survey, tf: str, extras: list[str], route: str, variant_note: str) -> list[str]:
+def _route_notes(survey: _Survey, tf: str, extras: list[str], route: Route, variant_note: str) -> list[str]:
     notes = [variant_note] if variant_note else []
     if tf != survey.tf and not variant_note:
         notes.append(f"GPU route {route}: {survey.tf} is replaced by {tf}{'[' + ','.join(extras) + ']' if extras else ''} "
                      "(never both in one env)")
-    elif route == "cuda":
+    elif route == Route.CUDA:
         notes.append(f"GPU route cuda: tensorflow[and-cuda] brings CUDA/cuDNN as nvidia-* wheels; the checks require "
                      f"TensorFlow to see a GPU ({', '.join(survey.current.gpu.gpus) or 'none listed by nvidia-smi'})")
     return notes

@@ -23,6 +23,7 @@ from packaging.version import InvalidVersion, Version
 from rebuild.index import config as indexconf
 from rebuild.util import uv as uvcmd
 from rebuild.errors import UserError
+from rebuild.core.options import Strategy
 from rebuild.env.profile import Index
 
 _TARGET = re.compile(r"^(latest|\d+\.\d+|\d+\.\d+\.\d+(?:(?:a|b|rc|\.dev|\.post)\d+)?)$")
@@ -61,7 +62,7 @@ class Inputs:
     index: Index = field(default_factory=Index)
     offline: bool = False
     pre: bool = False
-    strategy: str = "minimal"
+    strategy: Strategy = Strategy.MINIMAL
     extras: list[str] = field(default_factory=list)  # extras of the TensorFlow requirement
     log: Path | None = None
     # name -> requirement line ("-e /path", "name @ file:///...", "name @ git+URL@commit") of each distribution
@@ -230,7 +231,7 @@ def compile_requirements(inputs: Inputs, requirements: list[str], extra_constrai
     req_file = workdir / "requirements.in"
     req_file.write_text("\n".join(requirements) + "\n")
     out_file = workdir / "resolved.txt"
-    if inputs.strategy == "minimal":
+    if inputs.strategy == Strategy.MINIMAL:
         out_file.write_text("".join(f"{n}=={v}\n" for n, v in sorted(inputs.pins.items()) if n not in inputs.direct))
     elif out_file.exists():
         out_file.unlink()
@@ -240,7 +241,7 @@ def compile_requirements(inputs: Inputs, requirements: list[str], extra_constrai
         cfile = workdir / "constraints.txt"
         cfile.write_text("\n".join(constraint_lines) + "\n")
         args += ["--constraint", str(cfile)]
-    if inputs.strategy == "eager":
+    if inputs.strategy == Strategy.EAGER:
         args.append("--upgrade")
     _pip_compile(inputs, args)
     return _parse_requirements_output(out_file.read_text())
@@ -288,7 +289,7 @@ def resolve(inputs: Inputs, tf_version: str, target_requires=None) -> Resolved:
         workdir = Path(tmp)
         pins, via = compile_requirements(inputs, requirements, [], workdir)
         capped: list[str] = []
-        if inputs.strategy == "minimal":
+        if inputs.strategy == Strategy.MINIMAL:
             jumped = [n for n, v in pins.items()
                       if n in inputs.pins and n != inputs.tf_distribution
                       and _major(v) is not None and _major(inputs.pins[n]) is not None

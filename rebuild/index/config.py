@@ -140,6 +140,38 @@ def _pip_layers(environ: dict[str, str], home: Path, prefix: Path | None) -> lis
     return layers
 
 
+#: pip's TLS settings and the variable uv (and tfrebuild's own HTTP client) reads for each.
+_PIP_TLS = (("cert", "PIP_CERT", "SSL_CERT_FILE"), ("client-cert", "PIP_CLIENT_CERT", "SSL_CLIENT_CERT"))
+
+
+def tls_environment(environ: dict[str, str] | None = None, home: Path | None = None,
+                    prefix: Path | None = None) -> dict[str, str]:
+    """pip's ``cert`` / ``client-cert`` (pip.conf's ``[global]``/``[install]``, ``PIP_CERT``, ``PIP_CLIENT_CERT``)
+    as the variables uv reads (``SSL_CERT_FILE``, ``SSL_CLIENT_CERT``), for those not set already.
+
+    A user whose pip trusts a company CA through ``cert = /path/ca.pem`` expects uv to trust it too; uv reads no
+    pip configuration, so tfrebuild hands it over, as it does the index URLs. Paths only, never secrets.
+    """
+    environ = dict(os.environ if environ is None else environ)
+    found: dict[str, str] = {}
+    for path in _pip_files(environ, Path(home or Path.home()), prefix):
+        if not path.is_file():
+            continue
+        parser = configparser.RawConfigParser()
+        try:
+            parser.read(path, encoding="utf-8")
+        except (configparser.Error, OSError, UnicodeDecodeError):
+            continue
+        for key, _pip_var, var in _PIP_TLS:
+            for section in ("global", "install"):
+                if parser.has_option(section, key) and parser.get(section, key).strip():
+                    found[var] = os.path.expanduser(parser.get(section, key).strip())
+    for _key, pip_var, var in _PIP_TLS:
+        if environ.get(pip_var, "").strip():
+            found[var] = os.path.expanduser(environ[pip_var].strip())
+    return {var: value for var, value in found.items() if not environ.get(var)}
+
+
 def _uv_table(path: Path) -> dict:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
