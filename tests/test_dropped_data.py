@@ -200,3 +200,19 @@ def test_pip_marks_survive_a_uv_install_into_the_env(make_venv, kit_env, tmp_pat
     profile = doc.get("profile", doc)
     assert "numpy" in profile["requested"], profile["requested"]
     assert "absl-py" not in profile["requested"], profile["requested"]
+
+
+def test_upgrade_again_after_rollback_builds_with_the_users_files_as_they_are(make_venv, kit_env, kit_index,
+                                                                               tmp_path, venv_run):
+    """A kept generation with the planned set is switched to instead of built ("already holds this set"), but its
+    tree holds the user's files as they were then: with files to carry, the upgrade builds afresh and carries them."""
+    env = make_venv(tmp_path / "tf", ["tensorflow-cpu==2.15.1"])
+    (site(env) / "mytool.py").write_text("X = 1\n")
+    cli = ["--env", env, "--offline", "--find-links", kit_index]
+    assert run_cli(kit_env, "upgrade", *cli, "--to", "2.16", "--yes", cwd=tmp_path, timeout=300).code == 0
+    assert run_cli(kit_env, "rollback", "--env", env, "--yes", cwd=tmp_path, timeout=120).code == 0
+    (site(env) / "mytool.py").write_text("X = 2\n")  # changed since generation 2 was built
+    run = run_cli(kit_env, "upgrade", *cli, "--to", "2.16", "--yes", cwd=tmp_path, timeout=300)
+    assert run.code == 0, str(run)
+    assert "already holds this set" not in run.text, run.text
+    assert py(env, "import mytool, tensorflow; print(tensorflow.__version__, mytool.X)", venv_run) == "2.16.1 2"

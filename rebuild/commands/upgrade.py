@@ -431,8 +431,8 @@ def _run_transaction(run: Attempt, result: UpgradeResult, intent: prof.Profile, 
 def _generation_with(store: Store, the_plan: planning.Plan) -> int | None:
     """A kept generation (not the current one) whose lock pins exactly the planned set, on the same Python."""
     wanted = lockfile.read_pins(the_plan.pylock)
-    if not wanted:
-        return None
+    if not wanted or (the_plan.carry is not None and the_plan.carry.copied):
+        return None  # files of the user's to carry: a kept tree has them as they were then, so build afresh
     for gen in sorted(store.generations(), key=lambda g: -g.number):
         folder = store.generation_dir(gen.number)
         if gen.number == store.current_number or not (folder / "env").is_dir():
