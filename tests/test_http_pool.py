@@ -256,3 +256,22 @@ def test_a_plain_http_proxy_gets_its_credentials_on_every_request(server, monkey
     asked, headers, _ = server.requests[0]
     assert asked == "http://files.example.invalid/f/pkg0-1.0-py3-none-any.whl"
     assert headers["Proxy-Authorization"] == "Basic " + base64.b64encode(b"puser:pp4ss").decode()
+
+
+def test_a_redirect_never_gets_the_netrc_default_login(server, tmp_path, monkeypatch):
+    """netrc's `default` entry is for hosts the user named; a host a server redirects to gets a login only from a
+    `machine` entry of its own."""
+    other = Server()
+    try:
+        netrc = tmp_path / "netrc"
+        netrc.write_text("default login anyone password d3fault-pass\n")
+        netrc.chmod(0o600)
+        monkeypatch.setenv("NETRC", str(netrc))
+        path = next(iter(FILES))
+        server.script = {"/moved.whl": [f"redirect:http://localhost:{other.port}{path}"]}
+        with rhttp.Pool(timeout=30) as pool:
+            pool.download(f"http://127.0.0.1:{server.port}/moved.whl", io.BytesIO())
+        assert server.requests[0][1]["Authorization"]  # the host the user named: its netrc login, default or not
+        assert "Authorization" not in other.requests[0][1]
+    finally:
+        other.close()

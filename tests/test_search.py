@@ -478,3 +478,16 @@ def test_a_build_failure_is_known_by_its_declared_field_not_its_words() -> None:
     exc.build_failed = True  # set where the build failed (core/build.py, the project steps)
     failure = search._build_failure(exc)
     assert failure is not None and (failure.kind, failure.package) == ("python", "badpkg")
+
+
+def test_a_failed_download_is_not_a_package_that_does_not_build():
+    """Only uv's "Failed to build `pkg`" names a package that does not build for this Python (the search then moves
+    it forward); "Failed to download `pkg`" (a network glitch, a missing offline file) holds nothing back."""
+    def failure(details: str):
+        err = search.UserError("could not build the new environment", "h", details=details)
+        err.build_failed = True
+        found = search._build_failure(err)
+        return (found.kind, found.package) if found else None
+
+    assert failure("  × Failed to build `numpy==1.24.3`\n  ├─▶ The build backend returned an error") == ("python", "numpy")
+    assert failure("error: Failed to download `six==1.16.0`\n  ├─▶ HTTP status server error (503)") == ("checks", "")

@@ -8,6 +8,7 @@ the certificate."""
 from __future__ import annotations
 
 import http.server
+import os
 import ssl
 import subprocess
 import sys
@@ -88,3 +89,26 @@ def test_plan_against_an_https_index_trusted_through_pip_cert(kit_index, make_ve
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_an_unreadable_home_does_not_stop_any_command(tmp_path):
+    """Another user's HOME (after `su` without `-`): pip's files there cannot be looked at. pip goes on without
+    them and so does every tfrebuild command (the TLS settings are read before each one): one paragraph about
+    the env, no traceback."""
+    setpriv = next((p for p in ("/usr/bin/setpriv", "/bin/setpriv") if Path(p).is_file()), None)
+    if setpriv is None or os.geteuid() != 0:
+        pytest.skip("needs root and setpriv to run as another uid")
+    home = tmp_path / "roots-home"
+    (home / ".config" / "pip").mkdir(parents=True)
+    (home / ".config" / "pip" / "pip.conf").write_text("[global]\ncert = /nowhere.pem\n")
+    home.chmod(0o700)
+    tmp_path.chmod(0o755)
+    missing = tmp_path / "no-env"
+    env = {k: v for k, v in os.environ.items() if k not in ("SSL_CERT_FILE", "PIP_CERT")}
+    env.update(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"), PYTHONPATH=str(Path(__file__).parents[1]))
+    for verb in ("status", "history"):
+        ran = subprocess.run([setpriv, "--reuid", "65534", "--regid", "65534", "--clear-groups", sys.executable, "-m",
+                              "rebuild", verb, "--env", str(missing)], env=env, capture_output=True, text=True,
+                             timeout=120)
+        assert ran.returncode != 0 and "Traceback" not in ran.stderr, ran.stderr
+        assert str(missing) in ran.stderr + ran.stdout

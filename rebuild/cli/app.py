@@ -122,9 +122,9 @@ def _root(
 
     from rebuild.index.config import tls_environment
 
-    # pip's `cert`/`client-cert` reach uv (every child inherits them) and tfrebuild's own HTTP client.
-    venv = os.environ.get("VIRTUAL_ENV")
-    os.environ.update(tls_environment(prefix=Path(venv) if venv else None))
+    # pip's `cert`/`client-cert` (the user's and the machine's pip files, PIP_CERT/PIP_CLIENT_CERT) reach uv (every
+    # child inherits them) and tfrebuild's own HTTP client. An env's own <env>/pip.conf is not read for these.
+    os.environ.update(tls_environment())
 
 
 def _run(as_json: bool, work, show) -> None:

@@ -214,7 +214,8 @@ def _plan_dict(p) -> dict:
     keep = ("env", "tf_distribution", "tf_old", "tf_new", "target", "downgrade", "python_old", "python_new",
             "python_path", "strategy", "changes", "unchanged", "capped", "notes", "keras_legacy", "keras2_dependents",
             "preflight", "gpu_route", "gpu_required", "index", "seconds", "tf_old_distribution", "tf_switch",
-            "companions", "requested_downgrades", "keras_needed_by", "landing_note", "blocked_above", "carry")
+            "companions", "requested_downgrades", "keras_needed_by", "landing_note", "blocked_above",
+            "resolution_reused", "carry")
     out = {k: jsonable(getattr(p, k)) for k in keep}
     project = getattr(p, "project", None)
     out["project"] = None if project is None else {
@@ -274,7 +275,8 @@ def upgrade(term: Terminal, r, as_json: bool) -> None:
                     "reused": getattr(r, "reused", None), "tries": jsonable(getattr(r, "tries", [])),
                     "started": jsonable(getattr(r, "started", None)),
                     "adopted": getattr(r, "adopted", None), "models": jsonable(r.models),
-                    "blocked_above": jsonable(getattr(r.plan, "blocked_above", []))})
+                    "blocked_above": jsonable(getattr(r.plan, "blocked_above", [])),
+                    "stages": getattr(r, "stages", {}), "overlap": getattr(r, "overlap", {})})
         return
     tries(term, getattr(r, "tries", []))
     if r.recovered:

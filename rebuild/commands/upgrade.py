@@ -15,7 +15,7 @@ import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from rebuild.commands import generations, outside, starter
 from rebuild.core import plan as planning
@@ -44,6 +44,8 @@ class UpgradeResult(transaction.TransactionResult):
     tries: list = field(default_factory=list)  # search.Try: every target tried (--to latest), the last one landed
     started: starter.Started | None = None  # no env here: this run built one from the bundled profile first
     adopted: str | None = None  # the env was recreated or changed outside tfrebuild: adopted first, as a generation
+    stages: dict = field(default_factory=dict)  # stage name -> seconds (the progress stages, timed)
+    overlap: dict = field(default_factory=dict)  # the checks run beside the build: their time, and the time waited
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,7 @@ class Attempt:
     log: Path
     progress: Progress
     command: str  # the command line recorded in the generation
+    usage: Any = None  # the current env's disk usage, computed while planning (core.build.usage_later)
 
     @property
     def project(self) -> Project:
@@ -74,8 +77,17 @@ def _command_line() -> str:
 
 
 def run(opts: planning.Options, progress=None, confirm: Callable[[planning.Plan], bool] | None = None) -> UpgradeResult:
-    """Upgrade the env described by ``opts``. ``confirm(plan)`` decides whether to go on."""
-    progress = progress or NULL
+    """Upgrade the env described by ``opts``. ``confirm(plan)`` decides whether to go on. The result's ``stages``
+    say how long each stage took."""
+    from rebuild.util.progress import StageClock
+
+    clock = StageClock(progress or NULL)
+    result = _upgrade(opts, clock, confirm)
+    result.stages = clock.finish()
+    return result
+
+
+def _upgrade(opts: planning.Options, progress, confirm: Callable[[planning.Plan], bool] | None) -> UpgradeResult:
     start = time.monotonic()
     if not opts.yes and confirm is None:
         raise UserError("tfrebuild upgrade needs confirmation, and there is no terminal to ask on.",
@@ -92,6 +104,10 @@ def run(opts: planning.Options, progress=None, confirm: Callable[[planning.Plan]
     if not loc.bare:  # what stops the swap is known now: refuse before planning and building, not after
         refusals.refuse(loc.path, force=opts.force)
     _refuse_undriven(loc.path, opts)  # a project tfrebuild does not drive: known before any resolution
+    from rebuild.core.build import usage_later
+
+    # the build's free-space estimate walks the env: done while planning, not after it
+    usage = None if loc.bare else usage_later(loc.path)
     store = Store.open(loc.path) or Store.unmanaged(loc.path)
     first_run = not store.managed  # the state folder goes at the end unless an upgrade landed
     command = _command_line()
@@ -143,7 +159,7 @@ def run(opts: planning.Options, progress=None, confirm: Callable[[planning.Plan]
                     return _switch(store, again, p, opts, progress, mine, start)
                 # a first upgrade's failed try clears its records but keeps the state folder, its lock and its
                 # creation record for the next try (transaction.Spec.keep_state); the end of the run removes it
-                return _apply(Attempt(store, p, opts, op, log, progress, command), mine, start, given_models)
+                return _apply(Attempt(store, p, opts, op, log, progress, command, usage), mine, start, given_models)
 
             outcome = search.run(the_plan, opts, attempt=attempt,
                                  replan=lambda o: planning.make_plan(o, progress, log=log),
@@ -194,7 +210,11 @@ def _searching(opts: planning.Options, the_plan: planning.Plan) -> bool:
 def _first_plan(opts: planning.Options, progress, log: Path) -> tuple[planning.Plan, list]:
     from typing import cast
 
-    plan, tries = search.first_plan(opts, lambda o: planning.make_plan(o, progress, log=log), progress.note)
+    from rebuild.core.reuse import Reuse
+
+    # right after `tfrebuild plan` with the same inputs, the plan's resolution is reused (and the plan says so)
+    plan, tries = search.first_plan(opts, lambda o: planning.make_plan(o, progress, log=log, reuse=Reuse("reuse")),
+                                    progress.note)
     return cast(planning.Plan, plan), tries
 
 
@@ -256,6 +276,7 @@ def _apply(run: Attempt, result: UpgradeResult, start: float, given_models=()) -
             checks = step.staging_checks
         _run_transaction(run, result, intent, checks, step, pylock)
     finally:
+        result.overlap["baseline"] = before.timing()
         if step is not None:
             step.cleanup()
     result.seconds = time.monotonic() - start
@@ -407,6 +428,7 @@ def _run_transaction(run: Attempt, result: UpgradeResult, intent: prof.Profile, 
     store, the_plan, opts, log = run.store, run.plan, run.opts, run.log
     requested = {planning.requirement_name(n) or n for n in the_plan.new_requested if n not in SEED_PACKAGES}
     requested |= {the_plan.tf_distribution}
+    gate = models.Gate(intent.smoke.models, current=store.env, index=the_plan.index_live, offline=opts.offline, log=log)
     transaction.run(transaction.Spec(
         op=run.op, command=run.command, progress=run.progress,
         store=store, kind="upgrade", python=Path(the_plan.python_path),
@@ -414,7 +436,7 @@ def _run_transaction(run: Attempt, result: UpgradeResult, intent: prof.Profile, 
         pylock=pylock, index=the_plan.index_live,
         build=BuildOptions(offline=opts.offline, compile_bytecode=not opts.no_compile, log=log, requested=requested,
                            legacy_keras=the_plan.keras_legacy, build_constraints=planning.build_constraint_files(opts),
-                           carry=the_plan.carry),
+                           current_usage=run.usage, carry=the_plan.carry),
         checks=checks,
         write_profile=functools.partial(generations.write_profile, index=the_plan.index), like=intent,
         log=log,
@@ -424,8 +446,10 @@ def _run_transaction(run: Attempt, result: UpgradeResult, intent: prof.Profile, 
         before_swap=lambda: refusals.refuse(store.env, force=opts.force), project=step,
         keep_state=True,
         deep_check=opts.check == "import",
-        models=models.Gate(intent.smoke.models, current=store.env, index=the_plan.index_live, offline=opts.offline,
-                           log=log)), result)
+        models=gate), result)
+    if gate:
+        result.overlap["model_reference"] = {"seconds": round(gate.reference_seconds, 3),
+                                             "waited_seconds": round(gate.waited_seconds, 3)}
 
 
 def _generation_with(store: Store, the_plan: planning.Plan) -> int | None:

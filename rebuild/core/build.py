@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from rebuild.core import lockfile
 from rebuild.core.carry import Carry, copy_into
@@ -41,6 +41,8 @@ class BuildOptions:
     require_hashes: bool = False
     build_constraints: Sequence[str] = ()
     carry: Carry | None = None  # what of the user's outside the lock the new env gets
+    # the current env's disk usage, computed beforehand (usage_later: while upgrade plans), for the estimate
+    current_usage: Callable[[], tuple[dict[Path, int], int]] | None = None
 
 
 def lock_bytes(pylock_text: str) -> int:
@@ -66,18 +68,48 @@ def _links_from_cache(where: Path) -> bool:
         return False
 
 
-def estimate_bytes(pylock_text: str, current: Path | None = None, *, links: bool = False) -> int:
+def usage_later(env: Path) -> Callable[[], tuple[dict[Path, int], int]]:
+    """:func:`rebuild.store.disk.exclusive_usage` of ``env``, computed in a thread from now (it walks the whole env:
+    a second on a TensorFlow env), so that the build's free-space estimate does not wait for it; call the result to
+    get it (an error is raised there)."""
+    import threading
+
+    from rebuild.store.disk import exclusive_usage
+
+    box: dict = {}
+
+    def work() -> None:
+        try:
+            box["usage"] = exclusive_usage([Path(env)])
+        except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=work, name="tfrebuild-env-usage", daemon=True)
+    thread.start()
+
+    def result() -> tuple[dict[Path, int], int]:
+        thread.join()
+        if "error" in box:
+            raise box["error"]
+        return box["usage"]
+
+    return result
+
+
+def estimate_bytes(pylock_text: str, current: Path | None = None, *, links: bool = False,
+                   usage: Callable[[], tuple[dict[Path, int], int]] | None = None) -> int:
     """Disk the new env needs: the larger of what the lock unpacks to and what the current env takes.
 
     The current env counts whole when uv copies files (its cache on another filesystem); with
     ``links`` (cache on the same filesystem) only its files that are not hard-linked elsewhere
-    (bytecode, scripts, metadata), since uv hard-links the rest from its cache again.
+    (bytecode, scripts, metadata), since uv hard-links the rest from its cache again. ``usage``: the current env's
+    usage computed beforehand (:func:`usage_later`).
     """
     need = lock_bytes(pylock_text)
     if current is not None and Path(current).is_dir():
         from rebuild.store.disk import exclusive_usage
 
-        alone, total = exclusive_usage([Path(current)])
+        alone, total = usage() if usage is not None else exclusive_usage([Path(current)])
         need = max(need, alone[Path(current)] if links else total)
     return need
 
@@ -187,10 +219,10 @@ def enable_legacy_keras(env: Path) -> Path:
 def build(staging: Path, python: Path, pylock_text: str, index: Index, options: BuildOptions = BuildOptions(), *,
           current: Path | None = None, progress=None) -> BuildResult:
     """Create ``staging/env`` with uv and install exactly the lock into it, as ``options`` say (``current``: the env
-    it replaces, for the free-space estimate). Bytecode: through tfrebuild's pyc cache where it can be used
-    (:mod:`rebuild.core.bytecode`), else uv's ``--compile-bytecode``. ``options.carry`` (a
-    :class:`rebuild.core.carry.Carry`): the user's own files outside the lock are copied in, and the system
-    site-packages kept visible."""
+    it replaces, for the free-space estimate; ``options.current_usage``: its usage, computed beforehand). Bytecode:
+    through tfrebuild's pyc cache where it can be used (:mod:`rebuild.core.bytecode`), else uv's
+    ``--compile-bytecode``. ``options.carry`` (a :class:`rebuild.core.carry.Carry`): the user's own files outside the
+    lock are copied in, and the system site-packages kept visible."""
     import time
 
     offline, compile_bytecode, log, requested = options.offline, options.compile_bytecode, options.log, options.requested
@@ -203,7 +235,7 @@ def build(staging: Path, python: Path, pylock_text: str, index: Index, options: 
     progress = progress or NULL
 
     start = time.monotonic()
-    needed = estimate_bytes(pylock_text, current, links=_links_from_cache(staging.parent))
+    needed = estimate_bytes(pylock_text, current, links=_links_from_cache(staging.parent), usage=options.current_usage)
     check_disk(staging.parent, needed)
     staging.mkdir(parents=True, exist_ok=True)
     lock_path = staging / "pylock.toml"

@@ -114,6 +114,7 @@ class Plan:
     blocked_above: list = field(default_factory=list)  # search.Blocker: --to latest found no release above the
     # installed one that passes (this plan changes nothing): what stood in the way of each
     carry: Carry | None = None  # the user's own files and settings outside the lock, carried or not
+    resolution_reused: list[str] = field(default_factory=list)  # upgrade after plan: the plan's resolution(s) reused
 
     @property
     def nothing_to_do(self) -> bool:
@@ -402,8 +403,9 @@ def preflight_refusal(the_plan: Plan) -> UserError | None:
                      "Nothing was changed.", exit_code=1, details=details)
 
 
-def make_plan(opts: Options, progress=None, log: Path | None = None) -> Plan:
-    """Snapshot, pick the target, resolve with uv, and describe the difference."""
+def make_plan(opts: Options, progress=None, log: Path | None = None, reuse=None) -> Plan:
+    """Snapshot, pick the target, resolve with uv, and describe the difference. ``reuse``: a
+    :class:`rebuild.core.reuse.Reuse` (``plan`` keeps its resolution, ``upgrade`` reuses the plan's)."""
     progress = progress or NULL
     start = time.monotonic()
     target = resolve.parse_target(opts.to)
@@ -420,6 +422,9 @@ def make_plan(opts: Options, progress=None, log: Path | None = None) -> Plan:
                                constraints=opts.constraints)
     interp, python_note = _interpreter(opts, current, tf, extras, target, index)
     inputs = _inputs(opts, survey, interp, tf, extras, index, log)
+    inputs.reuse = reuse
+    if reuse is not None:
+        reuse.env = str(survey.loc.path)
     progress.stage("resolve", f"{tf}{'[' + ','.join(extras) + ']' if extras else ''} {target.raw} "
                    f"for Python {interp.version}")
     tf_new = _target_version(inputs, target, interp.version, opts.pre)
@@ -428,7 +433,7 @@ def make_plan(opts: Options, progress=None, log: Path | None = None) -> Plan:
 
     from rebuild.core.preflight import Background
 
-    frozen = _copy(inputs, requested=list(inputs.requested))  # the resolution may change inputs meanwhile
+    frozen = _copy(inputs, requested=list(inputs.requested), reuse=None)  # the resolution may change inputs meanwhile
     newer_job = Background(lambda _: newer_for_other_python(frozen, target, tf_new, interp.version,
                                                             current.platform.system, current.platform.machine), tf)
     if route == Route.CUDA:
@@ -481,6 +486,9 @@ def make_plan(opts: Options, progress=None, log: Path | None = None) -> Plan:
                            locked=frozenset(resolved.pins))
     findings = carry.mark(findings, carried)
     newer = newer_job.result()
+    reused = list(reuse.used) if reuse is not None else []
+    notes += [f"resolution reused: {text}" for text in reused]
+    notes += [f"resolution not reused: {text}" for text in (reuse.refused if reuse is not None else [])]
     notes += [f"{name} kept below its next major version ({resolved.pins.get(name)}): a newer major also "
               "resolves; use --strategy eager to take it" for name in resolved.capped]
     return Plan(
@@ -496,7 +504,8 @@ def make_plan(opts: Options, progress=None, log: Path | None = None) -> Plan:
         tf_old_distribution=survey.tf, tf_switch=switch, intent=survey.intent or current,
         project=project, project_requirement=project_requirement,
         companions={n: r for n, r in step.reasons.items()}, requested_downgrades=backwards,
-        keras_needed_by=step.keras2 if keras_legacy else [], landing_note=landing_note, carry=carried,
+        keras_needed_by=step.keras2 if keras_legacy else [], landing_note=landing_note, resolution_reused=reused,
+        carry=carried,
     )
 
 

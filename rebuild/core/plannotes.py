@@ -3,6 +3,7 @@ removed packages and what was taken as requested. Split from :mod:`rebuild.core.
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 from packaging.requirements import Requirement
@@ -51,6 +52,7 @@ def _reason(name: str, old: str | None, new: str | None, tf: str, via: dict[str,
     return ""
 
 
+@functools.lru_cache(maxsize=8192)  # every removed package scans every installed requirement: parse each once
 def _parse(text: str) -> Requirement | None:
     try:
         return Requirement(text)

@@ -16,6 +16,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
@@ -70,6 +71,7 @@ class Inputs:
     direct: dict[str, str] = field(default_factory=dict)
     no_build: bool = False  # uv --only-binary :all:: wheels only, no package code runs (a foreign --profile)
     build_constraints: list[str] = field(default_factory=list)  # files: build dependencies of sdists uv builds
+    reuse: Any = field(default=None, repr=False, compare=False)  # a core.reuse.Reuse: plan keeps, upgrade reuses
 
 
 @dataclass
@@ -281,7 +283,15 @@ def resolve(inputs: Inputs, tf_version: str, target_requires=None) -> Resolved:
     """Resolve the requested set with TensorFlow pinned to ``tf_version`` and lock it.
 
     ``target_requires``: a callable giving the target's applicable requirements (or ``None``); a cap they rule
-    out is not tried, so a jump the target itself demands costs no extra resolution pass."""
+    out is not tried, so a jump the target itself demands costs no extra resolution pass. With ``inputs.reuse``,
+    ``plan`` keeps the result and ``upgrade`` reuses the plan's for the same inputs (:mod:`rebuild.core.reuse`)."""
+    if inputs.reuse is not None:
+        return inputs.reuse.resolved(inputs, tf_version, lambda: _resolve(inputs, tf_version, target_requires),
+                                     Resolved)
+    return _resolve(inputs, tf_version, target_requires)
+
+
+def _resolve(inputs: Inputs, tf_version: str, target_requires=None) -> Resolved:
     start = time.monotonic()
     requirements = [_tf_requirement(inputs, f"=={tf_version}")] + list(inputs.requested) + \
         [line for _, line in sorted(inputs.direct.items())]

@@ -150,7 +150,7 @@ def _build_failure(exc: UserError) -> Failure | None:
     if not exc.build_failed:
         return None
     text = exc.details or ""
-    named = re.split(r"==|\s@\s|\s|\[", failtext.failed_package(text).strip(), maxsplit=1)[0]
+    named = re.split(r"==|\s@\s|\s|\[", failtext.failed_build(text).strip(), maxsplit=1)[0]
     package = canonicalize_name(named) if named else ""
     return Failure("python" if package else "checks", package, _first_line(text) or exc.message)
 

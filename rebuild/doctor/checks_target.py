@@ -312,7 +312,7 @@ def _shared_conflict(ctx: Context, target: Target, treq: Requirement, dep: str,
                         + (f" within {dep} {version_of(installed).major}.x (what the upgrade keeps)"
                            if same_major and shared[0] in same_major else "") + f": {shared[0]}"],
             f"`tfrebuild upgrade --env {env} --to {target.version}` moves it",
-            fixed_by_rebuild=True, affects_new_env=False, move=Move(dep, installed, shared[0]))]
+            fixed_by_rebuild=True, affects_new_env=False, move=Move(dep, installed, str(shared[0])))]
     if candidates is not None:
         blockers = [(n, d, r) for n, d, r in holders
                     if not any(contains(treq.specifier, v) and contains(r.specifier, v) for v in candidates)]

@@ -88,7 +88,7 @@ def netrc_file() -> Path | None:
     return path if path.is_file() else None
 
 
-def netrc_auth(url: str) -> str | None:
+def netrc_auth(url: str, *, default: bool = True) -> str | None:
     """The ``Authorization`` value the netrc file gives for ``url``'s host (its ``default`` entry too), or None.
 
     urllib does not read netrc; pip and uv do, so tfrebuild's own requests must too. An
@@ -101,7 +101,8 @@ def netrc_auth(url: str) -> str | None:
     if path is None or not host:
         return None
     try:
-        entry = netrc.netrc(str(path)).authenticators(host)
+        parsed = netrc.netrc(str(path))
+        entry = parsed.authenticators(host) if default or host in parsed.hosts else None
     except (netrc.NetrcParseError, OSError, UnicodeDecodeError):
         return None
     if not entry:
@@ -141,7 +142,7 @@ def ssl_context() -> ssl.SSLContext:
             ctx.load_verify_locations(capath=cadir)
         client = os.environ.get("SSL_CLIENT_CERT")  # uv's variable (pip's client-cert): one PEM, key included
         if client and os.path.isfile(client):
-            ctx.load_cert_chain(client)
+            ctx.load_cert_chain(client, password=lambda: b"")  # an encrypted key fails here, never prompts
     except (ssl.SSLError, OSError):
         pass  # keep whatever the default store has
     return ctx
@@ -367,13 +368,16 @@ class Pool:
                     continue
                 if resp.status in _REDIRECTS and resp.getheader("Location"):
                     resp.read()
-                    self._keep(scheme, parts.hostname, port, conn, resp)
                     target = urljoin(clean, resp.getheader("Location") or "")
                     if scheme == "https" and urlsplit(target).scheme.lower() != "https":
                         raise ValueError(f"refused a redirect from https to {redact_url(target)}: "
                                          "it would send the download in the clear")
-                    # The URL's credentials stay with the first host; the new host gets its own netrc entry.
+                    self._keep(scheme, parts.hostname, port, conn, resp)
+                    # The URL's credentials stay with the first host; the new host gets its own netrc `machine`
+                    # entry, never the `default` one (a server-chosen host is not given the catch-all login).
                     clean, auth = split_credentials(target)
+                    if auth is not None and "@" not in urlsplit(target).netloc:
+                        auth = netrc_auth(target, default=False)
                     continue
                 if resp.status != 200:
                     resp.read()
