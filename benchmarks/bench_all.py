@@ -196,7 +196,7 @@ def estimate(args) -> float:
     est += 0 if "checks" in args.skip else 20 + r * 45
     est += 0 if "search" in args.skip else 20 + r * 60
     est += 0 if "snapshot300" in args.skip else 30
-    est += 0 if "cold" in args.skip else (100 if r >= 2 else 65)
+    est += 0 if "cold" in args.skip else (130 if r >= 2 else 80)
     est += 0 if "big" in args.skip else 240 + r * 200 + 60
     return est
 
