@@ -9,13 +9,16 @@ class UserError(Exception):
     The CLI prints these without a traceback and exits with ``exit_code``.
     """
 
-    # Set on the way up by the code that knows them (upgrade, the target search: core/search.py), read with getattr.
+    # Set on the way up by the code that knows them (upgrade, the target search: core/search.py); the CLI reads them.
     report: object = None  # smoke.Report of the checks that failed (transaction)
+    models: list | None = None  # models.ModelRow of the model-parity gate that ran before the failure (transaction)
+    plan: object = None  # the plan.Plan that failed (upgrade), shown with the error
     tries: list | None = None  # search.Try of every target tried
     inputs: object = None  # resolve.Inputs of a target that did not resolve (plan), and its versions:
     tf_new: str = ""
     tf_old: str = ""
     downgrade: bool = False  # refused because the plan moves a requested package backwards
+    build_failed: bool = False  # the new env could not be built from its lock (uv, Poetry): the search's cue
 
     def __init__(self, message: str, hint: str = "", *, exit_code: int = 2, details: str = ""):
         super().__init__(message)
@@ -23,6 +26,15 @@ class UserError(Exception):
         self.hint = hint
         self.exit_code = exit_code
         self.details = details
+
+    def log_moved(self, old: object, new: object) -> None:
+        """The log this error names moved from ``old`` to ``new`` (the state folder that held it is being removed):
+        its words say where the log is now. The words are final text, built before the move by whichever step
+        failed (checks, build, search), so the path is replaced in them rather than kept apart as a field."""
+        self.hint = self.hint.replace(str(old), str(new))
+        self.details = self.details.replace(str(old), str(new))
+        if str(new) not in self.hint + self.details:
+            self.hint = (self.hint + " " if self.hint else "") + f"The log is kept at {new}."
 
     def to_dict(self) -> dict:
         return {"error": self.message, "hint": self.hint, "details": self.details}

@@ -451,6 +451,7 @@ def test_crash_during_new_env_is_finished_or_undone(source_env, kit_env, kit_ind
 def test_portability_libc_too_old_and_markers():
     """A manylinux_2_28 wheel does not load on glibc 2.17; a package whose marker excludes the target is skipped."""
     from rebuild.core import lockfile as locks
+    from rebuild.env.probed import Probed
 
     lock = locks.parse_lock(
         'lock-version = "1.0"\n'
@@ -465,16 +466,16 @@ def test_portability_libc_too_old_and_markers():
         "test lock")
     p = prof.Profile(interpreter=prof.Interpreter(version="3.11.7"),
                      platform=prof.Platform(system="Linux", machine="x86_64", libc="glibc", libc_version="2.36"))
-    data = {"interpreter": {"version": "3.11.4", "implementation": "cpython", "version_info": [3, 11, 4]},
-            "platform": {"system": "Linux", "machine": "x86_64", "libc": "glibc", "libc_version": "2.17"}}
+    data = Probed(interpreter={"version": "3.11.4", "implementation": "cpython", "version_info": [3, 11, 4]},
+                  platform={"system": "Linux", "machine": "x86_64", "libc": "glibc", "libc_version": "2.17"})
     r = portability.check_portability(lock, p, data)
     assert r.incompatible == ["numpy 2.0.2: numpy-2.0.2-cp311-cp311-manylinux_2_28_x86_64.whl"]
     assert r.differences == ["libc glibc 2.36 → glibc 2.17 (older here: wheels built for the newer one do not load)"]
     assert r.from_source == ["oldlib 1.0"]
-    data["platform"]["libc_version"] = "2.36"
+    data.platform["libc_version"] = "2.36"
     r = portability.check_portability(lock, p, data)
     assert r.same and not r.incompatible
-    data["platform"]["machine"] = "aarch64"
+    data.platform["machine"] = "aarch64"
     r = portability.check_portability(lock, p, data)
     assert r.differences == ["architecture x86_64 → aarch64"]
     assert [i.split(":")[0] for i in r.incompatible] == ["numpy 2.0.2"]

@@ -272,6 +272,7 @@ def test_space_estimate_counts_the_env_and_the_message_tells_figures_apart(make_
     alone, total = __import__("rebuild.store.disk", fromlist=["x"]).exclusive_usage([env])
     assert build.estimate_bytes("", env) == total > 0
     assert build.estimate_bytes("", env, links=True) == alone[env]
+    assert build.estimate_bytes("", env, links=True, usage=build.usage_later(env)) == alone[env]  # computed ahead
     lock = '[[packages]]\nname = "a"\nversion = "1"\nwheels = [{ url = "x", size = 1000000 }]\n'
     assert build.estimate_bytes(lock) == 3_000_000
     assert build.size_text(210 * 2**20) != build.size_text(200 * 2**20)

@@ -3,6 +3,7 @@ certificates, credentials never forwarded on a redirect. Real sockets: local HTT
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import http.server
 import io
@@ -135,9 +136,7 @@ def test_credentials_go_to_the_host_and_not_through_a_redirect(server):
         other.close()
 
 
-def test_https_with_the_system_certificates(tmp_path, monkeypatch):
-    """The pool's TLS context takes SSL_CERT_FILE (as for every request): a server it names is trusted, and
-    without it the certificate error is worded as such (no retry: it would fail the same way)."""
+def _tls_server(tmp_path, monkeypatch) -> Server:
     key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
     made = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
                            "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key),
@@ -146,11 +145,17 @@ def test_https_with_the_system_certificates(tmp_path, monkeypatch):
         pytest.skip(f"openssl cannot make a test certificate: {made.stderr.strip()}")
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     tls.load_cert_chain(cert, key)
-    server = Server(tls)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    return Server(tls)
+
+
+def test_https_with_the_system_certificates(tmp_path, monkeypatch):
+    """The pool's TLS context takes SSL_CERT_FILE (as for every request): a server it names is trusted, and
+    without it the certificate error is worded as such (no retry: it would fail the same way)."""
+    server = _tls_server(tmp_path, monkeypatch)  # SSL_CERT_FILE names its certificate
     try:
         path = next(iter(FILES))
         url = f"https://127.0.0.1:{server.port}{path}"
-        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
         buf = io.BytesIO()
         with rhttp.Pool(timeout=30) as pool:
             assert pool.download(url, buf) == len(FILES[path]) and buf.getvalue() == FILES[path]
@@ -199,3 +204,74 @@ def test_abort_ends_a_transfer_in_progress():
     assert not thread.is_alive() and isinstance(result[0], urllib.error.URLError)
     accepted[0].close()
     listener.close()
+
+
+def test_a_redirect_from_https_to_http_is_refused(server, tmp_path, monkeypatch):
+    """A download that began over TLS never continues in the clear: the redirect is refused, nothing is fetched
+    from the plain-http host, and the message says why."""
+    secure = _tls_server(tmp_path, monkeypatch)
+    try:
+        path = next(iter(FILES))
+        secure.script = {"/moved.whl": [f"redirect:http://127.0.0.1:{server.port}{path}"]}
+        with rhttp.Pool(timeout=30) as pool, pytest.raises(ValueError) as err:
+            pool.download(f"https://127.0.0.1:{secure.port}/moved.whl", io.BytesIO())
+        assert "refused a redirect from https" in str(err.value)
+        assert server.requests == []
+        shown = rhttp.network_error("the file", f"https://127.0.0.1:{secure.port}/moved.whl", err.value).message
+        assert "in the clear" in shown
+    finally:
+        secure.close()
+
+
+def test_after_a_redirect_the_new_host_gets_its_own_netrc_entry(server, tmp_path, monkeypatch):
+    """The URL's credentials stay with the first host; the host redirected to is asked with what netrc gives
+    for it (pip and uv read netrc per host), so a mirror that needs its own login still works."""
+    other = Server()
+    try:
+        netrc = tmp_path / "netrc"
+        netrc.write_text("machine localhost login mirror password m1rr0r-pass\n")
+        netrc.chmod(0o600)
+        monkeypatch.setenv("NETRC", str(netrc))
+        path = next(iter(FILES))
+        server.script = {"/moved.whl": [f"redirect:http://localhost:{other.port}{path}"]}
+        buf = io.BytesIO()
+        with rhttp.Pool(timeout=30) as pool:
+            pool.download(f"http://user:s3cret@127.0.0.1:{server.port}/moved.whl", buf)
+        assert buf.getvalue() == FILES[path]
+        sent = other.requests[0][1]["Authorization"]
+        assert sent == "Basic " + base64.b64encode(b"mirror:m1rr0r-pass").decode()
+        assert base64.b64encode(b"user:s3cret").decode() not in sent
+    finally:
+        other.close()
+
+
+def test_a_plain_http_proxy_gets_its_credentials_on_every_request(server, monkeypatch):
+    """http_proxy with credentials: each request through a plain-http proxy carries Proxy-Authorization (the
+    CONNECT tunnel for https carries it already), and the proxy is sent the whole URL."""
+    for name in ("no_proxy", "NO_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("http_proxy", f"http://puser:pp4ss@127.0.0.1:{server.port}")
+    with rhttp.Pool(timeout=30, retries=1) as pool, pytest.raises(urllib.error.HTTPError):
+        pool.download("http://files.example.invalid/f/pkg0-1.0-py3-none-any.whl", io.BytesIO())
+    asked, headers, _ = server.requests[0]
+    assert asked == "http://files.example.invalid/f/pkg0-1.0-py3-none-any.whl"
+    assert headers["Proxy-Authorization"] == "Basic " + base64.b64encode(b"puser:pp4ss").decode()
+
+
+def test_a_redirect_never_gets_the_netrc_default_login(server, tmp_path, monkeypatch):
+    """netrc's `default` entry is for hosts the user named; a host a server redirects to gets a login only from a
+    `machine` entry of its own."""
+    other = Server()
+    try:
+        netrc = tmp_path / "netrc"
+        netrc.write_text("default login anyone password d3fault-pass\n")
+        netrc.chmod(0o600)
+        monkeypatch.setenv("NETRC", str(netrc))
+        path = next(iter(FILES))
+        server.script = {"/moved.whl": [f"redirect:http://localhost:{other.port}{path}"]}
+        with rhttp.Pool(timeout=30) as pool:
+            pool.download(f"http://127.0.0.1:{server.port}/moved.whl", io.BytesIO())
+        assert server.requests[0][1]["Authorization"]  # the host the user named: its netrc login, default or not
+        assert "Authorization" not in other.requests[0][1]
+    finally:
+        other.close()

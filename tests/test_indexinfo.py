@@ -320,7 +320,7 @@ def test_target_from_probe_report():
         "platform": {"system": "Linux", "machine": "x86_64", "libc": "glibc", "libc_version": "2.28",
                      "sysconfig_platform": "linux-x86_64", "mac_ver": "", "release": "6.1"},
     }
-    t = Target.from_probe(report)
+    t = Target.from_probe(report["interpreter"], report["platform"])
     assert t.version == "3.13.1" and t.libc_version == "2.28" and "t" in t.abiflags
     assert Tag("cp313", "cp313t", "manylinux_2_28_x86_64") in supported_tags(t)
 

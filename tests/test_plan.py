@@ -128,6 +128,7 @@ def test_plan_changes_nothing(creator: str, shared_venv, plan_cli) -> None:
     res = plan_cli(env, "--to", "2.18", env_overrides={"PYTHONDONTWRITEBYTECODE": None})
     assert res.code == 0, res.err
     assert "Nothing was changed" in res.out
+    assert "↑" in res.out and not [ln for ln in res.out.splitlines() if ln != ln.rstrip()], "a piped line ends in spaces"
     assert tree_state(env) == before, "plan modified the environment"
     assert siblings(env) == around == ["tfenv"], "plan created something beside the environment"
     assert not (env.parent / ".tfenv.tfrebuild").exists()

@@ -298,6 +298,7 @@ def test_build_constraints_reach_every_uv_call_that_may_build(make_venv, cli, ki
 def test_python_moves_read_requires_python_and_the_installed_wheel_tags(tmp_path):
     """The other two ways an installed version cannot run on the new Python (no env needed: the probe's records)."""
     from rebuild.core import companionstep
+    from rebuild.env.probed import Probed
 
     def dist(name: str, tag: str, requires_python: str | None = None) -> dict:
         info = tmp_path / f"{name}-1.0.dist-info"
@@ -305,10 +306,10 @@ def test_python_moves_read_requires_python_and_the_installed_wheel_tags(tmp_path
         (info / "WHEEL").write_text(f"Wheel-Version: 1.0\nTag: {tag}\n")
         return {"canonical": name, "location": "env", "dist_info": str(info), "requires_python": requires_python}
 
-    data = {"distributions": [dist("compiled", "cp311-cp311-manylinux_2_17_x86_64"),
-                              dist("stable-abi", "cp39-abi3-manylinux_2_17_x86_64"),
-                              dist("pure", "py3-none-any"),
-                              dist("old-floor", "py3-none-any", "<3.12")]}
+    data = Probed(distributions=[dist("compiled", "cp311-cp311-manylinux_2_17_x86_64"),
+                                 dist("stable-abi", "cp39-abi3-manylinux_2_17_x86_64"),
+                                 dist("pure", "py3-none-any"),
+                                 dist("old-floor", "py3-none-any", "<3.12")])
     pins = {"compiled": "1.0", "stable-abi": "1.0", "pure": "1.0", "old-floor": "1.0"}
     moves = companionstep.python_moves(pins, data, "3.12.1")
     assert sorted(moves) == ["compiled", "old-floor"], moves
@@ -436,3 +437,57 @@ def test_plan_says_nothing_to_do_when_no_release_above_resolves(make_venv, cli, 
     assert up.code == 0, up.err
     assert up.json()["changed"] is False and len(up.json()["blocked_above"]) == 4
     assert not (env.parent / f".{env.name}.tfrebuild").exists()
+
+
+def test_a_blocker_that_is_its_class_is_said_once():
+    """A try whose failure names no package is blocked by its class ("checks failed"): the row says it once,
+    "blocked by checks failed: <what failed>", never "checks failed: checks failed: …"."""
+    tries = [search.Try("tensorflow-cpu 2.21.0", "", False, "checks failed: smoke command `pytest -x` exited 1",
+                        built=True, blocker="checks failed"),
+             search.Try("tensorflow-cpu 2.20.0", "", False, "needs Keras 2: keras.src.engine missing",
+                        built=True, blocker="tf-models-official")]
+    rows = search.blockers(tries, "/envs/tf")
+    assert [(b.blocker, b.why) for b in rows] == [
+        ("checks failed", "smoke command `pytest -x` exited 1"),
+        ("tf-models-official", "needs Keras 2: keras.src.engine missing")]
+
+
+def test_a_search_that_stops_at_its_build_limit_names_commands_that_run():
+    """After MAX_BUILDS builds the search stops: the hint names the last blocker's command and the next lower
+    release to try by hand (`--to X.Y`, above the installed one), with the env's path quoted."""
+    from types import SimpleNamespace
+
+    plan = SimpleNamespace(tf_old="2.15.1", env="/envs/my tf")
+    tries = [search.Try(f"tensorflow-cpu 2.{m}.0", "", False, "checks failed: smoke command exited 1", built=True,
+                        blocker="checks failed") for m in (21, 20, 19, 18)]
+    err = search._exhausted(search.UserError("last", "h"), plan, tries, "the search stops after 4 builds")
+    assert err.exit_code == 1 and "the search stops after 4 builds" in err.message
+    assert "`tfrebuild upgrade --env '/envs/my tf' --to 2.18.0` tries it strictly" in err.hint
+    assert err.hint.endswith("Or try the next lower release yourself: `tfrebuild upgrade --env '/envs/my tf' --to 2.17`.")
+    plan.tf_old = "2.17.1"  # nothing left between the lowest try and the installed release: no such line
+    assert "next lower release" not in search._exhausted(search.UserError("x", "h"), plan, tries, "w").hint
+
+
+def test_a_build_failure_is_known_by_its_declared_field_not_its_words() -> None:
+    from rebuild.core import search
+    from rebuild.errors import UserError
+
+    exc = UserError("uv pip sync could not build the new environment: it failed to build badpkg==1.0",
+                    details="uv says:\n  × Failed to build `badpkg==1.0`\n  ╰─▶ boom")
+    assert search._build_failure(exc) is None  # the words alone decide nothing
+    exc.build_failed = True  # set where the build failed (core/build.py, the project steps)
+    failure = search._build_failure(exc)
+    assert failure is not None and (failure.kind, failure.package) == ("python", "badpkg")
+
+
+def test_a_failed_download_is_not_a_package_that_does_not_build():
+    """Only uv's "Failed to build `pkg`" names a package that does not build for this Python (the search then moves
+    it forward); "Failed to download `pkg`" (a network glitch, a missing offline file) holds nothing back."""
+    def failure(details: str):
+        err = search.UserError("could not build the new environment", "h", details=details)
+        err.build_failed = True
+        found = search._build_failure(err)
+        return (found.kind, found.package) if found else None
+
+    assert failure("  × Failed to build `numpy==1.24.3`\n  ├─▶ The build backend returned an error") == ("python", "numpy")
+    assert failure("error: Failed to download `six==1.16.0`\n  ├─▶ HTTP status server error (503)") == ("checks", "")

@@ -18,11 +18,9 @@ from pathlib import Path
 
 import pytest
 from tests.kit.cli import run_cli
+from tests.test_state_folder import managed
 
 from rebuild.errors import UserError
-from rebuild.env import profile as prof
-from rebuild.store.journal import new_op_id
-from rebuild.store.records import Generation
 from rebuild.store.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -153,26 +151,6 @@ def test_own_state_folder_that_tfrebuild_did_not_make_is_not_adopted(tmp_path, m
 # --------------------------------------------------------------------------- entries of a state folder of one's own
 
 
-def make_tree(path: Path, label: str) -> Path:
-    (path / "bin").mkdir(parents=True)
-    (path / "bin" / "python").write_text("#!/bin/sh\n")
-    (path / "lib" / "python3.11" / "site-packages").mkdir(parents=True)
-    (path / "pyvenv.cfg").write_text("home = /usr/bin\n")
-    (path / "MARKER").write_text(label)
-    return path
-
-
-def managed(env: Path, generations: int = 3) -> Store:
-    make_tree(env, "gen1")
-    store = Store.unmanaged(env)
-    store.adopt({"command": "adopted", "tensorflow": "tensorflow-cpu 2.15.1", "python": "3.11.7"})
-    for n in range(2, generations + 1):
-        with store.lock(f"test upgrade #{n}"):
-            tree = make_tree(store.staging_dir(new_op_id("upgrade")) / "env", f"gen{n}")
-            store.switch_to(tree, Generation.new(n, command=f"test upgrade #{n}", tensorflow=f"tensorflow-cpu 2.{n}"))
-    for n in range(1, generations + 1):
-        (store.generation_dir(n) / "profile.toml").write_text(prof.dumps(prof.Profile()))
-    return store
 
 
 def test_created_state_folder_carries_its_record_and_no_write_bit_for_others(tmp_path):

@@ -38,6 +38,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def make_tree(path: Path, label: str) -> Path:
     (path / "bin").mkdir(parents=True)
     (path / "bin" / "python").write_text("#!/bin/sh\n")
+    (path / "lib" / "python3.11" / "site-packages").mkdir(parents=True)
+    (path / "pyvenv.cfg").write_text("home = /usr/bin\n")
     (path / "MARKER").write_text(label)
     return path
 

@@ -19,6 +19,7 @@ from rebuild.store.faults import FAULT_ENV
 from rebuild.store.journal import new_op_id
 from rebuild.store.location import state_dir
 from rebuild.store.records import Generation
+from rebuild.store.operations import Swapped
 from rebuild.store.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,7 +49,7 @@ def adopt(tmp_path: Path) -> Store:
     return store
 
 
-def upgrade(store: Store, label: str | None = None) -> Generation:
+def upgrade(store: Store, label: str | None = None) -> Swapped:
     n = store.next_number()
     with store.lock(f"tfrebuild upgrade #{n}"):
         op = new_op_id("upgrade")
@@ -135,7 +136,7 @@ def test_create_refuses_missing_and_resolves_symlinked_env(tmp_path: Path) -> No
 def test_switch_to_records_new_generation_and_parks_old(tmp_path: Path) -> None:
     store = adopt(tmp_path)
     gen1 = store.current
-    gen2 = upgrade(store)
+    gen2 = upgrade(store).generation
 
     assert gen2.number == 2 and store.current_number == 2 and store.previous_number == 1
     assert marker(store.env) == "gen2"
@@ -155,13 +156,13 @@ def test_rollback_twice_returns_to_start(tmp_path: Path) -> None:
     upgrade(store)  # current 3, previous 2
     inodes = {g.number: g.inode for g in store.generations()}
 
-    back = store.rollback_to()  # to the previous one (2)
+    back = store.rollback_to().generation  # to the previous one (2)
     assert back.number == 2 and store.current_number == 2 and store.previous_number == 3
     assert marker(store.env) == "gen2"
     assert marker(store.state / "generations" / "3" / "env") == "gen3"
     assert_consistent(store)
 
-    again = store.rollback_to()  # cd - : back to 3
+    again = store.rollback_to().generation  # cd - : back to 3
     assert again.number == 3 and store.current_number == 3 and store.previous_number == 2
     assert marker(store.env) == "gen3"
     assert_consistent(store)
@@ -177,12 +178,9 @@ def test_switch_and_rollback_report_the_exchange_method_that_ran(tmp_path: Path,
     from rebuild.store import swap
 
     store = adopt(tmp_path)
-    assert store.last_swap_method is None
-    upgrade(store)
-    assert store.last_swap_method in ("renameat2", "rename")
+    assert upgrade(store).method in ("renameat2", "rename")
     monkeypatch.setattr(swap, "_load_renameat2", lambda: None)  # as on a system without renameat2
-    store.rollback_to()
-    assert store.last_swap_method == "rename"
+    assert store.rollback_to().method == "rename"
     assert marker(store.env) == "gen1"
     assert_consistent(store)
 

@@ -377,11 +377,14 @@ def test_doctor_lists_each_interpreter_once(tmp_path: Path) -> None:
 def test_pre_flight_statements_agree_with_the_plan() -> None:
     from rebuild.doctor import judge
     from rebuild.doctor.findings import FindingId as F
+    from packaging.version import Version
+
+    from rebuild.doctor.findings import Move
 
     def moves():
         return F.DEPENDENCY_MOVES.make("numpy must move 1.24.3 → 2.4.0 for tensorflow-cpu 2.21.0; scipy accepts it",
                                        ["newest numpy every requirement accepts: 2.4.0"], "moves it",
-                                       fixed_by_rebuild=True)
+                                       fixed_by_rebuild=True, move=Move("numpy", "1.24.3", str(Version("2.4.0"))))
 
     conflict = F.DEPENDENCY_CONFLICT.make("capnum 1.0 and tensorflow-cpu 2.21.0 need incompatible versions of numpy",
                                           [], "upgrade capnum too: `tfrebuild upgrade --env e --to 2.21.0 --strategy "
@@ -389,6 +392,9 @@ def test_pre_flight_statements_agree_with_the_plan() -> None:
     # the plan took numpy 1.26.4: the statement says so (not the 2.4.0 doctor would have guessed)
     (f,) = judge.agree([moves()], {"numpy": "1.26.4"})
     assert f.title.startswith("numpy must move 1.24.3 → 1.26.4 for") and "the resolution takes numpy 1.26.4" in f.evidence
+    # the plan took what doctor said: the statement stands as doctor made it (its evidence not rewritten)
+    (same,) = judge.agree([moves()], {"numpy": "2.4.0"})
+    assert same.evidence == ["newest numpy every requirement accepts: 2.4.0"], same.evidence
     # the plan kept numpy 1.24.3: nothing moves, nothing is said
     assert judge.agree([moves()], {"numpy": "1.24.3"}) == []
     # under --strategy eager no fix proposes --strategy eager again

@@ -118,6 +118,13 @@ def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version and exit."),
 ) -> None:
     """tfrebuild: never upgrade TensorFlow in place again."""
+    import os
+
+    from rebuild.index.config import tls_environment
+
+    # pip's `cert`/`client-cert` (the user's and the machine's pip files, PIP_CERT/PIP_CLIENT_CERT) reach uv (every
+    # child inherits them) and tfrebuild's own HTTP client. An env's own <env>/pip.conf is not read for these.
+    os.environ.update(tls_environment())
 
 
 def _run(as_json: bool, work, show) -> None:

@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 from rich.markup import escape
-from rich.padding import Padding
 from rich.table import Table
 
 from rebuild.cli.terminal import Progress, Terminal  # noqa: F401 - their home is cli/terminal.py (app uses render.Progress)
@@ -26,7 +25,9 @@ from rebuild.util.versions import minor
 
 def jsonable(value):
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {k: jsonable(v) for k, v in dataclasses.asdict(value).items()}
+        # a field marked internal (metadata {"internal": True}) is for decisions in code, never written
+        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)
+                if not f.metadata.get("internal")}
     if isinstance(value, dict):
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set)):
@@ -46,12 +47,12 @@ def error(term: Terminal, exc: UserError, as_json: bool) -> None:
     err = term.err
     # uv's words quoted in an error may name an index URL with its credentials.
     exc.message, exc.hint, exc.details = (proc.redact_line(t or "") for t in (exc.message, exc.hint, exc.details))
-    attempted = getattr(exc, "plan", None)  # the plan that failed (upgrade), for the user to see
-    tried = getattr(exc, "tries", None) or []  # the target search's tries (upgrade --to latest)
+    attempted = exc.plan  # the plan that failed (upgrade), for the user to see
+    tried = exc.tries or []  # the target search's tries (upgrade --to latest)
     if as_json:
         emit_json({"ok": False, **exc.to_dict(), **({"plan": _plan_dict(attempted)} if attempted is not None else {}),
                    **({"tries": jsonable(tried)} if tried else {}),
-                   **({"models": jsonable(exc.models)} if getattr(exc, "models", None) else {})})
+                   **({"models": jsonable(exc.models)} if exc.models else {})})
     elif attempted is not None:
         plan_text(term, attempted)
     if tried and not as_json:
@@ -107,15 +108,20 @@ def table(term: Terminal, title: str, columns: list[str], rows: list[list[str]])
 
 
 def _grid(term: Terminal, rows: list[list[str]], right: tuple[int, ...] = ()) -> None:
-    """Aligned columns without borders, indented under the line above (a rich grid, not hand padding)."""
+    """Aligned columns without borders, indented under the line above; no line ends in spaces (a rich grid pads
+    every cell of the last column to its widest, which a pipe or a log keeps)."""
     if not rows:
         return
-    grid = Table.grid(padding=(0, 1), pad_edge=False)
-    for i in range(len(rows[0])):
-        grid.add_column(justify="right" if i in right else "left", overflow="fold")
-    for row in rows:
-        grid.add_row(*[escape(str(cell)) for cell in row])
-    term.out.print(Padding(grid, (0, 0, 0, 2), expand=False))  # no trailing spaces to the console width
+    from rich.cells import cell_len
+
+    cells = [[str(cell) for cell in row] for row in rows]
+    widths = [max(cell_len(row[i]) for row in cells) for i in range(len(cells[0]))]
+    for row in cells:
+        padded = []
+        for i, cell in enumerate(row):
+            gap = " " * (widths[i] - cell_len(cell))
+            padded.append(gap + cell if i in right else cell + gap)
+        term.out.print("  " + " ".join(padded).rstrip(), markup=False, highlight=False, soft_wrap=True)
 
 
 def _changes(term: Terminal, changes) -> None:
@@ -207,7 +213,8 @@ def _plan_dict(p) -> dict:
     keep = ("env", "tf_distribution", "tf_old", "tf_new", "target", "downgrade", "python_old", "python_new",
             "python_path", "strategy", "changes", "unchanged", "capped", "notes", "keras_legacy", "keras2_dependents",
             "preflight", "gpu_route", "gpu_required", "index", "seconds", "tf_old_distribution", "tf_switch",
-            "companions", "requested_downgrades", "keras_needed_by", "landing_note", "blocked_above")
+            "companions", "requested_downgrades", "keras_needed_by", "landing_note", "blocked_above",
+            "resolution_reused")
     out = {k: jsonable(getattr(p, k)) for k in keep}
     project = getattr(p, "project", None)
     out["project"] = None if project is None else {
@@ -267,7 +274,8 @@ def upgrade(term: Terminal, r, as_json: bool) -> None:
                     "reused": getattr(r, "reused", None), "tries": jsonable(getattr(r, "tries", [])),
                     "started": jsonable(getattr(r, "started", None)),
                     "adopted": getattr(r, "adopted", None), "models": jsonable(r.models),
-                    "blocked_above": jsonable(getattr(r.plan, "blocked_above", []))})
+                    "blocked_above": jsonable(getattr(r.plan, "blocked_above", [])),
+                    "stages": getattr(r, "stages", {}), "overlap": getattr(r, "overlap", {})})
         return
     tries(term, getattr(r, "tries", []))
     if r.recovered:

@@ -45,12 +45,15 @@ from rebuild.env import probe
 from rebuild.core import consent
 from rebuild.core import portability
 from rebuild.core import models, transaction
+from rebuild.core.build import BuildOptions
+from rebuild.core.smoke import Checks
 from rebuild.env import snapshot
 from rebuild.core import lockfile as locks
 from rebuild.core import sources
 from rebuild.core import plan as planning
 from rebuild.env import profile as prof
 from rebuild.env.locate import check_path, default_env_path, locate
+from rebuild.env.probed import Probed
 from rebuild.errors import UserError
 from rebuild.store.journal import new_op_id
 from rebuild.store.store import Store
@@ -174,7 +177,7 @@ def run(opts: Options, progress=None, confirm: Callable[[ApplyResult], bool] | N
                 if str(log) in exc.hint + exc.details:
                     kept = transaction.rescue_log(log)
                     if kept is not None:
-                        transaction.point_to_log(exc, log, kept)
+                        exc.log_moved(log, kept)
         raise
     finally:
         if owned and not store.managed:
@@ -245,13 +248,13 @@ def _run_locked(opts: Options, profile: prof.Profile, profile_path: Path, target
     checked = models.merged(listed, models.from_paths(opts.models))
     models.refuse_untrusted(checked, target)  # before anything is built
     like = models.with_models(profile, checked)
-    requested = {canonicalize_name(n) for n in profile.requested if n not in SEED_PACKAGES}
+    requested: set[str] = {canonicalize_name(n) for n in profile.requested if n not in SEED_PACKAGES}
     transaction.run(transaction.Spec(
         store=store, op=op, kind="apply", command=command, python=Path(interp.path), python_version=interp.version,
         tensorflow=result.tensorflow, pylock=lock.text(), index=index,
-        build=dict(offline=opts.offline, require_hashes=lock.all_hashed, compile_bytecode=not opts.no_compile,
-                   log=log, requested=requested),
-        checks=dict(tf_version=pins.get(tf, ""), imports=list(profile.smoke.imports), commands=run_commands),
+        build=BuildOptions(offline=opts.offline, require_hashes=lock.all_hashed, compile_bytecode=not opts.no_compile,
+                           log=log, requested=requested),
+        checks=Checks(tf_version=pins.get(tf, ""), imports=list(profile.smoke.imports), commands=run_commands),
         write_profile=generations.write_profile, like=like, commands=run_commands, log=log, new_env=new_env,
         adopt=_adoption(current), before_swap=lambda: generations.refuse_if_in_use(store.env, opts.force),
         progress=progress, deep_check=opts.check == "import",
@@ -286,7 +289,7 @@ def _adoption(current) -> transaction.Adoption | None:
                                 python=current.interpreter.version, like=current)
 
 
-def _lock_that_fits(opts: Options, profile: prof.Profile, profile_path: Path, interp, data: dict, index, log: Path,
+def _lock_that_fits(opts: Options, profile: prof.Profile, profile_path: Path, interp, data: Probed, index, log: Path,
                     result: ApplyResult, progress) -> locks.Lock:
     """The profile's lock (or its pins, locked), checked against this machine; re-resolved with ``--resolve``."""
     portability.check_urls(profile, None, opts.allow_insecure_index)

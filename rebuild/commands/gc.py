@@ -46,9 +46,9 @@ def _gc_generations(env, keep: int, *, dry_run: bool, yes: bool,
     if not dry_run and not yes and confirm is None:
         raise UserError("tfrebuild gc deletes generations and needs confirmation; there is no terminal to ask on.",
                         "Run `tfrebuild gc --dry-run` to see what would go, then `tfrebuild gc --yes`.")
-    store = open_store(env)
+    store, at_open = open_store(env)
     with store.lock("tfrebuild gc"):
-        recovered = recover(store)
+        recovered = recover(store, at_open)
         store.refuse_tampered_current()  # the tree outranks the store: a store.toml that disagrees deletes nothing
         store.check_current()
         gens = store.generations()

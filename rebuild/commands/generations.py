@@ -28,29 +28,22 @@ from rebuild.store.store import Store
 from rebuild.util import distinfo, proc, signals
 
 
-_RECOVERED_AT_OPEN: dict[str, str] = {}
-
-
-def _open_recovered(path: Path) -> Store | None:
-    """``Store.open(path)``; first, an interrupted ``apply`` to this new path (a journal in a state folder
-    that is not managed yet) is finished or undone, whatever the command (what was done is reported by
-    the command's own recovery: :func:`_and_opened`)."""
-    store = Store.open(path)
+def _open_recovered(path: Path) -> tuple[Store | None, str | None]:
+    """``Store.open(path)`` and what opening it recovered: first, an interrupted ``apply`` to this new path (a
+    journal in a state folder that is not managed yet) is finished or undone, whatever the command (what was done
+    is reported with the command's own recovery: :func:`_and_opened`)."""
+    store, done = Store.open(path), None
     if store is None and Store.unmanaged(path).journal_path.exists():
         unmanaged = Store.unmanaged(path)
         done = recovery.recover_if_idle(unmanaged, finished=complete_profile)
         store = Store.open(path)
-        if done:
-            _RECOVERED_AT_OPEN[str(store.env if store is not None else unmanaged.env)] = done
         if store is None and unmanaged.state.is_dir() and _only_bookkeeping(unmanaged.state):
             import shutil
 
             shutil.rmtree(unmanaged.state, ignore_errors=True)  # nothing left of the apply: no state folder either
     elif store is None and not os.path.lexists(path) and os.path.isdir(state_dir(path)):
         done = _tidy_killed_apply(Store.unmanaged(path))
-        if done:
-            _RECOVERED_AT_OPEN[str(path)] = done
-    return store
+    return store, done or None
 
 
 def _tidy_killed_apply(store: Store) -> str | None:
@@ -91,9 +84,9 @@ def _only_bookkeeping(state: Path) -> bool:
     return True
 
 
-def _and_opened(store: Store, done: str | None) -> str | None:
-    """``done`` together with what opening ``store`` recovered."""
-    parts = [p for p in (_RECOVERED_AT_OPEN.pop(str(store.env), None), done) if p]
+def _and_opened(at_open: str | None, done: str | None) -> str | None:
+    """``done`` together with what opening the store recovered (``at_open``)."""
+    parts = [p for p in (at_open, done) if p]
     return "; ".join(parts) or None
 
 
@@ -122,20 +115,21 @@ def env_path(env) -> Path:
         return path
 
 
-def open_store(env) -> Store:
+def open_store(env) -> tuple[Store, str | None]:
+    """The store of ``env`` and what opening it recovered (an interrupted apply into this path, finished)."""
     path = env_path(env)
-    store = _open_recovered(path)
-    if store is None:
-        done = _RECOVERED_AT_OPEN.pop(str(path), None)  # an interrupted apply into this new path, undone
+    store, done = _open_recovered(path)
+    if store is None:  # ``done``: an interrupted apply into this new path, undone
         raise UserError(f"{path} is not managed by tfrebuild yet: it has no generations"
                         + (f" ({done})." if done else "."),
                         "Generations are made by `tfrebuild upgrade`; the first upgrade keeps the env as generation 1.")
-    return store
+    return store, done
 
 
-def recover(store: Store) -> str | None:
-    """:meth:`Store.recover`; a generation finished that way gets its profile (:func:`complete_profile`)."""
-    return _and_opened(store, store.recover(finished=complete_profile))
+def recover(store: Store, at_open: str | None = None) -> str | None:
+    """:meth:`Store.recover`; a generation finished that way gets its profile (:func:`complete_profile`); the
+    message names what opening the store recovered too (``at_open``, from :func:`open_store`)."""
+    return _and_opened(at_open, store.recover(finished=complete_profile))
 
 
 def write_profile(store: Store, number: int, profile: prof.Profile | None = None, *,
@@ -221,9 +215,9 @@ def rollback(env=None, to: int | None = None, *, yes: bool = False, force: bool 
     if not yes and confirm is None:
         raise UserError("tfrebuild rollback needs confirmation, and there is no terminal to ask on.",
                         "See `tfrebuild history`, then run `tfrebuild rollback --yes`.")
-    store = open_store(env)
+    store, at_open = open_store(env)
     with store.lock("tfrebuild rollback" + (f" --to {to}" if to is not None else "")):
-        recovered = recover(store)
+        recovered = recover(store, at_open)
         from rebuild.commands import outside
 
         adopted = outside.adopt_text(store, outside.adopt(store, write_profile))  # changed by hand: adopt first
@@ -261,7 +255,7 @@ def rollback(env=None, to: int | None = None, *, yes: bool = False, force: bool 
         with signals.deferred():  # after the swap, the check (and a swap back) finish before a signal ends it
             if project:  # the project files follow the env (recovery finishes them after a crash)
                 project_files.begin(store)
-            store.rollback_to(target_n)
+            method = store.rollback_to(target_n).method
             swap_ms = (time.monotonic() - t0) * 1000
             written = project_files.finish(store, force=files_force)
             report = rollback_check(store, target_n, target_tf, deep)
@@ -280,7 +274,7 @@ def rollback(env=None, to: int | None = None, *, yes: bool = False, force: bool 
                             f"{current.number} back in.", "See the check output; `tfrebuild history` lists the others.",
                             exit_code=1, details=failed)
         return RollbackResult(str(store.env), current.number, target_n, target.tensorflow, target.python, swap_ms,
-                              report.checks, recovered, users, store.last_swap_method or "", written, notes)
+                              report.checks, recovered, users, method, written, notes)
 
 
 def _settle_project(store: Store) -> list[str]:
@@ -401,8 +395,8 @@ class History:
 
 
 def history(env=None) -> History:
-    store = open_store(env)
-    recovered = _and_opened(store, recovery.recover_if_idle(store, finished=complete_profile))
+    store, at_open = open_store(env)
+    recovered = _and_opened(at_open, recovery.recover_if_idle(store, finished=complete_profile))
     store.reload()
     gens = store.generations()
     trees = {g.number: g.path(store) for g in gens}
@@ -428,21 +422,12 @@ class Diff:
 def tree_pins(tree: Path) -> dict[str, str] | None:
     """What a generation's tree holds now, read from its site-packages' ``*.dist-info`` folders (an in-place
     ``pip install`` after the generation was recorded shows here); None when the tree is gone."""
-    sites = [s for s in tree.glob("lib*/python*/site-packages") if s.is_dir()]
-    if not sites:
-        return None
-    pins: dict[str, str] = {}
-    for site in sites:
-        for info in site.glob("*.dist-info"):
-            parsed = distinfo.parse(info.name)
-            if parsed is not None:
-                pins[parsed[0]] = parsed[1]
-    return pins
+    return distinfo.installed(tree) if distinfo.site_dirs(tree) else None
 
 
 def _load_side(spec: str, env) -> tuple[str, prof.Profile, dict[str, str]]:
     if spec.isdigit():
-        store = open_store(env)
+        store, _ = open_store(env)
         n = int(spec)
         store.generation(n)  # raises a UserError for an unknown generation
         path = store.generation_dir(n) / "profile.toml"
@@ -529,12 +514,12 @@ def _drift(store: Store) -> str:
 
 def status(env=None) -> Status:
     path = env_path(env)
-    store = _open_recovered(path)
+    store, at_open = _open_recovered(path)
     if store is None:
-        return Status(str(path), False, "", None, None, "", None, [], None, _RECOVERED_AT_OPEN.pop(str(path), None),
+        return Status(str(path), False, "", None, None, "", None, [], None, at_open,
                       project=_project_status(None, path) if os.path.isdir(path) else "")
     holder = store.lock_holder()
-    recovered = _and_opened(store, recovery.recover_if_idle(store, finished=complete_profile) if holder is None
+    recovered = _and_opened(at_open, recovery.recover_if_idle(store, finished=complete_profile) if holder is None
                             else None)
     store.reload()
     journal = store.journal()

@@ -10,9 +10,12 @@ from typing import cast
 
 from rebuild.core import plan as planning
 from rebuild.core import search
+from rebuild.core.reuse import Reuse
 
 
 def run(opts: planning.Options, progress) -> planning.Plan:
-    """``tfrebuild plan``: the first plan of the target search, made with ``progress``."""
-    first, _tries = search.first_plan(opts, lambda o: planning.make_plan(o, progress), progress.note)
+    """``tfrebuild plan``: the first plan of the target search, made with ``progress``; its resolutions are kept a
+    short while for an ``upgrade`` with the same inputs (:mod:`rebuild.core.reuse`)."""
+    first, _tries = search.first_plan(opts, lambda o: planning.make_plan(o, progress, reuse=Reuse("record")),
+                                      progress.note)
     return cast(planning.Plan, first)  # first_plan is typed for any plan maker

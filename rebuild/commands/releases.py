@@ -29,7 +29,7 @@ def release_table(env=None, *, offline: bool = False) -> ReleaseTable:
     installed, dist = "", "tensorflow"
     if env is not None or _default_env_exists():
         loc = locate(env)
-        for d in probe.run(loc.python).get("distributions", []):
+        for d in probe.run(loc.python).distributions:
             if d["canonical"] in TF_DISTRIBUTIONS:
                 installed, dist = f"{d['canonical']} {d['version']}", d["canonical"]
                 break

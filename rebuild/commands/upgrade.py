@@ -13,23 +13,28 @@ import shlex
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from rebuild.commands import generations, outside, starter
 from rebuild.core import plan as planning
 from rebuild.core import lockfile, models, search, sources, transaction
+from rebuild.core.build import BuildOptions
+from rebuild.core.options import Strategy
+from rebuild.core.smoke import Checks
+from rebuild.env import profile as prof
 from rebuild.env import refusals
 from rebuild.env.locate import locate
 from rebuild.errors import UserError
 from rebuild.knowledge.tf import SEED_PACKAGES
 from rebuild.project import files as project_files
 from rebuild.project import uvproject
+from rebuild.project.detect import Project
 from rebuild.store.journal import new_op_id
 from rebuild.store.store import Store
 from rebuild.util import proc
-from rebuild.util.progress import NULL
+from rebuild.util.progress import NULL, Progress
 
 
 @dataclass(kw_only=True)
@@ -39,6 +44,29 @@ class UpgradeResult(transaction.TransactionResult):
     tries: list = field(default_factory=list)  # search.Try: every target tried (--to latest), the last one landed
     started: starter.Started | None = None  # no env here: this run built one from the bundled profile first
     adopted: str | None = None  # the env was recreated or changed outside tfrebuild: adopted first, as a generation
+    stages: dict = field(default_factory=dict)  # stage name -> seconds (the progress stages, timed)
+    overlap: dict = field(default_factory=dict)  # the checks run beside the build: their time, and the time waited
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One try at building a plan: the context its steps share (the project steps and the transaction take this,
+    not the same seven parameters each)."""
+
+    store: Store
+    plan: planning.Plan
+    opts: planning.Options
+    op: str  # the operation id (staging folder and log name)
+    log: Path
+    progress: Progress
+    command: str  # the command line recorded in the generation
+    usage: Any = None  # the current env's disk usage, computed while planning (core.build.usage_later)
+
+    @property
+    def project(self) -> Project:
+        """The driven project (its steps run only for one)."""
+        assert self.plan.project is not None
+        return self.plan.project
 
 
 def _command_line() -> str:
@@ -49,8 +77,17 @@ def _command_line() -> str:
 
 
 def run(opts: planning.Options, progress=None, confirm: Callable[[planning.Plan], bool] | None = None) -> UpgradeResult:
-    """Upgrade the env described by ``opts``. ``confirm(plan)`` decides whether to go on."""
-    progress = progress or NULL
+    """Upgrade the env described by ``opts``. ``confirm(plan)`` decides whether to go on. The result's ``stages``
+    say how long each stage took."""
+    from rebuild.util.progress import StageClock
+
+    clock = StageClock(progress or NULL)
+    result = _upgrade(opts, clock, confirm)
+    result.stages = clock.finish()
+    return result
+
+
+def _upgrade(opts: planning.Options, progress, confirm: Callable[[planning.Plan], bool] | None) -> UpgradeResult:
     start = time.monotonic()
     if not opts.yes and confirm is None:
         raise UserError("tfrebuild upgrade needs confirmation, and there is no terminal to ask on.",
@@ -67,6 +104,10 @@ def run(opts: planning.Options, progress=None, confirm: Callable[[planning.Plan]
     if not loc.bare:  # what stops the swap is known now: refuse before planning and building, not after
         refusals.refuse(loc.path, force=opts.force)
     _refuse_undriven(loc.path, opts)  # a project tfrebuild does not drive: known before any resolution
+    from rebuild.core.build import usage_later
+
+    # the build's free-space estimate walks the env: done while planning, not after it
+    usage = None if loc.bare else usage_later(loc.path)
     store = Store.open(loc.path) or Store.unmanaged(loc.path)
     first_run = not store.managed  # the state folder goes at the end unless an upgrade landed
     command = _command_line()
@@ -118,7 +159,7 @@ def run(opts: planning.Options, progress=None, confirm: Callable[[planning.Plan]
                     return _switch(store, again, p, opts, progress, mine, start)
                 # a first upgrade's failed try clears its records but keeps the state folder, its lock and its
                 # creation record for the next try (transaction.Spec.keep_state); the end of the run removes it
-                return _apply(store, p, opts, op, log, progress, mine, start, command, given_models)
+                return _apply(Attempt(store, p, opts, op, log, progress, command, usage), mine, start, given_models)
 
             outcome = search.run(the_plan, opts, attempt=attempt,
                                  replan=lambda o: planning.make_plan(o, progress, log=log),
@@ -134,11 +175,11 @@ def run(opts: planning.Options, progress=None, confirm: Callable[[planning.Plan]
             landed.tries = tries + outcome.tries
             return landed
     except UserError as exc:
-        exc.plan = getattr(exc, "plan", None) or the_plan  # the plan that failed, for the error document
+        exc.plan = exc.plan or the_plan  # the plan that failed, for the error document
         if held and first_run and not store.managed:  # the state folder goes: keep the log the error names
             kept = transaction.rescue_log(log)
             if kept is not None:
-                transaction.point_to_log(exc, log, kept)
+                exc.log_moved(log, kept)
         raise
     finally:
         if held and first_run and not store.managed:
@@ -169,7 +210,11 @@ def _searching(opts: planning.Options, the_plan: planning.Plan) -> bool:
 def _first_plan(opts: planning.Options, progress, log: Path) -> tuple[planning.Plan, list]:
     from typing import cast
 
-    plan, tries = search.first_plan(opts, lambda o: planning.make_plan(o, progress, log=log), progress.note)
+    from rebuild.core.reuse import Reuse
+
+    # right after `tfrebuild plan` with the same inputs, the plan's resolution is reused (and the plan says so)
+    plan, tries = search.first_plan(opts, lambda o: planning.make_plan(o, progress, log=log, reuse=Reuse("reuse")),
+                                    progress.note)
     return cast(planning.Plan, plan), tries
 
 
@@ -202,33 +247,31 @@ def _adopt_outside(store: Store, progress) -> str | None:
     return outside.adopt_text(store, outside.adopt(store, generations.write_profile, progress))
 
 
-def _apply(store: Store, the_plan: planning.Plan, opts: planning.Options, op: str, log: Path, progress,
-           result: UpgradeResult, start: float, command: str, given_models=()) -> UpgradeResult:
+def _apply(run: Attempt, result: UpgradeResult, start: float, given_models=()) -> UpgradeResult:
+    store, the_plan, op, progress = run.store, run.plan, run.op, run.progress
     cache_note = _cache_filesystem_note(store.staging_dir(op))
     if cache_note:
         result.notes.append(cache_note)
         progress.note(cache_note)
-    requested = {planning.requirement_name(n) or n for n in the_plan.new_requested if n not in SEED_PACKAGES}
-    requested |= {the_plan.tf_distribution}
     intent = the_plan.intent or the_plan.current
     intent = models.with_models(intent, models.merged(intent.smoke.models, list(given_models)))  # carried forward
     from rebuild.core.baseline import Baseline
 
     before = Baseline(store.env, [m for m in intent.smoke.imports if m != "tensorflow"])  # beside the build
-    checks = dict(tf_version=the_plan.tf_new, imports=intent.smoke.imports, commands=intent.smoke.commands,
-                  keras_major=2 if the_plan.keras_legacy else None, gpu_required=the_plan.gpu_required,
-                  already_failing=before.failing)
+    checks = Checks(tf_version=the_plan.tf_new, imports=intent.smoke.imports, commands=intent.smoke.commands,
+                    keras_major=2 if the_plan.keras_legacy else None, gpu_required=the_plan.gpu_required,
+                    already_failing=before.failing)
     step, pylock = None, the_plan.pylock
     project = the_plan.project
     try:  # the work folder beside the project goes whatever happens (a kill: the next command's recovery)
         if project is not None and project.drivable:
-            step = _project_step(store, the_plan, opts, op, log, checks, progress)
+            step = _project_step(run, checks)
             pylock = step.pylock() or pylock
             result.notes += step.notes
             checks = step.staging_checks
-        _run_transaction(store, the_plan, opts, op, log, progress, result, command, requested, intent, checks,
-                         step, pylock)
+        _run_transaction(run, result, intent, checks, step, pylock)
     finally:
+        result.overlap["baseline"] = before.timing()
         if step is not None:
             step.cleanup()
     result.seconds = time.monotonic() - start
@@ -253,35 +296,34 @@ def project_refusal(project) -> UserError:
                         "tool will put its TensorFlow back at its next run)") + ". Nothing was changed.", exit_code=1)
 
 
-def _project_step(store: Store, the_plan: planning.Plan, opts: planning.Options, op: str, log: Path, checks: dict,
-                  progress):
+def _project_step(run: Attempt, checks: Checks):
     """The driven project's transaction step (nothing of the project changes before the swap)."""
     from rebuild.project import workdir
 
-    workdir.sweep(the_plan.project.root)  # work folders a killed run left beside the project
+    workdir.sweep(run.project.root)  # work folders a killed run left beside the project
     makers = {"uv": _uv_step, "poetry": _poetry_step, "requirements": _requirements_step}
-    return makers[the_plan.project.manager](store, the_plan, opts, op, log, checks, progress)
+    return makers[run.project.manager](run, checks)
 
 
-def _staging_checks(store: Store, the_plan: planning.Plan, checks: dict) -> dict:
+def _staging_checks(run: Attempt, checks: Checks) -> Checks:
     """The checks that run before the swap in a driven project: without the imports of the project's own package
     and local path packages (installed only at the real path) and without [smoke].commands (run there too)."""
-    project = the_plan.project
+    project, the_plan = run.project, run.plan
     local = {p.name for p in the_plan.current.packages if p.source in ("editable", "path")}
-    own = uvproject.local_imports(store.env, local | {project.name} if project.name else local)
-    return dict(checks, imports=[i for i in checks["imports"] if i.split(".")[0] not in own], commands=[])
+    own = uvproject.local_imports(run.store.env, local | {project.name} if project.name else local)
+    return replace(checks, imports=[i for i in checks.imports if i.split(".")[0] not in own], commands=[])
 
 
-def _uv_step(store: Store, the_plan: planning.Plan, opts: planning.Options, op: str, log: Path, checks: dict,
-             progress):
+def _uv_step(run: Attempt, checks: Checks):
     """Re-lock the uv project beside it (nothing of the project changes yet) and prepare its transaction step."""
+    store, the_plan, opts, op, log, progress = run.store, run.plan, run.opts, run.op, run.log, run.progress
     from rebuild.core.projectstep import UvStep
 
-    project = the_plan.project
+    project = run.project
     progress.stage("lock", f"uv lock of {project.root} with {the_plan.project_requirement}")
     locked = uvproject.lock(project, the_plan.tf_distribution, the_plan.tf_new, op, offline=opts.offline, log=log,
                             skip={store.state.name, store.env.name})
-    staging = _staging_checks(store, the_plan, checks)
+    staging = _staging_checks(run, checks)
     step = UvStep(project=project, new_files=locked.files, locked=locked, python=Path(the_plan.python_path),
                   prompt=_prompt(store.env), offline=opts.offline, compile_bytecode=not opts.no_compile, log=log,
                   checks=checks, staging_checks=staging, force=opts.force,
@@ -291,19 +333,19 @@ def _uv_step(store: Store, the_plan: planning.Plan, opts: planning.Options, op: 
     return step
 
 
-def _requirements_step(store: Store, the_plan: planning.Plan, opts: planning.Options, op: str, log: Path,
-                       checks: dict, progress):
+def _requirements_step(run: Attempt, checks: Checks):
     """Move the TensorFlow line of the .in and recompile the .txt beside the project (nothing of it changes yet)."""
+    store, the_plan, opts, op, log, progress = run.store, run.plan, run.opts, run.op, run.log, run.progress
     from rebuild.core.projectstep import RequirementsStep
     from rebuild.project import requirements
 
-    project = the_plan.project
+    project = run.project
     in_name, txt_name = project.files
     progress.stage("compile", f"uv pip compile of {project.root / in_name} with {the_plan.project_requirement}")
     compiled = requirements.compile(project, the_plan.tf_distribution, the_plan.tf_new, op,
                                     python=Path(the_plan.python_path), python_version=the_plan.python_new,
                                     offline=opts.offline, find_links=list(opts.find_links),
-                                    eager=str(getattr(opts.strategy, "value", opts.strategy)) == "eager", log=log,
+                                    eager=opts.strategy == Strategy.EAGER, log=log,
                                     skip={store.state.name, store.env.name})
     pinned = requirements.pins(compiled.files[txt_name].decode("utf-8"))
     seeds = {p.name: p.version for p in the_plan.current.packages
@@ -318,17 +360,17 @@ def _requirements_step(store: Store, the_plan: planning.Plan, opts: planning.Opt
     return step
 
 
-def _poetry_step(store: Store, the_plan: planning.Plan, opts: planning.Options, op: str, log: Path, checks: dict,
-                 progress):
+def _poetry_step(run: Attempt, checks: Checks):
     """Re-lock the Poetry project beside it with the user's Poetry and prepare its transaction step."""
+    store, the_plan, opts, op, log, progress = run.store, run.plan, run.opts, run.op, run.log, run.progress
     from rebuild.core.projectstep import PoetryStep
     from rebuild.project import poetryproject
 
-    project = the_plan.project
+    project = run.project
     progress.stage("lock", f"poetry lock of {project.root} with {the_plan.project_requirement}")
     locked = poetryproject.lock(project, the_plan.tf_distribution, the_plan.tf_new, op, current=store.env, log=log,
                                 skip={store.state.name, store.env.name})
-    staging = _staging_checks(store, the_plan, checks)
+    staging = _staging_checks(run, checks)
     planned = lockfile.read_pins(the_plan.pylock) or {}
     in_lock = poetryproject.locked_versions(locked.files["poetry.lock"])
     # pip stays beside the lock's packages at `poetry sync` (setuptools and wheel go): the new env keeps it too
@@ -376,25 +418,33 @@ def _prompt(env: Path) -> str:
     return ""
 
 
-def _run_transaction(store, the_plan, opts, op, log, progress, result, command, requested, intent, checks, step,
-                     pylock) -> None:
+def _run_transaction(run: Attempt, result: UpgradeResult, intent: prof.Profile, checks: Checks, step,
+                     pylock: str) -> None:
+    store, the_plan, opts, log = run.store, run.plan, run.opts, run.log
+    requested = {planning.requirement_name(n) or n for n in the_plan.new_requested if n not in SEED_PACKAGES}
+    requested |= {the_plan.tf_distribution}
+    gate = models.Gate(intent.smoke.models, current=store.env, index=the_plan.index_live, offline=opts.offline, log=log)
     transaction.run(transaction.Spec(
-        store=store, op=op, kind="upgrade", command=command, python=Path(the_plan.python_path),
+        op=run.op, command=run.command, progress=run.progress,
+        store=store, kind="upgrade", python=Path(the_plan.python_path),
         python_version=the_plan.python_new, tensorflow=f"{the_plan.tf_distribution} {the_plan.tf_new}",
         pylock=pylock, index=the_plan.index_live,
-        build=dict(offline=opts.offline, compile_bytecode=not opts.no_compile, log=log, requested=requested,
-                   legacy_keras=the_plan.keras_legacy, build_constraints=planning.build_constraint_files(opts)),
+        build=BuildOptions(offline=opts.offline, compile_bytecode=not opts.no_compile, log=log, requested=requested,
+                           legacy_keras=the_plan.keras_legacy, build_constraints=planning.build_constraint_files(opts),
+                           current_usage=run.usage),
         checks=checks,
         write_profile=functools.partial(generations.write_profile, index=the_plan.index), like=intent,
         log=log,
         adopt=transaction.Adoption(tensorflow=f"{the_plan.tf_old_distribution or the_plan.tf_distribution} "
                                               f"{the_plan.tf_old}",
                                    python=the_plan.python_old, like=the_plan.current),
-        before_swap=lambda: refusals.refuse(store.env, force=opts.force), progress=progress, project=step,
+        before_swap=lambda: refusals.refuse(store.env, force=opts.force), project=step,
         keep_state=True,
         deep_check=opts.check == "import",
-        models=models.Gate(intent.smoke.models, current=store.env, index=the_plan.index_live, offline=opts.offline,
-                           log=log)), result)
+        models=gate), result)
+    if gate:
+        result.overlap["model_reference"] = {"seconds": round(gate.reference_seconds, 3),
+                                             "waited_seconds": round(gate.waited_seconds, 3)}
 
 
 def _generation_with(store: Store, the_plan: planning.Plan) -> int | None:
@@ -433,9 +483,9 @@ def _switch(store: Store, number: int, the_plan: planning.Plan, opts: planning.O
     previous = store.current_number
     progress.stage("swap", f"{store.env} ← generation {number} (already holds this set)")
     t0 = time.monotonic()
-    store.rollback_to(number)
+    swapped = store.rollback_to(number)
     result.swap_ms = (time.monotonic() - t0) * 1000
-    result.swap_method = store.last_swap_method or ""
+    result.swap_method = swapped.method
     progress.stage("checks", f"checks at {store.env}")
     report = smoke.run_checks(store.env, tf_version=the_plan.tf_new, imports=intent.smoke.imports,
                               commands=intent.smoke.commands,

@@ -3,7 +3,7 @@
 Run by the env's own interpreter (stdlib only, Python 3.7+): ``python -I -S _bytecode.py CACHE SITE...``.
 For every ``.py`` file under the site folders, the pyc is keyed by the SHA-256 of the source bytes and the
 interpreter's magic number. A pyc already in CACHE is hard-linked into ``__pycache__``; a missing one is
-compiled (in worker processes), written to CACHE atomically, then linked. The pycs are PEP 552 *checked*
+compiled, written to CACHE atomically, then linked (all of it in worker processes). The pycs are PEP 552 *checked*
 hash-based pycs: at import, Python hashes the source and recompiles (in memory) when it does not match,
 so a pyc can never stand for other source. Cache files are never written in place (Python replaces a pyc
 by renaming a new file over it), so an env cannot change what another env links to. Prints one JSON line.
@@ -72,21 +72,35 @@ def place(cached, target, blob=None):
         return False
 
 
-def compile_one(job):
-    path, target, key, folder = job
+def one(job):
+    """One source: its pyc linked from the cache when the cache has it, else compiled (and put in the cache).
+    Returns (linked, compiled, copied, failed), each 0 or 1."""
+    path, folder = job
     try:
         with open(path, "rb") as fh:
             data = fh.read()
+    except OSError:
+        return 0, 0, 0, 1
+    key = hashlib.sha256(data).hexdigest()
+    target = importlib.util.cache_from_source(path)
+    cached = os.path.join(folder, key[:2], key + ".pyc") if folder else None
+    if cached and os.path.isfile(cached):
+        try:
+            place(cached, target)
+            return 1, 0, 0, 0
+        except OSError:
+            pass
+    try:
         blob = pyc_bytes(path, data)
     except (SyntaxError, ValueError, OSError, RecursionError, MemoryError):
-        return 0, 0, 1
-    cached = None
+        return 0, 0, 0, 1
+    stored = None
     if folder is not None:
         try:
-            cached = store(folder, key, blob)
+            stored = store(folder, key, blob)
         except OSError:
-            cached = None
-    return 1, int(place(cached, target, blob)), 0
+            stored = None
+    return 0, 1, 1 - int(place(stored, target, blob)), 0
 
 
 def main(argv):
@@ -98,41 +112,19 @@ def main(argv):
             os.makedirs(folder, mode=0o700, exist_ok=True)
         except OSError:
             folder = None
-    linked = compiled = failed = files = 0
-    misses = []
-    for path in sources(roots):
-        files += 1
-        try:
-            with open(path, "rb") as fh:
-                key = hashlib.sha256(fh.read()).hexdigest()
-        except OSError:
-            failed += 1
-            continue
-        target = importlib.util.cache_from_source(path)
-        cached = os.path.join(folder, key[:2], key + ".pyc") if folder else None
-        if cached and os.path.isfile(cached):
-            try:
-                place(cached, target)
-                linked += 1
-                continue
-            except OSError:
-                pass
-        misses.append((path, target, key, folder))
-    copied = 0
-    if misses:
-        workers = max(1, min(os.cpu_count() or 1, len(misses) // 50 or 1))
-        if workers > 1:
-            import concurrent.futures
+    # every source is read, hashed, and linked or compiled in the workers (nothing serial before them: with an
+    # empty cache, every source is compiled, and a first pass hashing them all would only delay the pool)
+    jobs = [(path, folder) for path in sources(roots)]
+    workers = max(1, min(os.cpu_count() or 1, len(jobs) // 50 or 1))
+    if workers > 1:
+        import concurrent.futures
 
-            with concurrent.futures.ProcessPoolExecutor(workers) as pool:
-                results = list(pool.map(compile_one, misses, chunksize=64))
-        else:
-            results = [compile_one(job) for job in misses]
-        for ok, was_linked, bad in results:
-            compiled += ok
-            copied += ok - was_linked
-            failed += bad
-    print(json.dumps({"files": files, "linked": linked, "compiled": compiled, "copied": copied,
+        with concurrent.futures.ProcessPoolExecutor(workers) as pool:
+            results = list(pool.map(one, jobs, chunksize=64))
+    else:
+        results = [one(job) for job in jobs]
+    linked, compiled, copied, failed = (sum(r[i] for r in results) for i in range(4))
+    print(json.dumps({"files": len(jobs), "linked": linked, "compiled": compiled, "copied": copied,
                       "failed": failed, "cache": folder or ""}))
 
 

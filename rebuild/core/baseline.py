@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from pathlib import Path
 
 from rebuild.util import proc
@@ -18,6 +19,8 @@ class Baseline:
 
     def __init__(self, env: Path, imports: list[str], timeout: float = 300.0):
         self._result: dict[str, str] = {}
+        self.seconds: float | None = None  # how long the checks ran (None: not finished, or not run)
+        self.waited = 0.0  # how long the caller waited for them (the part on the critical path)
         names = [m for m in imports if m]
         python = Path(env) / "bin" / "python"
         self._thread = threading.Thread(target=self._work, args=(python, Path(env), names, timeout), daemon=True)
@@ -25,6 +28,13 @@ class Baseline:
             self._thread.start()
 
     def _work(self, python: Path, env: Path, names: list[str], timeout: float) -> None:
+        began = time.monotonic()
+        try:
+            self._checks(python, env, names, timeout)
+        finally:
+            self.seconds = time.monotonic() - began
+
+    def _checks(self, python: Path, env: Path, names: list[str], timeout: float) -> None:
         from rebuild.core import oplibs
         from rebuild.doctor.checks_imports import failing_imports
 
@@ -48,8 +58,14 @@ class Baseline:
 
     def failing(self) -> dict[str, str]:
         if self._thread.is_alive() or self._thread.ident is not None:
+            began = time.monotonic()
             self._thread.join()
+            self.waited += time.monotonic() - began
         return dict(self._result)
+
+    def timing(self) -> dict:
+        """For ``--json``: whether the checks ran, how long, and how long anyone waited for them."""
+        return {"ran": self._thread.ident is not None, "seconds": self.seconds, "waited_seconds": round(self.waited, 3)}
 
 
 def judge(check, failed: dict[str, str], before: dict[str, str]) -> None:

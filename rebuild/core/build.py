@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from rebuild.core import lockfile
 from rebuild.index import config as indexconf
@@ -26,6 +26,21 @@ class BuildResult:
     seconds: float
     estimate: int
     bytecode: object = None  # bytecode.Compiled when tfrebuild compiled (through its pyc cache), else None
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """How :func:`build` installs the lock: the transaction's ``Spec.build`` (upgrade's and apply's choices)."""
+
+    offline: bool = False
+    compile_bytecode: bool = True
+    log: Path | None = None
+    requested: set[str] | None = None
+    legacy_keras: bool = False
+    require_hashes: bool = False
+    build_constraints: Sequence[str] = ()
+    # the current env's disk usage, computed beforehand (usage_later: while upgrade plans), for the estimate
+    current_usage: Callable[[], tuple[dict[Path, int], int]] | None = None
 
 
 def lock_bytes(pylock_text: str) -> int:
@@ -51,18 +66,48 @@ def _links_from_cache(where: Path) -> bool:
         return False
 
 
-def estimate_bytes(pylock_text: str, current: Path | None = None, *, links: bool = False) -> int:
+def usage_later(env: Path) -> Callable[[], tuple[dict[Path, int], int]]:
+    """:func:`rebuild.store.disk.exclusive_usage` of ``env``, computed in a thread from now (it walks the whole env:
+    a second on a TensorFlow env), so that the build's free-space estimate does not wait for it; call the result to
+    get it (an error is raised there)."""
+    import threading
+
+    from rebuild.store.disk import exclusive_usage
+
+    box: dict = {}
+
+    def work() -> None:
+        try:
+            box["usage"] = exclusive_usage([Path(env)])
+        except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=work, name="tfrebuild-env-usage", daemon=True)
+    thread.start()
+
+    def result() -> tuple[dict[Path, int], int]:
+        thread.join()
+        if "error" in box:
+            raise box["error"]
+        return box["usage"]
+
+    return result
+
+
+def estimate_bytes(pylock_text: str, current: Path | None = None, *, links: bool = False,
+                   usage: Callable[[], tuple[dict[Path, int], int]] | None = None) -> int:
     """Disk the new env needs: the larger of what the lock unpacks to and what the current env takes.
 
     The current env counts whole when uv copies files (its cache on another filesystem); with
     ``links`` (cache on the same filesystem) only its files that are not hard-linked elsewhere
-    (bytecode, scripts, metadata), since uv hard-links the rest from its cache again.
+    (bytecode, scripts, metadata), since uv hard-links the rest from its cache again. ``usage``: the current env's
+    usage computed beforehand (:func:`usage_later`).
     """
     need = lock_bytes(pylock_text)
     if current is not None and Path(current).is_dir():
         from rebuild.store.disk import exclusive_usage
 
-        alone, total = exclusive_usage([Path(current)])
+        alone, total = usage() if usage is not None else exclusive_usage([Path(current)])
         need = max(need, alone[Path(current)] if links else total)
     return need
 
@@ -169,14 +214,15 @@ def enable_legacy_keras(env: Path) -> Path:
     return path
 
 
-def build(staging: Path, python: Path, pylock_text: str, index: Index, *, offline: bool = False,
-          compile_bytecode: bool = True, log: Path | None = None, requested: set[str] | None = None,
-          legacy_keras: bool = False, require_hashes: bool = False, current: Path | None = None,
-          progress=None, build_constraints: Sequence[str] = ()) -> BuildResult:
-    """Create ``staging/env`` with uv and install exactly the lock into it (``current``: the env it replaces,
-    for the free-space estimate). Bytecode: through tfrebuild's pyc cache where it can be used
+def build(staging: Path, python: Path, pylock_text: str, index: Index, options: BuildOptions = BuildOptions(), *,
+          current: Path | None = None, progress=None) -> BuildResult:
+    """Create ``staging/env`` with uv and install exactly the lock into it, as ``options`` say (``current``: the env
+    it replaces, for the free-space estimate; ``options.current_usage``: its usage, computed beforehand). Bytecode: through tfrebuild's pyc cache where it can be used
     (:mod:`rebuild.core.bytecode`), else uv's ``--compile-bytecode``."""
     import time
+
+    offline, compile_bytecode, log, requested = options.offline, options.compile_bytecode, options.log, options.requested
+    legacy_keras, require_hashes, build_constraints = options.legacy_keras, options.require_hashes, options.build_constraints
 
     from rebuild.core import bytecode
     from rebuild.util.progress import NULL
@@ -184,7 +230,7 @@ def build(staging: Path, python: Path, pylock_text: str, index: Index, *, offlin
     progress = progress or NULL
 
     start = time.monotonic()
-    needed = estimate_bytes(pylock_text, current, links=_links_from_cache(staging.parent))
+    needed = estimate_bytes(pylock_text, current, links=_links_from_cache(staging.parent), usage=options.current_usage)
     check_disk(staging.parent, needed)
     staging.mkdir(parents=True, exist_ok=True)
     lock_path = staging / "pylock.toml"
@@ -214,9 +260,11 @@ def build(staging: Path, python: Path, pylock_text: str, index: Index, *, offlin
 
         package = failtext.failed_package(exc.result.stderr)
         what = f": it failed to build {package}" if package else ""
-        raise UserError(f"{exc.what} could not build the new environment{what}; your environment was not changed.",
-                        f"uv's full output is in {log}." if log else "Run again to see uv's output.",
-                        exit_code=1, details="uv says:\n" + failtext.uv_error(exc.result.stderr)) from None
+        failed = UserError(f"{exc.what} could not build the new environment{what}; your environment was not changed.",
+                           f"uv's full output is in {log}." if log else "Run again to see uv's output.",
+                           exit_code=1, details="uv says:\n" + failtext.uv_error(exc.result.stderr))
+        failed.build_failed = True
+        raise failed from None
     compiled = None
     if cache is not None:
         progress.stage("bytecode", f"compiling bytecode (pycs of unchanged files linked from {cache})")

@@ -43,11 +43,17 @@ class Compiled:
 
 def cache_dir() -> Path | None:
     """The configured pyc cache folder (it may not exist yet), or ``None`` when turned off."""
-    value = os.environ.get("TFREBUILD_PYC_CACHE")
+    return configured_cache("TFREBUILD_PYC_CACHE", "pyc")
+
+
+def configured_cache(variable: str, leaf: str) -> Path | None:
+    """A tfrebuild cache folder: ``$variable`` (``off`` turns it off), else ``$XDG_CACHE_HOME/tfrebuild/<leaf>``
+    (``~/.cache/tfrebuild/<leaf>``). It may not exist yet."""
+    value = os.environ.get(variable)
     if value is not None:
         return None if value.strip().lower() in OFF else Path(value).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "tfrebuild" / "pyc"
+    return Path(base) / "tfrebuild" / leaf
 
 
 @dataclass

@@ -17,6 +17,7 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
+from rebuild.env.probed import Probed
 from rebuild.knowledge import companions as table
 
 
@@ -42,7 +43,7 @@ def companion_ceiling(pins: dict[str, str], requested: set[str] | None = None) -
     return low, [why for below, why in ends if below == low]
 
 
-def apply(inputs, pins: dict[str, str], data: dict, tf_new: str, python_old: str, python_new: str,
+def apply(inputs, pins: dict[str, str], data: Probed, tf_new: str, python_old: str, python_new: str,
           holds: Sequence[str] = ()) -> Step:
     """Unpin companions (and packages the new Python cannot run), add pairings and holds; see the module doc."""
     step = Step()
@@ -86,12 +87,12 @@ def apply(inputs, pins: dict[str, str], data: dict, tf_new: str, python_old: str
     return step
 
 
-def python_moves(pins: dict[str, str], data: dict, python_new: str) -> dict[str, str]:
+def python_moves(pins: dict[str, str], data: Probed, python_new: str) -> dict[str, str]:
     """Installed packages whose installed version cannot run on ``python_new``: Requires-Python excludes it, the
     installed wheel is tagged for another CPython only, or the table knows the pair is bad."""
     out: dict[str, str] = {}
     py = Version(".".join(python_new.split(".")[:3]))
-    for dist in data.get("distributions", []):
+    for dist in data.distributions:
         name = dist.get("canonical", "")
         if dist.get("location") != "env" or name not in pins:
             continue

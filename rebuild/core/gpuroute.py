@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from packaging.version import InvalidVersion, Version
 
-from rebuild.core.options import Gpu
+from rebuild.core.options import Gpu, Route
 from rebuild.env import profile as prof
 from rebuild.errors import UserError
 from rebuild.knowledge.tf import release_for, releases
 
 
-def gpu_route(choice: Gpu | str, tf: str, current: prof.Profile) -> tuple[str, list[str], str]:
+def gpu_route(choice: Gpu | str, tf: str, current: prof.Profile) -> tuple[str, list[str], Route]:
     """(distribution, extras, route) for ``--gpu auto|cuda|cpu``.
 
     auto: an NVIDIA GPU seen by ``nvidia-smi`` (or the env already on the CUDA wheels) → the CUDA route
@@ -25,14 +25,14 @@ def gpu_route(choice: Gpu | str, tf: str, current: prof.Profile) -> tuple[str, l
         if cuda_capable and (current.gpu.gpus or on_cuda_wheels):
             choice = Gpu.CUDA
         else:
-            return tf, [], "keep"
+            return tf, [], Route.KEEP
     if choice == Gpu.CUDA:
         if not cuda_capable:
             raise UserError(f"--gpu cuda needs Linux x86_64; this env is {system} {machine}.",
                             "On macOS use tensorflow-metal; on Windows use WSL2; or drop --gpu.")
-        return "tensorflow", ["and-cuda"], "cuda"
+        return "tensorflow", ["and-cuda"], Route.CUDA
     has_cpu_wheels = machine in ("x86_64", "AMD64") and system in ("Linux", "Windows")
-    return ("tensorflow-cpu" if has_cpu_wheels else "tensorflow"), [], "cpu"
+    return ("tensorflow-cpu" if has_cpu_wheels else "tensorflow"), [], Route.CPU
 
 
 def check_driver(gpu: prof.Gpu, tf_new: str) -> None:

@@ -11,6 +11,7 @@ from packaging.version import InvalidVersion, Version
 from rebuild.core import resolve
 from rebuild.core.options import Keras
 from rebuild.core.plannotes import _parse, requirement_name
+from rebuild.env.probed import Probed
 from rebuild.knowledge.tf import KERAS2_PACKAGES, LEGACY_KERAS_PTH, TF_DISTRIBUTIONS, release_for
 
 
@@ -43,13 +44,13 @@ def keras2_dependents(requires: dict[str, list[str]]) -> list[str]:
     return sorted(out)
 
 
-def _keras_switch(keras: Keras, data: dict, inputs: resolve.Inputs, tf_new: str, needed_by: list[str] = (),
+def _keras_switch(keras: Keras, data: Probed, inputs: resolve.Inputs, tf_new: str, needed_by: list[str] = (),
                   tf_old: str = "") -> bool:
     """Whether the new env keeps Keras 2 through tf-keras; if so, the matching tf-keras is requested.
 
     ``--keras auto`` keeps Keras 2 when the env had it through tf-keras, or when it crosses TensorFlow 2.16 with
     installed packages that need Keras 2 (``needed_by``, from the companion table); ``--keras 3`` never does."""
-    site_packages = data.get("paths", {}).get("site_packages", [])
+    site_packages = data.paths.get("site_packages", [])
     had_legacy = any((Path(site) / LEGACY_KERAS_PTH).exists() for site in site_packages)
     needed = bool(needed_by) and _keras_major(tf_old) == 2
     if not (keras == Keras.LEGACY or (keras == Keras.AUTO and (had_legacy or needed))) or _keras_major(tf_new) != 3:

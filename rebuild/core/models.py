@@ -319,6 +319,7 @@ class Gate:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self.reference_seconds = 0.0
+        self.waited_seconds = 0.0  # how long the checks waited for the reference (the part on the critical path)
         self.stopped = False
         self._cancel = threading.Event()  # set by stop(): proc.run kills the running reference process group
 
@@ -360,7 +361,9 @@ class Gate:
 
     def wait(self) -> None:
         if self._thread is not None:
+            began = time.monotonic()
             self._thread.join()
+            self.waited_seconds += time.monotonic() - began
             self._thread = None
         if self._error is not None:
             raise self._error

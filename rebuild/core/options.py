@@ -67,6 +67,14 @@ class Gpu(Choice):
     CPU = "cpu"  # tensorflow-cpu where PyPI has it
 
 
+class Route(StrEnum):
+    """The GPU route a plan took for ``--gpu`` (not an option: :func:`rebuild.core.gpuroute.gpu_route` decides)."""
+
+    CUDA = "cuda"  # tensorflow[and-cuda]: the checks require a GPU
+    CPU = "cpu"  # tensorflow-cpu (or tensorflow where PyPI has no CPU wheels)
+    KEEP = "keep"  # the env's current variant
+
+
 @_named("--keras")
 class Keras(Choice):
     """Which Keras ``tf.keras`` is in the new env."""

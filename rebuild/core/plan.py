@@ -9,7 +9,6 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
@@ -22,11 +21,13 @@ from rebuild.core.kerasplan import _keras_major, _keras_notes, _keras_switch, ke
 from rebuild.core.plannotes import (_dropped_notes, _reason, _requested_notes, _route_notes, _source_notes,
                                     _switch_reason, requirement_name)
 from rebuild.core.planproject import _lockable_target, _own_package, _project
-from rebuild.core.options import Gpu, Keras, PathCheck, Strategy
+from rebuild.core.options import Gpu, Keras, PathCheck, Route, Strategy
 from rebuild.env import interpreters, probe, refusals
 from rebuild.env import profile as prof
 from rebuild.env.locate import EnvLocation, locate
+from rebuild.env.probed import Probed
 from rebuild.env.snapshot import build_profile
+from rebuild.project.detect import Project
 from rebuild.errors import UserError
 from rebuild.index import config as indexconf
 from rebuild.knowledge.tf import SEED_PACKAGES, TF_DISTRIBUTIONS
@@ -82,7 +83,7 @@ class Plan:
     python_old: str
     python_new: str
     python_path: str
-    strategy: str
+    strategy: Strategy
     changes: list[Change]
     unchanged: int
     capped: list[str]
@@ -95,7 +96,7 @@ class Plan:
     keras_legacy: bool = False
     keras2_dependents: list[str] = field(default_factory=list)
     preflight: list = field(default_factory=list)  # doctor findings that matter for this upgrade
-    gpu_route: str = ""  # cuda | cpu | keep
+    gpu_route: Route | str = ""  # a Route ("" only before a plan chose one)
     gpu_required: bool = False  # smoke checks must see a GPU
     new_requested: list[str] = field(repr=False, default_factory=list)
     tf_old_distribution: str = ""  # the TensorFlow distribution installed now (differs on a variant switch)
@@ -103,7 +104,7 @@ class Plan:
     intent: prof.Profile = field(repr=False, default=None)  # [smoke] and [constraints] the user asked for
     pylock: str = field(repr=False, default="")
     index_live: prof.Index = field(repr=False, default=None)
-    project: Any = field(repr=False, default=None)  # rebuild.project.detect.Project: the manager that owns the env
+    project: Project | None = field(repr=False, default=None)  # the manager that owns the env
     project_requirement: str = ""  # the project's TensorFlow requirement after the upgrade (a drivable project)
     companions: dict[str, str] = field(default_factory=dict)  # installed companion -> why it moves with TensorFlow
     requested_downgrades: list[str] = field(default_factory=list)  # "name old → new" of requested packages moved back
@@ -111,6 +112,7 @@ class Plan:
     landing_note: str = ""  # --to latest held below the newest release by the companion table
     blocked_above: list = field(default_factory=list)  # search.Blocker: --to latest found no release above the
     # installed one that passes (this plan changes nothing): what stood in the way of each
+    resolution_reused: list[str] = field(default_factory=list)  # upgrade after plan: the plan's resolution(s) reused
 
     @property
     def nothing_to_do(self) -> bool:
@@ -176,7 +178,7 @@ class _Survey:
     """The env as it is (stage "snapshot"): where, what the probe saw, its profile, its TensorFlow."""
 
     loc: EnvLocation
-    data: dict
+    data: Probed
     current: prof.Profile
     override: prof.Profile | None  # --profile
     tf: str  # the TensorFlow distribution installed (or the profile's)
@@ -191,7 +193,7 @@ class _Survey:
 
     @property
     def requires(self) -> dict[str, list[str]]:
-        return {d["canonical"]: d.get("requires", []) for d in self.data.get("distributions", [])
+        return {d["canonical"]: d.get("requires", []) for d in self.data.distributions
                 if d.get("location") == "env"}
 
 
@@ -368,17 +370,16 @@ def _checked_findings(survey: _Survey, resolved: resolve.Resolved, tf_new: str, 
         for f in findings:  # the new env has one variant: the overlap is cured by the rebuild
             if f.id == "tensorflow-variants":
                 f.fixed_by_rebuild, f.affects_new_env = True, False
-            # "<name> <version> does not allow <target>": the resolution moved (or dropped) that package, so the
-            # new env does not have the conflict; otherwise it stays an error that blocks the upgrade.
-            elif f.id in ("target-blocked", "dependency-conflict") and len(f.title.split()) > 1:
-                # "<name> <version> and <tf> <version> need incompatible versions of <dep>": the same rule
-                name, version = f.title.split()[:2]
-                if resolved.pins.get(name) != version:
+            # "<name> <version> does not allow <target>" (or "… need incompatible versions of <dep>"): the
+            # resolution moved (or dropped) a package that holds the conflict, so the new env does not have it;
+            # otherwise it stays an error that blocks the upgrade.
+            elif f.id in ("target-blocked", "dependency-conflict") and f.holders:
+                if any(resolved.pins.get(name) != version for name, version in f.holders.items()):
                     f.fixed_by_rebuild, f.affects_new_env = True, False
     from rebuild.doctor import judge
 
     findings = judge.agree(findings, resolved.pins, opts.strategy)  # what the pre-flight says is what this plan does
-    return findings + judge.numpy_abi(resolved.pins, survey.data.get("distributions") or [])
+    return findings + judge.numpy_abi(resolved.pins, survey.data.distributions)
 
 
 def blocking_findings(findings: list) -> list:
@@ -400,8 +401,9 @@ def preflight_refusal(the_plan: Plan) -> UserError | None:
                      "Nothing was changed.", exit_code=1, details=details)
 
 
-def make_plan(opts: Options, progress=None, log: Path | None = None) -> Plan:
-    """Snapshot, pick the target, resolve with uv, and describe the difference."""
+def make_plan(opts: Options, progress=None, log: Path | None = None, reuse=None) -> Plan:
+    """Snapshot, pick the target, resolve with uv, and describe the difference. ``reuse``: a
+    :class:`rebuild.core.reuse.Reuse` (``plan`` keeps its resolution, ``upgrade`` reuses the plan's)."""
     progress = progress or NULL
     start = time.monotonic()
     target = resolve.parse_target(opts.to)
@@ -418,6 +420,9 @@ def make_plan(opts: Options, progress=None, log: Path | None = None) -> Plan:
                                constraints=opts.constraints)
     interp, python_note = _interpreter(opts, current, tf, extras, target, index)
     inputs = _inputs(opts, survey, interp, tf, extras, index, log)
+    inputs.reuse = reuse
+    if reuse is not None:
+        reuse.env = str(survey.loc.path)
     progress.stage("resolve", f"{tf}{'[' + ','.join(extras) + ']' if extras else ''} {target.raw} "
                    f"for Python {interp.version}")
     tf_new = _target_version(inputs, target, interp.version, opts.pre)
@@ -426,10 +431,10 @@ def make_plan(opts: Options, progress=None, log: Path | None = None) -> Plan:
 
     from rebuild.core.preflight import Background
 
-    frozen = _copy(inputs, requested=list(inputs.requested))  # the resolution may change inputs meanwhile
+    frozen = _copy(inputs, requested=list(inputs.requested), reuse=None)  # the resolution may change inputs meanwhile
     newer_job = Background(lambda _: newer_for_other_python(frozen, target, tf_new, interp.version,
                                                             current.platform.system, current.platform.machine), tf)
-    if route == "cuda":
+    if route == Route.CUDA:
         check_driver(current.gpu, tf_new)
     tf_new, landing_note = _companion_ceiling(survey, inputs, target, tf_new, tf_old)
     step = companionstep.apply(inputs, survey.pins, survey.data, tf_new, current.interpreter.version, interp.version,
@@ -476,6 +481,9 @@ def make_plan(opts: Options, progress=None, log: Path | None = None) -> Plan:
     progress.stage("pre-flight", "doctor checks (run alongside the resolution)")
     findings = _checked_findings(survey, resolved, tf_new, tf, interp.version, index, opts, started)
     newer = newer_job.result()
+    reused = list(reuse.used) if reuse is not None else []
+    notes += [f"resolution reused: {text}" for text in reused]
+    notes += [f"resolution not reused: {text}" for text in (reuse.refused if reuse is not None else [])]
     notes += [f"{name} kept below its next major version ({resolved.pins.get(name)}): a newer major also "
               "resolves; use --strategy eager to take it" for name in resolved.capped]
     return Plan(
@@ -486,12 +494,12 @@ def make_plan(opts: Options, progress=None, log: Path | None = None) -> Plan:
         capped=resolved.capped, notes=notes, index=indexconf.redacted(index), seconds=time.monotonic() - start,
         newer_release=newer,
         keras_legacy=keras_legacy, keras2_dependents=dependents, preflight=findings,
-        gpu_route=route, gpu_required=route == "cuda",
+        gpu_route=route, gpu_required=route == Route.CUDA,
         current=current, new_requested=inputs.requested, pylock=resolved.pylock, index_live=index,
         tf_old_distribution=survey.tf, tf_switch=switch, intent=survey.intent or current,
         project=project, project_requirement=project_requirement,
         companions={n: r for n, r in step.reasons.items()}, requested_downgrades=backwards,
-        keras_needed_by=step.keras2 if keras_legacy else [], landing_note=landing_note,
+        keras_needed_by=step.keras2 if keras_legacy else [], landing_note=landing_note, resolution_reused=reused,
     )
 
 

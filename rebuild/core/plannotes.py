@@ -3,6 +3,7 @@ removed packages and what was taken as requested. Split from :mod:`rebuild.core.
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 from packaging.requirements import Requirement
@@ -10,6 +11,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from rebuild.core import resolve, sources
+from rebuild.core.options import Route
 from rebuild.env import graph
 from rebuild.knowledge.tf import DROPPED, TF_DISTRIBUTIONS
 
@@ -50,6 +52,7 @@ def _reason(name: str, old: str | None, new: str | None, tf: str, via: dict[str,
     return ""
 
 
+@functools.lru_cache(maxsize=8192)  # every removed package scans every installed requirement: parse each once
 def _parse(text: str) -> Requirement | None:
     try:
         return Requirement(text)
@@ -62,7 +65,7 @@ def requirement_name(text: str) -> str:
     return canonicalize_name(req.name) if req else ""
 
 
-def _switch_reason(survey: _Survey, resolved: resolve.Resolved, tf: str, route: str, variant_note: str) -> str:
+def _switch_reason(survey: _Survey, resolved: resolve.Resolved, tf: str, route: Route, variant_note: str) -> str:
     """Why the new env has another TensorFlow distribution than the installed one ("" when it has the same)."""
     if tf == survey.tf or survey.tf not in survey.pins:
         return ""
@@ -85,12 +88,12 @@ def _source_notes(survey: _Survey, direct: dict[str, sources.DirectSource]) -> l
     return notes
 
 
-def _route_notes(survey: _Survey, tf: str, extras: list[str], route: str, variant_note: str) -> list[str]:
+def _route_notes(survey: _Survey, tf: str, extras: list[str], route: Route, variant_note: str) -> list[str]:
     notes = [variant_note] if variant_note else []
     if tf != survey.tf and not variant_note:
         notes.append(f"GPU route {route}: {survey.tf} is replaced by {tf}{'[' + ','.join(extras) + ']' if extras else ''} "
                      "(never both in one env)")
-    elif route == "cuda":
+    elif route == Route.CUDA:
         notes.append(f"GPU route cuda: tensorflow[and-cuda] brings CUDA/cuDNN as nvidia-* wheels; the checks require "
                      f"TensorFlow to see a GPU ({', '.join(survey.current.gpu.gpus) or 'none listed by nvidia-smi'})")
     return notes

@@ -23,6 +23,7 @@ from rebuild.core import changes as planning
 from rebuild.core import resolve
 from rebuild.env import graph
 from rebuild.env import profile as prof
+from rebuild.env.probed import Probed
 from rebuild.errors import UserError
 from rebuild.index import config as indexconf
 from rebuild.index import simple as indexinfo
@@ -81,8 +82,8 @@ def check_urls(profile: prof.Profile, lock: locks.Lock | None, allow_insecure: b
                         details="\n".join(shown))
 
 
-def _markers(data: dict) -> dict[str, str]:
-    return graph.marker_environment(data.get("interpreter", {}), data.get("platform", {}))
+def _markers(data: Probed) -> dict[str, str]:
+    return graph.marker_environment(data.interpreter, data.platform)
 
 
 def admits(requires_python: str, version: str) -> bool:
@@ -93,9 +94,9 @@ def admits(requires_python: str, version: str) -> bool:
         return True
 
 
-def check_portability(lock: locks.Lock, profile: prof.Profile, data: dict) -> Portability:
+def check_portability(lock: locks.Lock, profile: prof.Profile, data: Probed) -> Portability:
     """Compare the profile's interpreter and platform with the probed target; check every locked wheel's tags."""
-    here = wheeltags.Target.from_probe(data)
+    here = wheeltags.Target.from_probe(data.interpreter, data.platform)
     there = profile_target(profile)
     result = Portability(describe(there), describe(here))
     if there.python_version != here.python_version:
@@ -166,7 +167,7 @@ def tf_distribution(pins: dict[str, str], profile: prof.Profile) -> str:
 
 
 
-def check_portability_no_lock(profile: prof.Profile, data: dict) -> Portability:
+def check_portability_no_lock(profile: prof.Profile, data: Probed) -> Portability:
     """Differences only (there is no lock to check wheel tags against)."""
     empty = locks.Lock({"packages": []}, [], "", None)
     return check_portability(empty, profile, data)
@@ -200,7 +201,7 @@ def _tf_candidates(tf: str, pinned: str, index: prof.Index, offline: bool, tags:
     return [str(v) for v in newer + older]
 
 
-def re_resolve(profile: prof.Profile, pins: dict[str, str], python: Path, data: dict, index: prof.Index, *,
+def re_resolve(profile: prof.Profile, pins: dict[str, str], python: Path, data: Probed, index: prof.Index, *,
                offline: bool, log: Path | None) -> tuple[locks.Lock, list[planning.Change]]:
     """Resolve the profile's requested packages for ``python`` with its pins as preferences."""
     tf = tf_distribution(pins, profile)
@@ -212,7 +213,7 @@ def re_resolve(profile: prof.Profile, pins: dict[str, str], python: Path, data: 
                             constraints=dict(profile.constraints), index=index, offline=offline, log=log)
     explanation = ""
     if tf:
-        here = wheeltags.Target.from_probe(data)
+        here = wheeltags.Target.from_probe(data.interpreter, data.platform)
         tags = set(wheeltags.supported_tags(here))
         resolved = None
         for version in _tf_candidates(tf, pins[tf], index, offline, tags, here.version)[:6]:

@@ -38,8 +38,8 @@ class ProjectStep:
     offline: bool
     compile_bytecode: bool
     log: Path | None
-    checks: dict[str, Any]  # the full smoke checks (run at the real path, after the project is installed)
-    staging_checks: dict[str, Any]  # those that run before the swap (without the project's own imports)
+    checks: smoke.Checks  # the full smoke checks (run at the real path, after the project is installed)
+    staging_checks: smoke.Checks  # those that run before the swap (without the project's own imports)
     force: bool = False  # --force: the files are written over hand edits (saved first by files.refuse_edited)
     notes: list[str] = field(default_factory=list)
 
@@ -82,7 +82,7 @@ class ProjectStep:
                             "Run the upgrade again.", exit_code=1)
         settled = self.settle(store)
         checks = [smoke.Check(f"project files written; {settled}", True, time.monotonic() - t0)]
-        report = smoke.run_checks(store.env, **self.checks)
+        report = self.checks.run(store.env)
         if not report.ok:
             raise smoke.failure(report, f"at {store.env} with the project installed", self.log or Path(""), "")
         return checks + report.checks

@@ -16,6 +16,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
@@ -23,6 +24,7 @@ from packaging.version import InvalidVersion, Version
 from rebuild.index import config as indexconf
 from rebuild.util import uv as uvcmd
 from rebuild.errors import UserError
+from rebuild.core.options import Strategy
 from rebuild.env.profile import Index
 
 _TARGET = re.compile(r"^(latest|\d+\.\d+|\d+\.\d+\.\d+(?:(?:a|b|rc|\.dev|\.post)\d+)?)$")
@@ -61,7 +63,7 @@ class Inputs:
     index: Index = field(default_factory=Index)
     offline: bool = False
     pre: bool = False
-    strategy: str = "minimal"
+    strategy: Strategy = Strategy.MINIMAL
     extras: list[str] = field(default_factory=list)  # extras of the TensorFlow requirement
     log: Path | None = None
     # name -> requirement line ("-e /path", "name @ file:///...", "name @ git+URL@commit") of each distribution
@@ -69,6 +71,7 @@ class Inputs:
     direct: dict[str, str] = field(default_factory=dict)
     no_build: bool = False  # uv --only-binary :all:: wheels only, no package code runs (a foreign --profile)
     build_constraints: list[str] = field(default_factory=list)  # files: build dependencies of sdists uv builds
+    reuse: Any = field(default=None, repr=False, compare=False)  # a core.reuse.Reuse: plan keeps, upgrade reuses
 
 
 @dataclass
@@ -230,7 +233,7 @@ def compile_requirements(inputs: Inputs, requirements: list[str], extra_constrai
     req_file = workdir / "requirements.in"
     req_file.write_text("\n".join(requirements) + "\n")
     out_file = workdir / "resolved.txt"
-    if inputs.strategy == "minimal":
+    if inputs.strategy == Strategy.MINIMAL:
         out_file.write_text("".join(f"{n}=={v}\n" for n, v in sorted(inputs.pins.items()) if n not in inputs.direct))
     elif out_file.exists():
         out_file.unlink()
@@ -240,7 +243,7 @@ def compile_requirements(inputs: Inputs, requirements: list[str], extra_constrai
         cfile = workdir / "constraints.txt"
         cfile.write_text("\n".join(constraint_lines) + "\n")
         args += ["--constraint", str(cfile)]
-    if inputs.strategy == "eager":
+    if inputs.strategy == Strategy.EAGER:
         args.append("--upgrade")
     _pip_compile(inputs, args)
     return _parse_requirements_output(out_file.read_text())
@@ -280,7 +283,15 @@ def resolve(inputs: Inputs, tf_version: str, target_requires=None) -> Resolved:
     """Resolve the requested set with TensorFlow pinned to ``tf_version`` and lock it.
 
     ``target_requires``: a callable giving the target's applicable requirements (or ``None``); a cap they rule
-    out is not tried, so a jump the target itself demands costs no extra resolution pass."""
+    out is not tried, so a jump the target itself demands costs no extra resolution pass. With ``inputs.reuse``,
+    ``plan`` keeps the result and ``upgrade`` reuses the plan's for the same inputs (:mod:`rebuild.core.reuse`)."""
+    if inputs.reuse is not None:
+        return inputs.reuse.resolved(inputs, tf_version, lambda: _resolve(inputs, tf_version, target_requires),
+                                     Resolved)
+    return _resolve(inputs, tf_version, target_requires)
+
+
+def _resolve(inputs: Inputs, tf_version: str, target_requires=None) -> Resolved:
     start = time.monotonic()
     requirements = [_tf_requirement(inputs, f"=={tf_version}")] + list(inputs.requested) + \
         [line for _, line in sorted(inputs.direct.items())]
@@ -288,7 +299,7 @@ def resolve(inputs: Inputs, tf_version: str, target_requires=None) -> Resolved:
         workdir = Path(tmp)
         pins, via = compile_requirements(inputs, requirements, [], workdir)
         capped: list[str] = []
-        if inputs.strategy == "minimal":
+        if inputs.strategy == Strategy.MINIMAL:
             jumped = [n for n, v in pins.items()
                       if n in inputs.pins and n != inputs.tf_distribution
                       and _major(v) is not None and _major(inputs.pins[n]) is not None

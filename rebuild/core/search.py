@@ -26,6 +26,7 @@ from packaging.version import InvalidVersion, Version
 
 from rebuild.errors import UserError
 from rebuild.knowledge import companions
+from rebuild.util import failtext
 
 MAX_BUILDS = 4
 MAX_PLANS = 10
@@ -146,11 +147,11 @@ def classify(report, plan) -> Failure:
 
 def _build_failure(exc: UserError) -> Failure | None:
     """uv could not install the lock (an sdist that does not build for this Python): its class, else ``None``."""
-    if "could not build the new environment" not in exc.message:
+    if not exc.build_failed:
         return None
     text = exc.details or ""
-    m = re.search(r"Failed to build `?([A-Za-z0-9][\w.-]*?)(?:==|\s@|`|\s|$)", text)
-    package = canonicalize_name(m.group(1)) if m else ""
+    named = re.split(r"==|\s@\s|\s|\[", failtext.failed_build(text).strip(), maxsplit=1)[0]
+    package = canonicalize_name(named) if named else ""
     return Failure("python" if package else "checks", package, _first_line(text) or exc.message)
 
 
@@ -238,8 +239,8 @@ def run(first, opts, *, attempt: Callable, replan: Callable, listing: Callable[[
         try:
             result = attempt(plan)
         except UserError as exc:
-            report = getattr(exc, "report", None)
-            downgrade = getattr(exc, "downgrade", False)
+            report = exc.report
+            downgrade = exc.downgrade
             built = _build_failure(exc)
             if report is None and not downgrade and built is None:
                 _attach(exc, tries)
@@ -314,7 +315,8 @@ def blockers(tries: list[Try], env: str) -> list[Blocker]:
         command = (f"drop {name}: `tfrebuild snapshot --env {where} -o profile.toml`, delete {name} from `requested` "
                    f"(and its modules from `[smoke].imports`) in profile.toml, then `tfrebuild upgrade --env {where} "
                    f"--profile profile.toml --to {version}`; or {see}") if name else see
-        out.append(Blocker(t.target, t.blocker, t.why, command))
+        why = t.why[len(t.blocker) + 2:] if t.blocker and t.why.startswith(f"{t.blocker}: ") else t.why
+        out.append(Blocker(t.target, t.blocker, why, command))  # "blocked by checks failed: <why>", said once
     return out
 
 
@@ -345,10 +347,31 @@ def tries_text(tries: list[Try]) -> str:
 
 
 def _exhausted(exc: UserError, plan, tries: list[Try], why: str) -> UserError:
+    import shlex
+
+    env = shlex.quote(str(plan.env))
+    hint = ("The tries below say what failed; fix that package (or drop it from the env) and run "
+            f"`tfrebuild upgrade --env {env}` again.")
+    rows = blockers(tries, plan.env)
+    if rows:
+        hint += f" For {rows[-1].target}: {rows[-1].command}."
+    versions = []
+    for t in tries:
+        try:
+            versions.append(Version(t.target.split()[-1]))
+        except InvalidVersion:
+            pass
+    try:
+        installed = Version(plan.tf_old)
+    except InvalidVersion:
+        installed = None
+    if versions and installed is not None:
+        lowest = min(versions)
+        below = (lowest.major, lowest.minor - 1)
+        if lowest.minor > 0 and below > (installed.major, installed.minor):
+            hint += f" Or try the next lower release yourself: `tfrebuild upgrade --env {env} --to {below[0]}.{below[1]}`."
     err = UserError(f"No TensorFlow newer than the installed {plan.tf_old} passed its checks in this env ({why}); "
-                    "the environment was not changed.",
-                    "The tries below say what failed; fix that package (or drop it from the env) and run "
-                    "`tfrebuild upgrade` again.", exit_code=1,
+                    "the environment was not changed.", hint, exit_code=1,
                     details=tries_text(tries) + ("\n\nLast failure:\n" + exc.details if exc.details else ""))
     err.tries = list(tries)
     return err

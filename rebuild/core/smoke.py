@@ -7,7 +7,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from packaging.utils import canonicalize_name
 
@@ -145,6 +145,24 @@ def gpu_causes(env: Path) -> str:
         causes.append("no nvidia-* CUDA wheels in the env (install tensorflow[and-cuda])")
     causes.append("the NVIDIA driver is missing or too old (check `nvidia-smi`)")
     return "likely causes: " + "; ".join(causes)
+
+
+@dataclass(frozen=True)
+class Checks:
+    """The full checks a new env must pass (:func:`run_checks`'s arguments): the transaction's ``Spec.checks`` and a
+    driven project's ``checks``/``staging_checks``."""
+
+    tf_version: str
+    imports: list[str]
+    commands: Sequence[str] = ()
+    keras_major: int | None = None
+    gpu_required: bool = False
+    already_failing: Callable[[], dict] | None = None  # what already fails in the env it replaces (regressions only)
+
+    def run(self, env: Path) -> Report:
+        return run_checks(env, tf_version=self.tf_version, imports=self.imports, commands=self.commands,
+                          keras_major=self.keras_major, gpu_required=self.gpu_required,
+                          already_failing=self.already_failing)
 
 
 def run_checks(env: Path, *, tf_version: str, imports: list[str], commands: Sequence[str] = (),

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from rebuild.env.probed import Probed
 from rebuild.env.snapshot import SELF  # tfrebuild itself: never requested, never carried into a new env
 from rebuild.errors import UserError
 from rebuild.knowledge.tf import bundled_seed
@@ -89,10 +90,10 @@ def of(dist: dict) -> DirectSource | None:
     return DirectSource(name, version, "url", url, f"{name} @ {url.split('#', 1)[0]}{fragment}")
 
 
-def direct_sources(data: dict) -> dict[str, DirectSource]:
+def direct_sources(data: Probed) -> dict[str, DirectSource]:
     """Every env distribution of a probe report that came from no index (tfrebuild itself left out)."""
     out: dict[str, DirectSource] = {}
-    for dist in data.get("distributions", []):
+    for dist in data.distributions:
         if dist.get("location") != "env" or dist.get("canonical") in SELF:
             continue
         source = of(dist)

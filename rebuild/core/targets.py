@@ -138,6 +138,8 @@ def newest_resolvable(inputs: resolve.Inputs, installed: str, ceiling: str) -> s
 
 
 #: (inputs, version) -> whether it resolved, for this process (one command): :func:`newest_resolvable`.
+#: A memo of facts, like ``functools.cache`` (the key holds every input the answer depends on), not state that
+#: changes what a command does: the target search re-plans and asks again for the same releases.
 _RESOLVES: dict[tuple[str, str], bool] = {}
 
 

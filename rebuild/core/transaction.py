@@ -35,7 +35,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from rebuild.core import build, lockfile, models, smoke
-from rebuild.env.profile import Index
+from rebuild.core.projectstep import ProjectStep
+from rebuild.env.profile import Index, Profile
 from rebuild.errors import UserError
 from rebuild.env import fsguard
 from rebuild.store.faults import fault_point
@@ -72,7 +73,7 @@ class Adoption:
 
     tensorflow: str
     python: str
-    like: Any  # the env's snapshot (a profile): generation 1's profile.toml
+    like: Profile  # the env's snapshot: generation 1's profile.toml
 
 
 ADOPTED = "adopted (the env as it was before tfrebuild)"
@@ -91,19 +92,19 @@ class Spec:
     tensorflow: str  # "tensorflow 2.18.0", recorded in the generation ("" when none)
     pylock: str  # the lock to install
     index: Index
-    build: dict[str, Any]  # further keyword arguments of build.build (offline, log, requested, ...)
-    checks: dict[str, Any]  # keyword arguments of smoke.run_checks for the full checks (tf_version, imports, ...)
+    build: build.BuildOptions  # how build.build installs the lock (offline, log, requested, ...)
+    checks: smoke.Checks  # the full checks before the swap (tf_version, imports, ...)
     write_profile: Callable[..., None]  # write_profile(store, n, profile=None, *, like=, commands=): n's profile
-    like: Any  # the profile whose user edits (constraints, smoke checks) the new generation's profile keeps
+    like: Profile  # the profile whose user edits (constraints, smoke checks) the new generation's profile keeps
     log: Path
     commands: list[str] | None = None  # the smoke commands to keep (None: like's)
     new_env: bool = False  # nothing at the path: build, check, rename into place, adopt as generation 1
     adopt: Adoption | None = None  # for an existing env tfrebuild does not manage yet
     before_swap: Callable[[], object] | None = None  # last refusal before the swap (e.g. processes use the env)
     progress: Progress = NULL
-    project: Any = None  # a project step (rebuild.project.step.UvStep): builds the env, its files follow the swap
+    project: ProjectStep | None = None  # a driven project's step (UvStep …): builds the env, its files follow the swap
     deep_check: bool = False  # --check import: the TensorFlow import again at the path after the swap
-    models: Any = None  # a rebuild.core.models.Gate: the user's models load and answer the same before the swap
+    models: models.Gate | None = None  # the user's models load and answer the same before the swap
     keep_state: bool = False  # an env adopted by this try: a failure clears the try's records but keeps the state
     # folder (its lock, held by this process, and its creation record) for the next try; the caller removes it
 
@@ -128,12 +129,12 @@ def run(spec: Spec, result: TransactionResult) -> TransactionResult:
             built = spec.project.build(staging)
         else:
             built = build.build(staging, spec.python, spec.pylock, spec.index,
-                                current=None if spec.new_env else store.env, progress=progress, **spec.build)
+                                spec.build, current=None if spec.new_env else store.env, progress=progress)
         result.build_seconds = built.seconds
         fault_point("upgrade.built") if spec.kind == "upgrade" else fault_point("apply.built")
         progress.stage("checks", "smoke checks in the new env" + (
-            f": importing TensorFlow {spec.checks['tf_version']}" if spec.checks.get("tf_version") else ""))
-        report = smoke.run_checks(built.env, **spec.checks)
+            f": importing TensorFlow {spec.checks.tf_version}" if spec.checks.tf_version else ""))
+        report = spec.checks.run(built.env)
         if spec.models and report.ok:
             _check_models(spec, built.env, report, result)
         result.checks = report.checks
@@ -161,7 +162,7 @@ def run(spec: Spec, result: TransactionResult) -> TransactionResult:
             spec.models.stop()
         kept_log = _discard(spec, number, adopted_now)
         if kept_log is not None and isinstance(exc, UserError):
-            point_to_log(exc, spec.log, kept_log)
+            exc.log_moved(spec.log, kept_log)
         raise
     st = os.lstat(built.env)
     proven = (st.st_dev, st.st_ino)  # the tree the checks ran in: the check at the path looks for this one
@@ -202,14 +203,6 @@ def rescue_log(log: Path | None) -> Path | None:
     return dest
 
 
-def point_to_log(exc: UserError, old: Path | str, new: Path) -> None:
-    """Make ``exc`` name the log where it now is."""
-    exc.hint = exc.hint.replace(str(old), str(new))
-    exc.details = exc.details.replace(str(old), str(new))
-    if str(new) not in exc.hint + exc.details:
-        exc.hint = (exc.hint + " " if exc.hint else "") + f"The log is kept at {new}."
-
-
 def _adopt_existing(spec: Spec) -> None:
     """Record the env at the path, as it is, as generation 1 (with its profile)."""
     if spec.adopt is None:
@@ -229,8 +222,10 @@ def _journal(spec: Spec, staging: Path, number: int) -> dict[str, Any]:
 
 def _check_models(spec: Spec, env: Path, report: smoke.Report, result: TransactionResult) -> None:
     """The model-parity gate (:mod:`rebuild.core.models`): one check per model, added to the report."""
-    spec.progress.stage("models", f"{len(spec.models.models)} model(s): loading and comparing in the new env")
-    result.models = spec.models.check(env, spec.checks.get("tf_version", ""))
+    gate = spec.models
+    assert gate is not None  # run only when the spec has models
+    spec.progress.stage("models", f"{len(gate.models)} model(s): loading and comparing in the new env")
+    result.models = gate.check(env, spec.checks.tf_version)
     report.checks += models.as_checks(result.models)
 
 
@@ -290,9 +285,9 @@ def _swap(spec: Spec, tree: Path, number: int, result: TransactionResult) -> Non
     spec.progress.stage("swap", f"{store.env} ← generation {number}")
     gen = Generation.new(number, command=spec.command, tensorflow=spec.tensorflow, python=spec.python_version)
     t0 = time.monotonic()
-    store.switch_to(tree, gen)
+    swapped = store.switch_to(tree, gen)
     result.swap_ms = (time.monotonic() - t0) * 1000
-    result.swap_method = store.last_swap_method or ""
+    result.swap_method = swapped.method
     result.generation, result.previous = number, store.previous_number
 
 
@@ -316,7 +311,7 @@ def _verify(spec: Spec, staging: Path, result: TransactionResult, proven: tuple[
                             "Check that the project's files can be written, then run the upgrade again.",
                             exit_code=1) from exc
         return
-    tf_version = spec.checks.get("tf_version", "")
+    tf_version = spec.checks.tf_version
     spec.progress.stage("verify", f"check at {env}" + (": importing TensorFlow" if spec.deep_check and tf_version
                                                        else ": interpreter and versions"))
     after = smoke.run_at_path(env, deep=spec.deep_check, tf_version=tf_version,

@@ -33,6 +33,7 @@ from rebuild.doctor.findings import SEVERITIES, DoctorResult, Finding, FindingId
 from rebuild.doctor.findings import FindingId as F
 from rebuild.env import profile as prof
 from rebuild.env.locate import EnvLocation
+from rebuild.env.probed import Probed
 from rebuild.index import config as indexconf
 
 __all__ = ["SEVERITIES", "DoctorResult", "Finding", "FindingId", "preflight", "target_checks"]
@@ -56,7 +57,7 @@ def target_checks(ctx: Context, target: Target) -> list[Finding]:
     return out
 
 
-def preflight(env_loc: EnvLocation, probe_data: dict, target_version: str, *, tf_distribution: str | None = None,
+def preflight(env_loc: EnvLocation, probe_data: Probed, target_version: str, *, tf_distribution: str | None = None,
               python_version: str | None = None, index: prof.Index | None = None, offline: bool = False,
               pre: bool = False, environ: Mapping[str, str] | None = None, timeout: float = 20.0,
               target_requires: list[str] | None = None, extras: Iterable[str] = ()) -> list[Finding]:

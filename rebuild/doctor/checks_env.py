@@ -274,7 +274,7 @@ def _check_debris_items(ctx: Context) -> list[Finding]:
     """What the probe listed as debris: ~folders, orphans, unreadable metadata."""
     out: list[Finding] = []
     py = q(ctx.python)
-    for item in ctx.data.get("debris") or []:
+    for item in ctx.data.debris:
         kind, path = item.get("kind"), item.get("path", "")
         if kind == "tilde-folder":
             out.append(F.TILDE_FOLDER.make(

@@ -15,7 +15,7 @@ from rebuild.util import uv as uvcmd
 from rebuild.doctor import companions, numpyabi
 from rebuild.doctor.context import (Context, Target, applies, contains, has_cap, numbers, python_ok, q,
                                     req_text, version_of)
-from rebuild.doctor.findings import Finding
+from rebuild.doctor.findings import Finding, Move
 from rebuild.doctor.findings import FindingId as F
 from rebuild.env import graph, interpreters
 from rebuild.errors import UserError
@@ -230,7 +230,7 @@ def _direct_conflict(ctx: Context, target: Target, name: str, d: dict, req: Requ
         fix = f"keep {target.distribution} {ctx.tf_version} (nothing to do), or {drop}"
     return F.TARGET_BLOCKED.make(
         f"{name} {d['version']} does not allow {what}", evidence, fix,
-                                 fixed_by_rebuild=fixed, affects_new_env=not fixed)
+                                 fixed_by_rebuild=fixed, affects_new_env=not fixed, holders={name: d["version"]})
 
 
 def _shared_conflicts(ctx: Context, target: Target, kept: dict[str, dict]) -> list[Finding]:
@@ -312,7 +312,7 @@ def _shared_conflict(ctx: Context, target: Target, treq: Requirement, dep: str,
                         + (f" within {dep} {version_of(installed).major}.x (what the upgrade keeps)"
                            if same_major and shared[0] in same_major else "") + f": {shared[0]}"],
             f"`tfrebuild upgrade --env {env} --to {target.version}` moves it",
-            fixed_by_rebuild=True, affects_new_env=False)]
+            fixed_by_rebuild=True, affects_new_env=False, move=Move(dep, installed, str(shared[0])))]
     if candidates is not None:
         blockers = [(n, d, r) for n, d, r in holders
                     if not any(contains(treq.specifier, v) and contains(r.specifier, v) for v in candidates)]
@@ -325,7 +325,7 @@ def _shared_conflict(ctx: Context, target: Target, treq: Requirement, dep: str,
             evidence + [f"no {dep} release on the index satisfies all of them"],
             f"upgrade {', '.join(_unique([n for n, _, _ in blockers]))} too: `tfrebuild upgrade --env {env} "
             f"--to {target.version} --strategy eager`, or choose an older --to",
-            fixed_by_rebuild=False, affects_new_env=True)]
+            fixed_by_rebuild=False, affects_new_env=True, holders={n: d["version"] for n, d, _ in blockers})]
     return [F.DEPENDENCY_UNVERIFIED.make(
         f"{dep} must move for {what}; whether {', '.join(_unique([n for n, _, _ in holders]))} accept it "
         "was not checked",

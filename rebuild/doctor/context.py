@@ -21,6 +21,7 @@ from rebuild.doctor import remote
 from rebuild.env import graph, probe, snapshot
 from rebuild.env import profile as prof
 from rebuild.env.locate import EnvLocation
+from rebuild.env.probed import Probed
 from rebuild.errors import UserError
 from rebuild.index import config as indexconf
 from rebuild.index import simple as indexinfo
@@ -102,7 +103,7 @@ def real(path: str | os.PathLike) -> str:
 # ---------------------------------------------------------------------------
 
 
-def run_probe(python: Path, environ: Mapping[str, str] | None, deep: bool) -> dict:
+def run_probe(python: Path, environ: Mapping[str, str] | None, deep: bool) -> Probed:
     """The deep probe report; with ``environ`` the probe runs under that environment (user site, PATH ...).
 
     Without ``environ`` this is :func:`rebuild.env.probe.run`; ``probe.run`` takes no environment, so the
@@ -124,8 +125,8 @@ def run_probe(python: Path, environ: Mapping[str, str] | None, deep: bool) -> di
                         "The environment's Python is broken; recreate it.",
                         details="\n".join(res.stderr.strip().splitlines()[-5:]))
     try:
-        return json.loads(res.stdout)
-    except json.JSONDecodeError as exc:
+        return Probed.from_json(json.loads(res.stdout))
+    except (json.JSONDecodeError, AttributeError) as exc:  # not JSON, or JSON but not an object
         raise UserError(f"The interpreter {python} printed something that is not the probe's report.",
                         "Run it by hand to see what it prints at start-up.", details=res.stdout[:500]) from exc
 
@@ -174,20 +175,20 @@ def _effective_by_name(dists: list[dict], order: Iterable[str]) -> dict[str, dic
 class Context:
     """The environment as every check sees it (read once), plus the index look-ups the checks share."""
 
-    def __init__(self, loc: EnvLocation, data: dict, environ: Mapping[str, str] | None, *,
+    def __init__(self, loc: EnvLocation, data: Probed, environ: Mapping[str, str] | None, *,
                  sources: indexinfo.Sources | None, timeout: float, pre: bool = False,
                  python_version: str | None = None):
         self.loc, self.data = loc, data
         self.environ = dict(os.environ if environ is None else environ)
         self.sources, self.timeout, self.pre = sources, timeout, pre
         self.profile = snapshot.build_profile(loc, data, environ=self.environ)
-        self.interp = dict(data.get("interpreter") or {})
-        self.plat = dict(data.get("platform") or {})
-        self.env = dict(data.get("env") or {})
-        self.paths = dict(data.get("paths") or {})
+        self.interp = dict(data.interpreter)
+        self.plat = dict(data.platform)
+        self.env = dict(data.env)
+        self.paths = dict(data.paths)
         self.python = str(loc.python)
         self.markers = graph.marker_environment(self.interp, self.plat)
-        self.dists: list[dict] = list(data.get("distributions") or [])
+        self.dists: list[dict] = list(data.distributions)
         self.env_copies = _copies(self.dists, "env")  # more than one: duplicate metadata folders
         self.env_dists = _effective_by_name(self.dists, ["env"])
         # What `import` finds: the user site (when enabled) comes first, then the env, then the system site.

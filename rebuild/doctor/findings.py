@@ -82,10 +82,23 @@ class FindingId(StrEnum):
         return f"{DOCS}#{self.value}-{self.severity}"
 
     def make(self, title: str, evidence: list[str] | None = None, fix: str = "", *,
-             fixed_by_rebuild: bool = False, affects_new_env: bool = False, dropped_by_rebuild: bool = False) -> Finding:
+             fixed_by_rebuild: bool = False, affects_new_env: bool = False, dropped_by_rebuild: bool = False,
+             holders: dict[str, str] | None = None, move: Move | None = None) -> Finding:
         return Finding(self, self.severity, title, list(evidence or []), fix,
                        fixed_by_rebuild=fixed_by_rebuild, affects_new_env=affects_new_env,
-                       dropped_by_rebuild=dropped_by_rebuild)
+                       dropped_by_rebuild=dropped_by_rebuild, holders=dict(holders or {}), move=move)
+
+
+@dataclass(frozen=True)
+class Move:
+    """What a ``dependency-moves`` finding states: ``dep`` must move from ``old`` to ``new``."""
+
+    dep: str
+    old: str
+    new: str
+
+
+INTERNAL = {"internal": True}  # a field's metadata: for decisions in code, never written in --json
 
 
 @dataclass
@@ -100,6 +113,10 @@ class Finding:
     fixed_by_rebuild: bool = False  # a fresh env built by `tfrebuild upgrade` does not have it
     affects_new_env: bool = False  # it carries over to (or blocks) the env the upgrade builds
     dropped_by_rebuild: bool = False  # something of the user's that the new env will not have: the plan names it
+    # What the plan decides on (never the title's words): the installed packages that hold the conflict
+    # (target-blocked, dependency-conflict: name → version) and the move a dependency-moves finding states.
+    holders: dict[str, str] = field(default_factory=dict, metadata=INTERNAL)
+    move: Move | None = field(default=None, metadata=INTERNAL)
 
 
 @dataclass

@@ -8,6 +8,7 @@ kept is not "must move", and one it moved elsewhere moves to the resolved versio
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
@@ -16,9 +17,6 @@ from rebuild.doctor import numpyabi
 from rebuild.doctor.findings import Finding
 from rebuild.doctor.findings import FindingId as F
 from rebuild.knowledge import numpy2
-
-_MOVES = re.compile(r"^(?P<dep>\S+) must move (?P<old>\S+) → (?P<new>\S+) for (?P<rest>.*)$")
-
 
 _EAGER = re.compile(r"upgrade [^:`]+ too: `[^`]*--strategy eager`, or ")
 
@@ -30,17 +28,17 @@ def agree(findings: list[Finding], pins: dict[str, str], strategy: str = "minima
     for f in findings:
         if strategy == "eager" and "--strategy eager" in f.fix:
             f.fix = _EAGER.sub("", f.fix)
-        if f.id == "dependency-moves":
-            found = _MOVES.match(f.title)
-            if found is not None:
-                dep, old, new = found["dep"], found["old"], found["new"]
-                got = pins.get(dep)
-                if got == old:
-                    continue  # the plan keeps it: nothing moves
-                if got and got != new:
-                    f.title = f"{dep} must move {old} → {got} for {found['rest']}"
-                    f.evidence = [e for e in f.evidence if not e.startswith(f"newest {dep} every requirement")]
-                    f.evidence.append(f"the resolution takes {dep} {got}")
+        if f.id == "dependency-moves" and f.move is not None:
+            dep, old, new = f.move.dep, f.move.old, f.move.new
+            got = pins.get(dep)
+            if got == old:
+                continue  # the plan keeps it: nothing moves
+            if got and got != new:
+                stated = f"{dep} must move {old} → {new} "
+                f.title = f"{dep} must move {old} → {got} " + f.title.removeprefix(stated)
+                f.move = replace(f.move, new=got)
+                f.evidence = [e for e in f.evidence if not e.startswith(f"newest {dep} every requirement")]
+                f.evidence.append(f"the resolution takes {dep} {got}")
         out.append(f)
     return out
 

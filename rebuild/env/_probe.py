@@ -829,7 +829,7 @@ class Scanner(object):
                 warn("orphan check failed for %s: %s" % (name, _exc(e)))
         found = [f for f in found if os.path.join(d_norm, os.path.normcase(f[3])) not in self.claimed_paths]
         if found and not self.deep:
-            firsts = self._record_firsts(site_dir)
+            firsts = self._record_firsts(site_dir, set(os.path.normcase(f[3]) for f in found))
             found = [f for f in found if os.path.normcase(f[3]) not in firsts]
         for kind, mod, path, _name in found:
             self.debris.append({
@@ -837,8 +837,9 @@ class Scanner(object):
                 "site_dir": site_dir, "location": location,
             })
 
-    def _record_firsts(self, site_dir):
-        """The first path component of every file the RECORDs (and installed-files.txt) of ``site_dir`` name."""
+    def _record_firsts(self, site_dir, wanted=None):
+        """The first path component of every file the RECORDs (and installed-files.txt) of ``site_dir`` name
+        (``wanted``: the names asked about; reading stops once every one of them is found)."""
         firsts = set()
         try:
             metas = [n for n in os.listdir(site_dir) if n.lower().endswith((".dist-info", ".egg-info"))]
@@ -852,12 +853,20 @@ class Scanner(object):
                 base = site_dir if listing == "RECORD" else os.path.join(site_dir, meta)
                 try:
                     for p in read_record(path) if listing == "RECORD" else _read_text(path).splitlines():
-                        full = os.path.normpath(os.path.join(base, p.strip()))
+                        p = p.strip()
+                        if (listing == "RECORD" and p and not p.startswith(("/", ".")) and "\\" not in p
+                                and "/." not in p and ":" not in p):
+                            # the usual line ("pkg/mod.py"): its first component, without normalising the path
+                            firsts.add(os.path.normcase(p.split("/", 1)[0]))
+                            continue
+                        full = os.path.normpath(os.path.join(base, p))
                         rel = os.path.relpath(full, site_dir)
                         if not rel.startswith(".."):
                             firsts.add(os.path.normcase(rel.replace("\\", "/").split("/", 1)[0]))
                 except Exception as e:
                     warn("%s: cannot read %s: %s" % (meta, listing, _exc(e)))
+            if wanted is not None and wanted <= firsts:
+                break
         return firsts
 
 

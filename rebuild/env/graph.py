@@ -6,6 +6,7 @@ the interpreter tfrebuild runs on.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from packaging.markers import InvalidMarker, UndefinedComparison, UndefinedEnvironmentName
@@ -44,7 +45,9 @@ class Edge:
     via_extra: bool
 
 
+@functools.lru_cache(maxsize=8192)  # the same requirement lines are asked about again and again (plan notes)
 def parse(requirement: str) -> Requirement | None:
+    """``requirement`` parsed (``None`` when malformed); shared: callers never change it."""
     try:
         return Requirement(requirement)
     except InvalidRequirement:

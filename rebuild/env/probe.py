@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+from rebuild.env.probed import Probed
 from rebuild.errors import UserError
 from rebuild.util import proc
 
@@ -16,8 +17,8 @@ def default_timeout() -> float:
     return float(os.environ.get("TFREBUILD_PROBE_TIMEOUT", "60"))
 
 
-def run(python: Path, *, deep: bool = False, timeout: float | None = None) -> dict:
-    """Inspect the environment of ``python``; return the probe's JSON as a dict.
+def run(python: Path, *, deep: bool = False, timeout: float | None = None) -> Probed:
+    """Inspect the environment of ``python``; return the probe's report (its JSON, typed once here).
 
     The interpreter runs in isolated mode (``-I -S``) so neither ``PYTHONPATH``
     nor the user site nor ``.pth`` files can change what it sees or crash it.
@@ -43,7 +44,7 @@ def run(python: Path, *, deep: bool = False, timeout: float | None = None) -> di
             details=tail,
         )
     try:
-        return json.loads(result.stdout)
-    except json.JSONDecodeError as exc:
+        return Probed.from_json(json.loads(result.stdout))
+    except (json.JSONDecodeError, AttributeError) as exc:  # not JSON, or JSON but not an object
         raise UserError(f"The interpreter {python} printed something that is not the probe's report.",
                         "Run it by hand to see what it prints at start-up.", details=result.stdout[:500].strip()) from exc

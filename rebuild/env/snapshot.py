@@ -17,6 +17,7 @@ from rebuild.index import config as indexconf
 from rebuild.env import probe
 from rebuild.env import profile as prof
 from rebuild.env.locate import EnvLocation, locate
+from rebuild.env.probed import Probed
 from rebuild.errors import UserError
 from rebuild.util import fs
 from rebuild.knowledge.tf import SEED_PACKAGES, TF_DISTRIBUTIONS, import_name
@@ -112,13 +113,13 @@ def _choose(distributions: list[dict], warnings: list[prof.Warning]) -> dict[str
     return chosen
 
 
-def _probe_warnings(data: dict) -> list[prof.Warning]:
+def _probe_warnings(data: Probed) -> list[prof.Warning]:
     """The probe's debris and its own warnings, as profile warnings."""
     warnings = []
-    for item in data.get("debris", []):
+    for item in data.debris:
         kind, path = item.get("kind", "debris"), item.get("path", "")
         warnings.append(prof.Warning(kind, path, _DEBRIS_MESSAGES.get(kind, kind)))
-    for text in data.get("warnings", []):
+    for text in data.warnings:
         warnings.append(prof.Warning("probe", "", str(text)))
     return warnings
 
@@ -228,18 +229,18 @@ def _platform(plat: dict) -> prof.Platform:
     )
 
 
-def build_profile(loc: EnvLocation, data: dict, *, environ: dict[str, str] | None = None) -> prof.Profile:
+def build_profile(loc: EnvLocation, data: Probed, *, environ: dict[str, str] | None = None) -> prof.Profile:
     """Turn the probe's report into a profile (pure apart from GPU and config look-ups)."""
-    interp, plat, env = data["interpreter"], data["platform"], data["env"]
+    interp, plat, env = data.interpreter, data.platform, data.env
     warnings: list[prof.Warning] = []
-    chosen = _choose(data.get("distributions", []), warnings)
+    chosen = _choose(data.distributions, warnings)
     warnings += _probe_warnings(data)
     packages, requested = _packages(chosen, graph.marker_environment(interp, plat), warnings)
     tf = _tensorflow(chosen, requested, warnings)
     imports = sorted({module for name in requested for module in _import_names(name, chosen[name])})
 
     gpu_facts = gpu.detect(environ)
-    gpu_facts.environ.update({k: v for k, v in data.get("environ", {}).items() if k in gpu.CUDA_ENV_VARS})
+    gpu_facts.environ.update({k: v for k, v in data.environ.items() if k in gpu.CUDA_ENV_VARS})
     gpu_facts.environ = dict(sorted(gpu_facts.environ.items()))
 
     return prof.Profile(

@@ -107,13 +107,23 @@ def _pip_files(environ: dict[str, str], home: Path, prefix: Path | None) -> list
     return files
 
 
+def _home(home: Path | None) -> Path:
+    """``home``, else the user's home folder; ``/`` where there is none (a uid without a passwd entry)."""
+    if home is not None:
+        return Path(home)
+    try:
+        return Path.home()
+    except (RuntimeError, KeyError, OSError):
+        return Path("/")
+
+
 def _pip_layers(environ: dict[str, str], home: Path, prefix: Path | None) -> list[_Layer]:
     layers = []
     for path in _pip_files(environ, home, prefix):
-        if not path.is_file():
-            continue
         parser = configparser.RawConfigParser()
         try:
+            if not os.path.isfile(path):  # Path.is_file raises on a folder it may not enter
+                continue
             parser.read(path, encoding="utf-8")
         except (configparser.Error, OSError, UnicodeDecodeError):
             continue
@@ -140,6 +150,38 @@ def _pip_layers(environ: dict[str, str], home: Path, prefix: Path | None) -> lis
     return layers
 
 
+#: pip's TLS settings and the variable uv (and tfrebuild's own HTTP client) reads for each.
+_PIP_TLS = (("cert", "PIP_CERT", "SSL_CERT_FILE"), ("client-cert", "PIP_CLIENT_CERT", "SSL_CLIENT_CERT"))
+
+
+def tls_environment(environ: dict[str, str] | None = None, home: Path | None = None,
+                    prefix: Path | None = None) -> dict[str, str]:
+    """pip's ``cert`` / ``client-cert`` (pip.conf's ``[global]``/``[install]``, ``PIP_CERT``, ``PIP_CLIENT_CERT``)
+    as the variables uv reads (``SSL_CERT_FILE``, ``SSL_CLIENT_CERT``), for those not set already.
+
+    A user whose pip trusts a company CA through ``cert = /path/ca.pem`` expects uv to trust it too; uv reads no
+    pip configuration, so tfrebuild hands it over, as it does the index URLs. Paths only, never secrets.
+    """
+    environ = dict(os.environ if environ is None else environ)
+    found: dict[str, str] = {}
+    for path in _pip_files(environ, _home(home), prefix):
+        parser = configparser.RawConfigParser()
+        try:
+            if not os.path.isfile(path):
+                continue
+            parser.read(path, encoding="utf-8")
+        except (configparser.Error, OSError, UnicodeDecodeError):
+            continue  # unreadable (another user's HOME after `su`): as pip, go on without it
+        for key, _pip_var, var in _PIP_TLS:
+            for section in ("global", "install"):
+                if parser.has_option(section, key) and parser.get(section, key).strip():
+                    found[var] = os.path.abspath(os.path.expanduser(parser.get(section, key).strip()))
+    for _key, pip_var, var in _PIP_TLS:
+        if environ.get(pip_var, "").strip():
+            found[var] = os.path.abspath(os.path.expanduser(environ[pip_var].strip()))
+    return {var: value for var, value in found.items() if not environ.get(var)}
+
+
 def _uv_table(path: Path) -> dict:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -160,10 +202,10 @@ def _uv_files(environ: dict[str, str], home: Path, cwd: Path) -> list[Path]:
     files = [Path(d) / "uv" / "uv.toml" for d in xdg_dirs] + [Path("/etc/uv/uv.toml")]
     files.append(Path(environ.get("XDG_CONFIG_HOME", home / ".config")) / "uv" / "uv.toml")
     for candidate in (cwd / "uv.toml", cwd / "pyproject.toml"):
-        if candidate.is_file():
+        if os.path.isfile(candidate):
             files.append(candidate)
             break
-    return [path for path in files if path.is_file()]
+    return [path for path in files if os.path.isfile(path)]  # os.path: False, not an error, where it may not look
 
 
 def build_constraint_dependencies(environ: dict[str, str] | None = None, home: Path | None = None,
@@ -173,7 +215,7 @@ def build_constraint_dependencies(environ: dict[str, str] | None = None, home: P
     ``--no-config``."""
     environ = dict(os.environ if environ is None else environ)
     lines: list[str] = []
-    for path in _uv_files(environ, Path(home or Path.home()), Path(cwd or Path.cwd())):
+    for path in _uv_files(environ, _home(home), Path(cwd or Path.cwd())):
         value = _uv_table(path).get("build-constraint-dependencies")
         if isinstance(value, list):
             lines += [str(line) for line in value if isinstance(line, str) and line.strip()]
@@ -243,7 +285,7 @@ def discover(
     Later layers override earlier ones: pip files, ``PIP_*``, uv files, ``UV_*``.
     """
     environ = dict(os.environ if environ is None else environ)
-    home = Path(home or Path.home())
+    home = _home(home)
     cwd = Path(cwd or Path.cwd())
     layers = _pip_layers(environ, home, prefix) + _uv_layers(environ, home, cwd)
     index = Index(index_url=PYPI)

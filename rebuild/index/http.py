@@ -88,7 +88,7 @@ def netrc_file() -> Path | None:
     return path if path.is_file() else None
 
 
-def netrc_auth(url: str) -> str | None:
+def netrc_auth(url: str, *, default: bool = True) -> str | None:
     """The ``Authorization`` value the netrc file gives for ``url``'s host (its ``default`` entry too), or None.
 
     urllib does not read netrc; pip and uv do, so tfrebuild's own requests must too. An
@@ -101,7 +101,8 @@ def netrc_auth(url: str) -> str | None:
     if path is None or not host:
         return None
     try:
-        entry = netrc.netrc(str(path)).authenticators(host)
+        parsed = netrc.netrc(str(path))
+        entry = parsed.authenticators(host) if default or host in parsed.hosts else None
     except (netrc.NetrcParseError, OSError, UnicodeDecodeError):
         return None
     if not entry:
@@ -139,6 +140,9 @@ def ssl_context() -> ssl.SSLContext:
         cadir = os.environ.get("SSL_CERT_DIR")
         if cadir and os.path.isdir(cadir):
             ctx.load_verify_locations(capath=cadir)
+        client = os.environ.get("SSL_CLIENT_CERT")  # uv's variable (pip's client-cert): one PEM, key included
+        if client and os.path.isfile(client):
+            ctx.load_cert_chain(client, password=lambda: b"")  # an encrypted key fails here, never prompts
     except (ssl.SSLError, OSError):
         pass  # keep whatever the default store has
     return ctx
@@ -226,6 +230,11 @@ def _proxy_for(scheme: str, host: str) -> str | None:
     return proxies[scheme]
 
 
+def _proxy_credentials(proxy: str) -> tuple[str, str | None]:
+    """The proxy's URL without userinfo and its ``Proxy-Authorization`` value (from the URL, else netrc)."""
+    return split_credentials(proxy if "://" in proxy else f"http://{proxy}")
+
+
 def _retryable(exc: BaseException) -> bool:
     if isinstance(exc, urllib.error.HTTPError):
         return exc.code in _RETRY_STATUS
@@ -240,8 +249,9 @@ class Pool:
     Standard library only: ``http.client`` connections; an idle one is kept per (scheme, host, port) and
     reused by the next request to that host, so many files from one index cost one TLS handshake per thread,
     not one per file. One TLS context for all (the system's certificates, :func:`ssl_context`); the
-    ``*_proxy`` variables as urllib reads them (CONNECT for https); credentials as :func:`open_url` sends them
-    (the URL's, else netrc), never after a redirect. A failed connection, a cut or short transfer, a timeout, a
+    ``*_proxy`` variables as urllib reads them (CONNECT for https, with the proxy's credentials on the tunnel
+    or on every plain-http request); credentials as :func:`open_url` sends them (the URL's, else netrc): the
+    URL's never after a redirect, the new host's netrc entry after one; a redirect from https to http is refused. A failed connection, a cut or short transfer, a timeout, a
     408/429/5xx is tried again, up to :data:`RETRIES` attempts with a short pause; a reused connection the
     server had closed is replaced at once. Errors are urllib's (an ``HTTPError`` for a status, a ``URLError``
     around the cause) so :func:`network_error` words them. :meth:`abort` ends the transfers in progress.
@@ -313,7 +323,7 @@ class Pool:
             if scheme == "https":
                 return http.client.HTTPSConnection(host, port, timeout=self.timeout, context=self._context), False
             return http.client.HTTPConnection(host, port, timeout=self.timeout), False
-        where, auth = split_credentials(proxy if "://" in proxy else f"http://{proxy}")
+        where, auth = _proxy_credentials(proxy)
         parts = urlsplit(where)
         headers = {"Proxy-Authorization": auth} if auth else None
         if scheme == "https":
@@ -335,9 +345,13 @@ class Pool:
             port = parts.port or (443 if scheme == "https" else 80)
             conn, reused = self._connection(scheme, parts.hostname, port)
             path = urlunsplit(("", "", parts.path or "/", parts.query, ""))
-            if scheme == "http" and _proxy_for(scheme, parts.hostname):
-                path = clean  # a plain-http proxy takes the whole URL
             headers = {"User-Agent": USER_AGENT, "Accept": "*/*", "Accept-Encoding": "identity"}
+            proxy = _proxy_for(scheme, parts.hostname) if scheme == "http" else None
+            if proxy is not None:
+                path = clean  # a plain-http proxy takes the whole URL, and its credentials on each request
+                proxy_auth = _proxy_credentials(proxy)[1]
+                if proxy_auth:
+                    headers["Proxy-Authorization"] = proxy_auth
             if auth:
                 headers["Authorization"] = auth
             with self._lock:
@@ -354,8 +368,16 @@ class Pool:
                     continue
                 if resp.status in _REDIRECTS and resp.getheader("Location"):
                     resp.read()
-                    clean, auth = urljoin(clean, resp.getheader("Location") or ""), None
+                    target = urljoin(clean, resp.getheader("Location") or "")
+                    if scheme == "https" and urlsplit(target).scheme.lower() != "https":
+                        raise ValueError(f"refused a redirect from https to {redact_url(target)}: "
+                                         "it would send the download in the clear")
                     self._keep(scheme, parts.hostname, port, conn, resp)
+                    # The URL's credentials stay with the first host; the new host gets its own netrc `machine`
+                    # entry, never the `default` one (a server-chosen host is not given the catch-all login).
+                    clean, auth = split_credentials(target)
+                    if auth is not None and "@" not in urlsplit(target).netloc:
+                        auth = netrc_auth(target, default=False)
                     continue
                 if resp.status != 200:
                     resp.read()

@@ -77,12 +77,11 @@ class Target:
         return cls(**kwargs)
 
     @classmethod
-    def from_probe(cls, report: Mapping[str, Any]) -> "Target":
-        """Build from the probe's report (``report["interpreter"]`` and ``report["platform"]``)."""
+    def from_probe(cls, interp: Mapping[str, Any], platform: Mapping[str, Any]) -> "Target":
+        """Build from the probe's report (its ``interpreter`` and ``platform``: :class:`rebuild.env.probed.Probed`)."""
         merged: dict[str, Any] = {}
-        merged.update(report.get("platform") or {})
-        merged.update(report.get("interpreter") or {})
-        interp = report.get("interpreter") or {}
+        merged.update(platform)
+        merged.update(interp)
         if interp.get("gil_disabled") and "t" not in str(merged.get("abiflags") or ""):
             merged["abiflags"] = str(merged.get("abiflags") or "") + "t"
         return cls.from_mapping(merged)

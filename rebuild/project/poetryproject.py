@@ -147,8 +147,10 @@ def _only(requirement: str, version: str) -> bool:
     return specs in ([f"=={version}"], [f"==={version}"])
 
 
-def _failed(what: str, exc: PoetryFailed, hint: str) -> UserError:
-    return UserError(f"{what}; nothing was changed.", hint, exit_code=1, details=exc.said)
+def _failed(what: str, exc: PoetryFailed, hint: str, *, build: bool = False) -> UserError:
+    failed = UserError(f"{what}; nothing was changed.", hint, exit_code=1, details=exc.said)
+    failed.build_failed = build  # the new env could not be built (the target search reads it)
+    return failed
 
 
 def locked_versions(lock: bytes) -> dict[str, set[str]]:
@@ -253,7 +255,8 @@ def build(locked: Locked, staging: Path, python: Path, *, prompt: str, compile_b
         run(args, env=env, cwd=locked.workdir, log=log, what="poetry sync")
     except PoetryFailed as exc:
         raise _failed("Poetry could not build the new environment from the project's new lock", exc,
-                      f"Poetry's full output is in {log}." if log else "Run again to see Poetry's output.") from None
+                      f"Poetry's full output is in {log}." if log else "Run again to see Poetry's output.",
+                      build=True) from None
     if seeds:
         from rebuild.index import config as indexconf
 

@@ -237,9 +237,11 @@ def _index_flags(offline: bool, find_links) -> list[str]:
     return out
 
 
-def _failed(what: str, exc: uvcmd.UvFailed, hint: str) -> UserError:
-    return UserError(f"{what}; nothing was changed.", hint, exit_code=1,
-                     details="uv says:\n" + exc.result.stderr.strip()[-3000:])
+def _failed(what: str, exc: uvcmd.UvFailed, hint: str, *, build: bool = False) -> UserError:
+    failed = UserError(f"{what}; nothing was changed.", hint, exit_code=1,
+                       details="uv says:\n" + exc.result.stderr.strip()[-3000:])
+    failed.build_failed = build  # the new env could not be built (the target search reads it)
+    return failed
 
 
 def _changes(old: dict[str, str], new: dict[str, str]) -> list[str]:
@@ -350,7 +352,7 @@ def build(compiled: Compiled, staging: Path, python: Path, *, prompt: str, offli
                           what="uv pip uninstall")
     except uvcmd.UvFailed as exc:
         raise _failed(f"{exc.what} could not build the new environment from the recompiled {compiled.txt_name}", exc,
-                      f"uv's full output is in {log}." if log else "Run again to see uv's output.") from None
+                      f"uv's full output is in {log}." if log else "Run again to see uv's output.", build=True) from None
     return env
 
 

@@ -56,9 +56,11 @@ class LockFailed(UserError):
         self.reason = reason
 
 
-def _failed(what: str, exc: uvcmd.UvFailed, hint: str) -> UserError:
-    return UserError(f"{what}; nothing was changed.", hint, exit_code=1,
-                     details="uv says:\n" + exc.result.stderr.strip()[-3000:])
+def _failed(what: str, exc: uvcmd.UvFailed, hint: str, *, build: bool = False) -> UserError:
+    failed = UserError(f"{what}; nothing was changed.", hint, exit_code=1,
+                       details="uv says:\n" + exc.result.stderr.strip()[-3000:])
+    failed.build_failed = build  # the new env could not be built (the target search reads it)
+    return failed
 
 
 def lock(project: Project, distribution: str, version: str, op: str, *, offline: bool, log: Path | None,
@@ -201,7 +203,7 @@ def build(locked: Locked, staging: Path, python: Path, *, prompt: str, offline: 
         uvcmd.run(args, env=_uv_env(env), cwd=locked.workdir, log=log, what="uv sync", for_install=True)
     except uvcmd.UvFailed as exc:
         raise _failed(f"{exc.what} could not build the new environment from the project's new lock", exc,
-                      f"uv's full output is in {log}." if log else "Run again to see uv's output.") from None
+                      f"uv's full output is in {log}." if log else "Run again to see uv's output.", build=True) from None
     if _venv_cfg(env).get("relocatable") != "true":
         raise UserError("uv replaced the new environment with one on another interpreter while syncing the "
                         "project (its .python-version or requires-python asks for another Python); nothing was "

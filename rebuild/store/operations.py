@@ -8,7 +8,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -20,6 +20,15 @@ from rebuild.store.journal import check_id, new_op_id
 from rebuild.store.records import Generation
 from rebuild.store.trees import abs_path, is_inside, key, key_or_none, safe_rmtree
 from rebuild.util import fs, signals
+
+
+@dataclass(frozen=True)
+class Swapped:
+    """What :meth:`Operations.switch_to` and :meth:`Operations.rollback_to` did: the generation now current, and
+    the exchange that actually ran (``"renameat2"`` or ``"rename"``), for callers to report."""
+
+    generation: Generation
+    method: str
 
 
 class Operations:
@@ -70,11 +79,11 @@ class Operations:
 
 
     def _swap_park_record(self, source: Path, old_dest: Path, st_old: os.stat_result,
-                          record: Callable[[], None], *, upgrade: bool) -> None:
+                          record: Callable[[], None], *, upgrade: bool) -> str:
         """The steps :meth:`switch_to` and :meth:`rollback_to` share, each journaled, then a fault point.
 
-        swapped: ``exchange(E, source)`` (the method that ran goes to the journal and to
-        :attr:`last_swap_method`; if the exchange fails with ``E`` unchanged, the journal is
+        swapped: ``exchange(E, source)`` (the method that ran goes to the journal and is returned;
+        if the exchange fails with ``E`` unchanged, the journal is
         removed and the error raised); old-moved: the old tree, now at ``source``, parked at
         ``old_dest``; recorded: ``record()`` writes the TOML files.
         """
@@ -85,7 +94,6 @@ class Operations:
             if key_or_none(self.env) == key(st_old):
                 self.commit()  # nothing changed; the caller still owns its tree
             raise
-        self.last_swap_method = method
         self.update_journal(step="swapped", method=method)
         # Each fault point is spelled out: tests/test_generations.py finds them by name.
         fault_point("upgrade.swapped") if upgrade else fault_point("rollback.swapped")
@@ -95,6 +103,7 @@ class Operations:
         record()
         self.update_journal(step="recorded")
         fault_point("upgrade.recorded") if upgrade else fault_point("rollback.recorded")
+        return method
 
 
     def _refuse_links(self, tree: Path) -> None:
@@ -119,14 +128,14 @@ class Operations:
         return staging, st_new
 
 
-    def switch_to(self, new_tree: Path, new_gen: Generation) -> Generation:
+    def switch_to(self, new_tree: Path, new_gen: Generation) -> Swapped:
         """Make the tree at ``new_tree`` (in staging) the current environment at ``E``.
 
         Steps (each followed by a fault point ``upgrade.<step>``): journal-written,
         swapped (``exchange(E, new_tree)``), old-moved (old tree to
         ``generations/<old>/env``), recorded (meta + store.toml); then the staging
-        folder and the journal are removed.  Returns the recorded generation; the
-        exchange method that ran is in :attr:`last_swap_method`.
+        folder and the journal are removed.  Returns the recorded generation and the
+        exchange method that ran (:class:`Swapped`).
 
         A journal this process began for the build (``begin({"op": "upgrade", ...})``)
         is taken over.  If the exchange itself fails, nothing changed: the journal is
@@ -168,11 +177,11 @@ class Operations:
                 self.write_state(number, old.number)
 
             with signals.deferred():  # a signal after the exchange waits for the bookkeeping
-                self._swap_park_record(new_tree, old_dest, st_old, record, upgrade=True)
+                method = self._swap_park_record(new_tree, old_dest, st_old, record, upgrade=True)
                 self._changed(number, new_gen.tensorflow, old.number)
                 safe_rmtree(staging, self.state)
                 self.commit()
-            return gen
+            return Swapped(gen, method)
 
 
     def _changed(self, number: int, tensorflow: str, other: int) -> None:
@@ -198,13 +207,13 @@ class Operations:
         return source, st_src
 
 
-    def rollback_to(self, n: int | None = None) -> Generation:
+    def rollback_to(self, n: int | None = None) -> Swapped:
         """Make generation ``n`` (default: the previous one) current again.
 
         The generation rolled away from becomes ``previous``, so a second plain
         rollback undoes the first (like ``cd -``).  Fault points ``rollback.<step>``
-        as in :meth:`switch_to`.  Returns the now-current generation; the exchange
-        method that ran is in :attr:`last_swap_method`.
+        as in :meth:`switch_to`.  Returns the now-current generation and the exchange
+        method that ran (:class:`Swapped`).
         """
         with self.lock(f"tfrebuild rollback to generation {n if n is not None else 'previous'}"):
             old = self.current
@@ -228,11 +237,11 @@ class Operations:
             })
             fault_point("rollback.journal-written")
             with signals.deferred():  # a signal after the exchange waits for the bookkeeping
-                self._swap_park_record(source, old_dest, st_old, lambda: self.write_state(n, old.number),
-                                       upgrade=False)
+                method = self._swap_park_record(source, old_dest, st_old, lambda: self.write_state(n, old.number),
+                                                upgrade=False)
                 self._changed(n, self.generation(n).tensorflow, old.number)
                 self.commit()
-            return self.current
+            return Swapped(self.current, method)
 
 
     def delete_generation(self, n: int) -> int:

@@ -41,8 +41,8 @@ Typical use by a command::
         store.begin({"op": "upgrade", "id": op, "step": "building",
                      "staging": str(store.staging_dir(op))})
         ...build tree, write generations/<N>/profile.toml...
-        store.switch_to(tree, Generation.new(store.next_number(), command=...))
-        store.last_swap_method                # "renameat2" or "rename": what the exchange ran
+        swapped = store.switch_to(tree, Generation.new(store.next_number(), command=...))
+        swapped.method                        # "renameat2" or "rename": what the exchange ran
 """
 
 from __future__ import annotations
@@ -106,9 +106,6 @@ class Store(Operations):
         self._data = dict(data)
         self._lock = Lock(self.state / "lock", self.env)
         self._journal = Journal(self.state / "journal.json", self.env)
-        self.last_swap_method: str | None = None
-        """What the last exchange of this object actually ran: ``"renameat2"`` or ``"rename"``
-        (set by :meth:`switch_to` and :meth:`rollback_to`, for callers to report)."""
 
     def __repr__(self) -> str:
         return f"Store(env={str(self.env)!r}, current={self.current_number}, previous={self.previous_number})"

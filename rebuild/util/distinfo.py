@@ -30,10 +30,15 @@ def name_of(stem: str) -> str:
     return canonicalize_name(stem.partition("-")[0])
 
 
+def site_dirs(env: Path) -> list[Path]:
+    """``env``'s site-packages folders (``lib`` and ``lib64``, every ``pythonX.Y``)."""
+    return [site for site in env.glob("lib*/python*/site-packages") if site.is_dir()]
+
+
 def installed(env: Path) -> dict[str, str]:
     """``{canonical name: version}`` of the distributions in ``env``'s site-packages, from the folder names."""
     out: dict[str, str] = {}
-    for folder in env.glob("lib/python*/site-packages/*.dist-info"):
+    for folder in env.glob("lib*/python*/site-packages/*.dist-info"):
         parsed = parse(folder.name)
         if parsed is not None:
             out[parsed[0]] = parsed[1]

@@ -163,6 +163,16 @@ def uv_error(stderr: str, budget: int = 30) -> str:
 _FAILED_PACKAGE = re.compile(r"Failed to (?:build|download|prepare distributions|install)[^`]*`([^`]+)`")
 
 
+_FAILED_BUILD = re.compile(r"Failed to build[^`\n]*`([^`]+)`")
+
+
+def failed_build(stderr: str) -> str:
+    """The package uv names in its first "Failed to build `pkg==v`" line ("" when no build failed: a failed
+    download or install is not a package that does not build for this Python)."""
+    found = _FAILED_BUILD.search(stderr or "")
+    return found.group(1) if found else ""
+
+
 def failed_package(stderr: str) -> str:
     """The package uv names in its first "Failed to build `pkg==v`" line ("" when it names none)."""
     found = _FAILED_PACKAGE.search(stderr or "")

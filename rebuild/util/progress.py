@@ -27,3 +27,34 @@ class NullProgress:
 
 
 NULL = NullProgress()
+
+
+class StageClock:
+    """Passes every report on to ``inner`` and times each stage (from its start to the next one's):
+    ``stages`` maps a stage's name to its seconds (summed when a stage comes back, as on a target search's tries)."""
+
+    def __init__(self, inner: Progress):
+        import time
+
+        self._inner, self._now = inner, time.monotonic
+        self.stages: dict[str, float] = {}
+        self._current: tuple[str, float] | None = None
+
+    def stage(self, name: str, detail: str = "") -> None:
+        self._close()
+        self._current = (name, self._now())
+        self._inner.stage(name, detail)
+
+    def note(self, text: str) -> None:
+        self._inner.note(text)
+
+    def _close(self) -> None:
+        if self._current is not None:
+            name, began = self._current
+            self.stages[name] = self.stages.get(name, 0.0) + self._now() - began
+            self._current = None
+
+    def finish(self) -> dict[str, float]:
+        """The stages' seconds, the last one closed now."""
+        self._close()
+        return {name: round(seconds, 3) for name, seconds in self.stages.items()}

@@ -30,6 +30,12 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C."""
 
 
+# Module state, on purpose (the one place in rebuild/ outside the CLI): signal dispositions and the handler are
+# process-wide, so the critical sections' depth, the held-back signals and the saved handlers are too. The record
+# of changes belongs with them: it is read by the CLI after a KeyboardInterrupt has unwound whatever stack frame it
+# landed in (the store's swap, the transaction, gc), so no object owned by a caller below the CLI survives to carry
+# it, and passing a recorder down to every store operation would put it in every signature for this one message.
+# Each command runs in its own process, so the record starts empty (docs/design.md, "Interrupts").
 _depth = 0
 _pending: list[int] = []
 _saved: dict[int, object] = {}

@@ -149,7 +149,7 @@ def offline_env(
       ``--no-python-downloads``), ``UV_OFFLINE=1``, ``UV_LINK_MODE=copy`` (so a
       test that edits an installed file cannot corrupt the shared cache),
       ``UV_NO_PROGRESS=1``; ``UV_CACHE_DIR`` when ``cache_dir`` is given, and ``TFREBUILD_PYC_CACHE``
-      beside it (``off`` without one);
+      beside it (``off`` without one); ``TFREBUILD_PLAN_CACHE=off``;
     * ``PIP_CONFIG_FILE=/dev/null``, ``PIP_DISABLE_PIP_VERSION_CHECK=1``,
       ``PIP_NO_INPUT=1``;
     * with ``find_links``: ``UV_FIND_LINKS``, ``PIP_FIND_LINKS`` and ``PIP_NO_INDEX=1``
@@ -179,6 +179,9 @@ def offline_env(
     # tfrebuild's pyc cache: beside the session's uv cache, never the user's (off without a cache folder,
     # so that uv's own --compile-bytecode keeps being exercised too)
     env["TFREBUILD_PYC_CACHE"] = str(Path(cache_dir) / "tfrebuild-pyc") if cache_dir is not None else "off"
+    # the plan cache (plan then upgrade resolves once): off, so that each test's upgrade resolves; the tests of
+    # the reuse turn it on in a folder of their own (tests/test_plan_reuse.py)
+    env["TFREBUILD_PLAN_CACHE"] = "off"
     if cache_dir is not None:
         env["UV_CACHE_DIR"] = str(cache_dir)
     if find_links is not None:
