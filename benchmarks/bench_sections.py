@@ -117,22 +117,23 @@ def upgrade(env: Path, cwd: Path, *extra, environ=None, check=True) -> tuple[flo
 
 
 def reuse_flag(doc) -> str:
-    """Whether an upgrade's JSON says it reused the plan's resolution: the value of the first key named like it."""
-    found: list[str] = []
+    """Whether an upgrade's JSON says it reused the plan's resolution: "yes" where a key named like it (main's:
+    ``plan.resolution_reused``, a list of what was reused) holds a non-empty value, "no" otherwise."""
+    found: list[bool] = []
 
-    def walk(node, path=""):
+    def walk(node):
         if isinstance(node, dict):
             for key, value in node.items():
                 low = key.lower()
                 if low in REUSE_HINTS or ("reus" in low and ("resol" in low or "plan" in low)):
-                    found.append(f"{path}{key}={json.dumps(value)}")
-                walk(value, f"{path}{key}.")
+                    found.append(bool(value))
+                walk(value)
         elif isinstance(node, list):
             for item in node:
-                walk(item, path)
+                walk(item)
 
     walk(doc)
-    return "; ".join(found) if found else "no"
+    return "yes" if any(found) else "no" if found else "no (not reported)"
 
 
 # --------------------------------------------------------------------------- plan then upgrade
