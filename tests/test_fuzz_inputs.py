@@ -11,9 +11,11 @@ The seed is printed on failure; ``TFREBUILD_FUZZ_SEED`` replays one, ``TFREBUILD
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
+import stat
 import sys
 import time
 from pathlib import Path
@@ -195,3 +197,44 @@ def test_fuzz_the_cli(tmp_path, kit_env):
         assert run.code in (0, 1, 2), f"seed {SEED + 2}, case {cases}\n{run}"
         assert snapshot(store.env) == env_before, f"seed {SEED + 2}, case {cases}\n{run}"
         cases += 1
+
+
+@pytest.mark.slow
+def test_fuzz_every_option_of_every_command(tmp_path, make_venv, kit_env):
+    """Each param of each command of the click tree (tests/kit/optfuzz.py), fed random bytes, 5,000 characters, huge
+    and negative numbers, a FIFO and a device node: never a traceback, never a change to the env's tree."""
+    env = make_venv(tmp_path / "tf", ["tensorflow-cpu==2.15.1"])
+    store = Store.unmanaged(env)  # managed: rollback, gc, history, diff and status read a real store
+    store.adopt({"command": "adopted", "tensorflow": "tensorflow-cpu 2.15.1", "python": "3.11.7"})
+    (store.generation_dir(1) / "profile.toml").write_text(prof.dumps(prof.Profile()))
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "empty.toml").write_text(prof.dumps(prof.Profile()))
+    os.mkfifo(work / "fifo")
+    if os.geteuid() == 0:  # a device node in a temporary folder (never /dev): reading it never ends
+        os.mknod(work / "device", 0o600 | stat.S_IFCHR, os.makedev(1, 5))
+    import subprocess
+
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "tests.kit.optfuzz", str(SEED + 3), str(env), str(work),
+                           str(10 * SECONDS)],
+                          cwd=ROOT, env={**kit_env, "NO_COLOR": "1"}, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    crashed = [r for r in rows if r["traceback"] or r["code"] not in (0, 1, 2)]
+    changed = [r for r in rows if r["changed"]]
+    assert not crashed, f"seed {SEED + 3}: {len(crashed)} crash(es):\n" + "\n\n".join(
+        f"{r['case']} {r['argv']} -> {r['code']}\n{r['output']}" for r in crashed[:8])
+    assert not changed, f"seed {SEED + 3}: the env changed:\n" + "\n".join(f"{r['case']} {r['argv']}" for r in changed)
+    # two wrong paragraphs it found: a profile without Python ("made with Python , and no Python  was found"), and a
+    # new env's too-long name read as an untrusted state folder
+    worded = [r for r in rows if "Python  " in r["output"] or ".untrusted" in r["output"]]
+    assert not worded, "\n\n".join(f"{r['case']}\n{r['output']}" for r in worded[:3])
+    import typer
+
+    from rebuild.cli.app import app
+
+    root = typer.main.get_command(app)
+    every = {(name, p.opts[0]) for name, c in root.commands.items() for p in c.params}
+    assert {tuple(r["case"].split(" <")[0].split(" ", 1)) for r in rows} == every  # none left out
+    assert time.monotonic() - started < 200, f"{len(rows)} cases took {time.monotonic() - started:.0f}s"

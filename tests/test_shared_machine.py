@@ -9,6 +9,7 @@ its tree, and the planted folder is left as it was (tfrebuild neither reads it n
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -146,6 +147,12 @@ def test_own_state_folder_that_tfrebuild_did_not_make_is_not_adopted(tmp_path, m
     assert sorted(os.listdir(state)) == ["something"]
     with pytest.raises(UserError, match="did not create it"):
         Store.unmanaged(env).adopt()
+    # the hint's command, run as given (an older tfrebuild's crashed first run leaves such a folder), then it works
+    (aside,) = re.findall(r"`(mv -- [^`]+)`", run.err)
+    assert subprocess.run(aside, shell=True, cwd=tmp_path).returncode == 0
+    assert (tmp_path / ".tf.tfrebuild.unknown" / "something").is_file()
+    run = tfr(kit_env, "upgrade", "--offline", "--find-links", kit_index, "--yes", "--to", "2.16", "--env", env)
+    assert run.code == 0, str(run)
 
 
 # --------------------------------------------------------------------------- entries of a state folder of one's own

@@ -678,3 +678,29 @@ def test_console_script_runs(kit_env: dict[str, str], tmp_path: Path) -> None:
     proc = subprocess.run([str(script), "snapshot", "--help"], cwd=tmp_path, env=dict(kit_env),
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "Example" in proc.stdout
+
+
+def test_nothing_installed_is_left_out_of_what_the_new_env_is_resolved_from() -> None:
+    """What resolving the requested packages would not bring back is requested too, the fewest names: a package
+    named only through another's extra, and a dependency cycle that nothing requested reaches (as when the
+    REQUESTED marks are overruled by the graph: a pinned `pip install -r`, every mark of uv). TensorFlow's own
+    extras stay the plan's (its GPU route); pip and tfrebuild's own dependencies are never named."""
+    from rebuild.env import graph, snapshot
+
+    def dist(*requires: str, extras: tuple[str, ...] = ()) -> dict:
+        return {"requires": list(requires), "provides_extra": list(extras), "location": "env", "version": "1"}
+
+    chosen = {
+        "app": dist("lib"), "lib": dist(),
+        "etils": dist('fsspec ; extra == "epath"', extras=("epath",)), "fsspec": dist(),
+        "jupyterlab": dist("notebook-shim"), "notebook-shim": dist("jupyter-server"),
+        "jupyter-server": dist("jupyterlab"), "server-dep": dist(),
+        "tensorflow": dist('nvidia-cudnn-cu12 ; extra == "and-cuda"', extras=("and-cuda",)),
+        "nvidia-cudnn-cu12": dist(), "pip": dist(),
+    }
+    chosen["jupyter-server"]["requires"].append("server-dep")
+    edges = graph.edges({n: d["requires"] for n, d in chosen.items()}, graph.marker_environment({"version_info": [3, 11, 7]}, {"system": "Linux"}),
+                        {n: d["provides_extra"] for n, d in chosen.items()})
+    kept = snapshot.unreached(chosen, ["app", "etils", "tensorflow"], edges)
+    assert kept == {"fsspec", "jupyter-server"}, kept  # the cycle's first name brings the other two back
+    assert snapshot.unreached(chosen, ["app", "etils", "tensorflow", *sorted(kept)], edges) == set()

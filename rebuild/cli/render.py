@@ -159,6 +159,7 @@ def plan_text(term: Terminal, p) -> None:
     for f in p.preflight:
         # "fixed" only where something is broken (an error or warning): an info finding says what the upgrade does
         label = "not carried into the new env" if getattr(f, "dropped_by_rebuild", False) else \
+            "carried into the new env" if getattr(f, "carried_by_rebuild", False) else \
             "fixed by this upgrade" if f.fixed_by_rebuild and f.severity != "info" else (
             "error, blocks the upgrade" if f.affects_new_env and f.severity == "error" else
             "also affects the new env" if f.affects_new_env else f.severity)
@@ -214,7 +215,7 @@ def _plan_dict(p) -> dict:
             "python_path", "strategy", "changes", "unchanged", "capped", "notes", "keras_legacy", "keras2_dependents",
             "preflight", "gpu_route", "gpu_required", "index", "seconds", "tf_old_distribution", "tf_switch",
             "companions", "requested_downgrades", "keras_needed_by", "landing_note", "blocked_above",
-            "resolution_reused")
+            "resolution_reused", "carry")
     out = {k: jsonable(getattr(p, k)) for k in keep}
     project = getattr(p, "project", None)
     out["project"] = None if project is None else {

@@ -270,6 +270,8 @@ def _interpreter(opts: Options, profile: prof.Profile):
 
     if opts.python:
         return interpreters.find(opts.python, allow_download=opts.allow_python_download)
+    if not profile.interpreter.version:
+        raise UserError("The profile does not say which Python it was made with.", "Pass --python X.Y.")
     try:
         return locks.find_interpreter(profile.interpreter.version)
     except UserError as exc:

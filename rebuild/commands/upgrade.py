@@ -257,10 +257,15 @@ def _apply(run: Attempt, result: UpgradeResult, start: float, given_models=()) -
     intent = models.with_models(intent, models.merged(intent.smoke.models, list(given_models)))  # carried forward
     from rebuild.core.baseline import Baseline
 
-    before = Baseline(store.env, [m for m in intent.smoke.imports if m != "tensorflow"])  # beside the build
-    checks = Checks(tf_version=the_plan.tf_new, imports=intent.smoke.imports, commands=intent.smoke.commands,
+    from rebuild.core import carry
+
+    carry.refuse_lost(store.env, the_plan.carry)  # a broken distribution that imports: repaired first
+    kept = dict(the_plan.carry.imports) if the_plan.carry is not None else {}  # must import as before (carry.py)
+    imports = list(intent.smoke.imports) + [m for m in kept if m not in intent.smoke.imports]
+    before = Baseline(store.env, [m for m in imports if m != "tensorflow"])  # beside the build
+    checks = Checks(tf_version=the_plan.tf_new, imports=imports, commands=intent.smoke.commands,
                     keras_major=2 if the_plan.keras_legacy else None, gpu_required=the_plan.gpu_required,
-                    already_failing=before.failing)
+                    already_failing=before.failing, reasons=kept)
     step, pylock = None, the_plan.pylock
     project = the_plan.project
     try:  # the work folder beside the project goes whatever happens (a kill: the next command's recovery)
@@ -431,7 +436,7 @@ def _run_transaction(run: Attempt, result: UpgradeResult, intent: prof.Profile, 
         pylock=pylock, index=the_plan.index_live,
         build=BuildOptions(offline=opts.offline, compile_bytecode=not opts.no_compile, log=log, requested=requested,
                            legacy_keras=the_plan.keras_legacy, build_constraints=planning.build_constraint_files(opts),
-                           current_usage=run.usage),
+                           current_usage=run.usage, carry=the_plan.carry),
         checks=checks,
         write_profile=functools.partial(generations.write_profile, index=the_plan.index), like=intent,
         log=log,
@@ -450,8 +455,8 @@ def _run_transaction(run: Attempt, result: UpgradeResult, intent: prof.Profile, 
 def _generation_with(store: Store, the_plan: planning.Plan) -> int | None:
     """A kept generation (not the current one) whose lock pins exactly the planned set, on the same Python."""
     wanted = lockfile.read_pins(the_plan.pylock)
-    if not wanted:
-        return None
+    if not wanted or (the_plan.carry is not None and the_plan.carry.copied):
+        return None  # files of the user's to carry: a kept tree has them as they were then, so build afresh
     for gen in sorted(store.generations(), key=lambda g: -g.number):
         folder = store.generation_dir(gen.number)
         if gen.number == store.current_number or not (folder / "env").is_dir():

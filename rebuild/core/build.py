@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence, cast
 
 from rebuild.core import lockfile
+from rebuild.core.carry import Carry, copy_into
 from rebuild.index import config as indexconf
 from rebuild.util import distinfo
 from rebuild.util import uv as uvcmd
@@ -42,6 +43,7 @@ class BuildOptions:
     legacy_keras: bool = False
     require_hashes: bool = False
     build_constraints: Sequence[str] = ()
+    carry: Carry | None = None  # what of the user's outside the lock the new env gets
     # the current env's disk usage, computed beforehand (usage_later: while upgrade plans), for the estimate
     current_usage: Callable[[], tuple[dict[Path, int], int]] | None = None
 
@@ -220,12 +222,15 @@ def enable_legacy_keras(env: Path) -> Path:
 def build(staging: Path, python: Path, pylock_text: str, index: Index, options: BuildOptions = BuildOptions(), *,
           current: Path | None = None, progress: Progress | None = None) -> BuildResult:
     """Create ``staging/env`` with uv and install exactly the lock into it, as ``options`` say (``current``: the env
-    it replaces, for the free-space estimate; ``options.current_usage``: its usage, computed beforehand). Bytecode: through tfrebuild's pyc cache where it can be used
-    (:mod:`rebuild.core.bytecode`), else uv's ``--compile-bytecode``."""
+    it replaces, for the free-space estimate; ``options.current_usage``: its usage, computed beforehand). Bytecode:
+    through tfrebuild's pyc cache where it can be used (:mod:`rebuild.core.bytecode`), else uv's
+    ``--compile-bytecode``. ``options.carry`` (a :class:`rebuild.core.carry.Carry`): the user's own files outside the
+    lock are copied in, and the system site-packages kept visible."""
     import time
 
     offline, compile_bytecode, log, requested = options.offline, options.compile_bytecode, options.log, options.requested
     legacy_keras, require_hashes, build_constraints = options.legacy_keras, options.require_hashes, options.build_constraints
+    carry = options.carry
 
     from rebuild.core import bytecode
     from rebuild.util.progress import NULL
@@ -249,7 +254,8 @@ def build(staging: Path, python: Path, pylock_text: str, index: Index, options: 
     packages = _count_packages(pylock_text)
     cache = None
     try:
-        uvcmd.run(["venv", "--no-config", "--relocatable", "--python", str(python), "--quiet", str(env)],
+        system_site = ["--system-site-packages"] if carry is not None and carry.system_site else []
+        uvcmd.run(["venv", "--no-config", "--relocatable", *system_site, "--python", str(python), "--quiet", str(env)],
                   log=log, what="uv venv")
         cache = bytecode.usable_cache(staging, owner_of=current if current is not None else staging.parent.parent.parent) \
             if compile_bytecode and bytecode.supported(env) else None
@@ -272,6 +278,7 @@ def build(staging: Path, python: Path, pylock_text: str, index: Index, options: 
     if cache is not None:
         progress.stage("bytecode", f"compiling bytecode (pycs of unchanged files linked from {cache})")
         compiled = bytecode.compile_env(env, cache, log=log)
+    copy_into(env, carry, current if current is not None else staging.parent.parent.parent)
     if requested is not None:
         mark_requested(env, requested)
     if legacy_keras:

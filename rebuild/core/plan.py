@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from packaging.version import InvalidVersion, Version
 
-from rebuild.core import companionstep, consent, resolve, sources
+from rebuild.core import carry, companionstep, consent, resolve, sources
+from rebuild.core.carry import Carry
 from rebuild.core.changes import Change, diff
 from rebuild.core.targets import (NewerRelease, _target_version, blocking_companions, conflict_error, constraint_note, newer_for_other_python)
 from rebuild.core.changes import kind as kind_of
@@ -120,6 +121,7 @@ class Plan:
     landing_note: str = ""  # --to latest held below the newest release by the companion table
     blocked_above: list[Blocker] = field(default_factory=list)  # search.Blocker: --to latest found no release above the
     # installed one that passes (this plan changes nothing): what stood in the way of each
+    carry: Carry | None = None  # the user's own files and settings outside the lock, carried or not
     resolution_reused: list[str] = field(default_factory=list)  # upgrade after plan: the plan's resolution(s) reused
 
     @property
@@ -492,6 +494,9 @@ def make_plan(opts: Options, progress: Progress | None = None, log: Path | None 
         notes += project_files.edits_note(survey.loc.path)
     progress.stage("pre-flight", "doctor checks (run alongside the resolution)")
     findings = _checked_findings(survey, resolved, tf_new, tf, interp.version, index, opts, started)
+    carried = carry.survey(survey.data, survey.loc.path, built_by_project=project is not None and project.drivable,
+                           locked=frozenset(resolved.pins))
+    findings = carry.mark(findings, carried)
     newer = newer_job.result()
     reused = list(reuse.used) if reuse is not None else []
     notes += [f"resolution reused: {text}" for text in reused]
@@ -512,6 +517,7 @@ def make_plan(opts: Options, progress: Progress | None = None, log: Path | None 
         project=project, project_requirement=project_requirement,
         companions={n: r for n, r in step.reasons.items()}, requested_downgrades=backwards,
         keras_needed_by=step.keras2 if keras_legacy else [], landing_note=landing_note, resolution_reused=reused,
+        carry=carried,
     )
 
 

@@ -158,16 +158,18 @@ class Checks:
     keras_major: int | None = None
     gpu_required: bool = False
     already_failing: Callable[[], dict[str, str]] | None = None  # what already fails in the env it replaces (regressions only)
+    reasons: dict[str, str] | None = None  # import name -> why the new env may lack it (core/carry.py)
 
     def run(self, env: Path) -> Report:
         return run_checks(env, tf_version=self.tf_version, imports=self.imports, commands=self.commands,
                           keras_major=self.keras_major, gpu_required=self.gpu_required,
-                          already_failing=self.already_failing)
+                          already_failing=self.already_failing, reasons=self.reasons)
 
 
 def run_checks(env: Path, *, tf_version: str, imports: list[str], commands: Sequence[str] = (),
                timeout: float | None = None, quick: bool = False, keras_major: int | None = None,
-               gpu_required: bool = False, already_failing: Callable[[], dict[str, str]] | None = None) -> Report:
+               gpu_required: bool = False, already_failing: Callable[[], dict[str, str]] | None = None,
+               reasons: dict[str, str] | None = None) -> Report:
     """Run the checks in ``env``; ``quick`` runs only interpreter + TensorFlow (after a swap)."""
     timeout = default_timeout() if timeout is None else timeout
     python = str(env / "bin" / "python")
@@ -179,7 +181,7 @@ def run_checks(env: Path, *, tf_version: str, imports: list[str], commands: Sequ
     if not tf_version:  # an env without TensorFlow (apply of any profile): the generic checks only
         if quick:
             return report
-        return _generic_checks(report, env, python, imports, commands, timeout)
+        return _generic_checks(report, env, python, imports, commands, timeout, reasons=reasons)
     check, stdout = _run(f"tensorflow {tf_version} imports and computes", [python, "-I", "-c", _TF_CHECK], env, timeout)
     if check.ok:
         try:
@@ -221,7 +223,7 @@ def run_checks(env: Path, *, tf_version: str, imports: list[str], commands: Sequ
                             [python, "-I", "-c", _KERAS2_SCRIPT], env, timeout)
             report.checks.append(check)
     _generic_checks(report, env, python, [m for m in imports if m != "tensorflow"], commands, timeout,
-                    already_failing)
+                    already_failing, reasons)
     from rebuild.core import oplibs  # companions' compiled ops: an import does not load them
 
     ops = oplibs.check(env, _run, timeout, already_failing)
@@ -230,7 +232,8 @@ def run_checks(env: Path, *, tf_version: str, imports: list[str], commands: Sequ
 
 
 def _generic_checks(report: Report, env: Path, python: str, others: list[str], commands: Sequence[str],
-                    timeout: float, already_failing: Callable[[], dict[str, str]] | None = None) -> Report:
+                    timeout: float, already_failing: Callable[[], dict[str, str]] | None = None,
+                    reasons: dict[str, str] | None = None) -> Report:
     """Requested imports, consistency, the profile's commands."""
     if others:
         check, stdout = _run(f"imports: {', '.join(others)}", [python, "-I", "-c", _IMPORTS, *others], env, timeout)
@@ -248,6 +251,11 @@ def _generic_checks(report: Report, env: Path, python: str, others: list[str], c
                 from rebuild.core import baseline
 
                 baseline.judge(check, failed, already_failing())
+            if failed and not check.ok and reasons:  # names the new env was to keep (core/carry.py): why not
+                from rebuild.core import carry
+
+                before = already_failing() if already_failing is not None else {}
+                carry.explain(check, [n for n in failed if n not in before], reasons)
         report.checks.append(check)
     start = time.monotonic()
     result = uvcmd.run(["pip", "check", "--no-config", "--python", python], check=False, timeout=timeout,

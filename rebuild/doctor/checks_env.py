@@ -140,8 +140,8 @@ def _check_system_site(ctx: Context) -> list[Finding]:
          f"{len(system)} distribution(s) visible from {', '.join(ctx.paths.get('system_site_packages') or []) or '?'}",
          *[f"also visible: {t}" for t in tf_sys[:5]]],
         f"install what you use into the env, then set `include-system-site-packages = false` in "
-        f"{q(env_path / 'pyvenv.cfg')}; `tfrebuild upgrade` builds the new env without system packages, so "
-        "an import of a system package that works here will not work there",
+        f"{q(env_path / 'pyvenv.cfg')}; `tfrebuild upgrade` keeps the setting for the new env (with --python, the "
+        "new env sees that Python's system site-packages, which may lack what you import from these)",
         dropped_by_rebuild=True)]
 
 
@@ -287,15 +287,16 @@ def _check_debris_items(ctx: Context) -> list[Finding]:
                 f"{item.get('name')} in site-packages belongs to no installed distribution",
                 [f"{path} is not listed in any RECORD or top_level.txt"],
                 f"if nothing imports it, delete it: `rm -rf {q(path)}`; if your code imports it, install the "
-                f"distribution that provides it (`uv pip install --python {py} <project>`), or the upgraded env "
-                "will not have it", dropped_by_rebuild=True))
+                f"distribution that provides it (`uv pip install --python {py} <project>`); `tfrebuild upgrade` "
+                "copies it into the new env when it is regular files of the env's owner, else the plan says why not",
+                dropped_by_rebuild=True))
         elif kind == "own-pth":
             out.append(F.ORPHAN_PACKAGE.make(
                 f"{os.path.basename(path)} in site-packages is a .pth file of your own (no distribution installed it)",
-                [f"{path} runs at every start of the interpreter; the upgraded env will not have it"],
-                "if you need it, copy it into the new env's site-packages after the upgrade (`tfrebuild status` "
-                "names the env; the old generation keeps the file), or install the distribution that should "
-                "provide it", dropped_by_rebuild=True))
+                [f"{path} runs at every start of the interpreter"],
+                "if you do not need it, delete it; `tfrebuild upgrade` copies it into the new env when it is a "
+                "regular file of the env's owner, else the plan says why not (then copy it yourself after the "
+                "upgrade: the old generation keeps it)", dropped_by_rebuild=True))
         elif kind in ("no-metadata", "bad-metadata"):
             out.append(F.BROKEN_DIST_INFO.make(
                 f"metadata folder {os.path.basename(path)} cannot be read",

@@ -113,6 +113,7 @@ class Finding:
     fixed_by_rebuild: bool = False  # a fresh env built by `tfrebuild upgrade` does not have it
     affects_new_env: bool = False  # it carries over to (or blocks) the env the upgrade builds
     dropped_by_rebuild: bool = False  # something of the user's that the new env will not have: the plan names it
+    carried_by_rebuild: bool = False  # something of the user's outside the lock that the upgrade copies (core/carry.py)
     # What the plan decides on (never the title's words): the installed packages that hold the conflict
     # (target-blocked, dependency-conflict: name → version) and the move a dependency-moves finding states.
     holders: dict[str, str] = field(default_factory=dict, metadata=INTERNAL)

@@ -125,8 +125,9 @@ def _probe_warnings(data: Probed) -> list[prof.Warning]:
 
 
 def _packages(chosen: dict[str, dict], markers: dict,
-              warnings: list[prof.Warning] | None = None) -> tuple[list[prof.Package], list[str]]:
-    """Every chosen distribution as a package, and the names requested (what the user asked for)."""
+              warnings: list[prof.Warning] | None = None) -> tuple[list[prof.Package], list[str], set[str]]:
+    """Every chosen distribution as a package, the names requested (what the user asked for, and what nothing
+    requested would bring back: :func:`unreached`), and those last ones apart."""
     requires = {n: d.get("requires", []) for n, d in chosen.items()}
     extras = {n: d.get("provides_extra", []) for n, d in chosen.items()}
     required_by: dict[str, set[str]] = defaultdict(set)
@@ -136,6 +137,9 @@ def _packages(chosen: dict[str, dict], markers: dict,
     hard_edges = {(e.parent, e.child) for e in all_edges if not e.via_extra}
     for edge in all_edges:
         required_by[edge.child].add(edge.parent)
+        if chosen.get(edge.parent, {}).get("location", "env") != "env" and \
+                chosen.get(edge.child, {}).get("location", "env") == "env":
+            continue  # a system (or user-site) package's need keeps nothing in the env: the new env is built from it
         if not edge.via_extra:
             hard_required.add(edge.child)
         elif (edge.child, edge.parent) not in hard_edges:  # not a cycle (tensorflow-cpu <-> io-gcs[tensorflow-cpu])
@@ -147,8 +151,10 @@ def _packages(chosen: dict[str, dict], markers: dict,
     uv_markers_meaningless = bool(by_uv) and all(d.get("requested") for d in by_uv)
     # pip writes REQUESTED for every line of `pip install -r requirements.txt`: a fully pinned file marks
     # every dependency too. Then the graph decides: what nothing installed requires is requested.
-    markers_meaningless = uv_markers_meaningless or markers_mark_dependencies(chosen, hard_required)
-    if markers_meaningless and not uv_markers_meaningless and warnings is not None:
+    # uv's meaningless marks say nothing of pip's: a `uv pip install` into a pip-made env keeps pip's marks
+    others = {n: d for n, d in chosen.items() if not (uv_markers_meaningless and (d.get("installer") or "") == "uv")}
+    markers_meaningless = markers_mark_dependencies(others, hard_required)
+    if markers_meaningless and warnings is not None:
         warnings.append(prof.Warning(
             REQUESTED_FROM_GRAPH, "",
             "REQUESTED marks (nearly) every dependency (installed from a pinned requirements file?): the requested "
@@ -176,7 +182,52 @@ def _packages(chosen: dict[str, dict], markers: dict,
             installer=dist.get("installer") or "", required_by=sorted(required_by.get(name, ())),
             **_source(dist),
         ))
-    return packages, requested
+    kept = unreached(chosen, requested, all_edges)
+    if kept:
+        for package in packages:
+            package.requested = package.requested or package.name in kept
+        requested = sorted(set(requested) | kept)
+        if warnings is not None:
+            warnings.append(prof.Warning(
+                KEPT_UNREACHED, "",
+                f"{len(kept)} installed package(s) that no requested package requires (only another's extra or a "
+                "cycle of dependencies names them) are kept as requested, so the new env holds them too: "
+                + ", ".join(sorted(kept))))
+    return packages, requested, kept
+
+
+KEPT_UNREACHED = "kept-unreached"  # the profile warning naming packages kept because nothing requested reaches them
+
+
+def unreached(chosen: dict[str, dict], requested: list[str], edges: list[graph.Edge]) -> set[str]:
+    """The env's packages that resolving ``requested`` would not bring back, as the fewest to request as well.
+
+    A new env holds what is requested and what that requires (no extras: a profile names no extras). What neither
+    reaches would be dropped without a word: packages named only through another's extra (``etils[epath]`` ->
+    ``fsspec``), and dependency cycles with no requested member (``jupyterlab`` -> ``notebook-shim`` ->
+    ``jupyter-server`` -> … with nothing requested above them, as when the REQUESTED marks are overruled). Each
+    round adds the unreached packages that no other unreached one requires (else, in a cycle, its first name).
+    """
+    candidates = {n for n, d in chosen.items() if d.get("location", "env") == "env" and n not in SEED_PACKAGES
+                  and n not in SELF and n not in TOOL_DEPENDENCIES}
+    hard: dict[str, set[str]] = defaultdict(set)
+    for edge in edges:  # TensorFlow's own extras (`and-cuda`) are the plan's to carry (its GPU route)
+        if not edge.via_extra or edge.parent in TF_DISTRIBUTIONS:
+            hard[edge.parent].add(edge.child)
+    added: set[str] = set()
+    while True:
+        seen = set(requested) | added
+        stack = list(seen)
+        while stack:
+            for child in hard.get(stack.pop(), ()):
+                if child not in seen:
+                    seen.add(child)
+                    stack.append(child)
+        left = candidates - seen
+        if not left:
+            return added
+        needed = {child for parent in left for child in hard.get(parent, ()) if child in left}
+        added |= (left - needed) or {min(left)}
 
 
 REQUESTED_FROM_GRAPH = "requested-from-graph"  # the profile warning saying REQUESTED markers were overruled
@@ -235,9 +286,10 @@ def build_profile(loc: EnvLocation, data: Probed, *, environ: dict[str, str] | N
     warnings: list[prof.Warning] = []
     chosen = _choose(data.distributions, warnings)
     warnings += _probe_warnings(data)
-    packages, requested = _packages(chosen, graph.marker_environment(interp, plat), warnings)
+    packages, requested, kept = _packages(chosen, graph.marker_environment(interp, plat), warnings)
     tf = _tensorflow(chosen, requested, warnings)
-    imports = sorted({module for name in requested for module in _import_names(name, chosen[name])})
+    # kept only because nothing requested reaches them: resolved and kept, not each import-checked
+    imports = sorted({module for name in requested if name not in kept for module in _import_names(name, chosen[name])})
 
     gpu_facts = gpu.detect(environ)
     gpu_facts.environ.update({k: v for k, v in data.environ.items() if k in gpu.CUDA_ENV_VARS})

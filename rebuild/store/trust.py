@@ -21,6 +21,7 @@ made is never taken over. The pyc cache is held to the same rule (:func:`check_c
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -115,6 +116,8 @@ def check(path: Path, trusted: frozenset[int], state: Path, *, kinds: str = "df"
     except FileNotFoundError:
         return None
     except OSError as exc:
+        if exc.errno in (errno.ENAMETOOLONG, errno.ELOOP):  # the path given, not the state folder: said as such
+            raise
         raise refusal(path, f"cannot be examined ({exc.strerror or exc})", state, trusted) from exc
     why = problem(st, trusted, kinds=kinds)
     if why:
@@ -178,12 +181,21 @@ def created_here(state: Path) -> bool:
 
 
 def not_created_error(state: Path) -> UserError:
+    import shlex
+
+    try:
+        names = sorted(os.listdir(state))
+    except OSError:
+        names = []
+    held = (f" It holds: {', '.join(names[:6])}{' …' if len(names) > 6 else ''}." if names else " It is empty.")
+    aside = shlex.quote(f"{state}.unknown")
     return UserError(
         f"The folder {state} is where tfrebuild keeps this environment's state, but tfrebuild did not create it "
         "(it holds no record of tfrebuild making it): tfrebuild never adopts a state folder someone else made. "
-        "Nothing was changed.",
-        f"Check what it is and move it away (mv {state} {state}.unknown); tfrebuild then makes its own.",
-        exit_code=1)
+        f"Nothing was changed.{held}",
+        "If it is yours (an older tfrebuild that stopped during its first run leaves one like this), set it aside "
+        f"and run the command again: `mv -- {shlex.quote(str(state))} {aside}` (nothing in it is deleted; "
+        "tfrebuild then makes its own state folder).", exit_code=1)
 
 
 def make_state_dir(state: Path, env: Path) -> bool:
