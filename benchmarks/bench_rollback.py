@@ -102,12 +102,20 @@ def walk(trees: list[Path]) -> dict[tuple[int, int], Inode]:
                 path = folder if name is None else os.path.join(folder, name)
                 st = os.lstat(path)
                 key = (st.st_dev, st.st_ino)
-                kind = ("dir" if stat.S_ISDIR(st.st_mode) else "link" if stat.S_ISLNK(st.st_mode)
-                        else "file" if stat.S_ISREG(st.st_mode) else "other")
+                kind = (
+                    "dir"
+                    if stat.S_ISDIR(st.st_mode)
+                    else "link"
+                    if stat.S_ISLNK(st.st_mode)
+                    else "file"
+                    if stat.S_ISREG(st.st_mode)
+                    else "other"
+                )
                 node = inodes.get(key)
                 if node is None:
-                    node = inodes[key] = Inode(st.st_blocks * 512, st.st_nlink, kind,
-                                               sample=os.path.relpath(path, root))
+                    node = inodes[key] = Inode(
+                        st.st_blocks * 512, st.st_nlink, kind, sample=os.path.relpath(path, root)
+                    )
                 node.trees.add(i)
                 node.seen += 1
     return inodes
@@ -169,8 +177,19 @@ def measure_disk(original: Path, new: Path) -> Disk:
             n_written += n.kind == "file"
             by_cat[category(n.sample, n.kind)] += n.size
     du = du_bytes(original, new)
-    return Disk(orig, new_alone, total, shared, linked, written, n_linked, n_written, by_cat,
-                du[0] if du else None, du[1] if du and len(du) > 1 else None)
+    return Disk(
+        orig,
+        new_alone,
+        total,
+        shared,
+        linked,
+        written,
+        n_linked,
+        n_written,
+        by_cat,
+        du[0] if du else None,
+        du[1] if du and len(du) > 1 else None,
+    )
 
 
 # --------------------------------------------------------------------------- set-up
@@ -231,7 +250,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--env", help="an env tfrebuild already manages (with a previous generation); used as is")
     parser.add_argument("--base", help="existing pip-made tensorflow-cpu 2.15.1 venv to copy (never changed)")
-    parser.add_argument("--rollbacks", type=int, default=10, help="rollbacks per method (rounded up to even; default 10)")
+    parser.add_argument(
+        "--rollbacks", type=int, default=10, help="rollbacks per method (rounded up to even; default 10)"
+    )
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR, help=f"default {DEFAULT_WORKDIR}")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     add_tool_option(parser)
@@ -257,8 +278,21 @@ def main(argv: list[str] | None = None) -> int:
         log("measuring disk")
         disk = measure_disk(trees[gens[0]], trees[gens[1]])
         cache = uv_cache_dir()
-        report(env, upgrade, n, cli_swap, cli_wall, route, bare, with_open, gens, disk,
-               same_filesystem(env, cache), cache, store.current_number == start_gen)
+        report(
+            env,
+            upgrade,
+            n,
+            cli_swap,
+            cli_wall,
+            route,
+            bare,
+            with_open,
+            gens,
+            disk,
+            same_filesystem(env, cache),
+            cache,
+            store.current_number == start_gen,
+        )
     finally:
         if args.keep:
             log(f"kept {tmp}")
@@ -267,22 +301,29 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def report(env, upgrade, n, cli_swap, cli_wall, route, bare, with_open, gens, disk: Disk, same_fs, cache,
-           back_at_start) -> None:
+def report(
+    env, upgrade, n, cli_swap, cli_wall, route, bare, with_open, gens, disk: Disk, same_fs, cache, back_at_start
+) -> None:
     old, new = gens
     print(f"# tfrebuild rollback and disk per generation ({machine_line()})")
     print()
-    print(f"Aims: rollback under {AIM_ROLLBACK_MS:.0f} ms for a ~1.5 GB TensorFlow env; extra disk per generation "
-          f"under {AIM_EXTRA_PCT:.0f}% of the env's size with a warm uv cache.")
+    print(
+        f"Aims: rollback under {AIM_ROLLBACK_MS:.0f} ms for a ~1.5 GB TensorFlow env; extra disk per generation "
+        f"under {AIM_EXTRA_PCT:.0f}% of the env's size with a warm uv cache."
+    )
     if upgrade:
-        print(f"Env: copy of a pip-made tensorflow-cpu 2.15.1 venv (generation {old}), upgraded once with tfrebuild to "
-              f"tensorflow-cpu {upgrade['plan']['tf_new']} (generation {new}; upgrade took {upgrade['wall_s']:.1f} s, "
-              f"its swap {upgrade['swap_ms']:.1f} ms).")
+        print(
+            f"Env: copy of a pip-made tensorflow-cpu 2.15.1 venv (generation {old}), upgraded once with tfrebuild to "
+            f"tensorflow-cpu {upgrade['plan']['tf_new']} (generation {new}; upgrade took {upgrade['wall_s']:.1f} s, "
+            f"its swap {upgrade['swap_ms']:.1f} ms)."
+        )
     else:
         print(f"Env: {env} (generations {old} and {new}), used as found.")
-    print(f"uv cache {cache} on the same filesystem as the env: {'yes' if same_fs else 'NO (uv copies, no hard links)'}. "
-          f"Rollbacks alternate ({', '.join(route[:3])}, ...); the env ends on its starting generation: "
-          f"{'yes' if back_at_start else 'no'}.")
+    print(
+        f"uv cache {cache} on the same filesystem as the env: {'yes' if same_fs else 'NO (uv copies, no hard links)'}. "
+        f"Rollbacks alternate ({', '.join(route[:3])}, ...); the env ends on its starting generation: "
+        f"{'yes' if back_at_start else 'no'}."
+    )
     print()
     print(f"| rollback, {n} times | median ms | min ms | max ms | aim < {AIM_ROLLBACK_MS:.0f} ms |")
     print("|---|---:|---:|---:|---|")
@@ -295,8 +336,10 @@ def report(env, upgrade, n, cli_swap, cli_wall, route, bare, with_open, gens, di
     print(f"| `tfrebuild rollback --json` swap_ms | {stats(cli_swap)} | {verdict(cli_swap)} |")
     print(f"| in process: `Store.rollback_to()` | {stats(bare)} | {verdict(bare)} |")
     print(f"| in process: `Store.open(E).rollback_to()` | {stats(with_open)} | {verdict(with_open)} |")
-    print(f"| whole `tfrebuild rollback` command (incl. start-up and TF import check) | "
-          f"{stats([s * 1000 for s in cli_wall])} | (not the aim) |")
+    print(
+        f"| whole `tfrebuild rollback` command (incl. start-up and TF import check) | "
+        f"{stats([s * 1000 for s in cli_wall])} | (not the aim) |"
+    )
     print()
     orig = disk.original
     extra = disk.total_once - orig
@@ -305,25 +348,37 @@ def report(env, upgrade, n, cli_swap, cli_wall, route, bare, with_open, gens, di
     what = "original env, pip-made" if upgrade else "the older one"
     print(f"| generation {old} ({what}) alone | {mib(orig)} | 100% |")
     print(f"| generation {new} (tfrebuild-built) alone | {mib(disk.new)} | {100 * disk.new / orig:.0f}% |")
-    print(f"| both generations, each inode counted once | {mib(disk.total_once)} | {100 * disk.total_once / orig:.0f}% |")
+    print(
+        f"| both generations, each inode counted once | {mib(disk.total_once)} | {100 * disk.total_once / orig:.0f}% |"
+    )
     print(f"| **extra for generation {new}** = both − original | **{mib(extra)}** | **{100 * extra / orig:.1f}%** |")
-    print(f"| of which shared with generation {old} (hard links between the two) | {mib(disk.shared_with_original)} | "
-          f"{100 * disk.shared_with_original / orig:.1f}% |")
-    print(f"| of which hard-linked from outside both trees (uv's cache), {disk.n_linked:,} files | "
-          f"{mib(disk.new_linked_outside)} | {100 * disk.new_linked_outside / orig:.1f}% |")
-    print(f"| **of which written for generation {new} only** ({disk.n_written_files:,} files with st_nlink 1, "
-          f"plus directories) = marginal cost over a warm uv cache | **{mib(disk.new_written)}** | "
-          f"**{100 * disk.new_written / orig:.1f}%** |")
+    print(
+        f"| of which shared with generation {old} (hard links between the two) | {mib(disk.shared_with_original)} | "
+        f"{100 * disk.shared_with_original / orig:.1f}% |"
+    )
+    print(
+        f"| of which hard-linked from outside both trees (uv's cache), {disk.n_linked:,} files | "
+        f"{mib(disk.new_linked_outside)} | {100 * disk.new_linked_outside / orig:.1f}% |"
+    )
+    print(
+        f"| **of which written for generation {new} only** ({disk.n_written_files:,} files with st_nlink 1, "
+        f"plus directories) = marginal cost over a warm uv cache | **{mib(disk.new_written)}** | "
+        f"**{100 * disk.new_written / orig:.1f}%** |"
+    )
     if disk.du_original is not None and disk.du_new_extra is not None:
-        print(f"| cross-check `du -s -B1 gen{old} gen{new}`: second line | {mib(disk.du_new_extra)} | "
-              f"{100 * disk.du_new_extra / orig:.1f}% |")
+        print(
+            f"| cross-check `du -s -B1 gen{old} gen{new}`: second line | {mib(disk.du_new_extra)} | "
+            f"{100 * disk.du_new_extra / orig:.1f}% |"
+        )
     print()
     if upgrade and "cache_added" in upgrade:
         entries, grown = upgrade["cache_added"]
-        print(f"uv's cache grew by {mib(grown)} ({entries} new entries in archive-v0) during the upgrade that made "
-              f"generation {new}, although it was warm: the files generation {new} hard-links come from this fresh "
-              f"copy, so on this machine the new generation really costs the 'extra' line above, not only the "
-              f"'written for generation {new} only' line.")
+        print(
+            f"uv's cache grew by {mib(grown)} ({entries} new entries in archive-v0) during the upgrade that made "
+            f"generation {new}, although it was warm: the files generation {new} hard-links come from this fresh "
+            f"copy, so on this machine the new generation really costs the 'extra' line above, not only the "
+            f"'written for generation {new} only' line."
+        )
         print()
     print(f"Written-only bytes of generation {new} by kind:")
     print()
@@ -332,9 +387,11 @@ def report(env, upgrade, n, cli_swap, cli_wall, route, bare, with_open, gens, di
     print()
     met_strict = 100 * extra / orig < AIM_EXTRA_PCT
     met_marginal = 100 * disk.new_written / orig < AIM_EXTRA_PCT
-    print(f"Disk aim (< {AIM_EXTRA_PCT:.0f}%): counting the new generation's cache-linked files as its own cost: "
-          f"{'met' if met_strict else '**not met**'} ({100 * extra / orig:.1f}%); counting only what it adds on top of a "
-          f"warm uv cache: {'met' if met_marginal else '**not met**'} ({100 * disk.new_written / orig:.1f}%).")
+    print(
+        f"Disk aim (< {AIM_EXTRA_PCT:.0f}%): counting the new generation's cache-linked files as its own cost: "
+        f"{'met' if met_strict else '**not met**'} ({100 * extra / orig:.1f}%); counting only what it adds on top of a "
+        f"warm uv cache: {'met' if met_marginal else '**not met**'} ({100 * disk.new_written / orig:.1f}%)."
+    )
 
 
 if __name__ == "__main__":

@@ -35,8 +35,25 @@ PACKAGES = ["tensorflow-cpu==2.15.1", "numpy==1.26.4", "tfops-demo==1.0.0"]
 
 def upgrade(env: Path, environ: dict, index: Path, *args: str) -> tuple[float, dict]:
     start = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "rebuild", "upgrade", "--env", str(env), "--offline", "--find-links",
-                           str(index), "--yes", "--json", *args], env=environ, capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rebuild",
+            "upgrade",
+            "--env",
+            str(env),
+            "--offline",
+            "--find-links",
+            str(index),
+            "--yes",
+            "--json",
+            *args,
+        ],
+        env=environ,
+        capture_output=True,
+        text=True,
+    )
     seconds = time.monotonic() - start
     if proc.returncode != 0:
         raise SystemExit(f"upgrade failed:\n{proc.stderr}")
@@ -66,13 +83,16 @@ def main(argv: list[str] | None = None) -> int:
             seconds, doc = upgrade(fresh(f"search{i}"), environ, index)
             searches.append(seconds)
             builds = sum(1 for t in doc["tries"] if t["built"])
-            seconds, doc = upgrade(fresh(f"single{i}"), environ, index, "--to", doc["plan"]["tf_new"], "--strategy",
-                                   "eager")  # what the search found: tfops-demo moved too
+            seconds, doc = upgrade(
+                fresh(f"single{i}"), environ, index, "--to", doc["plan"]["tf_new"], "--strategy", "eager"
+            )  # what the search found: tfops-demo moved too
             singles.append(seconds)
         search, single = statistics.median(searches), statistics.median(singles)
-        print(f"| search, {builds} builds (default upgrade, {args.runs}×) | {search:.1f} s | "
-              f"{search / single:.2f}× one warm upgrade, {search / single / builds:.2f}× per build | "
-              f"≤ {builds}×: {'met' if search <= builds * single else '**not met**'} |")
+        print(
+            f"| search, {builds} builds (default upgrade, {args.runs}×) | {search:.1f} s | "
+            f"{search / single:.2f}× one warm upgrade, {search / single / builds:.2f}× per build | "
+            f"≤ {builds}×: {'met' if search <= builds * single else '**not met**'} |"
+        )
         print(f"| one warm upgrade to the same landing point ({args.runs}×) | {single:.1f} s | | |")
     return 0
 

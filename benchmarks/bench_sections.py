@@ -35,12 +35,20 @@ def alternate(names: list[str], runs: int) -> list[tuple[int, str]]:
 
 def run_cmd(cmd, env=None, cwd=None, check=True, timeout=3600) -> tuple[float, subprocess.CompletedProcess]:
     start = time.perf_counter()
-    proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=env or bu.clean_environ(),
-                          cwd=cwd, stdin=subprocess.DEVNULL, timeout=timeout)
+    proc = subprocess.run(
+        [str(c) for c in cmd],
+        capture_output=True,
+        text=True,
+        env=env or bu.clean_environ(),
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        timeout=timeout,
+    )
     seconds = time.perf_counter() - start
     if check and proc.returncode != 0:
-        raise SystemExit(f"failed ({proc.returncode}): {' '.join(map(str, cmd))}\n{proc.stdout[-3000:]}\n"
-                         f"{proc.stderr[-3000:]}")
+        raise SystemExit(
+            f"failed ({proc.returncode}): {' '.join(map(str, cmd))}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )
     return seconds, proc
 
 
@@ -60,8 +68,15 @@ def run_peak(cmd, env=None, cwd=None, check=True) -> tuple[float, subprocess.Com
     the checks, are other processes and not counted) every 20 ms until it exits. Returns (seconds, result, KiB)."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         start = time.perf_counter()
-        proc = subprocess.Popen([str(c) for c in cmd], stdout=out, stderr=err, text=True,
-                                env=env or bu.clean_environ(), cwd=cwd, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [str(c) for c in cmd],
+            stdout=out,
+            stderr=err,
+            text=True,
+            env=env or bu.clean_environ(),
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+        )
         peak = 0
         while proc.poll() is None:
             peak = max(peak, _hwm_kib(proc.pid) or 0)
@@ -71,16 +86,16 @@ def run_peak(cmd, env=None, cwd=None, check=True) -> tuple[float, subprocess.Com
         err.seek(0)
         result = subprocess.CompletedProcess(cmd, proc.returncode, out.read(), err.read())
     if check and result.returncode != 0:
-        raise SystemExit(f"failed ({result.returncode}): {' '.join(map(str, cmd))}\n{result.stdout[-3000:]}\n"
-                         f"{result.stderr[-3000:]}")
+        raise SystemExit(
+            f"failed ({result.returncode}): {' '.join(map(str, cmd))}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
     return seconds, result, peak
 
 
 @contextmanager
 def cpu_hog(n: int = 2):
     """``n`` processes of ``python -c "while True: pass"``, killed (by their ids) on the way out."""
-    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"], stdin=subprocess.DEVNULL)
-             for _ in range(n)]
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"], stdin=subprocess.DEVNULL) for _ in range(n)]
     try:
         time.sleep(1.0)  # let them take the CPUs
         yield
@@ -104,8 +119,9 @@ def drop(where: Path) -> None:
 
 
 def upgrade(env: Path, cwd: Path, *extra, environ=None, check=True) -> tuple[float, dict, int]:
-    seconds, proc, peak = run_peak(bu.tfrebuild_cmd("upgrade", "--env", env, "--yes", "--json", *extra), environ,
-                                   cwd=cwd, check=check)
+    seconds, proc, peak = run_peak(
+        bu.tfrebuild_cmd("upgrade", "--env", env, "--yes", "--json", *extra), environ, cwd=cwd, check=check
+    )
     try:
         doc = json.loads(proc.stdout)
     except ValueError:
@@ -166,8 +182,10 @@ def make_model(base: Path, folder: Path) -> Path:
     """A tiny Keras model saved by the base env's own TensorFlow (2.15, Keras 2) in the work folder."""
     folder.mkdir(parents=True, exist_ok=True)
     model = folder / "tiny.keras"
-    script = ("import tensorflow as tf; m = tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(3), "
-              "tf.keras.layers.Dense(2)]); m.compile(); m.save(%r)" % str(model))
+    script = (
+        "import tensorflow as tf; m = tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(3), "
+        "tf.keras.layers.Dense(2)]); m.compile(); m.save(%r)" % str(model)
+    )
     run_cmd([base / "bin" / "python", "-c", script], cwd=folder)
     return model
 
@@ -207,8 +225,9 @@ def failing_profile(base: Path, tmp: Path, newest: str) -> tuple[Path, str]:
     run_cmd(bu.tfrebuild_cmd("snapshot", "--env", env, "-o", profile, "--force"))
     drop(where)
     data = tomllib.loads(profile.read_text())
-    command = (f"python -c \"import sys, importlib.metadata as m; "
-               f"sys.exit(m.version('tensorflow-cpu').startswith({bad!r}))\"")
+    command = (
+        f"python -c \"import sys, importlib.metadata as m; sys.exit(m.version('tensorflow-cpu').startswith({bad!r}))\""
+    )
     data.setdefault("smoke", {})["commands"] = [command]
     profile.write_text(tomli_w.dumps(data))
     return profile, f"{major}.{minor - 2}"
@@ -262,8 +281,13 @@ def big_env(big: Path, tmp: Path, runs: int, python: str, raw_uv) -> dict:
             env = fresh(big, where)
             seconds, doc, peak = upgrade(env, where)
             peaks.append(peak)
-            stages.append({"resolve": doc["plan"]["seconds"], "build": doc["build_seconds"],
-                           "checks": sum(c["seconds"] for c in doc["checks"])})
+            stages.append(
+                {
+                    "resolve": doc["plan"]["seconds"],
+                    "build": doc["build_seconds"],
+                    "checks": sum(c["seconds"] for c in doc["checks"]),
+                }
+            )
             times[name].append(seconds)
             if not extra:
                 extra = after_upgrade(env, tmp)  # then the copy goes: one big copy at a time beside the base
@@ -272,8 +296,15 @@ def big_env(big: Path, tmp: Path, runs: int, python: str, raw_uv) -> dict:
             times[name].append(raw_uv(where, pins, python, True, bu.clean_environ()))
         drop(where)
         bu.log(f"  {times[name][-1]:.1f} s")
-    return {"n": n_dists, "n_new": len(pins), "target": target, "times": times, "peak_kib": peaks,
-            "stages": stages, **extra}
+    return {
+        "n": n_dists,
+        "n_new": len(pins),
+        "target": target,
+        "times": times,
+        "peak_kib": peaks,
+        "stages": stages,
+        **extra,
+    }
 
 
 def after_upgrade(env: Path, tmp: Path) -> dict:

@@ -75,13 +75,32 @@ def make_env(work: Path, count: int, env: dict[str, str]) -> Path:
     names = build_wheels(wheels, count)
     venv = work / f"env-{count}"
     uv = uv_bin()
-    subprocess.run([uv, "venv", "-q", "--no-config", "--no-python-downloads", "--python", sys.executable, str(venv)],
-                   env=env, check=True)
+    subprocess.run(
+        [uv, "venv", "-q", "--no-config", "--no-python-downloads", "--python", sys.executable, str(venv)],
+        env=env,
+        check=True,
+    )
     reqs = work / f"requirements-{count}.txt"
     reqs.write_text("\n".join(names) + "\n")
-    subprocess.run([uv, "pip", "install", "-q", "--no-config", "--no-python-downloads", "--no-index",
-                    "--find-links", str(wheels), "--python", str(venv / "bin" / "python"), "-r", str(reqs)],
-                   env=env, check=True)
+    subprocess.run(
+        [
+            uv,
+            "pip",
+            "install",
+            "-q",
+            "--no-config",
+            "--no-python-downloads",
+            "--no-index",
+            "--find-links",
+            str(wheels),
+            "--python",
+            str(venv / "bin" / "python"),
+            "-r",
+            str(reqs),
+        ],
+        env=env,
+        check=True,
+    )
     return venv
 
 
@@ -109,8 +128,11 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     try:
         tool = bu.choose_tfrebuild(args, work)  # with this machine's own index configuration
-        print(f"# tfrebuild snapshot benchmark: Python {platform.python_version()}, {platform.machine()}, "
-              f"{os.cpu_count()} CPUs, {args.repeat} repetitions; aim: <= 0.35 s for 300 distributions; tfrebuild: {' '.join(tool)}", flush=True)
+        print(
+            f"# tfrebuild snapshot benchmark: Python {platform.python_version()}, {platform.machine()}, "
+            f"{os.cpu_count()} CPUs, {args.repeat} repetitions; aim: <= 0.35 s for 300 distributions; tfrebuild: {' '.join(tool)}",
+            flush=True,
+        )
         for count in sizes:
             t0 = time.perf_counter()
             venv = make_env(work, count, env)
@@ -130,8 +152,16 @@ def main(argv: list[str] | None = None) -> int:
 
             cli_times = timed(cli, args.repeat)
             probe_times = timed(lambda: probe.run(python), args.repeat)
-            rows.append((count, found, statistics.median(core), statistics.median(cli_times),
-                         statistics.median(probe_times), setup))
+            rows.append(
+                (
+                    count,
+                    found,
+                    statistics.median(core),
+                    statistics.median(cli_times),
+                    statistics.median(probe_times),
+                    setup,
+                )
+            )
             print(f"  built and measured {count} distributions (setup {setup:.1f}s)", file=sys.stderr, flush=True)
     finally:
         if args.keep:

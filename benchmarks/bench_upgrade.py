@@ -66,20 +66,34 @@ LOAD_AT_START = os.getloadavg()  # other work on the machine skews wall times: t
 
 def clean_environ() -> dict[str, str]:
     """``os.environ`` without ``PIP_*``/``UV_*`` (only PyPI, uv's default cache), pip config off."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PIP_", "UV_")) and k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PIP_", "UV_")) and k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")
+    }
     env["PIP_CONFIG_FILE"] = os.devnull
     env["NO_COLOR"] = "1"
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     return env
 
 
-def run(cmd: list, *, cwd: Path | None = None, check: bool = True, timeout: float = 3600) -> subprocess.CompletedProcess:
-    proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=clean_environ(), cwd=cwd,
-                          stdin=subprocess.DEVNULL, timeout=timeout)
+def run(
+    cmd: list, *, cwd: Path | None = None, check: bool = True, timeout: float = 3600
+) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [str(c) for c in cmd],
+        capture_output=True,
+        text=True,
+        env=clean_environ(),
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        timeout=timeout,
+    )
     if check and proc.returncode != 0:
-        raise SystemExit(f"command failed (exit {proc.returncode}): {' '.join(map(str, cmd))}\n"
-                         f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+        raise SystemExit(
+            f"command failed (exit {proc.returncode}): {' '.join(map(str, cmd))}\n"
+            f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+        )
     return proc
 
 
@@ -104,9 +118,12 @@ def tfrebuild_cmd(*args) -> list:
 
 
 def add_tool_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--from-checkout", action="store_true",
-                        help="run `python -m rebuild` of this interpreter instead of a tfrebuild installed the "
-                        "README's way (`uv tool install --compile-bytecode`) into the work folder")
+    parser.add_argument(
+        "--from-checkout",
+        action="store_true",
+        help="run `python -m rebuild` of this interpreter instead of a tfrebuild installed the "
+        "README's way (`uv tool install --compile-bytecode`) into the work folder",
+    )
 
 
 def choose_tfrebuild(args, tmp: Path, env: dict[str, str] | None = None) -> list[str]:
@@ -124,12 +141,30 @@ def choose_tfrebuild(args, tmp: Path, env: dict[str, str] | None = None) -> list
     env.update(UV_TOOL_DIR=str(tools), UV_TOOL_BIN_DIR=str(bins))
     # The tool's own uv is the one the raw-uv rows run (uv_bin()), so both sides use the same uv.
     uv_version = subprocess.run([uv_bin(), "--version"], capture_output=True, text=True).stdout.split()[1]
-    proc = subprocess.run([uv_bin(), "tool", "install", "--quiet", "--compile-bytecode", "--no-python-downloads",
-                           "--python", sys.executable, "--with", f"uv=={uv_version}", str(REPO)],
-                          capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        [
+            uv_bin(),
+            "tool",
+            "install",
+            "--quiet",
+            "--compile-bytecode",
+            "--no-python-downloads",
+            "--python",
+            sys.executable,
+            "--with",
+            f"uv=={uv_version}",
+            str(REPO),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
     if proc.returncode != 0:
-        raise SystemExit(f"uv tool install --compile-bytecode {REPO} failed (exit {proc.returncode}); pass "
-                         f"--from-checkout to time `python -m rebuild` instead.\n{proc.stderr[-3000:]}")
+        raise SystemExit(
+            f"uv tool install --compile-bytecode {REPO} failed (exit {proc.returncode}); pass "
+            f"--from-checkout to time `python -m rebuild` instead.\n{proc.stderr[-3000:]}"
+        )
     TFREBUILD = [str(bins / "tfrebuild")]
     version = subprocess.run([*TFREBUILD, "--version"], capture_output=True, text=True).stdout.strip()
     log(f"tfrebuild: {TFREBUILD[0]} ({version}, uv {uv_version}; uv tool install --compile-bytecode of {REPO})")
@@ -214,8 +249,10 @@ def machine_line() -> str:
     uv_version = run([uv_bin(), "--version"]).stdout.strip()
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     start = f"at the start {', '.join(f'{x:.1f}' for x in LOAD_AT_START)}, " if LOAD_AT_START else ""
-    return (f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-            f"{uv_version}, {time.strftime('%Y-%m-%d %H:%M %Z')}, load average {start}at the end {load}")
+    return (
+        f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"{uv_version}, {time.strftime('%Y-%m-%d %H:%M %Z')}, load average {start}at the end {load}"
+    )
 
 
 # --------------------------------------------------------------------------- contenders
@@ -275,8 +312,17 @@ def run_tfrebuild(base: Path, where: Path) -> Outcome:
 
 def run_raw_uv(base: Path, where: Path, target: str, pandas: str, python: str, compile_bytecode: bool) -> Outcome:
     new = where / "new"
-    install = [uv_bin(), "pip", "install", "--quiet", "--python", new / "bin" / "python",
-               f"tensorflow-cpu=={target}", "scipy==1.11.4", f"pandas=={pandas}"]
+    install = [
+        uv_bin(),
+        "pip",
+        "install",
+        "--quiet",
+        "--python",
+        new / "bin" / "python",
+        f"tensorflow-cpu=={target}",
+        "scipy==1.11.4",
+        f"pandas=={pandas}",
+    ]
     if compile_bytecode:
         install.append("--compile-bytecode")
     start = time.perf_counter()
@@ -288,8 +334,10 @@ def run_raw_uv(base: Path, where: Path, target: str, pandas: str, python: str, c
 
 def run_pip(base: Path, where: Path) -> Outcome:
     env = copy_env(base, where / "tf")
-    seconds, proc = timed([env / "bin" / "python", "-m", "pip", "install", "--disable-pip-version-check",
-                           "--upgrade", "tensorflow-cpu"], check=False)
+    seconds, proc = timed(
+        [env / "bin" / "python", "-m", "pip", "install", "--disable-pip-version-check", "--upgrade", "tensorflow-cpu"],
+        check=False,
+    )
     outcome = Outcome(seconds, proc.returncode == 0)
     if "dependency conflicts" in proc.stderr:
         conflict = [line for line in proc.stderr.splitlines() if "requires" in line]
@@ -308,8 +356,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=1, help="timed runs of each contender (default 1)")
     parser.add_argument("--base", help="existing pip-made tensorflow-cpu 2.15.1 venv to copy (it is never changed)")
-    parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR,
-                        help=f"where the temporary folder goes; same filesystem as uv's cache (default {DEFAULT_WORKDIR})")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=DEFAULT_WORKDIR,
+        help=f"where the temporary folder goes; same filesystem as uv's cache (default {DEFAULT_WORKDIR})",
+    )
     parser.add_argument("--no-warm-pip", action="store_true", help="skip the untimed pip run that warms pip's cache")
     add_tool_option(parser)
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
@@ -377,12 +429,16 @@ def report(results: dict[str, list[Outcome]], args, target: str, pandas: str, ba
     print(f"# tfrebuild upgrade vs raw uv vs pip ({machine_line()})")
     print()
     print(f"Aims: tfrebuild within {AIM_UV_RATIO}x of raw uv; faster than pip while leaving a consistent env.")
-    print(f"Start: tensorflow-cpu 2.15.1, scipy 1.11.4, pandas {pandas}, numpy {base_pins.get('numpy')} "
-          f"({len(base_pins)} distributions, made with pip from PyPI); target tensorflow-cpu {target}; "
-          f"warm uv cache{'' if args.no_warm_pip else ' and warm pip cache'}; {args.runs} timed run(s), median shown.")
+    print(
+        f"Start: tensorflow-cpu 2.15.1, scipy 1.11.4, pandas {pandas}, numpy {base_pins.get('numpy')} "
+        f"({len(base_pins)} distributions, made with pip from PyPI); target tensorflow-cpu {target}; "
+        f"warm uv cache{'' if args.no_warm_pip else ' and warm pip cache'}; {args.runs} timed run(s), median shown."
+    )
     print()
-    print("| contender | wall s (median) | min s | max s | exit 0 | deps consistent | import scipy.linalg | TF after "
-          "| uv cache growth per run |")
+    print(
+        "| contender | wall s (median) | min s | max s | exit 0 | deps consistent | import scipy.linalg | TF after "
+        "| uv cache growth per run |"
+    )
     print("|---|---:|---:|---:|---|---|---|---|---:|")
     for name, outs in results.items():
         secs = [o.seconds for o in outs]
@@ -390,17 +446,23 @@ def report(results: dict[str, list[Outcome]], args, target: str, pandas: str, ba
         deps = f"{fmt_bool(last.deps_ok)} ({last.deps_tool})"
         entries = statistics.median(o.cache_added[0] for o in outs)
         grown = statistics.median(o.cache_added[1] for o in outs) / 2**20
-        print(f"| {name} | {med[name]:.1f} | {min(secs):.1f} | {max(secs):.1f} | {fmt_bool(all(o.ok for o in outs))} "
-              f"| {deps} | {fmt_bool(last.scipy_ok)} | {last.tf_version} | {grown:,.0f} MiB ({entries:.0f} entries) |")
+        print(
+            f"| {name} | {med[name]:.1f} | {min(secs):.1f} | {max(secs):.1f} | {fmt_bool(all(o.ok for o in outs))} "
+            f"| {deps} | {fmt_bool(last.scipy_ok)} | {last.tf_version} | {grown:,.0f} MiB ({entries:.0f} entries) |"
+        )
     print()
     tf = [o.detail for o in results["tfrebuild upgrade"] if o.detail]
     if tf:
+
         def m(key: str) -> float:
             return statistics.median(d[key] for d in tf)
-        print(f"tfrebuild stages (median): resolve {m('resolve_s'):.1f} s, build {m('build_s'):.1f} s "
-              f"(uv venv + uv pip sync --compile-bytecode), checks in staging {m('checks_s'):.1f} s, "
-              f"swap {m('swap_ms'):.1f} ms, check after swap {m('verify_s'):.1f} s; "
-              f"tfrebuild's own total {m('total_s'):.1f} s.")
+
+        print(
+            f"tfrebuild stages (median): resolve {m('resolve_s'):.1f} s, build {m('build_s'):.1f} s "
+            f"(uv venv + uv pip sync --compile-bytecode), checks in staging {m('checks_s'):.1f} s, "
+            f"swap {m('swap_ms'):.1f} ms, check after swap {m('verify_s'):.1f} s; "
+            f"tfrebuild's own total {m('total_s'):.1f} s."
+        )
     for o in results["pip install --upgrade"]:
         if o.detail.get("pip_warned"):
             print(f"pip's own warning: {o.detail['pip_warned']}")
@@ -412,13 +474,17 @@ def report(results: dict[str, list[Outcome]], args, target: str, pandas: str, ba
     t = med["tfrebuild upgrade"]
     print("| ratio | value | aim |")
     print("|---|---:|---|")
-    print(f"| tfrebuild / raw uv | {t / med['raw uv']:.2f}x | <= {AIM_UV_RATIO}x: "
-          f"{'met' if t / med['raw uv'] <= AIM_UV_RATIO else '**not met**'} |")
+    print(
+        f"| tfrebuild / raw uv | {t / med['raw uv']:.2f}x | <= {AIM_UV_RATIO}x: "
+        f"{'met' if t / med['raw uv'] <= AIM_UV_RATIO else '**not met**'} |"
+    )
     print(f"| tfrebuild / raw uv +pyc | {t / med['raw uv +pyc']:.2f}x | (same work incl. bytecode) |")
     pip_ok = all(o.deps_ok and o.scipy_ok for o in results["pip install --upgrade"])
-    print(f"| tfrebuild / pip | {t / med['pip install --upgrade']:.2f}x | < 1x: "
-          f"{'met' if t < med['pip install --upgrade'] else '**not met**'} "
-          f"(pip's env consistent: {'yes' if pip_ok else 'no'}) |")
+    print(
+        f"| tfrebuild / pip | {t / med['pip install --upgrade']:.2f}x | < 1x: "
+        f"{'met' if t < med['pip install --upgrade'] else '**not met**'} "
+        f"(pip's env consistent: {'yes' if pip_ok else 'no'}) |"
+    )
 
 
 if __name__ == "__main__":

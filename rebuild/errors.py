@@ -58,26 +58,40 @@ def from_os_error(exc: OSError) -> UserError | None:
     where = exc.filename or "a file"
     if exc.filename2:
         where = f"{exc.filename} → {exc.filename2}"
-    unchanged = ("Whatever was half done is finished or undone by the next tfrebuild command once this is fixed; "
-                 "`tfrebuild status` shows where the environment stands.")
+    unchanged = (
+        "Whatever was half done is finished or undone by the next tfrebuild command once this is fixed; "
+        "`tfrebuild status` shows where the environment stands."
+    )
     if name in ("ENOSPC", "EDQUOT"):
         what = "the disk is full" if name == "ENOSPC" else "the disk quota is exhausted"
-        return UserError(f"tfrebuild could not write {where}: {what}.",
-                         "Free some space (`tfrebuild gc --yes` deletes old generations and needs no free space; "
-                         f"`uv cache prune`), then run the command again. {unchanged}", exit_code=1)
+        return UserError(
+            f"tfrebuild could not write {where}: {what}.",
+            "Free some space (`tfrebuild gc --yes` deletes old generations and needs no free space; "
+            f"`uv cache prune`), then run the command again. {unchanged}",
+            exit_code=1,
+        )
     if name in ("ENAMETOOLONG", "ELOOP"):  # a path given on the command line or found in a file
         shown = where if len(where) <= 160 else where[:100] + f"… ({len(where)} characters)"
         why = "the path is too long for this system" if name == "ENAMETOOLONG" else "too many symbolic links on the way"
-        return UserError(f"tfrebuild cannot use {shown}: {why}. Nothing was changed.",
-                         "Check the path given (--env, --profile, -o) or the file that names it.", exit_code=2)
+        return UserError(
+            f"tfrebuild cannot use {shown}: {why}. Nothing was changed.",
+            "Check the path given (--env, --profile, -o) or the file that names it.",
+            exit_code=2,
+        )
     if name == "EROFS":
-        return UserError(f"tfrebuild could not write {where}: the filesystem is mounted read-only.",
-                         "`status`, `history`, `diff`, `doctor` and `plan` work on a read-only filesystem; to change the "
-                         f"environment, remount it read-write. {unchanged}", exit_code=1)
+        return UserError(
+            f"tfrebuild could not write {where}: the filesystem is mounted read-only.",
+            "`status`, `history`, `diff`, `doctor` and `plan` work on a read-only filesystem; to change the "
+            f"environment, remount it read-write. {unchanged}",
+            exit_code=1,
+        )
     if name == "EBUSY":
-        return UserError(f"tfrebuild could not rename {where}: the kernel reports it busy (a mount point?).",
-                         "tfrebuild swaps environments by renaming them, which a mount point forbids; use an environment "
-                         f"folder that is not mounted on its own. {unchanged}", exit_code=1)
+        return UserError(
+            f"tfrebuild could not rename {where}: the kernel reports it busy (a mount point?).",
+            "tfrebuild swaps environments by renaming them, which a mount point forbids; use an environment "
+            f"folder that is not mounted on its own. {unchanged}",
+            exit_code=1,
+        )
     owner = ""
     try:
         st = os.lstat(exc.filename) if exc.filename else None
@@ -87,6 +101,8 @@ def from_os_error(exc: OSError) -> UserError | None:
             owner = f" ({exc.filename} belongs to {pwd.getpwuid(st.st_uid).pw_name})"
     except (OSError, KeyError, TypeError):
         pass
-    return UserError(f"tfrebuild could not use {where}: permission denied{owner}.",
-                     f"Run tfrebuild as the user who owns the environment and its state folder. {unchanged}",
-                     exit_code=1)
+    return UserError(
+        f"tfrebuild could not use {where}: permission denied{owner}.",
+        f"Run tfrebuild as the user who owns the environment and its state folder. {unchanged}",
+        exit_code=1,
+    )

@@ -67,8 +67,10 @@ def pypi_unreachable() -> str | None:
         with urllib.request.urlopen(PYPI_PROBE, timeout=5) as response:
             response.read(1)
     except Exception as exc:  # noqa: BLE001 - any failure means: skip, with the reason
-        return (f"PyPI is unreachable: probing {PYPI_PROBE} with a 5 s timeout failed ({type(exc).__name__}: {exc}); "
-                "this test needs the real package index")
+        return (
+            f"PyPI is unreachable: probing {PYPI_PROBE} with a 5 s timeout failed ({type(exc).__name__}: {exc}); "
+            "this test needs the real package index"
+        )
     return None
 
 

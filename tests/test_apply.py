@@ -32,8 +32,6 @@ SMALL = ["tensorflow-cpu==2.15.1", "numpy==1.24.3", "pandas==2.1.4"]
 # --------------------------------------------------------------------------- the CLI code (for cli.py / render.py)
 
 
-
-
 def launcher(folder: Path) -> Path:
     """A script that runs the tfrebuild CLI from this checkout (``python SCRIPT apply ...``)."""
     script = folder / "tfrebuild_cli.py"
@@ -63,8 +61,9 @@ def opts(profile, env, kit_index, **kw) -> applying.Options:
 def freeze(env: Path) -> dict[str, str]:
     from tests.kit import uv_bin
 
-    out = subprocess.run([uv_bin(), "pip", "freeze", "--python", str(env / "bin" / "python")], capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        [uv_bin(), "pip", "freeze", "--python", str(env / "bin" / "python")], capture_output=True, text=True, check=True
+    ).stdout
     return dict(line.split("==", 1) for line in out.splitlines() if "==" in line)
 
 
@@ -210,8 +209,22 @@ def test_own_generation_profile_is_trusted(source_env, make_venv, kit_index, tmp
     # make the env hold another set, so there is something to do
     from tests.kit import uv_bin
 
-    subprocess.run([uv_bin(), "pip", "install", "--python", str(env / "bin" / "python"), "--no-index", "--find-links",
-                    str(kit_index), "--no-deps", "h5py==3.11.0"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            uv_bin(),
+            "pip",
+            "install",
+            "--python",
+            str(env / "bin" / "python"),
+            "--no-index",
+            "--find-links",
+            str(kit_index),
+            "--no-deps",
+            "h5py==3.11.0",
+        ],
+        check=True,
+        capture_output=True,
+    )
     assert applying.is_trusted(gen_profile, env) and not applying.is_trusted(gen_profile, tmp_path / "elsewhere")
     r = applying.run(opts(gen_profile, env, kit_index))
     assert r.trusted and r.commands_run and marker.exists()
@@ -233,10 +246,13 @@ def test_insecure_index_is_refused(source_env, kit_index, tmp_path):
 def test_insecure_file_url_in_lock_is_refused(source_env, kit_index, tmp_path):
     _, profile = source_env
     p = prof.load(profile)
-    lock = (profile.parent / "pylock.toml")
-    lock.write_text('lock-version = "1.0"\ncreated-by = "x"\n\n[[packages]]\nname = "six"\nversion = "1.17.0"\n'
-                    'wheels = [{ url = "http://files.example/six-1.17.0-py3-none-any.whl", hashes = { sha256 = "'
-                    + "0" * 64 + '" } }]\n')
+    lock = profile.parent / "pylock.toml"
+    lock.write_text(
+        'lock-version = "1.0"\ncreated-by = "x"\n\n[[packages]]\nname = "six"\nversion = "1.17.0"\n'
+        'wheels = [{ url = "http://files.example/six-1.17.0-py3-none-any.whl", hashes = { sha256 = "'
+        + "0" * 64
+        + '" } }]\n'
+    )
     p.lock = "pylock.toml"
     p.packages = [prof.Package(name="six", version="1.17.0")]
     snapshot.write(p, profile)
@@ -316,10 +332,11 @@ def test_profile_for_another_platform(source_env, kit_index, tmp_path):
     """A macOS arm64 profile whose lock has only a macOS wheel: clear error, nothing built."""
     _, profile = source_env
     p = prof.load(profile)
-    p.platform = prof.Platform(system="Darwin", machine="arm64", mac_ver="14.4",
-                               sysconfig_platform="macosx-11.0-arm64")
-    p.packages = [prof.Package(name="fakemac", version="1.0", requested=True),
-                  prof.Package(name="six", version="1.17.0")]
+    p.platform = prof.Platform(system="Darwin", machine="arm64", mac_ver="14.4", sysconfig_platform="macosx-11.0-arm64")
+    p.packages = [
+        prof.Package(name="fakemac", version="1.0", requested=True),
+        prof.Package(name="six", version="1.17.0"),
+    ]
     p.lock = "pylock.toml"
     p.tensorflow = prof.TensorFlow()
     snapshot.write(p, profile)
@@ -328,7 +345,8 @@ def test_profile_for_another_platform(source_env, kit_index, tmp_path):
         '[[packages]]\nname = "fakemac"\nversion = "1.0"\nwheels = [{ url = "https://files.example/fakemac-1.0-cp311-'
         'cp311-macosx_11_0_arm64.whl", hashes = { sha256 = "' + "1" * 64 + '" } }]\n\n'
         '[[packages]]\nname = "six"\nversion = "1.17.0"\nwheels = [{ url = "https://files.example/six-1.17.0-py3-none-'
-        'any.whl", hashes = { sha256 = "' + "2" * 64 + '" } }]\n')
+        'any.whl", hashes = { sha256 = "' + "2" * 64 + '" } }]\n'
+    )
     target = tmp_path / "m" / "venv"
     with pytest.raises(UserError) as exc:
         applying.run(opts(profile, target, kit_index, offline=False, find_links=[]))
@@ -407,31 +425,61 @@ def cli_run(tmp_path: Path, kit_env: dict, *args: str, fault: str | None = None,
     env.pop("TFREBUILD_FAULT", None)
     if fault:
         env["TFREBUILD_FAULT"] = fault
-    return subprocess.run([sys.executable, str(launcher(tmp_path)), *args], env=env, capture_output=True, text=True,
-                          timeout=300, cwd=tmp_path, input=stdin)
+    return subprocess.run(
+        [sys.executable, str(launcher(tmp_path)), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        input=stdin,
+    )
 
 
 @pytest.mark.slow
 def test_cli_apply_json_and_errors(source_env, kit_env, kit_index, tmp_path):
     _, profile = source_env
     target = tmp_path / "cli" / "venv"
-    res = cli_run(tmp_path, kit_env, "apply", str(profile), "--env", str(target), "--find-links", str(kit_index),
-                  "--offline")
+    res = cli_run(
+        tmp_path, kit_env, "apply", str(profile), "--env", str(target), "--find-links", str(kit_index), "--offline"
+    )
     assert res.returncode == 2 and "needs confirmation" in res.stderr and "hint:" in res.stderr
-    res = cli_run(tmp_path, kit_env, "apply", str(profile), "--env", str(target), "--find-links", str(kit_index),
-                  "--offline", "--yes", "--json")
+    res = cli_run(
+        tmp_path,
+        kit_env,
+        "apply",
+        str(profile),
+        "--env",
+        str(target),
+        "--find-links",
+        str(kit_index),
+        "--offline",
+        "--yes",
+        "--json",
+    )
     assert res.returncode == 0, res.stderr
     doc = json.loads(res.stdout)
     assert doc["ok"] and doc["changed"] and doc["generation"] == 1 and doc["portability"]["differences"] == []
-    res = cli_run(tmp_path, kit_env, "apply", str(profile), "--env", str(target), "--find-links", str(kit_index),
-                  "--offline", "--yes")
+    res = cli_run(
+        tmp_path,
+        kit_env,
+        "apply",
+        str(profile),
+        "--env",
+        str(target),
+        "--find-links",
+        str(kit_index),
+        "--offline",
+        "--yes",
+    )
     assert res.returncode == 0 and "Nothing to do" in res.stdout, res.stdout + res.stderr
     res = cli_run(tmp_path, kit_env, "apply", str(tmp_path / "nope.toml"), "--env", str(target), "--yes")
     assert res.returncode == 2 and "does not exist" in res.stderr and "Traceback" not in res.stderr
 
 
-@pytest.mark.parametrize("fault,exists_after", [("apply.built", False), ("apply.renamed", True),
-                                               ("apply.recorded", True)])
+@pytest.mark.parametrize(
+    "fault,exists_after", [("apply.built", False), ("apply.renamed", True), ("apply.recorded", True)]
+)
 @pytest.mark.slow
 def test_crash_during_new_env_is_finished_or_undone(source_env, kit_env, kit_index, tmp_path, fault, exists_after):
     src, profile = source_env
@@ -460,14 +508,19 @@ def test_portability_libc_too_old_and_markers():
         '[[packages]]\nname = "pywin32"\nversion = "306"\nmarker = "sys_platform == \'win32\'"\n'
         'wheels = [{ url = "https://x.example/pywin32-306-cp311-cp311-win_amd64.whl", hashes = {} }]\n'
         '[[packages]]\nname = "six"\nversion = "1.17.0"\nwheels = [{ url = "https://x.example/six-1.17.0-py3-none-any.whl",'
-        ' hashes = {} }]\n'
+        " hashes = {} }]\n"
         '[[packages]]\nname = "oldlib"\nversion = "1.0"\n'
         'sdist = { url = "https://x.example/oldlib-1.0.tar.gz", hashes = {} }\n',
-        "test lock")
-    p = prof.Profile(interpreter=prof.Interpreter(version="3.11.7"),
-                     platform=prof.Platform(system="Linux", machine="x86_64", libc="glibc", libc_version="2.36"))
-    data = Probed(interpreter={"version": "3.11.4", "implementation": "cpython", "version_info": [3, 11, 4]},
-                  platform={"system": "Linux", "machine": "x86_64", "libc": "glibc", "libc_version": "2.17"})
+        "test lock",
+    )
+    p = prof.Profile(
+        interpreter=prof.Interpreter(version="3.11.7"),
+        platform=prof.Platform(system="Linux", machine="x86_64", libc="glibc", libc_version="2.36"),
+    )
+    data = Probed(
+        interpreter={"version": "3.11.4", "implementation": "cpython", "version_info": [3, 11, 4]},
+        platform={"system": "Linux", "machine": "x86_64", "libc": "glibc", "libc_version": "2.17"},
+    )
     r = portability.check_portability(lock, p, data)
     assert r.incompatible == ["numpy 2.0.2: numpy-2.0.2-cp311-cp311-manylinux_2_28_x86_64.whl"]
     assert r.differences == ["libc glibc 2.36 → glibc 2.17 (older here: wheels built for the newer one do not load)"]
@@ -492,10 +545,29 @@ def test_cli_export_and_bundle(source_env, kit_env, kit_index, tmp_path):
     assert res.returncode == 0 and f"Wrote {out}" in res.stdout and "uv pip sync" in res.stdout, res.stderr
     res = cli_run(tmp_path, kit_env, "export", "--env", str(src), "-o", str(out))
     assert res.returncode == 2 and "already exists" in res.stderr
-    res = cli_run(tmp_path, kit_env, "bundle", str(profile), "-o", str(tmp_path / "b"), "--find-links", str(kit_index),
-                  "--offline")
+    res = cli_run(
+        tmp_path,
+        kit_env,
+        "bundle",
+        str(profile),
+        "-o",
+        str(tmp_path / "b"),
+        "--find-links",
+        str(kit_index),
+        "--offline",
+    )
     assert res.returncode == 0, res.stderr
     assert "Bundled 11 files" in res.stdout and "every hash checked" in res.stdout
-    res = cli_run(tmp_path, kit_env, "apply", str(tmp_path / "b" / "profile.toml"), "--env", str(tmp_path / "n"),
-                  "--find-links", str(tmp_path / "b"), "--offline", "--yes")
+    res = cli_run(
+        tmp_path,
+        kit_env,
+        "apply",
+        str(tmp_path / "b" / "profile.toml"),
+        "--env",
+        str(tmp_path / "n"),
+        "--find-links",
+        str(tmp_path / "b"),
+        "--offline",
+        "--yes",
+    )
     assert res.returncode == 0 and "Created" in res.stdout, res.stderr

@@ -69,21 +69,47 @@ def test_scanner_catches_a_password_on_a_command_line():
 
 
 def test_credentials_leave_the_command_line_for_uvs_environment():
-    args = ["pip", "compile", "--index", "http://a:pw@h/simple", "--index", "http://mirror/simple",
-            "--default-index", "http://a:pw@h/simple", "--find-links", "/wheels", "--extra-index-url=http://tok@x/s",
-            "--offline"]
+    args = [
+        "pip",
+        "compile",
+        "--index",
+        "http://a:pw@h/simple",
+        "--index",
+        "http://mirror/simple",
+        "--default-index",
+        "http://a:pw@h/simple",
+        "--find-links",
+        "/wheels",
+        "--extra-index-url=http://tok@x/s",
+        "--offline",
+    ]
     out, env = secrets_to_environment(args)
     assert out == ["pip", "compile", "--find-links", "/wheels", "--offline"]
-    assert env == {"UV_INDEX": "http://a:pw@h/simple http://mirror/simple",
-                   "UV_DEFAULT_INDEX": "http://a:pw@h/simple", "UV_EXTRA_INDEX_URL": "http://tok@x/s"}
-    out, env = secrets_to_environment(["pip", "sync", "-f", "http://u:p@h/links", "-f", "/local", "--index-url",
-                                       "http://h/simple"])
+    assert env == {
+        "UV_INDEX": "http://a:pw@h/simple http://mirror/simple",
+        "UV_DEFAULT_INDEX": "http://a:pw@h/simple",
+        "UV_EXTRA_INDEX_URL": "http://tok@x/s",
+    }
+    out, env = secrets_to_environment(
+        ["pip", "sync", "-f", "http://u:p@h/links", "-f", "/local", "--index-url", "http://h/simple"]
+    )
     assert out == ["pip", "sync", "--index-url", "http://h/simple"]
     assert env == {"UV_FIND_LINKS": "http://u:p@h/links,/local"}
     assert secrets_to_environment(["venv", "/x"]) == (["venv", "/x"], {})
     # a constraints file may be a URL with credentials (pip.conf's `constraint = https://u:pw@host/c.txt`)
-    out, env = secrets_to_environment(["pip", "compile", "--constraint", "/etc/c.txt", "-c", "https://u:pw@h/c.txt",
-                                       "--build-constraint", "https://u:pw@h/b.txt", "--offline"])
+    out, env = secrets_to_environment(
+        [
+            "pip",
+            "compile",
+            "--constraint",
+            "/etc/c.txt",
+            "-c",
+            "https://u:pw@h/c.txt",
+            "--build-constraint",
+            "https://u:pw@h/b.txt",
+            "--offline",
+        ]
+    )
     assert out == ["pip", "compile", "--offline"]
     assert env == {"UV_CONSTRAINT": "/etc/c.txt https://u:pw@h/c.txt", "UV_BUILD_CONSTRAINT": "https://u:pw@h/b.txt"}
 
@@ -100,8 +126,16 @@ def test_no_password_in_any_argv_during_plan_upgrade_apply_and_bundle(auth_index
         up = world.tfr("upgrade", "--env", env, "--to", "2.18", "--yes", "--json").json()
         assert up["ok"] and up["generation"] == 2
         profile = env.parent / f".{env.name}.tfrebuild" / "generations" / "2" / "profile.toml"
-        world.tfr("apply", profile, "--env", tmp_path / "envs" / "copy", "--yes", "--allow-insecure-index",
-                  "--allow-index", "--json")
+        world.tfr(
+            "apply",
+            profile,
+            "--env",
+            tmp_path / "envs" / "copy",
+            "--yes",
+            "--allow-insecure-index",
+            "--allow-index",
+            "--json",
+        )
         world.tfr("bundle", profile, "-o", tmp_path / "bundle", "--json")
     _assert_authenticated(handler)
     assert scan.uv_seen, "the scanner saw no uv process: it proves nothing"
@@ -114,8 +148,18 @@ def test_find_links_url_with_credentials_is_a_url_and_redacted(make_venv, kit_en
     env = make_venv(tmp_path / "tf", ["tensorflow-cpu==2.15.1"])
     url = "http://alice:pw-find-links@127.0.0.1:9/wheels/"
     for command in ("plan", "upgrade"):
-        run = run_cli(kit_env, command, "--env", env, "--find-links", url, "--yes" if command == "upgrade" else "--json",
-                      cwd=tmp_path, timeout=120, overrides={"UV_OFFLINE": None})
+        run = run_cli(
+            kit_env,
+            command,
+            "--env",
+            env,
+            "--find-links",
+            url,
+            "--yes" if command == "upgrade" else "--json",
+            cwd=tmp_path,
+            timeout=120,
+            overrides={"UV_OFFLINE": None},
+        )
         assert run.code != 0 and "Traceback" not in run.text, str(run)
         assert "pw-find-links" not in run.text, str(run)
         assert "127.0.0.1:9/wheels" in run.text and "http:/alice" not in run.text, str(run)

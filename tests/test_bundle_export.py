@@ -61,8 +61,21 @@ def test_export_pylock_reproduces_with_uv_sync(source_env, kit_index, tmp_path):
     assert all(w["hashes"]["sha256"] for p in data["packages"] for w in p["wheels"])
     target = tmp_path / "by-uv"
     subprocess.run([uv_bin(), "venv", "-q", "--python", str(src / "bin" / "python"), str(target)], check=True)
-    proc = subprocess.run([uv_bin(), "pip", "sync", str(out), "--python", str(target / "bin" / "python"),
-                           "--offline", "--no-index", "--require-hashes"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            uv_bin(),
+            "pip",
+            "sync",
+            str(out),
+            "--python",
+            str(target / "bin" / "python"),
+            "--offline",
+            "--no-index",
+            "--require-hashes",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     assert freeze(target) == freeze(src)
 
@@ -76,8 +89,22 @@ def test_export_requirements_reproduce_with_pip(source_env, make_venv, kit_index
     assert r.hashed and text.count("--hash=sha256:") >= len(freeze(src))
     assert any("--find-links" in n for n in r.notes)
     target = make_venv(tmp_path / "by-pip", [], python="3.11", seed=True)
-    proc = subprocess.run([str(target / "bin" / "python"), "-m", "pip", "install", "--no-index", "--find-links",
-                           str(kit_index), "--require-hashes", "-r", str(out)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            str(target / "bin" / "python"),
+            "-m",
+            "pip",
+            "install",
+            "--no-index",
+            "--find-links",
+            str(kit_index),
+            "--require-hashes",
+            "-r",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     got = {k: v for k, v in freeze(target).items() if k not in SEEDS}
     assert got == {k: v for k, v in freeze(src).items() if k not in SEEDS}
@@ -86,8 +113,22 @@ def test_export_requirements_reproduce_with_pip(source_env, make_venv, kit_index
     first = text.split("--hash=sha256:")[1][:64]
     bad.write_text(text.replace(first, "0" * 64))
     other = make_venv(tmp_path / "by-pip-bad", [], python="3.11", seed=True)
-    proc = subprocess.run([str(other / "bin" / "python"), "-m", "pip", "install", "--no-index", "--find-links",
-                           str(kit_index), "--require-hashes", "-r", str(bad)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            str(other / "bin" / "python"),
+            "-m",
+            "pip",
+            "install",
+            "--no-index",
+            "--find-links",
+            str(kit_index),
+            "--require-hashes",
+            "-r",
+            str(bad),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode != 0 and "HASHES" in (proc.stdout + proc.stderr).upper()
 
 
@@ -112,9 +153,11 @@ def test_export_profile_to_stdout_and_from_generation_lock(source_env, kit_index
 
 
 def test_requirements_need_hashes(tmp_path):
-    lock = locks.parse_lock('lock-version = "1.0"\n[[packages]]\nname = "six"\nversion = "1.17.0"\n'
-                                'wheels = [{ url = "https://x.example/six-1.17.0-py3-none-any.whl", hashes = {} }]\n',
-                                "test lock")
+    lock = locks.parse_lock(
+        'lock-version = "1.0"\n[[packages]]\nname = "six"\nversion = "1.17.0"\n'
+        'wheels = [{ url = "https://x.example/six-1.17.0-py3-none-any.whl", hashes = {} }]\n',
+        "test lock",
+    )
     with pytest.raises(UserError, match="no sha256"):
         locks.to_requirements(lock)
 
@@ -143,9 +186,26 @@ def test_bundle_then_offline_apply_without_network(source_env, kit_env, kit_inde
     env["UV_CACHE_DIR"] = str(tmp_path / "empty-cache")
     target = tmp_path / "node" / "tf"
     prefix = _no_network_prefix()
-    proc = subprocess.run(prefix + [sys.executable, str(launcher(tmp_path)), "apply", str(moved / "profile.toml"),
-                                    "--env", str(target), "--find-links", str(moved), "--offline", "--yes", "--json"],
-                          env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        prefix
+        + [
+            sys.executable,
+            str(launcher(tmp_path)),
+            "apply",
+            str(moved / "profile.toml"),
+            "--env",
+            str(target),
+            "--find-links",
+            str(moved),
+            "--offline",
+            "--yes",
+            "--json",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert doc["changed"] and doc["hashes"].startswith("required") and doc["generation"] == 1
@@ -205,8 +265,9 @@ def test_bundle_checks_and_records_hashes(source_env, kit_index, tmp_path):
     assert any("no sha256" in n for n in r.notes)
     bundled = tomllib.loads((tmp_path / "b2" / "pylock.toml").read_text())
     assert next(p for p in bundled["packages"] if p["name"] == "six")["wheels"][0]["hashes"]["sha256"] == digest
-    res = applying.run(opts(tmp_path / "b2" / "profile.toml", tmp_path / "n" / "venv", kit_index,
-                            find_links=[str(tmp_path / "b2")]))
+    res = applying.run(
+        opts(tmp_path / "b2" / "profile.toml", tmp_path / "n" / "venv", kit_index, find_links=[str(tmp_path / "b2")])
+    )
     assert res.changed and res.hashes.startswith("required")
 
 
@@ -272,11 +333,15 @@ def test_bundle_picks_the_wheel_for_the_profile_platform():
         'lock-version = "1.0"\n[[packages]]\nname = "numpy"\nversion = "1.26.4"\nwheels = [\n'
         '  { url = "https://x.example/numpy-1.26.4-cp311-cp311-macosx_11_0_arm64.whl", hashes = {} },\n'
         '  { url = "https://x.example/numpy-1.26.4-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl", '
-        'hashes = {} },\n'
+        "hashes = {} },\n"
         '  { url = "https://x.example/numpy-1.26.4-cp312-cp312-manylinux_2_17_x86_64.whl", hashes = {} },\n]\n'
-        'sdist = { url = "https://x.example/numpy-1.26.4.tar.gz", hashes = {} }\n', "t")
-    p = prof.Profile(interpreter=prof.Interpreter(version="3.11.7"),
-                     platform=prof.Platform(system="Linux", machine="x86_64", libc="glibc", libc_version="2.31"))
+        'sdist = { url = "https://x.example/numpy-1.26.4.tar.gz", hashes = {} }\n',
+        "t",
+    )
+    p = prof.Profile(
+        interpreter=prof.Interpreter(version="3.11.7"),
+        platform=prof.Platform(system="Linux", machine="x86_64", libc="glibc", libc_version="2.31"),
+    )
     tags = supported_tags(profile_target(p))
     assert bundling.choose_file(lock.packages[0], tags).filename.startswith("numpy-1.26.4-cp311-cp311-manylinux")
     p.platform = prof.Platform(system="Linux", machine="x86_64", libc="glibc", libc_version="2.12")  # too old
@@ -364,25 +429,54 @@ def test_ansible_playbook_against_localhost(fleet, kit_env, tmp_path):
     src, bundle, template, before = fleet
     tools = tmp_path / "ansible-venv"
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("UV_", "PIP_", "VIRTUAL_ENV"))}
-    made = subprocess.run([uv_bin(), "venv", "-q", "--no-config", "--python", sys.executable, str(tools)], env=clean,
-                          capture_output=True, text=True)
-    inst = subprocess.run([uv_bin(), "pip", "install", "-q", "--no-config", "--python", str(tools / "bin" / "python"),
-                           "ansible-core"], env=clean, capture_output=True, text=True, timeout=600)
+    made = subprocess.run(
+        [uv_bin(), "venv", "-q", "--no-config", "--python", sys.executable, str(tools)],
+        env=clean,
+        capture_output=True,
+        text=True,
+    )
+    inst = subprocess.run(
+        [uv_bin(), "pip", "install", "-q", "--no-config", "--python", str(tools / "bin" / "python"), "ansible-core"],
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if made.returncode or inst.returncode:
         pytest.skip(f"ansible-core cannot be installed here: {inst.stderr.strip()[-300:]}")
     inventory = tmp_path / "hosts.ini"
-    inventory.write_text("[tf_nodes]\n" + "".join(
-        f"{h} ansible_connection=local ansible_python_interpreter={sys.executable}\n" for h in ("h1", "h2", "h3")))
+    inventory.write_text(
+        "[tf_nodes]\n"
+        + "".join(
+            f"{h} ansible_connection=local ansible_python_interpreter={sys.executable}\n" for h in ("h1", "h2", "h3")
+        )
+    )
     env = dict(kit_env)
-    env.update(ANSIBLE_LOCAL_TEMP=str(tmp_path / "ansible-tmp"), ANSIBLE_HOME=str(tmp_path / "ansible-home"),
-               ANSIBLE_NOCOLOR="1", ANSIBLE_HOST_KEY_CHECKING="0", LC_ALL="C.UTF-8")
+    env.update(
+        ANSIBLE_LOCAL_TEMP=str(tmp_path / "ansible-tmp"),
+        ANSIBLE_HOME=str(tmp_path / "ansible-home"),
+        ANSIBLE_NOCOLOR="1",
+        ANSIBLE_HOST_KEY_CHECKING="0",
+        LC_ALL="C.UTF-8",
+    )
     tfrebuild = f"{sys.executable} {launcher(tmp_path)}"
 
     def play(*extra):
-        return subprocess.run([str(tools / "bin" / "ansible-playbook"), "-i", str(inventory),
-                               str(EXAMPLES / "rollout.yml"), "-e", json.dumps(
-                                   {"bundle": str(bundle), "env_path": template, "tfrebuild": tfrebuild}), *extra],
-                              env=env, capture_output=True, text=True, timeout=900)
+        return subprocess.run(
+            [
+                str(tools / "bin" / "ansible-playbook"),
+                "-i",
+                str(inventory),
+                str(EXAMPLES / "rollout.yml"),
+                "-e",
+                json.dumps({"bundle": str(bundle), "env_path": template, "tfrebuild": tfrebuild}),
+                *extra,
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
 
     (tmp_path / "hosts" / "h3" / "tf" / "bin" / "python").rename(tmp_path / "h3-python")
     res = play()
@@ -407,21 +501,35 @@ def test_ansible_playbook_against_localhost(fleet, kit_env, tmp_path):
 def test_pypi_tensorflow_bundle_offline_round_trip(require_python, tmp_path):
     """Snapshot a real tensorflow-cpu 2.15.1 env, bundle it, apply it offline (no network) elsewhere."""
     py = require_python("3.11")
-    clean = {k: v for k, v in os.environ.items()
-             if not k.startswith(("UV_", "PIP_")) and k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("UV_", "PIP_")) and k not in ("VIRTUAL_ENV", "PYTHONPATH")
+    }
     clean.update(UV_PYTHON_DOWNLOADS="never", UV_NO_CONFIG="1", PIP_CONFIG_FILE=os.devnull)  # PyPI, nothing else
     src = tmp_path / "real" / "tf215"
-    for cmd in ([uv_bin(), "venv", "-q", "--no-config", "--python", str(py), str(src)],
-                [uv_bin(), "pip", "install", "-q", "--no-config", "--python", str(src / "bin" / "python"),
-                 "tensorflow-cpu==2.15.1"]):
+    for cmd in (
+        [uv_bin(), "venv", "-q", "--no-config", "--python", str(py), str(src)],
+        [
+            uv_bin(),
+            "pip",
+            "install",
+            "-q",
+            "--no-config",
+            "--python",
+            str(src / "bin" / "python"),
+            "tensorflow-cpu==2.15.1",
+        ],
+    ):
         proc = subprocess.run(cmd, env=clean, capture_output=True, text=True, timeout=1800)
         if proc.returncode:
             pytest.skip(f"cannot install tensorflow-cpu 2.15.1 from PyPI here: {proc.stderr.strip()[-300:]}")
     cli = [sys.executable, str(launcher(tmp_path))]
 
     def run(*args, env=clean, prefix=()):
-        proc = subprocess.run([*prefix, *cli, *args], env=env, capture_output=True, text=True, timeout=3600,
-                              cwd=tmp_path)
+        proc = subprocess.run(
+            [*prefix, *cli, *args], env=env, capture_output=True, text=True, timeout=3600, cwd=tmp_path
+        )
         assert proc.returncode == 0, proc.stdout + proc.stderr
         return proc
 
@@ -432,8 +540,20 @@ def test_pypi_tensorflow_bundle_offline_round_trip(require_python, tmp_path):
     assert doc["downloaded"] > 100 * 2**20 and doc["seconds_per_mib"] > 0, doc
     assert 0 < doc["connections"] < len(doc["files"]), doc["connections"]
     offline_env = dict(clean, UV_CACHE_DIR=str(tmp_path / "empty-cache"), UV_OFFLINE="1")
-    doc = json.loads(run("apply", str(tmp_path / "bundle" / "profile.toml"), "--env", str(tmp_path / "node" / "tf"),
-                         "--find-links", str(tmp_path / "bundle"), "--offline", "--yes", "--json",
-                         env=offline_env, prefix=_no_network_prefix()).stdout)
+    doc = json.loads(
+        run(
+            "apply",
+            str(tmp_path / "bundle" / "profile.toml"),
+            "--env",
+            str(tmp_path / "node" / "tf"),
+            "--find-links",
+            str(tmp_path / "bundle"),
+            "--offline",
+            "--yes",
+            "--json",
+            env=offline_env,
+            prefix=_no_network_prefix(),
+        ).stdout
+    )
     assert doc["changed"] and all(c["ok"] for c in doc["checks"])
     assert freeze(tmp_path / "node" / "tf") == freeze(src)

@@ -25,8 +25,7 @@ def _venv(where: Path, modules: dict[str, str]) -> Path:
     return site
 
 
-MODULES = {"pkg/__init__.py": "VALUE = 1\n", "pkg/util.py": "def f():\n    return 'f'\n",
-           "broken.py": "def (:\n"}
+MODULES = {"pkg/__init__.py": "VALUE = 1\n", "pkg/util.py": "def f():\n    return 'f'\n", "broken.py": "def (:\n"}
 
 
 def test_pycs_are_checked_hash_based_and_linked_from_the_cache(tmp_path, monkeypatch):
@@ -47,8 +46,11 @@ def test_pycs_are_checked_hash_based_and_linked_from_the_cache(tmp_path, monkeyp
     assert (again.compiled, again.linked) == (0, 2)
     other = Path(importlib.util.cache_from_source(str(second / "pkg" / "util.py")))
     assert os.stat(other).st_ino == os.stat(pyc).st_ino
-    run = subprocess.run([str(tmp_path / "b" / "bin" / "python"), "-c", "import pkg.util; print(pkg.util.f())"],
-                         capture_output=True, text=True)
+    run = subprocess.run(
+        [str(tmp_path / "b" / "bin" / "python"), "-c", "import pkg.util; print(pkg.util.f())"],
+        capture_output=True,
+        text=True,
+    )
     assert run.stdout.strip() == "f", run.stderr
 
 
@@ -59,8 +61,11 @@ def test_an_edited_source_is_not_served_its_old_pyc_and_the_cache_is_not_changed
     pyc = Path(importlib.util.cache_from_source(str(site / "pkg" / "util.py")))
     cached_before = pyc.read_bytes()
     (site / "pkg" / "util.py").write_text("def f():\n    return 'edited'\n")
-    run = subprocess.run([str(tmp_path / "a" / "bin" / "python"), "-c", "import pkg.util; print(pkg.util.f())"],
-                         capture_output=True, text=True)
+    run = subprocess.run(
+        [str(tmp_path / "a" / "bin" / "python"), "-c", "import pkg.util; print(pkg.util.f())"],
+        capture_output=True,
+        text=True,
+    )
     assert run.stdout.strip() == "edited", run.stderr
     entries = [p for p in cache.rglob("*.pyc")]
     assert any(p.read_bytes() == cached_before for p in entries), "the cache entry must be unchanged"
@@ -123,8 +128,11 @@ def test_prune_removes_only_the_entries_no_env_links_to(tmp_path, monkeypatch):
     assert (bucket / ("f" * 64 + ".pyc")).is_symlink()
     kept = sorted(cache.rglob("*.pyc"))
     assert all(os.stat(e).st_nlink == 2 for e in kept if not e.is_symlink()) and len(kept) == 3
-    run = subprocess.run([str(tmp_path / "b" / "bin" / "python"), "-c", "import pkg.util; print(pkg.util.f())"],
-                         capture_output=True, text=True)
+    run = subprocess.run(
+        [str(tmp_path / "b" / "bin" / "python"), "-c", "import pkg.util; print(pkg.util.f())"],
+        capture_output=True,
+        text=True,
+    )
     assert run.stdout.strip() == "f", run.stderr
     assert Path(importlib.util.cache_from_source(str(site_b / "pkg" / "util.py"))).exists()
     assert bytecode.prune_cache().files == 0  # nothing left to prune

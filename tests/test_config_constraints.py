@@ -44,8 +44,9 @@ def hashed_index(kit_index: Path, tmp_path_factory) -> str:
     for name, wheels in projects.items():
         folder = root / name
         folder.mkdir()
-        links = "".join(f'<a href="{w.as_uri()}#sha256={hashlib.sha256(w.read_bytes()).hexdigest()}">{w.name}</a>\n'
-                        for w in wheels)
+        links = "".join(
+            f'<a href="{w.as_uri()}#sha256={hashlib.sha256(w.read_bytes()).hexdigest()}">{w.name}</a>\n' for w in wheels
+        )
         (folder / "index.html").write_text(f"<!DOCTYPE html><html><body>\n{links}</body></html>\n")
     return root.as_uri()
 
@@ -60,8 +61,15 @@ def environ(kit_env: dict[str, str], home: Path, **extra: str) -> dict[str, str]
 
 
 def tfrebuild(*args, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "rebuild", *map(str, args)], env=env, cwd=cwd, capture_output=True,
-                          text=True, timeout=300, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "rebuild", *map(str, args)],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def keras_in(venv_run, env: Path) -> str:
@@ -134,8 +142,13 @@ def test_discover_reads_every_kind_of_constraint(tmp_path: Path) -> None:
 
 
 def test_constraint_lines_round_trip_in_the_profile() -> None:
-    p = prof.Profile(index=prof.Index(index_url="https://pypi.org/simple", constraints=["/etc/c.txt"],
-                                      constraint_lines=["torch<=2.14.1", "numpy<2"]))
+    p = prof.Profile(
+        index=prof.Index(
+            index_url="https://pypi.org/simple",
+            constraints=["/etc/c.txt"],
+            constraint_lines=["torch<=2.14.1", "numpy<2"],
+        )
+    )
     text = prof.dumps(p)
     assert 'constraint_lines = [\n    "torch<=2.14.1",' in text or 'constraint_lines = ["torch<=2.14.1"' in text
     assert prof.loads(text) == p
@@ -149,8 +162,20 @@ def test_redacted_hides_credentials_in_constraint_lines() -> None:
 def test_missing_constraint_file_is_refused(classic: Path, tmp_path: Path, kit_env, hashed_index) -> None:
     env = environ(kit_env, tmp_path / "home")
     for value in (str(tmp_path / "nope.txt"), ""):
-        res = tfrebuild("plan", "--env", classic, "--offline", "--index-url", hashed_index, "--to", "2.18",
-                        "--constraint", value, env=env, cwd=tmp_path)
+        res = tfrebuild(
+            "plan",
+            "--env",
+            classic,
+            "--offline",
+            "--index-url",
+            hashed_index,
+            "--to",
+            "2.18",
+            "--constraint",
+            value,
+            env=env,
+            cwd=tmp_path,
+        )
         assert res.returncode != 0 and "does not exist" in res.stderr and "Traceback" not in res.stderr, res.stderr
 
 
@@ -158,8 +183,9 @@ def test_missing_constraint_file_is_refused(classic: Path, tmp_path: Path, kit_e
 
 
 @pytest.mark.parametrize("source", SOURCES)
-def test_constraint_holds_a_package_and_the_hashed_build_works(source, classic: Path, tmp_path: Path, kit_env,
-                                                               hashed_index, venv_run) -> None:
+def test_constraint_holds_a_package_and_the_hashed_build_works(
+    source, classic: Path, tmp_path: Path, kit_env, hashed_index, venv_run
+) -> None:
     env, args, _ = _setup(source, tmp_path, kit_env, "keras<3.10")
     work = tmp_path / "work"
     common = ["--env", classic, "--offline", "--index-url", hashed_index, "--to", "2.18", *args]
@@ -180,28 +206,53 @@ def test_constraint_holds_a_package_and_the_hashed_build_works(source, classic: 
 def test_without_a_constraint_keras_moves_to_its_newest(classic: Path, tmp_path: Path, kit_env, hashed_index) -> None:
     """The premise of the test above: unconstrained, the same plan takes a newer Keras."""
     env = environ(kit_env, tmp_path / "home")
-    res = tfrebuild("plan", "--env", classic, "--offline", "--index-url", hashed_index, "--to", "2.18", "--json",
-                    env=env, cwd=tmp_path)
+    res = tfrebuild(
+        "plan",
+        "--env",
+        classic,
+        "--offline",
+        "--index-url",
+        hashed_index,
+        "--to",
+        "2.18",
+        "--json",
+        env=env,
+        cwd=tmp_path,
+    )
     assert res.returncode == 0, res.stderr
     keras = {c["name"]: c["new"] for c in json.loads(res.stdout)["plan"]["changes"]}["keras"]
     assert keras in ("3.10.0", "3.12.0")
 
 
 @pytest.mark.parametrize("source", SOURCES)
-def test_constraint_on_tensorflow_is_named_in_the_refusal(source, classic: Path, tmp_path: Path, kit_env,
-                                                          hashed_index) -> None:
+def test_constraint_on_tensorflow_is_named_in_the_refusal(
+    source, classic: Path, tmp_path: Path, kit_env, hashed_index
+) -> None:
     env, args, cfile = _setup(source, tmp_path, kit_env, "tensorflow-cpu<2.16")
     work = tmp_path / "work"
-    res = tfrebuild("plan", "--env", classic, "--offline", "--index-url", hashed_index, "--to", "2.18", *args,
-                    env=env, cwd=work)
+    res = tfrebuild(
+        "plan", "--env", classic, "--offline", "--index-url", hashed_index, "--to", "2.18", *args, env=env, cwd=work
+    )
     assert res.returncode == 1, res.stdout + res.stderr
     err = " ".join(res.stderr.split())
     assert "The constraint `tensorflow-cpu<2.16`" in err and "rules out tensorflow-cpu 2.18.0" in err, err
     assert cfile in err.replace("\n", ""), err
     assert "Traceback" not in res.stderr
     # --to latest is held by it, and the plan says so
-    res = tfrebuild("plan", "--env", classic, "--offline", "--index-url", hashed_index, "--to", "latest", "--json",
-                    *args, env=env, cwd=work)
+    res = tfrebuild(
+        "plan",
+        "--env",
+        classic,
+        "--offline",
+        "--index-url",
+        hashed_index,
+        "--to",
+        "latest",
+        "--json",
+        *args,
+        env=env,
+        cwd=work,
+    )
     assert res.returncode == 0, res.stderr
     doc = json.loads(res.stdout)["plan"]
     assert doc["tf_new"] == "2.15.1"

@@ -111,8 +111,9 @@ def auth_index(kit_index: Path):
     for p in kit_index.iterdir():
         if p.name.endswith((".whl", ".tar.gz")):
             files.setdefault(_project(p.name), {})[p.name] = p
-    handler = type("H", (_AuthIndex,), {"files": files, "seen": [],
-                                        "accepted": {_basic(USER, PASSWORD), _basic(TOKEN, "")}})
+    handler = type(
+        "H", (_AuthIndex,), {"files": files, "seen": [], "accepted": {_basic(USER, PASSWORD), _basic(TOKEN, "")}}
+    )
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.timeout = 5
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -140,9 +141,20 @@ class World:
         self.xdg = tmp / "xdg"
         (self.home / ".config").mkdir(parents=True)
         self.xdg.mkdir()
-        self.env = {k: v for k, v in kit_env.items()
-                    if k not in ("UV_FIND_LINKS", "PIP_FIND_LINKS", "PIP_NO_INDEX", "UV_OFFLINE", "PIP_CONFIG_FILE",
-                                 "TFREBUILD_FAULT", "NETRC")}
+        self.env = {
+            k: v
+            for k, v in kit_env.items()
+            if k
+            not in (
+                "UV_FIND_LINKS",
+                "PIP_FIND_LINKS",
+                "PIP_NO_INDEX",
+                "UV_OFFLINE",
+                "PIP_CONFIG_FILE",
+                "TFREBUILD_FAULT",
+                "NETRC",
+            )
+        }
         self.env.update(HOME=str(self.home), XDG_CONFIG_HOME=str(self.home / ".config"), XDG_CONFIG_DIRS=str(self.xdg))
         for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
             self.env.pop(var, None)
@@ -163,8 +175,9 @@ class World:
     def tfr(self, *args, ok: bool = True) -> Run:
         cmd = [sys.executable, "-m", "rebuild", *map(str, args)]
         start = time.monotonic()
-        p = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=300, cwd=self.tmp,
-                           stdin=subprocess.DEVNULL)
+        p = subprocess.run(
+            cmd, env=self.env, capture_output=True, text=True, timeout=300, cwd=self.tmp, stdin=subprocess.DEVNULL
+        )
         run = Run(p, time.monotonic() - start, [str(a) for a in args])
         self.runs.append(run)
         if ok:
@@ -290,8 +303,11 @@ def test_bare_token_and_named_uv_index_credentials(auth_index, make_venv, kit_en
     _assert_authenticated(handler)
     handler.seen.clear()
     del world.env["PIP_INDEX_URL"]
-    world.env.update(UV_DEFAULT_INDEX=f"corp-mirror=http://{host}/simple",
-                     UV_INDEX_CORP_MIRROR_USERNAME=USER, UV_INDEX_CORP_MIRROR_PASSWORD=PASSWORD)
+    world.env.update(
+        UV_DEFAULT_INDEX=f"corp-mirror=http://{host}/simple",
+        UV_INDEX_CORP_MIRROR_USERNAME=USER,
+        UV_INDEX_CORP_MIRROR_PASSWORD=PASSWORD,
+    )
     plan = world.tfr("plan", "--env", env, "--to", "2.18", "--json").json()["plan"]
     assert plan["tf_new"] == "2.18.0"
     world.tfr("upgrade", "--env", env, "--to", "2.18", "--yes")
@@ -349,5 +365,7 @@ def test_one_redaction_function():
         assert indexconf.redact(raw) == shown, raw
         assert rhttp.redact_url(raw) == shown, raw
         assert proc.redact_line(f"uv says: {raw} failed") == f"uv says: {shown} failed", raw
-    assert rhttp.redact_text("GET https://alice:s3cret@h/x and https://t0k@h/y", []) == \
-        "GET https://alice:****@h/x and https://****@h/y"
+    assert (
+        rhttp.redact_text("GET https://alice:s3cret@h/x and https://t0k@h/y", [])
+        == "GET https://alice:****@h/x and https://****@h/y"
+    )

@@ -54,8 +54,18 @@ def cli(kit_env, kit_index, tmp_path):
     def _run(command: str, env: Path, *args: str, find_links=None, drop=(), timeout: float = 300):
         links = [a for folder in find_links or [kit_index] for a in ("--find-links", folder)]
         overrides = {key: None for key in drop}
-        return run_cli(kit_env, command, "--env", env, *(("--offline", *links) if command in ("upgrade", "plan") else ()),
-                       *args, overrides=overrides, cwd=tmp_path, timeout=timeout)
+        return run_cli(
+            kit_env,
+            command,
+            "--env",
+            env,
+            *(("--offline", *links) if command in ("upgrade", "plan") else ()),
+            *args,
+            overrides=overrides,
+            cwd=tmp_path,
+            timeout=timeout,
+        )
+
     return _run
 
 
@@ -173,8 +183,11 @@ def test_read_only_filesystem(tmpfs, make_venv, cli):
     assert ok(cli("history", env, "--json")).json()["rows"]
     assert ok(cli("diff", env, "1", "3")).out.strip()
     ok(cli("plan", env, "--to", "2.18"))
-    for command, args in [("rollback", ("--yes",)), ("gc", ("--keep", "1", "--yes")),
-                          ("upgrade", ("--to", "2.21", "--yes"))]:
+    for command, args in [
+        ("rollback", ("--yes",)),
+        ("gc", ("--keep", "1", "--yes")),
+        ("upgrade", ("--to", "2.21", "--yes")),
+    ]:
         res = cli(command, env, *args)
         clean_error(res, "read-only", code=1)
     assert tree_state(env) == before
@@ -229,8 +242,13 @@ def test_root_upgrading_another_users_env_keeps_the_owner(make_venv, cli):
                 os.lchown(os.path.join(base, name), uid, gid)
         os.lchown(env, uid, gid)
         ok(cli("upgrade", env, "--to", "2.18", "--yes"))
-        wrong = [os.path.join(b, n) for tree in (env, state_dir(env)) for b, ds, fs in os.walk(tree)
-                 for n in ds + fs if os.lstat(os.path.join(b, n)).st_uid != uid]
+        wrong = [
+            os.path.join(b, n)
+            for tree in (env, state_dir(env))
+            for b, ds, fs in os.walk(tree)
+            for n in ds + fs
+            if os.lstat(os.path.join(b, n)).st_uid != uid
+        ]
         assert wrong == [], wrong[:5]
         assert os.lstat(env).st_uid == uid and os.lstat(state_dir(env)).st_uid == uid
         # The owner can write into the env (what pip install needs) and run tfrebuild on it.
@@ -302,8 +320,16 @@ def broken_index(tmp_path_factory, kit_index: Path) -> Path:
 def test_failed_first_upgrade_names_a_log_that_exists_and_json_carries_the_plan(make_venv, cli, broken_index):
     env = make_venv("envs/tf", CLASSIC)
     before = tree_state(env)
-    res = cli("upgrade", env, "--to", "2.21.0", "--yes", "--json", find_links=[broken_index],
-              drop=("UV_FIND_LINKS", "PIP_FIND_LINKS"))
+    res = cli(
+        "upgrade",
+        env,
+        "--to",
+        "2.21.0",
+        "--yes",
+        "--json",
+        find_links=[broken_index],
+        drop=("UV_FIND_LINKS", "PIP_FIND_LINKS"),
+    )
     assert res.code == 1, res
     doc = res.json()
     assert doc["ok"] is False and "failed its checks" in doc["error"]
@@ -314,15 +340,17 @@ def test_failed_first_upgrade_names_a_log_that_exists_and_json_carries_the_plan(
     assert named and all(Path(p).is_file() for p in named), doc["hint"]
     assert "uv" in Path(named[0]).read_text() or Path(named[0]).stat().st_size >= 0
     assert tree_state(env) == before
-    human = cli("upgrade", env, "--to", "2.21.0", "--yes", find_links=[broken_index],
-                drop=("UV_FIND_LINKS", "PIP_FIND_LINKS"))
+    human = cli(
+        "upgrade", env, "--to", "2.21.0", "--yes", find_links=[broken_index], drop=("UV_FIND_LINKS", "PIP_FIND_LINKS")
+    )
     assert human.code == 1 and "Plan for" in human.out and "2.15.1 → 2.21.0" in human.out, human
 
 
 def test_smoke_headline_names_only_the_imports_that_failed(make_venv):
     env = make_venv("plain", ["numpy==1.24.3"])
-    imports = ["json", "numpy", "no_such_module_a", "os", "no_such_module_b"] + [f"encodings.{e}" for e in
-                                                                                 ("utf_8", "ascii", "latin_1")]
+    imports = ["json", "numpy", "no_such_module_a", "os", "no_such_module_b"] + [
+        f"encodings.{e}" for e in ("utf_8", "ascii", "latin_1")
+    ]
     report = smoke.run_checks(env, tf_version="", imports=imports, commands=[])
     (failed,) = [c for c in report.checks if not c.ok]
     assert failed.name == "imports: no_such_module_a, no_such_module_b (2 of 8 failed)", failed.name

@@ -41,8 +41,16 @@ BASE = ["tensorflow-cpu==2.15.1", "scipy==1.11.4"]
 def clean_environ(kit_env, tmp_path) -> dict[str, str]:
     """kit_env without index variables, with a PATH holding only a test-owned (empty) bin folder."""
     env = {k: v for k, v in kit_env.items() if not k.startswith(("PIP_", "UV_"))}
-    for key in ("PYTHONPATH", "PYTHONHOME", "LD_LIBRARY_PATH", "CUDA_HOME", "CUDA_PATH", "CUDNN_PATH",
-                "PYTHONNOUSERSITE", "PYTHONUSERBASE"):
+    for key in (
+        "PYTHONPATH",
+        "PYTHONHOME",
+        "LD_LIBRARY_PATH",
+        "CUDA_HOME",
+        "CUDA_PATH",
+        "CUDNN_PATH",
+        "PYTHONNOUSERSITE",
+        "PYTHONUSERBASE",
+    ):
         env.pop(key, None)
     bin_dir = tmp_path / "path-bin"
     bin_dir.mkdir(exist_ok=True)
@@ -162,9 +170,11 @@ def test_target_blocked_without_any_accepting_release(make_venv, diagnose):
     result = diagnose(venv, to="2.20.0")  # the kit has tensorflow-text for 2.15, 2.18 and 2.21 only
     f = one(result, "target-blocked")
     # every release of tensorflow-text is searched: 2.18.1 goes with tensorflow 2.18.0 (never the installed 2.15.1)
-    assert any("no release of tensorflow-text on the index accepts 2.20.0" in e
-               and "the newest tensorflow a release of it accepts is 2.18.0: tensorflow-text 2.18.1" in e
-               for e in f.evidence), f.evidence
+    assert any(
+        "no release of tensorflow-text on the index accepts 2.20.0" in e
+        and "the newest tensorflow a release of it accepts is 2.18.0: tensorflow-text 2.18.1" in e
+        for e in f.evidence
+    ), f.evidence
     assert "--to 2.18.0" in f.fix and "takes tensorflow-text 2.18.1" in f.fix and not f.fixed_by_rebuild
     assert "2.15.1" not in f.fix
 
@@ -208,13 +218,16 @@ def test_broken_requirement_is_reported_like_pip_check(make_venv, diagnose):
 
 
 def test_requirement_on_another_tensorflow_variant_is_info(make_venv, diagnose):
-    venv = make_venv("tfkeras", ["tensorflow-cpu==2.15.1", "tf-keras==2.15.1", "numpy==1.26.4"],
-                     install_args=["--no-deps"])
+    venv = make_venv(
+        "tfkeras", ["tensorflow-cpu==2.15.1", "tf-keras==2.15.1", "numpy==1.26.4"], install_args=["--no-deps"]
+    )
     result = diagnose(venv)
     f = one(result, "tf-variant-requirement")
     assert f.severity == "info"
-    assert "tf-keras 2.15.1 requires tensorflow<2.16,>=2.15; tensorflow-cpu 2.15.1 provides the same `tensorflow` " \
-           "package" in f.evidence
+    assert (
+        "tf-keras 2.15.1 requires tensorflow<2.16,>=2.15; tensorflow-cpu 2.15.1 provides the same `tensorflow` "
+        "package" in f.evidence
+    )
     assert not any(f.id == "missing-requirement" and "tf-keras" in f.title for f in result.findings)
 
 
@@ -272,8 +285,9 @@ def test_not_a_venv(python_versions, diagnose):
 
 def _enable_system_site(venv: Path) -> None:
     cfg = venv / "pyvenv.cfg"
-    cfg.write_text(cfg.read_text().replace("include-system-site-packages = false",
-                                           "include-system-site-packages = true"))
+    cfg.write_text(
+        cfg.read_text().replace("include-system-site-packages = false", "include-system-site-packages = true")
+    )
 
 
 def test_system_site_packages(make_venv, diagnose):
@@ -290,9 +304,26 @@ def test_user_site_shadows_the_env(make_venv, diagnose, kit_index, kit_env, tmp_
     _enable_system_site(venv)  # a venv only sees the user site together with the system site
     base = tmp_path / "userbase"
     user_site = base / "lib" / f"python{MINOR}" / "site-packages"
-    subprocess.run([uv_bin(), "pip", "install", "--no-config", "--no-index", "--find-links", str(kit_index),
-                    "--target", str(user_site), "--no-deps", "-q", "numpy==2.0.2", "six==1.17.0"],
-                   env=kit_env, check=True, capture_output=True)
+    subprocess.run(
+        [
+            uv_bin(),
+            "pip",
+            "install",
+            "--no-config",
+            "--no-index",
+            "--find-links",
+            str(kit_index),
+            "--target",
+            str(user_site),
+            "--no-deps",
+            "-q",
+            "numpy==2.0.2",
+            "six==1.17.0",
+        ],
+        env=kit_env,
+        check=True,
+        capture_output=True,
+    )
     result = diagnose(venv, PYTHONUSERBASE=base)
     f = one(result, "user-site-shadow")
     assert f.severity == "error"
@@ -359,8 +390,13 @@ def _fake_cuda(folder: Path, *names: str) -> Path:
 
 def test_cuda_libs_mismatch_for_installed_tensorflow(make_venv, diagnose, tmp_path):
     venv = make_venv("gpu", ["tensorflow==2.15.1"])
-    lib = _fake_cuda(tmp_path / "cuda-11.8" / "lib64", "libcudart.so.11.0", "libcudart.so.11.8.89",
-                     "libcudnn.so.8", "libcudnn.so.8.6.0")
+    lib = _fake_cuda(
+        tmp_path / "cuda-11.8" / "lib64",
+        "libcudart.so.11.0",
+        "libcudart.so.11.8.89",
+        "libcudnn.so.8",
+        "libcudnn.so.8.6.0",
+    )
     result = diagnose(venv, LD_LIBRARY_PATH=lib)
     f = one(result, "cuda-libs-mismatch")
     assert f.severity == "error" and not f.affects_new_env
@@ -406,8 +442,10 @@ def test_driver_too_old(make_venv, diagnose, clean_environ):
     smi = fake_nvidia_smi(Path(clean_environ["PATH"]), "geforce-470")
     result = diagnose(venv, to="2.21.0")
     found = {f.title: f for f in result.findings if f.id == "driver-too-old"}
-    assert set(found) == {"the NVIDIA driver 470.82.01 is too old for tensorflow 2.15.1 (installed)",
-                          "the NVIDIA driver 470.82.01 is too old for tensorflow 2.21.0 (target)"}
+    assert set(found) == {
+        "the NVIDIA driver 470.82.01 is too old for tensorflow 2.15.1 (installed)",
+        "the NVIDIA driver 470.82.01 is too old for tensorflow 2.21.0 (target)",
+    }
     target = found["the NVIDIA driver 470.82.01 is too old for tensorflow 2.21.0 (target)"]
     assert target.severity == "error" and target.affects_new_env
     assert f"{smi}: driver 470.82.01, CUDA 11.4" in target.evidence
@@ -494,8 +532,11 @@ def test_conda_package_overwritten_by_pip(make_venv, diagnose):
     meta = venv / "conda-meta"
     meta.mkdir()
     rel = f"lib/python{MINOR}/site-packages/numpy-1.26.4.dist-info/METADATA"
-    (meta / "numpy-1.26.4-py311h64a7726_0.json").write_text(json.dumps(
-        {"name": "numpy", "version": "1.26.4", "files": [rel, f"lib/python{MINOR}/site-packages/numpy/__init__.py"]}))
+    (meta / "numpy-1.26.4-py311h64a7726_0.json").write_text(
+        json.dumps(
+            {"name": "numpy", "version": "1.26.4", "files": [rel, f"lib/python{MINOR}/site-packages/numpy/__init__.py"]}
+        )
+    )
     (site / "numpy-1.26.4.dist-info" / "INSTALLER").write_text("pip\n")
     result = diagnose(venv)
     f = one(result, "conda-pip-overwrite")
@@ -569,8 +610,9 @@ def test_preflight_flags_what_affects_the_new_env(make_venv, kit_index, clean_en
     assert blocking == {"target-blocked", "tensorflow-variants"}
     assert {f.id for f in found if f.fixed_by_rebuild} >= {"capped-dependency"}
     # plan moving the env to another Python: the target is checked for that Python
-    moved = doctor.preflight(loc, data, "2.21.0", python_version="3.9.18", index=index, offline=True,
-                             environ=clean_environ)
+    moved = doctor.preflight(
+        loc, data, "2.21.0", python_version="3.9.18", index=index, offline=True, environ=clean_environ
+    )
     assert "python-unsupported" in {f.id for f in moved}
 
 
@@ -612,15 +654,29 @@ def test_findings_are_made_from_the_registry():
 @pytest.mark.slow
 def test_real_env_tensorflow_cpu_2_15_with_scipy_and_tensorflow_text(tmp_path):
     """A real env from PyPI: tensorflow-cpu 2.15.1 + scipy 1.11.4 (numpy<1.28) + tensorflow-text 2.15.0."""
-    environ = {k: v for k, v in os.environ.items()
-               if not k.startswith(("PIP_", "UV_")) and k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME",
-                                                                  "LD_LIBRARY_PATH", "CUDA_HOME")}
+    environ = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PIP_", "UV_"))
+        and k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "LD_LIBRARY_PATH", "CUDA_HOME")
+    }
     environ["UV_CACHE_DIR"] = os.environ.get("UV_CACHE_DIR", str(Path.home() / ".cache" / "uv"))
     venv = tmp_path / "real"
     uv = [uv_bin(), "--no-python-downloads"]
-    for cmd in ([*uv, "venv", "-q", "--no-config", "--python", sys.executable, str(venv)],
-                [*uv, "pip", "install", "-q", "--no-config", "--python", str(venv_python(venv)),
-                 "tensorflow-cpu==2.15.1", "scipy==1.11.4"]):
+    for cmd in (
+        [*uv, "venv", "-q", "--no-config", "--python", sys.executable, str(venv)],
+        [
+            *uv,
+            "pip",
+            "install",
+            "-q",
+            "--no-config",
+            "--python",
+            str(venv_python(venv)),
+            "tensorflow-cpu==2.15.1",
+            "scipy==1.11.4",
+        ],
+    ):
         proc = subprocess.run(cmd, env=environ, capture_output=True, text=True, timeout=900)
         if proc.returncode != 0:
             pytest.skip(f"could not build the real env: {proc.stderr.strip()[-300:]}")
@@ -634,8 +690,13 @@ def test_real_env_tensorflow_cpu_2_15_with_scipy_and_tensorflow_text(tmp_path):
     assert "tensorflow-cpu 2.21.0 requires numpy>=1.26.0" in capped.evidence
     assert "target-metadata-unavailable" not in ids(common)
 
-    proc = subprocess.run([*uv, "pip", "install", "-q", "--no-config", "--python", str(venv_python(venv)),
-                           "tensorflow-text==2.15.0"], env=environ, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [*uv, "pip", "install", "-q", "--no-config", "--python", str(venv_python(venv)), "tensorflow-text==2.15.0"],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     if proc.returncode != 0:
         pytest.skip(f"could not install tensorflow-text: {proc.stderr.strip()[-300:]}")
     blocked = doctoring.run(venv, to="2.21.0", index_url="https://pypi.org/simple", environ=environ, timeout=60)
@@ -676,7 +737,7 @@ def _serve(directory: Path, *, ranges: bool):
             first, last = match.groups()
             start = max(0, len(body) - int(last)) if not first else int(first)
             stop = len(body) - 1 if not first or not last else min(int(last), len(body) - 1)
-            part = body[start:stop + 1]
+            part = body[start : stop + 1]
             self.send_response(206)
             self.send_header("Content-Range", f"bytes {start}-{stop}/{len(body)}")
             self.send_header("Content-Length", str(len(part)))
@@ -695,14 +756,23 @@ def _remote_wheel(tmp_path: Path):
 
     from rebuild.index import simple as indexinfo
 
-
     name = "demo-1.0-py3-none-any.whl"
     with zipfile.ZipFile(tmp_path / name, "w") as zf:
         zf.writestr("demo/__init__.py", "x = 1\n" * 40000)  # a body worth not downloading
-        zf.writestr("demo-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: demo\nVersion: 1.0\n"
-                    "Requires-Python: >=3.9\nRequires-Dist: numpy<2\nRequires-Dist: scipy; extra == 'sci'\n")
-    return name, lambda url: indexinfo.FileInfo(filename=name, url=url, version=Version("1.0"), requires_python=None,
-                                                yanked=False, is_wheel=True, tags=frozenset())
+        zf.writestr(
+            "demo-1.0.dist-info/METADATA",
+            "Metadata-Version: 2.1\nName: demo\nVersion: 1.0\n"
+            "Requires-Python: >=3.9\nRequires-Dist: numpy<2\nRequires-Dist: scipy; extra == 'sci'\n",
+        )
+    return name, lambda url: indexinfo.FileInfo(
+        filename=name,
+        url=url,
+        version=Version("1.0"),
+        requires_python=None,
+        yanked=False,
+        is_wheel=True,
+        tags=frozenset(),
+    )
 
 
 def test_wheel_metadata_by_byte_ranges_through_the_http_client(tmp_path):

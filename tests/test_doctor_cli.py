@@ -22,8 +22,9 @@ def test_blocked_upgrade_exits_1_and_groups_by_severity(make_venv, kit_env, kit_
     assert res.returncode == 1, res.stdout + res.stderr
     assert "errors (" in res.stdout and "target-blocked" in res.stdout
     assert "tensorflow-text 2.15.0 requires tensorflow" in res.stdout
-    doc = json.loads(cli(kit_env, "doctor", "--env", venv, "--offline", "--find-links", kit_index, "--to", "2.18",
-                         "--json").stdout)
+    doc = json.loads(
+        cli(kit_env, "doctor", "--env", venv, "--offline", "--find-links", kit_index, "--to", "2.18", "--json").stdout
+    )
     blocked = [f for f in doc["findings"] if f["id"] == "target-blocked"]
     assert blocked and blocked[0]["severity"] == "error" and blocked[0]["fix"]
 

@@ -41,8 +41,13 @@ def special_files(tmp_path: Path) -> dict[str, Path]:
     (out / "folder").mkdir()
     (out / "target.toml").write_text("keep me\n")
     (out / "link").symlink_to(out / "target.toml")
-    return {"device": device(out / "full", 7), "fifo": fifo, "socket": out / "sock", "folder": out / "folder",
-            "link": out / "link"}
+    return {
+        "device": device(out / "full", 7),
+        "fifo": fifo,
+        "socket": out / "sock",
+        "folder": out / "folder",
+        "link": out / "link",
+    }
 
 
 def kinds(paths: dict[str, Path]) -> dict[str, int]:
@@ -53,8 +58,13 @@ def test_output_refuses_whatever_is_not_a_regular_file(make_venv, kit_env, tmp_p
     env = make_venv(tmp_path / "tf", ["tensorflow-cpu==2.15.1"])
     paths = special_files(tmp_path)
     before = kinds(paths)
-    words = {"device": "character device", "fifo": "FIFO", "socket": "socket", "folder": "folder",
-             "link": "symbolic link"}
+    words = {
+        "device": "character device",
+        "fifo": "FIFO",
+        "socket": "socket",
+        "folder": "folder",
+        "link": "symbolic link",
+    }
     for kind, path in paths.items():
         for command in (["snapshot", "--env", env], ["export", "--env", env, "--offline"]):
             t0 = time.monotonic()

@@ -55,8 +55,9 @@ def the_users_files(env: Path, tmp_path: Path) -> None:
 
 def system_site(env: Path) -> None:
     cfg = env / "pyvenv.cfg"
-    cfg.write_text(cfg.read_text().replace("include-system-site-packages = false",
-                                           "include-system-site-packages = true"))
+    cfg.write_text(
+        cfg.read_text().replace("include-system-site-packages = false", "include-system-site-packages = true")
+    )
 
 
 def system_only_module(env: Path, venv_run) -> str:
@@ -82,8 +83,21 @@ def test_plan_says_what_is_carried_and_what_is_not(damage, make_venv, kit_env, k
         meta.write_text("Metadata-Version: 2.1\nSummary: no name, no version\n")
     system_site(env)
     (sp / "tfrebuild-legacy-keras.pth").write_text("import os\n")  # tfrebuild's own: the Keras mode decides it
-    run = run_cli(kit_env, "plan", "--env", env, "--offline", "--find-links", kit_index, "--to", "2.16", "--keras",
-                  "3", cwd=tmp_path, timeout=180)
+    run = run_cli(
+        kit_env,
+        "plan",
+        "--env",
+        env,
+        "--offline",
+        "--find-links",
+        kit_index,
+        "--to",
+        "2.16",
+        "--keras",
+        "3",
+        cwd=tmp_path,
+        timeout=180,
+    )
     assert "Traceback" not in run.text, str(run)
     text = run.out
     assert "fixed by this upgrade) broken-dist-info" not in text, text
@@ -97,8 +111,22 @@ def test_plan_says_what_is_carried_and_what_is_not(damage, make_venv, kit_env, k
     if os.geteuid() == 0:
         assert "theirs.py belongs to uid 65534, not to the env's owner (uid 0)" in text, text
     assert "_virtualenv.pth" not in text and "legacy-keras" not in text, text
-    doc = run_cli(kit_env, "plan", "--env", env, "--offline", "--find-links", kit_index, "--to", "2.16", "--keras",
-                  "3", "--json", cwd=tmp_path, timeout=180).json()
+    doc = run_cli(
+        kit_env,
+        "plan",
+        "--env",
+        env,
+        "--offline",
+        "--find-links",
+        kit_index,
+        "--to",
+        "2.16",
+        "--keras",
+        "3",
+        "--json",
+        cwd=tmp_path,
+        timeout=180,
+    ).json()
     found = doc["plan"]["preflight"]
     assert {f["id"] for f in found if f.get("carried_by_rebuild")} == {"orphan-package", "system-site-packages"}, found
     assert {f["id"] for f in found if f.get("dropped_by_rebuild")} == {"broken-dist-info", "orphan-package"}, found
@@ -117,11 +145,24 @@ def test_upgrade_carries_the_users_files_and_system_site(make_venv, kit_env, kit
     the_users_files(env, tmp_path)
     system_site(env)
     system = system_only_module(env, venv_run)
-    probe = (f"import mytool, mypkg, srcmod, scipy, {system}, tensorflow; "
-             "print(tensorflow.__version__, mytool.X + mypkg.Y)")
+    probe = (
+        f"import mytool, mypkg, srcmod, scipy, {system}, tensorflow; print(tensorflow.__version__, mytool.X + mypkg.Y)"
+    )
     assert py(env, probe, venv_run) == "2.15.1 3"
-    run = run_cli(kit_env, "upgrade", "--env", env, "--offline", "--find-links", kit_index, "--to", "2.16", "--yes",
-                  cwd=tmp_path, timeout=300)
+    run = run_cli(
+        kit_env,
+        "upgrade",
+        "--env",
+        env,
+        "--offline",
+        "--find-links",
+        kit_index,
+        "--to",
+        "2.16",
+        "--yes",
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert run.code == 0, str(run)
     assert "Traceback" not in run.text
     assert "(carried into the new env) orphan-package: mytool" in run.out, run.out
@@ -135,15 +176,28 @@ def test_upgrade_carries_the_users_files_and_system_site(make_venv, kit_env, kit
     assert (site(old) / "mytool.py").is_file()  # generation 1 keeps the user's files as they were
 
 
-def test_broken_metadata_that_imports_stops_the_upgrade_with_a_repair_that_works(make_venv, kit_env, kit_index,
-                                                                                  tmp_path, venv_run):
+def test_broken_metadata_that_imports_stops_the_upgrade_with_a_repair_that_works(
+    make_venv, kit_env, kit_index, tmp_path, venv_run
+):
     env = make_venv(tmp_path / "tf", ["tensorflow-cpu==2.15.1", "scipy==1.11.4"])
     (dist,) = site(env).glob("scipy-*.dist-info")
     (dist / "METADATA").unlink()
     assert py(env, "import scipy; print('ok')", venv_run) == "ok"
     before = tree_state(env)
-    run = run_cli(kit_env, "upgrade", "--env", env, "--offline", "--find-links", kit_index, "--to", "2.16", "--yes",
-                  cwd=tmp_path, timeout=300)
+    run = run_cli(
+        kit_env,
+        "upgrade",
+        "--env",
+        env,
+        "--offline",
+        "--find-links",
+        kit_index,
+        "--to",
+        "2.16",
+        "--yes",
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert run.code == 1, str(run)
     assert "Traceback" not in run.text, str(run)
     assert "scipy import(s) in" in run.err and str(dist) in run.err, run.err
@@ -155,11 +209,29 @@ def test_broken_metadata_that_imports_stops_the_upgrade_with_a_repair_that_works
     (repair,) = re.findall(r"`(rm -rf [^`]+)`", run.err)
     assert "--reinstall --no-deps scipy==1.11.4" in repair, repair  # that project only: nothing else moves
     path = f"{Path(sys.executable).parent}:{kit_env.get('PATH', '')}"  # uv: the one installed with tfrebuild
-    done = subprocess.run(repair, shell=True, env={**kit_env, "UV_FIND_LINKS": str(kit_index), "PATH": path},
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        repair,
+        shell=True,
+        env={**kit_env, "UV_FIND_LINKS": str(kit_index), "PATH": path},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
-    again = run_cli(kit_env, "upgrade", "--env", env, "--offline", "--find-links", kit_index, "--to", "2.16", "--yes",
-                    cwd=tmp_path, timeout=300)
+    again = run_cli(
+        kit_env,
+        "upgrade",
+        "--env",
+        env,
+        "--offline",
+        "--find-links",
+        kit_index,
+        "--to",
+        "2.16",
+        "--yes",
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert again.code == 0, str(again)
     assert py(env, "import scipy, tensorflow; print(tensorflow.__version__)", venv_run) == "2.16.1"
 
@@ -171,8 +243,20 @@ def test_broken_metadata_that_does_not_import_is_named_only(make_venv, kit_env, 
     (dist,) = site(env).glob("scipy-*.dist-info")
     (dist / "METADATA").unlink()
     shutil.rmtree(site(env) / "scipy")
-    run = run_cli(kit_env, "upgrade", "--env", env, "--offline", "--find-links", kit_index, "--to", "2.16", "--yes",
-                  cwd=tmp_path, timeout=300)
+    run = run_cli(
+        kit_env,
+        "upgrade",
+        "--env",
+        env,
+        "--offline",
+        "--find-links",
+        kit_index,
+        "--to",
+        "2.16",
+        "--yes",
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert run.code == 0, str(run)
     assert "(not carried into the new env) broken-dist-info" in run.out, run.out
 
@@ -183,8 +267,20 @@ def test_broken_metadata_of_a_dependency_the_lock_reinstalls(make_venv, kit_env,
     env = make_venv(tmp_path / "tf", ["tensorflow-cpu==2.15.1"])
     (dist,) = site(env).glob("absl_py-*.dist-info")
     (dist / "METADATA").write_bytes(b"\xff\xfe garbage\n")
-    run = run_cli(kit_env, "upgrade", "--env", env, "--offline", "--find-links", kit_index, "--to", "2.16", "--yes",
-                  cwd=tmp_path, timeout=300)
+    run = run_cli(
+        kit_env,
+        "upgrade",
+        "--env",
+        env,
+        "--offline",
+        "--find-links",
+        kit_index,
+        "--to",
+        "2.16",
+        "--yes",
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert run.code == 0, str(run)
     assert "(fixed by this upgrade) broken-dist-info: metadata folder absl_py" in run.out, run.out
     assert py(env, "import absl, tensorflow; print(tensorflow.__version__)", venv_run) == "2.16.1"
@@ -202,8 +298,9 @@ def test_pip_marks_survive_a_uv_install_into_the_env(make_venv, kit_env, tmp_pat
     assert "absl-py" not in profile["requested"], profile["requested"]
 
 
-def test_upgrade_again_after_rollback_builds_with_the_users_files_as_they_are(make_venv, kit_env, kit_index,
-                                                                               tmp_path, venv_run):
+def test_upgrade_again_after_rollback_builds_with_the_users_files_as_they_are(
+    make_venv, kit_env, kit_index, tmp_path, venv_run
+):
     """A kept generation with the planned set is switched to instead of built ("already holds this set"), but its
     tree holds the user's files as they were then: with files to carry, the upgrade builds afresh and carries them."""
     env = make_venv(tmp_path / "tf", ["tensorflow-cpu==2.15.1"])

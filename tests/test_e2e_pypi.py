@@ -60,8 +60,9 @@ TF_MIN_NEW = Version("2.21.0")
 PACKAGES = [f"tensorflow-cpu=={TF_OLD}", "scipy==1.11.4", "pandas"]
 INSTALL_TIMEOUT = 1800
 UPGRADE_TIMEOUT = 1800
-TF_CHECK = ("import tensorflow as tf, scipy.linalg; print(tf.__version__); "
-            "print(float(tf.reduce_sum(tf.constant([1.0, 2.0]))))")
+TF_CHECK = (
+    "import tensorflow as tf, scipy.linalg; print(tf.__version__); print(float(tf.reduce_sum(tf.constant([1.0, 2.0]))))"
+)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -84,11 +85,21 @@ def machine_index(env: Path):
 
 def run(cmd: list, *, cwd: Path, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
     """Run ``cmd`` with the machine's pip/uv configuration; on failure show its output."""
-    proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=clean_environ(), cwd=cwd,
-                          stdin=subprocess.DEVNULL, timeout=timeout)
+    proc = subprocess.run(
+        [str(c) for c in cmd],
+        capture_output=True,
+        text=True,
+        env=clean_environ(),
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        timeout=timeout,
+    )
     if check and proc.returncode != 0:
-        pytest.fail(f"command failed (exit {proc.returncode}): {' '.join(map(str, cmd))}\n"
-                    f"--- stdout ---\n{proc.stdout[-6000:]}\n--- stderr ---\n{proc.stderr[-6000:]}", pytrace=False)
+        pytest.fail(
+            f"command failed (exit {proc.returncode}): {' '.join(map(str, cmd))}\n"
+            f"--- stdout ---\n{proc.stdout[-6000:]}\n--- stderr ---\n{proc.stderr[-6000:]}",
+            pytrace=False,
+        )
     return proc
 
 
@@ -108,8 +119,9 @@ def as_json(proc: subprocess.CompletedProcess) -> dict:
 
 def newest_release_for_this_python(distribution: str) -> Version:
     """The newest final release of ``distribution`` on PyPI with a wheel for this CPython on Linux/this machine."""
-    request = urllib.request.Request(f"https://pypi.org/simple/{distribution}/",
-                                     headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+    request = urllib.request.Request(
+        f"https://pypi.org/simple/{distribution}/", headers={"Accept": "application/vnd.pypi.simple.v1+json"}
+    )
     with urllib.request.urlopen(request, timeout=30) as response:
         data = json.load(response)
     python_tag = f"cp{sys.version_info.major}{sys.version_info.minor}"
@@ -124,8 +136,10 @@ def newest_release_for_this_python(distribution: str) -> Version:
             continue
         if version.is_prerelease or version.is_devrelease:
             continue
-        if any(t.interpreter == python_tag and t.platform.startswith("manylinux") and t.platform.endswith(machine)
-               for t in tags):
+        if any(
+            t.interpreter == python_tag and t.platform.startswith("manylinux") and t.platform.endswith(machine)
+            for t in tags
+        ):
             versions.add(version)
     return max(versions)
 
@@ -186,8 +200,9 @@ def _plan(tf_env: TfEnv) -> dict:
 
 
 def _plan_legacy(tf_env: TfEnv) -> dict:
-    return as_json(tfrebuild("plan", "--env", tf_env.path, "--to", "latest", "--keras", "legacy", "--json",
-                             cwd=tf_env.work))
+    return as_json(
+        tfrebuild("plan", "--env", tf_env.path, "--to", "latest", "--keras", "legacy", "--json", cwd=tf_env.work)
+    )
 
 
 def _upgrade(tf_env: TfEnv) -> dict:
@@ -213,8 +228,9 @@ def _rollback(tf_env: TfEnv) -> dict:
         scripts[script] = (shebang(path), run([path, *args], cwd=work, timeout=300, check=False).returncode)
     return {
         "result": result,
-        "version": run([env / "bin" / "python", "-c", "import tensorflow as tf; print(tf.__version__)"],
-                       cwd=work).stdout.split(),
+        "version": run(
+            [env / "bin" / "python", "-c", "import tensorflow as tf; print(tf.__version__)"], cwd=work
+        ).stdout.split(),
         "pip_freeze": freeze_pip(env, work),
         "uv_freeze": freeze_uv(env, work),
         "scripts": scripts,
@@ -222,12 +238,20 @@ def _rollback(tf_env: TfEnv) -> dict:
 
 
 def _history(tf_env: TfEnv) -> dict:
-    return {"history": as_json(tfrebuild("history", "--env", tf_env.path, "--json", cwd=tf_env.work)),
-            "status": as_json(tfrebuild("status", "--env", tf_env.path, "--json", cwd=tf_env.work))}
+    return {
+        "history": as_json(tfrebuild("history", "--env", tf_env.path, "--json", cwd=tf_env.work)),
+        "status": as_json(tfrebuild("status", "--env", tf_env.path, "--json", cwd=tf_env.work)),
+    }
 
 
-STEPS = [("snapshot", _snapshot), ("plan", _plan), ("plan-legacy", _plan_legacy), ("upgrade", _upgrade),
-         ("rollback", _rollback), ("history", _history)]
+STEPS = [
+    ("snapshot", _snapshot),
+    ("plan", _plan),
+    ("plan-legacy", _plan_legacy),
+    ("upgrade", _upgrade),
+    ("rollback", _rollback),
+    ("history", _history),
+]
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -242,8 +266,7 @@ def tf_env(pypi_reachable, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     work = tmp_path_factory.mktemp("e2e-pypi")
     env = work / "tf"
     run([sys.executable, "-m", "venv", env], cwd=work, timeout=300)
-    run([env / "bin" / "pip", "install", "--disable-pip-version-check", *PACKAGES], cwd=work,
-        timeout=INSTALL_TIMEOUT)
+    run([env / "bin" / "pip", "install", "--disable-pip-version-check", *PACKAGES], cwd=work, timeout=INSTALL_TIMEOUT)
     state = TfEnv(path=env, work=work, pip_freeze=freeze_pip(env, work), uv_freeze=freeze_uv(env, work))
     yield state
     if "history" in state.seen and not state.failed:

@@ -131,9 +131,17 @@ def _as_at_a_terminal() -> None:
 def start(kit_env, *args, **overrides) -> subprocess.Popen:
     environ = dict(kit_env)
     environ.update(overrides)
-    return subprocess.Popen([sys.executable, "-m", "rebuild", *map(str, args)], env=environ, cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
-                            start_new_session=True, preexec_fn=_as_at_a_terminal)
+    return subprocess.Popen(
+        [sys.executable, "-m", "rebuild", *map(str, args)],
+        env=environ,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+        preexec_fn=_as_at_a_terminal,
+    )
 
 
 def send(proc: subprocess.Popen, sig: int, group: bool) -> None:
@@ -267,11 +275,13 @@ def test_random_time_faults(tmp_path, kit_index, kit_env, env2):
         except AssertionError as exc:
             problems.append(f"{what}: {exc}")
             break
-    print(f"fault harness: {trial} trials, kills tried {stats['kills']} (plus {stats['too_late']} that came after "
-          f"the command ended), env whole {stats['env_whole']}/{stats['kills']}, generations complete "
-          f"{stats['generations_complete']}/{stats['kills']}, interrupt messages truthful {stats['truthful']}, "
-          f"applies into a new path undone by status {stats['apply_undone']}; "
-          f"seed {SEED}")
+    print(
+        f"fault harness: {trial} trials, kills tried {stats['kills']} (plus {stats['too_late']} that came after "
+        f"the command ended), env whole {stats['env_whole']}/{stats['kills']}, generations complete "
+        f"{stats['generations_complete']}/{stats['kills']}, interrupt messages truthful {stats['truthful']}, "
+        f"applies into a new path undone by status {stats['apply_undone']}; "
+        f"seed {SEED}"
+    )
     assert not problems, f"seed {SEED}:\n" + "\n\n".join(problems)
     assert stats["kills"] >= 5, stats
 
@@ -342,18 +352,40 @@ def test_damaged_journal_with_outside_path_is_refused(env2, kit_env, tmp_path):
 
 @pytest.mark.parametrize("next_command", ["status", "upgrade", "history"])
 @pytest.mark.slow
-def test_apply_to_new_path_killed_after_move_is_finished_by_any_command(env2, kit_env, kit_index, tmp_path,
-                                                                       next_command):
+def test_apply_to_new_path_killed_after_move_is_finished_by_any_command(
+    env2, kit_env, kit_index, tmp_path, next_command
+):
     profile = tmp_path / "foreign.toml"
     profile.write_text((state_of(env2) / "generations" / "1" / "profile.toml").read_text())
     target = tmp_path / "new" / "venv"
-    run = tfr(kit_env, "apply", profile, "--env", target, "--offline", "--find-links", kit_index, "--yes",
-              TFREBUILD_FAULT="apply.renamed")
+    run = tfr(
+        kit_env,
+        "apply",
+        profile,
+        "--env",
+        target,
+        "--offline",
+        "--find-links",
+        kit_index,
+        "--yes",
+        TFREBUILD_FAULT="apply.renamed",
+    )
     assert run.code == -signal.SIGKILL, str(run)
     assert target.is_dir() and (state_of(target) / "journal.json").exists()
     if next_command == "upgrade":
-        run = tfr(kit_env, "upgrade", "--env", target, "--to", "2.16", "--offline", "--find-links", kit_index,
-                  "--yes", "--json")
+        run = tfr(
+            kit_env,
+            "upgrade",
+            "--env",
+            target,
+            "--to",
+            "2.16",
+            "--offline",
+            "--find-links",
+            kit_index,
+            "--yes",
+            "--json",
+        )
         clean(run)
         assert "finished an interrupted apply" in run.json()["recovered"]
     else:
@@ -370,8 +402,19 @@ def test_apply_to_new_path_killed_after_move_is_finished_by_any_command(env2, ki
 @pytest.mark.slow
 def test_tfrebuild_killed_alone_while_uv_runs(env2, kit_env, kit_index):
     """As the OOM killer does: only tfrebuild dies; its uv must not go on writing into staging."""
-    proc = start(kit_env, "upgrade", "--env", env2, "--to", "2.18", "--offline", "--find-links", kit_index,
-                 "--yes", "--no-compile")
+    proc = start(
+        kit_env,
+        "upgrade",
+        "--env",
+        env2,
+        "--to",
+        "2.18",
+        "--offline",
+        "--find-links",
+        kit_index,
+        "--yes",
+        "--no-compile",
+    )
     uv_pid = None
     deadline = time.monotonic() + 60
     while uv_pid is None and time.monotonic() < deadline and proc.poll() is None:
@@ -402,9 +445,16 @@ def test_proc_run_children_die_with_their_parent(tmp_path, threaded):
     pidfile = tmp_path / "pid"
     child_code = f"import os, time; open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
     call = f"proc.run, args=([sys.executable, '-c', {child_code!r}],), kwargs={{'timeout': 120}}"
-    code = (f"from rebuild.util import proc; import sys, threading; t = threading.Thread(target={call}); "
-            "t.start(); t.join()") if threaded else (
-        f"from rebuild.util import proc; import sys; proc.run([sys.executable, '-c', {child_code!r}], timeout=120)")
+    code = (
+        (
+            f"from rebuild.util import proc; import sys, threading; t = threading.Thread(target={call}); "
+            "t.start(); t.join()"
+        )
+        if threaded
+        else (
+            f"from rebuild.util import proc; import sys; proc.run([sys.executable, '-c', {child_code!r}], timeout=120)"
+        )
+    )
     parent = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
     deadline = time.monotonic() + 30
     while not (pidfile.exists() and pidfile.read_text()) and time.monotonic() < deadline:
@@ -427,8 +477,19 @@ def test_proc_run_children_die_with_their_parent(tmp_path, threaded):
 def test_signal_after_swap_names_the_generation(env2, kit_env, kit_index, sig):
     before = key(env2)
     # the upgrade waits 3 s right after the exchange, inside the deferred section, so the signal lands there
-    proc = start(kit_env, "upgrade", "--env", env2, "--to", "2.18", "--offline", "--find-links", kit_index, "--yes",
-                 TFREBUILD_PAUSE="upgrade.swapped:3")
+    proc = start(
+        kit_env,
+        "upgrade",
+        "--env",
+        env2,
+        "--to",
+        "2.18",
+        "--offline",
+        "--find-links",
+        kit_index,
+        "--yes",
+        TFREBUILD_PAUSE="upgrade.swapped:3",
+    )
     deadline = time.monotonic() + 120
     while key(env2) == before and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.002)

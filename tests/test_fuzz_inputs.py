@@ -73,7 +73,7 @@ def mutations(rng: random.Random, valid: bytes) -> bytes:
         size = rng.choice([1 << 20, 9 << 20])
         return b'a = "' + b"x" * size + b'"\n'
     if pick == 8:
-        return valid[:rng.randrange(len(valid) + 1)]
+        return valid[: rng.randrange(len(valid) + 1)]
     if pick == 9:
         data = bytearray(valid)
         for _ in range(rng.randrange(1, 8)):
@@ -90,9 +90,15 @@ def mutations(rng: random.Random, valid: bytes) -> bytes:
 
 
 def targets(store: Store) -> list[Path]:
-    return [store.store_file, store.generation_dir(1) / "meta.toml", store.generation_dir(2) / "meta.toml",
-            store.journal_path, store.lock_path, store.generation_dir(2) / "profile.toml",
-            store.generation_dir(1) / "profile.toml"]
+    return [
+        store.store_file,
+        store.generation_dir(1) / "meta.toml",
+        store.generation_dir(2) / "meta.toml",
+        store.journal_path,
+        store.lock_path,
+        store.generation_dir(2) / "profile.toml",
+        store.generation_dir(1) / "profile.toml",
+    ]
 
 
 def in_process(store: Store) -> None:
@@ -151,10 +157,30 @@ def test_fuzz_profile_and_lock_documents(tmp_path):
         cases += 1
 
 
-COMMANDS = [["status"], ["status", "--json"], ["history"], ["gc", "--dry-run"], ["gc", "--keep", "1", "--yes"],
-            ["rollback", "--yes"], ["diff", "1", "2"]]
-OPTION_VALUES = ["", "-1", "0", "99999999999999999999", "x" * 5000, "/" + "a" * 5000, "\u00e9\u2603", "../../..",
-                 "--yes", "1.5", "/dev/zero", "http://u:p@[::1", "file:///nonexistent"]
+COMMANDS = [
+    ["status"],
+    ["status", "--json"],
+    ["history"],
+    ["gc", "--dry-run"],
+    ["gc", "--keep", "1", "--yes"],
+    ["rollback", "--yes"],
+    ["diff", "1", "2"],
+]
+OPTION_VALUES = [
+    "",
+    "-1",
+    "0",
+    "99999999999999999999",
+    "x" * 5000,
+    "/" + "a" * 5000,
+    "\u00e9\u2603",
+    "../../..",
+    "--yes",
+    "1.5",
+    "/dev/zero",
+    "http://u:p@[::1",
+    "file:///nonexistent",
+]
 
 
 @pytest.mark.slow
@@ -176,22 +202,28 @@ def test_fuzz_the_cli(tmp_path, kit_env):
             args = rng.choice(COMMANDS) + ["--env", str(store.env)]
         else:
             value = rng.choice(OPTION_VALUES)
-            args = rng.choice([["status", "--env", value], ["gc", "--keep", value, "--dry-run", "--env", str(store.env)],
-                               ["rollback", "--to", value, "--yes", "--env", str(store.env)],
-                               ["plan", "--env", str(store.env), "--to", value],
-                               ["plan", "--env", str(store.env), "--python", value],
-                               ["export", "--profile", value], ["snapshot", "--env", str(store.env), "-o", value],
-                               ["plan", "--env", str(store.env), "--index-url", value, "--offline"],
-                               ["plan", "--env", str(store.env), "--constraint", value, "--offline"],
-                               ["upgrade", "--env", str(store.env), "--to", value, "--offline", "--yes"],
-                               ["upgrade", "--env", str(store.env), "--strategy", value, "--yes"],
-                               ["upgrade", "--env", str(store.env), "--keras", value, "--yes"],
-                               ["apply", value, "--env", str(store.env), "--yes", "--offline"],
-                               ["export", "--env", str(store.env), "--format", value],
-                               ["diff", value, "1", "--env", str(store.env)],
-                               ["bundle", value, "-o", str(tmp_path / "bundle")],
-                               ["doctor", "--env", str(store.env), "--to", value],
-                               ["history", "--env", str(store.env), "--find-links", value]])
+            args = rng.choice(
+                [
+                    ["status", "--env", value],
+                    ["gc", "--keep", value, "--dry-run", "--env", str(store.env)],
+                    ["rollback", "--to", value, "--yes", "--env", str(store.env)],
+                    ["plan", "--env", str(store.env), "--to", value],
+                    ["plan", "--env", str(store.env), "--python", value],
+                    ["export", "--profile", value],
+                    ["snapshot", "--env", str(store.env), "-o", value],
+                    ["plan", "--env", str(store.env), "--index-url", value, "--offline"],
+                    ["plan", "--env", str(store.env), "--constraint", value, "--offline"],
+                    ["upgrade", "--env", str(store.env), "--to", value, "--offline", "--yes"],
+                    ["upgrade", "--env", str(store.env), "--strategy", value, "--yes"],
+                    ["upgrade", "--env", str(store.env), "--keras", value, "--yes"],
+                    ["apply", value, "--env", str(store.env), "--yes", "--offline"],
+                    ["export", "--env", str(store.env), "--format", value],
+                    ["diff", value, "1", "--env", str(store.env)],
+                    ["bundle", value, "-o", str(tmp_path / "bundle")],
+                    ["doctor", "--env", str(store.env), "--to", value],
+                    ["history", "--env", str(store.env), "--find-links", value],
+                ]
+            )
         run = run_cli(kit_env, *args, cwd=tmp_path, timeout=120)
         assert "Traceback" not in run.text, f"seed {SEED + 2}, case {cases}\n{run}"
         assert run.code in (0, 1, 2), f"seed {SEED + 2}, case {cases}\n{run}"
@@ -216,15 +248,21 @@ def test_fuzz_every_option_of_every_command(tmp_path, make_venv, kit_env):
     import subprocess
 
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "tests.kit.optfuzz", str(SEED + 3), str(env), str(work),
-                           str(10 * SECONDS)],
-                          cwd=ROOT, env={**kit_env, "NO_COLOR": "1"}, capture_output=True, text=True, timeout=240)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.kit.optfuzz", str(SEED + 3), str(env), str(work), str(10 * SECONDS)],
+        cwd=ROOT,
+        env={**kit_env, "NO_COLOR": "1"},
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
     crashed = [r for r in rows if r["traceback"] or r["code"] not in (0, 1, 2)]
     changed = [r for r in rows if r["changed"]]
     assert not crashed, f"seed {SEED + 3}: {len(crashed)} crash(es):\n" + "\n\n".join(
-        f"{r['case']} {r['argv']} -> {r['code']}\n{r['output']}" for r in crashed[:8])
+        f"{r['case']} {r['argv']} -> {r['code']}\n{r['output']}" for r in crashed[:8]
+    )
     assert not changed, f"seed {SEED + 3}: the env changed:\n" + "\n".join(f"{r['case']} {r['argv']}" for r in changed)
     # two wrong paragraphs it found: a profile without Python ("made with Python , and no Python  was found"), and a
     # new env's too-long name read as an untrusted state folder

@@ -37,8 +37,9 @@ from tests.kit.cli import CliRun as Run, run_cli
 
 from tests.kit import create_venv, run_python
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
-                                reason="generation store tests need Linux (renameat2, /proc, flock)")
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="generation store tests need Linux (renameat2, /proc, flock)"
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 CLASSIC = ["tensorflow-cpu==2.15.1", "scipy==1.11.4", "pandas", "numpy==1.24.3"]
@@ -49,12 +50,17 @@ TF_OF = {1: "2.15.1", 2: "2.16.1", 3: "2.18.0", 4: "2.20.0"}
 FAULT_ENV = "TFREBUILD_FAULT"
 PY_VERSION = "{}.{}.{}".format(*sys.version_info[:3])
 
-UPGRADE_FAULTS = ["upgrade.built", "upgrade.checked", "upgrade.journal-written", "upgrade.swapped",
-                  "upgrade.old-moved", "upgrade.recorded"]
+UPGRADE_FAULTS = [
+    "upgrade.built",
+    "upgrade.checked",
+    "upgrade.journal-written",
+    "upgrade.swapped",
+    "upgrade.old-moved",
+    "upgrade.recorded",
+]
 ROLLBACK_FAULTS = ["rollback.journal-written", "rollback.swapped", "rollback.old-moved", "rollback.recorded"]
 GC_FAULTS = ["gc.journal-written", "gc.moved"]
 ALL_FAULTS = UPGRADE_FAULTS + ROLLBACK_FAULTS + GC_FAULTS
-
 
 
 # --------------------------------------------------------------------------- helpers
@@ -95,7 +101,7 @@ def tf_dist_version(tree: Path) -> str:
     """The tensorflow-cpu version installed in ``tree`` (from its dist-info; works for parked trees)."""
     found = sorted(tree.glob("lib/python3.*/site-packages/tensorflow_cpu-*.dist-info"))
     assert len(found) == 1, f"expected one tensorflow_cpu dist-info in {tree}, found {found}"
-    return found[0].name[len("tensorflow_cpu-"):-len(".dist-info")]
+    return found[0].name[len("tensorflow_cpu-") : -len(".dist-info")]
 
 
 def read_toml(path: Path) -> dict:
@@ -180,8 +186,14 @@ def _read_line(proc: subprocess.Popen, timeout: float) -> str:
 
 def start_and_wait(argv: list, want: str, env: dict[str, str], timeout: float = 30) -> subprocess.Popen:
     """Start ``argv`` and wait until it prints a line containing ``want``."""
-    proc = subprocess.Popen([str(a) for a in argv], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            stdin=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        [str(a) for a in argv],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
     line = _read_line(proc, timeout)
     if want not in line:
         stop(proc)
@@ -206,12 +218,20 @@ def hold_lock(env: Path, kit_env: dict[str, str], *, building: bool = False) -> 
 
     With ``building``, it also journals an upgrade in progress with a staging folder, like an
     upgrade that is busy building."""
-    journal = ("op = 'upgrade-test-holder'; st = s.staging_dir(op); (st / 'env').mkdir(); "
-               "s.begin({'op': 'upgrade', 'id': op, 'step': 'building', 'staging': str(st), "
-               "'new': s.next_number()}); ") if building else ""
-    code = ("from rebuild.store.store import Store; from pathlib import Path; import time; "
-            f"s = Store.open(Path({str(env)!r})); cm = s.lock({HOLDER_COMMAND!r}); cm.__enter__(); "
-            f"{journal}print('locked', flush=True); time.sleep(60)")
+    journal = (
+        (
+            "op = 'upgrade-test-holder'; st = s.staging_dir(op); (st / 'env').mkdir(); "
+            "s.begin({'op': 'upgrade', 'id': op, 'step': 'building', 'staging': str(st), "
+            "'new': s.next_number()}); "
+        )
+        if building
+        else ""
+    )
+    code = (
+        "from rebuild.store.store import Store; from pathlib import Path; import time; "
+        f"s = Store.open(Path({str(env)!r})); cm = s.lock({HOLDER_COMMAND!r}); cm.__enter__(); "
+        f"{journal}print('locked', flush=True); time.sleep(60)"
+    )
     return start_and_wait([sys.executable, "-c", code], "locked", kit_env)
 
 
@@ -240,15 +260,27 @@ def upgrade_cli(tfr, kit_index: Path) -> Callable[..., Run]:
     """``upgrade_cli(env, "2.18", *extra, fault=None)``: ``tfrebuild upgrade --offline --yes --json``."""
 
     def _upgrade(env: Path, to: str, *extra: str, fault: str | None = None) -> Run:
-        return tfr("upgrade", "--env", env, "--to", to, "--offline", "--find-links", kit_index, "--yes", "--json",
-                   *extra, fault=fault)
+        return tfr(
+            "upgrade",
+            "--env",
+            env,
+            "--to",
+            to,
+            "--offline",
+            "--find-links",
+            kit_index,
+            "--yes",
+            "--json",
+            *extra,
+            fault=fault,
+        )
 
     return _upgrade
 
 
 def _managed(path: Path, generations: int, upgrade_cli, kit_index, kit_env, creator: str = "uv") -> Path:
     env = create_venv(path, CLASSIC, find_links=kit_index, creator=creator, env=dict(kit_env))
-    for to in TARGETS[:generations - 1]:
+    for to in TARGETS[: generations - 1]:
         doc = ok(upgrade_cli(env, to)).json()
         assert doc["changed"] is True, doc
     return env
@@ -267,8 +299,14 @@ def _fast_managed(path: Path, generations: int, kit_index, kit_env) -> Path:
     if generations < 2:
         return env  # not managed yet, like _managed(path, 1)
     store = Store.unmanaged(env)
-    store.adopt(Generation.new(1, command="adopted (the env as it was before tfrebuild)",
-                               tensorflow=f"tensorflow-cpu {TF_OF[1]}", python=PY_VERSION))
+    store.adopt(
+        Generation.new(
+            1,
+            command="adopted (the env as it was before tfrebuild)",
+            tensorflow=f"tensorflow-cpu {TF_OF[1]}",
+            python=PY_VERSION,
+        )
+    )
 
     def write_profile(n: int) -> None:
         snapshot.write(snapshot.take(env), store.generation_dir(n) / "profile.toml")
@@ -277,10 +315,21 @@ def _fast_managed(path: Path, generations: int, kit_index, kit_env) -> Path:
     for n in range(2, generations + 1):
         with store.lock(f"tfrebuild upgrade --to {TARGETS[n - 2]} (made by the test)"):
             tree = store.staging_dir(new_op_id("upgrade")) / "env"
-            create_venv(tree, [f"tensorflow-cpu=={TF_OF[n]}", "scipy==1.11.4", "pandas"], find_links=kit_index,
-                        env=dict(kit_env))
-            store.switch_to(tree, Generation.new(n, command=f"tfrebuild upgrade --to {TARGETS[n - 2]} (test)",
-                                                 tensorflow=f"tensorflow-cpu {TF_OF[n]}", python=PY_VERSION))
+            create_venv(
+                tree,
+                [f"tensorflow-cpu=={TF_OF[n]}", "scipy==1.11.4", "pandas"],
+                find_links=kit_index,
+                env=dict(kit_env),
+            )
+            store.switch_to(
+                tree,
+                Generation.new(
+                    n,
+                    command=f"tfrebuild upgrade --to {TARGETS[n - 2]} (test)",
+                    tensorflow=f"tensorflow-cpu {TF_OF[n]}",
+                    python=PY_VERSION,
+                ),
+            )
         write_profile(n)
     return env
 
@@ -309,8 +358,7 @@ class Shared:
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory, upgrade_cli, kit_index: Path, kit_env: dict[str, str]) -> Shared:
     """A managed env with generations 1 (2.15.1, adopted), 2 (2.16.1), 3 (2.18.0, current). Read-only!"""
-    env = create_venv(tmp_path_factory.mktemp("gen-shared") / "tf", CLASSIC, find_links=kit_index,
-                      env=dict(kit_env))
+    env = create_venv(tmp_path_factory.mktemp("gen-shared") / "tf", CLASSIC, find_links=kit_index, env=dict(kit_env))
     adopted = tree_key(env)
     for to in TARGETS[:2]:
         ok(upgrade_cli(env, to))
@@ -320,8 +368,7 @@ def shared(tmp_path_factory, upgrade_cli, kit_index: Path, kit_env: dict[str, st
 @pytest.fixture(scope="module")
 def unmanaged(tmp_path_factory, kit_index: Path, kit_env: dict[str, str]) -> Path:
     """A plain venv tfrebuild has never touched. Read-only!"""
-    return create_venv(tmp_path_factory.mktemp("gen-plain") / "tf", CLASSIC, find_links=kit_index,
-                       env=dict(kit_env))
+    return create_venv(tmp_path_factory.mktemp("gen-plain") / "tf", CLASSIC, find_links=kit_index, env=dict(kit_env))
 
 
 # --------------------------------------------------------------------------- 1. the store
@@ -418,8 +465,10 @@ def test_rollback_pip_env_console_scripts(make_venv, upgrade_cli, tfr, kit_env):
     assert (changes["tensorflow-estimator"]["old"], changes["tensorflow-estimator"]["new"]) == ("2.15.0", None)
 
     ok(tfr("rollback", "--env", env, "--yes"))
-    for argv, expect in (([env / "bin" / "saved_model_cli"], "fake tensorflow 2.15.1"),
-                         ([env / "bin" / "pip", "--version"], f"{env}/lib/python")):
+    for argv, expect in (
+        ([env / "bin" / "saved_model_cli"], "fake tensorflow 2.15.1"),
+        ([env / "bin" / "pip", "--version"], f"{env}/lib/python"),
+    ):
         proc = subprocess.run(argv, capture_output=True, text=True, env=kit_env, timeout=60)
         assert proc.returncode == 0, f"{argv}: {proc.stderr}"
         assert expect in proc.stdout, proc.stdout
@@ -876,8 +925,9 @@ def test_only_generation_one(make_venv, tfr, kit_env):
     from rebuild.store.store import Store
 
     env = make_venv("one-parent/tf", CLASSIC)
-    Store.unmanaged(env).adopt(Generation.new(1, command="adopted (test)", tensorflow="tensorflow-cpu 2.15.1",
-                                              python=PY_VERSION))
+    Store.unmanaged(env).adopt(
+        Generation.new(1, command="adopted (test)", tensorflow="tensorflow-cpu 2.15.1", python=PY_VERSION)
+    )
     user_error(tfr("rollback", "--env", env, "--yes"), "no earlier generation")
     user_error(tfr("rollback", "--env", env, "--to", "1", "--yes"), "already current")
     rows = history_rows(tfr, env)
@@ -886,8 +936,9 @@ def test_only_generation_one(make_venv, tfr, kit_env):
     assert tf_at(env, kit_env) == "2.15.1"
 
 
-@pytest.mark.parametrize("cmd", [["rollback", "--yes"], ["history"], ["gc", "--keep", "1", "--yes"],
-                                 ["gc", "--dry-run"], ["diff", "1", "2"]])
+@pytest.mark.parametrize(
+    "cmd", [["rollback", "--yes"], ["history"], ["gc", "--keep", "1", "--yes"], ["gc", "--dry-run"], ["diff", "1", "2"]]
+)
 def test_unmanaged_env(unmanaged: Path, tfr, cmd):
     user_error(tfr(cmd[0], "--env", unmanaged, *cmd[1:]), "not managed")
     assert not state_of(unmanaged).exists()
@@ -925,8 +976,11 @@ def test_corrupt_meta_toml(managed, tfr, kit_env):
     assert not (state_of(env) / "journal.json").exists()
 
 
-@pytest.mark.parametrize("content", ['number = 1\ninode = "garbage"\n', 'number = 1\ntensorflow = 5\n'],
-                         ids=["inode-string", "tensorflow-int"])
+@pytest.mark.parametrize(
+    "content",
+    ['number = 1\ninode = "garbage"\n', "number = 1\ntensorflow = 5\n"],
+    ids=["inode-string", "tensorflow-int"],
+)
 def test_meta_toml_with_wrong_types(managed, tfr, kit_env, content):
     env = managed(2)
     before = tree_key(env)

@@ -85,8 +85,19 @@ def test_cuda_upgrade_requires_a_visible_gpu(make_venv, gpu_env, kit_index, venv
     assert no_gpu.returncode == 1
     assert "TensorFlow sees a GPU" in no_gpu.stderr and "likely causes" in no_gpu.stderr
     assert venv_run(venv, "import tensorflow as tf; print(tf.__version__)").stdout.strip() == "2.15.1"
-    ok = cli(gpu_env(gpus=1), "upgrade", "--env", venv, "--offline", "--find-links", kit_index, "--to", "2.18",
-             "--yes", "--json")
+    ok = cli(
+        gpu_env(gpus=1),
+        "upgrade",
+        "--env",
+        venv,
+        "--offline",
+        "--find-links",
+        kit_index,
+        "--to",
+        "2.18",
+        "--yes",
+        "--json",
+    )
     assert ok.returncode == 0, ok.stderr
     checks = {c["name"]: c["ok"] for c in json.loads(ok.stdout)["checks"]}
     assert checks["TensorFlow sees a GPU"] is True

@@ -50,8 +50,11 @@ def test_square_brackets_survive(kit_env) -> None:
 
 def test_force_names_each_refusal_it_overrides(kit_env) -> None:
     upgrade = _help(kit_env, "upgrade")
-    for refusal in ("processes running from the env", "a tool tfrebuild does not drive owning it",
-                    "project files edited since tfrebuild last wrote them"):
+    for refusal in (
+        "processes running from the env",
+        "a tool tfrebuild does not drive owning it",
+        "project files edited since tfrebuild last wrote them",
+    ):
         assert refusal in upgrade, refusal
     rollback = _help(kit_env, "rollback")
     assert "processes running from the env" in rollback and "project files edited" in rollback
@@ -62,7 +65,7 @@ def _examples() -> list[tuple[str, list[str]]]:
     for name in COMMANDS:
         for line in (_command(name).help or "").splitlines():
             if line.strip().startswith("Example: tfrebuild "):
-                out.append((name, shlex.split(line.strip()[len("Example: tfrebuild "):])))
+                out.append((name, shlex.split(line.strip()[len("Example: tfrebuild ") :])))
     return out
 
 
@@ -75,8 +78,21 @@ def test_every_command_shows_an_example_whose_options_parse() -> None:
 
 
 # The order a user would run them in: each example works on what the earlier ones left.
-_ORDER = ["snapshot", "plan", "doctor", "upgrade", "history", "status", "diff", "export", "releases", "bundle",
-          "rollback", "gc", "apply"]
+_ORDER = [
+    "snapshot",
+    "plan",
+    "doctor",
+    "upgrade",
+    "history",
+    "status",
+    "diff",
+    "export",
+    "releases",
+    "bundle",
+    "rollback",
+    "gc",
+    "apply",
+]
 
 
 @pytest.mark.slow
@@ -88,8 +104,10 @@ def test_every_example_runs_as_printed(make_venv, kit_env, tmp_path: Path) -> No
     examples = dict(_examples())
     assert sorted(examples) == sorted(_ORDER)
     for name in _ORDER:
-        argv = [os.path.expanduser(a).replace(os.path.expanduser("~"), str(home)) if a.startswith("~") else a
-                for a in examples[name]]
+        argv = [
+            os.path.expanduser(a).replace(os.path.expanduser("~"), str(home)) if a.startswith("~") else a
+            for a in examples[name]
+        ]
         res = run_cli(kit_env, *argv, overrides={"HOME": str(home)}, cwd=work)
         # doctor exits 1 when it finds errors; that is its answer, not a failure to run
         assert res.code in ((0, 1) if name == "doctor" else (0,)), (name, argv, res.out[-2000:], res.err[-3000:])

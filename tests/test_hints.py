@@ -36,9 +36,20 @@ CLASSIC = ["tensorflow-cpu==2.15.1", "scipy==1.11.4", "pandas", "numpy==1.24.3"]
 @pytest.fixture
 def tf(kit_env, kit_index: Path, tmp_path: Path):
     """``tf(command, env, *args, **overrides)``: tfrebuild offline on the kit index."""
+
     def _run(command: str, env: Path, *args: str, **overrides):
-        return run_cli(kit_env, command, "--env", env, "--offline", "--find-links", kit_index, *args,
-                       overrides=overrides or None, cwd=tmp_path)
+        return run_cli(
+            kit_env,
+            command,
+            "--env",
+            env,
+            "--offline",
+            "--find-links",
+            kit_index,
+            *args,
+            overrides=overrides or None,
+            cwd=tmp_path,
+        )
 
     return _run
 
@@ -92,12 +103,16 @@ def test_conflict_hint_to_the_newest_resolvable_target_works(forests: Path, tf, 
     assert _versions(venv_run, forests, "tensorflow", "tensorflow_forests") == ["2.20.0", "1.12.0"]
 
 
-def test_conflict_hint_to_drop_the_blocker_works(forests: Path, tf, kit_env, kit_index: Path, tmp_path: Path,
-                                                 venv_run) -> None:
+def test_conflict_hint_to_drop_the_blocker_works(
+    forests: Path, tf, kit_env, kit_index: Path, tmp_path: Path, venv_run
+) -> None:
     res = tf("upgrade", forests, "--yes", "--to", "2.21.0")
-    found = re.search(r"drop tensorflow-forests: `tfrebuild (snapshot [^`]+)`, delete tensorflow-forests from "
-                      r"`requested` \(and its modules from `\[smoke\].imports`\) in profile.toml, then "
-                      r"`tfrebuild (upgrade [^`]+)`", _hint(res.err))
+    found = re.search(
+        r"drop tensorflow-forests: `tfrebuild (snapshot [^`]+)`, delete tensorflow-forests from "
+        r"`requested` \(and its modules from `\[smoke\].imports`\) in profile.toml, then "
+        r"`tfrebuild (upgrade [^`]+)`",
+        _hint(res.err),
+    )
     assert found, res.err
     work = tmp_path / "work"
     work.mkdir()
@@ -115,8 +130,9 @@ def test_conflict_hint_with_a_profile_names_that_profile(forests: Path, tf, tmp_
     assert run_cli(kit_env, "snapshot", "--env", forests, "-o", profile, cwd=tmp_path).code == 0
     res = tf("plan", forests, "--profile", str(profile), "--to", "2.21.0")
     assert res.code == 1, res.err
-    assert (f"drop tensorflow-forests from `requested` (and its modules from `[smoke].imports`) in the profile "
-            f"{profile}") in _hint(res.err)
+    assert (
+        f"drop tensorflow-forests from `requested` (and its modules from `[smoke].imports`) in the profile {profile}"
+    ) in _hint(res.err)
     _drop_requested(profile, "tensorflow-forests")  # the hint, followed
     done = tf("plan", forests, "--profile", str(profile), "--to", "2.21.0")
     assert done.code == 0, done.err

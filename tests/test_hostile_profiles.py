@@ -48,7 +48,8 @@ def ws(tmp_path_factory, kit_index: Path, kit_env: dict[str, str]) -> Path:
     evil.mkdir()
     (evil / "setup.py").write_text(
         f"import pathlib\npathlib.Path({str(root / 'MARKER')!r}).write_text('ran')\n"
-        "from setuptools import setup\nsetup(name='evilpkg', version='1.0')\n")
+        "from setuptools import setup\nsetup(name='evilpkg', version='1.0')\n"
+    )
     sdists = root / "sdists"
     sdists.mkdir()
     with tarfile.open(sdists / "evilpkg-1.0.tar.gz", "w:gz") as tar:
@@ -97,8 +98,7 @@ def with_index(text: str, line: str) -> str:
 def attack_profiles(ws: Path) -> dict[str, Path]:
     url = evil_url(ws)
     return {
-        "version": variant(ws, "attack-version.toml",
-                           with_numpy_version(clean(ws), f'"1.24.3\\n-e {url}"')),
+        "version": variant(ws, "attack-version.toml", with_numpy_version(clean(ws), f'"1.24.3\\n-e {url}"')),
         "requested": variant(ws, "attack-requested.toml", with_requested(clean(ws), f'"evilpkg @ {url}"')),
     }
 
@@ -158,9 +158,22 @@ def test_attack_premise_the_evil_project_runs_when_built(ws, kit_env, kit_index)
 
     subprocess.run([uv_bin(), "venv", "-q", str(target)], env=dict(kit_env), check=True)
     try:
-        proc = subprocess.run([uv_bin(), "pip", "install", "-q", "--python", str(target / "bin" / "python"),
-                               "--find-links", str(kit_index), str(ws / "evil")], env=dict(kit_env),
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [
+                uv_bin(),
+                "pip",
+                "install",
+                "-q",
+                "--python",
+                str(target / "bin" / "python"),
+                "--find-links",
+                str(kit_index),
+                str(ws / "evil"),
+            ],
+            env=dict(kit_env),
+            capture_output=True,
+            text=True,
+        )
         if proc.returncode != 0:
             pytest.skip(f"uv cannot build a setup.py project offline here: {proc.stderr.strip()[-300:]}")
         assert (ws / "MARKER").exists()
@@ -176,22 +189,29 @@ def test_attack_premise_the_evil_project_runs_when_built(ws, kit_env, kit_index)
 
 @pytest.mark.slow
 def test_foreign_non_index_source_needs_consent(ws, kit_env, kit_index):
-    pkg = (f'\n[[packages]]\nname = "evilpkg"\nversion = "1.0"\nrequested = true\nsource = "path"\n'
-           f'url = "{evil_url(ws)}"\n')
+    pkg = (
+        f'\n[[packages]]\nname = "evilpkg"\nversion = "1.0"\nrequested = true\nsource = "path"\n'
+        f'url = "{evil_url(ws)}"\n'
+    )
     profile = variant(ws, "path-source.toml", with_requested(clean(ws), '"evilpkg"') + pkg)
     before = tree_state(ws)
     for command in ("plan", "upgrade", "apply", "export", "bundle"):
         res = run_cli(kit_env, *attack_commands(ws, kit_index, profile)[command], cwd=ws)
-        assert_refused(res, "was not written by tfrebuild for this environment", "--allow-sources",
-                       f"evilpkg 1.0 (path: {evil_url(ws)})")
+        assert_refused(
+            res,
+            "was not written by tfrebuild for this environment",
+            "--allow-sources",
+            f"evilpkg 1.0 (path: {evil_url(ws)})",
+        )
         assert not (ws / "MARKER").exists()
     assert tree_state(ws) == before
 
 
 @pytest.mark.slow
 def test_foreign_index_needs_consent(ws, kit_env, kit_index):
-    profile = variant(ws, "other-index.toml",
-                      with_index(clean(ws), 'extra_index_urls = ["https://packages.evil.example/simple"]'))
+    profile = variant(
+        ws, "other-index.toml", with_index(clean(ws), 'extra_index_urls = ["https://packages.evil.example/simple"]')
+    )
     before = tree_state(ws)
     for command in ("apply", "export", "bundle"):  # not --offline: the profile's index would be asked
         argv = [a for a in attack_commands(ws, kit_index, profile)[command] if a != "--offline"]
@@ -210,8 +230,18 @@ def test_foreign_index_needs_consent(ws, kit_env, kit_index):
 def test_foreign_plan_profile_builds_no_sdist(ws, kit_env, kit_index):
     """A valid name that only an sdist provides: a foreign ``plan --profile`` passes uv ``--no-build``."""
     profile = variant(ws, "sdist-only.toml", with_requested(clean(ws), '"evilpkg"'))
-    args = ["plan", "--env", ws / "tfenv", "--to", "2.18", "--profile", profile, *kit_args(kit_index),
-            "--find-links", ws / "sdists"]
+    args = [
+        "plan",
+        "--env",
+        ws / "tfenv",
+        "--to",
+        "2.18",
+        "--profile",
+        profile,
+        *kit_args(kit_index),
+        "--find-links",
+        ws / "sdists",
+    ]
     res = run_cli(kit_env, *args, cwd=ws)
     assert not (ws / "MARKER").exists(), f"plan built an sdist from a foreign profile:\n{res}"
     assert res.code != 0 and "Traceback" not in res.text, res
@@ -250,49 +280,103 @@ DAMAGED = [
     ("truncated.toml", lambda t: t[: len(t) // 3].rstrip() + '\n[[packages]\nname = "', "is not valid TOML"),
     ("schema99.toml", lambda t: t.replace("schema = 1\n", "schema = 99\n", 1), "profile schema 99"),
     ("noschema.toml", lambda t: t.replace("schema = 1\n", "", 1), "profile schema None"),
-    ("reqtype.toml", lambda t: re.sub(r"requested = \[[^\]]*\]", 'requested = "numpy"', t, count=1),
-     "expected a list"),
+    ("reqtype.toml", lambda t: re.sub(r"requested = \[[^\]]*\]", 'requested = "numpy"', t, count=1), "expected a list"),
     ("vertype.toml", lambda t: with_numpy_version(t, "3"), "expected str"),
     ("unknown.toml", lambda t: t.replace("schema = 1\n", "schema = 1\nbogus = 3\n", 1), "unknown key(s) bogus"),
-    ("newline.toml", lambda t: with_numpy_version(t, '"1.24.3\\n--index-url https://evil.example"'),
-     "line break"),
+    ("newline.toml", lambda t: with_numpy_version(t, '"1.24.3\\n--index-url https://evil.example"'), "line break"),
     ("requrl.toml", lambda t: with_requested(t, '"evilpkg @ https://evil.example/e.tar.gz"'), "requested[0]"),
     ("reqopt.toml", lambda t: with_requested(t, '"-e file:///tmp/x"'), "a package name"),
     ("reqmarker.toml", lambda t: with_requested(t, "\"numpy; os_name == 'posix'\""), "a package name"),
     ("bigname.toml", lambda t: with_requested(t, f'"{BIG}"'), "200000 characters"),
-    ("conslf.toml", lambda t: t.replace("\n[constraints]\n", '\n[constraints]\nnumpy = "<2\\n-e x"\n', 1),
-     "line break"),
-    ("consurl.toml", lambda t: t.replace("\n[constraints]\n", '\n[constraints]\nnumpy = " @ file:///x"\n', 1),
-     "without a URL"),
-    ("conslines.toml", lambda t: with_index(t, 'constraint_lines = ["evil @ https://evil.example/e.tar.gz"]'),
-     "index.constraint_lines[0]"),
-    ("ftpindex.toml", lambda t: with_index(t, 'extra_index_urls = ["ftp://evil.example/simple"]'),
-     "usable index location"),
-    ("spaceindex.toml", lambda t: re.sub(r'index_url = "[^"]*"\n', "", t, count=1).replace(
-        "\n[index]\n", '\n[index]\nindex_url = "https://evil.example/a b"\n', 1), "index.index_url"),
-    ("strategy.toml", lambda t: re.sub(r'index_strategy = "[^"]*"\n', "", t).replace(
-        "\n[index]\n", '\n[index]\nindex_strategy = "yolo"\n', 1), "index.index_strategy"),
-    ("import.toml", lambda t: re.sub(r"imports = \[[^\]]*\]", 'imports = ["os; import evil"]', t, count=1),
-     "smoke.imports[0]"),
-    ("source.toml", lambda t: t.replace('source = "index"', 'source = "magic"', 1)
-     if 'source = "index"' in t else t.replace('name = "numpy"\n', 'name = "numpy"\nsource = "magic"\n', 1),
-     "one of index, url, vcs, path, editable"),
-    ("srcurl.toml", lambda t: t.replace('name = "numpy"\n', 'name = "numpy"\nsource = "url"\nurl = "javascript:x"\n',
-                                        1), "a https/http/file URL"),
+    (
+        "conslf.toml",
+        lambda t: t.replace("\n[constraints]\n", '\n[constraints]\nnumpy = "<2\\n-e x"\n', 1),
+        "line break",
+    ),
+    (
+        "consurl.toml",
+        lambda t: t.replace("\n[constraints]\n", '\n[constraints]\nnumpy = " @ file:///x"\n', 1),
+        "without a URL",
+    ),
+    (
+        "conslines.toml",
+        lambda t: with_index(t, 'constraint_lines = ["evil @ https://evil.example/e.tar.gz"]'),
+        "index.constraint_lines[0]",
+    ),
+    (
+        "ftpindex.toml",
+        lambda t: with_index(t, 'extra_index_urls = ["ftp://evil.example/simple"]'),
+        "usable index location",
+    ),
+    (
+        "spaceindex.toml",
+        lambda t: re.sub(r'index_url = "[^"]*"\n', "", t, count=1).replace(
+            "\n[index]\n", '\n[index]\nindex_url = "https://evil.example/a b"\n', 1
+        ),
+        "index.index_url",
+    ),
+    (
+        "strategy.toml",
+        lambda t: re.sub(r'index_strategy = "[^"]*"\n', "", t).replace(
+            "\n[index]\n", '\n[index]\nindex_strategy = "yolo"\n', 1
+        ),
+        "index.index_strategy",
+    ),
+    (
+        "import.toml",
+        lambda t: re.sub(r"imports = \[[^\]]*\]", 'imports = ["os; import evil"]', t, count=1),
+        "smoke.imports[0]",
+    ),
+    (
+        "source.toml",
+        lambda t: (
+            t.replace('source = "index"', 'source = "magic"', 1)
+            if 'source = "index"' in t
+            else t.replace('name = "numpy"\n', 'name = "numpy"\nsource = "magic"\n', 1)
+        ),
+        "one of index, url, vcs, path, editable",
+    ),
+    (
+        "srcurl.toml",
+        lambda t: t.replace('name = "numpy"\n', 'name = "numpy"\nsource = "url"\nurl = "javascript:x"\n', 1),
+        "a https/http/file URL",
+    ),
     ("pkgname.toml", lambda t: t.replace('name = "numpy"\n', 'name = "../evil"\n', 1), "a package name"),
-    ("tfver.toml", lambda t: re.sub(r'(\[tensorflow\]\ndistribution = "[^"]*"\nversion = )"[^"]*"',
-                                    r'\1"latest"', t, count=1), "tensorflow.version"),
-    ("pyver.toml", lambda t: re.sub(r'(\[interpreter\]\nversion = )"[^"]*"', r'\1"3.x"', t, count=1),
-     "interpreter.version"),
+    (
+        "tfver.toml",
+        lambda t: re.sub(r'(\[tensorflow\]\ndistribution = "[^"]*"\nversion = )"[^"]*"', r'\1"latest"', t, count=1),
+        "tensorflow.version",
+    ),
+    (
+        "pyver.toml",
+        lambda t: re.sub(r'(\[interpreter\]\nversion = )"[^"]*"', r'\1"3.x"', t, count=1),
+        "interpreter.version",
+    ),
     ("nul.toml", lambda t: with_numpy_version(t, '"1.24.3\\u0000"'), "NUL"),
-    ("environ.toml", lambda t: t.replace("\n[index]\n", '\n[gpu.environ]\n"A B" = "1"\n\n[index]\n', 1),
-     "environment variable name"),
-    ("projroot.toml", lambda t: t.replace("\n[[packages]]\n", '\n[project]\nmanager = "uv"\nroot = "../evil"\n'
-                                          "\n[[packages]]\n", 1), "project.root"),
-    ("projfile.toml", lambda t: t.replace("\n[[packages]]\n", '\n[project]\nmanager = "uv"\nroot = "/p"\n'
-                                          'files = ["../../etc/passwd"]\n\n[[packages]]\n', 1), "project.files[0]"),
-    ("projmgr.toml", lambda t: t.replace("\n[[packages]]\n", '\n[project]\nmanager = "pipenv"\n\n[[packages]]\n',
-                                         1), "project.manager"),
+    (
+        "environ.toml",
+        lambda t: t.replace("\n[index]\n", '\n[gpu.environ]\n"A B" = "1"\n\n[index]\n', 1),
+        "environment variable name",
+    ),
+    (
+        "projroot.toml",
+        lambda t: t.replace("\n[[packages]]\n", '\n[project]\nmanager = "uv"\nroot = "../evil"\n\n[[packages]]\n', 1),
+        "project.root",
+    ),
+    (
+        "projfile.toml",
+        lambda t: t.replace(
+            "\n[[packages]]\n",
+            '\n[project]\nmanager = "uv"\nroot = "/p"\nfiles = ["../../etc/passwd"]\n\n[[packages]]\n',
+            1,
+        ),
+        "project.files[0]",
+    ),
+    (
+        "projmgr.toml",
+        lambda t: t.replace("\n[[packages]]\n", '\n[project]\nmanager = "pipenv"\n\n[[packages]]\n', 1),
+        "project.manager",
+    ),
 ]
 
 COMMANDS_FOR_PROFILE = {
@@ -370,8 +454,9 @@ PLAIN = [
 
 
 def _cases():
-    return [pytest.param(args, code, phrase, id=f"{args[0]}-{i}") for i, (args, code, phrase) in
-            enumerate(PLAIN)] + _damaged_cases()
+    return [
+        pytest.param(args, code, phrase, id=f"{args[0]}-{i}") for i, (args, code, phrase) in enumerate(PLAIN)
+    ] + _damaged_cases()
 
 
 CASES = _cases()
@@ -429,15 +514,18 @@ def test_foreign_lock_that_builds_from_source_needs_consent(tmp_path):
         f'sdist = {{name = "six-1.17.0.tar.gz", path = "six-1.17.0.tar.gz", hashes = {{sha256 = "{digest}"}}}}\n'
         '[[packages]]\nname = "evilpkg"\nversion = "1.0"\n'
         f'sdist = {{name = "evilpkg-1.0.tar.gz", path = "evilpkg-1.0.tar.gz", hashes = {{sha256 = "{digest}"}}}}\n',
-        "test lock", base=tmp_path)
+        "test lock",
+        base=tmp_path,
+    )
     with pytest.raises(UserError) as refused:
         consent.check_builds(lock, tmp_path / "p.toml", trusted=False, allowed=consent.Allowed(), command="apply")
     assert refused.value.exit_code == 2 and "--allow-sources" in refused.value.hint
     assert "evilpkg 1.0 (built from evilpkg-1.0.tar.gz)" in refused.value.details
     assert "six" not in refused.value.details  # it has a wheel: nothing is built for it
     consent.check_builds(lock, tmp_path / "p.toml", trusted=True, allowed=consent.Allowed(), command="apply")
-    consent.check_builds(lock, tmp_path / "p.toml", trusted=False, allowed=consent.Allowed(sources=True),
-                         command="apply")
+    consent.check_builds(
+        lock, tmp_path / "p.toml", trusted=False, allowed=consent.Allowed(sources=True), command="apply"
+    )
 
 
 @pytest.mark.slow
@@ -446,7 +534,7 @@ def test_foreign_smoke_commands_need_consent_before_upgrade_runs_them(ws, kit_en
     --allow-commands (plan runs none, so it does not ask)."""
     marker = ws / "MARKER"
     text = re.sub(r"(?m)^commands = \[\]$", "", clean(ws))
-    text = text.replace("[smoke]\n", f"[smoke]\ncommands = [\"touch {marker}\"]\n", 1)
+    text = text.replace("[smoke]\n", f'[smoke]\ncommands = ["touch {marker}"]\n', 1)
     profile = variant(ws, "commands.toml", text)
     assert "touch" in profile.read_text()
     before = tree_state(ws)

@@ -45,8 +45,10 @@ def test_smoke_checks_run_in_the_scrubbed_environment(tmp_path, monkeypatch):
     """A check sees the env first on PATH, as VIRTUAL_ENV, without proc.SCRUBBED, user site off, output kept."""
     monkeypatch.setenv("PYTHONPATH", "/elsewhere")
     monkeypatch.setenv("VIRTUAL_ENV", "/another/env")
-    code = "import os, sys; print(os.environ.get('PYTHONPATH'), os.environ['VIRTUAL_ENV'], " \
-           "os.environ['PATH'].split(os.pathsep)[0], os.environ['PYTHONNOUSERSITE']); sys.exit(3)"
+    code = (
+        "import os, sys; print(os.environ.get('PYTHONPATH'), os.environ['VIRTUAL_ENV'], "
+        "os.environ['PATH'].split(os.pathsep)[0], os.environ['PYTHONNOUSERSITE']); sys.exit(3)"
+    )
     check, stdout = smoke._run("probe", [sys.executable, "-c", code], tmp_path, 60)
     assert not check.ok and stdout.split() == ["None", str(tmp_path), str(tmp_path / "bin"), "1"], check
     missing, _ = smoke._run("missing", [str(tmp_path / "no-such-program")], tmp_path, 60)
@@ -87,7 +89,7 @@ def test_setpriv_is_roots_own_never_one_on_path(tmp_path, monkeypatch, fresh_wra
     planted = tmp_path / "planted"
     planted.mkdir()
     marker = tmp_path / "ran"
-    (planted / "setpriv").write_text(f"#!/bin/sh\ntouch {marker}\nexec /usr/bin/setpriv \"$@\"\n")
+    (planted / "setpriv").write_text(f'#!/bin/sh\ntouch {marker}\nexec /usr/bin/setpriv "$@"\n')
     (planted / "setpriv").chmod(0o755)
     monkeypatch.setenv("PATH", f"{planted}{os.pathsep}{os.environ['PATH']}")
     assert proc.run(["true"], timeout=60).ok
@@ -219,9 +221,15 @@ path = "src"
 
 
 def test_the_one_lock_pin_reader():
-    assert lockfile.read_pins(LOCK) == {"tensorflow-cpu": "2.18.0", "tensorflow-io-gcs-filesystem": "0.37.1",
-                                        "local-tree": ""}
+    assert lockfile.read_pins(LOCK) == {
+        "tensorflow-cpu": "2.18.0",
+        "tensorflow-io-gcs-filesystem": "0.37.1",
+        "local-tree": "",
+    }
     assert lockfile.read_pins(LOCK, unconditional=True) == {"tensorflow-cpu": "2.18.0"}
     assert lockfile.read_pins("packages = [") is None
-    assert [p["name"] for p in lockfile.package_tables(LOCK) or []] == ["Tensorflow_CPU", "tensorflow-io-gcs-filesystem",
-                                                                       "local-tree"]
+    assert [p["name"] for p in lockfile.package_tables(LOCK) or []] == [
+        "Tensorflow_CPU",
+        "tensorflow-io-gcs-filesystem",
+        "local-tree",
+    ]

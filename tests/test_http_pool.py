@@ -17,8 +17,9 @@ import pytest
 
 from rebuild.index import http as rhttp
 
-FILES = {f"/f/pkg{i}-1.0-py3-none-any.whl": hashlib.sha256(str(i).encode()).digest() * (2000 + 97 * i)
-         for i in range(12)}
+FILES = {
+    f"/f/pkg{i}-1.0-py3-none-any.whl": hashlib.sha256(str(i).encode()).digest() * (2000 + 97 * i) for i in range(12)
+}
 
 
 class Server:
@@ -138,9 +139,28 @@ def test_credentials_go_to_the_host_and_not_through_a_redirect(server):
 
 def _tls_server(tmp_path, monkeypatch) -> Server:
     key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    made = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
-                           "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key),
-                           "-out", str(cert)], capture_output=True, text=True)
+    made = subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        capture_output=True,
+        text=True,
+    )
     if made.returncode != 0:
         pytest.skip(f"openssl cannot make a test certificate: {made.stderr.strip()}")
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

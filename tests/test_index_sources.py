@@ -35,8 +35,9 @@ def _page(root: Path, project: str, wheels: list[Path]) -> None:
     """A PEP 503 project page under ``root`` linking ``wheels`` (with sha256 fragments)."""
     page = root / project
     page.mkdir(parents=True, exist_ok=True)
-    links = "".join(f'<a href="{w.as_uri()}#sha256={hashlib.sha256(w.read_bytes()).hexdigest()}">{w.name}</a><br>\n'
-                    for w in wheels)
+    links = "".join(
+        f'<a href="{w.as_uri()}#sha256={hashlib.sha256(w.read_bytes()).hexdigest()}">{w.name}</a><br>\n' for w in wheels
+    )
     (page / "index.html").write_text(f"<!DOCTYPE html><html><body>\n{links}</body></html>\n")
     (root / "index.html").write_text(f'<!DOCTYPE html><html><body><a href="{project}/">{project}</a></body></html>\n')
 
@@ -55,16 +56,35 @@ def scene(tmp_path: Path, make_venv, kit_index: Path) -> dict:
     (split / wheels[("1.0", 11)].name).write_bytes(wheels[("1.0", 11)].read_bytes())
     home = tmp_path / "home"
     (home / ".config").mkdir(parents=True)
-    return {"env": env, "full": full.as_uri(), "mirror": mirror.as_uri(), "split": split, "home": home,
-            "kit": kit_index, "tmp": tmp_path}
+    return {
+        "env": env,
+        "full": full.as_uri(),
+        "mirror": mirror.as_uri(),
+        "split": split,
+        "home": home,
+        "kit": kit_index,
+        "tmp": tmp_path,
+    }
 
 
-def _plan(scene: dict, kit_env: dict, *args: str, pip_conf: str | None = None, uv_toml: str | None = None,
-          extra_env: dict | None = None) -> Run:
-    environ = {k: v for k, v in kit_env.items()
-               if k not in ("PIP_NO_INDEX", "PIP_FIND_LINKS", "UV_FIND_LINKS", "UV_NO_CONFIG", "PIP_CONFIG_FILE")}
-    environ.update(HOME=str(scene["home"]), XDG_CONFIG_HOME=str(scene["home"] / ".config"),
-                   XDG_CONFIG_DIRS=str(scene["tmp"] / "no-system-config"))
+def _plan(
+    scene: dict,
+    kit_env: dict,
+    *args: str,
+    pip_conf: str | None = None,
+    uv_toml: str | None = None,
+    extra_env: dict | None = None,
+) -> Run:
+    environ = {
+        k: v
+        for k, v in kit_env.items()
+        if k not in ("PIP_NO_INDEX", "PIP_FIND_LINKS", "UV_FIND_LINKS", "UV_NO_CONFIG", "PIP_CONFIG_FILE")
+    }
+    environ.update(
+        HOME=str(scene["home"]),
+        XDG_CONFIG_HOME=str(scene["home"] / ".config"),
+        XDG_CONFIG_DIRS=str(scene["tmp"] / "no-system-config"),
+    )
     cwd = scene["tmp"] / f"cwd-{time.monotonic_ns()}"
     cwd.mkdir()
     if pip_conf is not None:
@@ -78,8 +98,9 @@ def _plan(scene: dict, kit_env: dict, *args: str, pip_conf: str | None = None, u
     environ.update(extra_env or {})
     cmd = [sys.executable, "-m", "rebuild", "plan", "--env", str(scene["env"]), "--json", *args]
     start = time.monotonic()
-    proc = subprocess.run(cmd, env=environ, capture_output=True, text=True, timeout=300, cwd=cwd,
-                          stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        cmd, env=environ, capture_output=True, text=True, timeout=300, cwd=cwd, stdin=subprocess.DEVNULL
+    )
     return Run(proc, time.monotonic() - start, cmd)
 
 
@@ -90,11 +111,17 @@ def _versions(run: Run) -> dict[str, tuple]:
 
 
 def test_pip_conf_mirror_listing_a_version_with_fewer_files_does_not_move_it(scene, kit_env) -> None:
-    alone = _plan(scene, kit_env, "--to", "2.16", pip_conf=f"[global]\nindex-url = {scene['full']}\n"
-                                                           f"find-links = {scene['kit']}\n")
-    with_mirror = _plan(scene, kit_env, "--to", "2.16",
-                        pip_conf=f"[global]\nindex-url = {scene['full']}\nextra-index-url = {scene['mirror']}\n"
-                                 f"find-links = {scene['kit']}\n")
+    alone = _plan(
+        scene, kit_env, "--to", "2.16", pip_conf=f"[global]\nindex-url = {scene['full']}\nfind-links = {scene['kit']}\n"
+    )
+    with_mirror = _plan(
+        scene,
+        kit_env,
+        "--to",
+        "2.16",
+        pip_conf=f"[global]\nindex-url = {scene['full']}\nextra-index-url = {scene['mirror']}\n"
+        f"find-links = {scene['kit']}\n",
+    )
     assert "srcpkg" not in _versions(alone)
     assert _versions(with_mirror) == _versions(alone), str(with_mirror)
     index = with_mirror.json()["plan"]["index"]
@@ -102,8 +129,10 @@ def test_pip_conf_mirror_listing_a_version_with_fewer_files_does_not_move_it(sce
 
 
 def test_uv_toml_with_best_match_gets_the_same_answer(scene, kit_env) -> None:
-    uv_toml = (f'index-url = "{scene["full"]}"\nextra-index-url = ["{scene["mirror"]}"]\n'
-               f'find-links = ["{scene["kit"]}"]\nindex-strategy = "unsafe-best-match"\n')
+    uv_toml = (
+        f'index-url = "{scene["full"]}"\nextra-index-url = ["{scene["mirror"]}"]\n'
+        f'find-links = ["{scene["kit"]}"]\nindex-strategy = "unsafe-best-match"\n'
+    )
     run = _plan(scene, kit_env, "--to", "2.16", uv_toml=uv_toml)
     versions = _versions(run)
     assert "srcpkg" not in versions, str(run)
@@ -114,31 +143,66 @@ def test_uv_toml_with_best_match_gets_the_same_answer(scene, kit_env) -> None:
 
 def test_find_links_files_count_with_the_index_files_of_the_same_version(scene, kit_env) -> None:
     # The only index is the mirror (srcpkg 1.0 without a cp311 wheel); the cp311 wheel is in a find-links folder.
-    run = _plan(scene, kit_env, "--to", "2.16",
-                pip_conf=f"[global]\nindex-url = {scene['mirror']}\nfind-links = {scene['kit']} {scene['split']}\n")
+    run = _plan(
+        scene,
+        kit_env,
+        "--to",
+        "2.16",
+        pip_conf=f"[global]\nindex-url = {scene['mirror']}\nfind-links = {scene['kit']} {scene['split']}\n",
+    )
     assert "srcpkg" not in _versions(run), str(run)
 
 
 def test_uv_args_put_the_primary_first_only_for_best_match() -> None:
-    pip_like = Index(index_url="https://primary/simple", extra_index_urls=["file:///m1", "file:///m2"],
-                     find_links=["/w"], index_strategy="unsafe-best-match")
+    pip_like = Index(
+        index_url="https://primary/simple",
+        extra_index_urls=["file:///m1", "file:///m2"],
+        find_links=["/w"],
+        index_strategy="unsafe-best-match",
+    )
     assert indexconf.uv_args(pip_like) == [
-        "--index", "https://primary/simple", "--index", "file:///m1", "--index", "file:///m2",
-        "--default-index", "https://primary/simple", "--find-links", "/w", "--index-strategy", "unsafe-best-match"]
+        "--index",
+        "https://primary/simple",
+        "--index",
+        "file:///m1",
+        "--index",
+        "file:///m2",
+        "--default-index",
+        "https://primary/simple",
+        "--find-links",
+        "/w",
+        "--index-strategy",
+        "unsafe-best-match",
+    ]
     uv_like = Index(index_url="https://primary/simple", extra_index_urls=["https://torch/whl"])
-    assert indexconf.uv_args(uv_like)[:4] == ["--index-url", "https://primary/simple",
-                                              "--extra-index-url", "https://torch/whl"]
+    assert indexconf.uv_args(uv_like)[:4] == [
+        "--index-url",
+        "https://primary/simple",
+        "--extra-index-url",
+        "https://torch/whl",
+    ]
 
 
 # --------------------------------------------------------------------------- point 5 on the kit
 
 
 def _kit_plan(env: Path, kit_env: dict, kit_index: Path, tmp_path: Path, *args: str) -> Run:
-    cmd = [sys.executable, "-m", "rebuild", "plan", "--env", str(env), "--offline", "--find-links", str(kit_index),
-           *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "rebuild",
+        "plan",
+        "--env",
+        str(env),
+        "--offline",
+        "--find-links",
+        str(kit_index),
+        *args,
+    ]
     start = time.monotonic()
-    proc = subprocess.run(cmd, env=dict(kit_env), capture_output=True, text=True, timeout=300, cwd=tmp_path,
-                          stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        cmd, env=dict(kit_env), capture_output=True, text=True, timeout=300, cwd=tmp_path, stdin=subprocess.DEVNULL
+    )
     return Run(proc, time.monotonic() - start, cmd)
 
 
@@ -156,12 +220,15 @@ def test_plan_names_the_newer_release_another_python_gets(make_venv, kit_env, ki
         assert Path(newer["interpreter"]).exists()
     text = _kit_plan(env, kit_env, kit_index, tmp_path, "--to", "latest")
     assert text.code == 0, str(text)
-    assert "Newer TensorFlow for another Python: tensorflow-cpu 2.21.0 exists for Python 3.10, 3.11, 3.12, 3.13" \
-        in text.out, text.out
+    assert (
+        "Newer TensorFlow for another Python: tensorflow-cpu 2.21.0 exists for Python 3.10, 3.11, 3.12, 3.13"
+        in text.out
+    ), text.out
     assert f"--python {newer['python_option']}" in text.out
     if newer["interpreter"]:  # the advice works: that --python plans 2.21.0
-        moved = _kit_plan(env, kit_env, kit_index, tmp_path, "--to", "latest", "--python", newer["python_option"],
-                          "--json")
+        moved = _kit_plan(
+            env, kit_env, kit_index, tmp_path, "--to", "latest", "--python", newer["python_option"], "--json"
+        )
         assert moved.code == 0, str(moved)
         assert moved.json()["plan"]["tf_new"] == "2.21.0"
         assert moved.json()["plan"]["newer_release"] is None

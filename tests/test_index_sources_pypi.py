@@ -22,8 +22,11 @@ from tests.kit.cli import CliRun as Run
 
 from rebuild.util.uv import uv_bin
 
-pytestmark = [pytest.mark.network, pytest.mark.slow,
-              pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux wheels assumed")]
+pytestmark = [
+    pytest.mark.network,
+    pytest.mark.slow,
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux wheels assumed"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -33,17 +36,33 @@ def env39(pypi_reachable, tmp_path_factory) -> Path:
         pytest.skip("Python 3.9 is not installed")
     env = tmp_path_factory.mktemp("pypi39") / "tf39"
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "UV_")) and k != "VIRTUAL_ENV"}
-    subprocess.run([uv_bin(), "venv", "-q", "--no-config", "-p", str(python), str(env)], env=clean, check=True,
-                   timeout=300)
-    subprocess.run([uv_bin(), "pip", "install", "-q", "--no-config", "--python", str(env / "bin" / "python"),
-                    "numpy==1.26.4", "tensorflow-cpu==2.15.1"], env=clean, check=True, timeout=1800)
+    subprocess.run(
+        [uv_bin(), "venv", "-q", "--no-config", "-p", str(python), str(env)], env=clean, check=True, timeout=300
+    )
+    subprocess.run(
+        [
+            uv_bin(),
+            "pip",
+            "install",
+            "-q",
+            "--no-config",
+            "--python",
+            str(env / "bin" / "python"),
+            "numpy==1.26.4",
+            "tensorflow-cpu==2.15.1",
+        ],
+        env=clean,
+        check=True,
+        timeout=1800,
+    )
     return env
 
 
 def _plan(env: Path, environ: dict[str, str], cwd: Path) -> Run:
     cmd = [sys.executable, "-m", "rebuild", "plan", "--env", str(env), "--json"]
-    proc = subprocess.run(cmd, env=environ, capture_output=True, text=True, timeout=900, cwd=cwd,
-                          stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        cmd, env=environ, capture_output=True, text=True, timeout=900, cwd=cwd, stdin=subprocess.DEVNULL
+    )
     return Run(proc, 0.0, cmd)
 
 

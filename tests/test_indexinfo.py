@@ -65,8 +65,9 @@ def build_wheel(folder: Path, filename: str, *, requires_dist=(), requires_pytho
         f"{dist}/__init__.py": "",
         f"{info}/METADATA": metadata_text(name, version, requires_dist, requires_python),
         f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: false\n"
-        + "".join(f"Tag: {i}-{a}-{p}\n" for i in tags[0].split(".")
-                  for a in tags[1].split(".") for p in tags[2].split(".")),
+        + "".join(
+            f"Tag: {i}-{a}-{p}\n" for i in tags[0].split(".") for a in tags[1].split(".") for p in tags[2].split(".")
+        ),
     }
     record = []
     for arc, text in files.items():
@@ -129,14 +130,14 @@ def write_simple_index(root: Path, wheels: Path, *, yanked=(), core_metadata=())
         if filename in yanked:
             attrs += ' data-yanked="broken build"'
         if filename in core_metadata:
-            meta = zipfile.ZipFile(files_dir / filename).read(
-                "-".join(filename.split("-")[:2]) + ".dist-info/METADATA")
+            meta = zipfile.ZipFile(files_dir / filename).read("-".join(filename.split("-")[:2]) + ".dist-info/METADATA")
             (files_dir / (filename + ".metadata")).write_bytes(meta)
             attrs += f' data-core-metadata="sha256={hashlib.sha256(meta).hexdigest()}"'
         anchors.append(f'<a href="../../files/{filename}#sha256={sha}"{attrs}>{filename}</a><br/>')
     (project_dir / "index.html").write_text(
-        "<!DOCTYPE html>\n<html><head><meta name=\"pypi:repository-version\" content=\"1.1\"></head><body>\n"
-        + "\n".join(anchors) + "\n</body></html>\n"
+        '<!DOCTYPE html>\n<html><head><meta name="pypi:repository-version" content="1.1"></head><body>\n'
+        + "\n".join(anchors)
+        + "\n</body></html>\n"
     )
     (root / "simple" / "index.html").write_text('<a href="tensorflow-cpu/">tensorflow-cpu</a>')
     return root / "simple"
@@ -178,9 +179,11 @@ def test_find_links_accepts_file_url_and_non_canonical_project_name(wheelhouse: 
 
 def test_find_links_flat_html_page(tmp_path: Path, wheelhouse: Path):
     page = tmp_path / "links.html"
-    page.write_text("<html><body>"
-                    + "".join(f'<a href="wheels/{n}">{n}</a>' for n in UNIVERSE)
-                    + '<a href="wheels/numpy-1.26.4-cp311-cp311-x.whl">numpy</a></body></html>')
+    page.write_text(
+        "<html><body>"
+        + "".join(f'<a href="wheels/{n}">{n}</a>' for n in UNIVERSE)
+        + '<a href="wheels/numpy-1.26.4-cp311-cp311-x.whl">numpy</a></body></html>'
+    )
     files = list_files("tensorflow-cpu", Sources(index_urls=[], find_links=[str(page)]))
     assert set(by_name(files)) == set(UNIVERSE)
     assert all(f.url.startswith((tmp_path / "wheels").as_uri()) for f in files)
@@ -233,15 +236,19 @@ def test_merge_index_and_find_links_without_duplicates(tmp_path: Path, wheelhous
 
 
 def test_versions_and_the_newer_ones(tmp_path: Path, wheelhouse: Path):
-    simple = write_simple_index(tmp_path / "mirror", wheelhouse,
-                                yanked={"tensorflow_cpu-2.16.1-cp311-cp311-macosx_12_0_arm64.whl"})
+    simple = write_simple_index(
+        tmp_path / "mirror", wheelhouse, yanked={"tensorflow_cpu-2.16.1-cp311-cp311-macosx_12_0_arm64.whl"}
+    )
     files = list_files("tensorflow-cpu", Sources(index_urls=[simple.as_uri()], find_links=[]))
     assert versions(files) == [Version(v) for v in ("2.21.0", "2.18.0", "2.17.0", "2.15.1")]
     assert Version("2.16.1") in versions(files, include_yanked=True)
     assert versions(files, prereleases=True)[0] == Version("2.22.0rc0")
     # "Newer than the installed one", as core/plan.py asks it: versions() filtered by ">".
-    assert [v for v in versions(files) if v > Version("2.15.1")] == [Version("2.21.0"), Version("2.18.0"),
-                                                                     Version("2.17.0")]
+    assert [v for v in versions(files) if v > Version("2.15.1")] == [
+        Version("2.21.0"),
+        Version("2.18.0"),
+        Version("2.17.0"),
+    ]
     assert [v for v in versions(files) if v > Version("2.21.0")] == []
 
 
@@ -266,7 +273,11 @@ def test_supported_tags_glibc_217_x86_64_py311():
     assert not any(t.platform.startswith(("musllinux", "macosx", "win")) for t in tags)
     # Order: more specific glibc first, the legacy alias right after its 2_N twin.
     plats = [t.platform for t in tags if t.interpreter == "cp311" and t.abi == "cp311"]
-    assert plats.index("manylinux_2_17_x86_64") < plats.index("manylinux2014_x86_64") < plats.index("manylinux_2_16_x86_64")
+    assert (
+        plats.index("manylinux_2_17_x86_64")
+        < plats.index("manylinux2014_x86_64")
+        < plats.index("manylinux_2_16_x86_64")
+    )
 
 
 def test_supported_tags_newer_glibc_and_aarch64():
@@ -286,14 +297,25 @@ def test_supported_tags_musl_macos_windows_and_free_threaded():
     assert Tag("cp311", "cp311", "musllinux_1_0_x86_64") in musl
     assert not any(t.platform.startswith("manylinux") for t in musl)
 
-    mac = set(supported_tags(Target(version="3.11.7", system="Darwin", machine="arm64", libc="", mac_ver="14.2",
-                                    sysconfig_platform="macosx-11.0-arm64")))
+    mac = set(
+        supported_tags(
+            Target(
+                version="3.11.7",
+                system="Darwin",
+                machine="arm64",
+                libc="",
+                mac_ver="14.2",
+                sysconfig_platform="macosx-11.0-arm64",
+            )
+        )
+    )
     assert Tag("cp311", "cp311", "macosx_12_0_arm64") in mac
     assert Tag("cp311", "cp311", "macosx_11_0_universal2") in mac
     assert not any(t.platform.endswith("x86_64") for t in mac)
 
-    win = supported_tags(Target(version="3.11.7", system="Windows", machine="AMD64", libc="",
-                                sysconfig_platform="win-amd64"))
+    win = supported_tags(
+        Target(version="3.11.7", system="Windows", machine="AMD64", libc="", sysconfig_platform="win-amd64")
+    )
     assert win[0] == Tag("cp311", "cp311", "win_amd64")
 
     ft = set(supported_tags(target("3.13.1", abiflags="t")))
@@ -315,10 +337,23 @@ def test_supported_tags_for_running_interpreter_match_packaging():
 
 def test_target_from_probe_report():
     report = {
-        "interpreter": {"version": "3.13.1", "implementation": "cpython", "abiflags": "", "soabi": "x",
-                        "gil_disabled": True, "executable": "/x/bin/python"},
-        "platform": {"system": "Linux", "machine": "x86_64", "libc": "glibc", "libc_version": "2.28",
-                     "sysconfig_platform": "linux-x86_64", "mac_ver": "", "release": "6.1"},
+        "interpreter": {
+            "version": "3.13.1",
+            "implementation": "cpython",
+            "abiflags": "",
+            "soabi": "x",
+            "gil_disabled": True,
+            "executable": "/x/bin/python",
+        },
+        "platform": {
+            "system": "Linux",
+            "machine": "x86_64",
+            "libc": "glibc",
+            "libc_version": "2.28",
+            "sysconfig_platform": "linux-x86_64",
+            "mac_ver": "",
+            "release": "6.1",
+        },
     }
     t = Target.from_probe(report["interpreter"], report["platform"])
     assert t.version == "3.13.1" and t.libc_version == "2.28" and "t" in t.abiflags
@@ -350,8 +385,9 @@ def tf_files(wheelhouse: Path) -> list[FileInfo]:
 def test_newest_compatible_depends_on_the_python(tf_files):
     # 3.11 on a new glibc: 2.21.0 is cp312-only, 2.18.0 needs Python < 3.11 -> the abi3 2.17.0.
     assert newest_compatible(tf_files, supported_tags(target("3.11.7")), "3.11.7") == Version("2.17.0")
-    assert newest_compatible(tf_files, supported_tags(target("3.11.7")), "3.11.7",
-                             prereleases=True) == Version("2.22.0rc0")
+    assert newest_compatible(tf_files, supported_tags(target("3.11.7")), "3.11.7", prereleases=True) == Version(
+        "2.22.0rc0"
+    )
     # 3.12 on a new glibc gets 2.21.0; on glibc 2.17 the manylinux_2_27 wheel does not fit.
     assert newest_compatible(tf_files, supported_tags(target("3.12.1")), "3.12.1") == Version("2.21.0")
     assert newest_compatible(tf_files, supported_tags(target("3.12.1", glibc="2.17")), "3.12.1") == Version("2.17.0")
@@ -391,14 +427,14 @@ def test_python_versions_with_wheels(tf_files):
 def test_read_metadata_from_local_wheel(tf_files):
     f = by_name(tf_files)[f"tensorflow_cpu-2.15.1-cp311-cp311-{ML2014}.whl"]
     meta = read_metadata(f)
-    assert meta == {"name": "tensorflow-cpu", "version": "2.15.1", "requires_dist": TF_DEPS,
-                    "requires_python": ">=3.9"}
+    assert meta == {"name": "tensorflow-cpu", "version": "2.15.1", "requires_dist": TF_DEPS, "requires_python": ">=3.9"}
 
 
 def test_read_metadata_via_file_index_and_plain_path(tmp_path: Path, wheelhouse: Path):
     simple = write_simple_index(tmp_path / "mirror", wheelhouse)
     f = by_name(list_files("tensorflow-cpu", Sources(index_urls=[simple.as_uri()], find_links=[])))[
-        "tensorflow_cpu-2.21.0-cp312-cp312-manylinux_2_27_x86_64.whl"]
+        "tensorflow_cpu-2.21.0-cp312-cp312-manylinux_2_27_x86_64.whl"
+    ]
     assert read_metadata(f)["requires_python"] == ">=3.10"
     plain = FileInfo(**{**f.__dict__, "url": str(wheelhouse / f.filename)})
     assert read_metadata(plain)["requires_dist"] == TF_DEPS
@@ -465,13 +501,21 @@ def http_server(monkeypatch):
 
 def _json_page(base: str, meta: bytes) -> bytes:
     files = [
-        {"filename": f"tensorflow_cpu-2.15.1-cp311-cp311-{ML2014}.whl",
-         "url": f"../../files/tensorflow_cpu-2.15.1-cp311-cp311-{ML2014}.whl",
-         "hashes": {"sha256": "ab" * 32}, "requires-python": ">=3.9", "yanked": False,
-         "core-metadata": {"sha256": hashlib.sha256(meta).hexdigest()}},
-        {"filename": "tensorflow_cpu-2.16.1-cp311-cp311-macosx_12_0_arm64.whl",
-         "url": f"{base}/files/tensorflow_cpu-2.16.1-cp311-cp311-macosx_12_0_arm64.whl",
-         "hashes": {}, "yanked": "bad wheel", "dist-info-metadata": True},
+        {
+            "filename": f"tensorflow_cpu-2.15.1-cp311-cp311-{ML2014}.whl",
+            "url": f"../../files/tensorflow_cpu-2.15.1-cp311-cp311-{ML2014}.whl",
+            "hashes": {"sha256": "ab" * 32},
+            "requires-python": ">=3.9",
+            "yanked": False,
+            "core-metadata": {"sha256": hashlib.sha256(meta).hexdigest()},
+        },
+        {
+            "filename": "tensorflow_cpu-2.16.1-cp311-cp311-macosx_12_0_arm64.whl",
+            "url": f"{base}/files/tensorflow_cpu-2.16.1-cp311-cp311-macosx_12_0_arm64.whl",
+            "hashes": {},
+            "yanked": "bad wheel",
+            "dist-info-metadata": True,
+        },
         {"filename": "tensorflow-cpu-2.14.0.tar.gz", "url": "/files/tensorflow-cpu-2.14.0.tar.gz", "hashes": {}},
         {"filename": "not-a-dist.txt", "url": "/files/x", "hashes": {}},
     ]
@@ -482,12 +526,19 @@ def test_http_pep691_json_and_pep658_metadata(http_server):
     base, handler = http_server
     meta = metadata_text("tensorflow-cpu", "2.15.1", TF_DEPS, ">=3.9").encode()
     handler.routes["/simple/tensorflow-cpu/"] = (200, "application/vnd.pypi.simple.v1+json", _json_page(base, meta))
-    handler.routes[f"/files/tensorflow_cpu-2.15.1-cp311-cp311-{ML2014}.whl.metadata"] = (200, "binary/octet-stream", meta)
+    handler.routes[f"/files/tensorflow_cpu-2.15.1-cp311-cp311-{ML2014}.whl.metadata"] = (
+        200,
+        "binary/octet-stream",
+        meta,
+    )
 
     files = list_files("TensorFlow_CPU", Sources(index_urls=[f"{base}/simple/"], find_links=[]))
     got = by_name(files)
-    assert set(got) == {f"tensorflow_cpu-2.15.1-cp311-cp311-{ML2014}.whl",
-                        "tensorflow_cpu-2.16.1-cp311-cp311-macosx_12_0_arm64.whl", "tensorflow-cpu-2.14.0.tar.gz"}
+    assert set(got) == {
+        f"tensorflow_cpu-2.15.1-cp311-cp311-{ML2014}.whl",
+        "tensorflow_cpu-2.16.1-cp311-cp311-macosx_12_0_arm64.whl",
+        "tensorflow-cpu-2.14.0.tar.gz",
+    }
     assert "application/vnd.pypi.simple.v1+json" in handler.seen[0][1]["Accept"]
     f = got[f"tensorflow_cpu-2.15.1-cp311-cp311-{ML2014}.whl"]
     assert f.url == f"{base}/files/{f.filename}"
@@ -508,9 +559,11 @@ def test_http_pep691_json_and_pep658_metadata(http_server):
 
 def test_http_html_fallback_404_and_auth(http_server):
     base, handler = http_server
-    page = (f'<a href="/files/tensorflow_cpu-2.15.1-cp39-cp39-{ML2014}.whl#sha256={"cd" * 32}" '
-            'data-requires-python="&gt;=3.9" data-dist-info-metadata="true">x</a>'
-            '<a href="../../files/tensorflow_cpu-2.15.1-cp310-cp310-manylinux2014_x86_64.whl" data-yanked>y</a>').encode()
+    page = (
+        f'<a href="/files/tensorflow_cpu-2.15.1-cp39-cp39-{ML2014}.whl#sha256={"cd" * 32}" '
+        'data-requires-python="&gt;=3.9" data-dist-info-metadata="true">x</a>'
+        '<a href="../../files/tensorflow_cpu-2.15.1-cp310-cp310-manylinux2014_x86_64.whl" data-yanked>y</a>'
+    ).encode()
     handler.routes["/simple/tensorflow-cpu/"] = (200, "text/html; charset=utf-8", page)
     files = list_files("tensorflow-cpu", Sources(index_urls=[f"http://alice:s3cret@{base[7:]}/simple"], find_links=[]))
     assert len(files) == 2
@@ -632,13 +685,17 @@ def test_linux_arch_names():
 
 
 def test_parse_metadata_is_lenient():
-    text = ("Metadata-Version: 2.1\nName: foo\nName: other\nVersion: 1.0\nRequires-Python: >=3.8,\n  <4\n"
-            "Requires-Dist: numpy\n   >=1.0\nRequires-Dist: bar ; extra == 'x'\n\nThe description.\n")
-    assert parse_metadata(text) == {"name": "foo", "version": "1.0", "requires_dist": ["numpy >=1.0",
-                                                                                     "bar ; extra == 'x'"],
-                                    "requires_python": ">=3.8, <4"}
-    assert parse_metadata("Name: x\n") == {"name": "x", "version": "", "requires_dist": [],
-                                           "requires_python": None}
+    text = (
+        "Metadata-Version: 2.1\nName: foo\nName: other\nVersion: 1.0\nRequires-Python: >=3.8,\n  <4\n"
+        "Requires-Dist: numpy\n   >=1.0\nRequires-Dist: bar ; extra == 'x'\n\nThe description.\n"
+    )
+    assert parse_metadata(text) == {
+        "name": "foo",
+        "version": "1.0",
+        "requires_dist": ["numpy >=1.0", "bar ; extra == 'x'"],
+        "requires_python": ">=3.8, <4",
+    }
+    assert parse_metadata("Name: x\n") == {"name": "x", "version": "", "requires_dist": [], "requires_python": None}
 
 
 def test_each_name_has_one_home():
@@ -646,8 +703,17 @@ def test_each_name_has_one_home():
     from rebuild.index import metadata, simple, tags
 
     assert tags.Target and tags.supported_tags and tags.linux_arch and metadata.parse_metadata
-    for moved in ("Target", "supported_tags", "_linux_arch", "_parse_metadata", "MetadataUnavailable",
-                  "read_metadata", "newest_compatible", "python_versions_with_wheels", "wheel_supports"):
+    for moved in (
+        "Target",
+        "supported_tags",
+        "_linux_arch",
+        "_parse_metadata",
+        "MetadataUnavailable",
+        "read_metadata",
+        "newest_compatible",
+        "python_versions_with_wheels",
+        "wheel_supports",
+    ):
         assert not hasattr(simple, moved), moved
 
 
@@ -656,13 +722,18 @@ def test_pip_settings_from_a_config_file_and_the_environment(tmp_path: Path):
 
     home, env = tmp_path / "home", tmp_path / "env"
     env.mkdir(parents=True)
-    (env / "pip.conf").write_text("[global]\nindex-url = https://mirror.example/simple \n"
-                                  "find-links =\n    /a\n    /b\nno-index = yes\n")
+    (env / "pip.conf").write_text(
+        "[global]\nindex-url = https://mirror.example/simple \nfind-links =\n    /a\n    /b\nno-index = yes\n"
+    )
     found = indexconf.discover(prefix=env, environ={}, home=home, cwd=tmp_path)
     assert (found.index_url, found.find_links, found.no_index) == ("https://mirror.example/simple", ["/a", "/b"], True)
     assert found.index_strategy == "unsafe-best-match"
-    found = indexconf.discover(prefix=env, home=home, cwd=tmp_path, environ={
-        "PIP_NO_INDEX": "0", "PIP_EXTRA_INDEX_URL": "https://one.example/simple https://two.example/simple"})
+    found = indexconf.discover(
+        prefix=env,
+        home=home,
+        cwd=tmp_path,
+        environ={"PIP_NO_INDEX": "0", "PIP_EXTRA_INDEX_URL": "https://one.example/simple https://two.example/simple"},
+    )
     assert found.no_index is False
     assert found.extra_index_urls == ["https://one.example/simple", "https://two.example/simple"]
 

@@ -53,8 +53,7 @@ def test_a_foreign_tfrebuild_is_left_alone(installer, target, tmp_path, monkeypa
     assert "comes first on your PATH" in capsys.readouterr().out
 
 
-def test_no_writable_folder_on_path_links_into_local_bin_and_says_so(installer, target, tmp_path, monkeypatch,
-                                                                     capsys):
+def test_no_writable_folder_on_path_links_into_local_bin_and_says_so(installer, target, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
     assert installer.place_link(target, None) == 3
@@ -67,8 +66,9 @@ def test_the_bin_of_a_venv_or_conda_env_never_takes_the_link(installer, target, 
     """With a venv active its ``bin`` is first on PATH and writable; ``tfrebuild upgrade --yes`` would swap the
     link away with the env. Skipped: a ``bin`` beside ``pyvenv.cfg`` or ``conda-meta``, ``$VIRTUAL_ENV/bin``,
     ``$CONDA_PREFIX/bin``."""
-    venv_bin, conda_bin, active, conda_active, plain = (tmp_path / n / "bin" for n in ("venv", "conda", "active",
-                                                                                         "base", "tools"))
+    venv_bin, conda_bin, active, conda_active, plain = (
+        tmp_path / n / "bin" for n in ("venv", "conda", "active", "base", "tools")
+    )
     for folder in (venv_bin, conda_bin, active, conda_active, plain):
         folder.mkdir(parents=True)
     (tmp_path / "venv" / "pyvenv.cfg").write_text("home = /usr/bin\n")
@@ -101,8 +101,7 @@ def test_an_empty_home_is_an_unset_one(installer, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("home, database", [("", "/"), ("/", "/root"), ("relative", "/root"), ("", "")])
-def test_no_usable_home_is_refused_before_anything_is_made(installer, tmp_path, monkeypatch, capsys, home,
-                                                            database):
+def test_no_usable_home_is_refused_before_anything_is_made(installer, tmp_path, monkeypatch, capsys, home, database):
     import pwd
 
     monkeypatch.delenv("XDG_DATA_HOME", raising=False)

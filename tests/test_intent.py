@@ -32,6 +32,7 @@ def cli(kit_env, kit_index, tmp_path):
     def _run(command: str, env: Path, *args: str):
         online = ("--offline", "--find-links", kit_index) if command in ("plan", "upgrade", "doctor") else ()
         return run_cli(kit_env, command, "--env", env, *online, *args, cwd=tmp_path)
+
     return _run
 
 
@@ -56,14 +57,27 @@ def installed(env: Path) -> dict[str, str]:
 def reqfile_env(make_venv, kit_env, tmp_path) -> Path:
     """A pip venv installed with `pip install -r` from the fully pinned closure of the classic TF 2.15 env."""
     frozen = make_venv(tmp_path / "frozen", CLASSIC)
-    pins = subprocess.run([str(frozen / "bin" / "python"), "-c",
-                           "import importlib.metadata as m; print('\\n'.join(sorted(f'{d.name}=={d.version}' "
-                           "for d in m.distributions())))"], capture_output=True, text=True, check=True).stdout
+    pins = subprocess.run(
+        [
+            str(frozen / "bin" / "python"),
+            "-c",
+            "import importlib.metadata as m; print('\\n'.join(sorted(f'{d.name}=={d.version}' "
+            "for d in m.distributions())))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     req = tmp_path / "requirements.txt"
     req.write_text(pins)
     env = make_venv(tmp_path / "envs" / "tf", [], creator="venv")
-    proc = subprocess.run([str(env / "bin" / "python"), "-m", "pip", "install", "-q", "-r", str(req)],
-                          env=dict(kit_env), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [str(env / "bin" / "python"), "-m", "pip", "install", "-q", "-r", str(req)],
+        env=dict(kit_env),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     marked = [d.name for d in site(env).glob("*.dist-info") if (d / "REQUESTED").exists()]
     assert any(m.startswith("tensorflow_estimator-") for m in marked), "premise: pip marks every -r line"
@@ -157,8 +171,7 @@ def test_generation_profile_is_the_intent_and_is_carried_forward(make_venv, cli,
 
     # constraints there hold the target; smoke commands and imports there run and are carried forward
     cmd = f"python -c \"import tensorflow; open('{marker}', 'w').write(tensorflow.__version__)\""
-    _edit(gen2, smoke={"imports": ["tensorflow", "scipy"], "commands": [cmd]},
-          constraints={"tensorflow-cpu": "<2.20"})
+    _edit(gen2, smoke={"imports": ["tensorflow", "scipy"], "commands": [cmd]}, constraints={"tensorflow-cpu": "<2.20"})
     res = cli("upgrade", env, "--yes", "--json")
     assert res.code == 0, str(res)
     assert res.json()["plan"]["tf_new"] == "2.18.0"
@@ -184,8 +197,12 @@ def test_doctor_clean_after_upgrade(make_venv, cli, tmp_path):
     assert (next(site(env).glob("tensorflow_cpu-*.dist-info")) / "REQUESTED").exists()
     doc = cli("doctor", env, "--json")
     findings = doc.json()["findings"]
-    bad = [f for f in findings if f["severity"] in ("error", "warning")
-           and f["id"] in ("record-missing-files", "orphan-files", "duplicate-dist-info", "broken-requirements")]
+    bad = [
+        f
+        for f in findings
+        if f["severity"] in ("error", "warning")
+        and f["id"] in ("record-missing-files", "orphan-files", "duplicate-dist-info", "broken-requirements")
+    ]
     assert not bad, bad
     assert not [f for f in findings if f["severity"] == "error"], findings
 

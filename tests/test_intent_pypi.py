@@ -35,8 +35,9 @@ def environ() -> dict[str, str]:
 
 
 def run(cmd, cwd, timeout=1800) -> subprocess.CompletedProcess:
-    proc = subprocess.run([str(c) for c in cmd], env=environ(), cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout)
+    proc = subprocess.run(
+        [str(c) for c in cmd], env=environ(), cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
     assert proc.returncode == 0, f"{cmd}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc
 
@@ -78,9 +79,14 @@ def test_pinned_requirements_env_upgraded_to_latest(pypi_reachable, tmp_path: Pa
     site = next(env.glob("lib/python3.*/site-packages"))
     assert not list(site.glob("tensorflow_estimator-*.dist-info"))
     assert not list(site.glob("tensorflow_io_gcs_filesystem-*.dist-info"))
-    out = run([env / "bin" / "python", "-c",
-               "import tensorflow as tf; print(tf.__version__, float(tf.reduce_sum(tf.constant([1.0, 2.0]))))"],
-              tmp_path).stdout.split()
+    out = run(
+        [
+            env / "bin" / "python",
+            "-c",
+            "import tensorflow as tf; print(tf.__version__, float(tf.reduce_sum(tf.constant([1.0, 2.0]))))",
+        ],
+        tmp_path,
+    ).stdout.split()
     assert (out[0], out[1]) == (doc["tf_new"], "3.0")
 
     doctor = run_cli(environ(), "doctor", "--env", env, "--json", cwd=tmp_path, timeout=600)

@@ -40,8 +40,18 @@ def plan_of(kit_env, kit_index, venv, *extra, overrides=None):
 
 
 def upgrade(kit_env, kit_index, venv, *extra, overrides=None, more_links=()):
-    return cli(kit_env, "upgrade", "--env", venv, *KIT, *links(kit_index, *more_links), "--yes", "--json", *extra,
-               overrides=overrides)
+    return cli(
+        kit_env,
+        "upgrade",
+        "--env",
+        venv,
+        *KIT,
+        *links(kit_index, *more_links),
+        "--yes",
+        "--json",
+        *extra,
+        overrides=overrides,
+    )
 
 
 def changes(plan):
@@ -57,18 +67,21 @@ def test_old_keras_check_fails_on_the_lazy_kit_and_the_new_one_passes(make_venv,
     py = str(venv / "bin" / "python")
     environ = {**smoke.clean_environ(venv), "TF_USE_LEGACY_KERAS": "1"}
     old = 'import json, tensorflow as tf; print(json.dumps({"keras": getattr(tf.keras, "__version__", "?")}))'
-    assert json.loads(subprocess.run([py, "-c", old], env=environ, capture_output=True, text=True,
-                                     check=True).stdout) == {"keras": "?"}
-    new = json.loads(subprocess.run([py, "-c", smoke._KERAS_CHECK], env=environ, capture_output=True, text=True,
-                                    check=True).stdout)
+    assert json.loads(
+        subprocess.run([py, "-c", old], env=environ, capture_output=True, text=True, check=True).stdout
+    ) == {"keras": "?"}
+    new = json.loads(
+        subprocess.run([py, "-c", smoke._KERAS_CHECK], env=environ, capture_output=True, text=True, check=True).stdout
+    )
     assert new["package"] == "tf_keras" and new["version"] == "2.21.0"
     script = subprocess.run([py, "-c", smoke._KERAS2_SCRIPT], env=environ, capture_output=True, text=True)
     assert script.returncode == 0, script.stderr
     assert json.loads(script.stdout)["model"].startswith("tf_keras.")
     # Without TF_USE_LEGACY_KERAS, tf.keras is Keras 3: the check says so.
     environ.pop("TF_USE_LEGACY_KERAS")
-    k3 = json.loads(subprocess.run([py, "-c", smoke._KERAS_CHECK], env=environ, capture_output=True, text=True,
-                                   check=True).stdout)
+    k3 = json.loads(
+        subprocess.run([py, "-c", smoke._KERAS_CHECK], env=environ, capture_output=True, text=True, check=True).stdout
+    )
     assert k3["package"] == "keras" and k3["version"].startswith("3.")
 
 
@@ -273,13 +286,22 @@ def test_real_plan_keras_legacy_shows_the_variant_switch(tmp_path):
         if not py:
             pytest.skip("no python3.11 for tensorflow-cpu 2.15.1")
         subprocess.run([py, "-m", "venv", str(env)], check=True)
-        pip = subprocess.run([str(env / "bin" / "pip"), "install", "-q", "tensorflow-cpu==2.15.1"],
-                             capture_output=True, text=True, timeout=1500)
+        pip = subprocess.run(
+            [str(env / "bin" / "pip"), "install", "-q", "tensorflow-cpu==2.15.1"],
+            capture_output=True,
+            text=True,
+            timeout=1500,
+        )
         if pip.returncode != 0:
             pytest.skip(f"could not install tensorflow-cpu 2.15.1: {pip.stderr[-300:]}")
     environ = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
-    proc = subprocess.run([sys.executable, "-m", "rebuild", "plan", "--env", str(env), "--keras", "legacy", "--json"],
-                          env=environ, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "rebuild", "plan", "--env", str(env), "--keras", "legacy", "--json"],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     plan = json.loads(proc.stdout)["plan"]
     row = changes(plan)["tensorflow"]

@@ -32,9 +32,7 @@ from tests.kit import (
 )
 
 IMPORT_CHECK = (
-    "import tensorflow as tf; "
-    "assert float(tf.reduce_sum(tf.constant([1.0, 2.0]))) == 3.0; "
-    "print(tf.__version__)"
+    "import tensorflow as tf; assert float(tf.reduce_sum(tf.constant([1.0, 2.0]))) == 3.0; print(tf.__version__)"
 )
 
 
@@ -109,11 +107,24 @@ def test_catalog_has_the_promised_releases(kit_index: Path) -> None:
     assert six.filenames == ["six-1.17.0-py3-none-any.whl"]
 
 
-@pytest.mark.parametrize(("project", "platform_wheel"), [
-    ("tensorflow", True), ("tensorflow-cpu", True), ("numpy", True), ("scipy", True), ("pandas", True),
-    ("h5py", True), ("ml-dtypes", True), ("tensorflow-text", True),
-    ("keras", False), ("protobuf", False), ("six", False), ("absl-py", False), ("tf-keras", False),
-])
+@pytest.mark.parametrize(
+    ("project", "platform_wheel"),
+    [
+        ("tensorflow", True),
+        ("tensorflow-cpu", True),
+        ("numpy", True),
+        ("scipy", True),
+        ("pandas", True),
+        ("h5py", True),
+        ("ml-dtypes", True),
+        ("tensorflow-text", True),
+        ("keras", False),
+        ("protobuf", False),
+        ("six", False),
+        ("absl-py", False),
+        ("tf-keras", False),
+    ],
+)
 def test_compiled_projects_are_platform_wheels(kit_index: Path, project: str, platform_wheel: bool) -> None:
     """Binary-on-PyPI projects carry cpXY-cpXY-manylinux tags and Root-Is-Purelib: false; pure ones py3-none-any."""
     for release in (r for r in CATALOG if r.name == project):
@@ -139,8 +150,10 @@ def _glibc() -> tuple[int, int] | None:
     return int(major), int(minor)
 
 
-@pytest.mark.skipif(not (sys.platform == "linux" and platform.machine() == "x86_64"
-                         and (_glibc() or (0, 0)) >= (2, 17)), reason="needs glibc >= 2.17 on x86_64 Linux")
+@pytest.mark.skipif(
+    not (sys.platform == "linux" and platform.machine() == "x86_64" and (_glibc() or (0, 0)) >= (2, 17)),
+    reason="needs glibc >= 2.17 on x86_64 Linux",
+)
 def test_uv_selects_wheels_by_platform_tags(make_venv, venv_run, tmp_path: Path) -> None:
     """uv takes the manylinux_2_17 x86_64 wheel for this interpreter and refuses the ones this machine cannot load."""
     here = f"cp{sys.version_info[0]}{sys.version_info[1]}"
@@ -196,7 +209,9 @@ def test_resolution_follows_the_real_dependency_shape(kit_index: Path, kit_env: 
     # Real traps: tf-keras and tensorflow-text[tensorflow_cpu] drag in `tensorflow` next to `tensorflow-cpu`.
     both = resolve(
         ["tensorflow-cpu==2.15.1", "tensorflow-text[tensorflow_cpu]==2.15.0"],
-        find_links=kit_index, python_version="3.11", env=kit_env,
+        find_links=kit_index,
+        python_version="3.11",
+        env=kit_env,
     )
     assert both["tensorflow"] == both["tensorflow-cpu"] == "2.15.1"
 
@@ -255,8 +270,10 @@ def test_tf_keras_switch_for_tf216(make_venv, venv_run) -> None:
     venv = make_venv("tf216", ["tensorflow==2.16.1", "tf-keras"])
     # As real TF: tf.keras is resolved lazily; its classes tell which Keras it is (tf_keras's API module
     # has no __version__).
-    code = ("import importlib, tensorflow as tf; k = tf.keras.layers.Dense.__module__.split('.')[0]; "
-            "print(k, importlib.import_module(k).__version__, getattr(tf.keras, '__version__', '?'))")
+    code = (
+        "import importlib, tensorflow as tf; k = tf.keras.layers.Dense.__module__.split('.')[0]; "
+        "print(k, importlib.import_module(k).__version__, getattr(tf.keras, '__version__', '?'))"
+    )
     assert venv_run(venv, code, TF_USE_LEGACY_KERAS=None).stdout.split() == ["keras", "3.12.0", "3.12.0"]
     assert venv_run(venv, code, TF_USE_LEGACY_KERAS="1").stdout.split() == ["tf_keras", "2.16.0", "?"]
     assert venv_run(venv, code, TF_USE_LEGACY_KERAS="true").stdout.split() == ["tf_keras", "2.16.0", "?"]
@@ -304,7 +321,10 @@ def test_other_python_versions(make_venv, venv_run, require_python, minor, expec
     """Requires-Python steers the resolution: 3.9 tops out at TF 2.20 / numpy 2.0."""
     python = require_python(minor)
     venv = make_venv(f"py{minor}", ["tensorflow-cpu"], python=python)
-    proc = venv_run(venv, "import sys, numpy, tensorflow as tf; print('%d.%d' % sys.version_info[:2], tf.__version__, numpy.__version__)")
+    proc = venv_run(
+        venv,
+        "import sys, numpy, tensorflow as tf; print('%d.%d' % sys.version_info[:2], tf.__version__, numpy.__version__)",
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == [minor, expected_tf, expected_numpy]
 

@@ -59,9 +59,13 @@ def imports_of(name: str, source: str | None = None) -> list[Import]:
     path = MODULES[name]
     tree = ast.parse(path.read_text(encoding="utf-8") if source is None else source)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    typing_only = {id(node) for block in ast.walk(tree)
-                   if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
-                   for stmt in block.body for node in ast.walk(stmt)}
+    typing_only = {
+        id(node)
+        for block in ast.walk(tree)
+        if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
+        for stmt in block.body
+        for node in ast.walk(stmt)
+    }
     top = {id(node) for node in tree.body}
     found = []
     for node in ast.walk(tree):
@@ -150,8 +154,10 @@ def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
 
 
 def runtime_edges(skip: set[tuple[str, str]]) -> dict[str, set[str]]:
-    return {name: {imp.target for imp in imports if imp.runs and (name, imp.target) not in skip}
-            for name, imports in GRAPH.items()}
+    return {
+        name: {imp.target for imp in imports if imp.runs and (name, imp.target) not in skip}
+        for name, imports in GRAPH.items()
+    }
 
 
 def module_cycles(skip: set[tuple[str, str]]) -> list[list[str]]:
@@ -177,12 +183,12 @@ def report() -> list[str]:
     inside = sum(1 for imports in GRAPH.values() for imp in imports if imp.nested)
     lines.append(f"{len(MODULES)} modules, {count} imports of rebuild modules ({inside} inside functions or blocks)")
     bad = [i for i in layer_violations() if (i.source, i.target) not in known]
-    lines.append(f"layer violations: {len(bad)} new, "
-                 f"{sum(1 for v in KNOWN.values() if v == 'layer')} known")
+    lines.append(f"layer violations: {len(bad)} new, {sum(1 for v in KNOWN.values() if v == 'layer')} known")
     lines += [f"  NEW {i.source} -> {i.target} (line {i.line})" for i in bad]
     lines.append(f"module cycles: {module_cycles(known) or 'none'} (known, excluded: {len(module_cycles(set()))})")
-    lines.append(f"sibling package cycles: {package_cycles(known) or 'none'} "
-                 f"(known, excluded: {package_cycles(set())})")
+    lines.append(
+        f"sibling package cycles: {package_cycles(known) or 'none'} (known, excluded: {package_cycles(set())})"
+    )
     lines += [f"  known: {a} -> {b} ({why})" for (a, b), why in KNOWN.items()]
     return lines
 
@@ -219,12 +225,17 @@ def test_the_known_exceptions_still_exist():
 
 def test_the_contract_sees_imports_inside_functions_and_relative_ones():
     """An upward import hidden in a function body or spelled relatively is found; a typing-only one is marked."""
-    source = (MODULES["rebuild.util.versions"].read_text(encoding="utf-8")
-              + "\n\ndef _hidden():\n    from ..core import plan\n    import rebuild.cli.render as r\n"
-              + "\nif TYPE_CHECKING:\n    from rebuild.store.store import Store\n")
+    source = (
+        MODULES["rebuild.util.versions"].read_text(encoding="utf-8")
+        + "\n\ndef _hidden():\n    from ..core import plan\n    import rebuild.cli.render as r\n"
+        + "\nif TYPE_CHECKING:\n    from rebuild.store.store import Store\n"
+    )
     found = {(i.target, i.runs, i.nested) for i in imports_of("rebuild.util.versions", source)}
-    assert {("rebuild.core.plan", True, True), ("rebuild.cli.render", True, True),
-            ("rebuild.store.store", False, True)} <= found
+    assert {
+        ("rebuild.core.plan", True, True),
+        ("rebuild.cli.render", True, True),
+        ("rebuild.store.store", False, True),
+    } <= found
     assert layer_of("rebuild.core.plan") < layer_of("rebuild.util.versions")
 
 

@@ -29,7 +29,8 @@ def _project(root: Path, name: str, version: str, deps: list[str], value: str = 
     pkg = name.replace("-", "_")
     (root / pkg).mkdir(parents=True)
     (root / pkg / "__init__.py").write_text(f"VALUE = {value}\n__version__ = '{version}'\n")
-    (root / "pyproject.toml").write_text(textwrap.dedent(f"""\
+    (root / "pyproject.toml").write_text(
+        textwrap.dedent(f"""\
         [build-system]
         requires = ["setuptools"]
         build-backend = "setuptools.build_meta"
@@ -39,7 +40,8 @@ def _project(root: Path, name: str, version: str, deps: list[str], value: str = 
         dependencies = {json.dumps(deps)}
         [tool.setuptools]
         packages = ["{pkg}"]
-        """))
+        """)
+    )
     return root
 
 
@@ -94,8 +96,11 @@ def test_upgrade_keeps_every_local_source(local_env, kit_env, kit_index, decoys,
 
     res = _cli(kit_env, kit_index, decoys, tmp_path, "upgrade", "--env", env, "--to", "2.18", "--yes")
     assert res.code == 0, res
-    proc = venv_run(env, "import mymodel, localfolder, localwheel, vcsmod, six, tensorflow as tf; "
-                         "print(mymodel.VALUE, localfolder.VALUE, localwheel.VALUE, vcsmod.VALUE, tf.__version__)")
+    proc = venv_run(
+        env,
+        "import mymodel, localfolder, localwheel, vcsmod, six, tensorflow as tf; "
+        "print(mymodel.VALUE, localfolder.VALUE, localwheel.VALUE, vcsmod.VALUE, tf.__version__)",
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["1", "1", "1", "1", "2.18.0"], proc.stdout  # never the decoys
     # still editable, from the same folder: an edit shows on the next import
@@ -121,8 +126,9 @@ def test_gone_local_source_is_refused_before_any_build(local_env, kit_env, kit_i
 
 
 @pytest.mark.slow
-def test_tfrebuild_in_the_env_is_left_out_and_never_requested(make_venv, uv, kit_env, kit_index, tmp_path,
-                                                              venv_run) -> None:
+def test_tfrebuild_in_the_env_is_left_out_and_never_requested(
+    make_venv, uv, kit_env, kit_index, tmp_path, venv_run
+) -> None:
     env = make_venv(tmp_path / "envs" / "tf", CLASSIC + ["six"])
     # a stand-in tfrebuild (offline: the real one's dependencies are not on the kit index), installed the way
     # `pip install .` does (from a local folder), with a dependency only it needs
@@ -135,8 +141,20 @@ def test_tfrebuild_in_the_env_is_left_out_and_never_requested(make_venv, uv, kit
 
     profile = tomllib.loads(text)
     assert "tfrebuild" not in profile["requested"] and "rebuild" not in profile["smoke"]["imports"], profile
-    res = run_cli(kit_env, "upgrade", "--env", env, "--to", "2.18", "--yes", "--json", "--offline",
-                  "--find-links", kit_index, cwd=tmp_path)
+    res = run_cli(
+        kit_env,
+        "upgrade",
+        "--env",
+        env,
+        "--to",
+        "2.18",
+        "--yes",
+        "--json",
+        "--offline",
+        "--find-links",
+        kit_index,
+        cwd=tmp_path,
+    )
     assert res.code == 0, res
     doc = res.json()
     (gone,) = [c for c in doc["plan"]["changes"] if c["name"] == "tfrebuild"]
@@ -151,9 +169,24 @@ def test_upgrade_refuses_the_env_it_runs_from(make_venv, kit_env, kit_index, tmp
 
     root = Path(__file__).resolve().parent.parent
     path = f"{root}:{sysconfig.get_paths()['purelib']}"  # this checkout and its dependencies (typer, uv, ...)
-    proc = subprocess.run([str(env / "bin" / "python"), "-m", "rebuild",
-                           "upgrade", "--env", str(env), "--yes", "--offline", "--find-links", str(kit_index)],
-                          env={**kit_env, "PYTHONPATH": path}, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            str(env / "bin" / "python"),
+            "-m",
+            "rebuild",
+            "upgrade",
+            "--env",
+            str(env),
+            "--yes",
+            "--offline",
+            "--find-links",
+            str(kit_index),
+        ],
+        env={**kit_env, "PYTHONPATH": path},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 1, proc.stderr
     assert "uv tool install" in proc.stderr and "pipx install" in proc.stderr, proc.stderr
     assert not (env.parent / f".{env.name}.tfrebuild").exists()
@@ -195,8 +228,9 @@ def test_apply_of_a_profile_keeps_local_sources(local_env, kit_env, kit_index, d
     assert proc.stdout.strip() == "edited", proc.stderr  # editable: the edit shows on the next import
     # a local source that has gone is named before anything is built
     local_env["folder"].rename(local_env["folder"].with_name("moved"))
-    gone = _cli(kit_env, kit_index, decoys, tmp_path, "apply", profile, "--env", tmp_path / "other", "--yes",
-                "--allow-sources")
+    gone = _cli(
+        kit_env, kit_index, decoys, tmp_path, "apply", profile, "--env", tmp_path / "other", "--yes", "--allow-sources"
+    )
     assert gone.code == 1 and "localfolder 0.2.0" in gone.err and "gone" in gone.err, gone
     assert not (tmp_path / "other").exists()
 

@@ -81,7 +81,8 @@ def test_reference_then_match_within_tolerance_nothing_written_beside(envs, tmp_
     assert files_of(model, envs["2.15.1"], envs["2.18.0"]) == before, "nothing written in an env or beside the model"
     kept = sorted(p.name for p in (tmp_path / "op" / "models").iterdir())
     assert len(kept) == 1 and {"inputs.json", "reference.json", "reference-meta.json", "staged.json"} <= {
-        p.name for p in (tmp_path / "op" / "models" / kept[0]).iterdir()}
+        p.name for p in (tmp_path / "op" / "models" / kept[0]).iterdir()
+    }
 
 
 def test_drift_beyond_tolerance_differs_and_names_the_output(envs, tmp_path):
@@ -92,19 +93,23 @@ def test_drift_beyond_tolerance_differs_and_names_the_output(envs, tmp_path):
     text = models.describe(row)
     assert "output_0 [8, 2]: largest difference abs 0.5" in text and "outside the tolerance" in text
     # a looser tolerance in [[smoke.models]] lets the same drift pass
-    (loose,) = gate_rows(envs["2.15.1"], envs["2.18.0"], "2.18.0", [prof.SmokeModel(str(model), atol=1.0)],
-                         tmp_path / "loose")
+    (loose,) = gate_rows(
+        envs["2.15.1"], envs["2.18.0"], "2.18.0", [prof.SmokeModel(str(model), atol=1.0)], tmp_path / "loose"
+    )
     assert loose.verdict == "match"
 
 
 def test_new_env_refuses_with_innermost_line_and_keras2_retry_fails_too(envs, tmp_path, kit_index):
     """A refusal that is not Keras 3's: the retry with Keras 2 kept is tried and reported as failing."""
     model = fake_model(tmp_path / "m.h5", max_tf="2.15")
-    (row,) = gate_rows(envs["2.15.1"], envs["2.21.0"], "2.21.0", [prof.SmokeModel(str(model))], tmp_path,
-                       kit_index=kit_index)
+    (row,) = gate_rows(
+        envs["2.15.1"], envs["2.21.0"], "2.21.0", [prof.SmokeModel(str(model))], tmp_path, kit_index=kit_index
+    )
     assert row.verdict == "does not load" and row.stage == "load"
     assert row.error.startswith("ValueError: Unable to load") and "removed after TensorFlow 2.15" in row.error
-    assert row.keras2_passed is False and [a.way for a in row.tried] == ["keras 2 kept (tf-keras, TF_USE_LEGACY_KERAS=1)"]
+    assert row.keras2_passed is False and [a.way for a in row.tried] == [
+        "keras 2 kept (tf-keras, TF_USE_LEGACY_KERAS=1)"
+    ]
 
 
 def test_old_env_cannot_load_is_skipped_not_blamed(envs, tmp_path):
@@ -119,12 +124,16 @@ def test_keras2_saved_model_refused_by_keras3_ways_out_tried(envs, tmp_path, kit
     tf.saved_model.load and TFSMLayer are each tried and pass; the gate still blocks (the code the user runs fails)."""
     folder = keras2_saved_model(tmp_path / "k2model")
     before = files_of(envs["2.21.0"])
-    (row,) = gate_rows(envs["2.15.1"], envs["2.21.0"], "2.21.0", [prof.SmokeModel(str(folder))], tmp_path,
-                       kit_index=kit_index)
+    (row,) = gate_rows(
+        envs["2.15.1"], envs["2.21.0"], "2.21.0", [prof.SmokeModel(str(folder))], tmp_path, kit_index=kit_index
+    )
     assert row.verdict == "does not load" and not row.ok and "File format not supported" in row.error
     assert row.keras.startswith("keras 3")
-    assert [(a.way, a.ok) for a in row.tried] == [("keras 2 kept (tf-keras, TF_USE_LEGACY_KERAS=1)", True),
-                                                  ("tf.saved_model.load", True), ("keras.layers.TFSMLayer", True)]
+    assert [(a.way, a.ok) for a in row.tried] == [
+        ("keras 2 kept (tf-keras, TF_USE_LEGACY_KERAS=1)", True),
+        ("tf.saved_model.load", True),
+        ("keras.layers.TFSMLayer", True),
+    ]
     assert row.keras2_passed is True
     assert "upgrade with --keras legacy" in models.describe(row)
     assert files_of(envs["2.21.0"]) == before, "the retry's tf-keras is not installed into the env"
@@ -135,8 +144,9 @@ def test_a_crash_is_that_models_answer_and_the_others_still_run(envs, tmp_path):
     """All models of an env run in one process; one that kills it gets the crash, the next ones a new process."""
     crash = fake_model(tmp_path / "crash.h5", crash_tf="2.18")
     fine = fake_model(tmp_path / "fine.h5")
-    rows = gate_rows(envs["2.15.1"], envs["2.18.0"], "2.18.0", [prof.SmokeModel(str(crash)), prof.SmokeModel(str(fine))],
-                     tmp_path)
+    rows = gate_rows(
+        envs["2.15.1"], envs["2.18.0"], "2.18.0", [prof.SmokeModel(str(crash)), prof.SmokeModel(str(fine))], tmp_path
+    )
     assert [r.verdict for r in rows] == ["does not load", "match"]
     assert rows[0].stage == "process" and "Segmentation fault" in rows[0].error
 
@@ -151,12 +161,18 @@ def test_plain_saved_model_through_tf_saved_model_load(envs, tmp_path):
 
 def test_profile_models_round_trip_and_validation(tmp_path):
     p = prof.Profile()
-    p.smoke.models = [prof.SmokeModel("/m/a.h5"), prof.SmokeModel("/m/sm", inputs="/m/x.npz", loader="saved_model",
-                                                                  rtol=1e-3, atol=0, imports=["mypkg.layers"])]
+    p.smoke.models = [
+        prof.SmokeModel("/m/a.h5"),
+        prof.SmokeModel("/m/sm", inputs="/m/x.npz", loader="saved_model", rtol=1e-3, atol=0, imports=["mypkg.layers"]),
+    ]
     assert prof.loads(prof.dumps(p)) == p
-    bad = [('path = "rel/a.h5"', "an absolute path"), ('path = "/a.h5"\nloader = "onnx"', "one of auto"),
-           ('path = "/a.h5"\nrtol = -1', "a number of 0 or more"), ('path = "/a.h5"\ninputs = "/x.csv"', ".npy or .npz"),
-           ('path = "/a.h5"\nimports = ["os; rm"]', "a module name")]
+    bad = [
+        ('path = "rel/a.h5"', "an absolute path"),
+        ('path = "/a.h5"\nloader = "onnx"', "one of auto"),
+        ('path = "/a.h5"\nrtol = -1', "a number of 0 or more"),
+        ('path = "/a.h5"\ninputs = "/x.csv"', ".npy or .npz"),
+        ('path = "/a.h5"\nimports = ["os; rm"]', "a module name"),
+    ]
     for body, words in bad:
         with pytest.raises(Exception) as info:
             prof.loads(f"schema = 1\n[[smoke.models]]\n{body}\n")
@@ -173,22 +189,33 @@ def test_foreign_profile_models_and_their_imports_need_consent():
     p.smoke.models = [prof.SmokeModel("/m/a.h5")]
     assert consent.requests(p)["commands"] == ["model to load: /m/a.h5"]
     p.smoke.models.append(prof.SmokeModel("/m/b.h5", imports=["mypkg.layers"]))
-    assert consent.requests(p)["commands"] == ["model to load: /m/a.h5", "model to load: /m/b.h5",
-                                               "model imports (/m/b.h5): mypkg.layers"]
+    assert consent.requests(p)["commands"] == [
+        "model to load: /m/a.h5",
+        "model to load: /m/b.h5",
+        "model imports (/m/b.h5): mypkg.layers",
+    ]
     with pytest.raises(Exception) as info:
-        consent.check(p, "/x/foreign.toml", trusted=False, allowed=consent.Allowed(), kinds=("commands",),
-                      command="upgrade")
+        consent.check(
+            p, "/x/foreign.toml", trusted=False, allowed=consent.Allowed(), kinds=("commands",), command="upgrade"
+        )
     assert "--allow-commands" in info.value.hint and "model to load: /m/a.h5" in info.value.details
-    consent.check(p, "/x/foreign.toml", trusted=False, allowed=consent.Allowed(commands=True), kinds=("commands",),
-                  command="upgrade")
+    consent.check(
+        p,
+        "/x/foreign.toml",
+        trusted=False,
+        allowed=consent.Allowed(commands=True),
+        kinds=("commands",),
+        command="upgrade",
+    )
 
 
 # --------------------------------------------------------------------------- through the CLI
 
 
 def upgrade(kit_env, kit_index, venv, *extra):
-    return cli(kit_env, "upgrade", "--env", venv, "--offline", "--find-links", str(kit_index), "--yes", "--json",
-               *extra)
+    return cli(
+        kit_env, "upgrade", "--env", venv, "--offline", "--find-links", str(kit_index), "--yes", "--json", *extra
+    )
 
 
 def test_upgrade_blocked_by_keras3_refusal_then_passes_with_keras_legacy(make_venv, kit_env, kit_index, tmp_path):
@@ -199,14 +226,17 @@ def test_upgrade_blocked_by_keras3_refusal_then_passes_with_keras_legacy(make_ve
     res = upgrade(kit_env, kit_index, venv, "--to", "2.21", "--model", str(folder), "--model", str(h5))
     assert res.code == 1, str(res)
     doc = res.json()
-    assert "Your environment was not changed" in doc["error"] and f"model {folder} (keras): does not load" in doc["error"]
+    assert (
+        "Your environment was not changed" in doc["error"] and f"model {folder} (keras): does not load" in doc["error"]
+    )
     assert "File format not supported" in doc["details"] and "tried keras 2 kept" in doc["details"]
     rows = {r["path"]: r for r in doc["models"]}
     assert rows[str(folder)]["keras2_passed"] is True and rows[str(h5)]["verdict"] == "match"
     assert tree_state(venv) == before and not state_dir(venv).exists()
 
-    ok = upgrade(kit_env, kit_index, venv, "--to", "2.21", "--keras", "legacy", "--model", str(folder),
-                 "--model", str(h5))
+    ok = upgrade(
+        kit_env, kit_index, venv, "--to", "2.21", "--keras", "legacy", "--model", str(folder), "--model", str(h5)
+    )
     assert ok.code == 0, str(ok)
     rows = {r["path"]: r for r in ok.json()["models"]}
     assert rows[str(folder)]["verdict"] == "match" and rows[str(folder)]["keras"].startswith("tf_keras 2.21")
@@ -237,8 +267,21 @@ def test_upgrade_blocked_by_keras3_refusal_then_passes_with_keras_legacy(make_ve
 def test_upgrade_text_prints_one_row_per_model(make_venv, kit_env, kit_index, tmp_path):
     venv = make_venv("v", ["tensorflow-cpu==2.15.1"])
     h5 = fake_model(tmp_path / "m.h5")
-    res = cli(kit_env, "upgrade", "--env", venv, "--offline", "--find-links", str(kit_index), "--yes", "--to", "2.18",
-              "--model", str(h5), overrides={"COLUMNS": "250"})
+    res = cli(
+        kit_env,
+        "upgrade",
+        "--env",
+        venv,
+        "--offline",
+        "--find-links",
+        str(kit_index),
+        "--yes",
+        "--to",
+        "2.18",
+        "--model",
+        str(h5),
+        overrides={"COLUMNS": "250"},
+    )
     assert res.code == 0, str(res)
     line = next(x for x in res.out.splitlines() if str(h5) in x and "│" in x)
     assert "keras" in line and "match" in line and "s │" in line
@@ -257,8 +300,7 @@ def test_bad_model_path_is_refused_before_anything(make_venv, kit_env, kit_index
 # --------------------------------------------------------------------------- apply
 
 
-def test_apply_foreign_models_need_consent_and_existing_env_compares(make_venv, kit_os_env, kit_index,
-                                                                            tmp_path):
+def test_apply_foreign_models_need_consent_and_existing_env_compares(make_venv, kit_os_env, kit_index, tmp_path):
     from rebuild.commands import apply as applying
     from rebuild.commands import snapshot as snapshotting
     from rebuild.env import snapshot
@@ -272,8 +314,9 @@ def test_apply_foreign_models_need_consent_and_existing_env_compares(make_venv, 
     snapshot.write(p, profile)
 
     def run(env, **kw):
-        return applying.run(applying.Options(profile=profile, env=env, find_links=[str(kit_index)], offline=True,
-                                             yes=True, **kw))
+        return applying.run(
+            applying.Options(profile=profile, env=env, find_links=[str(kit_index)], offline=True, yes=True, **kw)
+        )
 
     # a foreign profile: its models are not loaded (loading can run code), nor their imports, without
     # --allow-commands; a --model the user gives is
@@ -285,7 +328,10 @@ def test_apply_foreign_models_need_consent_and_existing_env_compares(make_venv, 
     assert [m.path for m in kept] == [str(mine)], "a foreign profile's models are never laundered into a trusted one"
     with pytest.raises(Exception) as info:  # with consent they run: this one does not exist, so the model fails
         run(tmp_path / "new2" / "venv", allow_commands=True)
-    assert "no_such_module_tfrebuild" in str(getattr(info.value, "details", "")) and not (tmp_path / "new2" / "venv").exists()
+    assert (
+        "no_such_module_tfrebuild" in str(getattr(info.value, "details", ""))
+        and not (tmp_path / "new2" / "venv").exists()
+    )
 
     # an existing env: its answers are the reference (TF 2.18.0 there, 2.15.1 from the profile)
     other = make_venv("other", ["tensorflow-cpu==2.18.0"])
@@ -307,21 +353,24 @@ def test_target_search_lands_where_the_models_pass(make_venv, kit_env, kit_index
     assert [t["passed"] for t in doc["tries"]][-1] is True and not doc["tries"][0]["passed"], doc["tries"]
 
 
-def test_foreign_profile_models_refused_by_upgrade_without_allow_commands(make_venv, kit_env, kit_index,
-                                                                                 tmp_path):
+def test_foreign_profile_models_refused_by_upgrade_without_allow_commands(make_venv, kit_env, kit_index, tmp_path):
     from rebuild.env import snapshot
 
     venv = make_venv("v", ["tensorflow-cpu==2.15.1"])
     profile = tmp_path / "foreign.toml"
     p = snapshot.take(venv)
     marker = tmp_path / "ran"
-    p.smoke.models = [prof.SmokeModel(str(fake_model(tmp_path / "m.h5")), imports=["theirpkg.layers"]),
-                      prof.SmokeModel(str(fake_model(tmp_path / "plain.h5", touch=str(marker))))]
+    p.smoke.models = [
+        prof.SmokeModel(str(fake_model(tmp_path / "m.h5")), imports=["theirpkg.layers"]),
+        prof.SmokeModel(str(fake_model(tmp_path / "plain.h5", touch=str(marker)))),
+    ]
     snapshot.write(p, profile)
     res = upgrade(kit_env, kit_index, venv, "--to", "2.18", "--profile", str(profile))
     assert res.code == 2, str(res)
     doc = res.json()
-    assert "--allow-commands" in doc["hint"] and f"model imports ({tmp_path / 'm.h5'}): theirpkg.layers" in doc["details"]
+    assert (
+        "--allow-commands" in doc["hint"] and f"model imports ({tmp_path / 'm.h5'}): theirpkg.layers" in doc["details"]
+    )
     assert f"model to load: {tmp_path / 'plain.h5'}" in doc["details"], "a model without imports needs consent too"
     assert not state_dir(venv).exists() and not marker.exists()
 
@@ -467,7 +516,10 @@ def test_apply_refuses_a_strangers_model_before_anything(make_venv, kit_os_env, 
     os.chown(theirs, NOBODY, NOBODY)
     target = tmp_path / "new" / "venv"
     with pytest.raises(UserError) as info:
-        applying.run(applying.Options(profile=profile, env=target, find_links=[str(kit_index)], offline=True,
-                                      yes=True, models=[str(theirs)]))
+        applying.run(
+            applying.Options(
+                profile=profile, env=target, find_links=[str(kit_index)], offline=True, yes=True, models=[str(theirs)]
+            )
+        )
     assert f"will not load the model {theirs}" in info.value.message and f"nobody (uid {NOBODY})" in info.value.message
     assert not target.exists() and not marker.exists()

@@ -27,8 +27,11 @@ import pytest
 
 from tests.kit.cli import run_cli
 
-pytestmark = [pytest.mark.network, pytest.mark.slow,
-              pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux wheels assumed")]
+pytestmark = [
+    pytest.mark.network,
+    pytest.mark.slow,
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux wheels assumed"),
+]
 
 TF_OLD = "2.15.1"
 MAKE_MODELS = r"""
@@ -85,11 +88,22 @@ def tf_models(tmp_path_factory):
     saved.mkdir()
     try:
         subprocess.run([python, "-m", "venv", str(env)], check=True, env=environ(), timeout=300)
-        pip = subprocess.run([str(env / "bin" / "pip"), "install", "-q", f"tensorflow-cpu=={TF_OLD}"],
-                             capture_output=True, text=True, env=environ(), timeout=1800)
+        pip = subprocess.run(
+            [str(env / "bin" / "pip"), "install", "-q", f"tensorflow-cpu=={TF_OLD}"],
+            capture_output=True,
+            text=True,
+            env=environ(),
+            timeout=1800,
+        )
         assert pip.returncode == 0, pip.stderr[-3000:]
-        made = subprocess.run([str(env / "bin" / "python"), "-c", MAKE_MODELS, str(saved)], capture_output=True,
-                              text=True, env=environ(), timeout=600, cwd=root)
+        made = subprocess.run(
+            [str(env / "bin" / "python"), "-c", MAKE_MODELS, str(saved)],
+            capture_output=True,
+            text=True,
+            env=environ(),
+            timeout=600,
+            cwd=root,
+        )
         assert made.returncode == 0 and "saved" in made.stdout, made.stderr[-3000:]
         paths = {name: saved / name for name in ("model.h5", "keras_savedmodel", "model.tflite", "plain_savedmodel")}
         yield env, paths
@@ -108,8 +122,9 @@ def test_keras2_saved_model_refused_under_keras3_legacy_retry_passes(tf_models):
     assert plan.code == 0, str(plan)
     newest = plan.json()["plan"]["tf_new"]
     # The newest release, named: --to latest would go on to search (a Keras 3 refusal is fixed by keeping Keras 2)
-    res = run_cli(environ(), "upgrade", "--env", env, "--to", newest, "--yes", "--json", *model_args(paths),
-                  timeout=1800)
+    res = run_cli(
+        environ(), "upgrade", "--env", env, "--to", newest, "--yes", "--json", *model_args(paths), timeout=1800
+    )
     print(res)  # the transcript, for the report (pytest -s)
     assert res.code == 1, str(res)
     doc = res.json()
@@ -129,8 +144,19 @@ def test_keras2_saved_model_refused_under_keras3_legacy_retry_passes(tf_models):
 
 def test_keras_legacy_upgrade_passes_and_every_model_matches(tf_models):
     env, paths = tf_models
-    res = run_cli(environ(), "upgrade", "--env", env, "--to", "latest", "--keras", "legacy", "--yes",
-                  *model_args(paths), timeout=1800)
+    res = run_cli(
+        environ(),
+        "upgrade",
+        "--env",
+        env,
+        "--to",
+        "latest",
+        "--keras",
+        "legacy",
+        "--yes",
+        *model_args(paths),
+        timeout=1800,
+    )
     print(res)
     assert res.code == 0, str(res)
     table = [line for line in res.out.splitlines() if "│" in line and any(str(p) in line for p in paths.values())]
@@ -142,5 +168,6 @@ def test_keras_legacy_upgrade_passes_and_every_model_matches(tf_models):
     kept = json.loads((state / "generations" / str(current["number"]) / "models.json").read_text())["models"]
     print(json.dumps(next(r for r in kept if r["path"].endswith("keras_savedmodel")), indent=1))
     assert {Path(r["path"]).name: r["verdict"] for r in kept} == dict.fromkeys(
-        ("model.h5", "keras_savedmodel", "model.tflite", "plain_savedmodel"), "match")
+        ("model.h5", "keras_savedmodel", "model.tflite", "plain_savedmodel"), "match"
+    )
     assert next(r for r in kept if r["path"].endswith("keras_savedmodel"))["keras"].startswith("tf_keras")

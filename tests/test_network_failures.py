@@ -87,16 +87,24 @@ def tf_env(tmp_path_factory, kit_index: Path, kit_env: dict[str, str]) -> Path:
 @pytest.fixture
 def online_env(kit_env: dict[str, str]) -> dict[str, str]:
     """The kit's environment with uv allowed on the (loopback) network and no find-links configured."""
-    env = {k: v for k, v in kit_env.items()
-           if k not in ("UV_OFFLINE", "PIP_NO_INDEX", "UV_FIND_LINKS", "PIP_FIND_LINKS")}
+    env = {
+        k: v for k, v in kit_env.items() if k not in ("UV_OFFLINE", "PIP_NO_INDEX", "UV_FIND_LINKS", "PIP_FIND_LINKS")
+    }
     env["UV_HTTP_RETRIES"] = "0"
     return env
 
 
 def _cli(environ: dict[str, str], cwd: Path, *args: str) -> Run:
     start = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "rebuild", *args], env=environ, capture_output=True, text=True,
-                          timeout=240, cwd=cwd, stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        [sys.executable, "-m", "rebuild", *args],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+    )
     return Run(proc, time.monotonic() - start, list(args))
 
 
@@ -129,12 +137,18 @@ def _assert_one_paragraph(res: Run, code: int, *fragments: str) -> None:
 # (id, index URL template, fragments the error line must hold)
 HTTP_CASES = [
     ("refused", "http://127.0.0.1:{refused}/simple", ["http://127.0.0.1:{refused}/simple", "connection was refused"]),
-    ("http-501", "http://alice:" + SECRET + "@{server}/s501/simple",
-     ["http://alice:****@{server}/s501/simple", "HTTP 501 Not Implemented"]),
+    (
+        "http-501",
+        "http://alice:" + SECRET + "@{server}/s501/simple",
+        ["http://alice:****@{server}/s501/simple", "HTTP 501 Not Implemented"],
+    ),
     ("http-500", "http://{server}/s500/simple", ["http://{server}/s500/simple", "HTTP 500"]),
     ("http-401", "http://{server}/auth/simple", ["http://{server}/auth/simple", "refused access", "401"]),
-    ("http-401-wrong-password", "http://alice:wrong-" + SECRET + "@{server}/s401/simple",
-     ["alice:****@{server}/s401/simple", "refused access", "401"]),
+    (
+        "http-401-wrong-password",
+        "http://alice:wrong-" + SECRET + "@{server}/s401/simple",
+        ["alice:****@{server}/s401/simple", "refused access", "401"],
+    ),
     ("http-403", "http://{server}/s403/simple", ["http://{server}/s403/simple", "refused access", "403"]),
     ("http-404-root", "http://{server}/s404/simple", ["http://{server}/s404/simple", "HTTP 404"]),
     ("tls", "https://{server}/s404/simple", ["https://{server}/s404/simple", "TLS"]),
@@ -147,8 +161,9 @@ def _fill(text: str, server: str, refused: int) -> str:
 
 @pytest.mark.parametrize("command", ["plan", "upgrade"])
 @pytest.mark.parametrize("case,url,fragments", HTTP_CASES, ids=[c[0] for c in HTTP_CASES])
-def test_an_index_that_fails_is_named_with_what_failed(command, case, url, fragments, tf_env, online_env, server,
-                                                       refused_port, tmp_path) -> None:
+def test_an_index_that_fails_is_named_with_what_failed(
+    command, case, url, fragments, tf_env, online_env, server, refused_port, tmp_path
+) -> None:
     url = _fill(url, server, refused_port)
     args = [command, "--env", str(tf_env), "--index-url", url] + (["--yes"] if command == "upgrade" else [])
     res = _run_unchanged(tf_env, online_env, tmp_path, *args)
@@ -156,7 +171,8 @@ def test_an_index_that_fails_is_named_with_what_failed(command, case, url, fragm
 
 
 def test_the_right_password_gets_past_the_401_and_the_error_is_then_about_the_package(
-        tf_env, online_env, server, tmp_path) -> None:
+    tf_env, online_env, server, tmp_path
+) -> None:
     """The 401 case is a real check: with alice's password the server lets uv in (and has no projects)."""
     url = f"http://alice:{SECRET}@{server}/auth/simple"
     res = _run_unchanged(tf_env, online_env, tmp_path, "plan", "--env", str(tf_env), "--index-url", url)
@@ -165,8 +181,18 @@ def test_the_right_password_gets_past_the_401_and_the_error_is_then_about_the_pa
 
 
 def test_an_extra_index_that_fails_is_named(tf_env, online_env, kit_index, server, tmp_path) -> None:
-    res = _run_unchanged(tf_env, online_env, tmp_path, "plan", "--env", str(tf_env), "--find-links", str(kit_index),
-                         "--extra-index-url", f"http://{server}/s501/simple")
+    res = _run_unchanged(
+        tf_env,
+        online_env,
+        tmp_path,
+        "plan",
+        "--env",
+        str(tf_env),
+        "--find-links",
+        str(kit_index),
+        "--extra-index-url",
+        f"http://{server}/s501/simple",
+    )
     _assert_one_paragraph(res, 1, f"http://{server}/s501/simple", "HTTP 501")
 
 
@@ -179,23 +205,40 @@ def test_a_configured_index_that_fails_is_named_for_export(tf_env, online_env, s
 
 
 def test_a_host_name_that_does_not_resolve(tf_env, online_env, tmp_path) -> None:
-    res = _run_unchanged(tf_env, online_env, tmp_path, "plan", "--env", str(tf_env),
-                         "--index-url", "http://tfrebuild-no-such-host.invalid/simple")
+    res = _run_unchanged(
+        tf_env,
+        online_env,
+        tmp_path,
+        "plan",
+        "--env",
+        str(tf_env),
+        "--index-url",
+        "http://tfrebuild-no-such-host.invalid/simple",
+    )
     _assert_one_paragraph(res, 1, "tfrebuild-no-such-host.invalid", "could not be resolved")
 
 
 # Local sources and malformed input: refused before uv runs.
 @pytest.mark.parametrize("command", ["plan", "upgrade", "doctor"])
-@pytest.mark.parametrize("case,args,code,fragments", [
-    ("find-links-missing", ["--find-links", "/nonexistent/wheels"], 1, ["/nonexistent/wheels", "does not exist"]),
-    ("file-index-missing", ["--index-url", "file:///nonexistent/simple"], 1, ["file:///nonexistent/simple",
-                                                                             "does not exist"]),
-    ("not-a-url", ["--index-url", "not a url"], 2, ["--index-url", "not a url", "neither a URL"]),
-    ("bad-scheme", ["--extra-index-url", "ftp://mirror/simple"], 2, ["ftp://mirror/simple", "ftp://"]),
-    ("bad-port", ["--index-url", "http://127.0.0.1:99999/simple"], 2, ["127.0.0.1:99999", "not a valid URL"]),
-], ids=lambda v: v if isinstance(v, str) else None)
-def test_local_and_malformed_sources_are_refused(command, case, args, code, fragments, tf_env, online_env,
-                                                 tmp_path) -> None:
+@pytest.mark.parametrize(
+    "case,args,code,fragments",
+    [
+        ("find-links-missing", ["--find-links", "/nonexistent/wheels"], 1, ["/nonexistent/wheels", "does not exist"]),
+        (
+            "file-index-missing",
+            ["--index-url", "file:///nonexistent/simple"],
+            1,
+            ["file:///nonexistent/simple", "does not exist"],
+        ),
+        ("not-a-url", ["--index-url", "not a url"], 2, ["--index-url", "not a url", "neither a URL"]),
+        ("bad-scheme", ["--extra-index-url", "ftp://mirror/simple"], 2, ["ftp://mirror/simple", "ftp://"]),
+        ("bad-port", ["--index-url", "http://127.0.0.1:99999/simple"], 2, ["127.0.0.1:99999", "not a valid URL"]),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
+def test_local_and_malformed_sources_are_refused(
+    command, case, args, code, fragments, tf_env, online_env, tmp_path
+) -> None:
     extra = ["--yes"] if command == "upgrade" else []
     res = _run_unchanged(tf_env, online_env, tmp_path, command, "--env", str(tf_env), *args, *extra)
     _assert_one_paragraph(res, code, *fragments)
@@ -207,17 +250,22 @@ def test_a_configured_find_links_folder_that_is_missing_names_its_origin(tf_env,
     _assert_one_paragraph(res, 1, "/nonexistent/company-wheels", "PIP_", "does not exist")
 
 
-_TAKES = {"plan": ["--to", "--python", "--index-url", "--extra-index-url", "--find-links"],
-          "upgrade": ["--to", "--python", "--index-url", "--extra-index-url", "--find-links"],
-          "doctor": ["--to", "--index-url", "--extra-index-url", "--find-links"],
-          "export": ["--find-links"], "bundle": ["--python", "--find-links"], "apply": ["--python", "--find-links"]}
+_TAKES = {
+    "plan": ["--to", "--python", "--index-url", "--extra-index-url", "--find-links"],
+    "upgrade": ["--to", "--python", "--index-url", "--extra-index-url", "--find-links"],
+    "doctor": ["--to", "--index-url", "--extra-index-url", "--find-links"],
+    "export": ["--find-links"],
+    "bundle": ["--python", "--find-links"],
+    "apply": ["--python", "--find-links"],
+}
 
 
 @pytest.mark.parametrize("command,option", [(c, o) for c, opts in _TAKES.items() for o in opts])
 def test_empty_option_values_are_refused(command, option, tf_env, online_env, tmp_path) -> None:
-    head = {"bundle": ["bundle", str(tmp_path / "p.toml"), "-o", str(tmp_path / "out")],
-            "apply": ["apply", str(tmp_path / "p.toml"), "--env", str(tf_env), "--yes"]}.get(
-        command, [command, "--env", str(tf_env)] + (["--yes"] if command == "upgrade" else []))
+    head = {
+        "bundle": ["bundle", str(tmp_path / "p.toml"), "-o", str(tmp_path / "out")],
+        "apply": ["apply", str(tmp_path / "p.toml"), "--env", str(tf_env), "--yes"],
+    }.get(command, [command, "--env", str(tf_env)] + (["--yes"] if command == "upgrade" else []))
     res = _run_unchanged(tf_env, online_env, tmp_path, *head, option, "")
     _assert_one_paragraph(res, 2, option, "empty value")
     assert not (tmp_path / "out").exists()

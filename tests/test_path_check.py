@@ -80,8 +80,9 @@ def test_at_path_check_fails_on_another_tree(managed):
     other = (st.st_dev, st.st_ino + 1)
     check = smoke.at_path_check(env, versions={"tensorflow-cpu": "2.16.1"}, inode=other)
     assert not check.ok and "not the tree that was checked" in check.output
-    good = smoke.at_path_check(env, versions={"tensorflow-cpu": "2.16.1", "scipy": "1.11.4"},
-                               inode=(st.st_dev, st.st_ino))
+    good = smoke.at_path_check(
+        env, versions={"tensorflow-cpu": "2.16.1", "scipy": "1.11.4"}, inode=(st.st_dev, st.st_ino)
+    )
     assert good.ok, good.output
     missing = smoke.at_path_check(env, versions={"tensorflow-cpu": "2.16.1", "not-installed": "1.0"})
     assert not missing.ok and "not-installed: expected 1.0, found nothing" in missing.output
@@ -96,6 +97,8 @@ def test_piped_upgrade_progress_is_one_line_per_stage(managed, tfr, kit_index, k
     for expected in ("snapshot", "resolve", "pre-flight", "build", "link", "bytecode", "checks", "swap", "verify"):
         assert expected in stages, (expected, run.err)
     assert "\r" not in run.err and "\x1b[" not in run.err
-    assert re.search(r"link: linking \d+ packages", run.err) and "checks: smoke checks in the new env: importing " \
-        "TensorFlow 2.18" in run.err, run.err
+    assert (
+        re.search(r"link: linking \d+ packages", run.err)
+        and "checks: smoke checks in the new env: importing TensorFlow 2.18" in run.err
+    ), run.err
     assert "interpreter starts and reports the checked versions" in run.err + run.out

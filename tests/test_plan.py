@@ -46,8 +46,18 @@ def plan_cli(kit_env: dict[str, str], kit_index: Path, tmp_path: Path) -> Callab
     """``plan_cli(env, *args, env_overrides=None)``: run ``tfrebuild plan --offline --find-links <kit>``."""
 
     def _run(env: Path | str, *args: str, env_overrides: dict[str, str | None] | None = None) -> Run:
-        return run_cli(kit_env, "plan", "--env", env, "--offline", "--find-links", kit_index, *args,
-                       overrides=env_overrides, cwd=tmp_path)
+        return run_cli(
+            kit_env,
+            "plan",
+            "--env",
+            env,
+            "--offline",
+            "--find-links",
+            kit_index,
+            *args,
+            overrides=env_overrides,
+            cwd=tmp_path,
+        )
 
     return _run
 
@@ -69,8 +79,9 @@ def shared_venv(tmp_path_factory, kit_index: Path, kit_env: dict[str, str]) -> C
                 if interpreter is None:
                     pytest.skip(f"Python {python} is not installed (looked in pyenv versions and PATH)")
             path = tmp_path_factory.mktemp(f"plan-{creator}") / "tfenv"
-            made[key] = create_venv(path, list(packages), find_links=kit_index, creator=creator,
-                                    python=interpreter, env=dict(kit_env))
+            made[key] = create_venv(
+                path, list(packages), find_links=kit_index, creator=creator, python=interpreter, env=dict(kit_env)
+            )
         return made[key]
 
     return _get
@@ -108,7 +119,9 @@ def plans(kit_env: dict[str, str], kit_index: Path, classic_uv: Path, classic_pi
     def _get(which: str, *args: str) -> dict:
         key = (which, args)
         if key not in cache:
-            run = run_cli(kit_env, "plan", "--env", envs[which], "--offline", "--find-links", kit_index, "--json", *args)
+            run = run_cli(
+                kit_env, "plan", "--env", envs[which], "--offline", "--find-links", kit_index, "--json", *args
+            )
             assert run.code == 0, run.err
             cache[key] = run.json()
         return cache[key]
@@ -128,7 +141,9 @@ def test_plan_changes_nothing(creator: str, shared_venv, plan_cli) -> None:
     res = plan_cli(env, "--to", "2.18", env_overrides={"PYTHONDONTWRITEBYTECODE": None})
     assert res.code == 0, res.err
     assert "Nothing was changed" in res.out
-    assert "↑" in res.out and not [ln for ln in res.out.splitlines() if ln != ln.rstrip()], "a piped line ends in spaces"
+    assert "↑" in res.out and not [ln for ln in res.out.splitlines() if ln != ln.rstrip()], (
+        "a piped line ends in spaces"
+    )
     assert tree_state(env) == before, "plan modified the environment"
     assert siblings(env) == around == ["tfenv"], "plan created something beside the environment"
     assert not (env.parent / ".tfenv.tfrebuild").exists()
@@ -248,7 +263,7 @@ def _newest_tf_with_tftext(below: str, above: str, python_tag: str = "cp311") ->
         if not (Version(above) < v < Version(below)) or python_tag not in tf.tag:
             continue
         for text in releases("tensorflow-text"):
-            spec = SpecifierSet(text.requires[0].split(";")[0].strip()[len("tensorflow"):])
+            spec = SpecifierSet(text.requires[0].split(";")[0].strip()[len("tensorflow") :])
             if python_tag in text.tag and v in spec:
                 candidates.append(v)
     return str(max(candidates)) if candidates else None
@@ -260,8 +275,7 @@ def test_blocking_requested_package_is_named(shared_venv, plan_cli) -> None:
     assert newest == "2.18.0"  # the catalog's shape this test relies on
     before = tree_state(env)
     res = plan_cli(env, "--to", "2.20")
-    assert_clean_error(res, "tensorflow 2.20.0 cannot be installed", "tensorflow-text", "uv says",
-                       f"--to {newest}")
+    assert_clean_error(res, "tensorflow 2.20.0 cannot be installed", "tensorflow-text", "uv says", f"--to {newest}")
     # The companion is named with what the index has for it: no release accepts 2.20.0.
     assert "no release of tensorflow-text on the index accepts 2.20.0" in res.err
     assert res.code == 1
@@ -306,8 +320,12 @@ def test_no_wheel_for_the_interpreter(shared_venv, plan_cli, require_python) -> 
     env = shared_venv(["tensorflow-cpu==2.15.1"], "uv", python="3.9")
     before = tree_state(env)
     res = plan_cli(env, "--to", "2.21.0")
-    assert_clean_error(res, "tensorflow-cpu 2.21.0 has no wheel for Python 3.9",
-                       "It has wheels for Python 3.10, 3.11, 3.12, 3.13", "--python")
+    assert_clean_error(
+        res,
+        "tensorflow-cpu 2.21.0 has no wheel for Python 3.9",
+        "It has wheels for Python 3.10, 3.11, 3.12, 3.13",
+        "--python",
+    )
     assert tree_state(env) == before
     assert siblings(env) == ["tfenv"]
 
@@ -323,11 +341,14 @@ def test_latest_on_an_old_interpreter_picks_what_has_wheels(shared_venv, plan_cl
 # --------------------------------------------------------------------------- bad input
 
 
-@pytest.mark.parametrize("args, fragments", [
-    (["--to", "banana"], ["'banana' is not a TensorFlow version"]),
-    (["--to", "9.9"], ["No tensorflow-cpu release matches --to 9.9"]),
-    (["--strategy", "weird"], ["Unknown strategy 'weird'"]),
-])
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["--to", "banana"], ["'banana' is not a TensorFlow version"]),
+        (["--to", "9.9"], ["No tensorflow-cpu release matches --to 9.9"]),
+        (["--strategy", "weird"], ["Unknown strategy 'weird'"]),
+    ],
+)
 def test_bad_arguments(args: list[str], fragments: list[str], classic_uv: Path, plan_cli) -> None:
     before, around = tree_state(classic_uv), siblings(classic_uv)
     res = plan_cli(classic_uv, *args)
@@ -360,13 +381,16 @@ def test_folder_that_is_not_an_env(plan_cli, tmp_path: Path) -> None:
     assert os.listdir(folder) == ["README"]
 
 
-@pytest.mark.parametrize("content, fragment", [
-    (None, "does not exist"),
-    ("schema = 1\n[constraints\n", "is not valid TOML"),
-    ("schema = 99\n", "profile schema 99"),
-    ("schema = 1\nbogus = 3\n", "is not a valid profile"),
-    (b"\xff\xfe\x00garbage", "cannot be read"),
-])
+@pytest.mark.parametrize(
+    "content, fragment",
+    [
+        (None, "does not exist"),
+        ("schema = 1\n[constraints\n", "is not valid TOML"),
+        ("schema = 99\n", "profile schema 99"),
+        ("schema = 1\nbogus = 3\n", "is not a valid profile"),
+        (b"\xff\xfe\x00garbage", "cannot be read"),
+    ],
+)
 def test_bad_profile(content, fragment: str, classic_uv: Path, plan_cli, tmp_path: Path) -> None:
     profile = tmp_path / "profile.toml"
     if isinstance(content, bytes):
@@ -408,8 +432,19 @@ def test_json_is_one_document(classic_uv: Path, plan_cli) -> None:
     doc = res.json()  # the whole of stdout parses: nothing else is printed there
     assert doc["ok"] is True
     plan = doc["plan"]
-    for key in ("env", "tf_distribution", "tf_old", "tf_new", "target", "strategy", "changes", "notes", "capped",
-                "python_old", "python_new"):
+    for key in (
+        "env",
+        "tf_distribution",
+        "tf_old",
+        "tf_new",
+        "target",
+        "strategy",
+        "changes",
+        "notes",
+        "capped",
+        "python_old",
+        "python_new",
+    ):
         assert key in plan, key
     assert plan["env"] == str(classic_uv)
     assert plan["changes"], "the classic env has changes to make"

@@ -60,8 +60,12 @@ def test_upgrade_right_after_plan_reuses_its_resolution(make_venv, kit_env, kit_
     # the stages are timed; the old env's reference imports ran beside the build: the checks never waited for them
     assert {"snapshot", "resolve", "build", "checks", "swap", "verify"} <= set(doc["stages"]), doc["stages"]
     assert doc["overlap"]["baseline"]["ran"] is True and doc["overlap"]["baseline"]["waited_seconds"] == 0
-    landed = subprocess.run([env / "bin" / "python", "-c", "import numpy, scipy; print(numpy.__version__, "
-                             "scipy.__version__)"], capture_output=True, text=True, env=kit_env)
+    landed = subprocess.run(
+        [env / "bin" / "python", "-c", "import numpy, scipy; print(numpy.__version__, scipy.__version__)"],
+        capture_output=True,
+        text=True,
+        env=kit_env,
+    )
     news = {c["name"]: c["new"] for c in plan_doc["changes"]}
     assert landed.stdout.split() == [news.get("numpy", "1.24.3"), news.get("scipy", "1.11.4")], landed
 
@@ -127,14 +131,24 @@ def test_other_inputs_stale_or_foreign_entries_are_not_reused(inproc, uv, kit_in
 
     # the env changed (another numpy installed): its pins are other preferences, so the entry does not match
     inproc("record")
-    uv("pip", "install", "--no-index", "--find-links", kit_index, "--python", inproc.env / "bin" / "python",
-       "numpy==1.23.5")
+    uv(
+        "pip",
+        "install",
+        "--no-index",
+        "--find-links",
+        kit_index,
+        "--python",
+        inproc.env / "bin" / "python",
+        "numpy==1.23.5",
+    )
     changed, used = inproc("reuse")
     assert changed.resolution_reused == [] and used.used == []
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None or not os.path.exists("/usr/bin/python3"),
-                    reason="needs root and setpriv(1) to act as another user")
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("setpriv") is None or not os.path.exists("/usr/bin/python3"),
+    reason="needs root and setpriv(1) to act as another user",
+)
 def test_a_strangers_plan_cache_is_refused(make_venv, kit_env, kit_index, tmp_path: Path, request) -> None:
     """Another user makes the plan cache (a shared ``XDG_CACHE_HOME``) and plants an entry under the right name:
     the upgrade reads nothing from it and resolves on its own."""
@@ -151,10 +165,15 @@ def test_a_strangers_plan_cache_is_refused(make_venv, kit_env, kit_index, tmp_pa
     planted = json.loads(kept.read_text())
     planted["resolved"]["pins"]["numpy"] = "9.9.9"
     shutil.rmtree(cache)
-    script = (f"import os, json; os.makedirs({str(cache)!r}, mode=0o755); "
-              f"open({str(kept)!r}, 'w').write({json.dumps(planted)!r})")
-    made = subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
-                           "/usr/bin/python3", "-I", "-c", script], capture_output=True, text=True)
+    script = (
+        f"import os, json; os.makedirs({str(cache)!r}, mode=0o755); "
+        f"open({str(kept)!r}, 'w').write({json.dumps(planted)!r})"
+    )
+    made = subprocess.run(
+        ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "/usr/bin/python3", "-I", "-c", script],
+        capture_output=True,
+        text=True,
+    )
     assert made.returncode == 0, made.stderr
     assert os.lstat(kept).st_uid == NOBODY
     upgraded = run_cli(kit_env, "upgrade", *common, "--yes", overrides=over, cwd=tmp_path)

@@ -26,6 +26,7 @@ pytestmark = pytest.mark.skipif(os.name == "nt", reason="POSIX venv layout assum
 # helpers
 # ---------------------------------------------------------------------------
 
+
 def _clean_env(tmp_path, **extra):
     env = dict(os.environ)
     for k in _load_module().ENVIRON_KEYS + ("__PYVENV_LAUNCHER__",):
@@ -72,15 +73,31 @@ def make_venv(path, python=None, system_site=False):
     assert vpy.exists()
     site = subprocess.run(
         [str(vpy), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        check=True, capture_output=True, text=True, timeout=60).stdout.strip()
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout.strip()
     site = Path(site)
     assert site.is_dir()
     return vpy, site
 
 
-def write_dist(site, name, version, requires=(), extras=(), requires_python=None,
-               installer=None, requested=False, direct_url=None, record=None,
-               top_level=None, files=(), body=""):
+def write_dist(
+    site,
+    name,
+    version,
+    requires=(),
+    extras=(),
+    requires_python=None,
+    installer=None,
+    requested=False,
+    direct_url=None,
+    record=None,
+    top_level=None,
+    files=(),
+    body="",
+):
     di = site / ("%s-%s.dist-info" % (name.replace("-", "_"), version))
     di.mkdir()
     lines = ["Metadata-Version: 2.1", "Name: %s" % name, "Version: %s" % version]
@@ -129,30 +146,54 @@ def _load_module():
 # (a) a hand-populated venv
 # ---------------------------------------------------------------------------
 
+
 @pytest.fixture
 def sample_venv(tmp_path):
     vpy, site = make_venv(tmp_path / "venv")
     write_dist(
-        site, "Alpha_Pkg", "1.0",
+        site,
+        "Alpha_Pkg",
+        "1.0",
         requires=["numpy>=1.0", 'rich>=13; extra == "cli"'],
-        extras=["cli"], requires_python=">=3.8", installer="uv", requested=True,
-        record=["alpha_pkg/__init__.py", "alpha_pkg/sub/x.py", "alpha_mod.py",
-                "_alpha_ext.cpython-311-x86_64-linux-gnu.so",
-                "alpha_pkg/__pycache__/__init__.cpython-311.pyc",
-                "../../../bin/alpha", "Alpha_Pkg-1.0.data/scripts/y",
-                "alpha.pth"],
+        extras=["cli"],
+        requires_python=">=3.8",
+        installer="uv",
+        requested=True,
+        record=[
+            "alpha_pkg/__init__.py",
+            "alpha_pkg/sub/x.py",
+            "alpha_mod.py",
+            "_alpha_ext.cpython-311-x86_64-linux-gnu.so",
+            "alpha_pkg/__pycache__/__init__.cpython-311.pyc",
+            "../../../bin/alpha",
+            "Alpha_Pkg-1.0.data/scripts/y",
+            "alpha.pth",
+        ],
         files=["alpha_pkg/__init__.py", "alpha_pkg/sub/x.py", "alpha_mod.py"],
-        body="Long description\n\nRequires-Dist: not-a-header\n")
+        body="Long description\n\nRequires-Dist: not-a-header\n",
+    )
     write_dist(
-        site, "beta", "2.0", installer="pip", top_level=["beta"],
+        site,
+        "beta",
+        "2.0",
+        installer="pip",
+        top_level=["beta"],
         direct_url={"url": "file:///src/beta", "dir_info": {"editable": True}},
-        record=["__editable__.beta-2.0.pth"])
+        record=["__editable__.beta-2.0.pth"],
+    )
     write_dist(
-        site, "gamma", "0.1", installer="uv", requested=True,
-        direct_url={"url": "https://github.com/example/gamma.git",
-                    "vcs_info": {"vcs": "git", "commit_id": "0123abcd",
-                                 "requested_revision": "main"}},
-        top_level=["gamma"], record=["gamma/__init__.py"])
+        site,
+        "gamma",
+        "0.1",
+        installer="uv",
+        requested=True,
+        direct_url={
+            "url": "https://github.com/example/gamma.git",
+            "vcs_info": {"vcs": "git", "commit_id": "0123abcd", "requested_revision": "main"},
+        },
+        top_level=["gamma"],
+        record=["gamma/__init__.py"],
+    )
     # debris
     (site / "~ensorflow").mkdir()
     (site / "~ensorflow" / "__init__.py").write_text("")
@@ -160,8 +201,7 @@ def sample_venv(tmp_path):
     (site / "broken-1.0.dist-info" / "RECORD").write_text("")
     bad = site / "latin-1.0.dist-info"
     bad.mkdir()
-    (bad / "METADATA").write_bytes(b"Metadata-Version: 2.1\nName: latin\nVersion: 1.0\n"
-                                   b"Author: Andr\xe9\n")
+    (bad / "METADATA").write_bytes(b"Metadata-Version: 2.1\nName: latin\nVersion: 1.0\nAuthor: Andr\xe9\n")
     noname = site / "noname-1.0.dist-info"
     noname.mkdir()
     (noname / "METADATA").write_text("Metadata-Version: 2.1\nSummary: x\n")
@@ -170,10 +210,10 @@ def sample_venv(tmp_path):
     # legacy egg-info (setuptools develop / old installs)
     egg = site / "delta-3.0-py3.11.egg-info"
     egg.mkdir()
-    (egg / "PKG-INFO").write_text("Metadata-Version: 1.2\nName: delta\nVersion: 3.0\n"
-                                  "Requires-Python: >=3.6\n")
-    (egg / "requires.txt").write_text("six\n\n[docs]\nsphinx>=4\n\n[:sys_platform == \"win32\"]\n"
-                                      "pywin32\n\n[test:python_version < \"3.8\"]\nmock\n")
+    (egg / "PKG-INFO").write_text("Metadata-Version: 1.2\nName: delta\nVersion: 3.0\nRequires-Python: >=3.6\n")
+    (egg / "requires.txt").write_text(
+        'six\n\n[docs]\nsphinx>=4\n\n[:sys_platform == "win32"]\npywin32\n\n[test:python_version < "3.8"]\nmock\n'
+    )
     (egg / "top_level.txt").write_text("delta\n")
     # distutils-style single-file egg-info
     (site / "old-0.9-py3.11.egg-info").write_text("Metadata-Version: 1.0\nName: old\nVersion: 0.9\n")
@@ -186,8 +226,18 @@ def test_sample_venv(sample_venv, tmp_path):
     env = _clean_env(tmp_path, VIRTUAL_ENV=str(venv_dir), TF_CPP_MIN_LOG_LEVEL="2")
     doc = run_probe(vpy, env=env)
 
-    assert set(doc) == {"probe_version", "interpreter", "platform", "env", "paths",
-                        "environ", "distributions", "debris", "sys_path", "warnings"}
+    assert set(doc) == {
+        "probe_version",
+        "interpreter",
+        "platform",
+        "env",
+        "paths",
+        "environ",
+        "distributions",
+        "debris",
+        "sys_path",
+        "warnings",
+    }
     interp = doc["interpreter"]
     assert interp["executable"] == str(vpy)
     assert interp["version_info"][:3] == list(sys.version_info[:3])
@@ -218,8 +268,11 @@ def test_sample_venv(sample_venv, tmp_path):
     assert paths["system_site_packages"], "base site-packages should be reported"
     assert paths["stdlib"]
 
-    assert doc["environ"] == {"VIRTUAL_ENV": str(venv_dir), "TF_CPP_MIN_LOG_LEVEL": "2",
-                              "PYTHONUSERBASE": env["PYTHONUSERBASE"]}
+    assert doc["environ"] == {
+        "VIRTUAL_ENV": str(venv_dir),
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "PYTHONUSERBASE": env["PYTHONUSERBASE"],
+    }
     assert isinstance(doc["sys_path"], list)
 
     dists = by_canonical(doc)
@@ -251,9 +304,12 @@ def test_sample_venv(sample_venv, tmp_path):
 
     d = dists["delta"][0]
     assert d["dist_info"].endswith("delta-3.0-py3.11.egg-info")
-    assert d["requires"] == ["six", 'sphinx>=4; extra == "docs"',
-                             'pywin32; sys_platform == "win32"',
-                             'mock; (python_version < "3.8") and extra == "test"']
+    assert d["requires"] == [
+        "six",
+        'sphinx>=4; extra == "docs"',
+        'pywin32; sys_platform == "win32"',
+        'mock; (python_version < "3.8") and extra == "test"',
+    ]
     assert d["requires_python"] == ">=3.6"
     assert d["top_level"] == ["delta"] and d["installer"] is None
 
@@ -273,9 +329,15 @@ def test_sample_venv(sample_venv, tmp_path):
     assert not any(x["kind"] == "orphan-top-level" for x in doc["debris"])
 
 
-@pytest.mark.parametrize("marker,kind", [
-    ("uv", "uv"), ("virtualenv", "virtualenv"), ("conda", "conda"), ("duplicate", "venv"),
-])
+@pytest.mark.parametrize(
+    "marker,kind",
+    [
+        ("uv", "uv"),
+        ("virtualenv", "virtualenv"),
+        ("conda", "conda"),
+        ("duplicate", "venv"),
+    ],
+)
 def test_env_kinds_and_duplicates(tmp_path, marker, kind):
     vpy, site = make_venv(tmp_path / "venv")
     venv = vpy.parent.parent
@@ -315,13 +377,13 @@ def test_venv_with_system_site_packages(tmp_path):
         assert "system" in locs
         # location order: all env entries before all system entries
         assert locs == sorted(locs, key=["env", "user", "system"].index)
-        assert all(d["site_dir"] in sys_dirs for d in doc["distributions"]
-                   if d["location"] == "system")
+        assert all(d["site_dir"] in sys_dirs for d in doc["distributions"] if d["location"] == "system")
 
 
 # ---------------------------------------------------------------------------
 # (b) a system interpreter
 # ---------------------------------------------------------------------------
+
 
 def _system_pythons():
     out = [("base", None)]
@@ -346,17 +408,24 @@ def test_system_interpreter(tmp_path, label, python):
         assert d["canonical"] == d["canonical"].lower()
     stdlib = subprocess.run(
         [python, "-c", "import sysconfig; print(sysconfig.get_path('stdlib'))"],
-        capture_output=True, text=True, check=True).stdout.strip()
-    assert doc["env"]["externally_managed"] == os.path.isfile(
-        os.path.join(stdlib, "EXTERNALLY-MANAGED"))
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert doc["env"]["externally_managed"] == os.path.isfile(os.path.join(stdlib, "EXTERNALLY-MANAGED"))
     # Cross-check names/versions against importlib.metadata run normally.
     ref = subprocess.run(
-        [python, "-c",
-         "import importlib.metadata as m, json, sys\n"
-         "print(json.dumps(sorted({(d.metadata['Name'], d.version) for d in "
-         "m.distributions(path=sys.argv[1:]) if d.metadata['Name']})))",
-         *doc["paths"]["site_packages"]],
-        capture_output=True, text=True)
+        [
+            python,
+            "-c",
+            "import importlib.metadata as m, json, sys\n"
+            "print(json.dumps(sorted({(d.metadata['Name'], d.version) for d in "
+            "m.distributions(path=sys.argv[1:]) if d.metadata['Name']})))",
+            *doc["paths"]["site_packages"],
+        ],
+        capture_output=True,
+        text=True,
+    )
     if ref.returncode == 0:
         expected = {tuple(x) for x in json.loads(ref.stdout)}
         got = {(d["name"], d["version"]) for d in doc["distributions"] if d["location"] == "env"}
@@ -366,6 +435,7 @@ def test_system_interpreter(tmp_path, label, python):
 # ---------------------------------------------------------------------------
 # (c) every interpreter version available through pyenv
 # ---------------------------------------------------------------------------
+
 
 def _pyenv_root():
     exe = shutil.which("pyenv")
@@ -380,8 +450,7 @@ def _pyenv_root():
 
 
 def _find_version(minor):
-    pattern = os.path.join(_pyenv_root(), "versions", "3.%d.*" % minor, "bin",
-                           "python3.%d" % minor)
+    pattern = os.path.join(_pyenv_root(), "versions", "3.%d.*" % minor, "bin", "python3.%d" % minor)
     hits = sorted(p for p in glob.glob(pattern) if os.access(p, os.X_OK))
     return hits[-1] if hits else None
 
@@ -392,11 +461,22 @@ def test_pyenv_versions(tmp_path, minor):
     if py is None:
         pytest.skip("no pyenv interpreter for 3.%d under %s/versions" % (minor, _pyenv_root()))
     # Syntax: the interpreter itself compiles the source.
-    subprocess.run([py, "-c", "import sys; p=sys.argv[1]; compile(open(p, encoding='utf-8').read(), p, 'exec')",
-                    str(PROBE)], check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        [py, "-c", "import sys; p=sys.argv[1]; compile(open(p, encoding='utf-8').read(), p, 'exec')", str(PROBE)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     vpy, site = make_venv(tmp_path / "venv", python=py)
-    write_dist(site, "marker-pkg", "0.1", requires=["idna"], installer="uv",
-               record=["marker_pkg/__init__.py"], files=["marker_pkg/__init__.py"])
+    write_dist(
+        site,
+        "marker-pkg",
+        "0.1",
+        requires=["idna"],
+        installer="uv",
+        record=["marker_pkg/__init__.py"],
+        files=["marker_pkg/__init__.py"],
+    )
     (site / "~arker").mkdir()
     doc = run_probe(vpy, env=_clean_env(tmp_path))
     assert doc["interpreter"]["version_info"][:2] == [3, minor]
@@ -404,8 +484,9 @@ def test_pyenv_versions(tmp_path, minor):
     assert doc["interpreter"]["executable"] == str(vpy)
     assert doc["env"]["kind"] == "venv"
     assert [os.path.realpath(p) for p in doc["paths"]["site_packages"]] == [os.path.realpath(site)]
-    assert [(d["canonical"], d["top_level"], d["requires"]) for d in doc["distributions"]] == \
-        [("marker-pkg", ["marker_pkg"], ["idna"])]
+    assert [(d["canonical"], d["top_level"], d["requires"]) for d in doc["distributions"]] == [
+        ("marker-pkg", ["marker_pkg"], ["idna"])
+    ]
     assert [x["kind"] for x in doc["debris"]] == ["tilde-folder"]
     assert doc["warnings"] == []
     deep = run_probe(vpy, "--deep", env=_clean_env(tmp_path))
@@ -416,21 +497,35 @@ def test_pyenv_versions(tmp_path, minor):
 # (d) --deep
 # ---------------------------------------------------------------------------
 
+
 def test_deep_record_missing_and_orphans(tmp_path):
     vpy, site = make_venv(tmp_path / "venv")
     venv = vpy.parent.parent
     (venv / "bin" / "eps").write_text("#!/bin/sh\n")
-    write_dist(site, "epsilon", "1.0", installer="pip",
-               record=["epsilon/__init__.py", "epsilon/core.py",
-                       "epsilon/__pycache__/core.cpython-311.pyc",  # never written: ignored
-                       "../../../bin/eps"],
-               files=["epsilon/__init__.py", "epsilon/core.py"])
+    write_dist(
+        site,
+        "epsilon",
+        "1.0",
+        installer="pip",
+        record=[
+            "epsilon/__init__.py",
+            "epsilon/core.py",
+            "epsilon/__pycache__/core.cpython-311.pyc",  # never written: ignored
+            "../../../bin/eps",
+        ],
+        files=["epsilon/__init__.py", "epsilon/core.py"],
+    )
     (site / "epsilon" / "core.py").unlink()
-    write_dist(site, "zeta", "2.0", top_level=["zeta"],
-               record=["zeta/__init__.py", "zeta_helper.py"],
-               files=["zeta/__init__.py", "zeta_helper.py"])
+    write_dist(
+        site,
+        "zeta",
+        "2.0",
+        top_level=["zeta"],
+        record=["zeta/__init__.py", "zeta_helper.py"],
+        files=["zeta/__init__.py", "zeta_helper.py"],
+    )
     write_dist(site, "norecord", "1.0", top_level=["norecord"], files=["norecord/__init__.py"])
-    egg = site / "delta-3.0-py3.11.egg-info"      # legacy: installed-files.txt
+    egg = site / "delta-3.0-py3.11.egg-info"  # legacy: installed-files.txt
     egg.mkdir()
     (egg / "PKG-INFO").write_text("Metadata-Version: 1.1\nName: delta\nVersion: 3.0\n")
     (egg / "installed-files.txt").write_text("../delta/__init__.py\n../delta/gone.py\nPKG-INFO\n")
@@ -457,7 +552,10 @@ def test_deep_record_missing_and_orphans(tmp_path):
     assert all("record_missing" not in d for d in shallow["distributions"])
     # Issue 23: the plain scan finds them too (confirmed against the RECORDs), so the plan names them.
     assert sorted(x["name"] for x in shallow["debris"] if x["kind"] == "orphan-top-level") == [
-        "cext", "lonely", "orphanpkg"]
+        "cext",
+        "lonely",
+        "orphanpkg",
+    ]
     assert [os.path.basename(x["path"]) for x in shallow["debris"] if x["kind"] == "own-pth"] == ["x.pth"]
 
     doc = run_probe(vpy, "--deep", env=_clean_env(tmp_path))
@@ -470,10 +568,12 @@ def test_deep_record_missing_and_orphans(tmp_path):
     assert dists["norecord"][0]["record_missing"] is None
     assert dists["delta"][0]["record_missing"] == ["../delta/gone.py"]
     assert dists["delta"][0]["top_level"] == ["delta"]
-    orphans = sorted((x["name"], os.path.basename(x["path"])) for x in doc["debris"]
-                     if x["kind"] == "orphan-top-level")
-    assert orphans == [("cext", "cext.cpython-311-x86_64-linux-gnu.so"),
-                       ("lonely", "lonely.py"), ("orphanpkg", "orphanpkg")]
+    orphans = sorted((x["name"], os.path.basename(x["path"])) for x in doc["debris"] if x["kind"] == "orphan-top-level")
+    assert orphans == [
+        ("cext", "cext.cpython-311-x86_64-linux-gnu.so"),
+        ("lonely", "lonely.py"),
+        ("orphanpkg", "orphanpkg"),
+    ]
     assert [x["kind"] for x in doc["debris"]].count("tilde-folder") == 1
 
 
@@ -491,9 +591,14 @@ def test_deep_record_missing_is_capped(tmp_path):
 # (e) user site
 # ---------------------------------------------------------------------------
 
+
 def _make_user_site(tmp_path, python):
-    ver = subprocess.run([str(python), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-                         capture_output=True, text=True, check=True).stdout.strip()
+    ver = subprocess.run(
+        [str(python), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     ub = tmp_path / "userbase"
     us = ub / "lib" / ("python" + ver) / "site-packages"
     us.mkdir(parents=True)
@@ -530,10 +635,11 @@ def test_user_site_reported_from_venv(tmp_path):
 # robustness, speed, helpers
 # ---------------------------------------------------------------------------
 
+
 def test_soft_failures_become_warnings(tmp_path):
     vpy, site = make_venv(tmp_path / "venv")
     di = write_dist(site, "weird", "1.0")
-    (di / "RECORD").mkdir()                       # unreadable RECORD
+    (di / "RECORD").mkdir()  # unreadable RECORD
     (di / "direct_url.json").write_text("{not json")
     (site / "notadir-1.0.dist-info").write_text("x")
     doc = run_probe(vpy, env=_clean_env(tmp_path))
@@ -551,10 +657,16 @@ def test_speed_300_distributions(tmp_path):
     body = "Lorem ipsum dolor sit amet.\n" * 400
     for i in range(300):
         name = "pkg%03d" % i
-        write_dist(site, name, "1.%d" % i, requires=["dep%d>=1" % j for j in range(8)],
-                   installer="uv", body=body,
-                   record=["%s/m%02d.py" % (name, j) for j in range(60)],
-                   top_level=[name] if i % 2 else None)
+        write_dist(
+            site,
+            name,
+            "1.%d" % i,
+            requires=["dep%d>=1" % j for j in range(8)],
+            installer="uv",
+            body=body,
+            record=["%s/m%02d.py" % (name, j) for j in range(60)],
+            top_level=[name] if i % 2 else None,
+        )
     run_probe(vpy, env=_clean_env(tmp_path))  # warm the page cache
     t0 = time.perf_counter()
     doc = run_probe(vpy, env=_clean_env(tmp_path))
@@ -569,17 +681,30 @@ def test_speed_300_distributions(tmp_path):
 def test_helpers_in_process():
     mod = _load_module()
     assert mod.canonicalize("Foo.Bar__baz") == "foo-bar-baz"
-    assert mod.top_level_from_paths([
-        "pkg/__init__.py", "mod.py", "ext.abi3.so", "../../../bin/tool", "bin/tool",
-        "pkg-1.0.dist-info/METADATA", "pkg-1.0.data/scripts/x", "__pycache__/m.pyc",
-        "zz.pth", "./dotted/x.py", "not-ident.py",
-    ]) == ["dotted", "ext", "mod", "pkg"]
-    assert mod.parse_requires_txt("a\n[x]\nb; python_version<'3'\n") == \
-        ["a", "b; (python_version<'3') and extra == \"x\""]
+    assert mod.top_level_from_paths(
+        [
+            "pkg/__init__.py",
+            "mod.py",
+            "ext.abi3.so",
+            "../../../bin/tool",
+            "bin/tool",
+            "pkg-1.0.dist-info/METADATA",
+            "pkg-1.0.data/scripts/x",
+            "__pycache__/m.pyc",
+            "zz.pth",
+            "./dotted/x.py",
+            "not-ident.py",
+        ]
+    ) == ["dotted", "ext", "mod", "pkg"]
+    assert mod.parse_requires_txt("a\n[x]\nb; python_version<'3'\n") == [
+        "a",
+        "b; (python_version<'3') and extra == \"x\"",
+    ]
 
 
 def test_no_third_party_or_new_syntax():
     import ast
+
     tree = ast.parse(PROBE.read_text(encoding="utf-8"))
     stdlib = getattr(sys, "stdlib_module_names", None)
     for node in ast.walk(tree):

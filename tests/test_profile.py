@@ -48,20 +48,32 @@ def full_profile() -> prof.Profile:
         env_kind="virtualenv",
         lock="pylock.toml",
         interpreter=prof.Interpreter(
-            version="3.11.7", implementation="pypy", executable="/work/scratch/tf215/bin/python",
-            base_prefix="/root/.pyenv/versions/3.11.7", abiflags="t", soabi="cpython-311-x86_64-linux-gnu",
+            version="3.11.7",
+            implementation="pypy",
+            executable="/work/scratch/tf215/bin/python",
+            base_prefix="/root/.pyenv/versions/3.11.7",
+            abiflags="t",
+            soabi="cpython-311-x86_64-linux-gnu",
             pointer_bits=32,
         ),
         platform=prof.Platform(
-            system="Linux", machine="x86_64", libc="glibc", libc_version="2.36",
-            sysconfig_platform="linux-x86_64", mac_ver="14.2.1",
+            system="Linux",
+            machine="x86_64",
+            libc="glibc",
+            libc_version="2.36",
+            sysconfig_platform="linux-x86_64",
+            mac_ver="14.2.1",
         ),
         tensorflow=prof.TensorFlow(
-            distribution="tensorflow-cpu", version="2.15.1", keras_version="2.15.0",
+            distribution="tensorflow-cpu",
+            version="2.15.1",
+            keras_version="2.15.0",
             installed_variants=["tensorflow", "tensorflow-cpu"],
         ),
         gpu=prof.Gpu(
-            nvidia_smi="/usr/bin/nvidia-smi", driver_version="550.54.15", cuda_version="12.4",
+            nvidia_smi="/usr/bin/nvidia-smi",
+            driver_version="550.54.15",
+            cuda_version="12.4",
             gpus=["NVIDIA A100-SXM4-40GB", "NVIDIA A100-SXM4-40GB"],
             environ={"CUDA_VISIBLE_DEVICES": "0,1", "LD_LIBRARY_PATH": "/usr/local/cuda/lib64"},
         ),
@@ -74,36 +86,82 @@ def full_profile() -> prof.Profile:
             constraints=["/etc/constraints.txt"],
             constraint_lines=["numpy<2"],
             settings=[
-                prof.IndexSetting("pip config /root/.config/pip/pip.conf", "index_url",
-                                  "https://user:****@mirror.example/simple"),
+                prof.IndexSetting(
+                    "pip config /root/.config/pip/pip.conf", "index_url", "https://user:****@mirror.example/simple"
+                ),
                 prof.IndexSetting("environment (UV_*)", "no_index", "true"),
             ],
         ),
         requested=["mylib", "pandas", "tensorflow-cpu", "tool"],
         constraints={"numpy": "<2", "protobuf": ">=3.20,!=4.21.0"},
-        smoke=prof.Smoke(imports=["mylib", "pandas", "tensorflow"],
-                         commands=["python -c 'import tensorflow'", "pytest -x tests/smoke"],
-                         models=[prof.SmokeModel("/work/models/m.h5", inputs="/work/models/x.npz", loader="keras",
-                                                 rtol=1e-3, atol=0.0, imports=["mylib.layers"])]),
+        smoke=prof.Smoke(
+            imports=["mylib", "pandas", "tensorflow"],
+            commands=["python -c 'import tensorflow'", "pytest -x tests/smoke"],
+            models=[
+                prof.SmokeModel(
+                    "/work/models/m.h5",
+                    inputs="/work/models/x.npz",
+                    loader="keras",
+                    rtol=1e-3,
+                    atol=0.0,
+                    imports=["mylib.layers"],
+                )
+            ],
+        ),
         project=prof.Project(manager="uv", root="/work/proj", files=["pyproject.toml", "uv.lock"], drivable=True),
         packages=[
-            prof.Package(name="mylib", version="0.1.dev0", requested=True, location="env", installer="uv",
-                         source="editable", url="file:///work/src/mylib"),
-            prof.Package(name="numpy", version="1.26.4", requested=False, location="user", installer="pip",
-                         required_by=["pandas", "tensorflow-cpu"]),
+            prof.Package(
+                name="mylib",
+                version="0.1.dev0",
+                requested=True,
+                location="env",
+                installer="uv",
+                source="editable",
+                url="file:///work/src/mylib",
+            ),
+            prof.Package(
+                name="numpy",
+                version="1.26.4",
+                requested=False,
+                location="user",
+                installer="pip",
+                required_by=["pandas", "tensorflow-cpu"],
+            ),
             prof.Package(name="pandas", version="2.2.3", requested=True, installer="pip"),
-            prof.Package(name="tool", version="1.0", requested=True, location="system", installer="pip",
-                         source="vcs", url="https://user:****@git.example/tool.git", vcs="git",
-                         commit="0123456789abcdef0123456789abcdef01234567", requested_revision="v1.0"),
-            prof.Package(name="wheelhouse-pkg", version="3.0", source="path", url="file:///opt/wheels/x.whl",
-                         required_by=["tool"]),
-            prof.Package(name="zipped", version="1.0", source="url", url="https://example.org/zipped-1.0.zip",
-                         required_by=["tool"]),
+            prof.Package(
+                name="tool",
+                version="1.0",
+                requested=True,
+                location="system",
+                installer="pip",
+                source="vcs",
+                url="https://user:****@git.example/tool.git",
+                vcs="git",
+                commit="0123456789abcdef0123456789abcdef01234567",
+                requested_revision="v1.0",
+            ),
+            prof.Package(
+                name="wheelhouse-pkg",
+                version="3.0",
+                source="path",
+                url="file:///opt/wheels/x.whl",
+                required_by=["tool"],
+            ),
+            prof.Package(
+                name="zipped",
+                version="1.0",
+                source="url",
+                url="https://example.org/zipped-1.0.zip",
+                required_by=["tool"],
+            ),
         ],
         warnings=[
             prof.Warning("probe", "", 'a message with "quotes", a\nnewline, a tab\t and unicode: café ✓'),
-            prof.Warning("tilde-folder", "/work/scratch/tf215/lib/python3.11/site-packages/~ensorflow",
-                         "leftover of an interrupted uninstall"),
+            prof.Warning(
+                "tilde-folder",
+                "/work/scratch/tf215/lib/python3.11/site-packages/~ensorflow",
+                "leftover of an interrupted uninstall",
+            ),
         ],
     )
 
@@ -245,24 +303,30 @@ def test_missing_schema_is_refused() -> None:
     _expect_user_error(text, "schema")
 
 
-@pytest.mark.parametrize("text", [
-    "schema = 1\nrequested = [\n",
-    "schema = 1\ntool = \"unterminated\n",
-    "schema = 1\nschema = 1\n",
-    "this is not toml at all",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "schema = 1\nrequested = [\n",
+        'schema = 1\ntool = "unterminated\n',
+        "schema = 1\nschema = 1\n",
+        "this is not toml at all",
+    ],
+)
 def test_invalid_toml_is_refused(text: str) -> None:
     _expect_user_error(text, "not valid TOML")
 
 
-@pytest.mark.parametrize("old, new, where", [
-    ("pointer_bits = 32", 'pointer_bits = "32"', "interpreter.pointer_bits"),
-    ('tool = "tfrebuild 9.9.9"', "tool = 9", "tool"),
-    ("no_index = true", 'no_index = "yes"', "index.no_index"),
-    ('requested = [\n    "mylib",', "requested = [\n    1,", "requested[0]"),
-    ('numpy = "<2"', "numpy = 2", "constraints.numpy"),
-    ('commit = "0123456789abcdef0123456789abcdef01234567"', "commit = [1, 2]", "commit"),
-])
+@pytest.mark.parametrize(
+    "old, new, where",
+    [
+        ("pointer_bits = 32", 'pointer_bits = "32"', "interpreter.pointer_bits"),
+        ('tool = "tfrebuild 9.9.9"', "tool = 9", "tool"),
+        ("no_index = true", 'no_index = "yes"', "index.no_index"),
+        ('requested = [\n    "mylib",', "requested = [\n    1,", "requested[0]"),
+        ('numpy = "<2"', "numpy = 2", "constraints.numpy"),
+        ('commit = "0123456789abcdef0123456789abcdef01234567"', "commit = [1, 2]", "commit"),
+    ],
+)
 def test_wrong_type_for_a_field_is_refused(old: str, new: str, where: str) -> None:
     text = _valid_text()
     assert old in text
@@ -275,26 +339,33 @@ def test_table_where_a_list_is_expected_is_refused() -> None:
 
 
 def test_package_without_required_name_is_refused() -> None:
-    text = "schema = 1\n[[packages]]\nversion = \"1.0\"\n"
+    text = 'schema = 1\n[[packages]]\nversion = "1.0"\n'
     _expect_user_error(text, "not a valid profile")
 
 
-@pytest.mark.parametrize("old, new, where", [
-    ("pointer_bits = 32", "pointer_bits = true", "pointer_bits"),
-    ("schema = 1\n", "schema = true\n", "schema"),
-], ids=["pointer_bits", "schema"])
+@pytest.mark.parametrize(
+    "old, new, where",
+    [
+        ("pointer_bits = 32", "pointer_bits = true", "pointer_bits"),
+        ("schema = 1\n", "schema = true\n", "schema"),
+    ],
+    ids=["pointer_bits", "schema"],
+)
 def test_boolean_for_an_int_field_is_refused(old: str, new: str, where: str) -> None:
     text = _valid_text()
     assert old in text
     _expect_user_error(text.replace(old, new, 1), where)
 
 
-@pytest.mark.parametrize("old, new, key", [
-    ("schema = 1\n", "schema = 1\ncolour = \"blue\"\n", "colour"),
-    ("[interpreter]\n", "[interpreter]\nflavour = \"vanilla\"\n", "flavour"),
-    ("[[packages]]\n", "[[packages]]\nhomepage = \"https://x\"\n", "homepage"),
-    ("[smoke]\n", "[smoke]\nshell = \"bash\"\n", "shell"),
-])
+@pytest.mark.parametrize(
+    "old, new, key",
+    [
+        ("schema = 1\n", 'schema = 1\ncolour = "blue"\n', "colour"),
+        ("[interpreter]\n", '[interpreter]\nflavour = "vanilla"\n', "flavour"),
+        ("[[packages]]\n", '[[packages]]\nhomepage = "https://x"\n', "homepage"),
+        ("[smoke]\n", '[smoke]\nshell = "bash"\n', "shell"),
+    ],
+)
 def test_unknown_key_is_refused(old: str, new: str, key: str) -> None:
     text = _valid_text()
     assert old in text

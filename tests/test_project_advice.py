@@ -26,8 +26,10 @@ from tests.kit import build_wheel
 from tests.kit.cli import run_cli
 from tests.test_project_uv import assert_uv_agrees, make_project, project_env, tfr, uv  # noqa: F401 (fixture)
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kit's wheels are Linux wheels")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kit's wheels are Linux wheels"),
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -45,12 +47,18 @@ def test_uv_limit_requires_python_then_upgrade_reaches_the_newest(tmp_path, proj
     # project admits but does not use (there: ml-dtypes needs NumPy 2.1 on 3.13, scipy 1.11.4 forbids it). Here a
     # dependency of the project caps TensorFlow on Python >= 3.13 only.
     extra = tmp_path / "extra-wheels"
-    build_wheel(extra, "gpu-helper", "1.0", requires=["tensorflow-cpu<2.21; python_version >= '3.13'"],
-                modules={"gpu_helper/__init__.py": ""})
+    build_wheel(
+        extra,
+        "gpu-helper",
+        "1.0",
+        requires=["tensorflow-cpu<2.21; python_version >= '3.13'"],
+        modules={"gpu_helper/__init__.py": ""},
+    )
     root = make_project(tmp_path / "proj", project_env, kit_index, packaged=False)
     text = (root / "pyproject.toml").read_text()
-    (root / "pyproject.toml").write_text(text.replace(f'find-links = ["{kit_index}"]',
-                                                      f'find-links = ["{kit_index}", "{extra}"]'))
+    (root / "pyproject.toml").write_text(
+        text.replace(f'find-links = ["{kit_index}"]', f'find-links = ["{kit_index}", "{extra}"]')
+    )
     uv(project_env, root, "add", "gpu-helper==1.0")
     first = tfr(project_env, root, "upgrade", "--offline", "--find-links", kit_index, "--find-links", extra, "--yes")
     assert first.code == 0, first.err + first.out
@@ -147,12 +155,18 @@ def test_requirement_files_env_holds_unlisted_packages_follow_the_advice(tmp_pat
     (folder / "requirements.in").write_text("tensorflow-cpu==2.15.1\nscipy==1.11.4\n")
     compile_cmd = ["pip", "compile", "requirements.in", "-o", "requirements.txt", "--python-version", "3.11"]
     env = dict(kit_env)
-    done = subprocess.run([*map(str, _uv_cmd()), *compile_cmd, "--offline", "--find-links", str(kit_index)],
-                          cwd=folder, env=env, capture_output=True, text=True)
+    done = subprocess.run(
+        [*map(str, _uv_cmd()), *compile_cmd, "--offline", "--find-links", str(kit_index)],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
     venv = make_venv(folder / ".venv", ["-r", str(folder / "requirements.txt"), "pandas"])
-    refused = run_cli(kit_env, "upgrade", "--env", venv, "--to", "2.18", "--offline", "--find-links", kit_index,
-                      "--yes", cwd=folder)
+    refused = run_cli(
+        kit_env, "upgrade", "--env", venv, "--to", "2.18", "--offline", "--find-links", kit_index, "--yes", cwd=folder
+    )
     assert refused.code == 1, refused
     advice = _advice(refused.err, "the env holds")
     assert "add them to requirements.in and recompile requirements.txt" in advice, advice
@@ -161,11 +175,11 @@ def test_requirement_files_env_holds_unlisted_packages_follow_the_advice(tmp_pat
         fh.write("pandas\n")
     header = (folder / "requirements.txt").read_text().splitlines()[1].lstrip("# ").split()
     assert header[:3] == ["uv", "pip", "compile"], header
-    done = subprocess.run([str(_uv_cmd()[0]), *header[1:]], cwd=folder,
-                          env=env, capture_output=True, text=True)
+    done = subprocess.run([str(_uv_cmd()[0]), *header[1:]], cwd=folder, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    upgraded = run_cli(kit_env, "upgrade", "--env", venv, "--to", "2.18", "--offline", "--find-links", kit_index,
-                       "--yes", cwd=folder)
+    upgraded = run_cli(
+        kit_env, "upgrade", "--env", venv, "--to", "2.18", "--offline", "--find-links", kit_index, "--yes", cwd=folder
+    )
     assert upgraded.code == 0, upgraded
     assert "tensorflow-cpu==2.18.0" in (folder / "requirements.in").read_text()
     assert "pandas==" in (folder / "requirements.txt").read_text()
@@ -185,24 +199,54 @@ def test_install_apart_as_advised_then_upgrade(tmp_path, kit_env, kit_index, mak
     env = make_venv(tmp_path / "tf", ["tensorflow-cpu==2.15.1", "scipy==1.11.4", "numpy==1.24.3"])
     # the mistake: tfrebuild installed into the env it upgrades (its dependencies from the index)
     wheel_env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
-    put = subprocess.run([_uv_cmd()[0], "pip", "install", "--python", str(env / "bin" / "python"), str(ROOT)],
-                         env=wheel_env, capture_output=True, text=True)
+    put = subprocess.run(
+        [_uv_cmd()[0], "pip", "install", "--python", str(env / "bin" / "python"), str(ROOT)],
+        env=wheel_env,
+        capture_output=True,
+        text=True,
+    )
     assert put.returncode == 0, put.stderr
-    refused = subprocess.run([str(env / "bin" / "python"), "-m", "rebuild", "upgrade", "--env", str(env), "--to",
-                              "2.18", "--offline", "--find-links", str(kit_index), "--yes"],
-                             env=dict(kit_env), capture_output=True, text=True, cwd=tmp_path)
+    refused = subprocess.run(
+        [
+            str(env / "bin" / "python"),
+            "-m",
+            "rebuild",
+            "upgrade",
+            "--env",
+            str(env),
+            "--to",
+            "2.18",
+            "--offline",
+            "--find-links",
+            str(kit_index),
+            "--yes",
+        ],
+        env=dict(kit_env),
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert refused.returncode == 1, refused
     advice = _advice(refused.stderr, "Install tfrebuild apart")
     command = re.search(r"`(python3 install\.py)`", advice).group(1)
     home, bindir = tmp_path / "home", tmp_path / "bin"
     bindir.mkdir()
     user = {**wheel_env, "HOME": str(home), "PATH": f"{bindir}:/usr/local/bin:/usr/bin:/bin"}
-    done = subprocess.run(["bash", "-c", f"cd {shlex.quote(str(ROOT))} && {command}"], env=user, capture_output=True,
-                          text=True, timeout=900)
+    done = subprocess.run(
+        ["bash", "-c", f"cd {shlex.quote(str(ROOT))} && {command}"],
+        env=user,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     tool = bindir / "tfrebuild"
-    upgraded = subprocess.run([str(tool), "upgrade", "--env", str(env), "--to", "2.18", "--offline", "--find-links",
-                               str(kit_index), "--yes"], env={**kit_env, "HOME": str(home)}, capture_output=True,
-                              text=True, cwd=tmp_path)
+    upgraded = subprocess.run(
+        [str(tool), "upgrade", "--env", str(env), "--to", "2.18", "--offline", "--find-links", str(kit_index), "--yes"],
+        env={**kit_env, "HOME": str(home)},
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr
     assert "to generation 2 (tensorflow-cpu 2.18.0)" in upgraded.stdout

@@ -24,27 +24,35 @@ def env_in(folder: Path, name: str = ".venv") -> Path:
 PYPROJECT = '[project]\nname = "p"\nversion = "0"\ndependencies = [\n    "tensorflow-cpu==2.15.1",\n]\n'
 
 
-@pytest.mark.parametrize("old,new", [
-    ("tensorflow-cpu==2.15.1", "tensorflow-cpu==2.21.0"),
-    ("tensorflow-cpu>=2.15,<2.16", "tensorflow-cpu>=2.15,<2.22"),
-    ("tensorflow-cpu ~=2.15.0", "tensorflow-cpu ~=2.21.0"),
-    ("tensorflow-cpu~=2.15", "tensorflow-cpu~=2.15"),  # admits 2.21: left as written
-    ("tensorflow[and-cuda]==2.15.* ; sys_platform == 'linux'", "tensorflow[and-cuda]==2.21.* ; sys_platform == 'linux'"),
-    ("tensorflow-cpu>=2.15", "tensorflow-cpu>=2.15"),
-    ("tensorflow-cpu (>=2.10, <2.16)", "tensorflow-cpu (>=2.10, <2.22)"),
-    ("tensorflow-cpu!=2.21.0,>=2.10", "tensorflow-cpu>=2.10"),
-    ("tensorflow-cpu<=2.15.1", "tensorflow-cpu<=2.21.0"),
-])
+@pytest.mark.parametrize(
+    "old,new",
+    [
+        ("tensorflow-cpu==2.15.1", "tensorflow-cpu==2.21.0"),
+        ("tensorflow-cpu>=2.15,<2.16", "tensorflow-cpu>=2.15,<2.22"),
+        ("tensorflow-cpu ~=2.15.0", "tensorflow-cpu ~=2.21.0"),
+        ("tensorflow-cpu~=2.15", "tensorflow-cpu~=2.15"),  # admits 2.21: left as written
+        (
+            "tensorflow[and-cuda]==2.15.* ; sys_platform == 'linux'",
+            "tensorflow[and-cuda]==2.21.* ; sys_platform == 'linux'",
+        ),
+        ("tensorflow-cpu>=2.15", "tensorflow-cpu>=2.15"),
+        ("tensorflow-cpu (>=2.10, <2.16)", "tensorflow-cpu (>=2.10, <2.22)"),
+        ("tensorflow-cpu!=2.21.0,>=2.10", "tensorflow-cpu>=2.10"),
+        ("tensorflow-cpu<=2.15.1", "tensorflow-cpu<=2.21.0"),
+    ],
+)
 def test_requirement_moves_as_little_as_it_must(old, new):
     assert move_requirement(old, "2.21.0") == new
 
 
 def test_pyproject_edit_changes_that_string_only():
-    text = PYPROJECT.replace("]\n", "]\n# keep: \"tensorflow-cpu==2.15.1\" in a comment is not a value\n", 1)
+    text = PYPROJECT.replace("]\n", ']\n# keep: "tensorflow-cpu==2.15.1" in a comment is not a value\n', 1)
     out = edit_pyproject(PYPROJECT, "tensorflow-cpu==2.15.1", "tensorflow-cpu==2.21.0")
     assert out == PYPROJECT.replace("2.15.1", "2.21.0")
     with pytest.raises(Exception, match="more than that requirement"):
-        edit_pyproject(text + '[tool.x]\nv = "tensorflow-cpu==2.15.1"\n', "tensorflow-cpu==2.15.1", "tensorflow-cpu==2.21.0")
+        edit_pyproject(
+            text + '[tool.x]\nv = "tensorflow-cpu==2.15.1"\n', "tensorflow-cpu==2.15.1", "tensorflow-cpu==2.21.0"
+        )
 
 
 def test_uv_project_is_driven_and_its_lockless_and_linked_cousins_say_why(tmp_path):

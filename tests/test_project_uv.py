@@ -40,9 +40,19 @@ def uv(env, cwd, *args, check=True) -> subprocess.CompletedProcess:
 
 
 def git(cwd, *args) -> str:
-    return subprocess.run(["git", "-C", str(cwd), *args], capture_output=True, text=True, check=True,
-                          env={**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
-                               "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid"}).stdout
+    return subprocess.run(
+        ["git", "-C", str(cwd), *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={
+            **os.environ,
+            "GIT_AUTHOR_NAME": "t",
+            "GIT_AUTHOR_EMAIL": "t@example.invalid",
+            "GIT_COMMITTER_NAME": "t",
+            "GIT_COMMITTER_EMAIL": "t@example.invalid",
+        },
+    ).stdout
 
 
 def make_project(root: Path, env, kit_index, *, packaged: bool, tf: str = "tensorflow-cpu==2.15.1") -> Path:
@@ -56,7 +66,8 @@ def make_project(root: Path, env, kit_index, *, packaged: bool, tf: str = "tenso
     uv(env, root, "add", "--no-python-downloads", tf, "scipy==1.11.4")
     if packaged:
         (root / "src" / root.name / "__init__.py").write_text(
-            "def main():\n    import scipy, tensorflow\n    print('project ok', tensorflow.__version__)\n")
+            "def main():\n    import scipy, tensorflow\n    print('project ok', tensorflow.__version__)\n"
+        )
         uv(env, root, "sync", "--locked")
     git(root, "init", "-q")
     git(root, "add", "-A")
@@ -79,8 +90,9 @@ def assert_uv_agrees(env, root) -> None:
 
 
 @pytest.mark.parametrize("packaged", [False, True], ids=["app", "packaged"])
-def test_upgrade_moves_project_files_with_the_env_and_rollback_restores_them(tmp_path, project_env, kit_index,
-                                                                             packaged):
+def test_upgrade_moves_project_files_with_the_env_and_rollback_restores_them(
+    tmp_path, project_env, kit_index, packaged
+):
     root = make_project(tmp_path / "proj", project_env, kit_index, packaged=packaged)
     before = {n: (root / n).read_bytes() for n in ("pyproject.toml", "uv.lock")}
 
@@ -99,7 +111,9 @@ def test_upgrade_moves_project_files_with_the_env_and_rollback_restores_them(tmp
         assert pth == str(root / "src")
     # what git sees: the two files, nothing of tfrebuild's (state folder, work folder beside the project)
     assert sorted(git(root, "status", "--porcelain", "--untracked-files=all").splitlines()) == [
-        " M pyproject.toml", " M uv.lock"]
+        " M pyproject.toml",
+        " M uv.lock",
+    ]
     assert [p.name for p in tmp_path.iterdir()] == ["proj"]
 
     hist = tfr(project_env, root, "history", "--json").json()
@@ -116,10 +130,8 @@ def test_upgrade_moves_project_files_with_the_env_and_rollback_restores_them(tmp
 
 
 @pytest.mark.slow
-def test_range_moves_as_little_as_possible_and_plan_snapshot_status_name_the_project(tmp_path, project_env,
-                                                                                       kit_index):
-    root = make_project(tmp_path / "proj", project_env, kit_index, packaged=False,
-                        tf="tensorflow-cpu>=2.15,<2.16")
+def test_range_moves_as_little_as_possible_and_plan_snapshot_status_name_the_project(tmp_path, project_env, kit_index):
+    root = make_project(tmp_path / "proj", project_env, kit_index, packaged=False, tf="tensorflow-cpu>=2.15,<2.16")
     plan = tfr(project_env, root, "plan", "--to", "2.18", "--offline", "--find-links", kit_index, "--json")
     assert plan.code == 0, plan
     project = plan.json()["plan"]["project"]
@@ -130,7 +142,11 @@ def test_range_moves_as_little_as_possible_and_plan_snapshot_status_name_the_pro
     import tomllib
 
     assert tomllib.loads((tmp_path / "p.toml").read_text())["project"] == {
-        "manager": "uv", "root": str(root), "files": ["pyproject.toml", "uv.lock"], "drivable": True}
+        "manager": "uv",
+        "root": str(root),
+        "files": ["pyproject.toml", "uv.lock"],
+        "drivable": True,
+    }
 
     res = tfr(project_env, root, "upgrade", "--to", "2.18", "--offline", "--find-links", kit_index, "--yes")
     assert res.code == 0, res
@@ -162,11 +178,22 @@ def test_hand_edited_lock_is_refused_unless_force(tmp_path, project_env, kit_ind
     assert_uv_agrees(project_env, root)
 
 
-def test_a_kill_between_the_swap_and_the_project_files_is_finished_by_the_next_command(tmp_path, project_env,
-                                                                                        kit_index):
+def test_a_kill_between_the_swap_and_the_project_files_is_finished_by_the_next_command(
+    tmp_path, project_env, kit_index
+):
     root = make_project(tmp_path / "proj", project_env, kit_index, packaged=False)
-    killed = run_cli(project_env, "upgrade", "--to", "2.18", "--offline", "--find-links", kit_index, "--yes",
-                     cwd=root, overrides={"TFREBUILD_FAULT": "upgrade.recorded"})
+    killed = run_cli(
+        project_env,
+        "upgrade",
+        "--to",
+        "2.18",
+        "--offline",
+        "--find-links",
+        kit_index,
+        "--yes",
+        cwd=root,
+        overrides={"TFREBUILD_FAULT": "upgrade.recorded"},
+    )
     assert killed.code != 0, killed
     assert '"tensorflow-cpu==2.15.1"' in (root / "pyproject.toml").read_text()  # the env moved, the files not yet
     status = tfr(project_env, root, "status")
@@ -184,8 +211,18 @@ def test_a_check_failing_after_the_swap_puts_env_and_files_back(tmp_path, projec
     profile = root / "..venv.tfrebuild" / "generations" / "2" / "profile.toml"
     profile.write_text(profile.read_text().replace("commands = []", 'commands = ["exit 7"]'))
 
-    res = tfr(project_env, root, "upgrade", "--to", "2.18", "--offline", "--find-links", kit_index, "--yes",
-              "--allow-commands")
+    res = tfr(
+        project_env,
+        root,
+        "upgrade",
+        "--to",
+        "2.18",
+        "--offline",
+        "--find-links",
+        kit_index,
+        "--yes",
+        "--allow-commands",
+    )
     assert res.code == 1 and "swapped generation 2 back in and restored the project files" in res.err, res
     assert {n: (root / n).read_bytes() for n in before} == before
     assert tf_version_via_uv_run(project_env, root)[0] == "2.16.1"
@@ -199,26 +236,38 @@ def test_a_manager_tfrebuild_does_not_drive_is_refused_unless_force(tmp_path, ki
     plan = run_cli(kit_env, "plan", "--env", env, "--to", "2.18", "--offline", "--find-links", kit_index)
     assert plan.code == 0 and "conda environment" in plan.out and "refuses unless --force" in plan.out, plan
     inode = os.stat(env).st_ino
-    refused = run_cli(kit_env, "upgrade", "--env", env, "--to", "2.18", "--offline", "--find-links", kit_index,
-                      "--yes")
+    refused = run_cli(kit_env, "upgrade", "--env", env, "--to", "2.18", "--offline", "--find-links", kit_index, "--yes")
     assert refused.code == 1 and "conda" in refused.err and "--force" in refused.err, refused
     assert "resolve:" not in refused.err, "the refusal does not depend on the plan: nothing is resolved before it"
     assert os.stat(env).st_ino == inode and not (tmp_path / "condaish.tfrebuild").exists()
-    forced = run_cli(kit_env, "upgrade", "--env", env, "--to", "2.18", "--offline", "--find-links", kit_index,
-                     "--yes", "--force")
+    forced = run_cli(
+        kit_env, "upgrade", "--env", env, "--to", "2.18", "--offline", "--find-links", kit_index, "--yes", "--force"
+    )
     assert forced.code == 0, forced
 
 
 @pytest.mark.slow
-def test_a_kill_during_the_swap_back_after_a_failed_check_leaves_env_and_files_together(tmp_path, project_env,
-                                                                                        kit_index):
+def test_a_kill_during_the_swap_back_after_a_failed_check_leaves_env_and_files_together(
+    tmp_path, project_env, kit_index
+):
     root = make_project(tmp_path / "proj", project_env, kit_index, packaged=False)
     assert tfr(project_env, root, "upgrade", "--to", "2.16", "--offline", "--find-links", kit_index, "--yes").code == 0
     before = {n: (root / n).read_bytes() for n in ("pyproject.toml", "uv.lock")}
     profile = root / "..venv.tfrebuild" / "generations" / "2" / "profile.toml"
     profile.write_text(profile.read_text().replace("commands = []", 'commands = ["exit 7"]'))
-    killed = run_cli(project_env, "upgrade", "--to", "2.18", "--offline", "--find-links", kit_index, "--yes",
-                     "--allow-commands", cwd=root, overrides={"TFREBUILD_FAULT": "rollback.recorded"})
+    killed = run_cli(
+        project_env,
+        "upgrade",
+        "--to",
+        "2.18",
+        "--offline",
+        "--find-links",
+        kit_index,
+        "--yes",
+        "--allow-commands",
+        cwd=root,
+        overrides={"TFREBUILD_FAULT": "rollback.recorded"},
+    )
     assert killed.code != 0, killed
     status = tfr(project_env, root, "status")
     assert status.code == 0 and "files are generation 2's" in status.out, status
@@ -264,6 +313,7 @@ def test_an_env_outside_the_project_is_not_driven(tmp_path, project_env, kit_ind
     assert plan.code == 0, plan
     project = plan.json()["plan"]["project"]
     assert project["manager"] == "uv" and not project["drivable"] and "outside the project" in project["fix"]
-    refused = tfr(env, root, "upgrade", "--env", outside, "--to", "2.18", "--offline", "--find-links", kit_index,
-                  "--yes")
+    refused = tfr(
+        env, root, "upgrade", "--env", outside, "--to", "2.18", "--offline", "--find-links", kit_index, "--yes"
+    )
     assert refused.code == 1 and "--force" in refused.err, refused

@@ -22,15 +22,23 @@ from tests.kit.venvs import find_python
 from tests.test_e2e_pypi import TF_MIN_NEW, run, tfrebuild
 from rebuild.util.uv import uv_bin
 
-pytestmark = [pytest.mark.network, pytest.mark.slow,
-              pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux wheels assumed")]
+pytestmark = [
+    pytest.mark.network,
+    pytest.mark.slow,
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux wheels assumed"),
+]
 
 TF_CHECK = "import tensorflow as tf; print(tf.__version__)"
 
 
 def git(cwd: Path, *args: str) -> str:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid"}
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.invalid",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.invalid",
+    }
     return subprocess.run(["git", "-C", str(cwd), *args], capture_output=True, text=True, check=True, env=env).stdout
 
 
@@ -54,7 +62,9 @@ def test_uv_project_upgrade_and_rollback_with_real_tensorflow(pypi_reachable, tm
     if Version(plan["tf_new"]) < TF_MIN_NEW:
         assert any("cannot be locked for every Python" in n and "requires-python" in n for n in plan["notes"]), plan
         text = (root / "pyproject.toml").read_text()
-        (root / "pyproject.toml").write_text(text.replace('requires-python = ">=3.11"', 'requires-python = ">=3.11,<3.13"'))
+        (root / "pyproject.toml").write_text(
+            text.replace('requires-python = ">=3.11"', 'requires-python = ">=3.11,<3.13"')
+        )
         run([uv, "lock"], cwd=root, timeout=600)
         git(root, "commit", "-qam", "requires-python: the Pythons we use")
     before = {n: (root / n).read_bytes() for n in ("pyproject.toml", "uv.lock")}
@@ -69,7 +79,9 @@ def test_uv_project_upgrade_and_rollback_with_real_tensorflow(pypi_reachable, tm
     diff = git(root, "diff", "--", "pyproject.toml")
     assert f'-    "tensorflow-cpu==2.15.1",\n+    "tensorflow-cpu=={new}",' in diff, diff
     assert sorted(git(root, "status", "--porcelain", "--untracked-files=all").splitlines()) == [
-        " M pyproject.toml", " M uv.lock"]
+        " M pyproject.toml",
+        " M uv.lock",
+    ]
     print(f"\n$ tfrebuild upgrade --to latest --yes\n{up.out[-3000:]}\n$ git diff -- pyproject.toml\n{diff}")
 
     back = tfrebuild("rollback", "--yes", cwd=root)

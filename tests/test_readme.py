@@ -89,8 +89,9 @@ def test_readme_commands_parse(monkeypatch):
                 seen += 1
     assert seen >= 6, f"only {seen} tfrebuild commands found in README.md's console blocks"
     # The Commands table: each synopsis names a command and options it has.
-    cells = [re.split(r"(?<!\\)\|", line)[1] for line in README.read_text().splitlines()
-             if line.startswith("| `tfrebuild ")]
+    cells = [
+        re.split(r"(?<!\\)\|", line)[1] for line in README.read_text().splitlines() if line.startswith("| `tfrebuild ")
+    ]
     rows = [re.findall(r"`(tfrebuild [^`]*)`", cell) for cell in cells]
     assert len(rows) >= 10, rows
     for row in rows:
@@ -100,7 +101,9 @@ def test_readme_commands_parse(monkeypatch):
             assert command is not None, f"the Commands table names `{synopsis}`, but there is no `{words[1]}`"
             known = {opt for p in command.params for opt in (*p.opts, *p.secondary_opts)}
             for option in re.findall(r"(?<![\w-])(--?[a-z][\w-]*)", synopsis):
-                assert option in known, f"the Commands table shows `{option}` for `{words[1]}`, which has no such option"
+                assert option in known, (
+                    f"the Commands table shows `{option}` for `{words[1]}`, which has no such option"
+                )
 
 
 def test_readme_first_block_is_the_install_and_the_main_job():
@@ -117,8 +120,15 @@ def test_readme_first_block_is_the_install_and_the_main_job():
 
 def _fresh_copy(dest: Path) -> None:
     """The checkout's files as a clone would have them (tracked and untracked-not-ignored, as they are now)."""
-    listed = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                            capture_output=True, check=True).stdout.decode().split("\0")
+    listed = (
+        subprocess.run(
+            ["git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for rel in filter(None, listed):
         src = ROOT / rel
         if not src.is_file():
@@ -141,13 +151,18 @@ def test_readme_first_command_on_a_fresh_machine(tmp_path):
     _fresh_copy(clone)
     path = f"{bindir}:{MACHINE_PATH}"
     assert shutil.which("uv", path=path) is None and shutil.which("pipx", path=path) is None, "uv on the default PATH"
-    environ = {k: v for k, v in os.environ.items()
-               if not k.startswith(("UV_", "TFREBUILD_", "PYENV", "XDG_", "CONDA", "POETRY"))
-               and k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "PYTHONUSERBASE")}
+    environ = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("UV_", "TFREBUILD_", "PYENV", "XDG_", "CONDA", "POETRY"))
+        and k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "PYTHONUSERBASE")
+    }
     environ.update(HOME=str(home), PATH=path)  # pip's configuration (files, PIP_*) stays the machine's
     command = first_command()
-    script = f"set -e\ncd {shlex.quote(str(clone))}\n{command}\necho '=== rollback'\ntfrebuild rollback --yes\n" \
-             "tfrebuild history --json > history.json\n"
+    script = (
+        f"set -e\ncd {shlex.quote(str(clone))}\n{command}\necho '=== rollback'\ntfrebuild rollback --yes\n"
+        "tfrebuild history --json > history.json\n"
+    )
     try:
         done = subprocess.run(["bash", "-c", script], env=environ, capture_output=True, text=True, timeout=3000)
         out = done.stdout + done.stderr
@@ -168,20 +183,37 @@ def test_readme_first_command_on_a_fresh_machine(tmp_path):
         # tfrebuild lives apart: its own venv under the empty HOME, not in the env it manages
         assert (home / ".local/share/tfrebuild/venv/bin/tfrebuild").exists()
         venv_python = clone / ".venv/bin/python"
-        listing = subprocess.run([str(venv_python), "-c", "import importlib.util as u; print(u.find_spec('rebuild'))"],
-                                 capture_output=True, text=True, env={"PATH": MACHINE_PATH}, cwd=home)
+        listing = subprocess.run(
+            [str(venv_python), "-c", "import importlib.util as u; print(u.find_spec('rebuild'))"],
+            capture_output=True,
+            text=True,
+            env={"PATH": MACHINE_PATH},
+            cwd=home,
+        )
         assert listing.stdout.strip() == "None", listing
     finally:
         shutil.rmtree(tmp_path, ignore_errors=True)  # the TensorFlow envs and the empty HOME's caches (GBs)
 
 
-@pytest.mark.parametrize("args, said", [
-    (["--to", "garbage"], "'garbage' is not a TensorFlow version"),
-    (["--model", "no-such-model.keras"], "does not exist"),
-    (["--index-url", "https://user:secret@mirror.invalid/simple"], "does not take --index-url"),
-    (["--extra-index-url", "https://mirror.invalid/simple", "--constraint", "c.txt", "--build-constraint", "c.txt"],
-     "does not take --extra-index-url, --constraint, --build-constraint"),
-])
+@pytest.mark.parametrize(
+    "args, said",
+    [
+        (["--to", "garbage"], "'garbage' is not a TensorFlow version"),
+        (["--model", "no-such-model.keras"], "does not exist"),
+        (["--index-url", "https://user:secret@mirror.invalid/simple"], "does not take --index-url"),
+        (
+            [
+                "--extra-index-url",
+                "https://mirror.invalid/simple",
+                "--constraint",
+                "c.txt",
+                "--build-constraint",
+                "c.txt",
+            ],
+            "does not take --extra-index-url, --constraint, --build-constraint",
+        ),
+    ],
+)
 def test_first_command_refuses_bad_input_before_creating_the_env(tmp_path, args, said):
     """``tfrebuild upgrade --yes`` with no env here builds ./.venv from the bundled profile, but only after the
     input that needs no env is checked; index options that build cannot take are refused, not dropped."""
@@ -189,8 +221,14 @@ def test_first_command_refuses_bad_input_before_creating_the_env(tmp_path, args,
 
     (tmp_path / "c.txt").write_text("numpy<3\n")
     environ = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "CONDA_PREFIX")}
-    done = subprocess.run([sys.executable, "-m", "rebuild", "upgrade", "--yes", "--offline", *args], cwd=tmp_path,
-                          env=environ, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "rebuild", "upgrade", "--yes", "--offline", *args],
+        cwd=tmp_path,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2 and said in done.stderr, done.stderr + done.stdout
     assert "bundled profile" not in done.stdout and "secret" not in done.stdout + done.stderr
     assert not os.path.lexists(tmp_path / ".venv") and sorted(p.name for p in tmp_path.iterdir()) == ["c.txt"]

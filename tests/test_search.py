@@ -35,8 +35,10 @@ def cli(kit_env, kit_index: Path, tmp_path: Path):
 
 
 def _pins(venv_run, env: Path) -> dict[str, str]:
-    code = ("import json, importlib.metadata as m; "
-            "print(json.dumps({d.metadata['Name'].lower(): d.version for d in m.distributions()}))")
+    code = (
+        "import json, importlib.metadata as m; "
+        "print(json.dumps({d.metadata['Name'].lower(): d.version for d in m.distributions()}))"
+    )
     proc = venv_run(env, code)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
@@ -54,20 +56,28 @@ def test_search_lands_on_the_newest_release_whose_op_library_loads(make_venv, cl
     doc = res.json()
     assert doc["plan"]["tf_new"] == "2.18.0"
     tries = [(t["target"], t["passed"], t["built"]) for t in doc["tries"]]
-    assert tries == [("tensorflow-cpu 2.21.0", False, True), ("tensorflow-cpu 2.21.0", False, True),
-                     ("tensorflow-cpu 2.20.0", False, True), ("tensorflow-cpu 2.18.0", True, True)], tries
+    assert tries == [
+        ("tensorflow-cpu 2.21.0", False, True),
+        ("tensorflow-cpu 2.21.0", False, True),
+        ("tensorflow-cpu 2.20.0", False, True),
+        ("tensorflow-cpu 2.18.0", True, True),
+    ], tries
     changes = [t["change"] for t in doc["tries"]]
     assert changes[:2] == ["", "tfops-demo moved forward from 1.0.0"]
     assert changes[2].startswith("next lower release (built for another TensorFlow/NumPy (ABI) at 2.21.0")
     for t in doc["tries"][:3]:
-        assert t["why"].startswith("built for another TensorFlow/NumPy (ABI): NotImplementedError: unable to open "
-                                   "file: _demo_ops.so"), t
+        assert t["why"].startswith(
+            "built for another TensorFlow/NumPy (ABI): NotImplementedError: unable to open file: _demo_ops.so"
+        ), t
     assert any(c["name"] == "op libraries load: tfops-demo" and c["ok"] for c in doc["checks"]), doc["checks"]
     after = _pins(venv_run, env)
     assert (after["tensorflow-cpu"], after["tfops-demo"]) == ("2.18.0", "1.1.0")
     assert (env.parent / f".{env.name}.tfrebuild" / "store.toml").is_file()  # landed: the first run's state kept
-    proc = venv_run(env, "import glob, tensorflow as tf, tfops_demo, os; "
-                         "[tf.load_op_library(p) for p in glob.glob(os.path.dirname(tfops_demo.__file__) + '/*.so')]")
+    proc = venv_run(
+        env,
+        "import glob, tensorflow as tf, tfops_demo, os; "
+        "[tf.load_op_library(p) for p in glob.glob(os.path.dirname(tfops_demo.__file__) + '/*.so')]",
+    )
     assert proc.returncode == 0, proc.stderr
     back = run_cli(kit_env, "rollback", "--env", env, "--yes")
     assert back.code == 0, back.err
@@ -103,14 +113,17 @@ def test_import_failing_before_the_upgrade_does_not_block_it(make_venv, cli, ven
 def test_companions_move_in_step_and_keras2_is_kept_where_needed(make_venv, cli, tmp_path):
     """tensorflow-probability pairs with TF's minor by its release notes (no metadata) and needs tf-keras from 2.16;
     tensorflow-model-optimization 0.7.5 needs Keras 2: the plan keeps Keras 2 and says which package needs it."""
-    env = make_venv(tmp_path / "envs" / "comp", BASE + ["tensorflow-probability==0.23.0",
-                                                        "tensorflow-model-optimization==0.7.5"])
+    env = make_venv(
+        tmp_path / "envs" / "comp", BASE + ["tensorflow-probability==0.23.0", "tensorflow-model-optimization==0.7.5"]
+    )
     res = cli("plan", env, "--json")
     assert res.code == 0, res.err
     plan = res.json()["plan"]
     assert plan["tf_new"] == "2.21.0" and plan["keras_legacy"] is True
     assert plan["keras_needed_by"] == ["tensorflow-model-optimization"]
-    assert any(n.startswith("Keras 2 kept (--keras auto): tensorflow-model-optimization need(s) it") for n in plan["notes"])
+    assert any(
+        n.startswith("Keras 2 kept (--keras auto): tensorflow-model-optimization need(s) it") for n in plan["notes"]
+    )
     changes = {c["name"]: c for c in plan["changes"]}
     assert (changes["tensorflow-probability"]["old"], changes["tensorflow-probability"]["new"]) == ("0.23.0", "0.25.0")
     assert ">=0.25 pairs with TensorFlow 2.21" in changes["tensorflow-probability"]["reason"]
@@ -161,17 +174,28 @@ class _Plan:
         packages: list = []
 
 
-@pytest.mark.parametrize("output, kind", [
-    ("import tensorflow_hub failed:\nModuleNotFoundError: No module named 'pkg_resources'", "pkg_resources"),
-    ("import tensorflow_addons failed:\n  File \"/e/site-packages/tensorflow_addons/__init__.py\"\n"
-     "ImportError: cannot import name 'keras_tensor' from 'keras.src.engine'", "keras2"),
-    ("import tensorflow_probability failed:\nModuleNotFoundError: No module named 'tf_keras'", "tf-keras"),
-    ("import ydf failed:\ngoogle.protobuf.runtime_version.VersionError: Detected mismatched Protobuf "
-     "Gencode/Runtime major versions", "protobuf"),
-    ("tensorflow-text: tf.load_op_library(_regex_split_ops.so) failed:\n  NotImplementedError: unable to open file",
-     "abi"),
-    ("import scipy.linalg failed:\nImportError: numpy.core.multiarray failed to import", "abi"),
-])
+@pytest.mark.parametrize(
+    "output, kind",
+    [
+        ("import tensorflow_hub failed:\nModuleNotFoundError: No module named 'pkg_resources'", "pkg_resources"),
+        (
+            'import tensorflow_addons failed:\n  File "/e/site-packages/tensorflow_addons/__init__.py"\n'
+            "ImportError: cannot import name 'keras_tensor' from 'keras.src.engine'",
+            "keras2",
+        ),
+        ("import tensorflow_probability failed:\nModuleNotFoundError: No module named 'tf_keras'", "tf-keras"),
+        (
+            "import ydf failed:\ngoogle.protobuf.runtime_version.VersionError: Detected mismatched Protobuf "
+            "Gencode/Runtime major versions",
+            "protobuf",
+        ),
+        (
+            "tensorflow-text: tf.load_op_library(_regex_split_ops.so) failed:\n  NotImplementedError: unable to open file",
+            "abi",
+        ),
+        ("import scipy.linalg failed:\nImportError: numpy.core.multiarray failed to import", "abi"),
+    ],
+)
 def test_failure_classes(output, kind):
     assert search.classify(_report(output), _Plan).kind == kind
 
@@ -207,8 +231,9 @@ def test_python_move_moves_what_the_new_python_cannot_run(make_venv, cli, requir
     """typing_extensions 4.5.0 imports on 3.11 but not on 3.12 (a known-bad pair in the table): the minimal
     strategy would keep it; a move to 3.12 moves it, and says why."""
     require_python("3.12")
-    env = make_venv(tmp_path / "envs" / "py", ["tensorflow-cpu==2.18.0", "numpy==1.26.4", "typing-extensions==4.5.0"],
-                    python="3.11")
+    env = make_venv(
+        tmp_path / "envs" / "py", ["tensorflow-cpu==2.18.0", "numpy==1.26.4", "typing-extensions==4.5.0"], python="3.11"
+    )
     res = cli("plan", env, "--python", "3.12", "--json")
     assert res.code == 0, res.err
     changes = {c["name"]: c for c in res.json()["plan"]["changes"]}
@@ -246,7 +271,11 @@ def test_search_keeps_keras2_when_a_check_shows_keras2_symbols(make_venv, cli, v
     doc = res.json()
     tries = [(t["target"], t["passed"], t["change"]) for t in doc["tries"]]
     assert tries[0][:2] == ("tensorflow-cpu 2.21.0", False) and doc["tries"][0]["why"].startswith("needs Keras 2: ")
-    assert tries[1] == ("tensorflow 2.21.0", True, "Keras 2 kept through tf-keras (--keras legacy) (kerasthing needs it)")
+    assert tries[1] == (
+        "tensorflow 2.21.0",
+        True,
+        "Keras 2 kept through tf-keras (--keras legacy) (kerasthing needs it)",
+    )
     assert doc["plan"]["keras_legacy"] is True
     proc = venv_run(env, "import kerasthing, tensorflow as tf; print(tf.keras.__name__)")
     assert proc.returncode == 0 and proc.stdout.strip().startswith("tf_keras"), (proc.stdout, proc.stderr)
@@ -274,20 +303,43 @@ def test_build_constraints_reach_every_uv_call_that_may_build(make_venv, cli, ki
     from_env.write_text("cython<3\n")
     # uv's own setting in the folder the command runs from (tfrebuild runs uv with --no-config, so passes it on)
     (tmp_path / "uv.toml").write_text('build-constraint-dependencies = ["pyyaml-build-helper<2"]\n')
-    res = run_cli(kit_env, "upgrade", "--env", env, "--offline", "--find-links", kit_env["UV_FIND_LINKS"],
-                  "--to", "2.16", "--yes", "--build-constraint", given, cwd=tmp_path,
-                  overrides={"UV_BUILD_CONSTRAINT": from_env, "UV_NO_CONFIG": None, "XDG_CONFIG_HOME": tmp_path / "cfg",
-                             "XDG_CONFIG_DIRS": tmp_path / "cfg-dirs"})  # uv.toml read: the kit's UV_NO_CONFIG off
+    res = run_cli(
+        kit_env,
+        "upgrade",
+        "--env",
+        env,
+        "--offline",
+        "--find-links",
+        kit_env["UV_FIND_LINKS"],
+        "--to",
+        "2.16",
+        "--yes",
+        "--build-constraint",
+        given,
+        cwd=tmp_path,
+        overrides={
+            "UV_BUILD_CONSTRAINT": from_env,
+            "UV_NO_CONFIG": None,
+            "XDG_CONFIG_HOME": tmp_path / "cfg",
+            "XDG_CONFIG_DIRS": tmp_path / "cfg-dirs",
+        },
+    )  # uv.toml read: the kit's UV_NO_CONFIG off
     assert res.code == 0, res.err
     (log,) = (env.parent / f".{env.name}.tfrebuild" / "logs").glob("upgrade-*.log")
     commands = [line for line in log.read_text().splitlines() if line.startswith("$ ")]
     for verb in ("pip compile", "pip sync"):
         lines = [c for c in commands if f" {verb} " in c and "--no-deps --format pylock.toml" not in c]
-        assert lines and all(f"--build-constraints {given}" in c and f"--build-constraints {from_env}" in c
-                             and "tfrebuild-build-constraints-" in c for c in lines), (verb, commands)
+        assert lines and all(
+            f"--build-constraints {given}" in c
+            and f"--build-constraints {from_env}" in c
+            and "tfrebuild-build-constraints-" in c
+            for c in lines
+        ), (verb, commands)
     from rebuild.index import config as indexconf
+
     assert indexconf.build_constraint_dependencies(environ={}, home=tmp_path / "home", cwd=tmp_path) == [
-        "pyyaml-build-helper<2"]
+        "pyyaml-build-helper<2"
+    ]
     assert indexconf.build_constraint_dependencies(environ={"UV_NO_CONFIG": "1"}, cwd=tmp_path) == []
     written = {w for c in commands for w in c.split() if "tfrebuild-build-constraints-" in w}
     assert written and not any(Path(w).exists() for w in written)  # the private file is gone with the command
@@ -306,10 +358,14 @@ def test_python_moves_read_requires_python_and_the_installed_wheel_tags(tmp_path
         (info / "WHEEL").write_text(f"Wheel-Version: 1.0\nTag: {tag}\n")
         return {"canonical": name, "location": "env", "dist_info": str(info), "requires_python": requires_python}
 
-    data = Probed(distributions=[dist("compiled", "cp311-cp311-manylinux_2_17_x86_64"),
-                                 dist("stable-abi", "cp39-abi3-manylinux_2_17_x86_64"),
-                                 dist("pure", "py3-none-any"),
-                                 dist("old-floor", "py3-none-any", "<3.12")])
+    data = Probed(
+        distributions=[
+            dist("compiled", "cp311-cp311-manylinux_2_17_x86_64"),
+            dist("stable-abi", "cp39-abi3-manylinux_2_17_x86_64"),
+            dist("pure", "py3-none-any"),
+            dist("old-floor", "py3-none-any", "<3.12"),
+        ]
+    )
     pins = {"compiled": "1.0", "stable-abi": "1.0", "pure": "1.0", "old-floor": "1.0"}
     moves = companionstep.python_moves(pins, data, "3.12.1")
     assert sorted(moves) == ["compiled", "old-floor"], moves
@@ -331,16 +387,24 @@ def test_newest_working_release_installed_is_nothing_to_do(make_venv, cli, venv_
     doc = res.json()
     assert doc["changed"] is False and doc["generation"] is None
     assert doc["plan"]["tf_new"] == doc["plan"]["tf_old"] == "2.18.0" and doc["plan"]["changes"] == []
-    assert doc["plan"]["landing_note"] == ("nothing to do: tensorflow-cpu 2.18.0 is the newest TensorFlow that passes "
-                                           "its checks with everything this env holds")
+    assert doc["plan"]["landing_note"] == (
+        "nothing to do: tensorflow-cpu 2.18.0 is the newest TensorFlow that passes "
+        "its checks with everything this env holds"
+    )
     tries = [(t["target"], t["passed"], t["built"]) for t in doc["tries"]]
-    assert tries == [("tensorflow-cpu 2.21.0", False, True), ("tensorflow-cpu 2.21.0", False, False),
-                     ("tensorflow-cpu 2.20.0", False, True)], doc["tries"]
+    assert tries == [
+        ("tensorflow-cpu 2.21.0", False, True),
+        ("tensorflow-cpu 2.21.0", False, False),
+        ("tensorflow-cpu 2.20.0", False, True),
+    ], doc["tries"]
     blocked = doc["blocked_above"]
     assert [(b["target"], b["blocker"]) for b in blocked] == [
-        ("tensorflow-cpu 2.21.0", "tfops-demo"), ("tensorflow-cpu 2.20.0", "tfops-demo")], blocked
-    assert blocked[0]["why"].startswith("built for another TensorFlow/NumPy (ABI): NotImplementedError: unable to "
-                                        "open file: _demo_ops.so")
+        ("tensorflow-cpu 2.21.0", "tfops-demo"),
+        ("tensorflow-cpu 2.20.0", "tfops-demo"),
+    ], blocked
+    assert blocked[0]["why"].startswith(
+        "built for another TensorFlow/NumPy (ABI): NotImplementedError: unable to open file: _demo_ops.so"
+    )
     assert "; then [tfops-demo moved forward from 1.1.0]: does not resolve: " in blocked[0]["why"]
     assert f"`tfrebuild upgrade --env {env} --to 2.20.0` tries it strictly" in blocked[1]["command"]
     assert f"drop tfops-demo: `tfrebuild snapshot --env {env} -o profile.toml`" in blocked[1]["command"]
@@ -351,15 +415,16 @@ def test_newest_working_release_installed_is_nothing_to_do(make_venv, cli, venv_
 
     text = cli("upgrade", env, "--yes")
     assert text.code == 0, text.err
-    assert ("Nothing to do: tensorflow-cpu 2.18.0 is the newest TensorFlow that passes its checks with everything "
-            "this env holds. Above it:") in text.out
+    assert (
+        "Nothing to do: tensorflow-cpu 2.18.0 is the newest TensorFlow that passes its checks with everything "
+        "this env holds. Above it:"
+    ) in text.out
     assert "tensorflow-cpu 2.20.0: blocked by tfops-demo: built for another TensorFlow/NumPy (ABI)" in text.out
     assert not state.exists()
 
     strict = cli("upgrade", env, "--to", "2.20.0", "--yes")  # the command named: strict, it shows the failure
     assert strict.code == 1 and "unable to open file: _demo_ops.so" in strict.err, strict.err
     assert _pins(venv_run, env) == before
-
 
 
 @pytest.mark.slow
@@ -377,11 +442,26 @@ def test_first_upgrade_holds_its_lock_between_tries(make_venv, kit_env, kit_inde
     before = _pins(venv_run, env)
     state = env.parent / f".{env.name}.tfrebuild"
     assert not state.exists()
-    proc = subprocess.Popen([sys.executable, "-m", "rebuild", "upgrade", "--env", str(env), "--offline",
-                             "--find-links", str(kit_index), "--yes"], env={**kit_env, "TFREBUILD_PAUSE":
-                                                                            "upgrade.built:6"},
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                            text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "rebuild",
+            "upgrade",
+            "--env",
+            str(env),
+            "--offline",
+            "--find-links",
+            str(kit_index),
+            "--yes",
+        ],
+        env={**kit_env, "TFREBUILD_PAUSE": "upgrade.built:6"},
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         seen: list[str] = []
         folder = None
@@ -396,8 +476,9 @@ def test_first_upgrade_holds_its_lock_between_tries(make_venv, kit_env, kit_inde
         assert (state / "created").is_file()
         holder = Lock(state / "lock", env).holder()
         assert holder is not None and holder["pid"] == proc.pid, holder
-        second = run_cli(kit_env, "upgrade", "--env", env, "--offline", "--find-links", kit_index, "--yes",
-                         "--force", cwd=tmp_path)  # --force: the first one's probes in the env do not refuse it
+        second = run_cli(
+            kit_env, "upgrade", "--env", env, "--offline", "--find-links", kit_index, "--yes", "--force", cwd=tmp_path
+        )  # --force: the first one's probes in the env do not refuse it
         assert proc.poll() is None, "the first upgrade ended before the second one was refused"
         assert second.code == 1 and f"Another tfrebuild (pid {proc.pid}: tfrebuild upgrade" in second.err, second.err
         assert os.stat(state).st_ino == folder, "the refused upgrade removed the state folder of the one at work"
@@ -413,7 +494,6 @@ def test_first_upgrade_holds_its_lock_between_tries(make_venv, kit_env, kit_inde
     assert _pins(venv_run, env) == before
 
 
-
 @pytest.mark.slow
 def test_plan_says_nothing_to_do_when_no_release_above_resolves(make_venv, cli, tmp_path):
     """tensorflow-forests 1.8.1 pins tensorflow~=2.15.0 and the user's constraint file holds it there: no release above
@@ -427,8 +507,12 @@ def test_plan_says_nothing_to_do_when_no_release_above_resolves(make_venv, cli, 
     plan = res.json()["plan"]
     assert plan["tf_new"] == plan["tf_old"] == "2.15.1" and plan["changes"] == []
     assert plan["landing_note"].startswith("nothing to do: tensorflow 2.15.1 is the newest TensorFlow"), plan
-    assert [b["target"] for b in plan["blocked_above"]] == ["tensorflow 2.21.0", "tensorflow 2.20.0",
-                                                           "tensorflow 2.18.0", "tensorflow 2.16.1"]
+    assert [b["target"] for b in plan["blocked_above"]] == [
+        "tensorflow 2.21.0",
+        "tensorflow 2.20.0",
+        "tensorflow 2.18.0",
+        "tensorflow 2.16.1",
+    ]
     assert all(f"`tfrebuild plan --env {env} --to 2." in b["command"] for b in plan["blocked_above"])
     assert "tensorflow-forests" in plan["blocked_above"][0]["blocker"], plan["blocked_above"]
     text = cli("plan", env, "--constraint", caps)
@@ -442,14 +526,29 @@ def test_plan_says_nothing_to_do_when_no_release_above_resolves(make_venv, cli, 
 def test_a_blocker_that_is_its_class_is_said_once():
     """A try whose failure names no package is blocked by its class ("checks failed"): the row says it once,
     "blocked by checks failed: <what failed>", never "checks failed: checks failed: …"."""
-    tries = [search.Try("tensorflow-cpu 2.21.0", "", False, "checks failed: smoke command `pytest -x` exited 1",
-                        built=True, blocker="checks failed"),
-             search.Try("tensorflow-cpu 2.20.0", "", False, "needs Keras 2: keras.src.engine missing",
-                        built=True, blocker="tf-models-official")]
+    tries = [
+        search.Try(
+            "tensorflow-cpu 2.21.0",
+            "",
+            False,
+            "checks failed: smoke command `pytest -x` exited 1",
+            built=True,
+            blocker="checks failed",
+        ),
+        search.Try(
+            "tensorflow-cpu 2.20.0",
+            "",
+            False,
+            "needs Keras 2: keras.src.engine missing",
+            built=True,
+            blocker="tf-models-official",
+        ),
+    ]
     rows = search.blockers(tries, "/envs/tf")
     assert [(b.blocker, b.why) for b in rows] == [
         ("checks failed", "smoke command `pytest -x` exited 1"),
-        ("tf-models-official", "needs Keras 2: keras.src.engine missing")]
+        ("tf-models-official", "needs Keras 2: keras.src.engine missing"),
+    ]
 
 
 def test_a_search_that_stops_at_its_build_limit_names_commands_that_run():
@@ -458,12 +557,23 @@ def test_a_search_that_stops_at_its_build_limit_names_commands_that_run():
     from types import SimpleNamespace
 
     plan = SimpleNamespace(tf_old="2.15.1", env="/envs/my tf")
-    tries = [search.Try(f"tensorflow-cpu 2.{m}.0", "", False, "checks failed: smoke command exited 1", built=True,
-                        blocker="checks failed") for m in (21, 20, 19, 18)]
+    tries = [
+        search.Try(
+            f"tensorflow-cpu 2.{m}.0",
+            "",
+            False,
+            "checks failed: smoke command exited 1",
+            built=True,
+            blocker="checks failed",
+        )
+        for m in (21, 20, 19, 18)
+    ]
     err = search._exhausted(search.UserError("last", "h"), plan, tries, "the search stops after 4 builds")
     assert err.exit_code == 1 and "the search stops after 4 builds" in err.message
     assert "`tfrebuild upgrade --env '/envs/my tf' --to 2.18.0` tries it strictly" in err.hint
-    assert err.hint.endswith("Or try the next lower release yourself: `tfrebuild upgrade --env '/envs/my tf' --to 2.17`.")
+    assert err.hint.endswith(
+        "Or try the next lower release yourself: `tfrebuild upgrade --env '/envs/my tf' --to 2.17`."
+    )
     plan.tf_old = "2.17.1"  # nothing left between the lowest try and the installed release: no such line
     assert "next lower release" not in search._exhausted(search.UserError("x", "h"), plan, tries, "w").hint
 
@@ -472,8 +582,10 @@ def test_a_build_failure_is_known_by_its_declared_field_not_its_words() -> None:
     from rebuild.core import search
     from rebuild.errors import UserError
 
-    exc = UserError("uv pip sync could not build the new environment: it failed to build badpkg==1.0",
-                    details="uv says:\n  × Failed to build `badpkg==1.0`\n  ╰─▶ boom")
+    exc = UserError(
+        "uv pip sync could not build the new environment: it failed to build badpkg==1.0",
+        details="uv says:\n  × Failed to build `badpkg==1.0`\n  ╰─▶ boom",
+    )
     assert search._build_failure(exc) is None  # the words alone decide nothing
     exc.build_failed = True  # set where the build failed (core/build.py, the project steps)
     failure = search._build_failure(exc)
@@ -483,11 +595,15 @@ def test_a_build_failure_is_known_by_its_declared_field_not_its_words() -> None:
 def test_a_failed_download_is_not_a_package_that_does_not_build():
     """Only uv's "Failed to build `pkg`" names a package that does not build for this Python (the search then moves
     it forward); "Failed to download `pkg`" (a network glitch, a missing offline file) holds nothing back."""
+
     def failure(details: str):
         err = search.UserError("could not build the new environment", "h", details=details)
         err.build_failed = True
         found = search._build_failure(err)
         return (found.kind, found.package) if found else None
 
-    assert failure("  × Failed to build `numpy==1.24.3`\n  ├─▶ The build backend returned an error") == ("python", "numpy")
+    assert failure("  × Failed to build `numpy==1.24.3`\n  ├─▶ The build backend returned an error") == (
+        "python",
+        "numpy",
+    )
     assert failure("error: Failed to download `six==1.16.0`\n  ├─▶ HTTP status server error (503)") == ("checks", "")

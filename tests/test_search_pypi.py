@@ -62,8 +62,7 @@ def stack(tmp_path_factory):
     root = tmp_path_factory.mktemp("real-stack")
     env = root / "tfenv"
     environ = _environ()
-    for cmd in ([sys.executable, "-m", "venv", str(env)],
-                [str(env / "bin" / "pip"), "install", "-q", *STACK]):
+    for cmd in ([sys.executable, "-m", "venv", str(env)], [str(env / "bin" / "pip"), "install", "-q", *STACK]):
         proc = subprocess.run(cmd, env=environ, capture_output=True, text=True, timeout=1200)
         if proc.returncode != 0:
             shutil.rmtree(root, ignore_errors=True)
@@ -73,15 +72,21 @@ def stack(tmp_path_factory):
 
 
 def _freeze(env: Path) -> list[str]:
-    proc = subprocess.run([str(env / "bin" / "python"), "-m", "pip", "freeze", "--all"], env=_environ(),
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [str(env / "bin" / "python"), "-m", "pip", "freeze", "--all"],
+        env=_environ(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     return sorted(proc.stdout.splitlines())
 
 
 def _tfrebuild(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "rebuild", *args], env=_environ(), capture_output=True, text=True,
-                          timeout=1800)
+    return subprocess.run(
+        [sys.executable, "-m", "rebuild", *args], env=_environ(), capture_output=True, text=True, timeout=1800
+    )
 
 
 def test_default_upgrade_lands_where_an_expert_would_and_rolls_back_exactly(stack: Path):
@@ -106,8 +111,9 @@ def test_default_upgrade_lands_where_an_expert_would_and_rolls_back_exactly(stac
     assert ops and "already failing before the upgrade" in ops[0]["name"], checks.keys()
     assert [t["passed"] for t in doc["tries"]] == [True]
 
-    calls = subprocess.run([str(stack / "bin" / "python"), "-c", CALLS], env=_environ(), capture_output=True,
-                           text=True, timeout=600)
+    calls = subprocess.run(
+        [str(stack / "bin" / "python"), "-c", CALLS], env=_environ(), capture_output=True, text=True, timeout=600
+    )
     assert calls.returncode == 0, calls.stderr[-3000:]
     got = json.loads(calls.stdout.strip().splitlines()[-1])
     assert (got["tf"], got["tfp"], got["tfa"], got["sample"]) == (expected["tf_new"], "0.23.0", "0.23.0", [3])
@@ -138,9 +144,10 @@ def forests(tmp_path_factory):
     root = tmp_path_factory.mktemp("real-forests")
     env = root / "tfenv"
     environ = _environ()
-    for cmd in ([sys.executable, "-m", "venv", str(env)],
-                [str(env / "bin" / "pip"), "install", "-q", "tensorflow==2.18.0",
-                 "tensorflow-decision-forests==1.11.0"]):
+    for cmd in (
+        [sys.executable, "-m", "venv", str(env)],
+        [str(env / "bin" / "pip"), "install", "-q", "tensorflow==2.18.0", "tensorflow-decision-forests==1.11.0"],
+    ):
         proc = subprocess.run(cmd, env=environ, capture_output=True, text=True, timeout=1800)
         if proc.returncode != 0:
             shutil.rmtree(root, ignore_errors=True)
@@ -150,8 +157,16 @@ def forests(tmp_path_factory):
 
 
 def _imports(env: Path, name: str) -> bool:
-    return subprocess.run([str(env / "bin" / "python"), "-B", "-c", f"import {name}"], env=_environ(),
-                          capture_output=True, text=True, timeout=600).returncode == 0
+    return (
+        subprocess.run(
+            [str(env / "bin" / "python"), "-B", "-c", f"import {name}"],
+            env=_environ(),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        ).returncode
+        == 0
+    )
 
 
 def test_default_upgrade_searches_past_releases_that_do_not_resolve(forests: Path):
@@ -175,8 +190,9 @@ def test_default_upgrade_searches_past_releases_that_do_not_resolve(forests: Pat
     # ydf is held below 0.16 for TensorFlow 2.19 (the companion table: 0.16 needs protobuf >= 6.31.1), so the
     # upgrade also repairs an env that pip left with ydf 0.16 + protobuf 5.29 (its import failed before: `worked`)
     assert Version(changes.get("ydf", ("", "0.15"))[1]) < Version("0.16"), changes.get("ydf")
-    calls = subprocess.run([str(forests / "bin" / "python"), "-c", TFDF_CALL], env=_environ(),
-                           capture_output=True, text=True, timeout=900)
+    calls = subprocess.run(
+        [str(forests / "bin" / "python"), "-c", TFDF_CALL], env=_environ(), capture_output=True, text=True, timeout=900
+    )
     assert calls.returncode == 0, (worked, calls.stderr[-3000:])
     got = json.loads(calls.stdout.strip().splitlines()[-1])
     assert (got["tf"], got["tfdf"], got["rows"]) == ("2.19.0", "1.12.0", 20)

@@ -30,11 +30,12 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 
 pytestmark = [
     pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the store needs Linux"),
-    pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
-                       reason="needs root and setpriv(1) to act as another user"),
+    pytest.mark.skipif(
+        os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv(1) to act as another user"
+    ),
 ]
 
-PLANT = r'''
+PLANT = r"""
 import os, subprocess, sys
 env, marker = sys.argv[1], sys.argv[2]
 state = os.path.join(os.path.dirname(env), "." + os.path.basename(env) + ".tfrebuild")
@@ -53,12 +54,16 @@ site = subprocess.run([tree + "/bin/python", "-c", "import sysconfig; print(sysc
                       capture_output=True, text=True, check=True).stdout.strip()
 open(site + "/evil.pth", "w").write("import os; open(%r, 'a').write(str(os.getuid()))\n" % marker)
 open(state + "/generations/2/meta.toml", "w").write(meta % (2, os.stat(tree).st_ino, os.stat(tree).st_dev))
-'''
+"""
 
 
 def as_nobody(*cmd: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *cmd],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *cmd],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.fixture
@@ -114,9 +119,16 @@ def test_planted_state_folder_is_refused_by_every_command(scratch, kit_env, kit_
     state = scratch / ".tf.tfrebuild"
     assert os.stat(state).st_uid == NOBODY
     env_before, state_before = snapshot(env), snapshot(state)
-    commands = [["rollback", "--yes"], ["rollback", "--to", "2", "--yes", "--check", "import"], ["status"],
-                ["history"], ["gc", "--keep", "1", "--yes"], ["gc", "--dry-run"], ["diff", "1", "2"],
-                ["status", "--json"]]
+    commands = [
+        ["rollback", "--yes"],
+        ["rollback", "--to", "2", "--yes", "--check", "import"],
+        ["status"],
+        ["history"],
+        ["gc", "--keep", "1", "--yes"],
+        ["gc", "--dry-run"],
+        ["diff", "1", "2"],
+        ["status", "--json"],
+    ]
     for args in commands:
         run = tfr(kit_env, *args, "--env", env)
         refused(run, str(state), "belongs to nobody (uid 65534)")
@@ -158,8 +170,6 @@ def test_own_state_folder_that_tfrebuild_did_not_make_is_not_adopted(tmp_path, m
 # --------------------------------------------------------------------------- entries of a state folder of one's own
 
 
-
-
 def test_created_state_folder_carries_its_record_and_no_write_bit_for_others(tmp_path):
     old = os.umask(0o002)  # a group-writing umask: the state folder's folders are still 0755
     try:
@@ -171,13 +181,16 @@ def test_created_state_folder_carries_its_record_and_no_write_bit_for_others(tmp
         assert stat.S_IMODE(os.lstat(folder).st_mode) & 0o022 == 0, folder
 
 
-@pytest.mark.parametrize("entry,change", [
-    ("generations", "chmod-777"),
-    ("generations/1/meta.toml", "chown-nobody"),
-    ("generations/1/env/lib/python3.11/site-packages/evil.pth", "pth-nobody"),
-    ("generations/1/env", "chown-nobody"),
-    ("store.toml", "chmod-666"),
-])
+@pytest.mark.parametrize(
+    "entry,change",
+    [
+        ("generations", "chmod-777"),
+        ("generations/1/meta.toml", "chown-nobody"),
+        ("generations/1/env/lib/python3.11/site-packages/evil.pth", "pth-nobody"),
+        ("generations/1/env", "chown-nobody"),
+        ("store.toml", "chmod-666"),
+    ],
+)
 @pytest.mark.slow
 def test_stranger_entry_in_own_state_folder_is_refused(tmp_path, kit_env, entry, change):
     store = managed(tmp_path / "tf", 2)

@@ -56,24 +56,26 @@ def test_the_process_runner_runs_no_at_fork_hook():
 def test_signal_swallowed_in_at_fork_hook_ends_the_next_runner_call():
     """A child started outside the runner with a ``preexec_fn`` runs the hooks; the runner's checkpoint ends the
     command at its next call."""
-    done = run_script("import subprocess",
-                      "subprocess.Popen([sys.executable, '-c', 'pass'], preexec_fn=lambda: None).wait()",
-                      "proc.run([sys.executable, '-c', 'pass'])")
+    done = run_script(
+        "import subprocess",
+        "subprocess.Popen([sys.executable, '-c', 'pass'], preexec_fn=lambda: None).wait()",
+        "proc.run([sys.executable, '-c', 'pass'])",
+    )
     assert done.returncode == 143 and "TERMINATED" in done.stdout, (done.stdout, done.stderr)
     assert "Exception ignored" not in done.stderr, done.stderr  # no confusing traceback either
 
 
 def test_signal_swallowed_before_a_critical_section_keeps_it_from_starting():
-    done = run_script("import subprocess",  # a child started outside the runner: nothing checks after it
-                      "subprocess.Popen([sys.executable, '-c', 'pass'], preexec_fn=lambda: None).wait()",
-                      "with signals.deferred():",
-                      "    print('ENTERED', flush=True)")
+    done = run_script(
+        "import subprocess",  # a child started outside the runner: nothing checks after it
+        "subprocess.Popen([sys.executable, '-c', 'pass'], preexec_fn=lambda: None).wait()",
+        "with signals.deferred():",
+        "    print('ENTERED', flush=True)",
+    )
     assert done.returncode == 143 and "ENTERED" not in done.stdout, (done.stdout, done.stderr)
 
 
 def test_other_unraisable_exceptions_still_reach_the_previous_hook():
-    done = run_script("class Bad:",
-                      "    def __del__(self): raise ValueError('boom')",
-                      "Bad()")
+    done = run_script("class Bad:", "    def __del__(self): raise ValueError('boom')", "Bad()")
     assert done.returncode == 0 and "RAN ON" in done.stdout, (done.stdout, done.stderr)
     assert "Exception ignored" in done.stderr and "ValueError: boom" in done.stderr, done.stderr

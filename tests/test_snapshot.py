@@ -40,11 +40,18 @@ TOKEN = "tok3n-ABCDEF0123"
 def snapshot_cli(kit_env: dict[str, str], tmp_path: Path) -> Callable[..., Snap]:
     """``snapshot_cli(*args, cwd=tmp_path, env={...}, drop=[...])`` runs ``python -m rebuild snapshot``."""
 
-    def _run(*args, cwd: Path | None = None, env: dict[str, str] | None = None, drop=(), timeout: float = 120,
-             command: str | None = "snapshot") -> Snap:
+    def _run(
+        *args,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+        drop=(),
+        timeout: float = 120,
+        command: str | None = "snapshot",
+    ) -> Snap:
         overrides = {**(env or {}), **{key: None for key in drop}}
-        return run_cli(kit_env, *([command] if command else []), *args, overrides=overrides, cwd=cwd or tmp_path,
-                       timeout=timeout)
+        return run_cli(
+            kit_env, *([command] if command else []), *args, overrides=overrides, cwd=cwd or tmp_path, timeout=timeout
+        )
 
     return _run
 
@@ -66,8 +73,9 @@ def site_packages(venv: Path) -> Path:
 
 def python_version(venv_or_python: Path) -> str:
     py = venv_python(venv_or_python) if venv_or_python.is_dir() else venv_or_python
-    out = subprocess.run([str(py), "-c", "import platform; print(platform.python_version())"],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [str(py), "-c", "import platform; print(platform.python_version())"], capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stderr
     return out.stdout.strip()
 
@@ -109,8 +117,9 @@ def tf_venv(tmp_path_factory, kit_index: Path, kit_env: dict[str, str]) -> Calla
         key = (creator, tuple(extra))
         if key not in made:
             path = tmp_path_factory.mktemp(f"tf-{creator}") / "tfenv"
-            made[key] = create_venv(path, TF_ENV + list(extra), find_links=kit_index, creator=creator,
-                                    env=dict(kit_env))
+            made[key] = create_venv(
+                path, TF_ENV + list(extra), find_links=kit_index, creator=creator, env=dict(kit_env)
+            )
         return made[key]
 
     return _get
@@ -188,8 +197,7 @@ def test_dependency_graph_and_tensorflow_facts(creator: str, tf_venv, snapshot_c
 
 
 @pytest.mark.parametrize("creator", ["uv", "venv"])
-def test_requested_are_exactly_what_was_installed_by_name(creator: str, tf_venv, snapshot_cli,
-                                                          tmp_path: Path) -> None:
+def test_requested_are_exactly_what_was_installed_by_name(creator: str, tf_venv, snapshot_cli, tmp_path: Path) -> None:
     _, p = take_json(snapshot_cli, tf_venv(creator), tmp_path / "p.toml")
     assert p.requested == ["pandas", "scipy", "tensorflow-cpu"]
     for dep in ("numpy", "keras", "protobuf"):
@@ -592,10 +600,14 @@ def test_pip_conf_inside_the_env_is_recorded_and_redacted(make_venv, snapshot_cl
     home = tmp_path / "home"
     home.mkdir()
     out = tmp_path / "conf.toml"
-    res = snapshot_cli("--env", venv, "-o", out,
-                       env={"HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
-                            "XDG_CONFIG_DIRS": str(home / "xdg")},
-                       drop=("PIP_CONFIG_FILE",))
+    res = snapshot_cli(
+        "--env",
+        venv,
+        "-o",
+        out,
+        env={"HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"), "XDG_CONFIG_DIRS": str(home / "xdg")},
+        drop=("PIP_CONFIG_FILE",),
+    )
     assert res.code == 0, res.err
     p = prof.load(out)
     assert p.index.index_url == "https://alice:****@corp.example/simple"
@@ -605,8 +617,9 @@ def test_pip_conf_inside_the_env_is_recorded_and_redacted(make_venv, snapshot_cl
 
 def test_named_uv_index_is_redacted(tf_venv, snapshot_cli, tmp_path: Path) -> None:
     out = tmp_path / "uvidx.toml"
-    res = snapshot_cli("--env", tf_venv("uv"), "-o", out,
-                       env={"UV_INDEX": f"corp=https://bob:{SECRET}@corp.example/simple"})
+    res = snapshot_cli(
+        "--env", tf_venv("uv"), "-o", out, env={"UV_INDEX": f"corp=https://bob:{SECRET}@corp.example/simple"}
+    )
     assert res.code == 0, res.err
     assert "corp.example" in out.read_text()
     assert SECRET not in out.read_text()
@@ -619,12 +632,21 @@ def test_gpu_facts_from_nvidia_smi(tf_venv, snapshot_cli, tmp_path: Path, kit_en
     bindir = tmp_path / "fakebin"
     smi = fake_nvidia_smi(bindir, "h100-590")
     out = tmp_path / "gpu.toml"
-    cuda_vars = ("CUDA_HOME", "CUDA_PATH", "CUDNN_PATH", "CUDA_VISIBLE_DEVICES", "LD_LIBRARY_PATH",
-                 "TF_FORCE_GPU_ALLOW_GROWTH", "XLA_FLAGS")
-    env = {"PATH": f"{bindir}{os.pathsep}{kit_env.get('PATH', '')}", "LD_LIBRARY_PATH": "/usr/local/cuda/lib64",
-           "CUDA_VISIBLE_DEVICES": "0"}
-    res = snapshot_cli("--env", tf_venv("uv"), "-o", out, env=env,
-                       drop=[v for v in cuda_vars if v not in env])
+    cuda_vars = (
+        "CUDA_HOME",
+        "CUDA_PATH",
+        "CUDNN_PATH",
+        "CUDA_VISIBLE_DEVICES",
+        "LD_LIBRARY_PATH",
+        "TF_FORCE_GPU_ALLOW_GROWTH",
+        "XLA_FLAGS",
+    )
+    env = {
+        "PATH": f"{bindir}{os.pathsep}{kit_env.get('PATH', '')}",
+        "LD_LIBRARY_PATH": "/usr/local/cuda/lib64",
+        "CUDA_VISIBLE_DEVICES": "0",
+    }
+    res = snapshot_cli("--env", tf_venv("uv"), "-o", out, env=env, drop=[v for v in cuda_vars if v not in env])
     assert res.code == 0, res.err
     g = prof.load(out).gpu
     assert g.nvidia_smi == str(smi)
@@ -671,12 +693,14 @@ def test_console_script_runs(kit_env: dict[str, str], tmp_path: Path) -> None:
         script = Path(found)
     from rebuild import __version__
 
-    proc = subprocess.run([str(script), "--version"], cwd=tmp_path, env=dict(kit_env), capture_output=True,
-                          text=True, timeout=60)
+    proc = subprocess.run(
+        [str(script), "--version"], cwd=tmp_path, env=dict(kit_env), capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == f"tfrebuild {__version__}"
-    proc = subprocess.run([str(script), "snapshot", "--help"], cwd=tmp_path, env=dict(kit_env),
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [str(script), "snapshot", "--help"], cwd=tmp_path, env=dict(kit_env), capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0 and "Example" in proc.stdout
 
 
@@ -691,16 +715,24 @@ def test_nothing_installed_is_left_out_of_what_the_new_env_is_resolved_from() ->
         return {"requires": list(requires), "provides_extra": list(extras), "location": "env", "version": "1"}
 
     chosen = {
-        "app": dist("lib"), "lib": dist(),
-        "etils": dist('fsspec ; extra == "epath"', extras=("epath",)), "fsspec": dist(),
-        "jupyterlab": dist("notebook-shim"), "notebook-shim": dist("jupyter-server"),
-        "jupyter-server": dist("jupyterlab"), "server-dep": dist(),
+        "app": dist("lib"),
+        "lib": dist(),
+        "etils": dist('fsspec ; extra == "epath"', extras=("epath",)),
+        "fsspec": dist(),
+        "jupyterlab": dist("notebook-shim"),
+        "notebook-shim": dist("jupyter-server"),
+        "jupyter-server": dist("jupyterlab"),
+        "server-dep": dist(),
         "tensorflow": dist('nvidia-cudnn-cu12 ; extra == "and-cuda"', extras=("and-cuda",)),
-        "nvidia-cudnn-cu12": dist(), "pip": dist(),
+        "nvidia-cudnn-cu12": dist(),
+        "pip": dist(),
     }
     chosen["jupyter-server"]["requires"].append("server-dep")
-    edges = graph.edges({n: d["requires"] for n, d in chosen.items()}, graph.marker_environment({"version_info": [3, 11, 7]}, {"system": "Linux"}),
-                        {n: d["provides_extra"] for n, d in chosen.items()})
+    edges = graph.edges(
+        {n: d["requires"] for n, d in chosen.items()},
+        graph.marker_environment({"version_info": [3, 11, 7]}, {"system": "Linux"}),
+        {n: d["provides_extra"] for n, d in chosen.items()},
+    )
     kept = snapshot.unreached(chosen, ["app", "etils", "tensorflow"], edges)
     assert kept == {"fsspec", "jupyter-server"}, kept  # the cycle's first name brings the other two back
     assert snapshot.unreached(chosen, ["app", "etils", "tensorflow", *sorted(kept)], edges) == set()

@@ -81,15 +81,22 @@ def _progress(terminal: bool):
 def test_piped_progress_is_one_line_per_stage():
     progress, out = _progress(terminal=False)
     assert not progress.live
-    for stage, detail in (("resolve", "tensorflow-cpu latest"), ("build", "installing 37 packages"),
-                          ("bytecode", "compiling bytecode"), ("checks", "importing TensorFlow 2.21.0")):
+    for stage, detail in (
+        ("resolve", "tensorflow-cpu latest"),
+        ("build", "installing 37 packages"),
+        ("bytecode", "compiling bytecode"),
+        ("checks", "importing TensorFlow 2.21.0"),
+    ):
         progress.stage(stage, detail)
     progress.close()
     lines = out.getvalue().splitlines()
     assert len(lines) == 4 and "\r" not in out.getvalue() and "\x1b" not in out.getvalue()
     assert [line.split("] ", 1)[1] for line in lines] == [
-        "resolve: tensorflow-cpu latest", "build: installing 37 packages", "bytecode: compiling bytecode",
-        "checks: importing TensorFlow 2.21.0"]
+        "resolve: tensorflow-cpu latest",
+        "build: installing 37 packages",
+        "bytecode: compiling bytecode",
+        "checks: importing TensorFlow 2.21.0",
+    ]
 
 
 def test_live_progress_shows_elapsed_and_is_quiet_while_a_prompt_is_open():
@@ -112,18 +119,21 @@ def test_live_progress_shows_elapsed_and_is_quiet_while_a_prompt_is_open():
     assert "build: installing 37 packages" in out.getvalue()
 
 
-@pytest.mark.parametrize("text", [
-    "Metadata-Version: 2.1\nName: pkg\nVersion: 1.0\nRequires-Dist: a>=1\nRequires-Dist: b ; extra == 'x'\n",
-    "Name: pkg\r\nVersion: 1.0\r\nLicense: line one\r\n  line two\r\n\tline three\r\nSummary:\r\n",
-    "Name:pkg\nVersion:   2.0   \nKeywords: a,b\n c\nname: again\n",
-    "Name: pkg\nVersion: 1.0",  # no final newline
-    "Name: pkg\nnot a header line\nVersion: 1.0\n",  # falls back to the email parser
-    " leading continuation\nName: pkg\n",
-    "From someone\nName: pkg\n",
-    "Name: pkg\x0cVersion: 1.0\n",
-    "Name : pkg\n",
-    "Name: caf\u00e9 \u2603\nVersion: 1.0\n",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Metadata-Version: 2.1\nName: pkg\nVersion: 1.0\nRequires-Dist: a>=1\nRequires-Dist: b ; extra == 'x'\n",
+        "Name: pkg\r\nVersion: 1.0\r\nLicense: line one\r\n  line two\r\n\tline three\r\nSummary:\r\n",
+        "Name:pkg\nVersion:   2.0   \nKeywords: a,b\n c\nname: again\n",
+        "Name: pkg\nVersion: 1.0",  # no final newline
+        "Name: pkg\nnot a header line\nVersion: 1.0\n",  # falls back to the email parser
+        " leading continuation\nName: pkg\n",
+        "From someone\nName: pkg\n",
+        "Name: pkg\x0cVersion: 1.0\n",
+        "Name : pkg\n",
+        "Name: caf\u00e9 \u2603\nVersion: 1.0\n",
+    ],
+)
 def test_probe_header_parser_reads_what_the_email_parser_reads(text):
     from email.parser import HeaderParser
 

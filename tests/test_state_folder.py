@@ -192,12 +192,15 @@ def test_readers_do_not_write_the_lock_when_idle(tmp_path, kit_env):
 
 
 def hold(env: Path, kit_env) -> subprocess.Popen:
-    code = ("import sys, time; from pathlib import Path; from rebuild.store.store import Store; "
-            f"s = Store.open(Path({str(env)!r})); cm = s.lock('tfrebuild upgrade (test holder)'); cm.__enter__(); "
-            "s.begin({'op': 'upgrade', 'id': 'upgrade-held', 'step': 'building', "
-            "'staging': str(s.staging_dir('upgrade-held'))}); print('locked', flush=True); time.sleep(60)")
-    proc = subprocess.Popen([sys.executable, "-c", code], env=kit_env, cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    code = (
+        "import sys, time; from pathlib import Path; from rebuild.store.store import Store; "
+        f"s = Store.open(Path({str(env)!r})); cm = s.lock('tfrebuild upgrade (test holder)'); cm.__enter__(); "
+        "s.begin({'op': 'upgrade', 'id': 'upgrade-held', 'step': 'building', "
+        "'staging': str(s.staging_dir('upgrade-held'))}); print('locked', flush=True); time.sleep(60)"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], env=kit_env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     line = proc.stdout.readline()
     assert "locked" in line, proc.stderr.read()
     return proc
@@ -286,8 +289,12 @@ def test_state_folder_is_ignored_by_git_and_a_planted_gitignore_link_is_not_foll
     subprocess.run(["git", "init", "-q", str(project)], check=True)
     store = managed(project / ".venv", generations=2)
     (project / ".gitignore").write_text(".venv/\n")  # what uv init writes; the state folder is not in it
-    status = subprocess.run(["git", "-C", str(project), "status", "--porcelain", "--untracked-files=all"],
-                            capture_output=True, text=True, check=True).stdout
+    status = subprocess.run(
+        ["git", "-C", str(project), "status", "--porcelain", "--untracked-files=all"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert status.strip() == "?? .gitignore", status  # nothing of ..venv.tfrebuild/
     assert (store.state / ".gitignore").read_text().splitlines()[-1] == "*"
 

@@ -111,8 +111,13 @@ def test_create_adopts_env_as_generation_1(tmp_path: Path) -> None:
 
     data = tomllib.loads((store.state / "store.toml").read_text())
     parent = os.stat(tmp_path)
-    assert data == {"schema": 1, "env": str(env), "current": 1,
-                    "parent_device": parent.st_dev, "parent_inode": parent.st_ino}
+    assert data == {
+        "schema": 1,
+        "env": str(env),
+        "current": 1,
+        "parent_device": parent.st_dev,
+        "parent_inode": parent.st_ino,
+    }
     meta = tomllib.loads((store.state / "generations" / "1" / "meta.toml").read_text())
     assert meta["number"] == 1 and meta["inode"] == gen.inode and meta["created"].endswith("Z")
 
@@ -301,7 +306,9 @@ def test_lock_held_by_child_process_blocks_immediately(tmp_path: Path) -> None:
     store = adopt(tmp_path)
     env = {k: v for k, v in os.environ.items()}
     env["PYTHONPATH"] = str(ROOT)
-    child = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(store.env)], stdout=subprocess.PIPE, text=True, env=env)
+    child = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK, str(store.env)], stdout=subprocess.PIPE, text=True, env=env
+    )
     try:
         assert child.stdout.readline().strip() == "locked"
         assert store.lock_holder()["pid"] == child.pid
@@ -418,12 +425,23 @@ def test_crash_inside_fallback_swap_is_repaired(tmp_path: Path) -> None:
     op = new_op_id("upgrade")
     tree = make_tree(store.staging_dir(op) / "env", "gen2")
     with store.lock("test"):
-        store.begin({"op": "upgrade", "id": op, "step": "journal-written", "new": 2, "old": 1,
-                     "staging": str(tree.parent), "new_tree": str(tree),
-                     "old_dest": str(store.generation_dir(1) / "env"),
-                     "new_inode": os.lstat(tree).st_ino, "new_device": os.lstat(tree).st_dev,
-                     "old_inode": store.current.inode, "old_device": store.current.device,
-                     "generation": {"number": 2, "created": "x", "command": "c"}})
+        store.begin(
+            {
+                "op": "upgrade",
+                "id": op,
+                "step": "journal-written",
+                "new": 2,
+                "old": 1,
+                "staging": str(tree.parent),
+                "new_tree": str(tree),
+                "old_dest": str(store.generation_dir(1) / "env"),
+                "new_inode": os.lstat(tree).st_ino,
+                "new_device": os.lstat(tree).st_dev,
+                "old_inode": store.current.inode,
+                "old_device": store.current.device,
+                "generation": {"number": 2, "created": "x", "command": "c"},
+            }
+        )
     os.rename(store.env, swap.tmp_name(store.env))  # fallback step 1, then crash
     assert not store.env.exists()
 

@@ -92,8 +92,9 @@ def test_the_exchange_itself_refuses_a_link_on_the_way(tmp_path):
     assert Store.__name__  # the store object stays usable for inspection
 
 
-def test_rollback_and_upgrade_on_a_real_env_never_take_a_changed_state_file_for_a_recreated_env(tmp_path, kit_env,
-                                                                                                 kit_index):
+def test_rollback_and_upgrade_on_a_real_env_never_take_a_changed_state_file_for_a_recreated_env(
+    tmp_path, kit_env, kit_index
+):
     """A real kit env (generation 3 at the path) whose store.toml says generation 1 is current: rollback and upgrade
     refuse; nothing is recorded as an env made outside tfrebuild (issue 22's adoption is for a tree of no record)."""
     from tests.test_generations import _fast_managed
@@ -102,8 +103,11 @@ def test_rollback_and_upgrade_on_a_real_env_never_take_a_changed_state_file_for_
     store = Store.open(env)
     store.store_file.write_text(re.sub(r"(?m)^current = \d+", "current = 1", store.store_file.read_text()))
     before, env_before = snapshot(store.state / "generations"), snapshot(env)
-    for args in (["rollback", "--yes"], ["upgrade", "--to", "2.16", "--offline", "--find-links", kit_index, "--yes"],
-                 ["gc", "--keep", "1", "--yes"]):
+    for args in (
+        ["rollback", "--yes"],
+        ["upgrade", "--to", "2.16", "--offline", "--find-links", kit_index, "--yes"],
+        ["gc", "--keep", "1", "--yes"],
+    ):
         run = tfr(kit_env, *args, "--env", env)
         refused(run)
         assert "generation 3's tree" in run.err, str(run)

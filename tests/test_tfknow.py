@@ -60,8 +60,7 @@ def test_crossing_2_16_names_installed_keras2_packages(make_venv, kit_env, kit_i
     extra.mkdir()
     # Known to be built on Keras 2, by name (it declares no keras requirement here).
     build_wheel(extra, "tensorflow-model-optimization", "0.8.0")
-    venv = make_venv("v", ["tensorflow-cpu==2.15.1", "tensorflow-model-optimization==0.8.0"],
-                     extra_find_links=[extra])
+    venv = make_venv("v", ["tensorflow-cpu==2.15.1", "tensorflow-model-optimization==0.8.0"], extra_find_links=[extra])
     plan = plan_json(kit_env, kit_index, venv, "--find-links", extra, "--to", "2.16")
     assert plan["keras2_dependents"] == ["tensorflow-model-optimization"]
     assert any("Keras 3" in n and "tensorflow-model-optimization" in n for n in plan["notes"])
@@ -72,8 +71,9 @@ def test_package_capping_keras_below_3_blocks_2_16_with_an_explanation(make_venv
     extra.mkdir()
     build_wheel(extra, "keras2-app", "1.0", requires=["keras<3"])
     venv = make_venv("v", ["tensorflow-cpu==2.15.1", "keras2-app==1.0"], extra_find_links=[extra])
-    res = cli(kit_env, "plan", "--env", venv, "--offline", "--find-links", kit_index, "--find-links", extra,
-              "--to", "2.16")
+    res = cli(
+        kit_env, "plan", "--env", venv, "--offline", "--find-links", kit_index, "--find-links", extra, "--to", "2.16"
+    )
     assert res.returncode == 1, res.stdout
     assert "keras2-app" in res.stderr and "uv says" in res.stderr and "Traceback" not in res.stderr
 
@@ -92,16 +92,32 @@ def test_keras_legacy_upgrade_keeps_keras2_for_every_interpreter(make_venv, kit_
     plan = plan_json(kit_env, kit_index, venv, "--to", "2.18", "--keras", "legacy")
     assert plan["keras_legacy"] is True
     assert change(plan, "tf-keras")["new"] == "2.18.0"
-    res = cli(kit_env, "upgrade", "--env", venv, "--offline", "--find-links", kit_index, "--to", "2.18",
-              "--keras", "legacy", "--yes", "--json")
+    res = cli(
+        kit_env,
+        "upgrade",
+        "--env",
+        venv,
+        "--offline",
+        "--find-links",
+        kit_index,
+        "--to",
+        "2.18",
+        "--keras",
+        "legacy",
+        "--yes",
+        "--json",
+    )
     assert res.returncode == 0, res.stderr
     doc = json.loads(res.stdout)
     assert any(c["name"] == "tf.keras is Keras 2" and c["ok"] for c in doc["checks"])
     pth = next(venv.glob("lib/python*/site-packages")) / tfinfo.LEGACY_KERAS_PTH
     assert pth.read_text() == tfinfo.LEGACY_KERAS_LINE
     # Not activated, no TF_USE_LEGACY_KERAS in the environment: the interpreter itself sets it.
-    out = venv_run(venv, "import tensorflow as tf; print(tf.keras.__name__, tf.keras.layers.Dense.__module__)",
-                   TF_USE_LEGACY_KERAS=None)
+    out = venv_run(
+        venv,
+        "import tensorflow as tf; print(tf.keras.__name__, tf.keras.layers.Dense.__module__)",
+        TF_USE_LEGACY_KERAS=None,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["tf_keras.api._v2.keras", "tf_keras.src.engine"]
     # The next plan keeps Keras 2 without being told again.
@@ -160,8 +176,21 @@ def test_python_auto_picks_the_newest_supported_interpreter(make_venv, kit_env, 
 def test_upgrade_moves_the_env_to_another_python(make_venv, kit_env, kit_index, require_python, venv_run):
     require_python("3.12")
     venv = make_venv("v", ["tensorflow-cpu==2.15.1", "scipy==1.11.4"])
-    res = cli(kit_env, "upgrade", "--env", venv, "--offline", "--find-links", kit_index, "--python", "3.12",
-              "--to", "2.18", "--yes", "--json")
+    res = cli(
+        kit_env,
+        "upgrade",
+        "--env",
+        venv,
+        "--offline",
+        "--find-links",
+        kit_index,
+        "--python",
+        "3.12",
+        "--to",
+        "2.18",
+        "--yes",
+        "--json",
+    )
     assert res.returncode == 0, res.stderr
     out = venv_run(venv, "import sys, tensorflow, scipy; print(sys.version_info[:2], tensorflow.__version__)")
     assert out.stdout.strip() == "(3, 12) 2.18.0"
@@ -177,8 +206,9 @@ def test_tf_nightly_moves_only_with_pre(make_venv, kit_env, kit_index, tmp_path,
     nightly = tmp_path / "nightly"
     nightly.mkdir()
     for version in ("2.22.0.dev20261001", "2.23.0.dev20261101"):
-        build_wheel(nightly, "tf-nightly", version, requires=["numpy>=1.26.0", "keras>=3.12.0"],
-                    modules=tf_modules(version))
+        build_wheel(
+            nightly, "tf-nightly", version, requires=["numpy>=1.26.0", "keras>=3.12.0"], modules=tf_modules(version)
+        )
     venv = make_venv("v", ["tf-nightly==2.22.0.dev20261001"], extra_find_links=[nightly])
     args = ["--offline", "--find-links", kit_index, "--find-links", nightly]
     without = cli(kit_env, "plan", "--env", venv, *args)

@@ -28,15 +28,58 @@ def _certificate(tmp: Path) -> tuple[Path, Path, Path]:
     127.0.0.1 (rustls, in uv, refuses a CA certificate used as the server's own)."""
     ca_key, ca, key, csr, cert = (tmp / n for n in ("ca.key", "ca.pem", "key.pem", "srv.csr", "srv.pem"))
     ext = tmp / "srv.ext"
-    ext.write_text("basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1\nkeyUsage=digitalSignature,keyEncipherment\n"
-                   "extendedKeyUsage=serverAuth\n")
+    ext.write_text(
+        "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1\nkeyUsage=digitalSignature,keyEncipherment\n"
+        "extendedKeyUsage=serverAuth\n"
+    )
     steps = [
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=tfrebuild test CA",
-         "-keyout", str(ca_key), "-out", str(ca)],
-        ["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", str(key),
-         "-out", str(csr)],
-        ["openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial",
-         "-days", "1", "-extfile", str(ext), "-out", str(cert)],
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=tfrebuild test CA",
+            "-keyout",
+            str(ca_key),
+            "-out",
+            str(ca),
+        ],
+        [
+            "openssl",
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(csr),
+        ],
+        [
+            "openssl",
+            "x509",
+            "-req",
+            "-in",
+            str(csr),
+            "-CA",
+            str(ca),
+            "-CAkey",
+            str(ca_key),
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            str(ext),
+            "-out",
+            str(cert),
+        ],
     ]
     for step in steps:
         made = subprocess.run(step, capture_output=True, text=True)
@@ -107,8 +150,25 @@ def test_an_unreadable_home_does_not_stop_any_command(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("SSL_CERT_FILE", "PIP_CERT")}
     env.update(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"), PYTHONPATH=str(Path(__file__).parents[1]))
     for verb in ("status", "history"):
-        ran = subprocess.run([setpriv, "--reuid", "65534", "--regid", "65534", "--clear-groups", sys.executable, "-m",
-                              "rebuild", verb, "--env", str(missing)], env=env, capture_output=True, text=True,
-                             timeout=120)
+        ran = subprocess.run(
+            [
+                setpriv,
+                "--reuid",
+                "65534",
+                "--regid",
+                "65534",
+                "--clear-groups",
+                sys.executable,
+                "-m",
+                "rebuild",
+                verb,
+                "--env",
+                str(missing),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert ran.returncode != 0 and "Traceback" not in ran.stderr, ran.stderr
         assert str(missing) in ran.stderr + ran.stdout

@@ -65,11 +65,23 @@ def old_env(tmp_path: Path) -> Path:
 
 
 def spec(store: Store, fakes: Fakes, tmp_path: Path, **kw) -> transaction.Spec:
-    fields = dict(store=store, op="test-20240101T000000-1-abcd", kind="upgrade", command="tfrebuild test",
-                  python=Path("/usr/bin/python3"), python_version="3.11.7", tensorflow="tensorflow 2.18.0",
-                  pylock=PYLOCK, index=Index(), build=build.BuildOptions(), checks=smoke.Checks(tf_version="2.18.0", imports=[]),
-                  write_profile=fakes.write_profile, like="LIKE", log=tmp_path / "test.log",
-                  adopt=transaction.Adoption(tensorflow="tensorflow 2.15.1", python="3.11.7", like="OLD"))
+    fields = dict(
+        store=store,
+        op="test-20240101T000000-1-abcd",
+        kind="upgrade",
+        command="tfrebuild test",
+        python=Path("/usr/bin/python3"),
+        python_version="3.11.7",
+        tensorflow="tensorflow 2.18.0",
+        pylock=PYLOCK,
+        index=Index(),
+        build=build.BuildOptions(),
+        checks=smoke.Checks(tf_version="2.18.0", imports=[]),
+        write_profile=fakes.write_profile,
+        like="LIKE",
+        log=tmp_path / "test.log",
+        adopt=transaction.Adoption(tensorflow="tensorflow 2.15.1", python="3.11.7", like="OLD"),
+    )
     fields.update(kw)
     return transaction.Spec(**fields)
 
@@ -109,14 +121,18 @@ def test_failure_before_the_swap_leaves_no_trace(monkeypatch, tmp_path, how):
     store = Store.unmanaged(env)
     refusal = None
     if how == "build":
+
         def broken(*a, **kw):
             raise UserError("uv failed")
+
         monkeypatch.setattr(transaction.build, "build", broken)
     fakes.fail_full = how == "checks"
     fakes.interrupt_checks = how == "interrupt"
     if how == "in-use":
+
         def refusal():
             raise UserError("in use")
+
     with pytest.raises((UserError, KeyboardInterrupt)):
         run(spec(store, fakes, tmp_path, before_swap=refusal))
     assert (env / "marker").read_text() == "old" and sorted(os.listdir(env)) == ["marker"]

@@ -47,8 +47,7 @@ def _hint_log(err: str) -> Path:
 
 
 @pytest.mark.slow
-def test_failed_import_shows_the_innermost_frame_and_logs_the_whole_traceback(make_venv, tmp_path: Path,
-                                                                              cli) -> None:
+def test_failed_import_shows_the_innermost_frame_and_logs_the_whole_traceback(make_venv, tmp_path: Path, cli) -> None:
     env = make_venv(tmp_path / "envs" / "deep", CLASSIC + ["fivedeep==1.0.0"])
     res = cli("upgrade", env, "--to", "2.21.0", "--yes")
     assert res.code == 1, (res.out, res.err)
@@ -72,11 +71,15 @@ def test_failed_import_shows_the_innermost_frame_and_logs_the_whole_traceback(ma
 def test_condense_keeps_the_innermost_frames_within_the_budget() -> None:
     from rebuild.util import failtext
 
-    frames = "".join(f'  File "/site-packages/pkg/m{i}.py", line {i}, in <module>\n    from pkg import m{i + 1}\n'
-                     for i in range(60))
-    text = ("import pkg failed:\nTraceback (most recent call last):\n" + frames
-            + '  File "/site-packages/pkg/m60.py", line 7, in <module>\n    raise ValueError("numpy.dtype size changed")\n'
-            + "ValueError: numpy.dtype size changed\n")
+    frames = "".join(
+        f'  File "/site-packages/pkg/m{i}.py", line {i}, in <module>\n    from pkg import m{i + 1}\n' for i in range(60)
+    )
+    text = (
+        "import pkg failed:\nTraceback (most recent call last):\n"
+        + frames
+        + '  File "/site-packages/pkg/m60.py", line 7, in <module>\n    raise ValueError("numpy.dtype size changed")\n'
+        + "ValueError: numpy.dtype size changed\n"
+    )
     shown = failtext.condense(text)
     lines = shown.splitlines()
     assert len(lines) <= 40, shown
@@ -99,10 +102,12 @@ def _failing_sdist(folder: Path, metadata_version: str) -> Path:
     import tarfile
 
     folder.mkdir()
-    files = {"badpkg-1.0/setup.py": 'raise RuntimeError("this sdist cannot be built: cython_sources missing")\n',
-             "badpkg-1.0/pyproject.toml": '[build-system]\nrequires = ["setuptools"]\n'
-                                          'build-backend = "setuptools.build_meta"\n',
-             "badpkg-1.0/PKG-INFO": f"Metadata-Version: {metadata_version}\nName: badpkg\nVersion: 1.0\n"}
+    files = {
+        "badpkg-1.0/setup.py": 'raise RuntimeError("this sdist cannot be built: cython_sources missing")\n',
+        "badpkg-1.0/pyproject.toml": '[build-system]\nrequires = ["setuptools"]\n'
+        'build-backend = "setuptools.build_meta"\n',
+        "badpkg-1.0/PKG-INFO": f"Metadata-Version: {metadata_version}\nName: badpkg\nVersion: 1.0\n",
+    }
     with tarfile.open(folder / "badpkg-1.0.tar.gz", "w:gz") as tar:
         for name, text in files.items():
             data = text.encode()
@@ -118,16 +123,29 @@ def failing_sdist(tmp_path: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_build_failure_leads_with_the_package_and_uvs_first_error_line(make_venv, tmp_path: Path, kit_env,
-                                                                       kit_index: Path, failing_sdist: Path) -> None:
+def test_build_failure_leads_with_the_package_and_uvs_first_error_line(
+    make_venv, tmp_path: Path, kit_env, kit_index: Path, failing_sdist: Path
+) -> None:
     from tests.kit import build_wheel
 
     wheels = tmp_path / "wheels"
     build_wheel(wheels, "badpkg", "1.0", modules={"badpkg/__init__.py": '__version__ = "1.0"\n'})
     env = make_venv(tmp_path / "envs" / "b", CLASSIC + ["badpkg==1.0"], extra_find_links=[wheels])
     # the index now has only badpkg's source, which does not build
-    res = run_cli(kit_env, "plan", "--env", env, "--offline", "--find-links", kit_index, "--find-links",
-                  failing_sdist, "--to", "2.21.0", cwd=tmp_path)
+    res = run_cli(
+        kit_env,
+        "plan",
+        "--env",
+        env,
+        "--offline",
+        "--find-links",
+        kit_index,
+        "--find-links",
+        failing_sdist,
+        "--to",
+        "2.21.0",
+        cwd=tmp_path,
+    )
     assert res.code == 1, (res.out, res.err)
     message = res.err.split("error:", 1)[1]
     assert message.strip().startswith("uv could not build badpkg==1.0 from source"), res.err
@@ -144,12 +162,27 @@ def test_install_build_failure_leads_with_the_package(make_venv, tmp_path: Path,
     build_wheel(wheels, "badpkg", "1.0", modules={"badpkg/__init__.py": '__version__ = "1.0"\n'})
     env = make_venv(tmp_path / "envs" / "b", CLASSIC + ["badpkg==1.0"], extra_find_links=[wheels])
     sdists = _failing_sdist(tmp_path / "sdists", "2.2")  # resolves from PKG-INFO; the install must build it
-    res = run_cli(kit_env, "upgrade", "--env", env, "--offline", "--find-links", kit_index, "--find-links", sdists,
-                  "--to", "2.21.0", "--yes", cwd=tmp_path)
+    res = run_cli(
+        kit_env,
+        "upgrade",
+        "--env",
+        env,
+        "--offline",
+        "--find-links",
+        kit_index,
+        "--find-links",
+        sdists,
+        "--to",
+        "2.21.0",
+        "--yes",
+        cwd=tmp_path,
+    )
     assert res.code == 1, (res.out, res.err)
     message = res.err.split("error:", 1)[1]
-    assert message.strip().startswith("uv pip sync could not build the new environment: it failed to build "
-                                      "badpkg==1.0; your environment was not changed."), res.err
+    assert message.strip().startswith(
+        "uv pip sync could not build the new environment: it failed to build "
+        "badpkg==1.0; your environment was not changed."
+    ), res.err
     details = message.split("uv says:", 1)[1].strip().splitlines()
     assert details[0] == "error: Failed to build `badpkg==1.0`", details
     assert "RuntimeError: this sdist cannot be built: cython_sources missing" in message
@@ -169,23 +202,27 @@ def _fix_command(fix: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_doctor_names_the_companion_release_that_moves_and_its_hint_works(make_venv, tmp_path: Path, cli,
-                                                                         venv_run) -> None:
+def test_doctor_names_the_companion_release_that_moves_and_its_hint_works(
+    make_venv, tmp_path: Path, cli, venv_run
+) -> None:
     env = make_venv(tmp_path / "envs" / "forests", ["tensorflow==2.18.0", "tensorflow-forests==1.11.0"])
     res = cli("doctor", env, "--json")
     doc = json.loads(res.out)
     (f,) = [f for f in doc["findings"] if f["id"] == "target-blocked"]
     assert f["title"] == "tensorflow-forests 1.11.0 does not allow tensorflow 2.21.0"
-    assert ("no release of tensorflow-forests on the index accepts 2.21.0; the newest tensorflow a release of it "
-            "accepts is 2.20.0: tensorflow-forests 1.12.0 (tensorflow==2.20.0)") in f["evidence"], f["evidence"]
+    assert (
+        "no release of tensorflow-forests on the index accepts 2.21.0; the newest tensorflow a release of it "
+        "accepts is 2.20.0: tensorflow-forests 1.12.0 (tensorflow==2.20.0)"
+    ) in f["evidence"], f["evidence"]
     args = _fix_command(f["fix"])
     assert args[:1] == ["upgrade"] and "--to" in args and args[args.index("--to") + 1] == "2.20.0", f["fix"]
     assert "2.18.0" not in f["fix"], "the installed TensorFlow is never the fix"
     # the hint, run as printed, gets past the block: TensorFlow and the companion move together
     done = cli(args[0], None, *args[1:], "--yes")
     assert done.code == 0, (done.out, done.err)
-    got = venv_run(env, "import tensorflow, tensorflow_forests; print(tensorflow.__version__, "
-                        "tensorflow_forests.__version__)")
+    got = venv_run(
+        env, "import tensorflow, tensorflow_forests; print(tensorflow.__version__, tensorflow_forests.__version__)"
+    )
     assert got.stdout.split() == ["2.20.0", "1.12.0"], got
 
 
@@ -194,8 +231,11 @@ def test_doctor_never_proposes_the_installed_tensorflow(make_venv, tmp_path: Pat
     env = make_venv(tmp_path / "envs" / "stuck", ["tensorflow==2.20.0", "tensorflow-forests==1.12.0"])
     doc = json.loads(cli("doctor", env, "--json").out)
     (f,) = [f for f in doc["findings"] if f["id"] == "target-blocked"]
-    assert any("no release of tensorflow-forests on the index accepts 2.21.0 or any tensorflow newer than the "
-               "installed 2.20.0" in e for e in f["evidence"]), f["evidence"]
+    assert any(
+        "no release of tensorflow-forests on the index accepts 2.21.0 or any tensorflow newer than the "
+        "installed 2.20.0" in e
+        for e in f["evidence"]
+    ), f["evidence"]
     assert "--to" not in f["fix"] and "uv pip uninstall" in f["fix"], f["fix"]
 
 
@@ -203,16 +243,15 @@ def test_doctor_never_proposes_the_installed_tensorflow(make_venv, tmp_path: Pat
 
 
 @pytest.mark.slow
-def test_a_numpy1_build_does_not_accept_numpy2_and_doctor_agrees_with_the_plan(make_venv, tmp_path: Path,
-                                                                               cli) -> None:
+def test_a_numpy1_build_does_not_accept_numpy2_and_doctor_agrees_with_the_plan(make_venv, tmp_path: Path, cli) -> None:
     # opencv-python 4.8.1.78 requires numpy>=... with no upper bound (three requirement lines, one per Python
     # range), but was built for NumPy 1 (the kit's cv2 dies under NumPy 2, as the real one does)
-    env = make_venv(tmp_path / "envs" / "cv", ["tensorflow-cpu==2.15.1", "opencv-python==4.8.1.78",
-                                               "numpy==1.24.3"])
+    env = make_venv(tmp_path / "envs" / "cv", ["tensorflow-cpu==2.15.1", "opencv-python==4.8.1.78", "numpy==1.24.3"])
     doc = json.loads(cli("doctor", env, "--to", "2.21.0", "--json").out)
     (f,) = [f for f in doc["findings"] if f["id"] == "dependency-moves"]
-    assert f["title"] == ("numpy must move 1.24.3 → 1.26.4 for tensorflow-cpu 2.21.0; opencv-python (built for "
-                          "NumPy 1) keeps it below 2"), f
+    assert f["title"] == (
+        "numpy must move 1.24.3 → 1.26.4 for tensorflow-cpu 2.21.0; opencv-python (built for NumPy 1) keeps it below 2"
+    ), f
     assert any("opencv-python 4.8.1.78 was built for NumPy 1" in e and "4.10.0.84" in e for e in f["evidence"])
     assert f["title"].count("opencv-python") == 1, "names are not repeated"
     # the plan takes what doctor said, and its pre-flight says the same
@@ -244,8 +283,18 @@ def test_numpy1_build_from_the_table_and_from_the_upload_date() -> None:
             self.when = when
 
         def files(self, name):
-            return [FileInfo("x.whl", "https://i/x.whl", Version("1.0"), None, False, True,
-                             frozenset({Tag("cp311", "cp311", "manylinux_2_17_x86_64")}), upload_time=self.when)]
+            return [
+                FileInfo(
+                    "x.whl",
+                    "https://i/x.whl",
+                    Version("1.0"),
+                    None,
+                    False,
+                    True,
+                    frozenset({Tag("cp311", "cp311", "manylinux_2_17_x86_64")}),
+                    upload_time=self.when,
+                )
+            ]
 
     release = {"version": "1.0", "wheel_tags": ["cp311-cp311-manylinux_2_17_x86_64"]}
     major, why = numpyabi.built_for(Ctx("2023-06-01T10:00:00Z"), "notlisted", release)
@@ -264,8 +313,18 @@ def test_upload_date_rule_needs_an_extension_that_imports_numpys_c_api(tmp_path:
 
     class Ctx:
         def files(self, name):
-            return [FileInfo("x.whl", "https://i/x.whl", Version("1.0"), None, False, True,
-                             frozenset({Tag("cp311", "cp311", "manylinux_2_17_x86_64")}), upload_time="2023-06-01Z")]
+            return [
+                FileInfo(
+                    "x.whl",
+                    "https://i/x.whl",
+                    Version("1.0"),
+                    None,
+                    False,
+                    True,
+                    frozenset({Tag("cp311", "cp311", "manylinux_2_17_x86_64")}),
+                    upload_time="2023-06-01Z",
+                )
+            ]
 
     site = tmp_path / "site-packages"
     info = site / "pkg-1.0.dist-info"
@@ -275,8 +334,12 @@ def test_upload_date_rule_needs_an_extension_that_imports_numpys_c_api(tmp_path:
     (site / "pkg" / "lib").mkdir()
     lib = site / "pkg" / "lib" / "libpkg.so"
     lib.write_bytes(b"\x7fELF" + b"\0" * 64 + b"XGBoosterCreate\0")  # a ctypes library: no NumPy C API
-    release = {"version": "1.0", "wheel_tags": ["cp311-cp311-manylinux_2_17_x86_64"], "path": str(info),
-               "site_dir": str(site)}
+    release = {
+        "version": "1.0",
+        "wheel_tags": ["cp311-cp311-manylinux_2_17_x86_64"],
+        "path": str(info),
+        "site_dir": str(site),
+    }
     assert numpyabi.uses_numpy_c_api(release) is False
     assert numpyabi.built_for(Ctx(), "notlisted", release) == (None, "")
     lib.write_bytes(b"\x7fELF" + b"\0" * 64 + b"_ARRAY_API\0PyArray_Type\0")  # an extension built on the C API
@@ -288,8 +351,9 @@ def test_upload_date_rule_needs_an_extension_that_imports_numpys_c_api(tmp_path:
 # --------------------------------------------------------------------------- what is checked
 
 
-def test_smoke_imports_are_the_real_top_level_modules_and_extras_are_dependencies(make_venv, tmp_path: Path,
-                                                                                  kit_env) -> None:
+def test_smoke_imports_are_the_real_top_level_modules_and_extras_are_dependencies(
+    make_venv, tmp_path: Path, kit_env
+) -> None:
     import tomllib
 
     from tests.kit import build_wheel
@@ -297,14 +361,28 @@ def test_smoke_imports_are_the_real_top_level_modules_and_extras_are_dependencie
     wheels = tmp_path / "wheels"
     # tf-models-official ships two top-level packages, `official` (its main one) and `orbit`; it pulls in etils with
     # its `epath` extra, which brings fsspec and zipp: those are dependencies, not packages the user asked for
-    build_wheel(wheels, "tf-models-official", "2.15.0", requires=["tensorflow-cpu>=2.15", "etils[epath]"],
-                modules={"official/__init__.py": "", "orbit/__init__.py": ""})
-    build_wheel(wheels, "etils", "1.5.2", requires=['fsspec; extra == "epath"', 'zipp; extra == "epath"'],
-                extras={"epath": ('fsspec', 'zipp')}, modules={"etils/__init__.py": ""})
+    build_wheel(
+        wheels,
+        "tf-models-official",
+        "2.15.0",
+        requires=["tensorflow-cpu>=2.15", "etils[epath]"],
+        modules={"official/__init__.py": "", "orbit/__init__.py": ""},
+    )
+    build_wheel(
+        wheels,
+        "etils",
+        "1.5.2",
+        requires=['fsspec; extra == "epath"', 'zipp; extra == "epath"'],
+        extras={"epath": ("fsspec", "zipp")},
+        modules={"etils/__init__.py": ""},
+    )
     build_wheel(wheels, "fsspec", "2024.2.0", modules={"fsspec/__init__.py": ""})
     build_wheel(wheels, "zipp", "3.17.0", modules={"zipp/__init__.py": ""})
-    env = make_venv(tmp_path / "envs" / "models", ["tensorflow-cpu==2.15.1", "tf-models-official==2.15.0"],
-                    extra_find_links=[wheels])
+    env = make_venv(
+        tmp_path / "envs" / "models",
+        ["tensorflow-cpu==2.15.1", "tf-models-official==2.15.0"],
+        extra_find_links=[wheels],
+    )
     out = tmp_path / "p.toml"
     res = run_cli(kit_env, "snapshot", "--env", env, "-o", out, cwd=tmp_path)
     assert res.code == 0, res.err
@@ -360,8 +438,9 @@ def test_doctor_lists_each_interpreter_once(tmp_path: Path) -> None:
     (root / "shims").mkdir()
     for shim in ("python", "python3", "python3.11"):
         (root / "shims" / shim).write_text("#!/bin/sh\n")
-    keys = {checks_target._real_interpreter(str(root / "shims" / s), "3.11.7") for s in ("python", "python3",
-                                                                                       "python3.11")}
+    keys = {
+        checks_target._real_interpreter(str(root / "shims" / s), "3.11.7") for s in ("python", "python3", "python3.11")
+    }
     assert keys == {os.path.realpath(real)}
     assert checks_target._real_interpreter(str(real), "3.11.7") == os.path.realpath(real)
 
@@ -382,16 +461,24 @@ def test_pre_flight_statements_agree_with_the_plan() -> None:
     from rebuild.doctor.findings import Move
 
     def moves():
-        return F.DEPENDENCY_MOVES.make("numpy must move 1.24.3 → 2.4.0 for tensorflow-cpu 2.21.0; scipy accepts it",
-                                       ["newest numpy every requirement accepts: 2.4.0"], "moves it",
-                                       fixed_by_rebuild=True, move=Move("numpy", "1.24.3", str(Version("2.4.0"))))
+        return F.DEPENDENCY_MOVES.make(
+            "numpy must move 1.24.3 → 2.4.0 for tensorflow-cpu 2.21.0; scipy accepts it",
+            ["newest numpy every requirement accepts: 2.4.0"],
+            "moves it",
+            fixed_by_rebuild=True,
+            move=Move("numpy", "1.24.3", str(Version("2.4.0"))),
+        )
 
-    conflict = F.DEPENDENCY_CONFLICT.make("capnum 1.0 and tensorflow-cpu 2.21.0 need incompatible versions of numpy",
-                                          [], "upgrade capnum too: `tfrebuild upgrade --env e --to 2.21.0 --strategy "
-                                          "eager`, or choose an older --to")
+    conflict = F.DEPENDENCY_CONFLICT.make(
+        "capnum 1.0 and tensorflow-cpu 2.21.0 need incompatible versions of numpy",
+        [],
+        "upgrade capnum too: `tfrebuild upgrade --env e --to 2.21.0 --strategy eager`, or choose an older --to",
+    )
     # the plan took numpy 1.26.4: the statement says so (not the 2.4.0 doctor would have guessed)
     (f,) = judge.agree([moves()], {"numpy": "1.26.4"})
-    assert f.title.startswith("numpy must move 1.24.3 → 1.26.4 for") and "the resolution takes numpy 1.26.4" in f.evidence
+    assert (
+        f.title.startswith("numpy must move 1.24.3 → 1.26.4 for") and "the resolution takes numpy 1.26.4" in f.evidence
+    )
     # the plan took what doctor said: the statement stands as doctor made it (its evidence not rewritten)
     (same,) = judge.agree([moves()], {"numpy": "2.4.0"})
     assert same.evidence == ["newest numpy every requirement accepts: 2.4.0"], same.evidence
@@ -414,8 +501,9 @@ def test_apply_keeps_the_log_its_failure_names(make_venv, tmp_path: Path, kit_en
     data.setdefault("smoke", {})["imports"] = ["six", "not_a_module_anywhere"]
     profile.write_text(tomli_w.dumps(data))
     target = tmp_path / "new" / "venv"
-    res = run_cli(kit_env, "apply", profile, "--env", target, "--offline", "--find-links", kit_index, "--yes",
-                  cwd=tmp_path)
+    res = run_cli(
+        kit_env, "apply", profile, "--env", target, "--offline", "--find-links", kit_index, "--yes", cwd=tmp_path
+    )
     assert res.code == 1 and "failed its checks" in res.err, res.err
     assert "No module named 'not_a_module_anywhere'" in res.err
     assert not target.exists() and not (target.parent / ".venv.tfrebuild").exists()

@@ -46,8 +46,15 @@ def environ() -> dict[str, str]:
 
 
 def run(cmd: list, cwd: Path, timeout: float = 1800) -> subprocess.CompletedProcess:
-    proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=environ(), cwd=cwd,
-                          stdin=subprocess.DEVNULL, timeout=timeout)
+    proc = subprocess.run(
+        [str(c) for c in cmd],
+        capture_output=True,
+        text=True,
+        env=environ(),
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        timeout=timeout,
+    )
     if proc.returncode != 0:
         pytest.fail(f"{' '.join(map(str, cmd))} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}", pytrace=False)
     return proc
@@ -55,8 +62,9 @@ def run(cmd: list, cwd: Path, timeout: float = 1800) -> subprocess.CompletedProc
 
 def requires_of(pip: Path, requirement: str, cwd: Path) -> tuple[str, list[str]]:
     """(version, Requires-Dist) of the release pip picks for ``requirement``, read from the index by pip itself."""
-    report = run([pip, "install", "--dry-run", "--no-deps", "--ignore-installed", "--quiet", "--report", "-",
-                  requirement], cwd)
+    report = run(
+        [pip, "install", "--dry-run", "--no-deps", "--ignore-installed", "--quiet", "--report", "-", requirement], cwd
+    )
     (item,) = json.loads(report.stdout)["install"]
     return item["metadata"]["version"], list(item["metadata"].get("requires_dist") or [])
 

@@ -91,8 +91,14 @@ def cli(kit_env: dict[str, str], kit_index: Path, tmp_path: Path) -> Callable[..
     removes variables from ``kit_env`` (e.g. ``UV_FIND_LINKS`` to hide the kit index).
     """
 
-    def _run(command: str, env: Path | str, *args: str, find_links: list[Path] | None = None,
-             fault: str | None = None, drop: tuple[str, ...] = ()) -> Run:
+    def _run(
+        command: str,
+        env: Path | str,
+        *args: str,
+        find_links: list[Path] | None = None,
+        fault: str | None = None,
+        drop: tuple[str, ...] = (),
+    ) -> Run:
         links = [arg for folder in find_links or [kit_index] for arg in ("--find-links", folder)]
         overrides = {**{key: None for key in drop}, "TFREBUILD_FAULT": fault or None}
         return run_cli(kit_env, command, "--env", env, "--offline", *links, *args, overrides=overrides, cwd=tmp_path)
@@ -184,8 +190,11 @@ def test_pip_made_env_with_absolute_shebangs(make_venv, tmp_path: Path, cli, kit
     assert res.code == 0, res.err
     assert res.json()["generation"] == 2
 
-    run = lambda *cmd: subprocess.run([str(c) for c in cmd], env=dict(kit_env), capture_output=True,  # noqa: E731
-                                      text=True, timeout=60, cwd=tmp_path)
+    def run(*cmd):
+        return subprocess.run(
+            [str(c) for c in cmd], env=dict(kit_env), capture_output=True, text=True, timeout=60, cwd=tmp_path
+        )
+
     proc = run(env / "bin" / "saved_model_cli")
     assert proc.returncode == 0, proc.stderr
     assert "fake tensorflow 2.18.0" in proc.stdout
@@ -209,7 +218,8 @@ def broken_index(tmp_path_factory, kit_index: Path) -> Path:
     (good,) = [r for r in releases("tensorflow-cpu") if r.version == "2.21.0"]
     modules = dict(good.modules)
     modules["tensorflow/__init__.py"] = (
-        'raise ImportError("fake broken tensorflow: libtensorflow_framework.so.2: cannot open shared object file")\n')
+        'raise ImportError("fake broken tensorflow: libtensorflow_framework.so.2: cannot open shared object file")\n'
+    )
     dataclasses.replace(good, modules=modules).build(dest)
     return dest
 
@@ -218,8 +228,9 @@ def test_failing_smoke_check_leaves_the_env_untouched(classic: Path, cli, broken
     env = classic
     before = tree_state(env)
     # Hide the kit index (kit_env's UV_FIND_LINKS) so only the broken tensorflow-cpu 2.21.0 exists.
-    res = cli("upgrade", env, "--to", "2.21.0", "--yes", find_links=[broken_index],
-              drop=("UV_FIND_LINKS", "PIP_FIND_LINKS"))
+    res = cli(
+        "upgrade", env, "--to", "2.21.0", "--yes", find_links=[broken_index], drop=("UV_FIND_LINKS", "PIP_FIND_LINKS")
+    )
     assert res.code == 1, (res.out, res.err)
     assert "error:" in res.err and "hint:" in res.err
     assert "failed its checks before the swap" in res.err
@@ -265,14 +276,16 @@ def test_next_upgrade_recovers_from_a_kill_before_the_swap(point: str, classic: 
 # --------------------------------------------------------------------------- kills around the swap
 
 
-@pytest.mark.parametrize("point, at_env", [
-    ("upgrade.journal-written", "2.15.1"),
-    ("upgrade.swapped", "2.18.0"),
-    ("upgrade.old-moved", "2.18.0"),
-    ("upgrade.recorded", "2.18.0"),
-])
-def test_kill_around_the_swap_leaves_one_complete_env(point: str, at_env: str, classic: Path, cli,
-                                                      venv_run) -> None:
+@pytest.mark.parametrize(
+    "point, at_env",
+    [
+        ("upgrade.journal-written", "2.15.1"),
+        ("upgrade.swapped", "2.18.0"),
+        ("upgrade.old-moved", "2.18.0"),
+        ("upgrade.recorded", "2.18.0"),
+    ],
+)
+def test_kill_around_the_swap_leaves_one_complete_env(point: str, at_env: str, classic: Path, cli, venv_run) -> None:
     env = classic
     res = cli("upgrade", env, "--to", "2.18", "--yes", fault=point)
     assert res.code == -9, (res.out, res.err)
@@ -332,8 +345,13 @@ HOLDER = textwrap.dedent("""
 def test_concurrent_upgrade_is_refused_at_once(classic: Path, cli, kit_env: dict[str, str]) -> None:
     env = classic
     before = tree_state(env)
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(env)], env=dict(kit_env), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(env)],
+        env=dict(kit_env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         ready, _, _ = select.select([holder.stdout], [], [], 30)
         assert ready, "the lock holder did not start"
@@ -381,11 +399,14 @@ def test_nothing_to_do(make_venv, tmp_path: Path, cli) -> None:
 # --------------------------------------------------------------------------- bad input
 
 
-@pytest.mark.parametrize("args, fragment", [
-    (["--to", "9.9"], "No tensorflow-cpu release matches --to 9.9"),
-    (["--to", "banana"], "'banana' is not a TensorFlow version"),
-    (["--to", "2.18", "--strategy", "weird"], "Unknown strategy"),
-])
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--to", "9.9"], "No tensorflow-cpu release matches --to 9.9"),
+        (["--to", "banana"], "'banana' is not a TensorFlow version"),
+        (["--to", "2.18", "--strategy", "weird"], "Unknown strategy"),
+    ],
+)
 def test_bad_target(args: list[str], fragment: str, classic: Path, cli) -> None:
     env = classic
     before = tree_state(env)

@@ -33,8 +33,9 @@ def _declared_uv() -> Requirement:
 
 def _wheel(folder: Path, name: str, version: str, requires: list[str] = ()) -> None:
     dist = f"{name}-{version}.dist-info"
-    meta = "".join([f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
-                    *(f"Requires-Dist: {r}\n" for r in requires)])
+    meta = "".join(
+        [f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n", *(f"Requires-Dist: {r}\n" for r in requires)]
+    )
     with zipfile.ZipFile(folder / f"{name}-{version}-py3-none-any.whl", "w") as zf:
         zf.writestr(f"{name}/__init__.py", "")
         zf.writestr(f"{dist}/METADATA", meta)
@@ -43,14 +44,22 @@ def _wheel(folder: Path, name: str, version: str, requires: list[str] = ()) -> N
 
 
 def _inputs(folder: Path, tmp_path: Path) -> resolve.Inputs:
-    return resolve.Inputs(python=Path(sys.executable), tf_distribution="alpha", requested=[], pins={},
-                          index=Index(no_index=True, find_links=[str(folder)]), offline=True,
-                          log=tmp_path / "uv.log")
+    return resolve.Inputs(
+        python=Path(sys.executable),
+        tf_distribution="alpha",
+        requested=[],
+        pins={},
+        index=Index(no_index=True, find_links=[str(folder)]),
+        offline=True,
+        log=tmp_path / "uv.log",
+    )
 
 
 def _advice(what: str) -> str:
-    return (f"\nuv at {uvcmd.uv_bin()} ({uvcmd.version()}) {what}. tfrebuild is tested with "
-            f"{_declared_uv()}: adapt the parsing named above, then widen the bound in pyproject.toml.")
+    return (
+        f"\nuv at {uvcmd.uv_bin()} ({uvcmd.version()}) {what}. tfrebuild is tested with "
+        f"{_declared_uv()}: adapt the parsing named above, then widen the bound in pyproject.toml."
+    )
 
 
 def test_uv_version_is_in_the_declared_range():
@@ -62,7 +71,8 @@ def test_uv_version_is_in_the_declared_range():
     found = Version(text.split()[1])
     assert declared.specifier.contains(found, prereleases=True), (
         f"uv {found} at {uvcmd.uv_bin()} is outside the tested range {declared}; run tests/test_uv_compat.py "
-        "and the plan/apply tests with it, then move the bound in pyproject.toml")
+        "and the plan/apply tests with it, then move the bound in pyproject.toml"
+    )
 
 
 def test_uv_compile_output_is_what_resolve_parses(tmp_path):
@@ -73,12 +83,15 @@ def test_uv_compile_output_is_what_resolve_parses(tmp_path):
     _wheel(folder, "beta", "2.0")
     inputs = _inputs(folder, tmp_path)
     assert resolve.find_target(inputs, resolve.parse_target("latest")) == "1.0", _advice(
-        "printed no `alpha==1.0` line for resolve.find_target")
+        "printed no `alpha==1.0` line for resolve.find_target"
+    )
     got = resolve.resolve(inputs, "1.0")
     assert got.pins == {"alpha": "1.0", "beta": "2.0"}, _advice(
-        "wrote `name==version` lines resolve._parse_requirements_output does not read")
+        "wrote `name==version` lines resolve._parse_requirements_output does not read"
+    )
     assert got.via == {"alpha": ["(requested)"], "beta": ["alpha"]}, _advice(
-        "annotated `# via` (--annotation-style split) differently from what resolve._parse_requirements_output reads")
+        "annotated `# via` (--annotation-style split) differently from what resolve._parse_requirements_output reads"
+    )
     lock = lockfile.parse_lock(got.pylock, "uv's pylock")
     assert lock.pins() == got.pins and lock.all_hashed, _advice("wrote a pylock lockfile.parse_lock reads otherwise")
 
@@ -92,11 +105,13 @@ def test_uv_unsatisfiable_explanation_names_the_packages(tmp_path):
         resolve.resolve(_inputs(folder, tmp_path), "1.0")
     text = failed.value.explanation.lower()
     assert "alpha" in text and "beta" in text, _advice(
-        f"explained a conflict without naming its packages (plan.conflict_error looks for them): {text!r}")
+        f"explained a conflict without naming its packages (plan.conflict_error looks for them): {text!r}"
+    )
     assert "no solution found" in text, _advice(f"words an unsatisfiable resolution differently: {text!r}")
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(resolve.ResolutionFailed) as missing:
         resolve.find_target(_inputs(empty, tmp_path), resolve.parse_target("2.18"))
     assert "alpha" in missing.value.explanation.lower(), _advice(
-        f"explained a missing package without naming it: {missing.value.explanation!r}")
+        f"explained a missing package without naming it: {missing.value.explanation!r}"
+    )

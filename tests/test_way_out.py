@@ -57,8 +57,18 @@ def test_apply_into_a_new_path_killed_before_its_rename_is_undone_by(next_comman
     profile = tmp_path / "foreign.toml"
     profile.write_text((state_of(source) / "generations" / "1" / "profile.toml").read_text())
     target = tmp_path / "new" / "venv"
-    run = tfr(kit_env, "apply", profile, "--env", target, "--offline", "--find-links", kit_index, "--yes",
-              TFREBUILD_FAULT="apply.built")
+    run = tfr(
+        kit_env,
+        "apply",
+        profile,
+        "--env",
+        target,
+        "--offline",
+        "--find-links",
+        kit_index,
+        "--yes",
+        TFREBUILD_FAULT="apply.built",
+    )
     assert run.code == -signal.SIGKILL, str(run)
     assert not os.path.lexists(target) and (state_of(target) / "journal.json").exists()
     args = {"status": ["status", "--json"], "history": ["history", "--json"], "gc": ["gc", "--dry-run", "--json"]}
@@ -96,8 +106,14 @@ def test_unreadable_generation_is_reported_as_unreadable_with_its_owner(tmp_path
         as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m", "rebuild"]
         env = {**os.environ, "HOME": str(base)}
         for args in (["history"], ["gc", "--dry-run"], ["rollback", "--to", "2", "--yes"], ["history", "--json"]):
-            p = subprocess.run([*as_nobody, *args, "--env", str(store.env)], capture_output=True, text=True,
-                               cwd=ROOT, env=env, timeout=120)
+            p = subprocess.run(
+                [*as_nobody, *args, "--env", str(store.env)],
+                capture_output=True,
+                text=True,
+                cwd=ROOT,
+                env=env,
+                timeout=120,
+            )
             text = p.stdout + p.stderr
             assert "Traceback" not in text, text
             assert "permission denied" in text.lower() and "belongs to root" in text, (args, text)

@@ -38,73 +38,158 @@ def _choice(kind: type[Choice], default: Choice, *names: str, help: str):
 
 def _given(option: str, url: bool = False):
     """A parser that refuses an empty value (and, with ``url``, a malformed index URL) before the command runs."""
+
     def parse(value):
         text = str(value)
         if not text.strip():
-            raise UserError(f"{option} was given an empty value.",
-                            f"Give {option} a value, or leave the option out to use the default.")
+            raise UserError(
+                f"{option} was given an empty value.",
+                f"Give {option} a value, or leave the option out to use the default.",
+            )
         if url:
             from rebuild.index import config as indexconf
 
             problem = indexconf.malformed(text)
             if problem:
-                raise UserError(f"{option} '{indexconf.redact(text)}' is not usable: {problem}.",
-                                f"Give {option} an http://, https:// or file:// URL, e.g. {option} "
-                                "https://pypi.org/simple.")
+                raise UserError(
+                    f"{option} '{indexconf.redact(text)}' is not usable: {problem}.",
+                    f"Give {option} an http://, https:// or file:// URL, e.g. {option} https://pypi.org/simple.",
+                )
         return value
+
     return parse
 
 
 # Each option once; the commands share these objects.
-EnvOpt = typer.Option(None, "--env", "-e", help="Environment folder or interpreter (default: $VIRTUAL_ENV, else ./.venv).")
+EnvOpt = typer.Option(
+    None, "--env", "-e", help="Environment folder or interpreter (default: $VIRTUAL_ENV, else ./.venv)."
+)
 JsonOpt = typer.Option(False, "--json", help="Print one machine-readable JSON document.")
 YesOpt = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation.")
 SwapForceOpt = typer.Option(False, "--force", help="Swap even while processes run from the env.")
-UpgradeForceOpt = typer.Option(False, "--force", help="Go ahead despite what upgrade otherwise refuses: processes "
-                               "running from the env; a tool tfrebuild does not drive owning it (Poetry, requirement "
-                               "files, conda: the env is upgraded alone); project files edited since tfrebuild last "
-                               "wrote them.")
-RollbackForceOpt = typer.Option(False, "--force", help="Go ahead despite what rollback otherwise refuses: processes "
-                                "running from the env; project files edited since tfrebuild last wrote them (under "
-                                "--yes; they are saved first).")
+UpgradeForceOpt = typer.Option(
+    False,
+    "--force",
+    help="Go ahead despite what upgrade otherwise refuses: processes "
+    "running from the env; a tool tfrebuild does not drive owning it (Poetry, requirement "
+    "files, conda: the env is upgraded alone); project files edited since tfrebuild last "
+    "wrote them.",
+)
+RollbackForceOpt = typer.Option(
+    False,
+    "--force",
+    help="Go ahead despite what rollback otherwise refuses: processes "
+    "running from the env; project files edited since tfrebuild last wrote them (under "
+    "--yes; they are saved first).",
+)
 NoCompileOpt = typer.Option(False, "--no-compile", help="Do not compile bytecode in the new env.")
-ToOpt = typer.Option("latest", "--to", parser=_given("--to"), metavar="<target>", help="Target: latest, X.Y (newest X.Y.*) or X.Y.Z.")
+ToOpt = typer.Option(
+    "latest", "--to", parser=_given("--to"), metavar="<target>", help="Target: latest, X.Y (newest X.Y.*) or X.Y.Z."
+)
 ProfileOpt = typer.Option(None, "--profile", help="Take requested packages and \\[constraints] from this profile.")
-PythonOpt = typer.Option(None, "--python", parser=_given("--python"), metavar="<python>", help="Build the new env on this Python (3.12, a path, or auto: the "
-                         "newest installed Python the target supports).")
-StrategyOpt = _choice(Strategy, Strategy.MINIMAL, "--strategy",
-                      help="minimal: move as little as possible; eager: newest of everything.")
+PythonOpt = typer.Option(
+    None,
+    "--python",
+    parser=_given("--python"),
+    metavar="<python>",
+    help="Build the new env on this Python (3.12, a path, or auto: the newest installed Python the target supports).",
+)
+StrategyOpt = _choice(
+    Strategy, Strategy.MINIMAL, "--strategy", help="minimal: move as little as possible; eager: newest of everything."
+)
 PreOpt = typer.Option(False, "--pre", help="Allow pre-releases (e.g. tf-nightly).")
-IndexOpt = typer.Option(None, "--index-url", parser=_given("--index-url", url=True), metavar="<url>", help="Package index to use instead of the configured one.")
-ExtraIndexOpt = typer.Option(None, "--extra-index-url", parser=_given("--extra-index-url", url=True), metavar="<url>", help="Additional package index (repeatable).")
-FindLinksOpt = typer.Option(None, "--find-links", "-f", parser=_given("--find-links"), metavar="<path>", help="Folder of wheels to use (repeatable).")
-BuildConstraintOpt = typer.Option(None, "--build-constraint", help="Constraints file for the build dependencies "
-                                  "of sdists uv builds (as UV_BUILD_CONSTRAINT, which is read too).")
-ConstraintOpt = typer.Option(None, "--constraint", "-c", help="Constraints file for resolving, on top of pip's and "
-                             "uv's configured ones (repeatable); recorded in the new generation's profile.")
+IndexOpt = typer.Option(
+    None,
+    "--index-url",
+    parser=_given("--index-url", url=True),
+    metavar="<url>",
+    help="Package index to use instead of the configured one.",
+)
+ExtraIndexOpt = typer.Option(
+    None,
+    "--extra-index-url",
+    parser=_given("--extra-index-url", url=True),
+    metavar="<url>",
+    help="Additional package index (repeatable).",
+)
+FindLinksOpt = typer.Option(
+    None,
+    "--find-links",
+    "-f",
+    parser=_given("--find-links"),
+    metavar="<path>",
+    help="Folder of wheels to use (repeatable).",
+)
+BuildConstraintOpt = typer.Option(
+    None,
+    "--build-constraint",
+    help="Constraints file for the build dependencies of sdists uv builds (as UV_BUILD_CONSTRAINT, which is read too).",
+)
+ConstraintOpt = typer.Option(
+    None,
+    "--constraint",
+    "-c",
+    help="Constraints file for resolving, on top of pip's and "
+    "uv's configured ones (repeatable); recorded in the new generation's profile.",
+)
 OfflineOpt = typer.Option(False, "--offline", help="No network: use only --find-links folders and uv's cache.")
 AllowDownloadOpt = typer.Option(False, "--allow-python-download", help="Let uv download a missing Python.")
-GpuOpt = _choice(Gpu, Gpu.AUTO, "--gpu", help="cuda: tensorflow\\[and-cuda] (Linux x86_64); cpu: tensorflow-cpu; "
-                 "auto: CUDA when nvidia-smi sees a GPU, else keep the env's variant.")
-CheckOpt = _choice(PathCheck, PathCheck.VERSIONS, "--check", help="What runs at the env's path after the swap: "
-                   "versions (default: the checked tree, its interpreter starts there and reports the expected "
-                   "versions; TensorFlow's import was proven in the new env before the swap, or at this path "
-                   "before a rollback), or import (TensorFlow imports and computes there too: seconds).")
-KerasOpt = _choice(Keras, Keras.AUTO, "--keras", help="legacy: keep Keras 2 via tf-keras (TF_USE_LEGACY_KERAS=1); "
-                   "3: Keras 3; auto: keep what the env uses.")
-AllowSourcesOpt = typer.Option(False, "--allow-sources", help="Accept a profile from elsewhere although it names "
-                               "packages from outside an index (editable, path, vcs, url), and let uv build sdists "
-                               "for it.")
-AllowCommandsOpt = typer.Option(False, "--allow-commands", help="Run a profile's \\[smoke].commands and load its "
-                                "\\[\\[smoke.models]] (loading a model can run code) although tfrebuild did not "
-                                "write the profile for this env.")
-AllowIndexOpt = typer.Option(False, "--allow-index", help="Accept a profile from elsewhere although it names package "
-                             "locations this machine is not configured with.")
-ModelOpt = typer.Option(None, "--model", parser=_given("--model"), metavar="<path>", help="A saved model (.keras, .h5, SavedModel "
-                        "folder, .tflite) that must load and answer the same in the new env before the swap "
-                        "(repeatable; kept in the profile's \\[\\[smoke.models]]).")
-FormatOpt = _choice(ExportFormat, ExportFormat.PYLOCK, "--format", help="pylock (PEP 751 pylock.toml) or "
-                    "requirements (requirements.txt with hashes).")
+GpuOpt = _choice(
+    Gpu,
+    Gpu.AUTO,
+    "--gpu",
+    help="cuda: tensorflow\\[and-cuda] (Linux x86_64); cpu: tensorflow-cpu; "
+    "auto: CUDA when nvidia-smi sees a GPU, else keep the env's variant.",
+)
+CheckOpt = _choice(
+    PathCheck,
+    PathCheck.VERSIONS,
+    "--check",
+    help="What runs at the env's path after the swap: "
+    "versions (default: the checked tree, its interpreter starts there and reports the expected "
+    "versions; TensorFlow's import was proven in the new env before the swap, or at this path "
+    "before a rollback), or import (TensorFlow imports and computes there too: seconds).",
+)
+KerasOpt = _choice(
+    Keras,
+    Keras.AUTO,
+    "--keras",
+    help="legacy: keep Keras 2 via tf-keras (TF_USE_LEGACY_KERAS=1); 3: Keras 3; auto: keep what the env uses.",
+)
+AllowSourcesOpt = typer.Option(
+    False,
+    "--allow-sources",
+    help="Accept a profile from elsewhere although it names "
+    "packages from outside an index (editable, path, vcs, url), and let uv build sdists "
+    "for it.",
+)
+AllowCommandsOpt = typer.Option(
+    False,
+    "--allow-commands",
+    help="Run a profile's \\[smoke].commands and load its "
+    "\\[\\[smoke.models]] (loading a model can run code) although tfrebuild did not "
+    "write the profile for this env.",
+)
+AllowIndexOpt = typer.Option(
+    False,
+    "--allow-index",
+    help="Accept a profile from elsewhere although it names package locations this machine is not configured with.",
+)
+ModelOpt = typer.Option(
+    None,
+    "--model",
+    parser=_given("--model"),
+    metavar="<path>",
+    help="A saved model (.keras, .h5, SavedModel "
+    "folder, .tflite) that must load and answer the same in the new env before the swap "
+    "(repeatable; kept in the profile's \\[\\[smoke.models]]).",
+)
+FormatOpt = _choice(
+    ExportFormat,
+    ExportFormat.PYLOCK,
+    "--format",
+    help="pylock (PEP 751 pylock.toml) or requirements (requirements.txt with hashes).",
+)
 
 
 def _version(value: bool) -> None:
@@ -115,7 +200,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
+    ),
 ) -> None:
     """tfrebuild: never upgrade TensorFlow in place again."""
     import os
@@ -157,16 +244,20 @@ def _run(as_json: bool, work, show) -> None:
 
 def _asking(progress: render.Progress, preview):
     """``preview(result) -> bool`` as a confirm callback that stops the live status before it asks."""
+
     def confirm(result) -> bool:
         progress.pause()
         return preview(terminal(), result)
+
     return confirm
 
 
 @app.command()
 def snapshot(
     env: Optional[Path] = EnvOpt,
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Profile file (default: profiles/<env name>.toml)."),
+    output: Optional[Path] = typer.Option(
+        None, "--output", "-o", help="Profile file (default: profiles/<env name>.toml)."
+    ),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing profile file."),
     as_json: bool = JsonOpt,
 ) -> None:
@@ -185,14 +276,23 @@ def _links(find_links) -> list[str]:
 
 @app.command()
 def plan(
-    env: Optional[Path] = EnvOpt, to: str = ToOpt, profile: Optional[Path] = ProfileOpt,
-    python: Optional[str] = PythonOpt, strategy: Strategy = StrategyOpt, pre: bool = PreOpt,
-    index_url: Optional[str] = IndexOpt, extra_index_url: Optional[list[str]] = ExtraIndexOpt,
-    find_links: Optional[list[str]] = FindLinksOpt, constraint: Optional[list[Path]] = ConstraintOpt,
+    env: Optional[Path] = EnvOpt,
+    to: str = ToOpt,
+    profile: Optional[Path] = ProfileOpt,
+    python: Optional[str] = PythonOpt,
+    strategy: Strategy = StrategyOpt,
+    pre: bool = PreOpt,
+    index_url: Optional[str] = IndexOpt,
+    extra_index_url: Optional[list[str]] = ExtraIndexOpt,
+    find_links: Optional[list[str]] = FindLinksOpt,
+    constraint: Optional[list[Path]] = ConstraintOpt,
     build_constraint: Optional[list[Path]] = BuildConstraintOpt,
     offline: bool = OfflineOpt,
-    allow_python_download: bool = AllowDownloadOpt, keras: Keras = KerasOpt, gpu: Gpu = GpuOpt,
-    allow_sources: bool = AllowSourcesOpt, as_json: bool = JsonOpt,
+    allow_python_download: bool = AllowDownloadOpt,
+    keras: Keras = KerasOpt,
+    gpu: Gpu = GpuOpt,
+    allow_sources: bool = AllowSourcesOpt,
+    as_json: bool = JsonOpt,
 ) -> None:
     """Dry run: resolve the upgrade with uv and show what would change. Changes nothing.
 
@@ -200,12 +300,24 @@ def plan(
     """
     from rebuild.core import plan as planning
 
-    opts = planning.Options(env=env, to=to, profile=profile, python=python, strategy=strategy, pre=pre,
-                            index_url=index_url, extra_index_urls=extra_index_url or [],
-                            find_links=_links(find_links), constraints=_links(constraint), offline=offline,
-                            build_constraints=_links(build_constraint),
-                            allow_python_download=allow_python_download, keras=keras, gpu=gpu,
-                            allow_sources=allow_sources)
+    opts = planning.Options(
+        env=env,
+        to=to,
+        profile=profile,
+        python=python,
+        strategy=strategy,
+        pre=pre,
+        index_url=index_url,
+        extra_index_urls=extra_index_url or [],
+        find_links=_links(find_links),
+        constraints=_links(constraint),
+        offline=offline,
+        build_constraints=_links(build_constraint),
+        allow_python_download=allow_python_download,
+        keras=keras,
+        gpu=gpu,
+        allow_sources=allow_sources,
+    )
 
     def work():
         from rebuild.commands import plan as planning_verb
@@ -218,17 +330,33 @@ def plan(
 
 @app.command()
 def upgrade(
-    env: Optional[Path] = EnvOpt, to: str = ToOpt, profile: Optional[Path] = ProfileOpt,
-    python: Optional[str] = PythonOpt, strategy: Strategy = StrategyOpt, pre: bool = PreOpt,
-    index_url: Optional[str] = IndexOpt, extra_index_url: Optional[list[str]] = ExtraIndexOpt,
-    find_links: Optional[list[str]] = FindLinksOpt, constraint: Optional[list[Path]] = ConstraintOpt,
+    env: Optional[Path] = EnvOpt,
+    to: str = ToOpt,
+    profile: Optional[Path] = ProfileOpt,
+    python: Optional[str] = PythonOpt,
+    strategy: Strategy = StrategyOpt,
+    pre: bool = PreOpt,
+    index_url: Optional[str] = IndexOpt,
+    extra_index_url: Optional[list[str]] = ExtraIndexOpt,
+    find_links: Optional[list[str]] = FindLinksOpt,
+    constraint: Optional[list[Path]] = ConstraintOpt,
     build_constraint: Optional[list[Path]] = BuildConstraintOpt,
-    offline: bool = OfflineOpt, no_compile: bool = NoCompileOpt,
-    allow_python_download: bool = AllowDownloadOpt, keras: Keras = KerasOpt, gpu: Gpu = GpuOpt,
-    yes: bool = YesOpt, force: bool = UpgradeForceOpt, allow_sources: bool = AllowSourcesOpt,
-    allow_commands: bool = AllowCommandsOpt, check: PathCheck = CheckOpt, as_json: bool = JsonOpt,
-    allow_downgrade: bool = typer.Option(False, "--allow-downgrade", help="With --yes: go on although the plan "
-                                         "moves a package you requested to an older version."),
+    offline: bool = OfflineOpt,
+    no_compile: bool = NoCompileOpt,
+    allow_python_download: bool = AllowDownloadOpt,
+    keras: Keras = KerasOpt,
+    gpu: Gpu = GpuOpt,
+    yes: bool = YesOpt,
+    force: bool = UpgradeForceOpt,
+    allow_sources: bool = AllowSourcesOpt,
+    allow_commands: bool = AllowCommandsOpt,
+    check: PathCheck = CheckOpt,
+    as_json: bool = JsonOpt,
+    allow_downgrade: bool = typer.Option(
+        False,
+        "--allow-downgrade",
+        help="With --yes: go on although the plan moves a package you requested to an older version.",
+    ),
     model: Optional[list[str]] = ModelOpt,
 ) -> None:
     """Build the upgraded env beside the old one, check it, swap it in atomically.
@@ -240,12 +368,31 @@ def upgrade(
     from rebuild.commands import upgrade as upgrading
     from rebuild.core.plan import Options
 
-    opts = Options(env=env, to=to, profile=profile, python=python, strategy=strategy, pre=pre, index_url=index_url,
-                   extra_index_urls=extra_index_url or [], find_links=_links(find_links),
-                   constraints=_links(constraint), offline=offline, no_compile=no_compile, yes=yes, force=force, allow_python_download=allow_python_download,
-                   build_constraints=_links(build_constraint),
-                   keras=keras, gpu=gpu, allow_sources=allow_sources, allow_commands=allow_commands, check=check,
-                   allow_downgrade=allow_downgrade, models=list(model or []))
+    opts = Options(
+        env=env,
+        to=to,
+        profile=profile,
+        python=python,
+        strategy=strategy,
+        pre=pre,
+        index_url=index_url,
+        extra_index_urls=extra_index_url or [],
+        find_links=_links(find_links),
+        constraints=_links(constraint),
+        offline=offline,
+        no_compile=no_compile,
+        yes=yes,
+        force=force,
+        allow_python_download=allow_python_download,
+        build_constraints=_links(build_constraint),
+        keras=keras,
+        gpu=gpu,
+        allow_sources=allow_sources,
+        allow_commands=allow_commands,
+        check=check,
+        allow_downgrade=allow_downgrade,
+        models=list(model or []),
+    )
 
     def work():
         with terminal().progress(enabled=not as_json) as progress:
@@ -257,9 +404,14 @@ def upgrade(
 
 @app.command()
 def doctor(
-    env: Optional[Path] = EnvOpt, to: str = ToOpt, pre: bool = PreOpt,
-    index_url: Optional[str] = IndexOpt, extra_index_url: Optional[list[str]] = ExtraIndexOpt,
-    find_links: Optional[list[str]] = FindLinksOpt, offline: bool = OfflineOpt, as_json: bool = JsonOpt,
+    env: Optional[Path] = EnvOpt,
+    to: str = ToOpt,
+    pre: bool = PreOpt,
+    index_url: Optional[str] = IndexOpt,
+    extra_index_url: Optional[list[str]] = ExtraIndexOpt,
+    find_links: Optional[list[str]] = FindLinksOpt,
+    offline: bool = OfflineOpt,
+    as_json: bool = JsonOpt,
 ) -> None:
     """Explain what is wrong with an env and why its upgrade is blocked. Changes nothing.
 
@@ -272,8 +424,17 @@ def doctor(
     found = []
 
     def work():
-        found.append(doc.run(env, to=to, index_url=index_url, extra_index_urls=list(extra_index_url or []),
-                             find_links=_links(find_links), offline=offline, pre=pre))
+        found.append(
+            doc.run(
+                env,
+                to=to,
+                index_url=index_url,
+                extra_index_urls=list(extra_index_url or []),
+                find_links=_links(find_links),
+                offline=offline,
+                pre=pre,
+            )
+        )
         return found[0]
 
     _run(as_json, work, render.doctor)
@@ -310,9 +471,13 @@ def rollback(
     """
     from rebuild.commands import generations
 
-    _run(as_json, lambda: generations.rollback(env, to, yes=yes, force=force, confirm=_tty_confirm(as_json),
-                                                     deep=check == PathCheck.IMPORT),
-         render.rollback)
+    _run(
+        as_json,
+        lambda: generations.rollback(
+            env, to, yes=yes, force=force, confirm=_tty_confirm(as_json), deep=check == PathCheck.IMPORT
+        ),
+        render.rollback,
+    )
 
 
 @app.command()
@@ -345,8 +510,12 @@ def diff(
 @app.command()
 def gc(
     env: Optional[Path] = EnvOpt,
-    keep: int = typer.Option(3, "--keep", help="How many generations to keep, the current one included: the current, the previous "
-                      "(the rollback target), then the newest others; the current and previous always stay."),
+    keep: int = typer.Option(
+        3,
+        "--keep",
+        help="How many generations to keep, the current one included: the current, the previous "
+        "(the rollback target), then the newest others; the current and previous always stay.",
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Only show what would be deleted."),
     yes: bool = YesOpt,
     as_json: bool = JsonOpt,
@@ -357,8 +526,7 @@ def gc(
     """
     from rebuild.commands import gc as collecting
 
-    _run(as_json, lambda: collecting.gc(env, keep, dry_run=dry_run, yes=yes, confirm=_tty_confirm(as_json)),
-         render.gc)
+    _run(as_json, lambda: collecting.gc(env, keep, dry_run=dry_run, yes=yes, confirm=_tty_confirm(as_json)), render.gc)
 
 
 @app.command()
@@ -392,17 +560,35 @@ def releases(
 @app.command()
 def apply(
     profile: Path = typer.Argument(..., help="Profile file; the pylock.toml its `lock` names is installed as is."),
-    env: Optional[Path] = typer.Option(None, "--env", "-e", help="Environment folder to create, or to give a new "
-                                       "generation (default: $VIRTUAL_ENV, else ./.venv)."),
-    python: Optional[str] = typer.Option(None, "--python", parser=_given("--python"), metavar="<python>",
-                                         help="Build on this Python (default: the profile's)."),
-    find_links: Optional[list[str]] = FindLinksOpt, offline: bool = OfflineOpt,
-    resolve: bool = typer.Option(False, "--resolve", help="If the lock does not fit this machine, re-resolve the "
-                                 "requested packages for it, keeping versions as close as possible."),
+    env: Optional[Path] = typer.Option(
+        None,
+        "--env",
+        "-e",
+        help="Environment folder to create, or to give a new generation (default: $VIRTUAL_ENV, else ./.venv).",
+    ),
+    python: Optional[str] = typer.Option(
+        None,
+        "--python",
+        parser=_given("--python"),
+        metavar="<python>",
+        help="Build on this Python (default: the profile's).",
+    ),
+    find_links: Optional[list[str]] = FindLinksOpt,
+    offline: bool = OfflineOpt,
+    resolve: bool = typer.Option(
+        False,
+        "--resolve",
+        help="If the lock does not fit this machine, re-resolve the "
+        "requested packages for it, keeping versions as close as possible.",
+    ),
     allow_commands: bool = AllowCommandsOpt,
-    allow_insecure_index: bool = typer.Option(False, "--allow-insecure-index", help="Accept plain-http (unencrypted) "
-                                              "indexes and file links; https, file:// and local folders need no flag."),
-    allow_sources: bool = AllowSourcesOpt, allow_index: bool = AllowIndexOpt,
+    allow_insecure_index: bool = typer.Option(
+        False,
+        "--allow-insecure-index",
+        help="Accept plain-http (unencrypted) indexes and file links; https, file:// and local folders need no flag.",
+    ),
+    allow_sources: bool = AllowSourcesOpt,
+    allow_index: bool = AllowIndexOpt,
     no_compile: bool = NoCompileOpt,
     allow_python_download: bool = AllowDownloadOpt,
     yes: bool = YesOpt,
@@ -419,11 +605,24 @@ def apply(
     """
     from rebuild.commands import apply as applying
 
-    opts = applying.Options(profile=profile, env=env, python=python, find_links=_links(find_links),
-                            offline=offline, resolve=resolve, yes=yes, allow_commands=allow_commands,
-                            allow_insecure_index=allow_insecure_index, no_compile=no_compile, force=force,
-                            allow_python_download=allow_python_download, allow_sources=allow_sources,
-                            allow_index=allow_index, check=check, models=list(model or []))
+    opts = applying.Options(
+        profile=profile,
+        env=env,
+        python=python,
+        find_links=_links(find_links),
+        offline=offline,
+        resolve=resolve,
+        yes=yes,
+        allow_commands=allow_commands,
+        allow_insecure_index=allow_insecure_index,
+        no_compile=no_compile,
+        force=force,
+        allow_python_download=allow_python_download,
+        allow_sources=allow_sources,
+        allow_index=allow_index,
+        check=check,
+        models=list(model or []),
+    )
 
     def work():
         with terminal().progress(enabled=not as_json) as progress:
@@ -437,11 +636,18 @@ def apply(
 def bundle(
     profile: Path = typer.Argument(..., help="Profile file whose lock to bundle."),
     output: Path = typer.Option(..., "--output", "-o", help="Folder to write the wheels, profile and lock into."),
-    python: Optional[str] = typer.Option(None, "--python", parser=_given("--python"), metavar="<python>",
-                                         help="Python to lock a profile without a lock for "
-                                         "(default: the profile's)."),
-    find_links: Optional[list[str]] = FindLinksOpt, offline: bool = OfflineOpt,
-    allow_sources: bool = AllowSourcesOpt, allow_index: bool = AllowIndexOpt, as_json: bool = JsonOpt,
+    python: Optional[str] = typer.Option(
+        None,
+        "--python",
+        parser=_given("--python"),
+        metavar="<python>",
+        help="Python to lock a profile without a lock for (default: the profile's).",
+    ),
+    find_links: Optional[list[str]] = FindLinksOpt,
+    offline: bool = OfflineOpt,
+    allow_sources: bool = AllowSourcesOpt,
+    allow_index: bool = AllowIndexOpt,
+    as_json: bool = JsonOpt,
 ) -> None:
     """Put every wheel of a profile's lock, checked against its hashes, in one folder for offline machines.
 
@@ -451,8 +657,15 @@ def bundle(
 
     def work():
         with terminal().progress(enabled=not as_json) as progress:
-            return bundling.run(profile, output, find_links=_links(find_links), offline=offline,
-                                python=python, progress=progress, allowed=_allowed(allow_sources, allow_index))
+            return bundling.run(
+                profile,
+                output,
+                find_links=_links(find_links),
+                offline=offline,
+                python=python,
+                progress=progress,
+                allowed=_allowed(allow_sources, allow_index),
+            )
 
     _run(as_json, work, render.bundle)
 
@@ -464,8 +677,11 @@ def export(
     fmt: ExportFormat = FormatOpt,
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="File to write (default: standard output)."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
-    find_links: Optional[list[str]] = FindLinksOpt, offline: bool = OfflineOpt,
-    allow_sources: bool = AllowSourcesOpt, allow_index: bool = AllowIndexOpt, as_json: bool = JsonOpt,
+    find_links: Optional[list[str]] = FindLinksOpt,
+    offline: bool = OfflineOpt,
+    allow_sources: bool = AllowSourcesOpt,
+    allow_index: bool = AllowIndexOpt,
+    as_json: bool = JsonOpt,
 ) -> None:
     """Write an env's or a profile's exact set as a standard lock file, for uv or pip without tfrebuild.
 
@@ -473,10 +689,20 @@ def export(
     """
     from rebuild.commands import export as exporting
 
-    _run(as_json, lambda: exporting.run(env=env, profile=profile, fmt=fmt, output=output, offline=offline,
-                                        find_links=_links(find_links), force=force,
-                                        allowed=_allowed(allow_sources, allow_index)),
-         render.export)
+    _run(
+        as_json,
+        lambda: exporting.run(
+            env=env,
+            profile=profile,
+            fmt=fmt,
+            output=output,
+            offline=offline,
+            find_links=_links(find_links),
+            force=force,
+            allowed=_allowed(allow_sources, allow_index),
+        ),
+        render.export,
+    )
 
 
 def _allowed(sources: bool, index: bool):

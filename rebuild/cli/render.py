@@ -26,8 +26,11 @@ from rebuild.util.versions import minor
 def jsonable(value):
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         # a field marked internal (metadata {"internal": True}) is for decisions in code, never written
-        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)
-                if not f.metadata.get("internal")}
+        return {
+            f.name: jsonable(getattr(value, f.name))
+            for f in dataclasses.fields(value)
+            if not f.metadata.get("internal")
+        }
     if isinstance(value, dict):
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set)):
@@ -50,9 +53,15 @@ def error(term: Terminal, exc: UserError, as_json: bool) -> None:
     attempted = exc.plan  # the plan that failed (upgrade), for the user to see
     tried = exc.tries or []  # the target search's tries (upgrade --to latest)
     if as_json:
-        emit_json({"ok": False, **exc.to_dict(), **({"plan": _plan_dict(attempted)} if attempted is not None else {}),
-                   **({"tries": jsonable(tried)} if tried else {}),
-                   **({"models": jsonable(exc.models)} if exc.models else {})})
+        emit_json(
+            {
+                "ok": False,
+                **exc.to_dict(),
+                **({"plan": _plan_dict(attempted)} if attempted is not None else {}),
+                **({"tries": jsonable(tried)} if tried else {}),
+                **({"models": jsonable(exc.models)} if exc.models else {}),
+            }
+        )
     elif attempted is not None:
         plan_text(term, attempted)
     if tried and not as_json:
@@ -84,17 +93,29 @@ def snapshot(term: Terminal, result, as_json: bool) -> None:
         emit_json({"ok": True, "written_to": result.written_to, "profile": prof.as_json_dict(p)})
         return
     tf = f"{p.tensorflow.distribution} {p.tensorflow.version}" if p.tensorflow.distribution else "no TensorFlow"
-    term.out.print(f"Snapshot of {p.source} ({p.env_kind}, Python {p.interpreter.version}, "
-              f"{p.platform.system} {p.platform.machine})", markup=False)
-    term.out.print(f"  {len(p.packages)} distributions, {len(p.requested)} requested: {', '.join(p.requested) or '-'}",
-              markup=False)
-    term.out.print(f"  TensorFlow: {tf}" + (f", keras {p.tensorflow.keras_version}" if p.tensorflow.keras_version else ""),
-              markup=False)
+    term.out.print(
+        f"Snapshot of {p.source} ({p.env_kind}, Python {p.interpreter.version}, "
+        f"{p.platform.system} {p.platform.machine})",
+        markup=False,
+    )
+    term.out.print(
+        f"  {len(p.packages)} distributions, {len(p.requested)} requested: {', '.join(p.requested) or '-'}",
+        markup=False,
+    )
+    term.out.print(
+        f"  TensorFlow: {tf}" + (f", keras {p.tensorflow.keras_version}" if p.tensorflow.keras_version else ""),
+        markup=False,
+    )
     if p.gpu.nvidia_smi:
-        term.out.print(f"  GPU: {', '.join(p.gpu.gpus) or 'none listed'} (driver {p.gpu.driver_version or '?'}, "
-                  f"CUDA {p.gpu.cuda_version or '?'})", markup=False)
+        term.out.print(
+            f"  GPU: {', '.join(p.gpu.gpus) or 'none listed'} (driver {p.gpu.driver_version or '?'}, "
+            f"CUDA {p.gpu.cuda_version or '?'})",
+            markup=False,
+        )
     for w in p.warnings:
-        term.out.print(f"  [yellow]warning[/] {escape(w.kind)}: {escape(w.message)}" + (f" ({escape(w.path)})" if w.path else ""))
+        term.out.print(
+            f"  [yellow]warning[/] {escape(w.kind)}: {escape(w.message)}" + (f" ({escape(w.path)})" if w.path else "")
+        )
     term.out.print(f"Wrote {result.written_to} in {result.seconds:.2f}s", markup=False)
 
 
@@ -131,14 +152,19 @@ def _changes(term: Terminal, changes) -> None:
     for c in changes:
         versions = f"{c.old} → {c.new}" if c.old and c.new else (c.new or c.old or "")
         name = f"{c.replaces} → {c.name}" if getattr(c, "replaces", "") else c.name
-        rows.append([arrows[c.kind] + ("*" if c.requested else " "), name, versions,
-                     f"({c.reason})" if c.reason else ""])
+        rows.append(
+            [arrows[c.kind] + ("*" if c.requested else " "), name, versions, f"({c.reason})" if c.reason else ""]
+        )
     _grid(term, rows)
 
 
 def plan_text(term: Terminal, p) -> None:
     term.out.print(f"Plan for {p.env}", markup=False)
-    old_tf = f"{p.tf_old_distribution} {p.tf_old} → {p.tf_distribution}" if p.tf_switch else f"{p.tf_distribution} {p.tf_old} →"
+    old_tf = (
+        f"{p.tf_old_distribution} {p.tf_old} → {p.tf_distribution}"
+        if p.tf_switch
+        else f"{p.tf_distribution} {p.tf_old} →"
+    )
     term.out.print(f"  TensorFlow: {old_tf} {p.tf_new} (--to {p.target}, strategy {p.strategy})", markup=False)
     if getattr(p, "requested_downgrades", None):
         term.out.print(f"  Moves backwards (requested by you): {', '.join(p.requested_downgrades)}", markup=False)
@@ -158,11 +184,21 @@ def plan_text(term: Terminal, p) -> None:
         term.out.print(f"  note: {note}", markup=False)
     for f in p.preflight:
         # "fixed" only where something is broken (an error or warning): an info finding says what the upgrade does
-        label = "not carried into the new env" if getattr(f, "dropped_by_rebuild", False) else \
-            "carried into the new env" if getattr(f, "carried_by_rebuild", False) else \
-            "fixed by this upgrade" if f.fixed_by_rebuild and f.severity != "info" else (
-            "error, blocks the upgrade" if f.affects_new_env and f.severity == "error" else
-            "also affects the new env" if f.affects_new_env else f.severity)
+        label = (
+            "not carried into the new env"
+            if getattr(f, "dropped_by_rebuild", False)
+            else "carried into the new env"
+            if getattr(f, "carried_by_rebuild", False)
+            else "fixed by this upgrade"
+            if f.fixed_by_rebuild and f.severity != "info"
+            else (
+                "error, blocks the upgrade"
+                if f.affects_new_env and f.severity == "error"
+                else "also affects the new env"
+                if f.affects_new_env
+                else f.severity
+            )
+        )
         term.out.print(f"  pre-flight ({label}) {f.id}: {f.title}", markup=False)
         if f.fix and (not f.fixed_by_rebuild or getattr(f, "dropped_by_rebuild", False)):
             term.out.print(f"      fix: {f.fix}", markup=False)
@@ -177,17 +213,21 @@ def project_line(p) -> str:
     """The plan's one line about the project that owns the env."""
     project = p.project
     if project.drivable and project.manager == "requirements":
-        return (f"{project.label}: `{project.requirement}` → `{p.project_requirement}` in {project.files[0]} (that "
-                f"line only), {project.how}; the env and both files are swapped together and `tfrebuild rollback` "
-                "restores all three")
+        return (
+            f"{project.label}: `{project.requirement}` → `{p.project_requirement}` in {project.files[0]} (that "
+            f"line only), {project.how}; the env and both files are swapped together and `tfrebuild rollback` "
+            "restores all three"
+        )
     if project.drivable:
         lock, tool = {"uv": ("uv.lock", "uv"), "poetry": ("poetry.lock", "Poetry")}.get(
-            project.manager, (", ".join(project.files[1:]) or "the lock", project.manager))
-        return (f"{project.label}: `{project.requirement}` → `{p.project_requirement}` in pyproject.toml, {lock} "
-                f"re-locked by {tool}; the env and both files are swapped together and `tfrebuild rollback` "
-                "restores all three")
-    return (f"{project.label}: {project.reverts}. To upgrade: {project.fix}. `tfrebuild upgrade` refuses unless "
-            "--force")
+            project.manager, (", ".join(project.files[1:]) or "the lock", project.manager)
+        )
+        return (
+            f"{project.label}: `{project.requirement}` → `{p.project_requirement}` in pyproject.toml, {lock} "
+            f"re-locked by {tool}; the env and both files are swapped together and `tfrebuild rollback` "
+            "restores all three"
+        )
+    return f"{project.label}: {project.reverts}. To upgrade: {project.fix}. `tfrebuild upgrade` refuses unless --force"
 
 
 def plan(term: Terminal, p, as_json: bool) -> None:
@@ -198,30 +238,73 @@ def plan(term: Terminal, p, as_json: bool) -> None:
     if getattr(p, "blocked_above", None):
         blocked(term, p)
         return
-    term.out.print(f"Resolved in {p.seconds:.1f}s. Nothing was changed; run `tfrebuild upgrade` to apply.", markup=False)
+    term.out.print(
+        f"Resolved in {p.seconds:.1f}s. Nothing was changed; run `tfrebuild upgrade` to apply.", markup=False
+    )
 
 
 def blocked(term: Terminal, p) -> None:
     """``--to latest`` found no release above the installed one that passes: nothing to do, and why (exit 0)."""
-    term.out.print(f"Nothing to do: {p.tf_distribution} {p.tf_old} is the newest TensorFlow that passes its checks "
-                   "with everything this env holds. Above it:", markup=False)
+    term.out.print(
+        f"Nothing to do: {p.tf_distribution} {p.tf_old} is the newest TensorFlow that passes its checks "
+        "with everything this env holds. Above it:",
+        markup=False,
+    )
     for b in p.blocked_above:
         term.out.print(f"  {b.target}: blocked by {b.blocker}: {b.why}", markup=False)
         term.out.print(f"      to move past it: {b.command}", markup=False)
 
 
 def _plan_dict(p) -> dict:
-    keep = ("env", "tf_distribution", "tf_old", "tf_new", "target", "downgrade", "python_old", "python_new",
-            "python_path", "strategy", "changes", "unchanged", "capped", "notes", "keras_legacy", "keras2_dependents",
-            "preflight", "gpu_route", "gpu_required", "index", "seconds", "tf_old_distribution", "tf_switch",
-            "companions", "requested_downgrades", "keras_needed_by", "landing_note", "blocked_above",
-            "resolution_reused", "carry")
+    keep = (
+        "env",
+        "tf_distribution",
+        "tf_old",
+        "tf_new",
+        "target",
+        "downgrade",
+        "python_old",
+        "python_new",
+        "python_path",
+        "strategy",
+        "changes",
+        "unchanged",
+        "capped",
+        "notes",
+        "keras_legacy",
+        "keras2_dependents",
+        "preflight",
+        "gpu_route",
+        "gpu_required",
+        "index",
+        "seconds",
+        "tf_old_distribution",
+        "tf_switch",
+        "companions",
+        "requested_downgrades",
+        "keras_needed_by",
+        "landing_note",
+        "blocked_above",
+        "resolution_reused",
+        "carry",
+    )
     out = {k: jsonable(getattr(p, k)) for k in keep}
     project = getattr(p, "project", None)
-    out["project"] = None if project is None else {
-        "manager": project.manager, "root": str(project.root), "files": list(project.files),
-        "drivable": project.drivable, "requirement": project.requirement,
-        "new_requirement": p.project_requirement, "reverts": project.reverts, "fix": project.fix, "text": project_line(p)}
+    out["project"] = (
+        None
+        if project is None
+        else {
+            "manager": project.manager,
+            "root": str(project.root),
+            "files": list(project.files),
+            "drivable": project.drivable,
+            "requirement": project.requirement,
+            "new_requirement": p.project_requirement,
+            "reverts": project.reverts,
+            "fix": project.fix,
+            "text": project_line(p),
+        }
+    )
     newer = p.newer_release
     out["newer_release"] = None if newer is None else {**jsonable(newer), "text": newer.text}
     return out
@@ -252,8 +335,12 @@ def models_table(term: Terminal, rows) -> None:
         verdict = m.verdict + (f" ({ways})" if ways else "") + (f" ({m.reason})" if m.reason else "")
         load = "-" if m.load_seconds is None else f"{m.load_seconds:.2f}s"
         out.append([m.path, m.loader, load, str(m.outputs_compared), _num(m.max_abs), _num(m.max_rel), verdict])
-    table(term, "Models (the current env's answers against the new env's)",
-          ["model", "loader", "load", "outputs", "max abs diff", "max rel diff", "verdict"], out)
+    table(
+        term,
+        "Models (the current env's answers against the new env's)",
+        ["model", "loader", "load", "outputs", "max abs diff", "max rel diff", "verdict"],
+        out,
+    )
 
 
 def tries(term: Terminal, items, minimum: int = 2) -> None:
@@ -261,22 +348,48 @@ def tries(term: Terminal, items, minimum: int = 2) -> None:
     if len(items or []) < minimum:
         return
     term.out.print(f"Targets tried ({len(items)}, newest first):", markup=False)
-    _grid(term, [[str(i), t.target, "passed" if t.passed else ("failed" if t.built else "not built"),
-                  (f"[{t.change}] " if t.change else "") + ("" if t.passed else t.why)]
-                 for i, t in enumerate(items, 1)])
+    _grid(
+        term,
+        [
+            [
+                str(i),
+                t.target,
+                "passed" if t.passed else ("failed" if t.built else "not built"),
+                (f"[{t.change}] " if t.change else "") + ("" if t.passed else t.why),
+            ]
+            for i, t in enumerate(items, 1)
+        ],
+    )
 
 
 def upgrade(term: Terminal, r, as_json: bool) -> None:
     if as_json:
-        emit_json({"ok": True, "changed": r.changed, "plan": _plan_dict(r.plan), "generation": r.generation,
-                   "previous": r.previous, "state_dir": r.state_dir, "log": r.log, "build_seconds": r.build_seconds,
-                   "checks": jsonable(r.checks), "after_swap": jsonable(r.after_swap), "swap_ms": r.swap_ms,
-                   "notes": r.notes, "recovered": r.recovered, "seconds": r.seconds,
-                    "reused": getattr(r, "reused", None), "tries": jsonable(getattr(r, "tries", [])),
-                    "started": jsonable(getattr(r, "started", None)),
-                    "adopted": getattr(r, "adopted", None), "models": jsonable(r.models),
-                    "blocked_above": jsonable(getattr(r.plan, "blocked_above", [])),
-                    "stages": getattr(r, "stages", {}), "overlap": getattr(r, "overlap", {})})
+        emit_json(
+            {
+                "ok": True,
+                "changed": r.changed,
+                "plan": _plan_dict(r.plan),
+                "generation": r.generation,
+                "previous": r.previous,
+                "state_dir": r.state_dir,
+                "log": r.log,
+                "build_seconds": r.build_seconds,
+                "checks": jsonable(r.checks),
+                "after_swap": jsonable(r.after_swap),
+                "swap_ms": r.swap_ms,
+                "notes": r.notes,
+                "recovered": r.recovered,
+                "seconds": r.seconds,
+                "reused": getattr(r, "reused", None),
+                "tries": jsonable(getattr(r, "tries", [])),
+                "started": jsonable(getattr(r, "started", None)),
+                "adopted": getattr(r, "adopted", None),
+                "models": jsonable(r.models),
+                "blocked_above": jsonable(getattr(r.plan, "blocked_above", [])),
+                "stages": getattr(r, "stages", {}),
+                "overlap": getattr(r, "overlap", {}),
+            }
+        )
         return
     tries(term, getattr(r, "tries", []))
     if r.recovered:
@@ -295,31 +408,41 @@ def upgrade(term: Terminal, r, as_json: bool) -> None:
     if getattr(r, "reused", None) is not None:
         term.out.print(f"{swapped(r.swap_method)} in {r.swap_ms:.1f} ms; checks at {r.plan.env}:", markup=False)
         _checks(term, r.after_swap)
-        term.out.print(f"Generation {r.reused} already holds this set: switched to it ({r.plan.tf_distribution} "
-                       f"{r.plan.tf_new}), nothing was built, in {r.seconds:.1f}s. Generation {r.previous} is kept: "
-                       "`tfrebuild rollback` brings it back.", markup=False)
+        term.out.print(
+            f"Generation {r.reused} already holds this set: switched to it ({r.plan.tf_distribution} "
+            f"{r.plan.tf_new}), nothing was built, in {r.seconds:.1f}s. Generation {r.previous} is kept: "
+            "`tfrebuild rollback` brings it back.",
+            markup=False,
+        )
         return
     term.out.print(f"Built in {r.build_seconds:.1f}s. Checks in the new env:", markup=False)
     _checks(term, r.checks)
     models_table(term, r.models)
     term.out.print(f"{swapped(r.swap_method)} in {r.swap_ms:.1f} ms; checks at {r.plan.env}:", markup=False)
     _checks(term, r.after_swap)
-    term.out.print(f"Upgraded {r.plan.env} to generation {r.generation} ({r.plan.tf_distribution} {r.plan.tf_new}) "
-              f"in {r.seconds:.1f}s. Generation {r.previous} is kept: `tfrebuild rollback` brings it back.",
-              markup=False)
+    term.out.print(
+        f"Upgraded {r.plan.env} to generation {r.generation} ({r.plan.tf_distribution} {r.plan.tf_new}) "
+        f"in {r.seconds:.1f}s. Generation {r.previous} is kept: `tfrebuild rollback` brings it back.",
+        markup=False,
+    )
     if getattr(r, "started", None):
-        term.out.print("This was the bundled example env. To upgrade your own TensorFlow env: activate it (or run "
-                       "from the folder holding its .venv), or pass --env PATH: `tfrebuild upgrade --env PATH --yes`.",
-                       markup=False)
+        term.out.print(
+            "This was the bundled example env. To upgrade your own TensorFlow env: activate it (or run "
+            "from the folder holding its .venv), or pass --env PATH: `tfrebuild upgrade --env PATH --yes`.",
+            markup=False,
+        )
 
 
 def _started(term: Terminal, started) -> None:
     """An upgrade that began by building the bundled example env (no env was given or found)."""
     if started:
-        term.out.print(f"No TensorFlow env was given or found (no --env, no $VIRTUAL_ENV, no ./.venv): created "
-                       f"{started.env} from the bundled profile {Path(started.profile).name} ({started.tensorflow}, "
-                       f"SciPy, pandas: an env pip's in-place upgrade breaks) as generation 1 in "
-                       f"{started.seconds:.1f}s, then upgraded it.", markup=False)
+        term.out.print(
+            f"No TensorFlow env was given or found (no --env, no $VIRTUAL_ENV, no ./.venv): created "
+            f"{started.env} from the bundled profile {Path(started.profile).name} ({started.tensorflow}, "
+            f"SciPy, pandas: an env pip's in-place upgrade breaks) as generation 1 in "
+            f"{started.seconds:.1f}s, then upgraded it.",
+            markup=False,
+        )
 
 
 def _size(n: int) -> str:
@@ -349,9 +472,11 @@ def rollback(term: Terminal, r, as_json: bool) -> None:
         return
     for u in r.forced_users:
         term.err.print(f"warning: pid {u.pid} ({u.why}) was using the env: {u.command[:100]}", markup=False)
-    term.out.print(f"Rolled {r.env} back from generation {r.from_generation} to {r.to_generation} "
-                   f"({r.tensorflow}, Python {r.python}): {swapped(r.swap_method).lower()} in {r.swap_ms:.1f} ms.",
-                   markup=False)
+    term.out.print(
+        f"Rolled {r.env} back from generation {r.from_generation} to {r.to_generation} "
+        f"({r.tensorflow}, Python {r.python}): {swapped(r.swap_method).lower()} in {r.swap_ms:.1f} ms.",
+        markup=False,
+    )
     _checks(term, r.checks)
     if r.project:
         term.out.print(f"Project files: {r.project}.", markup=False)
@@ -366,10 +491,22 @@ def history(term: Terminal, h, as_json: bool) -> None:
     rows = []
     for r in h.rows:
         mark = "*" if r.current else ("<" if r.previous else "")
-        rows.append([f"{r.number}{mark}", r.created.replace("T", " ").rstrip("Z"), r.tensorflow, r.python,
-                     _size(r.disk_alone) if r.present else "(missing)", r.command])
-    table(term, f"Generations of {h.env}  (* current, < previous: what `rollback` restores)",
-          ["gen", "created (UTC)", "TensorFlow", "Python", "disk alone", "made by"], rows)
+        rows.append(
+            [
+                f"{r.number}{mark}",
+                r.created.replace("T", " ").rstrip("Z"),
+                r.tensorflow,
+                r.python,
+                _size(r.disk_alone) if r.present else "(missing)",
+                r.command,
+            ]
+        )
+    table(
+        term,
+        f"Generations of {h.env}  (* current, < previous: what `rollback` restores)",
+        ["gen", "created (UTC)", "TensorFlow", "Python", "disk alone", "made by"],
+        rows,
+    )
     checked = [(r.number, r.models) for r in h.rows if getattr(r, "models", "")]
     if checked:
         term.out.print("Model-checked before the swap (the generation's models.json):", markup=False)
@@ -378,8 +515,9 @@ def history(term: Terminal, h, as_json: bool) -> None:
     if kept:
         term.out.print("Project files kept with each generation (restored with it by `rollback`):", markup=False)
         _grid(term, [[str(n), text] for n, text in kept])
-    term.out.print(f"All generations together use {_size(h.disk_total)} (files shared by hard links counted once).",
-              markup=False)
+    term.out.print(
+        f"All generations together use {_size(h.disk_total)} (files shared by hard links counted once).", markup=False
+    )
     _unreadable(term, h.unreadable)
 
 
@@ -404,15 +542,21 @@ def gc(term: Terminal, g, as_json: bool) -> None:
         term.out.print(f"Nothing to delete: {len(g.kept)} generation(s) of {g.env}, keeping {g.keep}.", markup=False)
     else:
         verb = "Would delete" if g.dry_run else "Deleted"
-        term.out.print(f"{verb} generation(s) {', '.join(map(str, g.deleted))} of {g.env}; "
-                       f"{'would free' if g.dry_run else 'freed'} {_size(g.freed)}. "
-                       f"Kept: {', '.join(map(str, g.kept))}.", markup=False)
+        term.out.print(
+            f"{verb} generation(s) {', '.join(map(str, g.deleted))} of {g.env}; "
+            f"{'would free' if g.dry_run else 'freed'} {_size(g.freed)}. "
+            f"Kept: {', '.join(map(str, g.kept))}.",
+            markup=False,
+        )
     _unreadable(term, g.unreadable)
     pyc = g.pyc_cache
     if pyc is not None and pyc.files:
         verb = "would remove" if g.dry_run else "removed"
-        term.out.print(f"pyc cache {pyc.cache}: {verb} {pyc.files} file{'' if pyc.files == 1 else 's'} no env "
-                       f"{'would use' if g.dry_run else 'uses'} any more ({_size(pyc.bytes)}).", markup=False)
+        term.out.print(
+            f"pyc cache {pyc.cache}: {verb} {pyc.files} file{'' if pyc.files == 1 else 's'} no env "
+            f"{'would use' if g.dry_run else 'uses'} any more ({_size(pyc.bytes)}).",
+            markup=False,
+        )
 
 
 def status(term: Terminal, s, as_json: bool) -> None:
@@ -430,15 +574,22 @@ def status(term: Terminal, s, as_json: bool) -> None:
         term.out.print(f"  project: {s.project}", markup=False)
     term.out.print(f"  state folder: {s.state_dir}", markup=False)
     if s.interrupted and getattr(s, "running", False):  # the live lock holder's own operation
-        term.out.print(f"  running operation: {s.interrupted.get('op')} ({s.interrupted.get('step')}), "
-                       f"pid {(s.lock_holder or {}).get('pid')}", markup=False)
+        term.out.print(
+            f"  running operation: {s.interrupted.get('op')} ({s.interrupted.get('step')}), "
+            f"pid {(s.lock_holder or {}).get('pid')}",
+            markup=False,
+        )
     else:
-        term.out.print(f"  interrupted operation: {s.interrupted.get('op') + ' (' + str(s.interrupted.get('step')) + ')' if s.interrupted else 'none'}",
-                       markup=False)
+        term.out.print(
+            f"  interrupted operation: {s.interrupted.get('op') + ' (' + str(s.interrupted.get('step')) + ')' if s.interrupted else 'none'}",
+            markup=False,
+        )
     term.out.print(f"  leftover staging folders: {', '.join(s.leftover_staging) or 'none'}", markup=False)
     holder = s.lock_holder
-    term.out.print(f"  lock: {'held by pid ' + str(holder.get('pid')) + ': ' + str(holder.get('command')) if holder else 'free'}",
-              markup=False)
+    term.out.print(
+        f"  lock: {'held by pid ' + str(holder.get('pid')) + ': ' + str(holder.get('command')) if holder else 'free'}",
+        markup=False,
+    )
 
 
 def releases(term: Terminal, t, as_json: bool) -> None:
@@ -453,10 +604,23 @@ def releases(term: Terminal, t, as_json: bool) -> None:
             marks.append("installed")
         if r.minor == latest_minor:
             marks.append("latest")
-        rows.append([r.minor + (" (" + ", ".join(marks) + ")" if marks else ""), ", ".join(r.python), r.numpy,
-                     f"{r.keras_major} ({r.keras})", f"{r.cuda} / {r.cudnn}", r.gpu_route, "; ".join(r.notes)])
-    table(term, "TensorFlow releases (Linux x86_64)", ["TF", "Python", "NumPy", "Keras", "CUDA / cuDNN", "GPU route", "notes"],
-          rows)
+        rows.append(
+            [
+                r.minor + (" (" + ", ".join(marks) + ")" if marks else ""),
+                ", ".join(r.python),
+                r.numpy,
+                f"{r.keras_major} ({r.keras})",
+                f"{r.cuda} / {r.cudnn}",
+                r.gpu_route,
+                "; ".join(r.notes),
+            ]
+        )
+    table(
+        term,
+        "TensorFlow releases (Linux x86_64)",
+        ["TF", "Python", "NumPy", "Keras", "CUDA / cuDNN", "GPU route", "notes"],
+        rows,
+    )
     if t.installed:
         term.out.print(f"Installed: {t.installed}.", markup=False)
     term.out.print(f"Newest release: {t.latest} (from the {t.latest_source}).", markup=False)
@@ -473,11 +637,22 @@ def _finding_lines(term: Terminal, f, indent: str = "  ") -> None:
 def doctor(term: Terminal, r, as_json: bool) -> None:
     counts = {s: r.count(s) for s in ("error", "warning", "info")}
     if as_json:
-        emit_json({"ok": r.errors == 0, "env": r.env, "python": r.python, "python_version": r.python_version,
-                   "env_kind": r.env_kind,
-                   "tensorflow": {"distribution": r.tf_distribution, "version": r.tf_version},
-                   "target": r.target, "target_version": r.target_version, "counts": counts,
-                   "findings": jsonable(r.findings), "skipped": r.skipped, "seconds": r.seconds})
+        emit_json(
+            {
+                "ok": r.errors == 0,
+                "env": r.env,
+                "python": r.python,
+                "python_version": r.python_version,
+                "env_kind": r.env_kind,
+                "tensorflow": {"distribution": r.tf_distribution, "version": r.tf_version},
+                "target": r.target,
+                "target_version": r.target_version,
+                "counts": counts,
+                "findings": jsonable(r.findings),
+                "skipped": r.skipped,
+                "seconds": r.seconds,
+            }
+        )
         return
     tf = f"{r.tf_distribution} {r.tf_version}" if r.tf_distribution else "no TensorFlow"
     target = f"; target {r.tf_distribution} {r.target_version} (--to {r.target})" if r.target_version else ""
@@ -494,8 +669,11 @@ def doctor(term: Terminal, r, as_json: bool) -> None:
         term.out.print(f"note: {note}", markup=False)
     if not r.findings:
         term.out.print("No problems found.", markup=False)
-    term.out.print(f"{counts['error']} error(s), {counts['warning']} warning(s), {counts['info']} info "
-              f"in {r.seconds:.1f}s. Nothing was changed.", markup=False)
+    term.out.print(
+        f"{counts['error']} error(s), {counts['warning']} warning(s), {counts['info']} info "
+        f"in {r.seconds:.1f}s. Nothing was changed.",
+        markup=False,
+    )
 
 
 def _apply_preview(term: Terminal, r) -> None:
@@ -507,8 +685,10 @@ def _apply_preview(term: Terminal, r) -> None:
     term.out.print(f"  hashes: {r.hashes}", markup=False)
     p = r.portability
     if p is not None and p.differences:
-        term.out.print(f"  portability: the profile is from {p.profile}; this is {p.here} ({'; '.join(p.differences)})",
-                  markup=False)
+        term.out.print(
+            f"  portability: the profile is from {p.profile}; this is {p.here} ({'; '.join(p.differences)})",
+            markup=False,
+        )
     for url in r.index_urls:
         term.out.print(f"  {url}", markup=False)
     if r.smoke_commands:
@@ -517,7 +697,9 @@ def _apply_preview(term: Terminal, r) -> None:
         for command in r.smoke_commands:
             term.out.print(f"    $ {command}", markup=False)
     if r.changes:
-        term.out.print(f"  Re-resolved for this machine ({len(r.changes)} change(s) from the profile's lock):", markup=False)
+        term.out.print(
+            f"  Re-resolved for this machine ({len(r.changes)} change(s) from the profile's lock):", markup=False
+        )
         _changes(term, r.changes)
     if r.env_changes:
         term.out.print(f"  Changes to the environment ({len(r.env_changes)}):", markup=False)
@@ -552,27 +734,40 @@ def apply(term: Terminal, r, as_json: bool) -> None:
     if r.new_env:
         term.out.print(f"Created {r.env} (generation 1) in {r.seconds:.1f}s.", markup=False)
     else:
-        term.out.print(f"Applied to {r.env} as generation {r.generation} in {r.seconds:.1f}s. Generation {r.previous} "
-                  "is kept: `tfrebuild rollback` brings it back.", markup=False)
+        term.out.print(
+            f"Applied to {r.env} as generation {r.generation} in {r.seconds:.1f}s. Generation {r.previous} "
+            "is kept: `tfrebuild rollback` brings it back.",
+            markup=False,
+        )
 
 
 def bundle(term: Terminal, r, as_json: bool) -> None:
     if as_json:
         emit_json({"ok": True, **jsonable(r), "downloaded": r.downloaded, "seconds_per_mib": r.seconds_per_mib})
         return
-    rows = [[f.package, f.version, f.filename, _size(f.size), f.how + (" (hash recorded)" if f.hash_recorded else "")]
-            for f in r.files]
+    rows = [
+        [f.package, f.version, f.filename, _size(f.size), f.how + (" (hash recorded)" if f.hash_recorded else "")]
+        for f in r.files
+    ]
     table(term, f"Bundle {r.output}", ["package", "version", "file", "size", "how"], rows)
     for note in r.notes:
         term.out.print(f"note: {note}", markup=False)
-    term.out.print(f"Bundled {len(r.files)} files, {_size(r.size)} in total ({_size(r.downloaded)} downloaded), every "
-              f"hash checked, in {r.seconds:.1f}s; lock from {r.lock_source}.", markup=False)
+    term.out.print(
+        f"Bundled {len(r.files)} files, {_size(r.size)} in total ({_size(r.downloaded)} downloaded), every "
+        f"hash checked, in {r.seconds:.1f}s; lock from {r.lock_source}.",
+        markup=False,
+    )
     if r.seconds_per_mib is not None:
-        term.out.print(f"Fetched in {r.fetch_seconds:.1f}s: {r.seconds_per_mib:.3f} s per MiB downloaded "
-                       f"({r.downloaded / 2**20 / max(r.fetch_seconds, 1e-9):.1f} MiB/s, {r.connections} "
-                       "connection(s)).", markup=False)
-    term.out.print(f"Install it offline: tfrebuild apply {r.output}/profile.toml --find-links {r.output} --offline "
-              "--env PATH", markup=False)
+        term.out.print(
+            f"Fetched in {r.fetch_seconds:.1f}s: {r.seconds_per_mib:.3f} s per MiB downloaded "
+            f"({r.downloaded / 2**20 / max(r.fetch_seconds, 1e-9):.1f} MiB/s, {r.connections} "
+            "connection(s)).",
+            markup=False,
+        )
+    term.out.print(
+        f"Install it offline: tfrebuild apply {r.output}/profile.toml --find-links {r.output} --offline --env PATH",
+        markup=False,
+    )
 
 
 def export(term: Terminal, r, as_json: bool) -> None:
@@ -586,10 +781,13 @@ def export(term: Terminal, r, as_json: bool) -> None:
             term.err.print(f"note: {note}", markup=False)
         return
     hashed = "every package hashed" if r.hashed else "some packages without hashes"
-    term.out.print(f"Wrote {r.output}: {r.packages} packages ({r.format}, {hashed}) from {r.source}; "
-              f"lock from {r.lock_source}.", markup=False)
+    term.out.print(
+        f"Wrote {r.output}: {r.packages} packages ({r.format}, {hashed}) from {r.source}; lock from {r.lock_source}.",
+        markup=False,
+    )
     for note in r.notes:
         term.out.print(f"note: {note}", markup=False)
-    install = (f"uv pip sync {r.output}" if r.format == "pylock"
-               else f"pip install --require-hashes --no-deps -r {r.output}")
+    install = (
+        f"uv pip sync {r.output}" if r.format == "pylock" else f"pip install --require-hashes --no-deps -r {r.output}"
+    )
     term.out.print(f"Install with: {install}", markup=False)

@@ -132,28 +132,38 @@ def run(opts: Options, progress=None, confirm: Callable[[ApplyResult], bool] | N
     if not new_env:
         loc = locate(target)
         if loc.bare or os.path.isfile(target):
-            raise UserError(f"{target} is an interpreter, not an environment folder.",
-                            "apply builds virtual environments; pass a venv folder (new or existing) with --env.")
+            raise UserError(
+                f"{target} is an interpreter, not an environment folder.",
+                "apply builds virtual environments; pass a venv folder (new or existing) with --env.",
+            )
         target = loc.path
     elif not _nearest_parent(target.parent).is_dir():
-        raise UserError(f"Cannot create {target}: {_nearest_parent(target.parent)} is a file, not a folder.",
-                        "Choose another --env.")
+        raise UserError(
+            f"Cannot create {target}: {_nearest_parent(target.parent)} is a file, not a folder.",
+            "Choose another --env.",
+        )
     elif not target.parent.exists() and not os.access(_nearest_parent(target), os.W_OK):
-        raise UserError(f"Cannot create {target}: {_nearest_parent(target)} is not writable.",
-                        "Choose another --env.")
+        raise UserError(f"Cannot create {target}: {_nearest_parent(target)} is not writable.", "Choose another --env.")
     trusted = is_trusted(profile_path, target)
     portability.check_urls(profile, None, opts.allow_insecure_index)
-    consent.check(profile, profile_path, trusted=trusted, kinds=("sources",) if opts.offline else ("sources", "index"),
-                  command="apply",
-                  allowed=consent.Allowed(sources=opts.allow_sources, index=opts.allow_index))
+    consent.check(
+        profile,
+        profile_path,
+        trusted=trusted,
+        kinds=("sources",) if opts.offline else ("sources", "index"),
+        command="apply",
+        allowed=consent.Allowed(sources=opts.allow_sources, index=opts.allow_index),
+    )
     commands = list(profile.smoke.commands)
     models.refuse_untrusted(models.from_paths(opts.models), target)  # a --model that is not a model, or not
     # the user's: refused before anything is created (the profile's own models: below, once consent is known)
     if not opts.yes and confirm is None:
         shown = portability.index_urls(profile) + [f"smoke command: {c}" for c in commands]
-        raise UserError("tfrebuild apply needs confirmation, and there is no terminal to ask on.",
-                        "Review the profile's index URLs and smoke commands (below), then run again with --yes.",
-                        details="\n".join(shown))
+        raise UserError(
+            "tfrebuild apply needs confirmation, and there is no terminal to ask on.",
+            "Review the profile's index URLs and smoke commands (below), then run again with --yes.",
+            details="\n".join(shown),
+        )
     created_parent = None
     if new_env and not target.parent.exists():
         created_parent = _nearest_missing(target.parent)
@@ -166,11 +176,25 @@ def run(opts: Options, progress=None, confirm: Callable[[ApplyResult], bool] | N
             owned = owned or not store.managed  # we hold the lock: an unmanaged state folder is ours to tidy
             recovered = generations.recover(store)  # a recovered generation gets its profile too
             if store.managed and not os.path.lexists(target):
-                raise UserError(f"{target} does not exist, but tfrebuild has a state folder for it ({store.state}).",
-                                f"Move {store.state} away (it holds the old generations), then apply again.")
+                raise UserError(
+                    f"{target} does not exist, but tfrebuild has a state folder for it ({store.state}).",
+                    f"Move {store.state} away (it holds the old generations), then apply again.",
+                )
             new_env = not os.path.lexists(target)
-            return _run_locked(opts, profile, profile_path, target, store, new_env, trusted, commands, recovered,
-                               progress, confirm, start)
+            return _run_locked(
+                opts,
+                profile,
+                profile_path,
+                target,
+                store,
+                new_env,
+                trusted,
+                commands,
+                recovered,
+                progress,
+                confirm,
+                start,
+            )
     except UserError as exc:  # the state folder goes (below): keep the log the error names, and say where it went
         if owned and not store.managed:
             for log in sorted((store.state / "logs").glob("*.log")):
@@ -198,20 +222,41 @@ def _nearest_missing(path: Path) -> Path:
     return path
 
 
-def _run_locked(opts: Options, profile: prof.Profile, profile_path: Path, target: Path, store: Store, new_env: bool,
-                trusted: bool, commands: list[str], recovered: str | None, progress, confirm,
-                start: float) -> ApplyResult:
+def _run_locked(
+    opts: Options,
+    profile: prof.Profile,
+    profile_path: Path,
+    target: Path,
+    store: Store,
+    new_env: bool,
+    trusted: bool,
+    commands: list[str],
+    recovered: str | None,
+    progress,
+    confirm,
+    start: float,
+) -> ApplyResult:
     command = _command_line(profile_path)
     op = new_op_id("apply")
     log = store.log_path(op) if store.managed else store.state / "logs" / f"{op}.log"
-    result = ApplyResult(profile=str(profile_path), env=str(target), new_env=new_env, trusted=trusted,
-                         index_urls=portability.index_urls(profile), smoke_commands=commands, recovered=recovered,
-                         state_dir=str(store.state), log=str(log))
+    result = ApplyResult(
+        profile=str(profile_path),
+        env=str(target),
+        new_env=new_env,
+        trusted=trusted,
+        index_urls=portability.index_urls(profile),
+        smoke_commands=commands,
+        recovered=recovered,
+        state_dir=str(store.state),
+        log=str(log),
+    )
     allowed = trusted or opts.allow_commands
     result.commands_run = allowed and bool(commands)
     if commands and not allowed:
-        result.notes.append(f"{len(commands)} smoke command(s) from this profile are shown but not run: tfrebuild did "
-                            "not write it for this environment (pass --allow-commands to run them)")
+        result.notes.append(
+            f"{len(commands)} smoke command(s) from this profile are shown but not run: tfrebuild did "
+            "not write it for this environment (pass --allow-commands to run them)"
+        )
 
     progress.stage("interpreter", f"Python {opts.python or profile.interpreter.version}")
     interp = _interpreter(opts, profile)
@@ -223,15 +268,19 @@ def _run_locked(opts: Options, profile: prof.Profile, profile_path: Path, target
     tf = portability.tf_distribution(pins, profile)
     result.tensorflow = f"{tf} {pins[tf]}" if tf else ""
     result.packages = len(pins)
-    result.hashes = ("required: every package has hashes (--require-hashes)" if lock.all_hashed
-                     else "checked where the lock has them (some packages have none)")
+    result.hashes = (
+        "required: every package has hashes (--require-hashes)"
+        if lock.all_hashed
+        else "checked where the lock has them (some packages have none)"
+    )
 
     current = None
     if not new_env:
         current = snapshot.take(target)
         old = {p.name: p.version for p in current.packages if p.location == "env"}
-        result.env_changes = [planning.Change(n, a, b, k, n in set(profile.requested))
-                              for n, a, b, k in planning.diff(old, pins)]
+        result.env_changes = [
+            planning.Change(n, a, b, k, n in set(profile.requested)) for n, a, b, k in planning.diff(old, pins)
+        ]
         if not result.env_changes and current.interpreter.version == interp.version:
             result.notes.append("the environment already holds exactly this set: nothing to do")
             result.seconds = time.monotonic() - start
@@ -242,24 +291,49 @@ def _run_locked(opts: Options, profile: prof.Profile, profile_path: Path, target
     run_commands = commands if allowed else []
     listed = profile.smoke.models if allowed else []  # loading a model can run code: consent, as for commands
     if profile.smoke.models and not allowed:
-        result.notes.append(f"{len(profile.smoke.models)} model(s) of this profile's [[smoke.models]] are not loaded "
-                            "(loading a model can run code): tfrebuild did not write it for this environment (pass "
-                            "--allow-commands to check them)")
+        result.notes.append(
+            f"{len(profile.smoke.models)} model(s) of this profile's [[smoke.models]] are not loaded "
+            "(loading a model can run code): tfrebuild did not write it for this environment (pass "
+            "--allow-commands to check them)"
+        )
     checked = models.merged(listed, models.from_paths(opts.models))
     models.refuse_untrusted(checked, target)  # before anything is built
     like = models.with_models(profile, checked)
     requested: set[str] = {canonicalize_name(n) for n in profile.requested if n not in SEED_PACKAGES}
-    transaction.run(transaction.Spec(
-        store=store, op=op, kind="apply", command=command, python=Path(interp.path), python_version=interp.version,
-        tensorflow=result.tensorflow, pylock=lock.text(), index=index,
-        build=BuildOptions(offline=opts.offline, require_hashes=lock.all_hashed, compile_bytecode=not opts.no_compile,
-                           log=log, requested=requested),
-        checks=Checks(tf_version=pins.get(tf, ""), imports=list(profile.smoke.imports), commands=run_commands),
-        write_profile=generations.write_profile, like=like, commands=run_commands, log=log, new_env=new_env,
-        adopt=_adoption(current), before_swap=lambda: generations.refuse_if_in_use(store.env, opts.force),
-        progress=progress, deep_check=opts.check == "import",
-        models=models.Gate(checked, current=None if new_env else target, index=index, offline=opts.offline,
-                           log=log)), result)
+    transaction.run(
+        transaction.Spec(
+            store=store,
+            op=op,
+            kind="apply",
+            command=command,
+            python=Path(interp.path),
+            python_version=interp.version,
+            tensorflow=result.tensorflow,
+            pylock=lock.text(),
+            index=index,
+            build=BuildOptions(
+                offline=opts.offline,
+                require_hashes=lock.all_hashed,
+                compile_bytecode=not opts.no_compile,
+                log=log,
+                requested=requested,
+            ),
+            checks=Checks(tf_version=pins.get(tf, ""), imports=list(profile.smoke.imports), commands=run_commands),
+            write_profile=generations.write_profile,
+            like=like,
+            commands=run_commands,
+            log=log,
+            new_env=new_env,
+            adopt=_adoption(current),
+            before_swap=lambda: generations.refuse_if_in_use(store.env, opts.force),
+            progress=progress,
+            deep_check=opts.check == "import",
+            models=models.Gate(
+                checked, current=None if new_env else target, index=index, offline=opts.offline, log=log
+            ),
+        ),
+        result,
+    )
     result.seconds = time.monotonic() - start
     return result
 
@@ -275,11 +349,14 @@ def _interpreter(opts: Options, profile: prof.Profile):
     try:
         return locks.find_interpreter(profile.interpreter.version)
     except UserError as exc:
-        raise UserError(f"The profile was made with Python {profile.interpreter.version}, and no Python "
-                        f"{profile.interpreter.minor} was found here.",
-                        f"Install Python {profile.interpreter.minor} (e.g. `pyenv install "
-                        f"{profile.interpreter.minor}`), or pass --python X.Y to build on another one "
-                        "(with --resolve if the lock's wheels do not fit it).", details=exc.message) from None
+        raise UserError(
+            f"The profile was made with Python {profile.interpreter.version}, and no Python "
+            f"{profile.interpreter.minor} was found here.",
+            f"Install Python {profile.interpreter.minor} (e.g. `pyenv install "
+            f"{profile.interpreter.minor}`), or pass --python X.Y to build on another one "
+            "(with --resolve if the lock's wheels do not fit it).",
+            details=exc.message,
+        ) from None
 
 
 def _adoption(current) -> transaction.Adoption | None:
@@ -287,12 +364,24 @@ def _adoption(current) -> transaction.Adoption | None:
     if current is None:
         return None
     old_tf = current.tensorflow
-    return transaction.Adoption(tensorflow=f"{old_tf.distribution} {old_tf.version}" if old_tf.distribution else "",
-                                python=current.interpreter.version, like=current)
+    return transaction.Adoption(
+        tensorflow=f"{old_tf.distribution} {old_tf.version}" if old_tf.distribution else "",
+        python=current.interpreter.version,
+        like=current,
+    )
 
 
-def _lock_that_fits(opts: Options, profile: prof.Profile, profile_path: Path, interp, data: Probed, index, log: Path,
-                    result: ApplyResult, progress) -> locks.Lock:
+def _lock_that_fits(
+    opts: Options,
+    profile: prof.Profile,
+    profile_path: Path,
+    interp,
+    data: Probed,
+    index,
+    log: Path,
+    result: ApplyResult,
+    progress,
+) -> locks.Lock:
     """The profile's lock (or its pins, locked), checked against this machine; re-resolved with ``--resolve``."""
     portability.check_urls(profile, None, opts.allow_insecure_index)
     progress.stage("lock", "reading the profile's lock")
@@ -307,8 +396,15 @@ def _lock_that_fits(opts: Options, profile: prof.Profile, profile_path: Path, in
     else:
         lock = None
         try:
-            lock = locks.lock_pins(pins_of_profile, interp.path, index, offline=opts.offline, log=log,
-                                   where=f"the profile {profile_path.name}", direct=direct)
+            lock = locks.lock_pins(
+                pins_of_profile,
+                interp.path,
+                index,
+                offline=opts.offline,
+                log=log,
+                where=f"the profile {profile_path.name}",
+                direct=direct,
+            )
             result.lock_source = "the profile's pins, locked with uv (uv pip compile --no-deps: not re-resolved)"
         except UserError as exc:
             if not opts.resolve:
@@ -317,8 +413,13 @@ def _lock_that_fits(opts: Options, profile: prof.Profile, profile_path: Path, in
                     exc.message += f" The profile was made on {portable.profile}; this is {portable.here}."
                 raise
     portability.check_urls(profile, lock, opts.allow_insecure_index)
-    consent.check_builds(lock, profile_path, trusted=result.trusted, command="apply",
-                         allowed=consent.Allowed(sources=opts.allow_sources, index=opts.allow_index))
+    consent.check_builds(
+        lock,
+        profile_path,
+        trusted=result.trusted,
+        command="apply",
+        allowed=consent.Allowed(sources=opts.allow_sources, index=opts.allow_index),
+    )
 
     if lock is not None:
         lock = _local_files(lock, lock_file, opts, result)
@@ -340,8 +441,9 @@ def _lock_that_fits(opts: Options, profile: prof.Profile, profile_path: Path, in
         raise portability.portability_error(fit, profile.interpreter.minor)
     progress.stage("resolve", f"re-resolving for Python {interp.version} (--resolve)")
     pins_before = lock.pins() if lock is not None else pins_of_profile
-    lock, result.changes = portability.re_resolve(profile, pins_before, interp.path, data, index,
-                                                  offline=opts.offline, log=log)
+    lock, result.changes = portability.re_resolve(
+        profile, pins_before, interp.path, data, index, offline=opts.offline, log=log
+    )
     lock, _, _ = locks.localize(lock, [Path(f) for f in opts.find_links])
     result.resolved = True
     result.lock_source = "re-resolved for this machine with uv (--resolve), the profile's versions preferred"
@@ -353,13 +455,16 @@ def _local_files(lock: locks.Lock, lock_file: Path | None, opts: Options, result
     lock, remote, missing = locks.localize(lock, [Path(f) for f in opts.find_links])
     if missing:
         names = ", ".join(m.split(":")[0] for m in missing)
-        raise UserError(f"{len(missing)} locked file(s) are not here: {names}. Nothing was built.",
-                        "The bundle is incomplete or was not copied whole: make it again with `tfrebuild bundle`, "
-                        "or pass --find-links to the folder that has the files.",
-                        details="\n".join(f"  {m}" for m in missing))
+        raise UserError(
+            f"{len(missing)} locked file(s) are not here: {names}. Nothing was built.",
+            "The bundle is incomplete or was not copied whole: make it again with `tfrebuild bundle`, "
+            "or pass --find-links to the folder that has the files.",
+            details="\n".join(f"  {m}" for m in missing),
+        )
     if remote and opts.offline:
-        result.notes.append(f"--offline: {len(remote)} locked file(s) are not in a --find-links folder and must "
-                            "come from uv's cache")
+        result.notes.append(
+            f"--offline: {len(remote)} locked file(s) are not in a --find-links folder and must come from uv's cache"
+        )
     hosts = sorted({urlsplit(f.url).netloc for p in lock.packages for f in p.files if f.remote})
     result.index_urls += [f"lock files from: {indexconf.redact(h)}" for h in hosts]
     bad = locks.verify_local(lock)
@@ -371,9 +476,13 @@ def _local_files(lock: locks.Lock, lock_file: Path | None, opts: Options, result
 def _check_consistent(lock: locks.Lock, pins: dict[str, str], lock_file: Path) -> None:
     """The lock must pin what the profile records (an edited lock is refused)."""
     locked = lock.pins()
-    differ = [f"{n}: profile {pins[n]}, lock {locked[n]}" for n in sorted(set(pins) & set(locked))
-              if pins[n] != locked[n]]
+    differ = [
+        f"{n}: profile {pins[n]}, lock {locked[n]}" for n in sorted(set(pins) & set(locked)) if pins[n] != locked[n]
+    ]
     if differ:
-        raise UserError(f"The lock {lock_file} and its profile disagree on {len(differ)} version(s): "
-                        f"{', '.join(d.split(':')[0] for d in differ)}. Nothing was built.",
-                        "One of them was edited by hand. " + locks.NEW_LOCK_HINT, details="\n".join(differ))
+        raise UserError(
+            f"The lock {lock_file} and its profile disagree on {len(differ)} version(s): "
+            f"{', '.join(d.split(':')[0] for d in differ)}. Nothing was built.",
+            "One of them was edited by hand. " + locks.NEW_LOCK_HINT,
+            details="\n".join(differ),
+        )

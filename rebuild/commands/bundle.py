@@ -36,8 +36,16 @@ from packaging.tags import Tag
 from packaging.utils import parse_wheel_filename
 
 from rebuild.core import consent
-from rebuild.core.lockfile import (Lock, LockedFile, LockedPackage, file_digests, file_name, profile_lock,
-                                   usable_index, with_credentials)
+from rebuild.core.lockfile import (
+    Lock,
+    LockedFile,
+    LockedPackage,
+    file_digests,
+    file_name,
+    profile_lock,
+    usable_index,
+    with_credentials,
+)
 from rebuild.env import profile as prof
 from rebuild.env import snapshot
 from rebuild.errors import UserError
@@ -123,10 +131,13 @@ def _ours(name: str, written: set[str]) -> bool:
     """``name`` is a file of ours: written, a ``.part`` download of one, or an atomic writer's leftover."""
     if name == MARKER or name in written:
         return True
-    if name.endswith(".part") and name[:-len(".part")] in written:
+    if name.endswith(".part") and name[: -len(".part")] in written:
         return True
-    return name.startswith(".") and name.endswith(".tmp") and name[1:].split(".", 1)[0] in {"profile", "pylock",
-                                                                                         "SHA256SUMS", MARKER[1:]}
+    return (
+        name.startswith(".")
+        and name.endswith(".tmp")
+        and name[1:].split(".", 1)[0] in {"profile", "pylock", "SHA256SUMS", MARKER[1:]}
+    )
 
 
 def _check_output(out: Path) -> set[str]:
@@ -141,16 +152,19 @@ def _check_output(out: Path) -> set[str]:
         return set()
     written = _written(out)
     if written is None:
-        raise UserError(f"{out} is not empty and not a bundle (tfrebuild bundle did not make it): {', '.join(names[:5])}"
-                        f"{' ...' if len(names) > 5 else ''}. Nothing was written.",
-                        "Pass a new or empty folder with -o: tfrebuild writes only into a folder it made "
-                        f"(it holds {MARKER}), and never deletes or overwrites files it did not write.")
+        raise UserError(
+            f"{out} is not empty and not a bundle (tfrebuild bundle did not make it): {', '.join(names[:5])}"
+            f"{' ...' if len(names) > 5 else ''}. Nothing was written.",
+            "Pass a new or empty folder with -o: tfrebuild writes only into a folder it made "
+            f"(it holds {MARKER}), and never deletes or overwrites files it did not write.",
+        )
     strangers = [n for n in names if not _ours(n, written)]
     if strangers:
-        raise UserError(f"{out} is a tfrebuild bundle, but it also holds {len(strangers)} file(s) tfrebuild did not "
-                        f"write: {', '.join(strangers[:5])}{' ...' if len(strangers) > 5 else ''}. Nothing was written.",
-                        "Move them out of the folder (tfrebuild never deletes or overwrites them), or pass a new "
-                        "folder with -o.")
+        raise UserError(
+            f"{out} is a tfrebuild bundle, but it also holds {len(strangers)} file(s) tfrebuild did not "
+            f"write: {', '.join(strangers[:5])}{' ...' if len(strangers) > 5 else ''}. Nothing was written.",
+            "Move them out of the folder (tfrebuild never deletes or overwrites them), or pass a new folder with -o.",
+        )
     return written - _OWN_FILES
 
 
@@ -166,9 +180,10 @@ def _fetch(f: LockedFile, base: Path | None, dest: Path, timeout: float, pool: h
     part = dest.with_name(dest.name + ".part")
     local = f.local_path(base)
     if local is not None and not local.is_file():
-        raise UserError(f"The locked file {local} does not exist.",
-                        "Make the bundle on the machine the lock was made on, or pass --find-links to the "
-                        "folder that has it.")
+        raise UserError(
+            f"The locked file {local} does not exist.",
+            "Make the bundle on the machine the lock was made on, or pass --find-links to the folder that has it.",
+        )
     if local is None and not f.remote:
         raise UserError(f"tfrebuild cannot fetch {f.url or f.path}.", "Locks name files by https, file:// or path.")
     try:
@@ -205,8 +220,10 @@ def _choose(lock: Lock, target: Target, notes: list[str]) -> list[tuple[LockedPa
     unsuitable = []
     for pkg in lock.packages:
         if pkg.source is not None:  # a folder, a local file or a repository: it stays what the lock names
-            notes.append(f"{pkg.name} {pkg.version} comes from its own source ({pkg.requirement}): the bundle's "
-                         "lock keeps that reference, and the target machine needs it at the same place")
+            notes.append(
+                f"{pkg.name} {pkg.version} comes from its own source ({pkg.requirement}): the bundle's "
+                "lock keeps that reference, and the target machine needs it at the same place"
+            )
             continue
         f = choose_file(pkg, tags)
         if f is None:
@@ -214,15 +231,19 @@ def _choose(lock: Lock, target: Target, notes: list[str]) -> list[tuple[LockedPa
             continue
         chosen.append((pkg, f))
         if f.kind == "sdist":
-            notes.append(f"{pkg.name} {pkg.version} has no wheel for the profile's platform: the bundle has "
-                         "its sdist, which must be built on the target (a compiler and its build "
-                         "requirements are needed there)")
+            notes.append(
+                f"{pkg.name} {pkg.version} has no wheel for the profile's platform: the bundle has "
+                "its sdist, which must be built on the target (a compiler and its build "
+                "requirements are needed there)"
+            )
     if unsuitable:
-        raise UserError(f"{len(unsuitable)} locked package(s) have no file for the profile's Python "
-                        f"{target.version} on {target.system} {target.machine}: "
-                        f"{', '.join(u.split(' (')[0] for u in unsuitable)}.",
-                        "The lock was made for another platform; take the profile and its lock on the machine "
-                        "the bundle is for.", details="\n".join(unsuitable))
+        raise UserError(
+            f"{len(unsuitable)} locked package(s) have no file for the profile's Python "
+            f"{target.version} on {target.system} {target.machine}: "
+            f"{', '.join(u.split(' (')[0] for u in unsuitable)}.",
+            "The lock was made for another platform; take the profile and its lock on the machine the bundle is for.",
+            details="\n".join(unsuitable),
+        )
     return chosen
 
 
@@ -237,9 +258,19 @@ def _source(f: LockedFile, base: Path | None, folders: list[Path]) -> LockedFile
     return source
 
 
-def _bundle_one(pkg: LockedPackage, f: LockedFile, source: LockedFile, base: Path | None, dest: Path, *,
-                offline: bool, timeout: float, progress: Progress, label: str,
-                pool: http.Pool | None = None) -> tuple[str, dict[str, str]]:
+def _bundle_one(
+    pkg: LockedPackage,
+    f: LockedFile,
+    source: LockedFile,
+    base: Path | None,
+    dest: Path,
+    *,
+    offline: bool,
+    timeout: float,
+    progress: Progress,
+    label: str,
+    pool: http.Pool | None = None,
+) -> tuple[str, dict[str, str]]:
     """Put ``f`` at ``dest`` (kept if already there with the lock's hashes); (how, digests)."""
     if dest.is_file():
         digests = file_digests(dest, list(f.hashes))
@@ -247,8 +278,10 @@ def _bundle_one(pkg: LockedPackage, f: LockedFile, source: LockedFile, base: Pat
             return "present", digests
         dest.unlink()  # an earlier, different file: fetch it again
     if offline and source.remote:
-        raise UserError(f"{pkg.name} {pkg.version} ({f.filename}) must be downloaded, but --offline was given.",
-                        "Drop --offline, or pass --find-links to a folder that has the file.")
+        raise UserError(
+            f"{pkg.name} {pkg.version} ({f.filename}) must be downloaded, but --offline was given.",
+            "Drop --offline, or pass --find-links to a folder that has the file.",
+        )
     progress.stage("fetch", label)
     how = _fetch(source, base, dest, timeout, pool)
     part = dest.with_name(dest.name + ".part")
@@ -257,10 +290,12 @@ def _bundle_one(pkg: LockedPackage, f: LockedFile, source: LockedFile, base: Pat
     if wrong:
         part.unlink()
         a = wrong[0]
-        raise UserError(f"{f.filename} does not match the lock's hash: expected {a}:{f.hashes[a]}, got "
-                        f"{a}:{digests[a]}. Nothing was added to the bundle for it.",
-                        "The file changed after locking (or the download was altered). Lock again from a "
-                        "trusted index; never edit hashes by hand.")
+        raise UserError(
+            f"{f.filename} does not match the lock's hash: expected {a}:{f.hashes[a]}, got "
+            f"{a}:{digests[a]}. Nothing was added to the bundle for it.",
+            "The file changed after locking (or the download was altered). Lock again from a "
+            "trusted index; never edit hashes by hand.",
+        )
     os.replace(part, dest)
     return how, digests
 
@@ -277,8 +312,7 @@ def _record(raw: dict, f: LockedFile, size: int, sha256: str) -> None:
         raw.pop("wheels", None)
 
 
-def _write_bundle(out: Path, data: dict, profile: prof.Profile, bundled: list[BundledFile],
-                  earlier: set[str]) -> None:
+def _write_bundle(out: Path, data: dict, profile: prof.Profile, bundled: list[BundledFile], earlier: set[str]) -> None:
     """The bundle's lock, profile and SHA256SUMS; files an earlier bundle wrote (``earlier``) that this lock
     does not name go. Nothing else in the folder is touched."""
     snapshot.write_text_atomic(out / "pylock.toml", tomli_w.dumps(data))
@@ -295,9 +329,17 @@ def _write_bundle(out: Path, data: dict, profile: prof.Profile, bundled: list[Bu
     _mark(out, keep)
 
 
-def run(profile_path, output, *, find_links: list[str] | None = None, offline: bool = False,
-        python: str | None = None, timeout: float = 300.0, progress: Progress | None = None,
-        allowed: consent.Allowed = consent.Allowed()) -> BundleResult:
+def run(
+    profile_path,
+    output,
+    *,
+    find_links: list[str] | None = None,
+    offline: bool = False,
+    python: str | None = None,
+    timeout: float = 300.0,
+    progress: Progress | None = None,
+    allowed: consent.Allowed = consent.Allowed(),
+) -> BundleResult:
     """``tfrebuild bundle PROFILE -o DIR``."""
     progress = progress or NULL
     start = time.monotonic()
@@ -305,8 +347,9 @@ def run(profile_path, output, *, find_links: list[str] | None = None, offline: b
     earlier = _check_output(out)
     consent.check_file(profile_path, allowed=allowed, command="bundle", offline=offline)
     progress.stage("lock", str(profile_path))
-    profile, lock, lock_source, notes = profile_lock(profile_path, find_links=find_links, offline=offline,
-                                                     python=python)
+    profile, lock, lock_source, notes = profile_lock(
+        profile_path, find_links=find_links, offline=offline, python=python
+    )
     chosen = _choose(lock, profile_target(profile), notes)
     folders = [Path(f) for f in find_links or []]
     out.mkdir(parents=True, exist_ok=True)
@@ -319,28 +362,49 @@ def run(profile_path, output, *, find_links: list[str] | None = None, offline: b
     auth = usable_index(profile.index)  # the profile's sources with this machine's credentials filled in
     fetching = time.monotonic()
     with http.Pool(timeout=timeout) as pool:
-        got = _fetch_all(chosen, out, lock.base, folders, auth, offline=offline, timeout=timeout, pool=pool,
-                         progress=progress)
+        got = _fetch_all(
+            chosen, out, lock.base, folders, auth, offline=offline, timeout=timeout, pool=pool, progress=progress
+        )
     fetch_seconds = time.monotonic() - fetching
     for i, (pkg, f) in enumerate(chosen):
         dest = out / f.filename
         how, digests = got[i]
         size = dest.stat().st_size
         _record(by_name[pkg.name], f, size, digests["sha256"])
-        bundled.append(BundledFile(pkg.name, pkg.version, f.filename, size, digests["sha256"], how,
-                                   "sha256" not in f.hashes))
+        bundled.append(
+            BundledFile(pkg.name, pkg.version, f.filename, size, digests["sha256"], how, "sha256" not in f.hashes)
+        )
     if any(b.hash_recorded for b in bundled):
-        notes.append(f"the lock had no sha256 for {sum(b.hash_recorded for b in bundled)} file(s); the bundle's lock "
-                     "records the hashes computed here")
+        notes.append(
+            f"the lock had no sha256 for {sum(b.hash_recorded for b in bundled)} file(s); the bundle's lock "
+            "records the hashes computed here"
+        )
     _write_bundle(out, data, profile, bundled, earlier)
-    return BundleResult(profile=str(Path(profile_path).absolute()), output=str(out), files=bundled,
-                        size=folder_size(out), lock_source=lock_source, notes=notes,
-                        seconds=time.monotonic() - start, fetch_seconds=fetch_seconds, connections=pool.opened)
+    return BundleResult(
+        profile=str(Path(profile_path).absolute()),
+        output=str(out),
+        files=bundled,
+        size=folder_size(out),
+        lock_source=lock_source,
+        notes=notes,
+        seconds=time.monotonic() - start,
+        fetch_seconds=fetch_seconds,
+        connections=pool.opened,
+    )
 
 
-def _fetch_all(chosen: list[tuple[LockedPackage, LockedFile]], out: Path, base: Path | None, folders: list[Path],
-               auth: prof.Index, *, offline: bool, timeout: float, pool: http.Pool,
-               progress: Progress) -> dict[int, tuple[str, dict[str, str]]]:
+def _fetch_all(
+    chosen: list[tuple[LockedPackage, LockedFile]],
+    out: Path,
+    base: Path | None,
+    folders: list[Path],
+    auth: prof.Index,
+    *,
+    offline: bool,
+    timeout: float,
+    pool: http.Pool,
+    progress: Progress,
+) -> dict[int, tuple[str, dict[str, str]]]:
     """Every chosen file into ``out``, :data:`DOWNLOADS` at once over ``pool``; ``{index in chosen: (how,
     digests)}``. The first failure (or an interrupt) stops the transfers in progress and is raised."""
     got: dict[int, tuple[str, dict[str, str]]] = {}
@@ -351,8 +415,21 @@ def _fetch_all(chosen: list[tuple[LockedPackage, LockedFile]], out: Path, base: 
             if source.remote:
                 source = copy.copy(source)
                 source.url = with_credentials(source.url, auth)
-            futures[workers.submit(_bundle_one, pkg, f, source, base, out / f.filename, offline=offline,
-                                   timeout=timeout, progress=NULL, label=f.filename, pool=pool)] = i
+            futures[
+                workers.submit(
+                    _bundle_one,
+                    pkg,
+                    f,
+                    source,
+                    base,
+                    out / f.filename,
+                    offline=offline,
+                    timeout=timeout,
+                    progress=NULL,
+                    label=f.filename,
+                    pool=pool,
+                )
+            ] = i
         try:
             for future in as_completed(futures):
                 i = futures[future]

@@ -22,9 +22,18 @@ from rebuild.env.locate import locate
 from rebuild.index import config as indexconf
 
 
-def run(env: str | os.PathLike | None = None, *, to: str | None = "latest", index_url: str | None = None,
-        extra_index_urls: Iterable[str] = (), find_links: Iterable[str | os.PathLike] = (), offline: bool = False,
-        pre: bool = False, environ: Mapping[str, str] | None = None, timeout: float = 20.0) -> DoctorResult:
+def run(
+    env: str | os.PathLike | None = None,
+    *,
+    to: str | None = "latest",
+    index_url: str | None = None,
+    extra_index_urls: Iterable[str] = (),
+    find_links: Iterable[str | os.PathLike] = (),
+    offline: bool = False,
+    pre: bool = False,
+    environ: Mapping[str, str] | None = None,
+    timeout: float = 20.0,
+) -> DoctorResult:
     """``tfrebuild doctor``: probe the env deeply, read the index for the target, report findings.
 
     ``to=None`` skips everything that needs the index (the target checks).
@@ -38,20 +47,28 @@ def run(env: str | os.PathLike | None = None, *, to: str | None = "latest", inde
     sources = None
     if spec is not None:
         env_for_config = dict(os.environ if environ is None else environ)
-        index = indexconf.override(indexconf.discover(prefix=None if loc.bare else loc.path, environ=env_for_config),
-                                   index_url=index_url, extra_index_urls=list(extra_index_urls),
-                                   find_links=[str(f) for f in find_links], offline=offline)
+        index = indexconf.override(
+            indexconf.discover(prefix=None if loc.bare else loc.path, environ=env_for_config),
+            index_url=index_url,
+            extra_index_urls=list(extra_index_urls),
+            find_links=[str(f) for f in find_links],
+            offline=offline,
+        )
         sources = index_sources(index, offline)
     ctx = Context(loc, data, environ, sources=sources, timeout=timeout, pre=pre)
     findings = check_boundaries(ctx) + check_debris(ctx) + check_consistency(ctx) + check_imports(ctx)
     target = None
     if spec is not None:
         if not ctx.tf:
-            findings.append(F.NO_TENSORFLOW.make(
-                f"{loc.path} has no TensorFlow installed: --to {spec.raw} was not checked",
-                [f"{len(ctx.env_dists)} distribution(s) in {', '.join(ctx.paths.get('site_packages') or [])}"],
-                f"install one: `uv pip install --python {q(loc.python)} tensorflow`", fixed_by_rebuild=False,
-                affects_new_env=False))
+            findings.append(
+                F.NO_TENSORFLOW.make(
+                    f"{loc.path} has no TensorFlow installed: --to {spec.raw} was not checked",
+                    [f"{len(ctx.env_dists)} distribution(s) in {', '.join(ctx.paths.get('site_packages') or [])}"],
+                    f"install one: `uv pip install --python {q(loc.python)} tensorflow`",
+                    fixed_by_rebuild=False,
+                    affects_new_env=False,
+                )
+            )
         else:
             target, notes = pick_target(ctx, spec)
             findings += notes
@@ -60,7 +77,15 @@ def run(env: str | os.PathLike | None = None, *, to: str | None = "latest", inde
     if target is None:
         findings += check_cuda(ctx, None)
     return DoctorResult(
-        env=str(loc.path), python=str(loc.python), python_version=ctx.interp.get("version", ""),
-        env_kind=ctx.env.get("kind", "unknown"), tf_distribution=ctx.tf, tf_version=ctx.tf_version,
-        target=spec.raw if spec else "", target_version=target.version if target else "",
-        findings=sort_findings(findings), skipped=list(ctx.skipped), seconds=time.monotonic() - start)
+        env=str(loc.path),
+        python=str(loc.python),
+        python_version=ctx.interp.get("version", ""),
+        env_kind=ctx.env.get("kind", "unknown"),
+        tf_distribution=ctx.tf,
+        tf_version=ctx.tf_version,
+        target=spec.raw if spec else "",
+        target_version=target.version if target else "",
+        findings=sort_findings(findings),
+        skipped=list(ctx.skipped),
+        seconds=time.monotonic() - start,
+    )

@@ -43,9 +43,18 @@ class ExportResult:
     seconds: float = 0.0
 
 
-def run(*, env=None, profile=None, fmt: str = "pylock", output=None, find_links: list[str] | None = None,
-        offline: bool = False, python: str | None = None, force: bool = False,
-        allowed: consent.Allowed = consent.Allowed()) -> ExportResult:
+def run(
+    *,
+    env=None,
+    profile=None,
+    fmt: str = "pylock",
+    output=None,
+    find_links: list[str] | None = None,
+    offline: bool = False,
+    python: str | None = None,
+    force: bool = False,
+    allowed: consent.Allowed = consent.Allowed(),
+) -> ExportResult:
     """``tfrebuild export``: write the exact set of an env or a profile as a standard lock file."""
     start = time.monotonic()
     if fmt not in FORMATS:
@@ -56,11 +65,18 @@ def run(*, env=None, profile=None, fmt: str = "pylock", output=None, find_links:
     notes: list[str] = []
     if out_path is not None:
         snapshot.check_output(out_path, force)
-        if fmt == "pylock" and not (out_path.name == "pylock.toml" or
-                                    (out_path.name.startswith("pylock.") and out_path.name.endswith(".toml")
-                                     and out_path.name.count(".") == 2)):
-            notes.append(f"uv and pip only read PEP 751 files named pylock.toml or pylock.<name>.toml; "
-                         f"rename {out_path.name} before installing it")
+        if fmt == "pylock" and not (
+            out_path.name == "pylock.toml"
+            or (
+                out_path.name.startswith("pylock.")
+                and out_path.name.endswith(".toml")
+                and out_path.name.count(".") == 2
+            )
+        ):
+            notes.append(
+                f"uv and pip only read PEP 751 files named pylock.toml or pylock.<name>.toml; "
+                f"rename {out_path.name} before installing it"
+            )
     if profile is not None:
         consent.check_file(profile, allowed=allowed, command="export", offline=offline)
         _, lock, lock_source, skipped = profile_lock(profile, find_links=find_links, offline=offline, python=python)
@@ -79,14 +95,24 @@ def run(*, env=None, profile=None, fmt: str = "pylock", output=None, find_links:
                         table["path"] = str((lock.base / table["path"]).absolute())
         text = tomli_w.dumps(data)
         if any(f.local_path(lock.base) is not None for p in lock.packages for f in p.files):
-            notes.append("the lock names files on this machine (file:// or paths): it installs here or where the "
-                         "same paths exist; use `tfrebuild bundle` to carry the files along")
+            notes.append(
+                "the lock names files on this machine (file:// or paths): it installs here or where the "
+                "same paths exist; use `tfrebuild bundle` to carry the files along"
+            )
     else:
         text = to_requirements(lock)
         if any(f.local_path(lock.base) is not None for p in lock.packages for f in p.files):
             notes.append("the wheels came from local folders: install with --no-index --find-links <that folder>")
     if out_path is not None:
         snapshot.write_text_atomic(out_path, text)
-    return ExportResult(format=fmt, source=source, lock_source=lock_source,
-                        output=str(out_path) if out_path else None, packages=len(lock.packages),
-                        hashed=lock.all_hashed, text=text, notes=notes, seconds=time.monotonic() - start)
+    return ExportResult(
+        format=fmt,
+        source=source,
+        lock_source=lock_source,
+        output=str(out_path) if out_path else None,
+        packages=len(lock.packages),
+        hashed=lock.all_hashed,
+        text=text,
+        notes=notes,
+        seconds=time.monotonic() - start,
+    )

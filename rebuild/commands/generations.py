@@ -78,7 +78,11 @@ def _only_bookkeeping(state: Path) -> bool:
     for entry in os.scandir(state):
         if entry.name in ("created", "lock", ".gitignore", "logs"):
             continue
-        if entry.name in ("staging", "trash") and entry.is_dir(follow_symlinks=False) and not any(os.scandir(entry.path)):
+        if (
+            entry.name in ("staging", "trash")
+            and entry.is_dir(follow_symlinks=False)
+            and not any(os.scandir(entry.path))
+        ):
             continue
         return False
     return True
@@ -106,8 +110,9 @@ def env_path(env) -> Path:
         try:
             path = real(os.path.expanduser(os.fspath(env)))
             state = state_dir(path)
-            found = not os.path.islink(state) and any(os.path.isfile(state / name)
-                                                      for name in ("store.toml", "journal.json", "created"))
+            found = not os.path.islink(state) and any(
+                os.path.isfile(state / name) for name in ("store.toml", "journal.json", "created")
+            )
         except (OSError, ValueError):
             found = False
         if not found:
@@ -120,9 +125,10 @@ def open_store(env) -> tuple[Store, str | None]:
     path = env_path(env)
     store, done = _open_recovered(path)
     if store is None:  # ``done``: an interrupted apply into this new path, undone
-        raise UserError(f"{path} is not managed by tfrebuild yet: it has no generations"
-                        + (f" ({done})." if done else "."),
-                        "Generations are made by `tfrebuild upgrade`; the first upgrade keeps the env as generation 1.")
+        raise UserError(
+            f"{path} is not managed by tfrebuild yet: it has no generations" + (f" ({done})." if done else "."),
+            "Generations are made by `tfrebuild upgrade`; the first upgrade keeps the env as generation 1.",
+        )
     return store, done
 
 
@@ -132,9 +138,15 @@ def recover(store: Store, at_open: str | None = None) -> str | None:
     return _and_opened(at_open, store.recover(finished=complete_profile))
 
 
-def write_profile(store: Store, number: int, profile: prof.Profile | None = None, *,
-                  like: prof.Profile | None = None, commands: list[str] | None = None,
-                  index: prof.Index | None = None) -> None:
+def write_profile(
+    store: Store,
+    number: int,
+    profile: prof.Profile | None = None,
+    *,
+    like: prof.Profile | None = None,
+    commands: list[str] | None = None,
+    index: prof.Index | None = None,
+) -> None:
     """Each generation keeps the profile of its environment.
 
     Without ``profile`` it is a fresh snapshot of the env at the real path, pointing at the
@@ -153,8 +165,11 @@ def write_profile(store: Store, number: int, profile: prof.Profile | None = None
         if index is not None:
             profile.index.constraints = list(index.constraints)
             profile.index.constraint_lines = list(index.constraint_lines)
-            profile.index.settings += [s for s in index.settings if s.key in ("constraints", "constraint_lines")
-                                       and s not in profile.index.settings]
+            profile.index.settings += [
+                s
+                for s in index.settings
+                if s.key in ("constraints", "constraint_lines") and s not in profile.index.settings
+            ]
         if like is not None:
             profile.constraints = dict(like.constraints)
             profile.smoke.imports = list(like.smoke.imports) or profile.smoke.imports
@@ -206,15 +221,24 @@ class RollbackResult:
     notes: list[str] = field(default_factory=list)
 
 
-def rollback(env=None, to: int | None = None, *, yes: bool = False, force: bool = False,
-             confirm: Callable[[str], bool] | None = None, deep: bool = False) -> RollbackResult:
+def rollback(
+    env=None,
+    to: int | None = None,
+    *,
+    yes: bool = False,
+    force: bool = False,
+    confirm: Callable[[str], bool] | None = None,
+    deep: bool = False,
+) -> RollbackResult:
     """Swap generation ``to`` (default: the previous one) back in, then check it at the path.
 
     The generation returned to was proven at this path when it was current, so the check is cheap by default
     (:func:`rollback_check`); ``deep`` (``--check import``) imports TensorFlow there as well."""
     if not yes and confirm is None:
-        raise UserError("tfrebuild rollback needs confirmation, and there is no terminal to ask on.",
-                        "See `tfrebuild history`, then run `tfrebuild rollback --yes`.")
+        raise UserError(
+            "tfrebuild rollback needs confirmation, and there is no terminal to ask on.",
+            "See `tfrebuild history`, then run `tfrebuild rollback --yes`.",
+        )
     store, at_open = open_store(env)
     with store.lock("tfrebuild rollback" + (f" --to {to}" if to is not None else "")):
         recovered = recover(store, at_open)
@@ -225,27 +249,38 @@ def rollback(env=None, to: int | None = None, *, yes: bool = False, force: bool 
         current = store.current
         target_n = to if to is not None else store.previous_number
         if target_n is None:
-            raise UserError(f"{store.env} has no earlier generation to roll back to.",
-                            "See `tfrebuild history`.")
+            raise UserError(f"{store.env} has no earlier generation to roll back to.", "See `tfrebuild history`.")
         if target_n == current.number:
             raise UserError(f"Generation {target_n} is already current at {store.env}.", "See `tfrebuild history`.")
         numbers = [g.number for g in store.generations()]
         if target_n not in numbers:
             store.generation(target_n)  # one that is there but cannot be read says so
-            raise UserError(f"There is no generation {target_n} of {store.env}.",
-                            f"Existing generations: {', '.join(map(str, numbers))} (see `tfrebuild history`).")
+            raise UserError(
+                f"There is no generation {target_n} of {store.env}.",
+                f"Existing generations: {', '.join(map(str, numbers))} (see `tfrebuild history`).",
+            )
         target = store.generation(target_n)
         target_tf = _tf_version(target)
         project = project_files.load(store, target_n) is not None
         edits = project_files.edits(store) if project and not force else None  # rollback would put older files back
-        shown = "" if edits is None else ("\nYour edits to the project files since generation "
-                                          f"{current.number} are replaced by generation {target_n}'s (saved first in "
-                                          "the state folder's project-edits/):\n" + "\n".join(d for _, d in edits[1]))
-        if not yes and not confirm(f"Swap generation {target_n} ({target.tensorflow}, Python {target.python}) "
-                                   f"in at {store.env}? Generation {current.number} is kept.{shown}"):
-            raise UserError("Rollback cancelled; the env was not changed."
-                            + (f" ({adopted[0].upper() + adopted[1:]}: it stays recorded.)" if adopted else ""),
-                            exit_code=1)
+        shown = (
+            ""
+            if edits is None
+            else (
+                "\nYour edits to the project files since generation "
+                f"{current.number} are replaced by generation {target_n}'s (saved first in "
+                "the state folder's project-edits/):\n" + "\n".join(d for _, d in edits[1])
+            )
+        )
+        if not yes and not confirm(
+            f"Swap generation {target_n} ({target.tensorflow}, Python {target.python}) "
+            f"in at {store.env}? Generation {current.number} is kept.{shown}"
+        ):
+            raise UserError(
+                "Rollback cancelled; the env was not changed."
+                + (f" ({adopted[0].upper() + adopted[1:]}: it stays recorded.)" if adopted else ""),
+                exit_code=1,
+            )
         files_force = force or (edits is not None and not yes)  # asked, with the diff, and answered yes
         users = refuse_if_in_use(store.env, force)
         fsguard.refuse_mount_point(store.env)
@@ -270,11 +305,27 @@ def rollback(env=None, to: int | None = None, *, yes: bool = False, force: bool 
             from rebuild.util import failtext
 
             failed = failtext.check_details(report.failed)  # the cause (innermost frames), not the last 2000 chars
-            raise UserError(f"Generation {target_n} does not work at {store.env}; tfrebuild swapped generation "
-                            f"{current.number} back in.", "See the check output; `tfrebuild history` lists the others.",
-                            exit_code=1, details=failed)
-        return RollbackResult(str(store.env), current.number, target_n, target.tensorflow, target.python, swap_ms,
-                              report.checks, recovered, users, method, written, notes)
+            raise UserError(
+                f"Generation {target_n} does not work at {store.env}; tfrebuild swapped generation "
+                f"{current.number} back in.",
+                "See the check output; `tfrebuild history` lists the others.",
+                exit_code=1,
+                details=failed,
+            )
+        return RollbackResult(
+            str(store.env),
+            current.number,
+            target_n,
+            target.tensorflow,
+            target.python,
+            swap_ms,
+            report.checks,
+            recovered,
+            users,
+            method,
+            written,
+            notes,
+        )
 
 
 def _settle_project(store: Store) -> list[str]:
@@ -296,16 +347,21 @@ def _settle_project(store: Store) -> list[str]:
         from rebuild.project import poetryproject
 
         try:
-            return [f"{poetryproject.settle(project, store.env, log=None)} in {project.root}: poetry.lock and the env "
-                    "match"]
+            return [
+                f"{poetryproject.settle(project, store.env, log=None)} in {project.root}: poetry.lock and the env match"
+            ]
         except UserError as exc:
             return [f"{exc.message}: run `poetry sync` in {project.root}"]
     if project is None or project.manager != "uv":
         return []
     try:
-        return [f"{uvproject.settle(project, store.env, offline=True, log=None)} in {project.root}: uv.lock and the env match"]
+        return [
+            f"{uvproject.settle(project, store.env, offline=True, log=None)} in {project.root}: uv.lock and the env match"
+        ]
     except UserError as exc:
-        return [f"{exc.message}: run `uv sync` in {project.root} ({exc.details.strip().splitlines()[-1] if exc.details else ''})"]
+        return [
+            f"{exc.message}: run `uv sync` in {project.root} ({exc.details.strip().splitlines()[-1] if exc.details else ''})"
+        ]
 
 
 def rollback_check(store: Store, number: int, tf_version: str, deep: bool) -> smoke.Report:
@@ -316,8 +372,14 @@ def rollback_check(store: Store, number: int, tf_version: str, deep: bool) -> sm
     gen = store.generation(number)
     dist = gen.tensorflow.split()[0] if gen.tensorflow and tf_version else ""
     inode = (gen.device, gen.inode) if gen.inode else None
-    report = smoke.run_at_path(store.env, deep=deep, tf_version=tf_version, versions={dist: tf_version} if dist else {},
-                               inode=inode, python=gen.python)
+    report = smoke.run_at_path(
+        store.env,
+        deep=deep,
+        tf_version=tf_version,
+        versions={dist: tf_version} if dist else {},
+        inode=inode,
+        python=gen.python,
+    )
     if deep and report.ok:  # --check import: the generation's [[smoke.models]] load and run a batch there too
         report.checks += models.as_checks(_load_models(store, number))
     return report
@@ -351,7 +413,9 @@ class HistoryRow:
     disk_alone: int
     command: str
     present: bool
-    project: str = ""  # the project files this generation keeps ("pyproject.toml: tensorflow-cpu==2.18.0; uv.lock sha256 1a2b…")
+    project: str = (
+        ""  # the project files this generation keeps ("pyproject.toml: tensorflow-cpu==2.18.0; uv.lock sha256 1a2b…")
+    )
     models: str = ""  # model-checked before its swap: "3 models: 3 match" ("" when not)
 
 
@@ -402,10 +466,22 @@ def history(env=None) -> History:
     trees = {g.number: g.path(store) for g in gens}
     present = {n: p.exists() for n, p in trees.items()}
     alone, total = exclusive_usage([trees[n] for n in sorted(trees) if present[n]])
-    rows = [HistoryRow(g.number, g.number == store.current_number, g.number == store.previous_number, g.created,
-                       g.tensorflow, g.python, alone.get(trees[g.number], 0), proc.redact_line(g.command), present[g.number],
-                       project_summary(store, g.number), models.summary(models.recorded(store.generation_dir(g.number))))
-            for g in gens]
+    rows = [
+        HistoryRow(
+            g.number,
+            g.number == store.current_number,
+            g.number == store.previous_number,
+            g.created,
+            g.tensorflow,
+            g.python,
+            alone.get(trees[g.number], 0),
+            proc.redact_line(g.command),
+            present[g.number],
+            project_summary(store, g.number),
+            models.summary(models.recorded(store.generation_dir(g.number))),
+        )
+        for g in gens
+    ]
     return History(str(store.env), str(store.state), rows, total, recovered, store.unreadable())
 
 
@@ -447,8 +523,7 @@ def diff(a: str, b: str, env=None) -> Diff:
     label_a, pa, pins_a = _load_side(a, env)
     label_b, pb, pins_b = _load_side(b, env)
     req = set(pa.requested) | set(pb.requested)
-    changes = [planning.Change(n, old, new, kind, n in req)
-               for n, old, new, kind in planning.diff(pins_a, pins_b)]
+    changes = [planning.Change(n, old, new, kind, n in req) for n, old, new, kind in planning.diff(pins_a, pins_b)]
     changes.sort(key=lambda c: (not c.requested, c.name))
     return Diff(label_a, label_b, changes)
 
@@ -482,8 +557,11 @@ def _project_status(store: Store | None, env: Path) -> str:
     text = found.label + ("" if found.drivable else f"; not driven by tfrebuild: {found.reverts}")
     if store is not None and project_files.load(store, store.current_number) is not None:
         changed = project_files.edited(store, found.root)
-        text += (f"; changed since generation {store.current_number}: {', '.join(n for n, _ in changed)}" if changed
-                 else f"; files are generation {store.current_number}'s")
+        text += (
+            f"; changed since generation {store.current_number}: {', '.join(n for n, _ in changed)}"
+            if changed
+            else f"; files are generation {store.current_number}'s"
+        )
     return text
 
 
@@ -505,8 +583,10 @@ def _drift(store: Store) -> str:
     text = ""
     if version and now != version:
         shown = f"{name} {now}" if now else f"no {name}"
-        text = (f"the env holds {shown}, not generation {store.current_number}'s {store.current.tensorflow}: it was "
-                "changed in place since (a project's `uv sync`/`poetry install`, or pip)")
+        text = (
+            f"the env holds {shown}, not generation {store.current_number}'s {store.current.tensorflow}: it was "
+            "changed in place since (a project's `uv sync`/`poetry install`, or pip)"
+        )
     if found is not None:
         return found.sentence(store.env) + (f"; {text}" if text and found.kind != "recreated" else "")
     return text
@@ -516,14 +596,37 @@ def status(env=None) -> Status:
     path = env_path(env)
     store, at_open = _open_recovered(path)
     if store is None:
-        return Status(str(path), False, "", None, None, "", None, [], None, at_open,
-                      project=_project_status(None, path) if os.path.isdir(path) else "")
+        return Status(
+            str(path),
+            False,
+            "",
+            None,
+            None,
+            "",
+            None,
+            [],
+            None,
+            at_open,
+            project=_project_status(None, path) if os.path.isdir(path) else "",
+        )
     holder = store.lock_holder()
-    recovered = _and_opened(at_open, recovery.recover_if_idle(store, finished=complete_profile) if holder is None
-                            else None)
+    recovered = _and_opened(
+        at_open, recovery.recover_if_idle(store, finished=complete_profile) if holder is None else None
+    )
     store.reload()
     journal = store.journal()
-    return Status(str(store.env), True, str(store.state), store.current_number, store.previous_number,
-                  store.current.tensorflow, journal, [str(p) for p in store.leftover_staging()], holder, recovered,
-                  running=journal is not None and store.lock_holder() is not None,
-                  project=_project_status(store, store.env), drift=_drift(store))
+    return Status(
+        str(store.env),
+        True,
+        str(store.state),
+        store.current_number,
+        store.previous_number,
+        store.current.tensorflow,
+        journal,
+        [str(p) for p in store.leftover_staging()],
+        holder,
+        recovered,
+        running=journal is not None and store.lock_holder() is not None,
+        project=_project_status(store, store.env),
+        drift=_drift(store),
+    )

@@ -45,9 +45,11 @@ class Outside:
         return f"adopted: {self.kind} outside tfrebuild"
 
     def sentence(self, env: Path | str) -> str:
-        return (f"{env} is not generation {self.generation} as tfrebuild recorded it: it was {self.kind} outside "
-                f"tfrebuild ({self.detail}); `tfrebuild upgrade` (or `rollback`) first adopts it as it is now as a new "
-                "generation, so no generation is lost")
+        return (
+            f"{env} is not generation {self.generation} as tfrebuild recorded it: it was {self.kind} outside "
+            f"tfrebuild ({self.detail}); `tfrebuild upgrade` (or `rollback`) first adopts it as it is now as a new "
+            "generation, so no generation is lost"
+        )
 
 
 def _index_pins(pins: dict[str, str]) -> dict[str, str]:
@@ -65,8 +67,13 @@ def _recorded(store: Store, number: int) -> dict[str, str] | None:
         recorded = prof.load(path)
     except (UserError, OSError):
         return None
-    return _index_pins({p.name: p.version for p in recorded.packages
-                        if p.location == "env" and getattr(p, "source", "index") in ("index", "")})
+    return _index_pins(
+        {
+            p.name: p.version
+            for p in recorded.packages
+            if p.location == "env" and getattr(p, "source", "index") in ("index", "")
+        }
+    )
 
 
 def _installed(env: Path, recorded: dict[str, str]) -> dict[str, str] | None:
@@ -98,8 +105,10 @@ def _made_after(env: Path, created: str) -> bool:
 
 
 def _differences(recorded: dict[str, str], now: dict[str, str]) -> list[str]:
-    return [f"{name} {old} → {new}" if old and new else (f"+{name} {new}" if new else f"-{name} {old}")
-            for name, old, new in versions.moves(recorded, now)]
+    return [
+        f"{name} {old} → {new}" if old and new else (f"+{name} {new}" if new else f"-{name} {old}")
+        for name, old, new in versions.moves(recorded, now)
+    ]
 
 
 def detect(store: Store) -> Outside | None:
@@ -114,8 +123,11 @@ def detect(store: Store) -> Outside | None:
         what = f"holds {len(now)} distributions" if now is not None else "no site-packages"
         if recorded is not None and now is not None:
             diff = _differences(recorded, now)
-            what += f"; against generation {current.number}: " + (", ".join(diff[:_SHOWN]) + (
-                f", and {len(diff) - _SHOWN} more" if len(diff) > _SHOWN else "") if diff else "the same versions")
+            what += f"; against generation {current.number}: " + (
+                ", ".join(diff[:_SHOWN]) + (f", and {len(diff) - _SHOWN} more" if len(diff) > _SHOWN else "")
+                if diff
+                else "the same versions"
+            )
         return Outside("recreated", current.number, f"another directory is at the path; it {what}")
     if recorded is None or now is None:
         return None
@@ -147,9 +159,13 @@ def adopt(store: Store, write_profile, progress=None) -> tuple[Outside, Generati
     write_profile(store, number, like=like)  # the env as it is now, with the user's [constraints] and [smoke] kept
     profile = prof.load(store.generation_dir(number) / "profile.toml")
     tf = profile.tensorflow
-    gen = Generation.new(number, command=found.command, python=profile.interpreter.version or "",
-                         tensorflow=f"{tf.distribution} {tf.version}" if tf.distribution and tf.version else "",
-                         note=found.detail)
+    gen = Generation.new(
+        number,
+        command=found.command,
+        python=profile.interpreter.version or "",
+        tensorflow=f"{tf.distribution} {tf.version}" if tf.distribution and tf.version else "",
+        note=found.detail,
+    )
     return found, adoption.record_outside(store, gen, os.lstat(store.env), lost=found.kind)
 
 
@@ -158,6 +174,8 @@ def adopt_text(store: Store, done: tuple[Outside, Generation] | None) -> str | N
     if done is None:
         return None
     found, gen = done
-    return (f"adopted {store.env} as generation {gen.number} ({gen.tensorflow or 'no TensorFlow'}): it was "
-            f"{found.kind} outside tfrebuild ({found.detail}); generation {found.generation}'s tree is gone, its "
-            "record is kept")
+    return (
+        f"adopted {store.env} as generation {gen.number} ({gen.tensorflow or 'no TensorFlow'}): it was "
+        f"{found.kind} outside tfrebuild ({found.detail}); generation {found.generation}'s tree is gone, its "
+        "record is kept"
+    )

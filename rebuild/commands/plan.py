@@ -16,6 +16,7 @@ from rebuild.core.reuse import Reuse
 def run(opts: planning.Options, progress) -> planning.Plan:
     """``tfrebuild plan``: the first plan of the target search, made with ``progress``; its resolutions are kept a
     short while for an ``upgrade`` with the same inputs (:mod:`rebuild.core.reuse`)."""
-    first, _tries = search.first_plan(opts, lambda o: planning.make_plan(o, progress, reuse=Reuse("record")),
-                                      progress.note)
+    first, _tries = search.first_plan(
+        opts, lambda o: planning.make_plan(o, progress, reuse=Reuse("record")), progress.note
+    )
     return cast(planning.Plan, first)  # first_plan is typed for any plan maker

@@ -37,8 +37,9 @@ def release_table(env=None, *, offline: bool = False) -> ReleaseTable:
     if not offline:
         index = indexconf.discover()
         try:
-            files = indexinfo.list_files(dist, indexinfo.Sources(
-                index_urls=[index.index_url], find_links=[], offline=False), timeout=10)
+            files = indexinfo.list_files(
+                dist, indexinfo.Sources(index_urls=[index.index_url], find_links=[], offline=False), timeout=10
+            )
             found = indexinfo.versions(files)
             if found:
                 latest, source = str(found[0]), "index"

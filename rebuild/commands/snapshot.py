@@ -36,7 +36,9 @@ def run(env: str | os.PathLike | None, output: str | os.PathLike | None, *, forc
     loc = locate(env)
     if output:
         target = Path(output)
-    elif loc.bare or os.path.isfile(env or ""):  # /root/.pyenv/versions/3.11.7/bin/python3 -> profiles/3.11.7-python3.toml
+    elif loc.bare or os.path.isfile(
+        env or ""
+    ):  # /root/.pyenv/versions/3.11.7/bin/python3 -> profiles/3.11.7-python3.toml
         target = default_output(loc.path).with_name(f"{loc.path.name.lstrip('.') or 'python'}-{loc.python.name}.toml")
     else:
         target = default_output(loc.path)

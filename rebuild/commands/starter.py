@@ -43,8 +43,12 @@ def applies(opts) -> bool:
 
 
 #: The upgrade's options that the bundled profile's apply cannot take (it installs the profile's locked files).
-UNSUPPORTED = (("index_url", "--index-url"), ("extra_index_urls", "--extra-index-url"),
-               ("constraints", "--constraint"), ("build_constraints", "--build-constraint"))
+UNSUPPORTED = (
+    ("index_url", "--index-url"),
+    ("extra_index_urls", "--extra-index-url"),
+    ("constraints", "--constraint"),
+    ("build_constraints", "--build-constraint"),
+)
 
 
 def refuse_unsupported(opts) -> None:
@@ -58,7 +62,8 @@ def refuse_unsupported(opts) -> None:
             f"{target} from the bundled profile {PROFILE_NAME}, and that step installs the profile's locked files: it "
             f"does not take {', '.join(given)}. Nothing was created or changed.",
             "Upgrade your own env with them (--env PATH, or activate it), or run without them to start from the "
-            "bundled example env (its upgrade then takes them: tfrebuild upgrade --env .venv --yes …).")
+            "bundled example env (its upgrade then takes them: tfrebuild upgrade --env .venv --yes …).",
+        )
 
 
 def create(opts, progress) -> Started:
@@ -70,11 +75,22 @@ def create(opts, progress) -> Started:
 
     profile = bundled_profile()
     target = Path.cwd() / ".venv"
-    progress.note(f"no TensorFlow env here (no --env, no $VIRTUAL_ENV, no {target}): creating {target} from the "
-                  f"bundled profile {profile.name}, then upgrading it")
-    done = applying.run(applying.Options(profile=profile, env=target, find_links=list(opts.find_links),
-                                         offline=opts.offline, yes=True, no_compile=opts.no_compile,
-                                         allow_python_download=opts.allow_python_download, check=opts.check),
-                        progress)
+    progress.note(
+        f"no TensorFlow env here (no --env, no $VIRTUAL_ENV, no {target}): creating {target} from the "
+        f"bundled profile {profile.name}, then upgrading it"
+    )
+    done = applying.run(
+        applying.Options(
+            profile=profile,
+            env=target,
+            find_links=list(opts.find_links),
+            offline=opts.offline,
+            yes=True,
+            no_compile=opts.no_compile,
+            allow_python_download=opts.allow_python_download,
+            check=opts.check,
+        ),
+        progress,
+    )
     held = done.tensorflow if " " in done.tensorflow else f"tensorflow-cpu {done.tensorflow}".strip()
     return Started(env=str(target), profile=str(profile), tensorflow=held, seconds=done.seconds)

@@ -90,8 +90,10 @@ def run(opts: planning.Options, progress=None, confirm: Callable[[planning.Plan]
 def _upgrade(opts: planning.Options, progress, confirm: Callable[[planning.Plan], bool] | None) -> UpgradeResult:
     start = time.monotonic()
     if not opts.yes and confirm is None:
-        raise UserError("tfrebuild upgrade needs confirmation, and there is no terminal to ask on.",
-                        "Look at `tfrebuild plan` first, then run `tfrebuild upgrade --yes`.")
+        raise UserError(
+            "tfrebuild upgrade needs confirmation, and there is no terminal to ask on.",
+            "Look at `tfrebuild plan` first, then run `tfrebuild upgrade --yes`.",
+        )
     planning.resolve.parse_target(opts.to)  # a bad --to fails before anything is created (the starter's env too)
     given_models = models.from_paths(opts.models)  # and a --model that is not a model
     if opts.env:  # or is not the user's (loading a model can run code): before the starter makes anything
@@ -124,8 +126,16 @@ def _upgrade(opts: planning.Options, progress, confirm: Callable[[planning.Plan]
             op = new_op_id("upgrade")
             log = store.log_path(op) if store.managed else store.state / "logs" / f"{op}.log"
             the_plan, tries = _first_plan(opts, progress, log)
-            result = UpgradeResult(plan=the_plan, changed=False, recovered=recovered, log=str(log),
-                                   state_dir=str(store.state), tries=tries, started=started, adopted=adopted)
+            result = UpgradeResult(
+                plan=the_plan,
+                changed=False,
+                recovered=recovered,
+                log=str(log),
+                state_dir=str(store.state),
+                tries=tries,
+                started=started,
+                adopted=adopted,
+            )
             if the_plan.nothing_to_do:
                 result.seconds = time.monotonic() - start
                 return _kept_log(result, log, first_run and not store.managed)
@@ -138,34 +148,53 @@ def _upgrade(opts: planning.Options, progress, confirm: Callable[[planning.Plan]
             driven = project is not None and project.drivable
             same = _generation_with(store, the_plan) if store.managed and not driven else None
             if same is not None:
-                note = f"generation {same} already holds this set (same lock): switching to it instead of building a copy"
+                note = (
+                    f"generation {same} already holds this set (same lock): switching to it instead of building a copy"
+                )
                 the_plan.notes.append(note)
             models.refuse_untrusted((the_plan.intent or the_plan.current).smoke.models, store.env)  # before building
             if not opts.yes and not confirm(the_plan):
-                raise UserError("Upgrade cancelled; the env was not changed."
-                                + (f" ({adopted[0].upper() + adopted[1:]}: it stays recorded.)" if adopted else ""),
-                                exit_code=1)
+                raise UserError(
+                    "Upgrade cancelled; the env was not changed."
+                    + (f" ({adopted[0].upper() + adopted[1:]}: it stays recorded.)" if adopted else ""),
+                    exit_code=1,
+                )
             if project is not None and project.drivable and store.managed:  # hand edits: the starting point
                 result.notes += project_files.carry_edits(store)
 
             def attempt(p: planning.Plan) -> UpgradeResult:
                 _refuse_backwards(p, opts, asked=p is the_plan and not opts.yes)  # later tries were not shown
-                mine = result if p is the_plan else UpgradeResult(
-                    plan=p, changed=False, recovered=recovered, log=str(log), state_dir=str(store.state),
-                    started=started, adopted=adopted)
-                again = same if p is the_plan else (_generation_with(store, p) if store.managed and not driven
-                                                    else None)
+                mine = (
+                    result
+                    if p is the_plan
+                    else UpgradeResult(
+                        plan=p,
+                        changed=False,
+                        recovered=recovered,
+                        log=str(log),
+                        state_dir=str(store.state),
+                        started=started,
+                        adopted=adopted,
+                    )
+                )
+                again = (
+                    same if p is the_plan else (_generation_with(store, p) if store.managed and not driven else None)
+                )
                 if again is not None:
                     return _switch(store, again, p, opts, progress, mine, start)
                 # a first upgrade's failed try clears its records but keeps the state folder, its lock and its
                 # creation record for the next try (transaction.Spec.keep_state); the end of the run removes it
                 return _apply(Attempt(store, p, opts, op, log, progress, command, usage), mine, start, given_models)
 
-            outcome = search.run(the_plan, opts, attempt=attempt,
-                                 replan=lambda o: planning.make_plan(o, progress, log=log),
-                                 listing=lambda: _listing(the_plan, opts),
-                                 on_try=lambda t: progress.note(f"try: {search.tries_text([t])[len('try 1: '):]}"),
-                                 searching=_searching(opts, the_plan))
+            outcome = search.run(
+                the_plan,
+                opts,
+                attempt=attempt,
+                replan=lambda o: planning.make_plan(o, progress, log=log),
+                listing=lambda: _listing(the_plan, opts),
+                on_try=lambda t: progress.note(f"try: {search.tries_text([t])[len('try 1: ') :]}"),
+                searching=_searching(opts, the_plan),
+            )
             landed = outcome.result
             if landed is None:  # no release above the installed one passed: nothing to do, nothing recorded
                 result.plan, result.tries = _as_plan(outcome.blocked), tries + outcome.tries
@@ -213,16 +242,24 @@ def _first_plan(opts: planning.Options, progress, log: Path) -> tuple[planning.P
     from rebuild.core.reuse import Reuse
 
     # right after `tfrebuild plan` with the same inputs, the plan's resolution is reused (and the plan says so)
-    plan, tries = search.first_plan(opts, lambda o: planning.make_plan(o, progress, log=log, reuse=Reuse("reuse")),
-                                    progress.note)
+    plan, tries = search.first_plan(
+        opts, lambda o: planning.make_plan(o, progress, log=log, reuse=Reuse("reuse")), progress.note
+    )
     return cast(planning.Plan, plan), tries
 
 
 def _listing(the_plan: planning.Plan, opts: planning.Options) -> list[str]:
     from rebuild.core import resolve
 
-    inputs = resolve.Inputs(python=Path(the_plan.python_path), tf_distribution=the_plan.tf_distribution, requested=[],
-                            pins={}, index=the_plan.index_live, offline=opts.offline, pre=opts.pre)
+    inputs = resolve.Inputs(
+        python=Path(the_plan.python_path),
+        tf_distribution=the_plan.tf_distribution,
+        requested=[],
+        pins={},
+        index=the_plan.index_live,
+        offline=opts.offline,
+        pre=opts.pre,
+    )
     return search.versions(inputs, opts.pre)
 
 
@@ -231,10 +268,12 @@ def _refuse_backwards(the_plan: planning.Plan, opts: planning.Options, asked: bo
     refused under --yes unless --allow-downgrade (the search then tries a lower release)."""
     if not the_plan.requested_downgrades or opts.allow_downgrade or asked:
         return
-    err = UserError(f"The plan for {the_plan.tf_distribution} {the_plan.tf_new} moves requested package(s) "
-                    f"backwards: {', '.join(the_plan.requested_downgrades)}.",
-                    "Run without --yes to see the plan and decide, or pass --allow-downgrade. Nothing was changed.",
-                    exit_code=1)
+    err = UserError(
+        f"The plan for {the_plan.tf_distribution} {the_plan.tf_new} moves requested package(s) "
+        f"backwards: {', '.join(the_plan.requested_downgrades)}.",
+        "Run without --yes to see the plan and decide, or pass --allow-downgrade. Nothing was changed.",
+        exit_code=1,
+    )
     err.downgrade = True
     err.plan = the_plan
     raise err
@@ -263,9 +302,15 @@ def _apply(run: Attempt, result: UpgradeResult, start: float, given_models=()) -
     kept = dict(the_plan.carry.imports) if the_plan.carry is not None else {}  # must import as before (carry.py)
     imports = list(intent.smoke.imports) + [m for m in kept if m not in intent.smoke.imports]
     before = Baseline(store.env, [m for m in imports if m != "tensorflow"])  # beside the build
-    checks = Checks(tf_version=the_plan.tf_new, imports=imports, commands=intent.smoke.commands,
-                    keras_major=2 if the_plan.keras_legacy else None, gpu_required=the_plan.gpu_required,
-                    already_failing=before.failing, reasons=kept)
+    checks = Checks(
+        tf_version=the_plan.tf_new,
+        imports=imports,
+        commands=intent.smoke.commands,
+        keras_major=2 if the_plan.keras_legacy else None,
+        gpu_required=the_plan.gpu_required,
+        already_failing=before.failing,
+        reasons=kept,
+    )
     step, pylock = None, the_plan.pylock
     project = the_plan.project
     try:  # the work folder beside the project goes whatever happens (a kill: the next command's recovery)
@@ -294,11 +339,19 @@ def _refuse_undriven(env: Path, opts: planning.Options) -> None:
 
 def project_refusal(project) -> UserError:
     """``upgrade`` of an env whose manager tfrebuild does not drive: the upgrade would be undone there."""
-    return UserError(f"{project.root} is a {project.label.split(' at ')[0]}: {project.reverts}, undoing an upgrade "
-                     "of the environment alone.",
-                     f"To upgrade: {project.fix}"
-                     + ("" if "--force" in project.fix else "; or pass --force to upgrade the env alone (the project's "
-                        "tool will put its TensorFlow back at its next run)") + ". Nothing was changed.", exit_code=1)
+    return UserError(
+        f"{project.root} is a {project.label.split(' at ')[0]}: {project.reverts}, undoing an upgrade "
+        "of the environment alone.",
+        f"To upgrade: {project.fix}"
+        + (
+            ""
+            if "--force" in project.fix
+            else "; or pass --force to upgrade the env alone (the project's "
+            "tool will put its TensorFlow back at its next run)"
+        )
+        + ". Nothing was changed.",
+        exit_code=1,
+    )
 
 
 def _project_step(run: Attempt, checks: Checks):
@@ -326,15 +379,34 @@ def _uv_step(run: Attempt, checks: Checks):
 
     project = run.project
     progress.stage("lock", f"uv lock of {project.root} with {the_plan.project_requirement}")
-    locked = uvproject.lock(project, the_plan.tf_distribution, the_plan.tf_new, op, offline=opts.offline, log=log,
-                            skip={store.state.name, store.env.name})
+    locked = uvproject.lock(
+        project,
+        the_plan.tf_distribution,
+        the_plan.tf_new,
+        op,
+        offline=opts.offline,
+        log=log,
+        skip={store.state.name, store.env.name},
+    )
     staging = _staging_checks(run, checks)
-    step = UvStep(project=project, new_files=locked.files, locked=locked, python=Path(the_plan.python_path),
-                  prompt=_prompt(store.env), offline=opts.offline, compile_bytecode=not opts.no_compile, log=log,
-                  checks=checks, staging_checks=staging, force=opts.force,
-                  chosen=uvproject.selection(project, store.env))
-    step.notes.append(f"{project.root / 'pyproject.toml'}: {locked.old_requirement} → {locked.new_requirement}; "
-                      f"uv.lock re-locked by uv ({'; '.join(locked.changes) or 'no other change'})")
+    step = UvStep(
+        project=project,
+        new_files=locked.files,
+        locked=locked,
+        python=Path(the_plan.python_path),
+        prompt=_prompt(store.env),
+        offline=opts.offline,
+        compile_bytecode=not opts.no_compile,
+        log=log,
+        checks=checks,
+        staging_checks=staging,
+        force=opts.force,
+        chosen=uvproject.selection(project, store.env),
+    )
+    step.notes.append(
+        f"{project.root / 'pyproject.toml'}: {locked.old_requirement} → {locked.new_requirement}; "
+        f"uv.lock re-locked by uv ({'; '.join(locked.changes) or 'no other change'})"
+    )
     return step
 
 
@@ -347,21 +419,45 @@ def _requirements_step(run: Attempt, checks: Checks):
     project = run.project
     in_name, txt_name = project.files
     progress.stage("compile", f"uv pip compile of {project.root / in_name} with {the_plan.project_requirement}")
-    compiled = requirements.compile(project, the_plan.tf_distribution, the_plan.tf_new, op,
-                                    python=Path(the_plan.python_path), python_version=the_plan.python_new,
-                                    offline=opts.offline, find_links=list(opts.find_links),
-                                    eager=opts.strategy == Strategy.EAGER, log=log,
-                                    skip={store.state.name, store.env.name})
+    compiled = requirements.compile(
+        project,
+        the_plan.tf_distribution,
+        the_plan.tf_new,
+        op,
+        python=Path(the_plan.python_path),
+        python_version=the_plan.python_new,
+        offline=opts.offline,
+        find_links=list(opts.find_links),
+        eager=opts.strategy == Strategy.EAGER,
+        log=log,
+        skip={store.state.name, store.env.name},
+    )
     pinned = requirements.pins(compiled.files[txt_name].decode("utf-8"))
-    seeds = {p.name: p.version for p in the_plan.current.packages
-             if p.name in SEED_PACKAGES and p.location == "env" and p.name not in pinned}
-    step = RequirementsStep(project=project, new_files=compiled.files, compiled=compiled,
-                            python=Path(the_plan.python_path), prompt=_prompt(store.env), offline=opts.offline,
-                            compile_bytecode=not opts.no_compile, log=log, checks=checks, staging_checks=checks,
-                            find_links=list(opts.find_links), seeds=seeds, force=opts.force)
-    step.notes.append(f"{project.root / in_name}: {compiled.old_requirement} → {compiled.new_requirement}; "
-                      f"{txt_name} recompiled by uv pip compile{' with hashes' if compiled.hashed else ''} "
-                      f"({'; '.join(compiled.changes) or 'no other change'})")
+    seeds = {
+        p.name: p.version
+        for p in the_plan.current.packages
+        if p.name in SEED_PACKAGES and p.location == "env" and p.name not in pinned
+    }
+    step = RequirementsStep(
+        project=project,
+        new_files=compiled.files,
+        compiled=compiled,
+        python=Path(the_plan.python_path),
+        prompt=_prompt(store.env),
+        offline=opts.offline,
+        compile_bytecode=not opts.no_compile,
+        log=log,
+        checks=checks,
+        staging_checks=checks,
+        find_links=list(opts.find_links),
+        seeds=seeds,
+        force=opts.force,
+    )
+    step.notes.append(
+        f"{project.root / in_name}: {compiled.old_requirement} → {compiled.new_requirement}; "
+        f"{txt_name} recompiled by uv pip compile{' with hashes' if compiled.hashed else ''} "
+        f"({'; '.join(compiled.changes) or 'no other change'})"
+    )
     return step
 
 
@@ -373,26 +469,54 @@ def _poetry_step(run: Attempt, checks: Checks):
 
     project = run.project
     progress.stage("lock", f"poetry lock of {project.root} with {the_plan.project_requirement}")
-    locked = poetryproject.lock(project, the_plan.tf_distribution, the_plan.tf_new, op, current=store.env, log=log,
-                                skip={store.state.name, store.env.name})
+    locked = poetryproject.lock(
+        project,
+        the_plan.tf_distribution,
+        the_plan.tf_new,
+        op,
+        current=store.env,
+        log=log,
+        skip={store.state.name, store.env.name},
+    )
     staging = _staging_checks(run, checks)
     planned = lockfile.read_pins(the_plan.pylock) or {}
     in_lock = poetryproject.locked_versions(locked.files["poetry.lock"])
     # pip stays beside the lock's packages at `poetry sync` (setuptools and wheel go): the new env keeps it too
     seeds = {n: v for n, v in planned.items() if n in poetryproject.KEPT_BY_SYNC and n not in in_lock}
-    step = PoetryStep(project=project, new_files=locked.files, locked=locked, python=Path(the_plan.python_path),
-                      prompt=_prompt(store.env), offline=opts.offline, compile_bytecode=not opts.no_compile, log=log,
-                      checks=checks, staging_checks=staging, seeds=seeds, index=the_plan.index_live,
-                      force=opts.force)
-    step.notes.append(f"{project.root / 'pyproject.toml'}: {locked.old_requirement} → {locked.new_requirement}; "
-                      f"poetry.lock re-locked by Poetry ({'; '.join(locked.changes) or 'no other change'})")
-    differ = sorted(f"{n} {planned[n]} (Poetry locked {', '.join(sorted(in_lock[n]))})" for n in planned
-                    if n in in_lock and planned[n] not in in_lock[n])
+    step = PoetryStep(
+        project=project,
+        new_files=locked.files,
+        locked=locked,
+        python=Path(the_plan.python_path),
+        prompt=_prompt(store.env),
+        offline=opts.offline,
+        compile_bytecode=not opts.no_compile,
+        log=log,
+        checks=checks,
+        staging_checks=staging,
+        seeds=seeds,
+        index=the_plan.index_live,
+        force=opts.force,
+    )
+    step.notes.append(
+        f"{project.root / 'pyproject.toml'}: {locked.old_requirement} → {locked.new_requirement}; "
+        f"poetry.lock re-locked by Poetry ({'; '.join(locked.changes) or 'no other change'})"
+    )
+    differ = sorted(
+        f"{n} {planned[n]} (Poetry locked {', '.join(sorted(in_lock[n]))})"
+        for n in planned
+        if n in in_lock and planned[n] not in in_lock[n]
+    )
     if differ:  # the env is built from Poetry's lock: the generation's record says what it holds
-        step.pylock_text = _relock(the_plan, {**planned, **{n: sorted(in_lock[n])[-1] for n in planned
-                                                             if n in in_lock and len(in_lock[n]) == 1}}, opts, log)
-        step.notes.append(f"Poetry's lock differs from the plan for {', '.join(differ)}: the new env holds "
-                          "Poetry's versions")
+        step.pylock_text = _relock(
+            the_plan,
+            {**planned, **{n: sorted(in_lock[n])[-1] for n in planned if n in in_lock and len(in_lock[n]) == 1}},
+            opts,
+            log,
+        )
+        step.notes.append(
+            f"Poetry's lock differs from the plan for {', '.join(differ)}: the new env holds Poetry's versions"
+        )
     return step
 
 
@@ -402,8 +526,15 @@ def _relock(the_plan: planning.Plan, pins: dict[str, str], opts: planning.Option
 
     from rebuild.core import resolve
 
-    inputs = resolve.Inputs(python=Path(the_plan.python_path), tf_distribution="", requested=[], pins={},
-                            index=the_plan.index_live, offline=opts.offline, log=log)
+    inputs = resolve.Inputs(
+        python=Path(the_plan.python_path),
+        tf_distribution="",
+        requested=[],
+        pins={},
+        index=the_plan.index_live,
+        offline=opts.offline,
+        log=log,
+    )
     with tempfile.TemporaryDirectory(prefix="tfrebuild-lock-") as tmp:
         try:
             return resolve.lock(inputs, pins, Path(tmp))
@@ -423,33 +554,57 @@ def _prompt(env: Path) -> str:
     return ""
 
 
-def _run_transaction(run: Attempt, result: UpgradeResult, intent: prof.Profile, checks: Checks, step,
-                     pylock: str) -> None:
+def _run_transaction(
+    run: Attempt, result: UpgradeResult, intent: prof.Profile, checks: Checks, step, pylock: str
+) -> None:
     store, the_plan, opts, log = run.store, run.plan, run.opts, run.log
     requested = {planning.requirement_name(n) or n for n in the_plan.new_requested if n not in SEED_PACKAGES}
     requested |= {the_plan.tf_distribution}
     gate = models.Gate(intent.smoke.models, current=store.env, index=the_plan.index_live, offline=opts.offline, log=log)
-    transaction.run(transaction.Spec(
-        op=run.op, command=run.command, progress=run.progress,
-        store=store, kind="upgrade", python=Path(the_plan.python_path),
-        python_version=the_plan.python_new, tensorflow=f"{the_plan.tf_distribution} {the_plan.tf_new}",
-        pylock=pylock, index=the_plan.index_live,
-        build=BuildOptions(offline=opts.offline, compile_bytecode=not opts.no_compile, log=log, requested=requested,
-                           legacy_keras=the_plan.keras_legacy, build_constraints=planning.build_constraint_files(opts),
-                           current_usage=run.usage, carry=the_plan.carry),
-        checks=checks,
-        write_profile=functools.partial(generations.write_profile, index=the_plan.index), like=intent,
-        log=log,
-        adopt=transaction.Adoption(tensorflow=f"{the_plan.tf_old_distribution or the_plan.tf_distribution} "
-                                              f"{the_plan.tf_old}",
-                                   python=the_plan.python_old, like=the_plan.current),
-        before_swap=lambda: refusals.refuse(store.env, force=opts.force), project=step,
-        keep_state=True,
-        deep_check=opts.check == "import",
-        models=gate), result)
+    transaction.run(
+        transaction.Spec(
+            op=run.op,
+            command=run.command,
+            progress=run.progress,
+            store=store,
+            kind="upgrade",
+            python=Path(the_plan.python_path),
+            python_version=the_plan.python_new,
+            tensorflow=f"{the_plan.tf_distribution} {the_plan.tf_new}",
+            pylock=pylock,
+            index=the_plan.index_live,
+            build=BuildOptions(
+                offline=opts.offline,
+                compile_bytecode=not opts.no_compile,
+                log=log,
+                requested=requested,
+                legacy_keras=the_plan.keras_legacy,
+                build_constraints=planning.build_constraint_files(opts),
+                current_usage=run.usage,
+                carry=the_plan.carry,
+            ),
+            checks=checks,
+            write_profile=functools.partial(generations.write_profile, index=the_plan.index),
+            like=intent,
+            log=log,
+            adopt=transaction.Adoption(
+                tensorflow=f"{the_plan.tf_old_distribution or the_plan.tf_distribution} {the_plan.tf_old}",
+                python=the_plan.python_old,
+                like=the_plan.current,
+            ),
+            before_swap=lambda: refusals.refuse(store.env, force=opts.force),
+            project=step,
+            keep_state=True,
+            deep_check=opts.check == "import",
+            models=gate,
+        ),
+        result,
+    )
     if gate:
-        result.overlap["model_reference"] = {"seconds": round(gate.reference_seconds, 3),
-                                             "waited_seconds": round(gate.waited_seconds, 3)}
+        result.overlap["model_reference"] = {
+            "seconds": round(gate.reference_seconds, 3),
+            "waited_seconds": round(gate.waited_seconds, 3),
+        }
 
 
 def _generation_with(store: Store, the_plan: planning.Plan) -> int | None:
@@ -465,8 +620,11 @@ def _generation_with(store: Store, the_plan: planning.Plan) -> int | None:
             theirs = lockfile.read_pins((folder / "pylock.toml").read_text(encoding="utf-8"))
         except OSError:
             continue
-        if theirs == wanted and gen.python == the_plan.python_new and \
-                _keeps_keras2(folder / "env") == the_plan.keras_legacy:  # same Keras mode too
+        if (
+            theirs == wanted
+            and gen.python == the_plan.python_new
+            and _keeps_keras2(folder / "env") == the_plan.keras_legacy
+        ):  # same Keras mode too
             return gen.number
     return None
 
@@ -478,8 +636,15 @@ def _keeps_keras2(env: Path) -> bool:
     return any(env.glob(f"lib/python*/site-packages/{LEGACY_KERAS_PTH}"))
 
 
-def _switch(store: Store, number: int, the_plan: planning.Plan, opts: planning.Options, progress,
-            result: UpgradeResult, start: float) -> UpgradeResult:
+def _switch(
+    store: Store,
+    number: int,
+    the_plan: planning.Plan,
+    opts: planning.Options,
+    progress,
+    result: UpgradeResult,
+    start: float,
+) -> UpgradeResult:
     """Swap in the generation that already holds the planned set; its checks run at the path, else swap back."""
     from rebuild.core import smoke
 
@@ -492,14 +657,23 @@ def _switch(store: Store, number: int, the_plan: planning.Plan, opts: planning.O
     result.swap_ms = (time.monotonic() - t0) * 1000
     result.swap_method = swapped.method
     progress.stage("checks", f"checks at {store.env}")
-    report = smoke.run_checks(store.env, tf_version=the_plan.tf_new, imports=intent.smoke.imports,
-                              commands=intent.smoke.commands,
-                              keras_major=2 if the_plan.keras_legacy else None, gpu_required=the_plan.gpu_required)
+    report = smoke.run_checks(
+        store.env,
+        tf_version=the_plan.tf_new,
+        imports=intent.smoke.imports,
+        commands=intent.smoke.commands,
+        keras_major=2 if the_plan.keras_legacy else None,
+        gpu_required=the_plan.gpu_required,
+    )
     result.checks = result.after_swap = report.checks
     if not report.ok:
         store.rollback_to(previous)
-        raise smoke.failure(report, f"at {store.env} after switching to generation {number}", Path(result.log),
-                            f"tfrebuild swapped generation {previous} back in; your environment is as it was.")
+        raise smoke.failure(
+            report,
+            f"at {store.env} after switching to generation {number}",
+            Path(result.log),
+            f"tfrebuild swapped generation {previous} back in; your environment is as it was.",
+        )
     result.changed, result.reused = True, number
     result.generation, result.previous = number, store.previous_number
     result.notes.append(f"generation {number} already holds this set: switched to it (nothing was built)")
@@ -519,8 +693,8 @@ def _cache_filesystem_note(staging: Path) -> str:
     except (UserError, uvcmd.UvFailed, OSError):
         return ""
     if cache_dev != os.stat(staging).st_dev:
-        return (f"uv's cache ({cache}) is on another filesystem than the env: files are copied, not hard-linked, "
-                "so each generation costs its full size on disk (set UV_CACHE_DIR to a folder on the env's filesystem)")
+        return (
+            f"uv's cache ({cache}) is on another filesystem than the env: files are copied, not hard-linked, "
+            "so each generation costs its full size on disk (set UV_CACHE_DIR to a folder on the env's filesystem)"
+        )
     return ""
-
-

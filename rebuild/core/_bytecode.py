@@ -124,8 +124,18 @@ def main(argv):
     else:
         results = [one(job) for job in jobs]
     linked, compiled, copied, failed = (sum(r[i] for r in results) for i in range(4))
-    print(json.dumps({"files": len(jobs), "linked": linked, "compiled": compiled, "copied": copied,
-                      "failed": failed, "cache": folder or ""}))
+    print(
+        json.dumps(
+            {
+                "files": len(jobs),
+                "linked": linked,
+                "compiled": compiled,
+                "copied": copied,
+                "failed": failed,
+                "cache": folder or "",
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

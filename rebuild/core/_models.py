@@ -151,12 +151,17 @@ def generated_inputs(specs, seed, batch):
     unknown dimensions UNKNOWN_DIM."""
     out = []
     for i, spec in enumerate(specs):
-        shape = [batch if n == 0 and (d is None or d < 0) else (UNKNOWN_DIM if d is None or d < 0 else d)
-                 for n, d in enumerate(spec["shape"])]
+        shape = [
+            batch if n == 0 and (d is None or d < 0) else (UNKNOWN_DIM if d is None or d < 0 else d)
+            for n, d in enumerate(spec["shape"])
+        ]
         dtype = spec["dtype"]
         if dtype in ("string", "object") or dtype.startswith(("str", "<U", "|S")):
-            raise Failed("inputs", "input %r is %s: inputs cannot be made up for it; give them with `inputs` (a .npy/"
-                         ".npz file) in [[smoke.models]]" % (spec["name"], dtype))
+            raise Failed(
+                "inputs",
+                "input %r is %s: inputs cannot be made up for it; give them with `inputs` (a .npy/"
+                ".npz file) in [[smoke.models]]" % (spec["name"], dtype),
+            )
         if NP is not None:
             rng = NP.random.RandomState(seed + i)
             if dtype.startswith(("float", "bfloat", "complex")):
@@ -226,8 +231,13 @@ class Runner(object):
             self.model = tf.keras.models.load_model(path, **kwargs)
             inputs = getattr(self.model, "inputs", None) or []
             for n, t in enumerate(inputs):
-                self.specs.append({"name": str(getattr(t, "name", "") or "input_%d" % n).split(":")[0],
-                                   "shape": dims(t.shape), "dtype": dtype_name(t.dtype)})
+                self.specs.append(
+                    {
+                        "name": str(getattr(t, "name", "") or "input_%d" % n).split(":")[0],
+                        "shape": dims(t.shape),
+                        "dtype": dtype_name(t.dtype),
+                    }
+                )
         elif loader in ("saved_model", "tfsmlayer"):
             obj = tf.saved_model.load(path)
             sigs = getattr(obj, "signatures", {}) or {}
@@ -239,8 +249,9 @@ class Runner(object):
                 raise ValueError("the SavedModel at %s has no signature to call (save it with signatures=...)" % path)
             kwargs = self.fn.structured_input_signature[1]
             for name in sorted(kwargs):
-                self.specs.append({"name": name, "shape": dims(kwargs[name].shape),
-                                   "dtype": dtype_name(kwargs[name].dtype)})
+                self.specs.append(
+                    {"name": name, "shape": dims(kwargs[name].shape), "dtype": dtype_name(kwargs[name].dtype)}
+                )
             if loader == "tfsmlayer":
                 import keras
 
@@ -250,9 +261,15 @@ class Runner(object):
             for d in self.model.get_input_details():
                 sig = d.get("shape_signature")
                 shape = list(sig) if sig is not None and len(sig) else list(d["shape"])
-                self.specs.append({"name": d["name"], "shape": [None if int(x) < 0 else int(x) for x in shape],
-                                   "dtype": dtype_name(d["dtype"]), "index": int(d["index"]),
-                                   "fixed": list(int(x) for x in d["shape"])})
+                self.specs.append(
+                    {
+                        "name": d["name"],
+                        "shape": [None if int(x) < 0 else int(x) for x in shape],
+                        "dtype": dtype_name(d["dtype"]),
+                        "index": int(d["index"]),
+                        "fixed": list(int(x) for x in d["shape"]),
+                    }
+                )
         else:
             raise ValueError("unknown loader %r" % loader)
 
@@ -262,8 +279,9 @@ class Runner(object):
         if mine and set(mine) <= set(names) and len(names) == len(arrays):
             return [arrays[names.index(n)] for n in mine]
         if mine and len(mine) != len(arrays):
-            raise ValueError("the model takes %d input(s) (%s), the inputs hold %d" % (len(mine), ", ".join(mine),
-                                                                                     len(arrays)))
+            raise ValueError(
+                "the model takes %d input(s) (%s), the inputs hold %d" % (len(mine), ", ".join(mine), len(arrays))
+            )
         return list(arrays)
 
     def run(self, names, arrays):
@@ -299,8 +317,11 @@ def named_outputs(result):
     """A model's answer as ``[(name, array)]``: a dict by sorted key, a list or tuple in order, else one output."""
     if isinstance(result, dict):
         return [(str(k), as_array(result[k])) for k in sorted(result)]
-    if isinstance(result, (list, tuple)) and result and all(hasattr(r, "numpy") or (NP is not None and isinstance(
-            r, NP.ndarray)) for r in result):
+    if (
+        isinstance(result, (list, tuple))
+        and result
+        and all(hasattr(r, "numpy") or (NP is not None and isinstance(r, NP.ndarray)) for r in result)
+    ):
         return [("output_%d" % i, as_array(r)) for i, r in enumerate(result)]
     return [("output_0", as_array(result))]
 
@@ -322,8 +343,12 @@ def compare(ref, got, rtol, atol):
         r64, g64 = r.astype("float64"), g.astype("float64")
         nan_r, nan_g = NP.isnan(r64), NP.isnan(g64)
         if bool(NP.any(nan_r != nan_g)):
-            return False, None, None, "NaN at %d place(s) where the reference has a number, or the reverse" % int(
-                NP.sum(nan_r != nan_g))
+            return (
+                False,
+                None,
+                None,
+                "NaN at %d place(s) where the reference has a number, or the reverse" % int(NP.sum(nan_r != nan_g)),
+            )
         diff = NP.where(nan_r, 0.0, NP.abs(r64 - g64))
         scale = NP.abs(NP.where(nan_r, 0.0, r64))
         max_abs = float(NP.max(diff))
@@ -358,8 +383,20 @@ def run_one(spec):
     """One model: its answer (a dict, never raises but for an interrupt)."""
     global NP
     mode, folder, tag = spec["mode"], spec["folder"], spec.get("tag", spec["mode"])
-    out = {"ok": False, "stage": "import", "error": "", "trace": "", "load_seconds": None, "run_seconds": None,
-           "loader": spec["loader"], "tag": tag, "outputs": [], "inputs": [], "keras": "", "tensorflow": ""}
+    out = {
+        "ok": False,
+        "stage": "import",
+        "error": "",
+        "trace": "",
+        "load_seconds": None,
+        "run_seconds": None,
+        "loader": spec["loader"],
+        "tag": tag,
+        "outputs": [],
+        "inputs": [],
+        "keras": "",
+        "tensorflow": "",
+    }
     try:
         if spec.get("extra_path"):
             sys.path.insert(0, spec["extra_path"])
@@ -381,12 +418,19 @@ def run_one(spec):
                 arrays = step("inputs", user_inputs, spec["inputs"], runner.specs)
             else:
                 if not runner.specs:
-                    raise Failed("inputs", "the model does not state its inputs (a subclassed model?): give them with "
-                                 "`inputs` (a .npy/.npz file) in [[smoke.models]]")
-                arrays = step("inputs", generated_inputs, runner.specs, int(spec.get("seed", 0)),
-                              int(spec.get("batch", 8)))
-            names = [s["name"] for s in runner.specs] if len(runner.specs) == len(arrays) else \
-                ["input_%d" % i for i in range(len(arrays))]
+                    raise Failed(
+                        "inputs",
+                        "the model does not state its inputs (a subclassed model?): give them with "
+                        "`inputs` (a .npy/.npz file) in [[smoke.models]]",
+                    )
+                arrays = step(
+                    "inputs", generated_inputs, runner.specs, int(spec.get("seed", 0)), int(spec.get("batch", 8))
+                )
+            names = (
+                [s["name"] for s in runner.specs]
+                if len(runner.specs) == len(arrays)
+                else ["input_%d" % i for i in range(len(arrays))]
+            )
             step("inputs", save_arrays, base, names, arrays, [s["dtype"] for s in runner.specs])
             with open(os.path.join(folder, "inputs-names.json"), "w") as fh:
                 json.dump(names, fh)
@@ -412,27 +456,50 @@ def run_one(spec):
                 ref_names = json.load(fh)["outputs"]
             refs = load_arrays(os.path.join(folder, "reference"))
             if len(refs) != len(got):
-                raise Failed("compare", "%d output(s) (%s), the reference has %d (%s)" % (
-                    len(got), ", ".join(n for n, _ in outputs), len(refs), ", ".join(r["name"] for r in ref_names)))
+                raise Failed(
+                    "compare",
+                    "%d output(s) (%s), the reference has %d (%s)"
+                    % (len(got), ", ".join(n for n, _ in outputs), len(refs), ", ".join(r["name"] for r in ref_names)),
+                )
             by_name = [r["name"] for r in ref_names]
             same_names = sorted(by_name) == sorted(n for n, _ in outputs)
             for i, (row, (name, arr)) in enumerate(zip(rows, outputs)):
                 ref = refs[by_name.index(name)] if same_names else refs[i]
                 ok, max_abs, max_rel, problem = compare(ref, arr, float(spec["rtol"]), float(spec["atol"]))
-                row.update(ok=ok, max_abs=finite(max_abs), max_rel=finite(max_rel) if max_rel != float("inf") else None,
-                           problem=problem, infinite_rel=max_rel == float("inf"))
+                row.update(
+                    ok=ok,
+                    max_abs=finite(max_abs),
+                    max_rel=finite(max_rel) if max_rel != float("inf") else None,
+                    problem=problem,
+                    infinite_rel=max_rel == float("inf"),
+                )
             out["ok"] = all(r["ok"] for r in rows)
             if not out["ok"]:
-                out["error"] = "; ".join("%s: %s" % (r["name"], r["problem"] or "max abs diff %.3g, max rel diff %s" % (
-                    r["max_abs"], "inf" if r.get("infinite_rel") else "%.3g" % (r["max_rel"] or 0.0)))
-                    for r in rows if not r["ok"])
+                out["error"] = "; ".join(
+                    "%s: %s"
+                    % (
+                        r["name"],
+                        r["problem"]
+                        or "max abs diff %.3g, max rel diff %s"
+                        % (r["max_abs"], "inf" if r.get("infinite_rel") else "%.3g" % (r["max_rel"] or 0.0)),
+                    )
+                    for r in rows
+                    if not r["ok"]
+                )
         else:
             out["ok"] = True
         out["outputs"] = rows
         if mode == "reference":
             with open(os.path.join(folder, "reference-meta.json"), "w") as fh:
-                json.dump({"outputs": rows, "load_seconds": out["load_seconds"], "keras": out["keras"],
-                           "tensorflow": out["tensorflow"]}, fh)
+                json.dump(
+                    {
+                        "outputs": rows,
+                        "load_seconds": out["load_seconds"],
+                        "keras": out["keras"],
+                        "tensorflow": out["tensorflow"],
+                    },
+                    fh,
+                )
         out["stage"] = "done"
     except Failed as exc:
         out["stage"], out["error"], out["trace"] = exc.stage, exc.error, exc.trace

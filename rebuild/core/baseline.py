@@ -18,6 +18,7 @@ from rebuild.util import proc
 if TYPE_CHECKING:
     from rebuild.core.smoke import Check
 
+
 class Baseline:
     """``failing()``: import name -> the error it already raises in the current env (waits for the thread)."""
 
@@ -46,14 +47,18 @@ class Baseline:
         if failed is None:
             return  # the interpreter itself fails: nothing is known about the imports
         self._result = dict(failed)
-        environ = proc.clean_environ(PYTHONDONTWRITEBYTECODE="1", VIRTUAL_ENV=str(env),
-                                     PATH=f"{env / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}")
+        environ = proc.clean_environ(
+            PYTHONDONTWRITEBYTECODE="1",
+            VIRTUAL_ENV=str(env),
+            PATH=f"{env / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+        )
         found = oplibs.find(env)  # the op libraries too: one that already fails to load is not a regression
         owner = {str(p): n for n, libs in found.items() for p in libs}
         if not owner:
             return
-        result = proc.run([str(python), "-I", "-B", "-c", oplibs.LOAD_SCRIPT, *owner], env=environ, timeout=timeout,
-                          cwd=env)
+        result = proc.run(
+            [str(python), "-I", "-B", "-c", oplibs.LOAD_SCRIPT, *owner], env=environ, timeout=timeout, cwd=env
+        )
         try:
             failed = json.loads(result.stdout.strip().splitlines()[-1]) if result.ok else {}
         except (ValueError, IndexError):
@@ -79,8 +84,10 @@ def judge(check: Check, failed: dict[str, str], before: dict[str, str]) -> None:
     if not old:
         return
     new = [name for name in failed if name not in before]
-    note = "\n".join(f"import {name}: already failing before the upgrade ({before[name]}); not held against the "
-                     "new env" for name in old)
+    note = "\n".join(
+        f"import {name}: already failing before the upgrade ({before[name]}); not held against the new env"
+        for name in old
+    )
     check.output = f"{note}\n{check.output}" if check.output else note
     if not new:
         check.ok = True

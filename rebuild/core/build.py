@@ -99,8 +99,13 @@ def usage_later(env: Path) -> Callable[[], tuple[dict[Path, int], int]]:
     return result
 
 
-def estimate_bytes(pylock_text: str, current: Path | None = None, *, links: bool = False,
-                   usage: Callable[[], tuple[dict[Path, int], int]] | None = None) -> int:
+def estimate_bytes(
+    pylock_text: str,
+    current: Path | None = None,
+    *,
+    links: bool = False,
+    usage: Callable[[], tuple[dict[Path, int], int]] | None = None,
+) -> int:
     """Disk the new env needs: the larger of what the lock unpacks to and what the current env takes.
 
     The current env counts whole when uv copies files (its cache on another filesystem); with
@@ -135,7 +140,8 @@ def check_disk(where: Path, needed: int) -> None:
             f"Not enough free disk space at {where}: the new environment needs about {size_text(needed)} "
             f"(plus {size_text(margin)} to spare), and {size_text(free)} is free.",
             "Free some space (e.g. `tfrebuild gc --yes`, `uv cache prune`) and try again. Nothing was changed.",
-            exit_code=1)
+            exit_code=1,
+        )
 
 
 def requirements_from_lock(pylock_text: str, lock_path: Path) -> tuple[Path, bool]:
@@ -150,13 +156,16 @@ def requirements_from_lock(pylock_text: str, lock_path: Path) -> tuple[Path, boo
 
     lock = export.parse_lock(pylock_text, str(lock_path), base=lock_path.parent)
     if any(not (p.wheels or p.sdist) for p in lock.packages) or any(
-            f.path or (f.url and not f.remote and not f.local_path(lock.base)) for p in lock.packages for f in p.files):
+        f.path or (f.url and not f.remote and not f.local_path(lock.base)) for p in lock.packages for f in p.files
+    ):
         return lock_path, False
     try:
         text, hashed = export.to_requirements(lock), True
     except UserError:  # some package has no hash (e.g. a find-links file): exact pins only
-        text = "".join(f"{p.name}=={p.version}" + (f" ; {p.marker}" if p.marker else "") + "\n"
-                       for p in sorted(lock.packages, key=lambda p: p.name))
+        text = "".join(
+            f"{p.name}=={p.version}" + (f" ; {p.marker}" if p.marker else "") + "\n"
+            for p in sorted(lock.packages, key=lambda p: p.name)
+        )
         hashed = False
     out = lock_path.with_name("requirements.txt")
     out.write_text(text, encoding="utf-8")
@@ -219,8 +228,16 @@ def enable_legacy_keras(env: Path) -> Path:
     return path
 
 
-def build(staging: Path, python: Path, pylock_text: str, index: Index, options: BuildOptions = BuildOptions(), *,
-          current: Path | None = None, progress: Progress | None = None) -> BuildResult:
+def build(
+    staging: Path,
+    python: Path,
+    pylock_text: str,
+    index: Index,
+    options: BuildOptions = BuildOptions(),
+    *,
+    current: Path | None = None,
+    progress: Progress | None = None,
+) -> BuildResult:
     """Create ``staging/env`` with uv and install exactly the lock into it, as ``options`` say (``current``: the env
     it replaces, for the free-space estimate; ``options.current_usage``: its usage, computed beforehand). Bytecode:
     through tfrebuild's pyc cache where it can be used (:mod:`rebuild.core.bytecode`), else uv's
@@ -228,8 +245,17 @@ def build(staging: Path, python: Path, pylock_text: str, index: Index, options: 
     lock are copied in, and the system site-packages kept visible."""
     import time
 
-    offline, compile_bytecode, log, requested = options.offline, options.compile_bytecode, options.log, options.requested
-    legacy_keras, require_hashes, build_constraints = options.legacy_keras, options.require_hashes, options.build_constraints
+    offline, compile_bytecode, log, requested = (
+        options.offline,
+        options.compile_bytecode,
+        options.log,
+        options.requested,
+    )
+    legacy_keras, require_hashes, build_constraints = (
+        options.legacy_keras,
+        options.require_hashes,
+        options.build_constraints,
+    )
     carry = options.carry
 
     from rebuild.core import bytecode
@@ -255,23 +281,35 @@ def build(staging: Path, python: Path, pylock_text: str, index: Index, options: 
     cache = None
     try:
         system_site = ["--system-site-packages"] if carry is not None and carry.system_site else []
-        uvcmd.run(["venv", "--no-config", "--relocatable", *system_site, "--python", str(python), "--quiet", str(env)],
-                  log=log, what="uv venv")
-        cache = bytecode.usable_cache(staging, owner_of=current if current is not None else staging.parent.parent.parent) \
-            if compile_bytecode and bytecode.supported(env) else None
+        uvcmd.run(
+            ["venv", "--no-config", "--relocatable", *system_site, "--python", str(python), "--quiet", str(env)],
+            log=log,
+            what="uv venv",
+        )
+        cache = (
+            bytecode.usable_cache(staging, owner_of=current if current is not None else staging.parent.parent.parent)
+            if compile_bytecode and bytecode.supported(env)
+            else None
+        )
         if compile_bytecode and cache is None:
             args.append("--compile-bytecode")
-        progress.stage("link", f"linking {packages} packages into the new env (from uv's cache)"
-                       + (", compiling bytecode" if "--compile-bytecode" in args else ""))
+        progress.stage(
+            "link",
+            f"linking {packages} packages into the new env (from uv's cache)"
+            + (", compiling bytecode" if "--compile-bytecode" in args else ""),
+        )
         uvcmd.run(args, log=log, what="uv pip sync", sources=uvcmd.index_sources(index), for_install=True)
     except uvcmd.UvFailed as exc:
         from rebuild.util import failtext
 
         package = failtext.failed_package(exc.result.stderr)
         what = f": it failed to build {package}" if package else ""
-        failed = UserError(f"{exc.what} could not build the new environment{what}; your environment was not changed.",
-                           f"uv's full output is in {log}." if log else "Run again to see uv's output.",
-                           exit_code=1, details="uv says:\n" + failtext.uv_error(exc.result.stderr))
+        failed = UserError(
+            f"{exc.what} could not build the new environment{what}; your environment was not changed.",
+            f"uv's full output is in {log}." if log else "Run again to see uv's output.",
+            exit_code=1,
+            details="uv says:\n" + failtext.uv_error(exc.result.stderr),
+        )
         failed.build_failed = True
         raise failed from None
     compiled = None
@@ -283,8 +321,7 @@ def build(staging: Path, python: Path, pylock_text: str, index: Index, options: 
         mark_requested(env, requested)
     if legacy_keras:
         enable_legacy_keras(env)
-    return BuildResult(env=env, pylock=lock_path, seconds=time.monotonic() - start, estimate=needed,
-                       bytecode=compiled)
+    return BuildResult(env=env, pylock=lock_path, seconds=time.monotonic() - start, estimate=needed, bytecode=compiled)
 
 
 def _count_packages(pylock_text: str) -> int:

@@ -89,8 +89,9 @@ def links_in(trees: list[Path]) -> dict[tuple[int, int], int]:
     return found
 
 
-def prune_cache(*, dry_run: bool = False, dropping: dict[tuple[int, int], int] | None = None,
-                now: float | None = None) -> Pruned:
+def prune_cache(
+    *, dry_run: bool = False, dropping: dict[tuple[int, int], int] | None = None, now: float | None = None
+) -> Pruned:
     """Remove the pyc cache's entries that no env links to any more (link count 1: only the cache has it).
 
     Every env built with the cache holds its pycs as hard links to the entries, so an entry with one link is
@@ -238,13 +239,17 @@ def compile_env(env: Path, cache: Path | None, *, log: Path | None = None, timeo
     sites = site_folders(env)
     if not sites:
         return Compiled()
-    result = proc.run([env / "bin" / "python", "-I", "-S", SCRIPT, str(cache or ""), *map(str, sites)],
-                      timeout=timeout, log=log)
+    result = proc.run(
+        [env / "bin" / "python", "-I", "-S", SCRIPT, str(cache or ""), *map(str, sites)], timeout=timeout, log=log
+    )
     if result.returncode != 0:
-        raise UserError("Compiling bytecode in the new environment failed; your environment was not changed.",
-                        f"Run again with --no-compile to skip bytecode, or set TFREBUILD_PYC_CACHE=off. "
-                        f"{'The log is ' + str(log) + '.' if log else ''}".strip(), exit_code=1,
-                        details=(result.stderr or result.error or "").strip()[-3000:])
+        raise UserError(
+            "Compiling bytecode in the new environment failed; your environment was not changed.",
+            f"Run again with --no-compile to skip bytecode, or set TFREBUILD_PYC_CACHE=off. "
+            f"{'The log is ' + str(log) + '.' if log else ''}".strip(),
+            exit_code=1,
+            details=(result.stderr or result.error or "").strip()[-3000:],
+        )
     try:
         return Compiled(**json.loads(result.stdout.strip().splitlines()[-1]))
     except (ValueError, IndexError, TypeError):

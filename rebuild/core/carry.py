@@ -91,13 +91,24 @@ def survey(data: Probed, env: Path, *, built_by_project: bool = False, locked: f
             for name in set(import_names(Path(path))) - provided:  # a healthy distribution's name is reinstalled
                 if project not in locked:  # as is one of a project the lock installs (a dependency of TensorFlow)
                     out.broken.setdefault(name, path)
-                out.imports.setdefault(name, (
-                    f"its metadata folder {path} is broken ({detail}), so uv cannot reinstall it in the new env; "
-                    f"repair it in the current env first (the plan's broken-dist-info fix), then upgrade again"))
+                out.imports.setdefault(
+                    name,
+                    (
+                        f"its metadata folder {path} is broken ({detail}), so uv cannot reinstall it in the new env; "
+                        f"repair it in the current env first (the plan's broken-dist-info fix), then upgrade again"
+                    ),
+                )
     if data.env.get("include_system_site_packages"):
         out.system_site = not built_by_project
-        out.items.append(Item("system-site", str(env / "pyvenv.cfg"), "include-system-site-packages",
-                              out.system_site, "the project's tool builds the new env" if built_by_project else ""))
+        out.items.append(
+            Item(
+                "system-site",
+                str(env / "pyvenv.cfg"),
+                "include-system-site-packages",
+                out.system_site,
+                "the project's tool builds the new env" if built_by_project else "",
+            )
+        )
     return out
 
 
@@ -110,8 +121,14 @@ def mark(findings: list[Finding], carry: Carry) -> list[Finding]:
             f.fixed_by_rebuild, f.dropped_by_rebuild = True, False  # the lock installs that project afresh
         elif f.id == "broken-dist-info" and f.evidence:
             names = [n for n, why in carry.imports.items() if str(f.evidence[0]).split(": ", 1)[0] in why]
-            f.fix += (f"; `tfrebuild upgrade` checks that {', '.join(names)} still import(s) in the new env and stops "
-                      "before the swap, naming it, if not") if names else ""
+            f.fix += (
+                (
+                    f"; `tfrebuild upgrade` checks that {', '.join(names)} still import(s) in the new env and stops "
+                    "before the swap, naming it, if not"
+                )
+                if names
+                else ""
+            )
         elif f.id == "system-site-packages":
             item = next((i for i in carry.items if i.kind == "system-site"), None)
         elif f.id == "orphan-package" and f.evidence:
@@ -128,8 +145,11 @@ def mark(findings: list[Finding], carry: Carry) -> list[Finding]:
 
 def _keras_pth(finding: Finding) -> bool:
     """tfrebuild's own Keras 2 ``.pth`` (no RECORD names it): the plan's Keras mode decides it, not the user."""
-    return finding.id == "orphan-package" and bool(finding.evidence) and \
-        f"{os.sep}{LEGACY_KERAS_PTH} " in str(finding.evidence[0])
+    return (
+        finding.id == "orphan-package"
+        and bool(finding.evidence)
+        and f"{os.sep}{LEGACY_KERAS_PTH} " in str(finding.evidence[0])
+    )
 
 
 def refuse_lost(env: Path, carry: Carry | None) -> None:
@@ -149,14 +169,18 @@ def refuse_lost(env: Path, carry: Carry | None) -> None:
     for folder in folders:
         name, version = distinfo.parse(Path(folder).name) or (Path(folder).name.split("-")[0], "")
         pin = f"{name}=={version}" if version else name
-        repairs.append(f"`rm -rf {shlex.quote(folder)} && uv pip install --python {shlex.quote(str(python))} "
-                       f"--reinstall --no-deps {shlex.quote(pin)}`")  # that project only: nothing else moves
+        repairs.append(
+            f"`rm -rf {shlex.quote(folder)} && uv pip install --python {shlex.quote(str(python))} "
+            f"--reinstall --no-deps {shlex.quote(pin)}`"
+        )  # that project only: nothing else moves
     raise UserError(
         f"{', '.join(working)} import(s) in {env}, but from files whose metadata folder is broken "
         f"({', '.join(folders)}): uv cannot reinstall a distribution without a readable name and version, so the "
         "new environment would not have it. The upgrade stops before building; nothing was changed.",
         f"Repair it first: {'; '.join(repairs)} (the folder's name gives the project and version), then run the "
-        "upgrade again. If nothing uses it, delete its files and that folder instead.", exit_code=1)
+        "upgrade again. If nothing uses it, delete its files and that folder instead.",
+        exit_code=1,
+    )
 
 
 def unsafe(path: Path, owner: int) -> str:
@@ -209,8 +233,14 @@ def import_names(dist_info: Path) -> list[str]:
         if names:
             break
     site = dist_info.parent
-    return sorted(n for n in names if (site / n / "__init__.py").is_file() or (site / f"{n}.py").is_file()
-                  or any(site.glob(f"{n}.*.so")) or (site / n).is_dir())
+    return sorted(
+        n
+        for n in names
+        if (site / n / "__init__.py").is_file()
+        or (site / f"{n}.py").is_file()
+        or any(site.glob(f"{n}.*.so"))
+        or (site / n).is_dir()
+    )
 
 
 def copy_into(env: Path, carry: Carry | None, owner_of: Path) -> list[str]:
@@ -233,9 +263,11 @@ def copy_into(env: Path, carry: Carry | None, owner_of: Path) -> list[str]:
         except OSError as exc:
             why = f"{exc.filename or src}: {exc.strerror}"
         if why:
-            raise UserError(f"{src} could not be carried into the new environment: {why}. Your environment was not "
-                            "changed.", "Fix what the message names (or move the file out of site-packages), then "
-                            "upgrade again.", exit_code=1)
+            raise UserError(
+                f"{src} could not be carried into the new environment: {why}. Your environment was not changed.",
+                "Fix what the message names (or move the file out of site-packages), then upgrade again.",
+                exit_code=1,
+            )
         done.append(item.path)
     return done
 
@@ -258,7 +290,7 @@ def _copy(src: Path, dst: Path, owner: int) -> None:
             while chunk := os.read(fd, 1 << 20):
                 view = memoryview(chunk)
                 while view:
-                    view = view[os.write(out, view):]
+                    view = view[os.write(out, view) :]
         finally:
             os.close(out)
     finally:
@@ -267,8 +299,13 @@ def _copy(src: Path, dst: Path, owner: int) -> None:
 
 def explain(check: Check, failed: list[str], reasons: dict[str, str]) -> None:
     """A failed import check names, for each name the new env was to keep, why it may lack it."""
-    lines = [f"import {name} worked in the current env and fails in the new one: {reasons[name]}"
-             for name in failed if name in reasons]
+    lines = [
+        f"import {name} worked in the current env and fails in the new one: {reasons[name]}"
+        for name in failed
+        if name in reasons
+    ]
     if lines:
         check.output = "\n".join(lines) + (f"\n{check.output}" if check.output else "")
-        check.name += f"; imported in the current env, not in the new one: {', '.join(n for n in failed if n in reasons)}"
+        check.name += (
+            f"; imported in the current env, not in the new one: {', '.join(n for n in failed if n in reasons)}"
+        )

@@ -37,17 +37,26 @@ def companion_ceiling(pins: dict[str, str], requested: set[str] | None = None) -
     """The TensorFlow minor the installed companions end before ("" when none), and who says so. Only requested
     companions hold TensorFlow back (``requested``; ``None``: all): a dependency goes when nothing needs it any more
     (tensorflow-addons under tf-models-official 2.12, which its newer releases no longer require)."""
-    ends = [(c.tf_below, f"{n} {pins[n]} works with TensorFlow below {c.tf_below} only ({c.source})")
-            for n, c in table.installed(pins).items() if c.tf_below and n not in ("tensorflow-estimator",)
-            and (requested is None or n in requested)]
+    ends = [
+        (c.tf_below, f"{n} {pins[n]} works with TensorFlow below {c.tf_below} only ({c.source})")
+        for n, c in table.installed(pins).items()
+        if c.tf_below and n not in ("tensorflow-estimator",) and (requested is None or n in requested)
+    ]
     if not ends:
         return "", []
     low = min(ends, key=lambda e: Version(e[0]))[0]
     return low, [why for below, why in ends if below == low]
 
 
-def apply(inputs: Inputs, pins: dict[str, str], data: Probed, tf_new: str, python_old: str, python_new: str,
-          holds: Sequence[str] = ()) -> Step:
+def apply(
+    inputs: Inputs,
+    pins: dict[str, str],
+    data: Probed,
+    tf_new: str,
+    python_old: str,
+    python_new: str,
+    holds: Sequence[str] = (),
+) -> Step:
     """Unpin companions (and packages the new Python cannot run), add pairings and holds; see the module doc."""
     step = Step()
     mine = table.installed(pins)
@@ -62,8 +71,11 @@ def apply(inputs: Inputs, pins: dict[str, str], data: Probed, tf_new: str, pytho
             inputs.constraints[name] = _join(inputs.constraints.get(name, ""), pair)
             why = f"companion of TensorFlow: {pair} pairs with TensorFlow {_minor(tf_new)} (its release notes)"
         step.reasons[name] = why
-        if comp.needs_tf_keras(tf_new) and "tf-keras" not in pins and \
-                not any(canonicalize_name(_name(r)) == "tf-keras" for r in inputs.requested):
+        if (
+            comp.needs_tf_keras(tf_new)
+            and "tf-keras" not in pins
+            and not any(canonicalize_name(_name(r)) == "tf-keras" for r in inputs.requested)
+        ):
             inputs.requested = sorted(set(inputs.requested) | {"tf-keras"})
             step.reasons["tf-keras"] = f"{name} imports tf_keras from TensorFlow {comp.tf_keras_from} on"
         if comp.imports_pkg_resources(pins[name]):
@@ -77,15 +89,17 @@ def apply(inputs: Inputs, pins: dict[str, str], data: Probed, tf_new: str, pytho
                 step.reasons[name] = why
     for line in dict.fromkeys(holds):
         name = canonicalize_name(_name(line))
-        spec = line[len(_name(line)):].strip()
+        spec = line[len(_name(line)) :].strip()
         inputs.requested = sorted({r for r in inputs.requested if canonicalize_name(_name(r)) != name} | {line})
         if spec:
             inputs.constraints[name] = _join(inputs.constraints.get(name, ""), spec)
         step.reasons.setdefault(name, f"held: {line}")
     inputs.pins = {n: v for n, v in inputs.pins.items() if n not in moved}
     if moved:
-        step.notes.append("companions move with TensorFlow (their pins are not kept): "
-                          + ", ".join(f"{n} {pins[n]}" for n in sorted(moved) if n in mine))
+        step.notes.append(
+            "companions move with TensorFlow (their pins are not kept): "
+            + ", ".join(f"{n} {pins[n]}" for n in sorted(moved) if n in mine)
+        )
     step.notes = [n for n in step.notes if not n.endswith(": ")]
     return step
 
@@ -110,8 +124,10 @@ def python_moves(pins: dict[str, str], data: Probed, python_new: str) -> dict[st
         cp = {t.split("-")[1] for t in tags if t.split("-")[1].startswith("cp") and "abi3" not in t}
         want = "cp" + "".join(python_new.split(".")[:2])
         if cp and want not in cp and not any("abi3" in t or t.startswith("py") for t in tags):
-            out[name] = (f"{name} {pins[name]} is installed from a wheel built for {', '.join(sorted(cp))} only: "
-                         f"moves for Python {_minor(python_new)}")
+            out[name] = (
+                f"{name} {pins[name]} is installed from a wheel built for {', '.join(sorted(cp))} only: "
+                f"moves for Python {_minor(python_new)}"
+            )
     for name, bad in table.python_bad(pins, python_new).items():
         out.setdefault(name, f"{name} {pins[name]} does not run on Python {bad.python}+ ({bad.source})")
     return out

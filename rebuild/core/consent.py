@@ -29,9 +29,11 @@ if TYPE_CHECKING:
     from rebuild.core.lockfile import Lock
 
 FLAGS = {"sources": "--allow-sources", "index": "--allow-index", "commands": "--allow-commands"}
-WHAT = {"sources": "package sources other than an index, or building from source",
-        "index": "package locations this machine is not configured with",
-        "commands": "shell commands ([smoke].commands) or models to load, which can run code ([[smoke.models]])"}
+WHAT = {
+    "sources": "package sources other than an index, or building from source",
+    "index": "package locations this machine is not configured with",
+    "commands": "shell commands ([smoke].commands) or models to load, which can run code ([[smoke.models]])",
+}
 
 
 @dataclass(frozen=True)
@@ -68,19 +70,39 @@ def requests(profile: prof.Profile) -> dict[str, list[str]]:
     known = {_norm(u) for u in [local.index_url, *local.extra_index_urls, *local.find_links, *local.constraints] if u}
     known.add(_norm(indexconf.PYPI))
     i = profile.index
-    named = ([("index", i.index_url)] if i.index_url else []) + [("extra index", u) for u in i.extra_index_urls] + \
-        [("find-links", u) for u in i.find_links] + [("constraints file", c) for c in i.constraints if "://" in c]
-    index = [f"{kind}: {prof.shorten(indexconf.redact(u), 120)}" for kind, u in named
-             if u.lower().startswith(("http://", "https://")) and _norm(u) not in known]
-    return {"sources": prof.non_index_sources(profile), "index": index,
-            "commands": [f"smoke command: {prof.shorten(c, 120)}" for c in profile.smoke.commands]
-            + [f"model to load: {prof.shorten(m.path, 120)}" for m in profile.smoke.models]
-            + [f"model imports ({prof.shorten(m.path, 80)}): {', '.join(m.imports)}" for m in profile.smoke.models
-               if m.imports]}
+    named = (
+        ([("index", i.index_url)] if i.index_url else [])
+        + [("extra index", u) for u in i.extra_index_urls]
+        + [("find-links", u) for u in i.find_links]
+        + [("constraints file", c) for c in i.constraints if "://" in c]
+    )
+    index = [
+        f"{kind}: {prof.shorten(indexconf.redact(u), 120)}"
+        for kind, u in named
+        if u.lower().startswith(("http://", "https://")) and _norm(u) not in known
+    ]
+    return {
+        "sources": prof.non_index_sources(profile),
+        "index": index,
+        "commands": [f"smoke command: {prof.shorten(c, 120)}" for c in profile.smoke.commands]
+        + [f"model to load: {prof.shorten(m.path, 120)}" for m in profile.smoke.models]
+        + [
+            f"model imports ({prof.shorten(m.path, 80)}): {', '.join(m.imports)}"
+            for m in profile.smoke.models
+            if m.imports
+        ],
+    }
 
 
-def check(profile: prof.Profile, path: str | os.PathLike[str], *, trusted: bool, allowed: Allowed,
-          kinds: tuple[str, ...], command: str) -> None:
+def check(
+    profile: prof.Profile,
+    path: str | os.PathLike[str],
+    *,
+    trusted: bool,
+    allowed: Allowed,
+    kinds: tuple[str, ...],
+    command: str,
+) -> None:
     """Refuse a foreign profile that asks for a kind in ``kinds`` the user did not allow; list what it asks for."""
     if trusted:
         return
@@ -94,25 +116,36 @@ def check(profile: prof.Profile, path: str | os.PathLike[str], *, trusted: bool,
         f"The profile {path} was not written by tfrebuild for this environment, and it asks for "
         f"{'; '.join(WHAT[k] for k in missing)} ({len(listed)} item(s), listed below). Nothing was run.",
         f"Review them; if you trust whoever wrote the profile, run `tfrebuild {command}` again with {flags}, "
-        "or remove them from the profile.", exit_code=2, details="\n".join(listed))
+        "or remove them from the profile.",
+        exit_code=2,
+        details="\n".join(listed),
+    )
 
 
-def check_builds(lock: Lock | None, path: str | os.PathLike[str], *, trusted: bool, allowed: Allowed, command: str) -> None:
+def check_builds(
+    lock: Lock | None, path: str | os.PathLike[str], *, trusted: bool, allowed: Allowed, command: str
+) -> None:
     """Refuse to build a foreign lock's source distributions (a build runs the package's code) unless allowed.
 
     A package the lock offers only as an sdist, or as a source tree or repository, is built on install.
     """
     if trusted or allowed.sources or lock is None:
         return
-    built = [f"{p.name} {p.version} (built from {p.sdist.filename if p.sdist else 'its source'})"
-             for p in lock.packages if not p.wheels and (p.sdist is not None or p.source is not None)]
+    built = [
+        f"{p.name} {p.version} (built from {p.sdist.filename if p.sdist else 'its source'})"
+        for p in lock.packages
+        if not p.wheels and (p.sdist is not None or p.source is not None)
+    ]
     if not built:
         return
     raise UserError(
         f"The lock of {path}, which tfrebuild did not write for this environment, would build {len(built)} "
         "package(s) from source, which runs their code (listed below). Nothing was run.",
         f"Review them; if you trust whoever wrote the profile, run `tfrebuild {command}` again with --allow-sources, "
-        "or lock wheels instead.", exit_code=2, details="\n".join(built))
+        "or lock wheels instead.",
+        exit_code=2,
+        details="\n".join(built),
+    )
 
 
 def check_file(path: str | os.PathLike[str], *, allowed: Allowed, command: str, offline: bool = False) -> prof.Profile:
@@ -121,6 +154,12 @@ def check_file(path: str | os.PathLike[str], *, allowed: Allowed, command: str, 
     It is trusted when it lies inside the state folder of the env it describes (a generation's profile).
     """
     profile = prof.load(Path(path))
-    check(profile, Path(path).absolute(), trusted=is_trusted(path, profile.source), allowed=allowed,
-          kinds=("sources",) if offline else ("sources", "index"), command=command)
+    check(
+        profile,
+        Path(path).absolute(),
+        trusted=is_trusted(path, profile.source),
+        allowed=allowed,
+        kinds=("sources",) if offline else ("sources", "index"),
+        command=command,
+    )
     return profile

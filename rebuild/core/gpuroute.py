@@ -28,8 +28,10 @@ def gpu_route(choice: Gpu | str, tf: str, current: prof.Profile) -> tuple[str, l
             return tf, [], Route.KEEP
     if choice == Gpu.CUDA:
         if not cuda_capable:
-            raise UserError(f"--gpu cuda needs Linux x86_64; this env is {system} {machine}.",
-                            "On macOS use tensorflow-metal; on Windows use WSL2; or drop --gpu.")
+            raise UserError(
+                f"--gpu cuda needs Linux x86_64; this env is {system} {machine}.",
+                "On macOS use tensorflow-metal; on Windows use WSL2; or drop --gpu.",
+            )
         return "tensorflow", ["and-cuda"], Route.CUDA
     has_cpu_wheels = machine in ("x86_64", "AMD64") and system in ("Linux", "Windows")
     return ("tensorflow-cpu" if has_cpu_wheels else "tensorflow"), [], Route.CPU
@@ -45,10 +47,13 @@ def check_driver(gpu: prof.Gpu, tf_new: str) -> None:
     except InvalidVersion:
         return
     if too_old:
-        fits = [r for r in reversed(releases())
-                if r.min_driver and Version(r.min_driver) <= Version(gpu.driver_version)]
+        fits = [
+            r for r in reversed(releases()) if r.min_driver and Version(r.min_driver) <= Version(gpu.driver_version)
+        ]
         alt = f"--to {fits[0].minor} (CUDA {fits[0].cuda}), " if fits else ""
         raise UserError(
             f"The NVIDIA driver {gpu.driver_version} is too old for TensorFlow {tf_new}: it was built with CUDA "
             f"{release.cuda}, which needs driver {release.min_driver} or newer.",
-            f"Update the NVIDIA driver, or choose {alt}or --gpu cpu.", exit_code=1)
+            f"Update the NVIDIA driver, or choose {alt}or --gpu cpu.",
+            exit_code=1,
+        )

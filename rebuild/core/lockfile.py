@@ -11,7 +11,6 @@ read -- it requires ``created-by`` and a hash on every file, where a lock of
 records them) -- and its errors name keys, not what to do about a damaged lock.
 """
 
-
 from __future__ import annotations
 
 import copy
@@ -173,8 +172,9 @@ def parse_lock(text: str, where: str, base: Path | None = None) -> Lock:
         raise UserError(f"The lock {where} is not valid TOML (truncated or edited?): {exc}.", NEW_LOCK_HINT) from exc
     version = data.get("lock-version")
     if not isinstance(version, str) or version.split(".")[0] != "1":
-        raise UserError(f"The lock {where} has lock-version {version!r}; tfrebuild reads PEP 751 lock-version 1.x.",
-                        NEW_LOCK_HINT)
+        raise UserError(
+            f"The lock {where} has lock-version {version!r}; tfrebuild reads PEP 751 lock-version 1.x.", NEW_LOCK_HINT
+        )
     raw_packages = data.get("packages")
     if not isinstance(raw_packages, list) or not raw_packages:
         raise UserError(f"The lock {where} lists no packages (truncated?).", NEW_LOCK_HINT)
@@ -182,22 +182,30 @@ def parse_lock(text: str, where: str, base: Path | None = None) -> Lock:
     try:
         for i, raw in enumerate(raw_packages):
             at = f"packages[{i}]"
-            if not isinstance(raw, dict) or not isinstance(raw.get("name"), str) or not (
-                    isinstance(raw.get("version"), str) or ("directory" in raw and "version" not in raw)):
+            if (
+                not isinstance(raw, dict)
+                or not isinstance(raw.get("name"), str)
+                or not (isinstance(raw.get("version"), str) or ("directory" in raw and "version" not in raw))
+            ):
                 raise ValueError(f"{at}: needs a name and a version")
             at = f"packages[{i}] ({raw['name']})"
             source = next(((key, raw[key]) for key in ("directory", "archive", "vcs") if key in raw), None)
-            if source is not None and not (isinstance(source[1], dict)
-                                           and (source[1].get("path") or source[1].get("url"))):
+            if source is not None and not (
+                isinstance(source[1], dict) and (source[1].get("path") or source[1].get("url"))
+            ):
                 raise ValueError(f"{at}.{source[0]}: needs a path or a url")
             wheels = raw.get("wheels", [])
             if not isinstance(wheels, list):
                 raise ValueError(f"{at}: wheels must be a list")
             pkg = LockedPackage(
-                name=canonicalize_name(raw["name"]), version=raw.get("version", ""), marker=str(raw.get("marker", "")),
+                name=canonicalize_name(raw["name"]),
+                version=raw.get("version", ""),
+                marker=str(raw.get("marker", "")),
                 requires_python=str(raw.get("requires-python", "")),
                 wheels=[_file(w, "wheel", f"{at}.wheels[{j}]") for j, w in enumerate(wheels)],
-                sdist=_file(raw["sdist"], "sdist", f"{at}.sdist") if "sdist" in raw else None, source=source)
+                sdist=_file(raw["sdist"], "sdist", f"{at}.sdist") if "sdist" in raw else None,
+                source=source,
+            )
             if not pkg.files and pkg.source is None:
                 raise ValueError(f"{at}: has neither wheels nor an sdist")
             packages.append(pkg)
@@ -210,9 +218,11 @@ def read_lock(path: Path) -> Lock:
     try:
         text = fs.read_document(path).decode("utf-8")  # a regular file, no link followed, size capped
     except FileNotFoundError as exc:
-        raise UserError(f"The lock {path} does not exist.",
-                        "The profile's `lock` names a file beside the profile; copy it along, or clear `lock` "
-                        "to lock the profile's pins again.") from exc
+        raise UserError(
+            f"The lock {path} does not exist.",
+            "The profile's `lock` names a file beside the profile; copy it along, or clear `lock` "
+            "to lock the profile's pins again.",
+        ) from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"The lock {path} cannot be read: {exc}.", "Check its permissions.") from exc
     return parse_lock(text, str(path), path.parent)
@@ -235,8 +245,11 @@ def read_pins(pylock_text: str, *, unconditional: bool = False) -> dict[str, str
     tables = package_tables(pylock_text)
     if tables is None:
         return None
-    return {canonicalize_name(str(p.get("name", ""))): str(p.get("version", "")) for p in tables
-            if not unconditional or (p.get("name") and p.get("version") and not p.get("marker"))}
+    return {
+        canonicalize_name(str(p.get("name", ""))): str(p.get("version", ""))
+        for p in tables
+        if not unconditional or (p.get("name") and p.get("version") and not p.get("marker"))
+    }
 
 
 def profile_lock_path(profile: prof.Profile, profile_path: Path) -> Path | None:
@@ -293,12 +306,17 @@ def verify_local(lock: Lock, files: list[tuple[LockedPackage, LockedFile]] | Non
 
 
 def hash_error(bad: list[HashMismatch], where: str) -> UserError:
-    lines = "\n".join(f"  {b.package}: {b.path}\n    expected {b.algorithm}:{b.expected}\n    got      "
-                      f"{b.algorithm}:{b.got}" for b in bad)
-    return UserError(f"{len(bad)} file(s) do not match the hashes in {where}: "
-                     f"{', '.join(sorted({b.package for b in bad}))}. Nothing was built.",
-                     "The files or the lock were changed after locking. Get the files again from their source "
-                     "(or make the bundle again); never edit hashes by hand.", details=lines)
+    lines = "\n".join(
+        f"  {b.package}: {b.path}\n    expected {b.algorithm}:{b.expected}\n    got      {b.algorithm}:{b.got}"
+        for b in bad
+    )
+    return UserError(
+        f"{len(bad)} file(s) do not match the hashes in {where}: "
+        f"{', '.join(sorted({b.package for b in bad}))}. Nothing was built.",
+        "The files or the lock were changed after locking. Get the files again from their source "
+        "(or make the bundle again); never edit hashes by hand.",
+        details=lines,
+    )
 
 
 def localize(lock: Lock, folders: list[Path]) -> tuple[Lock, list[str], list[str]]:
@@ -332,23 +350,44 @@ def localize(lock: Lock, folders: list[Path]) -> tuple[Lock, list[str], list[str
     return parse_lock(tomli_w.dumps(data), lock.where, None), remote, missing
 
 
-def lock_pins(pins: dict[str, str], python: Path, index: prof.Index, *, offline: bool, log: Path | None = None,
-              where: str = "the profile", direct: dict[str, str] | None = None) -> Lock:
+def lock_pins(
+    pins: dict[str, str],
+    python: Path,
+    index: prof.Index,
+    *,
+    offline: bool,
+    log: Path | None = None,
+    where: str = "the profile",
+    direct: dict[str, str] | None = None,
+) -> Lock:
     """A PEP 751 lock of exactly ``pins`` for ``python`` (``uv pip compile --no-deps``: nothing is re-resolved)."""
     if not pins:
-        raise UserError(f"{where} pins no packages that can be installed from an index.",
-                        "Take the snapshot of an environment with packages in it.")
-    inputs = resolve.Inputs(python=python, tf_distribution="", requested=[], pins={}, index=index, offline=offline,
-                            log=log, direct=dict(direct or {}))
+        raise UserError(
+            f"{where} pins no packages that can be installed from an index.",
+            "Take the snapshot of an environment with packages in it.",
+        )
+    inputs = resolve.Inputs(
+        python=python,
+        tf_distribution="",
+        requested=[],
+        pins={},
+        index=index,
+        offline=offline,
+        log=log,
+        direct=dict(direct or {}),
+    )
     with tempfile.TemporaryDirectory(prefix="tfrebuild-lock-") as tmp:
         try:
             text = resolve.lock(inputs, pins, Path(tmp))
         except resolve.ResolutionFailed as exc:
-            raise UserError(f"The exact versions of {where} cannot be locked for Python at {python}.",
-                            "Some pinned version has no file on the index for this interpreter and platform, or the "
-                            "index cannot be reached (use --find-links DIR --offline with a bundle). "
-                            "`tfrebuild apply --resolve` picks the closest versions that install here.",
-                            exit_code=1, details="uv says:\n" + exc.explanation) from None
+            raise UserError(
+                f"The exact versions of {where} cannot be locked for Python at {python}.",
+                "Some pinned version has no file on the index for this interpreter and platform, or the "
+                "index cannot be reached (use --find-links DIR --offline with a bundle). "
+                "`tfrebuild apply --resolve` picks the closest versions that install here.",
+                exit_code=1,
+                details="uv says:\n" + exc.explanation,
+            ) from None
     return parse_lock(text, f"the lock of {where}")
 
 
@@ -359,8 +398,10 @@ def installable_pins(profile: prof.Profile) -> tuple[dict[str, str], list[str]]:
         if p.location != "env":
             continue
         if p.source in ("editable", "path", "vcs", "url"):
-            skipped.append(f"{p.name} {p.version} ({p.source}{': ' + p.url if p.url else ''}) is not in the lock: "
-                           "it was not installed from an index; install it by hand")
+            skipped.append(
+                f"{p.name} {p.version} ({p.source}{': ' + p.url if p.url else ''}) is not in the lock: "
+                "it was not installed from an index; install it by hand"
+            )
             continue
         pins[p.name] = p.version
     return pins, skipped
@@ -372,8 +413,13 @@ def direct_sources(profile: prof.Profile) -> dict[str, Any]:
 
     out = {}
     for p in profile.packages:
-        if p.location != "env" or p.source not in ("editable", "path", "vcs", "url") or not p.url or "****" in p.url \
-                or p.name in sources.SELF:
+        if (
+            p.location != "env"
+            or p.source not in ("editable", "path", "vcs", "url")
+            or not p.url
+            or "****" in p.url
+            or p.name in sources.SELF
+        ):
             continue
         direct: dict[str, object] = {"url": p.url}
         if p.source == "editable":
@@ -404,9 +450,12 @@ def lockable(profile: prof.Profile) -> tuple[dict[str, str], dict[str, str], lis
 def to_requirements(lock: Lock) -> str:
     """``name==version --hash=...`` lines for pip/uv, every file's hash included."""
     missing = []
-    lines = [f"# Exported by tfrebuild from {lock.where}: {len(lock.packages)} packages, exact versions and hashes.",
-             "# Install with: pip install --require-hashes --no-deps -r requirements.txt",
-             "#           or: uv pip sync requirements.txt", ""]
+    lines = [
+        f"# Exported by tfrebuild from {lock.where}: {len(lock.packages)} packages, exact versions and hashes.",
+        "# Install with: pip install --require-hashes --no-deps -r requirements.txt",
+        "#           or: uv pip sync requirements.txt",
+        "",
+    ]
     for pkg in sorted(lock.packages, key=lambda p: p.name):
         if pkg.source is not None:  # from its own source: a direct reference (pip refuses hashes for these)
             digest = pkg.source[1].get("hashes", {}).get("sha256", "")
@@ -429,14 +478,21 @@ def to_requirements(lock: Lock) -> str:
         unique = sorted(set(hashes))
         lines += [f"    --hash={h}" + (" \\" if i < len(unique) - 1 else "") for i, h in enumerate(unique)]
     if missing:
-        raise UserError(f"{len(missing)} package(s) in {lock.where} have no sha256 hash: {', '.join(missing)}.",
-                        "pip's hash-checking mode needs one for every package; make a bundle first "
-                        "(`tfrebuild bundle` computes the missing hashes), then export the bundle's profile.")
+        raise UserError(
+            f"{len(missing)} package(s) in {lock.where} have no sha256 hash: {', '.join(missing)}.",
+            "pip's hash-checking mode needs one for every package; make a bundle first "
+            "(`tfrebuild bundle` computes the missing hashes), then export the bundle's profile.",
+        )
     return "\n".join(lines) + "\n"
 
 
-def env_lock(env: str | os.PathLike[str] | None, *, find_links: list[str] | None = None, offline: bool = False,
-             index_url: str | None = None) -> tuple[Lock, str, list[str]]:
+def env_lock(
+    env: str | os.PathLike[str] | None,
+    *,
+    find_links: list[str] | None = None,
+    offline: bool = False,
+    index_url: str | None = None,
+) -> tuple[Lock, str, list[str]]:
     """The lock of the environment as it is now: its generation's lock when that still matches, else locked anew."""
     from rebuild.env import snapshot
     from rebuild.env.locate import locate
@@ -455,15 +511,25 @@ def env_lock(env: str | os.PathLike[str] | None, *, find_links: list[str] | None
                 lock = None
             if lock is not None and lock.pins() == pins:
                 return lock, f"generation {store.current_number}'s lock ({gen_lock})", notes
-    index = indexconf.override(indexconf.discover(prefix=None if loc.bare else loc.path), index_url=index_url,
-                               find_links=find_links, offline=offline)
+    index = indexconf.override(
+        indexconf.discover(prefix=None if loc.bare else loc.path),
+        index_url=index_url,
+        find_links=find_links,
+        offline=offline,
+    )
     lock = lock_pins(pins, loc.python, index, offline=offline, where=f"the environment {loc.path}", direct=direct)
     lock.where = str(loc.path)
     return lock, f"the installed versions of {loc.path}, locked with uv", notes
 
 
-def profile_lock(profile_path: str | os.PathLike[str], *, find_links: list[str] | None = None, offline: bool = False,
-                 python: str | None = None, index_url: str | None = None) -> tuple[prof.Profile, Lock, str, list[str]]:
+def profile_lock(
+    profile_path: str | os.PathLike[str],
+    *,
+    find_links: list[str] | None = None,
+    offline: bool = False,
+    python: str | None = None,
+    index_url: str | None = None,
+) -> tuple[prof.Profile, Lock, str, list[str]]:
     """A profile and its lock: the ``lock`` file it names, or its pins locked for a local interpreter of its Python."""
 
     path = Path(profile_path)
@@ -473,8 +539,7 @@ def profile_lock(profile_path: str | os.PathLike[str], *, find_links: list[str] 
         return profile, read_lock(lock_file), f"the profile's lock {lock_file}", []
     pins, direct, notes = lockable(profile)
     interp = find_interpreter(python or profile.interpreter.version)
-    index = indexconf.override(usable_index(profile.index), index_url=index_url, find_links=find_links,
-                               offline=offline)
+    index = indexconf.override(usable_index(profile.index), index_url=index_url, find_links=find_links, offline=offline)
     lock = lock_pins(pins, interp.path, index, offline=offline, where=f"the profile {path}", direct=direct)
     lock.where = str(path)
     return profile, lock, f"the profile's pins, locked with uv for Python {interp.version}", notes
@@ -518,13 +583,15 @@ def usable_index(index: prof.Index) -> prof.Index:
         return url
 
     find_links = [fill(f) for f in index.find_links if "://" in f or Path(f).exists()]
-    return prof.Index(index_url=fill(index.index_url) if index.index_url else "",
-                      extra_index_urls=[fill(u) for u in index.extra_index_urls], find_links=find_links,
-                      no_index=index.no_index, index_strategy=index.index_strategy,
-                      constraints=[c for c in index.constraints if "://" in c or Path(c).is_file()],
-                      constraint_lines=list(index.constraint_lines))
-
-
+    return prof.Index(
+        index_url=fill(index.index_url) if index.index_url else "",
+        extra_index_urls=[fill(u) for u in index.extra_index_urls],
+        find_links=find_links,
+        no_index=index.no_index,
+        index_strategy=index.index_strategy,
+        constraints=[c for c in index.constraints if "://" in c or Path(c).is_file()],
+        constraint_lines=list(index.constraint_lines),
+    )
 
 
 def with_credentials(url: str, index: prof.Index) -> str:
@@ -539,8 +606,14 @@ def with_credentials(url: str, index: prof.Index) -> str:
     if "@" in target.netloc or not target.hostname or not target.scheme.startswith("http"):
         return url
     local = indexconf.discover()
-    for candidate in [index.index_url, *index.extra_index_urls, *index.find_links,
-                      local.index_url, *local.extra_index_urls, *local.find_links]:
+    for candidate in [
+        index.index_url,
+        *index.extra_index_urls,
+        *index.find_links,
+        local.index_url,
+        *local.extra_index_urls,
+        *local.find_links,
+    ]:
         c = urlsplit(candidate or "")
         if "@" not in c.netloc or "****" in c.netloc:
             continue

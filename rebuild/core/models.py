@@ -118,13 +118,16 @@ def from_paths(paths: Iterable[str | os.PathLike[str]] | None) -> list[prof.Smok
     for raw in paths or []:
         path = Path(os.path.abspath(os.path.expanduser(str(raw))))
         if not os.path.exists(path):
-            raise UserError(f"--model {raw}: {path} does not exist.", "Give the path of a saved model (.keras, .h5, "
-                            "a SavedModel folder or .tflite). Nothing was changed.")
+            raise UserError(
+                f"--model {raw}: {path} does not exist.",
+                "Give the path of a saved model (.keras, .h5, a SavedModel folder or .tflite). Nothing was changed.",
+            )
         if not auto_loader(path):
-            raise UserError(f"--model {raw}: {path} is not a model format tfrebuild can load (.keras, .h5, a SavedModel "
-                            "folder with saved_model.pb, or .tflite).",
-                            "Give a saved model, or list it in the profile's [[smoke.models]] with a loader. "
-                            "Nothing was changed.")
+            raise UserError(
+                f"--model {raw}: {path} is not a model format tfrebuild can load (.keras, .h5, a SavedModel "
+                "folder with saved_model.pb, or .tflite).",
+                "Give a saved model, or list it in the profile's [[smoke.models]] with a loader. Nothing was changed.",
+            )
         out.append(prof.SmokeModel(path=str(path)))
     return out
 
@@ -170,8 +173,10 @@ def untrusted(path: str | os.PathLike[str], env: str | os.PathLike[str]) -> str:
             return f"{parent} cannot be examined ({exc.strerror or exc})"
         if st.st_uid in (0, os.geteuid()) and stat.S_ISDIR(st.st_mode):
             if trust.writable_by_others(st) and not st.st_mode & stat.S_ISVTX:
-                return (f"{parent} can be written by other users (mode {stat.filemode(st.st_mode)}); its owner is "
-                        f"{trust._user(st.st_uid)}")
+                return (
+                    f"{parent} can be written by other users (mode {stat.filemode(st.st_mode)}); its owner is "
+                    f"{trust._user(st.st_uid)}"
+                )
             break
         why = bad(parent, kinds="d")
         if why:
@@ -192,8 +197,10 @@ def refuse_untrusted(listed: list[prof.SmokeModel], env: str | os.PathLike[str])
         f"Lambda layer, a SavedModel's file operations), so tfrebuild loads only models that {who} own, that no one "
         "else can write, reached through no symbolic link. Nothing was built or changed.",
         "Copy the model into a folder of your own (cp -r, which copies the files, not the links), or fix its owner "
-        "and mode, and give that path.", exit_code=2,
-        details="\n".join(f"{path}: {why}" for path, why in found))
+        "and mode, and give that path.",
+        exit_code=2,
+        details="\n".join(f"{path}: {why}" for path, why in found),
+    )
 
 
 def merged(listed: list[prof.SmokeModel], given: list[prof.SmokeModel]) -> list[prof.SmokeModel]:
@@ -236,16 +243,35 @@ class Job:
 
     def spec(self, extra_path: str = "") -> dict[str, Any]:
         m = self.model
-        return {"mode": self.mode, "path": m.path, "loader": self.loader, "inputs": m.inputs,
-                "folder": str(self.folder), "tag": self.tag, "rtol": m.rtol, "atol": m.atol,
-                "imports": list(m.imports), "seed": SEED, "batch": BATCH, "extra_path": extra_path}
+        return {
+            "mode": self.mode,
+            "path": m.path,
+            "loader": self.loader,
+            "inputs": m.inputs,
+            "folder": str(self.folder),
+            "tag": self.tag,
+            "rtol": m.rtol,
+            "atol": m.atol,
+            "imports": list(m.imports),
+            "seed": SEED,
+            "batch": BATCH,
+            "extra_path": extra_path,
+        }
 
 
 MARK = "@@tfrebuild-model@@ "
 
 
-def run_batch(env: Path, jobs: list[Job], *, timeout: float, extra: dict[str, str] | None = None,
-              extra_path: str = "", log: Path | None = None, cancel: threading.Event | None = None) -> list[dict[str, Any]]:
+def run_batch(
+    env: Path,
+    jobs: list[Job],
+    *,
+    timeout: float,
+    extra: dict[str, str] | None = None,
+    extra_path: str = "",
+    log: Path | None = None,
+    cancel: threading.Event | None = None,
+) -> list[dict[str, Any]]:
     """Run ``jobs`` in ``env``'s interpreter: one process for all of them (TensorFlow imported once, each model
     loaded once). A model that ends the process (a crash, the timeout: each model has ``timeout``) gets that as its
     answer, and the models after it run in a new process. One JSON answer per job, in order. ``cancel`` set: the
@@ -259,13 +285,18 @@ def run_batch(env: Path, jobs: list[Job], *, timeout: float, extra: dict[str, st
             job.folder.mkdir(exist_ok=True)  # not its parents: a discarded operation's folder is never made again
         jobs_file = batch[0].folder / f"jobs-{batch[0].tag}.json"
         jobs_file.write_text(json.dumps([job.spec(extra_path) for job in batch]), encoding="utf-8")
-        result = proc.run([str(env / "bin" / "python"), "-I", "-B", str(SCRIPT), str(jobs_file)],
-                          env=_environ(env, extra), timeout=timeout * len(batch), cwd=batch[0].folder, log=log,
-                          cancel=cancel)
+        result = proc.run(
+            [str(env / "bin" / "python"), "-I", "-B", str(SCRIPT), str(jobs_file)],
+            env=_environ(env, extra),
+            timeout=timeout * len(batch),
+            cwd=batch[0].folder,
+            log=log,
+            cancel=cancel,
+        )
         for line in (result.stdout or "").splitlines():
             if line.startswith(MARK):
                 try:
-                    answer = json.loads(line[len(MARK):])
+                    answer = json.loads(line[len(MARK) :])
                     answers[pending[int(answer["index"])]] = answer
                 except (ValueError, KeyError, IndexError, TypeError):
                     continue
@@ -288,12 +319,23 @@ def _process_failure(result: proc.Result, timeout: float, loader: str) -> dict[s
     return {"ok": False, "stage": "process", "error": error, "outputs": [], "loader": loader, "keras": ""}
 
 
-def run_script(env: Path, folder: Path, model: prof.SmokeModel, loader: str, mode: str, tag: str, *,
-               timeout: float, extra: dict[str, str] | None = None, extra_path: str = "",
-               log: Path | None = None) -> dict[str, Any]:
+def run_script(
+    env: Path,
+    folder: Path,
+    model: prof.SmokeModel,
+    loader: str,
+    mode: str,
+    tag: str,
+    *,
+    timeout: float,
+    extra: dict[str, str] | None = None,
+    extra_path: str = "",
+    log: Path | None = None,
+) -> dict[str, Any]:
     """One model alone in ``env`` (:func:`run_batch`)."""
-    return run_batch(env, [Job(folder, model, loader, mode, tag)], timeout=timeout, extra=extra,
-                     extra_path=extra_path, log=log)[0]
+    return run_batch(
+        env, [Job(folder, model, loader, mode, tag)], timeout=timeout, extra=extra, extra_path=extra_path, log=log
+    )[0]
 
 
 # --- the gate ------------------------------------------------------------------------------------------------
@@ -308,8 +350,16 @@ class _Reference:
 class Gate:
     """The model-parity gate of one operation (see the module's docstring)."""
 
-    def __init__(self, models: list[prof.SmokeModel], *, current: Path | None, index: prof.Index | None = None, offline: bool = False,
-                 log: Path | None = None, timeout: float | None = None):
+    def __init__(
+        self,
+        models: list[prof.SmokeModel],
+        *,
+        current: Path | None,
+        index: prof.Index | None = None,
+        offline: bool = False,
+        log: Path | None = None,
+        timeout: float | None = None,
+    ):
         self.models = list(models)
         self.current = current  # the env as it is (None: a new env, nothing to compare with)
         self.index, self.offline, self.log = index, offline, log
@@ -348,11 +398,18 @@ class Gate:
     def _reference_all(self) -> None:
         start = time.monotonic()
         try:
-            runnable = [i for i, m in enumerate(self.models) if os.path.exists(m.path) and self.loaders[i]
-                        and self.current is not None and not untrusted(m.path, self.current)]
+            runnable = [
+                i
+                for i, m in enumerate(self.models)
+                if os.path.exists(m.path)
+                and self.loaders[i]
+                and self.current is not None
+                and not untrusted(m.path, self.current)
+            ]
             if self.current is not None and runnable and not self.stopped:
-                jobs = [Job(self._folder(i), self.models[i], self.loaders[i], "reference", "reference")
-                        for i in runnable]
+                jobs = [
+                    Job(self._folder(i), self.models[i], self.loaders[i], "reference", "reference") for i in runnable
+                ]
                 answers = run_batch(self.current, jobs, timeout=self.timeout, cancel=self._cancel)
                 for i, job, answer in zip(runnable, jobs, answers, strict=False):
                     self.references[i] = _Reference(job.folder, answer)
@@ -378,11 +435,16 @@ class Gate:
         todo = [i for i, row in enumerate(rows) if not row.verdict]
         mode = "compare" if self.current is not None else "load"
         jobs = [Job(self._folder(i), self.models[i], self.loaders[i], mode, "staged") for i in todo]
-        for i, answer in zip(todo, run_batch(env, jobs, timeout=self.timeout, log=self.log) if jobs else [], strict=False):
+        for i, answer in zip(
+            todo, run_batch(env, jobs, timeout=self.timeout, log=self.log) if jobs else [], strict=False
+        ):
             row = rows[i]
             _fill(row, answer)
-            if row.verdict == "does not load" and row.loader == "keras" and answer.get("keras", "").startswith(
-                    "keras 3"):
+            if (
+                row.verdict == "does not load"
+                and row.loader == "keras"
+                and answer.get("keras", "").startswith("keras 3")
+            ):
                 self._ways_out(row, i, self.models[i], env, self._folder(i), tf_version, mode)
         return rows
 
@@ -406,22 +468,37 @@ class Gate:
                 row.verdict = "skipped"
                 row.stage = answer.get("stage", "")
                 row.error = answer.get("error", "")
-                row.reason = (f"the current env cannot {'load' if row.stage in ('load', 'import') else 'run'} it "
-                              f"either: {row.error}" if row.error else "the current env gave no answer")
+                row.reason = (
+                    f"the current env cannot {'load' if row.stage in ('load', 'import') else 'run'} it "
+                    f"either: {row.error}"
+                    if row.error
+                    else "the current env gave no answer"
+                )
             else:
                 row.reference_load_seconds = ref.answer.get("load_seconds")
         return row
 
-    def _ways_out(self, row: ModelRow, i: int, model: prof.SmokeModel, env: Path, folder: Path, tf_version: str,
-                  mode: str) -> None:
+    def _ways_out(
+        self, row: ModelRow, i: int, model: prof.SmokeModel, env: Path, folder: Path, tf_version: str, mode: str
+    ) -> None:
         """Keras 3 refused a Keras model: try Keras 2 kept and, for a SavedModel, the TensorFlow loaders."""
         overlay, problem = self._tf_keras(env, tf_version)
         way = "keras 2 kept (tf-keras, TF_USE_LEGACY_KERAS=1)"
         if problem:
             row.tried.append(Attempt(way, "keras", False, problem))
         else:
-            answer = run_script(env, folder, model, "keras", mode, "keras2", timeout=self.timeout,
-                                extra={"TF_USE_LEGACY_KERAS": "1"}, extra_path=overlay, log=self.log)
+            answer = run_script(
+                env,
+                folder,
+                model,
+                "keras",
+                mode,
+                "keras2",
+                timeout=self.timeout,
+                extra={"TF_USE_LEGACY_KERAS": "1"},
+                extra_path=overlay,
+                log=self.log,
+            )
             row.tried.append(_attempt(way, "keras", answer))
         row.keras2_passed = row.tried[-1].ok
         if Path(model.path).is_dir():
@@ -444,8 +521,18 @@ class Gate:
         from rebuild.index import config as indexconf
         from rebuild.util import uv as uvcmd
 
-        args = ["pip", "install", "--no-config", "--no-deps", "--quiet", "--target", str(target), "--python",
-                str(env / "bin" / "python"), f"tf-keras>={major}.{minor},<{major}.{minor + 1}"]
+        args = [
+            "pip",
+            "install",
+            "--no-config",
+            "--no-deps",
+            "--quiet",
+            "--target",
+            str(target),
+            "--python",
+            str(env / "bin" / "python"),
+            f"tf-keras>={major}.{minor},<{major}.{minor + 1}",
+        ]
         if self.index is not None:
             args += indexconf.uv_args(self.index, offline=self.offline)
         try:
@@ -461,8 +548,18 @@ class Gate:
 def _fill(row: ModelRow, answer: dict[str, Any]) -> None:
     row.keras = answer.get("keras", "")
     row.load_seconds = answer.get("load_seconds")
-    row.outputs = [Output(o.get("name", ""), list(o.get("shape") or []), o.get("dtype", ""), o.get("ok"),
-                          o.get("max_abs"), o.get("max_rel"), o.get("problem", "")) for o in answer.get("outputs") or []]
+    row.outputs = [
+        Output(
+            o.get("name", ""),
+            list(o.get("shape") or []),
+            o.get("dtype", ""),
+            o.get("ok"),
+            o.get("max_abs"),
+            o.get("max_rel"),
+            o.get("problem", ""),
+        )
+        for o in answer.get("outputs") or []
+    ]
     row.outputs_compared = sum(1 for o in row.outputs if o.ok is not None)
     abs_ = [o.max_abs for o in row.outputs if o.max_abs is not None]
     rel = [o.max_rel for o in row.outputs if o.max_rel is not None]
@@ -472,8 +569,12 @@ def _fill(row: ModelRow, answer: dict[str, Any]) -> None:
         row.verdict = "match" if row.outputs_compared else "loads"
         return
     row.error = answer.get("error", "")
-    row.verdict = {"import": "does not load", "load": "does not load", "process": "does not load",
-                   "compare": "differs"}.get(row.stage, "does not run")
+    row.verdict = {
+        "import": "does not load",
+        "load": "does not load",
+        "process": "does not load",
+        "compare": "differs",
+    }.get(row.stage, "does not run")
     if row.stage == "done" or (row.stage == "compare" and row.outputs):
         row.verdict, row.stage = "differs", "compare"
 
@@ -499,19 +600,25 @@ def describe(row: ModelRow) -> str:
         lines.append(f"  error ({row.stage}): {row.error}")
     for o in row.outputs:
         if o.ok is not None:
-            lines.append(f"  output {o.name} {o.shape}: largest difference abs {_num(o.max_abs)}, rel {_num(o.max_rel)}"
-                         f" (rtol {row.rtol:g}, atol {row.atol:g}){'' if o.ok else ' — outside the tolerance'}"
-                         f"{': ' + o.problem if o.problem else ''}")
+            lines.append(
+                f"  output {o.name} {o.shape}: largest difference abs {_num(o.max_abs)}, rel {_num(o.max_rel)}"
+                f" (rtol {row.rtol:g}, atol {row.atol:g}){'' if o.ok else ' — outside the tolerance'}"
+                f"{': ' + o.problem if o.problem else ''}"
+            )
     for a in row.tried:
-        lines.append(f"  tried {a.way}: {'passed' if a.ok else 'failed'}"
-                     + (f" (largest difference abs {_num(a.max_abs)})" if a.ok and a.max_abs is not None else "")
-                     + (f": {a.error}" if a.error and not a.ok else ""))
+        lines.append(
+            f"  tried {a.way}: {'passed' if a.ok else 'failed'}"
+            + (f" (largest difference abs {_num(a.max_abs)})" if a.ok and a.max_abs is not None else "")
+            + (f": {a.error}" if a.error and not a.ok else "")
+        )
     if row.keras2_passed:
         lines.append("  with Keras 2 kept this model loads and answers the same: upgrade with --keras legacy")
     elif any(a.ok for a in row.tried):
         ways = ", ".join(a.way for a in row.tried if a.ok)
-        lines.append(f"  it loads and answers the same through {ways}: change your code to load it that way, or "
-                     "re-save it as .keras with the current env")
+        lines.append(
+            f"  it loads and answers the same through {ways}: change your code to load it that way, or "
+            "re-save it as .keras with the current env"
+        )
     return "\n".join(lines)
 
 
@@ -519,11 +626,16 @@ def as_checks(rows: list[ModelRow]) -> list[smoke.Check]:
     """One smoke check per model, so a failed model blocks the swap like any failed check."""
     checks = []
     for row in rows:
-        seconds = (row.load_seconds or 0.0)
+        seconds = row.load_seconds or 0.0
         name = f"model {row.path} ({row.loader}): {row.verdict}"
-        text = describe(row) if not row.ok or row.reason or row.tried else (
-            f"{row.outputs_compared} output(s) within rtol {row.rtol:g}, atol {row.atol:g}; largest difference abs "
-            f"{_num(row.max_abs)}, rel {_num(row.max_rel)}")
+        text = (
+            describe(row)
+            if not row.ok or row.reason or row.tried
+            else (
+                f"{row.outputs_compared} output(s) within rtol {row.rtol:g}, atol {row.atol:g}; largest difference abs "
+                f"{_num(row.max_abs)}, rel {_num(row.max_rel)}"
+            )
+        )
         if row.reason:
             text += f"\n  {row.reason}"
         checks.append(smoke.Check(name, row.ok, seconds, text))
@@ -538,7 +650,9 @@ def summary(rows: list[dict[str, Any]] | list[ModelRow]) -> str:
     counts: dict[str, int] = {}
     for v in verdicts:
         counts[v] = counts.get(v, 0) + 1
-    return f"{len(verdicts)} model{'s' if len(verdicts) != 1 else ''}: " + ", ".join(f"{n} {v}" for v, n in counts.items())
+    return f"{len(verdicts)} model{'s' if len(verdicts) != 1 else ''}: " + ", ".join(
+        f"{n} {v}" for v, n in counts.items()
+    )
 
 
 RECORD = "models.json"
@@ -561,10 +675,14 @@ def recorded(folder: Path) -> list[dict[str, Any]]:
     except (OSError, ValueError):
         return []
     rows = data.get("models") if isinstance(data, dict) else None
-    return [r for r in rows if isinstance(r, dict) and isinstance(r.get("verdict"), str)] if isinstance(rows, list) else []
+    return (
+        [r for r in rows if isinstance(r, dict) and isinstance(r.get("verdict"), str)] if isinstance(rows, list) else []
+    )
 
 
-def load_check(env: Path, models: list[prof.SmokeModel], folder: Path, *, timeout: float | None = None) -> list[ModelRow]:
+def load_check(
+    env: Path, models: list[prof.SmokeModel], folder: Path, *, timeout: float | None = None
+) -> list[ModelRow]:
     """Every model loads and runs one batch in ``env`` (``rollback --check import``): nothing compared."""
     gate = Gate(models, current=None, timeout=timeout)
     gate.folder = folder

@@ -72,7 +72,7 @@ def _links_tensorflow(path: Path) -> bool:
 def _needed(fh: BinaryIO, head: bytes) -> list[bytes]:
     """DT_NEEDED names of a 64-bit ELF file (its dynamic section and the string table it links)."""
     order = "<" if head[5] == 1 else ">"
-    shoff, = struct.unpack_from(order + "Q", head, 0x28)
+    (shoff,) = struct.unpack_from(order + "Q", head, 0x28)
     shentsize, shnum = struct.unpack_from(order + "HH", head, 0x3A)
     fh.seek(shoff)
     table = fh.read(shentsize * shnum)
@@ -91,7 +91,7 @@ def _needed(fh: BinaryIO, head: bytes) -> list[bytes]:
             if tag == 0:
                 break
             if tag == 1:  # DT_NEEDED
-                out.append(strings[value:strings.index(b"\0", value)])
+                out.append(strings[value : strings.index(b"\0", value)])
     return out
 
 
@@ -103,8 +103,12 @@ def key(name: str, path: str | Path) -> str:
 LOAD_SCRIPT = _LOAD
 
 
-def check(env: Path, run: Callable[[str, list[str], Path, float], tuple[Check, str]], timeout: float,
-          already_failing: Callable[[], dict[str, str]] | None = None) -> Check | None:
+def check(
+    env: Path,
+    run: Callable[[str, list[str], Path, float], tuple[Check, str]],
+    timeout: float,
+    already_failing: Callable[[], dict[str, str]] | None = None,
+) -> Check | None:
     """The op-library check of ``env`` (``None`` when it has none): ``run`` is smoke's runner
     (``run(name, cmd, env, timeout) -> (Check, stdout)``); ``already_failing()``: what failed in the current env
     (keys of :func:`key`), not held against this one."""
@@ -114,8 +118,9 @@ def check(env: Path, run: Callable[[str, list[str], Path, float], tuple[Check, s
     paths = [str(p) for libs in found.values() for p in libs]
     names = ", ".join(sorted(found))
     start = time.monotonic()
-    check, stdout = run(f"op libraries load: {names}", [str(env / "bin" / "python"), "-I", "-c", _LOAD, *paths],
-                        env, timeout)
+    check, stdout = run(
+        f"op libraries load: {names}", [str(env / "bin" / "python"), "-I", "-c", _LOAD, *paths], env, timeout
+    )
     if check.ok:
         try:
             failed = json.loads(stdout.strip().splitlines()[-1])
@@ -126,14 +131,18 @@ def check(env: Path, run: Callable[[str, list[str], Path, float], tuple[Check, s
         old = {p: why for p, why in failed.items() if key(owner.get(p, "?"), p) in before}
         failed = {p: why for p, why in failed.items() if p not in old}
         if old:
-            check.output = "\n".join(f"{owner.get(p, '?')}: {Path(p).name} already failed to load before the upgrade "
-                                     f"(not held against the new env): {why}" for p, why in old.items())
+            check.output = "\n".join(
+                f"{owner.get(p, '?')}: {Path(p).name} already failed to load before the upgrade "
+                f"(not held against the new env): {why}"
+                for p, why in old.items()
+            )
             check.name += f" ({len(old)} already failing before the upgrade)"
         if failed:
             check.ok = False
             bad = sorted({owner.get(p, "?") for p in failed})
             check.name = f"op libraries load: {', '.join(bad)} failed (tf.load_op_library)"
-            check.output = "\n".join(f"{owner.get(p, '?')}: tf.load_op_library({Path(p).name}) failed:\n  {why}"
-                                     for p, why in failed.items()) + (f"\n{check.output}" if old else "")
+            check.output = "\n".join(
+                f"{owner.get(p, '?')}: tf.load_op_library({Path(p).name}) failed:\n  {why}" for p, why in failed.items()
+            ) + (f"\n{check.output}" if old else "")
     check.seconds = time.monotonic() - start
     return check

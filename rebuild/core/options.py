@@ -20,9 +20,11 @@ _NAMES: dict[type, tuple[str, str]] = {}  # choice type -> (its option, what a r
 
 def _named(option: str, noun: str = "") -> Callable[[type[C]], type[C]]:
     """Class decorator: the command-line option a :class:`Choice` is given with."""
+
     def register(cls: type[C]) -> type[C]:
         _NAMES[cls] = (option, noun or option)
         return cls
+
     return register
 
 

@@ -16,12 +16,26 @@ from packaging.version import InvalidVersion, Version
 from rebuild.core import carry, companionstep, consent, resolve, sources
 from rebuild.core.carry import Carry
 from rebuild.core.changes import Change, diff
-from rebuild.core.targets import (NewerRelease, _target_version, blocking_companions, conflict_error, constraint_note, newer_for_other_python)
+from rebuild.core.targets import (
+    NewerRelease,
+    _target_version,
+    blocking_companions,
+    conflict_error,
+    constraint_note,
+    newer_for_other_python,
+)
 from rebuild.core.changes import kind as kind_of
 from rebuild.core.gpuroute import check_driver, gpu_route
 from rebuild.core.kerasplan import _keras_major, _keras_notes, _keras_switch, keras2_dependents
-from rebuild.core.plannotes import (_dropped_notes, _reason, _requested_notes, _route_notes, _source_notes,
-                                    _switch_reason, requirement_name)
+from rebuild.core.plannotes import (
+    _dropped_notes,
+    _reason,
+    _requested_notes,
+    _route_notes,
+    _source_notes,
+    _switch_reason,
+    requirement_name,
+)
 from rebuild.core.planproject import _lockable_target, _own_package, _project
 from rebuild.core.options import Gpu, Keras, PathCheck, Route, Strategy
 from rebuild.env import interpreters, probe, refusals
@@ -149,8 +163,9 @@ def _requested_requirements(current: prof.Profile, override: prof.Profile | None
     return sorted(dict.fromkeys(names))
 
 
-def _python_auto(current: prof.Profile, tf: str, extras: list[str], target: resolve.TargetSpec, index: prof.Index,
-                 opts: Options) -> tuple[interpreters.Interpreter, str]:
+def _python_auto(
+    current: prof.Profile, tf: str, extras: list[str], target: resolve.TargetSpec, index: prof.Index, opts: Options
+) -> tuple[interpreters.Interpreter, str]:
     """``--python auto``: the newest interpreter on this machine for which the target has a wheel."""
     found = interpreters.discover()
     minors: dict[str, interpreters.Interpreter] = {}
@@ -159,30 +174,60 @@ def _python_auto(current: prof.Profile, tf: str, extras: list[str], target: reso
             minors[interp.minor] = interp
     listing = ", ".join(f"{i.version} ({i.path}, {i.source})" for i in minors.values()) or "none"
     for interp in minors.values():
-        probe_inputs = resolve.Inputs(python=interp.path, tf_distribution=tf, requested=[], pins={}, index=index,
-                                      offline=opts.offline, pre=opts.pre, extras=extras)
+        probe_inputs = resolve.Inputs(
+            python=interp.path,
+            tf_distribution=tf,
+            requested=[],
+            pins={},
+            index=index,
+            offline=opts.offline,
+            pre=opts.pre,
+            extras=extras,
+        )
         try:
             version = resolve.find_target(probe_inputs, target)
         except resolve.ResolutionFailed:
             continue
-        return interp, (f"--python auto: interpreters found: {listing}; chose {interp.version} ({interp.path}), "
-                        f"the newest that {tf} {version} has a wheel for")
-    raise UserError(f"No interpreter on this machine can run {tf} {target.raw}.",
-                    f"Interpreters found: {listing}. Install a Python that `tfrebuild releases` lists for it.")
+        return interp, (
+            f"--python auto: interpreters found: {listing}; chose {interp.version} ({interp.path}), "
+            f"the newest that {tf} {version} has a wheel for"
+        )
+    raise UserError(
+        f"No interpreter on this machine can run {tf} {target.raw}.",
+        f"Interpreters found: {listing}. Install a Python that `tfrebuild releases` lists for it.",
+    )
 
 
-def _preflight(loc: EnvLocation, data: dict[str, Any], tf_new: str, tf: str, python_version: str, index: prof.Index,
-               opts: Options, **more: Any) -> list[Finding]:
+def _preflight(
+    loc: EnvLocation,
+    data: dict[str, Any],
+    tf_new: str,
+    tf: str,
+    python_version: str,
+    index: prof.Index,
+    opts: Options,
+    **more: Any,
+) -> list[Finding]:
     """Doctor's findings for this upgrade: what would also break the new env, and what the rebuild cures."""
     from rebuild import doctor
 
     try:
-        findings = doctor.preflight(loc, data, tf_new, tf_distribution=tf, python_version=python_version,
-                                    index=index, offline=opts.offline, pre=opts.pre, **more)
+        findings = doctor.preflight(
+            loc,
+            data,
+            tf_new,
+            tf_distribution=tf,
+            python_version=python_version,
+            index=index,
+            offline=opts.offline,
+            pre=opts.pre,
+            **more,
+        )
     except (UserError, OSError) as exc:
         return [doctor.FindingId.PREFLIGHT_SKIPPED.make(f"pre-flight checks skipped: {exc}")]
-    return [f for f in findings if f.affects_new_env or f.fixed_by_rebuild or f.dropped_by_rebuild
-            or f.severity == "error"]
+    return [
+        f for f in findings if f.affects_new_env or f.fixed_by_rebuild or f.dropped_by_rebuild or f.severity == "error"
+    ]
 
 
 @dataclass
@@ -205,8 +250,7 @@ class _Survey:
 
     @property
     def requires(self) -> dict[str, list[str]]:
-        return {d["canonical"]: d.get("requires", []) for d in self.data.distributions
-                if d.get("location") == "env"}
+        return {d["canonical"]: d.get("requires", []) for d in self.data.distributions if d.get("location") == "env"}
 
 
 def load_override(opts: Options, loc: EnvLocation, *, runs_commands: bool = False) -> tuple[prof.Profile | None, bool]:
@@ -217,18 +261,24 @@ def load_override(opts: Options, loc: EnvLocation, *, runs_commands: bool = Fals
         return None, True
     override = prof.load(opts.profile)
     trusted = consent.is_trusted(opts.profile, loc.path)
-    consent.check(override, Path(opts.profile).absolute(), trusted=trusted,
-                  kinds=("sources", "commands") if runs_commands else ("sources",),
-                  allowed=consent.Allowed(sources=opts.allow_sources, commands=opts.allow_commands),
-                  command="upgrade" if runs_commands else "plan")
+    consent.check(
+        override,
+        Path(opts.profile).absolute(),
+        trusted=trusted,
+        kinds=("sources", "commands") if runs_commands else ("sources",),
+        allowed=consent.Allowed(sources=opts.allow_sources, commands=opts.allow_commands),
+        command="upgrade" if runs_commands else "plan",
+    )
     return override, trusted
 
 
 def _survey(opts: Options) -> _Survey:
     loc: EnvLocation = locate(opts.env)
     if loc.bare:
-        raise UserError(f"{loc.python} is a bare interpreter, not a virtual environment.",
-                        "tfrebuild upgrades venv, virtualenv, uv and conda environments; create one first.")
+        raise UserError(
+            f"{loc.python} is a bare interpreter, not a virtual environment.",
+            "tfrebuild upgrades venv, virtualenv, uv and conda environments; create one first.",
+        )
     mounted = refusals.mount_point(loc.path)  # upgrade's refusal, said by plan too: a mount point cannot be swapped
     if mounted is not None:
         raise mounted
@@ -237,10 +287,19 @@ def _survey(opts: Options) -> _Survey:
     override, trusted = load_override(opts, loc)
     tf = current.tensorflow.distribution or (override.tensorflow.distribution if override else "")
     if not tf:
-        raise UserError(f"{loc.path} has no TensorFlow installed.",
-                        "tfrebuild upgrades TensorFlow environments; install one first or pass --profile.")
-    return _Survey(loc, data, current, override, tf, no_build=not trusted and not opts.allow_sources,
-                   intent=intent_profile(loc.path, current, override))
+        raise UserError(
+            f"{loc.path} has no TensorFlow installed.",
+            "tfrebuild upgrades TensorFlow environments; install one first or pass --profile.",
+        )
+    return _Survey(
+        loc,
+        data,
+        current,
+        override,
+        tf,
+        no_build=not trusted and not opts.allow_sources,
+        intent=intent_profile(loc.path, current, override),
+    )
 
 
 def intent_profile(env: Path, current: prof.Profile, override: prof.Profile | None) -> prof.Profile:
@@ -264,8 +323,9 @@ def intent_profile(env: Path, current: prof.Profile, override: prof.Profile | No
     return current
 
 
-def _interpreter(opts: Options, current: prof.Profile, tf: str, extras: list[str], target: resolve.TargetSpec,
-                 index: prof.Index) -> tuple[interpreters.Interpreter, str]:
+def _interpreter(
+    opts: Options, current: prof.Profile, tf: str, extras: list[str], target: resolve.TargetSpec, index: prof.Index
+) -> tuple[interpreters.Interpreter, str]:
     """The interpreter the new env is built on, and a note when ``--python auto`` chose it."""
     if opts.python == "auto":
         return _python_auto(current, tf, extras, target, index, opts)
@@ -274,22 +334,44 @@ def _interpreter(opts: Options, current: prof.Profile, tf: str, extras: list[str
     return base_interpreter(current), ""
 
 
-def _inputs(opts: Options, survey: _Survey, interp: interpreters.Interpreter, tf: str, extras: list[str], index: prof.Index,
-            log: Path | None) -> resolve.Inputs:
+def _inputs(
+    opts: Options,
+    survey: _Survey,
+    interp: interpreters.Interpreter,
+    tf: str,
+    extras: list[str],
+    index: prof.Index,
+    log: Path | None,
+) -> resolve.Inputs:
     direct = sources.direct_sources(survey.data)
-    requested = [r for r in _requested_requirements(survey.current, survey.override)
-                 if requirement_name(r) not in direct and requirement_name(r) not in sources.SELF]
+    requested = [
+        r
+        for r in _requested_requirements(survey.current, survey.override)
+        if requirement_name(r) not in direct and requirement_name(r) not in sources.SELF
+    ]
     if survey.own:  # a driven project: its own package stands for the project's requirements (TF moves)
         direct.pop(survey.own, None)
         requested = [r for r in requested if requirement_name(r) != survey.own]
-        requested += [r for r in survey.own_requirements if requirement_name(r) not in TF_DISTRIBUTIONS
-                      and requirement_name(r) not in {requirement_name(q) for q in requested}]
+        requested += [
+            r
+            for r in survey.own_requirements
+            if requirement_name(r) not in TF_DISTRIBUTIONS
+            and requirement_name(r) not in {requirement_name(q) for q in requested}
+        ]
     inputs = resolve.Inputs(
-        python=interp.path, tf_distribution=tf, requested=requested,
-        pins=survey.pins, constraints=dict((survey.intent or survey.override or survey.current).constraints),
+        python=interp.path,
+        tf_distribution=tf,
+        requested=requested,
+        pins=survey.pins,
+        constraints=dict((survey.intent or survey.override or survey.current).constraints),
         index=index,
-        offline=opts.offline, pre=opts.pre, strategy=opts.strategy, log=log, extras=extras,
-        direct={n: s.requirement for n, s in direct.items()}, no_build=survey.no_build,
+        offline=opts.offline,
+        pre=opts.pre,
+        strategy=opts.strategy,
+        log=log,
+        extras=extras,
+        direct={n: s.requirement for n, s in direct.items()},
+        no_build=survey.no_build,
         build_constraints=build_constraint_files(opts),
     )
     if tf != survey.tf:  # another variant: the installed one is not requested
@@ -303,8 +385,11 @@ def build_constraint_files(opts: Options) -> list[str]:
     given = [str(Path(f).expanduser().resolve()) for f in opts.build_constraints]
     for given_path, path in zip(opts.build_constraints, given, strict=True):
         if not Path(path).is_file():
-            raise UserError(f"The build constraint file {given_path} given with --build-constraint does not exist or "
-                            "is not a file.", "Pass an existing requirements-style file. Nothing was changed.")
+            raise UserError(
+                f"The build constraint file {given_path} given with --build-constraint does not exist or "
+                "is not a file.",
+                "Pass an existing requirements-style file. Nothing was changed.",
+            )
     from_env = [str(Path(f).expanduser().resolve()) for f in os.environ.get("UV_BUILD_CONSTRAINT", "").split() if f]
     configured = indexconf.build_constraint_dependencies()  # uv.toml / [tool.uv]: uv runs with --no-config
     from_config = [_lines_file(tuple(configured))] if configured else []
@@ -321,8 +406,15 @@ def _lines_file(lines: tuple[str, ...]) -> str:
     return path
 
 
-def _resolve(inputs: resolve.Inputs, survey: _Survey, tf_new: str, python_version: str, index: prof.Index,
-             opts: Options, target_requires: Callable[[], list[str] | None] | None = None) -> tuple[resolve.Resolved, str]:
+def _resolve(
+    inputs: resolve.Inputs,
+    survey: _Survey,
+    tf_new: str,
+    python_version: str,
+    index: prof.Index,
+    opts: Options,
+    target_requires: Callable[[], list[str] | None] | None = None,
+) -> tuple[resolve.Resolved, str]:
     """Resolve with uv. If companions pull ``tensorflow`` in beside another variant, resolve again with
     ``tensorflow`` alone (``inputs.tf_distribution`` changes) and say why in the note."""
     tf, tf_old = inputs.tf_distribution, survey.current.tensorflow.version
@@ -330,8 +422,16 @@ def _resolve(inputs: resolve.Inputs, survey: _Survey, tf_new: str, python_versio
         resolved = resolve.resolve(inputs, tf_new, target_requires)
     except resolve.ResolutionFailed as exc:
         companions = blocking_companions(survey.loc, survey.data, tf_new, tf, python_version, index, opts)
-        err = conflict_error(inputs, tf_new, tf_old, exc.explanation, companions, look_lower=opts.explain,
-                             env=survey.loc.path, profile=opts.profile)
+        err = conflict_error(
+            inputs,
+            tf_new,
+            tf_old,
+            exc.explanation,
+            companions,
+            look_lower=opts.explain,
+            env=survey.loc.path,
+            profile=opts.profile,
+        )
         err.inputs, err.tf_new, err.tf_old = inputs, tf_new, tf_old  # for the target search (commands/upgrade)
         raise err from None
     variants = [v for v in TF_DISTRIBUTIONS if v in resolved.pins]
@@ -340,25 +440,46 @@ def _resolve(inputs: resolve.Inputs, survey: _Survey, tf_new: str, python_versio
     # Companions (tf-keras, tensorflow-text ...) require `tensorflow`: with tensorflow-cpu both would be
     # installed over each other. Keep one: `tensorflow`, which they accept.
     wanting = sorted(p for p in resolved.via.get("tensorflow", []) if p not in ("(requested)", tf))
-    note = (f"{', '.join(wanting) or 'a requested package'} require(s) `tensorflow`, so {tf} and tensorflow "
-            f"would both be installed, overwriting each other's files; the new env has tensorflow "
-            f"{tf_new} only (the same TensorFlow, published under the other name)")
+    note = (
+        f"{', '.join(wanting) or 'a requested package'} require(s) `tensorflow`, so {tf} and tensorflow "
+        f"would both be installed, overwriting each other's files; the new env has tensorflow "
+        f"{tf_new} only (the same TensorFlow, published under the other name)"
+    )
     inputs.tf_distribution = "tensorflow"
     inputs.requested = [r for r in inputs.requested if requirement_name(r) not in TF_DISTRIBUTIONS]
     try:
         return resolve.resolve(inputs, tf_new), note
     except resolve.ResolutionFailed as exc:
-        raise conflict_error(inputs, tf_new, tf_old, exc.explanation, env=survey.loc.path,
-                             profile=opts.profile) from None
+        raise conflict_error(
+            inputs, tf_new, tf_old, exc.explanation, env=survey.loc.path, profile=opts.profile
+        ) from None
 
 
 def _changes(survey: _Survey, resolved: resolve.Resolved, tf: str, tf_new: str, switch: str = "") -> list[Change]:
     requested = set(survey.current.requested)
     tf_versions = {n: v for n, v in survey.pins.items() if n in TF_DISTRIBUTIONS}
-    changes = [Change(name, old, new, kind, name in requested,
-                      _reason(name, old, new, tf, resolved.via, survey.requires, tf_new, requested,
-                              survey.current.tensorflow.version, tf_versions))
-               for name, old, new, kind in diff(survey.pins, resolved.pins)]
+    changes = [
+        Change(
+            name,
+            old,
+            new,
+            kind,
+            name in requested,
+            _reason(
+                name,
+                old,
+                new,
+                tf,
+                resolved.via,
+                survey.requires,
+                tf_new,
+                requested,
+                survey.current.tensorflow.version,
+                tf_versions,
+            ),
+        )
+        for name, old, new, kind in diff(survey.pins, resolved.pins)
+    ]
     if switch:  # the variant switch is one row, old variant → new, with its reason; the old one's removal says so
         old_version = survey.pins[survey.tf]
         for c in changes:
@@ -372,8 +493,16 @@ def _changes(survey: _Survey, resolved: resolve.Resolved, tf: str, tf_new: str, 
     return changes
 
 
-def _checked_findings(survey: _Survey, resolved: resolve.Resolved, tf_new: str, tf: str, python_version: str,
-                      index: prof.Index, opts: Options, started: Background | None = None) -> list[Finding]:
+def _checked_findings(
+    survey: _Survey,
+    resolved: resolve.Resolved,
+    tf_new: str,
+    tf: str,
+    python_version: str,
+    index: prof.Index,
+    opts: Options,
+    started: Background | None = None,
+) -> list[Finding]:
     """The pre-flight's findings (``started``: the one running in the background, when it checked ``tf``)."""
     if started is not None and started.tf_distribution == tf:
         findings = started.findings()
@@ -408,14 +537,18 @@ def preflight_refusal(the_plan: Plan) -> UserError | None:
     names = "; ".join(f"{f.id}: {f.title}" for f in blocking)
     fixes = " ".join(f"{f.id}: {f.fix}." for f in blocking if f.fix)
     details = "\n\n".join(f"[{f.id}] {f.title}\n" + "\n".join(f"  {e}" for e in f.evidence) for f in blocking)
-    return UserError(f"The pre-flight checks found error(s) that the new env would have too, so the upgrade of "
-                     f"{the_plan.env} stops before building: {names}.",
-                     f"{fixes} Then run `tfrebuild doctor --env {the_plan.env} --to {the_plan.tf_new}` again. "
-                     "Nothing was changed.", exit_code=1, details=details)
+    return UserError(
+        f"The pre-flight checks found error(s) that the new env would have too, so the upgrade of "
+        f"{the_plan.env} stops before building: {names}.",
+        f"{fixes} Then run `tfrebuild doctor --env {the_plan.env} --to {the_plan.tf_new}` again. Nothing was changed.",
+        exit_code=1,
+        details=details,
+    )
 
 
-def make_plan(opts: Options, progress: Progress | None = None, log: Path | None = None,
-              reuse: Reuse | None = None) -> Plan:
+def make_plan(
+    opts: Options, progress: Progress | None = None, log: Path | None = None, reuse: Reuse | None = None
+) -> Plan:
     """Snapshot, pick the target, resolve with uv, and describe the difference. ``reuse``: a
     :class:`rebuild.core.reuse.Reuse` (``plan`` keeps its resolution, ``upgrade`` reuses the plan's)."""
     progress = progress or NULL
@@ -429,16 +562,22 @@ def make_plan(opts: Options, progress: Progress | None = None, log: Path | None 
     direct.pop(survey.own, None)
     sources.check_present(direct, survey.loc.path)
     tf, extras, route = gpu_route(opts.gpu, survey.tf, current)
-    index = indexconf.override(indexconf.discover(prefix=survey.loc.path), index_url=opts.index_url,
-                               extra_index_urls=opts.extra_index_urls, find_links=opts.find_links, offline=opts.offline,
-                               constraints=opts.constraints)
+    index = indexconf.override(
+        indexconf.discover(prefix=survey.loc.path),
+        index_url=opts.index_url,
+        extra_index_urls=opts.extra_index_urls,
+        find_links=opts.find_links,
+        offline=opts.offline,
+        constraints=opts.constraints,
+    )
     interp, python_note = _interpreter(opts, current, tf, extras, target, index)
     inputs = _inputs(opts, survey, interp, tf, extras, index, log)
     inputs.reuse = reuse
     if reuse is not None:
         reuse.env = str(survey.loc.path)
-    progress.stage("resolve", f"{tf}{'[' + ','.join(extras) + ']' if extras else ''} {target.raw} "
-                   f"for Python {interp.version}")
+    progress.stage(
+        "resolve", f"{tf}{'[' + ','.join(extras) + ']' if extras else ''} {target.raw} for Python {interp.version}"
+    )
     tf_new = _target_version(inputs, target, interp.version, opts.pre)
     tf_new, lock_note = _lockable_target(project, survey, inputs, target, tf_new, opts, log)
     from dataclasses import replace as _copy
@@ -446,18 +585,28 @@ def make_plan(opts: Options, progress: Progress | None = None, log: Path | None 
     from rebuild.core.preflight import Background
 
     frozen = _copy(inputs, requested=list(inputs.requested), reuse=None)  # the resolution may change inputs meanwhile
-    newer_job = Background(lambda _: newer_for_other_python(frozen, target, tf_new, interp.version,
-                                                            current.platform.system, current.platform.machine), tf)
+    newer_job = Background(
+        lambda _: newer_for_other_python(
+            frozen, target, tf_new, interp.version, current.platform.system, current.platform.machine
+        ),
+        tf,
+    )
     if route == Route.CUDA:
         check_driver(current.gpu, tf_new)
     tf_new, landing_note = _companion_ceiling(survey, inputs, target, tf_new, tf_old)
-    step = companionstep.apply(inputs, survey.pins, survey.data, tf_new, current.interpreter.version, interp.version,
-                               opts.holds)
+    step = companionstep.apply(
+        inputs, survey.pins, survey.data, tf_new, current.interpreter.version, interp.version, opts.holds
+    )
     keras_legacy = _keras_switch(opts.keras, survey.data, inputs, tf_new, step.keras2, tf_old)
-    started = Background(lambda requires: _preflight(survey.loc, survey.data, tf_new, tf, interp.version, index, opts,
-                                                     target_requires=requires, extras=extras), tf)
-    resolved, variant_note = _resolve(inputs, survey, tf_new, interp.version, index, opts,
-                                      target_requires=started.target_requires)
+    started = Background(
+        lambda requires: _preflight(
+            survey.loc, survey.data, tf_new, tf, interp.version, index, opts, target_requires=requires, extras=extras
+        ),
+        tf,
+    )
+    resolved, variant_note = _resolve(
+        inputs, survey, tf_new, interp.version, index, opts, target_requires=started.target_requires
+    )
     resolved, backwards = _forward(inputs, survey, resolved, tf_new)
     tf = inputs.tf_distribution
     switch = _switch_reason(survey, resolved, tf, route, variant_note)
@@ -474,16 +623,24 @@ def make_plan(opts: Options, progress: Progress | None = None, log: Path | None 
     notes += _source_notes(survey, direct)
     held = constraint_note(inputs, target, tf_new) if target.kind != "exact" else ""
     notes += [held] if held else []
-    notes = ([f"moves backwards, requested by you: {', '.join(backwards)} (no plan keeps them; `upgrade` asks, "
-              "and refuses under --yes unless --allow-downgrade)"] if backwards else []) + notes
+    notes = (
+        [
+            f"moves backwards, requested by you: {', '.join(backwards)} (no plan keeps them; `upgrade` asks, "
+            "and refuses under --yes unless --allow-downgrade)"
+        ]
+        if backwards
+        else []
+    ) + notes
     notes += [landing_note] if landing_note else []
     notes += step.notes
     notes += _route_notes(survey, tf, extras, route, variant_note)
     dependents = keras2_dependents(survey.requires)
     notes += _keras_notes(tf_old, tf_new, keras_legacy, resolved.pins.get("tf-keras", ""), dependents)
     if keras_legacy and opts.keras == Keras.AUTO and step.keras2 and _keras_major(tf_old) == 2:
-        notes.append(f"Keras 2 kept (--keras auto): {', '.join(step.keras2)} need(s) it (the companion table, "
-                     "rebuild/knowledge/data/companions.toml); --keras 3 forces Keras 3")
+        notes.append(
+            f"Keras 2 kept (--keras auto): {', '.join(step.keras2)} need(s) it (the companion table, "
+            "rebuild/knowledge/data/companions.toml); --keras 3 forces Keras 3"
+        )
     notes += _dropped_notes(survey.pins, resolved, tf_old, tf_new)
     notes += _requested_notes(survey)
     project, project_requirement = _project(project, tf, tf_new)
@@ -494,35 +651,67 @@ def make_plan(opts: Options, progress: Progress | None = None, log: Path | None 
         notes += project_files.edits_note(survey.loc.path)
     progress.stage("pre-flight", "doctor checks (run alongside the resolution)")
     findings = _checked_findings(survey, resolved, tf_new, tf, interp.version, index, opts, started)
-    carried = carry.survey(survey.data, survey.loc.path, built_by_project=project is not None and project.drivable,
-                           locked=frozenset(resolved.pins))
+    carried = carry.survey(
+        survey.data,
+        survey.loc.path,
+        built_by_project=project is not None and project.drivable,
+        locked=frozenset(resolved.pins),
+    )
     findings = carry.mark(findings, carried)
     newer = newer_job.result()
     reused = list(reuse.used) if reuse is not None else []
     notes += [f"resolution reused: {text}" for text in reused]
     notes += [f"resolution not reused: {text}" for text in (reuse.refused if reuse is not None else [])]
-    notes += [f"{name} kept below its next major version ({resolved.pins.get(name)}): a newer major also "
-              "resolves; use --strategy eager to take it" for name in resolved.capped]
+    notes += [
+        f"{name} kept below its next major version ({resolved.pins.get(name)}): a newer major also "
+        "resolves; use --strategy eager to take it"
+        for name in resolved.capped
+    ]
     return Plan(
-        env=str(survey.loc.path), tf_distribution=tf, tf_old=tf_old, tf_new=tf_new, target=target.raw,
-        downgrade=downgrade, python_old=current.interpreter.version, python_new=interp.version,
-        python_path=str(interp.path), strategy=opts.strategy, changes=changes,
-        unchanged=len(set(survey.pins) & set(resolved.pins)) - sum(1 for c in changes if c.old and c.new and not c.replaces),
-        capped=resolved.capped, notes=notes, index=indexconf.redacted(index), seconds=time.monotonic() - start,
+        env=str(survey.loc.path),
+        tf_distribution=tf,
+        tf_old=tf_old,
+        tf_new=tf_new,
+        target=target.raw,
+        downgrade=downgrade,
+        python_old=current.interpreter.version,
+        python_new=interp.version,
+        python_path=str(interp.path),
+        strategy=opts.strategy,
+        changes=changes,
+        unchanged=len(set(survey.pins) & set(resolved.pins))
+        - sum(1 for c in changes if c.old and c.new and not c.replaces),
+        capped=resolved.capped,
+        notes=notes,
+        index=indexconf.redacted(index),
+        seconds=time.monotonic() - start,
         newer_release=newer,
-        keras_legacy=keras_legacy, keras2_dependents=dependents, preflight=findings,
-        gpu_route=route, gpu_required=route == Route.CUDA,
-        current=current, new_requested=inputs.requested, pylock=resolved.pylock, index_live=index,
-        tf_old_distribution=survey.tf, tf_switch=switch, intent=survey.intent or current,
-        project=project, project_requirement=project_requirement,
-        companions={n: r for n, r in step.reasons.items()}, requested_downgrades=backwards,
-        keras_needed_by=step.keras2 if keras_legacy else [], landing_note=landing_note, resolution_reused=reused,
+        keras_legacy=keras_legacy,
+        keras2_dependents=dependents,
+        preflight=findings,
+        gpu_route=route,
+        gpu_required=route == Route.CUDA,
+        current=current,
+        new_requested=inputs.requested,
+        pylock=resolved.pylock,
+        index_live=index,
+        tf_old_distribution=survey.tf,
+        tf_switch=switch,
+        intent=survey.intent or current,
+        project=project,
+        project_requirement=project_requirement,
+        companions={n: r for n, r in step.reasons.items()},
+        requested_downgrades=backwards,
+        keras_needed_by=step.keras2 if keras_legacy else [],
+        landing_note=landing_note,
+        resolution_reused=reused,
         carry=carried,
     )
 
 
-def _companion_ceiling(survey: _Survey, inputs: resolve.Inputs, target: resolve.TargetSpec, tf_new: str,
-                       tf_old: str) -> tuple[str, str]:
+def _companion_ceiling(
+    survey: _Survey, inputs: resolve.Inputs, target: resolve.TargetSpec, tf_new: str, tf_old: str
+) -> tuple[str, str]:
     """``--to latest`` lands below a release that an installed companion does not reach (end of life): the newest
     release below it, with a note naming the companion and the fact's source. Other targets are kept (strict)."""
     ceiling, by = companionstep.companion_ceiling(survey.pins, set(survey.current.requested))
@@ -535,12 +724,16 @@ def _companion_ceiling(survey: _Survey, inputs: resolve.Inputs, target: resolve.
         return tf_new, ""
     if tf_old and Version(landing) < Version(tf_old):
         landing = tf_old
-    return landing, (f"landing point {inputs.tf_distribution} {landing}, not {tf_new}: " + "; ".join(by)
-                     + f". To go further, drop it from the env (or pass --to {tf_new} to try anyway)")
+    return landing, (
+        f"landing point {inputs.tf_distribution} {landing}, not {tf_new}: "
+        + "; ".join(by)
+        + f". To go further, drop it from the env (or pass --to {tf_new} to try anyway)"
+    )
 
 
-def _forward(inputs: resolve.Inputs, survey: _Survey, resolved: resolve.Resolved,
-             tf_new: str) -> tuple[resolve.Resolved, list[str]]:
+def _forward(
+    inputs: resolve.Inputs, survey: _Survey, resolved: resolve.Resolved, tf_new: str
+) -> tuple[resolve.Resolved, list[str]]:
     """A requested package is never moved backwards silently: resolve again holding each such package at its
     installed version or above (what holds it back then moves forward); when no plan does, say which move back."""
     requested = set(survey.current.requested) - set(TF_DISTRIBUTIONS)

@@ -44,8 +44,15 @@ def _own_package(survey: _Survey) -> Project | None:
 MAX_LOCK_TRIES = 8
 
 
-def _lockable_target(project: Project | None, survey: _Survey, inputs: resolve.Inputs, target: resolve.TargetSpec, tf_new: str,
-                     opts: Options, log: Path | None) -> tuple[str, str]:
+def _lockable_target(
+    project: Project | None,
+    survey: _Survey,
+    inputs: resolve.Inputs,
+    target: resolve.TargetSpec,
+    tf_new: str,
+    opts: Options,
+    log: Path | None,
+) -> tuple[str, str]:
     """For a driven uv project: the newest release (from ``tf_new`` down, one minor at a time) that ``uv lock``
     can lock for every Python the project supports, and a note when it is not ``tf_new``."""
     if project is None or not project.drivable or project.manager != "uv":
@@ -75,8 +82,10 @@ def _lockable_target(project: Project | None, survey: _Survey, inputs: resolve.I
             return version, ""
         cause = next((line.strip() for line in first.reason.splitlines() if line.strip().startswith("cause:")), "")
         why = cause or "see `uv lock`"
-        return version, (f"{tf} {tf_new} cannot be locked for every Python the uv project supports ({why}); "
-                         f"{version} is the newest that locks. {uvproject.lock_hint(first.reason)}")
+        return version, (
+            f"{tf} {tf_new} cannot be locked for every Python the uv project supports ({why}); "
+            f"{version} is the newest that locks. {uvproject.lock_hint(first.reason)}"
+        )
     raise first
 
 
@@ -106,5 +115,9 @@ def _project(project: Project | None, tf: str, tf_new: str) -> tuple[Project | N
     except (UserError, ValueError) as exc:
         from dataclasses import replace
 
-        return replace(project, drivable=False, fix=f"tfrebuild cannot move its TensorFlow requirement "
-                                                    f"({project.requirement}): {getattr(exc, 'message', exc)}"), ""
+        return replace(
+            project,
+            drivable=False,
+            fix=f"tfrebuild cannot move its TensorFlow requirement "
+            f"({project.requirement}): {getattr(exc, 'message', exc)}",
+        ), ""

@@ -49,7 +49,6 @@ class Portability:
         return not self.differences
 
 
-
 def describe(t: wheeltags.Target) -> str:
     impl = {"cpython": "CPython", "pypy": "PyPy"}.get((t.implementation or "cpython").lower(), t.implementation)
     libc = f" ({t.libc} {t.libc_version})" if t.libc else ""
@@ -64,8 +63,11 @@ def index_urls(profile: prof.Profile) -> list[str]:
     """Every index and find-links location a profile names (credentials redacted), for the user to see."""
     i = profile.index
     unused = " (not used: the profile says no-index)" if i.no_index else ""
-    urls = ([f"index: {i.index_url}{unused}"] if i.index_url else []) + \
-        [f"extra index: {u}{unused}" for u in i.extra_index_urls] + [f"find-links: {u}" for u in i.find_links]
+    urls = (
+        ([f"index: {i.index_url}{unused}"] if i.index_url else [])
+        + [f"extra index: {u}{unused}" for u in i.extra_index_urls]
+        + [f"find-links: {u}" for u in i.find_links]
+    )
     return [indexconf.redact(u) for u in urls]
 
 
@@ -79,11 +81,13 @@ def check_urls(profile: prof.Profile, lock: locks.Lock | None, allow_insecure: b
         bad += [f.url for p in lock.packages for f in p.files if _insecure(f.url)]
     if bad:
         shown = sorted({indexconf.redact(u) for u in bad})
-        raise UserError(f"The profile uses {len(shown)} plain-http location(s): {', '.join(shown[:3])}"
-                        f"{' ...' if len(shown) > 3 else ''}. Nothing was built.",
-                        "Packages fetched over http can be replaced on the way. Use https (file:// and local "
-                        "folders are fine), or pass --allow-insecure-index if you trust the network.",
-                        details="\n".join(shown))
+        raise UserError(
+            f"The profile uses {len(shown)} plain-http location(s): {', '.join(shown[:3])}"
+            f"{' ...' if len(shown) > 3 else ''}. Nothing was built.",
+            "Packages fetched over http can be replaced on the way. Use https (file:// and local "
+            "folders are fine), or pass --allow-insecure-index if you trust the network.",
+            details="\n".join(shown),
+        )
 
 
 def _markers(data: Probed) -> dict[str, str]:
@@ -104,8 +108,9 @@ def check_portability(lock: locks.Lock, profile: prof.Profile, data: Probed) -> 
     there = profile_target(profile)
     result = Portability(describe(there), describe(here))
     if there.python_version != here.python_version:
-        result.differences.append(f"Python {'.'.join(map(str, there.python_version))} → "
-                                  f"{'.'.join(map(str, here.python_version))}")
+        result.differences.append(
+            f"Python {'.'.join(map(str, there.python_version))} → {'.'.join(map(str, here.python_version))}"
+        )
     if (there.implementation or "cpython").lower() != (here.implementation or "cpython").lower():
         result.differences.append(f"implementation {there.implementation} → {here.implementation}")
     if there.system and there.system != here.system:
@@ -161,7 +166,8 @@ def portability_error(p: Portability, profile_minor: str) -> UserError:
         f"Apply with --python {profile_minor} if that Python is installed here, or add --resolve to re-resolve the "
         "requested packages for this machine, keeping versions as close as possible (the differences are shown "
         "before anything is built).",
-        details="No matching wheel:\n" + "\n".join(f"  {line}" for line in p.incompatible))
+        details="No matching wheel:\n" + "\n".join(f"  {line}" for line in p.incompatible),
+    )
 
 
 def tf_distribution(pins: dict[str, str], profile: prof.Profile) -> str:
@@ -170,23 +176,28 @@ def tf_distribution(pins: dict[str, str], profile: prof.Profile) -> str:
     return next((n for n in TF_DISTRIBUTIONS if n in pins), "")
 
 
-
 def check_portability_no_lock(profile: prof.Profile, data: Probed) -> Portability:
     """Differences only (there is no lock to check wheel tags against)."""
     empty = locks.Lock({"packages": []}, [], "", None)
     return check_portability(empty, profile, data)
 
 
-
 # --------------------------------------------------------------------------- re-resolution (--resolve)
 
 
-def _tf_candidates(tf: str, pinned: str, index: prof.Index, offline: bool, tags: set[Tag], here_version: str) -> list[str]:
+def _tf_candidates(
+    tf: str, pinned: str, index: prof.Index, offline: bool, tags: set[Tag], here_version: str
+) -> list[str]:
     """TensorFlow versions with a wheel for this machine, nearest to ``pinned`` first (newer before older)."""
     try:
-        files = indexinfo.list_files(tf, indexinfo.Sources(
-            index_urls=[] if index.no_index else [index.index_url or indexconf.PYPI] + index.extra_index_urls,
-            find_links=index.find_links, offline=offline))
+        files = indexinfo.list_files(
+            tf,
+            indexinfo.Sources(
+                index_urls=[] if index.no_index else [index.index_url or indexconf.PYPI] + index.extra_index_urls,
+                find_links=index.find_links,
+                offline=offline,
+            ),
+        )
     except (UserError, OSError):
         return [pinned]
     ok: set[Version] = set()
@@ -205,16 +216,32 @@ def _tf_candidates(tf: str, pinned: str, index: prof.Index, offline: bool, tags:
     return [str(v) for v in newer + older]
 
 
-def re_resolve(profile: prof.Profile, pins: dict[str, str], python: Path, data: Probed, index: prof.Index, *,
-               offline: bool, log: Path | None) -> tuple[locks.Lock, list[planning.Change]]:
+def re_resolve(
+    profile: prof.Profile,
+    pins: dict[str, str],
+    python: Path,
+    data: Probed,
+    index: prof.Index,
+    *,
+    offline: bool,
+    log: Path | None,
+) -> tuple[locks.Lock, list[planning.Change]]:
     """Resolve the profile's requested packages for ``python`` with its pins as preferences."""
     tf = tf_distribution(pins, profile)
     seeds = [n for n in SEED_PACKAGES if n in pins]
     requested = sorted({canonicalize_name(r) for r in profile.requested} - set(TF_DISTRIBUTIONS) | set(seeds))
     if not requested and not tf:
         requested = sorted(pins)
-    inputs = resolve.Inputs(python=python, tf_distribution=tf, requested=requested, pins=dict(pins),
-                            constraints=dict(profile.constraints), index=index, offline=offline, log=log)
+    inputs = resolve.Inputs(
+        python=python,
+        tf_distribution=tf,
+        requested=requested,
+        pins=dict(pins),
+        constraints=dict(profile.constraints),
+        index=index,
+        offline=offline,
+        log=log,
+    )
     explanation = ""
     if tf:
         here = wheeltags.Target.from_probe(data.interpreter, data.platform)
@@ -227,10 +254,13 @@ def re_resolve(profile: prof.Profile, pins: dict[str, str], python: Path, data: 
             except resolve.ResolutionFailed as exc:
                 explanation = exc.explanation
         if resolved is None:
-            raise UserError(f"No {tf} near {pins[tf]} resolves for Python {here.version} together with the "
-                            "profile's requested packages.", "Relax the profile's [constraints], or build on the "
-                            "profile's Python with --python.", exit_code=1,
-                            details="uv says:\n" + explanation if explanation else "")
+            raise UserError(
+                f"No {tf} near {pins[tf]} resolves for Python {here.version} together with the "
+                "profile's requested packages.",
+                "Relax the profile's [constraints], or build on the profile's Python with --python.",
+                exit_code=1,
+                details="uv says:\n" + explanation if explanation else "",
+            )
         new_pins, text = resolved.pins, resolved.pylock
     else:
         with tempfile.TemporaryDirectory(prefix="tfrebuild-apply-") as tmp:
@@ -238,11 +268,15 @@ def re_resolve(profile: prof.Profile, pins: dict[str, str], python: Path, data: 
                 new_pins, _ = resolve.compile_requirements(inputs, requested, [], Path(tmp))
                 text = resolve.lock(inputs, new_pins, Path(tmp))
             except resolve.ResolutionFailed as exc:
-                raise UserError("The profile's requested packages do not resolve for this machine.",
-                                "Relax the profile's [constraints], or build on the profile's Python with --python.",
-                                exit_code=1, details="uv says:\n" + exc.explanation) from None
+                raise UserError(
+                    "The profile's requested packages do not resolve for this machine.",
+                    "Relax the profile's [constraints], or build on the profile's Python with --python.",
+                    exit_code=1,
+                    details="uv says:\n" + exc.explanation,
+                ) from None
     lock = locks.parse_lock(text, "the re-resolved lock")
-    changes = [planning.Change(n, a, b, k, n in set(profile.requested), "re-resolved for this machine")
-               for n, a, b, k in planning.diff(pins, lock.pins())]
+    changes = [
+        planning.Change(n, a, b, k, n in set(profile.requested), "re-resolved for this machine")
+        for n, a, b, k in planning.diff(pins, lock.pins())
+    ]
     return lock, changes
-

@@ -81,8 +81,11 @@ class ProjectStep:
         t0 = time.monotonic()
         written = files.finish(store, force=self.force)
         if written and "changed by hand" in written:
-            raise UserError(f"The project files changed while the environment was being built: {written}.",
-                            "Run the upgrade again.", exit_code=1)
+            raise UserError(
+                f"The project files changed while the environment was being built: {written}.",
+                "Run the upgrade again.",
+                exit_code=1,
+            )
         settled = self.settle(store)
         checks = [smoke.Check(f"project files written; {settled}", True, time.monotonic() - t0)]
         report = self.checks.run(store.env)
@@ -107,8 +110,16 @@ class UvStep(ProjectStep):
     chosen: list[str] = field(default_factory=list)  # --extra/--group flags: what the old env held of them
 
     def build_env(self, staging: Path) -> Path:
-        return uvproject.build(self.locked, staging, self.python, prompt=self.prompt, offline=self.offline,
-                               compile_bytecode=self.compile_bytecode, log=self.log, chosen=self.chosen)
+        return uvproject.build(
+            self.locked,
+            staging,
+            self.python,
+            prompt=self.prompt,
+            offline=self.offline,
+            compile_bytecode=self.compile_bytecode,
+            log=self.log,
+            chosen=self.chosen,
+        )
 
     def settle(self, store: Store) -> str:
         return uvproject.settle(self.project, store.env, offline=self.offline, log=self.log, chosen=self.chosen)
@@ -133,15 +144,24 @@ class RequirementsStep(ProjectStep):
     def build_env(self, staging: Path) -> Path:
         from rebuild.project import requirements
 
-        return requirements.build(self.compiled, staging, self.python, prompt=self.prompt, offline=self.offline,
-                                  find_links=self.find_links, compile_bytecode=self.compile_bytecode,
-                                  seeds=self.seeds, log=self.log)
+        return requirements.build(
+            self.compiled,
+            staging,
+            self.python,
+            prompt=self.prompt,
+            offline=self.offline,
+            find_links=self.find_links,
+            compile_bytecode=self.compile_bytecode,
+            seeds=self.seeds,
+            log=self.log,
+        )
 
     def settle(self, store: Store) -> str:
         from rebuild.project import requirements
 
-        return requirements.settle(self.project, store.env, offline=self.offline, find_links=self.find_links,
-                                   log=self.log)
+        return requirements.settle(
+            self.project, store.env, offline=self.offline, find_links=self.find_links, log=self.log
+        )
 
     def cleanup(self) -> None:
         from rebuild.project import requirements
@@ -151,8 +171,7 @@ class RequirementsStep(ProjectStep):
     def pylock(self) -> str | None:
         from rebuild.project import requirements
 
-        return requirements.export_pylock(self.compiled, offline=self.offline, find_links=self.find_links,
-                                          log=self.log)
+        return requirements.export_pylock(self.compiled, offline=self.offline, find_links=self.find_links, log=self.log)
 
 
 @dataclass
@@ -169,9 +188,17 @@ class PoetryStep(ProjectStep):
     def build_env(self, staging: Path) -> Path:
         from rebuild.project import poetryproject
 
-        return poetryproject.build(self.locked, staging, self.python, prompt=self.prompt,
-                                   compile_bytecode=self.compile_bytecode, log=self.log, seeds=self.seeds,
-                                   index=self.index, offline=self.offline)
+        return poetryproject.build(
+            self.locked,
+            staging,
+            self.python,
+            prompt=self.prompt,
+            compile_bytecode=self.compile_bytecode,
+            log=self.log,
+            seeds=self.seeds,
+            index=self.index,
+            offline=self.offline,
+        )
 
     def pylock(self) -> str | None:
         return self.pylock_text

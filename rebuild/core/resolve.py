@@ -90,11 +90,14 @@ def failed_build(stderr: str, log: Path | None) -> UserError | None:
     package = failtext.failed_package(stderr)
     if not package or "Failed to build" not in stderr:
         return None
-    return UserError(f"uv could not build {package} from source while resolving; nothing was changed.",
-                     (f"uv's full output is in {log}. " if log else "")
-                     + f"{package} has no wheel for this Python and platform, and building its source failed; "
-                     "the lines above say why (often a build tool or a system library it needs).",
-                     exit_code=1, details="uv says:\n" + failtext.uv_error(stderr))
+    return UserError(
+        f"uv could not build {package} from source while resolving; nothing was changed.",
+        (f"uv's full output is in {log}. " if log else "")
+        + f"{package} has no wheel for this Python and platform, and building its source failed; "
+        "the lines above say why (often a build tool or a system library it needs).",
+        exit_code=1,
+        details="uv says:\n" + failtext.uv_error(stderr),
+    )
 
 
 def _pip_compile(inputs: Inputs, args: list[str], constrained: bool = True) -> str:
@@ -112,20 +115,31 @@ def _pip_compile(inputs: Inputs, args: list[str], constrained: bool = True) -> s
         # UV_CONSTRAINT is in inputs.index already (indexconf.discover): uv must not add it a second time,
         # so that an index without constraints means none.
         environ = {k: v for k, v in os.environ.items() if k != "UV_CONSTRAINT"}
-        result = uvcmd.run(["pip", "compile"] + args + extra + _common_args(inputs, constrained), log=inputs.log,
-                           check=False, what="uv pip compile", for_install=not constrained, env=environ,
-                           sources=uvcmd.index_sources(inputs.index))
+        result = uvcmd.run(
+            ["pip", "compile"] + args + extra + _common_args(inputs, constrained),
+            log=inputs.log,
+            check=False,
+            what="uv pip compile",
+            for_install=not constrained,
+            env=environ,
+            sources=uvcmd.index_sources(inputs.index),
+        )
     if result.returncode != 0:
-        if "not found in the package registry" in result.stderr and not inputs.offline \
-                and os.environ.get("UV_OFFLINE", "").lower() not in ("1", "true", "yes"):
+        if (
+            "not found in the package registry" in result.stderr
+            and not inputs.offline
+            and os.environ.get("UV_OFFLINE", "").lower() not in ("1", "true", "yes")
+        ):
             check_index_roots(inputs.index)  # a wrong index URL reads as "no such package"
         explanation = _explain(result.stderr)
         built = failed_build(result.stderr, inputs.log)
         if built is not None:  # not a conflict between versions: say which package and why
             raise built
         if inputs.no_build:
-            explanation += ("\n(tfrebuild let uv use wheels only, since the --profile was not written by tfrebuild "
-                            "for this env: pass --allow-sources to let uv build sdists, which runs their code)")
+            explanation += (
+                "\n(tfrebuild let uv use wheels only, since the --profile was not written by tfrebuild "
+                "for this env: pass --allow-sources to let uv build sdists, which runs their code)"
+            )
         raise ResolutionFailed(explanation)
     return result.stdout
 
@@ -162,8 +176,9 @@ def find_target(inputs: Inputs, target: TargetSpec) -> str:
         # the profile's [constraints] on TensorFlow hold the target too (--to latest: the newest they allow)
         held = inputs.constraints.get(inputs.tf_distribution, "")
         req.write_text(f"{inputs.tf_distribution}{','.join(s for s in (target.specifier, held) if s)}\n")
-        stdout = _pip_compile(inputs, [str(req), "--no-deps", "--no-header", "--no-annotate",
-                                       "--only-binary", inputs.tf_distribution])
+        stdout = _pip_compile(
+            inputs, [str(req), "--no-deps", "--no-header", "--no-annotate", "--only-binary", inputs.tf_distribution]
+        )
     for line in stdout.splitlines():
         name, _, version = line.partition("==")
         if canonicalize_name(name.strip()) == inputs.tf_distribution:
@@ -206,7 +221,9 @@ def _parse_requirements_output(text: str) -> tuple[dict[str, str], dict[str, lis
     return pins, cleaned
 
 
-def compile_requirements(inputs: Inputs, requirements: list[str], extra_constraints: list[str], workdir: Path) -> tuple[dict[str, str], dict[str, list[str]]]:
+def compile_requirements(
+    inputs: Inputs, requirements: list[str], extra_constraints: list[str], workdir: Path
+) -> tuple[dict[str, str], dict[str, list[str]]]:
     req_file = workdir / "requirements.in"
     req_file.write_text("\n".join(requirements) + "\n")
     out_file = workdir / "resolved.txt"
@@ -263,24 +280,33 @@ def resolve(inputs: Inputs, tf_version: str, target_requires: Callable[[], list[
     out is not tried, so a jump the target itself demands costs no extra resolution pass. With ``inputs.reuse``,
     ``plan`` keeps the result and ``upgrade`` reuses the plan's for the same inputs (:mod:`rebuild.core.reuse`)."""
     if inputs.reuse is not None:
-        reused: Resolved = inputs.reuse.resolved(inputs, tf_version,
-                                                 lambda: _resolve(inputs, tf_version, target_requires), Resolved)
+        reused: Resolved = inputs.reuse.resolved(
+            inputs, tf_version, lambda: _resolve(inputs, tf_version, target_requires), Resolved
+        )
         return reused
     return _resolve(inputs, tf_version, target_requires)
 
 
-def _resolve(inputs: Inputs, tf_version: str, target_requires: Callable[[], list[str] | None] | None = None) -> Resolved:
+def _resolve(
+    inputs: Inputs, tf_version: str, target_requires: Callable[[], list[str] | None] | None = None
+) -> Resolved:
     start = time.monotonic()
-    requirements = [_tf_requirement(inputs, f"=={tf_version}")] + list(inputs.requested) + \
-        [line for _, line in sorted(inputs.direct.items())]
+    requirements = (
+        [_tf_requirement(inputs, f"=={tf_version}")]
+        + list(inputs.requested)
+        + [line for _, line in sorted(inputs.direct.items())]
+    )
     with tempfile.TemporaryDirectory(prefix="tfrebuild-resolve-") as tmp:
         workdir = Path(tmp)
         pins, via = compile_requirements(inputs, requirements, [], workdir)
         capped: list[str] = []
         if inputs.strategy == Strategy.MINIMAL:
             installed = {n: m for n, v in inputs.pins.items() if (m := _major(v)) is not None}
-            jumped = [n for n, v in pins.items() if n in installed and n != inputs.tf_distribution
-                      and (m := _major(v)) is not None and m > installed[n]]
+            jumped = [
+                n
+                for n, v in pins.items()
+                if n in installed and n != inputs.tf_distribution and (m := _major(v)) is not None and m > installed[n]
+            ]
             caps = {n: f"{n}<{installed[n] + 1}" for n in jumped}
             if caps and target_requires is not None:
                 for name in ruled_out_caps({n: installed[n] for n in caps}, target_requires()):
@@ -292,7 +318,9 @@ def _resolve(inputs: Inputs, tf_version: str, target_requires: Callable[[], list
                 except ResolutionFailed:
                     for name in sorted(caps):  # keep each cap that resolves on its own
                         try:
-                            trial = compile_requirements(inputs, requirements, [caps[c] for c in capped + [name]], workdir)
+                            trial = compile_requirements(
+                                inputs, requirements, [caps[c] for c in capped + [name]], workdir
+                            )
                         except ResolutionFailed:
                             continue
                         pins, via = trial
@@ -301,8 +329,9 @@ def _resolve(inputs: Inputs, tf_version: str, target_requires: Callable[[], list
             pins[name] = inputs.pins.get(name, pins.get(name, ""))
             via.pop(name, None)
         pylock = lock(inputs, pins, workdir)
-    return Resolved(tf_version=tf_version, pins=pins, via=via, pylock=pylock, capped=capped,
-                    seconds=time.monotonic() - start)
+    return Resolved(
+        tf_version=tf_version, pins=pins, via=via, pylock=pylock, capped=capped, seconds=time.monotonic() - start
+    )
 
 
 def lock(inputs: Inputs, pins: dict[str, str], workdir: Path) -> str:
@@ -311,11 +340,13 @@ def lock(inputs: Inputs, pins: dict[str, str], workdir: Path) -> str:
     A name in ``inputs.direct`` is locked from its source (a ``directory``, ``archive`` or ``vcs`` entry).
     """
     pinned = workdir / "pinned.txt"
-    pinned.write_text("".join(f"{inputs.direct[n]}\n" if n in inputs.direct else f"{n}=={v}\n"
-                              for n, v in sorted(pins.items())))
+    pinned.write_text(
+        "".join(f"{inputs.direct[n]}\n" if n in inputs.direct else f"{n}=={v}\n" for n, v in sorted(pins.items()))
+    )
     out = workdir / "pylock.toml"
-    _pip_compile(inputs, [str(pinned), "--no-deps", "--format", "pylock.toml", "-o", str(out), "--no-header"],
-                 constrained=False)
+    _pip_compile(
+        inputs, [str(pinned), "--no-deps", "--format", "pylock.toml", "-o", str(out), "--no-header"], constrained=False
+    )
     text = out.read_text()
     return _with_versions(text, pins) if inputs.direct else text
 
@@ -332,6 +363,7 @@ def _with_versions(text: str, pins: dict[str, str]) -> str:
         return text
     for pkg in missing:
         pkg["version"] = pins[canonicalize_name(pkg["name"])]
-    data["packages"] = [{k: p[k] for k in sorted(p, key=lambda k: (k != "name", k != "version"))}
-                        for p in data["packages"]]
+    data["packages"] = [
+        {k: p[k] for k in sorted(p, key=lambda k: (k != "name", k != "version"))} for p in data["packages"]
+    ]
     return tomli_w.dumps(data)

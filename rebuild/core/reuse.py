@@ -76,8 +76,10 @@ class Reuse:
                     found = None
                 if found is not None:
                     age = max(0.0, time.time() - float(entry["created"]))
-                    self.used.append(f"{inputs.tf_distribution} {tf_version}: the resolution `tfrebuild plan` made "
-                                     f"{age:.0f} s ago (same env, interpreter, index settings and options)")
+                    self.used.append(
+                        f"{inputs.tf_distribution} {tf_version}: the resolution `tfrebuild plan` made "
+                        f"{age:.0f} s ago (same env, interpreter, index settings and options)"
+                    )
                     return found
         result = compute()
         if key is not None and self.mode == "record":
@@ -208,11 +210,15 @@ def digest(inputs: Any, tf_version: str, env: str = "") -> str | None:
         "constraints": sorted(inputs.constraints.items()),
         "index": asdict(index),
         "files": {p: _content(p) for p in [*inputs.index.constraints, *inputs.build_constraints]},
-        "local": {p: _local_state(p) for p in [inputs.index.index_url, *inputs.index.extra_index_urls,
-                                               *inputs.index.find_links] if p},
+        "local": {
+            p: _local_state(p)
+            for p in [inputs.index.index_url, *inputs.index.extra_index_urls, *inputs.index.find_links]
+            if p
+        },
         "options": [inputs.offline, inputs.pre, inputs.strategy, inputs.no_build],
-        "environ": sorted((k, v) for k, v in os.environ.items()
-                          if k.startswith("UV_") and not any(s in k for s in _SECRET_NAMES)),
+        "environ": sorted(
+            (k, v) for k, v in os.environ.items() if k.startswith("UV_") and not any(s in k for s in _SECRET_NAMES)
+        ),
     }
     text = proc.redact_line(json.dumps(parts, sort_keys=True, default=str))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
@@ -240,12 +246,14 @@ def _content(path: str) -> str:
 def _local_state(url: str) -> list[Any]:
     """A local index or find-links folder's state (its own and its entries' modification times): a wheel added
     there changes the key. URLs of remote indexes stand for themselves (the time limit covers them)."""
-    path = url[len("file://"):] if url.startswith("file://") else url
+    path = url[len("file://") :] if url.startswith("file://") else url
     if "://" in path or not os.path.isdir(path):
         return []
     try:
         with os.scandir(path) as entries:
-            return [os.stat(path).st_mtime_ns,
-                    sorted((e.name, e.stat(follow_symlinks=False).st_mtime_ns) for e in entries)]
+            return [
+                os.stat(path).st_mtime_ns,
+                sorted((e.name, e.stat(follow_symlinks=False).st_mtime_ns) for e in entries),
+            ]
     except OSError:
         return []

@@ -47,11 +47,18 @@ class Failure:
 
     @property
     def label(self) -> str:
-        return {"keras2": "needs Keras 2", "tf-keras": "needs tf-keras", "pkg_resources": "missing pkg_resources",
-                "protobuf": "protobuf mismatch", "abi": "built for another TensorFlow/NumPy (ABI)",
-                "python": "not built for this Python", "import": "a companion's import fails",
-                "checks": "checks failed", "resolution": "does not resolve",
-                "downgrade": "would move a requested package backwards"}.get(self.kind, self.kind)
+        return {
+            "keras2": "needs Keras 2",
+            "tf-keras": "needs tf-keras",
+            "pkg_resources": "missing pkg_resources",
+            "protobuf": "protobuf mismatch",
+            "abi": "built for another TensorFlow/NumPy (ABI)",
+            "python": "not built for this Python",
+            "import": "a companion's import fails",
+            "checks": "checks failed",
+            "resolution": "does not resolve",
+            "downgrade": "would move a requested package backwards",
+        }.get(self.kind, self.kind)
 
 
 @dataclass
@@ -82,13 +89,20 @@ class Fix:
     holds: list[str] = field(default_factory=list)
 
 
-_KERAS2 = re.compile(r"keras\.src\.engine|keras\.engine|keras\.legacy|Keras 2 internals|Keras 3 only supports|"
-                     r"is not a Keras 2|expected Keras 2|KerasTensor|keras_tensor|tf\.keras is Keras 3", re.I)
-_ABI = re.compile(r"undefined symbol|unable to open file|tf\.load_op_library|op libraries load|built for TensorFlow|"
-                  r"numpy\.core\.multiarray failed to import|numpy\.dtype size changed|_ARRAY_API", re.I)
+_KERAS2 = re.compile(
+    r"keras\.src\.engine|keras\.engine|keras\.legacy|Keras 2 internals|Keras 3 only supports|"
+    r"is not a Keras 2|expected Keras 2|KerasTensor|keras_tensor|tf\.keras is Keras 3",
+    re.I,
+)
+_ABI = re.compile(
+    r"undefined symbol|unable to open file|tf\.load_op_library|op libraries load|built for TensorFlow|"
+    r"numpy\.core\.multiarray failed to import|numpy\.dtype size changed|_ARRAY_API",
+    re.I,
+)
 _PROTOBUF = re.compile(r"VersionError|Gencode/Runtime|Descriptors cannot be created directly|protobuf", re.I)
-_PYTHON = re.compile(r"not an acceptable base type|SyntaxError|requires Python|invalid syntax|no attribute 'Text'",
-                     re.I)
+_PYTHON = re.compile(
+    r"not an acceptable base type|SyntaxError|requires Python|invalid syntax|no attribute 'Text'", re.I
+)
 
 
 def _texts(report: Report) -> str:
@@ -98,8 +112,14 @@ def _texts(report: Report) -> str:
 def _first_line(text: str) -> str:
     """The failure's one line: the innermost error message, without file paths, at most 160 characters."""
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    line = next((ln for ln in reversed(lines) if re.search(r"Error|Exception|unable", ln)
-                 and not ln.startswith(("File ", "Traceback", "["))), lines[-1] if lines else "")
+    line = next(
+        (
+            ln
+            for ln in reversed(lines)
+            if re.search(r"Error|Exception|unable", ln) and not ln.startswith(("File ", "Traceback", "["))
+        ),
+        lines[-1] if lines else "",
+    )
     line = re.sub(r", from paths: .*", "", line)
     line = re.sub(r"(/[^\s'\"]+)+/([^/\s'\"]+)", r"\2", line)  # paths → their last part
     return line if len(line) <= 160 else line[:159] + "…"
@@ -178,8 +198,10 @@ def fix_for(failure: Failure, plan: Plan, opts: Options, used: set[str]) -> Fix 
         change = next((c for c in plan.changes if c.name == failure.package), None)
         old = next((p.version for p in plan.current.packages if p.name == failure.package), "")
         if change is not None and change.old and change.new and change.kind == "upgrade" and failure.kind == "protobuf":
-            fix = Fix(f"{failure.package} held below {change.new} (protobuf mismatch)",
-                      holds=[f"{failure.package}<{change.new}"])
+            fix = Fix(
+                f"{failure.package} held below {change.new} (protobuf mismatch)",
+                holds=[f"{failure.package}<{change.new}"],
+            )
         elif change is None and old:  # it stayed where it was: move it forward
             fix = Fix(f"{failure.package} moved forward from {old}", holds=[f"{failure.package}>{old}"])
     if fix is not None:
@@ -210,8 +232,7 @@ def candidates(listing: list[str], below: str, floor: str) -> list[list[str]]:
         if _minor(text) == _minor(below):
             continue  # one build per minor: the minor of ``below`` was tried
         groups.setdefault(_minor(text), []).append(text)
-    return [sorted(g, key=Version, reverse=True)[:PATCHES_PER_MINOR]
-            for _, g in sorted(groups.items(), reverse=True)]
+    return [sorted(g, key=Version, reverse=True)[:PATCHES_PER_MINOR] for _, g in sorted(groups.items(), reverse=True)]
 
 
 @dataclass
@@ -225,9 +246,16 @@ def _target(plan: Plan) -> str:
     return f"{plan.tf_distribution} {plan.tf_new}"
 
 
-def run(first: Plan, opts: Options, *, attempt: Callable[[Plan], object], replan: Callable[[Options], Plan],
-        listing: Callable[[], list[str]],
-        on_try: Callable[[Try], None] = lambda t: None, searching: bool = True) -> Outcome:
+def run(
+    first: Plan,
+    opts: Options,
+    *,
+    attempt: Callable[[Plan], object],
+    replan: Callable[[Options], Plan],
+    listing: Callable[[], list[str]],
+    on_try: Callable[[Try], None] = lambda t: None,
+    searching: bool = True,
+) -> Outcome:
     """Attempt ``first`` (a plan); on failed checks classify, fix or go lower (see the module doc).
 
     ``listing()``: the TensorFlow releases installable here (newest first); ``replan(opts)``: a plan; ``attempt(plan)``:
@@ -253,10 +281,23 @@ def run(first: Plan, opts: Options, *, attempt: Callable[[Plan], object], replan
             if report is None and not downgrade and built is None:
                 _attach(exc, tries)
                 raise
-            failure = (Failure("downgrade", "", exc.message) if downgrade else built if built is not None
-                       else classify(cast("Report", report), plan))
-            record(Try(_target(plan), change, False, f"{failure.label}: {failure.text}", built=not downgrade,
-                       blocker=failure.package or failure.label))
+            failure = (
+                Failure("downgrade", "", exc.message)
+                if downgrade
+                else built
+                if built is not None
+                else classify(cast("Report", report), plan)
+            )
+            record(
+                Try(
+                    _target(plan),
+                    change,
+                    False,
+                    f"{failure.label}: {failure.text}",
+                    built=not downgrade,
+                    blocker=failure.package or failure.label,
+                )
+            )
             builds += 0 if downgrade else 1
             if not searching:
                 raise _strict(exc, failure, plan, opts, tries) from None
@@ -270,8 +311,16 @@ def run(first: Plan, opts: Options, *, attempt: Callable[[Plan], object], replan
                     opts = fixed  # a fix that does not resolve is not carried to the lower releases
                     continue
                 except UserError as again:
-                    record(Try(_target(plan), fix.description, False, f"does not resolve: {again.message}",
-                               built=False, blocker=failure.package or failure.label))
+                    record(
+                        Try(
+                            _target(plan),
+                            fix.description,
+                            False,
+                            f"does not resolve: {again.message}",
+                            built=False,
+                            blocker=failure.package or failure.label,
+                        )
+                    )
             if lower is None:
                 lower = candidates(listing(), plan.tf_new, floor)
             plan = None
@@ -284,8 +333,15 @@ def run(first: Plan, opts: Options, *, attempt: Callable[[Plan], object], replan
                         break
                     except UserError as again:
                         plans += 1
-                        record(Try(f"{first.tf_distribution} {version}", "next lower release", False,
-                                   f"does not resolve: {again.message}", built=False))
+                        record(
+                            Try(
+                                f"{first.tf_distribution} {version}",
+                                "next lower release",
+                                False,
+                                f"does not resolve: {again.message}",
+                                built=False,
+                            )
+                        )
             if plan is None:
                 if first.python_old != first.python_new:  # a Python move: staying is not "nothing to do"
                     raise _exhausted(exc, first, tries, f"no release above the installed {floor} passed") from None
@@ -314,32 +370,59 @@ def blockers(tries: list[Try], env: str) -> list[Blocker]:
             continue
         version = t.target.split()[-1]
         if not t.built:
-            out.append(Blocker(t.target, t.blocker or _standing(t.why), t.why,
-                               f"`tfrebuild plan --env {where} --to {version}` names what stands in the way and the "
-                               "choices (a release of it that accepts the target, or dropping it)"))
+            out.append(
+                Blocker(
+                    t.target,
+                    t.blocker or _standing(t.why),
+                    t.why,
+                    f"`tfrebuild plan --env {where} --to {version}` names what stands in the way and the "
+                    "choices (a release of it that accepts the target, or dropping it)",
+                )
+            )
             continue
         see = f"`tfrebuild upgrade --env {where} --to {version}` tries it strictly and shows the failure"
         name = t.blocker if t.blocker and " " not in t.blocker else ""
-        command = (f"drop {name}: `tfrebuild snapshot --env {where} -o profile.toml`, delete {name} from `requested` "
-                   f"(and its modules from `[smoke].imports`) in profile.toml, then `tfrebuild upgrade --env {where} "
-                   f"--profile profile.toml --to {version}`; or {see}") if name else see
-        why = t.why[len(t.blocker) + 2:] if t.blocker and t.why.startswith(f"{t.blocker}: ") else t.why
+        command = (
+            (
+                f"drop {name}: `tfrebuild snapshot --env {where} -o profile.toml`, delete {name} from `requested` "
+                f"(and its modules from `[smoke].imports`) in profile.toml, then `tfrebuild upgrade --env {where} "
+                f"--profile profile.toml --to {version}`; or {see}"
+            )
+            if name
+            else see
+        )
+        why = t.why[len(t.blocker) + 2 :] if t.blocker and t.why.startswith(f"{t.blocker}: ") else t.why
         out.append(Blocker(t.target, t.blocker, why, command))  # "blocked by checks failed: <why>", said once
     return out
 
 
 def nothing_text(plan: Plan) -> str:
-    return (f"nothing to do: {plan.tf_distribution} {plan.tf_old} is the newest TensorFlow that passes its checks "
-            "with everything this env holds")
+    return (
+        f"nothing to do: {plan.tf_distribution} {plan.tf_old} is the newest TensorFlow that passes its checks "
+        "with everything this env holds"
+    )
 
 
 def blocked_plan(plan: Plan, tries: list[Try]) -> Plan:
     """``plan`` (of a release above the installed one) turned into the plan that changes nothing: no release above
     the installed one passed; ``blocked_above`` says what stood in the way of each."""
     dist = plan.tf_old_distribution or plan.tf_distribution
-    stay = dataclasses.replace(plan, tf_distribution=dist, tf_new=plan.tf_old, tf_switch="", downgrade=False,
-                               changes=[], capped=[], requested_downgrades=[], companions={}, keras_needed_by=[],
-                               keras_legacy=False, pylock="", newer_release=None, notes=[])
+    stay = dataclasses.replace(
+        plan,
+        tf_distribution=dist,
+        tf_new=plan.tf_old,
+        tf_switch="",
+        downgrade=False,
+        changes=[],
+        capped=[],
+        requested_downgrades=[],
+        companions={},
+        keras_needed_by=[],
+        keras_legacy=False,
+        pylock="",
+        newer_release=None,
+        notes=[],
+    )
     stay.landing_note = nothing_text(stay)
     stay.blocked_above = blockers(tries, plan.env)
     return stay
@@ -350,16 +433,20 @@ def _attach(exc: UserError, tries: list[Try]) -> None:
 
 
 def tries_text(tries: list[Try]) -> str:
-    return "\n".join(f"try {i}: {t.target}" + (f" [{t.change}]" if t.change else "")
-                     + (": passed" if t.passed else f": {t.why}") for i, t in enumerate(tries, 1))
+    return "\n".join(
+        f"try {i}: {t.target}" + (f" [{t.change}]" if t.change else "") + (": passed" if t.passed else f": {t.why}")
+        for i, t in enumerate(tries, 1)
+    )
 
 
 def _exhausted(exc: UserError, plan: Plan, tries: list[Try], why: str) -> UserError:
     import shlex
 
     env = shlex.quote(str(plan.env))
-    hint = ("The tries below say what failed; fix that package (or drop it from the env) and run "
-            f"`tfrebuild upgrade --env {env}` again.")
+    hint = (
+        "The tries below say what failed; fix that package (or drop it from the env) and run "
+        f"`tfrebuild upgrade --env {env}` again."
+    )
     rows = blockers(tries, plan.env)
     if rows:
         hint += f" For {rows[-1].target}: {rows[-1].command}."
@@ -377,10 +464,16 @@ def _exhausted(exc: UserError, plan: Plan, tries: list[Try], why: str) -> UserEr
         lowest = min(versions)
         below = (lowest.major, lowest.minor - 1)
         if lowest.minor > 0 and below > (installed.major, installed.minor):
-            hint += f" Or try the next lower release yourself: `tfrebuild upgrade --env {env} --to {below[0]}.{below[1]}`."
-    err = UserError(f"No TensorFlow newer than the installed {plan.tf_old} passed its checks in this env ({why}); "
-                    "the environment was not changed.", hint, exit_code=1,
-                    details=tries_text(tries) + ("\n\nLast failure:\n" + exc.details if exc.details else ""))
+            hint += (
+                f" Or try the next lower release yourself: `tfrebuild upgrade --env {env} --to {below[0]}.{below[1]}`."
+            )
+    err = UserError(
+        f"No TensorFlow newer than the installed {plan.tf_old} passed its checks in this env ({why}); "
+        "the environment was not changed.",
+        hint,
+        exit_code=1,
+        details=tries_text(tries) + ("\n\nLast failure:\n" + exc.details if exc.details else ""),
+    )
     err.tries = list(tries)
     return err
 
@@ -395,14 +488,19 @@ def _strict(exc: UserError, failure: Failure, plan: Plan, opts: Options, tries: 
         command = f"tfrebuild upgrade{env} --to {plan.target} --strategy eager"
     else:
         command = f"tfrebuild upgrade{env}  (the default --to latest searches for the newest release that passes)"
-    exc.message = f"{exc.message.rstrip()} Failure class: {failure.label}" + (
-        f" ({failure.package})" if failure.package else "") + "."
+    exc.message = (
+        f"{exc.message.rstrip()} Failure class: {failure.label}"
+        + (f" ({failure.package})" if failure.package else "")
+        + "."
+    )
     exc.hint = f"{exc.hint} What would work: {command}".strip()
     exc.tries = list(tries)
     return exc
 
 
-def first_plan(opts: Options, make_plan: Callable[[Options], Plan], note: Callable[[str], None] = lambda text: None) -> tuple[object, list[Try]]:
+def first_plan(
+    opts: Options, make_plan: Callable[[Options], Plan], note: Callable[[str], None] = lambda text: None
+) -> tuple[object, list[Try]]:
     """The plan of ``--to latest``; when that does not resolve, the newest lower release that does (nothing is
     built: ``plan`` names the expected landing point this way), each refused target recorded as a try."""
     searching = opts.search and str(opts.to or "latest") == "latest"
@@ -412,9 +510,10 @@ def first_plan(opts: Options, make_plan: Callable[[Options], Plan], note: Callab
         inputs = getattr(exc, "inputs", None)
         if inputs is None or not searching:
             raise
-        tries = [Try(f"{inputs.tf_distribution} {exc.tf_new}", "", False, f"does not resolve: {exc.message}",
-                     built=False)]
-        note(f"try: {tries_text(tries)[len('try 1: '):]}")
+        tries = [
+            Try(f"{inputs.tf_distribution} {exc.tf_new}", "", False, f"does not resolve: {exc.message}", built=False)
+        ]
+        note(f"try: {tries_text(tries)[len('try 1: ') :]}")
         plans = 1
         for group in candidates(versions(inputs, opts.pre), exc.tf_new, exc.tf_old):
             for version in group:
@@ -424,12 +523,23 @@ def first_plan(opts: Options, make_plan: Callable[[Options], Plan], note: Callab
                 try:
                     plan = make_plan(dataclasses.replace(opts, to=version, explain=False))
                 except UserError as again:
-                    tries.append(Try(f"{inputs.tf_distribution} {version}", "next lower release", False,
-                                     f"does not resolve: {again.message}", built=False))
-                    note(f"try: {tries_text(tries[-1:])[len('try 1: '):]}")
+                    tries.append(
+                        Try(
+                            f"{inputs.tf_distribution} {version}",
+                            "next lower release",
+                            False,
+                            f"does not resolve: {again.message}",
+                            built=False,
+                        )
+                    )
+                    note(f"try: {tries_text(tries[-1:])[len('try 1: ') :]}")
                     continue
-                plan.notes.insert(0, f"--to latest lands on {version}: newer releases do not resolve with this env ("
-                                  + "; ".join(f"{t.target}: {t.why}" for t in tries) + ")")
+                plan.notes.insert(
+                    0,
+                    f"--to latest lands on {version}: newer releases do not resolve with this env ("
+                    + "; ".join(f"{t.target}: {t.why}" for t in tries)
+                    + ")",
+                )
                 return plan, tries
         exc.tries = tries
         if plans < MAX_PLANS and exc.tf_old and not getattr(opts, "python", None):

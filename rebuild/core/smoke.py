@@ -65,11 +65,16 @@ def failure(report: Report, where: str, log: Path, after: str) -> UserError:
     details = failtext.check_details(failed)
     names = ", ".join(c.name for c in failed)
     logged = failtext.log_checks(log, failed, where)
-    hint = (f"See the check output above; the whole output is in the log {log}." if logged else
-            f"See the check output above and the log {log}." if log and str(log).strip() else
-            "See the check output above.")
-    return UserError(f"The new environment failed its checks {where}: {names}. {after}", hint, exit_code=1,
-                     details=details)
+    hint = (
+        f"See the check output above; the whole output is in the log {log}."
+        if logged
+        else f"See the check output above and the log {log}."
+        if log and str(log).strip()
+        else "See the check output above."
+    )
+    return UserError(
+        f"The new environment failed its checks {where}: {names}. {after}", hint, exit_code=1, details=details
+    )
 
 
 def default_timeout() -> float:
@@ -84,8 +89,9 @@ def clean_environ(env: Path) -> dict[str, str]:
 
 def _run(name: str, cmd: list[str] | str, env: Path, timeout: float, shell: bool = False) -> tuple[Check, str]:
     """One check through the one runner: a timeout kills the check's whole process group (a command that forks)."""
-    result = proc.run([cmd] if isinstance(cmd, str) else cmd, env=clean_environ(env), timeout=timeout, cwd=env,
-                      shell=shell)
+    result = proc.run(
+        [cmd] if isinstance(cmd, str) else cmd, env=clean_environ(env), timeout=timeout, cwd=env, shell=shell
+    )
     if result.timed_out:
         return Check(name, False, result.seconds, f"timed out after {timeout:.0f}s\n{result.stdout}"), ""
     if result.error:
@@ -139,8 +145,10 @@ def gpu_causes(env: Path) -> str:
     if os.environ.get("CUDA_VISIBLE_DEVICES") in ("", "-1"):
         causes.append("CUDA_VISIBLE_DEVICES hides every GPU")
     if os.environ.get("LD_LIBRARY_PATH"):
-        causes.append(f"LD_LIBRARY_PATH={os.environ['LD_LIBRARY_PATH']} may put system CUDA/cuDNN libraries before "
-                      "the nvidia-* wheels (run `tfrebuild doctor`)")
+        causes.append(
+            f"LD_LIBRARY_PATH={os.environ['LD_LIBRARY_PATH']} may put system CUDA/cuDNN libraries before "
+            "the nvidia-* wheels (run `tfrebuild doctor`)"
+        )
     if not list(env.glob("lib/python*/site-packages/nvidia")):
         causes.append("no nvidia-* CUDA wheels in the env (install tensorflow[and-cuda])")
     causes.append("the NVIDIA driver is missing or too old (check `nvidia-smi`)")
@@ -157,19 +165,37 @@ class Checks:
     commands: Sequence[str] = ()
     keras_major: int | None = None
     gpu_required: bool = False
-    already_failing: Callable[[], dict[str, str]] | None = None  # what already fails in the env it replaces (regressions only)
+    already_failing: Callable[[], dict[str, str]] | None = (
+        None  # what already fails in the env it replaces (regressions only)
+    )
     reasons: dict[str, str] | None = None  # import name -> why the new env may lack it (core/carry.py)
 
     def run(self, env: Path) -> Report:
-        return run_checks(env, tf_version=self.tf_version, imports=self.imports, commands=self.commands,
-                          keras_major=self.keras_major, gpu_required=self.gpu_required,
-                          already_failing=self.already_failing, reasons=self.reasons)
+        return run_checks(
+            env,
+            tf_version=self.tf_version,
+            imports=self.imports,
+            commands=self.commands,
+            keras_major=self.keras_major,
+            gpu_required=self.gpu_required,
+            already_failing=self.already_failing,
+            reasons=self.reasons,
+        )
 
 
-def run_checks(env: Path, *, tf_version: str, imports: list[str], commands: Sequence[str] = (),
-               timeout: float | None = None, quick: bool = False, keras_major: int | None = None,
-               gpu_required: bool = False, already_failing: Callable[[], dict[str, str]] | None = None,
-               reasons: dict[str, str] | None = None) -> Report:
+def run_checks(
+    env: Path,
+    *,
+    tf_version: str,
+    imports: list[str],
+    commands: Sequence[str] = (),
+    timeout: float | None = None,
+    quick: bool = False,
+    keras_major: int | None = None,
+    gpu_required: bool = False,
+    already_failing: Callable[[], dict[str, str]] | None = None,
+    reasons: dict[str, str] | None = None,
+) -> Report:
     """Run the checks in ``env``; ``quick`` runs only interpreter + TensorFlow (after a swap)."""
     timeout = default_timeout() if timeout is None else timeout
     python = str(env / "bin" / "python")
@@ -214,16 +240,23 @@ def run_checks(env: Path, *, tf_version: str, imports: list[str], commands: Sequ
                 got = {}
             if not str(got.get("version", "?")).startswith(f"{keras_major}."):
                 check.ok = False
-                check.output = (f"tf.keras is {got.get('package', '?')} {got.get('version', '?')} (tf.keras.layers.Dense "
-                                f"comes from {got.get('module', '?')}; TF_USE_LEGACY_KERAS="
-                                f"{got.get('TF_USE_LEGACY_KERAS')}), expected Keras {keras_major}\n{check.output}")
+                check.output = (
+                    f"tf.keras is {got.get('package', '?')} {got.get('version', '?')} (tf.keras.layers.Dense "
+                    f"comes from {got.get('module', '?')}; TF_USE_LEGACY_KERAS="
+                    f"{got.get('TF_USE_LEGACY_KERAS')}), expected Keras {keras_major}\n{check.output}"
+                )
         report.checks.append(check)
         if keras_major == 2 and check.ok:
-            check, _ = _run("Keras 2 script (Sequential, compile, fit, save/load .h5)",
-                            [python, "-I", "-c", _KERAS2_SCRIPT], env, timeout)
+            check, _ = _run(
+                "Keras 2 script (Sequential, compile, fit, save/load .h5)",
+                [python, "-I", "-c", _KERAS2_SCRIPT],
+                env,
+                timeout,
+            )
             report.checks.append(check)
-    _generic_checks(report, env, python, [m for m in imports if m != "tensorflow"], commands, timeout,
-                    already_failing, reasons)
+    _generic_checks(
+        report, env, python, [m for m in imports if m != "tensorflow"], commands, timeout, already_failing, reasons
+    )
     from rebuild.core import oplibs  # companions' compiled ops: an import does not load them
 
     ops = oplibs.check(env, _run, timeout, already_failing)
@@ -231,9 +264,16 @@ def run_checks(env: Path, *, tf_version: str, imports: list[str], commands: Sequ
     return report
 
 
-def _generic_checks(report: Report, env: Path, python: str, others: list[str], commands: Sequence[str],
-                    timeout: float, already_failing: Callable[[], dict[str, str]] | None = None,
-                    reasons: dict[str, str] | None = None) -> Report:
+def _generic_checks(
+    report: Report,
+    env: Path,
+    python: str,
+    others: list[str],
+    commands: Sequence[str],
+    timeout: float,
+    already_failing: Callable[[], dict[str, str]] | None = None,
+    reasons: dict[str, str] | None = None,
+) -> Report:
     """Requested imports, consistency, the profile's commands."""
     if others:
         check, stdout = _run(f"imports: {', '.join(others)}", [python, "-I", "-c", _IMPORTS, *others], env, timeout)
@@ -258,10 +298,17 @@ def _generic_checks(report: Report, env: Path, python: str, others: list[str], c
                 carry.explain(check, [n for n in failed if n not in before], reasons)
         report.checks.append(check)
     start = time.monotonic()
-    result = uvcmd.run(["pip", "check", "--no-config", "--python", python], check=False, timeout=timeout,
-                       what="uv pip check")
-    report.checks.append(Check("consistent (uv pip check)", result.returncode == 0, time.monotonic() - start,
-                               (result.stdout + result.stderr).strip()))
+    result = uvcmd.run(
+        ["pip", "check", "--no-config", "--python", python], check=False, timeout=timeout, what="uv pip check"
+    )
+    report.checks.append(
+        Check(
+            "consistent (uv pip check)",
+            result.returncode == 0,
+            time.monotonic() - start,
+            (result.stdout + result.stderr).strip(),
+        )
+    )
     for command in commands:
         check, _ = _run(f"command: {command}", command, env, timeout, shell=True)
         report.checks.append(check)
@@ -312,8 +359,15 @@ print(json.dumps({"prefix": sys.prefix, "versions": seen, "python": platform.pyt
 """
 
 
-def at_path_check(env: Path, *, versions: dict[str, str], inode: tuple[int, int] | None = None,
-                  package: str = "tensorflow", python: str = "", timeout: float | None = None) -> Check:
+def at_path_check(
+    env: Path,
+    *,
+    versions: dict[str, str],
+    inode: tuple[int, int] | None = None,
+    package: str = "tensorflow",
+    python: str = "",
+    timeout: float | None = None,
+) -> Check:
     """The cheap check at ``env`` (see above); fails when the tree, the interpreter or any version is not the
     expected one. ``versions``: canonical name -> version the env must report (TensorFlow's included)."""
     timeout = default_timeout() if timeout is None else timeout
@@ -325,12 +379,17 @@ def at_path_check(env: Path, *, versions: dict[str, str], inode: tuple[int, int]
         except OSError as exc:
             return Check(name, False, time.monotonic() - start, f"{env}: {exc}")
         if (st.st_dev, st.st_ino) != tuple(inode):
-            return Check(name, False, time.monotonic() - start,
-                         f"{env} is not the tree that was checked (device/inode {st.st_dev}/{st.st_ino}, "
-                         f"expected {inode[0]}/{inode[1]})")
+            return Check(
+                name,
+                False,
+                time.monotonic() - start,
+                f"{env} is not the tree that was checked (device/inode {st.st_dev}/{st.st_ino}, "
+                f"expected {inode[0]}/{inode[1]})",
+            )
     want = json.dumps(sorted({canonicalize_name(d) for d in versions}))
-    check, stdout = _run(name, [str(env / "bin" / "python"), "-I", "-c", _AT_PATH, package if versions else "", want],
-                         env, timeout)
+    check, stdout = _run(
+        name, [str(env / "bin" / "python"), "-I", "-c", _AT_PATH, package if versions else "", want], env, timeout
+    )
     check.seconds = time.monotonic() - start
     if not check.ok:
         return check
@@ -371,12 +430,21 @@ def _same_version(have: str | None, want: str) -> bool:
         return False
 
 
-def run_at_path(env: Path, *, deep: bool, tf_version: str, versions: dict[str, str],
-                inode: tuple[int, int] | None = None, package: str = "tensorflow", python: str = "") -> Report:
+def run_at_path(
+    env: Path,
+    *,
+    deep: bool,
+    tf_version: str,
+    versions: dict[str, str],
+    inode: tuple[int, int] | None = None,
+    package: str = "tensorflow",
+    python: str = "",
+) -> Report:
     """The check at the real path: the cheap one, and with ``deep`` the TensorFlow import too."""
     report = Report(str(env))
-    report.checks.append(at_path_check(env, versions=versions, inode=inode, python=python,
-                                       package=package if tf_version else ""))
+    report.checks.append(
+        at_path_check(env, versions=versions, inode=inode, python=python, package=package if tf_version else "")
+    )
     if deep and report.ok:
         full = run_checks(env, tf_version=tf_version, imports=[], commands=[], quick=True)
         report.checks += [c for c in full.checks if c.name != "interpreter starts"]

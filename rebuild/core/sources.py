@@ -27,9 +27,11 @@ from rebuild.env.probed import Probed
 from rebuild.errors import UserError
 from rebuild.knowledge.tf import bundled_seed
 
-INSTALL_APART = ("install tfrebuild apart from the environments it manages: `python3 install.py` in a clone of "
-                 "tfrebuild (Python and pip are enough; `uv tool install --compile-bytecode .` or `pipx install .` "
-                 "there do the same)")
+INSTALL_APART = (
+    "install tfrebuild apart from the environments it manages: `python3 install.py` in a clone of "
+    "tfrebuild (Python and pip are enough; `uv tool install --compile-bytecode .` or `pipx install .` "
+    "there do the same)"
+)
 
 
 @dataclass(frozen=True)
@@ -48,9 +50,12 @@ class DirectSource:
         from rebuild.index import config as indexconf
 
         where = str(self.local) if self.local is not None else indexconf.redact(self.url)
-        return {"editable": f"editable from {where}", "path": f"from {where}",
-                "vcs": f"from {where} at {self.requirement.rsplit('@', 1)[-1][:12]}",
-                "url": f"from {where}"}[self.kind]
+        return {
+            "editable": f"editable from {where}",
+            "path": f"from {where}",
+            "vcs": f"from {where} at {self.requirement.rsplit('@', 1)[-1][:12]}",
+            "url": f"from {where}",
+        }[self.kind]
 
 
 def file_path(url: str) -> Path | None:
@@ -77,9 +82,10 @@ def of(dist: dict[str, Any]) -> DirectSource | None:
         kind = vcs.get("vcs") or "git"
         commit = vcs.get("commit_id") or vcs.get("requested_revision") or ""
         base = url if url.startswith(f"{kind}+") else f"{kind}+{url}"
-        plain = base[len(kind) + 1:]
-        return DirectSource(name, version, "vcs", url, f"{name} @ {base}" + (f"@{commit}" if commit else ""),
-                            file_path(plain))
+        plain = base[len(kind) + 1 :]
+        return DirectSource(
+            name, version, "vcs", url, f"{name} @ {base}" + (f"@{commit}" if commit else ""), file_path(plain)
+        )
     path = file_path(url)
     if path is not None:
         return DirectSource(name, version, "path", url, f"{name} @ {url}", path)
@@ -118,7 +124,8 @@ def check_present(sources: dict[str, DirectSource], env: str | os.PathLike[str])
         f"`uv pip install --python {Path(env) / 'bin' / 'python'} {'-e ' if first.kind == 'editable' else ''}NEW_PATH`); "
         f"or, if it is no longer needed, uninstall it (`uv pip uninstall --python {Path(env) / 'bin' / 'python'} "
         f"{first.name}`); then plan again.",
-        exit_code=1)
+        exit_code=1,
+    )
 
 
 def running_from(env: str | os.PathLike[str]) -> bool:
@@ -142,4 +149,5 @@ def refuse_self_upgrade(env: str | os.PathLike[str]) -> None:
         f"from under itself (it runs as {sys.executable}). Nothing was changed.",
         f"{INSTALL_APART[0].upper() + INSTALL_APART[1:]}, then run that `tfrebuild` with `--env {env}`. "
         "The new env leaves tfrebuild out; `pip uninstall tfrebuild` removes it from this one.",
-        exit_code=1)
+        exit_code=1,
+    )

@@ -22,7 +22,7 @@ from rebuild.knowledge.tf import SEED_PACKAGES
 
 if TYPE_CHECKING:
     from packaging.specifiers import SpecifierSet
-    
+
     from rebuild.core.plan import Options
     from rebuild.env.locate import EnvLocation
     from rebuild.env.probed import Probed
@@ -40,10 +40,12 @@ class NewerRelease:
 
     @property
     def text(self) -> str:
-        where = (f"--python {self.python_option} ({self.interpreter}) or --python auto gets it"
-                 if self.interpreter else
-                 f"no such Python is installed here; install one (e.g. `pyenv install {self.python_option}`) and "
-                 f"pass --python {self.python_option}")
+        where = (
+            f"--python {self.python_option} ({self.interpreter}) or --python auto gets it"
+            if self.interpreter
+            else f"no such Python is installed here; install one (e.g. `pyenv install {self.python_option}`) and "
+            f"pass --python {self.python_option}"
+        )
         return f"{self.version} exists for Python {', '.join(self.pythons)}: {where}"
 
 
@@ -51,12 +53,19 @@ def _tf_files(inputs: resolve.Inputs) -> list[Any]:
     """The TensorFlow distribution's files on the configured index and find-links folders."""
     from rebuild.index import simple as indexinfo
 
-    return indexinfo.list_files(inputs.tf_distribution, indexinfo.Sources(
-        index_urls=[] if inputs.index.no_index else [inputs.index.index_url] + inputs.index.extra_index_urls,
-        find_links=inputs.index.find_links, offline=inputs.offline))
+    return indexinfo.list_files(
+        inputs.tf_distribution,
+        indexinfo.Sources(
+            index_urls=[] if inputs.index.no_index else [inputs.index.index_url] + inputs.index.extra_index_urls,
+            find_links=inputs.index.find_links,
+            offline=inputs.offline,
+        ),
+    )
 
 
-def no_wheel_error(inputs: resolve.Inputs, target: resolve.TargetSpec, python_version: str, explanation: str) -> UserError:
+def no_wheel_error(
+    inputs: resolve.Inputs, target: resolve.TargetSpec, python_version: str, explanation: str
+) -> UserError:
     """The target has no wheel for this interpreter: say which Pythons it supports and which are here."""
     from rebuild.index import simple as indexinfo
     from rebuild.index import tags as wheel_tags
@@ -64,8 +73,11 @@ def no_wheel_error(inputs: resolve.Inputs, target: resolve.TargetSpec, python_ve
     supported: list[str] = []
     try:
         files = _tf_files(inputs)
-        wanted = [v for v in indexinfo.versions(files, prereleases=inputs.pre)
-                  if not target.specifier or v in _specifier(target)]
+        wanted = [
+            v
+            for v in indexinfo.versions(files, prereleases=inputs.pre)
+            if not target.specifier or v in _specifier(target)
+        ]
         if wanted:
             supported = wheel_tags.python_versions_with_wheels(files, wanted[0], "Linux", os.uname().machine)
     except (UserError, OSError):
@@ -73,20 +85,24 @@ def no_wheel_error(inputs: resolve.Inputs, target: resolve.TargetSpec, python_ve
     local = [i for i in interpreters.discover() if i.minor in supported]
     hint = ""
     if local:
-        hint = (f"Interpreters here that qualify: {', '.join(f'{i.version} ({i.path})' for i in local)}. "
-                f"Move the env to one with --python {local[0].minor}.")
+        hint = (
+            f"Interpreters here that qualify: {', '.join(f'{i.version} ({i.path})' for i in local)}. "
+            f"Move the env to one with --python {local[0].minor}."
+        )
     elif supported:
         hint = f"None of them is installed here; install one (e.g. `pyenv install {supported[-1]}`) and pass --python."
     else:
         hint = "Pick another --to, or move the env to another interpreter with --python."
     what = f"{inputs.tf_distribution} {target.raw}"
     where = f" It has wheels for Python {', '.join(supported)}." if supported else ""
-    return UserError(f"{what} has no wheel for Python {python_version} on this platform.{where}", hint,
-                     details=explanation)
+    return UserError(
+        f"{what} has no wheel for Python {python_version} on this platform.{where}", hint, details=explanation
+    )
 
 
-def newer_for_other_python(inputs: resolve.Inputs, target: resolve.TargetSpec, tf_new: str, python_version: str,
-                           system: str, machine: str) -> NewerRelease | None:
+def newer_for_other_python(
+    inputs: resolve.Inputs, target: resolve.TargetSpec, tf_new: str, python_version: str, system: str, machine: str
+) -> NewerRelease | None:
     """The newest release matching ``target`` above ``tf_new`` that has wheels for this platform but not for
     ``python_version`` (so the env's Python is what limits the target), with the ``--python`` that gets it."""
     from rebuild.index import simple as indexinfo
@@ -130,8 +146,9 @@ def newest_resolvable(inputs: resolve.Inputs, installed: str, ceiling: str) -> s
         return None
     # every release between them, newest first (not only each minor's newest patch: a companion may pin an
     # exact release, as tensorflow-decision-forests 1.12.0 pins tensorflow==2.19.0 while 2.19.1 exists)
-    between = [v for v in indexinfo.versions(files, prereleases=inputs.pre)
-               if Version(installed) < v < Version(ceiling)]
+    between = [
+        v for v in indexinfo.versions(files, prereleases=inputs.pre) if Version(installed) < v < Version(ceiling)
+    ]
     same = repr(dataclasses.replace(inputs, log=None))  # what the resolution depends on
     for version in between[:10]:
         key = (same, str(version))
@@ -152,9 +169,17 @@ def newest_resolvable(inputs: resolve.Inputs, installed: str, ceiling: str) -> s
 _RESOLVES: dict[tuple[str, str], bool] = {}
 
 
-def conflict_error(inputs: resolve.Inputs, tf_version: str, installed: str, explanation: str,
-                   companions: Sequence[str] = (), look_lower: bool = True, *, env: Path | None = None,
-                   profile: Path | None = None) -> UserError:
+def conflict_error(
+    inputs: resolve.Inputs,
+    tf_version: str,
+    installed: str,
+    explanation: str,
+    companions: Sequence[str] = (),
+    look_lower: bool = True,
+    *,
+    env: Path | None = None,
+    profile: Path | None = None,
+) -> UserError:
     """Why the target does not resolve: uv's words, the blocking packages (companions by name, with the
     newest release of each that accepts the target or the newest TensorFlow it allows), and the choices."""
     text = explanation.lower()
@@ -174,30 +199,46 @@ def conflict_error(inputs: resolve.Inputs, tf_version: str, installed: str, expl
     for b in blockers:  # no release of it resolves with the target (uv would have taken one): keep it, or drop it
         name = canonicalize_name(Requirement(b).name)
         if profile is not None:
-            choices.append(f"drop {name} from `requested` (and its modules from `[smoke].imports`) in the profile "
-                           f"{profile}")
+            choices.append(
+                f"drop {name} from `requested` (and its modules from `[smoke].imports`) in the profile {profile}"
+            )
         elif env is not None:
             where = shlex.quote(str(env))
-            choices.append(f"drop {name}: `tfrebuild snapshot --env {where} -o profile.toml`, delete {name} from "
-                           "`requested` (and its modules from `[smoke].imports`) in profile.toml, then "
-                           f"`tfrebuild upgrade --env {where} --profile profile.toml`")
+            choices.append(
+                f"drop {name}: `tfrebuild snapshot --env {where} -o profile.toml`, delete {name} from "
+                "`requested` (and its modules from `[smoke].imports`) in profile.toml, then "
+                f"`tfrebuild upgrade --env {where} --profile profile.toml`"
+            )
     stand = f" Standing in the way: {', '.join(blockers + constraints)}." if blockers or constraints else ""
     why = ("\n".join(companions) + "\n\n") if companions else ""
     return UserError(
         f"{inputs.tf_distribution} {tf_version} cannot be installed together with what this env needs.{stand}",
-        ("Choices: " + "; ".join(choices) + ".") if choices else "No newer TensorFlow resolves with the current packages.",
-        exit_code=1, details=why + "uv says:\n" + explanation)
+        ("Choices: " + "; ".join(choices) + ".")
+        if choices
+        else "No newer TensorFlow resolves with the current packages.",
+        exit_code=1,
+        details=why + "uv says:\n" + explanation,
+    )
 
 
-def blocking_companions(loc: EnvLocation, data: Probed, tf_new: str, tf: str, python_version: str,
-                        index: Index, opts: Options) -> list[str]:
+def blocking_companions(
+    loc: EnvLocation, data: Probed, tf_new: str, tf: str, python_version: str, index: Index, opts: Options
+) -> list[str]:
     """Doctor's account of installed packages whose requirements exclude the target (e.g. a companion
     with no release for it: "no release of tensorflow-text on the index accepts 2.20.0 ...")."""
     from rebuild import doctor
 
     try:
-        findings = doctor.preflight(loc, data, tf_new, tf_distribution=tf, python_version=python_version,
-                                    index=index, offline=opts.offline, pre=opts.pre)
+        findings = doctor.preflight(
+            loc,
+            data,
+            tf_new,
+            tf_distribution=tf,
+            python_version=python_version,
+            index=index,
+            offline=opts.offline,
+            pre=opts.pre,
+        )
     except (UserError, OSError):
         return []
     return [f"{f.title}: " + "; ".join(f.evidence) for f in findings if f.id == "target-blocked"]
@@ -226,11 +267,13 @@ def constraint_refusal(inputs: resolve.Inputs, target: resolve.TargetSpec, expla
         return None
     ruling = [c for c in mine if not SpecifierSet(c.specifier).contains(wanted, prereleases=True)] or mine
     named = "; ".join(f"the constraint `{c.text}` ({c.where})" for c in ruling)
-    return UserError(f"{named[0].upper() + named[1:]} rules out {inputs.tf_distribution} {wanted}, which --to "
-                     f"{target.raw} means.",
-                     "Relax or remove that constraint (or set PIP_CONSTRAINT/UV_CONSTRAINT to another file), "
-                     "or choose a --to it allows. Nothing was changed.",
-                     exit_code=1, details="uv says:\n" + explanation)
+    return UserError(
+        f"{named[0].upper() + named[1:]} rules out {inputs.tf_distribution} {wanted}, which --to {target.raw} means.",
+        "Relax or remove that constraint (or set PIP_CONSTRAINT/UV_CONSTRAINT to another file), "
+        "or choose a --to it allows. Nothing was changed.",
+        exit_code=1,
+        details="uv says:\n" + explanation,
+    )
 
 
 def constraint_note(inputs: resolve.Inputs, target: resolve.TargetSpec, tf_new: str) -> str:
@@ -241,7 +284,9 @@ def constraint_note(inputs: resolve.Inputs, target: resolve.TargetSpec, tf_new: 
     if not wanted or Version(wanted) <= Version(tf_new):
         return ""
     named = ", ".join(f"`{c.text}` ({c.where})" for c in _tf_constraints(inputs))
-    return f"{inputs.tf_distribution} {wanted} matches --to {target.raw}, but the constraint {named} holds it at {tf_new}"
+    return (
+        f"{inputs.tf_distribution} {wanted} matches --to {target.raw}, but the constraint {named} holds it at {tf_new}"
+    )
 
 
 def _target_version(inputs: resolve.Inputs, target: resolve.TargetSpec, python_version: str, pre: bool) -> str:
@@ -254,13 +299,21 @@ def _target_version(inputs: resolve.Inputs, target: resolve.TargetSpec, python_v
         if refusal is not None:
             raise refusal from None
         text = exc.explanation.lower()
-        if "matching python abi tag" in text or "requires-python" in text or "python>=" in text \
-                or "we only found wheels" in text:
+        if (
+            "matching python abi tag" in text
+            or "requires-python" in text
+            or "python>=" in text
+            or "we only found wheels" in text
+        ):
             raise no_wheel_error(inputs, target, python_version, exc.explanation) from None
-        raise UserError(f"No {tf} release matches --to {target.raw}.",
-                        "Check the version (`tfrebuild releases` lists them) or use --to latest.",
-                        details="uv says:\n" + exc.explanation) from None
+        raise UserError(
+            f"No {tf} release matches --to {target.raw}.",
+            "Check the version (`tfrebuild releases` lists them) or use --to latest.",
+            details="uv says:\n" + exc.explanation,
+        ) from None
     if Version(tf_new).is_prerelease and not pre and target.kind != "exact":
-        raise UserError(f"The newest {tf} matching --to {target.raw} is a pre-release ({tf_new}).",
-                        "Pass --pre to allow pre-releases (tf-nightly only has pre-releases).")
+        raise UserError(
+            f"The newest {tf} matching --to {target.raw} is a pre-release ({tf_new}).",
+            "Pass --pre to allow pre-releases (tf-nightly only has pre-releases).",
+        )
     return tf_new

@@ -128,12 +128,22 @@ def run(spec: Spec, result: TransactionResult) -> TransactionResult:
         if spec.project is not None:
             built = spec.project.build(staging)
         else:
-            built = build.build(staging, spec.python, spec.pylock, spec.index,
-                                spec.build, current=None if spec.new_env else store.env, progress=progress)
+            built = build.build(
+                staging,
+                spec.python,
+                spec.pylock,
+                spec.index,
+                spec.build,
+                current=None if spec.new_env else store.env,
+                progress=progress,
+            )
         result.build_seconds = built.seconds
         fault_point("upgrade.built") if spec.kind == "upgrade" else fault_point("apply.built")
-        progress.stage("checks", "smoke checks in the new env" + (
-            f": importing TensorFlow {spec.checks.tf_version}" if spec.checks.tf_version else ""))
+        progress.stage(
+            "checks",
+            "smoke checks in the new env"
+            + (f": importing TensorFlow {spec.checks.tf_version}" if spec.checks.tf_version else ""),
+        )
         report = spec.checks.run(built.env)
         if spec.models and report.ok:
             _check_models(spec, built.env, report, result)
@@ -141,8 +151,11 @@ def run(spec: Spec, result: TransactionResult) -> TransactionResult:
         if spec.kind == "upgrade":  # names stay literal: tests list every fault point from the source
             fault_point("upgrade.checked")
         if not report.ok:
-            where, after = (("before it was moved into place", f"Nothing was created at {store.env}.")
-                            if spec.new_env else ("before the swap", "Your environment was not changed."))
+            where, after = (
+                ("before it was moved into place", f"Nothing was created at {store.env}.")
+                if spec.new_env
+                else ("before the swap", "Your environment was not changed.")
+            )
             failed = smoke.failure(report, where, spec.log, after)
             failed.report = report  # what failed, for the target search (core/search.py)
             failed.models = result.models  # the model rows, for --json
@@ -181,8 +194,11 @@ def run(spec: Spec, result: TransactionResult) -> TransactionResult:
         _verify(spec, staging, result, proven)
         _record(spec, number, result)
     if owner is not None:  # and so is the state folder (parked generations keep their own owner)
-        fsguard.keep_owner(store.state, owner, skip=lambda path: Path(path).parent.parent == store.generations_dir
-                           and Path(path).name == "env")
+        fsguard.keep_owner(
+            store.state,
+            owner,
+            skip=lambda path: Path(path).parent.parent == store.generations_dir and Path(path).name == "env",
+        )
     result.changed = True
     return result
 
@@ -215,8 +231,13 @@ def _adopt_existing(spec: Spec) -> None:
 def _journal(spec: Spec, staging: Path, number: int) -> dict[str, Any]:
     fields = {"op": "upgrade", "id": spec.op, "step": "building", "staging": str(staging)}
     if spec.new_env:  # what recovery needs to adopt a tree that was renamed into place
-        return {**fields, "apply_new_env": True, "command": spec.command, "tensorflow": spec.tensorflow,
-                "python": spec.python_version}
+        return {
+            **fields,
+            "apply_new_env": True,
+            "command": spec.command,
+            "tensorflow": spec.tensorflow,
+            "python": spec.python_version,
+        }
     return {**fields, "new": number}
 
 
@@ -267,8 +288,10 @@ def _move_into_place(spec: Spec, tree: Path, result: TransactionResult) -> None:
     """A new path: rename the checked tree into place (atomic: nothing was there)."""
     env = spec.store.env
     if os.path.lexists(env):
-        raise UserError(f"{env} appeared while the environment was being built.",
-                        "Another program created it; nothing was changed. Apply again to replace it.")
+        raise UserError(
+            f"{env} appeared while the environment was being built.",
+            "Another program created it; nothing was changed. Apply again to replace it.",
+        )
     st = os.lstat(tree)
     spec.store.update_journal(step="renaming", apply_inode=st.st_ino, apply_device=st.st_dev)
     spec.progress.stage("move", f"{tree} → {env}")
@@ -302,20 +325,32 @@ def _verify(spec: Spec, staging: Path, result: TransactionResult, proven: tuple[
             spec.project.begin_undo(store)  # the marker first: a kill during the swap back is finished by recovery
             store.rollback_to(result.previous)
             spec.project.undo(store)
-            after = (f"tfrebuild swapped generation {result.previous} back in and restored the project files; "
-                     "your environment and project are as they were.")
+            after = (
+                f"tfrebuild swapped generation {result.previous} back in and restored the project files; "
+                "your environment and project are as they were."
+            )
             if isinstance(exc, UserError):
                 exc.message = f"{exc.message.rstrip('. ')}. {after}"
                 raise
-            raise UserError(f"Writing the project files failed after the swap ({exc}). {after}",
-                            "Check that the project's files can be written, then run the upgrade again.",
-                            exit_code=1) from exc
+            raise UserError(
+                f"Writing the project files failed after the swap ({exc}). {after}",
+                "Check that the project's files can be written, then run the upgrade again.",
+                exit_code=1,
+            ) from exc
         return
     tf_version = spec.checks.tf_version
-    spec.progress.stage("verify", f"check at {env}" + (": importing TensorFlow" if spec.deep_check and tf_version
-                                                       else ": interpreter and versions"))
-    after = smoke.run_at_path(env, deep=spec.deep_check, tf_version=tf_version,
-                              versions=lockfile.read_pins(spec.pylock, unconditional=True) or {}, inode=proven)
+    spec.progress.stage(
+        "verify",
+        f"check at {env}"
+        + (": importing TensorFlow" if spec.deep_check and tf_version else ": interpreter and versions"),
+    )
+    after = smoke.run_at_path(
+        env,
+        deep=spec.deep_check,
+        tf_version=tf_version,
+        versions=lockfile.read_pins(spec.pylock, unconditional=True) or {},
+        inode=proven,
+    )
     result.after_swap = after.checks
     if after.ok:
         return
@@ -323,11 +358,16 @@ def _verify(spec: Spec, staging: Path, result: TransactionResult, proven: tuple[
         os.rename(env, staging / "env")  # it did not exist before: take it away again
         store.discard_staging(spec.op)
         store.commit()
-        raise smoke.failure(after, f"at {env} after the move", spec.log,
-                            f"It was removed again; nothing exists at {env}.")
+        raise smoke.failure(
+            after, f"at {env} after the move", spec.log, f"It was removed again; nothing exists at {env}."
+        )
     store.rollback_to(result.previous)
-    raise smoke.failure(after, f"at {env} after the swap", spec.log,
-                        f"tfrebuild swapped generation {result.previous} back in; your environment is as it was.")
+    raise smoke.failure(
+        after,
+        f"at {env} after the swap",
+        spec.log,
+        f"tfrebuild swapped generation {result.previous} back in; your environment is as it was.",
+    )
 
 
 def _record(spec: Spec, number: int, result: TransactionResult) -> None:
@@ -346,5 +386,8 @@ def _record(spec: Spec, number: int, result: TransactionResult) -> None:
     store.discard_staging(spec.op)
     store.commit()
     result.generation, result.previous = 1, None
-    signals.changed(str(store.env), f"{store.env} was created as generation 1 ({spec.tensorflow or 'the profile'}); "
-                                    f"remove {store.env} and {store.state} to undo")
+    signals.changed(
+        str(store.env),
+        f"{store.env} was created as generation 1 ({spec.tensorflow or 'the profile'}); "
+        f"remove {store.env} and {store.state} to undo",
+    )

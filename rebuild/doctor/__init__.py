@@ -19,7 +19,6 @@ The command is :func:`rebuild.commands.doctor.run`; :func:`preflight` is the sub
 ``upgrade`` can call with the probe report they already have.
 """
 
-
 from __future__ import annotations
 
 import os
@@ -44,10 +43,16 @@ def target_checks(ctx: Context, target: Target) -> list[Finding]:
     out = check_interpreter(ctx, target)
     meta, source = ctx.metadata(target.distribution, target.version, target.files, budget=False)
     if meta is None:
-        out.append(F.TARGET_METADATA_UNAVAILABLE.make(
-            f"the requirements of {target.distribution} {target.version} could not be read: conflicts not checked",
-            [source], f"run `tfrebuild plan --env {q(ctx.loc.path)} --to {target.version}` to let the resolver "
-            "decide, or pass --find-links with the wheel", fixed_by_rebuild=False, affects_new_env=False))
+        out.append(
+            F.TARGET_METADATA_UNAVAILABLE.make(
+                f"the requirements of {target.distribution} {target.version} could not be read: conflicts not checked",
+                [source],
+                f"run `tfrebuild plan --env {q(ctx.loc.path)} --to {target.version}` to let the resolver "
+                "decide, or pass --find-links with the wheel",
+                fixed_by_rebuild=False,
+                affects_new_env=False,
+            )
+        )
     else:
         target.requires = list(meta.get("requires_dist") or [])
         target.requires_python = meta.get("requires_python")
@@ -57,10 +62,21 @@ def target_checks(ctx: Context, target: Target) -> list[Finding]:
     return out
 
 
-def preflight(env_loc: EnvLocation, probe_data: Probed, target_version: str, *, tf_distribution: str | None = None,
-              python_version: str | None = None, index: prof.Index | None = None, offline: bool = False,
-              pre: bool = False, environ: Mapping[str, str] | None = None, timeout: float = 20.0,
-              target_requires: list[str] | None = None, extras: Iterable[str] = ()) -> list[Finding]:
+def preflight(
+    env_loc: EnvLocation,
+    probe_data: Probed,
+    target_version: str,
+    *,
+    tf_distribution: str | None = None,
+    python_version: str | None = None,
+    index: prof.Index | None = None,
+    offline: bool = False,
+    pre: bool = False,
+    environ: Mapping[str, str] | None = None,
+    timeout: float = 20.0,
+    target_requires: list[str] | None = None,
+    extras: Iterable[str] = (),
+) -> list[Finding]:
     """Findings for an upgrade of ``env_loc`` to ``target_version``, for ``plan`` / ``upgrade``.
 
     ``target_requires``, when given, receives the target's requirements that apply to the new env
@@ -75,20 +91,33 @@ def preflight(env_loc: EnvLocation, probe_data: Probed, target_version: str, *, 
     ``f.fixed_by_rebuild`` ones as notes.
     """
     if index is None:
-        index = indexconf.discover(prefix=None if env_loc.bare else env_loc.path,
-                                   environ=dict(os.environ if environ is None else environ))
-    ctx = Context(env_loc, probe_data, environ, sources=index_sources(index, offline), timeout=timeout, pre=pre,
-                  python_version=python_version)
+        index = indexconf.discover(
+            prefix=None if env_loc.bare else env_loc.path, environ=dict(os.environ if environ is None else environ)
+        )
+    ctx = Context(
+        env_loc,
+        probe_data,
+        environ,
+        sources=index_sources(index, offline),
+        timeout=timeout,
+        pre=pre,
+        python_version=python_version,
+    )
     findings = check_boundaries(ctx) + check_debris(ctx) + check_consistency(ctx)
     dist = tf_distribution or ctx.tf
     if dist:
         ctx.tf = dist
         files = ctx.files(dist, budget=False)
         if files is None:
-            findings.append(F.INDEX_UNREACHABLE.make(
-                f"the package index could not be read: {dist} {target_version} was not checked",
-                list(ctx.skipped[-1:]), "check the network or the index settings",
-                fixed_by_rebuild=False, affects_new_env=False))
+            findings.append(
+                F.INDEX_UNREACHABLE.make(
+                    f"the package index could not be read: {dist} {target_version} was not checked",
+                    list(ctx.skipped[-1:]),
+                    "check the network or the index settings",
+                    fixed_by_rebuild=False,
+                    affects_new_env=False,
+                )
+            )
             findings += check_cuda(ctx, Target(dist, target_version, []))
         else:
             target = Target(dist, target_version, files)

@@ -35,8 +35,9 @@ def _scan_libraries(folders: Iterable[tuple[str, str]]) -> list[dict]:
         for kind, (nums, n) in best.items():
             # libcudart.so.11.0 is the soname of every CUDA 11.x: its minor is known from X.Y.Z names only.
             known = len(nums) >= (3 if kind == "cudart" else 2)
-            out.append({"kind": kind, "version": nums, "path": os.path.join(folder, n), "source": source,
-                        "minor_known": known})
+            out.append(
+                {"kind": kind, "version": nums, "path": os.path.join(folder, n), "source": source, "minor_known": known}
+            )
     return out
 
 
@@ -68,8 +69,9 @@ def check_cuda(ctx: Context, target: Target | None) -> list[Finding]:
     return out
 
 
-def _library_findings(ctx: Context, label: str, version: str, is_target: bool, built: Release,
-                      libs: list[dict]) -> list[Finding]:
+def _library_findings(
+    ctx: Context, label: str, version: str, is_target: bool, built: Release, libs: list[dict]
+) -> list[Finding]:
     """CUDA runtime / cuDNN on LD_LIBRARY_PATH that do not fit, or that shadow the pip-installed ones."""
     need = {"cudart": numbers(built.cuda), "cudnn": numbers(built.cudnn)}
     wheels = {kind: [n for n in names if n in ctx.env_dists] for kind, names in CUDA_WHEELS.items()}
@@ -78,33 +80,47 @@ def _library_findings(ctx: Context, label: str, version: str, is_target: bool, b
         want = need[lib["kind"]]
         have = lib["version"]
         shown = f"{lib['path']} ({lib['kind']} {'.'.join(map(str, have))}, via {lib['source']})"
-        expect = f"{label} was built with {'CUDA' if lib['kind'] == 'cudart' else 'cuDNN'} " \
-                 f"{'.'.join(map(str, want))}"
+        expect = f"{label} was built with {'CUDA' if lib['kind'] == 'cudart' else 'cuDNN'} {'.'.join(map(str, want))}"
         if have[0] == want[0]:
             if lib["minor_known"] and have[:2] < want[:2]:
                 bad.append(f"{shown} is older than {label} needs: {expect}")
             elif wheels[lib["kind"]]:
                 pip_libs = ", ".join(f"{w} {ctx.env_dists[w]['version']}" for w in wheels[lib["kind"]])
                 shadow.append(f"{shown} is loaded before the pip-installed {pip_libs}")
-        elif not wheels[lib["kind"]] and not any(o["kind"] == lib["kind"] and o["version"][0] == want[0]
-                                                 for o in libs):
-            bad.append(f"{shown} does not match: {expect} (TensorFlow looks for "
-                       f"lib{lib['kind']}.so.{want[0]} and will not use the GPU)")
+        elif not wheels[lib["kind"]] and not any(o["kind"] == lib["kind"] and o["version"][0] == want[0] for o in libs):
+            bad.append(
+                f"{shown} does not match: {expect} (TensorFlow looks for "
+                f"lib{lib['kind']}.so.{want[0]} and will not use the GPU)"
+            )
     if numbers(version)[:2] >= (2, 14):
-        env_fix = ("remove the CUDA folders from LD_LIBRARY_PATH and let pip bring the right CUDA: "
-                   f"`uv pip install --python {q(ctx.python)} {q('tensorflow[and-cuda]==' + version)}`, "
-                   f"or point LD_LIBRARY_PATH at CUDA {built.cuda} / cuDNN {built.cudnn}")
+        env_fix = (
+            "remove the CUDA folders from LD_LIBRARY_PATH and let pip bring the right CUDA: "
+            f"`uv pip install --python {q(ctx.python)} {q('tensorflow[and-cuda]==' + version)}`, "
+            f"or point LD_LIBRARY_PATH at CUDA {built.cuda} / cuDNN {built.cudnn}"
+        )
     else:
         env_fix = f"point LD_LIBRARY_PATH at a CUDA {built.cuda} / cuDNN {built.cudnn} installation"
     evidence = [f"LD_LIBRARY_PATH={ctx.environ.get('LD_LIBRARY_PATH', '')}"]
     if bad:
-        return [F.CUDA_LIBS_MISMATCH.make(
-            f"system CUDA libraries on LD_LIBRARY_PATH do not fit {label}", evidence + bad, env_fix,
-            fixed_by_rebuild=False, affects_new_env=is_target)]
+        return [
+            F.CUDA_LIBS_MISMATCH.make(
+                f"system CUDA libraries on LD_LIBRARY_PATH do not fit {label}",
+                evidence + bad,
+                env_fix,
+                fixed_by_rebuild=False,
+                affects_new_env=is_target,
+            )
+        ]
     if shadow:
-        return [F.CUDA_LIBS_SHADOW_PIP.make(
-            f"system CUDA libraries shadow the ones tensorflow[and-cuda] installed ({label})", evidence + shadow,
-            env_fix, fixed_by_rebuild=False, affects_new_env=is_target)]
+        return [
+            F.CUDA_LIBS_SHADOW_PIP.make(
+                f"system CUDA libraries shadow the ones tensorflow[and-cuda] installed ({label})",
+                evidence + shadow,
+                env_fix,
+                fixed_by_rebuild=False,
+                affects_new_env=is_target,
+            )
+        ]
     return []
 
 
@@ -112,16 +128,25 @@ def _home_findings(ctx: Context, label: str, is_target: bool, built: Release, ho
     """CUDA_HOME / CUDA_PATH / CUDNN_PATH pointing at another CUDA than the build's."""
     need = numbers(built.cuda)
     home_cuda = [h for h in home_libs if h["kind"] == "cudart"]
-    if not home_cuda or (home_cuda[0]["version"][:1] == need[:1] and not (
-            home_cuda[0]["minor_known"] and home_cuda[0]["version"][:2] != need[:2])):
+    if not home_cuda or (
+        home_cuda[0]["version"][:1] == need[:1]
+        and not (home_cuda[0]["minor_known"] and home_cuda[0]["version"][:2] != need[:2])
+    ):
         return []
     h = home_cuda[0]
-    return [F.CUDA_HOME_MISMATCH.make(
-        f"{h['source']} points at CUDA {'.'.join(map(str, h['version']))}, {label} was built with CUDA {built.cuda}",
-        [f"{h['source']}={ctx.environ.get(h['source'])}", f"{h['path']}",
-         "XLA takes ptxas and libdevice from there: kernels may fail to compile or run slowly"],
-        f"unset {h['source']} or point it at a CUDA {built.cuda} toolkit", fixed_by_rebuild=False,
-        affects_new_env=is_target)]
+    return [
+        F.CUDA_HOME_MISMATCH.make(
+            f"{h['source']} points at CUDA {'.'.join(map(str, h['version']))}, {label} was built with CUDA {built.cuda}",
+            [
+                f"{h['source']}={ctx.environ.get(h['source'])}",
+                f"{h['path']}",
+                "XLA takes ptxas and libdevice from there: kernels may fail to compile or run slowly",
+            ],
+            f"unset {h['source']} or point it at a CUDA {built.cuda} toolkit",
+            fixed_by_rebuild=False,
+            affects_new_env=is_target,
+        )
+    ]
 
 
 def _driver_findings(ctx: Context, label: str, is_target: bool, built: Release) -> list[Finding]:
@@ -130,10 +155,17 @@ def _driver_findings(ctx: Context, label: str, is_target: bool, built: Release) 
     required = built.min_driver
     if not (driver and required and numbers(driver) < numbers(required)):
         return []
-    return [F.DRIVER_TOO_OLD.make(
-        f"the NVIDIA driver {driver} is too old for {label}",
-        [f"{ctx.profile.gpu.nvidia_smi}: driver {driver}"
-         + (f", CUDA {ctx.profile.gpu.cuda_version}" if ctx.profile.gpu.cuda_version else ""),
-         f"{label} was built with CUDA {built.cuda}, which needs driver >= {required}"],
-        f"upgrade the NVIDIA driver to {required} or newer (e.g. `sudo ubuntu-drivers install`), or stay on "
-        f"a TensorFlow built with an older CUDA", fixed_by_rebuild=False, affects_new_env=is_target)]
+    return [
+        F.DRIVER_TOO_OLD.make(
+            f"the NVIDIA driver {driver} is too old for {label}",
+            [
+                f"{ctx.profile.gpu.nvidia_smi}: driver {driver}"
+                + (f", CUDA {ctx.profile.gpu.cuda_version}" if ctx.profile.gpu.cuda_version else ""),
+                f"{label} was built with CUDA {built.cuda}, which needs driver >= {required}",
+            ],
+            f"upgrade the NVIDIA driver to {required} or newer (e.g. `sudo ubuntu-drivers install`), or stay on "
+            f"a TensorFlow built with an older CUDA",
+            fixed_by_rebuild=False,
+            affects_new_env=is_target,
+        )
+    ]

@@ -84,8 +84,15 @@ def _pip_site(exe: str, environ: Mapping[str, str]) -> tuple[str, str] | None:
 
 def check_boundaries(ctx: Context) -> list[Finding]:
     """What leaks into the env from outside it: no venv, system/user site, PYTHONPATH/PYTHONHOME, a foreign pip."""
-    return (_check_not_a_venv(ctx) + _check_system_site(ctx) + _check_user_site(ctx) + _check_pythonpath(ctx)
-            + _check_pythonhome(ctx) + _check_pip(ctx) + _check_project(ctx))
+    return (
+        _check_not_a_venv(ctx)
+        + _check_system_site(ctx)
+        + _check_user_site(ctx)
+        + _check_pythonpath(ctx)
+        + _check_pythonhome(ctx)
+        + _check_pip(ctx)
+        + _check_project(ctx)
+    )
 
 
 def _check_project(ctx: Context) -> list[Finding]:
@@ -99,13 +106,24 @@ def _check_project(ctx: Context) -> list[Finding]:
         return []
     evidence = [f"{found.root / name}" for name in found.files] or [str(found.root)]
     if found.drivable:
-        return [F.PROJECT_DRIVEN.make(
-            f"the env belongs to a {found.label}: `tfrebuild upgrade` changes its files with the env",
-            evidence, "nothing to do; `tfrebuild rollback` restores the files with the env",
-            fixed_by_rebuild=False, affects_new_env=False)]
-    return [F.PROJECT_UNDRIVEN.make(
-        f"the env belongs to a {found.label}: {found.reverts}", evidence,
-        f"{found.fix}", fixed_by_rebuild=False, affects_new_env=False)]
+        return [
+            F.PROJECT_DRIVEN.make(
+                f"the env belongs to a {found.label}: `tfrebuild upgrade` changes its files with the env",
+                evidence,
+                "nothing to do; `tfrebuild rollback` restores the files with the env",
+                fixed_by_rebuild=False,
+                affects_new_env=False,
+            )
+        ]
+    return [
+        F.PROJECT_UNDRIVEN.make(
+            f"the env belongs to a {found.label}: {found.reverts}",
+            evidence,
+            f"{found.fix}",
+            fixed_by_rebuild=False,
+            affects_new_env=False,
+        )
+    ]
 
 
 def _check_not_a_venv(ctx: Context) -> list[Finding]:
@@ -114,16 +132,26 @@ def _check_not_a_venv(ctx: Context) -> list[Finding]:
     site = ctx.paths.get("site_packages") or []
     if ctx.env.get("kind", "unknown") != "system":
         return []
-    extra = ["the interpreter is marked externally managed (PEP 668): pip refuses to install there"] \
-        if ctx.env.get("externally_managed") else []
-    return [F.NOT_A_VENV.make(
-        f"{py} is not in a virtual environment: installs go to the global site-packages",
-        [f"interpreter: {ctx.interp.get('executable', py)} (Python {ctx.interp.get('version', '?')})",
-         f"site-packages: {', '.join(site) or '?'}", *extra],
-        f"create a venv and install there: `uv venv ~/venvs/tf --python {q(ctx.interp.get('executable', py))}` "
-        "then `uv pip install --python ~/venvs/tf/bin/python tensorflow`; tfrebuild manages venv, virtualenv, uv "
-        "and conda environments",
-        fixed_by_rebuild=False, affects_new_env=True)]
+    extra = (
+        ["the interpreter is marked externally managed (PEP 668): pip refuses to install there"]
+        if ctx.env.get("externally_managed")
+        else []
+    )
+    return [
+        F.NOT_A_VENV.make(
+            f"{py} is not in a virtual environment: installs go to the global site-packages",
+            [
+                f"interpreter: {ctx.interp.get('executable', py)} (Python {ctx.interp.get('version', '?')})",
+                f"site-packages: {', '.join(site) or '?'}",
+                *extra,
+            ],
+            f"create a venv and install there: `uv venv ~/venvs/tf --python {q(ctx.interp.get('executable', py))}` "
+            "then `uv pip install --python ~/venvs/tf/bin/python tensorflow`; tfrebuild manages venv, virtualenv, uv "
+            "and conda environments",
+            fixed_by_rebuild=False,
+            affects_new_env=True,
+        )
+    ]
 
 
 def _check_system_site(ctx: Context) -> list[Finding]:
@@ -132,17 +160,25 @@ def _check_system_site(ctx: Context) -> list[Finding]:
     if not ctx.env.get("include_system_site_packages"):
         return []
     system = [d for d in ctx.dists if d.get("location") == "system"]
-    tf_sys = [f"{d['name']} {d['version']} ({d['site_dir']})" for d in system
-              if d["canonical"] in TF_DISTRIBUTIONS or d["canonical"] == "numpy"]
-    return [F.SYSTEM_SITE_PACKAGES.make(
-        "the env sees the system site-packages (include-system-site-packages = true)",
-        [f"{env_path / 'pyvenv.cfg'}: include-system-site-packages = true",
-         f"{len(system)} distribution(s) visible from {', '.join(ctx.paths.get('system_site_packages') or []) or '?'}",
-         *[f"also visible: {t}" for t in tf_sys[:5]]],
-        f"install what you use into the env, then set `include-system-site-packages = false` in "
-        f"{q(env_path / 'pyvenv.cfg')}; `tfrebuild upgrade` keeps the setting for the new env (with --python, the "
-        "new env sees that Python's system site-packages, which may lack what you import from these)",
-        dropped_by_rebuild=True)]
+    tf_sys = [
+        f"{d['name']} {d['version']} ({d['site_dir']})"
+        for d in system
+        if d["canonical"] in TF_DISTRIBUTIONS or d["canonical"] == "numpy"
+    ]
+    return [
+        F.SYSTEM_SITE_PACKAGES.make(
+            "the env sees the system site-packages (include-system-site-packages = true)",
+            [
+                f"{env_path / 'pyvenv.cfg'}: include-system-site-packages = true",
+                f"{len(system)} distribution(s) visible from {', '.join(ctx.paths.get('system_site_packages') or []) or '?'}",
+                *[f"also visible: {t}" for t in tf_sys[:5]],
+            ],
+            f"install what you use into the env, then set `include-system-site-packages = false` in "
+            f"{q(env_path / 'pyvenv.cfg')}; `tfrebuild upgrade` keeps the setting for the new env (with --python, the "
+            "new env sees that Python's system site-packages, which may lack what you import from these)",
+            dropped_by_rebuild=True,
+        )
+    ]
 
 
 def _check_user_site(ctx: Context) -> list[Finding]:
@@ -155,22 +191,36 @@ def _check_user_site(ctx: Context) -> list[Finding]:
         base = ctx.interp.get("base_prefix") or ""
         base_py = f"{base}/bin/python{minor(ctx.interp.get('version', '3'))}" if base else "python3"
         names = " ".join(sorted({d["name"] for d in (shadow or user)}))
-        fix = (f"remove them from the user site: `{q(base_py)} -m pip uninstall -y {names}` run outside any venv "
-               f"(or `export PYTHONNOUSERSITE=1`); `tfrebuild upgrade` builds a venv that ignores the user site")
+        fix = (
+            f"remove them from the user site: `{q(base_py)} -m pip uninstall -y {names}` run outside any venv "
+            f"(or `export PYTHONNOUSERSITE=1`); `tfrebuild upgrade` builds a venv that ignores the user site"
+        )
         if shadow:
-            out.append(F.USER_SITE_SHADOW.make(
-                f"{len(shadow)} package(s) in {user_site} shadow the env's own copies",
-                [f"{d['name']} {d['version']} in {d['dist_info']} is imported instead of "
-                 f"{ctx.env_dists[d['canonical']]['version']} in {ctx.env_dists[d['canonical']]['site_dir']}"
-                 for d in shadow],
-                fix, fixed_by_rebuild=True, affects_new_env=False))
+            out.append(
+                F.USER_SITE_SHADOW.make(
+                    f"{len(shadow)} package(s) in {user_site} shadow the env's own copies",
+                    [
+                        f"{d['name']} {d['version']} in {d['dist_info']} is imported instead of "
+                        f"{ctx.env_dists[d['canonical']]['version']} in {ctx.env_dists[d['canonical']]['site_dir']}"
+                        for d in shadow
+                    ],
+                    fix,
+                    fixed_by_rebuild=True,
+                    affects_new_env=False,
+                )
+            )
         rest = [d for d in user if d["canonical"] not in ctx.env_dists]
         if rest:
-            out.append(F.USER_SITE_VISIBLE.make(
-                f"{len(rest)} package(s) from {user_site} are importable in this env",
-                [f"{d['name']} {d['version']} ({d['dist_info']})" for d in rest[:10]]
-                + ([f"... and {len(rest) - 10} more"] if len(rest) > 10 else []),
-                fix, fixed_by_rebuild=True, affects_new_env=False))
+            out.append(
+                F.USER_SITE_VISIBLE.make(
+                    f"{len(rest)} package(s) from {user_site} are importable in this env",
+                    [f"{d['name']} {d['version']} ({d['dist_info']})" for d in rest[:10]]
+                    + ([f"... and {len(rest) - 10} more"] if len(rest) > 10 else []),
+                    fix,
+                    fixed_by_rebuild=True,
+                    affects_new_env=False,
+                )
+            )
     return out
 
 
@@ -190,18 +240,34 @@ def _check_pythonpath(ctx: Context) -> list[Finding]:
             for n in sorted(names):
                 mod = n[:-3] if n.endswith(".py") else (n if os.path.isdir(os.path.join(entry, n)) else None)
                 if mod and mod in owners:
-                    shadows.append(f"{os.path.join(entry, n)} shadows {mod} of {owners[mod]} "
-                                   f"{ctx.env_dists[owners[mod]]['version']}")
-        fix = "unset it: `unset PYTHONPATH` (and remove it from ~/.bashrc or the job script); it also applies " \
-              "to the upgraded env"
+                    shadows.append(
+                        f"{os.path.join(entry, n)} shadows {mod} of {owners[mod]} "
+                        f"{ctx.env_dists[owners[mod]]['version']}"
+                    )
+        fix = (
+            "unset it: `unset PYTHONPATH` (and remove it from ~/.bashrc or the job script); it also applies "
+            "to the upgraded env"
+        )
         if shadows:
-            out.append(F.PYTHONPATH_SHADOW.make(
-                "PYTHONPATH puts other copies of installed packages first on sys.path",
-                [f"PYTHONPATH={pythonpath}", *shadows], fix, fixed_by_rebuild=False, affects_new_env=True))
+            out.append(
+                F.PYTHONPATH_SHADOW.make(
+                    "PYTHONPATH puts other copies of installed packages first on sys.path",
+                    [f"PYTHONPATH={pythonpath}", *shadows],
+                    fix,
+                    fixed_by_rebuild=False,
+                    affects_new_env=True,
+                )
+            )
         else:
-            out.append(F.PYTHONPATH_SET.make(
-                "PYTHONPATH is set: its folders come before the env's site-packages",
-                [f"PYTHONPATH={pythonpath}"], fix, fixed_by_rebuild=False, affects_new_env=True))
+            out.append(
+                F.PYTHONPATH_SET.make(
+                    "PYTHONPATH is set: its folders come before the env's site-packages",
+                    [f"PYTHONPATH={pythonpath}"],
+                    fix,
+                    fixed_by_rebuild=False,
+                    affects_new_env=True,
+                )
+            )
     return out
 
 
@@ -209,12 +275,18 @@ def _check_pythonhome(ctx: Context) -> list[Finding]:
     """PYTHONHOME."""
     if not ctx.environ.get("PYTHONHOME"):
         return []
-    return [F.PYTHONHOME_SET.make(
-        "PYTHONHOME is set: Python takes its standard library from there",
-        [f"PYTHONHOME={ctx.environ['PYTHONHOME']}",
-         f"the env's base interpreter lives in {ctx.interp.get('base_prefix', '?')}"],
-        "`unset PYTHONHOME`; it is almost never needed and breaks every venv made from another Python",
-        fixed_by_rebuild=False, affects_new_env=True)]
+    return [
+        F.PYTHONHOME_SET.make(
+            "PYTHONHOME is set: Python takes its standard library from there",
+            [
+                f"PYTHONHOME={ctx.environ['PYTHONHOME']}",
+                f"the env's base interpreter lives in {ctx.interp.get('base_prefix', '?')}",
+            ],
+            "`unset PYTHONHOME`; it is almost never needed and breaks every venv made from another Python",
+            fixed_by_rebuild=False,
+            affects_new_env=True,
+        )
+    ]
 
 
 def _env_active(ctx: Context) -> bool:
@@ -248,15 +320,21 @@ def _check_pip(ctx: Context) -> list[Finding]:
     if not wrong:
         return []
     names = " and ".join(f"`{n}`" for n, _, _ in wrong)
-    return [F.PIP_OTHER_INTERPRETER.make(
-        f"{names} on PATH install{'s' if len(wrong) == 1 else ''} into another Python, not into this env",
-        [f"{exe} installs into {where}" for _, exe, where in wrong]
-        + [f"this env's site-packages: {', '.join(ctx.paths.get('site_packages') or [])} "
-           f"(Python {ctx.interp.get('version', '?')})"],
-        f"use the env's own installer: `{q(ctx.python)} -m pip install ...` or "
-        f"`uv pip install --python {q(ctx.python)} ...` (or activate it: "
-        f"`source {q(ctx.loc.path / 'bin' / 'activate')}`)",
-        fixed_by_rebuild=False, affects_new_env=True)]
+    return [
+        F.PIP_OTHER_INTERPRETER.make(
+            f"{names} on PATH install{'s' if len(wrong) == 1 else ''} into another Python, not into this env",
+            [f"{exe} installs into {where}" for _, exe, where in wrong]
+            + [
+                f"this env's site-packages: {', '.join(ctx.paths.get('site_packages') or [])} "
+                f"(Python {ctx.interp.get('version', '?')})"
+            ],
+            f"use the env's own installer: `{q(ctx.python)} -m pip install ...` or "
+            f"`uv pip install --python {q(ctx.python)} ...` (or activate it: "
+            f"`source {q(ctx.loc.path / 'bin' / 'activate')}`)",
+            fixed_by_rebuild=False,
+            affects_new_env=True,
+        )
+    ]
 
 
 # ---------------------------------------------------------------------------
@@ -266,8 +344,13 @@ def _check_pip(ctx: Context) -> list[Finding]:
 
 def check_debris(ctx: Context) -> list[Finding]:
     """Leftovers of installs: broken/duplicate metadata, missing files, TensorFlow variants, conda overwrites."""
-    return (_check_debris_items(ctx) + _check_duplicates(ctx) + _check_record(ctx) + _check_variants(ctx)
-            + _check_conda(ctx))
+    return (
+        _check_debris_items(ctx)
+        + _check_duplicates(ctx)
+        + _check_record(ctx)
+        + _check_variants(ctx)
+        + _check_conda(ctx)
+    )
 
 
 def _check_debris_items(ctx: Context) -> list[Finding]:
@@ -277,48 +360,70 @@ def _check_debris_items(ctx: Context) -> list[Finding]:
     for item in ctx.data.debris:
         kind, path = item.get("kind"), item.get("path", "")
         if kind == "tilde-folder":
-            out.append(F.TILDE_FOLDER.make(
-                f"leftover of an interrupted install or uninstall: {os.path.basename(path)}",
-                [f"{path} ({item.get('location', '?')} site-packages)",
-                 "pip warns `Ignoring invalid distribution " + os.path.basename(path) + "` because of it"],
-                f"delete it: `rm -rf {q(path)}`", fixed_by_rebuild=True, affects_new_env=False))
+            out.append(
+                F.TILDE_FOLDER.make(
+                    f"leftover of an interrupted install or uninstall: {os.path.basename(path)}",
+                    [
+                        f"{path} ({item.get('location', '?')} site-packages)",
+                        "pip warns `Ignoring invalid distribution " + os.path.basename(path) + "` because of it",
+                    ],
+                    f"delete it: `rm -rf {q(path)}`",
+                    fixed_by_rebuild=True,
+                    affects_new_env=False,
+                )
+            )
         elif kind == "orphan-top-level":
-            out.append(F.ORPHAN_PACKAGE.make(
-                f"{item.get('name')} in site-packages belongs to no installed distribution",
-                [f"{path} is not listed in any RECORD or top_level.txt"],
-                f"if nothing imports it, delete it: `rm -rf {q(path)}`; if your code imports it, install the "
-                f"distribution that provides it (`uv pip install --python {py} <project>`); `tfrebuild upgrade` "
-                "copies it into the new env when it is regular files of the env's owner, else the plan says why not",
-                dropped_by_rebuild=True))
+            out.append(
+                F.ORPHAN_PACKAGE.make(
+                    f"{item.get('name')} in site-packages belongs to no installed distribution",
+                    [f"{path} is not listed in any RECORD or top_level.txt"],
+                    f"if nothing imports it, delete it: `rm -rf {q(path)}`; if your code imports it, install the "
+                    f"distribution that provides it (`uv pip install --python {py} <project>`); `tfrebuild upgrade` "
+                    "copies it into the new env when it is regular files of the env's owner, else the plan says why not",
+                    dropped_by_rebuild=True,
+                )
+            )
         elif kind == "own-pth":
-            out.append(F.ORPHAN_PACKAGE.make(
-                f"{os.path.basename(path)} in site-packages is a .pth file of your own (no distribution installed it)",
-                [f"{path} runs at every start of the interpreter"],
-                "if you do not need it, delete it; `tfrebuild upgrade` copies it into the new env when it is a "
-                "regular file of the env's owner, else the plan says why not (then copy it yourself after the "
-                "upgrade: the old generation keeps it)", dropped_by_rebuild=True))
+            out.append(
+                F.ORPHAN_PACKAGE.make(
+                    f"{os.path.basename(path)} in site-packages is a .pth file of your own (no distribution installed it)",
+                    [f"{path} runs at every start of the interpreter"],
+                    "if you do not need it, delete it; `tfrebuild upgrade` copies it into the new env when it is a "
+                    "regular file of the env's owner, else the plan says why not (then copy it yourself after the "
+                    "upgrade: the old generation keeps it)",
+                    dropped_by_rebuild=True,
+                )
+            )
         elif kind in ("no-metadata", "bad-metadata"):
-            out.append(F.BROKEN_DIST_INFO.make(
-                f"metadata folder {os.path.basename(path)} cannot be read",
-                [f"{path}: {item.get('detail') or 'no METADATA file'}"],
-                f"delete the folder (`rm -rf {q(path)}`) and reinstall the project with "
-                f"`uv pip install --python {py} --reinstall <project>`; the upgraded env will not have that project "
-                "(its files may still import here, without a name or version uv can carry over)",
-                dropped_by_rebuild=True))
+            out.append(
+                F.BROKEN_DIST_INFO.make(
+                    f"metadata folder {os.path.basename(path)} cannot be read",
+                    [f"{path}: {item.get('detail') or 'no METADATA file'}"],
+                    f"delete the folder (`rm -rf {q(path)}`) and reinstall the project with "
+                    f"`uv pip install --python {py} --reinstall <project>`; the upgraded env will not have that project "
+                    "(its files may still import here, without a name or version uv can carry over)",
+                    dropped_by_rebuild=True,
+                )
+            )
     return out
 
 
 def _check_duplicates(ctx: Context) -> list[Finding]:
     """Two metadata folders for one project."""
     py = q(ctx.python)
-    return [F.DUPLICATE_DIST_INFO.make(
-        f"{name} is recorded twice ({', '.join(d['version'] for d in found)}): pip and importlib may report the "
-        "wrong version",
-        [d["dist_info"] for d in found],
-        f"reinstall one version cleanly: delete the stale folders, then `uv pip install --python {py} "
-        f"--reinstall {q(name + '==' + ctx.env_dists[name]['version'])}`; `tfrebuild upgrade` builds a clean env",
-        fixed_by_rebuild=True, affects_new_env=False)
-        for name, found in sorted(ctx.env_copies.items()) if len(found) > 1]
+    return [
+        F.DUPLICATE_DIST_INFO.make(
+            f"{name} is recorded twice ({', '.join(d['version'] for d in found)}): pip and importlib may report the "
+            "wrong version",
+            [d["dist_info"] for d in found],
+            f"reinstall one version cleanly: delete the stale folders, then `uv pip install --python {py} "
+            f"--reinstall {q(name + '==' + ctx.env_dists[name]['version'])}`; `tfrebuild upgrade` builds a clean env",
+            fixed_by_rebuild=True,
+            affects_new_env=False,
+        )
+        for name, found in sorted(ctx.env_copies.items())
+        if len(found) > 1
+    ]
 
 
 def _check_record(ctx: Context) -> list[Finding]:
@@ -329,12 +434,19 @@ def _check_record(ctx: Context) -> list[Finding]:
         count = d.get("record_missing_count")
         if d.get("location") == "env" and count:
             sample = d.get("record_missing") or []
-            out.append(F.RECORD_MISSING_FILES.make(
-                f"{d['name']} {d['version']}: {count} installed file(s) are missing",
-                [f"{d['dist_info']}/RECORD lists {count} file(s) that do not exist",
-                 *[f"missing: {p}" for p in sample[:5]]],
-                f"reinstall it: `uv pip install --python {py} --reinstall --no-deps "
-                f"{q(d['name'] + '==' + d['version'])}`", fixed_by_rebuild=True, affects_new_env=False))
+            out.append(
+                F.RECORD_MISSING_FILES.make(
+                    f"{d['name']} {d['version']}: {count} installed file(s) are missing",
+                    [
+                        f"{d['dist_info']}/RECORD lists {count} file(s) that do not exist",
+                        *[f"missing: {p}" for p in sample[:5]],
+                    ],
+                    f"reinstall it: `uv pip install --python {py} --reinstall --no-deps "
+                    f"{q(d['name'] + '==' + d['version'])}`",
+                    fixed_by_rebuild=True,
+                    affects_new_env=False,
+                )
+            )
     return out
 
 
@@ -357,19 +469,29 @@ def _check_variants(ctx: Context) -> list[Finding]:
                 pulled.append((v, [p for p in by if p not in TF_DISTRIBUTIONS]))
             evidence.append(f"{v} {d['version']} ({d['dist_info']})" + (f": {'; '.join(why)}" if why else ""))
         main = ctx.tf or variants[0]
-        fix = (f"keep one: `uv pip uninstall --python {py} {' '.join(variants)}` then "
-               f"`uv pip install --python {py} {q(main + '==' + ctx.env_dists[main]['version'])}`")
+        fix = (
+            f"keep one: `uv pip uninstall --python {py} {' '.join(variants)}` then "
+            f"`uv pip install --python {py} {q(main + '==' + ctx.env_dists[main]['version'])}`"
+        )
         if pulled:
             other, parents = pulled[0]
-            fix = (f"{', '.join(parents)} require{'s' if len(parents) == 1 else ''} `{other}` while you installed "
-                   f"`{main}`: use `{other}` alone" + (" (it runs on CPU too)" if other == "tensorflow" else "")
-                   + f": `uv pip uninstall --python {py} {' '.join(variants)}` then `uv pip install --python {py} "
-                   f"{q(other + '==' + ctx.env_dists[other]['version'])}`")
-        out.append(F.TENSORFLOW_VARIANTS.make(
-            f"{' and '.join(variants)} are installed together and overwrite each other's files",
-            evidence, fix, fixed_by_rebuild=not pulled, affects_new_env=bool(pulled)))
+            fix = (
+                f"{', '.join(parents)} require{'s' if len(parents) == 1 else ''} `{other}` while you installed "
+                f"`{main}`: use `{other}` alone"
+                + (" (it runs on CPU too)" if other == "tensorflow" else "")
+                + f": `uv pip uninstall --python {py} {' '.join(variants)}` then `uv pip install --python {py} "
+                f"{q(other + '==' + ctx.env_dists[other]['version'])}`"
+            )
+        out.append(
+            F.TENSORFLOW_VARIANTS.make(
+                f"{' and '.join(variants)} are installed together and overwrite each other's files",
+                evidence,
+                fix,
+                fixed_by_rebuild=not pulled,
+                affects_new_env=bool(pulled),
+            )
+        )
     return out
-
 
 
 def _conda_owned(prefix: Path) -> dict[str, tuple[str, str, str]]:
@@ -405,14 +527,20 @@ def _check_conda(ctx: Context) -> list[Finding]:
         if name not in owned or not installer or installer == "conda":
             continue
         pkg, version, meta = owned[name]
-        out.append(F.CONDA_PIP_OVERWRITE.make(
-            f"{name} belongs to conda but was overwritten by {installer}",
-            [f"{meta} records conda package {pkg} {version}",
-             f"{d['dist_info']} now holds {d['version']}, INSTALLER = {installer}"],
-            f"let one tool own it: `{q(ctx.python)} -m pip uninstall -y {name}` then "
-            f"`conda install -p {q(prefix)} --force-reinstall {pkg}`, or `conda remove -p {q(prefix)} --force {pkg}` "
-            f"to leave it to pip; `tfrebuild upgrade` builds a plain venv", fixed_by_rebuild=True,
-            affects_new_env=False))
+        out.append(
+            F.CONDA_PIP_OVERWRITE.make(
+                f"{name} belongs to conda but was overwritten by {installer}",
+                [
+                    f"{meta} records conda package {pkg} {version}",
+                    f"{d['dist_info']} now holds {d['version']}, INSTALLER = {installer}",
+                ],
+                f"let one tool own it: `{q(ctx.python)} -m pip uninstall -y {name}` then "
+                f"`conda install -p {q(prefix)} --force-reinstall {pkg}`, or `conda remove -p {q(prefix)} --force {pkg}` "
+                f"to leave it to pip; `tfrebuild upgrade` builds a plain venv",
+                fixed_by_rebuild=True,
+                affects_new_env=False,
+            )
+        )
     return out
 
 
@@ -434,26 +562,42 @@ def check_consistency(ctx: Context) -> list[Finding]:
             if have is None:
                 variant = next((v for v in TF_DISTRIBUTIONS if dep in TF_DISTRIBUTIONS and v in ctx.visible), None)
                 if variant and (not spec or contains(req.specifier, ctx.visible[variant]["version"])):
-                    out.append(F.TF_VARIANT_REQUIREMENT.make(
-                        f"{name} requires {dep}, which is satisfied by {variant} only in spirit",
-                        [f"{name} {d['version']} requires {req_text(req)}; {variant} "
-                         f"{ctx.visible[variant]['version']} provides the same `tensorflow` package"],
-                        f"nothing to do while it imports; `pip check` will list it, and an install of {name} "
-                        f"may pull {dep} in next to {variant}", fixed_by_rebuild=False, affects_new_env=True))
+                    out.append(
+                        F.TF_VARIANT_REQUIREMENT.make(
+                            f"{name} requires {dep}, which is satisfied by {variant} only in spirit",
+                            [
+                                f"{name} {d['version']} requires {req_text(req)}; {variant} "
+                                f"{ctx.visible[variant]['version']} provides the same `tensorflow` package"
+                            ],
+                            f"nothing to do while it imports; `pip check` will list it, and an install of {name} "
+                            f"may pull {dep} in next to {variant}",
+                            fixed_by_rebuild=False,
+                            affects_new_env=True,
+                        )
+                    )
                     continue
-                out.append(F.MISSING_REQUIREMENT.make(
-                    f"{name} {d['version']} requires {dep}, which is not installed",
-                    [f"{name} {d['version']} requires {req_text(req)}"],
-                    f"`uv pip install --python {py} {q(req_text(req))}`; `tfrebuild upgrade` resolves the full set",
-                    fixed_by_rebuild=True, affects_new_env=False))
+                out.append(
+                    F.MISSING_REQUIREMENT.make(
+                        f"{name} {d['version']} requires {dep}, which is not installed",
+                        [f"{name} {d['version']} requires {req_text(req)}"],
+                        f"`uv pip install --python {py} {q(req_text(req))}`; `tfrebuild upgrade` resolves the full set",
+                        fixed_by_rebuild=True,
+                        affects_new_env=False,
+                    )
+                )
             elif spec and not contains(req.specifier, have["version"]):
                 where = "" if have.get("location") == "env" else f" (from the {have.get('location')} site)"
-                out.append(F.BROKEN_REQUIREMENT.make(
-                    f"{name} {d['version']} requires {dep}{spec}, but {dep} {have['version']} is installed",
-                    [f"{name} {d['version']} requires {req_text(req)}",
-                     f"installed: {dep} {have['version']} ({have['dist_info']}){where}"],
-                    f"put back a version it accepts: `uv pip install --python {py} {q(dep + spec)}` "
-                    f"(or upgrade {name}); `tfrebuild upgrade` resolves the full set",
-                    fixed_by_rebuild=True, affects_new_env=False))
+                out.append(
+                    F.BROKEN_REQUIREMENT.make(
+                        f"{name} {d['version']} requires {dep}{spec}, but {dep} {have['version']} is installed",
+                        [
+                            f"{name} {d['version']} requires {req_text(req)}",
+                            f"installed: {dep} {have['version']} ({have['dist_info']}){where}",
+                        ],
+                        f"put back a version it accepts: `uv pip install --python {py} {q(dep + spec)}` "
+                        f"(or upgrade {name}); `tfrebuild upgrade` resolves the full set",
+                        fixed_by_rebuild=True,
+                        affects_new_env=False,
+                    )
+                )
     return out
-

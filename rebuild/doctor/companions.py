@@ -37,8 +37,11 @@ class Match:
 
 def _installable(ctx: Context, files: list) -> list:
     tags = set(ctx.target_tags())
-    return [f for f in files if f.is_wheel and not f.yanked and not f.tags.isdisjoint(tags)
-            and python_ok(f.requires_python, ctx.new_python)]
+    return [
+        f
+        for f in files
+        if f.is_wheel and not f.yanked and not f.tags.isdisjoint(tags) and python_ok(f.requires_python, ctx.new_python)
+    ]
 
 
 def tf_versions(ctx: Context, target: Target) -> list[Version]:
@@ -55,16 +58,20 @@ def search(ctx: Context, project: str, target: Target) -> Match:
     releases = indexinfo.versions(_installable(ctx, files) or files, prereleases=ctx.pre)
     installed = version_of(ctx.tf_version)
     wanted = version_of(target.version)
-    candidates = [v for v in tf_versions(ctx, target)
-                  if (installed is None or v > installed) and (wanted is None or v < wanted)]
+    candidates = [
+        v for v in tf_versions(ctx, target) if (installed is None or v > installed) and (wanted is None or v < wanted)
+    ]
     read = 0
     for release in releases[:MAX_RELEASES]:
         meta, _ = ctx.metadata(project, str(release), files, budget=False)
         read += 1
         if meta is None:
             continue
-        reqs = [r for r in (graph.parse(t) for t in meta.get("requires_dist") or []) if r is not None
-                and canonicalize_name(r.name) in TF_DISTRIBUTIONS and applies(r, ctx.new_markers)]
+        reqs = [
+            r
+            for r in (graph.parse(t) for t in meta.get("requires_dist") or [])
+            if r is not None and canonicalize_name(r.name) in TF_DISTRIBUTIONS and applies(r, ctx.new_markers)
+        ]
         text = "; ".join(req_text(r) for r in reqs) or "no requirement on TensorFlow"
         if all(contains(r.specifier, target.version) for r in reqs):
             return Match(accepting=(str(release), text), releases_read=read)

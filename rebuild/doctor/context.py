@@ -112,23 +112,35 @@ def run_probe(python: Path, environ: Mapping[str, str] | None, deep: bool) -> Pr
     if environ is None:
         return probe.run(python, deep=deep)
     timeout = probe.default_timeout()
-    res = proc.run([str(python), "-I", "-S", str(probe.PROBE_SCRIPT)] + (["--deep"] if deep else []),
-                   env=dict(environ), timeout=timeout)
+    res = proc.run(
+        [str(python), "-I", "-S", str(probe.PROBE_SCRIPT)] + (["--deep"] if deep else []),
+        env=dict(environ),
+        timeout=timeout,
+    )
     if res.timed_out:
-        raise UserError(f"The interpreter {python} did not answer within {timeout:.0f} s.",
-                        "It may hang at start-up; check that it runs or raise TFREBUILD_PROBE_TIMEOUT.")
+        raise UserError(
+            f"The interpreter {python} did not answer within {timeout:.0f} s.",
+            "It may hang at start-up; check that it runs or raise TFREBUILD_PROBE_TIMEOUT.",
+        )
     if res.error:
-        raise UserError(f"The interpreter {python} cannot be started: {res.error}.",
-                        "The environment may be broken or its base Python removed; recreate it.")
+        raise UserError(
+            f"The interpreter {python} cannot be started: {res.error}.",
+            "The environment may be broken or its base Python removed; recreate it.",
+        )
     if res.returncode != 0:
-        raise UserError(f"The interpreter {python} failed (exit {res.returncode}) while being inspected.",
-                        "The environment's Python is broken; recreate it.",
-                        details="\n".join(res.stderr.strip().splitlines()[-5:]))
+        raise UserError(
+            f"The interpreter {python} failed (exit {res.returncode}) while being inspected.",
+            "The environment's Python is broken; recreate it.",
+            details="\n".join(res.stderr.strip().splitlines()[-5:]),
+        )
     try:
         return Probed.from_json(json.loads(res.stdout))
     except (json.JSONDecodeError, AttributeError) as exc:  # not JSON, or JSON but not an object
-        raise UserError(f"The interpreter {python} printed something that is not the probe's report.",
-                        "Run it by hand to see what it prints at start-up.", details=res.stdout[:500]) from exc
+        raise UserError(
+            f"The interpreter {python} printed something that is not the probe's report.",
+            "Run it by hand to see what it prints at start-up.",
+            details=res.stdout[:500],
+        ) from exc
 
 
 # ---------------------------------------------------------------------------
@@ -175,9 +187,17 @@ def _effective_by_name(dists: list[dict], order: Iterable[str]) -> dict[str, dic
 class Context:
     """The environment as every check sees it (read once), plus the index look-ups the checks share."""
 
-    def __init__(self, loc: EnvLocation, data: Probed, environ: Mapping[str, str] | None, *,
-                 sources: indexinfo.Sources | None, timeout: float, pre: bool = False,
-                 python_version: str | None = None):
+    def __init__(
+        self,
+        loc: EnvLocation,
+        data: Probed,
+        environ: Mapping[str, str] | None,
+        *,
+        sources: indexinfo.Sources | None,
+        timeout: float,
+        pre: bool = False,
+        python_version: str | None = None,
+    ):
         self.loc, self.data = loc, data
         self.environ = dict(os.environ if environ is None else environ)
         self.sources, self.timeout, self.pre = sources, timeout, pre
@@ -247,8 +267,9 @@ class Context:
         self._files[name] = found
         return found
 
-    def metadata(self, project: str, version: str, files: list[indexinfo.FileInfo], *,
-                 budget: bool = True) -> tuple[dict | None, str]:
+    def metadata(
+        self, project: str, version: str, files: list[indexinfo.FileInfo], *, budget: bool = True
+    ) -> tuple[dict | None, str]:
         """(metadata, where it came from) of one release, or (None, why not)."""
         if budget:
             if self.lookups >= MAX_LOOKUPS:
@@ -263,15 +284,17 @@ class Context:
         for f in wheels[:2]:
             try:
                 return metadata.read_metadata(f, timeout=self.timeout, offline=offline), (
-                    "the wheel" if f.is_local else "the index's metadata file (PEP 658)")
+                    "the wheel" if f.is_local else "the index's metadata file (PEP 658)"
+                )
             except metadata.MetadataUnavailable as exc:
                 why = str(exc)
             if f.is_local or offline:
                 continue
             if not f.has_metadata:
                 try:  # many indexes serve <wheel>.metadata without announcing it
-                    return metadata.read_metadata(replace(f, has_metadata=True), timeout=self.timeout), \
-                        "the metadata file beside the wheel"
+                    return metadata.read_metadata(
+                        replace(f, has_metadata=True), timeout=self.timeout
+                    ), "the metadata file beside the wheel"
                 except metadata.MetadataUnavailable:
                     pass
             try:

@@ -81,12 +81,30 @@ class FindingId(StrEnum):
         """Where the id is documented: ``docs/doctor.md#<id>-<severity>`` (the heading's anchor)."""
         return f"{DOCS}#{self.value}-{self.severity}"
 
-    def make(self, title: str, evidence: list[str] | None = None, fix: str = "", *,
-             fixed_by_rebuild: bool = False, affects_new_env: bool = False, dropped_by_rebuild: bool = False,
-             holders: dict[str, str] | None = None, move: Move | None = None) -> Finding:
-        return Finding(self, self.severity, title, list(evidence or []), fix,
-                       fixed_by_rebuild=fixed_by_rebuild, affects_new_env=affects_new_env,
-                       dropped_by_rebuild=dropped_by_rebuild, holders=dict(holders or {}), move=move)
+    def make(
+        self,
+        title: str,
+        evidence: list[str] | None = None,
+        fix: str = "",
+        *,
+        fixed_by_rebuild: bool = False,
+        affects_new_env: bool = False,
+        dropped_by_rebuild: bool = False,
+        holders: dict[str, str] | None = None,
+        move: Move | None = None,
+    ) -> Finding:
+        return Finding(
+            self,
+            self.severity,
+            title,
+            list(evidence or []),
+            fix,
+            fixed_by_rebuild=fixed_by_rebuild,
+            affects_new_env=affects_new_env,
+            dropped_by_rebuild=dropped_by_rebuild,
+            holders=dict(holders or {}),
+            move=move,
+        )
 
 
 @dataclass(frozen=True)

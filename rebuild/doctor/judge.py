@@ -64,9 +64,14 @@ def numpy_abi(pins: dict[str, str], distributions: list[dict]) -> list[Finding]:
             continue
         row = numpy2.first_build(name)
         move = f", or let {name} move to {row.first} or newer (the first built for NumPy 2)" if row else ""
-        out.append(F.NUMPY_ABI_MISMATCH.make(
-            f"{name} {version} was built for NumPy 1, and this plan takes numpy {numpy}",
-            [why, f"the plan takes numpy {numpy} and {name} {version}"],
-            "keep numpy below 2: add `--constraint numpy1.txt` to the command, numpy1.txt holding the line "
-            f"`numpy<2`{move}", fixed_by_rebuild=False, affects_new_env=True))
+        out.append(
+            F.NUMPY_ABI_MISMATCH.make(
+                f"{name} {version} was built for NumPy 1, and this plan takes numpy {numpy}",
+                [why, f"the plan takes numpy {numpy} and {name} {version}"],
+                "keep numpy below 2: add `--constraint numpy1.txt` to the command, numpy1.txt holding the line "
+                f"`numpy<2`{move}",
+                fixed_by_rebuild=False,
+                affects_new_env=True,
+            )
+        )
     return out

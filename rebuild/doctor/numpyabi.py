@@ -36,9 +36,11 @@ def built_for(ctx, name: str, dist: dict) -> tuple[int | None, str]:
     if row is not None and verdict is True:
         return 2, f"{name} {version} was built for NumPy 2 ({row.source})"
     if row is not None and verdict is False:
-        return 1, (f"{name} {version} was built for NumPy 1 and fails to import under NumPy 2 although its "
-                   f"Requires-Dist sets no upper bound: the first {name} built for NumPy 2 is {row.first} "
-                   f"({row.source})")
+        return 1, (
+            f"{name} {version} was built for NumPy 1 and fails to import under NumPy 2 although its "
+            f"Requires-Dist sets no upper bound: the first {name} built for NumPy 2 is {row.first} "
+            f"({row.source})"
+        )
     if not compiled(dist) or ctx is None:
         return None, ""
     files = ctx.files(name)
@@ -46,12 +48,17 @@ def built_for(ctx, name: str, dist: dict) -> tuple[int | None, str]:
         want = Version(version)
     except InvalidVersion:
         return None, ""
-    times = sorted(f.upload_time for f in files or [] if f.version == want and f.is_wheel and f.upload_time
-                   and any(t.platform != "any" for t in f.tags))
+    times = sorted(
+        f.upload_time
+        for f in files or []
+        if f.version == want and f.is_wheel and f.upload_time and any(t.platform != "any" for t in f.tags)
+    )
     if times and times[0][:10] < numpy2.abi_from() and uses_numpy_c_api(dist) is not False:
-        return 1, (f"{name} {version} is compiled and its wheels were uploaded on {times[0][:10]}, before any "
-                   "package could be built for NumPy 2 (NumPy 2.0.0rc1, March 2024): it fails to import under "
-                   "NumPy 2 although its Requires-Dist sets no upper bound")
+        return 1, (
+            f"{name} {version} is compiled and its wheels were uploaded on {times[0][:10]}, before any "
+            "package could be built for NumPy 2 (NumPy 2.0.0rc1, March 2024): it fails to import under "
+            "NumPy 2 although its Requires-Dist sets no upper bound"
+        )
     return None, ""
 
 

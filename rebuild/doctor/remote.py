@@ -73,7 +73,7 @@ class RangeFile(io.RawIOBase):
             return b""
         for start, body in self.segments:
             if start <= self.pos and end <= start + len(body):
-                out = body[self.pos - start:end - start]
+                out = body[self.pos - start : end - start]
                 self.pos = end
                 return out
         if self.requests >= MAX_RANGE_REQUESTS:
@@ -81,13 +81,13 @@ class RangeFile(io.RawIOBase):
         stop = min(max(end, self.pos + self.CHUNK), self.size) - 1
         start, body, _ = self._fetch(f"{self.pos}-{stop}")
         self.segments.append((start, body))
-        out = body[self.pos - start:end - start]
+        out = body[self.pos - start : end - start]
         self.pos = end
         return out
 
     def readinto(self, buffer) -> int:  # pragma: no cover - zipfile uses read()
         data = self.read(len(buffer))
-        buffer[:len(data)] = data
+        buffer[: len(data)] = data
         return len(data)
 
 
@@ -119,7 +119,10 @@ def pypi_json(index_urls: list[str], project: str, version: str, timeout: float)
             continue
         if str(info.get("version")) != str(version):
             continue
-        return {"name": info.get("name") or project, "version": str(version),
-                "requires_dist": list(info.get("requires_dist") or []),
-                "requires_python": info.get("requires_python") or None}
+        return {
+            "name": info.get("name") or project,
+            "version": str(version),
+            "requires_dist": list(info.get("requires_dist") or []),
+            "requires_python": info.get("requires_python") or None,
+        }
     return None

@@ -27,12 +27,28 @@ import sys
 PROBE_VERSION = 1
 
 ENVIRON_KEYS = (
-    "PYTHONPATH", "PYTHONHOME", "PYTHONNOUSERSITE", "PYTHONUSERBASE",
-    "VIRTUAL_ENV", "CONDA_PREFIX", "LD_LIBRARY_PATH", "CUDA_HOME", "CUDA_PATH",
-    "CUDNN_PATH", "CUDA_VISIBLE_DEVICES", "TF_USE_LEGACY_KERAS",
-    "TF_CPP_MIN_LOG_LEVEL", "XLA_FLAGS", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL",
-    "PIP_FIND_LINKS", "UV_INDEX_URL", "UV_EXTRA_INDEX_URL", "UV_INDEX",
-    "UV_DEFAULT_INDEX", "UV_FIND_LINKS",
+    "PYTHONPATH",
+    "PYTHONHOME",
+    "PYTHONNOUSERSITE",
+    "PYTHONUSERBASE",
+    "VIRTUAL_ENV",
+    "CONDA_PREFIX",
+    "LD_LIBRARY_PATH",
+    "CUDA_HOME",
+    "CUDA_PATH",
+    "CUDNN_PATH",
+    "CUDA_VISIBLE_DEVICES",
+    "TF_USE_LEGACY_KERAS",
+    "TF_CPP_MIN_LOG_LEVEL",
+    "XLA_FLAGS",
+    "PIP_INDEX_URL",
+    "PIP_EXTRA_INDEX_URL",
+    "PIP_FIND_LINKS",
+    "UV_INDEX_URL",
+    "UV_EXTRA_INDEX_URL",
+    "UV_INDEX",
+    "UV_DEFAULT_INDEX",
+    "UV_FIND_LINKS",
 )
 
 LOCATION_ORDER = {"env": 0, "user": 1, "system": 2}
@@ -52,6 +68,7 @@ def _exc(e):
 # ---------------------------------------------------------------------------
 # venv detection (mirrors site.venv(), which -S skipped)
 # ---------------------------------------------------------------------------
+
 
 def _read_pyvenv_cfg(path):
     cfg = {}
@@ -74,8 +91,7 @@ def detect_venv():
         return None, None, {}
     exe_dir = os.path.dirname(os.path.abspath(executable))
     site_prefix = os.path.dirname(exe_dir)
-    for cand in (os.path.join(exe_dir, "pyvenv.cfg"),
-                 os.path.join(site_prefix, "pyvenv.cfg")):
+    for cand in (os.path.join(exe_dir, "pyvenv.cfg"), os.path.join(site_prefix, "pyvenv.cfg")):
         if os.path.isfile(cand):
             try:
                 cfg = _read_pyvenv_cfg(cand)
@@ -97,8 +113,10 @@ def _cfg_get(cfg, key):
 # small helpers
 # ---------------------------------------------------------------------------
 
+
 def canonicalize(name):
     import re
+
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
@@ -152,6 +170,7 @@ def _module_name(filename):
 # interpreter / platform
 # ---------------------------------------------------------------------------
 
+
 def interpreter_info(sysconfig, prefix, exec_prefix):
     get = sysconfig.get_config_var
     abiflags = getattr(sys, "abiflags", None)
@@ -168,7 +187,7 @@ def interpreter_info(sysconfig, prefix, exec_prefix):
         "abiflags": abiflags,
         "soabi": get("SOABI"),
         "ext_suffix": get("EXT_SUFFIX"),
-        "pointer_bits": 64 if sys.maxsize > 2 ** 32 else 32,
+        "pointer_bits": 64 if sys.maxsize > 2**32 else 32,
         "gil_disabled": bool(get("Py_GIL_DISABLED")),
     }
     return info
@@ -189,8 +208,8 @@ def _musl():
     version = ""
     try:
         import subprocess
-        proc = subprocess.Popen([loaders[0]], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE)
+
+        proc = subprocess.Popen([loaders[0]], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         out, err = proc.communicate(timeout=2)
         for line in (err + out).decode("utf-8", "replace").splitlines():
             line = line.strip()
@@ -204,9 +223,15 @@ def _musl():
 
 def platform_info(sysconfig):
     import platform
+
     info = {
-        "system": "", "machine": "", "release": "", "sysconfig_platform": "",
-        "libc": "", "libc_version": "", "mac_ver": "",
+        "system": "",
+        "machine": "",
+        "release": "",
+        "sysconfig_platform": "",
+        "libc": "",
+        "libc_version": "",
+        "mac_ver": "",
     }
     try:
         info["system"] = platform.system()
@@ -252,6 +277,7 @@ def platform_info(sysconfig):
 # paths
 # ---------------------------------------------------------------------------
 
+
 def _sysconfig_site_paths(sysconfig, scheme=None, vars=None):
     try:
         if scheme is None:
@@ -281,14 +307,12 @@ def _user_base_from_environ():
         return os.path.expanduser(os.path.join(base, "Python"))
     framework = getattr(sys, "_framework", None)
     if sys.platform == "darwin" and framework:
-        return os.path.expanduser(os.path.join(
-            "~", "Library", framework, "%d.%d" % sys.version_info[:2]))
+        return os.path.expanduser(os.path.join("~", "Library", framework, "%d.%d" % sys.version_info[:2]))
     return os.path.expanduser(os.path.join("~", ".local"))
 
 
 def _user_site_from_base(sysconfig, base):
-    ver = "%d%d" % sys.version_info[:2] if os.name == "nt" else \
-        "%d.%d" % sys.version_info[:2]
+    ver = "%d%d" % sys.version_info[:2] if os.name == "nt" else "%d.%d" % sys.version_info[:2]
     if os.name == "nt":
         return os.path.join(base, "Python" + ver, "site-packages")
     framework = getattr(sys, "_framework", None)
@@ -352,6 +376,7 @@ _HEADER_PARSER = []
 def _header_parser():
     if not _HEADER_PARSER:
         from email.parser import HeaderParser
+
         _HEADER_PARSER.append(HeaderParser())
     return _HEADER_PARSER[0]
 
@@ -509,7 +534,7 @@ def top_level_from_paths(paths):
             continue
         head, sep, rest = p.partition("/")
         if sep:
-            if (not head.isidentifier() or head == "__pycache__"):
+            if not head.isidentifier() or head == "__pycache__":
                 continue  # foo-1.0.dist-info, foo-1.0.data, ..
             if head in ("bin", "Scripts"):
                 if rest == "__init__.py":
@@ -527,6 +552,7 @@ def top_level_from_paths(paths):
 # scanning
 # ---------------------------------------------------------------------------
 
+
 class Scanner(object):
     def __init__(self, deep):
         self.deep = deep
@@ -534,20 +560,19 @@ class Scanner(object):
         self.debris = []
         self.claimed_names = set()
         self.claimed_paths = set()
-        self.env_dirs = []          # normalized env site dirs (for --deep)
+        self.env_dirs = []  # normalized env site dirs (for --deep)
 
     # -- claims (used by the orphan check) --------------------------------
     def _claim_abs(self, abspath):
         n = os.path.normcase(os.path.normpath(abspath))
         for d in self.env_dirs:
             if n.startswith(d + os.sep):
-                first = n[len(d) + 1:].split(os.sep, 1)[0]
+                first = n[len(d) + 1 :].split(os.sep, 1)[0]
                 self.claimed_paths.add(os.path.join(d, first))
                 return
 
     def _debris(self, kind, path, site_dir, location, **extra):
-        d = {"kind": kind, "path": path, "site_dir": site_dir,
-             "location": location}
+        d = {"kind": kind, "path": path, "site_dir": site_dir, "location": location}
         d.update(extra)
         self.debris.append(d)
 
@@ -578,21 +603,33 @@ class Scanner(object):
         try:
             msg, ok = read_headers(meta_path)
         except Exception as e:
-            self._debris("bad-metadata", dist_path, site_dir, location,
-                         detail="cannot read %s: %s"
-                         % (os.path.basename(meta_path), _exc(e)))
+            self._debris(
+                "bad-metadata",
+                dist_path,
+                site_dir,
+                location,
+                detail="cannot read %s: %s" % (os.path.basename(meta_path), _exc(e)),
+            )
             return None
         if not ok:
-            self._debris("bad-metadata", dist_path, site_dir, location,
-                         detail="%s is not valid UTF-8"
-                         % os.path.basename(meta_path))
+            self._debris(
+                "bad-metadata",
+                dist_path,
+                site_dir,
+                location,
+                detail="%s is not valid UTF-8" % os.path.basename(meta_path),
+            )
         name = _hget(msg, "Name")
         version = _hget(msg, "Version")
         if not name or version is None:
             if ok:
-                self._debris("bad-metadata", dist_path, site_dir, location,
-                             detail="%s lacks Name or Version"
-                             % os.path.basename(meta_path))
+                self._debris(
+                    "bad-metadata",
+                    dist_path,
+                    site_dir,
+                    location,
+                    detail="%s lacks Name or Version" % os.path.basename(meta_path),
+                )
             return None
         return msg
 
@@ -653,7 +690,7 @@ class Scanner(object):
                 if not same:
                     n = os.path.normcase(full)
                     if n.startswith(site_n + os.sep):
-                        site_rel.append(n[len(site_n) + 1:].replace(os.sep, "/"))
+                        site_rel.append(n[len(site_n) + 1 :].replace(os.sep, "/"))
                 if not deep:
                     continue
                 if claim:
@@ -710,8 +747,7 @@ class Scanner(object):
         self.distributions.append(rec)
 
     def _dist_info(self, path, site_dir, location, order):
-        rec = self._new_record(os.path.join(path, "METADATA"), path, site_dir,
-                               location, order)
+        rec = self._new_record(os.path.join(path, "METADATA"), path, site_dir, location, order)
         if rec is None:
             return
         try:
@@ -725,6 +761,7 @@ class Scanner(object):
         if os.path.isfile(du):
             try:
                 import json
+
                 rec["direct_url"] = json.loads(_read_text(du))
             except Exception as e:
                 warn("%s: bad direct_url.json: %s" % (path, _exc(e)))
@@ -738,8 +775,7 @@ class Scanner(object):
                 try:
                     if self.deep:
                         paths = list(read_record(record))
-                        site_rel, missing, count = self._finish_files(
-                            paths, site_dir, site_dir, location)
+                        site_rel, missing, count = self._finish_files(paths, site_dir, site_dir, location)
                         rec["record_missing"] = missing
                         rec["record_missing_count"] = count
                     else:
@@ -773,17 +809,14 @@ class Scanner(object):
         files = os.path.join(path, "installed-files.txt")
         if (self.deep or not has_top) and os.path.isfile(files):
             try:
-                paths = [line.strip() for line in _read_text(files).splitlines()
-                         if line.strip()]
-                site_rel, missing, count = self._finish_files(
-                    paths, path, site_dir, location)
+                paths = [line.strip() for line in _read_text(files).splitlines() if line.strip()]
+                site_rel, missing, count = self._finish_files(paths, path, site_dir, location)
                 if self.deep:
                     rec["record_missing"] = missing
                     rec["record_missing_count"] = count
                 self._use_files(rec, site_rel, has_top)
             except Exception as e:
-                warn("%s: cannot read installed-files.txt: %s"
-                     % (path, _exc(e)))
+                warn("%s: cannot read installed-files.txt: %s" % (path, _exc(e)))
         self._add(rec)
 
     # -- orphans ------------------------------------------------------------
@@ -802,17 +835,20 @@ class Scanner(object):
             try:
                 low = name.lower()
                 path = os.path.join(site_dir, name)
-                if (low.endswith(".pth") and not name.startswith(("_virtualenv", "~", "."))
-                        and os.path.isfile(path)):
+                if low.endswith(".pth") and not name.startswith(("_virtualenv", "~", ".")) and os.path.isfile(path):
                     found.append(("own-pth", name, path, name))
                     continue
-                if (name.startswith("~") or name.startswith(".")
-                        or name == "__pycache__" or low.endswith(".pth")
-                        or low.endswith(".dist-info")
-                        or low.endswith(".egg-info")
-                        or low.endswith(".egg-link")
-                        or name == "_distutils_hack"
-                        or name.startswith("_virtualenv")):
+                if (
+                    name.startswith("~")
+                    or name.startswith(".")
+                    or name == "__pycache__"
+                    or low.endswith(".pth")
+                    or low.endswith(".dist-info")
+                    or low.endswith(".egg-info")
+                    or low.endswith(".egg-link")
+                    or name == "_distutils_hack"
+                    or name.startswith("_virtualenv")
+                ):
                     continue
                 if os.path.isdir(path):
                     if not os.path.isfile(os.path.join(path, "__init__.py")):
@@ -832,10 +868,15 @@ class Scanner(object):
             firsts = self._record_firsts(site_dir, set(os.path.normcase(f[3]) for f in found))
             found = [f for f in found if os.path.normcase(f[3]) not in firsts]
         for kind, mod, path, _name in found:
-            self.debris.append({
-                "kind": kind, "path": path, "name": mod,
-                "site_dir": site_dir, "location": location,
-            })
+            self.debris.append(
+                {
+                    "kind": kind,
+                    "path": path,
+                    "name": mod,
+                    "site_dir": site_dir,
+                    "location": location,
+                }
+            )
 
     def _record_firsts(self, site_dir, wanted=None):
         """The first path component of every file the RECORDs (and installed-files.txt) of ``site_dir`` name
@@ -854,8 +895,14 @@ class Scanner(object):
                 try:
                     for p in read_record(path) if listing == "RECORD" else _read_text(path).splitlines():
                         p = p.strip()
-                        if (listing == "RECORD" and p and not p.startswith(("/", ".")) and "\\" not in p
-                                and "/." not in p and ":" not in p):
+                        if (
+                            listing == "RECORD"
+                            and p
+                            and not p.startswith(("/", "."))
+                            and "\\" not in p
+                            and "/." not in p
+                            and ":" not in p
+                        ):
                             # the usual line ("pkg/mod.py"): its first component, without normalising the path
                             firsts.add(os.path.normcase(p.split("/", 1)[0]))
                             continue
@@ -873,6 +920,7 @@ class Scanner(object):
 # ---------------------------------------------------------------------------
 # main
 # ---------------------------------------------------------------------------
+
 
 def _parse_args(argv):
     """``--deep`` or not; anything else is reported and ignored."""
@@ -945,8 +993,7 @@ def stdlib_info(sysconfig, is_venv):
     externally_managed = False
     if stdlib and not is_venv:
         # PEP 668: the marker is ignored inside virtual environments.
-        externally_managed = os.path.isfile(
-            os.path.join(stdlib, "EXTERNALLY-MANAGED"))
+        externally_managed = os.path.isfile(os.path.join(stdlib, "EXTERNALLY-MANAGED"))
     return stdlib, externally_managed
 
 
@@ -958,12 +1005,10 @@ def site_paths(sysconfig, site, venv):
     system_site = []
     if venv["is_venv"]:
         base, base_exec = venv["base_prefix"], venv["base_exec_prefix"]
-        sys_candidates = _sysconfig_site_paths(
-            sysconfig, None, {"base": base, "platbase": base_exec})
+        sys_candidates = _sysconfig_site_paths(sysconfig, None, {"base": base, "platbase": base_exec})
         sys_candidates += _site_getsitepackages(site, [base, base_exec])
         env_real = set(_real(p) for p in site_packages)
-        system_site = [p for p in _dedup_existing(sys_candidates)
-                       if _real(p) not in env_real]
+        system_site = [p for p in _dedup_existing(sys_candidates) if _real(p) not in env_real]
     return site_packages, system_site
 
 
@@ -987,25 +1032,25 @@ def scan_folders(site_packages, user_site, system_site, include_system):
 def scan_distributions(deep, scan):
     """Scan the folders; return the Scanner, its distributions sorted as reported."""
     scanner = Scanner(deep)
-    scanner.env_dirs = [os.path.normcase(os.path.normpath(p))
-                        for p, loc in scan if loc == "env"]
+    scanner.env_dirs = [os.path.normcase(os.path.normpath(p)) for p, loc in scan if loc == "env"]
     for i, (p, loc) in enumerate(scan):
         scanner.scan_dir(p, loc, i)
     for p, loc in scan:  # a plain scan too: the plan names what the new env will not have (issue 23)
         if loc == "env":
             scanner.find_orphans(p, loc)
     dists = scanner.distributions
-    dists.sort(key=lambda d: (LOCATION_ORDER.get(d["location"], 9),
-                              d["canonical"], d["_order"], d["dist_info"]))
+    dists.sort(key=lambda d: (LOCATION_ORDER.get(d["location"], 9), d["canonical"], d["_order"], d["dist_info"]))
     for d in dists:
         del d["_order"]
     return scanner
 
 
 def _interpreter_fallback():
-    return {"executable": sys.executable,
-            "version": "%d.%d.%d" % tuple(sys.version_info[:3]),
-            "version_info": list(sys.version_info)}
+    return {
+        "executable": sys.executable,
+        "version": "%d.%d.%d" % tuple(sys.version_info[:3]),
+        "version_info": list(sys.version_info),
+    }
 
 
 def interpreter_and_platform(sysconfig):
@@ -1036,8 +1081,7 @@ def build(argv):
     site_packages, system_site = site_paths(sysconfig, site, venv)
     user_site = user_site_path(site, sysconfig)
     u_enabled = user_site_enabled(is_venv, include_system)
-    scan = scan_folders(site_packages, user_site, system_site,
-                        is_venv and include_system)
+    scan = scan_folders(site_packages, user_site, system_site, is_venv and include_system)
     scanner = scan_distributions(deep, scan)
     environ = dict((k, os.environ[k]) for k in ENVIRON_KEYS if k in os.environ)
     interp, plat = interpreter_and_platform(sysconfig)
@@ -1073,18 +1117,25 @@ def main(argv=None):
     if argv is None:
         argv = sys.argv[1:]
     import json
+
     try:
         doc = build(argv)
     except Exception as e:  # last resort: still one JSON document, exit 0
         import traceback
+
         warn("probe failed: %s" % _exc(e))
         warn(traceback.format_exc())
         doc = {
             "probe_version": PROBE_VERSION,
             "interpreter": _interpreter_fallback(),
-            "platform": {}, "env": {"kind": "unknown"}, "paths": {},
-            "environ": {}, "distributions": [], "debris": [],
-            "sys_path": list(sys.path), "warnings": _WARNINGS,
+            "platform": {},
+            "env": {"kind": "unknown"},
+            "paths": {},
+            "environ": {},
+            "distributions": [],
+            "debris": [],
+            "sys_path": list(sys.path),
+            "warnings": _WARNINGS,
         }
     try:
         text = json.dumps(doc, sort_keys=True)

@@ -20,8 +20,8 @@ def _unescape(field: str) -> str:
     """``/proc/self/mountinfo`` escapes space, tab, newline and backslash as ``\\ooo``."""
     out, i = [], 0
     while i < len(field):
-        if field[i] == "\\" and len(field[i + 1:i + 4]) == 3 and field[i + 1:i + 4].isdigit():
-            out.append(chr(int(field[i + 1:i + 4], 8)))
+        if field[i] == "\\" and len(field[i + 1 : i + 4]) == 3 and field[i + 1 : i + 4].isdigit():
+            out.append(chr(int(field[i + 1 : i + 4], 8)))
             i += 4
         else:
             out.append(field[i])
@@ -64,7 +64,8 @@ def mount_point_error(env: Path) -> UserError:
         "be renamed. Nothing was built or changed.",
         "tfrebuild swaps environments by renaming beside them. Point --env at the folder the mount comes from "
         "(see `findmnt " + str(env) + "`), or unmount it and keep the env in a plain folder.",
-        exit_code=1)
+        exit_code=1,
+    )
 
 
 def refuse_mount_point(env: Path) -> None:

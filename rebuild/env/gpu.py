@@ -23,8 +23,15 @@ import shutil
 from rebuild.env.profile import Gpu
 from rebuild.util import proc
 
-CUDA_ENV_VARS = ("CUDA_HOME", "CUDA_PATH", "CUDNN_PATH", "CUDA_VISIBLE_DEVICES", "LD_LIBRARY_PATH",
-                 "TF_FORCE_GPU_ALLOW_GROWTH", "XLA_FLAGS")
+CUDA_ENV_VARS = (
+    "CUDA_HOME",
+    "CUDA_PATH",
+    "CUDNN_PATH",
+    "CUDA_VISIBLE_DEVICES",
+    "LD_LIBRARY_PATH",
+    "TF_FORCE_GPU_ALLOW_GROWTH",
+    "XLA_FLAGS",
+)
 
 QUERY_FIELDS = ("name", "driver_version")
 QUERY = [f"--query-gpu={','.join(QUERY_FIELDS)}", "--format=csv,noheader"]

@@ -69,7 +69,9 @@ def applies(req: Requirement, env: dict[str, str], extras: frozenset[str] = froz
         return False, False
 
 
-def edges(dists: dict[str, list[str]], env: dict[str, str], provides_extra: dict[str, list[str]] | None = None) -> list[Edge]:
+def edges(
+    dists: dict[str, list[str]], env: dict[str, str], provides_extra: dict[str, list[str]] | None = None
+) -> list[Edge]:
     """Edges parent → child among the installed distributions ``dists`` (name → requires).
 
     A requirement behind an extra counts when the child is installed: the

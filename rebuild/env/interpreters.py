@@ -49,9 +49,10 @@ def _candidate_paths() -> list[tuple[Path, str]]:
         for exe in sorted(glob.glob(str(root / "versions" / "*" / "bin" / "python3.*"))):
             if not exe.endswith("-config"):
                 found.append((Path(exe), "pyenv"))
-    for base in (Path.home() / "miniconda3", Path.home() / "anaconda3", Path.home() / "miniforge3",
-                 Path("/opt/conda")):
-        for path in [base / "bin" / "python3"] + sorted(Path(p) for p in glob.glob(str(base / "envs" / "*" / "bin" / "python3"))):
+    for base in (Path.home() / "miniconda3", Path.home() / "anaconda3", Path.home() / "miniforge3", Path("/opt/conda")):
+        for path in [base / "bin" / "python3"] + sorted(
+            Path(p) for p in glob.glob(str(base / "envs" / "*" / "bin" / "python3"))
+        ):
             if path.exists():
                 found.append((path, "conda"))
     for folder in ("/usr/local/bin", "/usr/bin"):
@@ -107,12 +108,16 @@ def find(request: str, *, allow_download: bool = False) -> Interpreter:
         exe = Path(request).expanduser()
         version = version_of(exe) if exe.exists() else None
         if not version:
-            raise UserError(f"{exe} is not a working Python interpreter.", "Pass a version such as 3.12, or a path to python3.X.")
+            raise UserError(
+                f"{exe} is not a working Python interpreter.", "Pass a version such as 3.12, or a path to python3.X."
+            )
         return Interpreter(exe.absolute(), version, "given")
     try:
         wanted = Version(request)
     except InvalidVersion as exc:
-        raise UserError(f"'{request}' is not a Python version.", "Use a version such as 3.12 or a path to an interpreter.") from exc
+        raise UserError(
+            f"'{request}' is not a Python version.", "Use a version such as 3.12 or a path to an interpreter."
+        ) from exc
     parts = len(request.split("."))
     for interp in discover():
         have = Version(interp.version)
@@ -131,8 +136,10 @@ def find(request: str, *, allow_download: bool = False) -> Interpreter:
             exe = Path(result.stdout.strip())
             return Interpreter(exe, version_of(exe) or request, "uv (downloaded)")
     found = ", ".join(f"{i.version} ({i.path})" for i in discover()) or "none"
-    raise UserError(f"No Python {request} was found on this machine.",
-                    f"Install it (e.g. `pyenv install {request}`), or pass --allow-python-download. Found: {found}.")
+    raise UserError(
+        f"No Python {request} was found on this machine.",
+        f"Install it (e.g. `pyenv install {request}`), or pass --allow-python-download. Found: {found}.",
+    )
 
 
 def as_json(interps: list[Interpreter]) -> str:

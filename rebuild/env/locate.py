@@ -37,9 +37,11 @@ def env_python(path: Path) -> Path | None:
             if candidate.exists():
                 return candidate
         except PermissionError:
-            raise UserError(f"{candidate} cannot be read by this user: permission denied.",
-                            "Run tfrebuild as the environment's owner, or give read access to it and to the "
-                            "interpreter it links to.") from None
+            raise UserError(
+                f"{candidate} cannot be read by this user: permission denied.",
+                "Run tfrebuild as the environment's owner, or give read access to it and to the "
+                "interpreter it links to.",
+            ) from None
     return None
 
 
@@ -48,8 +50,11 @@ def check_path(target: str | os.PathLike) -> None:
     text = os.fspath(target)
     if any(c in text for c in "\n\r\x00"):
         shown = text.encode("unicode_escape").decode("ascii")
-        raise UserError(f"The path '{shown[:80]}{'...' if len(shown) > 80 else ''}' holds a line break or NUL "
-                        "character; tfrebuild does not use such paths.", "Rename the folder, or choose another path.")
+        raise UserError(
+            f"The path '{shown[:80]}{'...' if len(shown) > 80 else ''}' holds a line break or NUL "
+            "character; tfrebuild does not use such paths.",
+            "Rename the folder, or choose another path.",
+        )
 
 
 def locate(path: str | os.PathLike | None) -> EnvLocation:
@@ -63,8 +68,10 @@ def locate(path: str | os.PathLike | None) -> EnvLocation:
     target = Path(os.path.abspath(os.path.expanduser(target)))
     if not target.exists():
         if explicit:
-            raise UserError(f"There is no environment at {target}: the path does not exist.",
-                            "Check the spelling, or pass the folder of an existing venv/conda env with --env PATH.")
+            raise UserError(
+                f"There is no environment at {target}: the path does not exist.",
+                "Check the spelling, or pass the folder of an existing venv/conda env with --env PATH.",
+            )
         raise UserError(
             f"No environment given and none found at the default {target}.",
             "Activate the environment (so $VIRTUAL_ENV is set), run from the folder holding .venv, or pass --env PATH. "
@@ -73,11 +80,14 @@ def locate(path: str | os.PathLike | None) -> EnvLocation:
         )
     if target.is_file():
         if not os.access(target, os.X_OK):
-            raise UserError(f"{target} is a file but not an executable interpreter.",
-                            "Pass an environment folder or a python executable with --env.")
+            raise UserError(
+                f"{target} is a file but not an executable interpreter.",
+                "Pass an environment folder or a python executable with --env.",
+            )
         home = target.parent.parent
-        if target.parent.name in ("bin", "Scripts") and ((home / "pyvenv.cfg").is_file()
-                                                         or (home / "conda-meta").is_dir()):
+        if target.parent.name in ("bin", "Scripts") and (
+            (home / "pyvenv.cfg").is_file() or (home / "conda-meta").is_dir()
+        ):
             return EnvLocation(path=home, python=target)  # venv/bin/python: the interpreter of that env
         return EnvLocation(path=home, python=target, bare=True)
     python = env_python(target)

@@ -31,11 +31,15 @@ def run(python: Path, *, deep: bool = False, timeout: float | None = None) -> Pr
     if result.timed_out:
         raise UserError(
             f"The interpreter {python} did not answer within {timeout:.0f} s.",
-            "It may hang at start-up; check that it runs (`{0} -c pass`) or raise TFREBUILD_PROBE_TIMEOUT.".format(python),
+            "It may hang at start-up; check that it runs (`{0} -c pass`) or raise TFREBUILD_PROBE_TIMEOUT.".format(
+                python
+            ),
         )
     if result.error:
-        raise UserError(f"The interpreter {python} cannot be started: {result.error}.",
-                        "The environment may be broken or its base Python removed; recreate it or pass another --env.")
+        raise UserError(
+            f"The interpreter {python} cannot be started: {result.error}.",
+            "The environment may be broken or its base Python removed; recreate it or pass another --env.",
+        )
     if result.returncode != 0:
         tail = "\n".join(result.stderr.strip().splitlines()[-5:])
         raise UserError(
@@ -46,5 +50,8 @@ def run(python: Path, *, deep: bool = False, timeout: float | None = None) -> Pr
     try:
         return Probed.from_json(json.loads(result.stdout))
     except (json.JSONDecodeError, AttributeError) as exc:  # not JSON, or JSON but not an object
-        raise UserError(f"The interpreter {python} printed something that is not the probe's report.",
-                        "Run it by hand to see what it prints at start-up.", details=result.stdout[:500].strip()) from exc
+        raise UserError(
+            f"The interpreter {python} printed something that is not the probe's report.",
+            "Run it by hand to see what it prints at start-up.",
+            details=result.stdout[:500].strip(),
+        ) from exc

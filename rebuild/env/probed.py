@@ -29,8 +29,15 @@ class Probed:
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> Probed:
         """The report from the probe's JSON document (keys it lacks are empty)."""
-        return cls(interpreter=dict(doc.get("interpreter") or {}), platform=dict(doc.get("platform") or {}),
-                   env=dict(doc.get("env") or {}), paths=dict(doc.get("paths") or {}),
-                   environ=dict(doc.get("environ") or {}), distributions=list(doc.get("distributions") or []),
-                   debris=list(doc.get("debris") or []), sys_path=list(doc.get("sys_path") or []),
-                   warnings=list(doc.get("warnings") or []), probe_version=int(doc.get("probe_version") or 0))
+        return cls(
+            interpreter=dict(doc.get("interpreter") or {}),
+            platform=dict(doc.get("platform") or {}),
+            env=dict(doc.get("env") or {}),
+            paths=dict(doc.get("paths") or {}),
+            environ=dict(doc.get("environ") or {}),
+            distributions=list(doc.get("distributions") or []),
+            debris=list(doc.get("debris") or []),
+            sys_path=list(doc.get("sys_path") or []),
+            warnings=list(doc.get("warnings") or []),
+            probe_version=int(doc.get("probe_version") or 0),
+        )

@@ -268,7 +268,9 @@ def loads(text: str, where: str = "profile") -> Profile:
     try:
         data = fs.toml_document(text)  # nesting capped: a hostile profile is one error, not a RecursionError
     except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"{where} is not valid TOML: {exc}.", "Fix the file or take a new one with `tfrebuild snapshot`.") from exc
+        raise UserError(
+            f"{where} is not valid TOML: {exc}.", "Fix the file or take a new one with `tfrebuild snapshot`."
+        ) from exc
     schema = data.get("schema")
     if type(schema) is not int or schema != SCHEMA_VERSION:
         raise UserError(
@@ -278,8 +280,9 @@ def loads(text: str, where: str = "profile") -> Profile:
     try:
         profile = from_dict(Profile, data)
     except (ValueError, TypeError) as exc:
-        raise UserError(f"{where} is not a valid profile: {shorten(str(exc), 200)}.",
-                        "See docs/profile.md for the schema.") from exc
+        raise UserError(
+            f"{where} is not a valid profile: {shorten(str(exc), 200)}.", "See docs/profile.md for the schema."
+        ) from exc
     validate(profile, where)
     return profile
 
@@ -308,13 +311,19 @@ def shorten(value, limit: int = 80) -> str:
     """``value`` for a message: at most ``limit`` characters, control characters shown escaped."""
     text = value if isinstance(value, str) else repr(value)
     text = text.encode("unicode_escape").decode("ascii")
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(value) if isinstance(value, str) else len(text)} characters)"
+    return (
+        text
+        if len(text) <= limit
+        else f"{text[:limit]}... ({len(value) if isinstance(value, str) else len(text)} characters)"
+    )
 
 
 def _refuse(where: str, field_name: str, value, what: str, fix: str) -> UserError:
-    return UserError(f"{where} is not a valid profile: {field_name} = '{shorten(value)}' is not {what}.",
-                     f"{fix} Fix the field, or take a new profile with `tfrebuild snapshot` (docs/profile.md "
-                     "describes every field). Nothing was run.")
+    return UserError(
+        f"{where} is not a valid profile: {field_name} = '{shorten(value)}' is not {what}.",
+        f"{fix} Fix the field, or take a new profile with `tfrebuild snapshot` (docs/profile.md "
+        "describes every field). Nothing was run.",
+    )
 
 
 def _strings(obj, at: str):
@@ -361,8 +370,13 @@ def _check_name(where: str, at: str, value: str, optional: bool = False) -> None
     if optional and not value:
         return
     if len(value) > MAX_NAME or not _NAME.match(value):
-        raise _refuse(where, at, value, "a package name (PEP 508)",
-                      "Give the distribution's name only, e.g. numpy (no versions, URLs or options).")
+        raise _refuse(
+            where,
+            at,
+            value,
+            "a package name (PEP 508)",
+            "Give the distribution's name only, e.g. numpy (no versions, URLs or options).",
+        )
 
 
 def _check_requirement(where: str, at: str, text: str) -> None:
@@ -370,7 +384,9 @@ def _check_requirement(where: str, at: str, text: str) -> None:
     try:
         req = Requirement(text)
     except InvalidRequirement:
-        raise _refuse(where, at, text, "a requirement (PEP 508)", "Write it as name<specifier>, e.g. numpy<2.") from None
+        raise _refuse(
+            where, at, text, "a requirement (PEP 508)", "Write it as name<specifier>, e.g. numpy<2."
+        ) from None
     if req.url or len(req.name) > MAX_NAME:
         raise _refuse(where, at, text, "a requirement without a URL", "Constraints name versions, e.g. numpy<2.")
 
@@ -380,16 +396,26 @@ def _check_location(where: str, at: str, value: str, *, path_ok: bool) -> None:
 
     problem = indexconf.malformed(value, path_ok=path_ok)
     if problem or value != value.strip():
-        raise _refuse(where, at, value, f"a usable index location ({problem or 'white space around it'})",
-                      "Give an https://, http:// or file:// URL or a local folder.")
+        raise _refuse(
+            where,
+            at,
+            value,
+            f"a usable index location ({problem or 'white space around it'})",
+            "Give an https://, http:// or file:// URL or a local folder.",
+        )
 
 
 def _check_model(where: str, at: str, model: SmokeModel) -> None:
     if not model.path.startswith("/"):
         raise _refuse(where, f"{at}.path", model.path, "an absolute path", "Give the saved model's full path.")
     if model.inputs and (not model.inputs.startswith("/") or not model.inputs.endswith((".npy", ".npz"))):
-        raise _refuse(where, f"{at}.inputs", model.inputs, "the full path of a .npy or .npz file",
-                      "Give sample inputs saved with numpy.save or numpy.savez, or leave inputs out.")
+        raise _refuse(
+            where,
+            f"{at}.inputs",
+            model.inputs,
+            "the full path of a .npy or .npz file",
+            "Give sample inputs saved with numpy.save or numpy.savez, or leave inputs out.",
+        )
     if model.loader not in MODEL_LOADERS:
         raise _refuse(where, f"{at}.loader", model.loader, f"one of {', '.join(MODEL_LOADERS)}", "Use auto.")
     for key in ("rtol", "atol"):
@@ -398,17 +424,26 @@ def _check_model(where: str, at: str, model: SmokeModel) -> None:
             raise _refuse(where, f"{at}.{key}", value, "a number of 0 or more", "Write e.g. 1e-4.")
     for k, imp in enumerate(model.imports):
         if not _DOTTED.match(imp) or len(imp) > MAX_NAME:
-            raise _refuse(where, f"{at}.imports[{k}]", imp, "a module name (dotted identifiers)",
-                          "Give the import name of the package that registers the model's custom objects.")
+            raise _refuse(
+                where,
+                f"{at}.imports[{k}]",
+                imp,
+                "a module name (dotted identifiers)",
+                "Give the import name of the package that registers the model's custom objects.",
+            )
 
 
 def validate(profile: Profile, where: str = "profile") -> None:
     """Check every field against its grammar; raise a :class:`UserError` naming the first bad one."""
     for value, at in _strings(profile, ""):
-        if "\x00" in value or (("\n" in value or "\r" in value)
-                               and not at.startswith(("warnings", "index.settings"))):
-            raise _refuse(where, at, value, "one line of text (it holds a line break or a NUL character)",
-                          "Remove the line break; a profile field is never more than one line.")
+        if "\x00" in value or (("\n" in value or "\r" in value) and not at.startswith(("warnings", "index.settings"))):
+            raise _refuse(
+                where,
+                at,
+                value,
+                "one line of text (it holds a line break or a NUL character)",
+                "Remove the line break; a profile field is never more than one line.",
+            )
         if len(value) > MAX_TEXT and not at.startswith("warnings"):
             raise _refuse(where, at, value, f"text of at most {MAX_TEXT} characters", "Shorten it.")
     _check_version(where, "interpreter.version", profile.interpreter.version, optional=True)
@@ -420,11 +455,17 @@ def validate(profile: Profile, where: str = "profile") -> None:
         _check_name(where, f"tensorflow.installed_variants[{i}]", name)
     for key in profile.gpu.environ:
         if not _ENV_NAME.match(key):
-            raise _refuse(where, f"gpu.environ.{shorten(key, 40)}", key, "an environment variable name",
-                          "Use letters, digits and underscores.")
+            raise _refuse(
+                where,
+                f"gpu.environ.{shorten(key, 40)}",
+                key,
+                "an environment variable name",
+                "Use letters, digits and underscores.",
+            )
     i = profile.index
-    for at, url in [("index.index_url", i.index_url)] + [(f"index.extra_index_urls[{n}]", u)
-                                                         for n, u in enumerate(i.extra_index_urls)]:
+    for at, url in [("index.index_url", i.index_url)] + [
+        (f"index.extra_index_urls[{n}]", u) for n, u in enumerate(i.extra_index_urls)
+    ]:
         if url:
             _check_location(where, at, url, path_ok=False)
     for n, url in enumerate(i.find_links):
@@ -433,36 +474,65 @@ def validate(profile: Profile, where: str = "profile") -> None:
         if not c.strip():
             raise _refuse(where, f"index.constraints[{n}]", c, "a constraints file", "Give a path or a URL.")
     if i.index_strategy not in INDEX_STRATEGIES:
-        raise _refuse(where, "index.index_strategy", i.index_strategy, f"one of {', '.join(INDEX_STRATEGIES[1:])}",
-                      "Leave it out for uv's default.")
+        raise _refuse(
+            where,
+            "index.index_strategy",
+            i.index_strategy,
+            f"one of {', '.join(INDEX_STRATEGIES[1:])}",
+            "Leave it out for uv's default.",
+        )
     for n, line in enumerate(i.constraint_lines):
         _check_requirement(where, f"index.constraint_lines[{n}]", line)
     for n, entry in enumerate(profile.requested):
         m = _REQUESTED.match(entry)
-        if not m or not _NAME.match(m.group("name")) or len(entry) > MAX_NAME or not all(
-                _NAME.match(e.strip()) for e in (m.group("extras") or "").split(",") if e.strip()):
-            raise _refuse(where, f"requested[{n}]", entry, "a package name (PEP 508, extras allowed)",
-                          "List requested packages by name only, e.g. pandas or tensorflow[and-cuda]; where a "
-                          "package comes from is its [[packages]] source, not part of its name.")
+        if (
+            not m
+            or not _NAME.match(m.group("name"))
+            or len(entry) > MAX_NAME
+            or not all(_NAME.match(e.strip()) for e in (m.group("extras") or "").split(",") if e.strip())
+        ):
+            raise _refuse(
+                where,
+                f"requested[{n}]",
+                entry,
+                "a package name (PEP 508, extras allowed)",
+                "List requested packages by name only, e.g. pandas or tensorflow[and-cuda]; where a "
+                "package comes from is its [[packages]] source, not part of its name.",
+            )
     for name, spec in profile.constraints.items():
         _check_name(where, "constraints key", name)
         _check_requirement(where, f"constraints.{name}", f"{name}{spec}")
         if spec.strip().startswith(("@", "[")):
-            raise _refuse(where, f"constraints.{name}", spec, "a version specifier", "Write it as e.g. \"<2\".")
+            raise _refuse(where, f"constraints.{name}", spec, "a version specifier", 'Write it as e.g. "<2".')
     proj = profile.project
     if proj.manager not in PROJECT_MANAGERS:
-        raise _refuse(where, "project.manager", proj.manager, f"one of {', '.join(PROJECT_MANAGERS[1:])}",
-                      "Leave the [project] table out for a plain env.")
+        raise _refuse(
+            where,
+            "project.manager",
+            proj.manager,
+            f"one of {', '.join(PROJECT_MANAGERS[1:])}",
+            "Leave the [project] table out for a plain env.",
+        )
     if proj.root and not proj.root.startswith("/"):
         raise _refuse(where, "project.root", proj.root, "an absolute path", "Give the project folder's full path.")
     for n, name in enumerate(proj.files):
         if not name or "/" in name or "\\" in name or name in (".", ".."):
-            raise _refuse(where, f"project.files[{n}]", name, "a file name in the project folder",
-                          "List names such as pyproject.toml or uv.lock.")
+            raise _refuse(
+                where,
+                f"project.files[{n}]",
+                name,
+                "a file name in the project folder",
+                "List names such as pyproject.toml or uv.lock.",
+            )
     for n, imp in enumerate(profile.smoke.imports):
         if not _DOTTED.match(imp) or len(imp) > MAX_NAME:
-            raise _refuse(where, f"smoke.imports[{n}]", imp, "a module name (dotted identifiers)",
-                          "Give import names such as tensorflow or tensorflow.keras.")
+            raise _refuse(
+                where,
+                f"smoke.imports[{n}]",
+                imp,
+                "a module name (dotted identifiers)",
+                "Give import names such as tensorflow or tensorflow.keras.",
+            )
     for n, model in enumerate(profile.smoke.models):
         _check_model(where, f"smoke.models[{n}]", model)
     for n, pkg in enumerate(profile.packages):
@@ -474,31 +544,55 @@ def validate(profile: Profile, where: str = "profile") -> None:
         if pkg.location not in LOCATIONS:
             raise _refuse(where, f"{at}.location", pkg.location, f"one of {', '.join(LOCATIONS)}", "Use env.")
         if pkg.source not in SOURCES:
-            raise _refuse(where, f"{at}.source", pkg.source, f"one of {', '.join(SOURCES)}",
-                          "Use index for packages from a package index.")
+            raise _refuse(
+                where,
+                f"{at}.source",
+                pkg.source,
+                f"one of {', '.join(SOURCES)}",
+                "Use index for packages from a package index.",
+            )
         if pkg.vcs not in VCS:
             raise _refuse(where, f"{at}.vcs", pkg.vcs, f"one of {', '.join(VCS[1:])}", "Leave it out.")
         for key in ("commit", "requested_revision"):
             if not _HEX_OR_REF.match(getattr(pkg, key)):
                 raise _refuse(where, f"{at}.{key}", getattr(pkg, key), "a commit or revision", "Leave it out.")
-        schemes = {"index": (), "url": ("https", "http", "file"), "vcs": ("https", "http", "ssh", "file", "git"),
-                   "path": ("file",), "editable": ("file",)}[pkg.source]
+        schemes = {
+            "index": (),
+            "url": ("https", "http", "file"),
+            "vcs": ("https", "http", "ssh", "file", "git"),
+            "path": ("file",),
+            "editable": ("file",),
+        }[pkg.source]
         if pkg.source == "index":
             if pkg.url or pkg.vcs or pkg.commit:
-                raise _refuse(where, f"{at}.url", pkg.url or pkg.vcs or pkg.commit, "empty for an index package",
-                              "An index package has no url, vcs or commit; set source to its kind or drop them.")
-        elif not _is_url(pkg.url.split("+", 1)[1] if pkg.source == "vcs" and "+" in pkg.url.split("://")[0]
-                         else pkg.url, schemes):
-            raise _refuse(where, f"{at}.url", pkg.url, f"a {'/'.join(schemes)} URL for a {pkg.source} source",
-                          "Give the URL from the package's direct_url.json.")
+                raise _refuse(
+                    where,
+                    f"{at}.url",
+                    pkg.url or pkg.vcs or pkg.commit,
+                    "empty for an index package",
+                    "An index package has no url, vcs or commit; set source to its kind or drop them.",
+                )
+        elif not _is_url(
+            pkg.url.split("+", 1)[1] if pkg.source == "vcs" and "+" in pkg.url.split("://")[0] else pkg.url, schemes
+        ):
+            raise _refuse(
+                where,
+                f"{at}.url",
+                pkg.url,
+                f"a {'/'.join(schemes)} URL for a {pkg.source} source",
+                "Give the URL from the package's direct_url.json.",
+            )
 
 
 def non_index_sources(profile: Profile) -> list[str]:
     """The packages a profile says come from somewhere other than an index, for the user to review."""
     from rebuild.knowledge.tf import bundled_seed
 
-    return [f"{p.name} {p.version} ({p.source}: {shorten(p.url, 120)})" for p in profile.packages
-            if p.source != "index" and not bundled_seed(p.name, p.url or "")]
+    return [
+        f"{p.name} {p.version} ({p.source}: {shorten(p.url, 120)})"
+        for p in profile.packages
+        if p.source != "index" and not bundled_seed(p.name, p.url or "")
+    ]
 
 
 def load(path: str | Path) -> Profile:
@@ -508,15 +602,21 @@ def load(path: str | Path) -> Profile:
     try:
         data = fs.read_document(path)  # a regular file, no link followed, size capped: a FIFO or device is refused
     except FileNotFoundError as exc:
-        raise UserError(f"Profile {path} does not exist.", "Check the path, or create one with `tfrebuild snapshot`.") from exc
+        raise UserError(
+            f"Profile {path} does not exist.", "Check the path, or create one with `tfrebuild snapshot`."
+        ) from exc
     except OSError as exc:
-        raise UserError(f"Profile {path} cannot be read: {exc.strerror or exc}.",
-                        "Give --profile a profile file (a regular file, not a link, a FIFO or a device).") from exc
+        raise UserError(
+            f"Profile {path} cannot be read: {exc.strerror or exc}.",
+            "Give --profile a profile file (a regular file, not a link, a FIFO or a device).",
+        ) from exc
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise UserError(f"Profile {path} cannot be read: it is not UTF-8 text (byte {exc.start}).",
-                        "Fix the file or take a new one with `tfrebuild snapshot`.") from None
+        raise UserError(
+            f"Profile {path} cannot be read: it is not UTF-8 text (byte {exc.start}).",
+            "Fix the file or take a new one with `tfrebuild snapshot`.",
+        ) from None
     return loads(text, where=str(path))
 
 

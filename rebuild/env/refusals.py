@@ -24,9 +24,11 @@ def _user(uid: int) -> str:
 def in_use(env: Path, users: list[inuse.User]) -> UserError:
     """The refusal for processes running from ``env``."""
     listing = "; ".join(f"pid {u.pid} ({u.why}): {u.command[:120]}" for u in users[:5])
-    return UserError(f"{len(users)} running process(es) use {env}: {listing}.",
-                     "Stop them first (a running kernel would import half old, half new modules), "
-                     "or pass --force to swap anyway.", exit_code=1)
+    return UserError(
+        f"{len(users)} running process(es) use {env}: {listing}.",
+        "Stop them first (a running kernel would import half old, half new modules), or pass --force to swap anyway.",
+        exit_code=1,
+    )
 
 
 def _read_only(folder: Path) -> bool:
@@ -66,26 +68,41 @@ def refusals(env: Path, *, force: bool = False) -> list[UserError]:
     me = os.geteuid()
     if st.st_uid != me and me != 0:
         owner = _user(st.st_uid)
-        out.append(UserError(
-            f"{env} belongs to {owner}, and this process ({_user(me)}) cannot give the new env that owner.",
-            f"Run tfrebuild as {owner} (e.g. `sudo -u {owner} tfrebuild upgrade --env {env}`), or as root, "
-            "which keeps the owner. Nothing was changed.", exit_code=1))
+        out.append(
+            UserError(
+                f"{env} belongs to {owner}, and this process ({_user(me)}) cannot give the new env that owner.",
+                f"Run tfrebuild as {owner} (e.g. `sudo -u {owner} tfrebuild upgrade --env {env}`), or as root, "
+                "which keeps the owner. Nothing was changed.",
+                exit_code=1,
+            )
+        )
     elif _read_only(parent):
-        out.append(UserError(
-            f"{env} is on a read-only filesystem: tfrebuild cannot build the new env beside it or swap it.",
-            "Remount the filesystem read-write (or copy the env to a writable place and upgrade it there). "
-            "Nothing was changed.", exit_code=1))
+        out.append(
+            UserError(
+                f"{env} is on a read-only filesystem: tfrebuild cannot build the new env beside it or swap it.",
+                "Remount the filesystem read-write (or copy the env to a writable place and upgrade it there). "
+                "Nothing was changed.",
+                exit_code=1,
+            )
+        )
     elif not os.access(parent, os.W_OK | os.X_OK):
-        out.append(UserError(
-            f"The folder {parent} that holds {env} is not writable by {_user(me)}.",
-            "tfrebuild builds the new env beside the old one and keeps its state there "
-            f"({parent}/.{env.name}.tfrebuild); give write access to {parent}, or run as its owner "
-            f"({_user(parent_st.st_uid)}). Nothing was changed.", exit_code=1))
+        out.append(
+            UserError(
+                f"The folder {parent} that holds {env} is not writable by {_user(me)}.",
+                "tfrebuild builds the new env beside the old one and keeps its state there "
+                f"({parent}/.{env.name}.tfrebuild); give write access to {parent}, or run as its owner "
+                f"({_user(parent_st.st_uid)}). Nothing was changed.",
+                exit_code=1,
+            )
+        )
     elif not os.access(env, os.W_OK | os.X_OK):
-        out.append(UserError(
-            f"{env} is not writable by {_user(me)}; the swap moves it into tfrebuild's generations.",
-            f"Give write access to {env} (or run as its owner, {_user(st.st_uid)}). Nothing was changed.",
-            exit_code=1))
+        out.append(
+            UserError(
+                f"{env} is not writable by {_user(me)}; the swap moves it into tfrebuild's generations.",
+                f"Give write access to {env} (or run as its owner, {_user(st.st_uid)}). Nothing was changed.",
+                exit_code=1,
+            )
+        )
     if not force:
         users = inuse.processes_using(env)
         if users:

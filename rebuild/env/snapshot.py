@@ -24,10 +24,10 @@ from rebuild.knowledge.tf import SEED_PACKAGES, TF_DISTRIBUTIONS, import_name
 
 #: tfrebuild's own distribution: a tool installed apart, never something an env is for (never requested).
 from rebuild import SELF  # noqa: E402 - its home is rebuild/__init__.py (project/detect reads it too)
+
 #: What tfrebuild pulls in (its runtime requirements and theirs). Left behind without a REQUESTED marker when
 #: tfrebuild is uninstalled from an env, they are its leftovers, not packages the user asked for.
-TOOL_DEPENDENCIES = ("uv", "typer", "rich", "tomli-w", "click", "shellingham", "markdown-it-py", "mdurl",
-                     "pygments")
+TOOL_DEPENDENCIES = ("uv", "typer", "rich", "tomli-w", "click", "shellingham", "markdown-it-py", "mdurl", "pygments")
 
 
 def _source(dist: dict) -> dict:
@@ -40,8 +40,13 @@ def _source(dist: dict) -> dict:
         return {"source": "editable", "url": url}
     if "vcs_info" in direct:
         vcs = direct["vcs_info"]
-        return {"source": "vcs", "url": url, "vcs": vcs.get("vcs", ""), "commit": vcs.get("commit_id", ""),
-                "requested_revision": vcs.get("requested_revision", "")}
+        return {
+            "source": "vcs",
+            "url": url,
+            "vcs": vcs.get("vcs", ""),
+            "commit": vcs.get("commit_id", ""),
+            "requested_revision": vcs.get("requested_revision", ""),
+        }
     if url.startswith("file://"):
         return {"source": "path", "url": url}
     return {"source": "url", "url": url}
@@ -72,15 +77,31 @@ def _import_names(name: str, dist: dict) -> list[str]:
     guess = import_name(name)
     if name in TF_DISTRIBUTIONS:
         return [guess]
-    tops = sorted({t for t in dist.get("top_level", []) if t and t.isidentifier() and not t.startswith("_")
-                   and t.lower() not in _NOT_IMPORTS})
+    tops = sorted(
+        {
+            t
+            for t in dist.get("top_level", [])
+            if t and t.isidentifier() and not t.startswith("_") and t.lower() not in _NOT_IMPORTS
+        }
+    )
     if not tops:
         return [guess]
     flat = guess.lower()
-    main = next((t for t in tops if t == guess), None) or next(
-        (t for t in tops if flat.endswith("_" + t.lower()) or flat.startswith(t.lower() + "_")
-         or t.lower() == flat.replace("_", "")), None) or min(tops, key=lambda t: (len(t), t))
-    return [main] + [t for t in tops if t != main][:MAX_IMPORTS_PER_DIST - 1]
+    main = (
+        next((t for t in tops if t == guess), None)
+        or next(
+            (
+                t
+                for t in tops
+                if flat.endswith("_" + t.lower())
+                or flat.startswith(t.lower() + "_")
+                or t.lower() == flat.replace("_", "")
+            ),
+            None,
+        )
+        or min(tops, key=lambda t: (len(t), t))
+    )
+    return [main] + [t for t in tops if t != main][: MAX_IMPORTS_PER_DIST - 1]
 
 
 _DEBRIS_MESSAGES = {
@@ -102,14 +123,24 @@ def _choose(distributions: list[dict], warnings: list[prof.Warning]) -> dict[str
         if len(in_env) > 1:
             paths = ", ".join(d["dist_info"] for d in in_env)
             versions = ", ".join(d["version"] for d in in_env)
-            warnings.append(prof.Warning("duplicate-dist-info", in_env[0]["dist_info"],
-                                         f"{name} has {len(in_env)} metadata folders ({versions}): {paths}"))
+            warnings.append(
+                prof.Warning(
+                    "duplicate-dist-info",
+                    in_env[0]["dist_info"],
+                    f"{name} has {len(in_env)} metadata folders ({versions}): {paths}",
+                )
+            )
         chosen[name] = effective(in_env)
         shadowed = [d for d in found if d["location"] != in_env[0]["location"]]
         for other in shadowed:
             if other["location"] == "user":
-                warnings.append(prof.Warning("user-site-shadow", other["dist_info"],
-                                             f"{name} {other['version']} is also installed in the user site"))
+                warnings.append(
+                    prof.Warning(
+                        "user-site-shadow",
+                        other["dist_info"],
+                        f"{name} {other['version']} is also installed in the user site",
+                    )
+                )
     return chosen
 
 
@@ -124,8 +155,9 @@ def _probe_warnings(data: Probed) -> list[prof.Warning]:
     return warnings
 
 
-def _packages(chosen: dict[str, dict], markers: dict,
-              warnings: list[prof.Warning] | None = None) -> tuple[list[prof.Package], list[str], set[str]]:
+def _packages(
+    chosen: dict[str, dict], markers: dict, warnings: list[prof.Warning] | None = None
+) -> tuple[list[prof.Package], list[str], set[str]]:
     """Every chosen distribution as a package, the names requested (what the user asked for, and what nothing
     requested would bring back: :func:`unreached`), and those last ones apart."""
     requires = {n: d.get("requires", []) for n, d in chosen.items()}
@@ -137,8 +169,10 @@ def _packages(chosen: dict[str, dict], markers: dict,
     hard_edges = {(e.parent, e.child) for e in all_edges if not e.via_extra}
     for edge in all_edges:
         required_by[edge.child].add(edge.parent)
-        if chosen.get(edge.parent, {}).get("location", "env") != "env" and \
-                chosen.get(edge.child, {}).get("location", "env") == "env":
+        if (
+            chosen.get(edge.parent, {}).get("location", "env") != "env"
+            and chosen.get(edge.child, {}).get("location", "env") == "env"
+        ):
             continue  # a system (or user-site) package's need keeps nothing in the env: the new env is built from it
         if not edge.via_extra:
             hard_required.add(edge.child)
@@ -155,44 +189,62 @@ def _packages(chosen: dict[str, dict], markers: dict,
     others = {n: d for n, d in chosen.items() if not (uv_markers_meaningless and (d.get("installer") or "") == "uv")}
     markers_meaningless = markers_mark_dependencies(others, hard_required)
     if markers_meaningless and warnings is not None:
-        warnings.append(prof.Warning(
-            REQUESTED_FROM_GRAPH, "",
-            "REQUESTED marks (nearly) every dependency (installed from a pinned requirements file?): the requested "
-            "packages are taken from the dependency graph (what nothing installed requires); name others under "
-            "`requested` in a profile (--profile) to keep them"))
+        warnings.append(
+            prof.Warning(
+                REQUESTED_FROM_GRAPH,
+                "",
+                "REQUESTED marks (nearly) every dependency (installed from a pinned requirements file?): the requested "
+                "packages are taken from the dependency graph (what nothing installed requires); name others under "
+                "`requested` in a profile (--profile) to keep them",
+            )
+        )
 
     packages: list[prof.Package] = []
     requested: list[str] = []
     for name in sorted(chosen):
         dist = chosen[name]
         marker = bool(dist.get("requested")) and not (
-            (uv_markers_meaningless and dist.get("installer") == "uv") or markers_meaningless)
+            (uv_markers_meaningless and dist.get("installer") == "uv") or markers_meaningless
+        )
         # Installed and named by another installed package's extra (etils[epath] -> fsspec, zipp): a dependency,
         # pulled in with that extra. TensorFlow itself stays what the env is for (tensorflow-io-gcs-filesystem's
         # extra `tensorflow-cpu` names it back).
         via_extra_only = name in extra_required and name not in TF_DISTRIBUTIONS
-        is_requested = name not in SEED_PACKAGES and name not in SELF and (
-            marker or (name not in hard_required and not via_extra_only))
+        is_requested = (
+            name not in SEED_PACKAGES
+            and name not in SELF
+            and (marker or (name not in hard_required and not via_extra_only))
+        )
         if is_requested and not marker and name in TOOL_DEPENDENCIES and name not in hard_required:
             is_requested = False  # tfrebuild's leftover (it was installed here, then uninstalled)
         if is_requested and dist["location"] == "env":
             requested.append(name)
-        packages.append(prof.Package(
-            name=name, version=dist["version"], requested=is_requested, location=dist["location"],
-            installer=dist.get("installer") or "", required_by=sorted(required_by.get(name, ())),
-            **_source(dist),
-        ))
+        packages.append(
+            prof.Package(
+                name=name,
+                version=dist["version"],
+                requested=is_requested,
+                location=dist["location"],
+                installer=dist.get("installer") or "",
+                required_by=sorted(required_by.get(name, ())),
+                **_source(dist),
+            )
+        )
     kept = unreached(chosen, requested, all_edges)
     if kept:
         for package in packages:
             package.requested = package.requested or package.name in kept
         requested = sorted(set(requested) | kept)
         if warnings is not None:
-            warnings.append(prof.Warning(
-                KEPT_UNREACHED, "",
-                f"{len(kept)} installed package(s) that no requested package requires (only another's extra or a "
-                "cycle of dependencies names them) are kept as requested, so the new env holds them too: "
-                + ", ".join(sorted(kept))))
+            warnings.append(
+                prof.Warning(
+                    KEPT_UNREACHED,
+                    "",
+                    f"{len(kept)} installed package(s) that no requested package requires (only another's extra or a "
+                    "cycle of dependencies names them) are kept as requested, so the new env holds them too: "
+                    + ", ".join(sorted(kept)),
+                )
+            )
     return packages, requested, kept
 
 
@@ -208,8 +260,11 @@ def unreached(chosen: dict[str, dict], requested: list[str], edges: list[graph.E
     ``jupyter-server`` -> … with nothing requested above them, as when the REQUESTED marks are overruled). Each
     round adds the unreached packages that no other unreached one requires (else, in a cycle, its first name).
     """
-    candidates = {n for n, d in chosen.items() if d.get("location", "env") == "env" and n not in SEED_PACKAGES
-                  and n not in SELF and n not in TOOL_DEPENDENCIES}
+    candidates = {
+        n
+        for n, d in chosen.items()
+        if d.get("location", "env") == "env" and n not in SEED_PACKAGES and n not in SELF and n not in TOOL_DEPENDENCIES
+    }
     hard: dict[str, set[str]] = defaultdict(set)
     for edge in edges:  # TensorFlow's own extras (`and-cuda`) are the plan's to carry (its GPU route)
         if not edge.via_extra or edge.parent in TF_DISTRIBUTIONS:
@@ -257,25 +312,35 @@ def _tensorflow(chosen: dict[str, dict], requested: list[str], warnings: list[pr
         keras = chosen.get("keras") or chosen.get("tf-keras")
         tf.keras_version = keras["version"] if keras else ""
     if len(variants) > 1:
-        warnings.append(prof.Warning(
-            "tensorflow-variants", chosen[variants[0]]["dist_info"],
-            f"{' and '.join(variants)} are installed together; they overwrite each other's files"))
+        warnings.append(
+            prof.Warning(
+                "tensorflow-variants",
+                chosen[variants[0]]["dist_info"],
+                f"{' and '.join(variants)} are installed together; they overwrite each other's files",
+            )
+        )
     return tf
 
 
 def _interpreter(interp: dict) -> prof.Interpreter:
     return prof.Interpreter(
-        version=interp["version"], implementation=interp.get("implementation", ""),
-        executable=interp["executable"], base_prefix=interp.get("base_prefix", ""),
-        abiflags=interp.get("abiflags") or "", soabi=interp.get("soabi") or "",
+        version=interp["version"],
+        implementation=interp.get("implementation", ""),
+        executable=interp["executable"],
+        base_prefix=interp.get("base_prefix", ""),
+        abiflags=interp.get("abiflags") or "",
+        soabi=interp.get("soabi") or "",
         pointer_bits=int(interp.get("pointer_bits") or 64),
     )
 
 
 def _platform(plat: dict) -> prof.Platform:
     return prof.Platform(
-        system=plat.get("system", ""), machine=plat.get("machine", ""), libc=plat.get("libc") or "",
-        libc_version=plat.get("libc_version") or "", sysconfig_platform=plat.get("sysconfig_platform", ""),
+        system=plat.get("system", ""),
+        machine=plat.get("machine", ""),
+        libc=plat.get("libc") or "",
+        libc_version=plat.get("libc_version") or "",
+        sysconfig_platform=plat.get("sysconfig_platform", ""),
         mac_ver=plat.get("mac_ver") or "",
     )
 
@@ -345,11 +410,16 @@ def check_output(output: Path, force: bool) -> None:
         raise UserError(f"{output} is a folder.", f"Pass a file name with -o, e.g. -o {output / 'profile.toml'}.")
     if st is not None and not stat.S_ISREG(st.st_mode):
         what = fs.kind(st.st_mode)
-        raise UserError(f"{output} is {what}, not a regular file: tfrebuild writes -o only to a new file or over a "
-                        "regular file, --force included. Nothing was written.",
-                        "Choose a file name with -o (to read the output, leave -o out: it goes to standard output)"
-                        + (f"; to write where the link points, give its target: {os.path.realpath(output)}."
-                           if what == "a symbolic link" else "."))
+        raise UserError(
+            f"{output} is {what}, not a regular file: tfrebuild writes -o only to a new file or over a "
+            "regular file, --force included. Nothing was written.",
+            "Choose a file name with -o (to read the output, leave -o out: it goes to standard output)"
+            + (
+                f"; to write where the link points, give its target: {os.path.realpath(output)}."
+                if what == "a symbolic link"
+                else "."
+            ),
+        )
     if output.exists() and not force:
         raise UserError(f"{output} already exists.", "Pass --force to overwrite it, or choose another file with -o.")
     parent = output.parent

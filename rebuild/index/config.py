@@ -118,8 +118,9 @@ def _home(home: Path | None) -> Path:
         return Path("/")
 
 
-def _pip_parsed(environ: dict[str, str], home: Path,
-                prefix: Path | None) -> Iterator[tuple[Path, configparser.RawConfigParser]]:
+def _pip_parsed(
+    environ: dict[str, str], home: Path, prefix: Path | None
+) -> Iterator[tuple[Path, configparser.RawConfigParser]]:
     """Each pip configuration file that exists and parses, in pip's order, with its parser."""
     for path in _pip_files(environ, home, prefix):
         parser = configparser.RawConfigParser()
@@ -139,8 +140,13 @@ def _pip_layers(environ: dict[str, str], home: Path, prefix: Path | None) -> lis
         for section in ("global", "install"):
             if not parser.has_section(section):
                 continue
-            for key, norm in (("index-url", "index_url"), ("extra-index-url", "extra_index_urls"),
-                              ("find-links", "find_links"), ("no-index", "no_index"), ("constraint", "constraints")):
+            for key, norm in (
+                ("index-url", "index_url"),
+                ("extra-index-url", "extra_index_urls"),
+                ("find-links", "find_links"),
+                ("no-index", "no_index"),
+                ("constraint", "constraints"),
+            ):
                 if parser.has_option(section, key):
                     layer.values[norm] = _pip_value(norm, parser.get(section, key))
         if layer.values:
@@ -148,8 +154,13 @@ def _pip_layers(environ: dict[str, str], home: Path, prefix: Path | None) -> lis
             layer.implied["index_strategy"] = "unsafe-best-match"
             layers.append(layer)
     env_layer = _Layer("environment (PIP_*)")
-    for var, norm in (("PIP_INDEX_URL", "index_url"), ("PIP_EXTRA_INDEX_URL", "extra_index_urls"),
-                      ("PIP_FIND_LINKS", "find_links"), ("PIP_NO_INDEX", "no_index"), ("PIP_CONSTRAINT", "constraints")):
+    for var, norm in (
+        ("PIP_INDEX_URL", "index_url"),
+        ("PIP_EXTRA_INDEX_URL", "extra_index_urls"),
+        ("PIP_FIND_LINKS", "find_links"),
+        ("PIP_NO_INDEX", "no_index"),
+        ("PIP_CONSTRAINT", "constraints"),
+    ):
         if environ.get(var):
             env_layer.values[norm] = _pip_value(norm, environ[var])
     if env_layer.values:
@@ -162,8 +173,9 @@ def _pip_layers(environ: dict[str, str], home: Path, prefix: Path | None) -> lis
 _PIP_TLS = (("cert", "PIP_CERT", "SSL_CERT_FILE"), ("client-cert", "PIP_CLIENT_CERT", "SSL_CLIENT_CERT"))
 
 
-def tls_environment(environ: dict[str, str] | None = None, home: Path | None = None,
-                    prefix: Path | None = None) -> dict[str, str]:
+def tls_environment(
+    environ: dict[str, str] | None = None, home: Path | None = None, prefix: Path | None = None
+) -> dict[str, str]:
     """pip's ``cert`` / ``client-cert`` (pip.conf's ``[global]``/``[install]``, ``PIP_CERT``, ``PIP_CLIENT_CERT``)
     as the variables uv reads (``SSL_CERT_FILE``, ``SSL_CLIENT_CERT``), for those not set already.
 
@@ -209,8 +221,9 @@ def _uv_files(environ: dict[str, str], home: Path, cwd: Path) -> list[Path]:
     return [path for path in files if os.path.isfile(path)]  # os.path: False, not an error, where it may not look
 
 
-def build_constraint_dependencies(environ: dict[str, str] | None = None, home: Path | None = None,
-                                  cwd: Path | None = None) -> list[str]:
+def build_constraint_dependencies(
+    environ: dict[str, str] | None = None, home: Path | None = None, cwd: Path | None = None
+) -> list[str]:
     """uv's ``build-constraint-dependencies`` lines from its configuration files (they add up, as constraints only
     narrow): the build-time caps of sdists uv builds, which tfrebuild passes itself since it runs uv with
     ``--no-config``."""
@@ -253,10 +266,16 @@ def _uv_layers(environ: dict[str, str], home: Path, cwd: Path) -> list[_Layer]:
         if layer.values:
             layers.append(layer)
     env_layer = _Layer("environment (UV_*)")
-    for var, norm in (("UV_INDEX_URL", "index_url"), ("UV_DEFAULT_INDEX", "index_url"),
-                      ("UV_EXTRA_INDEX_URL", "extra_index_urls"), ("UV_INDEX", "extra_index_urls"),
-                      ("UV_FIND_LINKS", "find_links"), ("UV_NO_INDEX", "no_index"),
-                      ("UV_INDEX_STRATEGY", "index_strategy"), ("UV_CONSTRAINT", "constraints")):
+    for var, norm in (
+        ("UV_INDEX_URL", "index_url"),
+        ("UV_DEFAULT_INDEX", "index_url"),
+        ("UV_EXTRA_INDEX_URL", "extra_index_urls"),
+        ("UV_INDEX", "extra_index_urls"),
+        ("UV_FIND_LINKS", "find_links"),
+        ("UV_NO_INDEX", "no_index"),
+        ("UV_INDEX_STRATEGY", "index_strategy"),
+        ("UV_CONSTRAINT", "constraints"),
+    ):
         raw = environ.get(var)
         if not raw:
             continue
@@ -267,7 +286,11 @@ def _uv_layers(environ: dict[str, str], home: Path, cwd: Path) -> list[_Layer]:
         elif norm == "no_index":
             env_layer.values[norm] = _truthy(raw)
         else:
-            items = [w for w in re.split(r"[\s,]+", raw) if w] if norm == "find_links" else [strip_name(named_credentials(w, environ)) for w in _words(raw)]
+            items = (
+                [w for w in re.split(r"[\s,]+", raw) if w]
+                if norm == "find_links"
+                else [strip_name(named_credentials(w, environ)) for w in _words(raw)]
+            )
             env_layer.values.setdefault(norm, []).extend(items)
     if env_layer.values:
         layers.append(env_layer)
@@ -303,7 +326,9 @@ def discover(
                 constraints[(_tool(layer.origin), key)] = list(value)
             else:
                 setattr(index, key, value)
-            shown = value if isinstance(value, str) else " ".join(value) if isinstance(value, list) else str(value).lower()
+            shown = (
+                value if isinstance(value, str) else " ".join(value) if isinstance(value, list) else str(value).lower()
+            )
             index.settings.append(IndexSetting(origin=layer.origin, key=key, value=redact(str(shown))))
     index.constraints = [c for (tool, key), v in sorted(constraints.items()) if key == "constraints" for c in v]
     lines = [line for (tool, key), v in sorted(constraints.items()) if key == "constraint_lines" for line in v]
@@ -417,9 +442,15 @@ def redacted(index: Index) -> Index:
     )
 
 
-def override(index: Index, *, index_url: str | None = None, extra_index_urls: list[str] | None = None,
-             find_links: list[str] | None = None, offline: bool = False,
-             constraints: list[str] | None = None) -> Index:
+def override(
+    index: Index,
+    *,
+    index_url: str | None = None,
+    extra_index_urls: list[str] | None = None,
+    find_links: list[str] | None = None,
+    offline: bool = False,
+    constraints: list[str] | None = None,
+) -> Index:
     """Apply command-line flags on top of the discovered settings (``--constraint`` files add to the configured)."""
     out = Index(**{k: getattr(index, k) for k in index.__dataclass_fields__})
     out.settings = list(index.settings)
@@ -428,8 +459,10 @@ def override(index: Index, *, index_url: str | None = None, extra_index_urls: li
         files = [str(Path(c).expanduser().resolve()) for c in constraints]
         for given, path in zip(constraints, files, strict=True):
             if not Path(path).is_file():
-                raise UserError(f"The constraint file {given} given with --constraint does not exist or is not a file.",
-                                "Check the path; nothing was changed.")
+                raise UserError(
+                    f"The constraint file {given} given with --constraint does not exist or is not a file.",
+                    "Check the path; nothing was changed.",
+                )
         out.constraints += [f for f in files if f not in out.constraints]
         out.constraint_lines = list(dict.fromkeys(out.constraint_lines + constraint_file_lines(files)))
         out.settings.append(IndexSetting("command line", "constraints", " ".join(files)))
@@ -495,11 +528,16 @@ def validate(index: Index) -> None:
     from rebuild.errors import UserError
     from rebuild.index.http import local_path
 
-    entries = [] if index.no_index else [("index_url", index.index_url)] + [
-        ("extra_index_urls", u) for u in index.extra_index_urls]
+    entries = (
+        []
+        if index.no_index
+        else [("index_url", index.index_url)] + [("extra_index_urls", u) for u in index.extra_index_urls]
+    )
     entries += [("find_links", f) for f in index.find_links]
-    hint = ("Fix it on the command line (--index-url, --extra-index-url, --find-links), in the PIP_*/UV_* "
-            "variable, or in the pip/uv configuration file named.")
+    hint = (
+        "Fix it on the command line (--index-url, --extra-index-url, --find-links), in the PIP_*/UV_* "
+        "variable, or in the pip/uv configuration file named."
+    )
     for key, value in entries:
         if not value and key == "index_url":
             continue  # the default index
@@ -509,8 +547,11 @@ def validate(index: Index) -> None:
             raise UserError(f"The {_NOUNS[key]} '{redact(value)}'{where} is not usable: {problem}.", hint)
         local = local_path(value.strip())
         if local is not None and not local.exists():
-            raise UserError(f"The {_NOUNS[key]} {redact(value)}{where} cannot be read: {local} does not exist.",
-                            hint + " Or create the folder.", exit_code=1)
+            raise UserError(
+                f"The {_NOUNS[key]} {redact(value)}{where} cannot be read: {local} does not exist.",
+                hint + " Or create the folder.",
+                exit_code=1,
+            )
 
 
 def uv_args(index: Index, offline: bool = False, *, for_install: bool = False) -> list[str]:

@@ -201,8 +201,10 @@ def network_error(kind: str, url: str, exc: BaseException) -> UserError:
         inner = exc.reason
         if isinstance(inner, ssl.SSLCertVerificationError):
             reason = f"the TLS certificate could not be verified ({inner.verify_message or inner})"
-            hint = ("If you are behind a proxy that re-signs TLS traffic, set SSL_CERT_FILE to its "
-                    "CA bundle. " + OFFLINE_HINT)
+            hint = (
+                "If you are behind a proxy that re-signs TLS traffic, set SSL_CERT_FILE to its "
+                "CA bundle. " + OFFLINE_HINT
+            )
         elif isinstance(inner, (TimeoutError, socket.timeout)):
             reason = "the connection timed out"
         else:
@@ -210,8 +212,9 @@ def network_error(kind: str, url: str, exc: BaseException) -> UserError:
     else:
         reason = str(exc) or type(exc).__name__
     reason = redact_text(reason, [url])
-    return UserError(f"Could not read {kind} {shown}: {reason}.", hint, exit_code=1,
-                     details=f"{type(exc).__name__}: {reason}")
+    return UserError(
+        f"Could not read {kind} {shown}: {reason}.", hint, exit_code=1, details=f"{type(exc).__name__}: {reason}"
+    )
 
 
 # --------------------------------------------------------------------------- a pool of kept-alive connections
@@ -327,8 +330,9 @@ class Pool:
         parts = urlsplit(where)
         headers = {"Proxy-Authorization": auth} if auth else None
         if scheme == "https":
-            conn = http.client.HTTPSConnection(parts.hostname or "", parts.port or 80, timeout=self.timeout,
-                                               context=self._context)
+            conn = http.client.HTTPSConnection(
+                parts.hostname or "", parts.port or 80, timeout=self.timeout, context=self._context
+            )
             conn.set_tunnel(host, port, headers=headers)
             return conn, False
         return http.client.HTTPConnection(parts.hostname or "", parts.port or 80, timeout=self.timeout), False
@@ -370,8 +374,10 @@ class Pool:
                     resp.read()
                     target = urljoin(clean, resp.getheader("Location") or "")
                     if scheme == "https" and urlsplit(target).scheme.lower() != "https":
-                        raise ValueError(f"refused a redirect from https to {redact_url(target)}: "
-                                         "it would send the download in the clear")
+                        raise ValueError(
+                            f"refused a redirect from https to {redact_url(target)}: "
+                            "it would send the download in the clear"
+                        )
                     self._keep(scheme, parts.hostname, port, conn, resp)
                     # The URL's credentials stay with the first host; the new host gets its own netrc `machine`
                     # entry, never the `default` one (a server-chosen host is not given the catch-all login).
@@ -411,8 +417,9 @@ class Pool:
             raise http.client.IncompleteRead(b"", int(length) - written)
         return written
 
-    def _keep(self, scheme: str, host: str, port: int, conn: http.client.HTTPConnection,
-              resp: http.client.HTTPResponse) -> None:
+    def _keep(
+        self, scheme: str, host: str, port: int, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse
+    ) -> None:
         """Put ``conn`` back for the next request to the host, unless the server ends it."""
         if resp.will_close or self._stopped.is_set():
             conn.close()

@@ -63,8 +63,7 @@ def _metadata_from_zip(path: Path, file: "FileInfo | None" = None) -> str:
     shown = file.filename if file is not None else path.name
     try:
         with zipfile.ZipFile(path) as zf:
-            candidates = [n for n in zf.namelist()
-                          if n.count("/") == 1 and n.endswith(".dist-info/METADATA")]
+            candidates = [n for n in zf.namelist() if n.count("/") == 1 and n.endswith(".dist-info/METADATA")]
             if not candidates:
                 raise MetadataUnavailable(f"{shown} has no .dist-info/METADATA")
             chosen = candidates[0]

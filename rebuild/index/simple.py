@@ -42,11 +42,7 @@ from rebuild.index.http import redact_url
 __all__ = ["FileInfo", "Sources", "list_files", "redact_url", "versions"]
 
 _JSON_TYPES = ("application/vnd.pypi.simple.v1+json", "application/vnd.pypi.simple.latest+json")
-_ACCEPT = (
-    "application/vnd.pypi.simple.v1+json, "
-    "application/vnd.pypi.simple.v1+html;q=0.2, "
-    "text/html;q=0.01"
-)
+_ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.01"
 
 
 # ---------------------------------------------------------------------------
@@ -147,8 +143,9 @@ def _metadata_flag(value: Any) -> tuple[bool, dict[str, str]]:
     if value is True:
         return True, {}
     if isinstance(value, dict):
-        return True, {str(k).lower(): str(v).lower() for k, v in value.items()
-                      if str(k).lower() in hashlib.algorithms_guaranteed}
+        return True, {
+            str(k).lower(): str(v).lower() for k, v in value.items() if str(k).lower() in hashlib.algorithms_guaranteed
+        }
     text = str(value).strip()
     if text.lower() == "false":
         return False, {}
@@ -173,15 +170,17 @@ def _parse_html(text: str, page_url: str) -> list[_Link]:
             has_metadata, meta_hashes = _metadata_flag(attrs["data-dist-info-metadata"] or "")
         else:
             has_metadata, meta_hashes = False, {}
-        links.append(_Link(
-            url=urlunsplit(parts._replace(fragment="")),
-            filename=filename,
-            requires_python=(attrs.get("data-requires-python") or "").strip() or None,
-            yanked="data-yanked" in attrs,  # PEP 592: presence means yanked
-            hashes=_hashes_from_fragment(parts.fragment),
-            has_metadata=has_metadata,
-            metadata_hashes=meta_hashes,
-        ))
+        links.append(
+            _Link(
+                url=urlunsplit(parts._replace(fragment="")),
+                filename=filename,
+                requires_python=(attrs.get("data-requires-python") or "").strip() or None,
+                yanked="data-yanked" in attrs,  # PEP 592: presence means yanked
+                hashes=_hashes_from_fragment(parts.fragment),
+                has_metadata=has_metadata,
+                metadata_hashes=meta_hashes,
+            )
+        )
     return links
 
 
@@ -213,16 +212,18 @@ def _parse_json(text: str, page_url: str) -> list[_Link]:
                 break
         else:
             has_metadata, meta_hashes = False, {}
-        links.append(_Link(
-            url=urlunsplit(parts._replace(fragment="")),
-            filename=filename,
-            requires_python=(entry.get("requires-python") or None),
-            yanked=True if isinstance(yanked, str) else bool(yanked),  # a string is the reason
-            hashes=hashes,
-            has_metadata=has_metadata,
-            metadata_hashes=meta_hashes,
-            upload_time=str(entry.get("upload-time") or ""),
-        ))
+        links.append(
+            _Link(
+                url=urlunsplit(parts._replace(fragment="")),
+                filename=filename,
+                requires_python=(entry.get("requires-python") or None),
+                yanked=True if isinstance(yanked, str) else bool(yanked),  # a string is the reason
+                hashes=hashes,
+                has_metadata=has_metadata,
+                metadata_hashes=meta_hashes,
+                upload_time=str(entry.get("upload-time") or ""),
+            )
+        )
     return links
 
 
@@ -316,8 +317,10 @@ def _index_files(index_url: str, project: str, *, timeout: float, offline: bool)
         else:
             links = _parse_html(text, page_url)
     else:
-        raise UserError(f"Unsupported package index URL {redact_url(index_url)}.",
-                        "Use an https://, http:// or file:// URL, or a folder path.")
+        raise UserError(
+            f"Unsupported package index URL {redact_url(index_url)}.",
+            "Use an https://, http:// or file:// URL, or a folder path.",
+        )
     return [f for f in (_file_from_link(link, canonical) for link in links) if f is not None]
 
 
@@ -330,25 +333,37 @@ def _find_links_files(location: str, project: str, *, timeout: float, offline: b
             try:
                 entries = sorted(local.iterdir())
             except OSError as exc:
-                raise UserError(f"Could not list the --find-links folder {local}: {exc.strerror or exc}.",
-                                "Check that the folder exists and is readable.") from exc
+                raise UserError(
+                    f"Could not list the --find-links folder {local}: {exc.strerror or exc}.",
+                    "Check that the folder exists and is readable.",
+                ) from exc
             for entry in entries:
                 info = _parse_filename(entry.name, canonical)
                 if info is None or not entry.is_file():
                     continue
                 name, version, is_wheel, tags = info
-                out.append(FileInfo(
-                    filename=entry.name, url=entry.resolve().as_uri(), version=version,
-                    requires_python=metadata.local_requires_python(entry) if is_wheel else None,
-                    yanked=False, is_wheel=is_wheel, tags=tags,
-                    hashes={}, has_metadata=False, name=name,
-                ))
+                out.append(
+                    FileInfo(
+                        filename=entry.name,
+                        url=entry.resolve().as_uri(),
+                        version=version,
+                        requires_python=metadata.local_requires_python(entry) if is_wheel else None,
+                        yanked=False,
+                        is_wheel=is_wheel,
+                        tags=tags,
+                        hashes={},
+                        has_metadata=False,
+                        name=name,
+                    )
+                )
             return out
         if local.is_file():
             links = _local_page_links(local, "the --find-links page", "Check that the file is readable.")
         else:
-            raise UserError(f"The --find-links location {local} does not exist.",
-                            "Pass a folder of wheels, an HTML page listing them, or drop the option.")
+            raise UserError(
+                f"The --find-links location {local} does not exist.",
+                "Pass a folder of wheels, an HTML page listing them, or drop the option.",
+            )
     elif http.is_http(location):
         if offline:
             return []
@@ -358,8 +373,10 @@ def _find_links_files(location: str, project: str, *, timeout: float, offline: b
             raise http.network_error("the --find-links page", location, exc) from exc
         links = _parse_html(http.decode(resp.body, resp.content_type), resp.url)
     else:
-        raise UserError(f"Unsupported --find-links location {redact_url(location)}.",
-                        "Use a folder, a file:// URL or an http(s):// URL of an HTML page.")
+        raise UserError(
+            f"Unsupported --find-links location {redact_url(location)}.",
+            "Use a folder, a file:// URL or an http(s):// URL of an HTML page.",
+        )
     return [f for f in (_file_from_link(link, canonical) for link in links) if f is not None]
 
 
@@ -396,7 +413,6 @@ def versions(files: Iterable[FileInfo], *, prereleases: bool = False, include_ya
     one non-yanked file is listed.
     """
     found = {
-        f.version for f in files
-        if (include_yanked or not f.yanked) and (prereleases or not f.version.is_prerelease)
+        f.version for f in files if (include_yanked or not f.yanked) and (prereleases or not f.version.is_prerelease)
     }
     return sorted(found, reverse=True)

@@ -47,8 +47,6 @@ LATEST_KNOWN_MINOR = 14
 OLDEST_REPORTED_MINOR = 8
 
 
-
-
 @dataclass(frozen=True)
 class Target:
     """The interpreter and platform wheels must suit (usually a probed venv, not us)."""
@@ -124,9 +122,16 @@ class Target:
 
 
 _LINUX_ARCH = {
-    "amd64": "x86_64", "x64": "x86_64", "x86_64": "x86_64",
-    "arm64": "aarch64", "aarch64": "aarch64",
-    "i386": "i686", "i486": "i686", "i586": "i686", "i686": "i686", "x86": "i686",
+    "amd64": "x86_64",
+    "x64": "x86_64",
+    "x86_64": "x86_64",
+    "arm64": "aarch64",
+    "aarch64": "aarch64",
+    "i386": "i686",
+    "i486": "i686",
+    "i586": "i686",
+    "i686": "i686",
+    "x86": "i686",
 }
 _MANYLINUX_LEGACY = {
     (2, 17): ("manylinux2014", {"x86_64", "i686", "aarch64", "armv7l", "ppc64", "ppc64le", "s390x"}),
@@ -276,7 +281,9 @@ def _minor_allowed(minor: int, requires_python: str | None) -> bool:
     return any(spec.contains(f"3.{minor}.{patch}", prereleases=True) for patch in (0, 99))
 
 
-def python_versions_with_wheels(files: Iterable[FileInfo], version: Version | str, system: str, machine: str) -> list[str]:
+def python_versions_with_wheels(
+    files: Iterable[FileInfo], version: Version | str, system: str, machine: str
+) -> list[str]:
     """CPython minors ("3.9", ...) with a wheel of release ``version`` for ``system``/``machine``.
 
     ``cp39-cp39`` counts for 3.9 only; ``cp39-abi3`` and ``py39`` count for 3.9
@@ -346,8 +353,9 @@ def newest_compatible(
 def profile_target(profile: "Profile") -> Target:
     """The wheel-tag target of the machine and interpreter a profile was taken on."""
     data = dict(vars(profile.platform))
-    data.update({k: v for k, v in vars(profile.interpreter).items()
-                 if k in ("version", "implementation", "abiflags", "soabi")})
+    data.update(
+        {k: v for k, v in vars(profile.interpreter).items() if k in ("version", "implementation", "abiflags", "soabi")}
+    )
     try:
         return Target.from_mapping(data)
     except ValueError as exc:

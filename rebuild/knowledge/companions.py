@@ -119,8 +119,11 @@ def python_bad(pins: dict[str, str], python_version: str) -> dict[str, PythonBad
     out = {}
     for row in _data().get("python_bad", []):
         bad = PythonBad(**row)
-        if bad.name in pins and _contains(bad.versions, pins[bad.name]) \
-                and _key(_minor(python_version)) >= _key(bad.python):
+        if (
+            bad.name in pins
+            and _contains(bad.versions, pins[bad.name])
+            and _key(_minor(python_version)) >= _key(bad.python)
+        ):
             out[bad.name] = bad
     return out
 

@@ -22,8 +22,10 @@ class FirstBuild:
 def _table() -> tuple[str, dict[str, FirstBuild]]:
     text = resources.files("rebuild").joinpath("knowledge/data/numpy2.toml").read_text(encoding="utf-8")
     data = tomllib.loads(text)
-    rows = {str(canonicalize_name(r["name"])): FirstBuild(canonicalize_name(r["name"]), r["first"], r["source"])
-            for r in data["package"]}
+    rows = {
+        str(canonicalize_name(r["name"])): FirstBuild(canonicalize_name(r["name"]), r["first"], r["source"])
+        for r in data["package"]
+    }
     return str(data["numpy2_abi_from"]), rows
 
 

@@ -48,16 +48,28 @@ KERAS2_PACKAGES = (
 
 # What happened to packages that left the TensorFlow ecosystem.
 DROPPED = {
-    "tensorflow-estimator": ("2.16", "tf.estimator was removed in TensorFlow 2.16; port the model to Keras "
-                             "(https://www.tensorflow.org/guide/migrate/migrating_estimator)"),
-    "tensorflow-addons": ("2.16", "tensorflow-addons reached end of life (last release supports TF < 2.16); "
-                          "most layers/optimizers moved to Keras 3 or keras-cv/keras-nlp"),
-    "tensorflow-gpu": ("2.12", "tensorflow-gpu is an empty placeholder since 2.12; GPU support is "
-                       "tensorflow[and-cuda] on Linux"),
-    "tensorflow-io-gcs-filesystem": ("2.20", "no longer a dependency; install tensorflow[gcs-filesystem] if you "
-                                     "read gs:// paths"),
-    "tensorboard": ("2.21", "TensorFlow 2.21 no longer pulls in tensorboard; add it to your requested packages "
-                    "if you use it"),
+    "tensorflow-estimator": (
+        "2.16",
+        "tf.estimator was removed in TensorFlow 2.16; port the model to Keras "
+        "(https://www.tensorflow.org/guide/migrate/migrating_estimator)",
+    ),
+    "tensorflow-addons": (
+        "2.16",
+        "tensorflow-addons reached end of life (last release supports TF < 2.16); "
+        "most layers/optimizers moved to Keras 3 or keras-cv/keras-nlp",
+    ),
+    "tensorflow-gpu": (
+        "2.12",
+        "tensorflow-gpu is an empty placeholder since 2.12; GPU support is tensorflow[and-cuda] on Linux",
+    ),
+    "tensorflow-io-gcs-filesystem": (
+        "2.20",
+        "no longer a dependency; install tensorflow[gcs-filesystem] if you read gs:// paths",
+    ),
+    "tensorboard": (
+        "2.21",
+        "TensorFlow 2.21 no longer pulls in tensorboard; add it to your requested packages if you use it",
+    ),
 }
 
 LEGACY_KERAS_PTH = "tfrebuild-legacy-keras.pth"

@@ -56,8 +56,12 @@ class Project:
 
     @property
     def label(self) -> str:
-        kind = {"uv": "uv project", "poetry": "Poetry project", "requirements": "requirement files",
-                "conda": "conda environment"}[self.manager]
+        kind = {
+            "uv": "uv project",
+            "poetry": "Poetry project",
+            "requirements": "requirement files",
+            "conda": "conda environment",
+        }[self.manager]
         return f"{kind} at {self.root} ({', '.join(self.files)})" if self.files else f"{kind} at {self.root}"
 
 
@@ -139,28 +143,47 @@ def _uv_project(env: Path) -> Project | None:
         files = tuple(n for n in ("pyproject.toml", "uv.lock") if (root / n).is_file())
         reqs = tf_requirements(data)
         tool_uv = tool.get("uv") if isinstance(tool.get("uv"), dict) else {}
-        packaged = tool_uv.get("package") is True or (tool_uv.get("package") is not False
-                                                       and isinstance(data.get("build-system"), dict))
+        packaged = tool_uv.get("package") is True or (
+            tool_uv.get("package") is not False and isinstance(data.get("build-system"), dict)
+        )
         workspace = _in_workspace(root, data)
         name = (data.get("project") or {}).get("name", "") if isinstance(data.get("project"), dict) else ""
         from packaging.utils import canonicalize_name
 
-        base = dict(manager="uv", root=root, files=files, packaged=packaged, requirement=reqs[0] if reqs else "",
-                    name=canonicalize_name(name) if isinstance(name, str) and name else "")
+        base = dict(
+            manager="uv",
+            root=root,
+            files=files,
+            packaged=packaged,
+            requirement=reqs[0] if reqs else "",
+            name=canonicalize_name(name) if isinstance(name, str) and name else "",
+        )
         reverts = f"`uv sync` or `uv run` in {root} would put the locked TensorFlow back"
         if workspace is not None:
-            return Project(**base, drivable=False, reverts=reverts,
-                           fix=f"{root} is part of the uv workspace at {workspace}, which tfrebuild does not drive: "
-                               "change the TensorFlow requirement there and run `uv lock && uv sync`")
+            return Project(
+                **base,
+                drivable=False,
+                reverts=reverts,
+                fix=f"{root} is part of the uv workspace at {workspace}, which tfrebuild does not drive: "
+                "change the TensorFlow requirement there and run `uv lock && uv sync`",
+            )
         if not reqs:
-            return Project(**base, drivable=False, reverts=reverts,
-                           fix="TensorFlow is not a direct dependency in pyproject.toml; add it there with "
-                               f"`uv add {_installed_tf(env)}` (the version the env holds: nothing else moves), then "
-                               "run tfrebuild again")
+            return Project(
+                **base,
+                drivable=False,
+                reverts=reverts,
+                fix="TensorFlow is not a direct dependency in pyproject.toml; add it there with "
+                f"`uv add {_installed_tf(env)}` (the version the env holds: nothing else moves), then "
+                "run tfrebuild again",
+            )
         if len(set(reqs)) > 1:
-            return Project(**base, drivable=False, reverts=reverts,
-                           fix=f"pyproject.toml names TensorFlow more than once ({', '.join(reqs)}); keep one "
-                               "requirement, then run tfrebuild again")
+            return Project(
+                **base,
+                drivable=False,
+                reverts=reverts,
+                fix=f"pyproject.toml names TensorFlow more than once ({', '.join(reqs)}); keep one "
+                "requirement, then run tfrebuild again",
+            )
         refusal = _undrivable_layout(root, env, files)
         if refusal:
             return Project(**base, drivable=False, reverts=reverts, fix=refusal)
@@ -183,12 +206,16 @@ def _undrivable_layout(root: Path, env: Path, files) -> str:
     """Why tfrebuild will not write this project's files ("" when it will): never through a link, never outside."""
     links = [n for n in files if (root / n).is_symlink()]
     if links:
-        return (f"{', '.join(links)} in {root} is a symbolic link, and tfrebuild never writes through links: "
-                "upgrade the project with its own tool, or replace the link by the file")
+        return (
+            f"{', '.join(links)} in {root} is a symbolic link, and tfrebuild never writes through links: "
+            "upgrade the project with its own tool, or replace the link by the file"
+        )
     if not Path(os.path.abspath(env)).is_relative_to(root):
-        return (f"the env {env} lives outside the project {root} (UV_PROJECT_ENVIRONMENT), and tfrebuild keeps a "
-                "project's files with the generations of an env inside it: use the project's .venv, or upgrade "
-                "with `uv add` / `uv sync` yourself")
+        return (
+            f"the env {env} lives outside the project {root} (UV_PROJECT_ENVIRONMENT), and tfrebuild keeps a "
+            "project's files with the generations of an env inside it: use the project's .venv, or upgrade "
+            "with `uv add` / `uv sync` yourself"
+        )
     return ""
 
 
@@ -209,21 +236,29 @@ def poetry_tf_entries(pyproject: dict) -> list[tuple[tuple, str, str]]:
                 found.append(((*keys, i), "pep508", item))
     tool = pyproject.get("tool") if isinstance(pyproject.get("tool"), dict) else {}
     poetry = tool.get("poetry") if isinstance(tool.get("poetry"), dict) else {}
-    tables = [(("tool", "poetry", "dependencies"), poetry.get("dependencies")),
-              (("tool", "poetry", "dev-dependencies"), poetry.get("dev-dependencies"))]
+    tables = [
+        (("tool", "poetry", "dependencies"), poetry.get("dependencies")),
+        (("tool", "poetry", "dev-dependencies"), poetry.get("dev-dependencies")),
+    ]
     groups = poetry.get("group")
     if isinstance(groups, dict):
-        tables += [(("tool", "poetry", "group", g, "dependencies"), (v or {}).get("dependencies"))
-                   for g, v in groups.items() if isinstance(v, dict)]
+        tables += [
+            (("tool", "poetry", "group", g, "dependencies"), (v or {}).get("dependencies"))
+            for g, v in groups.items()
+            if isinstance(v, dict)
+        ]
     for keys, table in tables:
-        for name, value in (table.items() if isinstance(table, dict) else []):
+        for name, value in table.items() if isinstance(table, dict) else []:
             if canonicalize_name(name) not in TF_DISTRIBUTIONS:
                 continue
             if isinstance(value, str):
-                found.append(((*keys, name), "poetry", f"{name} = \"{value}\""))
-            elif isinstance(value, dict) and isinstance(value.get("version"), str) and not (
-                    {"path", "git", "url", "file"} & set(value)):
-                found.append(((*keys, name, "version"), "poetry", f"{name} = \"{value['version']}\""))
+                found.append(((*keys, name), "poetry", f'{name} = "{value}"'))
+            elif (
+                isinstance(value, dict)
+                and isinstance(value.get("version"), str)
+                and not ({"path", "git", "url", "file"} & set(value))
+            ):
+                found.append(((*keys, name, "version"), "poetry", f'{name} = "{value["version"]}"'))
             elif isinstance(value, dict) and not ({"version", "path", "git", "url", "file"} & set(value)):
                 continue  # Poetry 2: a [project] requirement's source or extra settings, not a requirement
             else:
@@ -251,30 +286,45 @@ def _poetry_project(env: Path) -> Project | None:
         project = data.get("project") if isinstance(data.get("project"), dict) else {}
         name = project.get("name") or poetry.get("name") or ""
         entries = poetry_tf_entries(data)
-        base = dict(manager="poetry", root=root, files=files,
-                    reverts=f"`poetry install` / `poetry sync` in {root} would put the locked TensorFlow back",
-                    requirement=entries[0][2] if entries else "",
-                    name=canonicalize_name(name) if isinstance(name, str) and name else "",
-                    packaged=poetry.get("package-mode") is not False)
+        base = dict(
+            manager="poetry",
+            root=root,
+            files=files,
+            reverts=f"`poetry install` / `poetry sync` in {root} would put the locked TensorFlow back",
+            requirement=entries[0][2] if entries else "",
+            name=canonicalize_name(name) if isinstance(name, str) and name else "",
+            packaged=poetry.get("package-mode") is not False,
+        )
         if find_poetry() is None:
-            return Project(**base, drivable=False,
-                           fix="tfrebuild upgrades a Poetry project through Poetry's own commands, and no `poetry` "
-                               "was found (on PATH or in $POETRY): install Poetry apart (`pipx install poetry`, or "
-                               "`python3 -m venv ~/.local/share/pypoetry && ~/.local/share/pypoetry/bin/pip install "
-                               "poetry`), put its `poetry` on PATH or name it in $POETRY, and run tfrebuild again; "
-                               "or pass --force to upgrade the env alone")
+            return Project(
+                **base,
+                drivable=False,
+                fix="tfrebuild upgrades a Poetry project through Poetry's own commands, and no `poetry` "
+                "was found (on PATH or in $POETRY): install Poetry apart (`pipx install poetry`, or "
+                "`python3 -m venv ~/.local/share/pypoetry && ~/.local/share/pypoetry/bin/pip install "
+                "poetry`), put its `poetry` on PATH or name it in $POETRY, and run tfrebuild again; "
+                "or pass --force to upgrade the env alone",
+            )
         if not entries:
-            return Project(**base, drivable=False,
-                           fix="TensorFlow is not a direct dependency in pyproject.toml; add it with `poetry add "
-                               "tensorflow-cpu` (or the variant you use), then run tfrebuild again")
+            return Project(
+                **base,
+                drivable=False,
+                fix="TensorFlow is not a direct dependency in pyproject.toml; add it with `poetry add "
+                "tensorflow-cpu` (or the variant you use), then run tfrebuild again",
+            )
         if len({text for _, _, text in entries}) > 1 or entries[0][1] == "other":
-            return Project(**base, drivable=False,
-                           fix=f"pyproject.toml names TensorFlow as {'; '.join(t for _, _, t in entries)}; keep one "
-                               "requirement with a version constraint, then run tfrebuild again")
+            return Project(
+                **base,
+                drivable=False,
+                fix=f"pyproject.toml names TensorFlow as {'; '.join(t for _, _, t in entries)}; keep one "
+                "requirement with a version constraint, then run tfrebuild again",
+            )
         if not (root / "poetry.lock").is_file():
-            return Project(**base, drivable=False,
-                           fix="the project has no poetry.lock yet: run `poetry lock && poetry install`, then "
-                               "tfrebuild again")
+            return Project(
+                **base,
+                drivable=False,
+                fix="the project has no poetry.lock yet: run `poetry lock && poetry install`, then tfrebuild again",
+            )
         return Project(**base, drivable=True)
     return None
 
@@ -299,8 +349,9 @@ def _names_a_tf(line: str) -> bool:
 def _requirement_files(env: Path) -> Project | None:
     root = env.parent
     try:
-        names = sorted(p.name for p in root.iterdir() if p.is_file() and re.fullmatch(
-            r"requirements[\w.-]*\.(in|txt)", p.name))
+        names = sorted(
+            p.name for p in root.iterdir() if p.is_file() and re.fullmatch(r"requirements[\w.-]*\.(in|txt)", p.name)
+        )
     except OSError:
         return None
     files = tuple(n for n in names if _names_tf(root / n))
@@ -308,8 +359,10 @@ def _requirement_files(env: Path) -> Project | None:
         return None
     shown = " or ".join(f"`pip install -r {n}`" if n.endswith(".txt") else f"a compile of {n}" for n in files)
     reverts = f"{shown} (or `pip-sync`) would put the TensorFlow they name back"
-    fix = (f"change the TensorFlow line of {', '.join(files)} to the planned version (and recompile the .txt), or "
-           "pass --force to upgrade the env alone")
+    fix = (
+        f"change the TensorFlow line of {', '.join(files)} to the planned version (and recompile the .txt), or "
+        "pass --force to upgrade the env alone"
+    )
     compiled = _compiled_pair(env, root, files, [n for n in names if n.endswith(".in")])
     if isinstance(compiled, Project):
         return compiled
@@ -327,13 +380,17 @@ def _compiled_pair(env: Path, root: Path, files: tuple[str, ...], all_ins: list[
     if not ins and all_ins:
         return f"{' and '.join(all_ins)} do{'es' if len(all_ins) == 1 else ''} not name TensorFlow on a line of its own"
     if not ins:
-        return ("tfrebuild recompiles requirement files from their .in; "
-                f"{' and '.join(files)} hold{'s' if len(files) == 1 else ''} hand-written pins it does not edit")
+        return (
+            "tfrebuild recompiles requirement files from their .in; "
+            f"{' and '.join(files)} hold{'s' if len(files) == 1 else ''} hand-written pins it does not edit"
+        )
     if len(ins) > 1:
         return f"TensorFlow is named in {' and '.join(ins)}, and tfrebuild moves it in one file"
     in_name = ins[0]
     txt_name = in_name[:-3] + ".txt"
-    reverts = f"`uv pip sync {txt_name}`, `pip-sync` or `pip install -r {txt_name}` would put the TensorFlow it pins back"
+    reverts = (
+        f"`uv pip sync {txt_name}`, `pip-sync` or `pip install -r {txt_name}` would put the TensorFlow it pins back"
+    )
     if not (root / txt_name).is_file():
         return f"{in_name} has no compiled {txt_name} beside it (compile it: `uv pip compile {in_name} -o {txt_name}`)"
     text = (root / txt_name).read_text(encoding="utf-8", errors="replace")
@@ -341,44 +398,68 @@ def _compiled_pair(env: Path, root: Path, files: tuple[str, ...], all_ins: list[
     if isinstance(header, str):
         return f"{txt_name} cannot be recompiled: {header} (compile it: `uv pip compile {in_name} -o {txt_name}`)"
     if header.output != txt_name or in_name not in header.inputs:
-        return (f"the header of {txt_name} compiles {', '.join(header.inputs) or 'no input'} into {header.output}, "
-                f"not {in_name} into {txt_name} in this folder")
+        return (
+            f"the header of {txt_name} compiles {', '.join(header.inputs) or 'no input'} into {header.output}, "
+            f"not {in_name} into {txt_name} in this folder"
+        )
     in_text = (root / in_name).read_text(encoding="utf-8", errors="replace")
     lines = reqfiles.tf_lines(in_text, TF_DISTRIBUTIONS)
     if len(lines) != 1:
         return f"{in_name} names TensorFlow on {len(lines)} lines, and tfrebuild moves exactly one"
-    base = dict(manager="requirements", root=root, files=(in_name, txt_name), requirement=lines[0][1],
-                reverts=reverts, how=reqfiles.describe(header, text))
+    base = dict(
+        manager="requirements",
+        root=root,
+        files=(in_name, txt_name),
+        requirement=lines[0][1],
+        reverts=reverts,
+        how=reqfiles.describe(header, text),
+    )
     pinned = reqfiles.pins(text)
     installed = reqfiles.installed(env)
     from rebuild import SELF
 
     extra = sorted(n for n in installed if n not in pinned and n not in SEED_PACKAGES and n not in SELF)
     if extra:
-        return Project(**base, drivable=False,
-                       fix=f"the env holds {', '.join(extra)}, which {txt_name} does not list, and an env rebuilt "
-                           f"from {txt_name} would not have them (add them to {in_name} and recompile {txt_name} "
-                           "with the command in its header, or uninstall them, then run tfrebuild again), or pass "
-                           "--force to upgrade the env alone")
-    notes = [f"{n} {installed.get(n, '(missing)')} is installed and {txt_name} pins {v}: the new env follows "
-             f"{txt_name}" for n, v in sorted(pinned.items()) if v and installed.get(n) != v]
+        return Project(
+            **base,
+            drivable=False,
+            fix=f"the env holds {', '.join(extra)}, which {txt_name} does not list, and an env rebuilt "
+            f"from {txt_name} would not have them (add them to {in_name} and recompile {txt_name} "
+            "with the command in its header, or uninstall them, then run tfrebuild again), or pass "
+            "--force to upgrade the env alone",
+        )
+    notes = [
+        f"{n} {installed.get(n, '(missing)')} is installed and {txt_name} pins {v}: the new env follows {txt_name}"
+        for n, v in sorted(pinned.items())
+        if v and installed.get(n) != v
+    ]
     return Project(**base, drivable=True, notes=notes)
 
 
 def _conda(env: Path) -> Project | None:
     if (env / "conda-meta").is_dir():
         files = tuple(n for n in ("environment.yml", "environment.yaml") if (env.parent / n).is_file())
-        return Project(manager="conda", root=env.parent if files else env, files=files, drivable=False,
-                       reverts="`conda install`, `conda update` or `conda env update` would resolve the env again "
-                               "with conda's own records (conda-meta), which a rebuilt env does not keep",
-                       fix="upgrade TensorFlow with conda's tools in a conda env, or pass --force to build a venv-"
-                           "style env from the profile (conda will no longer know its packages)")
+        return Project(
+            manager="conda",
+            root=env.parent if files else env,
+            files=files,
+            drivable=False,
+            reverts="`conda install`, `conda update` or `conda env update` would resolve the env again "
+            "with conda's own records (conda-meta), which a rebuilt env does not keep",
+            fix="upgrade TensorFlow with conda's tools in a conda env, or pass --force to build a venv-"
+            "style env from the profile (conda will no longer know its packages)",
+        )
     for name in ("environment.yml", "environment.yaml"):
         path = env.parent / name
         if path.is_file() and _names_tf(path):
-            return Project(manager="conda", root=env.parent, files=(name,), drivable=False,
-                           reverts=f"`conda env update -f {name}` would put the TensorFlow it names back",
-                           fix=f"change TensorFlow in {name}, or pass --force to upgrade the env alone")
+            return Project(
+                manager="conda",
+                root=env.parent,
+                files=(name,),
+                drivable=False,
+                reverts=f"`conda env update -f {name}` would put the TensorFlow it names back",
+                fix=f"change TensorFlow in {name}, or pass --force to upgrade the env alone",
+            )
     return None
 
 

@@ -52,8 +52,11 @@ def save(store, n: int, manager: str, root: Path, files: dict[str, bytes]) -> Ke
         if not _safe_name(name):
             raise ValueError(f"not a project file name: {name!r}")
         fs.atomic_write(where / name, data, mode=0o644)
-    manifest = {"manager": manager, "root": str(root),
-                "files": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}}
+    manifest = {
+        "manager": manager,
+        "root": str(root),
+        "files": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
+    }
     fs.atomic_write(where / MANIFEST, tomli_w.dumps(manifest), mode=0o644)
     return Kept(manager, root, dict(files))
 
@@ -121,7 +124,9 @@ def refuse_edited(store, *, force: bool, doing: str) -> list[str]:
             f"Look at the difference below. Pass --force to go on anyway (tfrebuild saves your version in its state "
             f"folder first); or keep your edit: {_OWN_TOOL.get(kept.manager, _OWN_TOOL['uv'])} makes the env follow "
             "it, and the next `tfrebuild upgrade` starts from it. Nothing was changed.",
-            exit_code=1, details="\n".join(d for _, d in changes))
+            exit_code=1,
+            details="\n".join(d for _, d in changes),
+        )
     from rebuild.store.journal import new_op_id
 
     # each --force gets its own folder (a second one never overwrites the first backup); the files themselves
@@ -140,8 +145,12 @@ def summary(name: str, text: str) -> str:
         return f"{name}: {len(lines)} line{'s' if len(lines) != 1 else ''} changed"
     removed = [ln[1:].strip() for ln in lines if ln.startswith("-")]
     added = [ln[1:].strip() for ln in lines if ln.startswith("+")]
-    return f"{name}: " + "; ".join(filter(None, (" / ".join(removed) and f"was {' / '.join(removed)}",
-                                                 " / ".join(added) and f"now {' / '.join(added)}")))
+    return f"{name}: " + "; ".join(
+        filter(
+            None,
+            (" / ".join(removed) and f"was {' / '.join(removed)}", " / ".join(added) and f"now {' / '.join(added)}"),
+        )
+    )
 
 
 def edits(store) -> tuple[Kept, list[tuple[str, str]]] | None:
@@ -166,9 +175,11 @@ def edits_note(env) -> list[str]:
     if store is None or found is None:
         return []
     _, changes = found
-    return [f"your edits since generation {store.current_number} ({'; '.join(summary(n, d) for n, d in changes)}) "
-            "are the starting point: this plan was made from the files as they are now, and the new generation's "
-            "files keep the edits"]
+    return [
+        f"your edits since generation {store.current_number} ({'; '.join(summary(n, d) for n, d in changes)}) "
+        "are the starting point: this plan was made from the files as they are now, and the new generation's "
+        "files keep the edits"
+    ]
 
 
 def carry_edits(store) -> list[str]:
@@ -189,14 +200,19 @@ def carry_edits(store) -> list[str]:
     now = {n: d for n, d in on_disk(kept.root, kept.files).items() if d is not None}
     save(store, store.current_number, kept.manager, kept.root, now)
     names = ", ".join(n for n, _ in changes)
-    return [f"your edited {names} became generation {store.current_number}'s files (the upgrade started from them; "
-            f"tfrebuild's earlier copies are in {backup})"]
+    return [
+        f"your edited {names} became generation {store.current_number}'s files (the upgrade started from them; "
+        f"tfrebuild's earlier copies are in {backup})"
+    ]
 
 
 PENDING = "project-pending"
 #: What keeps a hand edit, by manager (the refusal's hint).
-_OWN_TOOL = {"uv": "`uv lock && uv sync`", "poetry": "`poetry lock && poetry sync`",
-             "requirements": "`uv pip compile` and `uv pip sync` (or pip-compile and pip-sync)"}
+_OWN_TOOL = {
+    "uv": "`uv lock && uv sync`",
+    "poetry": "`poetry lock && poetry sync`",
+    "requirements": "`uv pip compile` and `uv pip sync` (or pip-compile and pip-sync)",
+}
 
 
 def _root_ok(store, root: Path) -> bool:
@@ -254,14 +270,20 @@ def sync(store, *, force: bool = False) -> str | None:
     now = on_disk(current.root, current.files)
     known = [k for k in (load(store, g.number) for g in store.generations()) if k is not None]
     others = {name for k in known for name in k.files} - set(current.files)
-    ours = [n for n, d in on_disk(current.root, sorted(others)).items()  # files another generation had, not this one
-            if d is not None and any(k.files.get(n) == d for k in known)]
+    ours = [
+        n
+        for n, d in on_disk(current.root, sorted(others)).items()  # files another generation had, not this one
+        if d is not None and any(k.files.get(n) == d for k in known)
+    ]
     if all(now[name] == data for name, data in current.files.items()) and not ours:
         return None
-    if not force and not all(now[name] is None or any(k.files.get(name) == now[name] for k in known)
-                             for name in current.files):
-        return (f"the project files in {current.root} were changed by hand; tfrebuild left them as they are "
-                f"(generation {store.current_number}'s copies are in {folder(store, store.current_number)})")
+    if not force and not all(
+        now[name] is None or any(k.files.get(name) == now[name] for k in known) for name in current.files
+    ):
+        return (
+            f"the project files in {current.root} were changed by hand; tfrebuild left them as they are "
+            f"(generation {store.current_number}'s copies are in {folder(store, store.current_number)})"
+        )
     for name, data in current.files.items():  # uv.lock last: a reader sees the new pyproject with either lock
         if now[name] != data:
             _write_like(current.root / name, data)

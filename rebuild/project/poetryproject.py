@@ -60,16 +60,22 @@ def _version(exe: str) -> tuple[int, ...]:
     done = proc.run([exe, "--version", "--no-ansi"], env=_environ(None), timeout=120)
     m = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", done.stdout + done.stderr)
     if not done.ok or m is None:
-        raise UserError(f"`{exe} --version` did not say which Poetry it is.", "Check that Poetry runs: "
-                        f"`{exe} --version`.", exit_code=1, details=done.output[-2000:])
+        raise UserError(
+            f"`{exe} --version` did not say which Poetry it is.",
+            f"Check that Poetry runs: `{exe} --version`.",
+            exit_code=1,
+            details=done.output[-2000:],
+        )
     return tuple(int(g or 0) for g in m.groups())
 
 
 def poetry() -> tuple[str, tuple[int, ...]]:
     exe = find_poetry()
     if exe is None:
-        raise UserError("No `poetry` was found (on PATH or in $POETRY).",
-                        "Install Poetry (`pipx install poetry`), or pass --force to upgrade the env alone.")
+        raise UserError(
+            "No `poetry` was found (on PATH or in $POETRY).",
+            "Install Poetry (`pipx install poetry`), or pass --force to upgrade the env alone.",
+        )
     return exe, _version(exe)
 
 
@@ -94,8 +100,7 @@ class PoetryFailed(Exception):
 
 def run(args: list[str], *, env: Path | None, cwd: Path, log: Path | None, what: str) -> proc.Result:
     exe, _ = poetry()
-    done = proc.run([exe, *args, "--no-interaction", "--no-ansi"], env=_environ(env), cwd=cwd, log=log,
-                    timeout=TIMEOUT)
+    done = proc.run([exe, *args, "--no-interaction", "--no-ansi"], env=_environ(env), cwd=cwd, log=log, timeout=TIMEOUT)
     if not done.ok:
         raise PoetryFailed(done, what)
     return done
@@ -116,8 +121,9 @@ def _edit(text: str, keys: tuple, kind: str, old: str, new: str) -> str:
     """pyproject.toml with the one TensorFlow entry changed from ``old`` to ``new`` (display forms)."""
     if kind == "pep508":
         return edit_pyproject(text, old, new)
-    return edit_toml_string(text, keys, _POETRY_TEXT.match(old).group("constraint"),
-                            _POETRY_TEXT.match(new).group("constraint"))
+    return edit_toml_string(
+        text, keys, _POETRY_TEXT.match(old).group("constraint"), _POETRY_TEXT.match(new).group("constraint")
+    )
 
 
 def _pinned(requirement: str, version: str) -> str:
@@ -163,8 +169,13 @@ def local_packages(lock: bytes) -> set[str]:
         data = tomllib.loads(lock.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError):
         return set()
-    return {canonicalize_name(str(p.get("name", ""))) for p in data.get("package", []) if isinstance(p, dict)
-            and isinstance(p.get("source"), dict) and p["source"].get("type") in ("directory", "file")}
+    return {
+        canonicalize_name(str(p.get("name", "")))
+        for p in data.get("package", [])
+        if isinstance(p, dict)
+        and isinstance(p.get("source"), dict)
+        and p["source"].get("type") in ("directory", "file")
+    }
 
 
 def _changes(old: bytes | None, new: bytes) -> list[str]:
@@ -176,8 +187,9 @@ def _changes(old: bytes | None, new: bytes) -> list[str]:
     return out
 
 
-def lock(project: Project, distribution: str, version: str, op: str, *, current: Path, log: Path | None,
-         skip: set[str]) -> Locked:
+def lock(
+    project: Project, distribution: str, version: str, op: str, *, current: Path, log: Path | None, skip: set[str]
+) -> Locked:
     """Re-lock ``project`` for ``distribution==version`` in a work folder beside it (see the module docstring).
 
     ``current``: the env as it is (Poetry reads its interpreter while locking; nothing is installed)."""
@@ -185,24 +197,32 @@ def lock(project: Project, distribution: str, version: str, op: str, *, current:
     text = (root / "pyproject.toml").read_text(encoding="utf-8")
     entries = poetry_tf_entries(tomllib.loads(text))
     if not entries or entries[0][1] == "other":
-        raise UserError(f"TensorFlow is not a direct dependency with a version in {root / 'pyproject.toml'}.",
-                        "Add it with `poetry add tensorflow-cpu` (or your variant), then run tfrebuild again.")
+        raise UserError(
+            f"TensorFlow is not a direct dependency with a version in {root / 'pyproject.toml'}.",
+            "Add it with `poetry add tensorflow-cpu` (or your variant), then run tfrebuild again.",
+        )
     keys, kind, old = entries[0]
     name = _POETRY_TEXT.match(old).group("name") if kind == "poetry" else Requirement(old).name
     if canonicalize_name(name) != canonicalize_name(distribution):
-        raise UserError(f"The plan moves the project from {name} to {distribution}, which tfrebuild does not do "
-                        "in a Poetry project.",
-                        f"Change the requirement in pyproject.toml yourself (`poetry remove {name} && poetry add "
-                        f"{distribution}`), or plan without the switch (e.g. without --keras legacy / --gpu).")
+        raise UserError(
+            f"The plan moves the project from {name} to {distribution}, which tfrebuild does not do "
+            "in a Poetry project.",
+            f"Change the requirement in pyproject.toml yourself (`poetry remove {name} && poetry add "
+            f"{distribution}`), or plan without the switch (e.g. without --keras legacy / --gpu).",
+        )
     new = move_text(old, version)
     new_text = _edit(text, keys, kind, old, new)
     pinned = _pinned(old, version)
     _, poetry_version = poetry()
     lock_args = ["lock"] + (["--no-update"] if poetry_version < (2,) else [])
     old_lock = (root / "poetry.lock").read_bytes() if (root / "poetry.lock").is_file() else None
-    work = workdir.create(root, op, {"pyproject.toml": text.encode("utf-8"),
-                                     **({"poetry.lock": old_lock} if old_lock is not None else {})},
-                          skip=skip, doing="re-locks")
+    work = workdir.create(
+        root,
+        op,
+        {"pyproject.toml": text.encode("utf-8"), **({"poetry.lock": old_lock} if old_lock is not None else {})},
+        skip=skip,
+        doing="re-locks",
+    )
     with workdir.removed_on_error(work):
         steps = [new_text] if _only(new, version) else [_edit(text, keys, kind, old, pinned), new_text]
         for step_text in steps:  # pinned first when the moved range admits more than the planned version
@@ -210,56 +230,111 @@ def lock(project: Project, distribution: str, version: str, op: str, *, current:
             try:
                 run(lock_args, env=current, cwd=work, log=log, what="poetry lock")
             except PoetryFailed as exc:
-                raise _failed(f"Poetry could not lock the project {root} with {new}", exc,
-                              "Poetry's message above says which requirement stands in the way; change it in "
-                              "pyproject.toml, or plan another version with --to.") from None
-        files = {"pyproject.toml": (work / "pyproject.toml").read_bytes(),
-                 "poetry.lock": (work / "poetry.lock").read_bytes()}
-        workdir.expect_locked("Poetry", distribution, version,
-                              locked_versions(files["poetry.lock"]).get(canonicalize_name(distribution), set()), root,
-                              "its sources, or the python it declares")
-    return Locked(workdir=work, files=files, old_requirement=old, new_requirement=new,
-                  changes=_changes(old_lock, files["poetry.lock"]))
+                raise _failed(
+                    f"Poetry could not lock the project {root} with {new}",
+                    exc,
+                    "Poetry's message above says which requirement stands in the way; change it in "
+                    "pyproject.toml, or plan another version with --to.",
+                ) from None
+        files = {
+            "pyproject.toml": (work / "pyproject.toml").read_bytes(),
+            "poetry.lock": (work / "poetry.lock").read_bytes(),
+        }
+        workdir.expect_locked(
+            "Poetry",
+            distribution,
+            version,
+            locked_versions(files["poetry.lock"]).get(canonicalize_name(distribution), set()),
+            root,
+            "its sources, or the python it declares",
+        )
+    return Locked(
+        workdir=work,
+        files=files,
+        old_requirement=old,
+        new_requirement=new,
+        changes=_changes(old_lock, files["poetry.lock"]),
+    )
 
 
 def _sync(poetry_version: tuple[int, ...]) -> list[str]:
     return ["sync"] if poetry_version >= (2,) else ["install", "--sync"]
 
 
-def build(locked: Locked, staging: Path, python: Path, *, prompt: str, compile_bytecode: bool,
-          log: Path | None, seeds: dict[str, str] | None = None, index=None, offline: bool = False) -> Path:
+def build(
+    locked: Locked,
+    staging: Path,
+    python: Path,
+    *,
+    prompt: str,
+    compile_bytecode: bool,
+    log: Path | None,
+    seeds: dict[str, str] | None = None,
+    index=None,
+    offline: bool = False,
+) -> Path:
     """``staging/env``: a relocatable venv holding the lock's packages (not the project's own), and the
     ``seeds`` (pip: ``{name: version}``) the env had beside them, which ``poetry sync`` leaves alone."""
     env = staging / "env"
     staging.mkdir(parents=True, exist_ok=True)
     _, poetry_version = poetry()
     try:
-        uvcmd.run(["venv", "--no-config", "--relocatable", "--python", str(python), "--quiet",
-                   *(["--prompt", prompt] if prompt else []), str(env)], log=log, what="uv venv")
+        uvcmd.run(
+            [
+                "venv",
+                "--no-config",
+                "--relocatable",
+                "--python",
+                str(python),
+                "--quiet",
+                *(["--prompt", prompt] if prompt else []),
+                str(env),
+            ],
+            log=log,
+            what="uv venv",
+        )
     except uvcmd.UvFailed as exc:
-        raise UserError("uv venv could not create the new environment; nothing was changed.",
-                        f"uv's full output is in {log}." if log else "", exit_code=1,
-                        details="uv says:\n" + exc.result.stderr.strip()[-3000:]) from None
-    args = _sync(poetry_version) + ["--no-root"] + (["--compile"] if compile_bytecode and poetry_version >= (1, 4)
-                                                    else [])
+        raise UserError(
+            "uv venv could not create the new environment; nothing was changed.",
+            f"uv's full output is in {log}." if log else "",
+            exit_code=1,
+            details="uv says:\n" + exc.result.stderr.strip()[-3000:],
+        ) from None
+    args = (
+        _sync(poetry_version) + ["--no-root"] + (["--compile"] if compile_bytecode and poetry_version >= (1, 4) else [])
+    )
     try:
         run(args, env=env, cwd=locked.workdir, log=log, what="poetry sync")
     except PoetryFailed as exc:
-        raise _failed("Poetry could not build the new environment from the project's new lock", exc,
-                      f"Poetry's full output is in {log}." if log else "Run again to see Poetry's output.",
-                      build=True) from None
+        raise _failed(
+            "Poetry could not build the new environment from the project's new lock",
+            exc,
+            f"Poetry's full output is in {log}." if log else "Run again to see Poetry's output.",
+            build=True,
+        ) from None
     if seeds:
         from rebuild.index import config as indexconf
 
-        args = ["pip", "install", "--no-config", "--no-deps", "--python", str(env / "bin" / "python"), "--quiet",
-                *(f"{n}=={v}" for n, v in sorted(seeds.items()))]
+        args = [
+            "pip",
+            "install",
+            "--no-config",
+            "--no-deps",
+            "--python",
+            str(env / "bin" / "python"),
+            "--quiet",
+            *(f"{n}=={v}" for n, v in sorted(seeds.items())),
+        ]
         args += indexconf.uv_args(index, offline=offline, for_install=True) if index is not None else []
         try:
             uvcmd.run(args, log=log, what="uv pip install", for_install=True)
         except uvcmd.UvFailed as exc:
-            raise UserError(f"uv could not install {', '.join(sorted(seeds))} into the new environment; nothing "
-                            "was changed.", f"uv's full output is in {log}." if log else "", exit_code=1,
-                            details="uv says:\n" + exc.result.stderr.strip()[-3000:]) from None
+            raise UserError(
+                f"uv could not install {', '.join(sorted(seeds))} into the new environment; nothing was changed.",
+                f"uv's full output is in {log}." if log else "",
+                exit_code=1,
+                details="uv says:\n" + exc.result.stderr.strip()[-3000:],
+            ) from None
     return env
 
 
@@ -278,22 +353,35 @@ def settle(project: Project, env: Path, *, log: Path | None) -> str:
     before, inode = distributions(env), os.lstat(env).st_ino
     try:
         dry = run([*args, "--dry-run"], env=env, cwd=project.root, log=log, what="poetry sync --dry-run")
-        ops = [(m.group(1), canonicalize_name(m.group(2)), m.group(3)) for m in
-               (_OPERATION.match(line) for line in dry.stdout.splitlines() if "Skipped" not in line) if m]
+        ops = [
+            (m.group(1), canonicalize_name(m.group(2)), m.group(3))
+            for m in (_OPERATION.match(line) for line in dry.stdout.splitlines() if "Skipped" not in line)
+            if m
+        ]
         others = [f"{verb.lower()} {name} ({detail})" for verb, name, detail in ops if name not in own]
         if others:
-            raise UserError(f"`poetry {' '.join(args)}` in {project.root} would change the new environment: "
-                            f"{'; '.join(others)}", "The env and poetry.lock do not agree.", exit_code=1,
-                            details=dry.output[-3000:])
+            raise UserError(
+                f"`poetry {' '.join(args)}` in {project.root} would change the new environment: {'; '.join(others)}",
+                "The env and poetry.lock do not agree.",
+                exit_code=1,
+                details=dry.output[-3000:],
+            )
         run(args, env=env, cwd=project.root, log=log, what="poetry sync")
     except PoetryFailed as exc:
-        raise UserError(f"{exc.what} in {project.root} does not agree with the new environment",
-                        f"Poetry's full output is in {log}." if log else "", exit_code=1, details=exc.said) from None
+        raise UserError(
+            f"{exc.what} in {project.root} does not agree with the new environment",
+            f"Poetry's full output is in {log}." if log else "",
+            exit_code=1,
+            details=exc.said,
+        ) from None
     after = distributions(env)
     changed = sorted(n for n in set(before) | set(after) if n not in own and before.get(n) != after.get(n))
     if changed:
-        raise UserError(f"poetry sync in {project.root} changed the new environment: "
-                        + ", ".join(f"{n} {before.get(n, '-')} → {after.get(n, '-')}" for n in changed), exit_code=1)
+        raise UserError(
+            f"poetry sync in {project.root} changed the new environment: "
+            + ", ".join(f"{n} {before.get(n, '-')} → {after.get(n, '-')}" for n in changed),
+            exit_code=1,
+        )
     if os.lstat(env).st_ino != inode:
         raise UserError(f"poetry sync replaced the environment at {env} instead of using it", exit_code=1)
     return f"`poetry {' '.join(args)}` agrees (it changed nothing but the project's own package)"
@@ -306,8 +394,11 @@ def requirements(pyproject: dict) -> list[str]:
     from rebuild.project.requirement import poetry_specifiers
 
     project = pyproject.get("project") if isinstance(pyproject.get("project"), dict) else {}
-    out = [d for d in project.get("dependencies", []) if isinstance(d, str)] if isinstance(
-        project.get("dependencies"), list) else []
+    out = (
+        [d for d in project.get("dependencies", []) if isinstance(d, str)]
+        if isinstance(project.get("dependencies"), list)
+        else []
+    )
     tool = pyproject.get("tool") if isinstance(pyproject.get("tool"), dict) else {}
     poetry_table = tool.get("poetry") if isinstance(tool.get("poetry"), dict) else {}
     tables = [poetry_table.get("dependencies")]
@@ -315,7 +406,7 @@ def requirements(pyproject: dict) -> list[str]:
     if isinstance(groups, dict):
         tables += [g.get("dependencies") for g in groups.values() if isinstance(g, dict) and not g.get("optional")]
     for table in tables:
-        for name, value in (table.items() if isinstance(table, dict) else []):
+        for name, value in table.items() if isinstance(table, dict) else []:
             if canonicalize_name(name) == "python":
                 continue
             if isinstance(value, dict):

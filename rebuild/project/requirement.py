@@ -76,16 +76,21 @@ def move_specifier(spec: str, new: str) -> str:
     return result
 
 
-_REQ = re.compile(r"^(?P<head>\s*[A-Za-z0-9][A-Za-z0-9._-]*\s*(\[[^\]]*\])?\s*)(?P<open>\(?)(?P<spec>[^;@()]*?)"
-                  r"(?P<close>\)?)(?P<tail>\s*(;.*)?)$", re.DOTALL)
+_REQ = re.compile(
+    r"^(?P<head>\s*[A-Za-z0-9][A-Za-z0-9._-]*\s*(\[[^\]]*\])?\s*)(?P<open>\(?)(?P<spec>[^;@()]*?)"
+    r"(?P<close>\)?)(?P<tail>\s*(;.*)?)$",
+    re.DOTALL,
+)
 
 
 def move_requirement(text: str, new: str) -> str:
     """The PEP 508 requirement ``text`` with its version specifier moved to admit ``new``."""
     req = Requirement(text)
     if req.url:
-        raise UserError(f"The project asks for {req.name} from a URL ({text}); tfrebuild will not change it.",
-                        "Change that requirement to a version range, or upgrade the project yourself.")
+        raise UserError(
+            f"The project asks for {req.name} from a URL ({text}); tfrebuild will not change it.",
+            "Change that requirement to a version range, or upgrade the project yourself.",
+        )
     m = _REQ.match(text)
     if m is None:
         raise ValueError(f"cannot read the requirement {text!r}")
@@ -109,18 +114,25 @@ def edit_pyproject(text: str, old: str, new: str) -> str:
     expected = _count_in_dependencies(before, old)
     quoted = [f'"{old}"', f"'{old}'"]
     if expected == 0 or sum(text.count(q) for q in quoted) == 0:
-        raise UserError(f"tfrebuild could not find the requirement \"{old}\" written plainly in pyproject.toml.",
-                        "Write it as a plain quoted string (no escapes), or change it yourself.")
+        raise UserError(
+            f'tfrebuild could not find the requirement "{old}" written plainly in pyproject.toml.',
+            "Write it as a plain quoted string (no escapes), or change it yourself.",
+        )
     if sum(text.count(q) for q in quoted) != expected:
-        raise UserError("Changing the TensorFlow requirement in pyproject.toml would change more than that "
-                        f"requirement (\"{old}\" is also written elsewhere in the file, e.g. in a comment or "
-                        "another table).", "Change the requirement yourself, then run tfrebuild again.")
+        raise UserError(
+            "Changing the TensorFlow requirement in pyproject.toml would change more than that "
+            f'requirement ("{old}" is also written elsewhere in the file, e.g. in a comment or '
+            "another table).",
+            "Change the requirement yourself, then run tfrebuild again.",
+        )
     out = text
     for q in quoted:
         out = out.replace(q, q.replace(old, new))
     if _swap_dependencies(before, old, new) != tomllib.loads(out):
-        raise UserError("Changing the TensorFlow requirement in pyproject.toml would change more than that "
-                        f"requirement (\"{old}\").", "Change the requirement yourself, then run tfrebuild again.")
+        raise UserError(
+            f'Changing the TensorFlow requirement in pyproject.toml would change more than that requirement ("{old}").',
+            "Change the requirement yourself, then run tfrebuild again.",
+        )
     return out
 
 
@@ -224,7 +236,7 @@ def move_poetry_constraint(constraint: str, new: str) -> str:
         return constraint
     head, sep, last = constraint.rpartition("||")
     lead = last[: len(last) - len(last.lstrip())]
-    trail = last[len(last.rstrip()):]
+    trail = last[len(last.rstrip()) :]
     body = last.strip()
     comma = ", " if ", " in body else ("," if "," in body else " ")
     moved = [c for c in (_move_poetry_clause(c, version) for c in _poetry_clauses(body)) if c is not None]
@@ -244,15 +256,17 @@ def edit_toml_string(text: str, keys: tuple, old: str, new: str) -> str:
         literal = f"{quote}{old}{quote}"
         start = text.find(literal)
         while start >= 0:
-            out = text[:start] + f"{quote}{new}{quote}" + text[start + len(literal):]
+            out = text[:start] + f"{quote}{new}{quote}" + text[start + len(literal) :]
             try:
                 if tomllib.loads(out) == expected:
                     return out
             except tomllib.TOMLDecodeError:
                 pass
             start = text.find(literal, start + 1)
-    raise UserError(f"tfrebuild could not find the requirement \"{old}\" written plainly in pyproject.toml.",
-                    "Write it as a plain quoted string (no escapes), or change it yourself.")
+    raise UserError(
+        f'tfrebuild could not find the requirement "{old}" written plainly in pyproject.toml.',
+        "Write it as a plain quoted string (no escapes), or change it yourself.",
+    )
 
 
 def _set(data: dict, keys: tuple, value):

@@ -57,30 +57,36 @@ class LockFailed(UserError):
 
 
 def _failed(what: str, exc: uvcmd.UvFailed, hint: str, *, build: bool = False) -> UserError:
-    failed = UserError(f"{what}; nothing was changed.", hint, exit_code=1,
-                       details="uv says:\n" + exc.result.stderr.strip()[-3000:])
+    failed = UserError(
+        f"{what}; nothing was changed.", hint, exit_code=1, details="uv says:\n" + exc.result.stderr.strip()[-3000:]
+    )
     failed.build_failed = build  # the new env could not be built (the target search reads it)
     return failed
 
 
-def lock(project: Project, distribution: str, version: str, op: str, *, offline: bool, log: Path | None,
-         skip: set[str]) -> Locked:
+def lock(
+    project: Project, distribution: str, version: str, op: str, *, offline: bool, log: Path | None, skip: set[str]
+) -> Locked:
     """Re-lock ``project`` for ``distribution==version`` in a work folder beside it (see the module docstring)."""
     root = project.root
     text = (root / "pyproject.toml").read_text(encoding="utf-8")
     reqs = tf_requirements(tomllib.loads(text))
     if not reqs:
-        raise UserError(f"TensorFlow is not a direct dependency in {root / 'pyproject.toml'}.",
-                        "Add it with `uv add tensorflow-cpu` (or your variant), then run tfrebuild again.")
+        raise UserError(
+            f"TensorFlow is not a direct dependency in {root / 'pyproject.toml'}.",
+            "Add it with `uv add tensorflow-cpu` (or your variant), then run tfrebuild again.",
+        )
     old = reqs[0]
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
 
     if canonicalize_name(Requirement(old).name) != canonicalize_name(distribution):
-        raise UserError(f"The plan moves the project from {Requirement(old).name} to {distribution}, which "
-                        "tfrebuild does not do in a uv project.",
-                        f"Change the requirement in pyproject.toml yourself (`uv add {distribution}`), or plan "
-                        "without the switch (e.g. without --keras legacy / --gpu).")
+        raise UserError(
+            f"The plan moves the project from {Requirement(old).name} to {distribution}, which "
+            "tfrebuild does not do in a uv project.",
+            f"Change the requirement in pyproject.toml yourself (`uv add {distribution}`), or plan "
+            "without the switch (e.g. without --keras legacy / --gpu).",
+        )
     new = move_requirement(old, version)
     # uv keeps a locked version that the (moved) range still admits: ask for the planned one
     upgrade = ["--upgrade-package", f"{distribution}=={version}"]
@@ -95,14 +101,22 @@ def lock(project: Project, distribution: str, version: str, op: str, *, offline:
         except uvcmd.UvFailed as exc:
             reason = exc.result.stderr.strip()[-3000:]
             if "No solution found" in reason:
-                raise LockFailed(f"uv cannot lock the project {root} with {new}; nothing was changed.",
-                                 lock_hint(reason), reason) from None
-            raise _failed(f"uv could not lock the project {root} with {new}", exc,
-                          "uv's message above says what went wrong.") from None
+                raise LockFailed(
+                    f"uv cannot lock the project {root} with {new}; nothing was changed.", lock_hint(reason), reason
+                ) from None
+            raise _failed(
+                f"uv could not lock the project {root} with {new}", exc, "uv's message above says what went wrong."
+            ) from None
         changes = [line.strip() for line in done.stderr.splitlines() if _CHANGE.match(line.strip())]
         files = {"pyproject.toml": (work / "pyproject.toml").read_bytes(), "uv.lock": (work / "uv.lock").read_bytes()}
-        workdir.expect_locked("uv", distribution, version, locked_versions(files["uv.lock"], distribution), root,
-                              "its indexes, constraints or requires-python")
+        workdir.expect_locked(
+            "uv",
+            distribution,
+            version,
+            locked_versions(files["uv.lock"], distribution),
+            root,
+            "its indexes, constraints or requires-python",
+        )
     return Locked(workdir=work, files=files, old_requirement=old, new_requirement=new, changes=changes)
 
 
@@ -111,15 +125,20 @@ def lock_hint(reason: str) -> str:
     split = re.search(r"resolving dependencies for split \(markers: ([^)]*)\)", reason)
     if split or "failed for other Python versions" in reason:
         where = f" ({split.group(1)})" if split else ""
-        return ("uv locks for every Python the project's requires-python admits, and it found no solution for "
-                f"some of them{where}. Limit requires-python in pyproject.toml to the Pythons you use (e.g. "
-                "\">=3.11,<3.13\"), or move the requirement uv names, or plan an older TensorFlow with --to.")
-    return ("uv's message above says which requirement stands in the way; change it in pyproject.toml, or plan "
-            "another version with --to.")
+        return (
+            "uv locks for every Python the project's requires-python admits, and it found no solution for "
+            f"some of them{where}. Limit requires-python in pyproject.toml to the Pythons you use (e.g. "
+            '">=3.11,<3.13"), or move the requirement uv names, or plan an older TensorFlow with --to.'
+        )
+    return (
+        "uv's message above says which requirement stands in the way; change it in pyproject.toml, or plan "
+        "another version with --to."
+    )
 
 
-def try_lock(project: Project, distribution: str, version: str, op: str, *, offline: bool, log: Path | None,
-             skip: set[str]) -> Locked:
+def try_lock(
+    project: Project, distribution: str, version: str, op: str, *, offline: bool, log: Path | None, skip: set[str]
+) -> Locked:
     """:func:`lock` for the plan: the work folder is removed again (``files`` and ``changes`` are kept)."""
     locked = lock(project, distribution, version, op, offline=offline, log=log, skip=skip)
     discard(locked)
@@ -134,8 +153,11 @@ def locked_versions(lock: bytes, distribution: str) -> set[str]:
         data = tomllib.loads(lock.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError):
         return set()
-    return {str(p.get("version")) for p in data.get("package", []) if isinstance(p, dict)
-            and canonicalize_name(str(p.get("name", ""))) == canonicalize_name(distribution)}
+    return {
+        str(p.get("version"))
+        for p in data.get("package", [])
+        if isinstance(p, dict) and canonicalize_name(str(p.get("name", ""))) == canonicalize_name(distribution)
+    }
 
 
 def _venv_cfg(env: Path) -> dict[str, str]:
@@ -190,34 +212,75 @@ def selection(project: Project, env: Path) -> list[str]:
     return flags
 
 
-def build(locked: Locked, staging: Path, python: Path, *, prompt: str, offline: bool, compile_bytecode: bool,
-          log: Path | None, chosen: list[str] = ()) -> Path:
+def build(
+    locked: Locked,
+    staging: Path,
+    python: Path,
+    *,
+    prompt: str,
+    offline: bool,
+    compile_bytecode: bool,
+    log: Path | None,
+    chosen: list[str] = (),
+) -> Path:
     """``staging/env``: a relocatable venv holding the lock's packages (not the project's own)."""
     env = staging / "env"
     staging.mkdir(parents=True, exist_ok=True)
     try:
-        uvcmd.run(["venv", "--no-config", "--relocatable", "--python", str(python), "--quiet",
-                   *(["--prompt", prompt] if prompt else []), str(env)], log=log, what="uv venv")
+        uvcmd.run(
+            [
+                "venv",
+                "--no-config",
+                "--relocatable",
+                "--python",
+                str(python),
+                "--quiet",
+                *(["--prompt", prompt] if prompt else []),
+                str(env),
+            ],
+            log=log,
+            what="uv venv",
+        )
         args = ["sync", "--locked", "--no-install-project", "--no-install-workspace", "--no-install-local", *chosen]
         args += (["--offline"] if offline else []) + (["--compile-bytecode"] if compile_bytecode else [])
         uvcmd.run(args, env=_uv_env(env), cwd=locked.workdir, log=log, what="uv sync", for_install=True)
     except uvcmd.UvFailed as exc:
-        raise _failed(f"{exc.what} could not build the new environment from the project's new lock", exc,
-                      f"uv's full output is in {log}." if log else "Run again to see uv's output.", build=True) from None
+        raise _failed(
+            f"{exc.what} could not build the new environment from the project's new lock",
+            exc,
+            f"uv's full output is in {log}." if log else "Run again to see uv's output.",
+            build=True,
+        ) from None
     if _venv_cfg(env).get("relocatable") != "true":
-        raise UserError("uv replaced the new environment with one on another interpreter while syncing the "
-                        "project (its .python-version or requires-python asks for another Python); nothing was "
-                        "changed.", "Pass --python with the interpreter the project asks for, or change "
-                        ".python-version.", exit_code=1)
+        raise UserError(
+            "uv replaced the new environment with one on another interpreter while syncing the "
+            "project (its .python-version or requires-python asks for another Python); nothing was "
+            "changed.",
+            "Pass --python with the interpreter the project asks for, or change .python-version.",
+            exit_code=1,
+        )
     return env
 
 
 def export_pylock(locked: Locked, log: Path | None) -> str | None:
     """The new lock as ``pylock.toml`` (the generation's record; ``None`` when uv cannot export it)."""
     try:
-        done = uvcmd.run(["export", "--frozen", "--format", "pylock.toml", "--no-emit-project", "--no-emit-local",
-                          "--no-header", "--quiet"], env=_uv_env(None), cwd=locked.workdir, log=log,
-                         what="uv export")
+        done = uvcmd.run(
+            [
+                "export",
+                "--frozen",
+                "--format",
+                "pylock.toml",
+                "--no-emit-project",
+                "--no-emit-local",
+                "--no-header",
+                "--quiet",
+            ],
+            env=_uv_env(None),
+            cwd=locked.workdir,
+            log=log,
+            what="uv export",
+        )
     except (uvcmd.UvFailed, UserError):
         return None
     return done.stdout or None
@@ -232,14 +295,21 @@ def settle(project: Project, env: Path, *, offline: bool, log: Path | None, chos
     before = os.lstat(env).st_ino
     check = ["sync", "--locked", "--check", *flags]
     try:
-        if uvcmd.run(check, env=_uv_env(named), cwd=project.root, log=log, what="uv sync --check",
-                     check=False).returncode != 0:
+        if (
+            uvcmd.run(
+                check, env=_uv_env(named), cwd=project.root, log=log, what="uv sync --check", check=False
+            ).returncode
+            != 0
+        ):
             uvcmd.run(["sync", "--locked", *flags], env=_uv_env(named), cwd=project.root, log=log, what="uv sync")
             uvcmd.run(check, env=_uv_env(named), cwd=project.root, log=log, what="uv sync --check")
     except uvcmd.UvFailed as exc:
-        raise UserError(f"{exc.what} in {project.root} does not agree with the new environment",
-                        f"uv's full output is in {log}." if log else "", exit_code=1,
-                        details="uv says:\n" + exc.result.stderr.strip()[-3000:]) from None
+        raise UserError(
+            f"{exc.what} in {project.root} does not agree with the new environment",
+            f"uv's full output is in {log}." if log else "",
+            exit_code=1,
+            details="uv says:\n" + exc.result.stderr.strip()[-3000:],
+        ) from None
     if os.lstat(env).st_ino != before:
         raise UserError(f"uv sync replaced the environment at {env} instead of using it", exit_code=1)
     return "uv sync --locked agrees"

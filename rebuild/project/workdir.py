@@ -47,8 +47,10 @@ def create(root: Path, op: str, copies: dict[str, bytes], *, skip: set[str], doi
     try:
         work.mkdir(mode=0o755)
     except OSError as exc:
-        raise UserError(f"Cannot create the work folder {work} beside the project: {exc.strerror or exc}.",
-                        f"tfrebuild {doing} a copy of the project next to it; make {root.parent} writable.") from None
+        raise UserError(
+            f"Cannot create the work folder {work} beside the project: {exc.strerror or exc}.",
+            f"tfrebuild {doing} a copy of the project next to it; make {root.parent} writable.",
+        ) from None
     with removed_on_error(work):
         for name, data in copies.items():
             (work / name).write_bytes(data)
@@ -74,10 +76,13 @@ def removed_on_error(work: Path) -> Iterator[None]:
 def expect_locked(tool: str, distribution: str, version: str, locked: set[str], root: Path, settings: str) -> None:
     """Refuse a re-lock in which ``tool`` chose another ``distribution`` than the planned ``version``."""
     if locked != {version}:
-        raise UserError(f"{tool} locked {distribution} {', '.join(sorted(locked)) or '(none)'} for the project "
-                        f"{root}, not the planned {version}.",
-                        f"The project's own settings ({settings}) choose another version than the env's; plan with "
-                        "--to that version, or change the setting. Nothing was changed.", exit_code=1)
+        raise UserError(
+            f"{tool} locked {distribution} {', '.join(sorted(locked)) or '(none)'} for the project "
+            f"{root}, not the planned {version}.",
+            f"The project's own settings ({settings}) choose another version than the env's; plan with "
+            "--to that version, or change the setting. Nothing was changed.",
+            exit_code=1,
+        )
 
 
 def sweep(root: Path) -> list[Path]:

@@ -29,8 +29,10 @@ def record_outside(store: Store, gen: Generation, st: os.stat_result, *, lost: s
         raise UserError(f"{store.env} is not a directory", hint="Point tfrebuild at an environment folder.")
     old = store.current
     if gen.number in (old.number, store.previous_number) or (store.generation_dir(gen.number) / "meta.toml").exists():
-        raise UserError(f"Generation {gen.number} already exists for {store.env}",
-                        hint=f"Use store.next_number() ({store.next_number()}).")
+        raise UserError(
+            f"Generation {gen.number} already exists for {store.env}",
+            hint=f"Use store.next_number() ({store.next_number()}).",
+        )
     new = replace(gen, inode=st.st_ino, device=st.st_dev)
     store.write_meta(new)
     note = f"its tree was {lost} outside tfrebuild; the env found then is generation {new.number}"

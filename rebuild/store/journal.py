@@ -48,7 +48,9 @@ class DamagedJournal(UserError):
             f"The tfrebuild journal {path} is damaged: {problem}.",
             f"tfrebuild sets a damaged journal aside by itself when the environment is the generation its records "
             f"name as current{'; ' + why if why else ''}. Check the environment and its state folder by hand, then "
-            f"move {path} away (e.g. to {path.name}.damaged) and run `tfrebuild status` again.", exit_code=1)
+            f"move {path} away (e.g. to {path.name}.damaged) and run `tfrebuild status` again.",
+            exit_code=1,
+        )
 
 
 class Journal:

@@ -69,20 +69,27 @@ def _move_state(old: Path, new: Path) -> None:
     except FileNotFoundError:
         fd = None
     except OSError as exc:
-        raise UserError(f"Cannot move the tfrebuild state folder {old} to {new}: {exc.strerror or exc}",
-                        hint=f"Rename it by hand (mv {old} {new}) when no tfrebuild runs.") from exc
+        raise UserError(
+            f"Cannot move the tfrebuild state folder {old} to {new}: {exc.strerror or exc}",
+            hint=f"Rename it by hand (mv {old} {new}) when no tfrebuild runs.",
+        ) from exc
     try:
         if fd is not None:
             try:
                 _try_flock(fd)
             except BlockingIOError:
-                raise UserError(f"Another tfrebuild is working with the state folder {old}",
-                                hint=f"Wait for it to finish; tfrebuild then moves it to {new}.", exit_code=1) from None
+                raise UserError(
+                    f"Another tfrebuild is working with the state folder {old}",
+                    hint=f"Wait for it to finish; tfrebuild then moves it to {new}.",
+                    exit_code=1,
+                ) from None
         try:
             os.rename(old, new)
         except OSError as exc:
-            raise UserError(f"Cannot move the tfrebuild state folder {old} to {new}: {exc.strerror or exc}",
-                            hint=f"Rename it by hand (mv {old} {new}) when no tfrebuild runs.") from exc
+            raise UserError(
+                f"Cannot move the tfrebuild state folder {old} to {new}: {exc.strerror or exc}",
+                hint=f"Rename it by hand (mv {old} {new}) when no tfrebuild runs.",
+            ) from exc
         fs.fsync_dir(new.parent)
         _rebase_journal(new / "journal.json", old, new)
     finally:
@@ -101,7 +108,7 @@ def _rebase_journal(path: Path, old: Path, new: Path) -> None:
 
     def rebase(value: Any) -> Any:
         if isinstance(value, str) and (value == str(old) or value.startswith(str(old) + os.sep)):
-            return str(new) + value[len(str(old)):]
+            return str(new) + value[len(str(old)) :]
         if isinstance(value, dict):
             return {k: rebase(v) for k, v in value.items()}
         return value
@@ -128,6 +135,10 @@ def _migrate_legacy(env: Path) -> None:
         if recorded is None or os.path.realpath(recorded) == str(env) and candidate == state_dir(env):
             continue
         owner = env_path(recorded)
-        if owner.parent == env.parent and legacy_state_dir(owner) == candidate and candidate != state_dir(owner) \
-                and not os.path.lexists(state_dir(owner)):
+        if (
+            owner.parent == env.parent
+            and legacy_state_dir(owner) == candidate
+            and candidate != state_dir(owner)
+            and not os.path.lexists(state_dir(owner))
+        ):
             _move_state(candidate, state_dir(owner))

@@ -153,9 +153,11 @@ class Lock:
             _release(fd)  # the file was deleted or replaced between open and flock: again
             if folder_fd is not None:
                 _release(folder_fd)
-        raise UserError(f"The tfrebuild lock file {self.path} keeps being deleted or replaced",
-                        hint="Another program is removing it; stop that program and run tfrebuild again.",
-                        exit_code=1)
+        raise UserError(
+            f"The tfrebuild lock file {self.path} keeps being deleted or replaced",
+            hint="Another program is removing it; stop that program and run tfrebuild again.",
+            exit_code=1,
+        )
 
     def _names(self, fd: int) -> bool:
         """Whether ``self.path`` still names the open lock file (a regular file, not a link)."""
@@ -169,9 +171,12 @@ class Lock:
         """:class:`UserError` unless the lock is still ours: its file was not deleted or replaced while held
         (only the file's flock guards the store where the filesystem cannot lock folders)."""
         if self._fd is not None and self._folder_fd is None and not self._names(self._fd):
-            raise UserError(f"The tfrebuild lock file {self.path} was deleted or replaced while this command held it",
-                            hint="Another program may be working on the environment; nothing more was changed. "
-                            "Run tfrebuild again once it is done.", exit_code=1)
+            raise UserError(
+                f"The tfrebuild lock file {self.path} was deleted or replaced while this command held it",
+                hint="Another program may be working on the environment; nothing more was changed. "
+                "Run tfrebuild again once it is done.",
+                exit_code=1,
+            )
 
     def _lock_folder(self) -> int | None:
         """flock the state folder itself; ``None`` where the filesystem cannot (NFS: the lock file alone)."""
@@ -183,12 +188,16 @@ class Lock:
             trust.make_state_dir(self.path.parent, self.env)  # a folder already there must be trusted
             fd = os.open(self.path.parent, os.O_RDONLY | _DIRECTORY | _NOFOLLOW | _CLOEXEC)
         except PermissionError as exc:
-            raise UserError(f"Cannot lock {self.env}: permission denied on {self.path.parent}",
-                            hint="Run tfrebuild as the user who owns the environment.") from exc
+            raise UserError(
+                f"Cannot lock {self.env}: permission denied on {self.path.parent}",
+                hint="Run tfrebuild as the user who owns the environment.",
+            ) from exc
         except OSError as exc:
-            raise UserError(f"Cannot lock {self.env}: {self.path.parent} is not a folder ({exc.strerror or exc})",
-                            hint="tfrebuild never follows links in its state folder; move that entry away.",
-                            exit_code=1) from exc
+            raise UserError(
+                f"Cannot lock {self.env}: {self.path.parent} is not a folder ({exc.strerror or exc})",
+                hint="tfrebuild never follows links in its state folder; move that entry away.",
+                exit_code=1,
+            ) from exc
         try:
             trust.check_fd(fd, self.path.parent, self.env)  # the folder locked is the folder checked
         except BaseException:
@@ -240,12 +249,18 @@ class Lock:
             return UserError(
                 f"Another tfrebuild ({who}) is working on {self.env}",
                 hint=f"Wait for it to finish. If it is stuck, stop it (kill {pid}); the next tfrebuild run "
-                "finishes or undoes whatever it was doing.", exit_code=1,
+                "finishes or undoes whatever it was doing.",
+                exit_code=1,
             )
-        detail = f" (the lock file names pid {pid}: {command}, which is gone; a process it started may hold it)" if pid else ""
+        detail = (
+            f" (the lock file names pid {pid}: {command}, which is gone; a process it started may hold it)"
+            if pid
+            else ""
+        )
         return UserError(
             f"Another process holds the tfrebuild lock on {self.env}{detail}",
-            hint=f"Find it with `fuser {self.path}` and wait for it or stop it.", exit_code=1,
+            hint=f"Find it with `fuser {self.path}` and wait for it or stop it.",
+            exit_code=1,
         )
 
     def holder(self, *, wait: bool = False) -> dict[str, Any] | None:
@@ -274,10 +289,12 @@ def _release(fd: int) -> None:
 
 
 def _not_a_lock_file(path: Path, why: str) -> UserError:
-    return UserError(f"The tfrebuild lock {path} is not a plain file ({why}): tfrebuild will not open it, "
-                     "since writing it could change whatever a link there points at",
-                     hint=f"Check what it is, remove it (rm {path}) and run tfrebuild again; a new lock file is made.",
-                     exit_code=1)
+    return UserError(
+        f"The tfrebuild lock {path} is not a plain file ({why}): tfrebuild will not open it, "
+        "since writing it could change whatever a link there points at",
+        hint=f"Check what it is, remove it (rm {path}) and run tfrebuild again; a new lock file is made.",
+        exit_code=1,
+    )
 
 
 GITIGNORE = "# Written by tfrebuild: its state folder (generations, logs) is never part of a project.\n*\n"
@@ -287,8 +304,7 @@ def _ignore_in_git(folder_fd: int) -> None:
     """Give the state folder a ``.gitignore`` of ``*`` (as uv does inside ``.venv``), so a project's
     ``git status`` does not list it; created once, never through a link, never an error."""
     try:
-        fd = os.open(".gitignore", os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC, 0o644,
-                     dir_fd=folder_fd)
+        fd = os.open(".gitignore", os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC, 0o644, dir_fd=folder_fd)
     except OSError:  # already there (or a link planted there, or a read-only disk): leave it
         return
     try:

@@ -17,7 +17,7 @@ def prune_logs(folder: Path, keep: int) -> list[Path]:
         return []
     entries.sort(key=lambda e: (e.stat(follow_symlinks=False).st_mtime_ns, e.name), reverse=True)
     removed = []
-    for entry in entries[max(keep, 0):]:
+    for entry in entries[max(keep, 0) :]:
         try:
             os.unlink(entry.path)
             removed.append(Path(entry.path))

@@ -68,9 +68,10 @@ class Operations:
         if dest.is_dir() and not dest.is_symlink() and not any(os.scandir(dest)):
             os.rmdir(dest)
             return
-        raise UserError(f"Cannot park the old environment at {dest}: something is already there",
-                        hint="The tfrebuild state folder is inconsistent; inspect that folder by hand.")
-
+        raise UserError(
+            f"Cannot park the old environment at {dest}: something is already there",
+            hint="The tfrebuild state folder is inconsistent; inspect that folder by hand.",
+        )
 
     def park(self, tree: Path, dest: Path) -> None:
         """Move ``tree`` (the tree the exchange took out of ``E``) to ``dest``, both folders fsync'd."""
@@ -79,7 +80,6 @@ class Operations:
         os.rename(tree, dest)
         fs.fsync_dir(tree.parent)
         fs.fsync_dir(dest.parent)
-
 
     def env_key(self, *partners: Path) -> tuple[int, int] | None:
         """:func:`~rebuild.store.trees.key` of ``E``, after repairing a fallback exchange with a partner
@@ -91,7 +91,6 @@ class Operations:
             found = key_or_none(self.env)
         return found
 
-
     def _staging_of(self, tree: Path) -> Path:
         """``<state>/staging/<id>`` that holds ``tree`` (which must be inside it)."""
         root = self.staging_root
@@ -100,13 +99,15 @@ class Operations:
         except ValueError:
             rel = None
         if rel is None or len(rel.parts) < 2 or not is_inside(tree, root):
-            raise UserError(f"{tree} is not inside the staging folder {root}",
-                            hint="Build new environments in store.staging_dir(<id>)/env.")
+            raise UserError(
+                f"{tree} is not inside the staging folder {root}",
+                hint="Build new environments in store.staging_dir(<id>)/env.",
+            )
         return root / rel.parts[0]
 
-
-    def _swap_park_record(self, source: Path, old_dest: Path, st_old: os.stat_result,
-                          record: Callable[[], None], *, upgrade: bool) -> str:
+    def _swap_park_record(
+        self, source: Path, old_dest: Path, st_old: os.stat_result, record: Callable[[], None], *, upgrade: bool
+    ) -> str:
         """The steps :meth:`switch_to` and :meth:`rollback_to` share, each journaled, then a fault point.
 
         swapped: ``exchange(E, source)`` (the method that ran goes to the journal and is returned;
@@ -132,7 +133,6 @@ class Operations:
         fault_point("upgrade.recorded") if upgrade else fault_point("rollback.recorded")
         return method
 
-
     def _refuse_links(self, tree: Path) -> None:
         """:class:`UserError` unless ``tree`` and every folder from the state folder down to it are real folders
         (``lstat``): a ``generations`` or ``staging`` folder replaced by a link would exchange trees outside."""
@@ -140,20 +140,23 @@ class Operations:
         for part in ("",) + abs_path(tree).relative_to(self.state).parts:  # lexical: links are not resolved
             folder = folder / part if part else folder
             if not stat.S_ISDIR(os.lstat(folder).st_mode):
-                raise UserError(f"{folder} in the tfrebuild state folder is a symbolic link or not a folder: nothing "
-                                "was exchanged", hint=f"tfrebuild never moves a tree through a link. Check what it "
-                                f"points at and put the real folder back in {self.state}.", exit_code=1)
-
+                raise UserError(
+                    f"{folder} in the tfrebuild state folder is a symbolic link or not a folder: nothing was exchanged",
+                    hint=f"tfrebuild never moves a tree through a link. Check what it "
+                    f"points at and put the real folder back in {self.state}.",
+                    exit_code=1,
+                )
 
     def _check_new_tree(self, new_tree: Path) -> tuple[Path, os.stat_result]:
         """The staging folder holding ``new_tree``, and its ``lstat``; :class:`UserError` unless it is a directory there."""
         staging = self._staging_of(new_tree)
         st_new = os.lstat(new_tree) if os.path.lexists(new_tree) else None
         if st_new is None or not stat.S_ISDIR(st_new.st_mode):
-            raise UserError(f"The new environment {new_tree} is missing or not a directory",
-                            hint="The build did not produce it; see the build log.")
+            raise UserError(
+                f"The new environment {new_tree} is missing or not a directory",
+                hint="The build did not produce it; see the build log.",
+            )
         return staging, st_new
-
 
     def switch_to(self, new_tree: Path, new_gen: Generation) -> Swapped:
         """Make the tree at ``new_tree`` (in staging) the current environment at ``E``.
@@ -175,19 +178,30 @@ class Operations:
             st_old = self.check_current()
             number = new_gen.number
             if number in (old.number, self.previous_number) or (self.generation_dir(number) / "meta.toml").exists():
-                raise UserError(f"Generation {number} already exists for {self.env}",
-                                hint=f"Use store.next_number() ({self.next_number()}).")
+                raise UserError(
+                    f"Generation {number} already exists for {self.env}",
+                    hint=f"Use store.next_number() ({self.next_number()}).",
+                )
             if not swap.same_filesystem(self.env, new_tree):
                 raise swap.cross_device_error(self.env, new_tree)
             old_dest = self.generation_dir(old.number) / "env"
             self._free_dest(old_dest)
             gen = replace(new_gen, inode=st_new.st_ino, device=st_new.st_dev)
             fields_ = {
-                "op": "upgrade", "id": staging.name, "step": "journal-written", "pid": os.getpid(),
-                "new": number, "old": old.number, "previous": self.previous_number,
-                "staging": str(staging), "new_tree": str(new_tree), "old_dest": str(old_dest),
-                "new_inode": st_new.st_ino, "new_device": st_new.st_dev,
-                "old_inode": st_old.st_ino, "old_device": st_old.st_dev,
+                "op": "upgrade",
+                "id": staging.name,
+                "step": "journal-written",
+                "pid": os.getpid(),
+                "new": number,
+                "old": old.number,
+                "previous": self.previous_number,
+                "staging": str(staging),
+                "new_tree": str(new_tree),
+                "old_dest": str(old_dest),
+                "new_inode": st_new.st_ino,
+                "new_device": st_new.st_dev,
+                "old_inode": st_old.st_ino,
+                "old_device": st_old.st_dev,
                 "generation": asdict(gen),
             }
             journal = self.journal()
@@ -210,13 +224,14 @@ class Operations:
                 self.commit()
             return Swapped(gen, method)
 
-
     def _changed(self, number: int, tensorflow: str, other: int) -> None:
         """Tell the CLI (for an interrupt) which generation ``E`` is on now and the way back."""
         what = f" ({tensorflow})" if tensorflow else ""
-        signals.changed(str(self.env), f"{self.env} is now on generation {number}{what}; `tfrebuild rollback --env "
-                                       f"{self.env} --to {other}` swaps generation {other} back in")
-
+        signals.changed(
+            str(self.env),
+            f"{self.env} is now on generation {number}{what}; `tfrebuild rollback --env "
+            f"{self.env} --to {other}` swaps generation {other} back in",
+        )
 
     def _rollback_source(self, n: int) -> tuple[Path, os.stat_result]:
         """Generation ``n``'s parked tree and its ``lstat`` (its meta is re-recorded if the inode moved)."""
@@ -225,14 +240,15 @@ class Operations:
         try:
             st_src = os.lstat(source)
         except FileNotFoundError:
-            raise UserError(f"Generation {n} has no environment tree any more (it was deleted)",
-                            hint="Pick another generation, see the history.") from None
+            raise UserError(
+                f"Generation {n} has no environment tree any more (it was deleted)",
+                hint="Pick another generation, see the history.",
+            ) from None
         if not stat.S_ISDIR(st_src.st_mode):
             raise UserError(f"{source} is not a directory", hint="The state folder was changed by hand.")
         if key(st_src) != (target.device, target.inode):
             self.write_meta(replace(target, inode=st_src.st_ino, device=st_src.st_dev))
         return source, st_src
-
 
     def rollback_to(self, n: int | None = None) -> Swapped:
         """Make generation ``n`` (default: the previous one) current again.
@@ -246,8 +262,10 @@ class Operations:
             old = self.current
             if n is None:
                 if self.previous_number is None:
-                    raise UserError(f"{self.env} has no previous generation to roll back to",
-                                    hint="Generations are created by upgrades.")
+                    raise UserError(
+                        f"{self.env} has no previous generation to roll back to",
+                        hint="Generations are created by upgrades.",
+                    )
                 n = self.previous_number
             if n == old.number:
                 raise UserError(f"Generation {n} is already the current environment at {self.env}")
@@ -255,21 +273,30 @@ class Operations:
             source, st_src = self._rollback_source(n)
             old_dest = self.generation_dir(old.number) / "env"
             self._free_dest(old_dest)
-            self.begin({
-                "op": "rollback", "id": new_op_id("rollback"), "step": "journal-written",
-                "from": old.number, "to": n, "previous": self.previous_number,
-                "source": str(source), "old_dest": str(old_dest),
-                "new_inode": st_src.st_ino, "new_device": st_src.st_dev,
-                "old_inode": st_old.st_ino, "old_device": st_old.st_dev,
-            })
+            self.begin(
+                {
+                    "op": "rollback",
+                    "id": new_op_id("rollback"),
+                    "step": "journal-written",
+                    "from": old.number,
+                    "to": n,
+                    "previous": self.previous_number,
+                    "source": str(source),
+                    "old_dest": str(old_dest),
+                    "new_inode": st_src.st_ino,
+                    "new_device": st_src.st_dev,
+                    "old_inode": st_old.st_ino,
+                    "old_device": st_old.st_dev,
+                }
+            )
             fault_point("rollback.journal-written")
             with signals.deferred():  # a signal after the exchange waits for the bookkeeping
-                method = self._swap_park_record(source, old_dest, st_old, lambda: self.write_state(n, old.number),
-                                                upgrade=False)
+                method = self._swap_park_record(
+                    source, old_dest, st_old, lambda: self.write_state(n, old.number), upgrade=False
+                )
                 self._changed(n, self.generation(n).tensorflow, old.number)
                 self.commit()
             return Swapped(self.current, method)
-
 
     def delete_generation(self, n: int) -> int:
         """Delete ``generations/<n>`` (never the current or previous one); return bytes freed.
@@ -280,17 +307,23 @@ class Operations:
         with self.lock(f"tfrebuild gc generation {n}"):
             self.check_current()  # the store must agree with the tree at E before anything is deleted
             if n == self.current_number:
-                raise UserError(f"Generation {n} is the current environment; it cannot be deleted",
-                                hint="Roll back or upgrade first.")
+                raise UserError(
+                    f"Generation {n} is the current environment; it cannot be deleted",
+                    hint="Roll back or upgrade first.",
+                )
             if n == self.previous_number:
-                raise UserError(f"Generation {n} is the previous generation (the rollback target); it is kept",
-                                hint="It can be deleted after another upgrade or rollback.")
+                raise UserError(
+                    f"Generation {n} is the previous generation (the rollback target); it is kept",
+                    hint="It can be deleted after another upgrade or rollback.",
+                )
             folder = self.generation_dir(n)
             if not os.path.lexists(folder):
                 raise UserError(f"{self.env} has no generation {n}")
             if os.path.islink(folder) or not is_inside(folder, self.generations_dir):
-                raise UserError(f"Refusing to delete {folder}: it points outside {self.state}",
-                                hint="Someone replaced it with a link; remove the link by hand.")
+                raise UserError(
+                    f"Refusing to delete {folder}: it points outside {self.state}",
+                    hint="Someone replaced it with a link; remove the link by hand.",
+                )
             freed = disk.freeable_bytes(folder)
             op_id = new_op_id("gc")
             trash = self.trash_root / op_id
@@ -310,7 +343,6 @@ class Operations:
             safe_rmtree(trash, self.state)
             self.commit()
             return freed
-
 
     def _delete_unjournaled(self, folder: Path, op_id: str) -> None:
         """Delete a generation folder without a journal (a full disk cannot take one).

@@ -36,8 +36,9 @@ def read_toml(path: Path, what: str) -> dict[str, Any]:
     except FileNotFoundError:
         raise
     except OSError as exc:
-        raise UserError(f"The tfrebuild {what} {path} cannot be read: {exc.strerror or exc}", hint=hint,
-                        exit_code=1) from exc
+        raise UserError(
+            f"The tfrebuild {what} {path} cannot be read: {exc.strerror or exc}", hint=hint, exit_code=1
+        ) from exc
 
 
 @dataclass

@@ -142,8 +142,9 @@ def _malformed(store: Store, j: dict[str, Any]) -> str:
         if not isinstance(j.get("generation"), dict):
             return "upgrade without the record of its generation"
         try:
-            Generation.from_dict({**j["generation"], "number": j["new"], "inode": j["new_inode"],
-                                  "device": j["new_device"]})
+            Generation.from_dict(
+                {**j["generation"], "number": j["new"], "inode": j["new_inode"], "device": j["new_device"]}
+            )
         except (TypeError, ValueError, KeyError) as exc:
             return f"the generation record is not usable ({exc})"
     return ""
@@ -157,8 +158,10 @@ def _set_aside(store: Store, exc: DamagedJournal) -> str:
     except UserError as why:
         raise DamagedJournal(exc.path, exc.problem, f"here it cannot: {why.message}") from None
     dest = store.set_aside_journal()
-    return (f"set the damaged journal aside as {dest} ({exc.problem}): {store.env} is generation "
-            f"{store.current_number}, as recorded")
+    return (
+        f"set the damaged journal aside as {dest} ({exc.problem}): {store.env} is generation "
+        f"{store.current_number}, as recorded"
+    )
 
 
 def _owned(store: Store, value: Any, root: Path) -> Path | None:
@@ -171,8 +174,17 @@ def _owned(store: Store, value: Any, root: Path) -> Path | None:
     return path
 
 
-def _settle(store: Store, j: dict[str, Any], tree: Path, old_dest: Path, *, finish: Callable[[], str],
-            undo: Callable[[], str], what: str, neither: str) -> str:
+def _settle(
+    store: Store,
+    j: dict[str, Any],
+    tree: Path,
+    old_dest: Path,
+    *,
+    finish: Callable[[], str],
+    undo: Callable[[], str],
+    what: str,
+    neither: str,
+) -> str:
     """The end of an interrupted exchange of ``E`` with ``tree`` (an upgrade's or a rollback's).
 
     ``E`` holds the new tree: the old one (left at ``tree``) is parked at ``old_dest`` if
@@ -230,8 +242,16 @@ def _recover_upgrade(store: Store, j: dict[str, Any]) -> str:
         done = _drop_unfinished(store, staging, number)
         return f"rolled back interrupted upgrade to generation {number}: {done}"
 
-    return _settle(store, j, new_tree, store.generation_dir(old_number) / "env", finish=finish, undo=undo,
-                   what="upgrade", neither="the old nor the new environment")
+    return _settle(
+        store,
+        j,
+        new_tree,
+        store.generation_dir(old_number) / "env",
+        finish=finish,
+        undo=undo,
+        what="upgrade",
+        neither="the old nor the new environment",
+    )
 
 
 def _recover_rollback(store: Store, j: dict[str, Any]) -> str:
@@ -244,16 +264,27 @@ def _recover_rollback(store: Store, j: dict[str, Any]) -> str:
     def undo() -> str:
         return f"undid interrupted rollback to generation {to}: generation {frm} is still current"
 
-    return _settle(store, j, store.generation_dir(to) / "env", store.generation_dir(frm) / "env",
-                   finish=finish, undo=undo, what="rollback", neither=f"generation {frm} nor {to}")
+    return _settle(
+        store,
+        j,
+        store.generation_dir(to) / "env",
+        store.generation_dir(frm) / "env",
+        finish=finish,
+        undo=undo,
+        what="rollback",
+        neither=f"generation {frm} nor {to}",
+    )
 
 
 def _recover_gc(store: Store, j: dict[str, Any]) -> str:
     n = int(j["generation"])
     trash = _owned(store, j.get("trash"), store.trash_root)
     folder = store.generation_dir(n)
-    if os.path.lexists(folder) and n not in (store.current_number, store.previous_number) \
-            and not os.path.islink(folder):
+    if (
+        os.path.lexists(folder)
+        and n not in (store.current_number, store.previous_number)
+        and not os.path.islink(folder)
+    ):
         safe_rmtree(folder, store.state)
     if trash is not None:
         safe_rmtree(trash, store.state)
@@ -274,8 +305,12 @@ def _recover_new_env(store: Store) -> str | None:
         journal, problem = None, exc.problem
     if problem:  # nothing is managed here: set aside only when nothing is at the path either
         if os.path.lexists(store.env):
-            raise DamagedJournal(store.journal_path, problem, f"here it cannot: {store.env} exists, and tfrebuild "
-                                 "cannot tell whether it is the environment an interrupted apply built")
+            raise DamagedJournal(
+                store.journal_path,
+                problem,
+                f"here it cannot: {store.env} exists, and tfrebuild "
+                "cannot tell whether it is the environment an interrupted apply built",
+            )
         dest = store.set_aside_journal()
         steps = [f"set the damaged journal aside as {dest} ({problem})"]
         steps += [_remove(store, p, f"removed leftover staging folder {p}") for p in store.leftover_staging()]
@@ -288,9 +323,14 @@ def _recover_new_env(store: Store) -> str | None:
     built = (journal.get("apply_device"), journal.get("apply_inode"))
     done = "undid an interrupted apply: removed its staging folder"
     if journal.get("apply_new_env") and built[1] is not None and key_or_none(store.env) == built:
-        store.adopt(Generation.new(1, command=str(journal.get("command", "tfrebuild apply")),
-                                   tensorflow=str(journal.get("tensorflow", "")),
-                                   python=str(journal.get("python", ""))))
+        store.adopt(
+            Generation.new(
+                1,
+                command=str(journal.get("command", "tfrebuild apply")),
+                tensorflow=str(journal.get("tensorflow", "")),
+                python=str(journal.get("python", "")),
+            )
+        )
         built_lock = Path(staging or "") / "pylock.toml"
         if staging and built_lock.is_file():
             shutil.copyfile(built_lock, store.generation_dir(1) / "pylock.toml")
@@ -305,8 +345,9 @@ def _recover_new_env(store: Store) -> str | None:
 def _malformed_new_env(store: Store, j: dict[str, Any]) -> str:
     """Why ``j`` is not an apply-to-a-new-path journal ("" when it is)."""
     if j.get("op") != "upgrade" or not j.get("apply_new_env"):
-        return (f"a {str(j.get('op'))[:40]!r} operation in the state folder of {store.env}, which tfrebuild "
-                "does not manage")
+        return (
+            f"a {str(j.get('op'))[:40]!r} operation in the state folder of {store.env}, which tfrebuild does not manage"
+        )
     staging = j.get("staging")
     if not isinstance(staging, str) or not staging or "\0" in staging or abs_path(staging).parent != store.staging_root:
         return f"staging {str(staging)[:200]!r} is not a folder directly inside {store.staging_root}"

@@ -79,11 +79,12 @@ def _lstat_env(env: Path) -> os.stat_result:
     try:
         st = os.lstat(env)
     except FileNotFoundError:
-        raise UserError(f"The environment {env} does not exist",
-                        hint="Check the path (or --env).") from None
+        raise UserError(f"The environment {env} does not exist", hint="Check the path (or --env).") from None
     if stat.S_ISLNK(st.st_mode):
-        raise UserError(f"{env} is a symbolic link",
-                        hint=f"tfrebuild manages real directories. Use the real path: {os.path.realpath(env)}")
+        raise UserError(
+            f"{env} is a symbolic link",
+            hint=f"tfrebuild manages real directories. Use the real path: {os.path.realpath(env)}",
+        )
     if not stat.S_ISDIR(st.st_mode):
         raise UserError(f"{env} is not a directory", hint="Point tfrebuild at an environment folder.")
     return st
@@ -128,9 +129,11 @@ class Store(Operations):
     @property
     def store_file(self) -> Path:
         return self.state / "store.toml"
+
     @property
     def lock_path(self) -> Path:
         return self._lock.path
+
     @property
     def journal_path(self) -> Path:
         return self._journal.path
@@ -158,12 +161,17 @@ class Store(Operations):
             except FileExistsError:
                 pass
             except OSError as exc:
-                raise UserError(f"Cannot create {current}: {exc.strerror or exc}",
-                                hint=f"tfrebuild keeps its state beside the environment; check {self.state}.") from exc
+                raise UserError(
+                    f"Cannot create {current}: {exc.strerror or exc}",
+                    hint=f"tfrebuild keeps its state beside the environment; check {self.state}.",
+                ) from exc
             if not stat.S_ISDIR(os.lstat(current).st_mode):
-                raise UserError(f"{current} in the tfrebuild state folder is a symbolic link or a file",
-                                hint="tfrebuild never writes through links in its state folder; someone replaced "
-                                f"that folder. Remove {current} (after checking what it points at).", exit_code=1)
+                raise UserError(
+                    f"{current} in the tfrebuild state folder is a symbolic link or a file",
+                    hint="tfrebuild never writes through links in its state folder; someone replaced "
+                    f"that folder. Remove {current} (after checking what it points at).",
+                    exit_code=1,
+                )
         return path
 
     # ---- opening
@@ -174,9 +182,12 @@ class Store(Operations):
         _migrate_legacy(env)
         state = state_dir(env)
         if os.path.islink(state):
-            raise UserError(f"The tfrebuild state folder {state} is a symbolic link",
-                            hint="tfrebuild never follows links in its state folder. Remove the link; if it "
-                            "pointed at this environment's real state folder, move that folder here.", exit_code=1)
+            raise UserError(
+                f"The tfrebuild state folder {state} is a symbolic link",
+                hint="tfrebuild never follows links in its state folder. Remove the link; if it "
+                "pointed at this environment's real state folder, move that folder here.",
+                exit_code=1,
+            )
         trust.check_state(state, env)  # before anything in it is read: the user's (or the env owner's) only
         store_file = state / "store.toml"
         if not store_file.is_file():
@@ -200,8 +211,10 @@ class Store(Operations):
                 hint="Upgrade tfrebuild to manage this environment.",
             )
         if not isinstance(data.get("current"), int):
-            raise UserError(f"The tfrebuild state file {self.store_file} has no current generation",
-                            hint="Restore it from a backup, or move the state folder away.")
+            raise UserError(
+                f"The tfrebuild state file {self.store_file} has no current generation",
+                hint="Restore it from a backup, or move the state folder away.",
+            )
         self._check_owner(data)
         self._data = data
 
@@ -209,15 +222,19 @@ class Store(Operations):
         """The state folder is this env's: ``store.toml`` records its path (and its parent folder's inode)."""
         recorded = data.get("env")
         if not isinstance(recorded, str) or not recorded:
-            raise UserError(f"The tfrebuild state file {self.store_file} does not say which environment it belongs to",
-                            hint=f"Restore it from a backup, or move {self.state} away to stop managing {self.env}.",
-                            exit_code=1)
+            raise UserError(
+                f"The tfrebuild state file {self.store_file} does not say which environment it belongs to",
+                hint=f"Restore it from a backup, or move {self.state} away to stop managing {self.env}.",
+                exit_code=1,
+            )
         if os.path.realpath(recorded) != str(self.env):
             raise UserError(
                 f"The tfrebuild state folder {self.state} belongs to {recorded}, not to {self.env}: tfrebuild "
                 "will not read or change another environment's generations",
                 hint=f"If {recorded} was moved to {self.env}, move it back; otherwise move {self.state} away "
-                f"(it holds {recorded}'s generations) and tfrebuild adopts {self.env} afresh.", exit_code=1)
+                f"(it holds {recorded}'s generations) and tfrebuild adopts {self.env} afresh.",
+                exit_code=1,
+            )
         device, inode = data.get("parent_device"), data.get("parent_inode")
         if device is None or inode is None or _parent_key(self.env) in (None, (int(device), int(inode))):
             return
@@ -232,7 +249,9 @@ class Store(Operations):
             raise UserError(
                 f"The tfrebuild state folder {self.state} was made for another folder at the path {self.env} "
                 "(it was copied or restored here, and the environment is not the one it recorded)",
-                hint=f"Move {self.state} away and tfrebuild adopts {self.env} afresh.", exit_code=1)
+                hint=f"Move {self.state} away and tfrebuild adopts {self.env} afresh.",
+                exit_code=1,
+            )
 
     @classmethod
     def unmanaged(cls, env: Path) -> Store:
@@ -245,6 +264,7 @@ class Store(Operations):
             if not trust.created_here(store.state):
                 raise trust.not_created_error(store.state)
         return store
+
     @property
     def managed(self) -> bool:
         return self.store_file.is_file()
@@ -259,15 +279,19 @@ class Store(Operations):
         st = _lstat_env(env)
         state = self.state
         if os.path.islink(state) or (state.exists() and not state.is_dir()):
-            raise UserError(f"Cannot create the tfrebuild state folder {state}: something else is there",
-                            hint="Move it away and try again.")
+            raise UserError(
+                f"Cannot create the tfrebuild state folder {state}: something else is there",
+                hint="Move it away and try again.",
+            )
         if self.managed:
             raise UserError(f"{env} is already managed by tfrebuild", hint=f"Its state lives in {state}.")
         try:
             trust.make_state_dir(state, env)  # one there already: trusted and made by tfrebuild, else refused
         except PermissionError as exc:
-            raise UserError(f"Cannot create {state}: permission denied",
-                            hint=f"tfrebuild keeps its state beside the environment; you need write access to {env.parent}.") from exc
+            raise UserError(
+                f"Cannot create {state}: permission denied",
+                hint=f"tfrebuild keeps its state beside the environment; you need write access to {env.parent}.",
+            ) from exc
         if os.lstat(state).st_dev != st.st_dev:
             raise UserError(
                 f"{env} is on a different filesystem than its parent folder (a mount point?)",
@@ -294,13 +318,16 @@ class Store(Operations):
     @property
     def current_number(self) -> int:
         return int(self._data["current"])
+
     @property
     def previous_number(self) -> int | None:
         prev = self._data.get("previous")
         return int(prev) if isinstance(prev, int) else None
+
     @property
     def current(self) -> Generation:
         return self.generation(self.current_number)
+
     @property
     def previous(self) -> Generation | None:
         n = self.previous_number
@@ -352,10 +379,12 @@ class Store(Operations):
         """Generation ``n``; :class:`UserError` if there is none."""
         bad = self.unreadable().get(n) if os.path.lexists(self.generation_dir(n)) else None
         if bad:
-            raise UserError(f"Generation {n} of {self.env} cannot be read: {bad}",
-                            hint="Run tfrebuild as the user who owns the environment, or repair that generation's "
-                            f"folder ({self.generation_dir(n)}); the other generations are not affected.",
-                            exit_code=1)
+            raise UserError(
+                f"Generation {n} of {self.env} cannot be read: {bad}",
+                hint="Run tfrebuild as the user who owns the environment, or repair that generation's "
+                f"folder ({self.generation_dir(n)}); the other generations are not affected.",
+                exit_code=1,
+            )
         if not (self.generation_dir(n) / "meta.toml").is_file():
             have = ", ".join(str(g.number) for g in self.generations()) or "none"
             raise UserError(f"{self.env} has no generation {n}", hint=f"Existing generations: {have}.")
@@ -366,18 +395,25 @@ class Store(Operations):
         try:
             data = read_toml(path, "generation record")
         except PermissionError as exc:
-            raise UserError(f"The tfrebuild generation record {path} cannot be read: permission denied",
-                            hint="Run tfrebuild as the user who owns the environment.", exit_code=1) from exc
+            raise UserError(
+                f"The tfrebuild generation record {path} cannot be read: permission denied",
+                hint="Run tfrebuild as the user who owns the environment.",
+                exit_code=1,
+            ) from exc
         data["number"] = n
         try:
             gen = Generation.from_dict(data)
         except (ValueError, TypeError) as exc:
-            raise UserError(f"The tfrebuild generation record {path} is damaged: {exc}",
-                            hint="Restore it from a backup, or delete that generation's folder by hand.") from exc
+            raise UserError(
+                f"The tfrebuild generation record {path} is damaged: {exc}",
+                hint="Restore it from a backup, or delete that generation's folder by hand.",
+            ) from exc
         for name in ("created", "command", "tensorflow", "python", "note"):
             if not isinstance(getattr(gen, name), str):
-                raise UserError(f"The tfrebuild generation record {path} is damaged: {name} is not a string",
-                                hint="Restore it from a backup, or delete that generation's folder by hand.")
+                raise UserError(
+                    f"The tfrebuild generation record {path} is damaged: {name} is not a string",
+                    hint="Restore it from a backup, or delete that generation's folder by hand.",
+                )
         return gen
 
     def next_number(self) -> int:
@@ -435,7 +471,8 @@ class Store(Operations):
                     f"{cur.number} as current: the state file was changed, not the environment. Nothing was changed.",
                     hint=f"tfrebuild deletes, swaps and records nothing while its state file disagrees with the tree. "
                     f"Set `current = {gen.number}` in {self.store_file} again (or restore it from a backup).",
-                    exit_code=1)
+                    exit_code=1,
+                )
 
     # ---- staging and logs
     def staging_dir(self, op_id: str) -> Path:
@@ -490,6 +527,7 @@ class Store(Operations):
         """
         with self._lock.hold(command, on_acquire=self.reload):
             yield self
+
     @property
     def locked(self) -> bool:
         """Whether this object holds the lock."""
@@ -532,7 +570,6 @@ class Store(Operations):
         self._journal.remove()
 
     # ---- operations
-
 
     # ---- recovery
     def recover(self, finished: Callable[[Store], None] | None = None) -> str | None:

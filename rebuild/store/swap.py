@@ -50,7 +50,9 @@ METHODS = ("auto", "renameat2", "rename")
 _UNSUPPORTED = {errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, getattr(errno, "ENOTSUP", errno.EOPNOTSUPP)}
 
 _Exchange = Callable[[bytes, bytes], tuple[int, int]]
-_renameat2_fn: _Exchange | Literal[False] | None = None  # cached callable (a, b) -> (rc, errno), or False when unavailable
+_renameat2_fn: _Exchange | Literal[False] | None = (
+    None  # cached callable (a, b) -> (rc, errno), or False when unavailable
+)
 
 
 def _make_renameat2(prefer_wrapper: bool = True) -> _Exchange | None:
@@ -86,8 +88,10 @@ def _make_renameat2(prefer_wrapper: bool = True) -> _Exchange | None:
         ctypes.set_errno(0)
         rc = syscall(
             ctypes.c_long(number),
-            ctypes.c_long(AT_FDCWD), ctypes.c_char_p(a),
-            ctypes.c_long(AT_FDCWD), ctypes.c_char_p(b),
+            ctypes.c_long(AT_FDCWD),
+            ctypes.c_char_p(a),
+            ctypes.c_long(AT_FDCWD),
+            ctypes.c_char_p(b),
             ctypes.c_long(RENAME_EXCHANGE),
         )
         return rc, ctypes.get_errno()

@@ -66,8 +66,7 @@ def _private_group(st: os.stat_result) -> bool:
         import pwd
 
         group = grp.getgrgid(st.st_gid)
-        return group.gr_name == pwd.getpwuid(st.st_uid).pw_name and not [m for m in group.gr_mem
-                                                                          if m != group.gr_name]
+        return group.gr_name == pwd.getpwuid(st.st_uid).pw_name and not [m for m in group.gr_mem if m != group.gr_name]
     except (KeyError, ImportError):
         return False
 
@@ -106,7 +105,8 @@ def refusal(path: Path | str, why: str, state: Path | str, trusted: frozenset[in
         "Nothing was changed.",
         f"Someone else may have made or changed it. Check it, then move the state folder away "
         f"(mv {state} {state}.untrusted) and run tfrebuild again: it starts a fresh state folder of its own.",
-        exit_code=1)
+        exit_code=1,
+    )
 
 
 def check(path: Path, trusted: frozenset[int], state: Path, *, kinds: str = "df") -> os.stat_result | None:
@@ -187,7 +187,7 @@ def not_created_error(state: Path) -> UserError:
         names = sorted(os.listdir(state))
     except OSError:
         names = []
-    held = (f" It holds: {', '.join(names[:6])}{' …' if len(names) > 6 else ''}." if names else " It is empty.")
+    held = f" It holds: {', '.join(names[:6])}{' …' if len(names) > 6 else ''}." if names else " It is empty."
     aside = shlex.quote(f"{state}.unknown")
     return UserError(
         f"The folder {state} is where tfrebuild keeps this environment's state, but tfrebuild did not create it "
@@ -195,7 +195,9 @@ def not_created_error(state: Path) -> UserError:
         f"Nothing was changed.{held}",
         "If it is yours (an older tfrebuild that stopped during its first run leaves one like this), set it aside "
         f"and run the command again: `mv -- {shlex.quote(str(state))} {aside}` (nothing in it is deleted; "
-        "tfrebuild then makes its own state folder).", exit_code=1)
+        "tfrebuild then makes its own state folder).",
+        exit_code=1,
+    )
 
 
 def make_state_dir(state: Path, env: Path) -> bool:
@@ -253,4 +255,6 @@ def check_cache(cache: Path) -> None:
             f"The pyc cache entry {entry}: tfrebuild links nothing from a cache someone else can change "
             "(a planted pyc would run in the new environment). Nothing was built or changed.",
             f"Move the cache away (mv {cache} {cache}.untrusted), point TFREBUILD_PYC_CACHE at a folder of your "
-            "own, or set TFREBUILD_PYC_CACHE=off (uv then compiles).", exit_code=1) from None
+            "own, or set TFREBUILD_PYC_CACHE=off (uv then compiles).",
+            exit_code=1,
+        ) from None

@@ -62,7 +62,7 @@ def _condense_traceback(before: list[str], header: str, body: list[str], budget:
     frames, exception = _frames(body, _indent(header))
     # the import machinery's own frames (``<frozen importlib._bootstrap>``) say nothing about the cause
     frames = [f for f in frames if not _NOISE.search(f[0])] or frames
-    exception = exception[:max(2, budget // 3)] + (["…"] if len(exception) > max(2, budget // 3) else [])
+    exception = exception[: max(2, budget // 3)] + (["…"] if len(exception) > max(2, budget // 3) else [])
     head = before[-2:]  # what the program printed just before it failed
     room = budget - len(head) - 2 - len(exception)
     kept: list[list[str]] = []
@@ -74,8 +74,10 @@ def _condense_traceback(before: list[str], header: str, body: list[str], budget:
         room -= len(frame)
     out = head + [header]
     if len(kept) < len(frames):
-        out.append(" " * (_indent(header) + 2)
-                   + f"… {len(frames) - len(kept)} outer frame(s) left out (the whole traceback is in the log)")
+        out.append(
+            " " * (_indent(header) + 2)
+            + f"… {len(frames) - len(kept)} outer frame(s) left out (the whole traceback is in the log)"
+        )
     for frame in kept:
         out += frame
     return out + exception
@@ -86,8 +88,8 @@ def _condense_one(text: str, budget: int) -> str:
     start = max((n for n, line in enumerate(lines) if line.strip() == _TRACEBACK), default=-1)
     if start >= 0 and (len(lines) > budget or start > 0):
         header = lines[:1] if _SECTION.match(lines[0] if lines else "") else []
-        before = lines[len(header):start]
-        lines = header + _condense_traceback(before, lines[start], lines[start + 1:], budget - len(header))
+        before = lines[len(header) : start]
+        lines = header + _condense_traceback(before, lines[start], lines[start + 1 :], budget - len(header))
     elif len(lines) > budget:
         left = len(lines) - (budget - 1)
         lines = [f"… {left} earlier line(s) left out (the whole output is in the log)"] + lines[left:]
@@ -106,7 +108,7 @@ def condense(text: str, budget: int = SCREEN_LINES) -> str:
         return _condense_one("\n".join(lines), budget)
     sections = ["\n".join(lines[a:b]) for a, b in zip(starts, starts[1:] + [len(lines)], strict=True)]
     share = max(6, budget // len(sections))
-    shown = sections[:max(1, budget // 6)]
+    shown = sections[: max(1, budget // 6)]
     out = [_condense_one(s, share) for s in shown]
     if len(shown) < len(sections):
         out.append(f"… {len(sections) - len(shown)} more failed import(s) in the log")

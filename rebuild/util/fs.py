@@ -52,7 +52,7 @@ def atomic_write(path: Path | str, data: bytes | str, *, mode: int | None = None
         try:
             view = memoryview(data)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
             os.fchmod(fd, mode)
             if durable:
                 os.fsync(fd)
@@ -84,10 +84,15 @@ def refuse_special(path: Path | str) -> None:
 
 def kind(mode: int) -> str:
     """What a file of ``mode`` is, in words (``a FIFO``, ``a character device`` ...)."""
-    for test, words in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
-                        (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
-                        (stat.S_ISBLK, "a block device"), (stat.S_ISLNK, "a symbolic link"),
-                        (stat.S_ISREG, "a regular file")):
+    for test, words in (
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISLNK, "a symbolic link"),
+        (stat.S_ISREG, "a regular file"),
+    ):
         if test(mode):
             return words
     return "not a regular file"
@@ -104,8 +109,9 @@ def read_document(path: Path | str, *, limit: int = MAX_DOCUMENT) -> bytes:
         fd = os.open(path, flags)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise OSError(errno.ELOOP, "it is a symbolic link (tfrebuild never reads a document through one)",
-                          str(path)) from None
+            raise OSError(
+                errno.ELOOP, "it is a symbolic link (tfrebuild never reads a document through one)", str(path)
+            ) from None
         raise
     try:
         st = os.fstat(fd)

@@ -57,6 +57,7 @@ def redact_line(text: str) -> str:
     The one redaction: :func:`rebuild.index.config.redact` (one URL) and
     :func:`rebuild.index.http.redact_text` call it.
     """
+
     def mask(m: re.Match[str]) -> str:
         if ":" in m.group(2):
             return f"{m.group(1)}{m.group(2).split(':', 1)[0]}:****@"
@@ -135,8 +136,14 @@ def _root_only(path: str) -> bool:
     except OSError:
         return False
     others = stat.S_IWGRP | stat.S_IWOTH
-    return (stat.S_ISREG(st.st_mode) and st.st_uid == 0 and not st.st_mode & others and bool(st.st_mode & stat.S_IXUSR)
-            and folder.st_uid == 0 and not folder.st_mode & others)
+    return (
+        stat.S_ISREG(st.st_mode)
+        and st.st_uid == 0
+        and not st.st_mode & others
+        and bool(st.st_mode & stat.S_IXUSR)
+        and folder.st_uid == 0
+        and not folder.st_mode & others
+    )
 
 
 def _setpriv() -> str | None:
@@ -156,8 +163,17 @@ def _pdeathsig_wrapper() -> tuple[str, ...]:
         return ()
     prefix = (setpriv, "--pdeathsig", "KILL", "--")
     try:
-        ok = subprocess.run([*prefix, "true"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, timeout=10, process_group=0).returncode == 0
+        ok = (
+            subprocess.run(
+                [*prefix, "true"],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                timeout=10,
+                process_group=0,
+            ).returncode
+            == 0
+        )
     except (OSError, subprocess.SubprocessError):
         ok = False
     return prefix if ok else ()  # util-linux < 2.33 has no --pdeathsig
@@ -219,8 +235,9 @@ def kill_group(proc: subprocess.Popen[str]) -> None:
             pass
 
 
-def _communicate(proc: subprocess.Popen[str], cancel: threading.Event, timeout: float | None,
-                 start: float) -> tuple[str, str] | None:
+def _communicate(
+    proc: subprocess.Popen[str], cancel: threading.Event, timeout: float | None, start: float
+) -> tuple[str, str] | None:
     """``proc.communicate()`` in steps of 0.1 s (retrying loses no output) until it ends, ``None`` as soon as
     ``cancel`` is set; ``TimeoutExpired`` past ``timeout``."""
     while True:
@@ -255,8 +272,16 @@ def run(
     start = time.monotonic()
     try:
         wrapped = argv(cmd, shell=shell) if shell or _startable(cmd[0], run_env, cwd) else cmd  # else: Popen's OSError
-        proc = subprocess.Popen(wrapped, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env=run_env, cwd=cwd, stdin=subprocess.DEVNULL, process_group=0)
+        proc = subprocess.Popen(
+            wrapped,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=run_env,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            process_group=0,
+        )
     except OSError as exc:
         result = Result(cmd, -1, "", "", time.monotonic() - start, error=exc.strerror or str(exc))
     else:
@@ -269,8 +294,10 @@ def run(
                 result = Result(cmd, -1, _text(out), _text(err), time.monotonic() - start, cancelled=True)
             else:
                 out, err = done
-                result = _exec_failure(Result(cmd, proc.returncode, out, err, time.monotonic() - start),
-                                       wrapped is not cmd and bool(_pdeathsig_wrapper()))
+                result = _exec_failure(
+                    Result(cmd, proc.returncode, out, err, time.monotonic() - start),
+                    wrapped is not cmd and bool(_pdeathsig_wrapper()),
+                )
         except subprocess.TimeoutExpired:
             kill_group(proc)
             out, err = proc.communicate()
@@ -287,6 +314,8 @@ def each_argument_script(setup: str, action: str, error: str) -> str:
     """Python source for a target env's interpreter (any Python 3): after ``setup``, ``action`` (a statement on
     ``arg``) for each command-line argument; prints one JSON object, each argument that raised -> ``"<its exception
     class>: <error>"`` (``error``: an expression of ``exc``). Run it as ``python -I -c SCRIPT ARG...``."""
-    return (f"import json, sys\n{setup}\nfailed = {{}}\nfor arg in sys.argv[1:]:\n    try:\n        {action}\n"
-            f"    except BaseException as exc:\n        failed[arg] = \"%s: %s\" % (type(exc).__name__, {error})\n"
-            "print(json.dumps(failed))\n")
+    return (
+        f"import json, sys\n{setup}\nfailed = {{}}\nfor arg in sys.argv[1:]:\n    try:\n        {action}\n"
+        f'    except BaseException as exc:\n        failed[arg] = "%s: %s" % (type(exc).__name__, {error})\n'
+        "print(json.dumps(failed))\n"
+    )

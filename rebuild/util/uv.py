@@ -59,9 +59,11 @@ _FIND_LINKS = re.compile(r"Failed to read `--find-links` (directory|URL): (.+)")
 _HTTP_STATUS = re.compile(r"HTTP status (?:client|server) error \((\d{3})[^)]*?\)")
 _STATUS_TEXT = re.compile(r"\((\d{3} [^)]+)\)")
 _INDEX_HINT = re.compile(r"^hint: An index(?: URL)? \((\S+)\) (.*)$", re.M)
-_NETWORK_HINT = ("Check the URL (--index-url, --extra-index-url, --find-links, or your pip/uv configuration), "
-                 "that the server is up, and your network and proxy (HTTPS_PROXY) settings; or work without "
-                 "the index: --offline with --find-links pointing at a folder of wheels.")
+_NETWORK_HINT = (
+    "Check the URL (--index-url, --extra-index-url, --find-links, or your pip/uv configuration), "
+    "that the server is up, and your network and proxy (HTTPS_PROXY) settings; or work without "
+    "the index: --offline with --find-links pointing at a folder of wheels."
+)
 
 
 def _base_of(url: str) -> str:
@@ -93,10 +95,12 @@ def _reason(causes: list[str]) -> tuple[str, str]:
         return "its host name could not be resolved (DNS)", ""
     if "certificate" in text or "tls" in text or "ssl" in text or "corrupt message" in text or "handshake" in text:
         last = causes[-1] if causes else ""
-        return (f"the TLS connection failed ({last})",
-                "If the server speaks plain http, use an http:// URL; if a proxy re-signs TLS traffic, set "
-                "SSL_CERT_FILE to its CA bundle (uv also needs UV_NATIVE_TLS=1 or --native-tls for the system "
-                "store). ")
+        return (
+            f"the TLS connection failed ({last})",
+            "If the server speaks plain http, use an http:// URL; if a proxy re-signs TLS traffic, set "
+            "SSL_CERT_FILE to its CA bundle (uv also needs UV_NATIVE_TLS=1 or --native-tls for the system "
+            "store). ",
+        )
     if "connection refused" in text:
         return "the connection was refused (nothing listens at that address)", ""
     if "timed out" in text or "timeout" in text:
@@ -126,12 +130,20 @@ def network_failure(stderr: str, sources: Sequence[tuple[str, str]] = ()) -> Use
         if kind == "directory":
             why = causes[0] if causes else "it cannot be read"
             why = re.sub(r"\s*\(os error \d+\)$", "", why)
-            return UserError(f"The --find-links folder {redact_line(location)} cannot be read: {why}.",
-                             "Fix the path in --find-links, PIP_FIND_LINKS/UV_FIND_LINKS or the find-links setting "
-                             "of your pip/uv configuration, or create the folder.", exit_code=1, details=details)
+            return UserError(
+                f"The --find-links folder {redact_line(location)} cannot be read: {why}.",
+                "Fix the path in --find-links, PIP_FIND_LINKS/UV_FIND_LINKS or the find-links setting "
+                "of your pip/uv configuration, or create the folder.",
+                exit_code=1,
+                details=details,
+            )
         reason, extra = _reason([c for c in causes if not c.startswith("Failed to fetch")])
-        return UserError(f"The --find-links page {redact_line(location)} could not be read: {reason}.",
-                         extra + _NETWORK_HINT, exit_code=1, details=details)
+        return UserError(
+            f"The --find-links page {redact_line(location)} could not be read: {reason}.",
+            extra + _NETWORK_HINT,
+            exit_code=1,
+            details=details,
+        )
     fetch = next((m for m in map(_FETCH.search, lines) if m), None)
     if fetch:
         url = fetch.group(1).rstrip(".,:")
@@ -139,17 +151,22 @@ def network_failure(stderr: str, sources: Sequence[tuple[str, str]] = ()) -> Use
         reason, extra = _reason([c for c in causes if not c.startswith(("Failed to fetch", "error sending request"))])
         where = f"{noun} {shown}" if noun else shown
         page = f" (while reading {redact_line(url)})" if noun and _base_of(url) != _base_of(shown) else ""
-        return UserError(f"uv could not read {where}: {reason}{page}.", extra + _NETWORK_HINT, exit_code=1,
-                         details=details)
+        return UserError(
+            f"uv could not read {where}: {reason}{page}.", extra + _NETWORK_HINT, exit_code=1, details=details
+        )
     index_hint = _INDEX_HINT.search(stderr or "")
     if index_hint:
         url, rest = index_hint.groups()
         noun, shown = _source(url, sources)
         status = _STATUS_TEXT.search(rest) or re.search(r"(\d{3} [A-Z][A-Za-z ]+?) error", rest)
         reason = f"it answered HTTP {status.group(1)}" if status else rest.rstrip(".")
-        return UserError(f"The {noun.removeprefix('the ') or 'package index'} {shown} refused access: {reason}.",
-                         "Check the credentials: in the URL (https://user:password@host/...), in ~/.netrc, or in "
-                         "uv's UV_INDEX_<NAME>_USERNAME / _PASSWORD variables.", exit_code=1, details=details)
+        return UserError(
+            f"The {noun.removeprefix('the ') or 'package index'} {shown} refused access: {reason}.",
+            "Check the credentials: in the URL (https://user:password@host/...), in ~/.netrc, or in "
+            "uv's UV_INDEX_<NAME>_USERNAME / _PASSWORD variables.",
+            exit_code=1,
+            details=details,
+        )
     return None
 
 
@@ -162,13 +179,18 @@ def index_sources(index: Any) -> list[tuple[str, str]]:  # an env.profile.Index 
 #: uv's index options and the variable uv reads for each when the option is absent (with its separator:
 #: ``UV_INDEX`` and ``UV_EXTRA_INDEX_URL`` take a space-separated list, ``UV_FIND_LINKS`` a comma-separated one).
 _INDEX_OPTIONS = {
-    "--index": ("UV_INDEX", " "), "--default-index": ("UV_DEFAULT_INDEX", ""),
-    "--index-url": ("UV_INDEX_URL", ""), "-i": ("UV_INDEX_URL", ""),
-    "--extra-index-url": ("UV_EXTRA_INDEX_URL", " "), "--find-links": ("UV_FIND_LINKS", ","),
+    "--index": ("UV_INDEX", " "),
+    "--default-index": ("UV_DEFAULT_INDEX", ""),
+    "--index-url": ("UV_INDEX_URL", ""),
+    "-i": ("UV_INDEX_URL", ""),
+    "--extra-index-url": ("UV_EXTRA_INDEX_URL", " "),
+    "--find-links": ("UV_FIND_LINKS", ","),
     "-f": ("UV_FIND_LINKS", ","),
     # a requirement file may be a URL too (pip.conf's `constraint = https://user:pw@host/c.txt`)
-    "--constraint": ("UV_CONSTRAINT", " "), "-c": ("UV_CONSTRAINT", " "),
-    "--build-constraint": ("UV_BUILD_CONSTRAINT", " "), "-b": ("UV_BUILD_CONSTRAINT", " "),
+    "--constraint": ("UV_CONSTRAINT", " "),
+    "-c": ("UV_CONSTRAINT", " "),
+    "--build-constraint": ("UV_BUILD_CONSTRAINT", " "),
+    "-b": ("UV_BUILD_CONSTRAINT", " "),
 }
 _USERINFO = re.compile(r"://[^/@\s]*@")
 
@@ -253,8 +275,10 @@ def run(
             "Check the network or the index settings, or try again with --offline and a --find-links folder.",
         )
     if result.error:
-        raise UserError(f"{what} cannot be started ({cmd[0]}): {result.error}.",
-                        "Reinstall tfrebuild (pip install tfrebuild), or point TFREBUILD_UV at a working uv.")
+        raise UserError(
+            f"{what} cannot be started ({cmd[0]}): {result.error}.",
+            "Reinstall tfrebuild (pip install tfrebuild), or point TFREBUILD_UV at a working uv.",
+        )
     if result.returncode != 0:
         failure = network_failure(result.stderr, sources)
         if failure is not None:

@@ -16,8 +16,9 @@ def minor(version: str) -> str:
 
 def moves(old: Mapping[str, str], new: Mapping[str, str]) -> list[tuple[str, str | None, str | None]]:
     """``(name, old version, new version)`` for every name whose version differs (``None``: absent), by name."""
-    return [(name, old.get(name), new.get(name)) for name in sorted(set(old) | set(new))
-            if old.get(name) != new.get(name)]
+    return [
+        (name, old.get(name), new.get(name)) for name in sorted(set(old) | set(new)) if old.get(name) != new.get(name)
+    ]
 
 
 _TARGET = re.compile(r"^(latest|\d+\.\d+|\d+\.\d+\.\d+(?:(?:a|b|rc|\.dev|\.post)\d+)?)$")
@@ -35,8 +36,10 @@ def parse_target(text: str) -> TargetSpec:
     text = (text or "latest").strip()
     if not _TARGET.match(text):
         shown = text if len(text) <= 40 else f"{text[:40]}… ({len(text)} characters)"  # never echo a huge value
-        raise UserError(f"'{shown}' is not a TensorFlow version tfrebuild understands.",
-                        "Use --to latest, --to X.Y (e.g. 2.18) or --to X.Y.Z (e.g. 2.18.1).")
+        raise UserError(
+            f"'{shown}' is not a TensorFlow version tfrebuild understands.",
+            "Use --to latest, --to X.Y (e.g. 2.18) or --to X.Y.Z (e.g. 2.18.1).",
+        )
     if text == "latest":
         return TargetSpec(text, "latest", "")
     if text.count(".") == 1:

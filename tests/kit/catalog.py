@@ -37,8 +37,18 @@ from typing import Iterable, Mapping
 
 from .wheels import build_wheel, normalize_name, wheel_filename
 
-__all__ = ["Release", "CATALOG", "TF_VERSIONS", "MANYLINUX", "build_catalog", "cp", "releases", "versions", "latest",
-           "tf_modules"]
+__all__ = [
+    "Release",
+    "CATALOG",
+    "TF_VERSIONS",
+    "MANYLINUX",
+    "build_catalog",
+    "cp",
+    "releases",
+    "versions",
+    "latest",
+    "tf_modules",
+]
 
 #: Platform tag of the compiled wheels: what PyPI's TensorFlow/NumPy x86_64 Linux wheels carry.
 MANYLINUX = "manylinux_2_17_x86_64.manylinux2014_x86_64"
@@ -476,18 +486,24 @@ def keras_modules(import_name: str, project: str, version: str) -> dict[str, str
     hands out as ``tf.keras`` (``tf_keras.api._v2.keras``, no ``__version__``)."""
     suffixes = (".keras", ".h5") if int(version.split(".")[0]) >= 3 else ()
     engine = f"from {import_name}.src.engine import"
-    api = (f"{engine} Sequential, load_model  # noqa: F401\n"
-           f"from {import_name} import layers, models  # noqa: F401\n")
+    api = f"{engine} Sequential, load_model  # noqa: F401\nfrom {import_name} import layers, models  # noqa: F401\n"
     out = _simple(import_name, project, version, api)
-    out.update({
-        f"{import_name}/src/__init__.py": "",
-        f"{import_name}/src/engine.py": _KERAS_ENGINE.format(version=version, suffixes=suffixes),
-        f"{import_name}/layers/__init__.py": f"{engine} Dense, Layer, TFSMLayer  # noqa: F401\n",
-        f"{import_name}/models/__init__.py": f"{engine} Sequential, load_model  # noqa: F401\n",
-    })
+    out.update(
+        {
+            f"{import_name}/src/__init__.py": "",
+            f"{import_name}/src/engine.py": _KERAS_ENGINE.format(version=version, suffixes=suffixes),
+            f"{import_name}/layers/__init__.py": f"{engine} Dense, Layer, TFSMLayer  # noqa: F401\n",
+            f"{import_name}/models/__init__.py": f"{engine} Sequential, load_model  # noqa: F401\n",
+        }
+    )
     if import_name == "tf_keras":
-        out.update({"tf_keras/api/__init__.py": "", "tf_keras/api/_v2/__init__.py": "",
-                    "tf_keras/api/_v2/keras/__init__.py": api})
+        out.update(
+            {
+                "tf_keras/api/__init__.py": "",
+                "tf_keras/api/_v2/__init__.py": "",
+                "tf_keras/api/_v2/keras/__init__.py": api,
+            }
+        )
     return out
 
 
@@ -538,7 +554,7 @@ def _scipy_modules(version: str, numpy_min: str, numpy_cap: str, built_major: in
     return _simple("scipy", "scipy", version, body)
 
 
-_TFTEXT_CHECK = '''
+_TFTEXT_CHECK = """
 import tensorflow as _tf
 
 if ".".join(_tf.__version__.split(".")[:2]) != "{mm}":
@@ -547,7 +563,7 @@ if ".".join(_tf.__version__.split(".")[:2]) != "{mm}":
         "_regex_split_ops.so: undefined symbol: _ZN10tensorflow8OpKernel11TraceStringEv"
         % _tf.__version__
     )
-'''
+"""
 
 
 def _tftext_modules(version: str) -> dict[str, str]:
@@ -688,27 +704,70 @@ def _other_releases() -> list[Release]:
         rel.append(_r("numpy", v, (), py, modules=_simple("numpy", "numpy", v), tags=tags))
     # scipy: 1.11.4 built against NumPy 1.x (dies under 2.x); 1.14.1 built against 2.0.
     rel.append(
-        _r("scipy", "1.11.4", ["numpy>=1.21.6,<1.28.0"], ">=3.9,<3.13",
-           modules=_scipy_modules("1.11.4", "1.21.6", "1.28.0", built_major=1), tags=cp(9, 12))
+        _r(
+            "scipy",
+            "1.11.4",
+            ["numpy>=1.21.6,<1.28.0"],
+            ">=3.9,<3.13",
+            modules=_scipy_modules("1.11.4", "1.21.6", "1.28.0", built_major=1),
+            tags=cp(9, 12),
+        )
     )
     rel.append(
-        _r("scipy", "1.14.1", ["numpy>=1.23.5,<2.3"], ">=3.10",
-           modules=_scipy_modules("1.14.1", "1.23.5", "2.3", built_major=2), tags=cp(10, 13))
+        _r(
+            "scipy",
+            "1.14.1",
+            ["numpy>=1.23.5,<2.3"],
+            ">=3.10",
+            modules=_scipy_modules("1.14.1", "1.23.5", "2.3", built_major=2),
+            tags=cp(10, 13),
+        )
     )
     # pandas
-    rel.append(_r("pandas", "2.1.4", ["numpy>=1.23.2", "python-dateutil>=2.8.2"], ">=3.9",
-                  modules=_simple("pandas", "pandas", "2.1.4"), tags=cp(9, 12)))
-    rel.append(_r("pandas", "2.2.3", ["numpy>=1.26.0", "python-dateutil>=2.8.2"], ">=3.9",
-                  modules=_simple("pandas", "pandas", "2.2.3"), tags=cp(9, 13)))
-    rel.append(_r("python-dateutil", "2.9.0", ["six>=1.5"], "!=3.0.*,!=3.1.*,!=3.2.*,>=2.7",
-                  modules=_simple("dateutil", "python-dateutil", "2.9.0")))
-    rel.append(_r("six", "1.17.0", (), "!=3.0.*,!=3.1.*,!=3.2.*,>=2.7",
-                  modules={"six.py": '"""Fake six 1.17.0."""\n__version__ = "1.17.0"\n'}))
+    rel.append(
+        _r(
+            "pandas",
+            "2.1.4",
+            ["numpy>=1.23.2", "python-dateutil>=2.8.2"],
+            ">=3.9",
+            modules=_simple("pandas", "pandas", "2.1.4"),
+            tags=cp(9, 12),
+        )
+    )
+    rel.append(
+        _r(
+            "pandas",
+            "2.2.3",
+            ["numpy>=1.26.0", "python-dateutil>=2.8.2"],
+            ">=3.9",
+            modules=_simple("pandas", "pandas", "2.2.3"),
+            tags=cp(9, 13),
+        )
+    )
+    rel.append(
+        _r(
+            "python-dateutil",
+            "2.9.0",
+            ["six>=1.5"],
+            "!=3.0.*,!=3.1.*,!=3.2.*,>=2.7",
+            modules=_simple("dateutil", "python-dateutil", "2.9.0"),
+        )
+    )
+    rel.append(
+        _r(
+            "six",
+            "1.17.0",
+            (),
+            "!=3.0.*,!=3.1.*,!=3.2.*,>=2.7",
+            modules={"six.py": '"""Fake six 1.17.0."""\n__version__ = "1.17.0"\n'},
+        )
+    )
     # keras: 2.15 has no deps; Keras 3 needs numpy, h5py, ml-dtypes, absl-py (loosely)
     rel.append(_r("keras", "2.15.0", (), ">=3.9", modules=keras_modules("keras", "keras", "2.15.0")))
     for v, py in [("3.5.0", ">=3.9"), ("3.10.0", ">=3.9"), ("3.12.0", ">=3.10")]:
-        rel.append(_r("keras", v, ["absl-py", "numpy", "h5py", "ml-dtypes"], py,
-                      modules=keras_modules("keras", "keras", v)))
+        rel.append(
+            _r("keras", v, ["absl-py", "numpy", "h5py", "ml-dtypes"], py, modules=keras_modules("keras", "keras", v))
+        )
     # tf-keras (Keras 2 for TF >= 2.16); note: it requires `tensorflow`, never `tensorflow-cpu`
     for v, tf_range, py in [
         ("2.15.1", ">=2.15,<2.16", ">=3.9"),
@@ -724,10 +783,15 @@ def _other_releases() -> list[Release]:
         ("2.21.1", "2.21.0", "2.22", ">=3.10", cp(10, 13)),
     ]:
         rel.append(
-            _r("tensorflow-text", v,
-               [f"tensorflow>={lo},<{hi} ; platform_machine != \"arm64\" or platform_system != \"Darwin\""], py,
-               extras={"tensorflow_cpu": (f"tensorflow-cpu>={lo},<{hi}",)},
-               modules=_tftext_modules(v), tags=tags)
+            _r(
+                "tensorflow-text",
+                v,
+                [f'tensorflow>={lo},<{hi} ; platform_machine != "arm64" or platform_system != "Darwin"'],
+                py,
+                extras={"tensorflow_cpu": (f"tensorflow-cpu>={lo},<{hi}",)},
+                modules=_tftext_modules(v),
+                tags=tags,
+            )
         )
     rel += _companion_releases()
     # protobuf (import package google.protobuf, a namespace `google`)
@@ -737,10 +801,25 @@ def _other_releases() -> list[Release]:
     for v in ("2.15.2", "2.16.2", "2.18.0", "2.20.0"):
         mods = _simple("tensorboard", "tensorboard", v)
         mods["tensorboard/main.py"] = _TENSORBOARD_MAIN
-        rel.append(_r("tensorboard", v, ["absl-py>=0.4", "numpy>=1.12.0", "protobuf>=3.19.6,!=4.24.0"], ">=3.9",
-                      modules=mods, entry_points={"tensorboard": "tensorboard.main:run_main"}))
-    rel.append(_r("tensorflow-estimator", "2.15.0", (), ">=3.7",
-                  modules=_simple("tensorflow_estimator", "tensorflow-estimator", "2.15.0")))
+        rel.append(
+            _r(
+                "tensorboard",
+                v,
+                ["absl-py>=0.4", "numpy>=1.12.0", "protobuf>=3.19.6,!=4.24.0"],
+                ">=3.9",
+                modules=mods,
+                entry_points={"tensorboard": "tensorboard.main:run_main"},
+            )
+        )
+    rel.append(
+        _r(
+            "tensorflow-estimator",
+            "2.15.0",
+            (),
+            ">=3.7",
+            modules=_simple("tensorflow_estimator", "tensorflow-estimator", "2.15.0"),
+        )
+    )
     # ml-dtypes
     for v, np_req, tags in [
         ("0.3.2", "numpy>1.20", cp(9, 12)),
@@ -749,21 +828,29 @@ def _other_releases() -> list[Release]:
     ]:
         rel.append(_r("ml-dtypes", v, [np_req], ">=3.9", modules=_simple("ml_dtypes", "ml-dtypes", v), tags=tags))
     # h5py
-    rel.append(_r("h5py", "3.11.0", ["numpy>=1.17.3"], ">=3.8", modules=_simple("h5py", "h5py", "3.11.0"),
-                  tags=cp(8, 12)))
-    rel.append(_r("h5py", "3.14.0", ["numpy>=1.19.3"], ">=3.9", modules=_simple("h5py", "h5py", "3.14.0"),
-                  tags=cp(9, 13)))
+    rel.append(
+        _r("h5py", "3.11.0", ["numpy>=1.17.3"], ">=3.8", modules=_simple("h5py", "h5py", "3.11.0"), tags=cp(8, 12))
+    )
+    rel.append(
+        _r("h5py", "3.14.0", ["numpy>=1.19.3"], ">=3.9", modules=_simple("h5py", "h5py", "3.14.0"), tags=cp(9, 13))
+    )
     rel.append(_r("absl-py", "2.1.0", (), ">=3.7", modules=_simple("absl", "absl-py", "2.1.0")))
     # Placeholder `wheel` so `uv venv --seed` (pip + setuptools + wheel below Python 3.12) works
     # offline; the real pip/setuptools wheels are copied in by tests.kit.venvs.copy_seed_wheels.
     rel.append(_r("wheel", "0.45.1", (), ">=3.8", modules=_simple("wheel", "wheel", "0.45.1")))
     # CUDA runtime pieces pulled in by tensorflow[and-cuda] (namespace package `nvidia`)
     for v in ("12.2.140", "12.3.101", "12.5.82"):
-        rel.append(_r("nvidia-cuda-runtime-cu12", v, (), ">=3",
-                      modules=_simple("nvidia.cuda_runtime", "nvidia-cuda-runtime-cu12", v)))
+        rel.append(
+            _r(
+                "nvidia-cuda-runtime-cu12",
+                v,
+                (),
+                ">=3",
+                modules=_simple("nvidia.cuda_runtime", "nvidia-cuda-runtime-cu12", v),
+            )
+        )
     for v in ("8.9.4.25", "8.9.7.29", "9.3.0.75"):
-        rel.append(_r("nvidia-cudnn-cu12", v, (), ">=3",
-                      modules=_simple("nvidia.cudnn", "nvidia-cudnn-cu12", v)))
+        rel.append(_r("nvidia-cudnn-cu12", v, (), ">=3", modules=_simple("nvidia.cudnn", "nvidia-cudnn-cu12", v)))
     rel += _true_words_releases()
     return rel
 
@@ -779,84 +866,135 @@ def _other_releases() -> list[Release]:
 # * ``opencv-python``: a compiled package whose Requires-Dist on numpy has no upper bound, but 4.8.1.78 was
 #   built for NumPy 1 and dies at import under NumPy 2 (as the real one does: "numpy.core.multiarray failed
 #   to import"); 4.10.0.84 is the first release built for NumPy 2 (rebuild/knowledge/data/numpy2.toml).
-_FIVEDEEP_D = '''
+_FIVEDEEP_D = """
 import tensorflow as _tf
 
 _major, _minor = (int(p) for p in _tf.__version__.split(".")[:2])
 if (_major, _minor) >= (2, 16):
     raise ImportError("cannot import name 'base_layer_utils' from 'keras.engine' (Keras 3 has no keras.engine)")
-'''
+"""
 
 
 def _opencv_modules(version: str, built_major: int) -> dict[str, str]:
-    body = (f'_NUMPY_MIN = "1.21.2"\n_NUMPY_CAP = "99"\n_BUILT_AGAINST_NUMPY_MAJOR = {built_major}\n'
-            + _NUMPY_ABI_CHECK)
+    body = f'_NUMPY_MIN = "1.21.2"\n_NUMPY_CAP = "99"\n_BUILT_AGAINST_NUMPY_MAJOR = {built_major}\n' + _NUMPY_ABI_CHECK
     return _simple("cv2", "opencv-python", version, body)
 
 
 def _true_words_releases() -> list[Release]:
-    rel = [_r("fivedeep", "1.0.0", ["tensorflow-cpu>=2.15"], ">=3.9", modules={
-        "fivedeep/__init__.py": '"""Fake fivedeep 1.0.0."""\n__version__ = "1.0.0"\nfrom fivedeep import a  # noqa\n',
-        "fivedeep/a.py": "from fivedeep import b  # noqa: F401\n",
-        "fivedeep/b.py": "from fivedeep import c  # noqa: F401\n",
-        "fivedeep/c.py": "from fivedeep import d  # noqa: F401\n",
-        "fivedeep/d.py": _FIVEDEEP_D,
-    })]
+    rel = [
+        _r(
+            "fivedeep",
+            "1.0.0",
+            ["tensorflow-cpu>=2.15"],
+            ">=3.9",
+            modules={
+                "fivedeep/__init__.py": '"""Fake fivedeep 1.0.0."""\n__version__ = "1.0.0"\nfrom fivedeep import a  # noqa\n',
+                "fivedeep/a.py": "from fivedeep import b  # noqa: F401\n",
+                "fivedeep/b.py": "from fivedeep import c  # noqa: F401\n",
+                "fivedeep/c.py": "from fivedeep import d  # noqa: F401\n",
+                "fivedeep/d.py": _FIVEDEEP_D,
+            },
+        )
+    ]
     for v, tf in [("1.8.1", "~=2.15.0"), ("1.11.0", "==2.18.0"), ("1.12.0", "==2.20.0")]:
-        rel.append(_r("tensorflow-forests", v, [f"tensorflow{tf}"], ">=3.9",
-                      modules=_simple("tensorflow_forests", "tensorflow-forests", v)))
+        rel.append(
+            _r(
+                "tensorflow-forests",
+                v,
+                [f"tensorflow{tf}"],
+                ">=3.9",
+                modules=_simple("tensorflow_forests", "tensorflow-forests", v),
+            )
+        )
     for v, major, tags in [("4.8.1.78", 1, cp(9, 12)), ("4.10.0.84", 2, cp(9, 13))]:
-        rel.append(_r("opencv-python", v, ["numpy>=1.21.2; python_version >= \"3.10\"",
-                                           "numpy>=1.23.5; python_version >= \"3.11\"",
-                                           "numpy>=1.17.3; python_version >= \"3.8\""], ">=3.6",
-                      modules=_opencv_modules(v, major), tags=tags))
+        rel.append(
+            _r(
+                "opencv-python",
+                v,
+                [
+                    'numpy>=1.21.2; python_version >= "3.10"',
+                    'numpy>=1.23.5; python_version >= "3.11"',
+                    'numpy>=1.17.3; python_version >= "3.8"',
+                ],
+                ">=3.6",
+                modules=_opencv_modules(v, major),
+                tags=tags,
+            )
+        )
     return rel
 
 
 _OPLIB = "\x7fELF (tfrebuild test kit) NEEDED libtensorflow_framework.so.2; built for tensorflow {mm}\n"
 
-_KERAS2_ONLY = '''
+_KERAS2_ONLY = """
 import tensorflow as _tf
 
 if getattr(_tf.keras, "__version__", "2").startswith("3"):
     raise ImportError("cannot import name 'keras_tensor' from 'keras.src.engine' (Keras 2 internals; "
                       "tf.keras is Keras %s)" % _tf.keras.__version__)
-'''
+"""
 
-_NEEDS_TF_KERAS = '''
+_NEEDS_TF_KERAS = """
 import tensorflow as _tf
 
 if _tf.__version__.split(".")[:2] >= ["2", "16"]:
     import tf_keras  # noqa: F401  (as tensorflow-probability >= 0.24 does)
-'''
+"""
 
-_PROTOBUF_MISMATCH = '''
+_PROTOBUF_MISMATCH = """
 raise ImportError("google.protobuf.runtime_version.VersionError: Detected mismatched Protobuf Gencode/Runtime "
                   "major versions when loading protodep/model.proto: gencode 5.28.3 runtime 4.25.3")
-'''
+"""
 
 
 def _companion_releases() -> list[Release]:
     """Fake companions with each way of binding to TensorFlow (issue 20)."""
     rel: list[Release] = []
     # end of life below TF 2.16, Keras 2 internals at import (as tensorflow-addons 0.23.0)
-    rel.append(_r("tensorflow-addons", "0.23.0", (), ">=3.9",
-                  extras={"tensorflow": ("tensorflow<2.16,>=2.13",), "tensorflow-cpu": ("tensorflow-cpu<2.16,>=2.13",)},
-                  modules=_simple("tensorflow_addons", "tensorflow-addons", "0.23.0", _KERAS2_ONLY)))
+    rel.append(
+        _r(
+            "tensorflow-addons",
+            "0.23.0",
+            (),
+            ">=3.9",
+            extras={"tensorflow": ("tensorflow<2.16,>=2.13",), "tensorflow-cpu": ("tensorflow-cpu<2.16,>=2.13",)},
+            modules=_simple("tensorflow_addons", "tensorflow-addons", "0.23.0", _KERAS2_ONLY),
+        )
+    )
     # Keras-2-only; 0.8.0 requires tf-keras and uses it
-    rel.append(_r("tensorflow-model-optimization", "0.7.5", (), ">=3.9",
-                  modules=_simple("tensorflow_model_optimization", "tensorflow-model-optimization", "0.7.5",
-                                  _KERAS2_ONLY)))
-    rel.append(_r("tensorflow-model-optimization", "0.8.0", ["tf-keras>=2.14.1"], ">=3.9",
-                  modules=_simple("tensorflow_model_optimization", "tensorflow-model-optimization", "0.8.0",
-                                  _KERAS2_ONLY)))
+    rel.append(
+        _r(
+            "tensorflow-model-optimization",
+            "0.7.5",
+            (),
+            ">=3.9",
+            modules=_simple("tensorflow_model_optimization", "tensorflow-model-optimization", "0.7.5", _KERAS2_ONLY),
+        )
+    )
+    rel.append(
+        _r(
+            "tensorflow-model-optimization",
+            "0.8.0",
+            ["tf-keras>=2.14.1"],
+            ">=3.9",
+            modules=_simple("tensorflow_model_optimization", "tensorflow-model-optimization", "0.8.0", _KERAS2_ONLY),
+        )
+    )
     # Keras-2-only, and not in the companion table: only its failing check shows it
-    rel.append(_r("kerasthing", "1.0.0", (), ">=3.9", modules=_simple("kerasthing", "kerasthing", "1.0.0",
-                                                                       _KERAS2_ONLY)))
+    rel.append(
+        _r("kerasthing", "1.0.0", (), ">=3.9", modules=_simple("kerasthing", "kerasthing", "1.0.0", _KERAS2_ONLY))
+    )
     # paired by release notes only (no TensorFlow requirement); needs tf-keras from TF 2.16
     for v in ("0.23.0", "0.24.0", "0.25.0"):
-        rel.append(_r("tensorflow-probability", v, (), ">=3.9",
-                      modules=_simple("tensorflow_probability", "tensorflow-probability", v, _NEEDS_TF_KERAS)))
+        rel.append(
+            _r(
+                "tensorflow-probability",
+                v,
+                (),
+                ">=3.9",
+                modules=_simple("tensorflow_probability", "tensorflow-probability", v, _NEEDS_TF_KERAS),
+            )
+        )
     # an op library built for one TensorFlow minor; its metadata says nothing about TensorFlow and its import does
     # not load the library (as tensorflow-io and tensorflow-text load theirs on first use)
     for v, mm in (("1.0.0", "2.15"), ("1.1.0", "2.18")):
@@ -865,25 +1003,60 @@ def _companion_releases() -> list[Release]:
         rel.append(_r("tfops-demo", v, (), ">=3.9", modules=mods))
     # a requested package whose newer release holds TensorFlow back: a plain resolution moves it backwards
     rel.append(_r("modelzoo", "1.0.0", (), ">=3.9", modules=_simple("modelzoo", "modelzoo", "1.0.0")))
-    rel.append(_r("modelzoo", "2.0.0", ["tensorflow-cpu<2.16"], ">=3.9", modules=_simple("modelzoo", "modelzoo", "2.0.0")))
+    rel.append(
+        _r("modelzoo", "2.0.0", ["tensorflow-cpu<2.16"], ">=3.9", modules=_simple("modelzoo", "modelzoo", "2.0.0"))
+    )
     # runs on Python <= 3.11 only although its metadata says nothing (typing_extensions 4.5.0 on 3.12)
-    rel.append(_r("typing-extensions", "4.5.0", (), ">=3.7", modules={"typing_extensions.py": (
-        '"""Fake typing_extensions 4.5.0."""\nimport sys\n__version__ = "4.5.0"\nif sys.version_info >= (3, 12):\n'
-        '    raise TypeError("type \'typing.TypeVar\' is not an acceptable base type")\n')}))
-    rel.append(_r("typing-extensions", "4.12.2", (), ">=3.8", modules={"typing_extensions.py": (
-        '"""Fake typing_extensions 4.12.2."""\n__version__ = "4.12.2"\n')}))
+    rel.append(
+        _r(
+            "typing-extensions",
+            "4.5.0",
+            (),
+            ">=3.7",
+            modules={
+                "typing_extensions.py": (
+                    '"""Fake typing_extensions 4.5.0."""\nimport sys\n__version__ = "4.5.0"\nif sys.version_info >= (3, 12):\n'
+                    "    raise TypeError(\"type 'typing.TypeVar' is not an acceptable base type\")\n"
+                )
+            },
+        )
+    )
+    rel.append(
+        _r(
+            "typing-extensions",
+            "4.12.2",
+            (),
+            ">=3.8",
+            modules={"typing_extensions.py": ('"""Fake typing_extensions 4.12.2."""\n__version__ = "4.12.2"\n')},
+        )
+    )
     # as tf-models-official: pinned to TF's minor; its newer release needs a new major of a dependency (pyyaml 6),
     # and an old release pins nothing (2.7.2): capping that dependency below its next major moves it backwards
     rel.append(_r("modelgarden", "1.0.0", (), ">=3.9", modules=_simple("modelgarden", "modelgarden", "1.0.0")))
-    rel.append(_r("modelgarden", "2.15.0", ["tensorflow-cpu~=2.15.0", "yamlish>=5"], ">=3.9",
-                  modules=_simple("modelgarden", "modelgarden", "2.15.0")))
-    rel.append(_r("modelgarden", "2.21.0", ["tensorflow-cpu~=2.21.0", "yamlish>=6"], ">=3.10",
-                  modules=_simple("modelgarden", "modelgarden", "2.21.0")))
+    rel.append(
+        _r(
+            "modelgarden",
+            "2.15.0",
+            ["tensorflow-cpu~=2.15.0", "yamlish>=5"],
+            ">=3.9",
+            modules=_simple("modelgarden", "modelgarden", "2.15.0"),
+        )
+    )
+    rel.append(
+        _r(
+            "modelgarden",
+            "2.21.0",
+            ["tensorflow-cpu~=2.21.0", "yamlish>=6"],
+            ">=3.10",
+            modules=_simple("modelgarden", "modelgarden", "2.21.0"),
+        )
+    )
     for v in ("5.4.1", "6.0.2"):
         rel.append(_r("yamlish", v, (), ">=3.8", modules=_simple("yamlish", "yamlish", v)))
     # already broken: a protobuf gencode/runtime mismatch at import, in every env
-    rel.append(_r("protodep", "1.0.0", (), ">=3.9", modules=_simple("protodep", "protodep", "1.0.0",
-                                                                     _PROTOBUF_MISMATCH)))
+    rel.append(
+        _r("protodep", "1.0.0", (), ">=3.9", modules=_simple("protodep", "protodep", "1.0.0", _PROTOBUF_MISMATCH))
+    )
     return rel
 
 

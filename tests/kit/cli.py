@@ -57,8 +57,10 @@ class CliRun:
             raise AssertionError(f"not one JSON document: {exc}\n{self}") from None
 
     def __str__(self) -> str:
-        return (f"$ tfrebuild {' '.join(map(str, self.args))}  -> exit {self.code} in {self.seconds:.2f}s\n"
-                f"--- stdout ---\n{self.out[-4000:]}\n--- stderr ---\n{self.err[-4000:]}")
+        return (
+            f"$ tfrebuild {' '.join(map(str, self.args))}  -> exit {self.code} in {self.seconds:.2f}s\n"
+            f"--- stdout ---\n{self.out[-4000:]}\n--- stderr ---\n{self.err[-4000:]}"
+        )
 
 
 def run_cli(
@@ -77,8 +79,17 @@ def run_cli(
     environ = with_overrides(env, overrides)
     argv = [str(a) for a in args]
     start = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "rebuild", *argv], env=environ, cwd=cwd, capture_output=True,
-                          text=True, encoding="utf-8", errors="replace", timeout=timeout, stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        [sys.executable, "-m", "rebuild", *argv],
+        env=environ,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
     return CliRun(proc, time.monotonic() - start, argv)
 
 

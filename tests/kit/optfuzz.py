@@ -39,8 +39,11 @@ def tree_hash(root: Path) -> str:
         for name in sorted(dirs + files):
             path = os.path.join(top, name)
             st = os.lstat(path)
-            digest.update(f"{os.path.relpath(path, root)}\0{st.st_mode}\0{st.st_uid}\0{st.st_size}\0".encode(
-                "utf-8", "surrogateescape"))
+            digest.update(
+                f"{os.path.relpath(path, root)}\0{st.st_mode}\0{st.st_uid}\0{st.st_size}\0".encode(
+                    "utf-8", "surrogateescape"
+                )
+            )
             if stat.S_ISREG(st.st_mode):
                 with open(path, "rb") as fh:
                     digest.update(fh.read())
@@ -55,8 +58,12 @@ def hostile(rng: random.Random, work: Path) -> list[tuple[str, str]]:
     values = [("random bytes", os.fsdecode(raw or b"\xff")), ("fifo", str(work / "fifo"))]
     if (work / "device").exists():
         values.append(("device", str(work / "device")))
-    return values + [("5000 chars", "x" * 5000), ("huge number", "9" * 40), ("negative", "-1"),
-                     ("huge negative", "-" + "9" * 40)]
+    return values + [
+        ("5000 chars", "x" * 5000),
+        ("huge number", "9" * 40),
+        ("negative", "-1"),
+        ("huge negative", "-" + "9" * 40),
+    ]
 
 
 def benign(name: str, command, param, env: str, work: Path, n: int) -> list[str]:
@@ -64,10 +71,18 @@ def benign(name: str, command, param, env: str, work: Path, n: int) -> list[str]
     (``apply``: a new path under ``WORK``), ``--offline``, and the answers that let a command go on without a terminal
     where nothing can change (``upgrade --yes --to`` the installed release; ``rollback --yes`` with one generation;
     ``gc --dry-run``; ``apply --yes`` to the new path); a required ``-o``: a new path under ``WORK``."""
-    wanted: dict[str, list[str]] = {"env": ["--env", str(work / f"new-{n}") if name == "apply" else env],
-                                    "offline": ["--offline"]}
-    wanted.update({"upgrade": {"yes": ["--yes"], "to": ["--to", "2.15.1"]}, "rollback": {"yes": ["--yes"]},
-                   "gc": {"dry_run": ["--dry-run"]}, "apply": {"yes": ["--yes"]}}.get(name, {}))
+    wanted: dict[str, list[str]] = {
+        "env": ["--env", str(work / f"new-{n}") if name == "apply" else env],
+        "offline": ["--offline"],
+    }
+    wanted.update(
+        {
+            "upgrade": {"yes": ["--yes"], "to": ["--to", "2.15.1"]},
+            "rollback": {"yes": ["--yes"]},
+            "gc": {"dry_run": ["--dry-run"]},
+            "apply": {"yes": ["--yes"]},
+        }.get(name, {})
+    )
     args: list[str] = []
     for p in command.params:
         if p is param or p.param_type_name == "argument":
@@ -169,11 +184,20 @@ def main() -> None:
         start = time.monotonic()
         code, output, escaped = run_case(argv)
         after = tree_hash(env)
-        report.write(json.dumps({
-            "case": what, "argv": [a if len(a) < 120 else a[:60] + f"...({len(a)} chars)" for a in argv],
-            "code": code, "traceback": bool(escaped) or "Traceback (most recent call last)" in output,
-            "changed": after != before, "seconds": round(time.monotonic() - start, 2),
-            "output": (escaped or output)[-1500:]}) + "\n")
+        report.write(
+            json.dumps(
+                {
+                    "case": what,
+                    "argv": [a if len(a) < 120 else a[:60] + f"...({len(a)} chars)" for a in argv],
+                    "code": code,
+                    "traceback": bool(escaped) or "Traceback (most recent call last)" in output,
+                    "changed": after != before,
+                    "seconds": round(time.monotonic() - start, 2),
+                    "output": (escaped or output)[-1500:],
+                }
+            )
+            + "\n"
+        )
         report.flush()
         before = after
 

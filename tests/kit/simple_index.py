@@ -55,9 +55,11 @@ class SimpleIndex:
             files = self._files().get(normalize_name(parts[1]))
             if not files:
                 return 404, b"not found", "text/plain"
-            links = "".join(f'<a href="/files/{html.escape(f.name)}#sha256='
-                            f'{hashlib.sha256(f.read_bytes()).hexdigest()}">{html.escape(f.name)}</a>\n'
-                            for f in files)
+            links = "".join(
+                f'<a href="/files/{html.escape(f.name)}#sha256='
+                f'{hashlib.sha256(f.read_bytes()).hexdigest()}">{html.escape(f.name)}</a>\n'
+                for f in files
+            )
             return 200, f"<!DOCTYPE html><html><body>\n{links}</body></html>".encode(), "text/html"
         if len(parts) == 2 and parts[0] == "files":
             target = self.folder / parts[1]

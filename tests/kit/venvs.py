@@ -109,8 +109,9 @@ def find_python(minor: str) -> Path | None:
         base = Path(sys.executable)
         if _runs(base):
             return base
-    candidates = sorted(glob.glob(str(pyenv_root() / "versions" / f"{minor}.*" / "bin" / f"python{minor}")),
-                        key=_vkey, reverse=True)
+    candidates = sorted(
+        glob.glob(str(pyenv_root() / "versions" / f"{minor}.*" / "bin" / f"python{minor}")), key=_vkey, reverse=True
+    )
     which = shutil.which(f"python{minor}")
     if which:
         candidates.append(which)
@@ -158,11 +159,7 @@ def offline_env(
     * ``VIRTUALENV_NO_PERIODIC_UPDATE=1`` / ``VIRTUALENV_NO_DOWNLOAD=1``.
     """
     src = dict(os.environ if base is None else base)
-    env = {
-        k: v
-        for k, v in src.items()
-        if not k.startswith(_SCRUB_PREFIXES) and k not in _SCRUB_NAMES
-    }
+    env = {k: v for k, v in src.items() if not k.startswith(_SCRUB_PREFIXES) and k not in _SCRUB_NAMES}
     env.update(
         UV_NO_CONFIG="1",
         UV_PYTHON_DOWNLOADS="never",
@@ -281,8 +278,19 @@ def create_venv(
         _run(cmd + [str(path)], env)
         if packages:
             _run(
-                [uv_bin(), "pip", "install", "--no-python-downloads", "--no-config", "-q",
-                 "--python", str(venv_python(path)), *link_args, *install_args, *packages],
+                [
+                    uv_bin(),
+                    "pip",
+                    "install",
+                    "--no-python-downloads",
+                    "--no-config",
+                    "-q",
+                    "--python",
+                    str(venv_python(path)),
+                    *link_args,
+                    *install_args,
+                    *packages,
+                ],
                 env,
             )
         return path
@@ -295,8 +303,18 @@ def create_venv(
             _run([str(py), "-m", "venv", "--without-pip", str(path)], env)
             pip_whl = next(w for w in bundled if w.name.startswith("pip-"))
             _run(
-                [str(venv_python(path)), str(pip_whl / "pip"), "install", "-q", "--disable-pip-version-check",
-                 "--no-compile", *link_args, *install_args, *map(str, bundled), *packages],
+                [
+                    str(venv_python(path)),
+                    str(pip_whl / "pip"),
+                    "install",
+                    "-q",
+                    "--disable-pip-version-check",
+                    "--no-compile",
+                    *link_args,
+                    *install_args,
+                    *map(str, bundled),
+                    *packages,
+                ],
                 env,
             )
             return path
@@ -312,8 +330,17 @@ def create_venv(
         _run([sys.executable, "-m", "virtualenv", "-q", "--no-periodic-update", "-p", str(py), str(path)], venv_env)
     if packages:
         _run(
-            [str(venv_python(path)), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-             *link_args, *install_args, *packages],
+            [
+                str(venv_python(path)),
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--disable-pip-version-check",
+                *link_args,
+                *install_args,
+                *packages,
+            ],
             env,
         )
     return path
@@ -361,15 +388,26 @@ def resolve(
     from .wheels import normalize_name
 
     links = [find_links] if isinstance(find_links, (str, Path)) else list(find_links)
-    args = [uv_bin(), "pip", "compile", "-", "--no-config", "--no-python-downloads", "--no-header",
-            "--no-annotate", "--quiet", "--no-index"]
+    args = [
+        uv_bin(),
+        "pip",
+        "compile",
+        "-",
+        "--no-config",
+        "--no-python-downloads",
+        "--no-header",
+        "--no-annotate",
+        "--quiet",
+        "--no-index",
+    ]
     for link in links:
         args += ["--find-links", str(link)]
     args += ["--python-version", python_version or f"{sys.version_info[0]}.{sys.version_info[1]}"]
     args += list(extra_args)
     env = dict(env) if env is not None else offline_env()
-    proc = subprocess.run(args, input="\n".join(requirements) + "\n", env=env,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        args, input="\n".join(requirements) + "\n", env=env, capture_output=True, text=True, timeout=120
+    )
     if proc.returncode != 0:
         raise KitCommandError(args, proc)
     pins = {}
@@ -392,8 +430,11 @@ def run_python(
     target = Path(venv_or_python)
     py = venv_python(target) if target.is_dir() else target
     return subprocess.run(
-        [str(py), "-c", code], env=None if env is None else dict(env),
-        capture_output=True, text=True, timeout=timeout,
+        [str(py), "-c", code],
+        env=None if env is None else dict(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
