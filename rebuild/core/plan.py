@@ -115,7 +115,7 @@ class Plan:
     seconds: float
     newer_release: NewerRelease | None = None  # the env's Python limits the target: what a newer one gets
     # Not rendered: what build needs.
-    current: prof.Profile = field(repr=False, default=None)
+    current: prof.Profile = field(repr=False, default=None)  # type: ignore[assignment]  # set by make_plan
     keras_legacy: bool = False
     keras2_dependents: list[str] = field(default_factory=list)
     preflight: list[Finding] = field(default_factory=list)  # doctor findings that matter for this upgrade
@@ -124,9 +124,10 @@ class Plan:
     new_requested: list[str] = field(repr=False, default_factory=list)
     tf_old_distribution: str = ""  # the TensorFlow distribution installed now (differs on a variant switch)
     tf_switch: str = ""  # why the variant changes (tensorflow-cpu → tensorflow), "" when it does not
-    intent: prof.Profile = field(repr=False, default=None)  # [smoke] and [constraints] the user asked for
+    # [smoke] and [constraints] the user asked for (set by make_plan)
+    intent: prof.Profile = field(repr=False, default=None)  # type: ignore[assignment]
     pylock: str = field(repr=False, default="")
-    index_live: prof.Index = field(repr=False, default=None)
+    index_live: prof.Index = field(repr=False, default=None)  # type: ignore[assignment]  # set by make_plan
     project: Project | None = field(repr=False, default=None)  # the manager that owns the env
     project_requirement: str = ""  # the project's TensorFlow requirement after the upgrade (a drivable project)
     companions: dict[str, str] = field(default_factory=dict)  # installed companion -> why it moves with TensorFlow
@@ -200,7 +201,7 @@ def _python_auto(
 
 def _preflight(
     loc: EnvLocation,
-    data: dict[str, Any],
+    data: Probed,
     tf_new: str,
     tf: str,
     python_version: str,
@@ -259,7 +260,7 @@ def load_override(opts: Options, loc: EnvLocation, *, runs_commands: bool = Fals
     ``runs_commands``: the caller (upgrade) runs the profile's ``[smoke].commands``, which then need consent too."""
     if not opts.profile:
         return None, True
-    override = prof.load(opts.profile)
+    override = prof.load(Path(opts.profile))
     trusted = consent.is_trusted(opts.profile, loc.path)
     consent.check(
         override,
@@ -430,7 +431,7 @@ def _resolve(
             companions,
             look_lower=opts.explain,
             env=survey.loc.path,
-            profile=opts.profile,
+            profile=Path(opts.profile) if opts.profile else None,
         )
         err.inputs, err.tf_new, err.tf_old = inputs, tf_new, tf_old  # for the target search (commands/upgrade)
         raise err from None
@@ -451,7 +452,12 @@ def _resolve(
         return resolve.resolve(inputs, tf_new), note
     except resolve.ResolutionFailed as exc:
         raise conflict_error(
-            inputs, tf_new, tf_old, exc.explanation, env=survey.loc.path, profile=opts.profile
+            inputs,
+            tf_new,
+            tf_old,
+            exc.explanation,
+            env=survey.loc.path,
+            profile=Path(opts.profile) if opts.profile else None,
         ) from None
 
 

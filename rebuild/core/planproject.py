@@ -63,7 +63,8 @@ def _lockable_target(
 
     skip = {state_dir(survey.loc.path).name, survey.loc.path.name}
     tf, old = inputs.tf_distribution, survey.current.tensorflow.version
-    version, first = tf_new, None
+    version = tf_new
+    first: uvproject.LockFailed | None = None
     for _ in range(MAX_LOCK_TRIES):
         try:
             uvproject.try_lock(project, tf, version, new_op_id("plan"), offline=opts.offline, log=log, skip=skip)
@@ -86,6 +87,7 @@ def _lockable_target(
             f"{tf} {tf_new} cannot be locked for every Python the uv project supports ({why}); "
             f"{version} is the newest that locks. {uvproject.lock_hint(first.reason)}"
         )
+    assert first is not None  # every try failed to lock (a lock that works returned above)
     raise first
 
 
@@ -104,14 +106,15 @@ def _next_lower(inputs: resolve.Inputs, version: str, floor: str) -> str | None:
 
 def _project(project: Project | None, tf: str, tf_new: str) -> tuple[Project | None, str]:
     """The project's TensorFlow requirement after the upgrade when tfrebuild drives it."""
+    from rebuild.project.poetryproject import move_text
     from rebuild.project.requirement import move_requirement
 
     if project is None or not project.drivable or not project.requirement:
         return project, ""
-    if project.manager == "poetry":  # `tensorflow-cpu = "^2.15"` or a PEP 508 string
-        from rebuild.project.poetryproject import move_text as move_requirement
+    # poetry: `tensorflow-cpu = "^2.15"` or a PEP 508 string
+    move = move_text if project.manager == "poetry" else move_requirement
     try:
-        return project, move_requirement(project.requirement, tf_new)
+        return project, move(project.requirement, tf_new)
     except (UserError, ValueError) as exc:
         from dataclasses import replace
 

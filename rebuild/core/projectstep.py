@@ -110,6 +110,7 @@ class UvStep(ProjectStep):
     chosen: list[str] = field(default_factory=list)  # --extra/--group flags: what the old env held of them
 
     def build_env(self, staging: Path) -> Path:
+        assert self.locked is not None, "locked by prepare() before the build"
         return uvproject.build(
             self.locked,
             staging,
@@ -128,6 +129,7 @@ class UvStep(ProjectStep):
         uvproject.discard(self.locked)
 
     def pylock(self) -> str | None:
+        assert self.locked is not None, "locked by prepare() before the build"
         return uvproject.export_pylock(self.locked, self.log)
 
 

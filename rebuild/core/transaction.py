@@ -344,26 +344,26 @@ def _verify(spec: Spec, staging: Path, result: TransactionResult, proven: tuple[
         f"check at {env}"
         + (": importing TensorFlow" if spec.deep_check and tf_version else ": interpreter and versions"),
     )
-    after = smoke.run_at_path(
+    at_path = smoke.run_at_path(
         env,
         deep=spec.deep_check,
         tf_version=tf_version,
         versions=lockfile.read_pins(spec.pylock, unconditional=True) or {},
         inode=proven,
     )
-    result.after_swap = after.checks
-    if after.ok:
+    result.after_swap = at_path.checks
+    if at_path.ok:
         return
     if spec.new_env:
         os.rename(env, staging / "env")  # it did not exist before: take it away again
         store.discard_staging(spec.op)
         store.commit()
         raise smoke.failure(
-            after, f"at {env} after the move", spec.log, f"It was removed again; nothing exists at {env}."
+            at_path, f"at {env} after the move", spec.log, f"It was removed again; nothing exists at {env}."
         )
     store.rollback_to(result.previous)
     raise smoke.failure(
-        after,
+        at_path,
         f"at {env} after the swap",
         spec.log,
         f"tfrebuild swapped generation {result.previous} back in; your environment is as it was.",
