@@ -734,5 +734,13 @@ def test_nothing_installed_is_left_out_of_what_the_new_env_is_resolved_from() ->
         {n: d["provides_extra"] for n, d in chosen.items()},
     )
     kept = snapshot.unreached(chosen, ["app", "etils", "tensorflow"], edges)
-    assert kept == {"fsspec", "jupyter-server"}, kept  # the cycle's first name brings the other two back
+    assert kept == {"fsspec", "jupyter-server"}, kept  # one of the cycle brings the other two back
     assert snapshot.unreached(chosen, ["app", "etils", "tensorflow", *sorted(kept)], edges) == set()
+    # an extra a reached requirement asks for brings its packages back: nothing more to keep
+    chosen["datasets"] = dist("etils[epath]")
+    edges = graph.edges(
+        {n: d["requires"] for n, d in chosen.items()},
+        graph.marker_environment({"version_info": [3, 11, 7]}, {"system": "Linux"}),
+        {n: d["provides_extra"] for n, d in chosen.items()},
+    )
+    assert snapshot.unreached(chosen, ["app", "datasets", "tensorflow", "jupyter-server"], edges) == set()

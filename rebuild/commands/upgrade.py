@@ -559,6 +559,9 @@ def _run_transaction(
 ) -> None:
     store, the_plan, opts, log = run.store, run.plan, run.opts, run.log
     requested = {planning.requirement_name(n) or n for n in the_plan.new_requested if n not in SEED_PACKAGES}
+    # kept only so the new env holds them (snapshot.unreached): resolved from, but not marked as asked for
+    current = the_plan.current
+    requested -= {p.name for p in current.packages if not p.requested and p.name in current.requested}
     requested |= {the_plan.tf_distribution}
     gate = models.Gate(intent.smoke.models, current=store.env, index=the_plan.index_live, offline=opts.offline, log=log)
     transaction.run(

@@ -230,10 +230,8 @@ def _packages(
                 **_source(dist),
             )
         )
-    kept = unreached(chosen, requested, all_edges)
-    if kept:
-        for package in packages:
-            package.requested = package.requested or package.name in kept
+    kept = unreached(chosen, requested, all_edges, markers)
+    if kept:  # resolved from, so the new env holds them; not marked requested (the user did not ask for them)
         requested = sorted(set(requested) | kept)
         if warnings is not None:
             warnings.append(
@@ -251,38 +249,56 @@ def _packages(
 KEPT_UNREACHED = "kept-unreached"  # the profile warning naming packages kept because nothing requested reaches them
 
 
-def unreached(chosen: dict[str, dict], requested: list[str], edges: list[graph.Edge]) -> set[str]:
+def unreached(
+    chosen: dict[str, dict], requested: list[str], edges: list[graph.Edge], markers: dict[str, str] | None = None
+) -> set[str]:
     """The env's packages that resolving ``requested`` would not bring back, as the fewest to request as well.
 
-    A new env holds what is requested and what that requires (no extras: a profile names no extras). What neither
-    reaches would be dropped without a word: packages named only through another's extra (``etils[epath]`` ->
-    ``fsspec``), and dependency cycles with no requested member (``jupyterlab`` -> ``notebook-shim`` ->
-    ``jupyter-server`` -> … with nothing requested above them, as when the REQUESTED marks are overruled). Each
-    round adds the unreached packages that no other unreached one requires (else, in a cycle, its first name).
+    A new env holds what is requested and what that requires, with the extras those requirements ask for
+    (``tensorflow-datasets`` requires ``etils[epath]``, which brings ``fsspec``); a profile names no extras of
+    its own. What that does not reach would be dropped without a word: a package named only behind an extra nobody
+    reached asks for (installed by ``pip install etils[epath]``), and dependency cycles with no requested member
+    (``jupyterlab`` -> ``notebook-shim`` -> ``jupyter-server`` -> … with nothing requested above them, as when the
+    REQUESTED marks are overruled). Each round adds the unreached packages that no other unreached one names (else,
+    in a cycle, the one that brings most back). TensorFlow's own extras (``and-cuda``) are the plan's (its GPU route).
     """
+    env = markers or {}
     candidates = {
         n
         for n, d in chosen.items()
         if d.get("location", "env") == "env" and n not in SEED_PACKAGES and n not in SELF and n not in TOOL_DEPENDENCIES
     }
-    hard: dict[str, set[str]] = defaultdict(set)
-    for edge in edges:  # TensorFlow's own extras (`and-cuda`) are the plan's to carry (its GPU route)
-        if not edge.via_extra or edge.parent in TF_DISTRIBUTIONS:
-            hard[edge.parent].add(edge.child)
+    out: dict[str, list[graph.Edge]] = defaultdict(list)
+    for edge in edges:
+        out[edge.parent].append(edge)
+
+    def reach(roots: set[str]) -> set[str]:
+        seen = set(roots)
+        asked: dict[str, set[str]] = defaultdict(set)  # the extras a reached requirement names
+        changed = True
+        while changed:
+            changed = False
+            for parent in list(seen):
+                for edge in out.get(parent, ()):
+                    req = graph.parse(edge.requirement)
+                    if edge.via_extra and parent not in TF_DISTRIBUTIONS:
+                        if req is None or not asked[parent] or not graph.applies(req, env, frozenset(asked[parent]))[0]:
+                            continue
+                    extras = set(req.extras) if req is not None else set()
+                    if edge.child not in seen or not extras <= asked[edge.child]:
+                        seen.add(edge.child)
+                        asked[edge.child] |= extras
+                        changed = True
+        return seen
+
     added: set[str] = set()
     while True:
-        seen = set(requested) | added
-        stack = list(seen)
-        while stack:
-            for child in hard.get(stack.pop(), ()):
-                if child not in seen:
-                    seen.add(child)
-                    stack.append(child)
-        left = candidates - seen
+        left = candidates - reach(set(requested) | added)
         if not left:
             return added
-        needed = {child for parent in left for child in hard.get(parent, ()) if child in left}
-        added |= (left - needed) or {min(left)}
+        needed = {e.child for parent in left for e in out.get(parent, ()) if e.child in left}
+        # the roots of what is left; else (a cycle) the one that brings most of it back, first by name
+        added |= (left - needed) or {min(left, key=lambda n: (-len(reach({n}) & left), n))}
 
 
 REQUESTED_FROM_GRAPH = "requested-from-graph"  # the profile warning saying REQUESTED markers were overruled
