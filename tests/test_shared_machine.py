@@ -252,6 +252,7 @@ def test_pyc_cache_another_user_can_change_is_refused(scratch, monkeypatch):
     with pytest.raises(UserError, match="belongs to nobody") as info:
         bytecode.usable_cache(where)
     assert "TFREBUILD_PYC_CACHE=off" in info.value.hint
+    assert info.value.message.startswith(f"The pyc cache entry {cache} belongs to nobody"), info.value.message
     own = scratch / "own"
     (own / "3495-cpython-311" / "ab").mkdir(parents=True)
     monkeypatch.setenv("TFREBUILD_PYC_CACHE", str(own))

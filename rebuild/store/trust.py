@@ -25,6 +25,7 @@ import errno
 import os
 import stat
 from pathlib import Path
+from typing import Callable
 
 from rebuild.errors import UserError
 
@@ -109,8 +110,17 @@ def refusal(path: Path | str, why: str, state: Path | str, trusted: frozenset[in
     )
 
 
-def check(path: Path, trusted: frozenset[int], state: Path, *, kinds: str = "df") -> os.stat_result | None:
-    """``lstat`` of ``path`` (``None`` when it does not exist); :func:`refusal` when it cannot be trusted."""
+def check(
+    path: Path,
+    trusted: frozenset[int],
+    state: Path,
+    *,
+    kinds: str = "df",
+    refuse: Callable[[Path | str, str, Path | str, frozenset[int]], UserError] | None = None,
+) -> os.stat_result | None:
+    """``lstat`` of ``path`` (``None`` when it does not exist); ``refuse`` (default :func:`refusal`) when it cannot
+    be trusted."""
+    refuse = refuse or refusal
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -118,10 +128,10 @@ def check(path: Path, trusted: frozenset[int], state: Path, *, kinds: str = "df"
     except OSError as exc:
         if exc.errno in (errno.ENAMETOOLONG, errno.ELOOP):  # the path given, not the state folder: said as such
             raise
-        raise refusal(path, f"cannot be examined ({exc.strerror or exc})", state, trusted) from exc
+        raise refuse(path, f"cannot be examined ({exc.strerror or exc})", state, trusted) from exc
     why = problem(st, trusted, kinds=kinds)
     if why:
-        raise refusal(path, why, state, trusted)
+        raise refuse(path, why, state, trusted)
     return st
 
 
@@ -240,21 +250,21 @@ def check_cache(cache: Path) -> None:
     """The pyc cache and its folders (the magic-tag folders and their buckets) are this user's and no one
     else can write them; a cache that does not exist yet is fine."""
     trusted = frozenset({os.geteuid(), 0})
-    try:
-        if check(cache, trusted, cache, kinds="d") is None:
-            return
-        for tag in _entries(cache):
-            check(tag, trusted, cache)
-            if not tag.is_dir() or tag.is_symlink():
-                continue
-            for bucket in _entries(tag):
-                check(bucket, trusted, cache)
-    except UserError as exc:
-        entry = exc.message.split(" ", 5)[5].split(": tfrebuild trusts", 1)[0]
-        raise UserError(
-            f"The pyc cache entry {entry}: tfrebuild links nothing from a cache someone else can change "
+
+    def refuse(path: Path | str, why: str, _state: Path | str, _trusted: frozenset[int]) -> UserError:
+        return UserError(
+            f"The pyc cache entry {path} {why}: tfrebuild links nothing from a cache someone else can change "
             "(a planted pyc would run in the new environment). Nothing was built or changed.",
             f"Move the cache away (mv {cache} {cache}.untrusted), point TFREBUILD_PYC_CACHE at a folder of your "
             "own, or set TFREBUILD_PYC_CACHE=off (uv then compiles).",
             exit_code=1,
-        ) from None
+        )
+
+    if check(cache, trusted, cache, kinds="d", refuse=refuse) is None:
+        return
+    for tag in _entries(cache):
+        check(tag, trusted, cache, refuse=refuse)
+        if not tag.is_dir() or tag.is_symlink():
+            continue
+        for bucket in _entries(tag):
+            check(bucket, trusted, cache, refuse=refuse)
