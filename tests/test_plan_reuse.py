@@ -182,3 +182,15 @@ def test_a_strangers_plan_cache_is_refused(make_venv, kit_env, kit_index, tmp_pa
     assert doc["plan"]["resolution_reused"] == []
     assert any(n.startswith("resolution not reused: ") and "belongs to" in n for n in doc["plan"]["notes"])
     assert all(c["new"] != "9.9.9" for c in doc["plan"]["changes"])
+
+
+def test_a_constraint_file_is_keyed_by_its_content(inproc, tmp_path) -> None:
+    """What a constraints file says decides the resolution: an edit to it makes the plan's resolution another one."""
+    real = tmp_path / "real.txt"
+    real.write_text("numpy<2\n")
+    inproc("record", constraints=[str(real)])
+    kept, used = inproc("reuse", constraints=[str(real)])
+    assert kept.resolution_reused, used
+    real.write_text("numpy<1.27\n")
+    edited, used = inproc("reuse", constraints=[str(real)])
+    assert edited.resolution_reused == [] and used.used == []

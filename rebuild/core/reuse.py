@@ -197,10 +197,18 @@ def digest(inputs: Any, tf_version: str, env: str = "") -> str | None:
         uv = _identity(_uv_path())
     except OSError:
         return None
+    from rebuild import __version__
     from rebuild.index import config as indexconf
 
+    files = [*inputs.index.constraints, *inputs.build_constraints]
+    overrides = [w for w in os.environ.get("UV_OVERRIDE", "").split() if w]
+    hashed = [_content(p) for p in files + overrides]  # by content: a private temporary file's name varies
+    contents = sorted(h for h in hashed if h is not None)
+    if len(contents) != len(hashed):
+        return None  # a file that decides the resolution but cannot be read here (a link, too big): never reused
     index = indexconf.redacted(inputs.index)
     parts = {
+        "tfrebuild": __version__,
         "env": env,
         "python": [str(inputs.python), python.st_dev, python.st_ino, python.st_size, python.st_mtime_ns],
         "uv": uv,
@@ -209,7 +217,7 @@ def digest(inputs: Any, tf_version: str, env: str = "") -> str | None:
         "pins": sorted(inputs.pins.items()),
         "constraints": sorted(inputs.constraints.items()),
         "index": asdict(index),
-        "files": {p: _content(p) for p in [*inputs.index.constraints, *inputs.build_constraints]},
+        "files": contents,
         "local": {
             p: _local_state(p)
             for p in [inputs.index.index_url, *inputs.index.extra_index_urls, *inputs.index.find_links]
@@ -235,12 +243,16 @@ def _identity(path: str) -> list[Any]:
     return [path, st.st_size, st.st_mtime_ns]
 
 
-def _content(path: str) -> str:
-    """A local file's SHA-256 (a URL, or a file that cannot be read, stands for itself)."""
+def _content(path: str) -> str | None:
+    """A local file's SHA-256; a URL stands for itself (the time limit covers it); ``None``: a local file that
+    cannot be read as a document (a link, a FIFO, too big), whose changes the key could not see."""
+    if "://" in path and not path.startswith("file://"):
+        return path
+    local = path[len("file://") :] if path.startswith("file://") else path
     try:
-        return hashlib.sha256(fs.read_document(path)).hexdigest()
+        return hashlib.sha256(fs.read_document(local)).hexdigest()
     except (OSError, ValueError):
-        return ""
+        return None
 
 
 def _local_state(url: str) -> list[Any]:
