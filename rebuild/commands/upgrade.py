@@ -108,8 +108,6 @@ def _upgrade(opts: planning.Options, progress, confirm: Callable[[planning.Plan]
     _refuse_undriven(loc.path, opts)  # a project tfrebuild does not drive: known before any resolution
     from rebuild.core.build import usage_later
 
-    # the build's free-space estimate walks the env: done while planning, not after it
-    usage = None if loc.bare else usage_later(loc.path)
     store = Store.open(loc.path) or Store.unmanaged(loc.path)
     first_run = not store.managed  # the state folder goes at the end unless an upgrade landed
     command = _command_line()
@@ -123,6 +121,8 @@ def _upgrade(opts: planning.Options, progress, confirm: Callable[[planning.Plan]
             if recovered:
                 progress.note(f"recovered: {recovered}")
             adopted = _adopt_outside(store, progress)
+            # the build's free-space estimate walks the env (as recovery left it, under the lock): while planning
+            usage = None if loc.bare else usage_later(loc.path)
             op = new_op_id("upgrade")
             log = store.log_path(op) if store.managed else store.state / "logs" / f"{op}.log"
             the_plan, tries = _first_plan(opts, progress, log)
