@@ -623,13 +623,28 @@ def _generation_with(store: Store, the_plan: planning.Plan) -> int | None:
             theirs = lockfile.read_pins((folder / "pylock.toml").read_text(encoding="utf-8"))
         except OSError:
             continue
+        system_site = the_plan.carry is not None and the_plan.carry.system_site
         if (
             theirs == wanted
             and gen.python == the_plan.python_new
-            and _keeps_keras2(folder / "env") == the_plan.keras_legacy
-        ):  # same Keras mode too
+            and _keeps_keras2(folder / "env") == the_plan.keras_legacy  # same Keras mode too
+            and _sees_system_site(folder / "env") == system_site  # and the same view of the system site-packages
+        ):
             return gen.number
     return None
+
+
+def _sees_system_site(env: Path) -> bool:
+    """Whether a kept env's ``pyvenv.cfg`` says ``include-system-site-packages = true``."""
+    try:
+        text = (env / "pyvenv.cfg").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return any(
+        line.partition("=")[0].strip().lower() == "include-system-site-packages"
+        and line.partition("=")[2].strip().lower() == "true"
+        for line in text.splitlines()
+    )
 
 
 def _keeps_keras2(env: Path) -> bool:
