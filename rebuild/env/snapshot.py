@@ -291,6 +291,7 @@ def unreached(
                         changed = True
         return seen
 
+    candidates -= reach({n for n in chosen if n in SELF})  # tfrebuild's own (installed into the env): never kept
     added: set[str] = set()
     while True:
         left = candidates - reach(set(requested) | added)
