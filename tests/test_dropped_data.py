@@ -26,6 +26,17 @@ from tests.kit.cli import run_cli, tree_state
 pytestmark = [pytest.mark.skipif(sys.platform == "win32", reason="POSIX venv layout assumed"), pytest.mark.slow]
 
 
+def _tfr(kit_env, verb, env, kit_index, tmp_path, *more, timeout=300):
+    """``tfrebuild <verb> --env ENV --offline --find-links <kit> --to 2.16 MORE…``."""
+    args = ("--env", env, "--offline", "--find-links", kit_index, "--to", "2.16", *more)
+    return run_cli(kit_env, verb, *args, cwd=tmp_path, timeout=timeout)
+
+
+def _upgrade(kit_env, env, kit_index, tmp_path, *more):
+    """``tfrebuild upgrade --to 2.16 --yes`` of ``env`` from the kit's wheels, offline."""
+    return _tfr(kit_env, "upgrade", env, kit_index, tmp_path, "--yes", *more)
+
+
 def site(env: Path) -> Path:
     (sp,) = env.glob("lib/python3.*/site-packages")
     return sp
@@ -83,21 +94,7 @@ def test_plan_says_what_is_carried_and_what_is_not(damage, make_venv, kit_env, k
         meta.write_text("Metadata-Version: 2.1\nSummary: no name, no version\n")
     system_site(env)
     (sp / "tfrebuild-legacy-keras.pth").write_text("import os\n")  # tfrebuild's own: the Keras mode decides it
-    run = run_cli(
-        kit_env,
-        "plan",
-        "--env",
-        env,
-        "--offline",
-        "--find-links",
-        kit_index,
-        "--to",
-        "2.16",
-        "--keras",
-        "3",
-        cwd=tmp_path,
-        timeout=180,
-    )
+    run = _tfr(kit_env, "plan", env, kit_index, tmp_path, "--keras", "3", timeout=180)
     assert "Traceback" not in run.text, str(run)
     text = run.out
     assert "fixed by this upgrade) broken-dist-info" not in text, text
@@ -111,22 +108,7 @@ def test_plan_says_what_is_carried_and_what_is_not(damage, make_venv, kit_env, k
     if os.geteuid() == 0:
         assert "theirs.py belongs to uid 65534, not to the env's owner (uid 0)" in text, text
     assert "_virtualenv.pth" not in text and "legacy-keras" not in text, text
-    doc = run_cli(
-        kit_env,
-        "plan",
-        "--env",
-        env,
-        "--offline",
-        "--find-links",
-        kit_index,
-        "--to",
-        "2.16",
-        "--keras",
-        "3",
-        "--json",
-        cwd=tmp_path,
-        timeout=180,
-    ).json()
+    doc = _tfr(kit_env, "plan", env, kit_index, tmp_path, "--keras", "3", "--json", timeout=180).json()
     found = doc["plan"]["preflight"]
     assert {f["id"] for f in found if f.get("carried_by_rebuild")} == {"orphan-package", "system-site-packages"}, found
     assert {f["id"] for f in found if f.get("dropped_by_rebuild")} == {"broken-dist-info", "orphan-package"}, found
@@ -149,20 +131,7 @@ def test_upgrade_carries_the_users_files_and_system_site(make_venv, kit_env, kit
         f"import mytool, mypkg, srcmod, scipy, {system}, tensorflow; print(tensorflow.__version__, mytool.X + mypkg.Y)"
     )
     assert py(env, probe, venv_run) == "2.15.1 3"
-    run = run_cli(
-        kit_env,
-        "upgrade",
-        "--env",
-        env,
-        "--offline",
-        "--find-links",
-        kit_index,
-        "--to",
-        "2.16",
-        "--yes",
-        cwd=tmp_path,
-        timeout=300,
-    )
+    run = _upgrade(kit_env, env, kit_index, tmp_path)
     assert run.code == 0, str(run)
     assert "Traceback" not in run.text
     assert "(carried into the new env) orphan-package: mytool" in run.out, run.out
@@ -184,20 +153,7 @@ def test_broken_metadata_that_imports_stops_the_upgrade_with_a_repair_that_works
     (dist / "METADATA").unlink()
     assert py(env, "import scipy; print('ok')", venv_run) == "ok"
     before = tree_state(env)
-    run = run_cli(
-        kit_env,
-        "upgrade",
-        "--env",
-        env,
-        "--offline",
-        "--find-links",
-        kit_index,
-        "--to",
-        "2.16",
-        "--yes",
-        cwd=tmp_path,
-        timeout=300,
-    )
+    run = _upgrade(kit_env, env, kit_index, tmp_path)
     assert run.code == 1, str(run)
     assert "Traceback" not in run.text, str(run)
     assert "scipy import(s) in" in run.err and str(dist) in run.err, run.err
@@ -218,20 +174,7 @@ def test_broken_metadata_that_imports_stops_the_upgrade_with_a_repair_that_works
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
-    again = run_cli(
-        kit_env,
-        "upgrade",
-        "--env",
-        env,
-        "--offline",
-        "--find-links",
-        kit_index,
-        "--to",
-        "2.16",
-        "--yes",
-        cwd=tmp_path,
-        timeout=300,
-    )
+    again = _upgrade(kit_env, env, kit_index, tmp_path)
     assert again.code == 0, str(again)
     assert py(env, "import scipy, tensorflow; print(tensorflow.__version__)", venv_run) == "2.16.1"
 
@@ -243,20 +186,7 @@ def test_broken_metadata_that_does_not_import_is_named_only(make_venv, kit_env, 
     (dist,) = site(env).glob("scipy-*.dist-info")
     (dist / "METADATA").unlink()
     shutil.rmtree(site(env) / "scipy")
-    run = run_cli(
-        kit_env,
-        "upgrade",
-        "--env",
-        env,
-        "--offline",
-        "--find-links",
-        kit_index,
-        "--to",
-        "2.16",
-        "--yes",
-        cwd=tmp_path,
-        timeout=300,
-    )
+    run = _upgrade(kit_env, env, kit_index, tmp_path)
     assert run.code == 0, str(run)
     assert "(not carried into the new env) broken-dist-info" in run.out, run.out
 
@@ -267,20 +197,7 @@ def test_broken_metadata_of_a_dependency_the_lock_reinstalls(make_venv, kit_env,
     env = make_venv(tmp_path / "tf", ["tensorflow-cpu==2.15.1"])
     (dist,) = site(env).glob("absl_py-*.dist-info")
     (dist / "METADATA").write_bytes(b"\xff\xfe garbage\n")
-    run = run_cli(
-        kit_env,
-        "upgrade",
-        "--env",
-        env,
-        "--offline",
-        "--find-links",
-        kit_index,
-        "--to",
-        "2.16",
-        "--yes",
-        cwd=tmp_path,
-        timeout=300,
-    )
+    run = _upgrade(kit_env, env, kit_index, tmp_path)
     assert run.code == 0, str(run)
     assert "(fixed by this upgrade) broken-dist-info: metadata folder absl_py" in run.out, run.out
     assert py(env, "import absl, tensorflow; print(tensorflow.__version__)", venv_run) == "2.16.1"
