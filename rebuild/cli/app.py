@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 
 from rebuild import __version__
-from rebuild.cli import render
+from rebuild.cli import render, render_build
 from rebuild.core.options import Choice, ExportFormat, Gpu, Keras, PathCheck, Strategy
 from rebuild.errors import UserError
 
@@ -325,7 +325,7 @@ def plan(
         with terminal().progress(enabled=not as_json) as progress:  # --to latest: the expected landing point
             return planning_verb.run(opts, progress)
 
-    _run(as_json, work, render.plan)
+    _run(as_json, work, render_build.plan)
 
 
 @app.command()
@@ -396,10 +396,10 @@ def upgrade(
 
     def work():
         with terminal().progress(enabled=not as_json) as progress:
-            confirm = _asking(progress, render.confirm_plan) if _can_ask(as_json) and not yes else None
+            confirm = _asking(progress, render_build.confirm_plan) if _can_ask(as_json) and not yes else None
             return upgrading.run(opts, progress, confirm=confirm)
 
-    _run(as_json, work, render.upgrade)
+    _run(as_json, work, render_build.upgrade)
 
 
 @app.command()
@@ -626,10 +626,10 @@ def apply(
 
     def work():
         with terminal().progress(enabled=not as_json) as progress:
-            confirm = _asking(progress, render.confirm_apply) if _can_ask(as_json) and not yes else None
+            confirm = _asking(progress, render_build.confirm_apply) if _can_ask(as_json) and not yes else None
             return applying.run(opts, progress, confirm=confirm)
 
-    _run(as_json, work, render.apply)
+    _run(as_json, work, render_build.apply)
 
 
 @app.command()
