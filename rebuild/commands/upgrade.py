@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from rebuild.commands import generations, outside, starter
 from rebuild.core import plan as planning
-from rebuild.core import lockfile, models, search, sources, transaction
+from rebuild.core import lockfile, models, planinputs, search, sources, transaction
 from rebuild.core.build import BuildOptions
 from rebuild.core.options import Strategy
 from rebuild.core.smoke import Checks
@@ -100,7 +100,7 @@ def _upgrade(opts: planning.Options, progress, confirm: Callable[[planning.Plan]
         models.refuse_untrusted(given_models, opts.env)
     started = starter.create(opts, progress) if opts.yes and starter.applies(opts) else None  # a fresh machine
     loc = locate(opts.env)  # bad paths fail here, before anything is created
-    planning.load_override(opts, loc, runs_commands=True)  # so does a bad or refused --profile
+    planinputs.load_override(opts, loc, runs_commands=True)  # so does a bad or refused --profile
     models.refuse_untrusted(given_models, loc.path)  # or is not the user's (loading a model can run code)
     sources.refuse_self_upgrade(loc.path)  # tfrebuild cannot swap out the env it runs from
     if not loc.bare:  # what stops the swap is known now: refuse before planning and building, not after
@@ -582,7 +582,7 @@ def _run_transaction(
                 log=log,
                 requested=requested,
                 legacy_keras=the_plan.keras_legacy,
-                build_constraints=planning.build_constraint_files(opts),
+                build_constraints=planinputs.build_constraint_files(opts),
                 current_usage=run.usage,
                 carry=the_plan.carry,
             ),
