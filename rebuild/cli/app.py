@@ -325,9 +325,9 @@ def history(env: Optional[Path] = params.EnvOpt, as_json: bool = params.JsonOpt)
 
     Example: tfrebuild history --env ~/venvs/tf
     """
-    from rebuild.commands import generations
+    from rebuild.commands import history as viewing
 
-    _run(as_json, lambda: generations.history(env), render.history)
+    _run(as_json, lambda: viewing.history(env), render.history)
 
 
 @app.command()
@@ -341,9 +341,9 @@ def diff(
 
     Example: tfrebuild diff 1 2 --env ~/venvs/tf
     """
-    from rebuild.commands import generations
+    from rebuild.commands import history as viewing
 
-    _run(as_json, lambda: generations.diff(a, b, env), render.diff)
+    _run(as_json, lambda: viewing.diff(a, b, env), render.diff)
 
 
 @app.command()
@@ -374,9 +374,9 @@ def status(env: Optional[Path] = params.EnvOpt, as_json: bool = params.JsonOpt) 
 
     Example: tfrebuild status --env ~/venvs/tf
     """
-    from rebuild.commands import generations
+    from rebuild.commands import history as viewing
 
-    _run(as_json, lambda: generations.status(env), render.status)
+    _run(as_json, lambda: viewing.status(env), render.status)
 
 
 @app.command()
