@@ -103,8 +103,7 @@ def env_path(env) -> Path:
             raise
         import os
 
-        from rebuild.store.location import env_path as real
-        from rebuild.store.location import state_dir
+        from rebuild.store.location import env_path as real, state_dir
 
         try:
             path = real(os.path.expanduser(os.fspath(env)))

@@ -293,8 +293,9 @@ def _apply(run: Attempt, result: UpgradeResult, start: float, given_models=()) -
         progress.note(cache_note)
     intent = the_plan.intent or the_plan.current
     intent = models.with_models(intent, models.merged(intent.smoke.models, list(given_models)))  # carried forward
-    from rebuild.core import carry
     from rebuild.core.baseline import Baseline
+
+    from rebuild.core import carry
 
     carry.refuse_lost(store.env, the_plan.carry)  # a broken distribution that imports: repaired first
     kept = dict(the_plan.carry.imports) if the_plan.carry is not None else {}  # must import as before (carry.py)
