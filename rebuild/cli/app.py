@@ -10,8 +10,8 @@ from typing import Optional
 import typer
 
 from rebuild import __version__
-from rebuild.cli import render
-from rebuild.core.options import Choice, ExportFormat, Gpu, Keras, PathCheck, Strategy
+from rebuild.cli import params, render, render_build
+from rebuild.core.options import ExportFormat, Gpu, Keras, PathCheck, Strategy
 from rebuild.errors import UserError
 
 app = typer.Typer(
@@ -29,167 +29,6 @@ app = typer.Typer(
 def terminal() -> render.Terminal:
     """The one terminal of this process (made on first use, so NO_COLOR is read when the command runs)."""
     return render.Terminal()
-
-
-def _choice(kind: type[Choice], default: Choice, *names: str, help: str):
-    """An option with a closed set of values, parsed (and refused) before the command runs."""
-    return typer.Option(default.value, *names, help=help, parser=kind.parse, metavar=kind.metavar())
-
-
-def _given(option: str, url: bool = False):
-    """A parser that refuses an empty value (and, with ``url``, a malformed index URL) before the command runs."""
-
-    def parse(value):
-        text = str(value)
-        if not text.strip():
-            raise UserError(
-                f"{option} was given an empty value.",
-                f"Give {option} a value, or leave the option out to use the default.",
-            )
-        if url:
-            from rebuild.index import config as indexconf
-
-            problem = indexconf.malformed(text)
-            if problem:
-                raise UserError(
-                    f"{option} '{indexconf.redact(text)}' is not usable: {problem}.",
-                    f"Give {option} an http://, https:// or file:// URL, e.g. {option} https://pypi.org/simple.",
-                )
-        return value
-
-    return parse
-
-
-# Each option once; the commands share these objects.
-EnvOpt = typer.Option(
-    None, "--env", "-e", help="Environment folder or interpreter (default: $VIRTUAL_ENV, else ./.venv)."
-)
-JsonOpt = typer.Option(False, "--json", help="Print one machine-readable JSON document.")
-YesOpt = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation.")
-SwapForceOpt = typer.Option(False, "--force", help="Swap even while processes run from the env.")
-UpgradeForceOpt = typer.Option(
-    False,
-    "--force",
-    help="Go ahead despite what upgrade otherwise refuses: processes "
-    "running from the env; a tool tfrebuild does not drive owning it (Poetry, requirement "
-    "files, conda: the env is upgraded alone); project files edited since tfrebuild last "
-    "wrote them.",
-)
-RollbackForceOpt = typer.Option(
-    False,
-    "--force",
-    help="Go ahead despite what rollback otherwise refuses: processes "
-    "running from the env; project files edited since tfrebuild last wrote them (under "
-    "--yes; they are saved first).",
-)
-NoCompileOpt = typer.Option(False, "--no-compile", help="Do not compile bytecode in the new env.")
-ToOpt = typer.Option(
-    "latest", "--to", parser=_given("--to"), metavar="<target>", help="Target: latest, X.Y (newest X.Y.*) or X.Y.Z."
-)
-ProfileOpt = typer.Option(None, "--profile", help="Take requested packages and \\[constraints] from this profile.")
-PythonOpt = typer.Option(
-    None,
-    "--python",
-    parser=_given("--python"),
-    metavar="<python>",
-    help="Build the new env on this Python (3.12, a path, or auto: the newest installed Python the target supports).",
-)
-StrategyOpt = _choice(
-    Strategy, Strategy.MINIMAL, "--strategy", help="minimal: move as little as possible; eager: newest of everything."
-)
-PreOpt = typer.Option(False, "--pre", help="Allow pre-releases (e.g. tf-nightly).")
-IndexOpt = typer.Option(
-    None,
-    "--index-url",
-    parser=_given("--index-url", url=True),
-    metavar="<url>",
-    help="Package index to use instead of the configured one.",
-)
-ExtraIndexOpt = typer.Option(
-    None,
-    "--extra-index-url",
-    parser=_given("--extra-index-url", url=True),
-    metavar="<url>",
-    help="Additional package index (repeatable).",
-)
-FindLinksOpt = typer.Option(
-    None,
-    "--find-links",
-    "-f",
-    parser=_given("--find-links"),
-    metavar="<path>",
-    help="Folder of wheels to use (repeatable).",
-)
-BuildConstraintOpt = typer.Option(
-    None,
-    "--build-constraint",
-    help="Constraints file for the build dependencies of sdists uv builds (as UV_BUILD_CONSTRAINT, which is read too).",
-)
-ConstraintOpt = typer.Option(
-    None,
-    "--constraint",
-    "-c",
-    help="Constraints file for resolving, on top of pip's and "
-    "uv's configured ones (repeatable); recorded in the new generation's profile.",
-)
-OfflineOpt = typer.Option(False, "--offline", help="No network: use only --find-links folders and uv's cache.")
-AllowDownloadOpt = typer.Option(False, "--allow-python-download", help="Let uv download a missing Python.")
-GpuOpt = _choice(
-    Gpu,
-    Gpu.AUTO,
-    "--gpu",
-    help="cuda: tensorflow\\[and-cuda] (Linux x86_64); cpu: tensorflow-cpu; "
-    "auto: CUDA when nvidia-smi sees a GPU, else keep the env's variant.",
-)
-CheckOpt = _choice(
-    PathCheck,
-    PathCheck.VERSIONS,
-    "--check",
-    help="What runs at the env's path after the swap: "
-    "versions (default: the checked tree, its interpreter starts there and reports the expected "
-    "versions; TensorFlow's import was proven in the new env before the swap, or at this path "
-    "before a rollback), or import (TensorFlow imports and computes there too: seconds).",
-)
-KerasOpt = _choice(
-    Keras,
-    Keras.AUTO,
-    "--keras",
-    help="legacy: keep Keras 2 via tf-keras (TF_USE_LEGACY_KERAS=1); 3: Keras 3; auto: keep what the env uses.",
-)
-AllowSourcesOpt = typer.Option(
-    False,
-    "--allow-sources",
-    help="Accept a profile from elsewhere although it names "
-    "packages from outside an index (editable, path, vcs, url), and let uv build sdists "
-    "for it.",
-)
-AllowCommandsOpt = typer.Option(
-    False,
-    "--allow-commands",
-    help="Run a profile's \\[smoke].commands and load its "
-    "\\[\\[smoke.models]] (loading a model can run code) although tfrebuild did not "
-    "write the profile for this env.",
-)
-AllowIndexOpt = typer.Option(
-    False,
-    "--allow-index",
-    help="Accept a profile from elsewhere although it names package locations this machine is not configured with.",
-)
-ModelOpt = typer.Option(
-    None,
-    "--model",
-    parser=_given("--model"),
-    metavar="<path>",
-    help="A saved model (.keras, .h5, SavedModel "
-    "folder, .tflite) that must load and answer the same in the new env before the swap "
-    "(repeatable; kept in the profile's \\[\\[smoke.models]]).",
-)
-FormatOpt = _choice(
-    ExportFormat,
-    ExportFormat.PYLOCK,
-    "--format",
-    help="pylock (PEP 751 pylock.toml) or requirements (requirements.txt with hashes).",
-)
 
 
 def _version(value: bool) -> None:
@@ -254,12 +93,12 @@ def _asking(progress: render.Progress, preview):
 
 @app.command()
 def snapshot(
-    env: Optional[Path] = EnvOpt,
+    env: Optional[Path] = params.EnvOpt,
     output: Optional[Path] = typer.Option(
         None, "--output", "-o", help="Profile file (default: profiles/<env name>.toml)."
     ),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing profile file."),
-    as_json: bool = JsonOpt,
+    as_json: bool = params.JsonOpt,
 ) -> None:
     """Record an environment in a TOML profile. Never changes the environment.
 
@@ -276,23 +115,23 @@ def _links(find_links) -> list[str]:
 
 @app.command()
 def plan(
-    env: Optional[Path] = EnvOpt,
-    to: str = ToOpt,
-    profile: Optional[Path] = ProfileOpt,
-    python: Optional[str] = PythonOpt,
-    strategy: Strategy = StrategyOpt,
-    pre: bool = PreOpt,
-    index_url: Optional[str] = IndexOpt,
-    extra_index_url: Optional[list[str]] = ExtraIndexOpt,
-    find_links: Optional[list[str]] = FindLinksOpt,
-    constraint: Optional[list[Path]] = ConstraintOpt,
-    build_constraint: Optional[list[Path]] = BuildConstraintOpt,
-    offline: bool = OfflineOpt,
-    allow_python_download: bool = AllowDownloadOpt,
-    keras: Keras = KerasOpt,
-    gpu: Gpu = GpuOpt,
-    allow_sources: bool = AllowSourcesOpt,
-    as_json: bool = JsonOpt,
+    env: Optional[Path] = params.EnvOpt,
+    to: str = params.ToOpt,
+    profile: Optional[Path] = params.ProfileOpt,
+    python: Optional[str] = params.PythonOpt,
+    strategy: Strategy = params.StrategyOpt,
+    pre: bool = params.PreOpt,
+    index_url: Optional[str] = params.IndexOpt,
+    extra_index_url: Optional[list[str]] = params.ExtraIndexOpt,
+    find_links: Optional[list[str]] = params.FindLinksOpt,
+    constraint: Optional[list[Path]] = params.ConstraintOpt,
+    build_constraint: Optional[list[Path]] = params.BuildConstraintOpt,
+    offline: bool = params.OfflineOpt,
+    allow_python_download: bool = params.AllowDownloadOpt,
+    keras: Keras = params.KerasOpt,
+    gpu: Gpu = params.GpuOpt,
+    allow_sources: bool = params.AllowSourcesOpt,
+    as_json: bool = params.JsonOpt,
 ) -> None:
     """Dry run: resolve the upgrade with uv and show what would change. Changes nothing.
 
@@ -325,39 +164,39 @@ def plan(
         with terminal().progress(enabled=not as_json) as progress:  # --to latest: the expected landing point
             return planning_verb.run(opts, progress)
 
-    _run(as_json, work, render.plan)
+    _run(as_json, work, render_build.plan)
 
 
 @app.command()
 def upgrade(
-    env: Optional[Path] = EnvOpt,
-    to: str = ToOpt,
-    profile: Optional[Path] = ProfileOpt,
-    python: Optional[str] = PythonOpt,
-    strategy: Strategy = StrategyOpt,
-    pre: bool = PreOpt,
-    index_url: Optional[str] = IndexOpt,
-    extra_index_url: Optional[list[str]] = ExtraIndexOpt,
-    find_links: Optional[list[str]] = FindLinksOpt,
-    constraint: Optional[list[Path]] = ConstraintOpt,
-    build_constraint: Optional[list[Path]] = BuildConstraintOpt,
-    offline: bool = OfflineOpt,
-    no_compile: bool = NoCompileOpt,
-    allow_python_download: bool = AllowDownloadOpt,
-    keras: Keras = KerasOpt,
-    gpu: Gpu = GpuOpt,
-    yes: bool = YesOpt,
-    force: bool = UpgradeForceOpt,
-    allow_sources: bool = AllowSourcesOpt,
-    allow_commands: bool = AllowCommandsOpt,
-    check: PathCheck = CheckOpt,
-    as_json: bool = JsonOpt,
+    env: Optional[Path] = params.EnvOpt,
+    to: str = params.ToOpt,
+    profile: Optional[Path] = params.ProfileOpt,
+    python: Optional[str] = params.PythonOpt,
+    strategy: Strategy = params.StrategyOpt,
+    pre: bool = params.PreOpt,
+    index_url: Optional[str] = params.IndexOpt,
+    extra_index_url: Optional[list[str]] = params.ExtraIndexOpt,
+    find_links: Optional[list[str]] = params.FindLinksOpt,
+    constraint: Optional[list[Path]] = params.ConstraintOpt,
+    build_constraint: Optional[list[Path]] = params.BuildConstraintOpt,
+    offline: bool = params.OfflineOpt,
+    no_compile: bool = params.NoCompileOpt,
+    allow_python_download: bool = params.AllowDownloadOpt,
+    keras: Keras = params.KerasOpt,
+    gpu: Gpu = params.GpuOpt,
+    yes: bool = params.YesOpt,
+    force: bool = params.UpgradeForceOpt,
+    allow_sources: bool = params.AllowSourcesOpt,
+    allow_commands: bool = params.AllowCommandsOpt,
+    check: PathCheck = params.CheckOpt,
+    as_json: bool = params.JsonOpt,
     allow_downgrade: bool = typer.Option(
         False,
         "--allow-downgrade",
         help="With --yes: go on although the plan moves a package you requested to an older version.",
     ),
-    model: Optional[list[str]] = ModelOpt,
+    model: Optional[list[str]] = params.ModelOpt,
 ) -> None:
     """Build the upgraded env beside the old one, check it, swap it in atomically.
 
@@ -396,22 +235,22 @@ def upgrade(
 
     def work():
         with terminal().progress(enabled=not as_json) as progress:
-            confirm = _asking(progress, render.confirm_plan) if _can_ask(as_json) and not yes else None
+            confirm = _asking(progress, render_build.confirm_plan) if _can_ask(as_json) and not yes else None
             return upgrading.run(opts, progress, confirm=confirm)
 
-    _run(as_json, work, render.upgrade)
+    _run(as_json, work, render_build.upgrade)
 
 
 @app.command()
 def doctor(
-    env: Optional[Path] = EnvOpt,
-    to: str = ToOpt,
-    pre: bool = PreOpt,
-    index_url: Optional[str] = IndexOpt,
-    extra_index_url: Optional[list[str]] = ExtraIndexOpt,
-    find_links: Optional[list[str]] = FindLinksOpt,
-    offline: bool = OfflineOpt,
-    as_json: bool = JsonOpt,
+    env: Optional[Path] = params.EnvOpt,
+    to: str = params.ToOpt,
+    pre: bool = params.PreOpt,
+    index_url: Optional[str] = params.IndexOpt,
+    extra_index_url: Optional[list[str]] = params.ExtraIndexOpt,
+    find_links: Optional[list[str]] = params.FindLinksOpt,
+    offline: bool = params.OfflineOpt,
+    as_json: bool = params.JsonOpt,
 ) -> None:
     """Explain what is wrong with an env and why its upgrade is blocked. Changes nothing.
 
@@ -456,12 +295,12 @@ def _tty_confirm(as_json: bool):
 
 @app.command()
 def rollback(
-    env: Optional[Path] = EnvOpt,
+    env: Optional[Path] = params.EnvOpt,
     to: Optional[int] = typer.Option(None, "--to", help="Generation number (default: the previous one)."),
-    yes: bool = YesOpt,
-    force: bool = RollbackForceOpt,
-    check: PathCheck = CheckOpt,
-    as_json: bool = JsonOpt,
+    yes: bool = params.YesOpt,
+    force: bool = params.RollbackForceOpt,
+    check: PathCheck = params.CheckOpt,
+    as_json: bool = params.JsonOpt,
 ) -> None:
     """Swap the previous generation (or --to N) back in: atomic, offline, in milliseconds.
 
@@ -481,35 +320,35 @@ def rollback(
 
 
 @app.command()
-def history(env: Optional[Path] = EnvOpt, as_json: bool = JsonOpt) -> None:
+def history(env: Optional[Path] = params.EnvOpt, as_json: bool = params.JsonOpt) -> None:
     """List the generations of a managed env.
 
     Example: tfrebuild history --env ~/venvs/tf
     """
-    from rebuild.commands import generations
+    from rebuild.commands import history as viewing
 
-    _run(as_json, lambda: generations.history(env), render.history)
+    _run(as_json, lambda: viewing.history(env), render.history)
 
 
 @app.command()
 def diff(
     a: str = typer.Argument(..., help="Generation number or profile file."),
     b: str = typer.Argument(..., help="Generation number or profile file."),
-    env: Optional[Path] = EnvOpt,
-    as_json: bool = JsonOpt,
+    env: Optional[Path] = params.EnvOpt,
+    as_json: bool = params.JsonOpt,
 ) -> None:
     """Show the package changes between two generations or two profiles.
 
     Example: tfrebuild diff 1 2 --env ~/venvs/tf
     """
-    from rebuild.commands import generations
+    from rebuild.commands import history as viewing
 
-    _run(as_json, lambda: generations.diff(a, b, env), render.diff)
+    _run(as_json, lambda: viewing.diff(a, b, env), render.diff)
 
 
 @app.command()
 def gc(
-    env: Optional[Path] = EnvOpt,
+    env: Optional[Path] = params.EnvOpt,
     keep: int = typer.Option(
         3,
         "--keep",
@@ -517,8 +356,8 @@ def gc(
         "(the rollback target), then the newest others; the current and previous always stay.",
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Only show what would be deleted."),
-    yes: bool = YesOpt,
-    as_json: bool = JsonOpt,
+    yes: bool = params.YesOpt,
+    as_json: bool = params.JsonOpt,
 ) -> None:
     """Delete the oldest generations beyond --keep, then the pyc cache's entries no env uses; report the space freed.
 
@@ -530,21 +369,21 @@ def gc(
 
 
 @app.command()
-def status(env: Optional[Path] = EnvOpt, as_json: bool = JsonOpt) -> None:
+def status(env: Optional[Path] = params.EnvOpt, as_json: bool = params.JsonOpt) -> None:
     """Current generation, interrupted operations, leftover staging folders, lock holder.
 
     Example: tfrebuild status --env ~/venvs/tf
     """
-    from rebuild.commands import generations
+    from rebuild.commands import history as viewing
 
-    _run(as_json, lambda: generations.status(env), render.status)
+    _run(as_json, lambda: viewing.status(env), render.status)
 
 
 @app.command()
 def releases(
-    env: Optional[Path] = EnvOpt,
+    env: Optional[Path] = params.EnvOpt,
     offline: bool = typer.Option(False, "--offline", help="Do not ask the index for the newest release."),
-    as_json: bool = JsonOpt,
+    as_json: bool = params.JsonOpt,
 ) -> None:
     """TensorFlow releases tfrebuild knows: Pythons, CUDA/cuDNN, Keras, NumPy, GPU route, breaking changes.
 
@@ -569,33 +408,33 @@ def apply(
     python: Optional[str] = typer.Option(
         None,
         "--python",
-        parser=_given("--python"),
+        parser=params._given("--python"),
         metavar="<python>",
         help="Build on this Python (default: the profile's).",
     ),
-    find_links: Optional[list[str]] = FindLinksOpt,
-    offline: bool = OfflineOpt,
+    find_links: Optional[list[str]] = params.FindLinksOpt,
+    offline: bool = params.OfflineOpt,
     resolve: bool = typer.Option(
         False,
         "--resolve",
         help="If the lock does not fit this machine, re-resolve the "
         "requested packages for it, keeping versions as close as possible.",
     ),
-    allow_commands: bool = AllowCommandsOpt,
+    allow_commands: bool = params.AllowCommandsOpt,
     allow_insecure_index: bool = typer.Option(
         False,
         "--allow-insecure-index",
         help="Accept plain-http (unencrypted) indexes and file links; https, file:// and local folders need no flag.",
     ),
-    allow_sources: bool = AllowSourcesOpt,
-    allow_index: bool = AllowIndexOpt,
-    no_compile: bool = NoCompileOpt,
-    allow_python_download: bool = AllowDownloadOpt,
-    yes: bool = YesOpt,
-    force: bool = SwapForceOpt,
-    check: PathCheck = CheckOpt,
-    as_json: bool = JsonOpt,
-    model: Optional[list[str]] = ModelOpt,
+    allow_sources: bool = params.AllowSourcesOpt,
+    allow_index: bool = params.AllowIndexOpt,
+    no_compile: bool = params.NoCompileOpt,
+    allow_python_download: bool = params.AllowDownloadOpt,
+    yes: bool = params.YesOpt,
+    force: bool = params.SwapForceOpt,
+    check: PathCheck = params.CheckOpt,
+    as_json: bool = params.JsonOpt,
+    model: Optional[list[str]] = params.ModelOpt,
 ) -> None:
     """Build an environment from a profile's lock: a new env, or a new generation of an existing one.
 
@@ -626,10 +465,10 @@ def apply(
 
     def work():
         with terminal().progress(enabled=not as_json) as progress:
-            confirm = _asking(progress, render.confirm_apply) if _can_ask(as_json) and not yes else None
+            confirm = _asking(progress, render_build.confirm_apply) if _can_ask(as_json) and not yes else None
             return applying.run(opts, progress, confirm=confirm)
 
-    _run(as_json, work, render.apply)
+    _run(as_json, work, render_build.apply)
 
 
 @app.command()
@@ -639,15 +478,15 @@ def bundle(
     python: Optional[str] = typer.Option(
         None,
         "--python",
-        parser=_given("--python"),
+        parser=params._given("--python"),
         metavar="<python>",
         help="Python to lock a profile without a lock for (default: the profile's).",
     ),
-    find_links: Optional[list[str]] = FindLinksOpt,
-    offline: bool = OfflineOpt,
-    allow_sources: bool = AllowSourcesOpt,
-    allow_index: bool = AllowIndexOpt,
-    as_json: bool = JsonOpt,
+    find_links: Optional[list[str]] = params.FindLinksOpt,
+    offline: bool = params.OfflineOpt,
+    allow_sources: bool = params.AllowSourcesOpt,
+    allow_index: bool = params.AllowIndexOpt,
+    as_json: bool = params.JsonOpt,
 ) -> None:
     """Put every wheel of a profile's lock, checked against its hashes, in one folder for offline machines.
 
@@ -672,16 +511,16 @@ def bundle(
 
 @app.command()
 def export(
-    env: Optional[Path] = EnvOpt,
+    env: Optional[Path] = params.EnvOpt,
     profile: Optional[Path] = typer.Option(None, "--profile", help="Export this profile's lock instead of an env."),
-    fmt: ExportFormat = FormatOpt,
+    fmt: ExportFormat = params.FormatOpt,
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="File to write (default: standard output)."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
-    find_links: Optional[list[str]] = FindLinksOpt,
-    offline: bool = OfflineOpt,
-    allow_sources: bool = AllowSourcesOpt,
-    allow_index: bool = AllowIndexOpt,
-    as_json: bool = JsonOpt,
+    find_links: Optional[list[str]] = params.FindLinksOpt,
+    offline: bool = params.OfflineOpt,
+    allow_sources: bool = params.AllowSourcesOpt,
+    allow_index: bool = params.AllowIndexOpt,
+    as_json: bool = params.JsonOpt,
 ) -> None:
     """Write an env's or a profile's exact set as a standard lock file, for uv or pip without tfrebuild.
 

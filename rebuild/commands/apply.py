@@ -49,6 +49,7 @@ from rebuild.core.build import BuildOptions
 from rebuild.core.smoke import Checks
 from rebuild.env import snapshot
 from rebuild.core import lockfile as locks
+from rebuild.core import lockmake
 from rebuild.core import sources
 from rebuild.core import changes as planning
 from rebuild.env import profile as prof
@@ -262,7 +263,7 @@ def _run_locked(
     interp = _interpreter(opts, profile)
     data = probe.run(interp.path)
     result.python, result.python_path = interp.version, str(interp.path)
-    index = indexconf.override(locks.usable_index(profile.index), find_links=opts.find_links, offline=opts.offline)
+    index = indexconf.override(lockmake.usable_index(profile.index), find_links=opts.find_links, offline=opts.offline)
     lock = _lock_that_fits(opts, profile, profile_path, interp, data, index, log, result, progress)
     pins = lock.pins()
     tf = portability.tf_distribution(pins, profile)
@@ -347,7 +348,7 @@ def _interpreter(opts: Options, profile: prof.Profile):
     if not profile.interpreter.version:
         raise UserError("The profile does not say which Python it was made with.", "Pass --python X.Y.")
     try:
-        return locks.find_interpreter(profile.interpreter.version)
+        return lockmake.find_interpreter(profile.interpreter.version)
     except UserError as exc:
         raise UserError(
             f"The profile was made with Python {profile.interpreter.version}, and no Python "
@@ -386,8 +387,8 @@ def _lock_that_fits(
     portability.check_urls(profile, None, opts.allow_insecure_index)
     progress.stage("lock", "reading the profile's lock")
     lock_file = locks.profile_lock_path(profile, profile_path)
-    pins_of_profile, direct, skipped = locks.lockable(profile)
-    sources.check_present(locks.direct_sources(profile), result.env)  # a local source that has gone: say so first
+    pins_of_profile, direct, skipped = lockmake.lockable(profile)
+    sources.check_present(lockmake.direct_sources(profile), result.env)  # a local source that has gone: say so first
     result.notes += skipped
     if lock_file is not None:
         lock = locks.read_lock(lock_file)
@@ -396,7 +397,7 @@ def _lock_that_fits(
     else:
         lock = None
         try:
-            lock = locks.lock_pins(
+            lock = lockmake.lock_pins(
                 pins_of_profile,
                 interp.path,
                 index,

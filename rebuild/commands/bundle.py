@@ -36,16 +36,8 @@ from packaging.tags import Tag
 from packaging.utils import parse_wheel_filename
 
 from rebuild.core import consent
-from rebuild.core.lockfile import (
-    Lock,
-    LockedFile,
-    LockedPackage,
-    file_digests,
-    file_name,
-    profile_lock,
-    usable_index,
-    with_credentials,
-)
+from rebuild.core.lockfile import Lock, LockedFile, LockedPackage, file_digests, file_name
+from rebuild.core.lockmake import profile_lock, usable_index, with_credentials
 from rebuild.env import profile as prof
 from rebuild.env import snapshot
 from rebuild.errors import UserError

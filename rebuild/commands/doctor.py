@@ -12,7 +12,8 @@ from typing import Iterable, Mapping
 from rebuild.core import resolve
 from rebuild.doctor import target_checks
 from rebuild.doctor.checks_cuda import check_cuda
-from rebuild.doctor.checks_env import check_boundaries, check_consistency, check_debris
+from rebuild.doctor.checks_debris import check_debris
+from rebuild.doctor.checks_env import check_boundaries, check_consistency
 from rebuild.doctor.checks_imports import check_imports
 from rebuild.doctor.checks_target import pick_target
 from rebuild.doctor.context import Context, index_sources, q, run_probe

@@ -25,7 +25,8 @@ from pathlib import Path
 import tomli_w
 
 from rebuild.core import consent
-from rebuild.core.lockfile import FORMATS, env_lock, profile_lock, to_requirements
+from rebuild.core.lockfile import FORMATS, to_requirements
+from rebuild.core.lockmake import env_lock, profile_lock
 from rebuild.env import snapshot
 from rebuild.errors import UserError
 

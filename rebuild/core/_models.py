@@ -3,7 +3,7 @@
 tfrebuild runs this file with the interpreter of the env being checked (``python -I -B _models.py JOBS``), so it
 uses the standard library, NumPy and TensorFlow only, and no syntax newer than Python 3.8. ``JOBS`` is a JSON file
 holding a list of models, run in turn in this one process (TensorFlow is imported once); each is an object
-(:func:`rebuild.core.models.run_batch`):
+(:func:`rebuild.core.models_run.run_batch`):
 
 * ``mode``: ``reference`` (load, make or read the inputs, run, write the inputs and the outputs),
   ``compare`` (load, run the kept inputs, compare with the kept outputs) or ``load`` (load and run the kept

@@ -3,7 +3,7 @@
 A profile is *trusted* only when tfrebuild wrote it for the very environment at hand: it lies
 inside that environment's state folder (a generation's ``profile.toml``). Any other profile --
 a colleague's, a bundle's, one in ``profiles/`` -- is *foreign*. Its fields have already been
-checked against their grammar (:func:`rebuild.env.profile.validate`); what remains is what it
+checked against their grammar (:func:`rebuild.env.profile_check.validate`); what remains is what it
 asks for on purpose, in three kinds, each needing its own consent before anything runs:
 
 * ``sources``: packages from somewhere other than an index (editable, path, vcs, url), and
@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rebuild.env import profile as prof
+from rebuild.env import profile_check
 from rebuild.errors import UserError
 
 if TYPE_CHECKING:
@@ -77,17 +78,17 @@ def requests(profile: prof.Profile) -> dict[str, list[str]]:
         + [("constraints file", c) for c in i.constraints if "://" in c]
     )
     index = [
-        f"{kind}: {prof.shorten(indexconf.redact(u), 120)}"
+        f"{kind}: {profile_check.shorten(indexconf.redact(u), 120)}"
         for kind, u in named
         if u.lower().startswith(("http://", "https://")) and _norm(u) not in known
     ]
     return {
         "sources": prof.non_index_sources(profile),
         "index": index,
-        "commands": [f"smoke command: {prof.shorten(c, 120)}" for c in profile.smoke.commands]
-        + [f"model to load: {prof.shorten(m.path, 120)}" for m in profile.smoke.models]
+        "commands": [f"smoke command: {profile_check.shorten(c, 120)}" for c in profile.smoke.commands]
+        + [f"model to load: {profile_check.shorten(m.path, 120)}" for m in profile.smoke.models]
         + [
-            f"model imports ({prof.shorten(m.path, 80)}): {', '.join(m.imports)}"
+            f"model imports ({profile_check.shorten(m.path, 80)}): {', '.join(m.imports)}"
             for m in profile.smoke.models
             if m.imports
         ],

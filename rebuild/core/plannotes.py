@@ -16,7 +16,7 @@ from rebuild.env import graph
 from rebuild.knowledge.tf import DROPPED, TF_DISTRIBUTIONS
 
 if TYPE_CHECKING:
-    from rebuild.core.plan import _Survey
+    from rebuild.core.planinputs import _Survey
 
 
 def _reason(

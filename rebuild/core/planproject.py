@@ -12,9 +12,10 @@ from rebuild.core import resolve
 from rebuild.errors import UserError
 
 if TYPE_CHECKING:
-    from rebuild.core.plan import Options, _Survey
     from pathlib import Path
 
+    from rebuild.core.plan import Options
+    from rebuild.core.planinputs import _Survey
     from rebuild.project.detect import Project
 
 

@@ -25,7 +25,8 @@ import os
 from typing import Iterable, Mapping
 
 from rebuild.doctor.checks_cuda import check_cuda
-from rebuild.doctor.checks_env import check_boundaries, check_consistency, check_debris
+from rebuild.doctor.checks_debris import check_debris
+from rebuild.doctor.checks_env import check_boundaries, check_consistency
 from rebuild.doctor.checks_target import check_conflicts, check_interpreter
 from rebuild.doctor.context import Context, Target, index_sources, q
 from rebuild.doctor.findings import SEVERITIES, DoctorResult, Finding, FindingId, sort_findings

@@ -1,0 +1,224 @@
+"""The command line's options, each defined once and shared by the commands of :mod:`rebuild.cli.app`, with the
+parsers that refuse a bad value (a closed choice, an empty value, a malformed index URL) before a command runs. Split
+from :mod:`rebuild.cli.app` (same code).
+"""
+
+from __future__ import annotations
+
+import typer
+
+from rebuild.core.options import Choice, ExportFormat, Gpu, Keras, PathCheck, Strategy
+from rebuild.errors import UserError
+
+
+def _choice(kind: type[Choice], default: Choice, *names: str, help: str):
+    """An option with a closed set of values, parsed (and refused) before the command runs."""
+    return typer.Option(default.value, *names, help=help, parser=kind.parse, metavar=kind.metavar())
+
+
+def _given(option: str, url: bool = False):
+    """A parser that refuses an empty value (and, with ``url``, a malformed index URL) before the command runs."""
+
+    def parse(value):
+        text = str(value)
+        if not text.strip():
+            raise UserError(
+                f"{option} was given an empty value.",
+                f"Give {option} a value, or leave the option out to use the default.",
+            )
+        if url:
+            from rebuild.index import config as indexconf
+
+            problem = indexconf.malformed(text)
+            if problem:
+                raise UserError(
+                    f"{option} '{indexconf.redact(text)}' is not usable: {problem}.",
+                    f"Give {option} an http://, https:// or file:// URL, e.g. {option} https://pypi.org/simple.",
+                )
+        return value
+
+    return parse
+
+
+# Each option once; the commands share these objects.
+EnvOpt = typer.Option(
+    None, "--env", "-e", help="Environment folder or interpreter (default: $VIRTUAL_ENV, else ./.venv)."
+)
+
+
+JsonOpt = typer.Option(False, "--json", help="Print one machine-readable JSON document.")
+
+
+YesOpt = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation.")
+
+
+SwapForceOpt = typer.Option(False, "--force", help="Swap even while processes run from the env.")
+
+
+UpgradeForceOpt = typer.Option(
+    False,
+    "--force",
+    help="Go ahead despite what upgrade otherwise refuses: processes "
+    "running from the env; a tool tfrebuild does not drive owning it (Poetry, requirement "
+    "files, conda: the env is upgraded alone); project files edited since tfrebuild last "
+    "wrote them.",
+)
+
+
+RollbackForceOpt = typer.Option(
+    False,
+    "--force",
+    help="Go ahead despite what rollback otherwise refuses: processes "
+    "running from the env; project files edited since tfrebuild last wrote them (under "
+    "--yes; they are saved first).",
+)
+
+
+NoCompileOpt = typer.Option(False, "--no-compile", help="Do not compile bytecode in the new env.")
+
+
+ToOpt = typer.Option(
+    "latest", "--to", parser=_given("--to"), metavar="<target>", help="Target: latest, X.Y (newest X.Y.*) or X.Y.Z."
+)
+
+
+ProfileOpt = typer.Option(None, "--profile", help="Take requested packages and \\[constraints] from this profile.")
+
+
+PythonOpt = typer.Option(
+    None,
+    "--python",
+    parser=_given("--python"),
+    metavar="<python>",
+    help="Build the new env on this Python (3.12, a path, or auto: the newest installed Python the target supports).",
+)
+
+
+StrategyOpt = _choice(
+    Strategy, Strategy.MINIMAL, "--strategy", help="minimal: move as little as possible; eager: newest of everything."
+)
+
+
+PreOpt = typer.Option(False, "--pre", help="Allow pre-releases (e.g. tf-nightly).")
+
+
+IndexOpt = typer.Option(
+    None,
+    "--index-url",
+    parser=_given("--index-url", url=True),
+    metavar="<url>",
+    help="Package index to use instead of the configured one.",
+)
+
+
+ExtraIndexOpt = typer.Option(
+    None,
+    "--extra-index-url",
+    parser=_given("--extra-index-url", url=True),
+    metavar="<url>",
+    help="Additional package index (repeatable).",
+)
+
+
+FindLinksOpt = typer.Option(
+    None,
+    "--find-links",
+    "-f",
+    parser=_given("--find-links"),
+    metavar="<path>",
+    help="Folder of wheels to use (repeatable).",
+)
+
+
+BuildConstraintOpt = typer.Option(
+    None,
+    "--build-constraint",
+    help="Constraints file for the build dependencies of sdists uv builds (as UV_BUILD_CONSTRAINT, which is read too).",
+)
+
+
+ConstraintOpt = typer.Option(
+    None,
+    "--constraint",
+    "-c",
+    help="Constraints file for resolving, on top of pip's and "
+    "uv's configured ones (repeatable); recorded in the new generation's profile.",
+)
+
+
+OfflineOpt = typer.Option(False, "--offline", help="No network: use only --find-links folders and uv's cache.")
+
+
+AllowDownloadOpt = typer.Option(False, "--allow-python-download", help="Let uv download a missing Python.")
+
+
+GpuOpt = _choice(
+    Gpu,
+    Gpu.AUTO,
+    "--gpu",
+    help="cuda: tensorflow\\[and-cuda] (Linux x86_64); cpu: tensorflow-cpu; "
+    "auto: CUDA when nvidia-smi sees a GPU, else keep the env's variant.",
+)
+
+
+CheckOpt = _choice(
+    PathCheck,
+    PathCheck.VERSIONS,
+    "--check",
+    help="What runs at the env's path after the swap: "
+    "versions (default: the checked tree, its interpreter starts there and reports the expected "
+    "versions; TensorFlow's import was proven in the new env before the swap, or at this path "
+    "before a rollback), or import (TensorFlow imports and computes there too: seconds).",
+)
+
+
+KerasOpt = _choice(
+    Keras,
+    Keras.AUTO,
+    "--keras",
+    help="legacy: keep Keras 2 via tf-keras (TF_USE_LEGACY_KERAS=1); 3: Keras 3; auto: keep what the env uses.",
+)
+
+
+AllowSourcesOpt = typer.Option(
+    False,
+    "--allow-sources",
+    help="Accept a profile from elsewhere although it names "
+    "packages from outside an index (editable, path, vcs, url), and let uv build sdists "
+    "for it.",
+)
+
+
+AllowCommandsOpt = typer.Option(
+    False,
+    "--allow-commands",
+    help="Run a profile's \\[smoke].commands and load its "
+    "\\[\\[smoke.models]] (loading a model can run code) although tfrebuild did not "
+    "write the profile for this env.",
+)
+
+
+AllowIndexOpt = typer.Option(
+    False,
+    "--allow-index",
+    help="Accept a profile from elsewhere although it names package locations this machine is not configured with.",
+)
+
+
+ModelOpt = typer.Option(
+    None,
+    "--model",
+    parser=_given("--model"),
+    metavar="<path>",
+    help="A saved model (.keras, .h5, SavedModel "
+    "folder, .tflite) that must load and answer the same in the new env before the swap "
+    "(repeatable; kept in the profile's \\[\\[smoke.models]]).",
+)
+
+
+FormatOpt = _choice(
+    ExportFormat,
+    ExportFormat.PYLOCK,
+    "--format",
+    help="pylock (PEP 751 pylock.toml) or requirements (requirements.txt with hashes).",
+)
