@@ -197,6 +197,7 @@ def upgrade(
         help="With --yes: go on although the plan moves a package you requested to an older version.",
     ),
     model: Optional[list[str]] = params.ModelOpt,
+    no_reference_checks: bool = params.NoReferenceOpt,
 ) -> None:
     """Build the upgraded env beside the old one, check it, swap it in atomically.
 
@@ -231,6 +232,7 @@ def upgrade(
         check=check,
         allow_downgrade=allow_downgrade,
         models=list(model or []),
+        reference=not no_reference_checks,
     )
 
     def work():
