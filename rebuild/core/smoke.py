@@ -20,6 +20,8 @@ import json, sys
 import tensorflow as tf
 total = float(tf.reduce_sum(tf.constant([1.0, 2.0])))
 print(json.dumps({"version": tf.__version__, "total": total}))
+sys.stdout.flush()
+import os; os._exit(0)  # answered: TensorFlow's teardown (seconds on a busy machine) is no one's wait
 """
 
 _IMPORTS = """
