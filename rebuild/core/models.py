@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from rebuild.core import smoke
-from rebuild.core.models_run import Checked, Job, run_batch, run_script, tf_keras
+from rebuild.core.models_run import REFERENCE_NICE, Checked, Job, run_batch, run_script, tf_keras
 from rebuild.env import profile as prof
 from rebuild.errors import UserError
 
@@ -264,7 +264,7 @@ class Gate:
         if one runs, and wait for its thread (the operation's folder goes next)."""
         self.stopped = True
         self._cancel.set()
-        for thread in (self._thread, self._handed):
+        for thread in (self._thread, self._handed, self._checked.thread if self._checked is not None else None):
             if thread is not None:
                 thread.join()
         self._thread = self._handed = None
@@ -296,7 +296,13 @@ class Gate:
                 jobs = [
                     Job(self._folder(i), self.models[i], self.loaders[i], "reference", "reference") for i in runnable
                 ]
-                answers = run_batch(self.current, jobs, timeout=self.timeout, cancel=self._cancel)
+                answers = run_batch(
+                    self.current,
+                    jobs,
+                    timeout=self.timeout,
+                    cancel=self._cancel,
+                    nice=REFERENCE_NICE,
+                )
                 for i, job, answer in zip(runnable, jobs, answers, strict=False):
                     self.references[i] = _Reference(job.folder, answer)
         except BaseException as exc:  # noqa: BLE001 - handed to wait()
