@@ -13,6 +13,11 @@ holding a list of models, run in turn in this one process (TensorFlow is importe
   (the name of this run's outputs), ``rtol``, ``atol``, ``imports``, ``extra_path`` (a folder put first on
   ``sys.path``: the tf-keras of the Keras 2 retry), ``seed``, ``batch``.
 
+``JOBS`` may instead be an object (the new env's one process, :class:`rebuild.core.models_run.Checked`): ``check``
+(TensorFlow's smoke check: its answer is written to the file ``answer`` at once), then the list of models is read
+from the file ``go`` once it appears (within ``wait`` seconds). Each step ends the process when it runs past its
+``timeout`` (faulthandler), and a job list's ``nice`` lowers the process's priority (the current env's reference).
+
 Nothing is written inside the env or beside the model. For each model one line on stdout, ``MARK`` then a JSON
 object: ``index`` (its place in the list), ``ok``,
 ``stage`` (where it stopped), ``error`` (the error's innermost line), ``load_seconds``, ``outputs`` (each with

@@ -211,10 +211,13 @@ class Checked:
 
     def tf_check(self, name: str, timeout: float) -> tuple[smoke.Check, str]:
         """TensorFlow's check, as :func:`rebuild.core.smoke.run_checks` runs it: the check and its JSON line."""
-        while not self.answer.exists() and not self._done.wait(0.02):
+        deadline = self.started + timeout + 30  # the script's own timer ends it at ``timeout``: this is the backstop
+        while not self.answer.exists() and not self._done.wait(0.02) and time.monotonic() < deadline:
             pass
         self.answered = time.monotonic()
         seconds = self.answered - self.started
+        if not self.answer.exists() and not self._done.is_set():  # the failed check stops the gate: it is killed
+            return smoke.Check(name, False, seconds, f"timed out after {timeout:.0f}s"), ""
         try:
             got = json.loads(self.answer.read_text(encoding="utf-8"))
         except (OSError, ValueError):
