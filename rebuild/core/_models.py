@@ -16,7 +16,7 @@ holding a list of models, run in turn in this one process (TensorFlow is importe
 ``JOBS`` may instead be an object (the new env's one process, :class:`rebuild.core.models_run.Checked`): ``check``
 (TensorFlow's smoke check: its answer is written to the file ``answer`` at once), then the list of models is read
 from the file ``go`` once it appears (within ``wait`` seconds). Each step ends the process when it runs past its
-``timeout`` (faulthandler), and a job list's ``nice`` lowers the process's priority (the current env's reference).
+``timeout`` (faulthandler).
 
 Nothing is written inside the env or beside the model. For each model one line on stdout, ``MARK`` then a JSON
 object: ``index`` (its place in the list), ``ok``,
@@ -564,8 +564,6 @@ def main():
         jobs = wait_go(jobs["go"], jobs["wait"])
         if jobs is None:
             sys.exit("no model jobs came (the current env's reference run did not finish)")
-    if jobs and jobs[0].get("nice"):  # the current env's reference: it yields the CPUs to the build and the checks
-        os.nice(int(jobs[0]["nice"]))
     for index, spec in enumerate(jobs):
         timer(spec.get("timeout"))
         out = run_one(spec)

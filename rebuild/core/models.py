@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from rebuild.core import smoke
-from rebuild.core.models_run import REFERENCE_NICE, Checked, Job, run_batch, run_script, tf_keras
+from rebuild.core.models_run import Checked, Job, run_batch, run_script, tf_keras
 from rebuild.env import profile as prof
 from rebuild.errors import UserError
 
@@ -301,7 +301,6 @@ class Gate:
                     jobs,
                     timeout=self.timeout,
                     cancel=self._cancel,
-                    nice=REFERENCE_NICE,
                 )
                 for i, job, answer in zip(runnable, jobs, answers, strict=False):
                     self.references[i] = _Reference(job.folder, answer)

@@ -22,9 +22,6 @@ from rebuild.util import proc
 SCRIPT = Path(__file__).with_name("_models.py")
 SEED = 20240
 BATCH = 8
-# the current env's reference runs at this niceness: it overlaps the build and the new env's checks, and yields the
-# CPUs to them (measured on 2 busy cores: upgrade with a model 10.4 s vs 12.2 s unniced, medians of 3)
-REFERENCE_NICE = 10
 
 
 def _environ(env: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -87,12 +84,11 @@ def run_batch(
     extra_path: str = "",
     log: Path | None = None,
     cancel: threading.Event | None = None,
-    nice: int = 0,
 ) -> list[dict[str, Any]]:
     """Run ``jobs`` in ``env``'s interpreter: one process for all of them (TensorFlow imported once, each model
     loaded once). A model that ends the process (a crash, the timeout: each model has ``timeout``) gets that as its
     answer, and the models after it run in a new process. One JSON answer per job, in order. ``cancel`` set: the
-    running process group is killed and no further process starts. ``nice``: the process lowers its priority."""
+    running process group is killed and no further process starts."""
     answers: list[dict[str, Any] | None] = [None] * len(jobs)
     env = Path(os.path.abspath(env))
     pending = list(range(len(jobs)))
@@ -101,8 +97,7 @@ def run_batch(
         for job in batch:
             job.folder.mkdir(exist_ok=True)  # not its parents: a discarded operation's folder is never made again
         jobs_file = batch[0].folder / f"jobs-{batch[0].tag}.json"
-        specs = [{**_timed(job.spec(extra_path), timeout), "nice": nice} for job in batch]
-        jobs_file.write_text(json.dumps(specs), encoding="utf-8")
+        jobs_file.write_text(json.dumps([_timed(job.spec(extra_path), timeout) for job in batch]), encoding="utf-8")
         result = proc.run(
             [str(env / "bin" / "python"), "-I", "-B", str(SCRIPT), str(jobs_file)],
             env=_environ(env, extra),
