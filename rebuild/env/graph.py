@@ -7,6 +7,7 @@ the interpreter tfrebuild runs on.
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass
 
 from packaging.markers import InvalidMarker, UndefinedComparison, UndefinedEnvironmentName
@@ -45,6 +46,10 @@ class Edge:
     via_extra: bool
 
 
+#: The project name a requirement line starts with (PEP 508's, as packaging reads it), found without parsing.
+_LEADING_NAME = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
+
+
 @functools.lru_cache(maxsize=8192)  # the same requirement lines are asked about again and again (plan notes)
 def parse(requirement: str) -> Requirement | None:
     """``requirement`` parsed (``None`` when malformed); shared: callers never change it."""
@@ -54,6 +59,20 @@ def parse(requirement: str) -> Requirement | None:
         return None
 
 
+#: ``extra == "name"``: how a marker asks for an extra (packaging writes markers with double quotes).
+_EXTRA_EQUALS = re.compile(r'\bextra == "([^"]*)"')
+
+
+@functools.lru_cache(maxsize=4096)
+def _compared_extras(marker: str) -> frozenset[str] | None:
+    """The extras (canonical) a marker compares ``extra`` with by ``==``; ``None`` when it uses ``extra`` any other
+    way. A marker false with no extra stays false with an extra it does not name, so only those need evaluating."""
+    named = _EXTRA_EQUALS.findall(marker)
+    if marker.count("extra") != len(named):
+        return None
+    return frozenset(canonicalize_name(n) for n in named)
+
+
 def applies(req: Requirement, env: dict[str, str], extras: frozenset[str] = frozenset()) -> tuple[bool, bool]:
     """Whether ``req`` applies in ``env``: (applies, only through an extra)."""
     if req.marker is None:
@@ -61,6 +80,9 @@ def applies(req: Requirement, env: dict[str, str], extras: frozenset[str] = froz
     try:
         if req.marker.evaluate({**env, "extra": ""}):
             return True, False
+        named = _compared_extras(str(req.marker)) if extras else None
+        if named is not None:
+            extras = frozenset(e for e in extras if canonicalize_name(e) in named)
         for extra in extras:
             if req.marker.evaluate({**env, "extra": extra}):
                 return True, True
@@ -82,6 +104,9 @@ def edges(
     for parent, requires in dists.items():
         extras = frozenset(provides_extra.get(parent, []))
         for text in requires:
+            named = _LEADING_NAME.match(text)
+            if named is None or canonicalize_name(named.group(1)) not in dists:
+                continue  # names nothing installed (most lines of a big env: test and doc extras), or is malformed
             req = parse(text)
             if req is None:
                 continue
