@@ -118,3 +118,11 @@ def test_header_block_reads_as_the_email_parser_reads_it(seed):
         assert got.get(key) == want.get(key), (key, text)
         assert (got.get_all(key) or []) == (want.get_all(key) or []), (key, text)
     assert mod._simple_headers("Name: pkg\r\nVersion: 1.0\nRequires-Dist: a\n  b\n") is not None  # the usual way
+
+
+def test_likely_owners_are_read_first():
+    mod = _load_module()
+    assert mod._likely_owner("setuptools-80.9.0.dist-info", {"distutils-precedence.pth"})
+    assert mod._likely_owner("protobuf-4.25.3.dist-info", {"protobuf-4.25.3-nspkg.pth"})
+    assert mod._likely_owner("my_tool-1.0.dist-info", {"__editable__.my_tool-1.0.pth"})
+    assert not mod._likely_owner("numpy-1.26.4.dist-info", {"distutils-precedence.pth", "mine.pth"})

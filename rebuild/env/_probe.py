@@ -895,6 +895,8 @@ class Scanner(object):
         # A listing names a file only if the name is in its text (where names are compared as written; a RECORD's
         # quoting doubles a '"'): a listing without a name still asked about is skipped unparsed (transformers' 1 MB).
         literal = wanted is not None and os.path.normcase("A/") == "A/"
+        if wanted:
+            metas.sort(key=lambda meta: not _likely_owner(meta, wanted))  # the likely owners first; stable
         for meta in metas:
             for listing in ("RECORD", "installed-files.txt"):
                 path = os.path.join(site_dir, meta, listing)
@@ -928,6 +930,17 @@ class Scanner(object):
             if wanted is not None and wanted <= firsts:
                 break
         return firsts
+
+
+#: Files whose owner the name does not tell: setuptools installs distutils-precedence.pth into every env it is in.
+_OWNERS = {"distutils-precedence.pth": "setuptools"}
+
+
+def _likely_owner(meta, wanted):
+    """Whether the metadata folder ``meta`` likely installed one of ``wanted`` (named after it: ``foo-1.0-nspkg.pth``,
+    ``__editable__.foo-1.0.pth``; or a known owner): only the order in which listings are read depends on it."""
+    project = meta.split("-", 1)[0].lower()
+    return any(project in w.lower().replace("-", "_") or _OWNERS.get(w) == project for w in wanted)
 
 
 # ---------------------------------------------------------------------------
