@@ -34,6 +34,17 @@ LINES = [
     "",
     "lib ; extra == ",
     "lib-two ; python_version >= '3.8' and extra == 'dev' and sys_platform == 'linux'",
+    # where the first ";" falls: read as packaging reads the whole line
+    "lib;python_version>'3'",
+    "lib ;",
+    "lib-two ; ",
+    "lib >= 1.0 ; os_name == 'posix' ; extra == 'dev'",
+    "lib===1.0;python_version>'3'",
+    "lib (>=1.0) ; python_version > '3'",
+    "lib-three[fast] ; extra == 'dev'",
+    "lib ; platform_version == 'a;b'",
+    "helper @ https://example.invalid/a;b/helper.whl ; extra == 'dev'",
+    "helper @ https://example.invalid/helper.whl;extra == 'dev'",
 ]
 
 

@@ -10,7 +10,7 @@ import functools
 import re
 from dataclasses import dataclass
 
-from packaging.markers import InvalidMarker, UndefinedComparison, UndefinedEnvironmentName
+from packaging.markers import InvalidMarker, Marker, UndefinedComparison, UndefinedEnvironmentName
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
@@ -73,18 +73,44 @@ def _compared_extras(marker: str) -> frozenset[str] | None:
     return frozenset(canonicalize_name(n) for n in named)
 
 
+@functools.lru_cache(maxsize=4096)
+def _marker(text: str) -> Marker | None:
+    """The marker ``text`` parsed (``None`` when malformed); shared."""
+    try:
+        return Marker(text)
+    except InvalidMarker:
+        return None
+
+
+@functools.lru_cache(maxsize=8192)
+def _line(text: str) -> tuple[str, Marker | None] | None:
+    """A requirement line's (canonical name, marker), as :func:`parse` reads it (``None`` when malformed), with the
+    marker parsed once per distinct marker: a big env repeats a few hundred markers over a thousand lines. Before
+    the first ``;`` of a line without a URL no ``;`` can stand (PEP 508), so the line is its two halves."""
+    head, semicolon, marker = text.partition(";")
+    if "@" in head or not semicolon:
+        req = parse(text)
+        return None if req is None else (canonicalize_name(req.name), req.marker)
+    req, parsed = parse(head), _marker(marker)
+    return None if req is None or parsed is None else (canonicalize_name(req.name), parsed)
+
+
 def applies(req: Requirement, env: dict[str, str], extras: frozenset[str] = frozenset()) -> tuple[bool, bool]:
     """Whether ``req`` applies in ``env``: (applies, only through an extra)."""
-    if req.marker is None:
+    return _applies(req.marker, env, extras)
+
+
+def _applies(marker: Marker | None, env: dict[str, str], extras: frozenset[str]) -> tuple[bool, bool]:
+    if marker is None:
         return True, False
     try:
-        if req.marker.evaluate({**env, "extra": ""}):
+        if marker.evaluate({**env, "extra": ""}):
             return True, False
-        named = _compared_extras(str(req.marker)) if extras else None
+        named = _compared_extras(str(marker)) if extras else None
         if named is not None:
             extras = frozenset(e for e in extras if canonicalize_name(e) in named)
         for extra in extras:
-            if req.marker.evaluate({**env, "extra": extra}):
+            if marker.evaluate({**env, "extra": extra}):
                 return True, True
         return False, False
     except (InvalidMarker, UndefinedComparison, UndefinedEnvironmentName):
@@ -107,13 +133,13 @@ def edges(
             named = _LEADING_NAME.match(text)
             if named is None or canonicalize_name(named.group(1)) not in dists:
                 continue  # names nothing installed (most lines of a big env: test and doc extras), or is malformed
-            req = parse(text)
-            if req is None:
+            line = _line(text)
+            if line is None:
                 continue
-            child = canonicalize_name(req.name)
+            child, marker = line
             if child == parent or child not in dists:
                 continue
-            ok, via_extra = applies(req, env, extras)
+            ok, via_extra = _applies(marker, env, extras)
             if ok:
                 out.append(Edge(parent, child, text, via_extra))
     return out
