@@ -82,25 +82,31 @@ def _marker(text: str) -> Marker | None:
         return None
 
 
+@dataclass(frozen=True)
+class Line:
+    """What the graph reads of a requirement line: its name (canonical), its extras, its marker."""
+
+    name: str
+    extras: frozenset[str]
+    marker: Marker | None
+
+
 @functools.lru_cache(maxsize=8192)
-def _line(text: str) -> tuple[str, Marker | None] | None:
-    """A requirement line's (canonical name, marker), as :func:`parse` reads it (``None`` when malformed), with the
-    marker parsed once per distinct marker: a big env repeats a few hundred markers over a thousand lines. Before
-    the first ``;`` of a line without a URL no ``;`` can stand (PEP 508), so the line is its two halves."""
+def line(text: str) -> Line | None:
+    """The requirement line ``text`` as :func:`parse` reads it (``None`` when malformed), its marker parsed once per
+    distinct marker: a big env repeats a few hundred markers over a thousand lines. Before the first ``;`` of a line
+    without a URL no ``;`` can stand (PEP 508), so such a line is read as its two halves."""
     head, semicolon, marker = text.partition(";")
     if "@" in head or not semicolon:
         req = parse(text)
-        return None if req is None else (canonicalize_name(req.name), req.marker)
+        return None if req is None else Line(canonicalize_name(req.name), frozenset(req.extras), req.marker)
     req, parsed = parse(head), _marker(marker)
-    return None if req is None or parsed is None else (canonicalize_name(req.name), parsed)
+    return None if req is None or parsed is None else Line(canonicalize_name(req.name), frozenset(req.extras), parsed)
 
 
-def applies(req: Requirement, env: dict[str, str], extras: frozenset[str] = frozenset()) -> tuple[bool, bool]:
+def applies(req: Requirement | Line, env: dict[str, str], extras: frozenset[str] = frozenset()) -> tuple[bool, bool]:
     """Whether ``req`` applies in ``env``: (applies, only through an extra)."""
-    return _applies(req.marker, env, extras)
-
-
-def _applies(marker: Marker | None, env: dict[str, str], extras: frozenset[str]) -> tuple[bool, bool]:
+    marker = req.marker
     if marker is None:
         return True, False
     try:
@@ -133,15 +139,12 @@ def edges(
             named = _LEADING_NAME.match(text)
             if named is None or canonicalize_name(named.group(1)) not in dists:
                 continue  # names nothing installed (most lines of a big env: test and doc extras), or is malformed
-            line = _line(text)
-            if line is None:
+            req = line(text)
+            if req is None or req.name == parent or req.name not in dists:
                 continue
-            child, marker = line
-            if child == parent or child not in dists:
-                continue
-            ok, via_extra = _applies(marker, env, extras)
+            ok, via_extra = applies(req, env, extras)
             if ok:
-                out.append(Edge(parent, child, text, via_extra))
+                out.append(Edge(parent, req.name, text, via_extra))
     return out
 
 
