@@ -44,14 +44,8 @@ def test_orphans_are_found_when_only_a_record_explains_the_others(tmp_path, mino
         files=["beta_extra.py", "beta-owned.pth"],
     )
     # Paths a RECORD may write otherwise: quoted (a comma; a '"' doubled) and with a leading "./".
-    write_dist(
-        site,
-        "gamma",
-        "1.0",
-        top_level=["gamma"],
-        record=['"com,ma.pth"', "./gamma_dotted.py"],
-        files=["com,ma.pth", "gamma_dotted.py"],
-    )
+    odd = {"com,ma.pth": '"com,ma.pth"', "gamma_dotted.py": "./gamma_dotted.py"}
+    write_dist(site, "gamma", "1.0", top_level=["gamma"], record=list(odd.values()), files=list(odd))
     write_dist(site, "delta", "1.0", top_level=["delta"], record=['"we""ird.pth"'], files=['we"ird.pth'])
     # The user's own: found, even where an owned file's name contains theirs ("extra.py" in "beta_extra.py").
     for rel in ("mine.pth", "extra.py", "loose_mod.py", "userpkg/__init__.py"):
