@@ -405,9 +405,7 @@ def read_headers(path):
 
 #: One header field: its name (printable ASCII but the colon, RFC 5322), the rest of its line and its continuation
 #: lines (starting with a space or a tab), each line ended by \r\n, \r or \n (the last one may end the text).
-_FIELD = r"([!-9;-~]+):([^\r\n]*(?:\r\n|\r|\n|\Z)(?:[ \t][^\r\n]*(?:\r\n|\r|\n|\Z))*)"
-_FIELDS = re.compile(_FIELD)
-_BLOCK = re.compile("(?:%s)*\\Z" % _FIELD)
+_FIELDS = re.compile(r"([!-9;-~]+):([^\r\n]*(?:\r\n|\r|\n|\Z)(?:[ \t][^\r\n]*(?:\r\n|\r|\n|\Z))*)")
 _ODD_BREAKS = ("\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029")
 
 
@@ -437,9 +435,12 @@ def _field_value(rest):
 def _simple_headers(text):
     """``_Headers`` for a block of ``Name: value`` lines and indented continuations; ``None`` for anything else
     (a line that is neither, a ``From `` line, unusual line breaks): the email parser reads those."""
-    if any(ch in text for ch in _ODD_BREAKS) or not _BLOCK.match(text):
+    if any(ch in text for ch in _ODD_BREAKS):
         return None
-    return _Headers(_FIELDS.findall(text))
+    fields = _FIELDS.findall(text)
+    if len("".join(map("".join, fields))) + len(fields) != len(text):
+        return None  # something between the fields (each is its name, a colon and the rest)
+    return _Headers(fields)
 
 
 def _hget(msg, key):
