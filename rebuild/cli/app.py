@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from functools import cache
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -113,62 +113,7 @@ def _links(find_links) -> list[str]:
     return [str(f) for f in find_links or []]
 
 
-@app.command()
-def plan(
-    env: Optional[Path] = params.EnvOpt,
-    to: str = params.ToOpt,
-    profile: Optional[Path] = params.ProfileOpt,
-    python: Optional[str] = params.PythonOpt,
-    strategy: Strategy = params.StrategyOpt,
-    pre: bool = params.PreOpt,
-    index_url: Optional[str] = params.IndexOpt,
-    extra_index_url: Optional[list[str]] = params.ExtraIndexOpt,
-    find_links: Optional[list[str]] = params.FindLinksOpt,
-    constraint: Optional[list[Path]] = params.ConstraintOpt,
-    build_constraint: Optional[list[Path]] = params.BuildConstraintOpt,
-    offline: bool = params.OfflineOpt,
-    allow_python_download: bool = params.AllowDownloadOpt,
-    keras: Keras = params.KerasOpt,
-    gpu: Gpu = params.GpuOpt,
-    allow_sources: bool = params.AllowSourcesOpt,
-    as_json: bool = params.JsonOpt,
-) -> None:
-    """Dry run: resolve the upgrade with uv and show what would change. Changes nothing.
-
-    Example: tfrebuild plan --env ~/venvs/tf --to 2.18
-    """
-    from rebuild.core import plan as planning
-
-    opts = planning.Options(
-        env=env,
-        to=to,
-        profile=profile,
-        python=python,
-        strategy=strategy,
-        pre=pre,
-        index_url=index_url,
-        extra_index_urls=extra_index_url or [],
-        find_links=_links(find_links),
-        constraints=_links(constraint),
-        offline=offline,
-        build_constraints=_links(build_constraint),
-        allow_python_download=allow_python_download,
-        keras=keras,
-        gpu=gpu,
-        allow_sources=allow_sources,
-    )
-
-    def work():
-        from rebuild.commands import plan as planning_verb
-
-        with terminal().progress(enabled=not as_json) as progress:  # --to latest: the expected landing point
-            return planning_verb.run(opts, progress)
-
-    _run(as_json, work, render_build.plan)
-
-
-@app.command()
-def upgrade(
+def _planned(
     env: Optional[Path] = params.EnvOpt,
     to: str = params.ToOpt,
     profile: Optional[Path] = params.ProfileOpt,
@@ -198,6 +143,54 @@ def upgrade(
     ),
     model: Optional[list[str]] = params.ModelOpt,
 ) -> None:
+    """The options of `upgrade`, in its help page's order; `plan` takes them but UPGRADE_ONLY (a signature only:
+    both commands take it with params.takes, and build the same core.plan.Options from it)."""
+
+
+UPGRADE_ONLY = ("no_compile", "yes", "force", "allow_commands", "check", "allow_downgrade", "model")
+
+# The repeatable options of plan and upgrade -> their field of core.plan.Options
+_LISTS = {
+    "extra_index_url": "extra_index_urls",
+    "find_links": "find_links",
+    "constraint": "constraints",
+    "build_constraint": "build_constraints",
+    "model": "models",
+}
+
+
+def _plan_options(given: dict[str, Any]):
+    """The plan's (and upgrade's) Options from the command line's values: the repeatable options as lists of strings,
+    under their plural names."""
+    from rebuild.core.plan import Options
+
+    values: dict[str, Any] = {
+        _LISTS.get(k, k): [str(v) for v in value or []] if k in _LISTS else value for k, value in given.items()
+    }
+    return Options(**values)
+
+
+@app.command()
+@params.takes(_planned, without=UPGRADE_ONLY)
+def plan(*, as_json: bool, **given: Any) -> None:
+    """Dry run: resolve the upgrade with uv and show what would change. Changes nothing.
+
+    Example: tfrebuild plan --env ~/venvs/tf --to 2.18
+    """
+    opts = _plan_options(given)
+
+    def work():
+        from rebuild.commands import plan as planning_verb
+
+        with terminal().progress(enabled=not as_json) as progress:  # --to latest: the expected landing point
+            return planning_verb.run(opts, progress)
+
+    _run(as_json, work, render_build.plan)
+
+
+@app.command()
+@params.takes(_planned)
+def upgrade(*, as_json: bool, **given: Any) -> None:
     """Build the upgraded env beside the old one, check it, swap it in atomically.
 
     The old env is kept as the previous generation: `tfrebuild rollback` brings it back.
@@ -205,37 +198,12 @@ def upgrade(
     Example: tfrebuild upgrade --env ~/venvs/tf --to latest --yes
     """
     from rebuild.commands import upgrade as upgrading
-    from rebuild.core.plan import Options
 
-    opts = Options(
-        env=env,
-        to=to,
-        profile=profile,
-        python=python,
-        strategy=strategy,
-        pre=pre,
-        index_url=index_url,
-        extra_index_urls=extra_index_url or [],
-        find_links=_links(find_links),
-        constraints=_links(constraint),
-        offline=offline,
-        no_compile=no_compile,
-        yes=yes,
-        force=force,
-        allow_python_download=allow_python_download,
-        build_constraints=_links(build_constraint),
-        keras=keras,
-        gpu=gpu,
-        allow_sources=allow_sources,
-        allow_commands=allow_commands,
-        check=check,
-        allow_downgrade=allow_downgrade,
-        models=list(model or []),
-    )
+    opts = _plan_options(given)
 
     def work():
         with terminal().progress(enabled=not as_json) as progress:
-            confirm = _asking(progress, render_build.confirm_plan) if _can_ask(as_json) and not yes else None
+            confirm = _asking(progress, render_build.confirm_plan) if _can_ask(as_json) and not opts.yes else None
             return upgrading.run(opts, progress, confirm=confirm)
 
     _run(as_json, work, render_build.upgrade)

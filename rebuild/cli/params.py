@@ -5,6 +5,9 @@ from :mod:`rebuild.cli.app` (same code).
 
 from __future__ import annotations
 
+import inspect
+from typing import Any, Callable, Iterable, TypeVar
+
 import typer
 
 from rebuild.core.options import Choice, ExportFormat, Gpu, Keras, PathCheck, Strategy
@@ -222,3 +225,20 @@ FormatOpt = _choice(
     "--format",
     help="pylock (PEP 751 pylock.toml) or requirements (requirements.txt with hashes).",
 )
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def takes(source: Callable[..., Any], without: Iterable[str] = ()) -> Callable[[F], F]:
+    """Give a command the parameters of ``source`` (a signature, declared once), but those named ``without``, in their
+    order, as keyword arguments: typer reads a command's options from its signature, so commands that share a set of
+    options take it from one declaration instead of each spelling it out."""
+    signature = inspect.signature(source, eval_str=True)
+    parameters = [p for p in signature.parameters.values() if p.name not in set(without)]
+
+    def give(command: F) -> F:
+        command.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+        return command
+
+    return give
