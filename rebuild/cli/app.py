@@ -373,10 +373,9 @@ def apply(
         "-e",
         help="Environment folder to create, or to give a new generation (default: $VIRTUAL_ENV, else ./.venv).",
     ),
-    python: Optional[str] = typer.Option(
+    python: Optional[str] = params.checked(
         None,
         "--python",
-        parser=params._given("--python"),
         metavar="<python>",
         help="Build on this Python (default: the profile's).",
     ),
@@ -443,10 +442,9 @@ def apply(
 def bundle(
     profile: Path = typer.Argument(..., help="Profile file whose lock to bundle."),
     output: Path = typer.Option(..., "--output", "-o", help="Folder to write the wheels, profile and lock into."),
-    python: Optional[str] = typer.Option(
+    python: Optional[str] = params.checked(
         None,
         "--python",
-        parser=params._given("--python"),
         metavar="<python>",
         help="Python to lock a profile without a lock for (default: the profile's).",
     ),

@@ -43,6 +43,12 @@ def _given(option: str, url: bool = False):
     return parse
 
 
+def checked(default, *names: str, metavar: str, help: str, url: bool = False):
+    """An option whose value is refused before the command runs when it is empty (and, with ``url``, when it is not a
+    usable index URL); messages name it by the first of ``names``."""
+    return typer.Option(default, *names, parser=_given(names[0], url=url), metavar=metavar, help=help)
+
+
 # Each option once; the commands share these objects.
 EnvOpt = typer.Option(
     None, "--env", "-e", help="Environment folder or interpreter (default: $VIRTUAL_ENV, else ./.venv)."
@@ -80,18 +86,15 @@ RollbackForceOpt = typer.Option(
 NoCompileOpt = typer.Option(False, "--no-compile", help="Do not compile bytecode in the new env.")
 
 
-ToOpt = typer.Option(
-    "latest", "--to", parser=_given("--to"), metavar="<target>", help="Target: latest, X.Y (newest X.Y.*) or X.Y.Z."
-)
+ToOpt = checked("latest", "--to", metavar="<target>", help="Target: latest, X.Y (newest X.Y.*) or X.Y.Z.")
 
 
 ProfileOpt = typer.Option(None, "--profile", help="Take requested packages and \\[constraints] from this profile.")
 
 
-PythonOpt = typer.Option(
+PythonOpt = checked(
     None,
     "--python",
-    parser=_given("--python"),
     metavar="<python>",
     help="Build the new env on this Python (3.12, a path, or auto: the newest installed Python the target supports).",
 )
@@ -105,32 +108,17 @@ StrategyOpt = _choice(
 PreOpt = typer.Option(False, "--pre", help="Allow pre-releases (e.g. tf-nightly).")
 
 
-IndexOpt = typer.Option(
-    None,
-    "--index-url",
-    parser=_given("--index-url", url=True),
-    metavar="<url>",
-    help="Package index to use instead of the configured one.",
+IndexOpt = checked(
+    None, "--index-url", url=True, metavar="<url>", help="Package index to use instead of the configured one."
 )
 
 
-ExtraIndexOpt = typer.Option(
-    None,
-    "--extra-index-url",
-    parser=_given("--extra-index-url", url=True),
-    metavar="<url>",
-    help="Additional package index (repeatable).",
+ExtraIndexOpt = checked(
+    None, "--extra-index-url", url=True, metavar="<url>", help="Additional package index (repeatable)."
 )
 
 
-FindLinksOpt = typer.Option(
-    None,
-    "--find-links",
-    "-f",
-    parser=_given("--find-links"),
-    metavar="<path>",
-    help="Folder of wheels to use (repeatable).",
-)
+FindLinksOpt = checked(None, "--find-links", "-f", metavar="<path>", help="Folder of wheels to use (repeatable).")
 
 
 BuildConstraintOpt = typer.Option(
@@ -208,10 +196,9 @@ AllowIndexOpt = typer.Option(
 )
 
 
-ModelOpt = typer.Option(
+ModelOpt = checked(
     None,
     "--model",
-    parser=_given("--model"),
     metavar="<path>",
     help="A saved model (.keras, .h5, SavedModel "
     "folder, .tflite) that must load and answer the same in the new env before the swap "
