@@ -15,7 +15,17 @@ import sys
 from rich.markup import escape
 
 from rebuild.cli.render_build import _plan_dict, plan_text, tries
-from rebuild.cli.render_parts import _changes, _checks, _grid, emit_json, jsonable, swapped, table
+from rebuild.cli.render_parts import (
+    _changes,
+    _checks,
+    _grid,
+    emit_json,
+    jsonable,
+    plain_json,
+    swapped,
+    table,
+    text_or_plain_json,
+)
 from rebuild.cli.terminal import Progress, Terminal  # noqa: F401 - their home is cli/terminal.py (app uses render.Progress)
 from rebuild.errors import UserError
 from rebuild.util import proc
@@ -101,8 +111,7 @@ def _recovered(term: Terminal, text) -> None:
 
 def _json_or_recovered(term: Terminal, result, as_json: bool) -> bool:
     """``result`` as JSON (True: nothing more to show), else the recovery its command did first, if any."""
-    if as_json:
-        emit_json({"ok": True, **jsonable(result)})
+    if plain_json(result, as_json):
         return True
     _recovered(term, result.recovered)
     return False
@@ -168,10 +177,8 @@ def _unreadable(term: Terminal, found: dict) -> None:
         term.out.print(f"Generation {n} cannot be read (left as it is): {why}", markup=False)
 
 
-def diff(term: Terminal, d, as_json: bool) -> None:
-    if as_json:
-        emit_json({"ok": True, **jsonable(d)})
-        return
+@text_or_plain_json
+def diff(term: Terminal, d) -> None:
     term.out.print(f"{d.a} → {d.b}: {len(d.changes)} change(s)", markup=False)
     _changes(term, d.changes)
 
@@ -233,10 +240,8 @@ def status(term: Terminal, s, as_json: bool) -> None:
     )
 
 
-def releases(term: Terminal, t, as_json: bool) -> None:
-    if as_json:
-        emit_json({"ok": True, **jsonable(t)})
-        return
+@text_or_plain_json
+def releases(term: Terminal, t) -> None:
     latest_minor = minor(t.latest)
     rows = []
     for r in t.rows:
@@ -346,10 +351,8 @@ def bundle(term: Terminal, r, as_json: bool) -> None:
     )
 
 
-def export(term: Terminal, r, as_json: bool) -> None:
-    if as_json:
-        emit_json({"ok": True, **jsonable(r)})
-        return
+@text_or_plain_json
+def export(term: Terminal, r) -> None:
     if r.output is None:
         sys.stdout.write(r.text)
         sys.stdout.flush()

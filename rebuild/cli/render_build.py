@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rebuild.cli.render_parts import _changes, _checks, _grid, emit_json, jsonable, swapped, table
+from rebuild.cli.render_parts import _changes, _checks, _grid, emit_json, jsonable, swapped, table, text_or_plain_json
 from rebuild.cli.terminal import Terminal
 
 
@@ -334,10 +334,8 @@ def confirm_apply(term: Terminal, r) -> bool:
     return typer.confirm("Build this environment?", default=False, err=True)
 
 
-def apply(term: Terminal, r, as_json: bool) -> None:
-    if as_json:
-        emit_json({"ok": True, **jsonable(r)})
-        return
+@text_or_plain_json
+def apply(term: Terminal, r) -> None:
     if r.recovered:
         term.out.print(f"Recovered an interrupted operation first: {r.recovered}", markup=False)
     _apply_preview(term, r)
