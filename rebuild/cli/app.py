@@ -143,13 +143,15 @@ def _planned(
     ),
     model: Optional[list[str]] = params.ModelOpt,
 ) -> None:
-    """The options of `upgrade`, in its help page's order; `plan` takes them but UPGRADE_ONLY (a signature only:
-    both commands take it with params.takes, and build the same core.plan.Options from it)."""
+    """The options of `upgrade`, in its help page's order; `plan` takes them but UPGRADE_ONLY, `doctor` those of
+    DOCTOR (a signature only: the commands take it with params.takes; plan and upgrade build the same core.plan.Options
+    from it)."""
 
 
 UPGRADE_ONLY = ("no_compile", "yes", "force", "allow_commands", "check", "allow_downgrade", "model")
+DOCTOR = ("env", "to", "pre", "index_url", "extra_index_url", "find_links", "offline", "as_json")
 
-# The repeatable options of plan and upgrade -> their field of core.plan.Options
+# The repeatable options -> their field in the verbs' options (core.plan.Options, commands.apply.Options)
 _LISTS = {
     "extra_index_url": "extra_index_urls",
     "find_links": "find_links",
@@ -159,15 +161,17 @@ _LISTS = {
 }
 
 
+def _values(given: dict[str, Any]) -> dict[str, Any]:
+    """The command line's values (of _planned's or _applied's options) as the verbs' options take them: the repeatable
+    options as lists of strings, under their plural names."""
+    return {_LISTS.get(k, k): [str(v) for v in value or []] if k in _LISTS else value for k, value in given.items()}
+
+
 def _plan_options(given: dict[str, Any]):
-    """The plan's (and upgrade's) Options from the command line's values: the repeatable options as lists of strings,
-    under their plural names."""
+    """The plan's (and upgrade's) Options from the command line's values."""
     from rebuild.core.plan import Options
 
-    values: dict[str, Any] = {
-        _LISTS.get(k, k): [str(v) for v in value or []] if k in _LISTS else value for k, value in given.items()
-    }
-    return Options(**values)
+    return Options(**_values(given))
 
 
 @app.command()
@@ -210,16 +214,8 @@ def upgrade(*, as_json: bool, **given: Any) -> None:
 
 
 @app.command()
-def doctor(
-    env: Optional[Path] = params.EnvOpt,
-    to: str = params.ToOpt,
-    pre: bool = params.PreOpt,
-    index_url: Optional[str] = params.IndexOpt,
-    extra_index_url: Optional[list[str]] = params.ExtraIndexOpt,
-    find_links: Optional[list[str]] = params.FindLinksOpt,
-    offline: bool = params.OfflineOpt,
-    as_json: bool = params.JsonOpt,
-) -> None:
+@params.takes(_planned, only=DOCTOR)
+def doctor(*, as_json: bool, **given: Any) -> None:
     """Explain what is wrong with an env and why its upgrade is blocked. Changes nothing.
 
     Exit code 0: no errors; 1: errors found; 2: bad input.
@@ -231,17 +227,7 @@ def doctor(
     found = []
 
     def work():
-        found.append(
-            doc.run(
-                env,
-                to=to,
-                index_url=index_url,
-                extra_index_urls=list(extra_index_url or []),
-                find_links=_links(find_links),
-                offline=offline,
-                pre=pre,
-            )
-        )
+        found.append(doc.run(**_values(given)))
         return found[0]
 
     _run(as_json, work, render.doctor)
@@ -364,8 +350,7 @@ def releases(
     _run(as_json, lambda: releasing.release_table(env, offline=offline), render.releases)
 
 
-@app.command()
-def apply(
+def _applied(
     profile: Path = typer.Argument(..., help="Profile file; the pylock.toml its `lock` names is installed as is."),
     env: Optional[Path] = typer.Option(
         None,
@@ -373,12 +358,7 @@ def apply(
         "-e",
         help="Environment folder to create, or to give a new generation (default: $VIRTUAL_ENV, else ./.venv).",
     ),
-    python: Optional[str] = params.checked(
-        None,
-        "--python",
-        metavar="<python>",
-        help="Build on this Python (default: the profile's).",
-    ),
+    python: Optional[str] = params.ApplyPythonOpt,
     find_links: Optional[list[str]] = params.FindLinksOpt,
     offline: bool = params.OfflineOpt,
     resolve: bool = typer.Option(
@@ -403,6 +383,12 @@ def apply(
     as_json: bool = params.JsonOpt,
     model: Optional[list[str]] = params.ModelOpt,
 ) -> None:
+    """The options of `apply`, in its help page's order (a signature only, given by params.takes)."""
+
+
+@app.command()
+@params.takes(_applied)
+def apply(*, as_json: bool, **given: Any) -> None:
     """Build an environment from a profile's lock: a new env, or a new generation of an existing one.
 
     Exact versions and hashes; nothing is re-resolved unless --resolve is given and needed.
@@ -411,48 +397,45 @@ def apply(
     """
     from rebuild.commands import apply as applying
 
-    opts = applying.Options(
-        profile=profile,
-        env=env,
-        python=python,
-        find_links=_links(find_links),
-        offline=offline,
-        resolve=resolve,
-        yes=yes,
-        allow_commands=allow_commands,
-        allow_insecure_index=allow_insecure_index,
-        no_compile=no_compile,
-        force=force,
-        allow_python_download=allow_python_download,
-        allow_sources=allow_sources,
-        allow_index=allow_index,
-        check=check,
-        models=list(model or []),
-    )
+    opts = applying.Options(**_values(given))
 
     def work():
         with terminal().progress(enabled=not as_json) as progress:
-            confirm = _asking(progress, render_build.confirm_apply) if _can_ask(as_json) and not yes else None
+            confirm = _asking(progress, render_build.confirm_apply) if _can_ask(as_json) and not opts.yes else None
             return applying.run(opts, progress, confirm=confirm)
 
     _run(as_json, work, render_build.apply)
 
 
-@app.command()
-def bundle(
-    profile: Path = typer.Argument(..., help="Profile file whose lock to bundle."),
-    output: Path = typer.Option(..., "--output", "-o", help="Folder to write the wheels, profile and lock into."),
-    python: Optional[str] = params.checked(
-        None,
-        "--python",
-        metavar="<python>",
-        help="Python to lock a profile without a lock for (default: the profile's).",
-    ),
+def _from_lock(
     find_links: Optional[list[str]] = params.FindLinksOpt,
     offline: bool = params.OfflineOpt,
     allow_sources: bool = params.AllowSourcesOpt,
     allow_index: bool = params.AllowIndexOpt,
     as_json: bool = params.JsonOpt,
+) -> None:
+    """The options `bundle` and `export` end with (a signature only, given by params.takes): where the wheels come
+    from, and what a profile from elsewhere may name."""
+
+
+def _reading(given: dict[str, Any]) -> dict[str, Any]:
+    """_from_lock's values as bundle's and export's verbs take them."""
+    return {
+        "find_links": _links(given["find_links"]),
+        "offline": given["offline"],
+        "allowed": _allowed(given["allow_sources"], given["allow_index"]),
+    }
+
+
+@app.command()
+@params.takes(_from_lock)
+def bundle(
+    profile: Path = typer.Argument(..., help="Profile file whose lock to bundle."),
+    output: Path = typer.Option(..., "--output", "-o", help="Folder to write the wheels, profile and lock into."),
+    python: Optional[str] = params.BundlePythonOpt,
+    *,
+    as_json: bool,
+    **given: Any,
 ) -> None:
     """Put every wheel of a profile's lock, checked against its hashes, in one folder for offline machines.
 
@@ -462,31 +445,22 @@ def bundle(
 
     def work():
         with terminal().progress(enabled=not as_json) as progress:
-            return bundling.run(
-                profile,
-                output,
-                find_links=_links(find_links),
-                offline=offline,
-                python=python,
-                progress=progress,
-                allowed=_allowed(allow_sources, allow_index),
-            )
+            return bundling.run(profile, output, python=python, progress=progress, **_reading(given))
 
     _run(as_json, work, render.bundle)
 
 
 @app.command()
+@params.takes(_from_lock)
 def export(
     env: Optional[Path] = params.EnvOpt,
     profile: Optional[Path] = typer.Option(None, "--profile", help="Export this profile's lock instead of an env."),
     fmt: ExportFormat = params.FormatOpt,
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="File to write (default: standard output)."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
-    find_links: Optional[list[str]] = params.FindLinksOpt,
-    offline: bool = params.OfflineOpt,
-    allow_sources: bool = params.AllowSourcesOpt,
-    allow_index: bool = params.AllowIndexOpt,
-    as_json: bool = params.JsonOpt,
+    *,
+    as_json: bool,
+    **given: Any,
 ) -> None:
     """Write an env's or a profile's exact set as a standard lock file, for uv or pip without tfrebuild.
 
@@ -496,16 +470,7 @@ def export(
 
     _run(
         as_json,
-        lambda: exporting.run(
-            env=env,
-            profile=profile,
-            fmt=fmt,
-            output=output,
-            offline=offline,
-            find_links=_links(find_links),
-            force=force,
-            allowed=_allowed(allow_sources, allow_index),
-        ),
+        lambda: exporting.run(env=env, profile=profile, fmt=fmt, output=output, force=force, **_reading(given)),
         render.export,
     )
 

@@ -64,6 +64,14 @@ YesOpt = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation.")
 SwapForceOpt = typer.Option(False, "--force", help="Swap even while processes run from the env.")
 
 
+ApplyPythonOpt = checked(None, "--python", metavar="<python>", help="Build on this Python (default: the profile's).")
+
+
+BundlePythonOpt = checked(
+    None, "--python", metavar="<python>", help="Python to lock a profile without a lock for (default: the profile's)."
+)
+
+
 UpgradeForceOpt = typer.Option(
     False,
     "--force",
@@ -217,15 +225,21 @@ FormatOpt = _choice(
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def takes(source: Callable[..., Any], without: Iterable[str] = ()) -> Callable[[F], F]:
-    """Give a command the parameters of ``source`` (a signature, declared once), but those named ``without``, in their
-    order, as keyword arguments: typer reads a command's options from its signature, so commands that share a set of
-    options take it from one declaration instead of each spelling it out."""
+def takes(
+    source: Callable[..., Any], without: Iterable[str] = (), only: Iterable[str] | None = None
+) -> Callable[[F], F]:
+    """Give a command the parameters of ``source`` (a signature, declared once), after its own options (those it
+    declares with a default), but those named ``without`` (or only those named ``only``), in their order: typer reads a
+    command's options from its signature, so commands that share a set of options take it from one declaration instead
+    of each spelling it out. The command receives them as keyword arguments."""
     signature = inspect.signature(source, eval_str=True)
-    parameters = [p for p in signature.parameters.values() if p.name not in set(without)]
+    kept = [p for p in signature.parameters.values() if p.name not in set(without)]
+    if only is not None:
+        kept = [p for p in kept if p.name in set(only)]
 
     def give(command: F) -> F:
-        command.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+        own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.default is not p.empty]
+        command.__signature__ = signature.replace(parameters=own + kept)  # type: ignore[attr-defined]
         return command
 
     return give
