@@ -22,6 +22,7 @@ from rebuild.cli.render_parts import (
     emit_json,
     jsonable,
     plain_json,
+    print_notes,
     swapped,
     table,
     text_or_plain_json,
@@ -130,8 +131,7 @@ def rollback(term: Terminal, r, as_json: bool) -> None:
     _checks(term, r.checks)
     if r.project:
         term.out.print(f"Project files: {r.project}.", markup=False)
-    for note in r.notes:
-        term.out.print(f"note: {note}", markup=False)
+    print_notes(term.out, r.notes)
     term.out.print(f"Generation {r.from_generation} is kept: `tfrebuild rollback` again returns to it.", markup=False)
 
 
@@ -311,8 +311,7 @@ def doctor(term: Terminal, r, as_json: bool) -> None:
         term.out.print(f"[{style}]{label} ({len(group)})[/]", markup=True)
         for f in group:
             _finding_lines(term, f)
-    for note in r.skipped:
-        term.out.print(f"note: {note}", markup=False)
+    print_notes(term.out, r.skipped)
     if not r.findings:
         term.out.print("No problems found.", markup=False)
     term.out.print(
@@ -331,8 +330,7 @@ def bundle(term: Terminal, r, as_json: bool) -> None:
         for f in r.files
     ]
     table(term, f"Bundle {r.output}", ["package", "version", "file", "size", "how"], rows)
-    for note in r.notes:
-        term.out.print(f"note: {note}", markup=False)
+    print_notes(term.out, r.notes)
     term.out.print(
         f"Bundled {len(r.files)} files, {_size(r.size)} in total ({_size(r.downloaded)} downloaded), every "
         f"hash checked, in {r.seconds:.1f}s; lock from {r.lock_source}.",
@@ -356,16 +354,14 @@ def export(term: Terminal, r) -> None:
     if r.output is None:
         sys.stdout.write(r.text)
         sys.stdout.flush()
-        for note in r.notes:
-            term.err.print(f"note: {note}", markup=False)
+        print_notes(term.err, r.notes)
         return
     hashed = "every package hashed" if r.hashed else "some packages without hashes"
     term.out.print(
         f"Wrote {r.output}: {r.packages} packages ({r.format}, {hashed}) from {r.source}; lock from {r.lock_source}.",
         markup=False,
     )
-    for note in r.notes:
-        term.out.print(f"note: {note}", markup=False)
+    print_notes(term.out, r.notes)
     install = (
         f"uv pip sync {r.output}" if r.format == "pylock" else f"pip install --require-hashes --no-deps -r {r.output}"
     )

@@ -59,6 +59,12 @@ def text_or_plain_json(text: Callable[[Terminal, Any], None]) -> Callable[[Termi
     return show
 
 
+def print_notes(console, items, indent: str = "") -> None:
+    """One ``note:`` line for each of ``items`` on ``console`` (the terminal's out or err)."""
+    for note in items:
+        console.print(f"{indent}note: {note}", markup=False)
+
+
 def swapped(method: str) -> str:
     """How the swap ran, as the user should read it (the store reports the method that really ran)."""
     if method == "renameat2":
