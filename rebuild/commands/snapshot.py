@@ -35,7 +35,8 @@ def default_output(env_path: Path, cwd: Path | None = None) -> Path:
 
 
 def run(env: str | os.PathLike | None, output: str | os.PathLike | None, *, force: bool = False) -> SnapshotResult:
-    """``tfrebuild snapshot``: probe, build the profile, write it; refuse bad output paths first."""
+    """``tfrebuild snapshot``: probe, build the profile, write it; a refused output path stops the probe, and
+    nothing is written."""
     start = time.monotonic()
     loc = locate(env)
     if output:
