@@ -125,16 +125,16 @@ def _upgrade(opts: planning.Options, progress, confirm: Callable[[planning.Plan]
             op = new_op_id("upgrade")
             log = store.log_path(op) if store.managed else store.state / "logs" / f"{op}.log"
             the_plan, tries = _first_plan(opts, progress, log)
-            result = UpgradeResult(
-                plan=the_plan,
-                changed=False,
+            # what every try's result says of this run
+            fresh = functools.partial(
+                UpgradeResult,
                 recovered=recovered,
                 log=str(log),
                 state_dir=str(store.state),
-                tries=tries,
                 started=started,
                 adopted=adopted,
             )
+            result = fresh(plan=the_plan, tries=tries)
             if the_plan.nothing_to_do:
                 result.seconds = time.monotonic() - start
                 return _kept_log(result, log, first_run and not store.managed)
@@ -163,19 +163,7 @@ def _upgrade(opts: planning.Options, progress, confirm: Callable[[planning.Plan]
 
             def attempt(p: planning.Plan) -> UpgradeResult:
                 _refuse_backwards(p, opts, asked=p is the_plan and not opts.yes)  # later tries were not shown
-                mine = (
-                    result
-                    if p is the_plan
-                    else UpgradeResult(
-                        plan=p,
-                        changed=False,
-                        recovered=recovered,
-                        log=str(log),
-                        state_dir=str(store.state),
-                        started=started,
-                        adopted=adopted,
-                    )
-                )
+                mine = result if p is the_plan else fresh(plan=p)
                 again = (
                     same if p is the_plan else (_generation_with(store, p) if store.managed and not driven else None)
                 )
@@ -300,7 +288,9 @@ def _apply(run: Attempt, result: UpgradeResult, start: float, given_models=()) -
     carry.refuse_lost(store.env, the_plan.carry)  # a broken distribution that imports: repaired first
     kept = dict(the_plan.carry.imports) if the_plan.carry is not None else {}  # must import as before (carry.py)
     imports = list(intent.smoke.imports) + [m for m in kept if m not in intent.smoke.imports]
-    before = Baseline(store.env, [m for m in imports if m != "tensorflow"], run=run.opts.reference)  # beside the build
+    before = Baseline(
+        store.env, [m for m in imports if m != "tensorflow"], run=not run.opts.no_reference_checks
+    )  # beside the build
     checks = Checks(
         tf_version=the_plan.tf_new,
         imports=imports,
@@ -342,7 +332,7 @@ def _run_transaction(
         index=the_plan.index_live,
         offline=opts.offline,
         log=log,
-        reference=opts.reference,
+        reference=not opts.no_reference_checks,
     )
     transaction.run(
         transaction.Spec(

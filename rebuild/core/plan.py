@@ -34,6 +34,7 @@ from rebuild.core.targets import (
     blocking_companions,
     conflict_error,
     constraint_note,
+    doctor_preflight,
     newer_for_other_python,
 )
 from rebuild.env import profile as prof
@@ -83,7 +84,7 @@ class Options:
     search: bool = True  # --to latest: try lower releases when the checks fail (core/search.py)
     explain: bool = True  # a conflict names the newest release that resolves (resolutions; the search skips it)
     models: list[str] = field(default_factory=list)  # --model PATH: saved models the new env must load the same
-    reference: bool = True  # the old env's reference checks (imports, models) beside the build (--no-reference-checks)
+    no_reference_checks: bool = False  # the old env's reference checks (imports, models) beside the build: off
 
     def __post_init__(self) -> None:
         for name, choice in (("strategy", Strategy), ("keras", Keras), ("gpu", Gpu), ("check", PathCheck)):
@@ -155,17 +156,7 @@ def _preflight(
     from rebuild import doctor
 
     try:
-        findings = doctor.preflight(
-            loc,
-            data,
-            tf_new,
-            tf_distribution=tf,
-            python_version=python_version,
-            index=index,
-            offline=opts.offline,
-            pre=opts.pre,
-            **more,
-        )
+        findings = doctor_preflight(loc, data, tf_new, tf, python_version, index, opts, **more)
     except (UserError, OSError) as exc:
         return [doctor.FindingId.PREFLIGHT_SKIPPED.make(f"pre-flight checks skipped: {exc}")]
     return [
