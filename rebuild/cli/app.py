@@ -106,7 +106,8 @@ def snapshot(
     """
     from rebuild.commands import snapshot as snap
 
-    _run(as_json, lambda: snap.run(env, output, force=force), render.snapshot)
+    ready = None if as_json else lambda: terminal().out  # the text's console (rich) loads while the probe runs
+    _run(as_json, lambda: snap.run(env, output, force=force, meanwhile=ready), render.snapshot)
 
 
 def _links(find_links) -> list[str]:
