@@ -41,8 +41,9 @@ def run(
     force: bool = False,
     meanwhile: Callable[[], object] | None = None,
 ) -> SnapshotResult:
-    """``tfrebuild snapshot``: probe, build the profile, write it; refuse bad output paths first. ``meanwhile`` is the
-    caller's own work, done while the probe runs (the CLI loads what prints the result)."""
+    """``tfrebuild snapshot``: probe, build the profile, write it; a refused output path stops the probe, and
+    nothing is written. ``meanwhile`` is the caller's own work, done while the probe runs (the CLI loads what prints
+    the result)."""
     start = time.monotonic()
     loc = locate(env)
     if output:

@@ -437,9 +437,14 @@ def _simple_headers(text):
     (a line that is neither, a ``From `` line, unusual line breaks): the email parser reads those."""
     if any(ch in text for ch in _ODD_BREAKS):
         return None
-    fields = _FIELDS.findall(text)
-    if len("".join(map("".join, fields))) + len(fields) != len(text):
-        return None  # something between the fields (each is its name, a colon and the rest)
+    fields = []
+    pos, end = 0, len(text)
+    while pos < end:  # field after field from the start: linear (an unanchored search retries inside a long token)
+        m = _FIELDS.match(text, pos)
+        if m is None or m.end() == pos:
+            return None  # something that is not a field (each is its name, a colon and the rest)
+        fields.append(m.groups())
+        pos = m.end()
     return _Headers(fields)
 
 
