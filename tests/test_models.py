@@ -574,3 +574,19 @@ def test_no_reference_checks_runs_nothing_in_the_current_env(make_venv, kit_env,
     doc = res.json()
     assert [(r["verdict"], r["outputs_compared"]) for r in doc["models"]] == [("loads", 0)], doc["models"]
     assert doc["overlap"]["baseline"]["ran"] is False and doc["overlap"]["model_reference"]["seconds"] < 1
+
+
+@pytest.mark.slow
+def test_model_setting_tensorflow_threads_on_load_passes_in_both_envs(make_venv, kit_env, kit_index, tmp_path):
+    """A model whose code sets ``tf.config`` when loaded (a custom layer's module calling
+    ``tf.config.threading.set_intra_op_parallelism_threads``: refused once an op has run) loads in the new env's one
+    process as in the current env's reference run (a new process): TensorFlow's check computes only after the models,
+    and still does (its answer is checked)."""
+    venv = make_venv("v", ["tensorflow-cpu==2.15.1"])
+    h5 = fake_model(tmp_path / "threads.h5", threads=2)
+    res = upgrade(kit_env, kit_index, venv, "--to", "2.18", "--model", str(h5))
+    assert res.code == 0, str(res)
+    doc = res.json()
+    assert [r["verdict"] for r in doc["models"]] == ["match"], doc["models"]
+    tf_check = next(c for c in doc["checks"] if c["name"] == "tensorflow 2.18.0 imports and computes")
+    assert tf_check["ok"] and '"total": 3.0' in tf_check["output"], tf_check

@@ -14,8 +14,10 @@ holding a list of models, run in turn in this one process (TensorFlow is importe
   ``sys.path``: the tf-keras of the Keras 2 retry), ``seed``, ``batch``.
 
 ``JOBS`` may instead be an object (the new env's one process, :class:`rebuild.core.models_run.Checked`): ``check``
-(TensorFlow's smoke check: its answer is written to the file ``answer`` at once), then the list of models is read
-from the file ``go`` once it appears (within ``wait`` seconds). Each step ends the process when it runs past its
+(TensorFlow's smoke check: TensorFlow's version is written to the file ``answer`` once it is imported), then the
+list of models is read from the file ``go`` once it appears (within ``wait`` seconds) and run, and only then does
+TensorFlow compute (the answer goes to the file ``computed``): the models find its runtime as fresh as in a new
+process. Each step ends the process when it runs past its
 ``timeout`` (faulthandler).
 
 Nothing is written inside the env or beside the model. For each model one line on stdout, ``MARK`` then a JSON
@@ -524,9 +526,25 @@ def timer(seconds):
         faulthandler.dump_traceback_later(float(seconds), exit=True)
 
 
-def tf_check(check):
-    """The smoke check "tensorflow imports and computes", done here so that the models after it find TensorFlow
-    imported: its answer goes to the file ``check["answer"]`` at once (the parent reads it while the models run)."""
+def tf_import(check):
+    """The first half of the smoke check "tensorflow imports and computes": TensorFlow imported, its version written
+    to the file ``check["answer"]`` at once (the parent reads it while the other checks run). No op runs yet: the
+    models' imports and loads after it find TensorFlow's runtime as fresh as in the current env's reference run
+    (``tf.config`` can still be set), and :func:`tf_compute` does the op after them."""
+    timer(check.get("timeout"))
+    try:
+        import tensorflow as tf
+
+        got = {"version": tf.__version__}
+    except Exception:  # noqa: BLE001 - the check's answer
+        got = {"error": traceback.format_exc()}
+    faulthandler.cancel_dump_traceback_later()
+    write_answer(check["answer"], got)
+    return "error" not in got
+
+
+def tf_compute(check):
+    """The second half: TensorFlow computes (after the models); its answer goes to the file ``check["computed"]``."""
     timer(check.get("timeout"))
     try:
         import tensorflow as tf
@@ -535,10 +553,13 @@ def tf_check(check):
     except Exception:  # noqa: BLE001 - the check's answer
         got = {"error": traceback.format_exc()}
     faulthandler.cancel_dump_traceback_later()
-    with open(check["answer"] + ".tmp", "w") as fh:
+    write_answer(check["computed"], got)
+
+
+def write_answer(path, got):
+    with open(path + ".tmp", "w") as fh:
         json.dump(got, fh)
-    os.rename(check["answer"] + ".tmp", check["answer"])
-    return "error" not in got
+    os.rename(path + ".tmp", path)
 
 
 def wait_go(path, seconds):
@@ -558,12 +579,17 @@ def main():
     the model jobs in the file it names."""
     with open(sys.argv[1]) as fh:
         jobs = json.load(fh)
+    check = None
     if isinstance(jobs, dict):
-        if not tf_check(jobs["check"]):
+        check = jobs["check"]
+        if not tf_import(check):
             return
         jobs = wait_go(jobs["go"], jobs["wait"])
         if jobs is None:
+            tf_compute(check)
             sys.exit("no model jobs came (the current env's reference run did not finish)")
+        sys.stdout.write("\n" + MARK + "go\n")  # the parent knows that a crash from here on is a model's
+        sys.stdout.flush()
     for index, spec in enumerate(jobs):
         timer(spec.get("timeout"))
         out = run_one(spec)
@@ -572,6 +598,8 @@ def main():
         sys.stdout.flush()
         sys.stdout.write("\n" + MARK + json.dumps(out) + "\n")
         sys.stdout.flush()
+    if check is not None:
+        tf_compute(check)
 
 
 if __name__ == "__main__":

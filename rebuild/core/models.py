@@ -325,7 +325,13 @@ class Gate:
         if not tf_version or self.folder is None or self.stopped:
             return
         self._checked = Checked(
-            env, self.folder, timeout=self.timeout, models=len(self.models), log=self.log, cancel=self._cancel
+            env,
+            self.folder,
+            tf_version=tf_version,
+            timeout=self.timeout,
+            models=len(self.models),
+            log=self.log,
+            cancel=self._cancel,
         )
         self._handed = threading.Thread(target=self._hand_over, args=(env,), name="tfrebuild-models", daemon=True)
         self._handed.start()
@@ -356,8 +362,9 @@ class Gate:
             self._handed.join()
             self.wait()  # the reference's error, if any
             rows, todo, jobs = self._todo
-            answers = self._checked.answers(jobs) if jobs else []
             checked = self._checked
+            answers = checked.answers(jobs)  # none: the process still ends, and TensorFlow computes
+            checked.verify()
             if checked.answered is not None and checked.released is not None:  # models waited for the reference
                 self.waited_seconds = max(0.0, checked.released - checked.answered)
         else:

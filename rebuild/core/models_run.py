@@ -60,6 +60,7 @@ class Job:
 
 
 MARK = "@@tfrebuild-model@@ "
+GO = "go"  # after MARK: the new env's process has the model jobs and runs them (_models.py)
 
 
 def _answers(result: proc.Result, count: int) -> list[dict[str, Any] | None]:
@@ -127,7 +128,8 @@ def _timed_out(result: proc.Result) -> bool:
 
 
 def _process_failure(result: proc.Result, timeout: float, loader: str) -> dict[str, Any]:
-    tail = [line for line in ((result.stderr or "") + (result.stdout or "")).strip().splitlines() if line.strip()]
+    text = (result.stderr or "") + (result.stdout or "")
+    tail = [line for line in text.strip().splitlines() if line.strip() and not line.startswith(MARK)]
     if _timed_out(result):
         error = f"timed out after {timeout:.0f} s (TFREBUILD_SMOKE_TIMEOUT)"
     elif result.error:
@@ -158,36 +160,51 @@ def run_script(
 
 class Checked:
     """The new env's smoke check "tensorflow imports and computes" and its models in ONE process of its interpreter
-    (TensorFlow imported once): started as soon as the new env is built, it writes TensorFlow's answer to a file at
-    once (:meth:`tf_check`, a smoke check like the others), then waits for the model jobs, which the gate hands over
-    when the current env's reference run is in (:meth:`release`). Each step keeps its own timeout (the script ends
-    itself when one runs past it). A model that ends the process is answered by that failure, the models after it
-    run in a new process (:func:`run_batch`), and TensorFlow's answer, written before, stands."""
+    (TensorFlow imported once): started as soon as the new env is built, it writes TensorFlow's version to a file once
+    it is imported (:meth:`tf_check`, a smoke check like the others), then waits for the model jobs, which the gate
+    hands over when the current env's reference run is in (:meth:`release`), runs them, and only then has TensorFlow
+    compute (:meth:`verify` reads that answer and fails the check when it is wrong): each model's imports and load find
+    TensorFlow's runtime as fresh as in the reference run, a new process (``tf.config`` can still be set). Each step
+    keeps its own timeout (the script ends itself when one runs past it). A model that ends the process is answered by
+    that failure, the models after it run in a new process (:func:`run_batch`), and TensorFlow computes in a new one."""
 
     def __init__(
-        self, env: Path, folder: Path, *, timeout: float, models: int, log: Path | None, cancel: threading.Event
+        self,
+        env: Path,
+        folder: Path,
+        *,
+        tf_version: str,
+        timeout: float,
+        models: int,
+        log: Path | None,
+        cancel: threading.Event,
     ):
-        self.env, self.folder, self.timeout, self.log, self.cancel = (
+        self.env, self.folder, self.tf_version, self.timeout, self.log, self.cancel = (
             Path(os.path.abspath(env)),
             folder,
+            tf_version,
             timeout,
             log,
             cancel,
         )
-        self.answer, self.go = folder / "tf-check.json", folder / "go.json"
+        self.answer, self.go, self.computed = folder / "tf-check.json", folder / "go.json", folder / "tf-computed.json"
+        for stale in (self.answer, self.go, self.computed):  # a previous try's answers are not this one's
+            stale.unlink(missing_ok=True)
         self.wait = timeout * (models + 1) + 60  # the reference run's own bound, and some
         self.result: proc.Result | None = None
+        self.failure: BaseException | None = None  # the thread's own failure (the jobs file not written, ...)
+        self.check: smoke.Check | None = None  # TensorFlow's check as the smoke checks got it (:meth:`verify`)
         self.started = time.monotonic()
         self.answered: float | None = None  # when TensorFlow's answer came
         self.released: float | None = None  # when the model jobs were handed over
         self._done = threading.Event()
-        self.thread = threading.Thread(target=self._run, args=(timeout * (models + 1) + self.wait,), daemon=True)
+        self.thread = threading.Thread(target=self._run, args=(timeout * (models + 2) + self.wait,), daemon=True)
         self.thread.start()
 
     def _run(self, bound: float) -> None:
         try:
             jobs = {
-                "check": {"answer": str(self.answer), "timeout": self.timeout},
+                "check": {"answer": str(self.answer), "computed": str(self.computed), "timeout": self.timeout},
                 "go": str(self.go),
                 "wait": self.wait,
             }
@@ -201,11 +218,19 @@ class Checked:
                 log=self.log,
                 cancel=self.cancel,
             )
+        except BaseException as exc:  # noqa: BLE001 - the check's failure (tf_check, answers)
+            self.failure = exc
         finally:
             self._done.set()
 
     def tf_check(self, name: str, timeout: float) -> tuple[smoke.Check, str]:
-        """TensorFlow's check, as :func:`rebuild.core.smoke.run_checks` runs it: the check and its JSON line."""
+        """TensorFlow's check, as :func:`rebuild.core.smoke.run_checks` runs it: the check and its JSON line (the
+        version only: the check is finished by :meth:`verify`)."""
+        check, stdout = self._imported(name, timeout)
+        self.check = check
+        return check, stdout
+
+    def _imported(self, name: str, timeout: float) -> tuple[smoke.Check, str]:
         deadline = self.started + timeout + 30  # the script's own timer ends it at ``timeout``: this is the backstop
         while not self.answer.exists() and not self._done.wait(0.02) and time.monotonic() < deadline:
             pass
@@ -217,6 +242,8 @@ class Checked:
             got = json.loads(self.answer.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             result = self.result
+            if self.failure is not None:
+                return smoke.Check(name, False, seconds, f"{type(self.failure).__name__}: {self.failure}"), ""
             if result is None or result.cancelled:
                 return smoke.Check(name, False, seconds, "stopped"), ""
             if _timed_out(result):
@@ -225,6 +252,30 @@ class Checked:
         if "error" in got:
             return smoke.Check(name, False, seconds, str(got["error"])), ""
         return smoke.Check(name, True, seconds, json.dumps(got)), json.dumps(got)
+
+    def verify(self) -> None:
+        """Once the process has ended (:meth:`answers`): TensorFlow's computed answer, or (the process ended before
+        it) one from a new process; a wrong or missing one fails TensorFlow's check."""
+        check = self.check
+        if check is None or not check.ok or self.cancel.is_set():
+            return
+        try:
+            text = self.computed.read_text(encoding="utf-8")
+        except OSError:
+            again, text = smoke.tf_computes(check.name, self.env, self.timeout)
+            if not again.ok:
+                check.ok, check.output = False, again.output
+                return
+        try:
+            got = json.loads(text.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            got = {"error": f"no answer: {text[-600:]!r}"}
+        if "error" in got:
+            check.ok, check.output = False, f"TensorFlow imports but does not compute:\n{got['error']}"
+        elif got.get("version") != self.tf_version or got.get("total") != 3.0:
+            check.ok, check.output = False, f"expected tensorflow {self.tf_version} computing 3.0, got {got}"
+        else:
+            check.output = json.dumps(got)
 
     def release(self, jobs: list[Job]) -> None:
         """Hand the model jobs to the process (written whole, then renamed: the script reads all or nothing)."""
@@ -239,13 +290,13 @@ class Checked:
         """The models' answers, in order, once the process has ended (those it did not give: see the class)."""
         self.thread.join()
         result = self.result
-        assert result is not None
-        answers = _answers(result, len(jobs))
+        answers: list[dict[str, Any] | None] = _answers(result, len(jobs)) if result is not None else [None] * len(jobs)
         missing = [i for i, a in enumerate(answers) if a is None]
-        if missing and "no model jobs came" not in (result.stderr or "") and not result.cancelled:
+        began = result is not None and f"\n{MARK}{GO}" in (result.stdout or "")  # the process reached the models
+        if missing and began and result is not None and not result.cancelled:
             answers[missing[0]] = _process_failure(result, self.timeout, jobs[missing[0]].loader)
             missing = missing[1:]
-        if missing:
+        if missing:  # not run, or the process died before running any model: they run in a new one
             again = run_batch(
                 self.env, [jobs[i] for i in missing], timeout=self.timeout, log=self.log, cancel=self.cancel
             )

@@ -138,10 +138,15 @@ __git_version__ = "v{version}-0-gfake"
 _KERAS_3_ERA = {keras3}
 
 
+_initialized = False
+
+
 class Tensor(object):
     """A tiny eager tensor wrapping a number or a (nested) list of numbers."""
 
     def __init__(self, value):
+        global _initialized
+        _initialized = True  # as real TF: the first op initialises the runtime (tf.config is then fixed)
         self._value = value
 
     def numpy(self):
@@ -261,6 +266,16 @@ class experimental(object):  # noqa: N801 - mirrors tf.config.experimental
     @staticmethod
     def set_memory_growth(device, enable):
         return None
+
+
+class threading(object):  # noqa: N801 - mirrors tf.config.threading
+    @staticmethod
+    def set_intra_op_parallelism_threads(num_threads):
+        """As real TF: refused once the runtime is initialised (an op has run in this process)."""
+        import tensorflow
+
+        if getattr(tensorflow, "_initialized", False):
+            raise RuntimeError("Intra op parallelism cannot be modified after initialization.")
 '''
 
 _TF_CLI = '''\
@@ -294,6 +309,7 @@ TensorFlow that loads it: ``min_tf``/``max_tf`` ("2.18": refused below/above tha
 another release lacks), ``drift`` ({"2.20": 0.5}: every output moves by 0.5 from TF 2.20 on, as numerics change
 between releases), ``crash_tf`` (the process dies loading it from that minor on), ``input_name``; ``touch`` (a
 path: loading it writes that file, as a Keras-2 Lambda layer's bytecode or a SavedModel's file ops could) and
+``threads`` (loading calls ``tf.config.threading.set_intra_op_parallelism_threads``, refused once an op ran),
 ``sleep`` (seconds loading takes; with ``sleep_tf``, from that minor on only: a model that hangs in the new release).
 """
 import json
@@ -326,6 +342,8 @@ class Model(object):
             sys.stderr.write("Fatal Python error: Segmentation fault (fake, loading %s)\\n" % path)
             sys.stderr.flush()
             os._exit(139)
+        if doc.get("threads"):  # as a custom layer's module that sets TensorFlow's threads when imported
+            _tf.config.threading.set_intra_op_parallelism_threads(int(doc["threads"]))
         if doc.get("touch"):  # the payload: code the model runs when loaded
             with open(doc["touch"], "w") as fh:
                 fh.write("loaded by pid %d\\n" % os.getpid())
