@@ -10,6 +10,7 @@ the real ``_models.py`` in each env's interpreter.
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from pathlib import Path
@@ -590,3 +591,26 @@ def test_model_setting_tensorflow_threads_on_load_passes_in_both_envs(make_venv,
     assert [r["verdict"] for r in doc["models"]] == ["match"], doc["models"]
     tf_check = next(c for c in doc["checks"] if c["name"] == "tensorflow 2.18.0 imports and computes")
     assert tf_check["ok"] and '"total": 3.0' in tf_check["output"], tf_check
+
+
+@pytest.mark.slow
+def test_on_the_cuda_route_tensorflow_checks_alone_and_the_models_run_after_the_smoke_checks(
+    make_venv, kit_env, kit_index, tmp_path
+):
+    """Where a GPU is used (the plan's CUDA route), no long-lived process of the new env holds the GPU's memory while
+    the other smoke checks run: TensorFlow's check is its own process, the models run after the smoke checks."""
+    from tests.kit.nvidia import fake_nvidia_smi
+
+    fake_nvidia_smi(tmp_path / "smi", "h100-590")
+    gpu_env = dict(kit_env, PATH=f"{tmp_path / 'smi'}{os.pathsep}{kit_env['PATH']}", FAKE_TF_GPUS="1")
+    venv = make_venv("v", ["tensorflow-cpu==2.15.1"])
+    h5 = fake_model(tmp_path / "m.h5")
+    res = upgrade(gpu_env, kit_index, venv, "--to", "2.18", "--model", str(h5))
+    assert res.code == 0, str(res)
+    doc = res.json()
+    assert doc["plan"]["gpu_route"] == "cuda" and [r["verdict"] for r in doc["models"]] == ["match"], doc["models"]
+    checks = {c["name"]: c for c in doc["checks"]}
+    assert checks["TensorFlow sees a GPU"]["ok"] and checks["tensorflow 2.18.0 imports and computes"]["ok"]
+    log = Path(doc["log"]).read_text(encoding="utf-8")
+    assert "jobs-checks.json" not in log and "jobs-staged.json" in log, log[-3000:]  # the models: their own process
+    assert '"total": 3.0' in checks["tensorflow 2.18.0 imports and computes"]["output"]  # the check: a whole one

@@ -319,10 +319,12 @@ class Gate:
 
     # the new env: one process for TensorFlow's smoke check and the models (core/models_run.Checked)
 
-    def begin(self, env: Path, tf_version: str) -> None:
+    def begin(self, env: Path, tf_version: str, *, gpu: bool = False) -> None:
         """Right after the build: start the new env's process (TensorFlow's check at once, the models once the
-        reference is in); :meth:`tf_probe` is then the smoke checks' TensorFlow check."""
-        if not tf_version or self.folder is None or self.stopped:
+        reference is in); :meth:`tf_probe` is then the smoke checks' TensorFlow check. Not where a GPU is used
+        (``gpu``): that process would hold most of the GPU's memory while the other smoke checks run, so TensorFlow's
+        check runs alone and the models after the smoke checks (:meth:`check`)."""
+        if not tf_version or self.folder is None or self.stopped or gpu:
             return
         self._checked = Checked(
             env,

@@ -144,8 +144,10 @@ def run(spec: Spec, result: TransactionResult) -> TransactionResult:
             "smoke checks in the new env"
             + (f": importing TensorFlow {spec.checks.tf_version}" if spec.checks.tf_version else ""),
         )
-        if spec.models:  # one process of the new env for TensorFlow's check and the models (core/models_run.Checked)
-            spec.models.begin(built.env, spec.checks.tf_version)
+        if spec.models:  # one process of the new env for TensorFlow's check and the models, but where a GPU is used
+            spec.models.begin(
+                built.env, spec.checks.tf_version, gpu=spec.checks.gpu_required or bool(spec.like.gpu.gpus)
+            )
         report = spec.checks.run(built.env, tf_check=spec.models.tf_probe() if spec.models else None)
         if spec.models and report.ok:
             _check_models(spec, built.env, report, result)
