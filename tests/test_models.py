@@ -614,3 +614,29 @@ def test_on_the_cuda_route_tensorflow_checks_alone_and_the_models_run_after_the_
     log = Path(doc["log"]).read_text(encoding="utf-8")
     assert "jobs-checks.json" not in log and "jobs-staged.json" in log, log[-3000:]  # the models: their own process
     assert '"total": 3.0' in checks["tensorflow 2.18.0 imports and computes"]["output"]  # the check: a whole one
+
+
+def test_new_env_process_failures_are_the_tensorflow_checks_answer(make_venv, tmp_path):
+    """The thread that runs the new env's one process fails (its jobs file cannot be written: a full disk): TensorFlow's
+    check says why, not "stopped". Jobs that cannot be handed over end the waiting process at once (Checked.stop)."""
+    import threading
+
+    from rebuild.core.models_run import Checked
+
+    venv = make_venv("v", ["tensorflow-cpu==2.15.1"])
+    lost = Checked(
+        venv, tmp_path / "gone", tf_version="2.15.1", timeout=60, models=1, log=None, cancel=threading.Event()
+    )
+    check, _ = lost.tf_check("tensorflow 2.15.1 imports and computes", 60)
+    assert not check.ok and "FileNotFoundError" in check.output and "jobs-checks.json" in check.output, check
+
+    (tmp_path / "op").mkdir()
+    (tmp_path / "op" / "go.json").write_text("[]")  # a previous try's: not this one's jobs
+    waiting = Checked(
+        venv, tmp_path / "op", tf_version="2.15.1", timeout=60, models=1, log=None, cancel=threading.Event()
+    )
+    check, _ = waiting.tf_check("tensorflow 2.15.1 imports and computes", 60)
+    assert check.ok, check
+    started = time.monotonic()
+    waiting.stop(OSError(28, "No space left on device"))
+    assert waiting.answers([]) == [] and time.monotonic() - started < 30 and waiting.result.cancelled

@@ -342,13 +342,16 @@ class Gate:
         return self._checked.tf_check if self._checked is not None else None
 
     def _hand_over(self, env: Path) -> None:
+        assert self._checked is not None
         try:
             self._todo = self._jobs(env)
         except BaseException as exc:  # noqa: BLE001 - raised by check()
             self._error = self._error or exc
-        finally:
-            assert self._checked is not None
+        try:
             self._checked.release(self._todo[2])
+        except BaseException as exc:  # noqa: BLE001 - the process would wait for its jobs: ended now, check() raises
+            self._error = self._error or exc
+            self._checked.stop(exc)
 
     def _jobs(self, env: Path) -> tuple[list[ModelRow], list[int], list[Job]]:
         """After the reference: each model's row as far as known, which models run, their jobs."""

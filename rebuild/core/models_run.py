@@ -286,6 +286,12 @@ class Checked:
         os.replace(tmp, self.go)
         self.released = time.monotonic()
 
+    def stop(self, failure: BaseException) -> None:
+        """End the process now (the model jobs cannot be handed over): ``failure`` is TensorFlow's check's failure
+        if it has no answer yet."""
+        self.failure = self.failure or failure
+        self.cancel.set()
+
     def answers(self, jobs: list[Job]) -> list[dict[str, Any]]:
         """The models' answers, in order, once the process has ended (those it did not give: see the class)."""
         self.thread.join()
