@@ -640,3 +640,23 @@ def test_new_env_process_failures_are_the_tensorflow_checks_answer(make_venv, tm
     started = time.monotonic()
     waiting.stop(OSError(28, "No space left on device"))
     assert waiting.answers([]) == [] and time.monotonic() - started < 30 and waiting.result.cancelled
+
+
+def test_no_model_to_run_the_new_env_process_still_ends_and_tensorflow_computes(make_venv, tmp_path):
+    """Every model missing (none to run in the new env): check() still waits for the new env's one process, which
+    has TensorFlow compute after the (no) models; the check holds that answer."""
+    current = make_venv("old", ["tensorflow-cpu==2.15.1"])
+    new = make_venv("new", ["tensorflow-cpu==2.18.0"])
+    gate = models.Gate([prof.SmokeModel(str(tmp_path / "gone.h5"))], current=current, timeout=60)
+    gate.start(tmp_path / "op" / "models")
+    gate.begin(new, "2.18.0")
+    probe = gate.tf_probe()
+    assert probe is not None
+    check, stdout = probe("tensorflow 2.18.0 imports and computes", 60)
+    assert check.ok and json.loads(stdout) == {"version": "2.18.0"}, check
+    rows = gate.check(new, "2.18.0")
+    assert [r.verdict for r in rows] == ["missing"]
+    assert not gate._checked.thread.is_alive() and check.ok and json.loads(check.output)["total"] == 3.0, check
+    gate._checked.computed.write_text('{"version": "2.18.0", "total": 2.0}')  # a TensorFlow that computes wrong
+    gate._checked.verify()
+    assert not check.ok and "expected tensorflow 2.18.0 computing 3.0" in check.output, check
