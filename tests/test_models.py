@@ -660,3 +660,13 @@ def test_no_model_to_run_the_new_env_process_still_ends_and_tensorflow_computes(
     gate._checked.computed.write_text('{"version": "2.18.0", "total": 2.0}')  # a TensorFlow that computes wrong
     gate._checked.verify()
     assert not check.ok and "expected tensorflow 2.18.0 computing 3.0" in check.output, check
+
+
+def test_stop_before_the_threads_started(tmp_path):
+    """A Ctrl-C between a thread's creation and its start: stop() joins only the threads that started."""
+    import threading
+
+    gate = models.Gate([prof.SmokeModel(str(tmp_path / "m.h5"))], current=tmp_path, timeout=60)
+    gate._handed = threading.Thread(target=lambda: None)  # as begin() leaves it when interrupted before .start()
+    gate.stop()
+    assert gate.stopped and gate._handed is None

@@ -265,7 +265,7 @@ class Gate:
         self.stopped = True
         self._cancel.set()
         for thread in (self._thread, self._handed, self._checked.thread if self._checked is not None else None):
-            if thread is not None:
+            if thread is not None and thread.ident is not None:  # started (a Ctrl-C can come before .start())
                 thread.join()
         self._thread = self._handed = None
 
