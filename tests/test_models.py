@@ -670,3 +670,27 @@ def test_stop_before_the_threads_started(tmp_path):
     gate._handed = threading.Thread(target=lambda: None)  # as begin() leaves it when interrupted before .start()
     gate.stop()
     assert gate.stopped and gate._handed is None
+
+
+def test_new_env_process_dying_while_it_waits_is_no_models_failure(make_venv, tmp_path):
+    """The new env's one process dies before it was given its model jobs: no model is blamed for it, they run in a
+    new process (and TensorFlow computes in one)."""
+    import signal
+    import threading
+
+    from rebuild.core.models_run import Checked, Job
+
+    venv = make_venv("v", ["tensorflow-cpu==2.15.1"])
+    folder = tmp_path / "op"
+    folder.mkdir()
+    checked = Checked(venv, folder, tf_version="2.15.1", timeout=60, models=1, log=None, cancel=threading.Event())
+    check, _ = checked.tf_check("tensorflow 2.15.1 imports and computes", 60)
+    assert check.ok, check
+    for pid in _processes_with(str(folder / "jobs-checks.json")):
+        os.kill(pid, signal.SIGKILL)
+    job = Job(folder / "m", prof.SmokeModel(str(fake_model(tmp_path / "m.h5"))), "keras", "load", "staged")
+    checked.release([job])
+    [answer] = checked.answers([job])
+    assert answer["ok"] and answer["stage"] == "done", answer
+    checked.verify()
+    assert check.ok and json.loads(check.output)["total"] == 3.0, check
