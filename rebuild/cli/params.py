@@ -217,8 +217,9 @@ ModelOpt = checked(
 NoReferenceOpt = typer.Option(
     False,
     "--no-reference-checks",
-    help="Run nothing in the current env beside the build: an import that already fails there fails the new env "
-    "too, and models are only loaded and run in the new env (nothing compared).",
+    help="Skip the current env's reference runs beside the build (its imports, op libraries and models; the plan "
+    "still probes its interpreter): an import or op library that already fails there fails the new env too, and "
+    "models are only loaded and run in the new env (nothing compared).",
 )
 
 

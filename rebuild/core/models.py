@@ -2,8 +2,10 @@
 
 Models come from ``--model PATH`` and from the profile's ``[[smoke.models]]``. While the new env is built, the
 current env loads each model and runs one batch (the given inputs, or seeded inputs made from the model's
-signature), keeping inputs and outputs in the operation's folder (:meth:`Gate.start`, a thread). After the smoke
-checks, the new env loads each model the same way, runs the same inputs and compares (:meth:`Gate.check`). A model
+signature), keeping inputs and outputs in the operation's folder (:meth:`Gate.start`, a thread). Once the reference is in,
+the new env loads each model the same way, runs the same inputs and compares, in the process that also answers the
+smoke check "tensorflow imports and computes" (:meth:`Gate.begin`; where a GPU is used, after the smoke checks); the
+answers are read when the smoke checks pass (:meth:`Gate.check`). A model
 that the new env no longer loads only because ``tf.keras`` became Keras 3 is tried again with Keras 2 kept (tf-keras
 and ``TF_USE_LEGACY_KERAS=1``) and, for a SavedModel, through ``tf.saved_model.load`` and
 ``keras.layers.TFSMLayer``; each way is reported with whether it passed.
