@@ -260,6 +260,22 @@ def run(
 
     ``listing()``: the TensorFlow releases installable here (newest first); ``replan(opts)``: a plan; ``attempt(plan)``:
     the transaction's result, or a :class:`UserError` (with ``.report`` when the checks failed)."""
+    from rebuild.core import discard
+
+    with discard.in_background():  # a failed try's staged env is deleted while the next try runs
+        return _run(first, opts, attempt=attempt, replan=replan, listing=listing, on_try=on_try, searching=searching)
+
+
+def _run(
+    first: Plan,
+    opts: Options,
+    *,
+    attempt: Callable[[Plan], object],
+    replan: Callable[[Options], Plan],
+    listing: Callable[[], list[str]],
+    on_try: Callable[[Try], None],
+    searching: bool,
+) -> Outcome:
     tries: list[Try] = []
     used: set[str] = set()
     plan: Plan | None
