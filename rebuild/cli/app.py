@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from functools import cache
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -113,62 +113,7 @@ def _links(find_links) -> list[str]:
     return [str(f) for f in find_links or []]
 
 
-@app.command()
-def plan(
-    env: Optional[Path] = params.EnvOpt,
-    to: str = params.ToOpt,
-    profile: Optional[Path] = params.ProfileOpt,
-    python: Optional[str] = params.PythonOpt,
-    strategy: Strategy = params.StrategyOpt,
-    pre: bool = params.PreOpt,
-    index_url: Optional[str] = params.IndexOpt,
-    extra_index_url: Optional[list[str]] = params.ExtraIndexOpt,
-    find_links: Optional[list[str]] = params.FindLinksOpt,
-    constraint: Optional[list[Path]] = params.ConstraintOpt,
-    build_constraint: Optional[list[Path]] = params.BuildConstraintOpt,
-    offline: bool = params.OfflineOpt,
-    allow_python_download: bool = params.AllowDownloadOpt,
-    keras: Keras = params.KerasOpt,
-    gpu: Gpu = params.GpuOpt,
-    allow_sources: bool = params.AllowSourcesOpt,
-    as_json: bool = params.JsonOpt,
-) -> None:
-    """Dry run: resolve the upgrade with uv and show what would change. Changes nothing.
-
-    Example: tfrebuild plan --env ~/venvs/tf --to 2.18
-    """
-    from rebuild.core import plan as planning
-
-    opts = planning.Options(
-        env=env,
-        to=to,
-        profile=profile,
-        python=python,
-        strategy=strategy,
-        pre=pre,
-        index_url=index_url,
-        extra_index_urls=extra_index_url or [],
-        find_links=_links(find_links),
-        constraints=_links(constraint),
-        offline=offline,
-        build_constraints=_links(build_constraint),
-        allow_python_download=allow_python_download,
-        keras=keras,
-        gpu=gpu,
-        allow_sources=allow_sources,
-    )
-
-    def work():
-        from rebuild.commands import plan as planning_verb
-
-        with terminal().progress(enabled=not as_json) as progress:  # --to latest: the expected landing point
-            return planning_verb.run(opts, progress)
-
-    _run(as_json, work, render_build.plan)
-
-
-@app.command()
-def upgrade(
+def _planned(
     env: Optional[Path] = params.EnvOpt,
     to: str = params.ToOpt,
     profile: Optional[Path] = params.ProfileOpt,
@@ -198,6 +143,58 @@ def upgrade(
     ),
     model: Optional[list[str]] = params.ModelOpt,
 ) -> None:
+    """The options of `upgrade`, in its help page's order; `plan` takes them but UPGRADE_ONLY, `doctor` those of
+    DOCTOR (a signature only: the commands take it with params.takes; plan and upgrade build the same core.plan.Options
+    from it)."""
+
+
+UPGRADE_ONLY = ("no_compile", "yes", "force", "allow_commands", "check", "allow_downgrade", "model")
+DOCTOR = ("env", "to", "pre", "index_url", "extra_index_url", "find_links", "offline", "as_json")
+
+# The repeatable options -> their field in the verbs' options (core.plan.Options, commands.apply.Options)
+_LISTS = {
+    "extra_index_url": "extra_index_urls",
+    "find_links": "find_links",
+    "constraint": "constraints",
+    "build_constraint": "build_constraints",
+    "model": "models",
+}
+
+
+def _values(given: dict[str, Any]) -> dict[str, Any]:
+    """The command line's values (of _planned's or _applied's options) as the verbs' options take them: the repeatable
+    options as lists of strings, under their plural names."""
+    return {_LISTS.get(k, k): [str(v) for v in value or []] if k in _LISTS else value for k, value in given.items()}
+
+
+def _plan_options(given: dict[str, Any]):
+    """The plan's (and upgrade's) Options from the command line's values."""
+    from rebuild.core.plan import Options
+
+    return Options(**_values(given))
+
+
+@app.command()
+@params.takes(_planned, without=UPGRADE_ONLY)
+def plan(*, as_json: bool, **given: Any) -> None:
+    """Dry run: resolve the upgrade with uv and show what would change. Changes nothing.
+
+    Example: tfrebuild plan --env ~/venvs/tf --to 2.18
+    """
+    opts = _plan_options(given)
+
+    def work():
+        from rebuild.commands import plan as planning_verb
+
+        with terminal().progress(enabled=not as_json) as progress:  # --to latest: the expected landing point
+            return planning_verb.run(opts, progress)
+
+    _run(as_json, work, render_build.plan)
+
+
+@app.command()
+@params.takes(_planned)
+def upgrade(*, as_json: bool, **given: Any) -> None:
     """Build the upgraded env beside the old one, check it, swap it in atomically.
 
     The old env is kept as the previous generation: `tfrebuild rollback` brings it back.
@@ -205,53 +202,20 @@ def upgrade(
     Example: tfrebuild upgrade --env ~/venvs/tf --to latest --yes
     """
     from rebuild.commands import upgrade as upgrading
-    from rebuild.core.plan import Options
 
-    opts = Options(
-        env=env,
-        to=to,
-        profile=profile,
-        python=python,
-        strategy=strategy,
-        pre=pre,
-        index_url=index_url,
-        extra_index_urls=extra_index_url or [],
-        find_links=_links(find_links),
-        constraints=_links(constraint),
-        offline=offline,
-        no_compile=no_compile,
-        yes=yes,
-        force=force,
-        allow_python_download=allow_python_download,
-        build_constraints=_links(build_constraint),
-        keras=keras,
-        gpu=gpu,
-        allow_sources=allow_sources,
-        allow_commands=allow_commands,
-        check=check,
-        allow_downgrade=allow_downgrade,
-        models=list(model or []),
-    )
+    opts = _plan_options(given)
 
     def work():
         with terminal().progress(enabled=not as_json) as progress:
-            confirm = _asking(progress, render_build.confirm_plan) if _can_ask(as_json) and not yes else None
+            confirm = _asking(progress, render_build.confirm_plan) if _can_ask(as_json) and not opts.yes else None
             return upgrading.run(opts, progress, confirm=confirm)
 
     _run(as_json, work, render_build.upgrade)
 
 
 @app.command()
-def doctor(
-    env: Optional[Path] = params.EnvOpt,
-    to: str = params.ToOpt,
-    pre: bool = params.PreOpt,
-    index_url: Optional[str] = params.IndexOpt,
-    extra_index_url: Optional[list[str]] = params.ExtraIndexOpt,
-    find_links: Optional[list[str]] = params.FindLinksOpt,
-    offline: bool = params.OfflineOpt,
-    as_json: bool = params.JsonOpt,
-) -> None:
+@params.takes(_planned, only=DOCTOR)
+def doctor(*, as_json: bool, **given: Any) -> None:
     """Explain what is wrong with an env and why its upgrade is blocked. Changes nothing.
 
     Exit code 0: no errors; 1: errors found; 2: bad input.
@@ -263,17 +227,7 @@ def doctor(
     found = []
 
     def work():
-        found.append(
-            doc.run(
-                env,
-                to=to,
-                index_url=index_url,
-                extra_index_urls=list(extra_index_url or []),
-                find_links=_links(find_links),
-                offline=offline,
-                pre=pre,
-            )
-        )
+        found.append(doc.run(**_values(given)))
         return found[0]
 
     _run(as_json, work, render.doctor)
@@ -396,8 +350,7 @@ def releases(
     _run(as_json, lambda: releasing.release_table(env, offline=offline), render.releases)
 
 
-@app.command()
-def apply(
+def _applied(
     profile: Path = typer.Argument(..., help="Profile file; the pylock.toml its `lock` names is installed as is."),
     env: Optional[Path] = typer.Option(
         None,
@@ -405,13 +358,7 @@ def apply(
         "-e",
         help="Environment folder to create, or to give a new generation (default: $VIRTUAL_ENV, else ./.venv).",
     ),
-    python: Optional[str] = typer.Option(
-        None,
-        "--python",
-        parser=params._given("--python"),
-        metavar="<python>",
-        help="Build on this Python (default: the profile's).",
-    ),
+    python: Optional[str] = params.ApplyPythonOpt,
     find_links: Optional[list[str]] = params.FindLinksOpt,
     offline: bool = params.OfflineOpt,
     resolve: bool = typer.Option(
@@ -436,6 +383,12 @@ def apply(
     as_json: bool = params.JsonOpt,
     model: Optional[list[str]] = params.ModelOpt,
 ) -> None:
+    """The options of `apply`, in its help page's order (a signature only, given by params.takes)."""
+
+
+@app.command()
+@params.takes(_applied)
+def apply(*, as_json: bool, **given: Any) -> None:
     """Build an environment from a profile's lock: a new env, or a new generation of an existing one.
 
     Exact versions and hashes; nothing is re-resolved unless --resolve is given and needed.
@@ -444,49 +397,45 @@ def apply(
     """
     from rebuild.commands import apply as applying
 
-    opts = applying.Options(
-        profile=profile,
-        env=env,
-        python=python,
-        find_links=_links(find_links),
-        offline=offline,
-        resolve=resolve,
-        yes=yes,
-        allow_commands=allow_commands,
-        allow_insecure_index=allow_insecure_index,
-        no_compile=no_compile,
-        force=force,
-        allow_python_download=allow_python_download,
-        allow_sources=allow_sources,
-        allow_index=allow_index,
-        check=check,
-        models=list(model or []),
-    )
+    opts = applying.Options(**_values(given))
 
     def work():
         with terminal().progress(enabled=not as_json) as progress:
-            confirm = _asking(progress, render_build.confirm_apply) if _can_ask(as_json) and not yes else None
+            confirm = _asking(progress, render_build.confirm_apply) if _can_ask(as_json) and not opts.yes else None
             return applying.run(opts, progress, confirm=confirm)
 
     _run(as_json, work, render_build.apply)
 
 
-@app.command()
-def bundle(
-    profile: Path = typer.Argument(..., help="Profile file whose lock to bundle."),
-    output: Path = typer.Option(..., "--output", "-o", help="Folder to write the wheels, profile and lock into."),
-    python: Optional[str] = typer.Option(
-        None,
-        "--python",
-        parser=params._given("--python"),
-        metavar="<python>",
-        help="Python to lock a profile without a lock for (default: the profile's).",
-    ),
+def _from_lock(
     find_links: Optional[list[str]] = params.FindLinksOpt,
     offline: bool = params.OfflineOpt,
     allow_sources: bool = params.AllowSourcesOpt,
     allow_index: bool = params.AllowIndexOpt,
     as_json: bool = params.JsonOpt,
+) -> None:
+    """The options `bundle` and `export` end with (a signature only, given by params.takes): where the wheels come
+    from, and what a profile from elsewhere may name."""
+
+
+def _reading(given: dict[str, Any]) -> dict[str, Any]:
+    """_from_lock's values as bundle's and export's verbs take them."""
+    return {
+        "find_links": _links(given["find_links"]),
+        "offline": given["offline"],
+        "allowed": _allowed(given["allow_sources"], given["allow_index"]),
+    }
+
+
+@app.command()
+@params.takes(_from_lock)
+def bundle(
+    profile: Path = typer.Argument(..., help="Profile file whose lock to bundle."),
+    output: Path = typer.Option(..., "--output", "-o", help="Folder to write the wheels, profile and lock into."),
+    python: Optional[str] = params.BundlePythonOpt,
+    *,
+    as_json: bool,
+    **given: Any,
 ) -> None:
     """Put every wheel of a profile's lock, checked against its hashes, in one folder for offline machines.
 
@@ -496,31 +445,22 @@ def bundle(
 
     def work():
         with terminal().progress(enabled=not as_json) as progress:
-            return bundling.run(
-                profile,
-                output,
-                find_links=_links(find_links),
-                offline=offline,
-                python=python,
-                progress=progress,
-                allowed=_allowed(allow_sources, allow_index),
-            )
+            return bundling.run(profile, output, python=python, progress=progress, **_reading(given))
 
     _run(as_json, work, render.bundle)
 
 
 @app.command()
+@params.takes(_from_lock)
 def export(
     env: Optional[Path] = params.EnvOpt,
     profile: Optional[Path] = typer.Option(None, "--profile", help="Export this profile's lock instead of an env."),
     fmt: ExportFormat = params.FormatOpt,
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="File to write (default: standard output)."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
-    find_links: Optional[list[str]] = params.FindLinksOpt,
-    offline: bool = params.OfflineOpt,
-    allow_sources: bool = params.AllowSourcesOpt,
-    allow_index: bool = params.AllowIndexOpt,
-    as_json: bool = params.JsonOpt,
+    *,
+    as_json: bool,
+    **given: Any,
 ) -> None:
     """Write an env's or a profile's exact set as a standard lock file, for uv or pip without tfrebuild.
 
@@ -530,16 +470,7 @@ def export(
 
     _run(
         as_json,
-        lambda: exporting.run(
-            env=env,
-            profile=profile,
-            fmt=fmt,
-            output=output,
-            offline=offline,
-            find_links=_links(find_links),
-            force=force,
-            allowed=_allowed(allow_sources, allow_index),
-        ),
+        lambda: exporting.run(env=env, profile=profile, fmt=fmt, output=output, force=force, **_reading(given)),
         render.export,
     )
 

@@ -5,6 +5,9 @@ from :mod:`rebuild.cli.app` (same code).
 
 from __future__ import annotations
 
+import inspect
+from typing import Any, Callable, Iterable, TypeVar
+
 import typer
 
 from rebuild.core.options import Choice, ExportFormat, Gpu, Keras, PathCheck, Strategy
@@ -40,6 +43,12 @@ def _given(option: str, url: bool = False):
     return parse
 
 
+def checked(default, *names: str, metavar: str, help: str, url: bool = False):
+    """An option whose value is refused before the command runs when it is empty (and, with ``url``, when it is not a
+    usable index URL); messages name it by the first of ``names``."""
+    return typer.Option(default, *names, parser=_given(names[0], url=url), metavar=metavar, help=help)
+
+
 # Each option once; the commands share these objects.
 EnvOpt = typer.Option(
     None, "--env", "-e", help="Environment folder or interpreter (default: $VIRTUAL_ENV, else ./.venv)."
@@ -53,6 +62,14 @@ YesOpt = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation.")
 
 
 SwapForceOpt = typer.Option(False, "--force", help="Swap even while processes run from the env.")
+
+
+ApplyPythonOpt = checked(None, "--python", metavar="<python>", help="Build on this Python (default: the profile's).")
+
+
+BundlePythonOpt = checked(
+    None, "--python", metavar="<python>", help="Python to lock a profile without a lock for (default: the profile's)."
+)
 
 
 UpgradeForceOpt = typer.Option(
@@ -77,18 +94,15 @@ RollbackForceOpt = typer.Option(
 NoCompileOpt = typer.Option(False, "--no-compile", help="Do not compile bytecode in the new env.")
 
 
-ToOpt = typer.Option(
-    "latest", "--to", parser=_given("--to"), metavar="<target>", help="Target: latest, X.Y (newest X.Y.*) or X.Y.Z."
-)
+ToOpt = checked("latest", "--to", metavar="<target>", help="Target: latest, X.Y (newest X.Y.*) or X.Y.Z.")
 
 
 ProfileOpt = typer.Option(None, "--profile", help="Take requested packages and \\[constraints] from this profile.")
 
 
-PythonOpt = typer.Option(
+PythonOpt = checked(
     None,
     "--python",
-    parser=_given("--python"),
     metavar="<python>",
     help="Build the new env on this Python (3.12, a path, or auto: the newest installed Python the target supports).",
 )
@@ -102,32 +116,17 @@ StrategyOpt = _choice(
 PreOpt = typer.Option(False, "--pre", help="Allow pre-releases (e.g. tf-nightly).")
 
 
-IndexOpt = typer.Option(
-    None,
-    "--index-url",
-    parser=_given("--index-url", url=True),
-    metavar="<url>",
-    help="Package index to use instead of the configured one.",
+IndexOpt = checked(
+    None, "--index-url", url=True, metavar="<url>", help="Package index to use instead of the configured one."
 )
 
 
-ExtraIndexOpt = typer.Option(
-    None,
-    "--extra-index-url",
-    parser=_given("--extra-index-url", url=True),
-    metavar="<url>",
-    help="Additional package index (repeatable).",
+ExtraIndexOpt = checked(
+    None, "--extra-index-url", url=True, metavar="<url>", help="Additional package index (repeatable)."
 )
 
 
-FindLinksOpt = typer.Option(
-    None,
-    "--find-links",
-    "-f",
-    parser=_given("--find-links"),
-    metavar="<path>",
-    help="Folder of wheels to use (repeatable).",
-)
+FindLinksOpt = checked(None, "--find-links", "-f", metavar="<path>", help="Folder of wheels to use (repeatable).")
 
 
 BuildConstraintOpt = typer.Option(
@@ -205,10 +204,9 @@ AllowIndexOpt = typer.Option(
 )
 
 
-ModelOpt = typer.Option(
+ModelOpt = checked(
     None,
     "--model",
-    parser=_given("--model"),
     metavar="<path>",
     help="A saved model (.keras, .h5, SavedModel "
     "folder, .tflite) that must load and answer the same in the new env before the swap "
@@ -222,3 +220,26 @@ FormatOpt = _choice(
     "--format",
     help="pylock (PEP 751 pylock.toml) or requirements (requirements.txt with hashes).",
 )
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def takes(
+    source: Callable[..., Any], without: Iterable[str] = (), only: Iterable[str] | None = None
+) -> Callable[[F], F]:
+    """Give a command the parameters of ``source`` (a signature, declared once), after its own options (those it
+    declares with a default), but those named ``without`` (or only those named ``only``), in their order: typer reads a
+    command's options from its signature, so commands that share a set of options take it from one declaration instead
+    of each spelling it out. The command receives them as keyword arguments."""
+    signature = inspect.signature(source, eval_str=True)
+    kept = [p for p in signature.parameters.values() if p.name not in set(without)]
+    if only is not None:
+        kept = [p for p in kept if p.name in set(only)]
+
+    def give(command: F) -> F:
+        own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.default is not p.empty]
+        command.__signature__ = signature.replace(parameters=own + kept)  # type: ignore[attr-defined]
+        return command
+
+    return give

@@ -15,7 +15,18 @@ import sys
 from rich.markup import escape
 
 from rebuild.cli.render_build import _plan_dict, plan_text, tries
-from rebuild.cli.render_parts import _changes, _checks, _grid, emit_json, jsonable, swapped, table
+from rebuild.cli.render_parts import (
+    _changes,
+    _checks,
+    _grid,
+    emit_json,
+    jsonable,
+    plain_json,
+    print_notes,
+    swapped,
+    table,
+    text_or_plain_json,
+)
 from rebuild.cli.terminal import Progress, Terminal  # noqa: F401 - their home is cli/terminal.py (app uses render.Progress)
 from rebuild.errors import UserError
 from rebuild.util import proc
@@ -101,8 +112,7 @@ def _recovered(term: Terminal, text) -> None:
 
 def _json_or_recovered(term: Terminal, result, as_json: bool) -> bool:
     """``result`` as JSON (True: nothing more to show), else the recovery its command did first, if any."""
-    if as_json:
-        emit_json({"ok": True, **jsonable(result)})
+    if plain_json(result, as_json):
         return True
     _recovered(term, result.recovered)
     return False
@@ -121,8 +131,7 @@ def rollback(term: Terminal, r, as_json: bool) -> None:
     _checks(term, r.checks)
     if r.project:
         term.out.print(f"Project files: {r.project}.", markup=False)
-    for note in r.notes:
-        term.out.print(f"note: {note}", markup=False)
+    print_notes(term.out, r.notes)
     term.out.print(f"Generation {r.from_generation} is kept: `tfrebuild rollback` again returns to it.", markup=False)
 
 
@@ -168,10 +177,8 @@ def _unreadable(term: Terminal, found: dict) -> None:
         term.out.print(f"Generation {n} cannot be read (left as it is): {why}", markup=False)
 
 
-def diff(term: Terminal, d, as_json: bool) -> None:
-    if as_json:
-        emit_json({"ok": True, **jsonable(d)})
-        return
+@text_or_plain_json
+def diff(term: Terminal, d) -> None:
     term.out.print(f"{d.a} → {d.b}: {len(d.changes)} change(s)", markup=False)
     _changes(term, d.changes)
 
@@ -233,10 +240,8 @@ def status(term: Terminal, s, as_json: bool) -> None:
     )
 
 
-def releases(term: Terminal, t, as_json: bool) -> None:
-    if as_json:
-        emit_json({"ok": True, **jsonable(t)})
-        return
+@text_or_plain_json
+def releases(term: Terminal, t) -> None:
     latest_minor = minor(t.latest)
     rows = []
     for r in t.rows:
@@ -306,8 +311,7 @@ def doctor(term: Terminal, r, as_json: bool) -> None:
         term.out.print(f"[{style}]{label} ({len(group)})[/]", markup=True)
         for f in group:
             _finding_lines(term, f)
-    for note in r.skipped:
-        term.out.print(f"note: {note}", markup=False)
+    print_notes(term.out, r.skipped)
     if not r.findings:
         term.out.print("No problems found.", markup=False)
     term.out.print(
@@ -326,8 +330,7 @@ def bundle(term: Terminal, r, as_json: bool) -> None:
         for f in r.files
     ]
     table(term, f"Bundle {r.output}", ["package", "version", "file", "size", "how"], rows)
-    for note in r.notes:
-        term.out.print(f"note: {note}", markup=False)
+    print_notes(term.out, r.notes)
     term.out.print(
         f"Bundled {len(r.files)} files, {_size(r.size)} in total ({_size(r.downloaded)} downloaded), every "
         f"hash checked, in {r.seconds:.1f}s; lock from {r.lock_source}.",
@@ -346,23 +349,19 @@ def bundle(term: Terminal, r, as_json: bool) -> None:
     )
 
 
-def export(term: Terminal, r, as_json: bool) -> None:
-    if as_json:
-        emit_json({"ok": True, **jsonable(r)})
-        return
+@text_or_plain_json
+def export(term: Terminal, r) -> None:
     if r.output is None:
         sys.stdout.write(r.text)
         sys.stdout.flush()
-        for note in r.notes:
-            term.err.print(f"note: {note}", markup=False)
+        print_notes(term.err, r.notes)
         return
     hashed = "every package hashed" if r.hashed else "some packages without hashes"
     term.out.print(
         f"Wrote {r.output}: {r.packages} packages ({r.format}, {hashed}) from {r.source}; lock from {r.lock_source}.",
         markup=False,
     )
-    for note in r.notes:
-        term.out.print(f"note: {note}", markup=False)
+    print_notes(term.out, r.notes)
     install = (
         f"uv pip sync {r.output}" if r.format == "pylock" else f"pip install --require-hashes --no-deps -r {r.output}"
     )

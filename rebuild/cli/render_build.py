@@ -8,7 +8,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rebuild.cli.render_parts import _changes, _checks, _grid, emit_json, jsonable, swapped, table
+from rebuild.cli.render_parts import (
+    _changes,
+    _checks,
+    _grid,
+    emit_json,
+    jsonable,
+    print_notes,
+    swapped,
+    table,
+    text_or_plain_json,
+)
 from rebuild.cli.terminal import Terminal
 
 
@@ -34,8 +44,7 @@ def plan_text(term: Terminal, p) -> None:
     project = getattr(p, "project", None)
     if project is not None:
         term.out.print(f"  Project: {project_line(p)}", markup=False)
-    for note in p.notes:
-        term.out.print(f"  note: {note}", markup=False)
+    print_notes(term.out, p.notes, "  ")
     for f in p.preflight:
         # "fixed" only where something is broken (an error or warning): an info finding says what the upgrade does
         label = (
@@ -323,8 +332,7 @@ def _apply_preview(term: Terminal, r) -> None:
     if r.env_changes:
         term.out.print(f"  Changes to the environment ({len(r.env_changes)}):", markup=False)
         _changes(term, r.env_changes)
-    for note in r.notes:
-        term.out.print(f"  note: {note}", markup=False)
+    print_notes(term.out, r.notes, "  ")
 
 
 def confirm_apply(term: Terminal, r) -> bool:
@@ -334,10 +342,8 @@ def confirm_apply(term: Terminal, r) -> bool:
     return typer.confirm("Build this environment?", default=False, err=True)
 
 
-def apply(term: Terminal, r, as_json: bool) -> None:
-    if as_json:
-        emit_json({"ok": True, **jsonable(r)})
-        return
+@text_or_plain_json
+def apply(term: Terminal, r) -> None:
     if r.recovered:
         term.out.print(f"Recovered an interrupted operation first: {r.recovered}", markup=False)
     _apply_preview(term, r)

@@ -6,9 +6,11 @@ Split from :mod:`rebuild.cli.render` (same code).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import sys
 from pathlib import Path
+from typing import Any, Callable
 
 from rich.table import Table
 
@@ -37,6 +39,30 @@ def emit_json(document: dict) -> None:
     # Credentials in any URL of any command's document are masked here, whatever produced them.
     sys.stdout.write(proc.redact_line(json.dumps(jsonable(document), indent=2, sort_keys=False)) + "\n")
     sys.stdout.flush()
+
+
+def plain_json(result, as_json: bool) -> bool:
+    """With --json, print ``result`` as the plain document: ``ok`` and its fields (True: nothing more to show)."""
+    if as_json:
+        emit_json({"ok": True, **jsonable(result)})
+    return as_json
+
+
+def text_or_plain_json(text: Callable[[Terminal, Any], None]) -> Callable[[Terminal, Any, bool], None]:
+    """A command's renderer from the one of its text: with --json, the result's plain document instead."""
+
+    @functools.wraps(text)
+    def show(term: Terminal, result: Any, as_json: bool) -> None:
+        if not plain_json(result, as_json):
+            text(term, result)
+
+    return show
+
+
+def print_notes(console, items, indent: str = "") -> None:
+    """One ``note:`` line for each of ``items`` on ``console`` (the terminal's out or err)."""
+    for note in items:
+        console.print(f"{indent}note: {note}", markup=False)
 
 
 def swapped(method: str) -> str:

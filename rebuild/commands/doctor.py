@@ -66,8 +66,6 @@ def run(
                     f"{loc.path} has no TensorFlow installed: --to {spec.raw} was not checked",
                     [f"{len(ctx.env_dists)} distribution(s) in {', '.join(ctx.paths.get('site_packages') or [])}"],
                     f"install one: `uv pip install --python {q(loc.python)} tensorflow`",
-                    fixed_by_rebuild=False,
-                    affects_new_env=False,
                 )
             )
         else:

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rebuild.env import probe
-from rebuild.env import profile as prof
 from rebuild.env.locate import locate
-from rebuild.env.snapshot import build_profile, check_output, write
+
+if TYPE_CHECKING:
+    from rebuild.env import profile as prof
 
 _GENERIC_NAMES = {"venv", "env", "virtualenv"}
 
@@ -31,7 +35,8 @@ def default_output(env_path: Path, cwd: Path | None = None) -> Path:
 
 
 def run(env: str | os.PathLike | None, output: str | os.PathLike | None, *, force: bool = False) -> SnapshotResult:
-    """``tfrebuild snapshot``: probe, build the profile, write it; refuse bad output paths first."""
+    """``tfrebuild snapshot``: probe, build the profile, write it; a refused output path stops the probe, and
+    nothing is written."""
     start = time.monotonic()
     loc = locate(env)
     if output:
@@ -43,8 +48,19 @@ def run(env: str | os.PathLike | None, output: str | os.PathLike | None, *, forc
     else:
         target = default_output(loc.path)
     target = target.absolute()
-    check_output(target, force)
-    data = probe.run(loc.python)
+    # The probe runs in the env's interpreter while this one loads what turns its report into a profile (on a big
+    # env each takes about a tenth of a second); a refused output path stops it.
+    cancel = threading.Event()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        probing = pool.submit(probe.run, loc.python, cancel=cancel)
+        try:
+            from rebuild.env.snapshot import build_profile, check_output, write
+
+            check_output(target, force)
+            data = probing.result()
+        except BaseException:
+            cancel.set()
+            raise
     profile = build_profile(loc, data)
     write(profile, target)
     return SnapshotResult(profile, target, time.monotonic() - start)

@@ -125,16 +125,16 @@ def _upgrade(opts: planning.Options, progress, confirm: Callable[[planning.Plan]
             op = new_op_id("upgrade")
             log = store.log_path(op) if store.managed else store.state / "logs" / f"{op}.log"
             the_plan, tries = _first_plan(opts, progress, log)
-            result = UpgradeResult(
-                plan=the_plan,
-                changed=False,
+            # what every try's result says of this run
+            fresh = functools.partial(
+                UpgradeResult,
                 recovered=recovered,
                 log=str(log),
                 state_dir=str(store.state),
-                tries=tries,
                 started=started,
                 adopted=adopted,
             )
+            result = fresh(plan=the_plan, tries=tries)
             if the_plan.nothing_to_do:
                 result.seconds = time.monotonic() - start
                 return _kept_log(result, log, first_run and not store.managed)
@@ -163,19 +163,7 @@ def _upgrade(opts: planning.Options, progress, confirm: Callable[[planning.Plan]
 
             def attempt(p: planning.Plan) -> UpgradeResult:
                 _refuse_backwards(p, opts, asked=p is the_plan and not opts.yes)  # later tries were not shown
-                mine = (
-                    result
-                    if p is the_plan
-                    else UpgradeResult(
-                        plan=p,
-                        changed=False,
-                        recovered=recovered,
-                        log=str(log),
-                        state_dir=str(store.state),
-                        started=started,
-                        adopted=adopted,
-                    )
-                )
+                mine = result if p is the_plan else fresh(plan=p)
                 again = (
                     same if p is the_plan else (_generation_with(store, p) if store.managed and not driven else None)
                 )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from rebuild.core import lockfile
 from rebuild.core import plan as planning
@@ -20,6 +20,10 @@ from rebuild.project import uvproject
 
 if TYPE_CHECKING:
     from rebuild.commands.upgrade import Attempt
+    from rebuild.core.projectstep import ProjectStep
+
+S = TypeVar("S", bound="ProjectStep")
+T = TypeVar("T")
 
 
 def _refuse_undriven(env: Path, opts: planning.Options) -> None:
@@ -66,65 +70,71 @@ def _staging_checks(run: Attempt, checks: Checks) -> Checks:
     return replace(checks, imports=[i for i in checks.imports if i.split(".")[0] not in own], commands=[])
 
 
-def _uv_step(run: Attempt, checks: Checks):
-    """Re-lock the uv project beside it (nothing of the project changes yet) and prepare its transaction step."""
-    store, the_plan, opts, op, log, progress = run.store, run.plan, run.opts, run.op, run.log, run.progress
-    from rebuild.core.projectstep import UvStep
-
-    project = run.project
-    progress.stage("lock", f"uv lock of {project.root} with {the_plan.project_requirement}")
-    locked = uvproject.lock(
-        project,
-        the_plan.tf_distribution,
-        the_plan.tf_new,
-        op,
-        offline=opts.offline,
-        log=log,
-        skip={store.state.name, store.env.name},
-    )
-    staging = _staging_checks(run, checks)
-    step = UvStep(
-        project=project,
-        new_files=locked.files,
-        locked=locked,
+def _step(kind: type[S], run: Attempt, checks: Checks, staging: Checks, **own: Any) -> S:
+    """A manager's transaction step: the fields every step takes from this try, and ``own``, the manager's."""
+    the_plan, opts = run.plan, run.opts
+    return kind(
+        project=run.project,
         python=Path(the_plan.python_path),
-        prompt=_prompt(store.env),
+        prompt=_prompt(run.store.env),
         offline=opts.offline,
         compile_bytecode=not opts.no_compile,
-        log=log,
+        log=run.log,
         checks=checks,
         staging_checks=staging,
         force=opts.force,
-        chosen=uvproject.selection(project, store.env),
+        **own,
     )
-    step.notes.append(
-        f"{project.root / 'pyproject.toml'}: {locked.old_requirement} → {locked.new_requirement}; "
-        f"uv.lock re-locked by uv ({'; '.join(locked.changes) or 'no other change'})"
+
+
+def _moved(file: Path, done: Any, how: str) -> str:
+    """The step's note: the TensorFlow requirement moved in ``file``, and ``how`` the rest was re-locked (``done``: the
+    manager's lock or compile result)."""
+    return (
+        f"{file}: {done.old_requirement} → {done.new_requirement}; "
+        f"{how} ({'; '.join(done.changes) or 'no other change'})"
     )
+
+
+def _lock_beside(run: Attempt, stage: str, what: str, lock: Callable[..., T], **own: Any) -> T:
+    """Run a manager's lock (or compile) of the project beside it, as the progress ``stage``: each takes the project,
+    the planned TensorFlow, the operation id, the log and the folders its copy leaves out; ``own``: the manager's own."""
+    the_plan, store = run.plan, run.store
+    run.progress.stage(stage, f"{what} with {the_plan.project_requirement}")
+    skip = {store.state.name, store.env.name}
+    return lock(run.project, the_plan.tf_distribution, the_plan.tf_new, run.op, log=run.log, skip=skip, **own)
+
+
+def _uv_step(run: Attempt, checks: Checks):
+    """Re-lock the uv project beside it (nothing of the project changes yet) and prepare its transaction step."""
+    from rebuild.core.projectstep import UvStep
+
+    project = run.project
+    locked = _lock_beside(run, "lock", f"uv lock of {project.root}", uvproject.lock, offline=run.opts.offline)
+    staging = _staging_checks(run, checks)
+    chosen = uvproject.selection(project, run.store.env)
+    step = _step(UvStep, run, checks, staging, new_files=locked.files, locked=locked, chosen=chosen)
+    step.notes.append(_moved(project.root / "pyproject.toml", locked, "uv.lock re-locked by uv"))
     return step
 
 
 def _requirements_step(run: Attempt, checks: Checks):
     """Move the TensorFlow line of the .in and recompile the .txt beside the project (nothing of it changes yet)."""
-    store, the_plan, opts, op, log, progress = run.store, run.plan, run.opts, run.op, run.log, run.progress
     from rebuild.core.projectstep import RequirementsStep
     from rebuild.project import requirements
 
-    project = run.project
+    project, the_plan, opts = run.project, run.plan, run.opts
     in_name, txt_name = project.files
-    progress.stage("compile", f"uv pip compile of {project.root / in_name} with {the_plan.project_requirement}")
-    compiled = requirements.compile(
-        project,
-        the_plan.tf_distribution,
-        the_plan.tf_new,
-        op,
+    compiled = _lock_beside(
+        run,
+        "compile",
+        f"uv pip compile of {project.root / in_name}",
+        requirements.compile,
         python=Path(the_plan.python_path),
         python_version=the_plan.python_new,
         offline=opts.offline,
         find_links=list(opts.find_links),
         eager=opts.strategy == Strategy.EAGER,
-        log=log,
-        skip={store.state.name, store.env.name},
     )
     pinned = requirements.pins(compiled.files[txt_name].decode("utf-8"))
     seeds = {
@@ -132,70 +142,37 @@ def _requirements_step(run: Attempt, checks: Checks):
         for p in the_plan.current.packages
         if p.name in SEED_PACKAGES and p.location == "env" and p.name not in pinned
     }
-    step = RequirementsStep(
-        project=project,
+    step = _step(
+        RequirementsStep,
+        run,
+        checks,
+        checks,
         new_files=compiled.files,
         compiled=compiled,
-        python=Path(the_plan.python_path),
-        prompt=_prompt(store.env),
-        offline=opts.offline,
-        compile_bytecode=not opts.no_compile,
-        log=log,
-        checks=checks,
-        staging_checks=checks,
         find_links=list(opts.find_links),
         seeds=seeds,
-        force=opts.force,
     )
-    step.notes.append(
-        f"{project.root / in_name}: {compiled.old_requirement} → {compiled.new_requirement}; "
-        f"{txt_name} recompiled by uv pip compile{' with hashes' if compiled.hashed else ''} "
-        f"({'; '.join(compiled.changes) or 'no other change'})"
-    )
+    hashes = " with hashes" if compiled.hashed else ""
+    step.notes.append(_moved(project.root / in_name, compiled, f"{txt_name} recompiled by uv pip compile{hashes}"))
     return step
 
 
 def _poetry_step(run: Attempt, checks: Checks):
     """Re-lock the Poetry project beside it with the user's Poetry and prepare its transaction step."""
-    store, the_plan, opts, op, log, progress = run.store, run.plan, run.opts, run.op, run.log, run.progress
     from rebuild.core.projectstep import PoetryStep
     from rebuild.project import poetryproject
 
-    project = run.project
-    progress.stage("lock", f"poetry lock of {project.root} with {the_plan.project_requirement}")
-    locked = poetryproject.lock(
-        project,
-        the_plan.tf_distribution,
-        the_plan.tf_new,
-        op,
-        current=store.env,
-        log=log,
-        skip={store.state.name, store.env.name},
-    )
+    project, the_plan, opts, log = run.project, run.plan, run.opts, run.log
+    locked = _lock_beside(run, "lock", f"poetry lock of {project.root}", poetryproject.lock, current=run.store.env)
     staging = _staging_checks(run, checks)
     planned = lockfile.read_pins(the_plan.pylock) or {}
     in_lock = poetryproject.locked_versions(locked.files["poetry.lock"])
     # pip stays beside the lock's packages at `poetry sync` (setuptools and wheel go): the new env keeps it too
     seeds = {n: v for n, v in planned.items() if n in poetryproject.KEPT_BY_SYNC and n not in in_lock}
-    step = PoetryStep(
-        project=project,
-        new_files=locked.files,
-        locked=locked,
-        python=Path(the_plan.python_path),
-        prompt=_prompt(store.env),
-        offline=opts.offline,
-        compile_bytecode=not opts.no_compile,
-        log=log,
-        checks=checks,
-        staging_checks=staging,
-        seeds=seeds,
-        index=the_plan.index_live,
-        force=opts.force,
+    step = _step(
+        PoetryStep, run, checks, staging, new_files=locked.files, locked=locked, seeds=seeds, index=the_plan.index_live
     )
-    step.notes.append(
-        f"{project.root / 'pyproject.toml'}: {locked.old_requirement} → {locked.new_requirement}; "
-        f"poetry.lock re-locked by Poetry ({'; '.join(locked.changes) or 'no other change'})"
-    )
+    step.notes.append(_moved(project.root / "pyproject.toml", locked, "poetry.lock re-locked by Poetry"))
     differ = sorted(
         f"{n} {planned[n]} (Poetry locked {', '.join(sorted(in_lock[n]))})"
         for n in planned

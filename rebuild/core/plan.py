@@ -34,6 +34,7 @@ from rebuild.core.targets import (
     blocking_companions,
     conflict_error,
     constraint_note,
+    doctor_preflight,
     newer_for_other_python,
 )
 from rebuild.env import profile as prof
@@ -154,17 +155,7 @@ def _preflight(
     from rebuild import doctor
 
     try:
-        findings = doctor.preflight(
-            loc,
-            data,
-            tf_new,
-            tf_distribution=tf,
-            python_version=python_version,
-            index=index,
-            offline=opts.offline,
-            pre=opts.pre,
-            **more,
-        )
+        findings = doctor_preflight(loc, data, tf_new, tf, python_version, index, opts, **more)
     except (UserError, OSError) as exc:
         return [doctor.FindingId.PREFLIGHT_SKIPPED.make(f"pre-flight checks skipped: {exc}")]
     return [

@@ -27,6 +27,7 @@ from rebuild.core.build import BuildResult
 from rebuild.errors import UserError
 from rebuild.project import files, uvproject
 from rebuild.project.detect import Project
+from rebuild.project.newenv import NewEnv
 
 if TYPE_CHECKING:
     from rebuild.store.store import Store
@@ -64,6 +65,10 @@ class ProjectStep:
         return None
 
     # --- the same for every manager
+    def new_env(self, staging: Path) -> NewEnv:
+        """Where and how :meth:`build_env` builds: ``staging/env`` on the plan's interpreter."""
+        return NewEnv(staging, self.python, self.prompt, self.offline, self.compile_bytecode, self.log)
+
     def build(self, staging: Path) -> BuildResult:
         start = time.monotonic()
         env = self.build_env(staging)
@@ -111,16 +116,7 @@ class UvStep(ProjectStep):
 
     def build_env(self, staging: Path) -> Path:
         assert self.locked is not None, "locked by prepare() before the build"
-        return uvproject.build(
-            self.locked,
-            staging,
-            self.python,
-            prompt=self.prompt,
-            offline=self.offline,
-            compile_bytecode=self.compile_bytecode,
-            log=self.log,
-            chosen=self.chosen,
-        )
+        return uvproject.build(self.locked, self.new_env(staging), chosen=self.chosen)
 
     def settle(self, store: Store) -> str:
         return uvproject.settle(self.project, store.env, offline=self.offline, log=self.log, chosen=self.chosen)
@@ -146,17 +142,7 @@ class RequirementsStep(ProjectStep):
     def build_env(self, staging: Path) -> Path:
         from rebuild.project import requirements
 
-        return requirements.build(
-            self.compiled,
-            staging,
-            self.python,
-            prompt=self.prompt,
-            offline=self.offline,
-            find_links=self.find_links,
-            compile_bytecode=self.compile_bytecode,
-            seeds=self.seeds,
-            log=self.log,
-        )
+        return requirements.build(self.compiled, self.new_env(staging), find_links=self.find_links, seeds=self.seeds)
 
     def settle(self, store: Store) -> str:
         from rebuild.project import requirements
@@ -190,17 +176,7 @@ class PoetryStep(ProjectStep):
     def build_env(self, staging: Path) -> Path:
         from rebuild.project import poetryproject
 
-        return poetryproject.build(
-            self.locked,
-            staging,
-            self.python,
-            prompt=self.prompt,
-            compile_bytecode=self.compile_bytecode,
-            log=self.log,
-            seeds=self.seeds,
-            index=self.index,
-            offline=self.offline,
-        )
+        return poetryproject.build(self.locked, self.new_env(staging), seeds=self.seeds, index=self.index)
 
     def pylock(self) -> str | None:
         return self.pylock_text

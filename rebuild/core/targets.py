@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from packaging.specifiers import SpecifierSet
 
     from rebuild.core.plan import Options
+    from rebuild.doctor.findings import Finding
     from rebuild.env.locate import EnvLocation
     from rebuild.env.probed import Probed
     from rebuild.env.profile import Index
@@ -221,24 +222,39 @@ def conflict_error(
     )
 
 
+def doctor_preflight(
+    loc: EnvLocation,
+    data: Probed,
+    tf_new: str,
+    tf: str,
+    python_version: str,
+    index: Index,
+    opts: Options,
+    **more: Any,
+) -> list[Finding]:
+    """Doctor's pre-flight checks of an upgrade of ``loc`` to ``tf`` ``tf_new`` on ``python_version``."""
+    from rebuild import doctor
+
+    return doctor.preflight(
+        loc,
+        data,
+        tf_new,
+        tf_distribution=tf,
+        python_version=python_version,
+        index=index,
+        offline=opts.offline,
+        pre=opts.pre,
+        **more,
+    )
+
+
 def blocking_companions(
     loc: EnvLocation, data: Probed, tf_new: str, tf: str, python_version: str, index: Index, opts: Options
 ) -> list[str]:
     """Doctor's account of installed packages whose requirements exclude the target (e.g. a companion
     with no release for it: "no release of tensorflow-text on the index accepts 2.20.0 ...")."""
-    from rebuild import doctor
-
     try:
-        findings = doctor.preflight(
-            loc,
-            data,
-            tf_new,
-            tf_distribution=tf,
-            python_version=python_version,
-            index=index,
-            offline=opts.offline,
-            pre=opts.pre,
-        )
+        findings = doctor_preflight(loc, data, tf_new, tf, python_version, index, opts)
     except (UserError, OSError):
         return []
     return [f"{f.title}: " + "; ".join(f.evidence) for f in findings if f.id == "target-blocked"]

@@ -22,13 +22,8 @@ from rebuild.util import distinfo
 
 def check_debris(ctx: Context) -> list[Finding]:
     """Leftovers of installs: broken/duplicate metadata, missing files, TensorFlow variants, conda overwrites."""
-    return (
-        _check_debris_items(ctx)
-        + _check_duplicates(ctx)
-        + _check_record(ctx)
-        + _check_variants(ctx)
-        + _check_conda(ctx)
-    )
+    checks = (_check_debris_items, _check_duplicates, _check_record, _check_variants, _check_conda)
+    return [finding for check in checks for finding in check(ctx)]
 
 
 def _check_debris_items(ctx: Context) -> list[Finding]:

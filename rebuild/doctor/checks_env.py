@@ -81,15 +81,16 @@ def _pip_site(exe: str, environ: Mapping[str, str]) -> tuple[str, str] | None:
 
 def check_boundaries(ctx: Context) -> list[Finding]:
     """What leaks into the env from outside it: no venv, system/user site, PYTHONPATH/PYTHONHOME, a foreign pip."""
-    return (
-        _check_not_a_venv(ctx)
-        + _check_system_site(ctx)
-        + _check_user_site(ctx)
-        + _check_pythonpath(ctx)
-        + _check_pythonhome(ctx)
-        + _check_pip(ctx)
-        + _check_project(ctx)
+    checks = (
+        _check_not_a_venv,
+        _check_system_site,
+        _check_user_site,
+        _check_pythonpath,
+        _check_pythonhome,
+        _check_pip,
+        _check_project,
     )
+    return [finding for check in checks for finding in check(ctx)]
 
 
 def _check_project(ctx: Context) -> list[Finding]:

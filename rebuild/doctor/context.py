@@ -3,7 +3,6 @@ and (cached, budgeted) index look-ups, gathered once in a :class:`Context`."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shlex
@@ -28,7 +27,6 @@ from rebuild.index import simple as indexinfo
 from rebuild.index import tags as wheel_tags
 from rebuild.index import metadata
 from rebuild.knowledge.tf import TF_DISTRIBUTIONS
-from rebuild.util import proc
 
 MAX_LOOKUPS = 12  # index requests beyond the TensorFlow listing and its metadata
 _CAP_OPERATORS = ("<", "<=", "==", "~=", "===")
@@ -104,43 +102,8 @@ def real(path: str | os.PathLike) -> str:
 
 
 def run_probe(python: Path, environ: Mapping[str, str] | None, deep: bool) -> Probed:
-    """The deep probe report; with ``environ`` the probe runs under that environment (user site, PATH ...).
-
-    Without ``environ`` this is :func:`rebuild.env.probe.run`; ``probe.run`` takes no environment, so the
-    ``environ`` case runs the same command through :func:`rebuild.util.proc.run`.
-    """
-    if environ is None:
-        return probe.run(python, deep=deep)
-    timeout = probe.default_timeout()
-    res = proc.run(
-        [str(python), "-I", "-S", str(probe.PROBE_SCRIPT)] + (["--deep"] if deep else []),
-        env=dict(environ),
-        timeout=timeout,
-    )
-    if res.timed_out:
-        raise UserError(
-            f"The interpreter {python} did not answer within {timeout:.0f} s.",
-            "It may hang at start-up; check that it runs or raise TFREBUILD_PROBE_TIMEOUT.",
-        )
-    if res.error:
-        raise UserError(
-            f"The interpreter {python} cannot be started: {res.error}.",
-            "The environment may be broken or its base Python removed; recreate it.",
-        )
-    if res.returncode != 0:
-        raise UserError(
-            f"The interpreter {python} failed (exit {res.returncode}) while being inspected.",
-            "The environment's Python is broken; recreate it.",
-            details="\n".join(res.stderr.strip().splitlines()[-5:]),
-        )
-    try:
-        return Probed.from_json(json.loads(res.stdout))
-    except (json.JSONDecodeError, AttributeError) as exc:  # not JSON, or JSON but not an object
-        raise UserError(
-            f"The interpreter {python} printed something that is not the probe's report.",
-            "Run it by hand to see what it prints at start-up.",
-            details=res.stdout[:500],
-        ) from exc
+    """The deep probe report; with ``environ`` the probe runs under that environment (user site, PATH ...)."""
+    return probe.run(python, deep=deep, environ=environ)
 
 
 # ---------------------------------------------------------------------------

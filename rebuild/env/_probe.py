@@ -22,6 +22,7 @@ Constraints (do not break them when editing):
 """
 
 import os
+import re
 import sys
 
 PROBE_VERSION = 1
@@ -115,8 +116,6 @@ def _cfg_get(cfg, key):
 
 
 def canonicalize(name):
-    import re
-
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
@@ -404,6 +403,9 @@ def read_headers(path):
     return (fast if fast is not None else _header_parser().parsestr(text)), ok
 
 
+#: One header field: its name (printable ASCII but the colon, RFC 5322), the rest of its line and its continuation
+#: lines (starting with a space or a tab), each line ended by \r\n, \r or \n (the last one may end the text).
+_FIELDS = re.compile(r"([!-9;-~]+):([^\r\n]*(?:\r\n|\r|\n|\Z)(?:[ \t][^\r\n]*(?:\r\n|\r|\n|\Z))*)")
 _ODD_BREAKS = ("\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029")
 
 
@@ -411,20 +413,23 @@ class _Headers(object):
     """The header block as ``email``'s compat32 parser returns it, for the plain blocks every installer writes
     (importing and running ``email.parser`` is most of a small probe's time); anything unusual goes to it."""
 
-    def __init__(self, items):
-        self._items = items
+    def __init__(self, fields):
+        self._fields = {}  # lower-case name -> [the rest of its lines, raw], in order
+        for name, rest in fields:
+            self._fields.setdefault(name.lower(), []).append(rest)
 
     def get(self, key, default=None):
-        key = key.lower()
-        for name, value in self._items:
-            if name.lower() == key:
-                return value
-        return default
+        found = self._fields.get(key.lower())
+        return _field_value(found[0]) if found else default
 
     def get_all(self, key, default=None):
-        key = key.lower()
-        found = [value for name, value in self._items if name.lower() == key]
-        return found or default
+        found = self._fields.get(key.lower())
+        return [_field_value(rest) for rest in found] if found else default
+
+
+def _field_value(rest):
+    """A field's value as email reads it: the blanks after the colon and the final line break left out."""
+    return rest.lstrip(" \t").rstrip("\r\n")
 
 
 def _simple_headers(text):
@@ -432,28 +437,15 @@ def _simple_headers(text):
     (a line that is neither, a ``From `` line, unusual line breaks): the email parser reads those."""
     if any(ch in text for ch in _ODD_BREAKS):
         return None
-    lines = text.splitlines(True)  # with the odd breaks ruled out: the \r\n, \r and \n email splits on
-    items, source = [], []
-
-    def flush():
-        if source:
-            name, value = source[0].split(":", 1)
-            value = value.lstrip(" \t") + "".join(source[1:])
-            items.append((name, value.rstrip("\r\n")))
-
-    for line in lines:
-        if line[:1] in (" ", "\t"):
-            if not source:
-                return None
-            source.append(line)
-            continue
-        name = line.split(":", 1)[0]
-        if line.startswith("From ") or name == line or not name or any(not 33 <= ord(c) <= 126 for c in name):
-            return None
-        flush()
-        source = [line]
-    flush()
-    return _Headers(items)
+    fields = []
+    pos, end = 0, len(text)
+    while pos < end:  # field after field from the start: linear (an unanchored search retries inside a long token)
+        m = _FIELDS.match(text, pos)
+        if m is None or m.end() == pos:
+            return None  # something that is not a field (each is its name, a colon and the rest)
+        fields.append(m.groups())
+        pos = m.end()
+    return _Headers(fields)
 
 
 def _hget(msg, key):
@@ -500,17 +492,21 @@ def parse_requires_txt(text):
 
 
 def read_record(path):
-    """Yield the path column of a RECORD file (cheap, no csv module)."""
+    """The path column of a RECORD file, in order (cheap, no csv module)."""
     with open(path, "r", encoding="utf-8", errors="replace") as f:
-        for line in f:
-            line = line.rstrip("\r\n")
-            if not line:
-                continue
-            p = line.rsplit(",", 2)[0]
-            if len(p) >= 2 and p[0] == '"' and p[-1] == '"':
-                p = p[1:-1].replace('""', '"')
-            if p:
-                yield p
+        lines = f.read().split("\n")  # text mode: \r\n and \r already read as \n
+    if '"' not in "".join(lines):
+        return [p for p in (line.rsplit(",", 2)[0] for line in lines if line) if p]
+    out = []
+    for line in lines:
+        if not line:
+            continue
+        p = line.rsplit(",", 2)[0]
+        if len(p) >= 2 and p[0] == '"' and p[-1] == '"':
+            p = p[1:-1].replace('""', '"')
+        if p:
+            out.append(p)
+    return out
 
 
 def _wheel_tags(path):
@@ -524,9 +520,24 @@ def _wheel_tags(path):
 
 def top_level_from_paths(paths):
     """Importable top-level names from site-dir-relative paths."""
+    paths = list(paths)
     dirs = set()
     mods = set()
-    for p in paths:
+    # the usual path ("pkg/mod.py", "mod.py"): its first component is all that counts, so each is looked at once
+    odd = [p for p in paths if "\\" in p or p[:1] in ("", ".", "/")]
+    plain = [p for p in paths if not ("\\" in p or p[:1] in ("", ".", "/"))] if odd else paths
+    heads = set(p.split("/", 1)[0] for p in plain if "/" in p)
+    for head in heads:
+        if not head.isidentifier() or head == "__pycache__":
+            continue  # foo-1.0.dist-info, foo-1.0.data, ..
+        if head in ("bin", "Scripts") and head + "/__init__.py" not in plain:
+            continue
+        dirs.add(head)
+    for p in set(p for p in plain if "/" not in p):
+        name = _module_name(p)
+        if name:
+            mods.add(name)
+    for p in odd:
         p = p.replace("\\", "/")
         while p.startswith("./"):
             p = p[2:]
@@ -535,7 +546,7 @@ def top_level_from_paths(paths):
         head, sep, rest = p.partition("/")
         if sep:
             if not head.isidentifier() or head == "__pycache__":
-                continue  # foo-1.0.dist-info, foo-1.0.data, ..
+                continue
             if head in ("bin", "Scripts"):
                 if rest == "__init__.py":
                     dirs.add(head)
@@ -879,13 +890,19 @@ class Scanner(object):
             )
 
     def _record_firsts(self, site_dir, wanted=None):
-        """The first path component of every file the RECORDs (and installed-files.txt) of ``site_dir`` name
-        (``wanted``: the names asked about; reading stops once every one of them is found)."""
+        """The first path component of the files the RECORDs (and installed-files.txt) of ``site_dir`` name
+        (``wanted``: the names asked about; only listings whose text holds one are read through, and reading stops
+        once every one of them is found)."""
         firsts = set()
         try:
             metas = [n for n in os.listdir(site_dir) if n.lower().endswith((".dist-info", ".egg-info"))]
         except OSError:
             return firsts
+        # A listing names a file only if the name is in its text (where names are compared as written; a RECORD's
+        # quoting doubles a '"'): a listing without a name still asked about is skipped unparsed (transformers' 1 MB).
+        literal = wanted is not None and os.path.normcase("A/") == "A/"
+        if wanted:
+            metas.sort(key=lambda meta: not _likely_owner(meta, wanted))  # the likely owners first; stable
         for meta in metas:
             for listing in ("RECORD", "installed-files.txt"):
                 path = os.path.join(site_dir, meta, listing)
@@ -893,6 +910,10 @@ class Scanner(object):
                     continue
                 base = site_dir if listing == "RECORD" else os.path.join(site_dir, meta)
                 try:
+                    if literal:
+                        text = _read_text(path)
+                        if not any(w in text or w.replace('"', '""') in text for w in wanted - firsts):
+                            continue
                     for p in read_record(path) if listing == "RECORD" else _read_text(path).splitlines():
                         p = p.strip()
                         if (
@@ -915,6 +936,17 @@ class Scanner(object):
             if wanted is not None and wanted <= firsts:
                 break
         return firsts
+
+
+#: Files whose owner the name does not tell: setuptools installs distutils-precedence.pth into every env it is in.
+_OWNERS = {"distutils-precedence.pth": "setuptools"}
+
+
+def _likely_owner(meta, wanted):
+    """Whether the metadata folder ``meta`` likely installed one of ``wanted`` (named after it: ``foo-1.0-nspkg.pth``,
+    ``__editable__.foo-1.0.pth``; or a known owner): only the order in which listings are read depends on it."""
+    project = meta.split("-", 1)[0].lower()
+    return any(project in w.lower().replace("-", "_") or _OWNERS.get(w) == project for w in wanted)
 
 
 # ---------------------------------------------------------------------------

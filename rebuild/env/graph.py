@@ -7,9 +7,10 @@ the interpreter tfrebuild runs on.
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass
 
-from packaging.markers import InvalidMarker, UndefinedComparison, UndefinedEnvironmentName
+from packaging.markers import InvalidMarker, Marker, UndefinedComparison, UndefinedEnvironmentName
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
@@ -45,6 +46,10 @@ class Edge:
     via_extra: bool
 
 
+#: The project name a requirement line starts with (PEP 508's, as packaging reads it), found without parsing.
+_LEADING_NAME = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
+
+
 @functools.lru_cache(maxsize=8192)  # the same requirement lines are asked about again and again (plan notes)
 def parse(requirement: str) -> Requirement | None:
     """``requirement`` parsed (``None`` when malformed); shared: callers never change it."""
@@ -54,15 +59,64 @@ def parse(requirement: str) -> Requirement | None:
         return None
 
 
-def applies(req: Requirement, env: dict[str, str], extras: frozenset[str] = frozenset()) -> tuple[bool, bool]:
+#: ``extra == "name"``: how a marker asks for an extra (packaging writes markers with double quotes).
+_EXTRA_EQUALS = re.compile(r'\bextra == "([^"]*)"')
+
+
+@functools.lru_cache(maxsize=4096)
+def _compared_extras(marker: str) -> frozenset[str] | None:
+    """The extras (canonical) a marker compares ``extra`` with by ``==``; ``None`` when it uses ``extra`` any other
+    way. A marker false with no extra stays false with an extra it does not name, so only those need evaluating."""
+    named = _EXTRA_EQUALS.findall(marker)
+    if marker.count("extra") != len(named):
+        return None
+    return frozenset(canonicalize_name(n) for n in named)
+
+
+@functools.lru_cache(maxsize=4096)
+def _marker(text: str) -> Marker | None:
+    """The marker ``text`` parsed (``None`` when malformed); shared."""
+    try:
+        return Marker(text)
+    except InvalidMarker:
+        return None
+
+
+@dataclass(frozen=True)
+class Line:
+    """What the graph reads of a requirement line: its name (canonical), its extras, its marker."""
+
+    name: str
+    extras: frozenset[str]
+    marker: Marker | None
+
+
+@functools.lru_cache(maxsize=8192)
+def line(text: str) -> Line | None:
+    """The requirement line ``text`` as :func:`parse` reads it (``None`` when malformed), its marker parsed once per
+    distinct marker: a big env repeats a few hundred markers over a thousand lines. Before the first ``;`` of a line
+    without a URL no ``;`` can stand (PEP 508), so such a line is read as its two halves."""
+    head, semicolon, marker = text.partition(";")
+    if "@" in head or not semicolon:
+        req = parse(text)
+        return None if req is None else Line(canonicalize_name(req.name), frozenset(req.extras), req.marker)
+    req, parsed = parse(head), _marker(marker)
+    return None if req is None or parsed is None else Line(canonicalize_name(req.name), frozenset(req.extras), parsed)
+
+
+def applies(req: Requirement | Line, env: dict[str, str], extras: frozenset[str] = frozenset()) -> tuple[bool, bool]:
     """Whether ``req`` applies in ``env``: (applies, only through an extra)."""
-    if req.marker is None:
+    marker = req.marker
+    if marker is None:
         return True, False
     try:
-        if req.marker.evaluate({**env, "extra": ""}):
+        if marker.evaluate({**env, "extra": ""}):
             return True, False
+        named = _compared_extras(str(marker)) if extras else None
+        if named is not None:
+            extras = frozenset(e for e in extras if canonicalize_name(e) in named)
         for extra in extras:
-            if req.marker.evaluate({**env, "extra": extra}):
+            if marker.evaluate({**env, "extra": extra}):
                 return True, True
         return False, False
     except (InvalidMarker, UndefinedComparison, UndefinedEnvironmentName):
@@ -82,15 +136,15 @@ def edges(
     for parent, requires in dists.items():
         extras = frozenset(provides_extra.get(parent, []))
         for text in requires:
-            req = parse(text)
-            if req is None:
-                continue
-            child = canonicalize_name(req.name)
-            if child == parent or child not in dists:
+            named = _LEADING_NAME.match(text)
+            if named is None or canonicalize_name(named.group(1)) not in dists:
+                continue  # names nothing installed (most lines of a big env: test and doc extras), or is malformed
+            req = line(text)
+            if req is None or req.name == parent or req.name not in dists:
                 continue
             ok, via_extra = applies(req, env, extras)
             if ok:
-                out.append(Edge(parent, child, text, via_extra))
+                out.append(Edge(parent, req.name, text, via_extra))
     return out
 
 

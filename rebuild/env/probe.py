@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+from collections.abc import Mapping
 from pathlib import Path
 
 from rebuild.env.probed import Probed
@@ -17,17 +19,28 @@ def default_timeout() -> float:
     return float(os.environ.get("TFREBUILD_PROBE_TIMEOUT", "60"))
 
 
-def run(python: Path, *, deep: bool = False, timeout: float | None = None) -> Probed:
-    """Inspect the environment of ``python``; return the probe's report (its JSON, typed once here).
+def run(
+    python: Path,
+    *,
+    deep: bool = False,
+    timeout: float | None = None,
+    environ: Mapping[str, str] | None = None,
+    cancel: threading.Event | None = None,
+) -> Probed:
+    """Inspect the environment of ``python``; return the probe's report (its JSON, typed once here). ``cancel``: set
+    by another thread, it stops the probe (a ``KeyboardInterrupt`` here).
 
     The interpreter runs in isolated mode (``-I -S``) so neither ``PYTHONPATH``
     nor the user site nor ``.pth`` files can change what it sees or crash it.
+    ``environ`` (default: this process's) is the environment it starts under (doctor's user site, PATH ...).
     """
     timeout = default_timeout() if timeout is None else timeout
     cmd = [str(python), "-I", "-S", str(PROBE_SCRIPT)] + (["--deep"] if deep else [])
     # The probe reports the variables a normal start would see (PYTHONPATH, PYTHONUSERBASE, ...),
     # so it gets this process's environment unscrubbed; -I -S keep them from acting on it.
-    result = proc.run(cmd, env=os.environ, timeout=timeout)
+    result = proc.run(cmd, env=os.environ if environ is None else dict(environ), timeout=timeout, cancel=cancel)
+    if result.cancelled:
+        raise KeyboardInterrupt
     if result.timed_out:
         raise UserError(
             f"The interpreter {python} did not answer within {timeout:.0f} s.",

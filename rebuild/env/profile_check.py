@@ -152,15 +152,19 @@ def _check_model(where: str, at: str, model: SmokeModel) -> None:
         value = getattr(model, key)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1e6:
             raise _refuse(where, f"{at}.{key}", value, "a number of 0 or more", "Write e.g. 1e-4.")
-    for k, imp in enumerate(model.imports):
+    _check_imports(
+        where,
+        f"{at}.imports",
+        model.imports,
+        "Give the import name of the package that registers the model's custom objects.",
+    )
+
+
+def _check_imports(where: str, at: str, names: list[str], hint: str) -> None:
+    """Each of ``names`` (the list at ``at``) is a module name to import."""
+    for k, imp in enumerate(names):
         if not _DOTTED.match(imp) or len(imp) > MAX_NAME:
-            raise _refuse(
-                where,
-                f"{at}.imports[{k}]",
-                imp,
-                "a module name (dotted identifiers)",
-                "Give the import name of the package that registers the model's custom objects.",
-            )
+            raise _refuse(where, f"{at}[{k}]", imp, "a module name (dotted identifiers)", hint)
 
 
 def validate(profile: Profile, where: str = "profile") -> None:
@@ -254,15 +258,9 @@ def validate(profile: Profile, where: str = "profile") -> None:
                 "a file name in the project folder",
                 "List names such as pyproject.toml or uv.lock.",
             )
-    for n, imp in enumerate(profile.smoke.imports):
-        if not _DOTTED.match(imp) or len(imp) > MAX_NAME:
-            raise _refuse(
-                where,
-                f"smoke.imports[{n}]",
-                imp,
-                "a module name (dotted identifiers)",
-                "Give import names such as tensorflow or tensorflow.keras.",
-            )
+    _check_imports(
+        where, "smoke.imports", profile.smoke.imports, "Give import names such as tensorflow or tensorflow.keras."
+    )
     for n, model in enumerate(profile.smoke.models):
         _check_model(where, f"smoke.models[{n}]", model)
     for n, pkg in enumerate(profile.packages):

@@ -280,7 +280,7 @@ def unreached(
             changed = False
             for parent in list(seen):
                 for edge in out.get(parent, ()):
-                    req = graph.parse(edge.requirement)
+                    req = graph.line(edge.requirement)
                     if edge.via_extra and parent not in TF_DISTRIBUTIONS:
                         if req is None or not asked[parent] or not graph.applies(req, env, frozenset(asked[parent]))[0]:
                             continue

@@ -17,7 +17,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from rebuild.index.settings import Index, IndexSetting
@@ -93,6 +93,39 @@ def _pip_value(key: str, raw: str):
     return raw.strip() if key == "index_url" else _words(raw)
 
 
+def _env_layer(
+    origin: str, environ: dict[str, str], variables: tuple[tuple[str, str], ...], value: Callable[[str, str], object]
+) -> _Layer:
+    """The ``variables`` ((name, Index field), in order) ``environ`` sets, read by ``value``: a list adds up."""
+    layer = _Layer(origin)
+    for var, norm in variables:
+        parsed = value(norm, environ[var]) if environ.get(var) else None
+        if isinstance(parsed, list):
+            layer.values.setdefault(norm, []).extend(parsed)
+        elif parsed is not None:
+            layer.values[norm] = parsed
+    return layer
+
+
+_PIP_KEYS = (  # pip's options that name indexes and constraints, as Index fields (PIP_<OPTION> sets each too)
+    ("index-url", "index_url"),
+    ("extra-index-url", "extra_index_urls"),
+    ("find-links", "find_links"),
+    ("no-index", "no_index"),
+    ("constraint", "constraints"),
+)
+_UV_VARIABLES = (
+    ("UV_INDEX_URL", "index_url"),
+    ("UV_DEFAULT_INDEX", "index_url"),
+    ("UV_EXTRA_INDEX_URL", "extra_index_urls"),
+    ("UV_INDEX", "extra_index_urls"),
+    ("UV_FIND_LINKS", "find_links"),
+    ("UV_NO_INDEX", "no_index"),
+    ("UV_INDEX_STRATEGY", "index_strategy"),
+    ("UV_CONSTRAINT", "constraints"),
+)
+
+
 def _pip_files(environ: dict[str, str], home: Path, prefix: Path | None) -> list[Path]:
     config_file = environ.get("PIP_CONFIG_FILE")
     if config_file == os.devnull:
@@ -140,29 +173,15 @@ def _pip_layers(environ: dict[str, str], home: Path, prefix: Path | None) -> lis
         for section in ("global", "install"):
             if not parser.has_section(section):
                 continue
-            for key, norm in (
-                ("index-url", "index_url"),
-                ("extra-index-url", "extra_index_urls"),
-                ("find-links", "find_links"),
-                ("no-index", "no_index"),
-                ("constraint", "constraints"),
-            ):
+            for key, norm in _PIP_KEYS:
                 if parser.has_option(section, key):
                     layer.values[norm] = _pip_value(norm, parser.get(section, key))
         if layer.values:
             # pip merges every configured index and picks the best version across them.
             layer.implied["index_strategy"] = "unsafe-best-match"
             layers.append(layer)
-    env_layer = _Layer("environment (PIP_*)")
-    for var, norm in (
-        ("PIP_INDEX_URL", "index_url"),
-        ("PIP_EXTRA_INDEX_URL", "extra_index_urls"),
-        ("PIP_FIND_LINKS", "find_links"),
-        ("PIP_NO_INDEX", "no_index"),
-        ("PIP_CONSTRAINT", "constraints"),
-    ):
-        if environ.get(var):
-            env_layer.values[norm] = _pip_value(norm, environ[var])
+    variables = tuple(("PIP_" + key.upper().replace("-", "_"), norm) for key, norm in _PIP_KEYS)
+    env_layer = _env_layer("environment (PIP_*)", environ, variables, _pip_value)
     if env_layer.values:
         env_layer.implied["index_strategy"] = "unsafe-best-match"
         layers.append(env_layer)
@@ -237,6 +256,17 @@ def build_constraint_dependencies(
 
 
 def _uv_layers(environ: dict[str, str], home: Path, cwd: Path) -> list[_Layer]:
+    def uv_value(norm: str, raw: str) -> object:
+        if norm == "index_url":
+            return strip_name(named_credentials(raw, environ))
+        if norm == "index_strategy":
+            return raw.strip()
+        if norm == "no_index":
+            return _truthy(raw)
+        if norm == "find_links":
+            return [w for w in re.split(r"[\s,]+", raw) if w]
+        return [strip_name(named_credentials(w, environ)) for w in _words(raw)]
+
     layers = []
     for path in _uv_files(environ, home, cwd):
         table = _uv_table(path)
@@ -265,33 +295,7 @@ def _uv_layers(environ: dict[str, str], home: Path, cwd: Path) -> list[_Layer]:
             layer.values["constraint_lines"] = [str(c) for c in table["constraint-dependencies"]]
         if layer.values:
             layers.append(layer)
-    env_layer = _Layer("environment (UV_*)")
-    for var, norm in (
-        ("UV_INDEX_URL", "index_url"),
-        ("UV_DEFAULT_INDEX", "index_url"),
-        ("UV_EXTRA_INDEX_URL", "extra_index_urls"),
-        ("UV_INDEX", "extra_index_urls"),
-        ("UV_FIND_LINKS", "find_links"),
-        ("UV_NO_INDEX", "no_index"),
-        ("UV_INDEX_STRATEGY", "index_strategy"),
-        ("UV_CONSTRAINT", "constraints"),
-    ):
-        raw = environ.get(var)
-        if not raw:
-            continue
-        if norm == "index_url":
-            env_layer.values[norm] = strip_name(named_credentials(raw, environ))
-        elif norm == "index_strategy":
-            env_layer.values[norm] = raw.strip()
-        elif norm == "no_index":
-            env_layer.values[norm] = _truthy(raw)
-        else:
-            items = (
-                [w for w in re.split(r"[\s,]+", raw) if w]
-                if norm == "find_links"
-                else [strip_name(named_credentials(w, environ)) for w in _words(raw)]
-            )
-            env_layer.values.setdefault(norm, []).extend(items)
+    env_layer = _env_layer("environment (UV_*)", environ, _UV_VARIABLES, uv_value)
     if env_layer.values:
         layers.append(env_layer)
     return layers

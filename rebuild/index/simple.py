@@ -104,7 +104,7 @@ class _AnchorParser(html.parser.HTMLParser):
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.base: str | None = None
-        self.anchors: list[tuple[dict[str, str | None], list[str]]] = []
+        self.anchors: list[tuple[dict[str, str], list[str]]] = []  # a valueless attribute reads as ""
         self._current: list[str] | None = None
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
@@ -114,7 +114,7 @@ class _AnchorParser(html.parser.HTMLParser):
                 self.base = href
         elif tag == "a":
             text: list[str] = []
-            self.anchors.append((dict(attrs), text))
+            self.anchors.append(({k: v or "" for k, v in attrs}, text))
             self._current = text
 
     def handle_endtag(self, tag: str) -> None:
@@ -152,6 +152,14 @@ def _metadata_flag(value: Any) -> tuple[bool, dict[str, str]]:
     return True, _hashes_from_fragment(text)  # "", "true" or "sha256=..."
 
 
+def _metadata_of(attrs: dict[str, Any], keys: tuple[str, ...]) -> tuple[bool, dict[str, str]]:
+    """:func:`_metadata_flag` of the first of ``keys`` that ``attrs`` (an anchor's or a JSON file entry's) has."""
+    for key in keys:
+        if key in attrs:
+            return _metadata_flag(attrs[key])
+    return False, {}
+
+
 def _parse_html(text: str, page_url: str) -> list[_Link]:
     parser = _AnchorParser()
     parser.feed(text)
@@ -164,12 +172,7 @@ def _parse_html(text: str, page_url: str) -> list[_Link]:
             continue
         parts = urlsplit(urljoin(base, href))
         filename = unquote(parts.path.rsplit("/", 1)[-1]) or "".join(text_parts).strip()
-        if "data-core-metadata" in attrs:
-            has_metadata, meta_hashes = _metadata_flag(attrs["data-core-metadata"] or "")
-        elif "data-dist-info-metadata" in attrs:
-            has_metadata, meta_hashes = _metadata_flag(attrs["data-dist-info-metadata"] or "")
-        else:
-            has_metadata, meta_hashes = False, {}
+        has_metadata, meta_hashes = _metadata_of(attrs, ("data-core-metadata", "data-dist-info-metadata"))
         links.append(
             _Link(
                 url=urlunsplit(parts._replace(fragment="")),
@@ -206,12 +209,9 @@ def _parse_json(text: str, page_url: str) -> list[_Link]:
         if not hashes:
             hashes = _hashes_from_fragment(parts.fragment)
         yanked = entry.get("yanked", False)
-        for key in ("core-metadata", "data-dist-info-metadata", "dist-info-metadata"):
-            if key in entry:
-                has_metadata, meta_hashes = _metadata_flag(entry[key])
-                break
-        else:
-            has_metadata, meta_hashes = False, {}
+        has_metadata, meta_hashes = _metadata_of(
+            entry, ("core-metadata", "data-dist-info-metadata", "dist-info-metadata")
+        )
         links.append(
             _Link(
                 url=urlunsplit(parts._replace(fragment="")),

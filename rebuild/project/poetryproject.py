@@ -41,6 +41,7 @@ from packaging.utils import canonicalize_name
 
 from rebuild.errors import UserError
 from rebuild.project import workdir
+from rebuild.project.newenv import NewEnv, failed, uv_error, uv_venv
 from rebuild.project.detect import Project, find_poetry, poetry_tf_entries
 from rebuild.project.requirement import edit_pyproject, edit_toml_string, move_poetry_constraint, move_requirement
 from rebuild.util import distinfo
@@ -144,12 +145,6 @@ def _only(requirement: str, version: str) -> bool:
     return specs in ([f"=={version}"], [f"==={version}"])
 
 
-def _failed(what: str, exc: PoetryFailed, hint: str, *, build: bool = False) -> UserError:
-    failed = UserError(f"{what}; nothing was changed.", hint, exit_code=1, details=exc.said)
-    failed.build_failed = build  # the new env could not be built (the target search reads it)
-    return failed
-
-
 def locked_versions(lock: bytes) -> dict[str, set[str]]:
     """``{name: versions}`` of a ``poetry.lock``."""
     try:
@@ -230,9 +225,9 @@ def lock(
             try:
                 run(lock_args, env=current, cwd=work, log=log, what="poetry lock")
             except PoetryFailed as exc:
-                raise _failed(
+                raise failed(
                     f"Poetry could not lock the project {root} with {new}",
-                    exc,
+                    exc.said,
                     "Poetry's message above says which requirement stands in the way; change it in "
                     "pyproject.toml, or plan another version with --to.",
                 ) from None
@@ -261,54 +256,23 @@ def _sync(poetry_version: tuple[int, ...]) -> list[str]:
     return ["sync"] if poetry_version >= (2,) else ["install", "--sync"]
 
 
-def build(
-    locked: Locked,
-    staging: Path,
-    python: Path,
-    *,
-    prompt: str,
-    compile_bytecode: bool,
-    log: Path | None,
-    seeds: dict[str, str] | None = None,
-    index=None,
-    offline: bool = False,
-) -> Path:
+def build(locked: Locked, new: NewEnv, seeds: dict[str, str] | None = None, index=None) -> Path:
     """``staging/env``: a relocatable venv holding the lock's packages (not the project's own), and the
     ``seeds`` (pip: ``{name: version}``) the env had beside them, which ``poetry sync`` leaves alone."""
-    env = staging / "env"
-    staging.mkdir(parents=True, exist_ok=True)
+    log = new.log
     _, poetry_version = poetry()
     try:
-        uvcmd.run(
-            [
-                "venv",
-                "--no-config",
-                "--relocatable",
-                "--python",
-                str(python),
-                "--quiet",
-                *(["--prompt", prompt] if prompt else []),
-                str(env),
-            ],
-            log=log,
-            what="uv venv",
-        )
+        env = uv_venv(new)
     except uvcmd.UvFailed as exc:
-        raise UserError(
-            "uv venv could not create the new environment; nothing was changed.",
-            f"uv's full output is in {log}." if log else "",
-            exit_code=1,
-            details="uv says:\n" + exc.result.stderr.strip()[-3000:],
-        ) from None
-    args = (
-        _sync(poetry_version) + ["--no-root"] + (["--compile"] if compile_bytecode and poetry_version >= (1, 4) else [])
-    )
+        raise uv_error("uv venv could not create the new environment; nothing was changed.", exc, log) from None
+    compile_flag = ["--compile"] if new.compile_bytecode and poetry_version >= (1, 4) else []
+    args = _sync(poetry_version) + ["--no-root"] + compile_flag
     try:
         run(args, env=env, cwd=locked.workdir, log=log, what="poetry sync")
     except PoetryFailed as exc:
-        raise _failed(
+        raise failed(
             "Poetry could not build the new environment from the project's new lock",
-            exc,
+            exc.said,
             f"Poetry's full output is in {log}." if log else "Run again to see Poetry's output.",
             build=True,
         ) from None
@@ -325,16 +289,12 @@ def build(
             "--quiet",
             *(f"{n}=={v}" for n, v in sorted(seeds.items())),
         ]
-        args += indexconf.uv_args(index, offline=offline, for_install=True) if index is not None else []
+        args += indexconf.uv_args(index, offline=new.offline, for_install=True) if index is not None else []
         try:
             uvcmd.run(args, log=log, what="uv pip install", for_install=True)
         except uvcmd.UvFailed as exc:
-            raise UserError(
-                f"uv could not install {', '.join(sorted(seeds))} into the new environment; nothing was changed.",
-                f"uv's full output is in {log}." if log else "",
-                exit_code=1,
-                details="uv says:\n" + exc.result.stderr.strip()[-3000:],
-            ) from None
+            message = f"uv could not install {', '.join(sorted(seeds))} into the new environment; nothing was changed."
+            raise uv_error(message, exc, log) from None
     return env
 
 

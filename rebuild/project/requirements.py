@@ -43,6 +43,7 @@ from packaging.utils import canonicalize_name
 
 from rebuild.errors import UserError
 from rebuild.project import workdir
+from rebuild.project.newenv import NewEnv, build_failed, failed, uv_says
 from rebuild.util import distinfo, versions
 from rebuild.util import uv as uvcmd
 
@@ -294,14 +295,6 @@ def _index_flags(offline: bool, find_links) -> list[str]:
     return out
 
 
-def _failed(what: str, exc: uvcmd.UvFailed, hint: str, *, build: bool = False) -> UserError:
-    failed = UserError(
-        f"{what}; nothing was changed.", hint, exit_code=1, details="uv says:\n" + exc.result.stderr.strip()[-3000:]
-    )
-    failed.build_failed = build  # the new env could not be built (the target search reads it)
-    return failed
-
-
 def _changes(old: dict[str, str], new: dict[str, str]) -> list[str]:
     return [
         f"+ {name} {b}" if a is None else f"- {name} {a}" if b is None else f"{name} {a} → {b}"
@@ -391,9 +384,9 @@ def compile(
         try:
             uvcmd.run(args, env=_uv_env(), cwd=work, log=log, what="uv pip compile")
         except uvcmd.UvFailed as exc:
-            raise _failed(
+            raise failed(
                 f"uv pip compile could not recompile {root / txt_name} with {new}",
-                exc,
+                uv_says(exc),
                 f"uv's message above says which requirement stands in the way; change it in {in_name}, "
                 "or plan another version with --to.",
             ) from None
@@ -429,34 +422,23 @@ def compile(
     )
 
 
-def build(
-    compiled: Compiled,
-    staging: Path,
-    python: Path,
-    *,
-    prompt: str,
-    offline: bool,
-    find_links,
-    compile_bytecode: bool,
-    seeds: dict[str, str],
-    log: Path | None,
-) -> Path:
+def build(compiled: Compiled, new: NewEnv, *, find_links, seeds: dict[str, str]) -> Path:
     """``staging/env``: a relocatable venv holding exactly the recompiled ``.txt`` (and the old env's seeds)."""
-    env = staging / "env"
-    staging.mkdir(parents=True, exist_ok=True)
+    env, log = new.env, new.log
+    new.staging.mkdir(parents=True, exist_ok=True)
     py = str(env / "bin" / "python")
-    flags = _index_flags(offline, find_links)
+    flags = _index_flags(new.offline, find_links)
     try:
         uvcmd.run(
             [
                 "venv",
                 "--relocatable",
                 "--python",
-                str(python),
+                str(new.python),
                 "--quiet",
                 *(["--seed"] if seeds else []),
                 *(flags if seeds else []),
-                *(["--prompt", prompt] if prompt else []),
+                *(["--prompt", new.prompt] if new.prompt else []),
                 str(env),
             ],
             env=_uv_env(),
@@ -471,7 +453,7 @@ def build(
             py,
             *flags,
             *(["--require-hashes"] if compiled.hashed else []),
-            *(["--compile-bytecode"] if compile_bytecode else []),
+            *(["--compile-bytecode"] if new.compile_bytecode else []),
         ]
         uvcmd.run(sync, env=_uv_env(), cwd=compiled.workdir, log=log, what="uv pip sync", for_install=True)
         if seeds:  # the old env's pip/setuptools at their versions; uv's own seeds it did not have go
@@ -503,12 +485,7 @@ def build(
             if extra:
                 uvcmd.run(["pip", "uninstall", "--python", py, *extra], env=_uv_env(), log=log, what="uv pip uninstall")
     except uvcmd.UvFailed as exc:
-        raise _failed(
-            f"{exc.what} could not build the new environment from the recompiled {compiled.txt_name}",
-            exc,
-            f"uv's full output is in {log}." if log else "Run again to see uv's output.",
-            build=True,
-        ) from None
+        raise build_failed(exc, f"the recompiled {compiled.txt_name}", log) from None
     return env
 
 
@@ -537,7 +514,7 @@ def settle(project: Project, env: Path, *, offline: bool, find_links=(), log: Pa
         raise UserError(
             f"uv pip sync --dry-run {txt} in {project.root} failed",
             exit_code=1,
-            details="uv says:\n" + exc.result.stderr.strip()[-3000:],
+            details=uv_says(exc),
         ) from None
     if "Would make no changes" not in done.stderr:
         raise UserError(

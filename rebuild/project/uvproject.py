@@ -30,6 +30,7 @@ from pathlib import Path
 from rebuild.errors import UserError
 from rebuild.project.detect import Project, tf_requirements
 from rebuild.project import workdir
+from rebuild.project.newenv import NewEnv, build_failed, failed, uv_error, uv_says, uv_venv
 from rebuild.project.requirement import edit_pyproject, move_requirement
 from rebuild.util import distinfo
 from rebuild.util import uv as uvcmd
@@ -54,14 +55,6 @@ class LockFailed(UserError):
     def __init__(self, message: str, hint: str, reason: str):
         super().__init__(message, hint, exit_code=1, details="uv says:\n" + reason)
         self.reason = reason
-
-
-def _failed(what: str, exc: uvcmd.UvFailed, hint: str, *, build: bool = False) -> UserError:
-    failed = UserError(
-        f"{what}; nothing was changed.", hint, exit_code=1, details="uv says:\n" + exc.result.stderr.strip()[-3000:]
-    )
-    failed.build_failed = build  # the new env could not be built (the target search reads it)
-    return failed
 
 
 def lock(
@@ -104,8 +97,10 @@ def lock(
                 raise LockFailed(
                     f"uv cannot lock the project {root} with {new}; nothing was changed.", lock_hint(reason), reason
                 ) from None
-            raise _failed(
-                f"uv could not lock the project {root} with {new}", exc, "uv's message above says what went wrong."
+            raise failed(
+                f"uv could not lock the project {root} with {new}",
+                uv_says(exc),
+                "uv's message above says what went wrong.",
             ) from None
         changes = [line.strip() for line in done.stderr.splitlines() if _CHANGE.match(line.strip())]
         files = {"pyproject.toml": (work / "pyproject.toml").read_bytes(), "uv.lock": (work / "uv.lock").read_bytes()}
@@ -212,45 +207,15 @@ def selection(project: Project, env: Path) -> list[str]:
     return flags
 
 
-def build(
-    locked: Locked,
-    staging: Path,
-    python: Path,
-    *,
-    prompt: str,
-    offline: bool,
-    compile_bytecode: bool,
-    log: Path | None,
-    chosen: list[str] = (),
-) -> Path:
+def build(locked: Locked, new: NewEnv, chosen: list[str] = ()) -> Path:
     """``staging/env``: a relocatable venv holding the lock's packages (not the project's own)."""
-    env = staging / "env"
-    staging.mkdir(parents=True, exist_ok=True)
     try:
-        uvcmd.run(
-            [
-                "venv",
-                "--no-config",
-                "--relocatable",
-                "--python",
-                str(python),
-                "--quiet",
-                *(["--prompt", prompt] if prompt else []),
-                str(env),
-            ],
-            log=log,
-            what="uv venv",
-        )
+        env = uv_venv(new)
         args = ["sync", "--locked", "--no-install-project", "--no-install-workspace", "--no-install-local", *chosen]
-        args += (["--offline"] if offline else []) + (["--compile-bytecode"] if compile_bytecode else [])
-        uvcmd.run(args, env=_uv_env(env), cwd=locked.workdir, log=log, what="uv sync", for_install=True)
+        args += (["--offline"] if new.offline else []) + (["--compile-bytecode"] if new.compile_bytecode else [])
+        uvcmd.run(args, env=_uv_env(env), cwd=locked.workdir, log=new.log, what="uv sync", for_install=True)
     except uvcmd.UvFailed as exc:
-        raise _failed(
-            f"{exc.what} could not build the new environment from the project's new lock",
-            exc,
-            f"uv's full output is in {log}." if log else "Run again to see uv's output.",
-            build=True,
-        ) from None
+        raise build_failed(exc, "the project's new lock", new.log) from None
     if _venv_cfg(env).get("relocatable") != "true":
         raise UserError(
             "uv replaced the new environment with one on another interpreter while syncing the "
@@ -304,12 +269,7 @@ def settle(project: Project, env: Path, *, offline: bool, log: Path | None, chos
             uvcmd.run(["sync", "--locked", *flags], env=_uv_env(named), cwd=project.root, log=log, what="uv sync")
             uvcmd.run(check, env=_uv_env(named), cwd=project.root, log=log, what="uv sync --check")
     except uvcmd.UvFailed as exc:
-        raise UserError(
-            f"{exc.what} in {project.root} does not agree with the new environment",
-            f"uv's full output is in {log}." if log else "",
-            exit_code=1,
-            details="uv says:\n" + exc.result.stderr.strip()[-3000:],
-        ) from None
+        raise uv_error(f"{exc.what} in {project.root} does not agree with the new environment", exc, log) from None
     if os.lstat(env).st_ino != before:
         raise UserError(f"uv sync replaced the environment at {env} instead of using it", exit_code=1)
     return "uv sync --locked agrees"

@@ -19,7 +19,7 @@ from rebuild.store import disk, swap
 from rebuild.store.faults import fault_point
 from rebuild.store.journal import check_id, new_op_id
 from rebuild.store.records import Generation
-from rebuild.store.trees import abs_path, is_inside, key, key_or_none, safe_rmtree
+from rebuild.store.trees import abs_path, is_inside, key, key_or_none, lstat_dir, safe_rmtree
 from rebuild.util import fs, signals
 
 
@@ -237,15 +237,14 @@ class Operations:
         """Generation ``n``'s parked tree and its ``lstat`` (its meta is re-recorded if the inode moved)."""
         target = self.generation(n)
         source = self.generation_dir(n) / "env"
-        try:
-            st_src = os.lstat(source)
-        except FileNotFoundError:
-            raise UserError(
+        st_src = lstat_dir(
+            source,
+            missing=(
                 f"Generation {n} has no environment tree any more (it was deleted)",
-                hint="Pick another generation, see the history.",
-            ) from None
-        if not stat.S_ISDIR(st_src.st_mode):
-            raise UserError(f"{source} is not a directory", hint="The state folder was changed by hand.")
+                "Pick another generation, see the history.",
+            ),
+            not_dir=(f"{source} is not a directory", "The state folder was changed by hand."),
+        )
         if key(st_src) != (target.device, target.inode):
             self.write_meta(replace(target, inode=st_src.st_ino, device=st_src.st_dev))
         return source, st_src

@@ -61,7 +61,7 @@ from rebuild.store.journal import Journal, check_id, now_iso
 from rebuild.store.lock import Lock, pid_alive
 from rebuild.store.records import Generation, read_toml, toml_int
 from rebuild.store import trust
-from rebuild.store.trees import abs_path, key, key_or_none, safe_rmtree
+from rebuild.store.trees import abs_path, key, key_or_none, lstat_dir, safe_rmtree
 from rebuild.util import fs
 from rebuild.store.location import _migrate_legacy, _parent_key, env_path, state_dir
 from rebuild.store.logs import KEEP_LOGS, prune_logs
@@ -76,18 +76,12 @@ def _write_file(path: Path, data: bytes) -> None:
 
 
 def _lstat_env(env: Path) -> os.stat_result:
-    try:
-        st = os.lstat(env)
-    except FileNotFoundError:
-        raise UserError(f"The environment {env} does not exist", hint="Check the path (or --env).") from None
-    if stat.S_ISLNK(st.st_mode):
-        raise UserError(
-            f"{env} is a symbolic link",
-            hint=f"tfrebuild manages real directories. Use the real path: {os.path.realpath(env)}",
-        )
-    if not stat.S_ISDIR(st.st_mode):
-        raise UserError(f"{env} is not a directory", hint="Point tfrebuild at an environment folder.")
-    return st
+    return lstat_dir(
+        env,
+        missing=(f"The environment {env} does not exist", "Check the path (or --env)."),
+        link=(f"{env} is a symbolic link", "tfrebuild manages real directories. Use the real path"),
+        not_dir=(f"{env} is not a directory", "Point tfrebuild at an environment folder."),
+    )
 
 
 # --------------------------------------------------------------------------- the store

@@ -30,12 +30,12 @@ import ctypes
 import errno
 import os
 import platform
-import stat
 import sys
 from pathlib import Path
 from typing import Callable, Literal
 
 from rebuild.errors import UserError
+from rebuild.store.trees import lstat_dir
 from rebuild.util.fs import fsync_dir
 
 AT_FDCWD = -100
@@ -139,21 +139,18 @@ def cross_device_error(a: Path, b: Path) -> UserError:
 
 
 def _check_dir(path: Path, role: str) -> os.stat_result:
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        raise UserError(
+    return lstat_dir(
+        path,
+        missing=(
             f"Cannot swap: {role} {path} does not exist",
-            hint="Check the path; if a previous tfrebuild run was interrupted, run tfrebuild again to let it recover.",
-        ) from None
-    if stat.S_ISLNK(st.st_mode):
-        raise UserError(
+            "Check the path; if a previous tfrebuild run was interrupted, run tfrebuild again to let it recover.",
+        ),
+        link=(
             f"Cannot swap: {role} {path} is a symbolic link",
-            hint=f"tfrebuild swaps real directories. Point it at the real folder: {os.path.realpath(path)}",
-        )
-    if not stat.S_ISDIR(st.st_mode):
-        raise UserError(f"Cannot swap: {role} {path} is not a directory", hint="Both paths must be directories.")
-    return st
+            "tfrebuild swaps real directories. Point it at the real folder",
+        ),
+        not_dir=(f"Cannot swap: {role} {path} is not a directory", "Both paths must be directories."),
+    )
 
 
 def _oserror_to_user(exc: OSError, a: Path, b: Path) -> Exception:

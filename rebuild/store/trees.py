@@ -34,6 +34,22 @@ def key_or_none(path: Path) -> tuple[int, int] | None:
         return None
 
 
+def lstat_dir(
+    path: Path, missing: tuple[str, str], not_dir: tuple[str, str], link: tuple[str, str] | None = None
+) -> os.stat_result:
+    """``lstat`` of ``path``, a real directory, else ``UserError`` with the (message, hint) of what it is instead:
+    ``missing``, ``link`` (the hint gets ": <the real path>"; without ``link`` a link is ``not_dir``), ``not_dir``."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        raise UserError(*missing) from None
+    if link is not None and stat.S_ISLNK(st.st_mode):
+        raise UserError(link[0], hint=f"{link[1]}: {os.path.realpath(path)}")
+    if not stat.S_ISDIR(st.st_mode):
+        raise UserError(*not_dir)
+    return st
+
+
 def walk_lstat(root: Path) -> Iterator[os.stat_result]:
     """``lstat`` of ``root`` and everything under it; never follows symlinks."""
     try:
