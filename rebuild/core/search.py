@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Callable, cast
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
+from rebuild.core import discard
 from rebuild.core.options import Keras
 from rebuild.errors import UserError
 from rebuild.knowledge import companions
@@ -246,6 +247,7 @@ def _target(plan: Plan) -> str:
     return f"{plan.tf_distribution} {plan.tf_new}"
 
 
+@discard.in_background()  # a failed try's staged env is deleted by a thread while the next try runs
 def run(
     first: Plan,
     opts: Options,
@@ -260,22 +262,6 @@ def run(
 
     ``listing()``: the TensorFlow releases installable here (newest first); ``replan(opts)``: a plan; ``attempt(plan)``:
     the transaction's result, or a :class:`UserError` (with ``.report`` when the checks failed)."""
-    from rebuild.core import discard
-
-    with discard.in_background():  # a failed try's staged env is deleted while the next try runs
-        return _run(first, opts, attempt=attempt, replan=replan, listing=listing, on_try=on_try, searching=searching)
-
-
-def _run(
-    first: Plan,
-    opts: Options,
-    *,
-    attempt: Callable[[Plan], object],
-    replan: Callable[[Options], Plan],
-    listing: Callable[[], list[str]],
-    on_try: Callable[[Try], None],
-    searching: bool,
-) -> Outcome:
     tries: list[Try] = []
     used: set[str] = set()
     plan: Plan | None
