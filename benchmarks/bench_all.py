@@ -17,7 +17,8 @@ Sections (``--skip NAME`` leaves one out; bench_sections.py holds the issue-26 o
   as preferences, idle and (``busy``) with two busy-loop processes running;
 * pair: ``plan`` then ``upgrade`` of the same copy vs ``upgrade`` alone, and whether the upgrade's JSON says it
   reused the plan's resolution;
-* checks: the upgrade with ``--model`` (a tiny Keras model saved by the base env's TensorFlow) vs without;
+* checks: the upgrade with ``--model`` (a tiny Keras model saved by the base env's TensorFlow) and the old env's
+  reference checks vs without both (``--no-reference-checks``, no model);
 * search: an upgrade whose profile's smoke command fails on the two newest minors (three builds) vs one warm
   upgrade straight to where it lands;
 * snapshot300: ``tfrebuild snapshot`` of bench_snapshot.py's 300 tiny distributions;
@@ -466,10 +467,10 @@ def main(argv=None) -> int:
             raw["checks_on_off"] = {k: on_off[k] for k in ("on", "off")}
             a, b = med(on_off["on"]), med(on_off["off"])
             row(
-                f"upgrade with a model check vs without ({args.runs}× each)",
+                f"upgrade with the reference checks and a model check vs without both ({args.runs}× each)",
                 f"{a:.1f} s vs {b:.1f} s",
-                f"{a / b:.2f}× (tiny Keras model saved by TF 2.15, `--model`; the old env's reference import checks "
-                "run in both: they have no switch)",
+                f"{a / b:.2f}× (A: the old env's reference checks (its imports, the model) beside the build and a tiny "
+                "Keras model saved by TF 2.15 checked in the new env, `--model`; B: `--no-reference-checks`, no model)",
                 f"≤ {AIMS['checks']}×: {verdict(a / b <= AIMS['checks'])}",
             )
         if "search" not in args.skip:

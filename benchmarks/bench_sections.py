@@ -193,14 +193,16 @@ def make_model(base: Path, folder: Path) -> Path:
 def checks_on_off(base: Path, tmp: Path, runs: int) -> dict:
     """A: warm upgrade with one model check (``--model``: the old env runs the model beside the build, the new env
     must answer the same) and the old env's reference import checks (on by default: the profile's imports, run in
-    the current env beside the build); B: the same upgrade without the model."""
+    the current env beside the build); B: the same upgrade without both (``--no-reference-checks``, no model)."""
     model = make_model(base, tmp / "model")
     on, off, model_rows = [], [], []
     for i, name in alternate(["on", "off"], runs):
         where = tmp / f"checks{i}-{name}"
         bu.log(f"checks on/off, round {i + 1}: {name}")
         env = fresh(base, where)
-        seconds, doc, _ = upgrade(env, where, *(["--model", model] if name == "on" else []), check=False)
+        seconds, doc, _ = upgrade(
+            env, where, *(["--model", model] if name == "on" else ["--no-reference-checks"]), check=False
+        )
         if doc.get("exit"):
             raise SystemExit(f"upgrade with the checks {name} failed: {doc.get('error')}")
         (on if name == "on" else off).append(seconds)

@@ -10,6 +10,8 @@ the real ``_models.py`` in each env's interpreter.
 from __future__ import annotations
 
 import json
+import re
+import time
 from pathlib import Path
 
 import pytest
@@ -212,10 +214,9 @@ def test_foreign_profile_models_and_their_imports_need_consent():
 # --------------------------------------------------------------------------- through the CLI
 
 
-def upgrade(kit_env, kit_index, venv, *extra):
-    return cli(
-        kit_env, "upgrade", "--env", venv, "--offline", "--find-links", str(kit_index), "--yes", "--json", *extra
-    )
+def upgrade(kit_env, kit_index, venv, *extra, overrides=None):
+    args = ("upgrade", "--env", venv, "--offline", "--find-links", str(kit_index), "--yes", "--json")
+    return cli(kit_env, *args, *extra, overrides=overrides)
 
 
 def test_upgrade_blocked_by_keras3_refusal_then_passes_with_keras_legacy(make_venv, kit_env, kit_index, tmp_path):
@@ -523,3 +524,53 @@ def test_apply_refuses_a_strangers_model_before_anything(make_venv, kit_os_env, 
         )
     assert f"will not load the model {theirs}" in info.value.message and f"nobody (uid {NOBODY})" in info.value.message
     assert not target.exists() and not marker.exists()
+
+
+@pytest.mark.slow
+def test_one_new_env_process_for_tensorflow_and_models_crash_and_hang_fail_those_models_only(
+    make_venv, kit_env, kit_index, tmp_path
+):
+    """The new env's TensorFlow check and its models run in one process (TensorFlow imported once, core/models_run.py
+    Checked). A model that crashes that process or hangs past its timeout is that model's failure: TensorFlow's check
+    and the import checks keep their own results, and the models after it still run (in a new process)."""
+    venv = make_venv("v", ["tensorflow-cpu==2.15.1", "numpy==1.26.4"])
+    crash = fake_model(tmp_path / "crash.h5", crash_tf="2.18")
+    hang = fake_model(tmp_path / "hang.h5", sleep=600, sleep_tf="2.18")  # loads at once in 2.15, hangs in 2.18
+    fine = fake_model(tmp_path / "fine.h5")
+    before = tree_state(venv)
+    given = [arg for m in (crash, hang, fine) for arg in ("--model", str(m))]
+    started = time.monotonic()
+    res = upgrade(kit_env, kit_index, venv, "--to", "2.18", *given, overrides={"TFREBUILD_SMOKE_TIMEOUT": "20"})
+    took = time.monotonic() - started
+    assert res.code == 1, str(res)
+    doc = res.json()
+    rows = {r["path"]: r for r in doc["models"]}
+    assert rows[str(crash)]["verdict"] == "does not load" and "Segmentation fault" in rows[str(crash)]["error"]
+    assert rows[str(hang)]["verdict"] == "does not load" and rows[str(hang)]["stage"] == "process"
+    assert "timed out after 20 s" in rows[str(hang)]["error"], rows[str(hang)]
+    assert rows[str(fine)]["verdict"] == "match", rows[str(fine)]
+    assert took < 120, "the hang was ended by its own timeout"
+    assert f"model {crash} (keras): does not load" in doc["error"] and f"model {hang} (keras)" in doc["error"]
+    assert f"model {fine}" not in doc["error"] and "numpy" not in doc["error"] and "tensorflow 2.18" not in doc["error"]
+    log = Path(re.search(r"the log (\S+)\.", doc["hint"]).group(1)).read_text(encoding="utf-8")
+    assert "jobs-checks.json" in log and "reduce_sum" not in log, "TensorFlow's check ran in the models' process"
+    assert "tf-check.json" not in doc["error"]
+    assert tree_state(venv) == before and not state_dir(venv).exists()
+
+
+@pytest.mark.slow
+def test_no_reference_checks_runs_nothing_in_the_current_env(make_venv, kit_env, kit_index, tmp_path):
+    """``--no-reference-checks``: no import check and no model runs in the env as it is; an import that already fails
+    there fails the new env too, and a model is only loaded and run in the new env (``loads``)."""
+    broken = make_venv("broken", ["tensorflow-cpu==2.15.1", "numpy==1.26.4", "protodep==1.0.0"])
+    res = upgrade(kit_env, kit_index, broken, "--to", "2.18", "--no-reference-checks")
+    assert res.code == 1, str(res)
+    assert "imports: protodep" in res.json()["error"] and "already failing" not in res.json()["error"]
+
+    venv = make_venv("v", ["tensorflow-cpu==2.15.1"])
+    h5 = fake_model(tmp_path / "m.h5", min_tf="2.18")  # the current env (2.15) cannot load it: no reference to compare
+    res = upgrade(kit_env, kit_index, venv, "--to", "2.18", "--no-reference-checks", "--model", str(h5))
+    assert res.code == 0, str(res)
+    doc = res.json()
+    assert [(r["verdict"], r["outputs_compared"]) for r in doc["models"]] == [("loads", 0)], doc["models"]
+    assert doc["overlap"]["baseline"]["ran"] is False and doc["overlap"]["model_reference"]["seconds"] < 1

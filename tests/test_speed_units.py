@@ -145,3 +145,20 @@ def test_probe_header_parser_reads_what_the_email_parser_reads(text):
     for key in ("Name", "Version", "License", "Summary", "Keywords", "Requires-Dist", "Missing"):
         assert got.get(key) == want.get(key), (key, text)
         assert (got.get_all(key) or []) == (want.get_all(key) or []), (key, text)
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["releases", "--offline", "--json"]])
+def test_start_up_without_output_to_format_loads_no_rich(argv, tmp_path):
+    """rich (about a third of the CLI's import time) loads on the first formatted output only: not for --version, not
+    for a --json document."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nfrom rebuild.cli.app import main\n"
+        f"sys.argv = ['tfrebuild', *{argv!r}]\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print('rich loaded' if 'rich' in sys.modules else 'no rich')\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert run.stdout.splitlines()[-1] == "no rich", run.stderr

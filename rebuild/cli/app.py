@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from functools import cache
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
@@ -13,6 +13,9 @@ from rebuild import __version__
 from rebuild.cli import params, render, render_build
 from rebuild.core.options import ExportFormat, Gpu, Keras, PathCheck, Strategy
 from rebuild.errors import UserError
+
+if TYPE_CHECKING:
+    from rebuild.core.plan import Options
 
 app = typer.Typer(
     name="tfrebuild",
@@ -106,7 +109,8 @@ def snapshot(
     """
     from rebuild.commands import snapshot as snap
 
-    _run(as_json, lambda: snap.run(env, output, force=force), render.snapshot)
+    ready = None if as_json else lambda: terminal().out  # the text's console (rich) loads while the probe runs
+    _run(as_json, lambda: snap.run(env, output, force=force, meanwhile=ready), render.snapshot)
 
 
 def _links(find_links) -> list[str]:
@@ -142,13 +146,23 @@ def _planned(
         help="With --yes: go on although the plan moves a package you requested to an older version.",
     ),
     model: Optional[list[str]] = params.ModelOpt,
+    no_reference_checks: bool = params.NoReferenceOpt,
 ) -> None:
     """The options of `upgrade`, in its help page's order; `plan` takes them but UPGRADE_ONLY, `doctor` those of
     DOCTOR (a signature only: the commands take it with params.takes; plan and upgrade build the same core.plan.Options
     from it)."""
 
 
-UPGRADE_ONLY = ("no_compile", "yes", "force", "allow_commands", "check", "allow_downgrade", "model")
+UPGRADE_ONLY = (
+    "no_compile",
+    "yes",
+    "force",
+    "allow_commands",
+    "check",
+    "allow_downgrade",
+    "model",
+    "no_reference_checks",
+)
 DOCTOR = ("env", "to", "pre", "index_url", "extra_index_url", "find_links", "offline", "as_json")
 
 # The repeatable options -> their field in the verbs' options (core.plan.Options, commands.apply.Options)
@@ -167,11 +181,11 @@ def _values(given: dict[str, Any]) -> dict[str, Any]:
     return {_LISTS.get(k, k): [str(v) for v in value or []] if k in _LISTS else value for k, value in given.items()}
 
 
-def _plan_options(given: dict[str, Any]):
+def _plan_options(given: dict[str, Any]) -> Options:
     """The plan's (and upgrade's) Options from the command line's values."""
-    from rebuild.core.plan import Options
+    from rebuild.core import plan as core_plan
 
-    return Options(**_values(given))
+    return core_plan.Options(**_values(given))
 
 
 @app.command()

@@ -214,6 +214,14 @@ ModelOpt = checked(
 )
 
 
+NoReferenceOpt = typer.Option(
+    False,
+    "--no-reference-checks",
+    help="Run nothing in the current env beside the build: an import that already fails there fails the new env "
+    "too, and models are only loaded and run in the new env (nothing compared).",
+)
+
+
 FormatOpt = _choice(
     ExportFormat,
     ExportFormat.PYLOCK,

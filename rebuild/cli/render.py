@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import sys
 
-from rich.markup import escape
-
 from rebuild.cli.render_build import _plan_dict, plan_text, tries
 from rebuild.cli.render_parts import (
     _changes,
@@ -34,6 +32,8 @@ from rebuild.util.versions import minor
 
 
 def error(term: Terminal, exc: UserError, as_json: bool) -> None:
+    from rich.markup import escape
+
     err = term.err
     # uv's words quoted in an error may name an index URL with its credentials.
     exc.message, exc.hint, exc.details = (proc.redact_line(t or "") for t in (exc.message, exc.hint, exc.details))
@@ -70,6 +70,8 @@ def snapshot(term: Terminal, result, as_json: bool) -> None:
     if as_json:
         emit_json({"ok": True, "written_to": result.written_to, "profile": prof.as_json_dict(p)})
         return
+    from rich.markup import escape
+
     tf = f"{p.tensorflow.distribution} {p.tensorflow.version}" if p.tensorflow.distribution else "no TensorFlow"
     term.out.print(
         f"Snapshot of {p.source} ({p.env_kind}, Python {p.interpreter.version}, "

@@ -12,8 +12,6 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from rich.table import Table
-
 from rebuild.cli.terminal import Terminal
 from rebuild.util import proc
 
@@ -75,6 +73,8 @@ def swapped(method: str) -> str:
 
 
 def table(term: Terminal, title: str, columns: list[str], rows: list[list[str]]) -> None:
+    from rich.table import Table
+
     t = Table(title=title, show_lines=False, header_style="bold")
     for column in columns:
         t.add_column(column)

@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import os
 import time
+from functools import cached_property
+from typing import TYPE_CHECKING
 
-from rich.console import Console
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def _console(stderr: bool, no_color: bool) -> Console:
+    from rich.console import Console  # on first output: a --json or --version run never loads rich
+
     console = Console(stderr=stderr, highlight=False, soft_wrap=True, no_color=no_color or None)
     if not console.is_terminal and not os.environ.get("COLUMNS"):
         console.width = 200  # piped: don't squeeze tables into 80 columns
@@ -20,9 +25,15 @@ class Terminal:
     """Where output goes: ``out`` (results, stdout) and ``err`` (progress, errors, stderr)."""
 
     def __init__(self, no_color: bool | None = None):
-        no_color = bool(os.environ.get("NO_COLOR")) if no_color is None else no_color
-        self.out = _console(stderr=False, no_color=no_color)
-        self.err = _console(stderr=True, no_color=no_color)
+        self.no_color = bool(os.environ.get("NO_COLOR")) if no_color is None else no_color
+
+    @cached_property
+    def out(self) -> Console:
+        return _console(stderr=False, no_color=self.no_color)
+
+    @cached_property
+    def err(self) -> Console:
+        return _console(stderr=True, no_color=self.no_color)
 
     def progress(self, enabled: bool = True) -> "Progress":
         return Progress(enabled, terminal=self)
@@ -47,7 +58,7 @@ class Progress:
     """Stage reporting: a live status with elapsed time on a terminal, one line per stage otherwise."""
 
     def __init__(self, enabled: bool = True, terminal: Terminal | None = None):
-        self.err = (terminal or Terminal()).err
+        self._terminal = terminal or Terminal()
         self.enabled = enabled
         self.live = enabled and self.err.is_terminal
         self._status = None
@@ -55,6 +66,10 @@ class Progress:
         self._start = time.monotonic()
         self._stage_start = self._start
         self.timings: list[tuple[str, float]] = []
+
+    @property
+    def err(self) -> Console:
+        return self._terminal.err
 
     def stage(self, name: str, detail: str = "") -> None:
         self._finish_stage()

@@ -8,7 +8,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from rebuild.env import probe
 from rebuild.env.locate import locate
@@ -34,9 +34,16 @@ def default_output(env_path: Path, cwd: Path | None = None) -> Path:
     return Path(cwd or Path.cwd()) / "profiles" / f"{name}.toml"
 
 
-def run(env: str | os.PathLike | None, output: str | os.PathLike | None, *, force: bool = False) -> SnapshotResult:
+def run(
+    env: str | os.PathLike | None,
+    output: str | os.PathLike | None,
+    *,
+    force: bool = False,
+    meanwhile: Callable[[], object] | None = None,
+) -> SnapshotResult:
     """``tfrebuild snapshot``: probe, build the profile, write it; a refused output path stops the probe, and
-    nothing is written."""
+    nothing is written. ``meanwhile`` is the caller's own work, done while the probe runs (the CLI loads what prints
+    the result)."""
     start = time.monotonic()
     loc = locate(env)
     if output:
@@ -57,6 +64,8 @@ def run(env: str | os.PathLike | None, output: str | os.PathLike | None, *, forc
             from rebuild.env.snapshot import build_profile, check_output, write
 
             check_output(target, force)
+            if meanwhile is not None:
+                meanwhile()
             data = probing.result()
         except BaseException:
             cancel.set()

@@ -288,7 +288,9 @@ def _apply(run: Attempt, result: UpgradeResult, start: float, given_models=()) -
     carry.refuse_lost(store.env, the_plan.carry)  # a broken distribution that imports: repaired first
     kept = dict(the_plan.carry.imports) if the_plan.carry is not None else {}  # must import as before (carry.py)
     imports = list(intent.smoke.imports) + [m for m in kept if m not in intent.smoke.imports]
-    before = Baseline(store.env, [m for m in imports if m != "tensorflow"])  # beside the build
+    before = Baseline(
+        store.env, [m for m in imports if m != "tensorflow"], run=not run.opts.no_reference_checks
+    )  # beside the build
     checks = Checks(
         tf_version=the_plan.tf_new,
         imports=imports,
@@ -324,7 +326,14 @@ def _run_transaction(
     current = the_plan.current
     requested -= {p.name for p in current.packages if not p.requested and p.name in current.requested}
     requested |= {the_plan.tf_distribution}
-    gate = models.Gate(intent.smoke.models, current=store.env, index=the_plan.index_live, offline=opts.offline, log=log)
+    gate = models.Gate(
+        intent.smoke.models,
+        current=store.env,
+        index=the_plan.index_live,
+        offline=opts.offline,
+        log=log,
+        reference=not opts.no_reference_checks,
+    )
     transaction.run(
         transaction.Spec(
             op=run.op,

@@ -13,6 +13,11 @@ holding a list of models, run in turn in this one process (TensorFlow is importe
   (the name of this run's outputs), ``rtol``, ``atol``, ``imports``, ``extra_path`` (a folder put first on
   ``sys.path``: the tf-keras of the Keras 2 retry), ``seed``, ``batch``.
 
+``JOBS`` may instead be an object (the new env's one process, :class:`rebuild.core.models_run.Checked`): ``check``
+(TensorFlow's smoke check: its answer is written to the file ``answer`` at once), then the list of models is read
+from the file ``go`` once it appears (within ``wait`` seconds). Each step ends the process when it runs past its
+``timeout`` (faulthandler).
+
 Nothing is written inside the env or beside the model. For each model one line on stdout, ``MARK`` then a JSON
 object: ``index`` (its place in the list), ``ok``,
 ``stage`` (where it stopped), ``error`` (the error's innermost line), ``load_seconds``, ``outputs`` (each with
@@ -22,6 +27,7 @@ Arrays are NumPy arrays kept in ``.npz`` files. Where NumPy is not usable (the t
 none), they are nested lists kept in ``.json`` files, compared the same way.
 """
 
+import faulthandler
 import json
 import os
 import sys
@@ -511,12 +517,57 @@ def run_one(spec):
 MARK = "@@tfrebuild-model@@ "
 
 
+def timer(seconds):
+    """End this process after ``seconds`` (faulthandler's watchdog thread fires even while the main thread is stuck in
+    compiled code; it prints ``Timeout (h:mm:ss)!``, which the parent reads as this step's timeout)."""
+    if seconds:
+        faulthandler.dump_traceback_later(float(seconds), exit=True)
+
+
+def tf_check(check):
+    """The smoke check "tensorflow imports and computes", done here so that the models after it find TensorFlow
+    imported: its answer goes to the file ``check["answer"]`` at once (the parent reads it while the models run)."""
+    timer(check.get("timeout"))
+    try:
+        import tensorflow as tf
+
+        got = {"version": tf.__version__, "total": float(tf.reduce_sum(tf.constant([1.0, 2.0])))}
+    except Exception:  # noqa: BLE001 - the check's answer
+        got = {"error": traceback.format_exc()}
+    faulthandler.cancel_dump_traceback_later()
+    with open(check["answer"] + ".tmp", "w") as fh:
+        json.dump(got, fh)
+    os.rename(check["answer"] + ".tmp", check["answer"])
+    return "error" not in got
+
+
+def wait_go(path, seconds):
+    """The model jobs, once the parent writes them (after the current env's reference run), or None."""
+    deadline = time.monotonic() + float(seconds)
+    while time.monotonic() < deadline:
+        if os.path.exists(path):
+            with open(path) as fh:
+                return json.load(fh)
+        time.sleep(0.02)
+    return None
+
+
 def main():
-    """Every model of the jobs file in turn (TensorFlow is imported once); one marked JSON line per model."""
+    """Every model of the jobs file in turn (TensorFlow is imported once); one marked JSON line per model. A jobs file
+    that is an object (:func:`rebuild.core.models_run.Checked`) runs TensorFlow's import check first, then waits for
+    the model jobs in the file it names."""
     with open(sys.argv[1]) as fh:
         jobs = json.load(fh)
+    if isinstance(jobs, dict):
+        if not tf_check(jobs["check"]):
+            return
+        jobs = wait_go(jobs["go"], jobs["wait"])
+        if jobs is None:
+            sys.exit("no model jobs came (the current env's reference run did not finish)")
     for index, spec in enumerate(jobs):
+        timer(spec.get("timeout"))
         out = run_one(spec)
+        faulthandler.cancel_dump_traceback_later()
         out["index"] = index
         sys.stdout.flush()
         sys.stdout.write("\n" + MARK + json.dumps(out) + "\n")
@@ -525,3 +576,6 @@ def main():
 
 if __name__ == "__main__":
     main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # every answer is written: TensorFlow's teardown (seconds on a busy machine) is no one's wait

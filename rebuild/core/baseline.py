@@ -22,14 +22,14 @@ if TYPE_CHECKING:
 class Baseline:
     """``failing()``: import name -> the error it already raises in the current env (waits for the thread)."""
 
-    def __init__(self, env: Path, imports: list[str], timeout: float = 300.0):
+    def __init__(self, env: Path, imports: list[str], timeout: float = 300.0, run: bool = True):
         self._result: dict[str, str] = {}
         self.seconds: float | None = None  # how long the checks ran (None: not finished, or not run)
         self.waited = 0.0  # how long the caller waited for them (the part on the critical path)
         names = [m for m in imports if m]
         python = Path(env) / "bin" / "python"
         self._thread = threading.Thread(target=self._work, args=(python, Path(env), names, timeout), daemon=True)
-        if python.exists():
+        if python.exists() and run:  # run=False (--no-reference-checks): nothing is already failing
             self._thread.start()
 
     def _work(self, python: Path, env: Path, names: list[str], timeout: float) -> None:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from rebuild.core import smoke
-from rebuild.core.models_run import Job, run_batch, run_script
+from rebuild.core.models_run import Checked, Job, run_batch, run_script, tf_keras
 from rebuild.env import profile as prof
 from rebuild.errors import UserError
 
@@ -239,9 +239,11 @@ class Gate:
         offline: bool = False,
         log: Path | None = None,
         timeout: float | None = None,
+        reference: bool = True,
     ):
         self.models = list(models)
         self.current = current  # the env as it is (None: a new env, nothing to compare with)
+        self.compare = current is not None and reference  # False: nothing runs in it (--no-reference-checks)
         self.index, self.offline, self.log = index, offline, log
         self.timeout = smoke.default_timeout() if timeout is None else timeout
         self.folder: Path | None = None
@@ -253,15 +255,19 @@ class Gate:
         self.waited_seconds = 0.0  # how long the checks waited for the reference (the part on the critical path)
         self.stopped = False
         self._cancel = threading.Event()  # set by stop(): proc.run kills the running reference process group
+        self._checked: Checked | None = None  # the new env's one process (TensorFlow's check, then the models)
+        self._handed: threading.Thread | None = None  # hands the model jobs over once the reference is in
+        self._todo: tuple[list[ModelRow], list[int], list[Job]] = ([], [], [])
 
     def stop(self) -> None:
         """The operation failed before the gate: run no further model, kill the reference run's process group
         if one runs, and wait for its thread (the operation's folder goes next)."""
         self.stopped = True
         self._cancel.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        for thread in (self._thread, self._handed, self._checked.thread if self._checked is not None else None):
+            if thread is not None:
+                thread.join()
+        self._thread = self._handed = None
 
     def __bool__(self) -> bool:
         return bool(self.models)
@@ -286,11 +292,16 @@ class Gate:
                 and self.current is not None
                 and not untrusted(m.path, self.current)
             ]
-            if self.current is not None and runnable and not self.stopped:
+            if self.current is not None and self.compare and runnable and not self.stopped:
                 jobs = [
                     Job(self._folder(i), self.models[i], self.loaders[i], "reference", "reference") for i in runnable
                 ]
-                answers = run_batch(self.current, jobs, timeout=self.timeout, cancel=self._cancel)
+                answers = run_batch(
+                    self.current,
+                    jobs,
+                    timeout=self.timeout,
+                    cancel=self._cancel,
+                )
                 for i, job, answer in zip(runnable, jobs, answers, strict=False):
                     self.references[i] = _Reference(job.folder, answer)
         except BaseException as exc:  # noqa: BLE001 - handed to wait()
@@ -298,26 +309,62 @@ class Gate:
         self.reference_seconds = time.monotonic() - start
 
     def wait(self) -> None:
-        if self._thread is not None:
+        thread = self._thread
+        if thread is not None:
             began = time.monotonic()
-            self._thread.join()
+            thread.join()
             self.waited_seconds += time.monotonic() - began
-            self._thread = None
         if self._error is not None:
             raise self._error
 
-    # the new env, after the smoke checks
+    # the new env: one process for TensorFlow's smoke check and the models (core/models_run.Checked)
 
-    def check(self, env: Path, tf_version: str = "") -> list[ModelRow]:
-        """Load, run and compare every model in ``env``; one row each (the retries for Keras 3 refusals included)."""
+    def begin(self, env: Path, tf_version: str) -> None:
+        """Right after the build: start the new env's process (TensorFlow's check at once, the models once the
+        reference is in); :meth:`tf_probe` is then the smoke checks' TensorFlow check."""
+        if not tf_version or self.folder is None or self.stopped:
+            return
+        self._checked = Checked(
+            env, self.folder, timeout=self.timeout, models=len(self.models), log=self.log, cancel=self._cancel
+        )
+        self._handed = threading.Thread(target=self._hand_over, args=(env,), name="tfrebuild-models", daemon=True)
+        self._handed.start()
+
+    def tf_probe(self) -> smoke.TfCheck | None:
+        return self._checked.tf_check if self._checked is not None else None
+
+    def _hand_over(self, env: Path) -> None:
+        try:
+            self._todo = self._jobs(env)
+        except BaseException as exc:  # noqa: BLE001 - raised by check()
+            self._error = self._error or exc
+        finally:
+            assert self._checked is not None
+            self._checked.release(self._todo[2])
+
+    def _jobs(self, env: Path) -> tuple[list[ModelRow], list[int], list[Job]]:
+        """After the reference: each model's row as far as known, which models run, their jobs."""
         self.wait()
         rows = [self._before(i, model, env) for i, model in enumerate(self.models)]
         todo = [i for i, row in enumerate(rows) if not row.verdict]
-        mode = "compare" if self.current is not None else "load"
-        jobs = [Job(self._folder(i), self.models[i], self.loaders[i], mode, "staged") for i in todo]
-        for i, answer in zip(
-            todo, run_batch(env, jobs, timeout=self.timeout, log=self.log) if jobs else [], strict=False
-        ):
+        mode = "compare" if self.compare else "load"
+        return rows, todo, [Job(self._folder(i), self.models[i], self.loaders[i], mode, "staged") for i in todo]
+
+    def check(self, env: Path, tf_version: str = "") -> list[ModelRow]:
+        """Load, run and compare every model in ``env``; one row each (the retries for Keras 3 refusals included)."""
+        if self._checked is not None and self._handed is not None:
+            self._handed.join()
+            self.wait()  # the reference's error, if any
+            rows, todo, jobs = self._todo
+            answers = self._checked.answers(jobs) if jobs else []
+            checked = self._checked
+            if checked.answered is not None and checked.released is not None:  # models waited for the reference
+                self.waited_seconds = max(0.0, checked.released - checked.answered)
+        else:
+            rows, todo, jobs = self._jobs(env)
+            answers = run_batch(env, jobs, timeout=self.timeout, log=self.log) if jobs else []
+        mode = "compare" if self.compare else "load"
+        for i, answer in zip(todo, answers, strict=False):
             row = rows[i]
             _fill(row, answer)
             if (
@@ -341,7 +388,7 @@ class Gate:
             row.verdict, row.reason = "refused", f"not loaded (loading a model can run code): {why}"
         elif not loader:
             row.verdict, row.reason = "skipped", "not a format auto can load (set loader in [[smoke.models]])"
-        elif self.current is not None:
+        elif self.compare:
             ref = self.references.get(i)
             if ref is None or not ref.answer.get("ok"):
                 answer = ref.answer if ref is not None else {}
@@ -387,42 +434,9 @@ class Gate:
                 row.tried.append(_attempt(way, loader, answer))
 
     def _tf_keras(self, env: Path, tf_version: str) -> tuple[str, str]:
-        """A folder holding the tf-keras of ``tf_version`` for the retry (``""`` when the env has tf-keras itself),
-        or why there is none. Installed with uv into the operation's folder: the env is not touched."""
-        if list(env.glob("lib/python*/site-packages/tf_keras/__init__.py")):
-            return "", ""
-        parts = tf_version.split(".")
-        if len(parts) < 2 or not all(p.isdigit() for p in parts[:2]):
-            return "", f"the new env's TensorFlow version is unknown ({tf_version!r}): tf-keras cannot be chosen"
-        major, minor = int(parts[0]), int(parts[1])
-        target = (self.folder or Path(".")) / "tf-keras"
-        if (target / "tf_keras").is_dir():
-            return str(target), ""
-        from rebuild.index import config as indexconf
-        from rebuild.util import uv as uvcmd
-
-        args = [
-            "pip",
-            "install",
-            "--no-config",
-            "--no-deps",
-            "--quiet",
-            "--target",
-            str(target),
-            "--python",
-            str(env / "bin" / "python"),
-            f"tf-keras>={major}.{minor},<{major}.{minor + 1}",
-        ]
-        if self.index is not None:
-            args += indexconf.uv_args(self.index, offline=self.offline)
-        try:
-            result = uvcmd.run(args, check=False, log=self.log, what="uv pip install tf-keras", timeout=self.timeout)
-        except UserError as exc:
-            return "", f"tf-keras for TensorFlow {major}.{minor} could not be fetched: {exc.message}"
-        if result.returncode != 0:
-            said = [line for line in result.stderr.strip().splitlines() if line.strip()]
-            return "", f"no tf-keras for TensorFlow {major}.{minor} ({said[-1] if said else 'uv failed'})"
-        return str(target), ""
+        return tf_keras(
+            env, tf_version, (self.folder or Path(".")) / "tf-keras", self.index, self.offline, self.log, self.timeout
+        )
 
 
 def _fill(row: ModelRow, answer: dict[str, Any]) -> None:

@@ -20,6 +20,8 @@ import json, sys
 import tensorflow as tf
 total = float(tf.reduce_sum(tf.constant([1.0, 2.0])))
 print(json.dumps({"version": tf.__version__, "total": total}))
+sys.stdout.flush()
+import os; os._exit(0)  # answered: TensorFlow's teardown (seconds on a busy machine) is no one's wait
 """
 
 _IMPORTS = """
@@ -155,6 +157,9 @@ def gpu_causes(env: Path) -> str:
     return "likely causes: " + "; ".join(causes)
 
 
+TfCheck = Callable[[str, float], tuple[Check, str]]  # (name, timeout) -> TensorFlow's check and its JSON line
+
+
 @dataclass(frozen=True)
 class Checks:
     """The full checks a new env must pass (:func:`run_checks`'s arguments): the transaction's ``Spec.checks`` and a
@@ -170,7 +175,7 @@ class Checks:
     )
     reasons: dict[str, str] | None = None  # import name -> why the new env may lack it (core/carry.py)
 
-    def run(self, env: Path) -> Report:
+    def run(self, env: Path, tf_check: TfCheck | None = None) -> Report:
         return run_checks(
             env,
             tf_version=self.tf_version,
@@ -180,6 +185,7 @@ class Checks:
             gpu_required=self.gpu_required,
             already_failing=self.already_failing,
             reasons=self.reasons,
+            tf_check=tf_check,
         )
 
 
@@ -195,8 +201,10 @@ def run_checks(
     gpu_required: bool = False,
     already_failing: Callable[[], dict[str, str]] | None = None,
     reasons: dict[str, str] | None = None,
+    tf_check: TfCheck | None = None,
 ) -> Report:
-    """Run the checks in ``env``; ``quick`` runs only interpreter + TensorFlow (after a swap)."""
+    """Run the checks in ``env``; ``quick`` runs only interpreter + TensorFlow (after a swap). ``tf_check``: TensorFlow's
+    check done elsewhere (the model gate's process in the new env: core/models_run.Checked) instead of its own."""
     timeout = default_timeout() if timeout is None else timeout
     python = str(env / "bin" / "python")
     report = Report(str(env))
@@ -208,7 +216,8 @@ def run_checks(
         if quick:
             return report
         return _generic_checks(report, env, python, imports, commands, timeout, reasons=reasons)
-    check, stdout = _run(f"tensorflow {tf_version} imports and computes", [python, "-I", "-c", _TF_CHECK], env, timeout)
+    name = f"tensorflow {tf_version} imports and computes"
+    check, stdout = tf_check(name, timeout) if tf_check else _run(name, [python, "-I", "-c", _TF_CHECK], env, timeout)
     if check.ok:
         try:
             got = json.loads(stdout.strip().splitlines()[-1])

@@ -144,7 +144,9 @@ def run(spec: Spec, result: TransactionResult) -> TransactionResult:
             "smoke checks in the new env"
             + (f": importing TensorFlow {spec.checks.tf_version}" if spec.checks.tf_version else ""),
         )
-        report = spec.checks.run(built.env)
+        if spec.models:  # one process of the new env for TensorFlow's check and the models (core/models_run.Checked)
+            spec.models.begin(built.env, spec.checks.tf_version)
+        report = spec.checks.run(built.env, tf_check=spec.models.tf_probe() if spec.models else None)
         if spec.models and report.ok:
             _check_models(spec, built.env, report, result)
         result.checks = report.checks

@@ -294,7 +294,7 @@ TensorFlow that loads it: ``min_tf``/``max_tf`` ("2.18": refused below/above tha
 another release lacks), ``drift`` ({"2.20": 0.5}: every output moves by 0.5 from TF 2.20 on, as numerics change
 between releases), ``crash_tf`` (the process dies loading it from that minor on), ``input_name``; ``touch`` (a
 path: loading it writes that file, as a Keras-2 Lambda layer's bytecode or a SavedModel's file ops could) and
-``sleep`` (seconds loading takes).
+``sleep`` (seconds loading takes; with ``sleep_tf``, from that minor on only: a model that hangs in the new release).
 """
 import json
 import os
@@ -329,7 +329,7 @@ class Model(object):
         if doc.get("touch"):  # the payload: code the model runs when loaded
             with open(doc["touch"], "w") as fh:
                 fh.write("loaded by pid %d\\n" % os.getpid())
-        if doc.get("sleep"):
+        if doc.get("sleep") and now >= _minor(doc.get("sleep_tf") or "0.0"):
             import time
 
             time.sleep(float(doc["sleep"]))
