@@ -48,9 +48,15 @@ def _pins(venv_run, env: Path) -> dict[str, str]:
 def test_search_lands_on_the_newest_release_whose_op_library_loads(make_venv, cli, venv_run, kit_env, tmp_path):
     """tfops-demo 1.0 (built for TF 2.15) imports under every TensorFlow, but its op library loads only with its own
     minor; 1.1 is built for 2.18. The default upgrade tries 2.21.0, moves tfops-demo forward, tries 2.21.0 again and
-    2.20.0, and lands on 2.18.0, reporting every try; rollback is exact."""
+    2.20.0, and lands on 2.18.0, reporting every try; rollback is exact. The current env's reference import checks
+    run once for the four tries (the env does not change between them): a loose module of the user's, carried and
+    checked, records the interpreter prefix of every import of it."""
     env = make_venv(tmp_path / "envs" / "ops", BASE + ["tfops-demo==1.0.0"])
+    seen = tmp_path / "seen.log"
+    site = next(env.glob("lib/python*/site-packages"))
+    (site / "seen.py").write_text(f"import sys\nwith open({str(seen)!r}, 'a') as f:\n    f.write(sys.prefix + '\\n')\n")
     before = _pins(venv_run, env)
+    seen.unlink(missing_ok=True)
     res = cli("upgrade", env, "--yes", "--json")
     assert res.code == 0, res.err
     doc = res.json()
@@ -62,6 +68,9 @@ def test_search_lands_on_the_newest_release_whose_op_library_loads(make_venv, cl
         ("tensorflow-cpu 2.20.0", False, True),
         ("tensorflow-cpu 2.18.0", True, True),
     ], tries
+    prefixes = seen.read_text().splitlines()
+    assert prefixes.count(str(env)) == 1, prefixes  # the reference checks in the current env: once, not per try
+    assert len(prefixes) >= 5, prefixes  # and each try's new env imported it too
     changes = [t["change"] for t in doc["tries"]]
     assert changes[:2] == ["", "tfops-demo moved forward from 1.0.0"]
     assert changes[2].startswith("next lower release (built for another TensorFlow/NumPy (ABI) at 2.21.0")

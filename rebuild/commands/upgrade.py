@@ -60,6 +60,9 @@ class Attempt:
     progress: Progress
     command: str  # the command line recorded in the generation
     usage: Any = None  # the current env's disk usage, computed while planning (core.build.usage_later)
+    # the current env's reference import checks (core.baseline), by the names checked: the env does not change
+    # between the tries of one run (a failed try never touches it), so a target search runs them once
+    baselines: dict = field(default_factory=dict)
 
     @property
     def project(self) -> Project:
@@ -161,6 +164,8 @@ def _upgrade(opts: planning.Options, progress, confirm: Callable[[planning.Plan]
             if project is not None and project.drivable and store.managed:  # hand edits: the starting point
                 result.notes += project_files.carry_edits(store)
 
+            baselines: dict = {}  # shared by the tries of this run (Attempt.baselines)
+
             def attempt(p: planning.Plan) -> UpgradeResult:
                 _refuse_backwards(p, opts, asked=p is the_plan and not opts.yes)  # later tries were not shown
                 mine = result if p is the_plan else fresh(plan=p)
@@ -171,7 +176,9 @@ def _upgrade(opts: planning.Options, progress, confirm: Callable[[planning.Plan]
                     return _switch(store, again, p, opts, progress, mine, start)
                 # a first upgrade's failed try clears its records but keeps the state folder, its lock and its
                 # creation record for the next try (transaction.Spec.keep_state); the end of the run removes it
-                return _apply(Attempt(store, p, opts, op, log, progress, command, usage), mine, start, given_models)
+                return _apply(
+                    Attempt(store, p, opts, op, log, progress, command, usage, baselines), mine, start, given_models
+                )
 
             outcome = search.run(
                 the_plan,
@@ -288,9 +295,10 @@ def _apply(run: Attempt, result: UpgradeResult, start: float, given_models=()) -
     carry.refuse_lost(store.env, the_plan.carry)  # a broken distribution that imports: repaired first
     kept = dict(the_plan.carry.imports) if the_plan.carry is not None else {}  # must import as before (carry.py)
     imports = list(intent.smoke.imports) + [m for m in kept if m not in intent.smoke.imports]
-    before = Baseline(
-        store.env, [m for m in imports if m != "tensorflow"], run=not run.opts.no_reference_checks
-    )  # beside the build
+    names = tuple(m for m in imports if m != "tensorflow")
+    before = run.baselines.get(names)
+    if before is None:  # beside the build; a later try of a search reuses the first try's
+        before = run.baselines[names] = Baseline(store.env, list(names), run=not run.opts.no_reference_checks)
     checks = Checks(
         tf_version=the_plan.tf_new,
         imports=imports,

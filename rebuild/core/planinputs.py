@@ -35,10 +35,13 @@ def base_interpreter(current: prof.Profile) -> interpreters.Interpreter:
     """The interpreter the env was made from (its base), verified to run."""
     minor = current.interpreter.minor
     base = Path(current.interpreter.base_prefix)
+    ran = os.path.realpath(current.interpreter.executable) if current.interpreter.executable else ""
     for name in (f"bin/python{minor}", "bin/python3", "python.exe"):
         candidate = base / name
         if candidate.exists():
-            version = interpreters.version_of(candidate)
+            # the env's python is a link to this very file: the probe just ran it, and said its version
+            same = bool(ran) and os.path.realpath(candidate) == ran and current.interpreter.version.count(".") == 2
+            version = current.interpreter.version if same else interpreters.version_of(candidate)
             if version:
                 return interpreters.Interpreter(candidate, version, "base of the env")
     return interpreters.find(current.interpreter.version)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -328,25 +328,35 @@ def _resolve(
         for name in inputs.direct:  # locked from their source; the version is the installed one
             pins[name] = inputs.pins.get(name, pins.get(name, ""))
             via.pop(name, None)
-        pylock = lock(inputs, pins, workdir)
+        pylock = lock(inputs, pins, workdir, cached=True)
     return Resolved(
         tf_version=tf_version, pins=pins, via=via, pylock=pylock, capped=capped, seconds=time.monotonic() - start
     )
 
 
-def lock(inputs: Inputs, pins: dict[str, str], workdir: Path) -> str:
+def lock(inputs: Inputs, pins: dict[str, str], workdir: Path, cached: bool = False) -> str:
     """A PEP 751 lock of exactly ``pins`` (with hashes where the index provides them).
 
     A name in ``inputs.direct`` is locked from its source (a ``directory``, ``archive`` or ``vcs`` entry).
+    ``cached``: the resolution that chose ``pins`` has just read every one of their index pages, so the lock is
+    first made from uv's cache (``--offline``: no second round of page revalidations, the costliest part of a
+    warm lock); when the cache cannot make it, the lock is made again online, as without ``cached``.
     """
     pinned = workdir / "pinned.txt"
     pinned.write_text(
         "".join(f"{inputs.direct[n]}\n" if n in inputs.direct else f"{n}=={v}\n" for n, v in sorted(pins.items()))
     )
     out = workdir / "pylock.toml"
-    _pip_compile(
-        inputs, [str(pinned), "--no-deps", "--format", "pylock.toml", "-o", str(out), "--no-header"], constrained=False
-    )
+    args = [str(pinned), "--no-deps", "--format", "pylock.toml", "-o", str(out), "--no-header"]
+    made = False
+    if cached and not inputs.offline:
+        try:
+            _pip_compile(replace(inputs, offline=True), args, constrained=False)
+            made = True
+        except (ResolutionFailed, UserError):
+            out.unlink(missing_ok=True)  # not all in the cache: the online lock below decides
+    if not made:
+        _pip_compile(inputs, args, constrained=False)
     text = out.read_text()
     return _with_versions(text, pins) if inputs.direct else text
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Callable, cast
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
+from rebuild.core import discard
 from rebuild.core.options import Keras
 from rebuild.errors import UserError
 from rebuild.knowledge import companions
@@ -246,6 +247,7 @@ def _target(plan: Plan) -> str:
     return f"{plan.tf_distribution} {plan.tf_new}"
 
 
+@discard.in_background()  # a failed try's staged env is deleted by a thread while the next try runs
 def run(
     first: Plan,
     opts: Options,

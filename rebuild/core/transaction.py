@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from rebuild.core import build, lockfile, models, smoke
+from rebuild.core import build, discard, lockfile, models, smoke
 from rebuild.core.projectstep import ProjectStep
 from rebuild.env.profile import Index, Profile
 from rebuild.errors import UserError
@@ -263,7 +263,7 @@ def _discard(spec: Spec, number: int, adopted_now: bool) -> Path | None:
     """The one cleanup before the swap: the env at the path is as it was; returns where the log was kept
     when the state folder went with it."""
     store = spec.store
-    store.discard_staging(spec.op)
+    discard.staging(store, spec.op)  # within a target search: deleted by a thread while the next try runs
     if not spec.new_env:
         shutil.rmtree(store.generation_dir(number), ignore_errors=True)
     store.commit()
@@ -285,7 +285,8 @@ def _unadopt(store: Store) -> None:
     except FileNotFoundError:
         pass
     for folder in (store.staging_root, store.generations_dir, store.trash_root):
-        safe_rmtree(folder, store.state)
+        if folder != store.trash_root or not discard.pending():  # a try's staged env still being deleted: its own
+            safe_rmtree(folder, store.state)
 
 
 def _move_into_place(spec: Spec, tree: Path, result: TransactionResult) -> None:

@@ -126,7 +126,31 @@ def split_credentials(url: str) -> tuple[str, str | None]:
     return urlunsplit(parts._replace(netloc=host)), f"Basic {token}"
 
 
+_CERT_SETTINGS = ("SSL_CERT_FILE", "SSL_CERT_DIR", "SSL_CLIENT_CERT")
+_contexts: dict[tuple[tuple[str, str, int, int], ...], ssl.SSLContext] = {}
+_contexts_lock = threading.Lock()
+
+
 def ssl_context() -> ssl.SSLContext:
+    """The TLS context for the certificate settings in effect: made once per process for the same settings (and
+    the same files), since loading a CA bundle costs about 0.1 s of CPU and a plan opens several connections."""
+    key = tuple((name, value, *_stamp(value)) for name in _CERT_SETTINGS for value in [os.environ.get(name, "")])
+    with _contexts_lock:
+        ctx = _contexts.get(key)
+        if ctx is None:
+            ctx = _contexts[key] = _new_ssl_context()
+    return ctx
+
+
+def _stamp(path: str) -> tuple[int, int]:
+    try:
+        st = os.stat(path) if path else None
+    except OSError:
+        st = None
+    return (st.st_mtime_ns, st.st_size) if st is not None else (0, -1)
+
+
+def _new_ssl_context() -> ssl.SSLContext:
     ctx = ssl.create_default_context()
     cafile = os.environ.get("SSL_CERT_FILE")
     try:

@@ -19,6 +19,8 @@ import hashlib
 import html.parser
 import json
 import re
+import threading
+import time
 import urllib.error
 from pathlib import Path
 from dataclasses import dataclass, field
@@ -293,34 +295,58 @@ def _index_files(index_url: str, project: str, *, timeout: float, offline: bool)
     elif http.is_http(index_url):
         if offline:
             return []
-        url = f"{base}/{canonical}/"
-        try:
-            resp = http.get(url, accept=_ACCEPT, timeout=timeout)
-        except urllib.error.HTTPError as exc:
-            if exc.code in (404, 410):
-                return []
-            raise http.network_error("the package index", index_url, exc) from exc
-        except http.ERRORS as exc:
-            raise http.network_error("the package index", index_url, exc) from exc
-        ctype = resp.content_type.split(";", 1)[0].strip().lower()
-        text = http.decode(resp.body, resp.content_type)
-        page_url = resp.url if resp.url.endswith("/") else resp.url + "/"
-        if ctype in _JSON_TYPES or ctype == "application/json":
-            try:
-                links = _parse_json(text, page_url)
-            except (ValueError, AttributeError, TypeError) as exc:
-                raise UserError(
-                    f"The package index {redact_url(index_url)} returned an invalid JSON page for {canonical}.",
-                    "Check that the index URL points at a PEP 503/691 'simple' index.",
-                    details=str(exc)[:300],
-                ) from exc
-        else:
-            links = _parse_html(text, page_url)
+        return _remote_files(f"{base}/{canonical}/", index_url, canonical, timeout)
     else:
         raise UserError(
             f"Unsupported package index URL {redact_url(index_url)}.",
             "Use an https://, http:// or file:// URL, or a folder path.",
         )
+    return [f for f in (_file_from_link(link, canonical) for link in links) if f is not None]
+
+
+#: A remote project page read within the last minute, by its URL: the plan's pre-flight and its "newer release for
+#: another Python" lookup ask for the same page from two threads; the second waits for the first's answer.
+_PAGES: dict[str, tuple[float, list[FileInfo]]] = {}
+_PAGE_LOCKS: dict[str, threading.Lock] = {}
+_PAGES_GUARD = threading.Lock()
+_PAGE_SECONDS = 60.0
+
+
+def _remote_files(url: str, index_url: str, canonical: str, timeout: float) -> list[FileInfo]:
+    with _PAGES_GUARD:
+        lock = _PAGE_LOCKS.setdefault(url, threading.Lock())
+    with lock:
+        kept = _PAGES.get(url)
+        if kept is not None and time.monotonic() - kept[0] < _PAGE_SECONDS:
+            return list(kept[1])
+        files = _read_remote(url, index_url, canonical, timeout)
+        _PAGES[url] = (time.monotonic(), files)
+        return list(files)
+
+
+def _read_remote(url: str, index_url: str, canonical: str, timeout: float) -> list[FileInfo]:
+    try:
+        resp = http.get(url, accept=_ACCEPT, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        if exc.code in (404, 410):
+            return []
+        raise http.network_error("the package index", index_url, exc) from exc
+    except http.ERRORS as exc:
+        raise http.network_error("the package index", index_url, exc) from exc
+    ctype = resp.content_type.split(";", 1)[0].strip().lower()
+    text = http.decode(resp.body, resp.content_type)
+    page_url = resp.url if resp.url.endswith("/") else resp.url + "/"
+    if ctype in _JSON_TYPES or ctype == "application/json":
+        try:
+            links = _parse_json(text, page_url)
+        except (ValueError, AttributeError, TypeError) as exc:
+            raise UserError(
+                f"The package index {redact_url(index_url)} returned an invalid JSON page for {canonical}.",
+                "Check that the index URL points at a PEP 503/691 'simple' index.",
+                details=str(exc)[:300],
+            ) from exc
+    else:
+        links = _parse_html(text, page_url)
     return [f for f in (_file_from_link(link, canonical) for link in links) if f is not None]
 
 

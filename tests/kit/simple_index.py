@@ -6,7 +6,8 @@ Tools without ``--find-links`` (Poetry) need an index URL; this one serves the k
         index.url  # "http://127.0.0.1:PORT/simple/"
 
 ``/simple/`` lists the projects, ``/simple/<name>/`` their files (``#sha256=`` on each link),
-``/files/<file>`` the files; every request is counted in :attr:`SimpleIndex.requests`.
+``/files/<file>`` the files; every request is counted in :attr:`SimpleIndex.requests`. ``headers`` are added to
+every answer (``{"Cache-Control": "no-store"}``: an index whose pages uv must not cache).
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ def _project(filename: str) -> str:
 
 
 class SimpleIndex:
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, headers: dict[str, str] | None = None):
         self.folder = Path(folder)
+        self.headers = dict(headers or {})  # sent with every answer ("Cache-Control": "no-store")
         self.requests: list[str] = []
         self._server: http.server.ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -71,14 +73,20 @@ class SimpleIndex:
         index = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 - the http.server name
+            def do_GET(self, head: bool = False):  # noqa: N802 - the http.server name
                 index.requests.append(self.path)
                 status, body, kind = index._page(self.path)
                 self.send_response(status)
                 self.send_header("Content-Type", kind)
                 self.send_header("Content-Length", str(len(body)))
+                for key, value in index.headers.items():
+                    self.send_header(key, value)
                 self.end_headers()
-                self.wfile.write(body)
+                if not head:
+                    self.wfile.write(body)
+
+            def do_HEAD(self):  # noqa: N802 - uv asks whether a wheel's server takes range requests
+                self.do_GET(head=True)
 
             def log_message(self, *args):
                 pass
