@@ -304,8 +304,10 @@ def _index_files(index_url: str, project: str, *, timeout: float, offline: bool)
     return [f for f in (_file_from_link(link, canonical) for link in links) if f is not None]
 
 
-#: A remote project page read within the last minute, by its URL: the plan's pre-flight and its "newer release for
-#: another Python" lookup ask for the same page from two threads; the second waits for the first's answer.
+#: A remote project page read within the last minute, by its URL, for this process (one command): the plan's
+#: pre-flight and its "newer release for another Python" lookup ask for the same page from two threads; the second
+#: waits for the first's answer. A memo of what the index said, like ``functools.cache`` (as ``targets._RESOLVES``),
+#: not state that changes what a command does.
 _PAGES: dict[str, tuple[float, list[FileInfo]]] = {}
 _PAGE_LOCKS: dict[str, threading.Lock] = {}
 _PAGES_GUARD = threading.Lock()
