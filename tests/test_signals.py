@@ -14,6 +14,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 SCRIPT = textwrap.dedent(
     """
     import os, signal, sys
@@ -79,3 +81,40 @@ def test_other_unraisable_exceptions_still_reach_the_previous_hook():
     done = run_script("class Bad:", "    def __del__(self): raise ValueError('boom')", "Bad()")
     assert done.returncode == 0 and "RAN ON" in done.stdout, (done.stdout, done.stderr)
     assert "Exception ignored" in done.stderr and "ValueError: boom" in done.stderr, done.stderr
+
+
+WRAPPED = textwrap.dedent(
+    """
+    import sys
+    import rebuild.{module} as where
+    from rebuild.cli import app
+
+    class Landing:  # Ctrl-C while a class is being created: Python 3.11 wraps it in a RuntimeError
+        def __set_name__(self, owner, name):
+            raise KeyboardInterrupt
+
+    def interrupted(*args, **kwargs):
+        class Index:
+            extra_index_urls = Landing()
+
+    where.{name} = interrupted
+    sys.argv = ["tfrebuild", "status", "--env", sys.argv[1]]
+    app.main()
+    """
+)
+
+
+@pytest.mark.parametrize(
+    ("module", "name"),
+    [("index.config", "tls_environment"), ("commands.history", "status")],
+    ids=["at-start-up", "in-a-command"],
+)
+def test_an_interrupt_inside_a_class_creation_is_an_interrupt_not_a_crash(tmp_path, module, name):
+    """The fault harness saw `gc` interrupted 0.06 s in end with a traceback: the Ctrl-C landed while an import built
+    a dataclass, and Python 3.11 raised "RuntimeError: Error calling __set_name__". It is the user's Ctrl-C: exit
+    130, "interrupted: nothing was changed", no traceback, whether it lands at start-up or inside a command."""
+    script = WRAPPED.replace("{module}", module).replace("{name}", name)
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 130, done.stderr
+    assert "interrupted: nothing was changed" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr

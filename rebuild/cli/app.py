@@ -68,11 +68,14 @@ def _run(as_json: bool, work, show) -> None:
     except UserError as exc:
         render.error(term, exc, as_json)
         raise typer.Exit(exc.exit_code)
-    except KeyboardInterrupt as exc:
-        what = "terminated" if isinstance(exc, signals.Terminated) else "interrupted"
+    except (KeyboardInterrupt, RuntimeError) as caught:
+        stop = signals.interrupt_in(caught)  # a Ctrl-C inside a class's creation comes wrapped (util.signals)
+        if stop is None:
+            raise
+        what = "terminated" if isinstance(stop, signals.Terminated) else "interrupted"
         done = signals.changes()  # what the command had finished before the signal (a swap finishes first)
         term.err.print(f"{what}: " + ("; ".join(done) if done else "nothing was changed"), markup=False)
-        raise typer.Exit(143 if isinstance(exc, signals.Terminated) else 130)
+        raise typer.Exit(143 if isinstance(stop, signals.Terminated) else 130)
     except OSError as exc:  # disk full, read-only, permission, busy: one paragraph, not a traceback
         from rebuild.errors import from_os_error
 
@@ -502,4 +505,11 @@ def main() -> None:
         render.error(terminal(), exc, "--json" in sys.argv[1:])
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:  # pragma: no cover - typer usually converts this
+        sys.exit(130)
+    except RuntimeError as exc:  # a Ctrl-C while the start-up imports build a class (util.signals.interrupt_in)
+        from rebuild.util import signals
+
+        if signals.interrupt_in(exc) is None:
+            raise
+        terminal().err.print("interrupted: nothing was changed", markup=False)
         sys.exit(130)

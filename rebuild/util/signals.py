@@ -58,6 +58,20 @@ def _unraisable(info: sys.UnraisableHookArgs) -> None:
     _previous_hook(info)
 
 
+def interrupt_in(exc: BaseException) -> KeyboardInterrupt | None:
+    """The interrupt behind ``exc``, or ``None``. Python 3.11 wraps an exception raised while a class is created
+    (``__set_name__``: a Ctrl-C landing while an import builds a dataclass) in a ``RuntimeError``; an error raised
+    while an interrupt unwinds has it as its context. Either is the user's Ctrl-C, not a crash."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
 def install() -> None:
     """SIGTERM raises :class:`Terminated` (main thread only; elsewhere nothing happens)."""
     if threading.current_thread() is threading.main_thread():
