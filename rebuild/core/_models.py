@@ -17,13 +17,12 @@ holding a list of models, run in turn in this one process (TensorFlow is importe
 (TensorFlow's smoke check: TensorFlow's version is written to the file ``answer`` once it is imported), then the
 list of models is read from the file ``go`` once it appears (within ``wait`` seconds) and run, and only then does
 TensorFlow compute (the answer goes to the file ``computed``): the models find its runtime as fresh as in a new
-process. Each step ends the process when it runs past its
-``timeout`` (faulthandler).
+process. Each step ends the process when it runs past its ``timeout`` (faulthandler).
 
 Nothing is written inside the env or beside the model. For each model one line on stdout, ``MARK`` then a JSON
-object: ``index`` (its place in the list), ``ok``,
-``stage`` (where it stopped), ``error`` (the error's innermost line), ``load_seconds``, ``outputs`` (each with
-its name, shape, dtype and, when compared, ``max_abs``/``max_rel``/``ok``), ``keras`` and ``tensorflow``.
+object: ``index`` (its place in the list), ``ok``, ``stage`` (where it stopped), ``error`` (the error's innermost
+line), ``load_seconds``, ``outputs`` (each with its name, shape, dtype and, when compared, ``max_abs``/``max_rel``/
+``ok``), ``keras`` and ``tensorflow``.
 
 Arrays are NumPy arrays kept in ``.npz`` files. Where NumPy is not usable (the test kit's fake TensorFlow has
 none), they are nested lists kept in ``.json`` files, compared the same way.
@@ -526,34 +525,24 @@ def timer(seconds):
         faulthandler.dump_traceback_later(float(seconds), exit=True)
 
 
-def tf_import(check):
-    """The first half of the smoke check "tensorflow imports and computes": TensorFlow imported, its version written
-    to the file ``check["answer"]`` at once (the parent reads it while the other checks run). No op runs yet: the
-    models' imports and loads after it find TensorFlow's runtime as fresh as in the current env's reference run
-    (``tf.config`` can still be set), and :func:`tf_compute` does the op after them."""
+def tf_answer(check, key, compute):
+    """TensorFlow's smoke check "tensorflow imports and computes", written to the file ``check[key]``. First half
+    (``compute`` false, key "answer"): imported, its version written at once (the parent reads it while the other
+    checks run); no op runs yet, so the models' imports and loads after it find TensorFlow's runtime as fresh as in
+    the current env's reference run (``tf.config`` can still be set). Second half (key "computed"), after the
+    models: an op runs."""
     timer(check.get("timeout"))
     try:
         import tensorflow as tf
 
         got = {"version": tf.__version__}
+        if compute:
+            got["total"] = float(tf.reduce_sum(tf.constant([1.0, 2.0])))
     except Exception:  # noqa: BLE001 - the check's answer
         got = {"error": traceback.format_exc()}
     faulthandler.cancel_dump_traceback_later()
-    write_answer(check["answer"], got)
+    write_answer(check[key], got)
     return "error" not in got
-
-
-def tf_compute(check):
-    """The second half: TensorFlow computes (after the models); its answer goes to the file ``check["computed"]``."""
-    timer(check.get("timeout"))
-    try:
-        import tensorflow as tf
-
-        got = {"version": tf.__version__, "total": float(tf.reduce_sum(tf.constant([1.0, 2.0])))}
-    except Exception:  # noqa: BLE001 - the check's answer
-        got = {"error": traceback.format_exc()}
-    faulthandler.cancel_dump_traceback_later()
-    write_answer(check["computed"], got)
 
 
 def write_answer(path, got):
@@ -582,11 +571,11 @@ def main():
     check = None
     if isinstance(jobs, dict):
         check = jobs["check"]
-        if not tf_import(check):
+        if not tf_answer(check, "answer", compute=False):
             return
         jobs = wait_go(jobs["go"], jobs["wait"])
         if jobs is None:
-            tf_compute(check)
+            tf_answer(check, "computed", compute=True)
             sys.exit("no model jobs came (the current env's reference run did not finish)")
         sys.stdout.write("\n" + MARK + "go\n")  # the parent knows that a crash from here on is a model's
         sys.stdout.flush()
@@ -599,7 +588,7 @@ def main():
         sys.stdout.write("\n" + MARK + json.dumps(out) + "\n")
         sys.stdout.flush()
     if check is not None:
-        tf_compute(check)
+        tf_answer(check, "computed", compute=True)
 
 
 if __name__ == "__main__":
