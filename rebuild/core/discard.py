@@ -21,6 +21,10 @@ from rebuild.errors import UserError
 from rebuild.store.store import Store
 from rebuild.store.trees import safe_rmtree
 
+# Module state, like util/signals' (issue 25 point 4 names no other outside the CLI): the switch is set by the target
+# search (core/search.run) and read by the transaction's cleanup several calls below it, through the upgrade
+# command's attempt, with no object shared by both. It lives only inside ``in_background()`` (None outside), and each
+# command is its own process. Moving it onto an object the search hands down is the better home (not done yet).
 _pending: list[threading.Thread] | None = None  # inside in_background(): the deletions started
 _trash_folder = threading.RLock()  # a rename into the trash folder and its removal when empty, one at a time
 
