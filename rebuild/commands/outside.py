@@ -3,7 +3,8 @@
 Users recreate envs (``rm -rf .venv && python -m venv .venv && pip install -r requirements.txt``) and install
 into them in place. The tree at the path is then not the one its current generation recorded:
 
-* **recreated**: another directory sits at the path (its device and inode are not the recorded ones);
+* **recreated**: another directory sits at the path (its device and inode are not the recorded ones), or the venv
+  was made again in it (its ``pyvenv.cfg`` is not the recorded file: :func:`rebuild.store.trees.venv_stamp`);
 * **changed in place**: the same directory, but the distributions it holds are not the ones the generation's
   profile recorded (index-installed ones; the project's own and other local packages, pip/setuptools/wheel and
   tfrebuild itself are left out of the comparison: a project's own sync reinstalls them).
@@ -27,7 +28,7 @@ from rebuild.knowledge.tf import SEED_PACKAGES
 from rebuild.store import adoption
 from rebuild.store.records import Generation
 from rebuild.store.store import Store
-from rebuild.store.trees import key_or_none
+from rebuild.store.trees import key_or_none, venv_stamp
 from rebuild.util import distinfo, versions
 
 _LEFT_OUT = {canonicalize_name(n) for n in (*SEED_PACKAGES, "tfrebuild")}
@@ -92,8 +93,8 @@ def _installed(env: Path, recorded: dict[str, str]) -> dict[str, str] | None:
 
 
 def _made_after(env: Path, created: str) -> bool:
-    """The venv at ``env`` was made after its generation was recorded: its ``pyvenv.cfg`` (written when a venv is
-    created, never by installs) is newer. A directory recreated at the same path can get the old inode back."""
+    """For a record made before venv stamps were kept: the venv at ``env`` was made after its generation was recorded,
+    its ``pyvenv.cfg`` (written when a venv is created, never by installs) being newer."""
     from datetime import datetime
 
     try:
@@ -119,7 +120,9 @@ def detect(store: Store) -> Outside | None:
         return None  # nothing at the path: not an env to adopt (the commands say so themselves)
     recorded = _recorded(store, current.number)
     now = _installed(store.env, recorded or {})
-    if found != (current.device, current.inode) or _made_after(store.env, current.created):
+    other_dir = found != (current.device, current.inode)  # a directory made again can get the freed inode back:
+    made_again = venv_stamp(store.env) != current.venv if current.venv else _made_after(store.env, current.created)
+    if other_dir or made_again:
         what = f"holds {len(now)} distributions" if now is not None else "no site-packages"
         if recorded is not None and now is not None:
             diff = _differences(recorded, now)
@@ -128,7 +131,8 @@ def detect(store: Store) -> Outside | None:
                 if diff
                 else "the same versions"
             )
-        return Outside("recreated", current.number, f"another directory is at the path; it {what}")
+        where = "another directory is at the path" if other_dir else "the venv at the path was made again"
+        return Outside("recreated", current.number, f"{where}; it {what}")
     if recorded is None or now is None:
         return None
     diff = _differences(recorded, now)

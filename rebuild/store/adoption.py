@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from rebuild.errors import UserError
 from rebuild.store.records import Generation
+from rebuild.store.trees import venv_stamp
 
 if TYPE_CHECKING:
     from rebuild.store.store import Store
@@ -33,7 +34,7 @@ def record_outside(store: Store, gen: Generation, st: os.stat_result, *, lost: s
             f"Generation {gen.number} already exists for {store.env}",
             hint=f"Use store.next_number() ({store.next_number()}).",
         )
-    new = replace(gen, inode=st.st_ino, device=st.st_dev)
+    new = replace(gen, inode=st.st_ino, device=st.st_dev, venv=venv_stamp(store.env))
     store.write_meta(new)
     note = f"its tree was {lost} outside tfrebuild; the env found then is generation {new.number}"
     store.write_meta(replace(old, note=f"{old.note}; {note}" if old.note else note))

@@ -19,7 +19,7 @@ from rebuild.store import disk, swap
 from rebuild.store.faults import fault_point
 from rebuild.store.journal import check_id, new_op_id
 from rebuild.store.records import Generation
-from rebuild.store.trees import abs_path, is_inside, key, key_or_none, lstat_dir, safe_rmtree
+from rebuild.store.trees import abs_path, is_inside, key, key_or_none, lstat_dir, safe_rmtree, venv_stamp
 from rebuild.util import fs, signals
 
 
@@ -186,7 +186,7 @@ class Operations:
                 raise swap.cross_device_error(self.env, new_tree)
             old_dest = self.generation_dir(old.number) / "env"
             self._free_dest(old_dest)
-            gen = replace(new_gen, inode=st_new.st_ino, device=st_new.st_dev)
+            gen = replace(new_gen, inode=st_new.st_ino, device=st_new.st_dev, venv=venv_stamp(new_tree))
             fields_ = {
                 "op": "upgrade",
                 "id": staging.name,
@@ -234,7 +234,7 @@ class Operations:
         )
 
     def _rollback_source(self, n: int) -> tuple[Path, os.stat_result]:
-        """Generation ``n``'s parked tree and its ``lstat`` (its meta is re-recorded if the inode moved)."""
+        """Generation ``n``'s parked tree and its ``lstat`` (its meta is re-recorded if the inode or venv stamp moved)."""
         target = self.generation(n)
         source = self.generation_dir(n) / "env"
         st_src = lstat_dir(
@@ -245,8 +245,9 @@ class Operations:
             ),
             not_dir=(f"{source} is not a directory", "The state folder was changed by hand."),
         )
-        if key(st_src) != (target.device, target.inode):
-            self.write_meta(replace(target, inode=st_src.st_ino, device=st_src.st_dev))
+        stamp = venv_stamp(source)
+        if key(st_src) != (target.device, target.inode) or stamp != target.venv:
+            self.write_meta(replace(target, inode=st_src.st_ino, device=st_src.st_dev, venv=stamp))
         return source, st_src
 
     def rollback_to(self, n: int | None = None) -> Swapped:

@@ -53,10 +53,11 @@ class Generation:
     inode: int = 0
     device: int = 0
     note: str = ""
+    venv: str = ""  # trees.venv_stamp of the tree when recorded ("" in records made before it was kept)
 
     @classmethod
     def new(cls, number: int, *, command: str, tensorflow: str = "", python: str = "", note: str = "") -> Generation:
-        """A generation record stamped now; the store fills in ``inode``/``device``."""
+        """A generation record stamped now; the store fills in ``inode``/``device``/``venv``."""
         return cls(number=number, created=now_iso(), command=command, tensorflow=tensorflow, python=python, note=note)
 
     def path(self, store: Store) -> Path:

@@ -61,7 +61,7 @@ from rebuild.store.journal import Journal, check_id, now_iso
 from rebuild.store.lock import Lock, pid_alive
 from rebuild.store.records import Generation, read_toml, toml_int
 from rebuild.store import trust
-from rebuild.store.trees import abs_path, key, key_or_none, lstat_dir, safe_rmtree
+from rebuild.store.trees import abs_path, key, key_or_none, lstat_dir, safe_rmtree, venv_stamp
 from rebuild.util import fs
 from rebuild.store.location import _migrate_legacy, _parent_key, env_path, state_dir
 from rebuild.store.logs import KEEP_LOGS, prune_logs
@@ -301,7 +301,7 @@ class Store(Operations):
             base = asdict(first) if isinstance(first, Generation) else dict(first or {})
             base.setdefault("created", now_iso())
             base.setdefault("command", "adopted")
-            base.update(number=1, inode=st.st_ino, device=st.st_dev)
+            base.update(number=1, inode=st.st_ino, device=st.st_dev, venv=venv_stamp(env))
             gen = Generation.from_dict(base)
             self.make_dir(self.generation_dir(1))
             self.write_meta(gen)

@@ -34,6 +34,17 @@ def key_or_none(path: Path) -> tuple[int, int] | None:
         return None
 
 
+def venv_stamp(tree: Path) -> str:
+    """The identity of the venv made at ``tree``: ``"<inode>:<mtime in ns>"`` of its ``pyvenv.cfg`` (not followed),
+    or ``""`` when there is none. The file is written when a venv is made (again) and never by installs, so it tells
+    a venv made again at the same path, even in a directory with the old inode, from the recorded one."""
+    try:
+        st = os.lstat(Path(tree) / "pyvenv.cfg")
+    except OSError:
+        return ""
+    return f"{st.st_ino}:{st.st_mtime_ns}" if stat.S_ISREG(st.st_mode) else ""
+
+
 def lstat_dir(
     path: Path, missing: tuple[str, str], not_dir: tuple[str, str], link: tuple[str, str] | None = None
 ) -> os.stat_result:
