@@ -746,3 +746,26 @@ def test_installable_judges_one_file(tf_files):
     assert not installable(FileInfo(**{**pure.__dict__, "yanked": True}), tags, "3.10.12")
     assert installable(FileInfo(**{**pure.__dict__, "requires_python": "not a specifier"}), tags, "3.11.7")
     assert not installable(FileInfo(**{**pure.__dict__, "is_wheel": False}), tags, "3.10.12")  # an sdist
+
+
+def test_json_page_urls_absolute_relative_fragment_and_query_read_as_urljoin_would():
+    """PyPI's absolute URLs skip the URL parsing (the cost of a 4,000-file page such as numpy's); every other form
+    (relative, with a hash fragment, with a query) goes through urljoin/urlsplit and reads as before."""
+    from urllib.parse import urljoin, urlsplit, urlunsplit
+
+    from rebuild.index.simple import _parse_json
+
+    page = "https://idx.example/simple/demo/"
+    urls = [
+        "https://files.example/p/demo-1.0-py3-none-any.whl",
+        "HTTPS://files.example/p/demo-1.1-py3-none-any.whl",
+        "../../p/demo-1.2-py3-none-any.whl#sha256=" + "cd" * 32,
+        "https://files.example/p/demo-1.3-py3-none-any.whl?x=1",
+        "/p/demo-1.4.tar.gz",
+    ]
+    text = json.dumps({"files": [{"url": u, "hashes": {}} for u in urls]})
+    links = _parse_json(text, page)
+    expected = [urlunsplit(urlsplit(urljoin(page, u))._replace(fragment="")) for u in urls]
+    assert [link.url for link in links] == expected
+    assert [link.filename for link in links] == [e.split("?")[0].rsplit("/", 1)[-1] for e in expected]
+    assert links[2].hashes == {"sha256": "cd" * 32} and links[0].hashes == {} and links[0].url == urls[0]

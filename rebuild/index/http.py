@@ -151,16 +151,13 @@ def _stamp(path: str) -> tuple[int, int]:
 
 
 def _new_ssl_context() -> ssl.SSLContext:
-    ctx = ssl.create_default_context()
+    ctx = ssl.create_default_context()  # OpenSSL's default certificates (SSL_CERT_FILE's, when set)
     cafile = os.environ.get("SSL_CERT_FILE")
+    loaded = os.path.realpath(ssl.get_default_verify_paths().cafile or "")
     try:
-        if cafile and os.path.isfile(cafile):
-            ctx.load_verify_locations(cafile=cafile)
-        else:
-            for bundle in _CA_BUNDLES:
-                if os.path.isfile(bundle):
-                    ctx.load_verify_locations(cafile=bundle)
-                    break
+        chosen = cafile if cafile and os.path.isfile(cafile) else next(filter(os.path.isfile, _CA_BUNDLES), "")
+        if chosen and os.path.realpath(chosen) != loaded:  # the same bundle twice would cost its load twice
+            ctx.load_verify_locations(cafile=chosen)
         cadir = os.environ.get("SSL_CERT_DIR")
         if cadir and os.path.isdir(cadir):
             ctx.load_verify_locations(capath=cadir)

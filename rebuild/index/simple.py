@@ -204,19 +204,24 @@ def _parse_json(text: str, page_url: str) -> list[_Link]:
     for entry in data.get("files", []) or []:
         if not isinstance(entry, dict) or not entry.get("url"):
             continue
-        parts = urlsplit(urljoin(page_url, entry["url"]))
-        filename = str(entry.get("filename") or unquote(parts.path.rsplit("/", 1)[-1]))
+        url = entry["url"]
+        if isinstance(url, str) and url.startswith(("https://", "http://")) and "#" not in url and "?" not in url:
+            fragment = ""  # absolute, as PyPI's are: urljoin/urlsplit/urlunsplit would give it back unchanged
+        else:
+            parts = urlsplit(urljoin(page_url, url))
+            url, fragment = urlunsplit(parts._replace(fragment="")), parts.fragment
+        filename = str(entry.get("filename") or unquote(urlsplit(url).path.rsplit("/", 1)[-1]))
         hashes = entry.get("hashes") or {}
         hashes = {str(k).lower(): str(v).lower() for k, v in hashes.items()} if isinstance(hashes, dict) else {}
         if not hashes:
-            hashes = _hashes_from_fragment(parts.fragment)
+            hashes = _hashes_from_fragment(fragment)
         yanked = entry.get("yanked", False)
         has_metadata, meta_hashes = _metadata_of(
             entry, ("core-metadata", "data-dist-info-metadata", "dist-info-metadata")
         )
         links.append(
             _Link(
-                url=urlunsplit(parts._replace(fragment="")),
+                url=url,
                 filename=filename,
                 requires_python=(entry.get("requires-python") or None),
                 yanked=True if isinstance(yanked, str) else bool(yanked),  # a string is the reason
