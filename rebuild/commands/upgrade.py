@@ -63,6 +63,7 @@ class Attempt:
     # the current env's reference import checks (core.baseline), by the names checked: the env does not change
     # between the tries of one run (a failed try never touches it), so a target search runs them once
     baselines: dict = field(default_factory=dict)
+    searching: bool = False  # a try of the target search (a lower release is tried if this one fails)
 
     @property
     def project(self) -> Project:
@@ -177,8 +178,13 @@ def _upgrade(opts: planning.Options, progress, confirm: Callable[[planning.Plan]
                 # a first upgrade's failed try clears its records but keeps the state folder, its lock and its
                 # creation record for the next try (transaction.Spec.keep_state); the end of the run removes it
                 return _apply(
-                    Attempt(store, p, opts, op, log, progress, command, usage, baselines), mine, start, given_models
+                    Attempt(store, p, opts, op, log, progress, command, usage, baselines, searching),
+                    mine,
+                    start,
+                    given_models,
                 )
+
+            searching = _searching(opts, the_plan)
 
             outcome = search.run(
                 the_plan,
@@ -187,7 +193,7 @@ def _upgrade(opts: planning.Options, progress, confirm: Callable[[planning.Plan]
                 replan=lambda o: planning.make_plan(o, progress, log=log),
                 listing=lambda: _listing(the_plan, opts),
                 on_try=lambda t: progress.note(f"try: {search.tries_text([t])[len('try 1: ') :]}"),
-                searching=_searching(opts, the_plan),
+                searching=searching,
             )
             landed = outcome.result
             if landed is None:  # no release above the installed one passed: nothing to do, nothing recorded
@@ -307,6 +313,8 @@ def _apply(run: Attempt, result: UpgradeResult, start: float, given_models=()) -
         gpu_required=the_plan.gpu_required,
         already_failing=before.failing,
         reasons=kept,
+        beside=not (the_plan.gpu_required or intent.gpu.gpus),  # two processes on one GPU would fight for its memory
+        stop_early=run.searching,  # a failed try of the search ends at its first failed check
     )
     step, pylock = None, the_plan.pylock
     project = the_plan.project

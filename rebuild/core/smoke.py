@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,7 @@ class Check:
 class Report:
     env: str
     checks: list[Check] = field(default_factory=list)
+    stopped: list[str] = field(default_factory=list)  # checks ended unfinished: another had already failed the try
 
     @property
     def ok(self) -> bool:
@@ -66,6 +68,8 @@ def failure(report: Report, where: str, log: Path, after: str) -> UserError:
     failed = report.failed
     details = failtext.check_details(failed)
     names = ", ".join(c.name for c in failed)
+    if report.stopped:
+        names += f" (stopped unfinished, since the try had already failed: {', '.join(report.stopped)})"
     logged = failtext.log_checks(log, failed, where)
     hint = (
         f"See the check output above; the whole output is in the log {log}."
@@ -89,11 +93,26 @@ def clean_environ(env: Path) -> dict[str, str]:
     return {**environ, "PATH": f"{env / 'bin'}{os.pathsep}{environ.get('PATH', '')}", "VIRTUAL_ENV": str(env)}
 
 
-def _run(name: str, cmd: list[str] | str, env: Path, timeout: float, shell: bool = False) -> tuple[Check, str]:
-    """One check through the one runner: a timeout kills the check's whole process group (a command that forks)."""
+def _run(
+    name: str,
+    cmd: list[str] | str,
+    env: Path,
+    timeout: float,
+    shell: bool = False,
+    cancel: threading.Event | None = None,
+) -> tuple[Check, str]:
+    """One check through the one runner: a timeout kills the check's whole process group (a command that forks);
+    so does ``cancel`` when another thread sets it (the check's output then says "stopped")."""
     result = proc.run(
-        [cmd] if isinstance(cmd, str) else cmd, env=clean_environ(env), timeout=timeout, cwd=env, shell=shell
+        [cmd] if isinstance(cmd, str) else cmd,
+        env=clean_environ(env),
+        timeout=timeout,
+        cwd=env,
+        shell=shell,
+        cancel=cancel,
     )
+    if result.cancelled:
+        return Check(name, False, result.seconds, "stopped"), ""
     if result.timed_out:
         return Check(name, False, result.seconds, f"timed out after {timeout:.0f}s\n{result.stdout}"), ""
     if result.error:
@@ -101,9 +120,9 @@ def _run(name: str, cmd: list[str] | str, env: Path, timeout: float, shell: bool
     return Check(name, result.returncode == 0, result.seconds, result.output), result.stdout
 
 
-def tf_computes(name: str, env: Path, timeout: float) -> tuple[Check, str]:
+def tf_computes(name: str, env: Path, timeout: float, cancel: threading.Event | None = None) -> tuple[Check, str]:
     """TensorFlow's check alone in a new process of ``env``: the check and its JSON line."""
-    return _run(name, [str(env / "bin" / "python"), "-I", "-c", _TF_CHECK], env, timeout)
+    return _run(name, [str(env / "bin" / "python"), "-I", "-c", _TF_CHECK], env, timeout, cancel=cancel)
 
 
 # Which Keras ``tf.keras`` is, found the way TensorFlow resolves it: ``tf.keras`` is a lazy module (with
@@ -179,6 +198,8 @@ class Checks:
         None  # what already fails in the env it replaces (regressions only)
     )
     reasons: dict[str, str] | None = None  # import name -> why the new env may lack it (core/carry.py)
+    beside: bool = False  # the checks that need no TensorFlow answer run beside its check (never where a GPU is used)
+    stop_early: bool = False  # with ``beside``: one of them failing stops TensorFlow's check (a target search's try)
 
     def run(self, env: Path, tf_check: TfCheck | None = None) -> Report:
         return run_checks(
@@ -191,7 +212,41 @@ class Checks:
             already_failing=self.already_failing,
             reasons=self.reasons,
             tf_check=tf_check,
+            beside=self.beside,
+            stop_early=self.stop_early,
         )
+
+
+class _Beside:
+    """The checks that need no answer from TensorFlow's (requested imports, ``uv pip check``, the profile's
+    commands) in a thread beside it: a try's checks take the longer of the two, not their sum. ``failed`` is set by
+    the first of them that fails; :meth:`close` stops the one running (an interrupt, an error) and waits."""
+
+    def __init__(self, work: Callable[[Report, threading.Event, threading.Event], object], env: Path):
+        self.report = Report(str(env))
+        self.failed = threading.Event()
+        self.cancel = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, args=(work,), name="tfrebuild-checks", daemon=True)
+        self._thread.start()
+
+    def _work(self, work: Callable[[Report, threading.Event, threading.Event], object]) -> None:
+        try:
+            work(self.report, self.failed, self.cancel)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread by checks()
+            self._error = exc
+
+    def checks(self) -> list[Check]:
+        """Their results, in their order, once they are done (their error raised here)."""
+        while self._thread.is_alive():
+            self._thread.join(0.05)  # short waits: a Ctrl-C in the main thread is not held up
+        if self._error is not None:
+            raise self._error
+        return self.report.checks
+
+    def close(self) -> None:
+        self.cancel.set()
+        self._thread.join()
 
 
 def run_checks(
@@ -207,9 +262,15 @@ def run_checks(
     already_failing: Callable[[], dict[str, str]] | None = None,
     reasons: dict[str, str] | None = None,
     tf_check: TfCheck | None = None,
+    beside: bool = False,
+    stop_early: bool = False,
 ) -> Report:
     """Run the checks in ``env``; ``quick`` runs only interpreter + TensorFlow (after a swap). ``tf_check``: TensorFlow's
-    check done elsewhere (the model gate's process in the new env: core/models_run.Checked) instead of its own."""
+    check done elsewhere (the model gate's process in the new env: core/models_run.Checked) instead of its own.
+    ``beside``: the imports, ``uv pip check`` and commands run in a thread beside TensorFlow's check (:class:`_Beside`);
+    with ``stop_early`` one of them failing stops TensorFlow's own check (not ``tf_check``'s) and the checks that need
+    it: the try has failed, and a target search's next try need not wait for it (``Report.stopped`` names them).
+    The report lists the checks in the same order either way."""
     timeout = default_timeout() if timeout is None else timeout
     python = str(env / "bin" / "python")
     report = Report(str(env))
@@ -221,8 +282,42 @@ def run_checks(
         if quick:
             return report
         return _generic_checks(report, env, python, imports, commands, timeout, reasons=reasons)
+    spec = Checks(
+        tf_version, imports, commands, keras_major, gpu_required, already_failing, reasons, beside, stop_early
+    )
+    if quick or not beside:
+        return _tf_then_rest(report, env, spec, timeout, quick, tf_check)
+    others = [m for m in imports if m != "tensorflow"]
+    side = _Beside(
+        lambda side_report, failed, cancel: _generic_checks(
+            side_report, env, python, others, commands, timeout, already_failing, reasons, failed, cancel
+        ),
+        env,
+    )
+    try:
+        return _tf_then_rest(report, env, spec, timeout, quick, tf_check, side)
+    finally:
+        side.close()
+
+
+def _tf_then_rest(
+    report: Report,
+    env: Path,
+    spec: Checks,
+    timeout: float,
+    quick: bool,
+    tf_check: TfCheck | None,
+    side: _Beside | None = None,
+) -> Report:
+    """TensorFlow's check, then the Keras/GPU checks, the others (``side``'s, when they ran beside), the op libraries."""
+    python, tf_version, keras_major = str(env / "bin" / "python"), spec.tf_version, spec.keras_major
     name = f"tensorflow {tf_version} imports and computes"
-    check, stdout = tf_check(name, timeout) if tf_check else tf_computes(name, env, timeout)
+    stop = side.failed if side is not None and spec.stop_early and not tf_check else None
+    check, stdout = tf_check(name, timeout) if tf_check else tf_computes(name, env, timeout, cancel=stop)
+    if stop is not None and stop.is_set() and check.output == "stopped":
+        report.stopped.append(name)
+        report.checks += side.checks() if side is not None else []
+        return report
     if check.ok:
         try:
             got = json.loads(stdout.strip().splitlines()[-1])
@@ -235,7 +330,7 @@ def run_checks(
     report.checks.append(check)
     if quick:
         return report
-    if gpu_required:
+    if spec.gpu_required:
         check, stdout = _run("TensorFlow sees a GPU", [python, "-I", "-c", _GPU_CHECK], env, timeout)
         if check.ok:
             try:
@@ -269,12 +364,14 @@ def run_checks(
                 timeout,
             )
             report.checks.append(check)
-    _generic_checks(
-        report, env, python, [m for m in imports if m != "tensorflow"], commands, timeout, already_failing, reasons
-    )
+    if side is not None:
+        report.checks += side.checks()
+    else:
+        others = [m for m in spec.imports if m != "tensorflow"]
+        _generic_checks(report, env, python, others, spec.commands, timeout, spec.already_failing, spec.reasons)
     from rebuild.core import oplibs  # companions' compiled ops: an import does not load them
 
-    ops = oplibs.check(env, _run, timeout, already_failing)
+    ops = oplibs.check(env, _run, timeout, spec.already_failing)
     report.checks += [ops] if ops is not None else []
     return report
 
@@ -288,10 +385,21 @@ def _generic_checks(
     timeout: float,
     already_failing: Callable[[], dict[str, str]] | None = None,
     reasons: dict[str, str] | None = None,
+    one_failed: threading.Event | None = None,
+    cancel: threading.Event | None = None,
 ) -> Report:
-    """Requested imports, consistency, the profile's commands."""
+    """Requested imports, consistency, the profile's commands (``one_failed``: set when one fails; ``cancel``: stops
+    the one running)."""
+
+    def add(check: Check) -> None:
+        report.checks.append(check)
+        if not check.ok and one_failed is not None:
+            one_failed.set()
+
     if others:
-        check, stdout = _run(f"imports: {', '.join(others)}", [python, "-I", "-c", _IMPORTS, *others], env, timeout)
+        check, stdout = _run(
+            f"imports: {', '.join(others)}", [python, "-I", "-c", _IMPORTS, *others], env, timeout, cancel=cancel
+        )
         if check.ok:
             try:
                 failed = json.loads(stdout.strip().splitlines()[-1])
@@ -311,12 +419,12 @@ def _generic_checks(
 
                 before = already_failing() if already_failing is not None else {}
                 carry.explain(check, [n for n in failed if n not in before], reasons)
-        report.checks.append(check)
+        add(check)
     start = time.monotonic()
     result = uvcmd.run(
         ["pip", "check", "--no-config", "--python", python], check=False, timeout=timeout, what="uv pip check"
     )
-    report.checks.append(
+    add(
         Check(
             "consistent (uv pip check)",
             result.returncode == 0,
@@ -325,8 +433,8 @@ def _generic_checks(
         )
     )
     for command in commands:
-        check, _ = _run(f"command: {command}", command, env, timeout, shell=True)
-        report.checks.append(check)
+        check, _ = _run(f"command: {command}", command, env, timeout, shell=True, cancel=cancel)
+        add(check)
     return report
 
 
