@@ -194,3 +194,24 @@ def test_a_constraint_file_is_keyed_by_its_content(inproc, tmp_path) -> None:
     real.write_text("numpy<1.27\n")
     edited, used = inproc("reuse", constraints=[str(real)])
     assert edited.resolution_reused == [] and used.used == []
+
+
+def test_a_file_a_constraint_file_names_is_keyed_too(inproc, tmp_path) -> None:
+    """``-c``/``-r`` lines in a constraints file name more files that uv reads: an edit there is another resolution
+    (a company's pip.conf constraint file often includes a shared one)."""
+    shared = tmp_path / "shared" / "pins.txt"
+    shared.parent.mkdir()
+    shared.write_text("numpy<2\n")
+    top = tmp_path / "top.txt"
+    top.write_text("-c shared/pins.txt\n")
+    inproc("record", constraints=[str(top)])
+    kept, used = inproc("reuse", constraints=[str(top)])
+    assert kept.resolution_reused, used
+    shared.write_text("numpy<1.27\n")
+    edited, used = inproc("reuse", constraints=[str(top)])
+    assert edited.resolution_reused == [] and used.used == []
+    from rebuild.core import reuse
+
+    assert reuse._content(str(top), set()) is not None
+    shared.unlink()  # a named file that cannot be read: never reused (uv would refuse it anyway)
+    assert reuse._content(str(top), set()) is None

@@ -5,7 +5,8 @@ for :data:`TTL` seconds in the plan cache, ``$TFREBUILD_PLAN_CACHE``, else ``$XD
 (``~/.cache/tfrebuild/plans``; ``off`` turns it off). The entry's name is a digest of the env's path and of
 everything that decides the resolution: the interpreter (its path, and its file's identity), the TensorFlow
 distribution, version and extras, the requested requirements, the installed pins (the preferences), the constraints, the index settings (credentials
-redacted) with the contents of constraint files and the state of local index folders, uv's options (pre-releases,
+redacted) with the contents of constraint files (and of the files their ``-c``/``-r`` lines name) and the state of
+local index folders, uv's options (pre-releases,
 offline, wheels only, strategy), the ``UV_*`` variables (credential variables excluded) and the uv binary.
 ``upgrade`` looks the same digest up: an entry that is missing, older than :data:`TTL`, or made for other inputs is
 ignored silently (upgrade resolves as before); an entry that cannot be trusted (not this user's, writable by others,
@@ -202,7 +203,7 @@ def digest(inputs: Any, tf_version: str, env: str = "") -> str | None:
 
     files = [*inputs.index.constraints, *inputs.build_constraints]
     overrides = [w for w in os.environ.get("UV_OVERRIDE", "").split() if w]
-    hashed = [_content(p) for p in files + overrides]  # by content: a private temporary file's name varies
+    hashed = [_content(p, set()) for p in files + overrides]  # by content: a private temporary file's name varies
     contents = sorted(h for h in hashed if h is not None)
     if len(contents) != len(hashed):
         return None  # a file that decides the resolution but cannot be read here (a link, too big): never reused
@@ -243,16 +244,31 @@ def _identity(path: str) -> list[Any]:
     return [path, st.st_size, st.st_mtime_ns]
 
 
-def _content(path: str) -> str | None:
-    """A local file's SHA-256; a URL stands for itself (the time limit covers it); ``None``: a local file that
-    cannot be read as a document (a link, a FIFO, too big), whose changes the key could not see."""
+_NESTED = re.compile(r"^\s*(?:-c|-r|--constraint|--requirement)(?:\s*=\s*|\s+)(\S+)", re.M)
+
+
+def _content(path: str, seen: set[str]) -> str | None:
+    """A local file's SHA-256, with the files it names (``-c``/``-r`` lines, which uv reads too, relative to its
+    folder) hashed in; a URL stands for itself (the time limit covers it); ``None``: a local file that cannot be
+    read as a document (a link, a FIFO, too big), whose changes the key could not see."""
     if "://" in path and not path.startswith("file://"):
         return path
     local = path[len("file://") :] if path.startswith("file://") else path
+    if local in seen or len(seen) > 32:
+        return "(seen)" if local in seen else None  # a loop is uv's to refuse; too deep: never reused
+    seen.add(local)
     try:
-        return hashlib.sha256(fs.read_document(local)).hexdigest()
+        data = fs.read_document(local)
     except (OSError, ValueError):
         return None
+    digest = hashlib.sha256(data)
+    for named in _NESTED.findall(data.decode("utf-8", errors="replace")):
+        nested = named if "://" in named else os.path.join(os.path.dirname(local), os.path.expanduser(named))
+        inner = _content(nested, seen)
+        if inner is None:
+            return None
+        digest.update(f"\n{named}:{inner}".encode())
+    return digest.hexdigest()
 
 
 def _local_state(url: str) -> list[Any]:
