@@ -9,6 +9,7 @@ test marked ``network`` (real PyPI; skipped when unreachable) and the
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import html
 import http.server
@@ -401,7 +402,7 @@ def test_newest_compatible_depends_on_the_python(tf_files):
 
 def test_newest_compatible_skips_yanked(tf_files):
     tags = supported_tags(target("3.12.1"))
-    yanked = [FileInfo(**{**f.__dict__, "yanked": True}) if f.version == Version("2.21.0") else f for f in tf_files]
+    yanked = [dataclasses.replace(f, yanked=True) if f.version == Version("2.21.0") else f for f in tf_files]
     assert newest_compatible(yanked, tags, "3.12.1") == Version("2.17.0")
 
 
@@ -436,23 +437,23 @@ def test_read_metadata_via_file_index_and_plain_path(tmp_path: Path, wheelhouse:
         "tensorflow_cpu-2.21.0-cp312-cp312-manylinux_2_27_x86_64.whl"
     ]
     assert read_metadata(f)["requires_python"] == ">=3.10"
-    plain = FileInfo(**{**f.__dict__, "url": str(wheelhouse / f.filename)})
+    plain = dataclasses.replace(f, url=str(wheelhouse / f.filename))
     assert read_metadata(plain)["requires_dist"] == TF_DEPS
 
 
 def test_read_metadata_refuses_what_it_cannot_read(tmp_path: Path, tf_files):
     f = by_name(tf_files)[f"tensorflow_cpu-2.15.1-cp311-cp311-{ML2014}.whl"]
-    remote = FileInfo(**{**f.__dict__, "url": "https://files.example/tf.whl", "has_metadata": False})
+    remote = dataclasses.replace(f, url="https://files.example/tf.whl", has_metadata=False)
     with pytest.raises(MetadataUnavailable, match="download"):
         read_metadata(remote)
     with pytest.raises(MetadataUnavailable):
-        read_metadata(FileInfo(**{**remote.__dict__, "has_metadata": True}), offline=True)
+        read_metadata(dataclasses.replace(remote, has_metadata=True), offline=True)
     with pytest.raises(MetadataUnavailable):
         read_metadata(by_name(tf_files)["tensorflow-cpu-2.14.0.tar.gz"])
     broken = tmp_path / f.filename
     broken.write_bytes(b"not a zip")
     with pytest.raises(MetadataUnavailable):
-        read_metadata(FileInfo(**{**f.__dict__, "url": broken.as_uri()}))
+        read_metadata(dataclasses.replace(f, url=broken.as_uri()))
     assert not issubclass(MetadataUnavailable, UserError)
 
 
@@ -743,9 +744,9 @@ def test_installable_judges_one_file(tf_files):
     pure = next(f for f in tf_files if f.version == Version("2.18.0"))  # Requires-Python >=3.9,<3.11
     assert installable(pure, tags, "3.10.12")
     assert not installable(pure, tags, "3.11.7")
-    assert not installable(FileInfo(**{**pure.__dict__, "yanked": True}), tags, "3.10.12")
-    assert installable(FileInfo(**{**pure.__dict__, "requires_python": "not a specifier"}), tags, "3.11.7")
-    assert not installable(FileInfo(**{**pure.__dict__, "is_wheel": False}), tags, "3.10.12")  # an sdist
+    assert not installable(dataclasses.replace(pure, yanked=True), tags, "3.10.12")
+    assert installable(dataclasses.replace(pure, requires_python="not a specifier"), tags, "3.11.7")
+    assert not installable(dataclasses.replace(pure, is_wheel=False), tags, "3.10.12")  # an sdist
 
 
 def test_json_page_urls_absolute_relative_fragment_and_query_read_as_urljoin_would():

@@ -52,9 +52,10 @@ _ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+h
 # ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FileInfo:
-    """One distribution file offered by an index or a find-links location."""
+    """One distribution file offered by an index or a find-links location (a page holds thousands: no ``__dict__``,
+    and equal versions, tag sets and names are one object each, :func:`_shared`)."""
 
     filename: str
     url: str  # without the ``#sha256=...`` fragment; may be file://
@@ -88,7 +89,7 @@ class Sources:
 # ---------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class _Link:
     url: str  # absolute, without #fragment
     filename: str  # from the URL's last path segment (HTML) or the "filename" key (JSON)
@@ -128,6 +129,25 @@ class _AnchorParser(html.parser.HTMLParser):
             self._current.append(data)
 
 
+def _lower(text: Any) -> str:
+    """``str(text).lower()``, the same string when it is lower case already (a page's hashes are: no copies kept)."""
+    text = str(text)
+    return text if text.islower() else text.lower()
+
+
+#: One object for equal values parsed from different files (a version, a wheel's tag set, a project name): numpy's
+#: page alone has 4,381 files over a few hundred versions and a few dozen tag sets. A memo of parsed values, like
+#: ``functools.cache``; bounded, cleared when full.
+_SHARED: dict[tuple[str, str], Any] = {}
+_SHARED_MAX = 100_000
+
+
+def _shared(kind: str, text: str, value: Any) -> Any:
+    if len(_SHARED) >= _SHARED_MAX:
+        _SHARED.clear()
+    return _SHARED.setdefault((kind, text), value)
+
+
 def _hashes_from_fragment(fragment: str) -> dict[str, str]:
     out = {}
     for part in re.split(r"[&,]", fragment):
@@ -145,9 +165,7 @@ def _metadata_flag(value: Any) -> tuple[bool, dict[str, str]]:
     if value is True:
         return True, {}
     if isinstance(value, dict):
-        return True, {
-            str(k).lower(): str(v).lower() for k, v in value.items() if str(k).lower() in hashlib.algorithms_guaranteed
-        }
+        return True, {_lower(k): _lower(v) for k, v in value.items() if _lower(k) in hashlib.algorithms_guaranteed}
     text = str(value).strip()
     if text.lower() == "false":
         return False, {}
@@ -212,7 +230,7 @@ def _parse_json(text: str, page_url: str) -> list[_Link]:
             url, fragment = urlunsplit(parts._replace(fragment="")), parts.fragment
         filename = str(entry.get("filename") or unquote(urlsplit(url).path.rsplit("/", 1)[-1]))
         hashes = entry.get("hashes") or {}
-        hashes = {str(k).lower(): str(v).lower() for k, v in hashes.items()} if isinstance(hashes, dict) else {}
+        hashes = {_lower(k): _lower(v) for k, v in hashes.items()} if isinstance(hashes, dict) else {}
         if not hashes:
             hashes = _hashes_from_fragment(fragment)
         yanked = entry.get("yanked", False)
@@ -260,7 +278,8 @@ def _parse_filename(filename: str, project: str | None) -> tuple[str, Version, b
     try:
         if filename.endswith(".whl"):
             name, version, _build, tags = parse_wheel_filename(filename)
-            result = (str(name), version, True, frozenset(tags))
+            tag_text = filename[:-4].rsplit("-", 3)[-3:]
+            result = (str(name), version, True, _shared("tags", "-".join(tag_text), frozenset(tags)))
         elif filename.endswith((".tar.gz", ".zip")):
             name, version = parse_sdist_filename(filename)
             result = (str(name), version, False, frozenset())
@@ -270,7 +289,7 @@ def _parse_filename(filename: str, project: str | None) -> tuple[str, Version, b
         return None
     if project is not None and result[0] != canonicalize_name(project):
         return None
-    return result
+    return (_shared("name", result[0], result[0]), _shared("version", str(result[1]), result[1]), *result[2:])
 
 
 # ---------------------------------------------------------------------------
