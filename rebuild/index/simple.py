@@ -24,7 +24,7 @@ import time
 import urllib.error
 from pathlib import Path
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
 from packaging.tags import Tag
@@ -146,6 +146,26 @@ def _shared(kind: str, text: str, value: Any) -> Any:
     if len(_SHARED) >= _SHARED_MAX:
         _SHARED.clear()
     return _SHARED.setdefault((kind, text), value)
+
+
+def _parsed(kind: str, text: str, parse: Callable[[str], Any]) -> Any:
+    """``parse(text)``, parsed once per distinct ``text`` (its exception raised each time, nothing kept)."""
+    found = _SHARED.get((kind, text), _SHARED)
+    return _shared(kind, text, parse(text)) if found is _SHARED else found
+
+
+def _wheel_parts(filename: str) -> tuple[str, Version, frozenset[Tag]]:
+    """``parse_wheel_filename`` of ``filename`` (packaging validates each part), its name and version parsed once
+    per distinct pair and its tag set once per distinct tag text: a page repeats them across thousands of files."""
+    stem = filename[:-4]
+    if stem.count("-") != 4:  # a build tag (or no valid wheel name): as packaging reads it
+        name, version, _build, tags = parse_wheel_filename(filename)
+        return str(name), version, frozenset(tags)
+    name_part, version_part, tag_text = stem.split("-", 2)
+    head = f"{name_part}-{version_part}"
+    name, version = _parsed("wheel-head", head, lambda h: parse_wheel_filename(f"{h}-py3-none-any.whl")[:2])
+    tags = _parsed("tags", tag_text, lambda t: parse_wheel_filename(f"{head}-{t}.whl")[3])
+    return str(name), version, tags
 
 
 def _hashes_from_fragment(fragment: str) -> dict[str, str]:
@@ -277,9 +297,8 @@ def _parse_filename(filename: str, project: str | None) -> tuple[str, Version, b
     """(canonical name, version, is_wheel, tags) or None if unparsable / another project."""
     try:
         if filename.endswith(".whl"):
-            name, version, _build, tags = parse_wheel_filename(filename)
-            tag_text = filename[:-4].rsplit("-", 3)[-3:]
-            result = (str(name), version, True, _shared("tags", "-".join(tag_text), frozenset(tags)))
+            name, version, tags = _wheel_parts(filename)
+            result = (name, version, True, tags)
         elif filename.endswith((".tar.gz", ".zip")):
             name, version = parse_sdist_filename(filename)
             result = (str(name), version, False, frozenset())
