@@ -222,10 +222,7 @@ def argv(cmd: Sequence[str], *, shell: bool = False) -> list[str]:
     return [*_pdeathsig_wrapper(), *command]
 
 
-#: The nice value of work beside a command's critical path: CFS gives it about a third of a CPU that the command's
-#: own work also wants, and, since an unprivileged process cannot take a nice value back, not so little that it
-#: crawls when the command ends up waiting for it on a machine busy with other work (10 would give a tenth).
-BACKGROUND_NICE = 5
+BACKGROUND_NICE = 10  # the nice value of work beside a command's critical path (CFS gives it ~1/10 of a busy CPU)
 
 
 def background_priority() -> None:
