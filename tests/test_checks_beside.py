@@ -85,25 +85,3 @@ def test_tensorflows_failure_is_reported_beside_a_passing_command(make_venv, tmp
     assert report.stopped == [] and [c.name for c in report.failed] == ["tensorflow 2.98.0 imports and computes"]
     assert "expected tensorflow 2.98.0" in report.failed[0].output
     assert report.checks[-1].name == "command: true" and report.checks[-1].ok
-
-
-def test_the_current_envs_reference_checks_yield_the_cpu_to_the_build(make_venv, tmp_path):
-    """The old env's reference imports run beside the build and are needed only when the new env's checks end:
-    their processes run at a lower priority (nice 10 on Linux), the command's own thread does not."""
-    import os
-    import sys
-
-    import pytest
-
-    from rebuild.core.baseline import Baseline
-
-    if sys.platform != "linux":
-        pytest.skip("a thread's own nice value is Linux's")
-    env = make_venv(tmp_path / "old")
-    (site,) = env.glob("lib/python3*/site-packages")
-    seen = tmp_path / "nice.txt"
-    (site / "nicecheck.py").write_text(f"import os\nopen({str(seen)!r}, 'w').write(str(os.nice(0)))\n")
-    before = os.nice(0)
-    assert Baseline(env, ["nicecheck"]).failing() == {}
-    assert int(seen.read_text()) == max(before, 10)
-    assert os.nice(0) == before, "the command's own priority is unchanged"

@@ -34,7 +34,6 @@ class Baseline:
 
     def _work(self, python: Path, env: Path, names: list[str], timeout: float) -> None:
         began = time.monotonic()
-        proc.background_priority()  # needed only when the new env's checks end: the build goes first
         try:
             self._checks(python, env, names, timeout)
         finally:

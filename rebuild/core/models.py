@@ -32,7 +32,6 @@ from rebuild.core import smoke
 from rebuild.core.models_run import Checked, Job, run_batch, run_script, tf_keras
 from rebuild.env import profile as prof
 from rebuild.errors import UserError
-from rebuild.util import proc
 
 DEFAULT_RTOL = prof.MODEL_RTOL
 DEFAULT_ATOL = prof.MODEL_ATOL
@@ -286,7 +285,6 @@ class Gate:
 
     def _reference_all(self) -> None:
         start = time.monotonic()
-        proc.background_priority()  # needed only at the gate, after the new env's checks: the build goes first
         try:
             runnable = [
                 i

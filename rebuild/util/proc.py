@@ -222,22 +222,6 @@ def argv(cmd: Sequence[str], *, shell: bool = False) -> list[str]:
     return [*_pdeathsig_wrapper(), *command]
 
 
-BACKGROUND_NICE = 10  # the nice value of work beside a command's critical path (CFS gives it ~1/10 of a busy CPU)
-
-
-def background_priority() -> None:
-    """The calling thread, and every process it starts from now on, yield the CPU to the rest of the command: the
-    current env's reference checks, which run beside the build and are needed only at the end of the checks. On
-    Linux a thread has its own nice value and a child inherits its starting thread's; elsewhere nothing changes."""
-    if sys.platform != "linux":
-        return
-    try:
-        tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, max(os.getpriority(os.PRIO_PROCESS, tid), BACKGROUND_NICE))
-    except OSError:
-        pass  # not allowed here (a sandbox): the checks run as before
-
-
 def kill_group(proc: subprocess.Popen[str]) -> None:
     """SIGKILL the process group ``proc`` leads (it is still running or not yet reaped) and reap ``proc``."""
     try:
