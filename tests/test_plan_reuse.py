@@ -184,32 +184,33 @@ def test_a_strangers_plan_cache_is_refused(make_venv, kit_env, kit_index, tmp_pa
     assert all(c["new"] != "9.9.9" for c in doc["plan"]["changes"])
 
 
-def test_a_constraint_file_is_keyed_by_its_content(inproc, tmp_path) -> None:
-    """What a constraints file says decides the resolution: an edit to it makes the plan's resolution another one."""
-    real = tmp_path / "real.txt"
-    real.write_text("numpy<2\n")
-    inproc("record", constraints=[str(real)])
-    kept, used = inproc("reuse", constraints=[str(real)])
+@pytest.mark.parametrize("nested", [False, True], ids=["the-file", "a-file-it-names"])
+def test_a_constraint_file_is_keyed_by_its_content(inproc, tmp_path, nested: bool) -> None:
+    """What a constraints file says decides the resolution: an edit to it makes the plan's resolution another one;
+    so does an edit to a file its ``-c``/``-r`` lines name, which uv reads too (a company's pip.conf constraint file
+    often includes a shared one)."""
+    edited_file = tmp_path / "shared" / "pins.txt"
+    edited_file.parent.mkdir()
+    edited_file.write_text("numpy<2\n")
+    top = tmp_path / "top.txt"
+    if nested:
+        top.write_text("-c shared/pins.txt\n")
+    else:
+        top = edited_file
+    inproc("record", constraints=[str(top)])
+    kept, used = inproc("reuse", constraints=[str(top)])
     assert kept.resolution_reused, used
-    real.write_text("numpy<1.27\n")
-    edited, used = inproc("reuse", constraints=[str(real)])
+    edited_file.write_text("numpy<1.27\n")
+    edited, used = inproc("reuse", constraints=[str(top)])
     assert edited.resolution_reused == [] and used.used == []
 
 
-def test_a_file_a_constraint_file_names_is_keyed_too(inproc, tmp_path) -> None:
-    """``-c``/``-r`` lines in a constraints file name more files that uv reads: an edit there is another resolution
-    (a company's pip.conf constraint file often includes a shared one)."""
+def test_a_named_file_that_cannot_be_read_means_no_reuse(tmp_path) -> None:
     shared = tmp_path / "shared" / "pins.txt"
     shared.parent.mkdir()
     shared.write_text("numpy<2\n")
     top = tmp_path / "top.txt"
     top.write_text("-c shared/pins.txt\n")
-    inproc("record", constraints=[str(top)])
-    kept, used = inproc("reuse", constraints=[str(top)])
-    assert kept.resolution_reused, used
-    shared.write_text("numpy<1.27\n")
-    edited, used = inproc("reuse", constraints=[str(top)])
-    assert edited.resolution_reused == [] and used.used == []
     from rebuild.core import reuse
 
     assert reuse._content(str(top), set()) is not None
