@@ -763,6 +763,9 @@ def test_json_page_urls_absolute_relative_fragment_and_query_read_as_urljoin_wou
         "../../p/demo-1.2-py3-none-any.whl#sha256=" + "cd" * 32,
         "https://files.example/p/demo-1.3-py3-none-any.whl?x=1",
         "/p/demo-1.4.tar.gz",
+        "https:///p/demo-1.5-py3-none-any.whl",
+        "https://files.example/p/demo-1.6-py3-none-any.whl\t",
+        "https://files.example/p/demo 1.7-py3-none-any.whl",
     ]
     text = json.dumps({"files": [{"url": u, "hashes": {}} for u in urls]})
     links = _parse_json(text, page)

@@ -236,6 +236,15 @@ def _local_page_links(page: Path, what: str, hint: str) -> list[_Link]:
     return _parse_html(text, page.resolve().as_uri())
 
 
+def _plain_absolute(url: Any) -> bool:
+    """An http(s) URL with a host, no fragment, query, space, control character or IPv6 literal: one that
+    ``urljoin``/``urlsplit``/``urlunsplit`` would give back unchanged (anything else goes through them)."""
+    if not isinstance(url, str) or not url.startswith(("https://", "http://")):
+        return False
+    host = url.split("://", 1)[1].split("/", 1)[0]
+    return bool(host) and url.isprintable() and not any(c in url for c in "#? [")
+
+
 def _parse_json(text: str, page_url: str) -> list[_Link]:
     data = json.loads(text)
     links = []
@@ -243,7 +252,7 @@ def _parse_json(text: str, page_url: str) -> list[_Link]:
         if not isinstance(entry, dict) or not entry.get("url"):
             continue
         url = entry["url"]
-        if isinstance(url, str) and url.startswith(("https://", "http://")) and "#" not in url and "?" not in url:
+        if _plain_absolute(url):
             fragment = ""  # absolute, as PyPI's are: urljoin/urlsplit/urlunsplit would give it back unchanged
         else:
             parts = urlsplit(urljoin(page_url, url))
