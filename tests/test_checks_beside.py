@@ -85,3 +85,36 @@ def test_tensorflows_failure_is_reported_beside_a_passing_command(make_venv, tmp
     assert report.stopped == [] and [c.name for c in report.failed] == ["tensorflow 2.98.0 imports and computes"]
     assert "expected tensorflow 2.98.0" in report.failed[0].output
     assert report.checks[-1].name == "command: true" and report.checks[-1].ok
+
+
+def test_a_failed_import_stops_nothing_in_a_search_try(make_venv, tmp_path):
+    """Only a failed command ends a try early: a failed import or ``uv pip check`` waits for TensorFlow's check,
+    whose own failure (a protobuf or ABI message) may be what the target search can fix."""
+    env = _env(make_venv, tmp_path, 2)
+    report = smoke.run_checks(
+        env, tf_version="2.99.0", imports=["no_such_module_here"], commands=[], beside=True, stop_early=True
+    )
+    assert report.stopped == []
+    tf_check = report.checks[1]
+    assert tf_check.name == "tensorflow 2.99.0 imports and computes" and tf_check.ok and tf_check.seconds >= 2
+    assert [c.name for c in report.failed] == ["imports: no_such_module_here"]
+
+
+def test_an_interrupt_stops_the_checks_beside_and_starts_no_command(make_venv, tmp_path):
+    """Ctrl-C while TensorFlow's check runs: the command running beside it is killed, the next one never starts,
+    and the interrupt is not held up by them."""
+    import os
+    import signal
+    import threading
+
+    import pytest
+
+    env = _env(make_venv, tmp_path, 60)
+    marker = tmp_path / "second-command-ran"
+    threading.Timer(1.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+    start = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        smoke.run_checks(env, tf_version="2.99.0", imports=[], commands=["sleep 30", f"touch {marker}"], beside=True)
+    assert time.monotonic() - start < 15
+    time.sleep(0.5)
+    assert not marker.exists(), "a command started after the interrupt"

@@ -314,7 +314,7 @@ def _apply(run: Attempt, result: UpgradeResult, start: float, given_models=()) -
         already_failing=before.failing,
         reasons=kept,
         beside=not (the_plan.gpu_required or intent.gpu.gpus),  # two processes on one GPU would fight for its memory
-        stop_early=run.searching,  # a failed try of the search ends at its first failed check
+        stop_early=run.searching,  # a failed [smoke] command ends a try of the search (TensorFlow's check stopped)
     )
     step, pylock = None, the_plan.pylock
     project = the_plan.project

@@ -199,7 +199,7 @@ class Checks:
     )
     reasons: dict[str, str] | None = None  # import name -> why the new env may lack it (core/carry.py)
     beside: bool = False  # the checks that need no TensorFlow answer run beside its check (never where a GPU is used)
-    stop_early: bool = False  # with ``beside``: one of them failing stops TensorFlow's check (a target search's try)
+    stop_early: bool = False  # with ``beside``: a failed command stops TensorFlow's check (a target search's try)
 
     def run(self, env: Path, tf_check: TfCheck | None = None) -> Report:
         return run_checks(
@@ -220,7 +220,9 @@ class Checks:
 class _Beside:
     """The checks that need no answer from TensorFlow's (requested imports, ``uv pip check``, the profile's
     commands) in a thread beside it: a try's checks take the longer of the two, not their sum. ``failed`` is set by
-    the first of them that fails; :meth:`close` stops the one running (an interrupt, an error) and waits."""
+    the first of the profile's commands that fails (the user's own proof: whatever TensorFlow's check would say, the
+    try cannot pass, and a fix for what it would say cannot make the command pass); :meth:`close` stops the one
+    running and starts no other (an interrupt, an error)."""
 
     def __init__(self, work: Callable[[Report, threading.Event, threading.Event], object], env: Path):
         self.report = Report(str(env))
@@ -235,6 +237,10 @@ class _Beside:
             work(self.report, self.failed, self.cancel)
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread by checks()
             self._error = exc
+            if isinstance(exc, KeyboardInterrupt):  # a Ctrl-C found here (util/signals.checkpoint) is the command's
+                import _thread
+
+                _thread.interrupt_main()
 
     def checks(self) -> list[Check]:
         """Their results, in their order, once they are done (their error raised here)."""
@@ -245,8 +251,10 @@ class _Beside:
         return self.report.checks
 
     def close(self) -> None:
+        """Stop: the check running is killed within 0.1 s and no other starts; a wait on the current env's reference
+        checks (which need no cleanup) is not waited for beyond a few seconds."""
         self.cancel.set()
-        self._thread.join()
+        self._thread.join(5)
 
 
 def run_checks(
@@ -268,8 +276,10 @@ def run_checks(
     """Run the checks in ``env``; ``quick`` runs only interpreter + TensorFlow (after a swap). ``tf_check``: TensorFlow's
     check done elsewhere (the model gate's process in the new env: core/models_run.Checked) instead of its own.
     ``beside``: the imports, ``uv pip check`` and commands run in a thread beside TensorFlow's check (:class:`_Beside`);
-    with ``stop_early`` one of them failing stops TensorFlow's own check (not ``tf_check``'s) and the checks that need
-    it: the try has failed, and a target search's next try need not wait for it (``Report.stopped`` names them).
+    with ``stop_early`` one of the profile's commands failing stops TensorFlow's own check (not ``tf_check``'s) and the
+    checks that need it: the try has failed, and a target search's next try need not wait for it (``Report.stopped``
+    names them). A failed import or ``uv pip check`` stops nothing: TensorFlow's own failure may be what the search
+    can fix.
     The report lists the checks in the same order either way."""
     timeout = default_timeout() if timeout is None else timeout
     python = str(env / "bin" / "python")
@@ -315,7 +325,10 @@ def _tf_then_rest(
     stop = side.failed if side is not None and spec.stop_early and not tf_check else None
     check, stdout = tf_check(name, timeout) if tf_check else tf_computes(name, env, timeout, cancel=stop)
     if stop is not None and stop.is_set() and check.output == "stopped":
-        report.stopped.append(name)
+        from rebuild.core import oplibs
+
+        keras = [f"tf.keras is Keras {keras_major}"] if keras_major is not None else []
+        report.stopped += [name, *keras, *(["op libraries load"] if oplibs.find(env) else [])]
         report.checks += side.checks() if side is not None else []
         return report
     if check.ok:
@@ -388,15 +401,18 @@ def _generic_checks(
     one_failed: threading.Event | None = None,
     cancel: threading.Event | None = None,
 ) -> Report:
-    """Requested imports, consistency, the profile's commands (``one_failed``: set when one fails; ``cancel``: stops
-    the one running)."""
+    """Requested imports, consistency, the profile's commands (``one_failed``: set when a command fails; ``cancel``:
+    stops the one running and starts no other)."""
 
-    def add(check: Check) -> None:
+    def add(check: Check, decisive: bool = False) -> None:
         report.checks.append(check)
-        if not check.ok and one_failed is not None:
+        if not check.ok and decisive and one_failed is not None:
             one_failed.set()
 
-    if others:
+    def stopped() -> bool:  # an interrupt or an error in the caller's thread: start nothing more
+        return cancel is not None and cancel.is_set()
+
+    if others and not stopped():
         check, stdout = _run(
             f"imports: {', '.join(others)}", [python, "-I", "-c", _IMPORTS, *others], env, timeout, cancel=cancel
         )
@@ -420,6 +436,8 @@ def _generic_checks(
                 before = already_failing() if already_failing is not None else {}
                 carry.explain(check, [n for n in failed if n not in before], reasons)
         add(check)
+    if stopped():
+        return report
     start = time.monotonic()
     result = uvcmd.run(
         ["pip", "check", "--no-config", "--python", python], check=False, timeout=timeout, what="uv pip check"
@@ -433,8 +451,10 @@ def _generic_checks(
         )
     )
     for command in commands:
+        if stopped():
+            break
         check, _ = _run(f"command: {command}", command, env, timeout, shell=True, cancel=cancel)
-        add(check)
+        add(check, decisive=True)
     return report
 
 
