@@ -114,6 +114,8 @@ def test_import_failing_before_the_upgrade_does_not_block_it(make_venv, cli, ven
     assert imports and imports[0]["ok"], doc["checks"]
     assert "already failing before the upgrade" in imports[0]["name"]
     assert "protodep" in imports[0]["name"] and "Gencode/Runtime" in imports[0]["output"]
+    # the failed import is what ran the import checks in the current env: once, when the new env's check asked
+    assert doc["overlap"]["baseline"]["ran"] is True and doc["overlap"]["baseline"]["seconds"] > 0
     assert _pins(venv_run, env)["tensorflow-cpu"] == "2.21.0"
 
 

@@ -217,7 +217,8 @@ ModelOpt = checked(
 NoReferenceOpt = typer.Option(
     False,
     "--no-reference-checks",
-    help="Skip the current env's reference runs beside the build (its imports, op libraries and models; the plan "
+    help="Skip the current env's reference runs (its imports and op libraries when one fails in the new env, and "
+    "its models; the plan "
     "still probes its interpreter): an import or op library that already fails there fails the new env too, and "
     "models are only loaded and run in the new env (nothing compared).",
 )

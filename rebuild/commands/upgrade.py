@@ -61,7 +61,7 @@ class Attempt:
     command: str  # the command line recorded in the generation
     usage: Any = None  # the current env's disk usage, computed while planning (core.build.usage_later)
     # the current env's reference import checks (core.baseline), by the names checked: the env does not change
-    # between the tries of one run (a failed try never touches it), so a target search runs them once
+    # between the tries of one run (a failed try never touches it), so a target search runs them at most once
     baselines: dict = field(default_factory=dict)
     searching: bool = False  # a try of the target search (a lower release is tried if this one fails)
 
@@ -303,7 +303,7 @@ def _apply(run: Attempt, result: UpgradeResult, start: float, given_models=()) -
     imports = list(intent.smoke.imports) + [m for m in kept if m not in intent.smoke.imports]
     names = tuple(m for m in imports if m != "tensorflow")
     before = run.baselines.get(names)
-    if before is None:  # beside the build; a later try of a search reuses the first try's
+    if before is None:  # run when a check first needs it; a later try of a search reuses the first try's answers
         before = run.baselines[names] = Baseline(store.env, list(names), run=not run.opts.no_reference_checks)
     checks = Checks(
         tf_version=the_plan.tf_new,

@@ -1,7 +1,9 @@
 """The import checks in the current env, before the upgrade (issue 20, point 6).
 
-They run read-only (no bytecode written) in the env as it is, in a thread beside the build; an import that fails
-there already is "already failing before the upgrade" and does not block the new env: only regressions do.
+They run read-only (no bytecode written) in the env as it is, and only when an answer is needed: the first time an
+import or an op library fails in the new env (:meth:`Baseline.failing`). An import that fails there already is
+"already failing before the upgrade" and does not block the new env: only regressions do. An upgrade whose checks
+pass imports nothing in the current env (run beside the build, these imports slowed it on a 2-CPU machine).
 """
 
 from __future__ import annotations
@@ -20,24 +22,30 @@ if TYPE_CHECKING:
 
 
 class Baseline:
-    """``failing()``: import name -> the error it already raises in the current env (waits for the thread)."""
+    """``failing()``: import name -> the error it already raises in the current env (run at the first call, once;
+    the checks' side thread and the main thread may both ask)."""
 
     def __init__(self, env: Path, imports: list[str], timeout: float = 300.0, run: bool = True):
+        self._env, self._names, self._timeout = Path(env), [m for m in imports if m], timeout
+        # run=False (--no-reference-checks): nothing is already failing
+        self._run = run and (self._env / "bin" / "python").exists()
         self._result: dict[str, str] = {}
-        self.seconds: float | None = None  # how long the checks ran (None: not finished, or not run)
-        self.waited = 0.0  # how long the caller waited for them (the part on the critical path)
-        names = [m for m in imports if m]
-        python = Path(env) / "bin" / "python"
-        self._thread = threading.Thread(target=self._work, args=(python, Path(env), names, timeout), daemon=True)
-        if python.exists() and run:  # run=False (--no-reference-checks): nothing is already failing
-            self._thread.start()
+        self._ran = False
+        self._once = threading.Lock()
+        self.seconds: float | None = None  # how long the checks ran (None: not run)
+        self.waited = 0.0  # how long callers waited for them (all of it: they run when asked)
 
-    def _work(self, python: Path, env: Path, names: list[str], timeout: float) -> None:
+    def failing(self) -> dict[str, str]:
         began = time.monotonic()
-        try:
-            self._checks(python, env, names, timeout)
-        finally:
-            self.seconds = time.monotonic() - began
+        with self._once:
+            if self._run and not self._ran:
+                self._ran = True
+                try:
+                    self._checks(self._env / "bin" / "python", self._env, self._names, self._timeout)
+                finally:
+                    self.seconds = time.monotonic() - began
+        self.waited += time.monotonic() - began
+        return dict(self._result)
 
     def _checks(self, python: Path, env: Path, names: list[str], timeout: float) -> None:
         from rebuild.core import oplibs
@@ -65,16 +73,10 @@ class Baseline:
             failed = {}
         self._result.update({oplibs.key(owner[p], p): why for p, why in failed.items() if p in owner})
 
-    def failing(self) -> dict[str, str]:
-        if self._thread.is_alive() or self._thread.ident is not None:
-            began = time.monotonic()
-            self._thread.join()
-            self.waited += time.monotonic() - began
-        return dict(self._result)
-
     def timing(self) -> dict[str, Any]:
-        """For ``--json``: whether the checks ran, how long, and how long anyone waited for them."""
-        return {"ran": self._thread.ident is not None, "seconds": self.seconds, "waited_seconds": round(self.waited, 3)}
+        """For ``--json``: whether the checks ran (only when a check in the new env failed), how long, and how long
+        anyone waited for them."""
+        return {"ran": self._ran, "seconds": self.seconds, "waited_seconds": round(self.waited, 3)}
 
 
 def judge(check: Check, failed: dict[str, str], before: dict[str, str]) -> None:

@@ -122,8 +122,6 @@ def run(spec: Spec, result: TransactionResult) -> TransactionResult:
     number = 1 if spec.new_env else store.next_number()
     store.begin(_journal(spec, staging, number))
     try:
-        if spec.models:  # the current env's answers, while the new env is built
-            spec.models.start(staging / "models")
         progress.stage("build", f"new env in {staging}")
         if spec.project is not None:
             built = spec.project.build(staging)
@@ -139,6 +137,8 @@ def run(spec: Spec, result: TransactionResult) -> TransactionResult:
             )
         result.build_seconds = built.seconds
         fault_point("upgrade.built") if spec.kind == "upgrade" else fault_point("apply.built")
+        if spec.models:  # the current env's answers, beside the new env's checks (not the build: uv uses every CPU)
+            spec.models.start(staging / "models")
         progress.stage(
             "checks",
             "smoke checks in the new env"
