@@ -564,3 +564,21 @@ def test_recover_refuses_journal_paths_outside_the_store(tmp_path: Path) -> None
         store.recover()
     assert (victim / "keep").read_text() == "x"
     assert store.generations_dir.is_dir() and marker(store.env) == "gen1"
+
+
+def test_venv_identity_tells_a_venv_made_again_in_the_same_directory(tmp_path: Path) -> None:
+    """What the project steps compare around ``uv sync``/``poetry sync`` (a sync that replaced the env): a venv made
+    again in the same directory keeps the directory's inode but writes a new ``pyvenv.cfg``; installs do not."""
+    from rebuild.store.trees import venv_identity
+
+    env = tmp_path / "env"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", env], check=True)
+    first = venv_identity(env)
+    assert first[0] == os.lstat(env).st_ino and first[1]
+    (env / "lib" / "installed.txt").write_text("an install writes files, not pyvenv.cfg")
+    assert venv_identity(env) == first
+    time.sleep(0.01)  # a new mtime even where the file system keeps coarse times (the inode may come back)
+    subprocess.run([sys.executable, "-m", "venv", "--clear", "--without-pip", env], check=True)
+    again = venv_identity(env)
+    assert again[0] == first[0] and again != first  # the same directory, a venv made again in it
+    assert venv_identity(tmp_path / "gone") == (-1, "")

@@ -44,6 +44,7 @@ from rebuild.project import workdir
 from rebuild.project.newenv import NewEnv, failed, uv_error, uv_venv
 from rebuild.project.detect import Project, find_poetry, poetry_tf_entries
 from rebuild.project.requirement import edit_pyproject, edit_toml_string, move_poetry_constraint, move_requirement
+from rebuild.store.trees import venv_identity
 from rebuild.util import distinfo
 from rebuild.util import proc
 from rebuild.util import uv as uvcmd
@@ -310,7 +311,7 @@ def settle(project: Project, env: Path, *, log: Path | None) -> str:
     lock_bytes = (project.root / "poetry.lock").read_bytes() if (project.root / "poetry.lock").is_file() else b""
     own = {project.name} | local_packages(lock_bytes) if project.name else local_packages(lock_bytes)
     args = _sync(poetry_version)
-    before, inode = distributions(env), os.lstat(env).st_ino
+    before, identity = distributions(env), venv_identity(env)
     try:
         dry = run([*args, "--dry-run"], env=env, cwd=project.root, log=log, what="poetry sync --dry-run")
         ops = [
@@ -342,7 +343,7 @@ def settle(project: Project, env: Path, *, log: Path | None) -> str:
             + ", ".join(f"{n} {before.get(n, '-')} → {after.get(n, '-')}" for n in changed),
             exit_code=1,
         )
-    if os.lstat(env).st_ino != inode:
+    if venv_identity(env) != identity:  # the directory, or a venv made again in it (its pyvenv.cfg is new)
         raise UserError(f"poetry sync replaced the environment at {env} instead of using it", exit_code=1)
     return f"`poetry {' '.join(args)}` agrees (it changed nothing but the project's own package)"
 

@@ -32,6 +32,7 @@ from rebuild.project.detect import Project, tf_requirements
 from rebuild.project import workdir
 from rebuild.project.newenv import NewEnv, build_failed, failed, uv_error, uv_says, uv_venv
 from rebuild.project.requirement import edit_pyproject, move_requirement
+from rebuild.store.trees import venv_identity
 from rebuild.util import distinfo
 from rebuild.util import uv as uvcmd
 
@@ -257,7 +258,7 @@ def settle(project: Project, env: Path, *, offline: bool, log: Path | None, chos
     and the lock do not agree."""
     named = None if os.path.abspath(env) == os.path.abspath(project.root / ".venv") else env
     flags = (["--offline"] if offline else []) + list(selection(project, env) if chosen is None else chosen)
-    before = os.lstat(env).st_ino
+    before = venv_identity(env)
     check = ["sync", "--locked", "--check", *flags]
     try:
         if (
@@ -270,7 +271,7 @@ def settle(project: Project, env: Path, *, offline: bool, log: Path | None, chos
             uvcmd.run(check, env=_uv_env(named), cwd=project.root, log=log, what="uv sync --check")
     except uvcmd.UvFailed as exc:
         raise uv_error(f"{exc.what} in {project.root} does not agree with the new environment", exc, log) from None
-    if os.lstat(env).st_ino != before:
+    if venv_identity(env) != before:  # the directory, or a venv made again in it (its pyvenv.cfg is new)
         raise UserError(f"uv sync replaced the environment at {env} instead of using it", exit_code=1)
     return "uv sync --locked agrees"
 

@@ -45,6 +45,16 @@ def venv_stamp(tree: Path) -> str:
     return f"{st.st_ino}:{st.st_mtime_ns}" if stat.S_ISREG(st.st_mode) else ""
 
 
+def venv_identity(tree: Path) -> tuple[int, str]:
+    """The directory's inode and its :func:`venv_stamp` (``(-1, "")`` when it is gone): a venv made again at the
+    path changes one of them, even when the kernel hands the new directory the old inode."""
+    try:
+        inode = os.lstat(tree).st_ino
+    except OSError:
+        return -1, ""
+    return inode, venv_stamp(tree)
+
+
 def lstat_dir(
     path: Path, missing: tuple[str, str], not_dir: tuple[str, str], link: tuple[str, str] | None = None
 ) -> os.stat_result:
