@@ -469,7 +469,7 @@ def main(argv=None) -> int:
             row(
                 f"upgrade with the reference checks and a model check vs without both ({args.runs}× each)",
                 f"{a:.1f} s vs {b:.1f} s",
-                f"{a / b:.2f}× (A: the old env's reference checks (its imports, the model) beside the build and a tiny "
+                f"{a / b:.2f}× (A: the old env's reference checks on (the model beside the new env's checks; its imports if one fails) and a tiny "
                 "Keras model saved by TF 2.15 checked in the new env, `--model`; B: `--no-reference-checks`, no model)",
                 f"≤ {AIMS['checks']}×: {verdict(a / b <= AIMS['checks'])}",
             )

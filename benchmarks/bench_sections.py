@@ -191,9 +191,10 @@ def make_model(base: Path, folder: Path) -> Path:
 
 
 def checks_on_off(base: Path, tmp: Path, runs: int) -> dict:
-    """A: warm upgrade with one model check (``--model``: the old env runs the model beside the build, the new env
-    must answer the same) and the old env's reference import checks (on by default: the profile's imports, run in
-    the current env beside the build); B: the same upgrade without both (``--no-reference-checks``, no model)."""
+    """A: warm upgrade with one model check (``--model``: the old env runs the model beside the new env's checks, the
+    new env must answer the same) and the old env's reference import checks on (the default: the profile's imports,
+    run in the current env when one fails in the new env); B: the same upgrade without both
+    (``--no-reference-checks``, no model)."""
     model = make_model(base, tmp / "model")
     on, off, model_rows = [], [], []
     for i, name in alternate(["on", "off"], runs):

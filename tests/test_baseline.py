@@ -43,3 +43,20 @@ def test_nothing_runs_until_asked_then_once_for_every_caller(tmp_path):
 def test_no_reference_checks_runs_nothing(tmp_path):
     before = Baseline(_env(tmp_path), ["no_such_module_tfrebuild"], run=False)
     assert before.failing() == {} and before.timing()["ran"] is False
+
+
+def test_started_at_once_and_never_about_another_tree(tmp_path):
+    """``start()`` runs them in a thread (``failing()`` waits for it); asked only after another venv is at the path,
+    they run nothing there: nothing is known, so nothing is excused."""
+    import subprocess
+
+    env = _env(tmp_path)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", tmp_path / "other"], check=True)
+    early = Baseline(env, ["no_such_module_tfrebuild"])
+    early.start()
+    late = Baseline(env, ["no_such_module_tfrebuild"])
+    assert list(early.failing()) == ["no_such_module_tfrebuild"] and early.timing()["ran"] is True
+    os.rename(env, tmp_path / "was")
+    os.rename(tmp_path / "other", env)  # the swap: another tree at the path
+    assert late.failing() == {}  # it would fail in the other tree too, and be called "already failing"
+    assert list(early.failing()) == ["no_such_module_tfrebuild"]  # answered for the tree it was made for

@@ -243,7 +243,8 @@ def test_upgrade_blocked_by_keras3_refusal_then_passes_with_keras_legacy(make_ve
     rows = {r["path"]: r for r in ok.json()["models"]}
     assert rows[str(folder)]["verdict"] == "match" and rows[str(folder)]["keras"].startswith("tf_keras 2.21")
     assert rows[str(h5)]["verdict"] == "match" and rows[str(h5)]["outputs_compared"] == 1
-    # the reference answers ran in the old env beside the build: the model check waited for a part of them only
+    # the reference answers ran in the old env beside the new env's checks: the model check waited for a part of
+    # them only
     side = ok.json()["overlap"]["model_reference"]
     assert 0 <= side["waited_seconds"] < side["seconds"], side
     assert {"build", "checks", "models"} <= set(ok.json()["stages"]), ok.json()["stages"]

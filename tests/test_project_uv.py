@@ -317,3 +317,37 @@ def test_an_env_outside_the_project_is_not_driven(tmp_path, project_env, kit_ind
         env, root, "upgrade", "--env", outside, "--to", "2.18", "--offline", "--find-links", kit_index, "--yes"
     )
     assert refused.code == 1 and "--force" in refused.err, refused
+
+
+@pytest.mark.slow
+def test_an_import_that_fails_only_after_the_swap_is_not_excused(tmp_path, project_env, kit_index):
+    """The project's own package is imported at the path after the swap (the staged env does not hold it yet). It
+    imports in the env as it is and fails with the new TensorFlow: a regression, so the env and the files go back.
+    The current env's import checks answer for the env as it was (core/baseline.py: started before the swap), not
+    for the tree at the path after it, where the import fails too and would be called "already failing"."""
+    root = make_project(tmp_path / "proj", project_env, kit_index, packaged=True)
+    (root / "src" / "proj" / "__init__.py").write_text(
+        "import tensorflow\n"
+        "if tensorflow.__version__.startswith('2.18'):\n"
+        "    raise ImportError('proj does not work with TensorFlow 2.18 yet')\n"
+    )
+    before = {n: (root / n).read_bytes() for n in ("pyproject.toml", "uv.lock")}
+    res = tfr(project_env, root, "upgrade", "--to", "2.18", "--offline", "--find-links", kit_index, "--yes")
+    assert res.code == 1, res
+    assert "proj does not work with TensorFlow 2.18 yet" in res.err and "already failing" not in res.err, res.err
+    assert "back in and restored the project files" in res.err, res.err
+    assert {n: (root / n).read_bytes() for n in before} == before
+    assert tf_version_via_uv_run(project_env, root)[0] == "2.15.1"
+
+
+@pytest.mark.slow
+def test_an_import_already_failing_before_is_excused_after_the_swap_too(tmp_path, project_env, kit_index):
+    """The same import at the path after the swap, failing in the env as it was too: "already failing before the
+    upgrade", not held against the new env (the current env's import checks ran before the swap)."""
+    root = make_project(tmp_path / "proj", project_env, kit_index, packaged=True)
+    (root / "src" / "proj" / "__init__.py").write_text("raise ImportError('proj is broken with any TensorFlow')\n")
+    res = tfr(project_env, root, "upgrade", "--to", "2.18", "--offline", "--find-links", kit_index, "--yes", "--json")
+    assert res.code == 0, res
+    after = [c for c in res.json()["after_swap"] if "already failing before the upgrade" in c["name"]]
+    assert after and after[0]["ok"] and "proj" in after[0]["name"], res.json()["after_swap"]
+    assert tf_version_via_uv_run(project_env, root)[0] == "2.18.0"

@@ -44,7 +44,7 @@ class UpgradeResult(transaction.TransactionResult):
     started: starter.Started | None = None  # no env here: this run built one from the bundled profile first
     adopted: str | None = None  # the env was recreated or changed outside tfrebuild: adopted first, as a generation
     stages: dict = field(default_factory=dict)  # stage name -> seconds (the progress stages, timed)
-    overlap: dict = field(default_factory=dict)  # the checks run beside the build: their time, and the time waited
+    overlap: dict = field(default_factory=dict)  # the old env's reference checks: their time, and the time waited
 
 
 @dataclass(frozen=True)
@@ -305,6 +305,8 @@ def _apply(run: Attempt, result: UpgradeResult, start: float, given_models=()) -
     before = run.baselines.get(names)
     if before is None:  # run when a check first needs it; a later try of a search reuses the first try's answers
         before = run.baselines[names] = Baseline(store.env, list(names), run=not run.opts.no_reference_checks)
+    if the_plan.project is not None and the_plan.project.drivable:
+        before.start()  # its checks run at the path after the swap too, where the env as it is has gone by then
     checks = Checks(
         tf_version=the_plan.tf_new,
         imports=imports,

@@ -3,7 +3,9 @@
 They run read-only (no bytecode written) in the env as it is, and only when an answer is needed: the first time an
 import or an op library fails in the new env (:meth:`Baseline.failing`). An import that fails there already is
 "already failing before the upgrade" and does not block the new env: only regressions do. An upgrade whose checks
-pass imports nothing in the current env (run beside the build, these imports slowed it on a 2-CPU machine).
+pass imports nothing in the current env (run beside the build, these imports slowed it on a 2-CPU machine). Where
+checks also run at the path after the swap (a driven project's), :meth:`Baseline.start` runs them at once, while the
+path still holds the env as it is; and they never run in another tree than the one they were made for.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rebuild.store.trees import venv_identity
 from rebuild.util import proc
 
 if TYPE_CHECKING:
@@ -29,23 +32,39 @@ class Baseline:
         self._env, self._names, self._timeout = Path(env), [m for m in imports if m], timeout
         # run=False (--no-reference-checks): nothing is already failing
         self._run = run and (self._env / "bin" / "python").exists()
+        self._identity = venv_identity(self._env)  # the tree the answers are about: the env as it is now
         self._result: dict[str, str] = {}
         self._ran = False
         self._once = threading.Lock()
+        self._thread: threading.Thread | None = None
         self.seconds: float | None = None  # how long the checks ran (None: not run)
-        self.waited = 0.0  # how long callers waited for them (all of it: they run when asked)
+        self.waited = 0.0  # how long callers waited for them (when they run at the first question: all of it)
+
+    def start(self) -> None:
+        """Run them now, in a thread (``failing()`` then waits for it): for checks that also run at the path after
+        the swap, when the tree there is no longer the env as it is now."""
+        if self._run and self._thread is None:
+            self._thread = threading.Thread(target=self._once_only, name="tfrebuild-baseline", daemon=True)
+            self._thread.start()
 
     def failing(self) -> dict[str, str]:
         began = time.monotonic()
+        self._once_only()
         with self._once:
-            if self._run and not self._ran:
-                self._ran = True
-                try:
-                    self._checks(self._env / "bin" / "python", self._env, self._names, self._timeout)
-                finally:
-                    self.seconds = time.monotonic() - began
-        self.waited += time.monotonic() - began
+            self.waited += time.monotonic() - began
         return dict(self._result)
+
+    def _once_only(self) -> None:
+        with self._once:
+            if not self._run or self._ran:
+                return
+            self._ran = True
+            began = time.monotonic()
+            try:
+                if venv_identity(self._env) == self._identity:  # else another tree is at the path: nothing is known
+                    self._checks(self._env / "bin" / "python", self._env, self._names, self._timeout)
+            finally:
+                self.seconds = time.monotonic() - began
 
     def _checks(self, python: Path, env: Path, names: list[str], timeout: float) -> None:
         from rebuild.core import oplibs

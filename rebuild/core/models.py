@@ -1,8 +1,9 @@
 """The model-parity gate: the user's saved models still load in the new env and answer as they did.
 
-Models come from ``--model PATH`` and from the profile's ``[[smoke.models]]``. While the new env is built, the
-current env loads each model and runs one batch (the given inputs, or seeded inputs made from the model's
-signature), keeping inputs and outputs in the operation's folder (:meth:`Gate.start`, a thread). Once the reference is in,
+Models come from ``--model PATH`` and from the profile's ``[[smoke.models]]``. Once the new env is built (where a GPU
+is used: while it is built), the current env loads each model and runs one batch (the given inputs, or seeded inputs
+made from the model's signature), keeping inputs and outputs in the operation's folder (:meth:`Gate.start`, a
+thread, beside the new env's checks). Once the reference is in,
 the new env loads each model the same way, runs the same inputs and compares, in the process that also answers the
 smoke check "tensorflow imports and computes" (:meth:`Gate.begin`; where a GPU is used, after the smoke checks); the
 answers are read when the smoke checks pass (:meth:`Gate.check`). A model
@@ -274,10 +275,10 @@ class Gate:
     def __bool__(self) -> bool:
         return bool(self.models)
 
-    # the current env's answers, beside the build
+    # the current env's answers, beside the new env's checks (where a GPU is used, beside the build)
 
     def start(self, folder: Path) -> None:
-        """Run the reference in the current env in a thread (it overlaps the build)."""
+        """Run the reference in the current env in a thread (it overlaps the new env's TensorFlow import)."""
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
         self._thread = threading.Thread(target=self._reference_all, name="tfrebuild-model-reference", daemon=True)

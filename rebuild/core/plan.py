@@ -84,7 +84,7 @@ class Options:
     search: bool = True  # --to latest: try lower releases when the checks fail (core/search.py)
     explain: bool = True  # a conflict names the newest release that resolves (resolutions; the search skips it)
     models: list[str] = field(default_factory=list)  # --model PATH: saved models the new env must load the same
-    no_reference_checks: bool = False  # the old env's reference checks (imports, models) beside the build: off
+    no_reference_checks: bool = False  # the old env's reference checks (imports, models): off
 
     def __post_init__(self) -> None:
         for name, choice in (("strategy", Strategy), ("keras", Keras), ("gpu", Gpu), ("check", PathCheck)):

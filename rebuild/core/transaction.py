@@ -121,7 +121,12 @@ def run(spec: Spec, result: TransactionResult) -> TransactionResult:
     staging = store.staging_dir(spec.op)
     number = 1 if spec.new_env else store.next_number()
     store.begin(_journal(spec, staging, number))
+    # where a GPU is used, the current env's model answers come while the new env is built (beside its checks the
+    # two TensorFlows would share the GPU's memory); elsewhere beside the new env's checks (uv's build uses every CPU)
+    gpu = bool(spec.models) and (spec.checks.gpu_required or bool(spec.like.gpu.gpus))
     try:
+        if spec.models and gpu:
+            spec.models.start(staging / "models")
         progress.stage("build", f"new env in {staging}")
         if spec.project is not None:
             built = spec.project.build(staging)
@@ -137,7 +142,7 @@ def run(spec: Spec, result: TransactionResult) -> TransactionResult:
             )
         result.build_seconds = built.seconds
         fault_point("upgrade.built") if spec.kind == "upgrade" else fault_point("apply.built")
-        if spec.models:  # the current env's answers, beside the new env's checks (not the build: uv uses every CPU)
+        if spec.models and not gpu:
             spec.models.start(staging / "models")
         progress.stage(
             "checks",
@@ -145,9 +150,7 @@ def run(spec: Spec, result: TransactionResult) -> TransactionResult:
             + (f": importing TensorFlow {spec.checks.tf_version}" if spec.checks.tf_version else ""),
         )
         if spec.models:  # one process of the new env for TensorFlow's check and the models, but where a GPU is used
-            spec.models.begin(
-                built.env, spec.checks.tf_version, gpu=spec.checks.gpu_required or bool(spec.like.gpu.gpus)
-            )
+            spec.models.begin(built.env, spec.checks.tf_version, gpu=gpu)
         report = spec.checks.run(built.env, tf_check=spec.models.tf_probe() if spec.models else None)
         if spec.models and report.ok:
             _check_models(spec, built.env, report, result)
